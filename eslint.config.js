@@ -1,0 +1,25 @@
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+export default tseslint.config(
+  { ignores: ['node_modules/**', 'data/**', 'dist/**'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    rules: {
+      'no-console': 'error',
+      'no-control-regex': 'off', // mail parsing checks ASCII ranges on purpose
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      'no-restricted-imports': ['error', {
+        paths: [
+          { name: 'dns', message: 'All name resolution goes through src/dns/ (configured servers).' },
+          { name: 'node:dns', message: 'All name resolution goes through src/dns/ (configured servers).' },
+          { name: 'dns/promises', message: 'All name resolution goes through src/dns/.' },
+          { name: 'node:dns/promises', message: 'All name resolution goes through src/dns/.' },
+        ],
+      }],
+    },
+  },
+  { files: ['src/dns/**'], rules: { 'no-restricted-imports': 'off' } },
+  { files: ['src/cli/**', 'test/**', 'bench/**'], rules: { 'no-console': 'off' } },
+);

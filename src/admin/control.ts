@@ -1,0 +1,57 @@
+// Owns: the local control socket (dataDir/control.sock, mode 0600): JSON line requests from the
+// CLI to the running server (reload, kick, status). Client and server halves live here.
+import net from 'node:net';
+import { chmodSync, existsSync, unlinkSync } from 'node:fs';
+import path from 'node:path';
+
+export interface ControlRequest { cmd: 'reload' | 'kick' | 'status' }
+export interface ControlResponse { ok: boolean; message: string; data?: Record<string, unknown> }
+
+export const controlPath = (dataDir: string): string => path.join(dataDir, 'control.sock');
+
+/** Ask the running server; null when no server listens on this dataDir. */
+export function controlRequest(dataDir: string, req: ControlRequest, timeoutMs = 15_000): Promise<ControlResponse | null> {
+  return new Promise((resolve) => {
+    const p = controlPath(dataDir);
+    if (!existsSync(p)) { resolve(null); return; }
+    const s = net.connect(p);
+    let buf = '';
+    const done = (v: ControlResponse | null) => { s.destroy(); clearTimeout(t); resolve(v); };
+    const t = setTimeout(() => done({ ok: false, message: 'the server did not answer in time' }), timeoutMs);
+    s.on('connect', () => s.write(JSON.stringify(req) + '\n'));
+    s.on('data', (d) => {
+      buf += d.toString();
+      const nl = buf.indexOf('\n');
+      if (nl >= 0) {
+        try { done(JSON.parse(buf.slice(0, nl)) as ControlResponse); } catch { done({ ok: false, message: 'bad answer from server' }); }
+      }
+    });
+    s.on('error', () => done(null));
+  });
+}
+
+export async function startControlServer(dataDir: string, handle: (r: ControlRequest) => Promise<ControlResponse>): Promise<net.Server> {
+  const p = controlPath(dataDir);
+  if (existsSync(p)) {
+    if (await controlRequest(dataDir, { cmd: 'status' }, 2000)) {
+      throw new Error(`another Portcullis server is already running on ${dataDir} (control socket ${p} answers); stop it first or use another dataDir`);
+    }
+    unlinkSync(p); // stale socket of a process that died
+  }
+  const srv = net.createServer((c) => {
+    let buf = '';
+    c.on('error', () => {});
+    c.on('data', (d) => {
+      buf += d.toString();
+      if (buf.length > 65_536) { c.destroy(); return; }
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      let req: ControlRequest;
+      try { req = JSON.parse(buf.slice(0, nl)) as ControlRequest; } catch { c.end(JSON.stringify({ ok: false, message: 'bad request' }) + '\n'); return; }
+      handle(req).then((r) => c.end(JSON.stringify(r) + '\n'), (e) => c.end(JSON.stringify({ ok: false, message: String(e) }) + '\n'));
+    });
+  });
+  await new Promise<void>((resolve, reject) => { srv.once('error', reject); srv.listen(p, () => resolve()); });
+  chmodSync(p, 0o600);
+  return srv;
+}

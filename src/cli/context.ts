@@ -1,0 +1,29 @@
+// Owns: what every CLI command shares: the -c option, loading the config, opening the store.
+import type { Command } from 'commander';
+import { defaultConfigPath, loadConfig, type Config } from '../config/load.ts';
+import { SqliteStore } from '../store/sqlite/index.ts';
+import type { Store } from '../store/types.ts';
+
+export interface CommonOpts { config?: string; json?: boolean }
+
+export function withConfig(cmd: Command): Command {
+  return cmd.option('-c, --config <file>', 'configuration file (default ./portcullis.yaml or $PORTCULLIS_CONFIG)');
+}
+
+export function configTarget(o: CommonOpts): { configFile: string; allowDefaults: boolean } {
+  const explicit = o.config ?? process.env.PORTCULLIS_CONFIG;
+  return { configFile: explicit || defaultConfigPath(), allowDefaults: !explicit };
+}
+
+export function cliConfig(o: CommonOpts): Config {
+  const t = configTarget(o);
+  return loadConfig(t.configFile, t.allowDefaults);
+}
+
+export function cliStore(c: Config): Store {
+  return new SqliteStore(c.dataDir);
+}
+
+export function printJson(v: unknown): void {
+  process.stdout.write(JSON.stringify(v, null, 2) + '\n');
+}

@@ -1,0 +1,123 @@
+// Owns: reading a YAML file into a validated, frozen Config. Relative paths are resolved
+// against the config file's folder. Errors are AdminErrors naming each bad key and the fix.
+import { readFileSync } from 'node:fs';
+import { hostname as osHostname } from 'node:os';
+import path from 'node:path';
+import YAML from 'yaml';
+import type { z } from 'zod';
+import { AdminError } from '../errors.ts';
+import { configSchema, type ConfigInput, type ParsedConfig } from './schema.ts';
+
+export interface AcceptedDomain {
+  domain: string;
+  type: 'authoritative';
+  recipients: 'any' | readonly string[];
+  organization: string;
+}
+
+export interface Organization {
+  name: string;
+  acceptedDomains: readonly AcceptedDomain[];
+}
+
+export interface Config extends Omit<ParsedConfig, 'organizations' | 'hostname'> {
+  hostname: string;
+  organizations: readonly Organization[];
+  /** The file this came from, or null for the embedded defaults. */
+  source: string | null;
+}
+
+export const DEFAULT_CONFIG_FILE = 'portcullis.yaml';
+
+export function defaultConfigPath(): string {
+  return process.env.PORTCULLIS_CONFIG || DEFAULT_CONFIG_FILE;
+}
+
+/** The embedded defaults used when no configuration file exists. */
+export const embeddedDefaults: ConfigInput = {
+  dataDir: './data',
+  smtp: { listen: ['127.0.0.1:2525'] },
+  organizations: [{ name: 'default', acceptedDomains: [{ domain: 'localhost', type: 'authoritative', recipients: 'any' }] }],
+};
+
+function formatIssues(issues: z.core.$ZodIssue[]): string {
+  return issues.map((i) => {
+    const key = i.path.length ? i.path.map((p, n) => (typeof p === 'number' ? `[${p}]` : `${n ? '.' : ''}${String(p)}`)).join('') : '(top level)';
+    if (i.code === 'unrecognized_keys') return `  ${key}: unknown key(s) ${i.keys.map((k) => `"${k}"`).join(', ')} (check the spelling against docs/configuration.md)`;
+    return `  ${key}: ${i.message}`;
+  }).join('\n');
+}
+
+/** Validate an already-parsed object. `baseDir` resolves relative paths. */
+export function buildConfig(input: unknown, baseDir: string, source: string | null): Config {
+  const r = configSchema.safeParse(input ?? {});
+  if (!r.success) {
+    throw new AdminError(`invalid configuration${source ? ` in ${source}` : ''}:\n${formatIssues(r.error.issues)}`,
+      'correct the keys above; docs/configuration.md describes each one');
+  }
+  const c = r.data;
+  const problems: string[] = [];
+  const owner = new Map<string, string>();
+  const orgNames = new Set<string>();
+  const organizations: Organization[] = c.organizations.map((o, oi) => {
+    if (orgNames.has(o.name)) problems.push(`  organizations[${oi}].name: "${o.name}" is used by two organizations`);
+    orgNames.add(o.name);
+    return Object.freeze({
+      name: o.name,
+      acceptedDomains: Object.freeze(o.acceptedDomains.map((d, di) => {
+        const prev = owner.get(d.domain);
+        if (prev) problems.push(`  organizations[${oi}].acceptedDomains[${di}].domain: "${d.domain}" is already accepted by organization "${prev}"`);
+        owner.set(d.domain, o.name);
+        return Object.freeze({ ...d, recipients: d.recipients === 'any' ? 'any' as const : Object.freeze([...d.recipients]), organization: o.name });
+      })),
+    });
+  });
+  if (problems.length) {
+    throw new AdminError(`invalid configuration${source ? ` in ${source}` : ''}:\n${problems.join('\n')}`,
+      'each organization name and each accepted domain must appear once');
+  }
+  const resolve = (p: string) => path.resolve(baseDir, p);
+  const config: Config = {
+    ...c,
+    hostname: c.hostname ?? osHostname().toLowerCase(),
+    dataDir: resolve(c.dataDir),
+    tls: {
+      ...c.tls,
+      certificates: c.tls.certificates.map((p) => ({ cert: resolve(p.cert), key: resolve(p.key) })),
+      trust: { ...c.tls.trust, caFiles: c.tls.trust.caFiles.map(resolve) },
+    },
+    organizations: Object.freeze(organizations),
+    source,
+  };
+  return deepFreeze(config);
+}
+
+/** Load `file`; when it does not exist and `allowDefaults`, use the embedded defaults. */
+export function loadConfig(file: string, allowDefaults = false): Config {
+  const abs = path.resolve(file);
+  let text: string;
+  try {
+    text = readFileSync(abs, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' && allowDefaults) {
+      return buildConfig(embeddedDefaults, process.cwd(), null);
+    }
+    throw new AdminError(`cannot read configuration file ${abs}: ${(e as Error).message}`,
+      'pass the right file with -c FILE or PORTCULLIS_CONFIG');
+  }
+  let doc: unknown;
+  try {
+    doc = YAML.parse(text, { prettyErrors: true, uniqueKeys: true });
+  } catch (e) {
+    throw new AdminError(`configuration file ${abs} is not valid YAML: ${(e as Error).message}`, 'fix the YAML syntax at the line shown');
+  }
+  return buildConfig(doc, path.dirname(abs), abs);
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}

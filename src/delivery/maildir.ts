@@ -1,0 +1,59 @@
+// Owns: local delivery into Maildir (dataDir/mailboxes/<domain>/<localpart>/{tmp,new,cur}).
+// Promise: a message is in new/ only complete and synced (write tmp, fsync, rename, fsync dir).
+// Failures come back as a classified outcome; nothing here throws to the caller.
+import { mkdir } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import path from 'node:path';
+import { writeChunksDurable } from '../util/fsync.ts';
+import { classifyLocalError, type Outcome } from './classify.ts';
+
+let counter = 0;
+const HOST = hostname().replace(/[/:]/g, '_');
+
+/** Folder-safe name: lower-case; anything outside [a-z0-9._+-=] and a leading dot become %XX. */
+export function mailboxFolder(s: string): string {
+  const lower = s.toLowerCase();
+  let out = '';
+  for (const ch of Buffer.from(lower, 'utf8')) {
+    const c = String.fromCharCode(ch);
+    out += /[a-z0-9._+=-]/.test(c) ? c : `%${ch.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out.startsWith('.') ? `%2E${out.slice(1)}` : out;
+}
+
+export class MaildirDelivery {
+  private readonly root: string;
+  private readonly made = new Set<string>();
+
+  constructor(dataDir: string) { this.root = path.join(dataDir, 'mailboxes'); }
+
+  pathFor(address: string): string {
+    const at = address.lastIndexOf('@');
+    let local = address.slice(0, at);
+    if (local.startsWith('"') && local.endsWith('"')) local = local.slice(1, -1).replace(/\\(.)/g, '$1');
+    return path.join(this.root, mailboxFolder(address.slice(at + 1)), mailboxFolder(local));
+  }
+
+  private async ensure(dir: string): Promise<void> {
+    if (this.made.has(dir)) return;
+    await Promise.all(['tmp', 'new', 'cur'].map((d) => mkdir(path.join(dir, d), { recursive: true, mode: 0o700 })));
+    this.made.add(dir);
+  }
+
+  /** Deliver `data` (with our Received: first) for one recipient. */
+  async deliver(address: string, mailFrom: string, data: Buffer): Promise<Outcome> {
+    const dir = this.pathFor(address);
+    const prefix = Buffer.from(`Return-Path: <${mailFrom}>\r\nDelivered-To: ${address}\r\n`);
+    const now = Date.now();
+    const name = `${Math.floor(now / 1000)}.M${(now % 1000) * 1000}P${process.pid}Q${++counter}.${HOST}`;
+    const size = prefix.length + data.length;
+    try {
+      await this.ensure(dir);
+      await writeChunksDurable(path.join(dir, 'tmp', name), path.join(dir, 'new', `${name},S=${size}`), [prefix, data]);
+      return { status: 'delivered', reply: { code: 250, enhanced: '2.0.0', message: `Delivered to mailbox ${dir}` } };
+    } catch (e) {
+      this.made.delete(dir);
+      return classifyLocalError(e as NodeJS.ErrnoException, dir);
+    }
+  }
+}

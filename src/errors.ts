@@ -1,0 +1,82 @@
+// Owns: the one outcome type for SMTP (what the peer sees + what the admin sees) and the
+// catalogue of replies the gateway itself issues. Every reply carries an RFC 3463 enhanced code.
+
+export interface SmtpReply {
+  /** Three-digit basic reply code (RFC 5321 §4.2). */
+  code: number;
+  /** Enhanced status code (RFC 3463), e.g. "5.7.1". */
+  enhanced: string;
+  /** Text the peer sees. Never contains configuration secrets. */
+  message: string;
+  /** What the administrator sees in logs and the message trace (defaults to message). */
+  reason?: string;
+}
+
+export const isTemporary = (r: SmtpReply): boolean => r.code >= 400 && r.code < 500;
+export const isPositive = (r: SmtpReply): boolean => r.code < 400;
+
+export function reply(code: number, enhanced: string, message: string, reason?: string): SmtpReply {
+  return reason === undefined ? { code, enhanced, message } : { code, enhanced, message, reason };
+}
+
+/** Serialise a reply, multi-line when message contains newlines (RFC 5321 §4.2.1). */
+export function formatReply(r: SmtpReply): string {
+  const lines = r.message.split('\n');
+  let out = '';
+  for (let i = 0; i < lines.length; i++) {
+    const sep = i === lines.length - 1 ? ' ' : '-';
+    out += `${r.code}${sep}${r.enhanced} ${lines[i]}\r\n`;
+  }
+  return out;
+}
+
+/** Replies the SMTP server issues on its own (policy verdicts bring their own). */
+export const Replies = {
+  ok: () => reply(250, '2.0.0', 'OK'),
+  senderOk: () => reply(250, '2.1.0', 'Sender OK'),
+  recipientOk: () => reply(250, '2.1.5', 'Recipient OK'),
+  reset: () => reply(250, '2.0.0', 'Reset state'),
+  startData: () => reply(354, '2.0.0', 'Start mail input; end with <CRLF>.<CRLF>'),
+  readyTls: () => reply(220, '2.0.0', 'Ready to start TLS'),
+  bye: (host: string) => reply(221, '2.0.0', `${host} closing connection`),
+  help: () => reply(214, '2.0.0', 'See RFC 5321; commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT STARTTLS VRFY HELP'),
+  cannotVrfy: () => reply(252, '2.5.0', 'Cannot VRFY user, but will accept message and attempt delivery'),
+  expnDisabled: () => reply(502, '5.5.1', 'EXPN is not supported'),
+  notImplemented: (cmd: string) => reply(502, '5.5.1', `${cmd} is not implemented`),
+  unknownCommand: () => reply(500, '5.5.2', 'Command not recognized'),
+  lineTooLong: (max: number) => reply(500, '5.5.2', `Line too long (the limit is ${max} octets)`),
+  bareLineEnding: () => reply(500, '5.5.2', 'Bare CR or LF is not allowed; end command lines with CRLF'),
+  nulInCommand: () => reply(500, '5.5.2', 'NUL character is not allowed in commands'),
+  syntax: (what: string) => reply(501, '5.5.4', `Syntax error: ${what}`),
+  badSequence: (what: string) => reply(503, '5.5.1', `Bad sequence of commands: ${what}`),
+  tlsAlready: () => reply(503, '5.5.1', 'TLS is already active'),
+  tlsUnavailable: () => reply(454, '4.7.0', 'TLS not available due to temporary reason'),
+  paramUnsupported: (p: string) => reply(555, '5.5.4', `Unsupported parameter: ${p}`),
+  paramInvalid: (p: string) => reply(501, '5.5.4', `Invalid value for parameter ${p}`),
+  pathTooLong: () => reply(501, '5.1.3', 'Address too long (RFC 5321 §4.5.3.1 limits)'),
+  badAddress: (why: string) => reply(501, '5.1.3', `Bad address syntax: ${why}`),
+  nonAsciiNeedsSmtputf8: () => reply(553, '5.6.7', 'Non-ASCII address requires the SMTPUTF8 parameter'),
+  tooManyRecipients: (max: number) => reply(452, '4.5.3', `Too many recipients (at most ${max} per message)`),
+  sizeExceeded: () => reply(552, '5.3.4', 'Message size exceeds fixed maximum message size'),
+  headerTooLarge: (max: number) => reply(552, '5.3.4', `Message header size exceeds the limit of ${max} octets`),
+  bareInData: () => reply(550, '5.6.0', 'Message contains bare CR or LF; lines must end with CRLF'),
+  nulInData: () => reply(554, '5.6.0', 'Message contains NUL characters'),
+  noValidRecipients: () => reply(554, '5.5.1', 'No valid recipients'),
+  queued: (id: string) => reply(250, '2.0.0', `OK queued as ${id}`),
+  storageFull: () => reply(452, '4.3.1', 'Insufficient system storage, try again later'),
+  storageError: () => reply(451, '4.3.0', 'Local error in processing, try again later'),
+  pregreet: () => reply(554, '5.5.1', 'Protocol error: client sent data before the greeting'),
+  tooManyConnections: () => reply(421, '4.7.0', 'Too many connections, try again later'),
+  tooManyConnectionsFromIp: () => reply(421, '4.7.0', 'Too many connections from your address, try again later'),
+  timeout: (host: string) => reply(421, '4.4.2', `${host} Error: timeout exceeded`),
+  tooManyErrors: (host: string) => reply(421, '4.7.0', `${host} Error: too many errors`),
+  shuttingDown: (host: string) => reply(421, '4.3.2', `${host} Service shutting down, try again later`),
+} as const;
+
+/** An error for administrators: names the cause and the fix. */
+export class AdminError extends Error {
+  constructor(message: string, readonly fix?: string) {
+    super(fix ? `${message}\n  fix: ${fix}` : message);
+    this.name = 'AdminError';
+  }
+}

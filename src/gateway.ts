@@ -1,0 +1,126 @@
+// Owns: composing the gateway from its modules, the runtime configuration snapshot, reload
+// (SIGHUP or control socket) and orderly shutdown. The only place that wires modules together.
+// Promise: an invalid new configuration (or unusable certificate) is refused and the running
+// one stays in force; sessions in flight keep the snapshot they started with.
+import { mkdirSync } from 'node:fs';
+import type net from 'node:net';
+import type { SecureVersion } from 'node:tls';
+import { loadConfig, type Config } from './config/load.ts';
+import { emit, notice, setLogLevel } from './events.ts';
+import { InboundPolicy } from './policy/inbound.ts';
+import { openStore } from './store/open.ts';
+import type { Store } from './store/types.ts';
+import { ServerTls, type CertPair } from './tls/server.ts';
+import { ensureDevCertificate } from './tls/devcert.ts';
+import { TrustStore } from './tls/trust.ts';
+import { Ingest } from './ingest/ingest.ts';
+import { SmtpServer } from './inbound/server.ts';
+import type { SessionDeps } from './inbound/session.ts';
+import { Scheduler } from './scheduler/scheduler.ts';
+import { MaildirDelivery } from './delivery/maildir.ts';
+import { startControlServer, type ControlResponse } from './admin/control.ts';
+
+export interface GatewayOptions {
+  configFile: string;
+  /** Use the embedded defaults when configFile does not exist. */
+  allowDefaults: boolean;
+}
+
+async function certificatePairs(c: Config): Promise<CertPair[]> {
+  if (c.tls.certificates.length) return [...c.tls.certificates];
+  return [await ensureDevCertificate(c.dataDir, c.hostname)];
+}
+
+export class Gateway {
+  private deps!: SessionDeps;
+  private server!: SmtpServer;
+  private scheduler!: Scheduler;
+  private store!: Store;
+  private tls!: ServerTls;
+  private control: net.Server | undefined;
+  private stopping = false;
+
+  constructor(private readonly opts: GatewayOptions) {}
+
+  get config(): Config { return this.deps.config; }
+
+  async start(): Promise<void> {
+    const config = loadConfig(this.opts.configFile, this.opts.allowDefaults);
+    setLogLevel(config.log.level);
+    mkdirSync(config.dataDir, { recursive: true, mode: 0o750 });
+    if (!config.source) {
+      notice(`no configuration file at ${this.opts.configFile}: running the embedded defaults ` +
+        `(SMTP on ${config.smtp.listen.join(', ')}, data in ${config.dataDir}, accepting mail for "localhost"). ` +
+        'Write portcullis.yaml (see docs/configuration.md) or pass -c FILE.');
+    }
+    this.control = await startControlServer(config.dataDir, (r) => this.onControl(r.cmd));
+    this.tls = new ServerTls(await certificatePairs(config), config.tls.minVersion as SecureVersion);
+    this.tls.watch();
+    this.store = openStore(config.dataDir);
+    const released = await this.store.releaseLeases();
+    if (released) emit({ event: 'queue.recovered', released });
+    this.scheduler = new Scheduler(this.store, { local: new MaildirDelivery(config.dataDir) }, () => this.deps.config);
+    const ingest = new Ingest(this.store, () => this.scheduler.kick());
+    this.deps = { config, policy: new InboundPolicy(config), tls: this.tls, trust: new TrustStore(config.tls.trust.system, config.tls.trust.caFiles), ingest };
+    this.server = new SmtpServer(() => this.deps);
+    await this.server.listen(config.smtp.listen);
+    this.scheduler.start();
+    emit({ event: 'server.started', hostname: config.hostname, dataDir: config.dataDir, configFile: config.source });
+  }
+
+  /** Re-read configuration and certificates; refuse (and keep running) when anything is wrong. */
+  async reload(source: string): Promise<ControlResponse> {
+    let next: Config;
+    try {
+      next = loadConfig(this.opts.configFile, this.opts.allowDefaults);
+      const cur = this.deps.config;
+      const ignored: string[] = [];
+      if (next.dataDir !== cur.dataDir) ignored.push('dataDir');
+      if (JSON.stringify(next.smtp.listen) !== JSON.stringify(cur.smtp.listen)) ignored.push('smtp.listen');
+      const trust = new TrustStore(next.tls.trust.system, next.tls.trust.caFiles);
+      const pairs = await certificatePairs(next);
+      if (!this.tls.reload(source, pairs, next.tls.minVersion as SecureVersion)) {
+        throw new Error('the certificates could not be loaded (see the tls.certificates.rejected log line); the running configuration stays in force');
+      }
+      setLogLevel(next.log.level);
+      this.deps = { ...this.deps, config: next, policy: new InboundPolicy(next), trust };
+      emit({ event: 'config.reloaded', source });
+      const note = ignored.length ? ` (${ignored.join(', ')} changed: these take effect after a restart)` : '';
+      return { ok: true, message: `configuration reloaded${note}` };
+    } catch (e) {
+      const error = (e as Error).message;
+      emit({ event: 'config.rejected', source, error });
+      return { ok: false, message: `configuration refused, the running one stays in force:\n${error}` };
+    }
+  }
+
+  private async onControl(cmd: string): Promise<ControlResponse> {
+    switch (cmd) {
+      case 'reload': return this.reload('control socket');
+      case 'kick': this.scheduler.kick(); return { ok: true, message: 'queue run requested' };
+      case 'status': return { ok: true, message: 'running', data: { pid: process.pid, connections: this.server.connections } };
+      default: return { ok: false, message: `unknown command ${cmd}` };
+    }
+  }
+
+  async stop(signal: string): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    emit({ event: 'server.stopping', signal });
+    this.tls.unwatch();
+    this.control?.close();
+    await this.server.close(10_000);
+    await this.scheduler.stop();
+    await this.store.close();
+  }
+}
+
+/** Run until SIGTERM/SIGINT; SIGHUP reloads. */
+export async function serve(opts: GatewayOptions): Promise<void> {
+  const gw = new Gateway(opts);
+  await gw.start();
+  process.on('SIGHUP', () => { void gw.reload('SIGHUP'); });
+  const stop = (sig: string) => { void gw.stop(sig).then(() => process.exit(0)); };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}

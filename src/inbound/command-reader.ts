@@ -1,0 +1,62 @@
+// Owns: splitting the command-phase byte stream into lines (RFC 5321 §2.3.8, §4.5.3.1.4).
+// Promise: memory is bounded by maxLine; an overlong line is reported once and skipped to its end.
+// A line ends at LF (CRLF or bare LF) or at a bare CR; `bare` says whether the ending was bare.
+
+const CR = 13, LF = 10;
+const EMPTY = Buffer.alloc(0);
+
+export type Line =
+  | { kind: 'line'; text: string; bare: boolean; nul: boolean }
+  | { kind: 'tooLong' };
+
+export class CommandReader {
+  private buf: Buffer = EMPTY;
+  private discarding = false;
+
+  constructor(private readonly maxLine: number) {}
+
+  push(chunk: Buffer): void {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+  }
+
+  get pending(): number { return this.buf.length; }
+
+  /** Remaining unread bytes (handed to the DATA decoder, or discarded on STARTTLS). */
+  take(): Buffer {
+    const b = this.buf;
+    this.buf = EMPTY;
+    return b;
+  }
+
+  next(): Line | null {
+    for (;;) {
+      const b = this.buf;
+      let end = -1; let skip = 0; let bare = false;
+      const limit = Math.min(b.length, this.maxLine + 2);
+      for (let i = 0; i < limit; i++) {
+        const c = b[i];
+        if (c === LF) { end = i; skip = 1; bare = true; break; }
+        if (c === CR) {
+          if (i + 1 >= b.length) break;               // need the next byte to tell
+          if (b[i + 1] === LF) { end = i; skip = 2; break; }
+          end = i; skip = 1; bare = true; break;      // bare CR
+        }
+      }
+      if (end < 0) {
+        if (b.length > this.maxLine + 1) {
+          // Overlong: drop what we have and keep dropping to the end of this line.
+          this.buf = EMPTY;
+          if (this.discarding) return null;
+          this.discarding = true;
+          return { kind: 'tooLong' };
+        }
+        return null;
+      }
+      const raw = b.subarray(0, end);
+      this.buf = b.subarray(end + skip);
+      if (this.discarding) { this.discarding = false; continue; }
+      if (raw.length > this.maxLine) return { kind: 'tooLong' };
+      return { kind: 'line', text: raw.toString('utf8'), bare, nul: raw.includes(0) };
+    }
+  }
+}

@@ -1,0 +1,108 @@
+// Owns: decoding the DATA phase byte stream (RFC 5321 §4.1.4, §4.5.2).
+// Promises (the anti-smuggling contract):
+//  - Only the exact octets CR LF "." CR LF end the data, where that first CR LF is a real CRLF
+//    (or the start of data). A "." line ended or preceded by a bare CR or bare LF is content.
+//  - Every bare CR and bare LF is written out as CRLF, so stored data has CRLF line endings only;
+//    `bare` reports whether any were seen (for bareLineEndings: reject).
+//  - Dot-stuffing is removed (a leading "." on a line is dropped).
+//  - Memory is bounded: beyond maxSize nothing more is kept (sizeExceeded is set).
+
+const CR = 13, LF = 10, DOT = 46;
+const CRLF = Buffer.from('\r\n');
+const DOTBUF = Buffer.from('.');
+
+const enum St { Normal, Cr, Dot, DotCr }
+
+export interface DecodedData {
+  chunks: Buffer[];
+  size: number;
+  headerSize: number;
+  sizeExceeded: boolean;
+  headerExceeded: boolean;
+  bare: boolean;
+  nul: boolean;
+  eightBit: boolean;
+}
+
+export class DataDecoder {
+  private st = St.Normal;
+  private lineStart = true;
+  private afterRealCrlf = true;
+  private lineLen = 0;
+  private inHeader = true;
+  private readonly out: DecodedData = { chunks: [], size: 0, headerSize: 0, sizeExceeded: false, headerExceeded: false, bare: false, nul: false, eightBit: false };
+
+  constructor(private readonly maxSize: number, private readonly maxHeaderSize: number) {}
+
+  private emit(b: Buffer): void {
+    if (b.length === 0) return;
+    this.lineLen += b === CRLF ? 0 : b.length;
+    if (this.inHeader) {
+      this.out.headerSize += b.length;
+      if (this.out.headerSize > this.maxHeaderSize) this.out.headerExceeded = true;
+    }
+    this.out.size += b.length;
+    if (this.out.size > this.maxSize) { this.out.sizeExceeded = true; return; }
+    if (!this.out.sizeExceeded) this.out.chunks.push(b);
+  }
+
+  private eol(real: boolean): void {
+    if (this.inHeader && this.lineLen === 0) this.inHeader = false; // the empty line ends the header block
+    this.emit(CRLF);
+    this.lineStart = true;
+    this.afterRealCrlf = real;
+    this.lineLen = 0;
+    if (!real) this.out.bare = true;
+  }
+
+  /**
+   * Feed bytes. Returns the offset just past the terminating "." CRLF when the data ended in
+   * this chunk, or -1 when more is needed. Bytes after the returned offset belong to the next
+   * command (pipelining).
+   */
+  feed(buf: Buffer): number {
+    let run = 0; // start of the pending verbatim run in buf
+    const n = buf.length;
+    for (let i = 0; i < n; i++) {
+      const c = buf[i];
+      switch (this.st) {
+        case St.Normal:
+          if (c === CR) {
+            this.emit(buf.subarray(run, i)); this.st = St.Cr; run = i + 1;
+          } else if (c === LF) {
+            this.emit(buf.subarray(run, i)); this.eol(false); run = i + 1;
+          } else if (c === DOT && this.lineStart) {
+            this.emit(buf.subarray(run, i)); this.st = St.Dot; this.lineStart = false; run = i + 1;
+          } else {
+            if (c === 0) this.out.nul = true;
+            else if (c > 127) this.out.eightBit = true;
+            this.lineStart = false;
+          }
+          break;
+        case St.Cr:
+          this.st = St.Normal;
+          if (c === LF) { this.eol(true); run = i + 1; } else { this.eol(false); run = i; i--; }
+          break;
+        case St.Dot:
+          if (c === CR) { this.st = St.DotCr; run = i + 1; } else if (c === LF) {
+            // ".\n": a bare LF; content line "."
+            this.st = St.Normal; this.lineLen = 1; this.emit(DOTBUF); this.eol(false); run = i + 1;
+          } else {
+            // Dot-stuffed line: the leading dot is dropped; reprocess c as ordinary text.
+            this.st = St.Normal; run = i; i--;
+          }
+          break;
+        case St.DotCr:
+          this.st = St.Normal;
+          if (c === LF && this.afterRealCrlf) return i + 1; // CR LF . CR LF: end of data
+          this.emit(DOTBUF);
+          if (c === LF) { this.eol(true); run = i + 1; this.out.bare = true; } else { this.eol(false); run = i; i--; }
+          break;
+      }
+    }
+    if (this.st === St.Normal) this.emit(buf.subarray(run, n));
+    return -1;
+  }
+
+  result(): DecodedData { return this.out; }
+}

@@ -1,0 +1,404 @@
+// Owns: one SMTP server session (RFC 5321, PIPELINING 2920, SIZE 1870, 8BITMIME 6152,
+// SMTPUTF8 6531, ENHANCEDSTATUSCODES 2034, DSN 3461, STARTTLS 3207).
+// Asks policy/ for verdicts, hands complete transactions to ingest/, never writes the queue.
+// Promises: every command line gets exactly one reply; the session closes only after a 221 or
+// 421 (or a dead peer); bytes pipelined after STARTTLS are discarded and all state is reset
+// after the handshake; memory per session is bounded (line limit, message limit, paused reads).
+import type { Socket } from 'node:net';
+import tls from 'node:tls';
+import type { Config } from '../config/load.ts';
+import { emit, type TlsFacts } from '../events.ts';
+import { formatReply, Replies, reply, type SmtpReply } from '../errors.ts';
+import type { Ingest } from '../ingest/ingest.ts';
+import type { InboundPolicy } from '../policy/inbound.ts';
+import type { EnvelopeParams, NewRecipient } from '../store/types.ts';
+import { sessionFacts } from '../tls/facts.ts';
+import type { ServerTls } from '../tls/server.ts';
+import type { TrustStore } from '../tls/trust.ts';
+import { sessionId } from '../util/ids.ts';
+import { isXtext, parsePathArg, validNotify, validOrcpt } from './address.ts';
+import { CommandReader } from './command-reader.ts';
+import { DataDecoder } from './data-decoder.ts';
+
+/** RFC 5321 allows 512; ESMTP parameters (SIZE, DSN ORCPT/ENVID, SMTPUTF8) extend it. */
+export const MAX_COMMAND_LINE = 2048;
+const FORBIDDEN = new Set(['GET', 'POST', 'HEAD', 'PUT', 'CONNECT', 'OPTIONS']);
+
+export interface SessionDeps {
+  config: Config;
+  policy: InboundPolicy;
+  tls: ServerTls | null;
+  trust: TrustStore;
+  ingest: Ingest;
+}
+
+interface Txn {
+  mailFrom: string;
+  envelope: EnvelopeParams;
+  recipients: NewRecipient[];
+  seen: Set<string>;
+}
+
+type Mode = 'greeting' | 'command' | 'data' | 'tls' | 'closing';
+
+export class SmtpSession {
+  readonly id = sessionId();
+  private sock: Socket;
+  private mode: Mode = 'greeting';
+  private readonly reader = new CommandReader(MAX_COMMAND_LINE);
+  private decoder: DataDecoder | null = null;
+  private busy = false;
+  private out = '';
+  private helo: string | null = null;
+  private esmtp = false;
+  private txn: Txn | null = null;
+  private tlsFacts: TlsFacts | undefined;
+  private deadline: NodeJS.Timeout | undefined;
+  private readonly started = Date.now();
+  private counts = { messages: 0, commands: 0, errors: 0 };
+  private closeReason = 'client closed';
+  private readonly onData = (c: Buffer) => this.receive(c);
+
+  constructor(socket: Socket, private readonly deps: SessionDeps, private readonly onClosed: () => void) {
+    this.sock = socket;
+    socket.setNoDelay(true);
+    socket.on('data', this.onData);
+    socket.on('error', () => { this.closeReason = 'network error'; });
+    socket.once('close', () => this.closed());
+    this.arm(deps.config.smtp.timeouts.command);
+    // Greet after two event-loop turns (microseconds, not an artificial delay): any bytes already
+    // read by then were sent before the greeting existed — a protocol violation by the client.
+    setImmediate(() => setImmediate(() => this.greet()));
+  }
+
+  private get host(): string { return this.deps.config.hostname; }
+  private get clientIp(): string { return (this.sock.remoteAddress ?? '').replace(/^::ffff:/, ''); }
+
+  private greet(): void {
+    if (this.mode !== 'greeting') return;
+    if (this.reader.pending > 0) {
+      this.closeReason = 'pregreet';
+      this.reader.take();
+      this.send(Replies.pregreet());
+      this.close();
+      return;
+    }
+    this.mode = 'command';
+    this.out += `220 ${this.host} ESMTP Portcullis\r\n`;
+    this.flush();
+  }
+
+  /** Deadline for the current phase: a command line, the DATA phase or the TLS handshake. */
+  private arm(seconds: number): void {
+    clearTimeout(this.deadline);
+    this.deadline = setTimeout(() => {
+      if (this.mode === 'closing') return;
+      this.closeReason = `timeout in ${this.mode}`;
+      this.send(Replies.timeout(this.host));
+      this.close();
+    }, seconds * 1000);
+    this.deadline.unref();
+  }
+
+  private receive(chunk: Buffer): void {
+    if (this.mode === 'closing' || this.mode === 'tls') return;
+    if (this.mode === 'data' && !this.busy && this.reader.pending === 0) this.feedData(chunk);
+    else this.reader.push(chunk);
+    if (this.mode !== 'greeting') this.pump();
+  }
+
+  private send(r: SmtpReply): void {
+    if (r.code >= 400) this.counts.errors++;
+    this.out += formatReply(r);
+  }
+
+  private flush(): void {
+    if (this.out && !this.sock.destroyed) this.sock.write(this.out);
+    this.out = '';
+  }
+
+  /** Process as many buffered commands as possible; replies to a pipelined group go out together. */
+  private pump(): void {
+    while (!this.busy && (this.mode === 'command' || this.mode === 'data')) {
+      if (this.mode === 'data') {
+        const rest = this.reader.take();
+        if (!rest.length || !this.feedData(rest)) break;
+        continue;
+      }
+      const line = this.reader.next();
+      if (!line) break;
+      this.counts.commands++;
+      this.arm(this.deps.config.smtp.timeouts.command);
+      if (line.kind === 'tooLong') { this.send(Replies.lineTooLong(MAX_COMMAND_LINE)); }
+      else if (line.nul) { this.send(Replies.nulInCommand()); }
+      else if (line.bare && this.deps.config.smtp.bareLineEndings === 'reject') { this.send(Replies.bareLineEnding()); }
+      else {
+        const r = this.command(line.text);
+        if (r) this.wait(r);
+      }
+      if (this.counts.errors >= this.deps.config.smtp.maxErrors && this.mode === 'command') {
+        this.closeReason = 'too many errors';
+        this.send(Replies.tooManyErrors(this.host));
+        this.close();
+        return;
+      }
+    }
+    this.flush();
+  }
+
+  private wait(p: Promise<void>): void {
+    this.busy = true;
+    this.sock.pause();
+    this.flush();
+    p.catch((e) => {
+      emit({ event: 'internal.error', where: 'session', error: String((e as Error)?.stack ?? e) });
+      this.send(Replies.storageError());
+    }).finally(() => {
+      this.busy = false;
+      if (this.mode === 'closing') return;
+      this.sock.resume();
+      this.pump();
+    });
+  }
+
+  /** Feed DATA bytes; returns true when the data phase ended (and schedules its completion). */
+  private feedData(chunk: Buffer): boolean {
+    const dec = this.decoder!;
+    const end = dec.feed(chunk);
+    if (end < 0) return false;
+    if (end < chunk.length) this.reader.push(chunk.subarray(end));
+    this.mode = 'command';
+    this.arm(this.deps.config.smtp.timeouts.command);
+    this.wait(this.endData());
+    return true;
+  }
+
+  private command(text: string): Promise<void> | void {
+    const sp = text.indexOf(' ');
+    const verb = (sp < 0 ? text : text.slice(0, sp)).toUpperCase();
+    const arg = sp < 0 ? '' : text.slice(sp + 1);
+    switch (verb) {
+      case 'EHLO': return this.ehlo(arg, true);
+      case 'HELO': return this.ehlo(arg, false);
+      case 'MAIL': return this.mail(arg);
+      case 'RCPT': return this.rcpt(arg);
+      case 'DATA': return this.data(arg);
+      case 'RSET': this.txn = null; return this.send(Replies.reset());
+      case 'NOOP': return this.send(Replies.ok());
+      case 'QUIT': this.closeReason = 'quit'; this.send(Replies.bye(this.host)); return this.close();
+      case 'VRFY': return this.send(Replies.cannotVrfy());
+      case 'EXPN': return this.send(Replies.expnDisabled());
+      case 'HELP': return this.send(Replies.help());
+      case 'STARTTLS': return this.starttls(arg);
+      case 'BDAT': case 'AUTH': case 'TURN': case 'ETRN': case 'ATRN': case 'BURL':
+        return this.send(Replies.notImplemented(verb));
+      default:
+        if (FORBIDDEN.has(verb)) {
+          this.closeReason = 'HTTP command';
+          this.send(reply(421, '4.7.0', `${this.host} Protocol error: this is an SMTP server`));
+          return this.close();
+        }
+        return this.send(Replies.unknownCommand());
+    }
+  }
+
+  private ehlo(arg: string, extended: boolean): void {
+    const name = arg.trim();
+    if (!name || /\s/.test(name) || name.length > 255) {
+      this.send(Replies.syntax(extended ? 'EHLO requires one domain or address literal' : 'HELO requires one domain'));
+      return;
+    }
+    this.helo = name;
+    this.esmtp = extended;
+    this.txn = null;
+    if (!extended) { this.out += `250 ${this.host}\r\n`; return; }
+    const ext = ['PIPELINING', `SIZE ${this.deps.config.smtp.maxMessageSize}`, '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'DSN'];
+    if (this.deps.tls && !this.tlsFacts) ext.push('STARTTLS');
+    this.out += `250-${this.host}\r\n` + ext.map((e, i) => `250${i === ext.length - 1 ? ' ' : '-'}${e}\r\n`).join('');
+  }
+
+  private mail(arg: string): void {
+    if (!this.helo) return this.send(Replies.badSequence('send EHLO or HELO first'));
+    if (this.txn) return this.send(Replies.badSequence('nested MAIL command'));
+    if (!/^FROM:/i.test(arg)) return this.send(Replies.syntax('use MAIL FROM:<address>'));
+    const p = parsePathArg(arg.slice(5), { allowNull: true, utf8Allowed: false });
+    if ('code' in p) return this.send(p);
+    const envelope: EnvelopeParams = { smtputf8: false };
+    for (const [k, v] of p.params) {
+      switch (k) {
+        case 'SIZE':
+          if (v === true || !/^\d{1,15}$/.test(v)) return this.send(Replies.paramInvalid('SIZE'));
+          if (Number(v) > this.deps.config.smtp.maxMessageSize) return this.send(Replies.sizeExceeded());
+          break;
+        case 'BODY': {
+          const b = v === true ? '' : v.toUpperCase();
+          if (b !== '7BIT' && b !== '8BITMIME') return this.send(Replies.paramInvalid('BODY'));
+          envelope.body = b;
+          break;
+        }
+        case 'SMTPUTF8':
+          if (v !== true || !this.esmtp) return this.send(Replies.paramInvalid('SMTPUTF8'));
+          envelope.smtputf8 = true;
+          break;
+        case 'RET': {
+          const r = v === true ? '' : v.toUpperCase();
+          if (r !== 'FULL' && r !== 'HDRS') return this.send(Replies.paramInvalid('RET'));
+          envelope.ret = r;
+          break;
+        }
+        case 'ENVID':
+          if (v === true || v.length > 100 || !isXtext(v)) return this.send(Replies.paramInvalid('ENVID'));
+          envelope.envid = v;
+          break;
+        default:
+          return this.send(Replies.paramUnsupported(k));
+      }
+    }
+    if (!this.esmtp && p.params.size) return this.send(Replies.paramUnsupported('parameters require EHLO'));
+    this.txn = { mailFrom: p.mailbox.address, envelope, recipients: [], seen: new Set() };
+    this.send(Replies.senderOk());
+  }
+
+  private rcpt(arg: string): void {
+    const t = this.txn;
+    if (!t) return this.send(Replies.badSequence('send MAIL first'));
+    if (!/^TO:/i.test(arg)) return this.send(Replies.syntax('use RCPT TO:<address>'));
+    const p = parsePathArg(arg.slice(3), { allowNull: false, utf8Allowed: t.envelope.smtputf8 });
+    if ('code' in p) return this.send(p);
+    let notify: string | undefined; let orcpt: string | undefined;
+    for (const [k, v] of p.params) {
+      if (k === 'NOTIFY' && v !== true && validNotify(v)) notify = v.toUpperCase();
+      else if (k === 'ORCPT' && v !== true && validOrcpt(v)) orcpt = v;
+      else if (k === 'NOTIFY' || k === 'ORCPT') return this.send(Replies.paramInvalid(k));
+      else return this.send(Replies.paramUnsupported(k));
+    }
+    if (!this.esmtp && p.params.size) return this.send(Replies.paramUnsupported('parameters require EHLO'));
+    if (t.recipients.length >= this.deps.config.smtp.maxRecipients) return this.send(Replies.tooManyRecipients(this.deps.config.smtp.maxRecipients));
+    const v = this.deps.policy.recipient(p.mailbox, { clientIp: this.clientIp, tls: !!this.tlsFacts });
+    if (!v.ok) {
+      emit({ event: 'message.rejected', sid: this.id, code: v.reply.code, enhanced: v.reply.enhanced, reason: `RCPT <${p.mailbox.address}>: ${v.reply.reason ?? v.reply.message}` });
+      return this.send(v.reply);
+    }
+    const key = v.address.toLowerCase();
+    if (!t.seen.has(key)) {
+      t.seen.add(key);
+      t.recipients.push({ address: v.address, org: v.org, route: v.route, ...(notify ? { notify } : {}), ...(orcpt ? { orcpt } : {}) });
+    }
+    this.send(Replies.recipientOk());
+  }
+
+  private data(arg: string): void {
+    if (!this.txn) return this.send(Replies.badSequence('send MAIL first'));
+    if (!this.txn.recipients.length) return this.send(Replies.noValidRecipients());
+    if (arg.trim()) return this.send(Replies.syntax('DATA takes no argument'));
+    const smtp = this.deps.config.smtp;
+    this.decoder = new DataDecoder(smtp.maxMessageSize, smtp.maxHeaderSize);
+    this.mode = 'data';
+    this.arm(smtp.timeouts.data);
+    this.send(Replies.startData());
+  }
+
+  private async endData(): Promise<void> {
+    const d = this.decoder!.result();
+    const t = this.txn!;
+    this.decoder = null;
+    this.txn = null;
+    const smtp = this.deps.config.smtp;
+    let bad: SmtpReply | null = null;
+    if (d.sizeExceeded) bad = Replies.sizeExceeded();
+    else if (d.headerExceeded) bad = Replies.headerTooLarge(smtp.maxHeaderSize);
+    else if (d.nul) bad = Replies.nulInData();
+    else if (d.bare && smtp.bareLineEndings === 'reject') bad = Replies.bareInData();
+    else if (d.eightBit && t.envelope.body !== '8BITMIME') {
+      // 8-bit data without BODY=8BITMIME is accepted (as Postfix does) and recorded as 8-bit.
+      t.envelope.body = '8BITMIME';
+    }
+    if (bad) {
+      emit({ event: 'message.rejected', sid: this.id, code: bad.code, enhanced: bad.enhanced, reason: bad.message });
+      this.send(bad);
+      return;
+    }
+    const r = await this.deps.ingest.accept({
+      org: t.recipients[0].org, mailFrom: t.mailFrom, envelope: t.envelope, recipients: t.recipients, chunks: d.chunks,
+      inbound: {
+        sessionId: this.id, clientIp: this.clientIp, clientPort: this.sock.remotePort ?? 0, helo: this.helo ?? '',
+        protocol: this.esmtp ? (this.tlsFacts ? 'ESMTPS' : 'ESMTP') : (this.tlsFacts ? 'SMTPS' : 'SMTP'),
+        receivedBy: this.host, ...(this.tlsFacts ? { tls: this.tlsFacts } : {}),
+      },
+    });
+    if ('queueId' in r) {
+      this.counts.messages++;
+      emit({ event: 'message.accepted', sid: this.id, queueId: r.queueId, from: t.mailFrom, rcpts: t.recipients.length, size: d.size, org: t.recipients[0].org, ...(this.tlsFacts ? { tls: this.tlsFacts } : {}) });
+      this.send(Replies.queued(r.queueId));
+    } else {
+      this.send(r);
+    }
+  }
+
+  private starttls(arg: string): void {
+    if (!this.deps.tls) return this.send(Replies.notImplemented('STARTTLS'));
+    if (this.tlsFacts) return this.send(Replies.tlsAlready());
+    if (arg.trim()) return this.send(Replies.syntax('STARTTLS takes no argument'));
+    const injected = this.reader.take();
+    if (injected.length) emit({ event: 'session.injection', sid: this.id, ip: this.clientIp, bytes: injected.length }, 'discarded commands pipelined after STARTTLS');
+    this.send(Replies.readyTls());
+    this.flush();
+    this.mode = 'tls';
+    this.arm(this.deps.config.smtp.timeouts.tlsHandshake);
+    const raw = this.sock;
+    raw.removeListener('data', this.onData);
+    const serverTls = this.deps.tls;
+    const ts = new tls.TLSSocket(raw, {
+      isServer: true, secureContext: serverTls.contextFor(), SNICallback: serverTls.sniCallback,
+      requestCert: true, rejectUnauthorized: false,
+    });
+    ts.once('secure', () => {
+      this.sock = ts;
+      const sni = (ts as unknown as { servername?: string | false }).servername;
+      this.tlsFacts = sessionFacts(ts, this.deps.trust, sni || undefined);
+      // RFC 3207 §4.2: forget everything learned before TLS.
+      this.helo = null; this.esmtp = false; this.txn = null;
+      this.reader.take();
+      this.mode = 'command';
+      this.arm(this.deps.config.smtp.timeouts.command);
+      ts.on('data', this.onData);
+    });
+    ts.on('error', (e) => {
+      if (this.mode === 'tls') {
+        this.closeReason = 'tls handshake failed';
+        emit({ event: 'session.tlsFailed', sid: this.id, ip: this.clientIp, error: e.message });
+      } else this.closeReason = 'network error';
+      ts.destroy();
+    });
+    ts.once('close', () => raw.destroy());
+  }
+
+  /** End the session after what was queued for sending. */
+  private close(): void {
+    this.mode = 'closing';
+    clearTimeout(this.deadline);
+    this.flush();
+    this.sock.end();
+    // A peer that never reads must not pin the socket.
+    setTimeout(() => this.sock.destroy(), 10_000).unref();
+  }
+
+  /** Server shutdown: tell the client, then close. */
+  shutdown(): void {
+    if (this.mode === 'closing') return;
+    if (this.busy || this.mode === 'data') return; // let the transaction finish; close follows via stop timeout
+    this.closeReason = 'server shutdown';
+    this.send(Replies.shuttingDown(this.host));
+    this.close();
+  }
+
+  private closed(): void {
+    clearTimeout(this.deadline);
+    if (this.mode !== 'closing') this.mode = 'closing';
+    emit({
+      event: 'session.end', sid: this.id, ip: this.clientIp, ...(this.helo ? { helo: this.helo } : {}),
+      ...(this.tlsFacts ? { tls: this.tlsFacts } : {}), ...this.counts, durationMs: Date.now() - this.started, close: this.closeReason,
+    });
+    this.onClosed();
+  }
+}

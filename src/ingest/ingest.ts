@@ -1,0 +1,59 @@
+// Owns: turning an accepted SMTP transaction into a durable queue entry. The only writer of new
+// messages into the store (inbound/ never writes the queue itself).
+// Promise: resolves with the queue id only after the store's commit is synced; on failure it
+// returns the reply to give (452 4.3.1 when storage is full, 451 4.3.0 otherwise), never throws.
+import { emit } from '../events.ts';
+import { Replies, type SmtpReply } from '../errors.ts';
+import type { EnvelopeParams, InboundFacts, NewRecipient, Store } from '../store/types.ts';
+import { queueId } from '../util/ids.ts';
+import { receivedHeader } from './received.ts';
+
+export interface Transaction {
+  org: string;
+  mailFrom: string;
+  envelope: EnvelopeParams;
+  recipients: NewRecipient[];
+  inbound: InboundFacts;
+  /** Message data as decoded (CRLF line endings, dot-stuffing removed). */
+  chunks: Buffer[];
+}
+
+/** Message-ID from the header block (first occurrence, unfolded). */
+export function findMessageId(head: string): string | undefined {
+  const m = /(?:^|\r\n)message-id:[ \t]*((?:[^\r\n]|\r\n[ \t])*)/i.exec(head);
+  return m ? m[1].replace(/\r\n[ \t]+/g, ' ').trim().slice(0, 998) || undefined : undefined;
+}
+
+function headerText(chunks: Buffer[]): string {
+  // The header block is small relative to limits; look at up to the first 64 KiB.
+  let len = 0; const parts: Buffer[] = [];
+  for (const c of chunks) { parts.push(c); len += c.length; if (len >= 65_536) break; }
+  const s = Buffer.concat(parts).toString('latin1');
+  const end = s.indexOf('\r\n\r\n');
+  return end >= 0 ? s.slice(0, end + 2) : s;
+}
+
+const STORAGE_FULL = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT']);
+
+export class Ingest {
+  constructor(private readonly store: Store, private readonly onQueued: (id: string) => void) {}
+
+  async accept(t: Transaction): Promise<{ queueId: string } | SmtpReply> {
+    const now = new Date();
+    const id = queueId(now.getTime());
+    const rcpt = t.recipients.length === 1 ? t.recipients[0].address : undefined;
+    const data = Buffer.concat([receivedHeader(t.inbound, id, rcpt, now), ...t.chunks]);
+    try {
+      await this.store.enqueue({
+        id, org: t.org, receivedAt: now.getTime(), mailFrom: t.mailFrom, messageId: findMessageId(headerText(t.chunks)),
+        envelope: t.envelope, inbound: t.inbound, data, recipients: t.recipients,
+      });
+    } catch (e) {
+      const code = (e as { code?: string }).code ?? '';
+      emit({ event: 'internal.error', where: 'ingest.enqueue', error: `${code} ${(e as Error).message}` });
+      return STORAGE_FULL.has(code) ? Replies.storageFull() : Replies.storageError();
+    }
+    this.onQueued(id);
+    return { queueId: id };
+  }
+}

@@ -1,0 +1,206 @@
+// Owns: the embedded SQLite backend (WAL, synchronous=FULL). Writes from concurrent callers are
+// grouped into one transaction per event-loop turn (group commit): one fsync serves many sessions,
+// and every caller's promise settles only after that commit returned.
+// Failure: a failed transaction rejects every write in it; nothing of it is visible.
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+import type {
+  MessageState, NewMessage, QueueFilter, QueueMessage, QueueRecipient, RecipientOutcome, Store, TraceEvent,
+} from '../types.ts';
+import { migrations } from './schema.ts';
+
+type Row = Record<string, unknown>;
+interface Pending { run: () => unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void }
+
+export class SqliteStore implements Store {
+  private readonly db: Database.Database;
+  private pending: Pending[] = [];
+  private scheduled = false;
+  private readonly st;
+
+  constructor(dataDir: string, opts: { readonly?: boolean } = {}) {
+    mkdirSync(dataDir, { recursive: true, mode: 0o750 });
+    this.db = new Database(path.join(dataDir, 'queue.sqlite'), { readonly: opts.readonly ?? false });
+    this.db.pragma('busy_timeout = 10000');
+    if (!opts.readonly) {
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = FULL');
+      this.migrate();
+    }
+    const db = this.db;
+    this.st = {
+      insMsg: db.prepare(`INSERT INTO messages (id, org, state, received_at, mail_from, message_id, size, sha256, envelope, inbound, next_attempt_at, updated_at)
+        VALUES (@id, @org, 'incoming', @receivedAt, @mailFrom, @messageId, @size, @sha256, @envelope, @inbound, @receivedAt, @receivedAt)`),
+      insBody: db.prepare('INSERT INTO bodies (id, data) VALUES (?, ?)'),
+      insRcpt: db.prepare(`INSERT INTO recipients (msg_id, idx, address, org, route, status, notify, orcpt, updated_at)
+        VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)`),
+      claim: db.prepare(`UPDATE messages SET state = 'active', lease_owner = @owner, lease_until = @until, updated_at = @now
+        WHERE id IN (SELECT id FROM messages
+                     WHERE (state IN ('incoming', 'deferred') AND next_attempt_at <= @now)
+                        OR (state = 'active' AND lease_until < @now)
+                     ORDER BY next_attempt_at LIMIT @limit)
+        RETURNING *`),
+      rcptsOpen: db.prepare(`SELECT * FROM recipients WHERE msg_id = ? AND status IN ('pending', 'deferred') ORDER BY idx`),
+      rcptsAll: db.prepare('SELECT * FROM recipients WHERE msg_id = ? ORDER BY idx'),
+      body: db.prepare('SELECT data FROM bodies WHERE id = ?').pluck(),
+      msg: db.prepare('SELECT * FROM messages WHERE id = ?'),
+      updRcpt: db.prepare(`UPDATE recipients SET status = ?, attempts = attempts + 1, last_reply = ?, updated_at = ?
+        WHERE msg_id = ? AND idx = ? AND status IN ('pending', 'deferred')`),
+      insEvent: db.prepare('INSERT INTO events (msg_id, ts, kind, data) VALUES (?, ?, ?, ?)'),
+      openCount: db.prepare(`SELECT count(*) FROM recipients WHERE msg_id = ? AND status IN ('pending', 'deferred')`).pluck(),
+      finish: db.prepare(`UPDATE messages SET state = @state, attempts = attempts + 1, next_attempt_at = @next, last_error = @err,
+        lease_owner = NULL, lease_until = NULL, updated_at = @now WHERE id = @id`),
+      delBody: db.prepare('DELETE FROM bodies WHERE id = ?'),
+      events: db.prepare('SELECT ts, kind, data FROM events WHERE msg_id = ? ORDER BY id'),
+      retry: db.prepare(`UPDATE messages SET state = 'deferred', next_attempt_at = ?, updated_at = ? WHERE id = ? AND state IN ('deferred', 'held', 'incoming')`),
+      delMsg: db.prepare('DELETE FROM messages WHERE id = ?'),
+      delRcpts: db.prepare('DELETE FROM recipients WHERE msg_id = ?'),
+      nextDue: db.prepare(`SELECT min(t) FROM (
+          SELECT min(next_attempt_at) AS t FROM messages WHERE state IN ('incoming', 'deferred')
+          UNION ALL SELECT min(lease_until) FROM messages WHERE state = 'active')`).pluck(),
+      release: db.prepare(`UPDATE messages SET state = 'deferred', lease_owner = NULL, lease_until = NULL, next_attempt_at = ? WHERE state = 'active'`),
+    };
+  }
+
+  private migrate(): void {
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    for (let v = version; v < migrations.length; v++) {
+      this.db.transaction(() => {
+        this.db.exec(migrations[v]);
+        this.db.pragma(`user_version = ${v + 1}`);
+      })();
+    }
+  }
+
+  /** Queue a write for the next group commit. */
+  private write<T>(run: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.pending.push({ run, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    const batch = this.pending;
+    this.pending = [];
+    this.scheduled = false;
+    const results: unknown[] = [];
+    try {
+      this.db.transaction(() => { for (const p of batch) results.push(p.run()); })();
+    } catch (e) {
+      if (batch.length === 1) { batch[0].reject(e); return; }
+      // Isolate the failing write: retry each on its own so one bad write fails alone.
+      for (const p of batch) {
+        try { p.resolve(this.db.transaction(p.run)()); } catch (err) { p.reject(err); }
+      }
+      return;
+    }
+    batch.forEach((p, i) => p.resolve(results[i]));
+  }
+
+  enqueue(m: NewMessage): Promise<void> {
+    const sha256 = createHash('sha256').update(m.data).digest('hex');
+    return this.write(() => {
+      this.st.insMsg.run({
+        id: m.id, org: m.org, receivedAt: m.receivedAt, mailFrom: m.mailFrom, messageId: m.messageId ?? null,
+        size: m.data.length, sha256, envelope: JSON.stringify(m.envelope), inbound: JSON.stringify(m.inbound),
+      });
+      this.st.insBody.run(m.id, m.data);
+      m.recipients.forEach((r, i) => this.st.insRcpt.run(m.id, i, r.address, r.org, r.route, r.notify ?? null, r.orcpt ?? null, m.receivedAt));
+    });
+  }
+
+  claim(owner: string, limit: number, leaseMs: number, now = Date.now()): Promise<QueueMessage[]> {
+    return this.write(() => {
+      const rows = this.st.claim.all({ owner, until: now + leaseMs, now, limit }) as Row[];
+      return rows.map((r) => this.toMessage(r, this.st.rcptsOpen.all(r.id) as Row[]));
+    });
+  }
+
+  async data(id: string): Promise<Buffer | null> {
+    return (this.st.body.get(id) as Buffer | undefined) ?? null;
+  }
+
+  complete(id: string, owner: string, outcomes: RecipientOutcome[], nextAttemptAt: number): Promise<MessageState | null> {
+    return this.write(() => {
+      const now = Date.now();
+      const msg = this.st.msg.get(id) as Row | undefined;
+      if (!msg) return null;
+      for (const o of outcomes) {
+        this.st.updRcpt.run(o.status, JSON.stringify(o.reply), now, id, o.idx);
+        this.st.insEvent.run(id, now, 'delivery', JSON.stringify({ rcpt: o.idx, status: o.status, agent: o.agent, reply: o.reply, ...o.detail }));
+      }
+      if (msg.lease_owner !== owner && msg.state === 'active') return msg.state as MessageState;
+      const open = this.st.openCount.get(id) as number;
+      const state: MessageState = open === 0 ? 'done' : 'deferred';
+      const lastDeferred = outcomes.filter((o) => o.status === 'deferred').at(-1);
+      this.st.finish.run({ id, state, next: state === 'done' ? now : nextAttemptAt, err: lastDeferred ? JSON.stringify(lastDeferred.reply) : null, now });
+      if (state === 'done') this.st.delBody.run(id);
+      return state;
+    });
+  }
+
+  async get(id: string): Promise<QueueMessage | null> {
+    const r = this.st.msg.get(id) as Row | undefined;
+    return r ? this.toMessage(r, this.st.rcptsAll.all(id) as Row[]) : null;
+  }
+
+  async list(filter: QueueFilter = {}): Promise<QueueMessage[]> {
+    const states = filter.states ?? ['incoming', 'active', 'deferred', 'held'];
+    const rows = this.db.prepare(`SELECT * FROM messages WHERE state IN (${states.map(() => '?').join(',')}) ORDER BY received_at LIMIT ?`)
+      .all(...states, filter.limit ?? 1000) as Row[];
+    return rows.map((r) => this.toMessage(r, this.st.rcptsAll.all(r.id) as Row[]));
+  }
+
+  async trace(id: string): Promise<TraceEvent[]> {
+    return (this.st.events.all(id) as Row[]).map((e) => ({ ts: e.ts as number, kind: e.kind as string, data: JSON.parse(e.data as string) }));
+  }
+
+  retryNow(id: string): Promise<boolean> {
+    return this.write(() => { const now = Date.now(); return this.st.retry.run(now, now, id).changes > 0; });
+  }
+
+  remove(id: string): Promise<boolean> {
+    return this.write(() => {
+      this.st.delBody.run(id);
+      this.st.delRcpts.run(id);
+      return this.st.delMsg.run(id).changes > 0;
+    });
+  }
+
+  async nextDue(): Promise<number | null> {
+    return (this.st.nextDue.get() as number | null) ?? null;
+  }
+
+  releaseLeases(): Promise<number> {
+    return this.write(() => this.st.release.run(Date.now()).changes);
+  }
+
+  async close(): Promise<void> {
+    if (this.pending.length) this.flush();
+    this.db.close();
+  }
+
+  private toMessage(r: Row, rcpts: Row[]): QueueMessage {
+    const recipients: QueueRecipient[] = rcpts.map((x) => ({
+      idx: x.idx as number, address: x.address as string, org: x.org as string, route: x.route as QueueRecipient['route'],
+      status: x.status as QueueRecipient['status'], attempts: x.attempts as number,
+      ...(x.notify ? { notify: x.notify as string } : {}), ...(x.orcpt ? { orcpt: x.orcpt as string } : {}),
+      ...(x.last_reply ? { lastReply: JSON.parse(x.last_reply as string) } : {}),
+    }));
+    return {
+      id: r.id as string, org: r.org as string, state: r.state as MessageState, receivedAt: r.received_at as number,
+      mailFrom: r.mail_from as string, size: r.size as number, sha256: r.sha256 as string,
+      ...(r.message_id ? { messageId: r.message_id as string } : {}),
+      envelope: JSON.parse(r.envelope as string), inbound: JSON.parse(r.inbound as string),
+      attempts: r.attempts as number, nextAttemptAt: r.next_attempt_at as number,
+      ...(r.last_error ? { lastError: r.last_error as string } : {}),
+      recipients,
+    };
+  }
+}

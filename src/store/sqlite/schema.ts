@@ -1,0 +1,47 @@
+// Owns: the SQLite schema (one migration list; version in user_version).
+export const migrations: string[] = [
+  `CREATE TABLE messages (
+     id TEXT PRIMARY KEY,
+     org TEXT NOT NULL,
+     state TEXT NOT NULL,
+     received_at INTEGER NOT NULL,
+     mail_from TEXT NOT NULL,
+     message_id TEXT,
+     size INTEGER NOT NULL,
+     sha256 TEXT NOT NULL,
+     envelope TEXT NOT NULL,
+     inbound TEXT NOT NULL,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     next_attempt_at INTEGER NOT NULL,
+     last_error TEXT,
+     lease_owner TEXT,
+     lease_until INTEGER,
+     updated_at INTEGER NOT NULL
+   );
+   CREATE INDEX messages_due ON messages(state, next_attempt_at);
+   CREATE INDEX messages_received ON messages(received_at);
+   CREATE TABLE bodies (id TEXT PRIMARY KEY, data BLOB NOT NULL);
+   CREATE TABLE recipients (
+     msg_id TEXT NOT NULL,
+     idx INTEGER NOT NULL,
+     address TEXT NOT NULL,
+     org TEXT NOT NULL,
+     route TEXT NOT NULL,
+     status TEXT NOT NULL,
+     notify TEXT,
+     orcpt TEXT,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     last_reply TEXT,
+     updated_at INTEGER NOT NULL,
+     PRIMARY KEY (msg_id, idx)
+   ) WITHOUT ROWID;
+   CREATE INDEX recipients_address ON recipients(address);
+   CREATE TABLE events (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     msg_id TEXT NOT NULL,
+     ts INTEGER NOT NULL,
+     kind TEXT NOT NULL,
+     data TEXT NOT NULL
+   );
+   CREATE INDEX events_msg ON events(msg_id, id);`,
+];

@@ -1,0 +1,116 @@
+// Owns: the store interface every backend implements (store/sqlite now, store/postgres later).
+// Promise: a resolved write is durable (committed and synced); a rejected one wrote nothing.
+import type { TlsFacts } from '../events.ts';
+import type { SmtpReply } from '../errors.ts';
+
+export type MessageState = 'incoming' | 'active' | 'deferred' | 'held' | 'done';
+export type RecipientStatus = 'pending' | 'delivered' | 'deferred' | 'failed';
+export type Route = 'local' | 'remote';
+
+export interface InboundFacts {
+  sessionId: string;
+  clientIp: string;
+  clientPort: number;
+  helo: string;
+  protocol: string;        // ESMTP, ESMTPS, SMTP …
+  receivedBy: string;      // our hostname
+  tls?: TlsFacts;
+}
+
+export interface EnvelopeParams {
+  ret?: 'FULL' | 'HDRS';
+  envid?: string;
+  body?: '7BIT' | '8BITMIME';
+  smtputf8: boolean;
+}
+
+export interface NewRecipient {
+  address: string;
+  org: string;
+  route: Route;
+  notify?: string;   // DSN NOTIFY (comma list) as received
+  orcpt?: string;    // DSN ORCPT as received (addr-type;xtext)
+}
+
+export interface NewMessage {
+  id: string;
+  org: string;
+  receivedAt: number;
+  mailFrom: string;        // "" for the null sender
+  messageId?: string;
+  envelope: EnvelopeParams;
+  inbound: InboundFacts;
+  /** The full message as stored (our Received: header first). */
+  data: Buffer;
+  recipients: NewRecipient[];
+}
+
+export interface QueueRecipient {
+  idx: number;
+  address: string;
+  org: string;
+  route: Route;
+  status: RecipientStatus;
+  attempts: number;
+  notify?: string;
+  orcpt?: string;
+  lastReply?: SmtpReply;
+}
+
+export interface QueueMessage {
+  id: string;
+  org: string;
+  state: MessageState;
+  receivedAt: number;
+  mailFrom: string;
+  messageId?: string;
+  size: number;
+  sha256: string;
+  envelope: EnvelopeParams;
+  inbound: InboundFacts;
+  attempts: number;
+  nextAttemptAt: number;
+  lastError?: string;
+  recipients: QueueRecipient[];
+}
+
+export interface RecipientOutcome {
+  idx: number;
+  status: 'delivered' | 'deferred' | 'failed';
+  reply: SmtpReply;
+  agent: string;             // "maildir", "smtp" …
+  detail?: Record<string, unknown>;  // trace facts: host, ip, tls, policy …
+}
+
+export interface TraceEvent {
+  ts: number;
+  kind: string;
+  data: Record<string, unknown>;
+}
+
+export interface QueueFilter {
+  states?: MessageState[];
+  limit?: number;
+}
+
+export interface Store {
+  /** Durably store a new message; resolves only after the commit is synced. */
+  enqueue(m: NewMessage): Promise<void>;
+  /** Lease up to `limit` due messages to `owner`; returns them with their unfinished recipients. */
+  claim(owner: string, limit: number, leaseMs: number, now?: number): Promise<QueueMessage[]>;
+  /** The stored message data. */
+  data(id: string): Promise<Buffer | null>;
+  /** Record per-recipient outcomes, release the lease; `nextAttemptAt` for what remains. */
+  complete(id: string, owner: string, outcomes: RecipientOutcome[], nextAttemptAt: number): Promise<MessageState | null>;
+  get(id: string): Promise<QueueMessage | null>;
+  list(filter?: QueueFilter): Promise<QueueMessage[]>;
+  trace(id: string): Promise<TraceEvent[]>;
+  /** Make a deferred/held message due now. */
+  retryNow(id: string): Promise<boolean>;
+  remove(id: string): Promise<boolean>;
+  /** When the next message becomes due (ms epoch), or null when nothing waits. */
+  nextDue(): Promise<number | null>;
+  /** Single-node start-up: leases of a previous (crashed) process are released. */
+  releaseLeases(): Promise<number>;
+  close(): Promise<void>;
+}

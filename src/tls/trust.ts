@@ -1,0 +1,75 @@
+// Owns: the trust store (system roots + configured CA files) and chain verification.
+// Promise: verifyChain never throws on a bad chain; it returns ok:false with the reason.
+import { readFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { rootCertificates } from 'node:tls';
+import { AdminError } from '../errors.ts';
+
+export function splitPem(text: string): string[] {
+  return text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+}
+
+export class TrustStore {
+  readonly roots: X509Certificate[];
+  constructor(system: boolean, caFiles: readonly string[]) {
+    const pems: string[] = system ? [...rootCertificates] : [];
+    for (const f of caFiles) {
+      let text: string;
+      try { text = readFileSync(f, 'utf8'); } catch (e) {
+        throw new AdminError(`cannot read CA file ${f}: ${(e as Error).message}`, 'fix tls.trust.caFiles');
+      }
+      const found = splitPem(text);
+      if (!found.length) throw new AdminError(`CA file ${f} contains no PEM certificate`, 'fix tls.trust.caFiles');
+      pems.push(...found);
+    }
+    this.roots = pems.map((p) => new X509Certificate(p));
+  }
+
+  /** A trusted certificate that issued `c` (by name and signature), if any. */
+  issuerOf(c: X509Certificate): X509Certificate | undefined {
+    return this.roots.find((r) => r.subject === c.issuer && c.checkIssued(r) && c.verify(r.publicKey));
+  }
+
+  isTrusted(c: X509Certificate): boolean {
+    return this.roots.some((r) => r.fingerprint256 === c.fingerprint256);
+  }
+}
+
+export interface ChainResult {
+  ok: boolean;
+  error?: string;
+  /** Leaf first, ending with the trusted root when found. */
+  chain: X509Certificate[];
+  root?: X509Certificate;
+}
+
+function validAt(c: X509Certificate, at: number): string | undefined {
+  if (Date.parse(c.validFrom) > at) return `certificate ${c.subject.replace(/\n/g, ', ')} is not yet valid (from ${c.validFrom})`;
+  if (Date.parse(c.validTo) < at) return `certificate ${c.subject.replace(/\n/g, ', ')} expired on ${c.validTo}`;
+  return undefined;
+}
+
+/** Build and check leaf → intermediates → trusted root. */
+export function verifyChain(leaf: X509Certificate, intermediates: readonly X509Certificate[], trust: TrustStore, at = Date.now()): ChainResult {
+  const chain = [leaf];
+  let cur = leaf;
+  for (let depth = 0; depth < 10; depth++) {
+    const err = validAt(cur, at);
+    if (err) return { ok: false, error: err, chain };
+    if (trust.isTrusted(cur)) return { ok: true, chain, root: cur };
+    const root = trust.issuerOf(cur);
+    if (root) {
+      const rerr = validAt(root, at);
+      chain.push(root);
+      return rerr ? { ok: false, error: rerr, chain } : { ok: true, chain, root };
+    }
+    const next = intermediates.find((i) => i.subject === cur.issuer && cur.checkIssued(i) && cur.verify(i.publicKey) && i.ca);
+    if (!next) {
+      const self = cur.subject === cur.issuer && cur.verify(cur.publicKey);
+      return { ok: false, chain, error: self ? 'self-signed certificate not in the trust store' : `unable to find issuer "${cur.issuer.replace(/\n/g, ', ')}" in the trust store` };
+    }
+    chain.push(next);
+    cur = next;
+  }
+  return { ok: false, chain, error: 'certificate chain too long' };
+}
