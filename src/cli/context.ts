@@ -1,6 +1,9 @@
 // Owns: what every CLI command shares: the -c option, loading the config, opening the store.
 import type { Command } from 'commander';
-import { defaultConfigPath, loadConfig, type Config } from '../config/load.ts';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import { defaultConfigPath, embeddedDefaults, loadConfig, type Config } from '../config/load.ts';
 import { SqliteStore } from '../store/sqlite/index.ts';
 import type { Store } from '../store/types.ts';
 
@@ -26,4 +29,20 @@ export function cliStore(c: Config): Store {
 
 export function printJson(v: unknown): void {
   process.stdout.write(JSON.stringify(v, null, 2) + '\n');
+}
+
+/**
+ * The dataDir of the server that runs with this config file, even when the file is now invalid
+ * (so `config reload` can still reach the server and report its refusal).
+ */
+export function serverDataDir(o: CommonOpts): string {
+  try { return cliConfig(o).dataDir; } catch { /* fall through: best-effort read */ }
+  const t = configTarget(o);
+  const abs = path.resolve(t.configFile);
+  try {
+    const doc = YAML.parse(readFileSync(abs, 'utf8')) as { dataDir?: unknown } | null;
+    return path.resolve(path.dirname(abs), typeof doc?.dataDir === 'string' ? doc.dataDir : String(embeddedDefaults.dataDir));
+  } catch {
+    return path.resolve(String(embeddedDefaults.dataDir));
+  }
 }

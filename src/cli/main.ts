@@ -9,7 +9,7 @@ import { TrustStore } from '../tls/trust.ts';
 import { inspectCertificateFile } from '../tls/inspect.ts';
 import { ensureDevCertificate } from '../tls/devcert.ts';
 import type { SecureVersion } from 'node:tls';
-import { cliConfig, configTarget, printJson, withConfig, type CommonOpts } from './context.ts';
+import { cliConfig, configTarget, printJson, serverDataDir, withConfig, type CommonOpts } from './context.ts';
 import { registerQueue } from './queue.ts';
 
 const program = new Command('portcullis').description('Portcullis, a TLS-first SMTP mail gateway').showHelpAfterError();
@@ -29,9 +29,9 @@ withConfig(config.command('check').description('validate the configuration file 
   });
 withConfig(config.command('reload').description('make the running server re-read its configuration and certificates'))
   .action(async (o: CommonOpts) => {
-    const c = cliConfig(o);
-    const r = await controlRequest(c.dataDir, { cmd: 'reload' });
-    if (!r) throw new AdminError(`no running server found for dataDir ${c.dataDir}`, 'start it with `portcullis serve`, or pass the same -c FILE it runs with');
+    const dataDir = serverDataDir(o);
+    const r = await controlRequest(dataDir, { cmd: 'reload' });
+    if (!r) throw new AdminError(`no running server found for dataDir ${dataDir}`, 'start it with `portcullis serve`, or pass the same -c FILE it runs with');
     (r.ok ? console.log : console.error)(r.message);
     if (!r.ok) process.exitCode = 1;
   });

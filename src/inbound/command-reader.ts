@@ -44,11 +44,14 @@ export class CommandReader {
       }
       if (end < 0) {
         if (b.length > this.maxLine + 1) {
-          // Overlong: drop what we have and keep dropping to the end of this line.
-          this.buf = EMPTY;
-          if (this.discarding) return null;
-          this.discarding = true;
-          return { kind: 'tooLong' };
+          // Overlong: drop this line up to its end (or all we have, and keep dropping until it ends).
+          const lf = b.indexOf(LF, limit);
+          this.buf = lf >= 0 ? b.subarray(lf + 1) : EMPTY;
+          const first = !this.discarding;
+          this.discarding = lf < 0;
+          if (first) return { kind: 'tooLong' };
+          if (lf < 0) return null;
+          continue;
         }
         return null;
       }

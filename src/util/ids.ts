@@ -11,11 +11,16 @@ function enc(n: number, len: number): string {
 
 let last = 0; let seq = 0;
 
-/** e.g. "4K7RZQ1V2M9XJ8P3" (9 chars of time, 7 random). */
+/**
+ * e.g. "4K7RZQ1V2M0019XJ8" : 9 chars of time (ms), 3 of a per-process sequence within the
+ * millisecond (unique in this process), 5 random (unique across nodes with high probability;
+ * the store's primary key refuses a collision, which the client sees as a 451 to retry).
+ */
 export function queueId(now = Date.now()): string {
-  if (now === last) seq++; else { last = now; seq = 0; }
-  const r = randomBytes(5).readUIntBE(0, 5);
-  return enc(now, 9) + enc((r + seq) % 31 ** 7, 7);
+  if (now <= last) { seq++; now = last; } else { last = now; seq = 0; }
+  if (seq >= 31 ** 3) { last = now + 1; seq = 0; now = last; }
+  const r = randomBytes(4).readUInt32BE(0) % 31 ** 5;
+  return enc(now, 9) + enc(seq, 3) + enc(r, 5);
 }
 
 export function sessionId(): string {

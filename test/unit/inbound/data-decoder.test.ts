@@ -1,0 +1,85 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { DataDecoder } from '../../../src/inbound/data-decoder.ts';
+
+function decode(input: string | Buffer, sizes: number[] = [1 << 20], max = 1 << 20, maxHeader = 1 << 16) {
+  const b = Buffer.isBuffer(input) ? input : Buffer.from(input, 'latin1');
+  const d = new DataDecoder(max, maxHeader);
+  let off = 0; let end = -1; let i = 0;
+  while (off < b.length && end < 0) {
+    const n = Math.max(1, sizes[i++ % sizes.length]);
+    const e = d.feed(b.subarray(off, off + n));
+    if (e >= 0) end = off + e;
+    off += n;
+  }
+  const r = d.result();
+  return { ...r, text: Buffer.concat(r.chunks).toString('latin1'), end, rest: end >= 0 ? b.subarray(end).toString('latin1') : '' };
+}
+
+test('CRLF.CRLF ends data; bytes after it are left for the next command', () => {
+  const r = decode('Subject: a\r\n\r\nbody\r\n.\r\nQUIT\r\n');
+  assert.equal(r.text, 'Subject: a\r\n\r\nbody\r\n');
+  assert.equal(r.rest, 'QUIT\r\n');
+  assert.equal(r.bare, false);
+  assert.equal(r.headerSize, 12);
+});
+
+test('empty message', () => {
+  const r = decode('.\r\n');
+  assert.equal(r.end, 3);
+  assert.equal(r.text, '');
+});
+
+test('dot-stuffing is removed', () => {
+  assert.equal(decode('a\r\n..b\r\n...\r\n.\r\n').text, 'a\r\n.b\r\n..\r\n');
+});
+
+const smuggling = ['\n.\n', '\n.\r\n', '\r.\r', '\r.\r\n', '\r\n.\r', '\r\n.\n', '\n.\r', '.\n', '\r\n.\r\r\n', '\n\n.\n\n', '\r\r.\r\r'];
+
+for (const v of smuggling) {
+  test(`smuggling variant ${JSON.stringify(v)} does not end data and is normalised`, () => {
+    const input = `Subject: s\r\n\r\nx${v}MAIL FROM:<e@x>\r\n.\r\n`;
+    const r = decode(input);
+    assert.equal(r.end, input.length, 'only the final CRLF.CRLF ends the data');
+    assert.equal(r.bare, true);
+    assert.doesNotMatch(r.text.replace(/\r\n/g, ''), /[\r\n]/, 'no bare CR or LF in the output');
+    assert.match(r.text, /MAIL FROM:<e@x>\r\n$/);
+  });
+}
+
+test('NUL is flagged, 8-bit is flagged', () => {
+  assert.equal(decode('a\x00b\r\n.\r\n').nul, true);
+  assert.equal(decode('a\xe9b\r\n.\r\n').eightBit, true);
+  assert.equal(decode('ab\r\n.\r\n').eightBit, false);
+});
+
+test('size limit keeps reading to the terminator but stores nothing more', () => {
+  const body = 'x'.repeat(5000) + '\r\n';
+  const r = decode(`${body}${body}.\r\nNOOP\r\n`, [1000], 6000);
+  assert.equal(r.sizeExceeded, true);
+  assert.equal(r.rest, 'NOOP\r\n');
+  assert.ok(r.chunks.reduce((n, c) => n + c.length, 0) <= 6000);
+});
+
+test('header size limit', () => {
+  const r = decode(`X-Big: ${'y'.repeat(3000)}\r\n\r\nbody\r\n.\r\n`, [1 << 20], 1 << 20, 2048);
+  assert.equal(r.headerExceeded, true);
+  assert.equal(decode(`X: y\r\n\r\n${'b'.repeat(5000)}\r\n.\r\n`, [1 << 20], 1 << 20, 2048).headerExceeded, false);
+});
+
+test('property: the result does not depend on how the stream is fragmented', () => {
+  const alphabet = fc.constantFrom('a', '.', '\r', '\n', '\r\n', '\r\n.', '.\r\n', 'Z', '\x00', '\xff');
+  fc.assert(fc.property(fc.array(alphabet, { maxLength: 60 }), fc.array(fc.integer({ min: 1, max: 17 }), { minLength: 1, maxLength: 8 }), (parts, sizes) => {
+    const input = parts.join('') + '\r\n.\r\nTAIL';
+    const whole = decode(input);
+    const frag = decode(input, sizes);
+    assert.equal(frag.text, whole.text);
+    assert.equal(frag.end, whole.end);
+    assert.equal(frag.bare, whole.bare);
+    assert.equal(frag.nul, whole.nul);
+    // Invariants: terminator found; output has only CRLF line endings.
+    assert.ok(whole.end > 0);
+    assert.doesNotMatch(whole.text.replace(/\r\n/g, ''), /[\r\n]/);
+  }), { numRuns: 2000, seed: 42 });
+});

@@ -1,0 +1,50 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { buildConfig } from '../../../src/config/load.ts';
+import { parsePathArg, type Mailbox } from '../../../src/inbound/address.ts';
+import { InboundPolicy } from '../../../src/policy/inbound.ts';
+
+const config = buildConfig({
+  organizations: [
+    { name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }, { domain: 'corp.contoso.test', recipients: ['alice', 'bob'] }] },
+    { name: 'fabrikam', acceptedDomains: [{ domain: 'fabrikam.test' }] },
+  ],
+}, '/tmp', null);
+const policy = new InboundPolicy(config);
+const session = { clientIp: '127.0.0.1', tls: true };
+const mb = (s: string): Mailbox => { const r = parsePathArg(s, { allowNull: false, utf8Allowed: false }); if ('code' in r) throw new Error(r.message); return r.mailbox; };
+const verdict = (s: string) => policy.recipient(mb(s), session);
+
+test('accepted domains route locally with their organization', () => {
+  const v = verdict('<Alice@CONTOSO.test>');
+  assert.ok(v.ok);
+  assert.equal(v.org, 'contoso');
+  assert.equal(v.route, 'local');
+  const f = verdict('<x@fabrikam.test>');
+  assert.ok(f.ok && f.org === 'fabrikam');
+});
+
+test('outside domains are relay-denied with 550 5.7.1', () => {
+  const v = verdict('<x@other.test>');
+  assert.ok(!v.ok);
+  assert.equal(v.reply.code, 550);
+  assert.equal(v.reply.enhanced, '5.7.1');
+  assert.match(v.reply.reason ?? '', /not an accepted domain/);
+});
+
+test('classic relay tricks are never accepted', () => {
+  for (const trick of ['<user%other.test@contoso.test>', '<@contoso.test:user@other.test>', '<other.test!user@contoso.test>', '<"user@other.test"@contoso.test>', '<"user%other.test"@contoso.test>']) {
+    const v = verdict(trick);
+    assert.ok(!v.ok, `${trick} must be refused`);
+    assert.equal(v.reply.enhanced, '5.7.1', trick);
+  }
+});
+
+test('recipient lists: unknown users get 550 5.1.1; postmaster is always accepted', () => {
+  assert.ok(verdict('<bob@corp.contoso.test>').ok);
+  const v = verdict('<mallory@corp.contoso.test>');
+  assert.ok(!v.ok && v.reply.enhanced === '5.1.1');
+  assert.ok(verdict('<postmaster@corp.contoso.test>').ok);
+  const bare = verdict('<postmaster>');
+  assert.ok(bare.ok && bare.address === 'postmaster@contoso.test');
+});
