@@ -18,6 +18,10 @@ import { SmtpServer } from './inbound/server.ts';
 import type { SessionDeps } from './inbound/session.ts';
 import { Scheduler } from './scheduler/scheduler.ts';
 import { MaildirDelivery } from './delivery/maildir.ts';
+import { ConnectionPool } from './delivery/pool.ts';
+import { RemoteDelivery } from './delivery/remote.ts';
+import { Resolver } from './dns/resolver.ts';
+import { OutboundPolicy } from './policy/outbound.ts';
 import { startControlServer, type ControlResponse } from './admin/control.ts';
 
 export interface GatewayOptions {
@@ -37,6 +41,9 @@ export class Gateway {
   private scheduler!: Scheduler;
   private store!: Store;
   private tls!: ServerTls;
+  private remote!: RemoteDelivery;
+  private outbound!: OutboundPolicy;
+  private resolver!: Resolver;
   private control: net.Server | undefined;
   private stopping = false;
 
@@ -59,9 +66,15 @@ export class Gateway {
     this.store = openStore(config.dataDir);
     const released = await this.store.releaseLeases();
     if (released) emit({ event: 'queue.recovered', released });
-    this.scheduler = new Scheduler(this.store, { local: new MaildirDelivery(config.dataDir) }, () => this.deps.config);
+    const trust = new TrustStore(config.tls.trust.system, config.tls.trust.caFiles);
+    this.resolver = new Resolver(config.dns.servers);
+    this.outbound = new OutboundPolicy(config);
+    const pool = new ConnectionPool(() => this.deps.config.delivery.connectionReuse);
+    this.remote = new RemoteDelivery(() => this.resolver, pool, () => this.deps.trust, () => this.deps.config);
     const ingest = new Ingest(this.store, () => this.scheduler.kick());
-    this.deps = { config, policy: new InboundPolicy(config), tls: this.tls, trust: new TrustStore(config.tls.trust.system, config.tls.trust.caFiles), ingest };
+    this.scheduler = new Scheduler(this.store, { local: new MaildirDelivery(config.dataDir), remote: this.remote }, ingest,
+      () => ({ config: this.deps.config, inbound: this.deps.policy, outbound: this.outbound }));
+    this.deps = { config, policy: new InboundPolicy(config), tls: this.tls, trust, ingest };
     this.server = new SmtpServer(() => this.deps);
     await this.server.listen(config.smtp.listen);
     this.scheduler.start();
@@ -80,9 +93,11 @@ export class Gateway {
       const trust = new TrustStore(next.tls.trust.system, next.tls.trust.caFiles);
       const pairs = await certificatePairs(next);
       if (!this.tls.reload(source, pairs, next.tls.minVersion as SecureVersion)) {
-        throw new Error('the certificates could not be loaded (see the tls.certificates.rejected log line); the running configuration stays in force');
+        throw new Error(`the certificates could not be loaded: ${this.tls.lastError}; the running configuration stays in force`);
       }
       setLogLevel(next.log.level);
+      if (JSON.stringify(next.dns.servers) !== JSON.stringify(cur.dns.servers)) this.resolver = new Resolver(next.dns.servers);
+      this.outbound = new OutboundPolicy(next);
       this.deps = { ...this.deps, config: next, policy: new InboundPolicy(next), trust };
       emit({ event: 'config.reloaded', source });
       const note = ignored.length ? ` (${ignored.join(', ')} changed: these take effect after a restart)` : '';
@@ -111,6 +126,7 @@ export class Gateway {
     this.control?.close();
     await this.server.close(10_000);
     await this.scheduler.stop();
+    await this.remote.close();
     await this.store.close();
   }
 }

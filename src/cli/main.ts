@@ -11,6 +11,7 @@ import { ensureDevCertificate } from '../tls/devcert.ts';
 import type { SecureVersion } from 'node:tls';
 import { cliConfig, configTarget, printJson, serverDataDir, withConfig, type CommonOpts } from './context.ts';
 import { registerQueue } from './queue.ts';
+import { registerTrace } from './trace.ts';
 
 const program = new Command('portcullis').description('Portcullis, a TLS-first SMTP mail gateway').showHelpAfterError();
 
@@ -65,6 +66,7 @@ withConfig(cert.command('info').description('what a partner needs to configure f
   });
 
 registerQueue(program);
+registerTrace(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   const err = e as Error;

@@ -15,9 +15,15 @@ export interface AcceptedDomain {
   organization: string;
 }
 
+type RawOrg = ParsedConfig['organizations'][number];
+export type InboundConnector = RawOrg['inboundConnectors'][number] & { organization: string };
+export type OutboundConnector = RawOrg['outboundConnectors'][number] & { organization: string };
+
 export interface Organization {
   name: string;
   acceptedDomains: readonly AcceptedDomain[];
+  inboundConnectors: readonly InboundConnector[];
+  outboundConnectors: readonly OutboundConnector[];
 }
 
 export interface Config extends Omit<ParsedConfig, 'organizations' | 'hostname'> {
@@ -62,6 +68,13 @@ export function buildConfig(input: unknown, baseDir: string, source: string | nu
   const organizations: Organization[] = c.organizations.map((o, oi) => {
     if (orgNames.has(o.name)) problems.push(`  organizations[${oi}].name: "${o.name}" is used by two organizations`);
     orgNames.add(o.name);
+    for (const kind of ['inboundConnectors', 'outboundConnectors'] as const) {
+      const names = new Set<string>();
+      o[kind].forEach((c, ci) => {
+        if (names.has(c.name.toLowerCase())) problems.push(`  organizations[${oi}].${kind}[${ci}].name: "${c.name}" is used twice in organization "${o.name}"`);
+        names.add(c.name.toLowerCase());
+      });
+    }
     return Object.freeze({
       name: o.name,
       acceptedDomains: Object.freeze(o.acceptedDomains.map((d, di) => {
@@ -70,11 +83,13 @@ export function buildConfig(input: unknown, baseDir: string, source: string | nu
         owner.set(d.domain, o.name);
         return Object.freeze({ ...d, recipients: d.recipients === 'any' ? 'any' as const : Object.freeze([...d.recipients]), organization: o.name });
       })),
+      inboundConnectors: o.inboundConnectors.map((c) => ({ ...c, organization: o.name })),
+      outboundConnectors: o.outboundConnectors.map((c) => ({ ...c, organization: o.name })),
     });
   });
   if (problems.length) {
     throw new AdminError(`invalid configuration${source ? ` in ${source}` : ''}:\n${problems.join('\n')}`,
-      'each organization name and each accepted domain must appear once');
+      'each organization name, accepted domain and connector name must appear once');
   }
   const resolve = (p: string) => path.resolve(baseDir, p);
   const config: Config = {

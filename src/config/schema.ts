@@ -38,9 +38,69 @@ const acceptedDomain = z.strictObject({
   recipients: z.union([z.literal('any'), z.array(z.string().min(1).max(64).toLowerCase())]).default('any'),
 });
 
+/** IPv4/IPv6 address or CIDR block. */
+export function parseCidr(s: string): { ip: string; bits: number } | null {
+  const [ip, len, extra] = s.trim().split('/');
+  if (extra !== undefined) return null;
+  const v = isIP(ip);
+  if (!v) return null;
+  const max = v === 4 ? 32 : 128;
+  const bits = len === undefined ? max : Number(len);
+  if (!Number.isInteger(bits) || bits < 0 || bits > max || (len !== undefined && !/^\d+$/.test(len))) return null;
+  return { ip, bits };
+}
+
+const cidr = z.string().refine((s) => parseCidr(s) !== null, { message: 'must be an IPv4/IPv6 address or CIDR block, e.g. "192.0.2.0/24" or "2001:db8::/32"' });
+
+/** "example.test", "*.example.test" (the domain and all subdomains) or "*" (any). */
+const domainPattern = z.string().trim().toLowerCase().refine((d) => d === '*' || domainRe.test(d.startsWith('*.') ? d.slice(2) : d), {
+  message: 'must be a domain, "*.domain" (the domain and its subdomains) or "*"',
+});
+
+/** "host", "host:port", "ip", "ip:port", "[ipv6]:port". */
+export function parseSmartHost(s: string): { host: string; port?: number } | null {
+  const t = s.trim();
+  const v6 = /^\[([0-9a-fA-F:.]+)\](?::(\d{1,5}))?$/.exec(t);
+  if (v6) return isIP(v6[1]) === 6 ? { host: v6[1], ...(v6[2] ? { port: Number(v6[2]) } : {}) } : null;
+  if (isIP(t) === 6) return { host: t };
+  const m = /^([^:]+)(?::(\d{1,5}))?$/.exec(t);
+  if (!m || (isIP(m[1]) === 0 && !domainRe.test(m[1]))) return null;
+  const port = m[2] ? Number(m[2]) : undefined;
+  if (port !== undefined && (port < 1 || port > 65535)) return null;
+  return { host: m[1].toLowerCase(), ...(port ? { port } : {}) };
+}
+
+const smartHost = z.string().refine((s) => parseSmartHost(s) !== null, { message: 'must be "host", "host:port", "ip" or "ip:port"' });
+
+export const TLS_SETTINGS = ['opportunistic', 'encryptionOnly', 'certificateValidation', 'domainValidation'] as const;
+
+const inboundConnector = z.strictObject({
+  name: z.string().trim().min(1).max(128),
+  connectorType: z.literal('onPremises', { error: 'must be "onPremises" (partner inbound connectors arrive with forced TLS)' }),
+  enabled: z.boolean().default(true),
+  senderIPAddresses: z.array(cidr).min(1, 'an onPremises connector is identified by its senderIPAddresses'),
+});
+
+const outboundConnector = z.strictObject({
+  name: z.string().trim().min(1).max(128),
+  connectorType: z.enum(['partner', 'onPremises']).default('partner'),
+  enabled: z.boolean().default(true),
+  recipientDomains: z.array(domainPattern).min(1, 'name the recipient domains this connector is for'),
+  useMXRecord: z.boolean().default(true),
+  smartHosts: z.array(smartHost).default([]),
+  tlsSettings: z.enum(TLS_SETTINGS).default('opportunistic'),
+  tlsDomain: domainPattern.optional(),
+}).superRefine((c, ctx) => {
+  if (!c.useMXRecord && !c.smartHosts.length) ctx.addIssue({ code: 'custom', path: ['smartHosts'], message: 'list at least one smart host, or set useMXRecord: true' });
+  if (c.useMXRecord && c.smartHosts.length) ctx.addIssue({ code: 'custom', path: ['useMXRecord'], message: 'set useMXRecord: false when smartHosts are given (one or the other)' });
+  if (c.tlsSettings === 'domainValidation' && !c.tlsDomain) ctx.addIssue({ code: 'custom', path: ['tlsDomain'], message: 'is required with tlsSettings: domainValidation (the name the partner certificate must carry)' });
+});
+
 const organization = z.strictObject({
   name: z.string().trim().min(1).max(64).regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'may contain letters, digits, ".", "_" and "-" only'),
   acceptedDomains: z.array(acceptedDomain).min(1, 'needs at least one accepted domain'),
+  inboundConnectors: z.array(inboundConnector).default([]),
+  outboundConnectors: z.array(outboundConnector).default([]),
 });
 
 const certPair = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });
@@ -75,7 +135,23 @@ export const configSchema = z.strictObject({
     }).prefault({}),
   }).prefault({}),
   dns: z.strictObject({ servers: z.array(dnsServer).default([]) }).prefault({}),
+  delivery: z.strictObject({
+    port: z.number().int().min(1).max(65535).default(25),
+    heloName: domainName.optional(),
+    sourceAddresses: z.array(z.string().refine((a) => isIP(a) !== 0, { message: 'must be an IP address of this machine' })).default([]),
+    maxConnectionsPerDestination: z.number().int().min(1).max(1000).default(20),
+    connectionReuse: z.strictObject({
+      idleSeconds: z.number().min(0).max(600).default(10),
+      maxMessages: z.number().int().min(1).max(100_000).default(1000),
+    }).prefault({}),
+    tlsFallbackSeconds: z.number().min(0).default(3600),
+    destinationDownSeconds: z.number().min(0).default(60),
+    timeouts: z.strictObject({
+      connect: seconds(30), greeting: seconds(300), command: seconds(300), dataBlock: seconds(180), dataEnd: seconds(600),
+    }).prefault({}),
+  }).prefault({}),
   queue: z.strictObject({
+    delayWarning: z.number().min(0).default(14_400),
     retrySchedule: z.array(z.number().positive()).min(1).default([60, 300, 900, 1800, 3600, 7200, 14_400]),
     messageExpiration: z.number().positive().default(172_800),
     leaseSeconds: z.number().int().min(5).default(300),

@@ -29,3 +29,60 @@ export function classifyLocalError(e: NodeJS.ErrnoException, where: string): Out
     reply: { code, enhanced: k.enhanced, message: `Local delivery failed: ${k.what}`, reason: `${k.what} (${e.code} at ${where})` },
   };
 }
+
+/** Structured failure facts from the SMTP client or the resolver (see smtp-client.ts, dns/). */
+export interface FailureFacts {
+  kind: 'dns' | 'connect' | 'timeout' | 'closed' | 'protocol' | 'greeting' | 'ehlo' | 'starttls' | 'tls' | 'tlsPolicy' | 'mail' | 'data' | 'reply' | 'size' | 'eightBit' | 'smtputf8' | 'nullMx' | 'noHost';
+  /** Reply from the peer, when there was one. */
+  reply?: { code: number; enhanced?: string; text: string };
+  /** DNS error kind for kind "dns". */
+  dnsKind?: 'nxdomain' | 'nodata' | 'servfail' | 'timeout' | 'refused' | 'malformed';
+  /** Admin-facing explanation (host, what happened). */
+  detail: string;
+}
+
+const TRANSPORT: Record<string, [string, string]> = {
+  connect: ['4.4.1', 'No answer from host'],
+  timeout: ['4.4.2', 'Bad connection: timeout'],
+  closed: ['4.4.2', 'Bad connection: closed by the peer'],
+  protocol: ['4.5.0', 'Protocol error from the peer'],
+  starttls: ['4.7.4', 'TLS required but not available'],
+  tls: ['4.7.5', 'TLS handshake failed'],
+  tlsPolicy: ['4.7.5', 'TLS required but the peer did not prove the required identity'],
+};
+
+/** Map a reply to an outcome: 2xx delivered, 4xx deferred, 5xx failed; enhanced defaults to X.0.0. */
+export function classifyReply(r: { code: number; enhanced?: string; text: string }, detail: string): Outcome {
+  const cls = Math.floor(r.code / 100);
+  const enhanced = r.enhanced && r.enhanced[0] === String(cls) ? r.enhanced : `${cls === 2 ? 2 : cls}.0.0`;
+  const status = cls === 2 ? 'delivered' : cls === 4 ? 'deferred' : 'failed';
+  return { status, reply: { code: r.code, enhanced, message: r.text, reason: detail } };
+}
+
+/** The one classifier for remote delivery failures. */
+export function classifyFailure(f: FailureFacts): Outcome {
+  switch (f.kind) {
+    case 'dns':
+      if (f.dnsKind === 'nxdomain' || f.dnsKind === 'nodata') {
+        return { status: 'failed', reply: { code: 550, enhanced: '5.1.2', message: 'Recipient domain has no mail server (DNS)', reason: f.detail } };
+      }
+      return { status: 'deferred', reply: { code: 451, enhanced: '4.4.3', message: 'DNS lookup failed, will retry', reason: f.detail } };
+    case 'nullMx':
+      return { status: 'failed', reply: { code: 556, enhanced: '5.1.10', message: 'Recipient domain does not accept mail (null MX, RFC 7505)', reason: f.detail } };
+    case 'noHost':
+      return { status: 'failed', reply: { code: 550, enhanced: '5.1.2', message: 'Recipient domain has no usable mail server address', reason: f.detail } };
+    case 'size':
+      return { status: 'failed', reply: { code: 552, enhanced: '5.3.4', message: 'Message too big for the destination server', reason: f.detail } };
+    case 'eightBit':
+      return { status: 'failed', reply: { code: 554, enhanced: '5.6.3', message: 'Conversion of 8-bit data required but not supported by the destination', reason: f.detail } };
+    case 'smtputf8':
+      return { status: 'failed', reply: { code: 553, enhanced: '5.6.7', message: 'The destination does not support internationalized addresses (SMTPUTF8)', reason: f.detail } };
+    case 'greeting': case 'ehlo': case 'mail': case 'data': case 'reply':
+      if (f.reply) return classifyReply(f.reply, f.detail);
+      return { status: 'deferred', reply: { code: 451, enhanced: '4.4.2', message: 'Bad connection', reason: f.detail } };
+    default: {
+      const [enhanced, message] = TRANSPORT[f.kind] ?? ['4.4.0', 'Delivery failed'];
+      return { status: 'deferred', reply: { code: 451, enhanced, message, reason: f.detail } };
+    }
+  }
+}

@@ -44,13 +44,21 @@ export class CommandReader {
       }
       if (end < 0) {
         if (b.length > this.maxLine + 1) {
-          // Overlong: drop this line up to its end (or all we have, and keep dropping until it ends).
-          const lf = b.indexOf(LF, limit);
-          this.buf = lf >= 0 ? b.subarray(lf + 1) : EMPTY;
+          // Overlong: drop this line up to its end (LF, CRLF or bare CR, as above), or all we have
+          // (but a final CR, which the next byte decides) and keep dropping until it ends.
+          let cut = b.length; let ended = false;
+          for (let i = Math.min(limit, b.length - 1); i < b.length; i++) {
+            if (b[i] === LF) { cut = i + 1; ended = true; break; }
+            if (b[i] === CR) {
+              if (i + 1 >= b.length) { cut = i; break; }
+              cut = b[i + 1] === LF ? i + 2 : i + 1; ended = true; break;
+            }
+          }
+          this.buf = b.subarray(cut);
           const first = !this.discarding;
-          this.discarding = lf < 0;
+          this.discarding = !ended;
           if (first) return { kind: 'tooLong' };
-          if (lf < 0) return null;
+          if (!ended) return null;
           continue;
         }
         return null;

@@ -61,6 +61,7 @@ export class SmtpSession {
 
   constructor(socket: Socket, private readonly deps: SessionDeps, private readonly onClosed: () => void) {
     this.sock = socket;
+    this.clientIp = (socket.remoteAddress ?? '').replace(/^::ffff:/, '');
     socket.setNoDelay(true);
     socket.on('data', this.onData);
     socket.on('error', () => { this.closeReason = 'network error'; });
@@ -72,7 +73,8 @@ export class SmtpSession {
   }
 
   private get host(): string { return this.deps.config.hostname; }
-  private get clientIp(): string { return (this.sock.remoteAddress ?? '').replace(/^::ffff:/, ''); }
+  /** Taken from the raw socket at connect: after STARTTLS `sock` is the TLS socket, whose address is gone once closed. */
+  private readonly clientIp: string;
 
   private greet(): void {
     if (this.mode !== 'greeting') return;
@@ -274,7 +276,7 @@ export class SmtpSession {
     }
     if (!this.esmtp && p.params.size) return this.send(Replies.paramUnsupported('parameters require EHLO'));
     if (t.recipients.length >= this.deps.config.smtp.maxRecipients) return this.send(Replies.tooManyRecipients(this.deps.config.smtp.maxRecipients));
-    const v = this.deps.policy.recipient(p.mailbox, { clientIp: this.clientIp, tls: !!this.tlsFacts });
+    const v = this.deps.policy.recipient(p.mailbox, { clientIp: this.clientIp, tls: !!this.tlsFacts, senderDomain: t.mailFrom.slice(t.mailFrom.lastIndexOf('@') + 1).toLowerCase() });
     if (!v.ok) {
       emit({ event: 'message.rejected', sid: this.id, code: v.reply.code, enhanced: v.reply.enhanced, reason: `RCPT <${p.mailbox.address}>: ${v.reply.reason ?? v.reply.message}` });
       return this.send(v.reply);

@@ -35,8 +35,33 @@ function headerText(chunks: Buffer[]): string {
 
 const STORAGE_FULL = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT']);
 
+export interface GeneratedMessage {
+  org: string;
+  /** The recipient (the original sender, for a DSN) and its route. */
+  to: { address: string; route: 'local' | 'remote' };
+  data: Buffer;
+  messageId: string;
+  /** Our hostname, for the trace. */
+  host: string;
+  /** Queue id of the message this one reports on. */
+  regarding: string;
+}
+
 export class Ingest {
   constructor(private readonly store: Store, private readonly onQueued: (id: string) => void) {}
+
+  /** Queue a message the gateway generated itself (a DSN): null sender, so it can never bounce. */
+  async generated(g: GeneratedMessage): Promise<string> {
+    const now = Date.now();
+    const id = queueId(now);
+    await this.store.enqueue({
+      id, org: g.org, receivedAt: now, mailFrom: '', messageId: g.messageId, envelope: { smtputf8: false },
+      inbound: { sessionId: `dsn:${g.regarding}`, clientIp: '', clientPort: 0, helo: '', protocol: 'local', receivedBy: g.host },
+      data: g.data, recipients: [{ address: g.to.address, org: g.org, route: g.to.route, notify: 'NEVER' }],
+    });
+    this.onQueued(id);
+    return id;
+  }
 
   async accept(t: Transaction): Promise<{ queueId: string } | SmtpReply> {
     const now = new Date();

@@ -1,7 +1,7 @@
 // Owns: the Received: trace header (RFC 5321 §4.4, protocol names per RFC 3848) with the TLS facts.
 import type { InboundFacts } from '../store/types.ts';
 
-function rfc5322Date(d: Date): string {
+export function rfc5322Date(d: Date): string {
   const days = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
   const months = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
   const p = (n: number) => String(n).padStart(2, '0');

@@ -1,21 +1,52 @@
-// Owns: queue states, leases, retry backoff and expiry. Claims due messages from the store,
-// hands each recipient to its delivery agent by route, and records the outcomes.
-// Promise: a message leaves the queue only when every recipient is delivered or failed; a
-// crash at any point leaves it leased, and the lease expires (or is released at start-up).
+// Owns: queue states, leases, retry backoff, expiry, delay warnings and bounces. Claims due
+// messages from the store, hands recipients to their delivery agent (local Maildir, or remote
+// SMTP grouped by next hop so one transaction carries many recipients), records the outcomes.
+// Promises: a message leaves the queue only when every recipient is delivered or failed; a crash
+// at any point leaves it leased, and the lease expires (or is released at start-up). A failed
+// recipient produces a DSN to the sender unless the sender is null or NOTIFY says otherwise, so
+// bounces can never loop. The DSN is queued before the failure is recorded (never lost; after a
+// crash in between it may be sent twice).
 import type { Config } from '../config/load.ts';
 import { emit } from '../events.ts';
 import type { Outcome } from '../delivery/classify.ts';
 import type { MaildirDelivery } from '../delivery/maildir.ts';
-import type { QueueMessage, RecipientOutcome, Store } from '../store/types.ts';
+import type { AttemptFacts, RemoteDelivery } from '../delivery/remote.ts';
+import { buildDsn, wantsNotice, type DsnRecipient } from '../ingest/dsn.ts';
+import type { Ingest } from '../ingest/ingest.ts';
+import type { InboundPolicy } from '../policy/inbound.ts';
+import type { OutboundPolicy } from '../policy/outbound.ts';
+import type { QueueMessage, QueueRecipient, RecipientOutcome, Store } from '../store/types.ts';
 import { sessionId } from '../util/ids.ts';
 
 export interface Agents {
   local: MaildirDelivery;
+  remote: RemoteDelivery;
+}
+
+export interface SchedulerDeps {
+  config: Config;
+  inbound: InboundPolicy;
+  outbound: OutboundPolicy;
 }
 
 /** Seconds to wait before attempt number `attempts + 1`. */
 export function retryDelay(schedule: readonly number[], attempts: number): number {
   return schedule[Math.min(Math.max(attempts - 1, 0), schedule.length - 1)];
+}
+
+interface Result { rcpt: QueueRecipient; outcome: Outcome; agent: string; attempt?: AttemptFacts }
+
+/** Plain words for the sender: what happened and how the connection was protected. */
+function explain(r: Result, expired: boolean): string {
+  const o = r.outcome.reply;
+  let s = o.reason ?? `${o.code} ${o.enhanced} ${o.message}`;
+  if (!/said:/.test(s)) s = `${s} (${o.code} ${o.enhanced} ${o.message})`;
+  const a = r.attempt;
+  if (a) {
+    if (a.tls) s += ` The connection to ${a.host} was encrypted with ${a.tls.version} (${a.tls.cipher}).`;
+    else if (a.ip && !a.error) s += ` The connection to ${a.host} was not encrypted${a.fallback ? ` (${a.fallback})` : ''}.`;
+  }
+  return expired ? `Delivery was retried until the message expired. The last attempt failed: ${s}` : s;
 }
 
 export class Scheduler {
@@ -27,7 +58,7 @@ export class Scheduler {
   private stopped = false;
   private idle: (() => void)[] = [];
 
-  constructor(private readonly store: Store, private readonly agents: Agents, private readonly config: () => Config) {}
+  constructor(private readonly store: Store, private readonly agents: Agents, private readonly ingest: Ingest, private readonly deps: () => SchedulerDeps) {}
 
   start(): void {
     this.kick();
@@ -47,14 +78,16 @@ export class Scheduler {
   }
 
   private async cycle(): Promise<void> {
-    const q = this.config().queue;
+    const q = this.deps().config.queue;
     try {
       const room = q.concurrency - this.inflight;
       if (room > 0) {
         const batch = await this.store.claim(this.owner, room, q.leaseSeconds * 1000);
         for (const m of batch) {
           this.inflight++;
-          void this.process(m).finally(() => {
+          void this.process(m).catch((e) => {
+            emit({ event: 'internal.error', where: `scheduler.process ${m.id}`, error: String((e as Error)?.stack ?? e) });
+          }).finally(() => {
             this.inflight--;
             this.kick();
             if (this.inflight === 0) for (const f of this.idle.splice(0)) f();
@@ -73,24 +106,93 @@ export class Scheduler {
     }
   }
 
-  private async process(m: QueueMessage): Promise<void> {
-    const q = this.config().queue;
-    const data = await this.store.data(m.id);
-    const expired = Date.now() - m.receivedAt > q.messageExpiration * 1000;
-    const outcomes: RecipientOutcome[] = [];
+  private async deliverAll(m: QueueMessage, data: Buffer): Promise<Result[]> {
+    const { outbound } = this.deps();
+    const results: Result[] = [];
+    const groups = new Map<string, { hop: ReturnType<OutboundPolicy['nextHop']>; rcpts: QueueRecipient[] }>();
+    const work: Promise<void>[] = [];
     for (const r of m.recipients) {
-      let o: Outcome;
-      if (!data) o = { status: 'deferred', reply: { code: 451, enhanced: '4.3.0', message: 'Message data missing from the queue store' } };
-      else if (r.route === 'local') o = await this.agents.local.deliver(r.address, m.mailFrom, data);
-      else o = { status: 'deferred', reply: { code: 451, enhanced: '4.4.0', message: 'No route for remote delivery in this version' } };
-      if (o.status === 'deferred' && expired) {
-        o = { status: 'failed', reply: { code: 550, enhanced: '5.4.7', message: `Delivery time expired; last error: ${o.reply.message}` } };
+      if (r.route === 'local') {
+        work.push(this.agents.local.deliver(r.address, m.mailFrom, data).then((outcome) => { results.push({ rcpt: r, outcome, agent: 'maildir' }); }));
+        continue;
       }
-      emit({ event: 'delivery.result', queueId: m.id, rcpt: r.address, status: o.status, agent: r.route === 'local' ? 'maildir' : 'none', code: o.reply.code, enhanced: o.reply.enhanced, reason: o.reply.reason ?? o.reply.message });
-      outcomes.push({ idx: r.idx, status: o.status, reply: o.reply, agent: r.route === 'local' ? 'maildir' : 'none' });
+      const hop = outbound.nextHop(m.org, r.address.slice(r.address.lastIndexOf('@') + 1));
+      const g = groups.get(hop.key) ?? { hop, rcpts: [] };
+      g.rcpts.push(r);
+      groups.set(hop.key, g);
     }
+    for (const g of groups.values()) {
+      work.push(this.agents.remote.deliver({ queueId: m.id, mailFrom: m.mailFrom, envelope: m.envelope, recipients: g.rcpts, hop: g.hop, data }).then((res) => {
+        for (const r of g.rcpts) results.push({ rcpt: r, outcome: res.outcomes.get(r.idx)!, agent: 'smtp', attempt: res.attempt });
+      }));
+    }
+    await Promise.all(work);
+    return results;
+  }
+
+  private async process(m: QueueMessage): Promise<void> {
+    const { config } = this.deps();
+    const q = config.queue;
+    const data = await this.store.data(m.id);
+    const now = Date.now();
+    const expired = now - m.receivedAt > q.messageExpiration * 1000;
+    const results: Result[] = data
+      ? await this.deliverAll(m, data)
+      : m.recipients.map((rcpt) => ({ rcpt, agent: 'none', outcome: { status: 'deferred' as const, reply: { code: 451, enhanced: '4.3.0', message: 'Message data missing from the queue store' } } }));
+    for (const r of results) {
+      if (r.outcome.status === 'deferred' && expired) {
+        r.outcome = { status: 'failed', reply: { code: 550, enhanced: '5.4.7', message: `Delivery time expired: ${r.outcome.reply.message}`, reason: r.outcome.reply.reason ?? r.outcome.reply.message } };
+        (r as Result & { expired?: boolean }).expired = true;
+      }
+      emit({ event: 'delivery.result', queueId: m.id, rcpt: r.rcpt.address, status: r.outcome.status, agent: r.agent, code: r.outcome.reply.code, enhanced: r.outcome.reply.enhanced, reason: r.outcome.reply.reason ?? r.outcome.reply.message });
+    }
+    if (data) await this.notify(m, data, results);
+    const deferred = results.filter((r) => r.outcome.status === 'deferred');
+    const warn = deferred.length > 0 && !m.delayWarned && q.delayWarning > 0 && now - m.receivedAt >= q.delayWarning * 1000;
+    if (warn && data) await this.delayWarning(m, data, deferred);
+    const outcomes: RecipientOutcome[] = results.map((r) => ({
+      idx: r.rcpt.idx, status: r.outcome.status, reply: r.outcome.reply, agent: r.agent,
+      ...(r.attempt ? { detail: { ...r.attempt } as Record<string, unknown> } : {}),
+    }));
     const next = Date.now() + retryDelay(q.retrySchedule, m.attempts + 1) * 1000;
-    await this.store.complete(m.id, this.owner, outcomes, next);
+    await this.store.complete(m.id, this.owner, outcomes, next, { delayWarned: warn });
+  }
+
+  /** Bounce failed recipients to the sender (RFC 3464), unless null sender or NOTIFY declines. */
+  private async notify(m: QueueMessage, data: Buffer, results: Result[]): Promise<void> {
+    const failed = results.filter((r) => r.outcome.status === 'failed' && wantsNotice(r.rcpt.notify, 'failed'));
+    if (!failed.length) return;
+    if (!m.mailFrom) {
+      emit({ event: 'delivery.result', queueId: m.id, rcpt: failed.map((r) => r.rcpt.address).join(','), status: 'failed', agent: 'bounce', reason: 'no DSN: the message has a null sender (it may itself be a bounce)' });
+      return;
+    }
+    await this.sendDsn(m, data, failed.map((r) => this.dsnRecipient(r, 'failed', (r as Result & { expired?: boolean }).expired === true)));
+  }
+
+  private async delayWarning(m: QueueMessage, data: Buffer, deferred: Result[]): Promise<void> {
+    const want = deferred.filter((r) => wantsNotice(r.rcpt.notify, 'delayed'));
+    if (!want.length || !m.mailFrom) return;
+    const until = m.receivedAt + this.deps().config.queue.messageExpiration * 1000;
+    await this.sendDsn(m, data, want.map((r) => this.dsnRecipient(r, 'delayed', false)), until);
+  }
+
+  private dsnRecipient(r: Result, action: 'failed' | 'delayed', expired: boolean): DsnRecipient {
+    return {
+      address: r.rcpt.address, action, reply: r.outcome.reply, explanation: explain(r, expired), lastAttempt: Date.now(),
+      ...(r.rcpt.orcpt ? { orcpt: r.rcpt.orcpt } : {}), ...(r.attempt?.ip ? { remoteMta: r.attempt.host } : {}),
+    };
+  }
+
+  private async sendDsn(m: QueueMessage, data: Buffer, rcpts: DsnRecipient[], willRetryUntil?: number): Promise<void> {
+    const { config, inbound } = this.deps();
+    const dsn = buildDsn({
+      reportingMta: config.hostname, queueId: m.id, originalFrom: m.mailFrom, envelope: m.envelope, arrival: m.receivedAt,
+      recipients: rcpts, original: data, ...(willRetryUntil ? { willRetryUntil } : {}),
+    });
+    const senderDomain = m.mailFrom.slice(m.mailFrom.lastIndexOf('@') + 1);
+    const route = inbound.acceptedDomain(senderDomain) ? 'local' as const : 'remote' as const;
+    const id = await this.ingest.generated({ org: m.org, to: { address: m.mailFrom, route }, data: dsn.data, messageId: dsn.messageId, host: config.hostname, regarding: m.id });
+    emit({ event: 'delivery.result', queueId: m.id, rcpt: rcpts.map((r) => r.address).join(','), status: rcpts[0].action === 'delayed' ? 'deferred' : 'failed', agent: 'dsn', reason: `${rcpts[0].action === 'delayed' ? 'delay warning' : 'DSN'} queued as ${id} to <${m.mailFrom}>` });
   }
 
   /** Stop claiming; wait for deliveries in flight. */

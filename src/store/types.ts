@@ -71,7 +71,18 @@ export interface QueueMessage {
   attempts: number;
   nextAttemptAt: number;
   lastError?: string;
+  delayWarned: boolean;
   recipients: QueueRecipient[];
+}
+
+export interface TraceFilter {
+  queueId?: string;
+  messageId?: string;
+  sender?: string;
+  recipient?: string;
+  since?: number;
+  until?: number;
+  limit?: number;
 }
 
 export interface RecipientOutcome {
@@ -101,7 +112,9 @@ export interface Store {
   /** The stored message data. */
   data(id: string): Promise<Buffer | null>;
   /** Record per-recipient outcomes, release the lease; `nextAttemptAt` for what remains. */
-  complete(id: string, owner: string, outcomes: RecipientOutcome[], nextAttemptAt: number): Promise<MessageState | null>;
+  complete(id: string, owner: string, outcomes: RecipientOutcome[], nextAttemptAt: number, opts?: { delayWarned?: boolean }): Promise<MessageState | null>;
+  /** Messages matching every given criterion (any state), newest first. */
+  search(f: TraceFilter): Promise<QueueMessage[]>;
   get(id: string): Promise<QueueMessage | null>;
   list(filter?: QueueFilter): Promise<QueueMessage[]>;
   trace(id: string): Promise<TraceEvent[]>;

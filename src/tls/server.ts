@@ -17,6 +17,8 @@ export class ServerTls {
   private loaded: Loaded[] = [];
   private watchers: FSWatcher[] = [];
   private timer: NodeJS.Timeout | undefined;
+  /** Why the last reload was refused (for the operator's reply to `config reload`). */
+  lastError: string | undefined;
   /** Shared across reloads so resumption survives a certificate rotation. */
   private readonly ticketKeys = randomBytes(48);
 
@@ -49,6 +51,9 @@ export class ServerTls {
         cert: certPem, key: keyPem, minVersion: this.minVersion, maxVersion: 'TLSv1.3',
         ciphers: CIPHERS, honorCipherOrder: true, ecdhCurve: ECDH_CURVES,
         ticketKeys: this.ticketKeys, sessionTimeout: 7200,
+        // Required for resumption: with requestCert, OpenSSL fails any resumption attempt with
+        // "session id context uninitialized" when no context is set (tls.Server sets one itself).
+        sessionIdContext: 'portcullis-smtp',
       });
       return { pair, ctx, x509: x };
     });
@@ -87,6 +92,7 @@ export class ServerTls {
       return true;
     } catch (e) {
       this.pairs = prevPairs; this.minVersion = prevMin;
+      this.lastError = (e as Error).message;
       emit({ event: 'tls.certificates.rejected', error: (e as Error).message }, 'certificate reload failed; still serving the previous certificates');
       return false;
     }

@@ -73,3 +73,21 @@ export function verifyChain(leaf: X509Certificate, intermediates: readonly X509C
   }
   return { ok: false, chain, error: 'certificate chain too long' };
 }
+
+/**
+ * The certificates a TLS peer presented, leaf first. getPeerCertificate(true) must be called
+ * before getPeerX509Certificate(): on Node 20 the other order returns an empty detailed object,
+ * which silently drops every intermediate.
+ */
+export function peerChain(s: import('node:tls').TLSSocket): X509Certificate[] {
+  let p = s.getPeerCertificate(true);
+  if (!p || !p.raw) return [];
+  const chain = [new X509Certificate(p.raw)];
+  const seen = new Set([p.fingerprint256]);
+  while (p.issuerCertificate && !seen.has(p.issuerCertificate.fingerprint256)) {
+    p = p.issuerCertificate;
+    seen.add(p.fingerprint256);
+    chain.push(new X509Certificate(p.raw));
+  }
+  return chain;
+}

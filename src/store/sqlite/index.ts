@@ -7,7 +7,7 @@ import { mkdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type {
-  MessageState, NewMessage, QueueFilter, QueueMessage, QueueRecipient, RecipientOutcome, Store, TraceEvent,
+  MessageState, NewMessage, QueueFilter, QueueMessage, QueueRecipient, RecipientOutcome, Store, TraceEvent, TraceFilter,
 } from '../types.ts';
 import { migrations } from './schema.ts';
 
@@ -51,7 +51,7 @@ export class SqliteStore implements Store {
       insEvent: db.prepare('INSERT INTO events (msg_id, ts, kind, data) VALUES (?, ?, ?, ?)'),
       openCount: db.prepare(`SELECT count(*) FROM recipients WHERE msg_id = ? AND status IN ('pending', 'deferred')`).pluck(),
       finish: db.prepare(`UPDATE messages SET state = @state, attempts = attempts + 1, next_attempt_at = @next, last_error = @err,
-        lease_owner = NULL, lease_until = NULL, updated_at = @now WHERE id = @id`),
+        delay_warned = max(delay_warned, @warned), lease_owner = NULL, lease_until = NULL, updated_at = @now WHERE id = @id`),
       delBody: db.prepare('DELETE FROM bodies WHERE id = ?'),
       events: db.prepare('SELECT ts, kind, data FROM events WHERE msg_id = ? ORDER BY id'),
       retry: db.prepare(`UPDATE messages SET state = 'deferred', next_attempt_at = ?, updated_at = ? WHERE id = ? AND state IN ('deferred', 'held', 'incoming')`),
@@ -126,7 +126,7 @@ export class SqliteStore implements Store {
     return (this.st.body.get(id) as Buffer | undefined) ?? null;
   }
 
-  complete(id: string, owner: string, outcomes: RecipientOutcome[], nextAttemptAt: number): Promise<MessageState | null> {
+  complete(id: string, owner: string, outcomes: RecipientOutcome[], nextAttemptAt: number, opts: { delayWarned?: boolean } = {}): Promise<MessageState | null> {
     return this.write(() => {
       const now = Date.now();
       const msg = this.st.msg.get(id) as Row | undefined;
@@ -139,7 +139,7 @@ export class SqliteStore implements Store {
       const open = this.st.openCount.get(id) as number;
       const state: MessageState = open === 0 ? 'done' : 'deferred';
       const lastDeferred = outcomes.filter((o) => o.status === 'deferred').at(-1);
-      this.st.finish.run({ id, state, next: state === 'done' ? now : nextAttemptAt, err: lastDeferred ? JSON.stringify(lastDeferred.reply) : null, now });
+      this.st.finish.run({ id, state, next: state === 'done' ? now : nextAttemptAt, err: lastDeferred ? JSON.stringify(lastDeferred.reply) : null, now, warned: opts.delayWarned ? 1 : 0 });
       if (state === 'done') this.st.delBody.run(id);
       return state;
     });
@@ -154,6 +154,19 @@ export class SqliteStore implements Store {
     const states = filter.states ?? ['incoming', 'active', 'deferred', 'held'];
     const rows = this.db.prepare(`SELECT * FROM messages WHERE state IN (${states.map(() => '?').join(',')}) ORDER BY received_at LIMIT ?`)
       .all(...states, filter.limit ?? 1000) as Row[];
+    return rows.map((r) => this.toMessage(r, this.st.rcptsAll.all(r.id) as Row[]));
+  }
+
+  async search(f: TraceFilter): Promise<QueueMessage[]> {
+    const where: string[] = []; const args: unknown[] = [];
+    if (f.queueId) { where.push('m.id = ?'); args.push(f.queueId); }
+    if (f.messageId) { where.push('(m.message_id = ? OR m.message_id = ?)'); args.push(f.messageId, `<${f.messageId.replace(/^<|>$/g, '')}>`); }
+    if (f.sender) { where.push('lower(m.mail_from) = lower(?)'); args.push(f.sender); }
+    if (f.recipient) { where.push('m.id IN (SELECT msg_id FROM recipients WHERE lower(address) = lower(?))'); args.push(f.recipient); }
+    if (f.since !== undefined) { where.push('m.received_at >= ?'); args.push(f.since); }
+    if (f.until !== undefined) { where.push('m.received_at <= ?'); args.push(f.until); }
+    const rows = this.db.prepare(`SELECT * FROM messages m ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY m.received_at DESC LIMIT ?`)
+      .all(...args, f.limit ?? 100) as Row[];
     return rows.map((r) => this.toMessage(r, this.st.rcptsAll.all(r.id) as Row[]));
   }
 
@@ -200,6 +213,7 @@ export class SqliteStore implements Store {
       envelope: JSON.parse(r.envelope as string), inbound: JSON.parse(r.inbound as string),
       attempts: r.attempts as number, nextAttemptAt: r.next_attempt_at as number,
       ...(r.last_error ? { lastError: r.last_error as string } : {}),
+      delayWarned: r.delay_warned === 1,
       recipients,
     };
   }

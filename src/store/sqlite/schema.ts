@@ -44,4 +44,8 @@ export const migrations: string[] = [
      data TEXT NOT NULL
    );
    CREATE INDEX events_msg ON events(msg_id, id);`,
+  // 2: delay warnings are sent once per message.
+  `ALTER TABLE messages ADD COLUMN delay_warned INTEGER NOT NULL DEFAULT 0;
+   CREATE INDEX messages_from ON messages(mail_from);
+   CREATE INDEX messages_msgid ON messages(message_id);`,
 ];

@@ -15,7 +15,7 @@ test('Received: with TLS facts and no client certificate', () => {
 test('Received: with a verified client certificate; IPv6; hostile HELO cannot break the header', () => {
   const h = receivedHeader({ ...base, clientIp: '::1', helo: 'evil\r\nX-Injected: 1 (x)',
     tls: { version: 'TLSv1.2', cipher: 'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256', bits: 128, peerCert: { subject: 'CN=mail.fabrikam.test', issuer: 'CN=CA', fingerprint256: 'AA', verified: true } } }, 'Q2', undefined, at).toString();
-  assert.match(h, /from evil {2}X-Injected: 1 {2}x  \(\[IPv6:::1\]\)/);
+  assert.match(h, /from evil {2}X-Injected: 1 {2}x {2}\(\[IPv6:::1\]\)/);
   assert.match(h, /\(client certificate CN=mail\.fabrikam\.test issued by CN=CA, verified OK\)/);
   assert.equal(h.split('\r\n').filter((l) => l && !l.startsWith('\t')).length, 1, 'one header, continuation lines only');
   assert.doesNotMatch(h, / for </, 'no "for" clause with several recipients');

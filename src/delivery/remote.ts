@@ -1,0 +1,303 @@
+// Owns: delivering one message's recipients for one next hop over SMTP: resolving MX or smart
+// hosts, trying hosts in order, applying the TLS requirement, reusing pooled connections, and
+// returning one classified outcome per recipient plus the facts of every attempt (the trace).
+// Promises: a required TLS level never falls back (no plaintext, no weaker check); opportunistic
+// TLS falls back to plaintext only after a failed handshake and records that it did; hosts that
+// failed recently are tried last; a destination that is down is not hammered.
+import net from 'node:net';
+import type { Config } from '../config/load.ts';
+import { DnsError, type Resolver } from '../dns/resolver.ts';
+import type { NextHop, TlsLevel, TlsRequirement } from '../policy/outbound.ts';
+import { levelRank } from '../policy/outbound.ts';
+import type { EnvelopeParams, QueueRecipient } from '../store/types.ts';
+import { namesSatisfy } from '../tls/names.ts';
+import type { TrustStore } from '../tls/trust.ts';
+import { classifyFailure, classifyReply, type FailureFacts, type Outcome } from './classify.ts';
+import type { ConnectionPool } from './pool.ts';
+import { DeliveryError, SmtpConnection, type PeerTls, type TransactionResult } from './smtp-client.ts';
+
+export interface RemoteJob {
+  queueId: string;
+  mailFrom: string;
+  envelope: EnvelopeParams;
+  recipients: QueueRecipient[];
+  hop: NextHop;
+  data: Buffer;
+}
+
+export interface AttemptFacts {
+  host: string;
+  ip?: string;
+  port: number;
+  connector?: string;
+  tlsRequired: TlsRequirement;
+  tlsAchieved: TlsLevel;
+  tls?: Omit<PeerTls, 'chain'>;
+  reused?: boolean;
+  fallback?: string;
+  error?: string;
+}
+
+export interface RemoteResult {
+  outcomes: Map<number, Outcome>;
+  /** Facts of the attempt that produced the outcomes (the last one tried). */
+  attempt: AttemptFacts;
+}
+
+interface Target { name: string; port: number; ips?: string[] }
+
+const CONNECTION_LEVEL = new Set(['connect', 'timeout', 'closed', 'protocol', 'greeting', 'ehlo', 'starttls', 'tls', 'tlsPolicy']);
+
+class Semaphore {
+  private used = 0;
+  private waiters: (() => void)[] = [];
+  constructor(private readonly max: () => number) {}
+  async acquire(): Promise<void> {
+    if (this.used < this.max()) { this.used++; return; }
+    await new Promise<void>((r) => this.waiters.push(r));
+  }
+  release(): void {
+    const w = this.waiters.shift();
+    if (w) w(); else this.used--;
+  }
+}
+
+function shuffleEqual<T extends { priority: number }>(list: T[]): T[] {
+  const out = [...list].sort((a, b) => a.priority - b.priority);
+  for (let i = 0; i < out.length;) {
+    let j = i;
+    while (j < out.length && out[j].priority === out[i].priority) j++;
+    for (let k = j - 1; k > i; k--) { const r = i + Math.floor(Math.random() * (k - i + 1)); [out[k], out[r]] = [out[r], out[k]]; }
+    i = j;
+  }
+  return out;
+}
+
+/** The TLS level a connection actually achieved (for the trace). */
+function achieved(tls: PeerTls | null, req: TlsRequirement, hostname: string): TlsLevel {
+  if (!tls) return 'none';
+  if (!tls.chainValid) return 'encryptionOnly';
+  const names = tls.names ?? [];
+  if (req.tlsDomain ? namesSatisfy(names, req.tlsDomain) : namesSatisfy(names, hostname)) return 'domainValidation';
+  return 'certificateValidation';
+}
+
+const stripChain = (t: PeerTls | null): Omit<PeerTls, 'chain'> | undefined => {
+  if (!t) return undefined;
+  const { chain: _chain, ...rest } = t;
+  return rest;
+};
+
+export class RemoteDelivery {
+  private readonly tlsBroken = new Map<string, number>();
+  private readonly hostFailed = new Map<string, number>();
+  private readonly destDown = new Map<string, { until: number; outcome: Outcome; attempt: AttemptFacts }>();
+  private readonly limits = new Map<string, Semaphore>();
+
+  constructor(
+    private readonly resolver: () => Resolver,
+    private readonly pool: ConnectionPool,
+    private readonly trust: () => TrustStore,
+    private readonly config: () => Config,
+  ) {}
+
+  async deliver(job: RemoteJob): Promise<RemoteResult> {
+    const hop = job.hop;
+    const down = this.destDown.get(hop.key);
+    if (down && down.until > Date.now()) {
+      const o: Outcome = { status: 'deferred', reply: { ...down.outcome.reply, reason: `${down.outcome.reply.reason ?? down.outcome.reply.message} (destination marked unreachable until ${new Date(down.until).toISOString()})` } };
+      return { outcomes: new Map(job.recipients.map((r) => [r.idx, o])), attempt: down.attempt };
+    }
+    let sem = this.limits.get(hop.key);
+    if (!sem) { sem = new Semaphore(() => this.config().delivery.maxConnectionsPerDestination); this.limits.set(hop.key, sem); }
+    await sem.acquire();
+    try {
+      return await this.attempt(job);
+    } finally {
+      sem.release();
+    }
+  }
+
+  private all(job: RemoteJob, o: Outcome): Map<number, Outcome> {
+    return new Map(job.recipients.map((r) => [r.idx, o]));
+  }
+
+  private async targets(hop: NextHop): Promise<Target[] | FailureFacts> {
+    const port = this.config().delivery.port;
+    if (hop.kind === 'smarthost') return hop.smartHosts.map((h) => ({ name: h.host, port: h.port ?? port }));
+    try {
+      const mx = await this.resolver().mx(hop.domain);
+      if (mx.nullMx) return { kind: 'nullMx', detail: `${hop.domain} publishes a null MX record (RFC 7505): it accepts no mail` };
+      return shuffleEqual(mx.records).map((m) => ({ name: m.exchange, port }));
+    } catch (e) {
+      if (e instanceof DnsError && e.kind === 'nodata') return [{ name: hop.domain, port }]; // no MX: implicit MX (RFC 5321 §5.1)
+      if (e instanceof DnsError) return { kind: 'dns', dnsKind: e.kind, detail: `MX lookup for ${hop.domain} failed: ${e.message}` };
+      throw e;
+    }
+  }
+
+  private async addresses(t: Target): Promise<string[] | FailureFacts> {
+    if (net.isIP(t.name)) return [t.name];
+    try {
+      return (await this.resolver().addresses(t.name)).records;
+    } catch (e) {
+      if (e instanceof DnsError) return { kind: 'dns', dnsKind: e.kind === 'nxdomain' || e.kind === 'nodata' ? 'nodata' : e.kind, detail: `address lookup for ${t.name} failed: ${e.message}` };
+      throw e;
+    }
+  }
+
+  private async attempt(job: RemoteJob): Promise<RemoteResult> {
+    const hop = job.hop;
+    const cfg = this.config();
+    const base: AttemptFacts = { host: hop.domain, port: cfg.delivery.port, tlsRequired: hop.tls, tlsAchieved: 'none', ...(hop.connector ? { connector: hop.connector.name } : {}) };
+    const targets = await this.targets(hop);
+    if (!Array.isArray(targets)) return { outcomes: this.all(job, classifyFailure(targets)), attempt: { ...base, error: targets.detail } };
+
+    // Hosts that failed recently go last ("try the next MX first" on a retry).
+    const now = Date.now();
+    const ordered = [...targets].sort((a, b) => Number((this.hostFailed.get(a.name) ?? 0) > now) - Number((this.hostFailed.get(b.name) ?? 0) > now));
+    let last: { outcome: Outcome; attempt: AttemptFacts } | undefined;
+    let dnsOnly = true;
+    let allConnectionLevel = true;
+    for (const t of ordered) {
+      const ips = await this.addresses(t);
+      if (!Array.isArray(ips)) {
+        last = { outcome: classifyFailure(ips), attempt: { ...base, host: t.name, port: t.port, error: ips.detail } };
+        continue;
+      }
+      if (!ips.length) continue;
+      dnsOnly = false;
+      for (const ip of ips) {
+        const r = await this.tryHost(job, t, ip);
+        if ('outcomes' in r) { this.hostFailed.delete(t.name); return r; }
+        last = r;
+        this.hostFailed.set(t.name, Date.now() + cfg.delivery.destinationDownSeconds * 1000);
+        if (!r.connectionLevel) allConnectionLevel = false;
+        if (r.outcome.status === 'failed' && !r.connectionLevel) return { outcomes: this.all(job, r.outcome), attempt: r.attempt };
+      }
+    }
+    if (!last) {
+      return { outcomes: this.all(job, classifyFailure({ kind: 'noHost', detail: `no address found for the mail servers of ${hop.domain}` })), attempt: base };
+    }
+    // Every host failed at connection level: remember the destination as down for a while.
+    if (!dnsOnly && allConnectionLevel && cfg.delivery.destinationDownSeconds > 0) {
+      this.destDown.set(hop.key, { until: Date.now() + cfg.delivery.destinationDownSeconds * 1000, outcome: last.outcome, attempt: last.attempt });
+    }
+    const outcome = last.outcome.status === 'failed' && dnsOnly ? last.outcome : { ...last.outcome, status: last.outcome.status === 'delivered' ? 'delivered' as const : 'deferred' as const };
+    if (outcome.status === 'deferred' && outcome.reply.code >= 500) outcome.reply = { ...outcome.reply, code: 451, enhanced: `4${outcome.reply.enhanced.slice(1)}` };
+    return { outcomes: this.all(job, outcome), attempt: last.attempt };
+  }
+
+  /** One host address: a result, or a host-level failure to move on from. */
+  private async tryHost(job: RemoteJob, t: Target, ip: string): Promise<RemoteResult | { outcome: Outcome; attempt: AttemptFacts; connectionLevel: boolean }> {
+    const cfg = this.config();
+    const req = job.hop.tls;
+    const facts: AttemptFacts = { host: t.name, ip, port: t.port, tlsRequired: req, tlsAchieved: 'none', ...(job.hop.connector ? { connector: job.hop.connector.name } : {}) };
+    const key = `${ip}:${t.port}|${req.level}|${req.tlsDomain ?? ''}`;
+    const forced = levelRank(req.level) >= levelRank('encryptionOnly');
+    const hostFail = (f: FailureFacts) => ({ outcome: classifyFailure(f), attempt: { ...facts, error: f.detail }, connectionLevel: CONNECTION_LEVEL.has(f.kind) });
+
+    let conn = this.pool.take(key);
+    if (conn) facts.reused = true;
+    for (let round = 0; round < 2 && !conn; round++) {
+      const brokenUntil = this.tlsBroken.get(ip) ?? 0;
+      const plaintextFallback = !forced && req.level !== 'none' && brokenUntil > Date.now();
+      const starttls = req.level === 'none' || plaintextFallback ? 'never' : forced ? 'require' : 'try';
+      if (plaintextFallback) facts.fallback ??= `TLS handshake with this host failed recently; sending in plaintext until ${new Date(brokenUntil).toISOString()}`;
+      try {
+        conn = await SmtpConnection.open({
+          ip, port: t.port, hostname: t.name, heloName: cfg.delivery.heloName ?? cfg.hostname, trust: this.trust(), starttls,
+          ...this.sourceFor(ip), timeouts: cfg.delivery.timeouts,
+          session: this.pool.session(t.name), onSession: (s) => this.pool.saveSession(t.name, s),
+        });
+        this.pool.opened();
+      } catch (e) {
+        if (!(e instanceof DeliveryError)) throw e;
+        if (e.kind === 'tls' && starttls === 'try') {
+          // Opportunistic: the message must not be stuck behind a peer's broken TLS.
+          this.tlsBroken.set(ip, Date.now() + cfg.delivery.tlsFallbackSeconds * 1000);
+          facts.fallback = `TLS handshake failed (${e.message}); retrying in plaintext`;
+          continue;
+        }
+        const label = e.kind === 'starttls' || e.kind === 'tls' ? `TLS required by ${req.source}: ${e.message}` : e.message;
+        return hostFail({ kind: e.kind, ...(e.reply ? { reply: e.reply } : {}), detail: label });
+      }
+    }
+    if (!conn) return hostFail({ kind: 'connect', detail: `could not connect to ${t.name} [${ip}]` });
+
+    facts.tls = stripChain(conn.tls);
+    facts.tlsAchieved = achieved(conn.tls, req, t.name);
+    if (!conn.tls && conn.tlsSkipped && !facts.fallback) facts.fallback = conn.tlsSkipped;
+    const violation = this.policyViolation(conn, req, t.name);
+    if (violation) {
+      void conn.quit();
+      return hostFail({ kind: 'tlsPolicy', detail: violation });
+    }
+
+    const data = job.data;
+    const size = Number(conn.extensions.get('SIZE') || 0);
+    if (size > 0 && data.length > size) { this.pool.give(key, conn); return { outcomes: this.all(job, classifyFailure({ kind: 'size', detail: `${t.name} [${ip}] accepts at most ${size} bytes; the message has ${data.length}` })), attempt: facts }; }
+    if (job.envelope.smtputf8 && !conn.extensions.has('SMTPUTF8')) { this.pool.give(key, conn); return { outcomes: this.all(job, classifyFailure({ kind: 'smtputf8', detail: `${t.name} [${ip}] does not offer SMTPUTF8` })), attempt: facts }; }
+    if (job.envelope.body === '8BITMIME' && !conn.extensions.has('8BITMIME')) { this.pool.give(key, conn); return { outcomes: this.all(job, classifyFailure({ kind: 'eightBit', detail: `${t.name} [${ip}] does not offer 8BITMIME and the message has 8-bit content` })), attempt: facts }; }
+
+    let result: TransactionResult;
+    try {
+      result = await conn.send({
+        from: job.mailFrom, eightBit: job.envelope.body === '8BITMIME', smtputf8: job.envelope.smtputf8,
+        ...(job.envelope.ret ? { ret: job.envelope.ret } : {}), ...(job.envelope.envid ? { envid: job.envelope.envid } : {}),
+        rcpts: job.recipients.map((r) => ({ address: r.address, ...(r.notify ? { notify: r.notify } : {}), ...(r.orcpt ? { orcpt: r.orcpt } : {}) })),
+      }, data);
+    } catch (e) {
+      conn.close();
+      if (!(e instanceof DeliveryError)) throw e;
+      if (facts.reused && (e.kind === 'closed' || e.kind === 'protocol')) {
+        // The pooled connection died while idle: one more try on a fresh connection.
+        return this.tryHost(job, t, ip);
+      }
+      return hostFail({ kind: e.kind, detail: e.message });
+    }
+    this.pool.give(key, conn);
+    const where = `${t.name} [${ip}]`;
+    if (result.mail.code !== 250) {
+      const o = classifyReply(result.mail, `${where} said: ${result.mail.code} ${result.mail.enhanced ?? ''} ${result.mail.text} (in reply to MAIL FROM)`.replace(/ {2}/g, ' '));
+      if (o.status === 'deferred') return { outcome: o, attempt: { ...facts, error: o.reply.reason! }, connectionLevel: false };
+      return { outcomes: this.all(job, o), attempt: facts };
+    }
+    const outcomes = new Map<number, Outcome>();
+    job.recipients.forEach((r, i) => {
+      const rr = result.rcpts[i];
+      if (rr.code !== 250 && rr.code !== 251) {
+        outcomes.set(r.idx, classifyReply(rr, `${where} said: ${rr.code} ${rr.enhanced ?? ''} ${rr.text} (in reply to RCPT TO)`.replace(/ {2}/g, ' ')));
+      } else if (result.data) {
+        const d = result.data;
+        outcomes.set(r.idx, classifyReply(d, `${where} said: ${d.code} ${d.enhanced ?? ''} ${d.text} (in reply to end of DATA)`.replace(/ {2}/g, ' ')));
+      } else {
+        outcomes.set(r.idx, { status: 'deferred', reply: { code: 451, enhanced: '4.4.2', message: 'Transaction not completed', reason: `${where}: no reply to DATA` } });
+      }
+    });
+    return { outcomes, attempt: facts };
+  }
+
+  /** Why a connection does not meet the required TLS level, or null when it does. */
+  private policyViolation(conn: SmtpConnection, req: TlsRequirement, hostname: string): string | null {
+    if (levelRank(req.level) < levelRank('encryptionOnly')) return null;
+    const where = `host ${hostname} [${conn.ip}]`;
+    const t = conn.tls;
+    if (!t) return `TLS required by ${req.source}: no TLS session with ${where}`;
+    if (levelRank(req.level) >= levelRank('certificateValidation') && !t.chainValid) {
+      return `TLS required by ${req.source}: certificate not valid (${t.chainError}), presented ${t.subject ?? '(none)'} (SHA-256 ${t.fingerprint256 ?? '-'}), ${where}`;
+    }
+    if (req.level === 'domainValidation' && !namesSatisfy(t.names ?? [], req.tlsDomain!)) {
+      return `TLS required by ${req.source}: certificate name mismatch, expected ${req.tlsDomain}, presented ${t.subject} ${t.names?.length ? `(names ${t.names.join(', ')}) ` : ''}(SHA-256 ${t.fingerprint256}), ${where}`;
+    }
+    return null;
+  }
+
+  private sourceFor(ip: string): { localAddress?: string } {
+    const fam = net.isIP(ip);
+    const src = this.config().delivery.sourceAddresses.find((a) => net.isIP(a) === fam);
+    return src ? { localAddress: src } : {};
+  }
+
+  async close(): Promise<void> { await this.pool.closeAll(); }
+}

@@ -1,0 +1,375 @@
+// Owns: one outbound SMTP connection (RFC 5321 client side, PIPELINING, SIZE, 8BITMIME, SMTPUTF8,
+// DSN, STARTTLS). It reports what happened as structured data; it decides nothing about policy.
+// Promises: replies are matched to commands in order; bytes a server sends after its STARTTLS
+// reply and before the handshake are discarded (response injection); EHLO is reissued after TLS;
+// every wait has a timeout (RFC 5321 §4.5.3.2); failures are DeliveryError with a kind, never text.
+import net from 'node:net';
+import tls from 'node:tls';
+import type { X509Certificate } from 'node:crypto';
+import { CIPHERS, ECDH_CURVES, cipherBits } from '../tls/policy-constants.ts';
+import { peerChain, verifyChain, type TrustStore } from '../tls/trust.ts';
+
+export interface Reply { code: number; enhanced?: string; lines: string[]; text: string }
+
+export type FailureKind =
+  | 'connect' | 'timeout' | 'closed' | 'protocol'   // transport
+  | 'greeting' | 'ehlo' | 'starttls' | 'tls'       // session set-up
+  | 'mail' | 'data' | 'reply';                     // transaction
+
+export class DeliveryError extends Error {
+  constructor(readonly kind: FailureKind, message: string, readonly reply?: Reply, readonly errno?: string) {
+    super(message);
+    this.name = 'DeliveryError';
+  }
+}
+
+export interface PeerTls {
+  version: string;
+  cipher: string;
+  bits: number;
+  resumed: boolean;
+  subject?: string;
+  issuer?: string;
+  fingerprint256?: string;
+  names?: string[];
+  chainValid: boolean;
+  chainError?: string;
+  /** The certificates the peer presented, leaf first. */
+  chain?: X509Certificate[];
+}
+
+export interface Timeouts { connect: number; greeting: number; command: number; dataBlock: number; dataEnd: number }
+
+/** RFC 5321 §4.5.3.2 (seconds): initial 5 min, MAIL/RCPT 5 min, DATA init 2 min, block 3 min, end 10 min. */
+export const RFC_TIMEOUTS: Timeouts = { connect: 30, greeting: 300, command: 300, dataBlock: 180, dataEnd: 600 };
+
+export interface ConnectOptions {
+  ip: string;
+  port: number;
+  /** The host name we connect to (SNI, logs); may equal ip. */
+  hostname: string;
+  heloName: string;
+  localAddress?: string;
+  /** 'try': use STARTTLS when offered; 'require': fail without it; 'never': plaintext. */
+  starttls: 'try' | 'require' | 'never';
+  trust: TrustStore;
+  /** TLS session to resume (from an earlier connection to the same host). */
+  session?: Buffer;
+  onSession?: (s: Buffer) => void;
+  timeouts?: Partial<Timeouts>;
+}
+
+export interface Envelope {
+  from: string;
+  rcpts: { address: string; notify?: string; orcpt?: string }[];
+  ret?: string;
+  envid?: string;
+  eightBit: boolean;
+  smtputf8: boolean;
+}
+
+export interface TransactionResult {
+  mail: Reply;
+  rcpts: Reply[];
+  /** Final reply to the data, when DATA was sent. */
+  data?: Reply;
+}
+
+const ENHANCED = /^([245])\.(\d{1,3})\.(\d{1,3})\s/;
+const MAX_REPLY_LINE = 4096;
+const MAX_REPLY_LINES = 200;
+
+export class SmtpConnection {
+  private sock: net.Socket;
+  private buf = '';
+  private pending: { resolve: (r: Reply) => void; reject: (e: DeliveryError) => void; timer: NodeJS.Timeout }[] = [];
+  private lines: string[] = [];
+  private dead: DeliveryError | null = null;
+  /** STARTTLS sent: stop parsing after its reply; later bytes are held (and dropped on upgrade). */
+  private holdAfterReply = false;
+  private holding = false;
+  readonly extensions = new Map<string, string>();
+  tls: PeerTls | null = null;
+  /** Whether STARTTLS was advertised (before TLS). */
+  starttlsOffered = false;
+  /** Why TLS was not used although offered (opportunistic mode). */
+  tlsSkipped?: string;
+  messages = 0;
+  readonly opened = Date.now();
+  private readonly t: Timeouts;
+  private readonly onData = (d: Buffer) => this.receive(d.toString('latin1'));
+
+  private constructor(sock: net.Socket, private readonly opts: ConnectOptions) {
+    this.sock = sock;
+    this.t = { ...RFC_TIMEOUTS, ...opts.timeouts };
+    this.attach(sock);
+  }
+
+  get host(): string { return this.opts.hostname; }
+  get ip(): string { return this.opts.ip; }
+  get usable(): boolean { return !this.dead && !this.sock.destroyed; }
+
+  private attach(s: net.Socket): void {
+    s.setNoDelay(true);
+    s.on('data', this.onData);
+    s.on('error', (e: NodeJS.ErrnoException) => this.fail(new DeliveryError('closed', `connection to ${this.opts.hostname} [${this.opts.ip}] failed: ${e.code ?? e.message}`, undefined, e.code)));
+    s.on('close', () => this.fail(new DeliveryError('closed', `connection to ${this.opts.hostname} [${this.opts.ip}] closed by the peer`)));
+  }
+
+  private fail(e: DeliveryError): void {
+    if (!this.dead) this.dead = e;
+    for (const p of this.pending.splice(0)) { clearTimeout(p.timer); p.reject(this.dead); }
+  }
+
+  private receive(s: string): void {
+    this.buf += s;
+    if (this.holding) {
+      if (this.buf.length > MAX_REPLY_LINE) this.protocolError('data after the STARTTLS reply');
+      return;
+    }
+    for (;;) {
+      const nl = this.buf.indexOf('\n');
+      if (nl < 0) {
+        if (this.buf.length > MAX_REPLY_LINE) this.protocolError('reply line too long');
+        return;
+      }
+      const line = this.buf.slice(0, nl).replace(/\r$/, '');
+      this.buf = this.buf.slice(nl + 1);
+      if (!/^[2-5]\d\d([ -]|$)/.test(line)) { this.protocolError(`unexpected reply line ${JSON.stringify(line.slice(0, 80))}`); return; }
+      this.lines.push(line);
+      if (this.lines.length > MAX_REPLY_LINES) { this.protocolError('reply has too many lines'); return; }
+      if (line[3] === '-') continue;
+      const lines = this.lines;
+      this.lines = [];
+      const code = Number(line.slice(0, 3));
+      if (lines.some((l) => Number(l.slice(0, 3)) !== code)) { this.protocolError('reply lines with different codes'); return; }
+      const texts = lines.map((l) => l.slice(4));
+      const m = ENHANCED.exec(texts[0] + ' ');
+      const enhanced = m && m[1] === String(code)[0] ? `${m[1]}.${m[2]}.${m[3]}` : undefined;
+      const reply: Reply = { code, lines: texts, text: texts.map((t) => (enhanced ? t.replace(ENHANCED, '') : t)).join(' ').trim(), ...(enhanced ? { enhanced } : {}) };
+      const p = this.pending.shift();
+      if (!p) { this.protocolError(`unsolicited reply ${code}`); return; }
+      clearTimeout(p.timer);
+      if (this.holdAfterReply) { this.holdAfterReply = false; this.holding = true; p.resolve(reply); return; }
+      p.resolve(reply);
+    }
+  }
+
+  private protocolError(what: string): void {
+    this.fail(new DeliveryError('protocol', `protocol error from ${this.opts.hostname} [${this.opts.ip}]: ${what}`));
+    this.sock.destroy();
+  }
+
+  /** Expect one reply within `seconds`. */
+  private expectReply(seconds: number, what: string): Promise<Reply> {
+    if (this.dead) return Promise.reject(this.dead);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.fail(new DeliveryError('timeout', `timeout after ${seconds}s waiting for the reply to ${what} from ${this.opts.hostname} [${this.opts.ip}]`));
+        this.sock.destroy();
+      }, seconds * 1000);
+      timer.unref();
+      this.pending.push({ resolve, reject, timer });
+    });
+  }
+
+  private write(s: string | Buffer | Buffer[]): void {
+    if (Array.isArray(s)) { this.sock.cork(); for (const b of s) this.sock.write(b); this.sock.uncork(); } else this.sock.write(s);
+  }
+
+  private async command(line: string, seconds = this.t.command): Promise<Reply> {
+    const p = this.expectReply(seconds, line.split(' ')[0]);
+    this.write(line + '\r\n');
+    return p;
+  }
+
+  static async open(opts: ConnectOptions): Promise<SmtpConnection> {
+    const t = { ...RFC_TIMEOUTS, ...opts.timeouts };
+    const sock = await new Promise<net.Socket>((resolve, reject) => {
+      const s = net.connect({ host: opts.ip, port: opts.port, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) });
+      const timer = setTimeout(() => { s.destroy(); reject(new DeliveryError('connect', `connection to ${opts.hostname} [${opts.ip}]:${opts.port} timed out after ${t.connect}s`, undefined, 'ETIMEDOUT')); }, t.connect * 1000);
+      s.once('connect', () => { clearTimeout(timer); resolve(s); });
+      s.once('error', (e: NodeJS.ErrnoException) => { clearTimeout(timer); reject(new DeliveryError('connect', `connection to ${opts.hostname} [${opts.ip}]:${opts.port} failed: ${e.code ?? e.message}`, undefined, e.code)); });
+    });
+    const c = new SmtpConnection(sock, opts);
+    try {
+      await c.handshake();
+      return c;
+    } catch (e) {
+      c.close();
+      throw e;
+    }
+  }
+
+  private async handshake(): Promise<void> {
+    const g = await this.expectReply(this.t.greeting, 'greeting');
+    if (g.code !== 220) throw new DeliveryError('greeting', `${this.opts.hostname} [${this.opts.ip}] greeted with ${g.code} ${g.text}`, g);
+    await this.ehlo();
+    this.starttlsOffered = this.extensions.has('STARTTLS');
+    if (this.opts.starttls === 'never') return;
+    if (!this.starttlsOffered) {
+      if (this.opts.starttls === 'require') throw new DeliveryError('starttls', `${this.opts.hostname} [${this.opts.ip}] did not offer STARTTLS`);
+      this.tlsSkipped = 'STARTTLS not offered';
+      return;
+    }
+    this.holdAfterReply = true;
+    const r = await this.command('STARTTLS', this.t.command);
+    if (r.code !== 220) {
+      // Still plaintext: anything after this reply is an ordinary (unsolicited) reply again.
+      this.holding = false;
+      this.receive('');
+      if (this.opts.starttls === 'require') throw new DeliveryError('starttls', `${this.opts.hostname} [${this.opts.ip}] refused STARTTLS: ${r.code} ${r.text}`, r);
+      this.tlsSkipped = `STARTTLS refused: ${r.code} ${r.text}`;
+      return;
+    }
+    await this.upgrade();
+    await this.ehlo();
+  }
+
+  private async ehlo(): Promise<void> {
+    this.extensions.clear();
+    const r = await this.command(`EHLO ${this.opts.heloName}`);
+    if (r.code === 250) {
+      for (const l of r.lines.slice(1)) {
+        const [k, ...rest] = l.trim().split(/\s+/);
+        if (k) this.extensions.set(k.toUpperCase(), rest.join(' '));
+      }
+      return;
+    }
+    if (r.code >= 500 && r.code !== 554) {
+      const h = await this.command(`HELO ${this.opts.heloName}`);
+      if (h.code === 250) return;
+      throw new DeliveryError('ehlo', `${this.opts.hostname} [${this.opts.ip}] refused HELO: ${h.code} ${h.text}`, h);
+    }
+    throw new DeliveryError('ehlo', `${this.opts.hostname} [${this.opts.ip}] refused EHLO: ${r.code} ${r.text}`, r);
+  }
+
+  private upgrade(): Promise<void> {
+    const raw = this.sock;
+    raw.removeListener('data', this.onData);
+    // Response injection: whatever the server sent after its 220 and before the handshake is dropped.
+    this.buf = '';
+    this.lines = [];
+    this.holding = false;
+    const servername = net.isIP(this.opts.hostname) ? undefined : this.opts.hostname;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { s.destroy(); reject(new DeliveryError('tls', `TLS handshake with ${this.opts.hostname} [${this.opts.ip}] timed out`)); }, this.t.command * 1000);
+      const s = tls.connect({
+        socket: raw, ...(servername ? { servername } : {}), minVersion: 'TLSv1.2', maxVersion: 'TLSv1.3',
+        ciphers: CIPHERS, ecdhCurve: ECDH_CURVES, rejectUnauthorized: false,
+        ...(this.opts.session ? { session: this.opts.session } : {}),
+      });
+      s.on('session', (sess: Buffer) => this.opts.onSession?.(sess));
+      s.once('secureConnect', () => {
+        clearTimeout(timer);
+        s.removeAllListeners('error');
+        this.sock = s;
+        this.attach(s);
+        this.tls = this.describe(s);
+        resolve();
+      });
+      s.once('error', (e: Error & { code?: string }) => {
+        clearTimeout(timer);
+        reject(new DeliveryError('tls', `TLS handshake with ${this.opts.hostname} [${this.opts.ip}] failed: ${e.code ?? ''} ${e.message}`.replace(/\s+/g, ' '), undefined, e.code));
+      });
+    });
+  }
+
+  private describe(s: tls.TLSSocket): PeerTls {
+    const c = s.getCipher();
+    const name = c.standardName || c.name;
+    const out: PeerTls = { version: s.getProtocol() ?? 'unknown', cipher: name, bits: cipherBits(name), resumed: s.isSessionReused(), chainValid: false };
+    const chain = peerChain(s);
+    const leaf = chain[0];
+    if (!leaf) { out.chainError = 'no certificate presented'; return out; }
+    const v = verifyChain(leaf, chain.slice(1), this.opts.trust);
+    const names = (leaf.subjectAltName ?? '').split(', ').filter((n) => n.startsWith('DNS:')).map((n) => n.slice(4));
+    Object.assign(out, {
+      subject: leaf.subject.split('\n').join(', '), issuer: leaf.issuer.split('\n').join(', '), fingerprint256: leaf.fingerprint256,
+      names, chainValid: v.ok, chain, ...(v.error ? { chainError: v.error } : {}),
+    });
+    return out;
+  }
+
+  /**
+   * One transaction. With PIPELINING, MAIL, every RCPT and DATA go out in one write.
+   * Throws DeliveryError for MAIL refusal or transport failures; per-recipient replies are returned.
+   */
+  async send(env: Envelope, data: Buffer): Promise<TransactionResult> {
+    const ext = this.extensions;
+    let mail = `MAIL FROM:<${env.from}>`;
+    if (ext.has('SIZE')) mail += ` SIZE=${data.length}`;
+    if (env.eightBit && ext.has('8BITMIME')) mail += ' BODY=8BITMIME';
+    if (env.smtputf8 && ext.has('SMTPUTF8')) mail += ' SMTPUTF8';
+    const dsn = ext.has('DSN');
+    if (dsn && env.ret) mail += ` RET=${env.ret}`;
+    if (dsn && env.envid) mail += ` ENVID=${env.envid}`;
+    const rcptLines = env.rcpts.map((r) => `RCPT TO:<${r.address}>${dsn && r.notify ? ` NOTIFY=${r.notify}` : ''}${dsn && r.orcpt ? ` ORCPT=${r.orcpt}` : ''}`);
+    const pipelining = ext.has('PIPELINING');
+    let mailR: Reply; const rcptR: Reply[] = []; let dataR: Reply;
+    if (pipelining) {
+      const waits = [this.expectReply(this.t.command, 'MAIL'), ...rcptLines.map(() => this.expectReply(this.t.command, 'RCPT')), this.expectReply(this.t.dataBlock, 'DATA')];
+      this.write([mail, ...rcptLines, 'DATA'].join('\r\n') + '\r\n');
+      const replies = await Promise.all(waits);
+      mailR = replies[0]; rcptR.push(...replies.slice(1, -1)); dataR = replies.at(-1)!;
+    } else {
+      mailR = await this.command(mail);
+      if (mailR.code !== 250) return { mail: mailR, rcpts: env.rcpts.map(() => mailR) };
+      for (const l of rcptLines) rcptR.push(await this.command(l));
+      if (!rcptR.some((r) => r.code === 250 || r.code === 251)) { await this.rset(); return { mail: mailR, rcpts: rcptR }; }
+      dataR = await this.command('DATA', this.t.dataBlock);
+    }
+    const accepted = rcptR.some((r) => r.code === 250 || r.code === 251);
+    if (mailR.code !== 250 || !accepted || dataR.code !== 354) {
+      if (dataR.code === 354) {
+        // A server that said 354 without accepted recipients: end the empty transaction.
+        const end = this.expectReply(this.t.dataEnd, 'end of data');
+        this.write('.\r\n');
+        await end;
+      }
+      await this.rset();
+      return { mail: mailR, rcpts: mailR.code !== 250 ? env.rcpts.map(() => mailR) : rcptR, ...(dataR.code !== 354 && accepted ? { data: dataR } : {}) };
+    }
+    const end = this.expectReply(this.t.dataEnd, 'end of data');
+    this.write(dotStuff(data));
+    const final = await end;
+    this.messages++;
+    return { mail: mailR, rcpts: rcptR, data: final };
+  }
+
+  async rset(): Promise<void> {
+    try { await this.command('RSET'); } catch { /* a dead connection is simply not reused */ }
+  }
+
+  /** Polite close (QUIT, then end); never throws. */
+  async quit(): Promise<void> {
+    if (this.usable) {
+      try { await this.command('QUIT', 5); } catch { /* closing anyway */ }
+    }
+    this.close();
+  }
+
+  close(): void {
+    this.dead ??= new DeliveryError('closed', 'connection closed');
+    this.sock.destroy();
+  }
+}
+
+const DOT_LINE = Buffer.from('\r\n.');
+const END = Buffer.from('.\r\n');
+const CRLF_END = Buffer.from('\r\n.\r\n');
+
+/** Dot-stuff CRLF data and append the terminator (RFC 5321 §4.5.2). */
+export function dotStuff(data: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  let start = 0;
+  if (data[0] === 0x2e) { out.push(Buffer.from('.')); }
+  for (let i = data.indexOf(DOT_LINE); i >= 0; i = data.indexOf(DOT_LINE, i + 3)) {
+    out.push(data.subarray(start, i + 3), Buffer.from('.'));
+    start = i + 3;
+  }
+  out.push(data.subarray(start));
+  const endsWithCrlf = data.length >= 2 && data[data.length - 2] === 13 && data[data.length - 1] === 10;
+  out.push(endsWithCrlf ? END : CRLF_END);
+  return out;
+}

@@ -1,0 +1,114 @@
+// Owns: building delivery status notifications (RFC 3464 multipart/report, RFC 3461 semantics)
+// with a plain-words explanation for the sender.
+import { randomBytes } from 'node:crypto';
+import type { SmtpReply } from '../errors.ts';
+import type { EnvelopeParams } from '../store/types.ts';
+import { rfc5322Date } from './received.ts';
+
+export interface DsnRecipient {
+  address: string;
+  orcpt?: string;
+  action: 'failed' | 'delayed';
+  reply: SmtpReply;
+  remoteMta?: string;
+  /** Plain words: what happened, including whether TLS was used or required. */
+  explanation: string;
+  lastAttempt?: number;
+}
+
+export interface DsnInput {
+  reportingMta: string;
+  queueId: string;
+  originalFrom: string;
+  envelope: EnvelopeParams;
+  arrival: number;
+  recipients: DsnRecipient[];
+  /** The original message data (as queued). */
+  original: Buffer;
+  willRetryUntil?: number;
+}
+
+/** Does the recipient's NOTIFY ask for this kind of notice? (absent NOTIFY: failures and delays) */
+export function wantsNotice(notify: string | undefined, kind: 'failed' | 'delayed'): boolean {
+  if (!notify) return true;
+  const n = notify.toUpperCase().split(',');
+  if (n.includes('NEVER')) return false;
+  return n.includes(kind === 'failed' ? 'FAILURE' : 'DELAY');
+}
+
+const decodeXtext = (s: string) => s.replace(/\+([0-9A-F]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
+
+function headerBlock(data: Buffer): Buffer {
+  const end = data.indexOf('\r\n\r\n');
+  return end >= 0 ? data.subarray(0, end + 2) : data;
+}
+
+export function buildDsn(d: DsnInput): { data: Buffer; messageId: string } {
+  const boundary = `=_portcullis_${randomBytes(9).toString('base64url')}`;
+  const messageId = `<${d.queueId}.${randomBytes(4).toString('hex')}@${d.reportingMta}>`;
+  const delayed = d.recipients.every((r) => r.action === 'delayed');
+  const subject = delayed ? 'Delayed Mail (still being retried)' : 'Undelivered Mail Returned to Sender';
+  const human = [
+    `This is the mail system at ${d.reportingMta}.`,
+    '',
+    delayed
+      ? 'Your message could not be delivered yet to the recipients below. It is still being retried; you do not need to send it again.'
+      : 'I am sorry to have to tell you that your message could not be delivered to the recipients below. It has been returned.',
+    '',
+    ...d.recipients.flatMap((r) => [`<${r.address}>:`, `    ${r.explanation}`, '']),
+    ...(delayed && d.willRetryUntil ? [`Delivery will be retried until ${rfc5322Date(new Date(d.willRetryUntil))}.`, ''] : []),
+    `Queue id: ${d.queueId}`,
+  ].join('\r\n');
+  const perMessage = [
+    `Reporting-MTA: dns; ${d.reportingMta}`,
+    `X-Portcullis-Queue-ID: ${d.queueId}`,
+    ...(d.envelope.envid ? [`Original-Envelope-Id: ${decodeXtext(d.envelope.envid)}`] : []),
+    `Arrival-Date: ${rfc5322Date(new Date(d.arrival))}`,
+  ];
+  const perRecipient = d.recipients.map((r) => [
+    ...(r.orcpt ? [`Original-Recipient: ${r.orcpt.replace(/;/, '; ')}`] : []),
+    `Final-Recipient: rfc822; ${r.address}`,
+    `Action: ${r.action}`,
+    `Status: ${r.reply.enhanced}`,
+    ...(r.remoteMta ? [`Remote-MTA: dns; ${r.remoteMta}`] : []),
+    `Diagnostic-Code: smtp; ${r.reply.code} ${r.reply.enhanced} ${r.reply.message}`.replace(/[\r\n]+/g, ' '),
+    ...(r.lastAttempt ? [`Last-Attempt-Date: ${rfc5322Date(new Date(r.lastAttempt))}`] : []),
+    ...(r.action === 'delayed' && d.willRetryUntil ? [`Will-Retry-Until: ${rfc5322Date(new Date(d.willRetryUntil))}`] : []),
+  ].join('\r\n'));
+  const headersOnly = d.envelope.ret === 'HDRS' || delayed;
+  const head = [
+    `From: Mail Delivery System <MAILER-DAEMON@${d.reportingMta}>`,
+    `To: <${d.originalFrom}>`,
+    `Subject: ${subject}`,
+    `Date: ${rfc5322Date(new Date())}`,
+    `Message-ID: ${messageId}`,
+    'Auto-Submitted: auto-replied',
+    'MIME-Version: 1.0',
+    `Content-Type: multipart/report; report-type=delivery-status; boundary="${boundary}"`,
+    '',
+    'This is a MIME-encapsulated message.',
+    '',
+    `--${boundary}`,
+    'Content-Type: text/plain; charset=utf-8',
+    'Content-Description: Notification',
+    '',
+    human,
+    '',
+    `--${boundary}`,
+    'Content-Type: message/delivery-status',
+    'Content-Description: Delivery report',
+    '',
+    perMessage.join('\r\n'),
+    '',
+    perRecipient.join('\r\n\r\n'),
+    '',
+    `--${boundary}`,
+    `Content-Type: ${headersOnly ? 'text/rfc822-headers' : 'message/rfc822'}`,
+    `Content-Description: ${headersOnly ? 'Undelivered message headers' : 'Undelivered message'}`,
+    '',
+    '',
+  ].join('\r\n');
+  const original = headersOnly ? headerBlock(d.original) : d.original;
+  const tail = `${original.length && original.subarray(-2).toString() !== '\r\n' ? '\r\n' : ''}\r\n--${boundary}--\r\n`;
+  return { data: Buffer.concat([Buffer.from(head), original, Buffer.from(tail)]), messageId };
+}

@@ -1,0 +1,76 @@
+// Owns: the outbound decision per recipient domain: which connector applies, where the next hop
+// is (MX or smart hosts), and the TLS requirement on one ordered scale. Decides only; no I/O.
+// Promise: sources can only raise the level (never lower it); the result names its source.
+import type { Config, OutboundConnector } from '../config/load.ts';
+import { parseSmartHost } from '../config/schema.ts';
+
+/** The ordered scale of TLS requirements. Later issues add MTA-STS and DANE levels to it. */
+export const TLS_LEVELS = ['none', 'opportunistic', 'encryptionOnly', 'certificateValidation', 'domainValidation'] as const;
+export type TlsLevel = typeof TLS_LEVELS[number];
+
+export const levelRank = (l: TlsLevel): number => TLS_LEVELS.indexOf(l);
+
+export interface TlsRequirement {
+  level: TlsLevel;
+  /** Where the level came from: "default" or `connector "<name>"`. */
+  source: string;
+  /** Certificate name pattern (RFC 6125) required at domainValidation. */
+  tlsDomain?: string;
+}
+
+/** Raise `cur` to `next` when next is stricter; never lower. */
+export function raise(cur: TlsRequirement, next: TlsRequirement): TlsRequirement {
+  return levelRank(next.level) > levelRank(cur.level) ? next : cur;
+}
+
+export interface NextHop {
+  /** Grouping key: recipients with the same key travel together. */
+  key: string;
+  kind: 'mx' | 'smarthost';
+  /** Domain to look up MX for (kind mx). */
+  domain: string;
+  smartHosts: { host: string; port?: number }[];
+  connector?: { name: string; organization: string; type: string };
+  tls: TlsRequirement;
+}
+
+/** Does `pattern` ("x", "*.x", "*") cover `domain`? Returns a specificity (higher wins) or -1. */
+export function patternMatch(pattern: string, domain: string): number {
+  if (pattern === '*') return 0;
+  if (pattern.startsWith('*.')) {
+    const base = pattern.slice(2);
+    return domain === base || domain.endsWith(`.${base}`) ? base.length : -1;
+  }
+  return pattern === domain ? 10_000 + pattern.length : -1;
+}
+
+export class OutboundPolicy {
+  constructor(private readonly config: Config) {}
+
+  /** The enabled outbound connector of `org` for `domain`: exact, then most specific wildcard. */
+  connectorFor(org: string, domain: string): OutboundConnector | undefined {
+    const o = this.config.organizations.find((x) => x.name === org);
+    let best: OutboundConnector | undefined; let score = -1;
+    for (const c of o?.outboundConnectors ?? []) {
+      if (!c.enabled) continue;
+      for (const p of c.recipientDomains) {
+        const s = patternMatch(p, domain);
+        if (s > score) { score = s; best = c; }
+      }
+    }
+    return best;
+  }
+
+  nextHop(org: string, domain: string): NextHop {
+    const d = domain.toLowerCase();
+    let tls: TlsRequirement = { level: 'opportunistic', source: 'default' };
+    const c = this.connectorFor(org, d);
+    if (!c) return { key: `mx:${d}`, kind: 'mx', domain: d, smartHosts: [], tls };
+    tls = raise(tls, { level: c.tlsSettings, source: `connector "${c.name}"`, ...(c.tlsDomain ? { tlsDomain: c.tlsDomain } : {}) });
+    const connector = { name: c.name, organization: c.organization, type: c.connectorType };
+    if (c.smartHosts.length) {
+      return { key: `smart:${c.organization}/${c.name}`, kind: 'smarthost', domain: d, smartHosts: c.smartHosts.map((h) => parseSmartHost(h)!), connector, tls };
+    }
+    return { key: `mx:${d}|${c.organization}/${c.name}`, kind: 'mx', domain: d, smartHosts: [], connector, tls };
+  }
+}
