@@ -71,7 +71,10 @@ export class Gateway {
     this.outbound = new OutboundPolicy(config);
     const pool = new ConnectionPool(() => this.deps.config.delivery.connectionReuse);
     this.remote = new RemoteDelivery(() => this.resolver, pool, () => this.deps.trust, () => this.deps.config);
-    const ingest = new Ingest(this.store, () => this.scheduler.kick());
+    const ingest = new Ingest(this.store, {
+      reserve: () => this.scheduler.reserve(), take: (m, d) => this.scheduler.take(m, d),
+      kick: () => this.scheduler.kick(), unreserve: () => this.scheduler.unreserve(),
+    });
     this.scheduler = new Scheduler(this.store, { local: new MaildirDelivery(config.dataDir), remote: this.remote }, ingest,
       () => ({ config: this.deps.config, inbound: this.deps.policy, outbound: this.outbound }));
     this.deps = { config, policy: new InboundPolicy(config), tls: this.tls, trust, ingest };

@@ -4,7 +4,7 @@
 // returns the reply to give (452 4.3.1 when storage is full, 451 4.3.0 otherwise), never throws.
 import { emit } from '../events.ts';
 import { Replies, type SmtpReply } from '../errors.ts';
-import type { EnvelopeParams, InboundFacts, NewRecipient, Store } from '../store/types.ts';
+import type { EnvelopeParams, InboundFacts, NewRecipient, QueueMessage, Store } from '../store/types.ts';
 import { queueId } from '../util/ids.ts';
 import { receivedHeader } from './received.ts';
 
@@ -47,19 +47,42 @@ export interface GeneratedMessage {
   regarding: string;
 }
 
+/** Where new messages go after their commit: a local worker that can take them right away. */
+export interface Handoff {
+  /** A lease to store the message under when the worker has room now; undefined otherwise. */
+  reserve(): { owner: string; ms: number } | undefined;
+  /** The message was committed leased to the worker: deliver it (data in memory). */
+  take(m: QueueMessage, data: Buffer): void;
+  /** The message was committed unleased: the worker should look at the queue. */
+  kick(): void;
+  /** The commit failed: give the reservation back. */
+  unreserve(): void;
+}
+
 export class Ingest {
-  constructor(private readonly store: Store, private readonly onQueued: (id: string) => void) {}
+  constructor(private readonly store: Store, private readonly handoff: Handoff) {}
+
+  private async commit(m: Parameters<Store['enqueue']>[0]): Promise<void> {
+    const lease = this.handoff.reserve();
+    let q: QueueMessage;
+    try {
+      q = await this.store.enqueue(m, lease);
+    } catch (e) {
+      if (lease) this.handoff.unreserve();
+      throw e;
+    }
+    if (lease) this.handoff.take(q, m.data); else this.handoff.kick();
+  }
 
   /** Queue a message the gateway generated itself (a DSN): null sender, so it can never bounce. */
   async generated(g: GeneratedMessage): Promise<string> {
     const now = Date.now();
     const id = queueId(now);
-    await this.store.enqueue({
+    await this.commit({
       id, org: g.org, receivedAt: now, mailFrom: '', messageId: g.messageId, envelope: { smtputf8: false },
       inbound: { sessionId: `dsn:${g.regarding}`, clientIp: '', clientPort: 0, helo: '', protocol: 'local', receivedBy: g.host },
       data: g.data, recipients: [{ address: g.to.address, org: g.org, route: g.to.route, notify: 'NEVER' }],
     });
-    this.onQueued(id);
     return id;
   }
 
@@ -69,7 +92,7 @@ export class Ingest {
     const rcpt = t.recipients.length === 1 ? t.recipients[0].address : undefined;
     const data = Buffer.concat([receivedHeader(t.inbound, id, rcpt, now), ...t.chunks]);
     try {
-      await this.store.enqueue({
+      await this.commit({
         id, org: t.org, receivedAt: now.getTime(), mailFrom: t.mailFrom, messageId: findMessageId(headerText(t.chunks)),
         envelope: t.envelope, inbound: t.inbound, data, recipients: t.recipients,
       });
@@ -78,7 +101,6 @@ export class Ingest {
       emit({ event: 'internal.error', where: 'ingest.enqueue', error: `${code} ${(e as Error).message}` });
       return STORAGE_FULL.has(code) ? Replies.storageFull() : Replies.storageError();
     }
-    this.onQueued(id);
     return { queueId: id };
   }
 }

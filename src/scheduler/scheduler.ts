@@ -52,6 +52,7 @@ function explain(r: Result, expired: boolean): string {
 export class Scheduler {
   readonly owner = `node-${sessionId()}`;
   private inflight = 0;
+  private reserved = 0;
   private timer: NodeJS.Timeout | undefined;
   private running = false;
   private again = false;
@@ -62,6 +63,34 @@ export class Scheduler {
 
   start(): void {
     this.kick();
+  }
+
+  /** Direct handoff (ingest): a lease when there is room to deliver a new message right away. */
+  reserve(): { owner: string; ms: number } | undefined {
+    const q = this.deps().config.queue;
+    if (this.stopped || this.inflight + this.reserved >= q.concurrency) return undefined;
+    this.reserved++;
+    return { owner: this.owner, ms: q.leaseSeconds * 1000 };
+  }
+
+  /** Direct handoff: the message was committed leased to us; deliver it with its data in memory. */
+  take(m: QueueMessage, data: Buffer): void {
+    this.reserved--;
+    this.run(m, data);
+  }
+
+  /** A reservation whose commit failed is given back. */
+  unreserve(): void { this.reserved--; }
+
+  private run(m: QueueMessage, data?: Buffer): void {
+    this.inflight++;
+    void this.process(m, data).catch((e) => {
+      emit({ event: 'internal.error', where: `scheduler.process ${m.id}`, error: String((e as Error)?.stack ?? e) });
+    }).finally(() => {
+      this.inflight--;
+      this.kick();
+      if (this.inflight === 0) for (const f of this.idle.splice(0)) f();
+    });
   }
 
   /** Something became due (new message, retry request): look now. */
@@ -80,19 +109,10 @@ export class Scheduler {
   private async cycle(): Promise<void> {
     const q = this.deps().config.queue;
     try {
-      const room = q.concurrency - this.inflight;
+      const room = q.concurrency - this.inflight - this.reserved;
       if (room > 0) {
         const batch = await this.store.claim(this.owner, room, q.leaseSeconds * 1000);
-        for (const m of batch) {
-          this.inflight++;
-          void this.process(m).catch((e) => {
-            emit({ event: 'internal.error', where: `scheduler.process ${m.id}`, error: String((e as Error)?.stack ?? e) });
-          }).finally(() => {
-            this.inflight--;
-            this.kick();
-            if (this.inflight === 0) for (const f of this.idle.splice(0)) f();
-          });
-        }
+        for (const m of batch) this.run(m);
         if (batch.length === room) { this.again = true; return; }
       }
       if (this.inflight >= q.concurrency) return; // a finishing delivery kicks again
@@ -130,10 +150,10 @@ export class Scheduler {
     return results;
   }
 
-  private async process(m: QueueMessage): Promise<void> {
+  private async process(m: QueueMessage, inMemory?: Buffer): Promise<void> {
     const { config } = this.deps();
     const q = config.queue;
-    const data = await this.store.data(m.id);
+    const data = inMemory ?? await this.store.data(m.id);
     const now = Date.now();
     const expired = now - m.receivedAt > q.messageExpiration * 1000;
     const results: Result[] = data

@@ -105,8 +105,11 @@ export interface QueueFilter {
 }
 
 export interface Store {
-  /** Durably store a new message; resolves only after the commit is synced. */
-  enqueue(m: NewMessage): Promise<void>;
+  /**
+   * Durably store a new message; resolves only after the commit is synced. With `lease`, the
+   * message is stored already claimed by that owner (direct handoff to a local delivery worker).
+   */
+  enqueue(m: NewMessage, lease?: { owner: string; ms: number }): Promise<QueueMessage>;
   /** Lease up to `limit` due messages to `owner`; returns them with their unfinished recipients. */
   claim(owner: string, limit: number, leaseMs: number, now?: number): Promise<QueueMessage[]>;
   /** The stored message data. */

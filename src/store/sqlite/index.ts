@@ -31,8 +31,8 @@ export class SqliteStore implements Store {
     }
     const db = this.db;
     this.st = {
-      insMsg: db.prepare(`INSERT INTO messages (id, org, state, received_at, mail_from, message_id, size, sha256, envelope, inbound, next_attempt_at, updated_at)
-        VALUES (@id, @org, 'incoming', @receivedAt, @mailFrom, @messageId, @size, @sha256, @envelope, @inbound, @receivedAt, @receivedAt)`),
+      insMsg: db.prepare(`INSERT INTO messages (id, org, state, received_at, mail_from, message_id, size, sha256, envelope, inbound, next_attempt_at, lease_owner, lease_until, updated_at)
+        VALUES (@id, @org, @state, @receivedAt, @mailFrom, @messageId, @size, @sha256, @envelope, @inbound, @receivedAt, @owner, @until, @receivedAt)`),
       insBody: db.prepare('INSERT INTO bodies (id, data) VALUES (?, ?)'),
       insRcpt: db.prepare(`INSERT INTO recipients (msg_id, idx, address, org, route, status, notify, orcpt, updated_at)
         VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)`),
@@ -103,16 +103,23 @@ export class SqliteStore implements Store {
     batch.forEach((p, i) => p.resolve(results[i]));
   }
 
-  enqueue(m: NewMessage): Promise<void> {
+  enqueue(m: NewMessage, lease?: { owner: string; ms: number }): Promise<QueueMessage> {
     const sha256 = createHash('sha256').update(m.data).digest('hex');
+    const row = {
+      id: m.id, org: m.org, receivedAt: m.receivedAt, mailFrom: m.mailFrom, messageId: m.messageId ?? null,
+      size: m.data.length, sha256, envelope: JSON.stringify(m.envelope), inbound: JSON.stringify(m.inbound),
+      state: lease ? 'active' : 'incoming', owner: lease?.owner ?? null, until: lease ? m.receivedAt + lease.ms : null,
+    };
     return this.write(() => {
-      this.st.insMsg.run({
-        id: m.id, org: m.org, receivedAt: m.receivedAt, mailFrom: m.mailFrom, messageId: m.messageId ?? null,
-        size: m.data.length, sha256, envelope: JSON.stringify(m.envelope), inbound: JSON.stringify(m.inbound),
-      });
+      this.st.insMsg.run(row);
       this.st.insBody.run(m.id, m.data);
       m.recipients.forEach((r, i) => this.st.insRcpt.run(m.id, i, r.address, r.org, r.route, r.notify ?? null, r.orcpt ?? null, m.receivedAt));
-    });
+    }).then(() => ({
+      id: m.id, org: m.org, state: row.state as MessageState, receivedAt: m.receivedAt, mailFrom: m.mailFrom,
+      ...(m.messageId ? { messageId: m.messageId } : {}), size: m.data.length, sha256, envelope: m.envelope, inbound: m.inbound,
+      attempts: 0, nextAttemptAt: m.receivedAt, delayWarned: false,
+      recipients: m.recipients.map((r, idx) => ({ ...r, idx, status: 'pending' as const, attempts: 0 })),
+    }));
   }
 
   claim(owner: string, limit: number, leaseMs: number, now = Date.now()): Promise<QueueMessage[]> {

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# npm run bench:relay — Portcullis vs Postfix through the shared harness (../shared/bench), TLS in
+# and TLS out, same machine, same run. Postfix runs at its best: outbound TLS connection reuse on.
+# Env: everything compare.sh takes (N, C, SIZE, REPS, CONFIGS, BENCH_WORK …); PORTCULLIS_ONLY=1
+# measures only Portcullis (run-target.sh) for quick iterations.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd -P)
+SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
+[[ -d $SHARED ]] || { echo "shared bench harness not found at $SHARED (set SHARED_BENCH)" >&2; exit 2; }
+export BENCH_WORK=${BENCH_WORK:-/tmp/mtabench}
+PORT=${TARGET_PORT:-2600}
+bash "$SHARED/setup.sh" >/dev/null
+CERTS=$BENCH_WORK/certs
+RUN=$BENCH_WORK/portcullis
+rm -rf "$RUN" && mkdir -p "$RUN"
+cat > "$RUN/portcullis.yaml" <<YAML
+# Same job as the harness's Postfix: accept dest.test from loopback clients (STARTTLS offered),
+# queue durably, relay to the sink over TLS that must be used (Postfix: smtp_tls_security_level=encrypt).
+hostname: relay.portcullis.bench.test
+dataDir: $RUN/data
+log: { level: ${LOG_LEVEL:-info} }
+smtp:
+  listen: ["127.0.0.1:$PORT"]
+  maxConnectionsPerIP: 1000
+tls:
+  certificates: [{ cert: $CERTS/server-chain.pem, key: $CERTS/server.key }]
+  trust: { system: false, caFiles: [$CERTS/ca.pem] }
+dns: { servers: ["127.0.0.1:1"] }   # never used: the next hop is numeric
+organizations:
+  - name: bench
+    acceptedDomains: [{ domain: src.test }]
+    inboundConnectors:
+      - { name: Bench clients, connectorType: onPremises, senderIPAddresses: ["127.0.0.0/8"] }
+    outboundConnectors:
+      - name: Sink
+        recipientDomains: [dest.test]
+        useMXRecord: false
+        smartHosts: ["127.0.0.1:2526"]
+        tlsSettings: encryptionOnly
+YAML
+START="node $ROOT/bin/portcullis.js serve -c $RUN/portcullis.yaml"
+DRAIN="test \"\$(node $ROOT/bin/portcullis.js queue list --json -c $RUN/portcullis.yaml)\" = '[]'"
+if [[ ${PORTCULLIS_ONLY:-0} == 1 ]]; then
+  bash "$SHARED/sink.sh" start >/dev/null 2>&1 || true
+  (cd "$RUN" && setsid bash -c "$START" > "$BENCH_WORK/logs/target.log" 2>&1 & echo $! > "$RUN/pid")
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.2; done
+  trap 'kill -TERM -- -$(cat "$RUN/pid") 2>/dev/null || true; bash "$SHARED/sink.sh" stop >/dev/null 2>&1 || true' EXIT
+  NAME=portcullis TARGET_PORT=$PORT DRAIN_CMD="$DRAIN" CONFIGS=${CONFIGS:-b} bash "$SHARED/run-target.sh"
+else
+  TARGET_NAME=portcullis TARGET_PORT=$PORT TARGET_START="$START" DRAIN_CMD="$DRAIN" \
+    PF_EXTRA=${PF_EXTRA:-"smtp_tls_connection_reuse = yes"} bash "$SHARED/compare.sh"
+fi
