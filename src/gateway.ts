@@ -77,7 +77,7 @@ export class Gateway {
     });
     this.scheduler = new Scheduler(this.store, { local: new MaildirDelivery(config.dataDir), remote: this.remote }, ingest,
       () => ({ config: this.deps.config, inbound: this.deps.policy, outbound: this.outbound }));
-    this.deps = { config, policy: new InboundPolicy(config), tls: this.tls, trust, ingest };
+    this.deps = { config, policy: new InboundPolicy(config, trust), tls: this.tls, trust, ingest };
     this.server = new SmtpServer(() => this.deps);
     await this.server.listen(config.smtp.listen);
     this.scheduler.start();
@@ -101,7 +101,7 @@ export class Gateway {
       setLogLevel(next.log.level);
       if (JSON.stringify(next.dns.servers) !== JSON.stringify(cur.dns.servers)) this.resolver = new Resolver(next.dns.servers);
       this.outbound = new OutboundPolicy(next);
-      this.deps = { ...this.deps, config: next, policy: new InboundPolicy(next), trust };
+      this.deps = { ...this.deps, config: next, policy: new InboundPolicy(next, trust), trust };
       emit({ event: 'config.reloaded', source });
       const note = ignored.length ? ` (${ignored.join(', ')} changed: these take effect after a restart)` : '';
       return { ok: true, message: `configuration reloaded${note}` };

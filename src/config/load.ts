@@ -7,6 +7,7 @@ import YAML from 'yaml';
 import type { z } from 'zod';
 import { AdminError } from '../errors.ts';
 import { configSchema, type ConfigInput, type ParsedConfig } from './schema.ts';
+import { findTies } from './ties.ts';
 
 export interface AcceptedDomain {
   domain: string;
@@ -83,13 +84,14 @@ export function buildConfig(input: unknown, baseDir: string, source: string | nu
         owner.set(d.domain, o.name);
         return Object.freeze({ ...d, recipients: d.recipients === 'any' ? 'any' as const : Object.freeze([...d.recipients]), organization: o.name });
       })),
-      inboundConnectors: o.inboundConnectors.map((c) => ({ ...c, organization: o.name })),
+      inboundConnectors: o.inboundConnectors.map((c) => ({ ...c, trustedCAs: c.trustedCAs.map((f) => path.resolve(baseDir, f)), organization: o.name })),
       outboundConnectors: o.outboundConnectors.map((c) => ({ ...c, organization: o.name })),
     });
   });
+  for (const tie of findTies(organizations)) problems.push(`  ${tie}: make them distinct, or give one a restriction`);
   if (problems.length) {
     throw new AdminError(`invalid configuration${source ? ` in ${source}` : ''}:\n${problems.join('\n')}`,
-      'each organization name, accepted domain and connector name must appear once');
+      'each organization name, accepted domain and connector name must appear once, and no two inbound connectors may match the same senders equally');
   }
   const resolve = (p: string) => path.resolve(baseDir, p);
   const config: Config = {

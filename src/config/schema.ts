@@ -2,7 +2,7 @@
 // Validation errors name the key and what is wrong; unknown keys are errors (typos must not
 // silently fall back to defaults in a security product).
 import { z } from 'zod';
-import { isIP } from 'node:net';
+import { BlockList, isIP } from 'node:net';
 
 const domainRe = /^(?=.{1,253}$)([a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?)(\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?)*$/i;
 
@@ -50,6 +50,19 @@ export function parseCidr(s: string): { ip: string; bits: number } | null {
   return { ip, bits };
 }
 
+/** A BlockList of CIDR strings (null for none). */
+export function blockList(cidrs: readonly string[]): BlockList | null {
+  if (!cidrs.length) return null;
+  const b = new BlockList();
+  for (const a of cidrs) {
+    const p = parseCidr(a);
+    if (p) b.addSubnet(p.ip, p.bits, isIP(p.ip) === 6 ? 'ipv6' : 'ipv4');
+  }
+  return b;
+}
+
+export const inBlocks = (b: BlockList | null, ip: string): boolean => !!b && !!ip && isIP(ip) !== 0 && b.check(ip, isIP(ip) === 6 ? 'ipv6' : 'ipv4');
+
 const cidr = z.string().refine((s) => parseCidr(s) !== null, { message: 'must be an IPv4/IPv6 address or CIDR block, e.g. "192.0.2.0/24" or "2001:db8::/32"' });
 
 /** "example.test", "*.example.test" (the domain and all subdomains) or "*" (any). */
@@ -74,11 +87,35 @@ const smartHost = z.string().refine((s) => parseSmartHost(s) !== null, { message
 
 export const TLS_SETTINGS = ['opportunistic', 'encryptionOnly', 'certificateValidation', 'domainValidation'] as const;
 
+const fingerprint = z.string().refine((f) => /^[0-9a-f]{64}$/i.test(f.replace(/:/g, '')), {
+  message: 'must be a SHA-256 certificate fingerprint (64 hex digits, colons allowed)',
+});
+
 const inboundConnector = z.strictObject({
   name: z.string().trim().min(1).max(128),
-  connectorType: z.literal('onPremises', { error: 'must be "onPremises" (partner inbound connectors arrive with forced TLS)' }),
+  connectorType: z.enum(['partner', 'onPremises']),
   enabled: z.boolean().default(true),
-  senderIPAddresses: z.array(cidr).min(1, 'an onPremises connector is identified by its senderIPAddresses'),
+  senderDomains: z.array(domainPattern).default([]),
+  senderIPAddresses: z.array(cidr).default([]),
+  requireTls: z.boolean().default(false),
+  tlsSenderCertificateName: domainPattern.optional(),
+  restrictDomainsToCertificate: z.boolean().default(false),
+  restrictDomainsToIPAddresses: z.boolean().default(false),
+  treatMessagesAsInternal: z.boolean().default(false),
+  trustedCAs: z.array(z.string().min(1)).default([]),
+  pinnedCertificates: z.array(fingerprint).default([]),
+}).superRefine((c, ctx) => {
+  const issue = (path: string, message: string) => ctx.addIssue({ code: 'custom', path: [path], message });
+  if (!c.senderDomains.length && !c.senderIPAddresses.length && !c.tlsSenderCertificateName) {
+    issue('senderDomains', 'a connector must be identified by senderDomains, senderIPAddresses or tlsSenderCertificateName');
+  }
+  if (c.connectorType === 'onPremises' && !c.senderIPAddresses.length && !c.tlsSenderCertificateName) {
+    issue('tlsSenderCertificateName', 'an onPremises connector identifies your own servers by tlsSenderCertificateName (preferred) or senderIPAddresses');
+  }
+  if (c.restrictDomainsToCertificate && !c.tlsSenderCertificateName) issue('restrictDomainsToCertificate', 'needs tlsSenderCertificateName (the certificate the partner must present)');
+  if (c.restrictDomainsToIPAddresses && !c.senderIPAddresses.length) issue('restrictDomainsToIPAddresses', 'needs senderIPAddresses (the addresses the partner sends from)');
+  if ((c.restrictDomainsToCertificate || c.restrictDomainsToIPAddresses) && !c.senderDomains.length) issue('senderDomains', 'restrictions apply to senderDomains: list the partner\'s domains');
+  if (c.treatMessagesAsInternal && c.connectorType !== 'onPremises') issue('treatMessagesAsInternal', 'applies to onPremises connectors only');
 });
 
 const outboundConnector = z.strictObject({

@@ -12,7 +12,10 @@ import { formatReply, Replies, reply, type SmtpReply } from '../errors.ts';
 import type { Ingest } from '../ingest/ingest.ts';
 import type { InboundPolicy } from '../policy/inbound.ts';
 import type { EnvelopeParams, NewRecipient } from '../store/types.ts';
+import type { X509Certificate } from 'node:crypto';
+import type { ConnectorMatch } from '../policy/connectors.ts';
 import { sessionFacts } from '../tls/facts.ts';
+import { peerChain } from '../tls/trust.ts';
 import type { ServerTls } from '../tls/server.ts';
 import type { TrustStore } from '../tls/trust.ts';
 import { sessionId } from '../util/ids.ts';
@@ -34,6 +37,8 @@ export interface SessionDeps {
 
 interface Txn {
   mailFrom: string;
+  senderDomain: string;
+  match?: ConnectorMatch;
   envelope: EnvelopeParams;
   recipients: NewRecipient[];
   seen: Set<string>;
@@ -53,6 +58,7 @@ export class SmtpSession {
   private esmtp = false;
   private txn: Txn | null = null;
   private tlsFacts: TlsFacts | undefined;
+  private clientChain: readonly X509Certificate[] = [];
   private deadline: NodeJS.Timeout | undefined;
   private readonly started = Date.now();
   private counts = { messages: 0, commands: 0, errors: 0 };
@@ -257,7 +263,13 @@ export class SmtpSession {
       }
     }
     if (!this.esmtp && p.params.size) return this.send(Replies.paramUnsupported('parameters require EHLO'));
-    this.txn = { mailFrom: p.mailbox.address, envelope, recipients: [], seen: new Set() };
+    const senderDomain = p.mailbox.domain;
+    const v = this.deps.policy.mailFrom({ clientIp: this.clientIp, tls: !!this.tlsFacts, clientChain: this.clientChain, senderDomain });
+    if (!v.ok) {
+      emit({ event: 'message.rejected', sid: this.id, code: v.reply.code, enhanced: v.reply.enhanced, reason: `MAIL <${p.mailbox.address}>: ${v.reply.reason ?? v.reply.message}` });
+      return this.send(v.reply);
+    }
+    this.txn = { mailFrom: p.mailbox.address, senderDomain, envelope, recipients: [], seen: new Set(), ...(v.match ? { match: v.match } : {}) };
     this.send(Replies.senderOk());
   }
 
@@ -276,7 +288,7 @@ export class SmtpSession {
     }
     if (!this.esmtp && p.params.size) return this.send(Replies.paramUnsupported('parameters require EHLO'));
     if (t.recipients.length >= this.deps.config.smtp.maxRecipients) return this.send(Replies.tooManyRecipients(this.deps.config.smtp.maxRecipients));
-    const v = this.deps.policy.recipient(p.mailbox, { clientIp: this.clientIp, tls: !!this.tlsFacts, senderDomain: t.mailFrom.slice(t.mailFrom.lastIndexOf('@') + 1).toLowerCase() });
+    const v = this.deps.policy.recipient(p.mailbox, { clientIp: this.clientIp, tls: !!this.tlsFacts, clientChain: this.clientChain, senderDomain: t.senderDomain, ...(t.match ? { match: t.match } : {}) });
     if (!v.ok) {
       emit({ event: 'message.rejected', sid: this.id, code: v.reply.code, enhanced: v.reply.enhanced, reason: `RCPT <${p.mailbox.address}>: ${v.reply.reason ?? v.reply.message}` });
       return this.send(v.reply);
@@ -326,6 +338,8 @@ export class SmtpSession {
         sessionId: this.id, clientIp: this.clientIp, clientPort: this.sock.remotePort ?? 0, helo: this.helo ?? '',
         protocol: this.esmtp ? (this.tlsFacts ? 'ESMTPS' : 'ESMTP') : (this.tlsFacts ? 'SMTPS' : 'SMTP'),
         receivedBy: this.host, ...(this.tlsFacts ? { tls: this.tlsFacts } : {}),
+        ...(t.match ? { connector: { name: t.match.connector.name, organization: t.match.connector.organization, by: t.match.by } } : {}),
+        ...(t.match?.connector.treatMessagesAsInternal ? { internal: true } : {}),
       },
     });
     if ('queueId' in r) {
@@ -357,7 +371,8 @@ export class SmtpSession {
     ts.once('secure', () => {
       this.sock = ts;
       const sni = (ts as unknown as { servername?: string | false }).servername;
-      this.tlsFacts = sessionFacts(ts, this.deps.trust, sni || undefined);
+      this.clientChain = peerChain(ts);
+      this.tlsFacts = sessionFacts(ts, this.clientChain, this.deps.trust, sni || undefined);
       // RFC 3207 §4.2: forget everything learned before TLS.
       this.helo = null; this.esmtp = false; this.txn = null;
       this.reader.take();

@@ -15,6 +15,10 @@ export interface InboundFacts {
   protocol: string;        // ESMTP, ESMTPS, SMTP …
   receivedBy: string;      // our hostname
   tls?: TlsFacts;
+  /** The inbound connector the transaction matched, and how. */
+  connector?: { name: string; organization: string; by: 'certificate' | 'ip' | 'senderDomain' };
+  /** treatMessagesAsInternal: the organisation's own servers sent it. */
+  internal?: boolean;
 }
 
 export interface EnvelopeParams {

@@ -2,16 +2,17 @@
 import type { TLSSocket } from 'node:tls';
 import type { TlsFacts } from '../events.ts';
 import { cipherBits } from './policy-constants.ts';
-import { peerChain, verifyChain, type TrustStore } from './trust.ts';
+import type { X509Certificate } from 'node:crypto';
+import { verifyChain, type TrustStore } from './trust.ts';
 
 const oneLine = (dn: string) => dn.split('\n').join(', ');
 
-export function sessionFacts(s: TLSSocket, trust: TrustStore, sni?: string): TlsFacts {
+export function sessionFacts(s: TLSSocket, chain: readonly X509Certificate[], trust: TrustStore, sni?: string): TlsFacts {
   const c = s.getCipher();
   const name = c.standardName || c.name;
   const facts: TlsFacts = { version: s.getProtocol() ?? 'unknown', cipher: name, bits: cipherBits(name), resumed: s.isSessionReused() };
   if (sni) facts.sni = sni;
-  const [leaf, ...intermediates] = peerChain(s);
+  const [leaf, ...intermediates] = chain;
   if (leaf) {
     const v = verifyChain(leaf, intermediates, trust);
     facts.peerCert = {

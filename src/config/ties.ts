@@ -1,0 +1,33 @@
+// Owns: refusing ambiguous inbound connectors at load: two enabled connectors that identify the
+// same senders at the same rank (certificate name, client address, sender domain) with the same
+// restriction status. The policy's selection order cannot choose between them.
+import { parseCidr, blockList, inBlocks } from './schema.ts';
+import type { InboundConnector } from './load.ts';
+
+/** Configuration problems: inbound connectors that would match the same senders equally. */
+export function findTies(organizations: readonly { inboundConnectors: readonly InboundConnector[] }[]): string[] {
+  const all = organizations.flatMap((o) => o.inboundConnectors).filter((c) => c.enabled);
+  const restricted = (c: InboundConnector) => c.restrictDomainsToCertificate || c.restrictDomainsToIPAddresses;
+  const problems: string[] = [];
+  const label = (c: InboundConnector) => `"${c.name}" (organization ${c.organization})`;
+  for (let i = 0; i < all.length; i++) {
+    for (let j = i + 1; j < all.length; j++) {
+      const a = all[i]; const b = all[j];
+      if (restricted(a) !== restricted(b)) continue;
+      if (a.tlsSenderCertificateName && a.tlsSenderCertificateName === b.tlsSenderCertificateName) {
+        problems.push(`inbound connectors ${label(a)} and ${label(b)} are both identified by certificate name ${a.tlsSenderCertificateName}`);
+      }
+      const bb = blockList(b.senderIPAddresses);
+      const overlap = a.senderIPAddresses.find((x) => { const p = parseCidr(x)!; return inBlocks(bb, p.ip); })
+        ?? b.senderIPAddresses.find((x) => { const p = parseCidr(x)!; return inBlocks(blockList(a.senderIPAddresses), p.ip); });
+      if (overlap) {
+        problems.push(`inbound connectors ${label(a)} and ${label(b)} both match client address ${overlap}`);
+      }
+      const shared = a.senderDomains.find((d) => b.senderDomains.includes(d));
+      if (shared) {
+        problems.push(`inbound connectors ${label(a)} and ${label(b)} both claim sender domain ${shared}`);
+      }
+    }
+  }
+  return problems;
+}
