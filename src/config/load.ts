@@ -11,7 +11,7 @@ import { findTies } from './ties.ts';
 
 export interface AcceptedDomain {
   domain: string;
-  type: 'authoritative';
+  type: 'authoritative' | 'internalRelay';
   recipients: 'any' | readonly string[];
   organization: string;
 }
@@ -87,6 +87,13 @@ export function buildConfig(input: unknown, baseDir: string, source: string | nu
       inboundConnectors: o.inboundConnectors.map((c) => ({ ...c, trustedCAs: c.trustedCAs.map((f) => path.resolve(baseDir, f)), organization: o.name })),
       outboundConnectors: o.outboundConnectors.map((c) => ({ ...c, organization: o.name })),
     });
+  });
+  organizations.forEach((o, oi) => {
+    const relayDomains = o.acceptedDomains.filter((d) => d.type === 'internalRelay');
+    const onPrem = o.outboundConnectors.filter((c) => c.enabled && c.connectorType === 'onPremises');
+    if (relayDomains.length && !onPrem.length) {
+      problems.push(`  organizations[${oi}].acceptedDomains: ${relayDomains.map((d) => d.domain).join(', ')} ${relayDomains.length > 1 ? 'are' : 'is'} internalRelay, but organization "${o.name}" has no enabled onPremises outbound connector to deliver to`);
+    }
   });
   for (const tie of findTies(organizations)) problems.push(`  ${tie}: make them distinct, or give one a restriction`);
   if (problems.length) {

@@ -34,7 +34,7 @@ const seconds = (def: number) => z.number().positive().max(86_400).default(def);
 
 const acceptedDomain = z.strictObject({
   domain: domainName,
-  type: z.literal('authoritative', { error: 'must be "authoritative" (internalRelay arrives with connectors)' }).default('authoritative'),
+  type: z.enum(['authoritative', 'internalRelay']).default('authoritative'),
   recipients: z.union([z.literal('any'), z.array(z.string().min(1).max(64).toLowerCase())]).default('any'),
 });
 
@@ -122,12 +122,20 @@ const outboundConnector = z.strictObject({
   name: z.string().trim().min(1).max(128),
   connectorType: z.enum(['partner', 'onPremises']).default('partner'),
   enabled: z.boolean().default(true),
-  recipientDomains: z.array(domainPattern).min(1, 'name the recipient domains this connector is for'),
+  recipientDomains: z.array(domainPattern).default([]),
+  allAcceptedDomains: z.boolean().default(false),
+  routeAllMessagesViaOnPremises: z.boolean().default(false),
   useMXRecord: z.boolean().default(true),
   smartHosts: z.array(smartHost).default([]),
   tlsSettings: z.enum(TLS_SETTINGS).default('opportunistic'),
   tlsDomain: domainPattern.optional(),
 }).superRefine((c, ctx) => {
+  if (!c.recipientDomains.length && !c.allAcceptedDomains && !c.routeAllMessagesViaOnPremises) {
+    ctx.addIssue({ code: 'custom', path: ['recipientDomains'], message: 'name the recipient domains this connector is for (or set allAcceptedDomains / routeAllMessagesViaOnPremises)' });
+  }
+  if ((c.allAcceptedDomains || c.routeAllMessagesViaOnPremises) && c.connectorType !== 'onPremises') {
+    ctx.addIssue({ code: 'custom', path: [c.allAcceptedDomains ? 'allAcceptedDomains' : 'routeAllMessagesViaOnPremises'], message: 'applies to onPremises connectors only' });
+  }
   if (!c.useMXRecord && !c.smartHosts.length) ctx.addIssue({ code: 'custom', path: ['smartHosts'], message: 'list at least one smart host, or set useMXRecord: true' });
   if (c.useMXRecord && c.smartHosts.length) ctx.addIssue({ code: 'custom', path: ['useMXRecord'], message: 'set useMXRecord: false when smartHosts are given (one or the other)' });
   if (c.tlsSettings === 'domainValidation' && !c.tlsDomain) ctx.addIssue({ code: 'custom', path: ['tlsDomain'], message: 'is required with tlsSettings: domainValidation (the name the partner certificate must carry)' });

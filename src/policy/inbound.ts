@@ -73,7 +73,7 @@ export class InboundPolicy {
     if (d.recipients !== 'any' && lower !== 'postmaster' && !d.recipients.includes(lower)) {
       return { ok: false, reply: reply(550, '5.1.1', 'Recipient address rejected: user unknown', `no mailbox ${lower}@${d.domain} in organization ${d.organization}`) };
     }
-    return { ok: true, address: `${local}@${d.domain}`, org: d.organization, route: 'local' };
+    return { ok: true, address: `${local}@${d.domain}`, org: d.organization, route: d.type === 'internalRelay' ? 'remote' : 'local' };
   }
 
   /**

@@ -47,18 +47,33 @@ export function patternMatch(pattern: string, domain: string): number {
 export class OutboundPolicy {
   constructor(private readonly config: Config) {}
 
-  /** The enabled outbound connector of `org` for `domain`: exact, then most specific wildcard. */
+  /**
+   * The enabled outbound connector of `org` for `domain`: an exact recipientDomains entry, then an
+   * allAcceptedDomains connector for the organisation's own domains, then the most specific
+   * wildcard; internalRelay domains and routeAllMessagesViaOnPremises fall back to onPremises.
+   */
   connectorFor(org: string, domain: string): OutboundConnector | undefined {
     const o = this.config.organizations.find((x) => x.name === org);
+    const enabled = (o?.outboundConnectors ?? []).filter((c) => c.enabled);
+    const accepted = o?.acceptedDomains.find((d) => d.domain === domain);
+    const exact = enabled.find((c) => c.recipientDomains.includes(domain));
+    if (exact) return exact;
+    if (accepted) {
+      const all = enabled.find((c) => c.allAcceptedDomains);
+      if (all) return all;
+    }
     let best: OutboundConnector | undefined; let score = -1;
-    for (const c of o?.outboundConnectors ?? []) {
-      if (!c.enabled) continue;
+    for (const c of enabled) {
       for (const p of c.recipientDomains) {
         const s = patternMatch(p, domain);
         if (s > score) { score = s; best = c; }
       }
     }
-    return best;
+    if (best) return best;
+    const onPrem = enabled.filter((c) => c.connectorType === 'onPremises');
+    if (accepted?.type === 'internalRelay') return onPrem[0];
+    if (!accepted) return onPrem.find((c) => c.routeAllMessagesViaOnPremises);
+    return undefined;
   }
 
   nextHop(org: string, domain: string): NextHop {

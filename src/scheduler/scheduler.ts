@@ -210,7 +210,7 @@ export class Scheduler {
       recipients: rcpts, original: data, ...(willRetryUntil ? { willRetryUntil } : {}),
     });
     const senderDomain = m.mailFrom.slice(m.mailFrom.lastIndexOf('@') + 1);
-    const route = inbound.acceptedDomain(senderDomain) ? 'local' as const : 'remote' as const;
+    const route = inbound.acceptedDomain(senderDomain)?.type === 'authoritative' ? 'local' as const : 'remote' as const;
     const id = await this.ingest.generated({ org: m.org, to: { address: m.mailFrom, route }, data: dsn.data, messageId: dsn.messageId, host: config.hostname, regarding: m.id });
     emit({ event: 'delivery.result', queueId: m.id, rcpt: rcpts.map((r) => r.address).join(','), status: rcpts[0].action === 'delayed' ? 'deferred' : 'failed', agent: 'dsn', reason: `${rcpts[0].action === 'delayed' ? 'delay warning' : 'DSN'} queued as ${id} to <${m.mailFrom}>` });
   }

@@ -1,0 +1,70 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { buildConfig } from '../../../src/config/load.ts';
+import { OutboundPolicy, patternMatch, raise } from '../../../src/policy/outbound.ts';
+
+const config = buildConfig({
+  organizations: [{
+    name: 'contoso',
+    acceptedDomains: [{ domain: 'contoso.test' }, { domain: 'corp.contoso.test', type: 'internalRelay' }],
+    outboundConnectors: [
+      { name: 'To Fabrikam', recipientDomains: ['fabrikam.test', '*.fabrikam.test'], tlsSettings: 'domainValidation', tlsDomain: '*.fabrikam.test' },
+      { name: 'To Fabrikam EU', recipientDomains: ['*.eu.fabrikam.test'], tlsSettings: 'encryptionOnly' },
+      { name: 'Exact wins', recipientDomains: ['hr.fabrikam.test'], tlsSettings: 'certificateValidation' },
+      { name: 'Disabled', enabled: false, recipientDomains: ['tailspin.test'], tlsSettings: 'encryptionOnly' },
+      { name: 'To on-premises', connectorType: 'onPremises', recipientDomains: ['corp.contoso.test'], useMXRecord: false, smartHosts: ['mail.corp.contoso.test:2525'], tlsSettings: 'domainValidation', tlsDomain: 'mail.corp.contoso.test' },
+    ],
+  }, {
+    name: 'northwind',
+    acceptedDomains: [{ domain: 'northwind.test' }],
+    outboundConnectors: [
+      { name: 'Everything via HQ', connectorType: 'onPremises', routeAllMessagesViaOnPremises: true, useMXRecord: false, smartHosts: ['hq.northwind.test'], tlsSettings: 'encryptionOnly' },
+      { name: 'Partner', recipientDomains: ['partner.test'], tlsSettings: 'certificateValidation' },
+    ],
+  }],
+}, '/tmp', null);
+const p = new OutboundPolicy(config);
+
+test('wildcards and specificity', () => {
+  assert.equal(patternMatch('*', 'x.test'), 0);
+  assert.ok(patternMatch('*.fabrikam.test', 'fabrikam.test') > 0);
+  assert.ok(patternMatch('*.fabrikam.test', 'a.b.fabrikam.test') > 0);
+  assert.equal(patternMatch('*.fabrikam.test', 'notfabrikam.test'), -1);
+  assert.ok(patternMatch('hr.fabrikam.test', 'hr.fabrikam.test') > patternMatch('*.fabrikam.test', 'hr.fabrikam.test'));
+});
+
+test('connector selection: exact, then most specific wildcard; disabled ones are skipped', () => {
+  assert.equal(p.connectorFor('contoso', 'fabrikam.test')?.name, 'To Fabrikam');
+  assert.equal(p.connectorFor('contoso', 'hr.fabrikam.test')?.name, 'Exact wins');
+  assert.equal(p.connectorFor('contoso', 'paris.eu.fabrikam.test')?.name, 'To Fabrikam EU');
+  assert.equal(p.connectorFor('contoso', 'www.fabrikam.test')?.name, 'To Fabrikam');
+  assert.equal(p.connectorFor('contoso', 'tailspin.test'), undefined);
+  assert.equal(p.connectorFor('contoso', 'internet.test'), undefined);
+});
+
+test('next hop and TLS level on one scale; default is opportunistic MX', () => {
+  const f = p.nextHop('contoso', 'mx.fabrikam.test');
+  assert.deepEqual(f.tls, { level: 'domainValidation', source: 'connector "To Fabrikam"', tlsDomain: '*.fabrikam.test' });
+  assert.equal(f.kind, 'mx');
+  const d = p.nextHop('contoso', 'internet.test');
+  assert.deepEqual(d.tls, { level: 'opportunistic', source: 'default' });
+  const onprem = p.nextHop('contoso', 'corp.contoso.test');
+  assert.equal(onprem.kind, 'smarthost');
+  assert.deepEqual(onprem.smartHosts, [{ host: 'mail.corp.contoso.test', port: 2525 }]);
+});
+
+test('routeAllMessagesViaOnPremises catches internet mail but not specific partners', () => {
+  assert.equal(p.connectorFor('northwind', 'internet.test')?.name, 'Everything via HQ');
+  assert.equal(p.connectorFor('northwind', 'partner.test')?.name, 'Partner');
+});
+
+test('levels only rise', () => {
+  const base = { level: 'certificateValidation' as const, source: 'a' };
+  assert.equal(raise(base, { level: 'opportunistic', source: 'b' }), base);
+  assert.equal(raise(base, { level: 'domainValidation', source: 'c' }).source, 'c');
+});
+
+test('internalRelay needs an onPremises connector', () => {
+  assert.throws(() => buildConfig({ organizations: [{ name: 'x', acceptedDomains: [{ domain: 'x.test', type: 'internalRelay' }] }] }, '/tmp', null),
+    /x\.test is internalRelay, but organization "x" has no enabled onPremises outbound connector/);
+});
