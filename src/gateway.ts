@@ -22,6 +22,7 @@ import { ConnectionPool } from './delivery/pool.ts';
 import { RemoteDelivery } from './delivery/remote.ts';
 import { Resolver } from './dns/resolver.ts';
 import { OutboundPolicy } from './policy/outbound.ts';
+import { RevocationChecker } from './tls/revocation.ts';
 import { startControlServer, type ControlResponse } from './admin/control.ts';
 
 export interface GatewayOptions {
@@ -70,7 +71,7 @@ export class Gateway {
     this.resolver = new Resolver(config.dns.servers);
     this.outbound = new OutboundPolicy(config);
     const pool = new ConnectionPool(() => this.deps.config.delivery.connectionReuse);
-    this.remote = new RemoteDelivery(() => this.resolver, pool, () => this.deps.trust, () => this.deps.config);
+    this.remote = new RemoteDelivery(() => this.resolver, pool, () => this.deps.trust, () => this.deps.config, new RevocationChecker(() => this.resolver), () => this.tls.clientIdentity());
     const ingest = new Ingest(this.store, {
       reserve: () => this.scheduler.reserve(), take: (m, d) => this.scheduler.take(m, d),
       kick: () => this.scheduler.kick(), unreserve: () => this.scheduler.unreserve(),

@@ -12,6 +12,7 @@ import type { SecureVersion } from 'node:tls';
 import { cliConfig, configTarget, printJson, serverDataDir, withConfig, type CommonOpts } from './context.ts';
 import { registerQueue } from './queue.ts';
 import { registerTrace } from './trace.ts';
+import { registerConnector } from './connector.ts';
 
 const program = new Command('portcullis').description('Portcullis, a TLS-first SMTP mail gateway').showHelpAfterError();
 
@@ -67,6 +68,7 @@ withConfig(cert.command('info').description('what a partner needs to configure f
 
 registerQueue(program);
 registerTrace(program);
+registerConnector(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   const err = e as Error;

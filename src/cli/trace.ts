@@ -32,6 +32,7 @@ export function describeAttempt(e: TraceEvent, m: QueueMessage): string {
     lines.push(`      TLS: ${t.version} ${t.cipher} (${t.bits} bits)${t.resumed ? ', resumed' : ''}`);
     if (t.subject) lines.push(`      peer certificate: ${t.subject}; issuer ${t.issuer}; SHA-256 ${t.fingerprint256}; ${t.chainValid ? 'chain valid' : `chain NOT valid: ${t.chainError}`}`);
   } else if (d.agent === 'smtp') lines.push('      TLS: none (plaintext)');
+  if (d.revocation) lines.push(`      revocation: ${String(d.revocation)}`);
   if (d.fallback) lines.push(`      note: ${String(d.fallback)}`);
   if (d.reply) lines.push(`      result: ${d.reply.code} ${d.reply.enhanced} ${d.reply.reason ?? d.reply.message}`);
   return lines.join('\n');

@@ -174,6 +174,7 @@ export const configSchema = z.strictObject({
     minVersion: z.string().default('TLSv1.2').refine((v) => v === 'TLSv1.2' || v === 'TLSv1.3', {
       message: 'must be TLSv1.2 or TLSv1.3; Portcullis never negotiates anything older than TLS 1.2',
     }),
+    revocation: z.enum(['softFail', 'hardFail', 'off']).default('softFail'),
     trust: z.strictObject({
       system: z.boolean().default(true),
       caFiles: z.array(z.string().min(1)).default([]),

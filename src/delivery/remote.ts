@@ -12,7 +12,9 @@ import { levelRank } from '../policy/outbound.ts';
 import type { EnvelopeParams, QueueRecipient } from '../store/types.ts';
 import { namesSatisfy } from '../tls/names.ts';
 import type { TrustStore } from '../tls/trust.ts';
+import type { RevocationChecker } from '../tls/revocation.ts';
 import { classifyFailure, classifyReply, type FailureFacts, type Outcome } from './classify.ts';
+import { judgeTls } from './tls-check.ts';
 import type { ConnectionPool } from './pool.ts';
 import { DeliveryError, SmtpConnection, type PeerTls, type TransactionResult } from './smtp-client.ts';
 
@@ -33,6 +35,8 @@ export interface AttemptFacts {
   tlsRequired: TlsRequirement;
   tlsAchieved: TlsLevel;
   tls?: Omit<PeerTls, 'chain'>;
+  /** Revocation check result at certificateValidation and above. */
+  revocation?: string;
   reused?: boolean;
   fallback?: string;
   error?: string;
@@ -99,6 +103,8 @@ export class RemoteDelivery {
     private readonly pool: ConnectionPool,
     private readonly trust: () => TrustStore,
     private readonly config: () => Config,
+    private readonly revocation: RevocationChecker,
+    private readonly identity?: () => { cert: string; key: string },
   ) {}
 
   async deliver(job: RemoteJob): Promise<RemoteResult> {
@@ -207,7 +213,7 @@ export class RemoteDelivery {
       try {
         conn = await SmtpConnection.open({
           ip, port: t.port, hostname: t.name, heloName: cfg.delivery.heloName ?? cfg.hostname, trust: this.trust(), starttls,
-          ...this.sourceFor(ip), timeouts: cfg.delivery.timeouts,
+          ...this.sourceFor(ip), timeouts: cfg.delivery.timeouts, ...(this.identity ? { clientCert: this.identity() } : {}),
           session: this.pool.session(t.name), onSession: (s) => this.pool.saveSession(t.name, s),
         });
         this.pool.opened();
@@ -228,7 +234,9 @@ export class RemoteDelivery {
     facts.tls = stripChain(conn.tls);
     facts.tlsAchieved = achieved(conn.tls, req, t.name);
     if (!conn.tls && conn.tlsSkipped && !facts.fallback) facts.fallback = conn.tlsSkipped;
-    const violation = this.policyViolation(conn, req, t.name);
+    const judged = await judgeTls(conn.tls, req, `host ${t.name} [${ip}]`, this.revocation, cfg.tls.revocation);
+    if (judged.revocation) facts.revocation = judged.revocation.summary;
+    const violation = judged.violation;
     if (violation) {
       void conn.quit();
       return hostFail({ kind: 'tlsPolicy', detail: violation });
@@ -276,21 +284,6 @@ export class RemoteDelivery {
       }
     });
     return { outcomes, attempt: facts };
-  }
-
-  /** Why a connection does not meet the required TLS level, or null when it does. */
-  private policyViolation(conn: SmtpConnection, req: TlsRequirement, hostname: string): string | null {
-    if (levelRank(req.level) < levelRank('encryptionOnly')) return null;
-    const where = `host ${hostname} [${conn.ip}]`;
-    const t = conn.tls;
-    if (!t) return `TLS required by ${req.source}: no TLS session with ${where}`;
-    if (levelRank(req.level) >= levelRank('certificateValidation') && !t.chainValid) {
-      return `TLS required by ${req.source}: certificate not valid (${t.chainError}), presented ${t.subject ?? '(none)'} (SHA-256 ${t.fingerprint256 ?? '-'}), ${where}`;
-    }
-    if (req.level === 'domainValidation' && !namesSatisfy(t.names ?? [], req.tlsDomain!)) {
-      return `TLS required by ${req.source}: certificate name mismatch, expected ${req.tlsDomain}, presented ${t.subject} ${t.names?.length ? `(names ${t.names.join(', ')}) ` : ''}(SHA-256 ${t.fingerprint256}), ${where}`;
-    }
-    return null;
   }
 
   private sourceFor(ip: string): { localAddress?: string } {

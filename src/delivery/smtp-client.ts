@@ -34,7 +34,7 @@ export interface PeerTls {
   names?: string[];
   chainValid: boolean;
   chainError?: string;
-  /** The certificates the peer presented, leaf first. */
+  /** The verified chain up to the trusted root when chainValid, else what the peer presented; leaf first. */
   chain?: X509Certificate[];
 }
 
@@ -53,6 +53,8 @@ export interface ConnectOptions {
   /** 'try': use STARTTLS when offered; 'require': fail without it; 'never': plaintext. */
   starttls: 'try' | 'require' | 'never';
   trust: TrustStore;
+  /** Our certificate and key, presented when the server asks for a client certificate. */
+  clientCert?: { cert: string; key: string };
   /** TLS session to resume (from an earlier connection to the same host). */
   session?: Buffer;
   onSession?: (s: Buffer) => void;
@@ -258,6 +260,7 @@ export class SmtpConnection {
         socket: raw, ...(servername ? { servername } : {}), minVersion: 'TLSv1.2', maxVersion: 'TLSv1.3',
         ciphers: CIPHERS, ecdhCurve: ECDH_CURVES, rejectUnauthorized: false,
         ...(this.opts.session ? { session: this.opts.session } : {}),
+        ...(this.opts.clientCert ? { cert: this.opts.clientCert.cert, key: this.opts.clientCert.key } : {}),
       });
       s.on('session', (sess: Buffer) => this.opts.onSession?.(sess));
       s.once('secureConnect', () => {
@@ -286,7 +289,7 @@ export class SmtpConnection {
     const names = (leaf.subjectAltName ?? '').split(', ').filter((n) => n.startsWith('DNS:')).map((n) => n.slice(4));
     Object.assign(out, {
       subject: leaf.subject.split('\n').join(', '), issuer: leaf.issuer.split('\n').join(', '), fingerprint256: leaf.fingerprint256,
-      names, chainValid: v.ok, chain, ...(v.error ? { chainError: v.error } : {}),
+      names, chainValid: v.ok, chain: v.ok ? v.chain : chain, ...(v.error ? { chainError: v.error } : {}),
     });
     return out;
   }

@@ -11,7 +11,7 @@ import { CIPHERS, ECDH_CURVES } from './policy-constants.ts';
 
 export interface CertPair { cert: string; key: string }
 
-interface Loaded { pair: CertPair; ctx: tls.SecureContext; x509: X509Certificate }
+interface Loaded { pair: CertPair; ctx: tls.SecureContext; x509: X509Certificate; certPem: string; keyPem: string }
 
 export class ServerTls {
   private loaded: Loaded[] = [];
@@ -55,12 +55,17 @@ export class ServerTls {
         // "session id context uninitialized" when no context is set (tls.Server sets one itself).
         sessionIdContext: 'portcullis-smtp',
       });
-      return { pair, ctx, x509: x };
+      return { pair, ctx, x509: x, certPem, keyPem };
     });
   }
 
   names(): string[] {
     return this.loaded.map((l) => l.x509.subjectAltName ?? l.x509.subject);
+  }
+
+  /** The default certificate and key, presented as our client certificate on outbound TLS. */
+  clientIdentity(): { cert: string; key: string } {
+    return { cert: this.loaded[0].certPem, key: this.loaded[0].keyPem };
   }
 
   certificates(): X509Certificate[] {

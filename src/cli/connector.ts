@@ -1,0 +1,117 @@
+// Owns: `portcullis connector list|show|validate` and `portcullis tls check`.
+import type { Command } from 'commander';
+import type { Config, InboundConnector, OutboundConnector } from '../config/load.ts';
+import { parseSmartHost } from '../config/schema.ts';
+import { Resolver } from '../dns/resolver.ts';
+import { formatReport, probeHost, targetsFor, type HostReport, type ProbeTarget } from '../delivery/probe.ts';
+import { AdminError } from '../errors.ts';
+import type { TlsRequirement } from '../policy/outbound.ts';
+import { RevocationChecker } from '../tls/revocation.ts';
+import { TrustStore } from '../tls/trust.ts';
+import { cliConfig, printJson, withConfig, type CommonOpts } from './context.ts';
+
+type Any = (InboundConnector & { direction: 'inbound' }) | (OutboundConnector & { direction: 'outbound' });
+
+function all(c: Config): Any[] {
+  return c.organizations.flatMap((o) => [
+    ...o.inboundConnectors.map((x) => ({ ...x, direction: 'inbound' as const })),
+    ...o.outboundConnectors.map((x) => ({ ...x, direction: 'outbound' as const })),
+  ]);
+}
+
+function find(c: Config, name: string, org?: string): Any[] {
+  const hits = all(c).filter((x) => x.name.toLowerCase() === name.toLowerCase() && (!org || x.organization === org));
+  if (!hits.length) throw new AdminError(`no connector named "${name}"${org ? ` in organization ${org}` : ''}`, 'see `portcullis connector list`');
+  return hits;
+}
+
+function summary(x: Any): string {
+  if (x.direction === 'inbound') {
+    const id = [x.tlsSenderCertificateName && `certificate ${x.tlsSenderCertificateName}`, x.senderIPAddresses.length && `IPs ${x.senderIPAddresses.join(', ')}`, x.senderDomains.length && `sender domains ${x.senderDomains.join(', ')}`].filter(Boolean).join('; ');
+    const req = [x.requireTls && 'TLS required', x.restrictDomainsToCertificate && 'domains restricted to certificate', x.restrictDomainsToIPAddresses && 'domains restricted to IPs', x.treatMessagesAsInternal && 'internal'].filter(Boolean).join(', ');
+    return `${id}${req ? ` [${req}]` : ''}`;
+  }
+  const dest = x.smartHosts.length ? `smart hosts ${x.smartHosts.join(', ')}` : 'MX';
+  const scope = [x.recipientDomains.length && x.recipientDomains.join(', '), x.allAcceptedDomains && 'all accepted domains', x.routeAllMessagesViaOnPremises && 'all internet mail'].filter(Boolean).join(', ');
+  return `${scope} via ${dest}; TLS ${x.tlsSettings}${x.tlsDomain ? ` (${x.tlsDomain})` : ''}`;
+}
+
+function tools(c: Config) {
+  const resolver = new Resolver(c.dns.servers);
+  return { resolver, trust: new TrustStore(c.tls.trust.system, c.tls.trust.caFiles), revocation: new RevocationChecker(() => resolver) };
+}
+
+async function probeAll(c: Config, targets: ProbeTarget[], requirement: TlsRequirement, sendTo?: string): Promise<HostReport[]> {
+  const t = tools(c);
+  const out: HostReport[] = [];
+  for (const target of targets) out.push(...await probeHost(target, { config: c, ...t, requirement, ...(sendTo ? { sendTo } : {}) }));
+  return out;
+}
+
+function report(reports: HostReport[], json: boolean | undefined, what: string): void {
+  if (json) printJson(reports);
+  else {
+    console.log(reports.map(formatReport).join('\n\n') || `no host to check for ${what}`);
+    const ok = reports.length > 0 && reports.every((r) => r.passes);
+    console.log(`\n${ok ? 'PASS' : 'FAIL'}: ${reports.filter((r) => r.passes).length} of ${reports.length} host(s) meet the requirement`);
+  }
+  if (!reports.length || reports.some((r) => !r.passes)) process.exitCode = 1;
+}
+
+export function registerConnector(program: Command): void {
+  const c = program.command('connector').description('inbound and outbound connectors');
+
+  withConfig(c.command('list').description('every connector of every organization').option('--json', 'machine-readable output'))
+    .action((o: CommonOpts) => {
+      const list = all(cliConfig(o));
+      if (o.json) return printJson(list);
+      if (!list.length) { console.log('no connectors configured'); return; }
+      for (const x of list) console.log(`${x.organization.padEnd(12)} ${x.direction.padEnd(8)} ${x.connectorType.padEnd(10)} ${x.enabled ? 'enabled ' : 'disabled'} "${x.name}": ${summary(x)}`);
+    });
+
+  withConfig(c.command('show').argument('<name>').option('--org <organization>', 'when names repeat across organizations').option('--json', 'machine-readable output')
+    .description('one connector with every setting'))
+    .action((name: string, o: CommonOpts & { org?: string }) => {
+      const hits = find(cliConfig(o), name, o.org);
+      if (o.json) return printJson(hits);
+      for (const x of hits) {
+        console.log(`${x.direction} connector "${x.name}" (organization ${x.organization})`);
+        for (const [k, v] of Object.entries(x)) if (!['name', 'organization', 'direction'].includes(k)) console.log(`  ${k}: ${Array.isArray(v) ? (v.length ? v.join(', ') : '(none)') : String(v)}`);
+      }
+    });
+
+  withConfig(c.command('validate').argument('<name>').description('connect to each smart host or MX of an outbound connector and report whether its tlsSettings would pass')
+    .option('--org <organization>', 'when names repeat across organizations')
+    .option('--recipient <address>', 'recipient whose domain picks the MX hosts (MX connectors); with --send, where the test message goes')
+    .option('--send', 'also send a test message to --recipient')
+    .option('--json', 'machine-readable output'))
+    .action(async (name: string, o: CommonOpts & { org?: string; recipient?: string; send?: boolean }) => {
+      const cfg = cliConfig(o);
+      const x = find(cfg, name, o.org).find((h) => h.direction === 'outbound') as (OutboundConnector & { direction: 'outbound' }) | undefined;
+      if (!x) throw new AdminError(`"${name}" is an inbound connector; validate checks outbound connectors`, 'inbound connectors are checked by the partner sending to you');
+      if (o.send && !o.recipient) throw new AdminError('--send needs --recipient', 'name the address that should receive the test message');
+      const requirement: TlsRequirement = { level: x.tlsSettings, source: `connector "${x.name}"`, ...(x.tlsDomain ? { tlsDomain: x.tlsDomain } : {}) };
+      let targets: ProbeTarget[];
+      if (x.smartHosts.length) targets = x.smartHosts.map((h) => { const p = parseSmartHost(h)!; return { host: p.host, port: p.port ?? cfg.delivery.port }; });
+      else {
+        const domain = o.recipient?.split('@').pop() ?? x.recipientDomains.find((d) => !d.startsWith('*'));
+        if (!domain) throw new AdminError(`connector "${x.name}" uses MX records and has only wildcard domains`, 'pass --recipient user@domain to pick the domain');
+        targets = await targetsFor(tools(cfg).resolver, domain, cfg.delivery.port);
+      }
+      report(await probeAll(cfg, targets, requirement, o.send ? o.recipient : undefined), o.json, `connector "${x.name}"`);
+    });
+
+  const t = program.command('tls').description('TLS inspection');
+  withConfig(t.command('check').argument('<destination>', 'HOST[:PORT] or a mail DOMAIN (its MX hosts)')
+    .description('connect, STARTTLS, and report version, cipher, chain, root trust, names and every CRL/OCSP endpoint')
+    .option('--level <level>', 'TLS level to judge against (encryptionOnly, certificateValidation, domainValidation)', 'certificateValidation')
+    .option('--tls-domain <name>', 'certificate name required at domainValidation')
+    .option('--json', 'machine-readable output'))
+    .action(async (dest: string, o: CommonOpts & { level: string; tlsDomain?: string }) => {
+      const cfg = cliConfig(o);
+      if (!['opportunistic', 'encryptionOnly', 'certificateValidation', 'domainValidation'].includes(o.level)) throw new AdminError(`--level ${o.level} is not a TLS level`, 'use encryptionOnly, certificateValidation or domainValidation');
+      if (o.level === 'domainValidation' && !o.tlsDomain) throw new AdminError('--level domainValidation needs --tls-domain', 'name the certificate name to require');
+      const requirement = { level: o.level, source: '`tls check`', ...(o.tlsDomain ? { tlsDomain: o.tlsDomain } : {}) } as TlsRequirement;
+      report(await probeAll(cfg, await targetsFor(tools(cfg).resolver, dest, cfg.delivery.port), requirement), o.json, dest);
+    });
+}

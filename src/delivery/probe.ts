@@ -1,0 +1,142 @@
+// Owns: inspecting a destination the way delivery would meet it, for administrators
+// (`portcullis tls check`, `portcullis connector validate`): resolve its hosts, connect, STARTTLS,
+// and report the TLS facts, chain and root, name match, every revocation endpoint, and whether a
+// required TLS level would pass. Optionally sends a test message. Never throws for a bad host.
+import net from 'node:net';
+import type { Config } from '../config/load.ts';
+import { DnsError, type Resolver } from '../dns/resolver.ts';
+import type { TlsRequirement } from '../policy/outbound.ts';
+import { namesSatisfy } from '../tls/names.ts';
+import type { RevocationChecker, RevocationResult } from '../tls/revocation.ts';
+import type { TrustStore } from '../tls/trust.ts';
+import { DeliveryError, SmtpConnection } from './smtp-client.ts';
+import { judgeTls } from './tls-check.ts';
+
+export interface ProbeTarget { host: string; port: number }
+
+export interface HostReport {
+  host: string;
+  ip?: string;
+  port: number;
+  connected: boolean;
+  starttlsOffered?: boolean;
+  tls?: {
+    version: string; cipher: string; bits: number; subject?: string; issuer?: string; fingerprint256?: string;
+    names?: string[]; chain: string[]; chainValid: boolean; chainError?: string; rootInTrustStore: boolean;
+  };
+  nameMatch?: { required: string; ok: boolean };
+  revocation?: RevocationResult;
+  requirement: TlsRequirement;
+  passes: boolean;
+  reason?: string;
+  testMessage?: string;
+  error?: string;
+}
+
+export interface ProbeOptions {
+  config: Config;
+  resolver: Resolver;
+  trust: TrustStore;
+  revocation: RevocationChecker;
+  requirement: TlsRequirement;
+  /** Send a test message to this address through each host that passes. */
+  sendTo?: string;
+}
+
+/** MX hosts of a domain (or its implicit MX), or the host itself when it has no MX. */
+export async function targetsFor(resolver: Resolver, spec: string, defaultPort: number): Promise<ProbeTarget[]> {
+  const m = /^\[?([^\]]+?)\]?(?::(\d+))?$/.exec(spec.trim());
+  const name = m?.[1] ?? spec; const port = m?.[2] ? Number(m[2]) : undefined;
+  if (port || net.isIP(name)) return [{ host: name, port: port ?? defaultPort }];
+  try {
+    const mx = await resolver.mx(name);
+    if (mx.nullMx) return [];
+    return [...mx.records].sort((a, b) => a.priority - b.priority).map((r) => ({ host: r.exchange, port: defaultPort }));
+  } catch (e) {
+    if (e instanceof DnsError && (e.kind === 'nodata' || e.kind === 'nxdomain')) return [{ host: name, port: defaultPort }];
+    throw e;
+  }
+}
+
+export async function probeHost(t: ProbeTarget, o: ProbeOptions): Promise<HostReport[]> {
+  let ips: string[];
+  try {
+    ips = net.isIP(t.host) ? [t.host] : (await o.resolver.addresses(t.host)).records;
+  } catch (e) {
+    return [{ host: t.host, port: t.port, connected: false, requirement: o.requirement, passes: false, error: (e as Error).message, reason: `cannot resolve ${t.host}: ${(e as Error).message}` }];
+  }
+  const reports: HostReport[] = [];
+  for (const ip of ips) reports.push(await probeAddress(t, ip, o));
+  return reports;
+}
+
+async function probeAddress(t: ProbeTarget, ip: string, o: ProbeOptions): Promise<HostReport> {
+  const base: HostReport = { host: t.host, ip, port: t.port, connected: false, requirement: o.requirement, passes: false };
+  let conn: SmtpConnection;
+  try {
+    conn = await SmtpConnection.open({
+      ip, port: t.port, hostname: t.host, heloName: o.config.delivery.heloName ?? o.config.hostname, trust: o.trust, starttls: 'try',
+      timeouts: { ...o.config.delivery.timeouts, greeting: Math.min(o.config.delivery.timeouts.greeting, 30), command: Math.min(o.config.delivery.timeouts.command, 30) },
+    });
+  } catch (e) {
+    const msg = e instanceof DeliveryError ? e.message : String(e);
+    return { ...base, error: msg, reason: msg };
+  }
+  const r: HostReport = { ...base, connected: true, starttlsOffered: conn.starttlsOffered };
+  try {
+    const t0 = conn.tls;
+    if (t0) {
+      const root = t0.chainValid ? t0.chain?.at(-1) : undefined;
+      r.tls = {
+        version: t0.version, cipher: t0.cipher, bits: t0.bits, chain: (t0.chain ?? []).map((c) => c.subject.split('\n').join(', ')),
+        chainValid: t0.chainValid, rootInTrustStore: !!root && o.trust.isTrusted(root),
+        ...(t0.subject ? { subject: t0.subject } : {}), ...(t0.issuer ? { issuer: t0.issuer } : {}), ...(t0.fingerprint256 ? { fingerprint256: t0.fingerprint256 } : {}),
+        ...(t0.names ? { names: t0.names } : {}), ...(t0.chainError ? { chainError: t0.chainError } : {}),
+      };
+      const want = o.requirement.tlsDomain ?? t.host;
+      r.nameMatch = { required: want, ok: namesSatisfy(t0.names ?? [], want) };
+    } else if (conn.tlsSkipped) r.error = conn.tlsSkipped;
+    const j = await judgeTls(conn.tls, o.requirement, `host ${t.host} [${ip}]`, o.revocation, o.config.tls.revocation, true);
+    if (j.revocation) r.revocation = j.revocation;
+    r.passes = j.violation === null;
+    if (j.violation) r.reason = j.violation;
+    if (o.sendTo && r.passes) {
+      const data = Buffer.from(`From: Portcullis connector validation <postmaster@${o.config.hostname}>\r\nTo: <${o.sendTo}>\r\nSubject: Portcullis connector validation\r\n` +
+        `Date: ${new Date().toUTCString()}\r\nMessage-ID: <validate.${Date.now()}@${o.config.hostname}>\r\n\r\nThis is a test message sent by "portcullis connector validate".\r\n`);
+      const res = await conn.send({ from: `postmaster@${o.config.hostname}`, rcpts: [{ address: o.sendTo }], eightBit: false, smtputf8: false }, data);
+      const final = res.data ?? res.rcpts[0] ?? res.mail;
+      r.testMessage = `${final.code} ${final.enhanced ?? ''} ${final.text}`.replace(/ {2}/g, ' ');
+      if (final.code !== 250) { r.passes = false; r.reason = `test message refused: ${r.testMessage}`; }
+    }
+  } catch (e) {
+    r.passes = false;
+    r.reason = r.error = e instanceof Error ? e.message : String(e);
+  } finally {
+    await conn.quit();
+  }
+  return r;
+}
+
+/** Text for administrators, one block per host. */
+export function formatReport(r: HostReport): string {
+  const L = [`${r.host} [${r.ip ?? '?'}]:${r.port}  ${r.passes ? 'PASS' : 'FAIL'}  (required: ${r.requirement.level}${r.requirement.tlsDomain ? `, tlsDomain ${r.requirement.tlsDomain}` : ''} — ${r.requirement.source})`];
+  if (!r.connected) { L.push(`  connection: ${r.error}`); return L.join('\n'); }
+  L.push(`  STARTTLS: ${r.starttlsOffered ? 'offered' : 'NOT offered'}`);
+  if (r.tls) {
+    L.push(`  TLS: ${r.tls.version} ${r.tls.cipher} (${r.tls.bits} bits)`);
+    L.push(`  certificate: ${r.tls.subject}; issuer ${r.tls.issuer}; SHA-256 ${r.tls.fingerprint256}`);
+    L.push(`  names: ${(r.tls.names ?? []).join(', ') || '(none)'}${r.nameMatch ? `; match ${r.nameMatch.required}: ${r.nameMatch.ok ? 'yes' : 'NO'}` : ''}`);
+    L.push(`  chain: ${r.tls.chain.join('  ->  ')}  ${r.tls.chainValid ? '(valid)' : `(NOT valid: ${r.tls.chainError})`}`);
+    L.push(`  root in our trust store: ${r.tls.rootInTrustStore ? 'yes' : 'no'}`);
+  } else if (r.error) L.push(`  TLS: not used (${r.error})`);
+  if (r.revocation) {
+    for (const c of r.revocation.certificates) {
+      L.push(`  revocation of ${c.subject}: ${c.status}${c.revokedAt ? ` (revoked ${c.revokedAt})` : ''}`);
+      for (const e of c.endpoints) L.push(`    ${e.kind.toUpperCase()} ${e.url}: ${e.ok ? `answered, ${e.status}` : `UNREACHABLE (${e.error})`}`);
+      if (!c.endpoints.length) L.push('    no CRL or OCSP endpoints');
+    }
+  }
+  if (r.testMessage) L.push(`  test message: ${r.testMessage}`);
+  if (r.reason) L.push(`  reason: ${r.reason}`);
+  return L.join('\n');
+}

@@ -1,0 +1,224 @@
+// Owns: certificate revocation checking: OCSP (from the certificate's AIA) first, then CRLs
+// (from its CRL distribution points), each response verified against the issuer (or an OCSP
+// responder certificate the issuer delegated), cached until its nextUpdate.
+// Promise: never throws for a bad or unreachable endpoint; returns revoked / good / unknown with
+// every endpoint tried and what happened, so callers can apply softFail or hardFail and admins
+// can see which endpoints answered. Name lookups for endpoint hosts go through dns/.
+import http from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
+import { createHash, createPublicKey, verify as cryptoVerify, X509Certificate } from 'node:crypto';
+import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
+import { AlgorithmIdentifier, Certificate as AsnCertificate } from '@peculiar/asn1-x509';
+import { BasicOCSPResponse, CertID, OCSPRequest, OCSPResponse, OCSPResponseStatus, Request, TBSRequest, id_pkix_ocsp_basic } from '@peculiar/asn1-ocsp';
+import type { Resolver } from '../dns/resolver.ts';
+import { x509 } from './x509.ts';
+
+export type RevocationMode = 'softFail' | 'hardFail' | 'off';
+export type RevocationStatus = 'good' | 'revoked' | 'unknown';
+
+export interface EndpointResult {
+  kind: 'ocsp' | 'crl';
+  url: string;
+  /** The endpoint answered with a valid, signed, current response. */
+  ok: boolean;
+  status?: RevocationStatus;
+  error?: string;
+}
+
+export interface CertRevocation {
+  subject: string;
+  status: RevocationStatus;
+  endpoints: EndpointResult[];
+  revokedAt?: string;
+}
+
+export interface RevocationResult {
+  status: RevocationStatus;
+  certificates: CertRevocation[];
+  /** One line for the trace / reply. */
+  summary: string;
+}
+
+const SHA1 = '1.3.14.3.2.26';
+const SIG_HASH: Record<string, string> = {
+  '1.2.840.113549.1.1.5': 'sha1', '1.2.840.113549.1.1.11': 'sha256', '1.2.840.113549.1.1.12': 'sha384', '1.2.840.113549.1.1.13': 'sha512',
+  '1.2.840.10045.4.3.2': 'sha256', '1.2.840.10045.4.3.3': 'sha384', '1.2.840.10045.4.3.4': 'sha512',
+};
+const MAX_BODY = 10 * 1024 * 1024;
+const SKEW_MS = 5 * 60_000;
+
+const oneLine = (dn: string) => dn.split('\n').join(', ');
+
+function parse(c: X509Certificate): AsnCertificate {
+  return AsnConvert.parse(c.raw, AsnCertificate);
+}
+
+function urlsOf(c: X509Certificate): { ocsp: string[]; crl: string[] } {
+  const p = new x509.X509Certificate(c.raw);
+  const aia = p.getExtension(x509.AuthorityInfoAccessExtension);
+  const cdp = p.getExtension(x509.CRLDistributionPointsExtension);
+  return {
+    ocsp: (aia?.ocsp ?? []).map((g) => String(g.value)).filter((u) => /^https?:\/\//i.test(u)),
+    crl: (cdp?.distributionPoints ?? []).flatMap((dp) => dp.distributionPoint?.fullName ?? [])
+      .map((n) => n.uniformResourceIdentifier).filter((u): u is string => !!u && /^https?:\/\//i.test(u)),
+  };
+}
+
+export function certId(leaf: X509Certificate, issuer: X509Certificate): CertID {
+  const i = parse(issuer).tbsCertificate;
+  const l = parse(leaf).tbsCertificate;
+  const sha1 = (b: ArrayBuffer) => createHash('sha1').update(Buffer.from(b)).digest();
+  return new CertID({
+    hashAlgorithm: new AlgorithmIdentifier({ algorithm: SHA1, parameters: null }),
+    issuerNameHash: new OctetString(sha1(AsnConvert.serialize(i.subject))),
+    issuerKeyHash: new OctetString(sha1(i.subjectPublicKeyInfo.subjectPublicKey)),
+    serialNumber: l.serialNumber,
+  });
+}
+
+export function ocspRequest(leaf: X509Certificate, issuer: X509Certificate): Buffer {
+  const req = new OCSPRequest({ tbsRequest: new TBSRequest({ requestList: [new Request({ reqCert: certId(leaf, issuer) })] }) });
+  return Buffer.from(AsnConvert.serialize(req));
+}
+
+const same = (a: ArrayBuffer | OctetString, b: ArrayBuffer | OctetString) =>
+  Buffer.from(a instanceof OctetString ? a.buffer : a).equals(Buffer.from(b instanceof OctetString ? b.buffer : b));
+
+function verifySignature(algorithmOid: string, data: ArrayBuffer, signature: ArrayBuffer, signer: X509Certificate): boolean {
+  const hash = SIG_HASH[algorithmOid];
+  if (!hash) return false;
+  try { return cryptoVerify(hash, Buffer.from(data), createPublicKey(signer.publicKey.export({ format: 'pem', type: 'spki' })), Buffer.from(signature)); } catch { return false; }
+}
+
+/** Interpret a DER OCSP response for `leaf`; throws an Error with the reason when unusable. */
+export function readOcspResponse(der: Buffer, leaf: X509Certificate, issuer: X509Certificate, now = Date.now()): { status: RevocationStatus; nextUpdate?: Date; revokedAt?: Date } {
+  const resp = AsnConvert.parse(der, OCSPResponse);
+  if (resp.responseStatus !== OCSPResponseStatus.successful) throw new Error(`responder status ${OCSPResponseStatus[resp.responseStatus] ?? resp.responseStatus}`);
+  if (!resp.responseBytes || resp.responseBytes.responseType !== id_pkix_ocsp_basic) throw new Error('not a basic OCSP response');
+  const basic = AsnConvert.parse(resp.responseBytes.response.buffer, BasicOCSPResponse);
+  const tbs = AsnConvert.serialize(basic.tbsResponseData);
+  // The signer: the issuer itself, or a responder certificate it issued for OCSP signing.
+  let signer = issuer;
+  if (!verifySignature(basic.signatureAlgorithm.algorithm, tbs, basic.signature, issuer)) {
+    const delegated = (basic.certs ?? []).map((c) => new X509Certificate(Buffer.from(AsnConvert.serialize(c))))
+      .find((c) => c.checkIssued(issuer) && c.verify(issuer.publicKey) && new x509.X509Certificate(c.raw).getExtension(x509.ExtendedKeyUsageExtension)?.usages.includes('1.3.6.1.5.5.7.3.9'));
+    if (!delegated || !verifySignature(basic.signatureAlgorithm.algorithm, tbs, basic.signature, delegated)) throw new Error('response signature does not verify against the issuer or a delegated responder');
+    signer = delegated;
+  }
+  void signer;
+  const id = certId(leaf, issuer);
+  const single = basic.tbsResponseData.responses.find((r) => same(r.certID.serialNumber, id.serialNumber) && same(r.certID.issuerKeyHash, id.issuerKeyHash));
+  if (!single) throw new Error('response does not cover this certificate');
+  if (single.thisUpdate.getTime() > now + SKEW_MS) throw new Error('response is not yet valid');
+  if (single.nextUpdate && single.nextUpdate.getTime() < now - SKEW_MS) throw new Error(`response expired at ${single.nextUpdate.toISOString()}`);
+  const s = single.certStatus;
+  const status: RevocationStatus = s.revoked ? 'revoked' : s.good !== undefined ? 'good' : 'unknown';
+  return { status, ...(single.nextUpdate ? { nextUpdate: single.nextUpdate } : {}), ...(s.revoked ? { revokedAt: s.revoked.revocationTime } : {}) };
+}
+
+export class RevocationChecker {
+  private readonly crlCache = new Map<string, { until: number; crl: x509.X509Crl }>();
+  private readonly ocspCache = new Map<string, { until: number; status: RevocationStatus; revokedAt?: Date }>();
+
+  constructor(private readonly resolver: () => Resolver, private readonly timeoutMs = 5000) {}
+
+  /** HTTP(S) GET/POST through our resolver; bounded in size and time. */
+  private fetch(url: string, body?: Buffer): Promise<Buffer> {
+    const u = new URL(url);
+    const lib = u.protocol === 'https:' ? https : http;
+    const lookup: net.LookupFunction = (host, opts, cb) => {
+      if (net.isIP(host)) { (cb as (e: Error | null, a: string, f: number) => void)(null, host, net.isIP(host)); return; }
+      this.resolver().addresses(host).then((r) => {
+        const a = r.records[0];
+        if ((opts as { all?: boolean }).all) (cb as unknown as (e: null, a: { address: string; family: number }[]) => void)(null, r.records.map((x) => ({ address: x, family: net.isIP(x) })));
+        else (cb as (e: Error | null, a: string, f: number) => void)(null, a, net.isIP(a));
+      }, (e: Error) => (cb as (e: Error, a: string, f: number) => void)(e, '', 4));
+    };
+    return new Promise((resolve, reject) => {
+      const req = lib.request(u, {
+        method: body ? 'POST' : 'GET', lookup, timeout: this.timeoutMs, agent: false,
+        headers: body ? { 'content-type': 'application/ocsp-request', 'content-length': body.length } : {},
+      }, (res) => {
+        if ((res.statusCode ?? 0) >= 300) { res.resume(); reject(new Error(`HTTP ${res.statusCode}`)); return; }
+        const parts: Buffer[] = []; let n = 0;
+        res.on('data', (d: Buffer) => { n += d.length; if (n > MAX_BODY) { req.destroy(new Error('response too large')); return; } parts.push(d); });
+        res.on('end', () => resolve(Buffer.concat(parts)));
+        res.on('error', reject);
+      });
+      req.on('timeout', () => req.destroy(new Error(`no answer within ${this.timeoutMs} ms`)));
+      req.on('error', (e: NodeJS.ErrnoException) => reject(new Error(e.code ? `${e.code} ${e.message}` : e.message)));
+      req.end(body);
+    });
+  }
+
+  private async viaOcsp(url: string, leaf: X509Certificate, issuer: X509Certificate): Promise<EndpointResult & { revokedAt?: Date }> {
+    const key = `${url}|${issuer.fingerprint256}|${leaf.serialNumber}`;
+    const hit = this.ocspCache.get(key);
+    if (hit && hit.until > Date.now()) return { kind: 'ocsp', url, ok: true, status: hit.status, ...(hit.revokedAt ? { revokedAt: hit.revokedAt } : {}) };
+    try {
+      const r = readOcspResponse(await this.fetch(url, ocspRequest(leaf, issuer)), leaf, issuer);
+      const until = r.nextUpdate ? r.nextUpdate.getTime() : Date.now() + 3_600_000;
+      this.ocspCache.set(key, { until, status: r.status, ...(r.revokedAt ? { revokedAt: r.revokedAt } : {}) });
+      return { kind: 'ocsp', url, ok: true, status: r.status, ...(r.revokedAt ? { revokedAt: r.revokedAt } : {}) };
+    } catch (e) {
+      return { kind: 'ocsp', url, ok: false, error: (e as Error).message };
+    }
+  }
+
+  private async viaCrl(url: string, leaf: X509Certificate, issuer: X509Certificate): Promise<EndpointResult & { revokedAt?: Date }> {
+    try {
+      let entry = this.crlCache.get(url);
+      if (!entry || entry.until <= Date.now()) {
+        const crl = new x509.X509Crl(await this.fetch(url));
+        if (!(await crl.verify({ publicKey: new x509.X509Certificate(issuer.raw).publicKey }))) throw new Error('CRL signature does not verify against the issuer');
+        if (crl.thisUpdate.getTime() > Date.now() + SKEW_MS) throw new Error('CRL is not yet valid');
+        if (crl.nextUpdate && crl.nextUpdate.getTime() < Date.now() - SKEW_MS) throw new Error(`CRL expired at ${crl.nextUpdate.toISOString()}`);
+        entry = { until: crl.nextUpdate ? crl.nextUpdate.getTime() : Date.now() + 3_600_000, crl };
+        this.crlCache.set(url, entry);
+      }
+      const hit = entry.crl.findRevoked(new x509.X509Certificate(leaf.raw));
+      return { kind: 'crl', url, ok: true, status: hit ? 'revoked' : 'good', ...(hit ? { revokedAt: hit.revocationDate } : {}) };
+    } catch (e) {
+      return { kind: 'crl', url, ok: false, error: (e as Error).message };
+    }
+  }
+
+  /** Check one certificate against its issuer. `all`: try every endpoint (for reports). */
+  async checkOne(cert: X509Certificate, issuer: X509Certificate, all = false): Promise<CertRevocation> {
+    const { ocsp, crl } = urlsOf(cert);
+    const endpoints: EndpointResult[] = [];
+    let decided: (EndpointResult & { revokedAt?: Date }) | undefined;
+    for (const url of ocsp) {
+      const r = await this.viaOcsp(url, cert, issuer);
+      endpoints.push(r);
+      if (r.ok && r.status !== 'unknown') { decided ??= r; if (!all) break; }
+    }
+    if (!decided || all) {
+      for (const url of crl) {
+        const r = await this.viaCrl(url, cert, issuer);
+        endpoints.push(r);
+        if (r.ok) { decided ??= r; if (!all) break; }
+      }
+    }
+    if (endpoints.some((e) => e.status === 'revoked')) decided = endpoints.find((e) => e.status === 'revoked');
+    return {
+      subject: oneLine(cert.subject), status: decided?.status ?? 'unknown', endpoints,
+      ...(decided?.revokedAt ? { revokedAt: decided.revokedAt.toISOString() } : {}),
+    };
+  }
+
+  /** Check every certificate of a verified chain (leaf first, root last; the root is not checked). */
+  async check(chain: readonly X509Certificate[], all = false): Promise<RevocationResult> {
+    const certificates: CertRevocation[] = [];
+    for (let i = 0; i + 1 < chain.length; i++) certificates.push(await this.checkOne(chain[i], chain[i + 1], all));
+    const revoked = certificates.find((c) => c.status === 'revoked');
+    const unknown = certificates.find((c) => c.status === 'unknown');
+    const status: RevocationStatus = revoked ? 'revoked' : unknown ? 'unknown' : 'good';
+    const where = (c: CertRevocation) => c.endpoints.map((e) => `${e.kind.toUpperCase()} ${e.url}: ${e.ok ? e.status : `unreachable (${e.error})`}`).join('; ') || 'no CRL or OCSP endpoints';
+    const summary = revoked
+      ? `certificate ${revoked.subject} is REVOKED${revoked.revokedAt ? ` since ${revoked.revokedAt}` : ''} (${where(revoked)})`
+      : unknown ? `revocation status of ${unknown.subject} unknown (${where(unknown)})` : 'not revoked (' + certificates.map(where).join('; ') + ')';
+    return { status, certificates, summary };
+  }
+}

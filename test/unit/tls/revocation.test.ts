@@ -1,0 +1,75 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { Resolver } from '../../../src/dns/resolver.ts';
+import { RevocationChecker } from '../../../src/tls/revocation.ts';
+import { issueCertificate } from '../../../src/tls/certgen.ts';
+import { makePki, type Pki } from '../../helpers/pki.ts';
+import { tempDir, freePort } from '../../helpers/gateway.ts';
+import { startCrlServer, startOcspResponder, type CrlServer, type OcspResponder } from '../../helpers/revocation.ts';
+
+let pki: Pki; let crl: CrlServer; let ocsp: OcspResponder; let dir: string;
+let good: X509Certificate; let revoked: X509Certificate; let crlOnlyGood: X509Certificate; let crlOnlyRevoked: X509Certificate; let dead: X509Certificate;
+const chain = (c: X509Certificate) => [c, new X509Certificate(pki.intermediate.certPem), new X509Certificate(pki.root.certPem)];
+const checker = () => new RevocationChecker(() => new Resolver(['127.0.0.1:1'], { timeoutMs: 200, attempts: 1 }), 2000);
+
+before(async () => {
+  dir = tempDir();
+  pki = await makePki(dir, 'Rev');
+  crl = await startCrlServer();
+  const ocspPort = await freePort();
+  const urls = { crlUrls: [crl.url('int.crl')], ocspUrls: [`http://127.0.0.1:${ocspPort}`] };
+  const mk = async (name: string, o: object) => new X509Certificate((await pki.issue(name, o)).issued.certPem);
+  good = await mk('good.rev.test', urls);
+  revoked = await mk('revoked.rev.test', urls);
+  crlOnlyGood = await mk('crl-good.rev.test', { crlUrls: urls.crlUrls });
+  crlOnlyRevoked = await mk('crl-revoked.rev.test', { crlUrls: urls.crlUrls });
+  const closed = await freePort();
+  dead = await mk('dead.rev.test', { crlUrls: [`http://127.0.0.1:${closed}/x.crl`], ocspUrls: [`http://127.0.0.1:${closed}`] });
+  await crl.publish('int.crl', pki.intermediate, [revoked, crlOnlyRevoked]);
+  await crl.publish('root.crl', pki.root, []);
+  ocsp = await startOcspResponder(dir, pki.intermediate, [good], [revoked], ocspPort);
+});
+after(async () => { await ocsp?.close(); await crl?.close(); });
+
+test('OCSP (real openssl responder): good and revoked', async () => {
+  const c = checker();
+  const g = await c.checkOne(good, new X509Certificate(pki.intermediate.certPem));
+  assert.equal(g.status, 'good', JSON.stringify(g));
+  assert.equal(g.endpoints[0].kind, 'ocsp');
+  const r = await c.check(chain(revoked));
+  assert.equal(r.status, 'revoked');
+  assert.match(r.summary, /REVOKED/);
+});
+
+test('CRL: good and revoked; the CRL is cached until nextUpdate', async () => {
+  const c = checker();
+  assert.equal((await c.checkOne(crlOnlyGood, new X509Certificate(pki.intermediate.certPem))).status, 'good');
+  const before = crl.requests;
+  const r = await c.checkOne(crlOnlyRevoked, new X509Certificate(pki.intermediate.certPem));
+  assert.equal(r.status, 'revoked');
+  assert.ok(r.revokedAt);
+  assert.equal(crl.requests, before, 'second lookup served from cache');
+});
+
+test('unreachable endpoints give unknown with every failure named', async () => {
+  const r = await checker().check(chain(dead));
+  assert.equal(r.status, 'unknown');
+  assert.equal(r.certificates[0].endpoints.length, 2);
+  assert.ok(r.certificates[0].endpoints.every((e) => !e.ok && /ECONNREFUSED/.test(e.error ?? '')));
+  assert.match(r.summary, /OCSP http:\/\/127\.0\.0\.1:\d+: unreachable \(ECONNREFUSED/);
+});
+
+test('a CRL signed by the wrong key is not believed', async () => {
+  const impostor = await issueCertificate({ subject: 'CN=Impostor', ca: true, key: 'ec256' });
+  await crl.publish('forged.crl', pki.intermediate, [], { signer: impostor });
+  const victim = new X509Certificate((await pki.issue('forged.rev.test', { crlUrls: [crl.url('forged.crl')] })).issued.certPem);
+  const r = await checker().checkOne(victim, new X509Certificate(pki.intermediate.certPem));
+  assert.equal(r.status, 'unknown');
+  assert.match(r.endpoints[0].error ?? '', /signature does not verify/);
+});
+
+test('all=true reports every endpoint (for tls check)', async () => {
+  const r = await checker().checkOne(good, new X509Certificate(pki.intermediate.certPem), true);
+  assert.deepEqual(r.endpoints.map((e) => [e.kind, e.ok, e.status]), [['ocsp', true, 'good'], ['crl', true, 'good']]);
+});
