@@ -35,6 +35,8 @@ export interface AttemptFacts {
   tlsRequired: TlsRequirement;
   tlsAchieved: TlsLevel;
   tls?: Omit<PeerTls, 'chain'>;
+  /** The peer offered DSN (so success notices are its job: we report "relayed" otherwise). */
+  peerDsn?: boolean;
   /** Revocation check result at certificateValidation and above. */
   revocation?: string;
   reused?: boolean;
@@ -232,6 +234,7 @@ export class RemoteDelivery {
     if (!conn) return hostFail({ kind: 'connect', detail: `could not connect to ${t.name} [${ip}]` });
 
     facts.tls = stripChain(conn.tls);
+    facts.peerDsn = conn.extensions.has('DSN');
     facts.tlsAchieved = achieved(conn.tls, req, t.name);
     if (!conn.tls && conn.tlsSkipped && !facts.fallback) facts.fallback = conn.tlsSkipped;
     const judged = await judgeTls(conn.tls, req, `host ${t.name} [${ip}]`, this.revocation, cfg.tls.revocation);

@@ -336,7 +336,8 @@ export class SmtpSession {
       org: t.recipients[0].org, mailFrom: t.mailFrom, envelope: t.envelope, recipients: t.recipients, chunks: d.chunks,
       inbound: {
         sessionId: this.id, clientIp: this.clientIp, clientPort: this.sock.remotePort ?? 0, helo: this.helo ?? '',
-        protocol: this.esmtp ? (this.tlsFacts ? 'ESMTPS' : 'ESMTP') : (this.tlsFacts ? 'SMTPS' : 'SMTP'),
+        // RFC 3848 / RFC 6531 §3.7.3 protocol names.
+        protocol: `${t.envelope.smtputf8 ? 'UTF8SMTP' : this.esmtp ? 'ESMTP' : 'SMTP'}${this.tlsFacts ? 'S' : ''}`,
         receivedBy: this.host, ...(this.tlsFacts ? { tls: this.tlsFacts } : {}),
         ...(t.match ? { connector: { name: t.match.connector.name, organization: t.match.connector.organization, by: t.match.by } } : {}),
         ...(t.match?.connector.treatMessagesAsInternal ? { internal: true } : {}),

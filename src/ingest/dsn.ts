@@ -8,7 +8,7 @@ import { rfc5322Date } from './received.ts';
 export interface DsnRecipient {
   address: string;
   orcpt?: string;
-  action: 'failed' | 'delayed';
+  action: 'failed' | 'delayed' | 'delivered' | 'relayed';
   reply: SmtpReply;
   remoteMta?: string;
   /** Plain words: what happened, including whether TLS was used or required. */
@@ -29,11 +29,11 @@ export interface DsnInput {
 }
 
 /** Does the recipient's NOTIFY ask for this kind of notice? (absent NOTIFY: failures and delays) */
-export function wantsNotice(notify: string | undefined, kind: 'failed' | 'delayed'): boolean {
-  if (!notify) return true;
+export function wantsNotice(notify: string | undefined, kind: 'failed' | 'delayed' | 'success'): boolean {
+  if (!notify) return kind !== 'success';
   const n = notify.toUpperCase().split(',');
   if (n.includes('NEVER')) return false;
-  return n.includes(kind === 'failed' ? 'FAILURE' : 'DELAY');
+  return n.includes(kind === 'failed' ? 'FAILURE' : kind === 'delayed' ? 'DELAY' : 'SUCCESS');
 }
 
 const decodeXtext = (s: string) => s.replace(/\+([0-9A-F]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
@@ -47,13 +47,16 @@ export function buildDsn(d: DsnInput): { data: Buffer; messageId: string } {
   const boundary = `=_portcullis_${randomBytes(9).toString('base64url')}`;
   const messageId = `<${d.queueId}.${randomBytes(4).toString('hex')}@${d.reportingMta}>`;
   const delayed = d.recipients.every((r) => r.action === 'delayed');
-  const subject = delayed ? 'Delayed Mail (still being retried)' : 'Undelivered Mail Returned to Sender';
+  const success = d.recipients.every((r) => r.action === 'delivered' || r.action === 'relayed');
+  const subject = success ? 'Successful Mail Delivery Report' : delayed ? 'Delayed Mail (still being retried)' : 'Undelivered Mail Returned to Sender';
   const human = [
     `This is the mail system at ${d.reportingMta}.`,
     '',
-    delayed
-      ? 'Your message could not be delivered yet to the recipients below. It is still being retried; you do not need to send it again.'
-      : 'I am sorry to have to tell you that your message could not be delivered to the recipients below. It has been returned.',
+    success
+      ? 'Your message was successfully delivered to the recipients below (as you asked to be told).'
+      : delayed
+        ? 'Your message could not be delivered yet to the recipients below. It is still being retried; you do not need to send it again.'
+        : 'I am sorry to have to tell you that your message could not be delivered to the recipients below. It has been returned.',
     '',
     ...d.recipients.flatMap((r) => [`<${r.address}>:`, `    ${r.explanation}`, '']),
     ...(delayed && d.willRetryUntil ? [`Delivery will be retried until ${rfc5322Date(new Date(d.willRetryUntil))}.`, ''] : []),
@@ -75,7 +78,7 @@ export function buildDsn(d: DsnInput): { data: Buffer; messageId: string } {
     ...(r.lastAttempt ? [`Last-Attempt-Date: ${rfc5322Date(new Date(r.lastAttempt))}`] : []),
     ...(r.action === 'delayed' && d.willRetryUntil ? [`Will-Retry-Until: ${rfc5322Date(new Date(d.willRetryUntil))}`] : []),
   ].join('\r\n'));
-  const headersOnly = d.envelope.ret === 'HDRS' || delayed;
+  const headersOnly = d.envelope.ret === 'HDRS' || delayed || (success && d.envelope.ret !== 'FULL');
   const head = [
     `From: Mail Delivery System <MAILER-DAEMON@${d.reportingMta}>`,
     `To: <${d.originalFrom}>`,
@@ -104,7 +107,7 @@ export function buildDsn(d: DsnInput): { data: Buffer; messageId: string } {
     '',
     `--${boundary}`,
     `Content-Type: ${headersOnly ? 'text/rfc822-headers' : 'message/rfc822'}`,
-    `Content-Description: ${headersOnly ? 'Undelivered message headers' : 'Undelivered message'}`,
+    `Content-Description: ${success ? 'Delivered message' : 'Undelivered message'}${headersOnly ? ' headers' : ''}`,
     '',
     '',
   ].join('\r\n');

@@ -178,8 +178,14 @@ export class Scheduler {
     await this.store.complete(m.id, this.owner, outcomes, next, { delayWarned: warn });
   }
 
-  /** Bounce failed recipients to the sender (RFC 3464), unless null sender or NOTIFY declines. */
+  /** Bounce failed recipients to the sender (RFC 3464), unless null sender or NOTIFY declines;
+   * report success where NOTIFY asks for it: delivered here, or relayed to a peer without DSN. */
   private async notify(m: QueueMessage, data: Buffer, results: Result[]): Promise<void> {
+    const succeeded = results.filter((r) => r.outcome.status === 'delivered' && wantsNotice(r.rcpt.notify, 'success') && (r.agent === 'maildir' || r.attempt?.peerDsn === false));
+    if (succeeded.length && m.mailFrom) {
+      await this.sendDsn(m, data, succeeded.map((r) => ({ ...this.dsnRecipient(r, 'failed', false), action: r.agent === 'maildir' ? 'delivered' as const : 'relayed' as const,
+        explanation: r.agent === 'maildir' ? `delivered to the mailbox (${r.outcome.reply.message})` : `relayed to ${r.attempt?.host}, which does not offer delivery notifications; no further notice will follow` })));
+    }
     const failed = results.filter((r) => r.outcome.status === 'failed' && wantsNotice(r.rcpt.notify, 'failed'));
     if (!failed.length) return;
     if (!m.mailFrom) {
@@ -212,7 +218,8 @@ export class Scheduler {
     const senderDomain = m.mailFrom.slice(m.mailFrom.lastIndexOf('@') + 1);
     const route = inbound.acceptedDomain(senderDomain)?.type === 'authoritative' ? 'local' as const : 'remote' as const;
     const id = await this.ingest.generated({ org: m.org, to: { address: m.mailFrom, route }, data: dsn.data, messageId: dsn.messageId, host: config.hostname, regarding: m.id });
-    emit({ event: 'delivery.result', queueId: m.id, rcpt: rcpts.map((r) => r.address).join(','), status: rcpts[0].action === 'delayed' ? 'deferred' : 'failed', agent: 'dsn', reason: `${rcpts[0].action === 'delayed' ? 'delay warning' : 'DSN'} queued as ${id} to <${m.mailFrom}>` });
+    const a = rcpts[0].action;
+    emit({ event: 'delivery.result', queueId: m.id, rcpt: rcpts.map((r) => r.address).join(','), status: a === 'delayed' ? 'deferred' : a === 'failed' ? 'failed' : 'delivered', agent: 'dsn', reason: `${a === 'delayed' ? 'delay warning' : a === 'failed' ? 'DSN' : 'success notice'} queued as ${id} to <${m.mailFrom}>` });
   }
 
   /** Stop claiming; wait for deliveries in flight. */

@@ -71,3 +71,29 @@ test('client certificate facts appear in Received:', async () => {
   // Partner root is not in our trust store: presented but not verified, and the reason is named.
   assert.match(msg, /\(client certificate CN=mail\.fabrikam\.test, O=Partner Org issued by CN=Partner Issuing CA, O=Partner Trust, not verified: unable to find issuer/);
 });
+
+test('NOTIFY=SUCCESS gets a "delivered" report; UTF-8 mail is received "with UTF8SMTPS"', async () => {
+  const c = await SmtpClient.connect(gw.port);
+  await c.hello();
+  await c.starttls({ servername: 'mx1.contoso.test' });
+  await c.expect('EHLO client.test', 250);
+  await c.expect('MAIL FROM:<asker@contoso.test> RET=HDRS ENVID=env+2B1', 250);
+  await c.expect('RCPT TO:<dora@contoso.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;dora@contoso.test', 250);
+  await c.expect('DATA', 354);
+  c.write('Subject: notify me\r\n\r\nhi\r\n.\r\n');
+  assert.equal((await c.read())?.code, 250);
+  await c.expect('MAIL FROM:<jöran@contoso.test> SMTPUTF8', 250);
+  await c.expect('RCPT TO:<émile@contoso.test>', 250);
+  await c.expect('DATA', 354);
+  c.write('Subject: =?utf-8?q?caf=C3=A9?=\r\n\r\nçà\r\n.\r\n');
+  assert.equal((await c.read())?.code, 250);
+  c.close();
+  const [report] = await waitForMail(path.join(gw.dataDir, 'mailboxes/contoso.test/asker'));
+  const r = readFileSync(report, 'utf8');
+  assert.match(r, /Subject: Successful Mail Delivery Report/);
+  assert.match(r, /Original-Envelope-Id: env\+1/);
+  assert.match(r, /Original-Recipient: rfc822; dora@contoso\.test\r\nFinal-Recipient: rfc822; dora@contoso\.test\r\nAction: delivered\r\nStatus: 2\.0\.0/);
+  assert.match(r, /Content-Type: text\/rfc822-headers/);
+  const [utf8] = await waitForMail(path.join(gw.dataDir, 'mailboxes/contoso.test/%C3%A9mile'));
+  assert.match(readFileSync(utf8, 'utf8'), /with UTF8SMTPS id /);
+});
