@@ -32,6 +32,7 @@ export function describeAttempt(e: TraceEvent, m: QueueMessage): string {
     lines.push(`      TLS: ${t.version} ${t.cipher} (${t.bits} bits)${t.resumed ? ', resumed' : ''}`);
     if (t.subject) lines.push(`      peer certificate: ${t.subject}; issuer ${t.issuer}; SHA-256 ${t.fingerprint256}; ${t.chainValid ? 'chain valid' : `chain NOT valid: ${t.chainError}`}`);
   } else if (d.agent === 'smtp') lines.push('      TLS: none (plaintext)');
+  if (d.internal) lines.push(`      ${String(d.internal)}`);
   if (d.revocation) lines.push(`      revocation: ${String(d.revocation)}`);
   if (d.fallback) lines.push(`      note: ${String(d.fallback)}`);
   if (d.reply) lines.push(`      result: ${d.reply.code} ${d.reply.enhanced} ${d.reply.reason ?? d.reply.message}`);
@@ -43,6 +44,7 @@ export function describeMessage(m: QueueMessage, events: TraceEvent[]): string {
   const out = [
     `message ${m.id}  [${m.state}]  organization ${m.org}`,
     `  received ${iso(m.receivedAt)} from ${i.clientIp ? `[${i.clientIp}] helo ${i.helo} with ${i.protocol}` : `this gateway (${i.protocol}, ${i.sessionId})`}`,
+    ...(i.connector ? [`  inbound connector: "${i.connector.name}" (organization ${i.connector.organization}, matched by ${i.connector.by})${i.internal ? ', internal' : ''}`] : []),
     `  inbound TLS: ${i.tls ? `${i.tls.version} ${i.tls.cipher} (${i.tls.bits} bits)${i.tls.peerCert ? `; client certificate ${i.tls.peerCert.subject}, issuer ${i.tls.peerCert.issuer}, ${i.tls.peerCert.verified ? 'verified' : `not verified (${i.tls.peerCert.verifyError})`}` : '; no client certificate'}` : 'none (plaintext)'}`,
     `  from <${m.mailFrom}>  message-id ${m.messageId ?? '(none)'}  size ${m.size}`,
     `  recipients: ${m.recipients.map((r) => `${r.address} (${r.status})`).join(', ')}`,

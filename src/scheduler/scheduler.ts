@@ -34,7 +34,7 @@ export function retryDelay(schedule: readonly number[], attempts: number): numbe
   return schedule[Math.min(Math.max(attempts - 1, 0), schedule.length - 1)];
 }
 
-interface Result { rcpt: QueueRecipient; outcome: Outcome; agent: string; attempt?: AttemptFacts }
+interface Result { rcpt: QueueRecipient; outcome: Outcome; agent: string; attempt?: AttemptFacts; note?: Record<string, unknown> }
 
 /** Plain words for the sender: what happened and how the connection was protected. */
 function explain(r: Result, expired: boolean): string {
@@ -133,7 +133,9 @@ export class Scheduler {
     const work: Promise<void>[] = [];
     for (const r of m.recipients) {
       if (r.route === 'local') {
-        work.push(this.agents.local.deliver(r.address, m.mailFrom, data).then((outcome) => { results.push({ rcpt: r, outcome, agent: 'maildir' }); }));
+        // Mail between organisations hosted here never leaves the gateway; the trace says so.
+        const note = r.org !== m.org ? { internal: `delivered internally from organization ${m.org} to organization ${r.org}` } : undefined;
+        work.push(this.agents.local.deliver(r.address, m.mailFrom, data).then((outcome) => { results.push({ rcpt: r, outcome, agent: 'maildir', ...(note ? { note } : {}) }); }));
         continue;
       }
       const hop = outbound.nextHop(m.org, r.address.slice(r.address.lastIndexOf('@') + 1));
@@ -172,7 +174,7 @@ export class Scheduler {
     if (warn && data) await this.delayWarning(m, data, deferred);
     const outcomes: RecipientOutcome[] = results.map((r) => ({
       idx: r.rcpt.idx, status: r.outcome.status, reply: r.outcome.reply, agent: r.agent,
-      ...(r.attempt ? { detail: { ...r.attempt } as Record<string, unknown> } : {}),
+      ...(r.attempt || r.note ? { detail: { ...r.attempt, ...r.note } as Record<string, unknown> } : {}),
     }));
     const next = Date.now() + retryDelay(q.retrySchedule, m.attempts + 1) * 1000;
     await this.store.complete(m.id, this.owner, outcomes, next, { delayWarned: warn });

@@ -7,7 +7,9 @@ import { SmtpClient } from '../helpers/smtp.ts';
 let gw: GatewayHandle;
 before(async () => {
   gw = await startGateway({ config: { organizations: [
-    { name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }, { domain: 'hr.contoso.test', recipients: ['alice'] }] },
+    { name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }, { domain: 'hr.contoso.test', recipients: ['alice'] }],
+      inboundConnectors: [{ name: 'Contoso servers', connectorType: 'onPremises', senderIPAddresses: ['127.0.0.5/32'] }] },
+    { name: 'tailspin', acceptedDomains: [{ domain: 'tailspin.test' }] },
   ] } });
 });
 after(() => cleanup(gw));
@@ -55,4 +57,17 @@ test('unknown users in a recipient list get 550 5.1.1; the known one is accepted
 test('rejections are logged with the reason for the admin', async () => {
   const e = await gw.waitForLog((x) => x.event === 'message.rejected' && String(x.reason).includes('routing character'));
   assert.equal(e.enhanced, '5.7.1');
+});
+
+test('mail between organisations hosted here is delivered internally and traced as such', async () => {
+  const c = await SmtpClient.connect(gw.port, '127.0.0.1', '127.0.0.5');
+  await c.hello();
+  const r = await c.send('alice@contoso.test', ['boss@tailspin.test'], 'Subject: cross-org\r\n\r\nhi\r\n');
+  assert.equal(r.code, 250, r.text);
+  c.close();
+  const id = /queued as (\w+)/.exec(r.text)![1];
+  await gw.waitForLog((e) => e.event === 'delivery.result' && e.queueId === id && e.status === 'delivered');
+  const t = await gw.cli(['trace', '--queue-id', id]);
+  assert.match(t.stdout, /delivered internally from organization contoso to organization tailspin/);
+  assert.match(t.stdout, /inbound connector: "Contoso servers" \(organization contoso, matched by ip\)/);
 });
