@@ -239,6 +239,10 @@ export class RemoteDelivery {
     if (!conn.tls && conn.tlsSkipped && !facts.fallback) facts.fallback = conn.tlsSkipped;
     const judged = await judgeTls(conn.tls, req, `host ${t.name} [${ip}]`, this.revocation, cfg.tls.revocation);
     if (judged.revocation) facts.revocation = judged.revocation.summary;
+    // certificateValidation includes "not revoked": a revoked certificate (or, under hardFail, one
+    // whose status could not be confirmed) proves no identity, whatever its chain and names.
+    const rev = judged.revocation?.status;
+    if (conn.tls && (rev === 'revoked' || (rev === 'unknown' && cfg.tls.revocation === 'hardFail'))) facts.tlsAchieved = 'encryptionOnly';
     const violation = judged.violation;
     if (violation) {
       void conn.quit();

@@ -29,3 +29,26 @@ export async function makePki(dir: string, label = 'Test'): Promise<Pki> {
     },
   };
 }
+
+/**
+ * Like makePki, but the intermediate is issued with `intermediateOpts` (e.g. `crlUrls` pointing at
+ * a CRL the root signs), so revocation can be checked along the whole chain, not only the leaf.
+ */
+export async function makePkiWith(dir: string, label: string, intermediateOpts: Partial<CertOptions>): Promise<Pki> {
+  const root = await issueCertificate({ subject: `CN=${label} Root CA, O=${label} Trust`, ca: true, key: 'ec256' });
+  const intermediate = await issueCertificate({ subject: `CN=${label} Issuing CA, O=${label} Trust`, ca: true, key: 'ec256', ...intermediateOpts }, root);
+  const rootFile = path.join(dir, `${label.toLowerCase()}-root.pem`);
+  writeFileSync(rootFile, root.certPem);
+  return {
+    root, intermediate, rootFile,
+    async issue(name, opts = {}, issuer = intermediate) {
+      const issued = await issueCertificate({ subject: `CN=${name}, O=${label} Org`, dnsNames: [name], key: 'rsa2048', ...opts }, issuer);
+      const base = path.join(dir, name.replace(/[^a-z0-9.-]/gi, '_'));
+      const cert = `${base}.pem`; const key = `${base}.key`; const chain = `${base}-chain.pem`;
+      writeFileSync(cert, issued.certPem + (issuer === root ? '' : intermediate.certPem));
+      writeFileSync(key, issued.keyPem);
+      writeFileSync(chain, issued.certPem + intermediate.certPem);
+      return { cert, key, chain, issued };
+    },
+  };
+}
