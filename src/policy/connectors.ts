@@ -87,21 +87,30 @@ export class InboundConnectors {
     return best && score >= 0 ? facts(best, 'senderDomain') : undefined;
   }
 
-  /** The verdict at MAIL FROM for a matched connector: undefined = go on, or a refusal. */
-  enforce(m: ConnectorMatch, v: TransactionView): SmtpReply | undefined {
-    const c = m.connector;
-    const senderCovered = c.senderDomains.some((p) => patternMatch(p, v.senderDomain) >= 0);
-    if (c.requireTls && !v.tls) {
+  /**
+   * The verdict at MAIL FROM: undefined = go on, or a refusal. requireTls comes from the matched
+   * connector; the anti-spoofing restrictions come from EVERY partner connector whose
+   * senderDomains cover the sender domain, whichever connector the session matched.
+   */
+  enforce(m: ConnectorMatch | undefined, v: TransactionView): SmtpReply | undefined {
+    if (m?.connector.requireTls && !v.tls) {
       return reply(530, '5.7.0', 'Must issue a STARTTLS command first',
-        `connector "${c.name}" (organization ${c.organization}) requires TLS; the client sent MAIL in plaintext`);
+        `connector "${m.connector.name}" (organization ${m.connector.organization}) requires TLS; the client sent MAIL in plaintext`);
     }
-    if (c.connectorType === 'partner' && senderCovered) {
-      if (c.restrictDomainsToCertificate && !m.certificateOk) {
+    for (const p of this.list) {
+      const c = p.c;
+      if (c.connectorType !== 'partner' || !p.restricted) continue;
+      if (!c.senderDomains.some((pat) => patternMatch(pat, v.senderDomain) >= 0)) continue;
+      if (c.requireTls && !v.tls) {
+        return reply(530, '5.7.0', 'Must issue a STARTTLS command first',
+          `partner connector "${c.name}" (organization ${c.organization}) requires TLS for ${v.senderDomain}; the client sent MAIL in plaintext`);
+      }
+      if (c.restrictDomainsToCertificate && !this.certificateSatisfies(p, v.clientChain)) {
         return reply(550, '5.7.1', `Sender domain ${v.senderDomain} may only be used by its partner's certificate-authenticated servers`,
           `partner connector "${c.name}" (organization ${c.organization}) requires a client certificate matching ${c.tlsSenderCertificateName ?? '(no tlsSenderCertificateName)'} for ${v.senderDomain}; ` +
           `${v.clientChain.length ? `presented ${v.clientChain[0].subject.split('\n').join(', ')} (SHA-256 ${v.clientChain[0].fingerprint256}), which does not satisfy it` : 'no certificate was presented'}`);
       }
-      if (c.restrictDomainsToIPAddresses && !m.ipOk) {
+      if (c.restrictDomainsToIPAddresses && !inBlocks(p.blocks, v.clientIp)) {
         return reply(550, '5.7.1', `Sender domain ${v.senderDomain} may only be used from its partner's servers`,
           `partner connector "${c.name}" (organization ${c.organization}) accepts ${v.senderDomain} only from ${c.senderIPAddresses.join(', ')}; the client is ${v.clientIp}`);
       }

@@ -56,9 +56,9 @@ export class InboundPolicy {
   /** MAIL FROM: select the connector and apply its requirements. */
   mailFrom(v: TransactionView): Verdict<{ ok: true; match?: ConnectorMatch }> {
     const match = this.connectors.select(v);
-    if (!match) return { ok: true };
     const refusal = this.connectors.enforce(match, v);
-    return refusal ? { ok: false, reply: refusal } : { ok: true, match };
+    if (refusal) return { ok: false, reply: refusal };
+    return match ? { ok: true, match } : { ok: true };
   }
 
   recipient(mb: Mailbox, s: SessionView): Verdict<RecipientVerdict> {

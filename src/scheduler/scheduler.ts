@@ -34,19 +34,28 @@ export function retryDelay(schedule: readonly number[], attempts: number): numbe
   return schedule[Math.min(Math.max(attempts - 1, 0), schedule.length - 1)];
 }
 
-interface Result { rcpt: QueueRecipient; outcome: Outcome; agent: string; attempt?: AttemptFacts; note?: Record<string, unknown> }
+interface Result { rcpt: QueueRecipient; outcome: Outcome; agent: string; attempt?: AttemptFacts; note?: Record<string, unknown>; expired?: boolean; before?: Outcome }
 
 /** Plain words for the sender: what happened and how the connection was protected. */
 function explain(r: Result, expired: boolean): string {
   const o = r.outcome.reply;
-  let s = o.reason ?? `${o.code} ${o.enhanced} ${o.message}`;
-  if (!/said:/.test(s)) s = `${s} (${o.code} ${o.enhanced} ${o.message})`;
+  let details = o.reason ?? `${o.code} ${o.enhanced} ${o.message}`;
+  if (!/said:/.test(details)) details = `${details} (${o.code} ${o.enhanced} ${o.message})`;
   const a = r.attempt;
-  if (a) {
-    if (a.tls) s += ` The connection to ${a.host} was encrypted with ${a.tls.version} (${a.tls.cipher}).`;
-    else if (a.ip && !a.error) s += ` The connection to ${a.host} was not encrypted${a.fallback ? ` (${a.fallback})` : ''}.`;
+  // The class of the failure itself (before an expiry turned it into 5.4.7).
+  const cls = (r.before ?? r.outcome).reply.enhanced.slice(2);
+  let plain = '';
+  // TLS requirements (connector policy): say what it means before the technical detail.
+  if (cls === '7.4') {
+    plain = `The receiving mail server${a?.host ? ` (${a.host})` : ''} did not offer the encrypted connection (TLS) that your organisation requires for this destination, so the message was never sent to it. `;
+  } else if (cls === '7.5') {
+    plain = `The receiving mail server${a?.host ? ` (${a.host})` : ''} did not prove its identity with a valid certificate as your organisation requires for this destination, so the message was never sent to it. `;
+  } else if (a) {
+    if (a.tls) details += ` The connection to ${a.host} was encrypted with ${a.tls.version} (${a.tls.cipher}).`;
+    else if (a.ip && !a.error) details += ` The connection to ${a.host} was not encrypted${a.fallback ? ` (${a.fallback})` : ''}.`;
   }
-  return expired ? `Delivery was retried until the message expired. The last attempt failed: ${s}` : s;
+  const s = `${plain}${plain ? 'Technical details: ' : ''}${details}`;
+  return expired ? `Delivery was retried until the message expired. ${plain ? '' : 'The last attempt failed: '}${s}` : s;
 }
 
 export class Scheduler {
@@ -163,8 +172,9 @@ export class Scheduler {
       : m.recipients.map((rcpt) => ({ rcpt, agent: 'none', outcome: { status: 'deferred' as const, reply: { code: 451, enhanced: '4.3.0', message: 'Message data missing from the queue store' } } }));
     for (const r of results) {
       if (r.outcome.status === 'deferred' && expired) {
+        r.before = r.outcome;
         r.outcome = { status: 'failed', reply: { code: 550, enhanced: '5.4.7', message: `Delivery time expired: ${r.outcome.reply.message}`, reason: r.outcome.reply.reason ?? r.outcome.reply.message } };
-        (r as Result & { expired?: boolean }).expired = true;
+        r.expired = true;
       }
       emit({ event: 'delivery.result', queueId: m.id, rcpt: r.rcpt.address, status: r.outcome.status, agent: r.agent, code: r.outcome.reply.code, enhanced: r.outcome.reply.enhanced, reason: r.outcome.reply.reason ?? r.outcome.reply.message });
     }
@@ -194,7 +204,7 @@ export class Scheduler {
       emit({ event: 'delivery.result', queueId: m.id, rcpt: failed.map((r) => r.rcpt.address).join(','), status: 'failed', agent: 'bounce', reason: 'no DSN: the message has a null sender (it may itself be a bounce)' });
       return;
     }
-    await this.sendDsn(m, data, failed.map((r) => this.dsnRecipient(r, 'failed', (r as Result & { expired?: boolean }).expired === true)));
+    await this.sendDsn(m, data, failed.map((r) => this.dsnRecipient(r, 'failed', r.expired === true)));
   }
 
   private async delayWarning(m: QueueMessage, data: Buffer, deferred: Result[]): Promise<void> {
