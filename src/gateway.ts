@@ -76,7 +76,9 @@ export class Gateway {
       reserve: () => this.scheduler.reserve(), take: (m, d) => this.scheduler.take(m, d),
       kick: () => this.scheduler.kick(), unreserve: () => this.scheduler.unreserve(),
     });
-    this.scheduler = new Scheduler(this.store, { local: new MaildirDelivery(config.dataDir), remote: this.remote }, ingest,
+    const maildir = new MaildirDelivery(config.dataDir);
+    void maildir.cleanTmp().then((n) => { if (n) notice(`removed ${n} partial mailbox file(s) left in Maildir tmp/ folders by a previous process`); });
+    this.scheduler = new Scheduler(this.store, { local: maildir, remote: this.remote }, ingest,
       () => ({ config: this.deps.config, inbound: this.deps.policy, outbound: this.outbound }));
     this.deps = { config, policy: new InboundPolicy(config, trust), tls: this.tls, trust, ingest };
     this.server = new SmtpServer(() => this.deps);

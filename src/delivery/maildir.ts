@@ -1,7 +1,7 @@
 // Owns: local delivery into Maildir (dataDir/mailboxes/<domain>/<localpart>/{tmp,new,cur}).
 // Promise: a message is in new/ only complete and synced (write tmp, fsync, rename, fsync dir).
 // Failures come back as a classified outcome; nothing here throws to the caller.
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readdir, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { writeChunksDurable } from '../util/fsync.ts';
@@ -38,6 +38,30 @@ export class MaildirDelivery {
     if (this.made.has(dir)) return;
     await Promise.all(['tmp', 'new', 'cur'].map((d) => mkdir(path.join(dir, d), { recursive: true, mode: 0o700 })));
     this.made.add(dir);
+  }
+
+  /**
+   * Remove what a killed process left in tmp/ folders: files in our naming scheme
+   * (`<time>.M<usec>P<pid>Q<n>.<host>`) from another pid of this host. Only one server runs on a
+   * dataDir, so such a pid is dead; files of other writers (an IMAP server's LDA) are never touched.
+   * Runs in the background at start-up; returns how many files it removed.
+   */
+  async cleanTmp(): Promise<number> {
+    const mine = new RegExp(`^\\d+\\.M\\d+P(\\d+)Q\\d+\\.${HOST.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`);
+    let removed = 0;
+    const list = async (d: string) => { try { return await readdir(d); } catch { return []; } };
+    for (const domain of await list(this.root)) {
+      for (const box of await list(path.join(this.root, domain))) {
+        const tmp = path.join(this.root, domain, box, 'tmp');
+        for (const f of await list(tmp)) {
+          const m = mine.exec(f);
+          if (m && Number(m[1]) !== process.pid) {
+            try { await unlink(path.join(tmp, f)); removed++; } catch { /* gone already */ }
+          }
+        }
+      }
+    }
+    return removed;
   }
 
   /** Deliver `data` (with our Received: first) for one recipient. */
