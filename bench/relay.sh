@@ -39,12 +39,13 @@ organizations:
         tlsSettings: encryptionOnly
 YAML
 START="node $ROOT/bin/portcullis.js serve -c $RUN/portcullis.yaml"
-DRAIN="test \"\$(node $ROOT/bin/portcullis.js queue list --json -c $RUN/portcullis.yaml)\" = '[]'"
+DRAIN="bash $ROOT/bench/drain.sh $RUN/portcullis.yaml"
 if [[ ${PORTCULLIS_ONLY:-0} == 1 ]]; then
   bash "$SHARED/sink.sh" start >/dev/null 2>&1 || true
-  (cd "$RUN" && setsid bash -c "$START" > "$BENCH_WORK/logs/target.log" 2>&1 & echo $! > "$RUN/pid")
+  (cd "$RUN" && exec setsid $START > "$BENCH_WORK/logs/target.log" 2>&1) &
+  echo $! > "$RUN/pid"
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.2; done
-  trap 'kill -TERM -- -$(cat "$RUN/pid") 2>/dev/null || true; bash "$SHARED/sink.sh" stop >/dev/null 2>&1 || true' EXIT
+  trap 'kill -TERM "$(cat "$RUN/pid")" 2>/dev/null || true; bash "$SHARED/sink.sh" stop >/dev/null 2>&1 || true' EXIT
   NAME=portcullis TARGET_PORT=$PORT DRAIN_CMD="$DRAIN" CONFIGS=${CONFIGS:-b} bash "$SHARED/run-target.sh"
 else
   TARGET_NAME=portcullis TARGET_PORT=$PORT TARGET_START="$START" DRAIN_CMD="$DRAIN" \
