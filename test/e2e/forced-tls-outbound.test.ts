@@ -20,6 +20,7 @@ import { makePkiWith, type Pki } from '../helpers/pki.ts';
 import { startPeer, type Peer } from '../helpers/peer.ts';
 import { startCrlServer, startOcspResponder, type CrlServer, type OcspResponder } from '../helpers/revocation.ts';
 import { SmtpClient } from '../helpers/smtp.ts';
+import { until } from '../helpers/wait.ts';
 
 /** Seconds until a deferred message expires (and bounces). */
 const EXPIRATION = 10;
@@ -115,16 +116,6 @@ async function relay(from: string, to: string, subject: string): Promise<string>
     return /queued as (\w+)/.exec(r.text)![1];
   } finally {
     c.close();
-  }
-}
-
-async function until<T>(what: string, f: () => T | undefined | false, ms = 15_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
   }
 }
 

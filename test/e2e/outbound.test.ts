@@ -8,6 +8,7 @@ import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
 import { makePki } from '../helpers/pki.ts';
 import { startPeer, type Peer } from '../helpers/peer.ts';
 import { SmtpClient } from '../helpers/smtp.ts';
+import { until } from '../helpers/wait.ts';
 
 let gw: GatewayHandle;
 let dns: DnsServer;
@@ -77,16 +78,6 @@ async function relay(from: string, to: string[], subject: string): Promise<strin
   c.close();
   assert.equal(r.code, 250, r.text);
   return /queued as (\w+)/.exec(r.text)![1];
-}
-
-async function until<T>(what: string, f: () => T | undefined | false, ms = 15_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 const delivered = (id: string) => gw.events().find((e) => e.event === 'delivery.result' && e.queueId === id && e.status === 'delivered');

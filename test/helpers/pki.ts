@@ -11,23 +11,8 @@ export interface Pki {
 }
 
 /** Root → intermediate; `issue` writes leaf (+ intermediate) cert and key files into `dir`. */
-export async function makePki(dir: string, label = 'Test'): Promise<Pki> {
-  const root = await issueCertificate({ subject: `CN=${label} Root CA, O=${label} Trust`, ca: true, key: 'ec256' });
-  const intermediate = await issueCertificate({ subject: `CN=${label} Issuing CA, O=${label} Trust`, ca: true, key: 'ec256' }, root);
-  const rootFile = path.join(dir, `${label.toLowerCase()}-root.pem`);
-  writeFileSync(rootFile, root.certPem);
-  return {
-    root, intermediate, rootFile,
-    async issue(name, opts = {}, issuer = intermediate) {
-      const issued = await issueCertificate({ subject: `CN=${name}, O=${label} Org`, dnsNames: [name], key: 'rsa2048', ...opts }, issuer);
-      const base = path.join(dir, name.replace(/[^a-z0-9.-]/gi, '_'));
-      const cert = `${base}.pem`; const key = `${base}.key`; const chain = `${base}-chain.pem`;
-      writeFileSync(cert, issued.certPem + (issuer === root ? '' : intermediate.certPem));
-      writeFileSync(key, issued.keyPem);
-      writeFileSync(chain, issued.certPem + intermediate.certPem);
-      return { cert, key, chain, issued };
-    },
-  };
+export function makePki(dir: string, label = 'Test'): Promise<Pki> {
+  return makePkiWith(dir, label, {});
 }
 
 /**

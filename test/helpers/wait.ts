@@ -1,0 +1,12 @@
+// Bounded polling for tests.
+
+/** Poll `f` every 50 ms until it returns something truthy; fail after `ms`. */
+export async function until<T>(what: string, f: () => T | undefined | false, ms = 15_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = f();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
