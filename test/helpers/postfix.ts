@@ -29,6 +29,8 @@ export interface PostfixOptions {
   users: string[];
   /** transport_maps entries: domain -> next hop, e.g. { 'contoso.test': 'smtp:[127.0.0.1]:2525' }. */
   transports?: Record<string, string>;
+  /** relayhost for all other mail, a bracketed loopback address: e.g. '[127.0.0.1]:2525'. */
+  relayhost?: string;
   /** Extra main.cf lines. */
   extra?: string[];
 }
@@ -44,6 +46,13 @@ export interface PostfixInstance {
   /** Messages delivered to <user>@mailboxDomain (Maildir new/), as text. */
   mailbox(user: string): string[];
   postconf(name: string): Promise<string>;
+  /**
+   * Change main.cf settings (`postconf -e`); they apply after reload(). Refuses to touch the
+   * settings that keep the instance off DNS and on loopback, and re-checks them afterwards.
+   */
+  configure(settings: Record<string, string>): Promise<void>;
+  /** `postfix reload`: new processes use the new main.cf; waits (bounded) for the reload log line. */
+  reload(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -77,6 +86,16 @@ async function explainFailure(args: string[]): Promise<string> {
   return (r.stdout + r.stderr).trim();
 }
 
+/** main.cf settings that configure() must not change. */
+const GUARDED = ['smtp_dns_support_level', 'smtpd_peername_lookup', 'smtp_host_lookup', 'lmtp_host_lookup', 'inet_interfaces', 'inet_protocols',
+  'queue_directory', 'data_directory', 'maillog_file', 'transport_maps', 'relayhost'];
+
+async function checkNoDns(inst: PostfixInstance): Promise<void> {
+  const dns = await inst.postconf('smtp_dns_support_level');
+  const rdns = await inst.postconf('smtpd_peername_lookup');
+  if (dns !== 'disabled' || rdns !== 'no') throw new Error(`refusing Postfix config with smtp_dns_support_level=${dns} smtpd_peername_lookup=${rdns}`);
+}
+
 export async function startPostfix(o: PostfixOptions): Promise<PostfixInstance> {
   if (process.getuid?.() !== 0) throw new Error('the throwaway Postfix instance must be started as root');
   if (!existsSync(POSTFIX)) throw new Error('postfix is not installed (apt-get install postfix)');
@@ -84,6 +103,7 @@ export async function startPostfix(o: PostfixOptions): Promise<PostfixInstance> 
   for (const hop of Object.values(o.transports ?? {})) {
     if (!/^smtp:\[127\.\d+\.\d+\.\d+\]:\d+$/.test(hop)) throw new Error(`next hop ${hop} must be a bracketed loopback address (no DNS)`);
   }
+  if (o.relayhost !== undefined && !/^\[127\.\d+\.\d+\.\d+\]:\d+$/.test(o.relayhost)) throw new Error(`relayhost ${o.relayhost} must be a bracketed loopback address (no DNS)`);
   // The postfix user reads the certificates and writes below base: every folder above must be searchable.
   for (let d = path.dirname(path.resolve(o.base)); ; d = path.dirname(d)) {
     if (existsSync(d) && !(statSync(d).mode & 0o001)) throw new Error(`${d} is not searchable by others (o+x): the postfix user cannot reach ${o.base}`);
@@ -132,6 +152,7 @@ export async function startPostfix(o: PostfixOptions): Promise<PostfixInstance> 
     `virtual_gid_maps = static:${nobody.gid}`,
     'virtual_minimum_uid = 1',
     ...(o.transports ? [`transport_maps = ${map(o.transports)}`] : []),
+    ...(o.relayhost ? [`relayhost = ${o.relayhost}`] : []),
     // No DNS anywhere.
     'smtp_dns_support_level = disabled',
     'smtp_host_lookup = native',
@@ -195,6 +216,25 @@ export async function startPostfix(o: PostfixOptions): Promise<PostfixInstance> 
       if (r.code !== 0) throw new Error(`postconf ${name} failed: ${r.stderr}`);
       return r.stdout.trim();
     },
+    async configure(settings) {
+      for (const [k, v] of Object.entries(settings)) {
+        if (GUARDED.includes(k)) throw new Error(`configure: ${k} is fixed by the helper (no DNS, loopback only)`);
+        if (/[\r\n]/.test(k + v)) throw new Error(`configure: ${k} must be one line`);
+        const r = await run(POSTCONF, ['-c', etc, '-e', `${k} = ${v}`]);
+        if (r.code !== 0) throw new Error(`postconf -e ${k} failed: ${r.stderr}`);
+      }
+      await checkNoDns(inst);
+    },
+    async reload() {
+      const before = (inst.log().match(/postfix\/master\[\d+\]: reload /g) ?? []).length;
+      const r = await run(POSTFIX, ['-c', etc, 'reload']);
+      if (r.code !== 0) throw new Error(`postfix -c ${etc} reload failed (${r.code}): ${r.stdout}${r.stderr}\n${await explainFailure(['-c', etc, 'reload'])}`);
+      const end = Date.now() + 15_000;
+      while ((inst.log().match(/postfix\/master\[\d+\]: reload /g) ?? []).length <= before) {
+        if (Date.now() > end) throw new Error(`no reload line in ${logFile} after postfix reload:\n${inst.log().split('\n').slice(-20).join('\n')}`);
+        await new Promise((res) => setTimeout(res, 100));
+      }
+    },
     async stop() {
       if ((await run(POSTFIX, ['-c', etc, 'status'])).code !== 0) return;
       await run(POSTFIX, ['-c', etc, 'stop']);
@@ -212,9 +252,7 @@ export async function startPostfix(o: PostfixOptions): Promise<PostfixInstance> 
   };
 
   // The harness stays off the network: refuse a configuration that turned DNS back on.
-  const dns = await inst.postconf('smtp_dns_support_level');
-  const rdns = await inst.postconf('smtpd_peername_lookup');
-  if (dns !== 'disabled' || rdns !== 'no') throw new Error(`refusing Postfix config with smtp_dns_support_level=${dns} smtpd_peername_lookup=${rdns}`);
+  await checkNoDns(inst);
 
   // check creates the queue subfolders with the right owners.
   for (const cmd of ['check', 'start']) {
