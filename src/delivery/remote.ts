@@ -216,7 +216,10 @@ export class RemoteDelivery {
         conn = await SmtpConnection.open({
           ip, port: t.port, hostname: t.name, heloName: cfg.delivery.heloName ?? cfg.hostname, trust: this.trust(), starttls,
           ...this.sourceFor(ip), timeouts: cfg.delivery.timeouts, ...(this.identity ? { clientCert: this.identity() } : {}),
-          session: this.pool.session(t.name), onSession: (s) => this.pool.saveSession(t.name, s),
+          // A resumed session carries no certificate to check: certificateValidation and above
+          // always do a full handshake (resuming made every later connection fail "no certificate").
+          session: levelRank(req.level) >= levelRank('certificateValidation') ? undefined : this.pool.session(t.name),
+          onSession: (s) => this.pool.saveSession(t.name, s),
         });
         this.pool.opened();
       } catch (e) {

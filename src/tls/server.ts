@@ -2,7 +2,7 @@
 // default; hot reload on file change or on demand without restart (existing sessions keep the
 // context they started with). Promise: a failed reload keeps serving the previous certificates.
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
-import { randomBytes, X509Certificate, createPrivateKey } from 'node:crypto';
+import { constants, randomBytes, X509Certificate, createPrivateKey } from 'node:crypto';
 import path from 'node:path';
 import tls from 'node:tls';
 import { AdminError } from '../errors.ts';
@@ -54,6 +54,9 @@ export class ServerTls {
         // Required for resumption: with requestCert, OpenSSL fails any resumption attempt with
         // "session id context uninitialized" when no context is set (tls.Server sets one itself).
         sessionIdContext: 'portcullis-smtp',
+        // No client-initiated renegotiation (TLS 1.2): each one costs the server a full handshake
+        // (a cheap DoS lever) and SMTP never needs it; OpenSSL answers with a no_renegotiation alert.
+        secureOptions: constants.SSL_OP_NO_RENEGOTIATION,
       });
       return { pair, ctx, x509: x, certPem, keyPem };
     });
