@@ -61,6 +61,12 @@ function explain(r: Result, expired: boolean): string {
 export class Scheduler {
   readonly owner = `node-${sessionId()}`;
   private inflight = 0;
+  /**
+   * Messages this process is delivering now. A delivery can outlive its lease (slow peers: the
+   * RFC 5321 timeouts add up to more than queue.leaseSeconds); the claim then takes the message
+   * again, which renews our lease, and must not start a second, concurrent delivery of it.
+   */
+  private readonly active = new Set<string>();
   private reserved = 0;
   private timer: NodeJS.Timeout | undefined;
   private running = false;
@@ -93,10 +99,12 @@ export class Scheduler {
 
   private run(m: QueueMessage, data?: Buffer): void {
     this.inflight++;
+    this.active.add(m.id);
     void this.process(m, data).catch((e) => {
       emit({ event: 'internal.error', where: `scheduler.process ${m.id}`, error: String((e as Error)?.stack ?? e) });
     }).finally(() => {
       this.inflight--;
+      this.active.delete(m.id);
       this.kick();
       if (this.inflight === 0) for (const f of this.idle.splice(0)) f();
     });
@@ -121,7 +129,7 @@ export class Scheduler {
       const room = q.concurrency - this.inflight - this.reserved;
       if (room > 0) {
         const batch = await this.store.claim(this.owner, room, q.leaseSeconds * 1000);
-        for (const m of batch) this.run(m);
+        for (const m of batch) if (!this.active.has(m.id)) this.run(m);
         if (batch.length === room) { this.again = true; return; }
       }
       if (this.inflight >= q.concurrency) return; // a finishing delivery kicks again
