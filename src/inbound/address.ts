@@ -31,7 +31,7 @@ function checkDomain(d: string, utf8: boolean): string | null {
     if (!d.endsWith(']')) return 'unterminated address literal';
     const lit = d.slice(1, -1);
     if (IPV4.test(lit)) return null;
-    if (/^IPv6:[0-9A-Fa-f:.]+$/.test(lit)) return null;
+    if (/^IPv6:[0-9A-Fa-f:.]+$/i.test(lit)) return null; // the tag is case-insensitive (RFC 5234 §2.3), and normalised lower case
     return 'bad address literal';
   }
   if (d.length > 255) return 'domain too long';
@@ -94,7 +94,9 @@ export function parseMailbox(inner: string, utf8Allowed: boolean): Mailbox | Smt
   if (!rest) return Replies.badAddress('missing domain');
   const derr = checkDomain(rest, utf8Allowed);
   if (derr) return Replies.badAddress(derr);
-  const domain = rest.toLowerCase();
+  // ASCII letters only: Unicode case mapping can lengthen a U-label past its limits ("İ" becomes
+  // two code units) or turn it into a different, ASCII name (KELVIN SIGN becomes "k").
+  const domain = rest.replace(/[A-Z]+/g, (m) => m.toLowerCase());
   const needsQuote = quoted && !local.split('.').every((a) => a !== '' && ATEXT_UTF8.test(a));
   const shown = needsQuote ? `"${local.replace(/(["\\])/g, '\\$1')}"` : local;
   return { address: `${shown}@${domain}`, local, domain, quoted };

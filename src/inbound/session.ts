@@ -60,6 +60,7 @@ export class SmtpSession {
   private tlsFacts: TlsFacts | undefined;
   private clientChain: readonly X509Certificate[] = [];
   private deadline: NodeJS.Timeout | undefined;
+  private linger: NodeJS.Timeout | undefined;
   private readonly started = Date.now();
   private counts = { messages: 0, commands: 0, errors: 0 };
   private closeReason = 'client closed';
@@ -398,8 +399,10 @@ export class SmtpSession {
     clearTimeout(this.deadline);
     this.flush();
     this.sock.end();
-    // A peer that never reads must not pin the socket.
-    setTimeout(() => this.sock.destroy(), 10_000).unref();
+    // A peer that never reads must not pin the socket. Cleared once closed: a pending timer would
+    // keep the whole session (transaction, buffers) alive for 10 s after every connection.
+    this.linger = setTimeout(() => this.sock.destroy(), 10_000);
+    this.linger.unref();
   }
 
   /** Server shutdown: tell the client, then close. */
@@ -413,6 +416,7 @@ export class SmtpSession {
 
   private closed(): void {
     clearTimeout(this.deadline);
+    clearTimeout(this.linger);
     if (this.mode !== 'closing') this.mode = 'closing';
     emit({
       event: 'session.end', sid: this.id, ip: this.clientIp, ...(this.helo ? { helo: this.helo } : {}),
