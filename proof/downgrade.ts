@@ -17,6 +17,7 @@ import { startPeer, type Peer } from '../test/helpers/peer.ts';
 import { SmtpClient } from '../test/helpers/smtp.ts';
 import { startMitm, type Mitm, type MitmMode } from './lib/tls-mitm.ts';
 import type { ProofContext, ProofModule, ProofSection } from './types.ts';
+import { until } from '../test/helpers/wait.ts';
 
 const CMD = 'npm run proof -- --only downgrade';
 
@@ -71,16 +72,6 @@ interface Attempt {
   status: string; tlsAchieved?: string; fallback?: string; error?: string;
   tls?: { version: string; cipher: string; chainValid: boolean; chainError?: string; subject?: string; resumed?: boolean };
   reply: { code: number; enhanced: string; reason?: string };
-}
-
-async function until<T>(what: string, f: () => T | undefined | false, ms: number): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 async function relay(gw: GatewayHandle, to: string, marker: string): Promise<string> {

@@ -17,6 +17,7 @@ import { SmtpClient } from '../test/helpers/smtp.ts';
 import { startWeakPeer, opensslStarttlsProbe, type WeakPeer, type ClientProbe } from './lib/tls-weak-peer.ts';
 import { starttlsInjectionProbe } from './lib/tls-injection-probe.ts';
 import type { ProofContext, ProofModule, ProofSection } from './types.ts';
+import { until } from '../test/helpers/wait.ts';
 
 const CMD = 'npm run proof -- --only tls-grade';
 const SEVERITY = ['DEBUG', 'INFO', 'OK', 'LOW', 'MEDIUM', 'HIGH', 'CRITICAL'];
@@ -44,16 +45,6 @@ function run(bin: string, args: string[], opts: { cwd: string; env: NodeJS.Proce
     p.on('close', (code) => { clearTimeout(t); resolve({ code, out, timedOut, ms: Date.now() - t0 }); });
     p.on('error', (e) => { clearTimeout(t); resolve({ code: -1, out: out + String(e), timedOut, ms: Date.now() - t0 }); });
   });
-}
-
-async function until<T>(what: string, f: () => T | undefined | false, ms: number): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 async function relay(gw: GatewayHandle, to: string, subject: string): Promise<string> {
