@@ -123,7 +123,11 @@ export class RevocationChecker {
 
   constructor(private readonly resolver: () => Resolver, private readonly timeoutMs = 5000) {}
 
-  /** HTTP(S) GET/POST through our resolver; bounded in size and time. */
+  /**
+   * HTTP(S) GET/POST through our resolver; bounded in size and in time: the whole exchange (name
+   * lookup, connect, answer) must finish within timeoutMs, so a responder that trickles its
+   * answer cannot hold a delivery or an SMTP session.
+   */
   private fetch(url: string, body?: Buffer): Promise<Buffer> {
     const u = new URL(url);
     const lib = u.protocol === 'https:' ? https : http;
@@ -146,6 +150,8 @@ export class RevocationChecker {
         res.on('end', () => resolve(Buffer.concat(parts)));
         res.on('error', reject);
       });
+      const deadline = setTimeout(() => req.destroy(new Error(`no complete answer within ${this.timeoutMs} ms`)), this.timeoutMs);
+      req.on('close', () => clearTimeout(deadline));
       req.on('timeout', () => req.destroy(new Error(`no answer within ${this.timeoutMs} ms`)));
       req.on('error', (e: NodeJS.ErrnoException) => reject(new Error(e.code ? `${e.code} ${e.message}` : e.message)));
       req.end(body);

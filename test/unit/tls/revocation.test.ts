@@ -1,6 +1,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Resolver } from '../../../src/dns/resolver.ts';
 import { RevocationChecker } from '../../../src/tls/revocation.ts';
 import { issueCertificate } from '../../../src/tls/certgen.ts';
@@ -72,4 +74,31 @@ test('a CRL signed by the wrong key is not believed', async () => {
 test('all=true reports every endpoint (for tls check)', async () => {
   const r = await checker().checkOne(good, new X509Certificate(pki.intermediate.certPem), true);
   assert.deepEqual(r.endpoints.map((e) => [e.kind, e.ok, e.status]), [['ocsp', true, 'good'], ['crl', true, 'good']]);
+});
+
+test('an endpoint that trickles its answer is abandoned at the time limit (unknown), not waited for', { timeout: 10_000 }, async () => {
+  // One byte every 100 ms keeps the connection busy, so only a limit on the whole exchange stops it.
+  const timers = new Set<NodeJS.Timeout>();
+  const slow = http.createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/pkix-crl' });
+    const t = setInterval(() => res.write('x'), 100);
+    timers.add(t);
+    res.on('close', () => { clearInterval(t); timers.delete(t); });
+  });
+  await new Promise<void>((r) => slow.listen(0, '127.0.0.1', () => r()));
+  try {
+    const url = `http://127.0.0.1:${(slow.address() as AddressInfo).port}/slow.crl`;
+    const victim = new X509Certificate((await pki.issue('slow.rev.test', { crlUrls: [url] })).issued.certPem);
+    const started = Date.now();
+    const r = await new RevocationChecker(() => new Resolver(['127.0.0.1:1'], { timeoutMs: 200, attempts: 1 }), 500)
+      .checkOne(victim, new X509Certificate(pki.intermediate.certPem));
+    const took = Date.now() - started;
+    assert.equal(r.status, 'unknown');
+    assert.match(r.endpoints[0].error ?? '', /no complete answer within 500 ms/);
+    assert.ok(took < 2500, `gave up after ${took} ms`);
+  } finally {
+    for (const t of timers) clearInterval(t);
+    slow.closeAllConnections();
+    await new Promise<void>((r) => slow.close(() => r()));
+  }
 });
