@@ -2,13 +2,27 @@
 // the message trace is written by store/, metrics later hook the same emit().
 import pino from 'pino';
 
+/** A client certificate as judged after the handshake (tls/client-cert.ts). */
+export interface PeerCertFacts {
+  subject: string;
+  issuer: string;
+  fingerprint256: string;
+  /** The chain verifies against tls.trust. */
+  verified: boolean;
+  verifyError?: string;
+  /** Why its extended key usage rules out client authentication. */
+  ekuError?: string;
+  /** Present when checked: for a certificate that could identify a connector, unless tls.revocation is off. */
+  revocation?: { status: 'good' | 'revoked' | 'unknown'; summary: string };
+}
+
 export interface TlsFacts {
   version: string;
   cipher: string;
   bits: number;
   sni?: string;
   resumed?: boolean;
-  peerCert?: { subject: string; issuer: string; fingerprint256: string; verified: boolean; verifyError?: string };
+  peerCert?: PeerCertFacts;
 }
 
 export type Event =

@@ -71,7 +71,8 @@ export class Gateway {
     this.resolver = new Resolver(config.dns.servers);
     this.outbound = new OutboundPolicy(config);
     const pool = new ConnectionPool(() => this.deps.config.delivery.connectionReuse);
-    this.remote = new RemoteDelivery(() => this.resolver, pool, () => this.deps.trust, () => this.deps.config, new RevocationChecker(() => this.resolver), () => this.tls.clientIdentity());
+    const revocation = new RevocationChecker(() => this.resolver);
+    this.remote = new RemoteDelivery(() => this.resolver, pool, () => this.deps.trust, () => this.deps.config, revocation, () => this.tls.clientIdentity());
     const ingest = new Ingest(this.store, {
       reserve: () => this.scheduler.reserve(), take: (m, d) => this.scheduler.take(m, d),
       kick: () => this.scheduler.kick(), unreserve: () => this.scheduler.unreserve(),
@@ -80,7 +81,7 @@ export class Gateway {
     void maildir.cleanTmp().then((n) => { if (n) notice(`removed ${n} partial mailbox file(s) left in Maildir tmp/ folders by a previous process`); });
     this.scheduler = new Scheduler(this.store, { local: maildir, remote: this.remote }, ingest,
       () => ({ config: this.deps.config, inbound: this.deps.policy, outbound: this.outbound }));
-    this.deps = { config, policy: new InboundPolicy(config, trust), tls: this.tls, trust, ingest };
+    this.deps = { config, policy: new InboundPolicy(config), tls: this.tls, trust, revocation, ingest };
     this.server = new SmtpServer(() => this.deps);
     await this.server.listen(config.smtp.listen);
     this.scheduler.start();
@@ -104,7 +105,7 @@ export class Gateway {
       setLogLevel(next.log.level);
       if (JSON.stringify(next.dns.servers) !== JSON.stringify(cur.dns.servers)) this.resolver = new Resolver(next.dns.servers);
       this.outbound = new OutboundPolicy(next);
-      this.deps = { ...this.deps, config: next, policy: new InboundPolicy(next, trust), trust };
+      this.deps = { ...this.deps, config: next, policy: new InboundPolicy(next), trust };
       emit({ event: 'config.reloaded', source });
       const note = ignored.length ? ` (${ignored.join(', ')} changed: these take effect after a restart)` : '';
       return { ok: true, message: `configuration reloaded${note}` };

@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { controlRequest } from '../admin/control.ts';
 import type { QueueMessage } from '../store/types.ts';
+import { peerCertVerdict } from '../tls/facts.ts';
 import { cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
 
 const iso = (t: number) => new Date(t).toISOString().replace('.000Z', 'Z');
@@ -41,7 +42,7 @@ export function registerQueue(program: Command): void {
       if (o.json) return printJson({ ...m, trace });
       const t = m.inbound.tls;
       console.log(`queue id:     ${m.id}\norganization: ${m.org}\nstate:        ${m.state}\nreceived:     ${iso(m.receivedAt)} from [${m.inbound.clientIp}] helo ${m.inbound.helo} with ${m.inbound.protocol}`);
-      console.log(`tls:          ${t ? `${t.version} ${t.cipher} (${t.bits} bits)${t.peerCert ? `; client certificate ${t.peerCert.subject} (${t.peerCert.verified ? 'verified' : `not verified: ${t.peerCert.verifyError}`})` : '; no client certificate'}` : 'none (plaintext)'}`);
+      console.log(`tls:          ${t ? `${t.version} ${t.cipher} (${t.bits} bits)${t.peerCert ? `; client certificate ${t.peerCert.subject} (${peerCertVerdict(t.peerCert)})${t.peerCert.revocation ? `; revocation: ${t.peerCert.revocation.summary}` : ''}` : '; no client certificate'}` : 'none (plaintext)'}`);
       console.log(`sender:       <${m.mailFrom}>\nmessage-id:   ${m.messageId ?? '(none)'}\nsize:         ${m.size} bytes (sha256 ${m.sha256})`);
       console.log(`dsn:          ret=${m.envelope.ret ?? '-'} envid=${m.envelope.envid ?? '-'} body=${m.envelope.body ?? '-'} smtputf8=${m.envelope.smtputf8}`);
       for (const r of m.recipients) console.log(`recipient:    ${r.address} [${r.route}] ${r.status} after ${r.attempts} attempt(s)${r.lastReply ? `: ${r.lastReply.code} ${r.lastReply.enhanced} ${r.lastReply.message}` : ''}`);

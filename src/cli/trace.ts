@@ -1,8 +1,10 @@
-// Owns: `portcullis trace`: the full story of messages (inbound TLS facts, every delivery attempt
-// with host, TLS version/cipher/certificate, the TLS policy demanded vs achieved, the reply).
+// Owns: `portcullis trace`: the full story of messages (inbound TLS facts with the client
+// certificate's verdict and revocation status, every delivery attempt with host, TLS
+// version/cipher/certificate, the TLS policy demanded vs achieved, the reply).
 import type { Command } from 'commander';
 import { AdminError } from '../errors.ts';
 import type { QueueMessage, TraceEvent } from '../store/types.ts';
+import { peerCertVerdict } from '../tls/facts.ts';
 import { cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
 
 interface TraceOpts extends CommonOpts {
@@ -45,7 +47,8 @@ export function describeMessage(m: QueueMessage, events: TraceEvent[]): string {
     `message ${m.id}  [${m.state}]  organization ${m.org}`,
     `  received ${iso(m.receivedAt)} from ${i.clientIp ? `[${i.clientIp}] helo ${i.helo} with ${i.protocol}` : `this gateway (${i.protocol}, ${i.sessionId})`}`,
     ...(i.connector ? [`  inbound connector: "${i.connector.name}" (organization ${i.connector.organization}, matched by ${i.connector.by})${i.internal ? ', internal' : ''}`] : []),
-    `  inbound TLS: ${i.tls ? `${i.tls.version} ${i.tls.cipher} (${i.tls.bits} bits)${i.tls.peerCert ? `; client certificate ${i.tls.peerCert.subject}, issuer ${i.tls.peerCert.issuer}, ${i.tls.peerCert.verified ? 'verified' : `not verified (${i.tls.peerCert.verifyError})`}` : '; no client certificate'}` : 'none (plaintext)'}`,
+    `  inbound TLS: ${i.tls ? `${i.tls.version} ${i.tls.cipher} (${i.tls.bits} bits)${i.tls.peerCert ? `; client certificate ${i.tls.peerCert.subject}, issuer ${i.tls.peerCert.issuer}, ${peerCertVerdict(i.tls.peerCert)}` : '; no client certificate'}` : 'none (plaintext)'}`,
+    ...(i.tls?.peerCert?.revocation ? [`  client certificate revocation: ${i.tls.peerCert.revocation.summary}`] : []),
     `  from <${m.mailFrom}>  message-id ${m.messageId ?? '(none)'}  size ${m.size}`,
     `  recipients: ${m.recipients.map((r) => `${r.address} (${r.status})`).join(', ')}`,
   ];

@@ -4,6 +4,9 @@
 // Promises: every command line gets exactly one reply; the session closes only after a 221 or
 // 421 (or a dead peer); bytes pipelined after STARTTLS are discarded and all state is reset
 // after the handshake; memory per session is bounded (line limit, message limit, paused reads).
+// A client certificate is judged once, right after the handshake (tls/client-cert.ts); while
+// its revocation status is fetched (only for a certificate that could identify a connector),
+// reads wait, bounded by the revocation checker's time limit.
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import type { Config } from '../config/load.ts';
@@ -14,7 +17,9 @@ import type { InboundPolicy } from '../policy/inbound.ts';
 import type { EnvelopeParams, NewRecipient } from '../store/types.ts';
 import type { X509Certificate } from 'node:crypto';
 import type { ConnectorMatch } from '../policy/connectors.ts';
+import { judgeClientChain, peerCertFacts, withRevocation, type ClientCertificate } from '../tls/client-cert.ts';
 import { sessionFacts } from '../tls/facts.ts';
+import type { RevocationChecker } from '../tls/revocation.ts';
 import { peerChain } from '../tls/trust.ts';
 import type { ServerTls } from '../tls/server.ts';
 import type { TrustStore } from '../tls/trust.ts';
@@ -32,6 +37,8 @@ export interface SessionDeps {
   policy: InboundPolicy;
   tls: ServerTls | null;
   trust: TrustStore;
+  /** Shared with outbound delivery (one cache of OCSP responses and CRLs). */
+  revocation: RevocationChecker;
   ingest: Ingest;
 }
 
@@ -58,7 +65,7 @@ export class SmtpSession {
   private esmtp = false;
   private txn: Txn | null = null;
   private tlsFacts: TlsFacts | undefined;
-  private clientChain: readonly X509Certificate[] = [];
+  private clientCert: ClientCertificate | undefined;
   private deadline: NodeJS.Timeout | undefined;
   private linger: NodeJS.Timeout | undefined;
   private readonly started = Date.now();
@@ -265,7 +272,7 @@ export class SmtpSession {
     }
     if (!this.esmtp && p.params.size) return this.send(Replies.paramUnsupported('parameters require EHLO'));
     const senderDomain = p.mailbox.domain;
-    const v = this.deps.policy.mailFrom({ clientIp: this.clientIp, tls: !!this.tlsFacts, clientChain: this.clientChain, senderDomain });
+    const v = this.deps.policy.mailFrom({ clientIp: this.clientIp, tls: !!this.tlsFacts, clientCert: this.clientCert, senderDomain });
     if (!v.ok) {
       emit({ event: 'message.rejected', sid: this.id, code: v.reply.code, enhanced: v.reply.enhanced, reason: `MAIL <${p.mailbox.address}>: ${v.reply.reason ?? v.reply.message}` });
       return this.send(v.reply);
@@ -289,7 +296,7 @@ export class SmtpSession {
     }
     if (!this.esmtp && p.params.size) return this.send(Replies.paramUnsupported('parameters require EHLO'));
     if (t.recipients.length >= this.deps.config.smtp.maxRecipients) return this.send(Replies.tooManyRecipients(this.deps.config.smtp.maxRecipients));
-    const v = this.deps.policy.recipient(p.mailbox, { clientIp: this.clientIp, tls: !!this.tlsFacts, clientChain: this.clientChain, senderDomain: t.senderDomain, ...(t.match ? { match: t.match } : {}) });
+    const v = this.deps.policy.recipient(p.mailbox, { clientIp: this.clientIp, tls: !!this.tlsFacts, clientCert: this.clientCert, senderDomain: t.senderDomain, ...(t.match ? { match: t.match } : {}) });
     if (!v.ok) {
       emit({ event: 'message.rejected', sid: this.id, code: v.reply.code, enhanced: v.reply.enhanced, reason: `RCPT <${p.mailbox.address}>: ${v.reply.reason ?? v.reply.message}` });
       return this.send(v.reply);
@@ -374,14 +381,14 @@ export class SmtpSession {
     ts.once('secure', () => {
       this.sock = ts;
       const sni = (ts as unknown as { servername?: string | false }).servername;
-      this.clientChain = peerChain(ts);
-      this.tlsFacts = sessionFacts(ts, this.clientChain, this.deps.trust, sni || undefined);
+      this.tlsFacts = sessionFacts(ts, sni || undefined);
       // RFC 3207 §4.2: forget everything learned before TLS.
       this.helo = null; this.esmtp = false; this.txn = null;
       this.reader.take();
       this.mode = 'command';
       this.arm(this.deps.config.smtp.timeouts.command);
       ts.on('data', this.onData);
+      this.judgeClient(peerChain(ts));
     });
     ts.on('error', (e) => {
       if (this.mode === 'tls') {
@@ -391,6 +398,20 @@ export class SmtpSession {
       ts.destroy();
     });
     ts.once('close', () => raw.destroy());
+  }
+
+  /** Judge the client certificate; reads wait while its revocation status is fetched. */
+  private judgeClient(chain: readonly X509Certificate[]): void {
+    const d = this.deps;
+    const j = judgeClientChain(chain, d.trust, d.policy.connectors.anchors, d.config.tls.revocation);
+    if (!j) return;
+    this.setClientCert(j.cert);
+    if (j.check) this.wait(withRevocation(j.cert, j.check, d.revocation).then((c) => this.setClientCert(c)));
+  }
+
+  private setClientCert(c: ClientCertificate): void {
+    this.clientCert = c;
+    if (this.tlsFacts) this.tlsFacts = { ...this.tlsFacts, peerCert: peerCertFacts(c) };
   }
 
   /** End the session after what was queued for sending. */

@@ -1,5 +1,6 @@
 // Owns: the Received: trace header (RFC 5321 §4.4, protocol names per RFC 3848) with the TLS facts.
 import type { InboundFacts } from '../store/types.ts';
+import { peerCertVerdict } from '../tls/facts.ts';
 
 export function rfc5322Date(d: Date): string {
   const days = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
@@ -17,8 +18,7 @@ export function tlsComment(f: InboundFacts): string[] {
   const lines = [`(using ${t.version} with cipher ${t.cipher} (${t.bits}/${t.bits} bits))`];
   if (!t.peerCert) lines.push('(no client certificate presented)');
   else {
-    const v = t.peerCert.verified ? 'verified OK' : `not verified: ${clean(t.peerCert.verifyError ?? 'unknown reason')}`;
-    lines.push(`(client certificate ${clean(t.peerCert.subject)} issued by ${clean(t.peerCert.issuer)}, ${v})`);
+    lines.push(`(client certificate ${clean(t.peerCert.subject)} issued by ${clean(t.peerCert.issuer)}, ${clean(peerCertVerdict(t.peerCert))})`);
   }
   return lines;
 }

@@ -4,23 +4,28 @@
 // refused at configuration load (see findTies). The chosen connector is recorded in the trace.
 // Promises: a partner connector's requireTls refuses plaintext (530 5.7.0); its restrictions
 // refuse a sender claiming the partner's domain without the partner's certificate / addresses
-// (5.7.1, anti-spoofing); a certificate satisfies tlsSenderCertificateName only if its chain
-// verifies (trust store, or the connector's trustedCAs) or it is explicitly pinned.
+// (5.7.1, anti-spoofing); a client certificate satisfies tlsSenderCertificateName only if it
+// carries the name, its chain verifies (trust store, or the connector's trustedCAs) or it is
+// explicitly pinned, its extended key usage allows client authentication, and it is not revoked
+// (tls.revocation: softFail also accepts an unknown status, hardFail only a confirmed good one).
+// Decides from the session's judgement of the certificate (tls/client-cert.ts), never does I/O;
+// every refusal names the cause.
 import type { BlockList } from 'node:net';
-import type { X509Certificate } from 'node:crypto';
 import type { Config, InboundConnector } from '../config/load.ts';
 import { blockList, inBlocks } from '../config/schema.ts';
 import { reply, type SmtpReply } from '../errors.ts';
-import { certificateNames, namesSatisfy } from '../tls/names.ts';
-import { TrustStore, verifyChain } from '../tls/trust.ts';
+import { normalizeFingerprint, type ClientAnchor, type ClientCertificate } from '../tls/client-cert.ts';
+import { namesSatisfy } from '../tls/names.ts';
+import type { RevocationMode } from '../tls/revocation.ts';
+import { TrustStore } from '../tls/trust.ts';
 import { patternMatch } from './outbound.ts';
 
 /** What the session knows when MAIL FROM arrives. */
 export interface TransactionView {
   clientIp: string;
   tls: boolean;
-  /** Client certificate chain as presented, leaf first (empty when none). */
-  clientChain: readonly X509Certificate[];
+  /** The client certificate as judged after the handshake; absent when none was presented. */
+  clientCert?: ClientCertificate | undefined;
   senderDomain: string;
 }
 
@@ -36,44 +41,78 @@ export interface ConnectorMatch {
 interface Prepared {
   c: InboundConnector;
   blocks: BlockList | null;
-  trust: TrustStore | null;
-  pins: Set<string>;
+  /** What the connector accepts as a client certificate (with tlsSenderCertificateName). */
+  anchor: ClientAnchor | null;
   restricted: boolean;
 }
 
-const normFp = (f: string) => f.replace(/[^0-9a-f]/gi, '').toUpperCase();
-
+const label = (c: InboundConnector) => `"${c.name}" (organization ${c.organization})`;
 
 export class InboundConnectors {
   private readonly list: Prepared[];
+  private readonly revocation: RevocationMode;
+  /** Per certificate-identified connector, what it accepts: for judging a client certificate once per session. */
+  readonly anchors: readonly ClientAnchor[];
 
-  constructor(config: Config, private readonly trust: TrustStore) {
+  constructor(config: Config) {
+    this.revocation = config.tls.revocation;
     this.list = config.organizations.flatMap((o) => o.inboundConnectors).filter((c) => c.enabled).map((c) => ({
       c, blocks: blockList(c.senderIPAddresses),
-      trust: c.trustedCAs.length ? new TrustStore(false, c.trustedCAs) : null,
-      pins: new Set(c.pinnedCertificates.map(normFp)),
+      anchor: c.tlsSenderCertificateName ? {
+        id: `${c.organization}/${c.name}`, pattern: c.tlsSenderCertificateName,
+        trust: c.trustedCAs.length ? new TrustStore(false, c.trustedCAs) : null,
+        pins: new Set(c.pinnedCertificates.map(normalizeFingerprint)),
+      } : null,
       restricted: c.restrictDomainsToCertificate || c.restrictDomainsToIPAddresses,
     }));
+    this.anchors = this.list.flatMap((p) => (p.anchor ? [p.anchor] : []));
   }
 
-  /** Does the presented chain prove the connector's tlsSenderCertificateName? */
-  private certificateSatisfies(p: Prepared, chain: readonly X509Certificate[]): boolean {
-    const pattern = p.c.tlsSenderCertificateName;
-    if (!pattern || !chain.length) return false;
-    const leaf = chain[0];
-    const trusted = p.pins.has(normFp(leaf.fingerprint256))
-      || verifyChain(leaf, chain.slice(1), this.trust).ok
-      || (p.trust !== null && verifyChain(leaf, chain.slice(1), p.trust).ok);
-    return trusted && namesSatisfy(certificateNames(leaf), pattern);
+  /**
+   * Why the presented certificate does not prove the connector's tlsSenderCertificateName, or
+   * null when it does. Checked in this order: presence, name, chain (or pin), EKU, revocation.
+   */
+  private certificateRefusal(p: Prepared, cert: ClientCertificate | undefined): string | null {
+    const a = p.anchor;
+    if (!a) return 'the connector has no tlsSenderCertificateName';
+    if (!cert) return 'no certificate was presented';
+    const presented = `presented ${cert.subject} (SHA-256 ${cert.fingerprint256})`;
+    if (!namesSatisfy(cert.names, a.pattern)) return `${presented}: name mismatch, it carries ${cert.names.join(', ') || 'no DNS name'}, required ${a.pattern}`;
+    if (!cert.verified && !cert.trustedBy.includes(a.id)) return `${presented}: certificate not trusted (${cert.verifyError ?? 'chain does not verify'})`;
+    if (cert.ekuError) return `${presented}: ${cert.ekuError}`;
+    if (this.revocation === 'off') return null;
+    const r = cert.revocation;
+    if (!r) return `${presented}: its revocation status was not checked`;
+    if (r.status === 'revoked') return `${presented}: ${r.summary}`;
+    if (r.status === 'unknown' && this.revocation === 'hardFail') return `${presented}: tls.revocation hardFail: ${r.summary}`;
+    return null;
+  }
+
+  private certificateSatisfies(p: Prepared, cert: ClientCertificate | undefined): boolean {
+    return p.anchor !== null && this.certificateRefusal(p, cert) === null;
+  }
+
+  /**
+   * Why a certificate that carries the name of a connector of this type did not identify it
+   * (for refusals that follow from it, such as relay denial); undefined when none applies.
+   */
+  certificateNotAccepted(type: InboundConnector['connectorType'], cert: ClientCertificate | undefined): string | undefined {
+    if (!cert) return undefined;
+    for (const p of this.list) {
+      if (p.c.connectorType !== type || !p.anchor || !namesSatisfy(cert.names, p.anchor.pattern)) continue;
+      const why = this.certificateRefusal(p, cert);
+      if (why) return `its client certificate does not identify ${type} connector ${label(p.c)}: ${why}`;
+    }
+    return undefined;
   }
 
   /** Select the connector for this transaction (none is a normal outcome). */
   select(v: TransactionView): ConnectorMatch | undefined {
     const rank = (p: Prepared) => (p.restricted ? 0 : 1);
     const facts = (p: Prepared, by: ConnectorMatch['by']): ConnectorMatch => ({
-      connector: p.c, by, certificateOk: this.certificateSatisfies(p, v.clientChain), ipOk: inBlocks(p.blocks, v.clientIp),
+      connector: p.c, by, certificateOk: this.certificateSatisfies(p, v.clientCert), ipOk: inBlocks(p.blocks, v.clientIp),
     });
-    const byCert = this.list.filter((p) => this.certificateSatisfies(p, v.clientChain)).sort((a, b) => rank(a) - rank(b));
+    const byCert = this.list.filter((p) => this.certificateSatisfies(p, v.clientCert)).sort((a, b) => rank(a) - rank(b));
     if (byCert.length) return facts(byCert[0], 'certificate');
     const byIp = this.list.filter((p) => inBlocks(p.blocks, v.clientIp)).sort((a, b) => rank(a) - rank(b));
     if (byIp.length) return facts(byIp[0], 'ip');
@@ -103,16 +142,16 @@ export class InboundConnectors {
       if (!c.senderDomains.some((pat) => patternMatch(pat, v.senderDomain) >= 0)) continue;
       if (c.requireTls && !v.tls) {
         return reply(530, '5.7.0', 'Must issue a STARTTLS command first',
-          `partner connector "${c.name}" (organization ${c.organization}) requires TLS for ${v.senderDomain}; the client sent MAIL in plaintext`);
+          `partner connector ${label(c)} requires TLS for ${v.senderDomain}; the client sent MAIL in plaintext`);
       }
-      if (c.restrictDomainsToCertificate && !this.certificateSatisfies(p, v.clientChain)) {
+      const refusal = c.restrictDomainsToCertificate ? this.certificateRefusal(p, v.clientCert) : null;
+      if (refusal) {
         return reply(550, '5.7.1', `Sender domain ${v.senderDomain} may only be used by its partner's certificate-authenticated servers`,
-          `partner connector "${c.name}" (organization ${c.organization}) requires a client certificate matching ${c.tlsSenderCertificateName ?? '(no tlsSenderCertificateName)'} for ${v.senderDomain}; ` +
-          `${v.clientChain.length ? `presented ${v.clientChain[0].subject.split('\n').join(', ')} (SHA-256 ${v.clientChain[0].fingerprint256}), which does not satisfy it` : 'no certificate was presented'}`);
+          `partner connector ${label(c)} requires a client certificate matching ${c.tlsSenderCertificateName} for ${v.senderDomain}; ${refusal}`);
       }
       if (c.restrictDomainsToIPAddresses && !inBlocks(p.blocks, v.clientIp)) {
         return reply(550, '5.7.1', `Sender domain ${v.senderDomain} may only be used from its partner's servers`,
-          `partner connector "${c.name}" (organization ${c.organization}) accepts ${v.senderDomain} only from ${c.senderIPAddresses.join(', ')}; the client is ${v.clientIp}`);
+          `partner connector ${label(c)} accepts ${v.senderDomain} only from ${c.senderIPAddresses.join(', ')}; the client is ${v.clientIp}`);
       }
     }
     return undefined;

@@ -3,13 +3,13 @@
 // at all (relay control). Decides only; no I/O.
 // Promises: a recipient outside the accepted domains is accepted only for a session identified
 // by an onPremises connector whose organisation owns the certificate domain or the sender domain
-// (550 5.7.1 otherwise); local parts with routing characters (%, !, @) are never relayed.
+// (550 5.7.1 otherwise; when the client's certificate carries an onPremises connector's name but
+// did not identify it, the refusal says why); local parts with routing characters (%, !, @) are
+// never relayed.
 import type { AcceptedDomain, Config } from '../config/load.ts';
 import { reply, type SmtpReply } from '../errors.ts';
 import type { Mailbox } from '../inbound/address.ts';
 import type { Route } from '../store/types.ts';
-import { certificateNames } from '../tls/names.ts';
-import type { TrustStore } from '../tls/trust.ts';
 import { InboundConnectors, type ConnectorMatch, type TransactionView } from './connectors.ts';
 
 export interface RecipientVerdict {
@@ -34,10 +34,10 @@ export class InboundPolicy {
   private readonly postmasterDomain: string;
   readonly connectors: InboundConnectors;
 
-  constructor(config: Config, trust: TrustStore) {
+  constructor(config: Config) {
     for (const o of config.organizations) for (const d of o.acceptedDomains) this.domains.set(d.domain, d);
     this.postmasterDomain = config.organizations[0].acceptedDomains[0].domain;
-    this.connectors = new InboundConnectors(config, trust);
+    this.connectors = new InboundConnectors(config);
   }
 
   acceptedDomain(domain: string): AcceptedDomain | undefined {
@@ -84,10 +84,11 @@ export class InboundPolicy {
   private relay(mb: Mailbox, domain: string, s: SessionView): Verdict<RecipientVerdict> {
     const m = s.match;
     if (!m || m.connector.connectorType !== 'onPremises') {
-      return relayDenied(`recipient domain ${domain} is not an accepted domain and this client is not allowed to relay`);
+      const cert = this.connectors.certificateNotAccepted('onPremises', s.clientCert);
+      return relayDenied(`recipient domain ${domain} is not an accepted domain and this client is not allowed to relay${cert ? `; ${cert}` : ''}`);
     }
     const c = m.connector;
-    const certDomain = m.by === 'certificate' && s.clientChain[0] ? certificateNames(s.clientChain[0]).map((n) => this.domainOf(n.replace(/^\*\./, ''))).find((x) => x) : undefined;
+    const certDomain = m.by === 'certificate' && s.clientCert ? s.clientCert.names.map((n) => this.domainOf(n.replace(/^\*\./, ''))).find((x) => x) : undefined;
     const owner = [certDomain, this.domains.get(s.senderDomain)].find((d) => d?.organization === c.organization);
     if (!owner) {
       return relayDenied(`client ${s.clientIp} matches onPremises connector "${c.name}" of organization ${c.organization} (by ${m.by}), but neither ` +

@@ -239,7 +239,7 @@ test('(a) Postfix relays to the internet through Portcullis, proving itself with
   assert.deepEqual(got.to, ['someone@outside.test']);
   assert.ok(got.tls, 'Portcullis used STARTTLS to the outside peer');
   const received = new RegExp(`^Received: from ${esc(PF_NAME)} \\(\\[${esc(PF_HOST)}\\]\\)\\r\\n\\t\\(using (TLSv1\\.[23]) with cipher \\S+ \\(\\d+/\\d+ bits\\)\\)\\r\\n` +
-    `\\t\\(client certificate CN=mail\\.corp\\.contoso\\.test, O=Hybrid Org issued by CN=Hybrid Issuing CA, O=Hybrid Trust, verified OK\\)\\r\\n` +
+    `\\t\\(client certificate CN=mail\\.corp\\.contoso\\.test, O=Hybrid Org issued by CN=Hybrid Issuing CA, O=Hybrid Trust, verified OK, revocation status unknown\\)\\r\\n` +
     `\\tby ${esc(GW_NAME)} \\(Portcullis\\) with ESMTPS id ${gwId}\\r\\n`, 'm').exec(got.data);
   assert.ok(received, `Portcullis's Received: header at the outside peer:\n${got.data.slice(0, 1200)}`);
   assert.ok(got.data.indexOf(received[0]) === 0, 'it is the top header');

@@ -11,6 +11,7 @@ import { buildConfig } from '../../../src/config/load.ts';
 import { SmtpSession, type SessionDeps } from '../../../src/inbound/session.ts';
 import { InboundPolicy } from '../../../src/policy/inbound.ts';
 import type { Ingest } from '../../../src/ingest/ingest.ts';
+import type { RevocationChecker } from '../../../src/tls/revocation.ts';
 import { TrustStore } from '../../../src/tls/trust.ts';
 import { SmtpClient } from '../../helpers/smtp.ts';
 
@@ -20,7 +21,7 @@ const gc = runInNewContext('gc') as () => void;
 test('a closed session can be garbage-collected at once (no timer pins it)', async () => {
   const config = buildConfig({ hostname: 'mx1.contoso.test', organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }] }, '/tmp', null);
   const trust = new TrustStore(false, []);
-  const deps: SessionDeps = { config, policy: new InboundPolicy(config, trust), tls: null, trust, ingest: {} as Ingest };
+  const deps: SessionDeps = { config, policy: new InboundPolicy(config), tls: null, trust, revocation: {} as RevocationChecker, ingest: {} as Ingest };
   let ref: WeakRef<SmtpSession> | undefined;
   let ended!: () => void;
   const closed = new Promise<void>((r) => { ended = r; });

@@ -21,6 +21,17 @@ test('Received: with a verified client certificate; IPv6; hostile HELO cannot br
   assert.doesNotMatch(h, / for </, 'no "for" clause with several recipients');
 });
 
+test('Received: never says "verified OK" for a revoked certificate or one not valid for client authentication', () => {
+  const cert = { subject: 'CN=mail.fabrikam.test', issuer: 'CN=CA', fingerprint256: 'AA', verified: true };
+  const comment = (peerCert: object) => /\(client certificate [^\r]*\)/.exec(receivedHeader({ ...base, tls: { version: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384', bits: 256, peerCert: { ...cert, ...peerCert } } }, 'Q3', undefined, at).toString())![0];
+  assert.equal(comment({ revocation: { status: 'revoked', summary: 'certificate CN=mail.fabrikam.test is REVOKED since 2026-11-27T15:00:00.000Z (OCSP http://ocsp.test: revoked)' } }),
+    '(client certificate CN=mail.fabrikam.test issued by CN=CA, REVOKED)');
+  assert.equal(comment({ ekuError: 'its extended key usage is limited to serverAuth and does not include clientAuth' }),
+    '(client certificate CN=mail.fabrikam.test issued by CN=CA, not valid for client authentication: its extended key usage is limited to serverAuth and does not include clientAuth)');
+  assert.equal(comment({ revocation: { status: 'unknown', summary: 'x' } }), '(client certificate CN=mail.fabrikam.test issued by CN=CA, verified OK, revocation status unknown)');
+  assert.equal(comment({ revocation: { status: 'good', summary: 'x' } }), '(client certificate CN=mail.fabrikam.test issued by CN=CA, verified OK)');
+});
+
 test('Message-ID extraction handles folding and case', () => {
   assert.equal(findMessageId('Subject: x\r\nMESSAGE-ID:\r\n <a@b>\r\n'), '<a@b>');
   assert.equal(findMessageId('Subject: x\r\n'), undefined);

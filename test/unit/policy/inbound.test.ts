@@ -3,7 +3,6 @@ import assert from 'node:assert/strict';
 import { buildConfig } from '../../../src/config/load.ts';
 import { parsePathArg, type Mailbox } from '../../../src/inbound/address.ts';
 import { InboundPolicy } from '../../../src/policy/inbound.ts';
-import { TrustStore } from '../../../src/tls/trust.ts';
 
 const config = buildConfig({
   organizations: [
@@ -11,8 +10,8 @@ const config = buildConfig({
     { name: 'fabrikam', acceptedDomains: [{ domain: 'fabrikam.test' }] },
   ],
 }, '/tmp', null);
-const policy = new InboundPolicy(config, new TrustStore(false, []));
-const session = { clientIp: '127.0.0.1', tls: true, clientChain: [], senderDomain: 'sender.test' };
+const policy = new InboundPolicy(config);
+const session = { clientIp: '127.0.0.1', tls: true, senderDomain: 'sender.test' };
 const mb = (s: string): Mailbox => { const r = parsePathArg(s, { allowNull: false, utf8Allowed: false }); if ('code' in r) throw new Error(r.message); return r.mailbox; };
 const verdict = (s: string) => policy.recipient(mb(s), session);
 
