@@ -152,7 +152,8 @@ function entity(c: Ctx, r: Range, at: Place): Buffer[] {
   const ctValue = fieldValue(buf, h, 'content-type');
   const ct = ctValue === undefined ? undefined : parseContentType(ctValue);
   const cteValue = fieldValue(buf, h, 'content-transfer-encoding');
-  const cte = cteValue === undefined ? '7bit' : parseTransferEncoding(cteValue);
+  // Absent (or empty): 7bit, the default of RFC 2045 §6.1.
+  const cte = (cteValue === undefined ? '' : parseTransferEncoding(cteValue)) || '7bit';
   const type = ct ? `${ct.type}/${ct.subtype}` : at.defaultType;
   const b = body(c, { start: h.bodyStart, end: r.end }, type, ct?.params ?? new Map(), cte, ctValue !== undefined, at);
 

@@ -31,6 +31,11 @@ test('8-bit single-part body: quoted-printable, CTE replaced, other headers unto
   assert.deepEqual(r.notes, ['converted 8-bit body to quoted-printable for a peer without 8BITMIME']);
 });
 
+test('an empty Content-Transfer-Encoding is the default 7bit: 8-bit content is converted, not refused', () => {
+  const r = ok('Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: \r\n\r\ncaf\xe9\r\n');
+  assert.equal(r.text, 'Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=E9\r\n');
+});
+
 test('a non-MIME 8-bit message gets MIME-Version, an unknown-8bit charset (RFC 1428) and a CTE', () => {
   const r = ok('Subject: x\r\n\r\ncaf\xe9\r\n');
   assert.equal(r.text, 'Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=unknown-8bit\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=E9\r\n');
@@ -262,4 +267,20 @@ test('property: an 8-bit header anywhere is refused, naming it; with 8BITMIME it
     assert.match(r.refused, /^8-bit octets in the "Content-Type" header of /);
     assert.ok('data' in convertForPeer(input, false));
   }), { numRuns: 200, seed: 3463 });
+});
+
+test('property: any input (MIME-shaped garbage) converts or is refused, never throws; the promises hold', () => {
+  const soup = fc.array(fc.constantFrom(
+    'Content-Type: multipart/mixed; boundary=b\r\n', 'Content-Type: message/rfc822\r\n', 'Content-Type: multipart/digest; boundary="b"\r\n',
+    'Content-Transfer-Encoding: 8bit\r\n', 'Content-Transfer-Encoding: base64\r\n', 'Content-Transfer-Encoding: quoted-printable\r\n',
+    'Content-Transfer-Encoding: binary\r\n', 'X: y\r\n', ' folded\r\n', '\r\n', '--b\r\n', '--b--\r\n', '--b', 'text', '\xe9', '=', ' ', '.\r\n',
+    'z'.repeat(1000), 'Content-Type: text/plain; boundary=\r\n', '(', '"', ':',
+  ), { maxLength: 60 }).map((a) => L(a.join('')));
+  fc.assert(fc.property(soup, fc.boolean(), (input, to7bit) => {
+    const r = convertForPeer(input, to7bit);
+    if ('refused' in r) { assert.ok(to7bit, 'nothing is refused for a peer with 8BITMIME'); return; }
+    assert.deepEqual(lineLengths(r.data).filter((n) => n > 998), []);
+    if (to7bit) assert.equal(has8bit(r.data), false);
+    assert.equal(hasBareCrLf(r.data), false);
+  }), { numRuns: 3000, seed: 2046 });
 });
