@@ -37,6 +37,7 @@ export function describeAttempt(e: TraceEvent, m: QueueMessage): string {
   if (d.internal) lines.push(`      ${String(d.internal)}`);
   if (d.revocation) lines.push(`      revocation: ${String(d.revocation)}`);
   if (d.fallback) lines.push(`      note: ${String(d.fallback)}`);
+  if (d.conversion) lines.push(`      content: ${String(d.conversion)}`);
   if (d.reply) lines.push(`      result: ${d.reply.code} ${d.reply.enhanced} ${d.reply.reason ?? d.reply.message}`);
   return lines.join('\n');
 }

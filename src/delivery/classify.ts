@@ -74,7 +74,7 @@ export function classifyFailure(f: FailureFacts): Outcome {
     case 'size':
       return { status: 'failed', reply: { code: 552, enhanced: '5.3.4', message: 'Message too big for the destination server', reason: f.detail } };
     case 'eightBit':
-      return { status: 'failed', reply: { code: 554, enhanced: '5.6.3', message: 'Conversion of 8-bit data required but not supported by the destination', reason: f.detail } };
+      return { status: 'failed', reply: { code: 554, enhanced: '5.6.3', message: 'The destination does not accept 8-bit data (no 8BITMIME) and the message cannot be converted to 7 bit', reason: f.detail } };
     case 'smtputf8':
       return { status: 'failed', reply: { code: 553, enhanced: '5.6.7', message: 'The destination does not support internationalized addresses (SMTPUTF8)', reason: f.detail } };
     case 'greeting': case 'ehlo': case 'mail': case 'data': case 'reply':

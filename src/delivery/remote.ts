@@ -1,6 +1,8 @@
 // Owns: delivering one message's recipients for one next hop over SMTP: resolving MX or smart
 // hosts, trying hosts in order, applying the TLS requirement, reusing pooled connections, and
 // returning one classified outcome per recipient plus the facts of every attempt (the trace).
+// Sends each peer what it can take (mime-downgrade.ts: 7 bit without 8BITMIME, no line over
+// 998 octets) and records any conversion with the attempt.
 // Promises: a required TLS level never falls back (no plaintext, no weaker check); opportunistic
 // TLS falls back to plaintext only after a failed handshake and records that it did; hosts that
 // failed recently are tried last; a destination that is down is not hammered.
@@ -14,6 +16,7 @@ import { namesSatisfy } from '../tls/names.ts';
 import type { TrustStore } from '../tls/trust.ts';
 import type { RevocationChecker } from '../tls/revocation.ts';
 import { classifyFailure, classifyReply, type FailureFacts, type Outcome } from './classify.ts';
+import { OutboundContent } from './mime-downgrade.ts';
 import { judgeTls } from './tls-check.ts';
 import type { ConnectionPool } from './pool.ts';
 import { DeliveryError, SmtpConnection, type PeerTls, type TransactionResult } from './smtp-client.ts';
@@ -41,6 +44,8 @@ export interface AttemptFacts {
   revocation?: string;
   reused?: boolean;
   fallback?: string;
+  /** What was done to the content for this peer (8-bit converted, long lines broken). */
+  conversion?: string;
   error?: string;
 }
 
@@ -167,6 +172,7 @@ export class RemoteDelivery {
     let last: { outcome: Outcome; attempt: AttemptFacts } | undefined;
     let dnsOnly = true;
     let allConnectionLevel = true;
+    const content = new OutboundContent(job.data, job.envelope);
     for (const t of ordered) {
       const ips = await this.addresses(t);
       if (!Array.isArray(ips)) {
@@ -176,7 +182,7 @@ export class RemoteDelivery {
       if (!ips.length) continue;
       dnsOnly = false;
       for (const ip of ips) {
-        const r = await this.tryHost(job, t, ip);
+        const r = await this.tryHost(job, content, t, ip);
         if ('outcomes' in r) { this.hostFailed.delete(t.name); return r; }
         last = r;
         this.hostFailed.set(t.name, Date.now() + cfg.delivery.destinationDownSeconds * 1000);
@@ -197,7 +203,7 @@ export class RemoteDelivery {
   }
 
   /** One host address: a result, or a host-level failure to move on from. */
-  private async tryHost(job: RemoteJob, t: Target, ip: string): Promise<RemoteResult | { outcome: Outcome; attempt: AttemptFacts; connectionLevel: boolean }> {
+  private async tryHost(job: RemoteJob, content: OutboundContent, t: Target, ip: string): Promise<RemoteResult | { outcome: Outcome; attempt: AttemptFacts; connectionLevel: boolean }> {
     const cfg = this.config();
     const req = job.hop.tls;
     const facts: AttemptFacts = { host: t.name, ip, port: t.port, tlsRequired: req, tlsAchieved: 'none', ...(job.hop.connector ? { connector: job.hop.connector.name } : {}) };
@@ -252,11 +258,13 @@ export class RemoteDelivery {
       return hostFail({ kind: 'tlsPolicy', detail: violation });
     }
 
-    const data = job.data;
+    if (job.envelope.smtputf8 && !conn.extensions.has('SMTPUTF8')) { this.pool.give(key, conn); return { outcomes: this.all(job, classifyFailure({ kind: 'smtputf8', detail: `${t.name} [${ip}] does not offer SMTPUTF8` })), attempt: facts }; }
+    const prepared = content.forPeer(conn.extensions.has('8BITMIME'));
+    if ('refused' in prepared) { this.pool.give(key, conn); return { outcomes: this.all(job, classifyFailure({ kind: 'eightBit', detail: `${t.name} [${ip}] does not offer 8BITMIME and the message cannot be converted to 7 bit: ${prepared.refused}` })), attempt: facts }; }
+    if (prepared.conversion) facts.conversion = prepared.conversion;
+    const data = prepared.data;
     const size = Number(conn.extensions.get('SIZE') || 0);
     if (size > 0 && data.length > size) { this.pool.give(key, conn); return { outcomes: this.all(job, classifyFailure({ kind: 'size', detail: `${t.name} [${ip}] accepts at most ${size} bytes; the message has ${data.length}` })), attempt: facts }; }
-    if (job.envelope.smtputf8 && !conn.extensions.has('SMTPUTF8')) { this.pool.give(key, conn); return { outcomes: this.all(job, classifyFailure({ kind: 'smtputf8', detail: `${t.name} [${ip}] does not offer SMTPUTF8` })), attempt: facts }; }
-    if (job.envelope.body === '8BITMIME' && !conn.extensions.has('8BITMIME')) { this.pool.give(key, conn); return { outcomes: this.all(job, classifyFailure({ kind: 'eightBit', detail: `${t.name} [${ip}] does not offer 8BITMIME and the message has 8-bit content` })), attempt: facts }; }
 
     let result: TransactionResult;
     try {
@@ -270,7 +278,7 @@ export class RemoteDelivery {
       if (!(e instanceof DeliveryError)) throw e;
       if (facts.reused && (e.kind === 'closed' || e.kind === 'protocol')) {
         // The pooled connection died while idle: one more try on a fresh connection.
-        return this.tryHost(job, t, ip);
+        return this.tryHost(job, content, t, ip);
       }
       return hostFail({ kind: e.kind, detail: e.message });
     }

@@ -6,6 +6,8 @@
 //    `bare` reports whether any were seen (for bareLineEndings: reject).
 //  - Dot-stuffing is removed (a leading "." on a line is dropped).
 //  - Memory is bounded: beyond maxSize nothing more is kept (sizeExceeded is set).
+//  - `longestLine` is the longest decoded line in octets, CRLF excluded (measured in the same
+//    pass, so delivery knows about lines over 998 octets without scanning the message again).
 
 const CR = 13, LF = 10, DOT = 46;
 const CRLF = Buffer.from('\r\n');
@@ -22,6 +24,7 @@ export interface DecodedData {
   bare: boolean;
   nul: boolean;
   eightBit: boolean;
+  longestLine: number;
 }
 
 export class DataDecoder {
@@ -30,7 +33,7 @@ export class DataDecoder {
   private afterRealCrlf = true;
   private lineLen = 0;
   private inHeader = true;
-  private readonly out: DecodedData = { chunks: [], size: 0, headerSize: 0, sizeExceeded: false, headerExceeded: false, bare: false, nul: false, eightBit: false };
+  private readonly out: DecodedData = { chunks: [], size: 0, headerSize: 0, sizeExceeded: false, headerExceeded: false, bare: false, nul: false, eightBit: false, longestLine: 0 };
 
   constructor(private readonly maxSize: number, private readonly maxHeaderSize: number) {}
 
@@ -48,6 +51,7 @@ export class DataDecoder {
 
   private eol(real: boolean): void {
     if (this.inHeader && this.lineLen === 0) this.inHeader = false; // the empty line ends the header block
+    if (this.lineLen > this.out.longestLine) this.out.longestLine = this.lineLen;
     this.emit(CRLF);
     this.lineStart = true;
     this.afterRealCrlf = real;
@@ -86,7 +90,7 @@ export class DataDecoder {
         case St.Dot:
           if (c === CR) { this.st = St.DotCr; run = i + 1; } else if (c === LF) {
             // ".\n": a bare LF; content line "."
-            this.st = St.Normal; this.lineLen = 1; this.emit(DOTBUF); this.eol(false); run = i + 1;
+            this.st = St.Normal; this.emit(DOTBUF); this.eol(false); run = i + 1;
           } else {
             // Dot-stuffed line: the leading dot is dropped; reprocess c as ordinary text.
             this.st = St.Normal; run = i; i--;

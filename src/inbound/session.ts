@@ -343,6 +343,7 @@ export class SmtpSession {
     const r = await this.deps.ingest.accept({
       // Attribution: an identified on-premises sender's organisation, else the first recipient's.
       org: t.match?.connector.connectorType === 'onPremises' ? t.match.connector.organization : t.recipients[0].org, mailFrom: t.mailFrom, envelope: t.envelope, recipients: t.recipients, chunks: d.chunks,
+      longestLine: d.longestLine,
       inbound: {
         sessionId: this.id, clientIp: this.clientIp, clientPort: this.sock.remotePort ?? 0, helo: this.helo ?? '',
         // RFC 3848 / RFC 6531 §3.7.3 protocol names.

@@ -1,11 +1,15 @@
 // Owns: turning an accepted SMTP transaction into a durable queue entry. The only writer of new
-// messages into the store (inbound/ never writes the queue itself).
+// messages into the store (inbound/ never writes the queue itself). Records with the envelope
+// what delivery must know about the content without scanning it: the longest line, and 8-bit
+// content (for messages the gateway generates; inbound/ reports it for received ones).
 // Promise: resolves with the queue id only after the store's commit is synced; on failure it
 // returns the reply to give (452 4.3.1 when storage is full, 451 4.3.0 otherwise), never throws.
+import { isAscii } from 'node:buffer';
 import { emit } from '../events.ts';
 import { Replies, type SmtpReply } from '../errors.ts';
 import type { EnvelopeParams, InboundFacts, NewRecipient, QueueMessage, Store } from '../store/types.ts';
 import { queueId } from '../util/ids.ts';
+import { longestLine } from '../util/lines.ts';
 import { receivedHeader } from './received.ts';
 
 export interface Transaction {
@@ -16,6 +20,8 @@ export interface Transaction {
   inbound: InboundFacts;
   /** Message data as decoded (CRLF line endings, dot-stuffing removed). */
   chunks: Buffer[];
+  /** Longest line of `chunks` (CRLF excluded) when the decoder measured it; else it is measured here. */
+  longestLine?: number;
 }
 
 /** Message-ID from the header block (first occurrence, unfolded). */
@@ -79,7 +85,9 @@ export class Ingest {
     const now = Date.now();
     const id = queueId(now);
     await this.commit({
-      id, org: g.org, receivedAt: now, mailFrom: '', messageId: g.messageId, envelope: { smtputf8: false },
+      id, org: g.org, receivedAt: now, mailFrom: '', messageId: g.messageId,
+      // A DSN returns the original message, which may be 8-bit or have long lines: measure it (rare).
+      envelope: { smtputf8: false, longestLine: longestLine(g.data), ...(isAscii(g.data) ? {} : { body: '8BITMIME' as const }) },
       inbound: { sessionId: `dsn:${g.regarding}`, clientIp: '', clientPort: 0, helo: '', protocol: 'local', receivedBy: g.host },
       data: g.data, recipients: [{ address: g.to.address, org: g.org, route: g.to.route, notify: 'NEVER' }],
     });
@@ -90,11 +98,13 @@ export class Ingest {
     const now = new Date();
     const id = queueId(now.getTime());
     const rcpt = t.recipients.length === 1 ? t.recipients[0].address : undefined;
-    const data = Buffer.concat([receivedHeader(t.inbound, id, rcpt, now), ...t.chunks]);
+    const received = receivedHeader(t.inbound, id, rcpt, now);
+    const data = Buffer.concat([received, ...t.chunks]);
+    const longest = t.longestLine === undefined ? longestLine(data) : Math.max(t.longestLine, longestLine(received));
     try {
       await this.commit({
         id, org: t.org, receivedAt: now.getTime(), mailFrom: t.mailFrom, messageId: findMessageId(headerText(t.chunks)),
-        envelope: t.envelope, inbound: t.inbound, data, recipients: t.recipients,
+        envelope: { ...t.envelope, longestLine: longest }, inbound: t.inbound, data, recipients: t.recipients,
       });
     } catch (e) {
       const code = (e as { code?: string }).code ?? '';

@@ -26,6 +26,11 @@ export interface EnvelopeParams {
   envid?: string;
   body?: '7BIT' | '8BITMIME';
   smtputf8: boolean;
+  /**
+   * Longest line of the stored data in octets, CRLF excluded, recorded at ingest so delivery
+   * knows about lines over 998 octets without a scan. Absent on messages stored before it was.
+   */
+  longestLine?: number;
 }
 
 export interface NewRecipient {

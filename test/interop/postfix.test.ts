@@ -1,6 +1,7 @@
 // Interop with a real Postfix (Debian package), both directions, loopback only, no DNS beyond the
 // test DNS server: Portcullis delivers to Postfix's smtpd over STARTTLS (found by MX in the test
-// zone), reuses the connection, and receives mail that Postfix relays to it with mandatory TLS.
+// zone), reuses the connection, and receives mail that Postfix relays to it with mandatory TLS;
+// to a Postfix that does not offer 8BITMIME, 8-bit mail arrives converted to quoted-printable.
 // Needs root (the throwaway Postfix instance); run with `npm run test:interop`.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,6 +14,7 @@ import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
 import { makePki } from '../helpers/pki.ts';
 import { startPostfix, type PostfixInstance } from '../helpers/postfix.ts';
 import { SmtpClient } from '../helpers/smtp.ts';
+import { decodeQp } from '../helpers/mime.ts';
 
 const PF_HOST = '127.0.0.9';
 const PF_NAME = 'mx.interop.test';
@@ -293,4 +295,26 @@ test('Postfix relays into Portcullis with mandatory TLS; the Received: header na
   const [m] = JSON.parse(tr.stdout) as { inbound: { clientIp: string; tls?: { version: string } } }[];
   assert.equal(m.inbound.clientIp, '127.0.0.1');
   assert.equal(m.inbound.tls?.version, tlsOut[2]);
+});
+
+test('to a Postfix without 8BITMIME: 8-bit text arrives as quoted-printable that decodes to the original; a 6,400-octet line arrives within 998', { timeout: 90_000 }, async (t) => {
+  await pf!.configure({ smtpd_discard_ehlo_keywords: '8bitmime' });
+  await pf!.reload();
+  // Pooled connections (idle 3 s here) still carry the old EHLO; wait until they are closed.
+  await new Promise((r) => setTimeout(r, 4000));
+  const marker = `eightbit-${randomUUID()}`;
+  const text = `Grüße aus Köln, ça va?\r\n${'Straße '.repeat(800)}\r\n.dot line\r\n`;
+  const id = await submit('sender@contoso.test', 'user@interop.test', `From: <sender@contoso.test>\r\nSubject: ${marker}\r\nMIME-Version: 1.0\r\n`
+    + `Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n${text}`);
+  await deliveryResult(id);
+  const msg = await until('the message in Postfix\'s mailbox', () => pf!.mailbox('user').find((m) => m.includes(marker)));
+  assert.doesNotMatch(msg, /[^\x00-\x7f]/, 'nothing 8-bit reached Postfix');
+  assert.ok(msg.split('\n').every((l) => l.length <= 998), 'no line over 998 octets');
+  const [head, ...rest] = msg.split('\n\n');
+  assert.match(head, /\nContent-Transfer-Encoding: quoted-printable\n/);
+  const decoded = decodeQp(rest.join('\n\n').replace(/\n/g, '\r\n'));
+  assert.equal(decoded.toString('utf8'), text, 'Postfix\'s copy decodes to the original text');
+  const attempt = (await traceFor('user@interop.test')).find((m) => m.id === id)!.trace.filter((e) => e.kind === 'delivery').at(-1)!.data;
+  assert.equal(attempt.conversion, 'converted 8-bit body to quoted-printable for a peer without 8BITMIME');
+  t.diagnostic(`trace: content: ${String(attempt.conversion)}`);
 });

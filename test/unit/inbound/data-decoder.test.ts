@@ -54,6 +54,13 @@ test('NUL is flagged, 8-bit is flagged', () => {
   assert.equal(decode('ab\r\n.\r\n').eightBit, false);
 });
 
+test('longestLine: the longest decoded line, CRLF and stuffing dots excluded', () => {
+  assert.equal(decode(`a\r\n${'x'.repeat(1200)}\r\nb\r\n.\r\n`).longestLine, 1200);
+  assert.equal(decode(`..${'y'.repeat(999)}\r\n.\r\n`).longestLine, 1000);
+  assert.equal(decode('short\r\n.\r\n').longestLine, 5);
+  assert.equal(decode('.\r\n').longestLine, 0);
+});
+
 test('size limit keeps reading to the terminator but stores nothing more', () => {
   const body = 'x'.repeat(5000) + '\r\n';
   const r = decode(`${body}${body}.\r\nNOOP\r\n`, [1000], 6000);
@@ -78,6 +85,8 @@ test('property: the result does not depend on how the stream is fragmented', () 
     assert.equal(frag.end, whole.end);
     assert.equal(frag.bare, whole.bare);
     assert.equal(frag.nul, whole.nul);
+    assert.equal(frag.longestLine, whole.longestLine);
+    assert.equal(whole.longestLine, Math.max(0, ...whole.text.split('\r\n').map((l) => l.length)));
     // Invariants: terminator found; output has only CRLF line endings.
     assert.ok(whole.end > 0);
     assert.doesNotMatch(whole.text.replace(/\r\n/g, ''), /[\r\n]/);
