@@ -118,7 +118,8 @@ export class SmtpSession {
 
   private send(r: SmtpReply): void {
     if (r.code >= 400) this.counts.errors++;
-    this.out += formatReply(r);
+    // UTF-8 in reply text only inside a transaction that uses SMTPUTF8 (RFC 6531).
+    this.out += formatReply(r, this.txn?.envelope.smtputf8 ?? false);
   }
 
   private flush(): void {
