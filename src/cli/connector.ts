@@ -5,6 +5,7 @@ import { parseSmartHost } from '../config/schema.ts';
 import { Resolver } from '../dns/resolver.ts';
 import { formatReport, probeHost, targetsFor, type HostReport, type ProbeTarget } from '../delivery/probe.ts';
 import { AdminError } from '../errors.ts';
+import { parseMailbox } from '../mailbox.ts';
 import type { TlsRequirement } from '../policy/outbound.ts';
 import { RevocationChecker } from '../tls/revocation.ts';
 import { TrustStore } from '../tls/trust.ts';
@@ -90,15 +91,19 @@ export function registerConnector(program: Command): void {
       const x = find(cfg, name, o.org).find((h) => h.direction === 'outbound') as (OutboundConnector & { direction: 'outbound' }) | undefined;
       if (!x) throw new AdminError(`"${name}" is an inbound connector; validate checks outbound connectors`, 'inbound connectors are checked by the partner sending to you');
       if (o.send && !o.recipient) throw new AdminError('--send needs --recipient', 'name the address that should receive the test message');
+      const rcpt = o.recipient === undefined ? undefined : parseMailbox(o.recipient, true);
+      if (rcpt && ('code' in rcpt || rcpt.bare)) {
+        throw new AdminError(`--recipient "${o.recipient}" is not a valid address${'code' in rcpt ? `: ${rcpt.message}` : ''}`, 'give user@domain; quote a local part with spaces or special characters: \'"john doe"@example.com\'');
+      }
       const requirement: TlsRequirement = { level: x.tlsSettings, source: `connector "${x.name}"`, ...(x.tlsDomain ? { tlsDomain: x.tlsDomain } : {}) };
       let targets: ProbeTarget[];
       if (x.smartHosts.length) targets = x.smartHosts.map((h) => { const p = parseSmartHost(h)!; return { host: p.host, port: p.port ?? cfg.delivery.port }; });
       else {
-        const domain = o.recipient?.split('@').pop() ?? x.recipientDomains.find((d) => !d.startsWith('*'));
+        const domain = rcpt?.domain ?? x.recipientDomains.find((d) => !d.startsWith('*'));
         if (!domain) throw new AdminError(`connector "${x.name}" uses MX records and has only wildcard domains`, 'pass --recipient user@domain to pick the domain');
         targets = await targetsFor(tools(cfg).resolver, domain, cfg.delivery.port);
       }
-      report(await probeAll(cfg, targets, requirement, o.send ? o.recipient : undefined), o.json, `connector "${x.name}"`);
+      report(await probeAll(cfg, targets, requirement, o.send ? rcpt?.address : undefined), o.json, `connector "${x.name}"`);
     });
 
   const t = program.command('tls').description('TLS inspection');

@@ -75,3 +75,15 @@ test('property: the parser never throws and always returns a verdict', () => {
     else assert.ok(typeof r.mailbox.address === 'string');
   }), { numRuns: 5000, seed: 7 });
 });
+
+test('<postmaster> without a domain is a recipient only (RFC 5321 §4.1.1.3), never a sender', () => {
+  assert.match(bad('<postmaster>', { allowNull: true, utf8Allowed: false }).message, /only valid as a recipient/);
+  assert.equal(ok('<Postmaster>').mailbox.address, 'postmaster');
+});
+
+test('quoted local parts keep their quotes in the normalised address', () => {
+  assert.equal(ok('<"x> NOTIFY=NEVER ORCPT=rfc822;y"@corp.contoso.test>').mailbox.address, '"x> NOTIFY=NEVER ORCPT=rfc822;y"@corp.contoso.test');
+  const r = ok('<"x> NOTIFY=NEVER ORCPT=rfc822;y"@corp.contoso.test>');
+  assert.equal(r.params.size, 0, 'text inside the quotes is not parameters');
+  assert.equal(ok('<"a>"@c.test>').mailbox.local, 'a>');
+});
