@@ -10,6 +10,7 @@ import type { TlsRequirement } from '../policy/outbound.ts';
 import { RevocationChecker } from '../tls/revocation.ts';
 import { TrustStore } from '../tls/trust.ts';
 import { cliConfig, printJson, withConfig, type CommonOpts } from './context.ts';
+import { say } from './terminal.ts';
 
 type Any = (InboundConnector & { direction: 'inbound' }) | (OutboundConnector & { direction: 'outbound' });
 
@@ -52,9 +53,9 @@ async function probeAll(c: Config, targets: ProbeTarget[], requirement: TlsRequi
 function report(reports: HostReport[], json: boolean | undefined, what: string): void {
   if (json) printJson(reports);
   else {
-    console.log(reports.map(formatReport).join('\n\n') || `no host to check for ${what}`);
+    say(reports.map(formatReport).join('\n\n') || `no host to check for ${what}`);
     const ok = reports.length > 0 && reports.every((r) => r.passes);
-    console.log(`\n${ok ? 'PASS' : 'FAIL'}: ${reports.filter((r) => r.passes).length} of ${reports.length} host(s) meet the requirement`);
+    say(`\n${ok ? 'PASS' : 'FAIL'}: ${reports.filter((r) => r.passes).length} of ${reports.length} host(s) meet the requirement`);
   }
   if (!reports.length || reports.some((r) => !r.passes)) process.exitCode = 1;
 }
@@ -66,8 +67,8 @@ export function registerConnector(program: Command): void {
     .action((o: CommonOpts) => {
       const list = all(cliConfig(o));
       if (o.json) return printJson(list);
-      if (!list.length) { console.log('no connectors configured'); return; }
-      for (const x of list) console.log(`${x.organization.padEnd(12)} ${x.direction.padEnd(8)} ${x.connectorType.padEnd(10)} ${x.enabled ? 'enabled ' : 'disabled'} "${x.name}": ${summary(x)}`);
+      if (!list.length) { say('no connectors configured'); return; }
+      for (const x of list) say(`${x.organization.padEnd(12)} ${x.direction.padEnd(8)} ${x.connectorType.padEnd(10)} ${x.enabled ? 'enabled ' : 'disabled'} "${x.name}": ${summary(x)}`);
     });
 
   withConfig(c.command('show').argument('<name>').option('--org <organization>', 'when names repeat across organizations').option('--json', 'machine-readable output')
@@ -76,8 +77,8 @@ export function registerConnector(program: Command): void {
       const hits = find(cliConfig(o), name, o.org);
       if (o.json) return printJson(hits);
       for (const x of hits) {
-        console.log(`${x.direction} connector "${x.name}" (organization ${x.organization})`);
-        for (const [k, v] of Object.entries(x)) if (!['name', 'organization', 'direction'].includes(k)) console.log(`  ${k}: ${Array.isArray(v) ? (v.length ? v.join(', ') : '(none)') : String(v)}`);
+        say(`${x.direction} connector "${x.name}" (organization ${x.organization})`);
+        for (const [k, v] of Object.entries(x)) if (!['name', 'organization', 'direction'].includes(k)) say(`  ${k}: ${Array.isArray(v) ? (v.length ? v.join(', ') : '(none)') : String(v)}`);
       }
     });
 

@@ -1,8 +1,9 @@
-// Owns: parsing of MAIL FROM / RCPT TO arguments: the path (RFC 5321 §4.1.2) and ESMTP
-// parameters. The mailbox itself, and its canonical form, belong to ../mailbox.ts.
+// Owns: parsing of MAIL FROM / RCPT TO arguments (the path, RFC 5321 §4.1.2, and ESMTP
+// parameters) and of the HELO/EHLO argument (§4.1.1.1). The mailbox itself, and its canonical
+// form, belong to ../mailbox.ts.
 // Promise: returns a verdict (SmtpReply) on any malformed input; never throws.
 import { Replies, type SmtpReply } from '../errors.ts';
-import { parseMailbox, type Mailbox } from '../mailbox.ts';
+import { checkAddressLiteral, parseMailbox, type Mailbox } from '../mailbox.ts';
 
 export { isAscii, parseMailbox, type Mailbox } from '../mailbox.ts';
 
@@ -53,6 +54,24 @@ export function parsePathArg(arg: string, opts: { allowNull: boolean; utf8Allowe
   if ('code' in mb) return mb;
   if (mb.bare && opts.allowNull) return Replies.badAddress('<postmaster> without a domain is only valid as a recipient');
   return { mailbox: mb, params };
+}
+
+const HELO_LABEL = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
+
+/**
+ * The HELO/EHLO argument (RFC 5321 §4.1.1.1): a domain or an address literal; null when acceptable,
+ * else what is wrong. ASCII only (it comes before SMTPUTF8). Like Postfix, underscores are accepted
+ * (common in Windows host names), and so are single-label names and one trailing dot.
+ */
+export function heloProblem(arg: string): string | null {
+  const name = arg.trim();
+  if (!name) return 'a domain name or address literal is required';
+  if (/\s/.test(name)) return 'only one domain name or address literal is allowed';
+  if (name.length > 255) return 'the name is longer than 255 characters';
+  if (name.startsWith('[')) return checkAddressLiteral(name) && 'not a valid address literal ([192.0.2.1] or [IPv6:2001:db8::1])';
+  const labels = (name.endsWith('.') ? name.slice(0, -1) : name).split('.');
+  if (!labels.every((l) => HELO_LABEL.test(l))) return 'not a valid domain name (letters, digits, hyphens and dots) or address literal';
+  return null;
 }
 
 const XTEXT = /^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*$/;

@@ -19,7 +19,7 @@ import { peerChain } from '../tls/trust.ts';
 import type { ServerTls } from '../tls/server.ts';
 import type { TrustStore } from '../tls/trust.ts';
 import { sessionId } from '../util/ids.ts';
-import { isXtext, parsePathArg, validNotify, validOrcpt } from './address.ts';
+import { heloProblem, isXtext, parsePathArg, validNotify, validOrcpt } from './address.ts';
 import { CommandReader } from './command-reader.ts';
 import { DataDecoder } from './data-decoder.ts';
 
@@ -214,10 +214,8 @@ export class SmtpSession {
 
   private ehlo(arg: string, extended: boolean): void {
     const name = arg.trim();
-    if (!name || /\s/.test(name) || name.length > 255) {
-      this.send(Replies.syntax(extended ? 'EHLO requires one domain or address literal' : 'HELO requires one domain'));
-      return;
-    }
+    const bad = heloProblem(name);
+    if (bad) { this.send(Replies.syntax(`${extended ? 'EHLO' : 'HELO'}: ${bad}`)); return; }
     this.helo = name;
     this.esmtp = extended;
     this.txn = null;
