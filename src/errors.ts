@@ -19,13 +19,22 @@ export function reply(code: number, enhanced: string, message: string, reason?: 
   return reason === undefined ? { code, enhanced, message } : { code, enhanced, message, reason };
 }
 
+/**
+ * Reply text as it may go out: printable ASCII (RFC 5321 §4.2 textstring); every other character
+ * becomes "?", except non-ASCII characters (not the C1 controls) when the transaction uses
+ * SMTPUTF8 (RFC 6531).
+ */
+function replyText(text: string, utf8 = false): string {
+  return text.replace(utf8 ? /[^\x20-\x7e\u00a0-\uffff]/g : /[^\x20-\x7e]/g, '?');
+}
+
 /** Serialise a reply, multi-line when message contains newlines (RFC 5321 §4.2.1). */
-export function formatReply(r: SmtpReply): string {
+export function formatReply(r: SmtpReply, utf8 = false): string {
   const lines = r.message.split('\n');
   let out = '';
   for (let i = 0; i < lines.length; i++) {
     const sep = i === lines.length - 1 ? ' ' : '-';
-    out += `${r.code}${sep}${r.enhanced} ${lines[i]}\r\n`;
+    out += `${r.code}${sep}${r.enhanced} ${replyText(lines[i], utf8)}\r\n`;
   }
   return out;
 }
@@ -53,7 +62,7 @@ export const Replies = {
   tlsUnavailable: () => reply(454, '4.7.0', 'TLS not available due to temporary reason'),
   paramUnsupported: (p: string) => reply(555, '5.5.4', `Unsupported parameter: ${p}`),
   paramInvalid: (p: string) => reply(501, '5.5.4', `Invalid value for parameter ${p}`),
-  pathTooLong: () => reply(501, '5.1.3', 'Address too long (RFC 5321 §4.5.3.1 limits)'),
+  pathTooLong: () => reply(501, '5.1.3', 'Address too long (RFC 5321 section 4.5.3.1 limits)'),
   badAddress: (why: string) => reply(501, '5.1.3', `Bad address syntax: ${why}`),
   nonAsciiNeedsSmtputf8: () => reply(553, '5.6.7', 'Non-ASCII address requires the SMTPUTF8 parameter'),
   tooManyRecipients: (max: number) => reply(452, '4.5.3', `Too many recipients (at most ${max} per message)`),

@@ -5,10 +5,12 @@ import { parseSmartHost } from '../config/schema.ts';
 import { Resolver } from '../dns/resolver.ts';
 import { formatReport, probeHost, targetsFor, type HostReport, type ProbeTarget } from '../delivery/probe.ts';
 import { AdminError } from '../errors.ts';
+import { parseMailbox } from '../mailbox.ts';
 import type { TlsRequirement } from '../policy/outbound.ts';
 import { RevocationChecker } from '../tls/revocation.ts';
 import { TrustStore } from '../tls/trust.ts';
 import { cliConfig, printJson, withConfig, type CommonOpts } from './context.ts';
+import { say } from './terminal.ts';
 
 type Any = (InboundConnector & { direction: 'inbound' }) | (OutboundConnector & { direction: 'outbound' });
 
@@ -51,9 +53,9 @@ async function probeAll(c: Config, targets: ProbeTarget[], requirement: TlsRequi
 function report(reports: HostReport[], json: boolean | undefined, what: string): void {
   if (json) printJson(reports);
   else {
-    console.log(reports.map(formatReport).join('\n\n') || `no host to check for ${what}`);
+    say(reports.map(formatReport).join('\n\n') || `no host to check for ${what}`);
     const ok = reports.length > 0 && reports.every((r) => r.passes);
-    console.log(`\n${ok ? 'PASS' : 'FAIL'}: ${reports.filter((r) => r.passes).length} of ${reports.length} host(s) meet the requirement`);
+    say(`\n${ok ? 'PASS' : 'FAIL'}: ${reports.filter((r) => r.passes).length} of ${reports.length} host(s) meet the requirement`);
   }
   if (!reports.length || reports.some((r) => !r.passes)) process.exitCode = 1;
 }
@@ -65,8 +67,8 @@ export function registerConnector(program: Command): void {
     .action((o: CommonOpts) => {
       const list = all(cliConfig(o));
       if (o.json) return printJson(list);
-      if (!list.length) { console.log('no connectors configured'); return; }
-      for (const x of list) console.log(`${x.organization.padEnd(12)} ${x.direction.padEnd(8)} ${x.connectorType.padEnd(10)} ${x.enabled ? 'enabled ' : 'disabled'} "${x.name}": ${summary(x)}`);
+      if (!list.length) { say('no connectors configured'); return; }
+      for (const x of list) say(`${x.organization.padEnd(12)} ${x.direction.padEnd(8)} ${x.connectorType.padEnd(10)} ${x.enabled ? 'enabled ' : 'disabled'} "${x.name}": ${summary(x)}`);
     });
 
   withConfig(c.command('show').argument('<name>').option('--org <organization>', 'when names repeat across organizations').option('--json', 'machine-readable output')
@@ -75,8 +77,8 @@ export function registerConnector(program: Command): void {
       const hits = find(cliConfig(o), name, o.org);
       if (o.json) return printJson(hits);
       for (const x of hits) {
-        console.log(`${x.direction} connector "${x.name}" (organization ${x.organization})`);
-        for (const [k, v] of Object.entries(x)) if (!['name', 'organization', 'direction'].includes(k)) console.log(`  ${k}: ${Array.isArray(v) ? (v.length ? v.join(', ') : '(none)') : String(v)}`);
+        say(`${x.direction} connector "${x.name}" (organization ${x.organization})`);
+        for (const [k, v] of Object.entries(x)) if (!['name', 'organization', 'direction'].includes(k)) say(`  ${k}: ${Array.isArray(v) ? (v.length ? v.join(', ') : '(none)') : String(v)}`);
       }
     });
 
@@ -90,15 +92,19 @@ export function registerConnector(program: Command): void {
       const x = find(cfg, name, o.org).find((h) => h.direction === 'outbound') as (OutboundConnector & { direction: 'outbound' }) | undefined;
       if (!x) throw new AdminError(`"${name}" is an inbound connector; validate checks outbound connectors`, 'inbound connectors are checked by the partner sending to you');
       if (o.send && !o.recipient) throw new AdminError('--send needs --recipient', 'name the address that should receive the test message');
+      const rcpt = o.recipient === undefined ? undefined : parseMailbox(o.recipient, true);
+      if (rcpt && ('code' in rcpt || rcpt.bare)) {
+        throw new AdminError(`--recipient "${o.recipient}" is not a valid address${'code' in rcpt ? `: ${rcpt.message}` : ''}`, 'give user@domain; quote a local part with spaces or special characters: \'"john doe"@example.com\'');
+      }
       const requirement: TlsRequirement = { level: x.tlsSettings, source: `connector "${x.name}"`, ...(x.tlsDomain ? { tlsDomain: x.tlsDomain } : {}) };
       let targets: ProbeTarget[];
       if (x.smartHosts.length) targets = x.smartHosts.map((h) => { const p = parseSmartHost(h)!; return { host: p.host, port: p.port ?? cfg.delivery.port }; });
       else {
-        const domain = o.recipient?.split('@').pop() ?? x.recipientDomains.find((d) => !d.startsWith('*'));
+        const domain = rcpt?.domain ?? x.recipientDomains.find((d) => !d.startsWith('*'));
         if (!domain) throw new AdminError(`connector "${x.name}" uses MX records and has only wildcard domains`, 'pass --recipient user@domain to pick the domain');
         targets = await targetsFor(tools(cfg).resolver, domain, cfg.delivery.port);
       }
-      report(await probeAll(cfg, targets, requirement, o.send ? o.recipient : undefined), o.json, `connector "${x.name}"`);
+      report(await probeAll(cfg, targets, requirement, o.send ? rcpt?.address : undefined), o.json, `connector "${x.name}"`);
     });
 
   const t = program.command('tls').description('TLS inspection');

@@ -13,6 +13,7 @@ import { cliConfig, configTarget, printJson, serverDataDir, withConfig, type Com
 import { registerQueue } from './queue.ts';
 import { registerTrace } from './trace.ts';
 import { registerConnector } from './connector.ts';
+import { say, warn } from './terminal.ts';
 
 const program = new Command('portcullis').description('Portcullis, a TLS-first SMTP mail gateway').showHelpAfterError();
 
@@ -27,14 +28,14 @@ withConfig(config.command('check').description('validate the configuration file 
     if (c.tls.certificates.length) new ServerTls(c.tls.certificates, c.tls.minVersion as SecureVersion);
     const domains = c.organizations.flatMap((org) => org.acceptedDomains.map((d) => d.domain));
     if (o.json) return printJson({ ok: true, file: c.source, organizations: c.organizations.map((x) => x.name), domains });
-    console.log(`configuration OK${c.source ? ` (${c.source})` : ' (embedded defaults)'}: ${c.organizations.length} organization(s), accepted domains ${domains.join(', ')}; listening on ${c.smtp.listen.join(', ')}`);
+    say(`configuration OK${c.source ? ` (${c.source})` : ' (embedded defaults)'}: ${c.organizations.length} organization(s), accepted domains ${domains.join(', ')}; listening on ${c.smtp.listen.join(', ')}`);
   });
 withConfig(config.command('reload').description('make the running server re-read its configuration and certificates'))
   .action(async (o: CommonOpts) => {
     const dataDir = serverDataDir(o);
     const r = await controlRequest(dataDir, { cmd: 'reload' });
     if (!r) throw new AdminError(`no running server found for dataDir ${dataDir}`, 'start it with `portcullis serve`, or pass the same -c FILE it runs with');
-    (r.ok ? console.log : console.error)(r.message);
+    (r.ok ? say : warn)(r.message);
     if (!r.ok) process.exitCode = 1;
   });
 
@@ -47,22 +48,22 @@ withConfig(cert.command('info').description('what a partner needs to configure f
     const infos = files.map((f) => inspectCertificateFile(f, trust));
     if (o.json) return printJson(infos);
     for (const i of infos) {
-      console.log(`certificate          ${i.file}`);
-      console.log(`  subject            ${i.subject}`);
-      console.log(`  names (SAN)        ${i.sanNames.join(', ') || '(none)'}`);
-      console.log(`  organization       ${i.organization ?? '-'}`);
-      console.log(`  organizational unit ${i.organizationalUnit ?? '-'}`);
-      console.log(`  issuer             ${i.issuer}`);
-      console.log(`  root CA            ${i.root ?? `(not found: ${i.chainError})`}`);
-      console.log(`  chain              ${i.chain.join('  ->  ')}${i.chainValid ? '  (valid)' : `  (INVALID: ${i.chainError})`}`);
-      console.log(`  key                ${i.keyType} ${i.keyStrength}`);
-      console.log(`  signature          ${i.signatureAlgorithm}`);
-      console.log(`  valid              ${i.validFrom} to ${i.validTo} (${i.daysLeft} days left)`);
-      console.log(`  SHA-256            ${i.fingerprintSha256}`);
-      console.log(`  serial             ${i.serialNumber}`);
-      console.log(`  CRL                ${i.crlUrls.join(', ') || '(none)'}`);
-      console.log(`  OCSP               ${i.ocspUrls.join(', ') || '(none)'}`);
-      for (const w of i.warnings) console.log(`  WARNING            ${w}`);
+      say(`certificate          ${i.file}`);
+      say(`  subject            ${i.subject}`);
+      say(`  names (SAN)        ${i.sanNames.join(', ') || '(none)'}`);
+      say(`  organization       ${i.organization ?? '-'}`);
+      say(`  organizational unit ${i.organizationalUnit ?? '-'}`);
+      say(`  issuer             ${i.issuer}`);
+      say(`  root CA            ${i.root ?? `(not found: ${i.chainError})`}`);
+      say(`  chain              ${i.chain.join('  ->  ')}${i.chainValid ? '  (valid)' : `  (INVALID: ${i.chainError})`}`);
+      say(`  key                ${i.keyType} ${i.keyStrength}`);
+      say(`  signature          ${i.signatureAlgorithm}`);
+      say(`  valid              ${i.validFrom} to ${i.validTo} (${i.daysLeft} days left)`);
+      say(`  SHA-256            ${i.fingerprintSha256}`);
+      say(`  serial             ${i.serialNumber}`);
+      say(`  CRL                ${i.crlUrls.join(', ') || '(none)'}`);
+      say(`  OCSP               ${i.ocspUrls.join(', ') || '(none)'}`);
+      for (const w of i.warnings) say(`  WARNING            ${w}`);
     }
   });
 
@@ -72,6 +73,6 @@ registerConnector(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   const err = e as Error;
-  console.error(err instanceof AdminError ? `portcullis: ${err.message}` : `portcullis: ${err.stack ?? err}`);
+  warn(err instanceof AdminError ? `portcullis: ${err.message}` : `portcullis: ${err.stack ?? err}`);
   process.exit(err instanceof AdminError ? 2 : 1);
 });

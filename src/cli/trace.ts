@@ -6,6 +6,7 @@ import { AdminError } from '../errors.ts';
 import type { QueueMessage, TraceEvent } from '../store/types.ts';
 import { peerCertVerdict } from '../tls/facts.ts';
 import { cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
+import { say } from './terminal.ts';
 
 interface TraceOpts extends CommonOpts {
   messageId?: string; queueId?: string; sender?: string; recipient?: string; since?: string; until?: string; limit?: string;
@@ -81,7 +82,7 @@ export function registerTrace(program: Command): void {
       const withEvents = await Promise.all(msgs.map(async (m) => ({ ...m, trace: await store.trace(m.id) })));
       await store.close();
       if (o.json) return printJson(withEvents);
-      if (!withEvents.length) { console.log('no message matches'); process.exitCode = 1; return; }
-      console.log(withEvents.map((m) => describeMessage(m, m.trace)).join('\n\n'));
+      if (!withEvents.length) { say('no message matches'); process.exitCode = 1; return; }
+      say(withEvents.map((m) => describeMessage(m, m.trace)).join('\n\n'));
     });
 }

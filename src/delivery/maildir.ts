@@ -1,23 +1,31 @@
-// Owns: local delivery into Maildir (dataDir/mailboxes/<domain>/<localpart>/{tmp,new,cur}).
+// Owns: local delivery into Maildir (dataDir/mailboxes/<domain>/<localpart>/{tmp,new,cur}) and
+// the mapping of a mailbox to its folder.
 // Promise: a message is in new/ only complete and synced (write tmp, fsync, rename, fsync dir).
-// Failures come back as a classified outcome; nothing here throws to the caller.
+// Two mailboxes share a folder only when their local parts are equal after case folding, and no
+// folder lies outside its domain folder. Failures come back as a classified outcome; nothing here
+// throws to the caller.
 import { mkdir, readdir, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
+import { foldCase, parseAddress } from '../mailbox.ts';
 import { writeChunksDurable } from '../util/fsync.ts';
 import { classifyLocalError, type Outcome } from './classify.ts';
 
 let counter = 0;
 const HOST = hostname().replace(/[/:]/g, '_');
 
-/** Folder-safe name: lower-case; anything outside [a-z0-9._+-=] and a leading dot become %XX. */
+/**
+ * Folder-safe name, one-to-one after case folding: every octet outside [a-z0-9._+=-] (so "%",
+ * "/", NUL, quotes and all non-ASCII) and a leading dot become %XX; the empty name becomes "%"
+ * (which no other name produces). Dot-atom names keep the folder names of earlier versions.
+ */
 export function mailboxFolder(s: string): string {
-  const lower = s.toLowerCase();
   let out = '';
-  for (const ch of Buffer.from(lower, 'utf8')) {
+  for (const ch of Buffer.from(foldCase(s), 'utf8')) {
     const c = String.fromCharCode(ch);
     out += /[a-z0-9._+=-]/.test(c) ? c : `%${ch.toString(16).toUpperCase().padStart(2, '0')}`;
   }
+  if (!out) return '%';
   return out.startsWith('.') ? `%2E${out.slice(1)}` : out;
 }
 
@@ -27,11 +35,11 @@ export class MaildirDelivery {
 
   constructor(dataDir: string) { this.root = path.join(dataDir, 'mailboxes'); }
 
-  pathFor(address: string): string {
-    const at = address.lastIndexOf('@');
-    let local = address.slice(0, at);
-    if (local.startsWith('"') && local.endsWith('"')) local = local.slice(1, -1).replace(/\\(.)/g, '$1');
-    return path.join(this.root, mailboxFolder(address.slice(at + 1)), mailboxFolder(local));
+  /** The folder of a mailbox (canonical address), or null when it is not a mailbox address. */
+  pathFor(address: string): string | null {
+    const mb = parseAddress(address, true);
+    if ('code' in mb || mb.bare || !mb.domain) return null;
+    return path.join(this.root, mailboxFolder(mb.domain), mailboxFolder(mb.local));
   }
 
   private async ensure(dir: string): Promise<void> {
@@ -67,6 +75,10 @@ export class MaildirDelivery {
   /** Deliver `data` (with our Received: first) for one recipient. */
   async deliver(address: string, mailFrom: string, data: Buffer): Promise<Outcome> {
     const dir = this.pathFor(address);
+    if (!dir) {
+      const why = `"${address}" is not a mailbox address in canonical form`;
+      return { status: 'failed', reply: { code: 550, enhanced: '5.1.3', message: 'Bad recipient address syntax', reason: why } };
+    }
     const prefix = Buffer.from(`Return-Path: <${mailFrom}>\r\nDelivered-To: ${address}\r\n`);
     const now = Date.now();
     const name = `${Math.floor(now / 1000)}.M${(now % 1000) * 1000}P${process.pid}Q${++counter}.${HOST}`;

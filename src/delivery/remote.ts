@@ -5,12 +5,14 @@
 // 998 octets) and records any conversion with the attempt.
 // Promises: a required TLS level never falls back (no plaintext, no weaker check); opportunistic
 // TLS falls back to plaintext only after a failed handshake and records that it did; hosts that
-// failed recently are tried last; a destination that is down is not hammered.
+// failed recently are tried last; a destination that is down is not hammered; an address that is
+// not a valid RFC 5321 path fails permanently (553) and is never sent.
 import net from 'node:net';
 import type { Config } from '../config/load.ts';
 import { DnsError, type Resolver } from '../dns/resolver.ts';
 import type { NextHop, TlsLevel, TlsRequirement } from '../policy/outbound.ts';
 import { levelRank } from '../policy/outbound.ts';
+import { smtpPath } from '../mailbox.ts';
 import type { EnvelopeParams, QueueRecipient } from '../store/types.ts';
 import { namesSatisfy } from '../tls/names.ts';
 import type { TrustStore } from '../tls/trust.ts';
@@ -99,6 +101,19 @@ const stripChain = (t: PeerTls | null): Omit<PeerTls, 'chain'> | undefined => {
   return rest;
 };
 
+/** Recipients whose address (or the sender's) cannot be sent as a valid path, with their outcome. */
+function unsendable(job: RemoteJob): Map<number, Outcome> {
+  const out = new Map<number, Outcome>();
+  const utf8 = job.envelope.smtputf8;
+  const from = smtpPath(job.mailFrom, 'sender', utf8);
+  for (const r of job.recipients) {
+    const to = smtpPath(r.address, 'recipient', utf8);
+    if ('problem' in from) out.set(r.idx, classifyFailure({ kind: 'badSender', detail: `sender <${job.mailFrom}> cannot be sent: ${from.problem}` }));
+    else if ('problem' in to) out.set(r.idx, classifyFailure({ kind: 'badRecipient', detail: `recipient <${r.address}> cannot be sent: ${to.problem}` }));
+  }
+  return out;
+}
+
 export class RemoteDelivery {
   private readonly tlsBroken = new Map<string, number>();
   private readonly hostFailed = new Map<string, number>();
@@ -115,6 +130,18 @@ export class RemoteDelivery {
   ) {}
 
   async deliver(job: RemoteJob): Promise<RemoteResult> {
+    // Addresses that are not valid RFC 5321 paths fail here, alone, with the reason; never sent.
+    const bad = unsendable(job);
+    if (!bad.size) return this.deliverValid(job);
+    const rest = job.recipients.filter((r) => !bad.has(r.idx));
+    const result: RemoteResult = rest.length
+      ? await this.deliverValid({ ...job, recipients: rest })
+      : { outcomes: new Map(), attempt: { host: job.hop.domain, port: this.config().delivery.port, tlsRequired: job.hop.tls, tlsAchieved: 'none', error: [...bad.values()][0].reply.reason! } };
+    for (const [idx, o] of bad) result.outcomes.set(idx, o);
+    return result;
+  }
+
+  private async deliverValid(job: RemoteJob): Promise<RemoteResult> {
     const hop = job.hop;
     const down = this.destDown.get(hop.key);
     if (down && down.until > Date.now()) {
@@ -280,7 +307,7 @@ export class RemoteDelivery {
         // The pooled connection died while idle: one more try on a fresh connection.
         return this.tryHost(job, content, t, ip);
       }
-      return hostFail({ kind: e.kind, detail: e.message });
+      return hostFail({ kind: e.kind, ...(e.reply ? { reply: e.reply } : {}), detail: e.message });
     }
     this.pool.give(key, conn);
     const where = `${t.name} [${ip}]`;

@@ -2,10 +2,12 @@
 // DSN, STARTTLS). It reports what happened as structured data; it decides nothing about policy.
 // Promises: replies are matched to commands in order; bytes a server sends after its STARTTLS
 // reply and before the handshake are discarded (response injection); EHLO is reissued after TLS;
-// every wait has a timeout (RFC 5321 §4.5.3.2); failures are DeliveryError with a kind, never text.
+// every wait has a timeout (RFC 5321 §4.5.3.2); failures are DeliveryError with a kind, never text;
+// MAIL FROM / RCPT TO carry only valid RFC 5321 paths (../mailbox.ts smtpPath), else nothing is sent.
 import net from 'node:net';
 import tls from 'node:tls';
 import type { X509Certificate } from 'node:crypto';
+import { smtpPath } from '../mailbox.ts';
 import { CIPHERS, ECDH_CURVES, cipherBits } from '../tls/policy-constants.ts';
 import { peerChain, verifyChain, type TrustStore } from '../tls/trust.ts';
 
@@ -300,14 +302,7 @@ export class SmtpConnection {
    */
   async send(env: Envelope, data: Buffer): Promise<TransactionResult> {
     const ext = this.extensions;
-    let mail = `MAIL FROM:<${env.from}>`;
-    if (ext.has('SIZE')) mail += ` SIZE=${data.length}`;
-    if (env.eightBit && ext.has('8BITMIME')) mail += ' BODY=8BITMIME';
-    if (env.smtputf8 && ext.has('SMTPUTF8')) mail += ' SMTPUTF8';
-    const dsn = ext.has('DSN');
-    if (dsn && env.ret) mail += ` RET=${env.ret}`;
-    if (dsn && env.envid) mail += ` ENVID=${env.envid}`;
-    const rcptLines = env.rcpts.map((r) => `RCPT TO:<${r.address}>${dsn && r.notify ? ` NOTIFY=${r.notify}` : ''}${dsn && r.orcpt ? ` ORCPT=${r.orcpt}` : ''}`);
+    const { mail, rcpts: rcptLines } = envelopeCommands(env, ext, data.length);
     const pipelining = ext.has('PIPELINING');
     let mailR: Reply; const rcptR: Reply[] = []; let dataR: Reply;
     if (pipelining) {
@@ -356,6 +351,33 @@ export class SmtpConnection {
     this.dead ??= new DeliveryError('closed', 'connection closed');
     this.sock.destroy();
   }
+}
+
+/**
+ * The MAIL FROM and RCPT TO command lines for an envelope, with the parameters the server's
+ * extensions allow. Throws DeliveryError (553 5.1.7 / 5.1.3, permanent) when an address is not a valid
+ * RFC 5321 path: a broken path is never emitted.
+ */
+export function envelopeCommands(env: Envelope, ext: ReadonlyMap<string, string>, size: number): { mail: string; rcpts: string[] } {
+  const utf8 = env.smtputf8 && ext.has('SMTPUTF8');
+  const paths: string[] = [];
+  for (const [i, address] of [env.from, ...env.rcpts.map((r) => r.address)].entries()) {
+    const p = smtpPath(address, i === 0 ? 'sender' : 'recipient', utf8);
+    if ('problem' in p) {
+      const text = `not sent: the ${i === 0 ? 'sender' : 'recipient'} address is not a valid RFC 5321 path (${p.problem})`;
+      throw new DeliveryError('mail', text, { code: 553, enhanced: i === 0 ? '5.1.7' : '5.1.3', lines: [text], text });
+    }
+    paths.push(p.path);
+  }
+  let mail = `MAIL FROM:${paths[0]}`;
+  if (ext.has('SIZE')) mail += ` SIZE=${size}`;
+  if (env.eightBit && ext.has('8BITMIME')) mail += ' BODY=8BITMIME';
+  if (utf8) mail += ' SMTPUTF8';
+  const dsn = ext.has('DSN');
+  if (dsn && env.ret) mail += ` RET=${env.ret}`;
+  if (dsn && env.envid) mail += ` ENVID=${env.envid}`;
+  const rcpts = env.rcpts.map((r, i) => `RCPT TO:${paths[i + 1]}${dsn && r.notify ? ` NOTIFY=${r.notify}` : ''}${dsn && r.orcpt ? ` ORCPT=${r.orcpt}` : ''}`);
+  return { mail, rcpts };
 }
 
 const DOT_LINE = Buffer.from('\r\n.');

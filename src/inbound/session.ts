@@ -24,7 +24,7 @@ import { peerChain } from '../tls/trust.ts';
 import type { ServerTls } from '../tls/server.ts';
 import type { TrustStore } from '../tls/trust.ts';
 import { sessionId } from '../util/ids.ts';
-import { isXtext, parsePathArg, validNotify, validOrcpt } from './address.ts';
+import { heloProblem, isXtext, parsePathArg, validNotify, validOrcpt } from './address.ts';
 import { CommandReader } from './command-reader.ts';
 import { DataDecoder } from './data-decoder.ts';
 
@@ -125,7 +125,8 @@ export class SmtpSession {
 
   private send(r: SmtpReply): void {
     if (r.code >= 400) this.counts.errors++;
-    this.out += formatReply(r);
+    // UTF-8 in reply text only inside a transaction that uses SMTPUTF8 (RFC 6531).
+    this.out += formatReply(r, this.txn?.envelope.smtputf8 ?? false);
   }
 
   private flush(): void {
@@ -220,10 +221,8 @@ export class SmtpSession {
 
   private ehlo(arg: string, extended: boolean): void {
     const name = arg.trim();
-    if (!name || /\s/.test(name) || name.length > 255) {
-      this.send(Replies.syntax(extended ? 'EHLO requires one domain or address literal' : 'HELO requires one domain'));
-      return;
-    }
+    const bad = heloProblem(name);
+    if (bad) { this.send(Replies.syntax(`${extended ? 'EHLO' : 'HELO'}: ${bad}`)); return; }
     this.helo = name;
     this.esmtp = extended;
     this.txn = null;

@@ -11,6 +11,45 @@ test('mailbox folder names cannot escape the mailbox tree', () => {
   assert.equal(mailboxFolder('../etc'), '%2E.%2Fetc');
   assert.equal(mailboxFolder('a/b'), 'a%2Fb');
   assert.equal(mailboxFolder('émile'), '%C3%A9mile');
+  assert.equal(mailboxFolder('..'), '%2E.');
+  assert.equal(mailboxFolder('a\u0000b'), 'a%00b');
+  assert.equal(mailboxFolder(''), '%', 'the empty local part ""@domain gets a folder of its own, not the domain folder');
+});
+
+test('folders of plain dot-atom mailboxes keep their names (upgrade compatibility)', () => {
+  const md = new MaildirDelivery('/srv/data');
+  assert.equal(md.pathFor('Bob.Smith+tag@contoso.test'), '/srv/data/mailboxes/contoso.test/bob.smith+tag');
+  assert.equal(md.pathFor('o\'brien@contoso.test'), '/srv/data/mailboxes/contoso.test/o%27brien');
+  assert.equal(md.pathFor('ÉMILE@contoso.test'), '/srv/data/mailboxes/contoso.test/%C3%A9mile');
+});
+
+test('quoted local parts map to folders of their own: no aliasing, no escape from the domain folder', () => {
+  const md = new MaildirDelivery('/srv/data');
+  const box = (a: string) => path.relative('/srv/data/mailboxes/contoso.test', md.pathFor(a)!);
+  assert.equal(box('"\\"carol\\""@contoso.test'), '%22carol%22', 'the quote characters are part of the local part');
+  assert.equal(box('carol@contoso.test'), 'carol');
+  assert.equal(box('"a b"@contoso.test'), 'a%20b');
+  assert.equal(box('"../../etc"@contoso.test'), '%2E.%2F..%2Fetc', 'one folder name: "/" is escaped, so ".." inside it is harmless');
+  assert.equal(box('""@contoso.test'), '%');
+  assert.equal(box('%20@contoso.test'), '%2520', 'an escape-looking name is escaped again');
+  assert.equal(box('\u212Aate@contoso.test'), '%E2%84%AAate', 'KELVIN SIGN does not reach the mailbox "kate"');
+  // Different local parts (after case folding) never share a folder; nothing leaves the domain folder.
+  const locals = ['carol', '"carol"', 'Carol', 'a b', 'a%20b', '%', '', '.', '..', '.a', '%2Ea', 'a/b', 'a%2Fb', '\u212Aate', 'kate'];
+  const seen = new Map<string, string>();
+  for (const l of locals) {
+    const f = mailboxFolder(l);
+    assert.ok(f && !f.startsWith('.') && !f.includes('/') && !f.includes('\0'), `${JSON.stringify(l)} -> ${f}`);
+    const other = seen.get(f);
+    assert.ok(other === undefined || other.toLowerCase() === l.toLowerCase(), `${JSON.stringify(l)} and ${JSON.stringify(other)} share ${f}`);
+    seen.set(f, l);
+  }
+  assert.equal(md.pathFor('x> NOTIFY=NEVER@contoso.test'), null, 'not a canonical address: no folder at all');
+});
+
+test('an address that is not in canonical form fails permanently instead of landing somewhere', async () => {
+  const o = await new MaildirDelivery(tempDir()).deliver('"carol"x@contoso.test', 'a@x.test', Buffer.from('x\r\n'));
+  assert.equal(o.status, 'failed');
+  assert.equal(o.reply.enhanced, '5.1.3');
 });
 
 test('delivery writes a complete file into new/ with Return-Path and Delivered-To', async () => {
