@@ -1,7 +1,8 @@
 // Owns: composing the gateway from its modules, the runtime configuration snapshot, reload
 // (SIGHUP or control socket) and orderly shutdown. The only place that wires modules together.
 // Promise: an invalid new configuration (or unusable certificate) is refused and the running
-// one stays in force; sessions in flight keep the snapshot they started with.
+// one stays in force; sessions in flight keep the snapshot they started with. A start that fails
+// part-way (a listener cannot bind) releases what it opened: control socket, listeners, store.
 import { mkdirSync } from 'node:fs';
 import type net from 'node:net';
 import type { SecureVersion } from 'node:tls';
@@ -52,7 +53,25 @@ export class Gateway {
 
   get config(): Config { return this.deps.config; }
 
+  /** Start everything; when a part fails, release what was opened (so a retry works) and throw. */
   async start(): Promise<void> {
+    try {
+      await this.open();
+    } catch (e) {
+      await this.release();
+      throw e;
+    }
+  }
+
+  private async release(): Promise<void> {
+    this.tls?.unwatch();
+    await new Promise((r) => (this.control ? this.control.close(r) : r(undefined)));
+    await this.server?.close(0);
+    await this.remote?.close();
+    await this.store?.close();
+  }
+
+  private async open(): Promise<void> {
     const config = loadConfig(this.opts.configFile, this.opts.allowDefaults);
     setLogLevel(config.log.level);
     mkdirSync(config.dataDir, { recursive: true, mode: 0o750 });
