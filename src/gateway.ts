@@ -7,7 +7,7 @@ import { mkdirSync } from 'node:fs';
 import type net from 'node:net';
 import type { SecureVersion } from 'node:tls';
 import { loadConfig, type Config } from './config/load.ts';
-import { emit, notice, setLogLevel } from './events.ts';
+import { emit, notice, setLogLevel, setLogOutput } from './events.ts';
 import { InboundPolicy } from './policy/inbound.ts';
 import { openStore } from './store/open.ts';
 import type { Store } from './store/types.ts';
@@ -74,6 +74,7 @@ export class Gateway {
   private async open(): Promise<void> {
     const config = loadConfig(this.opts.configFile, this.opts.allowDefaults);
     setLogLevel(config.log.level);
+    setLogOutput({ format: config.log.format });
     mkdirSync(config.dataDir, { recursive: true, mode: 0o750 });
     if (!config.source) {
       notice(`no configuration file at ${this.opts.configFile}: running the embedded defaults ` +
@@ -121,6 +122,7 @@ export class Gateway {
         throw new Error(`the certificates could not be loaded: ${this.tls.lastError}; the running configuration stays in force`);
       }
       setLogLevel(next.log.level);
+      setLogOutput({ format: next.log.format });
       if (JSON.stringify(next.dns.servers) !== JSON.stringify(cur.dns.servers)) this.resolver = new Resolver(next.dns.servers);
       this.outbound = new OutboundPolicy(next);
       this.deps = { ...this.deps, config: next, policy: new InboundPolicy(next, trust), trust };
@@ -156,8 +158,9 @@ export class Gateway {
   }
 }
 
-/** Run until SIGTERM/SIGINT; SIGHUP reloads. */
+/** Run until SIGTERM/SIGINT; SIGHUP reloads. The log goes to stdout. */
 export async function serve(opts: GatewayOptions): Promise<void> {
+  setLogOutput({ fd: 1 });
   const gw = new Gateway(opts);
   await gw.start();
   process.on('SIGHUP', () => { void gw.reload('SIGHUP'); });

@@ -153,7 +153,10 @@ const certPair = z.strictObject({ cert: z.string().min(1), key: z.string().min(1
 export const configSchema = z.strictObject({
   hostname: domainName.optional(),
   dataDir: z.string().min(1).default('./data'),
-  log: z.strictObject({ level: z.enum(['debug', 'info', 'warn', 'error']).default('info') }).prefault({}),
+  log: z.strictObject({
+    level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+    format: z.enum(['auto', 'json', 'text']).default('auto'),
+  }).prefault({}),
   smtp: z.strictObject({
     listen: z.array(listenAddr).min(1).default(['127.0.0.1:2525']),
     maxMessageSize: z.number().int().min(1024).max(2 ** 31 - 1).default(36_700_160),
