@@ -82,9 +82,12 @@ export const Replies = {
   shuttingDown: (host: string) => reply(421, '4.3.2', `${host} Service shutting down, try again later`),
 } as const;
 
-/** An error for administrators: names the cause and the fix. */
+/**
+ * An error for administrators: names the cause and the fix. `exitCode` is the CLI's exit status:
+ * 2 when the configuration or the command line is wrong (the default), 1 when the operation failed.
+ */
 export class AdminError extends Error {
-  constructor(message: string, readonly fix?: string) {
+  constructor(message: string, readonly fix?: string, readonly exitCode: 1 | 2 = 2) {
     super(fix ? `${message}\n  fix: ${fix}` : message);
     this.name = 'AdminError';
   }

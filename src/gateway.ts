@@ -1,12 +1,13 @@
 // Owns: composing the gateway from its modules, the runtime configuration snapshot, reload
 // (SIGHUP or control socket) and orderly shutdown. The only place that wires modules together.
 // Promise: an invalid new configuration (or unusable certificate) is refused and the running
-// one stays in force; sessions in flight keep the snapshot they started with.
+// one stays in force; sessions in flight keep the snapshot they started with. A start that fails
+// part-way (a listener cannot bind) releases what it opened: control socket, listeners, store.
 import { mkdirSync } from 'node:fs';
 import type net from 'node:net';
 import type { SecureVersion } from 'node:tls';
 import { loadConfig, type Config } from './config/load.ts';
-import { emit, notice, setLogLevel } from './events.ts';
+import { emit, notice, setLogLevel, setLogOutput } from './events.ts';
 import { InboundPolicy } from './policy/inbound.ts';
 import { openStore } from './store/open.ts';
 import type { Store } from './store/types.ts';
@@ -52,9 +53,28 @@ export class Gateway {
 
   get config(): Config { return this.deps.config; }
 
+  /** Start everything; when a part fails, release what was opened (so a retry works) and throw. */
   async start(): Promise<void> {
+    try {
+      await this.open();
+    } catch (e) {
+      await this.release();
+      throw e;
+    }
+  }
+
+  private async release(): Promise<void> {
+    this.tls?.unwatch();
+    await new Promise((r) => (this.control ? this.control.close(r) : r(undefined)));
+    await this.server?.close(0);
+    await this.remote?.close();
+    await this.store?.close();
+  }
+
+  private async open(): Promise<void> {
     const config = loadConfig(this.opts.configFile, this.opts.allowDefaults);
     setLogLevel(config.log.level);
+    setLogOutput({ format: config.log.format });
     mkdirSync(config.dataDir, { recursive: true, mode: 0o750 });
     if (!config.source) {
       notice(`no configuration file at ${this.opts.configFile}: running the embedded defaults ` +
@@ -103,6 +123,7 @@ export class Gateway {
         throw new Error(`the certificates could not be loaded: ${this.tls.lastError}; the running configuration stays in force`);
       }
       setLogLevel(next.log.level);
+      setLogOutput({ format: next.log.format });
       if (JSON.stringify(next.dns.servers) !== JSON.stringify(cur.dns.servers)) this.resolver = new Resolver(next.dns.servers);
       this.outbound = new OutboundPolicy(next);
       this.deps = { ...this.deps, config: next, policy: new InboundPolicy(next), trust };
@@ -138,8 +159,9 @@ export class Gateway {
   }
 }
 
-/** Run until SIGTERM/SIGINT; SIGHUP reloads. */
+/** Run until SIGTERM/SIGINT; SIGHUP reloads. The log goes to stdout. */
 export async function serve(opts: GatewayOptions): Promise<void> {
+  setLogOutput({ fd: 1 });
   const gw = new Gateway(opts);
   await gw.start();
   process.on('SIGHUP', () => { void gw.reload('SIGHUP'); });

@@ -1,8 +1,10 @@
 // Owns: the local control socket (dataDir/control.sock, mode 0600): JSON line requests from the
 // CLI to the running server (reload, kick, status). Client and server halves live here.
+// It doubles as the single-instance guard: a second server on the same dataDir is refused.
 import net from 'node:net';
 import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
+import { AdminError } from '../errors.ts';
 
 export interface ControlRequest { cmd: 'reload' | 'kick' | 'status' }
 export interface ControlResponse { ok: boolean; message: string; data?: Record<string, unknown> }
@@ -30,12 +32,13 @@ export function controlRequest(dataDir: string, req: ControlRequest, timeoutMs =
   });
 }
 
+/** Listen on dataDir/control.sock; an AdminError (exit 1) when another server answers there. */
 export async function startControlServer(dataDir: string, handle: (r: ControlRequest) => Promise<ControlResponse>): Promise<net.Server> {
   const p = controlPath(dataDir);
+  const inUse = () => new AdminError(`another Portcullis server is already running on ${dataDir} (its control socket ${p} answers)`,
+    'stop the other server first, or give this one another dataDir', 1);
   if (existsSync(p)) {
-    if (await controlRequest(dataDir, { cmd: 'status' }, 2000)) {
-      throw new Error(`another Portcullis server is already running on ${dataDir} (control socket ${p} answers); stop it first or use another dataDir`);
-    }
+    if (await controlRequest(dataDir, { cmd: 'status' }, 2000)) throw inUse();
     unlinkSync(p); // stale socket of a process that died
   }
   const srv = net.createServer((c) => {
@@ -51,7 +54,10 @@ export async function startControlServer(dataDir: string, handle: (r: ControlReq
       handle(req).then((r) => c.end(JSON.stringify(r) + '\n'), (e) => c.end(JSON.stringify({ ok: false, message: String(e) }) + '\n'));
     });
   });
-  await new Promise<void>((resolve, reject) => { srv.once('error', reject); srv.listen(p, () => resolve()); });
+  await new Promise<void>((resolve, reject) => {
+    srv.once('error', (e: NodeJS.ErrnoException) => reject(e.code === 'EADDRINUSE' ? inUse() : e)); // started at the same instant
+    srv.listen(p, () => resolve());
+  });
   chmodSync(p, 0o600);
   return srv;
 }

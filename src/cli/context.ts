@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { defaultConfigPath, embeddedDefaults, loadConfig, type Config } from '../config/load.ts';
-import { SqliteStore } from '../store/sqlite/index.ts';
+import { openStore } from '../store/open.ts';
 import type { Store } from '../store/types.ts';
 
 export interface CommonOpts { config?: string; json?: boolean }
@@ -23,8 +23,9 @@ export function cliConfig(o: CommonOpts): Config {
   return loadConfig(t.configFile, t.allowDefaults);
 }
 
-export function cliStore(c: Config): Store {
-  return new SqliteStore(c.dataDir);
+/** The queue of the server that runs with this config: read-only unless `write`; never created here. */
+export function cliStore(c: Config, mode: 'read' | 'write' = 'read'): Store {
+  return openStore(c.dataDir, mode === 'read' ? { readonly: true } : { existing: true });
 }
 
 export function printJson(v: unknown): void {

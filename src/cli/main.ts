@@ -1,5 +1,8 @@
 // Owns: the `portcullis` command line. Every command takes -c FILE (default ./portcullis.yaml or
 // $PORTCULLIS_CONFIG) and works against the same dataDir while the server runs.
+// Conventions (docs/cli.md): stdout carries a command's output, log lines go to stderr (the server
+// logs to stdout); reading commands create no file; errors go through the boundary in failure.ts.
+import { existsSync, readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { controlRequest } from '../admin/control.ts';
 import { AdminError } from '../errors.ts';
@@ -7,15 +10,27 @@ import { serve } from '../gateway.ts';
 import { ServerTls } from '../tls/server.ts';
 import { TrustStore } from '../tls/trust.ts';
 import { inspectCertificateFile } from '../tls/inspect.ts';
-import { ensureDevCertificate } from '../tls/devcert.ts';
+import { devCertificatePaths } from '../tls/devcert.ts';
+import { setLogLevel } from '../events.ts';
 import type { SecureVersion } from 'node:tls';
 import { cliConfig, configTarget, printJson, serverDataDir, withConfig, type CommonOpts } from './context.ts';
 import { registerQueue } from './queue.ts';
 import { registerTrace } from './trace.ts';
 import { registerConnector } from './connector.ts';
 import { say, warn } from './terminal.ts';
+import { exitWith, installBoundary } from './failure.ts';
 
-const program = new Command('portcullis').description('Portcullis, a TLS-first SMTP mail gateway').showHelpAfterError();
+let serving = false;
+installBoundary(() => serving);
+const debug = process.argv.includes('--debug') || process.env.PORTCULLIS_DEBUG === '1';
+setLogLevel(debug ? 'debug' : 'warn'); // commands other than serve: warnings only, on stderr
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+// exitOverride before the commands, so they inherit it: usage errors reach the boundary (exit 2).
+const program = new Command('portcullis').description('Portcullis, a TLS-first SMTP mail gateway')
+  .version(version, '-V, --version', 'print the version').option('--debug', 'print stack traces of unexpected errors')
+  .showHelpAfterError().exitOverride();
+program.hook('preAction', (_p, cmd) => { serving = cmd.name() === 'serve'; });
 
 withConfig(program.command('serve').description('run the gateway (SIGHUP reloads, SIGTERM stops)'))
   .action(async (o: CommonOpts) => { await serve(configTarget(o)); });
@@ -34,17 +49,22 @@ withConfig(config.command('reload').description('make the running server re-read
   .action(async (o: CommonOpts) => {
     const dataDir = serverDataDir(o);
     const r = await controlRequest(dataDir, { cmd: 'reload' });
-    if (!r) throw new AdminError(`no running server found for dataDir ${dataDir}`, 'start it with `portcullis serve`, or pass the same -c FILE it runs with');
+    if (!r) throw new AdminError(`no running server found for dataDir ${dataDir}`, 'start it with `portcullis serve`, or pass the same -c FILE it runs with', 1);
     (r.ok ? say : warn)(r.message);
     if (!r.ok) process.exitCode = 1;
   });
 
 const cert = program.command('cert').description('certificates');
 withConfig(cert.command('info').description('what a partner needs to configure forced TLS with us, per certificate').option('--json', 'machine-readable output'))
-  .action(async (o: CommonOpts) => {
+  .action((o: CommonOpts) => {
     const c = cliConfig(o);
     const trust = new TrustStore(c.tls.trust.system, c.tls.trust.caFiles);
-    const files = c.tls.certificates.length ? c.tls.certificates.map((p) => p.cert) : [(await ensureDevCertificate(c.dataDir, c.hostname)).cert];
+    const dev = devCertificatePaths(c.dataDir);
+    if (!c.tls.certificates.length && !existsSync(dev.cert)) {
+      throw new AdminError(`no certificate configured (tls.certificates is empty) and no development certificate at ${dev.cert} yet`,
+        'set tls.certificates to your certificate and key; without them the server generates a self-signed development certificate there when it starts', 1);
+    }
+    const files = c.tls.certificates.length ? c.tls.certificates.map((p) => p.cert) : [dev.cert];
     const infos = files.map((f) => inspectCertificateFile(f, trust));
     if (o.json) return printJson(infos);
     for (const i of infos) {
@@ -71,8 +91,4 @@ registerQueue(program);
 registerTrace(program);
 registerConnector(program);
 
-program.parseAsync(process.argv).catch((e: unknown) => {
-  const err = e as Error;
-  warn(err instanceof AdminError ? `portcullis: ${err.message}` : `portcullis: ${err.stack ?? err}`);
-  process.exit(err instanceof AdminError ? 2 : 1);
-});
+program.parseAsync(process.argv).catch((e: unknown) => exitWith(e, serving));

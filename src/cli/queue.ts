@@ -53,7 +53,7 @@ export function registerQueue(program: Command): void {
   withConfig(q.command('retry').argument('<id>', 'queue id').description('attempt delivery now'))
     .action(async (id: string, o: CommonOpts) => {
       const c = cliConfig(o);
-      const store = cliStore(c);
+      const store = cliStore(c, 'write');
       const ok = await store.retryNow(id);
       await store.close();
       if (!ok) { warn(`no deferred message ${id} (it may be delivered already or in delivery now)`); process.exitCode = 1; return; }
@@ -63,7 +63,7 @@ export function registerQueue(program: Command): void {
 
   withConfig(q.command('delete').argument('<id>', 'queue id').description('remove a message from the queue without delivering it'))
     .action(async (id: string, o: CommonOpts) => {
-      const store = cliStore(cliConfig(o));
+      const store = cliStore(cliConfig(o), 'write');
       const ok = await store.remove(id);
       await store.close();
       if (!ok) { warn(`no message ${id} in the queue`); process.exitCode = 1; return; }

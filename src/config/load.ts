@@ -8,6 +8,7 @@ import type { z } from 'zod';
 import { AdminError } from '../errors.ts';
 import { configSchema, type ConfigInput, type ParsedConfig } from './schema.ts';
 import { findTies } from './ties.ts';
+import { listenProblems } from './listen.ts';
 
 export interface AcceptedDomain {
   domain: string;
@@ -96,9 +97,11 @@ export function buildConfig(input: unknown, baseDir: string, source: string | nu
     }
   });
   for (const tie of findTies(organizations)) problems.push(`  ${tie}: make them distinct, or give one a restriction`);
-  if (problems.length) {
-    throw new AdminError(`invalid configuration${source ? ` in ${source}` : ''}:\n${problems.join('\n')}`,
-      'each organization name, accepted domain and connector name must appear once, and no two inbound connectors may match the same senders equally');
+  const listen = listenProblems(c.smtp.listen).map((p) => `  ${p}`);
+  if (problems.length || listen.length) {
+    throw new AdminError(`invalid configuration${source ? ` in ${source}` : ''}:\n${[...listen, ...problems].join('\n')}`, problems.length
+      ? 'each organization name, accepted domain and connector name must appear once, and no two inbound connectors may match the same senders equally'
+      : 'listen on each address once: "0.0.0.0:PORT" and "[::]:PORT" already cover every address of their family');
   }
   const resolve = (p: string) => path.resolve(baseDir, p);
   const config: Config = {

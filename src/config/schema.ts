@@ -9,7 +9,7 @@ const domainRe = /^(?=.{1,253}$)([a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?)(\.[a-z0
 export const domainName = z.string().trim().toLowerCase()
   .refine((d) => domainRe.test(d), { message: 'is not a valid domain name' });
 
-/** "host:port", "[v6]:port" or ":port". */
+/** "IP:port", "[v6]:port", "localhost:port" or ":port" (all IPv4 addresses); see config/listen.ts. */
 export function parseListen(s: string): { host: string; port: number } | null {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(s.trim());
   if (!m) return null;
@@ -22,7 +22,7 @@ export function parseListen(s: string): { host: string; port: number } | null {
 }
 
 const listenAddr = z.string().refine((s) => parseListen(s) !== null, {
-  message: 'must be "IP:port" or "[IPv6]:port", e.g. "127.0.0.1:2525" or "[::1]:2525"',
+  message: 'must be "IP:port", "[IPv6]:port" or "localhost:port" (host names are not looked up), e.g. "0.0.0.0:25", "[::]:25" or "127.0.0.1:2525"',
 });
 
 const dnsServer = z.string().refine((s) => {
@@ -153,7 +153,10 @@ const certPair = z.strictObject({ cert: z.string().min(1), key: z.string().min(1
 export const configSchema = z.strictObject({
   hostname: domainName.optional(),
   dataDir: z.string().min(1).default('./data'),
-  log: z.strictObject({ level: z.enum(['debug', 'info', 'warn', 'error']).default('info') }).prefault({}),
+  log: z.strictObject({
+    level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+    format: z.enum(['auto', 'json', 'text']).default('auto'),
+  }).prefault({}),
   smtp: z.strictObject({
     listen: z.array(listenAddr).min(1).default(['127.0.0.1:2525']),
     maxMessageSize: z.number().int().min(1024).max(2 ** 31 - 1).default(36_700_160),

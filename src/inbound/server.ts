@@ -3,7 +3,7 @@
 // changes the rules under a session in flight.
 // Promise: over a limit, the client gets "421 4.7.0" and the connection is closed at once.
 import net from 'node:net';
-import { parseListen } from '../config/schema.ts';
+import { listenSockets } from '../config/listen.ts';
 import { emit } from '../events.ts';
 import { formatReply, Replies } from '../errors.ts';
 import { SmtpSession, type SessionDeps } from './session.ts';
@@ -17,14 +17,14 @@ export class SmtpServer {
 
   get connections(): number { return this.sessions.size; }
 
+  /** Bind every entry; on failure the listeners opened so far stay open until close(). */
   async listen(addresses: readonly string[]): Promise<void> {
-    for (const a of addresses) {
-      const { host, port } = parseListen(a)!;
+    for (const { entry: a, host, port, ipv6Only } of listenSockets(addresses)) {
       const srv = net.createServer({ noDelay: true }, (s) => this.admit(s));
       srv.maxConnections = 1_000_000; // admission is ours, with a proper 421
       await new Promise<void>((resolve, reject) => {
         srv.once('error', reject);
-        srv.listen({ host, port, backlog: 1024 }, () => { srv.off('error', reject); resolve(); });
+        srv.listen({ host, port, ipv6Only, backlog: 1024 }, () => { srv.off('error', reject); resolve(); });
       });
       srv.on('error', (e) => emit({ event: 'internal.error', where: `listener ${a}`, error: e.message }));
       this.servers.push(srv);

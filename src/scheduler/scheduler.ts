@@ -72,6 +72,7 @@ export class Scheduler {
   private running = false;
   private again = false;
   private stopped = false;
+  private cycling: Promise<void> = Promise.resolve();
   private idle: (() => void)[] = [];
 
   constructor(private readonly store: Store, private readonly agents: Agents, private readonly ingest: Ingest, private readonly deps: () => SchedulerDeps) {}
@@ -117,7 +118,7 @@ export class Scheduler {
     clearTimeout(this.timer);
     this.timer = undefined;
     this.running = true;
-    void this.cycle().finally(() => {
+    this.cycling = this.cycle().finally(() => {
       this.running = false;
       if (this.again) { this.again = false; this.kick(); }
     });
@@ -242,10 +243,11 @@ export class Scheduler {
     emit({ event: 'delivery.result', queueId: m.id, rcpt: rcpts.map((r) => r.address).join(','), status: a === 'delayed' ? 'deferred' : a === 'failed' ? 'failed' : 'delivered', agent: 'dsn', reason: `${a === 'delayed' ? 'delay warning' : a === 'failed' ? 'DSN' : 'success notice'} queued as ${id} to <${m.mailFrom}>` });
   }
 
-  /** Stop claiming; wait for deliveries in flight. */
+  /** Stop claiming; wait for the queue scan and the deliveries in flight. */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    await this.cycling;
     if (this.inflight > 0) await new Promise<void>((r) => this.idle.push(r));
   }
 }

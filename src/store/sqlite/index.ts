@@ -2,6 +2,9 @@
 // grouped into one transaction per event-loop turn (group commit): one fsync serves many sessions,
 // and every caller's promise settles only after that commit returned.
 // Failure: a failed transaction rejects every write in it; nothing of it is visible.
+// Read-only opening (the CLI's reading commands) never creates the folder or the file and refuses
+// every write (query_only). It is not an OS-level read-only handle: that one would leave the WAL
+// side files (-wal, -shm) behind in a stopped server's dataDir; this one removes them on close.
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
@@ -10,8 +13,18 @@ import type {
   MessageState, NewMessage, QueueFilter, QueueMessage, QueueRecipient, RecipientOutcome, Store, TraceEvent, TraceFilter,
 } from '../types.ts';
 import { migrations } from './schema.ts';
+import { AdminError } from '../../errors.ts';
 
 type Row = Record<string, unknown>;
+
+export interface SqliteOpenOptions {
+  /** Reads only: the queue must exist, writes are refused. */
+  readonly?: boolean;
+  /** Open an existing queue only: never create the folder or the file. */
+  existing?: boolean;
+}
+
+export const queueFile = (dataDir: string): string => path.join(dataDir, 'queue.sqlite');
 interface Pending { run: () => unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void }
 
 export class SqliteStore implements Store {
@@ -20,11 +33,18 @@ export class SqliteStore implements Store {
   private scheduled = false;
   private readonly st;
 
-  constructor(dataDir: string, opts: { readonly?: boolean } = {}) {
-    mkdirSync(dataDir, { recursive: true, mode: 0o750 });
-    this.db = new Database(path.join(dataDir, 'queue.sqlite'), { readonly: opts.readonly ?? false });
+  constructor(dataDir: string, opts: SqliteOpenOptions = {}) {
+    const existing = !!(opts.readonly || opts.existing);
+    if (!existing) mkdirSync(dataDir, { recursive: true, mode: 0o750 });
+    this.db = new Database(queueFile(dataDir), { fileMustExist: existing });
     this.db.pragma('busy_timeout = 10000');
-    if (!opts.readonly) {
+    if (opts.readonly) {
+      this.db.pragma('query_only = ON');
+      if ((this.db.pragma('user_version', { simple: true }) as number) < migrations.length) {
+        this.db.close();
+        throw new AdminError(`the queue ${queueFile(dataDir)} was written by an older version of Portcullis`, 'start the server once (`portcullis serve`): it upgrades the queue', 1);
+      }
+    } else {
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = FULL');
       this.migrate();
