@@ -1,5 +1,6 @@
-// Owns: the local control socket (dataDir/control.sock, mode 0600): JSON line requests from the
-// CLI to the running server (reload, kick, status). Client and server halves live here.
+// Owns: the local control socket (dataDir/control.sock, mode 0660: the service user, its group and
+// root may use it): JSON line requests from the CLI to the running server (reload, kick, status).
+// Client and server halves live here.
 import net from 'node:net';
 import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
@@ -30,12 +31,18 @@ export function controlRequest(dataDir: string, req: ControlRequest, timeoutMs =
   });
 }
 
+/** Refuse when a server already answers on this dataDir's control socket (checked before binding ports too). */
+export async function assertNoServer(dataDir: string): Promise<void> {
+  const p = controlPath(dataDir);
+  if (existsSync(p) && await controlRequest(dataDir, { cmd: 'status' }, 2000)) {
+    throw new Error(`another Portcullis server is already running on ${dataDir} (control socket ${p} answers); stop it first or use another dataDir`);
+  }
+}
+
 export async function startControlServer(dataDir: string, handle: (r: ControlRequest) => Promise<ControlResponse>): Promise<net.Server> {
   const p = controlPath(dataDir);
   if (existsSync(p)) {
-    if (await controlRequest(dataDir, { cmd: 'status' }, 2000)) {
-      throw new Error(`another Portcullis server is already running on ${dataDir} (control socket ${p} answers); stop it first or use another dataDir`);
-    }
+    await assertNoServer(dataDir);
     unlinkSync(p); // stale socket of a process that died
   }
   const srv = net.createServer((c) => {
@@ -52,6 +59,6 @@ export async function startControlServer(dataDir: string, handle: (r: ControlReq
     });
   });
   await new Promise<void>((resolve, reject) => { srv.once('error', reject); srv.listen(p, () => resolve()); });
-  chmodSync(p, 0o600);
+  chmodSync(p, 0o660);
   return srv;
 }

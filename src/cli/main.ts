@@ -1,5 +1,6 @@
-// Owns: the `portcullis` command line. Every command takes -c FILE (default ./portcullis.yaml or
-// $PORTCULLIS_CONFIG) and works against the same dataDir while the server runs.
+// Owns: the `portcullis` command line. Every command takes -c FILE (default $PORTCULLIS_CONFIG, else
+// ./portcullis.yaml, else /etc/portcullis/portcullis.yaml) and works against the same dataDir while
+// the server runs.
 import { Command } from 'commander';
 import { controlRequest } from '../admin/control.ts';
 import { AdminError } from '../errors.ts';
@@ -8,6 +9,7 @@ import { ServerTls } from '../tls/server.ts';
 import { TrustStore } from '../tls/trust.ts';
 import { inspectCertificateFile } from '../tls/inspect.ts';
 import { ensureDevCertificate } from '../tls/devcert.ts';
+import { checkService, formatProblems } from '../service/checks.ts';
 import type { SecureVersion } from 'node:tls';
 import { cliConfig, configTarget, printJson, serverDataDir, withConfig, type CommonOpts } from './context.ts';
 import { registerQueue } from './queue.ts';
@@ -17,7 +19,9 @@ import { registerConnector } from './connector.ts';
 const program = new Command('portcullis').description('Portcullis, a TLS-first SMTP mail gateway').showHelpAfterError();
 
 withConfig(program.command('serve').description('run the gateway (SIGHUP reloads, SIGTERM stops)'))
-  .action(async (o: CommonOpts) => { await serve(configTarget(o)); });
+  .option('--user <name>', 'started as root: the user to run as after binding (overrides runAs.user)')
+  .option('--group <name>', 'with --user: the group to run as (overrides runAs.group)')
+  .action(async (o: CommonOpts & { user?: string; group?: string }) => { await serve({ ...configTarget(o), runAs: { user: o.user, group: o.group } }); });
 
 const config = program.command('config').description('check or reload the configuration');
 withConfig(config.command('check').description('validate the configuration file and the files it names').option('--json', 'machine-readable output'))
@@ -25,9 +29,11 @@ withConfig(config.command('check').description('validate the configuration file 
     const c = cliConfig(o);
     new TrustStore(c.tls.trust.system, c.tls.trust.caFiles);
     if (c.tls.certificates.length) new ServerTls(c.tls.certificates, c.tls.minVersion as SecureVersion);
+    const service = checkService(c);
+    if (service.problems.length) throw new AdminError(`serve would refuse to start:\n${formatProblems(service.problems)}`);
     const domains = c.organizations.flatMap((org) => org.acceptedDomains.map((d) => d.domain));
-    if (o.json) return printJson({ ok: true, file: c.source, organizations: c.organizations.map((x) => x.name), domains });
-    console.log(`configuration OK${c.source ? ` (${c.source})` : ' (embedded defaults)'}: ${c.organizations.length} organization(s), accepted domains ${domains.join(', ')}; listening on ${c.smtp.listen.join(', ')}`);
+    if (o.json) return printJson({ ok: true, file: c.source, organizations: c.organizations.map((x) => x.name), domains, runsAs: service.runs });
+    console.log(`configuration OK${c.source ? ` (${c.source})` : ' (embedded defaults)'}: ${c.organizations.length} organization(s), accepted domains ${domains.join(', ')}; listening on ${c.smtp.listen.join(', ')}; runs as ${service.runs}`);
   });
 withConfig(config.command('reload').description('make the running server re-read its configuration and certificates'))
   .action(async (o: CommonOpts) => {
