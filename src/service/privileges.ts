@@ -167,5 +167,8 @@ export function dropPrivileges(target: Identity): void {
   for (const [what, regain] of [['setuid(0)', () => process.setuid!(0)], ['setgid(0)', () => process.setgid!(0)]] as const) {
     try { regain(); wrong.push(`${what} succeeded`); } catch { /* expected: EPERM */ }
   }
-  if (wrong.length) throw new Error(`dropping privileges to ${target.user}:${target.group} failed (${wrong.join(', ')}); refusing to run`);
+  if (wrong.length) {
+    throw new AdminError(`dropping privileges to ${target.user}:${target.group} failed (${wrong.join(', ')}); refusing to run`,
+      `start Portcullis as ${target.user} directly (systemd unit: User=${target.user}, AmbientCapabilities=CAP_NET_BIND_SERVICE)`);
+  }
 }
