@@ -31,6 +31,7 @@ export type Event =
   | { event: 'server.listening'; address: string }
   | { event: 'server.started'; hostname: string; dataDir: string; configFile: string | null }
   | { event: 'server.stopping'; signal: string }
+  | { event: 'server.privileges'; user: string; uid: number; group: string; gid: number; groups: number[]; runs: string }
   | { event: 'config.reloaded'; source: string }
   | { event: 'config.rejected'; source: string; error: string }
   | { event: 'tls.certificates.loaded'; names: string[]; source: string }

@@ -1,6 +1,7 @@
-// Owns: the local control socket (dataDir/control.sock, mode 0600): JSON line requests from the
-// CLI to the running server (reload, kick, status). Client and server halves live here.
-// It doubles as the single-instance guard: a second server on the same dataDir is refused.
+// Owns: the local control socket (dataDir/control.sock, mode 0660: the service user, its group and
+// root may use it): JSON line requests from the CLI to the running server (reload, kick, status).
+// Client and server halves live here. It doubles as the single-instance guard: a second server on
+// the same dataDir is refused.
 import net from 'node:net';
 import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
@@ -32,13 +33,20 @@ export function controlRequest(dataDir: string, req: ControlRequest, timeoutMs =
   });
 }
 
+/** Refuse when a server already answers on this dataDir's control socket (checked before binding ports too). */
+export async function assertNoServer(dataDir: string): Promise<void> {
+  const p = controlPath(dataDir);
+  if (existsSync(p) && await controlRequest(dataDir, { cmd: 'status' }, 2000)) throw serverInUse(dataDir);
+}
+
+const serverInUse = (dataDir: string) => new AdminError(`another Portcullis server is already running on ${dataDir} (its control socket ${controlPath(dataDir)} answers)`,
+  'stop the other server first, or give this one another dataDir', 1);
+
 /** Listen on dataDir/control.sock; an AdminError (exit 1) when another server answers there. */
 export async function startControlServer(dataDir: string, handle: (r: ControlRequest) => Promise<ControlResponse>): Promise<net.Server> {
   const p = controlPath(dataDir);
-  const inUse = () => new AdminError(`another Portcullis server is already running on ${dataDir} (its control socket ${p} answers)`,
-    'stop the other server first, or give this one another dataDir', 1);
   if (existsSync(p)) {
-    if (await controlRequest(dataDir, { cmd: 'status' }, 2000)) throw inUse();
+    await assertNoServer(dataDir);
     unlinkSync(p); // stale socket of a process that died
   }
   const srv = net.createServer((c) => {
@@ -55,9 +63,9 @@ export async function startControlServer(dataDir: string, handle: (r: ControlReq
     });
   });
   await new Promise<void>((resolve, reject) => {
-    srv.once('error', (e: NodeJS.ErrnoException) => reject(e.code === 'EADDRINUSE' ? inUse() : e)); // started at the same instant
+    srv.once('error', (e: NodeJS.ErrnoException) => reject(e.code === 'EADDRINUSE' ? serverInUse(dataDir) : e)); // started at the same instant
     srv.listen(p, () => resolve());
   });
-  chmodSync(p, 0o600);
+  chmodSync(p, 0o660);
   return srv;
 }

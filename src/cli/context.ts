@@ -10,7 +10,7 @@ import type { Store } from '../store/types.ts';
 export interface CommonOpts { config?: string; json?: boolean }
 
 export function withConfig(cmd: Command): Command {
-  return cmd.option('-c, --config <file>', 'configuration file (default ./portcullis.yaml or $PORTCULLIS_CONFIG)');
+  return cmd.option('-c, --config <file>', 'configuration file (default $PORTCULLIS_CONFIG, else ./portcullis.yaml, else /etc/portcullis/portcullis.yaml)');
 }
 
 export function configTarget(o: CommonOpts): { configFile: string; allowDefaults: boolean } {

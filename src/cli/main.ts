@@ -1,5 +1,6 @@
-// Owns: the `portcullis` command line. Every command takes -c FILE (default ./portcullis.yaml or
-// $PORTCULLIS_CONFIG) and works against the same dataDir while the server runs.
+// Owns: the `portcullis` command line. Every command takes -c FILE (default $PORTCULLIS_CONFIG, else
+// ./portcullis.yaml, else /etc/portcullis/portcullis.yaml) and works against the same dataDir while
+// the server runs.
 // Conventions (docs/cli.md): stdout carries a command's output, log lines go to stderr (the server
 // logs to stdout); reading commands create no file; errors go through the boundary in failure.ts.
 import { existsSync, readFileSync } from 'node:fs';
@@ -12,6 +13,7 @@ import { TrustStore } from '../tls/trust.ts';
 import { inspectCertificateFile } from '../tls/inspect.ts';
 import { devCertificatePaths } from '../tls/devcert.ts';
 import { setLogLevel } from '../events.ts';
+import { checkService, formatProblems } from '../service/checks.ts';
 import type { SecureVersion } from 'node:tls';
 import { cliConfig, configTarget, printJson, serverDataDir, withConfig, type CommonOpts } from './context.ts';
 import { registerQueue } from './queue.ts';
@@ -33,7 +35,9 @@ const program = new Command('portcullis').description('Portcullis, a TLS-first S
 program.hook('preAction', (_p, cmd) => { serving = cmd.name() === 'serve'; });
 
 withConfig(program.command('serve').description('run the gateway (SIGHUP reloads, SIGTERM stops)'))
-  .action(async (o: CommonOpts) => { await serve(configTarget(o)); });
+  .option('--user <name>', 'started as root: the user to run as after binding (overrides runAs.user)')
+  .option('--group <name>', 'with --user: the group to run as (overrides runAs.group)')
+  .action(async (o: CommonOpts & { user?: string; group?: string }) => { await serve({ ...configTarget(o), runAs: { user: o.user, group: o.group } }); });
 
 const config = program.command('config').description('check or reload the configuration');
 withConfig(config.command('check').description('validate the configuration file and the files it names').option('--json', 'machine-readable output'))
@@ -41,9 +45,11 @@ withConfig(config.command('check').description('validate the configuration file 
     const c = cliConfig(o);
     new TrustStore(c.tls.trust.system, c.tls.trust.caFiles);
     if (c.tls.certificates.length) new ServerTls(c.tls.certificates, c.tls.minVersion as SecureVersion);
+    const service = checkService(c);
+    if (service.problems.length) throw new AdminError(`serve would refuse to start:\n${formatProblems(service.problems)}`);
     const domains = c.organizations.flatMap((org) => org.acceptedDomains.map((d) => d.domain));
-    if (o.json) return printJson({ ok: true, file: c.source, organizations: c.organizations.map((x) => x.name), domains });
-    say(`configuration OK${c.source ? ` (${c.source})` : ' (embedded defaults)'}: ${c.organizations.length} organization(s), accepted domains ${domains.join(', ')}; listening on ${c.smtp.listen.join(', ')}`);
+    if (o.json) return printJson({ ok: true, file: c.source, organizations: c.organizations.map((x) => x.name), domains, runsAs: service.runs });
+    say(`configuration OK${c.source ? ` (${c.source})` : ' (embedded defaults)'}: ${c.organizations.length} organization(s), accepted domains ${domains.join(', ')}; listening on ${c.smtp.listen.join(', ')}; runs as ${service.runs}`);
   });
 withConfig(config.command('reload').description('make the running server re-read its configuration and certificates'))
   .action(async (o: CommonOpts) => {

@@ -1,6 +1,6 @@
 // Owns: reading a YAML file into a validated, frozen Config. Relative paths are resolved
 // against the config file's folder. Errors are AdminErrors naming each bad key and the fix.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
@@ -36,9 +36,15 @@ export interface Config extends Omit<ParsedConfig, 'organizations' | 'hostname'>
 }
 
 export const DEFAULT_CONFIG_FILE = 'portcullis.yaml';
+export const SYSTEM_CONFIG_FILE = '/etc/portcullis/portcullis.yaml';
 
-export function defaultConfigPath(): string {
-  return process.env.PORTCULLIS_CONFIG || DEFAULT_CONFIG_FILE;
+/**
+ * The configuration file when none is named with -c: $PORTCULLIS_CONFIG, else the first of
+ * ./portcullis.yaml and /etc/portcullis/portcullis.yaml that exists, else ./portcullis.yaml
+ * (which does not exist: the caller may then use the embedded defaults).
+ */
+export function defaultConfigPath(candidates: readonly string[] = [DEFAULT_CONFIG_FILE, SYSTEM_CONFIG_FILE]): string {
+  return process.env.PORTCULLIS_CONFIG || candidates.find((f) => existsSync(f)) || candidates[0];
 }
 
 /** The embedded defaults used when no configuration file exists. */

@@ -150,9 +150,29 @@ const organization = z.strictObject({
 
 const certPair = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });
 
+/** A user or group: a name (letters, digits, ".", "_", "-") or a numeric id. */
+const accountName = z.string().trim().min(1).max(64).regex(/^[A-Za-z0-9_][A-Za-z0-9._-]*$/, 'must be a user or group name, or a numeric id');
+
+/** `root` (deliberately), or the unprivileged user (and group) to run as after binding. */
+export const runAsSchema = z.union([
+  z.literal('root'),
+  z.strictObject({ user: accountName, group: accountName.optional() }),
+], { error: 'must be root, or {user: NAME, group: NAME} (for example {user: portcullis, group: portcullis})' });
+
+/** Maildir file modes: owner read/write, optionally group; never others, never execute. */
+export const MAILDIR_MODES = ['0600', '0640', '0660'] as const;
+
+const maildirOptions = z.strictObject({
+  group: accountName.optional(),
+  mode: z.enum(MAILDIR_MODES, { error: 'must be "0600" (private), "0640" (group may read) or "0660" (group may read and write), in quotes' }).default('0600'),
+}).superRefine((m, ctx) => {
+  if (m.group !== undefined && m.mode === '0600') ctx.addIssue({ code: 'custom', path: ['mode'], message: `gives group "${m.group}" no rights: use "0640" (read) or "0660" (read and write, what an IMAP server needs for flags)` });
+});
+
 export const configSchema = z.strictObject({
   hostname: domainName.optional(),
   dataDir: z.string().min(1).default('./data'),
+  runAs: runAsSchema.optional(),
   log: z.strictObject({
     level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
     format: z.enum(['auto', 'json', 'text']).default('auto'),
@@ -193,6 +213,7 @@ export const configSchema = z.strictObject({
       idleSeconds: z.number().min(0).max(600).default(10),
       maxMessages: z.number().int().min(1).max(100_000).default(1000),
     }).prefault({}),
+    maildir: maildirOptions.prefault({}),
     tlsFallbackSeconds: z.number().min(0).default(3600),
     destinationDownSeconds: z.number().min(0).default(60),
     timeouts: z.strictObject({

@@ -2,9 +2,11 @@
 // the mapping of a mailbox to its folder.
 // Promise: a message is in new/ only complete and synced (write tmp, fsync, rename, fsync dir).
 // Two mailboxes share a folder only when their local parts are equal after case folding, and no
-// folder lies outside its domain folder. Failures come back as a classified outcome; nothing here
-// throws to the caller.
-import { mkdir, readdir, unlink } from 'node:fs/promises';
+// folder lies outside its domain folder. Folders and files are private (0700/0600) unless
+// delivery.maildir names a group and mode: then every folder and file created here gets exactly
+// that group and mode, whatever the umask. Failures come back as a classified outcome; nothing
+// here throws to the caller.
+import { chmod, chown, mkdir, readdir, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { foldCase, parseAddress } from '../mailbox.ts';
@@ -29,11 +31,22 @@ export function mailboxFolder(s: string): string {
   return out.startsWith('.') ? `%2E${out.slice(1)}` : out;
 }
 
+/** delivery.maildir: the file mode ("0600", "0640", "0660") and the group of folders and files. */
+export interface MaildirPermissions { mode?: string; gid?: number }
+
 export class MaildirDelivery {
   private readonly root: string;
   private readonly made = new Set<string>();
+  private readonly file: { mode?: number; gid?: number };
+  /** Folder mode: the file mode plus x wherever r is given. */
+  private readonly dirMode: number;
 
-  constructor(dataDir: string) { this.root = path.join(dataDir, 'mailboxes'); }
+  constructor(dataDir: string, perm: MaildirPermissions = {}) {
+    this.root = path.join(dataDir, 'mailboxes');
+    const mode = perm.mode ? parseInt(perm.mode, 8) : 0o600;
+    this.dirMode = mode | ((mode & 0o444) >> 2);
+    this.file = mode === 0o600 && perm.gid === undefined ? {} : { mode, gid: perm.gid };
+  }
 
   /** The folder of a mailbox (canonical address), or null when it is not a mailbox address. */
   pathFor(address: string): string | null {
@@ -44,8 +57,25 @@ export class MaildirDelivery {
 
   private async ensure(dir: string): Promise<void> {
     if (this.made.has(dir)) return;
-    await Promise.all(['tmp', 'new', 'cur'].map((d) => mkdir(path.join(dir, d), { recursive: true, mode: 0o700 })));
+    if (this.file.mode === undefined) {
+      await Promise.all(['tmp', 'new', 'cur'].map((d) => mkdir(path.join(dir, d), { recursive: true, mode: 0o700 })));
+    } else {
+      // mailboxes/, the domain and the mailbox folder, then tmp/ new/ cur/: each one created here
+      // gets the group and mode (existing folders are left as the administrator set them).
+      const levels = [this.root, path.dirname(dir), dir];
+      for (const d of levels) await this.mkdirShared(d);
+      await Promise.all(['tmp', 'new', 'cur'].map((d) => this.mkdirShared(path.join(dir, d))));
+    }
     this.made.add(dir);
+  }
+
+  private async mkdirShared(d: string): Promise<void> {
+    try { await mkdir(d, { mode: 0o700 }); } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') return;
+      throw e;
+    }
+    if (this.file.gid !== undefined) await chown(d, -1, this.file.gid);
+    await chmod(d, this.dirMode);
   }
 
   /**
@@ -85,7 +115,7 @@ export class MaildirDelivery {
     const size = prefix.length + data.length;
     try {
       await this.ensure(dir);
-      await writeChunksDurable(path.join(dir, 'tmp', name), path.join(dir, 'new', `${name},S=${size}`), [prefix, data]);
+      await writeChunksDurable(path.join(dir, 'tmp', name), path.join(dir, 'new', `${name},S=${size}`), [prefix, data], this.file);
       return { status: 'delivered', reply: { code: 250, enhanced: '2.0.0', message: `Delivered to mailbox ${dir}` } };
     } catch (e) {
       this.made.delete(dir);

@@ -2,6 +2,8 @@
 // Each session gets the configuration snapshot current when it connected, so a reload never
 // changes the rules under a session in flight.
 // Promise: over a limit, the client gets "421 4.7.0" and the connection is closed at once.
+// Listeners are bound (as root, for port 25) before the rest of the server exists: connections
+// that arrive before open() wait (their bytes buffered) and are admitted by open().
 import net from 'node:net';
 import { listenSockets } from '../config/listen.ts';
 import { emit } from '../events.ts';
@@ -12,15 +14,31 @@ export class SmtpServer {
   private servers: net.Server[] = [];
   private readonly sessions = new Set<SmtpSession>();
   private readonly perIp = new Map<string, number>();
+  /** Connections accepted before open(); null once open. */
+  private early: net.Socket[] | null = [];
 
   constructor(private readonly deps: () => SessionDeps) {}
+
+  /** Start admitting connections (the ones that arrived since listen() first). */
+  open(): void {
+    const waiting = this.early ?? [];
+    this.early = null;
+    for (const s of waiting) if (!s.destroyed) this.admit(s);
+  }
+
+  private accept(s: net.Socket): void {
+    if (!this.early) { this.admit(s); return; }
+    s.on('error', () => {});
+    if (this.early.length >= 1024) { s.destroy(); return; }
+    this.early.push(s);
+  }
 
   get connections(): number { return this.sessions.size; }
 
   /** Bind every entry; on failure the listeners opened so far stay open until close(). */
   async listen(addresses: readonly string[]): Promise<void> {
     for (const { entry: a, host, port, ipv6Only } of listenSockets(addresses)) {
-      const srv = net.createServer({ noDelay: true }, (s) => this.admit(s));
+      const srv = net.createServer({ noDelay: true }, (s) => this.accept(s));
       srv.maxConnections = 1_000_000; // admission is ours, with a proper 421
       await new Promise<void>((resolve, reject) => {
         srv.once('error', reject);
@@ -58,6 +76,7 @@ export class SmtpServer {
   async close(graceMs = 10_000): Promise<void> {
     for (const s of this.servers) s.close();
     this.servers = [];
+    for (const s of this.early ?? []) s.destroy();
     const until = Date.now() + graceMs;
     while (this.sessions.size && Date.now() < until) {
       for (const s of this.sessions) s.shutdown();

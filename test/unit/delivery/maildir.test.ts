@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { MaildirDelivery, mailboxFolder } from '../../../src/delivery/maildir.ts';
@@ -74,4 +74,36 @@ test('cleanTmp removes partial files of dead processes only', async () => {
   writeFileSync(path.join(tmp, '1795000000.12345_1.imap.example'), 'dovecot');
   assert.equal(await new MaildirDelivery(dir).cleanTmp(), 1);
   assert.deepEqual(readdirSync(tmp).sort(), [`1795000000.12345_1.imap.example`, `1795000000.M1000P${process.pid}Q1.${host}`].sort());
+});
+
+const modeOf = (p: string) => statSync(p).mode & 0o7777;
+
+test('default mailboxes stay private: folders 0700, files 0600', async () => {
+  const dir = tempDir();
+  const md = new MaildirDelivery(dir);
+  assert.equal((await md.deliver('bob@contoso.test', 'a@x.test', Buffer.from('x\r\n'))).status, 'delivered');
+  const box = path.join(dir, 'mailboxes/contoso.test/bob');
+  for (const d of ['', 'tmp', 'new', 'cur']) assert.equal(modeOf(path.join(box, d)), 0o700, d);
+  assert.equal(modeOf(path.join(box, 'new', readdirSync(path.join(box, 'new'))[0])), 0o600);
+});
+
+test('delivery.maildir group and mode: every folder and file created gets them exactly, whatever the umask', { skip: process.getuid?.() === 0 ? false : 'needs root (gives files to another group)' }, async () => {
+  for (const [mode, dirMode] of [['0660', 0o770], ['0640', 0o750]] as const) {
+    const dir = tempDir();
+    const old = process.umask(0o077);
+    try {
+      const md = new MaildirDelivery(dir, { mode, gid: 4343 });
+      assert.equal((await md.deliver('bob@contoso.test', 'a@x.test', Buffer.from('x\r\n'))).status, 'delivered');
+      assert.equal((await md.deliver('carol@contoso.test', 'a@x.test', Buffer.from('y\r\n'))).status, 'delivered');
+    } finally { process.umask(old); }
+    const folders = ['mailboxes', 'mailboxes/contoso.test', ...['bob', 'carol'].flatMap((b) => ['', '/tmp', '/new', '/cur'].map((s) => `mailboxes/contoso.test/${b}${s}`))];
+    for (const f of folders) {
+      assert.equal(modeOf(path.join(dir, f)), dirMode, `${f} ${mode}`);
+      assert.equal(statSync(path.join(dir, f)).gid, 4343, f);
+    }
+    const newDir = path.join(dir, 'mailboxes/contoso.test/bob/new');
+    const file = path.join(newDir, readdirSync(newDir)[0]);
+    assert.equal(modeOf(file), parseInt(mode, 8));
+    assert.equal(statSync(file).gid, 4343);
+  }
 });
