@@ -7,7 +7,7 @@ import net from 'node:net';
 import path from 'node:path';
 import YAML from 'yaml';
 import { Gateway } from '../../src/gateway.ts';
-import { freePort, tempDir } from '../helpers/gateway.ts';
+import { asRoot, freePort, tempDir } from '../helpers/gateway.ts';
 
 const HOST = '127.0.0.81';
 const bindable = (port: number) => new Promise<boolean>((resolve) => {
@@ -24,7 +24,7 @@ test('listener 2 of 2 fails: listener 1, control socket and store are released; 
   const configFile = path.join(dir, 'portcullis.yaml');
   const dataDir = path.join(dir, 'data');
   writeFileSync(configFile, YAML.stringify({
-    hostname: 'mx1.contoso.test', dataDir, smtp: { listen: [`${HOST}:${free}`, `${HOST}:${busy}`] },
+    ...asRoot(), hostname: 'mx1.contoso.test', dataDir, smtp: { listen: [`${HOST}:${free}`, `${HOST}:${busy}`] },
     organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }],
   }));
   try {
