@@ -11,7 +11,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
-import { BIN, ROOT, cleanup, defaultOrgs, freePort, startGateway, tempDir as newTempDir } from '../helpers/gateway.ts';
+import { BIN, ROOT, asRoot, cleanup, defaultOrgs, freePort, startGateway, tempDir as newTempDir } from '../helpers/gateway.ts';
 import { startDnsServer } from '../helpers/dns-server.ts';
 import { makePki } from '../helpers/pki.ts';
 import { SmtpClient } from '../helpers/smtp.ts';
@@ -46,7 +46,7 @@ function noStack(r: Run): void {
 
 function writeConfig(dir: string, cfg: Record<string, unknown>): string {
   const file = path.join(dir, 'portcullis.yaml');
-  writeFileSync(file, YAML.stringify({ hostname: 'mx1.contoso.test', dataDir: path.join(dir, 'data'), organizations: defaultOrgs, ...cfg }));
+  writeFileSync(file, YAML.stringify({ ...asRoot(), hostname: 'mx1.contoso.test', dataDir: path.join(dir, 'data'), organizations: defaultOrgs, ...cfg }));
   return file;
 }
 
@@ -86,7 +86,7 @@ test('reading commands on a dataDir never used: no file created, no log line on 
   const leaf = await pki.issue('mx1.contoso.test');
   const withCert = writeConfig(dir, { tls: { certificates: [{ cert: leaf.cert, key: leaf.key }] } });
   const bare = path.join(dir, 'bare.yaml');
-  writeFileSync(bare, YAML.stringify({ hostname: 'mx1.contoso.test', dataDir: path.join(dir, 'data2'), organizations: defaultOrgs }));
+  writeFileSync(bare, YAML.stringify({ ...asRoot(), hostname: 'mx1.contoso.test', dataDir: path.join(dir, 'data2'), organizations: defaultOrgs }));
   const before = tree(dir);
 
   const check = await cli(['config', 'check', '-c', withCert]);
@@ -205,7 +205,7 @@ test('without privileges: a port below 1024 names CAP_NET_BIND_SERVICE; another 
   if (process.getuid?.() !== 0 || spawnSync('setpriv', ['--version']).status !== 0) { t.skip('needs root (to become nobody) and setpriv'); return; }
   const dir = tempDir();
   chmodSync(dir, 0o777);
-  const cfg = writeConfig(dir, { smtp: { listen: [`${HOST}:587`] } });
+  const cfg = writeConfig(dir, { smtp: { listen: [`${HOST}:587`] }, runAs: undefined }); // started as nobody: no runAs needed
   chmodSync(cfg, 0o644);
   const r = await cli(['serve', '-c', cfg], { prefix: ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups'] });
   assert.equal(r.code, 1, r.stderr);
