@@ -2,7 +2,8 @@
 // DSN, STARTTLS). It reports what happened as structured data; it decides nothing about policy.
 // Promises: replies are matched to commands in order; bytes a server sends after its STARTTLS
 // reply and before the handshake are discarded (response injection); EHLO is reissued after TLS;
-// every wait has a timeout (RFC 5321 §4.5.3.2); failures are DeliveryError with a kind, never text.
+// every wait has a timeout (RFC 5321 §4.5.3.2); failures are DeliveryError with a kind, never text,
+// carrying the TLS facts learned when the session failed after STARTTLS.
 import net from 'node:net';
 import tls from 'node:tls';
 import type { X509Certificate } from 'node:crypto';
@@ -17,6 +18,8 @@ export type FailureKind =
   | 'mail' | 'data' | 'reply';                     // transaction
 
 export class DeliveryError extends Error {
+  /** The TLS session established before the failure (STARTTLS succeeded, then SMTP failed). */
+  tls?: PeerTls;
   constructor(readonly kind: FailureKind, message: string, readonly reply?: Reply, readonly errno?: string) {
     super(message);
     this.name = 'DeliveryError';
@@ -198,6 +201,7 @@ export class SmtpConnection {
       await c.handshake();
       return c;
     } catch (e) {
+      if (e instanceof DeliveryError && c.tls) e.tls ??= c.tls;
       c.close();
       throw e;
     }
