@@ -6,7 +6,7 @@ import { AdminError } from '../errors.ts';
 import { serve } from '../gateway.ts';
 import { ServerTls } from '../tls/server.ts';
 import { TrustStore } from '../tls/trust.ts';
-import { inspectCertificateFile } from '../tls/inspect.ts';
+import { certificateFileWarnings, inspectCertificateFile } from '../tls/inspect.ts';
 import { ensureDevCertificate } from '../tls/devcert.ts';
 import type { SecureVersion } from 'node:tls';
 import { cliConfig, configTarget, printJson, serverDataDir, withConfig, type CommonOpts } from './context.ts';
@@ -26,8 +26,10 @@ withConfig(config.command('check').description('validate the configuration file 
     new TrustStore(c.tls.trust.system, c.tls.trust.caFiles);
     if (c.tls.certificates.length) new ServerTls(c.tls.certificates, c.tls.minVersion as SecureVersion);
     const domains = c.organizations.flatMap((org) => org.acceptedDomains.map((d) => d.domain));
-    if (o.json) return printJson({ ok: true, file: c.source, organizations: c.organizations.map((x) => x.name), domains });
+    const warnings = c.tls.certificates.flatMap((p) => certificateFileWarnings(p.cert).map((w) => `${p.cert}: ${w}`));
+    if (o.json) return printJson({ ok: true, file: c.source, organizations: c.organizations.map((x) => x.name), domains, warnings });
     console.log(`configuration OK${c.source ? ` (${c.source})` : ' (embedded defaults)'}: ${c.organizations.length} organization(s), accepted domains ${domains.join(', ')}; listening on ${c.smtp.listen.join(', ')}`);
+    for (const w of warnings) console.log(`WARNING ${w}`);
   });
 withConfig(config.command('reload').description('make the running server re-read its configuration and certificates'))
   .action(async (o: CommonOpts) => {
