@@ -45,6 +45,7 @@ export type Event =
   | { event: 'message.rejected'; sid: string; code: number; enhanced: string; reason: string }
   | { event: 'delivery.result'; queueId: string; rcpt: string; status: 'delivered' | 'deferred' | 'failed'; agent: string; code?: number; enhanced?: string; reason: string }
   | { event: 'queue.recovered'; released: number }
+  | { event: 'trace.expired'; removed: number; finishedBefore: string; more: boolean }
   | { event: 'internal.error'; where: string; error: string; stack?: string };
 
 type Level = 'debug' | 'info' | 'warn' | 'error';

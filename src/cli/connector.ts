@@ -1,4 +1,4 @@
-// Owns: `portcullis connector list|show|validate` and `portcullis tls check`.
+// Owns: `portcullis connector list|show|validate` and `portcullis tls check` (with --cert: tls.ts).
 import type { Command } from 'commander';
 import type { Config, InboundConnector, OutboundConnector } from '../config/load.ts';
 import { parseSmartHost } from '../config/schema.ts';
@@ -11,6 +11,7 @@ import { RevocationChecker } from '../tls/revocation.ts';
 import { TrustStore } from '../tls/trust.ts';
 import { cliConfig, printJson, withConfig, type CommonOpts } from './context.ts';
 import { say } from './terminal.ts';
+import { certCheck, registerTrust, type CertCheckOpts } from './tls.ts';
 
 type Any = (InboundConnector & { direction: 'inbound' }) | (OutboundConnector & { direction: 'outbound' });
 
@@ -108,16 +109,24 @@ export function registerConnector(program: Command): void {
     });
 
   const t = program.command('tls').description('TLS inspection');
-  withConfig(t.command('check').argument('<destination>', 'HOST[:PORT] or a mail DOMAIN (its MX hosts)')
-    .description('connect, STARTTLS, and report version, cipher, chain, root trust, names and every CRL/OCSP endpoint')
+  withConfig(t.command('check').argument('[destination]', 'HOST[:PORT] or a mail DOMAIN (its MX hosts)')
+    .description('connect, STARTTLS, and report version, cipher, chain, root trust, names and every CRL/OCSP/CA-issuer endpoint; with --cert, check a certificate file instead')
     .option('--level <level>', 'TLS level to judge against (encryptionOnly, certificateValidation, domainValidation)', 'certificateValidation')
     .option('--tls-domain <name>', 'certificate name required at domainValidation')
+    .option('--cert <file>', 'check this certificate (PEM, leaf first) before it is served: no SMTP')
+    .option('--chain <file>', 'with --cert: the intermediates, when not in the certificate file')
+    .option('--name <host>', 'with --cert: a name the certificate must cover')
     .option('--json', 'machine-readable output'))
-    .action(async (dest: string, o: CommonOpts & { level: string; tlsDomain?: string }) => {
+    .action(async (dest: string | undefined, o: CommonOpts & Partial<CertCheckOpts> & { level: string; tlsDomain?: string }) => {
       const cfg = cliConfig(o);
+      if (o.cert && dest) throw new AdminError('give a DESTINATION or --cert FILE, not both', 'tls check HOST[:PORT] checks a server; tls check --cert FILE checks a certificate file');
+      if (o.cert) return certCheck(tools(cfg), { ...o, cert: o.cert });
+      if (!dest) throw new AdminError('tls check needs a DESTINATION or --cert FILE', 'for example `portcullis tls check mx1.fabrikam.test:25` or `portcullis tls check --cert new-cert.pem`');
+      if (o.chain || o.name) throw new AdminError('--chain and --name go with --cert', 'use --tls-domain to require a name of a DESTINATION');
       if (!['opportunistic', 'encryptionOnly', 'certificateValidation', 'domainValidation'].includes(o.level)) throw new AdminError(`--level ${o.level} is not a TLS level`, 'use encryptionOnly, certificateValidation or domainValidation');
       if (o.level === 'domainValidation' && !o.tlsDomain) throw new AdminError('--level domainValidation needs --tls-domain', 'name the certificate name to require');
       const requirement = { level: o.level, source: '`tls check`', ...(o.tlsDomain ? { tlsDomain: o.tlsDomain } : {}) } as TlsRequirement;
       report(await probeAll(cfg, await targetsFor(tools(cfg).resolver, dest, cfg.delivery.port), requirement), o.json, dest);
     });
+  registerTrust(t);
 }

@@ -10,7 +10,7 @@ import { AdminError } from '../errors.ts';
 import { serve } from '../gateway.ts';
 import { ServerTls } from '../tls/server.ts';
 import { TrustStore } from '../tls/trust.ts';
-import { inspectCertificateFile } from '../tls/inspect.ts';
+import { certificateFileWarnings, inspectCertificateFile } from '../tls/inspect.ts';
 import { devCertificatePaths } from '../tls/devcert.ts';
 import { setLogLevel } from '../events.ts';
 import { checkService, formatProblems } from '../service/checks.ts';
@@ -48,8 +48,10 @@ withConfig(config.command('check').description('validate the configuration file 
     const service = checkService(c);
     if (service.problems.length) throw new AdminError(`serve would refuse to start:\n${formatProblems(service.problems)}`);
     const domains = c.organizations.flatMap((org) => org.acceptedDomains.map((d) => d.domain));
-    if (o.json) return printJson({ ok: true, file: c.source, organizations: c.organizations.map((x) => x.name), domains, runsAs: service.runs });
+    const warnings = c.tls.certificates.flatMap((p) => certificateFileWarnings(p.cert).map((w) => `${p.cert}: ${w}`));
+    if (o.json) return printJson({ ok: true, file: c.source, organizations: c.organizations.map((x) => x.name), domains, runsAs: service.runs, warnings });
     say(`configuration OK${c.source ? ` (${c.source})` : ' (embedded defaults)'}: ${c.organizations.length} organization(s), accepted domains ${domains.join(', ')}; listening on ${c.smtp.listen.join(', ')}; runs as ${service.runs}`);
+    for (const w of warnings) say(`WARNING ${w}`);
   });
 withConfig(config.command('reload').description('make the running server re-read its configuration and certificates'))
   .action(async (o: CommonOpts) => {

@@ -1,6 +1,7 @@
 // Owns: `portcullis trace`: the full story of messages (inbound TLS facts with the client
 // certificate's verdict and revocation status, every delivery attempt with host, TLS
-// version/cipher/certificate, the TLS policy demanded vs achieved, the reply).
+// version/cipher/certificate, the TLS policy demanded vs achieved, the reply, deletion by an
+// administrator), and the one renderer of trace events (`queue list|show` use it).
 import type { Command } from 'commander';
 import { AdminError } from '../errors.ts';
 import type { QueueMessage, TraceEvent } from '../store/types.ts';
@@ -23,10 +24,35 @@ function time(s: string | undefined, what: string): number | undefined {
   return t;
 }
 
+type Reply = { code: number; enhanced: string; message: string; reason?: string };
+type AttemptData = Record<string, unknown> & { rcpt?: number; reply?: Reply };
+
+const replyText = (r: Reply) => `${r.code} ${r.enhanced} ${r.reason ?? r.message}`;
+const rcptName = (m: QueueMessage, idx: unknown) => m.recipients.find((r) => r.idx === idx)?.address ?? `#${String(idx)}`;
+
+/**
+ * One line for a recipient's attempt: the connector, the host [ip]:port and the cause (the reply,
+ * or our reason for it). Used by `queue list` for deferred recipients.
+ */
+export function attemptCause(e: TraceEvent): string {
+  const d = e.data as AttemptData;
+  const where = [
+    d.connector ? `connector "${String(d.connector)}"` : '',
+    d.host ? `host ${String(d.host)}${d.ip ? ` [${String(d.ip)}]:${String(d.port)}` : ''}` : '',
+  ].filter(Boolean).join(', ') || `via ${String(d.agent)}`;
+  return `${where}: ${d.reply ? replyText(d.reply) : String(d.status)}`;
+}
+
+/** The last delivery attempt of each recipient (by recipient index). */
+export function lastAttempts(events: TraceEvent[]): Map<number, TraceEvent> {
+  const last = new Map<number, TraceEvent>();
+  for (const e of events) if (e.kind === 'delivery') last.set((e.data as AttemptData).rcpt as number, e);
+  return last;
+}
+
 export function describeAttempt(e: TraceEvent, m: QueueMessage): string {
-  const d = e.data as Record<string, unknown> & { reply?: { code: number; enhanced: string; message: string; reason?: string } };
-  const rcpt = m.recipients.find((r) => r.idx === d.rcpt)?.address ?? `#${String(d.rcpt)}`;
-  const lines = [`  ${iso(e.ts)}  ${rcpt}: ${String(d.status).toUpperCase()} via ${String(d.agent)}`];
+  const d = e.data as AttemptData;
+  const lines = [`  ${iso(e.ts)}  ${rcptName(m, d.rcpt)}: ${String(d.status).toUpperCase()} via ${String(d.agent)}`];
   if (d.host) lines.push(`      host ${String(d.host)}${d.ip ? ` [${String(d.ip)}]:${String(d.port)}` : ''}${d.connector ? `, connector "${String(d.connector)}"` : ''}${d.reused ? ', reused connection' : ''}`);
   const req = d.tlsRequired as { level: string; source: string; tlsDomain?: string } | undefined;
   if (req) lines.push(`      TLS policy: required ${req.level} (${req.source}${req.tlsDomain ? `, tlsDomain ${req.tlsDomain}` : ''}), achieved ${String(d.tlsAchieved)}`);
@@ -39,8 +65,19 @@ export function describeAttempt(e: TraceEvent, m: QueueMessage): string {
   if (d.revocation) lines.push(`      revocation: ${String(d.revocation)}`);
   if (d.fallback) lines.push(`      note: ${String(d.fallback)}`);
   if (d.conversion) lines.push(`      content: ${String(d.conversion)}`);
-  if (d.reply) lines.push(`      result: ${d.reply.code} ${d.reply.enhanced} ${d.reply.reason ?? d.reply.message}`);
+  if (d.reply) lines.push(`      result: ${replyText(d.reply)}`);
   return lines.join('\n');
+}
+
+/** Any trace event, readable: delivery attempts in full, an administrator's deletion, others by their fields. */
+export function describeEvent(e: TraceEvent, m: QueueMessage): string {
+  if (e.kind === 'delivery') return describeAttempt(e, m);
+  const d = e.data;
+  if (e.kind === 'deleted') {
+    const rcpts = (Array.isArray(d.rcpts) ? d.rcpts : []).map((i) => rcptName(m, i));
+    return `  ${iso(e.ts)}  DELETED from the queue by administrator ${String(d.by)} (was ${String(d.state)}); ${rcpts.length ? `not delivered to ${rcpts.join(', ')}` : 'no recipient was still open'}`;
+  }
+  return `  ${iso(e.ts)}  ${e.kind}: ${Object.entries(d).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' ')}`;
 }
 
 export function describeMessage(m: QueueMessage, events: TraceEvent[]): string {
@@ -54,9 +91,8 @@ export function describeMessage(m: QueueMessage, events: TraceEvent[]): string {
     `  from <${m.mailFrom}>  message-id ${m.messageId ?? '(none)'}  size ${m.size}`,
     `  recipients: ${m.recipients.map((r) => `${r.address} (${r.status})`).join(', ')}`,
   ];
-  const attempts = events.filter((e) => e.kind === 'delivery');
-  out.push(attempts.length ? '  attempts:' : '  attempts: none yet');
-  for (const e of attempts) out.push(describeAttempt(e, m));
+  out.push(events.length ? '  history:' : '  history: no delivery attempt yet');
+  for (const e of events) out.push(describeEvent(e, m));
   if (m.state === 'deferred') out.push(`  next attempt ${iso(m.nextAttemptAt)}`);
   return out.join('\n');
 }

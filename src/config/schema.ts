@@ -227,6 +227,9 @@ export const configSchema = z.strictObject({
     leaseSeconds: z.number().int().min(5).default(300),
     concurrency: z.number().int().min(1).max(1000).default(20),
   }).prefault({}),
+  trace: z.strictObject({
+    retentionDays: z.number().positive().max(3650).default(30),
+  }).prefault({}),
   organizations: z.array(organization).min(1, 'needs at least one organization'),
 });
 

@@ -2,8 +2,9 @@
 // DSN, STARTTLS). It reports what happened as structured data; it decides nothing about policy.
 // Promises: replies are matched to commands in order; bytes a server sends after its STARTTLS
 // reply and before the handshake are discarded (response injection); EHLO is reissued after TLS;
-// every wait has a timeout (RFC 5321 §4.5.3.2); failures are DeliveryError with a kind, never text;
-// MAIL FROM / RCPT TO carry only valid RFC 5321 paths (../mailbox.ts smtpPath), else nothing is sent.
+// every wait has a timeout (RFC 5321 §4.5.3.2); failures are DeliveryError with a kind, never text,
+// carrying the TLS facts learned when the session failed after STARTTLS; MAIL FROM / RCPT TO carry
+// only valid RFC 5321 paths (../mailbox.ts smtpPath), else nothing is sent.
 import net from 'node:net';
 import tls from 'node:tls';
 import type { X509Certificate } from 'node:crypto';
@@ -19,6 +20,8 @@ export type FailureKind =
   | 'mail' | 'data' | 'reply';                     // transaction
 
 export class DeliveryError extends Error {
+  /** The TLS session established before the failure (STARTTLS succeeded, then SMTP failed). */
+  tls?: PeerTls;
   constructor(readonly kind: FailureKind, message: string, readonly reply?: Reply, readonly errno?: string) {
     super(message);
     this.name = 'DeliveryError';
@@ -200,6 +203,7 @@ export class SmtpConnection {
       await c.handshake();
       return c;
     } catch (e) {
+      if (e instanceof DeliveryError && c.tls) e.tls ??= c.tls;
       c.close();
       throw e;
     }

@@ -1,4 +1,5 @@
-// Owns: queue states, leases, retry backoff, expiry, delay warnings and bounces. Claims due
+// Owns: queue states, leases, retry backoff, expiry, delay warnings and bounces, and runs trace
+// retention (retention.ts) while it runs. Claims due
 // messages from the store, hands recipients to their delivery agent (local Maildir, or remote
 // SMTP grouped by next hop so one transaction carries many recipients), records the outcomes.
 // Promises: a message leaves the queue only when every recipient is delivered or failed; a crash
@@ -17,6 +18,7 @@ import type { InboundPolicy } from '../policy/inbound.ts';
 import type { OutboundPolicy } from '../policy/outbound.ts';
 import type { QueueMessage, QueueRecipient, RecipientOutcome, Store } from '../store/types.ts';
 import { sessionId } from '../util/ids.ts';
+import { TraceRetention } from './retention.ts';
 
 export interface Agents {
   local: MaildirDelivery;
@@ -74,11 +76,15 @@ export class Scheduler {
   private stopped = false;
   private cycling: Promise<void> = Promise.resolve();
   private idle: (() => void)[] = [];
+  private readonly retention: TraceRetention;
 
-  constructor(private readonly store: Store, private readonly agents: Agents, private readonly ingest: Ingest, private readonly deps: () => SchedulerDeps) {}
+  constructor(private readonly store: Store, private readonly agents: Agents, private readonly ingest: Ingest, private readonly deps: () => SchedulerDeps) {
+    this.retention = new TraceRetention(store, () => this.deps().config.trace.retentionDays);
+  }
 
   start(): void {
     this.kick();
+    this.retention.start();
   }
 
   /** Direct handoff (ingest): a lease when there is room to deliver a new message right away. */
@@ -248,6 +254,7 @@ export class Scheduler {
     this.stopped = true;
     clearTimeout(this.timer);
     await this.cycling;
+    await this.retention.stop();
     if (this.inflight > 0) await new Promise<void>((r) => this.idle.push(r));
   }
 }

@@ -9,20 +9,28 @@ export function splitPem(text: string): string[] {
   return text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
 }
 
+/** The certificates of a CA file; an AdminError naming the file when it is unusable. */
+export function readCaFile(f: string, key = 'tls.trust.caFiles'): X509Certificate[] {
+  let text: string;
+  try { text = readFileSync(f, 'utf8'); } catch (e) {
+    throw new AdminError(`cannot read CA file ${f}: ${(e as Error).message}`, `fix ${key}`);
+  }
+  const found = splitPem(text);
+  if (!found.length) throw new AdminError(`CA file ${f} contains no PEM certificate`, `fix ${key}`);
+  return found.map((p, i) => {
+    try { return new X509Certificate(p); } catch (e) {
+      throw new AdminError(`certificate ${i + 1} in CA file ${f} cannot be parsed: ${(e as Error).message}`, `fix ${key}`);
+    }
+  });
+}
+
+/** The public roots shipped with Node.js (tls.trust.system). */
+export const systemRoots = (): X509Certificate[] => rootCertificates.map((p) => new X509Certificate(p));
+
 export class TrustStore {
   readonly roots: X509Certificate[];
   constructor(system: boolean, caFiles: readonly string[]) {
-    const pems: string[] = system ? [...rootCertificates] : [];
-    for (const f of caFiles) {
-      let text: string;
-      try { text = readFileSync(f, 'utf8'); } catch (e) {
-        throw new AdminError(`cannot read CA file ${f}: ${(e as Error).message}`, 'fix tls.trust.caFiles');
-      }
-      const found = splitPem(text);
-      if (!found.length) throw new AdminError(`CA file ${f} contains no PEM certificate`, 'fix tls.trust.caFiles');
-      pems.push(...found);
-    }
-    this.roots = pems.map((p) => new X509Certificate(p));
+    this.roots = [...(system ? systemRoots() : []), ...caFiles.flatMap((f) => readCaFile(f))];
   }
 
   /** A trusted certificate that issued `c` (by name and signature), if any. */

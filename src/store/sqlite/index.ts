@@ -10,7 +10,7 @@ import { mkdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type {
-  MessageState, NewMessage, QueueFilter, QueueMessage, QueueRecipient, RecipientOutcome, Store, TraceEvent, TraceFilter,
+  DeleteResult, MessageState, NewMessage, QueueFilter, QueueMessage, QueueRecipient, RecipientOutcome, Store, TraceEvent, TraceFilter,
 } from '../types.ts';
 import { migrations } from './schema.ts';
 import { AdminError } from '../../errors.ts';
@@ -77,6 +77,11 @@ export class SqliteStore implements Store {
       retry: db.prepare(`UPDATE messages SET state = 'deferred', next_attempt_at = ?, updated_at = ? WHERE id = ? AND state IN ('deferred', 'held', 'incoming')`),
       delMsg: db.prepare('DELETE FROM messages WHERE id = ?'),
       delRcpts: db.prepare('DELETE FROM recipients WHERE msg_id = ?'),
+      delEvents: db.prepare('DELETE FROM events WHERE msg_id = ?'),
+      rcptsDelete: db.prepare(`UPDATE recipients SET status = 'deleted', updated_at = ? WHERE msg_id = ? AND status IN ('pending', 'deferred') RETURNING idx`).pluck(),
+      markDone: db.prepare(`UPDATE messages SET state = 'done', next_attempt_at = @now, lease_owner = NULL, lease_until = NULL, updated_at = @now WHERE id = @id`),
+      // Served by messages_finished (state, updated_at): no scan of the done messages.
+      finishedBefore: db.prepare(`SELECT id FROM messages WHERE state = 'done' AND updated_at < ? ORDER BY updated_at LIMIT ?`).pluck(),
       nextDue: db.prepare(`SELECT min(t) FROM (
           SELECT min(next_attempt_at) AS t FROM messages WHERE state IN ('incoming', 'deferred')
           UNION ALL SELECT min(lease_until) FROM messages WHERE state = 'active')`).pluck(),
@@ -205,11 +210,30 @@ export class SqliteStore implements Store {
     return this.write(() => { const now = Date.now(); return this.st.retry.run(now, now, id).changes > 0; });
   }
 
-  remove(id: string): Promise<boolean> {
-    return this.write(() => {
+  deleteQueued(id: string, by: string, now = Date.now()): Promise<DeleteResult> {
+    return this.write((): DeleteResult => {
+      const msg = this.st.msg.get(id) as Row | undefined;
+      if (!msg) return { deleted: false, why: 'unknown' };
+      if (msg.state === 'done') return { deleted: false, why: 'finished' };
+      if (msg.state === 'active' && (msg.lease_until as number) >= now) return { deleted: false, why: 'inDelivery' };
+      const rcpts = this.st.rcptsDelete.all(now, id) as number[];
+      this.st.insEvent.run(id, now, 'deleted', JSON.stringify({ by, rcpts, state: msg.state }));
+      this.st.markDone.run({ id, now });
       this.st.delBody.run(id);
-      this.st.delRcpts.run(id);
-      return this.st.delMsg.run(id).changes > 0;
+      return { deleted: true, recipients: rcpts.length };
+    });
+  }
+
+  purgeDone(before: number, limit: number): Promise<number> {
+    return this.write(() => {
+      const ids = this.st.finishedBefore.all(before, limit) as string[];
+      for (const id of ids) {
+        this.st.delEvents.run(id);
+        this.st.delRcpts.run(id);
+        this.st.delBody.run(id);
+        this.st.delMsg.run(id);
+      }
+      return ids.length;
     });
   }
 
