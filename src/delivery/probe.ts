@@ -1,11 +1,13 @@
 // Owns: inspecting a destination the way delivery would meet it, for administrators
 // (`portcullis tls check`, `portcullis connector validate`): resolve its hosts, connect, STARTTLS,
 // and report the TLS facts, chain and root, name match, every revocation endpoint, and whether a
-// required TLS level would pass. Optionally sends a test message. Never throws for a bad host.
+// required TLS level would pass, with the TLS failure kind (tls/failures.ts) when it would not.
+// Optionally sends a test message. Never throws for a bad host.
 import net from 'node:net';
 import type { Config } from '../config/load.ts';
 import { DnsError, type Resolver } from '../dns/resolver.ts';
 import type { TlsRequirement } from '../policy/outbound.ts';
+import { tlsFailureLabel, type TlsFailureKind } from '../tls/failures.ts';
 import { namesSatisfy } from '../tls/names.ts';
 import type { RevocationChecker, RevocationResult } from '../tls/revocation.ts';
 import type { TrustStore } from '../tls/trust.ts';
@@ -29,6 +31,8 @@ export interface HostReport {
   requirement: TlsRequirement;
   passes: boolean;
   reason?: string;
+  /** What went wrong with TLS, when something did. */
+  tlsFailure?: TlsFailureKind;
   testMessage?: string;
   error?: string;
 }
@@ -80,7 +84,7 @@ async function probeAddress(t: ProbeTarget, ip: string, o: ProbeOptions): Promis
     });
   } catch (e) {
     const msg = e instanceof DeliveryError ? e.message : String(e);
-    return { ...base, error: msg, reason: msg };
+    return { ...base, error: msg, reason: msg, ...(e instanceof DeliveryError && e.tlsFailure ? { tlsFailure: e.tlsFailure } : {}) };
   }
   const r: HostReport = { ...base, connected: true, starttlsOffered: conn.starttlsOffered };
   try {
@@ -95,11 +99,12 @@ async function probeAddress(t: ProbeTarget, ip: string, o: ProbeOptions): Promis
       };
       const want = o.requirement.tlsDomain ?? t.host;
       r.nameMatch = { required: want, ok: namesSatisfy(t0.names ?? [], want) };
-    } else if (conn.tlsSkipped) r.error = conn.tlsSkipped;
+    } else if (conn.tlsSkipped) { r.error = conn.tlsSkipped.detail; r.tlsFailure = conn.tlsSkipped.kind; }
     const j = await judgeTls(conn.tls, o.requirement, `host ${t.host} [${ip}]`, o.revocation, o.config.tls.revocation, true);
     if (j.revocation) r.revocation = j.revocation;
     r.passes = j.violation === null;
     if (j.violation) r.reason = j.violation;
+    if (j.violation && j.kind) r.tlsFailure = j.kind;
     if (o.sendTo && r.passes) {
       const data = Buffer.from(`From: Portcullis connector validation <postmaster@${o.config.hostname}>\r\nTo: <${o.sendTo}>\r\nSubject: Portcullis connector validation\r\n` +
         `Date: ${new Date().toUTCString()}\r\nMessage-ID: <validate.${Date.now()}@${o.config.hostname}>\r\n\r\nThis is a test message sent by "portcullis connector validate".\r\n`);
@@ -120,7 +125,8 @@ async function probeAddress(t: ProbeTarget, ip: string, o: ProbeOptions): Promis
 /** Text for administrators, one block per host. */
 export function formatReport(r: HostReport): string {
   const L = [`${r.host} [${r.ip ?? '?'}]:${r.port}  ${r.passes ? 'PASS' : 'FAIL'}  (required: ${r.requirement.level}${r.requirement.tlsDomain ? `, tlsDomain ${r.requirement.tlsDomain}` : ''} — ${r.requirement.source})`];
-  if (!r.connected) { L.push(`  connection: ${r.error}`); return L.join('\n'); }
+  const failure = r.tlsFailure ? [`  TLS failure: ${tlsFailureLabel(r.tlsFailure)} (${r.tlsFailure})`] : [];
+  if (!r.connected) { L.push(`  connection: ${r.error}`, ...failure); return L.join('\n'); }
   L.push(`  STARTTLS: ${r.starttlsOffered ? 'offered' : 'NOT offered'}`);
   if (r.tls) {
     L.push(`  TLS: ${r.tls.version} ${r.tls.cipher} (${r.tls.bits} bits)`);
@@ -137,6 +143,7 @@ export function formatReport(r: HostReport): string {
     }
   }
   if (r.testMessage) L.push(`  test message: ${r.testMessage}`);
+  L.push(...failure);
   if (r.reason) L.push(`  reason: ${r.reason}`);
   return L.join('\n');
 }
