@@ -43,7 +43,9 @@ export type Event =
   | { event: 'session.injection'; sid: string; ip: string; bytes: number }
   | { event: 'message.accepted'; sid: string; queueId: string; from: string; rcpts: number; size: number; org: string; tls?: TlsFacts }
   | { event: 'message.rejected'; sid: string; code: number; enhanced: string; reason: string }
-  | { event: 'delivery.result'; queueId: string; rcpt: string; status: 'delivered' | 'deferred' | 'failed'; agent: string; code?: number; enhanced?: string; reason: string }
+  | { event: 'delivery.result'; queueId: string; rcpt: string; status: 'delivered' | 'deferred' | 'failed'; agent: string; code?: number; enhanced?: string; reason: string;
+      /** TLS failure kind (tls/failures.ts): why a required level failed, or why opportunistic TLS stepped down. */
+      tlsFailure?: string; tlsVersion?: string; tlsLegacy?: boolean }
   | { event: 'queue.recovered'; released: number }
   | { event: 'trace.expired'; removed: number; finishedBefore: string; more: boolean }
   | { event: 'internal.error'; where: string; error: string; stack?: string };

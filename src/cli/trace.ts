@@ -1,9 +1,12 @@
 // Owns: `portcullis trace`: the full story of messages (inbound TLS facts with the client
 // certificate's verdict and revocation status, every delivery attempt with host, TLS
-// version/cipher/certificate, the TLS policy demanded vs achieved, the reply, deletion by an
+// version/cipher/certificate, the TLS policy demanded vs achieved, the TLS failure kind with its
+// label (tls/failures.ts), legacy TLS, the reply with its raw detail, deletion by an
 // administrator), and the one renderer of trace events (`queue list|show` use it).
 import type { Command } from 'commander';
 import { AdminError } from '../errors.ts';
+import { levelRank, type TlsLevel } from '../policy/outbound.ts';
+import { isTlsFailureKind, tlsFailureLabel } from '../tls/failures.ts';
 import type { QueueMessage, TraceEvent } from '../store/types.ts';
 import { peerCertVerdict } from '../tls/facts.ts';
 import { cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
@@ -58,9 +61,14 @@ export function describeAttempt(e: TraceEvent, m: QueueMessage): string {
   if (req) lines.push(`      TLS policy: required ${req.level} (${req.source}${req.tlsDomain ? `, tlsDomain ${req.tlsDomain}` : ''}), achieved ${String(d.tlsAchieved)}`);
   const t = d.tls as { version: string; cipher: string; bits: number; subject?: string; issuer?: string; fingerprint256?: string; chainValid: boolean; chainError?: string; resumed: boolean } | undefined;
   if (t) {
-    lines.push(`      TLS: ${t.version} ${t.cipher} (${t.bits} bits)${t.resumed ? ', resumed' : ''}`);
+    lines.push(`      TLS: ${t.version} ${t.cipher} (${t.bits} bits)${t.resumed ? ', resumed' : ''}${d.tlsLegacy ? ', legacy TLS' : ''}`);
     if (t.subject) lines.push(`      peer certificate: ${t.subject}; issuer ${t.issuer}; SHA-256 ${t.fingerprint256}; ${t.chainValid ? 'chain valid' : `chain NOT valid: ${t.chainError}`}`);
   } else if (d.agent === 'smtp') lines.push('      TLS: none (plaintext)');
+  if (isTlsFailureKind(d.tlsFailure)) {
+    const forced = !!req && levelRank(req.level as TlsLevel) >= levelRank('encryptionOnly');
+    const what = d.tlsLegacy ? 'legacy TLS (opportunistic)' : forced ? 'TLS failure' : 'TLS not used';
+    lines.push(`      ${what}: ${tlsFailureLabel(d.tlsFailure)} (${d.tlsFailure})`);
+  }
   if (d.internal) lines.push(`      ${String(d.internal)}`);
   if (d.revocation) lines.push(`      revocation: ${String(d.revocation)}`);
   if (d.fallback) lines.push(`      note: ${String(d.fallback)}`);

@@ -195,7 +195,7 @@ export const configSchema = z.strictObject({
   tls: z.strictObject({
     certificates: z.array(certPair).default([]),
     minVersion: z.string().default('TLSv1.2').refine((v) => v === 'TLSv1.2' || v === 'TLSv1.3', {
-      message: 'must be TLSv1.2 or TLSv1.3; Portcullis never negotiates anything older than TLS 1.2',
+      message: 'must be TLSv1.2 or TLSv1.3; Portcullis never accepts anything older than TLS 1.2',
     }),
     revocation: z.enum(['softFail', 'hardFail', 'off']).default('softFail'),
     trust: z.strictObject({
@@ -215,6 +215,7 @@ export const configSchema = z.strictObject({
     }).prefault({}),
     maildir: maildirOptions.prefault({}),
     tlsFallbackSeconds: z.number().min(0).default(3600),
+    opportunisticLegacyTls: z.boolean().default(true),
     destinationDownSeconds: z.number().min(0).default(60),
     timeouts: z.strictObject({
       connect: seconds(30), greeting: seconds(300), command: seconds(300), dataBlock: seconds(180), dataEnd: seconds(600),

@@ -1,6 +1,8 @@
 // Owns: the one classifier of delivery outcomes: temporary vs permanent, and the RFC 3463 code,
-// decided from structured error data (errno codes, reply codes), never by matching error text.
+// decided from structured error data (errno codes, reply codes, TLS failure kinds), never by
+// matching error text.
 import type { SmtpReply } from '../errors.ts';
+import { tlsFailureLabel, type TlsFailureKind } from '../tls/failures.ts';
 
 export interface Outcome {
   status: 'delivered' | 'deferred' | 'failed';
@@ -38,6 +40,8 @@ export interface FailureFacts {
   reply?: { code: number; enhanced?: string; text: string };
   /** DNS error kind for kind "dns". */
   dnsKind?: 'nxdomain' | 'nodata' | 'servfail' | 'timeout' | 'refused' | 'malformed';
+  /** For kinds starttls, tls and tlsPolicy: what exactly went wrong (tls/failures.ts). */
+  tlsFailure?: TlsFailureKind;
   /** Admin-facing explanation (host, what happened). */
   detail: string;
 }
@@ -87,7 +91,7 @@ export function classifyFailure(f: FailureFacts): Outcome {
       return { status: 'deferred', reply: { code: 451, enhanced: '4.4.2', message: 'Bad connection', reason: f.detail } };
     default: {
       const [enhanced, message] = TRANSPORT[f.kind] ?? ['4.4.0', 'Delivery failed'];
-      return { status: 'deferred', reply: { code: 451, enhanced, message, reason: f.detail } };
+      return { status: 'deferred', reply: { code: 451, enhanced, message: f.tlsFailure ? `${message}: ${tlsFailureLabel(f.tlsFailure)}` : message, reason: f.detail } };
     }
   }
 }

@@ -1,13 +1,14 @@
 // Owns: inspecting a destination the way delivery would meet it, for administrators
 // (`portcullis tls check`, `portcullis connector validate`): resolve its hosts, connect, STARTTLS,
 // and report the TLS facts, chain and root, name match, every revocation and CA-issuer endpoint of
-// the chain (also when it does not verify), and whether a required TLS level would pass. TLS facts
-// are kept when SMTP fails after STARTTLS. Optionally sends a test message. Never throws for a
-// bad host.
+// the chain (also when it does not verify), and whether a required TLS level would pass, with the
+// TLS failure kind (tls/failures.ts) when it would not. TLS facts are kept when SMTP fails after
+// STARTTLS. Optionally sends a test message. Never throws for a bad host.
 import net from 'node:net';
 import type { Config } from '../config/load.ts';
 import { DnsError, type Resolver } from '../dns/resolver.ts';
 import type { TlsRequirement } from '../policy/outbound.ts';
+import { tlsFailureLabel, type TlsFailureKind } from '../tls/failures.ts';
 import { namesSatisfy } from '../tls/names.ts';
 import type { EndpointResult, RevocationChecker, RevocationResult } from '../tls/revocation.ts';
 import type { TrustStore } from '../tls/trust.ts';
@@ -31,6 +32,8 @@ export interface HostReport {
   requirement: TlsRequirement;
   passes: boolean;
   reason?: string;
+  /** What went wrong with TLS, when something did. */
+  tlsFailure?: TlsFailureKind;
   testMessage?: string;
   error?: string;
 }
@@ -72,8 +75,8 @@ export async function probeHost(t: ProbeTarget, o: ProbeOptions): Promise<HostRe
   return reports;
 }
 
-/** Record the TLS facts of a session in the report and judge them; returns the violation, if any. */
-async function judgeSession(r: HostReport, t0: PeerTls, t: ProbeTarget, o: ProbeOptions): Promise<string | null> {
+/** Record the TLS facts of a session in the report and judge them; returns the judgement. */
+async function judgeSession(r: HostReport, t0: PeerTls, t: ProbeTarget, o: ProbeOptions): Promise<{ violation: string | null; kind?: TlsFailureKind }> {
   const root = t0.chainValid ? t0.chain?.at(-1) : undefined;
   r.tls = {
     version: t0.version, cipher: t0.cipher, bits: t0.bits, chain: (t0.chain ?? []).map((c) => c.subject.split('\n').join(', ')),
@@ -90,7 +93,7 @@ async function judgeSession(r: HostReport, t0: PeerTls, t: ProbeTarget, o: Probe
     const s = await o.revocation.survey(t0.chain, o.trust);
     if (s.certificates.length) r.revocation = s;
   }
-  return j.violation;
+  return j;
 }
 
 async function probeAddress(t: ProbeTarget, ip: string, o: ProbeOptions): Promise<HostReport> {
@@ -103,7 +106,7 @@ async function probeAddress(t: ProbeTarget, ip: string, o: ProbeOptions): Promis
     });
   } catch (e) {
     const msg = e instanceof DeliveryError ? e.message : String(e);
-    if (!(e instanceof DeliveryError && e.tls)) return { ...base, error: msg, reason: msg };
+    if (!(e instanceof DeliveryError && e.tls)) return { ...base, error: msg, reason: msg, ...(e instanceof DeliveryError && e.tlsFailure ? { tlsFailure: e.tlsFailure } : {}) };
     // STARTTLS worked, SMTP failed afterwards: what TLS showed is still worth reporting.
     const r: HostReport = { ...base, connected: true, starttlsOffered: true, error: msg };
     await judgeSession(r, e.tls, t, o);
@@ -112,16 +115,15 @@ async function probeAddress(t: ProbeTarget, ip: string, o: ProbeOptions): Promis
   }
   const r: HostReport = { ...base, connected: true, starttlsOffered: conn.starttlsOffered };
   try {
-    if (conn.tls) {
-      const violation = await judgeSession(r, conn.tls, t, o);
-      r.passes = violation === null;
-      if (violation) r.reason = violation;
-    } else {
-      if (conn.tlsSkipped) r.error = conn.tlsSkipped;
-      const j = await judgeTls(null, o.requirement, `host ${t.host} [${ip}]`, o.revocation, o.config.tls.revocation, true);
-      r.passes = j.violation === null;
-      if (j.violation) r.reason = j.violation;
+    let j: { violation: string | null; kind?: TlsFailureKind };
+    if (conn.tls) j = await judgeSession(r, conn.tls, t, o);
+    else {
+      if (conn.tlsSkipped) { r.error = conn.tlsSkipped.detail; r.tlsFailure = conn.tlsSkipped.kind; }
+      j = await judgeTls(null, o.requirement, `host ${t.host} [${ip}]`, o.revocation, o.config.tls.revocation, true);
     }
+    r.passes = j.violation === null;
+    if (j.violation) r.reason = j.violation;
+    if (j.violation && j.kind) r.tlsFailure = j.kind;
     if (o.sendTo && r.passes) {
       const data = Buffer.from(`From: Portcullis connector validation <postmaster@${o.config.hostname}>\r\nTo: <${o.sendTo}>\r\nSubject: Portcullis connector validation\r\n` +
         `Date: ${new Date().toUTCString()}\r\nMessage-ID: <validate.${Date.now()}@${o.config.hostname}>\r\n\r\nThis is a test message sent by "portcullis connector validate".\r\n`);
@@ -164,7 +166,8 @@ export function formatRevocation(rev: RevocationResult, indent = '  '): string[]
 /** Text for administrators, one block per host. */
 export function formatReport(r: HostReport): string {
   const L = [`${r.host} [${r.ip ?? '?'}]:${r.port}  ${r.passes ? 'PASS' : 'FAIL'}  (required: ${r.requirement.level}${r.requirement.tlsDomain ? `, tlsDomain ${r.requirement.tlsDomain}` : ''} — ${r.requirement.source})`];
-  if (!r.connected) { L.push(`  connection: ${r.error}`); return L.join('\n'); }
+  const failure = r.tlsFailure ? [`  TLS failure: ${tlsFailureLabel(r.tlsFailure)} (${r.tlsFailure})`] : [];
+  if (!r.connected) { L.push(`  connection: ${r.error}`, ...failure); return L.join('\n'); }
   L.push(`  STARTTLS: ${r.starttlsOffered ? 'offered' : 'NOT offered'}`);
   if (r.tls) {
     L.push(`  TLS: ${r.tls.version} ${r.tls.cipher} (${r.tls.bits} bits)`);
@@ -175,6 +178,7 @@ export function formatReport(r: HostReport): string {
   } else if (r.error) L.push(`  TLS: not used (${r.error})`);
   if (r.revocation) L.push(...formatRevocation(r.revocation));
   if (r.testMessage) L.push(`  test message: ${r.testMessage}`);
+  L.push(...failure);
   if (r.reason) L.push(`  reason: ${r.reason}`);
   return L.join('\n');
 }

@@ -3,13 +3,16 @@
 // Promises: replies are matched to commands in order; bytes a server sends after its STARTTLS
 // reply and before the handshake are discarded (response injection); EHLO is reissued after TLS;
 // every wait has a timeout (RFC 5321 §4.5.3.2); failures are DeliveryError with a kind, never text,
-// carrying the TLS facts learned when the session failed after STARTTLS; MAIL FROM / RCPT TO carry
-// only valid RFC 5321 paths (../mailbox.ts smtpPath), else nothing is sent.
+// carrying the TLS facts learned when the session failed after STARTTLS; TLS failures also carry
+// their kind of the TLS failure vocabulary (tls/failures.ts). MAIL FROM / RCPT TO carry only valid
+// RFC 5321 paths (../mailbox.ts smtpPath), else nothing is sent. Legacy TLS (1.0/1.1) is offered
+// only when asked for and only under starttls 'try' (opportunistic).
 import net from 'node:net';
 import tls from 'node:tls';
 import type { X509Certificate } from 'node:crypto';
 import { smtpPath } from '../mailbox.ts';
-import { CIPHERS, ECDH_CURVES, cipherBits } from '../tls/policy-constants.ts';
+import { describeTlsFailure, handshakeFailureKind, type ChainFailureKind, type TlsFailureKind } from '../tls/failures.ts';
+import { ECDH_CURVES, cipherBits, clientTlsProfile, isModernSession } from '../tls/policy-constants.ts';
 import { peerChain, verifyChain, type TrustStore } from '../tls/trust.ts';
 
 export interface Reply { code: number; enhanced?: string; lines: string[]; text: string }
@@ -22,7 +25,7 @@ export type FailureKind =
 export class DeliveryError extends Error {
   /** The TLS session established before the failure (STARTTLS succeeded, then SMTP failed). */
   tls?: PeerTls;
-  constructor(readonly kind: FailureKind, message: string, readonly reply?: Reply, readonly errno?: string) {
+  constructor(readonly kind: FailureKind, message: string, readonly reply?: Reply, readonly errno?: string, readonly tlsFailure?: TlsFailureKind) {
     super(message);
     this.name = 'DeliveryError';
   }
@@ -39,6 +42,9 @@ export interface PeerTls {
   names?: string[];
   chainValid: boolean;
   chainError?: string;
+  chainFailure?: ChainFailureKind;
+  /** The session is below what the modern profile offers (TLS 1.0/1.1, or a legacy suite). */
+  legacy?: boolean;
   /** The verified chain up to the trusted root when chainValid, else what the peer presented; leaf first. */
   chain?: X509Certificate[];
 }
@@ -57,6 +63,8 @@ export interface ConnectOptions {
   localAddress?: string;
   /** 'try': use STARTTLS when offered; 'require': fail without it; 'never': plaintext. */
   starttls: 'try' | 'require' | 'never';
+  /** With starttls 'try' only: also offer TLS 1.0/1.1 and legacy suites (the last try before plaintext). */
+  legacyTls?: boolean;
   trust: TrustStore;
   /** Our certificate and key, presented when the server asks for a client certificate. */
   clientCert?: { cert: string; key: string };
@@ -99,8 +107,8 @@ export class SmtpConnection {
   tls: PeerTls | null = null;
   /** Whether STARTTLS was advertised (before TLS). */
   starttlsOffered = false;
-  /** Why TLS was not used although offered (opportunistic mode). */
-  tlsSkipped?: string;
+  /** Why TLS was not used (opportunistic mode): STARTTLS not offered or refused. */
+  tlsSkipped?: { kind: TlsFailureKind; detail: string };
   messages = 0;
   readonly opened = Date.now();
   private readonly t: Timeouts;
@@ -216,8 +224,8 @@ export class SmtpConnection {
     this.starttlsOffered = this.extensions.has('STARTTLS');
     if (this.opts.starttls === 'never') return;
     if (!this.starttlsOffered) {
-      if (this.opts.starttls === 'require') throw new DeliveryError('starttls', `${this.opts.hostname} [${this.opts.ip}] did not offer STARTTLS`);
-      this.tlsSkipped = 'STARTTLS not offered';
+      if (this.opts.starttls === 'require') throw new DeliveryError('starttls', `${this.opts.hostname} [${this.opts.ip}] did not offer STARTTLS`, undefined, undefined, 'starttls-not-offered');
+      this.tlsSkipped = { kind: 'starttls-not-offered', detail: 'STARTTLS not offered' };
       return;
     }
     this.holdAfterReply = true;
@@ -226,8 +234,8 @@ export class SmtpConnection {
       // Still plaintext: anything after this reply is an ordinary (unsolicited) reply again.
       this.holding = false;
       this.receive('');
-      if (this.opts.starttls === 'require') throw new DeliveryError('starttls', `${this.opts.hostname} [${this.opts.ip}] refused STARTTLS: ${r.code} ${r.text}`, r);
-      this.tlsSkipped = `STARTTLS refused: ${r.code} ${r.text}`;
+      if (this.opts.starttls === 'require') throw new DeliveryError('starttls', `${this.opts.hostname} [${this.opts.ip}] refused STARTTLS: ${r.code} ${r.text}`, r, undefined, 'starttls-refused');
+      this.tlsSkipped = { kind: 'starttls-refused', detail: `STARTTLS refused: ${r.code} ${r.text}` };
       return;
     }
     await this.upgrade();
@@ -260,15 +268,19 @@ export class SmtpConnection {
     this.lines = [];
     this.holding = false;
     const servername = net.isIP(this.opts.hostname) ? undefined : this.opts.hostname;
+    // Legacy TLS never under a required level, whatever the caller asked for.
+    const legacy = this.opts.legacyTls === true && this.opts.starttls === 'try';
+    const failed = (k: TlsFailureKind, detail: string, errno?: string) =>
+      new DeliveryError('tls', `TLS handshake with ${this.opts.hostname} [${this.opts.ip}] failed: ${describeTlsFailure(k, detail)}`, undefined, errno, k);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => { s.destroy(); reject(new DeliveryError('tls', `TLS handshake with ${this.opts.hostname} [${this.opts.ip}] timed out`)); }, this.t.command * 1000);
+      const timer = setTimeout(() => { s.destroy(); reject(failed('handshake-timeout', `no handshake within ${this.t.command}s`)); }, this.t.command * 1000);
       const s = tls.connect({
-        socket: raw, ...(servername ? { servername } : {}), minVersion: 'TLSv1.2', maxVersion: 'TLSv1.3',
-        ciphers: CIPHERS, ecdhCurve: ECDH_CURVES, rejectUnauthorized: false,
-        ...(this.opts.session ? { session: this.opts.session } : {}),
+        socket: raw, ...(servername ? { servername } : {}), ...clientTlsProfile(legacy), ecdhCurve: ECDH_CURVES, rejectUnauthorized: false,
+        // A legacy session is neither resumed nor saved: it must not be offered to a modern handshake.
+        ...(this.opts.session && !legacy ? { session: this.opts.session } : {}),
         ...(this.opts.clientCert ? { cert: this.opts.clientCert.cert, key: this.opts.clientCert.key } : {}),
       });
-      s.on('session', (sess: Buffer) => this.opts.onSession?.(sess));
+      if (!legacy) s.on('session', (sess: Buffer) => this.opts.onSession?.(sess));
       s.once('secureConnect', () => {
         clearTimeout(timer);
         s.removeAllListeners('error');
@@ -279,7 +291,7 @@ export class SmtpConnection {
       });
       s.once('error', (e: Error & { code?: string }) => {
         clearTimeout(timer);
-        reject(new DeliveryError('tls', `TLS handshake with ${this.opts.hostname} [${this.opts.ip}] failed: ${e.code ?? ''} ${e.message}`.replace(/\s+/g, ' '), undefined, e.code));
+        reject(failed(handshakeFailureKind(e.code), `${e.code ?? ''} ${e.message}`.replace(/\s+/g, ' ').trim(), e.code));
       });
     });
   }
@@ -287,15 +299,17 @@ export class SmtpConnection {
   private describe(s: tls.TLSSocket): PeerTls {
     const c = s.getCipher();
     const name = c.standardName || c.name;
-    const out: PeerTls = { version: s.getProtocol() ?? 'unknown', cipher: name, bits: cipherBits(name), resumed: s.isSessionReused(), chainValid: false };
+    const version = s.getProtocol() ?? 'unknown';
+    const out: PeerTls = { version, cipher: name, bits: cipherBits(name), resumed: s.isSessionReused(), chainValid: false };
+    if (!isModernSession(version, c.name)) out.legacy = true;
     const chain = peerChain(s);
     const leaf = chain[0];
-    if (!leaf) { out.chainError = 'no certificate presented'; return out; }
+    if (!leaf) { out.chainError = 'no certificate presented'; out.chainFailure = 'certificate-not-trusted'; return out; }
     const v = verifyChain(leaf, chain.slice(1), this.opts.trust);
     const names = (leaf.subjectAltName ?? '').split(', ').filter((n) => n.startsWith('DNS:')).map((n) => n.slice(4));
     Object.assign(out, {
       subject: leaf.subject.split('\n').join(', '), issuer: leaf.issuer.split('\n').join(', '), fingerprint256: leaf.fingerprint256,
-      names, chainValid: v.ok, chain: v.ok ? v.chain : chain, ...(v.error ? { chainError: v.error } : {}),
+      names, chainValid: v.ok, chain: v.ok ? v.chain : chain, ...(v.error ? { chainError: v.error } : {}), ...(v.failure ? { chainFailure: v.failure } : {}),
     });
     return out;
   }
