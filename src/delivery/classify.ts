@@ -1,6 +1,7 @@
 // Owns: the one classifier of delivery outcomes: temporary vs permanent, and the RFC 3463 code,
 // decided from structured error data (errno codes, reply codes), never by matching error text.
 import type { SmtpReply } from '../errors.ts';
+import type { DnsErrorKind } from '../dns/resolver.ts';
 
 export interface Outcome {
   status: 'delivered' | 'deferred' | 'failed';
@@ -36,7 +37,7 @@ export interface FailureFacts {
   /** Reply from the peer, when there was one. */
   reply?: { code: number; enhanced?: string; text: string };
   /** DNS error kind for kind "dns". */
-  dnsKind?: 'nxdomain' | 'nodata' | 'servfail' | 'timeout' | 'refused' | 'malformed';
+  dnsKind?: DnsErrorKind;
   /** Admin-facing explanation (host, what happened). */
   detail: string;
 }

@@ -45,3 +45,10 @@ test('YAML errors and missing files are explained', () => {
   assert.equal(d.source, null);
   assert.equal(d.organizations[0].acceptedDomains[0].domain, 'localhost');
 });
+
+test('dns.dnssec: on by default, can be turned off, must be a boolean', () => {
+  assert.equal(buildConfig({ organizations: orgs }, '/etc/portcullis', 'x.yaml').dns.dnssec, true);
+  assert.equal(buildConfig({ organizations: orgs, dns: { dnssec: false } }, '/etc/portcullis', 'x.yaml').dns.dnssec, false);
+  assert.match(err({ organizations: orgs, dns: { dnssec: 'yes' } }), /dns\.dnssec/);
+  assert.match(err({ organizations: orgs, dns: { dnsec: true } }), /unknown key\(s\) "dnsec"/);
+});
