@@ -44,7 +44,7 @@ const EDE_OPTION = 15;
 export interface DnsErrorDetails {
   /** nxdomain/nodata: the denial was DNSSEC-authenticated along the whole CNAME chain. */
   secure?: boolean;
-  /** The names followed (query name first, each CNAME target after it) before the failure. */
+  /** The names followed (query name first, each CNAME target after it), the last where it ended. */
   names?: readonly string[];
   /** Extended DNS Errors the resolver sent (bogus/servfail). */
   ede?: readonly ExtendedDnsError[];
@@ -59,7 +59,7 @@ export class DnsError extends Error {
   readonly secure: boolean;
   readonly names: readonly string[];
   readonly ede: readonly ExtendedDnsError[];
-  constructor(readonly kind: DnsErrorKind, readonly qname: string, readonly qtype: string, detail = '', more: DnsErrorDetails = {}) {
+  constructor(readonly kind: DnsErrorKind, readonly qname: string, readonly qtype: string, readonly detail = '', more: DnsErrorDetails = {}) {
     super(`DNS ${qtype} ${qname}: ${kind}${detail ? ` (${detail})` : ''}`);
     this.name = 'DnsError';
     this.secure = (kind === 'nxdomain' || kind === 'nodata') && !!more.secure;
@@ -159,7 +159,14 @@ export class Resolver {
     let ttl = Infinity;
     for (let hop = 0; hop <= MAX_CNAME; hop++) {
       const qname = names[names.length - 1];
-      const r = await this.cached(qname, type);
+      let r: Response;
+      try {
+        r = await this.cached(qname, type);
+      } catch (e) {
+        // A failure further down a chain is reported for the name asked, with the chain so far.
+        if (e instanceof DnsError && hop > 0) throw new DnsError(e.kind, name, type, `at ${qname}: ${e.detail}`, { names, ede: e.ede });
+        throw e;
+      }
       secure &&= r.secure;
       ttl = Math.min(ttl, r.ttl);
       const done = (records: Rec[]): Lookup<Rec> => ({ records, authenticated: secure, status: secure ? 'secure' : 'insecure', ttl, names: [...names] });

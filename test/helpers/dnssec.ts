@@ -8,7 +8,8 @@
 // and for every zone pointing at NSD (no root hints, nothing on port 53), no IPv6. Keys are made
 // once per process and zone name and reused; a rig starts in well under a second.
 //
-// Child zone modes (each `<label>.test.`, delegated from `test.`):
+// Zone modes (each zone below `test.`, delegated from the deepest zone above it, e.g.
+// `fabrikam.test` from `test.` and `_tcp.mx.fabrikam.test` from `fabrikam.test`):
 //   secure   signed, DS in test.                    → answers 'secure'
 //   insecure unsigned, no DS                        → answers 'insecure'
 //   expired  signed with expired signatures, DS     → SERVFAIL, EDE 7 Signature Expired
@@ -36,7 +37,10 @@ export interface Rrs {
 }
 
 export interface DnssecZones {
-  /** Child zones of test. by name (e.g. 'fabrikam.test') and how they are served. */
+  /**
+   * Zones below test. by name and how they are served: e.g. 'fabrikam.test', or
+   * '_tcp.mx.fabrikam.test' as 'dead' for a TLSA lookup that fails under a secure MX host.
+   */
   zones: Record<string, ZoneMode>;
   /** Records by absolute owner name; each goes into the deepest zone containing it (test. included). */
   records: Record<string, Rrs>;
@@ -234,8 +238,10 @@ export async function startDnssecRig(o: DnssecRigOptions): Promise<DnssecRig> {
   mkdirSync(zdir, { recursive: true });
   const children = Object.fromEntries(Object.entries(o.zones).map(([z, m]) => [norm(z), m]));
   for (const z of Object.keys(children)) {
-    if (!/^[a-z0-9-]+\.test$/.test(z)) throw new Error(`child zone ${z} must be one label under test.`);
+    if (!/^([a-z0-9_-]+\.)+test$/.test(z)) throw new Error(`zone ${z} must be below test.`);
   }
+  /** The zone a zone is delegated from: the deepest other zone above it, else test. */
+  const parentOf = (z: string) => Object.keys(children).filter((c) => c !== z && within(z, c)).sort((a, b) => b.length - a.length)[0] ?? 'test';
   const signed = (z: string) => z === 'test' || ['secure', 'expired'].includes(children[z]);
   const hasDs = (z: string) => ['secure', 'expired', 'stripped'].includes(children[z]);
   const served = ['test', ...Object.keys(children).filter((z) => children[z] !== 'dead')];
@@ -261,12 +267,10 @@ export async function startDnssecRig(o: DnssecRigOptions): Promise<DnssecRig> {
       `${fqdn(z)}\t${TTL}\tIN\tSOA\tns.test. hostmaster.test. ${serial} 3600 600 86400 ${TTL}`,
       `${fqdn(z)}\t${TTL}\tIN\tNS\tns.test.`,
     ];
-    if (z === 'test') {
-      lines.push(`ns.test.\t${TTL}\tIN\tA\t${aHost}`);
-      for (const c of Object.keys(children)) {
-        lines.push(`${fqdn(c)}\t${TTL}\tIN\tNS\tns.test.`);
-        if (hasDs(c)) lines.push((await zoneKey(c, base)).ds.trim());
-      }
+    if (z === 'test') lines.push(`ns.test.\t${TTL}\tIN\tA\t${aHost}`);
+    for (const c of Object.keys(children).filter((k) => parentOf(k) === z)) {
+      lines.push(`${fqdn(c)}\t${TTL}\tIN\tNS\tns.test.`);
+      if (hasDs(c)) lines.push((await zoneKey(c, base)).ds.trim());
     }
     for (const [n, r] of Object.entries(own(records))) lines.push(...rdataLines(n, r));
     const file = path.join(zdir, `${z}.zone`);

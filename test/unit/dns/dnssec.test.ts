@@ -21,11 +21,16 @@ before(async () => {
     zones: {
       'fabrikam.test': 'secure', 'contoso.test': 'insecure', 'expired.test': 'expired',
       'stripped.test': 'stripped', 'dead.test': 'dead', 'forged.test': 'secure',
+      // Zones inside a secure zone: the TLSA lookup alone fails, or is insecure.
+      '_tcp.mx3.fabrikam.test': 'dead', '_tcp.mx4.fabrikam.test': 'insecure',
     },
     records: {
       'fabrikam.test': { MX: [{ exchange: 'mx.fabrikam.test', priority: 10 }], TXT: ['v=STSv1; id=20260101'] },
       'mx.fabrikam.test': { A: ['127.0.0.5'] },
       '_25._tcp.mx.fabrikam.test': { TLSA: [TLSA] },
+      'mx3.fabrikam.test': { A: ['127.0.0.3'] },
+      'mx4.fabrikam.test': { A: ['127.0.0.4'] },
+      '_25._tcp.mx4.fabrikam.test': { TLSA: [TLSA] },
       'alias.fabrikam.test': { CNAME: 'mx.fabrikam.test' },
       'out.fabrikam.test': { CNAME: 'mx.contoso.test' },
       'dangling.fabrikam.test': { CNAME: 'nowhere.fabrikam.test' },
@@ -101,6 +106,15 @@ test('a zone whose server fails is servfail (no DNSSEC reason), temporary, never
   assert.equal(e.kind, 'servfail');
   assert.equal(e.temporary, true);
   assert.deepEqual(e.ede.filter((x) => [6, 7, 9, 10].includes(x.code)), []);
+});
+
+test('a secure host whose TLSA zone fails or is unsigned: servfail, insecure', async () => {
+  const r = resolver({ attempts: 1 });
+  assert.equal((await r.addresses('mx3.fabrikam.test')).status, 'secure');
+  assert.equal((await failure(r.tlsa('_25._tcp.mx3.fabrikam.test'))).kind, 'servfail');
+  assert.equal((await r.addresses('mx4.fabrikam.test')).status, 'secure');
+  const tlsa = await r.tlsa('_25._tcp.mx4.fabrikam.test');
+  assert.deepEqual([tlsa.status, tlsa.records], ['insecure', [TLSA]]);
 });
 
 test('negative answers carry their DNSSEC status: secure NODATA and NXDOMAIN, insecure ones', async () => {

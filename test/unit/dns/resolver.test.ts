@@ -19,6 +19,7 @@ before(async () => {
     'hop2.chain.test': { CNAME: 'end.chain.test', authenticated: true },
     'end.chain.test': { A: ['127.0.0.3'], authenticated: true },
     'signed.test': { A: ['127.0.0.4'], authenticated: true },
+    'tobroken.chain.test': { CNAME: 'broken.test' },
   });
 });
 after(() => dns.close());
@@ -65,6 +66,15 @@ test('a CNAME chain is secure only when every answer on the way was; the names a
   const tail = await r.lookup('hop2.chain.test', 'A');
   assert.deepEqual([tail.status, tail.names], ['secure', ['hop2.chain.test', 'end.chain.test']]);
   assert.equal((await r.lookup('end.chain.test', 'A')).status, 'secure');
+});
+
+test('a failure down a CNAME chain is reported for the name asked, with the chain', async () => {
+  const r = new Resolver([dns.server], { timeoutMs: 200, attempts: 1 });
+  await assert.rejects(r.lookup('tobroken.chain.test', 'A'), (e: DnsError) => {
+    assert.deepEqual([e.kind, e.qname, e.names], ['servfail', 'tobroken.chain.test', ['tobroken.chain.test', 'broken.test']]);
+    assert.match(e.message, /^DNS A tobroken\.chain\.test: servfail \(at broken\.test: 127\.0\.0\.1:\d+\)$/);
+    return true;
+  });
 });
 
 test('dns.dnssec false: an AD bit is never trusted', async () => {
