@@ -101,7 +101,7 @@ export class Gateway {
     const released = await this.store.releaseLeases();
     if (released) emit({ event: 'queue.recovered', released });
     const trust = new TrustStore(config.tls.trust.system, config.tls.trust.caFiles);
-    this.resolver = new Resolver(config.dns.servers);
+    this.resolver = new Resolver(config.dns.servers, { dnssec: config.dns.dnssec });
     this.outbound = new OutboundPolicy(config);
     const pool = new ConnectionPool(() => this.deps.config.delivery.connectionReuse);
     const revocation = new RevocationChecker(() => this.resolver);
@@ -137,7 +137,7 @@ export class Gateway {
       }
       setLogLevel(next.log.level);
       setLogOutput({ format: next.log.format });
-      if (JSON.stringify(next.dns.servers) !== JSON.stringify(cur.dns.servers)) this.resolver = new Resolver(next.dns.servers);
+      if (JSON.stringify(next.dns) !== JSON.stringify(cur.dns)) this.resolver = new Resolver(next.dns.servers, { dnssec: next.dns.dnssec });
       this.outbound = new OutboundPolicy(next);
       this.deps = { ...this.deps, config: next, policy: new InboundPolicy(next), trust };
       emit({ event: 'config.reloaded', source });

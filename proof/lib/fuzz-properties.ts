@@ -466,8 +466,9 @@ async function dnsProperties(n: number, out: Outcome[], log: (l: string) => void
     fc.property(fc.uint8Array({ minLength: 12, maxLength: 300 }), fc.constantFrom('MX', 'A', 'TXT', 'TLSA'), (bytes, type) => {
       let p: Packet;
       try { p = dnsPacket.decode(Buffer.from(bytes)); } catch { return; } // the resolver drops undecodable packets
-      const r = new Resolver(['127.0.0.1:9']) as unknown as { interpret(p: Packet, n: string, t: string): unknown };
-      try { r.interpret(p, 'x.test', type); } catch (e) { must(e instanceof DnsError, `threw ${(e as Error)?.message}`); }
+      const r = new Resolver(['127.0.0.1:9']);
+      const inner = r as unknown as { interpret(p: Packet, s: unknown, n: string, t: string): unknown };
+      try { inner.interpret(p, r.upstreams[0], 'x.test', type); } catch (e) { must(e instanceof DnsError, `threw ${(e as Error)?.message}`); }
     }), out, log);
   await check(P, 'reverseName never throws on IP addresses', n,
     fc.property(fc.oneof(fc.ipV4(), fc.ipV6()), (ip) => { must(/\.(in-addr|ip6)\.arpa$/.test(reverseName(ip)), 'reverse name'); }), out, log);

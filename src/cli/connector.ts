@@ -40,7 +40,7 @@ function summary(x: Any): string {
 }
 
 function tools(c: Config) {
-  const resolver = new Resolver(c.dns.servers);
+  const resolver = new Resolver(c.dns.servers, { dnssec: c.dns.dnssec });
   return { resolver, trust: new TrustStore(c.tls.trust.system, c.tls.trust.caFiles), revocation: new RevocationChecker(() => resolver) };
 }
 

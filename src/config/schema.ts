@@ -203,7 +203,7 @@ export const configSchema = z.strictObject({
       caFiles: z.array(z.string().min(1)).default([]),
     }).prefault({}),
   }).prefault({}),
-  dns: z.strictObject({ servers: z.array(dnsServer).default([]) }).prefault({}),
+  dns: z.strictObject({ servers: z.array(dnsServer).default([]), dnssec: z.boolean().default(true) }).prefault({}),
   delivery: z.strictObject({
     port: z.number().int().min(1).max(65535).default(25),
     heloName: domainName.optional(),

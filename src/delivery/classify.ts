@@ -3,6 +3,7 @@
 // matching error text.
 import type { SmtpReply } from '../errors.ts';
 import { tlsFailureLabel, type TlsFailureKind } from '../tls/failures.ts';
+import type { DnsErrorKind } from '../dns/resolver.ts';
 
 export interface Outcome {
   status: 'delivered' | 'deferred' | 'failed';
@@ -39,7 +40,7 @@ export interface FailureFacts {
   /** Reply from the peer, when there was one. */
   reply?: { code: number; enhanced?: string; text: string };
   /** DNS error kind for kind "dns". */
-  dnsKind?: 'nxdomain' | 'nodata' | 'servfail' | 'timeout' | 'refused' | 'malformed';
+  dnsKind?: DnsErrorKind;
   /** For kinds starttls, tls and tlsPolicy: what exactly went wrong (tls/failures.ts). */
   tlsFailure?: TlsFailureKind;
   /** Admin-facing explanation (host, what happened). */

@@ -84,3 +84,10 @@ test('configuration lookup: $PORTCULLIS_CONFIG, else the first existing of ./por
     if (saved === undefined) delete process.env.PORTCULLIS_CONFIG; else process.env.PORTCULLIS_CONFIG = saved;
   }
 });
+
+test('dns.dnssec: on by default, can be turned off, must be a boolean', () => {
+  assert.equal(buildConfig({ organizations: orgs }, '/etc/portcullis', 'x.yaml').dns.dnssec, true);
+  assert.equal(buildConfig({ organizations: orgs, dns: { dnssec: false } }, '/etc/portcullis', 'x.yaml').dns.dnssec, false);
+  assert.match(err({ organizations: orgs, dns: { dnssec: 'yes' } }), /dns\.dnssec/);
+  assert.match(err({ organizations: orgs, dns: { dnsec: true } }), /unknown key\(s\) "dnsec"/);
+});
