@@ -5,8 +5,8 @@
 // administrator), and the one renderer of trace events (`queue list|show` use it).
 import type { Command } from 'commander';
 import { AdminError } from '../errors.ts';
-import { levelRank, type TlsLevel } from '../policy/outbound.ts';
 import { isTlsFailureKind, tlsFailureLabel } from '../tls/failures.ts';
+import { atLeast, type TlsLevel } from '../tls/levels.ts';
 import type { QueueMessage, TraceEvent } from '../store/types.ts';
 import { peerCertVerdict } from '../tls/facts.ts';
 import { cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
@@ -65,7 +65,7 @@ export function describeAttempt(e: TraceEvent, m: QueueMessage): string {
     if (t.subject) lines.push(`      peer certificate: ${t.subject}; issuer ${t.issuer}; SHA-256 ${t.fingerprint256}; ${t.chainValid ? 'chain valid' : `chain NOT valid: ${t.chainError}`}`);
   } else if (d.agent === 'smtp') lines.push('      TLS: none (plaintext)');
   if (isTlsFailureKind(d.tlsFailure)) {
-    const forced = !!req && levelRank(req.level as TlsLevel) >= levelRank('encryptionOnly');
+    const forced = !!req && atLeast(req.level as TlsLevel, 'encryptionOnly');
     const what = d.tlsLegacy ? 'legacy TLS (opportunistic)' : forced ? 'TLS failure' : 'TLS not used';
     lines.push(`      ${what}: ${tlsFailureLabel(d.tlsFailure)} (${d.tlsFailure})`);
   }

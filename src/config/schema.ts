@@ -3,6 +3,7 @@
 // silently fall back to defaults in a security product).
 import { z } from 'zod';
 import { BlockList, isIP } from 'node:net';
+import { CONNECTOR_TLS_LEVELS } from '../tls/levels.ts';
 
 const domainRe = /^(?=.{1,253}$)([a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?)(\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?)*$/i;
 
@@ -85,8 +86,6 @@ export function parseSmartHost(s: string): { host: string; port?: number } | nul
 
 const smartHost = z.string().refine((s) => parseSmartHost(s) !== null, { message: 'must be "host", "host:port", "ip" or "ip:port"' });
 
-export const TLS_SETTINGS = ['opportunistic', 'encryptionOnly', 'certificateValidation', 'domainValidation'] as const;
-
 const fingerprint = z.string().refine((f) => /^[0-9a-f]{64}$/i.test(f.replace(/:/g, '')), {
   message: 'must be a SHA-256 certificate fingerprint (64 hex digits, colons allowed)',
 });
@@ -127,7 +126,7 @@ const outboundConnector = z.strictObject({
   routeAllMessagesViaOnPremises: z.boolean().default(false),
   useMXRecord: z.boolean().default(true),
   smartHosts: z.array(smartHost).default([]),
-  tlsSettings: z.enum(TLS_SETTINGS).default('opportunistic'),
+  tlsSettings: z.enum(CONNECTOR_TLS_LEVELS).default('opportunistic'),
   tlsDomain: domainPattern.optional(),
 }).superRefine((c, ctx) => {
   if (!c.recipientDomains.length && !c.allAcceptedDomains && !c.routeAllMessagesViaOnPremises) {

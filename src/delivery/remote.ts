@@ -12,8 +12,8 @@
 import net from 'node:net';
 import type { Config } from '../config/load.ts';
 import { DnsError, type Resolver } from '../dns/resolver.ts';
-import type { NextHop, TlsLevel, TlsRequirement } from '../policy/outbound.ts';
-import { levelRank } from '../policy/outbound.ts';
+import type { NextHop, TlsRequirement } from '../policy/outbound.ts';
+import { levelRank, type TlsLevel } from '../tls/levels.ts';
 import { smtpPath } from '../mailbox.ts';
 import type { EnvelopeParams, QueueRecipient } from '../store/types.ts';
 import { describeTlsFailure, legacyTlsMayHelp, type TlsFailureKind } from '../tls/failures.ts';

@@ -15,7 +15,8 @@ import type { AttemptFacts, RemoteDelivery } from '../delivery/remote.ts';
 import { buildDsn, wantsNotice, type DsnRecipient } from '../ingest/dsn.ts';
 import type { Ingest } from '../ingest/ingest.ts';
 import type { InboundPolicy } from '../policy/inbound.ts';
-import { levelRank, type OutboundPolicy, type TlsLevel } from '../policy/outbound.ts';
+import type { OutboundPolicy } from '../policy/outbound.ts';
+import { atLeast, type TlsLevel } from '../tls/levels.ts';
 import { tlsFailurePlain } from '../tls/failures.ts';
 import type { QueueMessage, QueueRecipient, RecipientOutcome, Store } from '../store/types.ts';
 import { sessionId } from '../util/ids.ts';
@@ -56,7 +57,7 @@ function explain(r: Result, expired: boolean): string {
   // A required TLS level that was not met: say why, from the TLS failure kind, before the
   // technical detail. (Not from the enhanced code: 4.7.5 covers an outdated protocol as well as
   // an unproven identity, and a peer's own 5.7.x reply is no TLS failure of ours.)
-  const required = a && levelRank(a.tlsRequired.level) >= levelRank('encryptionOnly') ? REQUIRED[a.tlsRequired.level] : undefined;
+  const required = a && atLeast(a.tlsRequired.level, 'encryptionOnly') ? REQUIRED[a.tlsRequired.level] : undefined;
   if (a?.tlsFailure && required) {
     plain = `The receiving mail server${a.host ? ` (${a.host})` : ''} ${tlsFailurePlain(a.tlsFailure)}. Your organisation requires ${required} for this destination, so the message was never sent to it. `;
   } else if (a) {
