@@ -14,7 +14,8 @@ import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
 import { AlgorithmIdentifier, Certificate as AsnCertificate } from '@peculiar/asn1-x509';
 import { BasicOCSPResponse, CertID, OCSPRequest, OCSPResponse, OCSPResponseStatus, Request, TBSRequest, id_pkix_ocsp_basic } from '@peculiar/asn1-ocsp';
 import type { Resolver } from '../dns/resolver.ts';
-import { splitPem, type TrustStore } from './trust.ts';
+import { dnLine } from './names.ts';
+import { issuedBy, splitPem, type TrustStore } from './trust.ts';
 import { x509 } from './x509.ts';
 
 export type RevocationMode = 'softFail' | 'hardFail' | 'off';
@@ -63,18 +64,13 @@ const SIG_HASH: Record<string, string> = {
 const MAX_BODY = 10 * 1024 * 1024;
 const SKEW_MS = 5 * 60_000;
 
-const oneLine = (dn: string) => dn.split('\n').join(', ');
-const fetchable = (u: string) => /^https?:\/\//i.test(u);
+/** Only http(s) endpoints are fetched (RFC 5280 §4.2.1.13, RFC 6960 Appendix A); others are listed. */
+export const fetchable = (u: string): boolean => /^https?:\/\//i.test(u);
 
 /** No answer at all (connection, name lookup or timeout), as opposed to an unusable answer. */
 class Unreachable extends Error {}
 
-/** Did `issuer` issue `c` (names, key identifiers and signature)? */
-export function issued(issuer: X509Certificate, c: X509Certificate): boolean {
-  return c.issuer === issuer.subject && c.checkIssued(issuer) && c.verify(issuer.publicKey);
-}
-
-const selfSigned = (c: X509Certificate) => issued(c, c);
+const selfSigned = (c: X509Certificate) => issuedBy(c, c);
 
 function parse(c: X509Certificate): AsnCertificate {
   return AsnConvert.parse(c.raw, AsnCertificate);
@@ -260,8 +256,8 @@ export class RevocationChecker {
     try {
       const certs = certificatesIn(await this.fetch(url));
       if (!certs.length) throw new Error('the answer holds no certificate');
-      const issuer = certs.find((c) => issued(c, cert));
-      return { result: { kind: 'caIssuers', url, ok: true, reachable: true, served: oneLine((issuer ?? certs[0]).subject), servedIsIssuer: !!issuer }, ...(issuer ? { issuer } : {}) };
+      const issuer = certs.find((c) => issuedBy(cert, c));
+      return { result: { kind: 'caIssuers', url, ok: true, reachable: true, served: dnLine((issuer ?? certs[0]).subject), servedIsIssuer: !!issuer }, ...(issuer ? { issuer } : {}) };
     } catch (e) {
       return { result: this.failed('caIssuers', url, e) };
     }
@@ -313,9 +309,9 @@ export class RevocationChecker {
     }
     if (endpoints.some((e) => e.status === 'revoked')) decided = endpoints.find((e) => e.status === 'revoked');
     const rev: CertRevocation = {
-      subject: oneLine(cert.subject), status: decided?.status ?? 'unknown', endpoints: [...endpoints, ...issuerEndpoints],
+      subject: dnLine(cert.subject), status: decided?.status ?? 'unknown', endpoints: [...endpoints, ...issuerEndpoints],
       ...(decided?.revokedAt ? { revokedAt: decided.revokedAt.toISOString() } : {}),
-      ...(issuer ? { issuer: oneLine(issuer.subject) } : {}), ...(issuerUrl ? { issuerUrl } : {}),
+      ...(issuer ? { issuer: dnLine(issuer.subject) } : {}), ...(issuerUrl ? { issuerUrl } : {}),
     };
     return { rev, ...(issuer ? { issuer } : {}), fetchedIssuer: !!issuerUrl };
   }
@@ -349,7 +345,7 @@ export class RevocationChecker {
       const c = todo[i];
       if (seen.has(c.fingerprint256) || trust.isTrusted(c) || selfSigned(c)) continue;
       seen.add(c.fingerprint256);
-      const known = todo.find((x) => x !== c && issued(x, c)) ?? trust.issuerOf(c);
+      const known = todo.find((x) => x !== c && issuedBy(c, x)) ?? trust.issuerOf(c);
       const r = await this.inspect(c, known, true);
       certificates.push(r.rev);
       if (r.fetchedIssuer && r.issuer) todo.push(r.issuer);
