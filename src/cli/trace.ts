@@ -9,14 +9,13 @@ import { isTlsFailureKind, tlsFailureLabel } from '../tls/failures.ts';
 import { atLeast, type TlsLevel } from '../tls/levels.ts';
 import type { QueueMessage, TraceEvent } from '../store/types.ts';
 import { peerCertVerdict } from '../tls/facts.ts';
+import { isoSeconds as iso } from '../util/time.ts';
 import { cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
 import { say } from './terminal.ts';
 
 interface TraceOpts extends CommonOpts {
   messageId?: string; queueId?: string; sender?: string; recipient?: string; since?: string; until?: string; limit?: string;
 }
-
-const iso = (t: number) => new Date(t).toISOString().replace('.000Z', 'Z');
 
 function time(s: string | undefined, what: string): number | undefined {
   if (s === undefined) return undefined;
