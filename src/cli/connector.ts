@@ -1,7 +1,6 @@
 // Owns: `portcullis connector list|show|validate` and `portcullis tls check` (with --cert: tls.ts).
 import type { Command } from 'commander';
 import type { Config, InboundConnector, OutboundConnector } from '../config/load.ts';
-import { parseSmartHost } from '../config/schema.ts';
 import { Resolver } from '../dns/resolver.ts';
 import { formatReport, probeHost, targetsFor, type HostReport, type ProbeTarget } from '../delivery/probe.ts';
 import { AdminError } from '../errors.ts';
@@ -10,6 +9,7 @@ import { connectorDemand, type TlsRequirement } from '../policy/outbound.ts';
 import { CONNECTOR_TLS_LEVELS, REQUIRED_TLS_LEVELS, type TlsLevel } from '../tls/levels.ts';
 import { RevocationChecker } from '../tls/revocation.ts';
 import { TrustStore } from '../tls/trust.ts';
+import { parseSmartHost } from '../util/net.ts';
 import { cliConfig, printJson, withConfig, type CommonOpts } from './context.ts';
 import { say } from './terminal.ts';
 import { certCheck, registerTrust, type CertCheckOpts } from './tls.ts';

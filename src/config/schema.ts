@@ -2,25 +2,12 @@
 // Validation errors name the key and what is wrong; unknown keys are errors (typos must not
 // silently fall back to defaults in a security product).
 import { z } from 'zod';
-import { BlockList, isIP } from 'node:net';
+import { isIP } from 'node:net';
 import { CONNECTOR_TLS_LEVELS } from '../tls/levels.ts';
-
-const domainRe = /^(?=.{1,253}$)([a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?)(\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?)*$/i;
+import { isDomainName, parseCidr, parseListen, parseSmartHost } from '../util/net.ts';
 
 export const domainName = z.string().trim().toLowerCase()
-  .refine((d) => domainRe.test(d), { message: 'is not a valid domain name' });
-
-/** "IP:port", "[v6]:port", "localhost:port" or ":port" (all IPv4 addresses); see config/listen.ts. */
-export function parseListen(s: string): { host: string; port: number } | null {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(s.trim());
-  if (!m) return null;
-  const host = m[1] ?? (m[2] || '0.0.0.0');
-  const port = Number(m[3]);
-  if (port < 1 || port > 65535) return null;
-  if (m[1] !== undefined && isIP(host) !== 6) return null;
-  if (m[2] && isIP(host) === 0 && host !== 'localhost') return null;
-  return { host, port };
-}
+  .refine(isDomainName, { message: 'is not a valid domain name' });
 
 const listenAddr = z.string().refine((s) => parseListen(s) !== null, {
   message: 'must be "IP:port", "[IPv6]:port" or "localhost:port" (host names are not looked up), e.g. "0.0.0.0:25", "[::]:25" or "127.0.0.1:2525"',
@@ -39,50 +26,12 @@ const acceptedDomain = z.strictObject({
   recipients: z.union([z.literal('any'), z.array(z.string().min(1).max(64).toLowerCase())]).default('any'),
 });
 
-/** IPv4/IPv6 address or CIDR block. */
-export function parseCidr(s: string): { ip: string; bits: number } | null {
-  const [ip, len, extra] = s.trim().split('/');
-  if (extra !== undefined) return null;
-  const v = isIP(ip);
-  if (!v) return null;
-  const max = v === 4 ? 32 : 128;
-  const bits = len === undefined ? max : Number(len);
-  if (!Number.isInteger(bits) || bits < 0 || bits > max || (len !== undefined && !/^\d+$/.test(len))) return null;
-  return { ip, bits };
-}
-
-/** A BlockList of CIDR strings (null for none). */
-export function blockList(cidrs: readonly string[]): BlockList | null {
-  if (!cidrs.length) return null;
-  const b = new BlockList();
-  for (const a of cidrs) {
-    const p = parseCidr(a);
-    if (p) b.addSubnet(p.ip, p.bits, isIP(p.ip) === 6 ? 'ipv6' : 'ipv4');
-  }
-  return b;
-}
-
-export const inBlocks = (b: BlockList | null, ip: string): boolean => !!b && !!ip && isIP(ip) !== 0 && b.check(ip, isIP(ip) === 6 ? 'ipv6' : 'ipv4');
-
 const cidr = z.string().refine((s) => parseCidr(s) !== null, { message: 'must be an IPv4/IPv6 address or CIDR block, e.g. "192.0.2.0/24" or "2001:db8::/32"' });
 
 /** "example.test", "*.example.test" (the domain and all subdomains) or "*" (any). */
-const domainPattern = z.string().trim().toLowerCase().refine((d) => d === '*' || domainRe.test(d.startsWith('*.') ? d.slice(2) : d), {
+const domainPattern = z.string().trim().toLowerCase().refine((d) => d === '*' || isDomainName(d.startsWith('*.') ? d.slice(2) : d), {
   message: 'must be a domain, "*.domain" (the domain and its subdomains) or "*"',
 });
-
-/** "host", "host:port", "ip", "ip:port", "[ipv6]:port". */
-export function parseSmartHost(s: string): { host: string; port?: number } | null {
-  const t = s.trim();
-  const v6 = /^\[([0-9a-fA-F:.]+)\](?::(\d{1,5}))?$/.exec(t);
-  if (v6) return isIP(v6[1]) === 6 ? { host: v6[1], ...(v6[2] ? { port: Number(v6[2]) } : {}) } : null;
-  if (isIP(t) === 6) return { host: t };
-  const m = /^([^:]+)(?::(\d{1,5}))?$/.exec(t);
-  if (!m || (isIP(m[1]) === 0 && !domainRe.test(m[1]))) return null;
-  const port = m[2] ? Number(m[2]) : undefined;
-  if (port !== undefined && (port < 1 || port > 65535)) return null;
-  return { host: m[1].toLowerCase(), ...(port ? { port } : {}) };
-}
 
 const smartHost = z.string().refine((s) => parseSmartHost(s) !== null, { message: 'must be "host", "host:port", "ip" or "ip:port"' });
 

@@ -12,7 +12,7 @@
 // every refusal names the cause.
 import type { BlockList } from 'node:net';
 import type { Config, InboundConnector } from '../config/load.ts';
-import { blockList, inBlocks } from '../config/schema.ts';
+import { blockList, inBlocks } from '../util/net.ts';
 import { reply, type SmtpReply } from '../errors.ts';
 import { normalizeFingerprint, type ClientAnchor, type ClientCertificate } from '../tls/client-cert.ts';
 import { namesSatisfy } from '../tls/names.ts';

@@ -3,8 +3,8 @@
 // composed from its sources (today the default and the connector) in one place. Decides only; no I/O.
 // Promise: sources can only raise the level (never lower it); the result names its source.
 import type { Config, OutboundConnector } from '../config/load.ts';
-import { parseSmartHost } from '../config/schema.ts';
 import { levelRank, type TlsLevel } from '../tls/levels.ts';
+import { parseSmartHost } from '../util/net.ts';
 
 export interface TlsRequirement {
   level: TlsLevel;
