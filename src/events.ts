@@ -88,11 +88,6 @@ export function setLogOutput(o: { fd?: 1 | 2; format?: LogFormat }): void {
   logger = build();
 }
 
-/** Send log lines to a different destination (tests). */
-export function setLogDestination(dest: pino.DestinationStream): void {
-  logger = pino({ base: { svc: 'portcullis' }, timestamp: pino.stdTimeFunctions.isoTime, level: out.level }, dest);
-}
-
 const LEVEL_NAMES: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };
 
 /** One JSON log line as `TIME LEVEL event [message] key=value …`, for people at a terminal. */

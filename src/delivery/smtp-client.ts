@@ -21,7 +21,7 @@ export interface Reply { code: number; enhanced?: string; lines: string[]; text:
 export type FailureKind =
   | 'connect' | 'timeout' | 'closed' | 'protocol'   // transport
   | 'greeting' | 'ehlo' | 'starttls' | 'tls'       // session set-up
-  | 'mail' | 'data' | 'reply';                     // transaction
+  | 'mail';                                        // transaction (a path that cannot be sent)
 
 export class DeliveryError extends Error {
   /** The TLS session established before the failure (STARTTLS succeeded, then SMTP failed). */
@@ -112,7 +112,6 @@ export class SmtpConnection {
   /** Why TLS was not used (opportunistic mode): STARTTLS not offered or refused. */
   tlsSkipped?: { kind: TlsFailureKind; detail: string };
   messages = 0;
-  readonly opened = Date.now();
   private readonly t: Timeouts;
   private readonly onData = (d: Buffer) => this.receive(d.toString('latin1'));
 

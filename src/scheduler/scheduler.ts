@@ -38,7 +38,7 @@ export function retryDelay(schedule: readonly number[], attempts: number): numbe
   return schedule[Math.min(Math.max(attempts - 1, 0), schedule.length - 1)];
 }
 
-interface Result { rcpt: QueueRecipient; outcome: Outcome; agent: string; attempt?: AttemptFacts; note?: Record<string, unknown>; expired?: boolean; before?: Outcome }
+interface Result { rcpt: QueueRecipient; outcome: Outcome; agent: string; attempt?: AttemptFacts; note?: Record<string, unknown>; expired?: boolean }
 
 /** What a required TLS level asks for, in plain words. */
 const REQUIRED: Partial<Record<TlsLevel, string>> = {
@@ -196,7 +196,6 @@ export class Scheduler {
       : m.recipients.map((rcpt) => ({ rcpt, agent: 'none', outcome: { status: 'deferred' as const, reply: { code: 451, enhanced: '4.3.0', message: 'Message data missing from the queue store' } } }));
     for (const r of results) {
       if (r.outcome.status === 'deferred' && expired) {
-        r.before = r.outcome;
         r.outcome = { status: 'failed', reply: { code: 550, enhanced: '5.4.7', message: `Delivery time expired: ${r.outcome.reply.message}`, reason: r.outcome.reply.reason ?? r.outcome.reply.message } };
         r.expired = true;
       }
