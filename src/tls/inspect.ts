@@ -18,8 +18,8 @@ export interface Finding {
   certificate?: string;
 }
 
-export interface ChainCertificate {
-  role: 'leaf' | 'intermediate' | 'root';
+/** What is shown of every certificate: names, key, signature, dates and endpoints. */
+export interface CertificateFacts {
   subject: string;
   issuer: string;
   serialNumber: string;
@@ -34,9 +34,12 @@ export interface ChainCertificate {
   caIssuerUrls: string[];
 }
 
-export interface CertificateInfo {
+export interface ChainCertificate extends CertificateFacts {
+  role: 'leaf' | 'intermediate' | 'root';
+}
+
+export interface CertificateInfo extends CertificateFacts {
   file: string;
-  subject: string;
   commonName?: string;
   organization?: string;
   organizationalUnit?: string;
@@ -44,22 +47,11 @@ export interface CertificateInfo {
   sanNames: string[];
   /** The DNS names it identifies to a peer checking names (tls/names.ts: SAN DNS names, else the CN). */
   names: string[];
-  issuer: string;
   root?: string;
   chainValid: boolean;
   chainError?: string;
   chain: string[];
-  keyType: string;
-  keyStrength: string;
-  signatureAlgorithm: string;
-  validFrom: string;
-  validTo: string;
   daysLeft: number;
-  fingerprintSha256: string;
-  serialNumber: string;
-  crlUrls: string[];
-  ocspUrls: string[];
-  caIssuerUrls: string[];
   /** Every certificate of the chain as built (leaf, intermediates, the trusted root when found). */
   certificates: ChainCertificate[];
   findings: Finding[];
@@ -133,19 +125,21 @@ export function certificateFindings(c: X509Certificate, now = Date.now()): Findi
   }
   const odd = rawNames(c).filter((n) => /[\x00-\x1f\x7f-\x9f]/.test(n));
   if (odd.length) out.push({ level: 'warn', text: `name(s) with control characters (shown escaped): ${odd.map((n) => `"${visible(n)}"`).join(', ')}; a legitimate CA does not issue such names: ask the issuer to correct them` });
-  const daysLeft = Math.floor((Date.parse(c.validTo) - now) / 86_400_000);
+  const left = daysLeft(c, now);
   const validTo = new Date(c.validTo).toISOString();
   if (Date.parse(c.validFrom) > now) out.push({ level: 'fail', text: `not valid yet (from ${new Date(c.validFrom).toISOString()}): peers refuse it until then` });
-  if (daysLeft < 0) out.push({ level: 'fail', text: `EXPIRED on ${validTo}: renew it now; partners with certificateValidation refuse it` });
-  else if (daysLeft <= 30) out.push({ level: 'warn', text: `expires in ${daysLeft} days (${validTo}): renew and rotate it before then` });
+  if (left < 0) out.push({ level: 'fail', text: `EXPIRED on ${validTo}: renew it now; partners with certificateValidation refuse it` });
+  else if (left <= 30) out.push({ level: 'warn', text: `expires in ${left} days (${validTo}): renew and rotate it before then` });
   return out;
 }
 
-function describe(c: X509Certificate, role: ChainCertificate['role']): ChainCertificate {
+const daysLeft = (c: X509Certificate, now: number) => Math.floor((Date.parse(c.validTo) - now) / 86_400_000);
+
+function describe(c: X509Certificate): CertificateFacts {
   const key = keyDescription(c);
   const urls = endpointUrls(c);
   return {
-    role, subject: dnLine(c.subject), issuer: dnLine(c.issuer), serialNumber: c.serialNumber, fingerprintSha256: c.fingerprint256,
+    subject: dnLine(c.subject), issuer: dnLine(c.issuer), serialNumber: c.serialNumber, fingerprintSha256: c.fingerprint256,
     keyType: key.type, keyStrength: key.strength, signatureAlgorithm: signatureName(c),
     validFrom: new Date(c.validFrom).toISOString(), validTo: new Date(c.validTo).toISOString(),
     crlUrls: urls.crl, ocspUrls: urls.ocsp, caIssuerUrls: urls.caIssuers,
@@ -172,8 +166,6 @@ export function inspectCertificateFile(file: string, trust: TrustStore, opts: { 
   const certs = readCertificates([file, ...(opts.chainFile ? [opts.chainFile] : [])]);
   const leaf = certs[0];
   const chain = verifyChain(leaf, certs.slice(1), trust, now);
-  const key = keyDescription(leaf);
-  const urls = endpointUrls(leaf);
   const roles = chain.chain.map((c, i): ChainCertificate['role'] => (i === 0 ? 'leaf' : chain.root && c === chain.root ? 'root' : 'intermediate'));
   const findings: Finding[] = chain.chain.flatMap((c, i) => certificateFindings(c, now).map((f) => (i ? { ...f, certificate: `${roles[i]} ${dnLine(c.subject)}` } : f)));
   if (!chain.ok) findings.push({ level: 'fail', text: `chain does not validate: ${chain.error}; partners using certificateValidation will refuse it` });
@@ -183,29 +175,18 @@ export function inspectCertificateFile(file: string, trust: TrustStore, opts: { 
   }
   return {
     file,
-    subject: dnLine(leaf.subject),
+    ...describe(leaf),
     ...(field(leaf.subject, 'CN') ? { commonName: field(leaf.subject, 'CN') } : {}),
     ...(field(leaf.subject, 'O') ? { organization: field(leaf.subject, 'O') } : {}),
     ...(field(leaf.subject, 'OU') ? { organizationalUnit: field(leaf.subject, 'OU') } : {}),
     sanNames: (leaf.subjectAltName ?? '').split(', ').filter(Boolean).map((s) => s.replace(/^DNS:/, '').replace(/^IP Address:/, 'IP:')),
     names: certificateNames(leaf),
-    issuer: dnLine(leaf.issuer),
     ...(chain.root ? { root: dnLine(chain.root.subject) } : {}),
     chainValid: chain.ok,
     ...(chain.error ? { chainError: chain.error } : {}),
     chain: chain.chain.map((c) => dnLine(c.subject)),
-    keyType: key.type,
-    keyStrength: key.strength,
-    signatureAlgorithm: signatureName(leaf),
-    validFrom: new Date(leaf.validFrom).toISOString(),
-    validTo: new Date(leaf.validTo).toISOString(),
-    daysLeft: Math.floor((Date.parse(leaf.validTo) - now) / 86_400_000),
-    fingerprintSha256: leaf.fingerprint256,
-    serialNumber: leaf.serialNumber,
-    crlUrls: urls.crl,
-    ocspUrls: urls.ocsp,
-    caIssuerUrls: urls.caIssuers,
-    certificates: chain.chain.map((c, i) => describe(c, roles[i])),
+    daysLeft: daysLeft(leaf, now),
+    certificates: chain.chain.map((c, i) => ({ role: roles[i], ...describe(c) })),
     findings,
     warnings: findings.map((f) => `${f.certificate ? `${f.certificate}: ` : ''}${f.text}`),
   };
