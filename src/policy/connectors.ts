@@ -117,5 +117,21 @@ export class InboundConnectors {
     }
     return undefined;
   }
+
+  // Admission (inbound/admission.ts): which clients may use the reserved connection capacity.
+  /** Whether some enabled connector can identify a client at all (by address or certificate). */
+  get identifiesClients(): boolean {
+    return this.list.some((p) => p.blocks !== null || !!p.c.tlsSenderCertificateName);
+  }
+
+  /** The client address is in an enabled connector's senderIPAddresses. */
+  identifiesAddress(ip: string): boolean {
+    return this.list.some((p) => inBlocks(p.blocks, ip));
+  }
+
+  /** The client certificate chain satisfies an enabled connector's tlsSenderCertificateName. */
+  identifiesCertificate(chain: readonly X509Certificate[]): boolean {
+    return chain.length > 0 && this.list.some((p) => this.certificateSatisfies(p, chain));
+  }
 }
 

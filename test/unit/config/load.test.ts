@@ -45,3 +45,12 @@ test('YAML errors and missing files are explained', () => {
   assert.equal(d.source, null);
   assert.equal(d.organizations[0].acceptedDomains[0].domain, 'localhost');
 });
+
+test('smtp.forbidUnauthPipelining defaults to on; smtp.reservedConnections must leave room below maxConnections', () => {
+  const c = buildConfig({ organizations: orgs }, '/etc/portcullis', 'x.yaml');
+  assert.equal(c.smtp.forbidUnauthPipelining, true);
+  assert.equal(c.smtp.reservedConnections, undefined, 'absent: the default is computed from maxConnections');
+  assert.equal(buildConfig({ organizations: orgs, smtp: { maxConnections: 10, reservedConnections: 9 } }, '/etc/portcullis', 'x.yaml').smtp.reservedConnections, 9);
+  assert.match(err({ organizations: orgs, smtp: { maxConnections: 10, reservedConnections: 10 } }), /smtp\.reservedConnections: must be less than smtp\.maxConnections \(10\)/);
+  assert.match(err({ organizations: orgs, smtp: { reservedConnections: -1 } }), /smtp\.reservedConnections/);
+});
