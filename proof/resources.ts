@@ -194,7 +194,9 @@ async function resources(ctx: ProofContext): Promise<ProofSection[]> {
     };
 
     await phase('baseline (no attack)', '—', null, dur(8, 20));
-    const slowSources = [{ ip: '127.0.0.11', clients: 30 }, { ip: '127.0.0.12', clients: 30 }, { ip: '127.0.0.13', clients: 30 }, { ip: '127.0.0.14', clients: 150 }];
+    // Dripping sockets that stay just under the general pool (maxConnections minus the reserve: 75 +
+    // the per-IP cap of 100 = 175 < 180): below the limits, they must not starve anyone.
+    const slowSources = [{ ip: '127.0.0.11', clients: 25 }, { ip: '127.0.0.12', clients: 25 }, { ip: '127.0.0.13', clients: 25 }, { ip: '127.0.0.14', clients: 150 }];
     await phase('slowloris', `${slowSources.reduce((k, s) => k + s.clients, 0)} sockets from 4 addresses (one with 150 > maxConnectionsPerIP ${LIMITS.maxConnectionsPerIP}), 1 byte/s, reconnecting when cut off`,
       { kind: 'slowloris', sources: slowSources, durationMs: 0 }, dur(25, 90));
     const floodSources = ['127.0.0.21', '127.0.0.22', '127.0.0.23'].map((ip) => ({ ip, clients: 100 }));
