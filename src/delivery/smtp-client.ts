@@ -336,6 +336,12 @@ export class SmtpConnection {
       dataR = await this.command('DATA', this.t.dataBlock);
     }
     const accepted = rcptR.some((r) => r.code === 250 || r.code === 251);
+    if (accepted && mailR.code === 250 && dataR.code !== 354 && dataR.code < 400) {
+      // DATA answered with neither 354 nor a refusal (RFC 5321 §4.3.2): nothing was sent, and this
+      // must not read as a reply to the message.
+      this.protocolError(`${dataR.code} in reply to DATA`);
+      throw this.dead!;
+    }
     if (mailR.code !== 250 || !accepted || dataR.code !== 354) {
       if (dataR.code === 354) {
         // A server that said 354 without accepted recipients: end the empty transaction.
@@ -381,7 +387,7 @@ export function envelopeCommands(env: Envelope, ext: ReadonlyMap<string, string>
   const paths: string[] = [];
   for (const [i, address] of [env.from, ...env.rcpts.map((r) => r.address)].entries()) {
     const p = smtpPath(address, i === 0 ? 'sender' : 'recipient', utf8);
-    if ('problem' in p) {
+    if (!p.ok) {
       const text = `not sent: the ${i === 0 ? 'sender' : 'recipient'} address is not a valid RFC 5321 path (${p.problem})`;
       throw new DeliveryError('mail', text, { code: 553, enhanced: i === 0 ? '5.1.7' : '5.1.3', lines: [text], text });
     }
