@@ -1,7 +1,7 @@
 // Remote delivery against scripted peers and the fake resolver: MX order, host failure order, the
 // destination-down memory, the 5xx→4xx rewrite, the TLS fallback memory, the pooled-connection
 // retry, and what the trace keeps. Real sockets on loopback (127.0.77.x), no gateway process.
-import { test, after } from 'node:test';
+import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
@@ -34,6 +34,9 @@ async function peer(n: number, scripts: Step[][]): Promise<ScriptedPeer> {
   peers.push(p);
   return p;
 }
+
+// Fix the delivery port every test shares (a peer nothing connects to).
+before(async () => { await peer(254, []); });
 
 const config = (delivery: Record<string, unknown> = {}): Config => buildConfig({
   hostname: 'gw.contoso.test', organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }],
@@ -266,4 +269,16 @@ test('DNS: NXDOMAIN for the domain fails at once (5.1.2); SERVFAIL and bogus def
     assert.deepEqual([o.status, o.reply.code, o.reply.enhanced], ['deferred', 451, '4.4.3'], d);
   }
   assert.equal(dns.asked('bogus.test', 'A'), 0, 'a bogus MX answer is never "no MX, use the address"');
+});
+
+test('delivery.maxConnectionsPerDestination: deliveries to one next hop wait their turn (a slow DNS answer shows it)', async () => {
+  const dns = new FakeResolver({ 'slow.test': { MX: [{ exchange: 'mx.slow.test', priority: 10 }] }, 'mx.slow.test': { A: [DEAD] } }).delay('slow.test', 300);
+  const one = remote(dns, config({ destinationDownSeconds: 0, maxConnectionsPerDestination: 1 }));
+  let t0 = Date.now();
+  await Promise.all([one.deliver(job('slow.test')), one.deliver(job('slow.test'))]);
+  assert.ok(Date.now() - t0 >= 590, 'one after the other');
+  const two = remote(dns, config({ destinationDownSeconds: 0, maxConnectionsPerDestination: 2 }));
+  t0 = Date.now();
+  await Promise.all([two.deliver(job('slow.test')), two.deliver(job('slow.test'))]);
+  assert.ok(Date.now() - t0 < 590, 'side by side');
 });
