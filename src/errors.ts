@@ -71,6 +71,8 @@ export const Replies = {
   storageFull: () => reply(452, '4.3.1', 'Insufficient system storage, try again later'),
   storageError: () => reply(451, '4.3.0', 'Local error in processing, try again later'),
   pregreet: () => reply(554, '5.5.1', 'Protocol error: client sent data before the greeting'),
+  /** smtp.forbidUnauthPipelining; 5.5.0 as Postfix's "554 5.5.0 Error: SMTP protocol synchronization". */
+  pipeliningViolation: (what: string) => reply(554, '5.5.0', `Protocol error: ${what} (RFC 2920)`),
   tooManyConnections: () => reply(421, '4.7.0', 'Too many connections, try again later'),
   tooManyConnectionsFromIp: () => reply(421, '4.7.0', 'Too many connections from your address, try again later'),
   timeout: (host: string) => reply(421, '4.4.2', `${host} Error: timeout exceeded`),

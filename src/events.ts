@@ -41,6 +41,7 @@ export type Event =
   | { event: 'session.rejected'; ip: string; reason: string }
   | { event: 'session.tlsFailed'; sid: string; ip: string; error: string }
   | { event: 'session.injection'; sid: string; ip: string; bytes: number }
+  | { event: 'session.pipelining'; sid: string; ip: string; after: string; bytes: number; sample: string }
   | { event: 'message.accepted'; sid: string; queueId: string; from: string; rcpts: number; size: number; org: string; tls?: TlsFacts }
   | { event: 'message.rejected'; sid: string; code: number; enhanced: string; reason: string }
   | { event: 'delivery.result'; queueId: string; rcpt: string; status: 'delivered' | 'deferred' | 'failed'; agent: string; code?: number; enhanced?: string; reason: string;
@@ -57,6 +58,7 @@ const levels: Partial<Record<Event['event'], Level>> = {
   'tls.certificates.rejected': 'error',
   'tls.devcert.generated': 'warn',
   'session.injection': 'warn',
+  'session.pipelining': 'warn',
   'internal.error': 'error',
 };
 
@@ -86,6 +88,11 @@ export function setLogOutput(o: { fd?: 1 | 2; format?: LogFormat }): void {
   if ((o.fd ?? out.fd) === out.fd && (o.format ?? out.format) === out.format) return;
   Object.assign(out, o);
   logger = build();
+}
+
+/** Send log lines to a different destination (tests). */
+export function setLogDestination(dest: pino.DestinationStream): void {
+  logger = pino({ base: { svc: 'portcullis' }, timestamp: pino.stdTimeFunctions.isoTime, level: out.level }, dest);
 }
 
 const LEVEL_NAMES: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };

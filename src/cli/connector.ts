@@ -1,7 +1,7 @@
 // Owns: `portcullis connector list|show|validate` and `portcullis tls check` (with --cert: tls.ts).
 import type { Command } from 'commander';
 import type { Config, InboundConnector, OutboundConnector } from '../config/load.ts';
-import { Resolver } from '../dns/resolver.ts';
+import { DnsResolver } from '../dns/resolver.ts';
 import { formatReport, probeHost, targetsFor, type HostReport, type ProbeTarget } from '../delivery/probe.ts';
 import { AdminError } from '../errors.ts';
 import { parseMailbox } from '../mailbox.ts';
@@ -44,7 +44,7 @@ function summary(x: Any): string {
 }
 
 function tools(c: Config) {
-  const resolver = new Resolver(c.dns.servers, { dnssec: c.dns.dnssec });
+  const resolver = new DnsResolver(c.dns.servers, { dnssec: c.dns.dnssec });
   return { resolver, trust: new TrustStore(c.tls.trust.system, c.tls.trust.caFiles), revocation: new RevocationChecker(() => resolver) };
 }
 
@@ -97,10 +97,11 @@ export function registerConnector(program: Command): void {
       const x = find(cfg, name, o.org).find((h) => h.direction === 'outbound') as (OutboundConnector & { direction: 'outbound' }) | undefined;
       if (!x) throw new AdminError(`"${name}" is an inbound connector; validate checks outbound connectors`, 'inbound connectors are checked by the partner sending to you');
       if (o.send && !o.recipient) throw new AdminError('--send needs --recipient', 'name the address that should receive the test message');
-      const rcpt = o.recipient === undefined ? undefined : parseMailbox(o.recipient, true);
-      if (rcpt && ('code' in rcpt || rcpt.bare)) {
-        throw new AdminError(`--recipient "${o.recipient}" is not a valid address${'code' in rcpt ? `: ${rcpt.message}` : ''}`, 'give user@domain; quote a local part with spaces or special characters: \'"john doe"@example.com\'');
+      const parsed = o.recipient === undefined ? undefined : parseMailbox(o.recipient, true);
+      if (parsed && (!parsed.ok || parsed.mailbox.bare)) {
+        throw new AdminError(`--recipient "${o.recipient}" is not a valid address${!parsed.ok ? `: ${parsed.reply.message}` : ''}`, 'give user@domain; quote a local part with spaces or special characters: \'"john doe"@example.com\'');
       }
+      const rcpt = parsed?.mailbox;
       const requirement = connectorDemand(x);
       let targets: ProbeTarget[];
       if (x.smartHosts.length) targets = x.smartHosts.map((h) => { const p = parseSmartHost(h)!; return { host: p.host, port: p.port ?? cfg.delivery.port }; });

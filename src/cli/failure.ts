@@ -4,7 +4,7 @@
 // Promise: no stack trace unless asked for (--debug or PORTCULLIS_DEBUG=1); an unexpected error
 // says where its details are. A closed stdout (`| head`) ends the command quietly with status 0.
 import { CommanderError } from 'commander';
-import { DnsError } from '../dns/resolver.ts';
+import { DnsError } from '../dns/types.ts';
 import { AdminError } from '../errors.ts';
 import { emit } from '../events.ts';
 import { warn } from './terminal.ts';

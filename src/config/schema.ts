@@ -132,13 +132,20 @@ export const configSchema = z.strictObject({
     maxRecipients: z.number().int().min(1).max(100_000).default(500),
     maxConnections: z.number().int().min(1).max(1_000_000).default(1000),
     maxConnectionsPerIP: z.number().int().min(1).default(50),
+    /** Sessions only connector-identified clients may use; absent: 10% of maxConnections (see inbound/admission.ts). */
+    reservedConnections: z.number().int().min(0).optional(),
     maxErrors: z.number().int().min(1).default(20),
     bareLineEndings: z.enum(['normalize', 'reject']).default('normalize'),
+    forbidUnauthPipelining: z.boolean().default(true),
     timeouts: z.strictObject({
       command: seconds(300),
       data: seconds(600),
       tlsHandshake: seconds(30),
     }).prefault({}),
+  }).superRefine((s, ctx) => {
+    if (s.reservedConnections !== undefined && s.reservedConnections >= s.maxConnections) {
+      ctx.addIssue({ code: 'custom', path: ['reservedConnections'], message: `must be less than smtp.maxConnections (${s.maxConnections}): the rest is the capacity for all other clients` });
+    }
   }).prefault({}),
   tls: z.strictObject({
     certificates: z.array(certPair).default([]),

@@ -14,7 +14,7 @@ import { createHash, X509Certificate } from 'node:crypto';
 import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
 import { AlgorithmIdentifier, Certificate as AsnCertificate, CertificateList } from '@peculiar/asn1-x509';
 import { BasicOCSPResponse, CertID, OCSPRequest, OCSPResponse, OCSPResponseStatus, Request, TBSRequest, id_pkix_ocsp_basic } from '@peculiar/asn1-ocsp';
-import type { Resolver } from '../dns/resolver.ts';
+import type { Resolver } from '../dns/types.ts';
 import { dnLine } from './names.ts';
 import { verifySignature } from './signature.ts';
 import { issuedBy, splitPem, type TrustStore } from './trust.ts';
@@ -140,7 +140,7 @@ export function readOcspResponse(der: Buffer, leaf: X509Certificate, issuer: X50
   // The signer: the issuer itself, or a responder certificate it issued for OCSP signing (RFC 6960 §4.2.2.2).
   if (!signedBy(issuer)) {
     const delegated = (basic.certs ?? []).map((c) => new X509Certificate(Buffer.from(AsnConvert.serialize(c))))
-      .find((c) => c.checkIssued(issuer) && c.verify(issuer.publicKey) && new x509.X509Certificate(c.raw).getExtension(x509.ExtendedKeyUsageExtension)?.usages.includes(OCSP_SIGNING));
+      .find((c) => issuedBy(c, issuer) && new x509.X509Certificate(c.raw).getExtension(x509.ExtendedKeyUsageExtension)?.usages.includes(OCSP_SIGNING));
     if (!delegated || !signedBy(delegated)) throw new Error('response signature does not verify against the issuer or a delegated responder');
   }
   const id = certId(leaf, issuer);

@@ -10,7 +10,7 @@ import type { X509Certificate } from 'node:crypto';
 import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
 import { AlgorithmIdentifier, CertificateList } from '@peculiar/asn1-x509';
 import { BasicOCSPResponse, OCSPResponse } from '@peculiar/asn1-ocsp';
-import { Resolver } from '../../../src/dns/resolver.ts';
+import { DnsResolver } from '../../../src/dns/resolver.ts';
 import { crlSignedBy, ocspRequest, readOcspResponse, RevocationChecker } from '../../../src/tls/revocation.ts';
 import { signatureMethod } from '../../../src/tls/signature.ts';
 import { freePort, tempDir } from '../../helpers/gateway.ts';
@@ -43,7 +43,7 @@ const responders: OcspResponder[] = [];
 const setups = new Map<string, Setup>();
 let rogue: { leaf: OpensslCert; ca: OpensslCert };
 
-const checker = () => new RevocationChecker(() => new Resolver(['127.0.0.1:1'], { timeoutMs: 200, attempts: 1 }), 3000);
+const checker = () => new RevocationChecker(() => new DnsResolver(['127.0.0.1:1'], { timeoutMs: 200, attempts: 1 }), 3000);
 
 /** The raw answer of an OCSP responder for `leaf` (POST, as the checker sends it). */
 function fetchOcsp(url: string, leaf: X509Certificate, issuer: X509Certificate): Promise<Buffer> {
