@@ -21,5 +21,5 @@ export default tseslint.config(
     },
   },
   { files: ['src/dns/**'], rules: { 'no-restricted-imports': 'off' } },
-  { files: ['src/cli/**', 'test/**', 'bench/**', 'proof/**'], rules: { 'no-console': 'off' } },
+  { files: ['src/cli/**', 'test/**', 'bench/**', 'proof/**', 'scripts/**'], rules: { 'no-console': 'off' } },
 );
