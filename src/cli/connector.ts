@@ -1,13 +1,10 @@
-// Owns: `portcullis connector list|show|validate` and `portcullis tls check`.
+// Owns: `portcullis connector list|show|validate` and `portcullis tls check`. The probing
+// modules (DNS, SMTP client, TLS, revocation) are imported when a command runs.
 import type { Command } from 'commander';
 import type { Config, InboundConnector, OutboundConnector } from '../config/load.ts';
-import { parseSmartHost } from '../config/schema.ts';
-import { Resolver } from '../dns/resolver.ts';
-import { formatReport, probeHost, targetsFor, type HostReport, type ProbeTarget } from '../delivery/probe.ts';
+import type { HostReport, ProbeTarget } from '../delivery/probe.ts';
 import { AdminError } from '../errors.ts';
 import type { TlsRequirement } from '../policy/outbound.ts';
-import { RevocationChecker } from '../tls/revocation.ts';
-import { TrustStore } from '../tls/trust.ts';
 import { cliConfig, printJson, withConfig, type CommonOpts } from './context.ts';
 
 type Any = (InboundConnector & { direction: 'inbound' }) | (OutboundConnector & { direction: 'outbound' });
@@ -36,21 +33,24 @@ function summary(x: Any): string {
   return `${scope} via ${dest}; TLS ${x.tlsSettings}${x.tlsDomain ? ` (${x.tlsDomain})` : ''}`;
 }
 
-function tools(c: Config) {
+async function tools(c: Config) {
+  const [{ Resolver }, { TrustStore }, { RevocationChecker }, probe] = await Promise.all([
+    import('../dns/resolver.ts'), import('../tls/trust.ts'), import('../tls/revocation.ts'), import('../delivery/probe.ts')]);
   const resolver = new Resolver(c.dns.servers);
-  return { resolver, trust: new TrustStore(c.tls.trust.system, c.tls.trust.caFiles), revocation: new RevocationChecker(() => resolver) };
+  return { resolver, trust: new TrustStore(c.tls.trust.system, c.tls.trust.caFiles), revocation: new RevocationChecker(() => resolver), probe };
 }
 
 async function probeAll(c: Config, targets: ProbeTarget[], requirement: TlsRequirement, sendTo?: string): Promise<HostReport[]> {
-  const t = tools(c);
+  const { probe, ...t } = await tools(c);
   const out: HostReport[] = [];
-  for (const target of targets) out.push(...await probeHost(target, { config: c, ...t, requirement, ...(sendTo ? { sendTo } : {}) }));
+  for (const target of targets) out.push(...await probe.probeHost(target, { config: c, ...t, requirement, ...(sendTo ? { sendTo } : {}) }));
   return out;
 }
 
-function report(reports: HostReport[], json: boolean | undefined, what: string): void {
+async function report(reports: HostReport[], json: boolean | undefined, what: string): Promise<void> {
   if (json) printJson(reports);
   else {
+    const { formatReport } = await import('../delivery/probe.ts');
     console.log(reports.map(formatReport).join('\n\n') || `no host to check for ${what}`);
     const ok = reports.length > 0 && reports.every((r) => r.passes);
     console.log(`\n${ok ? 'PASS' : 'FAIL'}: ${reports.filter((r) => r.passes).length} of ${reports.length} host(s) meet the requirement`);
@@ -92,13 +92,16 @@ export function registerConnector(program: Command): void {
       if (o.send && !o.recipient) throw new AdminError('--send needs --recipient', 'name the address that should receive the test message');
       const requirement: TlsRequirement = { level: x.tlsSettings, source: `connector "${x.name}"`, ...(x.tlsDomain ? { tlsDomain: x.tlsDomain } : {}) };
       let targets: ProbeTarget[];
-      if (x.smartHosts.length) targets = x.smartHosts.map((h) => { const p = parseSmartHost(h)!; return { host: p.host, port: p.port ?? cfg.delivery.port }; });
-      else {
+      if (x.smartHosts.length) {
+        const { parseSmartHost } = await import('../config/schema.ts');
+        targets = x.smartHosts.map((h) => { const p = parseSmartHost(h)!; return { host: p.host, port: p.port ?? cfg.delivery.port }; });
+      } else {
         const domain = o.recipient?.split('@').pop() ?? x.recipientDomains.find((d) => !d.startsWith('*'));
         if (!domain) throw new AdminError(`connector "${x.name}" uses MX records and has only wildcard domains`, 'pass --recipient user@domain to pick the domain');
-        targets = await targetsFor(tools(cfg).resolver, domain, cfg.delivery.port);
+        const t = await tools(cfg);
+        targets = await t.probe.targetsFor(t.resolver, domain, cfg.delivery.port);
       }
-      report(await probeAll(cfg, targets, requirement, o.send ? o.recipient : undefined), o.json, `connector "${x.name}"`);
+      await report(await probeAll(cfg, targets, requirement, o.send ? o.recipient : undefined), o.json, `connector "${x.name}"`);
     });
 
   const t = program.command('tls').description('TLS inspection');
@@ -112,6 +115,7 @@ export function registerConnector(program: Command): void {
       if (!['opportunistic', 'encryptionOnly', 'certificateValidation', 'domainValidation'].includes(o.level)) throw new AdminError(`--level ${o.level} is not a TLS level`, 'use encryptionOnly, certificateValidation or domainValidation');
       if (o.level === 'domainValidation' && !o.tlsDomain) throw new AdminError('--level domainValidation needs --tls-domain', 'name the certificate name to require');
       const requirement = { level: o.level, source: '`tls check`', ...(o.tlsDomain ? { tlsDomain: o.tlsDomain } : {}) } as TlsRequirement;
-      report(await probeAll(cfg, await targetsFor(tools(cfg).resolver, dest, cfg.delivery.port), requirement), o.json, dest);
+      const t = await tools(cfg);
+      await report(await probeAll(cfg, await t.probe.targetsFor(t.resolver, dest, cfg.delivery.port), requirement), o.json, dest);
     });
 }

@@ -1,13 +1,9 @@
 // Owns: the `portcullis` command line. Every command takes -c FILE (default ./portcullis.yaml or
-// $PORTCULLIS_CONFIG) and works against the same dataDir while the server runs.
+// $PORTCULLIS_CONFIG) and works against the same dataDir while the server runs. Commands import
+// what they run when they run (`await import`), so `--help` loads little more than commander.
 import { Command } from 'commander';
 import { controlRequest } from '../admin/control.ts';
 import { AdminError } from '../errors.ts';
-import { serve } from '../gateway.ts';
-import { ServerTls } from '../tls/server.ts';
-import { TrustStore } from '../tls/trust.ts';
-import { inspectCertificateFile } from '../tls/inspect.ts';
-import { ensureDevCertificate } from '../tls/devcert.ts';
 import type { SecureVersion } from 'node:tls';
 import { cliConfig, configTarget, printJson, serverDataDir, withConfig, type CommonOpts } from './context.ts';
 import { registerQueue } from './queue.ts';
@@ -17,12 +13,13 @@ import { registerConnector } from './connector.ts';
 const program = new Command('portcullis').description('Portcullis, a TLS-first SMTP mail gateway').showHelpAfterError();
 
 withConfig(program.command('serve').description('run the gateway (SIGHUP reloads, SIGTERM stops)'))
-  .action(async (o: CommonOpts) => { await serve(configTarget(o)); });
+  .action(async (o: CommonOpts) => { await (await import('../gateway.ts')).serve(configTarget(o)); });
 
 const config = program.command('config').description('check or reload the configuration');
 withConfig(config.command('check').description('validate the configuration file and the files it names').option('--json', 'machine-readable output'))
-  .action((o: CommonOpts) => {
+  .action(async (o: CommonOpts) => {
     const c = cliConfig(o);
+    const [{ TrustStore }, { ServerTls }] = await Promise.all([import('../tls/trust.ts'), import('../tls/server.ts')]);
     new TrustStore(c.tls.trust.system, c.tls.trust.caFiles);
     if (c.tls.certificates.length) new ServerTls(c.tls.certificates, c.tls.minVersion as SecureVersion);
     const domains = c.organizations.flatMap((org) => org.acceptedDomains.map((d) => d.domain));
@@ -42,6 +39,8 @@ const cert = program.command('cert').description('certificates');
 withConfig(cert.command('info').description('what a partner needs to configure forced TLS with us, per certificate').option('--json', 'machine-readable output'))
   .action(async (o: CommonOpts) => {
     const c = cliConfig(o);
+    const [{ TrustStore }, { inspectCertificateFile }, { ensureDevCertificate }] = await Promise.all([
+      import('../tls/trust.ts'), import('../tls/inspect.ts'), import('../tls/devcert.ts')]);
     const trust = new TrustStore(c.tls.trust.system, c.tls.trust.caFiles);
     const files = c.tls.certificates.length ? c.tls.certificates.map((p) => p.cert) : [(await ensureDevCertificate(c.dataDir, c.hostname)).cert];
     const infos = files.map((f) => inspectCertificateFile(f, trust));
