@@ -11,9 +11,9 @@
 // timed runs generates the development certificate, which later starts reuse (that first start is
 // reported on its own line). "ready" is the first `220` greeting read from 127.0.0.1:2525.
 // --source measures the TypeScript sources through tsx as well (`node --import tsx
-// src/cli/main.ts`, how bin/portcullis.js ran before the compiled build), in the same session.
+// src/cli/main.ts`, how bin/portcullis.js ran before the compiled build), in the same run.
 // --bin FILE (repeatable) measures that entry point instead of this checkout's bin/portcullis.js,
-// e.g. the bin/ of an older checkout, for a before/after comparison in one session.
+// e.g. the bin/ of an older checkout, for a before/after comparison in one run.
 // Port 2525 must be free: the benchmark refuses to start otherwise.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -46,11 +46,11 @@ const HZ = 100; // USER_HZ: the unit of /proc/PID/stat times on Linux
 
 interface Sample { wallMs: number; cpuMs: number }
 
-/** `time node … --help` (bash's `time`: real, user, sys). */
-function timeHelp(v: Variant): Promise<Sample> {
+/** `time node …` (bash's `time`: real, user, sys). */
+function timeRun(args: string[]): Promise<Sample> {
   return new Promise((resolve, reject) => {
     const script = 'TIMEFORMAT="%3R %3U %3S"; time "$@" >/dev/null 2>&1';
-    const p = spawn('bash', ['-c', script, 'bash', process.execPath, ...v.args, '--help'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+    const p = spawn('bash', ['-c', script, 'bash', process.execPath, ...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
     let out = '';
     p.stderr!.on('data', (d) => { out += d; });
     const cap = setTimeout(() => p.kill('SIGKILL'), RUN_CAP_MS);
@@ -58,7 +58,7 @@ function timeHelp(v: Variant): Promise<Sample> {
     p.once('exit', (code) => {
       clearTimeout(cap);
       const m = /(\d+\.\d+) (\d+\.\d+) (\d+\.\d+)\s*$/.exec(out);
-      if (code !== 0 || !m) return reject(new Error(`${v.name} --help failed (${code}): ${out}`));
+      if (code !== 0 || !m) return reject(new Error(`node ${args.join(' ')} failed (${code}): ${out}`));
       resolve({ wallMs: Number(m[1]) * 1000, cpuMs: (Number(m[2]) + Number(m[3])) * 1000 });
     });
   });
@@ -125,9 +125,12 @@ console.log(`node ${process.version}, ${os.cpus().length} cores, ${RUNS} runs ea
 console.log('');
 console.log('| command | runs | wall s min / median / max | CPU s min / median / max |');
 console.log('|---|---|---|---|');
+const bare: Sample[] = [];
+for (let i = 0; i < RUNS; i++) bare.push(await timeRun(['-e', '0']));
+row('`node -e 0` (Node alone, for scale)', bare);
 for (const v of variants) {
   const help: Sample[] = [];
-  for (let i = 0; i < RUNS; i++) help.push(await timeHelp(v));
+  for (let i = 0; i < RUNS; i++) help.push(await timeRun([...v.args, '--help']));
   row(`\`${v.name} --help\``, help);
   const cwd = mkdtempSync(path.join(os.tmpdir(), 'pc-startup-'));
   try {
