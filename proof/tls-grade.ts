@@ -6,7 +6,8 @@
 // checked by our own raw probe because testssl.sh 3.0.x has no such check.
 // Outbound: a Portcullis gateway with a forced encryptionOnly connector delivers to real
 // `openssl s_server` peers that offer only TLS 1.0 / 1.1, or TLS 1.2 with weak suites only; our
-// client must not establish a TLS session, must defer with 4.7.5 and must send no MAIL/RCPT/DATA.
+// client must not establish a TLS session, must defer with 4.7.5 naming the TLS failure kind
+// (protocol-version / no-shared-cipher) and must send no MAIL/RCPT/DATA.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -199,15 +200,15 @@ async function gradeInbound(ctx: ProofContext, gw: GatewayHandle): Promise<Proof
 // ---------------------------------------------------------------------------------------------
 // Outbound: weak openssl s_server peers under a forced encryptionOnly connector
 
-interface WeakSpec { id: string; label: string; sslArgs: string[]; control: string[]; modern?: boolean }
+interface WeakSpec { id: string; label: string; sslArgs: string[]; control: string[]; modern?: boolean; kind?: string }
 const WEAK: WeakSpec[] = [
-  { id: 'tls10', label: 'TLS 1.0 only', sslArgs: ['-tls1', '-cipher', 'DEFAULT@SECLEVEL=0'], control: ['-tls1', '-cipher', 'DEFAULT@SECLEVEL=0'] },
-  { id: 'tls11', label: 'TLS 1.1 only', sslArgs: ['-tls1_1', '-cipher', 'DEFAULT@SECLEVEL=0'], control: ['-tls1_1', '-cipher', 'DEFAULT@SECLEVEL=0'] },
-  { id: 'rsacbc', label: 'TLS 1.2, static RSA + CBC only (AES128-SHA)', sslArgs: ['-tls1_2', '-cipher', 'AES128-SHA'], control: ['-tls1_2', '-cipher', 'AES128-SHA'] },
-  { id: 'rsagcm', label: 'TLS 1.2, static RSA (no forward secrecy) only (AES128-GCM-SHA256)', sslArgs: ['-tls1_2', '-cipher', 'AES128-GCM-SHA256'], control: ['-tls1_2', '-cipher', 'AES128-GCM-SHA256'] },
-  { id: 'ecdhecbc', label: 'TLS 1.2, ECDHE + CBC/SHA-1 only (ECDHE-RSA-AES128-SHA)', sslArgs: ['-tls1_2', '-cipher', 'ECDHE-RSA-AES128-SHA'], control: ['-tls1_2', '-cipher', 'ECDHE-RSA-AES128-SHA'] },
-  { id: 'null', label: 'TLS 1.2, NULL encryption only (NULL-SHA256)', sslArgs: ['-tls1_2', '-cipher', 'NULL-SHA256@SECLEVEL=0'], control: ['-tls1_2', '-cipher', 'NULL-SHA256@SECLEVEL=0'] },
-  { id: 'anon', label: 'TLS 1.2, anonymous DH only (ADH-AES128-GCM-SHA256)', sslArgs: ['-tls1_2', '-cipher', 'ADH-AES128-GCM-SHA256@SECLEVEL=0'], control: ['-tls1_2', '-cipher', 'ADH-AES128-GCM-SHA256@SECLEVEL=0'] },
+  { id: 'tls10', label: 'TLS 1.0 only', sslArgs: ['-tls1', '-cipher', 'DEFAULT@SECLEVEL=0'], control: ['-tls1', '-cipher', 'DEFAULT@SECLEVEL=0'], kind: 'protocol-version' },
+  { id: 'tls11', label: 'TLS 1.1 only', sslArgs: ['-tls1_1', '-cipher', 'DEFAULT@SECLEVEL=0'], control: ['-tls1_1', '-cipher', 'DEFAULT@SECLEVEL=0'], kind: 'protocol-version' },
+  { id: 'rsacbc', label: 'TLS 1.2, static RSA + CBC only (AES128-SHA)', sslArgs: ['-tls1_2', '-cipher', 'AES128-SHA'], control: ['-tls1_2', '-cipher', 'AES128-SHA'], kind: 'no-shared-cipher' },
+  { id: 'rsagcm', label: 'TLS 1.2, static RSA (no forward secrecy) only (AES128-GCM-SHA256)', sslArgs: ['-tls1_2', '-cipher', 'AES128-GCM-SHA256'], control: ['-tls1_2', '-cipher', 'AES128-GCM-SHA256'], kind: 'no-shared-cipher' },
+  { id: 'ecdhecbc', label: 'TLS 1.2, ECDHE + CBC/SHA-1 only (ECDHE-RSA-AES128-SHA)', sslArgs: ['-tls1_2', '-cipher', 'ECDHE-RSA-AES128-SHA'], control: ['-tls1_2', '-cipher', 'ECDHE-RSA-AES128-SHA'], kind: 'no-shared-cipher' },
+  { id: 'null', label: 'TLS 1.2, NULL encryption only (NULL-SHA256)', sslArgs: ['-tls1_2', '-cipher', 'NULL-SHA256@SECLEVEL=0'], control: ['-tls1_2', '-cipher', 'NULL-SHA256@SECLEVEL=0'], kind: 'no-shared-cipher' },
+  { id: 'anon', label: 'TLS 1.2, anonymous DH only (ADH-AES128-GCM-SHA256)', sslArgs: ['-tls1_2', '-cipher', 'ADH-AES128-GCM-SHA256@SECLEVEL=0'], control: ['-tls1_2', '-cipher', 'ADH-AES128-GCM-SHA256@SECLEVEL=0'], kind: 'no-shared-cipher' },
   { id: 'modern', label: 'control: default s_server (TLS 1.3)', sslArgs: [], control: [], modern: true },
 ];
 
@@ -235,7 +236,8 @@ async function gradeOutbound(ctx: ProofContext, gw: GatewayHandle, peers: Map<st
     const outcomes = ids.get(w.id)!.map((id) => ({ ev: result(id)!, at: tr.get(id)?.[0] }));
     const o = outcomes[0];
     const reason = String(o.ev.reason ?? '');
-    const handshakeErr = (/failed: (\S+)/.exec(reason)?.[1] ?? reason).trim();
+    // The TLS failure kind, and the raw OpenSSL code kept in the detail.
+    const handshakeErr = `${String(o.ev.tlsFailure ?? '?')} (${(/detail: (\S+)/.exec(reason)?.[1] ?? reason).trim()})`;
     const outcome = outcomes.map((x) => `${String(x.ev.status)} ${String(x.ev.code ?? '')} ${String(x.ev.enhanced ?? '')}`.trim());
     const uniq = [...new Set(outcome)].join('; ');
     rows.push([
@@ -256,6 +258,7 @@ async function gradeOutbound(ctx: ProofContext, gw: GatewayHandle, peers: Map<st
     for (const x of outcomes) {
       if (x.ev.status !== 'deferred' || x.ev.code !== 451 || x.ev.enhanced !== '4.7.5') failures.push(`${w.id}: expected deferred 451 4.7.5, got ${String(x.ev.status)} ${String(x.ev.code)} ${String(x.ev.enhanced)} ${String(x.ev.reason)}`);
       if (!/^TLS required by connector "To Weak": TLS handshake with .* failed/.test(String(x.ev.reason))) failures.push(`${w.id}: unexpected reason ${String(x.ev.reason)}`);
+      if (x.ev.tlsFailure !== w.kind) failures.push(`${w.id}: expected TLS failure kind ${w.kind}, got ${String(x.ev.tlsFailure)}`);
       if (x.at?.tls || (x.at && x.at.tlsAchieved !== 'none')) failures.push(`${w.id}: the trace records a TLS session (${JSON.stringify(x.at.tls)}, achieved ${x.at.tlsAchieved})`);
     }
     if (p.stats.relayedBytes === 0) failures.push(`${w.id}: no TLS bytes reached s_server (the handshake was never attempted)`);
@@ -266,7 +269,7 @@ async function gradeOutbound(ctx: ProofContext, gw: GatewayHandle, peers: Map<st
     table: { header: ['peer offers', 'server', 'permissive s_client control', 'TLS sessions with our client', 'our outcome', 'handshake error / TLS', 'MAIL/RCPT/DATA in plaintext', 'body bytes in plaintext'], rows },
     notes: [
       `Each peer is a real \`openssl s_server\` (${spawnSync('openssl', ['version']).stdout?.toString().trim() ?? 'openssl'}) behind a small SMTP front that answers greeting/EHLO (offering STARTTLS) in plaintext and, after its 220 to STARTTLS, relays the raw TCP stream to s_server; the front would accept MAIL/RCPT/DATA in plaintext if a client sent them (counted as leaks).`,
-      'The gateway delivers through an outbound connector with `tlsSettings: encryptionOnly` (any certificate, but TLS is mandatory); each message must be deferred with 451 4.7.5 naming the failed handshake, s_server must complete no TLS session with our client (it prints "CIPHER is" per session), and nothing may be sent in plaintext.',
+      'The gateway delivers through an outbound connector with `tlsSettings: encryptionOnly` (any certificate, but TLS is mandatory, TLS 1.2 or newer); each message must be deferred with 451 4.7.5 naming the failed handshake and its TLS failure kind (`protocol-version` for the TLS 1.0/1.1 peers, `no-shared-cipher` for the others; the raw OpenSSL code in brackets), s_server must complete no TLS session with our client (it prints "CIPHER is" per session), and nothing may be sent in plaintext.',
       'Controls: `openssl s_client -starttls smtp` with the same permissive settings completes a handshake with every weak peer through the same front (so the peer really offers what it says); a default s_server (TLS 1.3) does get a TLS session and an EHLO from our client (so a refusal is not a harness artefact). 3DES is not in the list because this OpenSSL build has no 3DES suite to offer.',
       `${repeats} message(s) per weak peer, 1 to the control (s_server serves one connection at a time and never answers SMTP, so that message ends in a timeout, 451 4.4.2).`,
     ],

@@ -61,15 +61,17 @@ function unitNote(s: JsonSchema, v: unknown): string {
 }
 
 function defaultLabel(s: JsonSchema, required: boolean): string {
-  if (s.default !== undefined) return `${code(s.default)}${unitNote(s, s.default)}`;
   if (s.defaultText) return s.defaultText;
+  if (s.default !== undefined) return `${code(s.default)}${unitNote(s, s.default)}`;
   return required ? 'required' : '—';
 }
 
 /**
  * One row per documented key, in schema order. A key with a description is one row (a list of
- * objects too, e.g. `tls.certificates`); an object or a list of objects without one is opened and
- * its keys are listed; any other key without one is an error. Throws naming every such key.
+ * objects too, e.g. `tls.certificates`); a key that takes one of several forms, one of them an
+ * object (`runAs`: `root` or `{user, group}`), is followed by that object's keys; an object or a
+ * list of objects without one is opened and its keys are listed; any other key without one is an
+ * error. Throws naming every such key.
  */
 export function configKeyRows(schema: z.ZodType = configSchema): KeyRow[] {
   const rows: KeyRow[] = [];
@@ -79,6 +81,7 @@ export function configKeyRows(schema: z.ZodType = configSchema): KeyRow[] {
       const key = prefix ? `${prefix}.${name}` : name;
       if (s.description) {
         rows.push({ key, type: typeLabel(s), default: defaultLabel(s, !!obj.required?.includes(name)), meaning: s.description });
+        for (const form of s.anyOf ?? []) if (isObject(form)) walk(form, key);
       } else if (isObject(s)) {
         walk(s, key);
       } else if (s.type === 'array' && s.items && isObject(s.items)) {

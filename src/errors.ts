@@ -19,13 +19,22 @@ export function reply(code: number, enhanced: string, message: string, reason?: 
   return reason === undefined ? { code, enhanced, message } : { code, enhanced, message, reason };
 }
 
+/**
+ * Reply text as it may go out: printable ASCII (RFC 5321 §4.2 textstring); every other character
+ * becomes "?", except non-ASCII characters (not the C1 controls) when the transaction uses
+ * SMTPUTF8 (RFC 6531).
+ */
+function replyText(text: string, utf8 = false): string {
+  return text.replace(utf8 ? /[^\x20-\x7e\u00a0-\uffff]/g : /[^\x20-\x7e]/g, '?');
+}
+
 /** Serialise a reply, multi-line when message contains newlines (RFC 5321 §4.2.1). */
-export function formatReply(r: SmtpReply): string {
+export function formatReply(r: SmtpReply, utf8 = false): string {
   const lines = r.message.split('\n');
   let out = '';
   for (let i = 0; i < lines.length; i++) {
     const sep = i === lines.length - 1 ? ' ' : '-';
-    out += `${r.code}${sep}${r.enhanced} ${lines[i]}\r\n`;
+    out += `${r.code}${sep}${r.enhanced} ${replyText(lines[i], utf8)}\r\n`;
   }
   return out;
 }
@@ -53,7 +62,7 @@ export const Replies = {
   tlsUnavailable: () => reply(454, '4.7.0', 'TLS not available due to temporary reason'),
   paramUnsupported: (p: string) => reply(555, '5.5.4', `Unsupported parameter: ${p}`),
   paramInvalid: (p: string) => reply(501, '5.5.4', `Invalid value for parameter ${p}`),
-  pathTooLong: () => reply(501, '5.1.3', 'Address too long (RFC 5321 §4.5.3.1 limits)'),
+  pathTooLong: () => reply(501, '5.1.3', 'Address too long (RFC 5321 section 4.5.3.1 limits)'),
   badAddress: (why: string) => reply(501, '5.1.3', `Bad address syntax: ${why}`),
   nonAsciiNeedsSmtputf8: () => reply(553, '5.6.7', 'Non-ASCII address requires the SMTPUTF8 parameter'),
   tooManyRecipients: (max: number) => reply(452, '4.5.3', `Too many recipients (at most ${max} per message)`),
@@ -66,6 +75,8 @@ export const Replies = {
   storageFull: () => reply(452, '4.3.1', 'Insufficient system storage, try again later'),
   storageError: () => reply(451, '4.3.0', 'Local error in processing, try again later'),
   pregreet: () => reply(554, '5.5.1', 'Protocol error: client sent data before the greeting'),
+  /** smtp.forbidUnauthPipelining; 5.5.0 as Postfix's "554 5.5.0 Error: SMTP protocol synchronization". */
+  pipeliningViolation: (what: string) => reply(554, '5.5.0', `Protocol error: ${what} (RFC 2920)`),
   tooManyConnections: () => reply(421, '4.7.0', 'Too many connections, try again later'),
   tooManyConnectionsFromIp: () => reply(421, '4.7.0', 'Too many connections from your address, try again later'),
   timeout: (host: string) => reply(421, '4.4.2', `${host} Error: timeout exceeded`),
@@ -73,9 +84,12 @@ export const Replies = {
   shuttingDown: (host: string) => reply(421, '4.3.2', `${host} Service shutting down, try again later`),
 } as const;
 
-/** An error for administrators: names the cause and the fix. */
+/**
+ * An error for administrators: names the cause and the fix. `exitCode` is the CLI's exit status:
+ * 2 when the configuration or the command line is wrong (the default), 1 when the operation failed.
+ */
 export class AdminError extends Error {
-  constructor(message: string, readonly fix?: string) {
+  constructor(message: string, readonly fix?: string, readonly exitCode: 1 | 2 = 2) {
     super(fix ? `${message}\n  fix: ${fix}` : message);
     this.name = 'AdminError';
   }

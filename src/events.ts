@@ -1,5 +1,7 @@
-// Owns: the typed event catalogue. Every event goes to the structured log (pino, JSON lines);
-// the message trace is written by store/, metrics later hook the same emit().
+// Owns: the typed event catalogue and the log it feeds. Every event goes to the structured log
+// (pino: JSON lines, or one-line text at a terminal); the message trace is written by store/,
+// metrics later hook the same emit().
+import { isatty } from 'node:tty';
 import pino from 'pino';
 
 /** A client certificate as judged after the handshake (tls/client-cert.ts). */
@@ -29,6 +31,7 @@ export type Event =
   | { event: 'server.listening'; address: string }
   | { event: 'server.started'; hostname: string; dataDir: string; configFile: string | null }
   | { event: 'server.stopping'; signal: string }
+  | { event: 'server.privileges'; user: string; uid: number; group: string; gid: number; groups: number[]; runs: string }
   | { event: 'config.reloaded'; source: string }
   | { event: 'config.rejected'; source: string; error: string }
   | { event: 'tls.certificates.loaded'; names: string[]; source: string }
@@ -38,11 +41,15 @@ export type Event =
   | { event: 'session.rejected'; ip: string; reason: string }
   | { event: 'session.tlsFailed'; sid: string; ip: string; error: string }
   | { event: 'session.injection'; sid: string; ip: string; bytes: number }
+  | { event: 'session.pipelining'; sid: string; ip: string; after: string; bytes: number; sample: string }
   | { event: 'message.accepted'; sid: string; queueId: string; from: string; rcpts: number; size: number; org: string; tls?: TlsFacts }
   | { event: 'message.rejected'; sid: string; code: number; enhanced: string; reason: string }
-  | { event: 'delivery.result'; queueId: string; rcpt: string; status: 'delivered' | 'deferred' | 'failed'; agent: string; code?: number; enhanced?: string; reason: string }
+  | { event: 'delivery.result'; queueId: string; rcpt: string; status: 'delivered' | 'deferred' | 'failed'; agent: string; code?: number; enhanced?: string; reason: string;
+      /** TLS failure kind (tls/failures.ts): why a required level failed, or why opportunistic TLS stepped down. */
+      tlsFailure?: string; tlsVersion?: string; tlsLegacy?: boolean }
   | { event: 'queue.recovered'; released: number }
-  | { event: 'internal.error'; where: string; error: string };
+  | { event: 'trace.expired'; removed: number; finishedBefore: string; more: boolean }
+  | { event: 'internal.error'; where: string; error: string; stack?: string };
 
 type Level = 'debug' | 'info' | 'warn' | 'error';
 
@@ -51,18 +58,54 @@ const levels: Partial<Record<Event['event'], Level>> = {
   'tls.certificates.rejected': 'error',
   'tls.devcert.generated': 'warn',
   'session.injection': 'warn',
+  'session.pipelining': 'warn',
   'internal.error': 'error',
 };
 
-let logger = pino({ base: { svc: 'portcullis' }, timestamp: pino.stdTimeFunctions.isoTime });
+export type LogFormat = 'auto' | 'json' | 'text';
+
+// Log lines go to stderr (CLI commands: stdout carries their output) unless the server sends them
+// to stdout; `auto` writes one-line text at a terminal and JSON lines anywhere else.
+const out = { fd: 2 as 1 | 2, format: 'auto' as LogFormat, level: 'info' };
+const streams = new Map<number, pino.DestinationStream>();
+let logger = build();
+
+function build(): pino.Logger {
+  const dest = streams.get(out.fd) ?? pino.destination({ dest: out.fd });
+  streams.set(out.fd, dest);
+  const text = out.format === 'text' || (out.format === 'auto' && isatty(out.fd));
+  return pino({ base: { svc: 'portcullis' }, timestamp: pino.stdTimeFunctions.isoTime, level: out.level },
+    text ? { write: (line: string) => dest.write(formatText(line)) } : dest);
+}
 
 export function setLogLevel(level: string): void {
+  out.level = level;
   logger.level = level;
+}
+
+/** Where log lines go (1 stdout, 2 stderr) and in which format. */
+export function setLogOutput(o: { fd?: 1 | 2; format?: LogFormat }): void {
+  if ((o.fd ?? out.fd) === out.fd && (o.format ?? out.format) === out.format) return;
+  Object.assign(out, o);
+  logger = build();
 }
 
 /** Send log lines to a different destination (tests). */
 export function setLogDestination(dest: pino.DestinationStream): void {
-  logger = pino({ base: { svc: 'portcullis' }, timestamp: pino.stdTimeFunctions.isoTime }, dest);
+  logger = pino({ base: { svc: 'portcullis' }, timestamp: pino.stdTimeFunctions.isoTime, level: out.level }, dest);
+}
+
+const LEVEL_NAMES: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };
+
+/** One JSON log line as `TIME LEVEL event [message] key=value …`, for people at a terminal. */
+export function formatText(json: string): string {
+  let o: Record<string, unknown>;
+  try { o = JSON.parse(json) as Record<string, unknown>; } catch { return json; }
+  const { time, level, svc: _svc, event, msg, ...rest } = o;
+  const head = [String(time), (LEVEL_NAMES[level as number] ?? String(level)).padEnd(5), String(event ?? msg)];
+  if (event !== undefined && msg !== event) head.push(String(msg));
+  const value = (v: unknown) => (typeof v === 'string' && /^[^\s"=]+$/.test(v) ? v : JSON.stringify(v));
+  return `${[...head, ...Object.entries(rest).map(([k, v]) => `${k}=${value(v)}`)].join(' ')}\n`;
 }
 
 export function emit(e: Event, msg?: string): void {

@@ -1,12 +1,15 @@
 // Owns: composing the gateway from its modules, the runtime configuration snapshot, reload
 // (SIGHUP or control socket) and orderly shutdown. The only place that wires modules together.
+// Start order: as the starting user (root for port 25) bind the listeners and read the configured
+// keys; then become the service user (service/start.ts); only then create or open anything in
+// dataDir, so everything there belongs to the service user.
 // Promise: an invalid new configuration (or unusable certificate) is refused and the running
-// one stays in force; sessions in flight keep the snapshot they started with.
-import { mkdirSync } from 'node:fs';
+// one stays in force; sessions in flight keep the snapshot they started with. A start that fails
+// part-way (a listener cannot bind) releases what it opened: control socket, listeners, store.
 import type net from 'node:net';
 import type { SecureVersion } from 'node:tls';
 import { loadConfig, type Config } from './config/load.ts';
-import { emit, notice, setLogLevel } from './events.ts';
+import { emit, notice, setLogLevel, setLogOutput } from './events.ts';
 import { InboundPolicy } from './policy/inbound.ts';
 import { openStore } from './store/open.ts';
 import type { Store } from './store/types.ts';
@@ -23,12 +26,16 @@ import { RemoteDelivery } from './delivery/remote.ts';
 import { Resolver } from './dns/resolver.ts';
 import { OutboundPolicy } from './policy/outbound.ts';
 import { RevocationChecker } from './tls/revocation.ts';
-import { startControlServer, type ControlResponse } from './admin/control.ts';
+import { assertNoServer, startControlServer, type ControlResponse } from './admin/control.ts';
+import { configuredGroup, planPrivileges, type RunAsOverride } from './service/privileges.ts';
+import { becomeServiceUser } from './service/start.ts';
 
 export interface GatewayOptions {
   configFile: string;
   /** Use the embedded defaults when configFile does not exist. */
   allowDefaults: boolean;
+  /** serve --user/--group (override runAs). */
+  runAs?: RunAsOverride;
 }
 
 async function certificatePairs(c: Config): Promise<CertPair[]> {
@@ -52,23 +59,49 @@ export class Gateway {
 
   get config(): Config { return this.deps.config; }
 
+  /** Start everything; when a part fails, release what was opened (so a retry works) and throw. */
   async start(): Promise<void> {
+    try {
+      await this.open();
+    } catch (e) {
+      await this.release();
+      throw e;
+    }
+  }
+
+  private async release(): Promise<void> {
+    this.tls?.unwatch();
+    await new Promise((r) => (this.control ? this.control.close(r) : r(undefined)));
+    await this.server?.close(0);
+    await this.remote?.close();
+    await this.store?.close();
+  }
+
+  private async open(): Promise<void> {
     const config = loadConfig(this.opts.configFile, this.opts.allowDefaults);
     setLogLevel(config.log.level);
-    mkdirSync(config.dataDir, { recursive: true, mode: 0o750 });
+    setLogOutput({ format: config.log.format });
     if (!config.source) {
       notice(`no configuration file at ${this.opts.configFile}: running the embedded defaults ` +
         `(SMTP on ${config.smtp.listen.join(', ')}, data in ${config.dataDir}, accepting mail for "localhost"). ` +
         'Write portcullis.yaml (see docs/configuration.md) or pass -c FILE.');
     }
+    const maildir = config.delivery.maildir;
+    const maildirGid = maildir.group === undefined ? undefined : configuredGroup(maildir.group, 'delivery.maildir.group');
+    const plan = planPrivileges(config, this.opts.runAs, maildirGid === undefined ? [] : [maildirGid]);
+    await assertNoServer(config.dataDir);
+    const configured = config.tls.certificates.length ? new ServerTls(config.tls.certificates, config.tls.minVersion as SecureVersion) : undefined;
+    this.server = new SmtpServer(() => this.deps);
+    await this.server.listen(config.smtp.listen);
+    becomeServiceUser(plan, config, maildirGid);
     this.control = await startControlServer(config.dataDir, (r) => this.onControl(r.cmd));
-    this.tls = new ServerTls(await certificatePairs(config), config.tls.minVersion as SecureVersion);
+    this.tls = configured ?? new ServerTls(await certificatePairs(config), config.tls.minVersion as SecureVersion);
     this.tls.watch();
     this.store = openStore(config.dataDir);
     const released = await this.store.releaseLeases();
     if (released) emit({ event: 'queue.recovered', released });
     const trust = new TrustStore(config.tls.trust.system, config.tls.trust.caFiles);
-    this.resolver = new Resolver(config.dns.servers);
+    this.resolver = new Resolver(config.dns.servers, { dnssec: config.dns.dnssec });
     this.outbound = new OutboundPolicy(config);
     const pool = new ConnectionPool(() => this.deps.config.delivery.connectionReuse);
     const revocation = new RevocationChecker(() => this.resolver);
@@ -77,13 +110,12 @@ export class Gateway {
       reserve: () => this.scheduler.reserve(), take: (m, d) => this.scheduler.take(m, d),
       kick: () => this.scheduler.kick(), unreserve: () => this.scheduler.unreserve(),
     });
-    const maildir = new MaildirDelivery(config.dataDir);
-    void maildir.cleanTmp().then((n) => { if (n) notice(`removed ${n} partial mailbox file(s) left in Maildir tmp/ folders by a previous process`); });
-    this.scheduler = new Scheduler(this.store, { local: maildir, remote: this.remote }, ingest,
+    const mailboxes = new MaildirDelivery(config.dataDir, { mode: maildir.mode, gid: maildirGid });
+    void mailboxes.cleanTmp().then((n) => { if (n) notice(`removed ${n} partial mailbox file(s) left in Maildir tmp/ folders by a previous process`); });
+    this.scheduler = new Scheduler(this.store, { local: mailboxes, remote: this.remote }, ingest,
       () => ({ config: this.deps.config, inbound: this.deps.policy, outbound: this.outbound }));
     this.deps = { config, policy: new InboundPolicy(config), tls: this.tls, trust, revocation, ingest };
-    this.server = new SmtpServer(() => this.deps);
-    await this.server.listen(config.smtp.listen);
+    this.server.open();
     this.scheduler.start();
     emit({ event: 'server.started', hostname: config.hostname, dataDir: config.dataDir, configFile: config.source });
   }
@@ -96,14 +128,16 @@ export class Gateway {
       const cur = this.deps.config;
       const ignored: string[] = [];
       if (next.dataDir !== cur.dataDir) ignored.push('dataDir');
-      if (JSON.stringify(next.smtp.listen) !== JSON.stringify(cur.smtp.listen)) ignored.push('smtp.listen');
+      const restartOnly: [string, (c: Config) => unknown][] = [['smtp.listen', (c) => c.smtp.listen], ['runAs', (c) => c.runAs], ['delivery.maildir', (c) => c.delivery.maildir]];
+      for (const [key, get] of restartOnly) if (JSON.stringify(get(next)) !== JSON.stringify(get(cur))) ignored.push(key);
       const trust = new TrustStore(next.tls.trust.system, next.tls.trust.caFiles);
       const pairs = await certificatePairs(next);
       if (!this.tls.reload(source, pairs, next.tls.minVersion as SecureVersion)) {
         throw new Error(`the certificates could not be loaded: ${this.tls.lastError}; the running configuration stays in force`);
       }
       setLogLevel(next.log.level);
-      if (JSON.stringify(next.dns.servers) !== JSON.stringify(cur.dns.servers)) this.resolver = new Resolver(next.dns.servers);
+      setLogOutput({ format: next.log.format });
+      if (JSON.stringify(next.dns) !== JSON.stringify(cur.dns)) this.resolver = new Resolver(next.dns.servers, { dnssec: next.dns.dnssec });
       this.outbound = new OutboundPolicy(next);
       this.deps = { ...this.deps, config: next, policy: new InboundPolicy(next), trust };
       emit({ event: 'config.reloaded', source });
@@ -138,8 +172,9 @@ export class Gateway {
   }
 }
 
-/** Run until SIGTERM/SIGINT; SIGHUP reloads. */
+/** Run until SIGTERM/SIGINT; SIGHUP reloads. The log goes to stdout. */
 export async function serve(opts: GatewayOptions): Promise<void> {
+  setLogOutput({ fd: 1 });
   const gw = new Gateway(opts);
   await gw.start();
   process.on('SIGHUP', () => { void gw.reload('SIGHUP'); });

@@ -17,6 +17,7 @@ import { AdminError } from '../../src/errors.ts';
 import { DnsError, Resolver, reverseName } from '../../src/dns/resolver.ts';
 import { CommandReader, type Line } from '../../src/inbound/command-reader.ts';
 import { DataDecoder } from '../../src/inbound/data-decoder.ts';
+import { envelopeCommands } from '../../src/delivery/smtp-client.ts';
 import { isXtext, parseMailbox, parsePathArg, validNotify, validOrcpt } from '../../src/inbound/address.ts';
 import { issueCertificate } from '../../src/tls/certgen.ts';
 import { certificateNames, nameMatches, namesSatisfy } from '../../src/tls/names.ts';
@@ -51,7 +52,7 @@ function must(cond: unknown, what: string): asserts cond {
 const ATEXT = 'abcxyzABCXYZ0189!#$%&\'*+/=?^_`{|}~-';
 const atom = (utf8: boolean) => fc.string({ unit: fc.constantFrom(...ATEXT, ...(utf8 ? ['ö', 'é', 'ß', 'İ', 'Σ', 'K', 'ſ', '日', '😀'] : [])), minLength: 1, maxLength: 12 });
 const dotAtom = (utf8: boolean) => fc.array(atom(utf8), { minLength: 1, maxLength: 4 }).map((a) => a.join('.'));
-const quotedLocal = fc.string({ unit: fc.constantFrom('a', 'Z', ' ', '\t', '.', '@', '"', '\\', ',', '<', '>', ':', '(', ')', '[', ']'), maxLength: 20 })
+const quotedLocal = fc.string({ unit: fc.constantFrom('a', 'Z', ' ', '\t', '.', '@', '"', '\\', ',', '<', '>', ':', '(', ')', '[', ']', '=', ';', ' NOTIFY=NEVER', '> ORCPT=rfc822;x'), maxLength: 20 })
   .map((s) => `"${s.replace(/(["\\])/g, '\\$1')}"`);
 const labelChars = (utf8: boolean) => [...'abcXYZ019', ...(utf8 ? ['ö', 'Ö', 'İ', 'K', 'ß', 'Σ'] : [])];
 const label = (utf8: boolean) => fc.oneof(
@@ -67,6 +68,9 @@ const domain = (utf8: boolean) => fc.oneof(
 const mailboxArb = (utf8: boolean) => fc.tuple(fc.oneof(dotAtom(utf8), quotedLocal), domain(utf8)).map(([l, d]) => `${l}@${d}`);
 const pathGarbage = fc.array(fc.constantFrom('<', '>', '"', '\\', '@', '.', ':', ',', ' ', '\t', 'a', 'Z', '0', '[', ']', 'IPv6:', '=', 'ö', '\u0000', '\r',
   'SIZE=1', 'SMTPUTF8', 'NOTIFY=NEVER', 'postmaster', '@a.test,@b.test:', 'x'.repeat(70), 'd'.repeat(64) + '.'), { maxLength: 40 }).map((a) => a.join(''));
+
+/** What a peer that offers everything advertises: the client then sends every parameter it can. */
+const CLIENT_EXT = new Map([['SIZE', '0'], ['8BITMIME', ''], ['SMTPUTF8', ''], ['DSN', ''], ['PIPELINING', '']]);
 
 function checkParsed(arg: string, o: { allowNull: boolean; utf8Allowed: boolean }): void {
   const r = parsePathArg(arg, o);
@@ -100,6 +104,18 @@ async function addressProperties(n: number, out: Outcome[], log: (l: string) => 
       must(!('code' in b), `normalised ${JSON.stringify(a.mailbox.address)} is refused: ${'code' in b ? b.message : ''}`);
       must(b.mailbox.address === a.mailbox.address && b.mailbox.local === a.mailbox.local && b.mailbox.domain === a.mailbox.domain,
         `re-parse changed ${fmt(a.mailbox)} into ${fmt(b.mailbox)}`);
+    }), out, log);
+  await check(P, 'downstream: the RCPT TO line the SMTP client sends for a parsed recipient parses back to the same mailbox, with no parameter of its own', n * 4,
+    fc.property(fc.boolean().chain((u) => fc.tuple(fc.constant(u), mailboxArb(u))), ([utf8, m]) => {
+      const o = { allowNull: false, utf8Allowed: utf8 };
+      const a = parsePathArg(`<${m}>`, o);
+      if ('code' in a) return;
+      const { rcpts } = envelopeCommands({ from: '', rcpts: [{ address: a.mailbox.address }], eightBit: false, smtputf8: utf8 }, CLIENT_EXT, 1);
+      must(rcpts[0].startsWith('RCPT TO:'), `not a RCPT line: ${JSON.stringify(rcpts[0])}`);
+      const b = parsePathArg(rcpts[0].slice('RCPT TO:'.length), o);
+      must(!('code' in b), `${JSON.stringify(rcpts[0])} is refused: ${'code' in b ? b.message : ''}`);
+      must(b.mailbox.address === a.mailbox.address && b.mailbox.local === a.mailbox.local && b.mailbox.domain === a.mailbox.domain && b.params.size === 0,
+        `${JSON.stringify(rcpts[0])} parses as ${fmt(b.mailbox)} with ${b.params.size} parameter(s), not ${fmt(a.mailbox)}`);
     }), out, log);
   await check(P, 'well-formed ASCII addresses within the RFC 5321 limits are accepted', n * 2,
     fc.property(fc.tuple(dotAtom(false), fc.array(label(false).map((l) => l.slice(0, 20)), { minLength: 1, maxLength: 4 })), ([l, d]) => {
@@ -450,8 +466,9 @@ async function dnsProperties(n: number, out: Outcome[], log: (l: string) => void
     fc.property(fc.uint8Array({ minLength: 12, maxLength: 300 }), fc.constantFrom('MX', 'A', 'TXT', 'TLSA'), (bytes, type) => {
       let p: Packet;
       try { p = dnsPacket.decode(Buffer.from(bytes)); } catch { return; } // the resolver drops undecodable packets
-      const r = new Resolver(['127.0.0.1:9']) as unknown as { interpret(p: Packet, n: string, t: string): unknown };
-      try { r.interpret(p, 'x.test', type); } catch (e) { must(e instanceof DnsError, `threw ${(e as Error)?.message}`); }
+      const r = new Resolver(['127.0.0.1:9']);
+      const inner = r as unknown as { interpret(p: Packet, s: unknown, n: string, t: string): unknown };
+      try { inner.interpret(p, r.upstreams[0], 'x.test', type); } catch (e) { must(e instanceof DnsError, `threw ${(e as Error)?.message}`); }
     }), out, log);
   await check(P, 'reverseName never throws on IP addresses', n,
     fc.property(fc.oneof(fc.ipV4(), fc.ipV6()), (ip) => { must(/\.(in-addr|ip6)\.arpa$/.test(reverseName(ip)), 'reverse name'); }), out, log);

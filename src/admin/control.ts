@@ -1,8 +1,11 @@
-// Owns: the local control socket (dataDir/control.sock, mode 0600): JSON line requests from the
-// CLI to the running server (reload, kick, status). Client and server halves live here.
+// Owns: the local control socket (dataDir/control.sock, mode 0660: the service user, its group and
+// root may use it): JSON line requests from the CLI to the running server (reload, kick, status).
+// Client and server halves live here. It doubles as the single-instance guard: a second server on
+// the same dataDir is refused.
 import net from 'node:net';
 import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
+import { AdminError } from '../errors.ts';
 
 export interface ControlRequest { cmd: 'reload' | 'kick' | 'status' }
 export interface ControlResponse { ok: boolean; message: string; data?: Record<string, unknown> }
@@ -30,12 +33,20 @@ export function controlRequest(dataDir: string, req: ControlRequest, timeoutMs =
   });
 }
 
+/** Refuse when a server already answers on this dataDir's control socket (checked before binding ports too). */
+export async function assertNoServer(dataDir: string): Promise<void> {
+  const p = controlPath(dataDir);
+  if (existsSync(p) && await controlRequest(dataDir, { cmd: 'status' }, 2000)) throw serverInUse(dataDir);
+}
+
+const serverInUse = (dataDir: string) => new AdminError(`another Portcullis server is already running on ${dataDir} (its control socket ${controlPath(dataDir)} answers)`,
+  'stop the other server first, or give this one another dataDir', 1);
+
+/** Listen on dataDir/control.sock; an AdminError (exit 1) when another server answers there. */
 export async function startControlServer(dataDir: string, handle: (r: ControlRequest) => Promise<ControlResponse>): Promise<net.Server> {
   const p = controlPath(dataDir);
   if (existsSync(p)) {
-    if (await controlRequest(dataDir, { cmd: 'status' }, 2000)) {
-      throw new Error(`another Portcullis server is already running on ${dataDir} (control socket ${p} answers); stop it first or use another dataDir`);
-    }
+    await assertNoServer(dataDir);
     unlinkSync(p); // stale socket of a process that died
   }
   const srv = net.createServer((c) => {
@@ -51,7 +62,10 @@ export async function startControlServer(dataDir: string, handle: (r: ControlReq
       handle(req).then((r) => c.end(JSON.stringify(r) + '\n'), (e) => c.end(JSON.stringify({ ok: false, message: String(e) }) + '\n'));
     });
   });
-  await new Promise<void>((resolve, reject) => { srv.once('error', reject); srv.listen(p, () => resolve()); });
-  chmodSync(p, 0o600);
+  await new Promise<void>((resolve, reject) => {
+    srv.once('error', (e: NodeJS.ErrnoException) => reject(e.code === 'EADDRINUSE' ? serverInUse(dataDir) : e)); // started at the same instant
+    srv.listen(p, () => resolve());
+  });
+  chmodSync(p, 0o660);
   return srv;
 }

@@ -1,11 +1,14 @@
-// Owns: `portcullis connector list|show|validate` and `portcullis tls check`. The probing
-// modules (DNS, SMTP client, TLS, revocation) are imported when a command runs.
+// Owns: `portcullis connector list|show|validate` and `portcullis tls check` (with --cert: tls.ts).
+// The probing modules (DNS, SMTP client, TLS, revocation) are imported when a command runs.
 import type { Command } from 'commander';
 import type { Config, InboundConnector, OutboundConnector } from '../config/load.ts';
 import type { HostReport, ProbeTarget } from '../delivery/probe.ts';
 import { AdminError } from '../errors.ts';
+import { parseMailbox } from '../mailbox.ts';
 import type { TlsRequirement } from '../policy/outbound.ts';
 import { cliConfig, printJson, withConfig, type CommonOpts } from './context.ts';
+import { say } from './terminal.ts';
+import { certCheck, registerTrust, type CertCheckOpts } from './tls.ts';
 
 type Any = (InboundConnector & { direction: 'inbound' }) | (OutboundConnector & { direction: 'outbound' });
 
@@ -36,7 +39,7 @@ function summary(x: Any): string {
 async function tools(c: Config) {
   const [{ Resolver }, { TrustStore }, { RevocationChecker }, probe] = await Promise.all([
     import('../dns/resolver.ts'), import('../tls/trust.ts'), import('../tls/revocation.ts'), import('../delivery/probe.ts')]);
-  const resolver = new Resolver(c.dns.servers);
+  const resolver = new Resolver(c.dns.servers, { dnssec: c.dns.dnssec });
   return { resolver, trust: new TrustStore(c.tls.trust.system, c.tls.trust.caFiles), revocation: new RevocationChecker(() => resolver), probe };
 }
 
@@ -51,9 +54,9 @@ async function report(reports: HostReport[], json: boolean | undefined, what: st
   if (json) printJson(reports);
   else {
     const { formatReport } = await import('../delivery/probe.ts');
-    console.log(reports.map(formatReport).join('\n\n') || `no host to check for ${what}`);
+    say(reports.map(formatReport).join('\n\n') || `no host to check for ${what}`);
     const ok = reports.length > 0 && reports.every((r) => r.passes);
-    console.log(`\n${ok ? 'PASS' : 'FAIL'}: ${reports.filter((r) => r.passes).length} of ${reports.length} host(s) meet the requirement`);
+    say(`\n${ok ? 'PASS' : 'FAIL'}: ${reports.filter((r) => r.passes).length} of ${reports.length} host(s) meet the requirement`);
   }
   if (!reports.length || reports.some((r) => !r.passes)) process.exitCode = 1;
 }
@@ -65,8 +68,8 @@ export function registerConnector(program: Command): void {
     .action((o: CommonOpts) => {
       const list = all(cliConfig(o));
       if (o.json) return printJson(list);
-      if (!list.length) { console.log('no connectors configured'); return; }
-      for (const x of list) console.log(`${x.organization.padEnd(12)} ${x.direction.padEnd(8)} ${x.connectorType.padEnd(10)} ${x.enabled ? 'enabled ' : 'disabled'} "${x.name}": ${summary(x)}`);
+      if (!list.length) { say('no connectors configured'); return; }
+      for (const x of list) say(`${x.organization.padEnd(12)} ${x.direction.padEnd(8)} ${x.connectorType.padEnd(10)} ${x.enabled ? 'enabled ' : 'disabled'} "${x.name}": ${summary(x)}`);
     });
 
   withConfig(c.command('show').argument('<name>').option('--org <organization>', 'when names repeat across organizations').option('--json', 'machine-readable output')
@@ -75,8 +78,8 @@ export function registerConnector(program: Command): void {
       const hits = find(cliConfig(o), name, o.org);
       if (o.json) return printJson(hits);
       for (const x of hits) {
-        console.log(`${x.direction} connector "${x.name}" (organization ${x.organization})`);
-        for (const [k, v] of Object.entries(x)) if (!['name', 'organization', 'direction'].includes(k)) console.log(`  ${k}: ${Array.isArray(v) ? (v.length ? v.join(', ') : '(none)') : String(v)}`);
+        say(`${x.direction} connector "${x.name}" (organization ${x.organization})`);
+        for (const [k, v] of Object.entries(x)) if (!['name', 'organization', 'direction'].includes(k)) say(`  ${k}: ${Array.isArray(v) ? (v.length ? v.join(', ') : '(none)') : String(v)}`);
       }
     });
 
@@ -90,32 +93,44 @@ export function registerConnector(program: Command): void {
       const x = find(cfg, name, o.org).find((h) => h.direction === 'outbound') as (OutboundConnector & { direction: 'outbound' }) | undefined;
       if (!x) throw new AdminError(`"${name}" is an inbound connector; validate checks outbound connectors`, 'inbound connectors are checked by the partner sending to you');
       if (o.send && !o.recipient) throw new AdminError('--send needs --recipient', 'name the address that should receive the test message');
+      const rcpt = o.recipient === undefined ? undefined : parseMailbox(o.recipient, true);
+      if (rcpt && ('code' in rcpt || rcpt.bare)) {
+        throw new AdminError(`--recipient "${o.recipient}" is not a valid address${'code' in rcpt ? `: ${rcpt.message}` : ''}`, 'give user@domain; quote a local part with spaces or special characters: \'"john doe"@example.com\'');
+      }
       const requirement: TlsRequirement = { level: x.tlsSettings, source: `connector "${x.name}"`, ...(x.tlsDomain ? { tlsDomain: x.tlsDomain } : {}) };
       let targets: ProbeTarget[];
       if (x.smartHosts.length) {
         const { parseSmartHost } = await import('../config/schema.ts');
         targets = x.smartHosts.map((h) => { const p = parseSmartHost(h)!; return { host: p.host, port: p.port ?? cfg.delivery.port }; });
       } else {
-        const domain = o.recipient?.split('@').pop() ?? x.recipientDomains.find((d) => !d.startsWith('*'));
+        const domain = rcpt?.domain ?? x.recipientDomains.find((d) => !d.startsWith('*'));
         if (!domain) throw new AdminError(`connector "${x.name}" uses MX records and has only wildcard domains`, 'pass --recipient user@domain to pick the domain');
         const t = await tools(cfg);
         targets = await t.probe.targetsFor(t.resolver, domain, cfg.delivery.port);
       }
-      await report(await probeAll(cfg, targets, requirement, o.send ? o.recipient : undefined), o.json, `connector "${x.name}"`);
+      await report(await probeAll(cfg, targets, requirement, o.send ? rcpt?.address : undefined), o.json, `connector "${x.name}"`);
     });
 
   const t = program.command('tls').description('TLS inspection');
-  withConfig(t.command('check').argument('<destination>', 'HOST[:PORT] or a mail DOMAIN (its MX hosts)')
-    .description('connect, STARTTLS, and report version, cipher, chain, root trust, names and every CRL/OCSP endpoint')
+  withConfig(t.command('check').argument('[destination]', 'HOST[:PORT] or a mail DOMAIN (its MX hosts)')
+    .description('connect, STARTTLS, and report version, cipher, chain, root trust, names and every CRL/OCSP/CA-issuer endpoint; with --cert, check a certificate file instead')
     .option('--level <level>', 'TLS level to judge against (encryptionOnly, certificateValidation, domainValidation)', 'certificateValidation')
     .option('--tls-domain <name>', 'certificate name required at domainValidation')
+    .option('--cert <file>', 'check this certificate (PEM, leaf first) before it is served: no SMTP')
+    .option('--chain <file>', 'with --cert: the intermediates, when not in the certificate file')
+    .option('--name <host>', 'with --cert: a name the certificate must cover')
     .option('--json', 'machine-readable output'))
-    .action(async (dest: string, o: CommonOpts & { level: string; tlsDomain?: string }) => {
+    .action(async (dest: string | undefined, o: CommonOpts & Partial<CertCheckOpts> & { level: string; tlsDomain?: string }) => {
       const cfg = cliConfig(o);
+      if (o.cert && dest) throw new AdminError('give a DESTINATION or --cert FILE, not both', 'tls check HOST[:PORT] checks a server; tls check --cert FILE checks a certificate file');
+      if (o.cert) return certCheck(await tools(cfg), { ...o, cert: o.cert });
+      if (!dest) throw new AdminError('tls check needs a DESTINATION or --cert FILE', 'for example `portcullis tls check mx1.fabrikam.test:25` or `portcullis tls check --cert new-cert.pem`');
+      if (o.chain || o.name) throw new AdminError('--chain and --name go with --cert', 'use --tls-domain to require a name of a DESTINATION');
       if (!['opportunistic', 'encryptionOnly', 'certificateValidation', 'domainValidation'].includes(o.level)) throw new AdminError(`--level ${o.level} is not a TLS level`, 'use encryptionOnly, certificateValidation or domainValidation');
       if (o.level === 'domainValidation' && !o.tlsDomain) throw new AdminError('--level domainValidation needs --tls-domain', 'name the certificate name to require');
       const requirement = { level: o.level, source: '`tls check`', ...(o.tlsDomain ? { tlsDomain: o.tlsDomain } : {}) } as TlsRequirement;
       const t = await tools(cfg);
       await report(await probeAll(cfg, await t.probe.targetsFor(t.resolver, dest, cfg.delivery.port), requirement), o.json, dest);
     });
+  registerTrust(t);
 }

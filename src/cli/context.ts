@@ -9,14 +9,14 @@ import type { Store } from '../store/types.ts';
 
 interface Runtime {
   config: typeof import('../config/load.ts');
-  sqlite: typeof import('../store/sqlite/index.ts');
+  store: typeof import('../store/open.ts');
   parseYaml: typeof import('yaml').parse;
 }
 let runtime: Runtime | undefined;
 
 async function loadRuntime(): Promise<void> {
-  const [config, sqlite, yaml] = await Promise.all([import('../config/load.ts'), import('../store/sqlite/index.ts'), import('yaml')]);
-  runtime ??= { config, sqlite, parseYaml: yaml.parse };
+  const [config, store, yaml] = await Promise.all([import('../config/load.ts'), import('../store/open.ts'), import('yaml')]);
+  runtime ??= { config, store, parseYaml: yaml.parse };
 }
 
 function rt(): Runtime {
@@ -27,7 +27,8 @@ function rt(): Runtime {
 export interface CommonOpts { config?: string; json?: boolean }
 
 export function withConfig(cmd: Command): Command {
-  return cmd.option('-c, --config <file>', 'configuration file (default ./portcullis.yaml or $PORTCULLIS_CONFIG)').hook('preAction', loadRuntime);
+  return cmd.option('-c, --config <file>', 'configuration file (default $PORTCULLIS_CONFIG, else ./portcullis.yaml, else /etc/portcullis/portcullis.yaml)')
+    .hook('preAction', loadRuntime);
 }
 
 export function configTarget(o: CommonOpts): { configFile: string; allowDefaults: boolean } {
@@ -40,8 +41,9 @@ export function cliConfig(o: CommonOpts): Config {
   return rt().config.loadConfig(t.configFile, t.allowDefaults);
 }
 
-export function cliStore(c: Config): Store {
-  return new (rt().sqlite.SqliteStore)(c.dataDir);
+/** The queue of the server that runs with this config: read-only unless `write`; never created here. */
+export function cliStore(c: Config, mode: 'read' | 'write' = 'read'): Store {
+  return rt().store.openStore(c.dataDir, mode === 'read' ? { readonly: true } : { existing: true });
 }
 
 export function printJson(v: unknown): void {

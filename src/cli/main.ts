@@ -1,6 +1,10 @@
-// Owns: the `portcullis` command line. Every command takes -c FILE (default ./portcullis.yaml or
-// $PORTCULLIS_CONFIG) and works against the same dataDir while the server runs. Commands import
-// what they run when they run (`await import`), so `--help` loads little more than commander.
+// Owns: the `portcullis` command line. Every command takes -c FILE (default $PORTCULLIS_CONFIG, else
+// ./portcullis.yaml, else /etc/portcullis/portcullis.yaml) and works against the same dataDir while
+// the server runs. Commands import what they run when they run (`await import`), so `--help`
+// loads little more than commander.
+// Conventions (docs/cli.md): stdout carries a command's output, log lines go to stderr (the server
+// logs to stdout); reading commands create no file; errors go through the boundary in failure.ts.
+import { existsSync, readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { controlRequest } from '../admin/control.ts';
 import { AdminError } from '../errors.ts';
@@ -9,29 +13,55 @@ import { cliConfig, configTarget, printJson, serverDataDir, withConfig, type Com
 import { registerQueue } from './queue.ts';
 import { registerTrace } from './trace.ts';
 import { registerConnector } from './connector.ts';
+import { say, warn } from './terminal.ts';
+import { exitWith, installBoundary, logTo } from './failure.ts';
 
-const program = new Command('portcullis').description('Portcullis, a TLS-first SMTP mail gateway').showHelpAfterError();
+let serving = false;
+installBoundary(() => serving);
+const debug = process.argv.includes('--debug') || process.env.PORTCULLIS_DEBUG === '1';
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+// exitOverride before the commands, so they inherit it: usage errors reach the boundary (exit 2).
+const program = new Command('portcullis').description('Portcullis, a TLS-first SMTP mail gateway')
+  .version(version, '-V, --version', 'print the version').option('--debug', 'print stack traces of unexpected errors')
+  .showHelpAfterError().exitOverride();
+// Before any command runs (never for --help or a usage error): the log (pino) is loaded here.
+program.hook('preAction', async (_p, cmd) => {
+  serving = cmd.name() === 'serve';
+  const events = await import('../events.ts');
+  events.setLogLevel(debug ? 'debug' : 'warn'); // commands other than serve: warnings only, on stderr
+  logTo(events.emit);
+});
 
 withConfig(program.command('serve').description('run the gateway (SIGHUP reloads, SIGTERM stops)'))
-  .action(async (o: CommonOpts) => { await (await import('../gateway.ts')).serve(configTarget(o)); });
+  .option('--user <name>', 'started as root: the user to run as after binding (overrides runAs.user)')
+  .option('--group <name>', 'with --user: the group to run as (overrides runAs.group)')
+  .action(async (o: CommonOpts & { user?: string; group?: string }) => {
+    await (await import('../gateway.ts')).serve({ ...configTarget(o), runAs: { user: o.user, group: o.group } });
+  });
 
 const config = program.command('config').description('check or reload the configuration');
 withConfig(config.command('check').description('validate the configuration file and the files it names').option('--json', 'machine-readable output'))
   .action(async (o: CommonOpts) => {
     const c = cliConfig(o);
-    const [{ TrustStore }, { ServerTls }] = await Promise.all([import('../tls/trust.ts'), import('../tls/server.ts')]);
+    const [{ TrustStore }, { ServerTls }, { certificateFileWarnings }, { checkService, formatProblems }] = await Promise.all([
+      import('../tls/trust.ts'), import('../tls/server.ts'), import('../tls/inspect.ts'), import('../service/checks.ts')]);
     new TrustStore(c.tls.trust.system, c.tls.trust.caFiles);
     if (c.tls.certificates.length) new ServerTls(c.tls.certificates, c.tls.minVersion as SecureVersion);
+    const service = checkService(c);
+    if (service.problems.length) throw new AdminError(`serve would refuse to start:\n${formatProblems(service.problems)}`);
     const domains = c.organizations.flatMap((org) => org.acceptedDomains.map((d) => d.domain));
-    if (o.json) return printJson({ ok: true, file: c.source, organizations: c.organizations.map((x) => x.name), domains });
-    console.log(`configuration OK${c.source ? ` (${c.source})` : ' (embedded defaults)'}: ${c.organizations.length} organization(s), accepted domains ${domains.join(', ')}; listening on ${c.smtp.listen.join(', ')}`);
+    const warnings = c.tls.certificates.flatMap((p) => certificateFileWarnings(p.cert).map((w) => `${p.cert}: ${w}`));
+    if (o.json) return printJson({ ok: true, file: c.source, organizations: c.organizations.map((x) => x.name), domains, runsAs: service.runs, warnings });
+    say(`configuration OK${c.source ? ` (${c.source})` : ' (embedded defaults)'}: ${c.organizations.length} organization(s), accepted domains ${domains.join(', ')}; listening on ${c.smtp.listen.join(', ')}; runs as ${service.runs}`);
+    for (const w of warnings) say(`WARNING ${w}`);
   });
 withConfig(config.command('reload').description('make the running server re-read its configuration and certificates'))
   .action(async (o: CommonOpts) => {
     const dataDir = serverDataDir(o);
     const r = await controlRequest(dataDir, { cmd: 'reload' });
-    if (!r) throw new AdminError(`no running server found for dataDir ${dataDir}`, 'start it with `portcullis serve`, or pass the same -c FILE it runs with');
-    (r.ok ? console.log : console.error)(r.message);
+    if (!r) throw new AdminError(`no running server found for dataDir ${dataDir}`, 'start it with `portcullis serve`, or pass the same -c FILE it runs with', 1);
+    (r.ok ? say : warn)(r.message);
     if (!r.ok) process.exitCode = 1;
   });
 
@@ -39,29 +69,34 @@ const cert = program.command('cert').description('certificates');
 withConfig(cert.command('info').description('what a partner needs to configure forced TLS with us, per certificate').option('--json', 'machine-readable output'))
   .action(async (o: CommonOpts) => {
     const c = cliConfig(o);
-    const [{ TrustStore }, { inspectCertificateFile }, { ensureDevCertificate }] = await Promise.all([
+    const [{ TrustStore }, { inspectCertificateFile }, { devCertificatePaths }] = await Promise.all([
       import('../tls/trust.ts'), import('../tls/inspect.ts'), import('../tls/devcert.ts')]);
     const trust = new TrustStore(c.tls.trust.system, c.tls.trust.caFiles);
-    const files = c.tls.certificates.length ? c.tls.certificates.map((p) => p.cert) : [(await ensureDevCertificate(c.dataDir, c.hostname)).cert];
+    const dev = devCertificatePaths(c.dataDir);
+    if (!c.tls.certificates.length && !existsSync(dev.cert)) {
+      throw new AdminError(`no certificate configured (tls.certificates is empty) and no development certificate at ${dev.cert} yet`,
+        'set tls.certificates to your certificate and key; without them the server generates a self-signed development certificate there when it starts', 1);
+    }
+    const files = c.tls.certificates.length ? c.tls.certificates.map((p) => p.cert) : [dev.cert];
     const infos = files.map((f) => inspectCertificateFile(f, trust));
     if (o.json) return printJson(infos);
     for (const i of infos) {
-      console.log(`certificate          ${i.file}`);
-      console.log(`  subject            ${i.subject}`);
-      console.log(`  names (SAN)        ${i.sanNames.join(', ') || '(none)'}`);
-      console.log(`  organization       ${i.organization ?? '-'}`);
-      console.log(`  organizational unit ${i.organizationalUnit ?? '-'}`);
-      console.log(`  issuer             ${i.issuer}`);
-      console.log(`  root CA            ${i.root ?? `(not found: ${i.chainError})`}`);
-      console.log(`  chain              ${i.chain.join('  ->  ')}${i.chainValid ? '  (valid)' : `  (INVALID: ${i.chainError})`}`);
-      console.log(`  key                ${i.keyType} ${i.keyStrength}`);
-      console.log(`  signature          ${i.signatureAlgorithm}`);
-      console.log(`  valid              ${i.validFrom} to ${i.validTo} (${i.daysLeft} days left)`);
-      console.log(`  SHA-256            ${i.fingerprintSha256}`);
-      console.log(`  serial             ${i.serialNumber}`);
-      console.log(`  CRL                ${i.crlUrls.join(', ') || '(none)'}`);
-      console.log(`  OCSP               ${i.ocspUrls.join(', ') || '(none)'}`);
-      for (const w of i.warnings) console.log(`  WARNING            ${w}`);
+      say(`certificate          ${i.file}`);
+      say(`  subject            ${i.subject}`);
+      say(`  names (SAN)        ${i.sanNames.join(', ') || '(none)'}`);
+      say(`  organization       ${i.organization ?? '-'}`);
+      say(`  organizational unit ${i.organizationalUnit ?? '-'}`);
+      say(`  issuer             ${i.issuer}`);
+      say(`  root CA            ${i.root ?? `(not found: ${i.chainError})`}`);
+      say(`  chain              ${i.chain.join('  ->  ')}${i.chainValid ? '  (valid)' : `  (INVALID: ${i.chainError})`}`);
+      say(`  key                ${i.keyType} ${i.keyStrength}`);
+      say(`  signature          ${i.signatureAlgorithm}`);
+      say(`  valid              ${i.validFrom} to ${i.validTo} (${i.daysLeft} days left)`);
+      say(`  SHA-256            ${i.fingerprintSha256}`);
+      say(`  serial             ${i.serialNumber}`);
+      say(`  CRL                ${i.crlUrls.join(', ') || '(none)'}`);
+      say(`  OCSP               ${i.ocspUrls.join(', ') || '(none)'}`);
+      for (const w of i.warnings) say(`  WARNING            ${w}`);
     }
   });
 
@@ -69,8 +104,4 @@ registerQueue(program);
 registerTrace(program);
 registerConnector(program);
 
-program.parseAsync(process.argv).catch((e: unknown) => {
-  const err = e as Error;
-  console.error(err instanceof AdminError ? `portcullis: ${err.message}` : `portcullis: ${err.stack ?? err}`);
-  process.exit(err instanceof AdminError ? 2 : 1);
-});
+program.parseAsync(process.argv).catch((e: unknown) => exitWith(e, serving));

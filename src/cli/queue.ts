@@ -1,71 +1,120 @@
 // Owns: `portcullis queue list|show|retry|delete` (works against the dataDir while the server runs).
+// Events are rendered by trace.ts (one renderer for `trace` and `queue`).
 import type { Command } from 'commander';
+import os from 'node:os';
 import { controlRequest } from '../admin/control.ts';
-import type { QueueMessage } from '../store/types.ts';
+import type { QueueMessage, TraceEvent } from '../store/types.ts';
 import { peerCertVerdict } from '../tls/facts.ts';
 import { cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
+import { say, warn } from './terminal.ts';
+import { attemptCause, describeEvent, lastAttempts, withRenderer } from './trace.ts';
 
-const iso = (t: number) => new Date(t).toISOString().replace('.000Z', 'Z');
+const iso = (t: number) => new Date(t).toISOString().replace(/\.\d{3}Z$/, 'Z');
+const open = (status: string) => status === 'pending' || status === 'deferred';
 
 function lastError(m: QueueMessage): string {
   if (!m.lastError) return '';
   try { const r = JSON.parse(m.lastError) as { code: number; enhanced: string; message: string }; return `${r.code} ${r.enhanced} ${r.message}`; } catch { return m.lastError; }
 }
 
+/** Why the open recipients wait, grouped: "a@x, b@x: connector "…", host h [ip]:port: 451 4.7.5 …". */
+function waitReasons(m: QueueMessage, events: TraceEvent[]): string[] {
+  const last = lastAttempts(events);
+  const groups = new Map<string, string[]>();
+  for (const r of m.recipients.filter((x) => open(x.status))) {
+    const e = last.get(r.idx);
+    if (!e) continue;
+    const cause = attemptCause(e);
+    groups.set(cause, [...(groups.get(cause) ?? []), r.address]);
+  }
+  return [...groups].map(([cause, rcpts]) => `${rcpts.join(', ')}: ${cause}`);
+}
+
+/** Who runs this command, for the trace ("deleted by administrator …"). */
+function administrator(): string {
+  let user: string;
+  try { user = os.userInfo().username; } catch { user = process.env.USER ?? `uid ${process.getuid?.() ?? '?'}`; }
+  const sudo = process.env.SUDO_USER;
+  return sudo && sudo !== user ? `${sudo} (as ${user} via sudo)` : user;
+}
+
 export function registerQueue(program: Command): void {
   const q = program.command('queue').description('inspect and act on the mail queue');
 
-  withConfig(q.command('list').description('messages waiting in the queue').option('--json', 'machine-readable output')
-    .option('--all', 'include delivered/failed (done) messages'))
+  withConfig(q.command('list').description('messages waiting in the queue, and why they wait').option('--json', 'machine-readable output')
+    .option('--all', 'include delivered/failed/deleted (done) messages'))
     .action(async (o: CommonOpts & { all?: boolean }) => {
       const store = cliStore(cliConfig(o));
       const msgs = await store.list(o.all ? { states: ['incoming', 'active', 'deferred', 'held', 'done'] } : {});
+      const traces = await Promise.all(msgs.map((m) => (m.recipients.some((r) => open(r.status)) ? store.trace(m.id) : Promise.resolve([]))));
       await store.close();
-      if (o.json) return printJson(msgs);
-      if (!msgs.length) { console.log('queue is empty'); return; }
-      console.log('QUEUE ID          STATE     RECEIVED              SIZE  FROM -> RECIPIENTS');
-      for (const m of msgs) {
-        console.log(`${m.id.padEnd(17)} ${m.state.padEnd(9)} ${iso(m.receivedAt)} ${String(m.size).padStart(6)}  <${m.mailFrom}> -> ${m.recipients.map((r) => `${r.address} (${r.status})`).join(', ')}`);
-        if (m.state === 'deferred') console.log(`${''.padEnd(18)}next attempt ${iso(m.nextAttemptAt)}; last error: ${lastError(m)}`);
+      if (o.json) {
+        return printJson(msgs.map((m, i) => {
+          const last = lastAttempts(traces[i]);
+          return { ...m, recipients: m.recipients.map((r) => { const e = last.get(r.idx); return e ? { ...r, lastAttempt: { ts: e.ts, ...e.data } } : r; }) };
+        }));
       }
-      console.log(`${msgs.length} message(s)`);
+      if (!msgs.length) { say('queue is empty'); return; }
+      say('QUEUE ID          STATE     RECEIVED              SIZE  FROM -> RECIPIENTS');
+      msgs.forEach((m, i) => {
+        say(`${m.id.padEnd(17)} ${m.state.padEnd(9)} ${iso(m.receivedAt)} ${String(m.size).padStart(6)}  <${m.mailFrom}> -> ${m.recipients.map((r) => `${r.address} (${r.status})`).join(', ')}`);
+        const pad = ''.padEnd(18);
+        if (m.state === 'deferred') say(`${pad}next attempt ${iso(m.nextAttemptAt)}, after ${m.attempts} attempt(s)`);
+        const reasons = waitReasons(m, traces[i]);
+        for (const r of reasons) say(`${pad}${r}`);
+        if (m.state === 'deferred' && !reasons.length && m.lastError) say(`${pad}last error: ${lastError(m)}`);
+      });
+      say(`${msgs.length} message(s)`);
     });
 
-  withConfig(q.command('show').argument('<id>', 'queue id').description('one message: envelope, inbound TLS facts, recipients, attempts')
-    .option('--json', 'machine-readable output'))
+  withRenderer(withConfig(q.command('show').argument('<id>', 'queue id').description('one message: envelope, inbound TLS facts, recipients, and its history (every attempt)')
+    .option('--json', 'machine-readable output')))
     .action(async (id: string, o: CommonOpts) => {
       const store = cliStore(cliConfig(o));
       const m = await store.get(id);
       const trace = m ? await store.trace(id) : [];
       await store.close();
-      if (!m) { console.error(`no message ${id} in the queue`); process.exitCode = 1; return; }
+      if (!m) { warn(`no message ${id} in the queue`); process.exitCode = 1; return; }
       if (o.json) return printJson({ ...m, trace });
       const t = m.inbound.tls;
-      console.log(`queue id:     ${m.id}\norganization: ${m.org}\nstate:        ${m.state}\nreceived:     ${iso(m.receivedAt)} from [${m.inbound.clientIp}] helo ${m.inbound.helo} with ${m.inbound.protocol}`);
-      console.log(`tls:          ${t ? `${t.version} ${t.cipher} (${t.bits} bits)${t.peerCert ? `; client certificate ${t.peerCert.subject} (${peerCertVerdict(t.peerCert)})${t.peerCert.revocation ? `; revocation: ${t.peerCert.revocation.summary}` : ''}` : '; no client certificate'}` : 'none (plaintext)'}`);
-      console.log(`sender:       <${m.mailFrom}>\nmessage-id:   ${m.messageId ?? '(none)'}\nsize:         ${m.size} bytes (sha256 ${m.sha256})`);
-      console.log(`dsn:          ret=${m.envelope.ret ?? '-'} envid=${m.envelope.envid ?? '-'} body=${m.envelope.body ?? '-'} smtputf8=${m.envelope.smtputf8}`);
-      for (const r of m.recipients) console.log(`recipient:    ${r.address} [${r.route}] ${r.status} after ${r.attempts} attempt(s)${r.lastReply ? `: ${r.lastReply.code} ${r.lastReply.enhanced} ${r.lastReply.message}` : ''}`);
-      for (const e of trace) console.log(`event:        ${iso(e.ts)} ${e.kind} ${JSON.stringify(e.data)}`);
+      say(`queue id:     ${m.id}\norganization: ${m.org}\nstate:        ${m.state}\nreceived:     ${iso(m.receivedAt)} from [${m.inbound.clientIp}] helo ${m.inbound.helo} with ${m.inbound.protocol}`);
+      say(`tls:          ${t ? `${t.version} ${t.cipher} (${t.bits} bits)${t.peerCert ? `; client certificate ${t.peerCert.subject} (${peerCertVerdict(t.peerCert)})${t.peerCert.revocation ? `; revocation: ${t.peerCert.revocation.summary}` : ''}` : '; no client certificate'}` : 'none (plaintext)'}`);
+      say(`sender:       <${m.mailFrom}>\nmessage-id:   ${m.messageId ?? '(none)'}\nsize:         ${m.size} bytes (sha256 ${m.sha256})`);
+      say(`dsn:          ret=${m.envelope.ret ?? '-'} envid=${m.envelope.envid ?? '-'} body=${m.envelope.body ?? '-'} smtputf8=${m.envelope.smtputf8}`);
+      for (const r of m.recipients) say(`recipient:    ${r.address} [${r.route}] ${r.status} after ${r.attempts} attempt(s)${r.lastReply ? `: ${r.lastReply.code} ${r.lastReply.enhanced} ${r.lastReply.message}` : ''}`);
+      if (m.state === 'deferred') say(`next attempt: ${iso(m.nextAttemptAt)}`);
+      say(trace.length ? 'history:' : 'history:      no delivery attempt yet');
+      for (const e of trace) say(describeEvent(e, m));
     });
 
   withConfig(q.command('retry').argument('<id>', 'queue id').description('attempt delivery now'))
     .action(async (id: string, o: CommonOpts) => {
       const c = cliConfig(o);
-      const store = cliStore(c);
+      const store = cliStore(c, 'write');
       const ok = await store.retryNow(id);
       await store.close();
-      if (!ok) { console.error(`no deferred message ${id} (it may be delivered already or in delivery now)`); process.exitCode = 1; return; }
+      if (!ok) { warn(`no deferred message ${id} (it may be delivered already or in delivery now)`); process.exitCode = 1; return; }
       const r = await controlRequest(c.dataDir, { cmd: 'kick' });
-      console.log(`message ${id} is due now${r ? '' : ' (no running server: it will be attempted when the server starts)'}`);
+      say(`message ${id} is due now${r ? '' : ' (no running server: it will be attempted when the server starts)'}`);
     });
 
-  withConfig(q.command('delete').argument('<id>', 'queue id').description('remove a message from the queue without delivering it'))
+  withConfig(q.command('delete').argument('<id>', 'queue id')
+    .description('take a message out of the queue without delivering it (no bounce); its trace is kept for trace.retentionDays'))
     .action(async (id: string, o: CommonOpts) => {
-      const store = cliStore(cliConfig(o));
-      const ok = await store.remove(id);
+      const c = cliConfig(o);
+      const store = cliStore(c, 'write');
+      const by = administrator();
+      const r = await store.deleteQueued(id, by);
       await store.close();
-      if (!ok) { console.error(`no message ${id} in the queue`); process.exitCode = 1; return; }
-      console.log(`message ${id} deleted`);
+      if (!r.deleted) {
+        warn({
+          unknown: `no message ${id} in the queue`,
+          finished: `message ${id} is no longer in the queue (delivered, failed or deleted already); \`portcullis trace --queue-id ${id}\` shows what happened`,
+          inDelivery: `message ${id} is being delivered right now; try again in a moment`,
+        }[r.why]);
+        process.exitCode = 1;
+        return;
+      }
+      say(`message ${id} deleted by ${by}: ${r.recipients} recipient(s) will not get it; its trace is kept for ${c.trace.retentionDays} days (trace.retentionDays)`);
     });
 }

@@ -1,11 +1,30 @@
 // Owns: `portcullis trace`: the full story of messages (inbound TLS facts with the client
 // certificate's verdict and revocation status, every delivery attempt with host, TLS
-// version/cipher/certificate, the TLS policy demanded vs achieved, the reply).
+// version/cipher/certificate, the TLS policy demanded vs achieved, the TLS failure kind with its
+// label (tls/failures.ts), legacy TLS, the reply with its raw detail, deletion by an
+// administrator), and the one renderer of trace events (`queue list|show` use it).
 import type { Command } from 'commander';
 import { AdminError } from '../errors.ts';
+import type { TlsLevel } from '../policy/outbound.ts';
+import { isTlsFailureKind, tlsFailureLabel } from '../tls/failures.ts';
 import type { QueueMessage, TraceEvent } from '../store/types.ts';
 import { peerCertVerdict } from '../tls/facts.ts';
 import { cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
+import { say } from './terminal.ts';
+
+// policy/outbound.ts (the TLS scale) loads the configuration schema and zod: a command that
+// renders trace events is declared withRenderer(), which loads it before the command runs, so
+// `--help` does not.
+let policy: typeof import('../policy/outbound.ts') | undefined;
+
+export function withRenderer(cmd: Command): Command {
+  return cmd.hook('preAction', async () => { policy ??= await import('../policy/outbound.ts'); });
+}
+
+function levelRank(l: TlsLevel): number {
+  if (!policy) throw new Error('a command that renders trace events must be declared with withRenderer()');
+  return policy.levelRank(l);
+}
 
 interface TraceOpts extends CommonOpts {
   messageId?: string; queueId?: string; sender?: string; recipient?: string; since?: string; until?: string; limit?: string;
@@ -22,24 +41,65 @@ function time(s: string | undefined, what: string): number | undefined {
   return t;
 }
 
+type Reply = { code: number; enhanced: string; message: string; reason?: string };
+type AttemptData = Record<string, unknown> & { rcpt?: number; reply?: Reply };
+
+const replyText = (r: Reply) => `${r.code} ${r.enhanced} ${r.reason ?? r.message}`;
+const rcptName = (m: QueueMessage, idx: unknown) => m.recipients.find((r) => r.idx === idx)?.address ?? `#${String(idx)}`;
+
+/**
+ * One line for a recipient's attempt: the connector, the host [ip]:port and the cause (the reply,
+ * or our reason for it). Used by `queue list` for deferred recipients.
+ */
+export function attemptCause(e: TraceEvent): string {
+  const d = e.data as AttemptData;
+  const where = [
+    d.connector ? `connector "${String(d.connector)}"` : '',
+    d.host ? `host ${String(d.host)}${d.ip ? ` [${String(d.ip)}]:${String(d.port)}` : ''}` : '',
+  ].filter(Boolean).join(', ') || `via ${String(d.agent)}`;
+  return `${where}: ${d.reply ? replyText(d.reply) : String(d.status)}`;
+}
+
+/** The last delivery attempt of each recipient (by recipient index). */
+export function lastAttempts(events: TraceEvent[]): Map<number, TraceEvent> {
+  const last = new Map<number, TraceEvent>();
+  for (const e of events) if (e.kind === 'delivery') last.set((e.data as AttemptData).rcpt as number, e);
+  return last;
+}
+
 export function describeAttempt(e: TraceEvent, m: QueueMessage): string {
-  const d = e.data as Record<string, unknown> & { reply?: { code: number; enhanced: string; message: string; reason?: string } };
-  const rcpt = m.recipients.find((r) => r.idx === d.rcpt)?.address ?? `#${String(d.rcpt)}`;
-  const lines = [`  ${iso(e.ts)}  ${rcpt}: ${String(d.status).toUpperCase()} via ${String(d.agent)}`];
+  const d = e.data as AttemptData;
+  const lines = [`  ${iso(e.ts)}  ${rcptName(m, d.rcpt)}: ${String(d.status).toUpperCase()} via ${String(d.agent)}`];
   if (d.host) lines.push(`      host ${String(d.host)}${d.ip ? ` [${String(d.ip)}]:${String(d.port)}` : ''}${d.connector ? `, connector "${String(d.connector)}"` : ''}${d.reused ? ', reused connection' : ''}`);
   const req = d.tlsRequired as { level: string; source: string; tlsDomain?: string } | undefined;
   if (req) lines.push(`      TLS policy: required ${req.level} (${req.source}${req.tlsDomain ? `, tlsDomain ${req.tlsDomain}` : ''}), achieved ${String(d.tlsAchieved)}`);
   const t = d.tls as { version: string; cipher: string; bits: number; subject?: string; issuer?: string; fingerprint256?: string; chainValid: boolean; chainError?: string; resumed: boolean } | undefined;
   if (t) {
-    lines.push(`      TLS: ${t.version} ${t.cipher} (${t.bits} bits)${t.resumed ? ', resumed' : ''}`);
+    lines.push(`      TLS: ${t.version} ${t.cipher} (${t.bits} bits)${t.resumed ? ', resumed' : ''}${d.tlsLegacy ? ', legacy TLS' : ''}`);
     if (t.subject) lines.push(`      peer certificate: ${t.subject}; issuer ${t.issuer}; SHA-256 ${t.fingerprint256}; ${t.chainValid ? 'chain valid' : `chain NOT valid: ${t.chainError}`}`);
   } else if (d.agent === 'smtp') lines.push('      TLS: none (plaintext)');
+  if (isTlsFailureKind(d.tlsFailure)) {
+    const forced = !!req && levelRank(req.level as TlsLevel) >= levelRank('encryptionOnly');
+    const what = d.tlsLegacy ? 'legacy TLS (opportunistic)' : forced ? 'TLS failure' : 'TLS not used';
+    lines.push(`      ${what}: ${tlsFailureLabel(d.tlsFailure)} (${d.tlsFailure})`);
+  }
   if (d.internal) lines.push(`      ${String(d.internal)}`);
   if (d.revocation) lines.push(`      revocation: ${String(d.revocation)}`);
   if (d.fallback) lines.push(`      note: ${String(d.fallback)}`);
   if (d.conversion) lines.push(`      content: ${String(d.conversion)}`);
-  if (d.reply) lines.push(`      result: ${d.reply.code} ${d.reply.enhanced} ${d.reply.reason ?? d.reply.message}`);
+  if (d.reply) lines.push(`      result: ${replyText(d.reply)}`);
   return lines.join('\n');
+}
+
+/** Any trace event, readable: delivery attempts in full, an administrator's deletion, others by their fields. */
+export function describeEvent(e: TraceEvent, m: QueueMessage): string {
+  if (e.kind === 'delivery') return describeAttempt(e, m);
+  const d = e.data;
+  if (e.kind === 'deleted') {
+    const rcpts = (Array.isArray(d.rcpts) ? d.rcpts : []).map((i) => rcptName(m, i));
+    return `  ${iso(e.ts)}  DELETED from the queue by administrator ${String(d.by)} (was ${String(d.state)}); ${rcpts.length ? `not delivered to ${rcpts.join(', ')}` : 'no recipient was still open'}`;
+  }
+  return `  ${iso(e.ts)}  ${e.kind}: ${Object.entries(d).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' ')}`;
 }
 
 export function describeMessage(m: QueueMessage, events: TraceEvent[]): string {
@@ -53,15 +113,14 @@ export function describeMessage(m: QueueMessage, events: TraceEvent[]): string {
     `  from <${m.mailFrom}>  message-id ${m.messageId ?? '(none)'}  size ${m.size}`,
     `  recipients: ${m.recipients.map((r) => `${r.address} (${r.status})`).join(', ')}`,
   ];
-  const attempts = events.filter((e) => e.kind === 'delivery');
-  out.push(attempts.length ? '  attempts:' : '  attempts: none yet');
-  for (const e of attempts) out.push(describeAttempt(e, m));
+  out.push(events.length ? '  history:' : '  history: no delivery attempt yet');
+  for (const e of events) out.push(describeEvent(e, m));
   if (m.state === 'deferred') out.push(`  next attempt ${iso(m.nextAttemptAt)}`);
   return out.join('\n');
 }
 
 export function registerTrace(program: Command): void {
-  withConfig(program.command('trace').description('find messages and show what happened to them, with the TLS facts of every hop')
+  withRenderer(withConfig(program.command('trace').description('find messages and show what happened to them, with the TLS facts of every hop')
     .option('--message-id <id>', 'Message-ID header (with or without <>)')
     .option('--queue-id <id>', 'queue id')
     .option('--sender <address>', 'envelope sender')
@@ -69,7 +128,7 @@ export function registerTrace(program: Command): void {
     .option('--since <time>', 'received at or after (ISO time, or 30m / 2h / 1d ago)')
     .option('--until <time>', 'received at or before')
     .option('--limit <n>', 'at most this many messages (default 20)')
-    .option('--json', 'machine-readable output'))
+    .option('--json', 'machine-readable output')))
     .action(async (o: TraceOpts) => {
       const store = cliStore(cliConfig(o));
       const since = time(o.since, 'since'); const until = time(o.until, 'until');
@@ -81,7 +140,7 @@ export function registerTrace(program: Command): void {
       const withEvents = await Promise.all(msgs.map(async (m) => ({ ...m, trace: await store.trace(m.id) })));
       await store.close();
       if (o.json) return printJson(withEvents);
-      if (!withEvents.length) { console.log('no message matches'); process.exitCode = 1; return; }
-      console.log(withEvents.map((m) => describeMessage(m, m.trace)).join('\n\n'));
+      if (!withEvents.length) { say('no message matches'); process.exitCode = 1; return; }
+      say(withEvents.map((m) => describeMessage(m, m.trace)).join('\n\n'));
     });
 }

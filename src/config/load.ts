@@ -1,6 +1,6 @@
 // Owns: reading a YAML file into a validated, frozen Config. Relative paths are resolved
 // against the config file's folder. Errors are AdminErrors naming each bad key and the fix.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
@@ -8,6 +8,7 @@ import type { z } from 'zod';
 import { AdminError } from '../errors.ts';
 import { configSchema, type ConfigInput, type ParsedConfig } from './schema.ts';
 import { findTies } from './ties.ts';
+import { listenProblems } from './listen.ts';
 
 export interface AcceptedDomain {
   domain: string;
@@ -35,9 +36,15 @@ export interface Config extends Omit<ParsedConfig, 'organizations' | 'hostname'>
 }
 
 export const DEFAULT_CONFIG_FILE = 'portcullis.yaml';
+export const SYSTEM_CONFIG_FILE = '/etc/portcullis/portcullis.yaml';
 
-export function defaultConfigPath(): string {
-  return process.env.PORTCULLIS_CONFIG || DEFAULT_CONFIG_FILE;
+/**
+ * The configuration file when none is named with -c: $PORTCULLIS_CONFIG, else the first of
+ * ./portcullis.yaml and /etc/portcullis/portcullis.yaml that exists, else ./portcullis.yaml
+ * (which does not exist: the caller may then use the embedded defaults).
+ */
+export function defaultConfigPath(candidates: readonly string[] = [DEFAULT_CONFIG_FILE, SYSTEM_CONFIG_FILE]): string {
+  return process.env.PORTCULLIS_CONFIG || candidates.find((f) => existsSync(f)) || candidates[0];
 }
 
 /** The embedded defaults used when no configuration file exists. */
@@ -96,9 +103,11 @@ export function buildConfig(input: unknown, baseDir: string, source: string | nu
     }
   });
   for (const tie of findTies(organizations)) problems.push(`  ${tie}: make them distinct, or give one a restriction`);
-  if (problems.length) {
-    throw new AdminError(`invalid configuration${source ? ` in ${source}` : ''}:\n${problems.join('\n')}`,
-      'each organization name, accepted domain and connector name must appear once, and no two inbound connectors may match the same senders equally');
+  const listen = listenProblems(c.smtp.listen).map((p) => `  ${p}`);
+  if (problems.length || listen.length) {
+    throw new AdminError(`invalid configuration${source ? ` in ${source}` : ''}:\n${[...listen, ...problems].join('\n')}`, problems.length
+      ? 'each organization name, accepted domain and connector name must appear once, and no two inbound connectors may match the same senders equally'
+      : 'listen on each address once: "0.0.0.0:PORT" and "[::]:PORT" already cover every address of their family');
   }
   const resolve = (p: string) => path.resolve(baseDir, p);
   const config: Config = {

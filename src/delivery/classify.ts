@@ -1,6 +1,9 @@
 // Owns: the one classifier of delivery outcomes: temporary vs permanent, and the RFC 3463 code,
-// decided from structured error data (errno codes, reply codes), never by matching error text.
+// decided from structured error data (errno codes, reply codes, TLS failure kinds), never by
+// matching error text.
 import type { SmtpReply } from '../errors.ts';
+import { tlsFailureLabel, type TlsFailureKind } from '../tls/failures.ts';
+import type { DnsErrorKind } from '../dns/resolver.ts';
 
 export interface Outcome {
   status: 'delivered' | 'deferred' | 'failed';
@@ -32,11 +35,14 @@ export function classifyLocalError(e: NodeJS.ErrnoException, where: string): Out
 
 /** Structured failure facts from the SMTP client or the resolver (see smtp-client.ts, dns/). */
 export interface FailureFacts {
-  kind: 'dns' | 'connect' | 'timeout' | 'closed' | 'protocol' | 'greeting' | 'ehlo' | 'starttls' | 'tls' | 'tlsPolicy' | 'mail' | 'data' | 'reply' | 'size' | 'eightBit' | 'smtputf8' | 'nullMx' | 'noHost';
+  kind: 'dns' | 'connect' | 'timeout' | 'closed' | 'protocol' | 'greeting' | 'ehlo' | 'starttls' | 'tls' | 'tlsPolicy' | 'mail' | 'data' | 'reply' | 'size' | 'eightBit' | 'smtputf8' | 'nullMx' | 'noHost'
+    | 'badSender' | 'badRecipient';
   /** Reply from the peer, when there was one. */
   reply?: { code: number; enhanced?: string; text: string };
   /** DNS error kind for kind "dns". */
-  dnsKind?: 'nxdomain' | 'nodata' | 'servfail' | 'timeout' | 'refused' | 'malformed';
+  dnsKind?: DnsErrorKind;
+  /** For kinds starttls, tls and tlsPolicy: what exactly went wrong (tls/failures.ts). */
+  tlsFailure?: TlsFailureKind;
   /** Admin-facing explanation (host, what happened). */
   detail: string;
 }
@@ -77,12 +83,16 @@ export function classifyFailure(f: FailureFacts): Outcome {
       return { status: 'failed', reply: { code: 554, enhanced: '5.6.3', message: 'The destination does not accept 8-bit data (no 8BITMIME) and the message cannot be converted to 7 bit', reason: f.detail } };
     case 'smtputf8':
       return { status: 'failed', reply: { code: 553, enhanced: '5.6.7', message: 'The destination does not support internationalized addresses (SMTPUTF8)', reason: f.detail } };
+    case 'badSender':
+      return { status: 'failed', reply: { code: 553, enhanced: '5.1.7', message: 'Bad sender address syntax', reason: f.detail } };
+    case 'badRecipient':
+      return { status: 'failed', reply: { code: 553, enhanced: '5.1.3', message: 'Bad recipient address syntax', reason: f.detail } };
     case 'greeting': case 'ehlo': case 'mail': case 'data': case 'reply':
       if (f.reply) return classifyReply(f.reply, f.detail);
       return { status: 'deferred', reply: { code: 451, enhanced: '4.4.2', message: 'Bad connection', reason: f.detail } };
     default: {
       const [enhanced, message] = TRANSPORT[f.kind] ?? ['4.4.0', 'Delivery failed'];
-      return { status: 'deferred', reply: { code: 451, enhanced, message, reason: f.detail } };
+      return { status: 'deferred', reply: { code: 451, enhanced, message: f.tlsFailure ? `${message}: ${tlsFailureLabel(f.tlsFailure)}` : message, reason: f.detail } };
     }
   }
 }

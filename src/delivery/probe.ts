@@ -1,15 +1,18 @@
 // Owns: inspecting a destination the way delivery would meet it, for administrators
 // (`portcullis tls check`, `portcullis connector validate`): resolve its hosts, connect, STARTTLS,
-// and report the TLS facts, chain and root, name match, every revocation endpoint, and whether a
-// required TLS level would pass. Optionally sends a test message. Never throws for a bad host.
+// and report the TLS facts, chain and root, name match, every revocation and CA-issuer endpoint of
+// the chain (also when it does not verify), and whether a required TLS level would pass, with the
+// TLS failure kind (tls/failures.ts) when it would not. TLS facts are kept when SMTP fails after
+// STARTTLS. Optionally sends a test message. Never throws for a bad host.
 import net from 'node:net';
 import type { Config } from '../config/load.ts';
 import { DnsError, type Resolver } from '../dns/resolver.ts';
 import type { TlsRequirement } from '../policy/outbound.ts';
+import { tlsFailureLabel, type TlsFailureKind } from '../tls/failures.ts';
 import { namesSatisfy } from '../tls/names.ts';
-import type { RevocationChecker, RevocationResult } from '../tls/revocation.ts';
+import type { EndpointResult, RevocationChecker, RevocationResult } from '../tls/revocation.ts';
 import type { TrustStore } from '../tls/trust.ts';
-import { DeliveryError, SmtpConnection } from './smtp-client.ts';
+import { DeliveryError, SmtpConnection, type PeerTls } from './smtp-client.ts';
 import { judgeTls } from './tls-check.ts';
 
 export interface ProbeTarget { host: string; port: number }
@@ -29,6 +32,8 @@ export interface HostReport {
   requirement: TlsRequirement;
   passes: boolean;
   reason?: string;
+  /** What went wrong with TLS, when something did. */
+  tlsFailure?: TlsFailureKind;
   testMessage?: string;
   error?: string;
 }
@@ -70,6 +75,27 @@ export async function probeHost(t: ProbeTarget, o: ProbeOptions): Promise<HostRe
   return reports;
 }
 
+/** Record the TLS facts of a session in the report and judge them; returns the judgement. */
+async function judgeSession(r: HostReport, t0: PeerTls, t: ProbeTarget, o: ProbeOptions): Promise<{ violation: string | null; kind?: TlsFailureKind }> {
+  const root = t0.chainValid ? t0.chain?.at(-1) : undefined;
+  r.tls = {
+    version: t0.version, cipher: t0.cipher, bits: t0.bits, chain: (t0.chain ?? []).map((c) => c.subject.split('\n').join(', ')),
+    chainValid: t0.chainValid, rootInTrustStore: !!root && o.trust.isTrusted(root),
+    ...(t0.subject ? { subject: t0.subject } : {}), ...(t0.issuer ? { issuer: t0.issuer } : {}), ...(t0.fingerprint256 ? { fingerprint256: t0.fingerprint256 } : {}),
+    ...(t0.names ? { names: t0.names } : {}), ...(t0.chainError ? { chainError: t0.chainError } : {}),
+  };
+  const want = o.requirement.tlsDomain ?? t.host;
+  r.nameMatch = { required: want, ok: namesSatisfy(t0.names ?? [], want) };
+  const j = await judgeTls(t0, o.requirement, `host ${t.host} [${r.ip}]`, o.revocation, o.config.tls.revocation, true);
+  if (j.revocation) r.revocation = j.revocation;
+  // A chain that does not verify is not revocation-checked, but its endpoints are still reported.
+  else if (!t0.chainValid && t0.chain?.length) {
+    const s = await o.revocation.survey(t0.chain, o.trust);
+    if (s.certificates.length) r.revocation = s;
+  }
+  return j;
+}
+
 async function probeAddress(t: ProbeTarget, ip: string, o: ProbeOptions): Promise<HostReport> {
   const base: HostReport = { host: t.host, ip, port: t.port, connected: false, requirement: o.requirement, passes: false };
   let conn: SmtpConnection;
@@ -80,26 +106,24 @@ async function probeAddress(t: ProbeTarget, ip: string, o: ProbeOptions): Promis
     });
   } catch (e) {
     const msg = e instanceof DeliveryError ? e.message : String(e);
-    return { ...base, error: msg, reason: msg };
+    if (!(e instanceof DeliveryError && e.tls)) return { ...base, error: msg, reason: msg, ...(e instanceof DeliveryError && e.tlsFailure ? { tlsFailure: e.tlsFailure } : {}) };
+    // STARTTLS worked, SMTP failed afterwards: what TLS showed is still worth reporting.
+    const r: HostReport = { ...base, connected: true, starttlsOffered: true, error: msg };
+    await judgeSession(r, e.tls, t, o);
+    r.reason = `SMTP failed after TLS was established: ${msg}`;
+    return r;
   }
   const r: HostReport = { ...base, connected: true, starttlsOffered: conn.starttlsOffered };
   try {
-    const t0 = conn.tls;
-    if (t0) {
-      const root = t0.chainValid ? t0.chain?.at(-1) : undefined;
-      r.tls = {
-        version: t0.version, cipher: t0.cipher, bits: t0.bits, chain: (t0.chain ?? []).map((c) => c.subject.split('\n').join(', ')),
-        chainValid: t0.chainValid, rootInTrustStore: !!root && o.trust.isTrusted(root),
-        ...(t0.subject ? { subject: t0.subject } : {}), ...(t0.issuer ? { issuer: t0.issuer } : {}), ...(t0.fingerprint256 ? { fingerprint256: t0.fingerprint256 } : {}),
-        ...(t0.names ? { names: t0.names } : {}), ...(t0.chainError ? { chainError: t0.chainError } : {}),
-      };
-      const want = o.requirement.tlsDomain ?? t.host;
-      r.nameMatch = { required: want, ok: namesSatisfy(t0.names ?? [], want) };
-    } else if (conn.tlsSkipped) r.error = conn.tlsSkipped;
-    const j = await judgeTls(conn.tls, o.requirement, `host ${t.host} [${ip}]`, o.revocation, o.config.tls.revocation, true);
-    if (j.revocation) r.revocation = j.revocation;
+    let j: { violation: string | null; kind?: TlsFailureKind };
+    if (conn.tls) j = await judgeSession(r, conn.tls, t, o);
+    else {
+      if (conn.tlsSkipped) { r.error = conn.tlsSkipped.detail; r.tlsFailure = conn.tlsSkipped.kind; }
+      j = await judgeTls(null, o.requirement, `host ${t.host} [${ip}]`, o.revocation, o.config.tls.revocation, true);
+    }
     r.passes = j.violation === null;
     if (j.violation) r.reason = j.violation;
+    if (j.violation && j.kind) r.tlsFailure = j.kind;
     if (o.sendTo && r.passes) {
       const data = Buffer.from(`From: Portcullis connector validation <postmaster@${o.config.hostname}>\r\nTo: <${o.sendTo}>\r\nSubject: Portcullis connector validation\r\n` +
         `Date: ${new Date().toUTCString()}\r\nMessage-ID: <validate.${Date.now()}@${o.config.hostname}>\r\n\r\nThis is a test message sent by "portcullis connector validate".\r\n`);
@@ -117,10 +141,33 @@ async function probeAddress(t: ProbeTarget, ip: string, o: ProbeOptions): Promis
   return r;
 }
 
+const KIND: Record<EndpointResult['kind'], string> = { ocsp: 'OCSP', crl: 'CRL', caIssuers: 'CA issuers' };
+
+/** One endpoint: what it answered (and whether from our cache), or why it could not be used. */
+export function formatEndpoint(e: EndpointResult): string {
+  let what: string;
+  if (e.kind === 'caIssuers' && e.ok) what = `served ${e.served}${e.servedIsIssuer ? ' (the issuer)' : ' (NOT the issuer of this certificate)'}`;
+  else if (e.ok) what = `answered, ${e.status}${e.cached ? ` (from our cache, fetched ${e.fetchedAt})` : ''}`;
+  else what = e.reachable ? `answered, but unusable: ${e.error}` : `UNREACHABLE (${e.error})`;
+  return `${KIND[e.kind]} ${e.url}: ${what}`;
+}
+
+/** Revocation and CA-issuer endpoints of every certificate, indented by `indent`. */
+export function formatRevocation(rev: RevocationResult, indent = '  '): string[] {
+  const L: string[] = [];
+  for (const c of rev.certificates) {
+    L.push(`${indent}revocation of ${c.subject}: ${c.status}${c.revokedAt ? ` (revoked ${c.revokedAt})` : ''}${c.issuerUrl ? ` (issuer ${c.issuer} fetched from its CA-issuer URL)` : c.issuer ? '' : ' (issuer certificate not found: answers cannot be verified)'}`);
+    for (const e of c.endpoints) L.push(`${indent}  ${formatEndpoint(e)}`);
+    if (!c.endpoints.some((e) => e.kind !== 'caIssuers')) L.push(`${indent}  no CRL or OCSP endpoints`);
+  }
+  return L;
+}
+
 /** Text for administrators, one block per host. */
 export function formatReport(r: HostReport): string {
   const L = [`${r.host} [${r.ip ?? '?'}]:${r.port}  ${r.passes ? 'PASS' : 'FAIL'}  (required: ${r.requirement.level}${r.requirement.tlsDomain ? `, tlsDomain ${r.requirement.tlsDomain}` : ''} — ${r.requirement.source})`];
-  if (!r.connected) { L.push(`  connection: ${r.error}`); return L.join('\n'); }
+  const failure = r.tlsFailure ? [`  TLS failure: ${tlsFailureLabel(r.tlsFailure)} (${r.tlsFailure})`] : [];
+  if (!r.connected) { L.push(`  connection: ${r.error}`, ...failure); return L.join('\n'); }
   L.push(`  STARTTLS: ${r.starttlsOffered ? 'offered' : 'NOT offered'}`);
   if (r.tls) {
     L.push(`  TLS: ${r.tls.version} ${r.tls.cipher} (${r.tls.bits} bits)`);
@@ -129,14 +176,9 @@ export function formatReport(r: HostReport): string {
     L.push(`  chain: ${r.tls.chain.join('  ->  ')}  ${r.tls.chainValid ? '(valid)' : `(NOT valid: ${r.tls.chainError})`}`);
     L.push(`  root in our trust store: ${r.tls.rootInTrustStore ? 'yes' : 'no'}`);
   } else if (r.error) L.push(`  TLS: not used (${r.error})`);
-  if (r.revocation) {
-    for (const c of r.revocation.certificates) {
-      L.push(`  revocation of ${c.subject}: ${c.status}${c.revokedAt ? ` (revoked ${c.revokedAt})` : ''}`);
-      for (const e of c.endpoints) L.push(`    ${e.kind.toUpperCase()} ${e.url}: ${e.ok ? `answered, ${e.status}` : `UNREACHABLE (${e.error})`}`);
-      if (!c.endpoints.length) L.push('    no CRL or OCSP endpoints');
-    }
-  }
+  if (r.revocation) L.push(...formatRevocation(r.revocation));
   if (r.testMessage) L.push(`  test message: ${r.testMessage}`);
+  L.push(...failure);
   if (r.reason) L.push(`  reason: ${r.reason}`);
   return L.join('\n');
 }

@@ -3,15 +3,20 @@
 // returning one classified outcome per recipient plus the facts of every attempt (the trace).
 // Sends each peer what it can take (mime-downgrade.ts: 7 bit without 8BITMIME, no line over
 // 998 octets) and records any conversion with the attempt.
-// Promises: a required TLS level never falls back (no plaintext, no weaker check); opportunistic
-// TLS falls back to plaintext only after a failed handshake and records that it did; hosts that
-// failed recently are tried last; a destination that is down is not hammered.
+// Promises: a required TLS level never falls back (no plaintext, no legacy TLS, no weaker check);
+// opportunistic TLS works its way down — TLS 1.2+, then (after a protocol-version or cipher
+// failure, delivery.opportunisticLegacyTls) legacy TLS 1.0/1.1, then plaintext — remembers per
+// address what worked for delivery.tlsFallbackSeconds, and records every step with its TLS failure
+// kind; hosts that failed recently are tried last; a destination that is down is not hammered; an
+// address that is not a valid RFC 5321 path fails permanently (553) and is never sent.
 import net from 'node:net';
 import type { Config } from '../config/load.ts';
 import { DnsError, type Resolver } from '../dns/resolver.ts';
 import type { NextHop, TlsLevel, TlsRequirement } from '../policy/outbound.ts';
 import { levelRank } from '../policy/outbound.ts';
+import { smtpPath } from '../mailbox.ts';
 import type { EnvelopeParams, QueueRecipient } from '../store/types.ts';
+import { describeTlsFailure, legacyTlsMayHelp, type TlsFailureKind } from '../tls/failures.ts';
 import { namesSatisfy } from '../tls/names.ts';
 import type { TrustStore } from '../tls/trust.ts';
 import type { RevocationChecker } from '../tls/revocation.ts';
@@ -46,8 +51,20 @@ export interface AttemptFacts {
   fallback?: string;
   /** What was done to the content for this peer (8-bit converted, long lines broken). */
   conversion?: string;
+  /**
+   * What went wrong with TLS (tls/failures.ts): at a required level, why the attempt failed; under
+   * opportunistic TLS, why it stepped down to legacy TLS or plaintext.
+   */
+  tlsFailure?: TlsFailureKind;
+  /** Opportunistic only: the session used legacy TLS (TLS 1.0/1.1 or an older suite). */
+  tlsLegacy?: boolean;
   error?: string;
 }
+
+/** How opportunistic TLS is tried with an address, after a handshake with it failed. */
+type TlsMode = 'modern' | 'legacy' | 'plaintext';
+interface TlsFallback { mode: Exclude<TlsMode, 'modern'>; until: number; cause: TlsFailureKind }
+const MAX_FALLBACKS = 10_000;
 
 export interface RemoteResult {
   outcomes: Map<number, Outcome>;
@@ -87,6 +104,7 @@ function shuffleEqual<T extends { priority: number }>(list: T[]): T[] {
 /** The TLS level a connection actually achieved (for the trace). */
 function achieved(tls: PeerTls | null, req: TlsRequirement, hostname: string): TlsLevel {
   if (!tls) return 'none';
+  if (tls.legacy) return 'opportunistic'; // encrypted, but below the TLS 1.2 floor of every required level
   if (!tls.chainValid) return 'encryptionOnly';
   const names = tls.names ?? [];
   if (req.tlsDomain ? namesSatisfy(names, req.tlsDomain) : namesSatisfy(names, hostname)) return 'domainValidation';
@@ -99,8 +117,21 @@ const stripChain = (t: PeerTls | null): Omit<PeerTls, 'chain'> | undefined => {
   return rest;
 };
 
+/** Recipients whose address (or the sender's) cannot be sent as a valid path, with their outcome. */
+function unsendable(job: RemoteJob): Map<number, Outcome> {
+  const out = new Map<number, Outcome>();
+  const utf8 = job.envelope.smtputf8;
+  const from = smtpPath(job.mailFrom, 'sender', utf8);
+  for (const r of job.recipients) {
+    const to = smtpPath(r.address, 'recipient', utf8);
+    if ('problem' in from) out.set(r.idx, classifyFailure({ kind: 'badSender', detail: `sender <${job.mailFrom}> cannot be sent: ${from.problem}` }));
+    else if ('problem' in to) out.set(r.idx, classifyFailure({ kind: 'badRecipient', detail: `recipient <${r.address}> cannot be sent: ${to.problem}` }));
+  }
+  return out;
+}
+
 export class RemoteDelivery {
-  private readonly tlsBroken = new Map<string, number>();
+  private readonly tlsFallback = new Map<string, TlsFallback>();
   private readonly hostFailed = new Map<string, number>();
   private readonly destDown = new Map<string, { until: number; outcome: Outcome; attempt: AttemptFacts }>();
   private readonly limits = new Map<string, Semaphore>();
@@ -115,6 +146,18 @@ export class RemoteDelivery {
   ) {}
 
   async deliver(job: RemoteJob): Promise<RemoteResult> {
+    // Addresses that are not valid RFC 5321 paths fail here, alone, with the reason; never sent.
+    const bad = unsendable(job);
+    if (!bad.size) return this.deliverValid(job);
+    const rest = job.recipients.filter((r) => !bad.has(r.idx));
+    const result: RemoteResult = rest.length
+      ? await this.deliverValid({ ...job, recipients: rest })
+      : { outcomes: new Map(), attempt: { host: job.hop.domain, port: this.config().delivery.port, tlsRequired: job.hop.tls, tlsAchieved: 'none', error: [...bad.values()][0].reply.reason! } };
+    for (const [idx, o] of bad) result.outcomes.set(idx, o);
+    return result;
+  }
+
+  private async deliverValid(job: RemoteJob): Promise<RemoteResult> {
     const hop = job.hop;
     const down = this.destDown.get(hop.key);
     if (down && down.until > Date.now()) {
@@ -209,18 +252,26 @@ export class RemoteDelivery {
     const facts: AttemptFacts = { host: t.name, ip, port: t.port, tlsRequired: req, tlsAchieved: 'none', ...(job.hop.connector ? { connector: job.hop.connector.name } : {}) };
     const key = `${ip}:${t.port}|${req.level}|${req.tlsDomain ?? ''}`;
     const forced = levelRank(req.level) >= levelRank('encryptionOnly');
-    const hostFail = (f: FailureFacts) => ({ outcome: classifyFailure(f), attempt: { ...facts, error: f.detail }, connectionLevel: CONNECTION_LEVEL.has(f.kind) });
+    const hostFail = (f: FailureFacts) => ({
+      outcome: classifyFailure(f), attempt: { ...facts, error: f.detail, ...(f.tlsFailure ? { tlsFailure: f.tlsFailure } : {}) }, connectionLevel: CONNECTION_LEVEL.has(f.kind),
+    });
 
     let conn = this.pool.take(key);
     if (conn) facts.reused = true;
-    for (let round = 0; round < 2 && !conn; round++) {
-      const brokenUntil = this.tlsBroken.get(ip) ?? 0;
-      const plaintextFallback = !forced && req.level !== 'none' && brokenUntil > Date.now();
-      const starttls = req.level === 'none' || plaintextFallback ? 'never' : forced ? 'require' : 'try';
-      if (plaintextFallback) facts.fallback ??= `TLS handshake with this host failed recently; sending in plaintext until ${new Date(brokenUntil).toISOString()}`;
+    let mode: TlsMode = 'modern';
+    // At most three connections: TLS 1.2+, legacy TLS, plaintext (opportunistic); one when forced.
+    for (let round = 0; round < 3 && !conn; round++) {
+      mode = this.tlsMode(req, ip, forced);
+      const starttls = mode === 'plaintext' ? 'never' : forced ? 'require' : 'try';
+      const remembered = this.tlsFallback.get(ip);
+      if (mode !== 'modern' && req.level !== 'none' && remembered) {
+        // Only for a step remembered from an earlier attempt: a fresh one has already set both.
+        facts.tlsFailure ??= remembered.cause;
+        facts.fallback ??= `TLS 1.2+ handshake with this host failed recently: ${describeTlsFailure(remembered.cause)}; ${mode === 'legacy' ? 'using legacy TLS' : 'sending in plaintext'} until ${new Date(remembered.until).toISOString()}`;
+      }
       try {
         conn = await SmtpConnection.open({
-          ip, port: t.port, hostname: t.name, heloName: cfg.delivery.heloName ?? cfg.hostname, trust: this.trust(), starttls,
+          ip, port: t.port, hostname: t.name, heloName: cfg.delivery.heloName ?? cfg.hostname, trust: this.trust(), starttls, legacyTls: mode === 'legacy',
           ...this.sourceFor(ip), timeouts: cfg.delivery.timeouts, ...(this.identity ? { clientCert: this.identity() } : {}),
           // A resumed session carries no certificate to check: certificateValidation and above
           // always do a full handshake (resuming made every later connection fail "no certificate").
@@ -231,21 +282,39 @@ export class RemoteDelivery {
       } catch (e) {
         if (!(e instanceof DeliveryError)) throw e;
         if (e.kind === 'tls' && starttls === 'try') {
-          // Opportunistic: the message must not be stuck behind a peer's broken TLS.
-          this.tlsBroken.set(ip, Date.now() + cfg.delivery.tlsFallbackSeconds * 1000);
-          facts.fallback = `TLS handshake failed (${e.message}); retrying in plaintext`;
+          // Opportunistic: the message must not be stuck behind a peer's old or broken TLS.
+          const cause = e.tlsFailure ?? 'handshake-failed';
+          const next = mode === 'modern' && cfg.delivery.opportunisticLegacyTls && legacyTlsMayHelp(cause) ? 'legacy' : 'plaintext';
+          this.rememberFallback(ip, { mode: next, until: Date.now() + cfg.delivery.tlsFallbackSeconds * 1000, cause: facts.tlsFailure ?? cause });
+          facts.tlsFailure ??= cause;
+          const retry = next === 'legacy' ? 'retrying with legacy TLS (TLS 1.0/1.1 and older cipher suites)' : 'retrying in plaintext';
+          facts.fallback = mode === 'legacy' ? `${facts.fallback ?? 'TLS 1.2+ handshake failed'}; legacy TLS handshake failed too (${e.message}); ${retry}` : `TLS handshake failed (${e.message}); ${retry}`;
           continue;
         }
         const label = e.kind === 'starttls' || e.kind === 'tls' ? `TLS required by ${req.source}: ${e.message}` : e.message;
-        return hostFail({ kind: e.kind, ...(e.reply ? { reply: e.reply } : {}), detail: label });
+        return hostFail({ kind: e.kind, ...(e.reply ? { reply: e.reply } : {}), detail: label, ...(e.tlsFailure ? { tlsFailure: e.tlsFailure } : {}) });
       }
     }
     if (!conn) return hostFail({ kind: 'connect', detail: `could not connect to ${t.name} [${ip}]` });
 
+    if (mode === 'legacy' && conn.tls && !conn.tls.legacy) {
+      // The server offers modern TLS again: forget the step down.
+      this.tlsFallback.delete(ip);
+      delete facts.fallback;
+      delete facts.tlsFailure;
+    }
     facts.tls = stripChain(conn.tls);
     facts.peerDsn = conn.extensions.has('DSN');
     facts.tlsAchieved = achieved(conn.tls, req, t.name);
-    if (!conn.tls && conn.tlsSkipped && !facts.fallback) facts.fallback = conn.tlsSkipped;
+    if (conn.tls?.legacy) {
+      facts.tlsLegacy = true;
+      const cause = facts.tlsFailure ?? this.tlsFallback.get(ip)?.cause;
+      if (cause) facts.tlsFailure = cause;
+    }
+    if (!conn.tls && conn.tlsSkipped) {
+      facts.fallback ??= conn.tlsSkipped.detail;
+      facts.tlsFailure ??= conn.tlsSkipped.kind;
+    }
     const judged = await judgeTls(conn.tls, req, `host ${t.name} [${ip}]`, this.revocation, cfg.tls.revocation);
     if (judged.revocation) facts.revocation = judged.revocation.summary;
     // certificateValidation includes "not revoked": a revoked certificate (or, under hardFail, one
@@ -255,7 +324,7 @@ export class RemoteDelivery {
     const violation = judged.violation;
     if (violation) {
       void conn.quit();
-      return hostFail({ kind: 'tlsPolicy', detail: violation });
+      return hostFail({ kind: 'tlsPolicy', detail: violation, ...(judged.kind ? { tlsFailure: judged.kind } : {}) });
     }
 
     if (job.envelope.smtputf8 && !conn.extensions.has('SMTPUTF8')) { this.pool.give(key, conn); return { outcomes: this.all(job, classifyFailure({ kind: 'smtputf8', detail: `${t.name} [${ip}] does not offer SMTPUTF8` })), attempt: facts }; }
@@ -280,7 +349,7 @@ export class RemoteDelivery {
         // The pooled connection died while idle: one more try on a fresh connection.
         return this.tryHost(job, content, t, ip);
       }
-      return hostFail({ kind: e.kind, detail: e.message });
+      return hostFail({ kind: e.kind, ...(e.reply ? { reply: e.reply } : {}), detail: e.message });
     }
     this.pool.give(key, conn);
     const where = `${t.name} [${ip}]`;
@@ -302,6 +371,22 @@ export class RemoteDelivery {
       }
     });
     return { outcomes, attempt: facts };
+  }
+
+  /** How to try TLS with `ip` now: required levels always modern; opportunistic by what worked recently. */
+  private tlsMode(req: TlsRequirement, ip: string, forced: boolean): TlsMode {
+    if (req.level === 'none') return 'plaintext';
+    if (forced) return 'modern';
+    const f = this.tlsFallback.get(ip);
+    if (!f || f.until <= Date.now()) return 'modern';
+    if (f.mode === 'legacy' && !this.config().delivery.opportunisticLegacyTls) return 'modern';
+    return f.mode;
+  }
+
+  private rememberFallback(ip: string, f: TlsFallback): void {
+    this.tlsFallback.delete(ip);
+    if (this.tlsFallback.size >= MAX_FALLBACKS) this.tlsFallback.delete(this.tlsFallback.keys().next().value!);
+    this.tlsFallback.set(ip, f);
   }
 
   private sourceFor(ip: string): { localAddress?: string } {

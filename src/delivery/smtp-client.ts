@@ -2,11 +2,17 @@
 // DSN, STARTTLS). It reports what happened as structured data; it decides nothing about policy.
 // Promises: replies are matched to commands in order; bytes a server sends after its STARTTLS
 // reply and before the handshake are discarded (response injection); EHLO is reissued after TLS;
-// every wait has a timeout (RFC 5321 §4.5.3.2); failures are DeliveryError with a kind, never text.
+// every wait has a timeout (RFC 5321 §4.5.3.2); failures are DeliveryError with a kind, never text,
+// carrying the TLS facts learned when the session failed after STARTTLS; TLS failures also carry
+// their kind of the TLS failure vocabulary (tls/failures.ts). MAIL FROM / RCPT TO carry only valid
+// RFC 5321 paths (../mailbox.ts smtpPath), else nothing is sent. Legacy TLS (1.0/1.1) is offered
+// only when asked for and only under starttls 'try' (opportunistic).
 import net from 'node:net';
 import tls from 'node:tls';
 import type { X509Certificate } from 'node:crypto';
-import { CIPHERS, ECDH_CURVES, cipherBits } from '../tls/policy-constants.ts';
+import { smtpPath } from '../mailbox.ts';
+import { describeTlsFailure, handshakeFailureKind, type ChainFailureKind, type TlsFailureKind } from '../tls/failures.ts';
+import { ECDH_CURVES, cipherBits, clientTlsProfile, isModernSession } from '../tls/policy-constants.ts';
 import { peerChain, verifyChain, type TrustStore } from '../tls/trust.ts';
 
 export interface Reply { code: number; enhanced?: string; lines: string[]; text: string }
@@ -17,7 +23,9 @@ export type FailureKind =
   | 'mail' | 'data' | 'reply';                     // transaction
 
 export class DeliveryError extends Error {
-  constructor(readonly kind: FailureKind, message: string, readonly reply?: Reply, readonly errno?: string) {
+  /** The TLS session established before the failure (STARTTLS succeeded, then SMTP failed). */
+  tls?: PeerTls;
+  constructor(readonly kind: FailureKind, message: string, readonly reply?: Reply, readonly errno?: string, readonly tlsFailure?: TlsFailureKind) {
     super(message);
     this.name = 'DeliveryError';
   }
@@ -34,6 +42,9 @@ export interface PeerTls {
   names?: string[];
   chainValid: boolean;
   chainError?: string;
+  chainFailure?: ChainFailureKind;
+  /** The session is below what the modern profile offers (TLS 1.0/1.1, or a legacy suite). */
+  legacy?: boolean;
   /** The verified chain up to the trusted root when chainValid, else what the peer presented; leaf first. */
   chain?: X509Certificate[];
 }
@@ -52,6 +63,8 @@ export interface ConnectOptions {
   localAddress?: string;
   /** 'try': use STARTTLS when offered; 'require': fail without it; 'never': plaintext. */
   starttls: 'try' | 'require' | 'never';
+  /** With starttls 'try' only: also offer TLS 1.0/1.1 and legacy suites (the last try before plaintext). */
+  legacyTls?: boolean;
   trust: TrustStore;
   /** Our certificate and key, presented when the server asks for a client certificate. */
   clientCert?: { cert: string; key: string };
@@ -94,8 +107,8 @@ export class SmtpConnection {
   tls: PeerTls | null = null;
   /** Whether STARTTLS was advertised (before TLS). */
   starttlsOffered = false;
-  /** Why TLS was not used although offered (opportunistic mode). */
-  tlsSkipped?: string;
+  /** Why TLS was not used (opportunistic mode): STARTTLS not offered or refused. */
+  tlsSkipped?: { kind: TlsFailureKind; detail: string };
   messages = 0;
   readonly opened = Date.now();
   private readonly t: Timeouts;
@@ -198,6 +211,7 @@ export class SmtpConnection {
       await c.handshake();
       return c;
     } catch (e) {
+      if (e instanceof DeliveryError && c.tls) e.tls ??= c.tls;
       c.close();
       throw e;
     }
@@ -210,8 +224,8 @@ export class SmtpConnection {
     this.starttlsOffered = this.extensions.has('STARTTLS');
     if (this.opts.starttls === 'never') return;
     if (!this.starttlsOffered) {
-      if (this.opts.starttls === 'require') throw new DeliveryError('starttls', `${this.opts.hostname} [${this.opts.ip}] did not offer STARTTLS`);
-      this.tlsSkipped = 'STARTTLS not offered';
+      if (this.opts.starttls === 'require') throw new DeliveryError('starttls', `${this.opts.hostname} [${this.opts.ip}] did not offer STARTTLS`, undefined, undefined, 'starttls-not-offered');
+      this.tlsSkipped = { kind: 'starttls-not-offered', detail: 'STARTTLS not offered' };
       return;
     }
     this.holdAfterReply = true;
@@ -220,8 +234,8 @@ export class SmtpConnection {
       // Still plaintext: anything after this reply is an ordinary (unsolicited) reply again.
       this.holding = false;
       this.receive('');
-      if (this.opts.starttls === 'require') throw new DeliveryError('starttls', `${this.opts.hostname} [${this.opts.ip}] refused STARTTLS: ${r.code} ${r.text}`, r);
-      this.tlsSkipped = `STARTTLS refused: ${r.code} ${r.text}`;
+      if (this.opts.starttls === 'require') throw new DeliveryError('starttls', `${this.opts.hostname} [${this.opts.ip}] refused STARTTLS: ${r.code} ${r.text}`, r, undefined, 'starttls-refused');
+      this.tlsSkipped = { kind: 'starttls-refused', detail: `STARTTLS refused: ${r.code} ${r.text}` };
       return;
     }
     await this.upgrade();
@@ -254,15 +268,19 @@ export class SmtpConnection {
     this.lines = [];
     this.holding = false;
     const servername = net.isIP(this.opts.hostname) ? undefined : this.opts.hostname;
+    // Legacy TLS never under a required level, whatever the caller asked for.
+    const legacy = this.opts.legacyTls === true && this.opts.starttls === 'try';
+    const failed = (k: TlsFailureKind, detail: string, errno?: string) =>
+      new DeliveryError('tls', `TLS handshake with ${this.opts.hostname} [${this.opts.ip}] failed: ${describeTlsFailure(k, detail)}`, undefined, errno, k);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => { s.destroy(); reject(new DeliveryError('tls', `TLS handshake with ${this.opts.hostname} [${this.opts.ip}] timed out`)); }, this.t.command * 1000);
+      const timer = setTimeout(() => { s.destroy(); reject(failed('handshake-timeout', `no handshake within ${this.t.command}s`)); }, this.t.command * 1000);
       const s = tls.connect({
-        socket: raw, ...(servername ? { servername } : {}), minVersion: 'TLSv1.2', maxVersion: 'TLSv1.3',
-        ciphers: CIPHERS, ecdhCurve: ECDH_CURVES, rejectUnauthorized: false,
-        ...(this.opts.session ? { session: this.opts.session } : {}),
+        socket: raw, ...(servername ? { servername } : {}), ...clientTlsProfile(legacy), ecdhCurve: ECDH_CURVES, rejectUnauthorized: false,
+        // A legacy session is neither resumed nor saved: it must not be offered to a modern handshake.
+        ...(this.opts.session && !legacy ? { session: this.opts.session } : {}),
         ...(this.opts.clientCert ? { cert: this.opts.clientCert.cert, key: this.opts.clientCert.key } : {}),
       });
-      s.on('session', (sess: Buffer) => this.opts.onSession?.(sess));
+      if (!legacy) s.on('session', (sess: Buffer) => this.opts.onSession?.(sess));
       s.once('secureConnect', () => {
         clearTimeout(timer);
         s.removeAllListeners('error');
@@ -273,7 +291,7 @@ export class SmtpConnection {
       });
       s.once('error', (e: Error & { code?: string }) => {
         clearTimeout(timer);
-        reject(new DeliveryError('tls', `TLS handshake with ${this.opts.hostname} [${this.opts.ip}] failed: ${e.code ?? ''} ${e.message}`.replace(/\s+/g, ' '), undefined, e.code));
+        reject(failed(handshakeFailureKind(e.code), `${e.code ?? ''} ${e.message}`.replace(/\s+/g, ' ').trim(), e.code));
       });
     });
   }
@@ -281,15 +299,17 @@ export class SmtpConnection {
   private describe(s: tls.TLSSocket): PeerTls {
     const c = s.getCipher();
     const name = c.standardName || c.name;
-    const out: PeerTls = { version: s.getProtocol() ?? 'unknown', cipher: name, bits: cipherBits(name), resumed: s.isSessionReused(), chainValid: false };
+    const version = s.getProtocol() ?? 'unknown';
+    const out: PeerTls = { version, cipher: name, bits: cipherBits(name), resumed: s.isSessionReused(), chainValid: false };
+    if (!isModernSession(version, c.name)) out.legacy = true;
     const chain = peerChain(s);
     const leaf = chain[0];
-    if (!leaf) { out.chainError = 'no certificate presented'; return out; }
+    if (!leaf) { out.chainError = 'no certificate presented'; out.chainFailure = 'certificate-not-trusted'; return out; }
     const v = verifyChain(leaf, chain.slice(1), this.opts.trust);
     const names = (leaf.subjectAltName ?? '').split(', ').filter((n) => n.startsWith('DNS:')).map((n) => n.slice(4));
     Object.assign(out, {
       subject: leaf.subject.split('\n').join(', '), issuer: leaf.issuer.split('\n').join(', '), fingerprint256: leaf.fingerprint256,
-      names, chainValid: v.ok, chain: v.ok ? v.chain : chain, ...(v.error ? { chainError: v.error } : {}),
+      names, chainValid: v.ok, chain: v.ok ? v.chain : chain, ...(v.error ? { chainError: v.error } : {}), ...(v.failure ? { chainFailure: v.failure } : {}),
     });
     return out;
   }
@@ -300,14 +320,7 @@ export class SmtpConnection {
    */
   async send(env: Envelope, data: Buffer): Promise<TransactionResult> {
     const ext = this.extensions;
-    let mail = `MAIL FROM:<${env.from}>`;
-    if (ext.has('SIZE')) mail += ` SIZE=${data.length}`;
-    if (env.eightBit && ext.has('8BITMIME')) mail += ' BODY=8BITMIME';
-    if (env.smtputf8 && ext.has('SMTPUTF8')) mail += ' SMTPUTF8';
-    const dsn = ext.has('DSN');
-    if (dsn && env.ret) mail += ` RET=${env.ret}`;
-    if (dsn && env.envid) mail += ` ENVID=${env.envid}`;
-    const rcptLines = env.rcpts.map((r) => `RCPT TO:<${r.address}>${dsn && r.notify ? ` NOTIFY=${r.notify}` : ''}${dsn && r.orcpt ? ` ORCPT=${r.orcpt}` : ''}`);
+    const { mail, rcpts: rcptLines } = envelopeCommands(env, ext, data.length);
     const pipelining = ext.has('PIPELINING');
     let mailR: Reply; const rcptR: Reply[] = []; let dataR: Reply;
     if (pipelining) {
@@ -356,6 +369,33 @@ export class SmtpConnection {
     this.dead ??= new DeliveryError('closed', 'connection closed');
     this.sock.destroy();
   }
+}
+
+/**
+ * The MAIL FROM and RCPT TO command lines for an envelope, with the parameters the server's
+ * extensions allow. Throws DeliveryError (553 5.1.7 / 5.1.3, permanent) when an address is not a valid
+ * RFC 5321 path: a broken path is never emitted.
+ */
+export function envelopeCommands(env: Envelope, ext: ReadonlyMap<string, string>, size: number): { mail: string; rcpts: string[] } {
+  const utf8 = env.smtputf8 && ext.has('SMTPUTF8');
+  const paths: string[] = [];
+  for (const [i, address] of [env.from, ...env.rcpts.map((r) => r.address)].entries()) {
+    const p = smtpPath(address, i === 0 ? 'sender' : 'recipient', utf8);
+    if ('problem' in p) {
+      const text = `not sent: the ${i === 0 ? 'sender' : 'recipient'} address is not a valid RFC 5321 path (${p.problem})`;
+      throw new DeliveryError('mail', text, { code: 553, enhanced: i === 0 ? '5.1.7' : '5.1.3', lines: [text], text });
+    }
+    paths.push(p.path);
+  }
+  let mail = `MAIL FROM:${paths[0]}`;
+  if (ext.has('SIZE')) mail += ` SIZE=${size}`;
+  if (env.eightBit && ext.has('8BITMIME')) mail += ' BODY=8BITMIME';
+  if (utf8) mail += ' SMTPUTF8';
+  const dsn = ext.has('DSN');
+  if (dsn && env.ret) mail += ` RET=${env.ret}`;
+  if (dsn && env.envid) mail += ` ENVID=${env.envid}`;
+  const rcpts = env.rcpts.map((r, i) => `RCPT TO:${paths[i + 1]}${dsn && r.notify ? ` NOTIFY=${r.notify}` : ''}${dsn && r.orcpt ? ` ORCPT=${r.orcpt}` : ''}`);
+  return { mail, rcpts };
 }
 
 const DOT_LINE = Buffer.from('\r\n.');

@@ -1,6 +1,9 @@
 // Owns: the one judgement of whether an established outbound connection meets a TLS requirement
-// (used by delivery and by the admin probes `connector validate` and `tls check`).
+// (used by delivery and by the admin probes `connector validate` and `tls check`). A violation
+// names its kind of the TLS failure vocabulary (tls/failures.ts), decided from the chain result,
+// the name match and the revocation status.
 import { levelRank, type TlsRequirement } from '../policy/outbound.ts';
+import type { TlsFailureKind } from '../tls/failures.ts';
 import { namesSatisfy } from '../tls/names.ts';
 import type { RevocationChecker, RevocationMode, RevocationResult } from '../tls/revocation.ts';
 import type { PeerTls } from './smtp-client.ts';
@@ -8,6 +11,8 @@ import type { PeerTls } from './smtp-client.ts';
 export interface TlsJudgement {
   /** Why the requirement is not met, or null when it is. */
   violation: string | null;
+  /** The kind of the violation; absent when there is none, or when there was no TLS session at all (the caller knows why). */
+  kind?: TlsFailureKind;
   revocation?: RevocationResult;
 }
 
@@ -16,19 +21,24 @@ export async function judgeTls(tls: PeerTls | null, req: TlsRequirement, where: 
   const forced = levelRank(req.level) >= levelRank('encryptionOnly');
   const v = (text: string) => (forced ? `TLS required by ${req.source}: ${text}, ${where}` : null);
   if (!tls) return { violation: v('no TLS session') };
+  // Required levels keep the TLS 1.2 floor and the modern suites (smtp-client never offers legacy
+  // TLS under them; this holds even if a caller got that wrong).
+  if (forced && tls.legacy) {
+    return { violation: v(`legacy TLS session (${tls.version} ${tls.cipher})`), kind: tls.version === 'TLSv1.2' || tls.version === 'TLSv1.3' ? 'no-shared-cipher' : 'protocol-version' };
+  }
   if (levelRank(req.level) >= levelRank('certificateValidation') && !tls.chainValid) {
-    return { violation: v(`certificate not valid (${tls.chainError}), presented ${tls.subject ?? '(none)'} (SHA-256 ${tls.fingerprint256 ?? '-'})`) };
+    return { violation: v(`certificate not valid (${tls.chainError}), presented ${tls.subject ?? '(none)'} (SHA-256 ${tls.fingerprint256 ?? '-'})`), kind: tls.chainFailure ?? 'certificate-not-trusted' };
   }
   if (req.level === 'domainValidation' && !namesSatisfy(tls.names ?? [], req.tlsDomain!)) {
-    return { violation: v(`certificate name mismatch, expected ${req.tlsDomain}, presented ${tls.subject} ${tls.names?.length ? `(names ${tls.names.join(', ')}) ` : ''}(SHA-256 ${tls.fingerprint256})`) };
+    return { violation: v(`certificate name mismatch, expected ${req.tlsDomain}, presented ${tls.subject} ${tls.names?.length ? `(names ${tls.names.join(', ')}) ` : ''}(SHA-256 ${tls.fingerprint256})`), kind: 'certificate-host-mismatch' };
   }
   const wantRevocation = reportAll ? tls.chainValid : levelRank(req.level) >= levelRank('certificateValidation');
   if (mode === 'off' && !reportAll) return { violation: null };
   if (!wantRevocation || !tls.chain) return { violation: null };
   const r = await revocation.check(tls.chain, reportAll);
   if (levelRank(req.level) >= levelRank('certificateValidation')) {
-    if (r.status === 'revoked') return { violation: v(r.summary), revocation: r };
-    if (r.status === 'unknown' && mode === 'hardFail') return { violation: `TLS required by ${req.source} with tls.revocation hardFail: ${r.summary}, ${where}`, revocation: r };
+    if (r.status === 'revoked') return { violation: v(r.summary), kind: 'certificate-revoked', revocation: r };
+    if (r.status === 'unknown' && mode === 'hardFail') return { violation: `TLS required by ${req.source} with tls.revocation hardFail: ${r.summary}, ${where}`, kind: 'revocation-unknown', revocation: r };
   }
   return { violation: null, revocation: r };
 }

@@ -1,8 +1,12 @@
 // Owns: all name resolution of the gateway (MX, A, AAAA, TXT, TLSA, PTR), sent only to the
-// configured `dns.servers` (or, when none are configured, the nameservers of /etc/resolv.conf).
-// Exposes whether an answer was DNSSEC-authenticated (AD bit from a validating resolver).
-// Promise: failures are typed DnsError kinds (nxdomain, nodata, servfail, timeout, refused,
-// malformed) — never a lowered answer; answers are cached per their TTL, negative ones briefly.
+// configured `dns.servers` (or, when none are configured, the nameservers of /etc/resolv.conf),
+// and the DNSSEC status of every answer: 'secure' when a server we trust for it set the AD bit
+// (dns.dnssec true; explicit dns.servers, or loopback resolv.conf servers), else 'insecure'.
+// Promise: failures are typed DnsError kinds — never a lowered answer. nxdomain/nodata are
+// answers and carry `secure` (an authenticated denial); 'bogus' (a validating resolver answered
+// SERVFAIL and its Extended DNS Error says DNSSEC) and 'servfail'/'timeout'/'refused'/'malformed'
+// mean "could not find out" and are never "no record". Answers are cached per their TTL,
+// negative ones briefly; failures are not cached.
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
@@ -14,24 +18,82 @@ import type { Answer, Packet, RecordType } from 'dns-packet';
 interface Rec { type: string; name: string; ttl?: number; data: unknown }
 type Decoded = Packet & { flag_tc?: boolean; flag_ad?: boolean; rcode?: string };
 
-export type DnsErrorKind = 'nxdomain' | 'nodata' | 'servfail' | 'timeout' | 'refused' | 'malformed';
+export type DnsErrorKind = 'nxdomain' | 'nodata' | 'servfail' | 'bogus' | 'timeout' | 'refused' | 'malformed';
+
+/**
+ * DNSSEC status of an answer (positive or negative). 'secure': validated by the resolver and
+ * we trust it to say so; 'insecure': everything else (unsigned zone, no validating resolver,
+ * dns.dnssec false). Bogus data is never an answer: it is a DnsError of kind 'bogus'.
+ */
+export type DnssecStatus = 'secure' | 'insecure';
+
+/** An Extended DNS Error (RFC 8914, EDNS option 15) that came with a failed answer. */
+export interface ExtendedDnsError { code: number; name: string; text: string }
+
+/** RFC 8914 §4 and the IANA registry: the INFO-CODE names. */
+const EDE_NAMES = ['Other', 'Unsupported DNSKEY Algorithm', 'Unsupported DS Digest Type', 'Stale Answer', 'Forged Answer',
+  'DNSSEC Indeterminate', 'DNSSEC Bogus', 'Signature Expired', 'Signature Not Yet Valid', 'DNSKEY Missing', 'RRSIGs Missing',
+  'No Zone Key Bit Set', 'NSEC Missing', 'Cached Error', 'Not Ready', 'Blocked', 'Censored', 'Filtered', 'Prohibited',
+  'Stale NXDOMAIN Answer', 'Not Authoritative', 'Not Supported', 'No Reachable Authority', 'Network Error', 'Invalid Data',
+  'Signature Expired before Valid', 'Too Early', 'Unsupported NSEC3 Iterations Value', 'Unable to conform to policy', 'Synthesized',
+  'Invalid Query Type'];
+/** INFO-CODEs that say validation failed: a SERVFAIL carrying one of them is 'bogus'. */
+const EDE_DNSSEC = new Set([1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 25, 27]);
+const EDE_OPTION = 15;
+
+export interface DnsErrorDetails {
+  /** nxdomain/nodata: the denial was DNSSEC-authenticated along the whole CNAME chain. */
+  secure?: boolean;
+  /** The names followed (query name first, each CNAME target after it), the last where it ended. */
+  names?: readonly string[];
+  /** Extended DNS Errors the resolver sent (bogus/servfail). */
+  ede?: readonly ExtendedDnsError[];
+}
 
 export class DnsError extends Error {
-  constructor(readonly kind: DnsErrorKind, readonly qname: string, readonly qtype: string, detail = '') {
+  /**
+   * nxdomain/nodata only: true when the resolver authenticated the denial (AD bit, trusted
+   * server, every CNAME on the way secure). A secure "no TLSA" means the domain publishes none;
+   * an insecure one proves nothing. Always false for the other kinds.
+   */
+  readonly secure: boolean;
+  readonly names: readonly string[];
+  readonly ede: readonly ExtendedDnsError[];
+  constructor(readonly kind: DnsErrorKind, readonly qname: string, readonly qtype: string, readonly detail = '', more: DnsErrorDetails = {}) {
     super(`DNS ${qtype} ${qname}: ${kind}${detail ? ` (${detail})` : ''}`);
     this.name = 'DnsError';
+    this.secure = (kind === 'nxdomain' || kind === 'nodata') && !!more.secure;
+    this.names = more.names ?? [qname];
+    this.ede = more.ede ?? [];
   }
   /** nxdomain/nodata are answers; the rest mean "could not find out". */
   get temporary(): boolean { return this.kind !== 'nxdomain' && this.kind !== 'nodata'; }
+  /** DNSSEC status of a negative answer ('insecure' for failures, which are not answers). */
+  get status(): DnssecStatus { return this.secure ? 'secure' : 'insecure'; }
 }
 
-export interface Lookup<T> { records: T[]; authenticated: boolean; ttl: number }
+export interface Lookup<T> {
+  records: T[];
+  /** status === 'secure' (kept for existing callers). */
+  authenticated: boolean;
+  /** 'secure' only when every answer on the way (each CNAME link included) was secure. */
+  status: DnssecStatus;
+  ttl: number;
+  /**
+   * The owner names from the query name through every CNAME target: `names[0]` is the name
+   * asked for, the last one holds the records (RFC 7672 §2.2.2 needs it for the TLSA base
+   * domain and the certificate name checks). Lower case, no trailing dot.
+   */
+  names: string[];
+}
 export interface MxRecord { exchange: string; priority: number }
 export interface TlsaRecord { usage: number; selector: number; matchingType: number; data: Buffer }
 
-interface Server { host: string; port: number }
+/** A server the resolver asks, and whether its AD bit counts (see the file header). */
+export interface Upstream { host: string; port: number; trustAd: boolean }
+type Server = Upstream;
 
-export function parseServer(s: string): Server {
+export function parseServer(s: string): { host: string; port: number } {
   const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(s) ?? /^([^:]+)(?::(\d+))?$/.exec(s);
   if (m) return { host: m[1], port: m[2] ? Number(m[2]) : 53 };
   return { host: s, port: 53 }; // bare IPv6
@@ -43,69 +105,104 @@ export function systemServers(file = '/etc/resolv.conf'): string[] {
   } catch { return []; }
 }
 
+const isLoopback = (ip: string) => /^(::ffff:)?127\./i.test(ip) || ip === '::1';
+
 const NEGATIVE_TTL = 60;
 const MAX_CNAME = 8;
+const EDE_TEXT_MAX = 300;
 
-export interface ResolverOptions { timeoutMs?: number; attempts?: number; cacheMax?: number }
+export interface ResolverOptions {
+  timeoutMs?: number; attempts?: number; cacheMax?: number;
+  /**
+   * dns.dnssec: trust the AD bit of the servers (default true). false: every answer is
+   * 'insecure' (DANE is then off) and queries ask for no DNSSEC data.
+   */
+  dnssec?: boolean;
+  /** Where the nameservers come from when `servers` is empty (default /etc/resolv.conf). */
+  resolvConf?: string;
+}
+
+/** One decoded response: records (possibly only a CNAME chain) or a denial, with its AD status. */
+interface Response { rcode: 'NOERROR' | 'NXDOMAIN'; records: Rec[]; secure: boolean; ttl: number }
+
+const norm = (n: string) => n.toLowerCase().replace(/\.$/, '');
 
 export class Resolver {
-  private readonly servers: Server[];
-  private readonly cache = new Map<string, { expires: number; value: Lookup<Rec> | DnsError }>();
+  /** The servers asked, in order, with their AD trust (for diagnostics: DANE needs one trusted). */
+  readonly upstreams: readonly Upstream[];
+  private readonly cache = new Map<string, { expires: number; value: Response }>();
   private readonly timeoutMs: number;
   private readonly attempts: number;
   private readonly cacheMax: number;
+  /** Whether DNSSEC status is read at all (dns.dnssec). false: DANE is off in effect. */
+  readonly dnssec: boolean;
 
   constructor(servers: readonly string[], opts: ResolverOptions = {}) {
-    const list = servers.length ? servers : systemServers();
-    this.servers = list.map(parseServer);
+    this.dnssec = opts.dnssec ?? true;
+    // Explicit servers are the operator's choice of validating resolver; the resolv.conf
+    // fallback is trusted only on loopback (an AD bit from across a network can be forged).
+    this.upstreams = servers.length
+      ? servers.map((s) => ({ ...parseServer(s), trustAd: this.dnssec }))
+      : systemServers(opts.resolvConf).map((s) => { const p = parseServer(s); return { ...p, trustAd: this.dnssec && isLoopback(p.host) }; });
     this.timeoutMs = opts.timeoutMs ?? 3000;
     this.attempts = opts.attempts ?? 2;
     this.cacheMax = opts.cacheMax ?? 10_000;
   }
 
-  /** Raw lookup of `type` at `name`, following CNAME chains. */
+  /**
+   * Raw lookup of `type` at `name`, following CNAME chains (at most 8 links). Throws DnsError
+   * nxdomain/nodata (with `secure` and `names` for the chain followed) or a failure kind.
+   */
   async lookup(name: string, type: RecordType): Promise<Lookup<Rec>> {
-    let qname = name.toLowerCase().replace(/\.$/, '');
-    let authenticated = true;
+    const names = [norm(name)];
+    let secure = true;
     let ttl = Infinity;
     for (let hop = 0; hop <= MAX_CNAME; hop++) {
-      const r = await this.cached(qname, type);
-      authenticated &&= r.authenticated;
-      ttl = Math.min(ttl, r.ttl);
-      const direct = r.records.filter((a) => a.type === type && a.name.toLowerCase() === qname);
-      if (direct.length) return { records: direct, authenticated, ttl };
-      // Follow CNAMEs, using what the resolver already included in the answer.
-      const cname = r.records.find((a) => a.type === 'CNAME' && a.name.toLowerCase() === qname);
-      if (!cname) {
-        const any = r.records.filter((a) => a.type === type);
-        if (any.length) return { records: any, authenticated, ttl };
-        throw new DnsError('nodata', name, type);
+      const qname = names[names.length - 1];
+      let r: Response;
+      try {
+        r = await this.cached(qname, type);
+      } catch (e) {
+        // A failure further down a chain is reported for the name asked, with the chain so far.
+        if (e instanceof DnsError && hop > 0) throw new DnsError(e.kind, name, type, `at ${qname}: ${e.detail}`, { names, ede: e.ede });
+        throw e;
       }
-      qname = String(cname.data).toLowerCase().replace(/\.$/, '');
-      const inline = r.records.filter((a) => a.type === type && a.name.toLowerCase() === qname);
-      if (inline.length) return { records: inline, authenticated, ttl };
+      secure &&= r.secure;
+      ttl = Math.min(ttl, r.ttl);
+      const done = (records: Rec[]): Lookup<Rec> => ({ records, authenticated: secure, status: secure ? 'secure' : 'insecure', ttl, names: [...names] });
+      // Follow the chain as far as the resolver included it in this answer.
+      for (;;) {
+        const cur = names[names.length - 1];
+        const direct = r.records.filter((a) => a.type === type && norm(a.name) === cur);
+        if (direct.length) return done(direct);
+        const cname = r.records.find((a) => a.type === 'CNAME' && norm(a.name) === cur);
+        if (!cname) break;
+        if (names.length > MAX_CNAME) throw new DnsError('malformed', name, type, 'CNAME chain too long', { names });
+        const next = norm(String(cname.data));
+        if (names.includes(next)) throw new DnsError('malformed', name, type, `CNAME loop at ${next}`, { names });
+        names.push(next);
+      }
+      if (r.rcode === 'NXDOMAIN') throw new DnsError('nxdomain', name, type, names.length > 1 ? `at ${names[names.length - 1]}` : '', { secure, names });
+      if (names[names.length - 1] === qname) {
+        const any = r.records.filter((a) => a.type === type);
+        if (any.length) return done(any);
+        throw new DnsError('nodata', name, type, names.length > 1 ? `at ${qname}` : '', { secure, names });
+      }
+      // The answer ended in a CNAME to a name it did not resolve: ask for that name.
     }
-    throw new DnsError('malformed', name, type, 'CNAME chain too long');
+    throw new DnsError('malformed', name, type, 'CNAME chain too long', { names });
   }
 
-  private async cached(name: string, type: RecordType): Promise<Lookup<Rec>> {
+  private async cached(name: string, type: RecordType): Promise<Response> {
     const key = `${type} ${name}`;
     const hit = this.cache.get(key);
-    if (hit && hit.expires > Date.now()) {
-      if (hit.value instanceof DnsError) throw hit.value;
-      return hit.value;
-    }
-    try {
-      const v = await this.query(name, type);
-      this.store(key, v, Math.max(0, Math.min(v.ttl, 86_400)));
-      return v;
-    } catch (e) {
-      if (e instanceof DnsError && !e.temporary) this.store(key, e, NEGATIVE_TTL);
-      throw e;
-    }
+    if (hit && hit.expires > Date.now()) return hit.value;
+    const v = await this.query(name, type);
+    this.store(key, v, v.rcode === 'NXDOMAIN' || !v.records.length ? NEGATIVE_TTL : Math.max(0, Math.min(v.ttl, 86_400)));
+    return v;
   }
 
-  private store(key: string, value: Lookup<Rec> | DnsError, ttl: number): void {
+  private store(key: string, value: Response, ttl: number): void {
     if (ttl <= 0) return;
     if (this.cache.size >= this.cacheMax) this.cache.delete(this.cache.keys().next().value!);
     this.cache.set(key, { expires: Date.now() + ttl * 1000, value });
@@ -114,43 +211,52 @@ export class Resolver {
   clearCache(): void { this.cache.clear(); }
 
   /** One question to the servers in turn (UDP, TCP when truncated). */
-  private async query(name: string, type: RecordType): Promise<Lookup<Rec>> {
-    if (!this.servers.length) throw new DnsError('servfail', name, type, 'no DNS servers configured and none in /etc/resolv.conf');
+  private async query(name: string, type: RecordType): Promise<Response> {
+    if (!this.upstreams.length) throw new DnsError('servfail', name, type, 'no DNS servers configured and none in /etc/resolv.conf');
     let last: DnsError = new DnsError('timeout', name, type);
-    for (let attempt = 0; attempt < this.attempts; attempt++) {
-      for (const s of this.servers) {
+    let bogus: DnsError | undefined;
+    for (let attempt = 0; attempt < this.attempts && !bogus; attempt++) {
+      for (const s of this.upstreams) {
         try {
           let p = await this.exchange(s, name, type, false);
           if (p.flag_tc) p = await this.exchange(s, name, type, true);
-          return this.interpret(p, name, type);
+          return this.interpret(p, s, name, type);
         } catch (e) {
           if (!(e instanceof DnsError)) throw e;
-          if (e.kind === 'nxdomain' || e.kind === 'nodata') throw e;
           last = e;
+          // A validation failure is a verdict, not a lost packet: no second round. Keep the
+          // first one: its EDE text is the fresh diagnosis, a repeat comes from the bogus cache.
+          if (e.kind === 'bogus') bogus ??= e;
         }
       }
     }
-    throw last;
+    throw bogus ?? last;
   }
 
-  private interpret(p: Decoded, name: string, type: RecordType): Lookup<Rec> {
+  private interpret(p: Decoded, s: Server, name: string, type: RecordType): Response {
     const rcode = p.rcode ?? 'NOERROR';
-    if (rcode === 'NXDOMAIN') throw new DnsError('nxdomain', name, type);
-    if (rcode === 'SERVFAIL') throw new DnsError('servfail', name, type);
-    if (rcode === 'REFUSED') throw new DnsError('refused', name, type);
-    if (rcode !== 'NOERROR') throw new DnsError('servfail', name, type, rcode);
-    const answers = (p.answers ?? []) as unknown as Rec[];
-    if (!answers.length) throw new DnsError('nodata', name, type);
-    const ttl = Math.min(...answers.map((a) => (typeof a.ttl === 'number' ? a.ttl : 300)));
-    return { records: answers, authenticated: !!p.flag_ad, ttl };
+    const secure = s.trustAd && !!p.flag_ad;
+    const answers = ((p.answers ?? []) as unknown as Rec[]).filter((a) => a.type !== 'RRSIG');
+    const ttlOf = () => (answers.length ? Math.min(...answers.map((a) => (typeof a.ttl === 'number' ? a.ttl : 300))) : NEGATIVE_TTL);
+    if (rcode === 'NOERROR' || rcode === 'NXDOMAIN') return { rcode, records: answers, secure, ttl: ttlOf() };
+    if (rcode === 'REFUSED') throw new DnsError('refused', name, type, `${s.host}:${s.port}`);
+    const ede = extendedErrors(p);
+    const why = ede.map((e) => `EDE ${e.code} ${e.name}${e.text ? `: ${e.text}` : ''}`).join('; ');
+    if (rcode === 'SERVFAIL') {
+      const bogus = ede.some((e) => EDE_DNSSEC.has(e.code));
+      throw new DnsError(bogus ? 'bogus' : 'servfail', name, type, `${s.host}:${s.port}${why ? `: ${why}` : ''}`, { ede });
+    }
+    throw new DnsError('servfail', name, type, `${s.host}:${s.port} answered ${rcode}${why ? `; ${why}` : ''}`, { ede });
   }
 
   private exchange(s: Server, name: string, type: RecordType, tcp: boolean): Promise<Decoded> {
     const id = randomInt(1, 65_535);
+    // dns.dnssec: DO asks for signatures (RFC 4035 §3.2.1) and AD for the validation result
+    // (RFC 6840 §5.7); without it neither is asked for and AD is ignored anyway.
     const q: Packet = {
-      type: 'query', id, flags: dnsPacket.RECURSION_DESIRED | dnsPacket.AUTHENTIC_DATA,
+      type: 'query', id, flags: dnsPacket.RECURSION_DESIRED | (this.dnssec ? dnsPacket.AUTHENTIC_DATA : 0),
       questions: [{ type, name, class: 'IN' }],
-      additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232, flags: dnsPacket.DNSSEC_OK } as unknown as Answer],
+      additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232, flags: this.dnssec ? dnsPacket.DNSSEC_OK : 0 } as unknown as Answer],
     };
     return tcp ? this.tcp(s, q, name, type) : this.udp(s, q, name, type);
   }
@@ -197,23 +303,28 @@ export class Resolver {
   async mx(domain: string): Promise<Lookup<MxRecord> & { nullMx: boolean }> {
     const r = await this.lookup(domain, 'MX');
     const records = r.records.map((a) => a.data as { exchange: string; preference: number })
-      .map((d) => ({ exchange: d.exchange.toLowerCase().replace(/\.$/, ''), priority: d.preference }));
+      .map((d) => ({ exchange: norm(d.exchange), priority: d.preference }));
     const nullMx = records.length === 1 && records[0].exchange === '';
-    return { records: nullMx ? [] : records, authenticated: r.authenticated, ttl: r.ttl, nullMx };
+    return { ...r, records: nullMx ? [] : records, nullMx };
   }
 
-  /** IPv4 and IPv6 addresses of a host (either family may be absent). */
-  async addresses(host: string): Promise<Lookup<string>> {
+  /**
+   * IPv4 and IPv6 addresses of a host (either family may be absent). `status` is 'secure' only
+   * when every answer received (records or denial, for both families) was secure; a family
+   * whose lookup failed is left out of `records` and `status` and listed in `failures`.
+   */
+  async addresses(host: string): Promise<Lookup<string> & { failures: DnsError[] }> {
     const results = await Promise.allSettled([this.lookup(host, 'A'), this.lookup(host, 'AAAA')]);
     const ok = results.filter((r): r is PromiseFulfilledResult<Lookup<Rec>> => r.status === 'fulfilled').map((r) => r.value);
-    if (!ok.length) {
-      const errs = results.map((r) => (r as PromiseRejectedResult).reason);
-      const temp = errs.find((e) => !(e instanceof DnsError) || e.temporary);
-      throw temp ?? errs[0];
-    }
+    const errs = results.map((r, i) => (r.status === 'fulfilled' ? undefined : asDnsError(r.reason, host, i ? 'AAAA' : 'A')))
+      .filter((e): e is DnsError => !!e);
+    if (!ok.length) throw errs.find((e) => e.temporary) ?? errs[0];
+    const denials = errs.filter((e) => !e.temporary);
+    const secure = ok.every((l) => l.authenticated) && denials.every((e) => e.secure);
     return {
       records: ok.flatMap((l) => l.records.map((a) => String(a.data))),
-      authenticated: ok.every((l) => l.authenticated), ttl: Math.min(...ok.map((l) => l.ttl)),
+      authenticated: secure, status: secure ? 'secure' : 'insecure', ttl: Math.min(...ok.map((l) => l.ttl)),
+      names: ok[0].names, failures: errs.filter((e) => e.temporary),
     };
   }
 
@@ -222,6 +333,12 @@ export class Resolver {
     return { ...r, records: r.records.map((a) => ([] as (string | Buffer)[]).concat(a.data as string | Buffer | (string | Buffer)[]).map(String).join('')) };
   }
 
+  /**
+   * TLSA records at `name` (e.g. `_25._tcp.mx.example.com`). For DANE read `status` (only a
+   * 'secure' RRset counts) and, on a DnsError nxdomain/nodata, its `secure` flag: a secure
+   * denial means "no TLSA records", an insecure one proves nothing; any other kind is a
+   * failure that must defer delivery (RFC 7672 §2.2).
+   */
   async tlsa(name: string): Promise<Lookup<TlsaRecord>> {
     const r = await this.lookup(name, 'TLSA');
     return { ...r, records: r.records.map((a) => { const d = a.data as { usage: number; selector: number; matchingType: number; certificate: Buffer }; return { usage: d.usage, selector: d.selector, matchingType: d.matchingType, data: d.certificate }; }) };
@@ -231,6 +348,20 @@ export class Resolver {
     const r = await this.lookup(reverseName(ip), 'PTR');
     return { ...r, records: r.records.map((a) => String(a.data).replace(/\.$/, '')) };
   }
+}
+
+function asDnsError(e: unknown, name: string, type: string): DnsError {
+  return e instanceof DnsError ? e : new DnsError('malformed', name, type, (e as Error)?.message ?? String(e));
+}
+
+/** The Extended DNS Errors (RFC 8914) in a response's OPT record; text sanitised and bounded. */
+export function extendedErrors(p: Packet): ExtendedDnsError[] {
+  const opt = (p.additionals ?? []).find((a) => a.type === 'OPT') as { options?: { code: number; data?: Buffer }[] } | undefined;
+  return (opt?.options ?? []).filter((o) => o.code === EDE_OPTION && o.data && o.data.length >= 2).map((o) => {
+    const code = o.data!.readUInt16BE(0);
+    const text = o.data!.subarray(2).toString('utf8').replace(/[\x00-\x1f\x7f]+/g, ' ').trim().slice(0, EDE_TEXT_MAX);
+    return { code, name: EDE_NAMES[code] ?? `code ${code}`, text };
+  });
 }
 
 export function reverseName(ip: string): string {

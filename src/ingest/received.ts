@@ -29,7 +29,9 @@ export function receivedHeader(f: InboundFacts, queueId: string, rcpt: string | 
     `Received: from ${clean(f.helo || 'unknown')} ([${ip}])`,
     ...tlsComment(f),
     `by ${f.receivedBy} (Portcullis) with ${f.protocol} id ${queueId}`,
-    ...(rcpt ? [`for <${clean(rcpt)}>; ${rfc5322Date(at)}`] : [`; ${rfc5322Date(at)}`]),
+    // The recipient in its canonical form (../mailbox.ts), which has no control characters; the
+    // replace only keeps that true for the header whatever a caller passes.
+    ...(rcpt ? [`for <${rcpt.replace(/[\x00-\x1f\x7f]/g, '?')}>; ${rfc5322Date(at)}`] : [`; ${rfc5322Date(at)}`]),
   ];
   return Buffer.from(parts.join('\r\n\t') + '\r\n');
 }

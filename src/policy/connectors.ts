@@ -156,5 +156,21 @@ export class InboundConnectors {
     }
     return undefined;
   }
+
+  // Admission (inbound/admission.ts): which clients may use the reserved connection capacity.
+  /** Whether some enabled connector can identify a client at all (by address or certificate). */
+  get identifiesClients(): boolean {
+    return this.list.some((p) => p.blocks !== null || !!p.c.tlsSenderCertificateName);
+  }
+
+  /** The client address is in an enabled connector's senderIPAddresses. */
+  identifiesAddress(ip: string): boolean {
+    return this.list.some((p) => inBlocks(p.blocks, ip));
+  }
+
+  /** The judged client certificate identifies an enabled connector (revocation and EKU included). */
+  identifiesCertificate(cert: ClientCertificate | undefined): boolean {
+    return !!cert && this.list.some((p) => this.certificateSatisfies(p, cert));
+  }
 }
 

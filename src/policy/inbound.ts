@@ -4,11 +4,12 @@
 // Promises: a recipient outside the accepted domains is accepted only for a session identified
 // by an onPremises connector whose organisation owns the certificate domain or the sender domain
 // (550 5.7.1 otherwise; when the client's certificate carries an onPremises connector's name but
-// did not identify it, the refusal says why); local parts with routing characters (%, !, @) are
-// never relayed.
+// did not identify it, the refusal says why); local parts with routing characters (%, !, @),
+// quoted or not, are never relayed. The recipient address it returns is in the canonical form
+// (../mailbox.ts).
 import type { AcceptedDomain, Config } from '../config/load.ts';
 import { reply, type SmtpReply } from '../errors.ts';
-import type { Mailbox } from '../inbound/address.ts';
+import { foldCase, formatMailbox, type Mailbox } from '../mailbox.ts';
 import type { Route } from '../store/types.ts';
 import { InboundConnectors, type ConnectorMatch, type TransactionView } from './connectors.ts';
 
@@ -69,11 +70,11 @@ export class InboundPolicy {
     }
     const d = this.domains.get(domainName);
     if (!d) return this.relay(mb, domainName, s);
-    const lower = local.toLowerCase();
+    const lower = foldCase(local);
     if (d.recipients !== 'any' && lower !== 'postmaster' && !d.recipients.includes(lower)) {
-      return { ok: false, reply: reply(550, '5.1.1', 'Recipient address rejected: user unknown', `no mailbox ${lower}@${d.domain} in organization ${d.organization}`) };
+      return { ok: false, reply: reply(550, '5.1.1', 'Recipient address rejected: user unknown', `no mailbox ${formatMailbox(lower, d.domain)} in organization ${d.organization}`) };
     }
-    return { ok: true, address: `${local}@${d.domain}`, org: d.organization, route: d.type === 'internalRelay' ? 'remote' : 'local' };
+    return { ok: true, address: formatMailbox(local, d.domain), org: d.organization, route: d.type === 'internalRelay' ? 'remote' : 'local' };
   }
 
   /**

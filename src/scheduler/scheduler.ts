@@ -1,4 +1,5 @@
-// Owns: queue states, leases, retry backoff, expiry, delay warnings and bounces. Claims due
+// Owns: queue states, leases, retry backoff, expiry, delay warnings and bounces, and runs trace
+// retention (retention.ts) while it runs. Claims due
 // messages from the store, hands recipients to their delivery agent (local Maildir, or remote
 // SMTP grouped by next hop so one transaction carries many recipients), records the outcomes.
 // Promises: a message leaves the queue only when every recipient is delivered or failed; a crash
@@ -14,9 +15,11 @@ import type { AttemptFacts, RemoteDelivery } from '../delivery/remote.ts';
 import { buildDsn, wantsNotice, type DsnRecipient } from '../ingest/dsn.ts';
 import type { Ingest } from '../ingest/ingest.ts';
 import type { InboundPolicy } from '../policy/inbound.ts';
-import type { OutboundPolicy } from '../policy/outbound.ts';
+import { levelRank, type OutboundPolicy, type TlsLevel } from '../policy/outbound.ts';
+import { tlsFailurePlain } from '../tls/failures.ts';
 import type { QueueMessage, QueueRecipient, RecipientOutcome, Store } from '../store/types.ts';
 import { sessionId } from '../util/ids.ts';
+import { TraceRetention } from './retention.ts';
 
 export interface Agents {
   local: MaildirDelivery;
@@ -36,22 +39,29 @@ export function retryDelay(schedule: readonly number[], attempts: number): numbe
 
 interface Result { rcpt: QueueRecipient; outcome: Outcome; agent: string; attempt?: AttemptFacts; note?: Record<string, unknown>; expired?: boolean; before?: Outcome }
 
+/** What a required TLS level asks for, in plain words. */
+const REQUIRED: Partial<Record<TlsLevel, string>> = {
+  encryptionOnly: 'an encrypted connection (TLS 1.2 or newer)',
+  certificateValidation: 'an encrypted connection (TLS 1.2 or newer) to a server with a valid certificate from a trusted authority',
+  domainValidation: 'an encrypted connection (TLS 1.2 or newer) to a server whose valid certificate proves its name',
+};
+
 /** Plain words for the sender: what happened and how the connection was protected. */
 function explain(r: Result, expired: boolean): string {
   const o = r.outcome.reply;
   let details = o.reason ?? `${o.code} ${o.enhanced} ${o.message}`;
   if (!/said:/.test(details)) details = `${details} (${o.code} ${o.enhanced} ${o.message})`;
   const a = r.attempt;
-  // The class of the failure itself (before an expiry turned it into 5.4.7).
-  const cls = (r.before ?? r.outcome).reply.enhanced.slice(2);
   let plain = '';
-  // TLS requirements (connector policy): say what it means before the technical detail.
-  if (cls === '7.4') {
-    plain = `The receiving mail server${a?.host ? ` (${a.host})` : ''} did not offer the encrypted connection (TLS) that your organisation requires for this destination, so the message was never sent to it. `;
-  } else if (cls === '7.5') {
-    plain = `The receiving mail server${a?.host ? ` (${a.host})` : ''} did not prove its identity with a valid certificate as your organisation requires for this destination, so the message was never sent to it. `;
+  // A required TLS level that was not met: say why, from the TLS failure kind, before the
+  // technical detail. (Not from the enhanced code: 4.7.5 covers an outdated protocol as well as
+  // an unproven identity, and a peer's own 5.7.x reply is no TLS failure of ours.)
+  const required = a && levelRank(a.tlsRequired.level) >= levelRank('encryptionOnly') ? REQUIRED[a.tlsRequired.level] : undefined;
+  if (a?.tlsFailure && required) {
+    plain = `The receiving mail server${a.host ? ` (${a.host})` : ''} ${tlsFailurePlain(a.tlsFailure)}. Your organisation requires ${required} for this destination, so the message was never sent to it. `;
   } else if (a) {
-    if (a.tls) details += ` The connection to ${a.host} was encrypted with ${a.tls.version} (${a.tls.cipher}).`;
+    const legacy = a.tlsLegacy && a.tlsFailure ? `; an outdated form of encryption, because the server ${tlsFailurePlain(a.tlsFailure)}` : '';
+    if (a.tls) details += ` The connection to ${a.host} was encrypted with ${a.tls.version} (${a.tls.cipher}${legacy}).`;
     else if (a.ip && !a.error) details += ` The connection to ${a.host} was not encrypted${a.fallback ? ` (${a.fallback})` : ''}.`;
   }
   const s = `${plain}${plain ? 'Technical details: ' : ''}${details}`;
@@ -72,12 +82,17 @@ export class Scheduler {
   private running = false;
   private again = false;
   private stopped = false;
+  private cycling: Promise<void> = Promise.resolve();
   private idle: (() => void)[] = [];
+  private readonly retention: TraceRetention;
 
-  constructor(private readonly store: Store, private readonly agents: Agents, private readonly ingest: Ingest, private readonly deps: () => SchedulerDeps) {}
+  constructor(private readonly store: Store, private readonly agents: Agents, private readonly ingest: Ingest, private readonly deps: () => SchedulerDeps) {
+    this.retention = new TraceRetention(store, () => this.deps().config.trace.retentionDays);
+  }
 
   start(): void {
     this.kick();
+    this.retention.start();
   }
 
   /** Direct handoff (ingest): a lease when there is room to deliver a new message right away. */
@@ -117,7 +132,7 @@ export class Scheduler {
     clearTimeout(this.timer);
     this.timer = undefined;
     this.running = true;
-    void this.cycle().finally(() => {
+    this.cycling = this.cycle().finally(() => {
       this.running = false;
       if (this.again) { this.again = false; this.kick(); }
     });
@@ -184,7 +199,11 @@ export class Scheduler {
         r.outcome = { status: 'failed', reply: { code: 550, enhanced: '5.4.7', message: `Delivery time expired: ${r.outcome.reply.message}`, reason: r.outcome.reply.reason ?? r.outcome.reply.message } };
         r.expired = true;
       }
-      emit({ event: 'delivery.result', queueId: m.id, rcpt: r.rcpt.address, status: r.outcome.status, agent: r.agent, code: r.outcome.reply.code, enhanced: r.outcome.reply.enhanced, reason: r.outcome.reply.reason ?? r.outcome.reply.message });
+      const a = r.attempt;
+      emit({
+        event: 'delivery.result', queueId: m.id, rcpt: r.rcpt.address, status: r.outcome.status, agent: r.agent, code: r.outcome.reply.code, enhanced: r.outcome.reply.enhanced, reason: r.outcome.reply.reason ?? r.outcome.reply.message,
+        ...(a?.tlsFailure ? { tlsFailure: a.tlsFailure } : {}), ...(a?.tls ? { tlsVersion: a.tls.version } : {}), ...(a?.tlsLegacy ? { tlsLegacy: true } : {}),
+      });
     }
     if (data) await this.notify(m, data, results);
     const deferred = results.filter((r) => r.outcome.status === 'deferred');
@@ -242,10 +261,12 @@ export class Scheduler {
     emit({ event: 'delivery.result', queueId: m.id, rcpt: rcpts.map((r) => r.address).join(','), status: a === 'delayed' ? 'deferred' : a === 'failed' ? 'failed' : 'delivered', agent: 'dsn', reason: `${a === 'delayed' ? 'delay warning' : a === 'failed' ? 'DSN' : 'success notice'} queued as ${id} to <${m.mailFrom}>` });
   }
 
-  /** Stop claiming; wait for deliveries in flight. */
+  /** Stop claiming; wait for the queue scan and the deliveries in flight. */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    await this.cycling;
+    await this.retention.stop();
     if (this.inflight > 0) await new Promise<void>((r) => this.idle.push(r));
   }
 }

@@ -4,7 +4,8 @@ import type { TlsFacts } from '../events.ts';
 import type { SmtpReply } from '../errors.ts';
 
 export type MessageState = 'incoming' | 'active' | 'deferred' | 'held' | 'done';
-export type RecipientStatus = 'pending' | 'delivered' | 'deferred' | 'failed';
+/** 'deleted': taken out of the queue by an administrator (`queue delete`), never delivered. */
+export type RecipientStatus = 'pending' | 'delivered' | 'deferred' | 'failed' | 'deleted';
 export type Route = 'local' | 'remote';
 
 export interface InboundFacts {
@@ -108,6 +109,11 @@ export interface TraceEvent {
   data: Record<string, unknown>;
 }
 
+/** What `deleteQueued` did: deleted (how many recipients were still open), or why not. */
+export type DeleteResult =
+  | { deleted: true; recipients: number }
+  | { deleted: false; why: 'unknown' | 'finished' | 'inDelivery' };
+
 export interface QueueFilter {
   states?: MessageState[];
   limit?: number;
@@ -132,7 +138,18 @@ export interface Store {
   trace(id: string): Promise<TraceEvent[]>;
   /** Make a deferred/held message due now. */
   retryNow(id: string): Promise<boolean>;
-  remove(id: string): Promise<boolean>;
+  /**
+   * An administrator takes a message out of the queue without delivering it: its data is
+   * deleted, its open recipients become 'deleted', the message is done, and a 'deleted' trace
+   * event records `by`. Envelope, recipients and trace stay (see purgeDone). A message that is
+   * finished, or in delivery under a live lease, is left as it is.
+   */
+  deleteQueued(id: string, by: string, now?: number): Promise<DeleteResult>;
+  /**
+   * Trace retention: forget up to `limit` done messages that finished before `before` (ms epoch),
+   * with their recipients and trace events, oldest first. Returns how many were forgotten.
+   */
+  purgeDone(before: number, limit: number): Promise<number>;
   /** When the next message becomes due (ms epoch), or null when nothing waits. */
   nextDue(): Promise<number | null>;
   /** Single-node start-up: leases of a previous (crashed) process are released. */

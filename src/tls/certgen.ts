@@ -24,6 +24,8 @@ export interface CertOptions {
   ca?: boolean;
   crlUrls?: string[];
   ocspUrls?: string[];
+  /** AIA caIssuers: where the issuer's certificate can be fetched. */
+  caIssuerUrls?: string[];
   serverAuth?: boolean;
   clientAuth?: boolean;
 }
@@ -72,7 +74,9 @@ export async function issueCertificate(opts: CertOptions, issuer?: Issued): Prom
   ];
   if (names.length) exts.push(new x509.SubjectAlternativeNameExtension(names));
   if (opts.crlUrls?.length) exts.push(new x509.CRLDistributionPointsExtension(opts.crlUrls));
-  if (opts.ocspUrls?.length) exts.push(new x509.AuthorityInfoAccessExtension({ ocsp: opts.ocspUrls }));
+  if (opts.ocspUrls?.length || opts.caIssuerUrls?.length) {
+    exts.push(new x509.AuthorityInfoAccessExtension({ ...(opts.ocspUrls?.length ? { ocsp: opts.ocspUrls } : {}), ...(opts.caIssuerUrls?.length ? { caIssuers: opts.caIssuerUrls } : {}) }));
+  }
   exts.push(await x509.SubjectKeyIdentifierExtension.create(keys.publicKey));
   if (issuer) exts.push(await x509.AuthorityKeyIdentifierExtension.create(issuer.cert));
 

@@ -7,10 +7,14 @@ import { emit } from '../events.ts';
 import { writeFileDurable } from '../util/fsync.ts';
 import { issueCertificate } from './certgen.ts';
 
-export async function ensureDevCertificate(dataDir: string, hostname: string): Promise<{ cert: string; key: string }> {
+/** Where the development certificate lives (whether or not it exists yet). */
+export function devCertificatePaths(dataDir: string): { dir: string; cert: string; key: string } {
   const dir = path.join(dataDir, 'certs');
-  const cert = path.join(dir, 'dev-cert.pem');
-  const key = path.join(dir, 'dev-key.pem');
+  return { dir, cert: path.join(dir, 'dev-cert.pem'), key: path.join(dir, 'dev-key.pem') };
+}
+
+export async function ensureDevCertificate(dataDir: string, hostname: string): Promise<{ cert: string; key: string }> {
+  const { dir, cert, key } = devCertificatePaths(dataDir);
   const names = [...new Set([hostname, 'localhost'])];
   if (existsSync(cert) && existsSync(key)) {
     const x = new X509Certificate(readFileSync(cert));

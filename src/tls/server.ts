@@ -7,6 +7,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { AdminError } from '../errors.ts';
 import { emit } from '../events.ts';
+import { certificateFileWarnings } from './inspect.ts';
 import { CIPHERS, ECDH_CURVES } from './policy-constants.ts';
 
 export interface CertPair { cert: string; key: string }
@@ -47,7 +48,15 @@ export class ServerTls {
         throw new AdminError(`certificate ${pair.cert} with key ${pair.key} is unusable: ${(e as Error).message}`,
           'install the matching certificate and key (PEM), certificate first then intermediates');
       }
-      const ctx = tls.createSecureContext({
+      const ctx = this.context(pair, certPem, keyPem);
+      return { pair, ctx, x509: x, certPem, keyPem };
+    });
+  }
+
+  /** OpenSSL's refusal ("ca md too weak", "ee key too small") explained by the certificate checks. */
+  private context(pair: CertPair, certPem: string, keyPem: string): tls.SecureContext {
+    try {
+      return tls.createSecureContext({
         cert: certPem, key: keyPem, minVersion: this.minVersion, maxVersion: 'TLSv1.3',
         ciphers: CIPHERS, honorCipherOrder: true, ecdhCurve: ECDH_CURVES,
         ticketKeys: this.ticketKeys, sessionTimeout: 7200,
@@ -58,8 +67,11 @@ export class ServerTls {
         // (a cheap DoS lever) and SMTP never needs it; OpenSSL answers with a no_renegotiation alert.
         secureOptions: constants.SSL_OP_NO_RENEGOTIATION,
       });
-      return { pair, ctx, x509: x, certPem, keyPem };
-    });
+    } catch (e) {
+      const why = certificateFileWarnings(pair.cert);
+      throw new AdminError(`certificate ${pair.cert} is unusable: ${(e as Error).message}${why.length ? ` (${why.join('; ')})` : ''}`,
+        'install a certificate signed with SHA-256 or better, with an RSA key of at least 2048 bits or an EC P-256/P-384 key');
+    }
   }
 
   names(): string[] {

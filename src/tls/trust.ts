@@ -1,28 +1,38 @@
 // Owns: the trust store (system roots + configured CA files) and chain verification.
-// Promise: verifyChain never throws on a bad chain; it returns ok:false with the reason.
+// Promise: verifyChain never throws on a bad chain; it returns ok:false with the reason, as text
+// and as a kind of the TLS failure vocabulary (tls/failures.ts).
 import { readFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import { rootCertificates } from 'node:tls';
 import { AdminError } from '../errors.ts';
+import type { ChainFailureKind } from './failures.ts';
 
 export function splitPem(text: string): string[] {
   return text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
 }
 
+/** The certificates of a CA file; an AdminError naming the file when it is unusable. */
+export function readCaFile(f: string, key = 'tls.trust.caFiles'): X509Certificate[] {
+  let text: string;
+  try { text = readFileSync(f, 'utf8'); } catch (e) {
+    throw new AdminError(`cannot read CA file ${f}: ${(e as Error).message}`, `fix ${key}`);
+  }
+  const found = splitPem(text);
+  if (!found.length) throw new AdminError(`CA file ${f} contains no PEM certificate`, `fix ${key}`);
+  return found.map((p, i) => {
+    try { return new X509Certificate(p); } catch (e) {
+      throw new AdminError(`certificate ${i + 1} in CA file ${f} cannot be parsed: ${(e as Error).message}`, `fix ${key}`);
+    }
+  });
+}
+
+/** The public roots shipped with Node.js (tls.trust.system). */
+export const systemRoots = (): X509Certificate[] => rootCertificates.map((p) => new X509Certificate(p));
+
 export class TrustStore {
   readonly roots: X509Certificate[];
   constructor(system: boolean, caFiles: readonly string[]) {
-    const pems: string[] = system ? [...rootCertificates] : [];
-    for (const f of caFiles) {
-      let text: string;
-      try { text = readFileSync(f, 'utf8'); } catch (e) {
-        throw new AdminError(`cannot read CA file ${f}: ${(e as Error).message}`, 'fix tls.trust.caFiles');
-      }
-      const found = splitPem(text);
-      if (!found.length) throw new AdminError(`CA file ${f} contains no PEM certificate`, 'fix tls.trust.caFiles');
-      pems.push(...found);
-    }
-    this.roots = pems.map((p) => new X509Certificate(p));
+    this.roots = [...(system ? systemRoots() : []), ...caFiles.flatMap((f) => readCaFile(f))];
   }
 
   /** A trusted certificate that issued `c` (by name and signature), if any. */
@@ -38,14 +48,16 @@ export class TrustStore {
 export interface ChainResult {
   ok: boolean;
   error?: string;
+  /** What is wrong, when not ok. */
+  failure?: ChainFailureKind;
   /** Leaf first, ending with the trusted root when found. */
   chain: X509Certificate[];
   root?: X509Certificate;
 }
 
-function validAt(c: X509Certificate, at: number): string | undefined {
-  if (Date.parse(c.validFrom) > at) return `certificate ${c.subject.replace(/\n/g, ', ')} is not yet valid (from ${c.validFrom})`;
-  if (Date.parse(c.validTo) < at) return `certificate ${c.subject.replace(/\n/g, ', ')} expired on ${c.validTo}`;
+function validAt(c: X509Certificate, at: number): { error: string; failure: ChainFailureKind } | undefined {
+  if (Date.parse(c.validFrom) > at) return { error: `certificate ${c.subject.replace(/\n/g, ', ')} is not yet valid (from ${c.validFrom})`, failure: 'certificate-not-yet-valid' };
+  if (Date.parse(c.validTo) < at) return { error: `certificate ${c.subject.replace(/\n/g, ', ')} expired on ${c.validTo}`, failure: 'certificate-expired' };
   return undefined;
 }
 
@@ -55,23 +67,23 @@ export function verifyChain(leaf: X509Certificate, intermediates: readonly X509C
   let cur = leaf;
   for (let depth = 0; depth < 10; depth++) {
     const err = validAt(cur, at);
-    if (err) return { ok: false, error: err, chain };
+    if (err) return { ok: false, ...err, chain };
     if (trust.isTrusted(cur)) return { ok: true, chain, root: cur };
     const root = trust.issuerOf(cur);
     if (root) {
       const rerr = validAt(root, at);
       chain.push(root);
-      return rerr ? { ok: false, error: rerr, chain } : { ok: true, chain, root };
+      return rerr ? { ok: false, ...rerr, chain } : { ok: true, chain, root };
     }
     const next = intermediates.find((i) => i.subject === cur.issuer && cur.checkIssued(i) && cur.verify(i.publicKey) && i.ca);
     if (!next) {
       const self = cur.subject === cur.issuer && cur.verify(cur.publicKey);
-      return { ok: false, chain, error: self ? 'self-signed certificate not in the trust store' : `unable to find issuer "${cur.issuer.replace(/\n/g, ', ')}" in the trust store` };
+      return { ok: false, chain, failure: 'certificate-not-trusted', error: self ? 'self-signed certificate not in the trust store' : `unable to find issuer "${cur.issuer.replace(/\n/g, ', ')}" in the trust store` };
     }
     chain.push(next);
     cur = next;
   }
-  return { ok: false, chain, error: 'certificate chain too long' };
+  return { ok: false, chain, failure: 'certificate-not-trusted', error: 'certificate chain too long' };
 }
 
 /**

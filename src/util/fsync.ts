@@ -20,10 +20,15 @@ export function writeFileDurable(file: string, data: string | Buffer, mode = 0o6
   fsyncDir(path.dirname(file));
 }
 
-/** Async variant: write `chunks` to `tmp`, fsync, rename to `final`, fsync the target directory. */
-export async function writeChunksDurable(tmp: string, final: string, chunks: readonly Buffer[]): Promise<void> {
-  const fh = await open(tmp, 'wx', 0o600);
+/**
+ * Async variant: write `chunks` to `tmp`, fsync, rename to `final`, fsync the target directory.
+ * `mode` is set exactly (whatever the umask) and `gid` given to the file before it is renamed.
+ */
+export async function writeChunksDurable(tmp: string, final: string, chunks: readonly Buffer[], perm: { mode?: number; gid?: number } = {}): Promise<void> {
+  const fh = await open(tmp, 'wx', perm.mode ?? 0o600);
   try {
+    if (perm.gid !== undefined) await fh.chown(-1, perm.gid);
+    if (perm.mode !== undefined) await fh.chmod(perm.mode);
     await fh.writev(chunks as Buffer[]);
     await fh.sync();
   } finally { await fh.close(); }

@@ -54,6 +54,8 @@ interface Case {
   enhanced: '4.7.4' | '4.7.5';
   reason: RegExp;
   achieved: string;
+  /** The TLS failure kind (src/tls/failures.ts) in the trace and the log; alternatives with "|". */
+  kind: string;
   /** Plain words the expiry DSN must contain. */
   dsn: RegExp;
 }
@@ -64,45 +66,62 @@ const ENC = 'TLS required by connector "To Enc"';
 const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const at = (p: PeerName) => esc(`host ${host(p)} [${IP[p]}]`);
 const FP = '\\(SHA-256 [0-9A-F]{2}(?::[0-9A-F]{2}){31}\\)';
-const NOT_OFFERED = /did not offer STARTTLS/;
-const NOT_PROVED = /did not prove/;
+/** The DSN's plain words: the server, what it did, what the organisation requires. */
+const REQUIRES: Record<Case['level'], string> = {
+  encryptionOnly: 'an encrypted connection (TLS 1.2 or newer)',
+  certificateValidation: 'an encrypted connection (TLS 1.2 or newer) to a server with a valid certificate from a trusted authority',
+  domainValidation: 'an encrypted connection (TLS 1.2 or newer) to a server whose valid certificate proves its name',
+};
+const KIND_WORDS: Record<string, string> = {
+  'starttls-not-offered': 'did not offer an encrypted connection (TLS)',
+  'starttls-refused': 'refused to set up an encrypted connection (TLS)',
+  'handshake-failed': 'could not set up an encrypted connection (the TLS handshake failed)',
+  'connection-lost-during-handshake': 'closed the connection while an encrypted connection (TLS) was being set up',
+  'certificate-expired': 'did not prove its identity: its certificate has expired',
+  'certificate-not-trusted': 'did not prove its identity: its certificate is not issued by a certificate authority trusted here',
+  'certificate-host-mismatch': 'did not prove its identity: its certificate was issued for a different name',
+  'certificate-revoked': 'did not prove its identity: its certificate has been revoked by its issuer',
+};
+const plain = (p: PeerName, kind: string, level: Case['level']) => new RegExp(`${esc(`The receiving mail server (${host(p)}) `)}(${kind.split('|').map((k) => esc(KIND_WORDS[k])).join('|')})${esc(`. Your organisation requires ${REQUIRES[level]} for this destination, so the message was never sent to it.`)}`);
+/** The "broken" peer sends non-TLS bytes and closes after its 220: whether those bytes arrive with the 220 (and are dropped as injection) or after it decides the kind. */
+const BROKEN = 'handshake-failed|connection-lost-during-handshake';
 
 const CASES: Case[] = [
   // domainValidation, tlsDomain *.fabrikam.test
-  { id: 'dv-nostarttls', rcpt: 'u@nostarttls.fabrikam.test', peer: 'nostarttls', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.4', achieved: 'none',
-    reason: new RegExp(`^${esc(FAB)}: ${esc(`${host('nostarttls')} [${IP.nostarttls}]`)} did not offer STARTTLS$`), dsn: NOT_OFFERED },
-  { id: 'dv-454', rcpt: 'u@s454.fabrikam.test', peer: 's454', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.4', achieved: 'none',
-    reason: new RegExp(`^${esc(FAB)}: ${esc(`${host('s454')} [${IP.s454}]`)} refused STARTTLS: 454 `), dsn: /refused STARTTLS: 454/ },
-  { id: 'dv-502', rcpt: 'u@s502.fabrikam.test', peer: 's502', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.4', achieved: 'none',
-    reason: new RegExp(`^${esc(FAB)}: ${esc(`${host('s502')} [${IP.s502}]`)} refused STARTTLS: 502 `), dsn: /refused STARTTLS: 502/ },
-  { id: 'dv-expired', rcpt: 'u@expired.fabrikam.test', peer: 'expired', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.5', achieved: 'encryptionOnly',
-    reason: new RegExp(`^${esc(FAB)}: certificate not valid \\(certificate CN=mx-expired\\.fabrikam\\.test, O=Forced Org expired on [^)]+\\), presented CN=mx-expired\\.fabrikam\\.test, O=Forced Org ${FP}, ${at('expired')}$`), dsn: NOT_PROVED },
-  { id: 'dv-self', rcpt: 'u@self.fabrikam.test', peer: 'self', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.5', achieved: 'encryptionOnly',
-    reason: new RegExp(`^${esc(FAB)}: certificate not valid \\(self-signed certificate not in the trust store\\), presented CN=mx-self\\.fabrikam\\.test, O=Nobody ${FP}, ${at('self')}$`), dsn: NOT_PROVED },
-  { id: 'dv-revcrl', rcpt: 'u@revcrl.fabrikam.test', peer: 'revcrl', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.5', achieved: 'encryptionOnly',
-    reason: new RegExp(`^${esc(FAB)}: certificate CN=mx-revcrl\\.fabrikam\\.test, O=Forced Org is REVOKED since \\S+ \\(CRL http://crl\\.pki\\.test:\\d+/int\\.crl: revoked\\), ${at('revcrl')}$`), dsn: NOT_PROVED },
-  { id: 'dv-revocsp', rcpt: 'u@revocsp.fabrikam.test', peer: 'revocsp', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.5', achieved: 'encryptionOnly',
-    reason: new RegExp(`^${esc(FAB)}: certificate CN=mx-revocsp\\.fabrikam\\.test, O=Forced Org is REVOKED since \\S+ \\(OCSP http://ocsp\\.pki\\.test:\\d+: revoked\\), ${at('revocsp')}$`), dsn: NOT_PROVED },
-  { id: 'dv-wrong', rcpt: 'u@wrong.fabrikam.test', peer: 'wrong', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.5', achieved: 'certificateValidation',
-    reason: new RegExp(`^${esc(FAB)}: certificate name mismatch, expected \\*\\.fabrikam\\.test, presented CN=mx\\.other\\.test, O=Forced Org \\(names mx\\.other\\.test\\) ${FP}, ${at('wrong')}$`), dsn: NOT_PROVED },
-  { id: 'dv-broken', rcpt: 'u@broken.fabrikam.test', peer: 'broken', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.5', achieved: 'none',
-    reason: new RegExp(`^${esc(FAB)}: TLS handshake with ${esc(`${host('broken')} [${IP.broken}]`)} failed: `), dsn: /TLS handshake failed/ },
+  { id: 'dv-nostarttls', rcpt: 'u@nostarttls.fabrikam.test', peer: 'nostarttls', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.4', achieved: 'none', kind: 'starttls-not-offered',
+    reason: new RegExp(`^${esc(FAB)}: ${esc(`${host('nostarttls')} [${IP.nostarttls}]`)} did not offer STARTTLS$`), dsn: plain('nostarttls', 'starttls-not-offered', 'domainValidation') },
+  { id: 'dv-454', rcpt: 'u@s454.fabrikam.test', peer: 's454', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.4', achieved: 'none', kind: 'starttls-refused',
+    reason: new RegExp(`^${esc(FAB)}: ${esc(`${host('s454')} [${IP.s454}]`)} refused STARTTLS: 454 `), dsn: plain('s454', 'starttls-refused', 'domainValidation') },
+  { id: 'dv-502', rcpt: 'u@s502.fabrikam.test', peer: 's502', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.4', achieved: 'none', kind: 'starttls-refused',
+    reason: new RegExp(`^${esc(FAB)}: ${esc(`${host('s502')} [${IP.s502}]`)} refused STARTTLS: 502 `), dsn: plain('s502', 'starttls-refused', 'domainValidation') },
+  { id: 'dv-expired', rcpt: 'u@expired.fabrikam.test', peer: 'expired', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.5', achieved: 'encryptionOnly', kind: 'certificate-expired',
+    reason: new RegExp(`^${esc(FAB)}: certificate not valid \\(certificate CN=mx-expired\\.fabrikam\\.test, O=Forced Org expired on [^)]+\\), presented CN=mx-expired\\.fabrikam\\.test, O=Forced Org ${FP}, ${at('expired')}$`), dsn: plain('expired', 'certificate-expired', 'domainValidation') },
+  { id: 'dv-self', rcpt: 'u@self.fabrikam.test', peer: 'self', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.5', achieved: 'encryptionOnly', kind: 'certificate-not-trusted',
+    reason: new RegExp(`^${esc(FAB)}: certificate not valid \\(self-signed certificate not in the trust store\\), presented CN=mx-self\\.fabrikam\\.test, O=Nobody ${FP}, ${at('self')}$`), dsn: plain('self', 'certificate-not-trusted', 'domainValidation') },
+  { id: 'dv-revcrl', rcpt: 'u@revcrl.fabrikam.test', peer: 'revcrl', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.5', achieved: 'encryptionOnly', kind: 'certificate-revoked',
+    reason: new RegExp(`^${esc(FAB)}: certificate CN=mx-revcrl\\.fabrikam\\.test, O=Forced Org is REVOKED since \\S+ \\(CRL http://crl\\.pki\\.test:\\d+/int\\.crl: revoked\\), ${at('revcrl')}$`), dsn: plain('revcrl', 'certificate-revoked', 'domainValidation') },
+  { id: 'dv-revocsp', rcpt: 'u@revocsp.fabrikam.test', peer: 'revocsp', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.5', achieved: 'encryptionOnly', kind: 'certificate-revoked',
+    reason: new RegExp(`^${esc(FAB)}: certificate CN=mx-revocsp\\.fabrikam\\.test, O=Forced Org is REVOKED since \\S+ \\(OCSP http://ocsp\\.pki\\.test:\\d+: revoked\\), ${at('revocsp')}$`), dsn: plain('revocsp', 'certificate-revoked', 'domainValidation') },
+  { id: 'dv-wrong', rcpt: 'u@wrong.fabrikam.test', peer: 'wrong', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.5', achieved: 'certificateValidation', kind: 'certificate-host-mismatch',
+    reason: new RegExp(`^${esc(FAB)}: certificate name mismatch, expected \\*\\.fabrikam\\.test, presented CN=mx\\.other\\.test, O=Forced Org \\(names mx\\.other\\.test\\) ${FP}, ${at('wrong')}$`), dsn: plain('wrong', 'certificate-host-mismatch', 'domainValidation') },
+  { id: 'dv-broken', rcpt: 'u@broken.fabrikam.test', peer: 'broken', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.5', achieved: 'none', kind: BROKEN,
+    reason: new RegExp(`^${esc(FAB)}: TLS handshake with ${esc(`${host('broken')} [${IP.broken}]`)} failed: `), dsn: plain('broken', BROKEN, 'domainValidation') },
   // certificateValidation: no name check, but chain, validity and revocation are never relaxed
-  { id: 'cv-self', rcpt: 'u@self.certval.test', peer: 'self', connector: 'To Certval', level: 'certificateValidation', enhanced: '4.7.5', achieved: 'encryptionOnly',
-    reason: new RegExp(`^${esc(CV)}: certificate not valid \\(self-signed certificate not in the trust store\\)`), dsn: NOT_PROVED },
-  { id: 'cv-expired', rcpt: 'u@expired.certval.test', peer: 'expired', connector: 'To Certval', level: 'certificateValidation', enhanced: '4.7.5', achieved: 'encryptionOnly',
-    reason: new RegExp(`^${esc(CV)}: certificate not valid \\(certificate CN=mx-expired\\.fabrikam\\.test, O=Forced Org expired on `), dsn: NOT_PROVED },
-  { id: 'cv-revcrl', rcpt: 'u@revcrl.certval.test', peer: 'revcrl', connector: 'To Certval', level: 'certificateValidation', enhanced: '4.7.5', achieved: 'encryptionOnly',
-    reason: new RegExp(`^${esc(CV)}: certificate CN=mx-revcrl\\.fabrikam\\.test, O=Forced Org is REVOKED`), dsn: NOT_PROVED },
-  { id: 'cv-502', rcpt: 'u@s502.certval.test', peer: 's502', connector: 'To Certval', level: 'certificateValidation', enhanced: '4.7.4', achieved: 'none',
-    reason: new RegExp(`^${esc(CV)}: .* refused STARTTLS: 502 `), dsn: /refused STARTTLS: 502/ },
+  { id: 'cv-self', rcpt: 'u@self.certval.test', peer: 'self', connector: 'To Certval', level: 'certificateValidation', enhanced: '4.7.5', achieved: 'encryptionOnly', kind: 'certificate-not-trusted',
+    reason: new RegExp(`^${esc(CV)}: certificate not valid \\(self-signed certificate not in the trust store\\)`), dsn: plain('self', 'certificate-not-trusted', 'certificateValidation') },
+  { id: 'cv-expired', rcpt: 'u@expired.certval.test', peer: 'expired', connector: 'To Certval', level: 'certificateValidation', enhanced: '4.7.5', achieved: 'encryptionOnly', kind: 'certificate-expired',
+    reason: new RegExp(`^${esc(CV)}: certificate not valid \\(certificate CN=mx-expired\\.fabrikam\\.test, O=Forced Org expired on `), dsn: plain('expired', 'certificate-expired', 'certificateValidation') },
+  { id: 'cv-revcrl', rcpt: 'u@revcrl.certval.test', peer: 'revcrl', connector: 'To Certval', level: 'certificateValidation', enhanced: '4.7.5', achieved: 'encryptionOnly', kind: 'certificate-revoked',
+    reason: new RegExp(`^${esc(CV)}: certificate CN=mx-revcrl\\.fabrikam\\.test, O=Forced Org is REVOKED`), dsn: plain('revcrl', 'certificate-revoked', 'certificateValidation') },
+  { id: 'cv-502', rcpt: 'u@s502.certval.test', peer: 's502', connector: 'To Certval', level: 'certificateValidation', enhanced: '4.7.4', achieved: 'none', kind: 'starttls-refused',
+    reason: new RegExp(`^${esc(CV)}: .* refused STARTTLS: 502 `), dsn: plain('s502', 'starttls-refused', 'certificateValidation') },
   // encryptionOnly: any certificate, but never plaintext
-  { id: 'enc-nostarttls', rcpt: 'u@nostarttls.enc.test', peer: 'nostarttls', connector: 'To Enc', level: 'encryptionOnly', enhanced: '4.7.4', achieved: 'none',
-    reason: new RegExp(`^${esc(ENC)}: .* did not offer STARTTLS$`), dsn: NOT_OFFERED },
-  { id: 'enc-broken', rcpt: 'u@broken.enc.test', peer: 'broken', connector: 'To Enc', level: 'encryptionOnly', enhanced: '4.7.5', achieved: 'none',
-    reason: new RegExp(`^${esc(ENC)}: TLS handshake with .* failed: `), dsn: /TLS handshake failed/ },
-  { id: 'enc-454', rcpt: 'u@s454.enc.test', peer: 's454', connector: 'To Enc', level: 'encryptionOnly', enhanced: '4.7.4', achieved: 'none',
-    reason: new RegExp(`^${esc(ENC)}: .* refused STARTTLS: 454 `), dsn: /refused STARTTLS: 454/ },
+  { id: 'enc-nostarttls', rcpt: 'u@nostarttls.enc.test', peer: 'nostarttls', connector: 'To Enc', level: 'encryptionOnly', enhanced: '4.7.4', achieved: 'none', kind: 'starttls-not-offered',
+    reason: new RegExp(`^${esc(ENC)}: .* did not offer STARTTLS$`), dsn: plain('nostarttls', 'starttls-not-offered', 'encryptionOnly') },
+  { id: 'enc-broken', rcpt: 'u@broken.enc.test', peer: 'broken', connector: 'To Enc', level: 'encryptionOnly', enhanced: '4.7.5', achieved: 'none', kind: BROKEN,
+    reason: new RegExp(`^${esc(ENC)}: TLS handshake with .* failed: `), dsn: plain('broken', BROKEN, 'encryptionOnly') },
+  { id: 'enc-454', rcpt: 'u@s454.enc.test', peer: 's454', connector: 'To Enc', level: 'encryptionOnly', enhanced: '4.7.4', achieved: 'none', kind: 'starttls-refused',
+    reason: new RegExp(`^${esc(ENC)}: .* refused STARTTLS: 454 `), dsn: plain('s454', 'starttls-refused', 'encryptionOnly') },
 ];
 
 const queueIds = new Map<string, string>();
@@ -123,7 +142,7 @@ interface Attempt {
   rcpt: number; status: string; agent: string; host?: string; ip?: string; connector?: string;
   tlsRequired?: { level: string; source: string; tlsDomain?: string }; tlsAchieved?: string;
   tls?: { version: string; cipher: string; subject?: string; chainValid: boolean };
-  revocation?: string; error?: string;
+  revocation?: string; error?: string; tlsFailure?: string;
   reply: { code: number; enhanced: string; message: string; reason?: string };
 }
 
@@ -240,6 +259,9 @@ test('forced connectors defer with 4.7.4 (no STARTTLS) / 4.7.5 (certificate) and
     assert.equal(first.ip, IP[c.peer], c.id);
     assert.deepEqual(first.tlsRequired, { level: c.level, source: `connector "${c.connector}"`, ...(c.level === 'domainValidation' ? { tlsDomain: '*.fabrikam.test' } : {}) }, c.id);
     assert.equal(first.tlsAchieved, c.achieved, `${c.id}: required ${c.level}, achieved`);
+    const kind = new RegExp(`^(${c.kind})$`);
+    assert.match(first.tlsFailure ?? '', kind, `${c.id}: TLS failure kind in the trace`);
+    assert.match(String(result(queueIds.get(c.id)!)!.tlsFailure), kind, `${c.id}: TLS failure kind in the log`);
     if (c.achieved !== 'none') assert.ok(first.tls?.version, `${c.id}: the TLS session that was judged is recorded`);
     else assert.equal(first.tls, undefined, `${c.id}: no TLS session`);
   });
@@ -253,6 +275,10 @@ test('forced connectors defer with 4.7.4 (no STARTTLS) / 4.7.5 (certificate) and
   assert.match(text.stdout, /connector "To Fabrikam"/);
   assert.match(text.stdout, /TLS policy: required domainValidation \(connector "To Fabrikam", tlsDomain \*\.fabrikam\.test\), achieved certificateValidation/);
   assert.match(text.stdout, /451 4\.7\.5 TLS required by connector "To Fabrikam": certificate name mismatch, expected \*\.fabrikam\.test, presented CN=mx\.other\.test/);
+  assert.match(text.stdout, /TLS failure: the server certificate does not carry the required name \(certificate-host-mismatch\)/);
+  // A handshake failure: the label and kind first, the raw OpenSSL detail kept for the admin.
+  const broken = await traceOf(queueIds.get('dv-broken')!);
+  assert.match(broken.attempts[0].reply.reason ?? '', /failed: (the TLS handshake failed \(handshake-failed\); detail: ERR_SSL_WRONG_VERSION_NUMBER .*wrong version number|the connection was lost during the TLS handshake \(connection-lost-during-handshake\); detail: ECONNRESET )/);
 });
 
 test('a good certificate: delivered over TLS, domainValidation achieved, revocation "not revoked" via OCSP and CRL', async () => {
@@ -354,12 +380,12 @@ test('connector validate names each failure, passes for the good host, and --sen
   assert.match(good.stdout, /CRL http:\/\/crl\.pki\.test:\d+\/int\.crl: answered, good/);
   assert.match(good.stdout, /PASS: 1 of 1 host/);
   const fails: [typeof good, RegExp][] = [
-    [wrong, /reason: TLS required by connector "To Fabrikam": certificate name mismatch, expected \*\.fabrikam\.test, presented CN=mx\.other\.test/],
-    [none, /STARTTLS: NOT offered[\s\S]*TLS: not used \(STARTTLS not offered\)[\s\S]*reason: TLS required by connector "To Fabrikam": no TLS session/],
+    [wrong, /TLS failure: the server certificate does not carry the required name \(certificate-host-mismatch\)\n {2}reason: TLS required by connector "To Fabrikam": certificate name mismatch, expected \*\.fabrikam\.test, presented CN=mx\.other\.test/],
+    [none, /STARTTLS: NOT offered[\s\S]*TLS: not used \(STARTTLS not offered\)[\s\S]*TLS failure: the server did not offer STARTTLS \(starttls-not-offered\)\n {2}reason: TLS required by connector "To Fabrikam": no TLS session/],
     [s454, /TLS: not used \(STARTTLS refused: 454 /],
     [revoked, /reason: TLS required by connector "To Fabrikam": certificate CN=mx-revcrl\.fabrikam\.test, O=Forced Org is REVOKED/],
     [ocspRevoked, /OCSP http:\/\/ocsp\.pki\.test:\d+: answered, revoked[\s\S]*is REVOKED/],
-    [expired, /chain: .*\(NOT valid: certificate CN=mx-expired\.fabrikam\.test, O=Forced Org expired on [\s\S]*reason: .*certificate not valid/],
+    [expired, /chain: .*\(NOT valid: certificate CN=mx-expired\.fabrikam\.test, O=Forced Org expired on [\s\S]*TLS failure: the server certificate has expired \(certificate-expired\)\n {2}reason: .*certificate not valid/],
     [self, /root in our trust store: no[\s\S]*self-signed certificate not in the trust store/],
   ];
   for (const [r, re] of fails) {
@@ -433,10 +459,12 @@ test('at expiry the sender gets a DSN that says the partner server did not offer
     assert.match(dsn, /retried until the message expired/, c.id);
     assert.match(dsn, new RegExp(esc(`TLS required by connector "${c.connector}"`)), c.id);
     assert.match(dsn, c.dsn, c.id);
+    if (!c.kind.startsWith('certificate-')) assert.doesNotMatch(dsn, /did not prove its identity/, `${c.id}: not a certificate failure`);
     assert.match(dsn, new RegExp(`X-Portcullis-Queue-ID: ${queueIds.get(c.id)}`), c.id);
   });
   const hard = await until('hardFail DSN', () => mailbox('deadrev-hard').find((m) => /Undelivered Mail/.test(m)), (EXPIRATION + 15) * 1000);
   assert.match(hard, /hardFail/);
+  assert.match(hard, /did not prove its identity: whether its certificate has been revoked could not be confirmed\. Your organisation requires/);
   // Across every retry until expiry, the peers that cannot meet the requirement saw no transaction.
   for (const p of NEVER) {
     assert.deepEqual(peers[p].messages, [], p);

@@ -162,12 +162,15 @@ test('a peer whose TLS handshake fails gets the message in plaintext, and the fa
   assert.equal(peers.broken.messages[0].tls, null);
 });
 
-test('a TLS 1.0-only peer is never spoken to with TLS below 1.2', async () => {
+test('a TLS 1.0-only peer gets opportunistic mail over legacy TLS 1.0, not plaintext, and the trace says so', async () => {
   const id = await relay('a@contoso.test', ['u@tls10.test'], 'tls10');
   await until('delivery', () => delivered(id));
-  assert.equal(peers.tls10.tlsSessions, 0, 'no TLS session below 1.2 was established');
-  assert.equal(peers.tls10.messages[0].tls, null);
-  assert.match(String((await traceOf(id)).at(-1)!.fallback), /TLS handshake/);
+  assert.equal(peers.tls10.messages[0].tls?.version, 'TLSv1', 'delivered inside a TLS 1.0 session');
+  const t = (await traceOf(id)).at(-1)!;
+  assert.equal(t.tlsLegacy, true);
+  assert.equal(t.tlsFailure, 'protocol-version');
+  assert.equal(t.tlsAchieved, 'opportunistic');
+  assert.match(String(t.fallback), /TLS handshake failed \(.*\(protocol-version\); detail: ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION .*\); retrying with legacy TLS/);
 });
 
 test('response injection after STARTTLS is ignored', async () => {

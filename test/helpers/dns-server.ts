@@ -9,6 +9,8 @@ export type Zone = Record<string, {
   TXT?: string[]; TLSA?: { usage: number; selector: number; matchingType: number; data: Buffer }[]; PTR?: string[];
   /** Force an outcome for this name: 'SERVFAIL' | 'REFUSED' | 'drop' (no answer at all). */
   fail?: 'SERVFAIL' | 'REFUSED' | 'drop';
+  /** AD bit on answers to questions for this name (overrides the server-wide `authenticated`). */
+  authenticated?: boolean;
 }>;
 
 export interface DnsServer { port: number; server: string; zone: Zone; queries: { name: string; type: string }[]; authenticated: boolean; close(): Promise<void> }
@@ -16,7 +18,8 @@ export interface DnsServer { port: number; server: string; zone: Zone; queries: 
 function answer(zone: Zone, q: { name: string; type: string }, auth: boolean): Buffer | null {
   const name = q.name.toLowerCase().replace(/\.$/, '');
   const z = zone[name];
-  const base = { type: 'response' as const, flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE | (auth ? dnsPacket.AUTHENTIC_DATA : 0), questions: [q as Packet['questions'] extends (infer T)[] | undefined ? T : never] };
+  const ad = z?.authenticated ?? auth;
+  const base = { type: 'response' as const, flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE | (ad ? dnsPacket.AUTHENTIC_DATA : 0), questions: [q as Packet['questions'] extends (infer T)[] | undefined ? T : never] };
   if (z?.fail === 'drop') return null;
   const rcode = (r: string) => dnsPacket.encode({ ...base, id: 0, flags: base.flags | ({ SERVFAIL: 2, NXDOMAIN: 3, REFUSED: 5 } as Record<string, number>)[r] } as Packet);
   if (z?.fail) return rcode(z.fail);

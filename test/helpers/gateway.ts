@@ -51,24 +51,37 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ c
 }
 
 export interface StartOptions {
-  /** Config object; `smtp.listen`, `dataDir` and `hostname` are filled in when absent. */
+  /**
+   * Config object; `smtp.listen`, `dataDir` and `hostname` are filled in when absent, and
+   * `runAs: root` when the tests run as root (a real configuration must say who to run as).
+   */
   config?: Record<string, unknown>;
   host?: string;
   dir?: string;
+  /** Port to listen on (default: a free one). */
+  port?: number;
+  /** Command prefix for the server process, e.g. to start it in a network namespace. */
+  wrap?: string[];
+  /** Extra `serve` arguments (e.g. --user). */
+  args?: string[];
 }
+
+/** `runAs: root` for configurations of tests that run as root (CI does). */
+export const asRoot = (): Record<string, unknown> => (process.getuid?.() === 0 ? { runAs: 'root' } : {});
 
 export const defaultOrgs = [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test', type: 'authoritative', recipients: 'any' }] }];
 
 export async function startGateway(opts: StartOptions = {}): Promise<GatewayHandle> {
   const dir = opts.dir ?? tempDir();
   const host = opts.host ?? '127.0.0.1';
-  const port = await freePort(host);
+  const port = opts.port ?? await freePort(host);
   const configFile = path.join(dir, 'portcullis.yaml');
   const base = opts.config ?? {};
   const full = (cfg: Record<string, unknown>) => ({
     hostname: 'mx1.contoso.test',
     dataDir: path.join(dir, 'data'),
     organizations: defaultOrgs,
+    ...asRoot(),
     ...cfg,
     smtp: { listen: [`${host}:${port}`], ...(cfg.smtp as object ?? {}) },
   });
@@ -105,7 +118,8 @@ export async function startGateway(opts: StartOptions = {}): Promise<GatewayHand
   };
   const launch = async () => {
     const before = logs.length;
-    const proc = spawn(process.execPath, [BIN, 'serve', '-c', configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } });
+    const [cmd, ...args] = [...(opts.wrap ?? []), process.execPath, BIN, 'serve', '-c', configFile, ...(opts.args ?? [])];
+    const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } });
     h.proc = proc;
     let partial = '';
     const onLine = (line: string) => {

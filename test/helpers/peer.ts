@@ -25,6 +25,8 @@ export interface PeerOptions {
   mail?: (from: string) => string | undefined;
   data?: (msg: PeerMessage) => string | undefined;
   greeting?: string;
+  /** Reply to EHLO once TLS is up (e.g. "421 4.7.0 closing"), then close: SMTP fails after STARTTLS. */
+  ehloAfterTls?: string;
 }
 
 export interface Peer {
@@ -70,6 +72,7 @@ export async function startPeer(o: PeerOptions): Promise<Peer> {
         const line = buf.slice(0, nl); buf = buf.slice(nl + 2);
         peer.transcript.push(`C: ${line}`);
         const verb = line.split(' ')[0].toUpperCase();
+        if (verb === 'EHLO' && tlsInfo && o.ehloAfterTls) { say(o.ehloAfterTls); sock.end(); return; }
         if (verb === 'EHLO') {
           const ext = o.extensions ?? ['PIPELINING', 'SIZE 10240000', '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'DSN', ...(o.tls && !tlsInfo ? ['STARTTLS'] : [])];
           sock.write([`250-${name}`, ...ext.map((e, i) => `250${i === ext.length - 1 ? ' ' : '-'}${e}`)].join('\r\n') + '\r\n');

@@ -10,7 +10,14 @@ import { x509 } from '../../src/tls/x509.ts';
 import type { Issued } from '../../src/tls/certgen.ts';
 import { freePort } from './gateway.ts';
 
-export interface CrlServer { url: (name: string) => string; publish(name: string, issuer: Issued, revoked: X509Certificate[], opts?: { signer?: Issued; nextUpdate?: Date }): Promise<void>; requests: number; close(): Promise<void> }
+export interface CrlServer {
+  url: (name: string) => string;
+  publish(name: string, issuer: Issued, revoked: X509Certificate[], opts?: { signer?: Issued; nextUpdate?: Date }): Promise<void>;
+  /** Serve any bytes at `name` (a CA-issuer certificate, a broken answer). */
+  put(name: string, body: Buffer): void;
+  requests: number;
+  close(): Promise<void>;
+}
 
 export async function startCrlServer(host = '127.0.0.1'): Promise<CrlServer> {
   const crls = new Map<string, Buffer>();
@@ -36,6 +43,7 @@ export async function startCrlServer(host = '127.0.0.1'): Promise<CrlServer> {
       });
       crls.set(name, Buffer.from(crl.rawData));
     },
+    put(name, body) { crls.set(name, body); },
     close: () => new Promise((r) => srv.close(() => r())),
   } as CrlServer;
 }

@@ -2,16 +2,29 @@
 // grouped into one transaction per event-loop turn (group commit): one fsync serves many sessions,
 // and every caller's promise settles only after that commit returned.
 // Failure: a failed transaction rejects every write in it; nothing of it is visible.
+// Read-only opening (the CLI's reading commands) never creates the folder or the file and refuses
+// every write (query_only). It is not an OS-level read-only handle: that one would leave the WAL
+// side files (-wal, -shm) behind in a stopped server's dataDir; this one removes them on close.
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type {
-  MessageState, NewMessage, QueueFilter, QueueMessage, QueueRecipient, RecipientOutcome, Store, TraceEvent, TraceFilter,
+  DeleteResult, MessageState, NewMessage, QueueFilter, QueueMessage, QueueRecipient, RecipientOutcome, Store, TraceEvent, TraceFilter,
 } from '../types.ts';
 import { migrations } from './schema.ts';
+import { AdminError } from '../../errors.ts';
 
 type Row = Record<string, unknown>;
+
+export interface SqliteOpenOptions {
+  /** Reads only: the queue must exist, writes are refused. */
+  readonly?: boolean;
+  /** Open an existing queue only: never create the folder or the file. */
+  existing?: boolean;
+}
+
+export const queueFile = (dataDir: string): string => path.join(dataDir, 'queue.sqlite');
 interface Pending { run: () => unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void }
 
 export class SqliteStore implements Store {
@@ -20,11 +33,18 @@ export class SqliteStore implements Store {
   private scheduled = false;
   private readonly st;
 
-  constructor(dataDir: string, opts: { readonly?: boolean } = {}) {
-    mkdirSync(dataDir, { recursive: true, mode: 0o750 });
-    this.db = new Database(path.join(dataDir, 'queue.sqlite'), { readonly: opts.readonly ?? false });
+  constructor(dataDir: string, opts: SqliteOpenOptions = {}) {
+    const existing = !!(opts.readonly || opts.existing);
+    if (!existing) mkdirSync(dataDir, { recursive: true, mode: 0o750 });
+    this.db = new Database(queueFile(dataDir), { fileMustExist: existing });
     this.db.pragma('busy_timeout = 10000');
-    if (!opts.readonly) {
+    if (opts.readonly) {
+      this.db.pragma('query_only = ON');
+      if ((this.db.pragma('user_version', { simple: true }) as number) < migrations.length) {
+        this.db.close();
+        throw new AdminError(`the queue ${queueFile(dataDir)} was written by an older version of Portcullis`, 'start the server once (`portcullis serve`): it upgrades the queue', 1);
+      }
+    } else {
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = FULL');
       this.migrate();
@@ -57,6 +77,11 @@ export class SqliteStore implements Store {
       retry: db.prepare(`UPDATE messages SET state = 'deferred', next_attempt_at = ?, updated_at = ? WHERE id = ? AND state IN ('deferred', 'held', 'incoming')`),
       delMsg: db.prepare('DELETE FROM messages WHERE id = ?'),
       delRcpts: db.prepare('DELETE FROM recipients WHERE msg_id = ?'),
+      delEvents: db.prepare('DELETE FROM events WHERE msg_id = ?'),
+      rcptsDelete: db.prepare(`UPDATE recipients SET status = 'deleted', updated_at = ? WHERE msg_id = ? AND status IN ('pending', 'deferred') RETURNING idx`).pluck(),
+      markDone: db.prepare(`UPDATE messages SET state = 'done', next_attempt_at = @now, lease_owner = NULL, lease_until = NULL, updated_at = @now WHERE id = @id`),
+      // Served by messages_finished (state, updated_at): no scan of the done messages.
+      finishedBefore: db.prepare(`SELECT id FROM messages WHERE state = 'done' AND updated_at < ? ORDER BY updated_at LIMIT ?`).pluck(),
       nextDue: db.prepare(`SELECT min(t) FROM (
           SELECT min(next_attempt_at) AS t FROM messages WHERE state IN ('incoming', 'deferred')
           UNION ALL SELECT min(lease_until) FROM messages WHERE state = 'active')`).pluck(),
@@ -185,11 +210,30 @@ export class SqliteStore implements Store {
     return this.write(() => { const now = Date.now(); return this.st.retry.run(now, now, id).changes > 0; });
   }
 
-  remove(id: string): Promise<boolean> {
-    return this.write(() => {
+  deleteQueued(id: string, by: string, now = Date.now()): Promise<DeleteResult> {
+    return this.write((): DeleteResult => {
+      const msg = this.st.msg.get(id) as Row | undefined;
+      if (!msg) return { deleted: false, why: 'unknown' };
+      if (msg.state === 'done') return { deleted: false, why: 'finished' };
+      if (msg.state === 'active' && (msg.lease_until as number) >= now) return { deleted: false, why: 'inDelivery' };
+      const rcpts = this.st.rcptsDelete.all(now, id) as number[];
+      this.st.insEvent.run(id, now, 'deleted', JSON.stringify({ by, rcpts, state: msg.state }));
+      this.st.markDone.run({ id, now });
       this.st.delBody.run(id);
-      this.st.delRcpts.run(id);
-      return this.st.delMsg.run(id).changes > 0;
+      return { deleted: true, recipients: rcpts.length };
+    });
+  }
+
+  purgeDone(before: number, limit: number): Promise<number> {
+    return this.write(() => {
+      const ids = this.st.finishedBefore.all(before, limit) as string[];
+      for (const id of ids) {
+        this.st.delEvents.run(id);
+        this.st.delRcpts.run(id);
+        this.st.delBody.run(id);
+        this.st.delMsg.run(id);
+      }
+      return ids.length;
     });
   }
 

@@ -48,4 +48,6 @@ export const migrations: string[] = [
   `ALTER TABLE messages ADD COLUMN delay_warned INTEGER NOT NULL DEFAULT 0;
    CREATE INDEX messages_from ON messages(mail_from);
    CREATE INDEX messages_msgid ON messages(message_id);`,
+  // 3: trace retention finds done messages by the time they finished without scanning the table.
+  `CREATE INDEX messages_finished ON messages(state, updated_at);`,
 ];

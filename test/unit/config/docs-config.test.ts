@@ -38,6 +38,15 @@ test('every configuration key has a description and appears in one table, with i
   assert.equal(row('organizations[].inboundConnectors[].tlsSenderCertificateName').default, '—');
   assert.equal(row('tls.revocation').type, '`softFail` `hardFail` `off`');
   assert.equal(row('delivery.timeouts.connect').type, 'seconds');
+  // A key of several forms, one an object (runAs: root or {user, group}): its row, then the object's keys.
+  assert.deepEqual(keys.filter((k) => k.startsWith('runAs')), ['runAs', 'runAs.user', 'runAs.group']);
+  assert.equal(row('runAs').type, '`root` or `{user, group}`');
+  assert.equal(row('runAs.user').default, 'required');
+  assert.equal(row('runAs.group').default, 'the user\'s primary group');
+  // A defaultText replaces the derived default (YAML needs the quotes).
+  assert.equal(row('delivery.maildir.mode').default, '`"0600"`');
+  for (const k of ['log.format', 'smtp.reservedConnections', 'smtp.forbidUnauthPipelining', 'dns.dnssec', 'delivery.opportunisticLegacyTls',
+    'delivery.maildir.group', 'trace.retentionDays']) assert.ok(keys.includes(k), `${k} is listed`);
   assert.ok(configSchema.shape.smtp.unwrap().shape.maxErrors.description, 'descriptions live on the schema');
 });
 

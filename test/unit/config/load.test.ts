@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { buildConfig, loadConfig } from '../../../src/config/load.ts';
+import { buildConfig, DEFAULT_CONFIG_FILE, defaultConfigPath, loadConfig, SYSTEM_CONFIG_FILE } from '../../../src/config/load.ts';
 
 const orgs = [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }];
 const err = (input: unknown): string => {
@@ -44,4 +44,59 @@ test('YAML errors and missing files are explained', () => {
   const d = loadConfig(path.join(dir, 'missing.yaml'), true);
   assert.equal(d.source, null);
   assert.equal(d.organizations[0].acceptedDomains[0].domain, 'localhost');
+});
+
+test('runAs: root, or a user with an optional group; anything else is explained', () => {
+  assert.equal(buildConfig({ organizations: orgs, runAs: 'root' }, '/etc/portcullis', 'x.yaml').runAs, 'root');
+  assert.deepEqual(buildConfig({ organizations: orgs, runAs: { user: 'portcullis', group: 'portcullis' } }, '/etc/portcullis', 'x.yaml').runAs, { user: 'portcullis', group: 'portcullis' });
+  assert.equal(buildConfig({ organizations: orgs }, '/etc/portcullis', 'x.yaml').runAs, undefined);
+  assert.match(err({ organizations: orgs, runAs: 'portcullis' }), /runAs: must be root, or \{user: NAME, group: NAME\}/);
+  assert.match(err({ organizations: orgs, runAs: { user: 'portcullis', gruop: 'x' } }), /runAs/);
+  assert.match(err({ organizations: orgs, runAs: { user: 'a b' } }), /runAs/);
+});
+
+test('delivery.maildir: private by default; group modes in quotes; a group needs a mode that gives it rights', () => {
+  const d = buildConfig({ organizations: orgs }, '/etc/portcullis', 'x.yaml').delivery.maildir;
+  assert.deepEqual({ ...d }, { mode: '0600' });
+  const g = buildConfig({ organizations: orgs, delivery: { maildir: { group: 'mail', mode: '0660' } } }, '/etc/portcullis', 'x.yaml').delivery.maildir;
+  assert.deepEqual({ ...g }, { group: 'mail', mode: '0660' });
+  assert.match(err({ organizations: orgs, delivery: { maildir: { mode: 660 } } }), /delivery\.maildir\.mode: must be "0600" \(private\), "0640" .* in quotes/);
+  assert.match(err({ organizations: orgs, delivery: { maildir: { mode: '0666' } } }), /delivery\.maildir\.mode/);
+  assert.match(err({ organizations: orgs, delivery: { maildir: { group: 'mail' } } }), /delivery\.maildir\.mode: gives group "mail" no rights/);
+});
+
+test('configuration lookup: $PORTCULLIS_CONFIG, else the first existing of ./portcullis.yaml and /etc/portcullis/portcullis.yaml', () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'pc-cfg-'));
+  const local = path.join(dir, 'portcullis.yaml');
+  const system = path.join(dir, 'etc.yaml');
+  const saved = process.env.PORTCULLIS_CONFIG;
+  delete process.env.PORTCULLIS_CONFIG;
+  try {
+    assert.deepEqual([DEFAULT_CONFIG_FILE, SYSTEM_CONFIG_FILE], ['portcullis.yaml', '/etc/portcullis/portcullis.yaml']);
+    assert.equal(defaultConfigPath([local, system]), local, 'neither exists: the local name (embedded defaults follow)');
+    writeFileSync(system, 'x');
+    assert.equal(defaultConfigPath([local, system]), system);
+    writeFileSync(local, 'x');
+    assert.equal(defaultConfigPath([local, system]), local, 'the working directory comes first');
+    process.env.PORTCULLIS_CONFIG = '/elsewhere.yaml';
+    assert.equal(defaultConfigPath([local, system]), '/elsewhere.yaml');
+  } finally {
+    if (saved === undefined) delete process.env.PORTCULLIS_CONFIG; else process.env.PORTCULLIS_CONFIG = saved;
+  }
+});
+
+test('dns.dnssec: on by default, can be turned off, must be a boolean', () => {
+  assert.equal(buildConfig({ organizations: orgs }, '/etc/portcullis', 'x.yaml').dns.dnssec, true);
+  assert.equal(buildConfig({ organizations: orgs, dns: { dnssec: false } }, '/etc/portcullis', 'x.yaml').dns.dnssec, false);
+  assert.match(err({ organizations: orgs, dns: { dnssec: 'yes' } }), /dns\.dnssec/);
+  assert.match(err({ organizations: orgs, dns: { dnsec: true } }), /unknown key\(s\) "dnsec"/);
+});
+
+test('smtp.forbidUnauthPipelining defaults to on; smtp.reservedConnections must leave room below maxConnections', () => {
+  const c = buildConfig({ organizations: orgs }, '/etc/portcullis', 'x.yaml');
+  assert.equal(c.smtp.forbidUnauthPipelining, true);
+  assert.equal(c.smtp.reservedConnections, undefined, 'absent: the default is computed from maxConnections');
+  assert.equal(buildConfig({ organizations: orgs, smtp: { maxConnections: 10, reservedConnections: 9 } }, '/etc/portcullis', 'x.yaml').smtp.reservedConnections, 9);
+  assert.match(err({ organizations: orgs, smtp: { maxConnections: 10, reservedConnections: 10 } }), /smtp\.reservedConnections: must be less than smtp\.maxConnections \(10\)/);
+  assert.match(err({ organizations: orgs, smtp: { reservedConnections: -1 } }), /smtp\.reservedConnections/);
 });

@@ -14,6 +14,12 @@ before(async () => {
     'silent.test': { fail: 'drop' },
     'txt.test': { TXT: ['v=STSv1; id=1'] },
     '2.0.0.127.in-addr.arpa': { PTR: ['mx1.fabrikam.test'] },
+    // Answered in two parts (the server adds one hop per answer): the first without AD.
+    'hop1.chain.test': { CNAME: 'hop2.chain.test', authenticated: false },
+    'hop2.chain.test': { CNAME: 'end.chain.test', authenticated: true },
+    'end.chain.test': { A: ['127.0.0.3'], authenticated: true },
+    'signed.test': { A: ['127.0.0.4'], authenticated: true },
+    'tobroken.chain.test': { CNAME: 'broken.test' },
   });
 });
 after(() => dns.close());
@@ -49,6 +55,32 @@ test('answers are cached per TTL; the AD bit is reported', async () => {
   r.clearCache();
   assert.equal((await r.mx('fabrikam.test')).authenticated, true);
   dns.authenticated = false;
+});
+
+test('a CNAME chain is secure only when every answer on the way was; the names are exposed', async () => {
+  const r = new Resolver([dns.server]);
+  const chain = await r.lookup('hop1.chain.test', 'A');
+  assert.deepEqual(chain.records.map((a) => a.data), ['127.0.0.3']);
+  assert.deepEqual(chain.names, ['hop1.chain.test', 'hop2.chain.test', 'end.chain.test']);
+  assert.equal(chain.status, 'insecure');
+  const tail = await r.lookup('hop2.chain.test', 'A');
+  assert.deepEqual([tail.status, tail.names], ['secure', ['hop2.chain.test', 'end.chain.test']]);
+  assert.equal((await r.lookup('end.chain.test', 'A')).status, 'secure');
+});
+
+test('a failure down a CNAME chain is reported for the name asked, with the chain', async () => {
+  const r = new Resolver([dns.server], { timeoutMs: 200, attempts: 1 });
+  await assert.rejects(r.lookup('tobroken.chain.test', 'A'), (e: DnsError) => {
+    assert.deepEqual([e.kind, e.qname, e.names], ['servfail', 'tobroken.chain.test', ['tobroken.chain.test', 'broken.test']]);
+    assert.match(e.message, /^DNS A tobroken\.chain\.test: servfail \(at broken\.test: 127\.0\.0\.1:\d+\)$/);
+    return true;
+  });
+});
+
+test('dns.dnssec false: an AD bit is never trusted', async () => {
+  assert.equal((await new Resolver([dns.server]).lookup('signed.test', 'A')).status, 'secure');
+  const off = await new Resolver([dns.server], { dnssec: false }).lookup('signed.test', 'A');
+  assert.deepEqual([off.status, off.authenticated], ['insecure', false]);
 });
 
 test('reverse names', () => {

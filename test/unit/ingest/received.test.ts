@@ -42,3 +42,8 @@ test('queue ids are unique and time-ordered', () => {
   assert.equal(new Set(ids).size, ids.length);
   assert.ok(queueId(1_795_000_000_000) < queueId(1_795_000_000_001 + 1000));
 });
+
+test('Received: "for" carries the recipient in its canonical form, quotes and escapes intact', () => {
+  const h = receivedHeader(base, 'Q3', '"a \\"b\\" (c)"@contoso.test', at).toString();
+  assert.match(h, /\tfor <"a \\"b\\" \(c\)"@contoso\.test>; /);
+});

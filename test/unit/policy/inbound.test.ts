@@ -48,3 +48,19 @@ test('recipient lists: unknown users get 550 5.1.1; postmaster is always accepte
   const bare = verdict('<postmaster>');
   assert.ok(bare.ok && bare.address === 'postmaster@contoso.test');
 });
+
+test('accepted-domain recipients keep the canonical form: a quoted local part stays quoted', () => {
+  const inject = verdict('<"x> NOTIFY=NEVER ORCPT=rfc822;y"@Contoso.TEST>');
+  assert.ok(inject.ok);
+  assert.equal(inject.address, '"x> NOTIFY=NEVER ORCPT=rfc822;y"@contoso.test');
+  const carol = verdict('<"\\"carol\\""@contoso.test>');
+  assert.ok(carol.ok && carol.address === '"\\"carol\\""@contoso.test');
+  const space = verdict('<"a b"@contoso.test>');
+  assert.ok(space.ok && space.address === '"a b"@contoso.test');
+  const plain = verdict('<"simple"@contoso.test>');
+  assert.ok(plain.ok && plain.address === 'simple@contoso.test');
+  // Recipient lists compare the local part itself: "Bob" is bob, "\"bob\"" is someone else.
+  assert.ok(verdict('<"Bob"@corp.contoso.test>').ok);
+  const quotes = verdict('<"\\"bob\\""@corp.contoso.test>');
+  assert.ok(!quotes.ok && quotes.reply.enhanced === '5.1.1');
+});

@@ -81,11 +81,70 @@ test('releaseLeases returns active messages to the queue (single-node restart)',
   await s.close();
 });
 
-test('remove deletes message, recipients and data', async () => {
+test('deleteQueued takes a message out of the queue but keeps envelope, recipients and trace', async () => {
   const s = new SqliteStore(dir());
   await s.enqueue(msg('D1'));
-  assert.ok(await s.remove('D1'));
-  assert.equal(await s.get('D1'), null);
-  assert.equal(await s.remove('D1'), false);
+  await s.claim('A', 10, 60_000);
+  await s.complete('D1', 'A', [ok(0), later(1)], Date.now() + 60_000);
+  const r = await s.deleteQueued('D1', 'alice');
+  assert.deepEqual(r, { deleted: true, recipients: 1 });
+  const m = await s.get('D1');
+  assert.equal(m?.state, 'done');
+  assert.deepEqual(m?.recipients.map((x) => x.status), ['delivered', 'deleted'], 'only the open recipient is deleted');
+  assert.equal(await s.data('D1'), null, 'the message data is gone');
+  const trace = await s.trace('D1');
+  assert.deepEqual(trace.map((e) => e.kind), ['delivery', 'delivery', 'deleted']);
+  assert.deepEqual(trace[2].data, { by: 'alice', rcpts: [1], state: 'deferred' });
+  assert.equal((await s.claim('A', 10, 60_000, Date.now() + 3_600_000)).length, 0, 'never claimed again');
+  assert.equal((await s.search({ queueId: 'D1' })).length, 1, 'trace still finds it');
+  assert.deepEqual(await s.deleteQueued('D1', 'alice'), { deleted: false, why: 'finished' });
+  assert.deepEqual(await s.deleteQueued('NOPE', 'alice'), { deleted: false, why: 'unknown' });
+  await s.close();
+});
+
+test('deleteQueued leaves a message in delivery alone until its lease has expired', async () => {
+  const s = new SqliteStore(dir());
+  await s.enqueue(msg('L2'));
+  await s.claim('A', 10, 60_000);
+  assert.deepEqual(await s.deleteQueued('L2', 'bob'), { deleted: false, why: 'inDelivery' });
+  assert.equal((await s.get('L2'))?.state, 'active');
+  assert.deepEqual(await s.deleteQueued('L2', 'bob', Date.now() + 61_000), { deleted: true, recipients: 2 });
+  await s.close();
+});
+
+const DAY = 86_400_000;
+
+test('purgeDone forgets only done messages that finished before the cut-off, oldest first, in batches', async () => {
+  const s = new SqliteStore(dir());
+  const t0 = Date.now();
+  // Done at explicit times (deleted by an administrator then), and messages still queued.
+  for (const [id, age] of [['OLD3', 33], ['OLD1', 40], ['OLD2', 35], ['NEW', 1]] as const) {
+    await s.enqueue({ ...msg(id), receivedAt: t0 - (age + 1) * DAY });
+    await s.deleteQueued(id, 'root', t0 - age * DAY);
+  }
+  await s.enqueue({ ...msg('WAITING'), receivedAt: t0 - 100 * DAY });
+  await s.enqueue(msg('DELIVERED'));
+  await s.claim('A', 10, 60_000);
+  await s.complete('DELIVERED', 'A', [ok(0), ok(1)], 0);
+  await s.claim('A', 10, 60_000, t0 + 1);   // WAITING: in delivery, received 100 days ago
+  await s.releaseLeases();
+
+  const cut = t0 - 30 * DAY;
+  assert.equal(await s.purgeDone(cut, 2), 2);
+  assert.equal(await s.get('OLD1'), null, 'oldest first');
+  assert.equal(await s.get('OLD2'), null);
+  assert.ok(await s.get('OLD3'));
+  assert.equal(await s.purgeDone(cut, 2), 1);
+  assert.equal(await s.purgeDone(cut, 2), 0);
+  for (const id of ['OLD1', 'OLD2', 'OLD3']) {
+    assert.deepEqual(await s.trace(id), [], `${id}: events gone`);
+    assert.equal((await s.search({ queueId: id })).length, 0);
+  }
+  assert.equal((await s.search({ recipient: 'r0@contoso.test' })).length, 3, 'recipients of forgotten messages are gone');
+  for (const id of ['NEW', 'WAITING', 'DELIVERED']) assert.ok(await s.get(id), `${id} kept`);
+  assert.equal((await s.trace('NEW')).length, 1);
+  assert.equal((await s.trace('DELIVERED')).length, 2);
+  assert.equal((await s.get('WAITING'))?.state, 'deferred', 'a queued message is never forgotten, however old');
+  assert.ok(await s.data('WAITING'));
   await s.close();
 });

@@ -6,7 +6,8 @@ import type { AddressInfo } from 'node:net';
 import { Resolver } from '../../../src/dns/resolver.ts';
 import { RevocationChecker } from '../../../src/tls/revocation.ts';
 import { issueCertificate } from '../../../src/tls/certgen.ts';
-import { makePki, type Pki } from '../../helpers/pki.ts';
+import { makePki, makePkiWith, type Pki } from '../../helpers/pki.ts';
+import { TrustStore } from '../../../src/tls/trust.ts';
 import { tempDir, freePort } from '../../helpers/gateway.ts';
 import { startCrlServer, startOcspResponder, type CrlServer, type OcspResponder } from '../../helpers/revocation.ts';
 
@@ -101,4 +102,60 @@ test('an endpoint that trickles its answer is abandoned at the time limit (unkno
     slow.closeAllConnections();
     await new Promise<void>((r) => slow.close(() => r()));
   }
+});
+
+test('answers served from the cache are marked, with the time they were fetched', async () => {
+  const c = checker();
+  const inter = new X509Certificate(pki.intermediate.certPem);
+  const t0 = Date.now();
+  const first = await c.checkOne(good, inter, true);
+  assert.deepEqual(first.endpoints.map((e) => [e.kind, e.ok, e.cached]), [['ocsp', true, undefined], ['crl', true, undefined]]);
+  const again = await c.checkOne(good, inter, true);
+  assert.deepEqual(again.endpoints.map((e) => [e.kind, e.ok, e.status, e.cached]), [['ocsp', true, 'good', true], ['crl', true, 'good', true]]);
+  for (const e of again.endpoints) {
+    const at = Date.parse(e.fetchedAt ?? '');
+    assert.ok(at >= t0 - 1000 && at <= Date.now(), `fetchedAt ${e.fetchedAt}`);
+  }
+  const other = await c.checkOne(crlOnlyGood, inter, true);
+  assert.equal(other.endpoints[0].cached, true, 'the CRL is shared by every certificate it covers');
+});
+
+test('an endpoint that answers unusably is reachable; one that does not answer is not', async () => {
+  const inter = new X509Certificate(pki.intermediate.certPem);
+  const missing = new X509Certificate((await pki.issue('missing.rev.test', { crlUrls: [crl.url('nothing-here.crl')] })).issued.certPem);
+  const [m, d] = await Promise.all([checker().checkOne(missing, inter), checker().checkOne(dead, inter)]);
+  assert.deepEqual([m.endpoints[0].ok, m.endpoints[0].reachable, m.endpoints[0].error], [false, true, 'HTTP 404']);
+  assert.ok(d.endpoints.every((e) => !e.ok && !e.reachable));
+});
+
+test('survey: an incomplete chain gets its issuer from the CA-issuer URL, and the intermediate\'s CRL is checked too', async () => {
+  const p = await makePkiWith(dir, 'Survey', { crlUrls: [crl.url('survey-root.crl')] });
+  await crl.publish('survey-int.crl', p.intermediate, []);
+  await crl.publish('survey-root.crl', p.root, []);
+  crl.put('survey-int.cer', Buffer.from(p.intermediate.cert.rawData));
+  const leaf = new X509Certificate((await p.issue('aia.survey.test', { crlUrls: [crl.url('survey-int.crl')], caIssuerUrls: [crl.url('survey-int.cer')] })).issued.certPem);
+  const bare = new X509Certificate((await p.issue('bare.survey.test', { crlUrls: [crl.url('survey-int.crl')] })).issued.certPem);
+  const trust = new TrustStore(false, [p.rootFile]);
+
+  const r = await checker().survey([leaf], trust);
+  assert.equal(r.status, 'good', r.summary);
+  assert.deepEqual(r.certificates.map((c) => c.subject), ['CN=aia.survey.test, O=Survey Org', 'CN=Survey Issuing CA, O=Survey Trust']);
+  const [l, i] = r.certificates;
+  assert.equal(l.issuer, 'CN=Survey Issuing CA, O=Survey Trust');
+  assert.equal(l.issuerUrl, crl.url('survey-int.cer'));
+  assert.deepEqual(l.endpoints.map((e) => [e.kind, e.ok, e.status ?? e.served]), [['crl', true, 'good'], ['caIssuers', true, 'CN=Survey Issuing CA, O=Survey Trust']]);
+  assert.equal(l.endpoints[1].servedIsIssuer, true);
+  assert.deepEqual(i.endpoints.map((e) => [e.kind, e.url, e.ok, e.status]), [['crl', crl.url('survey-root.crl'), true, 'good']]);
+
+  const b = await checker().survey([bare], trust);
+  assert.equal(b.status, 'unknown');
+  assert.equal(b.certificates.length, 1);
+  assert.equal(b.certificates[0].issuer, undefined);
+  const [e] = b.certificates[0].endpoints;
+  assert.deepEqual([e.ok, e.reachable], [false, true]);
+  assert.match(e.error ?? '', /without the issuer certificate .* its answer cannot be checked/);
+
+  const v = await checker().check([leaf, new X509Certificate(p.intermediate.certPem), new X509Certificate(p.root.certPem)], true);
+  assert.deepEqual(v.certificates[0].endpoints.map((x) => x.kind), ['crl', 'caIssuers'], 'reports list the CA-issuer URLs of a verified chain too');
+  assert.match(v.summary, /^not revoked \(CRL \S+: good; CRL \S+: good\)$/, 'the revocation summary names CRL/OCSP endpoints only');
 });
