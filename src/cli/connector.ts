@@ -37,9 +37,9 @@ function summary(x: Any): string {
 }
 
 async function tools(c: Config) {
-  const [{ Resolver }, { TrustStore }, { RevocationChecker }, probe] = await Promise.all([
+  const [{ DnsResolver }, { TrustStore }, { RevocationChecker }, probe] = await Promise.all([
     import('../dns/resolver.ts'), import('../tls/trust.ts'), import('../tls/revocation.ts'), import('../delivery/probe.ts')]);
-  const resolver = new Resolver(c.dns.servers, { dnssec: c.dns.dnssec });
+  const resolver = new DnsResolver(c.dns.servers, { dnssec: c.dns.dnssec });
   return { resolver, trust: new TrustStore(c.tls.trust.system, c.tls.trust.caFiles), revocation: new RevocationChecker(() => resolver), probe };
 }
 
@@ -93,10 +93,11 @@ export function registerConnector(program: Command): void {
       const x = find(cfg, name, o.org).find((h) => h.direction === 'outbound') as (OutboundConnector & { direction: 'outbound' }) | undefined;
       if (!x) throw new AdminError(`"${name}" is an inbound connector; validate checks outbound connectors`, 'inbound connectors are checked by the partner sending to you');
       if (o.send && !o.recipient) throw new AdminError('--send needs --recipient', 'name the address that should receive the test message');
-      const rcpt = o.recipient === undefined ? undefined : parseMailbox(o.recipient, true);
-      if (rcpt && ('code' in rcpt || rcpt.bare)) {
-        throw new AdminError(`--recipient "${o.recipient}" is not a valid address${'code' in rcpt ? `: ${rcpt.message}` : ''}`, 'give user@domain; quote a local part with spaces or special characters: \'"john doe"@example.com\'');
+      const parsed = o.recipient === undefined ? undefined : parseMailbox(o.recipient, true);
+      if (parsed && (!parsed.ok || parsed.mailbox.bare)) {
+        throw new AdminError(`--recipient "${o.recipient}" is not a valid address${!parsed.ok ? `: ${parsed.reply.message}` : ''}`, 'give user@domain; quote a local part with spaces or special characters: \'"john doe"@example.com\'');
       }
+      const rcpt = parsed?.mailbox;
       const requirement: TlsRequirement = { level: x.tlsSettings, source: `connector "${x.name}"`, ...(x.tlsDomain ? { tlsDomain: x.tlsDomain } : {}) };
       let targets: ProbeTarget[];
       if (x.smartHosts.length) {

@@ -3,10 +3,10 @@
 // stderr naming the cause and the fix, and the exit status of docs/cli.md.
 // Promise: no stack trace unless asked for (--debug or PORTCULLIS_DEBUG=1); an unexpected error
 // says where its details are. A closed stdout (`| head`) ends the command quietly with status 0.
-// Loads nothing heavy (it is installed before any command): the DNS module is known by its
-// errors' name, the log by the emit() that main.ts hands over once a command runs.
+// Loads nothing heavy (it is installed before any command): the log comes as the emit() that
+// main.ts hands over once a command runs.
 import { CommanderError } from 'commander';
-import type { DnsError } from '../dns/resolver.ts';
+import { DnsError } from '../dns/types.ts';
 import { AdminError } from '../errors.ts';
 import type { emit as Emit } from '../events.ts';
 import { warn } from './terminal.ts';
@@ -17,9 +17,6 @@ let emit: typeof Emit | undefined;
 export function logTo(e: typeof Emit): void {
   emit = e;
 }
-
-/** A DnsError (dns/resolver.ts), recognised without loading the resolver: only it can have thrown one. */
-const isDnsError = (e: unknown): e is DnsError => e instanceof Error && e.name === 'DnsError' && 'kind' in e && 'qname' in e;
 
 export interface Failure { text: string; exitCode: number; unexpected: boolean }
 
@@ -82,7 +79,7 @@ function dnsFailure(e: DnsError): Failure {
 /** The paragraph and exit status for an error that reached the top of a command. */
 export function describeFailure(e: unknown): Failure {
   if (e instanceof AdminError) return { text: e.message, exitCode: e.exitCode, unexpected: false };
-  if (isDnsError(e)) return dnsFailure(e);
+  if (e instanceof DnsError) return dnsFailure(e);
   const sys = e as SystemError;
   if (e instanceof Error && typeof sys.code === 'string') {
     const known = bindFailure(sys) ?? fileFailure(sys);

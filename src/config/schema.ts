@@ -266,12 +266,12 @@ export const configSchema = z.strictObject({
     }).prefault({}),
     maildir: maildirOptions.prefault({}),
     tlsFallbackSeconds: z.number().min(0).default(3600).meta({
-      description: 'After a failed TLS handshake with an address under **opportunistic** TLS, go straight to the step that worked (legacy TLS, else plaintext) with that address for this long (the step is recorded in the trace). Never applies to a forced level.',
+      description: 'After a failed TLS handshake with an address under **opportunistic** TLS, go straight to the step that worked (legacy TLS, else plaintext) with that address for this long (the step is recorded in the trace). `0`: nothing is remembered; every delivery starts with TLS 1.2+ and steps down within the attempt. Never applies to a forced level.',
       valueType: 'seconds',
     }),
     opportunisticLegacyTls: z.boolean().default(true).describe('Under **opportunistic** TLS, when a server refuses our TLS 1.2+ handshake for its protocol version or its cipher suites (`protocol-version`, `no-shared-cipher`), try once more with TLS 1.0/1.1 and older suites before falling back to plaintext. `false`: such a server gets plaintext at once. Never applies to a forced level, nor to the inbound server.'),
     destinationDownSeconds: z.number().min(0).default(60).meta({
-      description: 'A next hop whose every host failed to connect is not tried again for this long; messages for it are deferred at once. Hosts that failed are also tried last on the next attempt.',
+      description: 'A next hop whose every host failed to connect (or to set up a session: greeting, EHLO, STARTTLS, TLS) is not tried again for this long; messages for it are deferred at once. DNS failures alone never mark it down. Hosts that failed are also tried last on the next attempt.',
       valueType: 'seconds',
     }),
     timeouts: z.strictObject({

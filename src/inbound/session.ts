@@ -334,7 +334,7 @@ export class SmtpSession {
     if (this.txn) return this.send(Replies.badSequence('nested MAIL command'));
     if (!/^FROM:/i.test(arg)) return this.send(Replies.syntax('use MAIL FROM:<address>'));
     const p = parsePathArg(arg.slice(5), { allowNull: true, utf8Allowed: false });
-    if ('code' in p) return this.send(p);
+    if (!p.ok) return this.send(p.reply);
     const envelope: EnvelopeParams = { smtputf8: false };
     for (const [k, v] of p.params) {
       switch (k) {
@@ -382,7 +382,7 @@ export class SmtpSession {
     if (!t) return this.send(Replies.badSequence('send MAIL first'));
     if (!/^TO:/i.test(arg)) return this.send(Replies.syntax('use RCPT TO:<address>'));
     const p = parsePathArg(arg.slice(3), { allowNull: false, utf8Allowed: t.envelope.smtputf8 });
-    if ('code' in p) return this.send(p);
+    if (!p.ok) return this.send(p.reply);
     let notify: string | undefined; let orcpt: string | undefined;
     for (const [k, v] of p.params) {
       if (k === 'NOTIFY' && v !== true && validNotify(v)) notify = v.toUpperCase();
@@ -449,12 +449,12 @@ export class SmtpSession {
         ...(t.match?.connector.treatMessagesAsInternal ? { internal: true } : {}),
       },
     });
-    if ('queueId' in r) {
+    if (r.ok) {
       this.counts.messages++;
       emit({ event: 'message.accepted', sid: this.id, queueId: r.queueId, from: t.mailFrom, rcpts: t.recipients.length, size: d.size, org: t.recipients[0].org, ...(this.tlsFacts ? { tls: this.tlsFacts } : {}) });
       this.send(Replies.queued(r.queueId));
     } else {
-      this.send(r);
+      this.send(r.reply);
     }
   }
 

@@ -13,7 +13,7 @@ import { createHash, createPublicKey, verify as cryptoVerify, X509Certificate } 
 import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
 import { AlgorithmIdentifier, Certificate as AsnCertificate } from '@peculiar/asn1-x509';
 import { BasicOCSPResponse, CertID, OCSPRequest, OCSPResponse, OCSPResponseStatus, Request, TBSRequest, id_pkix_ocsp_basic } from '@peculiar/asn1-ocsp';
-import type { Resolver } from '../dns/resolver.ts';
+import type { Resolver } from '../dns/types.ts';
 import { splitPem, type TrustStore } from './trust.ts';
 import { x509 } from './x509.ts';
 

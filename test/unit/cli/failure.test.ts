@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import net from 'node:net';
 import { describeFailure } from '../../../src/cli/failure.ts';
-import { DnsError } from '../../../src/dns/resolver.ts';
+import { DnsError } from '../../../src/dns/types.ts';
 import { AdminError } from '../../../src/errors.ts';
 import { ROOT } from '../../helpers/gateway.ts';
 

@@ -93,7 +93,7 @@ test('pipelined EHLOs from a client that never reads: reading stops at MAX_UNSEN
 test('busy (waiting for the store) and backpressured at once: the session reads on only when both are clear', async () => {
   let commit!: () => void;
   const stored = new Promise<void>((r) => { commit = r; });
-  const ingest: Partial<Ingest> = { accept: async () => { await stored; return { queueId: 'Q1' }; } };
+  const ingest: Partial<Ingest> = { accept: async () => { await stored; return { ok: true as const, queueId: 'Q1' }; } };
   const { server, client, done } = await connect(deps({}, ingest));
   try {
     await readUntil(client, (s) => s.includes('\r\n'), 5000);
