@@ -5,11 +5,11 @@ import os from 'node:os';
 import { controlRequest } from '../admin/control.ts';
 import type { QueueMessage, TraceEvent } from '../store/types.ts';
 import { peerCertVerdict } from '../tls/facts.ts';
+import { isoSeconds as iso } from '../util/time.ts';
 import { cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
 import { say, warn } from './terminal.ts';
 import { attemptCause, describeEvent, lastAttempts, withRenderer } from './trace.ts';
 
-const iso = (t: number) => new Date(t).toISOString().replace(/\.\d{3}Z$/, 'Z');
 const open = (status: string) => status === 'pending' || status === 'deferred';
 
 function lastError(m: QueueMessage): string {

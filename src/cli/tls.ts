@@ -7,6 +7,7 @@ import type { Config } from '../config/load.ts';
 import type { formatRevocation } from '../delivery/probe.ts';
 import type { CertCheck } from '../tls/cert-check.ts';
 import type { certificateFindings } from '../tls/inspect.ts';
+import { dnLine } from '../tls/names.ts';
 import type { RevocationChecker } from '../tls/revocation.ts';
 import type { TrustStore } from '../tls/trust.ts';
 import { cliConfig, printJson, withConfig, type CommonOpts } from './context.ts';
@@ -44,7 +45,7 @@ export async function certCheck(tools: { trust: TrustStore; revocation: Revocati
 
 function describeCa(c: X509Certificate, now: number, findings: typeof certificateFindings) {
   return {
-    subject: c.subject.split('\n').join(', '), fingerprintSha256: c.fingerprint256,
+    subject: dnLine(c.subject), fingerprintSha256: c.fingerprint256,
     validFrom: new Date(c.validFrom).toISOString(), validTo: new Date(c.validTo).toISOString(),
     warnings: findings(c, now).map((f) => f.text),
   };

@@ -5,10 +5,11 @@
 // administrator), and the one renderer of trace events (`queue list|show` use it).
 import type { Command } from 'commander';
 import { AdminError } from '../errors.ts';
-import type { TlsLevel } from '../policy/outbound.ts';
 import { isTlsFailureKind, tlsFailureLabel } from '../tls/failures.ts';
+import { atLeast, type TlsLevel } from '../tls/levels.ts';
 import type { QueueMessage, TraceEvent } from '../store/types.ts';
 import { peerCertVerdict } from '../tls/facts.ts';
+import { isoSeconds as iso } from '../util/time.ts';
 import { cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
 import { say } from './terminal.ts';
 
@@ -29,8 +30,6 @@ function levelRank(l: TlsLevel): number {
 interface TraceOpts extends CommonOpts {
   messageId?: string; queueId?: string; sender?: string; recipient?: string; since?: string; until?: string; limit?: string;
 }
-
-const iso = (t: number) => new Date(t).toISOString().replace('.000Z', 'Z');
 
 function time(s: string | undefined, what: string): number | undefined {
   if (s === undefined) return undefined;
@@ -79,7 +78,7 @@ export function describeAttempt(e: TraceEvent, m: QueueMessage): string {
     if (t.subject) lines.push(`      peer certificate: ${t.subject}; issuer ${t.issuer}; SHA-256 ${t.fingerprint256}; ${t.chainValid ? 'chain valid' : `chain NOT valid: ${t.chainError}`}`);
   } else if (d.agent === 'smtp') lines.push('      TLS: none (plaintext)');
   if (isTlsFailureKind(d.tlsFailure)) {
-    const forced = !!req && levelRank(req.level as TlsLevel) >= levelRank('encryptionOnly');
+    const forced = !!req && atLeast(req.level as TlsLevel, 'encryptionOnly');
     const what = d.tlsLegacy ? 'legacy TLS (opportunistic)' : forced ? 'TLS failure' : 'TLS not used';
     lines.push(`      ${what}: ${tlsFailureLabel(d.tlsFailure)} (${d.tlsFailure})`);
   }

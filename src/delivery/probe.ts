@@ -10,7 +10,7 @@ import { mailHosts } from '../dns/mx.ts';
 import type { Resolver } from '../dns/types.ts';
 import type { TlsRequirement } from '../policy/outbound.ts';
 import { tlsFailureLabel, type TlsFailureKind } from '../tls/failures.ts';
-import { namesSatisfy } from '../tls/names.ts';
+import { dnLine, namesSatisfy } from '../tls/names.ts';
 import type { EndpointResult, RevocationChecker, RevocationResult } from '../tls/revocation.ts';
 import type { TrustStore } from '../tls/trust.ts';
 import { DeliveryError, SmtpConnection, type PeerTls } from './smtp-client.ts';
@@ -80,7 +80,7 @@ export async function probeHost(t: ProbeTarget, o: ProbeOptions): Promise<HostRe
 async function judgeSession(r: HostReport, t0: PeerTls, t: ProbeTarget, o: ProbeOptions): Promise<{ violation: string | null; kind?: TlsFailureKind }> {
   const root = t0.chainValid ? t0.chain?.at(-1) : undefined;
   r.tls = {
-    version: t0.version, cipher: t0.cipher, bits: t0.bits, chain: (t0.chain ?? []).map((c) => c.subject.split('\n').join(', ')),
+    version: t0.version, cipher: t0.cipher, bits: t0.bits, chain: (t0.chain ?? []).map((c) => dnLine(c.subject)),
     chainValid: t0.chainValid, rootInTrustStore: !!root && o.trust.isTrusted(root),
     ...(t0.subject ? { subject: t0.subject } : {}), ...(t0.issuer ? { issuer: t0.issuer } : {}), ...(t0.fingerprint256 ? { fingerprint256: t0.fingerprint256 } : {}),
     ...(t0.names ? { names: t0.names } : {}), ...(t0.chainError ? { chainError: t0.chainError } : {}),

@@ -13,6 +13,7 @@ import tls from 'node:tls';
 import type { X509Certificate } from 'node:crypto';
 import { smtpPath } from '../mailbox.ts';
 import { describeTlsFailure, handshakeFailureKind, type ChainFailureKind, type TlsFailureKind } from '../tls/failures.ts';
+import { certificateNames, dnLine } from '../tls/names.ts';
 import { ECDH_CURVES, cipherBits, clientTlsProfile, isModernSession } from '../tls/policy-constants.ts';
 import { peerChain, verifyChain, type TrustStore } from '../tls/trust.ts';
 
@@ -21,7 +22,7 @@ export interface Reply { code: number; enhanced?: string; lines: string[]; text:
 export type FailureKind =
   | 'connect' | 'timeout' | 'closed' | 'protocol'   // transport
   | 'greeting' | 'ehlo' | 'starttls' | 'tls'       // session set-up
-  | 'mail' | 'data' | 'reply';                     // transaction
+  | 'mail';                                        // transaction (a path that cannot be sent)
 
 export class DeliveryError extends Error {
   /** The TLS session established before the failure (STARTTLS succeeded, then SMTP failed). */
@@ -40,6 +41,7 @@ export interface PeerTls {
   subject?: string;
   issuer?: string;
   fingerprint256?: string;
+  /** DNS names the certificate identifies (tls/names.ts: SAN DNS names, else the subject CN). */
   names?: string[];
   chainValid: boolean;
   chainError?: string;
@@ -111,7 +113,6 @@ export class SmtpConnection {
   /** Why TLS was not used (opportunistic mode): STARTTLS not offered or refused. */
   tlsSkipped?: { kind: TlsFailureKind; detail: string };
   messages = 0;
-  readonly opened = Date.now();
   private readonly t: Timeouts;
   private readonly onData = (d: Buffer) => this.receive(d.toString('latin1'));
 
@@ -309,10 +310,9 @@ export class SmtpConnection {
     const leaf = chain[0];
     if (!leaf) { out.chainError = 'no certificate presented'; out.chainFailure = 'certificate-not-trusted'; return out; }
     const v = verifyChain(leaf, chain.slice(1), this.opts.trust);
-    const names = (leaf.subjectAltName ?? '').split(', ').filter((n) => n.startsWith('DNS:')).map((n) => n.slice(4));
     Object.assign(out, {
-      subject: leaf.subject.split('\n').join(', '), issuer: leaf.issuer.split('\n').join(', '), fingerprint256: leaf.fingerprint256,
-      names, chainValid: v.ok, chain: v.ok ? v.chain : chain, ...(v.error ? { chainError: v.error } : {}), ...(v.failure ? { chainFailure: v.failure } : {}),
+      subject: dnLine(leaf.subject), issuer: dnLine(leaf.issuer), fingerprint256: leaf.fingerprint256,
+      names: certificateNames(leaf), chainValid: v.ok, chain: v.ok ? v.chain : chain, ...(v.error ? { chainError: v.error } : {}), ...(v.failure ? { chainFailure: v.failure } : {}),
     });
     return out;
   }

@@ -14,7 +14,8 @@
 import { classifyFailure, classifyRefusal, classifyReply, type FailureFacts, type Outcome } from './classify.ts';
 import { InMemory, type ExpiringMemory } from './memory.ts';
 import type { PeerTls, TransactionResult } from './smtp-client.ts';
-import type { TlsLevel, TlsRequirement } from '../policy/outbound.ts';
+import type { TlsRequirement } from '../policy/outbound.ts';
+import type { TlsLevel } from '../tls/levels.ts';
 import { legacyTlsMayHelp, type TlsFailureKind } from '../tls/failures.ts';
 
 export interface AttemptFacts {
