@@ -32,6 +32,15 @@ export interface EnvelopeParams {
    * knows about lines over 998 octets without a scan. Absent on messages stored before it was.
    */
   longestLine?: number;
+  /** RFC 8689: MAIL FROM carried REQUIRETLS: relayed only over validated TLS to a peer offering REQUIRETLS. */
+  requireTls?: boolean;
+  /**
+   * RFC 8689 §5: the header `TLS-Required: No` (recorded only without REQUIRETLS): DANE and
+   * MTA-STS failures relax to opportunistic TLS; a connector's level still applies.
+   */
+  tlsRequiredNo?: boolean;
+  /** A TLS-RPT report we generated (RFC 8460 §5.3: its own sessions are not counted). */
+  tlsReport?: boolean;
 }
 
 export interface NewRecipient {
