@@ -1,7 +1,8 @@
 // Owns: queue states, leases, retry backoff, expiry, delay warnings and bounces, and runs trace
 // retention (retention.ts) while it runs. Claims due
-// messages from the store, hands recipients to their delivery agent (local Maildir, or remote
-// SMTP grouped by next hop so one transaction carries many recipients), records the outcomes.
+// messages from the store, hands recipients to their delivery agent (local Maildir, remote SMTP
+// grouped by next hop so one transaction carries many recipients, or the TLS-RPT report inbox
+// for tlsRpt.receive addresses), records the outcomes.
 // Promises: a message leaves the queue only when every recipient is delivered or failed; a crash
 // at any point leaves it leased, and the lease expires (or is released at start-up). A failed
 // recipient produces a DSN to the sender unless the sender is null or NOTIFY says otherwise, so
@@ -26,6 +27,8 @@ import { TraceRetention } from './retention.ts';
 export interface Agents {
   local: MaildirDelivery;
   remote: RemoteDelivery;
+  /** TLS-RPT reports sent to us (tlsRpt.receive): stored, not delivered to a mailbox. */
+  reports?: { accepts(address: string): boolean; take(m: QueueMessage, data: Buffer): Promise<Outcome> };
 }
 
 export interface SchedulerDeps {
@@ -168,6 +171,11 @@ export class Scheduler {
     const groups = new Map<string, { hop: ReturnType<OutboundPolicy['nextHop']>; rcpts: QueueRecipient[] }>();
     const work: Promise<void>[] = [];
     for (const r of m.recipients) {
+      const reports = this.agents.reports;
+      if (reports?.accepts(r.address)) {
+        work.push(reports.take(m, data).then((outcome) => { results.push({ rcpt: r, outcome, agent: 'tlsrpt' }); }));
+        continue;
+      }
       if (r.route === 'local') {
         // Mail between organisations hosted here never leaves the gateway; the trace says so.
         const note = r.org !== m.org ? { internal: `delivered internally from organization ${m.org} to organization ${r.org}` } : undefined;
