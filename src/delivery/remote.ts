@@ -59,7 +59,7 @@ export interface TlsSessionReport {
   sendingIp?: string;
   mxHost: string;
   mxIp: string;
-  /** Failure only: what went wrong (failure-reason-code). */
+  /** Failure only: what went wrong, from the failure vocabulary (failure-reason-code). */
   reason?: string;
 }
 
@@ -141,11 +141,11 @@ export class RemoteDelivery {
   }
 
   /** Report a TLS session with an MX host (not smart hosts; not our own TLS reports, RFC 8460 §5.3). */
-  private session(job: RemoteJob, t: Target, ip: string, localIp: string | undefined, failure?: { kind: TlsFailureKind; reason: string }): void {
+  private session(job: RemoteJob, t: Target, ip: string, localIp: string | undefined, failure?: TlsFailureKind): void {
     if (job.hop.kind !== 'mx' || job.envelope.tlsReport) return;
     this.onTlsSession({
       policyDomain: job.hop.domain, policy: job.hop.tls.report ?? { type: 'no-policy-found' }, mxHost: t.name, mxIp: ip,
-      ...(localIp ? { sendingIp: localIp } : {}), ...(failure ? { resultType: rfc8460ResultType(failure.kind), reason: failure.reason } : {}),
+      ...(localIp ? { sendingIp: localIp } : {}), ...(failure ? { resultType: rfc8460ResultType(failure), reason: describeTlsFailure(failure) } : {}),
     });
   }
 
@@ -292,7 +292,7 @@ export class RemoteDelivery {
         if (e.kind === 'tls' && starttls === 'try') {
           // Opportunistic: the message must not be stuck behind a peer's old or broken TLS.
           const cause = e.tlsFailure ?? 'handshake-failed';
-          this.session(job, t, ip, e.localAddress, { kind: cause, reason: e.message });
+          this.session(job, t, ip, e.localAddress, cause);
           const next = nextTlsStep(mode, cause, cfg.delivery.opportunisticLegacyTls);
           await this.trouble.stepDown(ip, { mode: next, cause: facts.tlsFailure ?? cause });
           facts.tlsFailure ??= cause;
@@ -303,7 +303,7 @@ export class RemoteDelivery {
         }
         // SMTP failed after STARTTLS succeeded: the trace keeps what TLS showed.
         if (e.tls) facts.tls = stripChain(e.tls);
-        if ((e.kind === 'starttls' || e.kind === 'tls') && e.tlsFailure) this.session(job, t, ip, e.localAddress, { kind: e.tlsFailure, reason: e.message });
+        if ((e.kind === 'starttls' || e.kind === 'tls') && e.tlsFailure) this.session(job, t, ip, e.localAddress, e.tlsFailure);
         const label = e.kind === 'starttls' || e.kind === 'tls' ? `TLS required by ${req.source}: ${e.message}` : e.message;
         return hostFailure({ kind: e.kind, ...(e.reply ? { reply: e.reply } : {}), detail: label, ...(e.tlsFailure ? { tlsFailure: e.tlsFailure } : {}) }, facts);
       }
@@ -341,9 +341,9 @@ export class RemoteDelivery {
     if (conn.tls && (rev === 'revoked' || (rev === 'unknown' && cfg.tls.revocation === 'hardFail'))) facts.tlsAchieved = 'encryptionOnly';
     if (!facts.reused) {
       // TLS-RPT: this connection's negotiation (a reused connection is no new session).
-      if (judged.violation) this.session(job, t, ip, conn.localAddress, { kind: judged.kind ?? conn.tlsSkipped?.kind ?? 'starttls-not-offered', reason: judged.violation });
+      if (judged.violation) this.session(job, t, ip, conn.localAddress, judged.kind ?? conn.tlsSkipped?.kind ?? 'starttls-not-offered');
       else if (conn.tls) this.session(job, t, ip, conn.localAddress);
-      else if (conn.tlsSkipped) this.session(job, t, ip, conn.localAddress, { kind: conn.tlsSkipped.kind, reason: conn.tlsSkipped.detail });
+      else if (conn.tlsSkipped) this.session(job, t, ip, conn.localAddress, conn.tlsSkipped.kind);
     }
     if (!judged.violation) return undefined;
     return hostFailure({ kind: 'tlsPolicy', detail: judged.violation, ...(judged.kind ? { tlsFailure: judged.kind } : {}) }, facts);
