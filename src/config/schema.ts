@@ -260,7 +260,7 @@ export const configSchema = z.strictObject({
     organizationName: z.string().min(1).max(200).optional().meta({ description: 'The `organization-name` of our reports.', defaultText: '`hostname`' }),
     contactInfo: z.string().min(1).max(200).optional().meta({ description: 'The `contact-info` of our reports (an address or URL where report recipients reach us).', defaultText: '`postmaster@` `hostname`' }),
     receive: z.array(z.string().regex(/^[^@\s]+@[^@\s]+$/, 'must be an address like tlsrpt@example.com')).default([]).meta({
-      description: 'Addresses (in an accepted domain) that receive TLS reports from others: mail to them is not put in a mailbox but parsed (gzip or plain JSON, RFC 8460), stored, and shown by `portcullis tlsrpt received`. A report that cannot be read is kept and flagged with the reason. Publish them in your `_smtp._tls` record (`portcullis mta-sts records`).',
+      description: 'Addresses (in an accepted domain) that receive TLS reports from others: mail to them is not put in a mailbox but parsed (gzip or plain JSON, RFC 8460), stored, and shown by `portcullis tlsrpt received`. A report that cannot be read is kept and flagged with the reason. Publish them in the `_smtp._tls` TXT record of your domains (`v=TLSRPTv1; rua=mailto:tlsrpt@example.com`).',
       valueType: 'list of addresses',
     }),
   }).prefault({}),
