@@ -307,7 +307,7 @@ export class SmtpConnection {
     const out: PeerTls = { version, cipher: name, bits: cipherBits(name), resumed: s.isSessionReused(), chainValid: false };
     if (!isModernSession(version, c.name)) out.legacy = true;
     const chain = peerChain(s);
-    const leaf = chain[0];
+    const leaf = chain.at(0);
     if (!leaf) { out.chainError = 'no certificate presented'; out.chainFailure = 'certificate-not-trusted'; return out; }
     const v = verifyChain(leaf, chain.slice(1), this.opts.trust);
     Object.assign(out, {

@@ -31,6 +31,7 @@ import { sessionId } from '../util/ids.ts';
 import { heloProblem, isXtext, parsePathArg, validNotify, validOrcpt } from './address.ts';
 import { CommandReader } from './command-reader.ts';
 import { DataDecoder } from './data-decoder.ts';
+import { errorDetail } from '../util/errors.ts';
 
 /** RFC 5321 allows 512; ESMTP parameters (SIZE, DSN ORCPT/ENVID, SMTPUTF8) extend it. */
 export const MAX_COMMAND_LINE = 2048;
@@ -192,6 +193,9 @@ export class SmtpSession {
     if (this.mode !== 'greeting') this.pump();
   }
 
+  /** The mode now; a method, so that a check after a call that may change it is not narrowed away. */
+  private currentMode(): Mode { return this.mode; }
+
   /** Process buffered commands (up to COMMANDS_PER_TURN); replies to a pipelined group go out together. */
   private pump(): void {
     let turn = 0;
@@ -214,7 +218,8 @@ export class SmtpSession {
         const r = this.command(line.text);
         if (r) this.wait(r);
       }
-      if (this.counts.errors >= this.deps.config.smtp.maxErrors && this.mode === 'command') {
+      // command() may have left command mode (DATA, STARTTLS, QUIT): read the mode afresh.
+      if (this.counts.errors >= this.deps.config.smtp.maxErrors && this.currentMode() === 'command') {
         this.closeReason = 'too many errors';
         this.send(Replies.tooManyErrors(this.host));
         this.close();
@@ -265,7 +270,7 @@ export class SmtpSession {
     this.flow();
     this.flush();
     p.catch((e) => {
-      emit({ event: 'internal.error', where: 'session', error: String((e as Error)?.stack ?? e) });
+      emit({ event: 'internal.error', where: 'session', error: errorDetail(e) });
       this.send(Replies.storageError());
     }).finally(() => {
       this.busy = false;
