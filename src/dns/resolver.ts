@@ -164,7 +164,8 @@ export class DnsResolver extends TypedResolver {
       for (const s of this.upstreams) {
         try {
           let p = await this.exchange(s, name, type, false);
-          if (p.flag_tc) p = await this.exchange(s, name, type, true); // truncated (TC, RFC 1035 §4.2.1): again over TCP
+          // Truncated (TC, RFC 1035 §4.2.1): the same question again over TCP.
+          if (p.flag_tc) p = await this.exchange(s, name, type, true);
           return this.interpret(p, s, name, type);
         } catch (e) {
           if (!(e instanceof DnsError)) throw e;

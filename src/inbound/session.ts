@@ -307,7 +307,8 @@ export class SmtpSession {
       case 'DATA': return this.data(arg);
       case 'RSET': this.txn = null; return this.send(Replies.reset()); // RFC 5321 §4.1.1.5
       case 'NOOP': return this.send(Replies.ok());
-      case 'QUIT': this.closeReason = 'quit'; this.send(Replies.bye(this.host)); return this.close(); // RFC 5321 §4.1.1.10
+      // QUIT: 221, then close (RFC 5321 §4.1.1.10).
+      case 'QUIT': this.closeReason = 'quit'; this.send(Replies.bye(this.host)); return this.close();
       case 'VRFY': return this.send(Replies.cannotVrfy()); // 252, not a verdict: RFC 5321 §7.3
       case 'EXPN': return this.send(Replies.expnDisabled());
       case 'HELP': return this.send(Replies.help());
@@ -352,7 +353,8 @@ export class SmtpSession {
       switch (k) {
         case 'SIZE':
           if (v === true || !/^\d{1,15}$/.test(v)) return this.send(Replies.paramInvalid('SIZE'));
-          if (Number(v) > this.deps.config.smtp.maxMessageSize) return this.send(Replies.sizeExceeded()); // 552: RFC 1870 §6.1
+          // Declared size over our maximum: 552 (RFC 1870 §6.1).
+          if (Number(v) > this.deps.config.smtp.maxMessageSize) return this.send(Replies.sizeExceeded());
           break;
         case 'BODY': { // RFC 6152 §2
           const b = v === true ? '' : v.toUpperCase();
