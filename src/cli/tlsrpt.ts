@@ -26,8 +26,8 @@ export function registerTlsRpt(program: Command): void {
       if (!c.tlsRpt.enabled) throw new AdminError('TLS reporting is off (tlsRpt.enabled: false): nothing was counted to report', 'set tlsRpt.enabled: true (the default)', 1);
       const store = cliStore(c, 'write');
       const inbound = new InboundPolicy(c);
-      let queued = false;
-      const ingest = new Ingest(store, { reserve: () => undefined, take: () => {}, kick: () => { queued = true; }, unreserve: () => {} });
+      const kicked = { queued: false };
+      const ingest = new Ingest(store, { reserve: () => undefined, take: () => {}, kick: () => { kicked.queued = true; }, unreserve: () => {} });
       const sender = new TlsReportSender({
         store, ingest, config: () => c, resolver: () => new DnsResolver(c.dns.servers, { dnssec: c.dns.dnssec }),
         trust: () => new TrustStore(c.tls.trust.system, c.tls.trust.caFiles),
@@ -40,7 +40,7 @@ export function registerTlsRpt(program: Command): void {
         await store.close();
       }
       // Mail reports wait in the queue: ask the running server to look now (it polls anyway).
-      if (queued) await controlRequest(c.dataDir, { cmd: 'kick' }).catch(() => undefined);
+      if (kicked.queued) await controlRequest(c.dataDir, { cmd: 'kick' }).catch(() => undefined);
       const failed = results.some((r) => r.sent?.destinations.some((d) => !d.ok));
       if (failed) process.exitCode = 1;
       if (o.json) return printJson({ day, domains: results.map((r) => ({ domain: r.domain, ...(r.sent ? { reportId: r.sent.reportId, destinations: r.sent.destinations } : {}), ...(r.skipped ? { skipped: r.skipped } : {}), ...(r.report ? { report: r.report } : {}) })) });

@@ -11,6 +11,7 @@ import type { Outcome } from '../delivery/classify.ts';
 import { emit } from '../events.ts';
 import type { ReceivedTlsReport, Store } from '../store/types.ts';
 import type { TlsRptReport } from './report.ts';
+import { errorMessage } from '../util/errors.ts';
 
 /** Largest report JSON read (decompressed). */
 export const MAX_JSON = 8 * 1024 * 1024;
@@ -70,19 +71,19 @@ export function reportProblem(r: unknown): string | undefined {
 export function readReportMail(data: Buffer, meta: { receivedAt: number; queueId: string; mailFrom: string }): ReceivedTlsReport {
   const bad = (problem: string, content = ''): ReceivedTlsReport => ({ ...meta, content: content.slice(0, MAX_KEPT), problem });
   let parts: Part[];
-  try { parts = leafParts(data, 0, data.length); } catch (e) { return bad(`unreadable MIME structure: ${(e as Error).message}`); }
+  try { parts = leafParts(data, 0, data.length); } catch (e) { return bad(`unreadable MIME structure: ${errorMessage(e)}`); }
   const part = parts.find((p) => REPORT_TYPES.has(p.type)) ?? parts.find((p) => /\.json(\.gz)?$/i.test(p.filename ?? ''));
   if (!part) return bad(`no report part (application/tlsrpt+gzip or application/tlsrpt+json); parts: ${parts.map((p) => p.type).join(', ') || 'none'}`);
   let json: Buffer;
   if (isGzip(part.data)) {
-    try { json = gunzipSync(part.data, { maxOutputLength: MAX_JSON }); } catch (e) { return bad(`gzip: ${(e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE' ? `larger than ${MAX_JSON} bytes` : (e as Error).message}`, part.data.toString('base64')); }
+    try { json = gunzipSync(part.data, { maxOutputLength: MAX_JSON }); } catch (e) { return bad(`gzip: ${(e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE' ? `larger than ${MAX_JSON} bytes` : errorMessage(e)}`, part.data.toString('base64')); }
   } else {
     if (part.type.endsWith('gzip')) return bad(`${part.type} part is not gzip data`, part.data.toString('base64'));
     json = part.data;
   }
   const text = json.toString('utf8');
   let parsed: unknown;
-  try { parsed = JSON.parse(text); } catch (e) { return bad(`not JSON: ${(e as Error).message}`, text); }
+  try { parsed = JSON.parse(text); } catch (e) { return bad(`not JSON: ${errorMessage(e)}`, text); }
   const o = parsed as Partial<TlsRptReport> | null;
   const named = { ...(str(o?.['organization-name']) ? { organization: o['organization-name'] } : {}), ...(str(o?.['report-id']) ? { reportId: o['report-id'] } : {}) };
   const problem = reportProblem(parsed);
@@ -135,7 +136,7 @@ export class ReportInbox {
     try {
       await this.store().addReceivedTlsReport(r);
     } catch (e) {
-      return { status: 'deferred', reply: { code: 451, enhanced: '4.3.0', message: 'TLS report could not be stored', reason: `storing the TLS report failed: ${(e as Error).message}` } };
+      return { status: 'deferred', reply: { code: 451, enhanced: '4.3.0', message: 'TLS report could not be stored', reason: `storing the TLS report failed: ${errorMessage(e)}` } };
     }
     emit({ event: 'tlsrpt.received', queueId: m.id, from: m.mailFrom, ...(r.organization ? { organization: r.organization } : {}), ...(r.reportId ? { reportId: r.reportId } : {}), ...(r.problem ? { problem: r.problem } : {}) });
     return r.problem

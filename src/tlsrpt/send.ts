@@ -16,6 +16,7 @@ import type { TlsSessionReport } from '../delivery/remote.ts';
 import type { Store, TlsReportSent } from '../store/types.ts';
 import type { TrustStore } from '../tls/trust.ts';
 import { buildReport, gzipReport, parseTlsRptRecord, reportMail, utcDay, type TlsRptReport } from './report.ts';
+import { errorDetail, errorMessage } from '../util/errors.ts';
 
 /** organization-name and contact-info as configured, or their defaults. */
 export function reporter(c: Config): { organizationName: string; contactInfo: string } {
@@ -30,7 +31,7 @@ export function sessionCounter(store: () => Store, config: () => Config, now: ()
     const row = resultType
       ? { day: utcDay(now()), policyDomain, policy, resultType, mxHost, mxIp, count: 1, ...(sendingIp ? { sendingIp } : {}), ...(reason ? { reason } : {}) }
       : { day: utcDay(now()), policyDomain, policy, count: 1 };
-    store().countTlsSessions([row]).catch((e: unknown) => emit({ event: 'internal.error', where: 'tlsrpt.count', error: String((e as Error)?.message ?? e) }));
+    store().countTlsSessions([row]).catch((e: unknown) => emit({ event: 'internal.error', where: 'tlsrpt.count', error: errorMessage(e) }));
   };
 }
 
@@ -83,7 +84,7 @@ export class TlsReportSender {
       txts = (await this.d.resolver().txt(`_smtp._tls.${domain}`)).records;
     } catch (e) {
       if (e instanceof DnsError && !e.temporary) return this.nowhere(day, domain, report, `no TLS-RPT record (_smtp._tls.${domain}: ${e.kind})`);
-      return { domain, report, skipped: `lookup of _smtp._tls.${domain} failed, will retry: ${(e as Error).message}` };
+      return { domain, report, skipped: `lookup of _smtp._tls.${domain} failed, will retry: ${errorMessage(e)}` };
     }
     const rec = parseTlsRptRecord(txts);
     if (!rec.rua.length) return this.nowhere(day, domain, report, `no TLS-RPT destination: ${rec.problem}`);
@@ -93,7 +94,7 @@ export class TlsReportSender {
       try {
         destinations.push({ uri, ok: true, detail: uri.toLowerCase().startsWith('mailto:') ? await this.mail(uri, domain, report, gz) : await this.post(uri, gz) });
       } catch (e) {
-        destinations.push({ uri, ok: false, detail: (e as Error).message });
+        destinations.push({ uri, ok: false, detail: errorMessage(e) });
       }
     }
     const sent: TlsReportSent = { day, policyDomain: domain, reportId: report['report-id'], at: Date.now(), destinations };
@@ -166,7 +167,7 @@ export class DailyReports {
       if (this.enabled()) {
         const day = utcDay(Date.now() - 86_400_000);
         this.running = this.sender().sendDay(day, { unsentOnly: true })
-          .catch((e: unknown) => emit({ event: 'internal.error', where: 'tlsrpt.daily', error: String((e as Error)?.stack ?? e) }));
+          .catch((e: unknown) => emit({ event: 'internal.error', where: 'tlsrpt.daily', error: errorDetail(e) }));
       }
       this.timer = setTimeout(tick, this.everyMs);
       this.timer.unref();
