@@ -201,8 +201,6 @@ export class RemoteDelivery {
   private async attempt(job: RemoteJob): Promise<RemoteResult> {
     const hop = job.hop;
     const base: AttemptFacts = { host: hop.domain, port: this.config().delivery.port, tlsRequired: hop.tls, tlsAchieved: 'none', ...(hop.connector ? { connector: hop.connector.name } : {}) };
-    const unauthenticated = job.envelope.requireTls ? requireTlsProblem(hop.tls) : undefined;
-    if (unauthenticated) return { outcomes: forAll(job.recipients, classifyFailure({ kind: 'requireTls', detail: unauthenticated })), attempt: { ...base, error: unauthenticated } };
     const targets = await this.targets(hop);
     if (targets.kind === 'failed') return { outcomes: forAll(job.recipients, classifyFailure(targets.facts)), attempt: { ...base, error: targets.facts.detail } };
 
@@ -224,7 +222,8 @@ export class RemoteDelivery {
           await this.trouble.hostSucceeded(t.name);
           return { outcomes: r.outcomes, attempt: r.attempt };
         }
-        await this.trouble.hostFailed(t.name);
+        // A host without REQUIRETLS is not a failing host for other messages.
+        if (!r.requireTls) await this.trouble.hostFailed(t.name);
         if (tally.hostFailed(r) === 'stop') return { outcomes: forAll(job.recipients, r.outcome), attempt: r.attempt };
       }
     }
@@ -249,6 +248,10 @@ export class RemoteDelivery {
     const req = job.hop.tls;
     const facts: AttemptFacts = { host: t.name, ip, port: t.port, tlsRequired: req, tlsAchieved: 'none', ...(job.hop.connector ? { connector: job.hop.connector.name } : {}) };
     const key = `${ip}:${t.port}|${req.level}|${req.tlsDomain ?? ''}`;
+    // RFC 8689 §4.2.1: a REQUIRETLS message goes only to a host a source authenticates; else this
+    // host is not even contacted (and when no host qualifies, 5.7.30: trouble.ts).
+    const unauthenticated = job.envelope.requireTls ? requireTlsProblem(req) : undefined;
+    if (unauthenticated) return hostFailure({ kind: 'requireTls', detail: unauthenticated }, facts);
     const opened = await this.open(job, t, ip, key, facts, pooled);
     if (opened.kind !== 'open') return opened;
     const refused = await this.checkTls(opened.conn, opened.mode, job, t, ip, facts);

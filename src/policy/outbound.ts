@@ -3,8 +3,8 @@
 // composed from its sources (today the default and the connector) in one place, and what the
 // message itself asks (RFC 8689: REQUIRETLS, `TLS-Required: No`). Decides only; no I/O.
 // Promise: sources can only raise the level (never lower it); the result names its source. The
-// only relaxation is `TLS-Required: No`, and it drops only demands marked relaxable (DANE,
-// MTA-STS), never a connector's; with REQUIRETLS it is ignored.
+// only relaxation is `TLS-Required: No`, and it drops only demands the destination
+// published (DANE, MTA-STS), never a connector's; with REQUIRETLS it is ignored.
 import type { Config, OutboundConnector } from '../config/load.ts';
 import { levelRank, type TlsLevel } from '../tls/levels.ts';
 import type { Rfc8460Policy } from '../tls/failures.ts';
@@ -17,10 +17,10 @@ export interface TlsRequirement {
   /** Certificate name pattern (RFC 6125) required at domainValidation. */
   tlsDomain?: string;
   /**
-   * A recipient-side policy (DANE, MTA-STS) that the message header `TLS-Required: No` waives
-   * (RFC 8689 §5). A connector's demand never is: the administrator's decision wins.
+   * The destination published it (DNS: DANE, MTA-STS), as opposed to our administrator (a
+   * connector) or the message: `TLS-Required: No` may relax it (RFC 8689 §5), never a connector.
    */
-  relaxable?: boolean;
+  published?: boolean;
   /** The published policy behind this demand, for TLS-RPT (absent: `no-policy-found`). */
   report?: Rfc8460Policy;
 }
@@ -51,7 +51,7 @@ export function connectorDemand(c: OutboundConnector): TlsRequirement {
  */
 export function strictest(demands: readonly TlsRequirement[], message: MessageTls = {}): TlsRequirement {
   const waived = message.tlsRequiredNo === true && message.requireTls !== true;
-  return demands.filter((d) => !(waived && d.relaxable)).reduce(raise, DEFAULT_TLS);
+  return demands.filter((d) => !(waived && d.published)).reduce(raise, DEFAULT_TLS);
 }
 
 /** RFC 8689 §5.7.30: the code and text a message with REQUIRETLS fails with. */

@@ -91,8 +91,8 @@ test('internalRelay needs an onPremises connector', () => {
     /x\.test is internalRelay, but organization "x" has no enabled onPremises outbound connector/);
 });
 
-test('TLS-Required: No waives only relaxable demands (DANE, MTA-STS), never a connector\'s; REQUIRETLS makes it ignored (RFC 8689 §4.1, §5)', () => {
-  const dane = { level: 'domainValidation' as const, source: 'DANE (test)', relaxable: true };
+test('TLS-Required: No waives only published demands (DANE, MTA-STS), never a connector\'s; REQUIRETLS makes it ignored (RFC 8689 §4.1, §5)', () => {
+  const dane = { level: 'domainValidation' as const, source: 'DANE (test)', published: true };
   const conn = { level: 'encryptionOnly' as const, source: 'connector "X"' };
   assert.equal(strictest([dane, conn]).source, 'DANE (test)');
   assert.equal(strictest([dane, conn], { tlsRequiredNo: true }).source, 'connector "X"', 'the connector still applies');
