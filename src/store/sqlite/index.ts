@@ -10,7 +10,7 @@ import { mkdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type {
-  DeleteResult, MessageState, NewMessage, QueueFilter, QueueMessage, QueueRecipient, RecipientOutcome, Store, TraceEvent, TraceFilter,
+  DeleteResult, MessageState, NewMessage, QueueFilter, QueueMessage, QueueRecipient, RecipientOutcome, Store, StsPolicyEntry, TraceEvent, TraceFilter,
 } from '../types.ts';
 import { migrations } from './schema.ts';
 import { AdminError } from '../../errors.ts';
@@ -85,6 +85,9 @@ export class SqliteStore implements Store {
       nextDue: db.prepare(`SELECT min(t) FROM (
           SELECT min(next_attempt_at) AS t FROM messages WHERE state IN ('incoming', 'deferred')
           UNION ALL SELECT min(lease_until) FROM messages WHERE state = 'active')`).pluck(),
+      stsGet: db.prepare('SELECT domain, id, text, fetched_at AS fetchedAt, expires_at AS expiresAt FROM sts_policies WHERE domain = ?'),
+      stsPut: db.prepare(`INSERT INTO sts_policies (domain, id, text, fetched_at, expires_at) VALUES (@domain, @id, @text, @fetchedAt, @expiresAt)
+        ON CONFLICT (domain) DO UPDATE SET id = excluded.id, text = excluded.text, fetched_at = excluded.fetched_at, expires_at = excluded.expires_at`),
       release: db.prepare(`UPDATE messages SET state = 'deferred', lease_owner = NULL, lease_until = NULL, next_attempt_at = ? WHERE state = 'active'`),
     };
   }
@@ -239,6 +242,14 @@ export class SqliteStore implements Store {
 
   async nextDue(): Promise<number | null> {
     return (this.st.nextDue.get() as number | null) ?? null;
+  }
+
+  async stsPolicy(domain: string): Promise<StsPolicyEntry | null> {
+    return (this.st.stsGet.get(domain) as StsPolicyEntry | undefined) ?? null;
+  }
+
+  saveStsPolicy(e: StsPolicyEntry): Promise<void> {
+    return this.write(() => { this.st.stsPut.run(e); });
   }
 
   releaseLeases(): Promise<number> {

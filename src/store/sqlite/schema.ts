@@ -50,4 +50,12 @@ export const migrations: string[] = [
    CREATE INDEX messages_msgid ON messages(message_id);`,
   // 3: trace retention finds done messages by the time they finished without scanning the table.
   `CREATE INDEX messages_finished ON messages(state, updated_at);`,
+  // 4: cached MTA-STS policies (RFC 8461 §5.1), one per policy domain.
+  `CREATE TABLE sts_policies (
+     domain TEXT PRIMARY KEY,
+     id TEXT NOT NULL,
+     text TEXT NOT NULL,
+     fetched_at INTEGER NOT NULL,
+     expires_at INTEGER NOT NULL
+   ) WITHOUT ROWID;`,
 ];
