@@ -27,6 +27,7 @@ import { DnsResolver } from './dns/resolver.ts';
 import type { Resolver } from './dns/types.ts';
 import { OutboundPolicy } from './policy/outbound.ts';
 import { RevocationChecker } from './tls/revocation.ts';
+import { MtaSts, mtaStsProvider } from './mtasts/sts.ts';
 import { assertNoServer, startControlServer, type ControlResponse } from './admin/control.ts';
 import { configuredGroup, planPrivileges, type RunAsOverride } from './service/privileges.ts';
 import { becomeServiceUser } from './service/start.ts';
@@ -106,7 +107,9 @@ export class Gateway {
     this.outbound = new OutboundPolicy(config);
     const pool = new ConnectionPool(() => this.deps.config.delivery.connectionReuse);
     const revocation = new RevocationChecker(() => this.resolver);
-    this.remote = new RemoteDelivery(() => this.resolver, pool, () => this.deps.trust, () => this.deps.config, revocation, () => this.tls.clientIdentity());
+    const sts = new MtaSts({ resolver: () => this.resolver, trust: () => this.deps.trust, cache: this.store });
+    this.remote = new RemoteDelivery(() => this.resolver, pool, () => this.deps.trust, () => this.deps.config, revocation, () => this.tls.clientIdentity(),
+      { demands: [mtaStsProvider(sts, () => this.deps.config.mtaSts.enabled)] });
     const ingest = new Ingest(this.store, {
       reserve: () => this.scheduler.reserve(), take: (m, d) => this.scheduler.take(m, d),
       kick: () => this.scheduler.kick(), unreserve: () => this.scheduler.unreserve(),

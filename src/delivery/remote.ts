@@ -1,5 +1,6 @@
 // Owns: delivering one message's recipients for one next hop over SMTP: resolving MX (dns/mx.ts)
-// or smart hosts, trying hosts in order, applying the TLS requirement, reusing pooled connections,
+// or smart hosts, trying hosts in order, applying the TLS requirement (the next hop's, raised per
+// host by the demand providers: MTA-STS), skipping hosts a provider rules out, reusing pooled connections,
 // and returning one classified outcome per recipient plus the facts of every attempt (the trace).
 // What a failure means (next host, every recipient, the verdict, what is remembered) is decided by
 // trouble.ts. Sends each peer what it can take (mime-downgrade.ts: 7 bit without 8BITMIME, no line
@@ -14,7 +15,7 @@ import net from 'node:net';
 import type { Config } from '../config/load.ts';
 import { mailHosts } from '../dns/mx.ts';
 import { DnsError, type Resolver } from '../dns/types.ts';
-import type { NextHop, TlsRequirement } from '../policy/outbound.ts';
+import { hostRequirement, type DemandProvider, type HostDemand, type NextHop, type TlsRequirement } from '../policy/outbound.ts';
 import { levelRank, type TlsLevel } from '../tls/levels.ts';
 import { smtpPath } from '../mailbox.ts';
 import type { EnvelopeParams, QueueRecipient } from '../store/types.ts';
@@ -50,7 +51,12 @@ export interface RemoteOptions {
   memories?: DeliveryMemories;
   /** Randomness for the order of MX hosts of equal preference (default Math.random). */
   random?: () => number;
+  /** Sources of per-host TLS demands (MTA-STS), consulted once per delivery. */
+  demands?: readonly DemandProvider[];
 }
+
+/** One host of the next hop with what the demand providers ask of it. */
+interface HostPlan { req: TlsRequirement; observe: TlsRequirement[]; notes: string[] }
 
 class Semaphore {
   private used = 0;
@@ -75,6 +81,8 @@ function achieved(tls: PeerTls | null, req: TlsRequirement, hostname: string): T
   if (req.tlsDomain ? namesSatisfy(names, req.tlsDomain) : namesSatisfy(names, hostname)) return 'domainValidation';
   return 'certificateValidation';
 }
+
+const notes = (p: HostPlan): Pick<AttemptFacts, 'policyNotes'> => (p.notes.length ? { policyNotes: [...p.notes] } : {});
 
 const stripChain = (t: PeerTls | null | undefined): Omit<PeerTls, 'chain'> | undefined => {
   if (!t) return undefined;
@@ -104,6 +112,7 @@ export class RemoteDelivery {
   private readonly limits = new Map<string, Semaphore>();
   private readonly trouble: Trouble;
   private readonly random: () => number;
+  private readonly demands: readonly DemandProvider[];
 
   constructor(
     private readonly resolver: () => Resolver,
@@ -116,6 +125,7 @@ export class RemoteDelivery {
   ) {
     this.trouble = new Trouble(options.memories ?? inProcessMemories(), () => this.config().delivery);
     this.random = options.random ?? Math.random;
+    this.demands = options.demands ?? [];
   }
 
   async deliver(job: RemoteJob): Promise<RemoteResult> {
@@ -174,8 +184,20 @@ export class RemoteDelivery {
 
     const tally = new Tally();
     const content = new OutboundContent(job.data, job.envelope);
+    const perHost = await Promise.all(this.demands.map((d) => d.forHop(hop)));
     // Hosts that failed recently go last ("try the next MX first" on a retry).
     for (const t of await this.trouble.order(targets.value)) {
+      const demands: HostDemand[] = perHost.map((f) => f(t.name));
+      const plan: HostPlan = {
+        req: hostRequirement(hop.tls, demands), observe: demands.flatMap((d) => (d.observe ? [d.observe] : [])), notes: demands.flatMap((d) => d.notes ?? []),
+      };
+      const skip = demands.find((d) => d.skip)?.skip;
+      if (skip) {
+        // Never connected to: a policy rules this host out (no address lookup, no connection).
+        const f: FailureFacts = { kind: 'tlsPolicy', tlsFailure: skip.kind, detail: skip.reason };
+        tally.hostSkipped(classifyFailure(f), { ...base, host: t.name, port: t.port, tlsRequired: plan.req, error: skip.reason, tlsFailure: skip.kind, ...notes(plan) });
+        continue;
+      }
       const ips = await this.addresses(t);
       if (ips.kind === 'failed') {
         tally.dnsFailed(classifyFailure(ips.facts), { ...base, host: t.name, port: t.port, error: ips.facts.detail });
@@ -184,7 +206,7 @@ export class RemoteDelivery {
       if (!ips.value.length) continue;
       tally.addressesFound();
       for (const ip of ips.value) {
-        const r = await this.tryHost(job, content, t, ip);
+        const r = await this.tryHost(job, content, t, ip, plan);
         if (r.kind === 'done') {
           await this.trouble.hostSucceeded(t.name);
           return { outcomes: r.outcomes, attempt: r.attempt };
@@ -201,22 +223,23 @@ export class RemoteDelivery {
   }
 
   /** One host address: the outcomes, or a failure of this host (trouble.ts says what it means). */
-  private async tryHost(job: RemoteJob, content: OutboundContent, t: Target, ip: string): Promise<HostResult> {
-    const first = await this.once(job, content, t, ip, true);
+  private async tryHost(job: RemoteJob, content: OutboundContent, t: Target, ip: string, plan: HostPlan): Promise<HostResult> {
+    const first = await this.once(job, content, t, ip, plan, true);
     if (first.kind !== 'stale') return first;
     // The pooled connection died while idle: once more, on a fresh connection (never pooled).
-    const again = await this.once(job, content, t, ip, false);
+    const again = await this.once(job, content, t, ip, plan, false);
     return again.kind === 'stale' ? again.failure : again;
   }
 
-  private async once(job: RemoteJob, content: OutboundContent, t: Target, ip: string, pooled: boolean): Promise<HostResult | Stale> {
-    const req = job.hop.tls;
-    const facts: AttemptFacts = { host: t.name, ip, port: t.port, tlsRequired: req, tlsAchieved: 'none', ...(job.hop.connector ? { connector: job.hop.connector.name } : {}) };
+  private async once(job: RemoteJob, content: OutboundContent, t: Target, ip: string, plan: HostPlan, pooled: boolean): Promise<HostResult | Stale> {
+    const req = plan.req;
+    const facts: AttemptFacts = { host: t.name, ip, port: t.port, tlsRequired: req, tlsAchieved: 'none', ...(job.hop.connector ? { connector: job.hop.connector.name } : {}), ...notes(plan) };
     const key = `${ip}:${t.port}|${req.level}|${req.tlsDomain ?? ''}`;
-    const opened = await this.open(job, t, ip, key, facts, pooled);
+    const opened = await this.open(req, t, ip, key, facts, pooled);
     if (opened.kind !== 'open') return opened;
-    const refused = await this.checkTls(opened.conn, opened.mode, job, t, ip, facts);
+    const refused = await this.checkTls(opened.conn, opened.mode, req, t, ip, facts);
     if (refused) { void opened.conn.quit(); return refused; }
+    this.observe(opened.conn, plan, t, facts);
     return this.transact(job, content, t, ip, key, opened.conn, facts);
   }
 
@@ -224,9 +247,8 @@ export class RemoteDelivery {
    * A pooled connection, or a new one. Opportunistic TLS steps down on a failed handshake: at most
    * three connections (TLS 1.2+, legacy TLS, plaintext); a required level gets one.
    */
-  private async open(job: RemoteJob, t: Target, ip: string, key: string, facts: AttemptFacts, pooled: boolean): Promise<Opened> {
+  private async open(req: TlsRequirement, t: Target, ip: string, key: string, facts: AttemptFacts, pooled: boolean): Promise<Opened> {
     const cfg = this.config();
-    const req = job.hop.tls;
     const forced = levelRank(req.level) >= levelRank('encryptionOnly');
     const reused = pooled ? this.pool.take(key) : undefined;
     if (reused) { facts.reused = true; return { kind: 'open', conn: reused, mode: 'modern' }; }
@@ -273,9 +295,8 @@ export class RemoteDelivery {
   }
 
   /** Record what TLS the session has and judge it against the requirement: a violation fails the host. */
-  private async checkTls(conn: SmtpConnection, mode: TlsMode, job: RemoteJob, t: Target, ip: string, facts: AttemptFacts): Promise<HostFailed | undefined> {
+  private async checkTls(conn: SmtpConnection, mode: TlsMode, req: TlsRequirement, t: Target, ip: string, facts: AttemptFacts): Promise<HostFailed | undefined> {
     const cfg = this.config();
-    const req = job.hop.tls;
     if (mode === 'legacy' && conn.tls && !conn.tls.legacy) {
       // The server offers modern TLS again: forget the step down.
       await this.trouble.modernAgain(ip);
@@ -302,6 +323,17 @@ export class RemoteDelivery {
     if (conn.tls && (rev === 'revoked' || (rev === 'unknown' && cfg.tls.revocation === 'hardFail'))) facts.tlsAchieved = 'encryptionOnly';
     if (!judged.violation) return undefined;
     return hostFailure({ kind: 'tlsPolicy', detail: judged.violation, ...(judged.kind ? { tlsFailure: judged.kind } : {}) }, facts);
+  }
+
+  /**
+   * Requirements only observed (MTA-STS testing): whether this session would have met them, for
+   * the trace. Delivery goes on either way.
+   */
+  private observe(conn: SmtpConnection, plan: HostPlan, t: Target, facts: AttemptFacts): void {
+    for (const o of plan.observe) {
+      const met = levelRank(achieved(conn.tls, o, t.name)) >= levelRank(o.level);
+      (facts.policyNotes ??= []).push(`${o.source}: this session ${met ? 'meets' : 'would NOT meet'} the policy (${o.level}${o.tlsDomain ? ` for ${o.tlsDomain}` : ''}, achieved ${achieved(conn.tls, o, t.name)}); delivered anyway (testing mode)`);
+    }
   }
 
   /** What this peer can take, then the transaction; its replies become outcomes (trouble.ts). */

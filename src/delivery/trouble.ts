@@ -41,6 +41,8 @@ export interface AttemptFacts {
   tlsFailure?: TlsFailureKind;
   /** Opportunistic only: the session used legacy TLS (TLS 1.0/1.1 or an older suite). */
   tlsLegacy?: boolean;
+  /** What the per-host demand sources noted (an MTA-STS policy in testing mode, a cached policy used). */
+  policyNotes?: string[];
   error?: string;
 }
 
@@ -112,6 +114,9 @@ export class Tally {
 
   /** An MX host's addresses could not be found. */
   dnsFailed(outcome: Outcome, attempt: AttemptFacts): void { this.last = { outcome, attempt }; }
+
+  /** A policy ruled a host out before any lookup or connection (it never marks the destination down). */
+  hostSkipped(outcome: Outcome, attempt: AttemptFacts): void { this.last = { outcome, attempt }; }
 
   /** A host had addresses to try: the failures are no longer DNS-only. */
   addressesFound(): void { this.dnsOnly = false; }

@@ -9,7 +9,7 @@
 // goes on as if the domain had none (§3.3, §5: "MUST continue with delivery"); a cached,
 // unexpired policy is never dropped because a lookup or fetch failed.
 import { DnsError, type Resolver } from '../dns/types.ts';
-import type { TlsRequirement } from '../policy/outbound.ts';
+import type { DemandProvider, TlsRequirement } from '../policy/outbound.ts';
 import type { StsPolicyEntry } from '../store/types.ts';
 import type { TrustStore } from '../tls/trust.ts';
 import { fetchStsPolicy, type FetchOptions, type FetchResult, type StsFetchFailure } from './fetch.ts';
@@ -135,4 +135,31 @@ export function stsDemand(l: StsLookup, host: string): StsHostDemand {
   if (l.policy.mode === 'testing') return { kind: 'none', testing: requirement };
   if (!pattern) return { kind: 'skip', reason: `MX host ${host} matches no mx pattern of the MTA-STS policy of ${l.domain} (id ${l.id}, mode enforce: ${l.policy.mx.join(', ')})` };
   return { kind: 'require', requirement };
+}
+
+/**
+ * MTA-STS as a per-host demand source for delivery (policy/outbound.ts): MX delivery only (smart
+ * hosts are the administrator's choice, not the domain's MX), and only while `enabled()`.
+ */
+export function mtaStsProvider(sts: MtaSts, enabled: () => boolean): DemandProvider {
+  return {
+    async forHop(hop) {
+      if (!enabled() || hop.kind !== 'mx') return () => ({});
+      const l = await sts.lookup(hop.domain);
+      const common: string[] = [];
+      if (l.kind === 'none' && l.failure) common.push(`MTA-STS: ${l.reason} (${l.failure}); delivering as if ${l.domain} had no policy (RFC 8461 §3.3)`);
+      if (l.kind === 'policy' && l.note) common.push(`MTA-STS: ${l.note}`);
+      return (host) => {
+        const d = stsDemand(l, host);
+        const notes = [...common];
+        if (d.kind === 'require') return { requirement: d.requirement, ...(notes.length ? { notes } : {}) };
+        if (d.kind === 'skip') return { skip: { reason: d.reason, kind: 'sts-mx-mismatch' }, ...(notes.length ? { notes } : {}) };
+        if (d.testing && l.kind === 'policy' && !matchingPattern(l.policy, host)) {
+          notes.push(`${stsSource(l)}: MX host ${host} matches no mx pattern (${l.policy.mx.join(', ')}); delivered anyway (testing mode)`);
+          return { notes };
+        }
+        return { ...(d.testing ? { observe: d.testing } : {}), ...(notes.length ? { notes } : {}) };
+      };
+    },
+  };
 }

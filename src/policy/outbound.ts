@@ -1,8 +1,11 @@
 // Owns: the outbound decision per recipient domain: which connector applies, where the next hop
 // is (MX or smart hosts), and the TLS requirement on the one ordered scale of tls/levels.ts,
-// composed from its sources (today the default and the connector) in one place. Decides only; no I/O.
+// composed from its sources in one place: the default and the connector per next hop, and per
+// host the demands of the sources that look at each host (MTA-STS, through the DemandProvider
+// interface defined here; the providers do their I/O outside policy/). Decides only; no I/O.
 // Promise: sources can only raise the level (never lower it); the result names its source.
 import type { Config, OutboundConnector } from '../config/load.ts';
+import type { TlsFailureKind } from '../tls/failures.ts';
 import { levelRank, type TlsLevel } from '../tls/levels.ts';
 import { parseSmartHost } from '../util/net.ts';
 
@@ -34,6 +37,29 @@ export function connectorDemand(c: OutboundConnector): TlsRequirement {
  */
 export function strictest(demands: readonly TlsRequirement[]): TlsRequirement {
   return demands.reduce(raise, DEFAULT_TLS);
+}
+
+/** What one source demands of one host of a next hop. */
+export interface HostDemand {
+  /** The level this source requires of the host (composed with the others by `hostRequirement`). */
+  requirement?: TlsRequirement;
+  /** The host must not be used at all, why, and the failure kind (e.g. an MTA-STS policy that names other MX hosts). */
+  skip?: { reason: string; kind: TlsFailureKind };
+  /** A requirement only observed (MTA-STS testing): delivery records whether the session met it. */
+  observe?: TlsRequirement;
+  /** Facts for the trace (a policy in testing mode, a cached policy used after a failed fetch). */
+  notes?: string[];
+}
+
+/** A source of per-host demands (MTA-STS; DANE and REQUIRETLS plug in the same way). */
+export interface DemandProvider {
+  /** What the source demands of each host of `hop` (the provider's lookups happen here, once per delivery). */
+  forHop(hop: NextHop): Promise<(host: string) => HostDemand>;
+}
+
+/** The requirement for one host: the next hop's, raised by every source's demand. */
+export function hostRequirement(hop: TlsRequirement, demands: readonly HostDemand[]): TlsRequirement {
+  return strictest([hop, ...demands.flatMap((d) => (d.requirement ? [d.requirement] : []))]);
 }
 
 export interface NextHop {
