@@ -186,6 +186,23 @@ test('a redirect is not followed: no policy, delivered opportunistically; the re
   assert.deepEqual(web['redirect.test'].requests.map((q) => q.path), ['/.well-known/mta-sts.txt']);
 });
 
+test('`tls check DOMAIN` shows the MTA-STS record, the policy and whether each MX host satisfies it', async () => {
+  const out = await gw.cli(['tls', 'check', 'outside.test']);
+  assert.match(out.stdout, /^MTA-STS \(RFC 8461\) for outside\.test:\n {2}TXT _mta-sts\.outside\.test: id one\n {2}policy https:\/\/mta-sts\.outside\.test\/\.well-known\/mta-sts\.txt: mode enforce, max_age 86400, mx \*\.outside\.test$/m);
+  assert.match(out.stdout, /^ {2}mx\.evil\.test \[127\.0\.8\.22\]: does NOT satisfy the policy: matches no mx pattern \(\*\.outside\.test\): senders enforcing the policy never use it$/m);
+  assert.match(out.stdout, /^ {2}mx2\.outside\.test \[127\.0\.8\.23\]: satisfies the policy: matches \*\.outside\.test; TLS 1\.2\+ and a valid certificate for mx2\.outside\.test$/m);
+  const bad = await gw.cli(['tls', 'check', 'badcert.test']);
+  assert.match(bad.stdout, /^ {2}mx\.badcert\.test \[127\.0\.8\.24\]: does NOT satisfy the policy: certificate not valid: self-signed certificate not in the trust store$/m);
+  const redirect = await gw.cli(['tls', 'check', 'redirect.test']);
+  assert.match(redirect.stdout, /^ {2}policy https:\/\/mta-sts\.redirect\.test\/\.well-known\/mta-sts\.txt: NOT usable \(sts-policy-fetch-error\): redirect refused: HTTP 302/m);
+  const none = await gw.cli(['tls', 'check', 'mx1.enforce.test']);
+  assert.match(none.stdout, /^ {2}TXT _mta-sts\.mx1\.enforce\.test: no TXT record at _mta-sts\.mx1\.enforce\.test: no MTA-STS policy$/m);
+  const j = JSON.parse((await gw.cli(['tls', 'check', 'outside.test', '--json'])).stdout) as { host: string; mtaSts?: { pattern: string | null; satisfies: boolean } }[];
+  assert.deepEqual(j.map((h) => [h.host, h.mtaSts?.pattern, h.mtaSts?.satisfies]), [['mx.evil.test', null, false], ['mx2.outside.test', '*.outside.test', true]]);
+  const hostPort = await gw.cli(['tls', 'check', `mx2.outside.test:${port}`]);
+  assert.doesNotMatch(hostPort.stdout, /MTA-STS/, 'HOST:PORT is a host, not a mail domain');
+});
+
 test('fetch failure with a cached policy (after a restart, new id, policy server down): the cache still applies', async () => {
   const first = await relay('bob@cache.test', 'cache1');
   await until('delivered', () => peers.cache.messages.length === 1);
