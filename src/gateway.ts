@@ -115,9 +115,9 @@ export class Gateway {
     this.outbound = new OutboundPolicy(config);
     const pool = new ConnectionPool(() => this.deps.config.delivery.connectionReuse);
     const revocation = new RevocationChecker(() => this.resolver);
-    const sts = new MtaSts({ resolver: () => this.resolver, trust: () => this.deps.trust, cache: this.store });
+    const mtaSts = mtaStsProvider(new MtaSts({ resolver: () => this.resolver, trust: () => this.deps.trust, cache: this.store }), () => this.deps.config.mtaSts.enabled);
     this.remote = new RemoteDelivery(() => this.resolver, pool, () => this.deps.trust, () => this.deps.config, revocation, () => this.tls.clientIdentity(),
-      { demands: [mtaStsProvider(sts, () => this.deps.config.mtaSts.enabled)] });
+      { providers: () => [mtaSts] });
     const ingest = new Ingest(this.store, {
       reserve: () => this.scheduler.reserve(), take: (m, d) => this.scheduler.take(m, d),
       kick: () => this.scheduler.kick(), unreserve: () => this.scheduler.unreserve(),

@@ -23,7 +23,12 @@ export interface AttemptFacts {
   ip?: string;
   port: number;
   connector?: string;
+  /** The strictest demand on this host (policy/outbound.ts), which names its source. */
   tlsRequired: TlsRequirement;
+  /** The other demands that applied to this host and were checked too (when there were more). */
+  tlsDemands?: TlsRequirement[];
+  /** Demands made but not applied (replaced, relaxed), and why sources demanded nothing (e.g. DANE: MX records not secure). */
+  tlsNotes?: string[];
   tlsAchieved: TlsLevel;
   tls?: Omit<PeerTls, 'chain'>;
   /** The peer offered DSN (so success notices are its job: we report "relayed" otherwise). */
@@ -41,8 +46,6 @@ export interface AttemptFacts {
   tlsFailure?: TlsFailureKind;
   /** Opportunistic only: the session used legacy TLS (TLS 1.0/1.1 or an older suite). */
   tlsLegacy?: boolean;
-  /** What the per-host demand sources noted (an MTA-STS policy in testing mode, a cached policy used). */
-  policyNotes?: string[];
   error?: string;
 }
 
@@ -115,7 +118,10 @@ export class Tally {
   /** An MX host's addresses could not be found. */
   dnsFailed(outcome: Outcome, attempt: AttemptFacts): void { this.last = { outcome, attempt }; }
 
-  /** A policy ruled a host out before any lookup or connection (it never marks the destination down). */
+  /**
+   * A host was not contacted because a source could not say what it demands of it (a TLSA lookup
+   * failed): like a DNS failure, it alone never marks the destination down.
+   */
   hostSkipped(outcome: Outcome, attempt: AttemptFacts): void { this.last = { outcome, attempt }; }
 
   /** A host had addresses to try: the failures are no longer DNS-only. */

@@ -54,18 +54,32 @@ export interface MtaStsOptions {
 /** Refetch an unchanged policy when this much of its max_age has passed, at most a day after the fetch. */
 const REFRESH_SHARE = 0.5;
 const REFRESH_MAX_MS = 86_400_000;
+/** How long one answer serves further lookups of the same domain, and how many domains are remembered. */
+const MEMO_MS = 60_000;
+const MEMO_MAX = 10_000;
 
 export class MtaSts {
   private readonly inflight = new Map<string, Promise<StsLookup>>();
+  private readonly memo = new Map<string, { at: number; result: StsLookup }>();
   private readonly now: () => number;
   constructor(private readonly o: MtaStsOptions) { this.now = o.now ?? Date.now; }
 
-  /** The policy of `domain`; concurrent deliveries to one domain share one lookup and fetch. */
+  /**
+   * The policy of `domain`. Concurrent deliveries to one domain share one lookup and fetch, and
+   * the answer serves every host of a delivery (and other deliveries) for MEMO_MS: a policy host
+   * that does not answer is asked once a minute at most, not once per MX host.
+   */
   lookup(domain: string): Promise<StsLookup> {
     const d = domain.toLowerCase().replace(/\.$/, '');
+    const hit = this.memo.get(d);
+    if (hit && this.now() - hit.at < MEMO_MS) return Promise.resolve(hit.result);
     let p = this.inflight.get(d);
     if (!p) {
-      p = this.discover(d).finally(() => this.inflight.delete(d));
+      p = this.discover(d).then((result) => {
+        if (this.memo.size >= MEMO_MAX) this.memo.delete(this.memo.keys().next().value!);
+        this.memo.set(d, { at: this.now(), result });
+        return result;
+      }).finally(() => this.inflight.delete(d));
       this.inflight.set(d, p);
     }
     return p;
@@ -138,28 +152,26 @@ export function stsDemand(l: StsLookup, host: string): StsHostDemand {
 }
 
 /**
- * MTA-STS as a per-host demand source for delivery (policy/outbound.ts): MX delivery only (smart
- * hosts are the administrator's choice, not the domain's MX), and only while `enabled()`.
+ * MTA-STS as a per-host demand provider for delivery (policy/outbound.ts): MX delivery only (smart
+ * hosts are the administrator's choice, not the domain's MX), and only while `enabled()`. enforce:
+ * a matching host gets the policy's demand (published: `TLS-Required: No` may relax it, RFC 8689
+ * §5), a host outside the policy is refused (`sts-mx-mismatch`); testing: the demand is observed.
  */
 export function mtaStsProvider(sts: MtaSts, enabled: () => boolean): DemandProvider {
   return {
-    async forHop(hop) {
-      if (!enabled() || hop.kind !== 'mx') return () => ({});
-      const l = await sts.lookup(hop.domain);
-      const common: string[] = [];
-      if (l.kind === 'none' && l.failure) common.push(`MTA-STS: ${l.reason} (${l.failure}); delivering as if ${l.domain} had no policy (RFC 8461 §3.3)`);
-      if (l.kind === 'policy' && l.note) common.push(`MTA-STS: ${l.note}`);
-      return (host) => {
-        const d = stsDemand(l, host);
-        const notes = [...common];
-        if (d.kind === 'require') return { requirement: d.requirement, ...(notes.length ? { notes } : {}) };
-        if (d.kind === 'skip') return { skip: { reason: d.reason, kind: 'sts-mx-mismatch' }, ...(notes.length ? { notes } : {}) };
-        if (d.testing && l.kind === 'policy' && !matchingPattern(l.policy, host)) {
-          notes.push(`${stsSource(l)}: MX host ${host} matches no mx pattern (${l.policy.mx.join(', ')}); delivered anyway (testing mode)`);
-          return { notes };
-        }
-        return { ...(d.testing ? { observe: d.testing } : {}), ...(notes.length ? { notes } : {}) };
-      };
+    name: 'MTA-STS',
+    async forHost(ctx) {
+      if (!enabled() || ctx.via.kind === 'smarthost') return { kind: 'none' };
+      const l = await sts.lookup(ctx.hop.domain);
+      const d = stsDemand(l, ctx.host);
+      if (l.kind === 'none') return l.failure ? { kind: 'none', note: `MTA-STS: ${l.reason} (${l.failure}); delivering as if ${l.domain} had no policy (RFC 8461 §3.3)` } : { kind: 'none' };
+      const note = l.note ? `MTA-STS: ${l.note}` : undefined;
+      if (d.kind === 'require') return { kind: 'demand', demand: { ...d.requirement, published: true }, ...(note ? { note } : {}) };
+      const demand: TlsRequirement = { level: 'domainValidation', source: stsSource(l), tlsDomain: ctx.host, published: true };
+      if (d.kind === 'skip') return { kind: 'refuse', demand, tlsFailure: 'sts-mx-mismatch', detail: d.reason };
+      // testing
+      if (!matchingPattern(l.policy, ctx.host)) return { kind: 'none', note: `${stsSource(l)}: MX host ${ctx.host} matches no mx pattern (${l.policy.mx.join(', ')}); delivered anyway (testing mode)` };
+      return { kind: 'none', ...(d.testing ? { observe: d.testing } : {}), ...(note ? { note } : {}) };
     },
   };
 }

@@ -60,6 +60,8 @@ test('TXT and policy: fetched once, cached for max_age, refetched when the id ch
   assert.equal(again.kind === 'policy' && again.from, 'cache');
   assert.equal(r.fetched.length, 1, 'same id, young policy: no refetch');
   r.dns.set('_mta-sts.fabrikam.test', { TXT: ['v=STSv1; id=two'] });
+  assert.equal((await r.sts.lookup('fabrikam.test')).kind === 'policy' && r.fetched.length, 1, 'within a minute the last answer serves');
+  r.advance(61);
   const changed = await r.sts.lookup('fabrikam.test');
   assert.equal(changed.kind === 'policy' && changed.from, 'fetched');
   assert.equal(r.fetched.length, 2);
@@ -72,7 +74,7 @@ test('an unchanged policy is refetched before it expires (half its max_age)', as
   r.advance(43_199);
   await r.sts.lookup('fabrikam.test');
   assert.equal(r.fetched.length, 1);
-  r.advance(2);
+  r.advance(61);
   const l = await r.sts.lookup('fabrikam.test');
   assert.equal(r.fetched.length, 2);
   assert.equal(l.kind === 'policy' && l.from, 'fetched');
@@ -84,6 +86,7 @@ test('fetch failure with a cached unexpired policy: the cache, with the reason; 
   await r.sts.lookup('fabrikam.test');
   serve = () => failed;
   r.dns.set('_mta-sts.fabrikam.test', { TXT: ['v=STSv1; id=two'] });
+  r.advance(61);
   const l = await r.sts.lookup('fabrikam.test');
   assert.equal(l.kind, 'policy');
   if (l.kind !== 'policy') return;
@@ -101,9 +104,12 @@ test('TXT gone or failing: the cached policy stays in force until it expires (§
   const r = rig(['v=STSv1; id=one'], () => ENFORCE);
   await r.sts.lookup('fabrikam.test');
   r.dns.fail('_mta-sts.fabrikam.test', 'servfail');
+  r.advance(61);
   assert.equal((await r.sts.lookup('fabrikam.test')).kind, 'policy');
   r.dns.fail('_mta-sts.fabrikam.test', 'nxdomain');
+  r.advance(61);
   assert.equal((await r.sts.lookup('fabrikam.test')).kind, 'policy');
+  assert.equal(r.dns.asked('_mta-sts.fabrikam.test', 'TXT'), 3, 'the TXT record was asked each time');
   assert.equal(r.fetched.length, 1);
 });
 
@@ -114,6 +120,15 @@ test('fetch failure without a cache: no policy (delivery goes on, §3.3), with t
   const bad = rig(['v=STSv1; id=one'], () => 'version: STSv1\nmode: enforce\nmax_age: 1\n');
   const b = await bad.sts.lookup('fabrikam.test');
   assert.equal(b.kind === 'none' && b.failure, 'sts-policy-invalid');
+});
+
+test('a failed fetch is not repeated for every MX host: the answer serves for a minute', async () => {
+  const r = rig(['v=STSv1; id=one'], () => failed);
+  for (let i = 0; i < 3; i++) assert.equal((await r.sts.lookup('fabrikam.test')).kind, 'none');
+  assert.equal(r.fetched.length, 1);
+  r.advance(61);
+  await r.sts.lookup('fabrikam.test');
+  assert.equal(r.fetched.length, 2);
 });
 
 test('concurrent lookups of one domain share one fetch', async () => {
@@ -145,4 +160,27 @@ test('mode none: cached, and no policy', async () => {
   assert.equal(l.kind, 'none');
   assert.match((l as { reason: string }).reason, /mode none/);
   assert.equal(r.cache.entries.get('fabrikam.test')?.id, 'one');
+});
+
+test('the delivery provider: enforce demands (published), refuses hosts outside the policy, observes in testing; smart hosts and disabled: nothing', async () => {
+  const { mtaStsProvider } = await import('../../../src/mtasts/sts.ts');
+  const hop = { key: 'mx:fabrikam.test', kind: 'mx' as const, domain: 'fabrikam.test', smartHosts: [], tls: { level: 'opportunistic' as const, source: 'default' } };
+  const ctx = (host: string, kind: 'mx' | 'smarthost' = 'mx') => ({ hop, host, port: 25, via: { kind, secure: false }, message: { queueId: 'q' } });
+  let on = true;
+  const r = rig(['v=STSv1; id=one'], () => ENFORCE);
+  const p = mtaStsProvider(r.sts, () => on);
+  assert.equal(p.name, 'MTA-STS');
+  const a = await p.forHost(ctx('mx1.fabrikam.test'));
+  assert.deepEqual(a, { kind: 'demand', demand: { level: 'domainValidation', source: 'MTA-STS (policy of fabrikam.test, id one, mode enforce, mx mx1.fabrikam.test)', tlsDomain: 'mx1.fabrikam.test', published: true } });
+  const refused = await p.forHost(ctx('mx.evil.test'));
+  assert.equal(refused.kind, 'refuse');
+  assert.equal(refused.kind === 'refuse' && refused.tlsFailure, 'sts-mx-mismatch');
+  assert.deepEqual(await p.forHost(ctx('mx.evil.test', 'smarthost')), { kind: 'none' });
+  on = false;
+  assert.deepEqual(await p.forHost(ctx('mx.evil.test')), { kind: 'none' });
+  const t = rig(['v=STSv1; id=one'], () => TESTING);
+  const obs = await mtaStsProvider(t.sts, () => true).forHost(ctx('mx1.fabrikam.test'));
+  assert.equal(obs.kind === 'none' && obs.observe?.level, 'domainValidation');
+  const miss = await mtaStsProvider(t.sts, () => true).forHost(ctx('mx.evil.test'));
+  assert.match(miss.kind === 'none' ? miss.note ?? '' : '', /MX host mx\.evil\.test matches no mx pattern \(mx1\.fabrikam\.test, \*\.mx\.fabrikam\.test\); delivered anyway \(testing mode\)/);
 });
