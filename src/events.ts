@@ -47,6 +47,11 @@ export type Event =
       /** TLS failure kind (tls/failures.ts): why a required level failed, or why opportunistic TLS stepped down. */
       tlsFailure?: string; tlsVersion?: string; tlsLegacy?: boolean }
   | { event: 'queue.recovered'; released: number }
+  | { event: 'store.opened'; store: 'sqlite' | 'postgres'; location: string; migrated: number[] }
+  /** A setting of the database server weakens durability (location never carries a password). */
+  | { event: 'store.warning'; location: string; setting: string; value: string; message: string }
+  /** The database connection failed outside a write (an idle pooled connection): the pool reconnects. */
+  | { event: 'store.connectionError'; location: string; error: string }
   | { event: 'trace.expired'; removed: number; finishedBefore: string; more: boolean }
   | { event: 'internal.error'; where: string; error: string; stack?: string };
 
@@ -57,6 +62,8 @@ const levels: Partial<Record<Event['event'], Level>> = {
   'tls.certificates.rejected': 'error',
   'tls.devcert.generated': 'warn',
   'session.injection': 'warn',
+  'store.warning': 'warn',
+  'store.connectionError': 'warn',
   'internal.error': 'error',
 };
 

@@ -97,7 +97,7 @@ export class Gateway {
     this.control = await startControlServer(config.dataDir, (r) => this.onControl(r.cmd));
     this.tls = configured ?? new ServerTls(await certificatePairs(config), config.tls.minVersion as SecureVersion);
     this.tls.watch();
-    this.store = openStore(config.dataDir);
+    this.store = await openStore(config);
     const released = await this.store.releaseLeases();
     if (released) emit({ event: 'queue.recovered', released });
     const trust = new TrustStore(config.tls.trust.system, config.tls.trust.caFiles);
@@ -128,7 +128,7 @@ export class Gateway {
       const cur = this.deps.config;
       const ignored: string[] = [];
       if (next.dataDir !== cur.dataDir) ignored.push('dataDir');
-      const restartOnly: [string, (c: Config) => unknown][] = [['smtp.listen', (c) => c.smtp.listen], ['runAs', (c) => c.runAs], ['delivery.maildir', (c) => c.delivery.maildir]];
+      const restartOnly: [string, (c: Config) => unknown][] = [['smtp.listen', (c) => c.smtp.listen], ['runAs', (c) => c.runAs], ['delivery.maildir', (c) => c.delivery.maildir], ['store', (c) => c.store]];
       for (const [key, get] of restartOnly) if (JSON.stringify(get(next)) !== JSON.stringify(get(cur))) ignored.push(key);
       const trust = new TrustStore(next.tls.trust.system, next.tls.trust.caFiles);
       const pairs = await certificatePairs(next);

@@ -9,6 +9,7 @@ import { AdminError } from '../errors.ts';
 import { configSchema, type ConfigInput, type ParsedConfig } from './schema.ts';
 import { findTies } from './ties.ts';
 import { listenProblems } from './listen.ts';
+import { resolveStore, type StoreConfig } from './store.ts';
 
 export interface AcceptedDomain {
   domain: string;
@@ -28,8 +29,10 @@ export interface Organization {
   outboundConnectors: readonly OutboundConnector[];
 }
 
-export interface Config extends Omit<ParsedConfig, 'organizations' | 'hostname'> {
+export interface Config extends Omit<ParsedConfig, 'organizations' | 'hostname' | 'store'> {
   hostname: string;
+  /** With the PostgreSQL URL resolved (config/store.ts). */
+  store: StoreConfig;
   organizations: readonly Organization[];
   /** The file this came from, or null for the embedded defaults. */
   source: string | null;
@@ -104,6 +107,11 @@ export function buildConfig(input: unknown, baseDir: string, source: string | nu
   });
   for (const tie of findTies(organizations)) problems.push(`  ${tie}: make them distinct, or give one a restriction`);
   const listen = listenProblems(c.smtp.listen).map((p) => `  ${p}`);
+  const store = resolveStore(c);
+  if (store.problems.length) {
+    throw new AdminError(`invalid configuration${source ? ` in ${source}` : ''}:\n${[...listen, ...problems, ...store.problems].join('\n')}`,
+      'correct the store settings above; docs/configuration.md describes each key');
+  }
   if (problems.length || listen.length) {
     throw new AdminError(`invalid configuration${source ? ` in ${source}` : ''}:\n${[...listen, ...problems].join('\n')}`, problems.length
       ? 'each organization name, accepted domain and connector name must appear once, and no two inbound connectors may match the same senders equally'
@@ -114,6 +122,7 @@ export function buildConfig(input: unknown, baseDir: string, source: string | nu
     ...c,
     hostname: c.hostname ?? osHostname().toLowerCase(),
     dataDir: resolve(c.dataDir),
+    store: store.store,
     tls: {
       ...c.tls,
       certificates: c.tls.certificates.map((p) => ({ cert: resolve(p.cert), key: resolve(p.key) })),

@@ -3,6 +3,7 @@
 // silently fall back to defaults in a security product).
 import { z } from 'zod';
 import { BlockList, isIP } from 'node:net';
+import { isPostgresUrl } from '../util/secret-url.ts';
 
 const domainRe = /^(?=.{1,253}$)([a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?)(\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?)*$/i;
 
@@ -169,10 +170,22 @@ const maildirOptions = z.strictObject({
   if (m.group !== undefined && m.mode === '0600') ctx.addIssue({ code: 'custom', path: ['mode'], message: `gives group "${m.group}" no rights: use "0640" (read) or "0660" (read and write, what an IMAP server needs for flags)` });
 });
 
+/** Where the queue and trace live: SQLite in dataDir (one node), or PostgreSQL (config/store.ts resolves the URL). */
+const storeSchema = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('sqlite') }),
+  z.strictObject({
+    type: z.literal('postgres'),
+    // The message never repeats the value: it may hold a password.
+    url: z.string().refine(isPostgresUrl, { message: 'must be a PostgreSQL URL, postgresql://USER@HOST:PORT/DATABASE (the value is not shown: it may hold a password)' }).optional(),
+    poolSize: z.number().int().min(2).max(200).default(10),
+  }),
+], { error: 'must be {type: sqlite} or {type: postgres, url: "postgresql://USER@HOST:PORT/DATABASE"}' });
+
 export const configSchema = z.strictObject({
   hostname: domainName.optional(),
   dataDir: z.string().min(1).default('./data'),
   runAs: runAsSchema.optional(),
+  store: storeSchema.default({ type: 'sqlite' }),
   log: z.strictObject({
     level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
     format: z.enum(['auto', 'json', 'text']).default('auto'),
@@ -214,6 +227,8 @@ export const configSchema = z.strictObject({
       maxMessages: z.number().int().min(1).max(100_000).default(1000),
     }).prefault({}),
     maildir: maildirOptions.prefault({}),
+    /** The dataDir mailboxes are on storage every node shares (required for authoritative domains on PostgreSQL). */
+    maildirShared: z.boolean().default(false),
     tlsFallbackSeconds: z.number().min(0).default(3600),
     opportunisticLegacyTls: z.boolean().default(true),
     destinationDownSeconds: z.number().min(0).default(60),

@@ -6,16 +6,16 @@
 // every write (query_only). It is not an OS-level read-only handle: that one would leave the WAL
 // side files (-wal, -shm) behind in a stopped server's dataDir; this one removes them on close.
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type {
-  DeleteResult, MessageState, NewMessage, QueueFilter, QueueMessage, QueueRecipient, RecipientOutcome, Store, TraceEvent, TraceFilter,
+  DeleteResult, MessageState, NewMessage, QueueFilter, QueueMessage, RecipientOutcome, Store, TraceEvent, TraceFilter,
 } from '../types.ts';
+import type { MigrationStatus } from '../migrations.ts';
+import { toMessage, type Row } from '../rows.ts';
 import { migrations } from './schema.ts';
 import { AdminError } from '../../errors.ts';
-
-type Row = Record<string, unknown>;
 
 export interface SqliteOpenOptions {
   /** Reads only: the queue must exist, writes are refused. */
@@ -25,6 +25,26 @@ export interface SqliteOpenOptions {
 }
 
 export const queueFile = (dataDir: string): string => path.join(dataDir, 'queue.sqlite');
+
+/** The migrations of the queue in dataDir (all pending when there is none yet); writes nothing. */
+export function sqliteMigrationStatus(dataDir: string): MigrationStatus {
+  const file = queueFile(dataDir);
+  let version = 0;
+  if (existsSync(file)) {
+    const db = new Database(file, { fileMustExist: true });
+    try {
+      db.pragma('query_only = ON');
+      version = db.pragma('user_version', { simple: true }) as number;
+    } finally {
+      db.close();
+    }
+  }
+  return {
+    store: 'sqlite', location: file,
+    unknown: Array.from({ length: Math.max(0, version - migrations.length) }, (_, i) => migrations.length + i + 1),
+    migrations: migrations.map((m, i) => ({ version: i + 1, name: m.name, applied: i < version })),
+  };
+}
 interface Pending { run: () => unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void }
 
 export class SqliteStore implements Store {
@@ -93,10 +113,15 @@ export class SqliteStore implements Store {
     const version = this.db.pragma('user_version', { simple: true }) as number;
     for (let v = version; v < migrations.length; v++) {
       this.db.transaction(() => {
-        this.db.exec(migrations[v]);
+        this.db.exec(migrations[v].sql);
         this.db.pragma(`user_version = ${v + 1}`);
       })();
     }
+  }
+
+  /** Which migrations this queue has (all of them once opened for writing: opening applies them). */
+  async migrationStatus(): Promise<MigrationStatus> {
+    return sqliteMigrationStatus(path.dirname(this.db.name));
   }
 
   /** Queue a write for the next group commit. */
@@ -150,7 +175,7 @@ export class SqliteStore implements Store {
   claim(owner: string, limit: number, leaseMs: number, now = Date.now()): Promise<QueueMessage[]> {
     return this.write(() => {
       const rows = this.st.claim.all({ owner, until: now + leaseMs, now, limit }) as Row[];
-      return rows.map((r) => this.toMessage(r, this.st.rcptsOpen.all(r.id) as Row[]));
+      return rows.map((r) => toMessage(r, this.st.rcptsOpen.all(r.id) as Row[]));
     });
   }
 
@@ -179,14 +204,14 @@ export class SqliteStore implements Store {
 
   async get(id: string): Promise<QueueMessage | null> {
     const r = this.st.msg.get(id) as Row | undefined;
-    return r ? this.toMessage(r, this.st.rcptsAll.all(id) as Row[]) : null;
+    return r ? toMessage(r, this.st.rcptsAll.all(id) as Row[]) : null;
   }
 
   async list(filter: QueueFilter = {}): Promise<QueueMessage[]> {
     const states = filter.states ?? ['incoming', 'active', 'deferred', 'held'];
-    const rows = this.db.prepare(`SELECT * FROM messages WHERE state IN (${states.map(() => '?').join(',')}) ORDER BY received_at LIMIT ?`)
+    const rows = this.db.prepare(`SELECT * FROM messages WHERE state IN (${states.map(() => '?').join(',')}) ORDER BY received_at, id LIMIT ?`)
       .all(...states, filter.limit ?? 1000) as Row[];
-    return rows.map((r) => this.toMessage(r, this.st.rcptsAll.all(r.id) as Row[]));
+    return rows.map((r) => toMessage(r, this.st.rcptsAll.all(r.id) as Row[]));
   }
 
   async search(f: TraceFilter): Promise<QueueMessage[]> {
@@ -197,9 +222,9 @@ export class SqliteStore implements Store {
     if (f.recipient) { where.push('m.id IN (SELECT msg_id FROM recipients WHERE lower(address) = lower(?))'); args.push(f.recipient); }
     if (f.since !== undefined) { where.push('m.received_at >= ?'); args.push(f.since); }
     if (f.until !== undefined) { where.push('m.received_at <= ?'); args.push(f.until); }
-    const rows = this.db.prepare(`SELECT * FROM messages m ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY m.received_at DESC LIMIT ?`)
+    const rows = this.db.prepare(`SELECT * FROM messages m ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY m.received_at DESC, m.id DESC LIMIT ?`)
       .all(...args, f.limit ?? 100) as Row[];
-    return rows.map((r) => this.toMessage(r, this.st.rcptsAll.all(r.id) as Row[]));
+    return rows.map((r) => toMessage(r, this.st.rcptsAll.all(r.id) as Row[]));
   }
 
   async trace(id: string): Promise<TraceEvent[]> {
@@ -248,24 +273,5 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     if (this.pending.length) this.flush();
     this.db.close();
-  }
-
-  private toMessage(r: Row, rcpts: Row[]): QueueMessage {
-    const recipients: QueueRecipient[] = rcpts.map((x) => ({
-      idx: x.idx as number, address: x.address as string, org: x.org as string, route: x.route as QueueRecipient['route'],
-      status: x.status as QueueRecipient['status'], attempts: x.attempts as number,
-      ...(x.notify ? { notify: x.notify as string } : {}), ...(x.orcpt ? { orcpt: x.orcpt as string } : {}),
-      ...(x.last_reply ? { lastReply: JSON.parse(x.last_reply as string) } : {}),
-    }));
-    return {
-      id: r.id as string, org: r.org as string, state: r.state as MessageState, receivedAt: r.received_at as number,
-      mailFrom: r.mail_from as string, size: r.size as number, sha256: r.sha256 as string,
-      ...(r.message_id ? { messageId: r.message_id as string } : {}),
-      envelope: JSON.parse(r.envelope as string), inbound: JSON.parse(r.inbound as string),
-      attempts: r.attempts as number, nextAttemptAt: r.next_attempt_at as number,
-      ...(r.last_error ? { lastError: r.last_error as string } : {}),
-      delayWarned: r.delay_warned === 1,
-      recipients,
-    };
   }
 }

@@ -1,6 +1,8 @@
 // Owns: the SQLite schema (one migration list; version in user_version).
-export const migrations: string[] = [
-  `CREATE TABLE messages (
+import type { Migration } from '../migrations.ts';
+
+export const migrations: Migration[] = [
+  { name: 'messages, bodies, recipients and trace events', sql: `CREATE TABLE messages (
      id TEXT PRIMARY KEY,
      org TEXT NOT NULL,
      state TEXT NOT NULL,
@@ -43,11 +45,10 @@ export const migrations: string[] = [
      kind TEXT NOT NULL,
      data TEXT NOT NULL
    );
-   CREATE INDEX events_msg ON events(msg_id, id);`,
-  // 2: delay warnings are sent once per message.
-  `ALTER TABLE messages ADD COLUMN delay_warned INTEGER NOT NULL DEFAULT 0;
+   CREATE INDEX events_msg ON events(msg_id, id);` },
+  { name: 'delay warnings sent once per message; sender and Message-ID indexes', sql: `ALTER TABLE messages ADD COLUMN delay_warned INTEGER NOT NULL DEFAULT 0;
    CREATE INDEX messages_from ON messages(mail_from);
-   CREATE INDEX messages_msgid ON messages(message_id);`,
-  // 3: trace retention finds done messages by the time they finished without scanning the table.
-  `CREATE INDEX messages_finished ON messages(state, updated_at);`,
+   CREATE INDEX messages_msgid ON messages(message_id);` },
+  // Trace retention finds done messages by the time they finished without scanning the table.
+  { name: 'index of finished messages (trace retention)', sql: `CREATE INDEX messages_finished ON messages(state, updated_at);` },
 ];

@@ -1,0 +1,358 @@
+// Owns: the PostgreSQL backend (for one node now, several later). Writes from concurrent callers
+// are grouped (group commit): what arrives while a transaction runs goes into the next one, on one
+// pooled connection, and every caller's promise settles only after its COMMIT returned. Message
+// data (bytea) is written in the same statement as its envelope and recipients. Claims take due
+// messages with FOR UPDATE SKIP LOCKED. Reads use the pool.
+// Start-up (server and `store copy`): refuses a server with fsync = off, warns about
+// synchronous_commit = off (and sets it on for its own writes), applies migrations under an
+// advisory lock. Reading commands open read-only sessions and never migrate.
+// Failure: a failed transaction rejects every write in it; the writes of a failed batch are
+// retried one by one so that one bad write fails alone. While the server is unreachable every
+// write fails (PostgresError, the URL without its password) and the pool reconnects afterwards.
+import { createHash } from 'node:crypto';
+import type pg from 'pg';
+import { AdminError } from '../../errors.ts';
+import { emit } from '../../events.ts';
+import { redactUrl } from '../../util/secret-url.ts';
+import type { MigrationStatus } from '../migrations.ts';
+import { toMessage, type Row } from '../rows.ts';
+import type {
+  DeleteResult, MessageState, NewMessage, QueueFilter, QueueMessage, RecipientOutcome, Store, TraceEvent, TraceFilter,
+} from '../types.ts';
+import {
+  assertKnownSchema, checkDurability, checkout, connectOrExplain, createPool, migrate, migrationStatus, PostgresError,
+} from './server.ts';
+
+export interface PostgresOpenOptions {
+  /** Reads only (read-only sessions); the schema must be up to date. */
+  readonly?: boolean;
+  /** Use an existing schema only: never migrate (CLI commands that write). */
+  existing?: boolean;
+  poolSize?: number;
+}
+
+type Op = (c: pg.PoolClient) => Promise<unknown>;
+interface Pending { run: Op; resolve: (v: unknown) => void; reject: (e: unknown) => void }
+
+const OPEN = `status IN ('pending', 'deferred')`;
+
+export class PostgresStore implements Store {
+  private pending: Pending[] = [];
+  private scheduled = false;
+  private busy = false;
+  private idle: (() => void)[] = [];
+  private closed = false;
+
+  private constructor(private readonly pool: pg.Pool, readonly location: string, private readonly forceSyncCommit: boolean) {}
+
+  /** Connect, check the server and the schema (migrating it unless readonly/existing). */
+  static async open(url: string, opts: PostgresOpenOptions = {}): Promise<PostgresStore> {
+    const location = redactUrl(url);
+    const readonly = !!opts.readonly;
+    const pool = createPool(url, { poolSize: opts.poolSize ?? 10, readonly });
+    try {
+      const { client, release } = await connectOrExplain(pool, location);
+      try {
+        let force = false;
+        if (!readonly && !opts.existing) {
+          force = (await checkDurability(client, location)).forceSyncCommit;
+          const migrated = await migrate(client, location);
+          emit({ event: 'store.opened', store: 'postgres', location, migrated });
+        } else {
+          assertCurrent(await migrationStatus(client, location));
+        }
+        return new PostgresStore(pool, location, force);
+      } finally {
+        release();
+      }
+    } catch (e) {
+      await pool.end().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** The migrations applied at `url`, through a read-only session; changes nothing. */
+  static async inspect(url: string): Promise<MigrationStatus> {
+    const location = redactUrl(url);
+    const pool = createPool(url, { poolSize: 1, readonly: true });
+    try {
+      const { client, release } = await connectOrExplain(pool, location);
+      try { return await migrationStatus(client, location); } finally { release(); }
+    } finally {
+      await pool.end().catch(() => undefined);
+    }
+  }
+
+  async migrationStatus(): Promise<MigrationStatus> {
+    return this.withClient((c) => migrationStatus(c, this.location));
+  }
+
+  /** One transaction on one pooled connection (store copy). */
+  async transaction<T>(run: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    const [r] = await this.runTx([run]);
+    return r as T;
+  }
+
+  private async withClient<T>(f: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    const { client, release } = await checkout(this.pool, this.location);
+    let broken = false;
+    try { return await f(client); } catch (e) { broken = true; throw wrap(this.location, e); } finally { release(broken); }
+  }
+
+  private async read<R extends pg.QueryResultRow = Row>(text: string, values: unknown[] = []): Promise<R[]> {
+    try {
+      return (await this.pool.query<R>(text, values)).rows;
+    } catch (e) {
+      throw wrap(this.location, e);
+    }
+  }
+
+  /** Queue a write for the next group commit. */
+  private write<T>(run: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    if (this.closed) return Promise.reject(new Error(`the PostgreSQL store ${this.location} is closed`));
+    return new Promise<T>((resolve, reject) => {
+      this.pending.push({ run, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.scheduled && !this.busy) {
+        this.scheduled = true;
+        setImmediate(() => { this.scheduled = false; void this.flush(); });
+      }
+    });
+  }
+
+  /** Commit batches until nothing waits: what arrives during a commit forms the next batch. */
+  private async flush(): Promise<void> {
+    if (this.busy) return;
+    this.busy = true;
+    while (this.pending.length) {
+      const batch = this.pending;
+      this.pending = [];
+      try {
+        const results = await this.runTx(batch.map((p) => p.run));
+        batch.forEach((p, i) => p.resolve(results[i]));
+      } catch (e) {
+        if (batch.length === 1) { batch[0].reject(e); continue; }
+        // Isolate the failing write: retry each on its own so one bad write fails alone.
+        for (const p of batch) {
+          try { p.resolve((await this.runTx([p.run]))[0]); } catch (err) { p.reject(err); }
+        }
+      }
+    }
+    this.busy = false; // set in the same turn as the last check of pending: no write is left behind
+    for (const f of this.idle.splice(0)) f();
+  }
+
+  /** BEGIN, the operations in order, COMMIT; resolves only after COMMIT returned. */
+  private async runTx(ops: Op[]): Promise<unknown[]> {
+    const { client, release } = await checkout(this.pool, this.location);
+    try {
+      await client.query('BEGIN');
+      if (this.forceSyncCommit) await client.query('SET LOCAL synchronous_commit = on');
+      const results: unknown[] = [];
+      for (const op of ops) results.push(await op(client));
+      await client.query('COMMIT');
+      release();
+      return results;
+    } catch (e) {
+      // A broken connection is dropped from the pool; a healthy one is rolled back and reused.
+      const healthy = await client.query('ROLLBACK').then(() => true, () => false);
+      release(!healthy);
+      throw wrap(this.location, e);
+    }
+  }
+
+  enqueue(m: NewMessage, lease?: { owner: string; ms: number }): Promise<QueueMessage> {
+    const sha256 = createHash('sha256').update(m.data).digest('hex');
+    const state: MessageState = lease ? 'active' : 'incoming';
+    const r = m.recipients;
+    const values = [
+      m.id, m.org, state, m.receivedAt, m.mailFrom, m.messageId ?? null, m.data.length, sha256, JSON.stringify(m.envelope), JSON.stringify(m.inbound),
+      lease?.owner ?? null, lease ? m.receivedAt + lease.ms : null, m.data,
+      r.map((_, i) => i), r.map((x) => x.address), r.map((x) => x.org), r.map((x) => x.route), r.map((x) => x.notify ?? null), r.map((x) => x.orcpt ?? null),
+    ];
+    return this.write((c) => c.query({
+      name: 'pc_enqueue',
+      text: `WITH msg AS (
+          INSERT INTO messages (id, org, state, received_at, mail_from, message_id, size, sha256, envelope, inbound, next_attempt_at, lease_owner, lease_until, lease_gen, updated_at)
+          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $4, $11, $12, CASE WHEN $11::text IS NULL THEN 0 ELSE 1 END, $4)),
+        body AS (INSERT INTO bodies (id, data) VALUES ($1, $13))
+        INSERT INTO recipients (msg_id, idx, address, org, route, status, notify, orcpt, updated_at)
+        SELECT $1, t.idx, t.address, t.org, t.route, 'pending', t.notify, t.orcpt, $4
+        FROM unnest($14::int[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[]) AS t(idx, address, org, route, notify, orcpt)`,
+      values,
+    })).then(() => ({
+      id: m.id, org: m.org, state, receivedAt: m.receivedAt, mailFrom: m.mailFrom,
+      ...(m.messageId ? { messageId: m.messageId } : {}), size: m.data.length, sha256, envelope: m.envelope, inbound: m.inbound,
+      attempts: 0, nextAttemptAt: m.receivedAt, delayWarned: false,
+      recipients: m.recipients.map((x, idx) => ({ ...x, idx, status: 'pending' as const, attempts: 0 })),
+    }));
+  }
+
+  claim(owner: string, limit: number, leaseMs: number, now = Date.now()): Promise<QueueMessage[]> {
+    return this.write(async (c) => {
+      const rows = (await c.query<Row>({
+        name: 'pc_claim',
+        text: `UPDATE messages SET state = 'active', lease_owner = $1, lease_until = $2, lease_gen = lease_gen + 1, updated_at = $3
+          WHERE id IN (SELECT id FROM messages
+                       WHERE (state IN ('incoming', 'deferred') AND next_attempt_at <= $3)
+                          OR (state = 'active' AND lease_until < $3)
+                       ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED)
+          RETURNING *`,
+        values: [owner, now + leaseMs, now, limit],
+      })).rows.sort((a, b) => (a.next_attempt_at as number) - (b.next_attempt_at as number));
+      if (!rows.length) return [];
+      const rcpts = await c.query<Row>({ name: 'pc_claim_rcpts', text: `SELECT * FROM recipients WHERE msg_id = ANY($1) AND ${OPEN} ORDER BY msg_id, idx`, values: [rows.map((r) => r.id)] });
+      return withRecipients(rows, rcpts.rows);
+    });
+  }
+
+  async data(id: string): Promise<Buffer | null> {
+    const rows = await this.read<{ data: Buffer }>('SELECT data FROM bodies WHERE id = $1', [id]);
+    return rows[0]?.data ?? null;
+  }
+
+  complete(id: string, owner: string, outcomes: RecipientOutcome[], nextAttemptAt: number, opts: { delayWarned?: boolean } = {}): Promise<MessageState | null> {
+    return this.write(async (c) => {
+      const now = Date.now();
+      const msg = (await c.query<Row>({ name: 'pc_msg_lock', text: 'SELECT state, lease_owner FROM messages WHERE id = $1 FOR UPDATE', values: [id] })).rows[0];
+      if (!msg) return null;
+      if (outcomes.length) {
+        await c.query({
+          name: 'pc_outcomes',
+          text: `WITH o AS (SELECT * FROM unnest($3::int[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY AS t(idx, status, reply, event, n)),
+              upd AS (UPDATE recipients r SET status = u.status, attempts = r.attempts + 1, last_reply = u.reply, updated_at = $2
+                FROM (SELECT DISTINCT ON (idx) idx, status, reply FROM o ORDER BY idx, n DESC) u
+                WHERE r.msg_id = $1 AND r.idx = u.idx AND r.${OPEN})
+            INSERT INTO events (msg_id, ts, kind, data) SELECT $1, $2, 'delivery', event FROM o ORDER BY n`,
+          values: [id, now, outcomes.map((o) => o.idx), outcomes.map((o) => o.status), outcomes.map((o) => JSON.stringify(o.reply)),
+            outcomes.map((o) => JSON.stringify({ rcpt: o.idx, status: o.status, agent: o.agent, reply: o.reply, ...o.detail }))],
+        });
+      }
+      if (msg.lease_owner !== owner && msg.state === 'active') return msg.state as MessageState;
+      const lastDeferred = outcomes.filter((o) => o.status === 'deferred').at(-1);
+      const done = await c.query<{ state: MessageState }>({
+        name: 'pc_finish',
+        text: `WITH remaining AS (SELECT count(*) AS n FROM recipients WHERE msg_id = $1 AND ${OPEN})
+          UPDATE messages SET state = CASE WHEN remaining.n = 0 THEN 'done' ELSE 'deferred' END,
+            next_attempt_at = CASE WHEN remaining.n = 0 THEN $2::bigint ELSE $3::bigint END,
+            attempts = attempts + 1, last_error = $4, delay_warned = delay_warned OR $5,
+            lease_owner = NULL, lease_until = NULL, updated_at = $2
+          FROM remaining WHERE id = $1 RETURNING state`,
+        values: [id, now, nextAttemptAt, lastDeferred ? JSON.stringify(lastDeferred.reply) : null, !!opts.delayWarned],
+      });
+      const state = done.rows[0].state;
+      if (state === 'done') await c.query({ name: 'pc_del_body', text: 'DELETE FROM bodies WHERE id = $1', values: [id] });
+      return state;
+    });
+  }
+
+  async get(id: string): Promise<QueueMessage | null> {
+    const rows = await this.read('SELECT * FROM messages WHERE id = $1', [id]);
+    return rows.length ? (await this.withRecipientsRead(rows))[0] : null;
+  }
+
+  async list(filter: QueueFilter = {}): Promise<QueueMessage[]> {
+    const states = filter.states ?? ['incoming', 'active', 'deferred', 'held'];
+    const rows = await this.read('SELECT * FROM messages WHERE state = ANY($1) ORDER BY received_at, id LIMIT $2', [states, filter.limit ?? 1000]);
+    return this.withRecipientsRead(rows);
+  }
+
+  async search(f: TraceFilter): Promise<QueueMessage[]> {
+    const where: string[] = []; const args: unknown[] = [];
+    const arg = (v: unknown) => { args.push(v); return `$${args.length}`; };
+    if (f.queueId) where.push(`m.id = ${arg(f.queueId)}`);
+    if (f.messageId) where.push(`(m.message_id = ${arg(f.messageId)} OR m.message_id = ${arg(`<${f.messageId.replace(/^<|>$/g, '')}>`)})`);
+    if (f.sender) where.push(`lower(m.mail_from) = lower(${arg(f.sender)})`);
+    if (f.recipient) where.push(`m.id IN (SELECT msg_id FROM recipients WHERE lower(address) = lower(${arg(f.recipient)}))`);
+    if (f.since !== undefined) where.push(`m.received_at >= ${arg(f.since)}`);
+    if (f.until !== undefined) where.push(`m.received_at <= ${arg(f.until)}`);
+    const rows = await this.read(`SELECT * FROM messages m ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY m.received_at DESC, m.id DESC LIMIT ${arg(f.limit ?? 100)}`, args);
+    return this.withRecipientsRead(rows);
+  }
+
+  async trace(id: string): Promise<TraceEvent[]> {
+    const rows = await this.read<{ ts: number; kind: string; data: string }>('SELECT ts, kind, data FROM events WHERE msg_id = $1 ORDER BY id', [id]);
+    return rows.map((e) => ({ ts: e.ts, kind: e.kind, data: JSON.parse(e.data) }));
+  }
+
+  retryNow(id: string): Promise<boolean> {
+    return this.write(async (c) => {
+      const now = Date.now();
+      const r = await c.query(`UPDATE messages SET state = 'deferred', next_attempt_at = $1, updated_at = $1 WHERE id = $2 AND state IN ('deferred', 'held', 'incoming')`, [now, id]);
+      return (r.rowCount ?? 0) > 0;
+    });
+  }
+
+  deleteQueued(id: string, by: string, now = Date.now()): Promise<DeleteResult> {
+    return this.write(async (c): Promise<DeleteResult> => {
+      const msg = (await c.query<Row>('SELECT state, lease_until FROM messages WHERE id = $1 FOR UPDATE', [id])).rows[0];
+      if (!msg) return { deleted: false, why: 'unknown' };
+      if (msg.state === 'done') return { deleted: false, why: 'finished' };
+      if (msg.state === 'active' && (msg.lease_until as number) >= now) return { deleted: false, why: 'inDelivery' };
+      const rcpts = (await c.query<{ idx: number }>(`UPDATE recipients SET status = 'deleted', updated_at = $1 WHERE msg_id = $2 AND ${OPEN} RETURNING idx`, [now, id]))
+        .rows.map((r) => r.idx).sort((a, b) => a - b);
+      await c.query(`WITH e AS (INSERT INTO events (msg_id, ts, kind, data) VALUES ($1, $2, 'deleted', $3)),
+          b AS (DELETE FROM bodies WHERE id = $1)
+        UPDATE messages SET state = 'done', next_attempt_at = $2, lease_owner = NULL, lease_until = NULL, updated_at = $2 WHERE id = $1`,
+      [id, now, JSON.stringify({ by, rcpts, state: msg.state })]);
+      return { deleted: true, recipients: rcpts.length };
+    });
+  }
+
+  purgeDone(before: number, limit: number): Promise<number> {
+    return this.write(async (c) => {
+      const r = await c.query(`WITH ids AS (SELECT id FROM messages WHERE state = 'done' AND updated_at < $1 ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED),
+          e AS (DELETE FROM events WHERE msg_id IN (SELECT id FROM ids)),
+          r AS (DELETE FROM recipients WHERE msg_id IN (SELECT id FROM ids)),
+          b AS (DELETE FROM bodies WHERE id IN (SELECT id FROM ids))
+        DELETE FROM messages WHERE id IN (SELECT id FROM ids)`, [before, limit]);
+      return r.rowCount ?? 0;
+    });
+  }
+
+  async nextDue(): Promise<number | null> {
+    const rows = await this.read<{ t: number | null }>(`SELECT min(t) AS t FROM (
+        SELECT min(next_attempt_at) AS t FROM messages WHERE state IN ('incoming', 'deferred')
+        UNION ALL SELECT min(lease_until) FROM messages WHERE state = 'active') due`);
+    return rows[0]?.t ?? null;
+  }
+
+  releaseLeases(): Promise<number> {
+    return this.write(async (c) => (await c.query(`UPDATE messages SET state = 'deferred', lease_owner = NULL, lease_until = NULL, next_attempt_at = $1 WHERE state = 'active'`, [Date.now()])).rowCount ?? 0);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    while (this.scheduled || this.busy) await new Promise<void>((r) => (this.busy ? this.idle.push(r) : setImmediate(r)));
+    await this.pool.end();
+  }
+
+  private async withRecipientsRead(rows: Row[]): Promise<QueueMessage[]> {
+    if (!rows.length) return [];
+    const rcpts = await this.read('SELECT * FROM recipients WHERE msg_id = ANY($1) ORDER BY msg_id, idx', [rows.map((r) => r.id)]);
+    return withRecipients(rows, rcpts);
+  }
+}
+
+function withRecipients(rows: Row[], rcpts: Row[]): QueueMessage[] {
+  const by = new Map<string, Row[]>();
+  for (const r of rcpts) { const k = r.msg_id as string; const l = by.get(k); if (l) l.push(r); else by.set(k, [r]); }
+  return rows.map((r) => toMessage(r, by.get(r.id as string) ?? []));
+}
+
+function wrap(location: string, e: unknown): Error {
+  return e instanceof PostgresError || e instanceof AdminError ? e : new PostgresError(location, e);
+}
+
+function assertCurrent(s: MigrationStatus): void {
+  assertKnownSchema(s);
+  const applied = s.migrations.filter((m) => m.applied).length;
+  if (applied === 0) {
+    throw new AdminError(`no queue in the PostgreSQL store ${s.location}: no server has run with it yet`,
+      'start the server once (`portcullis serve`) or create the schema with `portcullis store migrate`', 1);
+  }
+  if (applied < s.migrations.length) {
+    throw new AdminError(`the PostgreSQL store ${s.location} was written by an older version of Portcullis`,
+      'start the server once (`portcullis serve`) or run `portcullis store migrate`: either upgrades the schema', 1);
+  }
+}
