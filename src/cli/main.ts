@@ -19,6 +19,7 @@ import { cliConfig, configTarget, printJson, serverDataDir, withConfig, type Com
 import { registerQueue } from './queue.ts';
 import { registerTrace } from './trace.ts';
 import { registerConnector } from './connector.ts';
+import { describeStore, registerStore } from './store.ts';
 import { say, warn } from './terminal.ts';
 import { exitWith, installBoundary } from './failure.ts';
 
@@ -49,8 +50,9 @@ withConfig(config.command('check').description('validate the configuration file 
     if (service.problems.length) throw new AdminError(`serve would refuse to start:\n${formatProblems(service.problems)}`);
     const domains = c.organizations.flatMap((org) => org.acceptedDomains.map((d) => d.domain));
     const warnings = c.tls.certificates.flatMap((p) => certificateFileWarnings(p.cert).map((w) => `${p.cert}: ${w}`));
-    if (o.json) return printJson({ ok: true, file: c.source, organizations: c.organizations.map((x) => x.name), domains, runsAs: service.runs, warnings });
-    say(`configuration OK${c.source ? ` (${c.source})` : ' (embedded defaults)'}: ${c.organizations.length} organization(s), accepted domains ${domains.join(', ')}; listening on ${c.smtp.listen.join(', ')}; runs as ${service.runs}`);
+    if (c.store.type === 'sqlite' && process.env.PORTCULLIS_STORE_URL) warnings.push('PORTCULLIS_STORE_URL is set but ignored: the store is sqlite (set store: {type: postgres} to use it)');
+    if (o.json) return printJson({ ok: true, file: c.source, organizations: c.organizations.map((x) => x.name), domains, runsAs: service.runs, store: describeStore(c), warnings });
+    say(`configuration OK${c.source ? ` (${c.source})` : ' (embedded defaults)'}: ${c.organizations.length} organization(s), accepted domains ${domains.join(', ')}; listening on ${c.smtp.listen.join(', ')}; runs as ${service.runs}; store ${describeStore(c)}`);
     for (const w of warnings) say(`WARNING ${w}`);
   });
 withConfig(config.command('reload').description('make the running server re-read its configuration and certificates'))
@@ -98,5 +100,6 @@ withConfig(cert.command('info').description('what a partner needs to configure f
 registerQueue(program);
 registerTrace(program);
 registerConnector(program);
+registerStore(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => exitWith(e, serving));
