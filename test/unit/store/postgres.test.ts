@@ -187,3 +187,22 @@ test('postgres: a wrong password or an unreachable server is an admin error with
   assert.match(e2.message, /cannot connect to the PostgreSQL store postgresql:\/\/u:\*\*\*@127\.0\.0\.61:1\/db: connect ECONNREFUSED/);
   assert.ok(!e2.message.includes('sekrit'));
 });
+
+test('postgres: with several transactions in flight (writers), every write lands once and a bad one fails alone', { skip }, async () => {
+  const s = await PostgresStore.open(await pg!.createDatabase(), { writers: 3 });
+  try {
+    await s.enqueue(msg('DUP'));
+    const all: Promise<unknown>[] = [];
+    for (let turn = 0; turn < 10; turn++) {
+      for (let i = 0; i < 5; i++) all.push(s.enqueue(msg(`W${turn}-${i}`)));
+      if (turn === 5) all.push(s.enqueue(msg('DUP')).then(() => 'stored twice', () => 'refused'));
+      await new Promise((r) => setImmediate(r)); // the next turn: another batch, maybe on another connection
+    }
+    const results = await Promise.all(all);
+    assert.equal(results.filter((r) => r === 'refused').length, 1);
+    assert.equal((await s.list()).length, 51);
+    assert.ok(await pgQuery(s, 'SELECT count(DISTINCT xmin::text)::int AS n FROM messages') > 1);
+  } finally {
+    await s.close();
+  }
+});
