@@ -4,9 +4,9 @@
 // `writers` such transactions are in flight; what arrives while all are busy waits for the next. Message
 // data (bytea) is written in the same statement as its envelope and recipients. Claims take due
 // messages with FOR UPDATE SKIP LOCKED. Reads use the pool.
-// Start-up (server and `store copy`): refuses a server with fsync = off, warns about
-// synchronous_commit = off (and sets it on for its own writes), applies migrations under an
-// advisory lock. Reading commands open read-only sessions and never migrate.
+// Start-up (server, `store copy`, writing commands): refuses a server with fsync = off, warns
+// about synchronous_commit = off (and sets it on for its own writes); the server applies
+// migrations under an advisory lock. Reading commands open read-only sessions and never migrate.
 // Failure: a failed transaction rejects every write in it; the writes of a failed batch are
 // retried one by one so that one bad write fails alone. While the server is unreachable every
 // write fails (PostgresError, the URL without its password) and the pool reconnects afterwards.
@@ -61,8 +61,8 @@ export class PostgresStore implements Store {
       const { client, release } = await connectOrExplain(pool, location);
       try {
         let force = false;
+        if (!readonly) force = (await checkDurability(client, location)).forceSyncCommit;
         if (!readonly && !opts.existing) {
-          force = (await checkDurability(client, location)).forceSyncCommit;
           const migrated = await migrate(client, location);
           emit({ event: 'store.opened', store: 'postgres', location, migrated });
         } else {

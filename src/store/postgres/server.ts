@@ -121,14 +121,26 @@ export function assertKnownSchema(s: MigrationStatus): void {
   }
 }
 
-/** Apply the pending migrations in one transaction under the migration lock; returns the versions applied. */
+/**
+ * Apply the pending migrations in one transaction under the migration lock; returns the versions
+ * applied. An up-to-date schema is left alone without any DDL, so a role that may only read and
+ * write the tables can start a node once the schema is in place.
+ */
 export async function migrate(client: pg.PoolClient, location: string): Promise<number[]> {
+  try {
+    const now = await migrationStatus(client, location);
+    assertKnownSchema(now);
+    if (now.migrations.every((m) => m.applied)) return [];
+  } catch (e) {
+    if (e instanceof AdminError) throw e;
+    throw new PostgresError(location, e);
+  }
   await client.query('BEGIN');
   try {
     await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
     await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
       version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
-    const status = await migrationStatus(client, location);
+    const status = await migrationStatus(client, location); // again, under the lock: another node may have applied them
     assertKnownSchema(status);
     const todo = status.migrations.filter((m) => !m.applied);
     for (const m of todo) {

@@ -206,3 +206,23 @@ test('postgres: with several transactions in flight (writers), every write lands
     await s.close();
   }
 });
+
+test('postgres: once the schema is in place, a role that may only read and write the tables can run a node', { skip }, async () => {
+  const url = await pg!.createDatabase();
+  const db = new URL(url).pathname.slice(1);
+  await (await PostgresStore.open(url)).close(); // the owner creates the schema
+  await pg!.query(`DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'mailnode') THEN CREATE ROLE mailnode LOGIN PASSWORD 'node-pw'; END IF; END $$`);
+  await pg!.query(`GRANT CONNECT ON DATABASE ${db} TO mailnode`);
+  await pg!.query('GRANT USAGE ON SCHEMA public TO mailnode; REVOKE CREATE ON SCHEMA public FROM mailnode, PUBLIC; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO mailnode', db);
+  const s = await PostgresStore.open(`postgresql://mailnode:node-pw@${pg!.host}:${pg!.port}/${db}`);
+  try {
+    await s.enqueue(msg('N1'));
+    await s.claim('A', 1, 60_000);
+    assert.equal(await s.complete('N1', 'A', [], Date.now()), 'deferred');
+    assert.equal((await s.trace('N1')).length, 0);
+    assert.deepEqual(await s.deleteQueued('N1', 'root'), { deleted: true, recipients: 2 });
+    assert.equal((await s.trace('N1')).length, 1, 'trace events: the identity column needs no extra grant');
+  } finally {
+    await s.close();
+  }
+});
