@@ -1,5 +1,8 @@
-// Owns: the store interface every backend implements (store/sqlite now, store/postgres later).
-// Promise: a resolved write is durable (committed and synced); a rejected one wrote nothing.
+// Owns: the store interface every backend implements (store/sqlite, store/postgres); the
+// conformance suite test/unit/store/conformance.ts holds both to it.
+// Promise: a resolved write is durable (committed and synced); a rejected one wrote nothing (on
+// PostgreSQL, unless the connection broke while COMMIT was under way: then the write may have
+// been committed although it was reported failed; a retry can duplicate, never lose).
 import type { TlsFacts } from '../events.ts';
 import type { SmtpReply } from '../errors.ts';
 
