@@ -217,3 +217,34 @@ test('store copy moves a stopped SQLite queue (queued and finished mail) into Po
   const old = await onPg.cli(['trace', '--message-id', 'copy-done@fabrikam.test']);
   assert.match(old.stdout, /alice@contoso\.test: DELIVERED via maildir/, 'finished mail keeps its trace');
 });
+
+test('store migrate: --status changes nothing; without it the pending migrations are applied once', { skip }, async () => {
+  const dir = tempDir();
+  try {
+    const url = await pg.createDatabase('migrate');
+    const file = path.join(dir, 'portcullis.yaml');
+    writeFileSync(file, `dataDir: ./data\nrunAs: root\nstore: {type: postgres, url: "${url}"}\ndelivery: {maildirShared: true}\norganizations: [{name: contoso, acceptedDomains: [{domain: contoso.test}]}]\n`);
+    const before = await runCli(['store', 'migrate', '--status', '--json', '-c', file]);
+    assert.equal(before.code, 0, before.stderr);
+    const st = JSON.parse(before.stdout) as { store: string; location: string; migrations: { applied: boolean }[] };
+    assert.equal(st.store, 'postgres');
+    assert.ok(st.migrations.length > 0 && st.migrations.every((m) => !m.applied));
+    assert.ok(!st.location.includes(pg.password));
+    assert.deepEqual(await pg.query(`SELECT to_regclass('messages')::text AS t`, new URL(url).pathname.slice(1)), [{ t: null }], '--status created nothing');
+    const apply = await runCli(['store', 'migrate', '-c', file]);
+    assert.equal(apply.code, 0, apply.stderr);
+    assert.match(apply.stdout, /^applied migration\(s\) 1/);
+    assert.match(apply.stdout, /schema up to date/);
+    const again = await runCli(['store', 'migrate', '-c', file]);
+    assert.match(again.stdout, /^nothing to apply/);
+    for (const out of [before, apply, again]) assert.ok(!(out.stdout + out.stderr).includes(pg.password));
+    // SQLite: the status of a dataDir no server has used yet is "all pending", and creates nothing.
+    writeFileSync(file, 'dataDir: ./data\nrunAs: root\norganizations: [{name: contoso, acceptedDomains: [{domain: contoso.test}]}]\n');
+    const lite = await runCli(['store', 'migrate', '--status', '-c', file]);
+    assert.equal(lite.code, 0, lite.stderr);
+    assert.match(lite.stdout, /store +sqlite .*queue\.sqlite\nmigration 1 +PENDING/);
+    assert.throws(() => readdirSync(path.join(dir, 'data')), /ENOENT/, 'no dataDir created');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
