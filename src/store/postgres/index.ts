@@ -30,6 +30,8 @@ export interface PostgresOpenOptions {
   /** Use an existing schema only: never migrate (CLI commands that write). */
   existing?: boolean;
   poolSize?: number;
+  /** How long a new connection may take (default 10 s). */
+  connectTimeoutMs?: number;
   /**
    * Transactions (group commits) in flight at once; default 1: on a small machine more did not
    * raise throughput (measured with 20 concurrent writers), and one maximises the batches.
@@ -41,6 +43,9 @@ type Op = (c: pg.PoolClient) => Promise<unknown>;
 interface Pending { run: Op; resolve: (v: unknown) => void; reject: (e: unknown) => void }
 
 const OPEN = `status IN ('pending', 'deferred')`;
+
+/** Errors of a statement that the server refused on a connection that stayed healthy. */
+const statementFailed = new WeakSet<object>();
 
 export class PostgresStore implements Store {
   private pending: Pending[] = [];
@@ -56,7 +61,7 @@ export class PostgresStore implements Store {
   static async open(url: string, opts: PostgresOpenOptions = {}): Promise<PostgresStore> {
     const location = redactUrl(url);
     const readonly = !!opts.readonly;
-    const pool = createPool(url, { poolSize: opts.poolSize ?? 10, readonly });
+    const pool = createPool(url, { poolSize: opts.poolSize ?? 10, readonly, ...(opts.connectTimeoutMs ? { connectTimeoutMs: opts.connectTimeoutMs } : {}) });
     try {
       const { client, release } = await connectOrExplain(pool, location);
       try {
@@ -144,8 +149,10 @@ export class PostgresStore implements Store {
       const results = await this.runTx(batch.map((p) => p.run));
       batch.forEach((p, i) => p.resolve(results[i]));
     } catch (e) {
-      if (batch.length === 1) batch[0].reject(e);
-      // Isolate the failing write: retry each on its own so one bad write fails alone.
+      // A statement refused on a healthy connection: retry each write on its own so that the bad
+      // one fails alone. A lost or unreachable server fails them all at once (no retries that
+      // would each wait for a connection).
+      if (batch.length === 1 || !statementFailed.has(e as object)) for (const p of batch) p.reject(e);
       else for (const p of batch) {
         try { p.resolve((await this.runTx([p.run]))[0]); } catch (err) { p.reject(err); }
       }
@@ -158,11 +165,14 @@ export class PostgresStore implements Store {
   /** BEGIN, the operations in order, COMMIT; resolves only after COMMIT returned. */
   private async runTx(ops: Op[]): Promise<unknown[]> {
     const { client, release } = await checkout(this.pool, this.location);
+    let inOps = false;
     try {
       await client.query('BEGIN');
       if (this.forceSyncCommit) await client.query('SET LOCAL synchronous_commit = on');
       const results: unknown[] = [];
+      inOps = true;
       for (const op of ops) results.push(await op(client));
+      inOps = false;
       await client.query('COMMIT');
       release();
       return results;
@@ -170,7 +180,9 @@ export class PostgresStore implements Store {
       // A broken connection is dropped from the pool; a healthy one is rolled back and reused.
       const healthy = await client.query('ROLLBACK').then(() => true, () => false);
       release(!healthy);
-      throw wrap(this.location, e);
+      const err = wrap(this.location, e);
+      if (inOps && healthy) statementFailed.add(err);
+      throw err;
     }
   }
 

@@ -40,13 +40,18 @@ const types = {
     (oid === 20 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text'))) as typeof pg.types.getTypeParser,
 };
 
-export interface PoolOptions { poolSize: number; readonly: boolean }
+export interface PoolOptions {
+  poolSize: number;
+  readonly: boolean;
+  /** How long a new connection may take (default 10 s): the longest a write waits while the server is unreachable. */
+  connectTimeoutMs?: number;
+}
 
 export function createPool(url: string, o: PoolOptions): pg.Pool {
   const location = redactUrl(url);
   const pool = new pg.Pool({
     connectionString: url, max: o.poolSize, types, application_name: 'portcullis',
-    connectionTimeoutMillis: 10_000, query_timeout: 120_000, keepAlive: true, idleTimeoutMillis: 30_000,
+    connectionTimeoutMillis: o.connectTimeoutMs ?? 10_000, query_timeout: 120_000, keepAlive: true, idleTimeoutMillis: 30_000,
     ...(o.readonly ? { options: '-c default_transaction_read_only=on' } : {}),
   });
   pool.on('error', (e) => emit({ event: 'store.connectionError', location, error: e.message }));

@@ -4,6 +4,7 @@
 // under the advisory lock, and a database that goes away and comes back.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { AdminError } from '../../../src/errors.ts';
 import { setLogDestination, setLogOutput } from '../../../src/events.ts';
 import { PostgresStore } from '../../../src/store/postgres/index.ts';
@@ -224,5 +225,48 @@ test('postgres: once the schema is in place, a role that may only read and write
     assert.equal((await s.trace('N1')).length, 1, 'trace events: the identity column needs no extra grant');
   } finally {
     await s.close();
+  }
+});
+
+/** A TCP relay to the test server that can stop answering (a network partition: no reset, no reply). */
+async function relay(to: PgInstance): Promise<{ url: (db: string) => string; partition: () => void; close: () => Promise<void> }> {
+  const open = new Set<net.Socket>();
+  let cut = false;
+  const srv = net.createServer((c) => {
+    open.add(c);
+    c.on('close', () => open.delete(c));
+    c.on('error', () => {});
+    if (cut) return; // accepted, never answered
+    const up = net.connect(to.port, to.host);
+    open.add(up);
+    up.on('error', () => c.destroy());
+    c.pipe(up).pipe(c);
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.64', r));
+  const port = (srv.address() as net.AddressInfo).port;
+  return {
+    url: (db) => `postgresql://${to.user}:${encodeURIComponent(to.password)}@127.0.0.64:${port}/${db}`,
+    partition: () => { cut = true; for (const s of open) s.destroy(); },
+    close: () => { for (const s of open) s.destroy(); return new Promise((r) => srv.close(() => r())); },
+  };
+}
+
+test('postgres: when the server cannot be reached, a batch of writes fails together within one connect timeout', { skip }, async () => {
+  const db = new URL(await pg!.createDatabase()).pathname.slice(1);
+  const r = await relay(pg!);
+  const s = await PostgresStore.open(r.url(db), { connectTimeoutMs: 1000 });
+  try {
+    await s.enqueue(msg('BEFORE'));
+    r.partition();
+    await new Promise((res) => setTimeout(res, 100)); // the pool notices its connections are gone
+    const t0 = Date.now();
+    const results = await Promise.allSettled(Array.from({ length: 6 }, (_, i) => s.enqueue(msg(`P${i}`))));
+    const took = Date.now() - t0;
+    assert.deepEqual(results.map((x) => x.status), Array(6).fill('rejected'));
+    assert.match(String((results[0] as PromiseRejectedResult).reason), /PostgreSQL store postgresql:\/\/postgres:\*\*\*@127\.0\.0\.64:\d+\/.*timeout/i);
+    assert.ok(took < 3000, `all six failed after ${took} ms (one connect timeout is 1000 ms)`);
+  } finally {
+    await s.close();
+    await r.close();
   }
 });
