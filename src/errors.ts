@@ -12,9 +12,6 @@ export interface SmtpReply {
   reason?: string;
 }
 
-export const isTemporary = (r: SmtpReply): boolean => r.code >= 400 && r.code < 500;
-export const isPositive = (r: SmtpReply): boolean => r.code < 400;
-
 export function reply(code: number, enhanced: string, message: string, reason?: string): SmtpReply {
   return reason === undefined ? { code, enhanced, message } : { code, enhanced, message, reason };
 }
@@ -59,7 +56,6 @@ export const Replies = {
   syntax: (what: string) => reply(501, '5.5.4', `Syntax error: ${what}`),
   badSequence: (what: string) => reply(503, '5.5.1', `Bad sequence of commands: ${what}`),
   tlsAlready: () => reply(503, '5.5.1', 'TLS is already active'),
-  tlsUnavailable: () => reply(454, '4.7.0', 'TLS not available due to temporary reason'),
   paramUnsupported: (p: string) => reply(555, '5.5.4', `Unsupported parameter: ${p}`),
   paramInvalid: (p: string) => reply(501, '5.5.4', `Invalid value for parameter ${p}`),
   pathTooLong: () => reply(501, '5.1.3', 'Address too long (RFC 5321 section 4.5.3.1 limits)'),
@@ -75,6 +71,8 @@ export const Replies = {
   storageFull: () => reply(452, '4.3.1', 'Insufficient system storage, try again later'),
   storageError: () => reply(451, '4.3.0', 'Local error in processing, try again later'),
   pregreet: () => reply(554, '5.5.1', 'Protocol error: client sent data before the greeting'),
+  /** smtp.forbidUnauthPipelining; 5.5.0 as Postfix's "554 5.5.0 Error: SMTP protocol synchronization". */
+  pipeliningViolation: (what: string) => reply(554, '5.5.0', `Protocol error: ${what} (RFC 2920)`),
   tooManyConnections: () => reply(421, '4.7.0', 'Too many connections, try again later'),
   tooManyConnectionsFromIp: () => reply(421, '4.7.0', 'Too many connections from your address, try again later'),
   timeout: (host: string) => reply(421, '4.4.2', `${host} Error: timeout exceeded`),

@@ -41,6 +41,7 @@ export type Event =
   | { event: 'session.rejected'; ip: string; reason: string }
   | { event: 'session.tlsFailed'; sid: string; ip: string; error: string }
   | { event: 'session.injection'; sid: string; ip: string; bytes: number }
+  | { event: 'session.pipelining'; sid: string; ip: string; after: string; bytes: number; sample: string }
   | { event: 'message.accepted'; sid: string; queueId: string; from: string; rcpts: number; size: number; org: string; tls?: TlsFacts }
   | { event: 'message.rejected'; sid: string; code: number; enhanced: string; reason: string }
   | { event: 'delivery.result'; queueId: string; rcpt: string; status: 'delivered' | 'deferred' | 'failed'; agent: string; code?: number; enhanced?: string; reason: string;
@@ -62,6 +63,7 @@ const levels: Partial<Record<Event['event'], Level>> = {
   'tls.certificates.rejected': 'error',
   'tls.devcert.generated': 'warn',
   'session.injection': 'warn',
+  'session.pipelining': 'warn',
   'store.warning': 'warn',
   'store.connectionError': 'warn',
   'internal.error': 'error',

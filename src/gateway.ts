@@ -23,7 +23,8 @@ import { Scheduler } from './scheduler/scheduler.ts';
 import { MaildirDelivery } from './delivery/maildir.ts';
 import { ConnectionPool } from './delivery/pool.ts';
 import { RemoteDelivery } from './delivery/remote.ts';
-import { Resolver } from './dns/resolver.ts';
+import { DnsResolver } from './dns/resolver.ts';
+import type { Resolver } from './dns/types.ts';
 import { OutboundPolicy } from './policy/outbound.ts';
 import { RevocationChecker } from './tls/revocation.ts';
 import { assertNoServer, startControlServer, type ControlResponse } from './admin/control.ts';
@@ -101,7 +102,7 @@ export class Gateway {
     const released = await this.store.releaseLeases();
     if (released) emit({ event: 'queue.recovered', released });
     const trust = new TrustStore(config.tls.trust.system, config.tls.trust.caFiles);
-    this.resolver = new Resolver(config.dns.servers, { dnssec: config.dns.dnssec });
+    this.resolver = new DnsResolver(config.dns.servers, { dnssec: config.dns.dnssec });
     this.outbound = new OutboundPolicy(config);
     const pool = new ConnectionPool(() => this.deps.config.delivery.connectionReuse);
     const revocation = new RevocationChecker(() => this.resolver);
@@ -137,7 +138,7 @@ export class Gateway {
       }
       setLogLevel(next.log.level);
       setLogOutput({ format: next.log.format });
-      if (JSON.stringify(next.dns) !== JSON.stringify(cur.dns)) this.resolver = new Resolver(next.dns.servers, { dnssec: next.dns.dnssec });
+      if (JSON.stringify(next.dns) !== JSON.stringify(cur.dns)) this.resolver = new DnsResolver(next.dns.servers, { dnssec: next.dns.dnssec });
       this.outbound = new OutboundPolicy(next);
       this.deps = { ...this.deps, config: next, policy: new InboundPolicy(next), trust };
       emit({ event: 'config.reloaded', source });

@@ -4,7 +4,7 @@
 // use this form; nothing else builds or takes apart "local@domain" strings.
 // Canonical form: the local part as a dot-atom when it is one, otherwise a quoted string in which
 // only `"` and `\` are escaped; the domain with its ASCII letters lower-cased; no source route.
-// Promises: parsing never throws (a refusal is an SmtpReply); a parsed mailbox's `address` parses
+// Promises: parsing never throws (a refusal is an SmtpReply, `ok: false`); a parsed mailbox's `address` parses
 // back to the same local part and domain; smtpPath never returns a path that is not a valid
 // RFC 5321 path (it returns the reason instead).
 import { Replies, type SmtpReply } from './errors.ts';
@@ -84,53 +84,57 @@ function readQuoted(s: string): [string, string] | string {
   return 'unterminated quoted string';
 }
 
+/** A parse result: the mailbox, or the refusal to send (an SmtpReply with its enhanced code). */
+export type MailboxResult = { ok: true; mailbox: Mailbox } | { ok: false; reply: SmtpReply };
+
+const refuse = (reply: SmtpReply): MailboxResult => ({ ok: false, reply });
+
 /** Parse a mailbox (the text between "<" and ">", source route allowed) into its canonical form. */
-export function parseMailbox(inner: string, utf8Allowed: boolean): Mailbox | SmtpReply {
-  if (Buffer.byteLength(inner) > MAX_PATH) return Replies.pathTooLong();
+export function parseMailbox(inner: string, utf8Allowed: boolean): MailboxResult {
+  if (Buffer.byteLength(inner) > MAX_PATH) return refuse(Replies.pathTooLong());
   let s = inner;
   // Source route "@a,@b:user@d": accepted and ignored (RFC 5321 §4.1.2, §C).
   if (s.startsWith('@')) {
     const colon = s.indexOf(':');
-    if (colon < 0) return Replies.badAddress('bad source route');
+    if (colon < 0) return refuse(Replies.badAddress('bad source route'));
     s = s.slice(colon + 1);
   }
-  if (!isAscii(s) && !utf8Allowed) return Replies.nonAsciiNeedsSmtputf8();
+  if (!isAscii(s) && !utf8Allowed) return refuse(Replies.nonAsciiNeedsSmtputf8());
   let local: string; let rest: string; let quoted = false;
   if (s.startsWith('"')) {
     const q = readQuoted(s);
-    if (typeof q === 'string') return Replies.badAddress(q);
+    if (typeof q === 'string') return refuse(Replies.badAddress(q));
     [local, rest] = q;
     quoted = true;
-    if (rest !== '' && !rest.startsWith('@')) return Replies.badAddress('text after quoted local part');
+    if (rest !== '' && !rest.startsWith('@')) return refuse(Replies.badAddress('text after quoted local part'));
     rest = rest.slice(1);
   } else {
     const at = s.lastIndexOf('@');
     if (at < 0) {
-      if (s.toLowerCase() === 'postmaster') return { address: 'postmaster', local: 'postmaster', domain: '', quoted: false, bare: true };
-      return Replies.badAddress('missing @domain');
+      if (s.toLowerCase() === 'postmaster') return { ok: true, mailbox: { address: 'postmaster', local: 'postmaster', domain: '', quoted: false, bare: true } };
+      return refuse(Replies.badAddress('missing @domain'));
     }
     local = s.slice(0, at); rest = s.slice(at + 1);
     const re = utf8Allowed ? ATEXT_UTF8 : ATEXT;
-    if (!local || local.split('.').some((atom) => !re.test(atom))) return Replies.badAddress(`bad local part "${local}"`);
+    if (!local || local.split('.').some((atom) => !re.test(atom))) return refuse(Replies.badAddress(`bad local part "${local}"`));
   }
-  if (Buffer.byteLength(local) > 64) return Replies.pathTooLong();
-  if (!rest) return Replies.badAddress('missing domain');
+  if (Buffer.byteLength(local) > 64) return refuse(Replies.pathTooLong());
+  if (!rest) return refuse(Replies.badAddress('missing domain'));
   const derr = checkDomain(rest, utf8Allowed);
-  if (derr) return Replies.badAddress(derr);
+  if (derr) return refuse(Replies.badAddress(derr));
   const domain = lowerAscii(rest);
-  return { address: formatMailbox(local, domain), local, domain, quoted };
+  return { ok: true, mailbox: { address: formatMailbox(local, domain), local, domain, quoted } };
 }
 
 /**
  * A stored address (canonical form) back into its parts. Refuses anything that is not exactly the
  * canonical form of a mailbox, so what comes out is what the canonical form means.
  */
-export function parseAddress(address: string, utf8Allowed: boolean): Mailbox | SmtpReply {
-  if (address === '') return { address: '', local: '', domain: '', quoted: false };
-  const mb = parseMailbox(address, utf8Allowed);
-  if ('code' in mb) return mb;
-  if (mb.address !== address) return Replies.badAddress(`not in canonical form (that is ${mb.address})`);
-  return mb;
+export function parseAddress(address: string, utf8Allowed: boolean): MailboxResult {
+  if (address === '') return { ok: true, mailbox: { address: '', local: '', domain: '', quoted: false } };
+  const r = parseMailbox(address, utf8Allowed);
+  if (r.ok && r.mailbox.address !== address) return refuse(Replies.badAddress(`not in canonical form (that is ${r.mailbox.address})`));
+  return r;
 }
 
 /**
@@ -138,12 +142,12 @@ export function parseAddress(address: string, utf8Allowed: boolean): Mailbox | S
  * ">", or why the stored address cannot be sent as a valid RFC 5321 path. UTF-8 only when the
  * transaction uses SMTPUTF8; the bare postmaster only as a recipient; the null path only as sender.
  */
-export function smtpPath(address: string, role: 'sender' | 'recipient', utf8: boolean): { path: string } | { problem: string } {
-  if (address === '') return role === 'sender' ? { path: '<>' } : { problem: 'the null path is not a recipient' };
-  const mb = parseAddress(address, utf8);
-  if ('code' in mb) return { problem: mb.message };
-  if (mb.bare && role === 'sender') return { problem: '<postmaster> without a domain is only valid as a recipient' };
-  return { path: `<${mb.address}>` };
+export function smtpPath(address: string, role: 'sender' | 'recipient', utf8: boolean): { ok: true; path: string } | { ok: false; problem: string } {
+  if (address === '') return role === 'sender' ? { ok: true, path: '<>' } : { ok: false, problem: 'the null path is not a recipient' };
+  const r = parseAddress(address, utf8);
+  if (!r.ok) return { ok: false, problem: r.reply.message };
+  if (r.mailbox.bare && role === 'sender') return { ok: false, problem: '<postmaster> without a domain is only valid as a recipient' };
+  return { ok: true, path: `<${r.mailbox.address}>` };
 }
 
 /**

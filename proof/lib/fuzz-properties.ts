@@ -14,7 +14,9 @@ import fc from 'fast-check';
 import YAML from 'yaml';
 import { buildConfig, loadConfig } from '../../src/config/load.ts';
 import { AdminError } from '../../src/errors.ts';
-import { DnsError, Resolver, reverseName } from '../../src/dns/resolver.ts';
+import { DnsResolver } from '../../src/dns/resolver.ts';
+import { reverseName } from '../../src/dns/typed.ts';
+import { DnsError } from '../../src/dns/types.ts';
 import { CommandReader, type Line } from '../../src/inbound/command-reader.ts';
 import { DataDecoder } from '../../src/inbound/data-decoder.ts';
 import { envelopeCommands } from '../../src/delivery/smtp-client.ts';
@@ -74,8 +76,8 @@ const CLIENT_EXT = new Map([['SIZE', '0'], ['8BITMIME', ''], ['SMTPUTF8', ''], [
 
 function checkParsed(arg: string, o: { allowNull: boolean; utf8Allowed: boolean }): void {
   const r = parsePathArg(arg, o);
-  if ('code' in r) {
-    must(r.code >= 500 && r.code < 600 && /^5\.\d\.\d+$/.test(r.enhanced), `bad verdict ${fmt(r)}`);
+  if (!r.ok) {
+    must(r.reply.code >= 500 && r.reply.code < 600 && /^5\.\d\.\d+$/.test(r.reply.enhanced), `bad verdict ${fmt(r.reply)}`);
     return;
   }
   const mb = r.mailbox;
@@ -99,9 +101,9 @@ async function addressProperties(n: number, out: Outcome[], log: (l: string) => 
     fc.property(fc.boolean().chain((u) => fc.tuple(fc.constant(u), mailboxArb(u))), ([utf8, m]) => {
       const o = { allowNull: false, utf8Allowed: utf8 };
       const a = parsePathArg(`<${m}>`, o);
-      if ('code' in a) return; // over a length limit, or not valid after all: the verdict is the answer
+      if (!a.ok) return; // over a length limit, or not valid after all: the verdict is the answer
       const b = parsePathArg(`<${a.mailbox.address}>`, o);
-      must(!('code' in b), `normalised ${JSON.stringify(a.mailbox.address)} is refused: ${'code' in b ? b.message : ''}`);
+      if (!b.ok) { must(false, `normalised ${JSON.stringify(a.mailbox.address)} is refused: ${b.reply.message}`); return; }
       must(b.mailbox.address === a.mailbox.address && b.mailbox.local === a.mailbox.local && b.mailbox.domain === a.mailbox.domain,
         `re-parse changed ${fmt(a.mailbox)} into ${fmt(b.mailbox)}`);
     }), out, log);
@@ -109,11 +111,11 @@ async function addressProperties(n: number, out: Outcome[], log: (l: string) => 
     fc.property(fc.boolean().chain((u) => fc.tuple(fc.constant(u), mailboxArb(u))), ([utf8, m]) => {
       const o = { allowNull: false, utf8Allowed: utf8 };
       const a = parsePathArg(`<${m}>`, o);
-      if ('code' in a) return;
+      if (!a.ok) return;
       const { rcpts } = envelopeCommands({ from: '', rcpts: [{ address: a.mailbox.address }], eightBit: false, smtputf8: utf8 }, CLIENT_EXT, 1);
       must(rcpts[0].startsWith('RCPT TO:'), `not a RCPT line: ${JSON.stringify(rcpts[0])}`);
       const b = parsePathArg(rcpts[0].slice('RCPT TO:'.length), o);
-      must(!('code' in b), `${JSON.stringify(rcpts[0])} is refused: ${'code' in b ? b.message : ''}`);
+      if (!b.ok) { must(false, `${JSON.stringify(rcpts[0])} is refused: ${b.reply.message}`); return; }
       must(b.mailbox.address === a.mailbox.address && b.mailbox.local === a.mailbox.local && b.mailbox.domain === a.mailbox.domain && b.params.size === 0,
         `${JSON.stringify(rcpts[0])} parses as ${fmt(b.mailbox)} with ${b.params.size} parameter(s), not ${fmt(a.mailbox)}`);
     }), out, log);
@@ -121,7 +123,7 @@ async function addressProperties(n: number, out: Outcome[], log: (l: string) => 
     fc.property(fc.tuple(dotAtom(false), fc.array(label(false).map((l) => l.slice(0, 20)), { minLength: 1, maxLength: 4 })), ([l, d]) => {
       if (l.length > 64) return;
       const r = parsePathArg(`<${l}@${d.join('.')}>`, { allowNull: false, utf8Allowed: false });
-      must(!('code' in r), `refused: ${'code' in r ? r.message : ''}`);
+      must(r.ok, `refused: ${r.ok ? '' : r.reply.message}`);
     }), out, log);
 }
 
@@ -437,7 +439,7 @@ async function dnsProperties(n: number, out: Outcome[], log: (l: string) => void
     await check(P, 'random and mutated answers from a loopback server: a result or a DnsError, within the timeout budget', n,
       fc.asyncProperty(fc.array(specArb, { minLength: 1, maxLength: 4 }), fc.constantFrom('mx', 'addresses', 'txt', 'tlsa', 'ptr', 'A', 'CNAME', 'AAAA'), fc.constantFrom(1, 2), async (plan, call, attempts) => {
         fake.plan = plan; fake.queries = 0;
-        const r = new Resolver([`127.0.0.1:${fake.port}`], { timeoutMs: TIMEOUT, attempts });
+        const r = new DnsResolver([`127.0.0.1:${fake.port}`], { timeoutMs: TIMEOUT, attempts });
         const name = `q${q++}.fuzz.test`;
         const t0 = Date.now();
         // Worst case: every hop of a CNAME chain (9) times attempts, each UDP then TCP, each a timeout.
@@ -466,7 +468,7 @@ async function dnsProperties(n: number, out: Outcome[], log: (l: string) => void
     fc.property(fc.uint8Array({ minLength: 12, maxLength: 300 }), fc.constantFrom('MX', 'A', 'TXT', 'TLSA'), (bytes, type) => {
       let p: Packet;
       try { p = dnsPacket.decode(Buffer.from(bytes)); } catch { return; } // the resolver drops undecodable packets
-      const r = new Resolver(['127.0.0.1:9']);
+      const r = new DnsResolver(['127.0.0.1:9']);
       const inner = r as unknown as { interpret(p: Packet, s: unknown, n: string, t: string): unknown };
       try { inner.interpret(p, r.upstreams[0], 'x.test', type); } catch (e) { must(e instanceof DnsError, `threw ${(e as Error)?.message}`); }
     }), out, log);

@@ -5,7 +5,7 @@
 // line of AttackStats on stdout.
 import net from 'node:net';
 
-export type AttackKind = 'slowloris' | 'flood' | 'recipients' | 'huge';
+export type AttackKind = 'slowloris' | 'flood' | 'recipients' | 'huge' | 'pipeline';
 
 export interface AttackSpec {
   kind: AttackKind;
@@ -21,6 +21,8 @@ export interface AttackSpec {
   maxMessages?: number;
   /** huge: the gateway's maxMessageSize. */
   maxMessageSize?: number;
+  /** pipeline: octets of pipelined commands each client tries to write per connection. */
+  pipelineBytes?: number;
 }
 
 export interface AttackStats {
@@ -42,6 +44,9 @@ export interface AttackStats {
   otherCodes: Record<string, number>;
   bytesSent: number;
   transactions: number;
+  /** pipeline: octets the gateway took from the never-reading clients (accepted by TCP), and connections it closed. */
+  pipelinedAccepted: number;
+  closedByServer: number;
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -93,11 +98,16 @@ class Peer {
     });
   }
 
-  async write(data: string | Buffer): Promise<void> {
+  /** Write; when the socket is full wait for it to drain, the close, or `deadline` (ms since the epoch). */
+  async write(data: string | Buffer, deadline = Infinity): Promise<void> {
     if (this.closed) return;
     this.st.bytesSent += data.length;
     if (!this.sock.write(data)) {
-      await new Promise<void>((r) => { const done = () => { this.sock.off('drain', done); this.sock.off('close', done); r(); }; this.sock.on('drain', done); this.sock.on('close', done); });
+      await new Promise<void>((r) => {
+        const t = deadline < Infinity ? setTimeout(() => done(), Math.max(0, deadline - Date.now())) : undefined;
+        const done = () => { clearTimeout(t); this.sock.off('drain', done); this.sock.off('close', done); r(); };
+        this.sock.on('drain', done); this.sock.on('close', done);
+      });
     }
   }
 
@@ -241,8 +251,27 @@ async function huge(spec: AttackSpec, ip: string, st: AttackStats, until: number
   }
 }
 
+async function pipeline(spec: AttackSpec, ip: string, st: AttackStats, until: number): Promise<void> {
+  // EHLO (its reply read), then megabytes of pipelined RSETs (pipelinable, RFC 2920) whose replies
+  // are never read; the connection is held until the end. Cut off: reconnect.
+  const chunk = Buffer.from('RSET\r\n'.repeat(8192)); // 48 KiB
+  const perConn = spec.pipelineBytes ?? 16 * 1024 * 1024;
+  while (Date.now() < until) {
+    const p = await open(spec, ip, st);
+    if (!p) { await sleep(200); continue; }
+    await p.write('EHLO pipeline.test\r\n');
+    if ((await p.read())?.code !== 250) { p.close(); continue; }
+    p.sock.pause(); // from here on, nothing is read
+    for (let sent = 0; sent < perConn && !p.closed && Date.now() < until; sent += chunk.length) await p.write(chunk, until);
+    while (!p.closed && Date.now() < until) await sleep(100);
+    if (p.closed) st.closedByServer++;
+    st.pipelinedAccepted += p.sock.bytesWritten - p.sock.writableLength;
+    p.close();
+  }
+}
+
 export async function runAttack(spec: AttackSpec): Promise<AttackStats> {
-  const st: AttackStats = { connections: 0, connectErrors: 0, greeted: 0, refused421: 0, timeout421: 0, errors421: 0, rcpt452: 0, rcpt250: 0, size552: 0, accepted250: 0, otherCodes: {}, bytesSent: 0, transactions: 0 };
+  const st: AttackStats = { connections: 0, connectErrors: 0, greeted: 0, refused421: 0, timeout421: 0, errors421: 0, rcpt452: 0, rcpt250: 0, size552: 0, accepted250: 0, otherCodes: {}, bytesSent: 0, transactions: 0, pipelinedAccepted: 0, closedByServer: 0 };
   const until = Date.now() + spec.durationMs;
   messagesLeft = spec.maxMessages ?? 0;
   const jobs: Promise<void>[] = [];
@@ -257,6 +286,7 @@ export async function runAttack(spec: AttackSpec): Promise<AttackStats> {
           case 'flood': return flood(spec, s.ip, st, until);
           case 'recipients': return recipients(spec, s.ip, st, until, me);
           case 'huge': return huge(spec, s.ip, st, until, me);
+          case 'pipeline': return pipeline(spec, s.ip, st, until);
         }
       }).catch(() => {}));
     }

@@ -1,17 +1,19 @@
 // Owns: `portcullis connector list|show|validate` and `portcullis tls check` (with --cert: tls.ts).
+// The probing modules (DNS, SMTP client, TLS, revocation) are imported when a command runs.
 import type { Command } from 'commander';
 import type { Config, InboundConnector, OutboundConnector } from '../config/load.ts';
-import { parseSmartHost } from '../config/schema.ts';
-import { Resolver } from '../dns/resolver.ts';
-import { formatReport, probeHost, targetsFor, type HostReport, type ProbeTarget } from '../delivery/probe.ts';
+import type { HostReport, ProbeTarget } from '../delivery/probe.ts';
 import { AdminError } from '../errors.ts';
 import { parseMailbox } from '../mailbox.ts';
-import type { TlsRequirement } from '../policy/outbound.ts';
-import { RevocationChecker } from '../tls/revocation.ts';
-import { TrustStore } from '../tls/trust.ts';
+import { connectorDemand, type TlsRequirement } from '../policy/outbound.ts';
+import { CONNECTOR_TLS_LEVELS, REQUIRED_TLS_LEVELS, type TlsLevel } from '../tls/levels.ts';
+import { parseSmartHost } from '../util/net.ts';
 import { cliConfig, printJson, withConfig, type CommonOpts } from './context.ts';
 import { say } from './terminal.ts';
 import { certCheck, registerTrust, type CertCheckOpts } from './tls.ts';
+
+const REQUIRED = REQUIRED_TLS_LEVELS.join(', ');
+const isConnectorLevel = (l: string): l is TlsLevel => (CONNECTOR_TLS_LEVELS as readonly string[]).includes(l);
 
 type Any = (InboundConnector & { direction: 'inbound' }) | (OutboundConnector & { direction: 'outbound' });
 
@@ -39,21 +41,24 @@ function summary(x: Any): string {
   return `${scope} via ${dest}; TLS ${x.tlsSettings}${x.tlsDomain ? ` (${x.tlsDomain})` : ''}`;
 }
 
-function tools(c: Config) {
-  const resolver = new Resolver(c.dns.servers, { dnssec: c.dns.dnssec });
-  return { resolver, trust: new TrustStore(c.tls.trust.system, c.tls.trust.caFiles), revocation: new RevocationChecker(() => resolver) };
+async function tools(c: Config) {
+  const [{ DnsResolver }, { TrustStore }, { RevocationChecker }, probe] = await Promise.all([
+    import('../dns/resolver.ts'), import('../tls/trust.ts'), import('../tls/revocation.ts'), import('../delivery/probe.ts')]);
+  const resolver = new DnsResolver(c.dns.servers, { dnssec: c.dns.dnssec });
+  return { resolver, trust: new TrustStore(c.tls.trust.system, c.tls.trust.caFiles), revocation: new RevocationChecker(() => resolver), probe };
 }
 
 async function probeAll(c: Config, targets: ProbeTarget[], requirement: TlsRequirement, sendTo?: string): Promise<HostReport[]> {
-  const t = tools(c);
+  const { probe, ...t } = await tools(c);
   const out: HostReport[] = [];
-  for (const target of targets) out.push(...await probeHost(target, { config: c, ...t, requirement, ...(sendTo ? { sendTo } : {}) }));
+  for (const target of targets) out.push(...await probe.probeHost(target, { config: c, ...t, requirement, ...(sendTo ? { sendTo } : {}) }));
   return out;
 }
 
-function report(reports: HostReport[], json: boolean | undefined, what: string): void {
+async function report(reports: HostReport[], json: boolean | undefined, what: string): Promise<void> {
   if (json) printJson(reports);
   else {
+    const { formatReport } = await import('../delivery/probe.ts');
     say(reports.map(formatReport).join('\n\n') || `no host to check for ${what}`);
     const ok = reports.length > 0 && reports.every((r) => r.passes);
     say(`\n${ok ? 'PASS' : 'FAIL'}: ${reports.filter((r) => r.passes).length} of ${reports.length} host(s) meet the requirement`);
@@ -93,25 +98,28 @@ export function registerConnector(program: Command): void {
       const x = find(cfg, name, o.org).find((h) => h.direction === 'outbound') as (OutboundConnector & { direction: 'outbound' }) | undefined;
       if (!x) throw new AdminError(`"${name}" is an inbound connector; validate checks outbound connectors`, 'inbound connectors are checked by the partner sending to you');
       if (o.send && !o.recipient) throw new AdminError('--send needs --recipient', 'name the address that should receive the test message');
-      const rcpt = o.recipient === undefined ? undefined : parseMailbox(o.recipient, true);
-      if (rcpt && ('code' in rcpt || rcpt.bare)) {
-        throw new AdminError(`--recipient "${o.recipient}" is not a valid address${'code' in rcpt ? `: ${rcpt.message}` : ''}`, 'give user@domain; quote a local part with spaces or special characters: \'"john doe"@example.com\'');
+      const parsed = o.recipient === undefined ? undefined : parseMailbox(o.recipient, true);
+      if (parsed && (!parsed.ok || parsed.mailbox.bare)) {
+        throw new AdminError(`--recipient "${o.recipient}" is not a valid address${!parsed.ok ? `: ${parsed.reply.message}` : ''}`, 'give user@domain; quote a local part with spaces or special characters: \'"john doe"@example.com\'');
       }
-      const requirement: TlsRequirement = { level: x.tlsSettings, source: `connector "${x.name}"`, ...(x.tlsDomain ? { tlsDomain: x.tlsDomain } : {}) };
+      const rcpt = parsed?.mailbox;
+      const requirement = connectorDemand(x);
       let targets: ProbeTarget[];
-      if (x.smartHosts.length) targets = x.smartHosts.map((h) => { const p = parseSmartHost(h)!; return { host: p.host, port: p.port ?? cfg.delivery.port }; });
-      else {
+      if (x.smartHosts.length) {
+        targets = x.smartHosts.map((h) => { const p = parseSmartHost(h)!; return { host: p.host, port: p.port ?? cfg.delivery.port }; });
+      } else {
         const domain = rcpt?.domain ?? x.recipientDomains.find((d) => !d.startsWith('*'));
         if (!domain) throw new AdminError(`connector "${x.name}" uses MX records and has only wildcard domains`, 'pass --recipient user@domain to pick the domain');
-        targets = await targetsFor(tools(cfg).resolver, domain, cfg.delivery.port);
+        const t = await tools(cfg);
+        targets = await t.probe.targetsFor(t.resolver, domain, cfg.delivery.port);
       }
-      report(await probeAll(cfg, targets, requirement, o.send ? rcpt?.address : undefined), o.json, `connector "${x.name}"`);
+      await report(await probeAll(cfg, targets, requirement, o.send ? rcpt?.address : undefined), o.json, `connector "${x.name}"`);
     });
 
   const t = program.command('tls').description('TLS inspection');
   withConfig(t.command('check').argument('[destination]', 'HOST[:PORT] or a mail DOMAIN (its MX hosts)')
     .description('connect, STARTTLS, and report version, cipher, chain, root trust, names and every CRL/OCSP/CA-issuer endpoint; with --cert, check a certificate file instead')
-    .option('--level <level>', 'TLS level to judge against (encryptionOnly, certificateValidation, domainValidation)', 'certificateValidation')
+    .option('--level <level>', `TLS level to judge against (${REQUIRED})`, 'certificateValidation')
     .option('--tls-domain <name>', 'certificate name required at domainValidation')
     .option('--cert <file>', 'check this certificate (PEM, leaf first) before it is served: no SMTP')
     .option('--chain <file>', 'with --cert: the intermediates, when not in the certificate file')
@@ -120,13 +128,14 @@ export function registerConnector(program: Command): void {
     .action(async (dest: string | undefined, o: CommonOpts & Partial<CertCheckOpts> & { level: string; tlsDomain?: string }) => {
       const cfg = cliConfig(o);
       if (o.cert && dest) throw new AdminError('give a DESTINATION or --cert FILE, not both', 'tls check HOST[:PORT] checks a server; tls check --cert FILE checks a certificate file');
-      if (o.cert) return certCheck(tools(cfg), { ...o, cert: o.cert });
+      if (o.cert) return certCheck(await tools(cfg), { ...o, cert: o.cert });
       if (!dest) throw new AdminError('tls check needs a DESTINATION or --cert FILE', 'for example `portcullis tls check mx1.fabrikam.test:25` or `portcullis tls check --cert new-cert.pem`');
       if (o.chain || o.name) throw new AdminError('--chain and --name go with --cert', 'use --tls-domain to require a name of a DESTINATION');
-      if (!['opportunistic', 'encryptionOnly', 'certificateValidation', 'domainValidation'].includes(o.level)) throw new AdminError(`--level ${o.level} is not a TLS level`, 'use encryptionOnly, certificateValidation or domainValidation');
+      if (!isConnectorLevel(o.level)) throw new AdminError(`--level ${o.level} is not a TLS level`, `use one of ${REQUIRED}`);
       if (o.level === 'domainValidation' && !o.tlsDomain) throw new AdminError('--level domainValidation needs --tls-domain', 'name the certificate name to require');
-      const requirement = { level: o.level, source: '`tls check`', ...(o.tlsDomain ? { tlsDomain: o.tlsDomain } : {}) } as TlsRequirement;
-      report(await probeAll(cfg, await targetsFor(tools(cfg).resolver, dest, cfg.delivery.port), requirement), o.json, dest);
+      const requirement: TlsRequirement = { level: o.level, source: '`tls check`', ...(o.tlsDomain ? { tlsDomain: o.tlsDomain } : {}) };
+      const t = await tools(cfg);
+      await report(await probeAll(cfg, await t.probe.targetsFor(t.resolver, dest, cfg.delivery.port), requirement), o.json, dest);
     });
   registerTrust(t);
 }

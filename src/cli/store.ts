@@ -1,30 +1,24 @@
 // Owns: `portcullis store migrate [--status]` (schema versions of the configured store) and
 // `portcullis store copy` (a single-node SQLite queue into PostgreSQL), and how the CLI names a
 // store: the queue file, or the URL without its password (never printed otherwise).
+// The store modules (SQLite, the PostgreSQL driver) are loaded when a command runs, through
+// store/open.ts.
 import type { Command } from 'commander';
 import type { Config } from '../config/load.ts';
 import { STORE_URL_ENV } from '../config/store.ts';
 import { AdminError } from '../errors.ts';
-import { copySqliteToPostgres, sourceDataDir } from '../store/copy.ts';
-import { pendingCount, type MigrationStatus } from '../store/migrations.ts';
-import { migrateStore, storeMigrationStatus } from '../store/open.ts';
-import { PostgresStore } from '../store/postgres/index.ts';
-import { queueFile } from '../store/sqlite/index.ts';
+import type { MigrationStatus } from '../store/open.ts';
 import { isPostgresUrl, redactUrl } from '../util/secret-url.ts';
 import { cliConfig, printJson, withConfig, type CommonOpts } from './context.ts';
 import { say, warn } from './terminal.ts';
 
-/** "sqlite DATADIR/queue.sqlite" or "postgres postgresql://user:***@host/db (url from …)". */
-export function describeStore(c: Config): string {
-  if (c.store.type === 'sqlite') return `sqlite ${queueFile(c.dataDir)}`;
-  return `postgres ${redactUrl(c.store.url)} (url from ${c.store.urlFrom})`;
-}
+const store = () => import('../store/open.ts');
 
 function printStatus(s: MigrationStatus): void {
   say(`store        ${s.store} ${s.location}`);
   for (const m of s.migrations) say(`migration ${String(m.version).padEnd(3)}${m.applied ? `applied${m.appliedAt ? ` ${m.appliedAt}` : ''}` : 'PENDING'}  ${m.name}`);
   if (s.unknown.length) say(`WARNING      versions ${s.unknown.join(', ')} were applied by a newer Portcullis: this version refuses to start on this store`);
-  const pending = pendingCount(s);
+  const pending = s.migrations.filter((m) => !m.applied).length;
   say(pending ? `${pending} migration(s) pending: the server applies them when it starts (or run \`portcullis store migrate\`)` : 'schema up to date');
 }
 
@@ -54,6 +48,7 @@ export function registerStore(program: Command): void {
     .option('--json', 'machine-readable output'))
     .action(async (o: CommonOpts & { status?: boolean }) => {
       const c = cliConfig(o);
+      const { migrateStore, storeMigrationStatus } = await store();
       const before = await storeMigrationStatus(c);
       if (o.status) {
         if (o.json) return printJson(before);
@@ -77,15 +72,10 @@ export function registerStore(program: Command): void {
       }
       const batchSize = Number(o.batch);
       if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 10_000) throw new AdminError(`--batch ${o.batch} is not a number from 1 to 10000`, 'use the default (500)', 2);
+      const { copyIntoPostgres, queueFile, sourceDataDir } = await store();
       const dataDir = sourceDataDir(o.from.slice('sqlite:'.length));
       const url = targetUrl(o.to, () => cliConfig(o));
-      const target = await PostgresStore.open(url, { poolSize: 2 });
-      let counts;
-      try {
-        counts = await copySqliteToPostgres(dataDir, target, { batchSize });
-      } finally {
-        await target.close();
-      }
+      const counts = await copyIntoPostgres(dataDir, url, batchSize);
       const to = redactUrl(url);
       if (o.json) return printJson({ from: queueFile(dataDir), to, ...counts });
       say(`copied ${counts.messages} message(s) (${counts.bodies} still queued, with their data), ${counts.recipients} recipient(s) and ${counts.events} trace event(s) from ${queueFile(dataDir)} to ${to}`);

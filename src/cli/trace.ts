@@ -5,18 +5,26 @@
 // administrator), and the one renderer of trace events (`queue list|show` use it).
 import type { Command } from 'commander';
 import { AdminError } from '../errors.ts';
-import { levelRank, type TlsLevel } from '../policy/outbound.ts';
 import { isTlsFailureKind, tlsFailureLabel } from '../tls/failures.ts';
+import { atLeast, type TlsLevel } from '../tls/levels.ts';
 import type { QueueMessage, TraceEvent } from '../store/types.ts';
 import { peerCertVerdict } from '../tls/facts.ts';
+import { isoSeconds as iso } from '../util/time.ts';
 import { cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
 import { say } from './terminal.ts';
+
+// policy/outbound.ts (the TLS scale) loads the configuration schema and zod: a command that
+// renders trace events is declared withRenderer(), which loads it before the command runs, so
+// `--help` does not.
+let policy: typeof import('../policy/outbound.ts') | undefined;
+
+export function withRenderer(cmd: Command): Command {
+  return cmd.hook('preAction', async () => { policy ??= await import('../policy/outbound.ts'); });
+}
 
 interface TraceOpts extends CommonOpts {
   messageId?: string; queueId?: string; sender?: string; recipient?: string; since?: string; until?: string; limit?: string;
 }
-
-const iso = (t: number) => new Date(t).toISOString().replace('.000Z', 'Z');
 
 function time(s: string | undefined, what: string): number | undefined {
   if (s === undefined) return undefined;
@@ -65,7 +73,7 @@ export function describeAttempt(e: TraceEvent, m: QueueMessage): string {
     if (t.subject) lines.push(`      peer certificate: ${t.subject}; issuer ${t.issuer}; SHA-256 ${t.fingerprint256}; ${t.chainValid ? 'chain valid' : `chain NOT valid: ${t.chainError}`}`);
   } else if (d.agent === 'smtp') lines.push('      TLS: none (plaintext)');
   if (isTlsFailureKind(d.tlsFailure)) {
-    const forced = !!req && levelRank(req.level as TlsLevel) >= levelRank('encryptionOnly');
+    const forced = !!req && atLeast(req.level as TlsLevel, 'encryptionOnly');
     const what = d.tlsLegacy ? 'legacy TLS (opportunistic)' : forced ? 'TLS failure' : 'TLS not used';
     lines.push(`      ${what}: ${tlsFailureLabel(d.tlsFailure)} (${d.tlsFailure})`);
   }
@@ -106,7 +114,7 @@ export function describeMessage(m: QueueMessage, events: TraceEvent[]): string {
 }
 
 export function registerTrace(program: Command): void {
-  withConfig(program.command('trace').description('find messages and show what happened to them, with the TLS facts of every hop')
+  withRenderer(withConfig(program.command('trace').description('find messages and show what happened to them, with the TLS facts of every hop')
     .option('--message-id <id>', 'Message-ID header (with or without <>)')
     .option('--queue-id <id>', 'queue id')
     .option('--sender <address>', 'envelope sender')
@@ -114,7 +122,7 @@ export function registerTrace(program: Command): void {
     .option('--since <time>', 'received at or after (ISO time, or 30m / 2h / 1d ago)')
     .option('--until <time>', 'received at or before')
     .option('--limit <n>', 'at most this many messages (default 20)')
-    .option('--json', 'machine-readable output'))
+    .option('--json', 'machine-readable output')))
     .action(async (o: TraceOpts) => {
       const store = await cliStore(cliConfig(o));
       const since = time(o.since, 'since'); const until = time(o.until, 'until');

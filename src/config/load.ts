@@ -1,42 +1,19 @@
-// Owns: reading a YAML file into a validated, frozen Config. Relative paths are resolved
-// against the config file's folder. Errors are AdminErrors naming each bad key and the fix.
+// Owns: reading a YAML file into a validated, frozen Config (types.ts, re-exported here for the
+// callers of loadConfig). Relative paths are resolved against the config file's folder.
+// Errors are AdminErrors naming each bad key and the fix.
 import { existsSync, readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 import type { z } from 'zod';
 import { AdminError } from '../errors.ts';
-import { configSchema, type ConfigInput, type ParsedConfig } from './schema.ts';
+import { configSchema, type ConfigInput } from './schema.ts';
 import { findTies } from './ties.ts';
 import { listenProblems } from './listen.ts';
-import { resolveStore, type StoreConfig } from './store.ts';
+import { resolveStore } from './store.ts';
+import type { Config, Organization } from './types.ts';
 
-export interface AcceptedDomain {
-  domain: string;
-  type: 'authoritative' | 'internalRelay';
-  recipients: 'any' | readonly string[];
-  organization: string;
-}
-
-type RawOrg = ParsedConfig['organizations'][number];
-export type InboundConnector = RawOrg['inboundConnectors'][number] & { organization: string };
-export type OutboundConnector = RawOrg['outboundConnectors'][number] & { organization: string };
-
-export interface Organization {
-  name: string;
-  acceptedDomains: readonly AcceptedDomain[];
-  inboundConnectors: readonly InboundConnector[];
-  outboundConnectors: readonly OutboundConnector[];
-}
-
-export interface Config extends Omit<ParsedConfig, 'organizations' | 'hostname' | 'store'> {
-  hostname: string;
-  /** With the PostgreSQL URL resolved (config/store.ts). */
-  store: StoreConfig;
-  organizations: readonly Organization[];
-  /** The file this came from, or null for the embedded defaults. */
-  source: string | null;
-}
+export type { AcceptedDomain, Config, InboundConnector, Organization, OutboundConnector } from './types.ts';
 
 export const DEFAULT_CONFIG_FILE = 'portcullis.yaml';
 export const SYSTEM_CONFIG_FILE = '/etc/portcullis/portcullis.yaml';

@@ -7,6 +7,7 @@ import { isPostgresUrl } from '../util/secret-url.ts';
 import type { ParsedConfig } from './schema.ts';
 
 export const STORE_URL_ENV = 'PORTCULLIS_STORE_URL';
+const DEFAULT_POOL_SIZE = 10;
 
 export type StoreConfig =
   | { type: 'sqlite' }
@@ -15,7 +16,7 @@ export type StoreConfig =
 /** The store configuration with its URL resolved, or the problems that prevent it. */
 export function resolveStore(c: ParsedConfig, env: NodeJS.ProcessEnv = process.env): { store: StoreConfig; problems: string[] } {
   const s = c.store;
-  if (s.type === 'sqlite') return { store: s, problems: [] };
+  if (s.type === 'sqlite') return { store: { type: 'sqlite' }, problems: [] };
   const fromEnv = env[STORE_URL_ENV];
   const problems: string[] = [];
   if (fromEnv !== undefined && fromEnv !== '' && !isPostgresUrl(fromEnv)) {
@@ -29,5 +30,5 @@ export function resolveStore(c: ParsedConfig, env: NodeJS.ProcessEnv = process.e
       'with store type postgres every node may deliver any message, so the mailboxes must be on storage all nodes share: ' +
       'put dataDir/mailboxes on shared storage and set delivery.maildirShared: true (docs/cluster.md), or make the domains internalRelay');
   }
-  return { store: { type: 'postgres', url: url ?? '', poolSize: s.poolSize, urlFrom: fromEnv ? STORE_URL_ENV : 'store.url' }, problems };
+  return { store: { type: 'postgres', url: url ?? '', poolSize: s.poolSize ?? DEFAULT_POOL_SIZE, urlFrom: fromEnv ? STORE_URL_ENV : 'store.url' }, problems };
 }

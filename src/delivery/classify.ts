@@ -1,9 +1,11 @@
 // Owns: the one classifier of delivery outcomes: temporary vs permanent, and the RFC 3463 code,
-// decided from structured error data (errno codes, reply codes, TLS failure kinds), never by
-// matching error text.
+// decided from structured error data (errno codes, reply codes, TLS failure kinds, DNS error
+// kinds), never by matching error text. What a failure means for the rest of the delivery (next
+// host, every recipient, remembered) is trouble.ts's.
+// Promises: a failure or a refusal is never classified 'delivered'.
 import type { SmtpReply } from '../errors.ts';
 import { tlsFailureLabel, type TlsFailureKind } from '../tls/failures.ts';
-import type { DnsErrorKind } from '../dns/resolver.ts';
+import type { DnsErrorKind } from '../dns/types.ts';
 
 export interface Outcome {
   status: 'delivered' | 'deferred' | 'failed';
@@ -35,7 +37,7 @@ export function classifyLocalError(e: NodeJS.ErrnoException, where: string): Out
 
 /** Structured failure facts from the SMTP client or the resolver (see smtp-client.ts, dns/). */
 export interface FailureFacts {
-  kind: 'dns' | 'connect' | 'timeout' | 'closed' | 'protocol' | 'greeting' | 'ehlo' | 'starttls' | 'tls' | 'tlsPolicy' | 'mail' | 'data' | 'reply' | 'size' | 'eightBit' | 'smtputf8' | 'nullMx' | 'noHost'
+  kind: 'dns' | 'connect' | 'timeout' | 'closed' | 'protocol' | 'greeting' | 'ehlo' | 'starttls' | 'tls' | 'tlsPolicy' | 'mail' | 'size' | 'eightBit' | 'smtputf8' | 'nullMx' | 'noHost'
     | 'badSender' | 'badRecipient';
   /** Reply from the peer, when there was one. */
   reply?: { code: number; enhanced?: string; text: string };
@@ -65,6 +67,16 @@ export function classifyReply(r: { code: number; enhanced?: string; text: string
   return { status, reply: { code: r.code, enhanced, message: r.text, reason: detail } };
 }
 
+/**
+ * A reply where the peer refused a step (greeting, EHLO/HELO, MAIL, RCPT, DATA): 4xx deferred, 5xx
+ * failed. Any other code in that place is a protocol error (RFC 5321 §4.2: the step did not
+ * succeed) and defers: a refusal is never read as "delivered".
+ */
+export function classifyRefusal(r: { code: number; enhanced?: string; text: string }, detail: string): Outcome {
+  if (r.code >= 400 && r.code < 600) return classifyReply(r, detail);
+  return { status: 'deferred', reply: { code: 451, enhanced: '4.5.0', message: 'Protocol error from the peer', reason: detail } };
+}
+
 /** The one classifier for remote delivery failures. */
 export function classifyFailure(f: FailureFacts): Outcome {
   switch (f.kind) {
@@ -87,8 +99,8 @@ export function classifyFailure(f: FailureFacts): Outcome {
       return { status: 'failed', reply: { code: 553, enhanced: '5.1.7', message: 'Bad sender address syntax', reason: f.detail } };
     case 'badRecipient':
       return { status: 'failed', reply: { code: 553, enhanced: '5.1.3', message: 'Bad recipient address syntax', reason: f.detail } };
-    case 'greeting': case 'ehlo': case 'mail': case 'data': case 'reply':
-      if (f.reply) return classifyReply(f.reply, f.detail);
+    case 'greeting': case 'ehlo': case 'mail':
+      if (f.reply) return classifyRefusal(f.reply, f.detail);
       return { status: 'deferred', reply: { code: 451, enhanced: '4.4.2', message: 'Bad connection', reason: f.detail } };
     default: {
       const [enhanced, message] = TRANSPORT[f.kind] ?? ['4.4.0', 'Delivery failed'];

@@ -50,8 +50,9 @@ export class MaildirDelivery {
 
   /** The folder of a mailbox (canonical address), or null when it is not a mailbox address. */
   pathFor(address: string): string | null {
-    const mb = parseAddress(address, true);
-    if ('code' in mb || mb.bare || !mb.domain) return null;
+    const r = parseAddress(address, true);
+    if (!r.ok || r.mailbox.bare || !r.mailbox.domain) return null;
+    const mb = r.mailbox;
     return path.join(this.root, mailboxFolder(mb.domain), mailboxFolder(mb.local));
   }
 

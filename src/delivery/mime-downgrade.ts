@@ -188,7 +188,7 @@ function entity(c: Ctx, r: Range, at: Place): Buffer[] {
   return [...head, buf.subarray(h.fieldsEnd, h.bodyStart), ...b.out];
 }
 
-export type Converted = { data: Buffer; notes: string[] } | { refused: string };
+export type Converted = { kind: 'converted'; data: Buffer; notes: string[] } | { kind: 'refused'; refused: string };
 
 const parts = (n: number) => `${n} MIME part${n === 1 ? '' : 's'}`;
 const lines = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
@@ -214,14 +214,14 @@ export function convertForPeer(data: Buffer, to7bit: boolean): Converted {
   try {
     out = entity(c, { start: 0, end: data.length }, { depth: 0, path: '', where: 'the message', defaultType: 'text/plain' });
   } catch (e) {
-    if (e instanceof Unconvertible) return { refused: e.message };
+    if (e instanceof Unconvertible) return { kind: 'refused', refused: e.message };
     throw e;
   }
-  if (untouched(c, out, { start: 0, end: data.length })) return { data, notes: [] };
-  return { data: Buffer.concat(out), notes: describe(c.n) };
+  if (untouched(c, out, { start: 0, end: data.length })) return { kind: 'converted', data, notes: [] };
+  return { kind: 'converted', data: Buffer.concat(out), notes: describe(c.n) };
 }
 
-export type PeerContent = { data: Buffer; conversion?: string } | { refused: string };
+export type PeerContent = { kind: 'ready'; data: Buffer; conversion?: string } | { kind: 'refused'; refused: string };
 
 /**
  * One message's content for the peers of a delivery: the stored bytes, or a converted copy
@@ -235,11 +235,11 @@ export class OutboundContent {
 
   forPeer(peerHas8BitMime: boolean): PeerContent {
     const to7bit = this.envelope.body === '8BITMIME' && !peerHas8BitMime;
-    if (!to7bit && !this.hasLongLines()) return { data: this.data };
+    if (!to7bit && !this.hasLongLines()) return { kind: 'ready', data: this.data };
     let r = this.made.get(to7bit);
     if (!r) {
       const conv = convertForPeer(this.data, to7bit);
-      r = 'refused' in conv ? conv : { data: conv.data, ...(conv.notes.length ? { conversion: conv.notes.join('; ') } : {}) };
+      r = conv.kind === 'refused' ? conv : { kind: 'ready', data: conv.data, ...(conv.notes.length ? { conversion: conv.notes.join('; ') } : {}) };
       this.made.set(to7bit, r);
     }
     return r;

@@ -6,10 +6,11 @@
 // STARTTLS. Optionally sends a test message. Never throws for a bad host.
 import net from 'node:net';
 import type { Config } from '../config/load.ts';
-import { DnsError, type Resolver } from '../dns/resolver.ts';
+import { mailHosts } from '../dns/mx.ts';
+import type { Resolver } from '../dns/types.ts';
 import type { TlsRequirement } from '../policy/outbound.ts';
 import { tlsFailureLabel, type TlsFailureKind } from '../tls/failures.ts';
-import { namesSatisfy } from '../tls/names.ts';
+import { dnLine, namesSatisfy } from '../tls/names.ts';
 import type { EndpointResult, RevocationChecker, RevocationResult } from '../tls/revocation.ts';
 import type { TrustStore } from '../tls/trust.ts';
 import { DeliveryError, SmtpConnection, type PeerTls } from './smtp-client.ts';
@@ -48,19 +49,19 @@ export interface ProbeOptions {
   sendTo?: string;
 }
 
-/** MX hosts of a domain (or its implicit MX), or the host itself when it has no MX. */
+/**
+ * MX hosts of a domain by preference, or the domain itself when it has no MX (the implicit MX);
+ * none for a null MX. Throws the DnsError when the domain does not exist or DNS failed, so the
+ * administrator reads why (dns/mx.ts decides, as for delivery).
+ */
 export async function targetsFor(resolver: Resolver, spec: string, defaultPort: number): Promise<ProbeTarget[]> {
   const m = /^\[?([^\]]+?)\]?(?::(\d+))?$/.exec(spec.trim());
   const name = m?.[1] ?? spec; const port = m?.[2] ? Number(m[2]) : undefined;
   if (port || net.isIP(name)) return [{ host: name, port: port ?? defaultPort }];
-  try {
-    const mx = await resolver.mx(name);
-    if (mx.nullMx) return [];
-    return [...mx.records].sort((a, b) => a.priority - b.priority).map((r) => ({ host: r.exchange, port: defaultPort }));
-  } catch (e) {
-    if (e instanceof DnsError && (e.kind === 'nodata' || e.kind === 'nxdomain')) return [{ host: name, port: defaultPort }];
-    throw e;
-  }
+  const hosts = await mailHosts(resolver, name);
+  if (hosts.kind === 'error') throw hosts.error;
+  if (hosts.kind === 'nullMx') return [];
+  return hosts.hosts.map((h) => ({ host: h.name, port: defaultPort }));
 }
 
 export async function probeHost(t: ProbeTarget, o: ProbeOptions): Promise<HostReport[]> {
@@ -79,7 +80,7 @@ export async function probeHost(t: ProbeTarget, o: ProbeOptions): Promise<HostRe
 async function judgeSession(r: HostReport, t0: PeerTls, t: ProbeTarget, o: ProbeOptions): Promise<{ violation: string | null; kind?: TlsFailureKind }> {
   const root = t0.chainValid ? t0.chain?.at(-1) : undefined;
   r.tls = {
-    version: t0.version, cipher: t0.cipher, bits: t0.bits, chain: (t0.chain ?? []).map((c) => c.subject.split('\n').join(', ')),
+    version: t0.version, cipher: t0.cipher, bits: t0.bits, chain: (t0.chain ?? []).map((c) => dnLine(c.subject)),
     chainValid: t0.chainValid, rootInTrustStore: !!root && o.trust.isTrusted(root),
     ...(t0.subject ? { subject: t0.subject } : {}), ...(t0.issuer ? { issuer: t0.issuer } : {}), ...(t0.fingerprint256 ? { fingerprint256: t0.fingerprint256 } : {}),
     ...(t0.names ? { names: t0.names } : {}), ...(t0.chainError ? { chainError: t0.chainError } : {}),

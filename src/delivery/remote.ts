@@ -1,8 +1,9 @@
-// Owns: delivering one message's recipients for one next hop over SMTP: resolving MX or smart
-// hosts, trying hosts in order, applying the TLS requirement, reusing pooled connections, and
-// returning one classified outcome per recipient plus the facts of every attempt (the trace).
-// Sends each peer what it can take (mime-downgrade.ts: 7 bit without 8BITMIME, no line over
-// 998 octets) and records any conversion with the attempt.
+// Owns: delivering one message's recipients for one next hop over SMTP: resolving MX (dns/mx.ts)
+// or smart hosts, trying hosts in order, applying the TLS requirement, reusing pooled connections,
+// and returning one classified outcome per recipient plus the facts of every attempt (the trace).
+// What a failure means (next host, every recipient, the verdict, what is remembered) is decided by
+// trouble.ts. Sends each peer what it can take (mime-downgrade.ts: 7 bit without 8BITMIME, no line
+// over 998 octets) and records any conversion with the attempt.
 // Promises: a required TLS level never falls back (no plaintext, no legacy TLS, no weaker check);
 // opportunistic TLS works its way down — TLS 1.2+, then (after a protocol-version or cipher
 // failure, delivery.opportunisticLegacyTls) legacy TLS 1.0/1.1, then plaintext — remembers per
@@ -11,20 +12,27 @@
 // address that is not a valid RFC 5321 path fails permanently (553) and is never sent.
 import net from 'node:net';
 import type { Config } from '../config/load.ts';
-import { DnsError, type Resolver } from '../dns/resolver.ts';
-import type { NextHop, TlsLevel, TlsRequirement } from '../policy/outbound.ts';
-import { levelRank } from '../policy/outbound.ts';
+import { mailHosts } from '../dns/mx.ts';
+import { DnsError, type Resolver } from '../dns/types.ts';
+import type { NextHop, TlsRequirement } from '../policy/outbound.ts';
+import { levelRank, type TlsLevel } from '../tls/levels.ts';
 import { smtpPath } from '../mailbox.ts';
 import type { EnvelopeParams, QueueRecipient } from '../store/types.ts';
-import { describeTlsFailure, legacyTlsMayHelp, type TlsFailureKind } from '../tls/failures.ts';
+import { describeTlsFailure } from '../tls/failures.ts';
 import { namesSatisfy } from '../tls/names.ts';
 import type { TrustStore } from '../tls/trust.ts';
 import type { RevocationChecker } from '../tls/revocation.ts';
-import { classifyFailure, classifyReply, type FailureFacts, type Outcome } from './classify.ts';
+import { classifyFailure, type FailureFacts, type Outcome } from './classify.ts';
 import { OutboundContent } from './mime-downgrade.ts';
 import { judgeTls } from './tls-check.ts';
 import type { ConnectionPool } from './pool.ts';
 import { DeliveryError, SmtpConnection, type PeerTls, type TransactionResult } from './smtp-client.ts';
+import {
+  Tally, Trouble, forAll, hostFailure, inProcessMemories, nextTlsStep, transactionOutcome,
+  type AttemptFacts, type DeliveryMemories, type HostFailed, type HostResult, type RemoteResult, type TlsMode,
+} from './trouble.ts';
+
+export type { AttemptFacts, RemoteResult } from './trouble.ts';
 
 export interface RemoteJob {
   queueId: string;
@@ -35,46 +43,14 @@ export interface RemoteJob {
   data: Buffer;
 }
 
-export interface AttemptFacts {
-  host: string;
-  ip?: string;
-  port: number;
-  connector?: string;
-  tlsRequired: TlsRequirement;
-  tlsAchieved: TlsLevel;
-  tls?: Omit<PeerTls, 'chain'>;
-  /** The peer offered DSN (so success notices are its job: we report "relayed" otherwise). */
-  peerDsn?: boolean;
-  /** Revocation check result at certificateValidation and above. */
-  revocation?: string;
-  reused?: boolean;
-  fallback?: string;
-  /** What was done to the content for this peer (8-bit converted, long lines broken). */
-  conversion?: string;
-  /**
-   * What went wrong with TLS (tls/failures.ts): at a required level, why the attempt failed; under
-   * opportunistic TLS, why it stepped down to legacy TLS or plaintext.
-   */
-  tlsFailure?: TlsFailureKind;
-  /** Opportunistic only: the session used legacy TLS (TLS 1.0/1.1 or an older suite). */
-  tlsLegacy?: boolean;
-  error?: string;
+interface Target { name: string; port: number }
+
+/** Seams for tests and for sharing what delivery remembers (see trouble.ts). */
+export interface RemoteOptions {
+  memories?: DeliveryMemories;
+  /** Randomness for the order of MX hosts of equal preference (default Math.random). */
+  random?: () => number;
 }
-
-/** How opportunistic TLS is tried with an address, after a handshake with it failed. */
-type TlsMode = 'modern' | 'legacy' | 'plaintext';
-interface TlsFallback { mode: Exclude<TlsMode, 'modern'>; until: number; cause: TlsFailureKind }
-const MAX_FALLBACKS = 10_000;
-
-export interface RemoteResult {
-  outcomes: Map<number, Outcome>;
-  /** Facts of the attempt that produced the outcomes (the last one tried). */
-  attempt: AttemptFacts;
-}
-
-interface Target { name: string; port: number; ips?: string[] }
-
-const CONNECTION_LEVEL = new Set(['connect', 'timeout', 'closed', 'protocol', 'greeting', 'ehlo', 'starttls', 'tls', 'tlsPolicy']);
 
 class Semaphore {
   private used = 0;
@@ -90,17 +66,6 @@ class Semaphore {
   }
 }
 
-function shuffleEqual<T extends { priority: number }>(list: T[]): T[] {
-  const out = [...list].sort((a, b) => a.priority - b.priority);
-  for (let i = 0; i < out.length;) {
-    let j = i;
-    while (j < out.length && out[j].priority === out[i].priority) j++;
-    for (let k = j - 1; k > i; k--) { const r = i + Math.floor(Math.random() * (k - i + 1)); [out[k], out[r]] = [out[r], out[k]]; }
-    i = j;
-  }
-  return out;
-}
-
 /** The TLS level a connection actually achieved (for the trace). */
 function achieved(tls: PeerTls | null, req: TlsRequirement, hostname: string): TlsLevel {
   if (!tls) return 'none';
@@ -111,7 +76,7 @@ function achieved(tls: PeerTls | null, req: TlsRequirement, hostname: string): T
   return 'certificateValidation';
 }
 
-const stripChain = (t: PeerTls | null): Omit<PeerTls, 'chain'> | undefined => {
+const stripChain = (t: PeerTls | null | undefined): Omit<PeerTls, 'chain'> | undefined => {
   if (!t) return undefined;
   const { chain: _chain, ...rest } = t;
   return rest;
@@ -124,17 +89,21 @@ function unsendable(job: RemoteJob): Map<number, Outcome> {
   const from = smtpPath(job.mailFrom, 'sender', utf8);
   for (const r of job.recipients) {
     const to = smtpPath(r.address, 'recipient', utf8);
-    if ('problem' in from) out.set(r.idx, classifyFailure({ kind: 'badSender', detail: `sender <${job.mailFrom}> cannot be sent: ${from.problem}` }));
-    else if ('problem' in to) out.set(r.idx, classifyFailure({ kind: 'badRecipient', detail: `recipient <${r.address}> cannot be sent: ${to.problem}` }));
+    if (!from.ok) out.set(r.idx, classifyFailure({ kind: 'badSender', detail: `sender <${job.mailFrom}> cannot be sent: ${from.problem}` }));
+    else if (!to.ok) out.set(r.idx, classifyFailure({ kind: 'badRecipient', detail: `recipient <${r.address}> cannot be sent: ${to.problem}` }));
   }
   return out;
 }
 
+type Found<T> = { kind: 'found'; value: T } | { kind: 'failed'; facts: FailureFacts };
+/** A pooled connection that turned out dead: tryHost tries once more on a fresh one. */
+type Stale = { kind: 'stale'; failure: HostFailed };
+type Opened = { kind: 'open'; conn: SmtpConnection; mode: TlsMode } | HostFailed;
+
 export class RemoteDelivery {
-  private readonly tlsFallback = new Map<string, TlsFallback>();
-  private readonly hostFailed = new Map<string, number>();
-  private readonly destDown = new Map<string, { until: number; outcome: Outcome; attempt: AttemptFacts }>();
   private readonly limits = new Map<string, Semaphore>();
+  private readonly trouble: Trouble;
+  private readonly random: () => number;
 
   constructor(
     private readonly resolver: () => Resolver,
@@ -143,7 +112,11 @@ export class RemoteDelivery {
     private readonly config: () => Config,
     private readonly revocation: RevocationChecker,
     private readonly identity?: () => { cert: string; key: string },
-  ) {}
+    options: RemoteOptions = {},
+  ) {
+    this.trouble = new Trouble(options.memories ?? inProcessMemories(), () => this.config().delivery);
+    this.random = options.random ?? Math.random;
+  }
 
   async deliver(job: RemoteJob): Promise<RemoteResult> {
     // Addresses that are not valid RFC 5321 paths fail here, alone, with the reason; never sent.
@@ -159,11 +132,8 @@ export class RemoteDelivery {
 
   private async deliverValid(job: RemoteJob): Promise<RemoteResult> {
     const hop = job.hop;
-    const down = this.destDown.get(hop.key);
-    if (down && down.until > Date.now()) {
-      const o: Outcome = { status: 'deferred', reply: { ...down.outcome.reply, reason: `${down.outcome.reply.reason ?? down.outcome.reply.message} (destination marked unreachable until ${new Date(down.until).toISOString()})` } };
-      return { outcomes: new Map(job.recipients.map((r) => [r.idx, o])), attempt: down.attempt };
-    }
+    const down = await this.trouble.down(hop.key);
+    if (down) return { outcomes: forAll(job.recipients, down.outcome), attempt: down.attempt };
     let sem = this.limits.get(hop.key);
     if (!sem) { sem = new Semaphore(() => this.config().delivery.maxConnectionsPerDestination); this.limits.set(hop.key, sem); }
     await sem.acquire();
@@ -174,103 +144,103 @@ export class RemoteDelivery {
     }
   }
 
-  private all(job: RemoteJob, o: Outcome): Map<number, Outcome> {
-    return new Map(job.recipients.map((r) => [r.idx, o]));
-  }
-
-  private async targets(hop: NextHop): Promise<Target[] | FailureFacts> {
+  /** The hosts of the next hop: its smart hosts, or its mail hosts (dns/mx.ts, RFC 5321 §5.1). */
+  private async targets(hop: NextHop): Promise<Found<Target[]>> {
     const port = this.config().delivery.port;
-    if (hop.kind === 'smarthost') return hop.smartHosts.map((h) => ({ name: h.host, port: h.port ?? port }));
-    try {
-      const mx = await this.resolver().mx(hop.domain);
-      if (mx.nullMx) return { kind: 'nullMx', detail: `${hop.domain} publishes a null MX record (RFC 7505): it accepts no mail` };
-      return shuffleEqual(mx.records).map((m) => ({ name: m.exchange, port }));
-    } catch (e) {
-      if (e instanceof DnsError && e.kind === 'nodata') return [{ name: hop.domain, port }]; // no MX: implicit MX (RFC 5321 §5.1)
-      if (e instanceof DnsError) return { kind: 'dns', dnsKind: e.kind, detail: `MX lookup for ${hop.domain} failed: ${e.message}` };
-      throw e;
+    if (hop.kind === 'smarthost') return { kind: 'found', value: hop.smartHosts.map((h) => ({ name: h.host, port: h.port ?? port })) };
+    const mx = await mailHosts(this.resolver(), hop.domain, this.random);
+    switch (mx.kind) {
+      case 'nullMx': return { kind: 'failed', facts: { kind: 'nullMx', detail: `${hop.domain} publishes a null MX record (RFC 7505): it accepts no mail` } };
+      case 'error': return { kind: 'failed', facts: { kind: 'dns', dnsKind: mx.error.kind, detail: `MX lookup for ${hop.domain} failed: ${mx.error.message}` } };
+      default: return { kind: 'found', value: mx.hosts.map((h) => ({ name: h.name, port })) };
     }
   }
 
-  private async addresses(t: Target): Promise<string[] | FailureFacts> {
-    if (net.isIP(t.name)) return [t.name];
+  private async addresses(t: Target): Promise<Found<string[]>> {
+    if (net.isIP(t.name)) return { kind: 'found', value: [t.name] };
     try {
-      return (await this.resolver().addresses(t.name)).records;
+      return { kind: 'found', value: (await this.resolver().addresses(t.name)).records };
     } catch (e) {
-      if (e instanceof DnsError) return { kind: 'dns', dnsKind: e.kind === 'nxdomain' || e.kind === 'nodata' ? 'nodata' : e.kind, detail: `address lookup for ${t.name} failed: ${e.message}` };
+      if (e instanceof DnsError) return { kind: 'failed', facts: { kind: 'dns', dnsKind: e.kind, detail: `address lookup for ${t.name} failed: ${e.message}` } };
       throw e;
     }
   }
 
   private async attempt(job: RemoteJob): Promise<RemoteResult> {
     const hop = job.hop;
-    const cfg = this.config();
-    const base: AttemptFacts = { host: hop.domain, port: cfg.delivery.port, tlsRequired: hop.tls, tlsAchieved: 'none', ...(hop.connector ? { connector: hop.connector.name } : {}) };
+    const base: AttemptFacts = { host: hop.domain, port: this.config().delivery.port, tlsRequired: hop.tls, tlsAchieved: 'none', ...(hop.connector ? { connector: hop.connector.name } : {}) };
     const targets = await this.targets(hop);
-    if (!Array.isArray(targets)) return { outcomes: this.all(job, classifyFailure(targets)), attempt: { ...base, error: targets.detail } };
+    if (targets.kind === 'failed') return { outcomes: forAll(job.recipients, classifyFailure(targets.facts)), attempt: { ...base, error: targets.facts.detail } };
 
-    // Hosts that failed recently go last ("try the next MX first" on a retry).
-    const now = Date.now();
-    const ordered = [...targets].sort((a, b) => Number((this.hostFailed.get(a.name) ?? 0) > now) - Number((this.hostFailed.get(b.name) ?? 0) > now));
-    let last: { outcome: Outcome; attempt: AttemptFacts } | undefined;
-    let dnsOnly = true;
-    let allConnectionLevel = true;
+    const tally = new Tally();
     const content = new OutboundContent(job.data, job.envelope);
-    for (const t of ordered) {
+    // Hosts that failed recently go last ("try the next MX first" on a retry).
+    for (const t of await this.trouble.order(targets.value)) {
       const ips = await this.addresses(t);
-      if (!Array.isArray(ips)) {
-        last = { outcome: classifyFailure(ips), attempt: { ...base, host: t.name, port: t.port, error: ips.detail } };
+      if (ips.kind === 'failed') {
+        tally.dnsFailed(classifyFailure(ips.facts), { ...base, host: t.name, port: t.port, error: ips.facts.detail });
         continue;
       }
-      if (!ips.length) continue;
-      dnsOnly = false;
-      for (const ip of ips) {
+      if (!ips.value.length) continue;
+      tally.addressesFound();
+      for (const ip of ips.value) {
         const r = await this.tryHost(job, content, t, ip);
-        if ('outcomes' in r) { this.hostFailed.delete(t.name); return r; }
-        last = r;
-        this.hostFailed.set(t.name, Date.now() + cfg.delivery.destinationDownSeconds * 1000);
-        if (!r.connectionLevel) allConnectionLevel = false;
-        if (r.outcome.status === 'failed' && !r.connectionLevel) return { outcomes: this.all(job, r.outcome), attempt: r.attempt };
+        if (r.kind === 'done') {
+          await this.trouble.hostSucceeded(t.name);
+          return { outcomes: r.outcomes, attempt: r.attempt };
+        }
+        await this.trouble.hostFailed(t.name);
+        if (tally.hostFailed(r) === 'stop') return { outcomes: forAll(job.recipients, r.outcome), attempt: r.attempt };
       }
     }
-    if (!last) {
-      return { outcomes: this.all(job, classifyFailure({ kind: 'noHost', detail: `no address found for the mail servers of ${hop.domain}` })), attempt: base };
-    }
+    const v = tally.verdict();
+    if (!v) return { outcomes: forAll(job.recipients, classifyFailure({ kind: 'noHost', detail: `no address found for the mail servers of ${hop.domain}` })), attempt: base };
     // Every host failed at connection level: remember the destination as down for a while.
-    if (!dnsOnly && allConnectionLevel && cfg.delivery.destinationDownSeconds > 0) {
-      this.destDown.set(hop.key, { until: Date.now() + cfg.delivery.destinationDownSeconds * 1000, outcome: last.outcome, attempt: last.attempt });
-    }
-    const outcome = last.outcome.status === 'failed' && dnsOnly ? last.outcome : { ...last.outcome, status: last.outcome.status === 'delivered' ? 'delivered' as const : 'deferred' as const };
-    if (outcome.status === 'deferred' && outcome.reply.code >= 500) outcome.reply = { ...outcome.reply, code: 451, enhanced: `4${outcome.reply.enhanced.slice(1)}` };
-    return { outcomes: this.all(job, outcome), attempt: last.attempt };
+    if (v.destinationDown) await this.trouble.markDown(hop.key, { outcome: v.outcome, attempt: v.attempt });
+    return { outcomes: forAll(job.recipients, v.outcome), attempt: v.attempt };
   }
 
-  /** One host address: a result, or a host-level failure to move on from. */
-  private async tryHost(job: RemoteJob, content: OutboundContent, t: Target, ip: string): Promise<RemoteResult | { outcome: Outcome; attempt: AttemptFacts; connectionLevel: boolean }> {
-    const cfg = this.config();
+  /** One host address: the outcomes, or a failure of this host (trouble.ts says what it means). */
+  private async tryHost(job: RemoteJob, content: OutboundContent, t: Target, ip: string): Promise<HostResult> {
+    const first = await this.once(job, content, t, ip, true);
+    if (first.kind !== 'stale') return first;
+    // The pooled connection died while idle: once more, on a fresh connection (never pooled).
+    const again = await this.once(job, content, t, ip, false);
+    return again.kind === 'stale' ? again.failure : again;
+  }
+
+  private async once(job: RemoteJob, content: OutboundContent, t: Target, ip: string, pooled: boolean): Promise<HostResult | Stale> {
     const req = job.hop.tls;
     const facts: AttemptFacts = { host: t.name, ip, port: t.port, tlsRequired: req, tlsAchieved: 'none', ...(job.hop.connector ? { connector: job.hop.connector.name } : {}) };
     const key = `${ip}:${t.port}|${req.level}|${req.tlsDomain ?? ''}`;
-    const forced = levelRank(req.level) >= levelRank('encryptionOnly');
-    const hostFail = (f: FailureFacts) => ({
-      outcome: classifyFailure(f), attempt: { ...facts, error: f.detail, ...(f.tlsFailure ? { tlsFailure: f.tlsFailure } : {}) }, connectionLevel: CONNECTION_LEVEL.has(f.kind),
-    });
+    const opened = await this.open(job, t, ip, key, facts, pooled);
+    if (opened.kind !== 'open') return opened;
+    const refused = await this.checkTls(opened.conn, opened.mode, job, t, ip, facts);
+    if (refused) { void opened.conn.quit(); return refused; }
+    return this.transact(job, content, t, ip, key, opened.conn, facts);
+  }
 
-    let conn = this.pool.take(key);
-    if (conn) facts.reused = true;
-    let mode: TlsMode = 'modern';
-    // At most three connections: TLS 1.2+, legacy TLS, plaintext (opportunistic); one when forced.
-    for (let round = 0; round < 3 && !conn; round++) {
-      mode = this.tlsMode(req, ip, forced);
+  /**
+   * A pooled connection, or a new one. Opportunistic TLS steps down on a failed handshake: at most
+   * three connections (TLS 1.2+, legacy TLS, plaintext); a required level gets one.
+   */
+  private async open(job: RemoteJob, t: Target, ip: string, key: string, facts: AttemptFacts, pooled: boolean): Promise<Opened> {
+    const cfg = this.config();
+    const req = job.hop.tls;
+    const forced = levelRank(req.level) >= levelRank('encryptionOnly');
+    const reused = pooled ? this.pool.take(key) : undefined;
+    if (reused) { facts.reused = true; return { kind: 'open', conn: reused, mode: 'modern' }; }
+    const start = await this.trouble.tlsStart(req, ip, forced);
+    let mode = start.mode;
+    if (start.remembered && mode !== 'modern') {
+      // A step remembered from an earlier attempt (a step taken now records its own note).
+      facts.tlsFailure = start.remembered.value.cause;
+      facts.fallback = `TLS 1.2+ handshake with this host failed recently: ${describeTlsFailure(start.remembered.value.cause)}; ${mode === 'legacy' ? 'using legacy TLS' : 'sending in plaintext'} until ${new Date(start.remembered.until).toISOString()}`;
+    }
+    for (let round = 0; round < 3; round++) {
       const starttls = mode === 'plaintext' ? 'never' : forced ? 'require' : 'try';
-      const remembered = this.tlsFallback.get(ip);
-      if (mode !== 'modern' && req.level !== 'none' && remembered) {
-        // Only for a step remembered from an earlier attempt: a fresh one has already set both.
-        facts.tlsFailure ??= remembered.cause;
-        facts.fallback ??= `TLS 1.2+ handshake with this host failed recently: ${describeTlsFailure(remembered.cause)}; ${mode === 'legacy' ? 'using legacy TLS' : 'sending in plaintext'} until ${new Date(remembered.until).toISOString()}`;
-      }
       try {
-        conn = await SmtpConnection.open({
+        const conn = await SmtpConnection.open({
           ip, port: t.port, hostname: t.name, heloName: cfg.delivery.heloName ?? cfg.hostname, trust: this.trust(), starttls, legacyTls: mode === 'legacy',
           ...this.sourceFor(ip), timeouts: cfg.delivery.timeouts, ...(this.identity ? { clientCert: this.identity() } : {}),
           // A resumed session carries no certificate to check: certificateValidation and above
@@ -279,27 +249,36 @@ export class RemoteDelivery {
           onSession: (s) => this.pool.saveSession(t.name, s),
         });
         this.pool.opened();
+        return { kind: 'open', conn, mode };
       } catch (e) {
         if (!(e instanceof DeliveryError)) throw e;
         if (e.kind === 'tls' && starttls === 'try') {
           // Opportunistic: the message must not be stuck behind a peer's old or broken TLS.
           const cause = e.tlsFailure ?? 'handshake-failed';
-          const next = mode === 'modern' && cfg.delivery.opportunisticLegacyTls && legacyTlsMayHelp(cause) ? 'legacy' : 'plaintext';
-          this.rememberFallback(ip, { mode: next, until: Date.now() + cfg.delivery.tlsFallbackSeconds * 1000, cause: facts.tlsFailure ?? cause });
+          const next = nextTlsStep(mode, cause, cfg.delivery.opportunisticLegacyTls);
+          await this.trouble.stepDown(ip, { mode: next, cause: facts.tlsFailure ?? cause });
           facts.tlsFailure ??= cause;
           const retry = next === 'legacy' ? 'retrying with legacy TLS (TLS 1.0/1.1 and older cipher suites)' : 'retrying in plaintext';
           facts.fallback = mode === 'legacy' ? `${facts.fallback ?? 'TLS 1.2+ handshake failed'}; legacy TLS handshake failed too (${e.message}); ${retry}` : `TLS handshake failed (${e.message}); ${retry}`;
+          mode = next;
           continue;
         }
+        // SMTP failed after STARTTLS succeeded: the trace keeps what TLS showed.
+        if (e.tls) facts.tls = stripChain(e.tls);
         const label = e.kind === 'starttls' || e.kind === 'tls' ? `TLS required by ${req.source}: ${e.message}` : e.message;
-        return hostFail({ kind: e.kind, ...(e.reply ? { reply: e.reply } : {}), detail: label, ...(e.tlsFailure ? { tlsFailure: e.tlsFailure } : {}) });
+        return hostFailure({ kind: e.kind, ...(e.reply ? { reply: e.reply } : {}), detail: label, ...(e.tlsFailure ? { tlsFailure: e.tlsFailure } : {}) }, facts);
       }
     }
-    if (!conn) return hostFail({ kind: 'connect', detail: `could not connect to ${t.name} [${ip}]` });
+    return hostFailure({ kind: 'connect', detail: `could not connect to ${t.name} [${ip}]` }, facts);
+  }
 
+  /** Record what TLS the session has and judge it against the requirement: a violation fails the host. */
+  private async checkTls(conn: SmtpConnection, mode: TlsMode, job: RemoteJob, t: Target, ip: string, facts: AttemptFacts): Promise<HostFailed | undefined> {
+    const cfg = this.config();
+    const req = job.hop.tls;
     if (mode === 'legacy' && conn.tls && !conn.tls.legacy) {
       // The server offers modern TLS again: forget the step down.
-      this.tlsFallback.delete(ip);
+      await this.trouble.modernAgain(ip);
       delete facts.fallback;
       delete facts.tlsFailure;
     }
@@ -308,7 +287,7 @@ export class RemoteDelivery {
     facts.tlsAchieved = achieved(conn.tls, req, t.name);
     if (conn.tls?.legacy) {
       facts.tlsLegacy = true;
-      const cause = facts.tlsFailure ?? this.tlsFallback.get(ip)?.cause;
+      const cause = facts.tlsFailure ?? (await this.trouble.remembered(ip))?.cause;
       if (cause) facts.tlsFailure = cause;
     }
     if (!conn.tls && conn.tlsSkipped) {
@@ -321,19 +300,21 @@ export class RemoteDelivery {
     // whose status could not be confirmed) proves no identity, whatever its chain and names.
     const rev = judged.revocation?.status;
     if (conn.tls && (rev === 'revoked' || (rev === 'unknown' && cfg.tls.revocation === 'hardFail'))) facts.tlsAchieved = 'encryptionOnly';
-    const violation = judged.violation;
-    if (violation) {
-      void conn.quit();
-      return hostFail({ kind: 'tlsPolicy', detail: violation, ...(judged.kind ? { tlsFailure: judged.kind } : {}) });
-    }
+    if (!judged.violation) return undefined;
+    return hostFailure({ kind: 'tlsPolicy', detail: judged.violation, ...(judged.kind ? { tlsFailure: judged.kind } : {}) }, facts);
+  }
 
-    if (job.envelope.smtputf8 && !conn.extensions.has('SMTPUTF8')) { this.pool.give(key, conn); return { outcomes: this.all(job, classifyFailure({ kind: 'smtputf8', detail: `${t.name} [${ip}] does not offer SMTPUTF8` })), attempt: facts }; }
+  /** What this peer can take, then the transaction; its replies become outcomes (trouble.ts). */
+  private async transact(job: RemoteJob, content: OutboundContent, t: Target, ip: string, key: string, conn: SmtpConnection, facts: AttemptFacts): Promise<HostResult | Stale> {
+    const where = `${t.name} [${ip}]`;
+    const refuse = (f: FailureFacts): HostResult => { this.pool.give(key, conn); return { kind: 'done', outcomes: forAll(job.recipients, classifyFailure(f)), attempt: facts }; };
+    if (job.envelope.smtputf8 && !conn.extensions.has('SMTPUTF8')) return refuse({ kind: 'smtputf8', detail: `${where} does not offer SMTPUTF8` });
     const prepared = content.forPeer(conn.extensions.has('8BITMIME'));
-    if ('refused' in prepared) { this.pool.give(key, conn); return { outcomes: this.all(job, classifyFailure({ kind: 'eightBit', detail: `${t.name} [${ip}] does not offer 8BITMIME and the message cannot be converted to 7 bit: ${prepared.refused}` })), attempt: facts }; }
+    if (prepared.kind === 'refused') return refuse({ kind: 'eightBit', detail: `${where} does not offer 8BITMIME and the message cannot be converted to 7 bit: ${prepared.refused}` });
     if (prepared.conversion) facts.conversion = prepared.conversion;
     const data = prepared.data;
     const size = Number(conn.extensions.get('SIZE') || 0);
-    if (size > 0 && data.length > size) { this.pool.give(key, conn); return { outcomes: this.all(job, classifyFailure({ kind: 'size', detail: `${t.name} [${ip}] accepts at most ${size} bytes; the message has ${data.length}` })), attempt: facts }; }
+    if (size > 0 && data.length > size) return refuse({ kind: 'size', detail: `${where} accepts at most ${size} bytes; the message has ${data.length}` });
 
     let result: TransactionResult;
     try {
@@ -345,48 +326,11 @@ export class RemoteDelivery {
     } catch (e) {
       conn.close();
       if (!(e instanceof DeliveryError)) throw e;
-      if (facts.reused && (e.kind === 'closed' || e.kind === 'protocol')) {
-        // The pooled connection died while idle: one more try on a fresh connection.
-        return this.tryHost(job, content, t, ip);
-      }
-      return hostFail({ kind: e.kind, ...(e.reply ? { reply: e.reply } : {}), detail: e.message });
+      const failure = hostFailure({ kind: e.kind, ...(e.reply ? { reply: e.reply } : {}), detail: e.message }, facts);
+      return facts.reused && (e.kind === 'closed' || e.kind === 'protocol') ? { kind: 'stale', failure } : failure;
     }
     this.pool.give(key, conn);
-    const where = `${t.name} [${ip}]`;
-    if (result.mail.code !== 250) {
-      const o = classifyReply(result.mail, `${where} said: ${result.mail.code} ${result.mail.enhanced ?? ''} ${result.mail.text} (in reply to MAIL FROM)`.replace(/ {2}/g, ' '));
-      if (o.status === 'deferred') return { outcome: o, attempt: { ...facts, error: o.reply.reason! }, connectionLevel: false };
-      return { outcomes: this.all(job, o), attempt: facts };
-    }
-    const outcomes = new Map<number, Outcome>();
-    job.recipients.forEach((r, i) => {
-      const rr = result.rcpts[i];
-      if (rr.code !== 250 && rr.code !== 251) {
-        outcomes.set(r.idx, classifyReply(rr, `${where} said: ${rr.code} ${rr.enhanced ?? ''} ${rr.text} (in reply to RCPT TO)`.replace(/ {2}/g, ' ')));
-      } else if (result.data) {
-        const d = result.data;
-        outcomes.set(r.idx, classifyReply(d, `${where} said: ${d.code} ${d.enhanced ?? ''} ${d.text} (in reply to end of DATA)`.replace(/ {2}/g, ' ')));
-      } else {
-        outcomes.set(r.idx, { status: 'deferred', reply: { code: 451, enhanced: '4.4.2', message: 'Transaction not completed', reason: `${where}: no reply to DATA` } });
-      }
-    });
-    return { outcomes, attempt: facts };
-  }
-
-  /** How to try TLS with `ip` now: required levels always modern; opportunistic by what worked recently. */
-  private tlsMode(req: TlsRequirement, ip: string, forced: boolean): TlsMode {
-    if (req.level === 'none') return 'plaintext';
-    if (forced) return 'modern';
-    const f = this.tlsFallback.get(ip);
-    if (!f || f.until <= Date.now()) return 'modern';
-    if (f.mode === 'legacy' && !this.config().delivery.opportunisticLegacyTls) return 'modern';
-    return f.mode;
-  }
-
-  private rememberFallback(ip: string, f: TlsFallback): void {
-    this.tlsFallback.delete(ip);
-    if (this.tlsFallback.size >= MAX_FALLBACKS) this.tlsFallback.delete(this.tlsFallback.keys().next().value!);
-    this.tlsFallback.set(ip, f);
+    return transactionOutcome(job.recipients, result, where, facts);
   }
 
   private sourceFor(ip: string): { localAddress?: string } {

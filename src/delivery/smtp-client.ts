@@ -3,7 +3,8 @@
 // Promises: replies are matched to commands in order; bytes a server sends after its STARTTLS
 // reply and before the handshake are discarded (response injection); EHLO is reissued after TLS;
 // every wait has a timeout (RFC 5321 §4.5.3.2); failures are DeliveryError with a kind, never text,
-// carrying the TLS facts learned when the session failed after STARTTLS; TLS failures also carry
+// carrying the TLS facts learned when the session failed after STARTTLS; a reply to DATA that is
+// neither 354 nor a refusal is a protocol error, never a reply to the message; TLS failures also carry
 // their kind of the TLS failure vocabulary (tls/failures.ts). MAIL FROM / RCPT TO carry only valid
 // RFC 5321 paths (../mailbox.ts smtpPath), else nothing is sent. Legacy TLS (1.0/1.1) is offered
 // only when asked for and only under starttls 'try' (opportunistic).
@@ -12,6 +13,7 @@ import tls from 'node:tls';
 import type { X509Certificate } from 'node:crypto';
 import { smtpPath } from '../mailbox.ts';
 import { describeTlsFailure, handshakeFailureKind, type ChainFailureKind, type TlsFailureKind } from '../tls/failures.ts';
+import { certificateNames, dnLine } from '../tls/names.ts';
 import { ECDH_CURVES, cipherBits, clientTlsProfile, isModernSession } from '../tls/policy-constants.ts';
 import { peerChain, verifyChain, type TrustStore } from '../tls/trust.ts';
 
@@ -20,7 +22,7 @@ export interface Reply { code: number; enhanced?: string; lines: string[]; text:
 export type FailureKind =
   | 'connect' | 'timeout' | 'closed' | 'protocol'   // transport
   | 'greeting' | 'ehlo' | 'starttls' | 'tls'       // session set-up
-  | 'mail' | 'data' | 'reply';                     // transaction
+  | 'mail';                                        // transaction (a path that cannot be sent)
 
 export class DeliveryError extends Error {
   /** The TLS session established before the failure (STARTTLS succeeded, then SMTP failed). */
@@ -39,6 +41,7 @@ export interface PeerTls {
   subject?: string;
   issuer?: string;
   fingerprint256?: string;
+  /** DNS names the certificate identifies (tls/names.ts: SAN DNS names, else the subject CN). */
   names?: string[];
   chainValid: boolean;
   chainError?: string;
@@ -110,7 +113,6 @@ export class SmtpConnection {
   /** Why TLS was not used (opportunistic mode): STARTTLS not offered or refused. */
   tlsSkipped?: { kind: TlsFailureKind; detail: string };
   messages = 0;
-  readonly opened = Date.now();
   private readonly t: Timeouts;
   private readonly onData = (d: Buffer) => this.receive(d.toString('latin1'));
 
@@ -252,6 +254,8 @@ export class SmtpConnection {
       }
       return;
     }
+    // RFC 5321 §3.2/§4.1.4: a server without EHLO answers 500/502 (or 504): fall back to HELO.
+    // 554 means no service at all (§3.1): no second try.
     if (r.code >= 500 && r.code !== 554) {
       const h = await this.command(`HELO ${this.opts.heloName}`);
       if (h.code === 250) return;
@@ -306,10 +310,9 @@ export class SmtpConnection {
     const leaf = chain[0];
     if (!leaf) { out.chainError = 'no certificate presented'; out.chainFailure = 'certificate-not-trusted'; return out; }
     const v = verifyChain(leaf, chain.slice(1), this.opts.trust);
-    const names = (leaf.subjectAltName ?? '').split(', ').filter((n) => n.startsWith('DNS:')).map((n) => n.slice(4));
     Object.assign(out, {
-      subject: leaf.subject.split('\n').join(', '), issuer: leaf.issuer.split('\n').join(', '), fingerprint256: leaf.fingerprint256,
-      names, chainValid: v.ok, chain: v.ok ? v.chain : chain, ...(v.error ? { chainError: v.error } : {}), ...(v.failure ? { chainFailure: v.failure } : {}),
+      subject: dnLine(leaf.subject), issuer: dnLine(leaf.issuer), fingerprint256: leaf.fingerprint256,
+      names: certificateNames(leaf), chainValid: v.ok, chain: v.ok ? v.chain : chain, ...(v.error ? { chainError: v.error } : {}), ...(v.failure ? { chainFailure: v.failure } : {}),
     });
     return out;
   }
@@ -336,6 +339,12 @@ export class SmtpConnection {
       dataR = await this.command('DATA', this.t.dataBlock);
     }
     const accepted = rcptR.some((r) => r.code === 250 || r.code === 251);
+    if (accepted && mailR.code === 250 && dataR.code !== 354 && dataR.code < 400) {
+      // DATA answered with neither 354 nor a refusal (RFC 5321 §4.3.2): nothing was sent, and this
+      // must not read as a reply to the message.
+      this.protocolError(`${dataR.code} in reply to DATA`);
+      throw this.dead!;
+    }
     if (mailR.code !== 250 || !accepted || dataR.code !== 354) {
       if (dataR.code === 354) {
         // A server that said 354 without accepted recipients: end the empty transaction.
@@ -381,7 +390,7 @@ export function envelopeCommands(env: Envelope, ext: ReadonlyMap<string, string>
   const paths: string[] = [];
   for (const [i, address] of [env.from, ...env.rcpts.map((r) => r.address)].entries()) {
     const p = smtpPath(address, i === 0 ? 'sender' : 'recipient', utf8);
-    if ('problem' in p) {
+    if (!p.ok) {
       const text = `not sent: the ${i === 0 ? 'sender' : 'recipient'} address is not a valid RFC 5321 path (${p.problem})`;
       throw new DeliveryError('mail', text, { code: 553, enhanced: i === 0 ? '5.1.7' : '5.1.3', lines: [text], text });
     }

@@ -1,5 +1,6 @@
-// Owns: all name resolution of the gateway (MX, A, AAAA, TXT, TLSA, PTR), sent only to the
-// configured `dns.servers` (or, when none are configured, the nameservers of /etc/resolv.conf),
+// Owns: all name resolution of the gateway (MX, A, AAAA, TXT, TLSA, PTR): the network Resolver
+// (types.ts; typed lookups from typed.ts), sent only to the configured `dns.servers` (or, when
+// none are configured, the nameservers of /etc/resolv.conf),
 // and the DNSSEC status of every answer: 'secure' when a server we trust for it set the AD bit
 // (dns.dnssec true; explicit dns.servers, or loopback resolv.conf servers), else 'insecure'.
 // Promise: failures are typed DnsError kinds — never a lowered answer. nxdomain/nodata are
@@ -13,22 +14,10 @@ import { readFileSync } from 'node:fs';
 import { randomInt } from 'node:crypto';
 import * as dnsPacket from 'dns-packet';
 import type { Answer, Packet, RecordType } from 'dns-packet';
+import { DnsError, type DnsRecord, type ExtendedDnsError, type Lookup } from './types.ts';
+import { TypedResolver } from './typed.ts';
 
-/** A resource record as decoded (the library's union type hides `data` behind OPT). */
-interface Rec { type: string; name: string; ttl?: number; data: unknown }
 type Decoded = Packet & { flag_tc?: boolean; flag_ad?: boolean; rcode?: string };
-
-export type DnsErrorKind = 'nxdomain' | 'nodata' | 'servfail' | 'bogus' | 'timeout' | 'refused' | 'malformed';
-
-/**
- * DNSSEC status of an answer (positive or negative). 'secure': validated by the resolver and
- * we trust it to say so; 'insecure': everything else (unsigned zone, no validating resolver,
- * dns.dnssec false). Bogus data is never an answer: it is a DnsError of kind 'bogus'.
- */
-export type DnssecStatus = 'secure' | 'insecure';
-
-/** An Extended DNS Error (RFC 8914, EDNS option 15) that came with a failed answer. */
-export interface ExtendedDnsError { code: number; name: string; text: string }
 
 /** RFC 8914 §4 and the IANA registry: the INFO-CODE names. */
 const EDE_NAMES = ['Other', 'Unsupported DNSKEY Algorithm', 'Unsupported DS Digest Type', 'Stale Answer', 'Forged Answer',
@@ -40,54 +29,6 @@ const EDE_NAMES = ['Other', 'Unsupported DNSKEY Algorithm', 'Unsupported DS Dige
 /** INFO-CODEs that say validation failed: a SERVFAIL carrying one of them is 'bogus'. */
 const EDE_DNSSEC = new Set([1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 25, 27]);
 const EDE_OPTION = 15;
-
-export interface DnsErrorDetails {
-  /** nxdomain/nodata: the denial was DNSSEC-authenticated along the whole CNAME chain. */
-  secure?: boolean;
-  /** The names followed (query name first, each CNAME target after it), the last where it ended. */
-  names?: readonly string[];
-  /** Extended DNS Errors the resolver sent (bogus/servfail). */
-  ede?: readonly ExtendedDnsError[];
-}
-
-export class DnsError extends Error {
-  /**
-   * nxdomain/nodata only: true when the resolver authenticated the denial (AD bit, trusted
-   * server, every CNAME on the way secure). A secure "no TLSA" means the domain publishes none;
-   * an insecure one proves nothing. Always false for the other kinds.
-   */
-  readonly secure: boolean;
-  readonly names: readonly string[];
-  readonly ede: readonly ExtendedDnsError[];
-  constructor(readonly kind: DnsErrorKind, readonly qname: string, readonly qtype: string, readonly detail = '', more: DnsErrorDetails = {}) {
-    super(`DNS ${qtype} ${qname}: ${kind}${detail ? ` (${detail})` : ''}`);
-    this.name = 'DnsError';
-    this.secure = (kind === 'nxdomain' || kind === 'nodata') && !!more.secure;
-    this.names = more.names ?? [qname];
-    this.ede = more.ede ?? [];
-  }
-  /** nxdomain/nodata are answers; the rest mean "could not find out". */
-  get temporary(): boolean { return this.kind !== 'nxdomain' && this.kind !== 'nodata'; }
-  /** DNSSEC status of a negative answer ('insecure' for failures, which are not answers). */
-  get status(): DnssecStatus { return this.secure ? 'secure' : 'insecure'; }
-}
-
-export interface Lookup<T> {
-  records: T[];
-  /** status === 'secure' (kept for existing callers). */
-  authenticated: boolean;
-  /** 'secure' only when every answer on the way (each CNAME link included) was secure. */
-  status: DnssecStatus;
-  ttl: number;
-  /**
-   * The owner names from the query name through every CNAME target: `names[0]` is the name
-   * asked for, the last one holds the records (RFC 7672 §2.2.2 needs it for the TLSA base
-   * domain and the certificate name checks). Lower case, no trailing dot.
-   */
-  names: string[];
-}
-export interface MxRecord { exchange: string; priority: number }
-export interface TlsaRecord { usage: number; selector: number; matchingType: number; data: Buffer }
 
 /** A server the resolver asks, and whether its AD bit counts (see the file header). */
 export interface Upstream { host: string; port: number; trustAd: boolean }
@@ -123,11 +64,11 @@ export interface ResolverOptions {
 }
 
 /** One decoded response: records (possibly only a CNAME chain) or a denial, with its AD status. */
-interface Response { rcode: 'NOERROR' | 'NXDOMAIN'; records: Rec[]; secure: boolean; ttl: number }
+interface Response { rcode: 'NOERROR' | 'NXDOMAIN'; records: DnsRecord[]; secure: boolean; ttl: number }
 
 const norm = (n: string) => n.toLowerCase().replace(/\.$/, '');
 
-export class Resolver {
+export class DnsResolver extends TypedResolver {
   /** The servers asked, in order, with their AD trust (for diagnostics: DANE needs one trusted). */
   readonly upstreams: readonly Upstream[];
   private readonly cache = new Map<string, { expires: number; value: Response }>();
@@ -138,6 +79,7 @@ export class Resolver {
   readonly dnssec: boolean;
 
   constructor(servers: readonly string[], opts: ResolverOptions = {}) {
+    super();
     this.dnssec = opts.dnssec ?? true;
     // Explicit servers are the operator's choice of validating resolver; the resolv.conf
     // fallback is trusted only on loopback (an AD bit from across a network can be forged).
@@ -153,7 +95,7 @@ export class Resolver {
    * Raw lookup of `type` at `name`, following CNAME chains (at most 8 links). Throws DnsError
    * nxdomain/nodata (with `secure` and `names` for the chain followed) or a failure kind.
    */
-  async lookup(name: string, type: RecordType): Promise<Lookup<Rec>> {
+  async lookup(name: string, type: RecordType): Promise<Lookup<DnsRecord>> {
     const names = [norm(name)];
     let secure = true;
     let ttl = Infinity;
@@ -169,7 +111,7 @@ export class Resolver {
       }
       secure &&= r.secure;
       ttl = Math.min(ttl, r.ttl);
-      const done = (records: Rec[]): Lookup<Rec> => ({ records, authenticated: secure, status: secure ? 'secure' : 'insecure', ttl, names: [...names] });
+      const done = (records: DnsRecord[]): Lookup<DnsRecord> => ({ records, authenticated: secure, status: secure ? 'secure' : 'insecure', ttl, names: [...names] });
       // Follow the chain as far as the resolver included it in this answer.
       for (;;) {
         const cur = names[names.length - 1];
@@ -236,7 +178,7 @@ export class Resolver {
   private interpret(p: Decoded, s: Server, name: string, type: RecordType): Response {
     const rcode = p.rcode ?? 'NOERROR';
     const secure = s.trustAd && !!p.flag_ad;
-    const answers = ((p.answers ?? []) as unknown as Rec[]).filter((a) => a.type !== 'RRSIG');
+    const answers = ((p.answers ?? []) as unknown as DnsRecord[]).filter((a) => a.type !== 'RRSIG');
     const ttlOf = () => (answers.length ? Math.min(...answers.map((a) => (typeof a.ttl === 'number' ? a.ttl : 300))) : NEGATIVE_TTL);
     if (rcode === 'NOERROR' || rcode === 'NXDOMAIN') return { rcode, records: answers, secure, ttl: ttlOf() };
     if (rcode === 'REFUSED') throw new DnsError('refused', name, type, `${s.host}:${s.port}`);
@@ -296,62 +238,6 @@ export class Resolver {
       });
     });
   }
-
-  // ---- typed helpers -------------------------------------------------------------------
-
-  /** MX records by preference; [] for a null MX (RFC 7505); throws nodata when there is no MX. */
-  async mx(domain: string): Promise<Lookup<MxRecord> & { nullMx: boolean }> {
-    const r = await this.lookup(domain, 'MX');
-    const records = r.records.map((a) => a.data as { exchange: string; preference: number })
-      .map((d) => ({ exchange: norm(d.exchange), priority: d.preference }));
-    const nullMx = records.length === 1 && records[0].exchange === '';
-    return { ...r, records: nullMx ? [] : records, nullMx };
-  }
-
-  /**
-   * IPv4 and IPv6 addresses of a host (either family may be absent). `status` is 'secure' only
-   * when every answer received (records or denial, for both families) was secure; a family
-   * whose lookup failed is left out of `records` and `status` and listed in `failures`.
-   */
-  async addresses(host: string): Promise<Lookup<string> & { failures: DnsError[] }> {
-    const results = await Promise.allSettled([this.lookup(host, 'A'), this.lookup(host, 'AAAA')]);
-    const ok = results.filter((r): r is PromiseFulfilledResult<Lookup<Rec>> => r.status === 'fulfilled').map((r) => r.value);
-    const errs = results.map((r, i) => (r.status === 'fulfilled' ? undefined : asDnsError(r.reason, host, i ? 'AAAA' : 'A')))
-      .filter((e): e is DnsError => !!e);
-    if (!ok.length) throw errs.find((e) => e.temporary) ?? errs[0];
-    const denials = errs.filter((e) => !e.temporary);
-    const secure = ok.every((l) => l.authenticated) && denials.every((e) => e.secure);
-    return {
-      records: ok.flatMap((l) => l.records.map((a) => String(a.data))),
-      authenticated: secure, status: secure ? 'secure' : 'insecure', ttl: Math.min(...ok.map((l) => l.ttl)),
-      names: ok[0].names, failures: errs.filter((e) => e.temporary),
-    };
-  }
-
-  async txt(name: string): Promise<Lookup<string>> {
-    const r = await this.lookup(name, 'TXT');
-    return { ...r, records: r.records.map((a) => ([] as (string | Buffer)[]).concat(a.data as string | Buffer | (string | Buffer)[]).map(String).join('')) };
-  }
-
-  /**
-   * TLSA records at `name` (e.g. `_25._tcp.mx.example.com`). For DANE read `status` (only a
-   * 'secure' RRset counts) and, on a DnsError nxdomain/nodata, its `secure` flag: a secure
-   * denial means "no TLSA records", an insecure one proves nothing; any other kind is a
-   * failure that must defer delivery (RFC 7672 §2.2).
-   */
-  async tlsa(name: string): Promise<Lookup<TlsaRecord>> {
-    const r = await this.lookup(name, 'TLSA');
-    return { ...r, records: r.records.map((a) => { const d = a.data as { usage: number; selector: number; matchingType: number; certificate: Buffer }; return { usage: d.usage, selector: d.selector, matchingType: d.matchingType, data: d.certificate }; }) };
-  }
-
-  async ptr(ip: string): Promise<Lookup<string>> {
-    const r = await this.lookup(reverseName(ip), 'PTR');
-    return { ...r, records: r.records.map((a) => String(a.data).replace(/\.$/, '')) };
-  }
-}
-
-function asDnsError(e: unknown, name: string, type: string): DnsError {
-  return e instanceof DnsError ? e : new DnsError('malformed', name, type, (e as Error)?.message ?? String(e));
 }
 
 /** The Extended DNS Errors (RFC 8914) in a response's OPT record; text sanitised and bounded. */
@@ -362,13 +248,4 @@ export function extendedErrors(p: Packet): ExtendedDnsError[] {
     const text = o.data!.subarray(2).toString('utf8').replace(/[\x00-\x1f\x7f]+/g, ' ').trim().slice(0, EDE_TEXT_MAX);
     return { code, name: EDE_NAMES[code] ?? `code ${code}`, text };
   });
-}
-
-export function reverseName(ip: string): string {
-  if (net.isIPv4(ip)) return `${ip.split('.').reverse().join('.')}.in-addr.arpa`;
-  const parts = ip.split('::');
-  const head = parts[0] ? parts[0].split(':') : [];
-  const tail = parts.length > 1 && parts[1] ? parts[1].split(':') : [];
-  const groups = [...head, ...Array(8 - head.length - tail.length).fill('0'), ...tail];
-  return `${groups.map((g) => g.padStart(4, '0')).join('').split('').reverse().join('.')}.ip6.arpa`;
 }

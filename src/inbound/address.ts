@@ -1,7 +1,7 @@
 // Owns: parsing of MAIL FROM / RCPT TO arguments (the path, RFC 5321 §4.1.2, and ESMTP
 // parameters) and of the HELO/EHLO argument (§4.1.1.1). The mailbox itself, and its canonical
 // form, belong to ../mailbox.ts.
-// Promise: returns a verdict (SmtpReply) on any malformed input; never throws.
+// Promise: returns a verdict (`ok: false` with an SmtpReply) on any malformed input; never throws.
 import { Replies, type SmtpReply } from '../errors.ts';
 import { checkAddressLiteral, parseMailbox, type Mailbox } from '../mailbox.ts';
 
@@ -11,6 +11,11 @@ export interface ParsedArg {
   mailbox: Mailbox;
   params: Map<string, string | true>;
 }
+
+/** The parsed path and parameters, or the reply refusing them. */
+export type PathArgResult = ({ ok: true } & ParsedArg) | { ok: false; reply: SmtpReply };
+
+const refuse = (reply: SmtpReply): PathArgResult => ({ ok: false, reply });
 
 /** Split "<...>" from the rest, honouring quoted strings; returns [inner, rest] or an error. */
 function splitPath(arg: string): [string, string] | string {
@@ -28,32 +33,32 @@ function splitPath(arg: string): [string, string] | string {
 }
 
 /** Parse the text after "MAIL FROM:" (allowNull: the reverse path) or "RCPT TO:". */
-export function parsePathArg(arg: string, opts: { allowNull: boolean; utf8Allowed: boolean }): ParsedArg | SmtpReply {
+export function parsePathArg(arg: string, opts: { allowNull: boolean; utf8Allowed: boolean }): PathArgResult {
   const t = arg.replace(/^\s+/, '');
   const sp = splitPath(t);
-  if (typeof sp === 'string') return Replies.syntax(sp);
+  if (typeof sp === 'string') return refuse(Replies.syntax(sp));
   const [inner, tail] = sp;
   const params = new Map<string, string | true>();
   if (tail.trim()) {
-    if (!/^\s/.test(tail)) return Replies.syntax('parameters must be separated from the address by a space');
+    if (!/^\s/.test(tail)) return refuse(Replies.syntax('parameters must be separated from the address by a space'));
     for (const tok of tail.trim().split(/\s+/)) {
       const eq = tok.indexOf('=');
       const key = (eq < 0 ? tok : tok.slice(0, eq)).toUpperCase();
-      if (!/^[A-Z0-9][A-Z0-9-]*$/.test(key)) return Replies.syntax(`bad parameter "${tok}"`);
-      if (params.has(key)) return Replies.syntax(`parameter ${key} given twice`);
+      if (!/^[A-Z0-9][A-Z0-9-]*$/.test(key)) return refuse(Replies.syntax(`bad parameter "${tok}"`));
+      if (params.has(key)) return refuse(Replies.syntax(`parameter ${key} given twice`));
       params.set(key, eq < 0 ? true : tok.slice(eq + 1));
     }
   }
   // SMTPUTF8 on MAIL allows UTF-8 in this very path.
   const utf8 = opts.utf8Allowed || params.has('SMTPUTF8');
   if (inner === '') {
-    if (!opts.allowNull) return Replies.badAddress('the null path <> is not a valid recipient');
-    return { mailbox: { address: '', local: '', domain: '', quoted: false }, params };
+    if (!opts.allowNull) return refuse(Replies.badAddress('the null path <> is not a valid recipient'));
+    return { ok: true, mailbox: { address: '', local: '', domain: '', quoted: false }, params };
   }
   const mb = parseMailbox(inner, utf8);
-  if ('code' in mb) return mb;
-  if (mb.bare && opts.allowNull) return Replies.badAddress('<postmaster> without a domain is only valid as a recipient');
-  return { mailbox: mb, params };
+  if (!mb.ok) return mb;
+  if (mb.mailbox.bare && opts.allowNull) return refuse(Replies.badAddress('<postmaster> without a domain is only valid as a recipient'));
+  return { ok: true, mailbox: mb.mailbox, params };
 }
 
 const HELO_LABEL = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;

@@ -1,19 +1,25 @@
-// Owns: the SMTP listeners and connection admission (global and per-IP limits).
-// Each session gets the configuration snapshot current when it connected, so a reload never
-// changes the rules under a session in flight.
-// Promise: over a limit, the client gets "421 4.7.0" and the connection is closed at once.
+// Owns: the SMTP listeners; connects sessions to admission (inbound/admission.ts: global,
+// per-IP and reserved capacity). Each session gets the configuration snapshot current when it
+// connected, so a reload never changes the rules under a session in flight.
+// Promises: over a limit, the client gets "421 4.7.0" and the connection is closed at once; a
+// session's capacity is free as soon as the session ends (221 or 421 sent), though its socket
+// may linger for a peer that does not close — at most maxConnections such sockets, the oldest
+// is dropped beyond that.
 // Listeners are bound (as root, for port 25) before the rest of the server exists: connections
 // that arrive before open() wait (their bytes buffered) and are admitted by open().
 import net from 'node:net';
 import { listenSockets } from '../config/listen.ts';
 import { emit } from '../events.ts';
 import { formatReply, Replies } from '../errors.ts';
+import { Admission, PROBATION_MS } from './admission.ts';
 import { SmtpSession, type SessionDeps } from './session.ts';
 
 export class SmtpServer {
   private servers: net.Server[] = [];
   private readonly sessions = new Set<SmtpSession>();
-  private readonly perIp = new Map<string, number>();
+  private readonly admission = new Admission();
+  /** Sockets of ended sessions waiting for the peer to close, oldest first. */
+  private readonly lingering = new Set<net.Socket>();
   /** Connections accepted before open(); null once open. */
   private early: net.Socket[] | null = [];
 
@@ -53,23 +59,38 @@ export class SmtpServer {
   private admit(socket: net.Socket): void {
     const deps = this.deps();
     const ip = (socket.remoteAddress ?? '').replace(/^::ffff:/, '');
-    const { maxConnections, maxConnectionsPerIP } = deps.config.smtp;
-    const mine = this.perIp.get(ip) ?? 0;
-    if (this.sessions.size >= maxConnections || mine >= maxConnectionsPerIP) {
-      const r = this.sessions.size >= maxConnections ? Replies.tooManyConnections() : Replies.tooManyConnectionsFromIp();
-      emit({ event: 'session.rejected', ip, reason: r.message });
+    const connectors = deps.policy.connectors;
+    const slot = this.admission.admit(ip, deps.config.smtp, connectors);
+    if ('code' in slot) {
+      emit({ event: 'session.rejected', ip, reason: slot.message });
       socket.on('error', () => {});
-      socket.end(formatReply(r));
+      socket.end(formatReply(slot));
       setTimeout(() => socket.destroy(), 2000).unref();
       return;
     }
-    this.perIp.set(ip, mine + 1);
-    const session = new SmtpSession(socket, deps, () => {
-      this.sessions.delete(session);
-      const n = (this.perIp.get(ip) ?? 1) - 1;
-      if (n <= 0) this.perIp.delete(ip); else this.perIp.set(ip, n);
+    const maxLingering = deps.config.smtp.maxConnections;
+    let probation: NodeJS.Timeout | undefined;
+    const session: SmtpSession = new SmtpSession(socket, deps, {
+      ended: () => {
+        this.admission.release(slot);
+        this.lingering.add(socket);
+        if (this.lingering.size > maxLingering) {
+          const [oldest] = this.lingering;
+          this.lingering.delete(oldest);
+          oldest.destroy();
+        }
+      },
+      closed: () => { clearTimeout(probation); this.lingering.delete(socket); this.sessions.delete(session); },
+      secured: (cert) => {
+        if (connectors.identifiesCertificate(cert)) this.admission.identified(slot);
+        else if (slot.provisional) session.refuse(Replies.tooManyConnections());
+      },
     });
     this.sessions.add(session);
+    if (slot.provisional) {
+      // Admitted on an address that proved a connector's certificate before: prove it again, soon.
+      probation = setTimeout(() => { if (slot.provisional) session.refuse(Replies.tooManyConnections()); }, PROBATION_MS).unref();
+    }
   }
 
   /** Stop accepting; ask idle sessions to leave; wait up to `graceMs` for the rest. */

@@ -2,8 +2,12 @@
 // SMTPUTF8 6531, ENHANCEDSTATUSCODES 2034, DSN 3461, STARTTLS 3207).
 // Asks policy/ for verdicts, hands complete transactions to ingest/, never writes the queue.
 // Promises: every command line gets exactly one reply; the session closes only after a 221 or
-// 421 (or a dead peer); bytes pipelined after STARTTLS are discarded and all state is reset
-// after the handshake; memory per session is bounded (line limit, message limit, paused reads).
+// 421 (or a dead peer, or a 554 to a client that broke the RFC 2920 pipelining rules while
+// smtp.forbidUnauthPipelining is on); bytes pipelined after STARTTLS are discarded and all state
+// is reset after the handshake; memory per session is bounded (line limit, message limit, and
+// reads pause while a command waits for the store or while more than MAX_UNSENT octets of
+// replies wait for a client that does not read them); a session takes at most
+// COMMANDS_PER_TURN commands per event-loop turn, so pipelining floods do not starve others.
 // A client certificate is judged once, right after the handshake (tls/client-cert.ts); while
 // its revocation status is fetched (only for a certificate that could identify a connector),
 // reads wait, bounded by the revocation checker's time limit.
@@ -30,7 +34,18 @@ import { DataDecoder } from './data-decoder.ts';
 
 /** RFC 5321 allows 512; ESMTP parameters (SIZE, DSN ORCPT/ENVID, SMTPUTF8) extend it. */
 export const MAX_COMMAND_LINE = 2048;
+/** Replies queued for a client that does not read them: above this, stop reading until they drain. */
+export const MAX_UNSENT = 64 * 1024;
+/** Replies are handed to the socket at least this often within one pipelined group. */
+const FLUSH_AT = 16 * 1024;
+/** Commands one session processes per event-loop turn before letting other sessions run. */
+const COMMANDS_PER_TURN = 256;
 const FORBIDDEN = new Set(['GET', 'POST', 'HEAD', 'PUT', 'CONNECT', 'OPTIONS']);
+/**
+ * RFC 2920 §3.1: commands that may only end a pipelined group (QUIT is left out: the session
+ * ends anyway; STARTTLS has its own rule: what follows it is discarded).
+ */
+const LAST_IN_GROUP = new Set(['EHLO', 'HELO', 'DATA', 'VRFY', 'EXPN', 'TURN', 'NOOP']);
 
 export interface SessionDeps {
   config: Config;
@@ -40,6 +55,16 @@ export interface SessionDeps {
   /** Shared with outbound delivery (one cache of OCSP responses and CRLs). */
   revocation: RevocationChecker;
   ingest: Ingest;
+}
+
+/** What the server (admission) learns from a session. */
+export interface SessionHooks {
+  /** The session is over (221 or 421 sent, or the peer gone), though its socket may linger. Called once. */
+  ended(): void;
+  /** The socket is closed. Called once, after ended(). */
+  closed(): void;
+  /** The TLS handshake completed and the client certificate (if any) was judged, revocation included. */
+  secured?(cert: ClientCertificate | undefined): void;
 }
 
 interface Txn {
@@ -60,6 +85,13 @@ export class SmtpSession {
   private readonly reader = new CommandReader(MAX_COMMAND_LINE);
   private decoder: DataDecoder | null = null;
   private busy = false;
+  /** Reading is paused until the client reads the replies queued for it (MAX_UNSENT). */
+  private blocked = false;
+  /** Paused until the next event-loop turn (COMMANDS_PER_TURN). */
+  private yielded = false;
+  /** Admission withdrawn while a transaction was being stored: sent once it is answered. */
+  private refusal: SmtpReply | null = null;
+  private ended = false;
   private out = '';
   private helo: string | null = null;
   private esmtp = false;
@@ -73,7 +105,7 @@ export class SmtpSession {
   private closeReason = 'client closed';
   private readonly onData = (c: Buffer) => this.receive(c);
 
-  constructor(socket: Socket, private readonly deps: SessionDeps, private readonly onClosed: () => void) {
+  constructor(socket: Socket, private readonly deps: SessionDeps, private readonly hooks: SessionHooks) {
     this.sock = socket;
     this.clientIp = (socket.remoteAddress ?? '').replace(/^::ffff:/, '');
     socket.setNoDelay(true);
@@ -118,7 +150,7 @@ export class SmtpSession {
 
   private receive(chunk: Buffer): void {
     if (this.mode === 'closing' || this.mode === 'tls') return;
-    if (this.mode === 'data' && !this.busy && this.reader.pending === 0) this.feedData(chunk);
+    if (this.mode === 'data' && !this.busy && !this.blocked && !this.yielded && this.reader.pending === 0) this.feedData(chunk);
     else this.reader.push(chunk);
     if (this.mode !== 'greeting') this.pump();
   }
@@ -129,14 +161,42 @@ export class SmtpSession {
     this.out += formatReply(r, this.txn?.envelope.smtputf8 ?? false);
   }
 
+  /** Hand queued replies to the socket; past MAX_UNSENT unsent octets, stop reading until they drain. */
   private flush(): void {
     if (this.out && !this.sock.destroyed) this.sock.write(this.out);
     this.out = '';
+    if (this.blocked || this.mode === 'closing' || this.sock.writableLength <= MAX_UNSENT) return;
+    this.blocked = true;
+    const sock = this.sock;
+    const drained = () => {
+      sock.off('drain', drained); sock.off('close', drained);
+      if (this.sock !== sock) return; // STARTTLS replaced the socket (and cleared `blocked`)
+      this.blocked = false;
+      this.flow();
+    };
+    sock.on('drain', drained);
+    sock.on('close', drained);
+    this.flow();
   }
 
-  /** Process as many buffered commands as possible; replies to a pipelined group go out together. */
+  /**
+   * Read only while the session can act on what it reads: not while a command waits for the
+   * store (busy), nor while the client leaves our replies unread (blocked), nor for the rest of
+   * an event-loop turn in which it had its share (yielded). Pipelined input then stays in the
+   * kernel (TCP flow control), not in our memory.
+   */
+  private flow(): void {
+    if (this.mode === 'closing' || this.mode === 'tls') return;
+    if (this.busy || this.blocked || this.yielded) { this.sock.pause(); return; }
+    this.sock.resume();
+    if (this.mode !== 'greeting') this.pump();
+  }
+
+  /** Process buffered commands (up to COMMANDS_PER_TURN); replies to a pipelined group go out together. */
   private pump(): void {
-    while (!this.busy && (this.mode === 'command' || this.mode === 'data')) {
+    let turn = 0;
+    while (!this.busy && !this.blocked && !this.yielded && (this.mode === 'command' || this.mode === 'data')) {
+      if (++turn > COMMANDS_PER_TURN) { this.yieldTurn(); break; }
       if (this.mode === 'data') {
         const rest = this.reader.take();
         if (!rest.length || !this.feedData(rest)) break;
@@ -149,6 +209,7 @@ export class SmtpSession {
       if (line.kind === 'tooLong') { this.send(Replies.lineTooLong(MAX_COMMAND_LINE)); }
       else if (line.nul) { this.send(Replies.nulInCommand()); }
       else if (line.bare && this.deps.config.smtp.bareLineEndings === 'reject') { this.send(Replies.bareLineEnding()); }
+      else if (this.pipeliningViolation(line.text)) return;
       else {
         const r = this.command(line.text);
         if (r) this.wait(r);
@@ -159,13 +220,49 @@ export class SmtpSession {
         this.close();
         return;
       }
+      if (this.out.length >= FLUSH_AT) this.flush();
     }
     this.flush();
   }
 
+  /** Let other sessions run; go on with what is buffered in the next turn. */
+  private yieldTurn(): void {
+    this.yielded = true;
+    this.flow();
+    setImmediate(() => { this.yielded = false; this.flow(); });
+  }
+
+  /**
+   * smtp.forbidUnauthPipelining (as Postfix's smtpd_forbid_unauth_pipelining): input already
+   * waiting behind a command that must end a pipelined group (RFC 2920 §3.1; for DATA that is
+   * message content sent before our 354), or behind any command before EHLO negotiated
+   * PIPELINING, gets 554 5.5.0 instead of the command's reply, and the session closes.
+   * Returns true when it did so.
+   */
+  private pipeliningViolation(text: string): boolean {
+    // Received but not yet processed: in the reader, or in the socket's buffer while reads are paused.
+    if (!this.deps.config.smtp.forbidUnauthPipelining || (this.reader.pending === 0 && this.sock.readableLength === 0)) return false;
+    const sp = text.indexOf(' ');
+    const verb = (sp < 0 ? text : text.slice(0, sp)).toUpperCase();
+    if (verb === 'QUIT' || verb === 'STARTTLS') return false;
+    let what: string;
+    if (verb === 'DATA') what = 'message content sent before the 354 reply';
+    else if (LAST_IN_GROUP.has(verb)) what = `command sent before the reply to ${verb}`;
+    else if (!this.esmtp) what = 'commands pipelined without EHLO (PIPELINING not negotiated)';
+    else return false;
+    const bytes = this.reader.pending + this.sock.readableLength;
+    const sample = this.reader.take().subarray(0, 100);
+    emit({ event: 'session.pipelining', sid: this.id, ip: this.clientIp, after: verb, bytes, sample: JSON.stringify(sample.toString('latin1')) },
+      `improper command pipelining after ${verb}`);
+    this.closeReason = 'improper pipelining';
+    this.send(Replies.pipeliningViolation(what));
+    this.close();
+    return true;
+  }
+
   private wait(p: Promise<void>): void {
     this.busy = true;
-    this.sock.pause();
+    this.flow();
     this.flush();
     p.catch((e) => {
       emit({ event: 'internal.error', where: 'session', error: String((e as Error)?.stack ?? e) });
@@ -173,8 +270,8 @@ export class SmtpSession {
     }).finally(() => {
       this.busy = false;
       if (this.mode === 'closing') return;
-      this.sock.resume();
-      this.pump();
+      if (this.refusal) { this.refuse(this.refusal); return; }
+      this.flow();
     });
   }
 
@@ -237,7 +334,7 @@ export class SmtpSession {
     if (this.txn) return this.send(Replies.badSequence('nested MAIL command'));
     if (!/^FROM:/i.test(arg)) return this.send(Replies.syntax('use MAIL FROM:<address>'));
     const p = parsePathArg(arg.slice(5), { allowNull: true, utf8Allowed: false });
-    if ('code' in p) return this.send(p);
+    if (!p.ok) return this.send(p.reply);
     const envelope: EnvelopeParams = { smtputf8: false };
     for (const [k, v] of p.params) {
       switch (k) {
@@ -285,7 +382,7 @@ export class SmtpSession {
     if (!t) return this.send(Replies.badSequence('send MAIL first'));
     if (!/^TO:/i.test(arg)) return this.send(Replies.syntax('use RCPT TO:<address>'));
     const p = parsePathArg(arg.slice(3), { allowNull: false, utf8Allowed: t.envelope.smtputf8 });
-    if ('code' in p) return this.send(p);
+    if (!p.ok) return this.send(p.reply);
     let notify: string | undefined; let orcpt: string | undefined;
     for (const [k, v] of p.params) {
       if (k === 'NOTIFY' && v !== true && validNotify(v)) notify = v.toUpperCase();
@@ -352,12 +449,12 @@ export class SmtpSession {
         ...(t.match?.connector.treatMessagesAsInternal ? { internal: true } : {}),
       },
     });
-    if ('queueId' in r) {
+    if (r.ok) {
       this.counts.messages++;
       emit({ event: 'message.accepted', sid: this.id, queueId: r.queueId, from: t.mailFrom, rcpts: t.recipients.length, size: d.size, org: t.recipients[0].org, ...(this.tlsFacts ? { tls: this.tlsFacts } : {}) });
       this.send(Replies.queued(r.queueId));
     } else {
-      this.send(r);
+      this.send(r.reply);
     }
   }
 
@@ -386,6 +483,7 @@ export class SmtpSession {
       this.helo = null; this.esmtp = false; this.txn = null;
       this.reader.take();
       this.mode = 'command';
+      this.blocked = false; // what waited on the plaintext socket was read: the client did the handshake
       this.arm(this.deps.config.smtp.timeouts.command);
       ts.on('data', this.onData);
       this.judgeClient(peerChain(ts));
@@ -404,9 +502,10 @@ export class SmtpSession {
   private judgeClient(chain: readonly X509Certificate[]): void {
     const d = this.deps;
     const j = judgeClientChain(chain, d.trust, d.policy.connectors.anchors, d.config.tls.revocation);
-    if (!j) return;
+    if (!j) { this.hooks.secured?.(undefined); return; }
     this.setClientCert(j.cert);
-    if (j.check) this.wait(withRevocation(j.cert, j.check, d.revocation).then((c) => this.setClientCert(c)));
+    if (!j.check) { this.hooks.secured?.(j.cert); return; }
+    this.wait(withRevocation(j.cert, j.check, d.revocation).then((c) => { this.setClientCert(c); this.hooks.secured?.(c); }));
   }
 
   private setClientCert(c: ClientCertificate): void {
@@ -419,11 +518,32 @@ export class SmtpSession {
     this.mode = 'closing';
     clearTimeout(this.deadline);
     this.flush();
+    this.end();
     this.sock.end();
     // A peer that never reads must not pin the socket. Cleared once closed: a pending timer would
     // keep the whole session (transaction, buffers) alive for 10 s after every connection.
     this.linger = setTimeout(() => this.sock.destroy(), 10_000);
     this.linger.unref();
+  }
+
+  /** The session is over for admission: called once, whether it ends with a reply or the peer leaves. */
+  private end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.hooks.ended();
+  }
+
+  /**
+   * Admission withdrawn (a reserved slot whose client did not prove its certificate): send `r`
+   * (a 421) and close — after the reply to a transaction being stored, never instead of it.
+   * Ignored during a TLS handshake: its end brings the certificate, judged by hooks.secured.
+   */
+  refuse(r: SmtpReply): void {
+    if (this.mode === 'closing' || this.mode === 'tls') return;
+    if (this.busy) { this.refusal = r; return; }
+    this.closeReason = 'admission withdrawn';
+    this.send(r);
+    this.close();
   }
 
   /** Server shutdown: tell the client, then close. */
@@ -443,6 +563,7 @@ export class SmtpSession {
       event: 'session.end', sid: this.id, ip: this.clientIp, ...(this.helo ? { helo: this.helo } : {}),
       ...(this.tlsFacts ? { tls: this.tlsFacts } : {}), ...this.counts, durationMs: Date.now() - this.started, close: this.closeReason,
     });
-    this.onClosed();
+    this.end();
+    this.hooks.closed();
   }
 }

@@ -95,7 +95,8 @@ export class Ingest {
     return id;
   }
 
-  async accept(t: Transaction): Promise<{ queueId: string } | SmtpReply> {
+  /** Store the transaction durably: its queue id, or the reply refusing it (storage failed). */
+  async accept(t: Transaction): Promise<{ ok: true; queueId: string } | { ok: false; reply: SmtpReply }> {
     const now = new Date();
     const id = queueId(now.getTime());
     const rcpt = t.recipients.length === 1 ? t.recipients[0].address : undefined;
@@ -110,8 +111,8 @@ export class Ingest {
     } catch (e) {
       const code = (e as { code?: string }).code ?? '';
       emit({ event: 'internal.error', where: 'ingest.enqueue', error: `${code} ${(e as Error).message}` });
-      return STORAGE_FULL.has(code) ? Replies.storageFull() : Replies.storageError();
+      return { ok: false, reply: STORAGE_FULL.has(code) ? Replies.storageFull() : Replies.storageError() };
     }
-    return { queueId: id };
+    return { ok: true, queueId: id };
   }
 }

@@ -24,4 +24,3 @@ export interface MigrationStatus {
   migrations: MigrationState[];
 }
 
-export const pendingCount = (s: MigrationStatus): number => s.migrations.filter((m) => !m.applied).length;

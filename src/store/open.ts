@@ -1,15 +1,25 @@
 // Owns: choosing the store backend from configuration (`store`: SQLite in dataDir, or
-// PostgreSQL), and how every caller opens it: the server creates the queue (and applies
-// migrations); the CLI only opens one that exists.
+// PostgreSQL), how every caller opens it (the server creates the queue and applies migrations;
+// the CLI only opens one that exists), and the store operations the CLI runs (migration status,
+// migrate, copy into PostgreSQL, naming a store): the CLI reaches the store through here only.
+// The PostgreSQL driver is loaded only when a PostgreSQL store is used.
 // Promise: opening with `readonly` or `existing` creates no file, folder or table; a missing queue
 // is an AdminError (exit 1) saying so. Nothing here prints a store URL with its password.
 import { statSync } from 'node:fs';
 import { AdminError } from '../errors.ts';
 import type { StoreConfig } from '../config/store.ts';
+import { redactUrl } from '../util/secret-url.ts';
 import type { Store } from './types.ts';
 import type { MigrationStatus } from './migrations.ts';
+import { copySqliteToPostgres, type CopyCounts } from './copy.ts';
 import { queueFile, SqliteStore, sqliteMigrationStatus } from './sqlite/index.ts';
-import { PostgresStore } from './postgres/index.ts';
+import type { PostgresStore } from './postgres/index.ts';
+
+export { sourceDataDir, type CopyCounts } from './copy.ts';
+export type { MigrationStatus } from './migrations.ts';
+export { queueFile } from './sqlite/index.ts';
+
+const postgres = async (): Promise<typeof PostgresStore> => (await import('./postgres/index.ts')).PostgresStore;
 
 export interface StoreTarget { dataDir: string; store: StoreConfig }
 
@@ -31,14 +41,14 @@ function assertSqliteQueue(dataDir: string): void {
 }
 
 export async function openStore(c: StoreTarget, opts: OpenOptions = {}): Promise<Store> {
-  if (c.store.type === 'postgres') return PostgresStore.open(c.store.url, { ...opts, poolSize: c.store.poolSize });
+  if (c.store.type === 'postgres') return (await postgres()).open(c.store.url, { ...opts, poolSize: c.store.poolSize });
   if (opts.readonly || opts.existing) assertSqliteQueue(c.dataDir);
   return new SqliteStore(c.dataDir, opts);
 }
 
 /** Applied and pending migrations of the configured store; changes nothing. */
 export async function storeMigrationStatus(c: StoreTarget): Promise<MigrationStatus> {
-  if (c.store.type === 'postgres') return PostgresStore.inspect(c.store.url);
+  if (c.store.type === 'postgres') return (await postgres()).inspect(c.store.url);
   return sqliteMigrationStatus(c.dataDir);
 }
 
@@ -52,5 +62,21 @@ export async function migrateStore(c: StoreTarget): Promise<MigrationStatus> {
     return await (store as SqliteStore | PostgresStore).migrationStatus();
   } finally {
     await store.close();
+  }
+}
+
+/** "sqlite DATADIR/queue.sqlite" or "postgres postgresql://user:***@host/db (url from …)". */
+export function describeStore(c: StoreTarget): string {
+  if (c.store.type === 'sqlite') return `sqlite ${queueFile(c.dataDir)}`;
+  return `postgres ${redactUrl(c.store.url)} (url from ${c.store.urlFrom})`;
+}
+
+/** `portcullis store copy`: the SQLite queue in `dataDir` into the PostgreSQL store at `url` (see copy.ts). */
+export async function copyIntoPostgres(dataDir: string, url: string, batchSize: number): Promise<CopyCounts> {
+  const target = await (await postgres()).open(url, { poolSize: 2 });
+  try {
+    return await copySqliteToPostgres(dataDir, target, { batchSize });
+  } finally {
+    await target.close();
   }
 }

@@ -9,9 +9,9 @@
 // Endpoints that do not answer within the checker's time limit make the status unknown.
 import type { X509Certificate } from 'node:crypto';
 import type { PeerCertFacts } from '../events.ts';
-import { certificateNames, namesSatisfy } from './names.ts';
+import { certificateNames, dnLine, namesSatisfy } from './names.ts';
 import type { RevocationChecker, RevocationMode } from './revocation.ts';
-import { verifyChain, type TrustStore } from './trust.ts';
+import { issuedBy, verifyChain, type TrustStore } from './trust.ts';
 import { x509 } from './x509.ts';
 
 /** What one connector accepts as a client certificate (from its configuration). */
@@ -36,8 +36,6 @@ export interface ClientCertificate extends PeerCertFacts {
 
 export const normalizeFingerprint = (f: string): string => f.replace(/[^0-9a-f]/gi, '').toUpperCase();
 
-const oneLine = (dn: string) => dn.split('\n').join(', ');
-
 const EKU_NAMES: Record<string, string> = Object.fromEntries(Object.entries(x509.ExtendedKeyUsage).map(([k, v]) => [v, k]));
 const CLIENT_AUTH: string = x509.ExtendedKeyUsage.clientAuth;
 const ANY_EKU = '2.5.29.37.0';
@@ -57,7 +55,7 @@ export function clientAuthProblem(leaf: X509Certificate): string | undefined {
 
 /** The path to check for revocation of a certificate trusted only by its pin. */
 function pinnedPath(leaf: X509Certificate, presented: readonly X509Certificate[]): X509Certificate[] {
-  const issuer = presented.find((c) => c.subject === leaf.issuer && leaf.checkIssued(c) && leaf.verify(c.publicKey));
+  const issuer = presented.find((c) => issuedBy(leaf, c));
   return issuer ? [leaf, issuer] : [leaf];
 }
 
@@ -80,7 +78,7 @@ export function judgeClientChain(chain: readonly X509Certificate[], trust: Trust
     if (own?.ok) { trustedBy.push(a.id); path ??= own.chain; } else if (a.pins.has(fingerprint)) trustedBy.push(a.id);
   }
   const cert: ClientCertificate = {
-    subject: oneLine(leaf.subject), issuer: oneLine(leaf.issuer), fingerprint256: leaf.fingerprint256,
+    subject: dnLine(leaf.subject), issuer: dnLine(leaf.issuer), fingerprint256: leaf.fingerprint256,
     verified: global.ok, ...(global.error ? { verifyError: global.error } : {}), ...(ekuError ? { ekuError } : {}), names, trustedBy,
   };
   const candidate = !ekuError && anchors.some((a) => namesSatisfy(names, a.pattern) && (global.ok || trustedBy.includes(a.id)));

@@ -12,7 +12,7 @@ import { CIPHERS, ECDH_CURVES } from './policy-constants.ts';
 
 export interface CertPair { cert: string; key: string }
 
-interface Loaded { pair: CertPair; ctx: tls.SecureContext; x509: X509Certificate; certPem: string; keyPem: string }
+interface Loaded { ctx: tls.SecureContext; x509: X509Certificate; certPem: string; keyPem: string }
 
 export class ServerTls {
   private loaded: Loaded[] = [];
@@ -49,7 +49,7 @@ export class ServerTls {
           'install the matching certificate and key (PEM), certificate first then intermediates');
       }
       const ctx = this.context(pair, certPem, keyPem);
-      return { pair, ctx, x509: x, certPem, keyPem };
+      return { ctx, x509: x, certPem, keyPem };
     });
   }
 

@@ -8,13 +8,15 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { cleanup, freePort, runCli, startGateway, tempDir, type GatewayHandle } from '../helpers/gateway.ts';
+import { asRoot, cleanup, freePort, runCli, startGateway, tempDir, type GatewayHandle } from '../helpers/gateway.ts';
 import { startPeer, type Peer } from '../helpers/peer.ts';
 import { postgresMissing, startPostgres, type PgInstance } from '../helpers/postgres.ts';
 import { SmtpClient } from '../helpers/smtp.ts';
 
 const skip = postgresMissing;
 const PEER = '127.0.0.63';
+/** `runAs: root` in the YAML files of the CLI tests when the tests run as root. */
+const RUN_AS = asRoot().runAs ? 'runAs: root\n' : '';
 let pg: PgInstance;
 let peer: Peer;
 let gw: GatewayHandle | undefined;
@@ -150,13 +152,13 @@ test('authoritative domains on PostgreSQL need delivery.maildirShared; PORTCULLI
   const dir = tempDir();
   try {
     const file = path.join(dir, 'portcullis.yaml');
-    writeFileSync(file, `dataDir: ./data\nrunAs: root\nstore: {type: postgres, url: "postgresql://app:hunter2@127.0.0.61:1/mail"}\norganizations: [{name: contoso, acceptedDomains: [{domain: contoso.test}]}]\n`);
+    writeFileSync(file, `dataDir: ./data\n${RUN_AS}store: {type: postgres, url: "postgresql://app:hunter2@127.0.0.61:1/mail"}\norganizations: [{name: contoso, acceptedDomains: [{domain: contoso.test}]}]\n`);
     const r = await runCli(['config', 'check', '-c', file]);
     assert.equal(r.code, 2, 'a configuration error');
     assert.match(r.stderr, /delivery\.maildirShared: authoritative domains \(contoso\.test\) are delivered to Maildir mailboxes in dataDir/);
     assert.match(r.stderr, /set delivery\.maildirShared: true/);
     assert.ok(!r.stderr.includes('hunter2'));
-    writeFileSync(file, `dataDir: ./data\nrunAs: root\nstore: {type: postgres, url: "postgresql://app:hunter2@127.0.0.61:1/mail"}\ndelivery: {maildirShared: true}\norganizations: [{name: contoso, acceptedDomains: [{domain: contoso.test}]}]\n`);
+    writeFileSync(file, `dataDir: ./data\n${RUN_AS}store: {type: postgres, url: "postgresql://app:hunter2@127.0.0.61:1/mail"}\ndelivery: {maildirShared: true}\norganizations: [{name: contoso, acceptedDomains: [{domain: contoso.test}]}]\n`);
     const ok = await runCli(['config', 'check', '-c', file]);
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, /store postgres postgresql:\/\/app:\*\*\*@127\.0\.0\.61:1\/mail \(url from store\.url\)/);
@@ -223,7 +225,7 @@ test('store migrate: --status changes nothing; without it the pending migrations
   try {
     const url = await pg.createDatabase('migrate');
     const file = path.join(dir, 'portcullis.yaml');
-    writeFileSync(file, `dataDir: ./data\nrunAs: root\nstore: {type: postgres, url: "${url}"}\ndelivery: {maildirShared: true}\norganizations: [{name: contoso, acceptedDomains: [{domain: contoso.test}]}]\n`);
+    writeFileSync(file, `dataDir: ./data\n${RUN_AS}store: {type: postgres, url: "${url}"}\ndelivery: {maildirShared: true}\norganizations: [{name: contoso, acceptedDomains: [{domain: contoso.test}]}]\n`);
     const before = await runCli(['store', 'migrate', '--status', '--json', '-c', file]);
     assert.equal(before.code, 0, before.stderr);
     const st = JSON.parse(before.stdout) as { store: string; location: string; migrations: { applied: boolean }[] };
@@ -239,7 +241,7 @@ test('store migrate: --status changes nothing; without it the pending migrations
     assert.match(again.stdout, /^nothing to apply/);
     for (const out of [before, apply, again]) assert.ok(!(out.stdout + out.stderr).includes(pg.password));
     // SQLite: the status of a dataDir no server has used yet is "all pending", and creates nothing.
-    writeFileSync(file, 'dataDir: ./data\nrunAs: root\norganizations: [{name: contoso, acceptedDomains: [{domain: contoso.test}]}]\n');
+    writeFileSync(file, `dataDir: ./data\n${RUN_AS}organizations: [{name: contoso, acceptedDomains: [{domain: contoso.test}]}]\n`);
     const lite = await runCli(['store', 'migrate', '--status', '-c', file]);
     assert.equal(lite.code, 0, lite.stderr);
     assert.match(lite.stdout, /store +sqlite .*queue\.sqlite\nmigration 1 +PENDING/);

@@ -16,7 +16,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import YAML from 'yaml';
-import { cleanup, freePort, runCli, startGateway, tempDir, type GatewayHandle } from '../helpers/gateway.ts';
+import { asRoot, cleanup, freePort, runCli, startGateway, tempDir, type GatewayHandle } from '../helpers/gateway.ts';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
 import { makePki, makePkiWith, type Pki } from '../helpers/pki.ts';
 import { startPeer, type Peer } from '../helpers/peer.ts';
@@ -97,7 +97,7 @@ after(async () => {
 /** A configuration file (not the running gateway's) whose server certificate is `cert`. */
 function configWith(name: string, cert: { cert: string; key: string }): string {
   const file = path.join(dir, `${name}.yaml`);
-  writeFileSync(file, YAML.stringify({ ...baseConfig, hostname: 'mx1.contoso.test', dataDir: path.join(dir, `data-${name}`), smtp: { listen: ['127.0.0.1:2599'] }, tls: { ...(baseConfig.tls as object), certificates: [cert] } }));
+  writeFileSync(file, YAML.stringify({ ...asRoot(), ...baseConfig, hostname: 'mx1.contoso.test', dataDir: path.join(dir, `data-${name}`), smtp: { listen: ['127.0.0.1:2599'] }, tls: { ...(baseConfig.tls as object), certificates: [cert] } }));
   return file;
 }
 

@@ -91,3 +91,12 @@ test('dns.dnssec: on by default, can be turned off, must be a boolean', () => {
   assert.match(err({ organizations: orgs, dns: { dnssec: 'yes' } }), /dns\.dnssec/);
   assert.match(err({ organizations: orgs, dns: { dnsec: true } }), /unknown key\(s\) "dnsec"/);
 });
+
+test('smtp.forbidUnauthPipelining defaults to on; smtp.reservedConnections must leave room below maxConnections', () => {
+  const c = buildConfig({ organizations: orgs }, '/etc/portcullis', 'x.yaml');
+  assert.equal(c.smtp.forbidUnauthPipelining, true);
+  assert.equal(c.smtp.reservedConnections, undefined, 'absent: the default is computed from maxConnections');
+  assert.equal(buildConfig({ organizations: orgs, smtp: { maxConnections: 10, reservedConnections: 9 } }, '/etc/portcullis', 'x.yaml').smtp.reservedConnections, 9);
+  assert.match(err({ organizations: orgs, smtp: { maxConnections: 10, reservedConnections: 10 } }), /smtp\.reservedConnections: must be less than smtp\.maxConnections \(10\)/);
+  assert.match(err({ organizations: orgs, smtp: { reservedConnections: -1 } }), /smtp\.reservedConnections/);
+});

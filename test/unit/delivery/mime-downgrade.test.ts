@@ -8,12 +8,12 @@ import { decodeQp, has8bit, hasBareCrLf, lineLengths } from '../../helpers/mime.
 const L = (s: string) => Buffer.from(s, 'latin1');
 const ok = (data: string, to7bit = true) => {
   const r = convertForPeer(L(data), to7bit);
-  assert.ok('data' in r, 'refused' in r ? r.refused : '');
+  assert.ok(r.kind === 'converted', r.kind === 'refused' ? r.refused : '');
   return { text: r.data.toString('latin1'), notes: r.notes, data: r.data };
 };
 const refused = (data: string) => {
   const r = convertForPeer(L(data), true);
-  assert.ok('refused' in r, 'expected a refusal');
+  assert.ok(r.kind === 'refused', 'expected a refusal');
   return r.refused;
 };
 
@@ -21,7 +21,7 @@ test('a 7-bit message with short lines is returned as it is (the same buffer)', 
   const input = L('Subject: x\r\nContent-Type: text/plain\r\n\r\nhello\r\n');
   for (const to7bit of [true, false]) {
     const r = convertForPeer(input, to7bit);
-    assert.ok('data' in r && r.data === input && r.notes.length === 0);
+    assert.ok(r.kind === 'converted' && r.data === input && r.notes.length === 0);
   }
 });
 
@@ -49,7 +49,7 @@ test('a header block that ends without an empty line gets one when fields are ad
 test('the same 8-bit message to a peer with 8BITMIME is not touched', () => {
   const input = L('Subject: x\r\nContent-Transfer-Encoding: 8bit\r\n\r\ncaf\xe9\r\n');
   const r = convertForPeer(input, false);
-  assert.ok('data' in r && r.data === input);
+  assert.ok(r.kind === 'converted' && r.data === input);
 });
 
 test('binary parts become base64', () => {
@@ -75,7 +75,7 @@ test('refusals name the place: header, part header, preamble, epilogue, message/
 
 test('8-bit headers do not stop a peer that has 8BITMIME; only long lines are fixed', () => {
   const r = convertForPeer(L(`Subject: caf\xe9\r\n\r\n${'a'.repeat(1200)}\r\n`), false);
-  assert.ok('data' in r);
+  assert.ok(r.kind === 'converted');
   assert.match(r.data.toString('latin1'), /^Subject: caf\xe9\r\nMIME-Version: 1\.0\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\na{75}=\r\n/);
   assert.deepEqual(r.notes, ['re-encoded the body as quoted-printable to keep lines within 998 octets']);
 });
@@ -101,19 +101,19 @@ test('OutboundContent: the decision reads the envelope, not the data; old messag
   const long = L(`Subject: x\r\n\r\n${'a'.repeat(1200)}\r\n`);
   // Recorded at ingest: trusted as is (a wrong record proves no scan took place).
   const trusted = new OutboundContent(long, { smtputf8: false, longestLine: 20 }).forPeer(true);
-  assert.ok('data' in trusted && trusted.data === long && trusted.conversion === undefined);
+  assert.ok(trusted.kind === 'ready' && trusted.data === long && trusted.conversion === undefined);
   const eight = L('Subject: x\r\n\r\ncaf\xe9\r\n');
   const seven = new OutboundContent(eight, { smtputf8: false, longestLine: 12 }).forPeer(false);
-  assert.ok('data' in seven && seven.data === eight, 'not flagged 8-bit: sent as stored');
+  assert.ok(seven.kind === 'ready' && seven.data === eight, 'not flagged 8-bit: sent as stored');
   // Stored before the longest line was recorded: measured.
   const old = new OutboundContent(long, { smtputf8: false }).forPeer(true);
-  assert.ok('data' in old && old.data !== long && /re-encoded the body/.test(old.conversion ?? ''));
+  assert.ok(old.kind === 'ready' && old.data !== long && /re-encoded the body/.test(old.conversion ?? ''));
   const c = new OutboundContent(eight, { smtputf8: false, body: '8BITMIME', longestLine: 12 });
   const a = c.forPeer(false);
-  assert.ok('data' in a && a.conversion === 'converted 8-bit body to quoted-printable for a peer without 8BITMIME');
+  assert.ok(a.kind === 'ready' && a.conversion === 'converted 8-bit body to quoted-printable for a peer without 8BITMIME');
   assert.equal(c.forPeer(false), a, 'made once per kind of peer');
   const b = c.forPeer(true);
-  assert.ok('data' in b && b.data === eight);
+  assert.ok(b.kind === 'ready' && b.data === eight);
 });
 
 // ---- Properties over generated MIME trees ----
@@ -232,7 +232,7 @@ test('property: converted trees keep structure and content; 7-bit, CRLF only, li
     const input = L(orig);
     const copy = Buffer.from(input);
     const r = convertForPeer(input, to7bit);
-    assert.ok('data' in r, 'refused' in r ? r.refused : '');
+    assert.ok(r.kind === 'converted', r.kind === 'refused' ? r.refused : '');
     assert.deepEqual(input, copy, 'the input is never modified');
     const out = r.data.toString('latin1');
     if (to7bit) assert.equal(has8bit(out), false);
@@ -250,7 +250,7 @@ test('property: a 7-bit tree without long lines is sent as it is', () => {
   fc.assert(fc.property(treeArb(false, false), fc.boolean(), (tree, to7bit) => {
     const input = L(serialize(tree, TOP));
     const r = convertForPeer(input, to7bit);
-    assert.ok('data' in r && r.data === input && r.notes.length === 0);
+    assert.ok(r.kind === 'converted' && r.data === input && r.notes.length === 0);
   }), { numRuns: 300, seed: 7 });
 });
 
@@ -263,9 +263,9 @@ test('property: an 8-bit header anywhere is refused, naming it; with 8BITMIME it
     victim.type = `${victim.type || 'text/plain'}; name="caf\xe9"`;
     const input = L(serialize(tree, TOP));
     const r = convertForPeer(input, true);
-    assert.ok('refused' in r);
+    assert.ok(r.kind === 'refused');
     assert.match(r.refused, /^8-bit octets in the "Content-Type" header of /);
-    assert.ok('data' in convertForPeer(input, false));
+    assert.ok(convertForPeer(input, false).kind === 'converted');
   }), { numRuns: 200, seed: 3463 });
 });
 
@@ -278,7 +278,7 @@ test('property: any input (MIME-shaped garbage) converts or is refused, never th
   ), { maxLength: 60 }).map((a) => L(a.join('')));
   fc.assert(fc.property(soup, fc.boolean(), (input, to7bit) => {
     const r = convertForPeer(input, to7bit);
-    if ('refused' in r) { assert.ok(to7bit, 'nothing is refused for a peer with 8BITMIME'); return; }
+    if (r.kind === 'refused') { assert.ok(to7bit, 'nothing is refused for a peer with 8BITMIME'); return; }
     assert.deepEqual(lineLengths(r.data).filter((n) => n > 998), []);
     if (to7bit) assert.equal(has8bit(r.data), false);
     assert.equal(hasBareCrLf(r.data), false);

@@ -1,8 +1,13 @@
-// What the SMTP client puts on the wire for an envelope: valid RFC 5321 paths only.
+// What the SMTP client puts on the wire for an envelope (valid RFC 5321 paths only), and the client
+// against a scripted peer: greeting, EHLO/HELO, PIPELINING, reply matching, STARTTLS injection,
+// timeouts, protocol errors, dot-stuffing.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { DeliveryError, envelopeCommands, type Envelope } from '../../../src/delivery/smtp-client.ts';
+import { DeliveryError, SmtpConnection, dotStuff, envelopeCommands, type ConnectOptions, type Envelope } from '../../../src/delivery/smtp-client.ts';
+import { issueCertificate } from '../../../src/tls/certgen.ts';
+import { TrustStore } from '../../../src/tls/trust.ts';
+import { scriptedPeer } from '../../helpers/scripted-peer.ts';
 import { parsePathArg } from '../../../src/inbound/address.ts';
 import { formatMailbox } from '../../../src/mailbox.ts';
 
@@ -50,9 +55,176 @@ test('property: the RCPT line the client sends parses back to the same address w
     const line = c.rcpts[0];
     assert.ok(line.startsWith('RCPT TO:'));
     const back = parsePathArg(line.slice('RCPT TO:'.length), { allowNull: false, utf8Allowed: utf8 });
-    assert.ok(!('code' in back), `${line} refused: ${'code' in back ? back.message : ''}`);
+    if (!back.ok) assert.fail(`${line} refused: ${back.reply.message}`);
     assert.equal(back.mailbox.address, address);
     assert.equal(back.mailbox.local, l);
     assert.deepEqual([...back.params.entries()], notify ? [['NOTIFY', notify]] : []);
   }), { numRuns: 3000, seed: 3461 });
+});
+
+// ---- the client against a scripted peer ---------------------------------------------------------
+
+const EHLO_OK = '250-mx.fabrikam.test\r\n250-PIPELINING\r\n250-SIZE 1000000\r\n250 8BITMIME';
+const open = (port: number, o: Partial<ConnectOptions> = {}) => SmtpConnection.open({
+  ip: '127.0.0.1', port, hostname: 'mx.fabrikam.test', heloName: 'gw.contoso.test', starttls: 'never', trust: new TrustStore(false, []),
+  timeouts: { connect: 2, greeting: 2, command: 2, dataBlock: 2, dataEnd: 2 }, ...o,
+});
+const message = Buffer.from('Subject: t\r\n\r\nhello\r\n');
+const envelope = (rcpts: string[]): Envelope => ({ from: 'a@contoso.test', rcpts: rcpts.map((address) => ({ address })), eightBit: false, smtputf8: false });
+const rejection = async (p: Promise<unknown>): Promise<DeliveryError> => {
+  try { await p; } catch (e) { if (e instanceof DeliveryError) return e; throw e; }
+  throw new Error('expected a DeliveryError');
+};
+
+test('PIPELINING: MAIL, every RCPT and DATA go out together; replies are matched in order, multi-line ones joined', async () => {
+  const peer = await scriptedPeer([[
+    { send: '220 mx.fabrikam.test ESMTP' },
+    { expect: 'EHLO gw.contoso.test', reply: EHLO_OK },
+    // Nothing is answered before all four lines arrived: a client waiting for the MAIL reply would stall.
+    { expect: ['MAIL FROM:<a@contoso.test> SIZE=21', 'RCPT TO:<b@fabrikam.test>', 'RCPT TO:<c@fabrikam.test>', 'DATA'],
+      reply: ['250 2.1.0 ok', '250 2.1.5 ok', '550-5.1.1 no such user\r\n550 5.1.1 here either', '354 go'] },
+    { data: 'Subject: t\r\n\r\nhello', reply: '250 2.0.0 queued as 42' },
+  ]]);
+  try {
+    const c = await open(peer.port);
+    assert.deepEqual([...c.extensions.keys()], ['PIPELINING', 'SIZE', '8BITMIME']);
+    assert.equal(c.extensions.get('SIZE'), '1000000');
+    const r = await c.send(envelope(['b@fabrikam.test', 'c@fabrikam.test']), message);
+    assert.equal(r.mail.code, 250);
+    assert.deepEqual(r.rcpts.map((x) => [x.code, x.enhanced, x.text]), [[250, '2.1.5', 'ok'], [550, '5.1.1', 'no such user here either']]);
+    assert.deepEqual(r.rcpts[1].lines, ['5.1.1 no such user', '5.1.1 here either']);
+    assert.equal(r.data?.code, 250);
+    assert.equal(r.data?.text, 'queued as 42');
+    await peer.done;
+    c.close();
+  } finally { await peer.close(); }
+});
+
+test('without PIPELINING each command waits for its reply; EHLO refused with 502 falls back to HELO', async () => {
+  const peer = await scriptedPeer([[
+    { send: '220 old.fabrikam.test' },
+    { expect: 'EHLO gw.contoso.test', reply: '502 5.5.2 what?' },
+    { expect: 'HELO gw.contoso.test', reply: '250 old.fabrikam.test' },
+    { expect: 'MAIL FROM:<a@contoso.test>', reply: '250 ok' },
+    { expect: 'RCPT TO:<b@fabrikam.test>', reply: '250 ok' },
+    { expect: 'DATA', reply: '354 go' },
+    { data: true, reply: '250 ok' },
+  ]]);
+  try {
+    const c = await open(peer.port);
+    assert.equal(c.extensions.size, 0);
+    const r = await c.send(envelope(['b@fabrikam.test']), message);
+    assert.equal(r.data?.code, 250);
+    await peer.done;
+    c.close();
+  } finally { await peer.close(); }
+});
+
+test('a 554 to EHLO is a refusal, not a reason to try HELO; a 554 greeting fails before EHLO', async () => {
+  const peer = await scriptedPeer([
+    [{ send: '220 x' }, { expect: 'EHLO gw.contoso.test', reply: '554 5.7.1 go away' }],
+    [{ send: '554 5.7.1 no service for you' }],
+  ]);
+  try {
+    const e = await rejection(open(peer.port));
+    assert.equal(e.kind, 'ehlo');
+    assert.equal(e.reply?.code, 554);
+    const g = await rejection(open(peer.port));
+    assert.equal(g.kind, 'greeting');
+    assert.equal(g.reply?.enhanced, '5.7.1');
+    await peer.done;
+  } finally { await peer.close(); }
+});
+
+test('bytes injected after the 220 to STARTTLS are discarded; EHLO is sent again over TLS (RFC 3207 §4.2)', async () => {
+  const issued = await issueCertificate({ subject: 'CN=mx.fabrikam.test', dnsNames: ['mx.fabrikam.test'], key: 'ec256' });
+  const peer = await scriptedPeer([[
+    { send: '220 mx.fabrikam.test' },
+    { expect: 'EHLO gw.contoso.test', reply: '250-mx.fabrikam.test\r\n250 STARTTLS' },
+    { expect: 'STARTTLS', reply: '220 2.0.0 go ahead\r\n250-mx.fabrikam.test\r\n250 INJECTED' },
+    { tls: { cert: issued.certPem, key: issued.keyPem } },
+    { expect: 'EHLO gw.contoso.test', reply: '250-mx.fabrikam.test\r\n250 SIZE 1000' },
+  ]]);
+  try {
+    const c = await open(peer.port, { starttls: 'require' });
+    assert.ok(c.tls, 'TLS established');
+    assert.equal(c.tls.chainValid, false, 'a self-signed certificate is not trusted');
+    assert.deepEqual([...c.extensions.keys()], ['SIZE'], 'the injected reply was not taken for the EHLO reply');
+    await peer.done;
+    c.close();
+  } finally { await peer.close(); }
+});
+
+test('every wait has a timeout: greeting, and a command whose reply never comes', async () => {
+  const peer = await scriptedPeer([
+    [{ wait: 1500 }],
+    [{ send: '220 x' }, { expect: 'EHLO gw.contoso.test', reply: '250 x' }, { expect: 'MAIL FROM:<a@contoso.test>' }, { wait: 1500 }],
+  ]);
+  try {
+    const t0 = Date.now();
+    const g = await rejection(open(peer.port, { timeouts: { greeting: 0.3 } }));
+    assert.equal(g.kind, 'timeout');
+    assert.match(g.message, /timeout after 0\.3s waiting for the reply to greeting/);
+    assert.ok(Date.now() - t0 < 1200);
+    const c = await open(peer.port, { timeouts: { command: 0.3 } });
+    const m = await rejection(c.send(envelope(['b@fabrikam.test']), message));
+    assert.equal(m.kind, 'timeout');
+    assert.match(m.message, /reply to MAIL/);
+    await peer.done;
+  } finally { await peer.close(); }
+});
+
+test('protocol errors: a line that is no reply, mixed codes in one reply, a reply nobody asked for', async () => {
+  const peer = await scriptedPeer([
+    [{ send: 'hello there' }],
+    [{ send: '220-x\r\n221 y' }],
+    [{ send: '220 x' }, { expect: 'EHLO gw.contoso.test', reply: ['250 x', '250 and more'] }, { expect: /.*/ }],
+  ]);
+  try {
+    assert.match((await rejection(open(peer.port))).message, /unexpected reply line "hello there"/);
+    assert.match((await rejection(open(peer.port))).message, /reply lines with different codes/);
+    const c = await open(peer.port);
+    await new Promise((r) => setTimeout(r, 100));
+    const e = await rejection(c.send(envelope(['b@fabrikam.test']), message));
+    assert.equal(e.kind, 'protocol');
+    assert.match(e.message, /unsolicited reply 250/);
+  } finally { await peer.close(); }
+});
+
+test('DATA answered with a success other than 354 is a protocol error, never a reply to the message', async () => {
+  const peer = await scriptedPeer([[
+    { send: '220 x' }, { expect: 'EHLO gw.contoso.test', reply: EHLO_OK },
+    { expect: [/^MAIL FROM:/, 'RCPT TO:<b@fabrikam.test>', 'DATA'], reply: ['250 ok', '250 ok', '250 fine, no data needed'] },
+  ]]);
+  try {
+    const c = await open(peer.port);
+    const e = await rejection(c.send(envelope(['b@fabrikam.test']), message));
+    assert.equal(e.kind, 'protocol');
+    assert.match(e.message, /250 in reply to DATA/);
+  } finally { await peer.close(); }
+});
+
+test('dot-stuffing (RFC 5321 §4.5.2): leading dots doubled, CRLF added before the terminator when missing', async () => {
+  const raw = Buffer.from('.first\r\nmiddle\r\n..two\r\n.\r\nlast');
+  const peer = await scriptedPeer([[
+    { send: '220 x' }, { expect: 'EHLO gw.contoso.test', reply: EHLO_OK },
+    { expect: [/^MAIL FROM:/, 'RCPT TO:<b@fabrikam.test>', 'DATA'], reply: ['250 ok', '250 ok', '354 go'] },
+    { data: '..first\r\nmiddle\r\n...two\r\n..\r\nlast', reply: '250 ok' },
+  ]]);
+  try {
+    const c = await open(peer.port);
+    assert.equal((await c.send(envelope(['b@fabrikam.test']), raw)).data?.code, 250);
+    await peer.done;
+    c.close();
+  } finally { await peer.close(); }
+  assert.equal(Buffer.concat(dotStuff(Buffer.from('a\r\n'))).toString(), 'a\r\n.\r\n');
+  assert.equal(Buffer.concat(dotStuff(Buffer.from(''))).toString(), '\r\n.\r\n');
+});
+
+test('the scripted peer fails the test on an unexpected command', async () => {
+  const peer = await scriptedPeer([[{ send: '220 x' }, { expect: 'HELO gw.contoso.test', reply: '250 x' }]]);
+  try {
+    await rejection(open(peer.port));
+    await assert.rejects(peer.done, /expected HELO gw\.contoso\.test, the client sent "EHLO gw\.contoso\.test"/);
+  } finally { await peer.close(); }
 });

@@ -6,7 +6,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as dnsPacket from 'dns-packet';
-import { DnsError, Resolver, extendedErrors } from '../../../src/dns/resolver.ts';
+import { DnsResolver, extendedErrors } from '../../../src/dns/resolver.ts';
+import { DnsError } from '../../../src/dns/types.ts';
 import { classifyFailure } from '../../../src/delivery/classify.ts';
 import { startDnssecRig, type DnssecRig } from '../../helpers/dnssec.ts';
 
@@ -48,7 +49,7 @@ before(async () => {
 });
 after(async () => { await rig?.stop(); rmSync(base, { recursive: true, force: true }); });
 
-const resolver = (o: ConstructorParameters<typeof Resolver>[1] = {}) => new Resolver([rig.server], { timeoutMs: 2000, ...o });
+const resolver = (o: ConstructorParameters<typeof DnsResolver>[1] = {}) => new DnsResolver([rig.server], { timeoutMs: 2000, ...o });
 const failure = (p: Promise<unknown>) => p.then(() => assert.fail('expected a DnsError'), (e: unknown) => { assert.ok(e instanceof DnsError, String(e)); return e; });
 
 test('a signed zone with a DS in its parent gives secure answers', async () => {
@@ -159,11 +160,11 @@ test('dns.dnssec false: every answer and denial is insecure; bogus data still fa
 });
 
 test('the AD bit is trusted from dns.servers, and from /etc/resolv.conf only on loopback', () => {
-  assert.deepEqual(new Resolver(['192.0.2.53', '127.0.0.1:5353']).upstreams.map((u) => u.trustAd), [true, true]);
-  assert.deepEqual(new Resolver(['127.0.0.1'], { dnssec: false }).upstreams.map((u) => u.trustAd), [false]);
+  assert.deepEqual(new DnsResolver(['192.0.2.53', '127.0.0.1:5353']).upstreams.map((u) => u.trustAd), [true, true]);
+  assert.deepEqual(new DnsResolver(['127.0.0.1'], { dnssec: false }).upstreams.map((u) => u.trustAd), [false]);
   const conf = path.join(base, 'resolv.conf');
   writeFileSync(conf, 'nameserver 127.0.0.53\nnameserver 192.0.2.53\nnameserver ::1\nnameserver 2001:db8::53\n');
-  assert.deepEqual(new Resolver([], { resolvConf: conf }).upstreams.map((u) => [u.host, u.trustAd]),
+  assert.deepEqual(new DnsResolver([], { resolvConf: conf }).upstreams.map((u) => [u.host, u.trustAd]),
     [['127.0.0.53', true], ['192.0.2.53', false], ['::1', true], ['2001:db8::53', false]]);
 });
 

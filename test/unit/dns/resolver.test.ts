@@ -1,6 +1,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { DnsError, Resolver, reverseName } from '../../../src/dns/resolver.ts';
+import { DnsResolver } from '../../../src/dns/resolver.ts';
+import { reverseName } from '../../../src/dns/typed.ts';
+import { DnsError } from '../../../src/dns/types.ts';
 import { startDnsServer, type DnsServer } from '../../helpers/dns-server.ts';
 
 let dns: DnsServer;
@@ -25,7 +27,7 @@ before(async () => {
 after(() => dns.close());
 
 test('MX, A/AAAA, CNAME chains, TXT, PTR through the configured server only', async () => {
-  const r = new Resolver([dns.server]);
+  const r = new DnsResolver([dns.server]);
   const mx = await r.mx('fabrikam.test');
   assert.deepEqual(mx.records.map((m) => m.exchange).sort(), ['mx1.fabrikam.test', 'mx2.fabrikam.test']);
   assert.deepEqual((await r.addresses('mx1.fabrikam.test')).records.sort(), ['127.0.0.2', '::1']);
@@ -36,7 +38,7 @@ test('MX, A/AAAA, CNAME chains, TXT, PTR through the configured server only', as
 });
 
 test('null MX, NXDOMAIN, SERVFAIL and timeouts are typed', async () => {
-  const r = new Resolver([dns.server], { timeoutMs: 200, attempts: 1 });
+  const r = new DnsResolver([dns.server], { timeoutMs: 200, attempts: 1 });
   assert.equal((await r.mx('nullmx.test')).nullMx, true);
   await assert.rejects(r.mx('nowhere.test'), (e: DnsError) => e.kind === 'nxdomain' && !e.temporary);
   await assert.rejects(r.mx('mx1.fabrikam.test'), (e: DnsError) => e.kind === 'nodata');
@@ -45,7 +47,7 @@ test('null MX, NXDOMAIN, SERVFAIL and timeouts are typed', async () => {
 });
 
 test('answers are cached per TTL; the AD bit is reported', async () => {
-  const r = new Resolver([dns.server]);
+  const r = new DnsResolver([dns.server]);
   const before = dns.queries.length;
   await r.mx('fabrikam.test');
   await r.mx('fabrikam.test');
@@ -58,7 +60,7 @@ test('answers are cached per TTL; the AD bit is reported', async () => {
 });
 
 test('a CNAME chain is secure only when every answer on the way was; the names are exposed', async () => {
-  const r = new Resolver([dns.server]);
+  const r = new DnsResolver([dns.server]);
   const chain = await r.lookup('hop1.chain.test', 'A');
   assert.deepEqual(chain.records.map((a) => a.data), ['127.0.0.3']);
   assert.deepEqual(chain.names, ['hop1.chain.test', 'hop2.chain.test', 'end.chain.test']);
@@ -69,7 +71,7 @@ test('a CNAME chain is secure only when every answer on the way was; the names a
 });
 
 test('a failure down a CNAME chain is reported for the name asked, with the chain', async () => {
-  const r = new Resolver([dns.server], { timeoutMs: 200, attempts: 1 });
+  const r = new DnsResolver([dns.server], { timeoutMs: 200, attempts: 1 });
   await assert.rejects(r.lookup('tobroken.chain.test', 'A'), (e: DnsError) => {
     assert.deepEqual([e.kind, e.qname, e.names], ['servfail', 'tobroken.chain.test', ['tobroken.chain.test', 'broken.test']]);
     assert.match(e.message, /^DNS A tobroken\.chain\.test: servfail \(at broken\.test: 127\.0\.0\.1:\d+\)$/);
@@ -78,8 +80,8 @@ test('a failure down a CNAME chain is reported for the name asked, with the chai
 });
 
 test('dns.dnssec false: an AD bit is never trusted', async () => {
-  assert.equal((await new Resolver([dns.server]).lookup('signed.test', 'A')).status, 'secure');
-  const off = await new Resolver([dns.server], { dnssec: false }).lookup('signed.test', 'A');
+  assert.equal((await new DnsResolver([dns.server]).lookup('signed.test', 'A')).status, 'secure');
+  const off = await new DnsResolver([dns.server], { dnssec: false }).lookup('signed.test', 'A');
   assert.deepEqual([off.status, off.authenticated], ['insecure', false]);
 });
 

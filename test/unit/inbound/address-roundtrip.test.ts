@@ -8,9 +8,9 @@ import { parsePathArg } from '../../../src/inbound/address.ts';
 function roundTrip(arg: string, utf8Allowed = false) {
   const o = { allowNull: false, utf8Allowed };
   const a = parsePathArg(arg, o);
-  if ('code' in a) throw new Error(`refused ${arg}: ${a.message}`);
+  if (!a.ok) throw new Error(`refused ${arg}: ${a.reply.message}`);
   const b = parsePathArg(`<${a.mailbox.address}>`, o);
-  if ('code' in b) throw new Error(`normalised ${a.mailbox.address} refused: ${b.message}`);
+  if (!b.ok) throw new Error(`normalised ${a.mailbox.address} refused: ${b.reply.message}`);
   assert.equal(b.mailbox.address, a.mailbox.address);
   return a.mailbox;
 }

@@ -5,13 +5,13 @@ import { heloProblem, parsePathArg, validNotify, validOrcpt } from '../../../src
 
 const ok = (arg: string, o = { allowNull: false, utf8Allowed: false }) => {
   const r = parsePathArg(arg, o);
-  if ('code' in r) throw new Error(`expected success for ${arg}: ${r.message}`);
+  if (!r.ok) throw new Error(`expected success for ${arg}: ${r.reply.message}`);
   return r;
 };
 const bad = (arg: string, o = { allowNull: false, utf8Allowed: false }) => {
   const r = parsePathArg(arg, o);
-  if (!('code' in r)) throw new Error(`expected an error for ${arg}`);
-  return r;
+  if (r.ok) throw new Error(`expected an error for ${arg}`);
+  return r.reply;
 };
 
 test('plain, quoted, literal and null paths', () => {
@@ -71,7 +71,7 @@ test('DSN parameter syntax', () => {
 test('property: the parser never throws and always returns a verdict', () => {
   fc.assert(fc.property(fc.string({ maxLength: 300 }), fc.boolean(), fc.boolean(), (s, allowNull, utf8Allowed) => {
     const r = parsePathArg(s, { allowNull, utf8Allowed });
-    if ('code' in r) assert.ok(r.code >= 500 && /^5\.\d\.\d+$/.test(r.enhanced));
+    if (!r.ok) assert.ok(r.reply.code >= 500 && /^5\.\d\.\d+$/.test(r.reply.enhanced));
     else assert.ok(typeof r.mailbox.address === 'string');
   }), { numRuns: 5000, seed: 7 });
 });

@@ -25,7 +25,7 @@ test('a closed session can be garbage-collected at once (no timer pins it)', asy
   let ref: WeakRef<SmtpSession> | undefined;
   let ended!: () => void;
   const closed = new Promise<void>((r) => { ended = r; });
-  const srv = net.createServer((s) => { ref = new WeakRef(new SmtpSession(s, deps, () => ended())); });
+  const srv = net.createServer((s) => { ref = new WeakRef(new SmtpSession(s, deps, { ended() {}, closed: () => ended() })); });
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
   const c = await SmtpClient.connect((srv.address() as net.AddressInfo).port);
   await c.hello();

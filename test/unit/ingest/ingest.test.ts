@@ -49,7 +49,7 @@ test('a store failure is a 4xx reply, never an exception: a full disk (SQLite or
   const t = { org: 'contoso', mailFrom: 'a@x.test', envelope: { smtputf8: false }, recipients: rcpt, inbound, chunks: [Buffer.from('Subject: s\r\n\r\nhi\r\n')] };
   for (const [code, reply] of [['SQLITE_FULL', '452 4.3.1'], ['53100', '452 4.3.1'], ['ECONNREFUSED', '451 4.3.0'], ['57P01', '451 4.3.0'], ['SQLITE_IOERR', '451 4.3.0']]) {
     const r = await failing(code).accept(t);
-    assert.ok('code' in r, code);
-    assert.equal(`${r.code} ${r.enhanced}`, reply, code);
+    assert.ok(!r.ok, code);
+    assert.equal(`${r.reply.code} ${r.reply.enhanced}`, reply, code);
   }
 });

@@ -62,7 +62,7 @@ function judged(p: InboundPolicy, chain: X509Certificate[], revocation: Revocati
 
 const view = (o: Partial<{ clientIp: string; tls: boolean; clientCert: ClientCertificate; senderDomain: string }>) =>
   ({ clientIp: '127.0.0.9', tls: true, senderDomain: 'fabrikam.test', ...o });
-const mb = (s: string): Mailbox => { const r = parsePathArg(s, { allowNull: false, utf8Allowed: false }); if ('code' in r) throw new Error(r.message); return r.mailbox; };
+const mb = (s: string): Mailbox => { const r = parsePathArg(s, { allowNull: false, utf8Allowed: false }); if (!r.ok) throw new Error(r.reply.message); return r.mailbox; };
 
 test('requireTls: a partner domain over plaintext gets 530 5.7.0', () => {
   const v = policy().mailFrom(view({ tls: false }));

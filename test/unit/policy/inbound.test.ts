@@ -12,7 +12,7 @@ const config = buildConfig({
 }, '/tmp', null);
 const policy = new InboundPolicy(config);
 const session = { clientIp: '127.0.0.1', tls: true, senderDomain: 'sender.test' };
-const mb = (s: string): Mailbox => { const r = parsePathArg(s, { allowNull: false, utf8Allowed: false }); if ('code' in r) throw new Error(r.message); return r.mailbox; };
+const mb = (s: string): Mailbox => { const r = parsePathArg(s, { allowNull: false, utf8Allowed: false }); if (!r.ok) throw new Error(r.reply.message); return r.mailbox; };
 const verdict = (s: string) => policy.recipient(mb(s), session);
 
 test('accepted domains route locally with their organization', () => {

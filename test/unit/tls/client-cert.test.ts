@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { Resolver } from '../../../src/dns/resolver.ts';
+import { DnsResolver } from '../../../src/dns/resolver.ts';
 import { issueCertificate } from '../../../src/tls/certgen.ts';
 import { clientAuthProblem, judgeClientChain, normalizeFingerprint, withRevocation, type ClientAnchor } from '../../../src/tls/client-cert.ts';
 import { RevocationChecker } from '../../../src/tls/revocation.ts';
@@ -84,7 +84,7 @@ test('withRevocation records the checker\'s status and summary; a failing checke
   await crl.publish('int.crl', pki.intermediate, [new X509Certificate(leaf.certPem)]);
   const chain = chainOf(leaf.certPem + pki.intermediate.certPem);
   const j = judgeClientChain(chain, trust, [anchor()], 'softFail')!;
-  const checker = new RevocationChecker(() => new Resolver(['127.0.0.1:1'], { timeoutMs: 200, attempts: 1 }), 2000);
+  const checker = new RevocationChecker(() => new DnsResolver(['127.0.0.1:1'], { timeoutMs: 200, attempts: 1 }), 2000);
   const r = await withRevocation(j.cert, j.check!, checker);
   assert.equal(r.revocation?.status, 'revoked');
   assert.match(r.revocation!.summary, /^certificate CN=mx5\.fabrikam\.test, O=Public Org is REVOKED since \S+ \(CRL http:\/\/127\.0\.0\.1:\d+\/int\.crl: revoked\)/);

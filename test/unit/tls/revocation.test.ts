@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Resolver } from '../../../src/dns/resolver.ts';
+import { DnsResolver } from '../../../src/dns/resolver.ts';
 import { RevocationChecker } from '../../../src/tls/revocation.ts';
 import { issueCertificate } from '../../../src/tls/certgen.ts';
 import { makePki, makePkiWith, type Pki } from '../../helpers/pki.ts';
@@ -14,7 +14,7 @@ import { startCrlServer, startOcspResponder, type CrlServer, type OcspResponder 
 let pki: Pki; let crl: CrlServer; let ocsp: OcspResponder; let dir: string;
 let good: X509Certificate; let revoked: X509Certificate; let crlOnlyGood: X509Certificate; let crlOnlyRevoked: X509Certificate; let dead: X509Certificate;
 const chain = (c: X509Certificate) => [c, new X509Certificate(pki.intermediate.certPem), new X509Certificate(pki.root.certPem)];
-const checker = () => new RevocationChecker(() => new Resolver(['127.0.0.1:1'], { timeoutMs: 200, attempts: 1 }), 2000);
+const checker = () => new RevocationChecker(() => new DnsResolver(['127.0.0.1:1'], { timeoutMs: 200, attempts: 1 }), 2000);
 
 before(async () => {
   dir = tempDir();
@@ -91,7 +91,7 @@ test('an endpoint that trickles its answer is abandoned at the time limit (unkno
     const url = `http://127.0.0.1:${(slow.address() as AddressInfo).port}/slow.crl`;
     const victim = new X509Certificate((await pki.issue('slow.rev.test', { crlUrls: [url] })).issued.certPem);
     const started = Date.now();
-    const r = await new RevocationChecker(() => new Resolver(['127.0.0.1:1'], { timeoutMs: 200, attempts: 1 }), 500)
+    const r = await new RevocationChecker(() => new DnsResolver(['127.0.0.1:1'], { timeoutMs: 200, attempts: 1 }), 500)
       .checkOne(victim, new X509Certificate(pki.intermediate.certPem));
     const took = Date.now() - started;
     assert.equal(r.status, 'unknown');

@@ -1,0 +1,53 @@
+// Owns: the shape of what remote delivery remembers between attempts (an expiring, bounded
+// key/value memory) and its in-process implementation. The interface is asynchronous so that an
+// implementation shared by several worker processes or cluster nodes (through the store) can
+// replace the in-process one without changing its users.
+// Promises: `get` never returns an entry whose `until` has passed; an in-process memory never
+// holds more than `max` entries (the oldest written is forgotten first).
+
+/** A remembered value and the time (ms epoch) it stops counting. */
+export interface Remembered<V> { value: V; until: number }
+
+export interface ExpiringMemory<V> {
+  /** The entry for `key` while it lasts (its `until` is after `now`), else undefined. */
+  get(key: string, now?: number): Promise<Remembered<V> | undefined>;
+  /** Remember `value` for `key` until `until`; an `until` already past forgets the key. */
+  set(key: string, value: V, until: number): Promise<void>;
+  delete(key: string): Promise<void>;
+  /** Forget every entry that has run out; returns how many were forgotten. */
+  expire(now?: number): Promise<number>;
+}
+
+const DEFAULT_MAX = 10_000;
+
+/** One process's memory: a Map in insertion order, bounded by `max`. */
+export class InMemory<V> implements ExpiringMemory<V> {
+  private readonly entries = new Map<string, Remembered<V>>();
+
+  constructor(private readonly max = DEFAULT_MAX) {}
+
+  get size(): number { return this.entries.size; }
+
+  async get(key: string, now = Date.now()): Promise<Remembered<V> | undefined> {
+    const e = this.entries.get(key);
+    if (!e) return undefined;
+    if (e.until > now) return e;
+    this.entries.delete(key);
+    return undefined;
+  }
+
+  async set(key: string, value: V, until: number): Promise<void> {
+    this.entries.delete(key);
+    if (until <= Date.now()) return;
+    if (this.entries.size >= this.max) this.entries.delete(this.entries.keys().next().value!);
+    this.entries.set(key, { value, until });
+  }
+
+  async delete(key: string): Promise<void> { this.entries.delete(key); }
+
+  async expire(now = Date.now()): Promise<number> {
+    let n = 0;
+    for (const [k, e] of this.entries) if (e.until <= now) { this.entries.delete(k); n++; }
+    return n;
+  }
+}

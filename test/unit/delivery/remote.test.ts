@@ -1,0 +1,284 @@
+// Remote delivery against scripted peers and the fake resolver: MX order, host failure order, the
+// destination-down memory, the 5xx→4xx rewrite, the TLS fallback memory, the pooled-connection
+// retry, and what the trace keeps. Real sockets on loopback (127.0.77.x), no gateway process.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { buildConfig, type Config } from '../../../src/config/load.ts';
+import { ConnectionPool } from '../../../src/delivery/pool.ts';
+import { RemoteDelivery, type RemoteJob } from '../../../src/delivery/remote.ts';
+import { InMemory } from '../../../src/delivery/memory.ts';
+import { inProcessMemories, type DeliveryMemories, type TlsFallback } from '../../../src/delivery/trouble.ts';
+import { issueCertificate } from '../../../src/tls/certgen.ts';
+import { RevocationChecker } from '../../../src/tls/revocation.ts';
+import { TrustStore } from '../../../src/tls/trust.ts';
+import { FakeResolver } from '../../helpers/fake-resolver.ts';
+import { scriptedPeer, type ScriptedPeer, type Step } from '../../helpers/scripted-peer.ts';
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'pc-remote-'));
+const NET = '127.0.77';
+/** An address where nothing listens on the delivery port: connection refused at once. */
+const DEAD = `${NET}.250`;
+
+let port = 0;
+const peers: ScriptedPeer[] = [];
+const remotes: RemoteDelivery[] = [];
+after(async () => { await Promise.all(remotes.map((r) => r.close())); await Promise.all(peers.map((p) => p.close())); });
+
+/** A scripted peer on 127.0.77.`n`, on the one delivery port all these tests share. */
+async function peer(n: number, scripts: Step[][]): Promise<ScriptedPeer> {
+  const p = await scriptedPeer(scripts, `${NET}.${n}`, port);
+  port = p.port;
+  peers.push(p);
+  return p;
+}
+
+// Fix the delivery port every test shares (a peer nothing connects to).
+before(async () => { await peer(254, []); });
+
+const config = (delivery: Record<string, unknown> = {}): Config => buildConfig({
+  hostname: 'gw.contoso.test', organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }],
+  delivery: { port, timeouts: { connect: 2, greeting: 2, command: 2, dataBlock: 2, dataEnd: 2 }, connectionReuse: { idleSeconds: 0 }, ...delivery },
+}, dir, null);
+
+function remote(dns: FakeResolver, cfg: Config, o: { memories?: DeliveryMemories; random?: () => number } = {}): RemoteDelivery {
+  const r = new RemoteDelivery(() => dns, new ConnectionPool(() => cfg.delivery.connectionReuse), () => new TrustStore(false, []), () => cfg, new RevocationChecker(() => dns), undefined, o);
+  remotes.push(r);
+  return r;
+}
+
+const job = (domain: string, rcpts = ['b@fabrikam.test']): RemoteJob => ({
+  queueId: 'q1', mailFrom: 'a@contoso.test', envelope: { smtputf8: false }, data: Buffer.from('Subject: t\r\n\r\nhi\r\n'),
+  recipients: rcpts.map((address, idx) => ({ idx, address, org: 'contoso', route: 'remote' as const, status: 'pending' as const, attempts: 0 })),
+  hop: { key: `mx:${domain}`, kind: 'mx', domain, smartHosts: [], tls: { level: 'opportunistic', source: 'default' } },
+});
+
+const HELLO: Step[] = [{ send: '220 mx ESMTP' }, { expect: 'EHLO gw.contoso.test', reply: '250-mx\r\n250 PIPELINING' }];
+/** A session that takes one message for one recipient. */
+const takes = (): Step[] => [...HELLO,
+  { expect: [/^MAIL FROM:<a@contoso\.test>/, /^RCPT TO:</, 'DATA'], reply: ['250 2.1.0 ok', '250 2.1.5 ok', '354 go'] },
+  { data: true, reply: '250 2.0.0 queued' }];
+/** Address lookups in the order delivery asked them: the order hosts were tried. */
+const tried = (dns: FakeResolver) => dns.queries.filter((q) => q.endsWith(' A')).map((q) => q.split(' ')[0]);
+
+test('MX hosts by preference; equal preferences in random order (RFC 5321 §5.1)', async () => {
+  const good = await peer(1, [takes(), takes()]);
+  const dns = new FakeResolver({
+    'fabrikam.test': { MX: [{ exchange: 'b.fabrikam.test', priority: 10 }, { exchange: 'c.fabrikam.test', priority: 20 }, { exchange: 'a.fabrikam.test', priority: 10 }] },
+    'a.fabrikam.test': { A: [DEAD] }, 'b.fabrikam.test': { A: [DEAD] }, 'c.fabrikam.test': { A: [good.host] },
+  });
+  const cfg = config({ destinationDownSeconds: 0 });
+  const low = await remote(dns, cfg, { random: () => 0 }).deliver(job('fabrikam.test'));
+  assert.equal(low.outcomes.get(0)?.status, 'delivered');
+  const first = tried(dns);
+  assert.deepEqual(first.slice(0, 2).sort(), ['a.fabrikam.test', 'b.fabrikam.test']);
+  assert.equal(first[2], 'c.fabrikam.test', 'the higher preference last');
+  dns.queries.length = 0;
+  await remote(dns, cfg, { random: () => 0.99 }).deliver(job('fabrikam.test'));
+  assert.deepEqual(tried(dns).slice(0, 2), [...first.slice(0, 2)].reverse(), 'another random draw, the other order');
+  await good.done;
+});
+
+test('a host that failed is tried last next time; one that worked is forgotten', async () => {
+  const good = await peer(2, [takes(), takes()]);
+  const dns = new FakeResolver({
+    'order.test': { MX: [{ exchange: 'mx1.order.test', priority: 10 }, { exchange: 'mx2.order.test', priority: 20 }] },
+    'mx1.order.test': { A: [DEAD] }, 'mx2.order.test': { A: [good.host] },
+  });
+  const r = remote(dns, config());
+  assert.equal((await r.deliver(job('order.test'))).outcomes.get(0)?.status, 'delivered');
+  assert.deepEqual(tried(dns), ['mx1.order.test', 'mx2.order.test']);
+  dns.queries.length = 0;
+  assert.equal((await r.deliver(job('order.test'))).outcomes.get(0)?.status, 'delivered');
+  assert.deepEqual(tried(dns), ['mx2.order.test'], 'the failed MX went last, and was not needed');
+  await good.done;
+});
+
+test('destination down: set when every host failed at connection level, served while fresh, then tried again', async () => {
+  const dns = new FakeResolver({ 'down.test': { MX: [{ exchange: 'mx.down.test', priority: 10 }] }, 'mx.down.test': { A: [DEAD] } });
+  const r = remote(dns, config({ destinationDownSeconds: 0.4 }));
+  const first = await r.deliver(job('down.test'));
+  const o = first.outcomes.get(0)!;
+  assert.equal(o.status, 'deferred');
+  assert.equal(o.reply.enhanced, '4.4.1');
+  dns.queries.length = 0;
+  const t0 = Date.now();
+  const second = await r.deliver(job('down.test'));
+  const s = second.outcomes.get(0)!;
+  assert.equal(s.status, 'deferred');
+  assert.deepEqual([s.reply.code, s.reply.enhanced], [o.reply.code, o.reply.enhanced]);
+  assert.match(s.reply.reason ?? '', /\(destination marked unreachable until \d{4}-\d\d-\d\dT/);
+  assert.equal(second.attempt.host, 'mx.down.test', 'the trace keeps the attempt that found it down');
+  assert.deepEqual(dns.queries, [], 'nothing asked, nothing tried');
+  assert.ok(Date.now() - t0 < 100);
+  await new Promise((res) => setTimeout(res, 450));
+  await r.deliver(job('down.test'));
+  assert.deepEqual(dns.queries, ['down.test MX', 'mx.down.test A', 'mx.down.test AAAA'], 'expired: tried again');
+});
+
+test('destination down is not set for DNS-only failures, nor when a host answered, nor with destinationDownSeconds 0', async () => {
+  const refusing = await peer(3, [[{ send: '220 mx' }, { expect: 'EHLO gw.contoso.test', reply: '250 mx' }, { expect: /^MAIL FROM:/, reply: '451 4.3.0 try later' }], [
+    { send: '220 mx' }, { expect: 'EHLO gw.contoso.test', reply: '250 mx' }, { expect: /^MAIL FROM:/, reply: '451 4.3.0 try later' }]]);
+  const dns = new FakeResolver({
+    'nodns.test': { MX: [{ exchange: 'mx.nodns.test', priority: 10 }] },
+    'answers.test': { MX: [{ exchange: 'mx.answers.test', priority: 10 }] }, 'mx.answers.test': { A: [refusing.host] },
+    'zero.test': { MX: [{ exchange: 'mx.zero.test', priority: 10 }] }, 'mx.zero.test': { A: [DEAD] },
+  }).fail('mx.nodns.test', 'servfail');
+  const r = remote(dns, config());
+  const zero = remote(dns, config({ destinationDownSeconds: 0 }));
+  for (const [d, via] of [['nodns.test', r], ['answers.test', r], ['zero.test', zero]] as const) {
+    const first = await via.deliver(job(d));
+    assert.equal(first.outcomes.get(0)?.status, 'deferred', d);
+    dns.queries.length = 0;
+    const again = await via.deliver(job(d));
+    assert.doesNotMatch(again.outcomes.get(0)?.reply.reason ?? '', /marked unreachable/, d);
+    assert.ok(dns.asked(d, 'MX') === 1, `${d}: looked up again`);
+  }
+  await refusing.done;
+});
+
+test('5xx before any transaction is deferred as 4xx; a 5xx to MAIL FROM fails the message without trying further hosts', async () => {
+  const p554 = await peer(4, [[{ send: '554 5.7.1 no service here' }]]);
+  const pMail = await peer(5, [[...HELLO, { expect: [/^MAIL FROM:/, /^RCPT TO:/, 'DATA'], reply: ['550 5.7.1 sender refused', '503 5.5.1 no', '503 5.5.1 no'] }]]);
+  const dns = new FakeResolver({
+    'greet.test': { MX: [{ exchange: 'mx.greet.test', priority: 10 }] }, 'mx.greet.test': { A: [p554.host] },
+    'mail.test': { MX: [{ exchange: 'mx1.mail.test', priority: 10 }, { exchange: 'mx2.mail.test', priority: 20 }] },
+    'mx1.mail.test': { A: [pMail.host] }, 'mx2.mail.test': { A: [DEAD] },
+  });
+  const r = remote(dns, config({ destinationDownSeconds: 0 }));
+  const g = (await r.deliver(job('greet.test'))).outcomes.get(0)!;
+  assert.deepEqual([g.status, g.reply.code, g.reply.enhanced], ['deferred', 451, '4.7.1']);
+  assert.match(g.reply.reason ?? '', /greeted with 554/);
+  const m = await r.deliver(job('mail.test'));
+  const o = m.outcomes.get(0)!;
+  assert.deepEqual([o.status, o.reply.code, o.reply.enhanced], ['failed', 550, '5.7.1']);
+  assert.match(o.reply.reason ?? '', /said: 550 5\.7\.1 sender refused \(in reply to MAIL FROM\)/);
+  assert.equal(dns.asked('mx2.mail.test'), 0, 'a message failure: no further host');
+  await Promise.all([p554.done, pMail.done]);
+});
+
+test('a 4xx to MAIL FROM moves on to the next host; recipients get their own RCPT replies', async () => {
+  const busy = await peer(6, [[...HELLO, { expect: [/^MAIL FROM:/, /^RCPT TO:/, /^RCPT TO:/, 'DATA'], reply: ['451 4.3.2 busy', '503 no', '503 no', '503 no'] }]]);
+  const ok = await peer(7, [[...HELLO, { expect: [/^MAIL FROM:/, 'RCPT TO:<b@fabrikam.test>', 'RCPT TO:<c@fabrikam.test>', 'DATA'], reply: ['250 ok', '550 5.1.1 unknown user', '250 ok', '354 go'] },
+    { data: true, reply: '250 2.0.0 queued' }]]);
+  const dns = new FakeResolver({
+    'busy.test': { MX: [{ exchange: 'mx1.busy.test', priority: 10 }, { exchange: 'mx2.busy.test', priority: 20 }] },
+    'mx1.busy.test': { A: [busy.host] }, 'mx2.busy.test': { A: [ok.host] },
+  });
+  const res = await remote(dns, config({ destinationDownSeconds: 0 })).deliver(job('busy.test', ['b@fabrikam.test', 'c@fabrikam.test']));
+  assert.deepEqual([res.outcomes.get(0)?.status, res.outcomes.get(0)?.reply.enhanced], ['failed', '5.1.1']);
+  assert.deepEqual([res.outcomes.get(1)?.status, res.outcomes.get(1)?.reply.code], ['delivered', 250]);
+  assert.equal(res.attempt.host, 'mx2.busy.test');
+  await Promise.all([busy.done, ok.done]);
+});
+
+test('a reply that is no refusal in a refusal\'s place (250 greeting) defers, never reads as delivered', async () => {
+  const odd = await peer(8, [[{ send: '250 mx.odd.test hello' }]]);
+  const dns = new FakeResolver({ 'odd.test': { MX: [{ exchange: 'mx.odd.test', priority: 10 }] }, 'mx.odd.test': { A: [odd.host] } });
+  const o = (await remote(dns, config({ destinationDownSeconds: 0 })).deliver(job('odd.test'))).outcomes.get(0)!;
+  assert.deepEqual([o.status, o.reply.code, o.reply.enhanced], ['deferred', 451, '4.5.0']);
+  await odd.done;
+});
+
+test('opportunistic TLS: a broken handshake steps down to plaintext, remembered per address for tlsFallbackSeconds', async () => {
+  const broken: Step[] = [{ send: '220 mx' }, { expect: 'EHLO gw.contoso.test', reply: '250-mx\r\n250-PIPELINING\r\n250 STARTTLS' },
+    { expect: 'STARTTLS', reply: '220 2.0.0 go ahead' }, { send: 'this is not TLS' }, { close: true }];
+  const plain: Step[] = [{ send: '220 mx' }, { expect: 'EHLO gw.contoso.test', reply: '250-mx\r\n250-PIPELINING\r\n250 STARTTLS' },
+    { expect: [/^MAIL FROM:/, /^RCPT TO:/, 'DATA'], reply: ['250 ok', '250 ok', '354 go'] }, { data: true, reply: '250 2.0.0 queued' }];
+  const tls = await peer(9, [broken, plain, plain]);
+  const dns = new FakeResolver({ 'tls.test': { MX: [{ exchange: 'mx.tls.test', priority: 10 }] }, 'mx.tls.test': { A: [tls.host] } });
+  const sets: [string, TlsFallback][] = [];
+  const fallback = new InMemory<TlsFallback>();
+  const memories = { ...inProcessMemories(), tlsFallback: { get: fallback.get.bind(fallback), delete: fallback.delete.bind(fallback), expire: fallback.expire.bind(fallback),
+    set: async (k: string, v: TlsFallback, until: number) => { sets.push([k, v]); await fallback.set(k, v, until); } } };
+  const r = remote(dns, config({ destinationDownSeconds: 0 }), { memories });
+  const first = await r.deliver(job('tls.test'));
+  assert.equal(first.outcomes.get(0)?.status, 'delivered');
+  assert.equal(first.attempt.tlsAchieved, 'none');
+  const cause = first.attempt.tlsFailure;
+  assert.ok(cause === 'handshake-failed' || cause === 'connection-lost-during-handshake', String(cause));
+  assert.match(first.attempt.fallback ?? '', /^TLS handshake failed \(.*\); retrying in plaintext$/);
+  assert.deepEqual(sets, [[tls.host, { mode: 'plaintext', cause }]], 'remembered through the memory interface');
+  const second = await r.deliver(job('tls.test'));
+  assert.equal(second.outcomes.get(0)?.status, 'delivered');
+  assert.match(second.attempt.fallback ?? '', /^TLS 1\.2\+ handshake with this host failed recently: .*; sending in plaintext until \d{4}-/);
+  assert.equal(tls.connections, 3, 'the second delivery went straight to plaintext');
+  await tls.done;
+});
+
+test('tlsFallbackSeconds 0: the step down still happens within the attempt, and nothing is remembered', async () => {
+  const broken: Step[] = [{ send: '220 mx' }, { expect: 'EHLO gw.contoso.test', reply: '250-mx\r\n250 STARTTLS' },
+    { expect: 'STARTTLS', reply: '220 2.0.0 go ahead' }, { send: 'this is not TLS' }, { close: true }];
+  const plain: Step[] = [{ send: '220 mx' }, { expect: 'EHLO gw.contoso.test', reply: '250-mx\r\n250 STARTTLS' },
+    { expect: /^MAIL FROM:/, reply: '250 ok' }, { expect: /^RCPT TO:/, reply: '250 ok' }, { expect: 'DATA', reply: '354 go' }, { data: true, reply: '250 ok' }];
+  const p = await peer(10, [broken, plain, broken, plain]);
+  const dns = new FakeResolver({ 'zero.test': { MX: [{ exchange: 'mx.zero.test', priority: 10 }] }, 'mx.zero.test': { A: [p.host] } });
+  const r = remote(dns, config({ destinationDownSeconds: 0, tlsFallbackSeconds: 0 }));
+  for (let i = 0; i < 2; i++) {
+    const res = await r.deliver(job('zero.test'));
+    assert.equal(res.outcomes.get(0)?.status, 'delivered', `delivery ${i + 1}`);
+    assert.match(res.attempt.fallback ?? '', /retrying in plaintext/, 'TLS was tried first again');
+  }
+  await p.done;
+});
+
+test('a pooled connection that died while idle: once more on a fresh connection, and only once', async () => {
+  const dies: Step[] = [...takes(), { expect: [/^MAIL FROM:/, /^RCPT TO:/, 'DATA'] }, { close: true }];
+  const p = await peer(11, [dies, takes(), dies, [...HELLO, { expect: [/^MAIL FROM:/, /^RCPT TO:/, 'DATA'] }, { close: true }]]);
+  const dns = new FakeResolver({ 'pool.test': { MX: [{ exchange: 'mx.pool.test', priority: 10 }] }, 'mx.pool.test': { A: [p.host] } });
+  const r = remote(dns, config({ destinationDownSeconds: 0, connectionReuse: { idleSeconds: 5 } }));
+  assert.equal((await r.deliver(job('pool.test'))).outcomes.get(0)?.status, 'delivered');
+  const again = await r.deliver(job('pool.test'));
+  assert.equal(again.outcomes.get(0)?.status, 'delivered', 'retried on a fresh connection');
+  assert.equal(again.attempt.reused, undefined);
+  assert.equal(p.connections, 2);
+  // Third delivery: the pooled connection dies, and so does the fresh one: a deferral, no third try.
+  await r.close();
+  const r2 = remote(dns, config({ destinationDownSeconds: 0, connectionReuse: { idleSeconds: 5 } }));
+  assert.equal((await r2.deliver(job('pool.test'))).outcomes.get(0)?.status, 'delivered');
+  const last = await r2.deliver(job('pool.test'));
+  assert.deepEqual([last.outcomes.get(0)?.status, last.outcomes.get(0)?.reply.enhanced], ['deferred', '4.4.2']);
+  assert.equal(p.connections, 4, 'one retry, not more');
+  await p.done;
+});
+
+test('SMTP failing after STARTTLS succeeded: the trace keeps the TLS facts of the session', async () => {
+  const issued = await issueCertificate({ subject: 'CN=mx.after.test', dnsNames: ['mx.after.test'], key: 'ec256' });
+  const p = await peer(12, [[{ send: '220 mx' }, { expect: 'EHLO gw.contoso.test', reply: '250-mx\r\n250 STARTTLS' },
+    { expect: 'STARTTLS', reply: '220 2.0.0 go ahead' }, { tls: { cert: issued.certPem, key: issued.keyPem } },
+    { expect: 'EHLO gw.contoso.test', reply: '421 4.7.0 closing: no service after STARTTLS' }, { close: true }]]);
+  const dns = new FakeResolver({ 'after.test': { MX: [{ exchange: 'mx.after.test', priority: 10 }] }, 'mx.after.test': { A: [p.host] } });
+  const res = await remote(dns, config({ destinationDownSeconds: 0 })).deliver(job('after.test'));
+  assert.equal(res.outcomes.get(0)?.status, 'deferred');
+  assert.match(res.attempt.tls?.version ?? '', /^TLSv1\.[23]$/);
+  assert.equal(res.attempt.tls?.subject, 'CN=mx.after.test');
+  assert.ok(!('chain' in (res.attempt.tls ?? {})), 'the chain is not kept in the trace');
+  await p.done;
+});
+
+test('DNS: NXDOMAIN for the domain fails at once (5.1.2); SERVFAIL and bogus defer (4.4.3)', async () => {
+  const dns = new FakeResolver({ 'bogus.test': { A: ['127.0.77.99'] } }).fail('bogus.test', { kind: 'bogus', ede: [{ code: 6, name: 'DNSSEC Bogus', text: '' }] }, 'MX').fail('sf.test', 'servfail');
+  const r = remote(dns, config());
+  const nx = (await r.deliver(job('nowhere.test'))).outcomes.get(0)!;
+  assert.deepEqual([nx.status, nx.reply.code, nx.reply.enhanced], ['failed', 550, '5.1.2']);
+  assert.deepEqual(dns.queries, ['nowhere.test MX'], 'no address lookup for a domain that does not exist');
+  for (const d of ['bogus.test', 'sf.test']) {
+    const o = (await r.deliver(job(d))).outcomes.get(0)!;
+    assert.deepEqual([o.status, o.reply.code, o.reply.enhanced], ['deferred', 451, '4.4.3'], d);
+  }
+  assert.equal(dns.asked('bogus.test', 'A'), 0, 'a bogus MX answer is never "no MX, use the address"');
+});
+
+test('delivery.maxConnectionsPerDestination: deliveries to one next hop wait their turn (a slow DNS answer shows it)', async () => {
+  const dns = new FakeResolver({ 'slow.test': { MX: [{ exchange: 'mx.slow.test', priority: 10 }] }, 'mx.slow.test': { A: [DEAD] } }).delay('slow.test', 300);
+  const one = remote(dns, config({ destinationDownSeconds: 0, maxConnectionsPerDestination: 1 }));
+  let t0 = Date.now();
+  await Promise.all([one.deliver(job('slow.test')), one.deliver(job('slow.test'))]);
+  assert.ok(Date.now() - t0 >= 590, 'one after the other');
+  const two = remote(dns, config({ destinationDownSeconds: 0, maxConnectionsPerDestination: 2 }));
+  t0 = Date.now();
+  await Promise.all([two.deliver(job('slow.test')), two.deliver(job('slow.test'))]);
+  assert.ok(Date.now() - t0 < 590, 'side by side');
+});
