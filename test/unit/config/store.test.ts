@@ -38,7 +38,11 @@ test('store errors name the key and never show the URL', () => {
   assert.match(bad, /store\.url: must be a PostgreSQL URL, postgresql:\/\/USER@HOST:PORT\/DATABASE \(the value is not shown: it may hold a password\)/);
   assert.ok(!bad.includes('hunter2'));
   assert.match(err({ organizations: relayOnly, store: { type: 'postgres' } }), /store\.url: store type postgres needs a URL: set store\.url, or PORTCULLIS_STORE_URL in the server's environment/);
-  assert.match(err({ organizations: relayOnly, store: { type: 'mysql' } }), /store/);
+  assert.match(err({ organizations: relayOnly, store: { type: 'mysql' } }), /store\.type: must be sqlite or postgres/);
+  const lite = err({ organizations: relayOnly, store: { type: 'sqlite', url: 'postgresql://app:hunter2@db1/mail', poolSize: 4 } });
+  assert.match(lite, /store\.url: belongs to store type postgres \(the store is sqlite\)/);
+  assert.match(lite, /store\.poolSize: belongs to store type postgres/);
+  assert.ok(!lite.includes('hunter2'));
   assert.match(err({ organizations: relayOnly, store: { type: 'postgres', url: 'postgresql://db1/mail', pool: 3 } }), /unknown key\(s\) "pool"/);
   process.env.PORTCULLIS_STORE_URL = 'not a url with s3cret';
   const envBad = err({ organizations: relayOnly, store: { type: 'postgres' } });
