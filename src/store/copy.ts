@@ -82,7 +82,7 @@ async function copyRows(db: Database.Database, target: PostgresStore, opts: Copy
     if (!msgs.length) break;
     last = msgs[msgs.length - 1].id as string;
     const done = await target.transaction(async (c) => {
-      const messages = msgs.map((m) => ({ ...m, delay_warned: m.delay_warned === 1, lease_gen: 0 }));
+      const messages = msgs.map((m) => ({ ...m, delay_warned: m.delay_warned === 1 }));
       const inserted = new Set((await c.query<{ id: string }>(
         `INSERT INTO messages SELECT * FROM json_populate_recordset(NULL::messages, $1) ON CONFLICT (id) DO NOTHING RETURNING id`,
         [JSON.stringify(messages)])).rows.map((r) => r.id));

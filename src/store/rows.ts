@@ -1,6 +1,6 @@
 // Owns: turning stored rows into the store interface's objects, one definition for both backends
 // (their tables have the same columns; JSON is kept as text in both).
-import type { MessageState, QueueMessage, QueueRecipient } from './types.ts';
+import type { MessageState, NodeStatus, QueueMessage, QueueRecipient } from './types.ts';
 
 export type Row = Record<string, unknown>;
 
@@ -22,6 +22,23 @@ export function toMessage(r: Row, rcpts: Row[]): QueueMessage {
     attempts: r.attempts as number, nextAttemptAt: r.next_attempt_at as number,
     ...(r.last_error ? { lastError: r.last_error as string } : {}),
     delayWarned: r.delay_warned === 1 || r.delay_warned === true,
+    leaseGen: (r.lease_gen as number | undefined) ?? 0,
     recipients: rcpts.map(toRecipient),
   };
+}
+
+export function toNode(r: Row): NodeStatus {
+  return {
+    id: r.id as string, version: r.version as string, configHash: r.config_hash as string, host: r.host as string, pid: r.pid as number,
+    startedAt: r.started_at as number, lastHeartbeat: r.heartbeat_at as number, leases: Number(r.leases),
+  };
+}
+
+const STATES: MessageState[] = ['incoming', 'active', 'deferred', 'held', 'done'];
+
+/** Counts per state (every state present, 0 when none). */
+export function toDepth(rows: { state: string; n: number }[]): Record<MessageState, number> {
+  const d = Object.fromEntries(STATES.map((s) => [s, 0])) as Record<MessageState, number>;
+  for (const r of rows) if ((STATES as string[]).includes(r.state)) d[r.state as MessageState] = Number(r.n);
+  return d;
 }

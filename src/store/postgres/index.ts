@@ -1,4 +1,4 @@
-// Owns: the PostgreSQL backend (for one node now, several later). Writes from concurrent callers
+// Owns: the PostgreSQL backend, shared by several nodes. Writes from concurrent callers
 // are grouped (group commit): the writes of one event-loop turn go into one transaction on one
 // pooled connection, and every caller's promise settles only after its COMMIT returned. Up to
 // `writers` such transactions are in flight; what arrives while all are busy waits for the next. Message
@@ -16,9 +16,9 @@ import { AdminError } from '../../errors.ts';
 import { emit } from '../../events.ts';
 import { redactUrl } from '../../util/secret-url.ts';
 import type { MigrationStatus } from '../migrations.ts';
-import { toMessage, type Row } from '../rows.ts';
+import { toDepth, toMessage, toNode, type Row } from '../rows.ts';
 import type {
-  DeleteResult, MessageState, NewMessage, QueueFilter, QueueMessage, RecipientOutcome, Store, TraceEvent, TraceFilter,
+  CompleteResult, DeleteResult, HeldLease, MessageState, NewMessage, NodeBeat, NodeStatus, QueueFilter, QueueMessage, RecipientOutcome, Store, TraceEvent, TraceFilter,
 } from '../types.ts';
 import {
   assertKnownSchema, checkDurability, checkout, connectOrExplain, createPool, migrate, migrationStatus, PostgresError,
@@ -208,7 +208,7 @@ export class PostgresStore implements Store {
     })).then(() => ({
       id: m.id, org: m.org, state, receivedAt: m.receivedAt, mailFrom: m.mailFrom,
       ...(m.messageId ? { messageId: m.messageId } : {}), size: m.data.length, sha256, envelope: m.envelope, inbound: m.inbound,
-      attempts: 0, nextAttemptAt: m.receivedAt, delayWarned: false,
+      attempts: 0, nextAttemptAt: m.receivedAt, delayWarned: false, leaseGen: lease ? 1 : 0,
       recipients: m.recipients.map((x, idx) => ({ ...x, idx, status: 'pending' as const, attempts: 0 })),
     }));
   }
@@ -236,19 +236,21 @@ export class PostgresStore implements Store {
     return rows[0]?.data ?? null;
   }
 
-  complete(id: string, owner: string, outcomes: RecipientOutcome[], nextAttemptAt: number, opts: { delayWarned?: boolean } = {}): Promise<MessageState | null> {
+  complete(id: string, owner: string, outcomes: RecipientOutcome[], nextAttemptAt: number, opts: { delayWarned?: boolean; gen?: number } = {}): Promise<CompleteResult> {
     const lastDeferred = outcomes.filter((o) => o.status === 'deferred').at(-1);
-    // One statement: outcomes and events are always recorded; the message is finished only when
-    // its lease is still ours (or it is not in delivery). A recipient stays open when it was
-    // open and got no outcome, or a deferral (the CTEs see the rows as they were before).
+    // One statement, applied only while the lease is ours (or the message is not in delivery)
+    // and, with a generation, not claimed again since: otherwise nothing is written (fenced).
+    // A recipient stays open when it was open and got no outcome, or a deferral (the CTEs see the
+    // rows as they were before).
     const values = [id, Date.now(), outcomes.map((o) => o.idx), outcomes.map((o) => o.status), outcomes.map((o) => JSON.stringify(o.reply)),
       outcomes.map((o) => JSON.stringify({ rcpt: o.idx, status: o.status, agent: o.agent, reply: o.reply, ...o.detail })),
-      owner, nextAttemptAt, lastDeferred ? JSON.stringify(lastDeferred.reply) : null, !!opts.delayWarned];
+      owner, nextAttemptAt, lastDeferred ? JSON.stringify(lastDeferred.reply) : null, !!opts.delayWarned, opts.gen ?? null];
     return this.write(async (c) => {
-      const r = await c.query<{ before: MessageState; after: MessageState | null }>({
+      const r = await c.query<{ before: MessageState; lost: boolean; after: MessageState | null }>({
         name: 'pc_complete',
-        text: `WITH m AS (SELECT state, (state = 'active' AND lease_owner IS DISTINCT FROM $7) AS lost FROM messages WHERE id = $1 FOR UPDATE),
-            o AS (SELECT * FROM unnest($3::int[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY AS t(idx, status, reply, event, n) WHERE EXISTS (SELECT 1 FROM m)),
+        text: `WITH m AS (SELECT state, ((state = 'active' AND lease_owner IS DISTINCT FROM $7) OR ($11::bigint IS NOT NULL AND lease_gen <> $11::bigint)) AS lost
+              FROM messages WHERE id = $1 FOR UPDATE),
+            o AS (SELECT * FROM unnest($3::int[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY AS t(idx, status, reply, event, n) WHERE EXISTS (SELECT 1 FROM m WHERE NOT m.lost)),
             u AS (SELECT DISTINCT ON (idx) idx, status, reply FROM o ORDER BY idx, n DESC),
             upd AS (UPDATE recipients r SET status = u.status, attempts = r.attempts + 1, last_reply = u.reply, updated_at = $2
               FROM u WHERE r.msg_id = $1 AND r.idx = u.idx AND r.${OPEN} RETURNING r.idx, u.status),
@@ -261,11 +263,12 @@ export class PostgresStore implements Store {
                 lease_owner = NULL, lease_until = NULL, updated_at = $2
               FROM remaining, m WHERE messages.id = $1 AND NOT m.lost RETURNING messages.state),
             body AS (DELETE FROM bodies WHERE id = $1 AND EXISTS (SELECT 1 FROM fin WHERE fin.state = 'done'))
-          SELECT m.state AS before, (SELECT state FROM fin) AS after FROM m`,
+          SELECT m.state AS before, m.lost, (SELECT state FROM fin) AS after FROM m`,
         values,
       });
       const row = r.rows[0];
-      return row ? row.after ?? row.before : null;
+      if (!row) return null;
+      return row.lost ? 'fenced' : row.after ?? row.before;
     });
   }
 
@@ -340,8 +343,40 @@ export class PostgresStore implements Store {
     return rows[0]?.t ?? null;
   }
 
-  releaseLeases(): Promise<number> {
-    return this.write(async (c) => (await c.query(`UPDATE messages SET state = 'deferred', lease_owner = NULL, lease_until = NULL, next_attempt_at = $1 WHERE state = 'active'`, [Date.now()])).rowCount ?? 0);
+  releaseLeases(owner?: string): Promise<number> {
+    return this.write(async (c) => (await c.query(`UPDATE messages SET state = 'deferred', lease_owner = NULL, lease_until = NULL, next_attempt_at = $1
+      WHERE state = 'active' AND ($2::text IS NULL OR lease_owner = $2)`, [Date.now(), owner ?? null])).rowCount ?? 0);
+  }
+
+  renew(owner: string, leases: HeldLease[], leaseMs: number, now = Date.now()): Promise<string[]> {
+    if (!leases.length) return Promise.resolve([]);
+    return this.write(async (c) => (await c.query<{ id: string }>({
+      name: 'pc_renew',
+      text: `UPDATE messages m SET lease_until = $4 FROM unnest($2::text[], $3::bigint[]) AS l(id, gen)
+        WHERE m.id = l.id AND m.lease_gen = l.gen AND m.state = 'active' AND m.lease_owner = $1 RETURNING m.id`,
+      values: [owner, leases.map((l) => l.id), leases.map((l) => l.gen), now + leaseMs],
+    })).rows.map((r) => r.id));
+  }
+
+  heartbeat(n: NodeBeat, now = Date.now()): Promise<void> {
+    return this.write(async (c) => {
+      await c.query({
+        name: 'pc_heartbeat',
+        text: `INSERT INTO nodes (id, version, config_hash, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+          ON CONFLICT (id) DO UPDATE SET version = excluded.version, config_hash = excluded.config_hash, host = excluded.host, pid = excluded.pid,
+            started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at`,
+        values: [n.id, n.version, n.configHash, n.host, n.pid, n.startedAt, now],
+      });
+    });
+  }
+
+  async nodes(now = Date.now()): Promise<NodeStatus[]> {
+    return (await this.read(`SELECT n.*, (SELECT count(*) FROM messages m WHERE m.state = 'active' AND m.lease_owner = n.id AND m.lease_until >= $1) AS leases
+      FROM nodes n ORDER BY n.heartbeat_at DESC, n.id`, [now])).map(toNode);
+  }
+
+  async depth(): Promise<Record<MessageState, number>> {
+    return toDepth(await this.read<{ state: string; n: number }>('SELECT state, count(*) AS n FROM messages GROUP BY state'));
   }
 
   async close(): Promise<void> {

@@ -1,7 +1,8 @@
 // Owns: the PostgreSQL schema (one migration list; what is applied is recorded in
 // schema_migrations, one row per version). The tables mirror store/sqlite/schema.ts column for
 // column (times are ms since the epoch in bigint), so `store copy` moves rows as they are.
-// Room for several nodes: lease_gen counts the claims of a message (a fencing generation).
+// Several nodes: lease_gen counts the claims of a message (a fencing generation); nodes holds
+// their heartbeats.
 import type { Migration } from '../migrations.ts';
 
 export const migrations: Migration[] = [
@@ -58,5 +59,18 @@ export const migrations: Migration[] = [
        data text NOT NULL
      );
      CREATE INDEX events_msg ON events (msg_id, id);`,
+  },
+  {
+    name: 'nodes and their heartbeats',
+    sql: `CREATE TABLE nodes (
+       id text PRIMARY KEY,
+       version text NOT NULL,
+       config_hash text NOT NULL,
+       host text NOT NULL,
+       pid integer NOT NULL,
+       started_at bigint NOT NULL,
+       heartbeat_at bigint NOT NULL
+     );
+     CREATE INDEX messages_leases ON messages (lease_owner) WHERE state = 'active';`,
   },
 ];

@@ -10,10 +10,10 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type {
-  DeleteResult, MessageState, NewMessage, QueueFilter, QueueMessage, RecipientOutcome, Store, TraceEvent, TraceFilter,
+  CompleteResult, DeleteResult, HeldLease, MessageState, NewMessage, NodeBeat, NodeStatus, QueueFilter, QueueMessage, RecipientOutcome, Store, TraceEvent, TraceFilter,
 } from '../types.ts';
 import type { MigrationStatus } from '../migrations.ts';
-import { toMessage, type Row } from '../rows.ts';
+import { toDepth, toMessage, toNode, type Row } from '../rows.ts';
 import { migrations } from './schema.ts';
 import { AdminError } from '../../errors.ts';
 
@@ -71,12 +71,12 @@ export class SqliteStore implements Store {
     }
     const db = this.db;
     this.st = {
-      insMsg: db.prepare(`INSERT INTO messages (id, org, state, received_at, mail_from, message_id, size, sha256, envelope, inbound, next_attempt_at, lease_owner, lease_until, updated_at)
-        VALUES (@id, @org, @state, @receivedAt, @mailFrom, @messageId, @size, @sha256, @envelope, @inbound, @receivedAt, @owner, @until, @receivedAt)`),
+      insMsg: db.prepare(`INSERT INTO messages (id, org, state, received_at, mail_from, message_id, size, sha256, envelope, inbound, next_attempt_at, lease_owner, lease_until, lease_gen, updated_at)
+        VALUES (@id, @org, @state, @receivedAt, @mailFrom, @messageId, @size, @sha256, @envelope, @inbound, @receivedAt, @owner, @until, @gen, @receivedAt)`),
       insBody: db.prepare('INSERT INTO bodies (id, data) VALUES (?, ?)'),
       insRcpt: db.prepare(`INSERT INTO recipients (msg_id, idx, address, org, route, status, notify, orcpt, updated_at)
         VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)`),
-      claim: db.prepare(`UPDATE messages SET state = 'active', lease_owner = @owner, lease_until = @until, updated_at = @now
+      claim: db.prepare(`UPDATE messages SET state = 'active', lease_owner = @owner, lease_until = @until, lease_gen = lease_gen + 1, updated_at = @now
         WHERE id IN (SELECT id FROM messages
                      WHERE (state IN ('incoming', 'deferred') AND next_attempt_at <= @now)
                         OR (state = 'active' AND lease_until < @now)
@@ -106,6 +106,14 @@ export class SqliteStore implements Store {
           SELECT min(next_attempt_at) AS t FROM messages WHERE state IN ('incoming', 'deferred')
           UNION ALL SELECT min(lease_until) FROM messages WHERE state = 'active')`).pluck(),
       release: db.prepare(`UPDATE messages SET state = 'deferred', lease_owner = NULL, lease_until = NULL, next_attempt_at = ? WHERE state = 'active'`),
+      releaseOwn: db.prepare(`UPDATE messages SET state = 'deferred', lease_owner = NULL, lease_until = NULL, next_attempt_at = ? WHERE state = 'active' AND lease_owner = ?`),
+      renew: db.prepare(`UPDATE messages SET lease_until = @until WHERE id = @id AND state = 'active' AND lease_owner = @owner AND lease_gen = @gen`),
+      beat: db.prepare(`INSERT INTO nodes (id, version, config_hash, host, pid, started_at, heartbeat_at) VALUES (@id, @version, @configHash, @host, @pid, @startedAt, @now)
+        ON CONFLICT (id) DO UPDATE SET version = excluded.version, config_hash = excluded.config_hash, host = excluded.host, pid = excluded.pid,
+          started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at`),
+      nodes: db.prepare(`SELECT n.*, (SELECT count(*) FROM messages m WHERE m.state = 'active' AND m.lease_owner = n.id AND m.lease_until >= ?) AS leases
+        FROM nodes n ORDER BY n.heartbeat_at DESC, n.id`),
+      depth: db.prepare('SELECT state, count(*) AS n FROM messages GROUP BY state'),
     };
   }
 
@@ -158,7 +166,7 @@ export class SqliteStore implements Store {
     const row = {
       id: m.id, org: m.org, receivedAt: m.receivedAt, mailFrom: m.mailFrom, messageId: m.messageId ?? null,
       size: m.data.length, sha256, envelope: JSON.stringify(m.envelope), inbound: JSON.stringify(m.inbound),
-      state: lease ? 'active' : 'incoming', owner: lease?.owner ?? null, until: lease ? m.receivedAt + lease.ms : null,
+      state: lease ? 'active' : 'incoming', owner: lease?.owner ?? null, until: lease ? m.receivedAt + lease.ms : null, gen: lease ? 1 : 0,
     };
     return this.write(() => {
       this.st.insMsg.run(row);
@@ -167,7 +175,7 @@ export class SqliteStore implements Store {
     }).then(() => ({
       id: m.id, org: m.org, state: row.state as MessageState, receivedAt: m.receivedAt, mailFrom: m.mailFrom,
       ...(m.messageId ? { messageId: m.messageId } : {}), size: m.data.length, sha256, envelope: m.envelope, inbound: m.inbound,
-      attempts: 0, nextAttemptAt: m.receivedAt, delayWarned: false,
+      attempts: 0, nextAttemptAt: m.receivedAt, delayWarned: false, leaseGen: row.gen,
       recipients: m.recipients.map((r, idx) => ({ ...r, idx, status: 'pending' as const, attempts: 0 })),
     }));
   }
@@ -183,16 +191,16 @@ export class SqliteStore implements Store {
     return (this.st.body.get(id) as Buffer | undefined) ?? null;
   }
 
-  complete(id: string, owner: string, outcomes: RecipientOutcome[], nextAttemptAt: number, opts: { delayWarned?: boolean } = {}): Promise<MessageState | null> {
-    return this.write(() => {
+  complete(id: string, owner: string, outcomes: RecipientOutcome[], nextAttemptAt: number, opts: { delayWarned?: boolean; gen?: number } = {}): Promise<CompleteResult> {
+    return this.write((): CompleteResult => {
       const now = Date.now();
       const msg = this.st.msg.get(id) as Row | undefined;
       if (!msg) return null;
+      if ((msg.state === 'active' && msg.lease_owner !== owner) || (opts.gen !== undefined && msg.lease_gen !== opts.gen)) return 'fenced';
       for (const o of outcomes) {
         this.st.updRcpt.run(o.status, JSON.stringify(o.reply), now, id, o.idx);
         this.st.insEvent.run(id, now, 'delivery', JSON.stringify({ rcpt: o.idx, status: o.status, agent: o.agent, reply: o.reply, ...o.detail }));
       }
-      if (msg.lease_owner !== owner && msg.state === 'active') return msg.state as MessageState;
       const open = this.st.openCount.get(id) as number;
       const state: MessageState = open === 0 ? 'done' : 'deferred';
       const lastDeferred = outcomes.filter((o) => o.status === 'deferred').at(-1);
@@ -266,8 +274,24 @@ export class SqliteStore implements Store {
     return (this.st.nextDue.get() as number | null) ?? null;
   }
 
-  releaseLeases(): Promise<number> {
-    return this.write(() => this.st.release.run(Date.now()).changes);
+  releaseLeases(owner?: string): Promise<number> {
+    return this.write(() => (owner === undefined ? this.st.release.run(Date.now()) : this.st.releaseOwn.run(Date.now(), owner)).changes);
+  }
+
+  renew(owner: string, leases: HeldLease[], leaseMs: number, now = Date.now()): Promise<string[]> {
+    return this.write(() => leases.filter((l) => this.st.renew.run({ id: l.id, gen: l.gen, owner, until: now + leaseMs }).changes > 0).map((l) => l.id));
+  }
+
+  heartbeat(n: NodeBeat, now = Date.now()): Promise<void> {
+    return this.write(() => { this.st.beat.run({ ...n, now }); });
+  }
+
+  async nodes(now = Date.now()): Promise<NodeStatus[]> {
+    return (this.st.nodes.all(now) as Row[]).map(toNode);
+  }
+
+  async depth(): Promise<Record<MessageState, number>> {
+    return toDepth(this.st.depth.all() as { state: string; n: number }[]);
   }
 
   async close(): Promise<void> {

@@ -51,4 +51,15 @@ export const migrations: Migration[] = [
    CREATE INDEX messages_msgid ON messages(message_id);` },
   // Trace retention finds done messages by the time they finished without scanning the table.
   { name: 'index of finished messages (trace retention)', sql: `CREATE INDEX messages_finished ON messages(state, updated_at);` },
+  // The same fencing generation and node table as on PostgreSQL (one store interface).
+  { name: 'fencing generation of leases; nodes and their heartbeats', sql: `ALTER TABLE messages ADD COLUMN lease_gen INTEGER NOT NULL DEFAULT 0;
+   CREATE TABLE nodes (
+     id TEXT PRIMARY KEY,
+     version TEXT NOT NULL,
+     config_hash TEXT NOT NULL,
+     host TEXT NOT NULL,
+     pid INTEGER NOT NULL,
+     started_at INTEGER NOT NULL,
+     heartbeat_at INTEGER NOT NULL
+   );` },
 ];

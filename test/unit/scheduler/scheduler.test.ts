@@ -29,7 +29,7 @@ interface Rcpt { address: string; notify?: string; route?: 'local' | 'remote' }
 const message = (o: { from?: string; rcpts: Rcpt[]; age?: number; attempts?: number; delayWarned?: boolean }): QueueMessage => ({
   id: 'Q1', org: 'contoso', state: 'active', receivedAt: Date.now() - (o.age ?? 0), mailFrom: o.from ?? 'alice@contoso.test', size: data.length, sha256: '',
   envelope: { smtputf8: false }, inbound: { sessionId: 's', clientIp: '127.0.0.1', clientPort: 1, helo: 'h', protocol: 'ESMTP', receivedBy: 'gw' },
-  attempts: o.attempts ?? 0, nextAttemptAt: 0, delayWarned: o.delayWarned ?? false,
+  attempts: o.attempts ?? 0, nextAttemptAt: 0, delayWarned: o.delayWarned ?? false, leaseGen: 1,
   recipients: o.rcpts.map((r, idx) => ({ idx, address: r.address, org: 'contoso', route: r.route ?? 'remote', status: 'pending', attempts: 0, ...(r.notify ? { notify: r.notify } : {}) })),
 });
 

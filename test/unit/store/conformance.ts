@@ -126,15 +126,80 @@ export function storeConformance(name: string, h: StoreHarness): void {
     assert.ok(trace.every((e) => typeof e.ts === 'number' && e.ts > 0));
   });
 
-  t('complete from an owner whose lease was taken over does not finish the message', async (s) => {
+  t('complete from an owner whose lease was taken over is fenced: nothing of it is applied', async (s) => {
     await s.enqueue(msg('T1'));
     await s.claim('A', 10, 1000);
     await s.claim('B', 10, 60_000, Date.now() + 2000);
-    assert.equal(await s.complete('T1', 'A', [ok(0), ok(1)], 0), 'active', 'B holds it now');
+    assert.equal(await s.complete('T1', 'A', [ok(0), ok(1)], 0), 'fenced', 'B holds it now');
     const m = await s.get('T1');
     assert.equal(m?.state, 'active');
+    assert.deepEqual(m?.recipients.map((r) => [r.status, r.attempts]), [['pending', 0], ['pending', 0]], 'no outcome recorded');
+    assert.deepEqual(await s.trace('T1'), [], 'no trace event');
     assert.ok(await s.data('T1'), 'data kept for the lease holder');
     assert.equal(await s.complete('NOPE', 'A', [], 0), null, 'unknown message');
+  });
+
+  t('fencing generation: every claim moves it on; a completion carrying an older one is refused, the current one applies', async (s) => {
+    await s.enqueue(msg('G1'));
+    const [first] = await s.claim('A', 10, 1000);
+    assert.equal(first.leaseGen, 1);
+    // A's lease expires; another node takes the message over, its lease expires too, and A claims it again.
+    const [second] = await s.claim('B', 10, 1000, Date.now() + 2000);
+    assert.equal(second.leaseGen, 2);
+    const [third] = await s.claim('A', 10, 60_000, Date.now() + 4000);
+    assert.equal(third.leaseGen, 3);
+    assert.equal(await s.complete('G1', 'A', [ok(0), ok(1)], 0, { gen: first.leaseGen }), 'fenced', 'same owner, stale generation');
+    assert.equal(await s.complete('G1', 'B', [ok(0), ok(1)], 0, { gen: second.leaseGen }), 'fenced', 'no longer the owner');
+    assert.equal((await s.get('G1'))?.recipients.every((r) => r.status === 'pending'), true);
+    assert.equal(await s.complete('G1', 'A', [ok(0), later(1)], Date.now() + 60_000, { gen: third.leaseGen }), 'deferred');
+    const after = await s.get('G1');
+    assert.deepEqual(after?.recipients.map((r) => r.status), ['delivered', 'deferred']);
+    const held = await s.enqueue(msg('G2'), { owner: 'W', ms: 60_000 });
+    assert.equal(held.leaseGen, 1, 'a message stored leased is claim number 1');
+    assert.equal((await s.get('G2'))?.leaseGen, 1);
+  });
+
+  t('renew extends only the leases the owner still holds, at the generation it holds', async (s) => {
+    for (const id of ['W1', 'W2', 'W3']) await s.enqueue(msg(id));
+    const now = Date.now();
+    const mine = await s.claim('A', 10, 1000, now);
+    const gen = new Map(mine.map((m) => [m.id, m.leaseGen]));
+    // The leases expire; B takes one of the messages over before A renews.
+    const [{ id: taken }] = await s.claim('B', 1, 60_000, now + 2000);
+    const renewed = await s.renew('A', mine.map((m) => ({ id: m.id, gen: gen.get(m.id)! })), 30_000, now + 2000);
+    assert.deepEqual(renewed.sort(), mine.map((m) => m.id).filter((id) => id !== taken).sort(), 'the one B took is not renewed');
+    assert.equal((await s.claim('C', 10, 60_000, now + 20_000)).length, 0, 'renewed leases hold past their first expiry');
+    const later = await s.claim('C', 10, 60_000, now + 33_000);
+    assert.deepEqual(later.map((m) => m.id).sort(), renewed.sort(), 'and expire when no longer renewed');
+    assert.deepEqual(await s.renew('A', [{ id: renewed[0], gen: gen.get(renewed[0])! }], 30_000), [], 'taken over by C: not renewed');
+    assert.deepEqual(await s.renew('A', [], 30_000), []);
+  });
+
+  t('releaseLeases(owner) releases that owner\'s leases only; without an owner, every lease', async (s) => {
+    for (const id of ['O1', 'O2', 'O3']) await s.enqueue(msg(id));
+    await s.claim('A', 2, 3_600_000);
+    await s.claim('B', 1, 3_600_000);
+    assert.equal(await s.releaseLeases('A'), 2);
+    assert.deepEqual((await s.list({ states: ['active'] })).map((m) => m.id), ['O3'], 'B keeps its lease');
+    assert.equal(await s.releaseLeases('nobody'), 0);
+    assert.equal(await s.releaseLeases(), 1);
+  });
+
+  t('heartbeat, nodes (with the leases each holds) and depth by state', async (s) => {
+    assert.deepEqual(await s.nodes(), []);
+    const t0 = Date.now();
+    const a = { id: 'mx1:/var/lib/portcullis', version: '0.1.0', configHash: 'h1', host: 'mx1', pid: 11, startedAt: t0 - 5000 };
+    await s.heartbeat(a, t0 - 1000);
+    await s.heartbeat({ ...a, id: 'mx2:/var/lib/portcullis', host: 'mx2', configHash: 'h2' }, t0 - 500);
+    await s.heartbeat(a, t0);
+    for (const id of ['N1', 'N2', 'N3']) await s.enqueue(msg(id));
+    const t1 = Date.now();
+    await s.claim(a.id, 2, 60_000, t1);
+    const nodes = await s.nodes(t1 + 1000);
+    assert.deepEqual(nodes.map((n) => [n.id, n.lastHeartbeat, n.leases, n.configHash]), [[a.id, t0, 2, 'h1'], ['mx2:/var/lib/portcullis', t0 - 500, 0, 'h2']]);
+    assert.deepEqual({ ...nodes[0], lastHeartbeat: 0, leases: 0 }, { ...a, lastHeartbeat: 0, leases: 0 });
+    assert.equal((await s.nodes(t1 + 61_000))[0].leases, 0, 'expired leases are not held');
+    assert.deepEqual(await s.depth(), { incoming: 1, active: 2, deferred: 0, held: 0, done: 0 });
   });
 
   t('releaseLeases returns active messages to the queue (single-node restart)', async (s) => {
