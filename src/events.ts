@@ -48,6 +48,10 @@ export type Event =
       /** TLS failure kind (tls/failures.ts): why a required level failed, or why opportunistic TLS stepped down. */
       tlsFailure?: string; tlsVersion?: string; tlsLegacy?: boolean }
   | { event: 'queue.recovered'; released: number }
+  /** A delivery's outcome was not recorded: another node took the message over (fencing generation). */
+  | { event: 'queue.fenced'; queueId: string; node: string; gen: number }
+  /** A lease could not be renewed while its delivery runs: another node took the message over. */
+  | { event: 'queue.leaseLost'; queueId: string; node: string; gen: number }
   | { event: 'store.opened'; store: 'sqlite' | 'postgres'; location: string; migrated: number[] }
   /** A setting of the database server weakens durability (location never carries a password). */
   | { event: 'store.warning'; location: string; setting: string; value: string; message: string }
@@ -66,6 +70,8 @@ const levels: Partial<Record<Event['event'], Level>> = {
   'session.pipelining': 'warn',
   'store.warning': 'warn',
   'store.connectionError': 'warn',
+  'queue.fenced': 'warn',
+  'queue.leaseLost': 'warn',
   'internal.error': 'error',
 };
 

@@ -3,10 +3,14 @@
 // Start order: as the starting user (root for port 25) bind the listeners and read the configured
 // keys; then become the service user (service/start.ts); only then create or open anything in
 // dataDir, so everything there belongs to the service user.
+// On start the node writes its heartbeat (scheduler/presence.ts) and returns its previous run's
+// leases: all of them on SQLite, its own (nodeId) on PostgreSQL, where other nodes hold theirs.
 // Promise: an invalid new configuration (or unusable certificate) is refused and the running
 // one stays in force; sessions in flight keep the snapshot they started with. A start that fails
 // part-way (a listener cannot bind) releases what it opened: control socket, listeners, store.
 import type net from 'node:net';
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import type { SecureVersion } from 'node:tls';
 import { loadConfig, type Config } from './config/load.ts';
 import { emit, notice, setLogLevel, setLogOutput } from './events.ts';
@@ -20,6 +24,8 @@ import { Ingest } from './ingest/ingest.ts';
 import { SmtpServer } from './inbound/server.ts';
 import type { SessionDeps } from './inbound/session.ts';
 import { Scheduler } from './scheduler/scheduler.ts';
+import { NodePresence } from './scheduler/presence.ts';
+import { configHash } from './config/hash.ts';
 import { MaildirDelivery } from './delivery/maildir.ts';
 import { ConnectionPool } from './delivery/pool.ts';
 import { RemoteDelivery } from './delivery/remote.ts';
@@ -39,6 +45,8 @@ export interface GatewayOptions {
   runAs?: RunAsOverride;
 }
 
+const { version: VERSION } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+
 async function certificatePairs(c: Config): Promise<CertPair[]> {
   if (c.tls.certificates.length) return [...c.tls.certificates];
   return [await ensureDevCertificate(c.dataDir, c.hostname)];
@@ -48,6 +56,7 @@ export class Gateway {
   private deps!: SessionDeps;
   private server!: SmtpServer;
   private scheduler!: Scheduler;
+  private presence: NodePresence | undefined;
   private store!: Store;
   private tls!: ServerTls;
   private remote!: RemoteDelivery;
@@ -72,6 +81,7 @@ export class Gateway {
 
   private async release(): Promise<void> {
     this.tls?.unwatch();
+    await this.presence?.stop();
     await new Promise((r) => (this.control ? this.control.close(r) : r(undefined)));
     await this.server?.close(0);
     await this.remote?.close();
@@ -99,7 +109,8 @@ export class Gateway {
     this.tls = configured ?? new ServerTls(await certificatePairs(config), config.tls.minVersion as SecureVersion);
     this.tls.watch();
     this.store = await openStore(config);
-    const released = await this.store.releaseLeases();
+    // A node among others returns only its own leases (its previous run's); a single node owns its queue.
+    const released = await this.store.releaseLeases(config.store.type === 'postgres' ? config.nodeId : undefined);
     if (released) emit({ event: 'queue.recovered', released });
     const trust = new TrustStore(config.tls.trust.system, config.tls.trust.caFiles);
     this.resolver = new DnsResolver(config.dns.servers, { dnssec: config.dns.dnssec });
@@ -114,8 +125,13 @@ export class Gateway {
     const mailboxes = new MaildirDelivery(config.dataDir, { mode: maildir.mode, gid: maildirGid });
     void mailboxes.cleanTmp().then((n) => { if (n) notice(`removed ${n} partial mailbox file(s) left in Maildir tmp/ folders by a previous process`); });
     this.scheduler = new Scheduler(this.store, { local: mailboxes, remote: this.remote }, ingest,
-      () => ({ config: this.deps.config, inbound: this.deps.policy, outbound: this.outbound }));
+      () => ({ config: this.deps.config, inbound: this.deps.policy, outbound: this.outbound }), config.nodeId);
+    const startedAt = Date.now();
+    this.presence = new NodePresence(this.store,
+      () => ({ id: config.nodeId, version: VERSION, configHash: configHash(this.deps.config), host: os.hostname(), pid: process.pid, startedAt }),
+      () => this.deps.config.queue.leaseSeconds, () => this.scheduler.renewLeases());
     this.deps = { config, policy: new InboundPolicy(config), tls: this.tls, trust, revocation, ingest };
+    await this.presence.start();
     this.server.open();
     this.scheduler.start();
     emit({ event: 'server.started', hostname: config.hostname, dataDir: config.dataDir, configFile: config.source });
@@ -129,7 +145,7 @@ export class Gateway {
       const cur = this.deps.config;
       const ignored: string[] = [];
       if (next.dataDir !== cur.dataDir) ignored.push('dataDir');
-      const restartOnly: [string, (c: Config) => unknown][] = [['smtp.listen', (c) => c.smtp.listen], ['runAs', (c) => c.runAs], ['delivery.maildir', (c) => c.delivery.maildir], ['store', (c) => c.store]];
+      const restartOnly: [string, (c: Config) => unknown][] = [['smtp.listen', (c) => c.smtp.listen], ['runAs', (c) => c.runAs], ['delivery.maildir', (c) => c.delivery.maildir], ['store', (c) => c.store], ['nodeId', (c) => c.nodeId]];
       for (const [key, get] of restartOnly) if (JSON.stringify(get(next)) !== JSON.stringify(get(cur))) ignored.push(key);
       const trust = new TrustStore(next.tls.trust.system, next.tls.trust.caFiles);
       const pairs = await certificatePairs(next);
@@ -168,6 +184,7 @@ export class Gateway {
     this.control?.close();
     await this.server.close(10_000);
     await this.scheduler.stop();
+    await this.presence?.stop();
     await this.remote.close();
     await this.store.close();
   }

@@ -99,6 +99,7 @@ export function buildConfig(input: unknown, baseDir: string, source: string | nu
     ...c,
     hostname: c.hostname ?? osHostname().toLowerCase(),
     dataDir: resolve(c.dataDir),
+    nodeId: c.nodeId ?? `${osHostname().toLowerCase()}:${resolve(c.dataDir)}`,
     store: store.store,
     tls: {
       ...c.tls,

@@ -174,6 +174,10 @@ export const configSchema = z.strictObject({
     valueType: '`root` or `{user, group}`',
   }),
   store: storeSchema.prefault({}),
+  nodeId: z.string().trim().min(1).max(200).optional().meta({
+    description: 'This node\'s name in a cluster (several nodes on one PostgreSQL store): it owns the leases of the messages the node delivers and its heartbeat row (`portcullis cluster status`). Must differ between nodes and stay the same across restarts of one node: at start a node returns the leases its previous run left to the queue. Changing it takes effect after a restart.',
+    defaultText: 'host name `:` dataDir',
+  }),
   log: z.strictObject({
     level: z.enum(['debug', 'info', 'warn', 'error']).default('info').describe('Log level of the server\'s log (stdout).'),
     format: z.enum(['auto', 'json', 'text']).default('auto').describe('`json`: one JSON object per line (for journald, files, log shippers). `text`: one readable line per event, `TIME LEVEL event key=value …`. `auto`: `text` when stdout is a terminal, `json` otherwise.'),

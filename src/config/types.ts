@@ -22,8 +22,10 @@ export interface Organization {
   outboundConnectors: readonly OutboundConnector[];
 }
 
-export interface Config extends Omit<ParsedConfig, 'organizations' | 'hostname' | 'store'> {
+export interface Config extends Omit<ParsedConfig, 'organizations' | 'hostname' | 'store' | 'nodeId'> {
   hostname: string;
+  /** nodeId, or the host name and dataDir. */
+  nodeId: string;
   /** With the PostgreSQL URL resolved (config/store.ts). */
   store: StoreConfig;
   organizations: readonly Organization[];
