@@ -14,6 +14,7 @@ import { registerQueue } from './queue.ts';
 import { registerTrace } from './trace.ts';
 import { registerConnector } from './connector.ts';
 import { registerStore } from './store.ts';
+import { registerCluster } from './cluster.ts';
 import { say, warn } from './terminal.ts';
 import { exitWith, installBoundary, logTo } from './failure.ts';
 
@@ -107,5 +108,6 @@ registerQueue(program);
 registerTrace(program);
 registerConnector(program);
 registerStore(program);
+registerCluster(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => exitWith(e, serving));
