@@ -2,6 +2,8 @@
 // node is killed with SIGKILL while its deliveries are in flight, and the other takes its work
 // over once the leases expire (queue.leaseSeconds plus a heartbeat): every message reaches the
 // relay exactly once. `cluster status` lists both nodes, the dead one DOWN, and the queue depth.
+// A node that stalls (SIGSTOP) past its lease loses the message to the other node; when it
+// wakes up, its late completion is refused by the fencing generation and logged.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -64,22 +66,21 @@ async function startRelay(): Promise<Relay> {
 }
 
 let pg: PgInstance;
-let relay: Relay;
 const nodes: GatewayHandle[] = [];
+const relays: Relay[] = [];
 
 before(async () => {
   if (skip) return;
   pg = await startPostgres();
-  relay = await startRelay();
 });
 
 after(async () => {
-  for (const n of nodes) await cleanup(n);
-  await relay?.close();
+  for (const n of nodes) { if (n.proc?.signalCode === null && n.proc.exitCode === null) n.proc.kill('SIGCONT'); await cleanup(n); }
+  for (const r of relays) await r.close();
   await pg?.destroy();
 });
 
-const node = (id: string, url: string) => ({
+const node = (id: string, url: string, relay: Relay) => ({
   nodeId: id,
   store: { type: 'postgres', url, poolSize: 4 },
   queue: { leaseSeconds: LEASE, retrySchedule: [1] },
@@ -113,9 +114,11 @@ async function until(what: string, ok: () => boolean | Promise<boolean>, ms: num
 
 test('two nodes on one PostgreSQL: one is killed (SIGKILL) with deliveries in flight, the other takes them over: 0 lost, 0 duplicated', { skip, timeout: 180_000 }, async () => {
   const url = await pg.createDatabase('cluster');
-  const a = await startGateway({ host: '127.0.0.66', config: node('node-a', url) });
+  const relay = await startRelay();
+  relays.push(relay);
+  const a = await startGateway({ host: '127.0.0.66', config: node('node-a', url, relay) });
   nodes.push(a);
-  const b = await startGateway({ host: '127.0.0.67', config: node('node-b', url) });
+  const b = await startGateway({ host: '127.0.0.67', config: node('node-b', url, relay) });
   nodes.push(b);
   const PER_NODE = 10;
   const fromA: string[] = []; const fromB: string[] = [];
@@ -164,4 +167,34 @@ test('two nodes on one PostgreSQL: one is killed (SIGKILL) with deliveries in fl
   assert.match(end.stdout, /^node-a +DOWN +heartbeat \d+ s ago +version \S+ +config [0-9a-f]{16} +leases 0/m);
   assert.match(end.stdout, /^node-b +up +heartbeat \d+ s ago .* leases 0/m);
   assert.match(end.stdout, /queue: incoming 0, active 0, deferred 0, held 0, done 20/);
+});
+
+test('a node that stalls past its lease (SIGSTOP) loses the message to the other node; its late completion is fenced: logged, not applied', { skip, timeout: 120_000 }, async () => {
+  const url = await pg.createDatabase('fence');
+  const relay = await startRelay();
+  relays.push(relay);
+  const a = await startGateway({ host: '127.0.0.68', config: node('node-a', url, relay) });
+  nodes.push(a);
+  const b = await startGateway({ host: '127.0.0.69', config: node('node-b', url, relay) });
+  nodes.push(b);
+  const id = await send(a, 'stalled');
+  await until('node A delivers, waiting for the relay', () => relay.waiting === 1, 20_000);
+  a.proc.kill('SIGSTOP');
+  try {
+    // A's lease expires; B claims the message and delivers it too (its end of data waits as well).
+    await until('node B took the message over', () => relay.waiting === 2, (LEASE + 15) * 1000);
+    relay.release(); // B's delivery is answered; A's answer waits in its socket until it wakes
+    await b.waitForLog((e) => e.event === 'delivery.result' && e.queueId === id && e.status === 'delivered', 20_000);
+  } finally {
+    a.proc.kill('SIGCONT');
+  }
+  const fenced = await a.waitForLog((e) => e.event === 'queue.fenced' && e.queueId === id, 20_000);
+  assert.equal(fenced.node, 'node-a');
+  assert.equal(fenced.level, 40, 'a warning');
+  const q = await b.cli(['queue', 'show', id, '--json']);
+  assert.equal(q.code, 0, q.stderr);
+  const shown = JSON.parse(q.stdout) as { state: string; recipients: { status: string; attempts: number }[]; trace: { kind: string }[] };
+  assert.equal(shown.state, 'done');
+  assert.deepEqual(shown.recipients.map((r) => [r.status, r.attempts]), [['delivered', 1]], 'one outcome recorded: node B\'s');
+  assert.equal(shown.trace.filter((e) => e.kind === 'delivery').length, 1, 'node A\'s late outcome is not in the trace');
 });
