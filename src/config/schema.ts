@@ -274,7 +274,7 @@ export const configSchema = z.strictObject({
       valueType: 'seconds',
     }),
     leaseSeconds: z.number().int().min(5).default(300).meta({
-      description: 'How long a delivery worker holds a message before another may take it over (crash safety).',
+      description: 'How long a node holds a message it delivers before another node (or, after a restart, the same one) may take it over. A live node renews its leases every third of this while their deliveries run, with its heartbeat; a node that dies leaves leases that expire within this time, and other nodes take its work over (see [Running a cluster](cluster.md#several-nodes)).',
       valueType: 'seconds',
     }),
     concurrency: z.number().int().min(1).max(1000).default(20).describe('Messages in delivery at the same time.'),
