@@ -9,12 +9,12 @@
 //
 // Everything runs on 127.0.0.1: a throwaway PKI and config in a temp dir, the real
 // `portcullis serve` process (test/helpers/gateway.ts), and an in-process load generator
-// (bench/lib/loadgen.ts). Mode "harness" drives the gateway with the shared relay harness's
+// (bench/lib/loadgen.ts). Mode "harness" drives the gateway with the Postfix comparison harness's
 // client.js instead (the generator the Postfix reference numbers were taken with; needs its
-// setup.sh; --harness DIR, default ../shared/bench). --store postgres runs the gateway on a
-// throwaway PostgreSQL (test/helpers/postgres.ts: Debian's server binaries, loopback, fsync on);
-// its server's CPU is not in the gateway columns (it is in "other cores").
-// See docs/performance.md for the numbers.
+// setup.sh; --harness DIR or BENCH_HARNESS, default: shared/bench beside this checkout).
+// --store postgres runs the gateway on a throwaway PostgreSQL (test/helpers/postgres.ts: Debian's
+// server binaries, loopback, fsync on); its server's CPU is not in the gateway columns (it is in
+// "other cores"). See docs/performance.md for the harness and the numbers.
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -54,7 +54,7 @@ const { values: a } = parseArgs({
     keep: { type: 'boolean', default: false },
     'log-level': { type: 'string', default: 'info' },
     store: { type: 'string', default: 'sqlite' },
-    harness: { type: 'string', default: process.env.BENCH_HARNESS ?? path.resolve(ROOT, '../shared/bench') },
+    harness: { type: 'string', default: process.env.BENCH_HARNESS ?? path.join(path.dirname(ROOT), 'shared', 'bench') },
   },
   strict: true,
 });

@@ -8,7 +8,7 @@ import { peerCertVerdict } from '../tls/facts.ts';
 import { isoSeconds as iso } from '../util/time.ts';
 import { cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
 import { say, warn } from './terminal.ts';
-import { attemptCause, describeEvent, lastAttempts, withRenderer } from './trace.ts';
+import { attemptCause, describeEvent, lastAttempts } from './trace.ts';
 
 const open = (status: string) => status === 'pending' || status === 'deferred';
 
@@ -67,8 +67,8 @@ export function registerQueue(program: Command): void {
       say(`${msgs.length} message(s)`);
     });
 
-  withRenderer(withConfig(q.command('show').argument('<id>', 'queue id').description('one message: envelope, inbound TLS facts, recipients, and its history (every attempt)')
-    .option('--json', 'machine-readable output')))
+  withConfig(q.command('show').argument('<id>', 'queue id').description('one message: envelope, inbound TLS facts, recipients, and its history (every attempt)')
+    .option('--json', 'machine-readable output'))
     .action(async (id: string, o: CommonOpts) => {
       const store = await cliStore(cliConfig(o));
       const m = await store.get(id);

@@ -13,15 +13,6 @@ import { isoSeconds as iso } from '../util/time.ts';
 import { cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
 import { say } from './terminal.ts';
 
-// policy/outbound.ts (the TLS scale) loads the configuration schema and zod: a command that
-// renders trace events is declared withRenderer(), which loads it before the command runs, so
-// `--help` does not.
-let policy: typeof import('../policy/outbound.ts') | undefined;
-
-export function withRenderer(cmd: Command): Command {
-  return cmd.hook('preAction', async () => { policy ??= await import('../policy/outbound.ts'); });
-}
-
 interface TraceOpts extends CommonOpts {
   messageId?: string; queueId?: string; sender?: string; recipient?: string; since?: string; until?: string; limit?: string;
 }
@@ -114,7 +105,7 @@ export function describeMessage(m: QueueMessage, events: TraceEvent[]): string {
 }
 
 export function registerTrace(program: Command): void {
-  withRenderer(withConfig(program.command('trace').description('find messages and show what happened to them, with the TLS facts of every hop')
+  withConfig(program.command('trace').description('find messages and show what happened to them, with the TLS facts of every hop')
     .option('--message-id <id>', 'Message-ID header (with or without <>)')
     .option('--queue-id <id>', 'queue id')
     .option('--sender <address>', 'envelope sender')
@@ -122,7 +113,7 @@ export function registerTrace(program: Command): void {
     .option('--since <time>', 'received at or after (ISO time, or 30m / 2h / 1d ago)')
     .option('--until <time>', 'received at or before')
     .option('--limit <n>', 'at most this many messages (default 20)')
-    .option('--json', 'machine-readable output')))
+    .option('--json', 'machine-readable output'))
     .action(async (o: TraceOpts) => {
       const store = await cliStore(cliConfig(o));
       const since = time(o.since, 'since'); const until = time(o.until, 'until');

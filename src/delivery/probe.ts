@@ -15,6 +15,7 @@ import type { EndpointResult, RevocationChecker, RevocationResult } from '../tls
 import type { TrustStore } from '../tls/trust.ts';
 import { DeliveryError, SmtpConnection, type PeerTls } from './smtp-client.ts';
 import { judgeTls } from './tls-check.ts';
+import { errorMessage } from '../util/errors.ts';
 
 export interface ProbeTarget { host: string; port: number }
 
@@ -69,7 +70,7 @@ export async function probeHost(t: ProbeTarget, o: ProbeOptions): Promise<HostRe
   try {
     ips = net.isIP(t.host) ? [t.host] : (await o.resolver.addresses(t.host)).records;
   } catch (e) {
-    return [{ host: t.host, port: t.port, connected: false, requirement: o.requirement, passes: false, error: (e as Error).message, reason: `cannot resolve ${t.host}: ${(e as Error).message}` }];
+    return [{ host: t.host, port: t.port, connected: false, requirement: o.requirement, passes: false, error: errorMessage(e), reason: `cannot resolve ${t.host}: ${errorMessage(e)}` }];
   }
   const reports: HostReport[] = [];
   for (const ip of ips) reports.push(await probeAddress(t, ip, o));
@@ -129,7 +130,7 @@ async function probeAddress(t: ProbeTarget, ip: string, o: ProbeOptions): Promis
       const data = Buffer.from(`From: Portcullis connector validation <postmaster@${o.config.hostname}>\r\nTo: <${o.sendTo}>\r\nSubject: Portcullis connector validation\r\n` +
         `Date: ${new Date().toUTCString()}\r\nMessage-ID: <validate.${Date.now()}@${o.config.hostname}>\r\n\r\nThis is a test message sent by "portcullis connector validate".\r\n`);
       const res = await conn.send({ from: `postmaster@${o.config.hostname}`, rcpts: [{ address: o.sendTo }], eightBit: false, smtputf8: false }, data);
-      const final = res.data ?? res.rcpts[0] ?? res.mail;
+      const final = res.data ?? res.rcpts.at(0) ?? res.mail;
       r.testMessage = `${final.code} ${final.enhanced ?? ''} ${final.text}`.replace(/ {2}/g, ' ');
       if (final.code !== 250) { r.passes = false; r.reason = `test message refused: ${r.testMessage}`; }
     }

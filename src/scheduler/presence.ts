@@ -5,6 +5,7 @@
 // Failure: a heartbeat or renewal that fails (the store unreachable) is logged and tried again
 // at the next beat; it never stops the node.
 import { emit } from '../events.ts';
+import { errorMessage } from '../util/errors.ts';
 import type { NodeBeat, Store } from '../store/types.ts';
 
 /** The interval of heartbeats and lease renewals for a lease of `leaseSeconds`. */
@@ -34,7 +35,7 @@ export class NodePresence {
     try {
       await Promise.all([this.store.heartbeat(this.node()), this.renew()]);
     } catch (e) {
-      emit({ event: 'internal.error', where: 'node heartbeat', error: (e as Error)?.message ?? String(e) });
+      emit({ event: 'internal.error', where: 'node heartbeat', error: errorMessage(e) });
     }
   }
 

@@ -266,7 +266,7 @@ export class PostgresStore implements Store {
           SELECT m.state AS before, m.lost, (SELECT state FROM fin) AS after FROM m`,
         values,
       });
-      const row = r.rows[0];
+      const row = r.rows[0] as typeof r.rows[number] | undefined;
       if (!row) return null;
       return row.lost ? 'fenced' : row.after ?? row.before;
     });
@@ -311,7 +311,7 @@ export class PostgresStore implements Store {
 
   deleteQueued(id: string, by: string, now = Date.now()): Promise<DeleteResult> {
     return this.write(async (c): Promise<DeleteResult> => {
-      const msg = (await c.query<Row>('SELECT state, lease_until FROM messages WHERE id = $1 FOR UPDATE', [id])).rows[0];
+      const msg = (await c.query<Row>('SELECT state, lease_until FROM messages WHERE id = $1 FOR UPDATE', [id])).rows[0] as Row | undefined;
       if (!msg) return { deleted: false, why: 'unknown' };
       if (msg.state === 'done') return { deleted: false, why: 'finished' };
       if (msg.state === 'active' && (msg.lease_until as number) >= now) return { deleted: false, why: 'inDelivery' };

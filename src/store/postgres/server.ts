@@ -17,7 +17,7 @@ const MIGRATION_LOCK = 0x706f7274637573n.toString();
 
 /** The text of a driver or socket error (an AggregateError of several addresses has none of its own). */
 export function errorText(e: unknown): string {
-  const err = e as Error & { errors?: Error[] };
+  const err = e as (Error & { errors?: Error[] }) | null | undefined;
   if (err?.message) return err.message;
   if (Array.isArray(err?.errors) && err.errors.length) return err.errors.map((x) => x.message).join('; ');
   return String(e);
@@ -27,7 +27,7 @@ export function errorText(e: unknown): string {
 export class PostgresError extends Error {
   readonly code: string;
   constructor(location: string, e: unknown) {
-    const err = e as Error & { code?: string; errors?: (Error & { code?: string })[] };
+    const err = e as (Error & { code?: string; errors?: (Error & { code?: string })[] }) | null | undefined;
     super(`PostgreSQL store ${location}: ${errorText(e)}`);
     this.name = 'PostgresError';
     this.code = typeof err?.code === 'string' ? err.code : err?.errors?.[0]?.code ?? 'PG_ERROR';

@@ -23,7 +23,7 @@ const bounce = (idx: number) => ({ idx, status: 'failed' as const, reply: { code
 const DAY = 86_400_000;
 
 export function storeConformance(name: string, h: StoreHarness): void {
-  const t = (title: string, f: (s: Store, reopen: () => Promise<Store>) => Promise<void>) => test(`${name}: ${title}`, { skip: h.skip }, async () => {
+  const t = (title: string, f: (s: Store, reopen: () => Promise<Store>) => Promise<void>): void => void test(`${name}: ${title}`, { skip: h.skip }, async () => {
     const { store, reopen } = await h.fresh();
     let current = store;
     try {
