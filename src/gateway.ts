@@ -3,10 +3,14 @@
 // Start order: as the starting user (root for port 25) bind the listeners and read the configured
 // keys; then become the service user (service/start.ts); only then create or open anything in
 // dataDir, so everything there belongs to the service user.
+// On start the node writes its heartbeat (scheduler/presence.ts) and returns its previous run's
+// leases: all of them on SQLite, its own (nodeId) on PostgreSQL, where other nodes hold theirs.
 // Promise: an invalid new configuration (or unusable certificate) is refused and the running
 // one stays in force; sessions in flight keep the snapshot they started with. A start that fails
 // part-way (a listener cannot bind) releases what it opened: control socket, listeners, store.
 import type net from 'node:net';
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import type { SecureVersion } from 'node:tls';
 import { loadConfig, type Config } from './config/load.ts';
 import { emit, notice, setLogLevel, setLogOutput } from './events.ts';
@@ -20,6 +24,8 @@ import { Ingest } from './ingest/ingest.ts';
 import { SmtpServer } from './inbound/server.ts';
 import type { SessionDeps } from './inbound/session.ts';
 import { Scheduler } from './scheduler/scheduler.ts';
+import { NodePresence } from './scheduler/presence.ts';
+import { configHash } from './config/hash.ts';
 import { MaildirDelivery } from './delivery/maildir.ts';
 import { ConnectionPool } from './delivery/pool.ts';
 import { RemoteDelivery } from './delivery/remote.ts';
@@ -44,6 +50,8 @@ export interface GatewayOptions {
   runAs?: RunAsOverride;
 }
 
+const { version: VERSION } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+
 async function certificatePairs(c: Config): Promise<CertPair[]> {
   if (c.tls.certificates.length) return [...c.tls.certificates];
   return [await ensureDevCertificate(c.dataDir, c.hostname)];
@@ -53,6 +61,7 @@ export class Gateway {
   private deps!: SessionDeps;
   private server!: SmtpServer;
   private scheduler!: Scheduler;
+  private presence: NodePresence | undefined;
   private store!: Store;
   private tls!: ServerTls;
   private remote!: RemoteDelivery;
@@ -81,6 +90,7 @@ export class Gateway {
     // open() sets these one after the other: after a failure part way, the later ones are unset.
     const opened = this as unknown as { tls?: ServerTls; server?: SmtpServer; remote?: RemoteDelivery; store?: Store };
     opened.tls?.unwatch();
+    await this.presence?.stop();
     await new Promise((r) => (this.control ? this.control.close(r) : r(undefined)));
     await opened.server?.close(0);
     await this.policyServer?.close();
@@ -113,8 +123,9 @@ export class Gateway {
     this.control = await startControlServer(config.dataDir, (r) => this.onControl(r.cmd));
     this.tls = configured ?? new ServerTls(await certificatePairs(config), config.tls.minVersion as SecureVersion);
     this.tls.watch();
-    this.store = openStore(config.dataDir);
-    const released = await this.store.releaseLeases();
+    this.store = await openStore(config);
+    // A node among others returns only its own leases (its previous run's); a single node owns its queue.
+    const released = await this.store.releaseLeases(config.store.type === 'postgres' ? config.nodeId : undefined);
     if (released) emit({ event: 'queue.recovered', released });
     const trust = new TrustStore(config.tls.trust.system, config.tls.trust.caFiles);
     this.resolver = new DnsResolver(config.dns.servers, { dnssec: config.dns.dnssec });
@@ -132,13 +143,18 @@ export class Gateway {
     void mailboxes.cleanTmp().then((n) => { if (n) notice(`removed ${n} partial mailbox file(s) left in Maildir tmp/ folders by a previous process`); });
     const reports = new ReportInbox(() => this.store, () => this.deps.config.tlsRpt.receive);
     this.scheduler = new Scheduler(this.store, { local: mailboxes, remote: this.remote, reports }, ingest,
-      () => ({ config: this.deps.config, inbound: this.deps.policy, outbound: this.outbound }));
+      () => ({ config: this.deps.config, inbound: this.deps.policy, outbound: this.outbound }), config.nodeId);
+    const startedAt = Date.now();
+    this.presence = new NodePresence(this.store,
+      () => ({ id: config.nodeId, version: VERSION, configHash: configHash(this.deps.config), host: os.hostname(), pid: process.pid, startedAt }),
+      () => this.deps.config.queue.leaseSeconds, () => this.scheduler.renewLeases());
     this.deps = { config, policy: new InboundPolicy(config), tls: this.tls, trust, revocation, ingest };
     const sender = new TlsReportSender({
       store: this.store, resolver: () => this.resolver, config: () => this.deps.config, trust: () => this.deps.trust, ingest,
       route: (a) => (this.deps.policy.acceptedDomain(a.slice(a.lastIndexOf('@') + 1))?.type === 'authoritative' ? 'local' : 'remote'),
     });
     this.reports = new DailyReports(() => sender, () => this.deps.config.tlsRpt.enabled);
+    await this.presence.start();
     this.server.open();
     this.scheduler.start();
     this.reports.start();
@@ -153,7 +169,7 @@ export class Gateway {
       const cur = this.deps.config;
       const ignored: string[] = [];
       if (next.dataDir !== cur.dataDir) ignored.push('dataDir');
-      const restartOnly: [string, (c: Config) => unknown][] = [['smtp.listen', (c) => c.smtp.listen], ['runAs', (c) => c.runAs], ['delivery.maildir', (c) => c.delivery.maildir], ['mtaSts.hosting.listen', (c) => c.mtaSts.hosting?.listen]];
+      const restartOnly: [string, (c: Config) => unknown][] = [['smtp.listen', (c) => c.smtp.listen], ['runAs', (c) => c.runAs], ['delivery.maildir', (c) => c.delivery.maildir], ['mtaSts.hosting.listen', (c) => c.mtaSts.hosting?.listen], ['store', (c) => c.store], ['nodeId', (c) => c.nodeId]];
       for (const [key, get] of restartOnly) if (JSON.stringify(get(next)) !== JSON.stringify(get(cur))) ignored.push(key);
       const trust = new TrustStore(next.tls.trust.system, next.tls.trust.caFiles);
       const pairs = await certificatePairs(next);
@@ -194,6 +210,7 @@ export class Gateway {
     await this.reports?.stop();
     await this.policyServer?.close();
     await this.scheduler.stop();
+    await this.presence?.stop();
     await this.remote.close();
     await this.store.close();
   }

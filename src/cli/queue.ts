@@ -44,7 +44,7 @@ export function registerQueue(program: Command): void {
   withConfig(q.command('list').description('messages waiting in the queue, and why they wait').option('--json', 'machine-readable output')
     .option('--all', 'include delivered/failed/deleted (done) messages'))
     .action(async (o: CommonOpts & { all?: boolean }) => {
-      const store = cliStore(cliConfig(o));
+      const store = await cliStore(cliConfig(o));
       const msgs = await store.list(o.all ? { states: ['incoming', 'active', 'deferred', 'held', 'done'] } : {});
       const traces = await Promise.all(msgs.map((m) => (m.recipients.some((r) => open(r.status)) ? store.trace(m.id) : Promise.resolve([]))));
       await store.close();
@@ -70,7 +70,7 @@ export function registerQueue(program: Command): void {
   withConfig(q.command('show').argument('<id>', 'queue id').description('one message: envelope, inbound TLS facts, recipients, and its history (every attempt)')
     .option('--json', 'machine-readable output'))
     .action(async (id: string, o: CommonOpts) => {
-      const store = cliStore(cliConfig(o));
+      const store = await cliStore(cliConfig(o));
       const m = await store.get(id);
       const trace = m ? await store.trace(id) : [];
       await store.close();
@@ -90,7 +90,7 @@ export function registerQueue(program: Command): void {
   withConfig(q.command('retry').argument('<id>', 'queue id').description('attempt delivery now'))
     .action(async (id: string, o: CommonOpts) => {
       const c = cliConfig(o);
-      const store = cliStore(c, 'write');
+      const store = await cliStore(c, 'write');
       const ok = await store.retryNow(id);
       await store.close();
       if (!ok) { warn(`no deferred message ${id} (it may be delivered already or in delivery now)`); process.exitCode = 1; return; }
@@ -102,7 +102,7 @@ export function registerQueue(program: Command): void {
     .description('take a message out of the queue without delivering it (no bounce); its trace is kept for trace.retentionDays'))
     .action(async (id: string, o: CommonOpts) => {
       const c = cliConfig(o);
-      const store = cliStore(c, 'write');
+      const store = await cliStore(c, 'write');
       const by = administrator();
       const r = await store.deleteQueued(id, by);
       await store.close();

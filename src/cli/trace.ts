@@ -116,7 +116,7 @@ export function registerTrace(program: Command): void {
     .option('--limit <n>', 'at most this many messages (default 20)')
     .option('--json', 'machine-readable output'))
     .action(async (o: TraceOpts) => {
-      const store = cliStore(cliConfig(o));
+      const store = await cliStore(cliConfig(o));
       const since = time(o.since, 'since'); const until = time(o.until, 'until');
       const msgs = await store.search({
         ...(o.queueId ? { queueId: o.queueId } : {}), ...(o.messageId ? { messageId: o.messageId } : {}),

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { isIP } from 'node:net';
 import { CONNECTOR_TLS_LEVELS } from '../tls/levels.ts';
 import { isDomainName, parseCidr, parseListen, parseSmartHost } from '../util/net.ts';
+import { isPostgresUrl } from '../util/secret-url.ts';
 
 export const domainName = z.string().trim().toLowerCase()
   .refine(isDomainName, { message: 'is not a valid domain name' }).meta({ valueType: 'domain' });
@@ -136,6 +137,29 @@ const maildirOptions = z.strictObject({
   if (m.group !== undefined && m.mode === '0600') ctx.addIssue({ code: 'custom', path: ['mode'], message: `gives group "${m.group}" no rights: use "0640" (read) or "0660" (read and write, what an IMAP server needs for flags)` });
 });
 
+/**
+ * Where the queue and trace live: SQLite in dataDir (one node), or PostgreSQL (config/store.ts
+ * resolves the URL). One object, so that each key has its row in docs/configuration.md; `url` and
+ * `poolSize` belong to `postgres` only.
+ */
+const storeSchema = z.strictObject({
+  type: z.enum(['sqlite', 'postgres'], { error: 'must be sqlite or postgres' }).default('sqlite').describe('`sqlite`: the embedded default for one machine, `dataDir/queue.sqlite`. `postgres`: a PostgreSQL database (see [Running a cluster](cluster.md)). Changing it takes effect after a restart; `portcullis store copy` moves a SQLite queue into PostgreSQL.'),
+  // The message never repeats the value: it may hold a password.
+  url: z.string().refine(isPostgresUrl, { message: 'must be a PostgreSQL URL, postgresql://USER@HOST:PORT/DATABASE (the value is not shown: it may hold a password)' }).optional().meta({
+    description: 'With `type: postgres`: the database, as PostgreSQL clients write it (`postgres://` too). Query parameters of the driver work (`?sslmode=require`, `?host=/run/postgresql` for a Unix socket: `postgresql://portcullis@/mail?host=/run/postgresql`). May be left out when `PORTCULLIS_STORE_URL` is set.',
+    valueType: '`postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE`',
+  }),
+  poolSize: z.number().int().min(2).max(200).optional().meta({
+    description: 'With `type: postgres`: connections to PostgreSQL per process. One carries the grouped writes at a time; the others serve reads (queue lookups, the CLI).',
+    valueType: 'count, 2 to 200', defaultText: '`10`',
+  }),
+}).superRefine((s, ctx) => {
+  if (s.type !== 'sqlite') return;
+  for (const k of ['url', 'poolSize'] as const) {
+    if (s[k] !== undefined) ctx.addIssue({ code: 'custom', path: [k], message: 'belongs to store type postgres (the store is sqlite): remove it, or set store.type: postgres' });
+  }
+});
+
 export const configSchema = z.strictObject({
   hostname: domainName.optional().meta({
     description: 'Name in the SMTP banner, EHLO reply and `Received:` headers. Set it to the name your MX record points at.',
@@ -148,6 +172,11 @@ export const configSchema = z.strictObject({
   runAs: runAsSchema.optional().meta({
     description: 'Who the server runs as after binding its ports: `root` to stay root (deliberately), or the user (and group) to become. Changing it takes effect after a restart.',
     valueType: '`root` or `{user, group}`',
+  }),
+  store: storeSchema.prefault({}),
+  nodeId: z.string().trim().min(1).max(200).optional().meta({
+    description: 'This node\'s name in a cluster (several nodes on one PostgreSQL store): it owns the leases of the messages the node delivers and its heartbeat row (`portcullis cluster status`). Must differ between nodes and stay the same across restarts of one node: at start a node returns the leases its previous run left to the queue. Changing it takes effect after a restart.',
+    defaultText: 'host name `:` dataDir',
   }),
   log: z.strictObject({
     level: z.enum(['debug', 'info', 'warn', 'error']).default('info').describe('Log level of the server\'s log (stdout).'),
@@ -213,6 +242,7 @@ export const configSchema = z.strictObject({
       maxMessages: z.number().int().min(1).max(100_000).default(1000).describe('Messages per connection before it is closed.'),
     }).prefault({}),
     maildir: maildirOptions.prefault({}),
+    maildirShared: z.boolean().default(false).describe('Says that `dataDir/mailboxes/` is on storage every node shares (NFS, CephFS, a cluster file system). Required with `store.type: postgres` when an organisation has `authoritative` domains: with a shared queue any node may deliver any message, so every node must write into the same mailboxes. Without it such a configuration is refused at start and by `config check` (the error names the domains and this key). Not needed when every domain is `internalRelay`.'),
     tlsFallbackSeconds: z.number().min(0).default(3600).meta({
       description: 'After a failed TLS handshake with an address under **opportunistic** TLS, go straight to the step that worked (legacy TLS, else plaintext) with that address for this long (the step is recorded in the trace). `0`: nothing is remembered; every delivery starts with TLS 1.2+ and steps down within the attempt. Never applies to a forced level.',
       valueType: 'seconds',
@@ -259,7 +289,7 @@ export const configSchema = z.strictObject({
       valueType: 'seconds',
     }),
     leaseSeconds: z.number().int().min(5).default(300).meta({
-      description: 'How long a delivery worker holds a message before another may take it over (crash safety).',
+      description: 'How long a node holds a message it delivers before another node (or, after a restart, the same one) may take it over. A live node renews its leases every third of this while their deliveries run, with its heartbeat; a node that dies leaves leases that expire within this time, and other nodes take its work over (see [Running a cluster](cluster.md#several-nodes)).',
       valueType: 'seconds',
     }),
     concurrency: z.number().int().min(1).max(1000).default(20).describe('Messages in delivery at the same time.'),

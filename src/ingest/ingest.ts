@@ -47,7 +47,8 @@ function headerText(chunks: Buffer[]): string {
   return end >= 0 ? s.slice(0, end + 2) : s;
 }
 
-const STORAGE_FULL = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT']);
+// PostgreSQL 53100: disk_full.
+const STORAGE_FULL = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT', '53100']);
 
 export interface GeneratedMessage {
   org: string;

@@ -52,3 +52,16 @@ test('TLS-Required: No is recorded with the envelope, unless MAIL FROM carried R
   assert.deepEqual(stored.map((m) => m.envelope.tlsRequiredNo), [true, true, undefined, undefined, undefined]);
   assert.equal(stored[2].envelope.requireTls, true);
 });
+
+test('a store failure is a 4xx reply, never an exception: a full disk (SQLite or PostgreSQL) 452 4.3.1, anything else 451 4.3.0', async () => {
+  const failing = (code: string) => {
+    const store = { enqueue: async () => { throw Object.assign(new Error(`store failed (${code})`), { code }); } } as unknown as Store;
+    return new Ingest(store, { reserve: () => undefined, take: () => {}, kick: () => {}, unreserve: () => {} });
+  };
+  const t = { org: 'contoso', mailFrom: 'a@x.test', envelope: { smtputf8: false }, recipients: rcpt, inbound, chunks: [Buffer.from('Subject: s\r\n\r\nhi\r\n')] };
+  for (const [code, reply] of [['SQLITE_FULL', '452 4.3.1'], ['53100', '452 4.3.1'], ['ECONNREFUSED', '451 4.3.0'], ['57P01', '451 4.3.0'], ['SQLITE_IOERR', '451 4.3.0']]) {
+    const r = await failing(code).accept(t);
+    assert.ok(!r.ok, code);
+    assert.equal(`${r.reply.code} ${r.reply.enhanced}`, reply, code);
+  }
+});
