@@ -46,7 +46,7 @@ export type Event =
   | { event: 'message.rejected'; sid: string; code: number; enhanced: string; reason: string }
   | { event: 'delivery.result'; queueId: string; rcpt: string; status: 'delivered' | 'deferred' | 'failed'; agent: string; code?: number; enhanced?: string; reason: string;
       /** TLS failure kind (tls/failures.ts): why a required level failed, or why opportunistic TLS stepped down. */
-      tlsFailure?: string; tlsVersion?: string; tlsLegacy?: boolean }
+      tlsFailure?: string; tlsResultType?: string; tlsVersion?: string; tlsLegacy?: boolean; tlsRequired?: string; tlsSource?: string; tlsAchieved?: string }
   | { event: 'queue.recovered'; released: number }
   | { event: 'trace.expired'; removed: number; finishedBefore: string; more: boolean }
   | { event: 'internal.error'; where: string; error: string; stack?: string };

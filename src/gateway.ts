@@ -23,6 +23,7 @@ import { Scheduler } from './scheduler/scheduler.ts';
 import { MaildirDelivery } from './delivery/maildir.ts';
 import { ConnectionPool } from './delivery/pool.ts';
 import { RemoteDelivery } from './delivery/remote.ts';
+import { DaneProvider } from './delivery/dane.ts';
 import { DnsResolver } from './dns/resolver.ts';
 import type { Resolver } from './dns/types.ts';
 import { OutboundPolicy } from './policy/outbound.ts';
@@ -106,7 +107,9 @@ export class Gateway {
     this.outbound = new OutboundPolicy(config);
     const pool = new ConnectionPool(() => this.deps.config.delivery.connectionReuse);
     const revocation = new RevocationChecker(() => this.resolver);
-    this.remote = new RemoteDelivery(() => this.resolver, pool, () => this.deps.trust, () => this.deps.config, revocation, () => this.tls.clientIdentity());
+    const dane = new DaneProvider(() => this.resolver);
+    this.remote = new RemoteDelivery(() => this.resolver, pool, () => this.deps.trust, () => this.deps.config, revocation, () => this.tls.clientIdentity(),
+      { providers: () => (this.deps.config.dane.enabled ? [dane] : []) });
     const ingest = new Ingest(this.store, {
       reserve: () => this.scheduler.reserve(), take: (m, d) => this.scheduler.take(m, d),
       kick: () => this.scheduler.kick(), unreserve: () => this.scheduler.unreserve(),

@@ -2,9 +2,12 @@
 // or smart hosts, trying hosts in order, applying the TLS requirement, reusing pooled connections,
 // and returning one classified outcome per recipient plus the facts of every attempt (the trace).
 // What a failure means (next host, every recipient, the verdict, what is remembered) is decided by
-// trouble.ts. Sends each peer what it can take (mime-downgrade.ts: 7 bit without 8BITMIME, no line
+// trouble.ts. The TLS requirement of each host is the hop's composed with the demands of the demand
+// providers (DANE, and MTA-STS and REQUIRETLS as they join) by policy/outbound.ts composeHost; a
+// provider that refuses a host (a TLSA lookup that failed) makes it skipped, never contacted. Sends each peer what it can take (mime-downgrade.ts: 7 bit without 8BITMIME, no line
 // over 998 octets) and records any conversion with the attempt.
-// Promises: a required TLS level never falls back (no plaintext, no legacy TLS, no weaker check);
+// Promises: a required TLS level never falls back (no plaintext, no legacy TLS, no weaker check),
+// whichever source demanded it, and every demand that applies to a host is checked;
 // opportunistic TLS works its way down — TLS 1.2+, then (after a protocol-version or cipher
 // failure, delivery.opportunisticLegacyTls) legacy TLS 1.0/1.1, then plaintext — remembers per
 // address what worked for delivery.tlsFallbackSeconds, and records every step with its TLS failure
@@ -14,7 +17,7 @@ import net from 'node:net';
 import type { Config } from '../config/load.ts';
 import { mailHosts } from '../dns/mx.ts';
 import { DnsError, type Resolver } from '../dns/types.ts';
-import type { NextHop, TlsRequirement } from '../policy/outbound.ts';
+import { composeHost, plainRequirement, type DemandProvider, type HostContext, type HostRequirement, type NextHop, type TlsRequirement } from '../policy/outbound.ts';
 import { levelRank, type TlsLevel } from '../tls/levels.ts';
 import { smtpPath } from '../mailbox.ts';
 import type { EnvelopeParams, QueueRecipient } from '../store/types.ts';
@@ -45,12 +48,20 @@ export interface RemoteJob {
 
 interface Target { name: string; port: number }
 
+/** A host's addresses, with the DNSSEC status and names of their lookup (none for an IP literal). */
+interface Addresses { ips: string[]; lookup?: { secure: boolean; names: readonly string[] } }
+
 /** Seams for tests and for sharing what delivery remembers (see trouble.ts). */
 export interface RemoteOptions {
   memories?: DeliveryMemories;
   /** Randomness for the order of MX hosts of equal preference (default Math.random). */
   random?: () => number;
+  /** Per-host demand providers (DANE, MTA-STS, ...), asked for every host in this order. */
+  providers?: () => readonly DemandProvider[];
 }
+
+/** How the hosts of a next hop were found (HostContext.via). */
+type Via = HostContext['via'];
 
 class Semaphore {
   private used = 0;
@@ -66,21 +77,29 @@ class Semaphore {
   }
 }
 
-/** The TLS level a connection actually achieved (for the trace). */
-function achieved(tls: PeerTls | null, req: TlsRequirement, hostname: string): TlsLevel {
+/** The TLS level a connection actually achieved (for the trace); `proof` from a demand's own check (DANE). */
+function achieved(tls: PeerTls | null, req: TlsRequirement, hostname: string, proof?: string): TlsLevel {
   if (!tls) return 'none';
   if (tls.legacy) return 'opportunistic'; // encrypted, but below the TLS 1.2 floor of every required level
+  if (proof && req.level === 'dane') return 'dane';
   if (!tls.chainValid) return 'encryptionOnly';
   const names = tls.names ?? [];
   if (req.tlsDomain ? namesSatisfy(names, req.tlsDomain) : namesSatisfy(names, hostname)) return 'domainValidation';
   return 'certificateValidation';
 }
 
-const stripChain = (t: PeerTls | null | undefined): Omit<PeerTls, 'chain'> | undefined => {
+const stripChain = (t: PeerTls | null | undefined): Omit<PeerTls, 'chain' | 'presented'> | undefined => {
   if (!t) return undefined;
-  const { chain: _chain, ...rest } = t;
+  const { chain: _chain, presented: _presented, ...rest } = t;
   return rest;
 };
+
+/** The facts of a host requirement for the trace: the strictest demand, and the others when there are more. */
+function requirementFacts(req: HostRequirement): Pick<AttemptFacts, 'tlsRequired' | 'tlsDemands' | 'tlsNotes'> {
+  const others = req.demands.slice(1).map(plainRequirement);
+  const notes = [...req.waived.map((w) => `not applied: ${w}`), ...req.notes];
+  return { tlsRequired: plainRequirement(req), ...(others.length ? { tlsDemands: others } : {}), ...(notes.length ? { tlsNotes: notes } : {}) };
+}
 
 /** Recipients whose address (or the sender's) cannot be sent as a valid path, with their outcome. */
 function unsendable(job: RemoteJob): Map<number, Outcome> {
@@ -104,6 +123,7 @@ export class RemoteDelivery {
   private readonly limits = new Map<string, Semaphore>();
   private readonly trouble: Trouble;
   private readonly random: () => number;
+  private readonly providers: () => readonly DemandProvider[];
 
   constructor(
     private readonly resolver: () => Resolver,
@@ -116,6 +136,7 @@ export class RemoteDelivery {
   ) {
     this.trouble = new Trouble(options.memories ?? inProcessMemories(), () => this.config().delivery);
     this.random = options.random ?? Math.random;
+    this.providers = options.providers ?? (() => []);
   }
 
   async deliver(job: RemoteJob): Promise<RemoteResult> {
@@ -145,21 +166,22 @@ export class RemoteDelivery {
   }
 
   /** The hosts of the next hop: its smart hosts, or its mail hosts (dns/mx.ts, RFC 5321 §5.1). */
-  private async targets(hop: NextHop): Promise<Found<Target[]>> {
+  private async targets(hop: NextHop): Promise<Found<{ hosts: Target[]; via: Via }>> {
     const port = this.config().delivery.port;
-    if (hop.kind === 'smarthost') return { kind: 'found', value: hop.smartHosts.map((h) => ({ name: h.host, port: h.port ?? port })) };
+    if (hop.kind === 'smarthost') return { kind: 'found', value: { hosts: hop.smartHosts.map((h) => ({ name: h.host, port: h.port ?? port })), via: { kind: 'smarthost', secure: false } } };
     const mx = await mailHosts(this.resolver(), hop.domain, this.random);
     switch (mx.kind) {
       case 'nullMx': return { kind: 'failed', facts: { kind: 'nullMx', detail: `${hop.domain} publishes a null MX record (RFC 7505): it accepts no mail` } };
       case 'error': return { kind: 'failed', facts: { kind: 'dns', dnsKind: mx.error.kind, detail: `MX lookup for ${hop.domain} failed: ${mx.error.message}` } };
-      default: return { kind: 'found', value: mx.hosts.map((h) => ({ name: h.name, port })) };
+      default: return { kind: 'found', value: { hosts: mx.hosts.map((h) => ({ name: h.name, port })), via: { kind: mx.kind, secure: mx.secure } } };
     }
   }
 
-  private async addresses(t: Target): Promise<Found<string[]>> {
-    if (net.isIP(t.name)) return { kind: 'found', value: [t.name] };
+  private async addresses(t: Target): Promise<Found<Addresses>> {
+    if (net.isIP(t.name)) return { kind: 'found', value: { ips: [t.name] } };
     try {
-      return { kind: 'found', value: (await this.resolver().addresses(t.name)).records };
+      const r = await this.resolver().addresses(t.name);
+      return { kind: 'found', value: { ips: r.records, lookup: { secure: r.status === 'secure', names: r.names } } };
     } catch (e) {
       if (e instanceof DnsError) return { kind: 'failed', facts: { kind: 'dns', dnsKind: e.kind, detail: `address lookup for ${t.name} failed: ${e.message}` } };
       throw e;
@@ -175,16 +197,23 @@ export class RemoteDelivery {
     const tally = new Tally();
     const content = new OutboundContent(job.data, job.envelope);
     // Hosts that failed recently go last ("try the next MX first" on a retry).
-    for (const t of await this.trouble.order(targets.value)) {
+    for (const t of await this.trouble.order(targets.value.hosts)) {
       const ips = await this.addresses(t);
       if (ips.kind === 'failed') {
         tally.dnsFailed(classifyFailure(ips.facts), { ...base, host: t.name, port: t.port, error: ips.facts.detail });
         continue;
       }
-      if (!ips.value.length) continue;
+      if (!ips.value.ips.length) continue;
+      const req = await this.hostRequirement(job, t, targets.value.via, ips.value);
+      if (req.kind === 'refused') {
+        // A source could not say what it demands of this host (a TLSA lookup failed): it is not
+        // contacted at all; the next host is tried, and the message waits when none is left.
+        tally.hostSkipped(req.failure.outcome, req.failure.attempt);
+        continue;
+      }
       tally.addressesFound();
-      for (const ip of ips.value) {
-        const r = await this.tryHost(job, content, t, ip);
+      for (const ip of ips.value.ips) {
+        const r = await this.tryHost(job, content, t, ip, req.requirement);
         if (r.kind === 'done') {
           await this.trouble.hostSucceeded(t.name);
           return { outcomes: r.outcomes, attempt: r.attempt };
@@ -200,22 +229,40 @@ export class RemoteDelivery {
     return { outcomes: forAll(job.recipients, v.outcome), attempt: v.attempt };
   }
 
+  /**
+   * The TLS requirement of one host: the hop's, composed with what each demand provider demands
+   * of the host (policy/outbound.ts composeHost), or the refusal of a provider.
+   */
+  private async hostRequirement(job: RemoteJob, t: Target, via: Via, a: Addresses): Promise<{ kind: 'ok'; requirement: HostRequirement } | { kind: 'refused'; failure: HostFailed }> {
+    const ctx: HostContext = { hop: job.hop, host: t.name, port: t.port, via, ...(a.lookup ? { addresses: a.lookup } : {}), message: { queueId: job.queueId } };
+    const answers = [];
+    for (const p of this.providers()) {
+      const answer = await p.forHost(ctx);
+      if (answer.kind === 'refuse') {
+        const facts: AttemptFacts = { host: t.name, port: t.port, tlsRequired: plainRequirement(answer.demand), tlsAchieved: 'none', ...(job.hop.connector ? { connector: job.hop.connector.name } : {}) };
+        return { kind: 'refused', failure: hostFailure({ kind: 'tlsPolicy', tlsFailure: answer.tlsFailure, detail: `TLS required by ${answer.demand.source}: ${answer.detail}, host ${t.name}` }, facts) };
+      }
+      answers.push({ provider: p.name, answer });
+    }
+    return { kind: 'ok', requirement: composeHost(job.hop.tls, answers) };
+  }
+
   /** One host address: the outcomes, or a failure of this host (trouble.ts says what it means). */
-  private async tryHost(job: RemoteJob, content: OutboundContent, t: Target, ip: string): Promise<HostResult> {
-    const first = await this.once(job, content, t, ip, true);
+  private async tryHost(job: RemoteJob, content: OutboundContent, t: Target, ip: string, req: HostRequirement): Promise<HostResult> {
+    const first = await this.once(job, content, t, ip, req, true);
     if (first.kind !== 'stale') return first;
     // The pooled connection died while idle: once more, on a fresh connection (never pooled).
-    const again = await this.once(job, content, t, ip, false);
+    const again = await this.once(job, content, t, ip, req, false);
     return again.kind === 'stale' ? again.failure : again;
   }
 
-  private async once(job: RemoteJob, content: OutboundContent, t: Target, ip: string, pooled: boolean): Promise<HostResult | Stale> {
-    const req = job.hop.tls;
-    const facts: AttemptFacts = { host: t.name, ip, port: t.port, tlsRequired: req, tlsAchieved: 'none', ...(job.hop.connector ? { connector: job.hop.connector.name } : {}) };
-    const key = `${ip}:${t.port}|${req.level}|${req.tlsDomain ?? ''}`;
-    const opened = await this.open(job, t, ip, key, facts, pooled);
+  private async once(job: RemoteJob, content: OutboundContent, t: Target, ip: string, req: HostRequirement, pooled: boolean): Promise<HostResult | Stale> {
+    const facts: AttemptFacts = { host: t.name, ip, port: t.port, ...requirementFacts(req), tlsAchieved: 'none', ...(job.hop.connector ? { connector: job.hop.connector.name } : {}) };
+    // Connections are shared only between deliveries that demand the same of the host.
+    const key = `${ip}:${t.port}|${req.demands.map((d) => `${d.level}/${d.tlsDomain ?? ''}/${d.source}`).join('|')}`;
+    const opened = await this.open(req, t, ip, key, facts, pooled);
     if (opened.kind !== 'open') return opened;
-    const refused = await this.checkTls(opened.conn, opened.mode, job, t, ip, facts);
+    const refused = await this.checkTls(opened.conn, opened.mode, req, t, ip, facts);
     if (refused) { void opened.conn.quit(); return refused; }
     return this.transact(job, content, t, ip, key, opened.conn, facts);
   }
@@ -224,9 +271,8 @@ export class RemoteDelivery {
    * A pooled connection, or a new one. Opportunistic TLS steps down on a failed handshake: at most
    * three connections (TLS 1.2+, legacy TLS, plaintext); a required level gets one.
    */
-  private async open(job: RemoteJob, t: Target, ip: string, key: string, facts: AttemptFacts, pooled: boolean): Promise<Opened> {
+  private async open(req: HostRequirement, t: Target, ip: string, key: string, facts: AttemptFacts, pooled: boolean): Promise<Opened> {
     const cfg = this.config();
-    const req = job.hop.tls;
     const forced = levelRank(req.level) >= levelRank('encryptionOnly');
     const reused = pooled ? this.pool.take(key) : undefined;
     if (reused) { facts.reused = true; return { kind: 'open', conn: reused, mode: 'modern' }; }
@@ -273,9 +319,8 @@ export class RemoteDelivery {
   }
 
   /** Record what TLS the session has and judge it against the requirement: a violation fails the host. */
-  private async checkTls(conn: SmtpConnection, mode: TlsMode, job: RemoteJob, t: Target, ip: string, facts: AttemptFacts): Promise<HostFailed | undefined> {
+  private async checkTls(conn: SmtpConnection, mode: TlsMode, req: HostRequirement, t: Target, ip: string, facts: AttemptFacts): Promise<HostFailed | undefined> {
     const cfg = this.config();
-    const req = job.hop.tls;
     if (mode === 'legacy' && conn.tls && !conn.tls.legacy) {
       // The server offers modern TLS again: forget the step down.
       await this.trouble.modernAgain(ip);
@@ -294,14 +339,18 @@ export class RemoteDelivery {
       facts.fallback ??= conn.tlsSkipped.detail;
       facts.tlsFailure ??= conn.tlsSkipped.kind;
     }
-    const judged = await judgeTls(conn.tls, req, `host ${t.name} [${ip}]`, this.revocation, cfg.tls.revocation);
-    if (judged.revocation) facts.revocation = judged.revocation.summary;
-    // certificateValidation includes "not revoked": a revoked certificate (or, under hardFail, one
-    // whose status could not be confirmed) proves no identity, whatever its chain and names.
-    const rev = judged.revocation?.status;
-    if (conn.tls && (rev === 'revoked' || (rev === 'unknown' && cfg.tls.revocation === 'hardFail'))) facts.tlsAchieved = 'encryptionOnly';
-    if (!judged.violation) return undefined;
-    return hostFailure({ kind: 'tlsPolicy', detail: judged.violation, ...(judged.kind ? { tlsFailure: judged.kind } : {}) }, facts);
+    // Every demand is judged, the strictest first; the first violation fails the host.
+    for (const demand of req.demands) {
+      const judged = await judgeTls(conn.tls, demand, `host ${t.name} [${ip}]`, this.revocation, cfg.tls.revocation);
+      if (judged.revocation) facts.revocation = judged.revocation.summary;
+      if (judged.proof) { facts.tlsProof = judged.proof; facts.tlsAchieved = achieved(conn.tls, req, t.name, judged.proof); }
+      // certificateValidation includes "not revoked": a revoked certificate (or, under hardFail, one
+      // whose status could not be confirmed) proves no identity, whatever its chain and names.
+      const rev = judged.revocation?.status;
+      if (conn.tls && (rev === 'revoked' || (rev === 'unknown' && cfg.tls.revocation === 'hardFail'))) facts.tlsAchieved = 'encryptionOnly';
+      if (judged.violation) return hostFailure({ kind: 'tlsPolicy', detail: judged.violation, ...(judged.kind ? { tlsFailure: judged.kind } : {}) }, facts);
+    }
+    return undefined;
   }
 
   /** What this peer can take, then the transaction; its replies become outcomes (trouble.ts). */

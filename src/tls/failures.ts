@@ -10,13 +10,15 @@ export const TLS_FAILURE_KINDS = [
   'protocol-version', 'no-shared-cipher', 'handshake-failed', 'handshake-timeout', 'connection-lost-during-handshake',
   'certificate-expired', 'certificate-not-yet-valid', 'certificate-not-trusted', 'certificate-host-mismatch',
   'certificate-revoked', 'revocation-unknown',
+  // DANE (RFC 7672): the TLSA records could not be obtained, or none of them matches the server.
+  'tlsa-lookup-failed', 'tlsa-bogus', 'tlsa-mismatch',
 ] as const;
 export type TlsFailureKind = typeof TLS_FAILURE_KINDS[number];
 
 /** What a chain verification can find wrong (tls/trust.ts). */
 export type ChainFailureKind = Extract<TlsFailureKind, 'certificate-expired' | 'certificate-not-yet-valid' | 'certificate-not-trusted'>;
 
-/** RFC 8460 §4.3 result types. MTA-STS and DANE add the policy ones when they arrive. */
+/** RFC 8460 §4.3 result types. */
 export type Rfc8460ResultType =
   | 'starttls-not-supported' | 'certificate-host-mismatch' | 'certificate-expired' | 'certificate-not-trusted' | 'validation-failure'
   | 'tlsa-invalid' | 'dnssec-invalid' | 'dane-required'
@@ -44,6 +46,10 @@ const VOCABULARY: Record<TlsFailureKind, Entry> = {
   'certificate-host-mismatch': { label: 'the server certificate does not carry the required name', plain: 'did not prove its identity: its certificate was issued for a different name', rfc8460: 'certificate-host-mismatch' },
   'certificate-revoked': { label: 'the server certificate is revoked', plain: 'did not prove its identity: its certificate has been revoked by its issuer', rfc8460: 'validation-failure' },
   'revocation-unknown': { label: 'the revocation status of the server certificate could not be confirmed', plain: 'did not prove its identity: whether its certificate has been revoked could not be confirmed', rfc8460: 'validation-failure' },
+  // RFC 8460 §4.3.2.1: "dnssec-invalid ... returned with SERVFAIL for the requested TLSA record".
+  'tlsa-lookup-failed': { label: 'the TLSA records of the server could not be looked up', plain: 'could not be checked: the DNS records that say which certificate it must present (DANE TLSA) could not be looked up', rfc8460: 'dnssec-invalid' },
+  'tlsa-bogus': { label: 'the TLSA records of the server failed DNSSEC validation (bogus)', plain: 'could not be checked: the DNS records that say which certificate it must present (DANE TLSA) failed their DNSSEC signature check', rfc8460: 'dnssec-invalid' },
+  'tlsa-mismatch': { label: 'the server certificate matches none of its TLSA records', plain: 'did not prove its identity: its certificate is not the one its domain publishes in DNS (DANE TLSA)', rfc8460: 'validation-failure' },
 };
 
 export const tlsFailureLabel = (k: TlsFailureKind): string => VOCABULARY[k].label;

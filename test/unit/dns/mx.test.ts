@@ -16,13 +16,15 @@ const zone = () => new FakeResolver({
 
 test('MX records by preference', async () => {
   const r = await mailHosts(zone(), 'fabrikam.test');
-  assert.deepEqual(r, { kind: 'mx', hosts: [{ name: 'mx1.fabrikam.test', priority: 10 }, { name: 'mx2.fabrikam.test', priority: 20 }] });
+  assert.deepEqual(r, { kind: 'mx', hosts: [{ name: 'mx1.fabrikam.test', priority: 10 }, { name: 'mx2.fabrikam.test', priority: 20 }], secure: false });
+  const signed = new FakeResolver({ 'dane.test': { MX: [{ exchange: 'mx.dane.test', priority: 10 }], secure: true } });
+  assert.deepEqual(await mailHosts(signed, 'dane.test'), { kind: 'mx', hosts: [{ name: 'mx.dane.test', priority: 10 }], secure: true }, 'a DNSSEC-secure MX RRset says so (DANE needs it)');
 });
 
 test('nodata: no MX records, the implicit MX is the domain itself at preference 0 (RFC 5321 §5.1)', async () => {
   const dns = zone();
-  assert.deepEqual(await mailHosts(dns, 'nomx.test'), { kind: 'implicit', hosts: [{ name: 'nomx.test', priority: 0 }] });
-  assert.deepEqual(await mailHosts(dns, 'signed.test'), { kind: 'implicit', hosts: [{ name: 'signed.test', priority: 0 }] });
+  assert.deepEqual(await mailHosts(dns, 'nomx.test'), { kind: 'implicit', hosts: [{ name: 'nomx.test', priority: 0 }], secure: false });
+  assert.deepEqual(await mailHosts(dns, 'signed.test'), { kind: 'implicit', hosts: [{ name: 'signed.test', priority: 0 }], secure: true }, 'an authenticated denial of MX records');
 });
 
 test('nxdomain: the domain does not exist, an error and no address lookup (RFC 5321 §5.1 "MUST be reported as an error")', async () => {
