@@ -18,8 +18,9 @@ import { daneMatch, describeTlsa, usableTlsa } from '../tls/dane.ts';
 
 const unique = (xs: readonly string[]) => [...new Set(xs)];
 
-/** "TLSA 3 1 1, TLSA 2 1 1" without repeats. */
-const recordList = (rs: readonly TlsaRecord[]) => unique(rs.map((r) => describeTlsa(r).slice(5))).join(', ');
+/** "3 1 1, 2 1 1": each kind of record once, in a stable order (DNS gives RRsets in any order). */
+const recordList = (rs: readonly TlsaRecord[]) => unique([...rs].sort((a, b) => b.usage - a.usage || a.selector - b.selector || a.matchingType - b.matchingType)
+  .map((r) => describeTlsa(r).slice(5))).join(', ');
 
 export class DaneProvider implements DemandProvider {
   readonly name = 'DANE';

@@ -57,7 +57,7 @@ test('only unusable records: encryption without authentication (RFC 7672 §2.2);
   assert.equal(a.demand.level, 'encryptionOnly');
   assert.equal(a.demand.verify, undefined);
   assert.equal(a.demand.replaces, undefined);
-  assert.match(a.demand.source, /^DANE \(TLSA 1 1 1, 3 1 1 at _25\._tcp\.mx\.dane\.test, DNSSEC secure, no usable record: encryption without authentication\)$/);
+  assert.match(a.demand.source, /^DANE \(TLSA 3 1 1, 1 1 1 at _25\._tcp\.mx\.dane\.test, DNSSEC secure, no usable record: encryption without authentication\)$/);
 });
 
 test('no TLSA lookup unless the MX RRset and the host addresses are secure; never for smart hosts', async () => {
