@@ -6,7 +6,8 @@
 // Every case runs against opportunistic delivery and every forced level (encryptionOnly,
 // certificateValidation, domainValidation). Opportunistic delivery may fall back to plaintext but
 // must record it in the trace; a forced level must defer and never let the message, or a single
-// MAIL/RCPT/DATA command, cross the wire in cleartext.
+// MAIL/RCPT/DATA command, cross the wire in cleartext. The same attacks against destinations that
+// publish DANE TLSA records (lib/downgrade-dane.ts): every one deferred, nothing leaked.
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { issueCertificate } from '../src/tls/certgen.ts';
@@ -16,6 +17,7 @@ import { startDnsServer, type DnsServer, type Zone } from '../test/helpers/dns-s
 import { startPeer, type Peer } from '../test/helpers/peer.ts';
 import { SmtpClient } from '../test/helpers/smtp.ts';
 import { startMitm, type Mitm, type MitmMode } from './lib/tls-mitm.ts';
+import { runDaneDowngrade } from './lib/downgrade-dane.ts';
 import type { ProofContext, ProofModule, ProofSection } from './types.ts';
 import { until } from '../test/helpers/wait.ts';
 
@@ -302,6 +304,7 @@ const mod: ProofModule = {
           notes: [`Leaked messages at forced levels: ${forcedLeaks} (must be 0). ${repeats} message(s) per case and level.`],
           failures: forcedLeaks ? [`${forcedLeaks} plaintext leak(s) at forced levels`] : [],
         },
+        await runDaneDowngrade(ctx, CMD, repeats),
       ];
     } finally {
       await gw?.stop();
