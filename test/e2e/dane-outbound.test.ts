@@ -235,6 +235,23 @@ test('at expiry the DSN says the recipient\'s domain requires DANE and why the s
   for (const n of NEVER) assert.deepEqual(transaction(peers[n]), [], `${n}: across every retry`);
 });
 
+test('tls check DOMAIN shows the DNSSEC status, what DANE demands of each MX host and whether the presented certificate matches', async () => {
+  const [ee, mismatch, bogus, insecure] = await Promise.all([
+    gw.cli(['tls', 'check', domain('ee'), '--level', 'encryptionOnly']),
+    gw.cli(['tls', 'check', domain('mismatch'), '--level', 'encryptionOnly', '--json']),
+    gw.cli(['tls', 'check', domain('bogus'), '--level', 'encryptionOnly']),
+    gw.cli(['tls', 'check', domain('insecure'), '--level', 'encryptionOnly']),
+  ]);
+  assert.match(ee.stdout, /^ {2}DNSSEC: MX records secure, addresses of mx-ee\.dane\.test secure$/m, ee.stdout + ee.stderr);
+  assert.match(ee.stdout, new RegExp(`^  DANE: ${esc(`DANE (TLSA 3 1 1 at ${owner('ee')}, DNSSEC secure): requires dane`)}$`, 'm'));
+  assert.match(ee.stdout, /^ {2}DANE certificate: MATCHES: DANE DANE-EE: TLSA 3 1 1 matches CN=unrelated-ee\.example/m);
+  const [m] = JSON.parse(mismatch.stdout) as { dane: { status: string; matches: boolean; detail: string } }[];
+  assert.deepEqual([m.dane.status, m.dane.matches], ['demand', false]);
+  assert.match(m.dane.detail, /^certificate does not match any TLSA record .*\(tlsa-mismatch\)$/);
+  assert.match(bogus.stdout, new RegExp(`DANE: delivery would NOT contact this host: .*TLSA lookup at ${esc(owner('bogus'))} failed\\): the TLSA lookup failed DNSSEC validation \\(bogus\\)`));
+  assert.match(insecure.stdout, /DNSSEC: MX records insecure, addresses of mx\.plain\.test insecure\n {2}DANE: DANE: the MX records of plain\.test are not DNSSEC-secure/);
+});
+
 test('dane.enabled false: no TLSA lookups, the mismatching host gets the message opportunistically', async () => {
   gw.writeConfig({ ...baseConfig, dane: { enabled: false } });
   const r = await gw.cli(['config', 'reload']);

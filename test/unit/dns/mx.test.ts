@@ -66,8 +66,9 @@ test('equal preferences are shuffled only when asked, lower preferences always f
 
 test('tls check uses the same rules: the implicit MX, none for a null MX, the DNS error for a domain that does not exist', async () => {
   const dns = zone();
-  assert.deepEqual(await targetsFor(dns, 'fabrikam.test', 25), [{ host: 'mx1.fabrikam.test', port: 25 }, { host: 'mx2.fabrikam.test', port: 25 }]);
-  assert.deepEqual(await targetsFor(dns, 'nomx.test', 25), [{ host: 'nomx.test', port: 25 }]);
+  const mx = { domain: 'fabrikam.test', kind: 'mx', secure: false };
+  assert.deepEqual(await targetsFor(dns, 'fabrikam.test', 25), [{ host: 'mx1.fabrikam.test', port: 25, mx }, { host: 'mx2.fabrikam.test', port: 25, mx }]);
+  assert.deepEqual(await targetsFor(dns, 'nomx.test', 25), [{ host: 'nomx.test', port: 25, mx: { domain: 'nomx.test', kind: 'implicit', secure: false } }]);
   assert.deepEqual(await targetsFor(dns, 'nullmx.test', 25), []);
   await assert.rejects(targetsFor(dns, 'nowhere.test', 25), (e: DnsError) => e.kind === 'nxdomain');
   await assert.rejects(targetsFor(zone().fail('fabrikam.test', 'servfail'), 'fabrikam.test', 25), (e: DnsError) => e.kind === 'servfail');
