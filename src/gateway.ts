@@ -31,6 +31,7 @@ import { RevocationChecker } from './tls/revocation.ts';
 import { assertNoServer, startControlServer, type ControlResponse } from './admin/control.ts';
 import { configuredGroup, planPrivileges, type RunAsOverride } from './service/privileges.ts';
 import { becomeServiceUser } from './service/start.ts';
+import { errorMessage } from './util/errors.ts';
 
 export interface GatewayOptions {
   configFile: string;
@@ -72,11 +73,13 @@ export class Gateway {
   }
 
   private async release(): Promise<void> {
-    this.tls?.unwatch();
+    // open() sets these one after the other: after a failure part way, the later ones are unset.
+    const opened = this as unknown as { tls?: ServerTls; server?: SmtpServer; remote?: RemoteDelivery; store?: Store };
+    opened.tls?.unwatch();
     await new Promise((r) => (this.control ? this.control.close(r) : r(undefined)));
-    await this.server?.close(0);
-    await this.remote?.close();
-    await this.store?.close();
+    await opened.server?.close(0);
+    await opened.remote?.close();
+    await opened.store?.close();
   }
 
   private async open(): Promise<void> {
@@ -148,7 +151,7 @@ export class Gateway {
       const note = ignored.length ? ` (${ignored.join(', ')} changed: these take effect after a restart)` : '';
       return { ok: true, message: `configuration reloaded${note}` };
     } catch (e) {
-      const error = (e as Error).message;
+      const error = errorMessage(e);
       emit({ event: 'config.rejected', source, error });
       return { ok: false, message: `configuration refused, the running one stays in force:\n${error}` };
     }

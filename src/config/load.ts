@@ -11,6 +11,7 @@ import { configSchema, type ConfigInput } from './schema.ts';
 import { findTies } from './ties.ts';
 import { listenProblems } from './listen.ts';
 import type { Config, Organization } from './types.ts';
+import { errorMessage } from '../util/errors.ts';
 
 export type { AcceptedDomain, Config, InboundConnector, Organization, OutboundConnector } from './types.ts';
 
@@ -114,14 +115,14 @@ export function loadConfig(file: string, allowDefaults = false): Config {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT' && allowDefaults) {
       return buildConfig(embeddedDefaults, process.cwd(), null);
     }
-    throw new AdminError(`cannot read configuration file ${abs}: ${(e as Error).message}`,
+    throw new AdminError(`cannot read configuration file ${abs}: ${errorMessage(e)}`,
       'pass the right file with -c FILE or PORTCULLIS_CONFIG');
   }
   let doc: unknown;
   try {
     doc = YAML.parse(text, { prettyErrors: true, uniqueKeys: true });
   } catch (e) {
-    throw new AdminError(`configuration file ${abs} is not valid YAML: ${(e as Error).message}`, 'fix the YAML syntax at the line shown');
+    throw new AdminError(`configuration file ${abs} is not valid YAML: ${errorMessage(e)}`, 'fix the YAML syntax at the line shown');
   }
   return buildConfig(doc, path.dirname(abs), abs);
 }

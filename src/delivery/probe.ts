@@ -19,6 +19,7 @@ import type { EndpointResult, RevocationChecker, RevocationResult } from '../tls
 import type { TrustStore } from '../tls/trust.ts';
 import { DeliveryError, SmtpConnection, type PeerTls } from './smtp-client.ts';
 import { judgeTls } from './tls-check.ts';
+import { errorMessage } from '../util/errors.ts';
 
 /** A host to probe; `mx` when it is a mail host of a domain (its MX RRset's DNSSEC status). */
 export interface ProbeTarget { host: string; port: number; mx?: { domain: string; kind: 'mx' | 'implicit'; secure: boolean } }
@@ -96,7 +97,7 @@ export async function probeHost(t: ProbeTarget, o: ProbeOptions): Promise<HostRe
       addresses = { secure: a.status === 'secure', names: a.names };
     }
   } catch (e) {
-    return [{ host: t.host, port: t.port, connected: false, requirement: o.requirement, passes: false, error: (e as Error).message, reason: `cannot resolve ${t.host}: ${(e as Error).message}` }];
+    return [{ host: t.host, port: t.port, connected: false, requirement: o.requirement, passes: false, error: errorMessage(e), reason: `cannot resolve ${t.host}: ${errorMessage(e)}` }];
   }
   const dane = t.mx && addresses ? await daneFor(t, addresses, o) : undefined;
   const reports: HostReport[] = [];
@@ -174,7 +175,7 @@ async function probeAddress(t: ProbeTarget, ip: string, o: ProbeOptions, dane?: 
       const data = Buffer.from(`From: Portcullis connector validation <postmaster@${o.config.hostname}>\r\nTo: <${o.sendTo}>\r\nSubject: Portcullis connector validation\r\n` +
         `Date: ${new Date().toUTCString()}\r\nMessage-ID: <validate.${Date.now()}@${o.config.hostname}>\r\n\r\nThis is a test message sent by "portcullis connector validate".\r\n`);
       const res = await conn.send({ from: `postmaster@${o.config.hostname}`, rcpts: [{ address: o.sendTo }], eightBit: false, smtputf8: false }, data);
-      const final = res.data ?? res.rcpts[0] ?? res.mail;
+      const final = res.data ?? res.rcpts.at(0) ?? res.mail;
       r.testMessage = `${final.code} ${final.enhanced ?? ''} ${final.text}`.replace(/ {2}/g, ' ');
       if (final.code !== 250) { r.passes = false; r.reason = `test message refused: ${r.testMessage}`; }
     }

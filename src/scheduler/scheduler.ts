@@ -21,6 +21,7 @@ import { rfc8460ResultType, tlsFailurePlain } from '../tls/failures.ts';
 import type { QueueMessage, QueueRecipient, RecipientOutcome, Store } from '../store/types.ts';
 import { sessionId } from '../util/ids.ts';
 import { TraceRetention } from './retention.ts';
+import { errorDetail } from '../util/errors.ts';
 
 export interface Agents {
   local: MaildirDelivery;
@@ -120,7 +121,7 @@ export class Scheduler {
     this.inflight++;
     this.active.add(m.id);
     void this.process(m, data).catch((e) => {
-      emit({ event: 'internal.error', where: `scheduler.process ${m.id}`, error: String((e as Error)?.stack ?? e) });
+      emit({ event: 'internal.error', where: `scheduler.process ${m.id}`, error: errorDetail(e) });
     }).finally(() => {
       this.inflight--;
       this.active.delete(m.id);
@@ -157,7 +158,7 @@ export class Scheduler {
       const wait = due === null ? 5000 : Math.min(Math.max(due - Date.now(), 10), 5000);
       if (!this.stopped) { this.timer = setTimeout(() => this.kick(), wait); this.timer.unref(); }
     } catch (e) {
-      emit({ event: 'internal.error', where: 'scheduler', error: String((e as Error)?.stack ?? e) });
+      emit({ event: 'internal.error', where: 'scheduler', error: errorDetail(e) });
       if (!this.stopped) { this.timer = setTimeout(() => this.kick(), 1000); this.timer.unref(); }
     }
   }

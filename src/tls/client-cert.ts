@@ -13,6 +13,7 @@ import { certificateNames, dnLine, namesSatisfy } from './names.ts';
 import type { RevocationChecker, RevocationMode } from './revocation.ts';
 import { issuedBy, verifyChain, type TrustStore } from './trust.ts';
 import { x509 } from './x509.ts';
+import { errorMessage } from '../util/errors.ts';
 
 /** What one connector accepts as a client certificate (from its configuration). */
 export interface ClientAnchor {
@@ -47,7 +48,7 @@ const ANY_EKU = '2.5.29.37.0';
 export function clientAuthProblem(leaf: X509Certificate): string | undefined {
   // node:crypto's keyUsage is the extendedKeyUsage extension (undefined when absent); parsing the
   // certificate again with @peculiar/x509 would cost milliseconds per session.
-  const usages = leaf.keyUsage;
+  const usages = leaf.keyUsage as string[] | undefined;
   if (!usages || usages.includes(CLIENT_AUTH) || usages.includes(ANY_EKU)) return undefined;
   const listed = usages.map((u) => EKU_NAMES[u] ?? u).join(', ');
   return `its extended key usage ${listed ? `is limited to ${listed}` : 'is empty'} and does not include clientAuth`;
@@ -65,8 +66,9 @@ function pinnedPath(leaf: X509Certificate, presented: readonly X509Certificate[]
  */
 export function judgeClientChain(chain: readonly X509Certificate[], trust: TrustStore, anchors: readonly ClientAnchor[], mode: RevocationMode, at = Date.now()):
   { cert: ClientCertificate; check?: X509Certificate[] } | undefined {
-  const [leaf, ...presented] = chain;
+  const leaf = chain.at(0);
   if (!leaf) return undefined;
+  const presented = chain.slice(1);
   const global = verifyChain(leaf, presented, trust, at);
   const names = certificateNames(leaf);
   const fingerprint = normalizeFingerprint(leaf.fingerprint256);
@@ -99,7 +101,7 @@ export async function withRevocation(cert: ClientCertificate, path: readonly X50
     const r = await checker.check(path);
     return { ...cert, revocation: { status: r.status, summary: r.summary } };
   } catch (e) {
-    return { ...cert, revocation: { status: 'unknown', summary: `revocation status of ${cert.subject} unknown (${(e as Error).message})` } };
+    return { ...cert, revocation: { status: 'unknown', summary: `revocation status of ${cert.subject} unknown (${errorMessage(e)})` } };
   }
 }
 

@@ -155,7 +155,7 @@ export function daneMatch(input: DaneInput): DaneResult {
   if (!usable.length) {
     return { status: 'unusable', usable: false, detail: `no usable TLSA record (${input.records.map(describeTlsa).join(', ') || 'empty RRset'}): TLS is required, the certificate is not authenticated` };
   }
-  const leaf = input.chain[0];
+  const leaf = input.chain.at(0);
   if (!leaf) return fail('certificate does not match any TLSA record', 'the server presented no certificate');
   for (const r of usable.filter((x) => x.usage === USAGE.DANE_EE)) {
     // DANE-EE(3): the leaf's certificate or key is the whole proof; names and dates are ignored.

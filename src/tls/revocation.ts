@@ -19,6 +19,7 @@ import { dnLine } from './names.ts';
 import { verifySignature } from './signature.ts';
 import { issuedBy, splitPem, type TrustStore } from './trust.ts';
 import { x509 } from './x509.ts';
+import { errorMessage } from '../util/errors.ts';
 
 export type RevocationMode = 'softFail' | 'hardFail' | 'off';
 export type RevocationStatus = 'good' | 'revoked' | 'unknown';
@@ -131,7 +132,7 @@ const same = (a: ArrayBuffer | OctetString, b: ArrayBuffer | OctetString) =>
 /** Interpret a DER OCSP response for `leaf`; throws an Error with the reason when unusable. */
 export function readOcspResponse(der: Buffer, leaf: X509Certificate, issuer: X509Certificate, now = Date.now()): { status: RevocationStatus; nextUpdate?: Date; revokedAt?: Date } {
   const resp = AsnConvert.parse(der, OCSPResponse);
-  if (resp.responseStatus !== OCSPResponseStatus.successful) throw new Error(`responder status ${OCSPResponseStatus[resp.responseStatus] ?? resp.responseStatus}`);
+  if (resp.responseStatus !== OCSPResponseStatus.successful) throw new Error(`responder status ${(OCSPResponseStatus[resp.responseStatus] as string | undefined) ?? resp.responseStatus}`);
   if (!resp.responseBytes || resp.responseBytes.responseType !== id_pkix_ocsp_basic) throw new Error('not a basic OCSP response');
   const basic = AsnConvert.parse(resp.responseBytes.response.buffer, BasicOCSPResponse);
   // The signed bytes as received (re-encoding a parsed structure need not give them back).
@@ -213,7 +214,7 @@ export class RevocationChecker {
   }
 
   private failed(kind: EndpointResult['kind'], url: string, e: unknown): EndpointResult {
-    return { kind, url, ok: false, reachable: !(e instanceof Unreachable), error: (e as Error).message };
+    return { kind, url, ok: false, reachable: !(e instanceof Unreachable), error: errorMessage(e) };
   }
 
   private async viaOcsp(url: string, leaf: X509Certificate, issuer: X509Certificate): Promise<EndpointResult & { revokedAt?: Date }> {

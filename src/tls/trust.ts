@@ -9,6 +9,7 @@ import { rootCertificates } from 'node:tls';
 import { AdminError } from '../errors.ts';
 import type { ChainFailureKind } from './failures.ts';
 import { dnLine } from './names.ts';
+import { errorMessage } from '../util/errors.ts';
 
 export function splitPem(text: string): string[] {
   return text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
@@ -22,13 +23,13 @@ export function readPemFile(file: string, fix: string, label?: string): X509Cert
   const name = label ? `${label} ${file}` : file;
   let text: string;
   try { text = readFileSync(file, 'utf8'); } catch (e) {
-    throw new AdminError(`cannot read ${name}: ${(e as Error).message}`, fix);
+    throw new AdminError(`cannot read ${name}: ${errorMessage(e)}`, fix);
   }
   const found = splitPem(text);
   if (!found.length) throw new AdminError(`${name} contains no PEM certificate`, fix);
   return found.map((p, i) => {
     try { return new X509Certificate(p); } catch (e) {
-      throw new AdminError(`certificate ${i + 1} in ${name} cannot be parsed: ${(e as Error).message}`, fix);
+      throw new AdminError(`certificate ${i + 1} in ${name} cannot be parsed: ${errorMessage(e)}`, fix);
     }
   });
 }
@@ -108,12 +109,16 @@ export function verifyChain(leaf: X509Certificate, intermediates: readonly X509C
  * which silently drops every intermediate.
  */
 export function peerChain(s: import('node:tls').TLSSocket): X509Certificate[] {
+  // Node's types call every field present; without a certificate the object is empty, and the
+  // issuer of the last certificate Node has is missing.
+  type Detailed = import('node:tls').DetailedPeerCertificate;
+  const issuerOf = (c: Detailed): Detailed | undefined => c.issuerCertificate as Detailed | undefined;
   let p = s.getPeerCertificate(true);
-  if (!p || !p.raw) return [];
+  if (!(p as Partial<Detailed>).raw) return [];
   const chain = [new X509Certificate(p.raw)];
   const seen = new Set([p.fingerprint256]);
-  while (p.issuerCertificate && !seen.has(p.issuerCertificate.fingerprint256)) {
-    p = p.issuerCertificate;
+  for (let next = issuerOf(p); next && !seen.has(next.fingerprint256); next = issuerOf(p)) {
+    p = next;
     seen.add(p.fingerprint256);
     chain.push(new X509Certificate(p.raw));
   }

@@ -11,7 +11,8 @@ export const isDomainName = (d: string): boolean => domainRe.test(d);
 
 /** "IP:port", "[v6]:port", "localhost:port" or ":port" (all IPv4 addresses); see config/listen.ts. */
 export function parseListen(s: string): { host: string; port: number } | null {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(s.trim());
+  // Groups: 1 the bracketed IPv6 address, 2 the bare host (one of the two), 3 the port.
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(s.trim()) as [string, string | undefined, string | undefined, string] | null;
   if (!m) return null;
   const host = m[1] ?? (m[2] || '0.0.0.0');
   const port = Number(m[3]);
@@ -23,7 +24,7 @@ export function parseListen(s: string): { host: string; port: number } | null {
 
 /** IPv4/IPv6 address or CIDR block. */
 export function parseCidr(s: string): { ip: string; bits: number } | null {
-  const [ip, len, extra] = s.trim().split('/');
+  const [ip, len, extra] = s.trim().split('/') as [string, string?, string?];
   if (extra !== undefined) return null;
   const v = isIP(ip);
   if (!v) return null;
