@@ -31,6 +31,8 @@ import { RevocationChecker } from './tls/revocation.ts';
 import { assertNoServer, startControlServer, type ControlResponse } from './admin/control.ts';
 import { configuredGroup, planPrivileges, type RunAsOverride } from './service/privileges.ts';
 import { becomeServiceUser } from './service/start.ts';
+import { DailyReports, sessionCounter, TlsReportSender } from './tlsrpt/send.ts';
+import { ReportInbox } from './tlsrpt/receive.ts';
 import { errorMessage } from './util/errors.ts';
 
 export interface GatewayOptions {
@@ -56,6 +58,7 @@ export class Gateway {
   private outbound!: OutboundPolicy;
   private resolver!: Resolver;
   private control: net.Server | undefined;
+  private reports: DailyReports | undefined;
   private stopping = false;
 
   constructor(private readonly opts: GatewayOptions) {}
@@ -112,18 +115,25 @@ export class Gateway {
     const revocation = new RevocationChecker(() => this.resolver);
     const dane = new DaneProvider(() => this.resolver);
     this.remote = new RemoteDelivery(() => this.resolver, pool, () => this.deps.trust, () => this.deps.config, revocation, () => this.tls.clientIdentity(),
-      { providers: () => (this.deps.config.dane.enabled ? [dane] : []) });
+      { onTlsSession: sessionCounter(() => this.store, () => this.deps.config), providers: () => (this.deps.config.dane.enabled ? [dane] : []) });
     const ingest = new Ingest(this.store, {
       reserve: () => this.scheduler.reserve(), take: (m, d) => this.scheduler.take(m, d),
       kick: () => this.scheduler.kick(), unreserve: () => this.scheduler.unreserve(),
     });
     const mailboxes = new MaildirDelivery(config.dataDir, { mode: maildir.mode, gid: maildirGid });
     void mailboxes.cleanTmp().then((n) => { if (n) notice(`removed ${n} partial mailbox file(s) left in Maildir tmp/ folders by a previous process`); });
-    this.scheduler = new Scheduler(this.store, { local: mailboxes, remote: this.remote }, ingest,
+    const reports = new ReportInbox(() => this.store, () => this.deps.config.tlsRpt.receive);
+    this.scheduler = new Scheduler(this.store, { local: mailboxes, remote: this.remote, reports }, ingest,
       () => ({ config: this.deps.config, inbound: this.deps.policy, outbound: this.outbound }));
     this.deps = { config, policy: new InboundPolicy(config), tls: this.tls, trust, revocation, ingest };
+    const sender = new TlsReportSender({
+      store: this.store, resolver: () => this.resolver, config: () => this.deps.config, trust: () => this.deps.trust, ingest,
+      route: (a) => (this.deps.policy.acceptedDomain(a.slice(a.lastIndexOf('@') + 1))?.type === 'authoritative' ? 'local' : 'remote'),
+    });
+    this.reports = new DailyReports(() => sender, () => this.deps.config.tlsRpt.enabled);
     this.server.open();
     this.scheduler.start();
+    this.reports.start();
     emit({ event: 'server.started', hostname: config.hostname, dataDir: config.dataDir, configFile: config.source });
   }
 
@@ -173,6 +183,7 @@ export class Gateway {
     this.tls.unwatch();
     this.control?.close();
     await this.server.close(10_000);
+    await this.reports?.stop();
     await this.scheduler.stop();
     await this.remote.close();
     await this.store.close();

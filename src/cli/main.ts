@@ -14,6 +14,7 @@ import { registerQueue } from './queue.ts';
 import { registerTrace } from './trace.ts';
 import { registerConnector } from './connector.ts';
 import { registerDane } from './dane.ts';
+import { registerTlsRpt } from './tlsrpt.ts';
 import { say, warn } from './terminal.ts';
 import { exitWith, installBoundary, logTo } from './failure.ts';
 
@@ -105,5 +106,6 @@ registerQueue(program);
 registerTrace(program);
 registerConnector(program);
 registerDane(program);
+registerTlsRpt(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => exitWith(e, serving));

@@ -14,7 +14,8 @@
 // Promise: never throws for a DNS answer or failure; every refusal names its TLS failure kind.
 import { DnsError, type Resolver, type TlsaRecord } from '../dns/types.ts';
 import type { DemandProvider, HostContext, HostDemand, ProviderAnswer } from '../policy/outbound.ts';
-import { daneMatch, describeTlsa, usableTlsa } from '../tls/dane.ts';
+import { daneMatch, describeTlsa, formatTlsa, usableTlsa } from '../tls/dane.ts';
+import type { Rfc8460Policy } from '../tls/failures.ts';
 
 const unique = (xs: readonly string[]) => [...new Set(xs)];
 
@@ -48,7 +49,7 @@ export class DaneProvider implements DemandProvider {
         const bogus = e.kind === 'bogus';
         return {
           kind: 'refuse', tlsFailure: bogus ? 'tlsa-bogus' : 'tlsa-lookup-failed',
-          demand: { level: 'dane', source: `DANE (MX records of ${ctx.hop.domain} and addresses of ${ctx.host} DNSSEC secure; TLSA lookup at ${owner} failed)`, published: true },
+          demand: { level: 'dane', source: `DANE (MX records of ${ctx.hop.domain} and addresses of ${ctx.host} DNSSEC secure; TLSA lookup at ${owner} failed)`, published: true, report: { type: 'tlsa' } },
           detail: `the TLSA lookup failed${bogus ? ' DNSSEC validation (bogus)' : ''}: ${e.message}; not sent to a host whose TLSA records cannot be known (RFC 7672 §2.2)`,
         };
       }
@@ -57,16 +58,19 @@ export class DaneProvider implements DemandProvider {
   }
 }
 
+/** The policy a TLS-RPT report names for these records (RFC 8460 §4.4: type tlsa, the records as strings). */
+const tlsaPolicy = (records: readonly TlsaRecord[]): Rfc8460Policy => ({ type: 'tlsa', strings: records.map(formatTlsa) });
+
 /** The demand of a secure TLSA RRset at `owner`; `names` are the DANE-TA reference names. */
 export function demandFor(records: readonly TlsaRecord[], owner: string, names: readonly string[]): HostDemand {
   if (!records.some(usableTlsa)) {
     // RFC 7672 §2.2: TLS is mandatory, but the certificate is not checked.
-    return { level: 'encryptionOnly', source: `DANE (TLSA ${recordList(records)} at ${owner}, DNSSEC secure, no usable record: encryption without authentication)`, published: true };
+    return { level: 'encryptionOnly', source: `DANE (TLSA ${recordList(records)} at ${owner}, DNSSEC secure, no usable record: encryption without authentication)`, published: true, report: tlsaPolicy(records) };
   }
   const usable = records.filter(usableTlsa);
   // Usable TLSA records win over MTA-STS for this host (RFC 8461 §2).
   return {
-    level: 'dane', source: `DANE (TLSA ${recordList(usable)} at ${owner}, DNSSEC secure)`, published: true, replaces: ['MTA-STS'],
+    level: 'dane', source: `DANE (TLSA ${recordList(usable)} at ${owner}, DNSSEC secure)`, published: true, replaces: ['MTA-STS'], report: tlsaPolicy(records),
     verify: (s) => {
       const m = daneMatch({ records, chain: s.presented, names });
       if (m.status === 'authenticated') return { ok: true, detail: `DANE ${m.usage}: ${m.detail}` };

@@ -12,16 +12,20 @@
 // failure, delivery.opportunisticLegacyTls) legacy TLS 1.0/1.1, then plaintext — remembers per
 // address what worked for delivery.tlsFallbackSeconds, and records every step with its TLS failure
 // kind; hosts that failed recently are tried last; a destination that is down is not hammered; an
-// address that is not a valid RFC 5321 path fails permanently (553) and is never sent.
+// address that is not a valid RFC 5321 path fails permanently (553) and is never sent. A message
+// with REQUIRETLS (RFC 8689) goes only to a next hop whose certificate a source authenticates
+// and only to a host that offers REQUIRETLS after STARTTLS, with the parameter passed on; else
+// it is never sent (5.7.30). Every TLS negotiation with an MX host is reported to
+// `onTlsSession` (TLS-RPT, RFC 8460), success or failure with its result type.
 import net from 'node:net';
 import type { Config } from '../config/load.ts';
 import { mailHosts } from '../dns/mx.ts';
 import { DnsError, type Resolver } from '../dns/types.ts';
-import { composeHost, plainRequirement, type DemandProvider, type HostContext, type HostRequirement, type NextHop, type TlsRequirement } from '../policy/outbound.ts';
+import { composeHost, plainRequirement, requireTlsProblem, type DemandProvider, type HostContext, type HostRequirement, type NextHop, type TlsRequirement } from '../policy/outbound.ts';
 import { levelRank, type TlsLevel } from '../tls/levels.ts';
 import { smtpPath } from '../mailbox.ts';
 import type { EnvelopeParams, QueueRecipient } from '../store/types.ts';
-import { describeTlsFailure } from '../tls/failures.ts';
+import { describeTlsFailure, rfc8460ResultType, type Rfc8460Policy, type Rfc8460ResultType, type TlsFailureKind } from '../tls/failures.ts';
 import { namesSatisfy } from '../tls/names.ts';
 import type { TrustStore } from '../tls/trust.ts';
 import type { RevocationChecker } from '../tls/revocation.ts';
@@ -51,9 +55,25 @@ interface Target { name: string; port: number }
 /** A host's addresses, with the DNSSEC status and names of their lookup (none for an IP literal). */
 interface Addresses { ips: string[]; lookup?: { secure: boolean; names: readonly string[] } }
 
+/** One TLS negotiation with an MX host (RFC 8460 §4.3: a session, successful or failed). */
+export interface TlsSessionReport {
+  /** The recipient domain whose policy applied. */
+  policyDomain: string;
+  policy: Rfc8460Policy;
+  /** Failure result type; absent for a successful session. */
+  resultType?: Rfc8460ResultType;
+  sendingIp?: string;
+  mxHost: string;
+  mxIp: string;
+  /** Failure only: what went wrong, from the failure vocabulary (failure-reason-code). */
+  reason?: string;
+}
+
 /** Seams for tests and for sharing what delivery remembers (see trouble.ts). */
 export interface RemoteOptions {
   memories?: DeliveryMemories;
+  /** Told of every TLS negotiation with an MX host (TLS-RPT counters). Must not throw. */
+  onTlsSession?: (s: TlsSessionReport) => void;
   /** Randomness for the order of MX hosts of equal preference (default Math.random). */
   random?: () => number;
   /** Per-host demand providers (DANE, MTA-STS, ...), asked for every host in this order. */
@@ -127,6 +147,7 @@ export class RemoteDelivery {
   private readonly trouble: Trouble;
   private readonly random: () => number;
   private readonly providers: () => readonly DemandProvider[];
+  private readonly onTlsSession: (s: TlsSessionReport) => void;
 
   constructor(
     private readonly resolver: () => Resolver,
@@ -140,6 +161,20 @@ export class RemoteDelivery {
     this.trouble = new Trouble(options.memories ?? inProcessMemories(), () => this.config().delivery);
     this.random = options.random ?? Math.random;
     this.providers = options.providers ?? (() => []);
+    this.onTlsSession = options.onTlsSession ?? (() => {});
+  }
+
+  /**
+   * Report a TLS session with an MX host (not smart hosts; not our own TLS reports, RFC 8460 §5.3),
+   * under the published policy of the demands on that host (DANE: tlsa), else the hop's.
+   */
+  private session(job: RemoteJob, t: Target, ip: string, req: TlsRequirement | HostRequirement, localIp: string | undefined, failure?: TlsFailureKind): void {
+    if (job.hop.kind !== 'mx' || job.envelope.tlsReport) return;
+    const policy = ('demands' in req ? req.demands : [req]).find((d) => d.report)?.report ?? job.hop.tls.report ?? { type: 'no-policy-found' };
+    this.onTlsSession({
+      policyDomain: job.hop.domain, policy, mxHost: t.name, mxIp: ip,
+      ...(localIp ? { sendingIp: localIp } : {}), ...(failure ? { resultType: rfc8460ResultType(failure), reason: describeTlsFailure(failure) } : {}),
+    });
   }
 
   async deliver(job: RemoteJob): Promise<RemoteResult> {
@@ -214,6 +249,8 @@ export class RemoteDelivery {
         // A source could not say what it demands of this host (a TLSA lookup failed): it is not
         // contacted at all; the next host is tried, and the message waits when none is left.
         tally.hostSkipped(req.failure.outcome, req.failure.attempt);
+        // TLS-RPT: a failed negotiation with this host under its DANE policy (no connection made).
+        this.session(job, t, ips.value.ips[0], req.demand, undefined, req.failure.attempt.tlsFailure);
         continue;
       }
       tally.addressesFound();
@@ -223,7 +260,8 @@ export class RemoteDelivery {
           await this.trouble.hostSucceeded(t.name);
           return { outcomes: r.outcomes, attempt: r.attempt };
         }
-        await this.trouble.hostFailed(t.name);
+        // A host without REQUIRETLS is not a failing host for other messages.
+        if (!r.requireTls) await this.trouble.hostFailed(t.name);
         if (tally.hostFailed(r) === 'stop') return { outcomes: forAll(job.recipients, r.outcome), attempt: r.attempt };
       }
     }
@@ -239,18 +277,19 @@ export class RemoteDelivery {
    * The TLS requirement of one host: the hop's, composed with what each demand provider demands
    * of the host (policy/outbound.ts composeHost), or the refusal of a provider.
    */
-  private async hostRequirement(job: RemoteJob, t: Target, via: Via, a: Addresses): Promise<{ kind: 'ok'; requirement: HostRequirement } | { kind: 'refused'; failure: HostFailed }> {
+  private async hostRequirement(job: RemoteJob, t: Target, via: Via, a: Addresses): Promise<{ kind: 'ok'; requirement: HostRequirement } | { kind: 'refused'; demand: TlsRequirement; failure: HostFailed }> {
     const ctx: HostContext = { hop: job.hop, host: t.name, port: t.port, via, ...(a.lookup ? { addresses: a.lookup } : {}), message: { queueId: job.queueId } };
     const answers = [];
     for (const p of this.providers()) {
       const answer = await p.forHost(ctx);
       if (answer.kind === 'refuse') {
         const facts: AttemptFacts = { host: t.name, port: t.port, tlsRequired: plainRequirement(answer.demand), tlsAchieved: 'none', ...(job.hop.connector ? { connector: job.hop.connector.name } : {}) };
-        return { kind: 'refused', failure: hostFailure({ kind: 'tlsPolicy', tlsFailure: answer.tlsFailure, detail: `TLS required by ${answer.demand.source}: ${answer.detail}, host ${t.name}` }, facts) };
+        return { kind: 'refused', demand: answer.demand, failure: hostFailure({ kind: 'tlsPolicy', tlsFailure: answer.tlsFailure, detail: `TLS required by ${answer.demand.source}: ${answer.detail}, host ${t.name}` }, facts) };
       }
       answers.push({ provider: p.name, answer });
     }
-    return { kind: 'ok', requirement: composeHost(job.hop.tls, answers) };
+    // RFC 8689 §5: `TLS-Required: No` relaxes published demands (DANE, MTA-STS), unless REQUIRETLS.
+    return { kind: 'ok', requirement: composeHost(job.hop.tls, answers, { relaxPublished: job.envelope.tlsRequiredNo === true && job.envelope.requireTls !== true }) };
   }
 
   /** One host address: the outcomes, or a failure of this host (trouble.ts says what it means). */
@@ -266,10 +305,19 @@ export class RemoteDelivery {
     const facts: AttemptFacts = { host: t.name, ip, port: t.port, ...requirementFacts(req), tlsAchieved: 'none', ...(job.hop.connector ? { connector: job.hop.connector.name } : {}) };
     // Connections are shared only between deliveries that demand the same of the host.
     const key = `${ip}:${t.port}|${req.demands.map((d) => `${d.level}/${d.tlsDomain ?? ''}/${d.source}`).join('|')}`;
-    const opened = await this.open(req, t, ip, key, facts, pooled);
+    // RFC 8689 §4.2.1: a REQUIRETLS message goes only to a host a source authenticates (the
+    // requirement in force for this host, so DANE counts); else this host is not even contacted
+    // (and when no host qualifies, 5.7.30: trouble.ts).
+    const unauthenticated = job.envelope.requireTls ? requireTlsProblem(req) : undefined;
+    if (unauthenticated) return hostFailure({ kind: 'requireTls', detail: unauthenticated }, facts);
+    const opened = await this.open(job, req, t, ip, key, facts, pooled);
     if (opened.kind !== 'open') return opened;
-    const refused = await this.checkTls(opened.conn, opened.mode, req, t, ip, facts);
+    const refused = await this.checkTls(opened.conn, opened.mode, job, req, t, ip, facts);
     if (refused) { void opened.conn.quit(); return refused; }
+    if (job.envelope.requireTls && !opened.conn.extensions.has('REQUIRETLS')) {
+      void opened.conn.quit();
+      return hostFailure({ kind: 'requireTls', detail: `TLS required by REQUIRETLS (RFC 8689): ${t.name} [${ip}] does not offer REQUIRETLS` }, facts);
+    }
     return this.transact(job, content, t, ip, key, opened.conn, facts);
   }
 
@@ -277,7 +325,7 @@ export class RemoteDelivery {
    * A pooled connection, or a new one. Opportunistic TLS steps down on a failed handshake: at most
    * three connections (TLS 1.2+, legacy TLS, plaintext); a required level gets one.
    */
-  private async open(req: HostRequirement, t: Target, ip: string, key: string, facts: AttemptFacts, pooled: boolean): Promise<Opened> {
+  private async open(job: RemoteJob, req: HostRequirement, t: Target, ip: string, key: string, facts: AttemptFacts, pooled: boolean): Promise<Opened> {
     const cfg = this.config();
     const forced = levelRank(req.level) >= levelRank('encryptionOnly');
     const reused = pooled ? this.pool.take(key) : undefined;
@@ -307,6 +355,7 @@ export class RemoteDelivery {
         if (e.kind === 'tls' && starttls === 'try') {
           // Opportunistic: the message must not be stuck behind a peer's old or broken TLS.
           const cause = e.tlsFailure ?? 'handshake-failed';
+          this.session(job, t, ip, req, e.localAddress, cause);
           const next = nextTlsStep(mode, cause, cfg.delivery.opportunisticLegacyTls);
           await this.trouble.stepDown(ip, { mode: next, cause: facts.tlsFailure ?? cause });
           facts.tlsFailure ??= cause;
@@ -317,6 +366,7 @@ export class RemoteDelivery {
         }
         // SMTP failed after STARTTLS succeeded: the trace keeps what TLS showed.
         if (e.tls) facts.tls = stripChain(e.tls);
+        if ((e.kind === 'starttls' || e.kind === 'tls') && e.tlsFailure) this.session(job, t, ip, req, e.localAddress, e.tlsFailure);
         const label = e.kind === 'starttls' || e.kind === 'tls' ? `TLS required by ${req.source}: ${e.message}` : e.message;
         return hostFailure({ kind: e.kind, ...(e.reply ? { reply: e.reply } : {}), detail: label, ...(e.tlsFailure ? { tlsFailure: e.tlsFailure } : {}) }, facts);
       }
@@ -325,7 +375,7 @@ export class RemoteDelivery {
   }
 
   /** Record what TLS the session has and judge it against the requirement: a violation fails the host. */
-  private async checkTls(conn: SmtpConnection, mode: TlsMode, req: HostRequirement, t: Target, ip: string, facts: AttemptFacts): Promise<HostFailed | undefined> {
+  private async checkTls(conn: SmtpConnection, mode: TlsMode, job: RemoteJob, req: HostRequirement, t: Target, ip: string, facts: AttemptFacts): Promise<HostFailed | undefined> {
     const cfg = this.config();
     if (mode === 'legacy' && conn.tls && !conn.tls.legacy) {
       // The server offers modern TLS again: forget the step down.
@@ -346,6 +396,7 @@ export class RemoteDelivery {
       facts.tlsFailure ??= conn.tlsSkipped.kind;
     }
     // Every demand is judged, the strictest first; the first violation fails the host.
+    let violation: HostFailed | undefined;
     for (const demand of req.demands) {
       const judged = await judgeTls(conn.tls, demand, `host ${t.name} [${ip}]`, this.revocation, cfg.tls.revocation);
       if (judged.revocation) facts.revocation = judged.revocation.summary;
@@ -354,9 +405,18 @@ export class RemoteDelivery {
       // whose status could not be confirmed) proves no identity, whatever its chain and names.
       const rev = judged.revocation?.status;
       if (conn.tls && (rev === 'revoked' || (rev === 'unknown' && cfg.tls.revocation === 'hardFail'))) facts.tlsAchieved = 'encryptionOnly';
-      if (judged.violation) return hostFailure({ kind: 'tlsPolicy', detail: judged.violation, ...(judged.kind ? { tlsFailure: judged.kind } : {}) }, facts);
+      if (judged.violation) {
+        violation = hostFailure({ kind: 'tlsPolicy', detail: judged.violation, ...(judged.kind ? { tlsFailure: judged.kind } : {}) }, facts);
+        break;
+      }
     }
-    return undefined;
+    if (!facts.reused) {
+      // TLS-RPT: this connection's negotiation (a reused connection is no new session).
+      if (violation) this.session(job, t, ip, req, conn.localAddress, violation.attempt.tlsFailure ?? conn.tlsSkipped?.kind ?? 'starttls-not-offered');
+      else if (conn.tls) this.session(job, t, ip, req, conn.localAddress);
+      else if (conn.tlsSkipped) this.session(job, t, ip, req, conn.localAddress, conn.tlsSkipped.kind);
+    }
+    return violation;
   }
 
   /** What this peer can take, then the transaction; its replies become outcomes (trouble.ts). */
@@ -376,7 +436,7 @@ export class RemoteDelivery {
     let result: TransactionResult;
     try {
       result = await conn.send({
-        from: job.mailFrom, eightBit: job.envelope.body === '8BITMIME', smtputf8: job.envelope.smtputf8,
+        from: job.mailFrom, eightBit: job.envelope.body === '8BITMIME', smtputf8: job.envelope.smtputf8, ...(job.envelope.requireTls ? { requireTls: true } : {}),
         ...(job.envelope.ret ? { ret: job.envelope.ret } : {}), ...(job.envelope.envid ? { envid: job.envelope.envid } : {}),
         rcpts: job.recipients.map((r) => ({ address: r.address, ...(r.notify ? { notify: r.notify } : {}), ...(r.orcpt ? { orcpt: r.orcpt } : {}) })),
       }, data);
