@@ -5,7 +5,8 @@
 // that does not offer STARTTLS, a forged (bogus) TLSA RRset and a TLSA lookup that SERVFAILs →
 // deferred with 4.7.x, and the peer sees no MAIL/RCPT/DATA (the bogus and SERVFAIL hosts are not
 // even contacted). An insecure zone → opportunistic. Only unusable records → encrypted, not
-// authenticated. At expiry the DSN names the DANE source. dane.enabled false turns it off.
+// authenticated. At expiry the DSN names the DANE source. TLS-Required: No relaxes DANE;
+// dane.enabled false turns it off.
 // Needs root and nsd, unbound, ldnsutils.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -250,6 +251,23 @@ test('tls check DOMAIN shows the DNSSEC status, what DANE demands of each MX hos
   assert.match(m.dane.detail, /^certificate does not match any TLSA record .*\(tlsa-mismatch\)$/);
   assert.match(bogus.stdout, new RegExp(`DANE: delivery would NOT contact this host: .*TLSA lookup at ${esc(owner('bogus'))} failed\\): the TLSA lookup failed DNSSEC validation \\(bogus\\)`));
   assert.match(insecure.stdout, /DNSSEC: MX records insecure, addresses of mx\.plain\.test insecure\n {2}DANE: DANE: the MX records of plain\.test are not DNSSEC-secure/);
+});
+
+test('TLS-Required: No (RFC 8689 §5) relaxes the DANE demand: the mismatching host gets the message, the trace says DANE was not applied', async () => {
+  const c = await SmtpClient.connect(gw.port);
+  let id: string;
+  try {
+    await c.hello();
+    const r = await c.send('sender@contoso.test', [`frank@${domain('mismatch')}`], `From: <sender@contoso.test>\r\nTo: <frank@${domain('mismatch')}>\r\nSubject: relaxed\r\nTLS-Required: No\r\nMessage-ID: <relaxed@contoso.test>\r\n\r\nbody\r\n`);
+    assert.equal(r.code, 250, r.text);
+    id = /queued as (\w+)/.exec(r.text)![1];
+  } finally { c.close(); }
+  await until('delivery', () => result(id, 'delivered') ?? result(id, 'deferred'), 20_000);
+  const a = (await attempts(id)).at(-1)!;
+  assert.equal(a.status, 'delivered', a.reply.reason);
+  assert.deepEqual(a.tlsRequired, { level: 'opportunistic', source: 'default' });
+  assert.deepEqual(a.tlsNotes, [`not applied: DANE (TLSA 3 1 1 at ${owner('mismatch')}, DNSSEC secure): dane, relaxed by the message's TLS-Required: No`]);
+  assert.ok(peers.mismatch.messages.some((m) => m.to.includes(`frank@${domain('mismatch')}`) && m.tls));
 });
 
 test('dane.enabled false: no TLSA lookups, the mismatching host gets the message opportunistically', async () => {
