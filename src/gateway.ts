@@ -28,6 +28,8 @@ import { DnsResolver } from './dns/resolver.ts';
 import type { Resolver } from './dns/types.ts';
 import { OutboundPolicy } from './policy/outbound.ts';
 import { RevocationChecker } from './tls/revocation.ts';
+import { MtaSts, mtaStsProvider } from './mtasts/sts.ts';
+import { PolicyServer } from './mtasts/host.ts';
 import { assertNoServer, startControlServer, type ControlResponse } from './admin/control.ts';
 import { configuredGroup, planPrivileges, type RunAsOverride } from './service/privileges.ts';
 import { becomeServiceUser } from './service/start.ts';
@@ -59,6 +61,7 @@ export class Gateway {
   private resolver!: Resolver;
   private control: net.Server | undefined;
   private reports: DailyReports | undefined;
+  private policyServer: PolicyServer | undefined;
   private stopping = false;
 
   constructor(private readonly opts: GatewayOptions) {}
@@ -81,6 +84,7 @@ export class Gateway {
     opened.tls?.unwatch();
     await new Promise((r) => (this.control ? this.control.close(r) : r(undefined)));
     await opened.server?.close(0);
+    await this.policyServer?.close();
     await opened.remote?.close();
     await opened.store?.close();
   }
@@ -101,6 +105,11 @@ export class Gateway {
     const configured = config.tls.certificates.length ? new ServerTls(config.tls.certificates, config.tls.minVersion as SecureVersion) : undefined;
     this.server = new SmtpServer(() => this.deps);
     await this.server.listen(config.smtp.listen);
+    if (config.mtaSts.hosting) {
+      // Port 443 needs root too: bound now, serving once the certificates and the configuration exist.
+      this.policyServer = new PolicyServer(() => this.tls as ServerTls | undefined, () => (this.deps as SessionDeps | undefined)?.config);
+      await this.policyServer.listen(config.mtaSts.hosting.listen);
+    }
     becomeServiceUser(plan, config, maildirGid);
     this.control = await startControlServer(config.dataDir, (r) => this.onControl(r.cmd));
     this.tls = configured ?? new ServerTls(await certificatePairs(config), config.tls.minVersion as SecureVersion);
@@ -114,8 +123,9 @@ export class Gateway {
     const pool = new ConnectionPool(() => this.deps.config.delivery.connectionReuse);
     const revocation = new RevocationChecker(() => this.resolver);
     const dane = new DaneProvider(() => this.resolver);
+    const mtaSts = mtaStsProvider(new MtaSts({ resolver: () => this.resolver, trust: () => this.deps.trust, cache: this.store }), () => this.deps.config.mtaSts.enabled);
     this.remote = new RemoteDelivery(() => this.resolver, pool, () => this.deps.trust, () => this.deps.config, revocation, () => this.tls.clientIdentity(),
-      { onTlsSession: sessionCounter(() => this.store, () => this.deps.config), providers: () => (this.deps.config.dane.enabled ? [dane] : []) });
+      { onTlsSession: sessionCounter(() => this.store, () => this.deps.config), providers: () => [...(this.deps.config.dane.enabled ? [dane] : []), mtaSts] });
     const ingest = new Ingest(this.store, {
       reserve: () => this.scheduler.reserve(), take: (m, d) => this.scheduler.take(m, d),
       kick: () => this.scheduler.kick(), unreserve: () => this.scheduler.unreserve(),
@@ -145,7 +155,7 @@ export class Gateway {
       const cur = this.deps.config;
       const ignored: string[] = [];
       if (next.dataDir !== cur.dataDir) ignored.push('dataDir');
-      const restartOnly: [string, (c: Config) => unknown][] = [['smtp.listen', (c) => c.smtp.listen], ['runAs', (c) => c.runAs], ['delivery.maildir', (c) => c.delivery.maildir]];
+      const restartOnly: [string, (c: Config) => unknown][] = [['smtp.listen', (c) => c.smtp.listen], ['runAs', (c) => c.runAs], ['delivery.maildir', (c) => c.delivery.maildir], ['mtaSts.hosting.listen', (c) => c.mtaSts.hosting?.listen]];
       for (const [key, get] of restartOnly) if (JSON.stringify(get(next)) !== JSON.stringify(get(cur))) ignored.push(key);
       const trust = new TrustStore(next.tls.trust.system, next.tls.trust.caFiles);
       const pairs = await certificatePairs(next);
@@ -184,6 +194,7 @@ export class Gateway {
     this.control?.close();
     await this.server.close(10_000);
     await this.reports?.stop();
+    await this.policyServer?.close();
     await this.scheduler.stop();
     await this.remote.close();
     await this.store.close();

@@ -15,6 +15,7 @@ import { registerTrace } from './trace.ts';
 import { registerConnector } from './connector.ts';
 import { registerDane } from './dane.ts';
 import { registerTlsRpt } from './tlsrpt.ts';
+import { registerMtaSts } from './mtasts.ts';
 import { say, warn } from './terminal.ts';
 import { exitWith, installBoundary, logTo } from './failure.ts';
 
@@ -107,5 +108,6 @@ registerTrace(program);
 registerConnector(program);
 registerDane(program);
 registerTlsRpt(program);
+registerMtaSts(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => exitWith(e, serving));

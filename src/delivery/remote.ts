@@ -3,8 +3,10 @@
 // and returning one classified outcome per recipient plus the facts of every attempt (the trace).
 // What a failure means (next host, every recipient, the verdict, what is remembered) is decided by
 // trouble.ts. The TLS requirement of each host is the hop's composed with the demands of the demand
-// providers (DANE, and MTA-STS and REQUIRETLS as they join) by policy/outbound.ts composeHost; a
-// provider that refuses a host (a TLSA lookup that failed) makes it skipped, never contacted. Sends each peer what it can take (mime-downgrade.ts: 7 bit without 8BITMIME, no line
+// providers (DANE, MTA-STS) by policy/outbound.ts composeHost; a provider that refuses a host (a
+// TLSA lookup that failed, an MTA-STS enforce policy that does not name it) makes it skipped,
+// never contacted; a requirement a provider only observes (MTA-STS testing) is recorded, not
+// enforced. Sends each peer what it can take (mime-downgrade.ts: 7 bit without 8BITMIME, no line
 // over 998 octets) and records any conversion with the attempt.
 // Promises: a required TLS level never falls back (no plaintext, no legacy TLS, no weaker check),
 // whichever source demanded it, and every demand that applies to a host is checked;
@@ -52,9 +54,6 @@ export interface RemoteJob {
 
 interface Target { name: string; port: number }
 
-/** A host's addresses, with the DNSSEC status and names of their lookup (none for an IP literal). */
-interface Addresses { ips: string[]; lookup?: { secure: boolean; names: readonly string[] } }
-
 /** One TLS negotiation with an MX host (RFC 8460 §4.3: a session, successful or failed). */
 export interface TlsSessionReport {
   /** The recipient domain whose policy applied. */
@@ -69,6 +68,9 @@ export interface TlsSessionReport {
   reason?: string;
 }
 
+/** A host's addresses, with the DNSSEC status and names of their lookup (none for an IP literal). */
+interface Addresses { ips: string[]; lookup?: { secure: boolean; names: readonly string[] } }
+
 /** Seams for tests and for sharing what delivery remembers (see trouble.ts). */
 export interface RemoteOptions {
   memories?: DeliveryMemories;
@@ -82,6 +84,9 @@ export interface RemoteOptions {
 
 /** How the hosts of a next hop were found (HostContext.via). */
 type Via = HostContext['via'];
+
+/** A host's requirement, and what the providers only observe (testing modes). */
+type Plan = { requirement: HostRequirement; observe: TlsRequirement[] };
 
 class Semaphore {
   private used = 0;
@@ -111,18 +116,18 @@ function achieved(tls: PeerTls | null, req: TlsRequirement, hostname: string, pr
   return 'certificateValidation';
 }
 
-const stripChain = (t: PeerTls | null | undefined): Omit<PeerTls, 'chain' | 'presented'> | undefined => {
-  if (!t) return undefined;
-  const { chain: _chain, presented: _presented, ...rest } = t;
-  return rest;
-};
-
 /** The facts of a host requirement for the trace: the strictest demand, and the others when there are more. */
 function requirementFacts(req: HostRequirement): Pick<AttemptFacts, 'tlsRequired' | 'tlsDemands' | 'tlsNotes'> {
   const others = req.demands.slice(1).map(plainRequirement);
   const notes = [...req.waived.map((w) => `not applied: ${w}`), ...req.notes];
   return { tlsRequired: plainRequirement(req), ...(others.length ? { tlsDemands: others } : {}), ...(notes.length ? { tlsNotes: notes } : {}) };
 }
+
+const stripChain = (t: PeerTls | null | undefined): Omit<PeerTls, 'chain' | 'presented'> | undefined => {
+  if (!t) return undefined;
+  const { chain: _chain, presented: _presented, ...rest } = t;
+  return rest;
+};
 
 /** Recipients whose address (or the sender's) cannot be sent as a valid path, with their outcome. */
 function unsendable(job: RemoteJob): Map<number, Outcome> {
@@ -146,8 +151,8 @@ export class RemoteDelivery {
   private readonly limits = new Map<string, Semaphore>();
   private readonly trouble: Trouble;
   private readonly random: () => number;
-  private readonly providers: () => readonly DemandProvider[];
   private readonly onTlsSession: (s: TlsSessionReport) => void;
+  private readonly providers: () => readonly DemandProvider[];
 
   constructor(
     private readonly resolver: () => Resolver,
@@ -160,17 +165,15 @@ export class RemoteDelivery {
   ) {
     this.trouble = new Trouble(options.memories ?? inProcessMemories(), () => this.config().delivery);
     this.random = options.random ?? Math.random;
-    this.providers = options.providers ?? (() => []);
     this.onTlsSession = options.onTlsSession ?? (() => {});
+    this.providers = options.providers ?? (() => []);
   }
 
-  /**
-   * Report a TLS session with an MX host (not smart hosts; not our own TLS reports, RFC 8460 §5.3),
-   * under the published policy of the demands on that host (DANE: tlsa), else the hop's.
-   */
-  private session(job: RemoteJob, t: Target, ip: string, req: TlsRequirement | HostRequirement, localIp: string | undefined, failure?: TlsFailureKind): void {
+  /** Report a TLS session with an MX host (not smart hosts; not our own TLS reports, RFC 8460 §5.3). */
+  private session(job: RemoteJob, req: HostRequirement, t: Target, ip: string, localIp: string | undefined, failure?: TlsFailureKind): void {
     if (job.hop.kind !== 'mx' || job.envelope.tlsReport) return;
-    const policy = ('demands' in req ? req.demands : [req]).find((d) => d.report)?.report ?? job.hop.tls.report ?? { type: 'no-policy-found' };
+    // The published policy that applied to this host (DANE, MTA-STS), else none was found.
+    const policy = req.demands.find((d) => d.report)?.report ?? job.hop.tls.report ?? { type: 'no-policy-found' as const };
     this.onTlsSession({
       policyDomain: job.hop.domain, policy, mxHost: t.name, mxIp: ip,
       ...(localIp ? { sendingIp: localIp } : {}), ...(failure ? { resultType: rfc8460ResultType(failure), reason: describeTlsFailure(failure) } : {}),
@@ -212,6 +215,7 @@ export class RemoteDelivery {
       // RFC 7505 §3: a null MX says the domain accepts no mail (556 5.1.10, classify.ts).
       case 'nullMx': return { kind: 'failed', facts: { kind: 'nullMx', detail: `${hop.domain} publishes a null MX record (RFC 7505): it accepts no mail` } };
       case 'error': return { kind: 'failed', facts: { kind: 'dns', dnsKind: mx.error.kind, detail: `MX lookup for ${hop.domain} failed: ${mx.error.message}` } };
+      // `secure`: the DNSSEC status of the MX answer (DANE needs it, RFC 7672 §2.2.1).
       default: return { kind: 'found', value: { hosts: mx.hosts.map((h) => ({ name: h.name, port })), via: { kind: mx.kind, secure: mx.secure } } };
     }
   }
@@ -244,18 +248,16 @@ export class RemoteDelivery {
         continue;
       }
       if (!ips.value.ips.length) continue;
-      const req = await this.hostRequirement(job, t, targets.value.via, ips.value);
-      if (req.kind === 'refused') {
-        // A source could not say what it demands of this host (a TLSA lookup failed): it is not
-        // contacted at all; the next host is tried, and the message waits when none is left.
-        tally.hostSkipped(req.failure.outcome, req.failure.attempt);
-        // TLS-RPT: a failed negotiation with this host under its DANE policy (no connection made).
-        this.session(job, t, ips.value.ips[0], req.demand, undefined, req.failure.attempt.tlsFailure);
+      const plan = await this.hostRequirement(job, t, targets.value.via, ips.value);
+      if (plan.kind === 'refused') {
+        // A source rules this host out (a TLSA lookup that failed, an MTA-STS enforce policy that
+        // does not name it): it is not contacted at all; the next host is tried, and the message waits when none is left.
+        tally.hostSkipped(plan.failure.outcome, plan.failure.attempt);
         continue;
       }
       tally.addressesFound();
       for (const ip of ips.value.ips) {
-        const r = await this.tryHost(job, content, t, ip, req.requirement);
+        const r = await this.tryHost(job, content, t, ip, plan);
         if (r.kind === 'done') {
           await this.trouble.hostSucceeded(t.name);
           return { outcomes: r.outcomes, attempt: r.attempt };
@@ -277,37 +279,40 @@ export class RemoteDelivery {
    * The TLS requirement of one host: the hop's, composed with what each demand provider demands
    * of the host (policy/outbound.ts composeHost), or the refusal of a provider.
    */
-  private async hostRequirement(job: RemoteJob, t: Target, via: Via, a: Addresses): Promise<{ kind: 'ok'; requirement: HostRequirement } | { kind: 'refused'; demand: TlsRequirement; failure: HostFailed }> {
+  private async hostRequirement(job: RemoteJob, t: Target, via: Via, a: Addresses): Promise<{ kind: 'ok' } & Plan | { kind: 'refused'; failure: HostFailed }> {
     const ctx: HostContext = { hop: job.hop, host: t.name, port: t.port, via, ...(a.lookup ? { addresses: a.lookup } : {}), message: { queueId: job.queueId } };
     const answers = [];
+    const observe: TlsRequirement[] = [];
     for (const p of this.providers()) {
       const answer = await p.forHost(ctx);
       if (answer.kind === 'refuse') {
         const facts: AttemptFacts = { host: t.name, port: t.port, tlsRequired: plainRequirement(answer.demand), tlsAchieved: 'none', ...(job.hop.connector ? { connector: job.hop.connector.name } : {}) };
-        return { kind: 'refused', demand: answer.demand, failure: hostFailure({ kind: 'tlsPolicy', tlsFailure: answer.tlsFailure, detail: `TLS required by ${answer.demand.source}: ${answer.detail}, host ${t.name}` }, facts) };
+        return { kind: 'refused', failure: hostFailure({ kind: 'tlsPolicy', tlsFailure: answer.tlsFailure, detail: `TLS required by ${answer.demand.source}: ${answer.detail}, host ${t.name}` }, facts) };
       }
+      if (answer.kind === 'none' && answer.observe) observe.push(answer.observe);
       answers.push({ provider: p.name, answer });
     }
-    // RFC 8689 §5: `TLS-Required: No` relaxes published demands (DANE, MTA-STS), unless REQUIRETLS.
-    return { kind: 'ok', requirement: composeHost(job.hop.tls, answers, { relaxPublished: job.envelope.tlsRequiredNo === true && job.envelope.requireTls !== true }) };
+    // RFC 8689 §5: `TLS-Required: No` relaxes what the destination published, unless REQUIRETLS.
+    const relaxPublished = job.envelope.tlsRequiredNo === true && job.envelope.requireTls !== true;
+    return { kind: 'ok', requirement: composeHost(job.hop.tls, answers, { relaxPublished }), observe };
   }
 
   /** One host address: the outcomes, or a failure of this host (trouble.ts says what it means). */
-  private async tryHost(job: RemoteJob, content: OutboundContent, t: Target, ip: string, req: HostRequirement): Promise<HostResult> {
-    const first = await this.once(job, content, t, ip, req, true);
+  private async tryHost(job: RemoteJob, content: OutboundContent, t: Target, ip: string, plan: Plan): Promise<HostResult> {
+    const first = await this.once(job, content, t, ip, plan, true);
     if (first.kind !== 'stale') return first;
     // The pooled connection died while idle: once more, on a fresh connection (never pooled).
-    const again = await this.once(job, content, t, ip, req, false);
+    const again = await this.once(job, content, t, ip, plan, false);
     return again.kind === 'stale' ? again.failure : again;
   }
 
-  private async once(job: RemoteJob, content: OutboundContent, t: Target, ip: string, req: HostRequirement, pooled: boolean): Promise<HostResult | Stale> {
+  private async once(job: RemoteJob, content: OutboundContent, t: Target, ip: string, plan: Plan, pooled: boolean): Promise<HostResult | Stale> {
+    const req = plan.requirement;
     const facts: AttemptFacts = { host: t.name, ip, port: t.port, ...requirementFacts(req), tlsAchieved: 'none', ...(job.hop.connector ? { connector: job.hop.connector.name } : {}) };
     // Connections are shared only between deliveries that demand the same of the host.
     const key = `${ip}:${t.port}|${req.demands.map((d) => `${d.level}/${d.tlsDomain ?? ''}/${d.source}`).join('|')}`;
-    // RFC 8689 §4.2.1: a REQUIRETLS message goes only to a host a source authenticates (the
-    // requirement in force for this host, so DANE counts); else this host is not even contacted
-    // (and when no host qualifies, 5.7.30: trouble.ts).
+    // RFC 8689 §4.2.1: a REQUIRETLS message goes only to a host a source authenticates; else this
+    // host is not even contacted (and when no host qualifies, 5.7.30: trouble.ts).
     const unauthenticated = job.envelope.requireTls ? requireTlsProblem(req) : undefined;
     if (unauthenticated) return hostFailure({ kind: 'requireTls', detail: unauthenticated }, facts);
     const opened = await this.open(job, req, t, ip, key, facts, pooled);
@@ -318,6 +323,7 @@ export class RemoteDelivery {
       void opened.conn.quit();
       return hostFailure({ kind: 'requireTls', detail: `TLS required by REQUIRETLS (RFC 8689): ${t.name} [${ip}] does not offer REQUIRETLS` }, facts);
     }
+    this.observe(opened.conn, plan.observe, t, facts);
     return this.transact(job, content, t, ip, key, opened.conn, facts);
   }
 
@@ -355,7 +361,7 @@ export class RemoteDelivery {
         if (e.kind === 'tls' && starttls === 'try') {
           // Opportunistic: the message must not be stuck behind a peer's old or broken TLS.
           const cause = e.tlsFailure ?? 'handshake-failed';
-          this.session(job, t, ip, req, e.localAddress, cause);
+          this.session(job, req, t, ip, e.localAddress, cause);
           const next = nextTlsStep(mode, cause, cfg.delivery.opportunisticLegacyTls);
           await this.trouble.stepDown(ip, { mode: next, cause: facts.tlsFailure ?? cause });
           facts.tlsFailure ??= cause;
@@ -366,7 +372,7 @@ export class RemoteDelivery {
         }
         // SMTP failed after STARTTLS succeeded: the trace keeps what TLS showed.
         if (e.tls) facts.tls = stripChain(e.tls);
-        if ((e.kind === 'starttls' || e.kind === 'tls') && e.tlsFailure) this.session(job, t, ip, req, e.localAddress, e.tlsFailure);
+        if ((e.kind === 'starttls' || e.kind === 'tls') && e.tlsFailure) this.session(job, req, t, ip, e.localAddress, e.tlsFailure);
         const label = e.kind === 'starttls' || e.kind === 'tls' ? `TLS required by ${req.source}: ${e.message}` : e.message;
         return hostFailure({ kind: e.kind, ...(e.reply ? { reply: e.reply } : {}), detail: label, ...(e.tlsFailure ? { tlsFailure: e.tlsFailure } : {}) }, facts);
       }
@@ -397,6 +403,7 @@ export class RemoteDelivery {
     }
     // Every demand is judged, the strictest first; the first violation fails the host.
     let violation: HostFailed | undefined;
+    let failure: TlsFailureKind | undefined;
     for (const demand of req.demands) {
       const judged = await judgeTls(conn.tls, demand, `host ${t.name} [${ip}]`, this.revocation, cfg.tls.revocation);
       if (judged.revocation) facts.revocation = judged.revocation.summary;
@@ -406,17 +413,30 @@ export class RemoteDelivery {
       const rev = judged.revocation?.status;
       if (conn.tls && (rev === 'revoked' || (rev === 'unknown' && cfg.tls.revocation === 'hardFail'))) facts.tlsAchieved = 'encryptionOnly';
       if (judged.violation) {
+        failure = judged.kind ?? conn.tlsSkipped?.kind ?? 'starttls-not-offered';
         violation = hostFailure({ kind: 'tlsPolicy', detail: judged.violation, ...(judged.kind ? { tlsFailure: judged.kind } : {}) }, facts);
         break;
       }
     }
     if (!facts.reused) {
       // TLS-RPT: this connection's negotiation (a reused connection is no new session).
-      if (violation) this.session(job, t, ip, req, conn.localAddress, violation.attempt.tlsFailure ?? conn.tlsSkipped?.kind ?? 'starttls-not-offered');
-      else if (conn.tls) this.session(job, t, ip, req, conn.localAddress);
-      else if (conn.tlsSkipped) this.session(job, t, ip, req, conn.localAddress, conn.tlsSkipped.kind);
+      if (failure) this.session(job, req, t, ip, conn.localAddress, failure);
+      else if (conn.tls) this.session(job, req, t, ip, conn.localAddress);
+      else if (conn.tlsSkipped) this.session(job, req, t, ip, conn.localAddress, conn.tlsSkipped.kind);
     }
     return violation;
+  }
+
+  /**
+   * Requirements only observed (MTA-STS testing): whether this session would have met them, for
+   * the trace. Delivery goes on either way.
+   */
+  private observe(conn: SmtpConnection, observed: readonly TlsRequirement[], t: Target, facts: AttemptFacts): void {
+    for (const o of observed) {
+      const got = achieved(conn.tls, o, t.name);
+      const met = levelRank(got) >= levelRank(o.level);
+      (facts.tlsNotes ??= []).push(`${o.source}: this session ${met ? 'meets' : 'would NOT meet'} the policy (${o.level}${o.tlsDomain ? ` for ${o.tlsDomain}` : ''}, achieved ${got}); delivered anyway (testing mode)`);
+    }
   }
 
   /** What this peer can take, then the transaction; its replies become outcomes (trouble.ts). */

@@ -6,9 +6,8 @@
 // (providers look things up; this file only composes what they answer).
 // Promise: sources can only raise the level (never lower it); every demand that applies is kept
 // and checked, so the result never falls back past what any source demands; the result names
-// each source with what it demanded. The only relaxation is `TLS-Required: No`, and it drops
-// only demands the destination published (DANE, MTA-STS), never a connector's; with REQUIRETLS
-// it is ignored.
+// each source with what it demanded. The only relaxation is `TLS-Required: No`, and it drops only
+// demands the destination published (DANE, MTA-STS), never a connector's; with REQUIRETLS it is ignored.
 import type { X509Certificate } from 'node:crypto';
 import type { Config, OutboundConnector } from '../config/load.ts';
 import type { Rfc8460Policy, TlsFailureKind } from '../tls/failures.ts';
@@ -80,9 +79,13 @@ export interface HostContext {
 
 /** A provider's answer for one host. */
 export type ProviderAnswer =
-  /** Nothing to demand; `note` says why, for the trace (e.g. "DANE: MX RRset not DNSSEC-secure"). */
-  | { kind: 'none'; note?: string }
-  | { kind: 'demand'; demand: HostDemand }
+  /**
+   * Nothing to demand; `note` says why, for the trace (e.g. "DANE: MX RRset not DNSSEC-secure").
+   * `observe`: a requirement only watched (MTA-STS testing): delivery records whether the session met it.
+   */
+  | { kind: 'none'; note?: string; observe?: TlsRequirement }
+  /** `note`: for the trace (e.g. "MTA-STS: policy fetch failed …; using the cached policy"). */
+  | { kind: 'demand'; demand: HostDemand; note?: string }
   /**
    * Do not use this host now (a temporary failure: the next host is tried, and the message is
    * deferred when none is left), e.g. a TLSA lookup that failed. `demand` is what the source
@@ -156,7 +159,7 @@ export function requireTlsProblem(req: TlsRequirement): string | undefined {
  * opportunistic is checked.
  */
 export function composeHost(hop: TlsRequirement, answers: readonly { provider: string; answer: ProviderAnswer }[], opts: { relaxPublished?: boolean } = {}): HostRequirement {
-  const notes = answers.flatMap((a) => (a.answer.kind === 'none' && a.answer.note ? [a.answer.note] : []));
+  const notes = answers.flatMap((a) => (a.answer.kind !== 'refuse' && a.answer.note ? [a.answer.note] : []));
   const made = answers.flatMap((a) => (a.answer.kind === 'demand' ? [{ provider: a.provider, demand: a.answer.demand }] : []));
   const replaced = new Set(made.flatMap((m) => m.demand.replaces ?? []));
   const waived: string[] = [];

@@ -12,6 +12,7 @@ export const TLS_FAILURE_KINDS = [
   'certificate-revoked', 'revocation-unknown',
   // DANE (RFC 7672): the TLSA records could not be obtained, or none of them matches the server.
   'tlsa-lookup-failed', 'tlsa-bogus', 'tlsa-mismatch',
+  'sts-mx-mismatch', 'sts-policy-fetch-error', 'sts-policy-invalid', 'sts-webpki-invalid',
 ] as const;
 export type TlsFailureKind = typeof TLS_FAILURE_KINDS[number];
 
@@ -62,6 +63,12 @@ const VOCABULARY: Record<TlsFailureKind, Entry> = {
   'tlsa-lookup-failed': { label: 'the TLSA records of the server could not be looked up', plain: 'could not be checked: the DNS records that say which certificate it must present (DANE TLSA) could not be looked up', rfc8460: 'dnssec-invalid' },
   'tlsa-bogus': { label: 'the TLSA records of the server failed DNSSEC validation (bogus)', plain: 'could not be checked: the DNS records that say which certificate it must present (DANE TLSA) failed their DNSSEC signature check', rfc8460: 'dnssec-invalid' },
   'tlsa-mismatch': { label: 'the server certificate matches none of its TLSA records', plain: 'did not prove its identity: its certificate is not the one its domain publishes in DNS (DANE TLSA)', rfc8460: 'validation-failure' },
+  // MTA-STS (RFC 8461): a host the policy does not name, and the policy's own retrieval (the
+  // latter never stop delivery by themselves: without a cached policy the domain has none, §3.3).
+  'sts-mx-mismatch': { label: 'the MX host is not one the MTA-STS policy names', plain: 'is not one of the mail servers that the recipient domain\'s MTA-STS policy lists', rfc8460: 'validation-failure' },
+  'sts-policy-fetch-error': { label: 'the MTA-STS policy could not be fetched', plain: 'could not be checked: the recipient domain\'s MTA-STS policy could not be fetched', rfc8460: 'sts-policy-fetch-error' },
+  'sts-policy-invalid': { label: 'the MTA-STS policy is not valid', plain: 'could not be checked: the recipient domain\'s MTA-STS policy is not valid', rfc8460: 'sts-policy-invalid' },
+  'sts-webpki-invalid': { label: 'the certificate of the MTA-STS policy host is not valid', plain: 'could not be checked: the recipient domain\'s MTA-STS policy server presented a certificate that is not valid', rfc8460: 'sts-webpki-invalid' },
 };
 
 export const tlsFailureLabel = (k: TlsFailureKind): string => VOCABULARY[k].label;

@@ -219,7 +219,7 @@ test('only unusable TLSA records: TLS is required, the certificate is not authen
   assert.equal(peers.unusable.messages[0]?.tls?.version, 'TLSv1.3');
 });
 
-test('at expiry the DSN says the recipient\'s domain requires DANE and why the server did not meet it', async () => {
+test('at expiry the DSN says the recipient domain requires DANE and why the server did not meet it', async () => {
   const mailbox = (local: string) => {
     const d = path.join(gw.dataDir, 'mailboxes/contoso.test', local, 'new');
     try { return readdirSync(d).map((f) => readFileSync(path.join(d, f), 'utf8')); } catch { return []; }
@@ -228,7 +228,7 @@ test('at expiry the DSN says the recipient\'s domain requires DANE and why the s
     const all = (['mismatch', 'bogus'] as Name[]).map((n) => mailbox(n).find((x) => /Undelivered Mail/.test(x)));
     return all.every(Boolean) ? all as string[] : undefined;
   }, (EXPIRATION + 20) * 1000);
-  assert.match(dsn[0], /did not prove its identity: its certificate is not the one its domain publishes in DNS \(DANE TLSA\)\. The recipient's domain requires an encrypted connection \(TLS 1\.2 or newer\) to a server whose certificate matches the DNSSEC-signed TLSA records of its domain \(DANE\) for this destination/);
+  assert.match(dsn[0], /did not prove its identity: its certificate is not the one its domain publishes in DNS \(DANE TLSA\)\. The recipient domain's security policy requires an encrypted connection \(TLS 1\.2 or newer\) to a server whose certificate matches the DNSSEC-signed TLSA records of its domain \(DANE\) for this destination/);
   assert.match(dsn[0], /RFC 8460 result type validation-failure/);
   assert.match(dsn[0].replace(/\r\n\s+/g, ' '), /TLS required by DANE \(TLSA 3 1 1 at/);
   assert.match(dsn[1], /could not be checked: the DNS records that say which certificate it must present \(DANE TLSA\) failed their DNSSEC signature check/);

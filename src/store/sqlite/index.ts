@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type {
   DeleteResult, MessageState, NewMessage, QueueFilter, QueueMessage, QueueRecipient, ReceivedTlsReport, RecipientOutcome, Store,
-  TlsReportSent, TlsSessionCount, TraceEvent, TraceFilter,
+  StsPolicyEntry, TlsReportSent, TlsSessionCount, TraceEvent, TraceFilter,
 } from '../types.ts';
 import { migrations } from './schema.ts';
 import { AdminError } from '../../errors.ts';
@@ -86,6 +86,9 @@ export class SqliteStore implements Store {
       nextDue: db.prepare(`SELECT min(t) FROM (
           SELECT min(next_attempt_at) AS t FROM messages WHERE state IN ('incoming', 'deferred')
           UNION ALL SELECT min(lease_until) FROM messages WHERE state = 'active')`).pluck(),
+      stsGet: db.prepare('SELECT domain, id, text, fetched_at AS fetchedAt, expires_at AS expiresAt FROM sts_policies WHERE domain = ?'),
+      stsPut: db.prepare(`INSERT INTO sts_policies (domain, id, text, fetched_at, expires_at) VALUES (@domain, @id, @text, @fetchedAt, @expiresAt)
+        ON CONFLICT (domain) DO UPDATE SET id = excluded.id, text = excluded.text, fetched_at = excluded.fetched_at, expires_at = excluded.expires_at`),
       release: db.prepare(`UPDATE messages SET state = 'deferred', lease_owner = NULL, lease_until = NULL, next_attempt_at = ? WHERE state = 'active'`),
       tlsCount: db.prepare(`INSERT INTO tlsrpt_sessions (day, policy_domain, policy, result_type, sending_ip, mx_host, mx_ip, reason, count)
         VALUES (@day, @domain, @policy, @result, @sip, @mx, @mxip, @reason, @count)
@@ -289,6 +292,14 @@ export class SqliteStore implements Store {
       ...(r.organization ? { organization: r.organization as string } : {}), ...(r.report_id ? { reportId: r.report_id as string } : {}),
       ...(r.problem ? { problem: r.problem as string } : {}),
     }));
+  }
+
+  async stsPolicy(domain: string): Promise<StsPolicyEntry | null> {
+    return (this.st.stsGet.get(domain) as StsPolicyEntry | undefined) ?? null;
+  }
+
+  saveStsPolicy(e: StsPolicyEntry): Promise<void> {
+    return this.write(() => { this.st.stsPut.run(e); });
   }
 
   releaseLeases(): Promise<number> {

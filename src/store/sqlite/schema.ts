@@ -81,4 +81,12 @@ export const migrations: string[] = [
      content TEXT NOT NULL,
      problem TEXT
    );`,
+  // 5: cached MTA-STS policies (RFC 8461 §5.1), one per policy domain.
+  `CREATE TABLE sts_policies (
+     domain TEXT PRIMARY KEY,
+     id TEXT NOT NULL,
+     text TEXT NOT NULL,
+     fetched_at INTEGER NOT NULL,
+     expires_at INTEGER NOT NULL
+   ) WITHOUT ROWID;`,
 ];
