@@ -46,7 +46,7 @@ export type Event =
   | { event: 'message.rejected'; sid: string; code: number; enhanced: string; reason: string }
   | { event: 'delivery.result'; queueId: string; rcpt: string; status: 'delivered' | 'deferred' | 'failed'; agent: string; code?: number; enhanced?: string; reason: string;
       /** TLS failure kind (tls/failures.ts): why a required level failed, or why opportunistic TLS stepped down. */
-      tlsFailure?: string; tlsVersion?: string; tlsLegacy?: boolean }
+      tlsFailure?: string; tlsResultType?: string; tlsVersion?: string; tlsLegacy?: boolean; tlsRequired?: string; tlsSource?: string; tlsAchieved?: string }
   | { event: 'queue.recovered'; released: number }
   /** A delivery's outcome was not recorded: another node took the message over (fencing generation). */
   | { event: 'queue.fenced'; queueId: string; node: string; gen: number }

@@ -29,6 +29,7 @@ import { configHash } from './config/hash.ts';
 import { MaildirDelivery } from './delivery/maildir.ts';
 import { ConnectionPool } from './delivery/pool.ts';
 import { RemoteDelivery } from './delivery/remote.ts';
+import { DaneProvider } from './delivery/dane.ts';
 import { DnsResolver } from './dns/resolver.ts';
 import type { Resolver } from './dns/types.ts';
 import { OutboundPolicy } from './policy/outbound.ts';
@@ -132,9 +133,10 @@ export class Gateway {
     this.outbound = new OutboundPolicy(config);
     const pool = new ConnectionPool(() => this.deps.config.delivery.connectionReuse);
     const revocation = new RevocationChecker(() => this.resolver);
+    const dane = new DaneProvider(() => this.resolver);
     const mtaSts = mtaStsProvider(new MtaSts({ resolver: () => this.resolver, trust: () => this.deps.trust, cache: this.store }), () => this.deps.config.mtaSts.enabled);
     this.remote = new RemoteDelivery(() => this.resolver, pool, () => this.deps.trust, () => this.deps.config, revocation, () => this.tls.clientIdentity(),
-      { onTlsSession: sessionCounter(() => this.store, () => this.deps.config), providers: () => [mtaSts] });
+      { onTlsSession: sessionCounter(() => this.store, () => this.deps.config), providers: () => [...(this.deps.config.dane.enabled ? [dane] : []), mtaSts] });
     const ingest = new Ingest(this.store, {
       reserve: () => this.scheduler.reserve(), take: (m, d) => this.scheduler.take(m, d),
       kick: () => this.scheduler.kick(), unreserve: () => this.scheduler.unreserve(),

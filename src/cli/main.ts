@@ -13,6 +13,7 @@ import { cliConfig, configTarget, printJson, serverDataDir, withConfig, type Com
 import { registerQueue } from './queue.ts';
 import { registerTrace } from './trace.ts';
 import { registerConnector } from './connector.ts';
+import { registerDane } from './dane.ts';
 import { registerTlsRpt } from './tlsrpt.ts';
 import { registerMtaSts } from './mtasts.ts';
 import { registerStore } from './store.ts';
@@ -109,6 +110,7 @@ withConfig(cert.command('info').description('what a partner needs to configure f
 registerQueue(program);
 registerTrace(program);
 registerConnector(program);
+registerDane(program);
 registerTlsRpt(program);
 registerMtaSts(program);
 registerStore(program);

@@ -104,7 +104,7 @@ export function buildConfig(input: unknown, baseDir: string, source: string | nu
     store: store.store,
     tls: {
       ...c.tls,
-      certificates: c.tls.certificates.map((p) => ({ cert: resolve(p.cert), key: resolve(p.key) })),
+      certificates: c.tls.certificates.map((p) => ({ cert: resolve(p.cert), key: resolve(p.key), ...(p.next ? { next: { cert: resolve(p.next.cert), key: resolve(p.next.key) } } : {}) })),
       trust: { ...c.tls.trust, caFiles: c.tls.trust.caFiles.map(resolve) },
     },
     organizations: Object.freeze(organizations),

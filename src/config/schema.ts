@@ -105,7 +105,14 @@ const organization = z.strictObject({
   outboundConnectors: z.array(outboundConnector).default([]),
 });
 
-const certPair = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });
+const certPair = z.strictObject({
+  cert: z.string().min(1),
+  key: z.string().min(1),
+  next: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional().meta({
+    description: 'A staged next certificate and key (PEM paths) for this one, not served yet: `portcullis dane tlsa` prints its TLSA record beside the current one and `portcullis dane check` says whether the published records match it, so that the records can be published before the rotation (DANE senders must never see a key their TLSA records do not name).',
+    valueType: '`{cert, key}` PEM paths',
+  }),
+});
 
 /** A user or group: a name (letters, digits, ".", "_", "-") or a numeric id. */
 const accountName = z.string().trim().min(1).max(64).regex(/^[A-Za-z0-9_][A-Za-z0-9._-]*$/, 'must be a user or group name, or a numeric id');
@@ -215,8 +222,8 @@ export const configSchema = z.strictObject({
   }).prefault({}),
   tls: z.strictObject({
     certificates: z.array(certPair).default([]).meta({
-      description: 'Server certificates. The first is the default; the others are chosen when the client\'s SNI name matches one of their names. `cert` may hold the chain (leaf first). With none configured, a self-signed development certificate is generated in `dataDir/certs/` with a loud warning. Files are watched: a changed certificate is loaded for new connections without a restart; a broken one is refused and the previous one keeps serving.',
-      valueType: 'list of `{cert, key}` PEM paths',
+      description: 'Server certificates. The first is the default; the others are chosen when the client\'s SNI name matches one of their names. `cert` may hold the chain (leaf first). With none configured, a self-signed development certificate is generated in `dataDir/certs/` with a loud warning. Files are watched: a changed certificate is loaded for new connections without a restart; a broken one is refused and the previous one keeps serving. `next: {cert, key}` stages the next certificate of a pair, not served: `portcullis dane tlsa` prints its TLSA record and `portcullis dane check` says whether the published records match it, so the records can be published before the rotation.',
+      valueType: 'list of `{cert, key, next}` PEM paths (`next` optional)',
     }),
     minVersion: z.string().default('TLSv1.2').refine((v) => v === 'TLSv1.2' || v === 'TLSv1.3', {
       message: 'must be TLSv1.2 or TLSv1.3; Portcullis never accepts anything older than TLS 1.2',
@@ -230,6 +237,9 @@ export const configSchema = z.strictObject({
   dns: z.strictObject({
     servers: z.array(dnsServer).default([]).describe('Every name lookup the gateway makes (MX, A, AAAA, TXT, TLSA, PTR) goes to these servers, never anywhere else. Empty: the `nameserver` lines of `/etc/resolv.conf`. Use a validating resolver (Unbound, BIND) on the same host for DNSSEC: the gateway reads its AD bit (see `dns.dnssec`). Queries go over UDP (EDNS0), over TCP when truncated; answers are cached per their TTL, NXDOMAIN/NODATA for 60 s; failures are not cached.'),
     dnssec: z.boolean().default(true).describe('Read the DNSSEC status of every answer. `true`: queries set the DO and AD bits, and an answer (or an NXDOMAIN/NODATA) counts as *secure* when the server set the AD bit: any server in `dns.servers`, but from `/etc/resolv.conf` only a loopback one (`127.0.0.0/8`, `::1`), since an AD bit that crossed a network can be forged. Everything else is *insecure*. `false`: nothing is ever secure, so DANE is off. See below.'),
+  }).prefault({}),
+  dane: z.strictObject({
+    enabled: z.boolean().default(true).describe('DANE for outbound SMTP (RFC 7672): for a destination whose MX records (or, without MX, address records) and MX host addresses are DNSSEC-secure, look up `_25._tcp.<mx host>` TLSA records (the port is `delivery.port`) through `dns.servers`. Usable records (DANE-TA, DANE-EE) make TLS 1.2+ mandatory and the certificate must match one of them; only unusable records make TLS mandatory without authentication; a TLSA lookup that fails or is bogus defers the host (it is not contacted); an insecure zone gets MTA-STS or opportunistic TLS. Needs a validating resolver in `dns.servers` (see `dns.dnssec`): without one no answer is secure and DANE is off in effect. Never applied to smart hosts. `false`: no TLSA lookups.'),
   }).prefault({}),
   delivery: z.strictObject({
     port: z.number().int().min(1).max(65535).default(25).meta({ description: 'Port of MX hosts (smart hosts may name their own).', valueType: 'port' }),

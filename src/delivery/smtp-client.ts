@@ -53,6 +53,8 @@ export interface PeerTls {
   legacy?: boolean;
   /** The verified chain up to the trusted root when chainValid, else what the peer presented; leaf first. */
   chain?: X509Certificate[];
+  /** The certificates the peer presented, leaf first, as sent (DANE matches these). */
+  presented?: X509Certificate[];
 }
 
 export interface Timeouts { connect: number; greeting: number; command: number; dataBlock: number; dataEnd: number }
@@ -326,6 +328,7 @@ export class SmtpConnection {
     const chain = peerChain(s);
     const leaf = chain.at(0);
     if (!leaf) { out.chainError = 'no certificate presented'; out.chainFailure = 'certificate-not-trusted'; return out; }
+    out.presented = chain;
     const v = verifyChain(leaf, chain.slice(1), this.opts.trust);
     Object.assign(out, {
       subject: dnLine(leaf.subject), issuer: dnLine(leaf.issuer), fingerprint256: leaf.fingerprint256,

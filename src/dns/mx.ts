@@ -8,10 +8,13 @@ import { DnsError, type Resolver } from './types.ts';
 export interface MailHost { name: string; priority: number }
 
 export type MailHosts =
-  /** MX records, lowest preference first. */
-  | { kind: 'mx'; hosts: MailHost[] }
-  /** No MX records: the domain itself, as if it had an MX of preference 0 pointing to itself. */
-  | { kind: 'implicit'; hosts: [MailHost] }
+  /** MX records, lowest preference first; `secure`: the MX RRset is DNSSEC-secure (DANE needs it). */
+  | { kind: 'mx'; hosts: MailHost[]; secure: boolean }
+  /**
+   * No MX records: the domain itself, as if it had an MX of preference 0 pointing to itself;
+   * `secure`: the denial of MX records is DNSSEC-authenticated.
+   */
+  | { kind: 'implicit'; hosts: [MailHost]; secure: boolean }
   /** A null MX (RFC 7505 §3): the domain accepts no mail. */
   | { kind: 'nullMx' }
   /**
@@ -39,10 +42,10 @@ export async function mailHosts(resolver: Resolver, domain: string, shuffle?: ()
     const mx = await resolver.mx(domain);
     if (mx.nullMx) return { kind: 'nullMx' };
     const hosts = byPreference(mx.records.map((m) => ({ name: m.exchange, priority: m.priority })), shuffle);
-    return { kind: 'mx', hosts };
+    return { kind: 'mx', hosts, secure: mx.status === 'secure' };
   } catch (e) {
     if (!(e instanceof DnsError)) throw e;
-    if (e.kind === 'nodata') return { kind: 'implicit', hosts: [{ name: domain, priority: 0 }] };
+    if (e.kind === 'nodata') return { kind: 'implicit', hosts: [{ name: domain, priority: 0 }], secure: e.secure };
     return { kind: 'error', error: e };
   }
 }

@@ -21,7 +21,7 @@ import type { Ingest } from '../ingest/ingest.ts';
 import type { InboundPolicy } from '../policy/inbound.ts';
 import type { OutboundPolicy } from '../policy/outbound.ts';
 import { atLeast, type TlsLevel } from '../tls/levels.ts';
-import { tlsFailurePlain } from '../tls/failures.ts';
+import { rfc8460ResultType, tlsFailurePlain } from '../tls/failures.ts';
 import type { QueueMessage, QueueRecipient, RecipientOutcome, Store } from '../store/types.ts';
 import { sessionId } from '../util/ids.ts';
 import { TraceRetention } from './retention.ts';
@@ -52,6 +52,7 @@ const REQUIRED: Partial<Record<TlsLevel, string>> = {
   encryptionOnly: 'an encrypted connection (TLS 1.2 or newer)',
   certificateValidation: 'an encrypted connection (TLS 1.2 or newer) to a server with a valid certificate from a trusted authority',
   domainValidation: 'an encrypted connection (TLS 1.2 or newer) to a server whose valid certificate proves its name',
+  dane: 'an encrypted connection (TLS 1.2 or newer) to a server whose certificate matches the DNSSEC-signed TLSA records of its domain (DANE)',
 };
 
 /** Plain words for the sender: what happened and how the connection was protected. */
@@ -76,7 +77,8 @@ function explain(r: Result, expired: boolean): string {
     if (a.tls) details += ` The connection to ${a.host} was encrypted with ${a.tls.version} (${a.tls.cipher}${legacy}).`;
     else if (a.ip && !a.error) details += ` The connection to ${a.host} was not encrypted${a.fallback ? ` (${a.fallback})` : ''}.`;
   }
-  const s = `${plain}${plain ? 'Technical details: ' : ''}${details}`;
+  const kind = a?.tlsFailure ? ` (TLS failure ${a.tlsFailure}, RFC 8460 result type ${rfc8460ResultType(a.tlsFailure)})` : '';
+  const s = `${plain}${plain ? `Technical details${kind}: ` : ''}${details}`;
   return expired ? `Delivery was retried until the message expired. ${plain ? '' : 'The last attempt failed: '}${s}` : s;
 }
 
@@ -220,7 +222,8 @@ export class Scheduler {
       const a = r.attempt;
       emit({
         event: 'delivery.result', queueId: m.id, rcpt: r.rcpt.address, status: r.outcome.status, agent: r.agent, code: r.outcome.reply.code, enhanced: r.outcome.reply.enhanced, reason: r.outcome.reply.reason ?? r.outcome.reply.message,
-        ...(a?.tlsFailure ? { tlsFailure: a.tlsFailure } : {}), ...(a?.tls ? { tlsVersion: a.tls.version } : {}), ...(a?.tlsLegacy ? { tlsLegacy: true } : {}),
+        ...(a?.tlsFailure ? { tlsFailure: a.tlsFailure, tlsResultType: rfc8460ResultType(a.tlsFailure) } : {}),
+        ...(a ? { tlsRequired: a.tlsRequired.level, tlsSource: a.tlsRequired.source, tlsAchieved: a.tlsAchieved } : {}), ...(a?.tls ? { tlsVersion: a.tls.version } : {}), ...(a?.tlsLegacy ? { tlsLegacy: true } : {}),
       });
     }
     if (data) await this.notify(m, data, results);

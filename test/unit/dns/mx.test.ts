@@ -16,13 +16,15 @@ const zone = () => new FakeResolver({
 
 test('MX records by preference', async () => {
   const r = await mailHosts(zone(), 'fabrikam.test');
-  assert.deepEqual(r, { kind: 'mx', hosts: [{ name: 'mx1.fabrikam.test', priority: 10 }, { name: 'mx2.fabrikam.test', priority: 20 }] });
+  assert.deepEqual(r, { kind: 'mx', hosts: [{ name: 'mx1.fabrikam.test', priority: 10 }, { name: 'mx2.fabrikam.test', priority: 20 }], secure: false });
+  const signed = new FakeResolver({ 'dane.test': { MX: [{ exchange: 'mx.dane.test', priority: 10 }], secure: true } });
+  assert.deepEqual(await mailHosts(signed, 'dane.test'), { kind: 'mx', hosts: [{ name: 'mx.dane.test', priority: 10 }], secure: true }, 'a DNSSEC-secure MX RRset says so (DANE needs it)');
 });
 
 test('nodata: no MX records, the implicit MX is the domain itself at preference 0 (RFC 5321 §5.1)', async () => {
   const dns = zone();
-  assert.deepEqual(await mailHosts(dns, 'nomx.test'), { kind: 'implicit', hosts: [{ name: 'nomx.test', priority: 0 }] });
-  assert.deepEqual(await mailHosts(dns, 'signed.test'), { kind: 'implicit', hosts: [{ name: 'signed.test', priority: 0 }] });
+  assert.deepEqual(await mailHosts(dns, 'nomx.test'), { kind: 'implicit', hosts: [{ name: 'nomx.test', priority: 0 }], secure: false });
+  assert.deepEqual(await mailHosts(dns, 'signed.test'), { kind: 'implicit', hosts: [{ name: 'signed.test', priority: 0 }], secure: true }, 'an authenticated denial of MX records');
 });
 
 test('nxdomain: the domain does not exist, an error and no address lookup (RFC 5321 §5.1 "MUST be reported as an error")', async () => {
@@ -64,8 +66,9 @@ test('equal preferences are shuffled only when asked, lower preferences always f
 
 test('tls check uses the same rules: the implicit MX, none for a null MX, the DNS error for a domain that does not exist', async () => {
   const dns = zone();
-  assert.deepEqual(await targetsFor(dns, 'fabrikam.test', 25), [{ host: 'mx1.fabrikam.test', port: 25 }, { host: 'mx2.fabrikam.test', port: 25 }]);
-  assert.deepEqual(await targetsFor(dns, 'nomx.test', 25), [{ host: 'nomx.test', port: 25 }]);
+  const mx = { domain: 'fabrikam.test', kind: 'mx', secure: false };
+  assert.deepEqual(await targetsFor(dns, 'fabrikam.test', 25), [{ host: 'mx1.fabrikam.test', port: 25, mx }, { host: 'mx2.fabrikam.test', port: 25, mx }]);
+  assert.deepEqual(await targetsFor(dns, 'nomx.test', 25), [{ host: 'nomx.test', port: 25, mx: { domain: 'nomx.test', kind: 'implicit', secure: false } }]);
   assert.deepEqual(await targetsFor(dns, 'nullmx.test', 25), []);
   await assert.rejects(targetsFor(dns, 'nowhere.test', 25), (e: DnsError) => e.kind === 'nxdomain');
   await assert.rejects(targetsFor(zone().fail('fabrikam.test', 'servfail'), 'fabrikam.test', 25), (e: DnsError) => e.kind === 'servfail');
