@@ -30,7 +30,8 @@ export type MailHosts =
  * - SERVFAIL, a DNSSEC-bogus answer, a timeout: temporary errors, never read as "no MX" (§5.1:
  *   "If a temporary error is returned, the message MUST be queued and retried later"). A bogus
  *   MX RRset is exactly what an attacker forging "no MX, use the A record" would produce.
- * - A null MX (a single MX with the root as exchange, RFC 7505 §3) → no mail for this domain.
+ * - A null MX (a single MX, preference 0, the root as exchange, RFC 7505 §3) → no mail for this
+ *   domain. Any other "." exchange is left out by the resolver (typed.ts): never an empty host name.
  * `shuffle` randomises hosts of equal preference (§5.1: "the sender-SMTP MUST randomize them"). A
  * CNAME at the domain is followed by the resolver (§5.1: "processed as if it were the initial name").
  */

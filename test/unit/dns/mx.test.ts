@@ -11,6 +11,9 @@ const zone = () => new FakeResolver({
   'mx1.fabrikam.test': { A: ['127.0.0.2'] },
   'noMx.test': { A: ['127.0.0.3'] },
   'nullmx.test': { MX: [{ exchange: '', priority: 0 }] },
+  // A "." exchange that is not a null MX (RFC 7505 §3: exactly one record, preference 0).
+  'dotamong.test': { MX: [{ exchange: '', priority: 0 }, { exchange: 'mx1.fabrikam.test', priority: 10 }] },
+  'dotpref.test': { MX: [{ exchange: '', priority: 10 }] },
   'signed.test': { A: ['127.0.0.4'], secure: true },
 });
 
@@ -35,6 +38,17 @@ test('nxdomain: the domain does not exist, an error and no address lookup (RFC 5
 
 test('null MX (RFC 7505): no hosts at all', async () => {
   assert.deepEqual(await mailHosts(zone(), 'nullmx.test'), { kind: 'nullMx' });
+});
+
+test('a "." exchange that is not a null MX is ignored, never a host with an empty name (RFC 7505 §3)', async () => {
+  const dns = zone();
+  assert.deepEqual(await mailHosts(dns, 'dotamong.test'), { kind: 'mx', hosts: [{ name: 'mx1.fabrikam.test', priority: 10 }] }, '"." among other MX records');
+  assert.deepEqual(await mailHosts(dns, 'dotpref.test'), { kind: 'mx', hosts: [] }, '"." at preference 10 is not a null MX, and names no host');
+  const mx = await dns.mx('dotamong.test');
+  assert.equal(mx.nullMx, false);
+  assert.deepEqual(mx.records, [{ exchange: 'mx1.fabrikam.test', priority: 10 }]);
+  assert.equal((await dns.mx('dotpref.test')).nullMx, false);
+  assert.deepEqual(await targetsFor(dns, 'dotamong.test', 25), [{ host: 'mx1.fabrikam.test', port: 25 }]);
 });
 
 test('servfail, bogus and timeouts are temporary errors, never "no MX, use the A record"', async () => {

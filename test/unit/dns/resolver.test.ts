@@ -12,6 +12,8 @@ before(async () => {
     'mx1.fabrikam.test': { A: ['127.0.0.2'], AAAA: ['::1'] },
     'alias.fabrikam.test': { CNAME: 'mx1.fabrikam.test' },
     'nullmx.test': { MX: [{ exchange: '', priority: 0 }] },
+    'dotamong.test': { MX: [{ exchange: '.', priority: 0 }, { exchange: 'mx1.fabrikam.test', priority: 10 }] },
+    'dotpref.test': { MX: [{ exchange: '.', priority: 5 }] },
     'broken.test': { fail: 'SERVFAIL' },
     'silent.test': { fail: 'drop' },
     'txt.test': { TXT: ['v=STSv1; id=1'] },
@@ -40,6 +42,13 @@ test('MX, A/AAAA, CNAME chains, TXT, PTR through the configured server only', as
 test('null MX, NXDOMAIN, SERVFAIL and timeouts are typed', async () => {
   const r = new DnsResolver([dns.server], { timeoutMs: 200, attempts: 1 });
   assert.equal((await r.mx('nullmx.test')).nullMx, true);
+  // RFC 7505 §3: a null MX is one record, preference 0, exchange "."; any other "." is ignored.
+  const among = await r.mx('dotamong.test');
+  assert.equal(among.nullMx, false);
+  assert.deepEqual(among.records, [{ exchange: 'mx1.fabrikam.test', priority: 10 }]);
+  const pref = await r.mx('dotpref.test');
+  assert.equal(pref.nullMx, false);
+  assert.deepEqual(pref.records, []);
   await assert.rejects(r.mx('nowhere.test'), (e: DnsError) => e.kind === 'nxdomain' && !e.temporary);
   await assert.rejects(r.mx('mx1.fabrikam.test'), (e: DnsError) => e.kind === 'nodata');
   await assert.rejects(r.mx('broken.test'), (e: DnsError) => e.kind === 'servfail' && e.temporary);
@@ -89,3 +98,4 @@ test('reverse names', () => {
   assert.equal(reverseName('127.0.0.2'), '2.0.0.127.in-addr.arpa');
   assert.equal(reverseName('2001:db8::1'), '1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa');
 });
+
