@@ -199,7 +199,7 @@ export const configSchema = z.strictObject({
     }).prefault({}),
   }).prefault({}),
   dns: z.strictObject({
-    servers: z.array(dnsServer).default([]).describe('Every name lookup the gateway makes (MX, A, AAAA, TXT, TLSA, PTR) goes to these servers, never anywhere else. Empty: the `nameserver` lines of `/etc/resolv.conf`. Use a validating resolver (Unbound, BIND) on the same host for DNSSEC: the gateway reads its AD bit (see `dns.dnssec`). Queries go over UDP (EDNS0), over TCP when truncated; answers are cached per their TTL, NXDOMAIN/NODATA for 60 s; failures are not cached.'),
+    servers: z.array(dnsServer).default([]).describe('Every name lookup the gateway makes (MX, A, AAAA, TXT, TLSA, PTR) goes to these servers, never anywhere else. Empty: the `nameserver` lines of `/etc/resolv.conf`. Use a validating resolver (Unbound, BIND) on the same host for DNSSEC: the gateway reads its AD bit (see `dns.dnssec`). Queries go over UDP (EDNS0), over TCP when truncated; answers are cached per their TTL (at most a day), NXDOMAIN/NODATA for the smaller of the TTL and the MINIMUM field of the SOA record that comes with them (RFC 2308 §5; at most 3 hours, not at all when no SOA came); failures are not cached.'),
     dnssec: z.boolean().default(true).describe('Read the DNSSEC status of every answer. `true`: queries set the DO and AD bits, and an answer (or an NXDOMAIN/NODATA) counts as *secure* when the server set the AD bit: any server in `dns.servers`, but from `/etc/resolv.conf` only a loopback one (`127.0.0.0/8`, `::1`), since an AD bit that crossed a network can be forged. Everything else is *insecure*. `false`: nothing is ever secure, so DANE is off. See below.'),
   }).prefault({}),
   delivery: z.strictObject({
