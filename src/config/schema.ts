@@ -236,11 +236,11 @@ export const configSchema = z.strictObject({
       valueType: 'seconds',
     }),
     retrySchedule: z.array(z.number().positive()).min(1).default([60, 300, 900, 1800, 3600, 7200, 14_400]).meta({
-      description: 'Wait before each retry of a temporarily failed delivery; the last value repeats.',
+      description: 'Wait before each retry of a temporarily failed delivery; the last value repeats. The first retries come sooner than the 30 minutes of RFC 5321 §4.5.4.1, as Postfix\'s `minimal_backoff_time` does (see docs/architecture.md, "Retries and giving up").',
       valueType: 'list of seconds',
     }),
-    messageExpiration: z.number().positive().default(172_800).meta({
-      description: 'After this a message still failing temporarily fails permanently (`5.4.7`) and the sender gets a DSN that explains the last failure.',
+    messageExpiration: z.number().positive().default(432_000).meta({
+      description: 'After this a message still failing temporarily fails permanently (`5.4.7`) and the sender gets a DSN that explains the last failure. 5 days: RFC 5321 §4.5.4.1 says the give-up time "generally needs to be at least 4-5 days", and Postfix\'s `maximal_queue_lifetime` is 5 days.',
       valueType: 'seconds',
     }),
     leaseSeconds: z.number().int().min(5).default(300).meta({
