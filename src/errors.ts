@@ -72,6 +72,8 @@ export const Replies = {
   bareInData: () => reply(550, '5.6.0', 'Message contains bare CR or LF; lines must end with CRLF'),
   nulInData: () => reply(554, '5.6.0', 'Message contains NUL characters'),
   noValidRecipients: () => reply(554, '5.5.1', 'No valid recipients'),
+  /** smtp.maxReceivedHeaders exceeded: a mail loop (RFC 5321 §6.3; RFC 3463 X.4.6 routing loop detected). */
+  tooManyHops: (count: number, max: number) => reply(554, '5.4.6', `Too many hops (mail loop?): ${count} Received: header fields, at most ${max} allowed`),
   queued: (id: string) => reply(250, '2.0.0', `OK queued as ${id}`),
   storageFull: () => reply(452, '4.3.1', 'Insufficient system storage, try again later'),
   storageError: () => reply(451, '4.3.0', 'Local error in processing, try again later'),

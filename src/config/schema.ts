@@ -163,6 +163,7 @@ export const configSchema = z.strictObject({
       description: 'Largest header block; larger gets `552 5.3.4 Message header size exceeds the limit`.',
       valueType: 'bytes',
     }),
+    maxReceivedHeaders: z.number().int().min(1).max(100_000).default(100).describe('Mail loop detection (RFC 5321 §6.3): a message whose header section already has more `Received:` fields than this is refused after the data with `554 5.4.6 Too many hops (mail loop?)` and never queued. 100: §6.3 says servers counting `Received:` fields "SHOULD use a large rejection threshold, normally at least 100" (Postfix\'s `hopcount_limit` is 50).'),
     maxRecipients: z.number().int().min(1).max(100_000).default(500).describe('Recipients per message; more get `452 4.5.3` (the client sends the rest in another transaction).'),
     maxConnections: z.number().int().min(1).max(1_000_000).default(1000).describe('Concurrent SMTP sessions. Above it a new connection gets `421 4.7.0 Too many connections, try again later` and is closed. A session counts until it ends (`221` or `421` sent, or the client gone), not until the client closes its socket.'),
     maxConnectionsPerIP: z.number().int().min(1).default(50).describe('Concurrent sessions from one client address; above it `421 4.7.0 Too many connections from your address`.'),
