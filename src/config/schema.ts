@@ -227,8 +227,9 @@ export const configSchema = z.strictObject({
       connect: seconds(30).describe('TCP connect.'),
       greeting: seconds(300).describe('Wait for the `220` greeting (RFC 5321 §4.5.3.2).'),
       command: seconds(300).describe('Wait for the replies to MAIL, RCPT and the other commands (RFC 5321 §4.5.3.2).'),
-      dataBlock: seconds(180).describe('Wait for the `354` after DATA (RFC 5321 §4.5.3.2).'),
-      dataEnd: seconds(600).describe('Wait for the reply after the final dot (RFC 5321 §4.5.3.2).'),
+      dataInit: seconds(120).describe('Wait for the `354` after DATA (RFC 5321 §4.5.3.2.4, "DATA initiation").'),
+      dataBlock: seconds(180).describe('Sending the message data: each write (64 KiB) must be taken by the server within this long (RFC 5321 §4.5.3.2.5, "data block"), so a slow link that keeps making progress never times out and a server that stops reading does. (This key used to be the wait for the `354`, which is now `dataInit`.)'),
+      dataEnd: seconds(600).describe('Wait for the reply after the final dot has been sent (RFC 5321 §4.5.3.2.6, "DATA termination"); the time the data takes to send does not count.'),
     }).prefault({}),
   }).prefault({}),
   queue: z.strictObject({
