@@ -48,6 +48,21 @@ export async function mailHosts(resolver: Resolver, domain: string, shuffle?: ()
   }
 }
 
+/**
+ * RFC 5321 §5.1, when this gateway is one of the mail hosts: "The relay host MUST then inspect the
+ * list for any of the names or addresses by which it might be known in mail transactions. If a
+ * matching record is found, all records at that preference level and higher-numbered ones MUST be
+ * discarded from consideration. If there are no records left at that point, it is an error
+ * condition, and the message MUST be returned as undeliverable." `self` holds our names (lower
+ * case, no trailing dot). Returns the hosts left, and our own record when one matched.
+ */
+export function beforeSelf(hosts: readonly MailHost[], self: ReadonlySet<string>): { hosts: MailHost[]; self?: MailHost } {
+  const own = hosts.filter((h) => self.has(h.name.toLowerCase().replace(/\.$/, '')));
+  if (!own.length) return { hosts: [...hosts] };
+  const best = own.reduce((a, b) => (b.priority < a.priority ? b : a));
+  return { hosts: hosts.filter((h) => h.priority < best.priority), self: best };
+}
+
 /** Sorted by preference, lowest first (RFC 5321 §5.1); with `random`, equal ones shuffled (Fisher-Yates). */
 export function byPreference<T extends { priority: number }>(list: readonly T[], random?: () => number): T[] {
   const out = [...list].sort((a, b) => a.priority - b.priority);

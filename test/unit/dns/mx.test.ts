@@ -1,7 +1,7 @@
 // The one MX target lookup (RFC 5321 §5.1, RFC 7505), used by delivery and by `tls check`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { byPreference, mailHosts } from '../../../src/dns/mx.ts';
+import { beforeSelf, byPreference, mailHosts } from '../../../src/dns/mx.ts';
 import { targetsFor } from '../../../src/delivery/probe.ts';
 import { DnsError } from '../../../src/dns/types.ts';
 import { FakeResolver } from '../../helpers/fake-resolver.ts';
@@ -84,4 +84,13 @@ test('tls check uses the same rules: the implicit MX, none for a null MX, the DN
   await assert.rejects(targetsFor(dns, 'nowhere.test', 25), (e: DnsError) => e.kind === 'nxdomain');
   await assert.rejects(targetsFor(zone().fail('fabrikam.test', 'servfail'), 'fabrikam.test', 25), (e: DnsError) => e.kind === 'servfail');
   assert.deepEqual(await targetsFor(dns, 'mx9.fabrikam.test:2525', 25), [{ host: 'mx9.fabrikam.test', port: 2525 }], 'host:port is taken as is');
+});
+
+test('beforeSelf (RFC 5321 §5.1): our record and every one at its preference or after are discarded', () => {
+  const hosts = [{ name: 'a.test', priority: 5 }, { name: 'b.test', priority: 10 }, { name: 'GW.contoso.test.', priority: 10 }, { name: 'c.test', priority: 20 }];
+  const self = new Set(['gw.contoso.test']);
+  assert.deepEqual(beforeSelf(hosts, self), { hosts: [{ name: 'a.test', priority: 5 }], self: { name: 'GW.contoso.test.', priority: 10 } });
+  assert.deepEqual(beforeSelf(hosts.slice(1), self).hosts, [], 'none preferred to us: nothing left');
+  assert.deepEqual(beforeSelf(hosts, new Set(['other.test'])), { hosts }, 'not listed: all hosts stay');
+  assert.deepEqual(beforeSelf([...hosts, { name: 'gw.contoso.test', priority: 1 }], self).hosts, [], 'the best of our records counts');
 });
