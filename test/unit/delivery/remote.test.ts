@@ -43,7 +43,7 @@ before(async () => { await peer(254, []); });
 
 const config = (delivery: Record<string, unknown> = {}): Config => buildConfig({
   hostname: 'gw.contoso.test', organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }],
-  delivery: { port, timeouts: { connect: 2, greeting: 2, command: 2, dataBlock: 2, dataEnd: 2 }, connectionReuse: { idleSeconds: 0 }, ...delivery },
+  delivery: { port, timeouts: { connect: 2, greeting: 2, command: 2, dataInit: 2, dataBlock: 2, dataEnd: 2 }, connectionReuse: { idleSeconds: 0 }, ...delivery },
 }, dir, null);
 
 function remote(dns: Resolver, cfg: Config, o: { memories?: DeliveryMemories; random?: () => number } = {}): RemoteDelivery {
