@@ -94,10 +94,13 @@ class Reader {
   /** Drop what was read so far (bytes the client sent before the TLS handshake). */
   discard(): void { this.len = 0; }
   async until(end: string): Promise<string> {
-    const deadline = Date.now() + WAIT_MAX_MS;
+    // Bounded: WAIT_MAX_MS without a new byte from the client ends the wait (a large message read
+    // slowly may take longer in all, but never stalls).
+    let deadline = Date.now() + WAIT_MAX_MS;
     const e = Buffer.from(end, 'latin1');
     let from = 0;
     for (;;) {
+      if (this.len > from + e.length - 1) deadline = Date.now() + WAIT_MAX_MS;
       const i = this.data.subarray(0, this.len).indexOf(e, from);
       if (i >= 0) {
         const out = this.data.toString('latin1', 0, i);
