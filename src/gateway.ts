@@ -27,9 +27,13 @@ import { DnsResolver } from './dns/resolver.ts';
 import type { Resolver } from './dns/types.ts';
 import { OutboundPolicy } from './policy/outbound.ts';
 import { RevocationChecker } from './tls/revocation.ts';
+import { MtaSts, mtaStsProvider } from './mtasts/sts.ts';
+import { PolicyServer } from './mtasts/host.ts';
 import { assertNoServer, startControlServer, type ControlResponse } from './admin/control.ts';
 import { configuredGroup, planPrivileges, type RunAsOverride } from './service/privileges.ts';
 import { becomeServiceUser } from './service/start.ts';
+import { DailyReports, sessionCounter, TlsReportSender } from './tlsrpt/send.ts';
+import { ReportInbox } from './tlsrpt/receive.ts';
 import { errorMessage } from './util/errors.ts';
 
 export interface GatewayOptions {
@@ -55,6 +59,8 @@ export class Gateway {
   private outbound!: OutboundPolicy;
   private resolver!: Resolver;
   private control: net.Server | undefined;
+  private reports: DailyReports | undefined;
+  private policyServer: PolicyServer | undefined;
   private stopping = false;
 
   constructor(private readonly opts: GatewayOptions) {}
@@ -77,6 +83,7 @@ export class Gateway {
     opened.tls?.unwatch();
     await new Promise((r) => (this.control ? this.control.close(r) : r(undefined)));
     await opened.server?.close(0);
+    await this.policyServer?.close();
     await opened.remote?.close();
     await opened.store?.close();
   }
@@ -97,6 +104,11 @@ export class Gateway {
     const configured = config.tls.certificates.length ? new ServerTls(config.tls.certificates, config.tls.minVersion as SecureVersion) : undefined;
     this.server = new SmtpServer(() => this.deps);
     await this.server.listen(config.smtp.listen);
+    if (config.mtaSts.hosting) {
+      // Port 443 needs root too: bound now, serving once the certificates and the configuration exist.
+      this.policyServer = new PolicyServer(() => this.tls as ServerTls | undefined, () => (this.deps as SessionDeps | undefined)?.config);
+      await this.policyServer.listen(config.mtaSts.hosting.listen);
+    }
     becomeServiceUser(plan, config, maildirGid);
     this.control = await startControlServer(config.dataDir, (r) => this.onControl(r.cmd));
     this.tls = configured ?? new ServerTls(await certificatePairs(config), config.tls.minVersion as SecureVersion);
@@ -109,18 +121,27 @@ export class Gateway {
     this.outbound = new OutboundPolicy(config);
     const pool = new ConnectionPool(() => this.deps.config.delivery.connectionReuse);
     const revocation = new RevocationChecker(() => this.resolver);
-    this.remote = new RemoteDelivery(() => this.resolver, pool, () => this.deps.trust, () => this.deps.config, revocation, () => this.tls.clientIdentity());
+    const mtaSts = mtaStsProvider(new MtaSts({ resolver: () => this.resolver, trust: () => this.deps.trust, cache: this.store }), () => this.deps.config.mtaSts.enabled);
+    this.remote = new RemoteDelivery(() => this.resolver, pool, () => this.deps.trust, () => this.deps.config, revocation, () => this.tls.clientIdentity(),
+      { onTlsSession: sessionCounter(() => this.store, () => this.deps.config), providers: () => [mtaSts] });
     const ingest = new Ingest(this.store, {
       reserve: () => this.scheduler.reserve(), take: (m, d) => this.scheduler.take(m, d),
       kick: () => this.scheduler.kick(), unreserve: () => this.scheduler.unreserve(),
     }, () => this.deps.config.smtp);
     const mailboxes = new MaildirDelivery(config.dataDir, { mode: maildir.mode, gid: maildirGid });
     void mailboxes.cleanTmp().then((n) => { if (n) notice(`removed ${n} partial mailbox file(s) left in Maildir tmp/ folders by a previous process`); });
-    this.scheduler = new Scheduler(this.store, { local: mailboxes, remote: this.remote }, ingest,
+    const reports = new ReportInbox(() => this.store, () => this.deps.config.tlsRpt.receive);
+    this.scheduler = new Scheduler(this.store, { local: mailboxes, remote: this.remote, reports }, ingest,
       () => ({ config: this.deps.config, inbound: this.deps.policy, outbound: this.outbound }));
     this.deps = { config, policy: new InboundPolicy(config), tls: this.tls, trust, revocation, ingest };
+    const sender = new TlsReportSender({
+      store: this.store, resolver: () => this.resolver, config: () => this.deps.config, trust: () => this.deps.trust, ingest,
+      route: (a) => (this.deps.policy.acceptedDomain(a.slice(a.lastIndexOf('@') + 1))?.type === 'authoritative' ? 'local' : 'remote'),
+    });
+    this.reports = new DailyReports(() => sender, () => this.deps.config.tlsRpt.enabled);
     this.server.open();
     this.scheduler.start();
+    this.reports.start();
     emit({ event: 'server.started', hostname: config.hostname, dataDir: config.dataDir, configFile: config.source });
   }
 
@@ -132,7 +153,7 @@ export class Gateway {
       const cur = this.deps.config;
       const ignored: string[] = [];
       if (next.dataDir !== cur.dataDir) ignored.push('dataDir');
-      const restartOnly: [string, (c: Config) => unknown][] = [['smtp.listen', (c) => c.smtp.listen], ['runAs', (c) => c.runAs], ['delivery.maildir', (c) => c.delivery.maildir]];
+      const restartOnly: [string, (c: Config) => unknown][] = [['smtp.listen', (c) => c.smtp.listen], ['runAs', (c) => c.runAs], ['delivery.maildir', (c) => c.delivery.maildir], ['mtaSts.hosting.listen', (c) => c.mtaSts.hosting?.listen]];
       for (const [key, get] of restartOnly) if (JSON.stringify(get(next)) !== JSON.stringify(get(cur))) ignored.push(key);
       const trust = new TrustStore(next.tls.trust.system, next.tls.trust.caFiles);
       const pairs = await certificatePairs(next);
@@ -170,6 +191,8 @@ export class Gateway {
     this.tls.unwatch();
     this.control?.close();
     await this.server.close(10_000);
+    await this.reports?.stop();
+    await this.policyServer?.close();
     await this.scheduler.stop();
     await this.remote.close();
     await this.store.close();

@@ -13,6 +13,8 @@ import { cliConfig, configTarget, printJson, serverDataDir, withConfig, type Com
 import { registerQueue } from './queue.ts';
 import { registerTrace } from './trace.ts';
 import { registerConnector } from './connector.ts';
+import { registerTlsRpt } from './tlsrpt.ts';
+import { registerMtaSts } from './mtasts.ts';
 import { say, warn } from './terminal.ts';
 import { exitWith, installBoundary, logTo } from './failure.ts';
 
@@ -103,5 +105,7 @@ withConfig(cert.command('info').description('what a partner needs to configure f
 registerQueue(program);
 registerTrace(program);
 registerConnector(program);
+registerTlsRpt(program);
+registerMtaSts(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => exitWith(e, serving));

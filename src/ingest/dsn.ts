@@ -1,5 +1,6 @@
 // Owns: building delivery status notifications (RFC 3464 multipart/report, RFC 3461 semantics)
-// with a plain-words explanation for the sender.
+// with a plain-words explanation for the sender. For a message sent with REQUIRETLS only the
+// original's header block is returned (RFC 8689 §5).
 import { randomBytes } from 'node:crypto';
 import type { SmtpReply } from '../errors.ts';
 import type { EnvelopeParams } from '../store/types.ts';
@@ -80,8 +81,9 @@ export function buildDsn(d: DsnInput): { data: Buffer; messageId: string } {
   ].join('\r\n'));
   // RFC 3461 §4.3: RET=FULL asks for the entire message "in any 'failed' DSN"; "If a DSN contains
   // no indications of delivery failure, only the headers of the message SHOULD be returned"
-  // (success and delay notices, whatever RET says).
-  const headersOnly = d.envelope.ret === 'HDRS' || !d.recipients.some((r) => r.action === 'failed');
+  // (success and delay notices, whatever RET says). RFC 8689 §5: a REQUIRETLS message's content
+  // never travels in a DSN (headers only).
+  const headersOnly = d.envelope.ret === 'HDRS' || !d.recipients.some((r) => r.action === 'failed') || d.envelope.requireTls === true;
   const head = [
     `From: Mail Delivery System <MAILER-DAEMON@${d.reportingMta}>`,
     `To: <${d.originalFrom}>`,

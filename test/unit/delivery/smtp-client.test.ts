@@ -279,3 +279,10 @@ test('the wait for 354 is DATA initiation (dataInit), the wait after the final d
     await peer.done;
   } finally { await peer.close(); }
 });
+
+test('REQUIRETLS goes on MAIL FROM only when the envelope asks for it and the server offers it (RFC 8689 §4.2.1)', () => {
+  const e = { ...env('a@b.test', [{ address: 'c@d.test' }]), requireTls: true };
+  assert.equal(envelopeCommands(e, new Map([...EXT, ['REQUIRETLS', '']]), 1).mail, 'MAIL FROM:<a@b.test> SIZE=1 REQUIRETLS');
+  assert.equal(envelopeCommands(e, EXT, 1).mail, 'MAIL FROM:<a@b.test> SIZE=1');
+  assert.equal(envelopeCommands(env('a@b.test', [{ address: 'c@d.test' }]), new Map([...EXT, ['REQUIRETLS', '']]), 1).mail, 'MAIL FROM:<a@b.test> SIZE=1');
+});

@@ -62,3 +62,15 @@ test('mail loops (RFC 5321 §6.3): more Received: fields than smtp.maxReceivedHe
   assert.equal((await send(received(4).replace(/Received:/g, 'RECEIVED:'))).ok, false, 'field names are case-insensitive');
   assert.equal((await send('X-Received: x\r\nX-Received: x\r\nX-Received: x\r\nX-Received: x\r\n')).ok, true, 'other fields ending in "Received" do not count');
 });
+
+test('TLS-Required: No is recorded with the envelope, unless MAIL FROM carried REQUIRETLS (RFC 8689 §4.1)', async () => {
+  const { ingest, stored } = capture();
+  const chunks = (h: string) => [Buffer.from(`Subject: s\r\n${h}\r\nhi\r\n`)];
+  await ingest.accept({ org: 'contoso', mailFrom: 'a@x.test', envelope: { smtputf8: false }, recipients: rcpt, inbound, chunks: chunks('TLS-Required: No\r\n') });
+  await ingest.accept({ org: 'contoso', mailFrom: 'a@x.test', envelope: { smtputf8: false }, recipients: rcpt, inbound, chunks: chunks('tls-required:\r\n  no\r\n') });
+  await ingest.accept({ org: 'contoso', mailFrom: 'a@x.test', envelope: { smtputf8: false, requireTls: true }, recipients: rcpt, inbound, chunks: chunks('TLS-Required: No\r\n') });
+  await ingest.accept({ org: 'contoso', mailFrom: 'a@x.test', envelope: { smtputf8: false }, recipients: rcpt, inbound, chunks: chunks('TLS-Required: Yes\r\n') });
+  await ingest.accept({ org: 'contoso', mailFrom: 'a@x.test', envelope: { smtputf8: false }, recipients: rcpt, inbound, chunks: [Buffer.from('Subject: s\r\n\r\nTLS-Required: No\r\n')] });
+  assert.deepEqual(stored.map((m) => m.envelope.tlsRequiredNo), [true, true, undefined, undefined, undefined]);
+  assert.equal(stored[2].envelope.requireTls, true);
+});
