@@ -140,7 +140,7 @@ export class Gateway {
     const ingest = new Ingest(this.store, {
       reserve: () => this.scheduler.reserve(), take: (m, d) => this.scheduler.take(m, d),
       kick: () => this.scheduler.kick(), unreserve: () => this.scheduler.unreserve(),
-    });
+    }, () => this.deps.config.smtp);
     const mailboxes = new MaildirDelivery(config.dataDir, { mode: maildir.mode, gid: maildirGid });
     void mailboxes.cleanTmp().then((n) => { if (n) notice(`removed ${n} partial mailbox file(s) left in Maildir tmp/ folders by a previous process`); });
     const reports = new ReportInbox(() => this.store, () => this.deps.config.tlsRpt.receive);

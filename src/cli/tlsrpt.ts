@@ -27,7 +27,7 @@ export function registerTlsRpt(program: Command): void {
       const store = await cliStore(c, 'write');
       const inbound = new InboundPolicy(c);
       const kicked = { queued: false };
-      const ingest = new Ingest(store, { reserve: () => undefined, take: () => {}, kick: () => { kicked.queued = true; }, unreserve: () => {} });
+      const ingest = new Ingest(store, { reserve: () => undefined, take: () => {}, kick: () => { kicked.queued = true; }, unreserve: () => {} }, () => c.smtp);
       const sender = new TlsReportSender({
         store, ingest, config: () => c, resolver: () => new DnsResolver(c.dns.servers, { dnssec: c.dns.dnssec }),
         trust: () => new TrustStore(c.tls.trust.system, c.tls.trust.caFiles),

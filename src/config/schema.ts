@@ -199,6 +199,7 @@ export const configSchema = z.strictObject({
       description: 'Largest header block; larger gets `552 5.3.4 Message header size exceeds the limit`.',
       valueType: 'bytes',
     }),
+    maxReceivedHeaders: z.number().int().min(1).max(100_000).default(100).describe('Mail loop detection (RFC 5321 §6.3): a message whose header section already has more `Received:` fields than this is refused after the data with `554 5.4.6 Too many hops (mail loop?)` and never queued. 100: §6.3 says servers counting `Received:` fields "SHOULD use a large rejection threshold, normally at least 100" (Postfix\'s `hopcount_limit` is 50).'),
     maxRecipients: z.number().int().min(1).max(100_000).default(500).describe('Recipients per message; more get `452 4.5.3` (the client sends the rest in another transaction).'),
     maxConnections: z.number().int().min(1).max(1_000_000).default(1000).describe('Concurrent SMTP sessions. Above it a new connection gets `421 4.7.0 Too many connections, try again later` and is closed. A session counts until it ends (`221` or `421` sent, or the client gone), not until the client closes its socket.'),
     maxConnectionsPerIP: z.number().int().min(1).default(50).describe('Concurrent sessions from one client address; above it `421 4.7.0 Too many connections from your address`.'),
@@ -235,7 +236,7 @@ export const configSchema = z.strictObject({
     }).prefault({}),
   }).prefault({}),
   dns: z.strictObject({
-    servers: z.array(dnsServer).default([]).describe('Every name lookup the gateway makes (MX, A, AAAA, TXT, TLSA, PTR) goes to these servers, never anywhere else. Empty: the `nameserver` lines of `/etc/resolv.conf`. Use a validating resolver (Unbound, BIND) on the same host for DNSSEC: the gateway reads its AD bit (see `dns.dnssec`). Queries go over UDP (EDNS0), over TCP when truncated; answers are cached per their TTL, NXDOMAIN/NODATA for 60 s; failures are not cached.'),
+    servers: z.array(dnsServer).default([]).describe('Every name lookup the gateway makes (MX, A, AAAA, TXT, TLSA, PTR) goes to these servers, never anywhere else. Empty: the `nameserver` lines of `/etc/resolv.conf`. Use a validating resolver (Unbound, BIND) on the same host for DNSSEC: the gateway reads its AD bit (see `dns.dnssec`). Queries go over UDP (EDNS0), over TCP when truncated; answers are cached per their TTL (at most a day), NXDOMAIN/NODATA for the smaller of the TTL and the MINIMUM field of the SOA record that comes with them (RFC 2308 §5; at most 3 hours, not at all when no SOA came); failures are not cached.'),
     dnssec: z.boolean().default(true).describe('Read the DNSSEC status of every answer. `true`: queries set the DO and AD bits, and an answer (or an NXDOMAIN/NODATA) counts as *secure* when the server set the AD bit: any server in `dns.servers`, but from `/etc/resolv.conf` only a loopback one (`127.0.0.0/8`, `::1`), since an AD bit that crossed a network can be forged. Everything else is *insecure*. `false`: nothing is ever secure, so DANE is off. See below.'),
   }).prefault({}),
   dane: z.strictObject({
@@ -266,8 +267,9 @@ export const configSchema = z.strictObject({
       connect: seconds(30).describe('TCP connect.'),
       greeting: seconds(300).describe('Wait for the `220` greeting (RFC 5321 §4.5.3.2).'),
       command: seconds(300).describe('Wait for the replies to MAIL, RCPT and the other commands (RFC 5321 §4.5.3.2).'),
-      dataBlock: seconds(180).describe('Wait for the `354` after DATA (RFC 5321 §4.5.3.2).'),
-      dataEnd: seconds(600).describe('Wait for the reply after the final dot (RFC 5321 §4.5.3.2).'),
+      dataInit: seconds(120).describe('Wait for the `354` after DATA (RFC 5321 §4.5.3.2.4, "DATA initiation").'),
+      dataBlock: seconds(180).describe('Sending the message data: each write (64 KiB) must be taken by the server within this long (RFC 5321 §4.5.3.2.5, "data block"), so a slow link that keeps making progress never times out and a server that stops reading does. (This key used to be the wait for the `354`, which is now `dataInit`.)'),
+      dataEnd: seconds(600).describe('Wait for the reply after the final dot has been sent (RFC 5321 §4.5.3.2.6, "DATA termination"); the time the data takes to send does not count.'),
     }).prefault({}),
   }).prefault({}),
   mtaSts: z.strictObject({
@@ -291,11 +293,11 @@ export const configSchema = z.strictObject({
       valueType: 'seconds',
     }),
     retrySchedule: z.array(z.number().positive()).min(1).default([60, 300, 900, 1800, 3600, 7200, 14_400]).meta({
-      description: 'Wait before each retry of a temporarily failed delivery; the last value repeats.',
+      description: 'Wait before each retry of a temporarily failed delivery; the last value repeats. The first retries come sooner than the 30 minutes of RFC 5321 §4.5.4.1, as Postfix\'s `minimal_backoff_time` does (see docs/architecture.md, "Retries and giving up").',
       valueType: 'list of seconds',
     }),
-    messageExpiration: z.number().positive().default(172_800).meta({
-      description: 'After this a message still failing temporarily fails permanently (`5.4.7`) and the sender gets a DSN that explains the last failure.',
+    messageExpiration: z.number().positive().default(432_000).meta({
+      description: 'After this a message still failing temporarily fails permanently (`5.4.7`) and the sender gets a DSN that explains the last failure. 5 days: RFC 5321 §4.5.4.1 says the give-up time "generally needs to be at least 4-5 days", and Postfix\'s `maximal_queue_lifetime` is 5 days.',
       valueType: 'seconds',
     }),
     leaseSeconds: z.number().int().min(5).default(300).meta({

@@ -1,5 +1,5 @@
-// Owns: delivering one message's recipients for one next hop over SMTP: resolving MX (dns/mx.ts)
-// or smart hosts, trying hosts in order, applying the TLS requirement, reusing pooled connections,
+// Owns: delivering one message's recipients for one next hop over SMTP: resolving MX (dns/mx.ts;
+// never to this gateway itself, RFC 5321 §5.1) or smart hosts, trying hosts in order, applying the TLS requirement, reusing pooled connections,
 // and returning one classified outcome per recipient plus the facts of every attempt (the trace).
 // What a failure means (next host, every recipient, the verdict, what is remembered) is decided by
 // trouble.ts. The TLS requirement of each host is the hop's composed with the demands of the demand
@@ -21,7 +21,7 @@
 // `onTlsSession` (TLS-RPT, RFC 8460), success or failure with its result type.
 import net from 'node:net';
 import type { Config } from '../config/load.ts';
-import { mailHosts } from '../dns/mx.ts';
+import { beforeSelf, mailHosts } from '../dns/mx.ts';
 import { DnsError, type Resolver } from '../dns/types.ts';
 import { composeHost, plainRequirement, requireTlsProblem, type DemandProvider, type HostContext, type HostRequirement, type NextHop, type TlsRequirement } from '../policy/outbound.ts';
 import { levelRank, type TlsLevel } from '../tls/levels.ts';
@@ -80,6 +80,16 @@ export interface RemoteOptions {
   random?: () => number;
   /** Per-host demand providers (DANE, MTA-STS, ...), asked for every host in this order. */
   providers?: () => readonly DemandProvider[];
+}
+
+/** The names this gateway is known by in mail transactions: `hostname` and `delivery.heloName`. */
+function ownNames(cfg: Config): Set<string> {
+  return new Set([cfg.hostname, cfg.delivery.heloName].filter((n): n is string => !!n).map((n) => n.toLowerCase().replace(/\.$/, '')));
+}
+
+function loopsBack(domain: string, self: { name: string; priority: number }): string {
+  return `mail for ${domain} loops back to myself: this gateway (${self.name.toLowerCase().replace(/\.$/, '')}) is listed as its mail server (MX, preference ${self.priority}) `
+    + 'and no server is preferred to it, so there is nowhere to send the message. The domain\'s MX records are wrong, or the domain should be one of this gateway\'s accepted domains.';
 }
 
 /** How the hosts of a next hop were found (HostContext.via). */
@@ -215,8 +225,13 @@ export class RemoteDelivery {
       // RFC 7505 §3: a null MX says the domain accepts no mail (556 5.1.10, classify.ts).
       case 'nullMx': return { kind: 'failed', facts: { kind: 'nullMx', detail: `${hop.domain} publishes a null MX record (RFC 7505): it accepts no mail` } };
       case 'error': return { kind: 'failed', facts: { kind: 'dns', dnsKind: mx.error.kind, detail: `MX lookup for ${hop.domain} failed: ${mx.error.message}` } };
-      // `secure`: the DNSSEC status of the MX answer (DANE needs it, RFC 7672 §2.2.1).
-      default: return { kind: 'found', value: { hosts: mx.hosts.map((h) => ({ name: h.name, port })), via: { kind: mx.kind, secure: mx.secure } } };
+      default: {
+        // RFC 5321 §5.1: never to ourselves, nor to hosts we are preferred to (they send to us).
+        const left = beforeSelf(mx.hosts, ownNames(this.config()));
+        if (left.self && !left.hosts.length) return { kind: 'failed', facts: { kind: 'loopsBack', detail: loopsBack(hop.domain, left.self) } };
+        // `secure`: the DNSSEC status of the MX answer (DANE needs it, RFC 7672 §2.2.1).
+        return { kind: 'found', value: { hosts: left.hosts.map((h) => ({ name: h.name, port })), via: { kind: mx.kind, secure: mx.secure } } };
+      }
     }
   }
 

@@ -33,7 +33,8 @@ export type MailHosts =
  * - SERVFAIL, a DNSSEC-bogus answer, a timeout: temporary errors, never read as "no MX" (§5.1:
  *   "If a temporary error is returned, the message MUST be queued and retried later"). A bogus
  *   MX RRset is exactly what an attacker forging "no MX, use the A record" would produce.
- * - A null MX (a single MX with the root as exchange, RFC 7505 §3) → no mail for this domain.
+ * - A null MX (a single MX, preference 0, the root as exchange, RFC 7505 §3) → no mail for this
+ *   domain. Any other "." exchange is left out by the resolver (typed.ts): never an empty host name.
  * `shuffle` randomises hosts of equal preference (§5.1: "the sender-SMTP MUST randomize them"). A
  * CNAME at the domain is followed by the resolver (§5.1: "processed as if it were the initial name").
  */
@@ -48,6 +49,21 @@ export async function mailHosts(resolver: Resolver, domain: string, shuffle?: ()
     if (e.kind === 'nodata') return { kind: 'implicit', hosts: [{ name: domain, priority: 0 }], secure: e.secure };
     return { kind: 'error', error: e };
   }
+}
+
+/**
+ * RFC 5321 §5.1, when this gateway is one of the mail hosts: "The relay host MUST then inspect the
+ * list for any of the names or addresses by which it might be known in mail transactions. If a
+ * matching record is found, all records at that preference level and higher-numbered ones MUST be
+ * discarded from consideration. If there are no records left at that point, it is an error
+ * condition, and the message MUST be returned as undeliverable." `self` holds our names (lower
+ * case, no trailing dot). Returns the hosts left, and our own record when one matched.
+ */
+export function beforeSelf(hosts: readonly MailHost[], self: ReadonlySet<string>): { hosts: MailHost[]; self?: MailHost } {
+  const own = hosts.filter((h) => self.has(h.name.toLowerCase().replace(/\.$/, '')));
+  if (!own.length) return { hosts: [...hosts] };
+  const best = own.reduce((a, b) => (b.priority < a.priority ? b : a));
+  return { hosts: hosts.filter((h) => h.priority < best.priority), self: best };
 }
 
 /** Sorted by preference, lowest first (RFC 5321 §5.1); with `random`, equal ones shuffled (Fisher-Yates). */

@@ -113,3 +113,10 @@ test('nodeId: the host name and the resolved dataDir unless set; the configurati
   assert.notEqual(configHash(a), configHash(c), 'a shared setting differs');
   assert.match(err({ organizations: orgs, nodeId: '' }), /nodeId/);
 });
+
+test('queue.messageExpiration: 5 days by default (RFC 5321 §4.5.4.1: give up after at least 4-5 days; Postfix maximal_queue_lifetime)', () => {
+  const c = buildConfig({ organizations: orgs }, '/etc/portcullis', 'x.yaml');
+  assert.equal(c.queue.messageExpiration, 5 * 24 * 3600);
+  assert.deepEqual(c.queue.retrySchedule, [60, 300, 900, 1800, 3600, 7200, 14_400], 'the retry schedule stays');
+  assert.equal(buildConfig({ organizations: orgs, queue: { messageExpiration: 3600 } }, '/etc/portcullis', 'x.yaml').queue.messageExpiration, 3600);
+});
