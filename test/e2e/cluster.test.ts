@@ -10,6 +10,7 @@ import net from 'node:net';
 import { cleanup, startGateway, type GatewayHandle } from '../helpers/gateway.ts';
 import { postgresMissing, startPostgres, type PgInstance } from '../helpers/postgres.ts';
 import { SmtpClient } from '../helpers/smtp.ts';
+import { tinySmtp } from '../helpers/tiny-smtp.ts';
 
 const skip = postgresMissing;
 const RELAY = '127.0.0.65';
@@ -35,30 +36,10 @@ async function startRelay(): Promise<Relay> {
   const srv = net.createServer((s) => {
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
-    s.on('error', () => {});
-    let buf = ''; let inData = false;
-    s.write('220 relay.corp.contoso.test ESMTP\r\n');
-    s.on('data', (d) => {
-      buf += d.toString('latin1');
-      for (;;) {
-        if (inData) {
-          const i = buf.indexOf('\r\n.\r\n');
-          if (i < 0) return;
-          const subject = /^Subject: (.*)$/m.exec(buf.slice(0, i))?.[1] ?? '?';
-          buf = buf.slice(i + 5); inData = false;
-          const accept = () => { if (s.destroyed) return; relay.subjects.push(subject); s.write('250 2.0.0 Ok\r\n'); };
-          if (hold) held.push(accept); else accept();
-          continue;
-        }
-        const nl = buf.indexOf('\r\n');
-        if (nl < 0) return;
-        const verb = buf.slice(0, nl).split(' ')[0].toUpperCase();
-        buf = buf.slice(nl + 2);
-        if (verb === 'EHLO') s.write('250-relay.corp.contoso.test\r\n250 PIPELINING\r\n');
-        else if (verb === 'DATA') { inData = true; s.write('354 go ahead\r\n'); }
-        else if (verb === 'QUIT') { s.end('221 bye\r\n'); return; }
-        else s.write('250 2.0.0 Ok\r\n');
-      }
+    tinySmtp(s, 'relay.corp.contoso.test', (text, reply) => {
+      const subject = /^Subject: (.*)$/m.exec(text)?.[1] ?? '?';
+      const accept = () => { if (s.destroyed) return; relay.subjects.push(subject); reply('250 2.0.0 Ok'); };
+      if (hold) held.push(accept); else accept();
     });
   });
   await new Promise<void>((r) => srv.listen(0, RELAY, () => r()));

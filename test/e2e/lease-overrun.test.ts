@@ -8,6 +8,7 @@ import net from 'node:net';
 import { cleanup, freePort, startGateway, type GatewayHandle } from '../helpers/gateway.ts';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
 import { SmtpClient } from '../helpers/smtp.ts';
+import { tinySmtp } from '../helpers/tiny-smtp.ts';
 
 test('a delivery longer than queue.leaseSeconds is not started twice', { timeout: 60_000 }, async () => {
   const LEASE = 5;
@@ -18,29 +19,9 @@ test('a delivery longer than queue.leaseSeconds is not started twice', { timeout
   const copies: number[] = [];
   // A peer that takes longer than the lease to answer the end of data.
   const srv = net.createServer((s) => {
-    let buf = ''; let inData = false;
-    s.on('error', () => {});
-    s.write('220 slow.test ESMTP\r\n');
-    s.on('data', (d) => {
-      buf += d.toString('latin1');
-      for (;;) {
-        if (inData) {
-          const i = buf.indexOf('\r\n.\r\n');
-          if (i < 0) return;
-          buf = buf.slice(i + 5); inData = false;
-          copies.push(Date.now());
-          setTimeout(() => { if (!s.destroyed) s.write('250 2.0.0 Ok\r\n'); }, SLOW_MS);
-          continue;
-        }
-        const nl = buf.indexOf('\r\n');
-        if (nl < 0) return;
-        const verb = buf.slice(0, nl).split(' ')[0].toUpperCase();
-        buf = buf.slice(nl + 2);
-        if (verb === 'EHLO') s.write('250-slow.test\r\n250 PIPELINING\r\n');
-        else if (verb === 'DATA') { inData = true; s.write('354 go ahead\r\n'); }
-        else if (verb === 'QUIT') { s.end('221 bye\r\n'); return; }
-        else s.write('250 2.0.0 Ok\r\n');
-      }
+    tinySmtp(s, 'slow.test', (_text, reply) => {
+      copies.push(Date.now());
+      setTimeout(() => reply('250 2.0.0 Ok'), SLOW_MS);
     });
   });
   await new Promise<void>((r) => srv.listen(port, '127.0.0.9', () => r()));
