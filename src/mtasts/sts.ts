@@ -12,6 +12,7 @@ import { DnsError, type Resolver } from '../dns/types.ts';
 import type { DemandProvider, TlsRequirement } from '../policy/outbound.ts';
 import type { StsPolicyEntry } from '../store/types.ts';
 import type { TrustStore } from '../tls/trust.ts';
+import type { Rfc8460Policy } from '../tls/failures.ts';
 import { fetchStsPolicy, type FetchOptions, type FetchResult, type StsFetchFailure } from './fetch.ts';
 import { matchingPattern, parseStsPolicy, parseStsRecord, type StsPolicy } from './policy.ts';
 
@@ -145,10 +146,15 @@ export function stsSource(l: Extract<StsLookup, { kind: 'policy' }>, pattern?: s
 export function stsDemand(l: StsLookup, host: string): StsHostDemand {
   if (l.kind !== 'policy') return { kind: 'none' };
   const pattern = matchingPattern(l.policy, host);
-  const requirement: TlsRequirement = { level: 'domainValidation', source: stsSource(l, pattern), tlsDomain: host.toLowerCase().replace(/\.$/, '') };
+  const requirement: TlsRequirement = { level: 'domainValidation', source: stsSource(l, pattern), tlsDomain: host.toLowerCase().replace(/\.$/, ''), report: stsReport(l.policy) };
   if (l.policy.mode === 'testing') return { kind: 'none', testing: requirement };
   if (!pattern) return { kind: 'skip', reason: `MX host ${host} matches no mx pattern of the MTA-STS policy of ${l.domain} (id ${l.id}, mode enforce: ${l.policy.mx.join(', ')})` };
   return { kind: 'require', requirement };
+}
+
+/** The policy as a TLS-RPT report names it (RFC 8460 §4.4: the policy's lines, and its mx patterns). */
+export function stsReport(p: StsPolicy): Rfc8460Policy {
+  return { type: 'sts', strings: ['version: STSv1', `mode: ${p.mode}`, ...p.mx.map((m) => `mx: ${m}`), `max_age: ${p.maxAge}`], mxHost: [...p.mx] };
 }
 
 /**
@@ -167,7 +173,7 @@ export function mtaStsProvider(sts: MtaSts, enabled: () => boolean): DemandProvi
       if (l.kind === 'none') return l.failure ? { kind: 'none', note: `MTA-STS: ${l.reason} (${l.failure}); delivering as if ${l.domain} had no policy (RFC 8461 §3.3)` } : { kind: 'none' };
       const note = l.note ? `MTA-STS: ${l.note}` : undefined;
       if (d.kind === 'require') return { kind: 'demand', demand: { ...d.requirement, published: true }, ...(note ? { note } : {}) };
-      const demand: TlsRequirement = { level: 'domainValidation', source: stsSource(l), tlsDomain: ctx.host, published: true };
+      const demand: TlsRequirement = { level: 'domainValidation', source: stsSource(l), tlsDomain: ctx.host, published: true, report: stsReport(l.policy) };
       if (d.kind === 'skip') return { kind: 'refuse', demand, tlsFailure: 'sts-mx-mismatch', detail: d.reason };
       // testing
       if (!matchingPattern(l.policy, ctx.host)) return { kind: 'none', note: `${stsSource(l)}: MX host ${ctx.host} matches no mx pattern (${l.policy.mx.join(', ')}); delivered anyway (testing mode)` };

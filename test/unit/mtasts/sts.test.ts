@@ -13,6 +13,11 @@ import { FakeResolver } from '../../helpers/fake-resolver.ts';
 
 const ENFORCE = 'version: STSv1\r\nmode: enforce\r\nmx: mx1.fabrikam.test\r\nmx: *.mx.fabrikam.test\r\nmax_age: 86400\r\n';
 const TESTING = ENFORCE.replace('enforce', 'testing');
+/** What a TLS-RPT report names for a policy text (RFC 8460 §4.4), written out from the text itself. */
+const stsReportOf = (text: string) => {
+  const lines = text.split('\r\n').filter(Boolean);
+  return { type: 'sts', strings: lines, mxHost: lines.filter((l) => l.startsWith('mx: ')).map((l) => l.slice(4)) };
+};
 
 class MemCache implements StsCache {
   readonly entries = new Map<string, StsPolicyEntry>();
@@ -141,7 +146,11 @@ test('concurrent lookups of one domain share one fetch', async () => {
 test('demands: enforce requires domainValidation for the MX name; unmatched MX skipped; testing demands nothing', async () => {
   const r = rig(['v=STSv1; id=one'], () => ENFORCE);
   const l = await r.sts.lookup('fabrikam.test');
-  assert.deepEqual(stsDemand(l, 'MX1.fabrikam.test'), { kind: 'require', requirement: { level: 'domainValidation', tlsDomain: 'mx1.fabrikam.test', source: 'MTA-STS (policy of fabrikam.test, id one, mode enforce, mx mx1.fabrikam.test)' } });
+  // The demand carries the policy as TLS-RPT names it (RFC 8460 §4.4: policy-type sts, the policy's lines, mx-host).
+  const report = {
+    type: 'sts', strings: ['version: STSv1', 'mode: enforce', 'mx: mx1.fabrikam.test', 'mx: *.mx.fabrikam.test', 'max_age: 86400'], mxHost: ['mx1.fabrikam.test', '*.mx.fabrikam.test'],
+  };
+  assert.deepEqual(stsDemand(l, 'MX1.fabrikam.test'), { kind: 'require', requirement: { level: 'domainValidation', tlsDomain: 'mx1.fabrikam.test', source: 'MTA-STS (policy of fabrikam.test, id one, mode enforce, mx mx1.fabrikam.test)', report } });
   assert.equal(stsDemand(l, 'a.mx.fabrikam.test').kind, 'require');
   const skip = stsDemand(l, 'mx.evil.test');
   assert.equal(skip.kind, 'skip');
@@ -171,7 +180,7 @@ test('the delivery provider: enforce demands (published), refuses hosts outside 
   const p = mtaStsProvider(r.sts, () => on);
   assert.equal(p.name, 'MTA-STS');
   const a = await p.forHost(ctx('mx1.fabrikam.test'));
-  assert.deepEqual(a, { kind: 'demand', demand: { level: 'domainValidation', source: 'MTA-STS (policy of fabrikam.test, id one, mode enforce, mx mx1.fabrikam.test)', tlsDomain: 'mx1.fabrikam.test', published: true } });
+  assert.deepEqual(a, { kind: 'demand', demand: { level: 'domainValidation', source: 'MTA-STS (policy of fabrikam.test, id one, mode enforce, mx mx1.fabrikam.test)', tlsDomain: 'mx1.fabrikam.test', published: true, report: stsReportOf(ENFORCE) } });
   const refused = await p.forHost(ctx('mx.evil.test'));
   assert.equal(refused.kind, 'refuse');
   assert.equal(refused.kind === 'refuse' && refused.tlsFailure, 'sts-mx-mismatch');
