@@ -44,13 +44,13 @@ test('null MX (RFC 7505): no hosts at all', async () => {
 
 test('a "." exchange that is not a null MX is ignored, never a host with an empty name (RFC 7505 §3)', async () => {
   const dns = zone();
-  assert.deepEqual(await mailHosts(dns, 'dotamong.test'), { kind: 'mx', hosts: [{ name: 'mx1.fabrikam.test', priority: 10 }] }, '"." among other MX records');
-  assert.deepEqual(await mailHosts(dns, 'dotpref.test'), { kind: 'mx', hosts: [] }, '"." at preference 10 is not a null MX, and names no host');
+  assert.deepEqual(await mailHosts(dns, 'dotamong.test'), { kind: 'mx', hosts: [{ name: 'mx1.fabrikam.test', priority: 10 }], secure: false }, '"." among other MX records');
+  assert.deepEqual(await mailHosts(dns, 'dotpref.test'), { kind: 'mx', hosts: [], secure: false }, '"." at preference 10 is not a null MX, and names no host');
   const mx = await dns.mx('dotamong.test');
   assert.equal(mx.nullMx, false);
   assert.deepEqual(mx.records, [{ exchange: 'mx1.fabrikam.test', priority: 10 }]);
   assert.equal((await dns.mx('dotpref.test')).nullMx, false);
-  assert.deepEqual(await targetsFor(dns, 'dotamong.test', 25), [{ host: 'mx1.fabrikam.test', port: 25 }]);
+  assert.deepEqual(await targetsFor(dns, 'dotamong.test', 25), [{ host: 'mx1.fabrikam.test', port: 25, mx: { domain: 'dotamong.test', kind: 'mx', secure: false } }]);
 });
 
 test('servfail, bogus and timeouts are temporary errors, never "no MX, use the A record"', async () => {
