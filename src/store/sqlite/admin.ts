@@ -1,0 +1,106 @@
+// Owns: the SQLite statements of the admin centre's tables (admin_tokens, audit_log,
+// report_counts). SqliteStore calls these: reads directly, writes inside its group commit.
+// Promise: column names in report queries come from a fixed list, never from the caller's text.
+import type Database from 'better-sqlite3';
+import type { AdminToken, AuditEntry, AuditFilter, NewAdminToken, ReportCount, ReportDim, ReportQuery, ReportSum } from '../types.ts';
+
+type Row = Record<string, unknown>;
+
+const DIMS: readonly ReportDim[] = ['bucket', 'd1', 'd2', 'd3', 'd4'];
+
+function toToken(r: Row): AdminToken {
+  return {
+    id: r.id as string, name: r.name as string, org: (r.org as string | null) ?? null,
+    createdAt: r.created_at as number, createdBy: r.created_by as string,
+    ...(r.revoked_at != null ? { revokedAt: r.revoked_at as number } : {}),
+  };
+}
+
+function toAudit(r: Row): AuditEntry & { id: number } {
+  return {
+    id: r.id as number, ts: r.ts as number, actor: r.actor as string, org: (r.org as string | null) ?? null,
+    action: r.action as string, result: r.result as AuditEntry['result'],
+    ...(r.token_id != null ? { tokenId: r.token_id as string } : {}),
+    ...(r.target != null ? { target: r.target as string } : {}),
+    ...(r.target_org != null ? { targetOrg: r.target_org as string } : {}),
+    ...(r.status != null ? { status: r.status as number } : {}),
+    ...(r.detail != null ? { detail: r.detail as string } : {}),
+  };
+}
+
+export class SqliteAdminTables {
+  private readonly st;
+
+  constructor(private readonly db: Database.Database) {
+    this.st = {
+      insToken: db.prepare(`INSERT INTO admin_tokens (id, name, org, hash, created_at, created_by) VALUES (@id, @name, @org, @hash, @createdAt, @createdBy)`),
+      tokenByHash: db.prepare('SELECT * FROM admin_tokens WHERE hash = ? AND revoked_at IS NULL'),
+      tokens: db.prepare('SELECT * FROM admin_tokens ORDER BY created_at, id'),
+      revoke: db.prepare(`UPDATE admin_tokens SET revoked_at = @now WHERE revoked_at IS NULL AND (id = @key OR name = @key) RETURNING *`),
+      insAudit: db.prepare(`INSERT INTO audit_log (ts, actor, token_id, org, action, target, target_org, result, status, detail)
+        VALUES (@ts, @actor, @tokenId, @org, @action, @target, @targetOrg, @result, @status, @detail)`),
+      addCount: db.prepare(`INSERT INTO report_counts (kind, org, bucket, d1, d2, d3, d4, n) VALUES (@kind, @org, @bucket, @d1, @d2, @d3, @d4, @n)
+        ON CONFLICT (kind, org, bucket, d1, d2, d3, d4) DO UPDATE SET n = n + excluded.n`),
+      purgeCounts: db.prepare('DELETE FROM report_counts WHERE bucket < ?'),
+    };
+  }
+
+  createToken(t: NewAdminToken): void {
+    this.st.insToken.run({ ...t, org: t.org ?? null });
+  }
+
+  tokenByHash(hash: string): AdminToken | null {
+    const r = this.st.tokenByHash.get(hash) as Row | undefined;
+    return r ? toToken(r) : null;
+  }
+
+  tokens(): AdminToken[] {
+    return (this.st.tokens.all() as Row[]).map(toToken);
+  }
+
+  /** Names are unique among active tokens, so at most one row matches a name; ids are unique. */
+  revokeToken(key: string, now: number): AdminToken | null {
+    const rows = this.st.revoke.all({ key, now }) as Row[];
+    return rows.length ? toToken(rows[0]) : null;
+  }
+
+  appendAudit(e: AuditEntry): number {
+    return Number(this.st.insAudit.run({
+      ts: e.ts, actor: e.actor, tokenId: e.tokenId ?? null, org: e.org, action: e.action, target: e.target ?? null,
+      targetOrg: e.targetOrg ?? null, result: e.result, status: e.status ?? null, detail: e.detail ?? null,
+    }).lastInsertRowid);
+  }
+
+  auditLog(f: AuditFilter): (AuditEntry & { id: number })[] {
+    const where: string[] = []; const args: unknown[] = [];
+    if (f.org !== undefined) { where.push('(org = ? OR target_org = ?)'); args.push(f.org, f.org); }
+    if (f.since !== undefined) { where.push('ts >= ?'); args.push(f.since); }
+    if (f.until !== undefined) { where.push('ts <= ?'); args.push(f.until); }
+    if (f.action !== undefined) { where.push('action = ?'); args.push(f.action); }
+    const sql = `SELECT * FROM audit_log ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ? OFFSET ?`;
+    return (this.db.prepare(sql).all(...args, f.limit ?? 100, f.offset ?? 0) as Row[]).map(toAudit);
+  }
+
+  addReportCounts(rows: readonly ReportCount[]): void {
+    for (const r of rows) this.st.addCount.run({ kind: r.kind, org: r.org, bucket: r.bucket, d1: r.d1 ?? '', d2: r.d2 ?? '', d3: r.d3 ?? '', d4: r.d4 ?? '', n: r.n });
+  }
+
+  sumReportCounts(q: ReportQuery): ReportSum[] {
+    const by = DIMS.filter((d) => q.by.includes(d));
+    const width = Math.trunc(q.bucketMs ?? 0);
+    const col = (d: ReportDim) => (d === 'bucket' && width > 0 ? `(bucket / ${width}) * ${width}` : d);
+    const cols = by.map((d) => `${col(d)} AS ${d}`);
+    const sql = `SELECT ${[...cols, 'sum(n) AS n'].join(', ')} FROM report_counts
+      WHERE kind = ? AND org = ? AND bucket >= ? AND bucket < ?${by.length ? ` GROUP BY ${by.map((d) => col(d)).join(', ')}` : ''}`;
+    const rows = this.db.prepare(sql).all(q.kind, q.org, q.from, q.until) as Row[];
+    return rows.filter((r) => r.n !== null).map((r) => {
+      const out: ReportSum = { n: Number(r.n) };
+      for (const d of by) (out as unknown as Record<string, unknown>)[d] = d === 'bucket' ? Number(r[d]) : r[d];
+      return out;
+    });
+  }
+
+  purgeReportCounts(before: number): number {
+    return this.st.purgeCounts.run(before).changes;
+  }
+}
