@@ -1,32 +1,13 @@
 // Owns: `portcullis connector list|show|validate` and `portcullis tls check` (with --cert: tls.ts).
 import type { Command } from 'commander';
-import type { Config, InboundConnector, OutboundConnector } from '../config/load.ts';
-import { parseSmartHost } from '../config/schema.ts';
-import { DnsResolver } from '../dns/resolver.ts';
-import { formatReport, probeHost, targetsFor, type HostReport, type ProbeTarget } from '../delivery/probe.ts';
+import { allConnectors as all, findConnectors as find, probeAll, probeTools as tools, validateConnector, type AnyConnector as Any } from '../admin/ops/connectors.ts';
+import { formatReport, targetsFor, type HostReport } from '../delivery/probe.ts';
 import { AdminError } from '../errors.ts';
-import { parseMailbox } from '../mailbox.ts';
 import type { TlsRequirement } from '../policy/outbound.ts';
-import { RevocationChecker } from '../tls/revocation.ts';
-import { TrustStore } from '../tls/trust.ts';
 import { cliConfig, printJson, withConfig, type CommonOpts } from './context.ts';
 import { say } from './terminal.ts';
 import { certCheck, registerTrust, type CertCheckOpts } from './tls.ts';
 
-type Any = (InboundConnector & { direction: 'inbound' }) | (OutboundConnector & { direction: 'outbound' });
-
-function all(c: Config): Any[] {
-  return c.organizations.flatMap((o) => [
-    ...o.inboundConnectors.map((x) => ({ ...x, direction: 'inbound' as const })),
-    ...o.outboundConnectors.map((x) => ({ ...x, direction: 'outbound' as const })),
-  ]);
-}
-
-function find(c: Config, name: string, org?: string): Any[] {
-  const hits = all(c).filter((x) => x.name.toLowerCase() === name.toLowerCase() && (!org || x.organization === org));
-  if (!hits.length) throw new AdminError(`no connector named "${name}"${org ? ` in organization ${org}` : ''}`, 'see `portcullis connector list`');
-  return hits;
-}
 
 function summary(x: Any): string {
   if (x.direction === 'inbound') {
@@ -39,17 +20,6 @@ function summary(x: Any): string {
   return `${scope} via ${dest}; TLS ${x.tlsSettings}${x.tlsDomain ? ` (${x.tlsDomain})` : ''}`;
 }
 
-function tools(c: Config) {
-  const resolver = new DnsResolver(c.dns.servers, { dnssec: c.dns.dnssec });
-  return { resolver, trust: new TrustStore(c.tls.trust.system, c.tls.trust.caFiles), revocation: new RevocationChecker(() => resolver) };
-}
-
-async function probeAll(c: Config, targets: ProbeTarget[], requirement: TlsRequirement, sendTo?: string): Promise<HostReport[]> {
-  const t = tools(c);
-  const out: HostReport[] = [];
-  for (const target of targets) out.push(...await probeHost(target, { config: c, ...t, requirement, ...(sendTo ? { sendTo } : {}) }));
-  return out;
-}
 
 function report(reports: HostReport[], json: boolean | undefined, what: string): void {
   if (json) printJson(reports);
@@ -90,23 +60,9 @@ export function registerConnector(program: Command): void {
     .option('--json', 'machine-readable output'))
     .action(async (name: string, o: CommonOpts & { org?: string; recipient?: string; send?: boolean }) => {
       const cfg = cliConfig(o);
-      const x = find(cfg, name, o.org).find((h) => h.direction === 'outbound') as (OutboundConnector & { direction: 'outbound' }) | undefined;
-      if (!x) throw new AdminError(`"${name}" is an inbound connector; validate checks outbound connectors`, 'inbound connectors are checked by the partner sending to you');
-      if (o.send && !o.recipient) throw new AdminError('--send needs --recipient', 'name the address that should receive the test message');
-      const parsed = o.recipient === undefined ? undefined : parseMailbox(o.recipient, true);
-      if (parsed && (!parsed.ok || parsed.mailbox.bare)) {
-        throw new AdminError(`--recipient "${o.recipient}" is not a valid address${!parsed.ok ? `: ${parsed.reply.message}` : ''}`, 'give user@domain; quote a local part with spaces or special characters: \'"john doe"@example.com\'');
-      }
-      const rcpt = parsed?.mailbox;
-      const requirement: TlsRequirement = { level: x.tlsSettings, source: `connector "${x.name}"`, ...(x.tlsDomain ? { tlsDomain: x.tlsDomain } : {}) };
-      let targets: ProbeTarget[];
-      if (x.smartHosts.length) targets = x.smartHosts.map((h) => { const p = parseSmartHost(h)!; return { host: p.host, port: p.port ?? cfg.delivery.port }; });
-      else {
-        const domain = rcpt?.domain ?? x.recipientDomains.find((d) => !d.startsWith('*'));
-        if (!domain) throw new AdminError(`connector "${x.name}" uses MX records and has only wildcard domains`, 'pass --recipient user@domain to pick the domain');
-        targets = await targetsFor(tools(cfg).resolver, domain, cfg.delivery.port);
-      }
-      report(await probeAll(cfg, targets, requirement, o.send ? rcpt?.address : undefined), o.json, `connector "${x.name}"`);
+      const hits = find(cfg, name, o.org);
+      const x = hits.find((h) => h.direction === 'outbound') ?? hits[0];
+      report(await validateConnector(cfg, tools(cfg), x, { ...(o.recipient !== undefined ? { recipient: o.recipient } : {}), ...(o.send ? { send: true } : {}) }), o.json, `connector "${x.name}"`);
     });
 
   const t = program.command('tls').description('TLS inspection');
@@ -127,7 +83,8 @@ export function registerConnector(program: Command): void {
       if (!['opportunistic', 'encryptionOnly', 'certificateValidation', 'domainValidation'].includes(o.level)) throw new AdminError(`--level ${o.level} is not a TLS level`, 'use encryptionOnly, certificateValidation or domainValidation');
       if (o.level === 'domainValidation' && !o.tlsDomain) throw new AdminError('--level domainValidation needs --tls-domain', 'name the certificate name to require');
       const requirement = { level: o.level, source: '`tls check`', ...(o.tlsDomain ? { tlsDomain: o.tlsDomain } : {}) } as TlsRequirement;
-      report(await probeAll(cfg, await targetsFor(tools(cfg).resolver, dest, cfg.delivery.port), requirement), o.json, dest);
+      const t = tools(cfg);
+      report(await probeAll(cfg, t, await targetsFor(t.resolver, dest, cfg.delivery.port), requirement), o.json, dest);
     });
   registerTrust(t);
 }

@@ -3,9 +3,10 @@
 // the server runs.
 // Conventions (docs/cli.md): stdout carries a command's output, log lines go to stderr (the server
 // logs to stdout); reading commands create no file; errors go through the boundary in failure.ts.
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { controlRequest } from '../admin/control.ts';
+import { gatewayCertificateFiles } from '../admin/ops/certificates.ts';
 import { AdminError } from '../errors.ts';
 import { serve } from '../gateway.ts';
 import { ServerTls } from '../tls/server.ts';
@@ -67,13 +68,12 @@ withConfig(cert.command('info').description('what a partner needs to configure f
   .action((o: CommonOpts) => {
     const c = cliConfig(o);
     const trust = new TrustStore(c.tls.trust.system, c.tls.trust.caFiles);
-    const dev = devCertificatePaths(c.dataDir);
-    if (!c.tls.certificates.length && !existsSync(dev.cert)) {
-      throw new AdminError(`no certificate configured (tls.certificates is empty) and no development certificate at ${dev.cert} yet`,
+    const files = gatewayCertificateFiles(c);
+    if (!files.length) {
+      throw new AdminError(`no certificate configured (tls.certificates is empty) and no development certificate at ${devCertificatePaths(c.dataDir).cert} yet`,
         'set tls.certificates to your certificate and key; without them the server generates a self-signed development certificate there when it starts', 1);
     }
-    const files = c.tls.certificates.length ? c.tls.certificates.map((p) => p.cert) : [dev.cert];
-    const infos = files.map((f) => inspectCertificateFile(f, trust));
+    const infos = files.map((f) => inspectCertificateFile(f.file, trust));
     if (o.json) return printJson(infos);
     for (const i of infos) {
       say(`certificate          ${i.file}`);

@@ -1,11 +1,10 @@
 // Owns: `portcullis tls check --cert FILE` (a certificate before it is served or trusted) and
 // `portcullis tls trust list` (what this node trusts). `tls check DESTINATION` is in connector.ts.
 import type { Command } from 'commander';
-import type { X509Certificate } from 'node:crypto';
+import { describeCa } from '../admin/ops/certificates.ts';
 import type { Config } from '../config/load.ts';
 import { formatRevocation } from '../delivery/probe.ts';
 import { checkCertificate, type CertCheck } from '../tls/cert-check.ts';
-import { certificateFindings } from '../tls/inspect.ts';
 import type { RevocationChecker } from '../tls/revocation.ts';
 import { readCaFile, systemRoots, type TrustStore } from '../tls/trust.ts';
 import { cliConfig, printJson, withConfig, type CommonOpts } from './context.ts';
@@ -40,13 +39,6 @@ export async function certCheck(tools: { trust: TrustStore; revocation: Revocati
   if (!r.passes) process.exitCode = 1;
 }
 
-function describeCa(c: X509Certificate, now: number) {
-  return {
-    subject: c.subject.split('\n').join(', '), fingerprintSha256: c.fingerprint256,
-    validFrom: new Date(c.validFrom).toISOString(), validTo: new Date(c.validTo).toISOString(),
-    warnings: certificateFindings(c, now).map((f) => f.text),
-  };
-}
 
 function trustList(c: Config, now = Date.now()) {
   const files = (list: readonly string[], key: string) => list.map((file) => ({ file, certificates: readCaFile(file, key).map((x) => describeCa(x, now)) }));

@@ -14,6 +14,7 @@ import { readFileSync } from 'node:fs';
 import { randomInt } from 'node:crypto';
 import * as dnsPacket from 'dns-packet';
 import type { Answer, Packet, RecordType } from 'dns-packet';
+import { emit } from '../events.ts';
 import { DnsError, type DnsRecord, type ExtendedDnsError, type Lookup } from './types.ts';
 import { TypedResolver } from './typed.ts';
 
@@ -139,7 +140,7 @@ export class DnsResolver extends TypedResolver {
     const key = `${type} ${name}`;
     const hit = this.cache.get(key);
     if (hit && hit.expires > Date.now()) return hit.value;
-    const v = await this.query(name, type);
+    const v = await this.timed(name, type);
     this.store(key, v, v.rcode === 'NXDOMAIN' || !v.records.length ? NEGATIVE_TTL : Math.max(0, Math.min(v.ttl, 86_400)));
     return v;
   }
@@ -151,6 +152,22 @@ export class DnsResolver extends TypedResolver {
   }
 
   clearCache(): void { this.cache.clear(); }
+
+  /** query(), its duration and outcome emitted as a dns.query event (metrics). */
+  private async timed(name: string, type: RecordType): Promise<Response> {
+    const t0 = performance.now();
+    let outcome = 'error';
+    try {
+      const v = await this.query(name, type);
+      outcome = v.rcode === 'NXDOMAIN' ? 'nxdomain' : 'ok';
+      return v;
+    } catch (e) {
+      if (e instanceof DnsError) outcome = e.kind;
+      throw e;
+    } finally {
+      emit({ event: 'dns.query', qtype: type, outcome, ms: performance.now() - t0 });
+    }
+  }
 
   /** One question to the servers in turn (UDP, TCP when truncated). */
   private async query(name: string, type: RecordType): Promise<Response> {

@@ -260,6 +260,15 @@ export interface Store {
    */
   deleteQueued(id: string, by: string, now?: number): Promise<DeleteResult>;
   /**
+   * "Bounce now": an administrator returns a queued message to its sender. It becomes due at
+   * once with `by` recorded (a 'bounceRequested' trace event); the scheduler then fails its open
+   * recipients with a DSN instead of delivering. Finished messages and messages in delivery under
+   * a live lease are left as they are.
+   */
+  requestBounce(id: string, by: string, now?: number): Promise<BounceResult>;
+  /** How many messages are in each queue state now (done excluded). */
+  countByState(): Promise<Record<Exclude<MessageState, 'done'>, number>>;
+  /**
    * Trace retention: forget up to `limit` done messages that finished before `before` (ms epoch),
    * with their recipients and trace events, oldest first. Returns how many were forgotten.
    */
