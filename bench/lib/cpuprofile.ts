@@ -18,10 +18,10 @@ export interface ProfileSummary { totalMs: number; idleMs: number; functions: Ho
 function area(url: string, fn: string): string {
   if (!url) return fn.startsWith('(') ? fn : '(native/builtin)';
   const u = url.replace(/^file:\/\//, '');
-  const src = /\/src\/(.+?)\.ts$/.exec(u);
-  if (src) return `src/${src[1]}.ts`;
   const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(u);
   if (pkg) return `pkg ${pkg[1]}`;
+  const src = /\/(?:src|dist)\/(.+?)\.[jt]s$/.exec(u); // dist/x.js is the compiled src/x.ts
+  if (src) return `src/${src[1]}.ts`;
   const internal = /^node:internal\/(?:[^/]+\/)?([^/]+?)(?:\.js)?$/.exec(u) ?? /^node:(.+)$/.exec(u);
   if (internal) return `node:${/^node:internal\/([^/]+)/.exec(u)?.[1] ?? internal[1]}`;
   return path.basename(u);
@@ -40,8 +40,8 @@ export function summarizeProfile(file: string, top = 20): ProfileSummary {
     const { functionName, url, lineNumber } = n.callFrame;
     if (functionName === '(idle)') { idle += us; continue; }
     total += us;
-    // Our TypeScript runs transpiled by tsx: line numbers refer to generated code, so name the file only.
-    const file = url.replace(/^file:\/\/.*?\/(src|node_modules)\//, '$1/');
+    // Our code runs compiled (dist/x.js): line numbers refer to generated code, so name the source file only.
+    const file = (url.includes('/node_modules/') ? url : url.replace(/^file:\/\/.*?\/dist\/(.+)\.js$/, 'src/$1.ts')).replace(/^file:\/\/.*?\/(src|node_modules)\//, '$1/');
     const where = !url ? '' : /^src\//.test(file) ? file : `${file}:${lineNumber + 1}`;
     const key = `${functionName || '(anonymous)'}${where ? ` ${where}` : ''}`;
     fns.set(key, (fns.get(key) ?? 0) + us);

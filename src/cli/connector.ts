@@ -1,13 +1,16 @@
 // Owns: `portcullis connector list|show|validate` and `portcullis tls check` (with --cert: tls.ts).
+// The probing modules (DNS, SMTP client, TLS, revocation) are imported when a command runs.
+// What connectors are and how one is validated is shared with the admin API (admin/ops/connectors.ts).
 import type { Command } from 'commander';
-import { allConnectors as all, findConnectors as find, probeAll, probeTools as tools, validateConnector, type AnyConnector as Any } from '../admin/ops/connectors.ts';
-import { formatReport, targetsFor, type HostReport } from '../delivery/probe.ts';
+import type { AnyConnector as Any } from '../admin/ops/connectors.ts';
+import type { HostReport } from '../delivery/probe.ts';
 import { AdminError } from '../errors.ts';
 import type { TlsRequirement } from '../policy/outbound.ts';
 import { cliConfig, printJson, withConfig, type CommonOpts } from './context.ts';
 import { say } from './terminal.ts';
 import { certCheck, registerTrust, type CertCheckOpts } from './tls.ts';
 
+const ops = () => import('../admin/ops/connectors.ts');
 
 function summary(x: Any): string {
   if (x.direction === 'inbound') {
@@ -20,10 +23,10 @@ function summary(x: Any): string {
   return `${scope} via ${dest}; TLS ${x.tlsSettings}${x.tlsDomain ? ` (${x.tlsDomain})` : ''}`;
 }
 
-
-function report(reports: HostReport[], json: boolean | undefined, what: string): void {
+async function report(reports: HostReport[], json: boolean | undefined, what: string): Promise<void> {
   if (json) printJson(reports);
   else {
+    const { formatReport } = await import('../delivery/probe.ts');
     say(reports.map(formatReport).join('\n\n') || `no host to check for ${what}`);
     const ok = reports.length > 0 && reports.every((r) => r.passes);
     say(`\n${ok ? 'PASS' : 'FAIL'}: ${reports.filter((r) => r.passes).length} of ${reports.length} host(s) meet the requirement`);
@@ -35,8 +38,8 @@ export function registerConnector(program: Command): void {
   const c = program.command('connector').description('inbound and outbound connectors');
 
   withConfig(c.command('list').description('every connector of every organization').option('--json', 'machine-readable output'))
-    .action((o: CommonOpts) => {
-      const list = all(cliConfig(o));
+    .action(async (o: CommonOpts) => {
+      const list = (await ops()).allConnectors(cliConfig(o));
       if (o.json) return printJson(list);
       if (!list.length) { say('no connectors configured'); return; }
       for (const x of list) say(`${x.organization.padEnd(12)} ${x.direction.padEnd(8)} ${x.connectorType.padEnd(10)} ${x.enabled ? 'enabled ' : 'disabled'} "${x.name}": ${summary(x)}`);
@@ -44,8 +47,8 @@ export function registerConnector(program: Command): void {
 
   withConfig(c.command('show').argument('<name>').option('--org <organization>', 'when names repeat across organizations').option('--json', 'machine-readable output')
     .description('one connector with every setting'))
-    .action((name: string, o: CommonOpts & { org?: string }) => {
-      const hits = find(cliConfig(o), name, o.org);
+    .action(async (name: string, o: CommonOpts & { org?: string }) => {
+      const hits = (await ops()).findConnectors(cliConfig(o), name, o.org);
       if (o.json) return printJson(hits);
       for (const x of hits) {
         say(`${x.direction} connector "${x.name}" (organization ${x.organization})`);
@@ -60,9 +63,11 @@ export function registerConnector(program: Command): void {
     .option('--json', 'machine-readable output'))
     .action(async (name: string, o: CommonOpts & { org?: string; recipient?: string; send?: boolean }) => {
       const cfg = cliConfig(o);
-      const hits = find(cfg, name, o.org);
+      const { findConnectors, probeTools, validateConnector } = await ops();
+      const hits = findConnectors(cfg, name, o.org);
       const x = hits.find((h) => h.direction === 'outbound') ?? hits[0];
-      report(await validateConnector(cfg, tools(cfg), x, { ...(o.recipient !== undefined ? { recipient: o.recipient } : {}), ...(o.send ? { send: true } : {}) }), o.json, `connector "${x.name}"`);
+      const options = { ...(o.recipient !== undefined ? { recipient: o.recipient } : {}), ...(o.send ? { send: true } : {}) };
+      await report(await validateConnector(cfg, await probeTools(cfg), x, options), o.json, `connector "${x.name}"`);
     });
 
   const t = program.command('tls').description('TLS inspection');
@@ -77,14 +82,15 @@ export function registerConnector(program: Command): void {
     .action(async (dest: string | undefined, o: CommonOpts & Partial<CertCheckOpts> & { level: string; tlsDomain?: string }) => {
       const cfg = cliConfig(o);
       if (o.cert && dest) throw new AdminError('give a DESTINATION or --cert FILE, not both', 'tls check HOST[:PORT] checks a server; tls check --cert FILE checks a certificate file');
-      if (o.cert) return certCheck(tools(cfg), { ...o, cert: o.cert });
+      if (o.cert) return certCheck(await (await ops()).probeTools(cfg), { ...o, cert: o.cert });
       if (!dest) throw new AdminError('tls check needs a DESTINATION or --cert FILE', 'for example `portcullis tls check mx1.fabrikam.test:25` or `portcullis tls check --cert new-cert.pem`');
       if (o.chain || o.name) throw new AdminError('--chain and --name go with --cert', 'use --tls-domain to require a name of a DESTINATION');
       if (!['opportunistic', 'encryptionOnly', 'certificateValidation', 'domainValidation'].includes(o.level)) throw new AdminError(`--level ${o.level} is not a TLS level`, 'use encryptionOnly, certificateValidation or domainValidation');
       if (o.level === 'domainValidation' && !o.tlsDomain) throw new AdminError('--level domainValidation needs --tls-domain', 'name the certificate name to require');
       const requirement = { level: o.level, source: '`tls check`', ...(o.tlsDomain ? { tlsDomain: o.tlsDomain } : {}) } as TlsRequirement;
-      const t = tools(cfg);
-      report(await probeAll(cfg, t, await targetsFor(t.resolver, dest, cfg.delivery.port), requirement), o.json, dest);
+      const { probeAll, probeTargets, probeTools } = await ops();
+      const t = await probeTools(cfg);
+      await report(await probeAll(cfg, t, await probeTargets(t, dest, cfg.delivery.port), requirement), o.json, dest);
     });
   registerTrust(t);
 }

@@ -1,31 +1,49 @@
 // Owns: what every CLI command shares: the -c option, loading the config, opening the store.
+// The configuration and store modules (zod, yaml, SQLite) are loaded by withConfig()'s preAction
+// hook, only when a command that takes -c runs: `--help` and usage errors load none of them.
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import YAML from 'yaml';
-import { defaultConfigPath, embeddedDefaults, loadConfig, type Config } from '../config/load.ts';
-import { openStore } from '../store/open.ts';
+import type { Config } from '../config/load.ts';
 import type { Store } from '../store/types.ts';
+
+interface Runtime {
+  config: typeof import('../config/load.ts');
+  store: typeof import('../store/open.ts');
+  parseYaml: typeof import('yaml').parse;
+}
+let runtime: Runtime | undefined;
+
+async function loadRuntime(): Promise<void> {
+  const [config, store, yaml] = await Promise.all([import('../config/load.ts'), import('../store/open.ts'), import('yaml')]);
+  runtime ??= { config, store, parseYaml: yaml.parse };
+}
+
+function rt(): Runtime {
+  if (!runtime) throw new Error('a command that reads the configuration must be declared with withConfig()');
+  return runtime;
+}
 
 export interface CommonOpts { config?: string; json?: boolean }
 
 export function withConfig(cmd: Command): Command {
-  return cmd.option('-c, --config <file>', 'configuration file (default $PORTCULLIS_CONFIG, else ./portcullis.yaml, else /etc/portcullis/portcullis.yaml)');
+  return cmd.option('-c, --config <file>', 'configuration file (default $PORTCULLIS_CONFIG, else ./portcullis.yaml, else /etc/portcullis/portcullis.yaml)')
+    .hook('preAction', loadRuntime);
 }
 
 export function configTarget(o: CommonOpts): { configFile: string; allowDefaults: boolean } {
   const explicit = o.config ?? process.env.PORTCULLIS_CONFIG;
-  return { configFile: explicit || defaultConfigPath(), allowDefaults: !explicit };
+  return { configFile: explicit || rt().config.defaultConfigPath(), allowDefaults: !explicit };
 }
 
 export function cliConfig(o: CommonOpts): Config {
   const t = configTarget(o);
-  return loadConfig(t.configFile, t.allowDefaults);
+  return rt().config.loadConfig(t.configFile, t.allowDefaults);
 }
 
 /** The queue of the server that runs with this config: read-only unless `write`; never created here. */
 export function cliStore(c: Config, mode: 'read' | 'write' = 'read'): Store {
-  return openStore(c.dataDir, mode === 'read' ? { readonly: true } : { existing: true });
+  return rt().store.openStore(c.dataDir, mode === 'read' ? { readonly: true } : { existing: true });
 }
 
 export function printJson(v: unknown): void {
@@ -41,9 +59,9 @@ export function serverDataDir(o: CommonOpts): string {
   const t = configTarget(o);
   const abs = path.resolve(t.configFile);
   try {
-    const doc = YAML.parse(readFileSync(abs, 'utf8')) as { dataDir?: unknown } | null;
-    return path.resolve(path.dirname(abs), typeof doc?.dataDir === 'string' ? doc.dataDir : String(embeddedDefaults.dataDir));
+    const doc = rt().parseYaml(readFileSync(abs, 'utf8')) as { dataDir?: unknown } | null;
+    return path.resolve(path.dirname(abs), typeof doc?.dataDir === 'string' ? doc.dataDir : String(rt().config.embeddedDefaults.dataDir));
   } catch {
-    return path.resolve(String(embeddedDefaults.dataDir));
+    return path.resolve(String(rt().config.embeddedDefaults.dataDir));
   }
 }

@@ -3,11 +3,20 @@
 // stderr naming the cause and the fix, and the exit status of docs/cli.md.
 // Promise: no stack trace unless asked for (--debug or PORTCULLIS_DEBUG=1); an unexpected error
 // says where its details are. A closed stdout (`| head`) ends the command quietly with status 0.
+// Loads nothing heavy (it is installed before any command): the log comes as the emit() that
+// main.ts hands over once a command runs.
 import { CommanderError } from 'commander';
 import { DnsError } from '../dns/types.ts';
 import { AdminError } from '../errors.ts';
-import { emit } from '../events.ts';
+import type { emit as Emit } from '../events.ts';
 import { warn } from './terminal.ts';
+
+let emit: typeof Emit | undefined;
+
+/** The log that unexpected errors while serving go to (events.ts, loaded when a command runs). */
+export function logTo(e: typeof Emit): void {
+  emit = e;
+}
 
 export interface Failure { text: string; exitCode: number; unexpected: boolean }
 
@@ -93,7 +102,7 @@ export function exitWith(e: unknown, serving: boolean): never {
   const f = describeFailure(e);
   let text = f.text;
   const stack = e instanceof Error ? e.stack : undefined;
-  if (f.unexpected && serving) {
+  if (f.unexpected && serving && emit) {
     emit({ event: 'internal.error', where: 'process', error: e instanceof Error ? e.message : String(e), ...(stack ? { stack } : {}) });
   }
   if (debugging()) text += stack ? `\n${stack}` : '';

@@ -1,49 +1,51 @@
 // Owns: the `portcullis` command line. Every command takes -c FILE (default $PORTCULLIS_CONFIG, else
 // ./portcullis.yaml, else /etc/portcullis/portcullis.yaml) and works against the same dataDir while
-// the server runs.
+// the server runs. Commands import what they run when they run (`await import`), so `--help`
+// loads little more than commander.
 // Conventions (docs/cli.md): stdout carries a command's output, log lines go to stderr (the server
 // logs to stdout); reading commands create no file; errors go through the boundary in failure.ts.
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { controlRequest } from '../admin/control.ts';
-import { gatewayCertificateFiles } from '../admin/ops/certificates.ts';
 import { AdminError } from '../errors.ts';
-import { serve } from '../gateway.ts';
-import { ServerTls } from '../tls/server.ts';
-import { TrustStore } from '../tls/trust.ts';
-import { certificateFileWarnings, inspectCertificateFile } from '../tls/inspect.ts';
-import { devCertificatePaths } from '../tls/devcert.ts';
-import { setLogLevel } from '../events.ts';
-import { checkService, formatProblems } from '../service/checks.ts';
 import type { SecureVersion } from 'node:tls';
 import { cliConfig, configTarget, printJson, serverDataDir, withConfig, type CommonOpts } from './context.ts';
 import { registerQueue } from './queue.ts';
 import { registerTrace } from './trace.ts';
 import { registerConnector } from './connector.ts';
 import { say, warn } from './terminal.ts';
-import { exitWith, installBoundary } from './failure.ts';
+import { exitWith, installBoundary, logTo } from './failure.ts';
 
 let serving = false;
 installBoundary(() => serving);
 const debug = process.argv.includes('--debug') || process.env.PORTCULLIS_DEBUG === '1';
-setLogLevel(debug ? 'debug' : 'warn'); // commands other than serve: warnings only, on stderr
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
 // exitOverride before the commands, so they inherit it: usage errors reach the boundary (exit 2).
 const program = new Command('portcullis').description('Portcullis, a TLS-first SMTP mail gateway')
   .version(version, '-V, --version', 'print the version').option('--debug', 'print stack traces of unexpected errors')
   .showHelpAfterError().exitOverride();
-program.hook('preAction', (_p, cmd) => { serving = cmd.name() === 'serve'; });
+// Before any command runs (never for --help or a usage error): the log (pino) is loaded here.
+program.hook('preAction', async (_p, cmd) => {
+  serving = cmd.name() === 'serve';
+  const events = await import('../events.ts');
+  events.setLogLevel(debug ? 'debug' : 'warn'); // commands other than serve: warnings only, on stderr
+  logTo(events.emit);
+});
 
 withConfig(program.command('serve').description('run the gateway (SIGHUP reloads, SIGTERM stops)'))
   .option('--user <name>', 'started as root: the user to run as after binding (overrides runAs.user)')
   .option('--group <name>', 'with --user: the group to run as (overrides runAs.group)')
-  .action(async (o: CommonOpts & { user?: string; group?: string }) => { await serve({ ...configTarget(o), runAs: { user: o.user, group: o.group } }); });
+  .action(async (o: CommonOpts & { user?: string; group?: string }) => {
+    await (await import('../gateway.ts')).serve({ ...configTarget(o), runAs: { user: o.user, group: o.group } });
+  });
 
 const config = program.command('config').description('check or reload the configuration');
 withConfig(config.command('check').description('validate the configuration file and the files it names').option('--json', 'machine-readable output'))
-  .action((o: CommonOpts) => {
+  .action(async (o: CommonOpts) => {
     const c = cliConfig(o);
+    const [{ TrustStore }, { ServerTls }, { certificateFileWarnings }, { checkService, formatProblems }] = await Promise.all([
+      import('../tls/trust.ts'), import('../tls/server.ts'), import('../tls/inspect.ts'), import('../service/checks.ts')]);
     new TrustStore(c.tls.trust.system, c.tls.trust.caFiles);
     if (c.tls.certificates.length) new ServerTls(c.tls.certificates, c.tls.minVersion as SecureVersion);
     const service = checkService(c);
@@ -65,8 +67,10 @@ withConfig(config.command('reload').description('make the running server re-read
 
 const cert = program.command('cert').description('certificates');
 withConfig(cert.command('info').description('what a partner needs to configure forced TLS with us, per certificate').option('--json', 'machine-readable output'))
-  .action((o: CommonOpts) => {
+  .action(async (o: CommonOpts) => {
     const c = cliConfig(o);
+    const [{ TrustStore }, { inspectCertificateFile }, { devCertificatePaths }, { gatewayCertificateFiles }] = await Promise.all([
+      import('../tls/trust.ts'), import('../tls/inspect.ts'), import('../tls/devcert.ts'), import('../admin/ops/certificates.ts')]);
     const trust = new TrustStore(c.tls.trust.system, c.tls.trust.caFiles);
     const files = gatewayCertificateFiles(c);
     if (!files.length) {

@@ -8,7 +8,7 @@ import type { QueueMessage, TraceEvent } from '../store/types.ts';
 import { peerCertVerdict } from '../tls/facts.ts';
 import { cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
 import { say, warn } from './terminal.ts';
-import { attemptCause, describeEvent } from './trace.ts';
+import { attemptCause, describeEvent, withRenderer } from './trace.ts';
 
 const iso = (t: number) => new Date(t).toISOString().replace(/\.\d{3}Z$/, 'Z');
 
@@ -61,8 +61,8 @@ export function registerQueue(program: Command): void {
       say(`${msgs.length} message(s)`);
     });
 
-  withConfig(q.command('show').argument('<id>', 'queue id').description('one message: envelope, inbound TLS facts, recipients, and its history (every attempt)')
-    .option('--json', 'machine-readable output'))
+  withRenderer(withConfig(q.command('show').argument('<id>', 'queue id').description('one message: envelope, inbound TLS facts, recipients, and its history (every attempt)')
+    .option('--json', 'machine-readable output')))
     .action(async (id: string, o: CommonOpts) => {
       const store = cliStore(cliConfig(o));
       const m = await store.get(id);

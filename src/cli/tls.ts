@@ -1,17 +1,17 @@
 // Owns: `portcullis tls check --cert FILE` (a certificate before it is served or trusted) and
 // `portcullis tls trust list` (what this node trusts). `tls check DESTINATION` is in connector.ts.
+// The certificate modules are imported when a command runs.
 import type { Command } from 'commander';
-import { describeCa } from '../admin/ops/certificates.ts';
 import type { Config } from '../config/load.ts';
-import { formatRevocation } from '../delivery/probe.ts';
-import { checkCertificate, type CertCheck } from '../tls/cert-check.ts';
+import type { formatRevocation } from '../delivery/probe.ts';
+import type { CertCheck } from '../tls/cert-check.ts';
 import type { RevocationChecker } from '../tls/revocation.ts';
-import { readCaFile, systemRoots, type TrustStore } from '../tls/trust.ts';
+import type { TrustStore } from '../tls/trust.ts';
 import { cliConfig, printJson, withConfig, type CommonOpts } from './context.ts';
 
 export interface CertCheckOpts { cert: string; chain?: string; name?: string; json?: boolean }
 
-function formatCertCheck(r: CertCheck): string {
+function formatCertCheck(r: CertCheck, revocationLines: typeof formatRevocation): string {
   const i = r.info;
   const line = (label: string, value: string) => `  ${label.padEnd(13)}${value}`;
   const L = [
@@ -25,7 +25,7 @@ function formatCertCheck(r: CertCheck): string {
     line('SHA-256', i.fingerprintSha256),
   ];
   L.push('  endpoints, tried from this node:');
-  L.push(...(r.revocation.certificates.length ? formatRevocation(r.revocation, '  ') : ['  (no certificate to check: self-signed or a trust anchor)']));
+  L.push(...(r.revocation.certificates.length ? revocationLines(r.revocation, '  ') : ['  (no certificate to check: self-signed or a trust anchor)']));
   for (const p of r.problems) L.push(line(p.level === 'fail' ? 'FAIL' : 'WARNING', `${p.certificate ? `${p.certificate}: ` : ''}${p.text}`));
   const fails = r.problems.filter((p) => p.level === 'fail').length;
   L.push('', r.passes ? 'PASS: the certificate can be served and validated' : `FAIL: ${fails} problem(s) to fix before this certificate is served`);
@@ -34,13 +34,15 @@ function formatCertCheck(r: CertCheck): string {
 
 /** `tls check --cert FILE [--chain FILE] [--name HOST]`: no SMTP, only the certificate and its endpoints. */
 export async function certCheck(tools: { trust: TrustStore; revocation: RevocationChecker }, o: CertCheckOpts): Promise<void> {
+  const [{ checkCertificate }, { formatRevocation }] = await Promise.all([import('../tls/cert-check.ts'), import('../delivery/probe.ts')]);
   const r = await checkCertificate({ file: o.cert, ...(o.chain ? { chainFile: o.chain } : {}), ...(o.name ? { name: o.name } : {}), trust: tools.trust, revocation: tools.revocation });
-  if (o.json) printJson(r); else console.log(formatCertCheck(r));
+  if (o.json) printJson(r); else console.log(formatCertCheck(r, formatRevocation));
   if (!r.passes) process.exitCode = 1;
 }
 
 
-function trustList(c: Config, now = Date.now()) {
+async function trustList(c: Config, now = Date.now()) {
+  const [{ readCaFile, systemRoots }, { describeCa }] = await Promise.all([import('../tls/trust.ts'), import('../admin/ops/certificates.ts')]);
   const files = (list: readonly string[], key: string) => list.map((file) => ({ file, certificates: readCaFile(file, key).map((x) => describeCa(x, now)) }));
   return {
     system: { enabled: c.tls.trust.system, certificates: c.tls.trust.system ? systemRoots().length : 0 },
@@ -55,8 +57,8 @@ export function registerTrust(t: Command): void {
   const trust = t.command('trust').description('the certificates this node trusts');
   withConfig(trust.command('list').description('system roots, tls.trust.caFiles and each inbound connector\'s trustedCAs and pinned certificates')
     .option('--json', 'machine-readable output'))
-    .action((o: CommonOpts) => {
-      const l = trustList(cliConfig(o));
+    .action(async (o: CommonOpts) => {
+      const l = await trustList(cliConfig(o));
       if (o.json) return printJson(l);
       const files = (fs: typeof l.caFiles, indent: string) => fs.flatMap((f) => [
         `${indent}CA file ${f.file}: ${f.certificates.length} certificate(s)`,

@@ -57,11 +57,12 @@ test('AdminErrors keep their text and exit status; anything else is unexpected, 
   assert.deepEqual(f, { text: "unexpected error: Cannot read properties of undefined (reading 'x')", exitCode: 1, unexpected: true });
 });
 
-/** A process that installs the boundary, then lets `escape` escape. */
+/** A process that installs the boundary with the log (as main.ts does once a command runs), then lets `escape` escape. */
 function escaped(escape: string, serving: boolean, env: NodeJS.ProcessEnv = {}) {
-  const script = `const { installBoundary } = await import('./src/cli/failure.ts');
-    const { setLogOutput } = await import('./src/events.ts');
+  const script = `const { installBoundary, logTo } = await import('./src/cli/failure.ts');
+    const { emit, setLogOutput } = await import('./src/events.ts');
     setLogOutput({ fd: 1, format: 'json' });
+    logTo(emit);
     installBoundary(() => ${serving});
     ${escape}`;
   const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script],
