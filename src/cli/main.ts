@@ -13,6 +13,7 @@ import { cliConfig, configTarget, printJson, serverDataDir, withConfig, type Com
 import { registerQueue } from './queue.ts';
 import { registerTrace } from './trace.ts';
 import { registerConnector } from './connector.ts';
+import { registerAdmin } from './admin.ts';
 import { say, warn } from './terminal.ts';
 import { exitWith, installBoundary, logTo } from './failure.ts';
 
@@ -102,5 +103,6 @@ withConfig(cert.command('info').description('what a partner needs to configure f
 registerQueue(program);
 registerTrace(program);
 registerConnector(program);
+registerAdmin(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => exitWith(e, serving));

@@ -1,12 +1,11 @@
 // Owns: `portcullis queue list|show|retry|bounce|delete` (works against the dataDir while the server runs).
 // Events are rendered by trace.ts (one renderer for `trace` and `queue`).
 import type { Command } from 'commander';
-import os from 'node:os';
 import { controlRequest } from '../admin/control.ts';
 import { isOpen as open, lastAttempts, queueAction, queueEntryJson, queueList, refusalText, type QueueAction } from '../admin/ops/queue.ts';
 import type { QueueMessage, TraceEvent } from '../store/types.ts';
 import { peerCertVerdict } from '../tls/facts.ts';
-import { cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
+import { administrator, cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
 import { say, warn } from './terminal.ts';
 import { attemptCause, describeEvent, withRenderer } from './trace.ts';
 
@@ -28,14 +27,6 @@ function waitReasons(m: QueueMessage, events: TraceEvent[]): string[] {
     groups.set(cause, [...(groups.get(cause) ?? []), r.address]);
   }
   return [...groups].map(([cause, rcpts]) => `${rcpts.join(', ')}: ${cause}`);
-}
-
-/** Who runs this command, for the trace ("deleted by administrator …"). */
-function administrator(): string {
-  let user: string;
-  try { user = os.userInfo().username; } catch { user = process.env.USER ?? `uid ${process.getuid?.() ?? '?'}`; }
-  const sudo = process.env.SUDO_USER;
-  return sudo && sudo !== user ? `${sudo} (as ${user} via sudo)` : user;
 }
 
 export function registerQueue(program: Command): void {

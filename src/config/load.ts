@@ -8,7 +8,7 @@ import type { z } from 'zod';
 import { AdminError } from '../errors.ts';
 import { configSchema, type ConfigInput, type ParsedConfig } from './schema.ts';
 import { findTies } from './ties.ts';
-import { listenProblems } from './listen.ts';
+import { adminListenProblems, listenProblems } from './listen.ts';
 
 export interface AcceptedDomain {
   domain: string;
@@ -103,7 +103,7 @@ export function buildConfig(input: unknown, baseDir: string, source: string | nu
     }
   });
   for (const tie of findTies(organizations)) problems.push(`  ${tie}: make them distinct, or give one a restriction`);
-  const listen = listenProblems(c.smtp.listen).map((p) => `  ${p}`);
+  const listen = [...listenProblems(c.smtp.listen), ...adminListenProblems(c.admin, c.smtp.listen)].map((p) => `  ${p}`);
   if (problems.length || listen.length) {
     throw new AdminError(`invalid configuration${source ? ` in ${source}` : ''}:\n${[...listen, ...problems].join('\n')}`, problems.length
       ? 'each organization name, accepted domain and connector name must appear once, and no two inbound connectors may match the same senders equally'
