@@ -6,7 +6,10 @@
 // Promise: an invalid new configuration (or unusable certificate) is refused and the running
 // one stays in force; sessions in flight keep the snapshot they started with. A start that fails
 // part-way (a listener cannot bind) releases what it opened: control socket, listeners, store.
+import { existsSync, readFileSync } from 'node:fs';
 import type net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { SecureVersion } from 'node:tls';
 import { loadConfig, type Config } from './config/load.ts';
 import { emit, notice, setLogLevel, setLogOutput } from './events.ts';
@@ -28,6 +31,10 @@ import type { Resolver } from './dns/types.ts';
 import { OutboundPolicy } from './policy/outbound.ts';
 import { RevocationChecker } from './tls/revocation.ts';
 import { assertNoServer, startControlServer, type ControlResponse } from './admin/control.ts';
+import type { AdminServer } from './admin/http/server.ts';
+import { GatewayMetrics } from './admin/metrics.ts';
+import { probeTools } from './admin/ops/connectors.ts';
+import { ReportAggregator } from './reports/aggregate.ts';
 import { configuredGroup, planPrivileges, type RunAsOverride } from './service/privileges.ts';
 import { becomeServiceUser } from './service/start.ts';
 
@@ -37,6 +44,14 @@ export interface GatewayOptions {
   allowDefaults: boolean;
   /** serve --user/--group (override runAs). */
   runAs?: RunAsOverride;
+}
+
+const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/** The built web UI of the admin centre (`npm run build`: dist/ui), or null. */
+function uiDir(): string | null {
+  const dirs = ['./ui/', '../dist/ui/'].map((d) => fileURLToPath(new URL(d, import.meta.url)));
+  return dirs.find((d) => existsSync(path.join(d, 'index.html'))) ?? null;
 }
 
 async function certificatePairs(c: Config): Promise<CertPair[]> {
@@ -54,6 +69,9 @@ export class Gateway {
   private outbound!: OutboundPolicy;
   private resolver!: Resolver;
   private control: net.Server | undefined;
+  private admin: AdminServer | undefined;
+  private metrics: GatewayMetrics | undefined;
+  private reports: ReportAggregator | undefined;
   private stopping = false;
 
   constructor(private readonly opts: GatewayOptions) {}
@@ -73,6 +91,9 @@ export class Gateway {
   private async release(): Promise<void> {
     this.tls?.unwatch();
     await new Promise((r) => (this.control ? this.control.close(r) : r(undefined)));
+    await this.admin?.close(0);
+    this.metrics?.stop();
+    await this.reports?.stop();
     await this.server?.close(0);
     await this.remote?.close();
     await this.store?.close();
@@ -94,6 +115,10 @@ export class Gateway {
     const configured = config.tls.certificates.length ? new ServerTls(config.tls.certificates, config.tls.minVersion as SecureVersion) : undefined;
     this.server = new SmtpServer(() => this.deps);
     await this.server.listen(config.smtp.listen);
+    if (config.admin.enabled) {
+      this.admin = new (await import('./admin/http/server.ts')).AdminServer();
+      await this.admin.listen(config.admin.listen);
+    }
     becomeServiceUser(plan, config, maildirGid);
     this.control = await startControlServer(config.dataDir, (r) => this.onControl(r.cmd));
     this.tls = configured ?? new ServerTls(await certificatePairs(config), config.tls.minVersion as SecureVersion);
@@ -116,6 +141,14 @@ export class Gateway {
     this.scheduler = new Scheduler(this.store, { local: mailboxes, remote: this.remote }, ingest,
       () => ({ config: this.deps.config, inbound: this.deps.policy, outbound: this.outbound }));
     this.deps = { config, policy: new InboundPolicy(config), tls: this.tls, trust, revocation, ingest };
+    this.metrics = new GatewayMetrics(() => this.store);
+    this.metrics.start();
+    this.reports = new ReportAggregator(this.store);
+    this.reports.start();
+    await this.admin?.open({
+      config: () => this.deps.config, store: () => this.store, kick: () => this.scheduler.kick(), reload: (source) => this.reload(source),
+      metrics: this.metrics, probeTools: () => probeTools(this.deps.config), startedAt: Date.now(), version: VERSION, uiDir: uiDir(),
+    }, this.tls);
     this.server.open();
     this.scheduler.start();
     emit({ event: 'server.started', hostname: config.hostname, dataDir: config.dataDir, configFile: config.source });
@@ -166,8 +199,11 @@ export class Gateway {
     emit({ event: 'server.stopping', signal });
     this.tls.unwatch();
     this.control?.close();
+    await this.admin?.close();
     await this.server.close(10_000);
     await this.scheduler.stop();
+    this.metrics?.stop();
+    await this.reports?.stop();
     await this.remote.close();
     await this.store.close();
   }
