@@ -72,7 +72,7 @@ export class ReportAggregator {
         this.sessionOrgs.delete(e.sid);
         const version = e.tls?.version ?? 'none';
         this.add(KINDS.inSessions, at, orgs, version, e.tls?.cipher ?? '');
-        this.add(KINDS.inPeers, at, orgs, e.ip, e.helo ?? '', version);
+        this.add(KINDS.inPeers, at, orgs, version, e.ip, e.helo ?? '');
         return;
       }
       case 'delivery.result': {
@@ -83,6 +83,7 @@ export class ReportAggregator {
           const security = securityType(e);
           this.add(KINDS.outDelivered, at, orgs, security, e.tlsVersion ?? 'none', e.tlsCipher ?? '');
           this.add(KINDS.outDomains, at, orgs, domain, security);
+          if (security === 'plaintext') this.add(KINDS.outPlainDomains, at, orgs, domain);
           return;
         }
         const requirement = requirementType(e.tlsRequired, e.tlsPolicy);

@@ -26,13 +26,15 @@ export const KINDS = {
   /** Inbound messages accepted, by the TLS of their session. */
   inMessages: { kind: 'in.messages', span: HOUR, dims: ['tlsVersion', 'cipher'] },
   /** Inbound sessions per client (address and HELO name) and TLS version; whole days (many clients). */
-  inPeers: { kind: 'in.peers', span: DAY, dims: ['ip', 'helo', 'tlsVersion'] },
+  inPeers: { kind: 'in.peers', span: DAY, dims: ['tlsVersion', 'ip', 'helo'] },
   /** Outbound SMTP deliveries (per recipient) by how they were secured. */
   outDelivered: { kind: 'out.delivered', span: HOUR, dims: ['security', 'tlsVersion', 'cipher'] },
   /** Outbound attempts deferred or failed, by the requirement and the TLS failure that broke it ('' when TLS was not the cause). */
   outUndelivered: { kind: 'out.undelivered', span: HOUR, dims: ['status', 'requirement', 'tlsFailure'] },
   /** Outbound deliveries per recipient domain and security type; whole days (many domains). */
   outDomains: { kind: 'out.domains', span: DAY, dims: ['domain', 'security'] },
+  /** Outbound deliveries in plaintext per recipient domain; whole days: the candidates of the plaintext-only domains. */
+  outPlainDomains: { kind: 'out.plainDomains', span: DAY, dims: ['domain'] },
   /** Deferrals and bounces because a required TLS level failed, per recipient domain; whole days. */
   outTlsFailures: { kind: 'out.tlsFailures', span: DAY, dims: ['domain', 'requirement', 'tlsFailure', 'status'] },
 } as const;

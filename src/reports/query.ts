@@ -117,11 +117,11 @@ export interface PeersReport {
 /** The clients still on plaintext or on the oldest TLS version seen in the range. */
 export async function inboundPeers(store: Store, r: ReportRange, page: Page): Promise<PeersReport> {
   const s = span(r, KINDS.inPeers.span);
-  const rows = await store.sumReportCounts({ kind: KINDS.inPeers.kind, org: r.org, ...s, by: ['d1', 'd2', 'd3'] });
-  const tlsVersions = [...new Set(rows.map((x) => x.d3!).filter((v) => v !== 'none'))].sort(byVersion);
-  const oldestTls = tlsVersions[0] ?? null;
-  const old = rows.filter((x) => x.d3 === 'none' || x.d3 === oldestTls)
-    .map((x) => ({ ip: x.d1!, helo: x.d2!, tlsVersion: x.d3!, sessions: x.n }))
+  // The versions seen, from the (small) session counters; then only those versions' client counters.
+  const versions = await store.sumReportCounts({ kind: KINDS.inSessions.kind, org: r.org, ...s, by: ['d1'] });
+  const oldestTls = versions.map((x) => x.d1!).filter((v) => v !== 'none').sort(byVersion)[0] ?? null;
+  const rows = await store.sumReportCounts({ kind: KINDS.inPeers.kind, org: r.org, ...s, by: ['d1', 'd2', 'd3'], d1In: ['none', ...(oldestTls ? [oldestTls] : [])] });
+  const old = rows.map((x) => ({ ip: x.d2!, helo: x.d3!, tlsVersion: x.d1!, sessions: x.n }))
     .sort((a, b) => byVersion(a.tlsVersion, b.tlsVersion) || b.sessions - a.sessions || a.ip.localeCompare(b.ip));
   return { ...s, oldestTls, total: old.length, peers: old.slice(page.offset, page.offset + page.limit) };
 }
@@ -214,7 +214,9 @@ export async function tlsFailures(store: Store, r: ReportRange, page: Page): Pro
 /** Recipient domains whose every delivery in the range was in plaintext, most messages first. */
 export async function plaintextDomains(store: Store, r: ReportRange, page: Page): Promise<{ from: number; until: number; total: number; domains: { domain: string; messages: number }[] }> {
   const s = span(r, KINDS.outDomains.span);
-  const cells = await store.sumReportCounts({ kind: KINDS.outDomains.kind, org: r.org, ...s, by: ['d1', 'd2'] });
+  // The domains that took plaintext at all (few), then all deliveries to only those domains.
+  const plain = await store.sumReportCounts({ kind: KINDS.outPlainDomains.kind, org: r.org, ...s, by: ['d1'] });
+  const cells = await store.sumReportCounts({ kind: KINDS.outDomains.kind, org: r.org, ...s, by: ['d1', 'd2'], d1In: plain.map((x) => x.d1!) });
   const per = new Map<string, { plain: number; secured: number }>();
   for (const c of cells) {
     const x = per.get(c.d1!) ?? { plain: 0, secured: 0 };

@@ -221,6 +221,11 @@ export interface ReportQuery {
   by: readonly ReportDim[];
   /** With 'bucket' in `by`: group buckets into slots of this width (ms, from the epoch; default: as stored). */
   bucketMs?: number;
+  /**
+   * Only counters whose d1 is one of these (none: no counter). Backends answer it from an index on
+   * (kind, org, d1, bucket), so its cost follows these values' counters, not the range's.
+   */
+  d1In?: readonly string[];
 }
 
 /** A sum of counters: the dimensions asked for, and `n`. */

@@ -90,9 +90,15 @@ export class SqliteAdminTables {
     const width = Math.trunc(q.bucketMs ?? 0);
     const col = (d: ReportDim) => (d === 'bucket' && width > 0 ? `(bucket / ${width}) * ${width}` : d);
     const cols = by.map((d) => `${col(d)} AS ${d}`);
-    const sql = `SELECT ${[...cols, 'sum(n) AS n'].join(', ')} FROM report_counts
-      WHERE kind = ? AND org = ? AND bucket >= ? AND bucket < ?${by.length ? ` GROUP BY ${by.map((d) => col(d)).join(', ')}` : ''}`;
-    const rows = this.db.prepare(sql).all(q.kind, q.org, q.from, q.until) as Row[];
+    if (q.d1In && !q.d1In.length) return [];
+    // d1 IN (…) in chunks below SQLite's variable limit; sums never span chunks when d1 is grouped.
+    const chunks = q.d1In ? Array.from({ length: Math.ceil(q.d1In.length / 5000) }, (_, i) => q.d1In!.slice(i * 5000, (i + 1) * 5000)) : [null];
+    if (chunks.length > 1 && !by.includes('d1')) throw new Error('sumReportCounts: more than 5000 d1 values need d1 in `by`');
+    const rows = chunks.flatMap((chunk) => {
+      const sql = `SELECT ${[...cols, 'sum(n) AS n'].join(', ')} FROM report_counts
+        ${chunk ? 'INDEXED BY report_counts_d1 ' : ''}WHERE kind = ? AND org = ?${chunk ? ` AND d1 IN (${chunk.map(() => '?').join(', ')})` : ''} AND bucket >= ? AND bucket < ?${by.length ? ` GROUP BY ${by.map((d) => col(d)).join(', ')}` : ''}`;
+      return this.db.prepare(sql).all(q.kind, q.org, ...(chunk ?? []), q.from, q.until) as Row[];
+    });
     return rows.filter((r) => r.n !== null).map((r) => {
       const out: ReportSum = { n: Number(r.n) };
       for (const d of by) (out as unknown as Record<string, unknown>)[d] = d === 'bucket' ? Number(r[d]) : r[d];

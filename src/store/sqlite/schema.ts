@@ -89,5 +89,6 @@ export const migrations: string[] = [
      n INTEGER NOT NULL,
      PRIMARY KEY (kind, org, bucket, d1, d2, d3, d4)
    ) WITHOUT ROWID;
-   CREATE INDEX report_counts_bucket ON report_counts(bucket);`,
+   CREATE INDEX report_counts_bucket ON report_counts(bucket);
+   CREATE INDEX report_counts_d1 ON report_counts(kind, org, d1, bucket);`,
 ];

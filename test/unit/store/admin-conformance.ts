@@ -93,6 +93,13 @@ export function adminStoreConformance(name: string, h: AdminStoreHarness): void 
     assert.deepEqual(await s2.sumReportCounts({ ...q, org: 'contoso', by: [] }), [{ n: 2 }]);
     assert.deepEqual(await s2.sumReportCounts({ ...q, org: 'fabrikam', by: [] }), [], 'nothing counted: no rows');
     assert.deepEqual(await s2.sumReportCounts({ ...q, until: t0 + HOUR, by: [] }), [{ n: 5 }], 'until is exclusive');
+    const only = await s2.sumReportCounts({ ...q, by: ['d1'], d1In: ['TLSv1.2', '', 'SSLv3'] });
+    assert.deepEqual(only.sort((a, b) => a.d1!.localeCompare(b.d1!)), [{ d1: '', n: 4 }, { d1: 'TLSv1.2', n: 1 }], 'd1In: only those values');
+    assert.deepEqual(await s2.sumReportCounts({ ...q, by: ['d1'], d1In: [] }), [], 'd1In empty: nothing');
+    assert.deepEqual(await s2.sumReportCounts({ ...q, until: t0 + HOUR, by: [], d1In: ['TLSv1.3'] }), [{ n: 5 }], 'd1In with the time range');
+    assert.deepEqual(await s2.sumReportCounts({ ...q, from: t0 + HOUR, by: ['d1'], d1In: ['TLSv1.3'] }), [], 'none of it later');
+    const many = Array.from({ length: 12_000 }, (_, i) => `v${i}`).concat('TLSv1.3');
+    assert.deepEqual(await s2.sumReportCounts({ ...q, by: ['d1'], d1In: many }), [{ d1: 'TLSv1.3', n: 5 }], 'd1In beyond the variable limit of one statement');
     assert.equal(await s2.purgeReportCounts(t0 + DAY), 4);
     assert.deepEqual(await s2.sumReportCounts({ ...q, by: [] }), [{ n: 4 }]);
   });
