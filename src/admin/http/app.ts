@@ -93,7 +93,7 @@ function sendError(reply: FastifyReply, status: number, error: string, message: 
 export async function buildApp(deps: AdminDeps, serverFactory?: FastifyServerFactory): Promise<FastifyInstance> {
   const app = Fastify({
     logger: false, ...(serverFactory ? { serverFactory } : {}),
-    bodyLimit: 64 * 1024, maxParamLength: 200, requestTimeout: 120_000,
+    bodyLimit: 64 * 1024, routerOptions: { maxParamLength: 200 }, requestTimeout: 120_000,
     // Unknown fields are errors (removeAdditional: false, additionalProperties: false in every schema).
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
   });
