@@ -1,10 +1,10 @@
 // Report benchmark (not a test): how long the admin centre's transit-security reports take over 30
 // days with 1,000,000 messages in the trace.
 //
-//   npm run bench:reports -- [--messages 1000000] [--days 30] [--runs 25] [--domains 5000] [--clients 2000] [--keep DIR]
+//   npm run bench:reports -- [--messages 1000000] [--days 30] [--runs 25] [--domains 5000] [--clients 2000] [--keep DIR] [--no-trace]
 //
 // Fills a fresh SQLite store (in a temporary folder) through the Store interface, as the gateway
-// does: each message is enqueued (envelope, recipient, data: the trace), and its inbound session
+// does: each message is enqueued (envelope, recipient, data: the trace; --no-trace skips that), and its inbound session
 // and outbound delivery events go through the report aggregator (reports/aggregate.ts) at
 // timestamps spread over the last --days days, so the counters are what the store keeps as mail
 // flows. Traffic mix: three organisations; TLS 1.3 / 1.2 / plaintext inbound; outbound to

@@ -258,6 +258,10 @@ test('config reload through the API: applied, or refused with the reason while t
     assert.match(bad.json.message, /configuration refused, the running one stays in force/);
     assert.match(bad.json.message, /bogusKey/);
     assert.equal((await gw.api('GET', '/api/v1/me', { token: tok.a })).status, 200, 'still serving');
+    writeFileSync(gw.configFile, text.replace(`127.0.0.1:${gw.adminPort}`, '127.0.0.1:1'));
+    const moved = await gw.api('POST', '/api/v1/config/reload', { token: tok.global });
+    assert.equal(moved.status, 200);
+    assert.match(moved.json.message, /\(admin changed: these take effect after a restart\)/, 'the admin listener stays where it is until a restart');
   } finally {
     writeFileSync(gw.configFile, text);
   }
