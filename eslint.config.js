@@ -20,6 +20,22 @@ export default tseslint.config(
       }],
     },
   },
+  // Type-aware rules that catch real bugs: a promise nobody awaits (its rejection is lost), a
+  // promise where a callback's result is ignored, a condition the types say is always the same.
+  {
+    files: ['src/**/*.ts', 'test/**/*.ts', 'bench/**/*.ts', 'proof/**/*.ts', 'scripts/**/*.ts'],
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: {
+      // node:test's test() and describe() return promises the runner itself awaits.
+      '@typescript-eslint/no-floating-promises': ['error', {
+        allowForKnownSafeCalls: [{ from: 'package', package: 'node:test', name: ['test', 'describe', 'it', 'suite', 'before', 'after', 'beforeEach', 'afterEach'] }],
+      }],
+      '@typescript-eslint/no-misused-promises': 'error',
+    },
+  },
+  // In the product a condition the types call constant is a bug or a type that lies; tests guard
+  // against setups that failed part way (`await gw?.stop()`), so the rule holds for src/ only.
+  { files: ['src/**/*.ts'], rules: { '@typescript-eslint/no-unnecessary-condition': ['error', { allowConstantLoopConditions: true }] } },
   // bin/ is plain JavaScript run by Node: its globals are Node's.
   { files: ['bin/**'], languageOptions: { globals: { URL: 'readonly', console: 'readonly', process: 'readonly' } } },
   { files: ['src/dns/**'], rules: { 'no-restricted-imports': 'off' } },

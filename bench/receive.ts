@@ -8,9 +8,10 @@
 //
 // Everything runs on 127.0.0.1: a throwaway PKI and config in a temp dir, the real
 // `portcullis serve` process (test/helpers/gateway.ts), and an in-process load generator
-// (bench/lib/loadgen.ts). Mode "harness" drives the gateway with the shared relay harness's
+// (bench/lib/loadgen.ts). Mode "harness" drives the gateway with the Postfix comparison harness's
 // client.js instead (the generator the Postfix reference numbers were taken with; needs its
-// setup.sh; --harness DIR, default ../shared/bench). See docs/performance.md for the numbers.
+// setup.sh; --harness DIR or BENCH_HARNESS, default: shared/bench beside this checkout). See
+// docs/performance.md for the harness and the numbers.
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -47,7 +48,7 @@ const { values: a } = parseArgs({
     profile: { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
     'log-level': { type: 'string', default: 'info' },
-    harness: { type: 'string', default: process.env.BENCH_HARNESS ?? path.resolve(ROOT, '../shared/bench') },
+    harness: { type: 'string', default: process.env.BENCH_HARNESS ?? path.join(path.dirname(ROOT), 'shared', 'bench') },
   },
   strict: true,
 });

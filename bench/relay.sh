@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# npm run bench:relay — Portcullis vs Postfix through the shared harness (../shared/bench), TLS in
-# and TLS out, same machine, same run. Postfix runs at its best: outbound TLS connection reuse on.
-# Env: everything compare.sh takes (N, C, SIZE, REPS, CONFIGS, BENCH_WORK …); PORTCULLIS_ONLY=1
-# measures only Portcullis (run-target.sh) for quick iterations.
+# npm run bench:relay — Portcullis vs Postfix through the Postfix comparison harness (a separate,
+# read-only folder; see docs/performance.md), TLS in and TLS out, same machine, same run. Postfix
+# runs at its best: outbound TLS connection reuse on.
+# Env: BENCH_HARNESS=DIR the harness folder (SHARED_BENCH is the older name; default: shared/bench
+# beside this checkout); everything compare.sh takes (N, C, SIZE, REPS, CONFIGS, BENCH_WORK …;
+# BENCH_WORK defaults to mtabench in $TMPDIR or /tmp); PORTCULLIS_ONLY=1 measures only Portcullis
+# (run-target.sh) for quick iterations.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd -P)
-SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
-[[ -d $SHARED ]] || { echo "shared bench harness not found at $SHARED (set SHARED_BENCH)" >&2; exit 2; }
-export BENCH_WORK=${BENCH_WORK:-/tmp/mtabench}
+SHARED=${BENCH_HARNESS:-${SHARED_BENCH:-$(dirname "$ROOT")/shared/bench}}
+[[ -d $SHARED ]] || { echo "Postfix comparison harness not found at $SHARED (set BENCH_HARNESS=DIR)" >&2; exit 2; }
+export BENCH_WORK=${BENCH_WORK:-${TMPDIR:-/tmp}/mtabench}
 PORT=${TARGET_PORT:-2600}
 bash "$SHARED/setup.sh" >/dev/null
 CERTS=$BENCH_WORK/certs

@@ -12,9 +12,6 @@ export interface SmtpReply {
   reason?: string;
 }
 
-export const isTemporary = (r: SmtpReply): boolean => r.code >= 400 && r.code < 500;
-export const isPositive = (r: SmtpReply): boolean => r.code < 400;
-
 export function reply(code: number, enhanced: string, message: string, reason?: string): SmtpReply {
   return reason === undefined ? { code, enhanced, message } : { code, enhanced, message, reason };
 }
@@ -59,7 +56,6 @@ export const Replies = {
   syntax: (what: string) => reply(501, '5.5.4', `Syntax error: ${what}`),
   badSequence: (what: string) => reply(503, '5.5.1', `Bad sequence of commands: ${what}`),
   tlsAlready: () => reply(503, '5.5.1', 'TLS is already active'),
-  tlsUnavailable: () => reply(454, '4.7.0', 'TLS not available due to temporary reason'),
   paramUnsupported: (p: string) => reply(555, '5.5.4', `Unsupported parameter: ${p}`),
   paramInvalid: (p: string) => reply(501, '5.5.4', `Invalid value for parameter ${p}`),
   pathTooLong: () => reply(501, '5.1.3', 'Address too long (RFC 5321 section 4.5.3.1 limits)'),

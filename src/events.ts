@@ -5,6 +5,7 @@
 // Promise: a listener that throws never disturbs emit's caller (the error is logged).
 import { isatty } from 'node:tty';
 import pino from 'pino';
+import { errorDetail } from './util/errors.ts';
 
 /** A client certificate as judged after the handshake (tls/client-cert.ts). */
 export interface PeerCertFacts {
@@ -133,7 +134,7 @@ export function emit(e: Event, msg?: string): void {
   const level = levels[e.event] ?? 'info';
   logger[level](e, msg ?? e.event);
   for (const l of listeners) {
-    try { l(e); } catch (err) { logger.error({ event: 'internal.error', where: `event listener (${e.event})`, error: String((err as Error)?.stack ?? err) }, 'internal.error'); }
+    try { l(e); } catch (err) { logger.error({ event: 'internal.error', where: `event listener (${e.event})`, error: errorDetail(err) }, 'internal.error'); }
   }
 }
 

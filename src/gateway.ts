@@ -37,6 +37,7 @@ import { probeTools } from './admin/ops/connectors.ts';
 import { ReportAggregator } from './reports/aggregate.ts';
 import { configuredGroup, planPrivileges, type RunAsOverride } from './service/privileges.ts';
 import { becomeServiceUser } from './service/start.ts';
+import { errorMessage } from './util/errors.ts';
 
 export interface GatewayOptions {
   configFile: string;
@@ -89,14 +90,16 @@ export class Gateway {
   }
 
   private async release(): Promise<void> {
-    this.tls?.unwatch();
+    // open() sets these one after the other: after a failure part way, the later ones are unset.
+    const opened = this as unknown as { tls?: ServerTls; server?: SmtpServer; remote?: RemoteDelivery; store?: Store };
+    opened.tls?.unwatch();
     await new Promise((r) => (this.control ? this.control.close(r) : r(undefined)));
     await this.admin?.close(0);
     this.metrics?.stop();
     await this.reports?.stop();
-    await this.server?.close(0);
-    await this.remote?.close();
-    await this.store?.close();
+    await opened.server?.close(0);
+    await opened.remote?.close();
+    await opened.store?.close();
   }
 
   private async open(): Promise<void> {
@@ -178,7 +181,7 @@ export class Gateway {
       const note = ignored.length ? ` (${ignored.join(', ')} changed: these take effect after a restart)` : '';
       return { ok: true, message: `configuration reloaded${note}` };
     } catch (e) {
-      const error = (e as Error).message;
+      const error = errorMessage(e);
       emit({ event: 'config.rejected', source, error });
       return { ok: false, message: `configuration refused, the running one stays in force:\n${error}` };
     }

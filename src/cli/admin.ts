@@ -5,10 +5,10 @@
 import type { Command } from 'commander';
 import { AdminError } from '../errors.ts';
 import type { AdminToken } from '../store/types.ts';
+import { isoSeconds as iso } from '../util/time.ts';
 import { administrator, cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
 import { say } from './terminal.ts';
 
-const iso = (t: number) => new Date(t).toISOString().replace(/\.\d{3}Z$/, 'Z');
 const scope = (t: AdminToken) => (t.org === null ? 'global (every organization)' : `organization ${t.org}`);
 
 export function registerAdmin(program: Command): void {

@@ -6,11 +6,14 @@ import type { AnyConnector as Any } from '../admin/ops/connectors.ts';
 import type { HostReport } from '../delivery/probe.ts';
 import { AdminError } from '../errors.ts';
 import type { TlsRequirement } from '../policy/outbound.ts';
+import { CONNECTOR_TLS_LEVELS, REQUIRED_TLS_LEVELS, type TlsLevel } from '../tls/levels.ts';
 import { cliConfig, printJson, withConfig, type CommonOpts } from './context.ts';
 import { say } from './terminal.ts';
 import { certCheck, registerTrust, type CertCheckOpts } from './tls.ts';
 
 const ops = () => import('../admin/ops/connectors.ts');
+const REQUIRED = REQUIRED_TLS_LEVELS.join(', ');
+const isConnectorLevel = (l: string): l is TlsLevel => (CONNECTOR_TLS_LEVELS as readonly string[]).includes(l);
 
 function summary(x: Any): string {
   if (x.direction === 'inbound') {
@@ -73,7 +76,7 @@ export function registerConnector(program: Command): void {
   const t = program.command('tls').description('TLS inspection');
   withConfig(t.command('check').argument('[destination]', 'HOST[:PORT] or a mail DOMAIN (its MX hosts)')
     .description('connect, STARTTLS, and report version, cipher, chain, root trust, names and every CRL/OCSP/CA-issuer endpoint; with --cert, check a certificate file instead')
-    .option('--level <level>', 'TLS level to judge against (encryptionOnly, certificateValidation, domainValidation)', 'certificateValidation')
+    .option('--level <level>', `TLS level to judge against (${REQUIRED})`, 'certificateValidation')
     .option('--tls-domain <name>', 'certificate name required at domainValidation')
     .option('--cert <file>', 'check this certificate (PEM, leaf first) before it is served: no SMTP')
     .option('--chain <file>', 'with --cert: the intermediates, when not in the certificate file')
@@ -85,9 +88,9 @@ export function registerConnector(program: Command): void {
       if (o.cert) return certCheck(await (await ops()).probeTools(cfg), { ...o, cert: o.cert });
       if (!dest) throw new AdminError('tls check needs a DESTINATION or --cert FILE', 'for example `portcullis tls check mx1.fabrikam.test:25` or `portcullis tls check --cert new-cert.pem`');
       if (o.chain || o.name) throw new AdminError('--chain and --name go with --cert', 'use --tls-domain to require a name of a DESTINATION');
-      if (!['opportunistic', 'encryptionOnly', 'certificateValidation', 'domainValidation'].includes(o.level)) throw new AdminError(`--level ${o.level} is not a TLS level`, 'use encryptionOnly, certificateValidation or domainValidation');
+      if (!isConnectorLevel(o.level)) throw new AdminError(`--level ${o.level} is not a TLS level`, `use one of ${REQUIRED}`);
       if (o.level === 'domainValidation' && !o.tlsDomain) throw new AdminError('--level domainValidation needs --tls-domain', 'name the certificate name to require');
-      const requirement = { level: o.level, source: '`tls check`', ...(o.tlsDomain ? { tlsDomain: o.tlsDomain } : {}) } as TlsRequirement;
+      const requirement: TlsRequirement = { level: o.level, source: '`tls check`', ...(o.tlsDomain ? { tlsDomain: o.tlsDomain } : {}) };
       const { probeAll, probeTargets, probeTools } = await ops();
       const t = await probeTools(cfg);
       await report(await probeAll(cfg, t, await probeTargets(t, dest, cfg.delivery.port), requirement), o.json, dest);

@@ -5,11 +5,10 @@ import { controlRequest } from '../admin/control.ts';
 import { isOpen as open, lastAttempts, queueAction, queueEntryJson, queueList, refusalText, type QueueAction } from '../admin/ops/queue.ts';
 import type { QueueMessage, TraceEvent } from '../store/types.ts';
 import { peerCertVerdict } from '../tls/facts.ts';
+import { isoSeconds as iso } from '../util/time.ts';
 import { administrator, cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
 import { say, warn } from './terminal.ts';
-import { attemptCause, describeEvent, withRenderer } from './trace.ts';
-
-const iso = (t: number) => new Date(t).toISOString().replace(/\.\d{3}Z$/, 'Z');
+import { attemptCause, describeEvent } from './trace.ts';
 
 function lastError(m: QueueMessage): string {
   if (!m.lastError) return '';
@@ -52,8 +51,8 @@ export function registerQueue(program: Command): void {
       say(`${msgs.length} message(s)`);
     });
 
-  withRenderer(withConfig(q.command('show').argument('<id>', 'queue id').description('one message: envelope, inbound TLS facts, recipients, and its history (every attempt)')
-    .option('--json', 'machine-readable output')))
+  withConfig(q.command('show').argument('<id>', 'queue id').description('one message: envelope, inbound TLS facts, recipients, and its history (every attempt)')
+    .option('--json', 'machine-readable output'))
     .action(async (id: string, o: CommonOpts) => {
       const store = cliStore(cliConfig(o));
       const m = await store.get(id);

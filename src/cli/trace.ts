@@ -5,33 +5,18 @@
 // administrator), and the one renderer of trace events (`queue list|show` use it).
 import type { Command } from 'commander';
 import { findMessages, parseTime } from '../admin/ops/queue.ts';
-import type { TlsLevel } from '../policy/outbound.ts';
 import { isTlsFailureKind, tlsFailureLabel } from '../tls/failures.ts';
+import { atLeast, type TlsLevel } from '../tls/levels.ts';
 import type { QueueMessage, RecipientStatus, TraceEvent } from '../store/types.ts';
 import { peerCertVerdict } from '../tls/facts.ts';
+import { isoSeconds as iso } from '../util/time.ts';
 import { cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
 import { say } from './terminal.ts';
-
-// policy/outbound.ts (the TLS scale) loads the configuration schema and zod: a command that
-// renders trace events is declared withRenderer(), which loads it before the command runs, so
-// `--help` does not.
-let policy: typeof import('../policy/outbound.ts') | undefined;
-
-export function withRenderer(cmd: Command): Command {
-  return cmd.hook('preAction', async () => { policy ??= await import('../policy/outbound.ts'); });
-}
-
-function levelRank(l: TlsLevel): number {
-  if (!policy) throw new Error('a command that renders trace events must be declared with withRenderer()');
-  return policy.levelRank(l);
-}
 
 interface TraceOpts extends CommonOpts {
   messageId?: string; queueId?: string; sender?: string; recipient?: string; since?: string; until?: string; limit?: string;
   org?: string; status?: string; tlsLevel?: string; connector?: string;
 }
-
-const iso = (t: number) => new Date(t).toISOString().replace('.000Z', 'Z');
 
 
 type Reply = { code: number; enhanced: string; message: string; reason?: string };
@@ -66,7 +51,7 @@ export function describeAttempt(e: TraceEvent, m: QueueMessage): string {
     if (t.subject) lines.push(`      peer certificate: ${t.subject}; issuer ${t.issuer}; SHA-256 ${t.fingerprint256}; ${t.chainValid ? 'chain valid' : `chain NOT valid: ${t.chainError}`}`);
   } else if (d.agent === 'smtp') lines.push('      TLS: none (plaintext)');
   if (isTlsFailureKind(d.tlsFailure)) {
-    const forced = !!req && levelRank(req.level as TlsLevel) >= levelRank('encryptionOnly');
+    const forced = !!req && atLeast(req.level as TlsLevel, 'encryptionOnly');
     const what = d.tlsLegacy ? 'legacy TLS (opportunistic)' : forced ? 'TLS failure' : 'TLS not used';
     lines.push(`      ${what}: ${tlsFailureLabel(d.tlsFailure)} (${d.tlsFailure})`);
   }
@@ -107,7 +92,7 @@ export function describeMessage(m: QueueMessage, events: TraceEvent[]): string {
 }
 
 export function registerTrace(program: Command): void {
-  withRenderer(withConfig(program.command('trace').description('find messages and show what happened to them, with the TLS facts of every hop')
+  withConfig(program.command('trace').description('find messages and show what happened to them, with the TLS facts of every hop')
     .option('--message-id <id>', 'Message-ID header (with or without <>)')
     .option('--queue-id <id>', 'queue id')
     .option('--sender <address>', 'envelope sender')
@@ -119,7 +104,7 @@ export function registerTrace(program: Command): void {
     .option('--tls-level <level>', 'with a delivery attempt that achieved this TLS level (none, opportunistic, encryptionOnly, certificateValidation, domainValidation)')
     .option('--connector <name>', 'received through, or delivered through, the connector of this name')
     .option('--limit <n>', 'at most this many messages (default 20)')
-    .option('--json', 'machine-readable output')))
+    .option('--json', 'machine-readable output'))
     .action(async (o: TraceOpts) => {
       const since = parseTime(o.since, '--since'); const until = parseTime(o.until, '--until');
       const store = cliStore(cliConfig(o));

@@ -4,7 +4,7 @@
 // Promise: a list without problems binds on Linux without one entry taking another's address
 // (checked by `config check` and at start, so both agree).
 import { isIP } from 'node:net';
-import { parseListen } from './schema.ts';
+import { parseListen } from '../util/net.ts';
 
 export interface ListenSocket { entry: string; host: string; port: number; family: 4 | 6; ipv6Only: boolean }
 

@@ -1,39 +1,19 @@
-// Owns: reading a YAML file into a validated, frozen Config. Relative paths are resolved
-// against the config file's folder. Errors are AdminErrors naming each bad key and the fix.
+// Owns: reading a YAML file into a validated, frozen Config (types.ts, re-exported here for the
+// callers of loadConfig). Relative paths are resolved against the config file's folder.
+// Errors are AdminErrors naming each bad key and the fix.
 import { existsSync, readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 import type { z } from 'zod';
 import { AdminError } from '../errors.ts';
-import { configSchema, type ConfigInput, type ParsedConfig } from './schema.ts';
+import { configSchema, type ConfigInput } from './schema.ts';
 import { findTies } from './ties.ts';
 import { adminListenProblems, listenProblems } from './listen.ts';
+import type { Config, Organization } from './types.ts';
+import { errorMessage } from '../util/errors.ts';
 
-export interface AcceptedDomain {
-  domain: string;
-  type: 'authoritative' | 'internalRelay';
-  recipients: 'any' | readonly string[];
-  organization: string;
-}
-
-type RawOrg = ParsedConfig['organizations'][number];
-export type InboundConnector = RawOrg['inboundConnectors'][number] & { organization: string };
-export type OutboundConnector = RawOrg['outboundConnectors'][number] & { organization: string };
-
-export interface Organization {
-  name: string;
-  acceptedDomains: readonly AcceptedDomain[];
-  inboundConnectors: readonly InboundConnector[];
-  outboundConnectors: readonly OutboundConnector[];
-}
-
-export interface Config extends Omit<ParsedConfig, 'organizations' | 'hostname'> {
-  hostname: string;
-  organizations: readonly Organization[];
-  /** The file this came from, or null for the embedded defaults. */
-  source: string | null;
-}
+export type { AcceptedDomain, Config, InboundConnector, Organization, OutboundConnector } from './types.ts';
 
 export const DEFAULT_CONFIG_FILE = 'portcullis.yaml';
 export const SYSTEM_CONFIG_FILE = '/etc/portcullis/portcullis.yaml';
@@ -135,14 +115,14 @@ export function loadConfig(file: string, allowDefaults = false): Config {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT' && allowDefaults) {
       return buildConfig(embeddedDefaults, process.cwd(), null);
     }
-    throw new AdminError(`cannot read configuration file ${abs}: ${(e as Error).message}`,
+    throw new AdminError(`cannot read configuration file ${abs}: ${errorMessage(e)}`,
       'pass the right file with -c FILE or PORTCULLIS_CONFIG');
   }
   let doc: unknown;
   try {
     doc = YAML.parse(text, { prettyErrors: true, uniqueKeys: true });
   } catch (e) {
-    throw new AdminError(`configuration file ${abs} is not valid YAML: ${(e as Error).message}`, 'fix the YAML syntax at the line shown');
+    throw new AdminError(`configuration file ${abs} is not valid YAML: ${errorMessage(e)}`, 'fix the YAML syntax at the line shown');
   }
   return buildConfig(doc, path.dirname(abs), abs);
 }

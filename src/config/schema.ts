@@ -5,24 +5,12 @@
 // test that keeps the page current. Validation errors name the key and what is wrong; unknown keys
 // are errors (typos must not silently fall back to defaults in a security product).
 import { z } from 'zod';
-import { BlockList, isIP } from 'node:net';
-
-const domainRe = /^(?=.{1,253}$)([a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?)(\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?)*$/i;
+import { isIP } from 'node:net';
+import { CONNECTOR_TLS_LEVELS } from '../tls/levels.ts';
+import { isDomainName, parseCidr, parseListen, parseSmartHost } from '../util/net.ts';
 
 export const domainName = z.string().trim().toLowerCase()
-  .refine((d) => domainRe.test(d), { message: 'is not a valid domain name' }).meta({ valueType: 'domain' });
-
-/** "IP:port", "[v6]:port", "localhost:port" or ":port" (all IPv4 addresses); see config/listen.ts. */
-export function parseListen(s: string): { host: string; port: number } | null {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(s.trim());
-  if (!m) return null;
-  const host = m[1] ?? (m[2] || '0.0.0.0');
-  const port = Number(m[3]);
-  if (port < 1 || port > 65535) return null;
-  if (m[1] !== undefined && isIP(host) !== 6) return null;
-  if (m[2] && isIP(host) === 0 && host !== 'localhost') return null;
-  return { host, port };
-}
+  .refine(isDomainName, { message: 'is not a valid domain name' }).meta({ valueType: 'domain' });
 
 const listenAddr = z.string().refine((s) => parseListen(s) !== null, {
   message: 'must be "IP:port", "[IPv6]:port" or "localhost:port" (host names are not looked up), e.g. "0.0.0.0:25", "[::]:25" or "127.0.0.1:2525"',
@@ -44,55 +32,15 @@ const acceptedDomain = z.strictObject({
   }),
 });
 
-/** IPv4/IPv6 address or CIDR block. */
-export function parseCidr(s: string): { ip: string; bits: number } | null {
-  const [ip, len, extra] = s.trim().split('/');
-  if (extra !== undefined) return null;
-  const v = isIP(ip);
-  if (!v) return null;
-  const max = v === 4 ? 32 : 128;
-  const bits = len === undefined ? max : Number(len);
-  if (!Number.isInteger(bits) || bits < 0 || bits > max || (len !== undefined && !/^\d+$/.test(len))) return null;
-  return { ip, bits };
-}
-
-/** A BlockList of CIDR strings (null for none). */
-export function blockList(cidrs: readonly string[]): BlockList | null {
-  if (!cidrs.length) return null;
-  const b = new BlockList();
-  for (const a of cidrs) {
-    const p = parseCidr(a);
-    if (p) b.addSubnet(p.ip, p.bits, isIP(p.ip) === 6 ? 'ipv6' : 'ipv4');
-  }
-  return b;
-}
-
-export const inBlocks = (b: BlockList | null, ip: string): boolean => !!b && !!ip && isIP(ip) !== 0 && b.check(ip, isIP(ip) === 6 ? 'ipv6' : 'ipv4');
-
 const cidr = z.string().refine((s) => parseCidr(s) !== null, { message: 'must be an IPv4/IPv6 address or CIDR block, e.g. "192.0.2.0/24" or "2001:db8::/32"' })
   .meta({ valueType: 'IP / CIDR' });
 
 /** "example.test", "*.example.test" (the domain and all subdomains) or "*" (any). */
-const domainPattern = z.string().trim().toLowerCase().refine((d) => d === '*' || domainRe.test(d.startsWith('*.') ? d.slice(2) : d), {
+const domainPattern = z.string().trim().toLowerCase().refine((d) => d === '*' || isDomainName(d.startsWith('*.') ? d.slice(2) : d), {
   message: 'must be a domain, "*.domain" (the domain and its subdomains) or "*"',
 }).meta({ valueType: 'name pattern' });
 
-/** "host", "host:port", "ip", "ip:port", "[ipv6]:port". */
-export function parseSmartHost(s: string): { host: string; port?: number } | null {
-  const t = s.trim();
-  const v6 = /^\[([0-9a-fA-F:.]+)\](?::(\d{1,5}))?$/.exec(t);
-  if (v6) return isIP(v6[1]) === 6 ? { host: v6[1], ...(v6[2] ? { port: Number(v6[2]) } : {}) } : null;
-  if (isIP(t) === 6) return { host: t };
-  const m = /^([^:]+)(?::(\d{1,5}))?$/.exec(t);
-  if (!m || (isIP(m[1]) === 0 && !domainRe.test(m[1]))) return null;
-  const port = m[2] ? Number(m[2]) : undefined;
-  if (port !== undefined && (port < 1 || port > 65535)) return null;
-  return { host: m[1].toLowerCase(), ...(port ? { port } : {}) };
-}
-
 const smartHost = z.string().refine((s) => parseSmartHost(s) !== null, { message: 'must be "host", "host:port", "ip" or "ip:port"' }).meta({ valueType: 'host' });
-
-export const TLS_SETTINGS = ['opportunistic', 'encryptionOnly', 'certificateValidation', 'domainValidation'] as const;
 
 const fingerprint = z.string().refine((f) => /^[0-9a-f]{64}$/i.test(f.replace(/:/g, '')), {
   message: 'must be a SHA-256 certificate fingerprint (64 hex digits, colons allowed)',
@@ -134,7 +82,7 @@ const outboundConnector = z.strictObject({
   routeAllMessagesViaOnPremises: z.boolean().default(false).describe('(`onPremises`) send all internet mail of the organisation through this connector (specific partner connectors still win).'),
   useMXRecord: z.boolean().default(true).describe('Deliver to the recipient domain\'s MX hosts.'),
   smartHosts: z.array(smartHost).default([]).describe('Deliver to these instead (`host`, `host:port`, `ip`, `ip:port`, `[ipv6]:port`), in order. Requires `useMXRecord: false`.'),
-  tlsSettings: z.enum(TLS_SETTINGS).default('opportunistic').describe('The TLS requirement on one ordered scale. `encryptionOnly`: TLS must be used, any certificate. `certificateValidation`: the chain must validate to a trusted root (`tls.trust`) within its validity period and not be revoked (`tls.revocation`). `domainValidation`: additionally a certificate name (SAN DNS, else CN; RFC 6125) must match `tlsDomain`. Every forced level requires TLS 1.2 or newer with the modern suites (never legacy TLS). A forced level never falls back to plaintext or a weaker check: the message is deferred (`4.7.4` no STARTTLS, `4.7.5` protocol version/cipher/handshake/certificate/revocation/name) with the reason and its TLS failure kind in the trace, and bounced with a DSN that explains the cause in plain words when it expires.'),
+  tlsSettings: z.enum(CONNECTOR_TLS_LEVELS).default('opportunistic').describe('The TLS requirement on one ordered scale. `encryptionOnly`: TLS must be used, any certificate. `certificateValidation`: the chain must validate to a trusted root (`tls.trust`) within its validity period and not be revoked (`tls.revocation`). `domainValidation`: additionally a certificate name (SAN DNS, else CN; RFC 6125) must match `tlsDomain`. Every forced level requires TLS 1.2 or newer with the modern suites (never legacy TLS). A forced level never falls back to plaintext or a weaker check: the message is deferred (`4.7.4` no STARTTLS, `4.7.5` protocol version/cipher/handshake/certificate/revocation/name) with the reason and its TLS failure kind in the trace, and bounced with a DSN that explains the cause in plain words when it expires.'),
   tlsDomain: domainPattern.optional().describe('Required with `domainValidation`: `mx1.fabrikam.test` or `*.fabrikam.test` (any one-label host of fabrikam.test, or a wildcard certificate for it).'),
 }).superRefine((c, ctx) => {
   if (!c.recipientDomains.length && !c.allAcceptedDomains && !c.routeAllMessagesViaOnPremises) {

@@ -1,8 +1,8 @@
 // Owns: refusing ambiguous inbound connectors at load: two enabled connectors that identify the
 // same senders at the same rank (certificate name, client address, sender domain) with the same
 // restriction status. The policy's selection order cannot choose between them.
-import { parseCidr, blockList, inBlocks } from './schema.ts';
-import type { InboundConnector } from './load.ts';
+import { blockList, inBlocks, parseCidr } from '../util/net.ts';
+import type { InboundConnector } from './types.ts';
 
 /** Configuration problems: inbound connectors that would match the same senders equally. */
 export function findTies(organizations: readonly { inboundConnectors: readonly InboundConnector[] }[]): string[] {

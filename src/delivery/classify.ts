@@ -37,7 +37,7 @@ export function classifyLocalError(e: NodeJS.ErrnoException, where: string): Out
 
 /** Structured failure facts from the SMTP client or the resolver (see smtp-client.ts, dns/). */
 export interface FailureFacts {
-  kind: 'dns' | 'connect' | 'timeout' | 'closed' | 'protocol' | 'greeting' | 'ehlo' | 'starttls' | 'tls' | 'tlsPolicy' | 'mail' | 'data' | 'reply' | 'size' | 'eightBit' | 'smtputf8' | 'nullMx' | 'noHost'
+  kind: 'dns' | 'connect' | 'timeout' | 'closed' | 'protocol' | 'greeting' | 'ehlo' | 'starttls' | 'tls' | 'tlsPolicy' | 'mail' | 'size' | 'eightBit' | 'smtputf8' | 'nullMx' | 'noHost'
     | 'badSender' | 'badRecipient';
   /** Reply from the peer, when there was one. */
   reply?: { code: number; enhanced?: string; text: string };
@@ -99,7 +99,7 @@ export function classifyFailure(f: FailureFacts): Outcome {
       return { status: 'failed', reply: { code: 553, enhanced: '5.1.7', message: 'Bad sender address syntax', reason: f.detail } };
     case 'badRecipient':
       return { status: 'failed', reply: { code: 553, enhanced: '5.1.3', message: 'Bad recipient address syntax', reason: f.detail } };
-    case 'greeting': case 'ehlo': case 'mail': case 'data': case 'reply':
+    case 'greeting': case 'ehlo': case 'mail':
       if (f.reply) return classifyRefusal(f.reply, f.detail);
       return { status: 'deferred', reply: { code: 451, enhanced: '4.4.2', message: 'Bad connection', reason: f.detail } };
     default: {

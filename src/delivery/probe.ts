@@ -10,11 +10,12 @@ import { mailHosts } from '../dns/mx.ts';
 import type { Resolver } from '../dns/types.ts';
 import type { TlsRequirement } from '../policy/outbound.ts';
 import { tlsFailureLabel, type TlsFailureKind } from '../tls/failures.ts';
-import { namesSatisfy } from '../tls/names.ts';
+import { dnLine, namesSatisfy } from '../tls/names.ts';
 import type { EndpointResult, RevocationChecker, RevocationResult } from '../tls/revocation.ts';
 import type { TrustStore } from '../tls/trust.ts';
 import { DeliveryError, SmtpConnection, type PeerTls } from './smtp-client.ts';
 import { judgeTls } from './tls-check.ts';
+import { errorMessage } from '../util/errors.ts';
 
 export interface ProbeTarget { host: string; port: number }
 
@@ -69,7 +70,7 @@ export async function probeHost(t: ProbeTarget, o: ProbeOptions): Promise<HostRe
   try {
     ips = net.isIP(t.host) ? [t.host] : (await o.resolver.addresses(t.host)).records;
   } catch (e) {
-    return [{ host: t.host, port: t.port, connected: false, requirement: o.requirement, passes: false, error: (e as Error).message, reason: `cannot resolve ${t.host}: ${(e as Error).message}` }];
+    return [{ host: t.host, port: t.port, connected: false, requirement: o.requirement, passes: false, error: errorMessage(e), reason: `cannot resolve ${t.host}: ${errorMessage(e)}` }];
   }
   const reports: HostReport[] = [];
   for (const ip of ips) reports.push(await probeAddress(t, ip, o));
@@ -80,7 +81,7 @@ export async function probeHost(t: ProbeTarget, o: ProbeOptions): Promise<HostRe
 async function judgeSession(r: HostReport, t0: PeerTls, t: ProbeTarget, o: ProbeOptions): Promise<{ violation: string | null; kind?: TlsFailureKind }> {
   const root = t0.chainValid ? t0.chain?.at(-1) : undefined;
   r.tls = {
-    version: t0.version, cipher: t0.cipher, bits: t0.bits, chain: (t0.chain ?? []).map((c) => c.subject.split('\n').join(', ')),
+    version: t0.version, cipher: t0.cipher, bits: t0.bits, chain: (t0.chain ?? []).map((c) => dnLine(c.subject)),
     chainValid: t0.chainValid, rootInTrustStore: !!root && o.trust.isTrusted(root),
     ...(t0.subject ? { subject: t0.subject } : {}), ...(t0.issuer ? { issuer: t0.issuer } : {}), ...(t0.fingerprint256 ? { fingerprint256: t0.fingerprint256 } : {}),
     ...(t0.names ? { names: t0.names } : {}), ...(t0.chainError ? { chainError: t0.chainError } : {}),
@@ -129,7 +130,7 @@ async function probeAddress(t: ProbeTarget, ip: string, o: ProbeOptions): Promis
       const data = Buffer.from(`From: Portcullis connector validation <postmaster@${o.config.hostname}>\r\nTo: <${o.sendTo}>\r\nSubject: Portcullis connector validation\r\n` +
         `Date: ${new Date().toUTCString()}\r\nMessage-ID: <validate.${Date.now()}@${o.config.hostname}>\r\n\r\nThis is a test message sent by "portcullis connector validate".\r\n`);
       const res = await conn.send({ from: `postmaster@${o.config.hostname}`, rcpts: [{ address: o.sendTo }], eightBit: false, smtputf8: false }, data);
-      const final = res.data ?? res.rcpts[0] ?? res.mail;
+      const final = res.data ?? res.rcpts.at(0) ?? res.mail;
       r.testMessage = `${final.code} ${final.enhanced ?? ''} ${final.text}`.replace(/ {2}/g, ' ');
       if (final.code !== 250) { r.passes = false; r.reason = `test message refused: ${r.testMessage}`; }
     }

@@ -14,8 +14,8 @@ import net from 'node:net';
 import type { Config } from '../config/load.ts';
 import { mailHosts } from '../dns/mx.ts';
 import { DnsError, type Resolver } from '../dns/types.ts';
-import type { NextHop, TlsLevel, TlsRequirement } from '../policy/outbound.ts';
-import { levelRank } from '../policy/outbound.ts';
+import type { NextHop, TlsRequirement } from '../policy/outbound.ts';
+import { levelRank, type TlsLevel } from '../tls/levels.ts';
 import { smtpPath } from '../mailbox.ts';
 import type { EnvelopeParams, QueueRecipient } from '../store/types.ts';
 import { describeTlsFailure } from '../tls/failures.ts';
@@ -66,7 +66,7 @@ class Semaphore {
   }
 }
 
-/** The TLS level a connection actually achieved (for the trace). */
+/** The TLS level a connection actually achieved (for the trace); names match per RFC 6125 §6.4. */
 function achieved(tls: PeerTls | null, req: TlsRequirement, hostname: string): TlsLevel {
   if (!tls) return 'none';
   if (tls.legacy) return 'opportunistic'; // encrypted, but below the TLS 1.2 floor of every required level
@@ -150,6 +150,7 @@ export class RemoteDelivery {
     if (hop.kind === 'smarthost') return { kind: 'found', value: hop.smartHosts.map((h) => ({ name: h.host, port: h.port ?? port })) };
     const mx = await mailHosts(this.resolver(), hop.domain, this.random);
     switch (mx.kind) {
+      // RFC 7505 §3: a null MX says the domain accepts no mail (556 5.1.10, classify.ts).
       case 'nullMx': return { kind: 'failed', facts: { kind: 'nullMx', detail: `${hop.domain} publishes a null MX record (RFC 7505): it accepts no mail` } };
       case 'error': return { kind: 'failed', facts: { kind: 'dns', dnsKind: mx.error.kind, detail: `MX lookup for ${hop.domain} failed: ${mx.error.message}` } };
       default: return { kind: 'found', value: mx.hosts.map((h) => ({ name: h.name, port })) };
@@ -174,7 +175,8 @@ export class RemoteDelivery {
 
     const tally = new Tally();
     const content = new OutboundContent(job.data, job.envelope);
-    // Hosts that failed recently go last ("try the next MX first" on a retry).
+    // Hosts that failed recently go last ("try the next MX first" on a retry; RFC 5321 §4.5.4.1:
+    // keep a list of hosts that cannot be reached). Every address of a host in turn (§5.1).
     for (const t of await this.trouble.order(targets.value)) {
       const ips = await this.addresses(t);
       if (ips.kind === 'failed') {
@@ -195,7 +197,8 @@ export class RemoteDelivery {
     }
     const v = tally.verdict();
     if (!v) return { outcomes: forAll(job.recipients, classifyFailure({ kind: 'noHost', detail: `no address found for the mail servers of ${hop.domain}` })), attempt: base };
-    // Every host failed at connection level: remember the destination as down for a while.
+    // Every host failed at connection level: remember the destination as down for a while
+    // (RFC 5321 §4.5.4.1: delay retrying a destination after a failed attempt).
     if (v.destinationDown) await this.trouble.markDown(hop.key, { outcome: v.outcome, attempt: v.attempt });
     return { outcomes: forAll(job.recipients, v.outcome), attempt: v.attempt };
   }
@@ -308,6 +311,8 @@ export class RemoteDelivery {
   private async transact(job: RemoteJob, content: OutboundContent, t: Target, ip: string, key: string, conn: SmtpConnection, facts: AttemptFacts): Promise<HostResult | Stale> {
     const where = `${t.name} [${ip}]`;
     const refuse = (f: FailureFacts): HostResult => { this.pool.give(key, conn); return { kind: 'done', outcomes: forAll(job.recipients, classifyFailure(f)), attempt: facts }; };
+    // What the peer did not offer: SMTPUTF8 (RFC 6531), 8BITMIME (RFC 6152 §3: convert or
+    // refuse), SIZE (RFC 1870 §4: a message over the announced maximum would get 552).
     if (job.envelope.smtputf8 && !conn.extensions.has('SMTPUTF8')) return refuse({ kind: 'smtputf8', detail: `${where} does not offer SMTPUTF8` });
     const prepared = content.forPeer(conn.extensions.has('8BITMIME'));
     if (prepared.kind === 'refused') return refuse({ kind: 'eightBit', detail: `${where} does not offer 8BITMIME and the message cannot be converted to 7 bit: ${prepared.refused}` });

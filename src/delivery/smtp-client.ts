@@ -13,6 +13,7 @@ import tls from 'node:tls';
 import type { X509Certificate } from 'node:crypto';
 import { smtpPath } from '../mailbox.ts';
 import { describeTlsFailure, handshakeFailureKind, type ChainFailureKind, type TlsFailureKind } from '../tls/failures.ts';
+import { certificateNames, dnLine } from '../tls/names.ts';
 import { ECDH_CURVES, cipherBits, clientTlsProfile, isModernSession } from '../tls/policy-constants.ts';
 import { peerChain, verifyChain, type TrustStore } from '../tls/trust.ts';
 
@@ -21,7 +22,7 @@ export interface Reply { code: number; enhanced?: string; lines: string[]; text:
 export type FailureKind =
   | 'connect' | 'timeout' | 'closed' | 'protocol'   // transport
   | 'greeting' | 'ehlo' | 'starttls' | 'tls'       // session set-up
-  | 'mail' | 'data' | 'reply';                     // transaction
+  | 'mail';                                        // transaction (a path that cannot be sent)
 
 export class DeliveryError extends Error {
   /** The TLS session established before the failure (STARTTLS succeeded, then SMTP failed). */
@@ -40,6 +41,7 @@ export interface PeerTls {
   subject?: string;
   issuer?: string;
   fingerprint256?: string;
+  /** DNS names the certificate identifies (tls/names.ts: SAN DNS names, else the subject CN). */
   names?: string[];
   chainValid: boolean;
   chainError?: string;
@@ -52,7 +54,12 @@ export interface PeerTls {
 
 export interface Timeouts { connect: number; greeting: number; command: number; dataBlock: number; dataEnd: number }
 
-/** RFC 5321 §4.5.3.2 (seconds): initial 5 min, MAIL/RCPT 5 min, DATA init 2 min, block 3 min, end 10 min. */
+/**
+ * RFC 5321 §4.5.3.2 (seconds): initial 220 5 min (§4.5.3.2.1), MAIL/RCPT 5 min (§4.5.3.2.2-3),
+ * DATA initiation 2 min (§4.5.3.2.4: `dataBlock`, 3 min, waits for the 354), data block 3 min
+ * (§4.5.3.2.5: no per-write timer here), DATA termination 10 min (§4.5.3.2.6: `dataEnd`, which
+ * runs from the first octet of data written, not from the final dot). `connect` is not in the RFC.
+ */
 export const RFC_TIMEOUTS: Timeouts = { connect: 30, greeting: 300, command: 300, dataBlock: 180, dataEnd: 600 };
 
 export interface ConnectOptions {
@@ -111,7 +118,6 @@ export class SmtpConnection {
   /** Why TLS was not used (opportunistic mode): STARTTLS not offered or refused. */
   tlsSkipped?: { kind: TlsFailureKind; detail: string };
   messages = 0;
-  readonly opened = Date.now();
   private readonly t: Timeouts;
   private readonly onData = (d: Buffer) => this.receive(d.toString('latin1'));
 
@@ -151,6 +157,7 @@ export class SmtpConnection {
       }
       const line = this.buf.slice(0, nl).replace(/\r$/, '');
       this.buf = this.buf.slice(nl + 1);
+      // RFC 5321 §4.2.1: the code, then '-' on every line but the last (SP, or nothing); one code.
       if (!/^[2-5]\d\d([ -]|$)/.test(line)) { this.protocolError(`unexpected reply line ${JSON.stringify(line.slice(0, 80))}`); return; }
       this.lines.push(line);
       if (this.lines.length > MAX_REPLY_LINES) { this.protocolError('reply has too many lines'); return; }
@@ -160,6 +167,7 @@ export class SmtpConnection {
       const code = Number(line.slice(0, 3));
       if (lines.some((l) => Number(l.slice(0, 3)) !== code)) { this.protocolError('reply lines with different codes'); return; }
       const texts = lines.map((l) => l.slice(4));
+      // An RFC 3463 code (ENHANCEDSTATUSCODES, RFC 2034) starts the text; its class must match.
       const m = ENHANCED.exec(texts[0] + ' ');
       const enhanced = m && m[1] === String(code)[0] ? `${m[1]}.${m[2]}.${m[3]}` : undefined;
       const reply: Reply = { code, lines: texts, text: texts.map((t) => (enhanced ? t.replace(ENHANCED, '') : t)).join(' ').trim(), ...(enhanced ? { enhanced } : {}) };
@@ -219,7 +227,7 @@ export class SmtpConnection {
   }
 
   private async handshake(): Promise<void> {
-    const g = await this.expectReply(this.t.greeting, 'greeting');
+    const g = await this.expectReply(this.t.greeting, 'greeting'); // 220, or 554 refusal (RFC 5321 §3.1)
     if (g.code !== 220) throw new DeliveryError('greeting', `${this.opts.hostname} [${this.opts.ip}] greeted with ${g.code} ${g.text}`, g);
     await this.ehlo();
     this.starttlsOffered = this.extensions.has('STARTTLS');
@@ -229,6 +237,7 @@ export class SmtpConnection {
       this.tlsSkipped = { kind: 'starttls-not-offered', detail: 'STARTTLS not offered' };
       return;
     }
+    // RFC 3207 §4: STARTTLS, then the handshake after its 220.
     this.holdAfterReply = true;
     const r = await this.command('STARTTLS', this.t.command);
     if (r.code !== 220) {
@@ -240,6 +249,7 @@ export class SmtpConnection {
       return;
     }
     await this.upgrade();
+    // RFC 3207 §4.2: what the server said before TLS is forgotten; EHLO again for its extensions.
     await this.ehlo();
   }
 
@@ -306,19 +316,20 @@ export class SmtpConnection {
     const out: PeerTls = { version, cipher: name, bits: cipherBits(name), resumed: s.isSessionReused(), chainValid: false };
     if (!isModernSession(version, c.name)) out.legacy = true;
     const chain = peerChain(s);
-    const leaf = chain[0];
+    const leaf = chain.at(0);
     if (!leaf) { out.chainError = 'no certificate presented'; out.chainFailure = 'certificate-not-trusted'; return out; }
     const v = verifyChain(leaf, chain.slice(1), this.opts.trust);
-    const names = (leaf.subjectAltName ?? '').split(', ').filter((n) => n.startsWith('DNS:')).map((n) => n.slice(4));
     Object.assign(out, {
-      subject: leaf.subject.split('\n').join(', '), issuer: leaf.issuer.split('\n').join(', '), fingerprint256: leaf.fingerprint256,
-      names, chainValid: v.ok, chain: v.ok ? v.chain : chain, ...(v.error ? { chainError: v.error } : {}), ...(v.failure ? { chainFailure: v.failure } : {}),
+      subject: dnLine(leaf.subject), issuer: dnLine(leaf.issuer), fingerprint256: leaf.fingerprint256,
+      names: certificateNames(leaf), chainValid: v.ok, chain: v.ok ? v.chain : chain, ...(v.error ? { chainError: v.error } : {}), ...(v.failure ? { chainFailure: v.failure } : {}),
     });
     return out;
   }
 
   /**
-   * One transaction. With PIPELINING, MAIL, every RCPT and DATA go out in one write.
+   * One transaction (RFC 5321 §3.3: MAIL, RCPT..., DATA). With PIPELINING, MAIL, every RCPT and
+   * DATA go out in one write (RFC 2920 §3.1: DATA ends the group).
+   * One copy for all recipients at the same host (RFC 5321 §4.5.4.1).
    * Throws DeliveryError for MAIL refusal or transport failures; per-recipient replies are returned.
    */
   async send(env: Envelope, data: Buffer): Promise<TransactionResult> {
@@ -335,6 +346,7 @@ export class SmtpConnection {
       mailR = await this.command(mail);
       if (mailR.code !== 250) return { mail: mailR, rcpts: env.rcpts.map(() => mailR) };
       for (const l of rcptLines) rcptR.push(await this.command(l));
+      // No recipient accepted: no DATA (RFC 5321 §3.3).
       if (!rcptR.some((r) => r.code === 250 || r.code === 251)) { await this.rset(); return { mail: mailR, rcpts: rcptR }; }
       dataR = await this.command('DATA', this.t.dataBlock);
     }
@@ -345,9 +357,11 @@ export class SmtpConnection {
       this.protocolError(`${dataR.code} in reply to DATA`);
       throw this.dead!;
     }
+    // Message data only after a 354 (RFC 5321 §3.3).
     if (mailR.code !== 250 || !accepted || dataR.code !== 354) {
       if (dataR.code === 354) {
-        // A server that said 354 without accepted recipients: end the empty transaction.
+        // A server that said 354 without accepted recipients: end the empty transaction (RFC 2920
+        // §3.1 has the client send a lone dot then).
         const end = this.expectReply(this.t.dataEnd, 'end of data');
         this.write('.\r\n');
         await end;
@@ -355,6 +369,7 @@ export class SmtpConnection {
       await this.rset();
       return { mail: mailR, rcpts: mailR.code !== 250 ? env.rcpts.map(() => mailR) : rcptR, ...(dataR.code !== 354 && accepted ? { data: dataR } : {}) };
     }
+    // The reply to the final dot decides the message (RFC 5321 §4.2.5).
     const end = this.expectReply(this.t.dataEnd, 'end of data');
     this.write(dotStuff(data));
     const final = await end;
@@ -366,7 +381,7 @@ export class SmtpConnection {
     try { await this.command('RSET'); } catch { /* a dead connection is simply not reused */ }
   }
 
-  /** Polite close (QUIT, then end); never throws. */
+  /** Polite close (QUIT, then end: RFC 5321 §4.1.1.10); never throws. */
   async quit(): Promise<void> {
     if (this.usable) {
       try { await this.command('QUIT', 5); } catch { /* closing anyway */ }
@@ -396,6 +411,8 @@ export function envelopeCommands(env: Envelope, ext: ReadonlyMap<string, string>
     }
     paths.push(p.path);
   }
+  // Parameters only for extensions the server offered (RFC 5321 §3.3): SIZE (RFC 1870 §6),
+  // BODY (RFC 6152 §2), SMTPUTF8 (RFC 6531 §3.4), RET/ENVID and NOTIFY/ORCPT (RFC 3461 §4).
   let mail = `MAIL FROM:${paths[0]}`;
   if (ext.has('SIZE')) mail += ` SIZE=${size}`;
   if (env.eightBit && ext.has('8BITMIME')) mail += ' BODY=8BITMIME';
@@ -411,7 +428,7 @@ const DOT_LINE = Buffer.from('\r\n.');
 const END = Buffer.from('.\r\n');
 const CRLF_END = Buffer.from('\r\n.\r\n');
 
-/** Dot-stuff CRLF data and append the terminator (RFC 5321 §4.5.2). */
+/** Dot-stuff CRLF data (RFC 5321 §4.5.2) and append the terminator, with a CRLF first if missing (§4.1.1.4). */
 export function dotStuff(data: Buffer): Buffer[] {
   const out: Buffer[] = [];
   let start = 0;

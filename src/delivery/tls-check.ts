@@ -2,7 +2,8 @@
 // (used by delivery and by the admin probes `connector validate` and `tls check`). A violation
 // names its kind of the TLS failure vocabulary (tls/failures.ts), decided from the chain result,
 // the name match and the revocation status.
-import { levelRank, type TlsRequirement } from '../policy/outbound.ts';
+import type { TlsRequirement } from '../policy/outbound.ts';
+import { atLeast } from '../tls/levels.ts';
 import type { TlsFailureKind } from '../tls/failures.ts';
 import { namesSatisfy } from '../tls/names.ts';
 import type { RevocationChecker, RevocationMode, RevocationResult } from '../tls/revocation.ts';
@@ -17,8 +18,8 @@ export interface TlsJudgement {
 }
 
 export async function judgeTls(tls: PeerTls | null, req: TlsRequirement, where: string, revocation: RevocationChecker, mode: RevocationMode, reportAll = false): Promise<TlsJudgement> {
-  if (levelRank(req.level) < levelRank('encryptionOnly') && !reportAll) return { violation: null };
-  const forced = levelRank(req.level) >= levelRank('encryptionOnly');
+  if (!atLeast(req.level, 'encryptionOnly') && !reportAll) return { violation: null };
+  const forced = atLeast(req.level, 'encryptionOnly');
   const v = (text: string) => (forced ? `TLS required by ${req.source}: ${text}, ${where}` : null);
   if (!tls) return { violation: v('no TLS session') };
   // Required levels keep the TLS 1.2 floor and the modern suites (smtp-client never offers legacy
@@ -26,17 +27,17 @@ export async function judgeTls(tls: PeerTls | null, req: TlsRequirement, where: 
   if (forced && tls.legacy) {
     return { violation: v(`legacy TLS session (${tls.version} ${tls.cipher})`), kind: tls.version === 'TLSv1.2' || tls.version === 'TLSv1.3' ? 'no-shared-cipher' : 'protocol-version' };
   }
-  if (levelRank(req.level) >= levelRank('certificateValidation') && !tls.chainValid) {
+  if (atLeast(req.level, 'certificateValidation') && !tls.chainValid) {
     return { violation: v(`certificate not valid (${tls.chainError}), presented ${tls.subject ?? '(none)'} (SHA-256 ${tls.fingerprint256 ?? '-'})`), kind: tls.chainFailure ?? 'certificate-not-trusted' };
   }
   if (req.level === 'domainValidation' && !namesSatisfy(tls.names ?? [], req.tlsDomain!)) {
     return { violation: v(`certificate name mismatch, expected ${req.tlsDomain}, presented ${tls.subject} ${tls.names?.length ? `(names ${tls.names.join(', ')}) ` : ''}(SHA-256 ${tls.fingerprint256})`), kind: 'certificate-host-mismatch' };
   }
-  const wantRevocation = reportAll ? tls.chainValid : levelRank(req.level) >= levelRank('certificateValidation');
+  const wantRevocation = reportAll ? tls.chainValid : atLeast(req.level, 'certificateValidation');
   if (mode === 'off' && !reportAll) return { violation: null };
   if (!wantRevocation || !tls.chain) return { violation: null };
   const r = await revocation.check(tls.chain, reportAll);
-  if (levelRank(req.level) >= levelRank('certificateValidation')) {
+  if (atLeast(req.level, 'certificateValidation')) {
     if (r.status === 'revoked') return { violation: v(r.summary), kind: 'certificate-revoked', revocation: r };
     if (r.status === 'unknown' && mode === 'hardFail') return { violation: `TLS required by ${req.source} with tls.revocation hardFail: ${r.summary}, ${where}`, kind: 'revocation-unknown', revocation: r };
   }

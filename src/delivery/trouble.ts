@@ -9,12 +9,15 @@
 // - the verdict when every host failed, 5xx rewritten to 4xx when no transaction started;
 // and what delivery remembers between attempts (DeliveryMemories): destinations that are down,
 // hosts that failed recently, and the opportunistic TLS step-down per address.
+// Retrying is the scheduler's (queue.retrySchedule; RFC 5321 §4.5.4.1); 5xx replies to MAIL are
+// never remembered (§4.5.4.1: they MUST NOT be cached).
 // Promises: decisions come from failure kinds and reply codes, never from text; a failure is
 // never 'delivered'; nothing remembered outlives its `until`, and every memory is bounded.
 import { classifyFailure, classifyRefusal, classifyReply, type FailureFacts, type Outcome } from './classify.ts';
 import { InMemory, type ExpiringMemory } from './memory.ts';
 import type { PeerTls, TransactionResult } from './smtp-client.ts';
-import type { TlsLevel, TlsRequirement } from '../policy/outbound.ts';
+import type { TlsRequirement } from '../policy/outbound.ts';
+import type { TlsLevel } from '../tls/levels.ts';
 import { legacyTlsMayHelp, type TlsFailureKind } from '../tls/failures.ts';
 
 export interface AttemptFacts {
@@ -78,7 +81,8 @@ const said = (where: string, r: { code: number; enhanced?: string; text: string 
   `${where} said: ${r.code} ${r.enhanced ?? ''} ${r.text} (in reply to ${what})`.replace(/ {2}/g, ' ');
 
 /**
- * The outcome of a transaction that was sent (RFC 5321 §4.3.2, §4.2.5): a refused MAIL FROM is a
+ * The outcome of a transaction that was sent (RFC 5321 §4.3.2, §4.2.5; codes by class, §4.2.1,
+ * enhanced codes RFC 3463 via classify.ts): a refused MAIL FROM is a
  * message failure (5xx) or a transaction-level host failure (4xx: another host may take it); else
  * each recipient gets the reply to its RCPT TO when that refused it, the reply to the end of DATA
  * when it was accepted, and a temporary failure when DATA got no reply.
@@ -161,7 +165,7 @@ export function nextTlsStep(mode: TlsMode, cause: TlsFailureKind, legacyAllowed:
   return mode === 'modern' && legacyAllowed && legacyTlsMayHelp(cause) ? 'legacy' : 'plaintext';
 }
 
-/** The destination that was found down, as remembered. */
+/** The destination that was found down, as remembered (RFC 5321 §4.5.4.1: a list of hosts it cannot reach). */
 export interface DownDestination { outcome: Outcome; attempt: AttemptFacts }
 
 /** What delivery remembers between attempts; shared by every delivery of a process (or more). */

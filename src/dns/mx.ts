@@ -1,4 +1,4 @@
-// Owns: the one answer to "which hosts receive mail for this domain" (RFC 5321 §5.1, RFC 7505),
+// Owns: the one answer to "which hosts receive mail for this domain" (RFC 5321 §5.1, RFC 7505 §3),
 // for delivery and for the administrators' probes alike: MX hosts by preference, the implicit MX,
 // the null MX, and which DNS answers end the search.
 // Promises: never throws for a DNS answer or failure: the result says which case it is, with the
@@ -31,7 +31,8 @@ export type MailHosts =
  *   "If a temporary error is returned, the message MUST be queued and retried later"). A bogus
  *   MX RRset is exactly what an attacker forging "no MX, use the A record" would produce.
  * - A null MX (a single MX with the root as exchange, RFC 7505 §3) → no mail for this domain.
- * `shuffle` randomises hosts of equal preference (§5.1: "the SMTP client SHOULD randomize them").
+ * `shuffle` randomises hosts of equal preference (§5.1: "the sender-SMTP MUST randomize them"). A
+ * CNAME at the domain is followed by the resolver (§5.1: "processed as if it were the initial name").
  */
 export async function mailHosts(resolver: Resolver, domain: string, shuffle?: () => number): Promise<MailHosts> {
   try {
@@ -46,7 +47,7 @@ export async function mailHosts(resolver: Resolver, domain: string, shuffle?: ()
   }
 }
 
-/** Sorted by preference; with `random`, hosts of equal preference in random order (Fisher-Yates). */
+/** Sorted by preference, lowest first (RFC 5321 §5.1); with `random`, equal ones shuffled (Fisher-Yates). */
 export function byPreference<T extends { priority: number }>(list: readonly T[], random?: () => number): T[] {
   const out = [...list].sort((a, b) => a.priority - b.priority);
   if (!random) return out;

@@ -84,6 +84,7 @@ export class DnsResolver extends TypedResolver {
     this.dnssec = opts.dnssec ?? true;
     // Explicit servers are the operator's choice of validating resolver; the resolv.conf
     // fallback is trusted only on loopback (an AD bit from across a network can be forged).
+    // RFC 4035 §4.6: AD counts only over a secure channel or when configured to be trusted.
     this.upstreams = servers.length
       ? servers.map((s) => ({ ...parseServer(s), trustAd: this.dnssec }))
       : systemServers(opts.resolvConf).map((s) => { const p = parseServer(s); return { ...p, trustAd: this.dnssec && isLoopback(p.host) }; });
@@ -93,7 +94,7 @@ export class DnsResolver extends TypedResolver {
   }
 
   /**
-   * Raw lookup of `type` at `name`, following CNAME chains (at most 8 links). Throws DnsError
+   * Raw lookup of `type` at `name`, following CNAME chains (RFC 1034 §3.6.2; at most 8 links). Throws DnsError
    * nxdomain/nodata (with `secure` and `names` for the chain followed) or a failure kind.
    */
   async lookup(name: string, type: RecordType): Promise<Lookup<DnsRecord>> {
@@ -141,6 +142,8 @@ export class DnsResolver extends TypedResolver {
     const hit = this.cache.get(key);
     if (hit && hit.expires > Date.now()) return hit.value;
     const v = await this.timed(name, type);
+    // Positive answers for their TTL (RFC 1035 §3.2.1: 0 means not cached), at most a day;
+    // negative ones NEGATIVE_TTL, not the SOA-derived TTL of RFC 2308 §5.
     this.store(key, v, v.rcode === 'NXDOMAIN' || !v.records.length ? NEGATIVE_TTL : Math.max(0, Math.min(v.ttl, 86_400)));
     return v;
   }
@@ -178,6 +181,7 @@ export class DnsResolver extends TypedResolver {
       for (const s of this.upstreams) {
         try {
           let p = await this.exchange(s, name, type, false);
+          // Truncated (TC, RFC 1035 §4.2.1): the same question again over TCP.
           if (p.flag_tc) p = await this.exchange(s, name, type, true);
           return this.interpret(p, s, name, type);
         } catch (e) {
@@ -194,9 +198,10 @@ export class DnsResolver extends TypedResolver {
 
   private interpret(p: Decoded, s: Server, name: string, type: RecordType): Response {
     const rcode = p.rcode ?? 'NOERROR';
-    const secure = s.trustAd && !!p.flag_ad;
+    const secure = s.trustAd && !!p.flag_ad; // RFC 4035 §3.2.3 (set by the validator), §4.6 (trusted here)
     const answers = ((p.answers ?? []) as unknown as DnsRecord[]).filter((a) => a.type !== 'RRSIG');
     const ttlOf = () => (answers.length ? Math.min(...answers.map((a) => (typeof a.ttl === 'number' ? a.ttl : 300))) : NEGATIVE_TTL);
+    // NXDOMAIN and NOERROR-without-records (NODATA) are answers (RFC 2308 §2.1, §2.2).
     if (rcode === 'NOERROR' || rcode === 'NXDOMAIN') return { rcode, records: answers, secure, ttl: ttlOf() };
     if (rcode === 'REFUSED') throw new DnsError('refused', name, type, `${s.host}:${s.port}`);
     const ede = extendedErrors(p);
@@ -210,7 +215,7 @@ export class DnsResolver extends TypedResolver {
 
   private exchange(s: Server, name: string, type: RecordType, tcp: boolean): Promise<Decoded> {
     const id = randomInt(1, 65_535);
-    // dns.dnssec: DO asks for signatures (RFC 4035 §3.2.1) and AD for the validation result
+    // dns.dnssec: DO asks for signatures (RFC 3225 §3, RFC 4035 §3.2.1) and AD for the validation result
     // (RFC 6840 §5.7); without it neither is asked for and AD is ignored anyway.
     const q: Packet = {
       type: 'query', id, flags: dnsPacket.RECURSION_DESIRED | (this.dnssec ? dnsPacket.AUTHENTIC_DATA : 0),
@@ -229,7 +234,8 @@ export class DnsResolver extends TypedResolver {
       sock.on('message', (msg) => {
         let p: Packet;
         try { p = dnsPacket.decode(msg); } catch { return; }
-        if (p.id !== q.id || p.questions?.[0]?.name.toLowerCase() !== name.toLowerCase()) return; // not ours
+        // Not ours (RFC 5452: a random ID per query, and the answer must match ID and question).
+        if (p.id !== q.id || p.questions?.[0]?.name.toLowerCase() !== name.toLowerCase()) return;
         done(null, p);
       });
       sock.send(dnsPacket.encode(q), s.port, s.host);
@@ -243,7 +249,7 @@ export class DnsResolver extends TypedResolver {
       const done = (e: Error | null, p?: Decoded) => { clearTimeout(t); sock.destroy(); if (e) reject(e); else resolve(p!); };
       const t = setTimeout(() => done(new DnsError('timeout', name, type, `${s.host}:${s.port}/tcp`)), this.timeoutMs);
       sock.on('error', (e) => done(new DnsError('servfail', name, type, e.message)));
-      sock.on('connect', () => sock.write(dnsPacket.streamEncode(q)));
+      sock.on('connect', () => sock.write(dnsPacket.streamEncode(q))); // 2-octet length prefix (RFC 1035 §4.2.2)
       sock.on('data', (d) => {
         buf = Buffer.concat([buf, d]);
         if (buf.length < 2 || buf.length < 2 + buf.readUInt16BE(0)) return;

@@ -6,6 +6,7 @@
 import net from 'node:net';
 import type { RecordType } from 'dns-packet';
 import { DnsError, type AddressLookup, type DnsRecord, type Lookup, type MxLookup, type Resolver, type TlsaRecord } from './types.ts';
+import { errorMessage } from '../util/errors.ts';
 
 const norm = (n: string) => n.toLowerCase().replace(/\.$/, '');
 
@@ -64,7 +65,7 @@ export abstract class TypedResolver implements Resolver {
 }
 
 function asDnsError(e: unknown, name: string, type: string): DnsError {
-  return e instanceof DnsError ? e : new DnsError('malformed', name, type, (e as Error)?.message ?? String(e));
+  return e instanceof DnsError ? e : new DnsError('malformed', name, type, errorMessage(e));
 }
 
 export function reverseName(ip: string): string {

@@ -1,6 +1,7 @@
 // Owns: splitting the command-phase byte stream into lines (RFC 5321 §2.3.8, §4.5.3.1.4).
 // Promise: memory is bounded by maxLine; an overlong line is reported once and skipped to its end.
-// A line ends at LF (CRLF or bare LF) or at a bare CR; `bare` says whether the ending was bare.
+// A line ends at LF (CRLF or bare LF) or at a bare CR; `bare` says whether the ending was bare
+// (RFC 5321 §2.3.8 recognises only CRLF: the session refuses or normalises bare endings).
 
 const CR = 13, LF = 10;
 const EMPTY = Buffer.alloc(0);

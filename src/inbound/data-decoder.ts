@@ -1,4 +1,4 @@
-// Owns: decoding the DATA phase byte stream (RFC 5321 §4.1.4, §4.5.2).
+// Owns: decoding the DATA phase byte stream (RFC 5321 §4.1.1.4, §4.5.2).
 // Promises (the anti-smuggling contract):
 //  - Only the exact octets CR LF "." CR LF end the data, where that first CR LF is a real CRLF
 //    (or the start of data). A "." line ended or preceded by a bare CR or bare LF is content.

@@ -32,8 +32,9 @@ import { sessionId } from '../util/ids.ts';
 import { heloProblem, isXtext, parsePathArg, validNotify, validOrcpt } from './address.ts';
 import { CommandReader } from './command-reader.ts';
 import { DataDecoder } from './data-decoder.ts';
+import { errorDetail } from '../util/errors.ts';
 
-/** RFC 5321 allows 512; ESMTP parameters (SIZE, DSN ORCPT/ENVID, SMTPUTF8) extend it. */
+/** RFC 5321 §4.5.3.1.4 allows 512; ESMTP parameters (SIZE, DSN ORCPT/ENVID, SMTPUTF8) extend it. */
 export const MAX_COMMAND_LINE = 2048;
 /** Replies queued for a client that does not read them: above this, stop reading until they drain. */
 export const MAX_UNSENT = 64 * 1024;
@@ -125,6 +126,8 @@ export class SmtpSession {
 
   private greet(): void {
     if (this.mode !== 'greeting') return;
+    // RFC 5321 §3.1: the session starts with the server's greeting; a client that talked first
+    // gets 554 and the session closes (§3.1's 554 greeting would wait for QUIT).
     if (this.reader.pending > 0) {
       this.closeReason = 'pregreet';
       this.reader.take();
@@ -137,7 +140,10 @@ export class SmtpSession {
     this.flush();
   }
 
-  /** Deadline for the current phase: a command line, the DATA phase or the TLS handshake. */
+  /**
+   * Deadline for the current phase: a command line, the DATA phase or the TLS handshake
+   * (RFC 5321 §4.5.3.2.7: at least 5 minutes for the next command; 421 then, as §3.8 allows).
+   */
   private arm(seconds: number): void {
     clearTimeout(this.deadline);
     this.deadline = setTimeout(() => {
@@ -193,6 +199,9 @@ export class SmtpSession {
     if (this.mode !== 'greeting') this.pump();
   }
 
+  /** The mode now; a method, so that a check after a call that may change it is not narrowed away. */
+  private currentMode(): Mode { return this.mode; }
+
   /** Process buffered commands (up to COMMANDS_PER_TURN); replies to a pipelined group go out together. */
   private pump(): void {
     let turn = 0;
@@ -209,13 +218,17 @@ export class SmtpSession {
       this.arm(this.deps.config.smtp.timeouts.command);
       if (line.kind === 'tooLong') { this.send(Replies.lineTooLong(MAX_COMMAND_LINE)); }
       else if (line.nul) { this.send(Replies.nulInCommand()); }
+      // RFC 5321 §2.3.8: only CRLF ends a line; bare endings are refused or normalised (config).
       else if (line.bare && this.deps.config.smtp.bareLineEndings === 'reject') { this.send(Replies.bareLineEnding()); }
       else if (this.pipeliningViolation(line.text)) return;
       else {
         const r = this.command(line.text);
         if (r) this.wait(r);
       }
-      if (this.counts.errors >= this.deps.config.smtp.maxErrors && this.mode === 'command') {
+      // RFC 5321 §3.8 closes only after QUIT, a 421 shutdown or a timeout; closing after too many
+      // errors (421, as Postfix does) goes beyond it on purpose. command() may have left command
+      // mode (DATA, STARTTLS, QUIT): read the mode afresh.
+      if (this.counts.errors >= this.deps.config.smtp.maxErrors && this.currentMode() === 'command') {
         this.closeReason = 'too many errors';
         this.send(Replies.tooManyErrors(this.host));
         this.close();
@@ -266,7 +279,7 @@ export class SmtpSession {
     this.flow();
     this.flush();
     p.catch((e) => {
-      emit({ event: 'internal.error', where: 'session', error: String((e as Error)?.stack ?? e) });
+      emit({ event: 'internal.error', where: 'session', error: errorDetail(e) });
       this.send(Replies.storageError());
     }).finally(() => {
       this.busy = false;
@@ -298,16 +311,19 @@ export class SmtpSession {
       case 'MAIL': return this.mail(arg);
       case 'RCPT': return this.rcpt(arg);
       case 'DATA': return this.data(arg);
-      case 'RSET': this.txn = null; return this.send(Replies.reset());
+      case 'RSET': this.txn = null; return this.send(Replies.reset()); // RFC 5321 §4.1.1.5
       case 'NOOP': return this.send(Replies.ok());
+      // QUIT: 221, then close (RFC 5321 §4.1.1.10).
       case 'QUIT': this.closeReason = 'quit'; this.send(Replies.bye(this.host)); return this.close();
-      case 'VRFY': return this.send(Replies.cannotVrfy());
+      case 'VRFY': return this.send(Replies.cannotVrfy()); // 252, not a verdict: RFC 5321 §7.3
       case 'EXPN': return this.send(Replies.expnDisabled());
       case 'HELP': return this.send(Replies.help());
       case 'STARTTLS': return this.starttls(arg);
       case 'BDAT': case 'AUTH': case 'TURN': case 'ETRN': case 'ATRN': case 'BURL':
         return this.send(Replies.notImplemented(verb));
       default:
+        // HTTP sent to an SMTP port (cross-protocol requests): 421 and close, on purpose beyond
+        // RFC 5321 §3.8 (which answers unknown commands with 500 and keeps the session).
         if (FORBIDDEN.has(verb)) {
           this.closeReason = 'HTTP command';
           this.send(reply(421, '4.7.0', `${this.host} Protocol error: this is an SMTP server`));
@@ -320,16 +336,18 @@ export class SmtpSession {
   private ehlo(arg: string, extended: boolean): void {
     const name = arg.trim();
     const bad = heloProblem(name);
+    // RFC 5321 §4.1.4: a refused EHLO leaves the state as it was; an accepted one resets it like RSET.
     if (bad) { this.send(Replies.syntax(`${extended ? 'EHLO' : 'HELO'}: ${bad}`)); return; }
     this.helo = name;
     this.esmtp = extended;
     this.txn = null;
-    if (!extended) { this.out += `250 ${this.host}\r\n`; return; }
+    if (!extended) { this.out += `250 ${this.host}\r\n`; return; } // no extension list to HELO (RFC 5321 §3.2)
     const ext = ['PIPELINING', `SIZE ${this.deps.config.smtp.maxMessageSize}`, '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'DSN'];
-    if (this.deps.tls && !this.tlsFacts) ext.push('STARTTLS');
+    if (this.deps.tls && !this.tlsFacts) ext.push('STARTTLS'); // never again after TLS (RFC 3207 §4.2)
     this.out += `250-${this.host}\r\n` + ext.map((e, i) => `250${i === ext.length - 1 ? ' ' : '-'}${e}\r\n`).join('');
   }
 
+  /** MAIL (RFC 5321 §3.3, §4.1.1.2); out of order is 503 and the state stays (§4.1.4). */
   private mail(arg: string): void {
     if (!this.helo) return this.send(Replies.badSequence('send EHLO or HELO first'));
     if (this.txn) return this.send(Replies.badSequence('nested MAIL command'));
@@ -341,30 +359,31 @@ export class SmtpSession {
       switch (k) {
         case 'SIZE':
           if (v === true || !/^\d{1,15}$/.test(v)) return this.send(Replies.paramInvalid('SIZE'));
+          // Declared size over our maximum: 552 (RFC 1870 §6.1).
           if (Number(v) > this.deps.config.smtp.maxMessageSize) return this.send(Replies.sizeExceeded());
           break;
-        case 'BODY': {
+        case 'BODY': { // RFC 6152 §2
           const b = v === true ? '' : v.toUpperCase();
           if (b !== '7BIT' && b !== '8BITMIME') return this.send(Replies.paramInvalid('BODY'));
           envelope.body = b;
           break;
         }
-        case 'SMTPUTF8':
+        case 'SMTPUTF8': // RFC 6531 §3.4
           if (v !== true || !this.esmtp) return this.send(Replies.paramInvalid('SMTPUTF8'));
           envelope.smtputf8 = true;
           break;
-        case 'RET': {
+        case 'RET': { // RFC 3461 §4.3
           const r = v === true ? '' : v.toUpperCase();
           if (r !== 'FULL' && r !== 'HDRS') return this.send(Replies.paramInvalid('RET'));
           envelope.ret = r;
           break;
         }
-        case 'ENVID':
+        case 'ENVID': // RFC 3461 §4.4
           if (v === true || v.length > 100 || !isXtext(v)) return this.send(Replies.paramInvalid('ENVID'));
           envelope.envid = v;
           break;
         default:
-          return this.send(Replies.paramUnsupported(k));
+          return this.send(Replies.paramUnsupported(k)); // 555: RFC 5321 §4.1.1.11
       }
     }
     if (!this.esmtp && p.params.size) return this.send(Replies.paramUnsupported('parameters require EHLO'));
@@ -378,6 +397,7 @@ export class SmtpSession {
     this.send(Replies.senderOk());
   }
 
+  /** RCPT (RFC 5321 §3.3, §4.1.1.3): 503 without MAIL; NOTIFY and ORCPT are RFC 3461 §4.1, §4.2. */
   private rcpt(arg: string): void {
     const t = this.txn;
     if (!t) return this.send(Replies.badSequence('send MAIL first'));
@@ -392,6 +412,7 @@ export class SmtpSession {
       else return this.send(Replies.paramUnsupported(k));
     }
     if (!this.esmtp && p.params.size) return this.send(Replies.paramUnsupported('parameters require EHLO'));
+    // RFC 5321 §4.5.3.1.10: past the recipient limit, 452 (the client retries the rest later).
     if (t.recipients.length >= this.deps.config.smtp.maxRecipients) return this.send(Replies.tooManyRecipients(this.deps.config.smtp.maxRecipients));
     const v = this.deps.policy.recipient(p.mailbox, { clientIp: this.clientIp, tls: !!this.tlsFacts, clientCert: this.clientCert, senderDomain: t.senderDomain, ...(t.match ? { match: t.match } : {}) });
     if (!v.ok) {
@@ -406,6 +427,7 @@ export class SmtpSession {
     this.send(Replies.recipientOk());
   }
 
+  /** DATA (RFC 5321 §3.3, §4.1.1.4): 503 without MAIL, 554 without a recipient, else 354. */
   private data(arg: string): void {
     if (!this.txn) return this.send(Replies.badSequence('send MAIL first'));
     if (!this.txn.recipients.length) return this.send(Replies.noValidRecipients());
@@ -417,6 +439,10 @@ export class SmtpSession {
     this.send(Replies.startData());
   }
 
+  /**
+   * The end of data (RFC 5321 §4.1.1.4): one reply for the whole transaction — 250 only once
+   * the message is stored (§4.2.5: the 250 takes responsibility for it), else a failure reply.
+   */
   private async endData(): Promise<void> {
     const d = this.decoder!.result();
     const t = this.txn!;
@@ -424,12 +450,13 @@ export class SmtpSession {
     this.txn = null;
     const smtp = this.deps.config.smtp;
     let bad: SmtpReply | null = null;
-    if (d.sizeExceeded) bad = Replies.sizeExceeded();
+    if (d.sizeExceeded) bad = Replies.sizeExceeded(); // 552 after the data: RFC 1870 §6.3
     else if (d.headerExceeded) bad = Replies.headerTooLarge(smtp.maxHeaderSize);
     else if (d.nul) bad = Replies.nulInData();
     else if (d.bare && smtp.bareLineEndings === 'reject') bad = Replies.bareInData();
     else if (d.eightBit && t.envelope.body !== '8BITMIME') {
-      // 8-bit data without BODY=8BITMIME is accepted (as Postfix does) and recorded as 8-bit.
+      // 8-bit data without BODY=8BITMIME (RFC 6152 §2) is accepted (as Postfix does) and
+      // recorded as 8-bit.
       t.envelope.body = '8BITMIME';
     }
     if (bad) {
@@ -459,10 +486,13 @@ export class SmtpSession {
     }
   }
 
+  /** STARTTLS (RFC 3207 §4): 220, then the handshake. */
   private starttls(arg: string): void {
     if (!this.deps.tls) return this.send(Replies.notImplemented('STARTTLS'));
     if (this.tlsFacts) return this.send(Replies.tlsAlready());
     if (arg.trim()) return this.send(Replies.syntax('STARTTLS takes no argument'));
+    // Bytes pipelined behind STARTTLS were sent in plaintext: dropped, so that nothing said before
+    // TLS acts after it (RFC 3207 §4.2: the session starts afresh after the handshake).
     const injected = this.reader.take();
     if (injected.length) emit({ event: 'session.injection', sid: this.id, ip: this.clientIp, bytes: injected.length }, 'discarded commands pipelined after STARTTLS');
     this.send(Replies.readyTls());

@@ -28,7 +28,7 @@ export interface DsnInput {
   willRetryUntil?: number;
 }
 
-/** Does the recipient's NOTIFY ask for this kind of notice? (absent NOTIFY: failures and delays) */
+/** Does the recipient's NOTIFY ask for this kind of notice? (RFC 3461 §4.1; absent NOTIFY: failures and delays) */
 export function wantsNotice(notify: string | undefined, kind: 'failed' | 'delayed' | 'success'): boolean {
   if (!notify) return kind !== 'success';
   const n = notify.toUpperCase().split(',');
@@ -72,12 +72,14 @@ export function buildDsn(d: DsnInput): { data: Buffer; messageId: string } {
     ...(r.orcpt ? [`Original-Recipient: ${r.orcpt.replace(/;/, '; ')}`] : []),
     `Final-Recipient: rfc822; ${r.address}`,
     `Action: ${r.action}`,
-    `Status: ${r.reply.enhanced}`,
+    `Status: ${r.reply.enhanced}`, // the RFC 3463 code
     ...(r.remoteMta ? [`Remote-MTA: dns; ${r.remoteMta}`] : []),
     `Diagnostic-Code: smtp; ${r.reply.code} ${r.reply.enhanced} ${r.reply.message}`.replace(/[\r\n]+/g, ' '),
     ...(r.lastAttempt ? [`Last-Attempt-Date: ${rfc5322Date(new Date(r.lastAttempt))}`] : []),
     ...(r.action === 'delayed' && d.willRetryUntil ? [`Will-Retry-Until: ${rfc5322Date(new Date(d.willRetryUntil))}`] : []),
   ].join('\r\n'));
+  // RFC 3461 §4.3: RET applies to failure notices; a notice with no failure SHOULD carry only the
+  // headers (here a success notice with RET=FULL carries the whole message).
   const headersOnly = d.envelope.ret === 'HDRS' || delayed || (success && d.envelope.ret !== 'FULL');
   const head = [
     `From: Mail Delivery System <MAILER-DAEMON@${d.reportingMta}>`,

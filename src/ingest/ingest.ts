@@ -11,6 +11,7 @@ import type { EnvelopeParams, InboundFacts, NewRecipient, QueueMessage, Store } 
 import { queueId } from '../util/ids.ts';
 import { longestLine } from '../util/lines.ts';
 import { receivedHeader } from './received.ts';
+import { errorMessage } from '../util/errors.ts';
 
 export interface Transaction {
   org: string;
@@ -109,7 +110,7 @@ export class Ingest {
       });
     } catch (e) {
       const code = (e as { code?: string }).code ?? '';
-      emit({ event: 'internal.error', where: 'ingest.enqueue', error: `${code} ${(e as Error).message}` });
+      emit({ event: 'internal.error', where: 'ingest.enqueue', error: `${code} ${errorMessage(e)}` });
       return { ok: false, reply: STORAGE_FULL.has(code) ? Replies.storageFull() : Replies.storageError() };
     }
     return { ok: true, queueId: id };

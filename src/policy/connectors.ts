@@ -12,7 +12,7 @@
 // every refusal names the cause.
 import type { BlockList } from 'node:net';
 import type { Config, InboundConnector } from '../config/load.ts';
-import { blockList, inBlocks } from '../config/schema.ts';
+import { blockList, inBlocks } from '../util/net.ts';
 import { reply, type SmtpReply } from '../errors.ts';
 import { normalizeFingerprint, type ClientAnchor, type ClientCertificate } from '../tls/client-cert.ts';
 import { namesSatisfy } from '../tls/names.ts';
@@ -33,9 +33,6 @@ export interface ConnectorMatch {
   connector: InboundConnector;
   /** How it was identified. */
   by: 'certificate' | 'ip' | 'senderDomain';
-  /** The client certificate satisfied the connector's tlsSenderCertificateName. */
-  certificateOk: boolean;
-  ipOk: boolean;
 }
 
 interface Prepared {
@@ -109,9 +106,7 @@ export class InboundConnectors {
   /** Select the connector for this transaction (none is a normal outcome). */
   select(v: TransactionView): ConnectorMatch | undefined {
     const rank = (p: Prepared) => (p.restricted ? 0 : 1);
-    const facts = (p: Prepared, by: ConnectorMatch['by']): ConnectorMatch => ({
-      connector: p.c, by, certificateOk: this.certificateSatisfies(p, v.clientCert), ipOk: inBlocks(p.blocks, v.clientIp),
-    });
+    const facts = (p: Prepared, by: ConnectorMatch['by']): ConnectorMatch => ({ connector: p.c, by });
     const byCert = this.list.filter((p) => this.certificateSatisfies(p, v.clientCert)).sort((a, b) => rank(a) - rank(b));
     if (byCert.length) return facts(byCert[0], 'certificate');
     const byIp = this.list.filter((p) => inBlocks(p.blocks, v.clientIp)).sort((a, b) => rank(a) - rank(b));

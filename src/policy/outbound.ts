@@ -1,14 +1,10 @@
 // Owns: the outbound decision per recipient domain: which connector applies, where the next hop
-// is (MX or smart hosts), and the TLS requirement on one ordered scale. Decides only; no I/O.
+// is (MX or smart hosts), and the TLS requirement on the one ordered scale of tls/levels.ts,
+// composed from its sources (today the default and the connector) in one place. Decides only; no I/O.
 // Promise: sources can only raise the level (never lower it); the result names its source.
 import type { Config, OutboundConnector } from '../config/load.ts';
-import { parseSmartHost } from '../config/schema.ts';
-
-/** The ordered scale of TLS requirements. Later issues add MTA-STS and DANE levels to it. */
-export const TLS_LEVELS = ['none', 'opportunistic', 'encryptionOnly', 'certificateValidation', 'domainValidation'] as const;
-export type TlsLevel = typeof TLS_LEVELS[number];
-
-export const levelRank = (l: TlsLevel): number => TLS_LEVELS.indexOf(l);
+import { levelRank, type TlsLevel } from '../tls/levels.ts';
+import { parseSmartHost } from '../util/net.ts';
 
 export interface TlsRequirement {
   level: TlsLevel;
@@ -21,6 +17,23 @@ export interface TlsRequirement {
 /** Raise `cur` to `next` when next is stricter; never lower. */
 export function raise(cur: TlsRequirement, next: TlsRequirement): TlsRequirement {
   return levelRank(next.level) > levelRank(cur.level) ? next : cur;
+}
+
+/** What applies when no source demands more. */
+const DEFAULT_TLS: TlsRequirement = { level: 'opportunistic', source: 'default' };
+
+/** The requirement an outbound connector demands (its tlsSettings and tlsDomain). */
+export function connectorDemand(c: OutboundConnector): TlsRequirement {
+  return { level: c.tlsSettings, source: `connector "${c.name}"`, ...(c.tlsDomain ? { tlsDomain: c.tlsDomain } : {}) };
+}
+
+/**
+ * The requirement for a destination: the strictest of the demands, in the order the sources are
+ * consulted (the first of equally strict demands is the one named). New sources (DANE, MTA-STS,
+ * REQUIRETLS) add their demand to the list given here.
+ */
+export function strictest(demands: readonly TlsRequirement[]): TlsRequirement {
+  return demands.reduce(raise, DEFAULT_TLS);
 }
 
 export interface NextHop {
@@ -78,10 +91,9 @@ export class OutboundPolicy {
 
   nextHop(org: string, domain: string): NextHop {
     const d = domain.toLowerCase();
-    let tls: TlsRequirement = { level: 'opportunistic', source: 'default' };
     const c = this.connectorFor(org, d);
+    const tls = strictest(c ? [connectorDemand(c)] : []);
     if (!c) return { key: `mx:${d}`, kind: 'mx', domain: d, smartHosts: [], tls };
-    tls = raise(tls, { level: c.tlsSettings, source: `connector "${c.name}"`, ...(c.tlsDomain ? { tlsDomain: c.tlsDomain } : {}) });
     const connector = { name: c.name, organization: c.organization, type: c.connectorType };
     if (c.smartHosts.length) {
       return { key: `smart:${c.organization}/${c.name}`, kind: 'smarthost', domain: d, smartHosts: c.smartHosts.map((h) => parseSmartHost(h)!), connector, tls };

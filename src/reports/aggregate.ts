@@ -9,6 +9,7 @@
 // last flush interval — the trace still has every message.
 import { emit, onEvent, type Event } from '../events.ts';
 import type { ReportCount, Store } from '../store/types.ts';
+import { errorMessage } from '../util/errors.ts';
 import { bucketOf, DAY, HOUR, KINDS, requirementType, securityType } from './kinds.ts';
 
 export const REPORT_RETENTION_DAYS = 400;
@@ -42,7 +43,7 @@ export class ReportAggregator {
     this.unsubscribe = onEvent((e) => this.record(e));
     this.timers.push(setInterval(() => { void this.flush(); }, this.flushMs).unref());
     const purge = () => this.store.purgeReportCounts(Date.now() - this.retentionDays * DAY)
-      .catch((e: unknown) => emit({ event: 'internal.error', where: 'report counters purge', error: String((e as Error)?.message ?? e) }));
+      .catch((e: unknown) => emit({ event: 'internal.error', where: 'report counters purge', error: errorMessage(e) }));
     void purge();
     this.timers.push(setInterval(() => { void purge(); }, HOUR).unref());
   }
@@ -125,7 +126,7 @@ export class ReportAggregator {
       try {
         await this.store.addReportCounts([...batch.values()]);
       } catch (e) {
-        emit({ event: 'internal.error', where: 'report counters', error: String((e as Error)?.message ?? e) });
+        emit({ event: 'internal.error', where: 'report counters', error: errorMessage(e) });
         for (const [key, r] of batch) {
           const hit = this.pending.get(key);
           if (hit) hit.n += r.n; else if (this.pending.size < MAX_PENDING) this.pending.set(key, r);

@@ -5,6 +5,7 @@
 // message that is still queued, and never delays delivery (each batch is one short write).
 import { emit } from '../events.ts';
 import type { Store } from '../store/types.ts';
+import { errorDetail } from '../util/errors.ts';
 
 export interface RetentionLimits {
   /** Messages forgotten per write. */
@@ -41,7 +42,7 @@ export class TraceRetention {
       const run = this.sweep().then(
         (r) => this.schedule(r.more ? this.limits.backlogMs : this.limits.intervalMs),
         (e: unknown) => {
-          emit({ event: 'internal.error', where: 'trace retention', error: String((e as Error)?.stack ?? e) });
+          emit({ event: 'internal.error', where: 'trace retention', error: errorDetail(e) });
           this.schedule(this.limits.intervalMs);
         });
       this.running = run;

@@ -18,11 +18,13 @@ import type { AttemptFacts, RemoteDelivery } from '../delivery/remote.ts';
 import { buildDsn, wantsNotice, type DsnRecipient } from '../ingest/dsn.ts';
 import type { Ingest } from '../ingest/ingest.ts';
 import type { InboundPolicy } from '../policy/inbound.ts';
-import { levelRank, type OutboundPolicy, type TlsLevel } from '../policy/outbound.ts';
+import type { OutboundPolicy } from '../policy/outbound.ts';
+import { atLeast, type TlsLevel } from '../tls/levels.ts';
 import { tlsFailurePlain } from '../tls/failures.ts';
 import type { QueueMessage, QueueRecipient, RecipientOutcome, Store } from '../store/types.ts';
 import { sessionId } from '../util/ids.ts';
 import { TraceRetention } from './retention.ts';
+import { errorDetail } from '../util/errors.ts';
 
 export interface Agents {
   local: MaildirDelivery;
@@ -40,7 +42,7 @@ export function retryDelay(schedule: readonly number[], attempts: number): numbe
   return schedule[Math.min(Math.max(attempts - 1, 0), schedule.length - 1)];
 }
 
-interface Result { rcpt: QueueRecipient; outcome: Outcome; agent: string; attempt?: AttemptFacts; note?: Record<string, unknown>; expired?: boolean; before?: Outcome }
+interface Result { rcpt: QueueRecipient; outcome: Outcome; agent: string; attempt?: AttemptFacts; note?: Record<string, unknown>; expired?: boolean }
 
 /** What a required TLS level asks for, in plain words. */
 const REQUIRED: Partial<Record<TlsLevel, string>> = {
@@ -59,7 +61,7 @@ function explain(r: Result, expired: boolean): string {
   // A required TLS level that was not met: say why, from the TLS failure kind, before the
   // technical detail. (Not from the enhanced code: 4.7.5 covers an outdated protocol as well as
   // an unproven identity, and a peer's own 5.7.x reply is no TLS failure of ours.)
-  const required = a && levelRank(a.tlsRequired.level) >= levelRank('encryptionOnly') ? REQUIRED[a.tlsRequired.level] : undefined;
+  const required = a && atLeast(a.tlsRequired.level, 'encryptionOnly') ? REQUIRED[a.tlsRequired.level] : undefined;
   if (a?.tlsFailure && required) {
     plain = `The receiving mail server${a.host ? ` (${a.host})` : ''} ${tlsFailurePlain(a.tlsFailure)}. Your organisation requires ${required} for this destination, so the message was never sent to it. `;
   } else if (a) {
@@ -119,7 +121,7 @@ export class Scheduler {
     this.inflight++;
     this.active.add(m.id);
     void this.process(m, data).catch((e) => {
-      emit({ event: 'internal.error', where: `scheduler.process ${m.id}`, error: String((e as Error)?.stack ?? e) });
+      emit({ event: 'internal.error', where: `scheduler.process ${m.id}`, error: errorDetail(e) });
     }).finally(() => {
       this.inflight--;
       this.active.delete(m.id);
@@ -156,7 +158,7 @@ export class Scheduler {
       const wait = due === null ? 5000 : Math.min(Math.max(due - Date.now(), 10), 5000);
       if (!this.stopped) { this.timer = setTimeout(() => this.kick(), wait); this.timer.unref(); }
     } catch (e) {
-      emit({ event: 'internal.error', where: 'scheduler', error: String((e as Error)?.stack ?? e) });
+      emit({ event: 'internal.error', where: 'scheduler', error: errorDetail(e) });
       if (!this.stopped) { this.timer = setTimeout(() => this.kick(), 1000); this.timer.unref(); }
     }
   }
@@ -201,7 +203,6 @@ export class Scheduler {
       : m.recipients.map((rcpt) => ({ rcpt, agent: 'none', outcome: { status: 'deferred' as const, reply: { code: 451, enhanced: '4.3.0', message: 'Message data missing from the queue store' } } }));
     for (const r of results) {
       if (r.outcome.status === 'deferred' && expired) {
-        r.before = r.outcome;
         r.outcome = { status: 'failed', reply: { code: 550, enhanced: '5.4.7', message: `Delivery time expired: ${r.outcome.reply.message}`, reason: r.outcome.reply.reason ?? r.outcome.reply.message } };
         r.expired = true;
       }

@@ -9,6 +9,7 @@ import { AdminError } from '../errors.ts';
 import { emit, notice } from '../events.ts';
 import { formatProblems, processAccess, serviceProblems } from './checks.ts';
 import { currentIdentity, dropPrivileges, type Identity, type Plan } from './privileges.ts';
+import { errorMessage } from '../util/errors.ts';
 
 /** Files the server creates are private unless given a mode explicitly (Maildir groups, control socket). */
 export const SERVICE_UMASK = 0o077;
@@ -21,7 +22,7 @@ export function becomeServiceUser(plan: Plan, c: Config, maildirGid?: number): I
   try {
     mkdirSync(c.dataDir, { recursive: true, mode: 0o750 });
   } catch (e) {
-    throw new AdminError(`cannot create dataDir ${c.dataDir} as user ${who.user}: ${(e as Error).message}`,
+    throw new AdminError(`cannot create dataDir ${c.dataDir} as user ${who.user}: ${errorMessage(e)}`,
       `mkdir -p ${c.dataDir} && chown ${who.user}:${who.group} ${c.dataDir} && chmod 0750 ${c.dataDir}`);
   }
   const problems = serviceProblems(c, who, processAccess, maildirGid);

@@ -5,8 +5,8 @@
 // Promise: never throws for a bad certificate or endpoint (only for an unreadable file); `passes`
 // is false when a peer validating the certificate, or this node checking its revocation, would fail.
 import { inspectCertificateFile, readCertificates, type CertificateInfo, type Finding } from './inspect.ts';
-import { certificateNames, namesSatisfy } from './names.ts';
-import type { RevocationChecker, RevocationResult } from './revocation.ts';
+import { namesSatisfy, sanDnsNames } from './names.ts';
+import { fetchable, type RevocationChecker, type RevocationResult } from './revocation.ts';
 import type { TrustStore } from './trust.ts';
 
 export interface CertCheck {
@@ -35,7 +35,7 @@ function endpointProblems(rev: RevocationResult): Finding[] {
   for (const c of rev.certificates) {
     for (const e of c.endpoints) {
       const what = `${KIND[e.kind]} endpoint ${e.url} of ${c.subject}`;
-      if (!/^https?:/i.test(e.url)) out.push({ level: 'warn', text: `${what} is not an http(s) URL: neither this node nor most peers can fetch it` });
+      if (!fetchable(e.url)) out.push({ level: 'warn', text: `${what} is not an http(s) URL: neither this node nor most peers can fetch it` });
       else if (!e.reachable) out.push({ level: 'fail', text: `${what} is not reachable from this node: ${e.error}; check the firewall, proxy and DNS (dns.servers) between this node and it` });
       else if (!e.ok && c.issuer) out.push({ level: 'fail', text: `${what} answered, but unusably: ${e.error}` });
       else if (e.ok && e.status === 'unknown') out.push({ level: 'warn', text: `${what} answered "unknown": the responder does not know this certificate (yet)` });
@@ -53,8 +53,8 @@ export async function checkCertificate(o: CertCheckOptions): Promise<CertCheck> 
   const presented = readCertificates([o.file, ...(o.chainFile ? [o.chainFile] : [])]);
   const leaf = presented[0];
   const problems: Finding[] = [...info.findings];
-  const names = certificateNames(leaf);
-  if (!(leaf.subjectAltName ?? '').includes('DNS:')) problems.push({ level: 'warn', text: `no DNS names in subjectAltName: only the subject CN${names.length ? ` (${names.join(', ')})` : ''} names it, which many TLS clients ignore` });
+  const names = info.names;
+  if (!sanDnsNames(leaf).length) problems.push({ level: 'warn', text: `no DNS names in subjectAltName: only the subject CN${names.length ? ` (${names.join(', ')})` : ''} names it, which many TLS clients ignore` });
   let nameMatch: CertCheck['nameMatch'];
   if (o.name) {
     nameMatch = { required: o.name, ok: namesSatisfy(names, o.name) };

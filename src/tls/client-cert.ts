@@ -9,10 +9,11 @@
 // Endpoints that do not answer within the checker's time limit make the status unknown.
 import type { X509Certificate } from 'node:crypto';
 import type { PeerCertFacts } from '../events.ts';
-import { certificateNames, namesSatisfy } from './names.ts';
+import { certificateNames, dnLine, namesSatisfy } from './names.ts';
 import type { RevocationChecker, RevocationMode } from './revocation.ts';
-import { verifyChain, type TrustStore } from './trust.ts';
+import { issuedBy, verifyChain, type TrustStore } from './trust.ts';
 import { x509 } from './x509.ts';
+import { errorMessage } from '../util/errors.ts';
 
 /** What one connector accepts as a client certificate (from its configuration). */
 export interface ClientAnchor {
@@ -36,8 +37,6 @@ export interface ClientCertificate extends PeerCertFacts {
 
 export const normalizeFingerprint = (f: string): string => f.replace(/[^0-9a-f]/gi, '').toUpperCase();
 
-const oneLine = (dn: string) => dn.split('\n').join(', ');
-
 const EKU_NAMES: Record<string, string> = Object.fromEntries(Object.entries(x509.ExtendedKeyUsage).map(([k, v]) => [v, k]));
 const CLIENT_AUTH: string = x509.ExtendedKeyUsage.clientAuth;
 const ANY_EKU = '2.5.29.37.0';
@@ -49,7 +48,7 @@ const ANY_EKU = '2.5.29.37.0';
 export function clientAuthProblem(leaf: X509Certificate): string | undefined {
   // node:crypto's keyUsage is the extendedKeyUsage extension (undefined when absent); parsing the
   // certificate again with @peculiar/x509 would cost milliseconds per session.
-  const usages = leaf.keyUsage;
+  const usages = leaf.keyUsage as string[] | undefined;
   if (!usages || usages.includes(CLIENT_AUTH) || usages.includes(ANY_EKU)) return undefined;
   const listed = usages.map((u) => EKU_NAMES[u] ?? u).join(', ');
   return `its extended key usage ${listed ? `is limited to ${listed}` : 'is empty'} and does not include clientAuth`;
@@ -57,7 +56,7 @@ export function clientAuthProblem(leaf: X509Certificate): string | undefined {
 
 /** The path to check for revocation of a certificate trusted only by its pin. */
 function pinnedPath(leaf: X509Certificate, presented: readonly X509Certificate[]): X509Certificate[] {
-  const issuer = presented.find((c) => c.subject === leaf.issuer && leaf.checkIssued(c) && leaf.verify(c.publicKey));
+  const issuer = presented.find((c) => issuedBy(leaf, c));
   return issuer ? [leaf, issuer] : [leaf];
 }
 
@@ -67,8 +66,9 @@ function pinnedPath(leaf: X509Certificate, presented: readonly X509Certificate[]
  */
 export function judgeClientChain(chain: readonly X509Certificate[], trust: TrustStore, anchors: readonly ClientAnchor[], mode: RevocationMode, at = Date.now()):
   { cert: ClientCertificate; check?: X509Certificate[] } | undefined {
-  const [leaf, ...presented] = chain;
+  const leaf = chain.at(0);
   if (!leaf) return undefined;
+  const presented = chain.slice(1);
   const global = verifyChain(leaf, presented, trust, at);
   const names = certificateNames(leaf);
   const fingerprint = normalizeFingerprint(leaf.fingerprint256);
@@ -80,7 +80,7 @@ export function judgeClientChain(chain: readonly X509Certificate[], trust: Trust
     if (own?.ok) { trustedBy.push(a.id); path ??= own.chain; } else if (a.pins.has(fingerprint)) trustedBy.push(a.id);
   }
   const cert: ClientCertificate = {
-    subject: oneLine(leaf.subject), issuer: oneLine(leaf.issuer), fingerprint256: leaf.fingerprint256,
+    subject: dnLine(leaf.subject), issuer: dnLine(leaf.issuer), fingerprint256: leaf.fingerprint256,
     verified: global.ok, ...(global.error ? { verifyError: global.error } : {}), ...(ekuError ? { ekuError } : {}), names, trustedBy,
   };
   const candidate = !ekuError && anchors.some((a) => namesSatisfy(names, a.pattern) && (global.ok || trustedBy.includes(a.id)));
@@ -101,7 +101,7 @@ export async function withRevocation(cert: ClientCertificate, path: readonly X50
     const r = await checker.check(path);
     return { ...cert, revocation: { status: r.status, summary: r.summary } };
   } catch (e) {
-    return { ...cert, revocation: { status: 'unknown', summary: `revocation status of ${cert.subject} unknown (${(e as Error).message})` } };
+    return { ...cert, revocation: { status: 'unknown', summary: `revocation status of ${cert.subject} unknown (${errorMessage(e)})` } };
   }
 }
 

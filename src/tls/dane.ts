@@ -6,7 +6,8 @@
 // §2.2) and passes the reference names. Promise: never throws on any record or chain; every
 // outcome is a DaneResult that says why.
 import { createHash, createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
-import { certificateNames, nameMatches } from './names.ts';
+import { certificateNames, dnLine, nameMatches } from './names.ts';
+import { issuedBy, validityProblem } from './trust.ts';
 
 /** A TLSA record (structurally the same as dns/'s TlsaRecord). */
 export interface Tlsa { usage: number; selector: number; matchingType: number; data: Buffer }
@@ -106,14 +107,8 @@ function matches(r: Tlsa, cert: X509Certificate): boolean {
   try { return tlsaData(cert, r.selector, r.matchingType).equals(r.data); } catch { return false; }
 }
 
-const subjectOf = (c: X509Certificate) => c.subject.split('\n').join(', ');
+const subjectOf = (c: X509Certificate) => dnLine(c.subject);
 const describeCert = (c: X509Certificate) => `${subjectOf(c)} (SHA-256 ${c.fingerprint256})`;
-
-function expiredAt(c: X509Certificate, at: number): string | undefined {
-  if (Date.parse(c.validFrom) > at) return `${subjectOf(c)} is not yet valid (from ${c.validFrom})`;
-  if (Date.parse(c.validTo) < at) return `${subjectOf(c)} expired on ${c.validTo}`;
-  return undefined;
-}
 
 /** A trust anchor: a presented certificate, or one given in full (certificate or key) in DNS. */
 interface Anchor { cert?: X509Certificate; key: KeyObject; from: string }
@@ -129,8 +124,9 @@ function anchorsFor(r: Tlsa, chain: readonly X509Certificate[]): Anchor[] {
   } catch { return []; }
 }
 
-const issuedBy = (c: X509Certificate, a: Anchor): boolean => {
-  try { return (!a.cert || (c.issuer === a.cert.subject && c.checkIssued(a.cert))) && c.verify(a.key); } catch { return false; }
+const anchorIssued = (c: X509Certificate, a: Anchor): boolean => {
+  if (a.cert) return issuedBy(c, a.cert);
+  try { return c.verify(a.key); } catch { return false; }
 };
 
 /**
@@ -143,10 +139,10 @@ function chainToAnchor(chain: readonly X509Certificate[], anchor: Anchor, at: nu
   const used = new Set<X509Certificate>([cur]);
   for (let depth = 0; depth < MAX_DEPTH; depth++) {
     if (anchor.cert && cur !== chain[0] && cur.raw.equals(anchor.cert.raw)) return undefined;
-    const late = expiredAt(cur, at);
-    if (late) return { failure: 'certificate expired', detail: late };
-    if (issuedBy(cur, anchor)) return undefined;
-    const next = chain.find((c) => !used.has(c) && c.ca && c.subject === cur.issuer && (() => { try { return cur.checkIssued(c) && cur.verify(c.publicKey); } catch { return false; } })());
+    const late = validityProblem(cur, at);
+    if (late) return { failure: 'certificate expired', detail: late.error };
+    if (anchorIssued(cur, anchor)) return undefined;
+    const next = chain.find((c) => !used.has(c) && c.ca && issuedBy(cur, c));
     if (!next) return { failure: 'chain does not reach the DANE-TA trust anchor', detail: `${subjectOf(cur)} is not issued by ${anchor.from} nor by any presented certificate` };
     used.add(next);
     cur = next;
@@ -160,7 +156,7 @@ export function daneMatch(input: DaneInput): DaneResult {
   if (!usable.length) {
     return { status: 'unusable', usable: false, detail: `no usable TLSA record (${input.records.map(describeTlsa).join(', ') || 'empty RRset'}): TLS is required, the certificate is not authenticated` };
   }
-  const leaf = input.chain[0];
+  const leaf = input.chain.at(0);
   if (!leaf) return fail('certificate does not match any TLSA record', 'the server presented no certificate');
   for (const r of usable.filter((x) => x.usage === USAGE.DANE_EE)) {
     // DANE-EE(3): the leaf's certificate or key is the whole proof; names and dates are ignored.

@@ -2,14 +2,13 @@
 // the one set of certificate-quality checks (key strength, signature hash, control characters in
 // names, validity) used by `cert info`, `config check` and `tls check --cert`.
 // Failure: throws AdminError only for a file that cannot be read or holds no usable certificate.
-import { readFileSync } from 'node:fs';
-import { X509Certificate } from 'node:crypto';
+import type { X509Certificate } from 'node:crypto';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { Certificate as AsnCertificate } from '@peculiar/asn1-x509';
-import { AdminError } from '../errors.ts';
 import { x509 } from './x509.ts';
 import { endpointUrls } from './revocation.ts';
-import { splitPem, verifyChain, type TrustStore } from './trust.ts';
+import { certificateNames, dnLine } from './names.ts';
+import { issuedBy, readPemFile, verifyChain, type TrustStore } from './trust.ts';
 
 /** A problem found in a certificate: 'fail' makes peers refuse it, 'warn' deserves attention. */
 export interface Finding {
@@ -19,8 +18,8 @@ export interface Finding {
   certificate?: string;
 }
 
-export interface ChainCertificate {
-  role: 'leaf' | 'intermediate' | 'root';
+/** What is shown of every certificate: names, key, signature, dates and endpoints. */
+export interface CertificateFacts {
   subject: string;
   issuer: string;
   serialNumber: string;
@@ -35,29 +34,24 @@ export interface ChainCertificate {
   caIssuerUrls: string[];
 }
 
-export interface CertificateInfo {
+export interface ChainCertificate extends CertificateFacts {
+  role: 'leaf' | 'intermediate' | 'root';
+}
+
+export interface CertificateInfo extends CertificateFacts {
   file: string;
-  subject: string;
   commonName?: string;
   organization?: string;
   organizationalUnit?: string;
+  /** Every subjectAltName entry (DNS names as they are, IP addresses as "IP:…"). */
   sanNames: string[];
-  issuer: string;
+  /** The DNS names it identifies to a peer checking names (tls/names.ts: SAN DNS names, else the CN). */
+  names: string[];
   root?: string;
   chainValid: boolean;
   chainError?: string;
   chain: string[];
-  keyType: string;
-  keyStrength: string;
-  signatureAlgorithm: string;
-  validFrom: string;
-  validTo: string;
   daysLeft: number;
-  fingerprintSha256: string;
-  serialNumber: string;
-  crlUrls: string[];
-  ocspUrls: string[];
-  caIssuerUrls: string[];
   /** Every certificate of the chain as built (leaf, intermediates, the trusted root when found). */
   certificates: ChainCertificate[];
   findings: Finding[];
@@ -67,7 +61,6 @@ export interface CertificateInfo {
 
 const field = (dn: string, key: string): string | undefined =>
   dn.split('\n').filter((l) => l.startsWith(`${key}=`)).map((l) => l.slice(key.length + 1)).join(', ') || undefined;
-const oneLine = (dn: string) => dn.split('\n').join(', ');
 
 /** Control characters shown as \xNN, so that a name cannot act on the terminal that displays it. */
 export function visible(s: string): string {
@@ -113,8 +106,6 @@ function rawNames(c: X509Certificate): string[] {
   return [...subject, ...san];
 }
 
-const issuedBy = (c: X509Certificate, by: X509Certificate) => c.issuer === by.subject && c.checkIssued(by) && c.verify(by.publicKey);
-
 /**
  * The one set of certificate-quality checks: key type and strength, signature hash (not for
  * self-signed certificates: nobody verifies those signatures), names with control characters,
@@ -134,19 +125,21 @@ export function certificateFindings(c: X509Certificate, now = Date.now()): Findi
   }
   const odd = rawNames(c).filter((n) => /[\x00-\x1f\x7f-\x9f]/.test(n));
   if (odd.length) out.push({ level: 'warn', text: `name(s) with control characters (shown escaped): ${odd.map((n) => `"${visible(n)}"`).join(', ')}; a legitimate CA does not issue such names: ask the issuer to correct them` });
-  const daysLeft = Math.floor((Date.parse(c.validTo) - now) / 86_400_000);
+  const left = daysLeft(c, now);
   const validTo = new Date(c.validTo).toISOString();
   if (Date.parse(c.validFrom) > now) out.push({ level: 'fail', text: `not valid yet (from ${new Date(c.validFrom).toISOString()}): peers refuse it until then` });
-  if (daysLeft < 0) out.push({ level: 'fail', text: `EXPIRED on ${validTo}: renew it now; partners with certificateValidation refuse it` });
-  else if (daysLeft <= 30) out.push({ level: 'warn', text: `expires in ${daysLeft} days (${validTo}): renew and rotate it before then` });
+  if (left < 0) out.push({ level: 'fail', text: `EXPIRED on ${validTo}: renew it now; partners with certificateValidation refuse it` });
+  else if (left <= 30) out.push({ level: 'warn', text: `expires in ${left} days (${validTo}): renew and rotate it before then` });
   return out;
 }
 
-function describe(c: X509Certificate, role: ChainCertificate['role']): ChainCertificate {
+const daysLeft = (c: X509Certificate, now: number) => Math.floor((Date.parse(c.validTo) - now) / 86_400_000);
+
+function describe(c: X509Certificate): CertificateFacts {
   const key = keyDescription(c);
   const urls = endpointUrls(c);
   return {
-    role, subject: oneLine(c.subject), issuer: oneLine(c.issuer), serialNumber: c.serialNumber, fingerprintSha256: c.fingerprint256,
+    subject: dnLine(c.subject), issuer: dnLine(c.issuer), serialNumber: c.serialNumber, fingerprintSha256: c.fingerprint256,
     keyType: key.type, keyStrength: key.strength, signatureAlgorithm: signatureName(c),
     validFrom: new Date(c.validFrom).toISOString(), validTo: new Date(c.validTo).toISOString(),
     crlUrls: urls.crl, ocspUrls: urls.ocsp, caIssuerUrls: urls.caIssuers,
@@ -155,21 +148,13 @@ function describe(c: X509Certificate, role: ChainCertificate['role']): ChainCert
 
 /** Certificates of PEM files (the first file's first certificate is the leaf). */
 export function readCertificates(files: string[]): X509Certificate[] {
-  const fix = 'give a PEM file with the certificate first, then its intermediates';
-  return files.flatMap((f) => {
-    let pems: string[];
-    try { pems = splitPem(readFileSync(f, 'utf8')); } catch (e) { throw new AdminError(`cannot read ${f}: ${(e as Error).message}`, fix); }
-    if (!pems.length) throw new AdminError(`${f} contains no PEM certificate`, fix);
-    return pems.map((p, i) => {
-      try { return new X509Certificate(p); } catch (e) { throw new AdminError(`certificate ${i + 1} in ${f} cannot be parsed: ${(e as Error).message}`, fix); }
-    });
-  });
+  return files.flatMap((f) => readPemFile(f, 'give a PEM file with the certificate first, then its intermediates'));
 }
 
 /** Quality findings of every certificate in a PEM file (config check), as text. */
 export function certificateFileWarnings(file: string, now = Date.now()): string[] {
   return readCertificates([file]).flatMap((c, i) =>
-    certificateFindings(c, now).map((f) => `${i ? `${oneLine(c.subject)}: ` : ''}${f.text}`));
+    certificateFindings(c, now).map((f) => `${i ? `${dnLine(c.subject)}: ` : ''}${f.text}`));
 }
 
 /**
@@ -181,39 +166,27 @@ export function inspectCertificateFile(file: string, trust: TrustStore, opts: { 
   const certs = readCertificates([file, ...(opts.chainFile ? [opts.chainFile] : [])]);
   const leaf = certs[0];
   const chain = verifyChain(leaf, certs.slice(1), trust, now);
-  const key = keyDescription(leaf);
-  const urls = endpointUrls(leaf);
   const roles = chain.chain.map((c, i): ChainCertificate['role'] => (i === 0 ? 'leaf' : chain.root && c === chain.root ? 'root' : 'intermediate'));
-  const findings: Finding[] = chain.chain.flatMap((c, i) => certificateFindings(c, now).map((f) => (i ? { ...f, certificate: `${roles[i]} ${oneLine(c.subject)}` } : f)));
+  const findings: Finding[] = chain.chain.flatMap((c, i) => certificateFindings(c, now).map((f) => (i ? { ...f, certificate: `${roles[i]} ${dnLine(c.subject)}` } : f)));
   if (!chain.ok) findings.push({ level: 'fail', text: `chain does not validate: ${chain.error}; partners using certificateValidation will refuse it` });
   if (leaf.subject === leaf.issuer) findings.push({ level: 'warn', text: 'self-signed: partners can only use encryptionOnly with it, or must pin it' });
   for (const extra of certs.slice(1).filter((c) => !chain.chain.some((x) => x.fingerprint256 === c.fingerprint256) && !chain.chain.some((x) => issuedBy(x, c)))) {
-    findings.push({ level: 'warn', text: `${oneLine(extra.subject)} is in the file but not part of this certificate's chain: remove it` });
+    findings.push({ level: 'warn', text: `${dnLine(extra.subject)} is in the file but not part of this certificate's chain: remove it` });
   }
   return {
     file,
-    subject: oneLine(leaf.subject),
+    ...describe(leaf),
     ...(field(leaf.subject, 'CN') ? { commonName: field(leaf.subject, 'CN') } : {}),
     ...(field(leaf.subject, 'O') ? { organization: field(leaf.subject, 'O') } : {}),
     ...(field(leaf.subject, 'OU') ? { organizationalUnit: field(leaf.subject, 'OU') } : {}),
     sanNames: (leaf.subjectAltName ?? '').split(', ').filter(Boolean).map((s) => s.replace(/^DNS:/, '').replace(/^IP Address:/, 'IP:')),
-    issuer: oneLine(leaf.issuer),
-    ...(chain.root ? { root: oneLine(chain.root.subject) } : {}),
+    names: certificateNames(leaf),
+    ...(chain.root ? { root: dnLine(chain.root.subject) } : {}),
     chainValid: chain.ok,
     ...(chain.error ? { chainError: chain.error } : {}),
-    chain: chain.chain.map((c) => oneLine(c.subject)),
-    keyType: key.type,
-    keyStrength: key.strength,
-    signatureAlgorithm: signatureName(leaf),
-    validFrom: new Date(leaf.validFrom).toISOString(),
-    validTo: new Date(leaf.validTo).toISOString(),
-    daysLeft: Math.floor((Date.parse(leaf.validTo) - now) / 86_400_000),
-    fingerprintSha256: leaf.fingerprint256,
-    serialNumber: leaf.serialNumber,
-    crlUrls: urls.crl,
-    ocspUrls: urls.ocsp,
-    caIssuerUrls: urls.caIssuers,
-    certificates: chain.chain.map((c, i) => describe(c, roles[i])),
+    chain: chain.chain.map((c) => dnLine(c.subject)),
+    daysLeft: daysLeft(leaf, now),
+    certificates: chain.chain.map((c, i) => ({ role: roles[i], ...describe(c) })),
     findings,
     warnings: findings.map((f) => `${f.certificate ? `${f.certificate}: ` : ''}${f.text}`),
   };

@@ -1,6 +1,7 @@
 // Owns: certificate revocation checking: OCSP (from the certificate's AIA) first, then CRLs
 // (from its CRL distribution points), each response verified against the issuer (or an OCSP
-// responder certificate the issuer delegated), cached until its nextUpdate. For reports, also
+// responder certificate the issuer delegated) with the signature algorithm it names
+// (signature.ts: RSA, RSA-PSS, ECDSA, Ed25519, Ed448), cached until its nextUpdate. For reports, also
 // every CA-issuer URL (AIA caIssuers), and a survey of a chain that may not verify.
 // Promise: never throws for a bad or unreachable endpoint; returns revoked / good / unknown with
 // every endpoint tried and what happened (reachable or not; answered now or from the cache), so
@@ -9,14 +10,17 @@
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
-import { createHash, createPublicKey, verify as cryptoVerify, X509Certificate } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
-import { AlgorithmIdentifier, Certificate as AsnCertificate } from '@peculiar/asn1-x509';
+import { AlgorithmIdentifier, Certificate as AsnCertificate, CertificateList } from '@peculiar/asn1-x509';
 import { BasicOCSPResponse, CertID, OCSPRequest, OCSPResponse, OCSPResponseStatus, Request, TBSRequest, id_pkix_ocsp_basic } from '@peculiar/asn1-ocsp';
 import type { Resolver } from '../dns/types.ts';
 import { emit } from '../events.ts';
-import { splitPem, type TrustStore } from './trust.ts';
+import { dnLine } from './names.ts';
+import { verifySignature } from './signature.ts';
+import { issuedBy, splitPem, type TrustStore } from './trust.ts';
 import { x509 } from './x509.ts';
+import { errorMessage } from '../util/errors.ts';
 
 export type RevocationMode = 'softFail' | 'hardFail' | 'off';
 export type RevocationStatus = 'good' | 'revoked' | 'unknown';
@@ -57,25 +61,17 @@ export interface RevocationResult {
 }
 
 const SHA1 = '1.3.14.3.2.26';
-const SIG_HASH: Record<string, string> = {
-  '1.2.840.113549.1.1.5': 'sha1', '1.2.840.113549.1.1.11': 'sha256', '1.2.840.113549.1.1.12': 'sha384', '1.2.840.113549.1.1.13': 'sha512',
-  '1.2.840.10045.4.3.2': 'sha256', '1.2.840.10045.4.3.3': 'sha384', '1.2.840.10045.4.3.4': 'sha512',
-};
+const OCSP_SIGNING = '1.3.6.1.5.5.7.3.9';
 const MAX_BODY = 10 * 1024 * 1024;
 const SKEW_MS = 5 * 60_000;
 
-const oneLine = (dn: string) => dn.split('\n').join(', ');
-const fetchable = (u: string) => /^https?:\/\//i.test(u);
+/** Only http(s) endpoints are fetched (RFC 5280 §4.2.1.13, RFC 6960 Appendix A); others are listed. */
+export const fetchable = (u: string): boolean => /^https?:\/\//i.test(u);
 
 /** No answer at all (connection, name lookup or timeout), as opposed to an unusable answer. */
 class Unreachable extends Error {}
 
-/** Did `issuer` issue `c` (names, key identifiers and signature)? */
-export function issued(issuer: X509Certificate, c: X509Certificate): boolean {
-  return c.issuer === issuer.subject && c.checkIssued(issuer) && c.verify(issuer.publicKey);
-}
-
-const selfSigned = (c: X509Certificate) => issued(c, c);
+const selfSigned = (c: X509Certificate) => issuedBy(c, c);
 
 function parse(c: X509Certificate): AsnCertificate {
   return AsnConvert.parse(c.raw, AsnCertificate);
@@ -134,28 +130,21 @@ export function ocspRequest(leaf: X509Certificate, issuer: X509Certificate): Buf
 const same = (a: ArrayBuffer | OctetString, b: ArrayBuffer | OctetString) =>
   Buffer.from(a instanceof OctetString ? a.buffer : a).equals(Buffer.from(b instanceof OctetString ? b.buffer : b));
 
-function verifySignature(algorithmOid: string, data: ArrayBuffer, signature: ArrayBuffer, signer: X509Certificate): boolean {
-  const hash = SIG_HASH[algorithmOid];
-  if (!hash) return false;
-  try { return cryptoVerify(hash, Buffer.from(data), createPublicKey(signer.publicKey.export({ format: 'pem', type: 'spki' })), Buffer.from(signature)); } catch { return false; }
-}
-
 /** Interpret a DER OCSP response for `leaf`; throws an Error with the reason when unusable. */
 export function readOcspResponse(der: Buffer, leaf: X509Certificate, issuer: X509Certificate, now = Date.now()): { status: RevocationStatus; nextUpdate?: Date; revokedAt?: Date } {
   const resp = AsnConvert.parse(der, OCSPResponse);
-  if (resp.responseStatus !== OCSPResponseStatus.successful) throw new Error(`responder status ${OCSPResponseStatus[resp.responseStatus] ?? resp.responseStatus}`);
+  if (resp.responseStatus !== OCSPResponseStatus.successful) throw new Error(`responder status ${(OCSPResponseStatus[resp.responseStatus] as string | undefined) ?? resp.responseStatus}`);
   if (!resp.responseBytes || resp.responseBytes.responseType !== id_pkix_ocsp_basic) throw new Error('not a basic OCSP response');
   const basic = AsnConvert.parse(resp.responseBytes.response.buffer, BasicOCSPResponse);
-  const tbs = AsnConvert.serialize(basic.tbsResponseData);
-  // The signer: the issuer itself, or a responder certificate it issued for OCSP signing.
-  let signer = issuer;
-  if (!verifySignature(basic.signatureAlgorithm.algorithm, tbs, basic.signature, issuer)) {
+  // The signed bytes as received (re-encoding a parsed structure need not give them back).
+  const tbs = basic.tbsResponseDataRaw ?? AsnConvert.serialize(basic.tbsResponseData);
+  const signedBy = (c: X509Certificate) => verifySignature(basic.signatureAlgorithm, tbs, basic.signature, c);
+  // The signer: the issuer itself, or a responder certificate it issued for OCSP signing (RFC 6960 §4.2.2.2).
+  if (!signedBy(issuer)) {
     const delegated = (basic.certs ?? []).map((c) => new X509Certificate(Buffer.from(AsnConvert.serialize(c))))
-      .find((c) => c.checkIssued(issuer) && c.verify(issuer.publicKey) && new x509.X509Certificate(c.raw).getExtension(x509.ExtendedKeyUsageExtension)?.usages.includes('1.3.6.1.5.5.7.3.9'));
-    if (!delegated || !verifySignature(basic.signatureAlgorithm.algorithm, tbs, basic.signature, delegated)) throw new Error('response signature does not verify against the issuer or a delegated responder');
-    signer = delegated;
+      .find((c) => issuedBy(c, issuer) && new x509.X509Certificate(c.raw).getExtension(x509.ExtendedKeyUsageExtension)?.usages.includes(OCSP_SIGNING));
+    if (!delegated || !signedBy(delegated)) throw new Error('response signature does not verify against the issuer or a delegated responder');
   }
-  void signer;
   const id = certId(leaf, issuer);
   const single = basic.tbsResponseData.responses.find((r) => same(r.certID.serialNumber, id.serialNumber) && same(r.certID.issuerKeyHash, id.issuerKeyHash));
   if (!single) throw new Error('response does not cover this certificate');
@@ -164,6 +153,17 @@ export function readOcspResponse(der: Buffer, leaf: X509Certificate, issuer: X50
   const s = single.certStatus;
   const status: RevocationStatus = s.revoked ? 'revoked' : s.good !== undefined ? 'good' : 'unknown';
   return { status, ...(single.nextUpdate ? { nextUpdate: single.nextUpdate } : {}), ...(s.revoked ? { revokedAt: s.revoked.revocationTime } : {}) };
+}
+
+/** Is the CRL in `der` signed by `issuer` (RFC 5280 §5.1: both algorithm fields the same, the signature valid)? */
+export function crlSignedBy(der: Buffer, issuer: X509Certificate): boolean {
+  try {
+    const list = AsnConvert.parse(der, CertificateList);
+    if (!list.tbsCertListRaw || !list.signatureAlgorithm.isEqual(list.tbsCertList.signature)) return false;
+    return verifySignature(list.signatureAlgorithm, list.tbsCertListRaw, list.signature, issuer);
+  } catch {
+    return false;
+  }
 }
 
 interface Checked { rev: CertRevocation; issuer?: X509Certificate; fetchedIssuer: boolean }
@@ -227,7 +227,7 @@ export class RevocationChecker {
   }
 
   private failed(kind: EndpointResult['kind'], url: string, e: unknown): EndpointResult {
-    return { kind, url, ok: false, reachable: !(e instanceof Unreachable), error: (e as Error).message };
+    return { kind, url, ok: false, reachable: !(e instanceof Unreachable), error: errorMessage(e) };
   }
 
   private async viaOcsp(url: string, leaf: X509Certificate, issuer: X509Certificate): Promise<EndpointResult & { revokedAt?: Date }> {
@@ -252,7 +252,7 @@ export class RevocationChecker {
       const cached = !!entry && entry.until > Date.now();
       if (!entry || !cached) {
         const crl = new x509.X509Crl(await this.fetch(url, 'crl'));
-        if (!(await crl.verify({ publicKey: new x509.X509Certificate(issuer.raw).publicKey }))) throw new Error('CRL signature does not verify against the issuer');
+        if (!crlSignedBy(Buffer.from(crl.rawData), issuer)) throw new Error('CRL signature does not verify against the issuer');
         if (crl.thisUpdate.getTime() > Date.now() + SKEW_MS) throw new Error('CRL is not yet valid');
         if (crl.nextUpdate && crl.nextUpdate.getTime() < Date.now() - SKEW_MS) throw new Error(`CRL expired at ${crl.nextUpdate.toISOString()}`);
         entry = { until: crl.nextUpdate ? crl.nextUpdate.getTime() : Date.now() + 3_600_000, crl, fetchedAt: Date.now() };
@@ -273,8 +273,8 @@ export class RevocationChecker {
     try {
       const certs = certificatesIn(await this.fetch(url, 'caIssuers'));
       if (!certs.length) throw new Error('the answer holds no certificate');
-      const issuer = certs.find((c) => issued(c, cert));
-      return { result: { kind: 'caIssuers', url, ok: true, reachable: true, served: oneLine((issuer ?? certs[0]).subject), servedIsIssuer: !!issuer }, ...(issuer ? { issuer } : {}) };
+      const issuer = certs.find((c) => issuedBy(cert, c));
+      return { result: { kind: 'caIssuers', url, ok: true, reachable: true, served: dnLine((issuer ?? certs[0]).subject), servedIsIssuer: !!issuer }, ...(issuer ? { issuer } : {}) };
     } catch (e) {
       return { result: this.failed('caIssuers', url, e) };
     }
@@ -326,9 +326,9 @@ export class RevocationChecker {
     }
     if (endpoints.some((e) => e.status === 'revoked')) decided = endpoints.find((e) => e.status === 'revoked');
     const rev: CertRevocation = {
-      subject: oneLine(cert.subject), status: decided?.status ?? 'unknown', endpoints: [...endpoints, ...issuerEndpoints],
+      subject: dnLine(cert.subject), status: decided?.status ?? 'unknown', endpoints: [...endpoints, ...issuerEndpoints],
       ...(decided?.revokedAt ? { revokedAt: decided.revokedAt.toISOString() } : {}),
-      ...(issuer ? { issuer: oneLine(issuer.subject) } : {}), ...(issuerUrl ? { issuerUrl } : {}),
+      ...(issuer ? { issuer: dnLine(issuer.subject) } : {}), ...(issuerUrl ? { issuerUrl } : {}),
     };
     return { rev, ...(issuer ? { issuer } : {}), fetchedIssuer: !!issuerUrl };
   }
@@ -362,7 +362,7 @@ export class RevocationChecker {
       const c = todo[i];
       if (seen.has(c.fingerprint256) || trust.isTrusted(c) || selfSigned(c)) continue;
       seen.add(c.fingerprint256);
-      const known = todo.find((x) => x !== c && issued(x, c)) ?? trust.issuerOf(c);
+      const known = todo.find((x) => x !== c && issuedBy(c, x)) ?? trust.issuerOf(c);
       const r = await this.inspect(c, known, true);
       certificates.push(r.rev);
       if (r.fetchedIssuer && r.issuer) todo.push(r.issuer);

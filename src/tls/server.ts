@@ -9,10 +9,11 @@ import { AdminError } from '../errors.ts';
 import { emit } from '../events.ts';
 import { certificateFileWarnings } from './inspect.ts';
 import { CIPHERS, ECDH_CURVES } from './policy-constants.ts';
+import { errorMessage } from '../util/errors.ts';
 
 export interface CertPair { cert: string; key: string }
 
-interface Loaded { pair: CertPair; ctx: tls.SecureContext; x509: X509Certificate; certPem: string; keyPem: string }
+interface Loaded { ctx: tls.SecureContext; x509: X509Certificate; certPem: string; keyPem: string }
 
 export class ServerTls {
   private loaded: Loaded[] = [];
@@ -35,7 +36,7 @@ export class ServerTls {
         certPem = readFileSync(pair.cert, 'utf8');
         keyPem = readFileSync(pair.key, 'utf8');
       } catch (e) {
-        throw new AdminError(`cannot read certificate or key (${pair.cert}, ${pair.key}): ${(e as Error).message}`,
+        throw new AdminError(`cannot read certificate or key (${pair.cert}, ${pair.key}): ${errorMessage(e)}`,
           'check tls.certificates paths and file permissions');
       }
       let x: X509Certificate;
@@ -45,11 +46,11 @@ export class ServerTls {
           throw new Error('the private key does not belong to the certificate');
         }
       } catch (e) {
-        throw new AdminError(`certificate ${pair.cert} with key ${pair.key} is unusable: ${(e as Error).message}`,
+        throw new AdminError(`certificate ${pair.cert} with key ${pair.key} is unusable: ${errorMessage(e)}`,
           'install the matching certificate and key (PEM), certificate first then intermediates');
       }
       const ctx = this.context(pair, certPem, keyPem);
-      return { pair, ctx, x509: x, certPem, keyPem };
+      return { ctx, x509: x, certPem, keyPem };
     });
   }
 
@@ -69,7 +70,7 @@ export class ServerTls {
       });
     } catch (e) {
       const why = certificateFileWarnings(pair.cert);
-      throw new AdminError(`certificate ${pair.cert} is unusable: ${(e as Error).message}${why.length ? ` (${why.join('; ')})` : ''}`,
+      throw new AdminError(`certificate ${pair.cert} is unusable: ${errorMessage(e)}${why.length ? ` (${why.join('; ')})` : ''}`,
         'install a certificate signed with SHA-256 or better, with an RSA key of at least 2048 bits or an EC P-256/P-384 key');
     }
   }
@@ -112,8 +113,8 @@ export class ServerTls {
       return true;
     } catch (e) {
       this.pairs = prevPairs; this.minVersion = prevMin;
-      this.lastError = (e as Error).message;
-      emit({ event: 'tls.certificates.rejected', error: (e as Error).message }, 'certificate reload failed; still serving the previous certificates');
+      this.lastError = errorMessage(e);
+      emit({ event: 'tls.certificates.rejected', error: errorMessage(e) }, 'certificate reload failed; still serving the previous certificates');
       return false;
     }
   }

@@ -1,29 +1,45 @@
-// Owns: the trust store (system roots + configured CA files) and chain verification.
-// Promise: verifyChain never throws on a bad chain; it returns ok:false with the reason, as text
-// and as a kind of the TLS failure vocabulary (tls/failures.ts).
+// Owns: the trust store (system roots + configured CA files), reading PEM certificate files,
+// whether one certificate issued another, validity dates, and chain verification.
+// Promise: verifyChain and issuedBy never throw on a bad certificate or chain; verifyChain returns
+// ok:false with the reason, as text and as a kind of the TLS failure vocabulary (tls/failures.ts).
+// Reading a file that is missing or holds no usable certificate is an AdminError naming it.
 import { readFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import { rootCertificates } from 'node:tls';
 import { AdminError } from '../errors.ts';
 import type { ChainFailureKind } from './failures.ts';
+import { dnLine } from './names.ts';
+import { errorMessage } from '../util/errors.ts';
 
 export function splitPem(text: string): string[] {
   return text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
 }
 
-/** The certificates of a CA file; an AdminError naming the file when it is unusable. */
-export function readCaFile(f: string, key = 'tls.trust.caFiles'): X509Certificate[] {
+/**
+ * The certificates of a PEM file, in order; an AdminError naming the file (as `label`, e.g.
+ * "CA file", when given) and the `fix` when it cannot be read, holds none or one does not parse.
+ */
+export function readPemFile(file: string, fix: string, label?: string): X509Certificate[] {
+  const name = label ? `${label} ${file}` : file;
   let text: string;
-  try { text = readFileSync(f, 'utf8'); } catch (e) {
-    throw new AdminError(`cannot read CA file ${f}: ${(e as Error).message}`, `fix ${key}`);
+  try { text = readFileSync(file, 'utf8'); } catch (e) {
+    throw new AdminError(`cannot read ${name}: ${errorMessage(e)}`, fix);
   }
   const found = splitPem(text);
-  if (!found.length) throw new AdminError(`CA file ${f} contains no PEM certificate`, `fix ${key}`);
+  if (!found.length) throw new AdminError(`${name} contains no PEM certificate`, fix);
   return found.map((p, i) => {
     try { return new X509Certificate(p); } catch (e) {
-      throw new AdminError(`certificate ${i + 1} in CA file ${f} cannot be parsed: ${(e as Error).message}`, `fix ${key}`);
+      throw new AdminError(`certificate ${i + 1} in ${name} cannot be parsed: ${errorMessage(e)}`, fix);
     }
   });
+}
+
+/** The certificates of a CA file; an AdminError naming the file and the key to fix when it is unusable. */
+export const readCaFile = (f: string, key = 'tls.trust.caFiles'): X509Certificate[] => readPemFile(f, `fix ${key}`, 'CA file');
+
+/** Did `issuer` issue `c` (names, key identifiers and signature)? */
+export function issuedBy(c: X509Certificate, issuer: X509Certificate): boolean {
+  try { return c.issuer === issuer.subject && c.checkIssued(issuer) && c.verify(issuer.publicKey); } catch { return false; }
 }
 
 /** The public roots shipped with Node.js (tls.trust.system). */
@@ -37,7 +53,7 @@ export class TrustStore {
 
   /** A trusted certificate that issued `c` (by name and signature), if any. */
   issuerOf(c: X509Certificate): X509Certificate | undefined {
-    return this.roots.find((r) => r.subject === c.issuer && c.checkIssued(r) && c.verify(r.publicKey));
+    return this.roots.find((r) => issuedBy(c, r));
   }
 
   isTrusted(c: X509Certificate): boolean {
@@ -55,9 +71,10 @@ export interface ChainResult {
   root?: X509Certificate;
 }
 
-function validAt(c: X509Certificate, at: number): { error: string; failure: ChainFailureKind } | undefined {
-  if (Date.parse(c.validFrom) > at) return { error: `certificate ${c.subject.replace(/\n/g, ', ')} is not yet valid (from ${c.validFrom})`, failure: 'certificate-not-yet-valid' };
-  if (Date.parse(c.validTo) < at) return { error: `certificate ${c.subject.replace(/\n/g, ', ')} expired on ${c.validTo}`, failure: 'certificate-expired' };
+/** Why `c` is not valid at `at` (not yet, or no longer), or undefined when it is. */
+export function validityProblem(c: X509Certificate, at: number): { error: string; failure: ChainFailureKind } | undefined {
+  if (Date.parse(c.validFrom) > at) return { error: `certificate ${dnLine(c.subject)} is not yet valid (from ${c.validFrom})`, failure: 'certificate-not-yet-valid' };
+  if (Date.parse(c.validTo) < at) return { error: `certificate ${dnLine(c.subject)} expired on ${c.validTo}`, failure: 'certificate-expired' };
   return undefined;
 }
 
@@ -66,19 +83,19 @@ export function verifyChain(leaf: X509Certificate, intermediates: readonly X509C
   const chain = [leaf];
   let cur = leaf;
   for (let depth = 0; depth < 10; depth++) {
-    const err = validAt(cur, at);
+    const err = validityProblem(cur, at);
     if (err) return { ok: false, ...err, chain };
     if (trust.isTrusted(cur)) return { ok: true, chain, root: cur };
     const root = trust.issuerOf(cur);
     if (root) {
-      const rerr = validAt(root, at);
+      const rerr = validityProblem(root, at);
       chain.push(root);
       return rerr ? { ok: false, ...rerr, chain } : { ok: true, chain, root };
     }
-    const next = intermediates.find((i) => i.subject === cur.issuer && cur.checkIssued(i) && cur.verify(i.publicKey) && i.ca);
+    const next = intermediates.find((i) => i.ca && issuedBy(cur, i));
     if (!next) {
       const self = cur.subject === cur.issuer && cur.verify(cur.publicKey);
-      return { ok: false, chain, failure: 'certificate-not-trusted', error: self ? 'self-signed certificate not in the trust store' : `unable to find issuer "${cur.issuer.replace(/\n/g, ', ')}" in the trust store` };
+      return { ok: false, chain, failure: 'certificate-not-trusted', error: self ? 'self-signed certificate not in the trust store' : `unable to find issuer "${dnLine(cur.issuer)}" in the trust store` };
     }
     chain.push(next);
     cur = next;
@@ -92,12 +109,16 @@ export function verifyChain(leaf: X509Certificate, intermediates: readonly X509C
  * which silently drops every intermediate.
  */
 export function peerChain(s: import('node:tls').TLSSocket): X509Certificate[] {
+  // Node's types call every field present; without a certificate the object is empty, and the
+  // issuer of the last certificate Node has is missing.
+  type Detailed = import('node:tls').DetailedPeerCertificate;
+  const issuerOf = (c: Detailed): Detailed | undefined => c.issuerCertificate as Detailed | undefined;
   let p = s.getPeerCertificate(true);
-  if (!p || !p.raw) return [];
+  if (!(p as Partial<Detailed>).raw) return [];
   const chain = [new X509Certificate(p.raw)];
   const seen = new Set([p.fingerprint256]);
-  while (p.issuerCertificate && !seen.has(p.issuerCertificate.fingerprint256)) {
-    p = p.issuerCertificate;
+  for (let next = issuerOf(p); next && !seen.has(next.fingerprint256); next = issuerOf(p)) {
+    p = next;
     seen.add(p.fingerprint256);
     chain.push(new X509Certificate(p.raw));
   }

@@ -7,7 +7,8 @@
 // achieved, and at expiry the sender gets a DSN saying why. Revocation is checked against a CRL
 // served over HTTP and a real `openssl ocsp` responder, both found through the test DNS server;
 // an unreachable endpoint passes under softFail and defers under hardFail (after a reload).
-// `connector validate` and `tls check` report the same failures by name.
+// `connector validate` and `tls check` report the same failures by name. A certificate whose only
+// name is its subject CN proves that name (RFC 6125: the CN counts when there are no SAN DNS names).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
@@ -32,6 +33,8 @@ const IP = {
 } as const;
 type PeerName = keyof typeof IP;
 const host = (p: PeerName) => (p === 'good' ? 'mx1.fabrikam.test' : `mx-${p}.fabrikam.test`);
+/** A peer whose certificate names mx.dest.test in its subject CN only (no subjectAltName). */
+const CN_ONLY = '127.0.0.35';
 /** Peers that only ever meet forced connectors they cannot satisfy: they must never see a transaction. */
 const NEVER: PeerName[] = ['expired', 'revcrl', 'revocsp', 'wrong', 'self', 'nostarttls', 's454', 's502', 'broken'];
 
@@ -44,6 +47,7 @@ let pki: Pki;
 let port: number;
 let baseConfig: Record<string, unknown>;
 const peers = {} as Record<PeerName, Peer>;
+let cnOnly: Peer;
 
 interface Case {
   id: string;
@@ -177,6 +181,7 @@ before(async () => {
   const revocsp = await pki.issue('mx-revocsp.fabrikam.test', { ocspUrls: rev.ocspUrls });
   const wrong = await pki.issue('mx.other.test', rev);
   const deadrev = await pki.issue('mx-deadrev.fabrikam.test', { crlUrls: [`http://127.0.0.99:${deadPort}/int.crl`], ocspUrls: [`http://127.0.0.99:${deadPort}`] });
+  const cnOnlyCert = await pki.issue('mx.dest.test', { crlUrls: rev.crlUrls, dnsNames: [] });
   const self = await issueCertificate({ subject: 'CN=mx-self.fabrikam.test, O=Nobody', dnsNames: ['mx-self.fabrikam.test'] });
   writeFileSync(path.join(dir, 'self.pem'), self.certPem);
   const x = (c: { issued: { certPem: string } }) => new X509Certificate(c.issued.certPem);
@@ -194,6 +199,8 @@ before(async () => {
   }
   // Two MX hosts: the preferred one cannot prove the name, the second can.
   zone['failover.fabrikam.test'] = { MX: [{ exchange: host('wrong'), priority: 10 }, { exchange: host('good'), priority: 20 }] };
+  zone['dest.test'] = { MX: [{ exchange: 'mx.dest.test', priority: 10 }] };
+  zone['mx.dest.test'] = { A: [CN_ONLY] };
   dns = await startDnsServer(zone);
 
   const tlsOf = (c: { chain: string; key: string }) => ({ cert: readFileSync(c.chain, 'utf8'), key: readFileSync(c.key, 'utf8') });
@@ -213,6 +220,7 @@ before(async () => {
   await peer('wrongok', { tls: tlsOf(wrong) });
   await peer('broken', { tls: tlsOf(good), breakHandshake: true });
   await peer('brokenmix', { tls: tlsOf(good), breakHandshake: true });
+  cnOnly = await startPeer({ host: CN_ONLY, port, name: 'mx.dest.test', tls: tlsOf(cnOnlyCert) });
 
   baseConfig = {
     dns: { servers: [dns.server] },
@@ -226,6 +234,7 @@ before(async () => {
         { name: 'To Fabrikam', connectorType: 'partner', recipientDomains: ['fabrikam.test', '*.fabrikam.test'], tlsSettings: 'domainValidation', tlsDomain: '*.fabrikam.test' },
         { name: 'To Certval', recipientDomains: ['*.certval.test'], tlsSettings: 'certificateValidation' },
         { name: 'To Enc', recipientDomains: ['*.enc.test'], tlsSettings: 'encryptionOnly' },
+        { name: 'To Dest', recipientDomains: ['dest.test'], tlsSettings: 'domainValidation', tlsDomain: 'mx.dest.test' },
       ],
     }],
   };
@@ -236,7 +245,7 @@ before(async () => {
 
 after(async () => {
   await cleanup(gw);
-  await Promise.all(Object.values(peers).map((p) => p.close()));
+  await Promise.all([...Object.values(peers), cnOnly].map((p) => p?.close()));
   await dns?.close();
   await ocsp?.close();
   await crl?.close();
@@ -296,6 +305,17 @@ test('a good certificate: delivered over TLS, domainValidation achieved, revocat
   assert.equal(a.tls?.chainValid, true);
   assert.match(a.tls?.subject ?? '', /^CN=mx1\.fabrikam\.test/);
   assert.match(a.revocation ?? '', /^not revoked \(OCSP http:\/\/ocsp\.pki\.test:\d+: good; CRL http:\/\/crl\.pki\.test:\d+\/root\.crl: good\)$/);
+});
+
+test('a certificate naming its host in the subject CN only (no subjectAltName) passes domainValidation for that name', async () => {
+  const id = await relay('sender@contoso.test', 'dora@dest.test', 'cn-only');
+  await until('delivery to the CN-only peer', () => result(id, 'delivered') || result(id, 'deferred'));
+  const a = (await traceOf(id)).attempts.at(-1)!;
+  assert.equal(a.status, 'delivered', a.reply.reason);
+  assert.deepEqual(a.tlsRequired, { level: 'domainValidation', source: 'connector "To Dest"', tlsDomain: 'mx.dest.test' });
+  assert.equal(a.tlsAchieved, 'domainValidation');
+  assert.deepEqual((a.tls as { names?: string[] } | undefined)?.names, ['mx.dest.test']);
+  assert.ok(cnOnly.messages.some((m) => m.to.includes('dora@dest.test') && m.tls?.version === 'TLSv1.3'));
 });
 
 test('weaker levels are distinct: encryptionOnly accepts a self-signed certificate, certificateValidation a valid chain with another name', async () => {

@@ -5,7 +5,8 @@
 // connector for the other. Mail flows both ways over verified TLS and each side records the
 // inbound connector; a stranger claiming a partner's domain is refused (530 over plaintext, 550
 // without the partner's certificate); relay to an outside domain is denied to everyone except an
-// onPremises server that proves itself with its certificate.
+// onPremises server that proves itself with its certificate. A partner certificate that names its
+// host in the subject CN only (no subjectAltName) identifies the partner (RFC 6125 CN fallback).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -30,7 +31,7 @@ let contoso: GatewayHandle;
 let fabrikam: GatewayHandle;
 let outside: Peer;
 /** PEM cert+key of client identities. */
-const id: Record<'fabrikam' | 'stranger' | 'corp' | 'corpSelf' | 'fabrikamSelf', { cert: string; key: string }> = {} as never;
+const id: Record<'fabrikam' | 'fabrikamCnOnly' | 'stranger' | 'corp' | 'corpSelf' | 'fabrikamSelf', { cert: string; key: string }> = {} as never;
 
 const read = (f: string) => readFileSync(f, 'utf8');
 
@@ -67,6 +68,7 @@ before(async () => {
   const contosoCert = await pki.issue('mx1.contoso.test');
   const fabrikamCert = await pki.issue('mx1.fabrikam.test');
   id.fabrikam = pair(fabrikamCert);
+  id.fabrikamCnOnly = pair(await pki.issue('mx2.fabrikam.test', { dnsNames: [] }));
   id.stranger = pair(await pki.issue('mx.stranger.test'));
   id.corp = pair(await pki.issue('mail.corp.contoso.test'));
   const self = async (name: string) => { const s = await issueCertificate({ subject: `CN=${name}`, dnsNames: [name] }); return { cert: s.certPem, key: s.keyPem }; };
@@ -201,6 +203,17 @@ test('Contoso → Fabrikam: the mirror image, inbound connector "From Contoso" r
     from: contoso, fromIp: CONTOSO, to: fabrikam, toIp: FABRIKAM, sender: 'carol@contoso.test', rcpt: 'dave@fabrikam.test', subject: 'con-to-fab',
     outConnector: 'To Fabrikam', inConnector: 'From Contoso', toOrg: 'fabrikam', toDomain: 'fabrikam.test', clientSubject: /CN=mx1\.contoso\.test, O=Partner Org/,
   });
+});
+
+test('a Fabrikam server whose certificate names it in the subject CN only is identified as the partner', async () => {
+  const c = await session(CONTOSO, FABRIKAM, id.fabrikamCnOnly);
+  const r = await c.send('bob@fabrikam.test', ['alice@contoso.test'], 'Subject: cn-only\r\nMessage-ID: <cn-only@partners.test>\r\n\r\nfrom a CN-only certificate\r\n');
+  c.close();
+  assert.equal(r.code, 250, r.text);
+  const t = await traceBy(contoso, ['--message-id', 'cn-only@partners.test']);
+  assert.deepEqual(t.inbound.connector, { name: 'From Fabrikam', organization: 'contoso', by: 'certificate' });
+  assert.equal(t.inbound.tls?.peerCert?.subject, 'CN=mx2.fabrikam.test, O=Partner Org');
+  assert.equal(t.inbound.tls?.peerCert?.verified, true);
 });
 
 const mailFrom = async (c: SmtpClient, sender: string): Promise<Reply> => { try { return await c.cmd(`MAIL FROM:<${sender}>`); } finally { c.close(); } };

@@ -10,13 +10,12 @@ import fastifyStatic from '@fastify/static';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerFactory } from 'fastify';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import type { Config } from '../../config/load.ts';
 import { AdminError } from '../../errors.ts';
 import { emit } from '../../events.ts';
-import type { AdminToken, AuditResult, Store } from '../../store/types.ts';
-import type { GatewayMetrics } from '../metrics.ts';
-import type { ProbeTools } from '../ops/connectors.ts';
+import { errorDetail, errorMessage } from '../../util/errors.ts';
+import type { AdminToken, AuditResult } from '../../store/types.ts';
 import { authenticate } from '../tokens.ts';
+import type { AdminDeps, RouteMeta } from './deps.ts';
 import { ApiError } from './scope.ts';
 import { collectRoutes, openApiDocument } from './openapi.ts';
 import { certificateRoutes } from './routes/certificates.ts';
@@ -24,30 +23,6 @@ import { connectorRoutes } from './routes/connectors.ts';
 import { messageRoutes } from './routes/messages.ts';
 import { reportRoutes } from './routes/reports.ts';
 import { systemRoutes } from './routes/system.ts';
-
-/** What the admin centre needs from the running gateway. */
-export interface AdminDeps {
-  config(): Config;
-  store(): Store;
-  /** Ask the scheduler to look at the queue now (after retry, bounce now). */
-  kick(): void;
-  reload(source: string): Promise<{ ok: boolean; message: string }>;
-  metrics: GatewayMetrics;
-  /** DNS resolver, trust store and revocation checker for connector validation and readiness checks. */
-  probeTools(): Promise<ProbeTools>;
-  startedAt: number;
-  version: string;
-  /** The built web UI (index.html and assets), or null when it was not built. */
-  uiDir: string | null;
-}
-
-/** What a route declares beyond its schema. */
-export interface RouteMeta {
-  /** Only a global token may call it (gateway-wide actions and data). */
-  globalOnly?: boolean;
-  /** Audit action name of a mutating route ("queue.retry"). */
-  action?: string;
-}
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -90,6 +65,8 @@ function sendError(reply: FastifyReply, status: number, error: string, message: 
   return reply.code(status).type('application/json; charset=utf-8').send({ error, message, ...extra });
 }
 
+export type { AdminDeps, RouteMeta } from './deps.ts';
+
 export async function buildApp(deps: AdminDeps, serverFactory?: FastifyServerFactory): Promise<FastifyInstance> {
   const app = Fastify({
     logger: false, ...(serverFactory ? { serverFactory } : {}),
@@ -105,7 +82,7 @@ export async function buildApp(deps: AdminDeps, serverFactory?: FastifyServerFac
     req.audit = {};
     reply.header('content-security-policy', CSP).header('x-content-type-options', 'nosniff').header('referrer-policy', 'no-referrer')
       .header('x-frame-options', 'DENY').header('strict-transport-security', 'max-age=31536000');
-    const meta = (req.routeOptions.config ?? {}) as RouteMeta;
+    const meta: RouteMeta = req.routeOptions.config;
     const path = req.url.split('?')[0];
     if (!needsToken(path) || !req.routeOptions.url) return; // the UI's files, the OpenAPI document; or no such route (404 below)
     reply.header('cache-control', 'no-store');
@@ -121,17 +98,17 @@ export async function buildApp(deps: AdminDeps, serverFactory?: FastifyServerFac
 
   // The audit entry is written before the answer leaves: a mutating call is never answered unrecorded.
   app.addHook('onSend', async (req, reply, payload) => {
-    const meta = (req.routeOptions.config ?? {}) as RouteMeta;
+    const meta: RouteMeta = req.routeOptions.config;
     if (!meta.action || !MUTATING.has(req.method)) return payload;
     const t = req.token;
-    let detail = req.audit?.detail;
+    let detail = req.audit.detail;
     if (reply.statusCode >= 400 && !detail && typeof payload === 'string') {
       try { detail = (JSON.parse(payload) as { message?: string }).message; } catch { /* not JSON */ }
     }
     await deps.store().appendAudit({
       ts: Date.now(), actor: t ? t.name : '(no valid token)', ...(t ? { tokenId: t.id } : {}), org: t ? t.org : null,
       action: meta.action, result: auditResult(reply.statusCode), status: reply.statusCode,
-      ...(req.audit?.target ? { target: req.audit.target } : {}), ...(req.audit?.targetOrg ? { targetOrg: req.audit.targetOrg } : {}),
+      ...(req.audit.target ? { target: req.audit.target } : {}), ...(req.audit.targetOrg ? { targetOrg: req.audit.targetOrg } : {}),
       ...(detail ? { detail: detail.slice(0, 1000) } : {}),
     });
     return payload;
@@ -149,7 +126,8 @@ export async function buildApp(deps: AdminDeps, serverFactory?: FastifyServerFac
     if (e instanceof AdminError) return sendError(reply, 400, 'invalid', e.message);
     if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) return sendError(reply, e.statusCode, 'bad request', e.message);
     const ref = randomBytes(4).toString('hex');
-    emit({ event: 'internal.error', where: `admin API ${req.method} ${req.routeOptions.url ?? req.url} (reference ${ref})`, error: String(e?.message ?? e), ...(e?.stack ? { stack: e.stack } : {}) });
+    const route: string | undefined = req.routeOptions.url; // undefined when no route matched
+    emit({ event: 'internal.error', where: `admin API ${req.method} ${route ?? req.url} (reference ${ref})`, error: errorMessage(e), stack: errorDetail(e) });
     return sendError(reply, 500, 'internal', `internal error (reference ${ref}): the server log has the details`);
   });
 

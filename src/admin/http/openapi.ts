@@ -4,7 +4,7 @@
 // Promise: every /api/v1 route and /metrics is in the document with its parameters and body;
 // nothing else is.
 import type { FastifyInstance, RouteOptions } from 'fastify';
-import type { RouteMeta } from './app.ts';
+import type { RouteMeta } from './deps.ts';
 
 interface Collected { method: string; url: string; schema: Record<string, unknown>; meta: RouteMeta }
 

@@ -13,6 +13,7 @@ import { checkCertificate, type CertCheck } from '../../tls/cert-check.ts';
 import { devCertificatePaths } from '../../tls/devcert.ts';
 import { certificateFindings, inspectCertificateFile, type CertificateInfo } from '../../tls/inspect.ts';
 import type { RevocationChecker } from '../../tls/revocation.ts';
+import { dnLine } from '../../tls/names.ts';
 import { readCaFile, type TrustStore } from '../../tls/trust.ts';
 
 const DAY = 86_400_000;
@@ -27,7 +28,7 @@ export function gatewayCertificateFiles(c: Config): { file: string; source: stri
 /** A CA certificate as `tls trust list` shows it. */
 export function describeCa(c: X509Certificate, now: number) {
   return {
-    subject: c.subject.split('\n').join(', '), fingerprintSha256: c.fingerprint256,
+    subject: dnLine(c.subject), fingerprintSha256: c.fingerprint256,
     validFrom: new Date(c.validFrom).toISOString(), validTo: new Date(c.validTo).toISOString(),
     warnings: certificateFindings(c, now).map((f) => f.text),
   };
@@ -71,7 +72,7 @@ export function certificateInventory(c: Config, trust: TrustStore, now = Date.no
           const d = describeCa(ca, now);
           out.push({
             id: certificateId(ca.fingerprint256), scope: 'organization', org: o.name, role: 'trustedCA', source: `inbound connector "${x.name}" trustedCAs`, file,
-            subject: d.subject, issuer: ca.issuer.split('\n').join(', '), sanNames: [], validFrom: d.validFrom, validTo: d.validTo,
+            subject: d.subject, issuer: dnLine(ca.issuer), sanNames: [], validFrom: d.validFrom, validTo: d.validTo,
             daysLeft: Math.floor((Date.parse(d.validTo) - now) / DAY), fingerprintSha256: ca.fingerprint256, warnings: d.warnings,
           });
         }

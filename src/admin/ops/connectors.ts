@@ -71,10 +71,11 @@ export async function validateConnector(c: Config, tools: ProbeTools, x: AnyConn
     throw new AdminError(`recipient "${o.recipient}" is not a valid address${!parsed.ok ? `: ${parsed.reply.message}` : ''}`, 'give user@domain; quote a local part with spaces or special characters: \'"john doe"@example.com\'');
   }
   const rcpt = parsed?.mailbox;
-  const requirement: TlsRequirement = { level: x.tlsSettings, source: `connector "${x.name}"`, ...(x.tlsDomain ? { tlsDomain: x.tlsDomain } : {}) };
+  const { connectorDemand } = await import('../../policy/outbound.ts');
+  const requirement = connectorDemand(x);
   let targets: ProbeTarget[];
   if (x.smartHosts.length) {
-    const { parseSmartHost } = await import('../../config/schema.ts');
+    const { parseSmartHost } = await import('../../util/net.ts');
     targets = x.smartHosts.map((h) => { const p = parseSmartHost(h)!; return { host: p.host, port: p.port ?? c.delivery.port }; });
   } else {
     const domain = rcpt?.domain ?? x.recipientDomains.find((d) => !d.startsWith('*'));

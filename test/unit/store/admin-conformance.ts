@@ -27,7 +27,7 @@ const attempt = (status: RecipientOutcome['status'], detail: Record<string, unkn
 });
 
 export function adminStoreConformance(name: string, h: AdminStoreHarness): void {
-  const t = (title: string, f: (s: Store, reopen: () => Promise<Store>) => Promise<void>) => test(`${name}: ${title}`, { skip: h.skip }, async () => {
+  const t = (title: string, f: (s: Store, reopen: () => Promise<Store>) => Promise<void>): void => { test(`${name}: ${title}`, { skip: h.skip }, async () => {
     const { store, reopen } = await h.fresh();
     let current = store;
     try {
@@ -35,7 +35,7 @@ export function adminStoreConformance(name: string, h: AdminStoreHarness): void 
     } finally {
       await current.close();
     }
-  });
+  }); };
 
   t('tokens: found by hash while active; names unique among active tokens; revoked by id or name; listed with revocations', async (s, reopen) => {
     await s.createToken({ id: 'T1', name: 'ops', org: null, hash: 'h1', createdAt: 1000, createdBy: 'root' });

@@ -6,7 +6,7 @@
 // check never fails for an unreachable endpoint (the answer says so).
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { certificateFacts, certificateInventory, rotationReadiness, type CertificateEntry } from '../../ops/certificates.ts';
-import type { AdminDeps } from '../app.ts';
+import type { AdminDeps } from '../deps.ts';
 import { canSee, notFound, orgFilter, orgParam, query, str } from '../scope.ts';
 
 const ID = { type: 'object', additionalProperties: false, required: ['id'], properties: { id: str('SHA-256 fingerprint, lowercase hex', { pattern: '^[0-9a-f]{64}$' }) } };

@@ -6,7 +6,7 @@
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { AdminError } from '../../../errors.ts';
 import { allConnectors, validateConnector, type AnyConnector } from '../../ops/connectors.ts';
-import type { AdminDeps } from '../app.ts';
+import type { AdminDeps } from '../deps.ts';
 import { canSee, notFound, orgFilter, orgParam, query, str } from '../scope.ts';
 
 const PARAMS = { type: 'object', additionalProperties: false, required: ['org', 'name'], properties: { org: str('organization', { maxLength: 200 }), name: str('connector name', { maxLength: 200 }) } };

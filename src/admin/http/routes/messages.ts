@@ -9,7 +9,7 @@ import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { fieldValue, parseHeaders } from '../../../delivery/mime-parse.ts';
 import type { MessageState, QueueMessage, Store, TraceFilter } from '../../../store/types.ts';
 import { messageWithTrace, parseTime, queueAction, queueEntryJson, queueList, refusalText, type QueueAction } from '../../ops/queue.ts';
-import type { AdminDeps } from '../app.ts';
+import type { AdminDeps } from '../deps.ts';
 import { ApiError, canSee, notFound, orgFilter, orgParam, paging, query, str, time, type Paging } from '../scope.ts';
 
 const STATUSES = ['pending', 'delivered', 'deferred', 'failed', 'deleted'];

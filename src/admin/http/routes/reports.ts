@@ -9,7 +9,7 @@ import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { REPORT_RETENTION_DAYS } from '../../../reports/aggregate.ts';
 import { inboundPeers, inboundReport, outboundReport, plaintextDomains, tlsFailures, type Granularity, type ReportRange } from '../../../reports/query.ts';
 import { parseTime } from '../../ops/queue.ts';
-import type { AdminDeps } from '../app.ts';
+import type { AdminDeps } from '../deps.ts';
 import { ApiError, orgFilter, orgParam, paging, query, str, time, type Paging } from '../scope.ts';
 
 const DAY = 86_400_000;

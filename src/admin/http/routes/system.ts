@@ -4,7 +4,7 @@
 // an organisation's token reads only its own audit entries.
 import type { FastifyPluginAsync } from 'fastify';
 import { parseTime } from '../../ops/queue.ts';
-import type { AdminDeps } from '../app.ts';
+import type { AdminDeps } from '../deps.ts';
 import { ApiError, orgFilter, paging, query, str, time, tokenOrg, type Paging } from '../scope.ts';
 
 export const systemRoutes = (deps: AdminDeps): FastifyPluginAsync => async (app) => {
