@@ -60,6 +60,8 @@ export type Event =
   | { event: 'revocation.fetch'; kind: 'ocsp' | 'crl' | 'caIssuers'; outcome: 'ok' | 'error'; ms: number }
   | { event: 'queue.recovered'; released: number }
   | { event: 'trace.expired'; removed: number; finishedBefore: string; more: boolean }
+  | { event: 'tlsrpt.sent'; day: string; domain: string; reportId: string; destinations: string[] }
+  | { event: 'tlsrpt.received'; queueId: string; from: string; organization?: string; reportId?: string; problem?: string }
   | { event: 'internal.error'; where: string; error: string; stack?: string };
 
 type Level = 'debug' | 'info' | 'warn' | 'error';

@@ -37,6 +37,8 @@ import { probeTools } from './admin/ops/connectors.ts';
 import { ReportAggregator } from './reports/aggregate.ts';
 import { configuredGroup, planPrivileges, type RunAsOverride } from './service/privileges.ts';
 import { becomeServiceUser } from './service/start.ts';
+import { DailyReports, sessionCounter, TlsReportSender } from './tlsrpt/send.ts';
+import { ReportInbox } from './tlsrpt/receive.ts';
 import { errorMessage } from './util/errors.ts';
 
 export interface GatewayOptions {
@@ -72,7 +74,8 @@ export class Gateway {
   private control: net.Server | undefined;
   private admin: AdminServer | undefined;
   private metrics: GatewayMetrics | undefined;
-  private reports: ReportAggregator | undefined;
+  private reportCounts: ReportAggregator | undefined;
+  private reports: DailyReports | undefined;
   private stopping = false;
 
   constructor(private readonly opts: GatewayOptions) {}
@@ -96,7 +99,7 @@ export class Gateway {
     await new Promise((r) => (this.control ? this.control.close(r) : r(undefined)));
     await this.admin?.close(0);
     this.metrics?.stop();
-    await this.reports?.stop();
+    await this.reportCounts?.stop();
     await opened.server?.close(0);
     await opened.remote?.close();
     await opened.store?.close();
@@ -134,26 +137,34 @@ export class Gateway {
     this.outbound = new OutboundPolicy(config);
     const pool = new ConnectionPool(() => this.deps.config.delivery.connectionReuse);
     const revocation = new RevocationChecker(() => this.resolver);
-    this.remote = new RemoteDelivery(() => this.resolver, pool, () => this.deps.trust, () => this.deps.config, revocation, () => this.tls.clientIdentity());
+    this.remote = new RemoteDelivery(() => this.resolver, pool, () => this.deps.trust, () => this.deps.config, revocation, () => this.tls.clientIdentity(),
+      { onTlsSession: sessionCounter(() => this.store, () => this.deps.config) });
     const ingest = new Ingest(this.store, {
       reserve: () => this.scheduler.reserve(), take: (m, d) => this.scheduler.take(m, d),
       kick: () => this.scheduler.kick(), unreserve: () => this.scheduler.unreserve(),
     });
     const mailboxes = new MaildirDelivery(config.dataDir, { mode: maildir.mode, gid: maildirGid });
     void mailboxes.cleanTmp().then((n) => { if (n) notice(`removed ${n} partial mailbox file(s) left in Maildir tmp/ folders by a previous process`); });
-    this.scheduler = new Scheduler(this.store, { local: mailboxes, remote: this.remote }, ingest,
+    const reports = new ReportInbox(() => this.store, () => this.deps.config.tlsRpt.receive);
+    this.scheduler = new Scheduler(this.store, { local: mailboxes, remote: this.remote, reports }, ingest,
       () => ({ config: this.deps.config, inbound: this.deps.policy, outbound: this.outbound }));
     this.deps = { config, policy: new InboundPolicy(config), tls: this.tls, trust, revocation, ingest };
+    const sender = new TlsReportSender({
+      store: this.store, resolver: () => this.resolver, config: () => this.deps.config, trust: () => this.deps.trust, ingest,
+      route: (a) => (this.deps.policy.acceptedDomain(a.slice(a.lastIndexOf('@') + 1))?.type === 'authoritative' ? 'local' : 'remote'),
+    });
+    this.reports = new DailyReports(() => sender, () => this.deps.config.tlsRpt.enabled);
     this.metrics = new GatewayMetrics(() => this.store);
     this.metrics.start();
-    this.reports = new ReportAggregator(this.store);
-    this.reports.start();
+    this.reportCounts = new ReportAggregator(this.store);
+    this.reportCounts.start();
     await this.admin?.open({
       config: () => this.deps.config, store: () => this.store, kick: () => this.scheduler.kick(), reload: (source) => this.reload(source),
       metrics: this.metrics, probeTools: () => probeTools(this.deps.config), startedAt: Date.now(), version: VERSION, uiDir: uiDir(),
     }, this.tls);
     this.server.open();
     this.scheduler.start();
+    this.reports.start();
     emit({ event: 'server.started', hostname: config.hostname, dataDir: config.dataDir, configFile: config.source });
   }
 
@@ -204,9 +215,10 @@ export class Gateway {
     this.control?.close();
     await this.admin?.close();
     await this.server.close(10_000);
+    await this.reports?.stop();
     await this.scheduler.stop();
     this.metrics?.stop();
-    await this.reports?.stop();
+    await this.reportCounts?.stop();
     await this.remote.close();
     await this.store.close();
   }

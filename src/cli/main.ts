@@ -14,6 +14,7 @@ import { registerQueue } from './queue.ts';
 import { registerTrace } from './trace.ts';
 import { registerConnector } from './connector.ts';
 import { registerAdmin } from './admin.ts';
+import { registerTlsRpt } from './tlsrpt.ts';
 import { say, warn } from './terminal.ts';
 import { exitWith, installBoundary, logTo } from './failure.ts';
 
@@ -103,6 +104,7 @@ withConfig(cert.command('info').description('what a partner needs to configure f
 registerQueue(program);
 registerTrace(program);
 registerConnector(program);
+registerTlsRpt(program);
 registerAdmin(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => exitWith(e, serving));

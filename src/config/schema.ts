@@ -255,6 +255,15 @@ export const configSchema = z.strictObject({
       valueType: 'days (fractions allowed, at most 3650)',
     }),
   }).prefault({}),
+  tlsRpt: z.strictObject({
+    enabled: z.boolean().default(true).describe('SMTP TLS Reporting (RFC 8460), sending side: count, per recipient domain and UTC day, the TLS sessions delivery makes with its MX hosts (successes, and failures by result type), and once a day (shortly after midnight UTC, and on `portcullis tlsrpt send`) send each domain that publishes a `_smtp._tls` TXT record its aggregate report for the day before: by mail (`mailto:`, through our own queue) or HTTPS POST (`https:`). `false`: nothing is counted or sent.'),
+    organizationName: z.string().min(1).max(200).optional().meta({ description: 'The `organization-name` of our reports.', defaultText: '`hostname`' }),
+    contactInfo: z.string().min(1).max(200).optional().meta({ description: 'The `contact-info` of our reports (an address or URL where report recipients reach us).', defaultText: '`postmaster@` `hostname`' }),
+    receive: z.array(z.string().regex(/^[^@\s]+@[^@\s]+$/, 'must be an address like tlsrpt@example.com')).default([]).meta({
+      description: 'Addresses (in an accepted domain) that receive TLS reports from others: mail to them is not put in a mailbox but parsed (gzip or plain JSON, RFC 8460), stored, and shown by `portcullis tlsrpt received`. A report that cannot be read is kept and flagged with the reason. Publish them in the `_smtp._tls` TXT record of your domains (`v=TLSRPTv1; rua=mailto:tlsrpt@example.com`).',
+      valueType: 'list of addresses',
+    }),
+  }).prefault({}),
   admin: z.strictObject({
     enabled: z.boolean().default(true).describe('Run the admin centre: the HTTPS API (`/api/v1/…`, OpenAPI document at `/api/openapi.json`), the web UI (`/`) and Prometheus metrics (`/metrics`), all behind bearer tokens made with `portcullis admin token create` (see [admin-centre.md](admin-centre.md)). Changing it takes effect after a restart.'),
     listen: listenAddr.default('127.0.0.1:8443').describe('Address of the admin centre\'s HTTPS listener, bound with the SMTP listeners before privileges are dropped (so a port below 1024 works). It serves the gateway\'s certificates (`tls.certificates`, or the development certificate), reloaded with them. Keep it on a loopback or management address: tokens protect it, but it need not face the internet. Must differ from every `smtp.listen` address. Changing it takes effect after a restart.'),

@@ -6,6 +6,7 @@
 import type { SmtpReply } from '../errors.ts';
 import { tlsFailureLabel, type TlsFailureKind } from '../tls/failures.ts';
 import type { DnsErrorKind } from '../dns/types.ts';
+import { REQUIRETLS_REPLY } from '../policy/outbound.ts';
 
 export interface Outcome {
   status: 'delivered' | 'deferred' | 'failed';
@@ -38,7 +39,7 @@ export function classifyLocalError(e: NodeJS.ErrnoException, where: string): Out
 /** Structured failure facts from the SMTP client or the resolver (see smtp-client.ts, dns/). */
 export interface FailureFacts {
   kind: 'dns' | 'connect' | 'timeout' | 'closed' | 'protocol' | 'greeting' | 'ehlo' | 'starttls' | 'tls' | 'tlsPolicy' | 'mail' | 'size' | 'eightBit' | 'smtputf8' | 'nullMx' | 'noHost'
-    | 'badSender' | 'badRecipient';
+    | 'badSender' | 'badRecipient' | 'requireTls';
   /** Reply from the peer, when there was one. */
   reply?: { code: number; enhanced?: string; text: string };
   /** DNS error kind for kind "dns". */
@@ -95,6 +96,9 @@ export function classifyFailure(f: FailureFacts): Outcome {
       return { status: 'failed', reply: { code: 554, enhanced: '5.6.3', message: 'The destination does not accept 8-bit data (no 8BITMIME) and the message cannot be converted to 7 bit', reason: f.detail } };
     case 'smtputf8':
       return { status: 'failed', reply: { code: 553, enhanced: '5.6.7', message: 'The destination does not support internationalized addresses (SMTPUTF8)', reason: f.detail } };
+    case 'requireTls':
+      // RFC 8689 §4.2.1: not sent, returned to the sender with 5.7.30.
+      return { status: 'failed', reply: { ...REQUIRETLS_REPLY, reason: f.detail } };
     case 'badSender':
       return { status: 'failed', reply: { code: 553, enhanced: '5.1.7', message: 'Bad sender address syntax', reason: f.detail } };
     case 'badRecipient':

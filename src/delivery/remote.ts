@@ -9,16 +9,20 @@
 // failure, delivery.opportunisticLegacyTls) legacy TLS 1.0/1.1, then plaintext — remembers per
 // address what worked for delivery.tlsFallbackSeconds, and records every step with its TLS failure
 // kind; hosts that failed recently are tried last; a destination that is down is not hammered; an
-// address that is not a valid RFC 5321 path fails permanently (553) and is never sent.
+// address that is not a valid RFC 5321 path fails permanently (553) and is never sent. A message
+// with REQUIRETLS (RFC 8689) goes only to a next hop whose certificate a source authenticates
+// and only to a host that offers REQUIRETLS after STARTTLS, with the parameter passed on; else
+// it is never sent (5.7.30). Every TLS negotiation with an MX host is reported to
+// `onTlsSession` (TLS-RPT, RFC 8460), success or failure with its result type.
 import net from 'node:net';
 import type { Config } from '../config/load.ts';
 import { mailHosts } from '../dns/mx.ts';
 import { DnsError, type Resolver } from '../dns/types.ts';
-import type { NextHop, TlsRequirement } from '../policy/outbound.ts';
+import { requireTlsProblem, type NextHop, type TlsRequirement } from '../policy/outbound.ts';
 import { levelRank, type TlsLevel } from '../tls/levels.ts';
 import { smtpPath } from '../mailbox.ts';
 import type { EnvelopeParams, QueueRecipient } from '../store/types.ts';
-import { describeTlsFailure } from '../tls/failures.ts';
+import { describeTlsFailure, rfc8460ResultType, type Rfc8460Policy, type Rfc8460ResultType, type TlsFailureKind } from '../tls/failures.ts';
 import { namesSatisfy } from '../tls/names.ts';
 import type { TrustStore } from '../tls/trust.ts';
 import type { RevocationChecker } from '../tls/revocation.ts';
@@ -45,9 +49,25 @@ export interface RemoteJob {
 
 interface Target { name: string; port: number }
 
+/** One TLS negotiation with an MX host (RFC 8460 §4.3: a session, successful or failed). */
+export interface TlsSessionReport {
+  /** The recipient domain whose policy applied. */
+  policyDomain: string;
+  policy: Rfc8460Policy;
+  /** Failure result type; absent for a successful session. */
+  resultType?: Rfc8460ResultType;
+  sendingIp?: string;
+  mxHost: string;
+  mxIp: string;
+  /** Failure only: what went wrong, from the failure vocabulary (failure-reason-code). */
+  reason?: string;
+}
+
 /** Seams for tests and for sharing what delivery remembers (see trouble.ts). */
 export interface RemoteOptions {
   memories?: DeliveryMemories;
+  /** Told of every TLS negotiation with an MX host (TLS-RPT counters). Must not throw. */
+  onTlsSession?: (s: TlsSessionReport) => void;
   /** Randomness for the order of MX hosts of equal preference (default Math.random). */
   random?: () => number;
 }
@@ -104,6 +124,7 @@ export class RemoteDelivery {
   private readonly limits = new Map<string, Semaphore>();
   private readonly trouble: Trouble;
   private readonly random: () => number;
+  private readonly onTlsSession: (s: TlsSessionReport) => void;
 
   constructor(
     private readonly resolver: () => Resolver,
@@ -116,6 +137,16 @@ export class RemoteDelivery {
   ) {
     this.trouble = new Trouble(options.memories ?? inProcessMemories(), () => this.config().delivery);
     this.random = options.random ?? Math.random;
+    this.onTlsSession = options.onTlsSession ?? (() => {});
+  }
+
+  /** Report a TLS session with an MX host (not smart hosts; not our own TLS reports, RFC 8460 §5.3). */
+  private session(job: RemoteJob, t: Target, ip: string, localIp: string | undefined, failure?: TlsFailureKind): void {
+    if (job.hop.kind !== 'mx' || job.envelope.tlsReport) return;
+    this.onTlsSession({
+      policyDomain: job.hop.domain, policy: job.hop.tls.report ?? { type: 'no-policy-found' }, mxHost: t.name, mxIp: ip,
+      ...(localIp ? { sendingIp: localIp } : {}), ...(failure ? { resultType: rfc8460ResultType(failure), reason: describeTlsFailure(failure) } : {}),
+    });
   }
 
   async deliver(job: RemoteJob): Promise<RemoteResult> {
@@ -191,7 +222,8 @@ export class RemoteDelivery {
           await this.trouble.hostSucceeded(t.name);
           return { outcomes: r.outcomes, attempt: r.attempt };
         }
-        await this.trouble.hostFailed(t.name);
+        // A host without REQUIRETLS is not a failing host for other messages.
+        if (!r.requireTls) await this.trouble.hostFailed(t.name);
         if (tally.hostFailed(r) === 'stop') return { outcomes: forAll(job.recipients, r.outcome), attempt: r.attempt };
       }
     }
@@ -216,10 +248,18 @@ export class RemoteDelivery {
     const req = job.hop.tls;
     const facts: AttemptFacts = { host: t.name, ip, port: t.port, tlsRequired: req, tlsAchieved: 'none', ...(job.hop.connector ? { connector: job.hop.connector.name } : {}) };
     const key = `${ip}:${t.port}|${req.level}|${req.tlsDomain ?? ''}`;
+    // RFC 8689 §4.2.1: a REQUIRETLS message goes only to a host a source authenticates; else this
+    // host is not even contacted (and when no host qualifies, 5.7.30: trouble.ts).
+    const unauthenticated = job.envelope.requireTls ? requireTlsProblem(req) : undefined;
+    if (unauthenticated) return hostFailure({ kind: 'requireTls', detail: unauthenticated }, facts);
     const opened = await this.open(job, t, ip, key, facts, pooled);
     if (opened.kind !== 'open') return opened;
     const refused = await this.checkTls(opened.conn, opened.mode, job, t, ip, facts);
     if (refused) { void opened.conn.quit(); return refused; }
+    if (job.envelope.requireTls && !opened.conn.extensions.has('REQUIRETLS')) {
+      void opened.conn.quit();
+      return hostFailure({ kind: 'requireTls', detail: `TLS required by REQUIRETLS (RFC 8689): ${t.name} [${ip}] does not offer REQUIRETLS` }, facts);
+    }
     return this.transact(job, content, t, ip, key, opened.conn, facts);
   }
 
@@ -258,6 +298,7 @@ export class RemoteDelivery {
         if (e.kind === 'tls' && starttls === 'try') {
           // Opportunistic: the message must not be stuck behind a peer's old or broken TLS.
           const cause = e.tlsFailure ?? 'handshake-failed';
+          this.session(job, t, ip, e.localAddress, cause);
           const next = nextTlsStep(mode, cause, cfg.delivery.opportunisticLegacyTls);
           await this.trouble.stepDown(ip, { mode: next, cause: facts.tlsFailure ?? cause });
           facts.tlsFailure ??= cause;
@@ -268,6 +309,7 @@ export class RemoteDelivery {
         }
         // SMTP failed after STARTTLS succeeded: the trace keeps what TLS showed.
         if (e.tls) facts.tls = stripChain(e.tls);
+        if ((e.kind === 'starttls' || e.kind === 'tls') && e.tlsFailure) this.session(job, t, ip, e.localAddress, e.tlsFailure);
         const label = e.kind === 'starttls' || e.kind === 'tls' ? `TLS required by ${req.source}: ${e.message}` : e.message;
         return hostFailure({ kind: e.kind, ...(e.reply ? { reply: e.reply } : {}), detail: label, ...(e.tlsFailure ? { tlsFailure: e.tlsFailure } : {}) }, facts);
       }
@@ -303,6 +345,12 @@ export class RemoteDelivery {
     // whose status could not be confirmed) proves no identity, whatever its chain and names.
     const rev = judged.revocation?.status;
     if (conn.tls && (rev === 'revoked' || (rev === 'unknown' && cfg.tls.revocation === 'hardFail'))) facts.tlsAchieved = 'encryptionOnly';
+    if (!facts.reused) {
+      // TLS-RPT: this connection's negotiation (a reused connection is no new session).
+      if (judged.violation) this.session(job, t, ip, conn.localAddress, judged.kind ?? conn.tlsSkipped?.kind ?? 'starttls-not-offered');
+      else if (conn.tls) this.session(job, t, ip, conn.localAddress);
+      else if (conn.tlsSkipped) this.session(job, t, ip, conn.localAddress, conn.tlsSkipped.kind);
+    }
     if (!judged.violation) return undefined;
     return hostFailure({ kind: 'tlsPolicy', detail: judged.violation, ...(judged.kind ? { tlsFailure: judged.kind } : {}) }, facts);
   }
@@ -324,7 +372,7 @@ export class RemoteDelivery {
     let result: TransactionResult;
     try {
       result = await conn.send({
-        from: job.mailFrom, eightBit: job.envelope.body === '8BITMIME', smtputf8: job.envelope.smtputf8,
+        from: job.mailFrom, eightBit: job.envelope.body === '8BITMIME', smtputf8: job.envelope.smtputf8, ...(job.envelope.requireTls ? { requireTls: true } : {}),
         ...(job.envelope.ret ? { ret: job.envelope.ret } : {}), ...(job.envelope.envid ? { envid: job.envelope.envid } : {}),
         rcpts: job.recipients.map((r) => ({ address: r.address, ...(r.notify ? { notify: r.notify } : {}), ...(r.orcpt ? { orcpt: r.orcpt } : {}) })),
       }, data);

@@ -7,7 +7,8 @@
 // neither 354 nor a refusal is a protocol error, never a reply to the message; TLS failures also carry
 // their kind of the TLS failure vocabulary (tls/failures.ts). MAIL FROM / RCPT TO carry only valid
 // RFC 5321 paths (../mailbox.ts smtpPath), else nothing is sent. Legacy TLS (1.0/1.1) is offered
-// only when asked for and only under starttls 'try' (opportunistic).
+// only when asked for and only under starttls 'try' (opportunistic). REQUIRETLS (RFC 8689) goes
+// on MAIL FROM only when the envelope asks for it and the server offers it.
 import net from 'node:net';
 import tls from 'node:tls';
 import type { X509Certificate } from 'node:crypto';
@@ -27,6 +28,8 @@ export type FailureKind =
 export class DeliveryError extends Error {
   /** The TLS session established before the failure (STARTTLS succeeded, then SMTP failed). */
   tls?: PeerTls;
+  /** Our address on the connection, when it was connected (TLS-RPT sending-mta-ip). */
+  localAddress?: string;
   constructor(readonly kind: FailureKind, message: string, readonly reply?: Reply, readonly errno?: string, readonly tlsFailure?: TlsFailureKind) {
     super(message);
     this.name = 'DeliveryError';
@@ -89,6 +92,7 @@ export interface Envelope {
   envid?: string;
   eightBit: boolean;
   smtputf8: boolean;
+  requireTls?: boolean;
 }
 
 export interface TransactionResult {
@@ -123,6 +127,7 @@ export class SmtpConnection {
 
   private constructor(sock: net.Socket, private readonly opts: ConnectOptions) {
     this.sock = sock;
+    this.localAddress = (sock.localAddress ?? '').replace(/^::ffff:/, '');
     this.t = { ...RFC_TIMEOUTS, ...opts.timeouts };
     this.attach(sock);
   }
@@ -130,6 +135,8 @@ export class SmtpConnection {
   get host(): string { return this.opts.hostname; }
   get ip(): string { return this.opts.ip; }
   get usable(): boolean { return !this.dead && !this.sock.destroyed; }
+  /** Our address on this connection (read at connect: a closed socket has none). */
+  readonly localAddress: string;
 
   private attach(s: net.Socket): void {
     s.setNoDelay(true);
@@ -221,6 +228,7 @@ export class SmtpConnection {
       return c;
     } catch (e) {
       if (e instanceof DeliveryError && c.tls) e.tls ??= c.tls;
+      if (e instanceof DeliveryError) e.localAddress ??= c.localAddress;
       c.close();
       throw e;
     }
@@ -417,6 +425,7 @@ export function envelopeCommands(env: Envelope, ext: ReadonlyMap<string, string>
   if (ext.has('SIZE')) mail += ` SIZE=${size}`;
   if (env.eightBit && ext.has('8BITMIME')) mail += ' BODY=8BITMIME';
   if (utf8) mail += ' SMTPUTF8';
+  if (env.requireTls && ext.has('REQUIRETLS')) mail += ' REQUIRETLS';
   const dsn = ext.has('DSN');
   if (dsn && env.ret) mail += ` RET=${env.ret}`;
   if (dsn && env.envid) mail += ` ENVID=${env.envid}`;

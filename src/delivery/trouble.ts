@@ -6,7 +6,8 @@
 // - a message failure (5xx to MAIL FROM, a permanent refusal that is not the connection's, too
 //   big, 8-bit or SMTPUTF8 the peer cannot take): every recipient, no further host;
 // - a recipient failure (the reply to its RCPT TO, or to the end of DATA);
-// - the verdict when every host failed, 5xx rewritten to 4xx when no transaction started;
+// - the verdict when every host failed, 5xx rewritten to 4xx when no transaction started, except
+//   when every host failed for REQUIRETLS (RFC 8689 §4.2.1: 5.7.30, returned to the sender);
 // and what delivery remembers between attempts (DeliveryMemories): destinations that are down,
 // hosts that failed recently, and the opportunistic TLS step-down per address.
 // Retrying is the scheduler's (queue.retrySchedule; RFC 5321 §4.5.4.1); 5xx replies to MAIL are
@@ -55,19 +56,20 @@ export interface RemoteResult {
 /** How far a failed host got: no usable session, or a session whose transaction it deferred. */
 export type HostFailureLevel = 'connection' | 'transaction';
 
-export type HostFailed = { kind: 'hostFailed'; outcome: Outcome; attempt: AttemptFacts; level: HostFailureLevel };
+/** `requireTls`: the host cannot take a REQUIRETLS message (RFC 8689), whatever a retry brings. */
+export type HostFailed = { kind: 'hostFailed'; outcome: Outcome; attempt: AttemptFacts; level: HostFailureLevel; requireTls?: boolean };
 
 /** What one host address gave: outcomes for the recipients, or a failure of this host. */
 export type HostResult =
   | { kind: 'done'; outcomes: Map<number, Outcome>; attempt: AttemptFacts }
   | HostFailed;
 
-const CONNECTION_LEVEL: ReadonlySet<FailureFacts['kind']> = new Set(['connect', 'timeout', 'closed', 'protocol', 'greeting', 'ehlo', 'starttls', 'tls', 'tlsPolicy']);
+const CONNECTION_LEVEL: ReadonlySet<FailureFacts['kind']> = new Set(['connect', 'timeout', 'closed', 'protocol', 'greeting', 'ehlo', 'starttls', 'tls', 'tlsPolicy', 'requireTls']);
 
 /** A failure of one host, classified, with its facts for the trace. */
 export function hostFailure(f: FailureFacts, facts: AttemptFacts): HostFailed {
   return {
-    kind: 'hostFailed', outcome: classifyFailure(f), level: CONNECTION_LEVEL.has(f.kind) ? 'connection' : 'transaction',
+    kind: 'hostFailed', outcome: classifyFailure(f), level: CONNECTION_LEVEL.has(f.kind) ? 'connection' : 'transaction', ...(f.kind === 'requireTls' ? { requireTls: true } : {}),
     attempt: { ...facts, error: f.detail, ...(f.tlsFailure ? { tlsFailure: f.tlsFailure } : {}) },
   };
 }
@@ -112,9 +114,10 @@ export class Tally {
   private last: { outcome: Outcome; attempt: AttemptFacts } | undefined;
   private dnsOnly = true;
   private allConnectionLevel = true;
+  private allRequireTls = true;
 
   /** An MX host's addresses could not be found. */
-  dnsFailed(outcome: Outcome, attempt: AttemptFacts): void { this.last = { outcome, attempt }; }
+  dnsFailed(outcome: Outcome, attempt: AttemptFacts): void { this.last = { outcome, attempt }; this.allRequireTls = false; }
 
   /** A host had addresses to try: the failures are no longer DNS-only. */
   addressesFound(): void { this.dnsOnly = false; }
@@ -123,6 +126,7 @@ export class Tally {
   hostFailed(h: HostFailed): 'next' | 'stop' {
     this.last = { outcome: h.outcome, attempt: h.attempt };
     if (h.level !== 'connection') this.allConnectionLevel = false;
+    if (!h.requireTls) this.allRequireTls = false;
     return h.outcome.status === 'failed' && h.level !== 'connection' ? 'stop' : 'next';
   }
 
@@ -132,6 +136,8 @@ export class Tally {
    */
   verdict(): { outcome: Outcome; attempt: AttemptFacts; destinationDown: boolean } | undefined {
     if (!this.last) return undefined;
+    // Every host that was reached lacks REQUIRETLS: the message is returned (5.7.30), not retried.
+    if (this.allRequireTls && !this.dnsOnly) return { outcome: this.last.outcome, attempt: this.last.attempt, destinationDown: false };
     return { outcome: finalOutcome(this.last.outcome, this.dnsOnly), attempt: this.last.attempt, destinationDown: !this.dnsOnly && this.allConnectionLevel };
   }
 }

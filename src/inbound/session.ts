@@ -1,5 +1,6 @@
 // Owns: one SMTP server session (RFC 5321, PIPELINING 2920, SIZE 1870, 8BITMIME 6152,
-// SMTPUTF8 6531, ENHANCEDSTATUSCODES 2034, DSN 3461, STARTTLS 3207).
+// SMTPUTF8 6531, ENHANCEDSTATUSCODES 2034, DSN 3461, STARTTLS 3207, REQUIRETLS 8689: advertised
+// and accepted only once the session is TLS-protected; the parameter is stored with the envelope).
 // Asks policy/ for verdicts, hands complete transactions to ingest/, never writes the queue.
 // Promises: every command line gets exactly one reply; the session closes only after a 221 or
 // 421 (or a dead peer, or a 554 to a client that broke the RFC 2920 pipelining rules while
@@ -344,6 +345,7 @@ export class SmtpSession {
     if (!extended) { this.out += `250 ${this.host}\r\n`; return; } // no extension list to HELO (RFC 5321 §3.2)
     const ext = ['PIPELINING', `SIZE ${this.deps.config.smtp.maxMessageSize}`, '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'DSN'];
     if (this.deps.tls && !this.tlsFacts) ext.push('STARTTLS'); // never again after TLS (RFC 3207 §4.2)
+    if (this.tlsFacts) ext.push('REQUIRETLS'); // RFC 8689 §3: only over TLS
     this.out += `250-${this.host}\r\n` + ext.map((e, i) => `250${i === ext.length - 1 ? ' ' : '-'}${e}\r\n`).join('');
   }
 
@@ -378,6 +380,12 @@ export class SmtpSession {
           envelope.ret = r;
           break;
         }
+        case 'REQUIRETLS':
+          // RFC 8689 §3: not advertised (so not accepted) before STARTTLS.
+          if (!this.tlsFacts || !this.esmtp) return this.send(Replies.paramUnsupported('REQUIRETLS'));
+          if (v !== true) return this.send(Replies.paramInvalid('REQUIRETLS'));
+          envelope.requireTls = true;
+          break;
         case 'ENVID': // RFC 3461 §4.4
           if (v === true || v.length > 100 || !isXtext(v)) return this.send(Replies.paramInvalid('ENVID'));
           envelope.envid = v;

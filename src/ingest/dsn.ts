@@ -1,5 +1,6 @@
 // Owns: building delivery status notifications (RFC 3464 multipart/report, RFC 3461 semantics)
-// with a plain-words explanation for the sender.
+// with a plain-words explanation for the sender. For a message sent with REQUIRETLS only the
+// original's header block is returned (RFC 8689 §5).
 import { randomBytes } from 'node:crypto';
 import type { SmtpReply } from '../errors.ts';
 import type { EnvelopeParams } from '../store/types.ts';
@@ -79,8 +80,9 @@ export function buildDsn(d: DsnInput): { data: Buffer; messageId: string } {
     ...(r.action === 'delayed' && d.willRetryUntil ? [`Will-Retry-Until: ${rfc5322Date(new Date(d.willRetryUntil))}`] : []),
   ].join('\r\n'));
   // RFC 3461 §4.3: RET applies to failure notices; a notice with no failure SHOULD carry only the
-  // headers (here a success notice with RET=FULL carries the whole message).
-  const headersOnly = d.envelope.ret === 'HDRS' || delayed || (success && d.envelope.ret !== 'FULL');
+  // headers (here a success notice with RET=FULL carries the whole message). RFC 8689 §5: a
+  // REQUIRETLS message's content never travels in a DSN (headers only).
+  const headersOnly = d.envelope.ret === 'HDRS' || delayed || (success && d.envelope.ret !== 'FULL') || d.envelope.requireTls === true;
   const head = [
     `From: Mail Delivery System <MAILER-DAEMON@${d.reportingMta}>`,
     `To: <${d.originalFrom}>`,

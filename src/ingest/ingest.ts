@@ -1,7 +1,8 @@
 // Owns: turning an accepted SMTP transaction into a durable queue entry. The only writer of new
 // messages into the store (inbound/ never writes the queue itself). Records with the envelope
 // what delivery must know about the content without scanning it: the longest line, and 8-bit
-// content (for messages the gateway generates; inbound/ reports it for received ones).
+// content (for messages the gateway generates; inbound/ reports it for received ones), and the
+// header `TLS-Required: No` (RFC 8689 §5), ignored when MAIL FROM carried REQUIRETLS (§4.1).
 // Promise: resolves with the queue id only after the store's commit is synced; on failure it
 // returns the reply to give (452 4.3.1 when storage is full, 451 4.3.0 otherwise), never throws.
 import { isAscii } from 'node:buffer';
@@ -31,6 +32,12 @@ export function findMessageId(head: string): string | undefined {
   return m ? m[1].replace(/\r\n[ \t]+/g, ' ').trim().slice(0, 998) || undefined : undefined;
 }
 
+/** RFC 8689 §5: the header block says `TLS-Required: No` (the only value the RFC defines). */
+export function tlsRequiredNo(head: string): boolean {
+  const m = /(?:^|\r\n)tls-required:[ \t]*((?:[^\r\n]|\r\n[ \t])*)/i.exec(head);
+  return !!m && m[1].replace(/\r\n[ \t]+/g, ' ').trim().toLowerCase() === 'no';
+}
+
 function headerText(chunks: Buffer[]): string {
   // The header block is small relative to limits; look at up to the first 64 KiB.
   let len = 0; const parts: Buffer[] = [];
@@ -50,8 +57,12 @@ export interface GeneratedMessage {
   messageId: string;
   /** Our hostname, for the trace. */
   host: string;
-  /** Queue id of the message this one reports on. */
+  /** Queue id of the message this one reports on (or what the message is, e.g. "tlsrpt"). */
   regarding: string;
+  /** What generated it, for the trace (default `dsn:<regarding>`). */
+  source?: string;
+  /** Envelope flags: a DSN of a REQUIRETLS message is sent with REQUIRETLS (RFC 8689 §5). */
+  envelope?: Pick<EnvelopeParams, 'requireTls' | 'tlsRequiredNo' | 'tlsReport'>;
 }
 
 /** Where new messages go after their commit: a local worker that can take them right away. */
@@ -81,15 +92,15 @@ export class Ingest {
     if (lease) this.handoff.take(q, m.data); else this.handoff.kick();
   }
 
-  /** Queue a message the gateway generated itself (a DSN): null sender, so it can never bounce. */
+  /** Queue a message the gateway generated itself (a DSN, a TLS report): null sender, so it can never bounce. */
   async generated(g: GeneratedMessage): Promise<string> {
     const now = Date.now();
     const id = queueId(now);
     await this.commit({
       id, org: g.org, receivedAt: now, mailFrom: '', messageId: g.messageId,
       // A DSN returns the original message, which may be 8-bit or have long lines: measure it (rare).
-      envelope: { smtputf8: false, longestLine: longestLine(g.data), ...(isAscii(g.data) ? {} : { body: '8BITMIME' as const }) },
-      inbound: { sessionId: `dsn:${g.regarding}`, clientIp: '', clientPort: 0, helo: '', protocol: 'local', receivedBy: g.host },
+      envelope: { smtputf8: false, longestLine: longestLine(g.data), ...(isAscii(g.data) ? {} : { body: '8BITMIME' as const }), ...g.envelope },
+      inbound: { sessionId: g.source ?? `dsn:${g.regarding}`, clientIp: '', clientPort: 0, helo: '', protocol: 'local', receivedBy: g.host },
       data: g.data, recipients: [{ address: g.to.address, org: g.org, route: g.to.route, notify: 'NEVER' }],
     });
     return id;
@@ -103,10 +114,12 @@ export class Ingest {
     const received = receivedHeader(t.inbound, id, rcpt, now);
     const data = Buffer.concat([received, ...t.chunks]);
     const longest = t.longestLine === undefined ? longestLine(data) : Math.max(t.longestLine, longestLine(received));
+    const head = headerText(t.chunks);
+    const relaxed = !t.envelope.requireTls && tlsRequiredNo(head);
     try {
       await this.commit({
-        id, org: t.org, receivedAt: now.getTime(), mailFrom: t.mailFrom, messageId: findMessageId(headerText(t.chunks)),
-        envelope: { ...t.envelope, longestLine: longest }, inbound: t.inbound, data, recipients: t.recipients,
+        id, org: t.org, receivedAt: now.getTime(), mailFrom: t.mailFrom, messageId: findMessageId(head),
+        envelope: { ...t.envelope, longestLine: longest, ...(relaxed ? { tlsRequiredNo: true } : {}) }, inbound: t.inbound, data, recipients: t.recipients,
       });
     } catch (e) {
       const code = (e as { code?: string }).code ?? '';

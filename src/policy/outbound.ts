@@ -1,9 +1,13 @@
 // Owns: the outbound decision per recipient domain: which connector applies, where the next hop
 // is (MX or smart hosts), and the TLS requirement on the one ordered scale of tls/levels.ts,
-// composed from its sources (today the default and the connector) in one place. Decides only; no I/O.
-// Promise: sources can only raise the level (never lower it); the result names its source.
+// composed from its sources (today the default and the connector) in one place, and what the
+// message itself asks (RFC 8689: REQUIRETLS, `TLS-Required: No`). Decides only; no I/O.
+// Promise: sources can only raise the level (never lower it); the result names its source. The
+// only relaxation is `TLS-Required: No`, and it drops only demands the destination
+// published (DANE, MTA-STS), never a connector's; with REQUIRETLS it is ignored.
 import type { Config, OutboundConnector } from '../config/load.ts';
 import { levelRank, type TlsLevel } from '../tls/levels.ts';
+import type { Rfc8460Policy } from '../tls/failures.ts';
 import { parseSmartHost } from '../util/net.ts';
 
 export interface TlsRequirement {
@@ -12,6 +16,19 @@ export interface TlsRequirement {
   source: string;
   /** Certificate name pattern (RFC 6125) required at domainValidation. */
   tlsDomain?: string;
+  /**
+   * The destination published it (DNS: DANE, MTA-STS), as opposed to our administrator (a
+   * connector) or the message: `TLS-Required: No` may relax it (RFC 8689 §5), never a connector.
+   */
+  published?: boolean;
+  /** The published policy behind this demand, for TLS-RPT (absent: `no-policy-found`). */
+  report?: Rfc8460Policy;
+}
+
+/** What the message asks of its transport (store EnvelopeParams: requireTls, tlsRequiredNo). */
+export interface MessageTls {
+  requireTls?: boolean;
+  tlsRequiredNo?: boolean;
 }
 
 /** Raise `cur` to `next` when next is stricter; never lower. */
@@ -32,8 +49,23 @@ export function connectorDemand(c: OutboundConnector): TlsRequirement {
  * consulted (the first of equally strict demands is the one named). New sources (DANE, MTA-STS,
  * REQUIRETLS) add their demand to the list given here.
  */
-export function strictest(demands: readonly TlsRequirement[]): TlsRequirement {
-  return demands.reduce(raise, DEFAULT_TLS);
+export function strictest(demands: readonly TlsRequirement[], message: MessageTls = {}): TlsRequirement {
+  const waived = message.tlsRequiredNo === true && message.requireTls !== true;
+  return demands.filter((d) => !(waived && d.published)).reduce(raise, DEFAULT_TLS);
+}
+
+/** RFC 8689 §5.7.30: the code and text a message with REQUIRETLS fails with. */
+export const REQUIRETLS_REPLY = { code: 550, enhanced: '5.7.30', message: 'REQUIRETLS support required' } as const;
+
+/**
+ * RFC 8689 §4.2.1: may a message with REQUIRETLS go to a next hop under `req`? Only when a
+ * source authenticates the server (its certificate validated: a connector at
+ * certificateValidation or domainValidation, DANE, MTA-STS enforce); then the peer must also
+ * offer REQUIRETLS (checked by delivery after EHLO). Returns why not, or undefined.
+ */
+export function requireTlsProblem(req: TlsRequirement): string | undefined {
+  if (levelRank(req.level) >= levelRank('certificateValidation')) return undefined;
+  return `TLS required by REQUIRETLS (RFC 8689): the next hop is not authenticated by DANE, MTA-STS or a connector at certificateValidation or domainValidation (${req.level} by ${req.source})`;
 }
 
 export interface NextHop {
@@ -89,10 +121,10 @@ export class OutboundPolicy {
     return undefined;
   }
 
-  nextHop(org: string, domain: string): NextHop {
+  nextHop(org: string, domain: string, message: MessageTls = {}): NextHop {
     const d = domain.toLowerCase();
     const c = this.connectorFor(org, d);
-    const tls = strictest(c ? [connectorDemand(c)] : []);
+    const tls = strictest(c ? [connectorDemand(c)] : [], message);
     if (!c) return { key: `mx:${d}`, kind: 'mx', domain: d, smartHosts: [], tls };
     const connector = { name: c.name, organization: c.organization, type: c.connectorType };
     if (c.smartHosts.length) {

@@ -1,14 +1,16 @@
 // Owns: queue states, leases, retry backoff, expiry, delay warnings and bounces, and runs trace
 // retention (retention.ts) while it runs. Claims due
-// messages from the store, hands recipients to their delivery agent (local Maildir, or remote
-// SMTP grouped by next hop so one transaction carries many recipients), records the outcomes.
-// An administrator's "bounce now" (store.requestBounce) fails the open recipients instead of
-// delivering them, with a DSN as for any failure.
+// messages from the store, hands recipients to their delivery agent (local Maildir, remote SMTP
+// grouped by next hop so one transaction carries many recipients, or the TLS-RPT report inbox
+// for tlsRpt.receive addresses), records the outcomes. An administrator's "bounce now"
+// (store.requestBounce) fails the open recipients instead of delivering them, with a DSN as for
+// any failure.
 // Promises: a message leaves the queue only when every recipient is delivered or failed; a crash
 // at any point leaves it leased, and the lease expires (or is released at start-up). A failed
 // recipient produces a DSN to the sender unless the sender is null or NOTIFY says otherwise, so
 // bounces can never loop. The DSN is queued before the failure is recorded (never lost; after a
-// crash in between it may be sent twice).
+// crash in between it may be sent twice). The DSN of a REQUIRETLS message carries only the
+// original's header and is itself sent with REQUIRETLS (RFC 8689 §5).
 import type { Config } from '../config/load.ts';
 import { Replies } from '../errors.ts';
 import { emit } from '../events.ts';
@@ -29,6 +31,8 @@ import { errorDetail } from '../util/errors.ts';
 export interface Agents {
   local: MaildirDelivery;
   remote: RemoteDelivery;
+  /** TLS-RPT reports sent to us (tlsRpt.receive): stored, not delivered to a mailbox. */
+  reports?: { accepts(address: string): boolean; take(m: QueueMessage, data: Buffer): Promise<Outcome> };
 }
 
 export interface SchedulerDeps {
@@ -62,7 +66,9 @@ function explain(r: Result, expired: boolean): string {
   // technical detail. (Not from the enhanced code: 4.7.5 covers an outdated protocol as well as
   // an unproven identity, and a peer's own 5.7.x reply is no TLS failure of ours.)
   const required = a && atLeast(a.tlsRequired.level, 'encryptionOnly') ? REQUIRED[a.tlsRequired.level] : undefined;
-  if (a?.tlsFailure && required) {
+  if (o.enhanced === '5.7.30') {
+    plain = 'Your message was sent with REQUIRETLS (RFC 8689): it may only travel over encrypted connections to servers whose identity is verified and which promise the same. The receiving side could not give that, so the message was never sent to it. ';
+  } else if (a?.tlsFailure && required) {
     plain = `The receiving mail server${a.host ? ` (${a.host})` : ''} ${tlsFailurePlain(a.tlsFailure)}. Your organisation requires ${required} for this destination, so the message was never sent to it. `;
   } else if (a) {
     const legacy = a.tlsLegacy && a.tlsFailure ? `; an outdated form of encryption, because the server ${tlsFailurePlain(a.tlsFailure)}` : '';
@@ -169,13 +175,18 @@ export class Scheduler {
     const groups = new Map<string, { hop: ReturnType<OutboundPolicy['nextHop']>; rcpts: QueueRecipient[] }>();
     const work: Promise<void>[] = [];
     for (const r of m.recipients) {
+      const reports = this.agents.reports;
+      if (reports?.accepts(r.address)) {
+        work.push(reports.take(m, data).then((outcome) => { results.push({ rcpt: r, outcome, agent: 'tlsrpt' }); }));
+        continue;
+      }
       if (r.route === 'local') {
         // Mail between organisations hosted here never leaves the gateway; the trace says so.
         const note = r.org !== m.org ? { internal: `delivered internally from organization ${m.org} to organization ${r.org}` } : undefined;
         work.push(this.agents.local.deliver(r.address, m.mailFrom, data).then((outcome) => { results.push({ rcpt: r, outcome, agent: 'maildir', ...(note ? { note } : {}) }); }));
         continue;
       }
-      const hop = outbound.nextHop(m.org, r.address.slice(r.address.lastIndexOf('@') + 1));
+      const hop = outbound.nextHop(m.org, r.address.slice(r.address.lastIndexOf('@') + 1), m.envelope);
       const g = groups.get(hop.key) ?? { hop, rcpts: [] };
       g.rcpts.push(r);
       groups.set(hop.key, g);
@@ -264,7 +275,9 @@ export class Scheduler {
     });
     const senderDomain = m.mailFrom.slice(m.mailFrom.lastIndexOf('@') + 1);
     const route = inbound.acceptedDomain(senderDomain)?.type === 'authoritative' ? 'local' as const : 'remote' as const;
-    const id = await this.ingest.generated({ org: m.org, to: { address: m.mailFrom, route }, data: dsn.data, messageId: dsn.messageId, host: config.hostname, regarding: m.id });
+    // RFC 8689 §5: the DSN of a REQUIRETLS message is sent with REQUIRETLS (and headers only, buildDsn).
+    const id = await this.ingest.generated({ org: m.org, to: { address: m.mailFrom, route }, data: dsn.data, messageId: dsn.messageId, host: config.hostname, regarding: m.id,
+      ...(m.envelope.requireTls ? { envelope: { requireTls: true } } : {}) });
     const a = rcpts[0].action;
     emit({ event: 'delivery.result', queueId: m.id, rcpt: rcpts.map((r) => r.address).join(','), status: a === 'delayed' ? 'deferred' : a === 'failed' ? 'failed' : 'delivered', agent: 'dsn', reason: `${a === 'delayed' ? 'delay warning' : a === 'failed' ? 'DSN' : 'success notice'} queued as ${id} to <${m.mailFrom}>` });
   }

@@ -2,6 +2,7 @@
 // Promise: a resolved write is durable (committed and synced); a rejected one wrote nothing.
 import type { TlsFacts } from '../events.ts';
 import type { SmtpReply } from '../errors.ts';
+import type { Rfc8460Policy, Rfc8460ResultType } from '../tls/failures.ts';
 
 export type MessageState = 'incoming' | 'active' | 'deferred' | 'held' | 'done';
 /** 'deleted': taken out of the queue by an administrator (`queue delete`), never delivered. */
@@ -32,6 +33,15 @@ export interface EnvelopeParams {
    * knows about lines over 998 octets without a scan. Absent on messages stored before it was.
    */
   longestLine?: number;
+  /** RFC 8689: MAIL FROM carried REQUIRETLS: relayed only over validated TLS to a peer offering REQUIRETLS. */
+  requireTls?: boolean;
+  /**
+   * RFC 8689 §5: the header `TLS-Required: No` (recorded only without REQUIRETLS): DANE and
+   * MTA-STS failures relax to opportunistic TLS; a connector's level still applies.
+   */
+  tlsRequiredNo?: boolean;
+  /** A TLS-RPT report we generated (RFC 8460 §5.3: its own sessions are not counted). */
+  tlsReport?: boolean;
 }
 
 export interface NewRecipient {
@@ -238,6 +248,45 @@ export interface ReportSum {
   n: number;
 }
 
+/** TLS-RPT (RFC 8460): sessions of one kind for one policy domain on one UTC day. */
+export interface TlsSessionCount {
+  /** UTC day, YYYY-MM-DD. */
+  day: string;
+  policyDomain: string;
+  policy: Rfc8460Policy;
+  /** Absent for successful sessions. */
+  resultType?: Rfc8460ResultType;
+  sendingIp?: string;
+  mxHost?: string;
+  mxIp?: string;
+  reason?: string;
+  count: number;
+}
+
+/** A TLS-RPT report we sent (or tried to): one per policy domain and day. */
+export interface TlsReportSent {
+  day: string;
+  policyDomain: string;
+  reportId: string;
+  at: number;
+  /** Per destination (rua URI): what happened ("queued as …", "HTTP 200", or the error). */
+  destinations: { uri: string; ok: boolean; detail: string }[];
+}
+
+/** A TLS-RPT report received (RFC 8460) at a `tlsRpt.receive` address; bad ones are kept, flagged. */
+export interface ReceivedTlsReport {
+  receivedAt: number;
+  queueId: string;
+  mailFrom: string;
+  /** The report's organization-name and report-id, when readable. */
+  organization?: string;
+  reportId?: string;
+  /** The report JSON (valid) or what could be read of the attachment (bad), at most 1 MiB. */
+  content: string;
+  /** Why the report is bad; absent when it is valid. */
+  problem?: string;
+}
+
 export interface Store {
   /**
    * Durably store a new message; resolves only after the commit is synced. With `lease`, the
@@ -280,6 +329,18 @@ export interface Store {
   purgeDone(before: number, limit: number): Promise<number>;
   /** When the next message becomes due (ms epoch), or null when nothing waits. */
   nextDue(): Promise<number | null>;
+  /** TLS-RPT: add session counts (same day, domain, policy and failure: the counts add up). */
+  countTlsSessions(rows: readonly TlsSessionCount[]): Promise<void>;
+  /** TLS-RPT: every counter row of a UTC day. */
+  tlsSessions(day: string): Promise<TlsSessionCount[]>;
+  /** TLS-RPT: record a report sent (replaces an earlier one for the same day and domain). */
+  tlsReportSent(r: TlsReportSent): Promise<void>;
+  /** TLS-RPT: the reports sent for a UTC day. */
+  tlsReportsSent(day: string): Promise<TlsReportSent[]>;
+  /** TLS-RPT: keep a received report (valid or flagged). */
+  addReceivedTlsReport(r: ReceivedTlsReport): Promise<void>;
+  /** TLS-RPT: received reports, newest first. */
+  receivedTlsReports(limit: number): Promise<ReceivedTlsReport[]>;
   /** Single-node start-up: leases of a previous (crashed) process are released. */
   releaseLeases(): Promise<number>;
   close(): Promise<void>;

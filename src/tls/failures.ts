@@ -22,6 +22,18 @@ export type Rfc8460ResultType =
   | 'tlsa-invalid' | 'dnssec-invalid' | 'dane-required'
   | 'sts-policy-fetch-error' | 'sts-policy-invalid' | 'sts-webpki-invalid';
 
+/** RFC 8460 §4.4 policy types; `no-policy-found` when neither DANE nor MTA-STS applied. */
+export type Rfc8460PolicyType = 'tlsa' | 'sts' | 'no-policy-found';
+
+/** The policy a session was held to, as a TLS-RPT report names it (RFC 8460 §4.4 "policy"). */
+export interface Rfc8460Policy {
+  type: Rfc8460PolicyType;
+  /** The policy as published: the TLSA records, or the lines of the MTA-STS policy. */
+  strings?: string[];
+  /** MTA-STS: the policy's mx patterns. */
+  mxHost?: string[];
+}
+
 interface Entry {
   /** For administrators (trace, logs, probes): what went wrong, in a few words. */
   label: string;

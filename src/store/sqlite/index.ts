@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type {
   AdminToken, AuditEntry, AuditFilter, BounceResult, DeleteResult, MessageState, NewAdminToken, NewMessage, QueueFilter, QueueMessage, QueueRecipient,
-  RecipientOutcome, ReportCount, ReportQuery, ReportSum, Store, TraceEvent, TraceFilter,
+  ReceivedTlsReport, RecipientOutcome, ReportCount, ReportQuery, ReportSum, Store, TlsReportSent, TlsSessionCount, TraceEvent, TraceFilter,
 } from '../types.ts';
 import { migrations } from './schema.ts';
 import { SqliteAdminTables } from './admin.ts';
@@ -91,6 +91,14 @@ export class SqliteStore implements Store {
       release: db.prepare(`UPDATE messages SET state = 'deferred', lease_owner = NULL, lease_until = NULL, next_attempt_at = ? WHERE state = 'active'`),
       bounce: db.prepare(`UPDATE messages SET bounce_by = @by, state = 'deferred', next_attempt_at = @now, updated_at = @now WHERE id = @id`),
       byState: db.prepare(`SELECT state, count(*) AS n FROM messages WHERE state IN ('incoming', 'active', 'deferred', 'held') GROUP BY state`),
+      tlsCount: db.prepare(`INSERT INTO tlsrpt_sessions (day, policy_domain, policy, result_type, sending_ip, mx_host, mx_ip, reason, count)
+        VALUES (@day, @domain, @policy, @result, @sip, @mx, @mxip, @reason, @count)
+        ON CONFLICT (day, policy_domain, policy, result_type, sending_ip, mx_host, mx_ip, reason) DO UPDATE SET count = count + excluded.count`),
+      tlsDay: db.prepare('SELECT * FROM tlsrpt_sessions WHERE day = ? ORDER BY policy_domain, result_type, mx_host, mx_ip'),
+      tlsSent: db.prepare(`INSERT OR REPLACE INTO tlsrpt_sent (day, policy_domain, report_id, at, destinations) VALUES (?, ?, ?, ?, ?)`),
+      tlsSentDay: db.prepare('SELECT * FROM tlsrpt_sent WHERE day = ? ORDER BY policy_domain'),
+      tlsRecv: db.prepare(`INSERT INTO tlsrpt_received (received_at, queue_id, mail_from, organization, report_id, content, problem) VALUES (?, ?, ?, ?, ?, ?, ?)`),
+      tlsRecvList: db.prepare('SELECT * FROM tlsrpt_received ORDER BY id DESC LIMIT ?'),
     };
     this.admin = new SqliteAdminTables(db);
   }
@@ -282,6 +290,47 @@ export class SqliteStore implements Store {
 
   async nextDue(): Promise<number | null> {
     return (this.st.nextDue.get() as number | null) ?? null;
+  }
+
+  countTlsSessions(rows: readonly TlsSessionCount[]): Promise<void> {
+    return this.write(() => {
+      for (const r of rows) {
+        this.st.tlsCount.run({
+          day: r.day, domain: r.policyDomain, policy: JSON.stringify(r.policy), result: r.resultType ?? '', sip: r.sendingIp ?? '',
+          mx: r.mxHost ?? '', mxip: r.mxIp ?? '', reason: r.reason ?? '', count: r.count,
+        });
+      }
+    });
+  }
+
+  async tlsSessions(day: string): Promise<TlsSessionCount[]> {
+    return (this.st.tlsDay.all(day) as Row[]).map((r) => ({
+      day: r.day as string, policyDomain: r.policy_domain as string, policy: JSON.parse(r.policy as string), count: r.count as number,
+      ...(r.result_type ? { resultType: r.result_type as TlsSessionCount['resultType'] } : {}), ...(r.sending_ip ? { sendingIp: r.sending_ip as string } : {}),
+      ...(r.mx_host ? { mxHost: r.mx_host as string } : {}), ...(r.mx_ip ? { mxIp: r.mx_ip as string } : {}), ...(r.reason ? { reason: r.reason as string } : {}),
+    }));
+  }
+
+  tlsReportSent(r: TlsReportSent): Promise<void> {
+    return this.write(() => { this.st.tlsSent.run(r.day, r.policyDomain, r.reportId, r.at, JSON.stringify(r.destinations)); });
+  }
+
+  async tlsReportsSent(day: string): Promise<TlsReportSent[]> {
+    return (this.st.tlsSentDay.all(day) as Row[]).map((r) => ({
+      day: r.day as string, policyDomain: r.policy_domain as string, reportId: r.report_id as string, at: r.at as number, destinations: JSON.parse(r.destinations as string),
+    }));
+  }
+
+  addReceivedTlsReport(r: ReceivedTlsReport): Promise<void> {
+    return this.write(() => { this.st.tlsRecv.run(r.receivedAt, r.queueId, r.mailFrom, r.organization ?? null, r.reportId ?? null, r.content, r.problem ?? null); });
+  }
+
+  async receivedTlsReports(limit: number): Promise<ReceivedTlsReport[]> {
+    return (this.st.tlsRecvList.all(limit) as Row[]).map((r) => ({
+      receivedAt: r.received_at as number, queueId: r.queue_id as string, mailFrom: r.mail_from as string, content: r.content as string,
+      ...(r.organization ? { organization: r.organization as string } : {}), ...(r.report_id ? { reportId: r.report_id as string } : {}),
+      ...(r.problem ? { problem: r.problem as string } : {}),
+    }));
   }
 
   releaseLeases(): Promise<number> {

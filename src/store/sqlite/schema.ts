@@ -50,7 +50,38 @@ export const migrations: string[] = [
    CREATE INDEX messages_msgid ON messages(message_id);`,
   // 3: trace retention finds done messages by the time they finished without scanning the table.
   `CREATE INDEX messages_finished ON messages(state, updated_at);`,
-  // 4: the admin centre: "bounce now", trace search per organisation, API tokens (hashed), the
+  // 4: TLS-RPT (RFC 8460): session counters per UTC day and policy domain, reports sent, reports received.
+  `CREATE TABLE tlsrpt_sessions (
+     day TEXT NOT NULL,
+     policy_domain TEXT NOT NULL,
+     policy TEXT NOT NULL,
+     result_type TEXT NOT NULL,
+     sending_ip TEXT NOT NULL,
+     mx_host TEXT NOT NULL,
+     mx_ip TEXT NOT NULL,
+     reason TEXT NOT NULL,
+     count INTEGER NOT NULL,
+     PRIMARY KEY (day, policy_domain, policy, result_type, sending_ip, mx_host, mx_ip, reason)
+   ) WITHOUT ROWID;
+   CREATE TABLE tlsrpt_sent (
+     day TEXT NOT NULL,
+     policy_domain TEXT NOT NULL,
+     report_id TEXT NOT NULL,
+     at INTEGER NOT NULL,
+     destinations TEXT NOT NULL,
+     PRIMARY KEY (day, policy_domain)
+   ) WITHOUT ROWID;
+   CREATE TABLE tlsrpt_received (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     received_at INTEGER NOT NULL,
+     queue_id TEXT NOT NULL,
+     mail_from TEXT NOT NULL,
+     organization TEXT,
+     report_id TEXT,
+     content TEXT NOT NULL,
+     problem TEXT
+   );`,
+  // 5: the admin centre: "bounce now", trace search per organisation, API tokens (hashed), the
   // audit log, and report counters per kind, organisation ('*': the gateway) and time bucket.
   `ALTER TABLE messages ADD COLUMN bounce_by TEXT;
    CREATE INDEX messages_org ON messages(org, received_at);

@@ -23,6 +23,7 @@ test('every failure kind has its status and enhanced code; the detail goes to th
     greeting: ['deferred', 451, '4.4.2'], ehlo: ['deferred', 451, '4.4.2'], mail: ['deferred', 451, '4.4.2'],
     nullMx: ['failed', 556, '5.1.10'], noHost: ['failed', 550, '5.1.2'], size: ['failed', 552, '5.3.4'], eightBit: ['failed', 554, '5.6.3'],
     smtputf8: ['failed', 553, '5.6.7'], badSender: ['failed', 553, '5.1.7'], badRecipient: ['failed', 553, '5.1.3'],
+    requireTls: ['failed', 550, '5.7.30'],
   };
   for (const [kind, w] of Object.entries(want)) {
     assert.deepEqual(c({ kind: kind as FailureFacts['kind'] }), w, kind);

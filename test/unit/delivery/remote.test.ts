@@ -3,12 +3,12 @@
 // retry, and what the trace keeps. Real sockets on loopback (127.0.77.x), no gateway process.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { buildConfig, type Config } from '../../../src/config/load.ts';
 import { ConnectionPool } from '../../../src/delivery/pool.ts';
-import { RemoteDelivery, type RemoteJob } from '../../../src/delivery/remote.ts';
+import { RemoteDelivery, type RemoteJob, type TlsSessionReport } from '../../../src/delivery/remote.ts';
 import { InMemory } from '../../../src/delivery/memory.ts';
 import { inProcessMemories, type DeliveryMemories, type TlsFallback } from '../../../src/delivery/trouble.ts';
 import { issueCertificate } from '../../../src/tls/certgen.ts';
@@ -281,4 +281,57 @@ test('delivery.maxConnectionsPerDestination: deliveries to one next hop wait the
   t0 = Date.now();
   await Promise.all([two.deliver(job('slow.test')), two.deliver(job('slow.test'))]);
   assert.ok(Date.now() - t0 < 590, 'side by side');
+});
+
+test('TLS-RPT: every TLS negotiation with an MX host is reported once, with its RFC 8460 result type; smart hosts and our own reports are not', async () => {
+  const broken: Step[] = [{ send: '220 mx' }, { expect: 'EHLO gw.contoso.test', reply: '250-mx\r\n250 STARTTLS' },
+    { expect: 'STARTTLS', reply: '220 2.0.0 go ahead' }, { send: 'this is not TLS' }, { close: true }];
+  const plain = (starttls: boolean): Step[] => [{ send: '220 mx' }, { expect: 'EHLO gw.contoso.test', reply: `250-mx\r\n250 ${starttls ? 'STARTTLS' : 'PIPELINING'}` },
+    { expect: /^MAIL FROM:/, reply: '250 ok' }, { expect: /^RCPT TO:/, reply: '250 ok' }, { expect: 'DATA', reply: '354 go' }, { data: true, reply: '250 ok' }];
+  const p = await peer(13, [broken, plain(true), plain(false), plain(false), plain(false)]);
+  const dns = new FakeResolver({ 'rpt.test': { MX: [{ exchange: 'mx.rpt.test', priority: 10 }] }, 'mx.rpt.test': { A: [p.host] } });
+  const seen: TlsSessionReport[] = [];
+  const r = new RemoteDelivery(() => dns, new ConnectionPool(() => ({ idleSeconds: 0, maxMessages: 1 })), () => new TrustStore(false, []), () => config({ destinationDownSeconds: 0, tlsFallbackSeconds: 0 }),
+    new RevocationChecker(() => dns), undefined, { onTlsSession: (s) => seen.push(s) });
+  remotes.push(r);
+  assert.equal((await r.deliver(job('rpt.test'))).outcomes.get(0)?.status, 'delivered');
+  assert.equal(seen.length, 1, 'the failed handshake; the plaintext retry negotiates nothing');
+  assert.equal(seen[0].policyDomain, 'rpt.test');
+  assert.deepEqual(seen[0].policy, { type: 'no-policy-found' });
+  assert.equal(seen[0].resultType, 'validation-failure');
+  assert.equal(seen[0].mxHost, 'mx.rpt.test');
+  assert.equal(seen[0].mxIp, p.host);
+  assert.equal(seen[0].sendingIp, '127.0.0.1');
+  assert.match(seen[0].reason!, /\((handshake-failed|connection-lost-during-handshake)\)$/);
+  seen.length = 0;
+  assert.equal((await r.deliver(job('rpt.test'))).outcomes.get(0)?.status, 'delivered');
+  assert.deepEqual(seen.map((s) => [s.resultType, s.reason]), [['starttls-not-supported', 'the server did not offer STARTTLS (starttls-not-offered)']]);
+  seen.length = 0;
+  await r.deliver({ ...job('rpt.test'), envelope: { smtputf8: false, tlsReport: true } });
+  await r.deliver({ ...job('rpt.test'), hop: { key: 'smart:x', kind: 'smarthost', domain: 'rpt.test', smartHosts: [{ host: p.host }], tls: { level: 'opportunistic', source: 'default' } } });
+  assert.deepEqual(seen, [], 'a TLS report\'s own session and smart hosts are not counted');
+  await p.done;
+});
+
+test('REQUIRETLS: a host that does not offer it is skipped (no MAIL), the next one gets MAIL FROM … REQUIRETLS', async () => {
+  const cert = await issueCertificate({ subject: 'CN=mx.rtls.test', dnsNames: ['mx.rtls.test'] });
+  const trustFile = path.join(dir, 'rtls-ca.pem');
+  writeFileSync(trustFile, cert.certPem);
+  const tlsUp = (ext: string): Step[] => [{ send: '220 mx' }, { expect: 'EHLO gw.contoso.test', reply: '250-mx\r\n250 STARTTLS' },
+    { expect: 'STARTTLS', reply: '220 2.0.0 go ahead' }, { tls: { cert: cert.certPem, key: cert.keyPem } }, { expect: 'EHLO gw.contoso.test', reply: `250-mx\r\n250 ${ext}` }];
+  const without = await peer(14, [[...tlsUp('PIPELINING'), { expect: 'QUIT', reply: '221 bye' }]]);
+  const withIt = await peer(15, [[...tlsUp('REQUIRETLS'), { expect: /^MAIL FROM:<a@contoso\.test> REQUIRETLS$/, reply: '250 ok' }, { expect: /^RCPT TO:/, reply: '250 ok' },
+    { expect: 'DATA', reply: '354 go' }, { data: true, reply: '250 ok' }]]);
+  const dns = new FakeResolver({
+    'rtls.test': { MX: [{ exchange: 'a.rtls.test', priority: 10 }, { exchange: 'b.rtls.test', priority: 20 }] },
+    'a.rtls.test': { A: [without.host] }, 'b.rtls.test': { A: [withIt.host] },
+  });
+  const cfg = config({ destinationDownSeconds: 0 });
+  const r = new RemoteDelivery(() => dns, new ConnectionPool(() => cfg.delivery.connectionReuse), () => new TrustStore(false, [trustFile]), () => cfg, new RevocationChecker(() => dns));
+  remotes.push(r);
+  const j = job('rtls.test');
+  const res = await r.deliver({ ...j, envelope: { smtputf8: false, requireTls: true }, hop: { ...j.hop, tls: { level: 'certificateValidation', source: 'connector "T"' } } });
+  assert.equal(res.outcomes.get(0)?.status, 'delivered');
+  assert.ok(!without.transcript.some((l) => /^C: (MAIL|RCPT|DATA)/.test(l)));
+  await Promise.all([without.done, withIt.done]);
 });

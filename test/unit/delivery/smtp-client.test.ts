@@ -228,3 +228,10 @@ test('the scripted peer fails the test on an unexpected command', async () => {
     await assert.rejects(peer.done, /expected HELO gw\.contoso\.test, the client sent "EHLO gw\.contoso\.test"/);
   } finally { await peer.close(); }
 });
+
+test('REQUIRETLS goes on MAIL FROM only when the envelope asks for it and the server offers it (RFC 8689 §4.2.1)', () => {
+  const e = { ...env('a@b.test', [{ address: 'c@d.test' }]), requireTls: true };
+  assert.equal(envelopeCommands(e, new Map([...EXT, ['REQUIRETLS', '']]), 1).mail, 'MAIL FROM:<a@b.test> SIZE=1 REQUIRETLS');
+  assert.equal(envelopeCommands(e, EXT, 1).mail, 'MAIL FROM:<a@b.test> SIZE=1');
+  assert.equal(envelopeCommands(env('a@b.test', [{ address: 'c@d.test' }]), new Map([...EXT, ['REQUIRETLS', '']]), 1).mail, 'MAIL FROM:<a@b.test> SIZE=1');
+});

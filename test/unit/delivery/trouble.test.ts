@@ -128,3 +128,19 @@ test('InMemory: entries run out at their time, expire() forgets them, the size i
   assert.equal((await m.get('x'))?.value, 9, 'a rewritten key counts as new');
   assert.equal(await m.get('y'), undefined);
 });
+
+test('Tally: every host reached lacks REQUIRETLS: the 5.7.30 failure stands (RFC 8689); with another kind of failure it is deferred', () => {
+  const noReq = hostFailure({ kind: 'requireTls', detail: 'mx does not offer REQUIRETLS' }, facts);
+  assert.equal(noReq.level, 'connection');
+  assert.equal(noReq.requireTls, true);
+  const t = new Tally();
+  t.addressesFound();
+  assert.equal(t.hostFailed(noReq), 'next', 'another host may offer it');
+  assert.equal(t.hostFailed(noReq), 'next');
+  assert.deepEqual([t.verdict()?.outcome.status, t.verdict()?.outcome.reply.enhanced, t.verdict()?.destinationDown], ['failed', '5.7.30', false]);
+  const mixed = new Tally();
+  mixed.addressesFound();
+  mixed.hostFailed(hostFailure({ kind: 'connect', detail: 'refused' }, facts));
+  mixed.hostFailed(noReq);
+  assert.deepEqual([mixed.verdict()?.outcome.status, mixed.verdict()?.outcome.reply.code], ['deferred', 451], 'a host that may come back: retry');
+});

@@ -102,3 +102,9 @@ test('NOTIFY (RFC 3461 §4.1): absent means failures and delays; NEVER means not
   assert.deepEqual(['failed', 'delayed', 'success'].map((k) => wantsNotice('success,FAILURE', k as 'failed')), [true, false, true]);
   assert.deepEqual(['failed', 'delayed', 'success'].map((k) => wantsNotice('DELAY', k as 'failed')), [false, true, false]);
 });
+
+test('REQUIRETLS: the DSN returns only the headers, whatever RET says (RFC 8689 §5)', () => {
+  const { parts } = parse(buildDsn(input({ envelope: { smtputf8: false, ret: 'FULL', requireTls: true } })).data);
+  assert.equal(field(parts[2].headers, 'Content-Type'), 'text/rfc822-headers');
+  assert.doesNotMatch(parts[2].body, /the body text/);
+});

@@ -40,3 +40,15 @@ test('a generated message (DSN) returning 8-bit content is recorded as 8-bit, wi
   assert.equal(stored[1].envelope.body, undefined);
   assert.equal(stored[1].envelope.longestLine, 12);
 });
+
+test('TLS-Required: No is recorded with the envelope, unless MAIL FROM carried REQUIRETLS (RFC 8689 §4.1)', async () => {
+  const { ingest, stored } = capture();
+  const chunks = (h: string) => [Buffer.from(`Subject: s\r\n${h}\r\nhi\r\n`)];
+  await ingest.accept({ org: 'contoso', mailFrom: 'a@x.test', envelope: { smtputf8: false }, recipients: rcpt, inbound, chunks: chunks('TLS-Required: No\r\n') });
+  await ingest.accept({ org: 'contoso', mailFrom: 'a@x.test', envelope: { smtputf8: false }, recipients: rcpt, inbound, chunks: chunks('tls-required:\r\n  no\r\n') });
+  await ingest.accept({ org: 'contoso', mailFrom: 'a@x.test', envelope: { smtputf8: false, requireTls: true }, recipients: rcpt, inbound, chunks: chunks('TLS-Required: No\r\n') });
+  await ingest.accept({ org: 'contoso', mailFrom: 'a@x.test', envelope: { smtputf8: false }, recipients: rcpt, inbound, chunks: chunks('TLS-Required: Yes\r\n') });
+  await ingest.accept({ org: 'contoso', mailFrom: 'a@x.test', envelope: { smtputf8: false }, recipients: rcpt, inbound, chunks: [Buffer.from('Subject: s\r\n\r\nTLS-Required: No\r\n')] });
+  assert.deepEqual(stored.map((m) => m.envelope.tlsRequiredNo), [true, true, undefined, undefined, undefined]);
+  assert.equal(stored[2].envelope.requireTls, true);
+});

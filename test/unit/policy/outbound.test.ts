@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildConfig } from '../../../src/config/load.ts';
-import { OutboundPolicy, patternMatch, raise, strictest } from '../../../src/policy/outbound.ts';
+import { OutboundPolicy, patternMatch, raise, requireTlsProblem, strictest } from '../../../src/policy/outbound.ts';
 import { atLeast, CONNECTOR_TLS_LEVELS, levelRank, TLS_LEVELS } from '../../../src/tls/levels.ts';
 
 const config = buildConfig({
@@ -89,4 +89,25 @@ test('one scale: ranks follow its order, connectors may demand every level but n
 test('internalRelay needs an onPremises connector', () => {
   assert.throws(() => buildConfig({ organizations: [{ name: 'x', acceptedDomains: [{ domain: 'x.test', type: 'internalRelay' }] }] }, '/tmp', null),
     /x\.test is internalRelay, but organization "x" has no enabled onPremises outbound connector/);
+});
+
+test('TLS-Required: No waives only published demands (DANE, MTA-STS), never a connector\'s; REQUIRETLS makes it ignored (RFC 8689 §4.1, §5)', () => {
+  const dane = { level: 'domainValidation' as const, source: 'DANE (test)', published: true };
+  const conn = { level: 'encryptionOnly' as const, source: 'connector "X"' };
+  assert.equal(strictest([dane, conn]).source, 'DANE (test)');
+  assert.equal(strictest([dane, conn], { tlsRequiredNo: true }).source, 'connector "X"', 'the connector still applies');
+  assert.equal(strictest([dane], { tlsRequiredNo: true }).level, 'opportunistic', 'relaxed to opportunistic');
+  assert.equal(strictest([dane], { tlsRequiredNo: true, requireTls: true }).source, 'DANE (test)', 'ignored with REQUIRETLS');
+  assert.equal(strictest([conn], { tlsRequiredNo: true }).level, 'encryptionOnly');
+});
+
+test('REQUIRETLS needs a source that authenticates the next hop (certificateValidation and above)', () => {
+  assert.equal(requireTlsProblem({ level: 'certificateValidation', source: 'connector "X"' }), undefined);
+  assert.equal(requireTlsProblem({ level: 'domainValidation', source: 'connector "X"' }), undefined);
+  for (const level of ['opportunistic', 'encryptionOnly'] as const) {
+    assert.match(requireTlsProblem({ level, source: 'default' })!, new RegExp(`^TLS required by REQUIRETLS \\(RFC 8689\\): the next hop is not authenticated .* \\(${level} by default\\)$`));
+  }
+  const p = new OutboundPolicy(config);
+  assert.equal(requireTlsProblem(p.nextHop('contoso', 'hr.fabrikam.test', { requireTls: true }).tls), undefined);
+  assert.ok(requireTlsProblem(p.nextHop('contoso', 'example.test', { requireTls: true }).tls));
 });
