@@ -26,6 +26,7 @@ before(async () => {
   const closed = await freePort('127.0.0.1');
   gw = await startAdminGateway({
     queue: { retrySchedule: [3600] },
+    tlsRpt: { receive: ['tlsrpt@contoso.test'] },
     organizations: [
       {
         name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }],
@@ -90,6 +91,7 @@ const TABLE: Row[] = [
   { method: 'get', route: '/api/v1/reports/inbound/peers', path: () => '/api/v1/reports/inbound/peers?org=contoso', expect: ok() },
   { method: 'get', route: '/api/v1/reports/outbound', path: () => '/api/v1/reports/outbound?org=contoso', expect: ok() },
   { method: 'get', route: '/api/v1/reports/outbound/tls-failures', path: () => '/api/v1/reports/outbound/tls-failures?org=contoso', expect: ok() },
+  { method: 'get', route: '/api/v1/tlsrpt/received', path: () => '/api/v1/tlsrpt/received', expect: ok(200, 200) },
   { method: 'get', route: '/api/v1/reports/outbound/plaintext-domains', path: () => '/api/v1/reports/outbound/plaintext-domains?org=contoso', expect: ok() },
 ];
 
@@ -275,4 +277,29 @@ test('every answer carries a CSP without inline scripts and no-store for API dat
     assert.equal(r.headers['x-content-type-options'], 'nosniff');
   }
   assert.equal((await gw.api('GET', '/api/v1/me', { token: tok.global })).headers['cache-control'], 'no-store');
+});
+
+test('received TLS-RPT reports: a global token sees every policy domain and the unreadable reports, an organization token its own domains only', async () => {
+  const report = (domain: string, id: string) => JSON.stringify({
+    'organization-name': 'Partner Reports', 'date-range': { 'start-datetime': '2026-12-01T00:00:00Z', 'end-datetime': '2026-12-01T23:59:59Z' },
+    'contact-info': 'tlsrpt@partner.test', 'report-id': id,
+    policies: [{ policy: { 'policy-type': 'no-policy-found', 'policy-domain': domain }, summary: { 'total-successful-session-count': 5, 'total-failure-session-count': 1 },
+      'failure-details': [{ 'result-type': 'certificate-expired', 'failed-session-count': 1 }] }],
+  });
+  const mail = (body: string) => `From: <reports@partner.test>\r\nSubject: Report\r\nMIME-Version: 1.0\r\nContent-Type: application/tlsrpt+json\r\n\r\n${body}\r\n`;
+  for (const body of [mail(report('contoso.test', 'r1')), mail(report('fabrikam.test', 'r2')), mail('{not json')]) {
+    const r = await sendOverTls(gw.port, 'reports@partner.test', ['tlsrpt@contoso.test'], body);
+    assert.equal(r.code, 250, r.text);
+  }
+  await gw.waitForLog(() => gw.events().filter((e) => e.event === 'tlsrpt.received').length >= 3);
+  type Received = { reports: number; summary: { policyDomain: string; successful: number; failed: number; failures: Record<string, number> }[]; flagged: { problem: string }[] };
+  const all = (await gw.api('GET', '/api/v1/tlsrpt/received', { token: tok.global })).json as Received;
+  assert.deepEqual(all.summary.map((x) => [x.policyDomain, x.successful, x.failed, x.failures]), [['contoso.test', 5, 1, { 'certificate-expired': 1 }], ['fabrikam.test', 5, 1, { 'certificate-expired': 1 }]]);
+  assert.equal(all.flagged.length, 1);
+  assert.match(all.flagged[0].problem, /not JSON/);
+  const b = (await gw.api('GET', '/api/v1/tlsrpt/received', { token: tok.b })).json as Received;
+  assert.deepEqual(b.summary.map((x) => x.policyDomain), ['fabrikam.test']);
+  assert.deepEqual(b.flagged, [], 'unreadable reports name no domain: global tokens only');
+  const a = (await gw.api('GET', '/api/v1/tlsrpt/received', { token: tok.a })).json as Received;
+  assert.deepEqual(a.summary.map((x) => x.policyDomain), ['contoso.test']);
 });

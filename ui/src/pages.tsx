@@ -280,6 +280,7 @@ export function ReportsPage() {
   const failures = useApi(`/api/v1/reports/outbound/tls-failures${q}`);
   const plain = useApi(`/api/v1/reports/outbound/plaintext-domains${q}`);
   const peers = useApi(`/api/v1/reports/inbound/peers${q}`);
+  const received = useApi('/api/v1/tlsrpt/received');
   return (
     <>
       <h1>TLS reports</h1>
@@ -296,7 +297,11 @@ export function ReportsPage() {
         {peers.data && <Table label="clients on plaintext or the oldest TLS" empty="none in this range" head={['address', 'HELO name', 'TLS', 'sessions']}
           rows={peers.data.peers.map((p: Any) => [p.ip, p.helo, p.tlsVersion === 'none' ? 'plaintext' : p.tlsVersion, p.sessions])} />}
       </Section>
-      <p class="hint">Received TLS-RPT reports (RFC 8460) from other domains are not collected yet.</p>
+      <Section title="TLS-RPT reports received (RFC 8460)">
+        {received.data && <Table label="TLS-RPT reports received" empty="no TLS reports received (tlsRpt.receive)" head={['reporting organization', 'policy domain', 'policy', 'reports', 'successful', 'failed', 'failures']}
+          rows={received.data.summary.map((x: Any) => [x.organization, x.policyDomain, x.policyType, x.reports, x.successful, x.failed, Object.entries(x.failures).map(([k, n]) => `${k} ${String(n)}`).join(', ')])} />}
+        {received.data?.flagged.length > 0 && <Table label="unreadable TLS-RPT reports" head={['received', 'from', 'problem']} rows={received.data.flagged.map((f: Any) => [f.receivedAt, f.from, f.problem])} />}
+      </Section>
     </>
   );
 }

@@ -10,7 +10,7 @@ import { REPORT_RETENTION_DAYS } from '../../../reports/aggregate.ts';
 import { inboundPeers, inboundReport, outboundReport, plaintextDomains, tlsFailures, type Granularity, type ReportRange } from '../../../reports/query.ts';
 import { parseTime } from '../../ops/queue.ts';
 import type { AdminDeps } from '../deps.ts';
-import { ApiError, orgFilter, orgParam, paging, query, str, time, type Paging } from '../scope.ts';
+import { ApiError, orgFilter, orgParam, paging, query, str, time, tokenOrg, type Paging } from '../scope.ts';
 
 const DAY = 86_400_000;
 const RANGE = {
@@ -50,6 +50,22 @@ export const reportRoutes = (deps: AdminDeps): FastifyPluginAsync => async (app)
   app.get('/api/v1/reports/outbound/tls-failures', {
     schema: { summary: 'messages deferred or bounced because a required TLS level failed: recipient domain × security type × result type (RFC 8460)', tags, querystring: query({ ...RANGE, ...paging() }) },
   }, async (req) => tlsFailures(deps.store(), range(deps, req), req.query as Paging));
+
+  app.get('/api/v1/tlsrpt/received', {
+    schema: {
+      summary: 'TLS reports (RFC 8460) other mail systems sent to tlsRpt.receive, summed per reporting organization and policy domain (as `portcullis tlsrpt received --json`); an organization token sees its own domains\' and no unreadable reports', tags,
+      querystring: query({ limit: { type: 'integer', minimum: 1, maximum: 10_000, default: 1000, description: 'read at most this many of the newest reports' } }),
+    },
+  }, async (req) => {
+    const { limit } = req.query as { limit: number };
+    const { summarize } = await import('../../../tlsrpt/receive.ts');
+    const reports = await deps.store().receivedTlsReports(limit);
+    const org = tokenOrg(req);
+    const mine = org === null ? null : deps.config().organizations.find((o) => o.name === org)?.acceptedDomains.map((d) => d.domain.toLowerCase()) ?? [];
+    const ours = (domain: string) => mine === null || mine.some((d) => domain.toLowerCase() === d || domain.toLowerCase().endsWith(`.${d}`));
+    const flagged = org !== null ? [] : reports.filter((r) => r.problem).map((r) => ({ receivedAt: new Date(r.receivedAt).toISOString(), queueId: r.queueId, from: r.mailFrom, ...(r.organization ? { organization: r.organization } : {}), problem: r.problem }));
+    return { reports: reports.length, summary: summarize(reports).filter((x) => ours(x.policyDomain)), flagged };
+  });
 
   app.get('/api/v1/reports/outbound/plaintext-domains', {
     schema: { summary: 'recipient domains that took mail only in plaintext in the range', tags, querystring: query({ ...RANGE, ...paging() }) },
