@@ -3,8 +3,9 @@
 // and strips STARTTLS from EHLO, answers STARTTLS with 454 or 502, forwards the 220 with injected
 // reply lines (in the same segment, or after the client started its handshake), or intercepts
 // TLS with a certificate for the right name that is self-signed or from a CA we do not trust.
-// Every case runs against opportunistic delivery and every forced level (encryptionOnly,
-// certificateValidation, domainValidation). Opportunistic delivery may fall back to plaintext but
+// Every case runs against opportunistic delivery, every forced level (encryptionOnly,
+// certificateValidation, domainValidation) and a destination whose MTA-STS policy (RFC 8461,
+// mode enforce, served over HTTPS on 127.0.2.253:443) names the MX hosts. Opportunistic delivery may fall back to plaintext but
 // must record it in the trace; a forced level must defer and never let the message, or a single
 // MAIL/RCPT/DATA command, cross the wire in cleartext.
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -15,19 +16,26 @@ import { makePki } from '../test/helpers/pki.ts';
 import { startDnsServer, type DnsServer, type Zone } from '../test/helpers/dns-server.ts';
 import { startPeer, type Peer } from '../test/helpers/peer.ts';
 import { SmtpClient } from '../test/helpers/smtp.ts';
+import { startStsServer, type StsServer } from '../test/helpers/sts-server.ts';
 import { startMitm, type Mitm, type MitmMode } from './lib/tls-mitm.ts';
 import type { ProofContext, ProofModule, ProofSection } from './types.ts';
 import { until } from '../test/helpers/wait.ts';
 
 const CMD = 'npm run proof -- --only downgrade';
 
-type Level = 'opportunistic' | 'encryptionOnly' | 'certificateValidation' | 'domainValidation';
+type Level = 'opportunistic' | 'encryptionOnly' | 'certificateValidation' | 'domainValidation' | 'mtaStsEnforce';
 const LEVELS: { level: Level; domain: string }[] = [
   { level: 'opportunistic', domain: 'opp.test' },
   { level: 'encryptionOnly', domain: 'enc.test' },
   { level: 'certificateValidation', domain: 'cv.test' },
   { level: 'domainValidation', domain: 'dv.test' },
+  // No connector: the recipient domain's MTA-STS policy (mode enforce, mx *.fabrikam.test) demands it.
+  { level: 'mtaStsEnforce', domain: 'sts.test' },
 ];
+/** Where the MTA-STS policies are served (one HTTPS server for every case's domain). */
+const STS_IP = '127.0.2.253';
+/** Levels that authenticate the server (a forged certificate must be refused). */
+const authenticated = (l: Level) => l === 'certificateValidation' || l === 'domainValidation' || l === 'mtaStsEnforce';
 const forced = (l: Level) => l !== 'opportunistic';
 
 /** Expected outcome kinds. */
@@ -45,7 +53,7 @@ interface Case {
   fallback?: RegExp;
 }
 
-const all = (k: Kind): Record<Level, Kind> => ({ opportunistic: k, encryptionOnly: k, certificateValidation: k, domainValidation: k });
+const all = (k: Kind): Record<Level, Kind> => ({ opportunistic: k, encryptionOnly: k, certificateValidation: k, domainValidation: k, mtaStsEnforce: k });
 const CASES: Case[] = [
   { id: 'control', label: 'control: untouched relay', mode: 'passthrough', expect: all('tls') },
   { id: 'resume', label: 'control: honest server with TLS session resumption, 3 connections in a row', mode: 'intercept', cert: 'good', sequential: 3, expect: all('tls') },
@@ -55,9 +63,9 @@ const CASES: Case[] = [
   { id: 'inject', label: '(d) 220 + injected reply lines (same segment)', mode: 'inject', expect: all('tls') },
   { id: 'injectlate', label: '(d\') 220, injected lines after the ClientHello', mode: 'injectSplit', expect: { ...all('defer-4.7.5'), opportunistic: 'plaintext' }, fallback: /TLS handshake (with this host )?failed/ },
   { id: 'selfsigned', label: '(e) interception, self-signed cert for the right name', mode: 'intercept', cert: 'self',
-    expect: { opportunistic: 'tls-interceptor', encryptionOnly: 'tls-interceptor', certificateValidation: 'defer-4.7.5', domainValidation: 'defer-4.7.5' } },
+    expect: { opportunistic: 'tls-interceptor', encryptionOnly: 'tls-interceptor', certificateValidation: 'defer-4.7.5', domainValidation: 'defer-4.7.5', mtaStsEnforce: 'defer-4.7.5' } },
   { id: 'untrustedca', label: '(e\') interception, right name from an untrusted CA', mode: 'intercept', cert: 'untrusted',
-    expect: { opportunistic: 'tls-interceptor', encryptionOnly: 'tls-interceptor', certificateValidation: 'defer-4.7.5', domainValidation: 'defer-4.7.5' } },
+    expect: { opportunistic: 'tls-interceptor', encryptionOnly: 'tls-interceptor', certificateValidation: 'defer-4.7.5', domainValidation: 'defer-4.7.5', mtaStsEnforce: 'defer-4.7.5' } },
 ];
 
 const KIND_TEXT: Record<Kind, string> = {
@@ -106,6 +114,7 @@ const mod: ProofModule = {
     let backend: Peer | undefined;
     let dns: DnsServer | undefined;
     let gw: GatewayHandle | undefined;
+    let sts: StsServer | undefined;
     const mitms = new Map<string, Mitm>();
     const key = (c: Case, l: Level) => `${c.id}/${l}`;
     const marker = /PROOF-SECRET-[a-zA-Z0-9]+-[a-zA-Z]+-\d+/;
@@ -132,6 +141,13 @@ const mod: ProofModule = {
           if (!/EADDRINUSE/.test(String(e)) || attempt === 4) throw e;
         }
       }
+      // MTA-STS: every case's sts.test domain publishes an enforce policy naming the MX hosts.
+      const stsNames = CASES.map((c) => `mta-sts.${c.id}.sts.test`);
+      for (const c of CASES) {
+        zone[`_mta-sts.${c.id}.sts.test`] = { TXT: ['v=STSv1; id=proof1;'] };
+        zone[`mta-sts.${c.id}.sts.test`] = { A: [STS_IP] };
+      }
+      sts = await startStsServer(STS_IP, await pki.issue('mta-sts.sts.test', { dnsNames: stsNames }), 'version: STSv1\r\nmode: enforce\r\nmx: *.fabrikam.test\r\nmax_age: 86400\r\n');
       dns = await startDnsServer(zone);
       gw = await startGateway({
         dir,
@@ -227,11 +243,12 @@ const mod: ProofModule = {
             if (kind === 'tls' || kind === 'tls-interceptor') {
               notes.add(`${at?.tls?.version ?? '?'}, achieved ${at?.tlsAchieved}${at?.tls?.resumed ? ', resumed' : ''}`);
               if (kind === 'tls-interceptor' && at?.tls?.chainValid) failures.push(`${where}: the interception certificate was judged valid`);
-              if (kind === 'tls' && level === 'domainValidation' && at?.tlsAchieved !== 'domainValidation') failures.push(`${where}: achieved ${at?.tlsAchieved}`);
+              if (kind === 'tls' && (level === 'domainValidation' || level === 'mtaStsEnforce') && at?.tlsAchieved !== 'domainValidation') failures.push(`${where}: achieved ${at?.tlsAchieved}`);
             }
             if (ev.status === 'deferred') {
               const reason = String(ev.reason ?? '');
-              if (!reason.startsWith('TLS required by connector')) failures.push(`${where}: deferral reason does not name the TLS requirement: ${reason}`);
+              const source = level === 'mtaStsEnforce' ? 'TLS required by MTA-STS (policy of ' : 'TLS required by connector';
+              if (!reason.startsWith(source)) failures.push(`${where}: deferral reason does not name the TLS requirement (${source}…): ${reason}`);
               notes.add(/did not offer STARTTLS/.test(reason) ? 'did not offer STARTTLS'
                 : /refused STARTTLS: (\d{3})/.test(reason) ? `refused STARTTLS: ${/refused STARTTLS: (\d{3})/.exec(reason)![1]}`
                   : /TLS handshake with .* failed: (\S+)/.test(reason) ? `TLS handshake failed: ${/failed: (\S+)/.exec(reason)![1]}`
@@ -246,7 +263,7 @@ const mod: ProofModule = {
           if (c.cert !== 'good') agg.interceptorRead += st.interceptedMarkers.length;
           if (forced(level)) {
             if (st.plainTransaction || st.plainBodyBytes || leakedHere) failures.push(`${c.id} × ${level}: LEAK — ${st.plainTransaction} MAIL/RCPT/DATA and ${st.plainBodyBytes} message bytes in cleartext, ${leakedHere} message(s) seen on the wire`);
-            if (c.cert !== 'good' && (level === 'certificateValidation' || level === 'domainValidation') && (st.interceptedTransaction || st.interceptedMarkers.length)) {
+            if (c.cert !== 'good' && authenticated(level) && (st.interceptedTransaction || st.interceptedMarkers.length)) {
               failures.push(`${c.id} × ${level}: the interceptor read ${st.interceptedTransaction} commands / ${st.interceptedMarkers.length} message(s)`);
             }
           }
@@ -285,6 +302,7 @@ const mod: ProofModule = {
           table: { header: ['MITM case', 'attacks carried out', ...LEVELS.map((l) => l.level)], rows: matrix },
           notes: [
             'Each cell has its own man in the middle (proof/lib/tls-mitm.ts, its own 127.0.2.x address) in front of one honest STARTTLS server whose certificate (*.fabrikam.test) chains to a CA the gateway trusts; routing is by MX through a loopback DNS server. Forced levels come from outbound connectors (encryptionOnly, certificateValidation, domainValidation with tlsDomain *.fabrikam.test); opportunistic is the default route.',
+            `mtaStsEnforce: no connector; each recipient domain publishes \`_mta-sts\` TXT and an enforce policy (mx *.fabrikam.test) served over HTTPS on ${STS_IP}:443 (${sts.requests.length} policy fetch(es)), so the policy alone demands TLS 1.2+ and a valid certificate for the MX host name.`,
             '"leaked" = messages whose secret body marker the MITM saw in cleartext on the wire; "cleartext MAIL/RCPT/DATA" = transaction commands it saw before any TLS. Both must be 0 at every forced level, in every case.',
             `Injected lines: ${JSON.stringify('250-mitm.injected.test / 250 AUTH PLAIN / 554 5.7.1 injected by the man in the middle')} after the 220 to STARTTLS. Sent in the same segment they are discarded with the rest of the plaintext buffer (delivery succeeds over TLS: had the client parsed them, its post-TLS EHLO and MAIL would have got the fake replies). Sent after the ClientHello they break the handshake: forced levels defer 4.7.5, opportunistic falls back to plaintext and says so.`,
             'Interception: encryptionOnly means "encrypted, any certificate" (no authentication by definition), so a forged certificate gets the message over TLS at that level and with opportunistic TLS; certificateValidation and domainValidation refuse it (4.7.5) and the interceptor reads nothing. This is the documented meaning of the levels, not a leak: nothing crosses the wire in cleartext.',
@@ -307,6 +325,7 @@ const mod: ProofModule = {
       await gw?.stop();
       for (const m of mitms.values()) await m.close();
       await backend?.close();
+      await sts?.close();
       await dns?.close();
     }
   },

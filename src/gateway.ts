@@ -30,6 +30,8 @@ import { DnsResolver } from './dns/resolver.ts';
 import type { Resolver } from './dns/types.ts';
 import { OutboundPolicy } from './policy/outbound.ts';
 import { RevocationChecker } from './tls/revocation.ts';
+import { MtaSts, mtaStsProvider } from './mtasts/sts.ts';
+import { PolicyServer } from './mtasts/host.ts';
 import { assertNoServer, startControlServer, type ControlResponse } from './admin/control.ts';
 import type { AdminServer } from './admin/http/server.ts';
 import { GatewayMetrics } from './admin/metrics.ts';
@@ -76,6 +78,7 @@ export class Gateway {
   private metrics: GatewayMetrics | undefined;
   private reportCounts: ReportAggregator | undefined;
   private reports: DailyReports | undefined;
+  private policyServer: PolicyServer | undefined;
   private stopping = false;
 
   constructor(private readonly opts: GatewayOptions) {}
@@ -101,6 +104,7 @@ export class Gateway {
     this.metrics?.stop();
     await this.reportCounts?.stop();
     await opened.server?.close(0);
+    await this.policyServer?.close();
     await opened.remote?.close();
     await opened.store?.close();
   }
@@ -125,6 +129,11 @@ export class Gateway {
       this.admin = new (await import('./admin/http/server.ts')).AdminServer();
       await this.admin.listen(config.admin.listen);
     }
+    if (config.mtaSts.hosting) {
+      // Port 443 needs root too: bound now, serving once the certificates and the configuration exist.
+      this.policyServer = new PolicyServer(() => this.tls as ServerTls | undefined, () => (this.deps as SessionDeps | undefined)?.config);
+      await this.policyServer.listen(config.mtaSts.hosting.listen);
+    }
     becomeServiceUser(plan, config, maildirGid);
     this.control = await startControlServer(config.dataDir, (r) => this.onControl(r.cmd));
     this.tls = configured ?? new ServerTls(await certificatePairs(config), config.tls.minVersion as SecureVersion);
@@ -137,8 +146,9 @@ export class Gateway {
     this.outbound = new OutboundPolicy(config);
     const pool = new ConnectionPool(() => this.deps.config.delivery.connectionReuse);
     const revocation = new RevocationChecker(() => this.resolver);
+    const mtaSts = mtaStsProvider(new MtaSts({ resolver: () => this.resolver, trust: () => this.deps.trust, cache: this.store }), () => this.deps.config.mtaSts.enabled);
     this.remote = new RemoteDelivery(() => this.resolver, pool, () => this.deps.trust, () => this.deps.config, revocation, () => this.tls.clientIdentity(),
-      { onTlsSession: sessionCounter(() => this.store, () => this.deps.config) });
+      { onTlsSession: sessionCounter(() => this.store, () => this.deps.config), providers: () => [mtaSts] });
     const ingest = new Ingest(this.store, {
       reserve: () => this.scheduler.reserve(), take: (m, d) => this.scheduler.take(m, d),
       kick: () => this.scheduler.kick(), unreserve: () => this.scheduler.unreserve(),
@@ -176,7 +186,7 @@ export class Gateway {
       const cur = this.deps.config;
       const ignored: string[] = [];
       if (next.dataDir !== cur.dataDir) ignored.push('dataDir');
-      const restartOnly: [string, (c: Config) => unknown][] = [['smtp.listen', (c) => c.smtp.listen], ['runAs', (c) => c.runAs], ['delivery.maildir', (c) => c.delivery.maildir], ['admin', (c) => c.admin]];
+      const restartOnly: [string, (c: Config) => unknown][] = [['smtp.listen', (c) => c.smtp.listen], ['runAs', (c) => c.runAs], ['delivery.maildir', (c) => c.delivery.maildir], ['admin', (c) => c.admin], ['mtaSts.hosting.listen', (c) => c.mtaSts.hosting?.listen]];
       for (const [key, get] of restartOnly) if (JSON.stringify(get(next)) !== JSON.stringify(get(cur))) ignored.push(key);
       const trust = new TrustStore(next.tls.trust.system, next.tls.trust.caFiles);
       const pairs = await certificatePairs(next);
@@ -216,6 +226,7 @@ export class Gateway {
     await this.admin?.close();
     await this.server.close(10_000);
     await this.reports?.stop();
+    await this.policyServer?.close();
     await this.scheduler.stop();
     this.metrics?.stop();
     await this.reportCounts?.stop();

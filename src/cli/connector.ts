@@ -26,11 +26,15 @@ function summary(x: Any): string {
   return `${scope} via ${dest}; TLS ${x.tlsSettings}${x.tlsDomain ? ` (${x.tlsDomain})` : ''}`;
 }
 
-async function report(reports: HostReport[], json: boolean | undefined, what: string): Promise<void> {
+/** A mail domain as `tls check` takes it (not HOST:PORT, not an IP address). */
+const isDomain = (dest: string): boolean => !/[:[\]]/.test(dest) && !/^\d+\.\d+\.\d+\.\d+$/.test(dest);
+
+async function report(reports: HostReport[], json: boolean | undefined, what: string, more: string[] = []): Promise<void> {
   if (json) printJson(reports);
   else {
     const { formatReport } = await import('../delivery/probe.ts');
     say(reports.map(formatReport).join('\n\n') || `no host to check for ${what}`);
+    if (more.length) say(`\n${more.join('\n')}`);
     const ok = reports.length > 0 && reports.every((r) => r.passes);
     say(`\n${ok ? 'PASS' : 'FAIL'}: ${reports.filter((r) => r.passes).length} of ${reports.length} host(s) meet the requirement`);
   }
@@ -93,7 +97,13 @@ export function registerConnector(program: Command): void {
       const requirement: TlsRequirement = { level: o.level, source: '`tls check`', ...(o.tlsDomain ? { tlsDomain: o.tlsDomain } : {}) };
       const { probeAll, probeTargets, probeTools } = await ops();
       const t = await probeTools(cfg);
-      await report(await probeAll(cfg, t, await probeTargets(t, dest, cfg.delivery.port), requirement), o.json, dest);
+      const reports = await probeAll(cfg, t, await probeTargets(t, dest, cfg.delivery.port), requirement);
+      // A mail domain (not HOST:PORT, not an address): its MTA-STS policy and each MX host's verdict.
+      if (!isDomain(dest)) return report(reports, o.json, dest);
+      const sts = await import('../mtasts/check.ts');
+      const check = await sts.checkSts(dest.toLowerCase().replace(/\.$/, ''), t.resolver, t.trust);
+      const hosts = reports.map((r) => ({ ...r, mtaSts: sts.stsHostVerdict(check, r.host, r) }));
+      await report(hosts, o.json, dest, sts.formatStsCheck(check, hosts.map((h) => ({ host: h.host, ...(h.ip ? { ip: h.ip } : {}), ...(h.mtaSts ? { verdict: h.mtaSts } : {}) }))));
     });
   registerTrust(t);
 }

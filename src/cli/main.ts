@@ -15,6 +15,7 @@ import { registerTrace } from './trace.ts';
 import { registerConnector } from './connector.ts';
 import { registerAdmin } from './admin.ts';
 import { registerTlsRpt } from './tlsrpt.ts';
+import { registerMtaSts } from './mtasts.ts';
 import { say, warn } from './terminal.ts';
 import { exitWith, installBoundary, logTo } from './failure.ts';
 
@@ -105,6 +106,7 @@ registerQueue(program);
 registerTrace(program);
 registerConnector(program);
 registerTlsRpt(program);
+registerMtaSts(program);
 registerAdmin(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => exitWith(e, serving));

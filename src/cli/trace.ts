@@ -58,6 +58,7 @@ export function describeAttempt(e: TraceEvent, m: QueueMessage): string {
   if (d.internal) lines.push(`      ${String(d.internal)}`);
   if (d.revocation) lines.push(`      revocation: ${String(d.revocation)}`);
   if (d.fallback) lines.push(`      note: ${String(d.fallback)}`);
+  if (Array.isArray(d.tlsNotes)) for (const n of d.tlsNotes) lines.push(`      policy: ${String(n)}`);
   if (d.conversion) lines.push(`      content: ${String(d.conversion)}`);
   if (d.reply) lines.push(`      result: ${replyText(d.reply)}`);
   return lines.join('\n');

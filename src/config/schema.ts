@@ -230,6 +230,21 @@ export const configSchema = z.strictObject({
       dataEnd: seconds(600).describe('Wait for the reply after the final dot (RFC 5321 §4.5.3.2).'),
     }).prefault({}),
   }).prefault({}),
+  mtaSts: z.strictObject({
+    enabled: z.boolean().default(true).describe('MTA-STS (RFC 8461) for mail to the internet: before delivering to a domain by its MX records, look up `_mta-sts.<domain>` TXT through `dns.servers` and fetch its policy from `https://mta-sts.<domain>/.well-known/mta-sts.txt` (port 443; the certificate must be valid for that name and chain to `tls.trust`; no redirects; at most 64 KB; 10 s to connect, 30 s in all). The policy is cached in the queue database for its `max_age`, refetched when the TXT `id` changes or half-way to expiry, and a cached policy stays in force when a fetch fails. `enforce`: only MX hosts matching the policy\'s `mx` patterns are used, each with TLS 1.2+ and a certificate valid for the MX host name, else the message is deferred (`4.7.5`). `testing`: mail is delivered as before and what enforce would have refused is recorded in the trace. `false`: no lookups. A connector\'s stricter `tlsSettings` still apply.'),
+    hosting: z.strictObject({
+      listen: z.array(listenAddr).min(1).describe('Set `mtaSts.hosting` to serve the MTA-STS policy of every accepted domain at `https://mta-sts.<domain>/.well-known/mta-sts.txt`, on these addresses (e.g. `["0.0.0.0:443"]`; `mta-sts.<domain>` of each accepted domain must point here), with the certificate of `tls.certificates` whose names cover `mta-sts.<domain>` (chosen by SNI; the first certificate otherwise). `portcullis mta-sts records` prints the DNS records to publish. Changing the addresses takes effect after a restart; the other settings on reload.'),
+      mode: z.enum(['enforce', 'testing', 'none']).default('testing').describe('The policy mode published for every accepted domain. Start with `testing` (and TLS-RPT), then `enforce`; `none` withdraws a policy (RFC 8461 §8.3).'),
+      mx: z.array(domainPattern.refine((p) => p !== '*', { message: 'must be a host name or "*.domain" (one label); "*" is not an MTA-STS pattern' })).min(1).optional().meta({
+        description: 'The `mx` patterns published (`mx1.example.com`, or `*.example.com` for one label). Every MX host of your accepted domains must match one, and its certificate must carry that host name.',
+        defaultText: '`[hostname]`', valueType: 'list of host names',
+      }),
+      maxAgeSeconds: z.number().int().min(86_400).max(31_557_600).default(604_800).meta({
+        description: 'The `max_age` published: how long senders cache the policy (at least a day; RFC 8461 §3.2 allows up to a year, and recommends weeks).',
+        valueType: 'seconds',
+      }),
+    }).optional(),
+  }).prefault({}),
   queue: z.strictObject({
     delayWarning: z.number().min(0).default(14_400).meta({
       description: 'When a message has waited this long with recipients still deferred, the sender gets one "Delayed Mail" notice (RFC 3464, `Action: delayed`), unless NOTIFY excludes DELAY. 0 disables.',

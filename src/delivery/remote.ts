@@ -2,9 +2,14 @@
 // or smart hosts, trying hosts in order, applying the TLS requirement, reusing pooled connections,
 // and returning one classified outcome per recipient plus the facts of every attempt (the trace).
 // What a failure means (next host, every recipient, the verdict, what is remembered) is decided by
-// trouble.ts. Sends each peer what it can take (mime-downgrade.ts: 7 bit without 8BITMIME, no line
+// trouble.ts. The TLS requirement of each host is the hop's composed with the demands of the demand
+// providers (MTA-STS; DANE and REQUIRETLS as they join) by policy/outbound.ts composeHost; a
+// provider that refuses a host (an MTA-STS enforce policy that does not name it) makes it skipped,
+// never contacted; a requirement a provider only observes (MTA-STS testing) is recorded, not
+// enforced. Sends each peer what it can take (mime-downgrade.ts: 7 bit without 8BITMIME, no line
 // over 998 octets) and records any conversion with the attempt.
-// Promises: a required TLS level never falls back (no plaintext, no legacy TLS, no weaker check);
+// Promises: a required TLS level never falls back (no plaintext, no legacy TLS, no weaker check),
+// whichever source demanded it, and every demand that applies to a host is checked;
 // opportunistic TLS works its way down — TLS 1.2+, then (after a protocol-version or cipher
 // failure, delivery.opportunisticLegacyTls) legacy TLS 1.0/1.1, then plaintext — remembers per
 // address what worked for delivery.tlsFallbackSeconds, and records every step with its TLS failure
@@ -18,7 +23,7 @@ import net from 'node:net';
 import type { Config } from '../config/load.ts';
 import { mailHosts } from '../dns/mx.ts';
 import { DnsError, type Resolver } from '../dns/types.ts';
-import { requireTlsProblem, type NextHop, type TlsRequirement } from '../policy/outbound.ts';
+import { composeHost, plainRequirement, requireTlsProblem, type DemandProvider, type HostContext, type HostRequirement, type NextHop, type TlsRequirement } from '../policy/outbound.ts';
 import { levelRank, type TlsLevel } from '../tls/levels.ts';
 import { smtpPath } from '../mailbox.ts';
 import type { EnvelopeParams, QueueRecipient } from '../store/types.ts';
@@ -63,6 +68,9 @@ export interface TlsSessionReport {
   reason?: string;
 }
 
+/** A host's addresses, with the DNSSEC status and names of their lookup (none for an IP literal). */
+interface Addresses { ips: string[]; lookup?: { secure: boolean; names: readonly string[] } }
+
 /** Seams for tests and for sharing what delivery remembers (see trouble.ts). */
 export interface RemoteOptions {
   memories?: DeliveryMemories;
@@ -70,7 +78,15 @@ export interface RemoteOptions {
   onTlsSession?: (s: TlsSessionReport) => void;
   /** Randomness for the order of MX hosts of equal preference (default Math.random). */
   random?: () => number;
+  /** Per-host demand providers (DANE, MTA-STS, ...), asked for every host in this order. */
+  providers?: () => readonly DemandProvider[];
 }
+
+/** How the hosts of a next hop were found (HostContext.via). */
+type Via = HostContext['via'];
+
+/** A host's requirement, and what the providers only observe (testing modes). */
+type Plan = { requirement: HostRequirement; observe: TlsRequirement[] };
 
 class Semaphore {
   private used = 0;
@@ -94,6 +110,13 @@ function achieved(tls: PeerTls | null, req: TlsRequirement, hostname: string): T
   const names = tls.names ?? [];
   if (req.tlsDomain ? namesSatisfy(names, req.tlsDomain) : namesSatisfy(names, hostname)) return 'domainValidation';
   return 'certificateValidation';
+}
+
+/** The facts of a host requirement for the trace: the strictest demand, and the others when there are more. */
+function requirementFacts(req: HostRequirement): Pick<AttemptFacts, 'tlsRequired' | 'tlsDemands' | 'tlsNotes'> {
+  const others = req.demands.slice(1).map(plainRequirement);
+  const notes = [...req.waived.map((w) => `not applied: ${w}`), ...req.notes];
+  return { tlsRequired: plainRequirement(req), ...(others.length ? { tlsDemands: others } : {}), ...(notes.length ? { tlsNotes: notes } : {}) };
 }
 
 const stripChain = (t: PeerTls | null | undefined): Omit<PeerTls, 'chain'> | undefined => {
@@ -125,6 +148,7 @@ export class RemoteDelivery {
   private readonly trouble: Trouble;
   private readonly random: () => number;
   private readonly onTlsSession: (s: TlsSessionReport) => void;
+  private readonly providers: () => readonly DemandProvider[];
 
   constructor(
     private readonly resolver: () => Resolver,
@@ -138,13 +162,16 @@ export class RemoteDelivery {
     this.trouble = new Trouble(options.memories ?? inProcessMemories(), () => this.config().delivery);
     this.random = options.random ?? Math.random;
     this.onTlsSession = options.onTlsSession ?? (() => {});
+    this.providers = options.providers ?? (() => []);
   }
 
   /** Report a TLS session with an MX host (not smart hosts; not our own TLS reports, RFC 8460 §5.3). */
-  private session(job: RemoteJob, t: Target, ip: string, localIp: string | undefined, failure?: TlsFailureKind): void {
+  private session(job: RemoteJob, req: HostRequirement, t: Target, ip: string, localIp: string | undefined, failure?: TlsFailureKind): void {
     if (job.hop.kind !== 'mx' || job.envelope.tlsReport) return;
+    // The published policy that applied to this host (DANE, MTA-STS), else none was found.
+    const policy = req.demands.find((d) => d.report)?.report ?? job.hop.tls.report ?? { type: 'no-policy-found' as const };
     this.onTlsSession({
-      policyDomain: job.hop.domain, policy: job.hop.tls.report ?? { type: 'no-policy-found' }, mxHost: t.name, mxIp: ip,
+      policyDomain: job.hop.domain, policy, mxHost: t.name, mxIp: ip,
       ...(localIp ? { sendingIp: localIp } : {}), ...(failure ? { resultType: rfc8460ResultType(failure), reason: describeTlsFailure(failure) } : {}),
     });
   }
@@ -176,22 +203,24 @@ export class RemoteDelivery {
   }
 
   /** The hosts of the next hop: its smart hosts, or its mail hosts (dns/mx.ts, RFC 5321 §5.1). */
-  private async targets(hop: NextHop): Promise<Found<Target[]>> {
+  private async targets(hop: NextHop): Promise<Found<{ hosts: Target[]; via: Via }>> {
     const port = this.config().delivery.port;
-    if (hop.kind === 'smarthost') return { kind: 'found', value: hop.smartHosts.map((h) => ({ name: h.host, port: h.port ?? port })) };
+    if (hop.kind === 'smarthost') return { kind: 'found', value: { hosts: hop.smartHosts.map((h) => ({ name: h.host, port: h.port ?? port })), via: { kind: 'smarthost', secure: false } } };
     const mx = await mailHosts(this.resolver(), hop.domain, this.random);
     switch (mx.kind) {
       // RFC 7505 §3: a null MX says the domain accepts no mail (556 5.1.10, classify.ts).
       case 'nullMx': return { kind: 'failed', facts: { kind: 'nullMx', detail: `${hop.domain} publishes a null MX record (RFC 7505): it accepts no mail` } };
       case 'error': return { kind: 'failed', facts: { kind: 'dns', dnsKind: mx.error.kind, detail: `MX lookup for ${hop.domain} failed: ${mx.error.message}` } };
-      default: return { kind: 'found', value: mx.hosts.map((h) => ({ name: h.name, port })) };
+      // `secure`: the DNSSEC status of the MX answer, which no provider here reads yet (DANE will).
+      default: return { kind: 'found', value: { hosts: mx.hosts.map((h) => ({ name: h.name, port })), via: { kind: mx.kind, secure: false } } };
     }
   }
 
-  private async addresses(t: Target): Promise<Found<string[]>> {
-    if (net.isIP(t.name)) return { kind: 'found', value: [t.name] };
+  private async addresses(t: Target): Promise<Found<Addresses>> {
+    if (net.isIP(t.name)) return { kind: 'found', value: { ips: [t.name] } };
     try {
-      return { kind: 'found', value: (await this.resolver().addresses(t.name)).records };
+      const r = await this.resolver().addresses(t.name);
+      return { kind: 'found', value: { ips: r.records, lookup: { secure: r.status === 'secure', names: r.names } } };
     } catch (e) {
       if (e instanceof DnsError) return { kind: 'failed', facts: { kind: 'dns', dnsKind: e.kind, detail: `address lookup for ${t.name} failed: ${e.message}` } };
       throw e;
@@ -208,16 +237,23 @@ export class RemoteDelivery {
     const content = new OutboundContent(job.data, job.envelope);
     // Hosts that failed recently go last ("try the next MX first" on a retry; RFC 5321 §4.5.4.1:
     // keep a list of hosts that cannot be reached). Every address of a host in turn (§5.1).
-    for (const t of await this.trouble.order(targets.value)) {
+    for (const t of await this.trouble.order(targets.value.hosts)) {
       const ips = await this.addresses(t);
       if (ips.kind === 'failed') {
         tally.dnsFailed(classifyFailure(ips.facts), { ...base, host: t.name, port: t.port, error: ips.facts.detail });
         continue;
       }
-      if (!ips.value.length) continue;
+      if (!ips.value.ips.length) continue;
+      const plan = await this.hostRequirement(job, t, targets.value.via, ips.value);
+      if (plan.kind === 'refused') {
+        // A source rules this host out (an MTA-STS enforce policy that does not name it): it is
+        // not contacted at all; the next host is tried, and the message waits when none is left.
+        tally.hostSkipped(plan.failure.outcome, plan.failure.attempt);
+        continue;
+      }
       tally.addressesFound();
-      for (const ip of ips.value) {
-        const r = await this.tryHost(job, content, t, ip);
+      for (const ip of ips.value.ips) {
+        const r = await this.tryHost(job, content, t, ip, plan);
         if (r.kind === 'done') {
           await this.trouble.hostSucceeded(t.name);
           return { outcomes: r.outcomes, attempt: r.attempt };
@@ -235,31 +271,55 @@ export class RemoteDelivery {
     return { outcomes: forAll(job.recipients, v.outcome), attempt: v.attempt };
   }
 
+  /**
+   * The TLS requirement of one host: the hop's, composed with what each demand provider demands
+   * of the host (policy/outbound.ts composeHost), or the refusal of a provider.
+   */
+  private async hostRequirement(job: RemoteJob, t: Target, via: Via, a: Addresses): Promise<{ kind: 'ok' } & Plan | { kind: 'refused'; failure: HostFailed }> {
+    const ctx: HostContext = { hop: job.hop, host: t.name, port: t.port, via, ...(a.lookup ? { addresses: a.lookup } : {}), message: { queueId: job.queueId } };
+    const answers = [];
+    const observe: TlsRequirement[] = [];
+    for (const p of this.providers()) {
+      const answer = await p.forHost(ctx);
+      if (answer.kind === 'refuse') {
+        const facts: AttemptFacts = { host: t.name, port: t.port, tlsRequired: plainRequirement(answer.demand), tlsAchieved: 'none', ...(job.hop.connector ? { connector: job.hop.connector.name } : {}) };
+        return { kind: 'refused', failure: hostFailure({ kind: 'tlsPolicy', tlsFailure: answer.tlsFailure, detail: `TLS required by ${answer.demand.source}: ${answer.detail}, host ${t.name}` }, facts) };
+      }
+      if (answer.kind === 'none' && answer.observe) observe.push(answer.observe);
+      answers.push({ provider: p.name, answer });
+    }
+    // RFC 8689 §5: `TLS-Required: No` relaxes what the destination published, unless REQUIRETLS.
+    const relaxPublished = job.envelope.tlsRequiredNo === true && job.envelope.requireTls !== true;
+    return { kind: 'ok', requirement: composeHost(job.hop.tls, answers, { relaxPublished }), observe };
+  }
+
   /** One host address: the outcomes, or a failure of this host (trouble.ts says what it means). */
-  private async tryHost(job: RemoteJob, content: OutboundContent, t: Target, ip: string): Promise<HostResult> {
-    const first = await this.once(job, content, t, ip, true);
+  private async tryHost(job: RemoteJob, content: OutboundContent, t: Target, ip: string, plan: Plan): Promise<HostResult> {
+    const first = await this.once(job, content, t, ip, plan, true);
     if (first.kind !== 'stale') return first;
     // The pooled connection died while idle: once more, on a fresh connection (never pooled).
-    const again = await this.once(job, content, t, ip, false);
+    const again = await this.once(job, content, t, ip, plan, false);
     return again.kind === 'stale' ? again.failure : again;
   }
 
-  private async once(job: RemoteJob, content: OutboundContent, t: Target, ip: string, pooled: boolean): Promise<HostResult | Stale> {
-    const req = job.hop.tls;
-    const facts: AttemptFacts = { host: t.name, ip, port: t.port, tlsRequired: req, tlsAchieved: 'none', ...(job.hop.connector ? { connector: job.hop.connector.name } : {}) };
-    const key = `${ip}:${t.port}|${req.level}|${req.tlsDomain ?? ''}`;
+  private async once(job: RemoteJob, content: OutboundContent, t: Target, ip: string, plan: Plan, pooled: boolean): Promise<HostResult | Stale> {
+    const req = plan.requirement;
+    const facts: AttemptFacts = { host: t.name, ip, port: t.port, ...requirementFacts(req), tlsAchieved: 'none', ...(job.hop.connector ? { connector: job.hop.connector.name } : {}) };
+    // Connections are shared only between deliveries that demand the same of the host.
+    const key = `${ip}:${t.port}|${req.demands.map((d) => `${d.level}/${d.tlsDomain ?? ''}/${d.source}`).join('|')}`;
     // RFC 8689 §4.2.1: a REQUIRETLS message goes only to a host a source authenticates; else this
     // host is not even contacted (and when no host qualifies, 5.7.30: trouble.ts).
     const unauthenticated = job.envelope.requireTls ? requireTlsProblem(req) : undefined;
     if (unauthenticated) return hostFailure({ kind: 'requireTls', detail: unauthenticated }, facts);
-    const opened = await this.open(job, t, ip, key, facts, pooled);
+    const opened = await this.open(job, req, t, ip, key, facts, pooled);
     if (opened.kind !== 'open') return opened;
-    const refused = await this.checkTls(opened.conn, opened.mode, job, t, ip, facts);
+    const refused = await this.checkTls(opened.conn, opened.mode, job, req, t, ip, facts);
     if (refused) { void opened.conn.quit(); return refused; }
     if (job.envelope.requireTls && !opened.conn.extensions.has('REQUIRETLS')) {
       void opened.conn.quit();
       return hostFailure({ kind: 'requireTls', detail: `TLS required by REQUIRETLS (RFC 8689): ${t.name} [${ip}] does not offer REQUIRETLS` }, facts);
     }
+    this.observe(opened.conn, plan.observe, t, facts);
     return this.transact(job, content, t, ip, key, opened.conn, facts);
   }
 
@@ -267,9 +327,8 @@ export class RemoteDelivery {
    * A pooled connection, or a new one. Opportunistic TLS steps down on a failed handshake: at most
    * three connections (TLS 1.2+, legacy TLS, plaintext); a required level gets one.
    */
-  private async open(job: RemoteJob, t: Target, ip: string, key: string, facts: AttemptFacts, pooled: boolean): Promise<Opened> {
+  private async open(job: RemoteJob, req: HostRequirement, t: Target, ip: string, key: string, facts: AttemptFacts, pooled: boolean): Promise<Opened> {
     const cfg = this.config();
-    const req = job.hop.tls;
     const forced = levelRank(req.level) >= levelRank('encryptionOnly');
     const reused = pooled ? this.pool.take(key) : undefined;
     if (reused) { facts.reused = true; return { kind: 'open', conn: reused, mode: 'modern' }; }
@@ -298,7 +357,7 @@ export class RemoteDelivery {
         if (e.kind === 'tls' && starttls === 'try') {
           // Opportunistic: the message must not be stuck behind a peer's old or broken TLS.
           const cause = e.tlsFailure ?? 'handshake-failed';
-          this.session(job, t, ip, e.localAddress, cause);
+          this.session(job, req, t, ip, e.localAddress, cause);
           const next = nextTlsStep(mode, cause, cfg.delivery.opportunisticLegacyTls);
           await this.trouble.stepDown(ip, { mode: next, cause: facts.tlsFailure ?? cause });
           facts.tlsFailure ??= cause;
@@ -309,7 +368,7 @@ export class RemoteDelivery {
         }
         // SMTP failed after STARTTLS succeeded: the trace keeps what TLS showed.
         if (e.tls) facts.tls = stripChain(e.tls);
-        if ((e.kind === 'starttls' || e.kind === 'tls') && e.tlsFailure) this.session(job, t, ip, e.localAddress, e.tlsFailure);
+        if ((e.kind === 'starttls' || e.kind === 'tls') && e.tlsFailure) this.session(job, req, t, ip, e.localAddress, e.tlsFailure);
         const label = e.kind === 'starttls' || e.kind === 'tls' ? `TLS required by ${req.source}: ${e.message}` : e.message;
         return hostFailure({ kind: e.kind, ...(e.reply ? { reply: e.reply } : {}), detail: label, ...(e.tlsFailure ? { tlsFailure: e.tlsFailure } : {}) }, facts);
       }
@@ -318,9 +377,8 @@ export class RemoteDelivery {
   }
 
   /** Record what TLS the session has and judge it against the requirement: a violation fails the host. */
-  private async checkTls(conn: SmtpConnection, mode: TlsMode, job: RemoteJob, t: Target, ip: string, facts: AttemptFacts): Promise<HostFailed | undefined> {
+  private async checkTls(conn: SmtpConnection, mode: TlsMode, job: RemoteJob, req: HostRequirement, t: Target, ip: string, facts: AttemptFacts): Promise<HostFailed | undefined> {
     const cfg = this.config();
-    const req = job.hop.tls;
     if (mode === 'legacy' && conn.tls && !conn.tls.legacy) {
       // The server offers modern TLS again: forget the step down.
       await this.trouble.modernAgain(ip);
@@ -339,20 +397,41 @@ export class RemoteDelivery {
       facts.fallback ??= conn.tlsSkipped.detail;
       facts.tlsFailure ??= conn.tlsSkipped.kind;
     }
-    const judged = await judgeTls(conn.tls, req, `host ${t.name} [${ip}]`, this.revocation, cfg.tls.revocation);
-    if (judged.revocation) facts.revocation = judged.revocation.summary;
-    // certificateValidation includes "not revoked": a revoked certificate (or, under hardFail, one
-    // whose status could not be confirmed) proves no identity, whatever its chain and names.
-    const rev = judged.revocation?.status;
-    if (conn.tls && (rev === 'revoked' || (rev === 'unknown' && cfg.tls.revocation === 'hardFail'))) facts.tlsAchieved = 'encryptionOnly';
+    // Every demand is judged, the strictest first; the first violation fails the host.
+    let violation: HostFailed | undefined;
+    let failure: TlsFailureKind | undefined;
+    for (const demand of req.demands) {
+      const judged = await judgeTls(conn.tls, demand, `host ${t.name} [${ip}]`, this.revocation, cfg.tls.revocation);
+      if (judged.revocation) facts.revocation = judged.revocation.summary;
+      // certificateValidation includes "not revoked": a revoked certificate (or, under hardFail, one
+      // whose status could not be confirmed) proves no identity, whatever its chain and names.
+      const rev = judged.revocation?.status;
+      if (conn.tls && (rev === 'revoked' || (rev === 'unknown' && cfg.tls.revocation === 'hardFail'))) facts.tlsAchieved = 'encryptionOnly';
+      if (judged.violation) {
+        failure = judged.kind ?? conn.tlsSkipped?.kind ?? 'starttls-not-offered';
+        violation = hostFailure({ kind: 'tlsPolicy', detail: judged.violation, ...(judged.kind ? { tlsFailure: judged.kind } : {}) }, facts);
+        break;
+      }
+    }
     if (!facts.reused) {
       // TLS-RPT: this connection's negotiation (a reused connection is no new session).
-      if (judged.violation) this.session(job, t, ip, conn.localAddress, judged.kind ?? conn.tlsSkipped?.kind ?? 'starttls-not-offered');
-      else if (conn.tls) this.session(job, t, ip, conn.localAddress);
-      else if (conn.tlsSkipped) this.session(job, t, ip, conn.localAddress, conn.tlsSkipped.kind);
+      if (failure) this.session(job, req, t, ip, conn.localAddress, failure);
+      else if (conn.tls) this.session(job, req, t, ip, conn.localAddress);
+      else if (conn.tlsSkipped) this.session(job, req, t, ip, conn.localAddress, conn.tlsSkipped.kind);
     }
-    if (!judged.violation) return undefined;
-    return hostFailure({ kind: 'tlsPolicy', detail: judged.violation, ...(judged.kind ? { tlsFailure: judged.kind } : {}) }, facts);
+    return violation;
+  }
+
+  /**
+   * Requirements only observed (MTA-STS testing): whether this session would have met them, for
+   * the trace. Delivery goes on either way.
+   */
+  private observe(conn: SmtpConnection, observed: readonly TlsRequirement[], t: Target, facts: AttemptFacts): void {
+    for (const o of observed) {
+      const got = achieved(conn.tls, o, t.name);
+      const met = levelRank(got) >= levelRank(o.level);
+      (facts.tlsNotes ??= []).push(`${o.source}: this session ${met ? 'meets' : 'would NOT meet'} the policy (${o.level}${o.tlsDomain ? ` for ${o.tlsDomain}` : ''}, achieved ${got}); delivered anyway (testing mode)`);
+    }
   }
 
   /** What this peer can take, then the transaction; its replies become outcomes (trouble.ts). */

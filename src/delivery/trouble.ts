@@ -26,7 +26,12 @@ export interface AttemptFacts {
   ip?: string;
   port: number;
   connector?: string;
+  /** The strictest demand on this host (policy/outbound.ts), which names its source. */
   tlsRequired: TlsRequirement;
+  /** The other demands that applied to this host and were checked too (when there were more). */
+  tlsDemands?: TlsRequirement[];
+  /** Demands made but not applied (replaced, relaxed), and why sources demanded nothing (e.g. DANE: MX records not secure). */
+  tlsNotes?: string[];
   tlsAchieved: TlsLevel;
   tls?: Omit<PeerTls, 'chain'>;
   /** The peer offered DSN (so success notices are its job: we report "relayed" otherwise). */
@@ -118,6 +123,12 @@ export class Tally {
 
   /** An MX host's addresses could not be found. */
   dnsFailed(outcome: Outcome, attempt: AttemptFacts): void { this.last = { outcome, attempt }; this.allRequireTls = false; }
+
+  /**
+   * A host was not contacted because a source could not say what it demands of it (a TLSA lookup
+   * failed): like a DNS failure, it alone never marks the destination down.
+   */
+  hostSkipped(outcome: Outcome, attempt: AttemptFacts): void { this.last = { outcome, attempt }; }
 
   /** A host had addresses to try: the failures are no longer DNS-only. */
   addressesFound(): void { this.dnsOnly = false; }

@@ -1,18 +1,25 @@
 // Owns: the outbound decision per recipient domain: which connector applies, where the next hop
 // is (MX or smart hosts), and the TLS requirement on the one ordered scale of tls/levels.ts,
-// composed from its sources (today the default and the connector) in one place, and what the
-// message itself asks (RFC 8689: REQUIRETLS, `TLS-Required: No`). Decides only; no I/O.
-// Promise: sources can only raise the level (never lower it); the result names its source. The
-// only relaxation is `TLS-Required: No`, and it drops only demands the destination
-// published (DANE, MTA-STS), never a connector's; with REQUIRETLS it is ignored.
+// composed from its sources in one place: per next hop (the default, the connector) and per host
+// (the demand providers: DANE, MTA-STS, REQUIRETLS, each one more DemandProvider), and what the
+// message itself asks (RFC 8689: REQUIRETLS, `TLS-Required: No`). Decides only; no I/O of its own
+// (providers look things up; this file only composes what they answer).
+// Promise: sources can only raise the level (never lower it); every demand that applies is kept
+// and checked, so the result never falls back past what any source demands; the result names
+// each source with what it demanded. The only relaxation is `TLS-Required: No`, and it drops only
+// demands the destination published (DANE, MTA-STS), never a connector's; with REQUIRETLS it is ignored.
+import type { X509Certificate } from 'node:crypto';
 import type { Config, OutboundConnector } from '../config/load.ts';
+import type { Rfc8460Policy, TlsFailureKind } from '../tls/failures.ts';
 import { levelRank, type TlsLevel } from '../tls/levels.ts';
-import type { Rfc8460Policy } from '../tls/failures.ts';
 import { parseSmartHost } from '../util/net.ts';
 
 export interface TlsRequirement {
   level: TlsLevel;
-  /** Where the level came from: "default" or `connector "<name>"`. */
+  /**
+   * Who demanded the level and on what grounds, e.g. "default", `connector "<name>"`,
+   * "DANE (TLSA 3 1 1 at _25._tcp.mx.example.com, DNSSEC secure)".
+   */
   source: string;
   /** Certificate name pattern (RFC 6125) required at domainValidation. */
   tlsDomain?: string;
@@ -30,6 +37,82 @@ export interface MessageTls {
   requireTls?: boolean;
   tlsRequiredNo?: boolean;
 }
+
+/** What a demand's own check sees of an established TLS session. */
+export interface SessionForCheck {
+  /** The chain the server presented, leaf first. */
+  presented: readonly X509Certificate[];
+}
+
+/** Why a session does not meet a demand's own check. */
+export interface DemandFailure { kind: TlsFailureKind; text: string }
+
+/**
+ * A demand for one host. `verify` is the source's own proof of the session (DANE: a TLSA record
+ * matches), which takes the place of the WebPKI checks of `level`; without it the level's checks
+ * (tls-check.ts) apply, with `tlsDomain` at domainValidation.
+ */
+export interface HostDemand extends TlsRequirement {
+  verify?: (s: SessionForCheck) => { ok: true; detail: string } | { ok: false; failure: DemandFailure };
+  /** Sources (DemandProvider names) whose demands for this host this one replaces (RFC 8461 §2: DANE before MTA-STS). */
+  replaces?: readonly string[];
+}
+
+/** What a demand provider is told about one host of a next hop. */
+export interface HostContext {
+  hop: NextHop;
+  /** The host name delivery connects to (an MX host, the domain itself, or a smart host). */
+  host: string;
+  /** Port delivery connects to. */
+  port: number;
+  /**
+   * How the host was found: from the MX RRset, as the implicit MX (no MX records: the domain
+   * itself), or as a configured smart host; `secure` is the DNSSEC status of that answer
+   * (the MX RRset, or the authenticated denial of MX records).
+   */
+  via: { kind: 'mx' | 'implicit' | 'smarthost'; secure: boolean };
+  /** The host's address lookup: DNSSEC status and the names followed (the last holds the addresses). */
+  addresses?: { secure: boolean; names: readonly string[] };
+  /** The message being delivered (REQUIRETLS and `TLS-Required:` are read from here). */
+  message: { queueId: string };
+}
+
+/** A provider's answer for one host. */
+export type ProviderAnswer =
+  /**
+   * Nothing to demand; `note` says why, for the trace (e.g. "DANE: MX RRset not DNSSEC-secure").
+   * `observe`: a requirement only watched (MTA-STS testing): delivery records whether the session met it.
+   */
+  | { kind: 'none'; note?: string; observe?: TlsRequirement }
+  /** `note`: for the trace (e.g. "MTA-STS: policy fetch failed …; using the cached policy"). */
+  | { kind: 'demand'; demand: HostDemand; note?: string }
+  /**
+   * Do not use this host now (a temporary failure: the next host is tried, and the message is
+   * deferred when none is left), e.g. a TLSA lookup that failed. `demand` is what the source
+   * was going to demand (for the trace), `tlsFailure` why.
+   */
+  | { kind: 'refuse'; demand: TlsRequirement; tlsFailure: TlsFailureKind; detail: string };
+
+/** One source of per-host demands (DANE, MTA-STS, REQUIRETLS). */
+export interface DemandProvider {
+  /** Its name in sources and `replaces` ("DANE", "MTA-STS", "REQUIRETLS"). */
+  readonly name: string;
+  forHost(ctx: HostContext): Promise<ProviderAnswer>;
+}
+
+/** The requirement for one host: the strictest demand, and every demand that is checked. */
+export interface HostRequirement extends TlsRequirement {
+  /** Every demand that applies, the strictest (the one named above) first; each is checked. */
+  demands: readonly HostDemand[];
+  /** Demands that were made but do not apply, and why (replaced, relaxed by TLS-Required: No). */
+  waived: readonly string[];
+  /** Providers' notes (why a source demanded nothing). */
+  notes: readonly string[];
+}
+
+/** The requirement as recorded (trace, events): no functions. */
+export const plainRequirement = (r: TlsRequirement): TlsRequirement =>
+  ({ level: r.level, source: r.source, ...(r.tlsDomain ? { tlsDomain: r.tlsDomain } : {}), ...(r.published ? { published: true } : {}) });
 
 /** Raise `cur` to `next` when next is stricter; never lower. */
 export function raise(cur: TlsRequirement, next: TlsRequirement): TlsRequirement {
@@ -66,6 +149,29 @@ export const REQUIRETLS_REPLY = { code: 550, enhanced: '5.7.30', message: 'REQUI
 export function requireTlsProblem(req: TlsRequirement): string | undefined {
   if (levelRank(req.level) >= levelRank('certificateValidation')) return undefined;
   return `TLS required by REQUIRETLS (RFC 8689): the next hop is not authenticated by DANE, MTA-STS or a connector at certificateValidation or domainValidation (${req.level} by ${req.source})`;
+}
+
+/**
+ * Compose the hop's requirement with the demands of the host's providers (named by provider):
+ * a demand that another replaces is dropped (the connector's never is); with `relaxPublished`
+ * (a message with `TLS-Required: No`, RFC 8689 §5) published demands are recorded but not
+ * enforced. The strictest remaining demand names the result; every remaining demand above
+ * opportunistic is checked.
+ */
+export function composeHost(hop: TlsRequirement, answers: readonly { provider: string; answer: ProviderAnswer }[], opts: { relaxPublished?: boolean } = {}): HostRequirement {
+  const notes = answers.flatMap((a) => (a.answer.kind !== 'refuse' && a.answer.note ? [a.answer.note] : []));
+  const made = answers.flatMap((a) => (a.answer.kind === 'demand' ? [{ provider: a.provider, demand: a.answer.demand }] : []));
+  const replaced = new Set(made.flatMap((m) => m.demand.replaces ?? []));
+  const waived: string[] = [];
+  const kept: HostDemand[] = [hop];
+  for (const m of made) {
+    if (replaced.has(m.provider)) waived.push(`${m.demand.source}: ${m.demand.level}, replaced by ${made.find((x) => x.demand.replaces?.includes(m.provider))!.demand.source}`);
+    else if (opts.relaxPublished && m.demand.published) waived.push(`${m.demand.source}: ${m.demand.level}, relaxed by the message's TLS-Required: No`);
+    else kept.push(m.demand);
+  }
+  const top = strictest(kept);
+  const demands = [top, ...kept.filter((d) => d !== top && levelRank(d.level) > levelRank('opportunistic'))];
+  return { ...top, demands, waived, notes };
 }
 
 export interface NextHop {

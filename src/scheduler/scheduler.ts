@@ -69,7 +69,9 @@ function explain(r: Result, expired: boolean): string {
   if (o.enhanced === '5.7.30') {
     plain = 'Your message was sent with REQUIRETLS (RFC 8689): it may only travel over encrypted connections to servers whose identity is verified and which promise the same. The receiving side could not give that, so the message was never sent to it. ';
   } else if (a?.tlsFailure && required) {
-    plain = `The receiving mail server${a.host ? ` (${a.host})` : ''} ${tlsFailurePlain(a.tlsFailure)}. Your organisation requires ${required} for this destination, so the message was never sent to it. `;
+    // A connector is the organisation's own rule; other sources (MTA-STS) are the recipient domain's.
+    const who = /^(connector |default$)/.test(a.tlsRequired.source) ? 'Your organisation requires' : 'The recipient domain\'s security policy requires';
+    plain = `The receiving mail server${a.host ? ` (${a.host})` : ''} ${tlsFailurePlain(a.tlsFailure)}. ${who} ${required} for this destination, so the message was never sent to it. `;
   } else if (a) {
     const legacy = a.tlsLegacy && a.tlsFailure ? `; an outdated form of encryption, because the server ${tlsFailurePlain(a.tlsFailure)}` : '';
     if (a.tls) details += ` The connection to ${a.host} was encrypted with ${a.tls.version} (${a.tls.cipher}${legacy}).`;

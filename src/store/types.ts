@@ -144,6 +144,18 @@ export type BounceResult =
   | { requested: true; recipients: number }
   | { requested: false; why: QueueRefusal };
 
+/** A cached MTA-STS policy (RFC 8461 §5.1): the policy file as fetched, with its TXT id. */
+export interface StsPolicyEntry {
+  domain: string;
+  /** The `id` of the `_mta-sts` TXT record when the policy was fetched. */
+  id: string;
+  /** The policy file as served (parsed again when read). */
+  text: string;
+  fetchedAt: number;
+  /** fetchedAt + max_age (ms epoch): the policy is not used after this. */
+  expiresAt: number;
+}
+
 export interface QueueFilter {
   states?: MessageState[];
   /** Only messages of this organisation. */
@@ -341,6 +353,10 @@ export interface Store {
   addReceivedTlsReport(r: ReceivedTlsReport): Promise<void>;
   /** TLS-RPT: received reports, newest first. */
   receivedTlsReports(limit: number): Promise<ReceivedTlsReport[]>;
+  /** The cached MTA-STS policy of `domain` (expired or not), or null. */
+  stsPolicy(domain: string): Promise<StsPolicyEntry | null>;
+  /** Cache (or replace) the MTA-STS policy of `entry.domain`. */
+  saveStsPolicy(entry: StsPolicyEntry): Promise<void>;
   /** Single-node start-up: leases of a previous (crashed) process are released. */
   releaseLeases(): Promise<number>;
   close(): Promise<void>;

@@ -10,13 +10,14 @@ export const TLS_FAILURE_KINDS = [
   'protocol-version', 'no-shared-cipher', 'handshake-failed', 'handshake-timeout', 'connection-lost-during-handshake',
   'certificate-expired', 'certificate-not-yet-valid', 'certificate-not-trusted', 'certificate-host-mismatch',
   'certificate-revoked', 'revocation-unknown',
+  'sts-mx-mismatch', 'sts-policy-fetch-error', 'sts-policy-invalid', 'sts-webpki-invalid',
 ] as const;
 export type TlsFailureKind = typeof TLS_FAILURE_KINDS[number];
 
 /** What a chain verification can find wrong (tls/trust.ts). */
 export type ChainFailureKind = Extract<TlsFailureKind, 'certificate-expired' | 'certificate-not-yet-valid' | 'certificate-not-trusted'>;
 
-/** RFC 8460 §4.3 result types. MTA-STS and DANE add the policy ones when they arrive. */
+/** RFC 8460 §4.3 result types. */
 export type Rfc8460ResultType =
   | 'starttls-not-supported' | 'certificate-host-mismatch' | 'certificate-expired' | 'certificate-not-trusted' | 'validation-failure'
   | 'tlsa-invalid' | 'dnssec-invalid' | 'dane-required'
@@ -56,6 +57,12 @@ const VOCABULARY: Record<TlsFailureKind, Entry> = {
   'certificate-host-mismatch': { label: 'the server certificate does not carry the required name', plain: 'did not prove its identity: its certificate was issued for a different name', rfc8460: 'certificate-host-mismatch' },
   'certificate-revoked': { label: 'the server certificate is revoked', plain: 'did not prove its identity: its certificate has been revoked by its issuer', rfc8460: 'validation-failure' },
   'revocation-unknown': { label: 'the revocation status of the server certificate could not be confirmed', plain: 'did not prove its identity: whether its certificate has been revoked could not be confirmed', rfc8460: 'validation-failure' },
+  // MTA-STS (RFC 8461): a host the policy does not name, and the policy's own retrieval (the
+  // latter never stop delivery by themselves: without a cached policy the domain has none, §3.3).
+  'sts-mx-mismatch': { label: 'the MX host is not one the MTA-STS policy names', plain: 'is not one of the mail servers that the recipient domain\'s MTA-STS policy lists', rfc8460: 'validation-failure' },
+  'sts-policy-fetch-error': { label: 'the MTA-STS policy could not be fetched', plain: 'could not be checked: the recipient domain\'s MTA-STS policy could not be fetched', rfc8460: 'sts-policy-fetch-error' },
+  'sts-policy-invalid': { label: 'the MTA-STS policy is not valid', plain: 'could not be checked: the recipient domain\'s MTA-STS policy is not valid', rfc8460: 'sts-policy-invalid' },
+  'sts-webpki-invalid': { label: 'the certificate of the MTA-STS policy host is not valid', plain: 'could not be checked: the recipient domain\'s MTA-STS policy server presented a certificate that is not valid', rfc8460: 'sts-webpki-invalid' },
 };
 
 export const tlsFailureLabel = (k: TlsFailureKind): string => VOCABULARY[k].label;

@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type {
   AdminToken, AuditEntry, AuditFilter, BounceResult, DeleteResult, MessageState, NewAdminToken, NewMessage, QueueFilter, QueueMessage, QueueRecipient,
-  ReceivedTlsReport, RecipientOutcome, ReportCount, ReportQuery, ReportSum, Store, TlsReportSent, TlsSessionCount, TraceEvent, TraceFilter,
+  ReceivedTlsReport, RecipientOutcome, ReportCount, ReportQuery, ReportSum, Store, StsPolicyEntry, TlsReportSent, TlsSessionCount, TraceEvent, TraceFilter,
 } from '../types.ts';
 import { migrations } from './schema.ts';
 import { SqliteAdminTables } from './admin.ts';
@@ -88,6 +88,9 @@ export class SqliteStore implements Store {
       nextDue: db.prepare(`SELECT min(t) FROM (
           SELECT min(next_attempt_at) AS t FROM messages WHERE state IN ('incoming', 'deferred')
           UNION ALL SELECT min(lease_until) FROM messages WHERE state = 'active')`).pluck(),
+      stsGet: db.prepare('SELECT domain, id, text, fetched_at AS fetchedAt, expires_at AS expiresAt FROM sts_policies WHERE domain = ?'),
+      stsPut: db.prepare(`INSERT INTO sts_policies (domain, id, text, fetched_at, expires_at) VALUES (@domain, @id, @text, @fetchedAt, @expiresAt)
+        ON CONFLICT (domain) DO UPDATE SET id = excluded.id, text = excluded.text, fetched_at = excluded.fetched_at, expires_at = excluded.expires_at`),
       release: db.prepare(`UPDATE messages SET state = 'deferred', lease_owner = NULL, lease_until = NULL, next_attempt_at = ? WHERE state = 'active'`),
       bounce: db.prepare(`UPDATE messages SET bounce_by = @by, state = 'deferred', next_attempt_at = @now, updated_at = @now WHERE id = @id`),
       byState: db.prepare(`SELECT state, count(*) AS n FROM messages WHERE state IN ('incoming', 'active', 'deferred', 'held') GROUP BY state`),
@@ -331,6 +334,14 @@ export class SqliteStore implements Store {
       ...(r.organization ? { organization: r.organization as string } : {}), ...(r.report_id ? { reportId: r.report_id as string } : {}),
       ...(r.problem ? { problem: r.problem as string } : {}),
     }));
+  }
+
+  async stsPolicy(domain: string): Promise<StsPolicyEntry | null> {
+    return (this.st.stsGet.get(domain) as StsPolicyEntry | undefined) ?? null;
+  }
+
+  saveStsPolicy(e: StsPolicyEntry): Promise<void> {
+    return this.write(() => { this.st.stsPut.run(e); });
   }
 
   releaseLeases(): Promise<number> {

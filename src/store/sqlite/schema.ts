@@ -81,7 +81,15 @@ export const migrations: string[] = [
      content TEXT NOT NULL,
      problem TEXT
    );`,
-  // 5: the admin centre: "bounce now", trace search per organisation, API tokens (hashed), the
+  // 5: cached MTA-STS policies (RFC 8461 §5.1), one per policy domain.
+  `CREATE TABLE sts_policies (
+     domain TEXT PRIMARY KEY,
+     id TEXT NOT NULL,
+     text TEXT NOT NULL,
+     fetched_at INTEGER NOT NULL,
+     expires_at INTEGER NOT NULL
+   ) WITHOUT ROWID;`,
+  // 6: the admin centre: "bounce now", trace search per organisation, API tokens (hashed), the
   // audit log, and report counters per kind, organisation ('*': the gateway) and time bucket.
   `ALTER TABLE messages ADD COLUMN bounce_by TEXT;
    CREATE INDEX messages_org ON messages(org, received_at);
