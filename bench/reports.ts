@@ -65,10 +65,10 @@ function traffic(i: number): { at: number; org: string; events: Event[]; msg: Ne
   const forced = d % 40 === 1;
   const failed = forced && i % 7 === 0;
   const delivery: Event = failed
-    ? { event: 'delivery.result', queueId: id, rcpt, status: i % 2 ? 'deferred' : 'failed', agent: 'smtp', reason: 'TLS required', org, tlsRequired: 'certificateValidation', tlsPolicy: 'connector "To partner"', tlsFailure: 'certificate-expired' }
+    ? { event: 'delivery.result', queueId: id, rcpt, status: i % 2 ? 'deferred' : 'failed', agent: 'smtp', reason: 'TLS required', org, tlsRequired: 'certificateValidation', tlsSource: 'connector "To partner"', tlsFailure: 'certificate-expired' }
     : { event: 'delivery.result', queueId: id, rcpt, status: 'delivered', agent: 'smtp', reason: '250 ok', org,
       ...(plainOnly ? { tlsAchieved: 'none' } : { tlsVersion: 'TLSv1.3', tlsCipher: 'TLS_AES_256_GCM_SHA384', tlsAchieved: 'encryptionOnly' }),
-      ...(forced ? { tlsRequired: 'certificateValidation', tlsPolicy: 'connector "To partner"' } : {}) };
+      ...(forced ? { tlsRequired: 'certificateValidation', tlsSource: 'connector "To partner"' } : {}) };
   return {
     at, org,
     events: [

@@ -7,7 +7,8 @@
 // certificateValidation, domainValidation) and a destination whose MTA-STS policy (RFC 8461,
 // mode enforce, served over HTTPS on 127.0.2.253:443) names the MX hosts. Opportunistic delivery may fall back to plaintext but
 // must record it in the trace; a forced level must defer and never let the message, or a single
-// MAIL/RCPT/DATA command, cross the wire in cleartext.
+// MAIL/RCPT/DATA command, cross the wire in cleartext. The same attacks against destinations that
+// publish DANE TLSA records (lib/downgrade-dane.ts): every one deferred, nothing leaked.
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { issueCertificate } from '../src/tls/certgen.ts';
@@ -18,6 +19,7 @@ import { startPeer, type Peer } from '../test/helpers/peer.ts';
 import { SmtpClient } from '../test/helpers/smtp.ts';
 import { startStsServer, type StsServer } from '../test/helpers/sts-server.ts';
 import { startMitm, type Mitm, type MitmMode } from './lib/tls-mitm.ts';
+import { runDaneDowngrade } from './lib/downgrade-dane.ts';
 import type { ProofContext, ProofModule, ProofSection } from './types.ts';
 import { until } from '../test/helpers/wait.ts';
 
@@ -320,6 +322,7 @@ const mod: ProofModule = {
           notes: [`Leaked messages at forced levels: ${forcedLeaks} (must be 0). ${repeats} message(s) per case and level.`],
           failures: forcedLeaks ? [`${forcedLeaks} plaintext leak(s) at forced levels`] : [],
         },
+        await runDaneDowngrade(ctx, CMD, repeats),
       ];
     } finally {
       await gw?.stop();

@@ -238,7 +238,7 @@ function gatewayConfig(o: { gwCert: { chain: string; key: string }; rootFile: st
       connectionReuse: { idleSeconds: 5 },
       // Small timeouts so stalls are timed out quickly; the end-of-data wait stays long (a short
       // one turns a slow 250 into a duplicate, which this proof must attribute to crashes only).
-      timeouts: { connect: 3, greeting: 3, command: 5, dataBlock: 4, dataEnd: 60 },
+      timeouts: { connect: 3, greeting: 3, command: 5, dataInit: 4, dataBlock: 4, dataEnd: 60 },
     },
     // A 5 s lease: deliveries held up by stalls, slow peers and connection limits outlive it.
     queue: { retrySchedule: [1, 2, 3], delayWarning: 0, messageExpiration: 7200, concurrency: 100, leaseSeconds: 5 },

@@ -47,7 +47,12 @@ export const Replies = {
   bye: (host: string) => reply(221, '2.0.0', `${host} closing connection`),
   help: () => reply(214, '2.0.0', 'See RFC 5321; commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT STARTTLS VRFY HELP'),
   cannotVrfy: () => reply(252, '2.5.0', 'Cannot VRFY user, but will accept message and attempt delivery'),
-  expnDisabled: () => reply(502, '5.5.1', 'EXPN is not supported'),
+  /**
+   * EXPN is disabled (no list is ever expanded to a client): RFC 5321 §7.3 says a server that
+   * disables VRFY or EXPN "MUST return a 252 response", not a code that reads as a verdict
+   * (Postfix answers 502 "command not recognized"; 252 discloses no more than 502 does).
+   */
+  expnDisabled: () => reply(252, '2.5.0', 'Cannot EXPN list, but will accept message and attempt delivery'),
   notImplemented: (cmd: string) => reply(502, '5.5.1', `${cmd} is not implemented`),
   unknownCommand: () => reply(500, '5.5.2', 'Command not recognized'),
   lineTooLong: (max: number) => reply(500, '5.5.2', `Line too long (the limit is ${max} octets)`),
@@ -67,6 +72,8 @@ export const Replies = {
   bareInData: () => reply(550, '5.6.0', 'Message contains bare CR or LF; lines must end with CRLF'),
   nulInData: () => reply(554, '5.6.0', 'Message contains NUL characters'),
   noValidRecipients: () => reply(554, '5.5.1', 'No valid recipients'),
+  /** smtp.maxReceivedHeaders exceeded: a mail loop (RFC 5321 §6.3; RFC 3463 X.4.6 routing loop detected). */
+  tooManyHops: (count: number, max: number) => reply(554, '5.4.6', `Too many hops (mail loop?): ${count} Received: header fields, at most ${max} allowed`),
   queued: (id: string) => reply(250, '2.0.0', `OK queued as ${id}`),
   storageFull: () => reply(452, '4.3.1', 'Insufficient system storage, try again later'),
   storageError: () => reply(451, '4.3.0', 'Local error in processing, try again later'),

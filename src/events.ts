@@ -53,12 +53,21 @@ export type Event =
       /** The message's organisation. */
       org?: string;
       /** TLS failure kind (tls/failures.ts): why a required level failed, or why opportunistic TLS stepped down. */
-      tlsFailure?: string; tlsVersion?: string; tlsCipher?: string; tlsLegacy?: boolean;
+      tlsFailure?: string; tlsResultType?: string; tlsVersion?: string; tlsCipher?: string; tlsLegacy?: boolean;
       /** SMTP attempts: the TLS level required and where the requirement came from, and the level achieved. */
-      tlsRequired?: string; tlsPolicy?: string; tlsAchieved?: string }
+      tlsRequired?: string; tlsSource?: string; tlsAchieved?: string }
   | { event: 'dns.query'; qtype: string; outcome: string; ms: number }
   | { event: 'revocation.fetch'; kind: 'ocsp' | 'crl' | 'caIssuers'; outcome: 'ok' | 'error'; ms: number }
   | { event: 'queue.recovered'; released: number }
+  /** A delivery's outcome was not recorded: another node took the message over (fencing generation). */
+  | { event: 'queue.fenced'; queueId: string; node: string; gen: number }
+  /** A lease could not be renewed while its delivery runs: another node took the message over. */
+  | { event: 'queue.leaseLost'; queueId: string; node: string; gen: number }
+  | { event: 'store.opened'; store: 'sqlite' | 'postgres'; location: string; migrated: number[] }
+  /** A setting of the database server weakens durability (location never carries a password). */
+  | { event: 'store.warning'; location: string; setting: string; value: string; message: string }
+  /** The database connection failed outside a write (an idle pooled connection): the pool reconnects. */
+  | { event: 'store.connectionError'; location: string; error: string }
   | { event: 'trace.expired'; removed: number; finishedBefore: string; more: boolean }
   | { event: 'tlsrpt.sent'; day: string; domain: string; reportId: string; destinations: string[] }
   | { event: 'tlsrpt.received'; queueId: string; from: string; organization?: string; reportId?: string; problem?: string }
@@ -74,6 +83,10 @@ const levels: Partial<Record<Event['event'], Level>> = {
   'tls.devcert.generated': 'warn',
   'session.injection': 'warn',
   'session.pipelining': 'warn',
+  'store.warning': 'warn',
+  'store.connectionError': 'warn',
+  'queue.fenced': 'warn',
+  'queue.leaseLost': 'warn',
   'internal.error': 'error',
 };
 

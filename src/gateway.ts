@@ -3,11 +3,14 @@
 // Start order: as the starting user (root for port 25) bind the listeners and read the configured
 // keys; then become the service user (service/start.ts); only then create or open anything in
 // dataDir, so everything there belongs to the service user.
+// On start the node writes its heartbeat (scheduler/presence.ts) and returns its previous run's
+// leases: all of them on SQLite, its own (nodeId) on PostgreSQL, where other nodes hold theirs.
 // Promise: an invalid new configuration (or unusable certificate) is refused and the running
 // one stays in force; sessions in flight keep the snapshot they started with. A start that fails
 // part-way (a listener cannot bind) releases what it opened: control socket, listeners, store.
 import { existsSync, readFileSync } from 'node:fs';
 import type net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { SecureVersion } from 'node:tls';
@@ -23,9 +26,12 @@ import { Ingest } from './ingest/ingest.ts';
 import { SmtpServer } from './inbound/server.ts';
 import type { SessionDeps } from './inbound/session.ts';
 import { Scheduler } from './scheduler/scheduler.ts';
+import { NodePresence } from './scheduler/presence.ts';
+import { configHash } from './config/hash.ts';
 import { MaildirDelivery } from './delivery/maildir.ts';
 import { ConnectionPool } from './delivery/pool.ts';
 import { RemoteDelivery } from './delivery/remote.ts';
+import { DaneProvider } from './delivery/dane.ts';
 import { DnsResolver } from './dns/resolver.ts';
 import type { Resolver } from './dns/types.ts';
 import { OutboundPolicy } from './policy/outbound.ts';
@@ -51,7 +57,7 @@ export interface GatewayOptions {
   runAs?: RunAsOverride;
 }
 
-const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+const { version: VERSION } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
 /** The built web UI of the admin centre (`npm run build`: dist/ui), or null. */
 function uiDir(): string | null {
@@ -68,6 +74,7 @@ export class Gateway {
   private deps!: SessionDeps;
   private server!: SmtpServer;
   private scheduler!: Scheduler;
+  private presence: NodePresence | undefined;
   private store!: Store;
   private tls!: ServerTls;
   private remote!: RemoteDelivery;
@@ -99,6 +106,7 @@ export class Gateway {
     // open() sets these one after the other: after a failure part way, the later ones are unset.
     const opened = this as unknown as { tls?: ServerTls; server?: SmtpServer; remote?: RemoteDelivery; store?: Store };
     opened.tls?.unwatch();
+    await this.presence?.stop();
     await new Promise((r) => (this.control ? this.control.close(r) : r(undefined)));
     await this.admin?.close(0);
     this.metrics?.stop();
@@ -138,32 +146,39 @@ export class Gateway {
     this.control = await startControlServer(config.dataDir, (r) => this.onControl(r.cmd));
     this.tls = configured ?? new ServerTls(await certificatePairs(config), config.tls.minVersion as SecureVersion);
     this.tls.watch();
-    this.store = openStore(config.dataDir);
-    const released = await this.store.releaseLeases();
+    this.store = await openStore(config);
+    // A node among others returns only its own leases (its previous run's); a single node owns its queue.
+    const released = await this.store.releaseLeases(config.store.type === 'postgres' ? config.nodeId : undefined);
     if (released) emit({ event: 'queue.recovered', released });
     const trust = new TrustStore(config.tls.trust.system, config.tls.trust.caFiles);
     this.resolver = new DnsResolver(config.dns.servers, { dnssec: config.dns.dnssec });
     this.outbound = new OutboundPolicy(config);
     const pool = new ConnectionPool(() => this.deps.config.delivery.connectionReuse);
     const revocation = new RevocationChecker(() => this.resolver);
+    const dane = new DaneProvider(() => this.resolver);
     const mtaSts = mtaStsProvider(new MtaSts({ resolver: () => this.resolver, trust: () => this.deps.trust, cache: this.store }), () => this.deps.config.mtaSts.enabled);
     this.remote = new RemoteDelivery(() => this.resolver, pool, () => this.deps.trust, () => this.deps.config, revocation, () => this.tls.clientIdentity(),
-      { onTlsSession: sessionCounter(() => this.store, () => this.deps.config), providers: () => [mtaSts] });
+      { onTlsSession: sessionCounter(() => this.store, () => this.deps.config), providers: () => [...(this.deps.config.dane.enabled ? [dane] : []), mtaSts] });
     const ingest = new Ingest(this.store, {
       reserve: () => this.scheduler.reserve(), take: (m, d) => this.scheduler.take(m, d),
       kick: () => this.scheduler.kick(), unreserve: () => this.scheduler.unreserve(),
-    });
+    }, () => this.deps.config.smtp);
     const mailboxes = new MaildirDelivery(config.dataDir, { mode: maildir.mode, gid: maildirGid });
     void mailboxes.cleanTmp().then((n) => { if (n) notice(`removed ${n} partial mailbox file(s) left in Maildir tmp/ folders by a previous process`); });
     const reports = new ReportInbox(() => this.store, () => this.deps.config.tlsRpt.receive);
     this.scheduler = new Scheduler(this.store, { local: mailboxes, remote: this.remote, reports }, ingest,
-      () => ({ config: this.deps.config, inbound: this.deps.policy, outbound: this.outbound }));
+      () => ({ config: this.deps.config, inbound: this.deps.policy, outbound: this.outbound }), config.nodeId);
+    const startedAt = Date.now();
+    this.presence = new NodePresence(this.store,
+      () => ({ id: config.nodeId, version: VERSION, configHash: configHash(this.deps.config), host: os.hostname(), pid: process.pid, startedAt }),
+      () => this.deps.config.queue.leaseSeconds, () => this.scheduler.renewLeases());
     this.deps = { config, policy: new InboundPolicy(config), tls: this.tls, trust, revocation, ingest };
     const sender = new TlsReportSender({
       store: this.store, resolver: () => this.resolver, config: () => this.deps.config, trust: () => this.deps.trust, ingest,
       route: (a) => (this.deps.policy.acceptedDomain(a.slice(a.lastIndexOf('@') + 1))?.type === 'authoritative' ? 'local' : 'remote'),
     });
     this.reports = new DailyReports(() => sender, () => this.deps.config.tlsRpt.enabled);
+    await this.presence.start();
     this.metrics = new GatewayMetrics(() => this.store);
     this.metrics.start();
     this.reportCounts = new ReportAggregator(this.store);
@@ -186,7 +201,7 @@ export class Gateway {
       const cur = this.deps.config;
       const ignored: string[] = [];
       if (next.dataDir !== cur.dataDir) ignored.push('dataDir');
-      const restartOnly: [string, (c: Config) => unknown][] = [['smtp.listen', (c) => c.smtp.listen], ['runAs', (c) => c.runAs], ['delivery.maildir', (c) => c.delivery.maildir], ['admin', (c) => c.admin], ['mtaSts.hosting.listen', (c) => c.mtaSts.hosting?.listen]];
+      const restartOnly: [string, (c: Config) => unknown][] = [['smtp.listen', (c) => c.smtp.listen], ['runAs', (c) => c.runAs], ['delivery.maildir', (c) => c.delivery.maildir], ['admin', (c) => c.admin], ['mtaSts.hosting.listen', (c) => c.mtaSts.hosting?.listen], ['store', (c) => c.store], ['nodeId', (c) => c.nodeId]];
       for (const [key, get] of restartOnly) if (JSON.stringify(get(next)) !== JSON.stringify(get(cur))) ignored.push(key);
       const trust = new TrustStore(next.tls.trust.system, next.tls.trust.caFiles);
       const pairs = await certificatePairs(next);
@@ -230,6 +245,7 @@ export class Gateway {
     await this.scheduler.stop();
     this.metrics?.stop();
     await this.reportCounts?.stop();
+    await this.presence?.stop();
     await this.remote.close();
     await this.store.close();
   }

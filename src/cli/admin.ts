@@ -25,7 +25,7 @@ export function registerAdmin(program: Command): void {
         throw new AdminError(`no organization named "${o.org}"`, `use one of: ${c.organizations.map((x) => x.name).join(', ')}`);
       }
       const { createToken } = await import('../admin/tokens.ts');
-      const store = cliStore(c, 'write');
+      const store = await cliStore(c, 'write');
       const by = administrator();
       try {
         const { token: t, secret } = await createToken(store, { name: o.name, org: o.org ?? null, by });
@@ -41,7 +41,7 @@ export function registerAdmin(program: Command): void {
 
   withConfig(token.command('list').description('every token (never the secrets), revoked ones included').option('--json', 'machine-readable output'))
     .action(async (o: CommonOpts) => {
-      const store = cliStore(cliConfig(o));
+      const store = await cliStore(cliConfig(o));
       const all = await store.tokens();
       await store.close();
       if (o.json) return printJson(all);
@@ -54,7 +54,7 @@ export function registerAdmin(program: Command): void {
 
   withConfig(token.command('revoke').argument('<token>', 'the name or id of an active token').description('revoke a token: the next request with it is refused'))
     .action(async (key: string, o: CommonOpts) => {
-      const store = cliStore(cliConfig(o), 'write');
+      const store = await cliStore(cliConfig(o), 'write');
       const by = administrator();
       try {
         const t = await store.revokeToken(key);

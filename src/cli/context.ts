@@ -43,8 +43,8 @@ export function cliConfig(o: CommonOpts): Config {
 }
 
 /** The queue of the server that runs with this config: read-only unless `write`; never created here. */
-export function cliStore(c: Config, mode: 'read' | 'write' = 'read'): Store {
-  return rt().store.openStore(c.dataDir, mode === 'read' ? { readonly: true } : { existing: true });
+export function cliStore(c: Config, mode: 'read' | 'write' = 'read'): Promise<Store> {
+  return rt().store.openStore(c, mode === 'read' ? { readonly: true } : { existing: true });
 }
 
 export function printJson(v: unknown): void {

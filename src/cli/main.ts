@@ -14,8 +14,11 @@ import { registerQueue } from './queue.ts';
 import { registerTrace } from './trace.ts';
 import { registerConnector } from './connector.ts';
 import { registerAdmin } from './admin.ts';
+import { registerDane } from './dane.ts';
 import { registerTlsRpt } from './tlsrpt.ts';
 import { registerMtaSts } from './mtasts.ts';
+import { registerStore } from './store.ts';
+import { registerCluster } from './cluster.ts';
 import { say, warn } from './terminal.ts';
 import { exitWith, installBoundary, logTo } from './failure.ts';
 
@@ -55,8 +58,10 @@ withConfig(config.command('check').description('validate the configuration file 
     if (service.problems.length) throw new AdminError(`serve would refuse to start:\n${formatProblems(service.problems)}`);
     const domains = c.organizations.flatMap((org) => org.acceptedDomains.map((d) => d.domain));
     const warnings = c.tls.certificates.flatMap((p) => certificateFileWarnings(p.cert).map((w) => `${p.cert}: ${w}`));
-    if (o.json) return printJson({ ok: true, file: c.source, organizations: c.organizations.map((x) => x.name), domains, runsAs: service.runs, warnings });
-    say(`configuration OK${c.source ? ` (${c.source})` : ' (embedded defaults)'}: ${c.organizations.length} organization(s), accepted domains ${domains.join(', ')}; listening on ${c.smtp.listen.join(', ')}; runs as ${service.runs}`);
+    const store = (await import('../store/open.ts')).describeStore(c);
+    if (c.store.type === 'sqlite' && process.env.PORTCULLIS_STORE_URL) warnings.push('PORTCULLIS_STORE_URL is set but ignored: the store is sqlite (set store: {type: postgres} to use it)');
+    if (o.json) return printJson({ ok: true, file: c.source, organizations: c.organizations.map((x) => x.name), domains, runsAs: service.runs, store, warnings });
+    say(`configuration OK${c.source ? ` (${c.source})` : ' (embedded defaults)'}: ${c.organizations.length} organization(s), accepted domains ${domains.join(', ')}; listening on ${c.smtp.listen.join(', ')}; runs as ${service.runs}; store ${store}`);
     for (const w of warnings) say(`WARNING ${w}`);
   });
 withConfig(config.command('reload').description('make the running server re-read its configuration and certificates'))
@@ -105,8 +110,11 @@ withConfig(cert.command('info').description('what a partner needs to configure f
 registerQueue(program);
 registerTrace(program);
 registerConnector(program);
+registerDane(program);
 registerTlsRpt(program);
 registerMtaSts(program);
 registerAdmin(program);
+registerStore(program);
+registerCluster(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => exitWith(e, serving));

@@ -34,7 +34,7 @@ export function registerQueue(program: Command): void {
   withConfig(q.command('list').description('messages waiting in the queue, and why they wait').option('--json', 'machine-readable output')
     .option('--all', 'include delivered/failed/deleted (done) messages'))
     .action(async (o: CommonOpts & { all?: boolean }) => {
-      const store = cliStore(cliConfig(o));
+      const store = await cliStore(cliConfig(o));
       const { messages: msgs, traces } = await queueList(store, o.all ? { states: ['incoming', 'active', 'deferred', 'held', 'done'] } : {});
       await store.close();
       if (o.json) return printJson(msgs.map((m, i) => queueEntryJson(m, traces[i])));
@@ -54,7 +54,7 @@ export function registerQueue(program: Command): void {
   withConfig(q.command('show').argument('<id>', 'queue id').description('one message: envelope, inbound TLS facts, recipients, and its history (every attempt)')
     .option('--json', 'machine-readable output'))
     .action(async (id: string, o: CommonOpts) => {
-      const store = cliStore(cliConfig(o));
+      const store = await cliStore(cliConfig(o));
       const m = await store.get(id);
       const trace = m ? await store.trace(id) : [];
       await store.close();
@@ -75,7 +75,7 @@ export function registerQueue(program: Command): void {
   const act = (action: QueueAction, done: (id: string, by: string, recipients: number | undefined, c: ReturnType<typeof cliConfig>, running: boolean) => string) =>
     async (id: string, o: CommonOpts) => {
       const c = cliConfig(o);
-      const store = cliStore(c, 'write');
+      const store = await cliStore(c, 'write');
       const by = administrator();
       const r = await queueAction(store, action, id, by);
       await store.close();

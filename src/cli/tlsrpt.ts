@@ -24,10 +24,10 @@ export function registerTlsRpt(program: Command): void {
       const day = o.date ?? yesterday();
       if (dayStart(day) === undefined) throw new AdminError(`--date ${day} is not a date`, 'give a UTC day as YYYY-MM-DD, e.g. --date 2026-01-31');
       if (!c.tlsRpt.enabled) throw new AdminError('TLS reporting is off (tlsRpt.enabled: false): nothing was counted to report', 'set tlsRpt.enabled: true (the default)', 1);
-      const store = cliStore(c, 'write');
+      const store = await cliStore(c, 'write');
       const inbound = new InboundPolicy(c);
       const kicked = { queued: false };
-      const ingest = new Ingest(store, { reserve: () => undefined, take: () => {}, kick: () => { kicked.queued = true; }, unreserve: () => {} });
+      const ingest = new Ingest(store, { reserve: () => undefined, take: () => {}, kick: () => { kicked.queued = true; }, unreserve: () => {} }, () => c.smtp);
       const sender = new TlsReportSender({
         store, ingest, config: () => c, resolver: () => new DnsResolver(c.dns.servers, { dnssec: c.dns.dnssec }),
         trust: () => new TrustStore(c.tls.trust.system, c.tls.trust.caFiles),
@@ -60,7 +60,7 @@ export function registerTlsRpt(program: Command): void {
       const limit = Number(o.limit);
       if (!Number.isInteger(limit) || limit < 1) throw new AdminError(`--limit ${o.limit} is not a positive whole number`, 'e.g. --limit 100');
       const { summarize } = await import('../tlsrpt/receive.ts');
-      const store = cliStore(c);
+      const store = await cliStore(c);
       const reports = await store.receivedTlsReports(limit);
       await store.close();
       const summary = summarize(reports);

@@ -5,7 +5,7 @@
 // administrator), and the one renderer of trace events (`queue list|show` use it).
 import type { Command } from 'commander';
 import { findMessages, parseTime } from '../admin/ops/queue.ts';
-import { isTlsFailureKind, tlsFailureLabel } from '../tls/failures.ts';
+import { isTlsFailureKind, rfc8460ResultType, tlsFailureLabel } from '../tls/failures.ts';
 import { atLeast, type TlsLevel } from '../tls/levels.ts';
 import type { QueueMessage, RecipientStatus, TraceEvent } from '../store/types.ts';
 import { peerCertVerdict } from '../tls/facts.ts';
@@ -45,6 +45,11 @@ export function describeAttempt(e: TraceEvent, m: QueueMessage): string {
   if (d.host) lines.push(`      host ${String(d.host)}${d.ip ? ` [${String(d.ip)}]:${String(d.port)}` : ''}${d.connector ? `, connector "${String(d.connector)}"` : ''}${d.reused ? ', reused connection' : ''}`);
   const req = d.tlsRequired as { level: string; source: string; tlsDomain?: string } | undefined;
   if (req) lines.push(`      TLS policy: required ${req.level} (${req.source}${req.tlsDomain ? `, tlsDomain ${req.tlsDomain}` : ''}), achieved ${String(d.tlsAchieved)}`);
+  for (const o of (d.tlsDemands as { level: string; source: string; tlsDomain?: string }[] | undefined) ?? []) {
+    lines.push(`      also required: ${o.level} (${o.source}${o.tlsDomain ? `, tlsDomain ${o.tlsDomain}` : ''})`);
+  }
+  for (const n of (d.tlsNotes as string[] | undefined) ?? []) lines.push(`      TLS policy note: ${n}`);
+  if (d.tlsProof) lines.push(`      authenticated: ${String(d.tlsProof)}`);
   const t = d.tls as { version: string; cipher: string; bits: number; subject?: string; issuer?: string; fingerprint256?: string; chainValid: boolean; chainError?: string; resumed: boolean } | undefined;
   if (t) {
     lines.push(`      TLS: ${t.version} ${t.cipher} (${t.bits} bits)${t.resumed ? ', resumed' : ''}${d.tlsLegacy ? ', legacy TLS' : ''}`);
@@ -53,7 +58,7 @@ export function describeAttempt(e: TraceEvent, m: QueueMessage): string {
   if (isTlsFailureKind(d.tlsFailure)) {
     const forced = !!req && atLeast(req.level as TlsLevel, 'encryptionOnly');
     const what = d.tlsLegacy ? 'legacy TLS (opportunistic)' : forced ? 'TLS failure' : 'TLS not used';
-    lines.push(`      ${what}: ${tlsFailureLabel(d.tlsFailure)} (${d.tlsFailure})`);
+    lines.push(`      ${what}: ${tlsFailureLabel(d.tlsFailure)} (${d.tlsFailure})${forced ? `, RFC 8460 result type ${rfc8460ResultType(d.tlsFailure)}` : ''}`);
   }
   if (d.internal) lines.push(`      ${String(d.internal)}`);
   if (d.revocation) lines.push(`      revocation: ${String(d.revocation)}`);
@@ -108,7 +113,7 @@ export function registerTrace(program: Command): void {
     .option('--json', 'machine-readable output'))
     .action(async (o: TraceOpts) => {
       const since = parseTime(o.since, '--since'); const until = parseTime(o.until, '--until');
-      const store = cliStore(cliConfig(o));
+      const store = await cliStore(cliConfig(o));
       const withEvents = await findMessages(store, {
         ...(o.queueId ? { queueId: o.queueId } : {}), ...(o.messageId ? { messageId: o.messageId } : {}),
         ...(o.sender ? { sender: o.sender } : {}), ...(o.recipient ? { recipient: o.recipient } : {}),

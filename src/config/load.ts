@@ -10,6 +10,7 @@ import { AdminError } from '../errors.ts';
 import { configSchema, type ConfigInput } from './schema.ts';
 import { findTies } from './ties.ts';
 import { adminListenProblems, listenProblems } from './listen.ts';
+import { resolveStore } from './store.ts';
 import type { Config, Organization } from './types.ts';
 import { errorMessage } from '../util/errors.ts';
 
@@ -84,6 +85,11 @@ export function buildConfig(input: unknown, baseDir: string, source: string | nu
   });
   for (const tie of findTies(organizations)) problems.push(`  ${tie}: make them distinct, or give one a restriction`);
   const listen = [...listenProblems(c.smtp.listen), ...adminListenProblems(c.admin, c.smtp.listen)].map((p) => `  ${p}`);
+  const store = resolveStore(c);
+  if (store.problems.length) {
+    throw new AdminError(`invalid configuration${source ? ` in ${source}` : ''}:\n${[...listen, ...problems, ...store.problems].join('\n')}`,
+      'correct the store settings above; docs/configuration.md describes each key');
+  }
   if (problems.length || listen.length) {
     throw new AdminError(`invalid configuration${source ? ` in ${source}` : ''}:\n${[...listen, ...problems].join('\n')}`, problems.length
       ? 'each organization name, accepted domain and connector name must appear once, and no two inbound connectors may match the same senders equally'
@@ -94,9 +100,11 @@ export function buildConfig(input: unknown, baseDir: string, source: string | nu
     ...c,
     hostname: c.hostname ?? osHostname().toLowerCase(),
     dataDir: resolve(c.dataDir),
+    nodeId: c.nodeId ?? `${osHostname().toLowerCase()}:${resolve(c.dataDir)}`,
+    store: store.store,
     tls: {
       ...c.tls,
-      certificates: c.tls.certificates.map((p) => ({ cert: resolve(p.cert), key: resolve(p.key) })),
+      certificates: c.tls.certificates.map((p) => ({ cert: resolve(p.cert), key: resolve(p.key), ...(p.next ? { next: { cert: resolve(p.next.cert), key: resolve(p.next.key) } } : {}) })),
       trust: { ...c.tls.trust, caFiles: c.tls.trust.caFiles.map(resolve) },
     },
     organizations: Object.freeze(organizations),

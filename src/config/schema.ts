@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { isIP } from 'node:net';
 import { CONNECTOR_TLS_LEVELS } from '../tls/levels.ts';
 import { isDomainName, parseCidr, parseListen, parseSmartHost } from '../util/net.ts';
+import { isPostgresUrl } from '../util/secret-url.ts';
 
 export const domainName = z.string().trim().toLowerCase()
   .refine(isDomainName, { message: 'is not a valid domain name' }).meta({ valueType: 'domain' });
@@ -104,7 +105,14 @@ const organization = z.strictObject({
   outboundConnectors: z.array(outboundConnector).default([]),
 });
 
-const certPair = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });
+const certPair = z.strictObject({
+  cert: z.string().min(1),
+  key: z.string().min(1),
+  next: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional().meta({
+    description: 'A staged next certificate and key (PEM paths) for this one, not served yet: `portcullis dane tlsa` prints its TLSA record beside the current one and `portcullis dane check` says whether the published records match it, so that the records can be published before the rotation (DANE senders must never see a key their TLSA records do not name).',
+    valueType: '`{cert, key}` PEM paths',
+  }),
+});
 
 /** A user or group: a name (letters, digits, ".", "_", "-") or a numeric id. */
 const accountName = z.string().trim().min(1).max(64).regex(/^[A-Za-z0-9_][A-Za-z0-9._-]*$/, 'must be a user or group name, or a numeric id');
@@ -136,6 +144,29 @@ const maildirOptions = z.strictObject({
   if (m.group !== undefined && m.mode === '0600') ctx.addIssue({ code: 'custom', path: ['mode'], message: `gives group "${m.group}" no rights: use "0640" (read) or "0660" (read and write, what an IMAP server needs for flags)` });
 });
 
+/**
+ * Where the queue and trace live: SQLite in dataDir (one node), or PostgreSQL (config/store.ts
+ * resolves the URL). One object, so that each key has its row in docs/configuration.md; `url` and
+ * `poolSize` belong to `postgres` only.
+ */
+const storeSchema = z.strictObject({
+  type: z.enum(['sqlite', 'postgres'], { error: 'must be sqlite or postgres' }).default('sqlite').describe('`sqlite`: the embedded default for one machine, `dataDir/queue.sqlite`. `postgres`: a PostgreSQL database (see [Running a cluster](cluster.md)). Changing it takes effect after a restart; `portcullis store copy` moves a SQLite queue into PostgreSQL.'),
+  // The message never repeats the value: it may hold a password.
+  url: z.string().refine(isPostgresUrl, { message: 'must be a PostgreSQL URL, postgresql://USER@HOST:PORT/DATABASE (the value is not shown: it may hold a password)' }).optional().meta({
+    description: 'With `type: postgres`: the database, as PostgreSQL clients write it (`postgres://` too). Query parameters of the driver work (`?sslmode=require`, `?host=/run/postgresql` for a Unix socket: `postgresql://portcullis@/mail?host=/run/postgresql`). May be left out when `PORTCULLIS_STORE_URL` is set.',
+    valueType: '`postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE`',
+  }),
+  poolSize: z.number().int().min(2).max(200).optional().meta({
+    description: 'With `type: postgres`: connections to PostgreSQL per process. One carries the grouped writes at a time; the others serve reads (queue lookups, the CLI).',
+    valueType: 'count, 2 to 200', defaultText: '`10`',
+  }),
+}).superRefine((s, ctx) => {
+  if (s.type !== 'sqlite') return;
+  for (const k of ['url', 'poolSize'] as const) {
+    if (s[k] !== undefined) ctx.addIssue({ code: 'custom', path: [k], message: 'belongs to store type postgres (the store is sqlite): remove it, or set store.type: postgres' });
+  }
+});
+
 export const configSchema = z.strictObject({
   hostname: domainName.optional().meta({
     description: 'Name in the SMTP banner, EHLO reply and `Received:` headers. Set it to the name your MX record points at.',
@@ -148,6 +179,11 @@ export const configSchema = z.strictObject({
   runAs: runAsSchema.optional().meta({
     description: 'Who the server runs as after binding its ports: `root` to stay root (deliberately), or the user (and group) to become. Changing it takes effect after a restart.',
     valueType: '`root` or `{user, group}`',
+  }),
+  store: storeSchema.prefault({}),
+  nodeId: z.string().trim().min(1).max(200).optional().meta({
+    description: 'This node\'s name in a cluster (several nodes on one PostgreSQL store): it owns the leases of the messages the node delivers and its heartbeat row (`portcullis cluster status`). Must differ between nodes and stay the same across restarts of one node: at start a node returns the leases its previous run left to the queue. Changing it takes effect after a restart.',
+    defaultText: 'host name `:` dataDir',
   }),
   log: z.strictObject({
     level: z.enum(['debug', 'info', 'warn', 'error']).default('info').describe('Log level of the server\'s log (stdout).'),
@@ -163,6 +199,7 @@ export const configSchema = z.strictObject({
       description: 'Largest header block; larger gets `552 5.3.4 Message header size exceeds the limit`.',
       valueType: 'bytes',
     }),
+    maxReceivedHeaders: z.number().int().min(1).max(100_000).default(100).describe('Mail loop detection (RFC 5321 §6.3): a message whose header section already has more `Received:` fields than this is refused after the data with `554 5.4.6 Too many hops (mail loop?)` and never queued. 100: §6.3 says servers counting `Received:` fields "SHOULD use a large rejection threshold, normally at least 100" (Postfix\'s `hopcount_limit` is 50).'),
     maxRecipients: z.number().int().min(1).max(100_000).default(500).describe('Recipients per message; more get `452 4.5.3` (the client sends the rest in another transaction).'),
     maxConnections: z.number().int().min(1).max(1_000_000).default(1000).describe('Concurrent SMTP sessions. Above it a new connection gets `421 4.7.0 Too many connections, try again later` and is closed. A session counts until it ends (`221` or `421` sent, or the client gone), not until the client closes its socket.'),
     maxConnectionsPerIP: z.number().int().min(1).default(50).describe('Concurrent sessions from one client address; above it `421 4.7.0 Too many connections from your address`.'),
@@ -186,8 +223,8 @@ export const configSchema = z.strictObject({
   }).prefault({}),
   tls: z.strictObject({
     certificates: z.array(certPair).default([]).meta({
-      description: 'Server certificates. The first is the default; the others are chosen when the client\'s SNI name matches one of their names. `cert` may hold the chain (leaf first). With none configured, a self-signed development certificate is generated in `dataDir/certs/` with a loud warning. Files are watched: a changed certificate is loaded for new connections without a restart; a broken one is refused and the previous one keeps serving.',
-      valueType: 'list of `{cert, key}` PEM paths',
+      description: 'Server certificates. The first is the default; the others are chosen when the client\'s SNI name matches one of their names. `cert` may hold the chain (leaf first). With none configured, a self-signed development certificate is generated in `dataDir/certs/` with a loud warning. Files are watched: a changed certificate is loaded for new connections without a restart; a broken one is refused and the previous one keeps serving. `next: {cert, key}` stages the next certificate of a pair, not served: `portcullis dane tlsa` prints its TLSA record and `portcullis dane check` says whether the published records match it, so the records can be published before the rotation.',
+      valueType: 'list of `{cert, key, next}` PEM paths (`next` optional)',
     }),
     minVersion: z.string().default('TLSv1.2').refine((v) => v === 'TLSv1.2' || v === 'TLSv1.3', {
       message: 'must be TLSv1.2 or TLSv1.3; Portcullis never accepts anything older than TLS 1.2',
@@ -199,8 +236,11 @@ export const configSchema = z.strictObject({
     }).prefault({}),
   }).prefault({}),
   dns: z.strictObject({
-    servers: z.array(dnsServer).default([]).describe('Every name lookup the gateway makes (MX, A, AAAA, TXT, TLSA, PTR) goes to these servers, never anywhere else. Empty: the `nameserver` lines of `/etc/resolv.conf`. Use a validating resolver (Unbound, BIND) on the same host for DNSSEC: the gateway reads its AD bit (see `dns.dnssec`). Queries go over UDP (EDNS0), over TCP when truncated; answers are cached per their TTL, NXDOMAIN/NODATA for 60 s; failures are not cached.'),
+    servers: z.array(dnsServer).default([]).describe('Every name lookup the gateway makes (MX, A, AAAA, TXT, TLSA, PTR) goes to these servers, never anywhere else. Empty: the `nameserver` lines of `/etc/resolv.conf`. Use a validating resolver (Unbound, BIND) on the same host for DNSSEC: the gateway reads its AD bit (see `dns.dnssec`). Queries go over UDP (EDNS0), over TCP when truncated; answers are cached per their TTL (at most a day), NXDOMAIN/NODATA for the smaller of the TTL and the MINIMUM field of the SOA record that comes with them (RFC 2308 §5; at most 3 hours, not at all when no SOA came); failures are not cached.'),
     dnssec: z.boolean().default(true).describe('Read the DNSSEC status of every answer. `true`: queries set the DO and AD bits, and an answer (or an NXDOMAIN/NODATA) counts as *secure* when the server set the AD bit: any server in `dns.servers`, but from `/etc/resolv.conf` only a loopback one (`127.0.0.0/8`, `::1`), since an AD bit that crossed a network can be forged. Everything else is *insecure*. `false`: nothing is ever secure, so DANE is off. See below.'),
+  }).prefault({}),
+  dane: z.strictObject({
+    enabled: z.boolean().default(true).describe('DANE for outbound SMTP (RFC 7672): for a destination whose MX records (or, without MX, address records) and MX host addresses are DNSSEC-secure, look up `_25._tcp.<mx host>` TLSA records (the port is `delivery.port`) through `dns.servers`. Usable records (DANE-TA, DANE-EE) make TLS 1.2+ mandatory and the certificate must match one of them; only unusable records make TLS mandatory without authentication; a TLSA lookup that fails or is bogus defers the host (it is not contacted); an insecure zone gets MTA-STS or opportunistic TLS. Needs a validating resolver in `dns.servers` (see `dns.dnssec`): without one no answer is secure and DANE is off in effect. Never applied to smart hosts. `false`: no TLSA lookups.'),
   }).prefault({}),
   delivery: z.strictObject({
     port: z.number().int().min(1).max(65535).default(25).meta({ description: 'Port of MX hosts (smart hosts may name their own).', valueType: 'port' }),
@@ -213,6 +253,7 @@ export const configSchema = z.strictObject({
       maxMessages: z.number().int().min(1).max(100_000).default(1000).describe('Messages per connection before it is closed.'),
     }).prefault({}),
     maildir: maildirOptions.prefault({}),
+    maildirShared: z.boolean().default(false).describe('Says that `dataDir/mailboxes/` is on storage every node shares (NFS, CephFS, a cluster file system). Required with `store.type: postgres` when an organisation has `authoritative` domains: with a shared queue any node may deliver any message, so every node must write into the same mailboxes. Without it such a configuration is refused at start and by `config check` (the error names the domains and this key). Not needed when every domain is `internalRelay`.'),
     tlsFallbackSeconds: z.number().min(0).default(3600).meta({
       description: 'After a failed TLS handshake with an address under **opportunistic** TLS, go straight to the step that worked (legacy TLS, else plaintext) with that address for this long (the step is recorded in the trace). `0`: nothing is remembered; every delivery starts with TLS 1.2+ and steps down within the attempt. Never applies to a forced level.',
       valueType: 'seconds',
@@ -226,8 +267,9 @@ export const configSchema = z.strictObject({
       connect: seconds(30).describe('TCP connect.'),
       greeting: seconds(300).describe('Wait for the `220` greeting (RFC 5321 §4.5.3.2).'),
       command: seconds(300).describe('Wait for the replies to MAIL, RCPT and the other commands (RFC 5321 §4.5.3.2).'),
-      dataBlock: seconds(180).describe('Wait for the `354` after DATA (RFC 5321 §4.5.3.2).'),
-      dataEnd: seconds(600).describe('Wait for the reply after the final dot (RFC 5321 §4.5.3.2).'),
+      dataInit: seconds(120).describe('Wait for the `354` after DATA (RFC 5321 §4.5.3.2.4, "DATA initiation").'),
+      dataBlock: seconds(180).describe('Sending the message data: each write (64 KiB) must be taken by the server within this long (RFC 5321 §4.5.3.2.5, "data block"), so a slow link that keeps making progress never times out and a server that stops reading does. (This key used to be the wait for the `354`, which is now `dataInit`.)'),
+      dataEnd: seconds(600).describe('Wait for the reply after the final dot has been sent (RFC 5321 §4.5.3.2.6, "DATA termination"); the time the data takes to send does not count.'),
     }).prefault({}),
   }).prefault({}),
   mtaSts: z.strictObject({
@@ -251,15 +293,15 @@ export const configSchema = z.strictObject({
       valueType: 'seconds',
     }),
     retrySchedule: z.array(z.number().positive()).min(1).default([60, 300, 900, 1800, 3600, 7200, 14_400]).meta({
-      description: 'Wait before each retry of a temporarily failed delivery; the last value repeats.',
+      description: 'Wait before each retry of a temporarily failed delivery; the last value repeats. The first retries come sooner than the 30 minutes of RFC 5321 §4.5.4.1, as Postfix\'s `minimal_backoff_time` does (see docs/architecture.md, "Retries and giving up").',
       valueType: 'list of seconds',
     }),
-    messageExpiration: z.number().positive().default(172_800).meta({
-      description: 'After this a message still failing temporarily fails permanently (`5.4.7`) and the sender gets a DSN that explains the last failure.',
+    messageExpiration: z.number().positive().default(432_000).meta({
+      description: 'After this a message still failing temporarily fails permanently (`5.4.7`) and the sender gets a DSN that explains the last failure. 5 days: RFC 5321 §4.5.4.1 says the give-up time "generally needs to be at least 4-5 days", and Postfix\'s `maximal_queue_lifetime` is 5 days.',
       valueType: 'seconds',
     }),
     leaseSeconds: z.number().int().min(5).default(300).meta({
-      description: 'How long a delivery worker holds a message before another may take it over (crash safety).',
+      description: 'How long a node holds a message it delivers before another node (or, after a restart, the same one) may take it over. A live node renews its leases every third of this while their deliveries run, with its heartbeat; a node that dies leaves leases that expire within this time, and other nodes take its work over (see [Running a cluster](cluster.md#several-nodes)).',
       valueType: 'seconds',
     }),
     concurrency: z.number().int().min(1).max(1000).default(20).describe('Messages in delivery at the same time.'),

@@ -2,6 +2,7 @@
 // schema's output with paths resolved, each accepted domain and connector tagged with its
 // organization, and the hostname filled in. Types only.
 import type { ParsedConfig } from './schema.ts';
+import type { StoreConfig } from './store.ts';
 
 export interface AcceptedDomain {
   domain: string;
@@ -21,8 +22,12 @@ export interface Organization {
   outboundConnectors: readonly OutboundConnector[];
 }
 
-export interface Config extends Omit<ParsedConfig, 'organizations' | 'hostname'> {
+export interface Config extends Omit<ParsedConfig, 'organizations' | 'hostname' | 'store' | 'nodeId'> {
   hostname: string;
+  /** nodeId, or the host name and dataDir. */
+  nodeId: string;
+  /** With the PostgreSQL URL resolved (config/store.ts). */
+  store: StoreConfig;
   organizations: readonly Organization[];
   /** The file this came from, or null for the embedded defaults. */
   source: string | null;

@@ -38,7 +38,7 @@ export function classifyLocalError(e: NodeJS.ErrnoException, where: string): Out
 
 /** Structured failure facts from the SMTP client or the resolver (see smtp-client.ts, dns/). */
 export interface FailureFacts {
-  kind: 'dns' | 'connect' | 'timeout' | 'closed' | 'protocol' | 'greeting' | 'ehlo' | 'starttls' | 'tls' | 'tlsPolicy' | 'mail' | 'size' | 'eightBit' | 'smtputf8' | 'nullMx' | 'noHost'
+  kind: 'dns' | 'connect' | 'timeout' | 'closed' | 'protocol' | 'greeting' | 'ehlo' | 'starttls' | 'tls' | 'tlsPolicy' | 'mail' | 'size' | 'eightBit' | 'smtputf8' | 'nullMx' | 'noHost' | 'loopsBack'
     | 'badSender' | 'badRecipient' | 'requireTls';
   /** Reply from the peer, when there was one. */
   reply?: { code: number; enhanced?: string; text: string };
@@ -88,6 +88,8 @@ export function classifyFailure(f: FailureFacts): Outcome {
       return { status: 'deferred', reply: { code: 451, enhanced: '4.4.3', message: 'DNS lookup failed, will retry', reason: f.detail } };
     case 'nullMx':
       return { status: 'failed', reply: { code: 556, enhanced: '5.1.10', message: 'Recipient domain does not accept mail (null MX, RFC 7505)', reason: f.detail } };
+    case 'loopsBack': // RFC 5321 §5.1: "MUST be returned as undeliverable"; RFC 3463 X.4.6 routing loop
+      return { status: 'failed', reply: { code: 554, enhanced: '5.4.6', message: 'Mail for this domain loops back to this gateway (it is listed as the mail server of the domain)', reason: f.detail } };
     case 'noHost':
       return { status: 'failed', reply: { code: 550, enhanced: '5.1.2', message: 'Recipient domain has no usable mail server address', reason: f.detail } };
     case 'size':

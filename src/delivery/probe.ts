@@ -3,10 +3,14 @@
 // and report the TLS facts, chain and root, name match, every revocation and CA-issuer endpoint of
 // the chain (also when it does not verify), and whether a required TLS level would pass, with the
 // TLS failure kind (tls/failures.ts) when it would not. TLS facts are kept when SMTP fails after
-// STARTTLS. Optionally sends a test message. Never throws for a bad host.
+// STARTTLS. For a mail domain's hosts, also the DNSSEC status of the MX and address records and
+// what DANE demands of each host (delivery/dane.ts), with whether the presented certificate
+// matches the TLSA records. Optionally sends a test message. Never throws for a bad host.
 import net from 'node:net';
 import type { Config } from '../config/load.ts';
 import { mailHosts } from '../dns/mx.ts';
+import type { ProviderAnswer } from '../policy/outbound.ts';
+import { DaneProvider } from './dane.ts';
 import type { Resolver } from '../dns/types.ts';
 import type { TlsRequirement } from '../policy/outbound.ts';
 import { tlsFailureLabel, type TlsFailureKind } from '../tls/failures.ts';
@@ -17,7 +21,22 @@ import { DeliveryError, SmtpConnection, type PeerTls } from './smtp-client.ts';
 import { judgeTls } from './tls-check.ts';
 import { errorMessage } from '../util/errors.ts';
 
-export interface ProbeTarget { host: string; port: number }
+/** A host to probe; `mx` when it is a mail host of a domain (its MX RRset's DNSSEC status). */
+export interface ProbeTarget { host: string; port: number; mx?: { domain: string; kind: 'mx' | 'implicit'; secure: boolean } }
+
+/** What DANE (RFC 7672) says about a mail host, as delivery would see it. */
+export interface DaneReport {
+  /** DNSSEC status of the MX records and of the host's addresses. */
+  mxSecure: boolean;
+  addressesSecure: boolean;
+  /** 'none': DANE does not apply (why in `text`); 'demand': TLSA records apply; 'refuse': delivery would not contact the host. */
+  status: ProviderAnswer['kind'];
+  /** The demand's source, or why there is none, or why the host is refused. */
+  text: string;
+  /** With usable records and a TLS session: whether the presented certificate matches. */
+  matches?: boolean;
+  detail?: string;
+}
 
 export interface HostReport {
   host: string;
@@ -36,6 +55,8 @@ export interface HostReport {
   reason?: string;
   /** What went wrong with TLS, when something did. */
   tlsFailure?: TlsFailureKind;
+  /** Mail hosts of a domain: DNSSEC and DANE. */
+  dane?: DaneReport;
   testMessage?: string;
   error?: string;
 }
@@ -62,19 +83,39 @@ export async function targetsFor(resolver: Resolver, spec: string, defaultPort: 
   const hosts = await mailHosts(resolver, name);
   if (hosts.kind === 'error') throw hosts.error;
   if (hosts.kind === 'nullMx') return [];
-  return hosts.hosts.map((h) => ({ host: h.name, port: defaultPort }));
+  return hosts.hosts.map((h) => ({ host: h.name, port: defaultPort, mx: { domain: name, kind: hosts.kind, secure: hosts.secure } }));
 }
 
 export async function probeHost(t: ProbeTarget, o: ProbeOptions): Promise<HostReport[]> {
   let ips: string[];
+  let addresses: { secure: boolean; names: string[] } | undefined;
   try {
-    ips = net.isIP(t.host) ? [t.host] : (await o.resolver.addresses(t.host)).records;
+    if (net.isIP(t.host)) ips = [t.host];
+    else {
+      const a = await o.resolver.addresses(t.host);
+      ips = a.records;
+      addresses = { secure: a.status === 'secure', names: a.names };
+    }
   } catch (e) {
     return [{ host: t.host, port: t.port, connected: false, requirement: o.requirement, passes: false, error: errorMessage(e), reason: `cannot resolve ${t.host}: ${errorMessage(e)}` }];
   }
+  const dane = t.mx && addresses ? await daneFor(t, addresses, o) : undefined;
   const reports: HostReport[] = [];
-  for (const ip of ips) reports.push(await probeAddress(t, ip, o));
+  for (const ip of ips) {
+    const r = await probeAddress(t, ip, o, dane?.answer);
+    if (dane) r.dane = { ...dane.report, ...(r.dane ?? {}) };
+    reports.push(r);
+  }
   return reports;
+}
+
+/** What DANE demands of a mail host (as delivery's provider decides it), for the report. */
+async function daneFor(t: ProbeTarget, addresses: { secure: boolean; names: string[] }, o: ProbeOptions): Promise<{ answer: ProviderAnswer; report: DaneReport }> {
+  const mx = t.mx!;
+  const hop = { key: `mx:${mx.domain}`, kind: 'mx' as const, domain: mx.domain, smartHosts: [], tls: o.requirement };
+  const answer = await new DaneProvider(() => o.resolver).forHost({ hop, host: t.host, port: t.port, via: { kind: mx.kind, secure: mx.secure }, addresses, message: { queueId: '' } });
+  const text = answer.kind === 'none' ? (answer.note ?? 'DANE: not applicable') : answer.kind === 'demand' ? `${answer.demand.source}: requires ${answer.demand.level}` : `${answer.demand.source}: ${answer.detail}`;
+  return { answer, report: { mxSecure: mx.secure, addressesSecure: addresses.secure, status: answer.kind, text } };
 }
 
 /** Record the TLS facts of a session in the report and judge them; returns the judgement. */
@@ -98,7 +139,7 @@ async function judgeSession(r: HostReport, t0: PeerTls, t: ProbeTarget, o: Probe
   return j;
 }
 
-async function probeAddress(t: ProbeTarget, ip: string, o: ProbeOptions): Promise<HostReport> {
+async function probeAddress(t: ProbeTarget, ip: string, o: ProbeOptions, dane?: ProviderAnswer): Promise<HostReport> {
   const base: HostReport = { host: t.host, ip, port: t.port, connected: false, requirement: o.requirement, passes: false };
   let conn: SmtpConnection;
   try {
@@ -118,6 +159,10 @@ async function probeAddress(t: ProbeTarget, ip: string, o: ProbeOptions): Promis
   const r: HostReport = { ...base, connected: true, starttlsOffered: conn.starttlsOffered };
   try {
     let j: { violation: string | null; kind?: TlsFailureKind };
+    if (conn.tls && dane?.kind === 'demand' && dane.demand.verify) {
+      const m = dane.demand.verify({ presented: conn.tls.presented ?? [] });
+      r.dane = { matches: m.ok, detail: m.ok ? m.detail : `${m.failure.text} (${m.failure.kind})` } as DaneReport;
+    }
     if (conn.tls) j = await judgeSession(r, conn.tls, t, o);
     else {
       if (conn.tlsSkipped) { r.error = conn.tlsSkipped.detail; r.tlsFailure = conn.tlsSkipped.kind; }
@@ -179,6 +224,11 @@ export function formatReport(r: HostReport): string {
     L.push(`  root in our trust store: ${r.tls.rootInTrustStore ? 'yes' : 'no'}`);
   } else if (r.error) L.push(`  TLS: not used (${r.error})`);
   if (r.revocation) L.push(...formatRevocation(r.revocation));
+  if (r.dane) {
+    L.push(`  DNSSEC: MX records ${r.dane.mxSecure ? 'secure' : 'insecure'}, addresses of ${r.host} ${r.dane.addressesSecure ? 'secure' : 'insecure'}`);
+    L.push(`  DANE: ${r.dane.status === 'refuse' ? 'delivery would NOT contact this host: ' : ''}${r.dane.text}`);
+    if (r.dane.matches !== undefined) L.push(`  DANE certificate: ${r.dane.matches ? 'MATCHES' : 'does NOT match (delivery would defer)'}: ${r.dane.detail}`);
+  }
   if (r.testMessage) L.push(`  test message: ${r.testMessage}`);
   L.push(...failure);
   if (r.reason) L.push(`  reason: ${r.reason}`);

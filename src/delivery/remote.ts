@@ -1,10 +1,10 @@
-// Owns: delivering one message's recipients for one next hop over SMTP: resolving MX (dns/mx.ts)
-// or smart hosts, trying hosts in order, applying the TLS requirement, reusing pooled connections,
+// Owns: delivering one message's recipients for one next hop over SMTP: resolving MX (dns/mx.ts;
+// never to this gateway itself, RFC 5321 §5.1) or smart hosts, trying hosts in order, applying the TLS requirement, reusing pooled connections,
 // and returning one classified outcome per recipient plus the facts of every attempt (the trace).
 // What a failure means (next host, every recipient, the verdict, what is remembered) is decided by
 // trouble.ts. The TLS requirement of each host is the hop's composed with the demands of the demand
-// providers (MTA-STS; DANE and REQUIRETLS as they join) by policy/outbound.ts composeHost; a
-// provider that refuses a host (an MTA-STS enforce policy that does not name it) makes it skipped,
+// providers (DANE, MTA-STS) by policy/outbound.ts composeHost; a provider that refuses a host (a
+// TLSA lookup that failed, an MTA-STS enforce policy that does not name it) makes it skipped,
 // never contacted; a requirement a provider only observes (MTA-STS testing) is recorded, not
 // enforced. Sends each peer what it can take (mime-downgrade.ts: 7 bit without 8BITMIME, no line
 // over 998 octets) and records any conversion with the attempt.
@@ -21,7 +21,7 @@
 // `onTlsSession` (TLS-RPT, RFC 8460), success or failure with its result type.
 import net from 'node:net';
 import type { Config } from '../config/load.ts';
-import { mailHosts } from '../dns/mx.ts';
+import { beforeSelf, mailHosts } from '../dns/mx.ts';
 import { DnsError, type Resolver } from '../dns/types.ts';
 import { composeHost, plainRequirement, requireTlsProblem, type DemandProvider, type HostContext, type HostRequirement, type NextHop, type TlsRequirement } from '../policy/outbound.ts';
 import { levelRank, type TlsLevel } from '../tls/levels.ts';
@@ -82,6 +82,16 @@ export interface RemoteOptions {
   providers?: () => readonly DemandProvider[];
 }
 
+/** The names this gateway is known by in mail transactions: `hostname` and `delivery.heloName`. */
+function ownNames(cfg: Config): Set<string> {
+  return new Set([cfg.hostname, cfg.delivery.heloName].filter((n): n is string => !!n).map((n) => n.toLowerCase().replace(/\.$/, '')));
+}
+
+function loopsBack(domain: string, self: { name: string; priority: number }): string {
+  return `mail for ${domain} loops back to myself: this gateway (${self.name.toLowerCase().replace(/\.$/, '')}) is listed as its mail server (MX, preference ${self.priority}) `
+    + 'and no server is preferred to it, so there is nowhere to send the message. The domain\'s MX records are wrong, or the domain should be one of this gateway\'s accepted domains.';
+}
+
 /** How the hosts of a next hop were found (HostContext.via). */
 type Via = HostContext['via'];
 
@@ -102,10 +112,14 @@ class Semaphore {
   }
 }
 
-/** The TLS level a connection actually achieved (for the trace); names match per RFC 6125 §6.4. */
-function achieved(tls: PeerTls | null, req: TlsRequirement, hostname: string): TlsLevel {
+/**
+ * The TLS level a connection actually achieved (for the trace); names match per RFC 6125 §6.4;
+ * `proof` from a demand's own check (DANE).
+ */
+function achieved(tls: PeerTls | null, req: TlsRequirement, hostname: string, proof?: string): TlsLevel {
   if (!tls) return 'none';
   if (tls.legacy) return 'opportunistic'; // encrypted, but below the TLS 1.2 floor of every required level
+  if (proof && req.level === 'dane') return 'dane';
   if (!tls.chainValid) return 'encryptionOnly';
   const names = tls.names ?? [];
   if (req.tlsDomain ? namesSatisfy(names, req.tlsDomain) : namesSatisfy(names, hostname)) return 'domainValidation';
@@ -119,9 +133,9 @@ function requirementFacts(req: HostRequirement): Pick<AttemptFacts, 'tlsRequired
   return { tlsRequired: plainRequirement(req), ...(others.length ? { tlsDemands: others } : {}), ...(notes.length ? { tlsNotes: notes } : {}) };
 }
 
-const stripChain = (t: PeerTls | null | undefined): Omit<PeerTls, 'chain'> | undefined => {
+const stripChain = (t: PeerTls | null | undefined): Omit<PeerTls, 'chain' | 'presented'> | undefined => {
   if (!t) return undefined;
-  const { chain: _chain, ...rest } = t;
+  const { chain: _chain, presented: _presented, ...rest } = t;
   return rest;
 };
 
@@ -211,8 +225,13 @@ export class RemoteDelivery {
       // RFC 7505 §3: a null MX says the domain accepts no mail (556 5.1.10, classify.ts).
       case 'nullMx': return { kind: 'failed', facts: { kind: 'nullMx', detail: `${hop.domain} publishes a null MX record (RFC 7505): it accepts no mail` } };
       case 'error': return { kind: 'failed', facts: { kind: 'dns', dnsKind: mx.error.kind, detail: `MX lookup for ${hop.domain} failed: ${mx.error.message}` } };
-      // `secure`: the DNSSEC status of the MX answer, which no provider here reads yet (DANE will).
-      default: return { kind: 'found', value: { hosts: mx.hosts.map((h) => ({ name: h.name, port })), via: { kind: mx.kind, secure: false } } };
+      default: {
+        // RFC 5321 §5.1: never to ourselves, nor to hosts we are preferred to (they send to us).
+        const left = beforeSelf(mx.hosts, ownNames(this.config()));
+        if (left.self && !left.hosts.length) return { kind: 'failed', facts: { kind: 'loopsBack', detail: loopsBack(hop.domain, left.self) } };
+        // `secure`: the DNSSEC status of the MX answer (DANE needs it, RFC 7672 §2.2.1).
+        return { kind: 'found', value: { hosts: left.hosts.map((h) => ({ name: h.name, port })), via: { kind: mx.kind, secure: mx.secure } } };
+      }
     }
   }
 
@@ -246,8 +265,8 @@ export class RemoteDelivery {
       if (!ips.value.ips.length) continue;
       const plan = await this.hostRequirement(job, t, targets.value.via, ips.value);
       if (plan.kind === 'refused') {
-        // A source rules this host out (an MTA-STS enforce policy that does not name it): it is
-        // not contacted at all; the next host is tried, and the message waits when none is left.
+        // A source rules this host out (a TLSA lookup that failed, an MTA-STS enforce policy that
+        // does not name it): it is not contacted at all; the next host is tried, and the message waits when none is left.
         tally.hostSkipped(plan.failure.outcome, plan.failure.attempt);
         continue;
       }
@@ -403,6 +422,7 @@ export class RemoteDelivery {
     for (const demand of req.demands) {
       const judged = await judgeTls(conn.tls, demand, `host ${t.name} [${ip}]`, this.revocation, cfg.tls.revocation);
       if (judged.revocation) facts.revocation = judged.revocation.summary;
+      if (judged.proof) { facts.tlsProof = judged.proof; facts.tlsAchieved = achieved(conn.tls, req, t.name, judged.proof); }
       // certificateValidation includes "not revoked": a revoked certificate (or, under hardFail, one
       // whose status could not be confirmed) proves no identity, whatever its chain and names.
       const rev = judged.revocation?.status;

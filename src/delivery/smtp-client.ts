@@ -53,17 +53,23 @@ export interface PeerTls {
   legacy?: boolean;
   /** The verified chain up to the trusted root when chainValid, else what the peer presented; leaf first. */
   chain?: X509Certificate[];
+  /** The certificates the peer presented, leaf first, as sent (DANE matches these). */
+  presented?: X509Certificate[];
 }
 
-export interface Timeouts { connect: number; greeting: number; command: number; dataBlock: number; dataEnd: number }
+export interface Timeouts { connect: number; greeting: number; command: number; dataInit: number; dataBlock: number; dataEnd: number }
 
 /**
  * RFC 5321 §4.5.3.2 (seconds): initial 220 5 min (§4.5.3.2.1), MAIL/RCPT 5 min (§4.5.3.2.2-3),
- * DATA initiation 2 min (§4.5.3.2.4: `dataBlock`, 3 min, waits for the 354), data block 3 min
- * (§4.5.3.2.5: no per-write timer here), DATA termination 10 min (§4.5.3.2.6: `dataEnd`, which
- * runs from the first octet of data written, not from the final dot). `connect` is not in the RFC.
+ * DATA initiation 2 min (§4.5.3.2.4: `dataInit`, the wait for the 354), data block 3 min
+ * (§4.5.3.2.5: `dataBlock`, per write of message data: no progress for that long is a timeout),
+ * DATA termination 10 min (§4.5.3.2.6: `dataEnd`, from when the final dot was sent). `connect` is
+ * not in the RFC.
  */
-export const RFC_TIMEOUTS: Timeouts = { connect: 30, greeting: 300, command: 300, dataBlock: 180, dataEnd: 600 };
+export const RFC_TIMEOUTS: Timeouts = { connect: 30, greeting: 300, command: 300, dataInit: 120, dataBlock: 180, dataEnd: 600 };
+
+/** Message data goes out in writes of about this size, each within `dataBlock` (§4.5.3.2.5). */
+const DATA_WRITE = 64 * 1024;
 
 export interface ConnectOptions {
   ip: string;
@@ -109,7 +115,7 @@ const MAX_REPLY_LINES = 200;
 export class SmtpConnection {
   private sock: net.Socket;
   private buf = '';
-  private pending: { resolve: (r: Reply) => void; reject: (e: DeliveryError) => void; timer: NodeJS.Timeout }[] = [];
+  private pending: { resolve: (r: Reply) => void; reject: (e: DeliveryError) => void; timer?: NodeJS.Timeout }[] = [];
   private lines: string[] = [];
   private dead: DeliveryError | null = null;
   /** STARTTLS sent: stop parsing after its reply; later bytes are held (and dropped on upgrade). */
@@ -193,14 +199,63 @@ export class SmtpConnection {
 
   /** Expect one reply within `seconds`. */
   private expectReply(seconds: number, what: string): Promise<Reply> {
-    if (this.dead) return Promise.reject(this.dead);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+    const r = this.replyLater(what);
+    r.arm(seconds);
+    return r.reply;
+  }
+
+  /**
+   * Expect one reply, its timeout started later by `arm` (DATA termination runs from the final
+   * dot, RFC 5321 §4.5.3.2.6, but the reply is expected in order before the data goes out).
+   */
+  private replyLater(what: string): { reply: Promise<Reply>; arm: (seconds: number) => void } {
+    if (this.dead) return { reply: Promise.reject(this.dead), arm: () => {} };
+    const entry: (typeof this.pending)[number] = { resolve: () => {}, reject: () => {} };
+    const reply = new Promise<Reply>((resolve, reject) => { entry.resolve = resolve; entry.reject = reject; });
+    this.pending.push(entry);
+    const arm = (seconds: number) => {
+      if (this.dead || !this.pending.includes(entry)) return;
+      entry.timer = setTimeout(() => {
         this.fail(new DeliveryError('timeout', `timeout after ${seconds}s waiting for the reply to ${what} from ${this.opts.hostname} [${this.opts.ip}]`));
         this.sock.destroy();
       }, seconds * 1000);
+      entry.timer.unref();
+    };
+    return { reply, arm };
+  }
+
+  /**
+   * The message data, in writes of about DATA_WRITE octets, each taken by the peer (handed to the
+   * kernel) within `dataBlock` seconds (RFC 5321 §4.5.3.2.5): a slow link that keeps making
+   * progress never times out, a peer that stops reading does. Resolves once the last octet (the
+   * final dot) was sent.
+   */
+  private async writeData(parts: Buffer[]): Promise<void> {
+    let batch: Buffer[] = [];
+    let size = 0;
+    for (let i = 0; i < parts.length; i++) {
+      batch.push(parts[i]);
+      size += parts[i].length;
+      if (size < DATA_WRITE && i < parts.length - 1) continue;
+      const block = Buffer.concat(batch);
+      batch = []; size = 0;
+      for (let off = 0; off < block.length; off += DATA_WRITE) await this.writeWithin(block.subarray(off, off + DATA_WRITE), this.t.dataBlock);
+    }
+  }
+
+  private writeWithin(b: Buffer, seconds: number): Promise<void> {
+    if (this.dead) return Promise.reject(this.dead);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.fail(new DeliveryError('timeout', `timeout: no progress for ${seconds}s sending the message data to ${this.opts.hostname} [${this.opts.ip}]`));
+        this.sock.destroy();
+        reject(this.dead!);
+      }, seconds * 1000);
       timer.unref();
-      this.pending.push({ resolve, reject, timer });
+      this.sock.write(b, (err) => {
+        clearTimeout(timer);
+        if (err) { this.fail(new DeliveryError('closed', `connection to ${this.opts.hostname} [${this.opts.ip}] lost while sending the message data: ${err.message}`)); reject(this.dead!); } else resolve();
+      });
     });
   }
 
@@ -326,6 +381,7 @@ export class SmtpConnection {
     const chain = peerChain(s);
     const leaf = chain.at(0);
     if (!leaf) { out.chainError = 'no certificate presented'; out.chainFailure = 'certificate-not-trusted'; return out; }
+    out.presented = chain;
     const v = verifyChain(leaf, chain.slice(1), this.opts.trust);
     Object.assign(out, {
       subject: dnLine(leaf.subject), issuer: dnLine(leaf.issuer), fingerprint256: leaf.fingerprint256,
@@ -346,7 +402,7 @@ export class SmtpConnection {
     const pipelining = ext.has('PIPELINING');
     let mailR: Reply; const rcptR: Reply[] = []; let dataR: Reply;
     if (pipelining) {
-      const waits = [this.expectReply(this.t.command, 'MAIL'), ...rcptLines.map(() => this.expectReply(this.t.command, 'RCPT')), this.expectReply(this.t.dataBlock, 'DATA')];
+      const waits = [this.expectReply(this.t.command, 'MAIL'), ...rcptLines.map(() => this.expectReply(this.t.command, 'RCPT')), this.expectReply(this.t.dataInit, 'DATA')];
       this.write([mail, ...rcptLines, 'DATA'].join('\r\n') + '\r\n');
       const replies = await Promise.all(waits);
       mailR = replies[0]; rcptR.push(...replies.slice(1, -1)); dataR = replies.at(-1)!;
@@ -356,7 +412,7 @@ export class SmtpConnection {
       for (const l of rcptLines) rcptR.push(await this.command(l));
       // No recipient accepted: no DATA (RFC 5321 §3.3).
       if (!rcptR.some((r) => r.code === 250 || r.code === 251)) { await this.rset(); return { mail: mailR, rcpts: rcptR }; }
-      dataR = await this.command('DATA', this.t.dataBlock);
+      dataR = await this.command('DATA', this.t.dataInit);
     }
     const accepted = rcptR.some((r) => r.code === 250 || r.code === 251);
     if (accepted && mailR.code === 250 && dataR.code !== 354 && dataR.code < 400) {
@@ -377,10 +433,13 @@ export class SmtpConnection {
       await this.rset();
       return { mail: mailR, rcpts: mailR.code !== 250 ? env.rcpts.map(() => mailR) : rcptR, ...(dataR.code !== 354 && accepted ? { data: dataR } : {}) };
     }
-    // The reply to the final dot decides the message (RFC 5321 §4.2.5).
-    const end = this.expectReply(this.t.dataEnd, 'end of data');
-    this.write(dotStuff(data));
-    const final = await end;
+    // The reply to the final dot decides the message (RFC 5321 §4.2.5); its wait (§4.5.3.2.6)
+    // starts once the final dot was sent.
+    const end = this.replyLater('end of data');
+    end.reply.catch(() => {}); // a failure while writing rejects it too: reported by writeData
+    await this.writeData(dotStuff(data));
+    end.arm(this.t.dataEnd);
+    const final = await end.reply;
     this.messages++;
     return { mail: mailR, rcpts: rcptR, data: final };
   }

@@ -1,8 +1,9 @@
 // Owns: the one judgement of whether an established outbound connection meets a TLS requirement
 // (used by delivery and by the admin probes `connector validate` and `tls check`). A violation
 // names its kind of the TLS failure vocabulary (tls/failures.ts), decided from the chain result,
-// the name match and the revocation status.
-import type { TlsRequirement } from '../policy/outbound.ts';
+// the name match and the revocation status — or, for a demand with its own check (DANE), from
+// that check in place of the WebPKI ones.
+import type { HostDemand } from '../policy/outbound.ts';
 import { atLeast } from '../tls/levels.ts';
 import type { TlsFailureKind } from '../tls/failures.ts';
 import { namesSatisfy } from '../tls/names.ts';
@@ -15,9 +16,11 @@ export interface TlsJudgement {
   /** The kind of the violation; absent when there is none, or when there was no TLS session at all (the caller knows why). */
   kind?: TlsFailureKind;
   revocation?: RevocationResult;
+  /** A demand with its own check: what proved the session (e.g. "TLSA 3 1 1 matches …"). */
+  proof?: string;
 }
 
-export async function judgeTls(tls: PeerTls | null, req: TlsRequirement, where: string, revocation: RevocationChecker, mode: RevocationMode, reportAll = false): Promise<TlsJudgement> {
+export async function judgeTls(tls: PeerTls | null, req: HostDemand, where: string, revocation: RevocationChecker, mode: RevocationMode, reportAll = false): Promise<TlsJudgement> {
   if (!atLeast(req.level, 'encryptionOnly') && !reportAll) return { violation: null };
   const forced = atLeast(req.level, 'encryptionOnly');
   const v = (text: string) => (forced ? `TLS required by ${req.source}: ${text}, ${where}` : null);
@@ -26,6 +29,11 @@ export async function judgeTls(tls: PeerTls | null, req: TlsRequirement, where: 
   // TLS under them; this holds even if a caller got that wrong).
   if (forced && tls.legacy) {
     return { violation: v(`legacy TLS session (${tls.version} ${tls.cipher})`), kind: tls.version === 'TLSv1.2' || tls.version === 'TLSv1.3' ? 'no-shared-cipher' : 'protocol-version' };
+  }
+  if (req.verify && forced) {
+    // The demand's own proof replaces the WebPKI checks (DANE-EE ignores names, dates and issuer).
+    const r = req.verify({ presented: tls.presented ?? [] });
+    return r.ok ? { violation: null, proof: r.detail } : { violation: v(r.failure.text), kind: r.failure.kind };
   }
   if (atLeast(req.level, 'certificateValidation') && !tls.chainValid) {
     return { violation: v(`certificate not valid (${tls.chainError}), presented ${tls.subject ?? '(none)'} (SHA-256 ${tls.fingerprint256 ?? '-'})`), kind: tls.chainFailure ?? 'certificate-not-trusted' };

@@ -33,7 +33,9 @@ export interface AttemptFacts {
   /** Demands made but not applied (replaced, relaxed), and why sources demanded nothing (e.g. DANE: MX records not secure). */
   tlsNotes?: string[];
   tlsAchieved: TlsLevel;
-  tls?: Omit<PeerTls, 'chain'>;
+  /** What proved the session to a demand with its own check (DANE: the TLSA record that matched). */
+  tlsProof?: string;
+  tls?: Omit<PeerTls, 'chain' | 'presented'>;
   /** The peer offered DSN (so success notices are its job: we report "relayed" otherwise). */
   peerDsn?: boolean;
   /** Revocation check result at certificateValidation and above. */
@@ -128,7 +130,7 @@ export class Tally {
    * A host was not contacted because a source could not say what it demands of it (a TLSA lookup
    * failed): like a DNS failure, it alone never marks the destination down.
    */
-  hostSkipped(outcome: Outcome, attempt: AttemptFacts): void { this.last = { outcome, attempt }; }
+  hostSkipped(outcome: Outcome, attempt: AttemptFacts): void { this.last = { outcome, attempt }; this.allRequireTls = false; }
 
   /** A host had addresses to try: the failures are no longer DNS-only. */
   addressesFound(): void { this.dnsOnly = false; }

@@ -8,10 +8,13 @@ import { DnsError, type Resolver } from './types.ts';
 export interface MailHost { name: string; priority: number }
 
 export type MailHosts =
-  /** MX records, lowest preference first. */
-  | { kind: 'mx'; hosts: MailHost[] }
-  /** No MX records: the domain itself, as if it had an MX of preference 0 pointing to itself. */
-  | { kind: 'implicit'; hosts: [MailHost] }
+  /** MX records, lowest preference first; `secure`: the MX RRset is DNSSEC-secure (DANE needs it). */
+  | { kind: 'mx'; hosts: MailHost[]; secure: boolean }
+  /**
+   * No MX records: the domain itself, as if it had an MX of preference 0 pointing to itself;
+   * `secure`: the denial of MX records is DNSSEC-authenticated.
+   */
+  | { kind: 'implicit'; hosts: [MailHost]; secure: boolean }
   /** A null MX (RFC 7505 §3): the domain accepts no mail. */
   | { kind: 'nullMx' }
   /**
@@ -30,7 +33,8 @@ export type MailHosts =
  * - SERVFAIL, a DNSSEC-bogus answer, a timeout: temporary errors, never read as "no MX" (§5.1:
  *   "If a temporary error is returned, the message MUST be queued and retried later"). A bogus
  *   MX RRset is exactly what an attacker forging "no MX, use the A record" would produce.
- * - A null MX (a single MX with the root as exchange, RFC 7505 §3) → no mail for this domain.
+ * - A null MX (a single MX, preference 0, the root as exchange, RFC 7505 §3) → no mail for this
+ *   domain. Any other "." exchange is left out by the resolver (typed.ts): never an empty host name.
  * `shuffle` randomises hosts of equal preference (§5.1: "the sender-SMTP MUST randomize them"). A
  * CNAME at the domain is followed by the resolver (§5.1: "processed as if it were the initial name").
  */
@@ -39,12 +43,27 @@ export async function mailHosts(resolver: Resolver, domain: string, shuffle?: ()
     const mx = await resolver.mx(domain);
     if (mx.nullMx) return { kind: 'nullMx' };
     const hosts = byPreference(mx.records.map((m) => ({ name: m.exchange, priority: m.priority })), shuffle);
-    return { kind: 'mx', hosts };
+    return { kind: 'mx', hosts, secure: mx.status === 'secure' };
   } catch (e) {
     if (!(e instanceof DnsError)) throw e;
-    if (e.kind === 'nodata') return { kind: 'implicit', hosts: [{ name: domain, priority: 0 }] };
+    if (e.kind === 'nodata') return { kind: 'implicit', hosts: [{ name: domain, priority: 0 }], secure: e.secure };
     return { kind: 'error', error: e };
   }
+}
+
+/**
+ * RFC 5321 §5.1, when this gateway is one of the mail hosts: "The relay host MUST then inspect the
+ * list for any of the names or addresses by which it might be known in mail transactions. If a
+ * matching record is found, all records at that preference level and higher-numbered ones MUST be
+ * discarded from consideration. If there are no records left at that point, it is an error
+ * condition, and the message MUST be returned as undeliverable." `self` holds our names (lower
+ * case, no trailing dot). Returns the hosts left, and our own record when one matched.
+ */
+export function beforeSelf(hosts: readonly MailHost[], self: ReadonlySet<string>): { hosts: MailHost[]; self?: MailHost } {
+  const own = hosts.filter((h) => self.has(h.name.toLowerCase().replace(/\.$/, '')));
+  if (!own.length) return { hosts: [...hosts] };
+  const best = own.reduce((a, b) => (b.priority < a.priority ? b : a));
+  return { hosts: hosts.filter((h) => h.priority < best.priority), self: best };
 }
 
 /** Sorted by preference, lowest first (RFC 5321 §5.1); with `random`, equal ones shuffled (Fisher-Yates). */

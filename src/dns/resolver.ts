@@ -7,7 +7,8 @@
 // answers and carry `secure` (an authenticated denial); 'bogus' (a validating resolver answered
 // SERVFAIL and its Extended DNS Error says DNSSEC) and 'servfail'/'timeout'/'refused'/'malformed'
 // mean "could not find out" and are never "no record". Answers are cached per their TTL,
-// negative ones briefly; failures are not cached.
+// negative ones per the SOA of their authority section (RFC 2308 §5), not at all without one;
+// failures are not cached.
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
@@ -49,7 +50,11 @@ export function systemServers(file = '/etc/resolv.conf'): string[] {
 
 const isLoopback = (ip: string) => /^(::ffff:)?127\./i.test(ip) || ip === '::1';
 
-const NEGATIVE_TTL = 60;
+/**
+ * The longest a negative answer is cached (3 hours): RFC 2308 §5 finds one to three hours a
+ * sensible default and values over a day problematic.
+ */
+const NEGATIVE_TTL_MAX = 10_800;
 const MAX_CNAME = 8;
 const EDE_TEXT_MAX = 300;
 
@@ -66,6 +71,18 @@ export interface ResolverOptions {
 
 /** One decoded response: records (possibly only a CNAME chain) or a denial, with its AD status. */
 interface Response { rcode: 'NOERROR' | 'NXDOMAIN'; records: DnsRecord[]; secure: boolean; ttl: number }
+
+/**
+ * How long a negative answer (NXDOMAIN, NODATA) may be cached, from the SOA record in its authority
+ * section: the smaller of that record's TTL and its MINIMUM field (RFC 2308 §3, §5), at most
+ * NEGATIVE_TTL_MAX. 0 without an SOA: §5 says such answers "SHOULD NOT be cached".
+ */
+export function negativeTtl(authorities: readonly DnsRecord[]): number {
+  const soa = authorities.find((a) => a.type === 'SOA');
+  if (!soa) return 0;
+  const minimum = (soa.data as { minimum?: number }).minimum ?? 0;
+  return Math.max(0, Math.min(soa.ttl ?? 0, minimum, NEGATIVE_TTL_MAX));
+}
 
 const norm = (n: string) => n.toLowerCase().replace(/\.$/, '');
 
@@ -143,8 +160,8 @@ export class DnsResolver extends TypedResolver {
     if (hit && hit.expires > Date.now()) return hit.value;
     const v = await this.timed(name, type);
     // Positive answers for their TTL (RFC 1035 §3.2.1: 0 means not cached), at most a day;
-    // negative ones NEGATIVE_TTL, not the SOA-derived TTL of RFC 2308 §5.
-    this.store(key, v, v.rcode === 'NXDOMAIN' || !v.records.length ? NEGATIVE_TTL : Math.max(0, Math.min(v.ttl, 86_400)));
+    // negative ones for the TTL interpret() took from their SOA (RFC 2308 §5; 0 without one).
+    this.store(key, v, Math.max(0, Math.min(v.ttl, 86_400)));
     return v;
   }
 
@@ -200,9 +217,11 @@ export class DnsResolver extends TypedResolver {
     const rcode = p.rcode ?? 'NOERROR';
     const secure = s.trustAd && !!p.flag_ad; // RFC 4035 §3.2.3 (set by the validator), §4.6 (trusted here)
     const answers = ((p.answers ?? []) as unknown as DnsRecord[]).filter((a) => a.type !== 'RRSIG');
-    const ttlOf = () => (answers.length ? Math.min(...answers.map((a) => (typeof a.ttl === 'number' ? a.ttl : 300))) : NEGATIVE_TTL);
+    const negative = rcode === 'NXDOMAIN' || !answers.length;
+    const ttl = negative ? negativeTtl((p.authorities ?? []) as unknown as DnsRecord[])
+      : Math.min(...answers.map((a) => (typeof a.ttl === 'number' ? a.ttl : 300)));
     // NXDOMAIN and NOERROR-without-records (NODATA) are answers (RFC 2308 §2.1, §2.2).
-    if (rcode === 'NOERROR' || rcode === 'NXDOMAIN') return { rcode, records: answers, secure, ttl: ttlOf() };
+    if (rcode === 'NOERROR' || rcode === 'NXDOMAIN') return { rcode, records: answers, secure, ttl };
     if (rcode === 'REFUSED') throw new DnsError('refused', name, type, `${s.host}:${s.port}`);
     const ede = extendedErrors(p);
     const why = ede.map((e) => `EDE ${e.code} ${e.name}${e.text ? `: ${e.text}` : ''}`).join('; ');

@@ -13,13 +13,17 @@ const norm = (n: string) => n.toLowerCase().replace(/\.$/, '');
 export abstract class TypedResolver implements Resolver {
   abstract lookup(name: string, type: RecordType): Promise<Lookup<DnsRecord>>;
 
-  /** MX records by preference; [] for a null MX (RFC 7505); throws nodata when there is no MX. */
+  /**
+   * MX records; [] for a null MX; throws nodata when there is no MX. RFC 7505 §3: a null MX is
+   * exactly one MX record with preference 0 and exchange "." (the root); a "." exchange in any
+   * other RRset names no host and is left out (never a host with an empty name).
+   */
   async mx(domain: string): Promise<MxLookup> {
     const r = await this.lookup(domain, 'MX');
-    const records = r.records.map((a) => a.data as { exchange: string; preference: number })
+    const all = r.records.map((a) => a.data as { exchange: string; preference: number })
       .map((d) => ({ exchange: norm(d.exchange), priority: d.preference }));
-    const nullMx = records.length === 1 && records[0].exchange === '';
-    return { ...r, records: nullMx ? [] : records, nullMx };
+    const nullMx = all.length === 1 && all[0].exchange === '' && all[0].priority === 0;
+    return { ...r, records: all.filter((m) => m.exchange !== ''), nullMx };
   }
 
   /**

@@ -79,10 +79,11 @@ export function buildDsn(d: DsnInput): { data: Buffer; messageId: string } {
     ...(r.lastAttempt ? [`Last-Attempt-Date: ${rfc5322Date(new Date(r.lastAttempt))}`] : []),
     ...(r.action === 'delayed' && d.willRetryUntil ? [`Will-Retry-Until: ${rfc5322Date(new Date(d.willRetryUntil))}`] : []),
   ].join('\r\n'));
-  // RFC 3461 §4.3: RET applies to failure notices; a notice with no failure SHOULD carry only the
-  // headers (here a success notice with RET=FULL carries the whole message). RFC 8689 §5: a
-  // REQUIRETLS message's content never travels in a DSN (headers only).
-  const headersOnly = d.envelope.ret === 'HDRS' || delayed || (success && d.envelope.ret !== 'FULL') || d.envelope.requireTls === true;
+  // RFC 3461 §4.3: RET=FULL asks for the entire message "in any 'failed' DSN"; "If a DSN contains
+  // no indications of delivery failure, only the headers of the message SHOULD be returned"
+  // (success and delay notices, whatever RET says). RFC 8689 §5: a REQUIRETLS message's content
+  // never travels in a DSN (headers only).
+  const headersOnly = d.envelope.ret === 'HDRS' || !d.recipients.some((r) => r.action === 'failed') || d.envelope.requireTls === true;
   const head = [
     `From: Mail Delivery System <MAILER-DAEMON@${d.reportingMta}>`,
     `To: <${d.originalFrom}>`,

@@ -3,8 +3,11 @@
 // what delivery must know about the content without scanning it: the longest line, and 8-bit
 // content (for messages the gateway generates; inbound/ reports it for received ones), and the
 // header `TLS-Required: No` (RFC 8689 §5), ignored when MAIL FROM carried REQUIRETLS (§4.1).
+// Refuses a message that has passed more hops than smtp.maxReceivedHeaders (a mail loop, RFC 5321
+// §6.3) before anything is stored.
 // Promise: resolves with the queue id only after the store's commit is synced; on failure it
-// returns the reply to give (452 4.3.1 when storage is full, 451 4.3.0 otherwise), never throws.
+// returns the reply to give (554 5.4.6 for a loop, 452 4.3.1 when storage is full, 451 4.3.0
+// otherwise), never throws.
 import { isAscii } from 'node:buffer';
 import { emit } from '../events.ts';
 import { Replies, type SmtpReply } from '../errors.ts';
@@ -38,16 +41,28 @@ export function tlsRequiredNo(head: string): boolean {
   return !!m && m[1].replace(/\r\n[ \t]+/g, ' ').trim().toLowerCase() === 'no';
 }
 
+/**
+ * The header section (up to the empty line). Its size is bounded: the DATA decoder refuses a
+ * message whose header section exceeds smtp.maxHeaderSize before it gets here.
+ */
 function headerText(chunks: Buffer[]): string {
-  // The header block is small relative to limits; look at up to the first 64 KiB.
-  let len = 0; const parts: Buffer[] = [];
-  for (const c of chunks) { parts.push(c); len += c.length; if (len >= 65_536) break; }
-  const s = Buffer.concat(parts).toString('latin1');
-  const end = s.indexOf('\r\n\r\n');
-  return end >= 0 ? s.slice(0, end + 2) : s;
+  let s = '';
+  for (const c of chunks) {
+    const from = Math.max(0, s.length - 3);
+    s += c.toString('latin1');
+    const end = s.indexOf('\r\n\r\n', from);
+    if (end >= 0) return s.slice(0, end + 2);
+  }
+  return s;
 }
 
-const STORAGE_FULL = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT']);
+/** The number of Received: fields in a header section (RFC 5322 §3.6.7; continuation lines start with WSP). */
+export function receivedCount(head: string): number {
+  return head.match(/(?:^|\r\n)received[ \t]*:/gi)?.length ?? 0;
+}
+
+// PostgreSQL 53100: disk_full.
+const STORAGE_FULL = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT', '53100']);
 
 export interface GeneratedMessage {
   org: string;
@@ -77,8 +92,14 @@ export interface Handoff {
   unreserve(): void;
 }
 
+/** The limits ingest applies, read for each message (configuration reloads). */
+export interface IngestLimits {
+  /** smtp.maxReceivedHeaders: more Received: fields than this is a mail loop (RFC 5321 §6.3). */
+  maxReceivedHeaders: number;
+}
+
 export class Ingest {
-  constructor(private readonly store: Store, private readonly handoff: Handoff) {}
+  constructor(private readonly store: Store, private readonly handoff: Handoff, private readonly limits: () => IngestLimits) {}
 
   private async commit(m: Parameters<Store['enqueue']>[0]): Promise<void> {
     const lease = this.handoff.reserve();
@@ -108,13 +129,21 @@ export class Ingest {
 
   /** Store the transaction durably: its queue id, or the reply refusing it (storage failed). */
   async accept(t: Transaction): Promise<{ ok: true; queueId: string } | { ok: false; reply: SmtpReply }> {
+    const head = headerText(t.chunks);
+    // RFC 5321 §6.3: servers MUST detect and stop loops; counting Received: fields is the usual way.
+    const hops = receivedCount(head);
+    const maxHops = this.limits().maxReceivedHeaders;
+    if (hops > maxHops) {
+      const reply = Replies.tooManyHops(hops, maxHops);
+      emit({ event: 'message.rejected', sid: t.inbound.sessionId, code: reply.code, enhanced: reply.enhanced, reason: reply.message });
+      return { ok: false, reply };
+    }
     const now = new Date();
     const id = queueId(now.getTime());
     const rcpt = t.recipients.length === 1 ? t.recipients[0].address : undefined;
     const received = receivedHeader(t.inbound, id, rcpt, now);
     const data = Buffer.concat([received, ...t.chunks]);
     const longest = t.longestLine === undefined ? longestLine(data) : Math.max(t.longestLine, longestLine(received));
-    const head = headerText(t.chunks);
     const relaxed = !t.envelope.requireTls && tlsRequiredNo(head);
     try {
       await this.commit({

@@ -87,7 +87,7 @@ export class ReportAggregator {
           if (security === 'plaintext') this.add(KINDS.outPlainDomains, at, orgs, domain);
           return;
         }
-        const requirement = requirementType(e.tlsRequired, e.tlsPolicy);
+        const requirement = requirementType(e.tlsRequired, e.tlsSource);
         // Under opportunistic TLS a TLS failure only steps down; it defers nothing.
         const cause = requirement !== 'opportunistic' && e.tlsFailure ? e.tlsFailure : '';
         this.add(KINDS.outUndelivered, at, orgs, e.status, requirement, cause);

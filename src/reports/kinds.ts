@@ -4,6 +4,7 @@
 // queries (query.ts), the API schemas and the web UI's legends.
 // Promise: every function here is total; an unknown value is classified, never dropped.
 import { isTlsFailureKind, rfc8460ResultType } from '../tls/failures.ts';
+import { REQUIRED_TLS_LEVELS } from '../tls/levels.ts';
 
 export const HOUR = 3_600_000;
 export const DAY = 86_400_000;
@@ -39,14 +40,12 @@ export const KINDS = {
   outTlsFailures: { kind: 'out.tlsFailures', span: DAY, dims: ['domain', 'requirement', 'tlsFailure', 'status'] },
 } as const;
 
-const REQUIRED_LEVELS = new Set(['encryptionOnly', 'certificateValidation', 'domainValidation']);
-
 /**
  * The requirement behind an attempt, from the level and the source label of its TlsRequirement
  * (policy/outbound.ts: "default" or `connector "NAME"`; DANE and MTA-STS bring their own labels).
  */
 export function requirementType(level: string | undefined, source: string | undefined): RequirementType {
-  if (!level || !REQUIRED_LEVELS.has(level)) return 'opportunistic';
+  if (!level || !(REQUIRED_TLS_LEVELS as readonly string[]).includes(level)) return 'opportunistic';
   const s = (source ?? '').toLowerCase();
   if (s.startsWith('dane')) return 'dane';
   if (s.startsWith('mta-sts')) return 'mta-sts';
@@ -54,8 +53,8 @@ export function requirementType(level: string | undefined, source: string | unde
 }
 
 /** How a delivered attempt was secured. */
-export function securityType(a: { tlsRequired?: string; tlsPolicy?: string; tlsVersion?: string; tlsLegacy?: boolean }): SecurityType {
-  const r = requirementType(a.tlsRequired, a.tlsPolicy);
+export function securityType(a: { tlsRequired?: string; tlsSource?: string; tlsVersion?: string; tlsLegacy?: boolean }): SecurityType {
+  const r = requirementType(a.tlsRequired, a.tlsSource);
   if (r !== 'opportunistic') return r;
   if (!a.tlsVersion) return 'plaintext';
   return a.tlsLegacy ? 'legacy-tls' : 'opportunistic-tls';

@@ -6,7 +6,9 @@
 // (store.requestBounce) fails the open recipients instead of delivering them, with a DSN as for
 // any failure.
 // Promises: a message leaves the queue only when every recipient is delivered or failed; a crash
-// at any point leaves it leased, and the lease expires (or is released at start-up). A failed
+// at any point leaves it leased, and the lease expires (or is released at start-up). Leases are
+// renewed while their delivery runs; an outcome is recorded only under the lease it was
+// delivered under (fencing generation), else it is logged (queue.fenced) and dropped. A failed
 // recipient produces a DSN to the sender unless the sender is null or NOTIFY says otherwise, so
 // bounces can never loop. The DSN is queued before the failure is recorded (never lost; after a
 // crash in between it may be sent twice). The DSN of a REQUIRETLS message carries only the
@@ -22,7 +24,7 @@ import type { Ingest } from '../ingest/ingest.ts';
 import type { InboundPolicy } from '../policy/inbound.ts';
 import type { OutboundPolicy } from '../policy/outbound.ts';
 import { atLeast, type TlsLevel } from '../tls/levels.ts';
-import { tlsFailurePlain } from '../tls/failures.ts';
+import { rfc8460ResultType, tlsFailurePlain } from '../tls/failures.ts';
 import type { QueueMessage, QueueRecipient, RecipientOutcome, Store } from '../store/types.ts';
 import { sessionId } from '../util/ids.ts';
 import { TraceRetention } from './retention.ts';
@@ -53,6 +55,7 @@ const REQUIRED: Partial<Record<TlsLevel, string>> = {
   encryptionOnly: 'an encrypted connection (TLS 1.2 or newer)',
   certificateValidation: 'an encrypted connection (TLS 1.2 or newer) to a server with a valid certificate from a trusted authority',
   domainValidation: 'an encrypted connection (TLS 1.2 or newer) to a server whose valid certificate proves its name',
+  dane: 'an encrypted connection (TLS 1.2 or newer) to a server whose certificate matches the DNSSEC-signed TLSA records of its domain (DANE)',
 };
 
 /** Plain words for the sender: what happened and how the connection was protected. */
@@ -77,19 +80,20 @@ function explain(r: Result, expired: boolean): string {
     if (a.tls) details += ` The connection to ${a.host} was encrypted with ${a.tls.version} (${a.tls.cipher}${legacy}).`;
     else if (a.ip && !a.error) details += ` The connection to ${a.host} was not encrypted${a.fallback ? ` (${a.fallback})` : ''}.`;
   }
-  const s = `${plain}${plain ? 'Technical details: ' : ''}${details}`;
+  const kind = a?.tlsFailure ? ` (TLS failure ${a.tlsFailure}, RFC 8460 result type ${rfc8460ResultType(a.tlsFailure)})` : '';
+  const s = `${plain}${plain ? `Technical details${kind}: ` : ''}${details}`;
   return expired ? `Delivery was retried until the message expired. ${plain ? '' : 'The last attempt failed: '}${s}` : s;
 }
 
 export class Scheduler {
-  readonly owner = `node-${sessionId()}`;
   private inflight = 0;
   /**
-   * Messages this process is delivering now. A delivery can outlive its lease (slow peers: the
-   * RFC 5321 timeouts add up to more than queue.leaseSeconds); the claim then takes the message
-   * again, which renews our lease, and must not start a second, concurrent delivery of it.
+   * Messages this process is delivering now, with the fencing generation of our lease. Leases are
+   * renewed while deliveries run (renewLeases); should one expire all the same (the store was
+   * unreachable), our own claim may take the message again: that claim's generation is adopted,
+   * and no second, concurrent delivery is started.
    */
-  private readonly active = new Set<string>();
+  private readonly active = new Map<string, number>();
   private reserved = 0;
   private timer: NodeJS.Timeout | undefined;
   private running = false;
@@ -99,7 +103,9 @@ export class Scheduler {
   private idle: (() => void)[] = [];
   private readonly retention: TraceRetention;
 
-  constructor(private readonly store: Store, private readonly agents: Agents, private readonly ingest: Ingest, private readonly deps: () => SchedulerDeps) {
+  /** `owner`: the node id, owner of this process's leases. */
+  constructor(private readonly store: Store, private readonly agents: Agents, private readonly ingest: Ingest, private readonly deps: () => SchedulerDeps,
+    readonly owner = `node-${sessionId()}`) {
     this.retention = new TraceRetention(store, () => this.deps().config.trace.retentionDays);
   }
 
@@ -127,7 +133,7 @@ export class Scheduler {
 
   private run(m: QueueMessage, data?: Buffer): void {
     this.inflight++;
-    this.active.add(m.id);
+    this.active.set(m.id, m.leaseGen);
     void this.process(m, data).catch((e) => {
       emit({ event: 'internal.error', where: `scheduler.process ${m.id}`, error: errorDetail(e) });
     }).finally(() => {
@@ -157,7 +163,7 @@ export class Scheduler {
       const room = q.concurrency - this.inflight - this.reserved;
       if (room > 0) {
         const batch = await this.store.claim(this.owner, room, q.leaseSeconds * 1000);
-        for (const m of batch) if (!this.active.has(m.id)) this.run(m);
+        for (const m of batch) if (this.active.has(m.id)) this.active.set(m.id, m.leaseGen); else this.run(m);
         if (batch.length === room) { this.again = true; return; }
       }
       if (this.inflight >= q.concurrency) return; // a finishing delivery kicks again
@@ -222,8 +228,8 @@ export class Scheduler {
       const a = r.attempt;
       emit({
         event: 'delivery.result', queueId: m.id, rcpt: r.rcpt.address, status: r.outcome.status, agent: r.agent, code: r.outcome.reply.code, enhanced: r.outcome.reply.enhanced, reason: r.outcome.reply.reason ?? r.outcome.reply.message,
-        org: m.org, ...(a?.tlsFailure ? { tlsFailure: a.tlsFailure } : {}), ...(a?.tls ? { tlsVersion: a.tls.version, tlsCipher: a.tls.cipher } : {}), ...(a?.tlsLegacy ? { tlsLegacy: true } : {}),
-        ...(a ? { tlsRequired: a.tlsRequired.level, tlsPolicy: a.tlsRequired.source, tlsAchieved: a.tlsAchieved } : {}),
+        org: m.org, ...(a?.tlsFailure ? { tlsFailure: a.tlsFailure, tlsResultType: rfc8460ResultType(a.tlsFailure) } : {}),
+        ...(a ? { tlsRequired: a.tlsRequired.level, tlsSource: a.tlsRequired.source, tlsAchieved: a.tlsAchieved } : {}), ...(a?.tls ? { tlsVersion: a.tls.version, tlsCipher: a.tls.cipher } : {}), ...(a?.tlsLegacy ? { tlsLegacy: true } : {}),
       });
     }
     if (data) await this.notify(m, data, results);
@@ -235,7 +241,21 @@ export class Scheduler {
       ...(r.attempt || r.note ? { detail: { ...r.attempt, ...r.note } as Record<string, unknown> } : {}),
     }));
     const next = Date.now() + retryDelay(q.retrySchedule, m.attempts + 1) * 1000;
-    await this.store.complete(m.id, this.owner, outcomes, next, { delayWarned: warn });
+    const gen = this.active.get(m.id) ?? m.leaseGen;
+    if (await this.store.complete(m.id, this.owner, outcomes, next, { delayWarned: warn, gen }) === 'fenced') {
+      emit({ event: 'queue.fenced', queueId: m.id, node: this.owner, gen });
+    }
+  }
+
+  /**
+   * Renew the leases of the deliveries in flight (the node's heartbeat calls it); a lease that
+   * another node has taken over is logged (its delivery's outcome will be refused).
+   */
+  async renewLeases(): Promise<void> {
+    const held = [...this.active].map(([id, gen]) => ({ id, gen }));
+    if (!held.length) return;
+    const renewed = new Set(await this.store.renew(this.owner, held, this.deps().config.queue.leaseSeconds * 1000));
+    for (const l of held) if (!renewed.has(l.id) && this.active.get(l.id) === l.gen) emit({ event: 'queue.leaseLost', queueId: l.id, node: this.owner, gen: l.gen });
   }
 
   /** Bounce failed recipients to the sender (RFC 3464), unless null sender or NOTIFY declines;

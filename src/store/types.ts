@@ -1,5 +1,9 @@
-// Owns: the store interface every backend implements (store/sqlite now, store/postgres later).
-// Promise: a resolved write is durable (committed and synced); a rejected one wrote nothing.
+// Owns: the store interface every backend implements (store/sqlite, store/postgres); the
+// conformance suite test/unit/store/conformance.ts holds both to it. Leases carry a fencing
+// generation, so that a node whose lease was taken over cannot apply a late completion.
+// Promise: a resolved write is durable (committed and synced); a rejected one wrote nothing (on
+// PostgreSQL, unless the connection broke while COMMIT was under way: then the write may have
+// been committed although it was reported failed; a retry can duplicate, never lose).
 import type { TlsFacts } from '../events.ts';
 import type { SmtpReply } from '../errors.ts';
 import type { Rfc8460Policy, Rfc8460ResultType } from '../tls/failures.ts';
@@ -94,6 +98,12 @@ export interface QueueMessage {
   delayWarned: boolean;
   /** An administrator asked to return it to the sender now ("bounce now"): who. */
   bounceRequestedBy?: string;
+  /**
+   * Fencing generation: how many times the message has been claimed. A claim returns the
+   * generation it created; a completion or renewal carries it, and is refused once another
+   * claim (another node taking over an expired lease) has moved it on.
+   */
+  leaseGen: number;
   recipients: QueueRecipient[];
 }
 
@@ -154,6 +164,32 @@ export interface StsPolicyEntry {
   fetchedAt: number;
   /** fetchedAt + max_age (ms epoch): the policy is not used after this. */
   expiresAt: number;
+}
+
+/**
+ * What `complete` did: the message's state afterwards, 'fenced' when the caller no longer holds
+ * the lease (another owner, or a later claim: nothing was applied), null for an unknown message.
+ */
+export type CompleteResult = MessageState | 'fenced' | null;
+
+/** A lease the caller holds: the message and the generation its claim returned. */
+export interface HeldLease { id: string; gen: number }
+
+/** What a node writes into the store with every heartbeat. */
+export interface NodeBeat {
+  id: string;
+  version: string;
+  /** Hash of the node's effective configuration (node-specific keys left out). */
+  configHash: string;
+  host: string;
+  pid: number;
+  startedAt: number;
+}
+
+export interface NodeStatus extends NodeBeat {
+  lastHeartbeat: number;
+  /** Messages in delivery under a lease of this node that has not expired. */
+  leases: number;
 }
 
 export interface QueueFilter {
@@ -309,8 +345,23 @@ export interface Store {
   claim(owner: string, limit: number, leaseMs: number, now?: number): Promise<QueueMessage[]>;
   /** The stored message data. */
   data(id: string): Promise<Buffer | null>;
-  /** Record per-recipient outcomes, release the lease; `nextAttemptAt` for what remains. */
-  complete(id: string, owner: string, outcomes: RecipientOutcome[], nextAttemptAt: number, opts?: { delayWarned?: boolean }): Promise<MessageState | null>;
+  /**
+   * Record per-recipient outcomes, release the lease; `nextAttemptAt` for what remains. Applied
+   * only while the caller holds the lease: a message in delivery under another owner, or (with
+   * `gen`) claimed again since, is left untouched and the result is 'fenced'.
+   */
+  complete(id: string, owner: string, outcomes: RecipientOutcome[], nextAttemptAt: number, opts?: { delayWarned?: boolean; gen?: number }): Promise<CompleteResult>;
+  /**
+   * Extend the leases `owner` still holds (same generation, still in delivery) to `now + leaseMs`;
+   * returns the ids renewed. A lease missing from the answer was taken over.
+   */
+  renew(owner: string, leases: HeldLease[], leaseMs: number, now?: number): Promise<string[]>;
+  /** Record that a node is alive (insert or update its row). */
+  heartbeat(node: NodeBeat, now?: number): Promise<void>;
+  /** Every node that has sent a heartbeat, with the leases it holds, most recent first. */
+  nodes(now?: number): Promise<NodeStatus[]>;
+  /** Messages per state. */
+  depth(): Promise<Record<MessageState, number>>;
   /** Messages matching every given criterion (any state), newest first. */
   search(f: TraceFilter): Promise<QueueMessage[]>;
   get(id: string): Promise<QueueMessage | null>;
@@ -357,8 +408,11 @@ export interface Store {
   stsPolicy(domain: string): Promise<StsPolicyEntry | null>;
   /** Cache (or replace) the MTA-STS policy of `entry.domain`. */
   saveStsPolicy(entry: StsPolicyEntry): Promise<void>;
-  /** Single-node start-up: leases of a previous (crashed) process are released. */
-  releaseLeases(): Promise<number>;
+  /**
+   * Start-up: leases of a previous (crashed) process are released: those of `owner` (a node
+   * restarting among others), or every lease (a single node, the only user of its queue).
+   */
+  releaseLeases(owner?: string): Promise<number>;
   close(): Promise<void>;
 
   // Admin centre (admin/, reports/).

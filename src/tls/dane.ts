@@ -6,6 +6,7 @@
 // §2.2) and passes the reference names. Promise: never throws on any record or chain; every
 // outcome is a DaneResult that says why.
 import { createHash, createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
+import { rfc8460ResultType, type Rfc8460ResultType, type TlsFailureKind } from './failures.ts';
 import { certificateNames, dnLine, nameMatches } from './names.ts';
 import { issuedBy, validityProblem } from './trust.ts';
 
@@ -27,11 +28,9 @@ export type DaneFailure =
   | 'certificate expired'
   | 'name mismatch';
 
-/** RFC 8460 §4.3 result types, for TLS-RPT. */
-export type TlsRptResultType = 'validation-failure' | 'certificate-not-trusted' | 'certificate-expired' | 'certificate-host-mismatch';
-
-const RPT: Record<DaneFailure, TlsRptResultType> = {
-  'certificate does not match any TLSA record': 'validation-failure',
+/** Each failure's kind in the one TLS failure vocabulary (tls/failures.ts), which maps it to RFC 8460. */
+const KIND: Record<DaneFailure, TlsFailureKind> = {
+  'certificate does not match any TLSA record': 'tlsa-mismatch',
   'chain does not reach the DANE-TA trust anchor': 'certificate-not-trusted',
   'certificate expired': 'certificate-expired',
   'name mismatch': 'certificate-host-mismatch',
@@ -50,7 +49,7 @@ export type DaneResult =
    */
   | { status: 'authenticated'; usable: true; record: Tlsa; matched: string; usage: 'DANE-EE' | 'DANE-TA'; certificate?: X509Certificate; name?: string; detail: string }
   /** Usable records exist and none authenticated the server: do not send (defer). */
-  | { status: 'failed'; usable: true; failure: DaneFailure; rpt: TlsRptResultType; detail: string }
+  | { status: 'failed'; usable: true; failure: DaneFailure; kind: TlsFailureKind; rpt: Rfc8460ResultType; detail: string }
   /**
    * A non-empty RRset with no usable record (PKIX-TA/EE, unknown values, wrong digest lengths):
    * TLS is mandatory but the certificate is not checked (RFC 7672 §2.2).
@@ -187,5 +186,5 @@ export function daneMatch(input: DaneInput): DaneResult {
 }
 
 function fail(failure: DaneFailure, detail: string): DaneResult {
-  return { status: 'failed', usable: true, failure, rpt: RPT[failure], detail };
+  return { status: 'failed', usable: true, failure, kind: KIND[failure], rpt: rfc8460ResultType(KIND[failure]), detail };
 }

@@ -10,6 +10,8 @@ export const TLS_FAILURE_KINDS = [
   'protocol-version', 'no-shared-cipher', 'handshake-failed', 'handshake-timeout', 'connection-lost-during-handshake',
   'certificate-expired', 'certificate-not-yet-valid', 'certificate-not-trusted', 'certificate-host-mismatch',
   'certificate-revoked', 'revocation-unknown',
+  // DANE (RFC 7672): the TLSA records could not be obtained, or none of them matches the server.
+  'tlsa-lookup-failed', 'tlsa-bogus', 'tlsa-mismatch',
   'sts-mx-mismatch', 'sts-policy-fetch-error', 'sts-policy-invalid', 'sts-webpki-invalid',
 ] as const;
 export type TlsFailureKind = typeof TLS_FAILURE_KINDS[number];
@@ -57,6 +59,10 @@ const VOCABULARY: Record<TlsFailureKind, Entry> = {
   'certificate-host-mismatch': { label: 'the server certificate does not carry the required name', plain: 'did not prove its identity: its certificate was issued for a different name', rfc8460: 'certificate-host-mismatch' },
   'certificate-revoked': { label: 'the server certificate is revoked', plain: 'did not prove its identity: its certificate has been revoked by its issuer', rfc8460: 'validation-failure' },
   'revocation-unknown': { label: 'the revocation status of the server certificate could not be confirmed', plain: 'did not prove its identity: whether its certificate has been revoked could not be confirmed', rfc8460: 'validation-failure' },
+  // RFC 8460 §4.3.2.1: "dnssec-invalid ... returned with SERVFAIL for the requested TLSA record".
+  'tlsa-lookup-failed': { label: 'the TLSA records of the server could not be looked up', plain: 'could not be checked: the DNS records that say which certificate it must present (DANE TLSA) could not be looked up', rfc8460: 'dnssec-invalid' },
+  'tlsa-bogus': { label: 'the TLSA records of the server failed DNSSEC validation (bogus)', plain: 'could not be checked: the DNS records that say which certificate it must present (DANE TLSA) failed their DNSSEC signature check', rfc8460: 'dnssec-invalid' },
+  'tlsa-mismatch': { label: 'the server certificate matches none of its TLSA records', plain: 'did not prove its identity: its certificate is not the one its domain publishes in DNS (DANE TLSA)', rfc8460: 'validation-failure' },
   // MTA-STS (RFC 8461): a host the policy does not name, and the policy's own retrieval (the
   // latter never stop delivery by themselves: without a cached policy the domain has none, §3.3).
   'sts-mx-mismatch': { label: 'the MX host is not one the MTA-STS policy names', plain: 'is not one of the mail servers that the recipient domain\'s MTA-STS policy lists', rfc8460: 'validation-failure' },

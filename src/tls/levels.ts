@@ -4,12 +4,20 @@
 // A new level (DANE, MTA-STS) is added here, at its place in the order; a new source of
 // requirements is a new demand composed by policy/outbound.ts, not a new scale.
 
-/** Weakest first: each level includes everything the levels before it demand. */
-export const TLS_LEVELS = ['none', 'opportunistic', 'encryptionOnly', 'certificateValidation', 'domainValidation'] as const;
+/**
+ * Weakest first. Up to domainValidation each level includes everything the levels before it
+ * demand. `dane` (RFC 7672) authenticates the server through TLSA records from a DNSSEC-signed
+ * zone instead of the WebPKI: it requires TLS 1.2+ and a certificate a usable TLSA record
+ * matches. It ranks highest (it binds the key to the host name through DNSSEC, and it needs a
+ * full handshake like the WebPKI levels), but it does not include their WebPKI checks: when a
+ * connector's WebPKI level and DANE both apply, policy/outbound.ts keeps both demands and each
+ * is checked.
+ */
+export const TLS_LEVELS = ['none', 'opportunistic', 'encryptionOnly', 'certificateValidation', 'domainValidation', 'dane'] as const;
 export type TlsLevel = typeof TLS_LEVELS[number];
 
-/** The levels an outbound connector may demand (tlsSettings): all but `none`. */
-export const CONNECTOR_TLS_LEVELS = TLS_LEVELS.filter((l): l is Exclude<TlsLevel, 'none'> => l !== 'none');
+/** The levels an outbound connector may demand (tlsSettings): all but `none` and `dane` (DANE is the destination's to demand). */
+export const CONNECTOR_TLS_LEVELS = TLS_LEVELS.filter((l): l is Exclude<TlsLevel, 'none' | 'dane'> => l !== 'none' && l !== 'dane');
 
 export const levelRank = (l: TlsLevel): number => TLS_LEVELS.indexOf(l);
 

@@ -14,6 +14,7 @@ import { SmtpClient, type Reply } from '../helpers/smtp.ts';
 const MAX_MESSAGE = 10_000;
 const MAX_HEADER = 2048;
 const MAX_ERRORS = 5;
+const MAX_HOPS = 5;
 
 let gwA: GatewayHandle; // limits: small message/header size, 5 errors
 let gwT: GatewayHandle; // 1 s command timeout
@@ -22,7 +23,7 @@ let gwP: GatewayHandle; // 2 connections per IP
 
 before(async () => {
   [gwA, gwT, gwC, gwP] = await Promise.all([
-    startGateway({ config: { smtp: { maxMessageSize: MAX_MESSAGE, maxHeaderSize: MAX_HEADER, maxErrors: MAX_ERRORS } } }),
+    startGateway({ config: { smtp: { maxMessageSize: MAX_MESSAGE, maxHeaderSize: MAX_HEADER, maxErrors: MAX_ERRORS, maxReceivedHeaders: MAX_HOPS } } }),
     startGateway({ config: { smtp: { timeouts: { command: 1 } } } }),
     startGateway({ config: { smtp: { maxConnections: 5, maxConnectionsPerIP: 100 } } }),
     startGateway({ config: { smtp: { maxConnectionsPerIP: 2 } } }),
@@ -340,6 +341,20 @@ describe('size limits', () => {
     c.close();
     assert.equal((await waitForMail(gwA, 'hdr-ok')).length, 1);
     assert.deepEqual(mailFiles(gwA, 'hdr-refused'), []);
+  });
+
+  test(`mail loop: more than smtp.maxReceivedHeaders (${MAX_HOPS}) Received: fields gets 554 5.4.6 after the data, never queued; at the limit it is accepted`, async () => {
+    const c = await session(gwA);
+    const hops = (n: number) => Array.from({ length: n }, (_, i) => `Received: from h${i}.fabrikam.test\r\n\tby h${i + 1}.fabrikam.test; Tue, 1 Dec 2026 10:00:00 +0000\r\n`).join('');
+    const r = await sendData(c, 'loop-refused', `${hops(MAX_HOPS + 1)}Subject: loop\r\n\r\nbody\r\n`);
+    assert.equal(r.text, `554 5.4.6 Too many hops (mail loop?): ${MAX_HOPS + 1} Received: header fields, at most ${MAX_HOPS} allowed`);
+    assert.equal((await c.cmd('NOOP')).text, '250 2.0.0 OK', 'the session continues');
+    const ok = await sendData(c, 'loop-ok', `${hops(MAX_HOPS)}Subject: not a loop\r\n\r\n${hops(3)}\r\n`);
+    assert.match(ok.text, QUEUED, 'Received lines in the body do not count');
+    c.close();
+    assert.equal((await waitForMail(gwA, 'loop-ok')).length, 1);
+    assert.deepEqual(mailFiles(gwA, 'loop-refused'), []);
+    await gwA.waitForLog((e) => e.event === 'message.rejected' && e.enhanced === '5.4.6');
   });
 });
 

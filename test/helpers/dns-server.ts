@@ -11,7 +11,23 @@ export type Zone = Record<string, {
   fail?: 'SERVFAIL' | 'REFUSED' | 'drop';
   /** AD bit on answers to questions for this name (overrides the server-wide `authenticated`). */
   authenticated?: boolean;
+  /**
+   * This name is a zone apex: NXDOMAIN and NODATA answers for it and the names under it carry its
+   * SOA in the authority section (RFC 2308 §3), with this TTL and MINIMUM field as given.
+   */
+  SOA?: { ttl: number; minimum: number };
 }>;
+
+/** The SOA of the closest enclosing zone apex of `name`, as an authority record, if any. */
+function soaFor(zone: Zone, name: string): object[] {
+  const labels = name.split('.');
+  for (let i = 0; i < labels.length; i++) {
+    const apex = labels.slice(i).join('.');
+    const soa = zone[apex]?.SOA;
+    if (soa) return [{ type: 'SOA', name: apex, ttl: soa.ttl, data: { mname: `ns.${apex}`, rname: `hostmaster.${apex}`, serial: 1, refresh: 3600, retry: 600, expire: 86_400, minimum: soa.minimum } }];
+  }
+  return [];
+}
 
 export interface DnsServer { port: number; server: string; zone: Zone; queries: { name: string; type: string }[]; authenticated: boolean; close(): Promise<void> }
 
@@ -21,7 +37,7 @@ function answer(zone: Zone, q: { name: string; type: string }, auth: boolean): B
   const ad = z?.authenticated ?? auth;
   const base = { type: 'response' as const, flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE | (ad ? dnsPacket.AUTHENTIC_DATA : 0), questions: [q as Packet['questions'] extends (infer T)[] | undefined ? T : never] };
   if (z?.fail === 'drop') return null;
-  const rcode = (r: string) => dnsPacket.encode({ ...base, id: 0, flags: base.flags | ({ SERVFAIL: 2, NXDOMAIN: 3, REFUSED: 5 } as Record<string, number>)[r] } as Packet);
+  const rcode = (r: string) => dnsPacket.encode({ ...base, id: 0, flags: base.flags | ({ SERVFAIL: 2, NXDOMAIN: 3, REFUSED: 5 } as Record<string, number>)[r], ...(r === 'NXDOMAIN' ? { authorities: soaFor(zone, name) } : {}) } as Packet);
   if (z?.fail) return rcode(z.fail);
   if (!z) return rcode('NXDOMAIN');
   const answers: object[] = [];
@@ -34,7 +50,7 @@ function answer(zone: Zone, q: { name: string; type: string }, auth: boolean): B
   } else if (q.type === 'MX') for (const m of z.MX ?? []) answers.push({ type: 'MX', name, ttl, data: { exchange: m.exchange, preference: m.priority } });
   else if (q.type === 'TLSA') for (const t of z.TLSA ?? []) answers.push({ type: 'TLSA', name, ttl, data: { usage: t.usage, selector: t.selector, matchingType: t.matchingType, certificate: t.data } });
   else for (const r of (z[q.type as 'A' | 'AAAA' | 'TXT' | 'PTR'] ?? [])) answers.push({ type: q.type, name, ttl, data: r });
-  return dnsPacket.encode({ ...base, id: 0, answers } as Packet);
+  return dnsPacket.encode({ ...base, id: 0, answers, ...(answers.length ? {} : { authorities: soaFor(zone, name) }) } as Packet);
 }
 
 export async function startDnsServer(zone: Zone, host = '127.0.0.1'): Promise<DnsServer> {

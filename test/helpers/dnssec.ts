@@ -54,6 +54,8 @@ export interface DnssecRigOptions extends DnssecZones {
   /** Loopback address of NSD (default 127.0.53.1) and of Unbound (default 127.0.53.2). */
   authorityHost?: string;
   resolverHost?: string;
+  /** Port of Unbound (default: a free one). 53 for clients that can only be told an address (libc's resolv.conf). */
+  resolverPort?: number;
 }
 
 export interface DnssecRig {
@@ -249,7 +251,7 @@ export async function startDnssecRig(o: DnssecRigOptions): Promise<DnssecRig> {
   const keys = await Promise.all(keyed.map((z) => zoneKey(z, base)));
   const keyOf = new Map(keyed.map((z, i) => [z, installKey(keys[i], zdir)]));
 
-  const [aPort, rPort] = [await freePort(aHost), await freePort(rHost)];
+  const [aPort, rPort] = [await freePort(aHost), o.resolverPort ?? await freePort(rHost)];
   let serial = Math.floor(Date.now() / 1000);
 
   const zoneOf = (owner: string): string => {

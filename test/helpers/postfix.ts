@@ -2,7 +2,10 @@
 // log file and virtual mailboxes under a folder the test owns. Never touches /etc/postfix or the
 // system instance (every command runs with `-c <own config dir>`). Needs root and the Debian
 // postfix package. Loopback only, and no DNS at all: numeric next hops, smtp DNS disabled, no
-// reverse lookups of clients.
+// reverse lookups of clients — unless `dnssecResolver` names a test resolver on loopback: then
+// the instance runs in its own mount namespace whose /etc/resolv.conf names only that resolver,
+// its SMTP client looks up MX, A and TLSA records with DNSSEC there (for DANE), and next hops
+// may be domains.
 import { execFile } from 'node:child_process';
 import net from 'node:net';
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -33,6 +36,11 @@ export interface PostfixOptions {
   relayhost?: string;
   /** Extra main.cf lines. */
   extra?: string[];
+  /**
+   * A validating test resolver on loopback port 53 (e.g. the DNSSEC rig's Unbound): the only DNS
+   * this instance may use (a private /etc/resolv.conf in its own mount namespace, `trust-ad`).
+   */
+  dnssecResolver?: string;
 }
 
 export interface PostfixInstance {
@@ -90,18 +98,20 @@ async function explainFailure(args: string[]): Promise<string> {
 const GUARDED = ['smtp_dns_support_level', 'smtpd_peername_lookup', 'smtp_host_lookup', 'lmtp_host_lookup', 'inet_interfaces', 'inet_protocols',
   'queue_directory', 'data_directory', 'maillog_file', 'transport_maps', 'relayhost'];
 
-async function checkNoDns(inst: PostfixInstance): Promise<void> {
+async function checkNoDns(inst: PostfixInstance, testDns = false): Promise<void> {
   const dns = await inst.postconf('smtp_dns_support_level');
   const rdns = await inst.postconf('smtpd_peername_lookup');
-  if (dns !== 'disabled' || rdns !== 'no') throw new Error(`refusing Postfix config with smtp_dns_support_level=${dns} smtpd_peername_lookup=${rdns}`);
+  if (dns !== (testDns ? 'dnssec' : 'disabled') || rdns !== 'no') throw new Error(`refusing Postfix config with smtp_dns_support_level=${dns} smtpd_peername_lookup=${rdns}`);
 }
 
 export async function startPostfix(o: PostfixOptions): Promise<PostfixInstance> {
   if (process.getuid?.() !== 0) throw new Error('the throwaway Postfix instance must be started as root');
   if (!existsSync(POSTFIX)) throw new Error('postfix is not installed (apt-get install postfix)');
   if (!o.host.startsWith('127.')) throw new Error(`Postfix must listen on loopback, not ${o.host}`);
+  const testDns = o.dnssecResolver !== undefined;
+  if (testDns && !/^127\.\d+\.\d+\.\d+$/.test(o.dnssecResolver!)) throw new Error(`the test resolver must be on loopback, not ${o.dnssecResolver}`);
   for (const hop of Object.values(o.transports ?? {})) {
-    if (!/^smtp:\[127\.\d+\.\d+\.\d+\]:\d+$/.test(hop)) throw new Error(`next hop ${hop} must be a bracketed loopback address (no DNS)`);
+    if (!testDns && !/^smtp:\[127\.\d+\.\d+\.\d+\]:\d+$/.test(hop)) throw new Error(`next hop ${hop} must be a bracketed loopback address (no DNS)`);
   }
   if (o.relayhost !== undefined && !/^\[127\.\d+\.\d+\.\d+\]:\d+$/.test(o.relayhost)) throw new Error(`relayhost ${o.relayhost} must be a bracketed loopback address (no DNS)`);
   // The postfix user reads the certificates and writes below base: every folder above must be searchable.
@@ -153,9 +163,9 @@ export async function startPostfix(o: PostfixOptions): Promise<PostfixInstance> 
     'virtual_minimum_uid = 1',
     ...(o.transports ? [`transport_maps = ${map(o.transports)}`] : []),
     ...(o.relayhost ? [`relayhost = ${o.relayhost}`] : []),
-    // No DNS anywhere.
-    'smtp_dns_support_level = disabled',
-    'smtp_host_lookup = native',
+    // No DNS anywhere, or only the test resolver (with DNSSEC, for DANE).
+    `smtp_dns_support_level = ${testDns ? 'dnssec' : 'disabled'}`,
+    `smtp_host_lookup = ${testDns ? 'dns' : 'native'}`,
     'lmtp_host_lookup = native',
     'smtpd_peername_lookup = no',
     // Inbound TLS: offered, logged.
@@ -223,7 +233,7 @@ export async function startPostfix(o: PostfixOptions): Promise<PostfixInstance> 
         const r = await run(POSTCONF, ['-c', etc, '-e', `${k} = ${v}`]);
         if (r.code !== 0) throw new Error(`postconf -e ${k} failed: ${r.stderr}`);
       }
-      await checkNoDns(inst);
+      await checkNoDns(inst, testDns);
     },
     async reload() {
       const before = (inst.log().match(/postfix\/master\[\d+\]: reload /g) ?? []).length;
@@ -252,11 +262,18 @@ export async function startPostfix(o: PostfixOptions): Promise<PostfixInstance> 
   };
 
   // The harness stays off the network: refuse a configuration that turned DNS back on.
-  await checkNoDns(inst);
+  await checkNoDns(inst, testDns);
+
+  // With a test resolver, master and every child see a resolv.conf naming only it (their own mount namespace).
+  const resolvConf = path.join(o.base, 'resolv.conf');
+  if (testDns) writeFileSync(resolvConf, `nameserver ${o.dnssecResolver}\noptions edns0 trust-ad attempts:1 timeout:2\n`);
+  const inNamespace = (args: string[]): [string, string[]] => (testDns
+    ? ['/usr/bin/unshare', ['--mount', '--propagation', 'private', '/bin/sh', '-c', `mount --bind "$0" /etc/resolv.conf && exec "$@"`, resolvConf, POSTFIX, ...args]]
+    : [POSTFIX, args]);
 
   // check creates the queue subfolders with the right owners.
   for (const cmd of ['check', 'start']) {
-    const r = await run(POSTFIX, ['-c', etc, cmd]);
+    const r = await run(...inNamespace(['-c', etc, cmd]));
     if (r.code !== 0) {
       throw new Error(`postfix -c ${etc} ${cmd} failed (${r.code}): ${r.stdout}${r.stderr}\n${await explainFailure(['-c', etc, cmd])}\n${inst.log()}`);
     }

@@ -13,8 +13,14 @@ export type Step =
    * lines, nothing is answered before all of them arrived (a client that does not pipeline stalls).
    */
   | { expect: string | RegExp | (string | RegExp)[]; reply?: string | string[] }
-  /** Expect message data up to CRLF.CRLF (raw, still dot-stuffed; checked when given), then reply. */
-  | { data: string | ((raw: string) => boolean) | true; reply: string }
+  /**
+   * Expect message data up to CRLF.CRLF (raw, still dot-stuffed; checked when given), then reply
+   * (without `reply`, the next steps answer: e.g. a wait, then a send).
+   * `pace`: read slowly, stopping `pace` ms after each chunk the socket delivers (at most 64 KiB),
+   * so that a large message backs up in the kernel buffers and the client can only write as fast
+   * as it is read.
+   */
+  | { data: string | ((raw: string) => boolean) | true; reply?: string; pace?: number }
   /**
    * After the 220 to STARTTLS: the TLS handshake. (To inject a response, put it in the same reply
    * as the 220, "220 go\r\n250 injected": an attacker's bytes arrive with it.)
@@ -61,23 +67,49 @@ export async function scriptedPeer(scripts: Step[][], host = '127.0.0.1', port =
 
 /** Reads lines and data from a socket that may be upgraded to TLS mid-way. */
 class Reader {
-  private buf = '';
+  // One growing buffer (doubled when full), searched only where it was not searched yet: message
+  // data of many MB costs linear time, so the client in the same process is not starved.
+  private data = Buffer.alloc(64 * 1024);
+  private len = 0;
   private waiting: (() => void) | undefined;
   private ended = false;
   sock: net.Socket;
+  /** ms to stop reading after each chunk (0: read at full speed). */
+  pace = 0;
   constructor(sock: net.Socket) { this.sock = sock; this.attach(sock); }
-  private readonly onData = (d: Buffer) => { this.buf += d.toString('latin1'); this.waiting?.(); };
+  private readonly onData = (d: Buffer) => {
+    if (this.len + d.length > this.data.length) {
+      const bigger = Buffer.alloc(Math.max(this.data.length * 2, this.len + d.length));
+      this.data.copy(bigger, 0, 0, this.len);
+      this.data = bigger;
+    }
+    d.copy(this.data, this.len);
+    this.len += d.length;
+    this.waiting?.();
+    if (this.pace) { const s = this.sock; s.pause(); setTimeout(() => s.resume(), Math.min(this.pace, WAIT_MAX_MS)).unref(); }
+  };
   private readonly onEnd = () => { this.ended = true; this.waiting?.(); };
   attach(s: net.Socket): void { this.sock = s; s.on('data', this.onData); s.on('end', this.onEnd); s.on('close', this.onEnd); s.on('error', this.onEnd); }
   detach(): void { this.sock.removeListener('data', this.onData); this.sock.removeListener('end', this.onEnd); this.sock.removeListener('close', this.onEnd); }
   /** Drop what was read so far (bytes the client sent before the TLS handshake). */
-  discard(): void { this.buf = ''; }
+  discard(): void { this.len = 0; }
   async until(end: string): Promise<string> {
-    const deadline = Date.now() + WAIT_MAX_MS;
+    // Bounded: WAIT_MAX_MS without a new byte from the client ends the wait (a large message read
+    // slowly may take longer in all, but never stalls).
+    let deadline = Date.now() + WAIT_MAX_MS;
+    const e = Buffer.from(end, 'latin1');
+    let from = 0;
     for (;;) {
-      const i = this.buf.indexOf(end);
-      if (i >= 0) { const out = this.buf.slice(0, i); this.buf = this.buf.slice(i + end.length); return out; }
-      if (this.ended) throw new Error(`the client closed the connection while the script expected more${this.buf ? ` (had ${JSON.stringify(this.buf.slice(0, 80))})` : ''}`);
+      if (this.len > from + e.length - 1) deadline = Date.now() + WAIT_MAX_MS;
+      const i = this.data.subarray(0, this.len).indexOf(e, from);
+      if (i >= 0) {
+        const out = this.data.toString('latin1', 0, i);
+        this.data.copy(this.data, 0, i + e.length, this.len);
+        this.len -= i + e.length;
+        return out;
+      }
+      from = Math.max(0, this.len - e.length + 1);
+      if (this.ended) throw new Error(`the client closed the connection while the script expected more${this.len ? ` (had ${JSON.stringify(this.data.toString('latin1', 0, Math.min(this.len, 80)))})` : ''}`);
       if (Date.now() > deadline) throw new Error('timed out waiting for the client');
       await new Promise<void>((r) => { this.waiting = r; setTimeout(r, 100).unref(); });
       this.waiting = undefined;
@@ -108,11 +140,13 @@ async function run(raw: net.Socket, script: Step[], transcript: string[]): Promi
         }
         for (const reply of [step.reply ?? []].flat()) say(reply);
       } else if ('data' in step) {
+        r.pace = step.pace ?? 0;
         const body = await r.until('\r\n.\r\n');
+        r.pace = 0;
         transcript.push(`C: <${body.length} octets of data>`);
         const ok = step.data === true || (typeof step.data === 'string' ? step.data === body : step.data(body));
         if (!ok) throw new Error(`unexpected message data ${JSON.stringify(body.slice(0, 200))}`);
-        say(step.reply);
+        if (step.reply !== undefined) say(step.reply);
       } else {
         r.discard();
         r.detach();

@@ -101,7 +101,7 @@ before(async () => {
       dns: { servers: [dns.server] },
       delivery: {
         port: outPort, destinationDownSeconds: 0, connectionReuse: { idleSeconds: 1 },
-        timeouts: { connect: 5, greeting: 10, command: 10, dataBlock: 10, dataEnd: 20 },
+        timeouts: { connect: 5, greeting: 10, command: 10, dataInit: 10, dataBlock: 10, dataEnd: 20 },
       },
       tls: { certificates: [{ cert: gwCert.chain, key: gwCert.key }], trust: { system: false, caFiles: [pki.rootFile] } },
       queue: { retrySchedule: [2] },

@@ -46,7 +46,7 @@ before(async () => {
     dir: gwDir,
     config: {
       dns: { servers: [dns.server] },
-      delivery: { port: pfPort, timeouts: { connect: 5, greeting: 10, command: 10, dataBlock: 10, dataEnd: 20 }, connectionReuse: { idleSeconds: 3 } },
+      delivery: { port: pfPort, timeouts: { connect: 5, greeting: 10, command: 10, dataInit: 10, dataBlock: 10, dataEnd: 20 }, connectionReuse: { idleSeconds: 3 } },
       tls: { certificates: [{ cert: gwCert.chain, key: gwCert.key }], trust: { system: false, caFiles: [pki.rootFile] } },
       queue: { retrySchedule: [2] },
       organizations: [{

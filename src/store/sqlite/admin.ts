@@ -3,30 +3,7 @@
 // Promise: column names in report queries come from a fixed list, never from the caller's text.
 import type Database from 'better-sqlite3';
 import type { AdminToken, AuditEntry, AuditFilter, NewAdminToken, ReportCount, ReportDim, ReportQuery, ReportSum } from '../types.ts';
-
-type Row = Record<string, unknown>;
-
-const DIMS: readonly ReportDim[] = ['bucket', 'd1', 'd2', 'd3', 'd4'];
-
-function toToken(r: Row): AdminToken {
-  return {
-    id: r.id as string, name: r.name as string, org: (r.org as string | null) ?? null,
-    createdAt: r.created_at as number, createdBy: r.created_by as string,
-    ...(r.revoked_at != null ? { revokedAt: r.revoked_at as number } : {}),
-  };
-}
-
-function toAudit(r: Row): AuditEntry & { id: number } {
-  return {
-    id: r.id as number, ts: r.ts as number, actor: r.actor as string, org: (r.org as string | null) ?? null,
-    action: r.action as string, result: r.result as AuditEntry['result'],
-    ...(r.token_id != null ? { tokenId: r.token_id as string } : {}),
-    ...(r.target != null ? { target: r.target as string } : {}),
-    ...(r.target_org != null ? { targetOrg: r.target_org as string } : {}),
-    ...(r.status != null ? { status: r.status as number } : {}),
-    ...(r.detail != null ? { detail: r.detail as string } : {}),
-  };
-}
+import { REPORT_DIMS, toAudit, toReportSum, toToken, type Row } from '../rows.ts';
 
 export class SqliteAdminTables {
   private readonly st;
@@ -86,7 +63,7 @@ export class SqliteAdminTables {
   }
 
   sumReportCounts(q: ReportQuery): ReportSum[] {
-    const by = DIMS.filter((d) => q.by.includes(d));
+    const by = REPORT_DIMS.filter((d) => q.by.includes(d));
     const width = Math.trunc(q.bucketMs ?? 0);
     const col = (d: ReportDim) => (d === 'bucket' && width > 0 ? `(bucket / ${width}) * ${width}` : d);
     const cols = by.map((d) => `${col(d)} AS ${d}`);
@@ -99,11 +76,7 @@ export class SqliteAdminTables {
         ${chunk ? 'INDEXED BY report_counts_d1 ' : ''}WHERE kind = ? AND org = ?${chunk ? ` AND d1 IN (${chunk.map(() => '?').join(', ')})` : ''} AND bucket >= ? AND bucket < ?${by.length ? ` GROUP BY ${by.map((d) => col(d)).join(', ')}` : ''}`;
       return this.db.prepare(sql).all(q.kind, q.org, ...(chunk ?? []), q.from, q.until) as Row[];
     });
-    return rows.filter((r) => r.n !== null).map((r) => {
-      const out: ReportSum = { n: Number(r.n) };
-      for (const d of by) (out as unknown as Record<string, unknown>)[d] = d === 'bucket' ? Number(r[d]) : r[d];
-      return out;
-    });
+    return rows.filter((r) => r.n !== null).map((r) => toReportSum(r, by));
   }
 
   purgeReportCounts(before: number): number {

@@ -6,18 +6,19 @@
 // every write (query_only). It is not an OS-level read-only handle: that one would leave the WAL
 // side files (-wal, -shm) behind in a stopped server's dataDir; this one removes them on close.
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type {
-  AdminToken, AuditEntry, AuditFilter, BounceResult, DeleteResult, MessageState, NewAdminToken, NewMessage, QueueFilter, QueueMessage, QueueRecipient,
-  ReceivedTlsReport, RecipientOutcome, ReportCount, ReportQuery, ReportSum, Store, StsPolicyEntry, TlsReportSent, TlsSessionCount, TraceEvent, TraceFilter,
+  AdminToken, AuditEntry, AuditFilter, BounceResult, CompleteResult, DeleteResult, HeldLease, MessageState, NewAdminToken, NewMessage, NodeBeat, NodeStatus,
+  QueueFilter, QueueMessage, ReceivedTlsReport, RecipientOutcome, ReportCount, ReportQuery, ReportSum, Store, StsPolicyEntry, TlsReportSent, TlsSessionCount,
+  TraceEvent, TraceFilter,
 } from '../types.ts';
+import type { MigrationStatus } from '../migrations.ts';
+import { toDepth, toMessage, toNode, type Row } from '../rows.ts';
 import { migrations } from './schema.ts';
 import { SqliteAdminTables } from './admin.ts';
 import { AdminError } from '../../errors.ts';
-
-type Row = Record<string, unknown>;
 
 export interface SqliteOpenOptions {
   /** Reads only: the queue must exist, writes are refused. */
@@ -27,6 +28,26 @@ export interface SqliteOpenOptions {
 }
 
 export const queueFile = (dataDir: string): string => path.join(dataDir, 'queue.sqlite');
+
+/** The migrations of the queue in dataDir (all pending when there is none yet); writes nothing. */
+export function sqliteMigrationStatus(dataDir: string): MigrationStatus {
+  const file = queueFile(dataDir);
+  let version = 0;
+  if (existsSync(file)) {
+    const db = new Database(file, { fileMustExist: true });
+    try {
+      db.pragma('query_only = ON');
+      version = db.pragma('user_version', { simple: true }) as number;
+    } finally {
+      db.close();
+    }
+  }
+  return {
+    store: 'sqlite', location: file,
+    unknown: Array.from({ length: Math.max(0, version - migrations.length) }, (_, i) => migrations.length + i + 1),
+    migrations: migrations.map((m, i) => ({ version: i + 1, name: m.name, applied: i < version })),
+  };
+}
 interface Pending { run: () => unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void }
 
 export class SqliteStore implements Store {
@@ -54,12 +75,12 @@ export class SqliteStore implements Store {
     }
     const db = this.db;
     this.st = {
-      insMsg: db.prepare(`INSERT INTO messages (id, org, state, received_at, mail_from, message_id, size, sha256, envelope, inbound, next_attempt_at, lease_owner, lease_until, updated_at)
-        VALUES (@id, @org, @state, @receivedAt, @mailFrom, @messageId, @size, @sha256, @envelope, @inbound, @receivedAt, @owner, @until, @receivedAt)`),
+      insMsg: db.prepare(`INSERT INTO messages (id, org, state, received_at, mail_from, message_id, size, sha256, envelope, inbound, next_attempt_at, lease_owner, lease_until, lease_gen, updated_at)
+        VALUES (@id, @org, @state, @receivedAt, @mailFrom, @messageId, @size, @sha256, @envelope, @inbound, @receivedAt, @owner, @until, @gen, @receivedAt)`),
       insBody: db.prepare('INSERT INTO bodies (id, data) VALUES (?, ?)'),
       insRcpt: db.prepare(`INSERT INTO recipients (msg_id, idx, address, org, route, status, notify, orcpt, updated_at)
         VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)`),
-      claim: db.prepare(`UPDATE messages SET state = 'active', lease_owner = @owner, lease_until = @until, updated_at = @now
+      claim: db.prepare(`UPDATE messages SET state = 'active', lease_owner = @owner, lease_until = @until, lease_gen = lease_gen + 1, updated_at = @now
         WHERE id IN (SELECT id FROM messages
                      WHERE (state IN ('incoming', 'deferred') AND next_attempt_at <= @now)
                         OR (state = 'active' AND lease_until < @now)
@@ -92,7 +113,7 @@ export class SqliteStore implements Store {
       stsPut: db.prepare(`INSERT INTO sts_policies (domain, id, text, fetched_at, expires_at) VALUES (@domain, @id, @text, @fetchedAt, @expiresAt)
         ON CONFLICT (domain) DO UPDATE SET id = excluded.id, text = excluded.text, fetched_at = excluded.fetched_at, expires_at = excluded.expires_at`),
       release: db.prepare(`UPDATE messages SET state = 'deferred', lease_owner = NULL, lease_until = NULL, next_attempt_at = ? WHERE state = 'active'`),
-      bounce: db.prepare(`UPDATE messages SET bounce_by = @by, state = 'deferred', next_attempt_at = @now, updated_at = @now WHERE id = @id`),
+      bounce: db.prepare(`UPDATE messages SET bounce_by = @by, state = 'deferred', next_attempt_at = @now, updated_at = @now, lease_owner = NULL, lease_until = NULL WHERE id = @id`),
       byState: db.prepare(`SELECT state, count(*) AS n FROM messages WHERE state IN ('incoming', 'active', 'deferred', 'held') GROUP BY state`),
       tlsCount: db.prepare(`INSERT INTO tlsrpt_sessions (day, policy_domain, policy, result_type, sending_ip, mx_host, mx_ip, reason, count)
         VALUES (@day, @domain, @policy, @result, @sip, @mx, @mxip, @reason, @count)
@@ -102,6 +123,14 @@ export class SqliteStore implements Store {
       tlsSentDay: db.prepare('SELECT * FROM tlsrpt_sent WHERE day = ? ORDER BY policy_domain'),
       tlsRecv: db.prepare(`INSERT INTO tlsrpt_received (received_at, queue_id, mail_from, organization, report_id, content, problem) VALUES (?, ?, ?, ?, ?, ?, ?)`),
       tlsRecvList: db.prepare('SELECT * FROM tlsrpt_received ORDER BY id DESC LIMIT ?'),
+      releaseOwn: db.prepare(`UPDATE messages SET state = 'deferred', lease_owner = NULL, lease_until = NULL, next_attempt_at = ? WHERE state = 'active' AND lease_owner = ?`),
+      renew: db.prepare(`UPDATE messages SET lease_until = @until WHERE id = @id AND state = 'active' AND lease_owner = @owner AND lease_gen = @gen`),
+      beat: db.prepare(`INSERT INTO nodes (id, version, config_hash, host, pid, started_at, heartbeat_at) VALUES (@id, @version, @configHash, @host, @pid, @startedAt, @now)
+        ON CONFLICT (id) DO UPDATE SET version = excluded.version, config_hash = excluded.config_hash, host = excluded.host, pid = excluded.pid,
+          started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at`),
+      nodes: db.prepare(`SELECT n.*, (SELECT count(*) FROM messages m WHERE m.state = 'active' AND m.lease_owner = n.id AND m.lease_until >= ?) AS leases
+        FROM nodes n ORDER BY n.heartbeat_at DESC, n.id`),
+      depth: db.prepare('SELECT state, count(*) AS n FROM messages GROUP BY state'),
     };
     this.admin = new SqliteAdminTables(db);
   }
@@ -110,10 +139,15 @@ export class SqliteStore implements Store {
     const version = this.db.pragma('user_version', { simple: true }) as number;
     for (let v = version; v < migrations.length; v++) {
       this.db.transaction(() => {
-        this.db.exec(migrations[v]);
+        this.db.exec(migrations[v].sql);
         this.db.pragma(`user_version = ${v + 1}`);
       })();
     }
+  }
+
+  /** Which migrations this queue has (all of them once opened for writing: opening applies them). */
+  async migrationStatus(): Promise<MigrationStatus> {
+    return sqliteMigrationStatus(path.dirname(this.db.name));
   }
 
   /** Queue a write for the next group commit. */
@@ -150,7 +184,7 @@ export class SqliteStore implements Store {
     const row = {
       id: m.id, org: m.org, receivedAt: m.receivedAt, mailFrom: m.mailFrom, messageId: m.messageId ?? null,
       size: m.data.length, sha256, envelope: JSON.stringify(m.envelope), inbound: JSON.stringify(m.inbound),
-      state: lease ? 'active' : 'incoming', owner: lease?.owner ?? null, until: lease ? m.receivedAt + lease.ms : null,
+      state: lease ? 'active' : 'incoming', owner: lease?.owner ?? null, until: lease ? m.receivedAt + lease.ms : null, gen: lease ? 1 : 0,
     };
     return this.write(() => {
       this.st.insMsg.run(row);
@@ -159,7 +193,7 @@ export class SqliteStore implements Store {
     }).then(() => ({
       id: m.id, org: m.org, state: row.state as MessageState, receivedAt: m.receivedAt, mailFrom: m.mailFrom,
       ...(m.messageId ? { messageId: m.messageId } : {}), size: m.data.length, sha256, envelope: m.envelope, inbound: m.inbound,
-      attempts: 0, nextAttemptAt: m.receivedAt, delayWarned: false,
+      attempts: 0, nextAttemptAt: m.receivedAt, delayWarned: false, leaseGen: row.gen,
       recipients: m.recipients.map((r, idx) => ({ ...r, idx, status: 'pending' as const, attempts: 0 })),
     }));
   }
@@ -167,7 +201,7 @@ export class SqliteStore implements Store {
   claim(owner: string, limit: number, leaseMs: number, now = Date.now()): Promise<QueueMessage[]> {
     return this.write(() => {
       const rows = this.st.claim.all({ owner, until: now + leaseMs, now, limit }) as Row[];
-      return rows.map((r) => this.toMessage(r, this.st.rcptsOpen.all(r.id) as Row[]));
+      return rows.map((r) => toMessage(r, this.st.rcptsOpen.all(r.id) as Row[]));
     });
   }
 
@@ -175,16 +209,16 @@ export class SqliteStore implements Store {
     return (this.st.body.get(id) as Buffer | undefined) ?? null;
   }
 
-  complete(id: string, owner: string, outcomes: RecipientOutcome[], nextAttemptAt: number, opts: { delayWarned?: boolean } = {}): Promise<MessageState | null> {
-    return this.write(() => {
+  complete(id: string, owner: string, outcomes: RecipientOutcome[], nextAttemptAt: number, opts: { delayWarned?: boolean; gen?: number } = {}): Promise<CompleteResult> {
+    return this.write((): CompleteResult => {
       const now = Date.now();
       const msg = this.st.msg.get(id) as Row | undefined;
       if (!msg) return null;
+      if ((msg.state === 'active' && msg.lease_owner !== owner) || (opts.gen !== undefined && msg.lease_gen !== opts.gen)) return 'fenced';
       for (const o of outcomes) {
         this.st.updRcpt.run(o.status, JSON.stringify(o.reply), now, id, o.idx);
         this.st.insEvent.run(id, now, 'delivery', JSON.stringify({ rcpt: o.idx, status: o.status, agent: o.agent, reply: o.reply, ...o.detail }));
       }
-      if (msg.lease_owner !== owner && msg.state === 'active') return msg.state as MessageState;
       const open = this.st.openCount.get(id) as number;
       const state: MessageState = open === 0 ? 'done' : 'deferred';
       const lastDeferred = outcomes.filter((o) => o.status === 'deferred').at(-1);
@@ -196,7 +230,7 @@ export class SqliteStore implements Store {
 
   async get(id: string): Promise<QueueMessage | null> {
     const r = this.st.msg.get(id) as Row | undefined;
-    return r ? this.toMessage(r, this.st.rcptsAll.all(id) as Row[]) : null;
+    return r ? toMessage(r, this.st.rcptsAll.all(id) as Row[]) : null;
   }
 
   async list(filter: QueueFilter = {}): Promise<QueueMessage[]> {
@@ -204,7 +238,7 @@ export class SqliteStore implements Store {
     const org = filter.org !== undefined ? ' AND org = ?' : '';
     const rows = this.db.prepare(`SELECT * FROM messages WHERE state IN (${states.map(() => '?').join(',')})${org} ORDER BY received_at, id LIMIT ? OFFSET ?`)
       .all(...states, ...(org ? [filter.org] : []), filter.limit ?? 1000, filter.offset ?? 0) as Row[];
-    return rows.map((r) => this.toMessage(r, this.st.rcptsAll.all(r.id) as Row[]));
+    return rows.map((r) => toMessage(r, this.st.rcptsAll.all(r.id) as Row[]));
   }
 
   async search(f: TraceFilter): Promise<QueueMessage[]> {
@@ -225,7 +259,7 @@ export class SqliteStore implements Store {
     }
     const rows = this.db.prepare(`SELECT * FROM messages m ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY m.received_at DESC, m.id DESC LIMIT ? OFFSET ?`)
       .all(...args, f.limit ?? 100, f.offset ?? 0) as Row[];
-    return rows.map((r) => this.toMessage(r, this.st.rcptsAll.all(r.id) as Row[]));
+    return rows.map((r) => toMessage(r, this.st.rcptsAll.all(r.id) as Row[]));
   }
 
   async trace(id: string): Promise<TraceEvent[]> {
@@ -344,32 +378,28 @@ export class SqliteStore implements Store {
     return this.write(() => { this.st.stsPut.run(e); });
   }
 
-  releaseLeases(): Promise<number> {
-    return this.write(() => this.st.release.run(Date.now()).changes);
+  releaseLeases(owner?: string): Promise<number> {
+    return this.write(() => (owner === undefined ? this.st.release.run(Date.now()) : this.st.releaseOwn.run(Date.now(), owner)).changes);
+  }
+
+  renew(owner: string, leases: HeldLease[], leaseMs: number, now = Date.now()): Promise<string[]> {
+    return this.write(() => leases.filter((l) => this.st.renew.run({ id: l.id, gen: l.gen, owner, until: now + leaseMs }).changes > 0).map((l) => l.id));
+  }
+
+  heartbeat(n: NodeBeat, now = Date.now()): Promise<void> {
+    return this.write(() => { this.st.beat.run({ ...n, now }); });
+  }
+
+  async nodes(now = Date.now()): Promise<NodeStatus[]> {
+    return (this.st.nodes.all(now) as Row[]).map(toNode);
+  }
+
+  async depth(): Promise<Record<MessageState, number>> {
+    return toDepth(this.st.depth.all() as { state: string; n: number }[]);
   }
 
   async close(): Promise<void> {
     if (this.pending.length) this.flush();
     this.db.close();
-  }
-
-  private toMessage(r: Row, rcpts: Row[]): QueueMessage {
-    const recipients: QueueRecipient[] = rcpts.map((x) => ({
-      idx: x.idx as number, address: x.address as string, org: x.org as string, route: x.route as QueueRecipient['route'],
-      status: x.status as QueueRecipient['status'], attempts: x.attempts as number,
-      ...(x.notify ? { notify: x.notify as string } : {}), ...(x.orcpt ? { orcpt: x.orcpt as string } : {}),
-      ...(x.last_reply ? { lastReply: JSON.parse(x.last_reply as string) } : {}),
-    }));
-    return {
-      id: r.id as string, org: r.org as string, state: r.state as MessageState, receivedAt: r.received_at as number,
-      mailFrom: r.mail_from as string, size: r.size as number, sha256: r.sha256 as string,
-      ...(r.message_id ? { messageId: r.message_id as string } : {}),
-      envelope: JSON.parse(r.envelope as string), inbound: JSON.parse(r.inbound as string),
-      attempts: r.attempts as number, nextAttemptAt: r.next_attempt_at as number,
-      ...(r.last_error ? { lastError: r.last_error as string } : {}),
-      delayWarned: r.delay_warned === 1,
-      ...(r.bounce_by ? { bounceRequestedBy: r.bounce_by as string } : {}),
-      recipients,
-    };
   }
 }

@@ -1,6 +1,8 @@
 // Owns: the SQLite schema (one migration list; version in user_version).
-export const migrations: string[] = [
-  `CREATE TABLE messages (
+import type { Migration } from '../migrations.ts';
+
+export const migrations: Migration[] = [
+  { name: 'messages, bodies, recipients and trace events', sql: `CREATE TABLE messages (
      id TEXT PRIMARY KEY,
      org TEXT NOT NULL,
      state TEXT NOT NULL,
@@ -43,15 +45,25 @@ export const migrations: string[] = [
      kind TEXT NOT NULL,
      data TEXT NOT NULL
    );
-   CREATE INDEX events_msg ON events(msg_id, id);`,
-  // 2: delay warnings are sent once per message.
-  `ALTER TABLE messages ADD COLUMN delay_warned INTEGER NOT NULL DEFAULT 0;
+   CREATE INDEX events_msg ON events(msg_id, id);` },
+  { name: 'delay warnings sent once per message; sender and Message-ID indexes', sql: `ALTER TABLE messages ADD COLUMN delay_warned INTEGER NOT NULL DEFAULT 0;
    CREATE INDEX messages_from ON messages(mail_from);
-   CREATE INDEX messages_msgid ON messages(message_id);`,
-  // 3: trace retention finds done messages by the time they finished without scanning the table.
-  `CREATE INDEX messages_finished ON messages(state, updated_at);`,
-  // 4: TLS-RPT (RFC 8460): session counters per UTC day and policy domain, reports sent, reports received.
-  `CREATE TABLE tlsrpt_sessions (
+   CREATE INDEX messages_msgid ON messages(message_id);` },
+  // Trace retention finds done messages by the time they finished without scanning the table.
+  { name: 'index of finished messages (trace retention)', sql: `CREATE INDEX messages_finished ON messages(state, updated_at);` },
+  // The same fencing generation and node table as on PostgreSQL (one store interface).
+  { name: 'fencing generation of leases; nodes and their heartbeats', sql: `ALTER TABLE messages ADD COLUMN lease_gen INTEGER NOT NULL DEFAULT 0;
+   CREATE TABLE nodes (
+     id TEXT PRIMARY KEY,
+     version TEXT NOT NULL,
+     config_hash TEXT NOT NULL,
+     host TEXT NOT NULL,
+     pid INTEGER NOT NULL,
+     started_at INTEGER NOT NULL,
+     heartbeat_at INTEGER NOT NULL
+   );` },
+  // TLS-RPT (RFC 8460): session counters per UTC day and policy domain, reports sent, reports received.
+  { name: 'TLS-RPT counters, reports sent and received', sql: `CREATE TABLE tlsrpt_sessions (
      day TEXT NOT NULL,
      policy_domain TEXT NOT NULL,
      policy TEXT NOT NULL,
@@ -80,18 +92,18 @@ export const migrations: string[] = [
      report_id TEXT,
      content TEXT NOT NULL,
      problem TEXT
-   );`,
-  // 5: cached MTA-STS policies (RFC 8461 §5.1), one per policy domain.
-  `CREATE TABLE sts_policies (
+   );` },
+  // Cached MTA-STS policies (RFC 8461 §5.1), one per policy domain.
+  { name: 'cached MTA-STS policies', sql: `CREATE TABLE sts_policies (
      domain TEXT PRIMARY KEY,
      id TEXT NOT NULL,
      text TEXT NOT NULL,
      fetched_at INTEGER NOT NULL,
      expires_at INTEGER NOT NULL
-   ) WITHOUT ROWID;`,
-  // 6: the admin centre: "bounce now", trace search per organisation, API tokens (hashed), the
+   ) WITHOUT ROWID;` },
+  // The admin centre: "bounce now", trace search per organisation, API tokens (hashed), the
   // audit log, and report counters per kind, organisation ('*': the gateway) and time bucket.
-  `ALTER TABLE messages ADD COLUMN bounce_by TEXT;
+  { name: 'admin centre: bounce requests, API tokens, audit log, report counters', sql: `ALTER TABLE messages ADD COLUMN bounce_by TEXT;
    CREATE INDEX messages_org ON messages(org, received_at);
    CREATE TABLE admin_tokens (
      id TEXT PRIMARY KEY,
@@ -129,5 +141,5 @@ export const migrations: string[] = [
      PRIMARY KEY (kind, org, bucket, d1, d2, d3, d4)
    ) WITHOUT ROWID;
    CREATE INDEX report_counts_bucket ON report_counts(bucket);
-   CREATE INDEX report_counts_d1 ON report_counts(kind, org, d1, bucket);`,
+   CREATE INDEX report_counts_d1 ON report_counts(kind, org, d1, bucket);` },
 ];

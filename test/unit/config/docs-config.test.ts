@@ -31,7 +31,7 @@ test('every configuration key has a description and appears in one table, with i
   }
   const row = (k: string) => rows.find((r) => r.key === k)!;
   assert.equal(row('smtp.maxMessageSize').default, '`36700160` (35 MiB)');
-  assert.equal(row('queue.messageExpiration').default, '`172800` (2 days)');
+  assert.equal(row('queue.messageExpiration').default, '`432000` (5 days)');
   assert.equal(row('smtp.listen').default, '`["127.0.0.1:2525"]`');
   assert.equal(row('dataDir').default, '`./data`');
   assert.equal(row('organizations[].name').default, 'required');

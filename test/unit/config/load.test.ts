@@ -100,3 +100,23 @@ test('smtp.forbidUnauthPipelining defaults to on; smtp.reservedConnections must 
   assert.match(err({ organizations: orgs, smtp: { maxConnections: 10, reservedConnections: 10 } }), /smtp\.reservedConnections: must be less than smtp\.maxConnections \(10\)/);
   assert.match(err({ organizations: orgs, smtp: { reservedConnections: -1 } }), /smtp\.reservedConnections/);
 });
+
+test('nodeId: the host name and the resolved dataDir unless set; the configuration hash leaves node-specific keys out', async () => {
+  const { configHash } = await import('../../../src/config/hash.ts');
+  const a = buildConfig({ organizations: orgs, dataDir: './data' }, '/etc/portcullis', 'x.yaml');
+  assert.equal(a.nodeId, `${os.hostname().toLowerCase()}:/etc/portcullis/data`);
+  const b = buildConfig({ organizations: orgs, nodeId: 'mx2', hostname: 'mx2.contoso.test', dataDir: '/srv/p', smtp: { listen: ['192.0.2.2:25'] } }, '/etc/portcullis', 'y.yaml');
+  assert.equal(b.nodeId, 'mx2');
+  assert.equal(configHash(a), configHash(b), 'nodeId, hostname, dataDir, smtp.listen and the file name differ between nodes');
+  assert.match(configHash(a), /^[0-9a-f]{16}$/);
+  const c = buildConfig({ organizations: orgs, queue: { leaseSeconds: 60 } }, '/etc/portcullis', 'x.yaml');
+  assert.notEqual(configHash(a), configHash(c), 'a shared setting differs');
+  assert.match(err({ organizations: orgs, nodeId: '' }), /nodeId/);
+});
+
+test('queue.messageExpiration: 5 days by default (RFC 5321 §4.5.4.1: give up after at least 4-5 days; Postfix maximal_queue_lifetime)', () => {
+  const c = buildConfig({ organizations: orgs }, '/etc/portcullis', 'x.yaml');
+  assert.equal(c.queue.messageExpiration, 5 * 24 * 3600);
+  assert.deepEqual(c.queue.retrySchedule, [60, 300, 900, 1800, 3600, 7200, 14_400], 'the retry schedule stays');
+  assert.equal(buildConfig({ organizations: orgs, queue: { messageExpiration: 3600 } }, '/etc/portcullis', 'x.yaml').queue.messageExpiration, 3600);
+});

@@ -21,7 +21,7 @@ test('every failure kind has its status and enhanced code; the detail goes to th
     connect: ['deferred', 451, '4.4.1'], timeout: ['deferred', 451, '4.4.2'], closed: ['deferred', 451, '4.4.2'], protocol: ['deferred', 451, '4.5.0'],
     starttls: ['deferred', 451, '4.7.4'], tls: ['deferred', 451, '4.7.5'], tlsPolicy: ['deferred', 451, '4.7.5'],
     greeting: ['deferred', 451, '4.4.2'], ehlo: ['deferred', 451, '4.4.2'], mail: ['deferred', 451, '4.4.2'],
-    nullMx: ['failed', 556, '5.1.10'], noHost: ['failed', 550, '5.1.2'], size: ['failed', 552, '5.3.4'], eightBit: ['failed', 554, '5.6.3'],
+    nullMx: ['failed', 556, '5.1.10'], noHost: ['failed', 550, '5.1.2'], loopsBack: ['failed', 554, '5.4.6'], size: ['failed', 552, '5.3.4'], eightBit: ['failed', 554, '5.6.3'],
     smtputf8: ['failed', 553, '5.6.7'], badSender: ['failed', 553, '5.1.7'], badRecipient: ['failed', 553, '5.1.3'],
     requireTls: ['failed', 550, '5.7.30'],
   };

@@ -14,6 +14,9 @@ import { inProcessMemories, type DeliveryMemories, type TlsFallback } from '../.
 import { issueCertificate } from '../../../src/tls/certgen.ts';
 import { RevocationChecker } from '../../../src/tls/revocation.ts';
 import { TrustStore } from '../../../src/tls/trust.ts';
+import { DnsResolver } from '../../../src/dns/resolver.ts';
+import type { Resolver } from '../../../src/dns/types.ts';
+import { startDnsServer } from '../../helpers/dns-server.ts';
 import { FakeResolver } from '../../helpers/fake-resolver.ts';
 import { scriptedPeer, type ScriptedPeer, type Step } from '../../helpers/scripted-peer.ts';
 
@@ -40,10 +43,10 @@ before(async () => { await peer(254, []); });
 
 const config = (delivery: Record<string, unknown> = {}): Config => buildConfig({
   hostname: 'gw.contoso.test', organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }],
-  delivery: { port, timeouts: { connect: 2, greeting: 2, command: 2, dataBlock: 2, dataEnd: 2 }, connectionReuse: { idleSeconds: 0 }, ...delivery },
+  delivery: { port, timeouts: { connect: 2, greeting: 2, command: 2, dataInit: 2, dataBlock: 2, dataEnd: 2 }, connectionReuse: { idleSeconds: 0 }, ...delivery },
 }, dir, null);
 
-function remote(dns: FakeResolver, cfg: Config, o: { memories?: DeliveryMemories; random?: () => number } = {}): RemoteDelivery {
+function remote(dns: Resolver, cfg: Config, o: { memories?: DeliveryMemories; random?: () => number } = {}): RemoteDelivery {
   const r = new RemoteDelivery(() => dns, new ConnectionPool(() => cfg.delivery.connectionReuse), () => new TrustStore(false, []), () => cfg, new RevocationChecker(() => dns), undefined, o);
   remotes.push(r);
   return r;
@@ -281,6 +284,44 @@ test('delivery.maxConnectionsPerDestination: deliveries to one next hop wait the
   t0 = Date.now();
   await Promise.all([two.deliver(job('slow.test')), two.deliver(job('slow.test'))]);
   assert.ok(Date.now() - t0 < 590, 'side by side');
+});
+
+test('this gateway in the MX list (RFC 5321 §5.1): records at its preference and after are discarded; none left loops back to myself, 5.4.6', async () => {
+  const good = await peer(20, [takes()]);
+  const dns = await startDnsServer({
+    // We (gw.contoso.test, the configured hostname) are the backup MX at 10: only the 5 is ours to use.
+    'backup.test': { MX: [{ exchange: 'GW.Contoso.Test.', priority: 10 }, { exchange: 'mx.backup.test', priority: 5 }, { exchange: 'late.backup.test', priority: 20 }] },
+    'mx.backup.test': { A: [good.host] },
+    'late.backup.test': { A: [DEAD] },
+    'gw.contoso.test': { A: [DEAD] },
+    // We are the best MX: nothing is left, the mail would come back to us.
+    'loop.test': { MX: [{ exchange: 'gw.contoso.test', priority: 10 }, { exchange: 'mx.loop.test', priority: 10 }, { exchange: 'mx2.loop.test', priority: 30 }] },
+    'mx.loop.test': { A: [good.host] },
+    'mx2.loop.test': { A: [good.host] },
+  });
+  try {
+    const resolver = new DnsResolver([dns.server], { timeoutMs: 1000, attempts: 1 });
+    const cfg = config({ destinationDownSeconds: 0 });
+    const ok = await remote(resolver, cfg).deliver(job('backup.test'));
+    assert.equal(ok.outcomes.get(0)?.status, 'delivered');
+    assert.equal(ok.attempt.host, 'mx.backup.test');
+    const asked = () => dns.queries.filter((q) => q.type === 'A').map((q) => q.name.toLowerCase());
+    assert.ok(!asked().includes('late.backup.test') && !asked().includes('gw.contoso.test'), 'hosts at or after our own preference are never tried');
+    const loop = await remote(resolver, cfg).deliver(job('loop.test', ['b@loop.test', 'c@loop.test']));
+    for (const o of loop.outcomes.values()) {
+      assert.equal(o.status, 'failed');
+      assert.equal(o.reply.code, 554);
+      assert.equal(o.reply.enhanced, '5.4.6');
+      assert.match(o.reply.message, /^Mail for this domain loops back to this gateway/);
+      assert.match(o.reply.reason ?? '', /^mail for loop\.test loops back to myself: this gateway \(gw\.contoso\.test\) is listed as its mail server \(MX, preference 10\)/);
+    }
+    assert.equal(loop.outcomes.size, 2);
+    assert.ok(!asked().some((n) => n.endsWith('loop.test')), 'no connection attempted');
+    // The implicit MX of our own name is ourselves too.
+    const self = await remote(resolver, cfg).deliver(job('gw.contoso.test'));
+    assert.equal(self.outcomes.get(0)?.reply.enhanced, '5.4.6');
+    await good.done;
+  } finally { await dns.close(); }
 });
 
 test('TLS-RPT: every TLS negotiation with an MX host is reported once, with its RFC 8460 result type; smart hosts and our own reports are not', async () => {

@@ -67,7 +67,7 @@ test('property: the RCPT line the client sends parses back to the same address w
 const EHLO_OK = '250-mx.fabrikam.test\r\n250-PIPELINING\r\n250-SIZE 1000000\r\n250 8BITMIME';
 const open = (port: number, o: Partial<ConnectOptions> = {}) => SmtpConnection.open({
   ip: '127.0.0.1', port, hostname: 'mx.fabrikam.test', heloName: 'gw.contoso.test', starttls: 'never', trust: new TrustStore(false, []),
-  timeouts: { connect: 2, greeting: 2, command: 2, dataBlock: 2, dataEnd: 2 }, ...o,
+  timeouts: { connect: 2, greeting: 2, command: 2, dataInit: 2, dataBlock: 2, dataEnd: 2 }, ...o,
 });
 const message = Buffer.from('Subject: t\r\n\r\nhello\r\n');
 const envelope = (rcpts: string[]): Envelope => ({ from: 'a@contoso.test', rcpts: rcpts.map((address) => ({ address })), eightBit: false, smtputf8: false });
@@ -226,6 +226,57 @@ test('the scripted peer fails the test on an unexpected command', async () => {
   try {
     await rejection(open(peer.port));
     await assert.rejects(peer.done, /expected HELO gw\.contoso\.test, the client sent "EHLO gw\.contoso\.test"/);
+  } finally { await peer.close(); }
+});
+
+// RFC 5321 §4.5.3.2.4-6: DATA initiation (the 354) 2 minutes, each data block 3 minutes (no
+// progress for that long), DATA termination 10 minutes from the final dot. Scaled down here.
+const big = (mib: number) => Buffer.from(`Subject: big\r\n\r\n${`${'x'.repeat(1022)}\r\n`.repeat(mib * 1024)}`);
+test('a slow link sending a large message does not time out while it makes progress; DATA termination starts after the final dot', async () => {
+  const msg = big(24);
+  const peer = await scriptedPeer([[{ send: '220 x' }, { expect: 'EHLO gw.contoso.test', reply: EHLO_OK.replace('SIZE 1000000', 'SIZE 100000000') },
+    { expect: [/^MAIL FROM:<a@contoso\.test>/, /^RCPT TO:/, 'DATA'], reply: ['250 ok', '250 ok', '354 go'] },
+    { data: true, reply: '250 2.0.0 queued', pace: 20 }]]);
+  try {
+    // 24 MiB read 64 KiB at a time with a 20 ms pause after each: at least 7.7 s in all. The
+    // kernel buffers still hold a few MB when the final dot is sent; dataEnd covers reading them.
+    const c = await open(peer.port, { timeouts: { dataBlock: 1, dataEnd: 4 } });
+    const t0 = Date.now();
+    const r = await c.send(envelope(['b@fabrikam.test']), msg);
+    const took = Date.now() - t0;
+    assert.equal(r.data?.code, 250);
+    assert.ok(took > 5000, `the transfer took ${took} ms: longer than dataEnd and dataBlock together, so the test shows what it claims`);
+    await peer.done;
+  } finally { await peer.close(); }
+});
+
+test('no progress writing message data for dataBlock seconds is a timeout (RFC 5321 §4.5.3.2.5)', async () => {
+  const peer = await scriptedPeer([[{ send: '220 x' }, { expect: 'EHLO gw.contoso.test', reply: EHLO_OK.replace('SIZE 1000000', 'SIZE 100000000') },
+    { expect: [/^MAIL FROM:<a@contoso\.test>/, /^RCPT TO:/, 'DATA'], reply: ['250 ok', '250 ok', '354 go'] },
+    { data: true, reply: '250 2.0.0 queued', pace: 5000 }]]);
+  try {
+    const c = await open(peer.port, { timeouts: { dataBlock: 0.5, dataEnd: 30 } });
+    const t0 = Date.now();
+    const e = await rejection(c.send(envelope(['b@fabrikam.test']), big(24)));
+    assert.equal(e.kind, 'timeout');
+    assert.match(e.message, /no progress for 0\.5s sending the message data to mx\.fabrikam\.test \[127\.0\.0\.1\]/);
+    assert.ok(Date.now() - t0 < 5000, 'well before the 30 s of dataEnd');
+  } finally { await peer.close(); }
+});
+
+test('the wait for 354 is DATA initiation (dataInit), the wait after the final dot is dataEnd', async () => {
+  const peer = await scriptedPeer([
+    [{ send: '220 x' }, { expect: 'EHLO gw.contoso.test', reply: EHLO_OK }, { expect: [/^MAIL FROM:/, /^RCPT TO:/, 'DATA'], reply: ['250 ok', '250 ok'] }, { wait: 1500 }],
+    [{ send: '220 x' }, { expect: 'EHLO gw.contoso.test', reply: EHLO_OK }, { expect: [/^MAIL FROM:/, /^RCPT TO:/, 'DATA'], reply: ['250 ok', '250 ok', '354 go'] }, { data: true }, { wait: 800 }, { send: '250 late' }],
+  ]);
+  try {
+    const c = await open(peer.port, { timeouts: { dataInit: 0.3, dataBlock: 5, dataEnd: 5 } });
+    const e = await rejection(c.send(envelope(['b@fabrikam.test']), message));
+    assert.equal(e.kind, 'timeout');
+    assert.match(e.message, /timeout after 0\.3s waiting for the reply to DATA/);
+    const c2 = await open(peer.port, { timeouts: { dataInit: 0.3, dataBlock: 0.3, dataEnd: 5 } });
+    assert.equal((await c2.send(envelope(['b@fabrikam.test']), message)).data?.code, 250, 'dataBlock does not bound the wait for the final reply');
+    await peer.done;
   } finally { await peer.close(); }
 });
 

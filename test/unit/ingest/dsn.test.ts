@@ -74,7 +74,7 @@ test('RET=HDRS: only the headers of the original, as text/rfc822-headers (RFC 34
   assert.doesNotMatch(parts[2].body, /the body text/);
 });
 
-test('delay warnings: Action delayed, Will-Retry-Until, headers only; success notices: headers unless RET=FULL', () => {
+test('delay warnings: Action delayed, Will-Retry-Until, headers only; success notices: headers only', () => {
   const until = Date.UTC(2024, 0, 3, 0, 0, 0);
   const delayed = parse(buildDsn(input({ recipients: [rcpt({ action: 'delayed', reply: { code: 451, enhanced: '4.4.1', message: 'No answer' } })], willRetryUntil: until })).data);
   assert.equal(field(delayed.head, 'Subject'), 'Delayed Mail (still being retried)');
@@ -87,8 +87,23 @@ test('delay warnings: Action delayed, Will-Retry-Until, headers only; success no
   assert.equal(field(relayed.parts[1].body, 'Action'), 'relayed');
   assert.equal(field(relayed.parts[1].body, 'Will-Retry-Until'), undefined);
   assert.equal(field(relayed.parts[2].headers, 'Content-Type'), 'text/rfc822-headers');
-  const full = parse(buildDsn(input({ envelope: { smtputf8: false, ret: 'FULL' }, recipients: [rcpt({ action: 'delivered' })] })).data);
-  assert.equal(field(full.parts[2].headers, 'Content-Type'), 'message/rfc822');
+});
+
+test('RET=FULL returns the whole message only in a notice that reports a failure; success and delay notices carry the headers (RFC 3461 §4.3)', () => {
+  const FULL = { smtputf8: false, ret: 'FULL' as const };
+  const ok = rcpt({ action: 'delivered', reply: { code: 250, enhanced: '2.0.0', message: 'ok' } });
+  const later = rcpt({ action: 'delayed', reply: { code: 451, enhanced: '4.4.1', message: 'No answer' } });
+  const kind = (recipients: DsnRecipient[]) => {
+    const p = parse(buildDsn(input({ envelope: FULL, recipients })).data).parts[2];
+    return [field(p.headers, 'Content-Type'), p.body.includes('the body text')];
+  };
+  assert.deepEqual(kind([ok]), ['text/rfc822-headers', false], 'success notice');
+  assert.deepEqual(kind([later]), ['text/rfc822-headers', false], 'delay notice');
+  assert.deepEqual(kind([ok, later]), ['text/rfc822-headers', false], 'delivered and delayed: no failure in it');
+  assert.deepEqual(kind([rcpt()]), ['message/rfc822', true], 'failure notice');
+  assert.deepEqual(kind([ok, rcpt()]), ['message/rfc822', true], 'a failure among successes');
+  const noRet = parse(buildDsn(input({ recipients: [ok, later] })).data).parts[2];
+  assert.equal(field(noRet.headers, 'Content-Type'), 'text/rfc822-headers', 'without RET as well');
 });
 
 test('an original without a final CRLF still ends its part properly', () => {

@@ -77,8 +77,9 @@ test('the strictest demand wins; of equally strict demands the first consulted i
   assert.deepEqual(strictest(demands), demands[1]);
 });
 
-test('one scale: ranks follow its order, connectors may demand every level but none', () => {
-  assert.deepEqual(TLS_LEVELS.map(levelRank), [0, 1, 2, 3, 4]);
+test('one scale: ranks follow its order, connectors may demand every level but none and dane', () => {
+  assert.deepEqual(TLS_LEVELS.map(levelRank), [0, 1, 2, 3, 4, 5]);
+  assert.ok(atLeast('dane', 'domainValidation'));
   assert.deepEqual(CONNECTOR_TLS_LEVELS, ['opportunistic', 'encryptionOnly', 'certificateValidation', 'domainValidation']);
   assert.ok(atLeast('domainValidation', 'certificateValidation') && atLeast('encryptionOnly', 'encryptionOnly'));
   assert.ok(!atLeast('opportunistic', 'encryptionOnly') && !atLeast('none', 'opportunistic'));

@@ -23,15 +23,15 @@ function session(sid: string, ip: string, tls: typeof tls13 | undefined, orgs: s
 }
 
 const delivery = (org: string, rcpt: string, status: 'delivered' | 'deferred' | 'failed', extra: Partial<Extract<Event, { event: 'delivery.result' }>> = {}): Event =>
-  ({ event: 'delivery.result', queueId: 'Q', rcpt, status, agent: 'smtp', reason: 'x', org, tlsRequired: 'opportunistic', tlsPolicy: 'default', ...extra });
+  ({ event: 'delivery.result', queueId: 'Q', rcpt, status, agent: 'smtp', reason: 'x', org, tlsRequired: 'opportunistic', tlsSource: 'default', ...extra });
 
 test('outbound security types and requirement types come from the TLS requirement and what the attempt achieved', () => {
-  assert.equal(securityType({ tlsRequired: 'certificateValidation', tlsPolicy: 'connector "To Fabrikam"', tlsVersion: 'TLSv1.3' }), 'connector-forced');
-  assert.equal(securityType({ tlsRequired: 'opportunistic', tlsPolicy: 'default', tlsVersion: 'TLSv1.3' }), 'opportunistic-tls');
-  assert.equal(securityType({ tlsRequired: 'opportunistic', tlsPolicy: 'default', tlsVersion: 'TLSv1', tlsLegacy: true }), 'legacy-tls');
-  assert.equal(securityType({ tlsRequired: 'opportunistic', tlsPolicy: 'default' }), 'plaintext');
-  assert.equal(securityType({ tlsRequired: 'domainValidation', tlsPolicy: 'DANE (TLSA records of mx.example)', tlsVersion: 'TLSv1.3' }), 'dane');
-  assert.equal(securityType({ tlsRequired: 'domainValidation', tlsPolicy: 'MTA-STS policy of example', tlsVersion: 'TLSv1.3' }), 'mta-sts');
+  assert.equal(securityType({ tlsRequired: 'certificateValidation', tlsSource: 'connector "To Fabrikam"', tlsVersion: 'TLSv1.3' }), 'connector-forced');
+  assert.equal(securityType({ tlsRequired: 'opportunistic', tlsSource: 'default', tlsVersion: 'TLSv1.3' }), 'opportunistic-tls');
+  assert.equal(securityType({ tlsRequired: 'opportunistic', tlsSource: 'default', tlsVersion: 'TLSv1', tlsLegacy: true }), 'legacy-tls');
+  assert.equal(securityType({ tlsRequired: 'opportunistic', tlsSource: 'default' }), 'plaintext');
+  assert.equal(securityType({ tlsRequired: 'domainValidation', tlsSource: 'DANE (TLSA records of mx.example)', tlsVersion: 'TLSv1.3' }), 'dane');
+  assert.equal(securityType({ tlsRequired: 'domainValidation', tlsSource: 'MTA-STS policy of example', tlsVersion: 'TLSv1.3' }), 'mta-sts');
   assert.equal(requirementType('encryptionOnly', 'connector "X"'), 'connector-forced');
   assert.equal(requirementType('opportunistic', 'connector "X"'), 'opportunistic', 'an opportunistic connector requires nothing');
   assert.equal(requirementType(undefined, undefined), 'opportunistic');
@@ -50,19 +50,19 @@ test('reports sum the counters of the events, per organisation and for the gatew
   at(T0 + 2 * HOUR + 1, session('s5', '127.0.0.14', tls12, ['contoso']));
   // Outbound, day 0 and day 1.
   at(T0 + 10, [
-    delivery('contoso', 'a@fabrikam.test', 'delivered', { tlsRequired: 'certificateValidation', tlsPolicy: 'connector "To Fabrikam"', tlsVersion: 'TLSv1.3', tlsCipher: tls13.cipher, tlsAchieved: 'domainValidation' }),
+    delivery('contoso', 'a@fabrikam.test', 'delivered', { tlsRequired: 'certificateValidation', tlsSource: 'connector "To Fabrikam"', tlsVersion: 'TLSv1.3', tlsCipher: tls13.cipher, tlsAchieved: 'domainValidation' }),
     delivery('contoso', 'b@plain.test', 'delivered', { tlsAchieved: 'none' }),
     delivery('contoso', 'c@plain.test', 'delivered', { tlsAchieved: 'none' }),
     delivery('contoso', 'd@mixed.test', 'delivered', { tlsAchieved: 'none' }),
     delivery('contoso', 'e@old.test', 'delivered', { tlsVersion: 'TLSv1', tlsLegacy: true, tlsFailure: 'protocol-version', tlsAchieved: 'opportunistic' }),
-    delivery('contoso', 'f@strict.test', 'deferred', { tlsRequired: 'certificateValidation', tlsPolicy: 'connector "Strict"', tlsFailure: 'certificate-not-trusted', tlsAchieved: 'encryptionOnly' }),
+    delivery('contoso', 'f@strict.test', 'deferred', { tlsRequired: 'certificateValidation', tlsSource: 'connector "Strict"', tlsFailure: 'certificate-not-trusted', tlsAchieved: 'encryptionOnly' }),
     delivery('contoso', 'g@gone.test', 'deferred', { tlsFailure: 'starttls-not-offered' }), // opportunistic: the failure only stepped down
     { event: 'delivery.result', queueId: 'Q', rcpt: 'local@contoso.test', status: 'delivered', agent: 'maildir', reason: 'ok', org: 'contoso' },
   ]);
   at(T0 + DAY + 10, [
     delivery('contoso', 'd@mixed.test', 'delivered', { tlsVersion: 'TLSv1.3', tlsCipher: tls13.cipher, tlsAchieved: 'certificateValidation' }),
-    delivery('fabrikam', 'h@strict.test', 'failed', { tlsRequired: 'encryptionOnly', tlsPolicy: 'connector "Strict"', tlsFailure: 'certificate-not-trusted' }),
-    delivery('fabrikam', 'i@strict.test', 'failed', { tlsRequired: 'encryptionOnly', tlsPolicy: 'connector "Strict"', tlsFailure: 'certificate-not-trusted' }),
+    delivery('fabrikam', 'h@strict.test', 'failed', { tlsRequired: 'encryptionOnly', tlsSource: 'connector "Strict"', tlsFailure: 'certificate-not-trusted' }),
+    delivery('fabrikam', 'i@strict.test', 'failed', { tlsRequired: 'encryptionOnly', tlsSource: 'connector "Strict"', tlsFailure: 'certificate-not-trusted' }),
   ]);
   await agg.flush();
 

@@ -29,20 +29,23 @@ interface Rcpt { address: string; notify?: string; route?: 'local' | 'remote' }
 const message = (o: { from?: string; rcpts: Rcpt[]; age?: number; attempts?: number; delayWarned?: boolean }): QueueMessage => ({
   id: 'Q1', org: 'contoso', state: 'active', receivedAt: Date.now() - (o.age ?? 0), mailFrom: o.from ?? 'alice@contoso.test', size: data.length, sha256: '',
   envelope: { smtputf8: false }, inbound: { sessionId: 's', clientIp: '127.0.0.1', clientPort: 1, helo: 'h', protocol: 'ESMTP', receivedBy: 'gw' },
-  attempts: o.attempts ?? 0, nextAttemptAt: 0, delayWarned: o.delayWarned ?? false,
+  attempts: o.attempts ?? 0, nextAttemptAt: 0, delayWarned: o.delayWarned ?? false, leaseGen: 1,
   recipients: o.rcpts.map((r, idx) => ({ idx, address: r.address, org: 'contoso', route: r.route ?? 'remote', status: 'pending', attempts: 0, ...(r.notify ? { notify: r.notify } : {}) })),
 });
 
 /** Runs one message through a scheduler whose agents answer `outcomes` (by address). */
-async function run(m: QueueMessage, outcomes: Record<string, Outcome>, o: { queue?: Record<string, unknown>; peerDsn?: boolean } = {}) {
+async function run(m: QueueMessage, outcomes: Record<string, Outcome>, o: { queue?: Record<string, unknown>; peerDsn?: boolean; fenced?: boolean } = {}) {
   const config: Config = buildConfig({
     hostname: 'gw.contoso.test', organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }],
     queue: { retrySchedule: [60, 300, 900], messageExpiration: 2 * 24 * 3600, delayWarning: 4 * 3600, ...o.queue },
   }, mkdtempSync(path.join(os.tmpdir(), 'pc-sched-')), null);
-  const completed: { id: string; outcomes: RecipientOutcome[]; next: number; opts?: { delayWarned?: boolean } }[] = [];
+  const completed: { id: string; owner: string; outcomes: RecipientOutcome[]; next: number; opts?: { delayWarned?: boolean; gen?: number } }[] = [];
   const dsns: { to: string; data: string; regarding?: string }[] = [];
   const store = {
-    complete: async (id: string, _owner: string, outcomes: RecipientOutcome[], next: number, opts?: { delayWarned?: boolean }) => { completed.push({ id, outcomes, next, ...(opts ? { opts } : {}) }); return 'done' as const; },
+    complete: async (id: string, owner: string, outcomes: RecipientOutcome[], next: number, opts?: { delayWarned?: boolean; gen?: number }) => {
+      completed.push({ id, owner, outcomes, next, ...(opts ? { opts } : {}) });
+      return o.fenced ? 'fenced' as const : 'done' as const;
+    },
     claim: async () => [], nextDue: async () => null, data: async () => data, purgeDone: async () => 0,
   } as unknown as Store;
   const remote = {
@@ -55,7 +58,7 @@ async function run(m: QueueMessage, outcomes: Record<string, Outcome>, o: { queu
   const ingest = { generated: async (g: { to: { address: string }; data: Buffer; regarding?: string }) => { dsns.push({ to: g.to.address, data: g.data.toString(), ...(g.regarding ? { regarding: g.regarding } : {}) }); return `DSN${dsns.length}`; } } as unknown as Ingest;
   const outbound = { nextHop: (_org: string, domain: string) => ({ key: `mx:${domain}`, kind: 'mx', domain, smartHosts: [], tls: { level: 'opportunistic', source: 'default' } }) } as unknown as OutboundPolicy;
   const inbound = { acceptedDomain: (d: string) => (d === 'contoso.test' ? { type: 'authoritative' } : undefined) } as unknown as InboundPolicy;
-  const s = new Scheduler(store, { local, remote }, ingest, () => ({ config, inbound, outbound }));
+  const s = new Scheduler(store, { local, remote }, ingest, () => ({ config, inbound, outbound }), 'mx1:/var/lib/portcullis');
   const t0 = Date.now();
   const lease = s.reserve();
   assert.ok(lease);
@@ -134,4 +137,40 @@ test('the delay warning is sent once, after queue.delayWarning, to recipients wh
   const early = await run(message({ rcpts, age: 3 * HOUR }), { 'b@fabrikam.test': deferred, 'c@fabrikam.test': deferred });
   assert.deepEqual(early.dsns, []);
   assert.equal(early.completed[0].opts?.delayWarned, false);
+});
+
+test('a completion carries the node id and the lease generation; one the store refuses (fenced) is logged, not retried', async () => {
+  const m = { ...message({ rcpts: [{ address: 'b@fabrikam.test' }] }), id: 'QF', leaseGen: 7 };
+  const ok = await run(m, { 'b@fabrikam.test': delivered });
+  assert.deepEqual([ok.completed[0].owner, ok.completed[0].opts?.gen], ['mx1:/var/lib/portcullis', 7]);
+  assert.ok(!events.some((e) => e.event === 'queue.fenced' && e.queueId === 'QF'));
+  const fenced = await run(m, { 'b@fabrikam.test': delivered }, { fenced: true });
+  assert.equal(fenced.completed.length, 1);
+  assert.deepEqual(events.filter((e) => e.event === 'queue.fenced' && e.queueId === 'QF').map((e) => [e.node, e.gen, e.level]), [['mx1:/var/lib/portcullis', 7, 40]]);
+});
+
+test('renewLeases renews the leases of the deliveries in flight at their generation and logs the ones taken over', async () => {
+  const config: Config = buildConfig({ organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }], queue: { leaseSeconds: 30 } },
+    mkdtempSync(path.join(os.tmpdir(), 'pc-sched-')), null);
+  const asked: { owner: string; leases: { id: string; gen: number }[]; ms: number }[] = [];
+  const claimed = [{ ...message({ rcpts: [{ address: 'b@fabrikam.test' }] }), id: 'R1', leaseGen: 3 }, { ...message({ rcpts: [{ address: 'c@fabrikam.test' }] }), id: 'R2', leaseGen: 5 }];
+  let claims = 0;
+  const store = {
+    claim: async () => (claims++ === 0 ? claimed : []), nextDue: async () => null, data: async () => data, purgeDone: async () => 0,
+    complete: async () => 'done' as const,
+    renew: async (owner: string, leases: { id: string; gen: number }[], ms: number) => { asked.push({ owner, leases, ms }); return ['R1']; },
+  } as unknown as Store;
+  let release!: () => void;
+  const held = new Promise<void>((r) => { release = r; });
+  const remote = { deliver: async (j: RemoteJob): Promise<RemoteResult> => { await held; return { outcomes: new Map(j.recipients.map((r) => [r.idx, delivered])), attempt: { host: 'mx', ip: '127.0.0.2', port: 25, tlsRequired: j.hop.tls, tlsAchieved: 'none' } } as RemoteResult; } } as unknown as RemoteDelivery;
+  const outbound = { nextHop: (_org: string, domain: string) => ({ key: `mx:${domain}`, kind: 'mx', domain, smartHosts: [], tls: { level: 'opportunistic', source: 'default' } }) } as unknown as OutboundPolicy;
+  const s = new Scheduler(store, { local: {} as MaildirDelivery, remote }, {} as Ingest, () => ({ config, inbound: {} as InboundPolicy, outbound }), 'mx2:/srv/p');
+  s.start();
+  for (let i = 0; i < 100 && claims === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  await new Promise((r) => setTimeout(r, 20)); // the claimed messages are in delivery
+  await s.renewLeases();
+  release();
+  await s.stop();
+  assert.deepEqual(asked, [{ owner: 'mx2:/srv/p', leases: [{ id: 'R1', gen: 3 }, { id: 'R2', gen: 5 }], ms: 30_000 }]);
+  assert.deepEqual(events.filter((e) => e.event === 'queue.leaseLost').map((e) => [e.queueId, e.node, e.gen]), [['R2', 'mx2:/srv/p', 5]]);
 });

@@ -1,6 +1,6 @@
 // Conformance cases for the admin centre's part of the store interface (tokens, audit log, report
 // counters, "bounce now", the trace and queue filters). Every backend runs them: sqlite-admin.test.ts
-// calls adminStoreConformance with its harness (the same shape as the other store suites).
+// and postgres.test.ts call adminStoreConformance with their harness (the same shape as the other store suites).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { NewMessage, RecipientOutcome, Store } from '../../../src/store/types.ts';

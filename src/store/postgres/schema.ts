@@ -1,0 +1,164 @@
+// Owns: the PostgreSQL schema (one migration list; what is applied is recorded in
+// schema_migrations, one row per version). The tables mirror store/sqlite/schema.ts column for
+// column (times are ms since the epoch in bigint), so `store copy` moves rows as they are.
+// Several nodes: lease_gen counts the claims of a message (a fencing generation); nodes holds
+// their heartbeats.
+import type { Migration } from '../migrations.ts';
+
+export const migrations: Migration[] = [
+  {
+    name: 'messages, bodies, recipients and trace events',
+    sql: `CREATE TABLE messages (
+       id text PRIMARY KEY,
+       org text NOT NULL,
+       state text NOT NULL,
+       received_at bigint NOT NULL,
+       mail_from text NOT NULL,
+       message_id text,
+       size bigint NOT NULL,
+       sha256 text NOT NULL,
+       envelope text NOT NULL,
+       inbound text NOT NULL,
+       attempts integer NOT NULL DEFAULT 0,
+       next_attempt_at bigint NOT NULL,
+       last_error text,
+       lease_owner text,
+       lease_until bigint,
+       lease_gen bigint NOT NULL DEFAULT 0,
+       delay_warned boolean NOT NULL DEFAULT false,
+       updated_at bigint NOT NULL
+     );
+     CREATE INDEX messages_due ON messages (state, next_attempt_at);
+     CREATE INDEX messages_received ON messages (received_at);
+     CREATE INDEX messages_from ON messages (lower(mail_from));
+     CREATE INDEX messages_msgid ON messages (message_id);
+     CREATE INDEX messages_finished ON messages (state, updated_at);
+     CREATE TABLE bodies (id text PRIMARY KEY, data bytea NOT NULL);
+     -- Message data is mostly compressed already (attachments) or read once: no TOAST compression.
+     ALTER TABLE bodies ALTER COLUMN data SET STORAGE EXTERNAL;
+     CREATE TABLE recipients (
+       msg_id text NOT NULL,
+       idx integer NOT NULL,
+       address text NOT NULL,
+       org text NOT NULL,
+       route text NOT NULL,
+       status text NOT NULL,
+       notify text,
+       orcpt text,
+       attempts integer NOT NULL DEFAULT 0,
+       last_reply text,
+       updated_at bigint NOT NULL,
+       PRIMARY KEY (msg_id, idx)
+     );
+     CREATE INDEX recipients_address ON recipients (lower(address));
+     CREATE TABLE events (
+       id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+       msg_id text NOT NULL,
+       ts bigint NOT NULL,
+       kind text NOT NULL,
+       data text NOT NULL
+     );
+     CREATE INDEX events_msg ON events (msg_id, id);`,
+  },
+  {
+    name: 'nodes and their heartbeats',
+    sql: `CREATE TABLE nodes (
+       id text PRIMARY KEY,
+       version text NOT NULL,
+       config_hash text NOT NULL,
+       host text NOT NULL,
+       pid integer NOT NULL,
+       started_at bigint NOT NULL,
+       heartbeat_at bigint NOT NULL
+     );
+     CREATE INDEX messages_leases ON messages (lease_owner) WHERE state = 'active';`,
+  },
+  {
+    name: 'TLS-RPT counters, reports sent and received',
+    sql: `CREATE TABLE tlsrpt_sessions (
+       day text NOT NULL,
+       policy_domain text NOT NULL,
+       policy text NOT NULL,
+       result_type text NOT NULL,
+       sending_ip text NOT NULL,
+       mx_host text NOT NULL,
+       mx_ip text NOT NULL,
+       reason text NOT NULL,
+       count bigint NOT NULL,
+       PRIMARY KEY (day, policy_domain, policy, result_type, sending_ip, mx_host, mx_ip, reason)
+     );
+     CREATE TABLE tlsrpt_sent (
+       day text NOT NULL,
+       policy_domain text NOT NULL,
+       report_id text NOT NULL,
+       at bigint NOT NULL,
+       destinations text NOT NULL,
+       PRIMARY KEY (day, policy_domain)
+     );
+     CREATE TABLE tlsrpt_received (
+       id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+       received_at bigint NOT NULL,
+       queue_id text NOT NULL,
+       mail_from text NOT NULL,
+       organization text,
+       report_id text,
+       content text NOT NULL,
+       problem text
+     );`,
+  },
+  {
+    name: 'cached MTA-STS policies',
+    sql: `CREATE TABLE sts_policies (
+       domain text PRIMARY KEY,
+       id text NOT NULL,
+       text text NOT NULL,
+       fetched_at bigint NOT NULL,
+       expires_at bigint NOT NULL
+     );`,
+  },
+  {
+    // The admin centre: "bounce now", trace search per organisation, API tokens (only hashes of
+    // their secrets), the audit log, and report counters per kind, organisation ('*': the gateway)
+    // and time bucket. Same tables and columns as the SQLite store's migration of that name.
+    name: 'admin centre: bounce requests, API tokens, audit log, report counters',
+    sql: `ALTER TABLE messages ADD COLUMN bounce_by text;
+     CREATE INDEX messages_org ON messages (org, received_at);
+     CREATE TABLE admin_tokens (
+       id text PRIMARY KEY,
+       name text NOT NULL,
+       org text,
+       hash text NOT NULL UNIQUE,
+       created_at bigint NOT NULL,
+       created_by text NOT NULL,
+       revoked_at bigint
+     );
+     CREATE UNIQUE INDEX admin_tokens_active_name ON admin_tokens (name) WHERE revoked_at IS NULL;
+     CREATE TABLE audit_log (
+       id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+       ts bigint NOT NULL,
+       actor text NOT NULL,
+       token_id text,
+       org text,
+       action text NOT NULL,
+       target text,
+       target_org text,
+       result text NOT NULL,
+       status integer,
+       detail text
+     );
+     CREATE INDEX audit_ts ON audit_log (ts);
+     CREATE TABLE report_counts (
+       kind text NOT NULL,
+       org text NOT NULL,
+       bucket bigint NOT NULL,
+       d1 text NOT NULL,
+       d2 text NOT NULL,
+       d3 text NOT NULL,
+       d4 text NOT NULL,
+       n bigint NOT NULL,
+       PRIMARY KEY (kind, org, bucket, d1, d2, d3, d4)
+     );
+     CREATE INDEX report_counts_bucket ON report_counts (bucket);
+     CREATE INDEX report_counts_d1 ON report_counts (kind, org, d1, bucket);`,
+  },
+];
