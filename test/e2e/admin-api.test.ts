@@ -248,6 +248,17 @@ test('certificates: facts as `cert info`, days left, and rotation readiness of t
   assert.match(ca.json.message, /applies to the gateway's own certificates/);
 });
 
+test('status: this node, the cluster as the store\'s heartbeats show it, and the queue depth for global tokens only', async () => {
+  const g = (await gw.api('GET', '/api/v1/status', { token: tok.global })).json;
+  assert.equal(typeof g.nodeId, 'string');
+  assert.deepEqual(g.cluster, { mode: 'single node', store: 'sqlite', nodes: 1 }, 'this node\'s heartbeat is in the store');
+  assert.deepEqual(Object.keys(g.queue).sort(), ['active', 'deferred', 'held', 'incoming']);
+  assert.ok(g.queue.deferred >= 1, JSON.stringify(g.queue)); // the stuck messages that earlier tests left queued
+  const a = (await gw.api('GET', '/api/v1/status', { token: tok.a })).json;
+  assert.equal(a.queue, undefined);
+  assert.deepEqual(a.cluster, g.cluster);
+});
+
 test('config reload through the API: applied, or refused with the reason while the running configuration stays', async () => {
   const good = await gw.api('POST', '/api/v1/config/reload', { token: tok.global });
   assert.equal(good.status, 200);

@@ -14,11 +14,17 @@ export const systemRoutes = (deps: AdminDeps): FastifyPluginAsync => async (app)
     return { id: t.id, name: t.name, org: t.org, scope: t.org === null ? 'global' : 'organization', organizations: orgs };
   });
 
-  app.get('/api/v1/status', { schema: { summary: 'this node: version, uptime, queue depth by state (global tokens), cluster', tags: ['system'] } }, async (req) => ({
-    node: deps.config().hostname, version: deps.version, startedAt: new Date(deps.startedAt).toISOString(), uptimeSeconds: Math.round((Date.now() - deps.startedAt) / 1000),
-    cluster: { mode: 'single node', nodes: 1 },
-    ...(tokenOrg(req) === null ? { queue: await deps.store().countByState() } : {}),
-  }));
+  app.get('/api/v1/status', { schema: { summary: 'this node: version, uptime, queue depth by state (global tokens), cluster', tags: ['system'] } }, async (req) => {
+    const c = deps.config();
+    const now = Date.now();
+    // A node is alive while its heartbeat is younger than a lease (as `cluster status`).
+    const alive = (await deps.store().nodes(now)).filter((n) => now - n.lastHeartbeat <= c.queue.leaseSeconds * 1000).length;
+    return {
+      node: c.hostname, nodeId: c.nodeId, version: deps.version, startedAt: new Date(deps.startedAt).toISOString(), uptimeSeconds: Math.round((now - deps.startedAt) / 1000),
+      cluster: { mode: c.store.type === 'postgres' ? 'shared store' : 'single node', store: c.store.type, nodes: alive },
+      ...(tokenOrg(req) === null ? { queue: await deps.store().countByState() } : {}),
+    };
+  });
 
   app.post('/api/v1/config/reload', {
     config: { globalOnly: true, action: 'config.reload' },
