@@ -19,8 +19,8 @@ import { readCaFile, type TrustStore } from '../../tls/trust.ts';
 const DAY = 86_400_000;
 
 /** The gateway's certificate files: tls.certificates, else the development certificate (when it exists). */
-export function gatewayCertificateFiles(c: Config): { file: string; source: string }[] {
-  if (c.tls.certificates.length) return c.tls.certificates.map((p, i) => ({ file: p.cert, source: `tls.certificates[${i}]` }));
+export function gatewayCertificateFiles(c: Config): { file: string; source: string; next?: string }[] {
+  if (c.tls.certificates.length) return c.tls.certificates.map((p, i) => ({ file: p.cert, source: `tls.certificates[${i}]`, ...(p.next ? { next: p.next.cert } : {}) }));
   const dev = devCertificatePaths(c.dataDir);
   return existsSync(dev.cert) ? [{ file: dev.cert, source: 'development certificate (tls.certificates is empty)' }] : [];
 }
@@ -44,6 +44,8 @@ export interface CertificateEntry {
   /** Where it is configured. */
   source: string;
   file: string;
+  /** A gateway certificate's staged successor (tls.certificates[].next.cert), not served yet. */
+  next?: string;
   subject: string;
   issuer: string;
   sanNames: string[];
@@ -58,11 +60,11 @@ export const certificateId = (fingerprint256: string): string => fingerprint256.
 
 /** Every certificate the configuration names: the gateway's, then each organisation's trustedCAs. */
 export function certificateInventory(c: Config, trust: TrustStore, now = Date.now()): CertificateEntry[] {
-  const out: CertificateEntry[] = gatewayCertificateFiles(c).map(({ file, source }) => {
+  const out: CertificateEntry[] = gatewayCertificateFiles(c).map(({ file, source, next }) => {
     const i = inspectCertificateFile(file, trust, { now });
     return {
       id: certificateId(i.fingerprintSha256), scope: 'gateway', role: 'server', source, file, subject: i.subject, issuer: i.issuer, sanNames: i.sanNames,
-      validFrom: i.validFrom, validTo: i.validTo, daysLeft: i.daysLeft, fingerprintSha256: i.fingerprintSha256, warnings: i.warnings,
+      validFrom: i.validFrom, validTo: i.validTo, daysLeft: i.daysLeft, fingerprintSha256: i.fingerprintSha256, warnings: i.warnings, ...(next ? { next } : {}),
     };
   });
   for (const o of c.organizations) {
@@ -93,13 +95,14 @@ export function certificateFacts(e: CertificateEntry, trust: TrustStore, now = D
 export interface RotationReadiness {
   /** `tls check --cert` of the certificate being served. */
   current: CertCheck;
-  /** The next certificate staged for rotation (tls.certificates[].next comes with issue 10): none yet. */
-  next: { staged: false; note: string };
+  /** The next certificate staged for rotation (tls.certificates[].next), checked the same way, or none. */
+  next: { staged: false; note: string } | { staged: true; file: string; check: CertCheck };
 }
 
 /** Can partners keep validating us after a rotation? The served certificate's check, and the staged next one. */
 export async function rotationReadiness(e: CertificateEntry, tools: { trust: TrustStore; revocation: RevocationChecker }): Promise<RotationReadiness> {
   if (e.role !== 'server') throw new AdminError('rotation readiness applies to the gateway\'s own certificates', 'check a trusted CA file with `portcullis tls trust list`');
   const current = await checkCertificate({ file: e.file, trust: tools.trust, revocation: tools.revocation });
-  return { current, next: { staged: false, note: 'none staged: staging the next certificate (tls.certificates[].next) is not available yet' } };
+  if (!e.next) return { current, next: { staged: false, note: 'none staged: tls.certificates[].next names the next certificate before a rotation' } };
+  return { current, next: { staged: true, file: e.next, check: await checkCertificate({ file: e.next, trust: tools.trust, revocation: tools.revocation }) } };
 }

@@ -39,6 +39,6 @@ export const certificateRoutes = (deps: AdminDeps): FastifyPluginAsync => async 
   }, async (req) => {
     const e = await find(req);
     const r = await rotationReadiness(e, await deps.probeTools());
-    return { id: e.id, ready: r.current.passes, ...r };
+    return { id: e.id, ready: r.current.passes && (!r.next.staged || r.next.check.passes), ...r };
   });
 };
