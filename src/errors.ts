@@ -85,6 +85,8 @@ export const Replies = {
   timeout: (host: string) => reply(421, '4.4.2', `${host} Error: timeout exceeded`),
   tooManyErrors: (host: string) => reply(421, '4.7.0', `${host} Error: too many errors`),
   shuttingDown: (host: string) => reply(421, '4.3.2', `${host} Service shutting down, try again later`),
+  /** "Bounce now" (admin centre, `queue bounce`): the recipients the message had not reached yet, in its DSN. */
+  returnedByAdministrator: () => reply(550, '5.3.0', 'The message was returned to its sender by the mail administrator before it was delivered'),
 } as const;
 
 /**

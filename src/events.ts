@@ -1,8 +1,11 @@
-// Owns: the typed event catalogue and the log it feeds. Every event goes to the structured log
-// (pino: JSON lines, or one-line text at a terminal); the message trace is written by store/,
-// metrics later hook the same emit().
+// Owns: the typed event catalogue and what it feeds. Every event goes to the structured log
+// (pino: JSON lines, or one-line text at a terminal) and to the listeners that subscribed with
+// onEvent (in the server: admin/metrics.ts for Prometheus, reports/ for the report counters); the
+// message trace is written by store/.
+// Promise: a listener that throws never disturbs emit's caller (the error is logged).
 import { isatty } from 'node:tty';
 import pino from 'pino';
+import { errorDetail } from './util/errors.ts';
 
 /** A client certificate as judged after the handshake (tls/client-cert.ts). */
 export interface PeerCertFacts {
@@ -39,14 +42,22 @@ export type Event =
   | { event: 'tls.devcert.generated'; path: string; names: string[] }
   | { event: 'session.end'; sid: string; ip: string; helo?: string; tls?: TlsFacts; messages: number; commands: number; errors: number; durationMs: number; close: string }
   | { event: 'session.rejected'; ip: string; reason: string }
-  | { event: 'session.tlsFailed'; sid: string; ip: string; error: string }
+  | { event: 'session.tlsFailed'; sid: string; ip: string; error: string;
+      /** TLS failure kind (tls/failures.ts) of the handshake error. */
+      kind?: string }
   | { event: 'session.injection'; sid: string; ip: string; bytes: number }
   | { event: 'session.pipelining'; sid: string; ip: string; after: string; bytes: number; sample: string }
   | { event: 'message.accepted'; sid: string; queueId: string; from: string; rcpts: number; size: number; org: string; tls?: TlsFacts }
   | { event: 'message.rejected'; sid: string; code: number; enhanced: string; reason: string }
   | { event: 'delivery.result'; queueId: string; rcpt: string; status: 'delivered' | 'deferred' | 'failed'; agent: string; code?: number; enhanced?: string; reason: string;
+      /** The message's organisation. */
+      org?: string;
       /** TLS failure kind (tls/failures.ts): why a required level failed, or why opportunistic TLS stepped down. */
-      tlsFailure?: string; tlsResultType?: string; tlsVersion?: string; tlsLegacy?: boolean; tlsRequired?: string; tlsSource?: string; tlsAchieved?: string }
+      tlsFailure?: string; tlsResultType?: string; tlsVersion?: string; tlsCipher?: string; tlsLegacy?: boolean;
+      /** SMTP attempts: the TLS level required and where the requirement came from, and the level achieved. */
+      tlsRequired?: string; tlsSource?: string; tlsAchieved?: string }
+  | { event: 'dns.query'; qtype: string; outcome: string; ms: number }
+  | { event: 'revocation.fetch'; kind: 'ocsp' | 'crl' | 'caIssuers'; outcome: 'ok' | 'error'; ms: number }
   | { event: 'queue.recovered'; released: number }
   /** A delivery's outcome was not recorded: another node took the message over (fencing generation). */
   | { event: 'queue.fenced'; queueId: string; node: string; gen: number }
@@ -65,6 +76,8 @@ export type Event =
 type Level = 'debug' | 'info' | 'warn' | 'error';
 
 const levels: Partial<Record<Event['event'], Level>> = {
+  'dns.query': 'debug',
+  'revocation.fetch': 'debug',
   'config.rejected': 'error',
   'tls.certificates.rejected': 'error',
   'tls.devcert.generated': 'warn',
@@ -123,9 +136,21 @@ export function formatText(json: string): string {
   return `${[...head, ...Object.entries(rest).map(([k, v]) => `${k}=${value(v)}`)].join(' ')}\n`;
 }
 
+type Listener = (e: Event) => void;
+const listeners = new Set<Listener>();
+
+/** Receive every event emitted from now on; returns the function that ends the subscription. */
+export function onEvent(l: Listener): () => void {
+  listeners.add(l);
+  return () => { listeners.delete(l); };
+}
+
 export function emit(e: Event, msg?: string): void {
   const level = levels[e.event] ?? 'info';
   logger[level](e, msg ?? e.event);
+  for (const l of listeners) {
+    try { l(e); } catch (err) { logger.error({ event: 'internal.error', where: `event listener (${e.event})`, error: errorDetail(err) }, 'internal.error'); }
+  }
 }
 
 /** Human-readable warning that is not an event of the catalogue (start-up guidance). */

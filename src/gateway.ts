@@ -8,9 +8,11 @@
 // Promise: an invalid new configuration (or unusable certificate) is refused and the running
 // one stays in force; sessions in flight keep the snapshot they started with. A start that fails
 // part-way (a listener cannot bind) releases what it opened: control socket, listeners, store.
+import { existsSync, readFileSync } from 'node:fs';
 import type net from 'node:net';
-import { readFileSync } from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { SecureVersion } from 'node:tls';
 import { loadConfig, type Config } from './config/load.ts';
 import { emit, notice, setLogLevel, setLogOutput } from './events.ts';
@@ -37,6 +39,10 @@ import { RevocationChecker } from './tls/revocation.ts';
 import { MtaSts, mtaStsProvider } from './mtasts/sts.ts';
 import { PolicyServer } from './mtasts/host.ts';
 import { assertNoServer, startControlServer, type ControlResponse } from './admin/control.ts';
+import type { AdminServer } from './admin/http/server.ts';
+import { GatewayMetrics } from './admin/metrics.ts';
+import { probeTools } from './admin/ops/connectors.ts';
+import { ReportAggregator } from './reports/aggregate.ts';
 import { configuredGroup, planPrivileges, type RunAsOverride } from './service/privileges.ts';
 import { becomeServiceUser } from './service/start.ts';
 import { DailyReports, sessionCounter, TlsReportSender } from './tlsrpt/send.ts';
@@ -52,6 +58,12 @@ export interface GatewayOptions {
 }
 
 const { version: VERSION } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+
+/** The built web UI of the admin centre (`npm run build`: dist/ui), or null. */
+function uiDir(): string | null {
+  const dirs = ['./ui/', '../dist/ui/'].map((d) => fileURLToPath(new URL(d, import.meta.url)));
+  return dirs.find((d) => existsSync(path.join(d, 'index.html'))) ?? null;
+}
 
 async function certificatePairs(c: Config): Promise<CertPair[]> {
   if (c.tls.certificates.length) return [...c.tls.certificates];
@@ -69,6 +81,9 @@ export class Gateway {
   private outbound!: OutboundPolicy;
   private resolver!: Resolver;
   private control: net.Server | undefined;
+  private admin: AdminServer | undefined;
+  private metrics: GatewayMetrics | undefined;
+  private reportCounts: ReportAggregator | undefined;
   private reports: DailyReports | undefined;
   private policyServer: PolicyServer | undefined;
   private stopping = false;
@@ -93,6 +108,9 @@ export class Gateway {
     opened.tls?.unwatch();
     await this.presence?.stop();
     await new Promise((r) => (this.control ? this.control.close(r) : r(undefined)));
+    await this.admin?.close(0);
+    this.metrics?.stop();
+    await this.reportCounts?.stop();
     await opened.server?.close(0);
     await this.policyServer?.close();
     await opened.remote?.close();
@@ -115,6 +133,10 @@ export class Gateway {
     const configured = config.tls.certificates.length ? new ServerTls(config.tls.certificates, config.tls.minVersion as SecureVersion) : undefined;
     this.server = new SmtpServer(() => this.deps);
     await this.server.listen(config.smtp.listen);
+    if (config.admin.enabled) {
+      this.admin = new (await import('./admin/http/server.ts')).AdminServer();
+      await this.admin.listen(config.admin.listen);
+    }
     if (config.mtaSts.hosting) {
       // Port 443 needs root too: bound now, serving once the certificates and the configuration exist.
       this.policyServer = new PolicyServer(() => this.tls as ServerTls | undefined, () => (this.deps as SessionDeps | undefined)?.config);
@@ -157,6 +179,14 @@ export class Gateway {
     });
     this.reports = new DailyReports(() => sender, () => this.deps.config.tlsRpt.enabled);
     await this.presence.start();
+    this.metrics = new GatewayMetrics(() => this.store);
+    this.metrics.start();
+    this.reportCounts = new ReportAggregator(this.store);
+    this.reportCounts.start();
+    await this.admin?.open({
+      config: () => this.deps.config, store: () => this.store, kick: () => this.scheduler.kick(), reload: (source) => this.reload(source),
+      metrics: this.metrics, probeTools: () => probeTools(this.deps.config), startedAt: Date.now(), version: VERSION, uiDir: uiDir(),
+    }, this.tls);
     this.server.open();
     this.scheduler.start();
     this.reports.start();
@@ -171,7 +201,7 @@ export class Gateway {
       const cur = this.deps.config;
       const ignored: string[] = [];
       if (next.dataDir !== cur.dataDir) ignored.push('dataDir');
-      const restartOnly: [string, (c: Config) => unknown][] = [['smtp.listen', (c) => c.smtp.listen], ['runAs', (c) => c.runAs], ['delivery.maildir', (c) => c.delivery.maildir], ['mtaSts.hosting.listen', (c) => c.mtaSts.hosting?.listen], ['store', (c) => c.store], ['nodeId', (c) => c.nodeId]];
+      const restartOnly: [string, (c: Config) => unknown][] = [['smtp.listen', (c) => c.smtp.listen], ['runAs', (c) => c.runAs], ['delivery.maildir', (c) => c.delivery.maildir], ['admin', (c) => c.admin], ['mtaSts.hosting.listen', (c) => c.mtaSts.hosting?.listen], ['store', (c) => c.store], ['nodeId', (c) => c.nodeId]];
       for (const [key, get] of restartOnly) if (JSON.stringify(get(next)) !== JSON.stringify(get(cur))) ignored.push(key);
       const trust = new TrustStore(next.tls.trust.system, next.tls.trust.caFiles);
       const pairs = await certificatePairs(next);
@@ -208,10 +238,13 @@ export class Gateway {
     emit({ event: 'server.stopping', signal });
     this.tls.unwatch();
     this.control?.close();
+    await this.admin?.close();
     await this.server.close(10_000);
     await this.reports?.stop();
     await this.policyServer?.close();
     await this.scheduler.stop();
+    this.metrics?.stop();
+    await this.reportCounts?.stop();
     await this.presence?.stop();
     await this.remote.close();
     await this.store.close();

@@ -36,7 +36,7 @@ export interface ProofGateway {
 
 export function proofGateway(o: { dir: string; dataDir: string; host: string; port: number; config: Record<string, unknown> }): ProofGateway {
   const configFile = path.join(o.dir, 'portcullis.yaml');
-  const full = (cfg: Record<string, unknown>) => ({ hostname: 'mx1.contoso.test', ...asRoot(), ...cfg, dataDir: o.dataDir, smtp: { ...(cfg.smtp as object ?? {}), listen: [`${o.host}:${o.port}`] } });
+  const full = (cfg: Record<string, unknown>) => ({ hostname: 'mx1.contoso.test', ...asRoot(), admin: { enabled: false }, ...cfg, dataDir: o.dataDir, smtp: { ...(cfg.smtp as object ?? {}), listen: [`${o.host}:${o.port}`] } });
   writeFileSync(configFile, YAML.stringify(full(o.config)));
   let startedWaiter: (() => void) | undefined;
   // The full log goes to a file next to the config (kept with KEEP_PROOF=1), not into memory.

@@ -1,34 +1,19 @@
 // Owns: `portcullis connector list|show|validate` and `portcullis tls check` (with --cert: tls.ts).
 // The probing modules (DNS, SMTP client, TLS, revocation) are imported when a command runs.
+// What connectors are and how one is validated is shared with the admin API (admin/ops/connectors.ts).
 import type { Command } from 'commander';
-import type { Config, InboundConnector, OutboundConnector } from '../config/load.ts';
-import type { HostReport, ProbeTarget } from '../delivery/probe.ts';
+import type { AnyConnector as Any } from '../admin/ops/connectors.ts';
+import type { HostReport } from '../delivery/probe.ts';
 import { AdminError } from '../errors.ts';
-import { parseMailbox } from '../mailbox.ts';
-import { connectorDemand, type TlsRequirement } from '../policy/outbound.ts';
+import type { TlsRequirement } from '../policy/outbound.ts';
 import { CONNECTOR_TLS_LEVELS, REQUIRED_TLS_LEVELS, type TlsLevel } from '../tls/levels.ts';
-import { parseSmartHost } from '../util/net.ts';
 import { cliConfig, printJson, withConfig, type CommonOpts } from './context.ts';
 import { say } from './terminal.ts';
 import { certCheck, registerTrust, type CertCheckOpts } from './tls.ts';
 
+const ops = () => import('../admin/ops/connectors.ts');
 const REQUIRED = REQUIRED_TLS_LEVELS.join(', ');
 const isConnectorLevel = (l: string): l is TlsLevel => (CONNECTOR_TLS_LEVELS as readonly string[]).includes(l);
-
-type Any = (InboundConnector & { direction: 'inbound' }) | (OutboundConnector & { direction: 'outbound' });
-
-function all(c: Config): Any[] {
-  return c.organizations.flatMap((o) => [
-    ...o.inboundConnectors.map((x) => ({ ...x, direction: 'inbound' as const })),
-    ...o.outboundConnectors.map((x) => ({ ...x, direction: 'outbound' as const })),
-  ]);
-}
-
-function find(c: Config, name: string, org?: string): Any[] {
-  const hits = all(c).filter((x) => x.name.toLowerCase() === name.toLowerCase() && (!org || x.organization === org));
-  if (!hits.length) throw new AdminError(`no connector named "${name}"${org ? ` in organization ${org}` : ''}`, 'see `portcullis connector list`');
-  return hits;
-}
 
 function summary(x: Any): string {
   if (x.direction === 'inbound') {
@@ -39,20 +24,6 @@ function summary(x: Any): string {
   const dest = x.smartHosts.length ? `smart hosts ${x.smartHosts.join(', ')}` : 'MX';
   const scope = [x.recipientDomains.length && x.recipientDomains.join(', '), x.allAcceptedDomains && 'all accepted domains', x.routeAllMessagesViaOnPremises && 'all internet mail'].filter(Boolean).join(', ');
   return `${scope} via ${dest}; TLS ${x.tlsSettings}${x.tlsDomain ? ` (${x.tlsDomain})` : ''}`;
-}
-
-async function tools(c: Config) {
-  const [{ DnsResolver }, { TrustStore }, { RevocationChecker }, probe] = await Promise.all([
-    import('../dns/resolver.ts'), import('../tls/trust.ts'), import('../tls/revocation.ts'), import('../delivery/probe.ts')]);
-  const resolver = new DnsResolver(c.dns.servers, { dnssec: c.dns.dnssec });
-  return { resolver, trust: new TrustStore(c.tls.trust.system, c.tls.trust.caFiles), revocation: new RevocationChecker(() => resolver), probe };
-}
-
-async function probeAll(c: Config, targets: ProbeTarget[], requirement: TlsRequirement, sendTo?: string): Promise<HostReport[]> {
-  const { probe, ...t } = await tools(c);
-  const out: HostReport[] = [];
-  for (const target of targets) out.push(...await probe.probeHost(target, { config: c, ...t, requirement, ...(sendTo ? { sendTo } : {}) }));
-  return out;
 }
 
 /** A mail domain as `tls check` takes it (not HOST:PORT, not an IP address). */
@@ -74,8 +45,8 @@ export function registerConnector(program: Command): void {
   const c = program.command('connector').description('inbound and outbound connectors');
 
   withConfig(c.command('list').description('every connector of every organization').option('--json', 'machine-readable output'))
-    .action((o: CommonOpts) => {
-      const list = all(cliConfig(o));
+    .action(async (o: CommonOpts) => {
+      const list = (await ops()).allConnectors(cliConfig(o));
       if (o.json) return printJson(list);
       if (!list.length) { say('no connectors configured'); return; }
       for (const x of list) say(`${x.organization.padEnd(12)} ${x.direction.padEnd(8)} ${x.connectorType.padEnd(10)} ${x.enabled ? 'enabled ' : 'disabled'} "${x.name}": ${summary(x)}`);
@@ -83,8 +54,8 @@ export function registerConnector(program: Command): void {
 
   withConfig(c.command('show').argument('<name>').option('--org <organization>', 'when names repeat across organizations').option('--json', 'machine-readable output')
     .description('one connector with every setting'))
-    .action((name: string, o: CommonOpts & { org?: string }) => {
-      const hits = find(cliConfig(o), name, o.org);
+    .action(async (name: string, o: CommonOpts & { org?: string }) => {
+      const hits = (await ops()).findConnectors(cliConfig(o), name, o.org);
       if (o.json) return printJson(hits);
       for (const x of hits) {
         say(`${x.direction} connector "${x.name}" (organization ${x.organization})`);
@@ -99,25 +70,11 @@ export function registerConnector(program: Command): void {
     .option('--json', 'machine-readable output'))
     .action(async (name: string, o: CommonOpts & { org?: string; recipient?: string; send?: boolean }) => {
       const cfg = cliConfig(o);
-      const x = find(cfg, name, o.org).find((h) => h.direction === 'outbound') as (OutboundConnector & { direction: 'outbound' }) | undefined;
-      if (!x) throw new AdminError(`"${name}" is an inbound connector; validate checks outbound connectors`, 'inbound connectors are checked by the partner sending to you');
-      if (o.send && !o.recipient) throw new AdminError('--send needs --recipient', 'name the address that should receive the test message');
-      const parsed = o.recipient === undefined ? undefined : parseMailbox(o.recipient, true);
-      if (parsed && (!parsed.ok || parsed.mailbox.bare)) {
-        throw new AdminError(`--recipient "${o.recipient}" is not a valid address${!parsed.ok ? `: ${parsed.reply.message}` : ''}`, 'give user@domain; quote a local part with spaces or special characters: \'"john doe"@example.com\'');
-      }
-      const rcpt = parsed?.mailbox;
-      const requirement = connectorDemand(x);
-      let targets: ProbeTarget[];
-      if (x.smartHosts.length) {
-        targets = x.smartHosts.map((h) => { const p = parseSmartHost(h)!; return { host: p.host, port: p.port ?? cfg.delivery.port }; });
-      } else {
-        const domain = rcpt?.domain ?? x.recipientDomains.find((d) => !d.startsWith('*'));
-        if (!domain) throw new AdminError(`connector "${x.name}" uses MX records and has only wildcard domains`, 'pass --recipient user@domain to pick the domain');
-        const t = await tools(cfg);
-        targets = await t.probe.targetsFor(t.resolver, domain, cfg.delivery.port);
-      }
-      await report(await probeAll(cfg, targets, requirement, o.send ? rcpt?.address : undefined), o.json, `connector "${x.name}"`);
+      const { findConnectors, probeTools, validateConnector } = await ops();
+      const hits = findConnectors(cfg, name, o.org);
+      const x = hits.find((h) => h.direction === 'outbound') ?? hits[0];
+      const options = { ...(o.recipient !== undefined ? { recipient: o.recipient } : {}), ...(o.send ? { send: true } : {}) };
+      await report(await validateConnector(cfg, await probeTools(cfg), x, options), o.json, `connector "${x.name}"`);
     });
 
   const t = program.command('tls').description('TLS inspection');
@@ -132,14 +89,15 @@ export function registerConnector(program: Command): void {
     .action(async (dest: string | undefined, o: CommonOpts & Partial<CertCheckOpts> & { level: string; tlsDomain?: string }) => {
       const cfg = cliConfig(o);
       if (o.cert && dest) throw new AdminError('give a DESTINATION or --cert FILE, not both', 'tls check HOST[:PORT] checks a server; tls check --cert FILE checks a certificate file');
-      if (o.cert) return certCheck(await tools(cfg), { ...o, cert: o.cert });
+      if (o.cert) return certCheck(await (await ops()).probeTools(cfg), { ...o, cert: o.cert });
       if (!dest) throw new AdminError('tls check needs a DESTINATION or --cert FILE', 'for example `portcullis tls check mx1.fabrikam.test:25` or `portcullis tls check --cert new-cert.pem`');
       if (o.chain || o.name) throw new AdminError('--chain and --name go with --cert', 'use --tls-domain to require a name of a DESTINATION');
       if (!isConnectorLevel(o.level)) throw new AdminError(`--level ${o.level} is not a TLS level`, `use one of ${REQUIRED}`);
       if (o.level === 'domainValidation' && !o.tlsDomain) throw new AdminError('--level domainValidation needs --tls-domain', 'name the certificate name to require');
       const requirement: TlsRequirement = { level: o.level, source: '`tls check`', ...(o.tlsDomain ? { tlsDomain: o.tlsDomain } : {}) };
-      const t = await tools(cfg);
-      const reports = await probeAll(cfg, await t.probe.targetsFor(t.resolver, dest, cfg.delivery.port), requirement);
+      const { probeAll, probeTargets, probeTools } = await ops();
+      const t = await probeTools(cfg);
+      const reports = await probeAll(cfg, t, await probeTargets(t, dest, cfg.delivery.port), requirement);
       // A mail domain (not HOST:PORT, not an address): its MTA-STS policy and each MX host's verdict.
       if (!isDomain(dest)) return report(reports, o.json, dest);
       const sts = await import('../mtasts/check.ts');

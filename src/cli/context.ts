@@ -3,6 +3,7 @@
 // hook, only when a command that takes -c runs: `--help` and usage errors load none of them.
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { Config } from '../config/load.ts';
 import type { Store } from '../store/types.ts';
@@ -64,4 +65,12 @@ export function serverDataDir(o: CommonOpts): string {
   } catch {
     return path.resolve(String(rt().config.embeddedDefaults.dataDir));
   }
+}
+
+/** Who runs this command, for the trace and the audit log ("deleted by administrator …"). */
+export function administrator(): string {
+  let user: string;
+  try { user = os.userInfo().username; } catch { user = process.env.USER ?? `uid ${process.getuid?.() ?? '?'}`; }
+  const sudo = process.env.SUDO_USER;
+  return sudo && sudo !== user ? `${sudo} (as ${user} via sudo)` : user;
 }

@@ -4,7 +4,7 @@
 // loads little more than commander.
 // Conventions (docs/cli.md): stdout carries a command's output, log lines go to stderr (the server
 // logs to stdout); reading commands create no file; errors go through the boundary in failure.ts.
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { controlRequest } from '../admin/control.ts';
 import { AdminError } from '../errors.ts';
@@ -13,6 +13,7 @@ import { cliConfig, configTarget, printJson, serverDataDir, withConfig, type Com
 import { registerQueue } from './queue.ts';
 import { registerTrace } from './trace.ts';
 import { registerConnector } from './connector.ts';
+import { registerAdmin } from './admin.ts';
 import { registerDane } from './dane.ts';
 import { registerTlsRpt } from './tlsrpt.ts';
 import { registerMtaSts } from './mtasts.ts';
@@ -76,16 +77,15 @@ const cert = program.command('cert').description('certificates');
 withConfig(cert.command('info').description('what a partner needs to configure forced TLS with us, per certificate').option('--json', 'machine-readable output'))
   .action(async (o: CommonOpts) => {
     const c = cliConfig(o);
-    const [{ TrustStore }, { inspectCertificateFile }, { devCertificatePaths }] = await Promise.all([
-      import('../tls/trust.ts'), import('../tls/inspect.ts'), import('../tls/devcert.ts')]);
+    const [{ TrustStore }, { inspectCertificateFile }, { devCertificatePaths }, { gatewayCertificateFiles }] = await Promise.all([
+      import('../tls/trust.ts'), import('../tls/inspect.ts'), import('../tls/devcert.ts'), import('../admin/ops/certificates.ts')]);
     const trust = new TrustStore(c.tls.trust.system, c.tls.trust.caFiles);
-    const dev = devCertificatePaths(c.dataDir);
-    if (!c.tls.certificates.length && !existsSync(dev.cert)) {
-      throw new AdminError(`no certificate configured (tls.certificates is empty) and no development certificate at ${dev.cert} yet`,
+    const files = gatewayCertificateFiles(c);
+    if (!files.length) {
+      throw new AdminError(`no certificate configured (tls.certificates is empty) and no development certificate at ${devCertificatePaths(c.dataDir).cert} yet`,
         'set tls.certificates to your certificate and key; without them the server generates a self-signed development certificate there when it starts', 1);
     }
-    const files = c.tls.certificates.length ? c.tls.certificates.map((p) => p.cert) : [dev.cert];
-    const infos = files.map((f) => inspectCertificateFile(f, trust));
+    const infos = files.map((f) => inspectCertificateFile(f.file, trust));
     if (o.json) return printJson(infos);
     for (const i of infos) {
       say(`certificate          ${i.file}`);
@@ -113,6 +113,7 @@ registerConnector(program);
 registerDane(program);
 registerTlsRpt(program);
 registerMtaSts(program);
+registerAdmin(program);
 registerStore(program);
 registerCluster(program);
 

@@ -1,16 +1,14 @@
-// Owns: `portcullis queue list|show|retry|delete` (works against the dataDir while the server runs).
+// Owns: `portcullis queue list|show|retry|bounce|delete` (works against the dataDir while the server runs).
 // Events are rendered by trace.ts (one renderer for `trace` and `queue`).
 import type { Command } from 'commander';
-import os from 'node:os';
 import { controlRequest } from '../admin/control.ts';
+import { isOpen as open, lastAttempts, queueAction, queueEntryJson, queueList, refusalText, type QueueAction } from '../admin/ops/queue.ts';
 import type { QueueMessage, TraceEvent } from '../store/types.ts';
 import { peerCertVerdict } from '../tls/facts.ts';
 import { isoSeconds as iso } from '../util/time.ts';
-import { cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
+import { administrator, cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
 import { say, warn } from './terminal.ts';
-import { attemptCause, describeEvent, lastAttempts } from './trace.ts';
-
-const open = (status: string) => status === 'pending' || status === 'deferred';
+import { attemptCause, describeEvent } from './trace.ts';
 
 function lastError(m: QueueMessage): string {
   if (!m.lastError) return '';
@@ -30,14 +28,6 @@ function waitReasons(m: QueueMessage, events: TraceEvent[]): string[] {
   return [...groups].map(([cause, rcpts]) => `${rcpts.join(', ')}: ${cause}`);
 }
 
-/** Who runs this command, for the trace ("deleted by administrator …"). */
-function administrator(): string {
-  let user: string;
-  try { user = os.userInfo().username; } catch { user = process.env.USER ?? `uid ${process.getuid?.() ?? '?'}`; }
-  const sudo = process.env.SUDO_USER;
-  return sudo && sudo !== user ? `${sudo} (as ${user} via sudo)` : user;
-}
-
 export function registerQueue(program: Command): void {
   const q = program.command('queue').description('inspect and act on the mail queue');
 
@@ -45,15 +35,9 @@ export function registerQueue(program: Command): void {
     .option('--all', 'include delivered/failed/deleted (done) messages'))
     .action(async (o: CommonOpts & { all?: boolean }) => {
       const store = await cliStore(cliConfig(o));
-      const msgs = await store.list(o.all ? { states: ['incoming', 'active', 'deferred', 'held', 'done'] } : {});
-      const traces = await Promise.all(msgs.map((m) => (m.recipients.some((r) => open(r.status)) ? store.trace(m.id) : Promise.resolve([]))));
+      const { messages: msgs, traces } = await queueList(store, o.all ? { states: ['incoming', 'active', 'deferred', 'held', 'done'] } : {});
       await store.close();
-      if (o.json) {
-        return printJson(msgs.map((m, i) => {
-          const last = lastAttempts(traces[i]);
-          return { ...m, recipients: m.recipients.map((r) => { const e = last.get(r.idx); return e ? { ...r, lastAttempt: { ts: e.ts, ...e.data } } : r; }) };
-        }));
-      }
+      if (o.json) return printJson(msgs.map((m, i) => queueEntryJson(m, traces[i])));
       if (!msgs.length) { say('queue is empty'); return; }
       say('QUEUE ID          STATE     RECEIVED              SIZE  FROM -> RECIPIENTS');
       msgs.forEach((m, i) => {
@@ -87,34 +71,28 @@ export function registerQueue(program: Command): void {
       for (const e of trace) say(describeEvent(e, m));
     });
 
-  withConfig(q.command('retry').argument('<id>', 'queue id').description('attempt delivery now'))
-    .action(async (id: string, o: CommonOpts) => {
-      const c = cliConfig(o);
-      const store = await cliStore(c, 'write');
-      const ok = await store.retryNow(id);
-      await store.close();
-      if (!ok) { warn(`no deferred message ${id} (it may be delivered already or in delivery now)`); process.exitCode = 1; return; }
-      const r = await controlRequest(c.dataDir, { cmd: 'kick' });
-      say(`message ${id} is due now${r ? '' : ' (no running server: it will be attempted when the server starts)'}`);
-    });
-
-  withConfig(q.command('delete').argument('<id>', 'queue id')
-    .description('take a message out of the queue without delivering it (no bounce); its trace is kept for trace.retentionDays'))
-    .action(async (id: string, o: CommonOpts) => {
+  /** retry, bounce and delete: the shared action (admin/ops/queue.ts), then tell what it did. */
+  const act = (action: QueueAction, done: (id: string, by: string, recipients: number | undefined, c: ReturnType<typeof cliConfig>, running: boolean) => string) =>
+    async (id: string, o: CommonOpts) => {
       const c = cliConfig(o);
       const store = await cliStore(c, 'write');
       const by = administrator();
-      const r = await store.deleteQueued(id, by);
+      const r = await queueAction(store, action, id, by);
       await store.close();
-      if (!r.deleted) {
-        warn({
-          unknown: `no message ${id} in the queue`,
-          finished: `message ${id} is no longer in the queue (delivered, failed or deleted already); \`portcullis trace --queue-id ${id}\` shows what happened`,
-          inDelivery: `message ${id} is being delivered right now; try again in a moment`,
-        }[r.why]);
-        process.exitCode = 1;
-        return;
-      }
-      say(`message ${id} deleted by ${by}: ${r.recipients} recipient(s) will not get it; its trace is kept for ${c.trace.retentionDays} days (trace.retentionDays)`);
-    });
+      if (!r.ok) { warn(refusalText(action, id, r.why)); process.exitCode = 1; return; }
+      const running = action === 'delete' ? true : !!await controlRequest(c.dataDir, { cmd: 'kick' });
+      say(done(id, by, r.recipients, c, running));
+    };
+  const noServer = (running: boolean, what: string) => (running ? '' : ` (no running server: ${what} when the server starts)`);
+
+  withConfig(q.command('retry').argument('<id>', 'queue id').description('attempt delivery now'))
+    .action(act('retry', (id, _by, _n, _c, running) => `message ${id} is due now${noServer(running, 'it will be attempted')}`));
+
+  withConfig(q.command('bounce').argument('<id>', 'queue id')
+    .description('return a message to its sender now: its open recipients fail with a DSN (unless NOTIFY declines); its trace is kept'))
+    .action(act('bounce', (id, by, n, _c, running) => `message ${id} will be returned to its sender for ${n} recipient(s), as asked by ${by}${noServer(running, 'it is returned')}`));
+
+  withConfig(q.command('delete').argument('<id>', 'queue id')
+    .description('take a message out of the queue without delivering it (no bounce); its trace is kept for trace.retentionDays'))
+    .action(act('delete', (id, by, n, c) => `message ${id} deleted by ${by}: ${n} recipient(s) will not get it; its trace is kept for ${c.trace.retentionDays} days (trace.retentionDays)`));
 }

@@ -79,6 +79,9 @@ export function registerStore(program: Command): void {
       const to = redactUrl(url);
       if (o.json) return printJson({ from: queueFile(dataDir), to, ...counts });
       say(`copied ${counts.messages} message(s) (${counts.bodies} still queued, with their data), ${counts.recipients} recipient(s) and ${counts.events} trace event(s) from ${queueFile(dataDir)} to ${to}`);
+      if (counts.tokens || counts.auditEntries || counts.reportCounts) {
+        say(`and ${counts.tokens} admin API token(s), ${counts.auditEntries} audit log entr${counts.auditEntries === 1 ? 'y' : 'ies'} and ${counts.reportCounts} report counter(s)`);
+      }
       if (counts.present) say(`${counts.present} message(s) were there already (an earlier copy) and were left as they are`);
       if (counts.differ.length) {
         warn(`WARNING ${counts.differ.length} of them changed in the SQLite queue after they were copied (${counts.differ.slice(0, 5).join(', ')}${counts.differ.length > 5 ? ', …' : ''}): PostgreSQL keeps its copy; check them with \`portcullis queue show ID\``);

@@ -2,12 +2,9 @@
 // `portcullis tls trust list` (what this node trusts). `tls check DESTINATION` is in connector.ts.
 // The certificate modules are imported when a command runs.
 import type { Command } from 'commander';
-import type { X509Certificate } from 'node:crypto';
 import type { Config } from '../config/load.ts';
 import type { formatRevocation } from '../delivery/probe.ts';
 import type { CertCheck } from '../tls/cert-check.ts';
-import type { certificateFindings } from '../tls/inspect.ts';
-import { dnLine } from '../tls/names.ts';
 import type { RevocationChecker } from '../tls/revocation.ts';
 import type { TrustStore } from '../tls/trust.ts';
 import { cliConfig, printJson, withConfig, type CommonOpts } from './context.ts';
@@ -43,17 +40,10 @@ export async function certCheck(tools: { trust: TrustStore; revocation: Revocati
   if (!r.passes) process.exitCode = 1;
 }
 
-function describeCa(c: X509Certificate, now: number, findings: typeof certificateFindings) {
-  return {
-    subject: dnLine(c.subject), fingerprintSha256: c.fingerprint256,
-    validFrom: new Date(c.validFrom).toISOString(), validTo: new Date(c.validTo).toISOString(),
-    warnings: findings(c, now).map((f) => f.text),
-  };
-}
 
 async function trustList(c: Config, now = Date.now()) {
-  const [{ readCaFile, systemRoots }, { certificateFindings }] = await Promise.all([import('../tls/trust.ts'), import('../tls/inspect.ts')]);
-  const files = (list: readonly string[], key: string) => list.map((file) => ({ file, certificates: readCaFile(file, key).map((x) => describeCa(x, now, certificateFindings)) }));
+  const [{ readCaFile, systemRoots }, { describeCa }] = await Promise.all([import('../tls/trust.ts'), import('../admin/ops/certificates.ts')]);
+  const files = (list: readonly string[], key: string) => list.map((file) => ({ file, certificates: readCaFile(file, key).map((x) => describeCa(x, now)) }));
   return {
     system: { enabled: c.tls.trust.system, certificates: c.tls.trust.system ? systemRoots().length : 0 },
     caFiles: files(c.tls.trust.caFiles, 'tls.trust.caFiles'),

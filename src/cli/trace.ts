@@ -4,10 +4,10 @@
 // label (tls/failures.ts), legacy TLS, the reply with its raw detail, deletion by an
 // administrator), and the one renderer of trace events (`queue list|show` use it).
 import type { Command } from 'commander';
-import { AdminError } from '../errors.ts';
+import { findMessages, parseTime } from '../admin/ops/queue.ts';
 import { isTlsFailureKind, rfc8460ResultType, tlsFailureLabel } from '../tls/failures.ts';
 import { atLeast, type TlsLevel } from '../tls/levels.ts';
-import type { QueueMessage, TraceEvent } from '../store/types.ts';
+import type { QueueMessage, RecipientStatus, TraceEvent } from '../store/types.ts';
 import { peerCertVerdict } from '../tls/facts.ts';
 import { isoSeconds as iso } from '../util/time.ts';
 import { cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
@@ -15,16 +15,9 @@ import { say } from './terminal.ts';
 
 interface TraceOpts extends CommonOpts {
   messageId?: string; queueId?: string; sender?: string; recipient?: string; since?: string; until?: string; limit?: string;
+  org?: string; status?: string; tlsLevel?: string; connector?: string;
 }
 
-function time(s: string | undefined, what: string): number | undefined {
-  if (s === undefined) return undefined;
-  const rel = /^(\d+)([smhd])$/.exec(s);
-  if (rel) return Date.now() - Number(rel[1]) * { s: 1e3, m: 6e4, h: 3.6e6, d: 8.64e7 }[rel[2] as 's']!;
-  const t = Date.parse(s);
-  if (Number.isNaN(t)) throw new AdminError(`--${what} "${s}" is not a time`, 'use an ISO time (2026-11-27T15:00Z) or a relative one (30m, 2h, 1d)');
-  return t;
-}
 
 type Reply = { code: number; enhanced: string; message: string; reason?: string };
 type AttemptData = Record<string, unknown> & { rcpt?: number; reply?: Reply };
@@ -45,12 +38,6 @@ export function attemptCause(e: TraceEvent): string {
   return `${where}: ${d.reply ? replyText(d.reply) : String(d.status)}`;
 }
 
-/** The last delivery attempt of each recipient (by recipient index). */
-export function lastAttempts(events: TraceEvent[]): Map<number, TraceEvent> {
-  const last = new Map<number, TraceEvent>();
-  for (const e of events) if (e.kind === 'delivery') last.set((e.data as AttemptData).rcpt as number, e);
-  return last;
-}
 
 export function describeAttempt(e: TraceEvent, m: QueueMessage): string {
   const d = e.data as AttemptData;
@@ -118,17 +105,22 @@ export function registerTrace(program: Command): void {
     .option('--recipient <address>', 'envelope recipient')
     .option('--since <time>', 'received at or after (ISO time, or 30m / 2h / 1d ago)')
     .option('--until <time>', 'received at or before')
+    .option('--org <organization>', 'messages of this organization')
+    .option('--status <status>', 'with a recipient in this status (pending, delivered, deferred, failed, deleted)')
+    .option('--tls-level <level>', 'with a delivery attempt that achieved this TLS level (none, opportunistic, encryptionOnly, certificateValidation, domainValidation)')
+    .option('--connector <name>', 'received through, or delivered through, the connector of this name')
     .option('--limit <n>', 'at most this many messages (default 20)')
     .option('--json', 'machine-readable output'))
     .action(async (o: TraceOpts) => {
+      const since = parseTime(o.since, '--since'); const until = parseTime(o.until, '--until');
       const store = await cliStore(cliConfig(o));
-      const since = time(o.since, 'since'); const until = time(o.until, 'until');
-      const msgs = await store.search({
+      const withEvents = await findMessages(store, {
         ...(o.queueId ? { queueId: o.queueId } : {}), ...(o.messageId ? { messageId: o.messageId } : {}),
         ...(o.sender ? { sender: o.sender } : {}), ...(o.recipient ? { recipient: o.recipient } : {}),
         ...(since !== undefined ? { since } : {}), ...(until !== undefined ? { until } : {}), limit: Number(o.limit ?? 20),
+        ...(o.org ? { org: o.org } : {}), ...(o.status ? { status: o.status as RecipientStatus } : {}),
+        ...(o.tlsLevel ? { tlsLevel: o.tlsLevel } : {}), ...(o.connector ? { connector: o.connector } : {}),
       });
-      const withEvents = await Promise.all(msgs.map(async (m) => ({ ...m, trace: await store.trace(m.id) })));
       await store.close();
       if (o.json) return printJson(withEvents);
       if (!withEvents.length) { say('no message matches'); process.exitCode = 1; return; }

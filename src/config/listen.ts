@@ -1,4 +1,4 @@
-// Owns: what `smtp.listen` means as sockets: each entry's address in one canonical spelling, the
+// Owns: what `smtp.listen` (and `admin.listen`) mean as sockets: each entry's address in one canonical spelling, the
 // entries that cannot all be bound together, and how each entry is bound. No name is ever looked
 // up here: an entry is an IP address, or "localhost", which means 127.0.0.1.
 // Promise: a list without problems binds on Linux without one entry taking another's address
@@ -63,4 +63,12 @@ export function listenProblems(entries: readonly string[]): string[] {
     }
   });
   return problems;
+}
+
+/** admin.listen against smtp.listen: the admin centre cannot share an SMTP listener's address. */
+export function adminListenProblems(admin: { enabled: boolean; listen: string }, smtp: readonly string[]): string[] {
+  if (!admin.enabled || parseListen(admin.listen) === null || smtp.some((e) => parseListen(e) === null)) return [];
+  const [a, ...others] = listenSockets([admin.listen, ...smtp]);
+  const clash = others.find((o) => o.port === a.port && o.family === a.family && (o.host === a.host || o.host === WILDCARD[a.family] || a.host === WILDCARD[a.family]));
+  return clash ? [`admin.listen: "${admin.listen}" takes the address of smtp.listen "${clash.entry}"; give the admin centre another port`] : [];
 }

@@ -9,7 +9,7 @@ import type { z } from 'zod';
 import { AdminError } from '../errors.ts';
 import { configSchema, type ConfigInput } from './schema.ts';
 import { findTies } from './ties.ts';
-import { listenProblems } from './listen.ts';
+import { adminListenProblems, listenProblems } from './listen.ts';
 import { resolveStore } from './store.ts';
 import type { Config, Organization } from './types.ts';
 import { errorMessage } from '../util/errors.ts';
@@ -84,7 +84,7 @@ export function buildConfig(input: unknown, baseDir: string, source: string | nu
     }
   });
   for (const tie of findTies(organizations)) problems.push(`  ${tie}: make them distinct, or give one a restriction`);
-  const listen = listenProblems(c.smtp.listen).map((p) => `  ${p}`);
+  const listen = [...listenProblems(c.smtp.listen), ...adminListenProblems(c.admin, c.smtp.listen)].map((p) => `  ${p}`);
   const store = resolveStore(c);
   if (store.problems.length) {
     throw new AdminError(`invalid configuration${source ? ` in ${source}` : ''}:\n${[...listen, ...problems, ...store.problems].join('\n')}`,

@@ -321,6 +321,10 @@ export const configSchema = z.strictObject({
       valueType: 'list of addresses',
     }),
   }).prefault({}),
+  admin: z.strictObject({
+    enabled: z.boolean().default(true).describe('Run the admin centre: the HTTPS API (`/api/v1/…`, OpenAPI document at `/api/openapi.json`), the web UI (`/`) and Prometheus metrics (`/metrics`), all behind bearer tokens made with `portcullis admin token create` (see [admin-centre.md](admin-centre.md)). Changing it takes effect after a restart.'),
+    listen: listenAddr.default('127.0.0.1:8443').describe('Address of the admin centre\'s HTTPS listener, bound with the SMTP listeners before privileges are dropped (so a port below 1024 works). It serves the gateway\'s certificates (`tls.certificates`, or the development certificate), reloaded with them. Keep it on a loopback or management address: tokens protect it, but it need not face the internet. Must differ from every `smtp.listen` address. Changing it takes effect after a restart.'),
+  }).prefault({}),
   organizations: z.array(organization).min(1, 'needs at least one organization'),
 });
 

@@ -15,6 +15,7 @@ import { readFileSync } from 'node:fs';
 import { randomInt } from 'node:crypto';
 import * as dnsPacket from 'dns-packet';
 import type { Answer, Packet, RecordType } from 'dns-packet';
+import { emit } from '../events.ts';
 import { DnsError, type DnsRecord, type ExtendedDnsError, type Lookup } from './types.ts';
 import { TypedResolver } from './typed.ts';
 
@@ -157,7 +158,7 @@ export class DnsResolver extends TypedResolver {
     const key = `${type} ${name}`;
     const hit = this.cache.get(key);
     if (hit && hit.expires > Date.now()) return hit.value;
-    const v = await this.query(name, type);
+    const v = await this.timed(name, type);
     // Positive answers for their TTL (RFC 1035 §3.2.1: 0 means not cached), at most a day;
     // negative ones for the TTL interpret() took from their SOA (RFC 2308 §5; 0 without one).
     this.store(key, v, Math.max(0, Math.min(v.ttl, 86_400)));
@@ -171,6 +172,22 @@ export class DnsResolver extends TypedResolver {
   }
 
   clearCache(): void { this.cache.clear(); }
+
+  /** query(), its duration and outcome emitted as a dns.query event (metrics). */
+  private async timed(name: string, type: RecordType): Promise<Response> {
+    const t0 = performance.now();
+    let outcome = 'error';
+    try {
+      const v = await this.query(name, type);
+      outcome = v.rcode === 'NXDOMAIN' ? 'nxdomain' : 'ok';
+      return v;
+    } catch (e) {
+      if (e instanceof DnsError) outcome = e.kind;
+      throw e;
+    } finally {
+      emit({ event: 'dns.query', qtype: type, outcome, ms: performance.now() - t0 });
+    }
+  }
 
   /** One question to the servers in turn (UDP, TCP when truncated). */
   private async query(name: string, type: RecordType): Promise<Response> {

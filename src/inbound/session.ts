@@ -24,6 +24,7 @@ import type { X509Certificate } from 'node:crypto';
 import type { ConnectorMatch } from '../policy/connectors.ts';
 import { judgeClientChain, peerCertFacts, withRevocation, type ClientCertificate } from '../tls/client-cert.ts';
 import { sessionFacts } from '../tls/facts.ts';
+import { handshakeFailureKind } from '../tls/failures.ts';
 import type { RevocationChecker } from '../tls/revocation.ts';
 import { peerChain } from '../tls/trust.ts';
 import type { ServerTls } from '../tls/server.ts';
@@ -529,7 +530,7 @@ export class SmtpSession {
     ts.on('error', (e) => {
       if (this.mode === 'tls') {
         this.closeReason = 'tls handshake failed';
-        emit({ event: 'session.tlsFailed', sid: this.id, ip: this.clientIp, error: e.message });
+        emit({ event: 'session.tlsFailed', sid: this.id, ip: this.clientIp, error: e.message, kind: handshakeFailureKind((e as NodeJS.ErrnoException).code) });
       } else this.closeReason = 'network error';
       ts.destroy();
     });

@@ -2,7 +2,9 @@
 // retention (retention.ts) while it runs. Claims due
 // messages from the store, hands recipients to their delivery agent (local Maildir, remote SMTP
 // grouped by next hop so one transaction carries many recipients, or the TLS-RPT report inbox
-// for tlsRpt.receive addresses), records the outcomes.
+// for tlsRpt.receive addresses), records the outcomes. An administrator's "bounce now"
+// (store.requestBounce) fails the open recipients instead of delivering them, with a DSN as for
+// any failure.
 // Promises: a message leaves the queue only when every recipient is delivered or failed; a crash
 // at any point leaves it leased, and the lease expires (or is released at start-up). Leases are
 // renewed while their delivery runs; an outcome is recorded only under the lease it was
@@ -12,6 +14,7 @@
 // crash in between it may be sent twice). The DSN of a REQUIRETLS message carries only the
 // original's header and is itself sent with REQUIRETLS (RFC 8689 §5).
 import type { Config } from '../config/load.ts';
+import { Replies } from '../errors.ts';
 import { emit } from '../events.ts';
 import type { Outcome } from '../delivery/classify.ts';
 import type { MaildirDelivery } from '../delivery/maildir.ts';
@@ -211,7 +214,10 @@ export class Scheduler {
     const data = inMemory ?? await this.store.data(m.id);
     const now = Date.now();
     const expired = now - m.receivedAt > q.messageExpiration * 1000;
-    const results: Result[] = data
+    const results: Result[] = m.bounceRequestedBy !== undefined
+      // "Bounce now" (store.requestBounce): the open recipients fail at once and the DSN says so.
+      ? m.recipients.map((rcpt) => ({ rcpt, agent: 'admin', outcome: { status: 'failed' as const, reply: Replies.returnedByAdministrator() } }))
+      : data
       ? await this.deliverAll(m, data)
       : m.recipients.map((rcpt) => ({ rcpt, agent: 'none', outcome: { status: 'deferred' as const, reply: { code: 451, enhanced: '4.3.0', message: 'Message data missing from the queue store' } } }));
     for (const r of results) {
@@ -222,8 +228,8 @@ export class Scheduler {
       const a = r.attempt;
       emit({
         event: 'delivery.result', queueId: m.id, rcpt: r.rcpt.address, status: r.outcome.status, agent: r.agent, code: r.outcome.reply.code, enhanced: r.outcome.reply.enhanced, reason: r.outcome.reply.reason ?? r.outcome.reply.message,
-        ...(a?.tlsFailure ? { tlsFailure: a.tlsFailure, tlsResultType: rfc8460ResultType(a.tlsFailure) } : {}),
-        ...(a ? { tlsRequired: a.tlsRequired.level, tlsSource: a.tlsRequired.source, tlsAchieved: a.tlsAchieved } : {}), ...(a?.tls ? { tlsVersion: a.tls.version } : {}), ...(a?.tlsLegacy ? { tlsLegacy: true } : {}),
+        org: m.org, ...(a?.tlsFailure ? { tlsFailure: a.tlsFailure, tlsResultType: rfc8460ResultType(a.tlsFailure) } : {}),
+        ...(a ? { tlsRequired: a.tlsRequired.level, tlsSource: a.tlsRequired.source, tlsAchieved: a.tlsAchieved } : {}), ...(a?.tls ? { tlsVersion: a.tls.version, tlsCipher: a.tls.cipher } : {}), ...(a?.tlsLegacy ? { tlsLegacy: true } : {}),
       });
     }
     if (data) await this.notify(m, data, results);

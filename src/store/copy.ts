@@ -28,6 +28,10 @@ export interface CopyCounts {
   present: number;
   /** Of those, the ones whose state in the source is newer than in PostgreSQL (changed after the first copy). */
   differ: string[];
+  /** Admin centre rows copied now: API tokens, audit log entries, report counters. */
+  tokens: number;
+  auditEntries: number;
+  reportCounts: number;
 }
 
 export interface CopyOptions {
@@ -71,7 +75,10 @@ export async function copySqliteToPostgres(dataDir: string, target: PostgresStor
 
 async function copyRows(db: Database.Database, target: PostgresStore, opts: CopyOptions): Promise<CopyCounts> {
   const batchSize = opts.batchSize ?? 500;
-  const counts: CopyCounts = { source: (db.prepare('SELECT count(*) FROM messages').pluck().get() as number), messages: 0, bodies: 0, recipients: 0, events: 0, present: 0, differ: [] };
+  const counts: CopyCounts = {
+    source: (db.prepare('SELECT count(*) FROM messages').pluck().get() as number), messages: 0, bodies: 0, recipients: 0, events: 0, present: 0, differ: [],
+    tokens: 0, auditEntries: 0, reportCounts: 0,
+  };
   const page = db.prepare('SELECT * FROM messages WHERE id > ? ORDER BY id LIMIT ?');
   const bodyOf = db.prepare('SELECT data FROM bodies WHERE id = ?');
   const rcptsOf = db.prepare('SELECT * FROM recipients WHERE msg_id = ? ORDER BY idx');
@@ -114,5 +121,25 @@ async function copyRows(db: Database.Database, target: PostgresStore, opts: Copy
     counts.recipients += done.recipients; counts.events += done.events; counts.bodies += done.bodies;
     opts.onBatch?.(counts);
   }
+  counts.tokens = await copyTable(db, target, 'admin_tokens', 'id', batchSize);
+  counts.auditEntries = await copyTable(db, target, 'audit_log', 'id', batchSize);
+  counts.reportCounts = await copyTable(db, target, 'report_counts', 'kind, org, bucket, d1, d2, d3, d4', batchSize);
+  // Audit ids are copied as they are: new entries on PostgreSQL continue after the highest.
+  await target.transaction((c) => c.query(`SELECT setval(pg_get_serial_sequence('audit_log', 'id'), GREATEST((SELECT max(id) FROM audit_log), 1))`));
   return counts;
+}
+
+/**
+ * Every row of a table of the same columns on both sides, in batches (one transaction each); a
+ * row whose key (or another unique column) is there already stays as it is. Rows copied now.
+ */
+async function copyTable(db: Database.Database, target: PostgresStore, table: 'admin_tokens' | 'audit_log' | 'report_counts', order: string, batchSize: number): Promise<number> {
+  const page = db.prepare(`SELECT * FROM ${table} ORDER BY ${order} LIMIT ? OFFSET ?`);
+  let copied = 0;
+  for (let offset = 0; ; offset += batchSize) {
+    const rows = page.all(batchSize, offset) as Row[];
+    if (!rows.length) return copied;
+    copied += await target.transaction(async (c) => (await c.query(`INSERT INTO ${table} OVERRIDING SYSTEM VALUE
+      SELECT * FROM json_populate_recordset(NULL::${table}, $1) ON CONFLICT DO NOTHING`, [JSON.stringify(rows)])).rowCount ?? 0);
+  }
 }

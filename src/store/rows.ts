@@ -1,6 +1,6 @@
 // Owns: turning stored rows into the store interface's objects, one definition for both backends
 // (their tables have the same columns; JSON is kept as text in both).
-import type { MessageState, NodeStatus, QueueMessage, QueueRecipient } from './types.ts';
+import type { AdminToken, AuditEntry, MessageState, NodeStatus, QueueMessage, QueueRecipient, ReportDim, ReportSum } from './types.ts';
 
 export type Row = Record<string, unknown>;
 
@@ -23,6 +23,7 @@ export function toMessage(r: Row, rcpts: Row[]): QueueMessage {
     ...(r.last_error ? { lastError: r.last_error as string } : {}),
     delayWarned: r.delay_warned === 1 || r.delay_warned === true,
     leaseGen: (r.lease_gen as number | undefined) ?? 0,
+    ...(r.bounce_by ? { bounceRequestedBy: r.bounce_by as string } : {}),
     recipients: rcpts.map(toRecipient),
   };
 }
@@ -41,4 +42,34 @@ export function toDepth(rows: { state: string; n: number }[]): Record<MessageSta
   const d = Object.fromEntries(STATES.map((s) => [s, 0])) as Record<MessageState, number>;
   for (const r of rows) if ((STATES as string[]).includes(r.state)) d[r.state as MessageState] = Number(r.n);
   return d;
+}
+
+export function toToken(r: Row): AdminToken {
+  return {
+    id: r.id as string, name: r.name as string, org: (r.org as string | null) ?? null,
+    createdAt: r.created_at as number, createdBy: r.created_by as string,
+    ...(r.revoked_at != null ? { revokedAt: r.revoked_at as number } : {}),
+  };
+}
+
+export function toAudit(r: Row): AuditEntry & { id: number } {
+  return {
+    id: r.id as number, ts: r.ts as number, actor: r.actor as string, org: (r.org as string | null) ?? null,
+    action: r.action as string, result: r.result as AuditEntry['result'],
+    ...(r.token_id != null ? { tokenId: r.token_id as string } : {}),
+    ...(r.target != null ? { target: r.target as string } : {}),
+    ...(r.target_org != null ? { targetOrg: r.target_org as string } : {}),
+    ...(r.status != null ? { status: r.status as number } : {}),
+    ...(r.detail != null ? { detail: r.detail as string } : {}),
+  };
+}
+
+/** The dimensions of report counters, in column order (the only column names report queries use). */
+export const REPORT_DIMS: readonly ReportDim[] = ['bucket', 'd1', 'd2', 'd3', 'd4'];
+
+/** One row of a report sum: the dimensions grouped by, and n. */
+export function toReportSum(r: Row, by: readonly ReportDim[]): ReportSum {
+  const out: ReportSum = { n: Number(r.n) };
+  for (const d of by) (out as unknown as Record<string, unknown>)[d] = d === 'bucket' ? Number(r[d]) : r[d];
+  return out;
 }

@@ -96,6 +96,8 @@ export interface QueueMessage {
   nextAttemptAt: number;
   lastError?: string;
   delayWarned: boolean;
+  /** An administrator asked to return it to the sender now ("bounce now"): who. */
+  bounceRequestedBy?: string;
   /**
    * Fencing generation: how many times the message has been claimed. A claim returns the
    * generation it created; a completion or renewal carries it, and is refused once another
@@ -112,7 +114,17 @@ export interface TraceFilter {
   recipient?: string;
   since?: number;
   until?: number;
+  /** Only messages of this organisation (the message's own `org`). */
+  org?: string;
+  /** Messages with at least one recipient in this status. */
+  status?: RecipientStatus;
+  /** Messages with a delivery attempt that achieved this TLS level (trace `tlsAchieved`; 'none' is plaintext). */
+  tlsLevel?: string;
+  /** Messages whose inbound connector, or the outbound connector of a delivery attempt, has this name (any case). */
+  connector?: string;
   limit?: number;
+  /** Skip this many matches first (paging). */
+  offset?: number;
 }
 
 export interface RecipientOutcome {
@@ -129,10 +141,18 @@ export interface TraceEvent {
   data: Record<string, unknown>;
 }
 
+/** Why an administrator's queue action was not done: no such message, no longer queued, in delivery now. */
+export type QueueRefusal = 'unknown' | 'finished' | 'inDelivery';
+
 /** What `deleteQueued` did: deleted (how many recipients were still open), or why not. */
 export type DeleteResult =
   | { deleted: true; recipients: number }
-  | { deleted: false; why: 'unknown' | 'finished' | 'inDelivery' };
+  | { deleted: false; why: QueueRefusal };
+
+/** What `requestBounce` did: the message is due now and will be returned (open recipients), or why not. */
+export type BounceResult =
+  | { requested: true; recipients: number }
+  | { requested: false; why: QueueRefusal };
 
 /** A cached MTA-STS policy (RFC 8461 §5.1): the policy file as fetched, with its TXT id. */
 export interface StsPolicyEntry {
@@ -174,7 +194,106 @@ export interface NodeStatus extends NodeBeat {
 
 export interface QueueFilter {
   states?: MessageState[];
+  /** Only messages of this organisation. */
+  org?: string;
   limit?: number;
+  /** Skip this many first (paging). */
+  offset?: number;
+}
+
+// ---- Admin centre: tokens, audit log, report counters (admin/, reports/) ----
+
+/** A bearer token of the admin API; only a hash of its secret is stored. */
+export interface AdminToken {
+  id: string;
+  name: string;
+  /** The organisation it is limited to; null: every organisation (global). */
+  org: string | null;
+  createdAt: number;
+  /** Who created it (the operating-system user of `admin token create`). */
+  createdBy: string;
+  revokedAt?: number;
+}
+
+export interface NewAdminToken extends Omit<AdminToken, 'revokedAt'> {
+  /** SHA-256 of the secret, hex. */
+  hash: string;
+}
+
+export type AuditResult = 'ok' | 'refused' | 'notFound' | 'invalid' | 'error';
+
+/** One mutating call: who (token or user), what, when, on what, and how it ended. */
+export interface AuditEntry {
+  ts: number;
+  /** Token name, or the operating-system user for CLI actions. */
+  actor: string;
+  tokenId?: string;
+  /** The actor's organisation (null: global). */
+  org: string | null;
+  /** e.g. "queue.retry", "config.reload", "token.create". */
+  action: string;
+  target?: string;
+  /** The organisation the target belongs to. */
+  targetOrg?: string;
+  result: AuditResult;
+  /** HTTP status of the answer (API calls). */
+  status?: number;
+  detail?: string;
+}
+
+export interface AuditFilter {
+  /** Entries by this organisation's tokens or about its objects. */
+  org?: string;
+  since?: number;
+  until?: number;
+  action?: string;
+  limit?: number;
+  offset?: number;
+}
+
+/**
+ * One counter of the reports (reports/): `n` events of `kind` for `org` ('*' is the whole
+ * gateway) in the time bucket starting at `bucket` (ms epoch, UTC hour or day start), keyed by up
+ * to four dimensions whose meaning the kind defines (reports/kinds.ts). Absent dimensions are ''.
+ */
+export interface ReportCount {
+  kind: string;
+  org: string;
+  bucket: number;
+  d1?: string;
+  d2?: string;
+  d3?: string;
+  d4?: string;
+  n: number;
+}
+
+export type ReportDim = 'bucket' | 'd1' | 'd2' | 'd3' | 'd4';
+
+export interface ReportQuery {
+  kind: string;
+  org: string;
+  /** Buckets starting at or after `from` and before `until` (ms epoch). */
+  from: number;
+  until: number;
+  /** Sum per distinct value of these; none: one grand total. */
+  by: readonly ReportDim[];
+  /** With 'bucket' in `by`: group buckets into slots of this width (ms, from the epoch; default: as stored). */
+  bucketMs?: number;
+  /**
+   * Only counters whose d1 is one of these (none: no counter). Backends answer it from an index on
+   * (kind, org, d1, bucket), so its cost follows these values' counters, not the range's.
+   */
+  d1In?: readonly string[];
+}
+
+/** A sum of counters: the dimensions asked for, and `n`. */
+export interface ReportSum {
+  bucket?: number;
+  d1?: string;
+  d2?: string;
+  d3?: string;
+  d4?: string;
+  n: number;
 }
 
 /** TLS-RPT (RFC 8460): sessions of one kind for one policy domain on one UTC day. */
@@ -258,6 +377,15 @@ export interface Store {
    */
   deleteQueued(id: string, by: string, now?: number): Promise<DeleteResult>;
   /**
+   * "Bounce now": an administrator returns a queued message to its sender. It becomes due at
+   * once with `by` recorded (a 'bounceRequested' trace event); the scheduler then fails its open
+   * recipients with a DSN instead of delivering. Finished messages and messages in delivery under
+   * a live lease are left as they are.
+   */
+  requestBounce(id: string, by: string, now?: number): Promise<BounceResult>;
+  /** How many messages are in each queue state now (done excluded). */
+  countByState(): Promise<Record<Exclude<MessageState, 'done'>, number>>;
+  /**
    * Trace retention: forget up to `limit` done messages that finished before `before` (ms epoch),
    * with their recipients and trace events, oldest first. Returns how many were forgotten.
    */
@@ -286,4 +414,24 @@ export interface Store {
    */
   releaseLeases(owner?: string): Promise<number>;
   close(): Promise<void>;
+
+  // Admin centre (admin/, reports/).
+  /** Store a new token; rejects when an active token already has this name. */
+  createToken(t: NewAdminToken): Promise<void>;
+  /** The active (not revoked) token with this secret hash, or null. */
+  tokenByHash(hash: string): Promise<AdminToken | null>;
+  /** Every token, revoked ones included, oldest first. */
+  tokens(): Promise<AdminToken[]>;
+  /** Revoke the active token with this id or name; the token as revoked, or null when none matches. */
+  revokeToken(idOrName: string, now?: number): Promise<AdminToken | null>;
+  /** Append to the audit log; resolves with the entry's id once durable. */
+  appendAudit(e: AuditEntry): Promise<number>;
+  /** Audit entries matching the filter, newest first. */
+  auditLog(f: AuditFilter): Promise<(AuditEntry & { id: number })[]>;
+  /** Add to report counters (created at 0 when new), in one transaction. */
+  addReportCounts(rows: readonly ReportCount[]): Promise<void>;
+  /** Sums of report counters. */
+  sumReportCounts(q: ReportQuery): Promise<ReportSum[]>;
+  /** Forget report counters of buckets before `before`; how many rows went. */
+  purgeReportCounts(before: number): Promise<number>;
 }

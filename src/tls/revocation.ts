@@ -15,6 +15,7 @@ import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
 import { AlgorithmIdentifier, Certificate as AsnCertificate, CertificateList } from '@peculiar/asn1-x509';
 import { BasicOCSPResponse, CertID, OCSPRequest, OCSPResponse, OCSPResponseStatus, Request, TBSRequest, id_pkix_ocsp_basic } from '@peculiar/asn1-ocsp';
 import type { Resolver } from '../dns/types.ts';
+import { emit } from '../events.ts';
 import { dnLine } from './names.ts';
 import { verifySignature } from './signature.ts';
 import { issuedBy, splitPem, type TrustStore } from './trust.ts';
@@ -178,7 +179,19 @@ export class RevocationChecker {
    * lookup, connect, answer) must finish within timeoutMs, so a responder that trickles its
    * answer cannot hold a delivery or an SMTP session. No answer at all: Unreachable.
    */
-  private fetch(url: string, body?: Buffer): Promise<Buffer> {
+  private async fetch(url: string, kind: EndpointResult['kind'], body?: Buffer): Promise<Buffer> {
+    const t0 = performance.now();
+    let outcome: 'ok' | 'error' = 'error';
+    try {
+      const b = await this.request(url, body);
+      outcome = 'ok';
+      return b;
+    } finally {
+      emit({ event: 'revocation.fetch', kind, outcome, ms: performance.now() - t0 });
+    }
+  }
+
+  private request(url: string, body?: Buffer): Promise<Buffer> {
     const u = new URL(url);
     const lib = u.protocol === 'https:' ? https : http;
     const lookup: net.LookupFunction = (host, opts, cb) => {
@@ -224,7 +237,7 @@ export class RevocationChecker {
       return { kind: 'ocsp', url, ok: true, reachable: true, status: hit.status, cached: true, fetchedAt: new Date(hit.fetchedAt).toISOString(), ...(hit.revokedAt ? { revokedAt: hit.revokedAt } : {}) };
     }
     try {
-      const r = readOcspResponse(await this.fetch(url, ocspRequest(leaf, issuer)), leaf, issuer);
+      const r = readOcspResponse(await this.fetch(url, 'ocsp', ocspRequest(leaf, issuer)), leaf, issuer);
       const until = r.nextUpdate ? r.nextUpdate.getTime() : Date.now() + 3_600_000;
       this.ocspCache.set(key, { until, status: r.status, fetchedAt: Date.now(), ...(r.revokedAt ? { revokedAt: r.revokedAt } : {}) });
       return { kind: 'ocsp', url, ok: true, reachable: true, status: r.status, ...(r.revokedAt ? { revokedAt: r.revokedAt } : {}) };
@@ -238,7 +251,7 @@ export class RevocationChecker {
       let entry = this.crlCache.get(url);
       const cached = !!entry && entry.until > Date.now();
       if (!entry || !cached) {
-        const crl = new x509.X509Crl(await this.fetch(url));
+        const crl = new x509.X509Crl(await this.fetch(url, 'crl'));
         if (!crlSignedBy(Buffer.from(crl.rawData), issuer)) throw new Error('CRL signature does not verify against the issuer');
         if (crl.thisUpdate.getTime() > Date.now() + SKEW_MS) throw new Error('CRL is not yet valid');
         if (crl.nextUpdate && crl.nextUpdate.getTime() < Date.now() - SKEW_MS) throw new Error(`CRL expired at ${crl.nextUpdate.toISOString()}`);
@@ -258,7 +271,7 @@ export class RevocationChecker {
   /** Fetch a CA-issuer URL; returns what it served and, when it is the issuer of `cert`, that certificate. */
   private async viaCaIssuers(url: string, cert: X509Certificate): Promise<{ result: EndpointResult; issuer?: X509Certificate }> {
     try {
-      const certs = certificatesIn(await this.fetch(url));
+      const certs = certificatesIn(await this.fetch(url, 'caIssuers'));
       if (!certs.length) throw new Error('the answer holds no certificate');
       const issuer = certs.find((c) => issuedBy(cert, c));
       return { result: { kind: 'caIssuers', url, ok: true, reachable: true, served: dnLine((issuer ?? certs[0]).subject), servedIsIssuer: !!issuer }, ...(issuer ? { issuer } : {}) };
@@ -271,7 +284,7 @@ export class RevocationChecker {
   private async reachOnly(kind: 'ocsp' | 'crl', url: string): Promise<EndpointResult> {
     const why = 'without the issuer certificate (not in the chain, the trust store or at a CA-issuer URL) its answer cannot be checked';
     try {
-      await this.fetch(url);
+      await this.fetch(url, kind);
       return { kind, url, ok: false, reachable: true, error: `answered, but ${why}` };
     } catch (e) {
       const r = this.failed(kind, url, e);

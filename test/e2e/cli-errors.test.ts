@@ -46,7 +46,7 @@ function noStack(r: Run): void {
 
 function writeConfig(dir: string, cfg: Record<string, unknown>): string {
   const file = path.join(dir, 'portcullis.yaml');
-  writeFileSync(file, YAML.stringify({ ...asRoot(), hostname: 'mx1.contoso.test', dataDir: path.join(dir, 'data'), organizations: defaultOrgs, ...cfg }));
+  writeFileSync(file, YAML.stringify({ ...asRoot(), hostname: 'mx1.contoso.test', dataDir: path.join(dir, 'data'), organizations: defaultOrgs, admin: { enabled: false }, ...cfg }));
   return file;
 }
 

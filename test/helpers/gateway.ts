@@ -82,6 +82,8 @@ export async function startGateway(opts: StartOptions = {}): Promise<GatewayHand
     dataDir: path.join(dir, 'data'),
     organizations: defaultOrgs,
     ...asRoot(),
+    // Tests that want the admin centre give it a free port (admin.listen); the others leave 8443 alone.
+    admin: { enabled: false },
     ...cfg,
     smtp: { listen: [`${host}:${port}`], ...(cfg.smtp as object ?? {}) },
   });

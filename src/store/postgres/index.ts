@@ -18,9 +18,11 @@ import { redactUrl } from '../../util/secret-url.ts';
 import type { MigrationStatus } from '../migrations.ts';
 import { toDepth, toMessage, toNode, type Row } from '../rows.ts';
 import type {
-  CompleteResult, DeleteResult, HeldLease, MessageState, NewMessage, NodeBeat, NodeStatus, QueueFilter, QueueMessage, ReceivedTlsReport, RecipientOutcome, Store,
-  StsPolicyEntry, TlsReportSent, TlsSessionCount, TraceEvent, TraceFilter,
+  AdminToken, AuditEntry, AuditFilter, BounceResult, CompleteResult, DeleteResult, HeldLease, MessageState, NewAdminToken, NewMessage, NodeBeat, NodeStatus,
+  QueueFilter, QueueMessage, ReceivedTlsReport, RecipientOutcome, ReportCount, ReportQuery, ReportSum, Store, StsPolicyEntry, TlsReportSent, TlsSessionCount,
+  TraceEvent, TraceFilter,
 } from '../types.ts';
+import * as admin from './admin.ts';
 import {
   assertKnownSchema, checkDurability, checkout, connectOrExplain, createPool, migrate, migrationStatus, PostgresError,
 } from './server.ts';
@@ -119,6 +121,8 @@ export class PostgresStore implements Store {
       throw wrap(this.location, e);
     }
   }
+
+  private readonly reader: admin.Read = (text, values) => this.read(text, values);
 
   /** Queue a write for the next group commit. */
   private write<T>(run: (c: pg.PoolClient) => Promise<T>): Promise<T> {
@@ -280,7 +284,9 @@ export class PostgresStore implements Store {
 
   async list(filter: QueueFilter = {}): Promise<QueueMessage[]> {
     const states = filter.states ?? ['incoming', 'active', 'deferred', 'held'];
-    const rows = await this.read('SELECT * FROM messages WHERE state = ANY($1) ORDER BY received_at, id LIMIT $2', [states, filter.limit ?? 1000]);
+    const org = filter.org !== undefined ? ' AND org = $4' : '';
+    const rows = await this.read(`SELECT * FROM messages WHERE state = ANY($1)${org} ORDER BY received_at, id LIMIT $2 OFFSET $3`,
+      [states, filter.limit ?? 1000, filter.offset ?? 0, ...(org ? [filter.org] : [])]);
     return this.withRecipientsRead(rows);
   }
 
@@ -293,7 +299,16 @@ export class PostgresStore implements Store {
     if (f.recipient) where.push(`m.id IN (SELECT msg_id FROM recipients WHERE lower(address) = lower(${arg(f.recipient)}))`);
     if (f.since !== undefined) where.push(`m.received_at >= ${arg(f.since)}`);
     if (f.until !== undefined) where.push(`m.received_at <= ${arg(f.until)}`);
-    const rows = await this.read(`SELECT * FROM messages m ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY m.received_at DESC, m.id DESC LIMIT ${arg(f.limit ?? 100)}`, args);
+    if (f.org !== undefined) where.push(`m.org = ${arg(f.org)}`);
+    if (f.status) where.push(`EXISTS (SELECT 1 FROM recipients r WHERE r.msg_id = m.id AND r.status = ${arg(f.status)})`);
+    const attempt = (cond: string) => `EXISTS (SELECT 1 FROM events e WHERE e.msg_id = m.id AND e.kind = 'delivery' AND ${cond})`;
+    if (f.tlsLevel) where.push(attempt(`e.data::jsonb ->> 'tlsAchieved' = ${arg(f.tlsLevel)}`));
+    if (f.connector) {
+      const name = arg(f.connector);
+      where.push(`(lower(m.inbound::jsonb -> 'connector' ->> 'name') = lower(${name}) OR ${attempt(`lower(e.data::jsonb ->> 'connector') = lower(${name})`)})`);
+    }
+    const rows = await this.read(`SELECT * FROM messages m ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+      ORDER BY m.received_at DESC, m.id DESC LIMIT ${arg(f.limit ?? 100)} OFFSET ${arg(f.offset ?? 0)}`, args);
     return this.withRecipientsRead(rows);
   }
 
@@ -325,6 +340,22 @@ export class PostgresStore implements Store {
       return { deleted: true, recipients: rcpts.length };
     });
   }
+
+  requestBounce(id: string, by: string, now = Date.now()): Promise<BounceResult> {
+    return this.write((c) => admin.requestBounce(c, id, by, now));
+  }
+
+  createToken(t: NewAdminToken): Promise<void> { return this.write((c) => admin.createToken(c, t)); }
+  tokenByHash(hash: string): Promise<AdminToken | null> { return admin.tokenByHash(this.reader, hash); }
+  tokens(): Promise<AdminToken[]> { return admin.tokens(this.reader); }
+  revokeToken(idOrName: string, now = Date.now()): Promise<AdminToken | null> { return this.write((c) => admin.revokeToken(c, idOrName, now)); }
+  appendAudit(e: AuditEntry): Promise<number> { return this.write((c) => admin.appendAudit(c, e)); }
+  auditLog(f: AuditFilter): Promise<(AuditEntry & { id: number })[]> { return admin.auditLog(this.reader, f); }
+  addReportCounts(rows: readonly ReportCount[]): Promise<void> {
+    return rows.length ? this.write((c) => admin.addReportCounts(c, rows)) : Promise.resolve();
+  }
+  sumReportCounts(q: ReportQuery): Promise<ReportSum[]> { return admin.sumReportCounts(this.reader, q); }
+  purgeReportCounts(before: number): Promise<number> { return this.write((c) => admin.purgeReportCounts(c, before)); }
 
   purgeDone(before: number, limit: number): Promise<number> {
     return this.write(async (c) => {
@@ -440,6 +471,13 @@ export class PostgresStore implements Store {
   async nodes(now = Date.now()): Promise<NodeStatus[]> {
     return (await this.read(`SELECT n.*, (SELECT count(*) FROM messages m WHERE m.state = 'active' AND m.lease_owner = n.id AND m.lease_until >= $1) AS leases
       FROM nodes n ORDER BY n.heartbeat_at DESC, n.id`, [now])).map(toNode);
+  }
+
+  async countByState(): Promise<Record<Exclude<MessageState, 'done'>, number>> {
+    const out = { incoming: 0, active: 0, deferred: 0, held: 0 };
+    const rows = await this.read<{ state: keyof typeof out; n: number }>(`SELECT state, count(*) AS n FROM messages WHERE state IN ('incoming', 'active', 'deferred', 'held') GROUP BY state`);
+    for (const r of rows) out[r.state] = Number(r.n);
+    return out;
   }
 
   async depth(): Promise<Record<MessageState, number>> {

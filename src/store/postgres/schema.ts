@@ -116,4 +116,49 @@ export const migrations: Migration[] = [
        expires_at bigint NOT NULL
      );`,
   },
+  {
+    // The admin centre: "bounce now", trace search per organisation, API tokens (only hashes of
+    // their secrets), the audit log, and report counters per kind, organisation ('*': the gateway)
+    // and time bucket. Same tables and columns as the SQLite store's migration of that name.
+    name: 'admin centre: bounce requests, API tokens, audit log, report counters',
+    sql: `ALTER TABLE messages ADD COLUMN bounce_by text;
+     CREATE INDEX messages_org ON messages (org, received_at);
+     CREATE TABLE admin_tokens (
+       id text PRIMARY KEY,
+       name text NOT NULL,
+       org text,
+       hash text NOT NULL UNIQUE,
+       created_at bigint NOT NULL,
+       created_by text NOT NULL,
+       revoked_at bigint
+     );
+     CREATE UNIQUE INDEX admin_tokens_active_name ON admin_tokens (name) WHERE revoked_at IS NULL;
+     CREATE TABLE audit_log (
+       id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+       ts bigint NOT NULL,
+       actor text NOT NULL,
+       token_id text,
+       org text,
+       action text NOT NULL,
+       target text,
+       target_org text,
+       result text NOT NULL,
+       status integer,
+       detail text
+     );
+     CREATE INDEX audit_ts ON audit_log (ts);
+     CREATE TABLE report_counts (
+       kind text NOT NULL,
+       org text NOT NULL,
+       bucket bigint NOT NULL,
+       d1 text NOT NULL,
+       d2 text NOT NULL,
+       d3 text NOT NULL,
+       d4 text NOT NULL,
+       n bigint NOT NULL,
+       PRIMARY KEY (kind, org, bucket, d1, d2, d3, d4)
+     );
+     CREATE INDEX report_counts_bucket ON report_counts (bucket);
+     CREATE INDEX report_counts_d1 ON report_counts (kind, org, d1, bucket);`,
+  },
 ];

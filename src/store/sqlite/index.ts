@@ -10,12 +10,14 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type {
-  CompleteResult, DeleteResult, HeldLease, MessageState, NewMessage, NodeBeat, NodeStatus, QueueFilter, QueueMessage, ReceivedTlsReport, RecipientOutcome, Store,
-  StsPolicyEntry, TlsReportSent, TlsSessionCount, TraceEvent, TraceFilter,
+  AdminToken, AuditEntry, AuditFilter, BounceResult, CompleteResult, DeleteResult, HeldLease, MessageState, NewAdminToken, NewMessage, NodeBeat, NodeStatus,
+  QueueFilter, QueueMessage, ReceivedTlsReport, RecipientOutcome, ReportCount, ReportQuery, ReportSum, Store, StsPolicyEntry, TlsReportSent, TlsSessionCount,
+  TraceEvent, TraceFilter,
 } from '../types.ts';
 import type { MigrationStatus } from '../migrations.ts';
 import { toDepth, toMessage, toNode, type Row } from '../rows.ts';
 import { migrations } from './schema.ts';
+import { SqliteAdminTables } from './admin.ts';
 import { AdminError } from '../../errors.ts';
 
 export interface SqliteOpenOptions {
@@ -53,6 +55,7 @@ export class SqliteStore implements Store {
   private pending: Pending[] = [];
   private scheduled = false;
   private readonly st;
+  private readonly admin: SqliteAdminTables;
 
   constructor(dataDir: string, opts: SqliteOpenOptions = {}) {
     const existing = !!(opts.readonly || opts.existing);
@@ -110,6 +113,8 @@ export class SqliteStore implements Store {
       stsPut: db.prepare(`INSERT INTO sts_policies (domain, id, text, fetched_at, expires_at) VALUES (@domain, @id, @text, @fetchedAt, @expiresAt)
         ON CONFLICT (domain) DO UPDATE SET id = excluded.id, text = excluded.text, fetched_at = excluded.fetched_at, expires_at = excluded.expires_at`),
       release: db.prepare(`UPDATE messages SET state = 'deferred', lease_owner = NULL, lease_until = NULL, next_attempt_at = ? WHERE state = 'active'`),
+      bounce: db.prepare(`UPDATE messages SET bounce_by = @by, state = 'deferred', next_attempt_at = @now, updated_at = @now, lease_owner = NULL, lease_until = NULL WHERE id = @id`),
+      byState: db.prepare(`SELECT state, count(*) AS n FROM messages WHERE state IN ('incoming', 'active', 'deferred', 'held') GROUP BY state`),
       tlsCount: db.prepare(`INSERT INTO tlsrpt_sessions (day, policy_domain, policy, result_type, sending_ip, mx_host, mx_ip, reason, count)
         VALUES (@day, @domain, @policy, @result, @sip, @mx, @mxip, @reason, @count)
         ON CONFLICT (day, policy_domain, policy, result_type, sending_ip, mx_host, mx_ip, reason) DO UPDATE SET count = count + excluded.count`),
@@ -127,6 +132,7 @@ export class SqliteStore implements Store {
         FROM nodes n ORDER BY n.heartbeat_at DESC, n.id`),
       depth: db.prepare('SELECT state, count(*) AS n FROM messages GROUP BY state'),
     };
+    this.admin = new SqliteAdminTables(db);
   }
 
   private migrate(): void {
@@ -229,8 +235,9 @@ export class SqliteStore implements Store {
 
   async list(filter: QueueFilter = {}): Promise<QueueMessage[]> {
     const states = filter.states ?? ['incoming', 'active', 'deferred', 'held'];
-    const rows = this.db.prepare(`SELECT * FROM messages WHERE state IN (${states.map(() => '?').join(',')}) ORDER BY received_at, id LIMIT ?`)
-      .all(...states, filter.limit ?? 1000) as Row[];
+    const org = filter.org !== undefined ? ' AND org = ?' : '';
+    const rows = this.db.prepare(`SELECT * FROM messages WHERE state IN (${states.map(() => '?').join(',')})${org} ORDER BY received_at, id LIMIT ? OFFSET ?`)
+      .all(...states, ...(org ? [filter.org] : []), filter.limit ?? 1000, filter.offset ?? 0) as Row[];
     return rows.map((r) => toMessage(r, this.st.rcptsAll.all(r.id) as Row[]));
   }
 
@@ -242,8 +249,16 @@ export class SqliteStore implements Store {
     if (f.recipient) { where.push('m.id IN (SELECT msg_id FROM recipients WHERE lower(address) = lower(?))'); args.push(f.recipient); }
     if (f.since !== undefined) { where.push('m.received_at >= ?'); args.push(f.since); }
     if (f.until !== undefined) { where.push('m.received_at <= ?'); args.push(f.until); }
-    const rows = this.db.prepare(`SELECT * FROM messages m ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY m.received_at DESC, m.id DESC LIMIT ?`)
-      .all(...args, f.limit ?? 100) as Row[];
+    if (f.org !== undefined) { where.push('m.org = ?'); args.push(f.org); }
+    if (f.status) { where.push('EXISTS (SELECT 1 FROM recipients r WHERE r.msg_id = m.id AND r.status = ?)'); args.push(f.status); }
+    const attempt = (cond: string) => `EXISTS (SELECT 1 FROM events e WHERE e.msg_id = m.id AND e.kind = 'delivery' AND ${cond})`;
+    if (f.tlsLevel) { where.push(attempt(`json_extract(e.data, '$.tlsAchieved') = ?`)); args.push(f.tlsLevel); }
+    if (f.connector) {
+      where.push(`(lower(json_extract(m.inbound, '$.connector.name')) = lower(?) OR ${attempt(`lower(json_extract(e.data, '$.connector')) = lower(?)`)})`);
+      args.push(f.connector, f.connector);
+    }
+    const rows = this.db.prepare(`SELECT * FROM messages m ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY m.received_at DESC, m.id DESC LIMIT ? OFFSET ?`)
+      .all(...args, f.limit ?? 100, f.offset ?? 0) as Row[];
     return rows.map((r) => toMessage(r, this.st.rcptsAll.all(r.id) as Row[]));
   }
 
@@ -268,6 +283,34 @@ export class SqliteStore implements Store {
       return { deleted: true, recipients: rcpts.length };
     });
   }
+
+  requestBounce(id: string, by: string, now = Date.now()): Promise<BounceResult> {
+    return this.write((): BounceResult => {
+      const msg = this.st.msg.get(id) as Row | undefined;
+      if (!msg) return { requested: false, why: 'unknown' };
+      if (msg.state === 'done') return { requested: false, why: 'finished' };
+      if (msg.state === 'active' && (msg.lease_until as number) >= now) return { requested: false, why: 'inDelivery' };
+      this.st.bounce.run({ id, by, now });
+      this.st.insEvent.run(id, now, 'bounceRequested', JSON.stringify({ by, state: msg.state }));
+      return { requested: true, recipients: this.st.openCount.get(id) as number };
+    });
+  }
+
+  async countByState(): Promise<Record<Exclude<MessageState, 'done'>, number>> {
+    const out = { incoming: 0, active: 0, deferred: 0, held: 0 };
+    for (const r of this.st.byState.all() as { state: keyof typeof out; n: number }[]) out[r.state] = r.n;
+    return out;
+  }
+
+  createToken(t: NewAdminToken): Promise<void> { return this.write(() => this.admin.createToken(t)); }
+  async tokenByHash(hash: string): Promise<AdminToken | null> { return this.admin.tokenByHash(hash); }
+  async tokens(): Promise<AdminToken[]> { return this.admin.tokens(); }
+  revokeToken(idOrName: string, now = Date.now()): Promise<AdminToken | null> { return this.write(() => this.admin.revokeToken(idOrName, now)); }
+  appendAudit(e: AuditEntry): Promise<number> { return this.write(() => this.admin.appendAudit(e)); }
+  async auditLog(f: AuditFilter): Promise<(AuditEntry & { id: number })[]> { return this.admin.auditLog(f); }
+  addReportCounts(rows: readonly ReportCount[]): Promise<void> { return this.write(() => this.admin.addReportCounts(rows)); }
+  async sumReportCounts(q: ReportQuery): Promise<ReportSum[]> { return this.admin.sumReportCounts(q); }
+  purgeReportCounts(before: number): Promise<number> { return this.write(() => this.admin.purgeReportCounts(before)); }
 
   purgeDone(before: number, limit: number): Promise<number> {
     return this.write(() => {

@@ -101,4 +101,45 @@ export const migrations: Migration[] = [
      fetched_at INTEGER NOT NULL,
      expires_at INTEGER NOT NULL
    ) WITHOUT ROWID;` },
+  // The admin centre: "bounce now", trace search per organisation, API tokens (hashed), the
+  // audit log, and report counters per kind, organisation ('*': the gateway) and time bucket.
+  { name: 'admin centre: bounce requests, API tokens, audit log, report counters', sql: `ALTER TABLE messages ADD COLUMN bounce_by TEXT;
+   CREATE INDEX messages_org ON messages(org, received_at);
+   CREATE TABLE admin_tokens (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL,
+     org TEXT,
+     hash TEXT NOT NULL UNIQUE,
+     created_at INTEGER NOT NULL,
+     created_by TEXT NOT NULL,
+     revoked_at INTEGER
+   );
+   CREATE UNIQUE INDEX admin_tokens_active_name ON admin_tokens(name) WHERE revoked_at IS NULL;
+   CREATE TABLE audit_log (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     ts INTEGER NOT NULL,
+     actor TEXT NOT NULL,
+     token_id TEXT,
+     org TEXT,
+     action TEXT NOT NULL,
+     target TEXT,
+     target_org TEXT,
+     result TEXT NOT NULL,
+     status INTEGER,
+     detail TEXT
+   );
+   CREATE INDEX audit_ts ON audit_log(ts);
+   CREATE TABLE report_counts (
+     kind TEXT NOT NULL,
+     org TEXT NOT NULL,
+     bucket INTEGER NOT NULL,
+     d1 TEXT NOT NULL,
+     d2 TEXT NOT NULL,
+     d3 TEXT NOT NULL,
+     d4 TEXT NOT NULL,
+     n INTEGER NOT NULL,
+     PRIMARY KEY (kind, org, bucket, d1, d2, d3, d4)
+   ) WITHOUT ROWID;
+   CREATE INDEX report_counts_bucket ON report_counts(bucket);
+   CREATE INDEX report_counts_d1 ON report_counts(kind, org, d1, bucket);` },
 ];

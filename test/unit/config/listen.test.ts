@@ -46,3 +46,13 @@ test('the configuration refuses what cannot be bound, with the fix', () => {
   assert.throws(() => buildConfig({ organizations: orgs, smtp: { listen: ['0.0.0.0:25', ':25'] } }, '/etc', 'x.yaml'),
     (e: Error) => /smtp\.listen\[1\]: ":25" is the same address as "0\.0\.0\.0:25"/.test(e.message) && /fix: listen on each address once/.test(e.message));
 });
+
+test('admin.listen may not take an SMTP listener\'s address; it is checked only while the admin centre is enabled', () => {
+  assert.throws(() => buildConfig({ organizations: orgs, smtp: { listen: ['0.0.0.0:2525'] }, admin: { listen: '127.0.0.1:2525' } }, '/etc', 'x.yaml'),
+    /admin\.listen: "127\.0\.0\.1:2525" takes the address of smtp\.listen "0\.0\.0\.0:2525"; give the admin centre another port/);
+  assert.throws(() => buildConfig({ organizations: orgs, smtp: { listen: ['127.0.0.1:2525'] }, admin: { listen: 'localhost:2525' } }, '/etc', 'x.yaml'), /admin\.listen/);
+  assert.equal(buildConfig({ organizations: orgs, smtp: { listen: ['127.0.0.1:2525'] }, admin: { listen: '127.0.0.1:2526' } }, '/etc', 'x.yaml').admin.listen, '127.0.0.1:2526');
+  assert.equal(buildConfig({ organizations: orgs, smtp: { listen: ['127.0.0.1:2525'] }, admin: { enabled: false, listen: '127.0.0.1:2525' } }, '/etc', 'x.yaml').admin.enabled, false);
+  assert.deepEqual(buildConfig({ organizations: orgs }, '/etc', 'x.yaml').admin, { enabled: true, listen: '127.0.0.1:8443' }, 'on by default, on loopback');
+  assert.throws(() => buildConfig({ organizations: orgs, admin: { listen: 'admin.contoso.test:8443' } }, '/etc', 'x.yaml'), /admin\.listen: must be "IP:port"/);
+});

@@ -1,5 +1,5 @@
 // The PostgreSQL backend on a throwaway server (test/helpers/postgres.ts): the shared conformance
-// suite, plus what only PostgreSQL has: group commit seen in the rows' transaction ids,
+// suites (admin-conformance.ts too), plus what only PostgreSQL has: group commit seen in the rows' transaction ids,
 // durability across a server crash, start-up checks (fsync, synchronous_commit), migrations
 // under the advisory lock, and a database that goes away and comes back.
 import { after, before, test } from 'node:test';
@@ -11,18 +11,21 @@ import { PostgresStore } from '../../../src/store/postgres/index.ts';
 import { migrations } from '../../../src/store/postgres/schema.ts';
 import { postgresMissing, startPostgres, type PgInstance } from '../../helpers/postgres.ts';
 import { msg, storeConformance } from './conformance.ts';
+import { adminStoreConformance } from './admin-conformance.ts';
 
 let pg: PgInstance | undefined;
 before(async () => { if (!postgresMissing) pg = await startPostgres(); });
 after(async () => { await pg?.destroy(); });
 
-storeConformance('postgres', {
+const harness = {
   skip: postgresMissing,
   async fresh() {
     const url = await pg!.createDatabase();
     return { store: await PostgresStore.open(url), reopen: () => PostgresStore.open(url) };
   },
-});
+};
+storeConformance('postgres', harness);
+adminStoreConformance('postgres', harness);
 
 const skip = postgresMissing;
 
