@@ -11,8 +11,10 @@ import { startPostgres } from '../test/helpers/postgres.ts';
 
 const { values: a } = parseArgs({
   options: {
-    callers: { type: 'string', default: '20' }, rounds: { type: 'string', default: '100' },
-    reps: { type: 'string', default: '3' }, size: { type: 'string', default: '2048' },
+    callers: { type: 'string', default: '20' },
+    rounds: { type: 'string', default: '100' },
+    reps: { type: 'string', default: '3' },
+    size: { type: 'string', default: '2048' },
   },
   strict: true,
 });
@@ -21,17 +23,28 @@ const int = (name: string, v: string, max: number) => {
   if (!Number.isInteger(n) || n < 1 || n > max) throw new Error(`--${name} must be an integer in 1..${max}`);
   return n;
 };
-const CALLERS = int('callers', a.callers!, 200); const ROUNDS = int('rounds', a.rounds!, 10_000);
-const REPS = int('reps', a.reps!, 20); const SIZE = int('size', a.size!, 10_000_000);
+const CALLERS = int('callers', a.callers!, 200);
+const ROUNDS = int('rounds', a.rounds!, 10_000);
+const REPS = int('reps', a.reps!, 20);
+const SIZE = int('size', a.size!, 10_000_000);
 
 const body = Buffer.alloc(SIZE, 0x61);
 const message = (id: string): NewMessage => ({
-  id, org: 'contoso', receivedAt: Date.now(), mailFrom: 'bench@fabrikam.test', envelope: { smtputf8: false },
+  id,
+  org: 'contoso',
+  receivedAt: Date.now(),
+  mailFrom: 'bench@fabrikam.test',
+  envelope: { smtputf8: false },
   inbound: { sessionId: 's', clientIp: '127.0.0.1', clientPort: 1, helo: 'h', protocol: 'ESMTPS', receivedBy: 'mx' },
-  data: body, recipients: [{ address: 'user@contoso.test', org: 'contoso', route: 'local' }],
+  data: body,
+  recipients: [{ address: 'user@contoso.test', org: 'contoso', route: 'local' }],
 });
 
-async function run(url: string, grouped: boolean, rep: number): Promise<{ perSec: number; p50: number; p99: number; transactions: number }> {
+async function run(
+  url: string,
+  grouped: boolean,
+  rep: number,
+): Promise<{ perSec: number; p50: number; p99: number; transactions: number }> {
   const s = await PostgresStore.open(url, { poolSize: 10 });
   // Without group commit: every write is its own transaction (what the store does for a batch of one).
   const inner = s as unknown as { write: unknown; runTx: (ops: unknown[]) => Promise<unknown[]> };
@@ -41,17 +54,31 @@ async function run(url: string, grouped: boolean, rep: number): Promise<{ perSec
   const lat: number[] = [];
   const t0 = performance.now();
   for (let r = 0; r < ROUNDS; r++) {
-    await Promise.all(Array.from({ length: CALLERS }, async () => {
-      const t = performance.now();
-      await s.enqueue(message(`${prefix}${n++}`));
-      lat.push(performance.now() - t);
-    }));
+    await Promise.all(
+      Array.from({ length: CALLERS }, async () => {
+        const t = performance.now();
+        await s.enqueue(message(`${prefix}${n++}`));
+        lat.push(performance.now() - t);
+      }),
+    );
   }
   const elapsed = performance.now() - t0;
-  const transactions = await s.transaction(async (c) => (await c.query<{ n: number }>(`SELECT count(DISTINCT xmin::text)::int AS n FROM messages WHERE id LIKE '${prefix}%'`)).rows[0].n);
+  const transactions = await s.transaction(
+    async (c) =>
+      (
+        await c.query<{ n: number }>(
+          `SELECT count(DISTINCT xmin::text)::int AS n FROM messages WHERE id LIKE '${prefix}%'`,
+        )
+      ).rows[0].n,
+  );
   await s.close();
   lat.sort((x, y) => x - y);
-  return { perSec: Math.round(n / (elapsed / 1000)), p50: Math.round(lat[lat.length >> 1] * 10) / 10, p99: Math.round(lat[Math.floor(lat.length * 0.99)] * 10) / 10, transactions };
+  return {
+    perSec: Math.round(n / (elapsed / 1000)),
+    p50: Math.round(lat[lat.length >> 1] * 10) / 10,
+    p99: Math.round(lat[Math.floor(lat.length * 0.99)] * 10) / 10,
+    transactions,
+  };
 }
 
 const pg = await startPostgres();

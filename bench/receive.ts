@@ -61,7 +61,8 @@ const { values: a } = parseArgs({
 
 function int(name: string, v: string, min: number, max: number): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`--${name} must be an integer in ${min}..${max} (got ${v})`);
+  if (!Number.isInteger(n) || n < min || n > max)
+    throw new Error(`--${name} must be an integer in ${min}..${max} (got ${v})`);
   return n;
 }
 const N = int('n', a.n!, 1, HARD_MAX_N);
@@ -76,14 +77,22 @@ const QUIET_WAIT_MS = int('quiet-wait', a['quiet-wait']!, 0, 600) * 1000;
 const QUIET_CORES = 0.15;
 const rc = /^(\d+)(?:-(\d+))?$/.exec(a.rcpts!);
 if (!rc) throw new Error('--rcpts must be "K" or "MIN-MAX", e.g. 1-3');
-const RCPT_MIN = int('rcpts', rc[1], 1, 100); const RCPT_MAX = int('rcpts', rc[2] ?? rc[1], RCPT_MIN, 100);
+const RCPT_MIN = int('rcpts', rc[1], 1, 100);
+const RCPT_MAX = int('rcpts', rc[2] ?? rc[1], RCPT_MIN, 100);
 type Mode = 'seq' | 'pipe' | 'harness';
 const MODES: readonly Mode[] = [...new Set((a.mode === 'both' ? 'seq,pipe' : a.mode!).split(','))] as Mode[];
-if (!MODES.length || MODES.some((m) => !['seq', 'pipe', 'harness'].includes(m))) throw new Error('--mode must be both, seq, pipe, harness or a comma list');
+if (!MODES.length || MODES.some((m) => !['seq', 'pipe', 'harness'].includes(m)))
+  throw new Error('--mode must be both, seq, pipe, harness or a comma list');
 const CLIENT_JS = path.join(a.harness!, 'client.js');
-if (MODES.includes('harness') && !existsSync(CLIENT_JS)) throw new Error(`--mode harness needs ${CLIENT_JS} (set --harness DIR and run its setup.sh)`);
-const MODE_LABEL: Record<Mode, string> = { seq: 'sequential', pipe: 'pipelined', harness: 'harness client.js (1 rcpt, mailbox per message)' };
-if (!['debug', 'info', 'warn', 'error'].includes(a['log-level']!)) throw new Error('--log-level must be debug|info|warn|error');
+if (MODES.includes('harness') && !existsSync(CLIENT_JS))
+  throw new Error(`--mode harness needs ${CLIENT_JS} (set --harness DIR and run its setup.sh)`);
+const MODE_LABEL: Record<Mode, string> = {
+  seq: 'sequential',
+  pipe: 'pipelined',
+  harness: 'harness client.js (1 rcpt, mailbox per message)',
+};
+if (!['debug', 'info', 'warn', 'error'].includes(a['log-level']!))
+  throw new Error('--log-level must be debug|info|warn|error');
 const STORE = a.store!;
 if (STORE !== 'sqlite' && STORE !== 'postgres') throw new Error('--store must be sqlite or postgres');
 
@@ -95,11 +104,22 @@ const rcptsFor = (seq: number): string[] => {
 const log = (s: string) => process.stderr.write(`${s}\n`);
 /** The code under test: commit and whether the working tree differs from it. */
 const codeVersion = (): string => {
-  try { return execFileSync('git', ['-C', ROOT, 'describe', '--always', '--dirty'], { encoding: 'utf8', timeout: 5000 }).trim(); } catch { return 'unknown'; }
+  try {
+    return execFileSync('git', ['-C', ROOT, 'describe', '--always', '--dirty'], {
+      encoding: 'utf8',
+      timeout: 5000,
+    }).trim();
+  } catch {
+    return 'unknown';
+  }
 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const pct = (sorted: ArrayLike<number>, p: number) => sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : NaN;
-const median = (xs: number[]) => { const s = xs.filter((x) => Number.isFinite(x)).sort((x, y) => x - y); return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : NaN; };
+const pct = (sorted: ArrayLike<number>, p: number) =>
+  sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : NaN;
+const median = (xs: number[]) => {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((x, y) => x - y);
+  return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : NaN;
+};
 const r1 = (x: number) => Math.round(x * 10) / 10;
 const r2 = (x: number) => Math.round(x * 100) / 100;
 const r3 = (x: number) => Math.round(x * 1000) / 1000;
@@ -112,20 +132,34 @@ function procCpuMs(pid: number): number {
 }
 /** Bytes a process caused to be written to storage (page cache writes included, /proc/PID/io write_bytes). */
 function procWriteBytes(pid: number): number {
-  try { return Number(/^write_bytes: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))?.[1] ?? NaN); } catch { return NaN; }
+  try {
+    return Number(/^write_bytes: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))?.[1] ?? NaN);
+  } catch {
+    return NaN;
+  }
 }
 /** Whole-machine busy CPU in ms. */
 function machineBusyMs(): number {
   const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
   return ((f.slice(0, 8).reduce((x, y) => x + y, 0) - f[3] - (f[4] ?? 0)) * 1000) / HZ;
 }
-const selfCpuMs = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; };
+const selfCpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
 
 /** What one load run produced, whichever generator drove it. */
 interface Sample {
-  accepted: number; failed: number; aborted: boolean;
-  windowMs: number; firstAt: number; lastAt: number;
-  p50: number; p90: number; p99: number; max: number;
+  accepted: number;
+  failed: number;
+  aborted: boolean;
+  windowMs: number;
+  firstAt: number;
+  lastAt: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
   rcptTotal: number;
   /** CPU the generator used in the window (ms), or null to measure this process. */
   genCpuMs: number | null;
@@ -135,8 +169,19 @@ interface Sample {
 function fromLoad(r: LoadResult): Sample {
   const lat = Array.from(r.latencies).sort((x, y) => x - y);
   return {
-    accepted: r.accepted, failed: r.failed, aborted: r.aborted, windowMs: r.windowMs, firstAt: r.firstAt, lastAt: r.lastAt,
-    p50: pct(lat, 50), p90: pct(lat, 90), p99: pct(lat, 99), max: lat[lat.length - 1] ?? NaN, rcptTotal: r.rcptTotal, genCpuMs: null, errors: r.errors,
+    accepted: r.accepted,
+    failed: r.failed,
+    aborted: r.aborted,
+    windowMs: r.windowMs,
+    firstAt: r.firstAt,
+    lastAt: r.lastAt,
+    p50: pct(lat, 50),
+    p90: pct(lat, 90),
+    p99: pct(lat, 99),
+    max: lat[lat.length - 1] ?? NaN,
+    rcptTotal: r.rcptTotal,
+    genCpuMs: null,
+    errors: r.errors,
   };
 }
 
@@ -144,23 +189,71 @@ function fromLoad(r: LoadResult): Sample {
 async function harnessLoad(port: number, count: number, deadline: number, onStart: () => void): Promise<Sample> {
   const timeoutS = Math.max(10, Math.floor((deadline - Date.now()) / 1000));
   onStart();
-  const child = spawn(process.execPath, [CLIENT_JS, '--tls', '--insecure', '--host', HOST, '--port', String(port), '--count', String(count),
-    '--concurrency', String(C), '--size', String(SIZE), '--from', SENDER, '--to-domain', DOMAIN, '--timeout-s', String(timeoutS)],
-  { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = ''; let err = '';
-  child.stdout.on('data', (d: Buffer) => { out += d; });
-  child.stderr.on('data', (d: Buffer) => { err += d; });
+  const child = spawn(
+    process.execPath,
+    [
+      CLIENT_JS,
+      '--tls',
+      '--insecure',
+      '--host',
+      HOST,
+      '--port',
+      String(port),
+      '--count',
+      String(count),
+      '--concurrency',
+      String(C),
+      '--size',
+      String(SIZE),
+      '--from',
+      SENDER,
+      '--to-domain',
+      DOMAIN,
+      '--timeout-s',
+      String(timeoutS),
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => {
+    out += d;
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    err += d;
+  });
   const killer = setTimeout(() => child.kill('SIGKILL'), timeoutS * 1000 + 10_000);
   await new Promise((r) => child.once('close', r));
   clearTimeout(killer);
   const end = nowMs();
-  let j: { accepted: number; failed: number; aborted: boolean; elapsedS: number; clientCpuS: number; errors: Record<string, number>;
-    latMs: { p50: number; p90: number; p99: number; max: number } };
-  try { j = JSON.parse(out.trim().split('\n').pop() ?? ''); } catch { throw new Error(`client.js gave no result: ${err.slice(-500)}`); }
+  let j: {
+    accepted: number;
+    failed: number;
+    aborted: boolean;
+    elapsedS: number;
+    clientCpuS: number;
+    errors: Record<string, number>;
+    latMs: { p50: number; p90: number; p99: number; max: number };
+  };
+  try {
+    j = JSON.parse(out.trim().split('\n').pop() ?? '');
+  } catch {
+    throw new Error(`client.js gave no result: ${err.slice(-500)}`);
+  }
   return {
-    accepted: j.accepted, failed: j.failed, aborted: j.aborted || j.accepted < count, windowMs: j.elapsedS * 1000,
-    firstAt: end - j.elapsedS * 1000, lastAt: end, p50: j.latMs.p50, p90: j.latMs.p90, p99: j.latMs.p99, max: j.latMs.max,
-    rcptTotal: j.accepted, genCpuMs: j.clientCpuS * 1000, errors: j.errors,
+    accepted: j.accepted,
+    failed: j.failed,
+    aborted: j.aborted || j.accepted < count,
+    windowMs: j.elapsedS * 1000,
+    firstAt: end - j.elapsedS * 1000,
+    lastAt: end,
+    p50: j.latMs.p50,
+    p90: j.latMs.p90,
+    p99: j.latMs.p99,
+    max: j.latMs.max,
+    rcptTotal: j.accepted,
+    genCpuMs: j.clientCpuS * 1000,
+    errors: j.errors,
   };
 }
 
@@ -171,19 +264,23 @@ interface RunRecord {
   accepted: number;
   failed: number;
   recipients: number;
-  acceptRate: number;         // msg/s, first MAIL → last 250
-  p50: number; p90: number; p99: number; max: number;   // ms, per message MAIL → 250
-  gwCpuMsPerMsgAccept: number;  // gateway CPU in the accept window ÷ N (includes the deliveries that ran meanwhile)
-  gwCpuMsPerMsgTotal: number;   // gateway CPU from first MAIL to empty queue ÷ N (receive + store + deliver)
-  gwWriteKBPerMsg: number;      // storage writes of the gateway (SQLite WAL + checkpoints + Maildir) ÷ N
+  acceptRate: number; // msg/s, first MAIL → last 250
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number; // ms, per message MAIL → 250
+  gwCpuMsPerMsgAccept: number; // gateway CPU in the accept window ÷ N (includes the deliveries that ran meanwhile)
+  gwCpuMsPerMsgTotal: number; // gateway CPU from first MAIL to empty queue ÷ N (receive + store + deliver)
+  gwWriteKBPerMsg: number; // storage writes of the gateway (SQLite WAL + checkpoints + Maildir) ÷ N
   gwCoresAccept: number;
-  genCpuMsPerMsg: number;       // this process (load generator) in the accept window ÷ N
+  genCpuMsPerMsg: number; // this process (load generator) in the accept window ÷ N
   machineCoresAccept: number;
-  otherCoresAccept: number;     // machine busy − gateway − generator: kernel threads and other processes
-  busyBefore: number;           // machine cores busy in the second before the run (0 = quiet)
-  e2eRate: number;            // msg/s, first MAIL → queue empty (all delivered to Maildir)
-  drainAfterS: number;        // s from last 250 to queue empty
-  greetP50: number; greetP99: number;
+  otherCoresAccept: number; // machine busy − gateway − generator: kernel threads and other processes
+  busyBefore: number; // machine cores busy in the second before the run (0 = quiet)
+  e2eRate: number; // msg/s, first MAIL → queue empty (all delivered to Maildir)
+  drainAfterS: number; // s from last 250 to queue empty
+  greetP50: number;
+  greetP99: number;
   errors: Record<string, number>;
 }
 
@@ -198,12 +295,17 @@ async function main(): Promise<void> {
   // Node 20 refuses --cpu-prof in NODE_OPTIONS: a preload starts the profiler through the inspector.
   const savedEnv = { NODE_OPTIONS: process.env.NODE_OPTIONS, BENCH_CPU_PROF_DIR: process.env.BENCH_CPU_PROF_DIR };
   if (a.profile) {
-    const preload = pathToFileURL(path.join(path.dirname(fileURLToPath(import.meta.url)), 'lib/cpu-profile-preload.mjs')).href;
+    const preload = pathToFileURL(
+      path.join(path.dirname(fileURLToPath(import.meta.url)), 'lib/cpu-profile-preload.mjs'),
+    ).href;
     process.env.NODE_OPTIONS = `${savedEnv.NODE_OPTIONS ?? ''} --import ${preload}`.trim();
     process.env.BENCH_CPU_PROF_DIR = profDir;
   }
   const restoreEnv = () => {
-    for (const [k, v] of Object.entries(savedEnv)) { if (v === undefined) delete process.env[k]; else process.env[k] = v; }
+    for (const [k, v] of Object.entries(savedEnv)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
   };
   let gw: GatewayHandle | undefined;
   let db: Database.Database | undefined;
@@ -225,7 +327,10 @@ async function main(): Promise<void> {
       config: {
         ...storeConfig,
         log: { level: a['log-level'] },
-        tls: { certificates: [{ cert: server.cert, key: server.key }], trust: { system: false, caFiles: [pki.rootFile] } },
+        tls: {
+          certificates: [{ cert: server.cert, key: server.key }],
+          trust: { system: false, caFiles: [pki.rootFile] },
+        },
       },
     });
     restoreEnv();
@@ -235,7 +340,9 @@ async function main(): Promise<void> {
     // the load generator does not spend its CPU on JSON.parse of the gateway's log.
     g.proc.stdout!.removeAllListeners('data');
     g.proc.stdout!.on('data', () => {});
-    log(`bench: code ${codeVersion()}; gateway pid ${pid} on ${HOST}:${g.port} (log level ${a['log-level']}${a.profile ? ', CPU profiler on' : ''}; store ${STORE})`);
+    log(
+      `bench: code ${codeVersion()}; gateway pid ${pid} on ${HOST}:${g.port} (log level ${a['log-level']}${a.profile ? ', CPU profiler on' : ''}; store ${STORE})`,
+    );
 
     const OPEN = `SELECT count(*)::int AS n FROM messages WHERE state <> 'done'`;
     let openCount: () => Promise<number>;
@@ -250,9 +357,20 @@ async function main(): Promise<void> {
     }
     const mailboxRoot = path.join(g.dataDir, 'mailboxes', DOMAIN);
     const countMaildir = () => {
-      let n = 0; let boxes: string[] = [];
-      try { boxes = readdirSync(mailboxRoot); } catch { return 0; }
-      for (const b of boxes) { try { n += readdirSync(path.join(mailboxRoot, b, 'new')).length; } catch { /* not yet */ } }
+      let n = 0;
+      let boxes: string[] = [];
+      try {
+        boxes = readdirSync(mailboxRoot);
+      } catch {
+        return 0;
+      }
+      for (const b of boxes) {
+        try {
+          n += readdirSync(path.join(mailboxRoot, b, 'new')).length;
+        } catch {
+          /* not yet */
+        }
+      }
       return n;
     };
     /** Wait (bounded) until the rest of the machine is quiet: other work skews every number here. */
@@ -260,7 +378,8 @@ async function main(): Promise<void> {
       const until = Date.now() + maxMs;
       let busy = Infinity;
       while (Date.now() < until) {
-        const m0 = machineBusyMs(); const t = Date.now();
+        const m0 = machineBusyMs();
+        const t = Date.now();
         await sleep(1000);
         busy = (machineBusyMs() - m0) / (Date.now() - t);
         if (busy < QUIET_CORES) break;
@@ -270,7 +389,7 @@ async function main(): Promise<void> {
     /** Poll until every queued message is done; returns the time (hrtime ms) it was seen empty. */
     const waitDrained = async (deadline: number): Promise<number | null> => {
       for (;;) {
-        if (await openCount() === 0) return nowMs();
+        if ((await openCount()) === 0) return nowMs();
         if (Date.now() > deadline) return null;
         await sleep(20);
       }
@@ -278,16 +397,27 @@ async function main(): Promise<void> {
     const messages = new Messages(SIZE, SENDER);
     let seqBase = 0;
     const load = (count: number, pipelined: boolean, deadline: number, onStart?: () => void): Promise<LoadResult> => {
-      const base = seqBase; seqBase += count;
+      const base = seqBase;
+      seqBase += count;
       return runLoad({
-        host: HOST, port: g.port, ca, servername: 'mx1.contoso.test', count, concurrency: C, pipelined, from: SENDER,
-        rcpts: (s) => rcptsFor(base + s), message: (s, r) => messages.make(base + s, r),
-        deadline, maxFailures: Math.max(10, Math.floor(count / 100)), onStart,
+        host: HOST,
+        port: g.port,
+        ca,
+        servername: 'mx1.contoso.test',
+        count,
+        concurrency: C,
+        pipelined,
+        from: SENDER,
+        rcpts: (s) => rcptsFor(base + s),
+        message: (s, r) => messages.make(base + s, r),
+        deadline,
+        maxFailures: Math.max(10, Math.floor(count / 100)),
+        onStart,
       });
     };
 
     if (WARMUP) {
-      const w = await load(WARMUP, MODES[0] === 'pipe', Date.now() + 120_000);   // the harness mode warms up with seq
+      const w = await load(WARMUP, MODES[0] === 'pipe', Date.now() + 120_000); // the harness mode warms up with seq
       const drained = await waitDrained(Date.now() + 120_000);
       log(`bench: warm-up ${w.accepted}/${WARMUP} accepted, ${drained ? 'drained' : 'NOT drained'}`);
       if (w.accepted < WARMUP || !drained) throw new Error(`warm-up failed: ${JSON.stringify(w.errors)}`);
@@ -295,19 +425,36 @@ async function main(): Promise<void> {
 
     for (let rep = 1; rep <= REPS; rep++) {
       for (const mode of MODES) {
-        if (Date.now() - tBench > TOTAL_CAP_MS) { log('bench: total time cap reached, stopping'); break; }
+        if (Date.now() - tBench > TOTAL_CAP_MS) {
+          log('bench: total time cap reached, stopping');
+          break;
+        }
         await sleep(1000); // settle: the previous run's tail (fsyncs, session ends) is over
         const idleBefore = QUIET_WAIT_MS ? await waitQuiet(QUIET_WAIT_MS) : NaN;
         const files0 = countMaildir();
         const greet = GREETINGS ? (await greetingLatencies(HOST, g.port, GREETINGS)).sort((x, y) => x - y) : [];
         const deadline = Date.now() + RUN_CAP_MS;
-        let cpu0 = 0; let mach0 = 0; let self0 = 0; let io0 = 0;
-        const snap = () => { cpu0 = procCpuMs(pid); mach0 = machineBusyMs(); self0 = selfCpuMs(); io0 = procWriteBytes(pid); };
-        const res = mode === 'harness' ? await harnessLoad(g.port, N, deadline, snap) : fromLoad(await load(N, mode === 'pipe', deadline, snap));
-        const cpu1 = procCpuMs(pid); const mach1 = machineBusyMs(); const self1 = selfCpuMs();
+        let cpu0 = 0;
+        let mach0 = 0;
+        let self0 = 0;
+        let io0 = 0;
+        const snap = () => {
+          cpu0 = procCpuMs(pid);
+          mach0 = machineBusyMs();
+          self0 = selfCpuMs();
+          io0 = procWriteBytes(pid);
+        };
+        const res =
+          mode === 'harness'
+            ? await harnessLoad(g.port, N, deadline, snap)
+            : fromLoad(await load(N, mode === 'pipe', deadline, snap));
+        const cpu1 = procCpuMs(pid);
+        const mach1 = machineBusyMs();
+        const self1 = selfCpuMs();
         const genMs = res.genCpuMs ?? self1 - self0;
         const drainedAt = await waitDrained(deadline);
-        const cpu2 = procCpuMs(pid); const io2 = procWriteBytes(pid);
+        const cpu2 = procCpuMs(pid);
+        const io2 = procWriteBytes(pid);
         const win = res.windowMs;
         const e2eMs = drainedAt === null ? NaN : drainedAt - res.firstAt;
         // Maildir files are kept (deleting thousands of files between runs makes ext4's inode
@@ -315,22 +462,43 @@ async function main(): Promise<void> {
         const delivered = countMaildir() - files0;
         const ok = !res.aborted && drainedAt !== null && delivered === res.rcptTotal;
         const rec: RunRecord = {
-          mode, rep, ok, accepted: res.accepted, failed: res.failed, recipients: res.rcptTotal,
+          mode,
+          rep,
+          ok,
+          accepted: res.accepted,
+          failed: res.failed,
+          recipients: res.rcptTotal,
           acceptRate: r1((res.accepted * 1000) / win),
-          p50: r2(res.p50), p90: r2(res.p90), p99: r2(res.p99), max: r2(res.max),
-          gwCpuMsPerMsgAccept: r3((cpu1 - cpu0) / N), gwCpuMsPerMsgTotal: r3((cpu2 - cpu0) / N), gwWriteKBPerMsg: r1((io2 - io0) / 1024 / N),
-          gwCoresAccept: r2((cpu1 - cpu0) / win), genCpuMsPerMsg: r3(genMs / N), machineCoresAccept: r2((mach1 - mach0) / win),
-          otherCoresAccept: r2(((mach1 - mach0) - (cpu1 - cpu0) - genMs) / win),
-          e2eRate: r1((N * 1000) / e2eMs), drainAfterS: drainedAt === null ? NaN : r2((drainedAt - res.lastAt) / 1000),
-          busyBefore: idleBefore, greetP50: r2(pct(greet, 50)), greetP99: r2(pct(greet, 99)), errors: res.errors,
+          p50: r2(res.p50),
+          p90: r2(res.p90),
+          p99: r2(res.p99),
+          max: r2(res.max),
+          gwCpuMsPerMsgAccept: r3((cpu1 - cpu0) / N),
+          gwCpuMsPerMsgTotal: r3((cpu2 - cpu0) / N),
+          gwWriteKBPerMsg: r1((io2 - io0) / 1024 / N),
+          gwCoresAccept: r2((cpu1 - cpu0) / win),
+          genCpuMsPerMsg: r3(genMs / N),
+          machineCoresAccept: r2((mach1 - mach0) / win),
+          otherCoresAccept: r2((mach1 - mach0 - (cpu1 - cpu0) - genMs) / win),
+          e2eRate: r1((N * 1000) / e2eMs),
+          drainAfterS: drainedAt === null ? NaN : r2((drainedAt - res.lastAt) / 1000),
+          busyBefore: idleBefore,
+          greetP50: r2(pct(greet, 50)),
+          greetP99: r2(pct(greet, 99)),
+          errors: res.errors,
         };
         runs.push(rec);
-        log(`bench: ${mode} rep ${rep}: ${ok ? 'OK' : 'INCOMPLETE'} ${res.accepted}/${N} accepted (${res.failed} failed), ` +
-          `${rec.acceptRate} msg/s, p50 ${rec.p50} ms p99 ${rec.p99} ms, gateway CPU ${rec.gwCpuMsPerMsgAccept} ms/msg accept / ` +
-          `${rec.gwCpuMsPerMsgTotal} ms/msg total, writes ${rec.gwWriteKBPerMsg} KB/msg (${rec.gwCoresAccept} cores; machine ${rec.machineCoresAccept}, other ${rec.otherCoresAccept}), e2e ${rec.e2eRate} msg/s (drain +${rec.drainAfterS} s), ` +
-          `${delivered}/${res.rcptTotal} Maildir files, machine busy before ${idleBefore} cores, greeting p50 ${rec.greetP50} ms p99 ${rec.greetP99} ms` +
-          (Object.keys(res.errors).length ? `; errors ${JSON.stringify(res.errors)}` : ''));
-        if (!ok && drainedAt === null) { log('bench: queue did not drain within the time cap; stopping'); break; }
+        log(
+          `bench: ${mode} rep ${rep}: ${ok ? 'OK' : 'INCOMPLETE'} ${res.accepted}/${N} accepted (${res.failed} failed), ` +
+            `${rec.acceptRate} msg/s, p50 ${rec.p50} ms p99 ${rec.p99} ms, gateway CPU ${rec.gwCpuMsPerMsgAccept} ms/msg accept / ` +
+            `${rec.gwCpuMsPerMsgTotal} ms/msg total, writes ${rec.gwWriteKBPerMsg} KB/msg (${rec.gwCoresAccept} cores; machine ${rec.machineCoresAccept}, other ${rec.otherCoresAccept}), e2e ${rec.e2eRate} msg/s (drain +${rec.drainAfterS} s), ` +
+            `${delivered}/${res.rcptTotal} Maildir files, machine busy before ${idleBefore} cores, greeting p50 ${rec.greetP50} ms p99 ${rec.greetP99} ms` +
+            (Object.keys(res.errors).length ? `; errors ${JSON.stringify(res.errors)}` : ''),
+        );
+        if (!ok && drainedAt === null) {
+          log('bench: queue did not drain within the time cap; stopping');
+          break;
+        }
       }
     }
     finished = true;
@@ -345,7 +513,13 @@ async function main(): Promise<void> {
 
   let profile: ReturnType<typeof summarizeProfile> | undefined;
   if (a.profile) {
-    const files = (() => { try { return readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile')); } catch { return []; } })();
+    const files = (() => {
+      try {
+        return readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'));
+      } catch {
+        return [];
+      }
+    })();
     const biggest = files.map((f) => path.join(profDir, f)).sort((x, y) => statSync(y).size - statSync(x).size)[0];
     if (biggest) profile = summarizeProfile(biggest, 25);
     else log(`bench: no .cpuprofile found in ${profDir}`);
@@ -366,32 +540,76 @@ async function main(): Promise<void> {
     const good = rs.filter((r) => r.ok);
     const use = good.length ? good : rs;
     const m = (k: keyof RunRecord) => median(use.map((r) => r[k] as number));
-    const range = (k: keyof RunRecord) => { const v = use.map((r) => r[k] as number); return v.length > 1 ? ` (${Math.min(...v)}..${Math.max(...v)})` : ''; };
+    const range = (k: keyof RunRecord) => {
+      const v = use.map((r) => r[k] as number);
+      return v.length > 1 ? ` (${Math.min(...v)}..${Math.max(...v)})` : '';
+    };
     summary[mode] = {
-      runsOk: `${good.length}/${rs.length}`, acceptRate: r1(m('acceptRate')), p50: r2(m('p50')), p99: r2(m('p99')),
-      gwCpuMsPerMsgAccept: r3(m('gwCpuMsPerMsgAccept')), gwCpuMsPerMsgTotal: r3(m('gwCpuMsPerMsgTotal')), gwWriteKBPerMsg: r1(m('gwWriteKBPerMsg')), gwCoresAccept: r2(m('gwCoresAccept')),
-      genCpuMsPerMsg: r3(m('genCpuMsPerMsg')), machineCoresAccept: r2(m('machineCoresAccept')), otherCoresAccept: r2(m('otherCoresAccept')), busyBefore: r2(m('busyBefore')),
-      e2eRate: r1(m('e2eRate')), drainAfterS: r2(m('drainAfterS')), greetP50: r2(m('greetP50')), greetP99: r2(m('greetP99')),
+      runsOk: `${good.length}/${rs.length}`,
+      acceptRate: r1(m('acceptRate')),
+      p50: r2(m('p50')),
+      p99: r2(m('p99')),
+      gwCpuMsPerMsgAccept: r3(m('gwCpuMsPerMsgAccept')),
+      gwCpuMsPerMsgTotal: r3(m('gwCpuMsPerMsgTotal')),
+      gwWriteKBPerMsg: r1(m('gwWriteKBPerMsg')),
+      gwCoresAccept: r2(m('gwCoresAccept')),
+      genCpuMsPerMsg: r3(m('genCpuMsPerMsg')),
+      machineCoresAccept: r2(m('machineCoresAccept')),
+      otherCoresAccept: r2(m('otherCoresAccept')),
+      busyBefore: r2(m('busyBefore')),
+      e2eRate: r1(m('e2eRate')),
+      drainAfterS: r2(m('drainAfterS')),
+      greetP50: r2(m('greetP50')),
+      greetP99: r2(m('greetP99')),
     };
     const s = summary[mode];
-    table.push(`| ${MODE_LABEL[mode]} | ${s.runsOk} | **${s.acceptRate}**${range('acceptRate')} | ${s.p50} | ${s.p99} | ` +
-      `${s.gwCpuMsPerMsgAccept} | ${s.gwCpuMsPerMsgTotal} | ${s.gwWriteKBPerMsg} | ${s.gwCoresAccept} | ${s.genCpuMsPerMsg} | ${s.otherCoresAccept} | ${s.e2eRate}${range('e2eRate')} | ${s.drainAfterS} | ${s.greetP50} / ${s.greetP99} |`);
+    table.push(
+      `| ${MODE_LABEL[mode]} | ${s.runsOk} | **${s.acceptRate}**${range('acceptRate')} | ${s.p50} | ${s.p99} | ` +
+        `${s.gwCpuMsPerMsgAccept} | ${s.gwCpuMsPerMsgTotal} | ${s.gwWriteKBPerMsg} | ${s.gwCoresAccept} | ${s.genCpuMsPerMsg} | ${s.otherCoresAccept} | ${s.e2eRate}${range('e2eRate')} | ${s.drainAfterS} | ${s.greetP50} / ${s.greetP99} |`,
+    );
   }
   if (a.profile) table.push('', '(profiled run: the sampling profiler adds overhead; do not quote these rates)');
   process.stdout.write(table.join('\n') + '\n\n');
   if (profile) {
-    const lines = [`CPU profile of the gateway main thread: ${profile.totalMs} ms busy, ${profile.idleMs} ms idle`, '',
-      '| self ms | % | area |', '|---|---|---|', ...profile.areas.map((h) => `| ${h.selfMs} | ${h.pct} | ${h.name} |`), '',
-      '| self ms | % | function |', '|---|---|---|', ...profile.functions.map((h) => `| ${h.selfMs} | ${h.pct} | \`${h.name}\` |`)];
+    const lines = [
+      `CPU profile of the gateway main thread: ${profile.totalMs} ms busy, ${profile.idleMs} ms idle`,
+      '',
+      '| self ms | % | area |',
+      '|---|---|---|',
+      ...profile.areas.map((h) => `| ${h.selfMs} | ${h.pct} | ${h.name} |`),
+      '',
+      '| self ms | % | function |',
+      '|---|---|---|',
+      ...profile.functions.map((h) => `| ${h.selfMs} | ${h.pct} | \`${h.name}\` |`),
+    ];
     process.stdout.write(lines.join('\n') + '\n\n');
   }
-  process.stdout.write(JSON.stringify({
-    bench: 'receive', store: STORE, at: new Date(tBench).toISOString(), n: N, reps: REPS, concurrency: C, size: SIZE, rcpts: `${RCPT_MIN}-${RCPT_MAX}`,
-    warmup: WARMUP, logLevel: a['log-level'], profiled: !!a.profile, code: codeVersion(), machine: { nproc: cpus().length, cpu, node: process.version },
-    medians: summary, runs, ...(profile ? { profile } : {}),
-  }) + '\n');
-  if (a.keep) log(`bench: kept ${dir}`); else rmSync(dir, { recursive: true, force: true });
+  process.stdout.write(
+    JSON.stringify({
+      bench: 'receive',
+      store: STORE,
+      at: new Date(tBench).toISOString(),
+      n: N,
+      reps: REPS,
+      concurrency: C,
+      size: SIZE,
+      rcpts: `${RCPT_MIN}-${RCPT_MAX}`,
+      warmup: WARMUP,
+      logLevel: a['log-level'],
+      profiled: !!a.profile,
+      code: codeVersion(),
+      machine: { nproc: cpus().length, cpu, node: process.version },
+      medians: summary,
+      runs,
+      ...(profile ? { profile } : {}),
+    }) + '\n',
+  );
+  if (a.keep) log(`bench: kept ${dir}`);
+  else rmSync(dir, { recursive: true, force: true });
   if (runs.some((r) => !r.ok) || runs.length < REPS * MODES.length) process.exitCode = 1;
 }
 
-main().catch((e: unknown) => { log(`bench: ${(e as Error).stack ?? e}`); process.exit(1); });
+main().catch((e: unknown) => {
+  log(`bench: ${(e as Error).stack ?? e}`);
+  process.exit(1);
+});

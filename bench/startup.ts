@@ -29,30 +29,54 @@ const PORT = 2525;
 const RUN_CAP_MS = 30_000;
 
 const { values: a } = parseArgs({
-  options: { runs: { type: 'string', default: '10' }, source: { type: 'boolean', default: false }, bin: { type: 'string', multiple: true } },
+  options: {
+    runs: { type: 'string', default: '10' },
+    source: { type: 'boolean', default: false },
+    bin: { type: 'string', multiple: true },
+  },
   strict: true,
 });
 const RUNS = Number(a.runs);
-if (!Number.isInteger(RUNS) || RUNS < 1 || RUNS > 100) throw new Error(`--runs must be an integer in 1..100 (got ${a.runs})`);
+if (!Number.isInteger(RUNS) || RUNS < 1 || RUNS > 100)
+  throw new Error(`--runs must be an integer in 1..100 (got ${a.runs})`);
 
-interface Variant { name: string; args: string[] }
+interface Variant {
+  name: string;
+  args: string[];
+}
 const bins = a.bin?.length ? a.bin.map((b) => path.resolve(b)) : [path.join(ROOT, 'bin/portcullis.js')];
 const variants: Variant[] = bins.map((b) => ({ name: `node ${path.relative(ROOT, b)}`, args: [b] }));
-if (a.source) variants.push({ name: 'node --import tsx src/cli/main.ts', args: ['--import', import.meta.resolve('tsx'), path.join(ROOT, 'src/cli/main.ts')] });
+if (a.source)
+  variants.push({
+    name: 'node --import tsx src/cli/main.ts',
+    args: ['--import', import.meta.resolve('tsx'), path.join(ROOT, 'src/cli/main.ts')],
+  });
 
 const now = () => Number(process.hrtime.bigint()) / 1e6;
-const load = () => os.loadavg().map((l) => l.toFixed(2)).join(' ');
+const load = () =>
+  os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
 const HZ = 100; // USER_HZ: the unit of /proc/PID/stat times on Linux
 
-interface Sample { wallMs: number; cpuMs: number }
+interface Sample {
+  wallMs: number;
+  cpuMs: number;
+}
 
 /** `time node …` (bash's `time`: real, user, sys). */
 function timeRun(args: string[]): Promise<Sample> {
   return new Promise((resolve, reject) => {
     const script = 'TIMEFORMAT="%3R %3U %3S"; time "$@" >/dev/null 2>&1';
-    const p = spawn('bash', ['-c', script, 'bash', process.execPath, ...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+    const p = spawn('bash', ['-c', script, 'bash', process.execPath, ...args], {
+      cwd: ROOT,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     let out = '';
-    p.stderr!.on('data', (d) => { out += d; });
+    p.stderr!.on('data', (d) => {
+      out += d;
+    });
     const cap = setTimeout(() => p.kill('SIGKILL'), RUN_CAP_MS);
     p.once('error', reject);
     p.once('exit', (code) => {
@@ -76,9 +100,15 @@ function greeted(): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect(PORT, HOST);
     let buf = '';
-    const done = (ok: boolean) => { s.destroy(); resolve(ok); };
+    const done = (ok: boolean) => {
+      s.destroy();
+      resolve(ok);
+    };
     s.setTimeout(5000, () => done(false));
-    s.on('data', (d) => { buf += d.toString('latin1'); if (buf.includes('\r\n')) done(buf.startsWith('220')); });
+    s.on('data', (d) => {
+      buf += d.toString('latin1');
+      if (buf.includes('\r\n')) done(buf.startsWith('220'));
+    });
     s.on('error', () => done(false));
     s.on('close', () => done(false));
   });
@@ -91,11 +121,14 @@ async function timeServe(v: Variant, cwd: string): Promise<Sample> {
   delete env.PORTCULLIS_CONFIG;
   const p = spawn(process.execPath, [...v.args, 'serve'], { cwd, env, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
-  p.stderr!.on('data', (d) => { stderr += d; });
+  p.stderr!.on('data', (d) => {
+    stderr += d;
+  });
   const exited = new Promise<void>((r) => p.once('exit', () => r()));
   try {
     for (;;) {
-      if (p.exitCode !== null || p.signalCode !== null) throw new Error(`${v.name} serve exited before greeting:\n${stderr}`);
+      if (p.exitCode !== null || p.signalCode !== null)
+        throw new Error(`${v.name} serve exited before greeting:\n${stderr}`);
       if (now() - t0 > RUN_CAP_MS) throw new Error(`${v.name} serve did not greet within ${RUN_CAP_MS} ms`);
       if (await greeted()) return { wallMs: now() - t0, cpuMs: cpuOf(p.pid!) };
       await new Promise((r) => setTimeout(r, 2));
@@ -118,7 +151,9 @@ const row = (what: string, xs: Sample[]) =>
   console.log(`| ${what} | ${xs.length} | ${stats(xs.map((x) => x.wallMs))} | ${stats(xs.map((x) => x.cpuMs))} |`);
 
 if (await greeted()) {
-  console.error(`something already answers on ${HOST}:${PORT}; stop it first (the benchmark measures serve on the embedded defaults)`);
+  console.error(
+    `something already answers on ${HOST}:${PORT}; stop it first (the benchmark measures serve on the embedded defaults)`,
+  );
   process.exit(2);
 }
 console.log(`node ${process.version}, ${os.cpus().length} cores, ${RUNS} runs each; load average before: ${load()}`);

@@ -14,11 +14,20 @@ const dist = new URL('../dist/', import.meta.url);
  *  dist/.tsbuildinfo on every build that finds something changed, so a source file newer than it
  *  has not been compiled. */
 function staleness() {
-  if (!existsSync(new URL('cli/main.js', dist))) return 'dist/cli/main.js does not exist (the sources were never built)';
+  if (!existsSync(new URL('cli/main.js', dist)))
+    return 'dist/cli/main.js does not exist (the sources were never built)';
   let files;
-  try { files = readdirSync(src, { recursive: true }); } catch { return null; }
+  try {
+    files = readdirSync(src, { recursive: true });
+  } catch {
+    return null;
+  }
   let built;
-  try { built = statSync(new URL('.tsbuildinfo', dist)).mtimeMs; } catch { return 'dist/.tsbuildinfo does not exist (dist/ was not made by `npm run build`)'; }
+  try {
+    built = statSync(new URL('.tsbuildinfo', dist)).mtimeMs;
+  } catch {
+    return 'dist/.tsbuildinfo does not exist (dist/ was not made by `npm run build`)';
+  }
   for (const f of files) {
     if (f.endsWith('.ts') && statSync(new URL(f, src)).mtimeMs > built) return `src/${f} changed after the last build`;
   }
@@ -34,10 +43,13 @@ if (why === null) {
     tsx = await import('tsx/esm/api');
   } catch (e) {
     if (e?.code !== 'ERR_MODULE_NOT_FOUND') throw e;
-    console.error(`portcullis: cannot start: ${why}\n  fix: run \`npm run build\` in ${fileURLToPath(new URL('..', import.meta.url))}`);
+    console.error(
+      `portcullis: cannot start: ${why}\n  fix: run \`npm run build\` in ${fileURLToPath(new URL('..', import.meta.url))}`,
+    );
     process.exit(1);
   }
-  if (process.stderr.isTTY) console.error(`portcullis: ${why}: running the sources through tsx (slow start; \`npm run build\` makes it fast)`);
+  if (process.stderr.isTTY)
+    console.error(`portcullis: ${why}: running the sources through tsx (slow start; \`npm run build\` makes it fast)`);
   tsx.register();
   await import('../src/cli/main.ts');
 }

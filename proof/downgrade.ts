@@ -55,19 +55,78 @@ interface Case {
   fallback?: RegExp;
 }
 
-const all = (k: Kind): Record<Level, Kind> => ({ opportunistic: k, encryptionOnly: k, certificateValidation: k, domainValidation: k, mtaStsEnforce: k });
+const all = (k: Kind): Record<Level, Kind> => ({
+  opportunistic: k,
+  encryptionOnly: k,
+  certificateValidation: k,
+  domainValidation: k,
+  mtaStsEnforce: k,
+});
 const CASES: Case[] = [
   { id: 'control', label: 'control: untouched relay', mode: 'passthrough', expect: all('tls') },
-  { id: 'resume', label: 'control: honest server with TLS session resumption, 3 connections in a row', mode: 'intercept', cert: 'good', sequential: 3, expect: all('tls') },
-  { id: 'strip', label: '(a) STARTTLS stripped from EHLO', mode: 'strip', expect: { ...all('defer-4.7.4'), opportunistic: 'plaintext' }, fallback: /^STARTTLS not offered$/ },
-  { id: 's454', label: '(b) STARTTLS answered 454', mode: 'reply454', expect: { ...all('defer-4.7.4'), opportunistic: 'plaintext' }, fallback: /^STARTTLS refused: 454 / },
-  { id: 's502', label: '(c) STARTTLS answered 502', mode: 'reply502', expect: { ...all('defer-4.7.4'), opportunistic: 'plaintext' }, fallback: /^STARTTLS refused: 502 / },
+  {
+    id: 'resume',
+    label: 'control: honest server with TLS session resumption, 3 connections in a row',
+    mode: 'intercept',
+    cert: 'good',
+    sequential: 3,
+    expect: all('tls'),
+  },
+  {
+    id: 'strip',
+    label: '(a) STARTTLS stripped from EHLO',
+    mode: 'strip',
+    expect: { ...all('defer-4.7.4'), opportunistic: 'plaintext' },
+    fallback: /^STARTTLS not offered$/,
+  },
+  {
+    id: 's454',
+    label: '(b) STARTTLS answered 454',
+    mode: 'reply454',
+    expect: { ...all('defer-4.7.4'), opportunistic: 'plaintext' },
+    fallback: /^STARTTLS refused: 454 /,
+  },
+  {
+    id: 's502',
+    label: '(c) STARTTLS answered 502',
+    mode: 'reply502',
+    expect: { ...all('defer-4.7.4'), opportunistic: 'plaintext' },
+    fallback: /^STARTTLS refused: 502 /,
+  },
   { id: 'inject', label: '(d) 220 + injected reply lines (same segment)', mode: 'inject', expect: all('tls') },
-  { id: 'injectlate', label: '(d\') 220, injected lines after the ClientHello', mode: 'injectSplit', expect: { ...all('defer-4.7.5'), opportunistic: 'plaintext' }, fallback: /TLS handshake (with this host )?failed/ },
-  { id: 'selfsigned', label: '(e) interception, self-signed cert for the right name', mode: 'intercept', cert: 'self',
-    expect: { opportunistic: 'tls-interceptor', encryptionOnly: 'tls-interceptor', certificateValidation: 'defer-4.7.5', domainValidation: 'defer-4.7.5', mtaStsEnforce: 'defer-4.7.5' } },
-  { id: 'untrustedca', label: '(e\') interception, right name from an untrusted CA', mode: 'intercept', cert: 'untrusted',
-    expect: { opportunistic: 'tls-interceptor', encryptionOnly: 'tls-interceptor', certificateValidation: 'defer-4.7.5', domainValidation: 'defer-4.7.5', mtaStsEnforce: 'defer-4.7.5' } },
+  {
+    id: 'injectlate',
+    label: "(d') 220, injected lines after the ClientHello",
+    mode: 'injectSplit',
+    expect: { ...all('defer-4.7.5'), opportunistic: 'plaintext' },
+    fallback: /TLS handshake (with this host )?failed/,
+  },
+  {
+    id: 'selfsigned',
+    label: '(e) interception, self-signed cert for the right name',
+    mode: 'intercept',
+    cert: 'self',
+    expect: {
+      opportunistic: 'tls-interceptor',
+      encryptionOnly: 'tls-interceptor',
+      certificateValidation: 'defer-4.7.5',
+      domainValidation: 'defer-4.7.5',
+      mtaStsEnforce: 'defer-4.7.5',
+    },
+  },
+  {
+    id: 'untrustedca',
+    label: "(e') interception, right name from an untrusted CA",
+    mode: 'intercept',
+    cert: 'untrusted',
+    expect: {
+      opportunistic: 'tls-interceptor',
+      encryptionOnly: 'tls-interceptor',
+      certificateValidation: 'defer-4.7.5',
+      domainValidation: 'defer-4.7.5',
+      mtaStsEnforce: 'defer-4.7.5',
+    },
+  },
 ];
 
 const KIND_TEXT: Record<Kind, string> = {
@@ -79,8 +138,18 @@ const KIND_TEXT: Record<Kind, string> = {
 };
 
 interface Attempt {
-  status: string; tlsAchieved?: string; fallback?: string; error?: string;
-  tls?: { version: string; cipher: string; chainValid: boolean; chainError?: string; subject?: string; resumed?: boolean };
+  status: string;
+  tlsAchieved?: string;
+  fallback?: string;
+  error?: string;
+  tls?: {
+    version: string;
+    cipher: string;
+    chainValid: boolean;
+    chainError?: string;
+    subject?: string;
+    resumed?: boolean;
+  };
   reply: { code: number; enhanced: string; reason?: string };
 }
 
@@ -89,7 +158,11 @@ async function relay(gw: GatewayHandle, to: string, marker: string): Promise<str
   try {
     await c.hello();
     const from = 'sender@contoso.test';
-    const r = await c.send(from, [to], `From: <${from}>\r\nTo: <${to}>\r\nSubject: downgrade proof\r\nMessage-ID: <${marker}@contoso.test>\r\n\r\nconfidential: ${marker}\r\n`);
+    const r = await c.send(
+      from,
+      [to],
+      `From: <${from}>\r\nTo: <${to}>\r\nSubject: downgrade proof\r\nMessage-ID: <${marker}@contoso.test>\r\n\r\nconfidential: ${marker}\r\n`,
+    );
     if (r.code !== 250) throw new Error(`relay to ${to} refused: ${r.text}`);
     return /queued as (\w+)/.exec(r.text)![1];
   } finally {
@@ -107,7 +180,11 @@ const mod: ProofModule = {
     const evil = await makePki(ctx.workDir, 'Evil');
     const good = await pki.issue('mx.fabrikam.test', { dnsNames: ['*.fabrikam.test'] });
     const untrusted = await evil.issue('intercept.fabrikam.test', { dnsNames: ['*.fabrikam.test'] });
-    const self = await issueCertificate({ subject: 'CN=mx.fabrikam.test, O=Interceptor', dnsNames: ['*.fabrikam.test'], key: 'rsa2048' });
+    const self = await issueCertificate({
+      subject: 'CN=mx.fabrikam.test, O=Interceptor',
+      dnsNames: ['*.fabrikam.test'],
+      key: 'rsa2048',
+    });
     const certs = {
       good: { cert: readFileSync(good.chain, 'utf8'), key: readFileSync(good.key, 'utf8') },
       self: { cert: self.certPem, key: self.keyPem },
@@ -121,7 +198,12 @@ const mod: ProofModule = {
     const key = (c: Case, l: Level) => `${c.id}/${l}`;
     const marker = /PROOF-SECRET-[a-zA-Z0-9]+-[a-zA-Z]+-\d+/;
     try {
-      backend = await startPeer({ host: '127.0.2.1', port: await freePort('127.0.2.1'), name: 'mx.fabrikam.test', tls: { cert: readFileSync(good.chain, 'utf8'), key: readFileSync(good.key, 'utf8') } });
+      backend = await startPeer({
+        host: '127.0.2.1',
+        port: await freePort('127.0.2.1'),
+        name: 'mx.fabrikam.test',
+        tls: { cert: readFileSync(good.chain, 'utf8'), key: readFileSync(good.key, 'utf8') },
+      });
       const zone: Zone = {};
       let port = 0;
       for (let attempt = 0; attempt < 5 && mitms.size < CASES.length * LEVELS.length; attempt++) {
@@ -134,7 +216,17 @@ const mod: ProofModule = {
             for (const { level, domain } of LEVELS) {
               const ip = `127.0.2.${n++}`;
               const host = `mx-${c.id}-${level.toLowerCase()}.fabrikam.test`;
-              mitms.set(key(c, level), await startMitm({ ip, port, mode: c.mode, backend: { host: backend.host, port: backend.port }, marker, ...(c.cert ? { cert: certs[c.cert] } : {}) }));
+              mitms.set(
+                key(c, level),
+                await startMitm({
+                  ip,
+                  port,
+                  mode: c.mode,
+                  backend: { host: backend.host, port: backend.port },
+                  marker,
+                  ...(c.cert ? { cert: certs[c.cert] } : {}),
+                }),
+              );
               zone[host] = { A: [ip] };
               zone[`${c.id}.${domain}`] = { MX: [{ exchange: host, priority: 10 }] };
             }
@@ -149,7 +241,11 @@ const mod: ProofModule = {
         zone[`_mta-sts.${c.id}.sts.test`] = { TXT: ['v=STSv1; id=proof1;'] };
         zone[`mta-sts.${c.id}.sts.test`] = { A: [STS_IP] };
       }
-      sts = await startStsServer(STS_IP, await pki.issue('mta-sts.sts.test', { dnsNames: stsNames }), 'version: STSv1\r\nmode: enforce\r\nmx: *.fabrikam.test\r\nmax_age: 86400\r\n');
+      sts = await startStsServer(
+        STS_IP,
+        await pki.issue('mta-sts.sts.test', { dnsNames: stsNames }),
+        'version: STSv1\r\nmode: enforce\r\nmx: *.fabrikam.test\r\nmax_age: 86400\r\n',
+      );
       dns = await startDnsServer(zone);
       gw = await startGateway({
         dir,
@@ -157,24 +253,42 @@ const mod: ProofModule = {
           dns: { servers: [dns.server] },
           tls: { trust: { system: false, caFiles: [pki.rootFile] }, revocation: 'off' },
           // No connection reuse: every message meets the man in the middle on a new connection.
-          delivery: { port, timeouts: { connect: 3, greeting: 10, command: 10 }, destinationDownSeconds: 0, connectionReuse: { idleSeconds: 0 } },
+          delivery: {
+            port,
+            timeouts: { connect: 3, greeting: 10, command: 10 },
+            destinationDownSeconds: 0,
+            connectionReuse: { idleSeconds: 0 },
+          },
           queue: { retrySchedule: [3600], delayWarning: 0 },
-          organizations: [{
-            name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }],
-            inboundConnectors: [{ name: 'Local submission', connectorType: 'onPremises', senderIPAddresses: ['127.0.0.1/32'] }],
-            outboundConnectors: [
-              { name: 'Enc', recipientDomains: ['*.enc.test'], tlsSettings: 'encryptionOnly' },
-              { name: 'Certval', recipientDomains: ['*.cv.test'], tlsSettings: 'certificateValidation' },
-              { name: 'Domainval', recipientDomains: ['*.dv.test'], tlsSettings: 'domainValidation', tlsDomain: '*.fabrikam.test' },
-            ],
-          }],
+          organizations: [
+            {
+              name: 'contoso',
+              acceptedDomains: [{ domain: 'contoso.test' }],
+              inboundConnectors: [
+                { name: 'Local submission', connectorType: 'onPremises', senderIPAddresses: ['127.0.0.1/32'] },
+              ],
+              outboundConnectors: [
+                { name: 'Enc', recipientDomains: ['*.enc.test'], tlsSettings: 'encryptionOnly' },
+                { name: 'Certval', recipientDomains: ['*.cv.test'], tlsSettings: 'certificateValidation' },
+                {
+                  name: 'Domainval',
+                  recipientDomains: ['*.dv.test'],
+                  tlsSettings: 'domainValidation',
+                  tlsDomain: '*.fabrikam.test',
+                },
+              ],
+            },
+          ],
         },
       });
-      ctx.log(`gateway on 127.0.0.1:${gw.port}; honest server 127.0.2.1:${backend.port}; ${mitms.size} MITM peers on 127.0.2.10-${9 + mitms.size}:${port}; ${repeats} message(s) per cell`);
+      ctx.log(
+        `gateway on 127.0.0.1:${gw.port}; honest server 127.0.2.1:${backend.port}; ${mitms.size} MITM peers on 127.0.2.10-${9 + mitms.size}:${port}; ${repeats} message(s) per cell`,
+      );
 
       // Every cell's messages; each body carries a secret marker the MITM looks for on the wire.
       const queued = new Map<string, { id: string; marker: string }[]>();
-      const result = (id: string) => gw!.events().find((e) => e.event === 'delivery.result' && e.queueId === id && e.agent === 'smtp');
+      const result = (id: string) =>
+        gw!.events().find((e) => e.event === 'delivery.result' && e.queueId === id && e.agent === 'smtp');
       const sequential: Promise<void>[] = [];
       for (const c of CASES) {
         for (const { level, domain } of LEVELS) {
@@ -187,12 +301,14 @@ const mod: ProofModule = {
             return id;
           };
           if (c.sequential) {
-            sequential.push((async () => {
-              for (let i = 0; i < Math.max(repeats, c.sequential!); i++) {
-                const id = await send(i);
-                await until(`delivery of ${id}`, () => result(id), 30_000);
-              }
-            })());
+            sequential.push(
+              (async () => {
+                for (let i = 0; i < Math.max(repeats, c.sequential!); i++) {
+                  const id = await send(i);
+                  await until(`delivery of ${id}`, () => result(id), 30_000);
+                }
+              })(),
+            );
           } else for (let i = 0; i < repeats; i++) await send(i);
         }
       }
@@ -201,12 +317,32 @@ const mod: ProofModule = {
       await until('a delivery result for every downgrade message', () => ids.every((id) => result(id)), 90_000);
       const tr = await gw.cli(['trace', '--since', '1h', '--limit', '10000', '--json']);
       if (tr.code !== 0) throw new Error(`trace failed: ${tr.stderr}`);
-      const traces = new Map((JSON.parse(tr.stdout) as { id: string; trace: { kind: string; data: Attempt }[] }[])
-        .map((m) => [m.id, m.trace.filter((t) => t.kind === 'delivery').map((t) => t.data)]));
+      const traces = new Map(
+        (JSON.parse(tr.stdout) as { id: string; trace: { kind: string; data: Attempt }[] }[]).map((m) => [
+          m.id,
+          m.trace.filter((t) => t.kind === 'delivery').map((t) => t.data),
+        ]),
+      );
 
       const failures: string[] = [];
       const matrix: (string | number)[][] = [];
-      const perLevel = new Map(LEVELS.map(({ level }) => [level, { cases: 0, messages: 0, tls: 0, interceptor: 0, plaintext: 0, deferred: 0, leaked: 0, plainCommands: 0, interceptorRead: 0, unexpected: 0 }]));
+      const perLevel = new Map(
+        LEVELS.map(({ level }) => [
+          level,
+          {
+            cases: 0,
+            messages: 0,
+            tls: 0,
+            interceptor: 0,
+            plaintext: 0,
+            deferred: 0,
+            leaked: 0,
+            plainCommands: 0,
+            interceptorRead: 0,
+            unexpected: 0,
+          },
+        ]),
+      );
       for (const c of CASES) {
         const row: (string | number)[] = [c.label];
         let tampered = 0;
@@ -235,27 +371,50 @@ const mod: ProofModule = {
             else if (ev.status === 'deferred') agg.deferred++;
             const want = c.expect[level];
             const where = `${c.id} × ${level} (${q.id})`;
-            if (kind !== want) { agg.unexpected++; failures.push(`${where}: expected ${KIND_TEXT[want]}, got ${String(ev.status)} ${String(ev.code ?? '')} ${String(ev.enhanced ?? '')} ${String(ev.reason ?? '')}`); }
+            if (kind !== want) {
+              agg.unexpected++;
+              failures.push(
+                `${where}: expected ${KIND_TEXT[want]}, got ${String(ev.status)} ${String(ev.code ?? '')} ${String(ev.enhanced ?? '')} ${String(ev.reason ?? '')}`,
+              );
+            }
             if (kind === 'plaintext') {
-              if (at?.tlsAchieved !== 'none') failures.push(`${where}: plaintext delivery traced as achieved ${at?.tlsAchieved}`);
+              if (at?.tlsAchieved !== 'none')
+                failures.push(`${where}: plaintext delivery traced as achieved ${at?.tlsAchieved}`);
               if (!at?.fallback) failures.push(`${where}: plaintext delivery without a fallback note in the trace`);
-              else if (c.fallback && !c.fallback.test(at.fallback)) failures.push(`${where}: fallback note "${at.fallback}" does not match ${c.fallback}`);
+              else if (c.fallback && !c.fallback.test(at.fallback))
+                failures.push(`${where}: fallback note "${at.fallback}" does not match ${c.fallback}`);
               if (at?.fallback) notes.add(`trace: ${at.fallback.replace(/ \(.*$/, '').replace(/ until .*$/, '')}`);
             }
             if (kind === 'tls' || kind === 'tls-interceptor') {
-              notes.add(`${at?.tls?.version ?? '?'}, achieved ${at?.tlsAchieved}${at?.tls?.resumed ? ', resumed' : ''}`);
-              if (kind === 'tls-interceptor' && at?.tls?.chainValid) failures.push(`${where}: the interception certificate was judged valid`);
-              if (kind === 'tls' && (level === 'domainValidation' || level === 'mtaStsEnforce') && at?.tlsAchieved !== 'domainValidation') failures.push(`${where}: achieved ${at?.tlsAchieved}`);
+              notes.add(
+                `${at?.tls?.version ?? '?'}, achieved ${at?.tlsAchieved}${at?.tls?.resumed ? ', resumed' : ''}`,
+              );
+              if (kind === 'tls-interceptor' && at?.tls?.chainValid)
+                failures.push(`${where}: the interception certificate was judged valid`);
+              if (
+                kind === 'tls' &&
+                (level === 'domainValidation' || level === 'mtaStsEnforce') &&
+                at?.tlsAchieved !== 'domainValidation'
+              )
+                failures.push(`${where}: achieved ${at?.tlsAchieved}`);
             }
             if (ev.status === 'deferred') {
               const reason = String(ev.reason ?? '');
-              const source = level === 'mtaStsEnforce' ? 'TLS required by MTA-STS (policy of ' : 'TLS required by connector';
-              if (!reason.startsWith(source)) failures.push(`${where}: deferral reason does not name the TLS requirement (${source}…): ${reason}`);
-              notes.add(/did not offer STARTTLS/.test(reason) ? 'did not offer STARTTLS'
-                : /refused STARTTLS: (\d{3})/.test(reason) ? `refused STARTTLS: ${/refused STARTTLS: (\d{3})/.exec(reason)![1]}`
-                  : /TLS handshake with .* failed: (\S+)/.test(reason) ? `TLS handshake failed: ${/failed: (\S+)/.exec(reason)![1]}`
-                    : /certificate not valid \(/.test(reason) ? `certificate not valid: ${/certificate not valid \((.*?)\), presented/.exec(reason)?.[1] ?? '?'}`
-                      : reason.slice(0, 80));
+              const source =
+                level === 'mtaStsEnforce' ? 'TLS required by MTA-STS (policy of ' : 'TLS required by connector';
+              if (!reason.startsWith(source))
+                failures.push(`${where}: deferral reason does not name the TLS requirement (${source}…): ${reason}`);
+              notes.add(
+                /did not offer STARTTLS/.test(reason)
+                  ? 'did not offer STARTTLS'
+                  : /refused STARTTLS: (\d{3})/.test(reason)
+                    ? `refused STARTTLS: ${/refused STARTTLS: (\d{3})/.exec(reason)![1]}`
+                    : /TLS handshake with .* failed: (\S+)/.test(reason)
+                      ? `TLS handshake failed: ${/failed: (\S+)/.exec(reason)![1]}`
+                      : /certificate not valid \(/.test(reason)
+                        ? `certificate not valid: ${/certificate not valid \((.*?)\), presented/.exec(reason)?.[1] ?? '?'}`
+                        : reason.slice(0, 80),
+              );
             }
           }
           // What the man in the middle saw.
@@ -264,39 +423,86 @@ const mod: ProofModule = {
           agg.plainCommands += st.plainTransaction;
           if (c.cert !== 'good') agg.interceptorRead += st.interceptedMarkers.length;
           if (forced(level)) {
-            if (st.plainTransaction || st.plainBodyBytes || leakedHere) failures.push(`${c.id} × ${level}: LEAK — ${st.plainTransaction} MAIL/RCPT/DATA and ${st.plainBodyBytes} message bytes in cleartext, ${leakedHere} message(s) seen on the wire`);
-            if (c.cert !== 'good' && authenticated(level) && (st.interceptedTransaction || st.interceptedMarkers.length)) {
-              failures.push(`${c.id} × ${level}: the interceptor read ${st.interceptedTransaction} commands / ${st.interceptedMarkers.length} message(s)`);
+            if (st.plainTransaction || st.plainBodyBytes || leakedHere)
+              failures.push(
+                `${c.id} × ${level}: LEAK — ${st.plainTransaction} MAIL/RCPT/DATA and ${st.plainBodyBytes} message bytes in cleartext, ${leakedHere} message(s) seen on the wire`,
+              );
+            if (
+              c.cert !== 'good' &&
+              authenticated(level) &&
+              (st.interceptedTransaction || st.interceptedMarkers.length)
+            ) {
+              failures.push(
+                `${c.id} × ${level}: the interceptor read ${st.interceptedTransaction} commands / ${st.interceptedMarkers.length} message(s)`,
+              );
             }
           }
-          if (c.mode !== 'passthrough' && st.tampered === 0) failures.push(`${c.id} × ${level}: the MITM never carried out the attack (${st.connections} connections)`);
-          if (c.mode === 'intercept' && st.interceptedSessions === 0) failures.push(`${c.id} × ${level}: our client never reached the interception handshake (the attack was not exercised)`);
+          if (c.mode !== 'passthrough' && st.tampered === 0)
+            failures.push(`${c.id} × ${level}: the MITM never carried out the attack (${st.connections} connections)`);
+          if (c.mode === 'intercept' && st.interceptedSessions === 0)
+            failures.push(
+              `${c.id} × ${level}: our client never reached the interception handshake (the attack was not exercised)`,
+            );
           if (c.sequential) {
             const resumed = queued.get(key(c, level))!.filter((q) => traces.get(q.id)?.at(-1)?.tls?.resumed).length;
-            if (forced(level) && level !== 'encryptionOnly' && resumed) failures.push(`${c.id} × ${level}: ${resumed} delivery(ies) on a resumed session (no certificate to check)`);
-            if (!forced(level) && !resumed) failures.push(`${c.id} × ${level}: no connection resumed the TLS session (the control did not exercise resumption)`);
+            if (forced(level) && level !== 'encryptionOnly' && resumed)
+              failures.push(
+                `${c.id} × ${level}: ${resumed} delivery(ies) on a resumed session (no certificate to check)`,
+              );
+            if (!forced(level) && !resumed)
+              failures.push(
+                `${c.id} × ${level}: no connection resumed the TLS session (the control did not exercise resumption)`,
+              );
           }
           const uniq = [...new Set(kinds)];
-          const cell = uniq.map((k) => KIND_TEXT[k as Kind] ?? `UNEXPECTED ${k}`).join(' / ') + (repeats > 1 ? ` ×${kinds.length}` : '');
+          const cell =
+            uniq.map((k) => KIND_TEXT[k as Kind] ?? `UNEXPECTED ${k}`).join(' / ') +
+            (repeats > 1 ? ` ×${kinds.length}` : '');
           const seen = forced(level)
             ? `; cleartext MAIL/RCPT/DATA ${st.plainTransaction}, leaked ${leakedHere}`
             : `; leaked ${leakedHere}`;
-          row.push(`${cell} (${[...notes].join('; ')}${seen}${st.interceptedMarkers.length && c.cert !== 'good' ? `; read by interceptor ${st.interceptedMarkers.length}` : ''})`);
+          row.push(
+            `${cell} (${[...notes].join('; ')}${seen}${st.interceptedMarkers.length && c.cert !== 'good' ? `; read by interceptor ${st.interceptedMarkers.length}` : ''})`,
+          );
         }
         row.splice(1, 0, c.mode === 'passthrough' || c.cert === 'good' ? 'none (control)' : tampered);
         matrix.push(row);
       }
       // The honest server: a forced level's message may reach it only over TLS.
       const forcedDomains = LEVELS.filter((l) => forced(l.level)).map((l) => l.domain);
-      const plainAtBackend = backend.messages.filter((m) => !m.tls && m.to.some((t) => forcedDomains.some((d) => t.endsWith(`.${d}`)) && !/^u\d+@(selfsigned|untrustedca|resume)\./.test(t)));
-      if (plainAtBackend.length) failures.push(`the honest server received ${plainAtBackend.length} forced-level message(s) without TLS`);
+      const plainAtBackend = backend.messages.filter(
+        (m) =>
+          !m.tls &&
+          m.to.some(
+            (t) => forcedDomains.some((d) => t.endsWith(`.${d}`)) && !/^u\d+@(selfsigned|untrustedca|resume)\./.test(t),
+          ),
+      );
+      if (plainAtBackend.length)
+        failures.push(`the honest server received ${plainAtBackend.length} forced-level message(s) without TLS`);
 
       const summary: (string | number)[][] = LEVELS.map(({ level }) => {
         const a = perLevel.get(level)!;
-        return [level, a.cases, a.messages, a.tls, a.interceptor, a.deferred, a.plaintext, a.plainCommands, a.leaked, a.interceptorRead, a.unexpected];
+        return [
+          level,
+          a.cases,
+          a.messages,
+          a.tls,
+          a.interceptor,
+          a.deferred,
+          a.plaintext,
+          a.plainCommands,
+          a.leaked,
+          a.interceptorRead,
+          a.unexpected,
+        ];
       });
-      const forcedLeaks = LEVELS.filter((l) => forced(l.level)).reduce((n, l) => n + perLevel.get(l.level)!.leaked + perLevel.get(l.level)!.plainCommands, 0);
-      ctx.log(`cases ${CASES.length} × levels ${LEVELS.length}, messages ${ids.length}, forced-level plaintext leaks ${forcedLeaks}, failures ${failures.length}`);
+      const forcedLeaks = LEVELS.filter((l) => forced(l.level)).reduce(
+        (n, l) => n + perLevel.get(l.level)!.leaked + perLevel.get(l.level)!.plainCommands,
+        0,
+      );
+      ctx.log(
+        `cases ${CASES.length} × levels ${LEVELS.length}, messages ${ids.length}, forced-level plaintext leaks ${forcedLeaks}, failures ${failures.length}`,
+      );
       return [
         {
           title: 'Downgrade and injection against our client: case × level',
@@ -316,10 +522,24 @@ const mod: ProofModule = {
           title: 'Downgrade and injection: totals per TLS level',
           command: CMD,
           table: {
-            header: ['level', 'cases tried', 'messages', 'delivered over TLS', 'delivered over TLS to an interceptor', 'deferred 4.7.x', 'delivered in plaintext', 'cleartext MAIL/RCPT/DATA', 'messages leaked in plaintext', 'messages read by an interceptor', 'unexpected outcomes'],
+            header: [
+              'level',
+              'cases tried',
+              'messages',
+              'delivered over TLS',
+              'delivered over TLS to an interceptor',
+              'deferred 4.7.x',
+              'delivered in plaintext',
+              'cleartext MAIL/RCPT/DATA',
+              'messages leaked in plaintext',
+              'messages read by an interceptor',
+              'unexpected outcomes',
+            ],
             rows: summary,
           },
-          notes: [`Leaked messages at forced levels: ${forcedLeaks} (must be 0). ${repeats} message(s) per case and level.`],
+          notes: [
+            `Leaked messages at forced levels: ${forcedLeaks} (must be 0). ${repeats} message(s) per case and level.`,
+          ],
           failures: forcedLeaks ? [`${forcedLeaks} plaintext leak(s) at forced levels`] : [],
         },
         await runDaneDowngrade(ctx, CMD, repeats),

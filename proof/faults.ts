@@ -49,8 +49,26 @@ interface Plan {
 }
 
 export const PLANS: Record<ProofSize, Plan> = {
-  ci: { messages: 5_000, loadSeconds: 60, kills: 4, loadDeadlineMs: 150_000, drainDeadlineMs: 75_000, holdMs: [1500, 4000], stallMs: [5000, 7000], gapMs: [200, 1200] },
-  full: { messages: 100_000, loadSeconds: 420, kills: 12, loadDeadlineMs: 660_000, drainDeadlineMs: 150_000, holdMs: [3000, 8000], stallMs: [5000, 10_000], gapMs: [500, 3000] },
+  ci: {
+    messages: 5_000,
+    loadSeconds: 60,
+    kills: 4,
+    loadDeadlineMs: 150_000,
+    drainDeadlineMs: 75_000,
+    holdMs: [1500, 4000],
+    stallMs: [5000, 7000],
+    gapMs: [200, 1200],
+  },
+  full: {
+    messages: 100_000,
+    loadSeconds: 420,
+    kills: 12,
+    loadDeadlineMs: 660_000,
+    drainDeadlineMs: 150_000,
+    holdMs: [3000, 8000],
+    stallMs: [5000, 10_000],
+    gapMs: [500, 3000],
+  },
 };
 
 const COMMAND = 'npm run proof -- --only faults';
@@ -74,7 +92,13 @@ const sha256 = (b: string | Buffer) => createHash('sha256').update(b).digest('he
 const between = ([a, b]: [number, number]) => randomInt(a, b + 1);
 
 // ---- the peers and the DNS zone -------------------------------------------------------------
-interface PeerSpec { name: string; ip: string; domains: string[]; mx: string; forced?: 'certificateValidation' | 'domainValidation' }
+interface PeerSpec {
+  name: string;
+  ip: string;
+  domains: string[];
+  mx: string;
+  forced?: 'certificateValidation' | 'domainValidation';
+}
 const PEERS: PeerSpec[] = [
   { name: 'alpha', ip: '127.0.0.2', domains: ['alpha.test'], mx: 'mx.alpha.test' },
   { name: 'bravo', ip: '127.0.0.3', domains: ['bravo.test'], mx: 'mx.bravo.test' },
@@ -91,7 +115,12 @@ function zone(): Parameters<typeof startDnsServer>[0] {
     'alpha.test': { MX: [{ exchange: 'mx.alpha.test', priority: 10 }] },
     'bravo.test': { MX: [{ exchange: 'mx.bravo.test', priority: 10 }] },
     // Two MX hosts: a fault on the preferred one moves mail to the other.
-    'charlie.test': { MX: [{ exchange: 'mx1.charlie.test', priority: 10 }, { exchange: 'mx2.charlie.test', priority: 20 }] },
+    'charlie.test': {
+      MX: [
+        { exchange: 'mx1.charlie.test', priority: 10 },
+        { exchange: 'mx2.charlie.test', priority: 20 },
+      ],
+    },
     'secure.test': { MX: [{ exchange: 'mx.secure.test', priority: 10 }] },
     'strict.test': { MX: [{ exchange: 'mx.strict.test', priority: 10 }] },
     'full.test': { MX: [{ exchange: FULL_PEER.mx, priority: 10 }] },
@@ -109,7 +138,7 @@ function rcptsOf(idx: number): string[] {
   const d = DOMAINS[idx % DOMAINS.length];
   const r = [`u${idx % 40}@${d}`];
   if (idx % 7 === 3) r.push(`v${idx % 40}@${DOMAINS[(idx + 1 + (Math.floor(idx / 7) % 4)) % DOMAINS.length]}`);
-  if (idx % 97 === 5) r.push(`reject-${idx}@${d}`);   // the peer answers 550 at RCPT: bounced with a DSN
+  if (idx % 97 === 5) r.push(`reject-${idx}@${d}`); // the peer answers 550 at RCPT: bounced with a DSN
   return r;
 }
 const isReject = (addr: string) => addr.startsWith('reject-');
@@ -151,7 +180,12 @@ const proofIdx = (tag: string, id: string | null): number => {
   return Number.isInteger(n) ? n : -1;
 };
 
-interface QueueEntry { id: string; state: string; lastError?: string; recipients: { address: string; status: string; lastReply?: { code: number; enhanced: string; message: string } }[] }
+interface QueueEntry {
+  id: string;
+  state: string;
+  lastError?: string;
+  recipients: { address: string; status: string; lastReply?: { code: number; enhanced: string; message: string } }[];
+}
 
 async function queueList(g: ProofGateway): Promise<QueueEntry[]> {
   const r = await g.cli(['queue', 'list', '--json']);
@@ -160,19 +194,29 @@ async function queueList(g: ProofGateway): Promise<QueueEntry[]> {
   if (list.length < 1000) return list;
   // `queue list` shows the first 1,000 messages; read the rest from the store itself.
   const store = new SqliteStore(g.dataDir, { readonly: true });
-  try { return (await store.list({ limit: 10_000_000 })) as QueueEntry[]; } finally { await store.close(); }
+  try {
+    return (await store.list({ limit: 10_000_000 })) as QueueEntry[];
+  } finally {
+    await store.close();
+  }
 }
 
 /** Bounces in the sender's mailbox: "queueId rcpt" for each failed recipient, and each DSN's X-Proof-Id. */
 function scanDsns(dataDir: string, seen: Map<string, { keys: string[]; proofId: string | null }>): void {
   const dir = path.join(dataDir, 'mailboxes', 'contoso.test', 'load', 'new');
   let names: string[] = [];
-  try { names = readdirSync(dir); } catch { return; }
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
   for (const n of names) {
     if (seen.has(n)) continue;
     const text = readFileSync(path.join(dir, n), 'latin1');
     const q = /^X-Portcullis-Queue-ID: (\S+)/m.exec(text)?.[1];
-    const keys = [...text.matchAll(/^Final-Recipient: rfc822; (\S+)\r\nAction: failed\r\n/gm)].map((m) => `${q} ${m[1]}`);
+    const keys = [...text.matchAll(/^Final-Recipient: rfc822; (\S+)\r\nAction: failed\r\n/gm)].map(
+      (m) => `${q} ${m[1]}`,
+    );
     seen.set(n, { keys, proofId: /^X-Proof-Id: (\S+)/m.exec(text)?.[1] ?? null });
   }
 }
@@ -186,8 +230,12 @@ const mod: ProofModule = {
     const pki = await makePki(ctx.workDir, 'Proof');
     const gwCert = await pki.issue('mx1.contoso.test');
     const peerCert = await pki.issue('mx.peers.test', { dnsNames: [...PEERS.map((p) => p.mx), FULL_PEER.mx] });
-    const wrongName = await pki.issue('mx.other.test');            // valid chain, another name
-    const selfSigned = await issueCertificate({ subject: 'CN=mx.secure.test, O=Nobody', dnsNames: ['mx.secure.test', 'mx.strict.test'], key: 'ec256' });
+    const wrongName = await pki.issue('mx.other.test'); // valid chain, another name
+    const selfSigned = await issueCertificate({
+      subject: 'CN=mx.secure.test, O=Nobody',
+      dnsNames: ['mx.secure.test', 'mx.strict.test'],
+      key: 'ec256',
+    });
     const good = { cert: readFileSync(peerCert.chain, 'utf8'), key: readFileSync(peerCert.key, 'utf8') };
     const ca = readFileSync(pki.rootFile, 'utf8');
     const dns = await startDnsServer(zone());
@@ -197,17 +245,33 @@ const mod: ProofModule = {
     const sections: ProofSection[] = [];
     try {
       for (const p of PEERS) {
-        const bad = p.forced === 'certificateValidation' ? { cert: selfSigned.certPem, key: selfSigned.keyPem }
-          : p.forced === 'domainValidation' ? { cert: readFileSync(wrongName.chain, 'utf8'), key: readFileSync(wrongName.key, 'utf8') } : undefined;
+        const bad =
+          p.forced === 'certificateValidation'
+            ? { cert: selfSigned.certPem, key: selfSigned.keyPem }
+            : p.forced === 'domainValidation'
+              ? { cert: readFileSync(wrongName.chain, 'utf8'), key: readFileSync(wrongName.key, 'utf8') }
+              : undefined;
         const fp = new FaultPeer({
-          name: p.name, host: p.ip, port: peerPort, tls: { good, ...(bad ? { bad } : {}) }, forced: !!p.forced,
+          name: p.name,
+          host: p.ip,
+          port: peerPort,
+          tls: { good, ...(bad ? { bad } : {}) },
+          forced: !!p.forced,
           rcptReply: (a) => (isReject(a) ? `550 5.1.1 <${a}>: Recipient address rejected: User unknown` : undefined),
           onMessage: (c) => copies.push(c),
         });
         await fp.listen();
         peers.push(fp);
       }
-      sections.push(...await loadWithFaults(ctx, plan, { pki: { gwCert, ca, rootFile: pki.rootFile }, dns, peerPort, peers, copies }));
+      sections.push(
+        ...(await loadWithFaults(ctx, plan, {
+          pki: { gwCert, ca, rootFile: pki.rootFile },
+          dns,
+          peerPort,
+          peers,
+          copies,
+        })),
+      );
       sections.push(await diskFull(ctx, { gwCert, ca, rootFile: pki.rootFile, dns, peerPort, good }));
     } finally {
       await Promise.all(peers.map((p) => p.close()));
@@ -227,14 +291,26 @@ interface Env {
   copies: PeerCopy[];
 }
 
-function gatewayConfig(o: { gwCert: { chain: string; key: string }; rootFile: string; dns: DnsServer; peerPort: number }): Record<string, unknown> {
+function gatewayConfig(o: {
+  gwCert: { chain: string; key: string };
+  rootFile: string;
+  dns: DnsServer;
+  peerPort: number;
+}): Record<string, unknown> {
   return {
     log: { level: 'info' },
     smtp: { maxConnectionsPerIP: 1000 },
-    tls: { certificates: [{ cert: o.gwCert.chain, key: o.gwCert.key }], trust: { system: false, caFiles: [o.rootFile] }, revocation: 'off' },
+    tls: {
+      certificates: [{ cert: o.gwCert.chain, key: o.gwCert.key }],
+      trust: { system: false, caFiles: [o.rootFile] },
+      revocation: 'off',
+    },
     dns: { servers: [o.dns.server] },
     delivery: {
-      port: o.peerPort, maxConnectionsPerDestination: 10, destinationDownSeconds: 2, tlsFallbackSeconds: 3,
+      port: o.peerPort,
+      maxConnectionsPerDestination: 10,
+      destinationDownSeconds: 2,
+      tlsFallbackSeconds: 3,
       connectionReuse: { idleSeconds: 5 },
       // Small timeouts so stalls are timed out quickly; the end-of-data wait stays long (a short
       // one turns a slow 250 into a duplicate, which this proof must attribute to crashes only).
@@ -242,15 +318,22 @@ function gatewayConfig(o: { gwCert: { chain: string; key: string }; rootFile: st
     },
     // A 5 s lease: deliveries held up by stalls, slow peers and connection limits outlive it.
     queue: { retrySchedule: [1, 2, 3], delayWarning: 0, messageExpiration: 7200, concurrency: 100, leaseSeconds: 5 },
-    organizations: [{
-      name: 'contoso',
-      acceptedDomains: [{ domain: 'contoso.test' }],
-      inboundConnectors: [{ name: 'Proof driver', connectorType: 'onPremises', senderIPAddresses: ['127.0.0.1/32'] }],
-      outboundConnectors: [
-        { name: 'To Secure', recipientDomains: ['secure.test'], tlsSettings: 'certificateValidation' },
-        { name: 'To Strict', recipientDomains: ['strict.test'], tlsSettings: 'domainValidation', tlsDomain: 'mx.strict.test' },
-      ],
-    }],
+    organizations: [
+      {
+        name: 'contoso',
+        acceptedDomains: [{ domain: 'contoso.test' }],
+        inboundConnectors: [{ name: 'Proof driver', connectorType: 'onPremises', senderIPAddresses: ['127.0.0.1/32'] }],
+        outboundConnectors: [
+          { name: 'To Secure', recipientDomains: ['secure.test'], tlsSettings: 'certificateValidation' },
+          {
+            name: 'To Strict',
+            recipientDomains: ['strict.test'],
+            tlsSettings: 'domainValidation',
+            tlsDomain: 'mx.strict.test',
+          },
+        ],
+      },
+    ],
   };
 }
 
@@ -261,25 +344,38 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
   const factory = new MessageFactory(tag);
   const host = '127.0.0.1';
   const port = await freePort(host);
-  const g = proofGateway({ dir, dataDir: path.join(dir, 'data'), host, port, config: gatewayConfig({ gwCert: env.pki.gwCert, rootFile: env.pki.rootFile, dns: env.dns, peerPort: env.peerPort }) });
+  const g = proofGateway({
+    dir,
+    dataDir: path.join(dir, 'data'),
+    host,
+    port,
+    config: gatewayConfig({ gwCert: env.pki.gwCert, rootFile: env.pki.rootFile, dns: env.dns, peerPort: env.peerPort }),
+  });
   const N = plan.messages;
   const shaOf: string[] = new Array(N);
   const acks: string[][] = Array.from({ length: N }, () => []);
-  const lostReplies = new Uint16Array(N);      // transactions of this message cut without a final reply
+  const lostReplies = new Uint16Array(N); // transactions of this message cut without a final reply
   const attempts = new Uint16Array(N);
   const refusals = new Map<number, string[]>();
   const faults: Record<string, number> = { kill: 0 };
   for (const k of FAULT_KINDS) faults[k] = 0;
   const failures: string[] = [];
   const notes: string[] = [];
-  let acked = 0; let givenUp = 0; let transactions = 0; let sessionsOpened = 0; let connectFailures = 0;
+  let acked = 0;
+  let givenUp = 0;
+  let transactions = 0;
+  let sessionsOpened = 0;
+  let connectFailures = 0;
   let inFlight = 0;
   const killsInFlight: number[] = [];
   const tStart = Date.now();
-  let loadMs = 0; let drainMs = 0;
+  let loadMs = 0;
+  let drainMs = 0;
   try {
     await g.start();
-    ctx.log(`gateway on ${host}:${port}, peers on 127.0.0.2-7:${env.peerPort}, ${N} messages paced over ~${plan.loadSeconds} s`);
+    ctx.log(
+      `gateway on ${host}:${port}, peers on 127.0.0.2-7:${env.peerPort}, ${N} messages paced over ~${plan.loadSeconds} s`,
+    );
 
     // ---- driver ---------------------------------------------------------------------------
     const deadline = Date.now() + plan.loadDeadlineMs;
@@ -290,7 +386,7 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
     let slot = Date.now();
     const pace = async () => {
       const now = Date.now();
-      slot = Math.max(slot + interval, now - 1000);    // no burst of more than a second of backlog
+      slot = Math.max(slot + interval, now - 1000); // no burst of more than a second of backlog
       if (slot > now) await sleep(slot - now);
     };
     const worker = async () => {
@@ -302,37 +398,61 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
             await s.handshake('driver.contoso.test', 'mx1.contoso.test', env.pki.ca);
             sessionsOpened++;
           } catch {
-            s?.destroy(); s = null; connectFailures++;
+            s?.destroy();
+            s = null;
+            connectFailures++;
             await sleep(randomInt(50, 250));
             continue;
           }
         }
         const idx = retry.length ? retry.shift()! : next < N ? next++ : -1;
-        if (idx < 0) { await sleep(50); continue; }
+        if (idx < 0) {
+          await sleep(50);
+          continue;
+        }
         await pace();
         const rcpts = rcptsOf(idx);
         const text = factory.text(idx, rcpts);
         shaOf[idx] ??= sha256(text);
-        attempts[idx]++; transactions++;
+        attempts[idx]++;
+        transactions++;
         inFlight++;
         let r: { code: number; text: string } | null = null;
-        try { r = await s.transaction(SENDER, rcpts, wire(text), true); } catch { r = null; } finally { inFlight--; }
+        try {
+          r = await s.transaction(SENDER, rcpts, wire(text), true);
+        } catch {
+          r = null;
+        } finally {
+          inFlight--;
+        }
         if (r?.code === 250) {
           const q = /queued as ([0-9A-Z]+)/.exec(r.text)?.[1];
-          if (!q) { failures.push(`250 without a queue id: ${r.text}`); givenUp++; continue; }
+          if (!q) {
+            failures.push(`250 without a queue id: ${r.text}`);
+            givenUp++;
+            continue;
+          }
           acks[idx].push(q);
           acked++;
           continue;
         }
-        if (r) { const l = refusals.get(idx) ?? []; l.push(r.text.split('\n')[0]); refusals.set(idx, l); } else lostReplies[idx]++;
-        if ((r && r.code >= 500) || attempts[idx] >= MAX_ATTEMPTS) givenUp++; else retry.push(idx);
-        s.destroy(); s = null;                          // a fresh session for whatever comes next
+        if (r) {
+          const l = refusals.get(idx) ?? [];
+          l.push(r.text.split('\n')[0]);
+          refusals.set(idx, l);
+        } else lostReplies[idx]++;
+        if ((r && r.code >= 500) || attempts[idx] >= MAX_ATTEMPTS) givenUp++;
+        else retry.push(idx);
+        s.destroy();
+        s = null; // a fresh session for whatever comes next
       }
       s?.quit();
     };
 
     // ---- fault injector: kills --------------------------------------------------------------
-    const killAt = Array.from({ length: plan.kills }, (_, k) => Math.floor(N * (0.05 + (0.9 * (k + Math.random())) / plan.kills))).sort((a, b) => a - b);
+    const killAt = Array.from({ length: plan.kills }, (_, k) =>
+      Math.floor(N * (0.05 + (0.9 * (k + Math.random())) / plan.kills)),
+    ).sort((a, b) => a - b);
     let restarting = false;
     let selfExitTail: string | undefined;
     const killer = async () => {
@@ -347,7 +467,9 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
           faults.kill++;
           await sleep(randomInt(50, 600));
           await g.start();
-        } finally { restarting = false; }
+        } finally {
+          restarting = false;
+        }
       }
     };
     // A gateway that exits on its own (a crash we did not cause) fails the proof; it is restarted
@@ -356,7 +478,12 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
       if (restarting || g.running()) return;
       restarting = true;
       selfExitTail ??= g.tail.slice(-8).join('\n');
-      void g.start().catch((e) => failures.push(`restart after a crash failed: ${(e as Error).message}`)).finally(() => { restarting = false; });
+      void g
+        .start()
+        .catch((e) => failures.push(`restart after a crash failed: ${(e as Error).message}`))
+        .finally(() => {
+          restarting = false;
+        });
     }, 500);
 
     // ---- fault injector: peers --------------------------------------------------------------
@@ -364,8 +491,13 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
       const order = [...FAULT_KINDS].sort(() => Math.random() - 0.5);
       for (let i = offset; !loadDone && Date.now() < deadline; i++) {
         const kind = order[i % order.length];
-        const candidates = env.peers.filter((p) => p.fault === 'none' && (kind === 'badCert' ? p.hasBadCert : kind === 'tlsAbort' ? p.hasTls : true));
-        if (!candidates.length) { await sleep(200); continue; }
+        const candidates = env.peers.filter(
+          (p) => p.fault === 'none' && (kind === 'badCert' ? p.hasBadCert : kind === 'tlsAbort' ? p.hasTls : true),
+        );
+        if (!candidates.length) {
+          await sleep(200);
+          continue;
+        }
         const p = candidates[randomInt(candidates.length)];
         await p.setFault(kind);
         faults[kind]++;
@@ -378,7 +510,13 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
 
     const killing = killer();
     const injecting = [injector(0), injector(3)];
-    const progress = setInterval(() => ctx.log(`load: ${acked}/${N} accepted, ${transactions} transactions, ${faults.kill} kills, peer faults ${FAULT_KINDS.map((k) => `${k} ${faults[k]}`).join(', ')}`), 10_000);
+    const progress = setInterval(
+      () =>
+        ctx.log(
+          `load: ${acked}/${N} accepted, ${transactions} transactions, ${faults.kill} kills, peer faults ${FAULT_KINDS.map((k) => `${k} ${faults[k]}`).join(', ')}`,
+        ),
+      10_000,
+    );
     try {
       await Promise.all(Array.from({ length: SESSIONS }, () => worker()));
     } finally {
@@ -394,16 +532,19 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
     if (!g.running()) await g.start();
 
     // ---- drain (with one more kill while the queue is busy) -----------------------------------
-    const expected = new Map<string, number>();              // "queueId rcpt" -> idx
+    const expected = new Map<string, number>(); // "queueId rcpt" -> idx
     for (let i = 0; i < N; i++) for (const q of acks[i]) for (const r of rcptsOf(i)) expected.set(`${q} ${r}`, i);
-    const deliveredKeys = new Map<string, number>();         // "queueId rcpt" -> copies with the right hash
+    const deliveredKeys = new Map<string, number>(); // "queueId rcpt" -> copies with the right hash
     let scanned = 0;
     const absorb = () => {
       for (; scanned < env.copies.length; scanned++) {
         const c = env.copies[scanned];
         const i = proofIdx(tag, c.proofId);
         if (i < 0 || c.sha256 !== shaOf[i]) continue;
-        for (const r of c.rcpts) { const k = `${c.queueId} ${r}`; deliveredKeys.set(k, (deliveredKeys.get(k) ?? 0) + 1); }
+        for (const r of c.rcpts) {
+          const k = `${c.queueId} ${r}`;
+          deliveredKeys.set(k, (deliveredKeys.get(k) ?? 0) + 1);
+        }
       }
     };
     const dsns = new Map<string, { keys: string[]; proofId: string | null }>();
@@ -418,7 +559,10 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
       let open = 0;
       for (const k of expected.keys()) if (!deliveredKeys.has(k) && !b.has(k)) open++;
       if (!open || Date.now() - tDrain > plan.drainDeadlineMs) break;
-      if (!g.running()) { selfExitTail ??= g.tail.slice(-8).join('\n'); await g.start(); }
+      if (!g.running()) {
+        selfExitTail ??= g.tail.slice(-8).join('\n');
+        await g.start();
+      }
       if (!drainKilled && Date.now() - tDrain > drainKillAfter) {
         drainKilled = true;
         ctx.log(`drain: ${open} deliveries outstanding; SIGKILL while the queue is busy`);
@@ -437,32 +581,47 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
 
     // ---- accounting -----------------------------------------------------------------------
     const bounced = bouncedKeys();
-    const queued = new Map<string, string>();                // "queueId rcpt" -> reason
+    const queued = new Map<string, string>(); // "queueId rcpt" -> reason
     for (const m of queue) {
       for (const r of m.recipients) {
         if (r.status !== 'pending' && r.status !== 'deferred') continue;
-        const reason = r.lastReply ? `${r.lastReply.code} ${r.lastReply.enhanced} ${r.lastReply.message}` : m.lastError ?? (m.state === 'active' ? 'being delivered now' : `state ${m.state}, not attempted yet`);
+        const reason = r.lastReply
+          ? `${r.lastReply.code} ${r.lastReply.enhanced} ${r.lastReply.message}`
+          : (m.lastError ?? (m.state === 'active' ? 'being delivered now' : `state ${m.state}, not attempted yet`));
         queued.set(`${m.id} ${r.address}`, reason);
       }
     }
     const corrupted: string[] = [];
     const leaks: string[] = env.peers.flatMap((p) => p.leaks);
-    const copiesByKey = new Map<string, PeerCopy[]>();         // "queueId rcpt"
-    const queueIdsByMsgRcpt = new Map<string, Set<string>>();  // "idx rcpt" -> queue ids delivered
+    const copiesByKey = new Map<string, PeerCopy[]>(); // "queueId rcpt"
+    const queueIdsByMsgRcpt = new Map<string, Set<string>>(); // "idx rcpt" -> queue ids delivered
     for (const c of env.copies) {
       const i = proofIdx(tag, c.proofId);
       const spec = PEERS.find((p) => p.name === c.peer)!;
-      if (i < 0 || i >= N) { corrupted.push(`${c.peer}: a message without a known X-Proof-Id (queue id ${c.queueId})`); continue; }
-      if (c.sha256 !== shaOf[i]) { corrupted.push(`${c.peer}: ${tag}-${i} (queue id ${c.queueId}) does not hash to what was sent`); continue; }
-      if (!c.queueId) { corrupted.push(`${c.peer}: ${tag}-${i} without the gateway's Received: queue id`); continue; }
+      if (i < 0 || i >= N) {
+        corrupted.push(`${c.peer}: a message without a known X-Proof-Id (queue id ${c.queueId})`);
+        continue;
+      }
+      if (c.sha256 !== shaOf[i]) {
+        corrupted.push(`${c.peer}: ${tag}-${i} (queue id ${c.queueId}) does not hash to what was sent`);
+        continue;
+      }
+      if (!c.queueId) {
+        corrupted.push(`${c.peer}: ${tag}-${i} without the gateway's Received: queue id`);
+        continue;
+      }
       for (const r of c.rcpts) {
-        if (!rcptsOf(i).includes(r) || !spec.domains.includes(domainOf(r))) { corrupted.push(`${c.peer}: ${tag}-${i} delivered for ${r}, not a recipient of this peer`); continue; }
+        if (!rcptsOf(i).includes(r) || !spec.domains.includes(domainOf(r))) {
+          corrupted.push(`${c.peer}: ${tag}-${i} delivered for ${r}, not a recipient of this peer`);
+          continue;
+        }
         const k = `${c.queueId} ${r}`;
         copiesByKey.set(k, [...(copiesByKey.get(k) ?? []), c]);
         const mk = `${i} ${r}`;
         queueIdsByMsgRcpt.set(mk, (queueIdsByMsgRcpt.get(mk) ?? new Set()).add(c.queueId));
       }
-      if (spec.forced && !(c.tls && c.goodCert)) leaks.push(`${c.peer}: ${tag}-${i} delivered ${c.tls ? 'with the bad certificate' : 'without TLS'}`);
+      if (spec.forced && !(c.tls && c.goodCert))
+        leaks.push(`${c.peer}: ${tag}-${i} delivered ${c.tls ? 'with the bad certificate' : 'without TLS'}`);
     }
     // A DSN must return the message of the queue id it reports on.
     const msgOfQueueId = new Map<string, number>();
@@ -473,34 +632,50 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
       const q = d.keys[0].split(' ')[0];
       const i = proofIdx(tag, d.proofId);
       const owner = msgOfQueueId.get(q);
-      if (i < 0 || (owner !== undefined && owner !== i)) corrupted.push(`the DSN for ${q} returns ${d.proofId ?? 'no X-Proof-Id'}, not the message of that queue id`);
+      if (i < 0 || (owner !== undefined && owner !== i))
+        corrupted.push(`the DSN for ${q} returns ${d.proofId ?? 'no X-Proof-Id'}, not the message of that queue id`);
     }
-    let delivered = 0; let bouncedN = 0; let queuedN = 0;
+    let delivered = 0;
+    let bouncedN = 0;
+    let queuedN = 0;
     const lost: string[] = [];
     const queuedReasons = new Map<string, number>();
     for (const [k, i] of expected) {
       if (copiesByKey.has(k)) delivered++;
       else if (bounced.has(k)) bouncedN++;
-      else if (queued.has(k)) { queuedN++; const why = queued.get(k)!.slice(0, 120); queuedReasons.set(why, (queuedReasons.get(why) ?? 0) + 1); }
-      else lost.push(`${tag}-${i} (${k})`);
-      if (isReject(k.split(' ')[1]) && copiesByKey.has(k)) corrupted.push(`${k}: delivered although its peer refuses it`);
+      else if (queued.has(k)) {
+        queuedN++;
+        const why = queued.get(k)!.slice(0, 120);
+        queuedReasons.set(why, (queuedReasons.get(why) ?? 0) + 1);
+      } else lost.push(`${tag}-${i} (${k})`);
+      if (isReject(k.split(' ')[1]) && copiesByKey.has(k))
+        corrupted.push(`${k}: delivered although its peer refuses it`);
     }
     // Duplicates. A copy came from the gateway process that was running when its connection was
     // accepted (a new process needs hundreds of ms to start, so there is no ambiguity at a kill).
     // A redelivery is explained when that process was SIGKILLed after the copy (within a minute;
     // the peer may process the last bytes a moment after the kill) and before the next copy.
     const epochOf = (t: number) => [...g.epochs].reverse().find((e) => e.start <= t);
-    const redelivered: string[] = []; const unexplained: string[] = [];
+    const redelivered: string[] = [];
+    const unexplained: string[] = [];
     for (const [k, cs] of copiesByKey) {
       if (cs.length < 2) continue;
       const c = [...cs].sort((a, b) => a.at - b.at);
       redelivered.push(`${k} x${cs.length}`);
       for (let j = 1; j < c.length; j++) {
         const e = epochOf(c[j - 1].connAt);
-        const crash = !!e && e.how === 'SIGKILL' && e.end !== null && c[j - 1].at <= e.end + 2000 && e.end - c[j - 1].at < 60_000 && c[j].at >= e.end;
+        const crash =
+          !!e &&
+          e.how === 'SIGKILL' &&
+          e.end !== null &&
+          c[j - 1].at <= e.end + 2000 &&
+          e.end - c[j - 1].at < 60_000 &&
+          c[j].at >= e.end;
         if (!crash) {
-          unexplained.push(`${k}: delivered again ${c[j].at - c[j - 1].at} ms later, the first copy not followed by a SIGKILL of the process that sent it ` +
-            `(${c.map((x) => `${x.peer} conn ${x.conn} accepted ${new Date(x.connAt).toISOString()}, 250 at ${new Date(x.at).toISOString()}`).join('; ')})`);
+          unexplained.push(
+            `${k}: delivered again ${c[j].at - c[j - 1].at} ms later, the first copy not followed by a SIGKILL of the process that sent it ` +
+              `(${c.map((x) => `${x.peer} conn ${x.conn} accepted ${new Date(x.connAt).toISOString()}, 250 at ${new Date(x.at).toISOString()}`).join('; ')})`,
+          );
         }
       }
     }
@@ -509,7 +684,10 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
       if (ids.size < 2) continue;
       const i = Number(mk.split(' ')[0]);
       resent.push(`${tag}-${mk} under ${[...ids].join(', ')}`);
-      if (!lostReplies[i]) unexplained.push(`${tag}-${mk}: delivered under ${ids.size} queue ids although no transaction of it lost its reply`);
+      if (!lostReplies[i])
+        unexplained.push(
+          `${tag}-${mk}: delivered under ${ids.size} queue ids although no transaction of it lost its reply`,
+        );
     }
     const unackedDelivered = [...copiesByKey.keys()].filter((k) => !expected.has(k));
     const resentMessages = new Set(resent.map((r) => r.split(' ')[0])).size;
@@ -517,14 +695,27 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
 
     // ---- verdict ----------------------------------------------------------------------------
     const accepted = acks.filter((a) => a.length > 0).length;
-    if (accepted < N) failures.push(`only ${accepted} of ${N} messages were accepted within the deadline (gave up on ${givenUp}; refusals: ${[...refusals.values()].flat().slice(0, 5).join(' | ')})`);
+    if (accepted < N)
+      failures.push(
+        `only ${accepted} of ${N} messages were accepted within the deadline (gave up on ${givenUp}; refusals: ${[...refusals.values()].flat().slice(0, 5).join(' | ')})`,
+      );
     if (lost.length) failures.push(`${lost.length} accepted deliveries lost: ${lost.slice(0, 10).join(', ')}`);
     if (corrupted.length) failures.push(`${corrupted.length} corrupted: ${corrupted.slice(0, 10).join('; ')}`);
-    if (leaks.length) failures.push(`${leaks.length} transactions reached a forced-TLS peer without TLS with its good certificate: ${leaks.slice(0, 5).join('; ')}`);
-    if (unexplained.length) failures.push(`${unexplained.length} duplicates not explained by a crash: ${unexplained.slice(0, 5).join('; ')}`);
-    if (resentMessages > maxResends) failures.push(`${resentMessages} messages were resent after a lost 250, more than the ${maxResends} transactions in flight at the kills`);
+    if (leaks.length)
+      failures.push(
+        `${leaks.length} transactions reached a forced-TLS peer without TLS with its good certificate: ${leaks.slice(0, 5).join('; ')}`,
+      );
+    if (unexplained.length)
+      failures.push(`${unexplained.length} duplicates not explained by a crash: ${unexplained.slice(0, 5).join('; ')}`);
+    if (resentMessages > maxResends)
+      failures.push(
+        `${resentMessages} messages were resent after a lost 250, more than the ${maxResends} transactions in flight at the kills`,
+      );
     const selfExits = g.epochs.filter((e) => e.how === 'exit').length;
-    if (selfExits) failures.push(`the gateway exited by itself ${selfExits} time(s) (a crash nobody caused); last lines:\n${selfExitTail ?? ''}`);
+    if (selfExits)
+      failures.push(
+        `the gateway exited by itself ${selfExits} time(s) (a crash nobody caused); last lines:\n${selfExitTail ?? ''}`,
+      );
     if (faults.kill < plan.kills) failures.push(`only ${faults.kill} of ${plan.kills + 1} planned kills happened`);
     for (const k of FAULT_KINDS) if (!faults[k]) failures.push(`fault ${k} was never injected`);
 
@@ -541,7 +732,7 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
       ['still queued, with a reason', queuedN],
       ['**lost**', lost.length],
       ['**corrupted** (hash mismatch, unknown id, wrong peer)', corrupted.length],
-      ['duplicated: delivered again after a SIGKILL between the peer\'s 250 and our commit', redelivered.length],
+      ["duplicated: delivered again after a SIGKILL between the peer's 250 and our commit", redelivered.length],
       ['duplicated: resent by the driver after a 250 lost in a SIGKILL (same message, two queue ids)', resentMessages],
       ['duplicates not explained by a crash', unexplained.length],
       ['delivered under a queue id whose 250 the driver never saw', unackedDelivered.length],
@@ -551,52 +742,120 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
       ['drain after the load (s)', (drainMs / 1000).toFixed(1)],
     ];
     const faultRows: (string | number)[][] = [
-      ['kill', faults.kill, FAULT_LABEL.kill, `${g.recovered} restarts released leases of the killed process; ${sessionsOpened} driver sessions opened, ${connectFailures} connects refused while down`],
+      [
+        'kill',
+        faults.kill,
+        FAULT_LABEL.kill,
+        `${g.recovered} restarts released leases of the killed process; ${sessionsOpened} driver sessions opened, ${connectFailures} connects refused while down`,
+      ],
       ['refuse', faults.refuse, FAULT_LABEL.refuse, 'connections refused (ECONNREFUSED at the gateway)'],
       ['dropData', faults.dropData, FAULT_LABEL.dropData, `${peerStats('dropped')} connections cut mid-DATA`],
       ['tempfail', faults.tempfail, FAULT_LABEL.tempfail, `${peerStats('tempfails')} 4xx replies`],
       ['stall', faults.stall, FAULT_LABEL.stall, `${peerStats('stalls')} stalled sessions`],
-      ['slow', faults.slow, FAULT_LABEL.slow, `${peerStats('slowReplies')} deliveries that outlived their lease (none may be started twice)`],
+      [
+        'slow',
+        faults.slow,
+        FAULT_LABEL.slow,
+        `${peerStats('slowReplies')} deliveries that outlived their lease (none may be started twice)`,
+      ],
       ['tlsAbort', faults.tlsAbort, FAULT_LABEL.tlsAbort, `${peerStats('tlsAborts')} handshakes aborted`],
-      ['badCert', faults.badCert, FAULT_LABEL.badCert, `${peerStats('badCertHandshakes')} handshakes with the bad certificate, 0 transactions allowed (leaks: ${leaks.length})`],
+      [
+        'badCert',
+        faults.badCert,
+        FAULT_LABEL.badCert,
+        `${peerStats('badCertHandshakes')} handshakes with the bad certificate, 0 transactions allowed (leaks: ${leaks.length})`,
+      ],
     ];
     notes.push(
       `${ctx.size} size: ${N} messages (\`npm run proof:ci -- --only faults\` runs 5,000; \`${COMMAND}\` runs ${PLANS.full.messages.toLocaleString('en')}), ` +
-      `${SESSIONS} STARTTLS sessions from 127.0.0.1, paced over about ${plan.loadSeconds} s; 300–3,000-byte bodies with dot-stuffed lines; every 7th message has a second recipient at another domain (the hops are delivered in parallel), every 97th a recipient its peer refuses with 550 (bounced).`,
+        `${SESSIONS} STARTTLS sessions from 127.0.0.1, paced over about ${plan.loadSeconds} s; 300–3,000-byte bodies with dot-stuffed lines; every 7th message has a second recipient at another domain (the hops are delivered in parallel), every 97th a recipient its peer refuses with 550 (bounced).`,
       'The gateway relays to six loopback peers found through a test DNS server: alpha, bravo, charlie (two MX hosts), secure.test through an outbound connector with `tlsSettings: certificateValidation` (bad certificate: self-signed) and strict.test with `domainValidation` (bad certificate: valid chain, wrong name). Delivery timeouts: greeting 3 s, command 5 s, DATA 4 s, end of data 60 s; retries after 1, 2, 3 s; queue lease 5 s, so deliveries held up by faults outlive their lease (which must never start a second delivery).',
       `Accounting: every (queue id, recipient) from a 250 is looked up at its peer (by the queue id in the gateway's Received: header and the sha256 of the message from X-Proof-Id on), in the DSNs in the sender's Maildir, and in \`portcullis queue list --json\` after a drain of at most ${plan.drainDeadlineMs / 1000} s. A duplicate is explained only by a SIGKILL between two copies (redelivery) or by a transaction whose reply was cut by a SIGKILL (resend).`,
-      ...(queuedReasons.size ? [`Still queued, by reason: ${[...queuedReasons].map(([r, n]) => `${n}× ${r}`).join('; ')}`] : []),
-      ...(redelivered.length ? [`Redelivered after a crash: ${redelivered.slice(0, 10).join(', ')}${redelivered.length > 10 ? ', …' : ''}`] : []),
-      ...(g.internalErrorSamples.length ? [`First internal errors: ${g.internalErrorSamples.slice(0, 3).map((l) => `\`${l.slice(0, 300)}\``).join(' ')}`] : []),
+      ...(queuedReasons.size
+        ? [`Still queued, by reason: ${[...queuedReasons].map(([r, n]) => `${n}× ${r}`).join('; ')}`]
+        : []),
+      ...(redelivered.length
+        ? [`Redelivered after a crash: ${redelivered.slice(0, 10).join(', ')}${redelivered.length > 10 ? ', …' : ''}`]
+        : []),
+      ...(g.internalErrorSamples.length
+        ? [
+            `First internal errors: ${g.internalErrorSamples
+              .slice(0, 3)
+              .map((l) => `\`${l.slice(0, 300)}\``)
+              .join(' ')}`,
+          ]
+        : []),
     );
-    ctx.log(`accounting: ${JSON.stringify({ accepted, rcptTotal, delivered, bounced: bouncedN, queued: queuedN, lost: lost.length, corrupted: corrupted.length, redelivered: redelivered.length, resentMessages, unexplained: unexplained.length, leaks: leaks.length, faults, internal })}`);
+    ctx.log(
+      `accounting: ${JSON.stringify({ accepted, rcptTotal, delivered, bounced: bouncedN, queued: queuedN, lost: lost.length, corrupted: corrupted.length, redelivered: redelivered.length, resentMessages, unexplained: unexplained.length, leaks: leaks.length, faults, internal })}`,
+    );
     return [
-      { title: 'Load with faults: nothing lost', command: COMMAND, table: { header: ['figure', 'value'], rows: figures }, notes, failures },
-      { title: 'Load with faults: faults injected', command: COMMAND, table: { header: ['fault', 'injected', 'what it does', 'observed'], rows: faultRows }, failures: [] },
+      {
+        title: 'Load with faults: nothing lost',
+        command: COMMAND,
+        table: { header: ['figure', 'value'], rows: figures },
+        notes,
+        failures,
+      },
+      {
+        title: 'Load with faults: faults injected',
+        command: COMMAND,
+        table: { header: ['fault', 'injected', 'what it does', 'observed'], rows: faultRows },
+        failures: [],
+      },
     ];
   } finally {
     await g.kill9().catch(() => {});
     await g.closeLog();
     if (process.env.KEEP_PROOF === '1') {
-      writeFileSync(path.join(dir, 'peers.json'), JSON.stringify({ tag, kills: g.kills, epochs: g.epochs, history: Object.fromEntries(env.peers.map((p) => [p.name, p.history])) }, null, 1));
+      writeFileSync(
+        path.join(dir, 'peers.json'),
+        JSON.stringify(
+          {
+            tag,
+            kills: g.kills,
+            epochs: g.epochs,
+            history: Object.fromEntries(env.peers.map((p) => [p.name, p.history])),
+          },
+          null,
+          1,
+        ),
+      );
     }
   }
 }
 
 // ---- phase 2: disk full -------------------------------------------------------------------
-async function diskFull(ctx: ProofContext, o: { gwCert: { chain: string; key: string }; ca: string; rootFile: string; dns: DnsServer; peerPort: number; good: { cert: string; key: string } }): Promise<ProofSection> {
+async function diskFull(
+  ctx: ProofContext,
+  o: {
+    gwCert: { chain: string; key: string };
+    ca: string;
+    rootFile: string;
+    dns: DnsServer;
+    peerPort: number;
+    good: { cert: string; key: string };
+  },
+): Promise<ProofSection> {
   const title = 'Disk full: 452 4.3.1, never a 250 for what cannot be stored';
   const failures: string[] = [];
   const notes: string[] = [];
   const dir = path.join(ctx.workDir, 'diskfull');
   const mnt = path.join(dir, 'data');
   mkdirSync(mnt, { recursive: true });
-  const SIZE_MB = 32; const BALLAST_MB = 16; const MSG_KB = 64;
+  const SIZE_MB = 32;
+  const BALLAST_MB = 16;
+  const MSG_KB = 64;
   try {
     execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${SIZE_MB}m,mode=0750`, 'tmpfs', mnt], { stdio: 'pipe' });
   } catch (e) {
     const why = (e as { stderr?: Buffer }).stderr?.toString().trim() || (e as Error).message;
-    return { title, command: COMMAND, table: { header: ['figure', 'value'], rows: [['tmpfs mount', `failed: ${why}`]] }, failures: [`the disk-full phase needs root to mount a tmpfs (${why})`] };
+    return {
+      title,
+      command: COMMAND,
+      table: { header: ['figure', 'value'], rows: [['tmpfs mount', `failed: ${why}`]] },
+      failures: [`the disk-full phase needs root to mount a tmpfs (${why})`],
+    };
   }
   const unmountOnAbort = onAbort(() => execFileSync('umount', ['-l', mnt], { stdio: 'pipe' }));
   const tag = `d${randomBytes(3).toString('hex')}`;
@@ -604,20 +863,41 @@ async function diskFull(ctx: ProofContext, o: { gwCert: { chain: string; key: st
   const host = '127.0.0.1';
   const port = await freePort(host);
   const copies: PeerCopy[] = [];
-  const peer = new FaultPeer({ name: FULL_PEER.name, host: FULL_PEER.ip, port: o.peerPort, tls: { good: o.good }, onMessage: (c) => copies.push(c) });
+  const peer = new FaultPeer({
+    name: FULL_PEER.name,
+    host: FULL_PEER.ip,
+    port: o.peerPort,
+    tls: { good: o.good },
+    onMessage: (c) => copies.push(c),
+  });
   // The short lease (5 s) also means a delivery whose outcome could not be recorded (disk full) is retried soon.
   const cfg = gatewayConfig({ gwCert: o.gwCert, rootFile: o.rootFile, dns: o.dns, peerPort: o.peerPort });
   const g = proofGateway({
-    dir, dataDir: mnt, host, port,
+    dir,
+    dataDir: mnt,
+    host,
+    port,
     config: { ...cfg, delivery: { ...(cfg.delivery as object), destinationDownSeconds: 1 } },
   });
   const t0 = Date.now();
   const accepted = new Map<number, { q: string; phase: 'fill' | 'full' | 'freed' }>();
   const sha = new Map<number, string>();
-  const replies = { fill: new Map<string, number>(), full: new Map<string, number>(), freed: new Map<string, number>() };
-  let full452 = 0; let full451 = 0; let full250 = 0; let freed250 = 0; let fillCount = 0;
-  const FULL_PROBES = 30; const FREED_PROBES = 30;
-  const freeBytes = () => { const s = statfsSync(mnt); return s.bavail * s.bsize; };
+  const replies = {
+    fill: new Map<string, number>(),
+    full: new Map<string, number>(),
+    freed: new Map<string, number>(),
+  };
+  let full452 = 0;
+  let full451 = 0;
+  let full250 = 0;
+  let freed250 = 0;
+  let fillCount = 0;
+  const FULL_PROBES = 30;
+  const FREED_PROBES = 30;
+  const freeBytes = () => {
+    const s = statfsSync(mnt);
+    return s.bavail * s.bsize;
+  };
   let freeAtFirstRefusal = -1;
   try {
     writeFileSync(path.join(mnt, 'ballast'), Buffer.alloc(BALLAST_MB * 1024 * 1024, 0x42));
@@ -635,28 +915,48 @@ async function diskFull(ctx: ProofContext, o: { gwCert: { chain: string; key: st
         const text = factory.text(i, rcpts, MSG_KB * 1024, 1024);
         sha.set(i, sha256(text));
         let r: { code: number; text: string };
-        try { r = await s.transaction(SENDER, rcpts, wire(text), true); } catch { s.destroy(); s = null; if (!g.running()) throw new Error(`the gateway died during the disk-full phase:\n${g.tail.slice(-10).join('\n')}`); continue; }
+        try {
+          r = await s.transaction(SENDER, rcpts, wire(text), true);
+        } catch {
+          s.destroy();
+          s = null;
+          if (!g.running())
+            throw new Error(`the gateway died during the disk-full phase:\n${g.tail.slice(-10).join('\n')}`);
+          continue;
+        }
         const key = `${r.code} ${/^\d{3} (\d\.\d\.\d)/.exec(r.text)?.[1] ?? ''}`.trim();
         replies[phase].set(key, (replies[phase].get(key) ?? 0) + 1);
         if (r.code === 250) accepted.set(i, { q: /queued as ([0-9A-Z]+)/.exec(r.text)?.[1] ?? '', phase });
-        if (r.code >= 400) { s.destroy(); s = null; }
+        if (r.code >= 400) {
+          s.destroy();
+          s = null;
+        }
         return r;
       }
       throw new Error('the gateway kept dropping the connection in the disk-full phase');
     };
-    const storageRefusal = (r: { code: number; text: string }) => (r.code === 452 || r.code === 451) && /^\d{3} 4\.3\.\d/.test(r.text);
+    const storageRefusal = (r: { code: number; text: string }) =>
+      (r.code === 452 || r.code === 451) && /^\d{3} 4\.3\.\d/.test(r.text);
     // Fill until the first storage refusal (bounded).
     let first: { code: number; text: string } | null = null;
     const limit = Math.ceil(((SIZE_MB - BALLAST_MB) * 1024) / MSG_KB) * 4;
     while (fillCount < limit) {
       const r = await send('fill');
       fillCount++;
-      if (storageRefusal(r)) { first = r; freeAtFirstRefusal = freeBytes(); break; }
+      if (storageRefusal(r)) {
+        first = r;
+        freeAtFirstRefusal = freeBytes();
+        break;
+      }
       if (r.code !== 250) notes.push(`while filling: ${r.text.split('\n')[0]}`);
     }
-    if (!first) failures.push(`the gateway never refused for lack of storage in ${fillCount} messages of ${MSG_KB} KiB on a ${SIZE_MB - BALLAST_MB} MiB free tmpfs`);
+    if (!first)
+      failures.push(
+        `the gateway never refused for lack of storage in ${fillCount} messages of ${MSG_KB} KiB on a ${SIZE_MB - BALLAST_MB} MiB free tmpfs`,
+      );
     else {
-      if (first.code === 452) full452++; else full451++;
+      if (first.code === 452) full452++;
+      else full451++;
       ctx.log(`disk full after ${fillCount} messages: ${first.text.split('\n')[0]} (free ${freeAtFirstRefusal} bytes)`);
       for (let k = 0; k < FULL_PROBES; k++) {
         const r = await send('full');
@@ -668,7 +968,10 @@ async function diskFull(ctx: ProofContext, o: { gwCert: { chain: string; key: st
     if (!g.running()) failures.push('the gateway exited while the disk was full');
     // Free space, then it must accept again.
     unlinkSync(path.join(mnt, 'ballast'));
-    for (let k = 0; k < FREED_PROBES; k++) { const r = await send('freed'); if (r.code === 250) freed250++; }
+    for (let k = 0; k < FREED_PROBES; k++) {
+      const r = await send('freed');
+      if (r.code === 250) freed250++;
+    }
     (s as LoadSession | null)?.quit();
     if (!freed250) failures.push('after space was freed the gateway did not accept again');
     // Now let the queue drain to the peer: every 250 of the phase must arrive intact.
@@ -676,7 +979,10 @@ async function diskFull(ctx: ProofContext, o: { gwCert: { chain: string; key: st
     const tDrain = Date.now();
     const deliveredOk = () => {
       const ok = new Set<string>();
-      for (const c of copies) { const i = proofIdx(tag, c.proofId); if (i >= 0 && c.sha256 === sha.get(i) && c.queueId) ok.add(c.queueId); }
+      for (const c of copies) {
+        const i = proofIdx(tag, c.proofId);
+        if (i >= 0 && c.sha256 === sha.get(i) && c.queueId) ok.add(c.queueId);
+      }
       return ok;
     };
     while (Date.now() - tDrain < 90_000) {
@@ -689,13 +995,26 @@ async function diskFull(ctx: ProofContext, o: { gwCert: { chain: string; key: st
     const inQueue = new Set(queue.map((m) => m.id));
     const missing = [...accepted].filter(([, a]) => !ok.has(a.q));
     const lost = missing.filter(([, a]) => !inQueue.has(a.q));
-    const corrupted = copies.filter((c) => { const i = proofIdx(tag, c.proofId); return i < 0 || c.sha256 !== sha.get(i); });
+    const corrupted = copies.filter((c) => {
+      const i = proofIdx(tag, c.proofId);
+      return i < 0 || c.sha256 !== sha.get(i);
+    });
     const fullAccepted = [...accepted].filter(([, a]) => a.phase === 'full');
     const fullLost = fullAccepted.filter(([, a]) => !ok.has(a.q));
-    if (fullLost.length) failures.push(`${fullLost.length} messages got 250 while the disk was full and were not delivered intact: the gateway said 250 for what it could not store`);
-    if (lost.length) failures.push(`${lost.length} messages accepted in the disk-full phase are lost: ${lost.slice(0, 5).map(([i, a]) => `${tag}-${i} (${a.q})`).join(', ')}`);
+    if (fullLost.length)
+      failures.push(
+        `${fullLost.length} messages got 250 while the disk was full and were not delivered intact: the gateway said 250 for what it could not store`,
+      );
+    if (lost.length)
+      failures.push(
+        `${lost.length} messages accepted in the disk-full phase are lost: ${lost
+          .slice(0, 5)
+          .map(([i, a]) => `${tag}-${i} (${a.q})`)
+          .join(', ')}`,
+      );
     if (corrupted.length) failures.push(`${corrupted.length} messages of the disk-full phase arrived corrupted`);
-    if (missing.length > lost.length) notes.push(`${missing.length - lost.length} accepted messages were still queued after the drain of 90 s`);
+    if (missing.length > lost.length)
+      notes.push(`${missing.length - lost.length} accepted messages were still queued after the drain of 90 s`);
     const fmt = (m: Map<string, number>) => [...m].map(([k, n]) => `${n}× ${k}`).join(', ') || '-';
     const errors = [...g.internalErrors].map(([w, n]) => `${w} ${n}`).join(', ') || '0';
     notes.push(
@@ -704,41 +1023,71 @@ async function diskFull(ctx: ProofContext, o: { gwCert: { chain: string; key: st
       `Replies: fill ${fmt(replies.fill)}; while full ${fmt(replies.full)}; after freeing ${fmt(replies.freed)}. Internal errors logged (each storage failure is logged): ${errors}.`,
     );
     return {
-      title, command: COMMAND,
+      title,
+      command: COMMAND,
       table: {
         header: ['figure', 'value'],
         rows: [
-          [`messages of ${MSG_KB} KiB accepted before the disk was full`, [...accepted.values()].filter((a) => a.phase === 'fill').length],
+          [
+            `messages of ${MSG_KB} KiB accepted before the disk was full`,
+            [...accepted.values()].filter((a) => a.phase === 'fill').length,
+          ],
           ['first storage refusal', first ? first.text.split('\n')[0] : 'none'],
           ['free bytes on the file system at the first refusal', freeAtFirstRefusal],
           [`attempts while full (${FULL_PROBES} + the first refusal) answered 452 4.3.1`, full452],
           ['attempts while full answered 451 4.3.x', full451],
           ['attempts while full answered 250 (each must be delivered intact)', full250],
           [`accepted after freeing space (of ${FREED_PROBES})`, freed250],
-          ['accepted in the phase / delivered intact afterwards', `${accepted.size} / ${[...accepted.values()].filter((a) => ok.has(a.q)).length}`],
+          [
+            'accepted in the phase / delivered intact afterwards',
+            `${accepted.size} / ${[...accepted.values()].filter((a) => ok.has(a.q)).length}`,
+          ],
           ['**lost**', lost.length],
           ['**corrupted**', corrupted.length],
           ['phase duration (s)', ((Date.now() - t0) / 1000).toFixed(1)],
         ],
       },
-      notes, failures,
+      notes,
+      failures,
     };
   } catch (e) {
     failures.push(`disk-full phase failed: ${(e as Error).message}`);
-    return { title, command: COMMAND, table: { header: ['figure', 'value'], rows: [['error', (e as Error).message.split('\n')[0]]] }, notes, failures };
+    return {
+      title,
+      command: COMMAND,
+      table: { header: ['figure', 'value'], rows: [['error', (e as Error).message.split('\n')[0]]] },
+      notes,
+      failures,
+    };
   } finally {
     await g.kill9().catch(() => {});
     await g.closeLog();
     await peer.close();
     for (let k = 0; k < 10; k++) {
-      try { execFileSync('umount', [mnt], { stdio: 'pipe' }); break; } catch {
-        if (k === 9) { try { execFileSync('umount', ['-l', mnt], { stdio: 'pipe' }); } catch { /* reported below */ } }
+      try {
+        execFileSync('umount', [mnt], { stdio: 'pipe' });
+        break;
+      } catch {
+        if (k === 9) {
+          try {
+            execFileSync('umount', ['-l', mnt], { stdio: 'pipe' });
+          } catch {
+            /* reported below */
+          }
+        }
         await sleep(300);
       }
     }
     unmountOnAbort();
     try {
-      if (readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === mnt)) ctx.log(`WARNING: ${mnt} is still mounted`);
-    } catch { /* no /proc */ }
+      if (
+        readFileSync('/proc/mounts', 'utf8')
+          .split('\n')
+          .some((l) => l.split(' ')[1] === mnt)
+      )
+        ctx.log(`WARNING: ${mnt} is still mounted`);
+    } catch {
+      /* no /proc */
+    }
   }
 }

@@ -48,7 +48,9 @@ async function smtpFuzz(ctx: ProofContext): Promise<ProofSection> {
   const master = Number(process.env.PROOF_FUZZ_SEED) || (Date.now() % 2_147_483_647) + 1;
   const replay = process.env.PROOF_FUZZ_REPLAY ? Number(process.env.PROOF_FUZZ_REPLAY) : null;
   const command = `PROOF_FUZZ_SEED=${master} npm run ${ctx.size === 'ci' ? 'proof:ci' : 'proof'} -- --only fuzz`;
-  ctx.log(`SMTP fuzzer: master seed ${master} (reproduce: ${command}); ${seconds} s, ${size.workers} concurrent sessions`);
+  ctx.log(
+    `SMTP fuzzer: master seed ${master} (reproduce: ${command}); ${seconds} s, ${size.workers} concurrent sessions`,
+  );
 
   const dns = await startDnsServer({}); // loopback only: the gateway never asks the system resolver
   const dir = path.join(ctx.workDir, 'smtp');
@@ -66,13 +68,26 @@ async function smtpFuzz(ctx: ProofContext): Promise<ProofSection> {
     const p = h.proc;
     p.once('exit', (code, signal) => {
       if (stopping) return;
-      const tail = h.logs.filter((l) => l.startsWith('[stderr]')).slice(-5).join(' ').slice(0, 600);
-      crashes.push(`gateway exited (code ${code}, signal ${signal}) with sessions ${[...inflight].join(', ')} in flight; stderr: ${tail}`);
+      const tail = h.logs
+        .filter((l) => l.startsWith('[stderr]'))
+        .slice(-5)
+        .join(' ')
+        .slice(0, 600);
+      crashes.push(
+        `gateway exited (code ${code}, signal ${signal}) with sessions ${[...inflight].join(', ')} in flight; stderr: ${tail}`,
+      );
       ctx.log(`CRASH: ${crashes[crashes.length - 1]}`);
-      restarting ??= h.restart().then(() => { watch(h); restarting = null; }, (e: Error) => {
-        crashes.push(`restart failed: ${e.message.slice(0, 300)}`);
-        dead = true; restarting = null;
-      });
+      restarting ??= h.restart().then(
+        () => {
+          watch(h);
+          restarting = null;
+        },
+        (e: Error) => {
+          crashes.push(`restart failed: ${e.message.slice(0, 300)}`);
+          dead = true;
+          restarting = null;
+        },
+      );
     });
   };
   // Recent session.end events (each worker connects from its own 127.0.1.x address, so a
@@ -83,10 +98,25 @@ async function smtpFuzz(ctx: ProofContext): Promise<ProofSection> {
     for (const l of gw.logs) {
       if (l.includes('"session.end"')) {
         try {
-          const e = JSON.parse(l) as { ip: string; time: string; close: string; commands: number; errors: number; messages: number; durationMs: number };
-          ends.push({ ip: e.ip, t: Date.parse(e.time) || Date.now(), close: e.close, line: `close "${e.close}", ${e.commands} commands, ${e.errors} errors, ${e.messages} messages, ${e.durationMs} ms` });
+          const e = JSON.parse(l) as {
+            ip: string;
+            time: string;
+            close: string;
+            commands: number;
+            errors: number;
+            messages: number;
+            durationMs: number;
+          };
+          ends.push({
+            ip: e.ip,
+            t: Date.parse(e.time) || Date.now(),
+            close: e.close,
+            line: `close "${e.close}", ${e.commands} commands, ${e.errors} errors, ${e.messages} messages, ${e.durationMs} ms`,
+          });
           if (ends.length > 5000) ends.splice(0, 1000);
-        } catch { /* not JSON */ }
+        } catch {
+          /* not JSON */
+        }
       }
       if (l.startsWith('[stderr]') || l.includes('"internal.error"')) {
         if (internalErrors.length < 20) internalErrors.push(l.slice(0, 400));
@@ -107,8 +137,15 @@ async function smtpFuzz(ctx: ProofContext): Promise<ProofSection> {
       const plan = planSession(replay, LIMITS);
       ctx.log(describePlan(plan));
       const r = await runSession(plan, opts);
-      ctx.log(`replay ${replay}: ${r.lines} lines, ${r.replies} replies, closed by ${r.closedBy}; violations: ${r.violations.join('; ') || 'none'}`);
-      return { title: 'Hostile input: SMTP fuzzer (replay)', command, table: { header: ['session seed', 'violations'], rows: [[replay, r.violations.length]] }, failures: r.violations };
+      ctx.log(
+        `replay ${replay}: ${r.lines} lines, ${r.replies} replies, closed by ${r.closedBy}; violations: ${r.violations.join('; ') || 'none'}`,
+      );
+      return {
+        title: 'Hostile input: SMTP fuzzer (replay)',
+        command,
+        table: { header: ['session seed', 'violations'], rows: [[replay, r.violations.length]] },
+        failures: r.violations,
+      };
     }
 
     const rss = new RssSampler(() => g.proc.pid).start();
@@ -116,15 +153,37 @@ async function smtpFuzz(ctx: ProofContext): Promise<ProofSection> {
     const t0 = Date.now();
     const until = t0 + seconds * 1000;
     let next = 0;
-    const agg = { sessions: 0, lines: 0, dataEnds: 0, replies: 0, bytes: 0, mutations: 0, tls: 0, spoiled: 0, rset: 0, serverClosed: 0, violating: 0, timeouts: 0, lostToTls: 0 };
+    const agg = {
+      sessions: 0,
+      lines: 0,
+      dataEnds: 0,
+      replies: 0,
+      bytes: 0,
+      mutations: 0,
+      tls: 0,
+      spoiled: 0,
+      rset: 0,
+      serverClosed: 0,
+      violating: 0,
+      timeouts: 0,
+      lostToTls: 0,
+    };
     const byFrag = new Map<number, number>();
     const codes = new Map<string, number>();
     const mutationKinds = new Map<string, number>();
     const violations: { seed: number; index: number; v: string[] }[] = [];
     const add = (res: SessionResult, frag: number, index: number, ip: string, started: number) => {
-      agg.sessions++; agg.lines += res.lines; agg.dataEnds += res.dataEnds; agg.replies += res.replies; agg.bytes += res.bytes;
-      agg.mutations += res.mutations.length; agg.tls += res.tlsUpgrades; agg.spoiled += res.tlsSpoiled ? 1 : 0; agg.rset += res.rsetChecked ? 1 : 0;
-      agg.serverClosed += res.closedBy === 'server' ? 1 : 0; agg.timeouts += res.closedBy === 'timeout' ? 1 : 0;
+      agg.sessions++;
+      agg.lines += res.lines;
+      agg.dataEnds += res.dataEnds;
+      agg.replies += res.replies;
+      agg.bytes += res.bytes;
+      agg.mutations += res.mutations.length;
+      agg.tls += res.tlsUpgrades;
+      agg.spoiled += res.tlsSpoiled ? 1 : 0;
+      agg.rset += res.rsetChecked ? 1 : 0;
+      agg.serverClosed += res.closedBy === 'server' ? 1 : 0;
+      agg.timeouts += res.closedBy === 'timeout' ? 1 : 0;
       byFrag.set(frag, (byFrag.get(frag) ?? 0) + 1);
       for (const [k, n] of res.codes) codes.set(k, (codes.get(k) ?? 0) + n);
       for (const k of res.mutations) mutationKinds.set(k, (mutationKinds.get(k) ?? 0) + 1);
@@ -147,11 +206,20 @@ async function smtpFuzz(ctx: ProofContext): Promise<ProofSection> {
         if (restarting) await restarting;
         const e = await probe(g.port, HOST);
         probes++;
-        if (e) { probeFailures.push(`${new Date().toISOString()}: ${e}`); ctx.log(`probe failed: ${e}`); }
+        if (e) {
+          probeFailures.push(`${new Date().toISOString()}: ${e}`);
+          ctx.log(`probe failed: ${e}`);
+        }
         scanLogs();
       }
     })();
-    const progress = setInterval(() => ctx.log(`${agg.sessions} sessions, ${agg.lines} command lines, ${agg.violating} violating, RSS ${mb(rss.lastKb)} MB (peak ${mb(rss.peakKb)})`), 15_000);
+    const progress = setInterval(
+      () =>
+        ctx.log(
+          `${agg.sessions} sessions, ${agg.lines} command lines, ${agg.violating} violating, RSS ${mb(rss.lastKb)} MB (peak ${mb(rss.peakKb)})`,
+        ),
+      15_000,
+    );
     progress.unref();
 
     const worker = async (w: number) => {
@@ -176,10 +244,15 @@ async function smtpFuzz(ctx: ProofContext): Promise<ProofSection> {
               end = ends.filter((e) => e.ip === ip && e.t >= started - 50).pop();
             }
             if (end?.close === 'tls handshake failed') agg.lostToTls++;
-            else res.violations.push(`server closed without 221/421 after a pipelined STARTTLS, but its log says ${end ? `"${end.close}"` : 'nothing'} rather than a failed TLS handshake`);
+            else
+              res.violations.push(
+                `server closed without 221/421 after a pipelined STARTTLS, but its log says ${end ? `"${end.close}"` : 'nothing'} rather than a failed TLS handshake`,
+              );
           }
           add(res, plan.frag, index, ip, started);
-        } finally { inflight.delete(seed); }
+        } finally {
+          inflight.delete(seed);
+        }
       }
     };
     await Promise.all(Array.from({ length: size.workers }, (_, w) => worker(w)));
@@ -192,16 +265,30 @@ async function smtpFuzz(ctx: ProofContext): Promise<ProofSection> {
     scanLogs();
     const elapsed = (Date.now() - t0) / 1000;
 
-    for (const x of violations) failures.push(`session ${x.index} (seed ${x.seed}; replay: PROOF_FUZZ_REPLAY=${x.seed} npm run proof:ci -- --only fuzz): ${x.v.join('; ')}`);
-    if (agg.violating > violations.length) failures.push(`${agg.violating - violations.length} more violating sessions`);
+    for (const x of violations)
+      failures.push(
+        `session ${x.index} (seed ${x.seed}; replay: PROOF_FUZZ_REPLAY=${x.seed} npm run proof:ci -- --only fuzz): ${x.v.join('; ')}`,
+      );
+    if (agg.violating > violations.length)
+      failures.push(`${agg.violating - violations.length} more violating sessions`);
     for (const c of crashes) failures.push(`crash: ${c}`);
     for (const p of probeFailures) failures.push(`gateway stopped answering new connections: ${p}`);
     for (const e of internalErrors) failures.push(`gateway logged an internal error: ${e}`);
-    if (rss.peakKb / 1024 > RSS_BOUND_MB) failures.push(`gateway RSS peaked at ${mb(rss.peakKb)} MB (bound ${RSS_BOUND_MB} MB)`);
+    if (rss.peakKb / 1024 > RSS_BOUND_MB)
+      failures.push(`gateway RSS peaked at ${mb(rss.peakKb)} MB (bound ${RSS_BOUND_MB} MB)`);
 
-    const topCodes = [...codes].sort((a, b) => b[1] - a[1]).slice(0, 12).map(([k, n]) => `${k}: ${n}`).join(', ');
-    const mut = [...mutationKinds].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${n}`).join(', ');
-    ctx.log(`done: ${agg.sessions} sessions in ${elapsed.toFixed(0)} s; violations ${agg.violating}; crashes ${crashes.length}; peak RSS ${mb(rss.peakKb)} MB`);
+    const topCodes = [...codes]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 12)
+      .map(([k, n]) => `${k}: ${n}`)
+      .join(', ');
+    const mut = [...mutationKinds]
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ');
+    ctx.log(
+      `done: ${agg.sessions} sessions in ${elapsed.toFixed(0)} s; violations ${agg.violating}; crashes ${crashes.length}; peak RSS ${mb(rss.peakKb)} MB`,
+    );
     return {
       title: 'Hostile input: SMTP session fuzzer',
       command,
@@ -215,9 +302,15 @@ async function smtpFuzz(ctx: ProofContext): Promise<ProofSection> {
           ['replies received', agg.replies],
           ['octets sent', agg.bytes],
           ['mutations applied', agg.mutations],
-          ['sessions by write size: 1 / 3 / 17 octets / whole', [1, 3, 17, 0].map((f) => byFrag.get(f) ?? 0).join(' / ')],
+          [
+            'sessions by write size: 1 / 3 / 17 octets / whole',
+            [1, 3, 17, 0].map((f) => byFrag.get(f) ?? 0).join(' / '),
+          ],
           ['STARTTLS upgrades completed', agg.tls],
-          ['handshakes spoiled by our own bytes pipelined after STARTTLS (allowed close)', `${agg.spoiled} (in ${agg.lostToTls} our failed write lost the replies; the server's log confirmed the failed handshake)`],
+          [
+            'handshakes spoiled by our own bytes pipelined after STARTTLS (allowed close)',
+            `${agg.spoiled} (in ${agg.lostToTls} our failed write lost the replies; the server's log confirmed the failed handshake)`,
+          ],
           ['follow-up RSET checked (250 required)', agg.rset],
           ['sessions closed by the server (after 221/421/554-pregreet)', agg.serverClosed],
           ['health probes (new connection, EHLO, QUIT)', `${probes + 1}, failed ${probeFailures.length}`],
@@ -230,10 +323,12 @@ async function smtpFuzz(ctx: ProofContext): Promise<ProofSection> {
       },
       notes: [
         `Real \`portcullis serve\` on 127.0.0.1 with maxMessageSize ${LIMITS.maxMessageSize}, maxHeaderSize ${LIMITS.maxHeaderSize}, maxRecipients ${LIMITS.maxRecipients}, maxErrors 20; ${size.workers} sessions at a time for ${seconds} s.`,
-        'Sessions come from a grammar of valid commands (EHLO/HELO/MAIL/RCPT/DATA/RSET/NOOP/VRFY/QUIT/STARTTLS, SIZE/BODY/SMTPUTF8/RET/ENVID/NOTIFY/ORCPT parameters, message bodies with dot-stuffing, 8-bit, NUL and smuggling shapes), then mutated: ' + mut + '.',
+        'Sessions come from a grammar of valid commands (EHLO/HELO/MAIL/RCPT/DATA/RSET/NOOP/VRFY/QUIT/STARTTLS, SIZE/BODY/SMTPUTF8/RET/ENVID/NOTIFY/ORCPT parameters, message bodies with dot-stuffing, 8-bit, NUL and smuggling shapes), then mutated: ' +
+          mut +
+          '.',
         'Invariants per session, from an independent model of the reply contract: one reply per complete command line (none for message data, one for the final dot, nothing after 221/421), the server closes only after 221/421 (or 554 to a client that spoke first, or a TLS handshake we spoiled ourselves), a follow-up RSET on an open session gets 250, no session stalls (10 s per reply).',
         `Reply codes seen (top 12): ${topCodes}.`,
-        'Each session\'s seed is derived from the master seed and its index; a violation lists it with the command that replays it (PROOF_FUZZ_REPLAY).',
+        "Each session's seed is derived from the master seed and its index; a violation lists it with the command that replays it (PROOF_FUZZ_REPLAY).",
       ],
       failures,
     };

@@ -31,10 +31,16 @@ interface JsonSchema {
   required?: string[];
 }
 
-export interface KeyRow { key: string; type: string; default: string; meaning: string }
+export interface KeyRow {
+  key: string;
+  type: string;
+  default: string;
+  meaning: string;
+}
 
 const isObject = (s: JsonSchema) => s.type === 'object' && !!s.properties;
-const code = (v: unknown) => `\`${Array.isArray(v) ? `[${v.map((x) => JSON.stringify(x)).join(', ')}]` : typeof v === 'string' ? v : JSON.stringify(v)}\``;
+const code = (v: unknown) =>
+  `\`${Array.isArray(v) ? `[${v.map((x) => JSON.stringify(x)).join(', ')}]` : typeof v === 'string' ? v : JSON.stringify(v)}\``;
 
 function plural(label: string): string {
   if (!/^[A-Za-z0-9 -]+$/.test(label)) return label;
@@ -47,13 +53,18 @@ function typeLabel(s: JsonSchema): string {
   if (s.const !== undefined) return `\`${String(s.const)}\``;
   if (s.anyOf) return s.anyOf.map(typeLabel).join(' or ');
   if (s.type === 'array') return s.items ? `list of ${plural(typeLabel(s.items))}` : 'list';
-  return ({ string: 'text', integer: 'integer', number: 'number', boolean: 'boolean' } as Record<string, string>)[s.type ?? ''] ?? 'value';
+  return (
+    ({ string: 'text', integer: 'integer', number: 'number', boolean: 'boolean' } as Record<string, string>)[
+      s.type ?? ''
+    ] ?? 'value'
+  );
 }
 
 /** A readable size for round defaults: seconds as hours or days, bytes as KiB or MiB. */
 function unitNote(s: JsonSchema, v: unknown): string {
   if (typeof v !== 'number' || v <= 0) return '';
-  if (s.valueType === 'seconds' && v >= 86_400 && v % 86_400 === 0) return ` (${v / 86_400} day${v === 86_400 ? '' : 's'})`;
+  if (s.valueType === 'seconds' && v >= 86_400 && v % 86_400 === 0)
+    return ` (${v / 86_400} day${v === 86_400 ? '' : 's'})`;
   if (s.valueType === 'seconds' && v >= 3600 && v % 3600 === 0) return ` (${v / 3600} h)`;
   if (s.valueType === 'bytes' && v >= 1 << 20 && v % (1 << 20) === 0) return ` (${v / (1 << 20)} MiB)`;
   if (s.valueType === 'bytes' && v >= 1024 && v % 1024 === 0) return ` (${v / 1024} KiB)`;
@@ -80,7 +91,12 @@ export function configKeyRows(schema: z.ZodType = configSchema): KeyRow[] {
     for (const [name, s] of Object.entries(obj.properties ?? {})) {
       const key = prefix ? `${prefix}.${name}` : name;
       if (s.description) {
-        rows.push({ key, type: typeLabel(s), default: defaultLabel(s, !!obj.required?.includes(name)), meaning: s.description });
+        rows.push({
+          key,
+          type: typeLabel(s),
+          default: defaultLabel(s, !!obj.required?.includes(name)),
+          meaning: s.description,
+        });
         for (const form of s.anyOf ?? []) if (isObject(form)) walk(form, key);
       } else if (isObject(s)) {
         walk(s, key);
@@ -93,8 +109,10 @@ export function configKeyRows(schema: z.ZodType = configSchema): KeyRow[] {
   };
   walk(z.toJSONSchema(schema, { io: 'input' }) as JsonSchema, '');
   if (missing.length) {
-    throw new Error(`configuration key(s) without a description: ${missing.join(', ')}\n`
-      + '  fix: give each one a .describe(\'…\') (or .meta({ description })) in src/config/schema.ts: the text is its row in docs/configuration.md');
+    throw new Error(
+      `configuration key(s) without a description: ${missing.join(', ')}\n` +
+        "  fix: give each one a .describe('…') (or .meta({ description })) in src/config/schema.ts: the text is its row in docs/configuration.md",
+    );
   }
   return rows;
 }
@@ -110,8 +128,11 @@ function under(key: string, section: string): boolean {
 
 function renderTable(rows: KeyRow[], section: string): string[] {
   const shown = (k: string) => (section.endsWith('[]') ? k.slice(section.length + 1) : k);
-  return ['| key | type | default | meaning |', '|---|---|---|---|',
-    ...rows.map((r) => `| \`${shown(r.key)}\` | ${cell(r.type)} | ${cell(r.default)} | ${cell(r.meaning)} |`)];
+  return [
+    '| key | type | default | meaning |',
+    '|---|---|---|---|',
+    ...rows.map((r) => `| \`${shown(r.key)}\` | ${cell(r.type)} | ${cell(r.default)} | ${cell(r.meaning)} |`),
+  ];
 }
 
 /** `page` with every marked table regenerated from `schema`; throws when markers are broken or a table would be empty. */
@@ -121,24 +142,39 @@ export function renderConfigPage(page: string, schema: z.ZodType = configSchema)
   const sections: { section: string; begin: number; end: number }[] = [];
   for (let i = 0; i < lines.length; i++) {
     const m = BEGIN.exec(lines[i].trim());
-    if (lines[i].trim() === END) throw new Error(`docs/configuration.md line ${i + 1}: ${END} without a matching <!-- config-keys SECTION -->`);
+    if (lines[i].trim() === END)
+      throw new Error(`docs/configuration.md line ${i + 1}: ${END} without a matching <!-- config-keys SECTION -->`);
     if (!m) continue;
     const end = lines.findIndex((l, j) => j > i && (l.trim() === END || BEGIN.test(l.trim())));
-    if (end < 0 || lines[end].trim() !== END) throw new Error(`docs/configuration.md line ${i + 1}: <!-- config-keys ${m[1]} --> is not closed by ${END}`);
-    if (sections.some((s) => s.section === m[1])) throw new Error(`docs/configuration.md line ${i + 1}: a second table for section ${m[1]}`);
+    if (end < 0 || lines[end].trim() !== END)
+      throw new Error(`docs/configuration.md line ${i + 1}: <!-- config-keys ${m[1]} --> is not closed by ${END}`);
+    if (sections.some((s) => s.section === m[1]))
+      throw new Error(`docs/configuration.md line ${i + 1}: a second table for section ${m[1]}`);
     sections.push({ section: m[1], begin: i, end });
     i = end;
   }
   if (!sections.length) throw new Error('docs/configuration.md has no <!-- config-keys SECTION --> markers');
   const rank = (s: { section: string }) => (s.section === '*' ? -1 : s.section.length);
-  const home = (key: string) => sections.filter((s) => under(key, s.section)).reduce<typeof sections[number] | undefined>((best, s) => (!best || rank(s) > rank(best) ? s : best), undefined);
+  const home = (key: string) =>
+    sections
+      .filter((s) => under(key, s.section))
+      .reduce<(typeof sections)[number] | undefined>(
+        (best, s) => (!best || rank(s) > rank(best) ? s : best),
+        undefined,
+      );
   const unplaced = rows.filter((r) => !home(r.key)).map((r) => r.key);
-  if (unplaced.length) throw new Error(`docs/configuration.md has no table for: ${unplaced.join(', ')} (add a <!-- config-keys * --> table, or one for their section)`);
+  if (unplaced.length)
+    throw new Error(
+      `docs/configuration.md has no table for: ${unplaced.join(', ')} (add a <!-- config-keys * --> table, or one for their section)`,
+    );
   const out: string[] = [];
   let at = 0;
   for (const s of sections) {
     const mine = rows.filter((r) => home(r.key) === s);
-    if (!mine.length) throw new Error(`docs/configuration.md: no configuration key belongs in the table <!-- config-keys ${s.section} -->`);
+    if (!mine.length)
+      throw new Error(
+        `docs/configuration.md: no configuration key belongs in the table <!-- config-keys ${s.section} -->`,
+      );
     out.push(...lines.slice(at, s.begin + 1), ...renderTable(mine, s.section));
     at = s.end;
   }
@@ -151,7 +187,9 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
     const before = readFileSync(DOC_FILE, 'utf8');
     const after = renderConfigPage(before);
     if (after !== before) writeFileSync(DOC_FILE, after);
-    console.log(`docs/configuration.md ${after === before ? 'is up to date' : 'key tables rewritten from src/config/schema.ts'} (${configKeyRows().length} keys)`);
+    console.log(
+      `docs/configuration.md ${after === before ? 'is up to date' : 'key tables rewritten from src/config/schema.ts'} (${configKeyRows().length} keys)`,
+    );
   } catch (e) {
     console.error(`docs:config: ${(e as Error).message}`);
     process.exit(1);

@@ -73,7 +73,8 @@ export const Replies = {
   nulInData: () => reply(554, '5.6.0', 'Message contains NUL characters'),
   noValidRecipients: () => reply(554, '5.5.1', 'No valid recipients'),
   /** smtp.maxReceivedHeaders exceeded: a mail loop (RFC 5321 §6.3; RFC 3463 X.4.6 routing loop detected). */
-  tooManyHops: (count: number, max: number) => reply(554, '5.4.6', `Too many hops (mail loop?): ${count} Received: header fields, at most ${max} allowed`),
+  tooManyHops: (count: number, max: number) =>
+    reply(554, '5.4.6', `Too many hops (mail loop?): ${count} Received: header fields, at most ${max} allowed`),
   queued: (id: string) => reply(250, '2.0.0', `OK queued as ${id}`),
   storageFull: () => reply(452, '4.3.1', 'Insufficient system storage, try again later'),
   storageError: () => reply(451, '4.3.0', 'Local error in processing, try again later'),
@@ -86,7 +87,8 @@ export const Replies = {
   tooManyErrors: (host: string) => reply(421, '4.7.0', `${host} Error: too many errors`),
   shuttingDown: (host: string) => reply(421, '4.3.2', `${host} Service shutting down, try again later`),
   /** "Bounce now" (admin centre, `queue bounce`): the recipients the message had not reached yet, in its DSN. */
-  returnedByAdministrator: () => reply(550, '5.3.0', 'The message was returned to its sender by the mail administrator before it was delivered'),
+  returnedByAdministrator: () =>
+    reply(550, '5.3.0', 'The message was returned to its sender by the mail administrator before it was delivered'),
 } as const;
 
 /**
@@ -94,7 +96,11 @@ export const Replies = {
  * 2 when the configuration or the command line is wrong (the default), 1 when the operation failed.
  */
 export class AdminError extends Error {
-  constructor(message: string, readonly fix?: string, readonly exitCode: 1 | 2 = 2) {
+  constructor(
+    message: string,
+    readonly fix?: string,
+    readonly exitCode: 1 | 2 = 2,
+  ) {
     super(fix ? `${message}\n  fix: ${fix}` : message);
     this.name = 'AdminError';
   }

@@ -34,28 +34,76 @@ export type Event =
   | { event: 'server.listening'; address: string }
   | { event: 'server.started'; hostname: string; dataDir: string; configFile: string | null }
   | { event: 'server.stopping'; signal: string }
-  | { event: 'server.privileges'; user: string; uid: number; group: string; gid: number; groups: number[]; runs: string }
+  | {
+      event: 'server.privileges';
+      user: string;
+      uid: number;
+      group: string;
+      gid: number;
+      groups: number[];
+      runs: string;
+    }
   | { event: 'config.reloaded'; source: string }
   | { event: 'config.rejected'; source: string; error: string }
   | { event: 'tls.certificates.loaded'; names: string[]; source: string }
   | { event: 'tls.certificates.rejected'; error: string }
   | { event: 'tls.devcert.generated'; path: string; names: string[] }
-  | { event: 'session.end'; sid: string; ip: string; helo?: string; tls?: TlsFacts; messages: number; commands: number; errors: number; durationMs: number; close: string }
+  | {
+      event: 'session.end';
+      sid: string;
+      ip: string;
+      helo?: string;
+      tls?: TlsFacts;
+      messages: number;
+      commands: number;
+      errors: number;
+      durationMs: number;
+      close: string;
+    }
   | { event: 'session.rejected'; ip: string; reason: string }
-  | { event: 'session.tlsFailed'; sid: string; ip: string; error: string;
+  | {
+      event: 'session.tlsFailed';
+      sid: string;
+      ip: string;
+      error: string;
       /** TLS failure kind (tls/failures.ts) of the handshake error. */
-      kind?: string }
+      kind?: string;
+    }
   | { event: 'session.injection'; sid: string; ip: string; bytes: number }
   | { event: 'session.pipelining'; sid: string; ip: string; after: string; bytes: number; sample: string }
-  | { event: 'message.accepted'; sid: string; queueId: string; from: string; rcpts: number; size: number; org: string; tls?: TlsFacts }
+  | {
+      event: 'message.accepted';
+      sid: string;
+      queueId: string;
+      from: string;
+      rcpts: number;
+      size: number;
+      org: string;
+      tls?: TlsFacts;
+    }
   | { event: 'message.rejected'; sid: string; code: number; enhanced: string; reason: string }
-  | { event: 'delivery.result'; queueId: string; rcpt: string; status: 'delivered' | 'deferred' | 'failed'; agent: string; code?: number; enhanced?: string; reason: string;
+  | {
+      event: 'delivery.result';
+      queueId: string;
+      rcpt: string;
+      status: 'delivered' | 'deferred' | 'failed';
+      agent: string;
+      code?: number;
+      enhanced?: string;
+      reason: string;
       /** The message's organisation. */
       org?: string;
       /** TLS failure kind (tls/failures.ts): why a required level failed, or why opportunistic TLS stepped down. */
-      tlsFailure?: string; tlsResultType?: string; tlsVersion?: string; tlsCipher?: string; tlsLegacy?: boolean;
+      tlsFailure?: string;
+      tlsResultType?: string;
+      tlsVersion?: string;
+      tlsCipher?: string;
+      tlsLegacy?: boolean;
       /** SMTP attempts: the TLS level required and where the requirement came from, and the level achieved. */
-      tlsRequired?: string; tlsSource?: string; tlsAchieved?: string }
+      tlsRequired?: string;
+      tlsSource?: string;
+      tlsAchieved?: string;
+    }
   | { event: 'dns.query'; qtype: string; outcome: string; ms: number }
   | { event: 'revocation.fetch'; kind: 'ocsp' | 'crl' | 'caIssuers'; outcome: 'ok' | 'error'; ms: number }
   | { event: 'queue.recovered'; released: number }
@@ -70,7 +118,14 @@ export type Event =
   | { event: 'store.connectionError'; location: string; error: string }
   | { event: 'trace.expired'; removed: number; finishedBefore: string; more: boolean }
   | { event: 'tlsrpt.sent'; day: string; domain: string; reportId: string; destinations: string[] }
-  | { event: 'tlsrpt.received'; queueId: string; from: string; organization?: string; reportId?: string; problem?: string }
+  | {
+      event: 'tlsrpt.received';
+      queueId: string;
+      from: string;
+      organization?: string;
+      reportId?: string;
+      problem?: string;
+    }
   | { event: 'internal.error'; where: string; error: string; stack?: string };
 
 type Level = 'debug' | 'info' | 'warn' | 'error';
@@ -102,8 +157,10 @@ function build(): pino.Logger {
   const dest = streams.get(out.fd) ?? pino.destination({ dest: out.fd });
   streams.set(out.fd, dest);
   const text = out.format === 'text' || (out.format === 'auto' && isatty(out.fd));
-  return pino({ base: { svc: 'portcullis' }, timestamp: pino.stdTimeFunctions.isoTime, level: out.level },
-    text ? { write: (line: string) => dest.write(formatText(line)) } : dest);
+  return pino(
+    { base: { svc: 'portcullis' }, timestamp: pino.stdTimeFunctions.isoTime, level: out.level },
+    text ? { write: (line: string) => dest.write(formatText(line)) } : dest,
+  );
 }
 
 export function setLogLevel(level: string): void {
@@ -123,12 +180,23 @@ export function setLogDestination(dest: pino.DestinationStream): void {
   logger = pino({ base: { svc: 'portcullis' }, timestamp: pino.stdTimeFunctions.isoTime, level: out.level }, dest);
 }
 
-const LEVEL_NAMES: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };
+const LEVEL_NAMES: Record<number, string> = {
+  10: 'TRACE',
+  20: 'DEBUG',
+  30: 'INFO',
+  40: 'WARN',
+  50: 'ERROR',
+  60: 'FATAL',
+};
 
 /** One JSON log line as `TIME LEVEL event [message] key=value …`, for people at a terminal. */
 export function formatText(json: string): string {
   let o: Record<string, unknown>;
-  try { o = JSON.parse(json) as Record<string, unknown>; } catch { return json; }
+  try {
+    o = JSON.parse(json) as Record<string, unknown>;
+  } catch {
+    return json;
+  }
   const { time, level, svc: _svc, event, msg, ...rest } = o;
   const head = [String(time), (LEVEL_NAMES[level as number] ?? String(level)).padEnd(5), String(event ?? msg)];
   if (event !== undefined && msg !== event) head.push(String(msg));
@@ -142,14 +210,23 @@ const listeners = new Set<Listener>();
 /** Receive every event emitted from now on; returns the function that ends the subscription. */
 export function onEvent(l: Listener): () => void {
   listeners.add(l);
-  return () => { listeners.delete(l); };
+  return () => {
+    listeners.delete(l);
+  };
 }
 
 export function emit(e: Event, msg?: string): void {
   const level = levels[e.event] ?? 'info';
   logger[level](e, msg ?? e.event);
   for (const l of listeners) {
-    try { l(e); } catch (err) { logger.error({ event: 'internal.error', where: `event listener (${e.event})`, error: errorDetail(err) }, 'internal.error'); }
+    try {
+      l(e);
+    } catch (err) {
+      logger.error(
+        { event: 'internal.error', where: `event listener (${e.event})`, error: errorDetail(err) },
+        'internal.error',
+      );
+    }
   }
 }
 

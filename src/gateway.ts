@@ -57,7 +57,9 @@ export interface GatewayOptions {
   runAs?: RunAsOverride;
 }
 
-const { version: VERSION } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+const { version: VERSION } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
 
 /** The built web UI of the admin centre (`npm run build`: dist/ui), or null. */
 function uiDir(): string | null {
@@ -90,7 +92,9 @@ export class Gateway {
 
   constructor(private readonly opts: GatewayOptions) {}
 
-  get config(): Config { return this.deps.config; }
+  get config(): Config {
+    return this.deps.config;
+  }
 
   /** Start everything; when a part fails, release what was opened (so a retry works) and throw. */
   async start(): Promise<void> {
@@ -122,15 +126,20 @@ export class Gateway {
     setLogLevel(config.log.level);
     setLogOutput({ format: config.log.format });
     if (!config.source) {
-      notice(`no configuration file at ${this.opts.configFile}: running the embedded defaults ` +
-        `(SMTP on ${config.smtp.listen.join(', ')}, data in ${config.dataDir}, accepting mail for "localhost"). ` +
-        'Write portcullis.yaml (see docs/configuration.md) or pass -c FILE.');
+      notice(
+        `no configuration file at ${this.opts.configFile}: running the embedded defaults ` +
+          `(SMTP on ${config.smtp.listen.join(', ')}, data in ${config.dataDir}, accepting mail for "localhost"). ` +
+          'Write portcullis.yaml (see docs/configuration.md) or pass -c FILE.',
+      );
     }
     const maildir = config.delivery.maildir;
-    const maildirGid = maildir.group === undefined ? undefined : configuredGroup(maildir.group, 'delivery.maildir.group');
+    const maildirGid =
+      maildir.group === undefined ? undefined : configuredGroup(maildir.group, 'delivery.maildir.group');
     const plan = planPrivileges(config, this.opts.runAs, maildirGid === undefined ? [] : [maildirGid]);
     await assertNoServer(config.dataDir);
-    const configured = config.tls.certificates.length ? new ServerTls(config.tls.certificates, config.tls.minVersion as SecureVersion) : undefined;
+    const configured = config.tls.certificates.length
+      ? new ServerTls(config.tls.certificates, config.tls.minVersion as SecureVersion)
+      : undefined;
     this.server = new SmtpServer(() => this.deps);
     await this.server.listen(config.smtp.listen);
     if (config.admin.enabled) {
@@ -139,7 +148,10 @@ export class Gateway {
     }
     if (config.mtaSts.hosting) {
       // Port 443 needs root too: bound now, serving once the certificates and the configuration exist.
-      this.policyServer = new PolicyServer(() => this.tls as ServerTls | undefined, () => (this.deps as SessionDeps | undefined)?.config);
+      this.policyServer = new PolicyServer(
+        () => this.tls as ServerTls | undefined,
+        () => (this.deps as SessionDeps | undefined)?.config,
+      );
       await this.policyServer.listen(config.mtaSts.hosting.listen);
     }
     becomeServiceUser(plan, config, maildirGid);
@@ -156,37 +168,97 @@ export class Gateway {
     const pool = new ConnectionPool(() => this.deps.config.delivery.connectionReuse);
     const revocation = new RevocationChecker(() => this.resolver);
     const dane = new DaneProvider(() => this.resolver);
-    const mtaSts = mtaStsProvider(new MtaSts({ resolver: () => this.resolver, trust: () => this.deps.trust, cache: this.store }), () => this.deps.config.mtaSts.enabled);
-    this.remote = new RemoteDelivery(() => this.resolver, pool, () => this.deps.trust, () => this.deps.config, revocation, () => this.tls.clientIdentity(),
-      { onTlsSession: sessionCounter(() => this.store, () => this.deps.config), providers: () => [...(this.deps.config.dane.enabled ? [dane] : []), mtaSts] });
-    const ingest = new Ingest(this.store, {
-      reserve: () => this.scheduler.reserve(), take: (m, d) => this.scheduler.take(m, d),
-      kick: () => this.scheduler.kick(), unreserve: () => this.scheduler.unreserve(),
-    }, () => this.deps.config.smtp);
+    const mtaSts = mtaStsProvider(
+      new MtaSts({ resolver: () => this.resolver, trust: () => this.deps.trust, cache: this.store }),
+      () => this.deps.config.mtaSts.enabled,
+    );
+    this.remote = new RemoteDelivery(
+      () => this.resolver,
+      pool,
+      () => this.deps.trust,
+      () => this.deps.config,
+      revocation,
+      () => this.tls.clientIdentity(),
+      {
+        onTlsSession: sessionCounter(
+          () => this.store,
+          () => this.deps.config,
+        ),
+        providers: () => [...(this.deps.config.dane.enabled ? [dane] : []), mtaSts],
+      },
+    );
+    const ingest = new Ingest(
+      this.store,
+      {
+        reserve: () => this.scheduler.reserve(),
+        take: (m, d) => this.scheduler.take(m, d),
+        kick: () => this.scheduler.kick(),
+        unreserve: () => this.scheduler.unreserve(),
+      },
+      () => this.deps.config.smtp,
+    );
     const mailboxes = new MaildirDelivery(config.dataDir, { mode: maildir.mode, gid: maildirGid });
-    void mailboxes.cleanTmp().then((n) => { if (n) notice(`removed ${n} partial mailbox file(s) left in Maildir tmp/ folders by a previous process`); });
-    const reports = new ReportInbox(() => this.store, () => this.deps.config.tlsRpt.receive);
-    this.scheduler = new Scheduler(this.store, { local: mailboxes, remote: this.remote, reports }, ingest,
-      () => ({ config: this.deps.config, inbound: this.deps.policy, outbound: this.outbound }), config.nodeId);
+    void mailboxes.cleanTmp().then((n) => {
+      if (n) notice(`removed ${n} partial mailbox file(s) left in Maildir tmp/ folders by a previous process`);
+    });
+    const reports = new ReportInbox(
+      () => this.store,
+      () => this.deps.config.tlsRpt.receive,
+    );
+    this.scheduler = new Scheduler(
+      this.store,
+      { local: mailboxes, remote: this.remote, reports },
+      ingest,
+      () => ({ config: this.deps.config, inbound: this.deps.policy, outbound: this.outbound }),
+      config.nodeId,
+    );
     const startedAt = Date.now();
-    this.presence = new NodePresence(this.store,
-      () => ({ id: config.nodeId, version: VERSION, configHash: configHash(this.deps.config), host: os.hostname(), pid: process.pid, startedAt }),
-      () => this.deps.config.queue.leaseSeconds, () => this.scheduler.renewLeases());
+    this.presence = new NodePresence(
+      this.store,
+      () => ({
+        id: config.nodeId,
+        version: VERSION,
+        configHash: configHash(this.deps.config),
+        host: os.hostname(),
+        pid: process.pid,
+        startedAt,
+      }),
+      () => this.deps.config.queue.leaseSeconds,
+      () => this.scheduler.renewLeases(),
+    );
     this.deps = { config, policy: new InboundPolicy(config), tls: this.tls, trust, revocation, ingest };
     const sender = new TlsReportSender({
-      store: this.store, resolver: () => this.resolver, config: () => this.deps.config, trust: () => this.deps.trust, ingest,
-      route: (a) => (this.deps.policy.acceptedDomain(a.slice(a.lastIndexOf('@') + 1))?.type === 'authoritative' ? 'local' : 'remote'),
+      store: this.store,
+      resolver: () => this.resolver,
+      config: () => this.deps.config,
+      trust: () => this.deps.trust,
+      ingest,
+      route: (a) =>
+        this.deps.policy.acceptedDomain(a.slice(a.lastIndexOf('@') + 1))?.type === 'authoritative' ? 'local' : 'remote',
     });
-    this.reports = new DailyReports(() => sender, () => this.deps.config.tlsRpt.enabled);
+    this.reports = new DailyReports(
+      () => sender,
+      () => this.deps.config.tlsRpt.enabled,
+    );
     await this.presence.start();
     this.metrics = new GatewayMetrics(() => this.store);
     this.metrics.start();
     this.reportCounts = new ReportAggregator(this.store);
     this.reportCounts.start();
-    await this.admin?.open({
-      config: () => this.deps.config, store: () => this.store, kick: () => this.scheduler.kick(), reload: (source) => this.reload(source),
-      metrics: this.metrics, probeTools: () => probeTools(this.deps.config), startedAt: Date.now(), version: VERSION, uiDir: uiDir(),
-    }, this.tls);
+    await this.admin?.open(
+      {
+        config: () => this.deps.config,
+        store: () => this.store,
+        kick: () => this.scheduler.kick(),
+        reload: (source) => this.reload(source),
+        metrics: this.metrics,
+        probeTools: () => probeTools(this.deps.config),
+        startedAt: Date.now(),
+        version: VERSION,
+        uiDir: uiDir(),
+      },
+      this.tls,
+    );
     this.server.open();
     this.scheduler.start();
     this.reports.start();
@@ -201,16 +273,28 @@ export class Gateway {
       const cur = this.deps.config;
       const ignored: string[] = [];
       if (next.dataDir !== cur.dataDir) ignored.push('dataDir');
-      const restartOnly: [string, (c: Config) => unknown][] = [['smtp.listen', (c) => c.smtp.listen], ['runAs', (c) => c.runAs], ['delivery.maildir', (c) => c.delivery.maildir], ['admin', (c) => c.admin], ['mtaSts.hosting.listen', (c) => c.mtaSts.hosting?.listen], ['store', (c) => c.store], ['nodeId', (c) => c.nodeId]];
-      for (const [key, get] of restartOnly) if (JSON.stringify(get(next)) !== JSON.stringify(get(cur))) ignored.push(key);
+      const restartOnly: [string, (c: Config) => unknown][] = [
+        ['smtp.listen', (c) => c.smtp.listen],
+        ['runAs', (c) => c.runAs],
+        ['delivery.maildir', (c) => c.delivery.maildir],
+        ['admin', (c) => c.admin],
+        ['mtaSts.hosting.listen', (c) => c.mtaSts.hosting?.listen],
+        ['store', (c) => c.store],
+        ['nodeId', (c) => c.nodeId],
+      ];
+      for (const [key, get] of restartOnly)
+        if (JSON.stringify(get(next)) !== JSON.stringify(get(cur))) ignored.push(key);
       const trust = new TrustStore(next.tls.trust.system, next.tls.trust.caFiles);
       const pairs = await certificatePairs(next);
       if (!this.tls.reload(source, pairs, next.tls.minVersion as SecureVersion)) {
-        throw new Error(`the certificates could not be loaded: ${this.tls.lastError}; the running configuration stays in force`);
+        throw new Error(
+          `the certificates could not be loaded: ${this.tls.lastError}; the running configuration stays in force`,
+        );
       }
       setLogLevel(next.log.level);
       setLogOutput({ format: next.log.format });
-      if (JSON.stringify(next.dns) !== JSON.stringify(cur.dns)) this.resolver = new DnsResolver(next.dns.servers, { dnssec: next.dns.dnssec });
+      if (JSON.stringify(next.dns) !== JSON.stringify(cur.dns))
+        this.resolver = new DnsResolver(next.dns.servers, { dnssec: next.dns.dnssec });
       this.outbound = new OutboundPolicy(next);
       this.deps = { ...this.deps, config: next, policy: new InboundPolicy(next), trust };
       emit({ event: 'config.reloaded', source });
@@ -225,10 +309,15 @@ export class Gateway {
 
   private async onControl(cmd: string): Promise<ControlResponse> {
     switch (cmd) {
-      case 'reload': return this.reload('control socket');
-      case 'kick': this.scheduler.kick(); return { ok: true, message: 'queue run requested' };
-      case 'status': return { ok: true, message: 'running', data: { pid: process.pid, connections: this.server.connections } };
-      default: return { ok: false, message: `unknown command ${cmd}` };
+      case 'reload':
+        return this.reload('control socket');
+      case 'kick':
+        this.scheduler.kick();
+        return { ok: true, message: 'queue run requested' };
+      case 'status':
+        return { ok: true, message: 'running', data: { pid: process.pid, connections: this.server.connections } };
+      default:
+        return { ok: false, message: `unknown command ${cmd}` };
     }
   }
 
@@ -256,8 +345,12 @@ export async function serve(opts: GatewayOptions): Promise<void> {
   setLogOutput({ fd: 1 });
   const gw = new Gateway(opts);
   await gw.start();
-  process.on('SIGHUP', () => { void gw.reload('SIGHUP'); });
-  const stop = (sig: string) => { void gw.stop(sig).then(() => process.exit(0)); };
+  process.on('SIGHUP', () => {
+    void gw.reload('SIGHUP');
+  });
+  const stop = (sig: string) => {
+    void gw.stop(sig).then(() => process.exit(0));
+  };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }

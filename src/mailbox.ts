@@ -38,7 +38,8 @@ export function checkAddressLiteral(d: string): string | null {
   if (!d.endsWith(']')) return 'unterminated address literal';
   const lit = d.slice(1, -1);
   if (IPV4.test(lit)) return null;
-  if (/^IPv6:[0-9A-Fa-f:.]+$/i.test(lit)) return null; // the tag is case-insensitive (RFC 5234 §2.3), and normalised lower case
+  // the tag is case-insensitive (RFC 5234 §2.3), and normalised lower case
+  if (/^IPv6:[0-9A-Fa-f:.]+$/i.test(lit)) return null;
   return 'bad address literal';
 }
 
@@ -74,7 +75,8 @@ function readQuoted(s: string): [string, string] | string {
     if (c === '"') return [out, s.slice(i + 1)];
     if (c === '\\') {
       const n = s.charCodeAt(i + 1);
-      if (!(n >= 0x20 && n <= 0x7e)) return i + 1 >= s.length ? 'unterminated quoted string' : 'bad escape in quoted local part';
+      if (!(n >= 0x20 && n <= 0x7e))
+        return i + 1 >= s.length ? 'unterminated quoted string' : 'bad escape in quoted local part';
       out += s[++i];
       continue;
     }
@@ -100,7 +102,9 @@ export function parseMailbox(inner: string, utf8Allowed: boolean): MailboxResult
     s = s.slice(colon + 1);
   }
   if (!isAscii(s) && !utf8Allowed) return refuse(Replies.nonAsciiNeedsSmtputf8());
-  let local: string; let rest: string; let quoted = false;
+  let local: string;
+  let rest: string;
+  let quoted = false;
   if (s.startsWith('"')) {
     const q = readQuoted(s);
     if (typeof q === 'string') return refuse(Replies.badAddress(q));
@@ -111,12 +115,18 @@ export function parseMailbox(inner: string, utf8Allowed: boolean): MailboxResult
   } else {
     const at = s.lastIndexOf('@');
     if (at < 0) {
-      if (s.toLowerCase() === 'postmaster') return { ok: true, mailbox: { address: 'postmaster', local: 'postmaster', domain: '', quoted: false, bare: true } };
+      if (s.toLowerCase() === 'postmaster')
+        return {
+          ok: true,
+          mailbox: { address: 'postmaster', local: 'postmaster', domain: '', quoted: false, bare: true },
+        };
       return refuse(Replies.badAddress('missing @domain'));
     }
-    local = s.slice(0, at); rest = s.slice(at + 1);
+    local = s.slice(0, at);
+    rest = s.slice(at + 1);
     const re = utf8Allowed ? ATEXT_UTF8 : ATEXT;
-    if (!local || local.split('.').some((atom) => !re.test(atom))) return refuse(Replies.badAddress(`bad local part "${local}"`));
+    if (!local || local.split('.').some((atom) => !re.test(atom)))
+      return refuse(Replies.badAddress(`bad local part "${local}"`));
   }
   if (Buffer.byteLength(local) > 64) return refuse(Replies.pathTooLong());
   if (!rest) return refuse(Replies.badAddress('missing domain'));
@@ -133,7 +143,8 @@ export function parseMailbox(inner: string, utf8Allowed: boolean): MailboxResult
 export function parseAddress(address: string, utf8Allowed: boolean): MailboxResult {
   if (address === '') return { ok: true, mailbox: { address: '', local: '', domain: '', quoted: false } };
   const r = parseMailbox(address, utf8Allowed);
-  if (r.ok && r.mailbox.address !== address) return refuse(Replies.badAddress(`not in canonical form (that is ${r.mailbox.address})`));
+  if (r.ok && r.mailbox.address !== address)
+    return refuse(Replies.badAddress(`not in canonical form (that is ${r.mailbox.address})`));
   return r;
 }
 
@@ -142,11 +153,17 @@ export function parseAddress(address: string, utf8Allowed: boolean): MailboxResu
  * ">", or why the stored address cannot be sent as a valid RFC 5321 path. UTF-8 only when the
  * transaction uses SMTPUTF8; the bare postmaster only as a recipient; the null path only as sender.
  */
-export function smtpPath(address: string, role: 'sender' | 'recipient', utf8: boolean): { ok: true; path: string } | { ok: false; problem: string } {
-  if (address === '') return role === 'sender' ? { ok: true, path: '<>' } : { ok: false, problem: 'the null path is not a recipient' };
+export function smtpPath(
+  address: string,
+  role: 'sender' | 'recipient',
+  utf8: boolean,
+): { ok: true; path: string } | { ok: false; problem: string } {
+  if (address === '')
+    return role === 'sender' ? { ok: true, path: '<>' } : { ok: false, problem: 'the null path is not a recipient' };
   const r = parseAddress(address, utf8);
   if (!r.ok) return { ok: false, problem: r.reply.message };
-  if (r.mailbox.bare && role === 'sender') return { ok: false, problem: '<postmaster> without a domain is only valid as a recipient' };
+  if (r.mailbox.bare && role === 'sender')
+    return { ok: false, problem: '<postmaster> without a domain is only valid as a recipient' };
   return { ok: true, path: `<${r.mailbox.address}>` };
 }
 

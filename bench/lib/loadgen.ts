@@ -6,7 +6,10 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { randomBytes } from 'node:crypto';
 
-export interface Reply { code: number; text: string }
+export interface Reply {
+  code: number;
+  text: string;
+}
 
 export const nowMs = (): number => Number(process.hrtime.bigint()) / 1e6;
 
@@ -24,7 +27,10 @@ export class LoadSession {
   private dead: Error | null = null;
   pipelining = false;
 
-  private constructor(sock: net.Socket, private readonly timeoutMs: number) {
+  private constructor(
+    sock: net.Socket,
+    private readonly timeoutMs: number,
+  ) {
     this.sock = sock;
     this.attach(sock);
   }
@@ -33,9 +39,19 @@ export class LoadSession {
     assertLoopback(host);
     return new Promise((resolve, reject) => {
       const s = net.connect({ host, port, noDelay: true });
-      const t = setTimeout(() => { s.destroy(); reject(new Error('connect timeout')); }, timeoutMs);
-      s.once('connect', () => { clearTimeout(t); s.off('error', reject); resolve(new LoadSession(s, timeoutMs)); });
-      s.once('error', (e) => { clearTimeout(t); reject(e); });
+      const t = setTimeout(() => {
+        s.destroy();
+        reject(new Error('connect timeout'));
+      }, timeoutMs);
+      s.once('connect', () => {
+        clearTimeout(t);
+        s.off('error', reject);
+        resolve(new LoadSession(s, timeoutMs));
+      });
+      s.once('error', (e) => {
+        clearTimeout(t);
+        reject(e);
+      });
     });
   }
 
@@ -56,7 +72,10 @@ export class LoadSession {
         const r: Reply = { code: Number(line.slice(0, 3)), text: this.lines.join('\n') };
         this.lines = [];
         const w = this.waiters.shift();
-        if (w) { clearTimeout(w.timer); w.resolve(r); } else this.queue.push(r);
+        if (w) {
+          clearTimeout(w.timer);
+          w.resolve(r);
+        } else this.queue.push(r);
       }
     }
   };
@@ -64,7 +83,10 @@ export class LoadSession {
   private fail(e: Error): void {
     if (this.dead) return;
     this.dead = e;
-    for (const w of this.waiters.splice(0)) { clearTimeout(w.timer); w.reject(e); }
+    for (const w of this.waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(e);
+    }
   }
 
   read(): Promise<Reply> {
@@ -81,7 +103,9 @@ export class LoadSession {
     });
   }
 
-  write(data: string | Buffer): void { this.sock.write(data); }
+  write(data: string | Buffer): void {
+    this.sock.write(data);
+  }
 
   async expect(line: string, code: number): Promise<Reply> {
     this.write(`${line}\r\n`);
@@ -101,7 +125,10 @@ export class LoadSession {
     this.buf = '';
     const t = await new Promise<tls.TLSSocket>((resolve, reject) => {
       const s = tls.connect({ socket: raw, servername, ca, rejectUnauthorized: true });
-      s.once('secureConnect', () => { s.off('error', reject); resolve(s); });
+      s.once('secureConnect', () => {
+        s.off('error', reject);
+        resolve(s);
+      });
       s.once('error', reject);
     });
     this.sock = t;
@@ -123,11 +150,18 @@ export class LoadSession {
       const bad = replies.slice(0, -1).find((r) => r.code !== 250);
       const data = replies[replies.length - 1];
       if (bad || data.code !== 354) {
-        if (data.code === 354) { this.write('.\r\n'); await this.read(); } // abort the data phase cleanly
+        if (data.code === 354) {
+          this.write('.\r\n');
+          await this.read();
+        } // abort the data phase cleanly
         return bad ?? data;
       }
     } else {
-      const steps: [string, number][] = [[`MAIL FROM:<${from}>`, 250], ...rcpts.map((r): [string, number] => [`RCPT TO:<${r}>`, 250]), ['DATA', 354]];
+      const steps: [string, number][] = [
+        [`MAIL FROM:<${from}>`, 250],
+        ...rcpts.map((r): [string, number] => [`RCPT TO:<${r}>`, 250]),
+        ['DATA', 354],
+      ];
       for (const [line, want] of steps) {
         this.write(`${line}\r\n`);
         const r = await this.read();
@@ -139,11 +173,17 @@ export class LoadSession {
   }
 
   quit(): void {
-    try { this.sock.end('QUIT\r\n'); } catch { /* already gone */ }
+    try {
+      this.sock.end('QUIT\r\n');
+    } catch {
+      /* already gone */
+    }
     setTimeout(() => this.sock.destroy(), 1000).unref();
   }
 
-  destroy(): void { this.sock.destroy(); }
+  destroy(): void {
+    this.sock.destroy();
+  }
 }
 
 /** Time from TCP connect start to the 220 greeting, for `count` fresh sequential connections. */
@@ -165,15 +205,23 @@ export class Messages {
   private readonly body: Buffer;
   private readonly runId = randomBytes(4).toString('hex');
 
-  constructor(size: number, private readonly from: string) {
+  constructor(
+    size: number,
+    private readonly from: string,
+  ) {
     const rnd = randomBytes(Math.ceil(size * 0.75) + 76).toString('base64');
     const lines: string[] = [];
-    for (let n = 0, i = 0; n < size; i += 76) { const l = rnd.slice(i, i + 76); lines.push(l); n += l.length + 2; }
+    for (let n = 0, i = 0; n < size; i += 76) {
+      const l = rnd.slice(i, i + 76);
+      lines.push(l);
+      n += l.length + 2;
+    }
     this.body = Buffer.from(lines.join('\r\n') + '\r\n.\r\n');
   }
 
   make(seq: number, rcpts: readonly string[]): Buffer {
-    const hdr = `From: Bench <${this.from}>\r\nTo: ${rcpts.map((r) => `<${r}>`).join(', ')}\r\n` +
+    const hdr =
+      `From: Bench <${this.from}>\r\nTo: ${rcpts.map((r) => `<${r}>`).join(', ')}\r\n` +
       `Subject: receive bench ${this.runId} #${seq}\r\nDate: ${new Date().toUTCString()}\r\n` +
       `Message-ID: <${this.runId}.${seq}@bench.fabrikam.test>\r\nMIME-Version: 1.0\r\n` +
       'Content-Type: text/plain; charset=us-ascii\r\n\r\n';
@@ -219,15 +267,22 @@ export interface LoadResult {
 
 /** Open `concurrency` sessions, then send `count` messages over them as fast as they are accepted. */
 export async function runLoad(o: LoadOptions): Promise<LoadResult> {
-  const sessions = await Promise.all(Array.from({ length: Math.min(o.concurrency, o.count) }, async () => {
-    const s = await LoadSession.connect(o.host, o.port);
-    await s.handshake('client.bench.fabrikam.test', o.servername, o.ca);
-    if (o.pipelined && !s.pipelining) throw new Error('server does not offer PIPELINING');
-    return s;
-  }));
+  const sessions = await Promise.all(
+    Array.from({ length: Math.min(o.concurrency, o.count) }, async () => {
+      const s = await LoadSession.connect(o.host, o.port);
+      await s.handshake('client.bench.fabrikam.test', o.servername, o.ca);
+      if (o.pipelined && !s.pipelining) throw new Error('server does not offer PIPELINING');
+      return s;
+    }),
+  );
   const lat = new Float64Array(o.count);
-  let next = 0; let accepted = 0; let failed = 0; let aborted = false; let rcptTotal = 0;
-  let first = 0; let last = 0;
+  let next = 0;
+  let accepted = 0;
+  let failed = 0;
+  let aborted = false;
+  let rcptTotal = 0;
+  let first = 0;
+  let last = 0;
   const errors: Record<string, number> = {};
   const retry: number[] = [];
   o.onStart?.();
@@ -235,13 +290,18 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     while (!aborted) {
       const seq = retry.length ? retry.shift()! : next < o.count ? next++ : -1;
       if (seq < 0) break;
-      if (Date.now() > o.deadline) { aborted = true; break; }
+      if (Date.now() > o.deadline) {
+        aborted = true;
+        break;
+      }
       const rcpts = o.rcpts(seq);
       const msg = o.message(seq, rcpts);
       const t0 = nowMs();
       if (!first) first = t0;
       let r: Reply;
-      try { r = await s.transaction(o.from, rcpts, msg, o.pipelined); } catch (e) {
+      try {
+        r = await s.transaction(o.from, rcpts, msg, o.pipelined);
+      } catch (e) {
         r = { code: 0, text: (e as Error).message };
       }
       if (r.code === 250) {
@@ -262,7 +322,15 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   await Promise.all(sessions.map(worker));
   for (const s of sessions) s.quit();
   return {
-    accepted, failed, aborted: aborted || accepted < o.count, windowMs: last - first, firstAt: first, lastAt: last,
-    latencies: lat.subarray(0, accepted), sessionsOpened: sessions.length, errors, rcptTotal,
+    accepted,
+    failed,
+    aborted: aborted || accepted < o.count,
+    windowMs: last - first,
+    firstAt: first,
+    lastAt: last,
+    latencies: lat.subarray(0, accepted),
+    sessionsOpened: sessions.length,
+    errors,
+    rcptTotal,
   };
 }

@@ -8,7 +8,11 @@ const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 function onSignal(sig: NodeJS.Signals): void {
   for (const id of [...actions.keys()].reverse()) {
-    try { actions.get(id)!(); } catch { /* best effort: keep cleaning */ }
+    try {
+      actions.get(id)!();
+    } catch {
+      /* best effort: keep cleaning */
+    }
   }
   actions.clear();
   process.exit(128 + ({ SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as Record<string, number>)[sig]);

@@ -3,7 +3,9 @@
 
 export class Rng {
   private s: number;
-  constructor(readonly seed: number) { this.s = (seed >>> 0) || 0x9e3779b9; }
+  constructor(readonly seed: number) {
+    this.s = seed >>> 0 || 0x9e3779b9;
+  }
 
   /** Uniform in [0, 1). */
   next(): number {
@@ -14,15 +16,24 @@ export class Rng {
   }
 
   /** Integer in [lo, hi] (both inclusive). */
-  int(lo: number, hi: number): number { return lo + Math.floor(this.next() * (hi - lo + 1)); }
-  chance(p: number): boolean { return this.next() < p; }
-  pick<T>(a: readonly T[]): T { return a[Math.floor(this.next() * a.length)]; }
+  int(lo: number, hi: number): number {
+    return lo + Math.floor(this.next() * (hi - lo + 1));
+  }
+  chance(p: number): boolean {
+    return this.next() < p;
+  }
+  pick<T>(a: readonly T[]): T {
+    return a[Math.floor(this.next() * a.length)];
+  }
 
   /** Pick by weight: [[value, weight], ...]. */
   weighted<T>(a: readonly (readonly [T, number])[]): T {
     const total = a.reduce((n, [, w]) => n + w, 0);
     let x = this.next() * total;
-    for (const [v, w] of a) { x -= w; if (x < 0) return v; }
+    for (const [v, w] of a) {
+      x -= w;
+      if (x < 0) return v;
+    }
     return a[a.length - 1][0];
   }
 

@@ -34,16 +34,38 @@ export interface ProofGateway {
   cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
 }
 
-export function proofGateway(o: { dir: string; dataDir: string; host: string; port: number; config: Record<string, unknown> }): ProofGateway {
+export function proofGateway(o: {
+  dir: string;
+  dataDir: string;
+  host: string;
+  port: number;
+  config: Record<string, unknown>;
+}): ProofGateway {
   const configFile = path.join(o.dir, 'portcullis.yaml');
-  const full = (cfg: Record<string, unknown>) => ({ hostname: 'mx1.contoso.test', ...asRoot(), admin: { enabled: false }, ...cfg, dataDir: o.dataDir, smtp: { ...(cfg.smtp as object ?? {}), listen: [`${o.host}:${o.port}`] } });
+  const full = (cfg: Record<string, unknown>) => ({
+    hostname: 'mx1.contoso.test',
+    ...asRoot(),
+    admin: { enabled: false },
+    ...cfg,
+    dataDir: o.dataDir,
+    smtp: { ...((cfg.smtp as object) ?? {}), listen: [`${o.host}:${o.port}`] },
+  });
   writeFileSync(configFile, YAML.stringify(full(o.config)));
   let startedWaiter: (() => void) | undefined;
   // The full log goes to a file next to the config (kept with KEEP_PROOF=1), not into memory.
   let logFile: WriteStream | undefined;
   const g: ProofGateway = {
-    configFile, dataDir: o.dataDir, host: o.host, port: o.port, proc: undefined, kills: [], epochs: [],
-    internalErrors: new Map(), internalErrorSamples: [], recovered: 0, tail: [],
+    configFile,
+    dataDir: o.dataDir,
+    host: o.host,
+    port: o.port,
+    proc: undefined,
+    kills: [],
+    epochs: [],
+    internalErrors: new Map(),
+    internalErrorSamples: [],
+    recovered: 0,
+    tail: [],
     running: () => !!g.proc && g.proc.exitCode === null && g.proc.signalCode === null,
     async start() {
       if (g.running()) throw new Error('gateway already running');
@@ -53,16 +75,28 @@ export function proofGateway(o: { dir: string; dataDir: string; host: string; po
       g.proc = proc;
       const dispose = onAbort(() => proc.kill('SIGKILL'));
       proc.once('exit', dispose);
-      const epoch = { pid: proc.pid ?? -1, start: Date.now(), end: null as number | null, how: null as 'SIGKILL' | 'SIGTERM' | 'exit' | null };
+      const epoch = {
+        pid: proc.pid ?? -1,
+        start: Date.now(),
+        end: null as number | null,
+        how: null as 'SIGKILL' | 'SIGTERM' | 'exit' | null,
+      };
       g.epochs.push(epoch);
-      proc.once('exit', (_code, sig) => { epoch.end = Date.now(); epoch.how = sig === 'SIGKILL' ? 'SIGKILL' : sig === 'SIGTERM' ? 'SIGTERM' : 'exit'; });
+      proc.once('exit', (_code, sig) => {
+        epoch.end = Date.now();
+        epoch.how = sig === 'SIGKILL' ? 'SIGKILL' : sig === 'SIGTERM' ? 'SIGTERM' : 'exit';
+      });
       let partial = '';
       const onLine = (line: string) => {
         g.tail.push(line);
         if (g.tail.length > 60) g.tail.shift();
         if (line.includes('"event":"internal.error"')) {
           let where = 'unknown';
-          try { where = String((JSON.parse(line) as { where?: string }).where ?? 'unknown').split(' ')[0]; } catch { /* keep unknown */ }
+          try {
+            where = String((JSON.parse(line) as { where?: string }).where ?? 'unknown').split(' ')[0];
+          } catch {
+            /* keep unknown */
+          }
           g.internalErrors.set(where, (g.internalErrors.get(where) ?? 0) + 1);
           if (g.internalErrorSamples.length < 20) g.internalErrorSamples.push(line.slice(0, 600));
         } else if (line.includes('"event":"queue.recovered"')) g.recovered++;
@@ -71,14 +105,30 @@ export function proofGateway(o: { dir: string; dataDir: string; host: string; po
       proc.stdout!.on('data', (d: Buffer) => {
         partial += d.toString();
         let nl: number;
-        while ((nl = partial.indexOf('\n')) >= 0) { onLine(partial.slice(0, nl)); partial = partial.slice(nl + 1); }
+        while ((nl = partial.indexOf('\n')) >= 0) {
+          onLine(partial.slice(0, nl));
+          partial = partial.slice(nl + 1);
+        }
       });
-      proc.stderr!.on('data', (d: Buffer) => { g.tail.push(`[stderr] ${d.toString().slice(0, 2000)}`); });
+      proc.stderr!.on('data', (d: Buffer) => {
+        g.tail.push(`[stderr] ${d.toString().slice(0, 2000)}`);
+      });
       await new Promise<void>((resolve, reject) => {
-        const t = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error(`gateway did not start within 30 s:\n${g.tail.slice(-15).join('\n')}`)); }, 30_000);
-        const onExit = (code: number | null) => { clearTimeout(t); reject(new Error(`gateway exited with ${code} at start-up:\n${g.tail.slice(-15).join('\n')}`)); };
+        const t = setTimeout(() => {
+          proc.kill('SIGKILL');
+          reject(new Error(`gateway did not start within 30 s:\n${g.tail.slice(-15).join('\n')}`));
+        }, 30_000);
+        const onExit = (code: number | null) => {
+          clearTimeout(t);
+          reject(new Error(`gateway exited with ${code} at start-up:\n${g.tail.slice(-15).join('\n')}`));
+        };
         proc.once('exit', onExit);
-        startedWaiter = () => { clearTimeout(t); proc.off('exit', onExit); startedWaiter = undefined; resolve(); };
+        startedWaiter = () => {
+          clearTimeout(t);
+          proc.off('exit', onExit);
+          startedWaiter = undefined;
+          resolve();
+        };
       });
     },
     async kill9() {
@@ -98,8 +148,13 @@ export function proofGateway(o: { dir: string; dataDir: string; host: string; po
       await done;
       clearTimeout(t);
     },
-    async closeLog() { await new Promise<void>((r) => (logFile ? logFile.end(() => r()) : r())); logFile = undefined; },
-    writeConfig(cfg) { writeFileSync(configFile, YAML.stringify(full(cfg))); },
+    async closeLog() {
+      await new Promise<void>((r) => (logFile ? logFile.end(() => r()) : r()));
+      logFile = undefined;
+    },
+    writeConfig(cfg) {
+      writeFileSync(configFile, YAML.stringify(full(cfg)));
+    },
     cli: (args) => runCli([...args, '-c', configFile]),
   };
   return g;

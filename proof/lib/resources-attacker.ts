@@ -59,12 +59,22 @@ class Peer {
   private waiter: ((r: { code: number; text: string } | null) => void) | null = null;
   closed = false;
 
-  constructor(host: string, port: number, ip: string, private readonly st: AttackStats) {
+  constructor(
+    host: string,
+    port: number,
+    ip: string,
+    private readonly st: AttackStats,
+  ) {
     this.sock = net.connect({ host, port, localAddress: ip });
     this.sock.setNoDelay(true);
     this.sock.on('data', (d: Buffer) => this.onData(d));
     this.sock.on('error', () => {});
-    this.sock.on('close', () => { this.closed = true; const w = this.waiter; this.waiter = null; w?.(null); });
+    this.sock.on('close', () => {
+      this.closed = true;
+      const w = this.waiter;
+      this.waiter = null;
+      w?.(null);
+    });
   }
 
   connected(): Promise<boolean> {
@@ -84,7 +94,10 @@ class Peer {
       if (r.code === 421 && line.includes('4.4.2')) this.st.timeout421++;
       if (r.code === 421 && line.includes('too many errors')) this.st.errors421++;
       const w = this.waiter;
-      if (w) { this.waiter = null; w(r); } else this.replies.push(r);
+      if (w) {
+        this.waiter = null;
+        w(r);
+      } else this.replies.push(r);
     }
   }
 
@@ -93,8 +106,14 @@ class Peer {
     if (r) return Promise.resolve(r);
     if (this.closed) return Promise.resolve(null);
     return new Promise((resolve) => {
-      const t = setTimeout(() => { this.waiter = null; resolve(null); }, timeoutMs);
-      this.waiter = (x) => { clearTimeout(t); resolve(x); };
+      const t = setTimeout(() => {
+        this.waiter = null;
+        resolve(null);
+      }, timeoutMs);
+      this.waiter = (x) => {
+        clearTimeout(t);
+        resolve(x);
+      };
     });
   }
 
@@ -105,13 +124,21 @@ class Peer {
     if (!this.sock.write(data)) {
       await new Promise<void>((r) => {
         const t = deadline < Infinity ? setTimeout(() => done(), Math.max(0, deadline - Date.now())) : undefined;
-        const done = () => { clearTimeout(t); this.sock.off('drain', done); this.sock.off('close', done); r(); };
-        this.sock.on('drain', done); this.sock.on('close', done);
+        const done = () => {
+          clearTimeout(t);
+          this.sock.off('drain', done);
+          this.sock.off('close', done);
+          r();
+        };
+        this.sock.on('drain', done);
+        this.sock.on('close', done);
       });
     }
   }
 
-  close(): void { this.sock.destroy(); }
+  close(): void {
+    this.sock.destroy();
+  }
 }
 
 function count(st: AttackStats, code: number | undefined): void {
@@ -123,10 +150,21 @@ function count(st: AttackStats, code: number | undefined): void {
 async function open(spec: AttackSpec, ip: string, st: AttackStats): Promise<Peer | null> {
   const p = new Peer(spec.host, spec.port, ip, st);
   st.connections++;
-  if (!(await p.connected())) { st.connectErrors++; return null; }
+  if (!(await p.connected())) {
+    st.connectErrors++;
+    return null;
+  }
   const g = await p.read(15_000);
-  if (g?.code === 421 && g.text.includes('4.7.0')) { st.refused421++; p.close(); return null; }
-  if (g?.code !== 220) { count(st, g?.code); p.close(); return null; }
+  if (g?.code === 421 && g.text.includes('4.7.0')) {
+    st.refused421++;
+    p.close();
+    return null;
+  }
+  if (g?.code !== 220) {
+    count(st, g?.code);
+    p.close();
+    return null;
+  }
   st.greeted++;
   return p;
 }
@@ -136,7 +174,10 @@ async function slowloris(spec: AttackSpec, ip: string, st: AttackStats, until: n
   const drip = Buffer.from(`EHLO ${'slow'.repeat(500)}`);
   while (Date.now() < until) {
     const p = await open(spec, ip, st);
-    if (!p) { await sleep(1000); continue; }
+    if (!p) {
+      await sleep(1000);
+      continue;
+    }
     for (let i = 0; Date.now() < until && !p.closed; i++) {
       await p.write(drip.subarray(i % drip.length, (i % drip.length) + 1));
       await sleep(1000);
@@ -149,7 +190,10 @@ async function flood(spec: AttackSpec, ip: string, st: AttackStats, until: numbe
   // Connect, EHLO, hold the slot a little, QUIT; again and again. Refused: retry in 20-100 ms.
   while (Date.now() < until) {
     const p = await open(spec, ip, st);
-    if (!p) { await sleep(20 + Math.random() * 80); continue; }
+    if (!p) {
+      await sleep(20 + Math.random() * 80);
+      continue;
+    }
     await p.write('EHLO flood.test\r\n');
     count(st, (await p.read())?.code);
     await sleep(Math.random() * 500);
@@ -168,7 +212,10 @@ async function recipients(spec: AttackSpec, ip: string, st: AttackStats, until: 
   let txnNo = 0;
   for (let round = 0; Date.now() < until; round++) {
     const p = await open(spec, ip, st);
-    if (!p) { await sleep(200); continue; }
+    if (!p) {
+      await sleep(200);
+      continue;
+    }
     await p.write('EHLO rcpts.test\r\n');
     await p.read();
     for (let txn = 0; txn < 3 && Date.now() < until && !p.closed; txn++) {
@@ -194,7 +241,8 @@ async function recipients(spec: AttackSpec, ip: string, st: AttackStats, until: 
         if ((await p.read())?.code === 354) {
           await p.write('Subject: many recipients\r\n\r\nhello\r\n.\r\n');
           const r = await p.read(60_000);
-          if (r?.code === 250) st.accepted250++; else count(st, r?.code);
+          if (r?.code === 250) st.accepted250++;
+          else count(st, r?.code);
         }
       } else {
         await p.write('RSET\r\n');
@@ -213,17 +261,24 @@ async function huge(spec: AttackSpec, ip: string, st: AttackStats, until: number
   const block = Buffer.concat(Array<Buffer>(1024).fill(line)); // ~1 MB
   for (let k = id; Date.now() < until; k++) {
     const p = await open(spec, ip, st);
-    if (!p) { await sleep(200); continue; }
+    if (!p) {
+      await sleep(200);
+      continue;
+    }
     await p.write('EHLO huge.test\r\n');
     await p.read();
     // 0: just under the limit (while maxMessages allows: they are stored and delivered), 1: twice
     // the limit without SIZE, 2: SIZE= over the limit.
     let mode = k % 3;
-    if (mode === 0) { if (messagesLeft > 0) messagesLeft--; else mode = 1; }
+    if (mode === 0) {
+      if (messagesLeft > 0) messagesLeft--;
+      else mode = 1;
+    }
     if (mode === 2) {
       await p.write(`MAIL FROM:<big@fabrikam.test> SIZE=${max * 2}\r\n`);
       const r = await p.read();
-      if (r?.code === 552) st.size552++; else count(st, r?.code);
+      if (r?.code === 552) st.size552++;
+      else count(st, r?.code);
     } else {
       await p.write('MAIL FROM:<big@fabrikam.test>\r\n');
       await p.read();
@@ -235,8 +290,14 @@ async function huge(spec: AttackSpec, ip: string, st: AttackStats, until: number
         const target = mode === 0 ? max - 4096 : max * 2;
         await p.write(head);
         let sent = head.length;
-        while (sent + block.length <= target && !p.closed && Date.now() < until + 30_000) { await p.write(block); sent += block.length; }
-        while (sent + line.length <= target && !p.closed) { await p.write(line); sent += line.length; }
+        while (sent + block.length <= target && !p.closed && Date.now() < until + 30_000) {
+          await p.write(block);
+          sent += block.length;
+        }
+        while (sent + line.length <= target && !p.closed) {
+          await p.write(line);
+          sent += line.length;
+        }
         await p.write('.\r\n');
         const r = await p.read(120_000);
         st.transactions++;
@@ -258,11 +319,18 @@ async function pipeline(spec: AttackSpec, ip: string, st: AttackStats, until: nu
   const perConn = spec.pipelineBytes ?? 16 * 1024 * 1024;
   while (Date.now() < until) {
     const p = await open(spec, ip, st);
-    if (!p) { await sleep(200); continue; }
+    if (!p) {
+      await sleep(200);
+      continue;
+    }
     await p.write('EHLO pipeline.test\r\n');
-    if ((await p.read())?.code !== 250) { p.close(); continue; }
+    if ((await p.read())?.code !== 250) {
+      p.close();
+      continue;
+    }
     p.sock.pause(); // from here on, nothing is read
-    for (let sent = 0; sent < perConn && !p.closed && Date.now() < until; sent += chunk.length) await p.write(chunk, until);
+    for (let sent = 0; sent < perConn && !p.closed && Date.now() < until; sent += chunk.length)
+      await p.write(chunk, until);
     while (!p.closed && Date.now() < until) await sleep(100);
     if (p.closed) st.closedByServer++;
     st.pipelinedAccepted += p.sock.bytesWritten - p.sock.writableLength;
@@ -271,7 +339,23 @@ async function pipeline(spec: AttackSpec, ip: string, st: AttackStats, until: nu
 }
 
 export async function runAttack(spec: AttackSpec): Promise<AttackStats> {
-  const st: AttackStats = { connections: 0, connectErrors: 0, greeted: 0, refused421: 0, timeout421: 0, errors421: 0, rcpt452: 0, rcpt250: 0, size552: 0, accepted250: 0, otherCodes: {}, bytesSent: 0, transactions: 0, pipelinedAccepted: 0, closedByServer: 0 };
+  const st: AttackStats = {
+    connections: 0,
+    connectErrors: 0,
+    greeted: 0,
+    refused421: 0,
+    timeout421: 0,
+    errors421: 0,
+    rcpt452: 0,
+    rcpt250: 0,
+    size552: 0,
+    accepted250: 0,
+    otherCodes: {},
+    bytesSent: 0,
+    transactions: 0,
+    pipelinedAccepted: 0,
+    closedByServer: 0,
+  };
   const until = Date.now() + spec.durationMs;
   messagesLeft = spec.maxMessages ?? 0;
   const jobs: Promise<void>[] = [];
@@ -280,15 +364,24 @@ export async function runAttack(spec: AttackSpec): Promise<AttackStats> {
     for (let i = 0; i < s.clients; i++) {
       const me = id++;
       const start = sleep((i * 10) % 1000); // ramp up over a second
-      jobs.push(start.then(() => {
-        switch (spec.kind) {
-          case 'slowloris': return slowloris(spec, s.ip, st, until);
-          case 'flood': return flood(spec, s.ip, st, until);
-          case 'recipients': return recipients(spec, s.ip, st, until, me);
-          case 'huge': return huge(spec, s.ip, st, until, me);
-          case 'pipeline': return pipeline(spec, s.ip, st, until);
-        }
-      }).catch(() => {}));
+      jobs.push(
+        start
+          .then(() => {
+            switch (spec.kind) {
+              case 'slowloris':
+                return slowloris(spec, s.ip, st, until);
+              case 'flood':
+                return flood(spec, s.ip, st, until);
+              case 'recipients':
+                return recipients(spec, s.ip, st, until, me);
+              case 'huge':
+                return huge(spec, s.ip, st, until, me);
+              case 'pipeline':
+                return pipeline(spec, s.ip, st, until);
+            }
+          })
+          .catch(() => {}),
+      );
     }
   }
   await Promise.all(jobs);

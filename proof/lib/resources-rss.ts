@@ -5,7 +5,9 @@ export function readRssKb(pid: number): number | null {
   try {
     const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) : null;
-  } catch { return null; }
+  } catch {
+    return null;
+  }
 }
 
 export class RssSampler {
@@ -17,7 +19,10 @@ export class RssSampler {
   lastKb = 0;
   samples = 0;
 
-  constructor(private pid: () => number | undefined, private readonly intervalMs = 200) {}
+  constructor(
+    private pid: () => number | undefined,
+    private readonly intervalMs = 200,
+  ) {}
 
   start(): this {
     this.sample();
@@ -45,7 +50,10 @@ export class RssSampler {
     return p;
   }
 
-  stop(): void { clearInterval(this.timer); this.sample(); }
+  stop(): void {
+    clearInterval(this.timer);
+    this.sample();
+  }
 }
 
 export const mb = (kb: number): string => (kb / 1024).toFixed(1);

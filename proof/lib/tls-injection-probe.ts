@@ -28,7 +28,10 @@ class Replies {
       const line = this.buf.slice(0, nl).replace(/\r$/, '');
       this.buf = this.buf.slice(nl + 1);
       this.cur.push(line);
-      if (line[3] !== '-') { this.replies.push(this.cur); this.cur = []; }
+      if (line[3] !== '-') {
+        this.replies.push(this.cur);
+        this.cur = [];
+      }
     }
     this.waiter?.();
   }
@@ -37,22 +40,39 @@ class Replies {
     while (!this.replies.length) {
       const left = end - Date.now();
       if (left <= 0) throw new Error(`no reply to ${what} within ${ms} ms`);
-      await new Promise<void>((r) => { const t = setTimeout(r, left); this.waiter = () => { clearTimeout(t); r(); }; });
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, left);
+        this.waiter = () => {
+          clearTimeout(t);
+          r();
+        };
+      });
       this.waiter = undefined;
     }
     return this.replies.shift()!;
   }
 }
 
-export async function starttlsInjectionProbe(host: string, port: number, injected = 'NOOP\r\nNOOP\r\nRSET\r\n', timeoutMs = 10_000): Promise<InjectionResult> {
+export async function starttlsInjectionProbe(
+  host: string,
+  port: number,
+  injected = 'NOOP\r\nNOOP\r\nRSET\r\n',
+  timeoutMs = 10_000,
+): Promise<InjectionResult> {
   const sock = net.connect({ host, port });
   sock.on('error', () => {});
   const plain = new Replies();
   try {
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error('connect timeout')), timeoutMs);
-      sock.once('connect', () => { clearTimeout(t); resolve(); });
-      sock.once('error', (e) => { clearTimeout(t); reject(e); });
+      sock.once('connect', () => {
+        clearTimeout(t);
+        resolve();
+      });
+      sock.once('error', (e) => {
+        clearTimeout(t);
+        reject(e);
+      });
     });
     const onPlain = (d: Buffer) => plain.feed(d);
     sock.on('data', onPlain);
@@ -60,11 +80,13 @@ export async function starttlsInjectionProbe(host: string, port: number, injecte
     if (!greet[0].startsWith('220')) return { vulnerable: false, detail: `inconclusive: greeting ${greet[0]}` };
     sock.write('EHLO probe.proof.test\r\n');
     const ehlo = await plain.next(timeoutMs, 'EHLO');
-    if (!ehlo.some((l) => /^250[ -]STARTTLS\b/i.test(l))) return { vulnerable: false, detail: 'inconclusive: STARTTLS not offered' };
+    if (!ehlo.some((l) => /^250[ -]STARTTLS\b/i.test(l)))
+      return { vulnerable: false, detail: 'inconclusive: STARTTLS not offered' };
     // The attack: commands in the same segment as STARTTLS.
     sock.write(`STARTTLS\r\n${injected}`);
     const ready = await plain.next(timeoutMs, 'STARTTLS');
-    if (!ready[0].startsWith('220')) return { vulnerable: false, detail: `STARTTLS with pipelined commands refused: ${ready.join(' / ')}` };
+    if (!ready[0].startsWith('220'))
+      return { vulnerable: false, detail: `STARTTLS with pipelined commands refused: ${ready.join(' / ')}` };
     // Give a plaintext answer to the injected commands a moment to show up (another bug class).
     await new Promise((r) => setTimeout(r, 200));
     const plainAfter = plain.replies.length;
@@ -72,9 +94,18 @@ export async function starttlsInjectionProbe(host: string, port: number, injecte
     const inner = new Replies();
     const t = await new Promise<tls.TLSSocket>((resolve, reject) => {
       const s = tls.connect({ socket: sock, rejectUnauthorized: false, servername: 'mx1.contoso.test' });
-      const timer = setTimeout(() => { s.destroy(); reject(new Error('TLS handshake timeout')); }, timeoutMs);
-      s.once('secureConnect', () => { clearTimeout(timer); resolve(s); });
-      s.once('error', (e) => { clearTimeout(timer); reject(e); });
+      const timer = setTimeout(() => {
+        s.destroy();
+        reject(new Error('TLS handshake timeout'));
+      }, timeoutMs);
+      s.once('secureConnect', () => {
+        clearTimeout(timer);
+        resolve(s);
+      });
+      s.once('error', (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
     });
     t.on('data', (d: Buffer) => inner.feed(d));
     t.on('error', () => {});

@@ -29,7 +29,11 @@ class CommandCounter {
     for (;;) {
       if (this.inData) {
         const end = this.buf.indexOf('\r\n.\r\n');
-        if (end < 0) { this.bodyBytes += this.buf.length; this.buf = ''; return; }
+        if (end < 0) {
+          this.bodyBytes += this.buf.length;
+          this.buf = '';
+          return;
+        }
         this.bodyBytes += end + 2;
         this.buf = this.buf.slice(end + 5);
         this.inData = false;
@@ -66,12 +70,21 @@ export interface MitmStats {
   interceptedMarkers: string[];
 }
 
-export interface Mitm { ip: string; port: number; mode: MitmMode; stats(): MitmStats; close(): Promise<void> }
+export interface Mitm {
+  ip: string;
+  port: number;
+  mode: MitmMode;
+  stats(): MitmStats;
+  close(): Promise<void>;
+}
 
 const MAX_CAPTURE = 4 * 1024 * 1024;
 
 export async function startMitm(o: {
-  ip: string; port: number; mode: MitmMode; backend: { host: string; port: number };
+  ip: string;
+  port: number;
+  mode: MitmMode;
+  backend: { host: string; port: number };
   /** Interception certificate (intercept mode). */
   cert?: { cert: string; key: string };
   /** Secret marker pattern carried by every message body (counted when seen in cleartext). */
@@ -80,13 +93,19 @@ export async function startMitm(o: {
   const conns: { wire: string; clear: string; plain: CommandCounter; inner: CommandCounter }[] = [];
   const s = { connections: 0, starttls: 0, tampered: 0, interceptedSessions: 0 };
   const sockets = new Set<net.Socket>();
-  const ctx = o.cert ? tls.createSecureContext({ cert: o.cert.cert, key: o.cert.key, minVersion: 'TLSv1.2' }) : undefined;
+  const ctx = o.cert
+    ? tls.createSecureContext({ cert: o.cert.cert, key: o.cert.key, minVersion: 'TLSv1.2' })
+    : undefined;
   const server = net.createServer((client) => {
     s.connections++;
     const c = { wire: '', clear: '', plain: new CommandCounter(), inner: new CommandCounter() };
     conns.push(c);
     const up = net.connect({ host: o.backend.host, port: o.backend.port });
-    for (const k of [client, up]) { sockets.add(k); k.on('close', () => sockets.delete(k)); k.on('error', () => {}); }
+    for (const k of [client, up]) {
+      sockets.add(k);
+      k.on('close', () => sockets.delete(k));
+      k.on('error', () => {});
+    }
     client.on('close', () => up.destroy());
     up.on('close', () => client.destroy());
     let state: 'plain' | 'awaitTls' | 'raw' | 'intercept' = 'plain';
@@ -98,8 +117,14 @@ export async function startMitm(o: {
 
     const toRaw = () => {
       state = 'raw';
-      if (ubuf) { client.write(Buffer.from(ubuf, 'latin1')); ubuf = ''; }
-      if (cbuf) { up.write(Buffer.from(cbuf, 'latin1')); cbuf = ''; }
+      if (ubuf) {
+        client.write(Buffer.from(ubuf, 'latin1'));
+        ubuf = '';
+      }
+      if (cbuf) {
+        up.write(Buffer.from(cbuf, 'latin1'));
+        cbuf = '';
+      }
     };
 
     const intercept = () => {
@@ -108,8 +133,13 @@ export async function startMitm(o: {
       client.removeListener('data', onClient);
       client.write('220 2.0.0 Ready to start TLS\r\n');
       ts = new tls.TLSSocket(client, { isServer: true, secureContext: ctx! });
-      ts.on('error', () => { client.destroy(); up.destroy(); });
-      ts.once('secure', () => { s.interceptedSessions++; });
+      ts.on('error', () => {
+        client.destroy();
+        up.destroy();
+      });
+      ts.once('secure', () => {
+        s.interceptedSessions++;
+      });
       ts.on('data', (d: Buffer) => {
         const t = d.toString('latin1');
         if (c.clear.length < MAX_CAPTURE) c.clear += t;
@@ -122,7 +152,10 @@ export async function startMitm(o: {
       const t = d.toString('latin1');
       if (c.wire.length < MAX_CAPTURE) c.wire += t;
       if (state === 'raw') {
-        if (pendingSplit) { pendingSplit = false; client.write(INJECTED); }
+        if (pendingSplit) {
+          pendingSplit = false;
+          client.write(INJECTED);
+        }
         up.write(d);
         return;
       }
@@ -137,10 +170,17 @@ export async function startMitm(o: {
           s.starttls++;
           if (o.mode === 'reply454' || o.mode === 'reply502') {
             s.tampered++;
-            client.write(o.mode === 'reply454' ? '454 4.7.0 TLS not available due to local problem\r\n' : '502 5.5.1 Error: command not implemented\r\n');
+            client.write(
+              o.mode === 'reply454'
+                ? '454 4.7.0 TLS not available due to local problem\r\n'
+                : '502 5.5.1 Error: command not implemented\r\n',
+            );
             continue;
           }
-          if (o.mode === 'intercept') { intercept(); return; }
+          if (o.mode === 'intercept') {
+            intercept();
+            return;
+          }
           state = 'awaitTls';
         }
         up.write(Buffer.from(line, 'latin1'));
@@ -150,8 +190,14 @@ export async function startMitm(o: {
     client.on('data', onClient);
 
     up.on('data', (d: Buffer) => {
-      if (state === 'raw') { client.write(d); return; }
-      if (state === 'intercept') { ts?.write(d); return; }
+      if (state === 'raw') {
+        client.write(d);
+        return;
+      }
+      if (state === 'intercept') {
+        ts?.write(d);
+        return;
+      }
       ubuf += d.toString('latin1');
       for (;;) {
         const nl = ubuf.indexOf('\n');
@@ -164,13 +210,23 @@ export async function startMitm(o: {
         reply = [];
         if (o.mode === 'strip' && lines[0].startsWith('250') && lines.some((l) => /^250[ -]STARTTLS\b/i.test(l))) {
           s.tampered++;
-          lines = lines.filter((l) => !/^250[ -]STARTTLS\b/i.test(l)).map((l, i, a) => `250${i === a.length - 1 ? ' ' : '-'}${l.slice(4)}`);
+          lines = lines
+            .filter((l) => !/^250[ -]STARTTLS\b/i.test(l))
+            .map((l, i, a) => `250${i === a.length - 1 ? ' ' : '-'}${l.slice(4)}`);
         }
         const text = lines.map((l) => l + '\r\n').join('');
         if (state === 'awaitTls') {
           if (lines[0].startsWith('220')) {
-            if (o.mode === 'inject') { s.tampered++; client.write(text + INJECTED); }
-            else { client.write(text); if (o.mode === 'injectSplit') { s.tampered++; pendingSplit = true; } }
+            if (o.mode === 'inject') {
+              s.tampered++;
+              client.write(text + INJECTED);
+            } else {
+              client.write(text);
+              if (o.mode === 'injectSplit') {
+                s.tampered++;
+                pendingSplit = true;
+              }
+            }
             toRaw();
             return;
           }
@@ -180,12 +236,21 @@ export async function startMitm(o: {
       }
     });
   });
-  await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(o.port, o.ip, () => resolve()); });
-  const markers = (texts: string[]) => [...new Set(texts.flatMap((t) => t.match(new RegExp(o.marker.source, 'g')) ?? []))];
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(o.port, o.ip, () => resolve());
+  });
+  const markers = (texts: string[]) => [
+    ...new Set(texts.flatMap((t) => t.match(new RegExp(o.marker.source, 'g')) ?? [])),
+  ];
   return {
-    ip: o.ip, port: o.port, mode: o.mode,
+    ip: o.ip,
+    port: o.port,
+    mode: o.mode,
     stats: () => ({
-      connections: s.connections, starttls: s.starttls, tampered: s.tampered,
+      connections: s.connections,
+      starttls: s.starttls,
+      tampered: s.tampered,
       plainTransaction: conns.reduce((n, c) => n + c.plain.transaction, 0),
       plainBodyBytes: conns.reduce((n, c) => n + c.plain.bodyBytes, 0),
       wireMarkers: markers(conns.map((c) => c.wire)),
@@ -193,6 +258,10 @@ export async function startMitm(o: {
       interceptedTransaction: conns.reduce((n, c) => n + c.inner.transaction, 0),
       interceptedMarkers: markers(conns.map((c) => c.clear)),
     }),
-    close: () => new Promise<void>((r) => { for (const k of sockets) k.destroy(); server.close(() => r()); }),
+    close: () =>
+      new Promise<void>((r) => {
+        for (const k of sockets) k.destroy();
+        server.close(() => r());
+      }),
   };
 }

@@ -46,29 +46,67 @@ async function loopbackPort(ip = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = net.createServer();
     s.once('error', reject);
-    s.listen(0, ip, () => { const p = (s.address() as net.AddressInfo).port; s.close(() => resolve(p)); });
+    s.listen(0, ip, () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
   });
 }
 
 /** Start s_server on 127.0.0.1 (random port) with `sslArgs`, and the SMTP front on ip:port. */
-export async function startWeakPeer(o: { ip: string; port: number; name: string; cert: string; key: string; sslArgs: string[] }): Promise<WeakPeer> {
-  const stats: WeakPeerStats = { connections: 0, starttls: 0, plainTransaction: [], plainBodyBytes: 0, relayedBytes: 0 };
+export async function startWeakPeer(o: {
+  ip: string;
+  port: number;
+  name: string;
+  cert: string;
+  key: string;
+  sslArgs: string[];
+}): Promise<WeakPeer> {
+  const stats: WeakPeerStats = {
+    connections: 0,
+    starttls: 0,
+    plainTransaction: [],
+    plainBodyBytes: 0,
+    relayedBytes: 0,
+  };
   let out = '';
   let proc: ChildProcess | undefined;
   let sport = 0;
   for (let attempt = 0; attempt < 5 && !proc; attempt++) {
     sport = await loopbackPort();
-    const p = spawn('openssl', ['s_server', '-accept', `127.0.0.1:${sport}`, '-cert', o.cert, '-key', o.key, ...o.sslArgs], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const p = spawn(
+      'openssl',
+      ['s_server', '-accept', `127.0.0.1:${sport}`, '-cert', o.cert, '-key', o.key, ...o.sslArgs],
+      { stdio: ['pipe', 'pipe', 'pipe'] },
+    );
     let local = '';
-    p.stdout!.on('data', (d: Buffer) => { local += d.toString('latin1'); out += d.toString('latin1'); });
-    p.stderr!.on('data', (d: Buffer) => { local += d.toString('latin1'); out += d.toString('latin1'); });
-    p.on('error', (e) => { local += `spawn error: ${e.message}`; });
+    p.stdout!.on('data', (d: Buffer) => {
+      local += d.toString('latin1');
+      out += d.toString('latin1');
+    });
+    p.stderr!.on('data', (d: Buffer) => {
+      local += d.toString('latin1');
+      out += d.toString('latin1');
+    });
+    p.on('error', (e) => {
+      local += `spawn error: ${e.message}`;
+    });
     try {
-      await waitFor(`openssl s_server ${o.sslArgs.join(' ')} to listen`, 10_000, () => /\bACCEPT\b/.test(local) || p.exitCode !== null || /spawn error/.test(local));
-    } catch { /* handled below */ }
-    if (/\bACCEPT\b/.test(local) && p.exitCode === null) { proc = p; break; }
+      await waitFor(
+        `openssl s_server ${o.sslArgs.join(' ')} to listen`,
+        10_000,
+        () => /\bACCEPT\b/.test(local) || p.exitCode !== null || /spawn error/.test(local),
+      );
+    } catch {
+      /* handled below */
+    }
+    if (/\bACCEPT\b/.test(local) && p.exitCode === null) {
+      proc = p;
+      break;
+    }
     p.kill('SIGKILL');
-    if (attempt === 4 || !/in use|bind/i.test(local)) throw new Error(`openssl s_server ${o.sslArgs.join(' ')} did not start: ${local.slice(-500)}`);
+    if (attempt === 4 || !/in use|bind/i.test(local))
+      throw new Error(`openssl s_server ${o.sslArgs.join(' ')} did not start: ${local.slice(-500)}`);
   }
   const sockets = new Set<net.Socket>();
   const front = net.createServer((raw) => {
@@ -86,7 +124,11 @@ export async function startWeakPeer(o: { ip: string; port: number; name: string;
       for (;;) {
         if (inData) {
           const end = buf.indexOf('\r\n.\r\n');
-          if (end < 0) { stats.plainBodyBytes += buf.length; buf = ''; return; }
+          if (end < 0) {
+            stats.plainBodyBytes += buf.length;
+            buf = '';
+            return;
+          }
           stats.plainBodyBytes += end + 2;
           buf = buf.slice(end + 5);
           inData = false;
@@ -94,7 +136,10 @@ export async function startWeakPeer(o: { ip: string; port: number; name: string;
           continue;
         }
         const nl = buf.indexOf('\n');
-        if (nl < 0) { if (buf.length > 10_000) raw.destroy(); return; }
+        if (nl < 0) {
+          if (buf.length > 10_000) raw.destroy();
+          return;
+        }
         const line = buf.slice(0, nl).replace(/\r$/, '');
         buf = buf.slice(nl + 1);
         const verb = line.split(' ')[0].toUpperCase();
@@ -107,26 +152,49 @@ export async function startWeakPeer(o: { ip: string; port: number; name: string;
           say('220 2.0.0 Ready to start TLS');
           const up = net.connect({ host: '127.0.0.1', port: sport });
           sockets.add(up);
-          up.on('close', () => { sockets.delete(up); raw.destroy(); });
+          up.on('close', () => {
+            sockets.delete(up);
+            raw.destroy();
+          });
           up.on('error', () => raw.destroy());
           raw.on('close', () => up.destroy());
-          if (buf.length) { stats.relayedBytes += buf.length; up.write(Buffer.from(buf, 'latin1')); buf = ''; }
-          raw.on('data', (c: Buffer) => { stats.relayedBytes += c.length; up.write(c); });
+          if (buf.length) {
+            stats.relayedBytes += buf.length;
+            up.write(Buffer.from(buf, 'latin1'));
+            buf = '';
+          }
+          raw.on('data', (c: Buffer) => {
+            stats.relayedBytes += c.length;
+            up.write(c);
+          });
           up.on('data', (c: Buffer) => raw.write(c));
           return;
-        } else if (verb === 'MAIL' || verb === 'RCPT') { stats.plainTransaction.push(line); say(verb === 'MAIL' ? '250 2.1.0 Ok' : '250 2.1.5 Ok'); }
-        else if (verb === 'DATA') { stats.plainTransaction.push(line); inData = true; say('354 End data with <CR><LF>.<CR><LF>'); }
-        else if (verb === 'RSET' || verb === 'NOOP') say('250 2.0.0 Ok');
-        else if (verb === 'QUIT') { say('221 2.0.0 Bye'); raw.end(); return; }
-        else say('502 5.5.2 Error: command not recognized');
+        } else if (verb === 'MAIL' || verb === 'RCPT') {
+          stats.plainTransaction.push(line);
+          say(verb === 'MAIL' ? '250 2.1.0 Ok' : '250 2.1.5 Ok');
+        } else if (verb === 'DATA') {
+          stats.plainTransaction.push(line);
+          inData = true;
+          say('354 End data with <CR><LF>.<CR><LF>');
+        } else if (verb === 'RSET' || verb === 'NOOP') say('250 2.0.0 Ok');
+        else if (verb === 'QUIT') {
+          say('221 2.0.0 Bye');
+          raw.end();
+          return;
+        } else say('502 5.5.2 Error: command not recognized');
       }
     };
     raw.on('data', onData);
     say(`220 ${o.name} ESMTP (SMTP front of openssl s_server)`);
   });
-  await new Promise<void>((resolve, reject) => { front.once('error', reject); front.listen(o.port, o.ip, () => resolve()); });
+  await new Promise<void>((resolve, reject) => {
+    front.once('error', reject);
+    front.listen(o.port, o.ip, () => resolve());
+  });
   return {
-    ip: o.ip, port: o.port, stats,
+    ip: o.ip,
+    port: o.port,
+    stats,
     sessions: () => (out.match(/^CIPHER is /gm) ?? []).length,
     output: () => out,
     close: async () => {
@@ -136,24 +204,43 @@ export async function startWeakPeer(o: { ip: string; port: number; name: string;
         const done = new Promise((r) => proc!.once('exit', r));
         proc.kill('SIGTERM');
         const t = setTimeout(() => proc!.kill('SIGKILL'), 3000);
-        await done; clearTimeout(t);
+        await done;
+        clearTimeout(t);
       }
     },
   };
 }
 
-export interface ClientProbe { ok: boolean; protocol?: string; cipher?: string; output: string }
+export interface ClientProbe {
+  ok: boolean;
+  protocol?: string;
+  cipher?: string;
+  output: string;
+}
 
 /**
  * The positive control: a permissive `openssl s_client -starttls smtp` through the front must
  * complete a handshake, which proves the peer really offers what it is meant to offer.
  */
-export function opensslStarttlsProbe(ip: string, port: number, args: string[], timeoutMs = 15_000): Promise<ClientProbe> {
+export function opensslStarttlsProbe(
+  ip: string,
+  port: number,
+  args: string[],
+  timeoutMs = 15_000,
+): Promise<ClientProbe> {
   return new Promise((resolve) => {
-    const p = spawn('openssl', ['s_client', '-brief', '-connect', `${ip}:${port}`, '-starttls', 'smtp', '-name', 'probe.proof.test', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const p = spawn(
+      'openssl',
+      ['s_client', '-brief', '-connect', `${ip}:${port}`, '-starttls', 'smtp', '-name', 'probe.proof.test', ...args],
+      { stdio: ['pipe', 'pipe', 'pipe'] },
+    );
     let output = '';
-    p.stdout!.on('data', (d: Buffer) => { output += d.toString('latin1'); });
-    p.stderr!.on('data', (d: Buffer) => { output += d.toString('latin1'); });
+    p.stdout!.on('data', (d: Buffer) => {
+      output += d.toString('latin1');
+    });
+    p.stderr!.on('data', (d: Buffer) => {
+      output += d.toString('latin1');
+    });
     p.stdin!.end('QUIT\r\n');
     const t = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
     p.on('close', () => {

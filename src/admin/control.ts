@@ -7,26 +7,47 @@ import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { AdminError } from '../errors.ts';
 
-export interface ControlRequest { cmd: 'reload' | 'kick' | 'status' }
-export interface ControlResponse { ok: boolean; message: string; data?: Record<string, unknown> }
+export interface ControlRequest {
+  cmd: 'reload' | 'kick' | 'status';
+}
+export interface ControlResponse {
+  ok: boolean;
+  message: string;
+  data?: Record<string, unknown>;
+}
 
 export const controlPath = (dataDir: string): string => path.join(dataDir, 'control.sock');
 
 /** Ask the running server; null when no server listens on this dataDir. */
-export function controlRequest(dataDir: string, req: ControlRequest, timeoutMs = 15_000): Promise<ControlResponse | null> {
+export function controlRequest(
+  dataDir: string,
+  req: ControlRequest,
+  timeoutMs = 15_000,
+): Promise<ControlResponse | null> {
   return new Promise((resolve) => {
     const p = controlPath(dataDir);
-    if (!existsSync(p)) { resolve(null); return; }
+    if (!existsSync(p)) {
+      resolve(null);
+      return;
+    }
     const s = net.connect(p);
     let buf = '';
-    const done = (v: ControlResponse | null) => { s.destroy(); clearTimeout(t); resolve(v); };
+    const done = (v: ControlResponse | null) => {
+      s.destroy();
+      clearTimeout(t);
+      resolve(v);
+    };
     const t = setTimeout(() => done({ ok: false, message: 'the server did not answer in time' }), timeoutMs);
     s.on('connect', () => s.write(JSON.stringify(req) + '\n'));
     s.on('data', (d) => {
       buf += d.toString();
       const nl = buf.indexOf('\n');
       if (nl >= 0) {
-        try { done(JSON.parse(buf.slice(0, nl)) as ControlResponse); } catch { done({ ok: false, message: 'bad answer from server' }); }
+        try {
+          done(JSON.parse(buf.slice(0, nl)) as ControlResponse);
+        } catch {
+          done({ ok: false, message: 'bad answer from server' });
+        }
       }
     });
     s.on('error', () => done(null));
@@ -36,14 +57,21 @@ export function controlRequest(dataDir: string, req: ControlRequest, timeoutMs =
 /** Refuse when a server already answers on this dataDir's control socket (checked before binding ports too). */
 export async function assertNoServer(dataDir: string): Promise<void> {
   const p = controlPath(dataDir);
-  if (existsSync(p) && await controlRequest(dataDir, { cmd: 'status' }, 2000)) throw serverInUse(dataDir);
+  if (existsSync(p) && (await controlRequest(dataDir, { cmd: 'status' }, 2000))) throw serverInUse(dataDir);
 }
 
-const serverInUse = (dataDir: string) => new AdminError(`another Portcullis server is already running on ${dataDir} (its control socket ${controlPath(dataDir)} answers)`,
-  'stop the other server first, or give this one another dataDir', 1);
+const serverInUse = (dataDir: string) =>
+  new AdminError(
+    `another Portcullis server is already running on ${dataDir} (its control socket ${controlPath(dataDir)} answers)`,
+    'stop the other server first, or give this one another dataDir',
+    1,
+  );
 
 /** Listen on dataDir/control.sock; an AdminError (exit 1) when another server answers there. */
-export async function startControlServer(dataDir: string, handle: (r: ControlRequest) => Promise<ControlResponse>): Promise<net.Server> {
+export async function startControlServer(
+  dataDir: string,
+  handle: (r: ControlRequest) => Promise<ControlResponse>,
+): Promise<net.Server> {
   const p = controlPath(dataDir);
   if (existsSync(p)) {
     await assertNoServer(dataDir);
@@ -54,16 +82,28 @@ export async function startControlServer(dataDir: string, handle: (r: ControlReq
     c.on('error', () => {});
     c.on('data', (d) => {
       buf += d.toString();
-      if (buf.length > 65_536) { c.destroy(); return; }
+      if (buf.length > 65_536) {
+        c.destroy();
+        return;
+      }
       const nl = buf.indexOf('\n');
       if (nl < 0) return;
       let req: ControlRequest;
-      try { req = JSON.parse(buf.slice(0, nl)) as ControlRequest; } catch { c.end(JSON.stringify({ ok: false, message: 'bad request' }) + '\n'); return; }
-      handle(req).then((r) => c.end(JSON.stringify(r) + '\n'), (e) => c.end(JSON.stringify({ ok: false, message: String(e) }) + '\n'));
+      try {
+        req = JSON.parse(buf.slice(0, nl)) as ControlRequest;
+      } catch {
+        c.end(JSON.stringify({ ok: false, message: 'bad request' }) + '\n');
+        return;
+      }
+      handle(req).then(
+        (r) => c.end(JSON.stringify(r) + '\n'),
+        (e) => c.end(JSON.stringify({ ok: false, message: String(e) }) + '\n'),
+      );
     });
   });
   await new Promise<void>((resolve, reject) => {
-    srv.once('error', (e: NodeJS.ErrnoException) => reject(e.code === 'EADDRINUSE' ? serverInUse(dataDir) : e)); // started at the same instant
+    // started at the same instant
+    srv.once('error', (e: NodeJS.ErrnoException) => reject(e.code === 'EADDRINUSE' ? serverInUse(dataDir) : e));
     srv.listen(p, () => resolve());
   });
   chmodSync(p, 0o660);

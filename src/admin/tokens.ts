@@ -15,16 +15,35 @@ export const TOKEN_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
 /** SHA-256 of the secret, hex: enough for 256 random bits (no password stretching needed). */
 export const tokenHash = (secret: string): string => createHash('sha256').update(secret, 'utf8').digest('hex');
 
-export interface NewToken { token: AdminToken; secret: string }
+export interface NewToken {
+  token: AdminToken;
+  secret: string;
+}
 
 /** Make and store a token; the secret is returned once and never again. */
-export async function createToken(store: Store, o: { name: string; org: string | null; by: string; now?: number }): Promise<NewToken> {
-  if (!TOKEN_NAME_RE.test(o.name)) throw new AdminError(`token name "${o.name}" is not allowed`, 'use 1 to 64 letters, digits, ".", "_", "@" and "-", starting with a letter or digit');
+export async function createToken(
+  store: Store,
+  o: { name: string; org: string | null; by: string; now?: number },
+): Promise<NewToken> {
+  if (!TOKEN_NAME_RE.test(o.name))
+    throw new AdminError(
+      `token name "${o.name}" is not allowed`,
+      'use 1 to 64 letters, digits, ".", "_", "@" and "-", starting with a letter or digit',
+    );
   if ((await store.tokens()).some((t) => t.name === o.name && t.revokedAt === undefined)) {
-    throw new AdminError(`a token named "${o.name}" exists already`, 'choose another name, or revoke that token first (`portcullis admin token revoke NAME`)');
+    throw new AdminError(
+      `a token named "${o.name}" exists already`,
+      'choose another name, or revoke that token first (`portcullis admin token revoke NAME`)',
+    );
   }
   const secret = TOKEN_PREFIX + randomBytes(32).toString('base64url');
-  const token: AdminToken = { id: randomBytes(6).toString('hex'), name: o.name, org: o.org, createdAt: o.now ?? Date.now(), createdBy: o.by };
+  const token: AdminToken = {
+    id: randomBytes(6).toString('hex'),
+    name: o.name,
+    org: o.org,
+    createdAt: o.now ?? Date.now(),
+    createdBy: o.by,
+  };
   await store.createToken({ ...token, hash: tokenHash(secret) });
   return { token, secret };
 }

@@ -16,7 +16,11 @@ interface Runtime {
 let runtime: Runtime | undefined;
 
 async function loadRuntime(): Promise<void> {
-  const [config, store, yaml] = await Promise.all([import('../config/load.ts'), import('../store/open.ts'), import('yaml')]);
+  const [config, store, yaml] = await Promise.all([
+    import('../config/load.ts'),
+    import('../store/open.ts'),
+    import('yaml'),
+  ]);
   runtime ??= { config, store, parseYaml: yaml.parse };
 }
 
@@ -25,10 +29,17 @@ function rt(): Runtime {
   return runtime;
 }
 
-export interface CommonOpts { config?: string; json?: boolean }
+export interface CommonOpts {
+  config?: string;
+  json?: boolean;
+}
 
 export function withConfig(cmd: Command): Command {
-  return cmd.option('-c, --config <file>', 'configuration file (default $PORTCULLIS_CONFIG, else ./portcullis.yaml, else /etc/portcullis/portcullis.yaml)')
+  return cmd
+    .option(
+      '-c, --config <file>',
+      'configuration file (default $PORTCULLIS_CONFIG, else ./portcullis.yaml, else /etc/portcullis/portcullis.yaml)',
+    )
     .hook('preAction', loadRuntime);
 }
 
@@ -56,12 +67,19 @@ export function printJson(v: unknown): void {
  * (so `config reload` can still reach the server and report its refusal).
  */
 export function serverDataDir(o: CommonOpts): string {
-  try { return cliConfig(o).dataDir; } catch { /* fall through: best-effort read */ }
+  try {
+    return cliConfig(o).dataDir;
+  } catch {
+    /* fall through: best-effort read */
+  }
   const t = configTarget(o);
   const abs = path.resolve(t.configFile);
   try {
     const doc = rt().parseYaml(readFileSync(abs, 'utf8')) as { dataDir?: unknown } | null;
-    return path.resolve(path.dirname(abs), typeof doc?.dataDir === 'string' ? doc.dataDir : String(rt().config.embeddedDefaults.dataDir));
+    return path.resolve(
+      path.dirname(abs),
+      typeof doc?.dataDir === 'string' ? doc.dataDir : String(rt().config.embeddedDefaults.dataDir),
+    );
   } catch {
     return path.resolve(String(rt().config.embeddedDefaults.dataDir));
   }
@@ -70,7 +88,11 @@ export function serverDataDir(o: CommonOpts): string {
 /** Who runs this command, for the trace and the audit log ("deleted by administrator …"). */
 export function administrator(): string {
   let user: string;
-  try { user = os.userInfo().username; } catch { user = process.env.USER ?? `uid ${process.getuid?.() ?? '?'}`; }
+  try {
+    user = os.userInfo().username;
+  } catch {
+    user = process.env.USER ?? `uid ${process.getuid?.() ?? '?'}`;
+  }
   const sudo = process.env.SUDO_USER;
   return sudo && sudo !== user ? `${sudo} (as ${user} via sudo)` : user;
 }

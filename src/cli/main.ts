@@ -25,12 +25,17 @@ import { exitWith, installBoundary, logTo } from './failure.ts';
 let serving = false;
 installBoundary(() => serving);
 const debug = process.argv.includes('--debug') || process.env.PORTCULLIS_DEBUG === '1';
-const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
 
 // exitOverride before the commands, so they inherit it: usage errors reach the boundary (exit 2).
-const program = new Command('portcullis').description('Portcullis, a TLS-first SMTP mail gateway')
-  .version(version, '-V, --version', 'print the version').option('--debug', 'print stack traces of unexpected errors')
-  .showHelpAfterError().exitOverride();
+const program = new Command('portcullis')
+  .description('Portcullis, a TLS-first SMTP mail gateway')
+  .version(version, '-V, --version', 'print the version')
+  .option('--debug', 'print stack traces of unexpected errors')
+  .showHelpAfterError()
+  .exitOverride();
 // Before any command runs (never for --help or a usage error): the log (pino) is loaded here.
 program.hook('preAction', async (_p, cmd) => {
   serving = cmd.name() === 'serve';
@@ -47,65 +52,111 @@ withConfig(program.command('serve').description('run the gateway (SIGHUP reloads
   });
 
 const config = program.command('config').description('check or reload the configuration');
-withConfig(config.command('check').description('validate the configuration file and the files it names').option('--json', 'machine-readable output'))
-  .action(async (o: CommonOpts) => {
-    const c = cliConfig(o);
-    const [{ TrustStore }, { ServerTls }, { certificateFileWarnings }, { checkService, formatProblems }] = await Promise.all([
-      import('../tls/trust.ts'), import('../tls/server.ts'), import('../tls/inspect.ts'), import('../service/checks.ts')]);
-    new TrustStore(c.tls.trust.system, c.tls.trust.caFiles);
-    if (c.tls.certificates.length) new ServerTls(c.tls.certificates, c.tls.minVersion as SecureVersion);
-    const service = checkService(c);
-    if (service.problems.length) throw new AdminError(`serve would refuse to start:\n${formatProblems(service.problems)}`);
-    const domains = c.organizations.flatMap((org) => org.acceptedDomains.map((d) => d.domain));
-    const warnings = c.tls.certificates.flatMap((p) => certificateFileWarnings(p.cert).map((w) => `${p.cert}: ${w}`));
-    const store = (await import('../store/open.ts')).describeStore(c);
-    if (c.store.type === 'sqlite' && process.env.PORTCULLIS_STORE_URL) warnings.push('PORTCULLIS_STORE_URL is set but ignored: the store is sqlite (set store: {type: postgres} to use it)');
-    if (o.json) return printJson({ ok: true, file: c.source, organizations: c.organizations.map((x) => x.name), domains, runsAs: service.runs, store, warnings });
-    say(`configuration OK${c.source ? ` (${c.source})` : ' (embedded defaults)'}: ${c.organizations.length} organization(s), accepted domains ${domains.join(', ')}; listening on ${c.smtp.listen.join(', ')}; runs as ${service.runs}; store ${store}`);
-    for (const w of warnings) say(`WARNING ${w}`);
-  });
-withConfig(config.command('reload').description('make the running server re-read its configuration and certificates'))
-  .action(async (o: CommonOpts) => {
-    const dataDir = serverDataDir(o);
-    const r = await controlRequest(dataDir, { cmd: 'reload' });
-    if (!r) throw new AdminError(`no running server found for dataDir ${dataDir}`, 'start it with `portcullis serve`, or pass the same -c FILE it runs with', 1);
-    (r.ok ? say : warn)(r.message);
-    if (!r.ok) process.exitCode = 1;
-  });
+withConfig(
+  config
+    .command('check')
+    .description('validate the configuration file and the files it names')
+    .option('--json', 'machine-readable output'),
+).action(async (o: CommonOpts) => {
+  const c = cliConfig(o);
+  const [{ TrustStore }, { ServerTls }, { certificateFileWarnings }, { checkService, formatProblems }] =
+    await Promise.all([
+      import('../tls/trust.ts'),
+      import('../tls/server.ts'),
+      import('../tls/inspect.ts'),
+      import('../service/checks.ts'),
+    ]);
+  new TrustStore(c.tls.trust.system, c.tls.trust.caFiles);
+  if (c.tls.certificates.length) new ServerTls(c.tls.certificates, c.tls.minVersion as SecureVersion);
+  const service = checkService(c);
+  if (service.problems.length)
+    throw new AdminError(`serve would refuse to start:\n${formatProblems(service.problems)}`);
+  const domains = c.organizations.flatMap((org) => org.acceptedDomains.map((d) => d.domain));
+  const warnings = c.tls.certificates.flatMap((p) => certificateFileWarnings(p.cert).map((w) => `${p.cert}: ${w}`));
+  const store = (await import('../store/open.ts')).describeStore(c);
+  if (c.store.type === 'sqlite' && process.env.PORTCULLIS_STORE_URL)
+    warnings.push(
+      'PORTCULLIS_STORE_URL is set but ignored: the store is sqlite (set store: {type: postgres} to use it)',
+    );
+  if (o.json)
+    return printJson({
+      ok: true,
+      file: c.source,
+      organizations: c.organizations.map((x) => x.name),
+      domains,
+      runsAs: service.runs,
+      store,
+      warnings,
+    });
+  say(
+    `configuration OK${c.source ? ` (${c.source})` : ' (embedded defaults)'}: ${c.organizations.length} ` +
+      `organization(s), accepted domains ${domains.join(', ')}; listening on ${c.smtp.listen.join(', ')}; runs as ` +
+      `${service.runs}; store ${store}`,
+  );
+  for (const w of warnings) say(`WARNING ${w}`);
+});
+withConfig(
+  config.command('reload').description('make the running server re-read its configuration and certificates'),
+).action(async (o: CommonOpts) => {
+  const dataDir = serverDataDir(o);
+  const r = await controlRequest(dataDir, { cmd: 'reload' });
+  if (!r)
+    throw new AdminError(
+      `no running server found for dataDir ${dataDir}`,
+      'start it with `portcullis serve`, or pass the same -c FILE it runs with',
+      1,
+    );
+  (r.ok ? say : warn)(r.message);
+  if (!r.ok) process.exitCode = 1;
+});
 
 const cert = program.command('cert').description('certificates');
-withConfig(cert.command('info').description('what a partner needs to configure forced TLS with us, per certificate').option('--json', 'machine-readable output'))
-  .action(async (o: CommonOpts) => {
-    const c = cliConfig(o);
-    const [{ TrustStore }, { inspectCertificateFile }, { devCertificatePaths }, { gatewayCertificateFiles }] = await Promise.all([
-      import('../tls/trust.ts'), import('../tls/inspect.ts'), import('../tls/devcert.ts'), import('../admin/ops/certificates.ts')]);
-    const trust = new TrustStore(c.tls.trust.system, c.tls.trust.caFiles);
-    const files = gatewayCertificateFiles(c);
-    if (!files.length) {
-      throw new AdminError(`no certificate configured (tls.certificates is empty) and no development certificate at ${devCertificatePaths(c.dataDir).cert} yet`,
-        'set tls.certificates to your certificate and key; without them the server generates a self-signed development certificate there when it starts', 1);
-    }
-    const infos = files.map((f) => inspectCertificateFile(f.file, trust));
-    if (o.json) return printJson(infos);
-    for (const i of infos) {
-      say(`certificate          ${i.file}`);
-      say(`  subject            ${i.subject}`);
-      say(`  names (SAN)        ${i.sanNames.join(', ') || '(none)'}`);
-      say(`  organization       ${i.organization ?? '-'}`);
-      say(`  organizational unit ${i.organizationalUnit ?? '-'}`);
-      say(`  issuer             ${i.issuer}`);
-      say(`  root CA            ${i.root ?? `(not found: ${i.chainError})`}`);
-      say(`  chain              ${i.chain.join('  ->  ')}${i.chainValid ? '  (valid)' : `  (INVALID: ${i.chainError})`}`);
-      say(`  key                ${i.keyType} ${i.keyStrength}`);
-      say(`  signature          ${i.signatureAlgorithm}`);
-      say(`  valid              ${i.validFrom} to ${i.validTo} (${i.daysLeft} days left)`);
-      say(`  SHA-256            ${i.fingerprintSha256}`);
-      say(`  serial             ${i.serialNumber}`);
-      say(`  CRL                ${i.crlUrls.join(', ') || '(none)'}`);
-      say(`  OCSP               ${i.ocspUrls.join(', ') || '(none)'}`);
-      for (const w of i.warnings) say(`  WARNING            ${w}`);
-    }
-  });
+withConfig(
+  cert
+    .command('info')
+    .description('what a partner needs to configure forced TLS with us, per certificate')
+    .option('--json', 'machine-readable output'),
+).action(async (o: CommonOpts) => {
+  const c = cliConfig(o);
+  const [{ TrustStore }, { inspectCertificateFile }, { devCertificatePaths }, { gatewayCertificateFiles }] =
+    await Promise.all([
+      import('../tls/trust.ts'),
+      import('../tls/inspect.ts'),
+      import('../tls/devcert.ts'),
+      import('../admin/ops/certificates.ts'),
+    ]);
+  const trust = new TrustStore(c.tls.trust.system, c.tls.trust.caFiles);
+  const files = gatewayCertificateFiles(c);
+  if (!files.length) {
+    throw new AdminError(
+      `no certificate configured (tls.certificates is empty) and no development certificate at ` +
+        `${devCertificatePaths(c.dataDir).cert} yet`,
+      'set tls.certificates to your certificate and key; without them the server generates a self-signed ' +
+        'development certificate there when it starts',
+      1,
+    );
+  }
+  const infos = files.map((f) => inspectCertificateFile(f.file, trust));
+  if (o.json) return printJson(infos);
+  for (const i of infos) {
+    say(`certificate          ${i.file}`);
+    say(`  subject            ${i.subject}`);
+    say(`  names (SAN)        ${i.sanNames.join(', ') || '(none)'}`);
+    say(`  organization       ${i.organization ?? '-'}`);
+    say(`  organizational unit ${i.organizationalUnit ?? '-'}`);
+    say(`  issuer             ${i.issuer}`);
+    say(`  root CA            ${i.root ?? `(not found: ${i.chainError})`}`);
+    say(`  chain              ${i.chain.join('  ->  ')}${i.chainValid ? '  (valid)' : `  (INVALID: ${i.chainError})`}`);
+    say(`  key                ${i.keyType} ${i.keyStrength}`);
+    say(`  signature          ${i.signatureAlgorithm}`);
+    say(`  valid              ${i.validFrom} to ${i.validTo} (${i.daysLeft} days left)`);
+    say(`  SHA-256            ${i.fingerprintSha256}`);
+    say(`  serial             ${i.serialNumber}`);
+    say(`  CRL                ${i.crlUrls.join(', ') || '(none)'}`);
+    say(`  OCSP               ${i.ocspUrls.join(', ') || '(none)'}`);
+    for (const w of i.warnings) say(`  WARNING            ${w}`);
+  }
+});
 
 registerQueue(program);
 registerTrace(program);

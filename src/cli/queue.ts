@@ -2,7 +2,15 @@
 // Events are rendered by trace.ts (one renderer for `trace` and `queue`).
 import type { Command } from 'commander';
 import { controlRequest } from '../admin/control.ts';
-import { isOpen as open, lastAttempts, queueAction, queueEntryJson, queueList, refusalText, type QueueAction } from '../admin/ops/queue.ts';
+import {
+  isOpen as open,
+  lastAttempts,
+  queueAction,
+  queueEntryJson,
+  queueList,
+  refusalText,
+  type QueueAction,
+} from '../admin/ops/queue.ts';
 import type { QueueMessage, TraceEvent } from '../store/types.ts';
 import { peerCertVerdict } from '../tls/facts.ts';
 import { isoSeconds as iso } from '../util/time.ts';
@@ -12,7 +20,12 @@ import { attemptCause, describeEvent } from './trace.ts';
 
 function lastError(m: QueueMessage): string {
   if (!m.lastError) return '';
-  try { const r = JSON.parse(m.lastError) as { code: number; enhanced: string; message: string }; return `${r.code} ${r.enhanced} ${r.message}`; } catch { return m.lastError; }
+  try {
+    const r = JSON.parse(m.lastError) as { code: number; enhanced: string; message: string };
+    return `${r.code} ${r.enhanced} ${r.message}`;
+  } catch {
+    return m.lastError;
+  }
 }
 
 /** Why the open recipients wait, grouped: "a@x, b@x: connector "…", host h [ip]:port: 451 4.7.5 …". */
@@ -31,68 +44,152 @@ function waitReasons(m: QueueMessage, events: TraceEvent[]): string[] {
 export function registerQueue(program: Command): void {
   const q = program.command('queue').description('inspect and act on the mail queue');
 
-  withConfig(q.command('list').description('messages waiting in the queue, and why they wait').option('--json', 'machine-readable output')
-    .option('--all', 'include delivered/failed/deleted (done) messages'))
-    .action(async (o: CommonOpts & { all?: boolean }) => {
-      const store = await cliStore(cliConfig(o));
-      const { messages: msgs, traces } = await queueList(store, o.all ? { states: ['incoming', 'active', 'deferred', 'held', 'done'] } : {});
-      await store.close();
-      if (o.json) return printJson(msgs.map((m, i) => queueEntryJson(m, traces[i])));
-      if (!msgs.length) { say('queue is empty'); return; }
-      say('QUEUE ID          STATE     RECEIVED              SIZE  FROM -> RECIPIENTS');
-      msgs.forEach((m, i) => {
-        say(`${m.id.padEnd(17)} ${m.state.padEnd(9)} ${iso(m.receivedAt)} ${String(m.size).padStart(6)}  <${m.mailFrom}> -> ${m.recipients.map((r) => `${r.address} (${r.status})`).join(', ')}`);
-        const pad = ''.padEnd(18);
-        if (m.state === 'deferred') say(`${pad}next attempt ${iso(m.nextAttemptAt)}, after ${m.attempts} attempt(s)`);
-        const reasons = waitReasons(m, traces[i]);
-        for (const r of reasons) say(`${pad}${r}`);
-        if (m.state === 'deferred' && !reasons.length && m.lastError) say(`${pad}last error: ${lastError(m)}`);
-      });
-      say(`${msgs.length} message(s)`);
+  withConfig(
+    q
+      .command('list')
+      .description('messages waiting in the queue, and why they wait')
+      .option('--json', 'machine-readable output')
+      .option('--all', 'include delivered/failed/deleted (done) messages'),
+  ).action(async (o: CommonOpts & { all?: boolean }) => {
+    const store = await cliStore(cliConfig(o));
+    const { messages: msgs, traces } = await queueList(
+      store,
+      o.all ? { states: ['incoming', 'active', 'deferred', 'held', 'done'] } : {},
+    );
+    await store.close();
+    if (o.json) return printJson(msgs.map((m, i) => queueEntryJson(m, traces[i])));
+    if (!msgs.length) {
+      say('queue is empty');
+      return;
+    }
+    say('QUEUE ID          STATE     RECEIVED              SIZE  FROM -> RECIPIENTS');
+    msgs.forEach((m, i) => {
+      say(
+        `${m.id.padEnd(17)} ${m.state.padEnd(9)} ${iso(m.receivedAt)} ${String(m.size).padStart(6)}  ` +
+          `<${m.mailFrom}> -> ${m.recipients.map((r) => `${r.address} (${r.status})`).join(', ')}`,
+      );
+      const pad = ''.padEnd(18);
+      if (m.state === 'deferred') say(`${pad}next attempt ${iso(m.nextAttemptAt)}, after ${m.attempts} attempt(s)`);
+      const reasons = waitReasons(m, traces[i]);
+      for (const r of reasons) say(`${pad}${r}`);
+      if (m.state === 'deferred' && !reasons.length && m.lastError) say(`${pad}last error: ${lastError(m)}`);
     });
+    say(`${msgs.length} message(s)`);
+  });
 
-  withConfig(q.command('show').argument('<id>', 'queue id').description('one message: envelope, inbound TLS facts, recipients, and its history (every attempt)')
-    .option('--json', 'machine-readable output'))
-    .action(async (id: string, o: CommonOpts) => {
-      const store = await cliStore(cliConfig(o));
-      const m = await store.get(id);
-      const trace = m ? await store.trace(id) : [];
-      await store.close();
-      if (!m) { warn(`no message ${id} in the queue`); process.exitCode = 1; return; }
-      if (o.json) return printJson({ ...m, trace });
-      const t = m.inbound.tls;
-      say(`queue id:     ${m.id}\norganization: ${m.org}\nstate:        ${m.state}\nreceived:     ${iso(m.receivedAt)} from [${m.inbound.clientIp}] helo ${m.inbound.helo} with ${m.inbound.protocol}`);
-      say(`tls:          ${t ? `${t.version} ${t.cipher} (${t.bits} bits)${t.peerCert ? `; client certificate ${t.peerCert.subject} (${peerCertVerdict(t.peerCert)})${t.peerCert.revocation ? `; revocation: ${t.peerCert.revocation.summary}` : ''}` : '; no client certificate'}` : 'none (plaintext)'}`);
-      say(`sender:       <${m.mailFrom}>\nmessage-id:   ${m.messageId ?? '(none)'}\nsize:         ${m.size} bytes (sha256 ${m.sha256})`);
-      say(`dsn:          ret=${m.envelope.ret ?? '-'} envid=${m.envelope.envid ?? '-'} body=${m.envelope.body ?? '-'} smtputf8=${m.envelope.smtputf8}`);
-      for (const r of m.recipients) say(`recipient:    ${r.address} [${r.route}] ${r.status} after ${r.attempts} attempt(s)${r.lastReply ? `: ${r.lastReply.code} ${r.lastReply.enhanced} ${r.lastReply.message}` : ''}`);
-      if (m.state === 'deferred') say(`next attempt: ${iso(m.nextAttemptAt)}`);
-      say(trace.length ? 'history:' : 'history:      no delivery attempt yet');
-      for (const e of trace) say(describeEvent(e, m));
-    });
+  withConfig(
+    q
+      .command('show')
+      .argument('<id>', 'queue id')
+      .description('one message: envelope, inbound TLS facts, recipients, and its history (every attempt)')
+      .option('--json', 'machine-readable output'),
+  ).action(async (id: string, o: CommonOpts) => {
+    const store = await cliStore(cliConfig(o));
+    const m = await store.get(id);
+    const trace = m ? await store.trace(id) : [];
+    await store.close();
+    if (!m) {
+      warn(`no message ${id} in the queue`);
+      process.exitCode = 1;
+      return;
+    }
+    if (o.json) return printJson({ ...m, trace });
+    const t = m.inbound.tls;
+    say(
+      `queue id:     ${m.id}\norganization: ${m.org}\nstate:        ${m.state}\nreceived:     ` +
+        `${iso(m.receivedAt)} from [${m.inbound.clientIp}] helo ${m.inbound.helo} with ${m.inbound.protocol}`,
+    );
+    say(
+      `tls:          ` +
+        (!t
+          ? 'none (plaintext)'
+          : `${t.version} ${t.cipher} (${t.bits} bits)` +
+            (!t.peerCert
+              ? '; no client certificate'
+              : `; client certificate ${t.peerCert.subject} (${peerCertVerdict(t.peerCert)})` +
+                (t.peerCert.revocation ? `; revocation: ${t.peerCert.revocation.summary}` : ''))),
+    );
+    say(
+      `sender:       <${m.mailFrom}>\nmessage-id:   ${m.messageId ?? '(none)'}\nsize:         ${m.size} bytes ` +
+        `(sha256 ${m.sha256})`,
+    );
+    say(
+      `dsn:          ret=${m.envelope.ret ?? '-'} envid=${m.envelope.envid ?? '-'} body=${m.envelope.body ?? '-'} ` +
+        `smtputf8=${m.envelope.smtputf8}`,
+    );
+    for (const r of m.recipients)
+      say(
+        `recipient:    ${r.address} [${r.route}] ${r.status} after ${r.attempts} ` +
+          `attempt(s)${r.lastReply ? `: ${r.lastReply.code} ${r.lastReply.enhanced} ${r.lastReply.message}` : ''}`,
+      );
+    if (m.state === 'deferred') say(`next attempt: ${iso(m.nextAttemptAt)}`);
+    say(trace.length ? 'history:' : 'history:      no delivery attempt yet');
+    for (const e of trace) say(describeEvent(e, m));
+  });
 
   /** retry, bounce and delete: the shared action (admin/ops/queue.ts), then tell what it did. */
-  const act = (action: QueueAction, done: (id: string, by: string, recipients: number | undefined, c: ReturnType<typeof cliConfig>, running: boolean) => string) =>
+  const act =
+    (
+      action: QueueAction,
+      done: (
+        id: string,
+        by: string,
+        recipients: number | undefined,
+        c: ReturnType<typeof cliConfig>,
+        running: boolean,
+      ) => string,
+    ) =>
     async (id: string, o: CommonOpts) => {
       const c = cliConfig(o);
       const store = await cliStore(c, 'write');
       const by = administrator();
       const r = await queueAction(store, action, id, by);
       await store.close();
-      if (!r.ok) { warn(refusalText(action, id, r.why)); process.exitCode = 1; return; }
-      const running = action === 'delete' ? true : !!await controlRequest(c.dataDir, { cmd: 'kick' });
+      if (!r.ok) {
+        warn(refusalText(action, id, r.why));
+        process.exitCode = 1;
+        return;
+      }
+      const running = action === 'delete' ? true : !!(await controlRequest(c.dataDir, { cmd: 'kick' }));
       say(done(id, by, r.recipients, c, running));
     };
-  const noServer = (running: boolean, what: string) => (running ? '' : ` (no running server: ${what} when the server starts)`);
+  const noServer = (running: boolean, what: string) =>
+    running ? '' : ` (no running server: ${what} when the server starts)`;
 
-  withConfig(q.command('retry').argument('<id>', 'queue id').description('attempt delivery now'))
-    .action(act('retry', (id, _by, _n, _c, running) => `message ${id} is due now${noServer(running, 'it will be attempted')}`));
+  withConfig(q.command('retry').argument('<id>', 'queue id').description('attempt delivery now')).action(
+    act('retry', (id, _by, _n, _c, running) => `message ${id} is due now${noServer(running, 'it will be attempted')}`),
+  );
 
-  withConfig(q.command('bounce').argument('<id>', 'queue id')
-    .description('return a message to its sender now: its open recipients fail with a DSN (unless NOTIFY declines); its trace is kept'))
-    .action(act('bounce', (id, by, n, _c, running) => `message ${id} will be returned to its sender for ${n} recipient(s), as asked by ${by}${noServer(running, 'it is returned')}`));
+  withConfig(
+    q
+      .command('bounce')
+      .argument('<id>', 'queue id')
+      .description(
+        'return a message to its sender now: its open recipients fail with a DSN (unless NOTIFY declines); its ' +
+          'trace is kept',
+      ),
+  ).action(
+    act(
+      'bounce',
+      (id, by, n, _c, running) =>
+        `message ${id} will be returned to its sender for ${n} recipient(s), as asked by ` +
+        `${by}${noServer(running, 'it is returned')}`,
+    ),
+  );
 
-  withConfig(q.command('delete').argument('<id>', 'queue id')
-    .description('take a message out of the queue without delivering it (no bounce); its trace is kept for trace.retentionDays'))
-    .action(act('delete', (id, by, n, c) => `message ${id} deleted by ${by}: ${n} recipient(s) will not get it; its trace is kept for ${c.trace.retentionDays} days (trace.retentionDays)`));
+  withConfig(
+    q
+      .command('delete')
+      .argument('<id>', 'queue id')
+      .description(
+        'take a message out of the queue without delivering it (no bounce); its trace is kept for trace.retentionDays',
+      ),
+  ).action(
+    act(
+      'delete',
+      (id, by, n, c) =>
+        `message ${id} deleted by ${by}: ${n} recipient(s) will not get it; its trace is kept for ` +
+        `${c.trace.retentionDays} days (trace.retentionDays)`,
+    ),
+  );
 }

@@ -14,16 +14,25 @@ import { cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './c
 import { say } from './terminal.ts';
 
 interface TraceOpts extends CommonOpts {
-  messageId?: string; queueId?: string; sender?: string; recipient?: string; since?: string; until?: string; limit?: string;
-  org?: string; status?: string; tlsLevel?: string; connector?: string;
+  messageId?: string;
+  queueId?: string;
+  sender?: string;
+  recipient?: string;
+  since?: string;
+  until?: string;
+  limit?: string;
+  org?: string;
+  status?: string;
+  tlsLevel?: string;
+  connector?: string;
 }
-
 
 type Reply = { code: number; enhanced: string; message: string; reason?: string };
 type AttemptData = Record<string, unknown> & { rcpt?: number; reply?: Reply };
 
 const replyText = (r: Reply) => `${r.code} ${r.enhanced} ${r.reason ?? r.message}`;
-const rcptName = (m: QueueMessage, idx: unknown) => m.recipients.find((r) => r.idx === idx)?.address ?? `#${String(idx)}`;
+const rcptName = (m: QueueMessage, idx: unknown) =>
+  m.recipients.find((r) => r.idx === idx)?.address ?? `#${String(idx)}`;
 
 /**
  * One line for a recipient's attempt: the connector, the host [ip]:port and the cause (the reply,
@@ -31,34 +40,68 @@ const rcptName = (m: QueueMessage, idx: unknown) => m.recipients.find((r) => r.i
  */
 export function attemptCause(e: TraceEvent): string {
   const d = e.data as AttemptData;
-  const where = [
-    d.connector ? `connector "${String(d.connector)}"` : '',
-    d.host ? `host ${String(d.host)}${d.ip ? ` [${String(d.ip)}]:${String(d.port)}` : ''}` : '',
-  ].filter(Boolean).join(', ') || `via ${String(d.agent)}`;
+  const where =
+    [
+      d.connector ? `connector "${String(d.connector)}"` : '',
+      d.host ? `host ${String(d.host)}${d.ip ? ` [${String(d.ip)}]:${String(d.port)}` : ''}` : '',
+    ]
+      .filter(Boolean)
+      .join(', ') || `via ${String(d.agent)}`;
   return `${where}: ${d.reply ? replyText(d.reply) : String(d.status)}`;
 }
-
 
 export function describeAttempt(e: TraceEvent, m: QueueMessage): string {
   const d = e.data as AttemptData;
   const lines = [`  ${iso(e.ts)}  ${rcptName(m, d.rcpt)}: ${String(d.status).toUpperCase()} via ${String(d.agent)}`];
-  if (d.host) lines.push(`      host ${String(d.host)}${d.ip ? ` [${String(d.ip)}]:${String(d.port)}` : ''}${d.connector ? `, connector "${String(d.connector)}"` : ''}${d.reused ? ', reused connection' : ''}`);
+  if (d.host)
+    lines.push(
+      `      host ${String(d.host)}` +
+        (d.ip ? ` [${String(d.ip)}]:${String(d.port)}` : '') +
+        (d.connector ? `, connector "${String(d.connector)}"` : '') +
+        (d.reused ? ', reused connection' : ''),
+    );
   const req = d.tlsRequired as { level: string; source: string; tlsDomain?: string } | undefined;
-  if (req) lines.push(`      TLS policy: required ${req.level} (${req.source}${req.tlsDomain ? `, tlsDomain ${req.tlsDomain}` : ''}), achieved ${String(d.tlsAchieved)}`);
+  if (req)
+    lines.push(
+      `      TLS policy: required ${req.level} ` +
+        `(${req.source}${req.tlsDomain ? `, tlsDomain ${req.tlsDomain}` : ''}), achieved ${String(d.tlsAchieved)}`,
+    );
   for (const o of (d.tlsDemands as { level: string; source: string; tlsDomain?: string }[] | undefined) ?? []) {
     lines.push(`      also required: ${o.level} (${o.source}${o.tlsDomain ? `, tlsDomain ${o.tlsDomain}` : ''})`);
   }
   for (const n of (d.tlsNotes as string[] | undefined) ?? []) lines.push(`      TLS policy note: ${n}`);
   if (d.tlsProof) lines.push(`      authenticated: ${String(d.tlsProof)}`);
-  const t = d.tls as { version: string; cipher: string; bits: number; subject?: string; issuer?: string; fingerprint256?: string; chainValid: boolean; chainError?: string; resumed: boolean } | undefined;
+  const t = d.tls as
+    | {
+        version: string;
+        cipher: string;
+        bits: number;
+        subject?: string;
+        issuer?: string;
+        fingerprint256?: string;
+        chainValid: boolean;
+        chainError?: string;
+        resumed: boolean;
+      }
+    | undefined;
   if (t) {
-    lines.push(`      TLS: ${t.version} ${t.cipher} (${t.bits} bits)${t.resumed ? ', resumed' : ''}${d.tlsLegacy ? ', legacy TLS' : ''}`);
-    if (t.subject) lines.push(`      peer certificate: ${t.subject}; issuer ${t.issuer}; SHA-256 ${t.fingerprint256}; ${t.chainValid ? 'chain valid' : `chain NOT valid: ${t.chainError}`}`);
+    lines.push(
+      `      TLS: ${t.version} ${t.cipher} (${t.bits} ` +
+        `bits)${t.resumed ? ', resumed' : ''}${d.tlsLegacy ? ', legacy TLS' : ''}`,
+    );
+    if (t.subject)
+      lines.push(
+        `      peer certificate: ${t.subject}; issuer ${t.issuer}; SHA-256 ${t.fingerprint256}; ` +
+          `${t.chainValid ? 'chain valid' : `chain NOT valid: ${t.chainError}`}`,
+      );
   } else if (d.agent === 'smtp') lines.push('      TLS: none (plaintext)');
   if (isTlsFailureKind(d.tlsFailure)) {
     const forced = !!req && atLeast(req.level as TlsLevel, 'encryptionOnly');
     const what = d.tlsLegacy ? 'legacy TLS (opportunistic)' : forced ? 'TLS failure' : 'TLS not used';
-    lines.push(`      ${what}: ${tlsFailureLabel(d.tlsFailure)} (${d.tlsFailure})${forced ? `, RFC 8460 result type ${rfc8460ResultType(d.tlsFailure)}` : ''}`);
+    lines.push(
+      `      ${what}: ${tlsFailureLabel(d.tlsFailure)} ` +
+        `(${d.tlsFailure})${forced ? `, RFC 8460 result type ${rfc8460ResultType(d.tlsFailure)}` : ''}`,
+    );
   }
   if (d.internal) lines.push(`      ${String(d.internal)}`);
   if (d.revocation) lines.push(`      revocation: ${String(d.revocation)}`);
@@ -75,18 +118,38 @@ export function describeEvent(e: TraceEvent, m: QueueMessage): string {
   const d = e.data;
   if (e.kind === 'deleted') {
     const rcpts = (Array.isArray(d.rcpts) ? d.rcpts : []).map((i) => rcptName(m, i));
-    return `  ${iso(e.ts)}  DELETED from the queue by administrator ${String(d.by)} (was ${String(d.state)}); ${rcpts.length ? `not delivered to ${rcpts.join(', ')}` : 'no recipient was still open'}`;
+    return (
+      `  ${iso(e.ts)}  DELETED from the queue by administrator ${String(d.by)} (was ${String(d.state)}); ` +
+      `${rcpts.length ? `not delivered to ${rcpts.join(', ')}` : 'no recipient was still open'}`
+    );
   }
-  return `  ${iso(e.ts)}  ${e.kind}: ${Object.entries(d).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' ')}`;
+  return `  ${iso(e.ts)}  ${e.kind}: ${Object.entries(d)
+    .map(([k, v]) => `${k}=${JSON.stringify(v)}`)
+    .join(' ')}`;
 }
 
 export function describeMessage(m: QueueMessage, events: TraceEvent[]): string {
   const i = m.inbound;
   const out = [
     `message ${m.id}  [${m.state}]  organization ${m.org}`,
-    `  received ${iso(m.receivedAt)} from ${i.clientIp ? `[${i.clientIp}] helo ${i.helo} with ${i.protocol}` : `this gateway (${i.protocol}, ${i.sessionId})`}`,
-    ...(i.connector ? [`  inbound connector: "${i.connector.name}" (organization ${i.connector.organization}, matched by ${i.connector.by})${i.internal ? ', internal' : ''}`] : []),
-    `  inbound TLS: ${i.tls ? `${i.tls.version} ${i.tls.cipher} (${i.tls.bits} bits)${i.tls.peerCert ? `; client certificate ${i.tls.peerCert.subject}, issuer ${i.tls.peerCert.issuer}, ${peerCertVerdict(i.tls.peerCert)}` : '; no client certificate'}` : 'none (plaintext)'}`,
+    `  received ${iso(m.receivedAt)} from ` +
+      (i.clientIp
+        ? `[${i.clientIp}] helo ${i.helo} with ${i.protocol}`
+        : `this gateway (${i.protocol}, ${i.sessionId})`),
+    ...(i.connector
+      ? [
+          `  inbound connector: "${i.connector.name}" (organization ${i.connector.organization}, matched by ` +
+            `${i.connector.by})${i.internal ? ', internal' : ''}`,
+        ]
+      : []),
+    `  inbound TLS: ` +
+      (!i.tls
+        ? 'none (plaintext)'
+        : `${i.tls.version} ${i.tls.cipher} (${i.tls.bits} bits)` +
+          (i.tls.peerCert
+            ? `; client certificate ${i.tls.peerCert.subject}, issuer ${i.tls.peerCert.issuer}, ` +
+              peerCertVerdict(i.tls.peerCert)
+            : '; no client certificate')),
     ...(i.tls?.peerCert?.revocation ? [`  client certificate revocation: ${i.tls.peerCert.revocation.summary}`] : []),
     `  from <${m.mailFrom}>  message-id ${m.messageId ?? '(none)'}  size ${m.size}`,
     `  recipients: ${m.recipients.map((r) => `${r.address} (${r.status})`).join(', ')}`,
@@ -98,32 +161,50 @@ export function describeMessage(m: QueueMessage, events: TraceEvent[]): string {
 }
 
 export function registerTrace(program: Command): void {
-  withConfig(program.command('trace').description('find messages and show what happened to them, with the TLS facts of every hop')
-    .option('--message-id <id>', 'Message-ID header (with or without <>)')
-    .option('--queue-id <id>', 'queue id')
-    .option('--sender <address>', 'envelope sender')
-    .option('--recipient <address>', 'envelope recipient')
-    .option('--since <time>', 'received at or after (ISO time, or 30m / 2h / 1d ago)')
-    .option('--until <time>', 'received at or before')
-    .option('--org <organization>', 'messages of this organization')
-    .option('--status <status>', 'with a recipient in this status (pending, delivered, deferred, failed, deleted)')
-    .option('--tls-level <level>', 'with a delivery attempt that achieved this TLS level (none, opportunistic, encryptionOnly, certificateValidation, domainValidation)')
-    .option('--connector <name>', 'received through, or delivered through, the connector of this name')
-    .option('--limit <n>', 'at most this many messages (default 20)')
-    .option('--json', 'machine-readable output'))
-    .action(async (o: TraceOpts) => {
-      const since = parseTime(o.since, '--since'); const until = parseTime(o.until, '--until');
-      const store = await cliStore(cliConfig(o));
-      const withEvents = await findMessages(store, {
-        ...(o.queueId ? { queueId: o.queueId } : {}), ...(o.messageId ? { messageId: o.messageId } : {}),
-        ...(o.sender ? { sender: o.sender } : {}), ...(o.recipient ? { recipient: o.recipient } : {}),
-        ...(since !== undefined ? { since } : {}), ...(until !== undefined ? { until } : {}), limit: Number(o.limit ?? 20),
-        ...(o.org ? { org: o.org } : {}), ...(o.status ? { status: o.status as RecipientStatus } : {}),
-        ...(o.tlsLevel ? { tlsLevel: o.tlsLevel } : {}), ...(o.connector ? { connector: o.connector } : {}),
-      });
-      await store.close();
-      if (o.json) return printJson(withEvents);
-      if (!withEvents.length) { say('no message matches'); process.exitCode = 1; return; }
-      say(withEvents.map((m) => describeMessage(m, m.trace)).join('\n\n'));
+  withConfig(
+    program
+      .command('trace')
+      .description('find messages and show what happened to them, with the TLS facts of every hop')
+      .option('--message-id <id>', 'Message-ID header (with or without <>)')
+      .option('--queue-id <id>', 'queue id')
+      .option('--sender <address>', 'envelope sender')
+      .option('--recipient <address>', 'envelope recipient')
+      .option('--since <time>', 'received at or after (ISO time, or 30m / 2h / 1d ago)')
+      .option('--until <time>', 'received at or before')
+      .option('--org <organization>', 'messages of this organization')
+      .option('--status <status>', 'with a recipient in this status (pending, delivered, deferred, failed, deleted)')
+      .option(
+        '--tls-level <level>',
+        'with a delivery attempt that achieved this TLS level (none, opportunistic, encryptionOnly, ' +
+          'certificateValidation, domainValidation)',
+      )
+      .option('--connector <name>', 'received through, or delivered through, the connector of this name')
+      .option('--limit <n>', 'at most this many messages (default 20)')
+      .option('--json', 'machine-readable output'),
+  ).action(async (o: TraceOpts) => {
+    const since = parseTime(o.since, '--since');
+    const until = parseTime(o.until, '--until');
+    const store = await cliStore(cliConfig(o));
+    const withEvents = await findMessages(store, {
+      ...(o.queueId ? { queueId: o.queueId } : {}),
+      ...(o.messageId ? { messageId: o.messageId } : {}),
+      ...(o.sender ? { sender: o.sender } : {}),
+      ...(o.recipient ? { recipient: o.recipient } : {}),
+      ...(since !== undefined ? { since } : {}),
+      ...(until !== undefined ? { until } : {}),
+      limit: Number(o.limit ?? 20),
+      ...(o.org ? { org: o.org } : {}),
+      ...(o.status ? { status: o.status as RecipientStatus } : {}),
+      ...(o.tlsLevel ? { tlsLevel: o.tlsLevel } : {}),
+      ...(o.connector ? { connector: o.connector } : {}),
     });
+    await store.close();
+    if (o.json) return printJson(withEvents);
+    if (!withEvents.length) {
+      say('no message matches');
+      process.exitCode = 1;
+      return;
+    }
+    say(withEvents.map((m) => describeMessage(m, m.trace)).join('\n\n'));
+  });
 }

@@ -6,6 +6,16 @@ import type { Config } from './types.ts';
 
 /** The first 16 hex digits of the SHA-256 of the node-independent configuration. */
 export function configHash(c: Config): string {
-  const { nodeId: _n, hostname: _h, dataDir: _d, source: _s, smtp: { listen: _l, ...smtp }, ...shared } = c;
-  return createHash('sha256').update(JSON.stringify({ ...shared, smtp })).digest('hex').slice(0, 16);
+  const {
+    nodeId: _n,
+    hostname: _h,
+    dataDir: _d,
+    source: _s,
+    smtp: { listen: _l, ...smtp },
+    ...shared
+  } = c;
+  return createHash('sha256')
+    .update(JSON.stringify({ ...shared, smtp }))
+    .digest('hex')
+    .slice(0, 16);
 }

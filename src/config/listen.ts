@@ -6,7 +6,13 @@
 import { isIP } from 'node:net';
 import { parseListen } from '../util/net.ts';
 
-export interface ListenSocket { entry: string; host: string; port: number; family: 4 | 6; ipv6Only: boolean }
+export interface ListenSocket {
+  entry: string;
+  host: string;
+  port: number;
+  family: 4 | 6;
+  ipv6Only: boolean;
+}
 
 /** The one spelling of an IP address ("0:0::0" -> "::", "localhost" -> "127.0.0.1"). */
 function canonical(host: string): string {
@@ -52,14 +58,23 @@ export function listenProblems(entries: readonly string[]): string[] {
       problems.push(`${at}: "${s.entry}" is an IPv4 address written as IPv6; write it as "${v4}:${s.port}"`);
       return;
     }
-    const earlier = socks.slice(0, i).find((o) => o.port === s.port && o.family === s.family &&
-      (o.host === s.host || o.host === WILDCARD[s.family] || s.host === WILDCARD[s.family]));
+    const earlier = socks
+      .slice(0, i)
+      .find(
+        (o) =>
+          o.port === s.port &&
+          o.family === s.family &&
+          (o.host === s.host || o.host === WILDCARD[s.family] || s.host === WILDCARD[s.family]),
+      );
     if (!earlier) return;
     if (earlier.host === s.host) {
       problems.push(`${at}: "${s.entry}" is the same address as "${earlier.entry}"; list each address once`);
     } else {
       const [wild, other] = earlier.host === WILDCARD[s.family] ? [earlier, s] : [s, earlier];
-      problems.push(`${at}: "${wild.entry}" already listens on every IPv${s.family} address, including "${other.entry}"; keep one of them`);
+      problems.push(
+        `${at}: "${wild.entry}" already listens on every IPv${s.family} address, including "${other.entry}"; keep ` +
+          `one of them`,
+      );
     }
   });
   return problems;
@@ -69,6 +84,16 @@ export function listenProblems(entries: readonly string[]): string[] {
 export function adminListenProblems(admin: { enabled: boolean; listen: string }, smtp: readonly string[]): string[] {
   if (!admin.enabled || parseListen(admin.listen) === null || smtp.some((e) => parseListen(e) === null)) return [];
   const [a, ...others] = listenSockets([admin.listen, ...smtp]);
-  const clash = others.find((o) => o.port === a.port && o.family === a.family && (o.host === a.host || o.host === WILDCARD[a.family] || a.host === WILDCARD[a.family]));
-  return clash ? [`admin.listen: "${admin.listen}" takes the address of smtp.listen "${clash.entry}"; give the admin centre another port`] : [];
+  const clash = others.find(
+    (o) =>
+      o.port === a.port &&
+      o.family === a.family &&
+      (o.host === a.host || o.host === WILDCARD[a.family] || a.host === WILDCARD[a.family]),
+  );
+  return clash
+    ? [
+        `admin.listen: "${admin.listen}" takes the address of smtp.listen "${clash.entry}"; give the admin centre ` +
+          `another port`,
+      ]
+    : [];
 }

@@ -32,23 +32,35 @@ export function defaultConfigPath(candidates: readonly string[] = [DEFAULT_CONFI
 export const embeddedDefaults: ConfigInput = {
   dataDir: './data',
   smtp: { listen: ['127.0.0.1:2525'] },
-  organizations: [{ name: 'default', acceptedDomains: [{ domain: 'localhost', type: 'authoritative', recipients: 'any' }] }],
+  organizations: [
+    { name: 'default', acceptedDomains: [{ domain: 'localhost', type: 'authoritative', recipients: 'any' }] },
+  ],
 };
 
 function formatIssues(issues: z.core.$ZodIssue[]): string {
-  return issues.map((i) => {
-    const key = i.path.length ? i.path.map((p, n) => (typeof p === 'number' ? `[${p}]` : `${n ? '.' : ''}${String(p)}`)).join('') : '(top level)';
-    if (i.code === 'unrecognized_keys') return `  ${key}: unknown key(s) ${i.keys.map((k) => `"${k}"`).join(', ')} (check the spelling against docs/configuration.md)`;
-    return `  ${key}: ${i.message}`;
-  }).join('\n');
+  return issues
+    .map((i) => {
+      const key = i.path.length
+        ? i.path.map((p, n) => (typeof p === 'number' ? `[${p}]` : `${n ? '.' : ''}${String(p)}`)).join('')
+        : '(top level)';
+      if (i.code === 'unrecognized_keys')
+        return (
+          `  ${key}: unknown key(s) ${i.keys.map((k) => `"${k}"`).join(', ')} (check the spelling against ` +
+          `docs/configuration.md)`
+        );
+      return `  ${key}: ${i.message}`;
+    })
+    .join('\n');
 }
 
 /** Validate an already-parsed object. `baseDir` resolves relative paths. */
 export function buildConfig(input: unknown, baseDir: string, source: string | null): Config {
   const r = configSchema.safeParse(input ?? {});
   if (!r.success) {
-    throw new AdminError(`invalid configuration${source ? ` in ${source}` : ''}:\n${formatIssues(r.error.issues)}`,
-      'correct the keys above; docs/configuration.md describes each one');
+    throw new AdminError(
+      `invalid configuration${source ? ` in ${source}` : ''}:\n${formatIssues(r.error.issues)}`,
+      'correct the keys above; docs/configuration.md describes each one',
+    );
   }
   const c = r.data;
   const problems: string[] = [];
@@ -60,19 +72,36 @@ export function buildConfig(input: unknown, baseDir: string, source: string | nu
     for (const kind of ['inboundConnectors', 'outboundConnectors'] as const) {
       const names = new Set<string>();
       o[kind].forEach((c, ci) => {
-        if (names.has(c.name.toLowerCase())) problems.push(`  organizations[${oi}].${kind}[${ci}].name: "${c.name}" is used twice in organization "${o.name}"`);
+        if (names.has(c.name.toLowerCase()))
+          problems.push(
+            `  organizations[${oi}].${kind}[${ci}].name: "${c.name}" is used twice in organization "${o.name}"`,
+          );
         names.add(c.name.toLowerCase());
       });
     }
     return Object.freeze({
       name: o.name,
-      acceptedDomains: Object.freeze(o.acceptedDomains.map((d, di) => {
-        const prev = owner.get(d.domain);
-        if (prev) problems.push(`  organizations[${oi}].acceptedDomains[${di}].domain: "${d.domain}" is already accepted by organization "${prev}"`);
-        owner.set(d.domain, o.name);
-        return Object.freeze({ ...d, recipients: d.recipients === 'any' ? 'any' as const : Object.freeze([...d.recipients]), organization: o.name });
+      acceptedDomains: Object.freeze(
+        o.acceptedDomains.map((d, di) => {
+          const prev = owner.get(d.domain);
+          if (prev)
+            problems.push(
+              `  organizations[${oi}].acceptedDomains[${di}].domain: "${d.domain}" is already accepted by ` +
+                `organization "${prev}"`,
+            );
+          owner.set(d.domain, o.name);
+          return Object.freeze({
+            ...d,
+            recipients: d.recipients === 'any' ? ('any' as const) : Object.freeze([...d.recipients]),
+            organization: o.name,
+          });
+        }),
+      ),
+      inboundConnectors: o.inboundConnectors.map((c) => ({
+        ...c,
+        trustedCAs: c.trustedCAs.map((f) => path.resolve(baseDir, f)),
+        organization: o.name,
       })),
-      inboundConnectors: o.inboundConnectors.map((c) => ({ ...c, trustedCAs: c.trustedCAs.map((f) => path.resolve(baseDir, f)), organization: o.name })),
       outboundConnectors: o.outboundConnectors.map((c) => ({ ...c, organization: o.name })),
     });
   });
@@ -80,20 +109,33 @@ export function buildConfig(input: unknown, baseDir: string, source: string | nu
     const relayDomains = o.acceptedDomains.filter((d) => d.type === 'internalRelay');
     const onPrem = o.outboundConnectors.filter((c) => c.enabled && c.connectorType === 'onPremises');
     if (relayDomains.length && !onPrem.length) {
-      problems.push(`  organizations[${oi}].acceptedDomains: ${relayDomains.map((d) => d.domain).join(', ')} ${relayDomains.length > 1 ? 'are' : 'is'} internalRelay, but organization "${o.name}" has no enabled onPremises outbound connector to deliver to`);
+      problems.push(
+        `  organizations[${oi}].acceptedDomains: ${relayDomains.map((d) => d.domain).join(', ')} ` +
+          `${relayDomains.length > 1 ? 'are' : 'is'} internalRelay, but organization "${o.name}" has no enabled ` +
+          `onPremises outbound connector to deliver to`,
+      );
     }
   });
   for (const tie of findTies(organizations)) problems.push(`  ${tie}: make them distinct, or give one a restriction`);
-  const listen = [...listenProblems(c.smtp.listen), ...adminListenProblems(c.admin, c.smtp.listen)].map((p) => `  ${p}`);
+  const listen = [...listenProblems(c.smtp.listen), ...adminListenProblems(c.admin, c.smtp.listen)].map(
+    (p) => `  ${p}`,
+  );
   const store = resolveStore(c);
   if (store.problems.length) {
-    throw new AdminError(`invalid configuration${source ? ` in ${source}` : ''}:\n${[...listen, ...problems, ...store.problems].join('\n')}`,
-      'correct the store settings above; docs/configuration.md describes each key');
+    throw new AdminError(
+      `invalid configuration${source ? ` in ${source}` : ''}:\n` +
+        [...listen, ...problems, ...store.problems].join('\n'),
+      'correct the store settings above; docs/configuration.md describes each key',
+    );
   }
   if (problems.length || listen.length) {
-    throw new AdminError(`invalid configuration${source ? ` in ${source}` : ''}:\n${[...listen, ...problems].join('\n')}`, problems.length
-      ? 'each organization name, accepted domain and connector name must appear once, and no two inbound connectors may match the same senders equally'
-      : 'listen on each address once: "0.0.0.0:PORT" and "[::]:PORT" already cover every address of their family');
+    throw new AdminError(
+      `invalid configuration${source ? ` in ${source}` : ''}:\n${[...listen, ...problems].join('\n')}`,
+      problems.length
+        ? 'each organization name, accepted domain and connector name must appear once, and no two inbound ' +
+            'connectors may match the same senders equally'
+        : 'listen on each address once: "0.0.0.0:PORT" and "[::]:PORT" already cover every address of their family',
+    );
   }
   const resolve = (p: string) => path.resolve(baseDir, p);
   const config: Config = {
@@ -104,7 +146,11 @@ export function buildConfig(input: unknown, baseDir: string, source: string | nu
     store: store.store,
     tls: {
       ...c.tls,
-      certificates: c.tls.certificates.map((p) => ({ cert: resolve(p.cert), key: resolve(p.key), ...(p.next ? { next: { cert: resolve(p.next.cert), key: resolve(p.next.key) } } : {}) })),
+      certificates: c.tls.certificates.map((p) => ({
+        cert: resolve(p.cert),
+        key: resolve(p.key),
+        ...(p.next ? { next: { cert: resolve(p.next.cert), key: resolve(p.next.key) } } : {}),
+      })),
       trust: { ...c.tls.trust, caFiles: c.tls.trust.caFiles.map(resolve) },
     },
     organizations: Object.freeze(organizations),
@@ -123,14 +169,19 @@ export function loadConfig(file: string, allowDefaults = false): Config {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT' && allowDefaults) {
       return buildConfig(embeddedDefaults, process.cwd(), null);
     }
-    throw new AdminError(`cannot read configuration file ${abs}: ${errorMessage(e)}`,
-      'pass the right file with -c FILE or PORTCULLIS_CONFIG');
+    throw new AdminError(
+      `cannot read configuration file ${abs}: ${errorMessage(e)}`,
+      'pass the right file with -c FILE or PORTCULLIS_CONFIG',
+    );
   }
   let doc: unknown;
   try {
     doc = YAML.parse(text, { prettyErrors: true, uniqueKeys: true });
   } catch (e) {
-    throw new AdminError(`configuration file ${abs} is not valid YAML: ${errorMessage(e)}`, 'fix the YAML syntax at the line shown');
+    throw new AdminError(
+      `configuration file ${abs} is not valid YAML: ${errorMessage(e)}`,
+      'fix the YAML syntax at the line shown',
+    );
   }
   return buildConfig(doc, path.dirname(abs), abs);
 }

@@ -12,14 +12,25 @@ export function findTies(organizations: readonly { inboundConnectors: readonly I
   const label = (c: InboundConnector) => `"${c.name}" (organization ${c.organization})`;
   for (let i = 0; i < all.length; i++) {
     for (let j = i + 1; j < all.length; j++) {
-      const a = all[i]; const b = all[j];
+      const a = all[i];
+      const b = all[j];
       if (restricted(a) !== restricted(b)) continue;
       if (a.tlsSenderCertificateName && a.tlsSenderCertificateName === b.tlsSenderCertificateName) {
-        problems.push(`inbound connectors ${label(a)} and ${label(b)} are both identified by certificate name ${a.tlsSenderCertificateName}`);
+        problems.push(
+          `inbound connectors ${label(a)} and ${label(b)} are both identified by certificate name ` +
+            `${a.tlsSenderCertificateName}`,
+        );
       }
       const bb = blockList(b.senderIPAddresses);
-      const overlap = a.senderIPAddresses.find((x) => { const p = parseCidr(x)!; return inBlocks(bb, p.ip); })
-        ?? b.senderIPAddresses.find((x) => { const p = parseCidr(x)!; return inBlocks(blockList(a.senderIPAddresses), p.ip); });
+      const overlap =
+        a.senderIPAddresses.find((x) => {
+          const p = parseCidr(x)!;
+          return inBlocks(bb, p.ip);
+        }) ??
+        b.senderIPAddresses.find((x) => {
+          const p = parseCidr(x)!;
+          return inBlocks(blockList(a.senderIPAddresses), p.ip);
+        });
       if (overlap) {
         problems.push(`inbound connectors ${label(a)} and ${label(b)} both match client address ${overlap}`);
       }

@@ -32,7 +32,10 @@ export function mailboxFolder(s: string): string {
 }
 
 /** delivery.maildir: the file mode ("0600", "0640", "0660") and the group of folders and files. */
-export interface MaildirPermissions { mode?: string; gid?: number }
+export interface MaildirPermissions {
+  mode?: string;
+  gid?: number;
+}
 
 export class MaildirDelivery {
   private readonly root: string;
@@ -71,7 +74,9 @@ export class MaildirDelivery {
   }
 
   private async mkdirShared(d: string): Promise<void> {
-    try { await mkdir(d, { mode: 0o700 }); } catch (e) {
+    try {
+      await mkdir(d, { mode: 0o700 });
+    } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'EEXIST') return;
       throw e;
     }
@@ -88,14 +93,25 @@ export class MaildirDelivery {
   async cleanTmp(): Promise<number> {
     const mine = new RegExp(`^\\d+\\.M\\d+P(\\d+)Q\\d+\\.${HOST.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`);
     let removed = 0;
-    const list = async (d: string) => { try { return await readdir(d); } catch { return []; } };
+    const list = async (d: string) => {
+      try {
+        return await readdir(d);
+      } catch {
+        return [];
+      }
+    };
     for (const domain of await list(this.root)) {
       for (const box of await list(path.join(this.root, domain))) {
         const tmp = path.join(this.root, domain, box, 'tmp');
         for (const f of await list(tmp)) {
           const m = mine.exec(f);
           if (m && Number(m[1]) !== process.pid) {
-            try { await unlink(path.join(tmp, f)); removed++; } catch { /* gone already */ }
+            try {
+              await unlink(path.join(tmp, f));
+              removed++;
+            } catch {
+              /* gone already */
+            }
           }
         }
       }
@@ -108,7 +124,10 @@ export class MaildirDelivery {
     const dir = this.pathFor(address);
     if (!dir) {
       const why = `"${address}" is not a mailbox address in canonical form`;
-      return { status: 'failed', reply: { code: 550, enhanced: '5.1.3', message: 'Bad recipient address syntax', reason: why } };
+      return {
+        status: 'failed',
+        reply: { code: 550, enhanced: '5.1.3', message: 'Bad recipient address syntax', reason: why },
+      };
     }
     const prefix = Buffer.from(`Return-Path: <${mailFrom}>\r\nDelivered-To: ${address}\r\n`);
     const now = Date.now();
@@ -116,7 +135,12 @@ export class MaildirDelivery {
     const size = prefix.length + data.length;
     try {
       await this.ensure(dir);
-      await writeChunksDurable(path.join(dir, 'tmp', name), path.join(dir, 'new', `${name},S=${size}`), [prefix, data], this.file);
+      await writeChunksDurable(
+        path.join(dir, 'tmp', name),
+        path.join(dir, 'new', `${name},S=${size}`),
+        [prefix, data],
+        this.file,
+      );
       return { status: 'delivered', reply: { code: 250, enhanced: '2.0.0', message: `Delivered to mailbox ${dir}` } };
     } catch (e) {
       this.made.delete(dir);

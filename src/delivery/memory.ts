@@ -6,7 +6,10 @@
 // holds more than `max` entries (the oldest written is forgotten first).
 
 /** A remembered value and the time (ms epoch) it stops counting. */
-export interface Remembered<V> { value: V; until: number }
+export interface Remembered<V> {
+  value: V;
+  until: number;
+}
 
 export interface ExpiringMemory<V> {
   /** The entry for `key` while it lasts (its `until` is after `now`), else undefined. */
@@ -26,7 +29,9 @@ export class InMemory<V> implements ExpiringMemory<V> {
 
   constructor(private readonly max = DEFAULT_MAX) {}
 
-  get size(): number { return this.entries.size; }
+  get size(): number {
+    return this.entries.size;
+  }
 
   async get(key: string, now = Date.now()): Promise<Remembered<V> | undefined> {
     const e = this.entries.get(key);
@@ -43,11 +48,17 @@ export class InMemory<V> implements ExpiringMemory<V> {
     this.entries.set(key, { value, until });
   }
 
-  async delete(key: string): Promise<void> { this.entries.delete(key); }
+  async delete(key: string): Promise<void> {
+    this.entries.delete(key);
+  }
 
   async expire(now = Date.now()): Promise<number> {
     let n = 0;
-    for (const [k, e] of this.entries) if (e.until <= now) { this.entries.delete(k); n++; }
+    for (const [k, e] of this.entries)
+      if (e.until <= now) {
+        this.entries.delete(k);
+        n++;
+      }
     return n;
   }
 }

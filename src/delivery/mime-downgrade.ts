@@ -22,7 +22,14 @@ import { isAscii } from 'node:buffer';
 import type { EnvelopeParams } from '../store/types.ts';
 import { hasLongLine, MAX_LINE } from '../util/lines.ts';
 import { breakLines, encodeBase64, encodeQuotedPrintable, type BreakMode } from './mime-encode.ts';
-import { fieldValue, parseContentType, parseHeaders, parseTransferEncoding, splitMultipart, type Range } from './mime-parse.ts';
+import {
+  fieldValue,
+  parseContentType,
+  parseHeaders,
+  parseTransferEncoding,
+  splitMultipart,
+  type Range,
+} from './mime-parse.ts';
 
 /** Deeper MIME nesting is not converted (Postfix's mime_nesting_limit is 100; real mail uses < 10). */
 export const MAX_DEPTH = 32;
@@ -31,9 +38,21 @@ export const MAX_ENTITIES = 10_000;
 
 class Unconvertible extends Error {}
 
-interface Counts { qp8: number; qpLong: number; base64: number; folded: number; broken: number; topLeaf: boolean }
+interface Counts {
+  qp8: number;
+  qpLong: number;
+  base64: number;
+  folded: number;
+  broken: number;
+  topLeaf: boolean;
+}
 
-interface Ctx { buf: Buffer; to7bit: boolean; entities: number; n: Counts }
+interface Ctx {
+  buf: Buffer;
+  to7bit: boolean;
+  entities: number;
+  n: Counts;
+}
 
 interface Place {
   depth: number;
@@ -48,7 +67,12 @@ const IDENTITY = new Set(['7bit', '8bit', 'binary']);
 
 /** Whether `out` is exactly the bytes of buf[r] (nothing was changed). */
 function untouched(c: Ctx, out: Buffer[], r: Range): boolean {
-  return out.length === 1 && out[0].buffer === c.buf.buffer && out[0].byteOffset === c.buf.byteOffset + r.start && out[0].length === r.end - r.start;
+  return (
+    out.length === 1 &&
+    out[0].buffer === c.buf.buffer &&
+    out[0].byteOffset === c.buf.byteOffset + r.start &&
+    out[0].length === r.end - r.start
+  );
 }
 
 function needsWork(c: Ctx, r: Range): boolean {
@@ -65,7 +89,12 @@ function opaque(c: Ctx, r: Range, mode: BreakMode, what: string): Buffer[] {
   return [data];
 }
 
-interface BodyResult { out: Buffer[]; changed: boolean; cte?: string; contentType?: string }
+interface BodyResult {
+  out: Buffer[];
+  changed: boolean;
+  cte?: string;
+  contentType?: string;
+}
 
 function leaf(c: Ctx, r: Range, cte: string, at: Place, typed: boolean): BodyResult {
   const b = c.buf.subarray(r.start, r.end);
@@ -74,10 +103,17 @@ function leaf(c: Ctx, r: Range, cte: string, at: Place, typed: boolean): BodyRes
   if (!eight && !long) return { out: [b], changed: false };
   if (at.path === '') c.n.topLeaf = true;
   if (cte === '7bit' || cte === '8bit') {
-    if (eight) c.n.qp8++; else c.n.qpLong++;
+    if (eight) c.n.qp8++;
+    else c.n.qpLong++;
     // RFC 1428: 8-bit text of no declared charset is labelled unknown-8bit, not us-ascii.
-    const contentType = eight && !typed && at.defaultType === 'text/plain' ? 'text/plain; charset=unknown-8bit' : undefined;
-    return { out: [encodeQuotedPrintable(b)], changed: true, cte: 'quoted-printable', ...(contentType ? { contentType } : {}) };
+    const contentType =
+      eight && !typed && at.defaultType === 'text/plain' ? 'text/plain; charset=unknown-8bit' : undefined;
+    return {
+      out: [encodeQuotedPrintable(b)],
+      changed: true,
+      cte: 'quoted-printable',
+      ...(contentType ? { contentType } : {}),
+    };
   }
   if (cte === 'binary') {
     c.n.base64++;
@@ -86,8 +122,10 @@ function leaf(c: Ctx, r: Range, cte: string, at: Place, typed: boolean): BodyRes
     return { out: [encodeBase64(b), ...(crlf ? [Buffer.from('\r\n')] : [])], changed: true, cte: 'base64' };
   }
   const mode: BreakMode = cte === 'quoted-printable' ? 'soft' : cte === 'base64' ? 'crlf' : 'space';
-  const what = cte === 'quoted-printable' || cte === 'base64' ? `8-bit octets in ${at.where}, which is declared ${cte}`
-    : `8-bit octets in ${at.where}, which has the unknown transfer encoding "${cte}"`;
+  const what =
+    cte === 'quoted-printable' || cte === 'base64'
+      ? `8-bit octets in ${at.where}, which is declared ${cte}`
+      : `8-bit octets in ${at.where}, which has the unknown transfer encoding "${cte}"`;
   return { out: opaque(c, r, mode, what), changed: true };
 }
 
@@ -96,7 +134,10 @@ function multipart(c: Ctx, r: Range, boundary: string, subtype: string, at: Plac
   const out: Buffer[] = [];
   let changed = false;
   const text = (x: Range, what: string) => {
-    if (!needsWork(c, x)) { out.push(c.buf.subarray(x.start, x.end)); return; }
+    if (!needsWork(c, x)) {
+      out.push(c.buf.subarray(x.start, x.end));
+      return;
+    }
     out.push(...opaque(c, x, 'space', `8-bit octets in the ${what} of ${at.where}, which cannot be encoded`));
     changed = true;
   };
@@ -105,7 +146,12 @@ function multipart(c: Ctx, r: Range, boundary: string, subtype: string, at: Plac
   mp.parts.forEach((p, i) => {
     text({ start: last, end: p.start }, 'boundary lines');
     const path = at.path ? `${at.path}.${i + 1}` : `${i + 1}`;
-    const part = entity(c, p, { depth: at.depth + 1, path, where: `MIME part ${path}`, defaultType: subtype === 'digest' ? 'message/rfc822' : 'text/plain' });
+    const part = entity(c, p, {
+      depth: at.depth + 1,
+      path,
+      where: `MIME part ${path}`,
+      defaultType: subtype === 'digest' ? 'message/rfc822' : 'text/plain',
+    });
     if (!untouched(c, part, p)) changed = true;
     out.push(...part);
     last = p.end;
@@ -115,7 +161,15 @@ function multipart(c: Ctx, r: Range, boundary: string, subtype: string, at: Plac
   return { out, changed };
 }
 
-function body(c: Ctx, r: Range, type: string, params: Map<string, string>, cte: string, typed: boolean, at: Place): BodyResult {
+function body(
+  c: Ctx,
+  r: Range,
+  type: string,
+  params: Map<string, string>,
+  cte: string,
+  typed: boolean,
+  at: Place,
+): BodyResult {
   const major = type.slice(0, type.indexOf('/'));
   if (!needsWork(c, r)) return { out: [c.buf.subarray(r.start, r.end)], changed: false };
   if (IDENTITY.has(cte) && (major === 'multipart' || major === 'message')) {
@@ -125,11 +179,18 @@ function body(c: Ctx, r: Range, type: string, params: Map<string, string>, cte: 
     if (major === 'multipart' && boundary && !deep) res = multipart(c, r, boundary, type.slice(10), at);
     else if (type === 'message/rfc822' && !deep) {
       const path = at.path || '1';
-      const inner = entity(c, r, { depth: at.depth + 1, path, where: `the message attached as MIME part ${path}`, defaultType: 'text/plain' });
+      const inner = entity(c, r, {
+        depth: at.depth + 1,
+        path,
+        where: `the message attached as MIME part ${path}`,
+        defaultType: 'text/plain',
+      });
       res = { out: inner, changed: !untouched(c, inner, r) };
     } else {
-      const why = deep ? `MIME parts nested deeper than ${MAX_DEPTH} levels in ${at.where}`
-        : major === 'multipart' ? `8-bit octets in ${at.where}, a ${type} without a boundary`
+      const why = deep
+        ? `MIME parts nested deeper than ${MAX_DEPTH} levels in ${at.where}`
+        : major === 'multipart'
+          ? `8-bit octets in ${at.where}, a ${type} without a boundary`
           : `8-bit octets in ${at.where} of type ${type}, which cannot be re-encoded (RFC 2046 §5.2)`;
       res = { out: opaque(c, r, 'space', why), changed: true };
     }
@@ -147,7 +208,8 @@ function entity(c: Ctx, r: Range, at: Place): Buffer[] {
   if (++c.entities > MAX_ENTITIES) return opaque(c, r, 'space', `more than ${MAX_ENTITIES} MIME parts in the message`);
   const h = parseHeaders(buf, r.start, r.end);
   for (const f of h.fields) {
-    if (c.to7bit && !isAscii(buf.subarray(f.start, f.end))) throw new Unconvertible(`8-bit octets in the "${f.name}" header of ${at.where}`);
+    if (c.to7bit && !isAscii(buf.subarray(f.start, f.end)))
+      throw new Unconvertible(`8-bit octets in the "${f.name}" header of ${at.where}`);
   }
   const ctValue = fieldValue(buf, h, 'content-type');
   const ct = ctValue === undefined ? undefined : parseContentType(ctValue);
@@ -174,14 +236,22 @@ function entity(c: Ctx, r: Range, at: Place): Buffer[] {
     head.push(data);
   }
   const added: string[] = [];
-  if (b.cte && at.path === '' && !h.fields.some((f) => f.name.toLowerCase() === 'mime-version')) added.push('MIME-Version: 1.0');
+  if (b.cte && at.path === '' && !h.fields.some((f) => f.name.toLowerCase() === 'mime-version'))
+    added.push('MIME-Version: 1.0');
   if (b.contentType && ctValue === undefined) added.push(`Content-Type: ${b.contentType}`);
   if (b.cte && !cteWritten) added.push(`Content-Transfer-Encoding: ${b.cte}`);
   if (added.length) {
     // Added fields go after the last one; a block that ended without an empty line gets one.
     const lastEnd = h.fields.length ? h.fields[h.fields.length - 1].end : r.start;
     const needsCrlf = lastEnd > r.start && buf[lastEnd - 1] !== 10;
-    head.push(Buffer.from(`${needsCrlf ? '\r\n' : ''}${added.join('\r\n')}\r\n${h.bodyStart === h.fieldsEnd && h.bodyStart < r.end ? '\r\n' : ''}`));
+    head.push(
+      Buffer.from(
+        (needsCrlf ? '\r\n' : '') +
+          added.join('\r\n') +
+          '\r\n' +
+          (h.bodyStart === h.fieldsEnd && h.bodyStart < r.end ? '\r\n' : ''),
+      ),
+    );
     headChanged = true;
   }
   if (!headChanged && !b.changed) return [buf.subarray(r.start, r.end)];
@@ -195,9 +265,20 @@ const lines = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
 
 function describe(n: Counts): string[] {
   const notes: string[] = [];
-  if (n.qp8) notes.push(`converted 8-bit ${n.qp8 === 1 && n.topLeaf ? 'body' : `content of ${parts(n.qp8)}`} to quoted-printable for a peer without 8BITMIME`);
-  if (n.base64) notes.push(`converted ${n.base64 === 1 && n.topLeaf ? 'the binary body' : `${n.base64} binary MIME part${n.base64 === 1 ? '' : 's'}`} to base64`);
-  if (n.qpLong) notes.push(`re-encoded ${n.qpLong === 1 && n.topLeaf ? 'the body' : parts(n.qpLong)} as quoted-printable to keep lines within ${MAX_LINE} octets`);
+  if (n.qp8)
+    notes.push(
+      `converted 8-bit ${n.qp8 === 1 && n.topLeaf ? 'body' : `content of ${parts(n.qp8)}`} to quoted-printable ` +
+        `for a peer without 8BITMIME`,
+    );
+  if (n.base64)
+    notes.push(
+      `converted ${n.base64 === 1 && n.topLeaf ? 'the binary body' : lines(n.base64, 'binary MIME part')} to base64`,
+    );
+  if (n.qpLong)
+    notes.push(
+      `re-encoded ${n.qpLong === 1 && n.topLeaf ? 'the body' : parts(n.qpLong)} as quoted-printable to keep lines ` +
+        `within ${MAX_LINE} octets`,
+    );
   if (n.folded) notes.push(`folded ${lines(n.folded, 'header line')} longer than ${MAX_LINE} octets`);
   if (n.broken) notes.push(`broke ${lines(n.broken, 'line')} longer than ${MAX_LINE} octets`);
   return notes;
@@ -209,10 +290,19 @@ function describe(n: Counts): string[] {
  * the message cannot be converted. The input is never modified.
  */
 export function convertForPeer(data: Buffer, to7bit: boolean): Converted {
-  const c: Ctx = { buf: data, to7bit, entities: 0, n: { qp8: 0, qpLong: 0, base64: 0, folded: 0, broken: 0, topLeaf: false } };
+  const c: Ctx = {
+    buf: data,
+    to7bit,
+    entities: 0,
+    n: { qp8: 0, qpLong: 0, base64: 0, folded: 0, broken: 0, topLeaf: false },
+  };
   let out: Buffer[];
   try {
-    out = entity(c, { start: 0, end: data.length }, { depth: 0, path: '', where: 'the message', defaultType: 'text/plain' });
+    out = entity(
+      c,
+      { start: 0, end: data.length },
+      { depth: 0, path: '', where: 'the message', defaultType: 'text/plain' },
+    );
   } catch (e) {
     if (e instanceof Unconvertible) return { kind: 'refused', refused: e.message };
     throw e;
@@ -231,7 +321,10 @@ export class OutboundContent {
   private long: boolean | undefined;
   private readonly made = new Map<boolean, PeerContent>();
 
-  constructor(private readonly data: Buffer, private readonly envelope: EnvelopeParams) {}
+  constructor(
+    private readonly data: Buffer,
+    private readonly envelope: EnvelopeParams,
+  ) {}
 
   forPeer(peerHas8BitMime: boolean): PeerContent {
     const to7bit = this.envelope.body === '8BITMIME' && !peerHas8BitMime;
@@ -239,14 +332,18 @@ export class OutboundContent {
     let r = this.made.get(to7bit);
     if (!r) {
       const conv = convertForPeer(this.data, to7bit);
-      r = conv.kind === 'refused' ? conv : { kind: 'ready', data: conv.data, ...(conv.notes.length ? { conversion: conv.notes.join('; ') } : {}) };
+      r =
+        conv.kind === 'refused'
+          ? conv
+          : { kind: 'ready', data: conv.data, ...(conv.notes.length ? { conversion: conv.notes.join('; ') } : {}) };
       this.made.set(to7bit, r);
     }
     return r;
   }
 
   private hasLongLines(): boolean {
-    this.long ??= this.envelope.longestLine === undefined ? hasLongLine(this.data) : this.envelope.longestLine > MAX_LINE;
+    this.long ??=
+      this.envelope.longestLine === undefined ? hasLongLine(this.data) : this.envelope.longestLine > MAX_LINE;
     return this.long;
   }
 }

@@ -5,7 +5,12 @@
 // LF alone is encoded). breakLines leaves no line over the limit and inserts only CRLF.
 
 const HEX = Buffer.from('0123456789ABCDEF');
-const CR = 13, LF = 10, SP = 32, HT = 9, EQ = 61, DASH = 45;
+const CR = 13,
+  LF = 10,
+  SP = 32,
+  HT = 9,
+  EQ = 61,
+  DASH = 45;
 
 /** RFC 2045 §6.7 (5): encoded lines are at most 76 characters. */
 export const QP_LINE = 76;
@@ -22,13 +27,30 @@ export function encodeQuotedPrintable(src: Buffer): Buffer {
   let col = 0;
   for (let i = 0; i < n; i++) {
     const c = src[i];
-    if (c === CR && src[i + 1] === LF) { out[o++] = CR; out[o++] = LF; col = 0; i++; continue; }
+    if (c === CR && src[i + 1] === LF) {
+      out[o++] = CR;
+      out[o++] = LF;
+      col = 0;
+      i++;
+      continue;
+    }
     const lineEnds = i + 1 === n || (src[i + 1] === CR && src[i + 2] === LF);
     let literal = c === SP || c === HT ? !lineEnds : c > 32 && c < 127 && c !== EQ;
-    if (col + (literal ? 1 : 3) > (lineEnds ? QP_LINE : QP_LINE - 1)) { out[o++] = EQ; out[o++] = CR; out[o++] = LF; col = 0; }
+    if (col + (literal ? 1 : 3) > (lineEnds ? QP_LINE : QP_LINE - 1)) {
+      out[o++] = EQ;
+      out[o++] = CR;
+      out[o++] = LF;
+      col = 0;
+    }
     if (col === 0 && c === DASH && src[i + 1] === DASH) literal = false;
-    if (literal) { out[o++] = c; col++; continue; }
-    out[o++] = EQ; out[o++] = HEX[c >> 4]; out[o++] = HEX[c & 15];
+    if (literal) {
+      out[o++] = c;
+      col++;
+      continue;
+    }
+    out[o++] = EQ;
+    out[o++] = HEX[c >> 4];
+    out[o++] = HEX[c & 15];
     col += 3;
   }
   return out.subarray(0, o);
@@ -41,7 +63,10 @@ export function encodeBase64(src: Buffer): Buffer {
   const out = Buffer.allocUnsafe(b.length + Math.ceil(b.length / QP_LINE) * 2);
   let o = 0;
   for (let i = 0; i < b.length; i += QP_LINE) {
-    if (i) { out[o++] = CR; out[o++] = LF; }
+    if (i) {
+      out[o++] = CR;
+      out[o++] = LF;
+    }
     o += b.copy(out, o, i, Math.min(i + QP_LINE, b.length));
   }
   return out.subarray(0, o);
@@ -65,10 +90,18 @@ const isWsp = (c: number) => c === SP || c === HT;
  * to insert there. The next line never starts with "--" (it could be read as a boundary
  * delimiter); a soft break never splits an "=XX" escape.
  */
-function cut(buf: Buffer, start: number, lead: number, lineEnd: number, mode: BreakMode, limit: number): { at: number; insert: Buffer } {
+function cut(
+  buf: Buffer,
+  start: number,
+  lead: number,
+  lineEnd: number,
+  mode: BreakMode,
+  limit: number,
+): { at: number; insert: Buffer } {
   const room = limit - lead;
   if (mode === 'fold') {
-    for (let k = start + room; k > start + 1; k--) if (k < lineEnd && isWsp(buf[k]) && !isWsp(buf[k - 1])) return { at: k, insert: CRLF };
+    for (let k = start + room; k > start + 1; k--)
+      if (k < lineEnd && isWsp(buf[k]) && !isWsp(buf[k - 1])) return { at: k, insert: CRLF };
   } else if (mode !== 'space') {
     const soft = mode === 'soft';
     for (let at = start + room - (soft ? 1 : 0); at > start; at--) {

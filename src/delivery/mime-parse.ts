@@ -25,7 +25,11 @@ export interface HeaderBlock {
   bodyStart: number;
 }
 
-const SP = 32, HT = 9, CR = 13, LF = 10, COLON = 58;
+const SP = 32,
+  HT = 9,
+  CR = 13,
+  LF = 10,
+  COLON = 58;
 
 /** Parse the header block at buf[start, end). */
 export function parseHeaders(buf: Buffer, start: number, end: number): HeaderBlock {
@@ -38,7 +42,11 @@ export function parseHeaders(buf: Buffer, start: number, end: number): HeaderBlo
     const lineEnd = nl < end && nl > pos && buf[nl - 1] === CR ? nl - 1 : nl;
     if (lineEnd === pos && nl < end) return { fields, fieldsEnd: pos, bodyStart: next }; // the empty line
     const c = buf[pos];
-    if ((c === SP || c === HT) && fields.length) { fields[fields.length - 1].end = next; pos = next; continue; }
+    if ((c === SP || c === HT) && fields.length) {
+      fields[fields.length - 1].end = next;
+      pos = next;
+      continue;
+    }
     let i = pos;
     while (i < lineEnd && buf[i] > SP && buf[i] < 127 && buf[i] !== COLON) i++;
     let j = i;
@@ -53,7 +61,12 @@ export function parseHeaders(buf: Buffer, start: number, end: number): HeaderBlo
 /** The unfolded value of the first field called `name` (case-insensitive), or undefined. */
 export function fieldValue(buf: Buffer, h: HeaderBlock, name: string): string | undefined {
   const f = h.fields.find((x) => x.name.toLowerCase() === name);
-  return f ? buf.toString('latin1', f.valueStart, f.end).replace(/\r?\n(?=[ \t])/g, '').trim() : undefined;
+  return f
+    ? buf
+        .toString('latin1', f.valueStart, f.end)
+        .replace(/\r?\n(?=[ \t])/g, '')
+        .trim()
+    : undefined;
 }
 
 export interface ContentType {
@@ -68,20 +81,30 @@ const TSPECIALS = '()<>@,;:\\"/[]?=';
 class Lexer {
   i = 0;
   constructor(private readonly s: string) {}
-  get done(): boolean { return this.i >= this.s.length; }
-  peek(): string { return this.s[this.i] ?? ''; }
+  get done(): boolean {
+    return this.i >= this.s.length;
+  }
+  peek(): string {
+    return this.s[this.i] ?? '';
+  }
   /** Skip whitespace and (nested) comments. */
   cfws(): void {
     while (this.i < this.s.length) {
       const c = this.s[this.i];
-      if (c === ' ' || c === '\t' || c === '\r' || c === '\n') { this.i++; continue; }
+      if (c === ' ' || c === '\t' || c === '\r' || c === '\n') {
+        this.i++;
+        continue;
+      }
       if (c !== '(') return;
       let depth = 0;
       for (; this.i < this.s.length; this.i++) {
         const d = this.s[this.i];
         if (d === '\\') this.i++;
         else if (d === '(') depth++;
-        else if (d === ')' && --depth === 0) { this.i++; break; }
+        else if (d === ')' && --depth === 0) {
+          this.i++;
+          break;
+        }
       }
     }
   }
@@ -98,7 +121,10 @@ class Lexer {
     let out = '';
     for (this.i++; this.i < this.s.length; this.i++) {
       const c = this.s[this.i];
-      if (c === '"') { this.i++; return out; }
+      if (c === '"') {
+        this.i++;
+        return out;
+      }
       if (c === '\\' && this.i + 1 < this.s.length) this.i++;
       out += this.s[this.i];
     }
@@ -141,7 +167,10 @@ export function parseTransferEncoding(value: string): string {
   return lx.token().toLowerCase();
 }
 
-export interface Range { start: number; end: number }
+export interface Range {
+  start: number;
+  end: number;
+}
 
 export interface Multipart {
   /** Before the first delimiter (its CRLF belongs to the delimiter); empty when the body starts with one. */
@@ -159,12 +188,18 @@ export function splitMultipart(buf: Buffer, start: number, end: number, boundary
   const view = buf.subarray(0, end);
   /** Start of the first delimiter line at or after the line that starts at `from`; -1 if none. */
   const delimiterAt = (from: number): number => {
-    if (from === start && end - from >= dash.length && buf.compare(dash, 0, dash.length, from, from + dash.length) === 0) return from;
+    if (
+      from === start &&
+      end - from >= dash.length &&
+      buf.compare(dash, 0, dash.length, from, from + dash.length) === 0
+    )
+      return from;
     const i = view.indexOf(needle, Math.max(from - 1, start));
     return i < 0 ? -1 : i + 1;
   };
   /** Where the content before the delimiter line at `ls` ends (the CRLF belongs to the delimiter). */
-  const before = (ls: number): number => (ls === start ? start : ls - 2 >= start && buf[ls - 2] === CR ? ls - 2 : ls - 1);
+  const before = (ls: number): number =>
+    ls === start ? start : ls - 2 >= start && buf[ls - 2] === CR ? ls - 2 : ls - 1;
   let ls = delimiterAt(start);
   if (ls < 0) return { preamble: { start, end }, parts: [], epilogue: null };
   const preamble = { start, end: before(ls) };

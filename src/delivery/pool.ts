@@ -3,7 +3,10 @@
 // policy is never reused for a stricter one. Idle connections close (QUIT) after idleSeconds.
 import type { SmtpConnection } from './smtp-client.ts';
 
-interface Idle { conn: SmtpConnection; timer: NodeJS.Timeout }
+interface Idle {
+  conn: SmtpConnection;
+  timer: NodeJS.Timeout;
+}
 
 export class ConnectionPool {
   private readonly idle = new Map<string, Idle[]>();
@@ -18,17 +21,25 @@ export class ConnectionPool {
     while (list?.length) {
       const { conn, timer } = list.pop()!;
       clearTimeout(timer);
-      if (conn.usable) { this.stats.reused++; return conn; }
+      if (conn.usable) {
+        this.stats.reused++;
+        return conn;
+      }
     }
     return undefined;
   }
 
-  opened(): void { this.stats.opened++; }
+  opened(): void {
+    this.stats.opened++;
+  }
 
   /** Return a connection after a transaction; it is kept only while healthy and under limits. */
   give(key: string, conn: SmtpConnection): void {
     const { idleSeconds, maxMessages } = this.limits();
-    if (!conn.usable || idleSeconds <= 0 || conn.messages >= maxMessages) { void conn.quit(); return; }
+    if (!conn.usable || idleSeconds <= 0 || conn.messages >= maxMessages) {
+      void conn.quit();
+      return;
+    }
     const list = this.idle.get(key) ?? [];
     const entry: Idle = {
       conn,
@@ -58,6 +69,11 @@ export class ConnectionPool {
   async closeAll(): Promise<void> {
     const all = [...this.idle.values()].flat();
     this.idle.clear();
-    await Promise.all(all.map(({ conn, timer }) => { clearTimeout(timer); return conn.quit(); }));
+    await Promise.all(
+      all.map(({ conn, timer }) => {
+        clearTimeout(timer);
+        return conn.quit();
+      }),
+    );
   }
 }

@@ -22,14 +22,21 @@ import { judgeTls } from './tls-check.ts';
 import { errorMessage } from '../util/errors.ts';
 
 /** A host to probe; `mx` when it is a mail host of a domain (its MX RRset's DNSSEC status). */
-export interface ProbeTarget { host: string; port: number; mx?: { domain: string; kind: 'mx' | 'implicit'; secure: boolean } }
+export interface ProbeTarget {
+  host: string;
+  port: number;
+  mx?: { domain: string; kind: 'mx' | 'implicit'; secure: boolean };
+}
 
 /** What DANE (RFC 7672) says about a mail host, as delivery would see it. */
 export interface DaneReport {
   /** DNSSEC status of the MX records and of the host's addresses. */
   mxSecure: boolean;
   addressesSecure: boolean;
-  /** 'none': DANE does not apply (why in `text`); 'demand': TLSA records apply; 'refuse': delivery would not contact the host. */
+  /**
+   * 'none': DANE does not apply (why in `text`); 'demand': TLSA records apply; 'refuse': delivery would not contact the
+   * host.
+   */
   status: ProviderAnswer['kind'];
   /** The demand's source, or why there is none, or why the host is refused. */
   text: string;
@@ -45,8 +52,17 @@ export interface HostReport {
   connected: boolean;
   starttlsOffered?: boolean;
   tls?: {
-    version: string; cipher: string; bits: number; subject?: string; issuer?: string; fingerprint256?: string;
-    names?: string[]; chain: string[]; chainValid: boolean; chainError?: string; rootInTrustStore: boolean;
+    version: string;
+    cipher: string;
+    bits: number;
+    subject?: string;
+    issuer?: string;
+    fingerprint256?: string;
+    names?: string[];
+    chain: string[];
+    chainValid: boolean;
+    chainError?: string;
+    rootInTrustStore: boolean;
   };
   nameMatch?: { required: string; ok: boolean };
   revocation?: RevocationResult;
@@ -78,12 +94,17 @@ export interface ProbeOptions {
  */
 export async function targetsFor(resolver: Resolver, spec: string, defaultPort: number): Promise<ProbeTarget[]> {
   const m = /^\[?([^\]]+?)\]?(?::(\d+))?$/.exec(spec.trim());
-  const name = m?.[1] ?? spec; const port = m?.[2] ? Number(m[2]) : undefined;
+  const name = m?.[1] ?? spec;
+  const port = m?.[2] ? Number(m[2]) : undefined;
   if (port || net.isIP(name)) return [{ host: name, port: port ?? defaultPort }];
   const hosts = await mailHosts(resolver, name);
   if (hosts.kind === 'error') throw hosts.error;
   if (hosts.kind === 'nullMx') return [];
-  return hosts.hosts.map((h) => ({ host: h.name, port: defaultPort, mx: { domain: name, kind: hosts.kind, secure: hosts.secure } }));
+  return hosts.hosts.map((h) => ({
+    host: h.name,
+    port: defaultPort,
+    mx: { domain: name, kind: hosts.kind, secure: hosts.secure },
+  }));
 }
 
 export async function probeHost(t: ProbeTarget, o: ProbeOptions): Promise<HostReport[]> {
@@ -97,7 +118,17 @@ export async function probeHost(t: ProbeTarget, o: ProbeOptions): Promise<HostRe
       addresses = { secure: a.status === 'secure', names: a.names };
     }
   } catch (e) {
-    return [{ host: t.host, port: t.port, connected: false, requirement: o.requirement, passes: false, error: errorMessage(e), reason: `cannot resolve ${t.host}: ${errorMessage(e)}` }];
+    return [
+      {
+        host: t.host,
+        port: t.port,
+        connected: false,
+        requirement: o.requirement,
+        passes: false,
+        error: errorMessage(e),
+        reason: `cannot resolve ${t.host}: ${errorMessage(e)}`,
+      },
+    ];
   }
   const dane = t.mx && addresses ? await daneFor(t, addresses, o) : undefined;
   const reports: HostReport[] = [];
@@ -110,22 +141,50 @@ export async function probeHost(t: ProbeTarget, o: ProbeOptions): Promise<HostRe
 }
 
 /** What DANE demands of a mail host (as delivery's provider decides it), for the report. */
-async function daneFor(t: ProbeTarget, addresses: { secure: boolean; names: string[] }, o: ProbeOptions): Promise<{ answer: ProviderAnswer; report: DaneReport }> {
+async function daneFor(
+  t: ProbeTarget,
+  addresses: { secure: boolean; names: string[] },
+  o: ProbeOptions,
+): Promise<{ answer: ProviderAnswer; report: DaneReport }> {
   const mx = t.mx!;
   const hop = { key: `mx:${mx.domain}`, kind: 'mx' as const, domain: mx.domain, smartHosts: [], tls: o.requirement };
-  const answer = await new DaneProvider(() => o.resolver).forHost({ hop, host: t.host, port: t.port, via: { kind: mx.kind, secure: mx.secure }, addresses, message: { queueId: '' } });
-  const text = answer.kind === 'none' ? (answer.note ?? 'DANE: not applicable') : answer.kind === 'demand' ? `${answer.demand.source}: requires ${answer.demand.level}` : `${answer.demand.source}: ${answer.detail}`;
+  const answer = await new DaneProvider(() => o.resolver).forHost({
+    hop,
+    host: t.host,
+    port: t.port,
+    via: { kind: mx.kind, secure: mx.secure },
+    addresses,
+    message: { queueId: '' },
+  });
+  const text =
+    answer.kind === 'none'
+      ? (answer.note ?? 'DANE: not applicable')
+      : answer.kind === 'demand'
+        ? `${answer.demand.source}: requires ${answer.demand.level}`
+        : `${answer.demand.source}: ${answer.detail}`;
   return { answer, report: { mxSecure: mx.secure, addressesSecure: addresses.secure, status: answer.kind, text } };
 }
 
 /** Record the TLS facts of a session in the report and judge them; returns the judgement. */
-async function judgeSession(r: HostReport, t0: PeerTls, t: ProbeTarget, o: ProbeOptions): Promise<{ violation: string | null; kind?: TlsFailureKind }> {
+async function judgeSession(
+  r: HostReport,
+  t0: PeerTls,
+  t: ProbeTarget,
+  o: ProbeOptions,
+): Promise<{ violation: string | null; kind?: TlsFailureKind }> {
   const root = t0.chainValid ? t0.chain?.at(-1) : undefined;
   r.tls = {
-    version: t0.version, cipher: t0.cipher, bits: t0.bits, chain: (t0.chain ?? []).map((c) => dnLine(c.subject)),
-    chainValid: t0.chainValid, rootInTrustStore: !!root && o.trust.isTrusted(root),
-    ...(t0.subject ? { subject: t0.subject } : {}), ...(t0.issuer ? { issuer: t0.issuer } : {}), ...(t0.fingerprint256 ? { fingerprint256: t0.fingerprint256 } : {}),
-    ...(t0.names ? { names: t0.names } : {}), ...(t0.chainError ? { chainError: t0.chainError } : {}),
+    version: t0.version,
+    cipher: t0.cipher,
+    bits: t0.bits,
+    chain: (t0.chain ?? []).map((c) => dnLine(c.subject)),
+    chainValid: t0.chainValid,
+    rootInTrustStore: !!root && o.trust.isTrusted(root),
+    ...(t0.subject ? { subject: t0.subject } : {}),
+    ...(t0.issuer ? { issuer: t0.issuer } : {}),
+    ...(t0.fingerprint256 ? { fingerprint256: t0.fingerprint256 } : {}),
+    ...(t0.names ? { names: t0.names } : {}),
+    ...(t0.chainError ? { chainError: t0.chainError } : {}),
   };
   const want = o.requirement.tlsDomain ?? t.host;
   r.nameMatch = { required: want, ok: namesSatisfy(t0.names ?? [], want) };
@@ -140,16 +199,38 @@ async function judgeSession(r: HostReport, t0: PeerTls, t: ProbeTarget, o: Probe
 }
 
 async function probeAddress(t: ProbeTarget, ip: string, o: ProbeOptions, dane?: ProviderAnswer): Promise<HostReport> {
-  const base: HostReport = { host: t.host, ip, port: t.port, connected: false, requirement: o.requirement, passes: false };
+  const base: HostReport = {
+    host: t.host,
+    ip,
+    port: t.port,
+    connected: false,
+    requirement: o.requirement,
+    passes: false,
+  };
   let conn: SmtpConnection;
   try {
     conn = await SmtpConnection.open({
-      ip, port: t.port, hostname: t.host, heloName: o.config.delivery.heloName ?? o.config.hostname, trust: o.trust, starttls: 'try',
-      timeouts: { ...o.config.delivery.timeouts, greeting: Math.min(o.config.delivery.timeouts.greeting, 30), command: Math.min(o.config.delivery.timeouts.command, 30) },
+      ip,
+      port: t.port,
+      hostname: t.host,
+      heloName: o.config.delivery.heloName ?? o.config.hostname,
+      trust: o.trust,
+      starttls: 'try',
+      timeouts: {
+        ...o.config.delivery.timeouts,
+        greeting: Math.min(o.config.delivery.timeouts.greeting, 30),
+        command: Math.min(o.config.delivery.timeouts.command, 30),
+      },
     });
   } catch (e) {
     const msg = e instanceof DeliveryError ? e.message : String(e);
-    if (!(e instanceof DeliveryError && e.tls)) return { ...base, error: msg, reason: msg, ...(e instanceof DeliveryError && e.tlsFailure ? { tlsFailure: e.tlsFailure } : {}) };
+    if (!(e instanceof DeliveryError && e.tls))
+      return {
+        ...base,
+        error: msg,
+        reason: msg,
+        ...(e instanceof DeliveryError && e.tlsFailure ? { tlsFailure: e.tlsFailure } : {}),
+      };
     // STARTTLS worked, SMTP failed afterwards: what TLS showed is still worth reporting.
     const r: HostReport = { ...base, connected: true, starttlsOffered: true, error: msg };
     await judgeSession(r, e.tls, t, o);
@@ -165,19 +246,33 @@ async function probeAddress(t: ProbeTarget, ip: string, o: ProbeOptions, dane?: 
     }
     if (conn.tls) j = await judgeSession(r, conn.tls, t, o);
     else {
-      if (conn.tlsSkipped) { r.error = conn.tlsSkipped.detail; r.tlsFailure = conn.tlsSkipped.kind; }
+      if (conn.tlsSkipped) {
+        r.error = conn.tlsSkipped.detail;
+        r.tlsFailure = conn.tlsSkipped.kind;
+      }
       j = await judgeTls(null, o.requirement, `host ${t.host} [${ip}]`, o.revocation, o.config.tls.revocation, true);
     }
     r.passes = j.violation === null;
     if (j.violation) r.reason = j.violation;
     if (j.violation && j.kind) r.tlsFailure = j.kind;
     if (o.sendTo && r.passes) {
-      const data = Buffer.from(`From: Portcullis connector validation <postmaster@${o.config.hostname}>\r\nTo: <${o.sendTo}>\r\nSubject: Portcullis connector validation\r\n` +
-        `Date: ${new Date().toUTCString()}\r\nMessage-ID: <validate.${Date.now()}@${o.config.hostname}>\r\n\r\nThis is a test message sent by "portcullis connector validate".\r\n`);
-      const res = await conn.send({ from: `postmaster@${o.config.hostname}`, rcpts: [{ address: o.sendTo }], eightBit: false, smtputf8: false }, data);
+      const data = Buffer.from(
+        `From: Portcullis connector validation <postmaster@${o.config.hostname}>\r\nTo: <${o.sendTo}>\r\nSubject: ` +
+          `Portcullis connector validation\r\n` +
+          `Date: ${new Date().toUTCString()}\r\nMessage-ID: ` +
+          `<validate.${Date.now()}@${o.config.hostname}>\r\n\r\nThis is a test message sent by "portcullis ` +
+          `connector validate".\r\n`,
+      );
+      const res = await conn.send(
+        { from: `postmaster@${o.config.hostname}`, rcpts: [{ address: o.sendTo }], eightBit: false, smtputf8: false },
+        data,
+      );
       const final = res.data ?? res.rcpts.at(0) ?? res.mail;
       r.testMessage = `${final.code} ${final.enhanced ?? ''} ${final.text}`.replace(/ {2}/g, ' ');
-      if (final.code !== 250) { r.passes = false; r.reason = `test message refused: ${r.testMessage}`; }
+      if (final.code !== 250) {
+        r.passes = false;
+        r.reason = `test message refused: ${r.testMessage}`;
+      }
     }
   } catch (e) {
     r.passes = false;
@@ -193,7 +288,8 @@ const KIND: Record<EndpointResult['kind'], string> = { ocsp: 'OCSP', crl: 'CRL',
 /** One endpoint: what it answered (and whether from our cache), or why it could not be used. */
 export function formatEndpoint(e: EndpointResult): string {
   let what: string;
-  if (e.kind === 'caIssuers' && e.ok) what = `served ${e.served}${e.servedIsIssuer ? ' (the issuer)' : ' (NOT the issuer of this certificate)'}`;
+  if (e.kind === 'caIssuers' && e.ok)
+    what = `served ${e.served}${e.servedIsIssuer ? ' (the issuer)' : ' (NOT the issuer of this certificate)'}`;
   else if (e.ok) what = `answered, ${e.status}${e.cached ? ` (from our cache, fetched ${e.fetchedAt})` : ''}`;
   else what = e.reachable ? `answered, but unusable: ${e.error}` : `UNREACHABLE (${e.error})`;
   return `${KIND[e.kind]} ${e.url}: ${what}`;
@@ -203,7 +299,15 @@ export function formatEndpoint(e: EndpointResult): string {
 export function formatRevocation(rev: RevocationResult, indent = '  '): string[] {
   const L: string[] = [];
   for (const c of rev.certificates) {
-    L.push(`${indent}revocation of ${c.subject}: ${c.status}${c.revokedAt ? ` (revoked ${c.revokedAt})` : ''}${c.issuerUrl ? ` (issuer ${c.issuer} fetched from its CA-issuer URL)` : c.issuer ? '' : ' (issuer certificate not found: answers cannot be verified)'}`);
+    L.push(
+      `${indent}revocation of ${c.subject}: ${c.status}` +
+        (c.revokedAt ? ` (revoked ${c.revokedAt})` : '') +
+        (c.issuerUrl
+          ? ` (issuer ${c.issuer} fetched from its CA-issuer URL)`
+          : c.issuer
+            ? ''
+            : ' (issuer certificate not found: answers cannot be verified)'),
+    );
     for (const e of c.endpoints) L.push(`${indent}  ${formatEndpoint(e)}`);
     if (!c.endpoints.some((e) => e.kind !== 'caIssuers')) L.push(`${indent}  no CRL or OCSP endpoints`);
   }
@@ -212,22 +316,40 @@ export function formatRevocation(rev: RevocationResult, indent = '  '): string[]
 
 /** Text for administrators, one block per host. */
 export function formatReport(r: HostReport): string {
-  const L = [`${r.host} [${r.ip ?? '?'}]:${r.port}  ${r.passes ? 'PASS' : 'FAIL'}  (required: ${r.requirement.level}${r.requirement.tlsDomain ? `, tlsDomain ${r.requirement.tlsDomain}` : ''} — ${r.requirement.source})`];
+  const L = [
+    `${r.host} [${r.ip ?? '?'}]:${r.port}  ${r.passes ? 'PASS' : 'FAIL'}  (required: ` +
+      `${r.requirement.level}${r.requirement.tlsDomain ? `, tlsDomain ${r.requirement.tlsDomain}` : ''} — ` +
+      `${r.requirement.source})`,
+  ];
   const failure = r.tlsFailure ? [`  TLS failure: ${tlsFailureLabel(r.tlsFailure)} (${r.tlsFailure})`] : [];
-  if (!r.connected) { L.push(`  connection: ${r.error}`, ...failure); return L.join('\n'); }
+  if (!r.connected) {
+    L.push(`  connection: ${r.error}`, ...failure);
+    return L.join('\n');
+  }
   L.push(`  STARTTLS: ${r.starttlsOffered ? 'offered' : 'NOT offered'}`);
   if (r.tls) {
     L.push(`  TLS: ${r.tls.version} ${r.tls.cipher} (${r.tls.bits} bits)`);
     L.push(`  certificate: ${r.tls.subject}; issuer ${r.tls.issuer}; SHA-256 ${r.tls.fingerprint256}`);
-    L.push(`  names: ${(r.tls.names ?? []).join(', ') || '(none)'}${r.nameMatch ? `; match ${r.nameMatch.required}: ${r.nameMatch.ok ? 'yes' : 'NO'}` : ''}`);
-    L.push(`  chain: ${r.tls.chain.join('  ->  ')}  ${r.tls.chainValid ? '(valid)' : `(NOT valid: ${r.tls.chainError})`}`);
+    L.push(
+      `  names: ${(r.tls.names ?? []).join(', ') || '(none)'}` +
+        (r.nameMatch ? `; match ${r.nameMatch.required}: ${r.nameMatch.ok ? 'yes' : 'NO'}` : ''),
+    );
+    L.push(
+      `  chain: ${r.tls.chain.join('  ->  ')}  ${r.tls.chainValid ? '(valid)' : `(NOT valid: ${r.tls.chainError})`}`,
+    );
     L.push(`  root in our trust store: ${r.tls.rootInTrustStore ? 'yes' : 'no'}`);
   } else if (r.error) L.push(`  TLS: not used (${r.error})`);
   if (r.revocation) L.push(...formatRevocation(r.revocation));
   if (r.dane) {
-    L.push(`  DNSSEC: MX records ${r.dane.mxSecure ? 'secure' : 'insecure'}, addresses of ${r.host} ${r.dane.addressesSecure ? 'secure' : 'insecure'}`);
+    L.push(
+      `  DNSSEC: MX records ${r.dane.mxSecure ? 'secure' : 'insecure'}, addresses of ${r.host} ` +
+        `${r.dane.addressesSecure ? 'secure' : 'insecure'}`,
+    );
     L.push(`  DANE: ${r.dane.status === 'refuse' ? 'delivery would NOT contact this host: ' : ''}${r.dane.text}`);
-    if (r.dane.matches !== undefined) L.push(`  DANE certificate: ${r.dane.matches ? 'MATCHES' : 'does NOT match (delivery would defer)'}: ${r.dane.detail}`);
+    if (r.dane.matches !== undefined)
+      L.push(
+        `  DANE certificate: ${r.dane.matches ? 'MATCHES' : 'does NOT match (delivery would defer)'}: ${r.dane.detail}`,
+      );
   }
   if (r.testMessage) L.push(`  test message: ${r.testMessage}`);
   L.push(...failure);

@@ -1,5 +1,6 @@
 // Owns: delivering one message's recipients for one next hop over SMTP: resolving MX (dns/mx.ts;
-// never to this gateway itself, RFC 5321 §5.1) or smart hosts, trying hosts in order, applying the TLS requirement, reusing pooled connections,
+// never to this gateway itself, RFC 5321 §5.1) or smart hosts, trying hosts in order, applying the TLS requirement,
+// reusing pooled connections,
 // and returning one classified outcome per recipient plus the facts of every attempt (the trace).
 // What a failure means (next host, every recipient, the verdict, what is remembered) is decided by
 // trouble.ts. The TLS requirement of each host is the hop's composed with the demands of the demand
@@ -23,11 +24,26 @@ import net from 'node:net';
 import type { Config } from '../config/load.ts';
 import { beforeSelf, mailHosts } from '../dns/mx.ts';
 import { DnsError, type Resolver } from '../dns/types.ts';
-import { composeHost, plainRequirement, requireTlsProblem, type DemandProvider, type HostContext, type HostRequirement, type NextHop, type TlsRequirement } from '../policy/outbound.ts';
+import {
+  composeHost,
+  plainRequirement,
+  requireTlsProblem,
+  type DemandProvider,
+  type HostContext,
+  type HostRequirement,
+  type NextHop,
+  type TlsRequirement,
+} from '../policy/outbound.ts';
 import { levelRank, type TlsLevel } from '../tls/levels.ts';
 import { smtpPath } from '../mailbox.ts';
 import type { EnvelopeParams, QueueRecipient } from '../store/types.ts';
-import { describeTlsFailure, rfc8460ResultType, type Rfc8460Policy, type Rfc8460ResultType, type TlsFailureKind } from '../tls/failures.ts';
+import {
+  describeTlsFailure,
+  rfc8460ResultType,
+  type Rfc8460Policy,
+  type Rfc8460ResultType,
+  type TlsFailureKind,
+} from '../tls/failures.ts';
 import { namesSatisfy } from '../tls/names.ts';
 import type { TrustStore } from '../tls/trust.ts';
 import type { RevocationChecker } from '../tls/revocation.ts';
@@ -37,8 +53,19 @@ import { judgeTls } from './tls-check.ts';
 import type { ConnectionPool } from './pool.ts';
 import { DeliveryError, SmtpConnection, type PeerTls, type TransactionResult } from './smtp-client.ts';
 import {
-  Tally, Trouble, forAll, hostFailure, inProcessMemories, nextTlsStep, transactionOutcome,
-  type AttemptFacts, type DeliveryMemories, type HostFailed, type HostResult, type RemoteResult, type TlsMode,
+  Tally,
+  Trouble,
+  forAll,
+  hostFailure,
+  inProcessMemories,
+  nextTlsStep,
+  transactionOutcome,
+  type AttemptFacts,
+  type DeliveryMemories,
+  type HostFailed,
+  type HostResult,
+  type RemoteResult,
+  type TlsMode,
 } from './trouble.ts';
 
 export type { AttemptFacts, RemoteResult } from './trouble.ts';
@@ -52,7 +79,10 @@ export interface RemoteJob {
   data: Buffer;
 }
 
-interface Target { name: string; port: number }
+interface Target {
+  name: string;
+  port: number;
+}
 
 /** One TLS negotiation with an MX host (RFC 8460 §4.3: a session, successful or failed). */
 export interface TlsSessionReport {
@@ -69,7 +99,10 @@ export interface TlsSessionReport {
 }
 
 /** A host's addresses, with the DNSSEC status and names of their lookup (none for an IP literal). */
-interface Addresses { ips: string[]; lookup?: { secure: boolean; names: readonly string[] } }
+interface Addresses {
+  ips: string[];
+  lookup?: { secure: boolean; names: readonly string[] };
+}
 
 /** Seams for tests and for sharing what delivery remembers (see trouble.ts). */
 export interface RemoteOptions {
@@ -84,12 +117,20 @@ export interface RemoteOptions {
 
 /** The names this gateway is known by in mail transactions: `hostname` and `delivery.heloName`. */
 function ownNames(cfg: Config): Set<string> {
-  return new Set([cfg.hostname, cfg.delivery.heloName].filter((n): n is string => !!n).map((n) => n.toLowerCase().replace(/\.$/, '')));
+  return new Set(
+    [cfg.hostname, cfg.delivery.heloName]
+      .filter((n): n is string => !!n)
+      .map((n) => n.toLowerCase().replace(/\.$/, '')),
+  );
 }
 
 function loopsBack(domain: string, self: { name: string; priority: number }): string {
-  return `mail for ${domain} loops back to myself: this gateway (${self.name.toLowerCase().replace(/\.$/, '')}) is listed as its mail server (MX, preference ${self.priority}) `
-    + 'and no server is preferred to it, so there is nowhere to send the message. The domain\'s MX records are wrong, or the domain should be one of this gateway\'s accepted domains.';
+  return (
+    `mail for ${domain} loops back to myself: this gateway (${self.name.toLowerCase().replace(/\.$/, '')}) is ` +
+    `listed as its mail server (MX, preference ${self.priority}) ` +
+    "and no server is preferred to it, so there is nowhere to send the message. The domain's MX records are " +
+    "wrong, or the domain should be one of this gateway's accepted domains."
+  );
 }
 
 /** How the hosts of a next hop were found (HostContext.via). */
@@ -103,12 +144,16 @@ class Semaphore {
   private waiters: (() => void)[] = [];
   constructor(private readonly max: () => number) {}
   async acquire(): Promise<void> {
-    if (this.used < this.max()) { this.used++; return; }
+    if (this.used < this.max()) {
+      this.used++;
+      return;
+    }
     await new Promise<void>((r) => this.waiters.push(r));
   }
   release(): void {
     const w = this.waiters.shift();
-    if (w) w(); else this.used--;
+    if (w) w();
+    else this.used--;
   }
 }
 
@@ -130,7 +175,11 @@ function achieved(tls: PeerTls | null, req: TlsRequirement, hostname: string, pr
 function requirementFacts(req: HostRequirement): Pick<AttemptFacts, 'tlsRequired' | 'tlsDemands' | 'tlsNotes'> {
   const others = req.demands.slice(1).map(plainRequirement);
   const notes = [...req.waived.map((w) => `not applied: ${w}`), ...req.notes];
-  return { tlsRequired: plainRequirement(req), ...(others.length ? { tlsDemands: others } : {}), ...(notes.length ? { tlsNotes: notes } : {}) };
+  return {
+    tlsRequired: plainRequirement(req),
+    ...(others.length ? { tlsDemands: others } : {}),
+    ...(notes.length ? { tlsNotes: notes } : {}),
+  };
 }
 
 const stripChain = (t: PeerTls | null | undefined): Omit<PeerTls, 'chain' | 'presented'> | undefined => {
@@ -146,8 +195,16 @@ function unsendable(job: RemoteJob): Map<number, Outcome> {
   const from = smtpPath(job.mailFrom, 'sender', utf8);
   for (const r of job.recipients) {
     const to = smtpPath(r.address, 'recipient', utf8);
-    if (!from.ok) out.set(r.idx, classifyFailure({ kind: 'badSender', detail: `sender <${job.mailFrom}> cannot be sent: ${from.problem}` }));
-    else if (!to.ok) out.set(r.idx, classifyFailure({ kind: 'badRecipient', detail: `recipient <${r.address}> cannot be sent: ${to.problem}` }));
+    if (!from.ok)
+      out.set(
+        r.idx,
+        classifyFailure({ kind: 'badSender', detail: `sender <${job.mailFrom}> cannot be sent: ${from.problem}` }),
+      );
+    else if (!to.ok)
+      out.set(
+        r.idx,
+        classifyFailure({ kind: 'badRecipient', detail: `recipient <${r.address}> cannot be sent: ${to.problem}` }),
+      );
   }
   return out;
 }
@@ -180,13 +237,25 @@ export class RemoteDelivery {
   }
 
   /** Report a TLS session with an MX host (not smart hosts; not our own TLS reports, RFC 8460 §5.3). */
-  private session(job: RemoteJob, req: HostRequirement, t: Target, ip: string, localIp: string | undefined, failure?: TlsFailureKind): void {
+  private session(
+    job: RemoteJob,
+    req: HostRequirement,
+    t: Target,
+    ip: string,
+    localIp: string | undefined,
+    failure?: TlsFailureKind,
+  ): void {
     if (job.hop.kind !== 'mx' || job.envelope.tlsReport) return;
     // The published policy that applied to this host (DANE, MTA-STS), else none was found.
-    const policy = req.demands.find((d) => d.report)?.report ?? job.hop.tls.report ?? { type: 'no-policy-found' as const };
+    const policy = req.demands.find((d) => d.report)?.report ??
+      job.hop.tls.report ?? { type: 'no-policy-found' as const };
     this.onTlsSession({
-      policyDomain: job.hop.domain, policy, mxHost: t.name, mxIp: ip,
-      ...(localIp ? { sendingIp: localIp } : {}), ...(failure ? { resultType: rfc8460ResultType(failure), reason: describeTlsFailure(failure) } : {}),
+      policyDomain: job.hop.domain,
+      policy,
+      mxHost: t.name,
+      mxIp: ip,
+      ...(localIp ? { sendingIp: localIp } : {}),
+      ...(failure ? { resultType: rfc8460ResultType(failure), reason: describeTlsFailure(failure) } : {}),
     });
   }
 
@@ -197,7 +266,16 @@ export class RemoteDelivery {
     const rest = job.recipients.filter((r) => !bad.has(r.idx));
     const result: RemoteResult = rest.length
       ? await this.deliverValid({ ...job, recipients: rest })
-      : { outcomes: new Map(), attempt: { host: job.hop.domain, port: this.config().delivery.port, tlsRequired: job.hop.tls, tlsAchieved: 'none', error: [...bad.values()][0].reply.reason! } };
+      : {
+          outcomes: new Map(),
+          attempt: {
+            host: job.hop.domain,
+            port: this.config().delivery.port,
+            tlsRequired: job.hop.tls,
+            tlsAchieved: 'none',
+            error: [...bad.values()][0].reply.reason!,
+          },
+        };
     for (const [idx, o] of bad) result.outcomes.set(idx, o);
     return result;
   }
@@ -207,7 +285,10 @@ export class RemoteDelivery {
     const down = await this.trouble.down(hop.key);
     if (down) return { outcomes: forAll(job.recipients, down.outcome), attempt: down.attempt };
     let sem = this.limits.get(hop.key);
-    if (!sem) { sem = new Semaphore(() => this.config().delivery.maxConnectionsPerDestination); this.limits.set(hop.key, sem); }
+    if (!sem) {
+      sem = new Semaphore(() => this.config().delivery.maxConnectionsPerDestination);
+      this.limits.set(hop.key, sem);
+    }
     await sem.acquire();
     try {
       return await this.attempt(job);
@@ -219,18 +300,41 @@ export class RemoteDelivery {
   /** The hosts of the next hop: its smart hosts, or its mail hosts (dns/mx.ts, RFC 5321 §5.1). */
   private async targets(hop: NextHop): Promise<Found<{ hosts: Target[]; via: Via }>> {
     const port = this.config().delivery.port;
-    if (hop.kind === 'smarthost') return { kind: 'found', value: { hosts: hop.smartHosts.map((h) => ({ name: h.host, port: h.port ?? port })), via: { kind: 'smarthost', secure: false } } };
+    if (hop.kind === 'smarthost')
+      return {
+        kind: 'found',
+        value: {
+          hosts: hop.smartHosts.map((h) => ({ name: h.host, port: h.port ?? port })),
+          via: { kind: 'smarthost', secure: false },
+        },
+      };
     const mx = await mailHosts(this.resolver(), hop.domain, this.random);
     switch (mx.kind) {
       // RFC 7505 §3: a null MX says the domain accepts no mail (556 5.1.10, classify.ts).
-      case 'nullMx': return { kind: 'failed', facts: { kind: 'nullMx', detail: `${hop.domain} publishes a null MX record (RFC 7505): it accepts no mail` } };
-      case 'error': return { kind: 'failed', facts: { kind: 'dns', dnsKind: mx.error.kind, detail: `MX lookup for ${hop.domain} failed: ${mx.error.message}` } };
+      case 'nullMx':
+        return {
+          kind: 'failed',
+          facts: { kind: 'nullMx', detail: `${hop.domain} publishes a null MX record (RFC 7505): it accepts no mail` },
+        };
+      case 'error':
+        return {
+          kind: 'failed',
+          facts: {
+            kind: 'dns',
+            dnsKind: mx.error.kind,
+            detail: `MX lookup for ${hop.domain} failed: ${mx.error.message}`,
+          },
+        };
       default: {
         // RFC 5321 §5.1: never to ourselves, nor to hosts we are preferred to (they send to us).
         const left = beforeSelf(mx.hosts, ownNames(this.config()));
-        if (left.self && !left.hosts.length) return { kind: 'failed', facts: { kind: 'loopsBack', detail: loopsBack(hop.domain, left.self) } };
+        if (left.self && !left.hosts.length)
+          return { kind: 'failed', facts: { kind: 'loopsBack', detail: loopsBack(hop.domain, left.self) } };
         // `secure`: the DNSSEC status of the MX answer (DANE needs it, RFC 7672 §2.2.1).
-        return { kind: 'found', value: { hosts: left.hosts.map((h) => ({ name: h.name, port })), via: { kind: mx.kind, secure: mx.secure } } };
+        return {
+          kind: 'found',
+          value: { hosts: left.hosts.map((h) => ({ name: h.name, port })), via: { kind: mx.kind, secure: mx.secure } },
+        };
       }
     }
   }
@@ -241,16 +345,30 @@ export class RemoteDelivery {
       const r = await this.resolver().addresses(t.name);
       return { kind: 'found', value: { ips: r.records, lookup: { secure: r.status === 'secure', names: r.names } } };
     } catch (e) {
-      if (e instanceof DnsError) return { kind: 'failed', facts: { kind: 'dns', dnsKind: e.kind, detail: `address lookup for ${t.name} failed: ${e.message}` } };
+      if (e instanceof DnsError)
+        return {
+          kind: 'failed',
+          facts: { kind: 'dns', dnsKind: e.kind, detail: `address lookup for ${t.name} failed: ${e.message}` },
+        };
       throw e;
     }
   }
 
   private async attempt(job: RemoteJob): Promise<RemoteResult> {
     const hop = job.hop;
-    const base: AttemptFacts = { host: hop.domain, port: this.config().delivery.port, tlsRequired: hop.tls, tlsAchieved: 'none', ...(hop.connector ? { connector: hop.connector.name } : {}) };
+    const base: AttemptFacts = {
+      host: hop.domain,
+      port: this.config().delivery.port,
+      tlsRequired: hop.tls,
+      tlsAchieved: 'none',
+      ...(hop.connector ? { connector: hop.connector.name } : {}),
+    };
     const targets = await this.targets(hop);
-    if (targets.kind === 'failed') return { outcomes: forAll(job.recipients, classifyFailure(targets.facts)), attempt: { ...base, error: targets.facts.detail } };
+    if (targets.kind === 'failed')
+      return {
+        outcomes: forAll(job.recipients, classifyFailure(targets.facts)),
+        attempt: { ...base, error: targets.facts.detail },
+      };
 
     const tally = new Tally();
     const content = new OutboundContent(job.data, job.envelope);
@@ -266,7 +384,8 @@ export class RemoteDelivery {
       const plan = await this.hostRequirement(job, t, targets.value.via, ips.value);
       if (plan.kind === 'refused') {
         // A source rules this host out (a TLSA lookup that failed, an MTA-STS enforce policy that
-        // does not name it): it is not contacted at all; the next host is tried, and the message waits when none is left.
+        // does not name it): it is not contacted at all; the next host is tried, and the message waits when none is
+        // left.
         tally.hostSkipped(plan.failure.outcome, plan.failure.attempt);
         continue;
       }
@@ -283,7 +402,14 @@ export class RemoteDelivery {
       }
     }
     const v = tally.verdict();
-    if (!v) return { outcomes: forAll(job.recipients, classifyFailure({ kind: 'noHost', detail: `no address found for the mail servers of ${hop.domain}` })), attempt: base };
+    if (!v)
+      return {
+        outcomes: forAll(
+          job.recipients,
+          classifyFailure({ kind: 'noHost', detail: `no address found for the mail servers of ${hop.domain}` }),
+        ),
+        attempt: base,
+      };
     // Every host failed at connection level: remember the destination as down for a while
     // (RFC 5321 §4.5.4.1: delay retrying a destination after a failed attempt).
     if (v.destinationDown) await this.trouble.markDown(hop.key, { outcome: v.outcome, attempt: v.attempt });
@@ -294,15 +420,43 @@ export class RemoteDelivery {
    * The TLS requirement of one host: the hop's, composed with what each demand provider demands
    * of the host (policy/outbound.ts composeHost), or the refusal of a provider.
    */
-  private async hostRequirement(job: RemoteJob, t: Target, via: Via, a: Addresses): Promise<{ kind: 'ok' } & Plan | { kind: 'refused'; failure: HostFailed }> {
-    const ctx: HostContext = { hop: job.hop, host: t.name, port: t.port, via, ...(a.lookup ? { addresses: a.lookup } : {}), message: { queueId: job.queueId } };
+  private async hostRequirement(
+    job: RemoteJob,
+    t: Target,
+    via: Via,
+    a: Addresses,
+  ): Promise<({ kind: 'ok' } & Plan) | { kind: 'refused'; failure: HostFailed }> {
+    const ctx: HostContext = {
+      hop: job.hop,
+      host: t.name,
+      port: t.port,
+      via,
+      ...(a.lookup ? { addresses: a.lookup } : {}),
+      message: { queueId: job.queueId },
+    };
     const answers = [];
     const observe: TlsRequirement[] = [];
     for (const p of this.providers()) {
       const answer = await p.forHost(ctx);
       if (answer.kind === 'refuse') {
-        const facts: AttemptFacts = { host: t.name, port: t.port, tlsRequired: plainRequirement(answer.demand), tlsAchieved: 'none', ...(job.hop.connector ? { connector: job.hop.connector.name } : {}) };
-        return { kind: 'refused', failure: hostFailure({ kind: 'tlsPolicy', tlsFailure: answer.tlsFailure, detail: `TLS required by ${answer.demand.source}: ${answer.detail}, host ${t.name}` }, facts) };
+        const facts: AttemptFacts = {
+          host: t.name,
+          port: t.port,
+          tlsRequired: plainRequirement(answer.demand),
+          tlsAchieved: 'none',
+          ...(job.hop.connector ? { connector: job.hop.connector.name } : {}),
+        };
+        return {
+          kind: 'refused',
+          failure: hostFailure(
+            {
+              kind: 'tlsPolicy',
+              tlsFailure: answer.tlsFailure,
+              detail: `TLS required by ${answer.demand.source}: ${answer.detail}, host ${t.name}`,
+            },
+            facts,
+          ),
+        };
       }
       if (answer.kind === 'none' && answer.observe) observe.push(answer.observe);
       answers.push({ provider: p.name, answer });
@@ -313,7 +467,13 @@ export class RemoteDelivery {
   }
 
   /** One host address: the outcomes, or a failure of this host (trouble.ts says what it means). */
-  private async tryHost(job: RemoteJob, content: OutboundContent, t: Target, ip: string, plan: Plan): Promise<HostResult> {
+  private async tryHost(
+    job: RemoteJob,
+    content: OutboundContent,
+    t: Target,
+    ip: string,
+    plan: Plan,
+  ): Promise<HostResult> {
     const first = await this.once(job, content, t, ip, plan, true);
     if (first.kind !== 'stale') return first;
     // The pooled connection died while idle: once more, on a fresh connection (never pooled).
@@ -321,9 +481,23 @@ export class RemoteDelivery {
     return again.kind === 'stale' ? again.failure : again;
   }
 
-  private async once(job: RemoteJob, content: OutboundContent, t: Target, ip: string, plan: Plan, pooled: boolean): Promise<HostResult | Stale> {
+  private async once(
+    job: RemoteJob,
+    content: OutboundContent,
+    t: Target,
+    ip: string,
+    plan: Plan,
+    pooled: boolean,
+  ): Promise<HostResult | Stale> {
     const req = plan.requirement;
-    const facts: AttemptFacts = { host: t.name, ip, port: t.port, ...requirementFacts(req), tlsAchieved: 'none', ...(job.hop.connector ? { connector: job.hop.connector.name } : {}) };
+    const facts: AttemptFacts = {
+      host: t.name,
+      ip,
+      port: t.port,
+      ...requirementFacts(req),
+      tlsAchieved: 'none',
+      ...(job.hop.connector ? { connector: job.hop.connector.name } : {}),
+    };
     // Connections are shared only between deliveries that demand the same of the host.
     const key = `${ip}:${t.port}|${req.demands.map((d) => `${d.level}/${d.tlsDomain ?? ''}/${d.source}`).join('|')}`;
     // RFC 8689 §4.2.1: a REQUIRETLS message goes only to a host a source authenticates; else this
@@ -333,10 +507,19 @@ export class RemoteDelivery {
     const opened = await this.open(job, req, t, ip, key, facts, pooled);
     if (opened.kind !== 'open') return opened;
     const refused = await this.checkTls(opened.conn, opened.mode, job, req, t, ip, facts);
-    if (refused) { void opened.conn.quit(); return refused; }
+    if (refused) {
+      void opened.conn.quit();
+      return refused;
+    }
     if (job.envelope.requireTls && !opened.conn.extensions.has('REQUIRETLS')) {
       void opened.conn.quit();
-      return hostFailure({ kind: 'requireTls', detail: `TLS required by REQUIRETLS (RFC 8689): ${t.name} [${ip}] does not offer REQUIRETLS` }, facts);
+      return hostFailure(
+        {
+          kind: 'requireTls',
+          detail: `TLS required by REQUIRETLS (RFC 8689): ${t.name} [${ip}] does not offer REQUIRETLS`,
+        },
+        facts,
+      );
     }
     this.observe(opened.conn, plan.observe, t, facts);
     return this.transact(job, content, t, ip, key, opened.conn, facts);
@@ -346,24 +529,47 @@ export class RemoteDelivery {
    * A pooled connection, or a new one. Opportunistic TLS steps down on a failed handshake: at most
    * three connections (TLS 1.2+, legacy TLS, plaintext); a required level gets one.
    */
-  private async open(job: RemoteJob, req: HostRequirement, t: Target, ip: string, key: string, facts: AttemptFacts, pooled: boolean): Promise<Opened> {
+  private async open(
+    job: RemoteJob,
+    req: HostRequirement,
+    t: Target,
+    ip: string,
+    key: string,
+    facts: AttemptFacts,
+    pooled: boolean,
+  ): Promise<Opened> {
     const cfg = this.config();
     const forced = levelRank(req.level) >= levelRank('encryptionOnly');
     const reused = pooled ? this.pool.take(key) : undefined;
-    if (reused) { facts.reused = true; return { kind: 'open', conn: reused, mode: 'modern' }; }
+    if (reused) {
+      facts.reused = true;
+      return { kind: 'open', conn: reused, mode: 'modern' };
+    }
     const start = await this.trouble.tlsStart(req, ip, forced);
     let mode = start.mode;
     if (start.remembered && mode !== 'modern') {
       // A step remembered from an earlier attempt (a step taken now records its own note).
       facts.tlsFailure = start.remembered.value.cause;
-      facts.fallback = `TLS 1.2+ handshake with this host failed recently: ${describeTlsFailure(start.remembered.value.cause)}; ${mode === 'legacy' ? 'using legacy TLS' : 'sending in plaintext'} until ${new Date(start.remembered.until).toISOString()}`;
+      facts.fallback =
+        `TLS 1.2+ handshake with this host failed recently: ` +
+        `${describeTlsFailure(start.remembered.value.cause)}; ` +
+        `${mode === 'legacy' ? 'using legacy TLS' : 'sending in plaintext'} until ` +
+        `${new Date(start.remembered.until).toISOString()}`;
     }
     for (let round = 0; round < 3; round++) {
       const starttls = mode === 'plaintext' ? 'never' : forced ? 'require' : 'try';
       try {
         const conn = await SmtpConnection.open({
-          ip, port: t.port, hostname: t.name, heloName: cfg.delivery.heloName ?? cfg.hostname, trust: this.trust(), starttls, legacyTls: mode === 'legacy',
-          ...this.sourceFor(ip), timeouts: cfg.delivery.timeouts, ...(this.identity ? { clientCert: this.identity() } : {}),
+          ip,
+          port: t.port,
+          hostname: t.name,
+          heloName: cfg.delivery.heloName ?? cfg.hostname,
+          trust: this.trust(),
+          starttls,
+          legacyTls: mode === 'legacy',
+          ...this.sourceFor(ip),
+          timeouts: cfg.delivery.timeouts,
+          ...(this.identity ? { clientCert: this.identity() } : {}),
           // A resumed session carries no certificate to check: certificateValidation and above
           // always do a full handshake (resuming made every later connection fail "no certificate").
           session: levelRank(req.level) >= levelRank('certificateValidation') ? undefined : this.pool.session(t.name),
@@ -380,23 +586,48 @@ export class RemoteDelivery {
           const next = nextTlsStep(mode, cause, cfg.delivery.opportunisticLegacyTls);
           await this.trouble.stepDown(ip, { mode: next, cause: facts.tlsFailure ?? cause });
           facts.tlsFailure ??= cause;
-          const retry = next === 'legacy' ? 'retrying with legacy TLS (TLS 1.0/1.1 and older cipher suites)' : 'retrying in plaintext';
-          facts.fallback = mode === 'legacy' ? `${facts.fallback ?? 'TLS 1.2+ handshake failed'}; legacy TLS handshake failed too (${e.message}); ${retry}` : `TLS handshake failed (${e.message}); ${retry}`;
+          const retry =
+            next === 'legacy'
+              ? 'retrying with legacy TLS (TLS 1.0/1.1 and older cipher suites)'
+              : 'retrying in plaintext';
+          facts.fallback =
+            mode === 'legacy'
+              ? `${facts.fallback ?? 'TLS 1.2+ handshake failed'}; legacy TLS handshake failed too ` +
+                `(${e.message}); ${retry}`
+              : `TLS handshake failed (${e.message}); ${retry}`;
           mode = next;
           continue;
         }
         // SMTP failed after STARTTLS succeeded: the trace keeps what TLS showed.
         if (e.tls) facts.tls = stripChain(e.tls);
-        if ((e.kind === 'starttls' || e.kind === 'tls') && e.tlsFailure) this.session(job, req, t, ip, e.localAddress, e.tlsFailure);
-        const label = e.kind === 'starttls' || e.kind === 'tls' ? `TLS required by ${req.source}: ${e.message}` : e.message;
-        return hostFailure({ kind: e.kind, ...(e.reply ? { reply: e.reply } : {}), detail: label, ...(e.tlsFailure ? { tlsFailure: e.tlsFailure } : {}) }, facts);
+        if ((e.kind === 'starttls' || e.kind === 'tls') && e.tlsFailure)
+          this.session(job, req, t, ip, e.localAddress, e.tlsFailure);
+        const label =
+          e.kind === 'starttls' || e.kind === 'tls' ? `TLS required by ${req.source}: ${e.message}` : e.message;
+        return hostFailure(
+          {
+            kind: e.kind,
+            ...(e.reply ? { reply: e.reply } : {}),
+            detail: label,
+            ...(e.tlsFailure ? { tlsFailure: e.tlsFailure } : {}),
+          },
+          facts,
+        );
       }
     }
     return hostFailure({ kind: 'connect', detail: `could not connect to ${t.name} [${ip}]` }, facts);
   }
 
   /** Record what TLS the session has and judge it against the requirement: a violation fails the host. */
-  private async checkTls(conn: SmtpConnection, mode: TlsMode, job: RemoteJob, req: HostRequirement, t: Target, ip: string, facts: AttemptFacts): Promise<HostFailed | undefined> {
+  private async checkTls(
+    conn: SmtpConnection,
+    mode: TlsMode,
+    job: RemoteJob,
+    req: HostRequirement,
+    t: Target,
+    ip: string,
+    facts: AttemptFacts,
+  ): Promise<HostFailed | undefined> {
     const cfg = this.config();
     if (mode === 'legacy' && conn.tls && !conn.tls.legacy) {
       // The server offers modern TLS again: forget the step down.
@@ -422,14 +653,21 @@ export class RemoteDelivery {
     for (const demand of req.demands) {
       const judged = await judgeTls(conn.tls, demand, `host ${t.name} [${ip}]`, this.revocation, cfg.tls.revocation);
       if (judged.revocation) facts.revocation = judged.revocation.summary;
-      if (judged.proof) { facts.tlsProof = judged.proof; facts.tlsAchieved = achieved(conn.tls, req, t.name, judged.proof); }
+      if (judged.proof) {
+        facts.tlsProof = judged.proof;
+        facts.tlsAchieved = achieved(conn.tls, req, t.name, judged.proof);
+      }
       // certificateValidation includes "not revoked": a revoked certificate (or, under hardFail, one
       // whose status could not be confirmed) proves no identity, whatever its chain and names.
       const rev = judged.revocation?.status;
-      if (conn.tls && (rev === 'revoked' || (rev === 'unknown' && cfg.tls.revocation === 'hardFail'))) facts.tlsAchieved = 'encryptionOnly';
+      if (conn.tls && (rev === 'revoked' || (rev === 'unknown' && cfg.tls.revocation === 'hardFail')))
+        facts.tlsAchieved = 'encryptionOnly';
       if (judged.violation) {
         failure = judged.kind ?? conn.tlsSkipped?.kind ?? 'starttls-not-offered';
-        violation = hostFailure({ kind: 'tlsPolicy', detail: judged.violation, ...(judged.kind ? { tlsFailure: judged.kind } : {}) }, facts);
+        violation = hostFailure(
+          { kind: 'tlsPolicy', detail: judged.violation, ...(judged.kind ? { tlsFailure: judged.kind } : {}) },
+          facts,
+        );
         break;
       }
     }
@@ -450,31 +688,62 @@ export class RemoteDelivery {
     for (const o of observed) {
       const got = achieved(conn.tls, o, t.name);
       const met = levelRank(got) >= levelRank(o.level);
-      (facts.tlsNotes ??= []).push(`${o.source}: this session ${met ? 'meets' : 'would NOT meet'} the policy (${o.level}${o.tlsDomain ? ` for ${o.tlsDomain}` : ''}, achieved ${got}); delivered anyway (testing mode)`);
+      (facts.tlsNotes ??= []).push(
+        `${o.source}: this session ${met ? 'meets' : 'would NOT meet'} the policy ` +
+          `(${o.level}${o.tlsDomain ? ` for ${o.tlsDomain}` : ''}, achieved ${got}); delivered anyway (testing mode)`,
+      );
     }
   }
 
   /** What this peer can take, then the transaction; its replies become outcomes (trouble.ts). */
-  private async transact(job: RemoteJob, content: OutboundContent, t: Target, ip: string, key: string, conn: SmtpConnection, facts: AttemptFacts): Promise<HostResult | Stale> {
+  private async transact(
+    job: RemoteJob,
+    content: OutboundContent,
+    t: Target,
+    ip: string,
+    key: string,
+    conn: SmtpConnection,
+    facts: AttemptFacts,
+  ): Promise<HostResult | Stale> {
     const where = `${t.name} [${ip}]`;
-    const refuse = (f: FailureFacts): HostResult => { this.pool.give(key, conn); return { kind: 'done', outcomes: forAll(job.recipients, classifyFailure(f)), attempt: facts }; };
+    const refuse = (f: FailureFacts): HostResult => {
+      this.pool.give(key, conn);
+      return { kind: 'done', outcomes: forAll(job.recipients, classifyFailure(f)), attempt: facts };
+    };
     // What the peer did not offer: SMTPUTF8 (RFC 6531), 8BITMIME (RFC 6152 §3: convert or
     // refuse), SIZE (RFC 1870 §4: a message over the announced maximum would get 552).
-    if (job.envelope.smtputf8 && !conn.extensions.has('SMTPUTF8')) return refuse({ kind: 'smtputf8', detail: `${where} does not offer SMTPUTF8` });
+    if (job.envelope.smtputf8 && !conn.extensions.has('SMTPUTF8'))
+      return refuse({ kind: 'smtputf8', detail: `${where} does not offer SMTPUTF8` });
     const prepared = content.forPeer(conn.extensions.has('8BITMIME'));
-    if (prepared.kind === 'refused') return refuse({ kind: 'eightBit', detail: `${where} does not offer 8BITMIME and the message cannot be converted to 7 bit: ${prepared.refused}` });
+    if (prepared.kind === 'refused')
+      return refuse({
+        kind: 'eightBit',
+        detail: `${where} does not offer 8BITMIME and the message cannot be converted to 7 bit: ${prepared.refused}`,
+      });
     if (prepared.conversion) facts.conversion = prepared.conversion;
     const data = prepared.data;
     const size = Number(conn.extensions.get('SIZE') || 0);
-    if (size > 0 && data.length > size) return refuse({ kind: 'size', detail: `${where} accepts at most ${size} bytes; the message has ${data.length}` });
+    if (size > 0 && data.length > size)
+      return refuse({ kind: 'size', detail: `${where} accepts at most ${size} bytes; the message has ${data.length}` });
 
     let result: TransactionResult;
     try {
-      result = await conn.send({
-        from: job.mailFrom, eightBit: job.envelope.body === '8BITMIME', smtputf8: job.envelope.smtputf8, ...(job.envelope.requireTls ? { requireTls: true } : {}),
-        ...(job.envelope.ret ? { ret: job.envelope.ret } : {}), ...(job.envelope.envid ? { envid: job.envelope.envid } : {}),
-        rcpts: job.recipients.map((r) => ({ address: r.address, ...(r.notify ? { notify: r.notify } : {}), ...(r.orcpt ? { orcpt: r.orcpt } : {}) })),
-      }, data);
+      result = await conn.send(
+        {
+          from: job.mailFrom,
+          eightBit: job.envelope.body === '8BITMIME',
+          smtputf8: job.envelope.smtputf8,
+          ...(job.envelope.requireTls ? { requireTls: true } : {}),
+          ...(job.envelope.ret ? { ret: job.envelope.ret } : {}),
+          ...(job.envelope.envid ? { envid: job.envelope.envid } : {}),
+          rcpts: job.recipients.map((r) => ({
+            address: r.address,
+            ...(r.notify ? { notify: r.notify } : {}),
+            ...(r.orcpt ? { orcpt: r.orcpt } : {}),
+          })),
+        },
+        data,
+      );
     } catch (e) {
       conn.close();
       if (!(e instanceof DeliveryError)) throw e;
@@ -491,5 +760,7 @@ export class RemoteDelivery {
     return src ? { localAddress: src } : {};
   }
 
-  async close(): Promise<void> { await this.pool.closeAll(); }
+  async close(): Promise<void> {
+    await this.pool.closeAll();
+  }
 }

@@ -13,24 +13,46 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { X509Certificate } from 'node:crypto';
 import { smtpPath } from '../mailbox.ts';
-import { describeTlsFailure, handshakeFailureKind, type ChainFailureKind, type TlsFailureKind } from '../tls/failures.ts';
+import {
+  describeTlsFailure,
+  handshakeFailureKind,
+  type ChainFailureKind,
+  type TlsFailureKind,
+} from '../tls/failures.ts';
 import { certificateNames, dnLine } from '../tls/names.ts';
 import { ECDH_CURVES, cipherBits, clientTlsProfile, isModernSession } from '../tls/policy-constants.ts';
 import { peerChain, verifyChain, type TrustStore } from '../tls/trust.ts';
 
-export interface Reply { code: number; enhanced?: string; lines: string[]; text: string }
+export interface Reply {
+  code: number;
+  enhanced?: string;
+  lines: string[];
+  text: string;
+}
 
 export type FailureKind =
-  | 'connect' | 'timeout' | 'closed' | 'protocol'   // transport
-  | 'greeting' | 'ehlo' | 'starttls' | 'tls'       // session set-up
-  | 'mail';                                        // transaction (a path that cannot be sent)
+  | 'connect'
+  | 'timeout'
+  | 'closed'
+  | 'protocol' // transport
+  | 'greeting'
+  | 'ehlo'
+  | 'starttls'
+  | 'tls' // session set-up
+  | 'mail'; // transaction (a path that cannot be sent)
 
 export class DeliveryError extends Error {
   /** The TLS session established before the failure (STARTTLS succeeded, then SMTP failed). */
   tls?: PeerTls;
   /** Our address on the connection, when it was connected (TLS-RPT sending-mta-ip). */
   localAddress?: string;
-  constructor(readonly kind: FailureKind, message: string, readonly reply?: Reply, readonly errno?: string, readonly tlsFailure?: TlsFailureKind) {
+  constructor(
+    readonly kind: FailureKind,
+    message: string,
+    readonly reply?: Reply,
+    readonly errno?: string,
+    readonly tlsFailure?: TlsFailureKind,
+  ) {
     super(message);
     this.name = 'DeliveryError';
   }
@@ -57,7 +79,14 @@ export interface PeerTls {
   presented?: X509Certificate[];
 }
 
-export interface Timeouts { connect: number; greeting: number; command: number; dataInit: number; dataBlock: number; dataEnd: number }
+export interface Timeouts {
+  connect: number;
+  greeting: number;
+  command: number;
+  dataInit: number;
+  dataBlock: number;
+  dataEnd: number;
+}
 
 /**
  * RFC 5321 §4.5.3.2 (seconds): initial 220 5 min (§4.5.3.2.1), MAIL/RCPT 5 min (§4.5.3.2.2-3),
@@ -66,7 +95,14 @@ export interface Timeouts { connect: number; greeting: number; command: number; 
  * DATA termination 10 min (§4.5.3.2.6: `dataEnd`, from when the final dot was sent). `connect` is
  * not in the RFC.
  */
-export const RFC_TIMEOUTS: Timeouts = { connect: 30, greeting: 300, command: 300, dataInit: 120, dataBlock: 180, dataEnd: 600 };
+export const RFC_TIMEOUTS: Timeouts = {
+  connect: 30,
+  greeting: 300,
+  command: 300,
+  dataInit: 120,
+  dataBlock: 180,
+  dataEnd: 600,
+};
 
 /** Message data goes out in writes of about this size, each within `dataBlock` (§4.5.3.2.5). */
 const DATA_WRITE = 64 * 1024;
@@ -131,29 +167,54 @@ export class SmtpConnection {
   private readonly t: Timeouts;
   private readonly onData = (d: Buffer) => this.receive(d.toString('latin1'));
 
-  private constructor(sock: net.Socket, private readonly opts: ConnectOptions) {
+  private constructor(
+    sock: net.Socket,
+    private readonly opts: ConnectOptions,
+  ) {
     this.sock = sock;
     this.localAddress = (sock.localAddress ?? '').replace(/^::ffff:/, '');
     this.t = { ...RFC_TIMEOUTS, ...opts.timeouts };
     this.attach(sock);
   }
 
-  get host(): string { return this.opts.hostname; }
-  get ip(): string { return this.opts.ip; }
-  get usable(): boolean { return !this.dead && !this.sock.destroyed; }
+  get host(): string {
+    return this.opts.hostname;
+  }
+  get ip(): string {
+    return this.opts.ip;
+  }
+  get usable(): boolean {
+    return !this.dead && !this.sock.destroyed;
+  }
   /** Our address on this connection (read at connect: a closed socket has none). */
   readonly localAddress: string;
 
   private attach(s: net.Socket): void {
     s.setNoDelay(true);
     s.on('data', this.onData);
-    s.on('error', (e: NodeJS.ErrnoException) => this.fail(new DeliveryError('closed', `connection to ${this.opts.hostname} [${this.opts.ip}] failed: ${e.code ?? e.message}`, undefined, e.code)));
-    s.on('close', () => this.fail(new DeliveryError('closed', `connection to ${this.opts.hostname} [${this.opts.ip}] closed by the peer`)));
+    s.on('error', (e: NodeJS.ErrnoException) =>
+      this.fail(
+        new DeliveryError(
+          'closed',
+          `connection to ${this.opts.hostname} [${this.opts.ip}] failed: ${e.code ?? e.message}`,
+          undefined,
+          e.code,
+        ),
+      ),
+    );
+    s.on('close', () =>
+      this.fail(
+        new DeliveryError('closed', `connection to ${this.opts.hostname} [${this.opts.ip}] closed by the peer`),
+      ),
+    );
   }
 
   private fail(e: DeliveryError): void {
     if (!this.dead) this.dead = e;
-    for (const p of this.pending.splice(0)) { clearTimeout(p.timer); p.reject(this.dead); }
+    for (const p of this.pending.splice(0)) {
+      clearTimeout(p.timer);
+      p.reject(this.dead);
+    }
   }
 
   private receive(s: string): void {
@@ -171,23 +232,48 @@ export class SmtpConnection {
       const line = this.buf.slice(0, nl).replace(/\r$/, '');
       this.buf = this.buf.slice(nl + 1);
       // RFC 5321 §4.2.1: the code, then '-' on every line but the last (SP, or nothing); one code.
-      if (!/^[2-5]\d\d([ -]|$)/.test(line)) { this.protocolError(`unexpected reply line ${JSON.stringify(line.slice(0, 80))}`); return; }
+      if (!/^[2-5]\d\d([ -]|$)/.test(line)) {
+        this.protocolError(`unexpected reply line ${JSON.stringify(line.slice(0, 80))}`);
+        return;
+      }
       this.lines.push(line);
-      if (this.lines.length > MAX_REPLY_LINES) { this.protocolError('reply has too many lines'); return; }
+      if (this.lines.length > MAX_REPLY_LINES) {
+        this.protocolError('reply has too many lines');
+        return;
+      }
       if (line[3] === '-') continue;
       const lines = this.lines;
       this.lines = [];
       const code = Number(line.slice(0, 3));
-      if (lines.some((l) => Number(l.slice(0, 3)) !== code)) { this.protocolError('reply lines with different codes'); return; }
+      if (lines.some((l) => Number(l.slice(0, 3)) !== code)) {
+        this.protocolError('reply lines with different codes');
+        return;
+      }
       const texts = lines.map((l) => l.slice(4));
       // An RFC 3463 code (ENHANCEDSTATUSCODES, RFC 2034) starts the text; its class must match.
       const m = ENHANCED.exec(texts[0] + ' ');
       const enhanced = m && m[1] === String(code)[0] ? `${m[1]}.${m[2]}.${m[3]}` : undefined;
-      const reply: Reply = { code, lines: texts, text: texts.map((t) => (enhanced ? t.replace(ENHANCED, '') : t)).join(' ').trim(), ...(enhanced ? { enhanced } : {}) };
+      const reply: Reply = {
+        code,
+        lines: texts,
+        text: texts
+          .map((t) => (enhanced ? t.replace(ENHANCED, '') : t))
+          .join(' ')
+          .trim(),
+        ...(enhanced ? { enhanced } : {}),
+      };
       const p = this.pending.shift();
-      if (!p) { this.protocolError(`unsolicited reply ${code}`); return; }
+      if (!p) {
+        this.protocolError(`unsolicited reply ${code}`);
+        return;
+      }
       clearTimeout(p.timer);
-      if (this.holdAfterReply) { this.holdAfterReply = false; this.holding = true; p.resolve(reply); return; }
+      if (this.holdAfterReply) {
+        this.holdAfterReply = false;
+        this.holding = true;
+        p.resolve(reply);
+        return;
+      }
       p.resolve(reply);
     }
   }
@@ -211,12 +297,20 @@ export class SmtpConnection {
   private replyLater(what: string): { reply: Promise<Reply>; arm: (seconds: number) => void } {
     if (this.dead) return { reply: Promise.reject(this.dead), arm: () => {} };
     const entry: (typeof this.pending)[number] = { resolve: () => {}, reject: () => {} };
-    const reply = new Promise<Reply>((resolve, reject) => { entry.resolve = resolve; entry.reject = reject; });
+    const reply = new Promise<Reply>((resolve, reject) => {
+      entry.resolve = resolve;
+      entry.reject = reject;
+    });
     this.pending.push(entry);
     const arm = (seconds: number) => {
       if (this.dead || !this.pending.includes(entry)) return;
       entry.timer = setTimeout(() => {
-        this.fail(new DeliveryError('timeout', `timeout after ${seconds}s waiting for the reply to ${what} from ${this.opts.hostname} [${this.opts.ip}]`));
+        this.fail(
+          new DeliveryError(
+            'timeout',
+            `timeout after ${seconds}s waiting for the reply to ${what} from ${this.opts.hostname} [${this.opts.ip}]`,
+          ),
+        );
         this.sock.destroy();
       }, seconds * 1000);
       entry.timer.unref();
@@ -238,8 +332,10 @@ export class SmtpConnection {
       size += parts[i].length;
       if (size < DATA_WRITE && i < parts.length - 1) continue;
       const block = Buffer.concat(batch);
-      batch = []; size = 0;
-      for (let off = 0; off < block.length; off += DATA_WRITE) await this.writeWithin(block.subarray(off, off + DATA_WRITE), this.t.dataBlock);
+      batch = [];
+      size = 0;
+      for (let off = 0; off < block.length; off += DATA_WRITE)
+        await this.writeWithin(block.subarray(off, off + DATA_WRITE), this.t.dataBlock);
     }
   }
 
@@ -247,20 +343,38 @@ export class SmtpConnection {
     if (this.dead) return Promise.reject(this.dead);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.fail(new DeliveryError('timeout', `timeout: no progress for ${seconds}s sending the message data to ${this.opts.hostname} [${this.opts.ip}]`));
+        this.fail(
+          new DeliveryError(
+            'timeout',
+            `timeout: no progress for ${seconds}s sending the message data to ${this.opts.hostname} [${this.opts.ip}]`,
+          ),
+        );
         this.sock.destroy();
         reject(this.dead!);
       }, seconds * 1000);
       timer.unref();
       this.sock.write(b, (err) => {
         clearTimeout(timer);
-        if (err) { this.fail(new DeliveryError('closed', `connection to ${this.opts.hostname} [${this.opts.ip}] lost while sending the message data: ${err.message}`)); reject(this.dead!); } else resolve();
+        if (err) {
+          this.fail(
+            new DeliveryError(
+              'closed',
+              `connection to ${this.opts.hostname} [${this.opts.ip}] lost while sending the message data: ` +
+                `${err.message}`,
+            ),
+          );
+          reject(this.dead!);
+        } else resolve();
       });
     });
   }
 
   private write(s: string | Buffer | Buffer[]): void {
-    if (Array.isArray(s)) { this.sock.cork(); for (const b of s) this.sock.write(b); this.sock.uncork(); } else this.sock.write(s);
+    if (Array.isArray(s)) {
+      this.sock.cork();
+      for (const b of s) this.sock.write(b);
+      this.sock.uncork();
+    } else this.sock.write(s);
   }
 
   private async command(line: string, seconds = this.t.command): Promise<Reply> {
@@ -272,10 +386,37 @@ export class SmtpConnection {
   static async open(opts: ConnectOptions): Promise<SmtpConnection> {
     const t = { ...RFC_TIMEOUTS, ...opts.timeouts };
     const sock = await new Promise<net.Socket>((resolve, reject) => {
-      const s = net.connect({ host: opts.ip, port: opts.port, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) });
-      const timer = setTimeout(() => { s.destroy(); reject(new DeliveryError('connect', `connection to ${opts.hostname} [${opts.ip}]:${opts.port} timed out after ${t.connect}s`, undefined, 'ETIMEDOUT')); }, t.connect * 1000);
-      s.once('connect', () => { clearTimeout(timer); resolve(s); });
-      s.once('error', (e: NodeJS.ErrnoException) => { clearTimeout(timer); reject(new DeliveryError('connect', `connection to ${opts.hostname} [${opts.ip}]:${opts.port} failed: ${e.code ?? e.message}`, undefined, e.code)); });
+      const s = net.connect({
+        host: opts.ip,
+        port: opts.port,
+        ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
+      });
+      const timer = setTimeout(() => {
+        s.destroy();
+        reject(
+          new DeliveryError(
+            'connect',
+            `connection to ${opts.hostname} [${opts.ip}]:${opts.port} timed out after ${t.connect}s`,
+            undefined,
+            'ETIMEDOUT',
+          ),
+        );
+      }, t.connect * 1000);
+      s.once('connect', () => {
+        clearTimeout(timer);
+        resolve(s);
+      });
+      s.once('error', (e: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        reject(
+          new DeliveryError(
+            'connect',
+            `connection to ${opts.hostname} [${opts.ip}]:${opts.port} failed: ${e.code ?? e.message}`,
+            undefined,
+            e.code,
+          ),
+        );
+      });
     });
     const c = new SmtpConnection(sock, opts);
     try {
@@ -291,12 +432,24 @@ export class SmtpConnection {
 
   private async handshake(): Promise<void> {
     const g = await this.expectReply(this.t.greeting, 'greeting'); // 220, or 554 refusal (RFC 5321 §3.1)
-    if (g.code !== 220) throw new DeliveryError('greeting', `${this.opts.hostname} [${this.opts.ip}] greeted with ${g.code} ${g.text}`, g);
+    if (g.code !== 220)
+      throw new DeliveryError(
+        'greeting',
+        `${this.opts.hostname} [${this.opts.ip}] greeted with ${g.code} ${g.text}`,
+        g,
+      );
     await this.ehlo();
     this.starttlsOffered = this.extensions.has('STARTTLS');
     if (this.opts.starttls === 'never') return;
     if (!this.starttlsOffered) {
-      if (this.opts.starttls === 'require') throw new DeliveryError('starttls', `${this.opts.hostname} [${this.opts.ip}] did not offer STARTTLS`, undefined, undefined, 'starttls-not-offered');
+      if (this.opts.starttls === 'require')
+        throw new DeliveryError(
+          'starttls',
+          `${this.opts.hostname} [${this.opts.ip}] did not offer STARTTLS`,
+          undefined,
+          undefined,
+          'starttls-not-offered',
+        );
       this.tlsSkipped = { kind: 'starttls-not-offered', detail: 'STARTTLS not offered' };
       return;
     }
@@ -307,7 +460,14 @@ export class SmtpConnection {
       // Still plaintext: anything after this reply is an ordinary (unsolicited) reply again.
       this.holding = false;
       this.receive('');
-      if (this.opts.starttls === 'require') throw new DeliveryError('starttls', `${this.opts.hostname} [${this.opts.ip}] refused STARTTLS: ${r.code} ${r.text}`, r, undefined, 'starttls-refused');
+      if (this.opts.starttls === 'require')
+        throw new DeliveryError(
+          'starttls',
+          `${this.opts.hostname} [${this.opts.ip}] refused STARTTLS: ${r.code} ${r.text}`,
+          r,
+          undefined,
+          'starttls-refused',
+        );
       this.tlsSkipped = { kind: 'starttls-refused', detail: `STARTTLS refused: ${r.code} ${r.text}` };
       return;
     }
@@ -347,11 +507,24 @@ export class SmtpConnection {
     // Legacy TLS never under a required level, whatever the caller asked for.
     const legacy = this.opts.legacyTls === true && this.opts.starttls === 'try';
     const failed = (k: TlsFailureKind, detail: string, errno?: string) =>
-      new DeliveryError('tls', `TLS handshake with ${this.opts.hostname} [${this.opts.ip}] failed: ${describeTlsFailure(k, detail)}`, undefined, errno, k);
+      new DeliveryError(
+        'tls',
+        `TLS handshake with ${this.opts.hostname} [${this.opts.ip}] failed: ${describeTlsFailure(k, detail)}`,
+        undefined,
+        errno,
+        k,
+      );
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => { s.destroy(); reject(failed('handshake-timeout', `no handshake within ${this.t.command}s`)); }, this.t.command * 1000);
+      const timer = setTimeout(() => {
+        s.destroy();
+        reject(failed('handshake-timeout', `no handshake within ${this.t.command}s`));
+      }, this.t.command * 1000);
       const s = tls.connect({
-        socket: raw, ...(servername ? { servername } : {}), ...clientTlsProfile(legacy), ecdhCurve: ECDH_CURVES, rejectUnauthorized: false,
+        socket: raw,
+        ...(servername ? { servername } : {}),
+        ...clientTlsProfile(legacy),
+        ecdhCurve: ECDH_CURVES,
+        rejectUnauthorized: false,
         // A legacy session is neither resumed nor saved: it must not be offered to a modern handshake.
         ...(this.opts.session && !legacy ? { session: this.opts.session } : {}),
         ...(this.opts.clientCert ? { cert: this.opts.clientCert.cert, key: this.opts.clientCert.key } : {}),
@@ -367,7 +540,9 @@ export class SmtpConnection {
       });
       s.once('error', (e: Error & { code?: string }) => {
         clearTimeout(timer);
-        reject(failed(handshakeFailureKind(e.code), `${e.code ?? ''} ${e.message}`.replace(/\s+/g, ' ').trim(), e.code));
+        reject(
+          failed(handshakeFailureKind(e.code), `${e.code ?? ''} ${e.message}`.replace(/\s+/g, ' ').trim(), e.code),
+        );
       });
     });
   }
@@ -376,16 +551,32 @@ export class SmtpConnection {
     const c = s.getCipher();
     const name = c.standardName || c.name;
     const version = s.getProtocol() ?? 'unknown';
-    const out: PeerTls = { version, cipher: name, bits: cipherBits(name), resumed: s.isSessionReused(), chainValid: false };
+    const out: PeerTls = {
+      version,
+      cipher: name,
+      bits: cipherBits(name),
+      resumed: s.isSessionReused(),
+      chainValid: false,
+    };
     if (!isModernSession(version, c.name)) out.legacy = true;
     const chain = peerChain(s);
     const leaf = chain.at(0);
-    if (!leaf) { out.chainError = 'no certificate presented'; out.chainFailure = 'certificate-not-trusted'; return out; }
+    if (!leaf) {
+      out.chainError = 'no certificate presented';
+      out.chainFailure = 'certificate-not-trusted';
+      return out;
+    }
     out.presented = chain;
     const v = verifyChain(leaf, chain.slice(1), this.opts.trust);
     Object.assign(out, {
-      subject: dnLine(leaf.subject), issuer: dnLine(leaf.issuer), fingerprint256: leaf.fingerprint256,
-      names: certificateNames(leaf), chainValid: v.ok, chain: v.ok ? v.chain : chain, ...(v.error ? { chainError: v.error } : {}), ...(v.failure ? { chainFailure: v.failure } : {}),
+      subject: dnLine(leaf.subject),
+      issuer: dnLine(leaf.issuer),
+      fingerprint256: leaf.fingerprint256,
+      names: certificateNames(leaf),
+      chainValid: v.ok,
+      chain: v.ok ? v.chain : chain,
+      ...(v.error ? { chainError: v.error } : {}),
+      ...(v.failure ? { chainFailure: v.failure } : {}),
     });
     return out;
   }
@@ -400,18 +591,29 @@ export class SmtpConnection {
     const ext = this.extensions;
     const { mail, rcpts: rcptLines } = envelopeCommands(env, ext, data.length);
     const pipelining = ext.has('PIPELINING');
-    let mailR: Reply; const rcptR: Reply[] = []; let dataR: Reply;
+    let mailR: Reply;
+    const rcptR: Reply[] = [];
+    let dataR: Reply;
     if (pipelining) {
-      const waits = [this.expectReply(this.t.command, 'MAIL'), ...rcptLines.map(() => this.expectReply(this.t.command, 'RCPT')), this.expectReply(this.t.dataInit, 'DATA')];
+      const waits = [
+        this.expectReply(this.t.command, 'MAIL'),
+        ...rcptLines.map(() => this.expectReply(this.t.command, 'RCPT')),
+        this.expectReply(this.t.dataInit, 'DATA'),
+      ];
       this.write([mail, ...rcptLines, 'DATA'].join('\r\n') + '\r\n');
       const replies = await Promise.all(waits);
-      mailR = replies[0]; rcptR.push(...replies.slice(1, -1)); dataR = replies.at(-1)!;
+      mailR = replies[0];
+      rcptR.push(...replies.slice(1, -1));
+      dataR = replies.at(-1)!;
     } else {
       mailR = await this.command(mail);
       if (mailR.code !== 250) return { mail: mailR, rcpts: env.rcpts.map(() => mailR) };
       for (const l of rcptLines) rcptR.push(await this.command(l));
       // No recipient accepted: no DATA (RFC 5321 §3.3).
-      if (!rcptR.some((r) => r.code === 250 || r.code === 251)) { await this.rset(); return { mail: mailR, rcpts: rcptR }; }
+      if (!rcptR.some((r) => r.code === 250 || r.code === 251)) {
+        await this.rset();
+        return { mail: mailR, rcpts: rcptR };
+      }
       dataR = await this.command('DATA', this.t.dataInit);
     }
     const accepted = rcptR.some((r) => r.code === 250 || r.code === 251);
@@ -431,7 +633,11 @@ export class SmtpConnection {
         await end;
       }
       await this.rset();
-      return { mail: mailR, rcpts: mailR.code !== 250 ? env.rcpts.map(() => mailR) : rcptR, ...(dataR.code !== 354 && accepted ? { data: dataR } : {}) };
+      return {
+        mail: mailR,
+        rcpts: mailR.code !== 250 ? env.rcpts.map(() => mailR) : rcptR,
+        ...(dataR.code !== 354 && accepted ? { data: dataR } : {}),
+      };
     }
     // The reply to the final dot decides the message (RFC 5321 §4.2.5); its wait (§4.5.3.2.6)
     // starts once the final dot was sent.
@@ -445,13 +651,21 @@ export class SmtpConnection {
   }
 
   async rset(): Promise<void> {
-    try { await this.command('RSET'); } catch { /* a dead connection is simply not reused */ }
+    try {
+      await this.command('RSET');
+    } catch {
+      /* a dead connection is simply not reused */
+    }
   }
 
   /** Polite close (QUIT, then end: RFC 5321 §4.1.1.10); never throws. */
   async quit(): Promise<void> {
     if (this.usable) {
-      try { await this.command('QUIT', 5); } catch { /* closing anyway */ }
+      try {
+        await this.command('QUIT', 5);
+      } catch {
+        /* closing anyway */
+      }
     }
     this.close();
   }
@@ -467,13 +681,18 @@ export class SmtpConnection {
  * extensions allow. Throws DeliveryError (553 5.1.7 / 5.1.3, permanent) when an address is not a valid
  * RFC 5321 path: a broken path is never emitted.
  */
-export function envelopeCommands(env: Envelope, ext: ReadonlyMap<string, string>, size: number): { mail: string; rcpts: string[] } {
+export function envelopeCommands(
+  env: Envelope,
+  ext: ReadonlyMap<string, string>,
+  size: number,
+): { mail: string; rcpts: string[] } {
   const utf8 = env.smtputf8 && ext.has('SMTPUTF8');
   const paths: string[] = [];
   for (const [i, address] of [env.from, ...env.rcpts.map((r) => r.address)].entries()) {
     const p = smtpPath(address, i === 0 ? 'sender' : 'recipient', utf8);
     if (!p.ok) {
-      const text = `not sent: the ${i === 0 ? 'sender' : 'recipient'} address is not a valid RFC 5321 path (${p.problem})`;
+      const text =
+        `not sent: the ${i === 0 ? 'sender' : 'recipient'} address is not a valid RFC 5321 path ` + `(${p.problem})`;
       throw new DeliveryError('mail', text, { code: 553, enhanced: i === 0 ? '5.1.7' : '5.1.3', lines: [text], text });
     }
     paths.push(p.path);
@@ -488,7 +707,12 @@ export function envelopeCommands(env: Envelope, ext: ReadonlyMap<string, string>
   const dsn = ext.has('DSN');
   if (dsn && env.ret) mail += ` RET=${env.ret}`;
   if (dsn && env.envid) mail += ` ENVID=${env.envid}`;
-  const rcpts = env.rcpts.map((r, i) => `RCPT TO:${paths[i + 1]}${dsn && r.notify ? ` NOTIFY=${r.notify}` : ''}${dsn && r.orcpt ? ` ORCPT=${r.orcpt}` : ''}`);
+  const rcpts = env.rcpts.map(
+    (r, i) =>
+      `RCPT TO:${paths[i + 1]}` +
+      (dsn && r.notify ? ` NOTIFY=${r.notify}` : '') +
+      (dsn && r.orcpt ? ` ORCPT=${r.orcpt}` : ''),
+  );
   return { mail, rcpts };
 }
 
@@ -500,7 +724,9 @@ const CRLF_END = Buffer.from('\r\n.\r\n');
 export function dotStuff(data: Buffer): Buffer[] {
   const out: Buffer[] = [];
   let start = 0;
-  if (data[0] === 0x2e) { out.push(Buffer.from('.')); }
+  if (data[0] === 0x2e) {
+    out.push(Buffer.from('.'));
+  }
   for (let i = data.indexOf(DOT_LINE); i >= 0; i = data.indexOf(DOT_LINE, i + 3)) {
     out.push(data.subarray(start, i + 3), Buffer.from('.'));
     start = i + 3;

@@ -30,7 +30,10 @@ export interface AttemptFacts {
   tlsRequired: TlsRequirement;
   /** The other demands that applied to this host and were checked too (when there were more). */
   tlsDemands?: TlsRequirement[];
-  /** Demands made but not applied (replaced, relaxed), and why sources demanded nothing (e.g. DANE: MX records not secure). */
+  /**
+   * Demands made but not applied (replaced, relaxed), and why sources demanded nothing (e.g. DANE: MX records not
+   * secure).
+   */
   tlsNotes?: string[];
   tlsAchieved: TlsLevel;
   /** What proved the session to a demand with its own check (DANE: the TLSA record that matched). */
@@ -64,19 +67,37 @@ export interface RemoteResult {
 export type HostFailureLevel = 'connection' | 'transaction';
 
 /** `requireTls`: the host cannot take a REQUIRETLS message (RFC 8689), whatever a retry brings. */
-export type HostFailed = { kind: 'hostFailed'; outcome: Outcome; attempt: AttemptFacts; level: HostFailureLevel; requireTls?: boolean };
+export type HostFailed = {
+  kind: 'hostFailed';
+  outcome: Outcome;
+  attempt: AttemptFacts;
+  level: HostFailureLevel;
+  requireTls?: boolean;
+};
 
 /** What one host address gave: outcomes for the recipients, or a failure of this host. */
-export type HostResult =
-  | { kind: 'done'; outcomes: Map<number, Outcome>; attempt: AttemptFacts }
-  | HostFailed;
+export type HostResult = { kind: 'done'; outcomes: Map<number, Outcome>; attempt: AttemptFacts } | HostFailed;
 
-const CONNECTION_LEVEL: ReadonlySet<FailureFacts['kind']> = new Set(['connect', 'timeout', 'closed', 'protocol', 'greeting', 'ehlo', 'starttls', 'tls', 'tlsPolicy', 'requireTls']);
+const CONNECTION_LEVEL: ReadonlySet<FailureFacts['kind']> = new Set([
+  'connect',
+  'timeout',
+  'closed',
+  'protocol',
+  'greeting',
+  'ehlo',
+  'starttls',
+  'tls',
+  'tlsPolicy',
+  'requireTls',
+]);
 
 /** A failure of one host, classified, with its facts for the trace. */
 export function hostFailure(f: FailureFacts, facts: AttemptFacts): HostFailed {
   return {
-    kind: 'hostFailed', outcome: classifyFailure(f), level: CONNECTION_LEVEL.has(f.kind) ? 'connection' : 'transaction', ...(f.kind === 'requireTls' ? { requireTls: true } : {}),
+    kind: 'hostFailed',
+    outcome: classifyFailure(f),
+    level: CONNECTION_LEVEL.has(f.kind) ? 'connection' : 'transaction',
+    ...(f.kind === 'requireTls' ? { requireTls: true } : {}),
     attempt: { ...facts, error: f.detail, ...(f.tlsFailure ? { tlsFailure: f.tlsFailure } : {}) },
   };
 }
@@ -96,10 +117,16 @@ const said = (where: string, r: { code: number; enhanced?: string; text: string 
  * each recipient gets the reply to its RCPT TO when that refused it, the reply to the end of DATA
  * when it was accepted, and a temporary failure when DATA got no reply.
  */
-export function transactionOutcome(recipients: readonly { idx: number }[], result: TransactionResult, where: string, facts: AttemptFacts): HostResult {
+export function transactionOutcome(
+  recipients: readonly { idx: number }[],
+  result: TransactionResult,
+  where: string,
+  facts: AttemptFacts,
+): HostResult {
   if (result.mail.code !== 250) {
     const o = classifyRefusal(result.mail, said(where, result.mail, 'MAIL FROM'));
-    if (o.status === 'deferred') return { kind: 'hostFailed', outcome: o, attempt: { ...facts, error: o.reply.reason! }, level: 'transaction' };
+    if (o.status === 'deferred')
+      return { kind: 'hostFailed', outcome: o, attempt: { ...facts, error: o.reply.reason! }, level: 'transaction' };
     return { kind: 'done', outcomes: forAll(recipients, o), attempt: facts };
   }
   const outcomes = new Map<number, Outcome>();
@@ -107,7 +134,16 @@ export function transactionOutcome(recipients: readonly { idx: number }[], resul
     const rr = result.rcpts[i];
     if (rr.code !== 250 && rr.code !== 251) outcomes.set(r.idx, classifyRefusal(rr, said(where, rr, 'RCPT TO')));
     else if (result.data) outcomes.set(r.idx, classifyReply(result.data, said(where, result.data, 'end of DATA')));
-    else outcomes.set(r.idx, { status: 'deferred', reply: { code: 451, enhanced: '4.4.2', message: 'Transaction not completed', reason: `${where}: no reply to DATA` } });
+    else
+      outcomes.set(r.idx, {
+        status: 'deferred',
+        reply: {
+          code: 451,
+          enhanced: '4.4.2',
+          message: 'Transaction not completed',
+          reason: `${where}: no reply to DATA`,
+        },
+      });
   });
   return { kind: 'done', outcomes, attempt: facts };
 }
@@ -124,16 +160,24 @@ export class Tally {
   private allRequireTls = true;
 
   /** An MX host's addresses could not be found. */
-  dnsFailed(outcome: Outcome, attempt: AttemptFacts): void { this.last = { outcome, attempt }; this.allRequireTls = false; }
+  dnsFailed(outcome: Outcome, attempt: AttemptFacts): void {
+    this.last = { outcome, attempt };
+    this.allRequireTls = false;
+  }
 
   /**
    * A host was not contacted because a source could not say what it demands of it (a TLSA lookup
    * failed): like a DNS failure, it alone never marks the destination down.
    */
-  hostSkipped(outcome: Outcome, attempt: AttemptFacts): void { this.last = { outcome, attempt }; this.allRequireTls = false; }
+  hostSkipped(outcome: Outcome, attempt: AttemptFacts): void {
+    this.last = { outcome, attempt };
+    this.allRequireTls = false;
+  }
 
   /** A host had addresses to try: the failures are no longer DNS-only. */
-  addressesFound(): void { this.dnsOnly = false; }
+  addressesFound(): void {
+    this.dnsOnly = false;
+  }
 
   /** A host address failed: move on to the next, or stop (a message failure for every recipient). */
   hostFailed(h: HostFailed): 'next' | 'stop' {
@@ -150,8 +194,13 @@ export class Tally {
   verdict(): { outcome: Outcome; attempt: AttemptFacts; destinationDown: boolean } | undefined {
     if (!this.last) return undefined;
     // Every host that was reached lacks REQUIRETLS: the message is returned (5.7.30), not retried.
-    if (this.allRequireTls && !this.dnsOnly) return { outcome: this.last.outcome, attempt: this.last.attempt, destinationDown: false };
-    return { outcome: finalOutcome(this.last.outcome, this.dnsOnly), attempt: this.last.attempt, destinationDown: !this.dnsOnly && this.allConnectionLevel };
+    if (this.allRequireTls && !this.dnsOnly)
+      return { outcome: this.last.outcome, attempt: this.last.attempt, destinationDown: false };
+    return {
+      outcome: finalOutcome(this.last.outcome, this.dnsOnly),
+      attempt: this.last.attempt,
+      destinationDown: !this.dnsOnly && this.allConnectionLevel,
+    };
   }
 }
 
@@ -173,7 +222,10 @@ export function finalOutcome(last: Outcome, dnsOnly: boolean): Outcome {
 /** How opportunistic TLS is tried with an address. */
 export type TlsMode = 'modern' | 'legacy' | 'plaintext';
 /** A step down remembered for an address after a failed handshake, and why. */
-export interface TlsFallback { mode: Exclude<TlsMode, 'modern'>; cause: TlsFailureKind }
+export interface TlsFallback {
+  mode: Exclude<TlsMode, 'modern'>;
+  cause: TlsFailureKind;
+}
 
 /**
  * The step after a failed opportunistic handshake (RFC 7435: some encryption beats none): legacy
@@ -185,7 +237,10 @@ export function nextTlsStep(mode: TlsMode, cause: TlsFailureKind, legacyAllowed:
 }
 
 /** The destination that was found down, as remembered (RFC 5321 §4.5.4.1: a list of hosts it cannot reach). */
-export interface DownDestination { outcome: Outcome; attempt: AttemptFacts }
+export interface DownDestination {
+  outcome: Outcome;
+  attempt: AttemptFacts;
+}
 
 /** What delivery remembers between attempts; shared by every delivery of a process (or more). */
 export interface DeliveryMemories {
@@ -201,7 +256,11 @@ export function inProcessMemories(max?: number): DeliveryMemories {
   return { destinationDown: new InMemory(max), hostFailed: new InMemory(max), tlsFallback: new InMemory(max) };
 }
 
-export interface TroubleSettings { destinationDownSeconds: number; tlsFallbackSeconds: number; opportunisticLegacyTls: boolean }
+export interface TroubleSettings {
+  destinationDownSeconds: number;
+  tlsFallbackSeconds: number;
+  opportunisticLegacyTls: boolean;
+}
 
 const SWEEP_MS = 60_000;
 
@@ -209,7 +268,10 @@ const SWEEP_MS = 60_000;
 export class Trouble {
   private swept = Date.now();
 
-  constructor(readonly memories: DeliveryMemories, private readonly settings: () => TroubleSettings) {}
+  constructor(
+    readonly memories: DeliveryMemories,
+    private readonly settings: () => TroubleSettings,
+  ) {}
 
   /** A destination remembered as down: every recipient deferred at once, saying until when. */
   async down(hopKey: string): Promise<DownDestination | undefined> {
@@ -217,7 +279,9 @@ export class Trouble {
     const down = await this.memories.destinationDown.get(hopKey);
     if (!down) return undefined;
     const { outcome, attempt } = down.value;
-    const reason = `${outcome.reply.reason ?? outcome.reply.message} (destination marked unreachable until ${new Date(down.until).toISOString()})`;
+    const reason =
+      `${outcome.reply.reason ?? outcome.reply.message} (destination marked unreachable until ` +
+      `${new Date(down.until).toISOString()})`;
     return { outcome: { status: 'deferred', reply: { ...outcome.reply, reason } }, attempt };
   }
 
@@ -229,21 +293,32 @@ export class Trouble {
 
   /** Hosts that failed recently go last, the others keep their order ("try the next MX first"). */
   async order<T extends { name: string }>(targets: readonly T[]): Promise<T[]> {
-    const failed = await Promise.all(targets.map(async (t) => (await this.memories.hostFailed.get(t.name)) !== undefined));
-    return targets.map((t, i) => ({ t, f: Number(failed[i]) })).sort((a, b) => a.f - b.f).map((x) => x.t);
+    const failed = await Promise.all(
+      targets.map(async (t) => (await this.memories.hostFailed.get(t.name)) !== undefined),
+    );
+    return targets
+      .map((t, i) => ({ t, f: Number(failed[i]) }))
+      .sort((a, b) => a.f - b.f)
+      .map((x) => x.t);
   }
 
   async hostFailed(name: string): Promise<void> {
     await this.memories.hostFailed.set(name, true, Date.now() + this.settings().destinationDownSeconds * 1000);
   }
 
-  async hostSucceeded(name: string): Promise<void> { await this.memories.hostFailed.delete(name); }
+  async hostSucceeded(name: string): Promise<void> {
+    await this.memories.hostFailed.delete(name);
+  }
 
   /**
    * How to start with `ip`: required levels always with modern TLS, 'none' in plaintext;
    * opportunistic with the step remembered for it (legacy only while legacy TLS is allowed).
    */
-  async tlsStart(req: TlsRequirement, ip: string, forced: boolean): Promise<{ mode: TlsMode; remembered?: { value: TlsFallback; until: number } }> {
+  async tlsStart(
+    req: TlsRequirement,
+    ip: string,
+    forced: boolean,
+  ): Promise<{ mode: TlsMode; remembered?: { value: TlsFallback; until: number } }> {
     if (req.level === 'none') return { mode: 'plaintext' };
     if (forced) return { mode: 'modern' };
     const f = await this.memories.tlsFallback.get(ip);
@@ -256,10 +331,14 @@ export class Trouble {
     await this.memories.tlsFallback.set(ip, f, Date.now() + this.settings().tlsFallbackSeconds * 1000);
   }
 
-  async remembered(ip: string): Promise<TlsFallback | undefined> { return (await this.memories.tlsFallback.get(ip))?.value; }
+  async remembered(ip: string): Promise<TlsFallback | undefined> {
+    return (await this.memories.tlsFallback.get(ip))?.value;
+  }
 
   /** The address offers modern TLS again: forget its step down. */
-  async modernAgain(ip: string): Promise<void> { await this.memories.tlsFallback.delete(ip); }
+  async modernAgain(ip: string): Promise<void> {
+    await this.memories.tlsFallback.delete(ip);
+  }
 
   /** At most once a minute, forget what has run out (keeps the memories small between writes). */
   private async sweep(): Promise<void> {

@@ -5,7 +5,10 @@
 // DnsError for a failure. Hosts of equal preference are shuffled only when asked (delivery).
 import { DnsError, type Resolver } from './types.ts';
 
-export interface MailHost { name: string; priority: number }
+export interface MailHost {
+  name: string;
+  priority: number;
+}
 
 export type MailHosts =
   /** MX records, lowest preference first; `secure`: the MX RRset is DNSSEC-secure (DANE needs it). */
@@ -42,7 +45,10 @@ export async function mailHosts(resolver: Resolver, domain: string, shuffle?: ()
   try {
     const mx = await resolver.mx(domain);
     if (mx.nullMx) return { kind: 'nullMx' };
-    const hosts = byPreference(mx.records.map((m) => ({ name: m.exchange, priority: m.priority })), shuffle);
+    const hosts = byPreference(
+      mx.records.map((m) => ({ name: m.exchange, priority: m.priority })),
+      shuffle,
+    );
     return { kind: 'mx', hosts, secure: mx.status === 'secure' };
   } catch (e) {
     if (!(e instanceof DnsError)) throw e;
@@ -59,7 +65,10 @@ export async function mailHosts(resolver: Resolver, domain: string, shuffle?: ()
  * condition, and the message MUST be returned as undeliverable." `self` holds our names (lower
  * case, no trailing dot). Returns the hosts left, and our own record when one matched.
  */
-export function beforeSelf(hosts: readonly MailHost[], self: ReadonlySet<string>): { hosts: MailHost[]; self?: MailHost } {
+export function beforeSelf(
+  hosts: readonly MailHost[],
+  self: ReadonlySet<string>,
+): { hosts: MailHost[]; self?: MailHost } {
   const own = hosts.filter((h) => self.has(h.name.toLowerCase().replace(/\.$/, '')));
   if (!own.length) return { hosts: [...hosts] };
   const best = own.reduce((a, b) => (b.priority < a.priority ? b : a));
@@ -73,7 +82,10 @@ export function byPreference<T extends { priority: number }>(list: readonly T[],
   for (let i = 0; i < out.length;) {
     let j = i;
     while (j < out.length && out[j].priority === out[i].priority) j++;
-    for (let k = j - 1; k > i; k--) { const r = i + Math.floor(random() * (k - i + 1)); [out[k], out[r]] = [out[r], out[k]]; }
+    for (let k = j - 1; k > i; k--) {
+      const r = i + Math.floor(random() * (k - i + 1));
+      [out[k], out[r]] = [out[r], out[k]];
+    }
     i = j;
   }
   return out;

@@ -22,18 +22,49 @@ import { TypedResolver } from './typed.ts';
 type Decoded = Packet & { flag_tc?: boolean; flag_ad?: boolean; rcode?: string };
 
 /** RFC 8914 §4 and the IANA registry: the INFO-CODE names. */
-const EDE_NAMES = ['Other', 'Unsupported DNSKEY Algorithm', 'Unsupported DS Digest Type', 'Stale Answer', 'Forged Answer',
-  'DNSSEC Indeterminate', 'DNSSEC Bogus', 'Signature Expired', 'Signature Not Yet Valid', 'DNSKEY Missing', 'RRSIGs Missing',
-  'No Zone Key Bit Set', 'NSEC Missing', 'Cached Error', 'Not Ready', 'Blocked', 'Censored', 'Filtered', 'Prohibited',
-  'Stale NXDOMAIN Answer', 'Not Authoritative', 'Not Supported', 'No Reachable Authority', 'Network Error', 'Invalid Data',
-  'Signature Expired before Valid', 'Too Early', 'Unsupported NSEC3 Iterations Value', 'Unable to conform to policy', 'Synthesized',
-  'Invalid Query Type'];
+const EDE_NAMES = [
+  'Other',
+  'Unsupported DNSKEY Algorithm',
+  'Unsupported DS Digest Type',
+  'Stale Answer',
+  'Forged Answer',
+  'DNSSEC Indeterminate',
+  'DNSSEC Bogus',
+  'Signature Expired',
+  'Signature Not Yet Valid',
+  'DNSKEY Missing',
+  'RRSIGs Missing',
+  'No Zone Key Bit Set',
+  'NSEC Missing',
+  'Cached Error',
+  'Not Ready',
+  'Blocked',
+  'Censored',
+  'Filtered',
+  'Prohibited',
+  'Stale NXDOMAIN Answer',
+  'Not Authoritative',
+  'Not Supported',
+  'No Reachable Authority',
+  'Network Error',
+  'Invalid Data',
+  'Signature Expired before Valid',
+  'Too Early',
+  'Unsupported NSEC3 Iterations Value',
+  'Unable to conform to policy',
+  'Synthesized',
+  'Invalid Query Type',
+];
 /** INFO-CODEs that say validation failed: a SERVFAIL carrying one of them is 'bogus'. */
 const EDE_DNSSEC = new Set([1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 25, 27]);
 const EDE_OPTION = 15;
 
 /** A server the resolver asks, and whether its AD bit counts (see the file header). */
-export interface Upstream { host: string; port: number; trustAd: boolean }
+export interface Upstream {
+  host: string;
+  port: number;
+  trustAd: boolean;
+}
 type Server = Upstream;
 
 export function parseServer(s: string): { host: string; port: number } {
@@ -44,8 +75,13 @@ export function parseServer(s: string): { host: string; port: number } {
 
 export function systemServers(file = '/etc/resolv.conf'): string[] {
   try {
-    return readFileSync(file, 'utf8').split('\n').map((l) => /^\s*nameserver\s+(\S+)/.exec(l)?.[1]).filter((x): x is string => !!x);
-  } catch { return []; }
+    return readFileSync(file, 'utf8')
+      .split('\n')
+      .map((l) => /^\s*nameserver\s+(\S+)/.exec(l)?.[1])
+      .filter((x): x is string => !!x);
+  } catch {
+    return [];
+  }
 }
 
 const isLoopback = (ip: string) => /^(::ffff:)?127\./i.test(ip) || ip === '::1';
@@ -59,7 +95,9 @@ const MAX_CNAME = 8;
 const EDE_TEXT_MAX = 300;
 
 export interface ResolverOptions {
-  timeoutMs?: number; attempts?: number; cacheMax?: number;
+  timeoutMs?: number;
+  attempts?: number;
+  cacheMax?: number;
   /**
    * dns.dnssec: trust the AD bit of the servers (default true). false: every answer is
    * 'insecure' (DANE is then off) and queries ask for no DNSSEC data.
@@ -70,7 +108,12 @@ export interface ResolverOptions {
 }
 
 /** One decoded response: records (possibly only a CNAME chain) or a denial, with its AD status. */
-interface Response { rcode: 'NOERROR' | 'NXDOMAIN'; records: DnsRecord[]; secure: boolean; ttl: number }
+interface Response {
+  rcode: 'NOERROR' | 'NXDOMAIN';
+  records: DnsRecord[];
+  secure: boolean;
+  ttl: number;
+}
 
 /**
  * How long a negative answer (NXDOMAIN, NODATA) may be cached, from the SOA record in its authority
@@ -104,7 +147,10 @@ export class DnsResolver extends TypedResolver {
     // RFC 4035 §4.6: AD counts only over a secure channel or when configured to be trusted.
     this.upstreams = servers.length
       ? servers.map((s) => ({ ...parseServer(s), trustAd: this.dnssec }))
-      : systemServers(opts.resolvConf).map((s) => { const p = parseServer(s); return { ...p, trustAd: this.dnssec && isLoopback(p.host) }; });
+      : systemServers(opts.resolvConf).map((s) => {
+          const p = parseServer(s);
+          return { ...p, trustAd: this.dnssec && isLoopback(p.host) };
+        });
     this.timeoutMs = opts.timeoutMs ?? 3000;
     this.attempts = opts.attempts ?? 2;
     this.cacheMax = opts.cacheMax ?? 10_000;
@@ -125,12 +171,19 @@ export class DnsResolver extends TypedResolver {
         r = await this.cached(qname, type);
       } catch (e) {
         // A failure further down a chain is reported for the name asked, with the chain so far.
-        if (e instanceof DnsError && hop > 0) throw new DnsError(e.kind, name, type, `at ${qname}: ${e.detail}`, { names, ede: e.ede });
+        if (e instanceof DnsError && hop > 0)
+          throw new DnsError(e.kind, name, type, `at ${qname}: ${e.detail}`, { names, ede: e.ede });
         throw e;
       }
       secure &&= r.secure;
       ttl = Math.min(ttl, r.ttl);
-      const done = (records: DnsRecord[]): Lookup<DnsRecord> => ({ records, authenticated: secure, status: secure ? 'secure' : 'insecure', ttl, names: [...names] });
+      const done = (records: DnsRecord[]): Lookup<DnsRecord> => ({
+        records,
+        authenticated: secure,
+        status: secure ? 'secure' : 'insecure',
+        ttl,
+        names: [...names],
+      });
       // Follow the chain as far as the resolver included it in this answer.
       for (;;) {
         const cur = names[names.length - 1];
@@ -143,7 +196,11 @@ export class DnsResolver extends TypedResolver {
         if (names.includes(next)) throw new DnsError('malformed', name, type, `CNAME loop at ${next}`, { names });
         names.push(next);
       }
-      if (r.rcode === 'NXDOMAIN') throw new DnsError('nxdomain', name, type, names.length > 1 ? `at ${names[names.length - 1]}` : '', { secure, names });
+      if (r.rcode === 'NXDOMAIN')
+        throw new DnsError('nxdomain', name, type, names.length > 1 ? `at ${names[names.length - 1]}` : '', {
+          secure,
+          names,
+        });
       if (names[names.length - 1] === qname) {
         const any = r.records.filter((a) => a.type === type);
         if (any.length) return done(any);
@@ -171,7 +228,9 @@ export class DnsResolver extends TypedResolver {
     this.cache.set(key, { expires: Date.now() + ttl * 1000, value });
   }
 
-  clearCache(): void { this.cache.clear(); }
+  clearCache(): void {
+    this.cache.clear();
+  }
 
   /** query(), its duration and outcome emitted as a dns.query event (metrics). */
   private async timed(name: string, type: RecordType): Promise<Response> {
@@ -191,7 +250,8 @@ export class DnsResolver extends TypedResolver {
 
   /** One question to the servers in turn (UDP, TCP when truncated). */
   private async query(name: string, type: RecordType): Promise<Response> {
-    if (!this.upstreams.length) throw new DnsError('servfail', name, type, 'no DNS servers configured and none in /etc/resolv.conf');
+    if (!this.upstreams.length)
+      throw new DnsError('servfail', name, type, 'no DNS servers configured and none in /etc/resolv.conf');
     let last: DnsError = new DnsError('timeout', name, type);
     let bogus: DnsError | undefined;
     for (let attempt = 0; attempt < this.attempts && !bogus; attempt++) {
@@ -218,7 +278,8 @@ export class DnsResolver extends TypedResolver {
     const secure = s.trustAd && !!p.flag_ad; // RFC 4035 §3.2.3 (set by the validator), §4.6 (trusted here)
     const answers = ((p.answers ?? []) as unknown as DnsRecord[]).filter((a) => a.type !== 'RRSIG');
     const negative = rcode === 'NXDOMAIN' || !answers.length;
-    const ttl = negative ? negativeTtl((p.authorities ?? []) as unknown as DnsRecord[])
+    const ttl = negative
+      ? negativeTtl((p.authorities ?? []) as unknown as DnsRecord[])
       : Math.min(...answers.map((a) => (typeof a.ttl === 'number' ? a.ttl : 300)));
     // NXDOMAIN and NOERROR-without-records (NODATA) are answers (RFC 2308 §2.1, §2.2).
     if (rcode === 'NOERROR' || rcode === 'NXDOMAIN') return { rcode, records: answers, secure, ttl };
@@ -227,9 +288,13 @@ export class DnsResolver extends TypedResolver {
     const why = ede.map((e) => `EDE ${e.code} ${e.name}${e.text ? `: ${e.text}` : ''}`).join('; ');
     if (rcode === 'SERVFAIL') {
       const bogus = ede.some((e) => EDE_DNSSEC.has(e.code));
-      throw new DnsError(bogus ? 'bogus' : 'servfail', name, type, `${s.host}:${s.port}${why ? `: ${why}` : ''}`, { ede });
+      throw new DnsError(bogus ? 'bogus' : 'servfail', name, type, `${s.host}:${s.port}${why ? `: ${why}` : ''}`, {
+        ede,
+      });
     }
-    throw new DnsError('servfail', name, type, `${s.host}:${s.port} answered ${rcode}${why ? `; ${why}` : ''}`, { ede });
+    throw new DnsError('servfail', name, type, `${s.host}:${s.port} answered ${rcode}${why ? `; ${why}` : ''}`, {
+      ede,
+    });
   }
 
   private exchange(s: Server, name: string, type: RecordType, tcp: boolean): Promise<Decoded> {
@@ -237,9 +302,18 @@ export class DnsResolver extends TypedResolver {
     // dns.dnssec: DO asks for signatures (RFC 3225 §3, RFC 4035 §3.2.1) and AD for the validation result
     // (RFC 6840 §5.7); without it neither is asked for and AD is ignored anyway.
     const q: Packet = {
-      type: 'query', id, flags: dnsPacket.RECURSION_DESIRED | (this.dnssec ? dnsPacket.AUTHENTIC_DATA : 0),
+      type: 'query',
+      id,
+      flags: dnsPacket.RECURSION_DESIRED | (this.dnssec ? dnsPacket.AUTHENTIC_DATA : 0),
       questions: [{ type, name, class: 'IN' }],
-      additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232, flags: this.dnssec ? dnsPacket.DNSSEC_OK : 0 } as unknown as Answer],
+      additionals: [
+        {
+          type: 'OPT',
+          name: '.',
+          udpPayloadSize: 1232,
+          flags: this.dnssec ? dnsPacket.DNSSEC_OK : 0,
+        } as unknown as Answer,
+      ],
     };
     return tcp ? this.tcp(s, q, name, type) : this.udp(s, q, name, type);
   }
@@ -247,12 +321,21 @@ export class DnsResolver extends TypedResolver {
   private udp(s: Server, q: Packet, name: string, type: RecordType): Promise<Decoded> {
     return new Promise((resolve, reject) => {
       const sock = dgram.createSocket(net.isIPv6(s.host) ? 'udp6' : 'udp4');
-      const done = (e: Error | null, p?: Decoded) => { clearTimeout(t); sock.close(); if (e) reject(e); else resolve(p!); };
+      const done = (e: Error | null, p?: Decoded) => {
+        clearTimeout(t);
+        sock.close();
+        if (e) reject(e);
+        else resolve(p!);
+      };
       const t = setTimeout(() => done(new DnsError('timeout', name, type, `${s.host}:${s.port}`)), this.timeoutMs);
       sock.on('error', (e) => done(new DnsError('servfail', name, type, e.message)));
       sock.on('message', (msg) => {
         let p: Packet;
-        try { p = dnsPacket.decode(msg); } catch { return; }
+        try {
+          p = dnsPacket.decode(msg);
+        } catch {
+          return;
+        }
         // Not ours (RFC 5452: a random ID per query, and the answer must match ID and question).
         if (p.id !== q.id || p.questions?.[0]?.name.toLowerCase() !== name.toLowerCase()) return;
         done(null, p);
@@ -265,7 +348,12 @@ export class DnsResolver extends TypedResolver {
     return new Promise((resolve, reject) => {
       const sock = net.connect({ host: s.host, port: s.port });
       let buf = Buffer.alloc(0);
-      const done = (e: Error | null, p?: Decoded) => { clearTimeout(t); sock.destroy(); if (e) reject(e); else resolve(p!); };
+      const done = (e: Error | null, p?: Decoded) => {
+        clearTimeout(t);
+        sock.destroy();
+        if (e) reject(e);
+        else resolve(p!);
+      };
       const t = setTimeout(() => done(new DnsError('timeout', name, type, `${s.host}:${s.port}/tcp`)), this.timeoutMs);
       sock.on('error', (e) => done(new DnsError('servfail', name, type, e.message)));
       sock.on('connect', () => sock.write(dnsPacket.streamEncode(q))); // 2-octet length prefix (RFC 1035 §4.2.2)
@@ -274,9 +362,14 @@ export class DnsResolver extends TypedResolver {
         if (buf.length < 2 || buf.length < 2 + buf.readUInt16BE(0)) return;
         try {
           const p = dnsPacket.streamDecode(buf);
-          if (p.id !== q.id) { done(new DnsError('malformed', name, type, 'id mismatch')); return; }
+          if (p.id !== q.id) {
+            done(new DnsError('malformed', name, type, 'id mismatch'));
+            return;
+          }
           done(null, p);
-        } catch { done(new DnsError('malformed', name, type)); }
+        } catch {
+          done(new DnsError('malformed', name, type));
+        }
       });
     });
   }
@@ -284,10 +377,18 @@ export class DnsResolver extends TypedResolver {
 
 /** The Extended DNS Errors (RFC 8914) in a response's OPT record; text sanitised and bounded. */
 export function extendedErrors(p: Packet): ExtendedDnsError[] {
-  const opt = (p.additionals ?? []).find((a) => a.type === 'OPT') as { options?: { code: number; data?: Buffer }[] } | undefined;
-  return (opt?.options ?? []).filter((o) => o.code === EDE_OPTION && o.data && o.data.length >= 2).map((o) => {
-    const code = o.data!.readUInt16BE(0);
-    const text = o.data!.subarray(2).toString('utf8').replace(/[\x00-\x1f\x7f]+/g, ' ').trim().slice(0, EDE_TEXT_MAX);
-    return { code, name: EDE_NAMES[code] ?? `code ${code}`, text };
-  });
+  const opt = (p.additionals ?? []).find((a) => a.type === 'OPT') as
+    { options?: { code: number; data?: Buffer }[] } | undefined;
+  return (opt?.options ?? [])
+    .filter((o) => o.code === EDE_OPTION && o.data && o.data.length >= 2)
+    .map((o) => {
+      const code = o.data!.readUInt16BE(0);
+      const text = o
+        .data!.subarray(2)
+        .toString('utf8')
+        .replace(/[\x00-\x1f\x7f]+/g, ' ')
+        .trim()
+        .slice(0, EDE_TEXT_MAX);
+      return { code, name: EDE_NAMES[code] ?? `code ${code}`, text };
+    });
 }

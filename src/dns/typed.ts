@@ -5,7 +5,15 @@
 // in `failures`, never silently dropped, and a lookup throws only when neither family answered.
 import net from 'node:net';
 import type { RecordType } from 'dns-packet';
-import { DnsError, type AddressLookup, type DnsRecord, type Lookup, type MxLookup, type Resolver, type TlsaRecord } from './types.ts';
+import {
+  DnsError,
+  type AddressLookup,
+  type DnsRecord,
+  type Lookup,
+  type MxLookup,
+  type Resolver,
+  type TlsaRecord,
+} from './types.ts';
 import { errorMessage } from '../util/errors.ts';
 
 const norm = (n: string) => n.toLowerCase().replace(/\.$/, '');
@@ -20,7 +28,8 @@ export abstract class TypedResolver implements Resolver {
    */
   async mx(domain: string): Promise<MxLookup> {
     const r = await this.lookup(domain, 'MX');
-    const all = r.records.map((a) => a.data as { exchange: string; preference: number })
+    const all = r.records
+      .map((a) => a.data as { exchange: string; preference: number })
       .map((d) => ({ exchange: norm(d.exchange), priority: d.preference }));
     const nullMx = all.length === 1 && all[0].exchange === '' && all[0].priority === 0;
     return { ...r, records: all.filter((m) => m.exchange !== ''), nullMx };
@@ -33,22 +42,36 @@ export abstract class TypedResolver implements Resolver {
    */
   async addresses(host: string): Promise<AddressLookup> {
     const results = await Promise.allSettled([this.lookup(host, 'A'), this.lookup(host, 'AAAA')]);
-    const ok = results.filter((r): r is PromiseFulfilledResult<Lookup<DnsRecord>> => r.status === 'fulfilled').map((r) => r.value);
-    const errs = results.map((r, i) => (r.status === 'fulfilled' ? undefined : asDnsError(r.reason, host, i ? 'AAAA' : 'A')))
+    const ok = results
+      .filter((r): r is PromiseFulfilledResult<Lookup<DnsRecord>> => r.status === 'fulfilled')
+      .map((r) => r.value);
+    const errs = results
+      .map((r, i) => (r.status === 'fulfilled' ? undefined : asDnsError(r.reason, host, i ? 'AAAA' : 'A')))
       .filter((e): e is DnsError => !!e);
     if (!ok.length) throw errs.find((e) => e.temporary) ?? errs[0];
     const denials = errs.filter((e) => !e.temporary);
     const secure = ok.every((l) => l.authenticated) && denials.every((e) => e.secure);
     return {
       records: ok.flatMap((l) => l.records.map((a) => String(a.data))),
-      authenticated: secure, status: secure ? 'secure' : 'insecure', ttl: Math.min(...ok.map((l) => l.ttl)),
-      names: ok[0].names, failures: errs.filter((e) => e.temporary),
+      authenticated: secure,
+      status: secure ? 'secure' : 'insecure',
+      ttl: Math.min(...ok.map((l) => l.ttl)),
+      names: ok[0].names,
+      failures: errs.filter((e) => e.temporary),
     };
   }
 
   async txt(name: string): Promise<Lookup<string>> {
     const r = await this.lookup(name, 'TXT');
-    return { ...r, records: r.records.map((a) => ([] as (string | Buffer)[]).concat(a.data as string | Buffer | (string | Buffer)[]).map(String).join('')) };
+    return {
+      ...r,
+      records: r.records.map((a) =>
+        ([] as (string | Buffer)[])
+          .concat(a.data as string | Buffer | (string | Buffer)[])
+          .map(String)
+          .join(''),
+      ),
+    };
   }
 
   /**
@@ -59,7 +82,13 @@ export abstract class TypedResolver implements Resolver {
    */
   async tlsa(name: string): Promise<Lookup<TlsaRecord>> {
     const r = await this.lookup(name, 'TLSA');
-    return { ...r, records: r.records.map((a) => { const d = a.data as { usage: number; selector: number; matchingType: number; certificate: Buffer }; return { usage: d.usage, selector: d.selector, matchingType: d.matchingType, data: d.certificate }; }) };
+    return {
+      ...r,
+      records: r.records.map((a) => {
+        const d = a.data as { usage: number; selector: number; matchingType: number; certificate: Buffer };
+        return { usage: d.usage, selector: d.selector, matchingType: d.matchingType, data: d.certificate };
+      }),
+    };
   }
 
   async ptr(ip: string): Promise<Lookup<string>> {
@@ -78,5 +107,10 @@ export function reverseName(ip: string): string {
   const head = parts[0] ? parts[0].split(':') : [];
   const tail = parts.length > 1 && parts[1] ? parts[1].split(':') : [];
   const groups = [...head, ...Array(8 - head.length - tail.length).fill('0'), ...tail];
-  return `${groups.map((g) => g.padStart(4, '0')).join('').split('').reverse().join('.')}.ip6.arpa`;
+  return `${groups
+    .map((g) => g.padStart(4, '0'))
+    .join('')
+    .split('')
+    .reverse()
+    .join('.')}.ip6.arpa`;
 }

@@ -18,7 +18,11 @@ export type DnsErrorKind = 'nxdomain' | 'nodata' | 'servfail' | 'bogus' | 'timeo
 export type DnssecStatus = 'secure' | 'insecure';
 
 /** An Extended DNS Error (RFC 8914, EDNS option 15) that came with a failed answer. */
-export interface ExtendedDnsError { code: number; name: string; text: string }
+export interface ExtendedDnsError {
+  code: number;
+  name: string;
+  text: string;
+}
 
 export interface DnsErrorDetails {
   /** nxdomain/nodata: the denial was DNSSEC-authenticated along the whole CNAME chain. */
@@ -38,7 +42,13 @@ export class DnsError extends Error {
   readonly secure: boolean;
   readonly names: readonly string[];
   readonly ede: readonly ExtendedDnsError[];
-  constructor(readonly kind: DnsErrorKind, readonly qname: string, readonly qtype: string, readonly detail = '', more: DnsErrorDetails = {}) {
+  constructor(
+    readonly kind: DnsErrorKind,
+    readonly qname: string,
+    readonly qtype: string,
+    readonly detail = '',
+    more: DnsErrorDetails = {},
+  ) {
     super(`DNS ${qtype} ${qname}: ${kind}${detail ? ` (${detail})` : ''}`);
     this.name = 'DnsError';
     this.secure = (kind === 'nxdomain' || kind === 'nodata') && !!more.secure;
@@ -46,13 +56,22 @@ export class DnsError extends Error {
     this.ede = more.ede ?? [];
   }
   /** nxdomain/nodata are answers; the rest mean "could not find out". */
-  get temporary(): boolean { return this.kind !== 'nxdomain' && this.kind !== 'nodata'; }
+  get temporary(): boolean {
+    return this.kind !== 'nxdomain' && this.kind !== 'nodata';
+  }
   /** DNSSEC status of a negative answer ('insecure' for failures, which are not answers). */
-  get status(): DnssecStatus { return this.secure ? 'secure' : 'insecure'; }
+  get status(): DnssecStatus {
+    return this.secure ? 'secure' : 'insecure';
+  }
 }
 
 /** A resource record as decoded (dns-packet's union type hides `data` behind OPT). */
-export interface DnsRecord { type: string; name: string; ttl?: number; data: unknown }
+export interface DnsRecord {
+  type: string;
+  name: string;
+  ttl?: number;
+  data: unknown;
+}
 
 export interface Lookup<T> {
   records: T[];
@@ -68,8 +87,16 @@ export interface Lookup<T> {
    */
   names: string[];
 }
-export interface MxRecord { exchange: string; priority: number }
-export interface TlsaRecord { usage: number; selector: number; matchingType: number; data: Buffer }
+export interface MxRecord {
+  exchange: string;
+  priority: number;
+}
+export interface TlsaRecord {
+  usage: number;
+  selector: number;
+  matchingType: number;
+  data: Buffer;
+}
 
 /** MX records by preference; [] and nullMx for a null MX (RFC 7505). */
 export type MxLookup = Lookup<MxRecord> & { nullMx: boolean };

@@ -57,7 +57,8 @@ export function parsePathArg(arg: string, opts: { allowNull: boolean; utf8Allowe
   }
   const mb = parseMailbox(inner, utf8);
   if (!mb.ok) return mb;
-  if (mb.mailbox.bare && opts.allowNull) return refuse(Replies.badAddress('<postmaster> without a domain is only valid as a recipient'));
+  if (mb.mailbox.bare && opts.allowNull)
+    return refuse(Replies.badAddress('<postmaster> without a domain is only valid as a recipient'));
   return { ok: true, mailbox: mb.mailbox, params };
 }
 
@@ -73,9 +74,11 @@ export function heloProblem(arg: string): string | null {
   if (!name) return 'a domain name or address literal is required';
   if (/\s/.test(name)) return 'only one domain name or address literal is allowed';
   if (name.length > 255) return 'the name is longer than 255 characters';
-  if (name.startsWith('[')) return checkAddressLiteral(name) && 'not a valid address literal ([192.0.2.1] or [IPv6:2001:db8::1])';
+  if (name.startsWith('['))
+    return checkAddressLiteral(name) && 'not a valid address literal ([192.0.2.1] or [IPv6:2001:db8::1])';
   const labels = (name.endsWith('.') ? name.slice(0, -1) : name).split('.');
-  if (!labels.every((l) => HELO_LABEL.test(l))) return 'not a valid domain name (letters, digits, hyphens and dots) or address literal';
+  if (!labels.every((l) => HELO_LABEL.test(l)))
+    return 'not a valid domain name (letters, digits, hyphens and dots) or address literal';
   return null;
 }
 
@@ -86,7 +89,11 @@ export const isXtext = (s: string): boolean => XTEXT.test(s);
 export function validNotify(v: string): boolean {
   const parts = v.toUpperCase().split(',');
   if (parts.includes('NEVER')) return parts.length === 1;
-  return parts.length > 0 && parts.every((p) => p === 'SUCCESS' || p === 'FAILURE' || p === 'DELAY') && new Set(parts).size === parts.length;
+  return (
+    parts.length > 0 &&
+    parts.every((p) => p === 'SUCCESS' || p === 'FAILURE' || p === 'DELAY') &&
+    new Set(parts).size === parts.length
+  );
 }
 
 /** RCPT ORCPT "addr-type;xtext" (RFC 3461 §4.2). */

@@ -31,7 +31,9 @@ type Limits = Pick<Config['smtp'], 'maxConnections' | 'maxConnectionsPerIP' | 'r
 
 /** The effective reserve: the configured number, else 10% of maxConnections (at least 1 when maxConnections > 1). */
 export function reservedConnections(smtp: Limits): number {
-  return smtp.reservedConnections ?? Math.min(smtp.maxConnections - 1, Math.max(1, Math.floor(smtp.maxConnections / 10)));
+  return (
+    smtp.reservedConnections ?? Math.min(smtp.maxConnections - 1, Math.max(1, Math.floor(smtp.maxConnections / 10)))
+  );
 }
 
 /** What admission asks policy/ about a client (see InboundConnectors). */
@@ -51,7 +53,9 @@ export class Admission {
   constructor(private readonly now: () => number = Date.now) {}
 
   /** Sessions counted now. */
-  get sessions(): number { return this.open; }
+  get sessions(): number {
+    return this.open;
+  }
 
   /** A slot for a new connection from `ip`, or the reply that refuses it. */
   admit(ip: string, smtp: Limits, who: Identification): Slot | SmtpReply {
@@ -61,7 +65,8 @@ export class Admission {
     const reserve = who.identifiesClients ? reservedConnections(smtp) : 0;
     let slot: Slot;
     if (reserve > 0 && who.identifiesAddress(ip)) slot = { ip, reserved: true, provisional: false, released: false };
-    else if (this.unidentified < smtp.maxConnections - reserve) slot = { ip, reserved: false, provisional: false, released: false };
+    else if (this.unidentified < smtp.maxConnections - reserve)
+      slot = { ip, reserved: false, provisional: false, released: false };
     else if (reserve > 0 && this.isProven(ip)) slot = { ip, reserved: true, provisional: true, released: false };
     else return Replies.tooManyConnections();
     this.open++;
@@ -74,7 +79,10 @@ export class Admission {
   identified(slot: Slot): void {
     if (slot.released) return;
     slot.provisional = false;
-    if (!slot.reserved) { slot.reserved = true; this.unidentified--; }
+    if (!slot.reserved) {
+      slot.reserved = true;
+      this.unidentified--;
+    }
     this.proven.delete(slot.ip);
     this.proven.set(slot.ip, this.now() + PROVEN_TTL_MS);
     if (this.proven.size > MAX_PROVEN) this.proven.delete(this.proven.keys().next().value!);
@@ -87,7 +95,8 @@ export class Admission {
     this.open--;
     if (!slot.reserved) this.unidentified--;
     const n = (this.perIp.get(slot.ip) ?? 1) - 1;
-    if (n <= 0) this.perIp.delete(slot.ip); else this.perIp.set(slot.ip, n);
+    if (n <= 0) this.perIp.delete(slot.ip);
+    else this.perIp.set(slot.ip, n);
   }
 
   private isProven(ip: string): boolean {

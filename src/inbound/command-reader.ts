@@ -3,12 +3,11 @@
 // A line ends at LF (CRLF or bare LF) or at a bare CR; `bare` says whether the ending was bare
 // (RFC 5321 §2.3.8 recognises only CRLF: the session refuses or normalises bare endings).
 
-const CR = 13, LF = 10;
+const CR = 13,
+  LF = 10;
 const EMPTY = Buffer.alloc(0);
 
-export type Line =
-  | { kind: 'line'; text: string; bare: boolean; nul: boolean }
-  | { kind: 'tooLong' };
+export type Line = { kind: 'line'; text: string; bare: boolean; nul: boolean } | { kind: 'tooLong' };
 
 export class CommandReader {
   private buf: Buffer = EMPTY;
@@ -20,7 +19,9 @@ export class CommandReader {
     this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
   }
 
-  get pending(): number { return this.buf.length; }
+  get pending(): number {
+    return this.buf.length;
+  }
 
   /** Remaining unread bytes (handed to the DATA decoder, or discarded on STARTTLS). */
   take(): Buffer {
@@ -32,27 +33,51 @@ export class CommandReader {
   next(): Line | null {
     for (;;) {
       const b = this.buf;
-      let end = -1; let skip = 0; let bare = false;
+      let end = -1;
+      let skip = 0;
+      let bare = false;
       const limit = Math.min(b.length, this.maxLine + 2);
       for (let i = 0; i < limit; i++) {
         const c = b[i];
-        if (c === LF) { end = i; skip = 1; bare = true; break; }
+        if (c === LF) {
+          end = i;
+          skip = 1;
+          bare = true;
+          break;
+        }
         if (c === CR) {
-          if (i + 1 >= b.length) break;               // need the next byte to tell
-          if (b[i + 1] === LF) { end = i; skip = 2; break; }
-          end = i; skip = 1; bare = true; break;      // bare CR
+          if (i + 1 >= b.length) break; // need the next byte to tell
+          if (b[i + 1] === LF) {
+            end = i;
+            skip = 2;
+            break;
+          }
+          end = i;
+          skip = 1;
+          bare = true;
+          break; // bare CR
         }
       }
       if (end < 0) {
         if (b.length > this.maxLine + 1) {
           // Overlong: drop this line up to its end (LF, CRLF or bare CR, as above), or all we have
           // (but a final CR, which the next byte decides) and keep dropping until it ends.
-          let cut = b.length; let ended = false;
+          let cut = b.length;
+          let ended = false;
           for (let i = Math.min(limit, b.length - 1); i < b.length; i++) {
-            if (b[i] === LF) { cut = i + 1; ended = true; break; }
+            if (b[i] === LF) {
+              cut = i + 1;
+              ended = true;
+              break;
+            }
             if (b[i] === CR) {
-              if (i + 1 >= b.length) { cut = i; break; }
-              cut = b[i + 1] === LF ? i + 2 : i + 1; ended = true; break;
+              if (i + 1 >= b.length) {
+                cut = i;
+                break;
+              }
+              cut = b[i + 1] === LF ? i + 2 : i + 1;
+              ended = true;
+              break;
             }
           }
           this.buf = b.subarray(cut);
@@ -66,7 +91,10 @@ export class CommandReader {
       }
       const raw = b.subarray(0, end);
       this.buf = b.subarray(end + skip);
-      if (this.discarding) { this.discarding = false; continue; }
+      if (this.discarding) {
+        this.discarding = false;
+        continue;
+      }
       if (raw.length > this.maxLine) return { kind: 'tooLong' };
       return { kind: 'line', text: raw.toString('utf8'), bare, nul: raw.includes(0) };
     }

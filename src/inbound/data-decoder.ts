@@ -9,11 +9,18 @@
 //  - `longestLine` is the longest decoded line in octets, CRLF excluded (measured in the same
 //    pass, so delivery knows about lines over 998 octets without scanning the message again).
 
-const CR = 13, LF = 10, DOT = 46;
+const CR = 13,
+  LF = 10,
+  DOT = 46;
 const CRLF = Buffer.from('\r\n');
 const DOTBUF = Buffer.from('.');
 
-const enum St { Normal, Cr, Dot, DotCr }
+const enum St {
+  Normal,
+  Cr,
+  Dot,
+  DotCr,
+}
 
 export interface DecodedData {
   chunks: Buffer[];
@@ -33,9 +40,22 @@ export class DataDecoder {
   private afterRealCrlf = true;
   private lineLen = 0;
   private inHeader = true;
-  private readonly out: DecodedData = { chunks: [], size: 0, headerSize: 0, sizeExceeded: false, headerExceeded: false, bare: false, nul: false, eightBit: false, longestLine: 0 };
+  private readonly out: DecodedData = {
+    chunks: [],
+    size: 0,
+    headerSize: 0,
+    sizeExceeded: false,
+    headerExceeded: false,
+    bare: false,
+    nul: false,
+    eightBit: false,
+    longestLine: 0,
+  };
 
-  constructor(private readonly maxSize: number, private readonly maxHeaderSize: number) {}
+  constructor(
+    private readonly maxSize: number,
+    private readonly maxHeaderSize: number,
+  ) {}
 
   private emit(b: Buffer): void {
     if (b.length === 0) return;
@@ -45,7 +65,10 @@ export class DataDecoder {
       if (this.out.headerSize > this.maxHeaderSize) this.out.headerExceeded = true;
     }
     this.out.size += b.length;
-    if (this.out.size > this.maxSize) { this.out.sizeExceeded = true; return; }
+    if (this.out.size > this.maxSize) {
+      this.out.sizeExceeded = true;
+      return;
+    }
     if (!this.out.sizeExceeded) this.out.chunks.push(b);
   }
 
@@ -72,11 +95,18 @@ export class DataDecoder {
       switch (this.st) {
         case St.Normal:
           if (c === CR) {
-            this.emit(buf.subarray(run, i)); this.st = St.Cr; run = i + 1;
+            this.emit(buf.subarray(run, i));
+            this.st = St.Cr;
+            run = i + 1;
           } else if (c === LF) {
-            this.emit(buf.subarray(run, i)); this.eol(false); run = i + 1;
+            this.emit(buf.subarray(run, i));
+            this.eol(false);
+            run = i + 1;
           } else if (c === DOT && this.lineStart) {
-            this.emit(buf.subarray(run, i)); this.st = St.Dot; this.lineStart = false; run = i + 1;
+            this.emit(buf.subarray(run, i));
+            this.st = St.Dot;
+            this.lineStart = false;
+            run = i + 1;
           } else {
             if (c === 0) this.out.nul = true;
             else if (c > 127) this.out.eightBit = true;
@@ -85,22 +115,45 @@ export class DataDecoder {
           break;
         case St.Cr:
           this.st = St.Normal;
-          if (c === LF) { this.eol(true); run = i + 1; } else { this.eol(false); run = i; i--; }
+          if (c === LF) {
+            this.eol(true);
+            run = i + 1;
+          } else {
+            this.eol(false);
+            run = i;
+            i--;
+          }
           break;
         case St.Dot:
-          if (c === CR) { this.st = St.DotCr; run = i + 1; } else if (c === LF) {
+          if (c === CR) {
+            this.st = St.DotCr;
+            run = i + 1;
+          } else if (c === LF) {
             // ".\n": a bare LF; content line "."
-            this.st = St.Normal; this.emit(DOTBUF); this.eol(false); run = i + 1;
+            this.st = St.Normal;
+            this.emit(DOTBUF);
+            this.eol(false);
+            run = i + 1;
           } else {
             // Dot-stuffed line: the leading dot is dropped; reprocess c as ordinary text.
-            this.st = St.Normal; run = i; i--;
+            this.st = St.Normal;
+            run = i;
+            i--;
           }
           break;
         case St.DotCr:
           this.st = St.Normal;
           if (c === LF && this.afterRealCrlf) return i + 1; // CR LF . CR LF: end of data
           this.emit(DOTBUF);
-          if (c === LF) { this.eol(true); run = i + 1; this.out.bare = true; } else { this.eol(false); run = i; i--; }
+          if (c === LF) {
+            this.eol(true);
+            run = i + 1;
+            this.out.bare = true;
+          } else {
+            this.eol(false);
+            run = i;
+            i--;
+          }
           break;
       }
     }
@@ -108,5 +161,7 @@ export class DataDecoder {
     return -1;
   }
 
-  result(): DecodedData { return this.out; }
+  result(): DecodedData {
+    return this.out;
+  }
 }

@@ -33,13 +33,21 @@ export class SmtpServer {
   }
 
   private accept(s: net.Socket): void {
-    if (!this.early) { this.admit(s); return; }
+    if (!this.early) {
+      this.admit(s);
+      return;
+    }
     s.on('error', () => {});
-    if (this.early.length >= 1024) { s.destroy(); return; }
+    if (this.early.length >= 1024) {
+      s.destroy();
+      return;
+    }
     this.early.push(s);
   }
 
-  get connections(): number { return this.sessions.size; }
+  get connections(): number {
+    return this.sessions.size;
+  }
 
   /** Bind every entry; on failure the listeners opened so far stay open until close(). */
   async listen(addresses: readonly string[]): Promise<void> {
@@ -48,7 +56,10 @@ export class SmtpServer {
       srv.maxConnections = 1_000_000; // admission is ours, with a proper 421
       await new Promise<void>((resolve, reject) => {
         srv.once('error', reject);
-        srv.listen({ host, port, ipv6Only, backlog: 1024 }, () => { srv.off('error', reject); resolve(); });
+        srv.listen({ host, port, ipv6Only, backlog: 1024 }, () => {
+          srv.off('error', reject);
+          resolve();
+        });
       });
       srv.on('error', (e) => emit({ event: 'internal.error', where: `listener ${a}`, error: e.message }));
       this.servers.push(srv);
@@ -80,7 +91,11 @@ export class SmtpServer {
           oldest.destroy();
         }
       },
-      closed: () => { clearTimeout(probation); this.lingering.delete(socket); this.sessions.delete(session); },
+      closed: () => {
+        clearTimeout(probation);
+        this.lingering.delete(socket);
+        this.sessions.delete(session);
+      },
       secured: (cert) => {
         if (connectors.identifiesCertificate(cert)) this.admission.identified(slot);
         else if (slot.provisional) session.refuse(Replies.tooManyConnections());
@@ -89,7 +104,9 @@ export class SmtpServer {
     this.sessions.add(session);
     if (slot.provisional) {
       // Admitted on an address that proved a connector's certificate before: prove it again, soon.
-      probation = setTimeout(() => { if (slot.provisional) session.refuse(Replies.tooManyConnections()); }, PROBATION_MS).unref();
+      probation = setTimeout(() => {
+        if (slot.provisional) session.refuse(Replies.tooManyConnections());
+      }, PROBATION_MS).unref();
     }
   }
 

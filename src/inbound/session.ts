@@ -108,12 +108,18 @@ export class SmtpSession {
   private closeReason = 'client closed';
   private readonly onData = (c: Buffer) => this.receive(c);
 
-  constructor(socket: Socket, private readonly deps: SessionDeps, private readonly hooks: SessionHooks) {
+  constructor(
+    socket: Socket,
+    private readonly deps: SessionDeps,
+    private readonly hooks: SessionHooks,
+  ) {
     this.sock = socket;
     this.clientIp = (socket.remoteAddress ?? '').replace(/^::ffff:/, '');
     socket.setNoDelay(true);
     socket.on('data', this.onData);
-    socket.on('error', () => { this.closeReason = 'network error'; });
+    socket.on('error', () => {
+      this.closeReason = 'network error';
+    });
     socket.once('close', () => this.closed());
     this.arm(deps.config.smtp.timeouts.command);
     // Greet after two event-loop turns (microseconds, not an artificial delay): any bytes already
@@ -121,8 +127,12 @@ export class SmtpSession {
     setImmediate(() => setImmediate(() => this.greet()));
   }
 
-  private get host(): string { return this.deps.config.hostname; }
-  /** Taken from the raw socket at connect: after STARTTLS `sock` is the TLS socket, whose address is gone once closed. */
+  private get host(): string {
+    return this.deps.config.hostname;
+  }
+  /**
+   * Taken from the raw socket at connect: after STARTTLS `sock` is the TLS socket, whose address is gone once closed.
+   */
   private readonly clientIp: string;
 
   private greet(): void {
@@ -158,7 +168,8 @@ export class SmtpSession {
 
   private receive(chunk: Buffer): void {
     if (this.mode === 'closing' || this.mode === 'tls') return;
-    if (this.mode === 'data' && !this.busy && !this.blocked && !this.yielded && this.reader.pending === 0) this.feedData(chunk);
+    if (this.mode === 'data' && !this.busy && !this.blocked && !this.yielded && this.reader.pending === 0)
+      this.feedData(chunk);
     else this.reader.push(chunk);
     if (this.mode !== 'greeting') this.pump();
   }
@@ -177,7 +188,8 @@ export class SmtpSession {
     this.blocked = true;
     const sock = this.sock;
     const drained = () => {
-      sock.off('drain', drained); sock.off('close', drained);
+      sock.off('drain', drained);
+      sock.off('close', drained);
       if (this.sock !== sock) return; // STARTTLS replaced the socket (and cleared `blocked`)
       this.blocked = false;
       this.flow();
@@ -195,19 +207,27 @@ export class SmtpSession {
    */
   private flow(): void {
     if (this.mode === 'closing' || this.mode === 'tls') return;
-    if (this.busy || this.blocked || this.yielded) { this.sock.pause(); return; }
+    if (this.busy || this.blocked || this.yielded) {
+      this.sock.pause();
+      return;
+    }
     this.sock.resume();
     if (this.mode !== 'greeting') this.pump();
   }
 
   /** The mode now; a method, so that a check after a call that may change it is not narrowed away. */
-  private currentMode(): Mode { return this.mode; }
+  private currentMode(): Mode {
+    return this.mode;
+  }
 
   /** Process buffered commands (up to COMMANDS_PER_TURN); replies to a pipelined group go out together. */
   private pump(): void {
     let turn = 0;
     while (!this.busy && !this.blocked && !this.yielded && (this.mode === 'command' || this.mode === 'data')) {
-      if (++turn > COMMANDS_PER_TURN) { this.yieldTurn(); break; }
+      if (++turn > COMMANDS_PER_TURN) {
+        this.yieldTurn();
+        break;
+      }
       if (this.mode === 'data') {
         const rest = this.reader.take();
         if (!rest.length || !this.feedData(rest)) break;
@@ -217,11 +237,15 @@ export class SmtpSession {
       if (!line) break;
       this.counts.commands++;
       this.arm(this.deps.config.smtp.timeouts.command);
-      if (line.kind === 'tooLong') { this.send(Replies.lineTooLong(MAX_COMMAND_LINE)); }
-      else if (line.nul) { this.send(Replies.nulInCommand()); }
+      if (line.kind === 'tooLong') {
+        this.send(Replies.lineTooLong(MAX_COMMAND_LINE));
+      } else if (line.nul) {
+        this.send(Replies.nulInCommand());
+      }
       // RFC 5321 §2.3.8: only CRLF ends a line; bare endings are refused or normalised (config).
-      else if (line.bare && this.deps.config.smtp.bareLineEndings === 'reject') { this.send(Replies.bareLineEnding()); }
-      else if (this.pipeliningViolation(line.text)) return;
+      else if (line.bare && this.deps.config.smtp.bareLineEndings === 'reject') {
+        this.send(Replies.bareLineEnding());
+      } else if (this.pipeliningViolation(line.text)) return;
       else {
         const r = this.command(line.text);
         if (r) this.wait(r);
@@ -244,7 +268,10 @@ export class SmtpSession {
   private yieldTurn(): void {
     this.yielded = true;
     this.flow();
-    setImmediate(() => { this.yielded = false; this.flow(); });
+    setImmediate(() => {
+      this.yielded = false;
+      this.flow();
+    });
   }
 
   /**
@@ -256,7 +283,8 @@ export class SmtpSession {
    */
   private pipeliningViolation(text: string): boolean {
     // Received but not yet processed: in the reader, or in the socket's buffer while reads are paused.
-    if (!this.deps.config.smtp.forbidUnauthPipelining || (this.reader.pending === 0 && this.sock.readableLength === 0)) return false;
+    if (!this.deps.config.smtp.forbidUnauthPipelining || (this.reader.pending === 0 && this.sock.readableLength === 0))
+      return false;
     const sp = text.indexOf(' ');
     const verb = (sp < 0 ? text : text.slice(0, sp)).toUpperCase();
     if (verb === 'QUIT' || verb === 'STARTTLS') return false;
@@ -267,8 +295,17 @@ export class SmtpSession {
     else return false;
     const bytes = this.reader.pending + this.sock.readableLength;
     const sample = this.reader.take().subarray(0, 100);
-    emit({ event: 'session.pipelining', sid: this.id, ip: this.clientIp, after: verb, bytes, sample: JSON.stringify(sample.toString('latin1')) },
-      `improper command pipelining after ${verb}`);
+    emit(
+      {
+        event: 'session.pipelining',
+        sid: this.id,
+        ip: this.clientIp,
+        after: verb,
+        bytes,
+        sample: JSON.stringify(sample.toString('latin1')),
+      },
+      `improper command pipelining after ${verb}`,
+    );
     this.closeReason = 'improper pipelining';
     this.send(Replies.pipeliningViolation(what));
     this.close();
@@ -285,7 +322,10 @@ export class SmtpSession {
     }).finally(() => {
       this.busy = false;
       if (this.mode === 'closing') return;
-      if (this.refusal) { this.refuse(this.refusal); return; }
+      if (this.refusal) {
+        this.refuse(this.refusal);
+        return;
+      }
       this.flow();
     });
   }
@@ -307,20 +347,40 @@ export class SmtpSession {
     const verb = (sp < 0 ? text : text.slice(0, sp)).toUpperCase();
     const arg = sp < 0 ? '' : text.slice(sp + 1);
     switch (verb) {
-      case 'EHLO': return this.ehlo(arg, true);
-      case 'HELO': return this.ehlo(arg, false);
-      case 'MAIL': return this.mail(arg);
-      case 'RCPT': return this.rcpt(arg);
-      case 'DATA': return this.data(arg);
-      case 'RSET': this.txn = null; return this.send(Replies.reset()); // RFC 5321 §4.1.1.5
-      case 'NOOP': return this.send(Replies.ok());
+      case 'EHLO':
+        return this.ehlo(arg, true);
+      case 'HELO':
+        return this.ehlo(arg, false);
+      case 'MAIL':
+        return this.mail(arg);
+      case 'RCPT':
+        return this.rcpt(arg);
+      case 'DATA':
+        return this.data(arg);
+      case 'RSET':
+        this.txn = null;
+        return this.send(Replies.reset()); // RFC 5321 §4.1.1.5
+      case 'NOOP':
+        return this.send(Replies.ok());
       // QUIT: 221, then close (RFC 5321 §4.1.1.10).
-      case 'QUIT': this.closeReason = 'quit'; this.send(Replies.bye(this.host)); return this.close();
-      case 'VRFY': return this.send(Replies.cannotVrfy()); // 252, not a verdict: RFC 5321 §7.3
-      case 'EXPN': return this.send(Replies.expnDisabled());
-      case 'HELP': return this.send(Replies.help());
-      case 'STARTTLS': return this.starttls(arg);
-      case 'BDAT': case 'AUTH': case 'TURN': case 'ETRN': case 'ATRN': case 'BURL':
+      case 'QUIT':
+        this.closeReason = 'quit';
+        this.send(Replies.bye(this.host));
+        return this.close();
+      case 'VRFY':
+        return this.send(Replies.cannotVrfy()); // 252, not a verdict: RFC 5321 §7.3
+      case 'EXPN':
+        return this.send(Replies.expnDisabled());
+      case 'HELP':
+        return this.send(Replies.help());
+      case 'STARTTLS':
+        return this.starttls(arg);
+      case 'BDAT':
+      case 'AUTH':
+      case 'TURN':
+      case 'ETRN':
+      case 'ATRN':
+      case 'BURL':
         return this.send(Replies.notImplemented(verb));
       default:
         // HTTP sent to an SMTP port (cross-protocol requests): 421 and close, on purpose beyond
@@ -338,12 +398,25 @@ export class SmtpSession {
     const name = arg.trim();
     const bad = heloProblem(name);
     // RFC 5321 §4.1.4: a refused EHLO leaves the state as it was; an accepted one resets it like RSET.
-    if (bad) { this.send(Replies.syntax(`${extended ? 'EHLO' : 'HELO'}: ${bad}`)); return; }
+    if (bad) {
+      this.send(Replies.syntax(`${extended ? 'EHLO' : 'HELO'}: ${bad}`));
+      return;
+    }
     this.helo = name;
     this.esmtp = extended;
     this.txn = null;
-    if (!extended) { this.out += `250 ${this.host}\r\n`; return; } // no extension list to HELO (RFC 5321 §3.2)
-    const ext = ['PIPELINING', `SIZE ${this.deps.config.smtp.maxMessageSize}`, '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'DSN'];
+    if (!extended) {
+      this.out += `250 ${this.host}\r\n`;
+      return;
+    } // no extension list to HELO (RFC 5321 §3.2)
+    const ext = [
+      'PIPELINING',
+      `SIZE ${this.deps.config.smtp.maxMessageSize}`,
+      '8BITMIME',
+      'SMTPUTF8',
+      'ENHANCEDSTATUSCODES',
+      'DSN',
+    ];
     if (this.deps.tls && !this.tlsFacts) ext.push('STARTTLS'); // never again after TLS (RFC 3207 §4.2)
     if (this.tlsFacts) ext.push('REQUIRETLS'); // RFC 8689 §3: only over TLS
     this.out += `250-${this.host}\r\n` + ext.map((e, i) => `250${i === ext.length - 1 ? ' ' : '-'}${e}\r\n`).join('');
@@ -364,7 +437,8 @@ export class SmtpSession {
           // Declared size over our maximum: 552 (RFC 1870 §6.1).
           if (Number(v) > this.deps.config.smtp.maxMessageSize) return this.send(Replies.sizeExceeded());
           break;
-        case 'BODY': { // RFC 6152 §2
+        case 'BODY': {
+          // RFC 6152 §2
           const b = v === true ? '' : v.toUpperCase();
           if (b !== '7BIT' && b !== '8BITMIME') return this.send(Replies.paramInvalid('BODY'));
           envelope.body = b;
@@ -374,7 +448,8 @@ export class SmtpSession {
           if (v !== true || !this.esmtp) return this.send(Replies.paramInvalid('SMTPUTF8'));
           envelope.smtputf8 = true;
           break;
-        case 'RET': { // RFC 3461 §4.3
+        case 'RET': {
+          // RFC 3461 §4.3
           const r = v === true ? '' : v.toUpperCase();
           if (r !== 'FULL' && r !== 'HDRS') return this.send(Replies.paramInvalid('RET'));
           envelope.ret = r;
@@ -396,12 +471,30 @@ export class SmtpSession {
     }
     if (!this.esmtp && p.params.size) return this.send(Replies.paramUnsupported('parameters require EHLO'));
     const senderDomain = p.mailbox.domain;
-    const v = this.deps.policy.mailFrom({ clientIp: this.clientIp, tls: !!this.tlsFacts, clientCert: this.clientCert, senderDomain });
+    const v = this.deps.policy.mailFrom({
+      clientIp: this.clientIp,
+      tls: !!this.tlsFacts,
+      clientCert: this.clientCert,
+      senderDomain,
+    });
     if (!v.ok) {
-      emit({ event: 'message.rejected', sid: this.id, code: v.reply.code, enhanced: v.reply.enhanced, reason: `MAIL <${p.mailbox.address}>: ${v.reply.reason ?? v.reply.message}` });
+      emit({
+        event: 'message.rejected',
+        sid: this.id,
+        code: v.reply.code,
+        enhanced: v.reply.enhanced,
+        reason: `MAIL <${p.mailbox.address}>: ${v.reply.reason ?? v.reply.message}`,
+      });
       return this.send(v.reply);
     }
-    this.txn = { mailFrom: p.mailbox.address, senderDomain, envelope, recipients: [], seen: new Set(), ...(v.match ? { match: v.match } : {}) };
+    this.txn = {
+      mailFrom: p.mailbox.address,
+      senderDomain,
+      envelope,
+      recipients: [],
+      seen: new Set(),
+      ...(v.match ? { match: v.match } : {}),
+    };
     this.send(Replies.senderOk());
   }
 
@@ -412,7 +505,8 @@ export class SmtpSession {
     if (!/^TO:/i.test(arg)) return this.send(Replies.syntax('use RCPT TO:<address>'));
     const p = parsePathArg(arg.slice(3), { allowNull: false, utf8Allowed: t.envelope.smtputf8 });
     if (!p.ok) return this.send(p.reply);
-    let notify: string | undefined; let orcpt: string | undefined;
+    let notify: string | undefined;
+    let orcpt: string | undefined;
     for (const [k, v] of p.params) {
       if (k === 'NOTIFY' && v !== true && validNotify(v)) notify = v.toUpperCase();
       else if (k === 'ORCPT' && v !== true && validOrcpt(v)) orcpt = v;
@@ -421,16 +515,35 @@ export class SmtpSession {
     }
     if (!this.esmtp && p.params.size) return this.send(Replies.paramUnsupported('parameters require EHLO'));
     // RFC 5321 §4.5.3.1.10: past the recipient limit, 452 (the client retries the rest later).
-    if (t.recipients.length >= this.deps.config.smtp.maxRecipients) return this.send(Replies.tooManyRecipients(this.deps.config.smtp.maxRecipients));
-    const v = this.deps.policy.recipient(p.mailbox, { clientIp: this.clientIp, tls: !!this.tlsFacts, clientCert: this.clientCert, senderDomain: t.senderDomain, ...(t.match ? { match: t.match } : {}) });
+    if (t.recipients.length >= this.deps.config.smtp.maxRecipients)
+      return this.send(Replies.tooManyRecipients(this.deps.config.smtp.maxRecipients));
+    const v = this.deps.policy.recipient(p.mailbox, {
+      clientIp: this.clientIp,
+      tls: !!this.tlsFacts,
+      clientCert: this.clientCert,
+      senderDomain: t.senderDomain,
+      ...(t.match ? { match: t.match } : {}),
+    });
     if (!v.ok) {
-      emit({ event: 'message.rejected', sid: this.id, code: v.reply.code, enhanced: v.reply.enhanced, reason: `RCPT <${p.mailbox.address}>: ${v.reply.reason ?? v.reply.message}` });
+      emit({
+        event: 'message.rejected',
+        sid: this.id,
+        code: v.reply.code,
+        enhanced: v.reply.enhanced,
+        reason: `RCPT <${p.mailbox.address}>: ${v.reply.reason ?? v.reply.message}`,
+      });
       return this.send(v.reply);
     }
     const key = v.address.toLowerCase();
     if (!t.seen.has(key)) {
       t.seen.add(key);
-      t.recipients.push({ address: v.address, org: v.org, route: v.route, ...(notify ? { notify } : {}), ...(orcpt ? { orcpt } : {}) });
+      t.recipients.push({
+        address: v.address,
+        org: v.org,
+        route: v.route,
+        ...(notify ? { notify } : {}),
+        ...(orcpt ? { orcpt } : {}),
+      });
     }
     this.send(Replies.recipientOk());
   }
@@ -458,7 +571,8 @@ export class SmtpSession {
     this.txn = null;
     const smtp = this.deps.config.smtp;
     let bad: SmtpReply | null = null;
-    if (d.sizeExceeded) bad = Replies.sizeExceeded(); // 552 after the data: RFC 1870 §6.3
+    if (d.sizeExceeded)
+      bad = Replies.sizeExceeded(); // 552 after the data: RFC 1870 §6.3
     else if (d.headerExceeded) bad = Replies.headerTooLarge(smtp.maxHeaderSize);
     else if (d.nul) bad = Replies.nulInData();
     else if (d.bare && smtp.bareLineEndings === 'reject') bad = Replies.bareInData();
@@ -474,20 +588,41 @@ export class SmtpSession {
     }
     const r = await this.deps.ingest.accept({
       // Attribution: an identified on-premises sender's organisation, else the first recipient's.
-      org: t.match?.connector.connectorType === 'onPremises' ? t.match.connector.organization : t.recipients[0].org, mailFrom: t.mailFrom, envelope: t.envelope, recipients: t.recipients, chunks: d.chunks,
+      org: t.match?.connector.connectorType === 'onPremises' ? t.match.connector.organization : t.recipients[0].org,
+      mailFrom: t.mailFrom,
+      envelope: t.envelope,
+      recipients: t.recipients,
+      chunks: d.chunks,
       longestLine: d.longestLine,
       inbound: {
-        sessionId: this.id, clientIp: this.clientIp, clientPort: this.sock.remotePort ?? 0, helo: this.helo ?? '',
+        sessionId: this.id,
+        clientIp: this.clientIp,
+        clientPort: this.sock.remotePort ?? 0,
+        helo: this.helo ?? '',
         // RFC 3848 / RFC 6531 §3.7.3 protocol names.
         protocol: `${t.envelope.smtputf8 ? 'UTF8SMTP' : this.esmtp ? 'ESMTP' : 'SMTP'}${this.tlsFacts ? 'S' : ''}`,
-        receivedBy: this.host, ...(this.tlsFacts ? { tls: this.tlsFacts } : {}),
-        ...(t.match ? { connector: { name: t.match.connector.name, organization: t.match.connector.organization, by: t.match.by } } : {}),
+        receivedBy: this.host,
+        ...(this.tlsFacts ? { tls: this.tlsFacts } : {}),
+        ...(t.match
+          ? {
+              connector: { name: t.match.connector.name, organization: t.match.connector.organization, by: t.match.by },
+            }
+          : {}),
         ...(t.match?.connector.treatMessagesAsInternal ? { internal: true } : {}),
       },
     });
     if (r.ok) {
       this.counts.messages++;
-      emit({ event: 'message.accepted', sid: this.id, queueId: r.queueId, from: t.mailFrom, rcpts: t.recipients.length, size: d.size, org: t.recipients[0].org, ...(this.tlsFacts ? { tls: this.tlsFacts } : {}) });
+      emit({
+        event: 'message.accepted',
+        sid: this.id,
+        queueId: r.queueId,
+        from: t.mailFrom,
+        rcpts: t.recipients.length,
+        size: d.size,
+        org: t.recipients[0].org,
+        ...(this.tlsFacts ? { tls: this.tlsFacts } : {}),
+      });
       this.send(Replies.queued(r.queueId));
     } else {
       this.send(r.reply);
@@ -502,7 +637,11 @@ export class SmtpSession {
     // Bytes pipelined behind STARTTLS were sent in plaintext: dropped, so that nothing said before
     // TLS acts after it (RFC 3207 §4.2: the session starts afresh after the handshake).
     const injected = this.reader.take();
-    if (injected.length) emit({ event: 'session.injection', sid: this.id, ip: this.clientIp, bytes: injected.length }, 'discarded commands pipelined after STARTTLS');
+    if (injected.length)
+      emit(
+        { event: 'session.injection', sid: this.id, ip: this.clientIp, bytes: injected.length },
+        'discarded commands pipelined after STARTTLS',
+      );
     this.send(Replies.readyTls());
     this.flush();
     this.mode = 'tls';
@@ -511,15 +650,20 @@ export class SmtpSession {
     raw.removeListener('data', this.onData);
     const serverTls = this.deps.tls;
     const ts = new tls.TLSSocket(raw, {
-      isServer: true, secureContext: serverTls.contextFor(), SNICallback: serverTls.sniCallback,
-      requestCert: true, rejectUnauthorized: false,
+      isServer: true,
+      secureContext: serverTls.contextFor(),
+      SNICallback: serverTls.sniCallback,
+      requestCert: true,
+      rejectUnauthorized: false,
     });
     ts.once('secure', () => {
       this.sock = ts;
       const sni = (ts as unknown as { servername?: string | false }).servername;
       this.tlsFacts = sessionFacts(ts, sni || undefined);
       // RFC 3207 §4.2: forget everything learned before TLS.
-      this.helo = null; this.esmtp = false; this.txn = null;
+      this.helo = null;
+      this.esmtp = false;
+      this.txn = null;
       this.reader.take();
       this.mode = 'command';
       this.blocked = false; // what waited on the plaintext socket was read: the client did the handshake
@@ -530,7 +674,13 @@ export class SmtpSession {
     ts.on('error', (e) => {
       if (this.mode === 'tls') {
         this.closeReason = 'tls handshake failed';
-        emit({ event: 'session.tlsFailed', sid: this.id, ip: this.clientIp, error: e.message, kind: handshakeFailureKind((e as NodeJS.ErrnoException).code) });
+        emit({
+          event: 'session.tlsFailed',
+          sid: this.id,
+          ip: this.clientIp,
+          error: e.message,
+          kind: handshakeFailureKind((e as NodeJS.ErrnoException).code),
+        });
       } else this.closeReason = 'network error';
       ts.destroy();
     });
@@ -541,10 +691,21 @@ export class SmtpSession {
   private judgeClient(chain: readonly X509Certificate[]): void {
     const d = this.deps;
     const j = judgeClientChain(chain, d.trust, d.policy.connectors.anchors, d.config.tls.revocation);
-    if (!j) { this.hooks.secured?.(undefined); return; }
+    if (!j) {
+      this.hooks.secured?.(undefined);
+      return;
+    }
     this.setClientCert(j.cert);
-    if (!j.check) { this.hooks.secured?.(j.cert); return; }
-    this.wait(withRevocation(j.cert, j.check, d.revocation).then((c) => { this.setClientCert(c); this.hooks.secured?.(c); }));
+    if (!j.check) {
+      this.hooks.secured?.(j.cert);
+      return;
+    }
+    this.wait(
+      withRevocation(j.cert, j.check, d.revocation).then((c) => {
+        this.setClientCert(c);
+        this.hooks.secured?.(c);
+      }),
+    );
   }
 
   private setClientCert(c: ClientCertificate): void {
@@ -579,7 +740,10 @@ export class SmtpSession {
    */
   refuse(r: SmtpReply): void {
     if (this.mode === 'closing' || this.mode === 'tls') return;
-    if (this.busy) { this.refusal = r; return; }
+    if (this.busy) {
+      this.refusal = r;
+      return;
+    }
     this.closeReason = 'admission withdrawn';
     this.send(r);
     this.close();
@@ -599,8 +763,14 @@ export class SmtpSession {
     clearTimeout(this.linger);
     if (this.mode !== 'closing') this.mode = 'closing';
     emit({
-      event: 'session.end', sid: this.id, ip: this.clientIp, ...(this.helo ? { helo: this.helo } : {}),
-      ...(this.tlsFacts ? { tls: this.tlsFacts } : {}), ...this.counts, durationMs: Date.now() - this.started, close: this.closeReason,
+      event: 'session.end',
+      sid: this.id,
+      ip: this.clientIp,
+      ...(this.helo ? { helo: this.helo } : {}),
+      ...(this.tlsFacts ? { tls: this.tlsFacts } : {}),
+      ...this.counts,
+      durationMs: Date.now() - this.started,
+      close: this.closeReason,
     });
     this.end();
     this.hooks.closed();

@@ -37,7 +37,8 @@ export function wantsNotice(notify: string | undefined, kind: 'failed' | 'delaye
   return n.includes(kind === 'failed' ? 'FAILURE' : kind === 'delayed' ? 'DELAY' : 'SUCCESS');
 }
 
-const decodeXtext = (s: string) => s.replace(/\+([0-9A-F]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
+const decodeXtext = (s: string) =>
+  s.replace(/\+([0-9A-F]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
 
 function headerBlock(data: Buffer): Buffer {
   const end = data.indexOf('\r\n\r\n');
@@ -49,18 +50,26 @@ export function buildDsn(d: DsnInput): { data: Buffer; messageId: string } {
   const messageId = `<${d.queueId}.${randomBytes(4).toString('hex')}@${d.reportingMta}>`;
   const delayed = d.recipients.every((r) => r.action === 'delayed');
   const success = d.recipients.every((r) => r.action === 'delivered' || r.action === 'relayed');
-  const subject = success ? 'Successful Mail Delivery Report' : delayed ? 'Delayed Mail (still being retried)' : 'Undelivered Mail Returned to Sender';
+  const subject = success
+    ? 'Successful Mail Delivery Report'
+    : delayed
+      ? 'Delayed Mail (still being retried)'
+      : 'Undelivered Mail Returned to Sender';
   const human = [
     `This is the mail system at ${d.reportingMta}.`,
     '',
     success
       ? 'Your message was successfully delivered to the recipients below (as you asked to be told).'
       : delayed
-        ? 'Your message could not be delivered yet to the recipients below. It is still being retried; you do not need to send it again.'
-        : 'I am sorry to have to tell you that your message could not be delivered to the recipients below. It has been returned.',
+        ? 'Your message could not be delivered yet to the recipients below. It is still being retried; you do not ' +
+          'need to send it again.'
+        : 'I am sorry to have to tell you that your message could not be delivered to the recipients below. It ' +
+          'has been returned.',
     '',
     ...d.recipients.flatMap((r) => [`<${r.address}>:`, `    ${r.explanation}`, '']),
-    ...(delayed && d.willRetryUntil ? [`Delivery will be retried until ${rfc5322Date(new Date(d.willRetryUntil))}.`, ''] : []),
+    ...(delayed && d.willRetryUntil
+      ? [`Delivery will be retried until ${rfc5322Date(new Date(d.willRetryUntil))}.`, '']
+      : []),
     `Queue id: ${d.queueId}`,
   ].join('\r\n');
   const perMessage = [
@@ -69,21 +78,26 @@ export function buildDsn(d: DsnInput): { data: Buffer; messageId: string } {
     ...(d.envelope.envid ? [`Original-Envelope-Id: ${decodeXtext(d.envelope.envid)}`] : []),
     `Arrival-Date: ${rfc5322Date(new Date(d.arrival))}`,
   ];
-  const perRecipient = d.recipients.map((r) => [
-    ...(r.orcpt ? [`Original-Recipient: ${r.orcpt.replace(/;/, '; ')}`] : []),
-    `Final-Recipient: rfc822; ${r.address}`,
-    `Action: ${r.action}`,
-    `Status: ${r.reply.enhanced}`, // the RFC 3463 code
-    ...(r.remoteMta ? [`Remote-MTA: dns; ${r.remoteMta}`] : []),
-    `Diagnostic-Code: smtp; ${r.reply.code} ${r.reply.enhanced} ${r.reply.message}`.replace(/[\r\n]+/g, ' '),
-    ...(r.lastAttempt ? [`Last-Attempt-Date: ${rfc5322Date(new Date(r.lastAttempt))}`] : []),
-    ...(r.action === 'delayed' && d.willRetryUntil ? [`Will-Retry-Until: ${rfc5322Date(new Date(d.willRetryUntil))}`] : []),
-  ].join('\r\n'));
+  const perRecipient = d.recipients.map((r) =>
+    [
+      ...(r.orcpt ? [`Original-Recipient: ${r.orcpt.replace(/;/, '; ')}`] : []),
+      `Final-Recipient: rfc822; ${r.address}`,
+      `Action: ${r.action}`,
+      `Status: ${r.reply.enhanced}`, // the RFC 3463 code
+      ...(r.remoteMta ? [`Remote-MTA: dns; ${r.remoteMta}`] : []),
+      `Diagnostic-Code: smtp; ${r.reply.code} ${r.reply.enhanced} ${r.reply.message}`.replace(/[\r\n]+/g, ' '),
+      ...(r.lastAttempt ? [`Last-Attempt-Date: ${rfc5322Date(new Date(r.lastAttempt))}`] : []),
+      ...(r.action === 'delayed' && d.willRetryUntil
+        ? [`Will-Retry-Until: ${rfc5322Date(new Date(d.willRetryUntil))}`]
+        : []),
+    ].join('\r\n'),
+  );
   // RFC 3461 §4.3: RET=FULL asks for the entire message "in any 'failed' DSN"; "If a DSN contains
   // no indications of delivery failure, only the headers of the message SHOULD be returned"
   // (success and delay notices, whatever RET says). RFC 8689 §5: a REQUIRETLS message's content
   // never travels in a DSN (headers only).
-  const headersOnly = d.envelope.ret === 'HDRS' || !d.recipients.some((r) => r.action === 'failed') || d.envelope.requireTls === true;
+  const headersOnly =
+    d.envelope.ret === 'HDRS' || !d.recipients.some((r) => r.action === 'failed') || d.envelope.requireTls === true;
   const head = [
     `From: Mail Delivery System <MAILER-DAEMON@${d.reportingMta}>`,
     `To: <${d.originalFrom}>`,

@@ -32,13 +32,24 @@ export interface Transaction {
 /** Message-ID from the header block (first occurrence, unfolded). */
 export function findMessageId(head: string): string | undefined {
   const m = /(?:^|\r\n)message-id:[ \t]*((?:[^\r\n]|\r\n[ \t])*)/i.exec(head);
-  return m ? m[1].replace(/\r\n[ \t]+/g, ' ').trim().slice(0, 998) || undefined : undefined;
+  return m
+    ? m[1]
+        .replace(/\r\n[ \t]+/g, ' ')
+        .trim()
+        .slice(0, 998) || undefined
+    : undefined;
 }
 
 /** RFC 8689 §5: the header block says `TLS-Required: No` (the only value the RFC defines). */
 export function tlsRequiredNo(head: string): boolean {
   const m = /(?:^|\r\n)tls-required:[ \t]*((?:[^\r\n]|\r\n[ \t])*)/i.exec(head);
-  return !!m && m[1].replace(/\r\n[ \t]+/g, ' ').trim().toLowerCase() === 'no';
+  return (
+    !!m &&
+    m[1]
+      .replace(/\r\n[ \t]+/g, ' ')
+      .trim()
+      .toLowerCase() === 'no'
+  );
 }
 
 /**
@@ -99,7 +110,11 @@ export interface IngestLimits {
 }
 
 export class Ingest {
-  constructor(private readonly store: Store, private readonly handoff: Handoff, private readonly limits: () => IngestLimits) {}
+  constructor(
+    private readonly store: Store,
+    private readonly handoff: Handoff,
+    private readonly limits: () => IngestLimits,
+  ) {}
 
   private async commit(m: Parameters<Store['enqueue']>[0]): Promise<void> {
     const lease = this.handoff.reserve();
@@ -110,7 +125,8 @@ export class Ingest {
       if (lease) this.handoff.unreserve();
       throw e;
     }
-    if (lease) this.handoff.take(q, m.data); else this.handoff.kick();
+    if (lease) this.handoff.take(q, m.data);
+    else this.handoff.kick();
   }
 
   /** Queue a message the gateway generated itself (a DSN, a TLS report): null sender, so it can never bounce. */
@@ -118,11 +134,28 @@ export class Ingest {
     const now = Date.now();
     const id = queueId(now);
     await this.commit({
-      id, org: g.org, receivedAt: now, mailFrom: '', messageId: g.messageId,
+      id,
+      org: g.org,
+      receivedAt: now,
+      mailFrom: '',
+      messageId: g.messageId,
       // A DSN returns the original message, which may be 8-bit or have long lines: measure it (rare).
-      envelope: { smtputf8: false, longestLine: longestLine(g.data), ...(isAscii(g.data) ? {} : { body: '8BITMIME' as const }), ...g.envelope },
-      inbound: { sessionId: g.source ?? `dsn:${g.regarding}`, clientIp: '', clientPort: 0, helo: '', protocol: 'local', receivedBy: g.host },
-      data: g.data, recipients: [{ address: g.to.address, org: g.org, route: g.to.route, notify: 'NEVER' }],
+      envelope: {
+        smtputf8: false,
+        longestLine: longestLine(g.data),
+        ...(isAscii(g.data) ? {} : { body: '8BITMIME' as const }),
+        ...g.envelope,
+      },
+      inbound: {
+        sessionId: g.source ?? `dsn:${g.regarding}`,
+        clientIp: '',
+        clientPort: 0,
+        helo: '',
+        protocol: 'local',
+        receivedBy: g.host,
+      },
+      data: g.data,
+      recipients: [{ address: g.to.address, org: g.org, route: g.to.route, notify: 'NEVER' }],
     });
     return id;
   }
@@ -135,7 +168,13 @@ export class Ingest {
     const maxHops = this.limits().maxReceivedHeaders;
     if (hops > maxHops) {
       const reply = Replies.tooManyHops(hops, maxHops);
-      emit({ event: 'message.rejected', sid: t.inbound.sessionId, code: reply.code, enhanced: reply.enhanced, reason: reply.message });
+      emit({
+        event: 'message.rejected',
+        sid: t.inbound.sessionId,
+        code: reply.code,
+        enhanced: reply.enhanced,
+        reason: reply.message,
+      });
       return { ok: false, reply };
     }
     const now = new Date();
@@ -147,8 +186,15 @@ export class Ingest {
     const relaxed = !t.envelope.requireTls && tlsRequiredNo(head);
     try {
       await this.commit({
-        id, org: t.org, receivedAt: now.getTime(), mailFrom: t.mailFrom, messageId: findMessageId(head),
-        envelope: { ...t.envelope, longestLine: longest, ...(relaxed ? { tlsRequiredNo: true } : {}) }, inbound: t.inbound, data, recipients: t.recipients,
+        id,
+        org: t.org,
+        receivedAt: now.getTime(),
+        mailFrom: t.mailFrom,
+        messageId: findMessageId(head),
+        envelope: { ...t.envelope, longestLine: longest, ...(relaxed ? { tlsRequiredNo: true } : {}) },
+        inbound: t.inbound,
+        data,
+        recipients: t.recipients,
       });
     } catch (e) {
       const code = (e as { code?: string }).code ?? '';

@@ -6,11 +6,18 @@ export function rfc5322Date(d: Date): string {
   const days = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
   const months = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
   const p = (n: number) => String(n).padStart(2, '0');
-  return `${days[d.getUTCDay()]}, ${p(d.getUTCDate())} ${months[d.getUTCMonth()]} ${d.getUTCFullYear()} ${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000`;
+  return (
+    `${days[d.getUTCDay()]}, ${p(d.getUTCDate())} ${months[d.getUTCMonth()]} ${d.getUTCFullYear()} ` +
+    `${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000`
+  );
 }
 
 /** Comments must not break the header: drop CR/LF and unbalanced parentheses. */
-const clean = (s: string) => s.replace(/[\r\n\\()]/g, ' ').replace(/[^\x20-\x7e]/g, '?').slice(0, 200);
+const clean = (s: string) =>
+  s
+    .replace(/[\r\n\\()]/g, ' ')
+    .replace(/[^\x20-\x7e]/g, '?')
+    .slice(0, 200);
 
 export function tlsComment(f: InboundFacts): string[] {
   if (!f.tls) return [];
@@ -18,7 +25,10 @@ export function tlsComment(f: InboundFacts): string[] {
   const lines = [`(using ${t.version} with cipher ${t.cipher} (${t.bits}/${t.bits} bits))`];
   if (!t.peerCert) lines.push('(no client certificate presented)');
   else {
-    lines.push(`(client certificate ${clean(t.peerCert.subject)} issued by ${clean(t.peerCert.issuer)}, ${clean(peerCertVerdict(t.peerCert))})`);
+    lines.push(
+      `(client certificate ${clean(t.peerCert.subject)} issued by ${clean(t.peerCert.issuer)}, ` +
+        `${clean(peerCertVerdict(t.peerCert))})`,
+    );
   }
   return lines;
 }

@@ -21,7 +21,10 @@ export interface StsCheck {
 }
 
 /** What a probe saw of one host (delivery/probe.ts HostReport, reduced). */
-export interface ProbedTls { connected: boolean; tls?: { version: string; chainValid: boolean; chainError?: string; names?: string[] } }
+export interface ProbedTls {
+  connected: boolean;
+  tls?: { version: string; chainValid: boolean; chainError?: string; names?: string[] };
+}
 
 export interface StsHostVerdict {
   /** The policy's pattern the host matches, or null. */
@@ -50,23 +53,56 @@ export async function checkSts(domain: string, resolver: Resolver, trust: TrustS
 export function stsHostVerdict(c: StsCheck, host: string, seen: ProbedTls): StsHostVerdict | undefined {
   if (!c.policy || c.policy.mode === 'none') return undefined;
   const pattern = matchingPattern(c.policy, host) ?? null;
-  if (!pattern) return { pattern, satisfies: false, why: `matches no mx pattern (${c.policy.mx.join(', ')}): senders enforcing the policy never use it` };
+  if (!pattern)
+    return {
+      pattern,
+      satisfies: false,
+      why: `matches no mx pattern (${c.policy.mx.join(', ')}): senders enforcing the policy never use it`,
+    };
   const t = seen.tls;
-  if (!t) return { pattern, satisfies: false, why: seen.connected ? 'no TLS session (starttls-not-supported)' : 'not reachable' };
-  if (t.version !== 'TLSv1.2' && t.version !== 'TLSv1.3') return { pattern, satisfies: false, why: `${t.version} is older than TLS 1.2` };
-  if (!t.chainValid) return { pattern, satisfies: false, why: `certificate not valid: ${t.chainError ?? 'chain does not verify'}` };
-  if (!namesSatisfy(t.names ?? [], host)) return { pattern, satisfies: false, why: `certificate not valid for ${host} (certificate-host-mismatch)` };
+  if (!t)
+    return {
+      pattern,
+      satisfies: false,
+      why: seen.connected ? 'no TLS session (starttls-not-supported)' : 'not reachable',
+    };
+  if (t.version !== 'TLSv1.2' && t.version !== 'TLSv1.3')
+    return { pattern, satisfies: false, why: `${t.version} is older than TLS 1.2` };
+  if (!t.chainValid)
+    return { pattern, satisfies: false, why: `certificate not valid: ${t.chainError ?? 'chain does not verify'}` };
+  if (!namesSatisfy(t.names ?? [], host))
+    return { pattern, satisfies: false, why: `certificate not valid for ${host} (certificate-host-mismatch)` };
   return { pattern, satisfies: true, why: `matches ${pattern}; TLS 1.2+ and a valid certificate for ${host}` };
 }
 
 /** Text lines for `tls check`, with the verdict of each probed host. */
-export function formatStsCheck(c: StsCheck, hosts: readonly { host: string; ip?: string; verdict?: StsHostVerdict }[]): string[] {
+export function formatStsCheck(
+  c: StsCheck,
+  hosts: readonly { host: string; ip?: string; verdict?: StsHostVerdict }[],
+): string[] {
   const L = [`MTA-STS (RFC 8461) for ${c.domain}:`];
-  if (!('id' in c.record)) { L.push(`  TXT _mta-sts.${c.domain}: ${c.record.error}: no MTA-STS policy`); return L; }
+  if (!('id' in c.record)) {
+    L.push(`  TXT _mta-sts.${c.domain}: ${c.record.error}: no MTA-STS policy`);
+    return L;
+  }
   L.push(`  TXT _mta-sts.${c.domain}: id ${c.record.id}`);
-  if (!c.policy) { L.push(`  policy ${c.url}: NOT usable (${c.fetchError!.failure}): ${c.fetchError!.error}`); return L; }
-  L.push(`  policy ${c.url}: mode ${c.policy.mode}, max_age ${c.policy.maxAge}, mx ${c.policy.mx.join(', ') || '(none)'}`);
+  if (!c.policy) {
+    L.push(`  policy ${c.url}: NOT usable (${c.fetchError!.failure}): ${c.fetchError!.error}`);
+    return L;
+  }
+  L.push(
+    `  policy ${c.url}: mode ${c.policy.mode}, max_age ${c.policy.maxAge}, mx ${c.policy.mx.join(', ') || '(none)'}`,
+  );
   if (c.policy.mode === 'none') return L;
-  for (const h of hosts) if (h.verdict) L.push(`  ${h.host}${h.ip ? ` [${h.ip}]` : ''}: ${h.verdict.satisfies ? 'satisfies the policy' : `does NOT satisfy the policy${c.policy.mode === 'testing' ? ' (testing: delivered anyway)' : ''}`}: ${h.verdict.why}`);
+  for (const h of hosts)
+    if (h.verdict)
+      L.push(
+        `  ${h.host}${h.ip ? ` [${h.ip}]` : ''}: ` +
+          (h.verdict.satisfies
+            ? 'satisfies the policy'
+            : `does NOT satisfy the policy${c.policy.mode === 'testing' ? ' (testing: delivered anyway)' : ''}`) +
+          ': ' +
+          `${h.verdict.why}`,
+      );
   return L;
 }

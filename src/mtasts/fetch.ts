@@ -37,14 +37,27 @@ export const policyHost = (domain: string): string => `mta-sts.${domain}`;
 export const policyUrl = (domain: string): string => `https://${policyHost(domain)}/.well-known/mta-sts.txt`;
 
 /** Certificate verification errors of Node/OpenSSL (X509_V_ERR_* names, and the name check). */
-const WEBPKI = /^(CERT_|UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED|SELF_SIGNED_CERT|INVALID_CA|PATH_LENGTH|INVALID_PURPOSE|HOSTNAME_MISMATCH|ERR_TLS_CERT_ALTNAME|ERR_TLS_CERT)/;
+const WEBPKI = new RegExp(
+  '^(CERT_|UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED|SELF_SIGNED_CERT|INVALID_CA|PATH_LENGTH|INVALID_PURPOSE|' +
+    'HOSTNAME_MISMATCH|ERR_TLS_CERT_ALTNAME|ERR_TLS_CERT)',
+);
 /** Failures to reach an address, after which the next address is tried. */
-const UNREACHABLE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'EADDRNOTAVAIL', 'ECONNRESET']);
+const UNREACHABLE = new Set([
+  'ECONNREFUSED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ETIMEDOUT',
+  'EADDRNOTAVAIL',
+  'ECONNRESET',
+]);
 
 const pemCache = new WeakMap<TrustStore, string[]>();
 const pems = (t: TrustStore): string[] => {
   let p = pemCache.get(t);
-  if (!p) { p = t.roots.map((c) => c.toString()); pemCache.set(t, p); }
+  if (!p) {
+    p = t.roots.map((c) => c.toString());
+    pemCache.set(t, p);
+  }
   return p;
 };
 
@@ -65,7 +78,11 @@ export async function fetchStsPolicy(domain: string, o: FetchOptions): Promise<F
   let last = fail('sts-policy-fetch-error', `could not connect to ${host}`);
   for (const ip of ips) {
     const left = deadline - Date.now();
-    if (left <= 0) return fail('sts-policy-fetch-error', `fetching ${url} took longer than ${(o.totalTimeoutMs ?? 30_000) / 1000} s`);
+    if (left <= 0)
+      return fail(
+        'sts-policy-fetch-error',
+        `fetching ${url} took longer than ${(o.totalTimeoutMs ?? 30_000) / 1000} s`,
+      );
     const r = await fetchFrom(ip, host, url, o, left);
     if (r.kind === 'done') return r.result;
     last = r.result;
@@ -77,7 +94,10 @@ export async function fetchStsPolicy(domain: string, o: FetchOptions): Promise<F
 type Attempt = { kind: 'done' | 'final' | 'next'; result: FetchResult };
 
 function fetchFrom(ip: string, host: string, url: string, o: FetchOptions, budgetMs: number): Promise<Attempt> {
-  const fail = (kind: 'final' | 'next', failure: StsFetchFailure, error: string): Attempt => ({ kind, result: { ok: false, failure, error: `${error} (${url}, ${host} [${ip}]:${PORT})`, url } });
+  const fail = (kind: 'final' | 'next', failure: StsFetchFailure, error: string): Attempt => ({
+    kind,
+    result: { ok: false, failure, error: `${error} (${url}, ${host} [${ip}]:${PORT})`, url },
+  });
   return new Promise((resolve) => {
     let settled = false;
     const finish = (a: Attempt) => {
@@ -88,43 +108,105 @@ function fetchFrom(ip: string, host: string, url: string, o: FetchOptions, budge
       resolve(a);
     };
     const local = o.localAddress?.(ip);
-    const req = https.request({
-      host: ip, port: PORT, servername: host, path: '/.well-known/mta-sts.txt', method: 'GET', agent: false,
-      headers: { host, 'user-agent': 'Portcullis MTA-STS', accept: 'text/plain', connection: 'close' },
-      ca: pems(o.trust), rejectUnauthorized: true, minVersion: 'TLSv1.2',
-      timeout: o.connectTimeoutMs ?? 10_000, ...(local ? { localAddress: local } : {}),
-    }, (res) => readBody(res, (a) => finish(a), fail, ip, url));
-    const total = setTimeout(() => finish(fail('final', 'sts-policy-fetch-error', `no complete answer within ${Math.round(budgetMs / 1000)} s`)), budgetMs);
-    req.on('timeout', () => finish(fail('next', 'sts-policy-fetch-error', `connection timed out after ${(o.connectTimeoutMs ?? 10_000) / 1000} s`)));
+    const req = https.request(
+      {
+        host: ip,
+        port: PORT,
+        servername: host,
+        path: '/.well-known/mta-sts.txt',
+        method: 'GET',
+        agent: false,
+        headers: { host, 'user-agent': 'Portcullis MTA-STS', accept: 'text/plain', connection: 'close' },
+        ca: pems(o.trust),
+        rejectUnauthorized: true,
+        minVersion: 'TLSv1.2',
+        timeout: o.connectTimeoutMs ?? 10_000,
+        ...(local ? { localAddress: local } : {}),
+      },
+      (res) => readBody(res, (a) => finish(a), fail, ip, url),
+    );
+    const total = setTimeout(
+      () =>
+        finish(fail('final', 'sts-policy-fetch-error', `no complete answer within ${Math.round(budgetMs / 1000)} s`)),
+      budgetMs,
+    );
+    req.on('timeout', () =>
+      finish(
+        fail('next', 'sts-policy-fetch-error', `connection timed out after ${(o.connectTimeoutMs ?? 10_000) / 1000} s`),
+      ),
+    );
     req.on('error', (e: NodeJS.ErrnoException) => {
       const code = e.code ?? '';
-      if (WEBPKI.test(code)) finish(fail('final', 'sts-webpki-invalid', `certificate of ${host} not valid: ${e.message} (${code})`));
-      else finish(fail(UNREACHABLE.has(code) ? 'next' : 'final', 'sts-policy-fetch-error', `HTTPS request failed: ${e.message}${code && !e.message.includes(code) ? ` (${code})` : ''}`));
+      if (WEBPKI.test(code))
+        finish(fail('final', 'sts-webpki-invalid', `certificate of ${host} not valid: ${e.message} (${code})`));
+      else
+        finish(
+          fail(
+            UNREACHABLE.has(code) ? 'next' : 'final',
+            'sts-policy-fetch-error',
+            `HTTPS request failed: ${e.message}${code && !e.message.includes(code) ? ` (${code})` : ''}`,
+          ),
+        );
     });
     req.end();
   });
 }
 
-function readBody(res: IncomingMessage, done: (a: Attempt) => void, fail: (k: 'final', f: StsFetchFailure, e: string) => Attempt, ip: string, url: string): void {
+function readBody(
+  res: IncomingMessage,
+  done: (a: Attempt) => void,
+  fail: (k: 'final', f: StsFetchFailure, e: string) => Attempt,
+  ip: string,
+  url: string,
+): void {
   const status = res.statusCode ?? 0;
-  if (status >= 300 && status < 400) { done(fail('final', 'sts-policy-fetch-error', `redirect refused: HTTP ${status}${res.headers.location ? ` to ${String(res.headers.location).slice(0, 200)}` : ''} (RFC 8461 §3.3: redirects are not followed)`)); return; }
-  if (status !== 200) { done(fail('final', 'sts-policy-fetch-error', `HTTP ${status} ${res.statusMessage ?? ''}`.trim())); return; }
-  const type = String(res.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
-  if (type !== 'text/plain') { done(fail('final', 'sts-policy-invalid', `media type "${type || '(none)'}" is not text/plain`)); return; }
+  if (status >= 300 && status < 400) {
+    done(
+      fail(
+        'final',
+        'sts-policy-fetch-error',
+        `redirect refused: HTTP ` +
+          `${status}${res.headers.location ? ` to ${String(res.headers.location).slice(0, 200)}` : ''} (RFC 8461 ` +
+          `§3.3: redirects are not followed)`,
+      ),
+    );
+    return;
+  }
+  if (status !== 200) {
+    done(fail('final', 'sts-policy-fetch-error', `HTTP ${status} ${res.statusMessage ?? ''}`.trim()));
+    return;
+  }
+  const type = String(res.headers['content-type'] ?? '')
+    .split(';')[0]
+    .trim()
+    .toLowerCase();
+  if (type !== 'text/plain') {
+    done(fail('final', 'sts-policy-invalid', `media type "${type || '(none)'}" is not text/plain`));
+    return;
+  }
   const declared = Number(res.headers['content-length']);
-  if (declared > MAX_POLICY_BYTES) { done(fail('final', 'sts-policy-fetch-error', `policy of ${declared} bytes is larger than ${MAX_POLICY_BYTES}`)); return; }
+  if (declared > MAX_POLICY_BYTES) {
+    done(fail('final', 'sts-policy-fetch-error', `policy of ${declared} bytes is larger than ${MAX_POLICY_BYTES}`));
+    return;
+  }
   const chunks: Buffer[] = [];
   let size = 0;
   res.on('data', (d: Buffer) => {
     size += d.length;
-    if (size > MAX_POLICY_BYTES) { done(fail('final', 'sts-policy-fetch-error', `policy larger than ${MAX_POLICY_BYTES} bytes`)); return; }
+    if (size > MAX_POLICY_BYTES) {
+      done(fail('final', 'sts-policy-fetch-error', `policy larger than ${MAX_POLICY_BYTES} bytes`));
+      return;
+    }
     chunks.push(d);
   });
   res.on('error', (e) => done(fail('final', 'sts-policy-fetch-error', `reading the policy failed: ${e.message}`)));
   res.on('end', () => {
     const text = Buffer.concat(chunks).toString('utf8');
     const p = parseStsPolicy(text);
-    if (!p.ok) { done(fail('final', 'sts-policy-invalid', `policy not valid: ${p.error}`)); return; }
+    if (!p.ok) {
+      done(fail('final', 'sts-policy-invalid', `policy not valid: ${p.error}`));
+      return;
+    }
     done({ kind: 'done', result: { ok: true, policy: p.value, text, url, ip } });
   });
 }

@@ -31,29 +31,41 @@ export function policyId(text: string): string {
 }
 
 /** Accepted domains of every organisation, lower case, each once. */
-export const hostedDomains = (c: Pick<Config, 'organizations'>): string[] =>
-  [...new Set(c.organizations.flatMap((o) => o.acceptedDomains.map((d) => d.domain.toLowerCase())))];
+export const hostedDomains = (c: Pick<Config, 'organizations'>): string[] => [
+  ...new Set(c.organizations.flatMap((o) => o.acceptedDomains.map((d) => d.domain.toLowerCase()))),
+];
 
 export interface DomainRecords {
   domain: string;
   policyHost: string;
   policyUrl: string;
   /** `_mta-sts.<domain>` TXT. */
-  stsName: string; stsTxt: string;
+  stsName: string;
+  stsTxt: string;
   /** `_smtp._tls.<domain>` TXT (RFC 8460). */
-  tlsRptName: string; tlsRptTxt: string;
+  tlsRptName: string;
+  tlsRptTxt: string;
 }
 
 /** The records to publish for each accepted domain; `rua`: where TLS reports go (RFC 8460 §3). */
-export function hostingRecords(c: Pick<Config, 'organizations' | 'hostname'>, h: Hosting, rua: readonly string[]): { policy: string; id: string; domains: DomainRecords[] } {
+export function hostingRecords(
+  c: Pick<Config, 'organizations' | 'hostname'>,
+  h: Hosting,
+  rua: readonly string[],
+): { policy: string; id: string; domains: DomainRecords[] } {
   const policy = formatStsPolicy(hostedPolicy(c, h));
   const id = policyId(policy);
   return {
-    policy, id,
+    policy,
+    id,
     domains: hostedDomains(c).map((domain) => ({
-      domain, policyHost: policyHost(domain), policyUrl: `https://${policyHost(domain)}${WELL_KNOWN}`,
-      stsName: `_mta-sts.${domain}`, stsTxt: `v=STSv1; id=${id}`,
-      tlsRptName: `_smtp._tls.${domain}`, tlsRptTxt: `v=TLSRPTv1; rua=${(rua.length ? rua : [`mailto:tlsrpt@${domain}`]).join(',')}`,
+      domain,
+      policyHost: policyHost(domain),
+      policyUrl: `https://${policyHost(domain)}${WELL_KNOWN}`,
+      stsName: `_mta-sts.${domain}`,
+      stsTxt: `v=STSv1; id=${id}`,
+      tlsRptName: `_smtp._tls.${domain}`,
+      tlsRptTxt: `v=TLSRPTv1; rua=${(rua.length ? rua : [`mailto:tlsrpt@${domain}`]).join(',')}`,
     })),
   };
 }
@@ -61,14 +73,30 @@ export function hostingRecords(c: Pick<Config, 'organizations' | 'hostname'>, h:
 /** One request: the policy for mta-sts.<accepted domain>, nothing else. */
 export function answer(req: IncomingMessage, res: ServerResponse, config: Config | undefined): void {
   const h = config?.mtaSts.hosting;
-  if (!config || !h) { res.writeHead(503, { 'content-type': 'text/plain' }).end('not ready\n'); return; }
-  const host = String(req.headers.host ?? '').toLowerCase().replace(/:\d+$/, '').replace(/\.$/, '');
+  if (!config || !h) {
+    res.writeHead(503, { 'content-type': 'text/plain' }).end('not ready\n');
+    return;
+  }
+  const host = String(req.headers.host ?? '')
+    .toLowerCase()
+    .replace(/:\d+$/, '')
+    .replace(/\.$/, '');
   const path = (req.url ?? '').split('?')[0];
-  if (req.method !== 'GET' && req.method !== 'HEAD') { res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n'); return; }
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n');
+    return;
+  }
   const domain = host.startsWith('mta-sts.') ? host.slice('mta-sts.'.length) : '';
-  if (path !== WELL_KNOWN || !hostedDomains(config).includes(domain)) { res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n'); return; }
+  if (path !== WELL_KNOWN || !hostedDomains(config).includes(domain)) {
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+    return;
+  }
   const body = formatStsPolicy(hostedPolicy(config, h));
-  res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'max-age=300' });
+  res.writeHead(200, {
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'max-age=300',
+  });
   res.end(req.method === 'HEAD' ? undefined : body);
 }
 
@@ -76,22 +104,44 @@ export function answer(req: IncomingMessage, res: ServerResponse, config: Config
 export class PolicyServer {
   private servers: https.Server[] = [];
 
-  constructor(private readonly tls: () => ServerTls | undefined, private readonly config: () => Config | undefined) {}
+  constructor(
+    private readonly tls: () => ServerTls | undefined,
+    private readonly config: () => Config | undefined,
+  ) {}
 
   async listen(addresses: readonly string[]): Promise<void> {
     for (const { entry, host, port, ipv6Only } of listenSockets(addresses)) {
-      const srv = https.createServer({
-        minVersion: 'TLSv1.2',
-        SNICallback: (name, cb) => { const t = this.tls(); if (t) t.sniCallback(name, cb); else cb(new Error('not ready')); },
-        requestTimeout: 10_000, headersTimeout: 10_000, keepAliveTimeout: 5_000,
-      }, (req, res) => {
-        try { answer(req, res, this.config()); } catch (e) { res.destroy(); emit({ event: 'internal.error', where: 'mta-sts hosting', error: (e as Error).message }); }
-      });
+      const srv = https.createServer(
+        {
+          minVersion: 'TLSv1.2',
+          SNICallback: (name, cb) => {
+            const t = this.tls();
+            if (t) t.sniCallback(name, cb);
+            else cb(new Error('not ready'));
+          },
+          requestTimeout: 10_000,
+          headersTimeout: 10_000,
+          keepAliveTimeout: 5_000,
+        },
+        (req, res) => {
+          try {
+            answer(req, res, this.config());
+          } catch (e) {
+            res.destroy();
+            emit({ event: 'internal.error', where: 'mta-sts hosting', error: (e as Error).message });
+          }
+        },
+      );
       srv.maxHeadersCount = 50;
-      srv.on('tlsClientError', () => { /* a client that cannot complete the handshake: nothing to serve */ });
+      srv.on('tlsClientError', () => {
+        /* a client that cannot complete the handshake: nothing to serve */
+      });
       await new Promise<void>((resolve, reject) => {
         srv.once('error', reject);
-        srv.listen({ host, port, ipv6Only }, () => { srv.off('error', reject); resolve(); });
+        srv.listen({ host, port, ipv6Only }, () => {
+          srv.off('error', reject);
+          resolve();
+        });
       });
       this.servers.push(srv);
       emit({ event: 'server.listening', address: `${entry} (MTA-STS policy, HTTPS)` });
@@ -99,7 +149,15 @@ export class PolicyServer {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.servers.map((s) => new Promise<void>((r) => { s.closeAllConnections(); s.close(() => r()); })));
+    await Promise.all(
+      this.servers.map(
+        (s) =>
+          new Promise<void>((r) => {
+            s.closeAllConnections();
+            s.close(() => r());
+          }),
+      ),
+    );
     this.servers = [];
   }
 }

@@ -6,7 +6,9 @@
 
 export type StsMode = 'enforce' | 'testing' | 'none';
 
-export interface StsRecord { id: string }
+export interface StsRecord {
+  id: string;
+}
 
 export interface StsPolicy {
   mode: StsMode;
@@ -29,7 +31,8 @@ export const MAX_AGE_LIMIT = 31_557_600;
 export function parseStsRecord(txts: readonly string[]): Parsed<StsRecord> {
   const ours = txts.filter((t) => /^v=STSv1\s*(;|$)/.test(t));
   if (!ours.length) return { ok: false, error: 'no TXT record starting with "v=STSv1"' };
-  if (ours.length > 1) return { ok: false, error: `${ours.length} TXT records start with "v=STSv1" (exactly one is allowed)` };
+  if (ours.length > 1)
+    return { ok: false, error: `${ours.length} TXT records start with "v=STSv1" (exactly one is allowed)` };
   const fields = new Map<string, string>();
   for (const part of ours[0].split(';')) {
     const f = part.trim();
@@ -40,7 +43,8 @@ export function parseStsRecord(txts: readonly string[]): Parsed<StsRecord> {
   }
   const id = fields.get('id');
   if (id === undefined) return { ok: false, error: 'the record has no id field' };
-  if (!/^[A-Za-z0-9]{1,32}$/.test(id)) return { ok: false, error: `id "${id.slice(0, 40)}" is not 1 to 32 letters and digits` };
+  if (!/^[A-Za-z0-9]{1,32}$/.test(id))
+    return { ok: false, error: `id "${id.slice(0, 40)}" is not 1 to 32 letters and digits` };
   return { ok: true, value: { id } };
 }
 
@@ -63,7 +67,8 @@ export function parseStsPolicy(text: string): Parsed<StsPolicy> {
     const [, key, value] = m;
     if (key === 'mx') {
       const p = value.toLowerCase().replace(/\.$/, '');
-      if (!PATTERN.test(p)) return { ok: false, error: `mx "${value.slice(0, 80)}" is not a host name or "*." pattern` };
+      if (!PATTERN.test(p))
+        return { ok: false, error: `mx "${value.slice(0, 80)}" is not a host name or "*." pattern` };
       mx.push(p);
       continue;
     }
@@ -71,12 +76,21 @@ export function parseStsPolicy(text: string): Parsed<StsPolicy> {
     if (seen.has(key)) return { ok: false, error: `${key} appears more than once` };
     seen.set(key, value);
   }
-  if (seen.get('version') !== 'STSv1') return { ok: false, error: seen.has('version') ? `version "${seen.get('version')}" is not STSv1` : 'no version field' };
+  if (seen.get('version') !== 'STSv1')
+    return {
+      ok: false,
+      error: seen.has('version') ? `version "${seen.get('version')}" is not STSv1` : 'no version field',
+    };
   const mode = seen.get('mode');
-  if (mode !== 'enforce' && mode !== 'testing' && mode !== 'none') return { ok: false, error: mode === undefined ? 'no mode field' : `mode "${mode.slice(0, 20)}" is not enforce, testing or none` };
+  if (mode !== 'enforce' && mode !== 'testing' && mode !== 'none')
+    return {
+      ok: false,
+      error: mode === undefined ? 'no mode field' : `mode "${mode.slice(0, 20)}" is not enforce, testing or none`,
+    };
   const age = seen.get('max_age');
   if (age === undefined) return { ok: false, error: 'no max_age field' };
-  if (!/^\d{1,10}$/.test(age) || Number(age) > MAX_AGE_LIMIT) return { ok: false, error: `max_age "${age.slice(0, 20)}" is not a number of seconds from 0 to ${MAX_AGE_LIMIT}` };
+  if (!/^\d{1,10}$/.test(age) || Number(age) > MAX_AGE_LIMIT)
+    return { ok: false, error: `max_age "${age.slice(0, 20)}" is not a number of seconds from 0 to ${MAX_AGE_LIMIT}` };
   if (mode !== 'none' && !mx.length) return { ok: false, error: `mode ${mode} needs at least one mx field` };
   return { ok: true, value: { mode, mx, maxAge: Number(age) } };
 }
@@ -100,4 +114,5 @@ export function mxPatternMatches(pattern: string, host: string): boolean {
 }
 
 /** The first pattern of `policy` that `host` matches, if any. */
-export const matchingPattern = (policy: StsPolicy, host: string): string | undefined => policy.mx.find((p) => mxPatternMatches(p, host));
+export const matchingPattern = (policy: StsPolicy, host: string): string | undefined =>
+  policy.mx.find((p) => mxPatternMatches(p, host));

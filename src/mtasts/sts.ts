@@ -26,12 +26,17 @@ export type StsLookup =
   /** The domain publishes no usable policy (or `none`): nothing is demanded. */
   | { kind: 'none'; domain: string; reason: string; failure?: StsFetchFailure }
   | {
-    kind: 'policy'; domain: string; id: string; policy: StsPolicy; expiresAt: number;
-    /** 'fetched' now, or from the 'cache' (unchanged id, or the fetch failed: see `note`). */
-    from: 'fetched' | 'cache';
-    /** Why the cache was used although a fetch was due, with the failure's result type. */
-    note?: string; failure?: StsFetchFailure;
-  };
+      kind: 'policy';
+      domain: string;
+      id: string;
+      policy: StsPolicy;
+      expiresAt: number;
+      /** 'fetched' now, or from the 'cache' (unchanged id, or the fetch failed: see `note`). */
+      from: 'fetched' | 'cache';
+      /** Why the cache was used although a fetch was due, with the failure's result type. */
+      note?: string;
+      failure?: StsFetchFailure;
+    };
 
 /** What a policy demands of one MX host. */
 export type StsHostDemand =
@@ -63,7 +68,9 @@ export class MtaSts {
   private readonly inflight = new Map<string, Promise<StsLookup>>();
   private readonly memo = new Map<string, { at: number; result: StsLookup }>();
   private readonly now: () => number;
-  constructor(private readonly o: MtaStsOptions) { this.now = o.now ?? Date.now; }
+  constructor(private readonly o: MtaStsOptions) {
+    this.now = o.now ?? Date.now;
+  }
 
   /**
    * The policy of `domain`. Concurrent deliveries to one domain share one lookup and fetch, and
@@ -76,11 +83,13 @@ export class MtaSts {
     if (hit && this.now() - hit.at < MEMO_MS) return Promise.resolve(hit.result);
     let p = this.inflight.get(d);
     if (!p) {
-      p = this.discover(d).then((result) => {
-        if (this.memo.size >= MEMO_MAX) this.memo.delete(this.memo.keys().next().value!);
-        this.memo.set(d, { at: this.now(), result });
-        return result;
-      }).finally(() => this.inflight.delete(d));
+      p = this.discover(d)
+        .then((result) => {
+          if (this.memo.size >= MEMO_MAX) this.memo.delete(this.memo.keys().next().value!);
+          this.memo.set(d, { at: this.now(), result });
+          return result;
+        })
+        .finally(() => this.inflight.delete(d));
       this.inflight.set(d, p);
     }
     return p;
@@ -88,7 +97,11 @@ export class MtaSts {
 
   private async cached(domain: string): Promise<{ entry: StsPolicyEntry; policy: StsPolicy } | undefined> {
     let entry: StsPolicyEntry | null = null;
-    try { entry = (await this.o.cache?.stsPolicy(domain)) ?? null; } catch { return undefined; }
+    try {
+      entry = (await this.o.cache?.stsPolicy(domain)) ?? null;
+    } catch {
+      return undefined;
+    }
     if (!entry || entry.expiresAt <= this.now()) return undefined;
     const p = parseStsPolicy(entry.text);
     return p.ok ? { entry, policy: p.value } : undefined;
@@ -96,30 +109,48 @@ export class MtaSts {
 
   private async discover(domain: string): Promise<StsLookup> {
     const cached = await this.cached(domain);
-    const fromCache = (note?: string, failure?: StsFetchFailure): StsLookup => policyLookup(cached!.entry, cached!.policy, 'cache', note, failure);
+    const fromCache = (note?: string, failure?: StsFetchFailure): StsLookup =>
+      policyLookup(cached!.entry, cached!.policy, 'cache', note, failure);
     const txtName = `_mta-sts.${domain}`;
     let id: string;
     try {
       const r = parseStsRecord((await this.o.resolver().txt(txtName)).records);
       if (!r.ok) {
-        if (cached) return fromCache(`TXT ${txtName}: ${r.error}; using the cached policy until it expires (RFC 8461 §3.3)`);
+        if (cached)
+          return fromCache(`TXT ${txtName}: ${r.error}; using the cached policy until it expires (RFC 8461 §3.3)`);
         return { kind: 'none', domain, reason: `TXT ${txtName}: ${r.error}` };
       }
       id = r.value.id;
     } catch (e) {
       if (!(e instanceof DnsError)) throw e;
-      if (cached) return fromCache(e.temporary ? `TXT lookup failed (${e.message}); using the cached policy` : undefined);
-      return { kind: 'none', domain, reason: e.temporary ? `TXT lookup failed: ${e.message}` : `no TXT record at ${txtName}` };
+      if (cached)
+        return fromCache(e.temporary ? `TXT lookup failed (${e.message}); using the cached policy` : undefined);
+      return {
+        kind: 'none',
+        domain,
+        reason: e.temporary ? `TXT lookup failed: ${e.message}` : `no TXT record at ${txtName}`,
+      };
     }
     if (cached && cached.entry.id === id && !this.refreshDue(cached.entry, cached.policy)) return fromCache();
-    const f = await (this.o.fetcher ? this.o.fetcher(domain) : fetchStsPolicy(domain, { resolver: this.o.resolver(), trust: this.o.trust(), ...this.o.fetch }));
+    const f = await (this.o.fetcher
+      ? this.o.fetcher(domain)
+      : fetchStsPolicy(domain, { resolver: this.o.resolver(), trust: this.o.trust(), ...this.o.fetch }));
     if (!f.ok) {
-      if (cached) return fromCache(`policy fetch failed (${f.failure}: ${f.error}); using the cached policy (id ${cached.entry.id}) until it expires`, f.failure);
+      if (cached)
+        return fromCache(
+          `policy fetch failed (${f.failure}: ${f.error}); using the cached policy (id ${cached.entry.id}) ` +
+            `until it expires`,
+          f.failure,
+        );
       return { kind: 'none', domain, reason: `policy fetch failed: ${f.error}`, failure: f.failure };
     }
     const now = this.now();
     const entry: StsPolicyEntry = { domain, id, text: f.text, fetchedAt: now, expiresAt: now + f.policy.maxAge * 1000 };
-    try { await this.o.cache?.saveStsPolicy(entry); } catch { /* the policy applies now; caching it is best effort */ }
+    try {
+      await this.o.cache?.saveStsPolicy(entry);
+    } catch {
+      /* the policy applies now; caching it is best effort */
+    }
     return policyLookup(entry, f.policy, 'fetched');
   }
 
@@ -128,14 +159,36 @@ export class MtaSts {
   }
 }
 
-function policyLookup(e: StsPolicyEntry, policy: StsPolicy, from: 'fetched' | 'cache', note?: string, failure?: StsFetchFailure): StsLookup {
-  if (policy.mode === 'none') return { kind: 'none', domain: e.domain, reason: `the policy (id ${e.id}) has mode none` };
-  return { kind: 'policy', domain: e.domain, id: e.id, policy, expiresAt: e.expiresAt, from, ...(note ? { note } : {}), ...(failure ? { failure } : {}) };
+function policyLookup(
+  e: StsPolicyEntry,
+  policy: StsPolicy,
+  from: 'fetched' | 'cache',
+  note?: string,
+  failure?: StsFetchFailure,
+): StsLookup {
+  if (policy.mode === 'none')
+    return { kind: 'none', domain: e.domain, reason: `the policy (id ${e.id}) has mode none` };
+  return {
+    kind: 'policy',
+    domain: e.domain,
+    id: e.id,
+    policy,
+    expiresAt: e.expiresAt,
+    from,
+    ...(note ? { note } : {}),
+    ...(failure ? { failure } : {}),
+  };
 }
 
-/** The source text of a policy's demands, e.g. `MTA-STS (policy of fabrikam.test, id 2026a, mode enforce, mx *.fabrikam.test)`. */
+/**
+ * The source text of a policy's demands, e.g. `MTA-STS (policy of fabrikam.test, id 2026a, mode enforce, mx
+ * *.fabrikam.test)`.
+ */
 export function stsSource(l: Extract<StsLookup, { kind: 'policy' }>, pattern?: string): string {
-  return `MTA-STS (policy of ${l.domain}, id ${l.id}, mode ${l.policy.mode}${pattern ? `, mx ${pattern}` : ''}${l.from === 'cache' && l.note ? ', cached' : ''})`;
+  return (
+    `MTA-STS (policy of ${l.domain}, id ${l.id}, mode ` +
+    `${l.policy.mode}${pattern ? `, mx ${pattern}` : ''}${l.from === 'cache' && l.note ? ', cached' : ''})`
+  );
 }
 
 /**
@@ -146,15 +199,30 @@ export function stsSource(l: Extract<StsLookup, { kind: 'policy' }>, pattern?: s
 export function stsDemand(l: StsLookup, host: string): StsHostDemand {
   if (l.kind !== 'policy') return { kind: 'none' };
   const pattern = matchingPattern(l.policy, host);
-  const requirement: TlsRequirement = { level: 'domainValidation', source: stsSource(l, pattern), tlsDomain: host.toLowerCase().replace(/\.$/, ''), report: stsReport(l.policy) };
+  const requirement: TlsRequirement = {
+    level: 'domainValidation',
+    source: stsSource(l, pattern),
+    tlsDomain: host.toLowerCase().replace(/\.$/, ''),
+    report: stsReport(l.policy),
+  };
   if (l.policy.mode === 'testing') return { kind: 'none', testing: requirement };
-  if (!pattern) return { kind: 'skip', reason: `MX host ${host} matches no mx pattern of the MTA-STS policy of ${l.domain} (id ${l.id}, mode enforce: ${l.policy.mx.join(', ')})` };
+  if (!pattern)
+    return {
+      kind: 'skip',
+      reason:
+        `MX host ${host} matches no mx pattern of the MTA-STS policy of ${l.domain} (id ${l.id}, mode ` +
+        `enforce: ${l.policy.mx.join(', ')})`,
+    };
   return { kind: 'require', requirement };
 }
 
 /** The policy as a TLS-RPT report names it (RFC 8460 §4.4: the policy's lines, and its mx patterns). */
 export function stsReport(p: StsPolicy): Rfc8460Policy {
-  return { type: 'sts', strings: ['version: STSv1', `mode: ${p.mode}`, ...p.mx.map((m) => `mx: ${m}`), `max_age: ${p.maxAge}`], mxHost: [...p.mx] };
+  return {
+    type: 'sts',
+    strings: ['version: STSv1', `mode: ${p.mode}`, ...p.mx.map((m) => `mx: ${m}`), `max_age: ${p.maxAge}`],
+    mxHost: [...p.mx],
+  };
 }
 
 /**
@@ -170,13 +238,32 @@ export function mtaStsProvider(sts: MtaSts, enabled: () => boolean): DemandProvi
       if (!enabled() || ctx.via.kind === 'smarthost') return { kind: 'none' };
       const l = await sts.lookup(ctx.hop.domain);
       const d = stsDemand(l, ctx.host);
-      if (l.kind === 'none') return l.failure ? { kind: 'none', note: `MTA-STS: ${l.reason} (${l.failure}); delivering as if ${l.domain} had no policy (RFC 8461 §3.3)` } : { kind: 'none' };
+      if (l.kind === 'none')
+        return l.failure
+          ? {
+              kind: 'none',
+              note: `MTA-STS: ${l.reason} (${l.failure}); delivering as if ${l.domain} had no policy (RFC 8461 §3.3)`,
+            }
+          : { kind: 'none' };
       const note = l.note ? `MTA-STS: ${l.note}` : undefined;
-      if (d.kind === 'require') return { kind: 'demand', demand: { ...d.requirement, published: true }, ...(note ? { note } : {}) };
-      const demand: TlsRequirement = { level: 'domainValidation', source: stsSource(l), tlsDomain: ctx.host, published: true, report: stsReport(l.policy) };
+      if (d.kind === 'require')
+        return { kind: 'demand', demand: { ...d.requirement, published: true }, ...(note ? { note } : {}) };
+      const demand: TlsRequirement = {
+        level: 'domainValidation',
+        source: stsSource(l),
+        tlsDomain: ctx.host,
+        published: true,
+        report: stsReport(l.policy),
+      };
       if (d.kind === 'skip') return { kind: 'refuse', demand, tlsFailure: 'sts-mx-mismatch', detail: d.reason };
       // testing
-      if (!matchingPattern(l.policy, ctx.host)) return { kind: 'none', note: `${stsSource(l)}: MX host ${ctx.host} matches no mx pattern (${l.policy.mx.join(', ')}); delivered anyway (testing mode)` };
+      if (!matchingPattern(l.policy, ctx.host))
+        return {
+          kind: 'none',
+          note:
+            `${stsSource(l)}: MX host ${ctx.host} matches no mx pattern (${l.policy.mx.join(', ')}); ` +
+            `delivered anyway (testing mode)`,
+        };
       return { kind: 'none', ...(d.testing ? { observe: d.testing } : {}), ...(note ? { note } : {}) };
     },
   };

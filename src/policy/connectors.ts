@@ -53,15 +53,22 @@ export class InboundConnectors {
 
   constructor(config: Config) {
     this.revocation = config.tls.revocation;
-    this.list = config.organizations.flatMap((o) => o.inboundConnectors).filter((c) => c.enabled).map((c) => ({
-      c, blocks: blockList(c.senderIPAddresses),
-      anchor: c.tlsSenderCertificateName ? {
-        id: `${c.organization}/${c.name}`, pattern: c.tlsSenderCertificateName,
-        trust: c.trustedCAs.length ? new TrustStore(false, c.trustedCAs) : null,
-        pins: new Set(c.pinnedCertificates.map(normalizeFingerprint)),
-      } : null,
-      restricted: c.restrictDomainsToCertificate || c.restrictDomainsToIPAddresses,
-    }));
+    this.list = config.organizations
+      .flatMap((o) => o.inboundConnectors)
+      .filter((c) => c.enabled)
+      .map((c) => ({
+        c,
+        blocks: blockList(c.senderIPAddresses),
+        anchor: c.tlsSenderCertificateName
+          ? {
+              id: `${c.organization}/${c.name}`,
+              pattern: c.tlsSenderCertificateName,
+              trust: c.trustedCAs.length ? new TrustStore(false, c.trustedCAs) : null,
+              pins: new Set(c.pinnedCertificates.map(normalizeFingerprint)),
+            }
+          : null,
+        restricted: c.restrictDomainsToCertificate || c.restrictDomainsToIPAddresses,
+      }));
     this.anchors = this.list.flatMap((p) => (p.anchor ? [p.anchor] : []));
   }
 
@@ -74,14 +81,17 @@ export class InboundConnectors {
     if (!a) return 'the connector has no tlsSenderCertificateName';
     if (!cert) return 'no certificate was presented';
     const presented = `presented ${cert.subject} (SHA-256 ${cert.fingerprint256})`;
-    if (!namesSatisfy(cert.names, a.pattern)) return `${presented}: name mismatch, it carries ${cert.names.join(', ') || 'no DNS name'}, required ${a.pattern}`;
-    if (!cert.verified && !cert.trustedBy.includes(a.id)) return `${presented}: certificate not trusted (${cert.verifyError ?? 'chain does not verify'})`;
+    if (!namesSatisfy(cert.names, a.pattern))
+      return `${presented}: name mismatch, it carries ${cert.names.join(', ') || 'no DNS name'}, required ${a.pattern}`;
+    if (!cert.verified && !cert.trustedBy.includes(a.id))
+      return `${presented}: certificate not trusted (${cert.verifyError ?? 'chain does not verify'})`;
     if (cert.ekuError) return `${presented}: ${cert.ekuError}`;
     if (this.revocation === 'off') return null;
     const r = cert.revocation;
     if (!r) return `${presented}: its revocation status was not checked`;
     if (r.status === 'revoked') return `${presented}: ${r.summary}`;
-    if (r.status === 'unknown' && this.revocation === 'hardFail') return `${presented}: tls.revocation hardFail: ${r.summary}`;
+    if (r.status === 'unknown' && this.revocation === 'hardFail')
+      return `${presented}: tls.revocation hardFail: ${r.summary}`;
     return null;
   }
 
@@ -93,7 +103,10 @@ export class InboundConnectors {
    * Why a certificate that carries the name of a connector of this type did not identify it
    * (for refusals that follow from it, such as relay denial); undefined when none applies.
    */
-  certificateNotAccepted(type: InboundConnector['connectorType'], cert: ClientCertificate | undefined): string | undefined {
+  certificateNotAccepted(
+    type: InboundConnector['connectorType'],
+    cert: ClientCertificate | undefined,
+  ): string | undefined {
     if (!cert) return undefined;
     for (const p of this.list) {
       if (p.c.connectorType !== type || !p.anchor || !namesSatisfy(cert.names, p.anchor.pattern)) continue;
@@ -107,15 +120,21 @@ export class InboundConnectors {
   select(v: TransactionView): ConnectorMatch | undefined {
     const rank = (p: Prepared) => (p.restricted ? 0 : 1);
     const facts = (p: Prepared, by: ConnectorMatch['by']): ConnectorMatch => ({ connector: p.c, by });
-    const byCert = this.list.filter((p) => this.certificateSatisfies(p, v.clientCert)).sort((a, b) => rank(a) - rank(b));
+    const byCert = this.list
+      .filter((p) => this.certificateSatisfies(p, v.clientCert))
+      .sort((a, b) => rank(a) - rank(b));
     if (byCert.length) return facts(byCert[0], 'certificate');
     const byIp = this.list.filter((p) => inBlocks(p.blocks, v.clientIp)).sort((a, b) => rank(a) - rank(b));
     if (byIp.length) return facts(byIp[0], 'ip');
-    let best: Prepared | undefined; let score = -1;
+    let best: Prepared | undefined;
+    let score = -1;
     for (const p of this.list) {
       for (const pat of p.c.senderDomains) {
         const s = patternMatch(pat, v.senderDomain);
-        if (s > score || (s === score && s >= 0 && best && rank(p) < rank(best))) { score = s; best = p; }
+        if (s > score || (s === score && s >= 0 && best && rank(p) < rank(best))) {
+          score = s;
+          best = p;
+        }
       }
     }
     return best && score >= 0 ? facts(best, 'senderDomain') : undefined;
@@ -128,25 +147,44 @@ export class InboundConnectors {
    */
   enforce(m: ConnectorMatch | undefined, v: TransactionView): SmtpReply | undefined {
     if (m?.connector.requireTls && !v.tls) {
-      return reply(530, '5.7.0', 'Must issue a STARTTLS command first',
-        `connector "${m.connector.name}" (organization ${m.connector.organization}) requires TLS; the client sent MAIL in plaintext`);
+      return reply(
+        530,
+        '5.7.0',
+        'Must issue a STARTTLS command first',
+        `connector "${m.connector.name}" (organization ${m.connector.organization}) requires TLS; the client sent ` +
+          `MAIL in plaintext`,
+      );
     }
     for (const p of this.list) {
       const c = p.c;
       if (c.connectorType !== 'partner' || !p.restricted) continue;
       if (!c.senderDomains.some((pat) => patternMatch(pat, v.senderDomain) >= 0)) continue;
       if (c.requireTls && !v.tls) {
-        return reply(530, '5.7.0', 'Must issue a STARTTLS command first',
-          `partner connector ${label(c)} requires TLS for ${v.senderDomain}; the client sent MAIL in plaintext`);
+        return reply(
+          530,
+          '5.7.0',
+          'Must issue a STARTTLS command first',
+          `partner connector ${label(c)} requires TLS for ${v.senderDomain}; the client sent MAIL in plaintext`,
+        );
       }
       const refusal = c.restrictDomainsToCertificate ? this.certificateRefusal(p, v.clientCert) : null;
       if (refusal) {
-        return reply(550, '5.7.1', `Sender domain ${v.senderDomain} may only be used by its partner's certificate-authenticated servers`,
-          `partner connector ${label(c)} requires a client certificate matching ${c.tlsSenderCertificateName} for ${v.senderDomain}; ${refusal}`);
+        return reply(
+          550,
+          '5.7.1',
+          `Sender domain ${v.senderDomain} may only be used by its partner's certificate-authenticated servers`,
+          `partner connector ${label(c)} requires a client certificate matching ${c.tlsSenderCertificateName} for ` +
+            `${v.senderDomain}; ${refusal}`,
+        );
       }
       if (c.restrictDomainsToIPAddresses && !inBlocks(p.blocks, v.clientIp)) {
-        return reply(550, '5.7.1', `Sender domain ${v.senderDomain} may only be used from its partner's servers`,
-          `partner connector ${label(c)} accepts ${v.senderDomain} only from ${c.senderIPAddresses.join(', ')}; the client is ${v.clientIp}`);
+        return reply(
+          550,
+          '5.7.1',
+          `Sender domain ${v.senderDomain} may only be used from its partner's servers`,
+          `partner connector ${label(c)} accepts ${v.senderDomain} only from ${c.senderIPAddresses.join(', ')}; ` +
+            `the client is ${v.clientIp}`,
+        );
       }
     }
     return undefined;
@@ -168,4 +206,3 @@ export class InboundConnectors {
     return !!cert && this.list.some((p) => this.certificateSatisfies(p, cert));
   }
 }
-

@@ -27,8 +27,10 @@ export interface SessionView extends TransactionView {
   match?: ConnectorMatch;
 }
 
-const relayDenied = (why: string): { ok: false; reply: SmtpReply } =>
-  ({ ok: false, reply: reply(550, '5.7.1', 'Relay access denied', why) });
+const relayDenied = (why: string): { ok: false; reply: SmtpReply } => ({
+  ok: false,
+  reply: reply(550, '5.7.1', 'Relay access denied', why),
+});
 
 export class InboundPolicy {
   private readonly domains = new Map<string, AcceptedDomain>();
@@ -66,15 +68,30 @@ export class InboundPolicy {
     const domainName = mb.bare ? this.postmasterDomain : mb.domain;
     const local = mb.bare ? 'postmaster' : mb.local;
     if (/[%!@]/.test(local)) {
-      return relayDenied(`local part "${local}" contains a routing character (% ! @); source-routed relaying is refused`);
+      return relayDenied(
+        `local part "${local}" contains a routing character (% ! @); source-routed relaying is refused`,
+      );
     }
     const d = this.domains.get(domainName);
     if (!d) return this.relay(mb, domainName, s);
     const lower = foldCase(local);
     if (d.recipients !== 'any' && lower !== 'postmaster' && !d.recipients.includes(lower)) {
-      return { ok: false, reply: reply(550, '5.1.1', 'Recipient address rejected: user unknown', `no mailbox ${formatMailbox(lower, d.domain)} in organization ${d.organization}`) };
+      return {
+        ok: false,
+        reply: reply(
+          550,
+          '5.1.1',
+          'Recipient address rejected: user unknown',
+          `no mailbox ${formatMailbox(lower, d.domain)} in organization ${d.organization}`,
+        ),
+      };
     }
-    return { ok: true, address: formatMailbox(local, d.domain), org: d.organization, route: d.type === 'internalRelay' ? 'remote' : 'local' };
+    return {
+      ok: true,
+      address: formatMailbox(local, d.domain),
+      org: d.organization,
+      route: d.type === 'internalRelay' ? 'remote' : 'local',
+    };
   }
 
   /**
@@ -86,14 +103,24 @@ export class InboundPolicy {
     const m = s.match;
     if (!m || m.connector.connectorType !== 'onPremises') {
       const cert = this.connectors.certificateNotAccepted('onPremises', s.clientCert);
-      return relayDenied(`recipient domain ${domain} is not an accepted domain and this client is not allowed to relay${cert ? `; ${cert}` : ''}`);
+      return relayDenied(
+        `recipient domain ${domain} is not an accepted domain and this client is not allowed to ` +
+          `relay${cert ? `; ${cert}` : ''}`,
+      );
     }
     const c = m.connector;
-    const certDomain = m.by === 'certificate' && s.clientCert ? s.clientCert.names.map((n) => this.domainOf(n.replace(/^\*\./, ''))).find((x) => x) : undefined;
+    const certDomain =
+      m.by === 'certificate' && s.clientCert
+        ? s.clientCert.names.map((n) => this.domainOf(n.replace(/^\*\./, ''))).find((x) => x)
+        : undefined;
     const owner = [certDomain, this.domains.get(s.senderDomain)].find((d) => d?.organization === c.organization);
     if (!owner) {
-      return relayDenied(`client ${s.clientIp} matches onPremises connector "${c.name}" of organization ${c.organization} (by ${m.by}), but neither ` +
-        `its certificate domain nor the sender domain "${s.senderDomain || '(null sender)'}" is one of that organization's accepted domains`);
+      return relayDenied(
+        `client ${s.clientIp} matches onPremises connector "${c.name}" of organization ${c.organization} (by ` +
+          `${m.by}), but neither ` +
+          `its certificate domain nor the sender domain "${s.senderDomain || '(null sender)'}" is one of that ` +
+          `organization's accepted domains`,
+      );
     }
     if (domain.startsWith('[')) return relayDenied(`relaying to address literals (${domain}) is refused`);
     return { ok: true, address: mb.address, org: c.organization, route: 'remote' };

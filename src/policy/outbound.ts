@@ -45,7 +45,10 @@ export interface SessionForCheck {
 }
 
 /** Why a session does not meet a demand's own check. */
-export interface DemandFailure { kind: TlsFailureKind; text: string }
+export interface DemandFailure {
+  kind: TlsFailureKind;
+  text: string;
+}
 
 /**
  * A demand for one host. `verify` is the source's own proof of the session (DANE: a TLSA record
@@ -54,7 +57,9 @@ export interface DemandFailure { kind: TlsFailureKind; text: string }
  */
 export interface HostDemand extends TlsRequirement {
   verify?: (s: SessionForCheck) => { ok: true; detail: string } | { ok: false; failure: DemandFailure };
-  /** Sources (DemandProvider names) whose demands for this host this one replaces (RFC 8461 §2: DANE before MTA-STS). */
+  /**
+   * Sources (DemandProvider names) whose demands for this host this one replaces (RFC 8461 §2: DANE before MTA-STS).
+   */
   replaces?: readonly string[];
 }
 
@@ -111,8 +116,12 @@ export interface HostRequirement extends TlsRequirement {
 }
 
 /** The requirement as recorded (trace, events): no functions. */
-export const plainRequirement = (r: TlsRequirement): TlsRequirement =>
-  ({ level: r.level, source: r.source, ...(r.tlsDomain ? { tlsDomain: r.tlsDomain } : {}), ...(r.published ? { published: true } : {}) });
+export const plainRequirement = (r: TlsRequirement): TlsRequirement => ({
+  level: r.level,
+  source: r.source,
+  ...(r.tlsDomain ? { tlsDomain: r.tlsDomain } : {}),
+  ...(r.published ? { published: true } : {}),
+});
 
 /** Raise `cur` to `next` when next is stricter; never lower. */
 export function raise(cur: TlsRequirement, next: TlsRequirement): TlsRequirement {
@@ -148,7 +157,10 @@ export const REQUIRETLS_REPLY = { code: 550, enhanced: '5.7.30', message: 'REQUI
  */
 export function requireTlsProblem(req: TlsRequirement): string | undefined {
   if (levelRank(req.level) >= levelRank('certificateValidation')) return undefined;
-  return `TLS required by REQUIRETLS (RFC 8689): the next hop is not authenticated by DANE, MTA-STS or a connector at certificateValidation or domainValidation (${req.level} by ${req.source})`;
+  return (
+    `TLS required by REQUIRETLS (RFC 8689): the next hop is not authenticated by DANE, MTA-STS or a ` +
+    `connector at certificateValidation or domainValidation (${req.level} by ${req.source})`
+  );
 }
 
 /**
@@ -158,15 +170,26 @@ export function requireTlsProblem(req: TlsRequirement): string | undefined {
  * enforced. The strictest remaining demand names the result; every remaining demand above
  * opportunistic is checked.
  */
-export function composeHost(hop: TlsRequirement, answers: readonly { provider: string; answer: ProviderAnswer }[], opts: { relaxPublished?: boolean } = {}): HostRequirement {
+export function composeHost(
+  hop: TlsRequirement,
+  answers: readonly { provider: string; answer: ProviderAnswer }[],
+  opts: { relaxPublished?: boolean } = {},
+): HostRequirement {
   const notes = answers.flatMap((a) => (a.answer.kind !== 'refuse' && a.answer.note ? [a.answer.note] : []));
-  const made = answers.flatMap((a) => (a.answer.kind === 'demand' ? [{ provider: a.provider, demand: a.answer.demand }] : []));
+  const made = answers.flatMap((a) =>
+    a.answer.kind === 'demand' ? [{ provider: a.provider, demand: a.answer.demand }] : [],
+  );
   const replaced = new Set(made.flatMap((m) => m.demand.replaces ?? []));
   const waived: string[] = [];
   const kept: HostDemand[] = [hop];
   for (const m of made) {
-    if (replaced.has(m.provider)) waived.push(`${m.demand.source}: ${m.demand.level}, replaced by ${made.find((x) => x.demand.replaces?.includes(m.provider))!.demand.source}`);
-    else if (opts.relaxPublished && m.demand.published) waived.push(`${m.demand.source}: ${m.demand.level}, relaxed by the message's TLS-Required: No`);
+    if (replaced.has(m.provider))
+      waived.push(
+        `${m.demand.source}: ${m.demand.level}, replaced by ` +
+          `${made.find((x) => x.demand.replaces?.includes(m.provider))!.demand.source}`,
+      );
+    else if (opts.relaxPublished && m.demand.published)
+      waived.push(`${m.demand.source}: ${m.demand.level}, relaxed by the message's TLS-Required: No`);
     else kept.push(m.demand);
   }
   const top = strictest(kept);
@@ -213,11 +236,15 @@ export class OutboundPolicy {
       const all = enabled.find((c) => c.allAcceptedDomains);
       if (all) return all;
     }
-    let best: OutboundConnector | undefined; let score = -1;
+    let best: OutboundConnector | undefined;
+    let score = -1;
     for (const c of enabled) {
       for (const p of c.recipientDomains) {
         const s = patternMatch(p, domain);
-        if (s > score) { score = s; best = c; }
+        if (s > score) {
+          score = s;
+          best = c;
+        }
       }
     }
     if (best) return best;
@@ -234,7 +261,14 @@ export class OutboundPolicy {
     if (!c) return { key: `mx:${d}`, kind: 'mx', domain: d, smartHosts: [], tls };
     const connector = { name: c.name, organization: c.organization, type: c.connectorType };
     if (c.smartHosts.length) {
-      return { key: `smart:${c.organization}/${c.name}`, kind: 'smarthost', domain: d, smartHosts: c.smartHosts.map((h) => parseSmartHost(h)!), connector, tls };
+      return {
+        key: `smart:${c.organization}/${c.name}`,
+        kind: 'smarthost',
+        domain: d,
+        smartHosts: c.smartHosts.map((h) => parseSmartHost(h)!),
+        connector,
+        tls,
+      };
     }
     return { key: `mx:${d}|${c.organization}/${c.name}`, kind: 'mx', domain: d, smartHosts: [], connector, tls };
   }

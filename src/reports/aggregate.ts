@@ -16,7 +16,7 @@ export const REPORT_RETENTION_DAYS = 400;
 const MAX_PENDING = 200_000;
 const MAX_SESSIONS = 100_000;
 
-type Kind = typeof KINDS[keyof typeof KINDS];
+type Kind = (typeof KINDS)[keyof typeof KINDS];
 
 export interface AggregatorOptions {
   flushMs?: number;
@@ -33,7 +33,10 @@ export class ReportAggregator {
   private readonly flushMs: number;
   private readonly retentionDays: number;
 
-  constructor(private readonly store: Store, opts: AggregatorOptions = {}) {
+  constructor(
+    private readonly store: Store,
+    opts: AggregatorOptions = {},
+  ) {
     this.flushMs = opts.flushMs ?? 2000;
     this.retentionDays = opts.retentionDays ?? REPORT_RETENTION_DAYS;
   }
@@ -41,11 +44,23 @@ export class ReportAggregator {
   /** Subscribe to the events; flush on a timer; purge old counters hourly (and now). */
   start(): void {
     this.unsubscribe = onEvent((e) => this.record(e));
-    this.timers.push(setInterval(() => { void this.flush(); }, this.flushMs).unref());
-    const purge = () => this.store.purgeReportCounts(Date.now() - this.retentionDays * DAY)
-      .catch((e: unknown) => emit({ event: 'internal.error', where: 'report counters purge', error: errorMessage(e) }));
+    this.timers.push(
+      setInterval(() => {
+        void this.flush();
+      }, this.flushMs).unref(),
+    );
+    const purge = () =>
+      this.store
+        .purgeReportCounts(Date.now() - this.retentionDays * DAY)
+        .catch((e: unknown) =>
+          emit({ event: 'internal.error', where: 'report counters purge', error: errorMessage(e) }),
+        );
     void purge();
-    this.timers.push(setInterval(() => { void purge(); }, HOUR).unref());
+    this.timers.push(
+      setInterval(() => {
+        void purge();
+      }, HOUR).unref(),
+    );
   }
 
   async stop(): Promise<void> {
@@ -63,7 +78,7 @@ export class ReportAggregator {
         let orgs = this.sessionOrgs.get(e.sid);
         if (!orgs) {
           if (this.sessionOrgs.size >= MAX_SESSIONS) this.sessionOrgs.delete(this.sessionOrgs.keys().next().value!);
-          this.sessionOrgs.set(e.sid, orgs = new Set());
+          this.sessionOrgs.set(e.sid, (orgs = new Set()));
         }
         orgs.add(e.org);
         return;
@@ -103,10 +118,22 @@ export class ReportAggregator {
     for (const org of new Set(['*', ...orgs])) {
       const key = JSON.stringify([k.kind, org, bucket, ...dims]);
       const hit = this.pending.get(key);
-      if (hit) { hit.n++; continue; }
+      if (hit) {
+        hit.n++;
+        continue;
+      }
       if (this.pending.size >= MAX_PENDING) this.drop();
       const [d1, d2, d3, d4] = dims;
-      this.pending.set(key, { kind: k.kind, org, bucket, n: 1, ...(d1 ? { d1 } : {}), ...(d2 ? { d2 } : {}), ...(d3 ? { d3 } : {}), ...(d4 ? { d4 } : {}) });
+      this.pending.set(key, {
+        kind: k.kind,
+        org,
+        bucket,
+        n: 1,
+        ...(d1 ? { d1 } : {}),
+        ...(d2 ? { d2 } : {}),
+        ...(d3 ? { d3 } : {}),
+        ...(d4 ? { d4 } : {}),
+      });
     }
   }
 
@@ -114,7 +141,11 @@ export class ReportAggregator {
     const n = Math.ceil(MAX_PENDING / 10);
     const keys = [...this.pending.keys()].slice(0, n);
     for (const k of keys) this.pending.delete(k);
-    emit({ event: 'internal.error', where: 'report counters', error: `${n} counter keys dropped: the store did not take them in time` });
+    emit({
+      event: 'internal.error',
+      where: 'report counters',
+      error: `${n} counter keys dropped: the store did not take them in time`,
+    });
   }
 
   /** Write what was counted since the last flush; resolves when it is in the store. */
@@ -129,7 +160,8 @@ export class ReportAggregator {
         emit({ event: 'internal.error', where: 'report counters', error: errorMessage(e) });
         for (const [key, r] of batch) {
           const hit = this.pending.get(key);
-          if (hit) hit.n += r.n; else if (this.pending.size < MAX_PENDING) this.pending.set(key, r);
+          if (hit) hit.n += r.n;
+          else if (this.pending.size < MAX_PENDING) this.pending.set(key, r);
         }
       }
     });

@@ -13,12 +13,19 @@ export const DAY = 86_400_000;
  * How a delivered outbound message was secured: by a policy that required TLS (DANE, MTA-STS —
  * issue 10 adds them —, or the connector's tlsSettings), else what opportunistic TLS achieved.
  */
-export const SECURITY_TYPES = ['dane', 'mta-sts', 'connector-forced', 'opportunistic-tls', 'legacy-tls', 'plaintext'] as const;
-export type SecurityType = typeof SECURITY_TYPES[number];
+export const SECURITY_TYPES = [
+  'dane',
+  'mta-sts',
+  'connector-forced',
+  'opportunistic-tls',
+  'legacy-tls',
+  'plaintext',
+] as const;
+export type SecurityType = (typeof SECURITY_TYPES)[number];
 
 /** What demanded TLS of an attempt: a required level's source, or nothing ('opportunistic'). */
 export const REQUIREMENT_TYPES = ['dane', 'mta-sts', 'connector-forced', 'opportunistic'] as const;
-export type RequirementType = typeof REQUIREMENT_TYPES[number];
+export type RequirementType = (typeof REQUIREMENT_TYPES)[number];
 
 /** The counter kinds: name in the store, bucket width, and what d1..d4 hold. */
 export const KINDS = {
@@ -30,11 +37,16 @@ export const KINDS = {
   inPeers: { kind: 'in.peers', span: DAY, dims: ['tlsVersion', 'ip', 'helo'] },
   /** Outbound SMTP deliveries (per recipient) by how they were secured. */
   outDelivered: { kind: 'out.delivered', span: HOUR, dims: ['security', 'tlsVersion', 'cipher'] },
-  /** Outbound attempts deferred or failed, by the requirement and the TLS failure that broke it ('' when TLS was not the cause). */
+  /**
+   * Outbound attempts deferred or failed, by the requirement and the TLS failure that broke it ('' when TLS was not the
+   * cause).
+   */
   outUndelivered: { kind: 'out.undelivered', span: HOUR, dims: ['status', 'requirement', 'tlsFailure'] },
   /** Outbound deliveries per recipient domain and security type; whole days (many domains). */
   outDomains: { kind: 'out.domains', span: DAY, dims: ['domain', 'security'] },
-  /** Outbound deliveries in plaintext per recipient domain; whole days: the candidates of the plaintext-only domains. */
+  /**
+   * Outbound deliveries in plaintext per recipient domain; whole days: the candidates of the plaintext-only domains.
+   */
   outPlainDomains: { kind: 'out.plainDomains', span: DAY, dims: ['domain'] },
   /** Deferrals and bounces because a required TLS level failed, per recipient domain; whole days. */
   outTlsFailures: { kind: 'out.tlsFailures', span: DAY, dims: ['domain', 'requirement', 'tlsFailure', 'status'] },
@@ -53,7 +65,12 @@ export function requirementType(level: string | undefined, source: string | unde
 }
 
 /** How a delivered attempt was secured. */
-export function securityType(a: { tlsRequired?: string; tlsSource?: string; tlsVersion?: string; tlsLegacy?: boolean }): SecurityType {
+export function securityType(a: {
+  tlsRequired?: string;
+  tlsSource?: string;
+  tlsVersion?: string;
+  tlsLegacy?: boolean;
+}): SecurityType {
   const r = requirementType(a.tlsRequired, a.tlsSource);
   if (r !== 'opportunistic') return r;
   if (!a.tlsVersion) return 'plaintext';

@@ -20,7 +20,10 @@ export interface ReportRange {
   granularity: Granularity;
 }
 
-export interface Page { limit: number; offset: number }
+export interface Page {
+  limit: number;
+  offset: number;
+}
 
 export interface Series {
   /** Start of each slot (ms epoch, UTC), every slot of the range, empty ones included. */
@@ -41,7 +44,10 @@ export interface TlsBreakdown {
 
 /** Oldest first; 'none' (plaintext) before all. */
 const VERSION_ORDER = ['none', 'SSLv2', 'SSLv3', 'TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3'];
-const versionRank = (v: string) => { const i = VERSION_ORDER.indexOf(v); return i < 0 ? VERSION_ORDER.length : i; };
+const versionRank = (v: string) => {
+  const i = VERSION_ORDER.indexOf(v);
+  return i < 0 ? VERSION_ORDER.length : i;
+};
 const byVersion = (a: string, b: string) => versionRank(a) - versionRank(b) || a.localeCompare(b);
 
 const slotWidth = (g: Granularity) => (g === 'hour' ? HOUR : DAY);
@@ -54,7 +60,12 @@ function slots(r: ReportRange): number[] {
   return out;
 }
 
-function series(r: ReportRange, rows: ReportSum[], key: (s: ReportSum) => string, keys: readonly string[] = []): Series {
+function series(
+  r: ReportRange,
+  rows: ReportSum[],
+  key: (s: ReportSum) => string,
+  keys: readonly string[] = [],
+): Series {
   const t = slots(r);
   const index = new Map(t.map((x, i) => [x, i]));
   const values: Record<string, number[]> = {};
@@ -73,7 +84,11 @@ function span(r: ReportRange, width: number): { from: number; until: number } {
   return { from: bucketOf(r.from, width), until: bucketOf(r.until - 1, width) + width };
 }
 
-async function tlsBreakdown(store: Store, kind: typeof KINDS.inSessions | typeof KINDS.inMessages, r: ReportRange): Promise<TlsBreakdown> {
+async function tlsBreakdown(
+  store: Store,
+  kind: typeof KINDS.inSessions | typeof KINDS.inMessages,
+  r: ReportRange,
+): Promise<TlsBreakdown> {
   const q = { kind: kind.kind, org: r.org, ...span(r, kind.span) };
   const [cells, timed] = await Promise.all([
     store.sumReportCounts({ ...q, by: ['d1', 'd2'] }),
@@ -84,9 +99,15 @@ async function tlsBreakdown(store: Store, kind: typeof KINDS.inSessions | typeof
   const total = [...versions.values()].reduce((a, b) => a + b, 0);
   const plaintext = versions.get('none') ?? 0;
   return {
-    total, plaintext, plaintextShare: total ? plaintext / total : 0,
-    byVersion: [...versions].sort((a, b) => byVersion(a[0], b[0])).map(([tlsVersion, count]) => ({ tlsVersion, count })),
-    byVersionAndCipher: cells.map((c) => ({ tlsVersion: c.d1!, cipher: c.d2!, count: c.n })).sort((a, b) => byVersion(a.tlsVersion, b.tlsVersion) || b.count - a.count),
+    total,
+    plaintext,
+    plaintextShare: total ? plaintext / total : 0,
+    byVersion: [...versions]
+      .sort((a, b) => byVersion(a[0], b[0]))
+      .map(([tlsVersion, count]) => ({ tlsVersion, count })),
+    byVersionAndCipher: cells
+      .map((c) => ({ tlsVersion: c.d1!, cipher: c.d2!, count: c.n }))
+      .sort((a, b) => byVersion(a.tlsVersion, b.tlsVersion) || b.count - a.count),
     series: series(r, timed, (s) => s.d1!, [...versions.keys()].sort(byVersion)),
   };
 }
@@ -97,11 +118,19 @@ export interface InboundReport extends ReportRange {
 }
 
 export async function inboundReport(store: Store, r: ReportRange): Promise<InboundReport> {
-  const [sessions, messages] = await Promise.all([tlsBreakdown(store, KINDS.inSessions, r), tlsBreakdown(store, KINDS.inMessages, r)]);
+  const [sessions, messages] = await Promise.all([
+    tlsBreakdown(store, KINDS.inSessions, r),
+    tlsBreakdown(store, KINDS.inMessages, r),
+  ]);
   return { ...r, sessions, messages };
 }
 
-export interface PeerRow { ip: string; helo: string; tlsVersion: string; sessions: number }
+export interface PeerRow {
+  ip: string;
+  helo: string;
+  tlsVersion: string;
+  sessions: number;
+}
 
 export interface PeersReport {
   /** The whole UTC days counted (clients are counted per day). */
@@ -119,9 +148,20 @@ export async function inboundPeers(store: Store, r: ReportRange, page: Page): Pr
   const s = span(r, KINDS.inPeers.span);
   // The versions seen, from the (small) session counters; then only those versions' client counters.
   const versions = await store.sumReportCounts({ kind: KINDS.inSessions.kind, org: r.org, ...s, by: ['d1'] });
-  const oldestTls = versions.map((x) => x.d1!).filter((v) => v !== 'none').sort(byVersion)[0] ?? null;
-  const rows = await store.sumReportCounts({ kind: KINDS.inPeers.kind, org: r.org, ...s, by: ['d1', 'd2', 'd3'], d1In: ['none', ...(oldestTls ? [oldestTls] : [])] });
-  const old = rows.map((x) => ({ ip: x.d2!, helo: x.d3!, tlsVersion: x.d1!, sessions: x.n }))
+  const oldestTls =
+    versions
+      .map((x) => x.d1!)
+      .filter((v) => v !== 'none')
+      .sort(byVersion)[0] ?? null;
+  const rows = await store.sumReportCounts({
+    kind: KINDS.inPeers.kind,
+    org: r.org,
+    ...s,
+    by: ['d1', 'd2', 'd3'],
+    d1In: ['none', ...(oldestTls ? [oldestTls] : [])],
+  });
+  const old = rows
+    .map((x) => ({ ip: x.d2!, helo: x.d3!, tlsVersion: x.d1!, sessions: x.n }))
     .sort((a, b) => byVersion(a.tlsVersion, b.tlsVersion) || b.sessions - a.sessions || a.ip.localeCompare(b.ip));
   return { ...s, oldestTls, total: old.length, peers: old.slice(page.offset, page.offset + page.limit) };
 }
@@ -156,7 +196,10 @@ export async function outboundReport(store: Store, r: ReportRange): Promise<Outb
     store.sumReportCounts({ ...u, by: ['d1', 'd2', 'd3'] }),
     store.sumReportCounts({ ...u, by: ['bucket', 'd1'], bucketMs: w }),
   ]);
-  const bySecurity = SECURITY_TYPES.map((security) => ({ security, count: dCells.filter((c) => c.d1 === security).reduce((a, c) => a + c.n, 0) }));
+  const bySecurity = SECURITY_TYPES.map((security) => ({
+    security,
+    count: dCells.filter((c) => c.d1 === security).reduce((a, c) => a + c.n, 0),
+  }));
   const sum = (f: (c: ReportSum) => boolean) => uCells.filter(f).reduce((a, c) => a + c.n, 0);
   return {
     ...r,
@@ -164,7 +207,8 @@ export async function outboundReport(store: Store, r: ReportRange): Promise<Outb
     delivered: {
       total: bySecurity.reduce((a, b) => a + b.count, 0),
       bySecurity,
-      byVersionAndCipher: dCells.map((c) => ({ security: c.d1 as SecurityType, tlsVersion: c.d2!, cipher: c.d3!, count: c.n }))
+      byVersionAndCipher: dCells
+        .map((c) => ({ security: c.d1 as SecurityType, tlsVersion: c.d2!, cipher: c.d3!, count: c.n }))
         .sort((a, b) => SECURITY_TYPES.indexOf(a.security) - SECURITY_TYPES.indexOf(b.security) || b.count - a.count),
       series: series(r, dTimed, (s) => s.d1!, SECURITY_TYPES),
     },
@@ -173,7 +217,14 @@ export async function outboundReport(store: Store, r: ReportRange): Promise<Outb
       failed: sum((c) => c.d1 === 'failed'),
       tlsDeferred: sum((c) => c.d1 === 'deferred' && !!c.d3),
       tlsFailed: sum((c) => c.d1 === 'failed' && !!c.d3),
-      byRequirement: uCells.map((c) => ({ status: c.d1!, requirement: c.d2!, tlsFailure: c.d3!, resultType: resultType(c.d3!), count: c.n }))
+      byRequirement: uCells
+        .map((c) => ({
+          status: c.d1!,
+          requirement: c.d2!,
+          tlsFailure: c.d3!,
+          resultType: resultType(c.d3!),
+          count: c.n,
+        }))
         .sort((a, b) => b.count - a.count),
       series: series(r, uTimed, (s) => s.d1!, ['deferred', 'failed']),
     },
@@ -194,36 +245,66 @@ export interface TlsFailureRow {
 }
 
 /** Deferrals and bounces because a required TLS level failed: recipient domain × requirement × failure. */
-export async function tlsFailures(store: Store, r: ReportRange, page: Page): Promise<{ from: number; until: number; total: number; rows: TlsFailureRow[] }> {
+export async function tlsFailures(
+  store: Store,
+  r: ReportRange,
+  page: Page,
+): Promise<{ from: number; until: number; total: number; rows: TlsFailureRow[] }> {
   const s = span(r, KINDS.outTlsFailures.span);
-  const cells = await store.sumReportCounts({ kind: KINDS.outTlsFailures.kind, org: r.org, ...s, by: ['d1', 'd2', 'd3', 'd4'] });
+  const cells = await store.sumReportCounts({
+    kind: KINDS.outTlsFailures.kind,
+    org: r.org,
+    ...s,
+    by: ['d1', 'd2', 'd3', 'd4'],
+  });
   const rows = new Map<string, TlsFailureRow>();
   for (const c of cells) {
     const key = JSON.stringify([c.d1, c.d2, c.d3]);
     const row = rows.get(key) ?? {
-      domain: c.d1!, requirement: c.d2!, tlsFailure: c.d3!, label: isTlsFailureKind(c.d3) ? tlsFailureLabel(c.d3) : c.d3!,
-      resultType: resultType(c.d3!), deferred: 0, failed: 0,
+      domain: c.d1!,
+      requirement: c.d2!,
+      tlsFailure: c.d3!,
+      label: isTlsFailureKind(c.d3) ? tlsFailureLabel(c.d3) : c.d3!,
+      resultType: resultType(c.d3!),
+      deferred: 0,
+      failed: 0,
     };
-    if (c.d4 === 'failed') row.failed += c.n; else row.deferred += c.n;
+    if (c.d4 === 'failed') row.failed += c.n;
+    else row.deferred += c.n;
     rows.set(key, row);
   }
-  const all = [...rows.values()].sort((a, b) => b.deferred + b.failed - (a.deferred + a.failed) || a.domain.localeCompare(b.domain));
+  const all = [...rows.values()].sort(
+    (a, b) => b.deferred + b.failed - (a.deferred + a.failed) || a.domain.localeCompare(b.domain),
+  );
   return { ...s, total: all.length, rows: all.slice(page.offset, page.offset + page.limit) };
 }
 
 /** Recipient domains whose every delivery in the range was in plaintext, most messages first. */
-export async function plaintextDomains(store: Store, r: ReportRange, page: Page): Promise<{ from: number; until: number; total: number; domains: { domain: string; messages: number }[] }> {
+export async function plaintextDomains(
+  store: Store,
+  r: ReportRange,
+  page: Page,
+): Promise<{ from: number; until: number; total: number; domains: { domain: string; messages: number }[] }> {
   const s = span(r, KINDS.outDomains.span);
   // The domains that took plaintext at all (few), then all deliveries to only those domains.
   const plain = await store.sumReportCounts({ kind: KINDS.outPlainDomains.kind, org: r.org, ...s, by: ['d1'] });
-  const cells = await store.sumReportCounts({ kind: KINDS.outDomains.kind, org: r.org, ...s, by: ['d1', 'd2'], d1In: plain.map((x) => x.d1!) });
+  const cells = await store.sumReportCounts({
+    kind: KINDS.outDomains.kind,
+    org: r.org,
+    ...s,
+    by: ['d1', 'd2'],
+    d1In: plain.map((x) => x.d1!),
+  });
   const per = new Map<string, { plain: number; secured: number }>();
   for (const c of cells) {
     const x = per.get(c.d1!) ?? { plain: 0, secured: 0 };
-    if (c.d2 === 'plaintext') x.plain += c.n; else x.secured += c.n;
+    if (c.d2 === 'plaintext') x.plain += c.n;
+    else x.secured += c.n;
     per.set(c.d1!, x);
   }
-  const all = [...per].filter(([, x]) => x.plain > 0 && x.secured === 0).map(([domain, x]) => ({ domain, messages: x.plain }))
+  const all = [...per]
+    .filter(([, x]) => x.plain > 0 && x.secured === 0)
+    .map(([domain, x]) => ({ domain, messages: x.plain }))
     .sort((a, b) => b.messages - a.messages || a.domain.localeCompare(b.domain));
   return { ...s, total: all.length, domains: all.slice(page.offset, page.offset + page.limit) };
 }

@@ -15,8 +15,12 @@ export class NodePresence {
   private timer: NodeJS.Timeout | undefined;
   private beating: Promise<void> = Promise.resolve();
 
-  constructor(private readonly store: Store, private readonly node: () => NodeBeat, private readonly leaseSeconds: () => number,
-    private readonly renew: () => Promise<void>) {}
+  constructor(
+    private readonly store: Store,
+    private readonly node: () => NodeBeat,
+    private readonly leaseSeconds: () => number,
+    private readonly renew: () => Promise<void>,
+  ) {}
 
   /** The first heartbeat is written before this resolves. */
   async start(): Promise<void> {
@@ -26,7 +30,9 @@ export class NodePresence {
 
   private schedule(): void {
     this.timer = setTimeout(() => {
-      this.beating = this.beat().finally(() => { if (this.timer) this.schedule(); });
+      this.beating = this.beat().finally(() => {
+        if (this.timer) this.schedule();
+      });
     }, heartbeatMs(this.leaseSeconds()));
     this.timer.unref();
   }

@@ -27,7 +27,12 @@ export class TraceRetention {
   constructor(
     private readonly store: Store,
     private readonly retentionDays: () => number,
-    private readonly limits: RetentionLimits = { batch: 500, maxBatches: 100, intervalMs: 3_600_000, backlogMs: 60_000 },
+    private readonly limits: RetentionLimits = {
+      batch: 500,
+      maxBatches: 100,
+      intervalMs: 3_600_000,
+      backlogMs: 60_000,
+    },
   ) {}
 
   /** Sweep now (start-up), then every interval. */
@@ -44,7 +49,8 @@ export class TraceRetention {
         (e: unknown) => {
           emit({ event: 'internal.error', where: 'trace retention', error: errorDetail(e) });
           this.schedule(this.limits.intervalMs);
-        });
+        },
+      );
       this.running = run;
     }, ms);
     this.timer.unref();

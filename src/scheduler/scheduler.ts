@@ -48,14 +48,24 @@ export function retryDelay(schedule: readonly number[], attempts: number): numbe
   return schedule[Math.min(Math.max(attempts - 1, 0), schedule.length - 1)];
 }
 
-interface Result { rcpt: QueueRecipient; outcome: Outcome; agent: string; attempt?: AttemptFacts; note?: Record<string, unknown>; expired?: boolean }
+interface Result {
+  rcpt: QueueRecipient;
+  outcome: Outcome;
+  agent: string;
+  attempt?: AttemptFacts;
+  note?: Record<string, unknown>;
+  expired?: boolean;
+}
 
 /** What a required TLS level asks for, in plain words. */
 const REQUIRED: Partial<Record<TlsLevel, string>> = {
   encryptionOnly: 'an encrypted connection (TLS 1.2 or newer)',
-  certificateValidation: 'an encrypted connection (TLS 1.2 or newer) to a server with a valid certificate from a trusted authority',
+  certificateValidation:
+    'an encrypted connection (TLS 1.2 or newer) to a server with a valid certificate from a trusted authority',
   domainValidation: 'an encrypted connection (TLS 1.2 or newer) to a server whose valid certificate proves its name',
-  dane: 'an encrypted connection (TLS 1.2 or newer) to a server whose certificate matches the DNSSEC-signed TLSA records of its domain (DANE)',
+  dane:
+    'an encrypted connection (TLS 1.2 or newer) to a server whose certificate matches the DNSSEC-signed TLSA ' +
+    'records of its domain (DANE)',
 };
 
 /** Plain words for the sender: what happened and how the connection was protected. */
@@ -70,19 +80,35 @@ function explain(r: Result, expired: boolean): string {
   // an unproven identity, and a peer's own 5.7.x reply is no TLS failure of ours.)
   const required = a && atLeast(a.tlsRequired.level, 'encryptionOnly') ? REQUIRED[a.tlsRequired.level] : undefined;
   if (o.enhanced === '5.7.30') {
-    plain = 'Your message was sent with REQUIRETLS (RFC 8689): it may only travel over encrypted connections to servers whose identity is verified and which promise the same. The receiving side could not give that, so the message was never sent to it. ';
+    plain =
+      'Your message was sent with REQUIRETLS (RFC 8689): it may only travel over encrypted connections to servers ' +
+      'whose identity is verified and which promise the same. The receiving side could not give that, so the ' +
+      'message was never sent to it. ';
   } else if (a?.tlsFailure && required) {
     // A connector is the organisation's own rule; other sources (MTA-STS) are the recipient domain's.
-    const who = /^(connector |default$)/.test(a.tlsRequired.source) ? 'Your organisation requires' : 'The recipient domain\'s security policy requires';
-    plain = `The receiving mail server${a.host ? ` (${a.host})` : ''} ${tlsFailurePlain(a.tlsFailure)}. ${who} ${required} for this destination, so the message was never sent to it. `;
+    const who = /^(connector |default$)/.test(a.tlsRequired.source)
+      ? 'Your organisation requires'
+      : "The recipient domain's security policy requires";
+    plain =
+      `The receiving mail server${a.host ? ` (${a.host})` : ''} ${tlsFailurePlain(a.tlsFailure)}. ${who} ` +
+      `${required} for this destination, so the message was never sent to it. `;
   } else if (a) {
-    const legacy = a.tlsLegacy && a.tlsFailure ? `; an outdated form of encryption, because the server ${tlsFailurePlain(a.tlsFailure)}` : '';
-    if (a.tls) details += ` The connection to ${a.host} was encrypted with ${a.tls.version} (${a.tls.cipher}${legacy}).`;
-    else if (a.ip && !a.error) details += ` The connection to ${a.host} was not encrypted${a.fallback ? ` (${a.fallback})` : ''}.`;
+    const legacy =
+      a.tlsLegacy && a.tlsFailure
+        ? `; an outdated form of encryption, because the server ${tlsFailurePlain(a.tlsFailure)}`
+        : '';
+    if (a.tls)
+      details += ` The connection to ${a.host} was encrypted with ${a.tls.version} (${a.tls.cipher}${legacy}).`;
+    else if (a.ip && !a.error)
+      details += ` The connection to ${a.host} was not encrypted${a.fallback ? ` (${a.fallback})` : ''}.`;
   }
-  const kind = a?.tlsFailure ? ` (TLS failure ${a.tlsFailure}, RFC 8460 result type ${rfc8460ResultType(a.tlsFailure)})` : '';
+  const kind = a?.tlsFailure
+    ? ` (TLS failure ${a.tlsFailure}, RFC 8460 result type ${rfc8460ResultType(a.tlsFailure)})`
+    : '';
   const s = `${plain}${plain ? `Technical details${kind}: ` : ''}${details}`;
-  return expired ? `Delivery was retried until the message expired. ${plain ? '' : 'The last attempt failed: '}${s}` : s;
+  return expired
+    ? `Delivery was retried until the message expired. ${plain ? '' : 'The last attempt failed: '}${s}`
+    : s;
 }
 
 export class Scheduler {
@@ -104,8 +130,13 @@ export class Scheduler {
   private readonly retention: TraceRetention;
 
   /** `owner`: the node id, owner of this process's leases. */
-  constructor(private readonly store: Store, private readonly agents: Agents, private readonly ingest: Ingest, private readonly deps: () => SchedulerDeps,
-    readonly owner = `node-${sessionId()}`) {
+  constructor(
+    private readonly store: Store,
+    private readonly agents: Agents,
+    private readonly ingest: Ingest,
+    private readonly deps: () => SchedulerDeps,
+    readonly owner = `node-${sessionId()}`,
+  ) {
     this.retention = new TraceRetention(store, () => this.deps().config.trace.retentionDays);
   }
 
@@ -129,31 +160,41 @@ export class Scheduler {
   }
 
   /** A reservation whose commit failed is given back. */
-  unreserve(): void { this.reserved--; }
+  unreserve(): void {
+    this.reserved--;
+  }
 
   private run(m: QueueMessage, data?: Buffer): void {
     this.inflight++;
     this.active.set(m.id, m.leaseGen);
-    void this.process(m, data).catch((e) => {
-      emit({ event: 'internal.error', where: `scheduler.process ${m.id}`, error: errorDetail(e) });
-    }).finally(() => {
-      this.inflight--;
-      this.active.delete(m.id);
-      this.kick();
-      if (this.inflight === 0) for (const f of this.idle.splice(0)) f();
-    });
+    void this.process(m, data)
+      .catch((e) => {
+        emit({ event: 'internal.error', where: `scheduler.process ${m.id}`, error: errorDetail(e) });
+      })
+      .finally(() => {
+        this.inflight--;
+        this.active.delete(m.id);
+        this.kick();
+        if (this.inflight === 0) for (const f of this.idle.splice(0)) f();
+      });
   }
 
   /** Something became due (new message, retry request): look now. */
   kick(): void {
     if (this.stopped) return;
-    if (this.running) { this.again = true; return; }
+    if (this.running) {
+      this.again = true;
+      return;
+    }
     clearTimeout(this.timer);
     this.timer = undefined;
     this.running = true;
     this.cycling = this.cycle().finally(() => {
       this.running = false;
-      if (this.again) { this.again = false; this.kick(); }
+      if (this.again) {
+        this.again = false;
+        this.kick();
+      }
     });
   }
 
@@ -163,17 +204,28 @@ export class Scheduler {
       const room = q.concurrency - this.inflight - this.reserved;
       if (room > 0) {
         const batch = await this.store.claim(this.owner, room, q.leaseSeconds * 1000);
-        for (const m of batch) if (this.active.has(m.id)) this.active.set(m.id, m.leaseGen); else this.run(m);
-        if (batch.length === room) { this.again = true; return; }
+        for (const m of batch)
+          if (this.active.has(m.id)) this.active.set(m.id, m.leaseGen);
+          else this.run(m);
+        if (batch.length === room) {
+          this.again = true;
+          return;
+        }
       }
       if (this.inflight >= q.concurrency) return; // a finishing delivery kicks again
       const due = await this.store.nextDue();
       // Poll at least every few seconds: other processes (CLI, other nodes) change the queue too.
       const wait = due === null ? 5000 : Math.min(Math.max(due - Date.now(), 10), 5000);
-      if (!this.stopped) { this.timer = setTimeout(() => this.kick(), wait); this.timer.unref(); }
+      if (!this.stopped) {
+        this.timer = setTimeout(() => this.kick(), wait);
+        this.timer.unref();
+      }
     } catch (e) {
       emit({ event: 'internal.error', where: 'scheduler', error: errorDetail(e) });
-      if (!this.stopped) { this.timer = setTimeout(() => this.kick(), 1000); this.timer.unref(); }
+      if (!this.stopped) {
+        this.timer = setTimeout(() => this.kick(), 1000);
+        this.timer.unref();
+      }
     }
   }
 
@@ -185,13 +237,24 @@ export class Scheduler {
     for (const r of m.recipients) {
       const reports = this.agents.reports;
       if (reports?.accepts(r.address)) {
-        work.push(reports.take(m, data).then((outcome) => { results.push({ rcpt: r, outcome, agent: 'tlsrpt' }); }));
+        work.push(
+          reports.take(m, data).then((outcome) => {
+            results.push({ rcpt: r, outcome, agent: 'tlsrpt' });
+          }),
+        );
         continue;
       }
       if (r.route === 'local') {
         // Mail between organisations hosted here never leaves the gateway; the trace says so.
-        const note = r.org !== m.org ? { internal: `delivered internally from organization ${m.org} to organization ${r.org}` } : undefined;
-        work.push(this.agents.local.deliver(r.address, m.mailFrom, data).then((outcome) => { results.push({ rcpt: r, outcome, agent: 'maildir', ...(note ? { note } : {}) }); }));
+        const note =
+          r.org !== m.org
+            ? { internal: `delivered internally from organization ${m.org} to organization ${r.org}` }
+            : undefined;
+        work.push(
+          this.agents.local.deliver(r.address, m.mailFrom, data).then((outcome) => {
+            results.push({ rcpt: r, outcome, agent: 'maildir', ...(note ? { note } : {}) });
+          }),
+        );
         continue;
       }
       const hop = outbound.nextHop(m.org, r.address.slice(r.address.lastIndexOf('@') + 1), m.envelope);
@@ -200,9 +263,14 @@ export class Scheduler {
       groups.set(hop.key, g);
     }
     for (const g of groups.values()) {
-      work.push(this.agents.remote.deliver({ queueId: m.id, mailFrom: m.mailFrom, envelope: m.envelope, recipients: g.rcpts, hop: g.hop, data }).then((res) => {
-        for (const r of g.rcpts) results.push({ rcpt: r, outcome: res.outcomes.get(r.idx)!, agent: 'smtp', attempt: res.attempt });
-      }));
+      work.push(
+        this.agents.remote
+          .deliver({ queueId: m.id, mailFrom: m.mailFrom, envelope: m.envelope, recipients: g.rcpts, hop: g.hop, data })
+          .then((res) => {
+            for (const r of g.rcpts)
+              results.push({ rcpt: r, outcome: res.outcomes.get(r.idx)!, agent: 'smtp', attempt: res.attempt });
+          }),
+      );
     }
     await Promise.all(work);
     return results;
@@ -211,38 +279,72 @@ export class Scheduler {
   private async process(m: QueueMessage, inMemory?: Buffer): Promise<void> {
     const { config } = this.deps();
     const q = config.queue;
-    const data = inMemory ?? await this.store.data(m.id);
+    const data = inMemory ?? (await this.store.data(m.id));
     const now = Date.now();
     const expired = now - m.receivedAt > q.messageExpiration * 1000;
-    const results: Result[] = m.bounceRequestedBy !== undefined
-      // "Bounce now" (store.requestBounce): the open recipients fail at once and the DSN says so.
-      ? m.recipients.map((rcpt) => ({ rcpt, agent: 'admin', outcome: { status: 'failed' as const, reply: Replies.returnedByAdministrator() } }))
-      : data
-      ? await this.deliverAll(m, data)
-      : m.recipients.map((rcpt) => ({ rcpt, agent: 'none', outcome: { status: 'deferred' as const, reply: { code: 451, enhanced: '4.3.0', message: 'Message data missing from the queue store' } } }));
+    const results: Result[] =
+      m.bounceRequestedBy !== undefined
+        ? // "Bounce now" (store.requestBounce): the open recipients fail at once and the DSN says so.
+          m.recipients.map((rcpt) => ({
+            rcpt,
+            agent: 'admin',
+            outcome: { status: 'failed' as const, reply: Replies.returnedByAdministrator() },
+          }))
+        : data
+          ? await this.deliverAll(m, data)
+          : m.recipients.map((rcpt) => ({
+              rcpt,
+              agent: 'none',
+              outcome: {
+                status: 'deferred' as const,
+                reply: { code: 451, enhanced: '4.3.0', message: 'Message data missing from the queue store' },
+              },
+            }));
     for (const r of results) {
       if (r.outcome.status === 'deferred' && expired) {
-        r.outcome = { status: 'failed', reply: { code: 550, enhanced: '5.4.7', message: `Delivery time expired: ${r.outcome.reply.message}`, reason: r.outcome.reply.reason ?? r.outcome.reply.message } };
+        r.outcome = {
+          status: 'failed',
+          reply: {
+            code: 550,
+            enhanced: '5.4.7',
+            message: `Delivery time expired: ${r.outcome.reply.message}`,
+            reason: r.outcome.reply.reason ?? r.outcome.reply.message,
+          },
+        };
         r.expired = true;
       }
       const a = r.attempt;
       emit({
-        event: 'delivery.result', queueId: m.id, rcpt: r.rcpt.address, status: r.outcome.status, agent: r.agent, code: r.outcome.reply.code, enhanced: r.outcome.reply.enhanced, reason: r.outcome.reply.reason ?? r.outcome.reply.message,
-        org: m.org, ...(a?.tlsFailure ? { tlsFailure: a.tlsFailure, tlsResultType: rfc8460ResultType(a.tlsFailure) } : {}),
-        ...(a ? { tlsRequired: a.tlsRequired.level, tlsSource: a.tlsRequired.source, tlsAchieved: a.tlsAchieved } : {}), ...(a?.tls ? { tlsVersion: a.tls.version, tlsCipher: a.tls.cipher } : {}), ...(a?.tlsLegacy ? { tlsLegacy: true } : {}),
+        event: 'delivery.result',
+        queueId: m.id,
+        rcpt: r.rcpt.address,
+        status: r.outcome.status,
+        agent: r.agent,
+        code: r.outcome.reply.code,
+        enhanced: r.outcome.reply.enhanced,
+        reason: r.outcome.reply.reason ?? r.outcome.reply.message,
+        org: m.org,
+        ...(a?.tlsFailure ? { tlsFailure: a.tlsFailure, tlsResultType: rfc8460ResultType(a.tlsFailure) } : {}),
+        ...(a ? { tlsRequired: a.tlsRequired.level, tlsSource: a.tlsRequired.source, tlsAchieved: a.tlsAchieved } : {}),
+        ...(a?.tls ? { tlsVersion: a.tls.version, tlsCipher: a.tls.cipher } : {}),
+        ...(a?.tlsLegacy ? { tlsLegacy: true } : {}),
       });
     }
     if (data) await this.notify(m, data, results);
     const deferred = results.filter((r) => r.outcome.status === 'deferred');
-    const warn = deferred.length > 0 && !m.delayWarned && q.delayWarning > 0 && now - m.receivedAt >= q.delayWarning * 1000;
+    const warn =
+      deferred.length > 0 && !m.delayWarned && q.delayWarning > 0 && now - m.receivedAt >= q.delayWarning * 1000;
     if (warn && data) await this.delayWarning(m, data, deferred);
     const outcomes: RecipientOutcome[] = results.map((r) => ({
-      idx: r.rcpt.idx, status: r.outcome.status, reply: r.outcome.reply, agent: r.agent,
+      idx: r.rcpt.idx,
+      status: r.outcome.status,
+      reply: r.outcome.reply,
+      agent: r.agent,
       ...(r.attempt || r.note ? { detail: { ...r.attempt, ...r.note } as Record<string, unknown> } : {}),
     }));
     const next = Date.now() + retryDelay(q.retrySchedule, m.attempts + 1) * 1000;
     const gen = this.active.get(m.id) ?? m.leaseGen;
-    if (await this.store.complete(m.id, this.owner, outcomes, next, { delayWarned: warn, gen }) === 'fenced') {
+    if ((await this.store.complete(m.id, this.owner, outcomes, next, { delayWarned: warn, gen })) === 'fenced') {
       emit({ event: 'queue.fenced', queueId: m.id, node: this.owner, gen });
     }
   }
@@ -255,53 +357,115 @@ export class Scheduler {
     const held = [...this.active].map(([id, gen]) => ({ id, gen }));
     if (!held.length) return;
     const renewed = new Set(await this.store.renew(this.owner, held, this.deps().config.queue.leaseSeconds * 1000));
-    for (const l of held) if (!renewed.has(l.id) && this.active.get(l.id) === l.gen) emit({ event: 'queue.leaseLost', queueId: l.id, node: this.owner, gen: l.gen });
+    for (const l of held)
+      if (!renewed.has(l.id) && this.active.get(l.id) === l.gen)
+        emit({ event: 'queue.leaseLost', queueId: l.id, node: this.owner, gen: l.gen });
   }
 
   /** Bounce failed recipients to the sender (RFC 3464), unless null sender or NOTIFY declines;
    * report success where NOTIFY asks for it: delivered here, or relayed to a peer without DSN. */
   private async notify(m: QueueMessage, data: Buffer, results: Result[]): Promise<void> {
-    const succeeded = results.filter((r) => r.outcome.status === 'delivered' && wantsNotice(r.rcpt.notify, 'success') && (r.agent === 'maildir' || r.attempt?.peerDsn === false));
+    const succeeded = results.filter(
+      (r) =>
+        r.outcome.status === 'delivered' &&
+        wantsNotice(r.rcpt.notify, 'success') &&
+        (r.agent === 'maildir' || r.attempt?.peerDsn === false),
+    );
     if (succeeded.length && m.mailFrom) {
-      await this.sendDsn(m, data, succeeded.map((r) => ({ ...this.dsnRecipient(r, 'failed', false), action: r.agent === 'maildir' ? 'delivered' as const : 'relayed' as const,
-        explanation: r.agent === 'maildir' ? `delivered to the mailbox (${r.outcome.reply.message})` : `relayed to ${r.attempt?.host}, which does not offer delivery notifications; no further notice will follow` })));
+      await this.sendDsn(
+        m,
+        data,
+        succeeded.map((r) => ({
+          ...this.dsnRecipient(r, 'failed', false),
+          action: r.agent === 'maildir' ? ('delivered' as const) : ('relayed' as const),
+          explanation:
+            r.agent === 'maildir'
+              ? `delivered to the mailbox (${r.outcome.reply.message})`
+              : `relayed to ${r.attempt?.host}, which does not offer delivery notifications; no further notice ` +
+                `will follow`,
+        })),
+      );
     }
     const failed = results.filter((r) => r.outcome.status === 'failed' && wantsNotice(r.rcpt.notify, 'failed'));
     if (!failed.length) return;
     if (!m.mailFrom) {
-      emit({ event: 'delivery.result', queueId: m.id, rcpt: failed.map((r) => r.rcpt.address).join(','), status: 'failed', agent: 'bounce', reason: 'no DSN: the message has a null sender (it may itself be a bounce)' });
+      emit({
+        event: 'delivery.result',
+        queueId: m.id,
+        rcpt: failed.map((r) => r.rcpt.address).join(','),
+        status: 'failed',
+        agent: 'bounce',
+        reason: 'no DSN: the message has a null sender (it may itself be a bounce)',
+      });
       return;
     }
-    await this.sendDsn(m, data, failed.map((r) => this.dsnRecipient(r, 'failed', r.expired === true)));
+    await this.sendDsn(
+      m,
+      data,
+      failed.map((r) => this.dsnRecipient(r, 'failed', r.expired === true)),
+    );
   }
 
   private async delayWarning(m: QueueMessage, data: Buffer, deferred: Result[]): Promise<void> {
     const want = deferred.filter((r) => wantsNotice(r.rcpt.notify, 'delayed'));
     if (!want.length || !m.mailFrom) return;
     const until = m.receivedAt + this.deps().config.queue.messageExpiration * 1000;
-    await this.sendDsn(m, data, want.map((r) => this.dsnRecipient(r, 'delayed', false)), until);
+    await this.sendDsn(
+      m,
+      data,
+      want.map((r) => this.dsnRecipient(r, 'delayed', false)),
+      until,
+    );
   }
 
   private dsnRecipient(r: Result, action: 'failed' | 'delayed', expired: boolean): DsnRecipient {
     return {
-      address: r.rcpt.address, action, reply: r.outcome.reply, explanation: explain(r, expired), lastAttempt: Date.now(),
-      ...(r.rcpt.orcpt ? { orcpt: r.rcpt.orcpt } : {}), ...(r.attempt?.ip ? { remoteMta: r.attempt.host } : {}),
+      address: r.rcpt.address,
+      action,
+      reply: r.outcome.reply,
+      explanation: explain(r, expired),
+      lastAttempt: Date.now(),
+      ...(r.rcpt.orcpt ? { orcpt: r.rcpt.orcpt } : {}),
+      ...(r.attempt?.ip ? { remoteMta: r.attempt.host } : {}),
     };
   }
 
   private async sendDsn(m: QueueMessage, data: Buffer, rcpts: DsnRecipient[], willRetryUntil?: number): Promise<void> {
     const { config, inbound } = this.deps();
     const dsn = buildDsn({
-      reportingMta: config.hostname, queueId: m.id, originalFrom: m.mailFrom, envelope: m.envelope, arrival: m.receivedAt,
-      recipients: rcpts, original: data, ...(willRetryUntil ? { willRetryUntil } : {}),
+      reportingMta: config.hostname,
+      queueId: m.id,
+      originalFrom: m.mailFrom,
+      envelope: m.envelope,
+      arrival: m.receivedAt,
+      recipients: rcpts,
+      original: data,
+      ...(willRetryUntil ? { willRetryUntil } : {}),
     });
     const senderDomain = m.mailFrom.slice(m.mailFrom.lastIndexOf('@') + 1);
-    const route = inbound.acceptedDomain(senderDomain)?.type === 'authoritative' ? 'local' as const : 'remote' as const;
+    const route =
+      inbound.acceptedDomain(senderDomain)?.type === 'authoritative' ? ('local' as const) : ('remote' as const);
     // RFC 8689 §5: the DSN of a REQUIRETLS message is sent with REQUIRETLS (and headers only, buildDsn).
-    const id = await this.ingest.generated({ org: m.org, to: { address: m.mailFrom, route }, data: dsn.data, messageId: dsn.messageId, host: config.hostname, regarding: m.id,
-      ...(m.envelope.requireTls ? { envelope: { requireTls: true } } : {}) });
+    const id = await this.ingest.generated({
+      org: m.org,
+      to: { address: m.mailFrom, route },
+      data: dsn.data,
+      messageId: dsn.messageId,
+      host: config.hostname,
+      regarding: m.id,
+      ...(m.envelope.requireTls ? { envelope: { requireTls: true } } : {}),
+    });
     const a = rcpts[0].action;
-    emit({ event: 'delivery.result', queueId: m.id, rcpt: rcpts.map((r) => r.address).join(','), status: a === 'delayed' ? 'deferred' : a === 'failed' ? 'failed' : 'delivered', agent: 'dsn', reason: `${a === 'delayed' ? 'delay warning' : a === 'failed' ? 'DSN' : 'success notice'} queued as ${id} to <${m.mailFrom}>` });
+    emit({
+      event: 'delivery.result',
+      queueId: m.id,
+      rcpt: rcpts.map((r) => r.address).join(','),
+      status: a === 'delayed' ? 'deferred' : a === 'failed' ? 'failed' : 'delivered',
+      agent: 'dsn',
+      reason:
+        `${a === 'delayed' ? 'delay warning' : a === 'failed' ? 'DSN' : 'success notice'} queued as ${id} ` +
+        `to <${m.mailFrom}>`,
+    });
   }
 
   /** Stop claiming; wait for the queue scan and the deliveries in flight. */

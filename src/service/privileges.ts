@@ -20,7 +20,10 @@ export interface Identity {
 }
 
 /** runAs from the command line (`serve --user/--group`); overrides the file. */
-export interface RunAsOverride { user?: string; group?: string }
+export interface RunAsOverride {
+  user?: string;
+  group?: string;
+}
 
 export type Plan =
   /** Started as root: bind and read keys, then become `target`. */
@@ -30,7 +33,11 @@ export type Plan =
 
 function lookup(db: 'passwd' | 'group', key: string): string[] | null {
   try {
-    const out = execFileSync('getent', [db, key], { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'ignore'] });
+    const out = execFileSync('getent', [db, key], {
+      encoding: 'utf8',
+      timeout: 10_000,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     const line = out.split('\n')[0];
     return line ? line.split(':') : null;
   } catch (e) {
@@ -61,7 +68,11 @@ export function findGroup(nameOrId: string | number): { name: string; gid: numbe
 /** gid of a group named in the configuration at `key`; AdminError when it does not exist. */
 export function configuredGroup(name: string, key: string): number {
   const g = findGroup(name);
-  if (!g) throw new AdminError(`${key}: group "${name}" does not exist on this system`, `create it (addgroup --system ${name}) or correct ${key}`);
+  if (!g)
+    throw new AdminError(
+      `${key}: group "${name}" does not exist on this system`,
+      `create it (addgroup --system ${name}) or correct ${key}`,
+    );
   return g.gid;
 }
 
@@ -72,51 +83,85 @@ export const groupName = (gid: number): string => findGroup(gid)?.name ?? String
 /** The group list a login of `user` gets (what initgroups sets), for checks made on its behalf. */
 function groupsOf(user: string, gid: number): number[] {
   try {
-    const out = execFileSync('id', ['-G', '--', user], { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'ignore'] });
+    const out = execFileSync('id', ['-G', '--', user], {
+      encoding: 'utf8',
+      timeout: 10_000,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     return [...new Set([gid, ...out.trim().split(/\s+/).map(Number).filter(Number.isInteger)])];
-  } catch { return [gid]; }
+  } catch {
+    return [gid];
+  }
 }
 
 /** Resolve a runAs user (and group, default the user's primary group) or explain what is missing. */
 export function resolveIdentity(user: string, group?: string): Identity {
   const u = findUser(user);
   if (!u) {
-    throw new AdminError(`runAs: user "${user}" does not exist on this system`,
-      `create it (Debian: adduser --system --group --home /var/lib/portcullis ${user}) or correct runAs.user / --user`);
+    throw new AdminError(
+      `runAs: user "${user}" does not exist on this system`,
+      `create it (Debian: adduser --system --group --home /var/lib/portcullis ${user}) or correct runAs.user / --user`,
+    );
   }
-  const g = group === undefined ? findGroup(u.gid) ?? { name: String(u.gid), gid: u.gid } : findGroup(group);
-  if (!g) throw new AdminError(`runAs: group "${group}" does not exist on this system`, `create it (addgroup --system ${group}) or correct runAs.group / --group`);
+  const g = group === undefined ? (findGroup(u.gid) ?? { name: String(u.gid), gid: u.gid }) : findGroup(group);
+  if (!g)
+    throw new AdminError(
+      `runAs: group "${group}" does not exist on this system`,
+      `create it (addgroup --system ${group}) or correct runAs.group / --group`,
+    );
   return { user: u.name, uid: u.uid, group: g.name, gid: g.gid, groups: groupsOf(u.name, g.gid) };
 }
 
 /** The identity this process has now. */
 export function currentIdentity(): Identity {
-  const uid = process.getuid!(); const gid = process.getgid!();
+  const uid = process.getuid!();
+  const gid = process.getgid!();
   return { user: userName(uid), uid, group: groupName(gid), gid, groups: [...new Set([gid, ...process.getgroups!()])] };
 }
 
 const fixRunAs = (file: string | null) =>
-  `set runAs: {user: portcullis, group: portcullis} in ${file ?? 'portcullis.yaml'} (or pass --user/--group), or runAs: root to run as root deliberately`;
+  `set runAs: {user: portcullis, group: portcullis} in ${file ?? 'portcullis.yaml'} (or pass --user/--group), or ` +
+  `runAs: root to run as root deliberately`;
 
 /**
  * Decide who the server runs as. `extraGids` (the Maildir group) join the supplementary groups of a
  * dropped identity. With `forCheck`, a runAs user other than the current one is reported as the
  * identity to check for instead of refused (`config check` run by an administrator).
  */
-export function planPrivileges(config: Pick<Config, 'runAs' | 'source'>, cli: RunAsOverride = {}, extraGids: readonly number[] = [], forCheck = false): Plan {
+export function planPrivileges(
+  config: Pick<Config, 'runAs' | 'source'>,
+  cli: RunAsOverride = {},
+  extraGids: readonly number[] = [],
+  forCheck = false,
+): Plan {
   if (cli.group !== undefined && cli.user === undefined && (config.runAs === undefined || config.runAs === 'root')) {
-    throw new AdminError('--group needs --user (or runAs.user in the configuration file)', 'pass --user NAME --group NAME');
+    throw new AdminError(
+      '--group needs --user (or runAs.user in the configuration file)',
+      'pass --user NAME --group NAME',
+    );
   }
   const fromFile = config.runAs;
-  const want: 'root' | { user: string; group?: string } | undefined = cli.user !== undefined
-    ? (cli.user === 'root' && cli.group === undefined ? 'root' : { user: cli.user, group: cli.group })
-    : fromFile === undefined || fromFile === 'root' ? fromFile : { user: fromFile.user, group: cli.group ?? fromFile.group };
+  const want: 'root' | { user: string; group?: string } | undefined =
+    cli.user !== undefined
+      ? cli.user === 'root' && cli.group === undefined
+        ? 'root'
+        : { user: cli.user, group: cli.group }
+      : fromFile === undefined || fromFile === 'root'
+        ? fromFile
+        : { user: fromFile.user, group: cli.group ?? fromFile.group };
   const me = currentIdentity();
   if (me.uid === 0) {
     if (want === undefined) {
-      if (config.source) throw new AdminError(`refusing to run as root: ${config.source} has no runAs`, fixRunAs(config.source));
-      return { kind: 'stay', who: me, note: 'root (embedded defaults, development mode)',
-        warning: 'RUNNING AS ROOT: the embedded defaults are for development. A configuration file must name the user to run as (runAs), and Portcullis then drops root after binding its ports.' };
+      if (config.source)
+        throw new AdminError(`refusing to run as root: ${config.source} has no runAs`, fixRunAs(config.source));
+      return {
+        kind: 'stay',
+        who: me,
+        note: 'root (embedded defaults, development mode)',
+        warning:
+          'RUNNING AS ROOT: the embedded defaults are for development. A configuration file must name the user to ' +
+          'run as (runAs), and Portcullis then drops root after binding its ports.',
+      };
     }
     if (want === 'root') return { kind: 'stay', who: me, note: 'root (runAs: root)' };
     const target = resolveIdentity(want.user, want.group);
@@ -126,25 +171,45 @@ export function planPrivileges(config: Pick<Config, 'runAs' | 'source'>, cli: Ru
   }
   if (want === undefined) return { kind: 'stay', who: me, note: `${me.user}:${me.group} (started unprivileged)` };
   if (want === 'root') {
-    throw new AdminError(`runAs: root, but Portcullis was started as ${me.user} (uid ${me.uid})`, 'start it as root, or remove runAs');
+    throw new AdminError(
+      `runAs: root, but Portcullis was started as ${me.user} (uid ${me.uid})`,
+      'start it as root, or remove runAs',
+    );
   }
   const target = resolveIdentity(want.user, want.group);
-  if (target.uid === me.uid && target.gid === me.gid) return { kind: 'stay', who: me, note: `${me.user}:${me.group} (started as the runAs user)` };
-  if (forCheck) return { kind: 'drop', target: { ...target, groups: [...new Set([...target.groups, ...extraGids])] }, note: `${target.user}:${target.group}` };
-  throw new AdminError(`runAs: ${target.user}:${target.group}, but Portcullis was started as ${me.user}:${me.group} (uid ${me.uid}, gid ${me.gid}); only root can change user`,
-    `start it as root (it drops to ${target.user} after binding its ports), or start it as ${target.user} with group ${target.group} (systemd: User=${target.user} Group=${target.group})`);
+  if (target.uid === me.uid && target.gid === me.gid)
+    return { kind: 'stay', who: me, note: `${me.user}:${me.group} (started as the runAs user)` };
+  if (forCheck)
+    return {
+      kind: 'drop',
+      target: { ...target, groups: [...new Set([...target.groups, ...extraGids])] },
+      note: `${target.user}:${target.group}`,
+    };
+  throw new AdminError(
+    `runAs: ${target.user}:${target.group}, but Portcullis was started as ${me.user}:${me.group} (uid ${me.uid}, ` +
+      `gid ${me.gid}); only root can change user`,
+    `start it as root (it drops to ${target.user} after binding its ports), or start it as ${target.user} with ` +
+      `group ${target.group} (systemd: User=${target.user} Group=${target.group})`,
+  );
 }
 
 /** Uid:/Gid: lines of every thread of this process: real, effective, saved and filesystem ids. */
 function threadIds(): { uid: number[]; gid: number[] }[] {
   let tasks: string[];
-  try { tasks = readdirSync('/proc/self/task'); } catch { return []; }
+  try {
+    tasks = readdirSync('/proc/self/task');
+  } catch {
+    return [];
+  }
   return tasks.flatMap((t) => {
     try {
       const s = readFileSync(`/proc/self/task/${t}/status`, 'utf8');
-      const ids = (k: string) => (new RegExp(`^${k}:\\s+(.*)$`, 'm').exec(s)?.[1] ?? '').trim().split(/\s+/).map(Number);
+      const ids = (k: string) =>
+        (new RegExp(`^${k}:\\s+(.*)$`, 'm').exec(s)?.[1] ?? '').trim().split(/\s+/).map(Number);
       return [{ uid: ids('Uid'), gid: ids('Gid') }];
-    } catch { return []; } // thread ended meanwhile
+    } catch {
+      return [];
+    } // thread ended meanwhile
   });
 }
 
@@ -164,11 +229,22 @@ export function dropPrivileges(target: Identity): void {
     if (t.uid.some((u) => u !== target.uid)) wrong.push(`thread uid ${t.uid.join(' ')}`);
     if (t.gid.some((g) => g !== target.gid)) wrong.push(`thread gid ${t.gid.join(' ')}`);
   }
-  for (const [what, regain] of [['setuid(0)', () => process.setuid!(0)], ['setgid(0)', () => process.setgid!(0)]] as const) {
-    try { regain(); wrong.push(`${what} succeeded`); } catch { /* expected: EPERM */ }
+  for (const [what, regain] of [
+    ['setuid(0)', () => process.setuid!(0)],
+    ['setgid(0)', () => process.setgid!(0)],
+  ] as const) {
+    try {
+      regain();
+      wrong.push(`${what} succeeded`);
+    } catch {
+      /* expected: EPERM */
+    }
   }
   if (wrong.length) {
-    throw new AdminError(`dropping privileges to ${target.user}:${target.group} failed (${wrong.join(', ')}); refusing to run`,
-      `start Portcullis as ${target.user} directly (systemd unit: User=${target.user}, AmbientCapabilities=CAP_NET_BIND_SERVICE)`);
+    throw new AdminError(
+      `dropping privileges to ${target.user}:${target.group} failed (${wrong.join(', ')}); refusing to run`,
+      `start Portcullis as ${target.user} directly (systemd unit: User=${target.user}, ` +
+        `AmbientCapabilities=CAP_NET_BIND_SERVICE)`,
+    );
   }
 }

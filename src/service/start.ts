@@ -22,11 +22,24 @@ export function becomeServiceUser(plan: Plan, c: Config, maildirGid?: number): I
   try {
     mkdirSync(c.dataDir, { recursive: true, mode: 0o750 });
   } catch (e) {
-    throw new AdminError(`cannot create dataDir ${c.dataDir} as user ${who.user}: ${errorMessage(e)}`,
-      `mkdir -p ${c.dataDir} && chown ${who.user}:${who.group} ${c.dataDir} && chmod 0750 ${c.dataDir}`);
+    throw new AdminError(
+      `cannot create dataDir ${c.dataDir} as user ${who.user}: ${errorMessage(e)}`,
+      `mkdir -p ${c.dataDir} && chown ${who.user}:${who.group} ${c.dataDir} && chmod 0750 ${c.dataDir}`,
+    );
   }
   const problems = serviceProblems(c, who, processAccess, maildirGid);
-  if (problems.length) throw new AdminError(`Portcullis cannot run as user ${who.user} (group ${who.group}):\n${formatProblems(problems)}`);
-  emit({ event: 'server.privileges', user: who.user, uid: who.uid, group: who.group, gid: who.gid, groups: [...who.groups], runs: plan.note });
+  if (problems.length)
+    throw new AdminError(
+      `Portcullis cannot run as user ${who.user} (group ${who.group}):\n${formatProblems(problems)}`,
+    );
+  emit({
+    event: 'server.privileges',
+    user: who.user,
+    uid: who.uid,
+    group: who.group,
+    gid: who.gid,
+    groups: [...who.groups],
+    runs: plan.note,
+  });
   return who;
 }

@@ -47,10 +47,18 @@ export function sourceDataDir(p: string): string {
   return abs;
 }
 
-export async function copySqliteToPostgres(dataDir: string, target: PostgresStore, opts: CopyOptions = {}): Promise<CopyCounts> {
+export async function copySqliteToPostgres(
+  dataDir: string,
+  target: PostgresStore,
+  opts: CopyOptions = {},
+): Promise<CopyCounts> {
   const file = queueFile(dataDir);
   if (!existsSync(file)) {
-    throw new AdminError(`no queue at ${file}`, 'pass --from sqlite:DATADIR, the dataDir of the single-node server (it holds queue.sqlite)', 1);
+    throw new AdminError(
+      `no queue at ${file}`,
+      'pass --from sqlite:DATADIR, the dataDir of the single-node server (it holds queue.sqlite)',
+      1,
+    );
   }
   await assertNoServer(dataDir);
   await new SqliteStore(dataDir, { existing: true }).close(); // a queue of an older version is upgraded first
@@ -61,8 +69,11 @@ export async function copySqliteToPostgres(dataDir: string, target: PostgresStor
       db.exec('BEGIN IMMEDIATE');
     } catch (e) {
       if ((e as { code?: string }).code?.startsWith('SQLITE_BUSY')) {
-        throw new AdminError(`${file} is in use: another process holds its write lock (a Portcullis server, or another copy)`,
-          'stop the server that uses this dataDir (the copy moves a stopped queue), then run the copy again', 1);
+        throw new AdminError(
+          `${file} is in use: another process holds its write lock (a Portcullis server, or another copy)`,
+          'stop the server that uses this dataDir (the copy moves a stopped queue), then run the copy again',
+          1,
+        );
       }
       throw e;
     }
@@ -76,8 +87,16 @@ export async function copySqliteToPostgres(dataDir: string, target: PostgresStor
 async function copyRows(db: Database.Database, target: PostgresStore, opts: CopyOptions): Promise<CopyCounts> {
   const batchSize = opts.batchSize ?? 500;
   const counts: CopyCounts = {
-    source: (db.prepare('SELECT count(*) FROM messages').pluck().get() as number), messages: 0, bodies: 0, recipients: 0, events: 0, present: 0, differ: [],
-    tokens: 0, auditEntries: 0, reportCounts: 0,
+    source: db.prepare('SELECT count(*) FROM messages').pluck().get() as number,
+    messages: 0,
+    bodies: 0,
+    recipients: 0,
+    events: 0,
+    present: 0,
+    differ: [],
+    tokens: 0,
+    auditEntries: 0,
+    reportCounts: 0,
   };
   const page = db.prepare('SELECT * FROM messages WHERE id > ? ORDER BY id LIMIT ?');
   const bodyOf = db.prepare('SELECT data FROM bodies WHERE id = ?');
@@ -90,42 +109,74 @@ async function copyRows(db: Database.Database, target: PostgresStore, opts: Copy
     last = msgs[msgs.length - 1].id as string;
     const done = await target.transaction(async (c) => {
       const messages = msgs.map((m) => ({ ...m, delay_warned: m.delay_warned === 1 }));
-      const inserted = new Set((await c.query<{ id: string }>(
-        `INSERT INTO messages SELECT * FROM json_populate_recordset(NULL::messages, $1) ON CONFLICT (id) DO NOTHING RETURNING id`,
-        [JSON.stringify(messages)])).rows.map((r) => r.id));
+      const inserted = new Set(
+        (
+          await c.query<{ id: string }>(
+            `INSERT INTO messages SELECT * FROM json_populate_recordset(NULL::messages, $1) ON CONFLICT (id) DO ` +
+              `NOTHING RETURNING id`,
+            [JSON.stringify(messages)],
+          )
+        ).rows.map((r) => r.id),
+      );
       const already = msgs.filter((m) => !inserted.has(m.id as string));
       const differ: string[] = [];
       if (already.length) {
-        const there = await c.query<{ id: string; updated_at: number }>('SELECT id, updated_at FROM messages WHERE id = ANY($1)', [already.map((m) => m.id)]);
+        const there = await c.query<{ id: string; updated_at: number }>(
+          'SELECT id, updated_at FROM messages WHERE id = ANY($1)',
+          [already.map((m) => m.id)],
+        );
         const at = new Map(there.rows.map((r) => [r.id, r.updated_at]));
-        for (const m of already) if ((m.updated_at as number) > (at.get(m.id as string) ?? 0)) differ.push(m.id as string);
+        for (const m of already)
+          if ((m.updated_at as number) > (at.get(m.id as string) ?? 0)) differ.push(m.id as string);
       }
       const fresh = msgs.filter((m) => inserted.has(m.id as string)).map((m) => m.id as string);
       const rcpts = fresh.flatMap((id) => rcptsOf.all(id) as Row[]);
       const events = fresh.flatMap((id) => eventsOf.all(id) as Row[]);
-      if (rcpts.length) await c.query('INSERT INTO recipients SELECT * FROM json_populate_recordset(NULL::recipients, $1)', [JSON.stringify(rcpts)]);
+      if (rcpts.length)
+        await c.query('INSERT INTO recipients SELECT * FROM json_populate_recordset(NULL::recipients, $1)', [
+          JSON.stringify(rcpts),
+        ]);
       if (events.length) {
-        await c.query(`INSERT INTO events (msg_id, ts, kind, data)
-          SELECT e.msg_id, e.ts, e.kind, e.data FROM json_populate_recordset(NULL::events, $1) WITH ORDINALITY AS e(id, msg_id, ts, kind, data, n) ORDER BY e.n`,
-        [JSON.stringify(events)]);
+        await c.query(
+          `INSERT INTO events (msg_id, ts, kind, data)
+          SELECT e.msg_id, e.ts, e.kind, e.data FROM json_populate_recordset(NULL::events, $1) WITH ORDINALITY AS
+            e(id, msg_id, ts, kind, data, n) ORDER BY e.n`,
+          [JSON.stringify(events)],
+        );
       }
       let bodies = 0;
       for (const id of fresh) {
         const b = bodyOf.get(id) as { data: Buffer } | undefined;
-        if (b) { await c.query('INSERT INTO bodies (id, data) VALUES ($1, $2)', [id, b.data]); bodies++; }
+        if (b) {
+          await c.query('INSERT INTO bodies (id, data) VALUES ($1, $2)', [id, b.data]);
+          bodies++;
+        }
       }
-      return { messages: fresh.length, present: already.length, differ, recipients: rcpts.length, events: events.length, bodies };
+      return {
+        messages: fresh.length,
+        present: already.length,
+        differ,
+        recipients: rcpts.length,
+        events: events.length,
+        bodies,
+      };
     });
     // Counted once committed.
-    counts.messages += done.messages; counts.present += done.present; counts.differ.push(...done.differ);
-    counts.recipients += done.recipients; counts.events += done.events; counts.bodies += done.bodies;
+    counts.messages += done.messages;
+    counts.present += done.present;
+    counts.differ.push(...done.differ);
+    counts.recipients += done.recipients;
+    counts.events += done.events;
+    counts.bodies += done.bodies;
     opts.onBatch?.(counts);
   }
   counts.tokens = await copyTable(db, target, 'admin_tokens', 'id', batchSize);
   counts.auditEntries = await copyTable(db, target, 'audit_log', 'id', batchSize);
   counts.reportCounts = await copyTable(db, target, 'report_counts', 'kind, org, bucket, d1, d2, d3, d4', batchSize);
   // Audit ids are copied as they are: new entries on PostgreSQL continue after the highest.
-  await target.transaction((c) => c.query(`SELECT setval(pg_get_serial_sequence('audit_log', 'id'), GREATEST((SELECT max(id) FROM audit_log), 1))`));
+  await target.transaction((c) =>
+    c.query(`SELECT setval(pg_get_serial_sequence('audit_log', 'id'), GREATEST((SELECT max(id) FROM audit_log), 1))`),
+  );
   return counts;
 }
 
@@ -133,13 +184,27 @@ async function copyRows(db: Database.Database, target: PostgresStore, opts: Copy
  * Every row of a table of the same columns on both sides, in batches (one transaction each); a
  * row whose key (or another unique column) is there already stays as it is. Rows copied now.
  */
-async function copyTable(db: Database.Database, target: PostgresStore, table: 'admin_tokens' | 'audit_log' | 'report_counts', order: string, batchSize: number): Promise<number> {
+async function copyTable(
+  db: Database.Database,
+  target: PostgresStore,
+  table: 'admin_tokens' | 'audit_log' | 'report_counts',
+  order: string,
+  batchSize: number,
+): Promise<number> {
   const page = db.prepare(`SELECT * FROM ${table} ORDER BY ${order} LIMIT ? OFFSET ?`);
   let copied = 0;
   for (let offset = 0; ; offset += batchSize) {
     const rows = page.all(batchSize, offset) as Row[];
     if (!rows.length) return copied;
-    copied += await target.transaction(async (c) => (await c.query(`INSERT INTO ${table} OVERRIDING SYSTEM VALUE
-      SELECT * FROM json_populate_recordset(NULL::${table}, $1) ON CONFLICT DO NOTHING`, [JSON.stringify(rows)])).rowCount ?? 0);
+    copied += await target.transaction(
+      async (c) =>
+        (
+          await c.query(
+            `INSERT INTO ${table} OVERRIDING SYSTEM VALUE
+      SELECT * FROM json_populate_recordset(NULL::${table}, $1) ON CONFLICT DO NOTHING`,
+            [JSON.stringify(rows)],
+          )
+        ).rowCount ?? 0,
+    );
   }
 }

@@ -23,4 +23,3 @@ export interface MigrationStatus {
   unknown: number[];
   migrations: MigrationState[];
 }
-

@@ -21,7 +21,10 @@ export { queueFile } from './sqlite/index.ts';
 
 const postgres = async (): Promise<typeof PostgresStore> => (await import('./postgres/index.ts')).PostgresStore;
 
-export interface StoreTarget { dataDir: string; store: StoreConfig }
+export interface StoreTarget {
+  dataDir: string;
+  store: StoreConfig;
+}
 
 export interface OpenOptions {
   /** Reads only: the queue must exist and be up to date, writes are refused. */
@@ -35,8 +38,12 @@ function assertSqliteQueue(dataDir: string): void {
     statSync(queueFile(dataDir));
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e; // not allowed to look: say that, not "no queue"
-    throw new AdminError(`no queue at ${queueFile(dataDir)}: no server has run with this dataDir yet`,
-      'pass the -c FILE the server runs with (its dataDir holds the queue), or start the server once with `portcullis serve`', 1);
+    throw new AdminError(
+      `no queue at ${queueFile(dataDir)}: no server has run with this dataDir yet`,
+      'pass the -c FILE the server runs with (its dataDir holds the queue), or start the server once with ' +
+        '`portcullis serve`',
+      1,
+    );
   }
 }
 

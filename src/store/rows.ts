@@ -1,25 +1,46 @@
 // Owns: turning stored rows into the store interface's objects, one definition for both backends
 // (their tables have the same columns; JSON is kept as text in both).
-import type { AdminToken, AuditEntry, MessageState, NodeStatus, QueueMessage, QueueRecipient, ReportDim, ReportSum } from './types.ts';
+import type {
+  AdminToken,
+  AuditEntry,
+  MessageState,
+  NodeStatus,
+  QueueMessage,
+  QueueRecipient,
+  ReportDim,
+  ReportSum,
+} from './types.ts';
 
 export type Row = Record<string, unknown>;
 
 export function toRecipient(x: Row): QueueRecipient {
   return {
-    idx: x.idx as number, address: x.address as string, org: x.org as string, route: x.route as QueueRecipient['route'],
-    status: x.status as QueueRecipient['status'], attempts: x.attempts as number,
-    ...(x.notify ? { notify: x.notify as string } : {}), ...(x.orcpt ? { orcpt: x.orcpt as string } : {}),
+    idx: x.idx as number,
+    address: x.address as string,
+    org: x.org as string,
+    route: x.route as QueueRecipient['route'],
+    status: x.status as QueueRecipient['status'],
+    attempts: x.attempts as number,
+    ...(x.notify ? { notify: x.notify as string } : {}),
+    ...(x.orcpt ? { orcpt: x.orcpt as string } : {}),
     ...(x.last_reply ? { lastReply: JSON.parse(x.last_reply as string) } : {}),
   };
 }
 
 export function toMessage(r: Row, rcpts: Row[]): QueueMessage {
   return {
-    id: r.id as string, org: r.org as string, state: r.state as MessageState, receivedAt: r.received_at as number,
-    mailFrom: r.mail_from as string, size: r.size as number, sha256: r.sha256 as string,
+    id: r.id as string,
+    org: r.org as string,
+    state: r.state as MessageState,
+    receivedAt: r.received_at as number,
+    mailFrom: r.mail_from as string,
+    size: r.size as number,
+    sha256: r.sha256 as string,
     ...(r.message_id ? { messageId: r.message_id as string } : {}),
-    envelope: JSON.parse(r.envelope as string), inbound: JSON.parse(r.inbound as string),
-    attempts: r.attempts as number, nextAttemptAt: r.next_attempt_at as number,
+    envelope: JSON.parse(r.envelope as string),
+    inbound: JSON.parse(r.inbound as string),
+    attempts: r.attempts as number,
+    nextAttemptAt: r.next_attempt_at as number,
     ...(r.last_error ? { lastError: r.last_error as string } : {}),
     delayWarned: r.delay_warned === 1 || r.delay_warned === true,
     leaseGen: (r.lease_gen as number | undefined) ?? 0,
@@ -30,8 +51,14 @@ export function toMessage(r: Row, rcpts: Row[]): QueueMessage {
 
 export function toNode(r: Row): NodeStatus {
   return {
-    id: r.id as string, version: r.version as string, configHash: r.config_hash as string, host: r.host as string, pid: r.pid as number,
-    startedAt: r.started_at as number, lastHeartbeat: r.heartbeat_at as number, leases: Number(r.leases),
+    id: r.id as string,
+    version: r.version as string,
+    configHash: r.config_hash as string,
+    host: r.host as string,
+    pid: r.pid as number,
+    startedAt: r.started_at as number,
+    lastHeartbeat: r.heartbeat_at as number,
+    leases: Number(r.leases),
   };
 }
 
@@ -46,16 +73,23 @@ export function toDepth(rows: { state: string; n: number }[]): Record<MessageSta
 
 export function toToken(r: Row): AdminToken {
   return {
-    id: r.id as string, name: r.name as string, org: (r.org as string | null) ?? null,
-    createdAt: r.created_at as number, createdBy: r.created_by as string,
+    id: r.id as string,
+    name: r.name as string,
+    org: (r.org as string | null) ?? null,
+    createdAt: r.created_at as number,
+    createdBy: r.created_by as string,
     ...(r.revoked_at != null ? { revokedAt: r.revoked_at as number } : {}),
   };
 }
 
 export function toAudit(r: Row): AuditEntry & { id: number } {
   return {
-    id: r.id as number, ts: r.ts as number, actor: r.actor as string, org: (r.org as string | null) ?? null,
-    action: r.action as string, result: r.result as AuditEntry['result'],
+    id: r.id as number,
+    ts: r.ts as number,
+    actor: r.actor as string,
+    org: (r.org as string | null) ?? null,
+    action: r.action as string,
+    result: r.result as AuditEntry['result'],
     ...(r.token_id != null ? { tokenId: r.token_id as string } : {}),
     ...(r.target != null ? { target: r.target as string } : {}),
     ...(r.target_org != null ? { targetOrg: r.target_org as string } : {}),

@@ -18,8 +18,8 @@ export interface InboundFacts {
   clientIp: string;
   clientPort: number;
   helo: string;
-  protocol: string;        // ESMTP, ESMTPS, SMTP …
-  receivedBy: string;      // our hostname
+  protocol: string; // ESMTP, ESMTPS, SMTP …
+  receivedBy: string; // our hostname
   tls?: TlsFacts;
   /** The inbound connector the transaction matched, and how. */
   connector?: { name: string; organization: string; by: 'certificate' | 'ip' | 'senderDomain' };
@@ -52,15 +52,15 @@ export interface NewRecipient {
   address: string;
   org: string;
   route: Route;
-  notify?: string;   // DSN NOTIFY (comma list) as received
-  orcpt?: string;    // DSN ORCPT as received (addr-type;xtext)
+  notify?: string; // DSN NOTIFY (comma list) as received
+  orcpt?: string; // DSN ORCPT as received (addr-type;xtext)
 }
 
 export interface NewMessage {
   id: string;
   org: string;
   receivedAt: number;
-  mailFrom: string;        // "" for the null sender
+  mailFrom: string; // "" for the null sender
   messageId?: string;
   envelope: EnvelopeParams;
   inbound: InboundFacts;
@@ -131,8 +131,8 @@ export interface RecipientOutcome {
   idx: number;
   status: 'delivered' | 'deferred' | 'failed';
   reply: SmtpReply;
-  agent: string;             // "maildir", "smtp" …
-  detail?: Record<string, unknown>;  // trace facts: host, ip, tls, policy …
+  agent: string; // "maildir", "smtp" …
+  detail?: Record<string, unknown>; // trace facts: host, ip, tls, policy …
 }
 
 export interface TraceEvent {
@@ -145,14 +145,10 @@ export interface TraceEvent {
 export type QueueRefusal = 'unknown' | 'finished' | 'inDelivery';
 
 /** What `deleteQueued` did: deleted (how many recipients were still open), or why not. */
-export type DeleteResult =
-  | { deleted: true; recipients: number }
-  | { deleted: false; why: QueueRefusal };
+export type DeleteResult = { deleted: true; recipients: number } | { deleted: false; why: QueueRefusal };
 
 /** What `requestBounce` did: the message is due now and will be returned (open recipients), or why not. */
-export type BounceResult =
-  | { requested: true; recipients: number }
-  | { requested: false; why: QueueRefusal };
+export type BounceResult = { requested: true; recipients: number } | { requested: false; why: QueueRefusal };
 
 /** A cached MTA-STS policy (RFC 8461 §5.1): the policy file as fetched, with its TXT id. */
 export interface StsPolicyEntry {
@@ -173,7 +169,10 @@ export interface StsPolicyEntry {
 export type CompleteResult = MessageState | 'fenced' | null;
 
 /** A lease the caller holds: the message and the generation its claim returned. */
-export interface HeldLease { id: string; gen: number }
+export interface HeldLease {
+  id: string;
+  gen: number;
+}
 
 /** What a node writes into the store with every heartbeat. */
 export interface NodeBeat {
@@ -350,7 +349,13 @@ export interface Store {
    * only while the caller holds the lease: a message in delivery under another owner, or (with
    * `gen`) claimed again since, is left untouched and the result is 'fenced'.
    */
-  complete(id: string, owner: string, outcomes: RecipientOutcome[], nextAttemptAt: number, opts?: { delayWarned?: boolean; gen?: number }): Promise<CompleteResult>;
+  complete(
+    id: string,
+    owner: string,
+    outcomes: RecipientOutcome[],
+    nextAttemptAt: number,
+    opts?: { delayWarned?: boolean; gen?: number },
+  ): Promise<CompleteResult>;
   /**
    * Extend the leases `owner` still holds (same generation, still in delivery) to `now + leaseMs`;
    * returns the ids renewed. A lease missing from the answer was taken over.

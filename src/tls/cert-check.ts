@@ -35,14 +35,36 @@ function endpointProblems(rev: RevocationResult): Finding[] {
   for (const c of rev.certificates) {
     for (const e of c.endpoints) {
       const what = `${KIND[e.kind]} endpoint ${e.url} of ${c.subject}`;
-      if (!fetchable(e.url)) out.push({ level: 'warn', text: `${what} is not an http(s) URL: neither this node nor most peers can fetch it` });
-      else if (!e.reachable) out.push({ level: 'fail', text: `${what} is not reachable from this node: ${e.error}; check the firewall, proxy and DNS (dns.servers) between this node and it` });
+      if (!fetchable(e.url))
+        out.push({
+          level: 'warn',
+          text: `${what} is not an http(s) URL: neither this node nor most peers can fetch it`,
+        });
+      else if (!e.reachable)
+        out.push({
+          level: 'fail',
+          text:
+            `${what} is not reachable from this node: ${e.error}; check the firewall, proxy and DNS ` +
+            `(dns.servers) between this node and it`,
+        });
       else if (!e.ok && c.issuer) out.push({ level: 'fail', text: `${what} answered, but unusably: ${e.error}` });
-      else if (e.ok && e.status === 'unknown') out.push({ level: 'warn', text: `${what} answered "unknown": the responder does not know this certificate (yet)` });
-      else if (e.ok && e.kind === 'caIssuers' && !e.servedIsIssuer) out.push({ level: 'warn', text: `${what} serves ${e.served}, which did not issue it` });
+      else if (e.ok && e.status === 'unknown')
+        out.push({
+          level: 'warn',
+          text: `${what} answered "unknown": the responder does not know this certificate (yet)`,
+        });
+      else if (e.ok && e.kind === 'caIssuers' && !e.servedIsIssuer)
+        out.push({ level: 'warn', text: `${what} serves ${e.served}, which did not issue it` });
     }
-    if (!c.endpoints.some((e) => e.kind !== 'caIssuers')) out.push({ level: 'warn', text: `${c.subject} names no CRL or OCSP endpoint: its revocation cannot be checked, and peers with hardFail refuse it` });
-    if (c.status === 'revoked') out.push({ level: 'fail', text: `${c.subject} is REVOKED${c.revokedAt ? ` since ${c.revokedAt}` : ''}` });
+    if (!c.endpoints.some((e) => e.kind !== 'caIssuers'))
+      out.push({
+        level: 'warn',
+        text:
+          `${c.subject} names no CRL or OCSP endpoint: its revocation cannot be checked, and peers with ` +
+          `hardFail refuse it`,
+      });
+    if (c.status === 'revoked')
+      out.push({ level: 'fail', text: `${c.subject} is REVOKED${c.revokedAt ? ` since ${c.revokedAt}` : ''}` });
   }
   return out;
 }
@@ -54,13 +76,29 @@ export async function checkCertificate(o: CertCheckOptions): Promise<CertCheck> 
   const leaf = presented[0];
   const problems: Finding[] = [...info.findings];
   const names = info.names;
-  if (!sanDnsNames(leaf).length) problems.push({ level: 'warn', text: `no DNS names in subjectAltName: only the subject CN${names.length ? ` (${names.join(', ')})` : ''} names it, which many TLS clients ignore` });
+  if (!sanDnsNames(leaf).length)
+    problems.push({
+      level: 'warn',
+      text:
+        `no DNS names in subjectAltName: only the subject CN${names.length ? ` (${names.join(', ')})` : ''} ` +
+        `names it, which many TLS clients ignore`,
+    });
   let nameMatch: CertCheck['nameMatch'];
   if (o.name) {
     nameMatch = { required: o.name, ok: namesSatisfy(names, o.name) };
-    if (!nameMatch.ok) problems.push({ level: 'fail', text: `does not cover the name ${o.name} (it names ${names.join(', ') || 'nothing'})` });
+    if (!nameMatch.ok)
+      problems.push({
+        level: 'fail',
+        text: `does not cover the name ${o.name} (it names ${names.join(', ') || 'nothing'})`,
+      });
   }
   const revocation = await o.revocation.survey(presented, o.trust);
   problems.push(...endpointProblems(revocation));
-  return { info, ...(nameMatch ? { nameMatch } : {}), revocation, problems, passes: !problems.some((p) => p.level === 'fail') };
+  return {
+    info,
+    ...(nameMatch ? { nameMatch } : {}),
+    revocation,
+    problems,
+    passes: !problems.some((p) => p.level === 'fail'),
+  };
 }

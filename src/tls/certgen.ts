@@ -15,7 +15,7 @@ export interface Issued {
 }
 
 export interface CertOptions {
-  subject: string;                 // e.g. "CN=mx1.contoso.test, O=Contoso"
+  subject: string; // e.g. "CN=mx1.contoso.test, O=Contoso"
   dnsNames?: string[];
   ipAddresses?: string[];
   key?: KeyKind;
@@ -32,37 +32,68 @@ export interface CertOptions {
 
 function algorithm(kind: KeyKind): WC.RsaHashedKeyGenParams | WC.EcKeyGenParams {
   switch (kind) {
-    case 'rsa2048': return { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256', publicExponent: new Uint8Array([1, 0, 1]), modulusLength: 2048 };
-    case 'rsa3072': return { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256', publicExponent: new Uint8Array([1, 0, 1]), modulusLength: 3072 };
-    case 'ec256': return { name: 'ECDSA', namedCurve: 'P-256' };
-    case 'ec384': return { name: 'ECDSA', namedCurve: 'P-384' };
+    case 'rsa2048':
+      return {
+        name: 'RSASSA-PKCS1-v1_5',
+        hash: 'SHA-256',
+        publicExponent: new Uint8Array([1, 0, 1]),
+        modulusLength: 2048,
+      };
+    case 'rsa3072':
+      return {
+        name: 'RSASSA-PKCS1-v1_5',
+        hash: 'SHA-256',
+        publicExponent: new Uint8Array([1, 0, 1]),
+        modulusLength: 3072,
+      };
+    case 'ec256':
+      return { name: 'ECDSA', namedCurve: 'P-256' };
+    case 'ec384':
+      return { name: 'ECDSA', namedCurve: 'P-384' };
   }
 }
 
 function signingAlgorithm(keys: WC.CryptoKeyPair): WC.Algorithm {
   const a = keys.privateKey.algorithm as WC.RsaHashedKeyAlgorithm | WC.EcKeyAlgorithm;
-  if (a.name === 'ECDSA') return { name: 'ECDSA', hash: (a as WC.EcKeyAlgorithm).namedCurve === 'P-384' ? 'SHA-384' : 'SHA-256' } as WC.EcdsaParams;
+  if (a.name === 'ECDSA')
+    return {
+      name: 'ECDSA',
+      hash: (a as WC.EcKeyAlgorithm).namedCurve === 'P-384' ? 'SHA-384' : 'SHA-256',
+    } as WC.EcdsaParams;
   return { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' } as WC.Algorithm;
 }
 
 async function pkcs8Pem(key: WC.CryptoKey): Promise<string> {
   const der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', key));
-  return `-----BEGIN PRIVATE KEY-----\n${der.toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '')}\n-----END PRIVATE KEY-----\n`;
+  return `-----BEGIN PRIVATE KEY-----\n${der
+    .toString('base64')
+    .replace(/(.{64})/g, '$1\n')
+    .replace(/\n$/, '')}\n-----END PRIVATE KEY-----\n`;
 }
 
 /** Issue a certificate; self-signed when `issuer` is omitted. */
 export async function issueCertificate(opts: CertOptions, issuer?: Issued): Promise<Issued> {
-  const keys = await webcrypto.subtle.generateKey(algorithm(opts.key ?? 'rsa2048'), true, ['sign', 'verify']) as WC.CryptoKeyPair;
+  const keys = (await webcrypto.subtle.generateKey(algorithm(opts.key ?? 'rsa2048'), true, [
+    'sign',
+    'verify',
+  ])) as WC.CryptoKeyPair;
   const now = Date.now();
   const notBefore = opts.notBefore ?? new Date(now - 60_000);
   const notAfter = opts.notAfter ?? new Date(now + 365 * 86_400_000);
   const exts: x509.Extension[] = [];
   if (opts.ca) {
     exts.push(new x509.BasicConstraintsExtension(true, undefined, true));
-    exts.push(new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature, true));
+    exts.push(
+      new x509.KeyUsagesExtension(
+        x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature,
+        true,
+      ),
+    );
   } else {
     exts.push(new x509.BasicConstraintsExtension(false, undefined, true));
-    exts.push(new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true));
+    exts.push(
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
+    );
     const eku: string[] = [];
     if (opts.serverAuth !== false) eku.push(x509.ExtendedKeyUsage.serverAuth);
     if (opts.clientAuth !== false) eku.push(x509.ExtendedKeyUsage.clientAuth);
@@ -75,7 +106,12 @@ export async function issueCertificate(opts: CertOptions, issuer?: Issued): Prom
   if (names.length) exts.push(new x509.SubjectAlternativeNameExtension(names));
   if (opts.crlUrls?.length) exts.push(new x509.CRLDistributionPointsExtension(opts.crlUrls));
   if (opts.ocspUrls?.length || opts.caIssuerUrls?.length) {
-    exts.push(new x509.AuthorityInfoAccessExtension({ ...(opts.ocspUrls?.length ? { ocsp: opts.ocspUrls } : {}), ...(opts.caIssuerUrls?.length ? { caIssuers: opts.caIssuerUrls } : {}) }));
+    exts.push(
+      new x509.AuthorityInfoAccessExtension({
+        ...(opts.ocspUrls?.length ? { ocsp: opts.ocspUrls } : {}),
+        ...(opts.caIssuerUrls?.length ? { caIssuers: opts.caIssuerUrls } : {}),
+      }),
+    );
   }
   exts.push(await x509.SubjectKeyIdentifierExtension.create(keys.publicKey));
   if (issuer) exts.push(await x509.AuthorityKeyIdentifierExtension.create(issuer.cert));
@@ -83,11 +119,24 @@ export async function issueCertificate(opts: CertOptions, issuer?: Issued): Prom
   const serialNumber = `7${randomBytes(15).toString('hex')}`;
   const cert = issuer
     ? await x509.X509CertificateGenerator.create({
-      serialNumber, subject: opts.subject, issuer: issuer.cert.subject, notBefore, notAfter,
-      signingAlgorithm: signingAlgorithm(issuer.keys), publicKey: keys.publicKey, signingKey: issuer.keys.privateKey, extensions: exts,
-    })
+        serialNumber,
+        subject: opts.subject,
+        issuer: issuer.cert.subject,
+        notBefore,
+        notAfter,
+        signingAlgorithm: signingAlgorithm(issuer.keys),
+        publicKey: keys.publicKey,
+        signingKey: issuer.keys.privateKey,
+        extensions: exts,
+      })
     : await x509.X509CertificateGenerator.createSelfSigned({
-      serialNumber, name: opts.subject, notBefore, notAfter, signingAlgorithm: signingAlgorithm(keys), keys, extensions: exts,
-    });
+        serialNumber,
+        name: opts.subject,
+        notBefore,
+        notAfter,
+        signingAlgorithm: signingAlgorithm(keys),
+        keys,
+        extensions: exts,
+      });
   return { certPem: cert.toString('pem') + '\n', keyPem: await pkcs8Pem(keys.privateKey), keys, cert };
 }

@@ -37,7 +37,9 @@ export interface ClientCertificate extends PeerCertFacts {
 
 export const normalizeFingerprint = (f: string): string => f.replace(/[^0-9a-f]/gi, '').toUpperCase();
 
-const EKU_NAMES: Record<string, string> = Object.fromEntries(Object.entries(x509.ExtendedKeyUsage).map(([k, v]) => [v, k]));
+const EKU_NAMES: Record<string, string> = Object.fromEntries(
+  Object.entries(x509.ExtendedKeyUsage).map(([k, v]) => [v, k]),
+);
 const CLIENT_AUTH: string = x509.ExtendedKeyUsage.clientAuth;
 const ANY_EKU = '2.5.29.37.0';
 
@@ -64,8 +66,13 @@ function pinnedPath(leaf: X509Certificate, presented: readonly X509Certificate[]
  * Judge a presented chain (leaf first) without any network I/O. `check` is the verified path
  * (leaf first) whose revocation status must still be established, when one is needed.
  */
-export function judgeClientChain(chain: readonly X509Certificate[], trust: TrustStore, anchors: readonly ClientAnchor[], mode: RevocationMode, at = Date.now()):
-  { cert: ClientCertificate; check?: X509Certificate[] } | undefined {
+export function judgeClientChain(
+  chain: readonly X509Certificate[],
+  trust: TrustStore,
+  anchors: readonly ClientAnchor[],
+  mode: RevocationMode,
+  at = Date.now(),
+): { cert: ClientCertificate; check?: X509Certificate[] } | undefined {
   const leaf = chain.at(0);
   if (!leaf) return undefined;
   const presented = chain.slice(1);
@@ -77,13 +84,23 @@ export function judgeClientChain(chain: readonly X509Certificate[], trust: Trust
   const trustedBy: string[] = [];
   for (const a of anchors) {
     const own = a.trust ? verifyChain(leaf, presented, a.trust, at) : undefined;
-    if (own?.ok) { trustedBy.push(a.id); path ??= own.chain; } else if (a.pins.has(fingerprint)) trustedBy.push(a.id);
+    if (own?.ok) {
+      trustedBy.push(a.id);
+      path ??= own.chain;
+    } else if (a.pins.has(fingerprint)) trustedBy.push(a.id);
   }
   const cert: ClientCertificate = {
-    subject: dnLine(leaf.subject), issuer: dnLine(leaf.issuer), fingerprint256: leaf.fingerprint256,
-    verified: global.ok, ...(global.error ? { verifyError: global.error } : {}), ...(ekuError ? { ekuError } : {}), names, trustedBy,
+    subject: dnLine(leaf.subject),
+    issuer: dnLine(leaf.issuer),
+    fingerprint256: leaf.fingerprint256,
+    verified: global.ok,
+    ...(global.error ? { verifyError: global.error } : {}),
+    ...(ekuError ? { ekuError } : {}),
+    names,
+    trustedBy,
   };
-  const candidate = !ekuError && anchors.some((a) => namesSatisfy(names, a.pattern) && (global.ok || trustedBy.includes(a.id)));
+  const candidate =
+    !ekuError && anchors.some((a) => namesSatisfy(names, a.pattern) && (global.ok || trustedBy.includes(a.id)));
   if (!candidate || mode === 'off') return { cert };
   return { cert, check: path ?? pinnedPath(leaf, presented) };
 }
@@ -93,15 +110,30 @@ export function judgeClientChain(chain: readonly X509Certificate[], trust: Trust
  * the trust anchor and is not checked, as outbound; a certificate trusted directly (in a trust
  * store, or pinned and presented without its issuer) has nothing to check.
  */
-export async function withRevocation(cert: ClientCertificate, path: readonly X509Certificate[], checker: RevocationChecker): Promise<ClientCertificate> {
+export async function withRevocation(
+  cert: ClientCertificate,
+  path: readonly X509Certificate[],
+  checker: RevocationChecker,
+): Promise<ClientCertificate> {
   if (path.length === 1) {
-    return { ...cert, revocation: { status: 'good', summary: `not checked: ${cert.subject} is itself the trust anchor (listed in a trust store, or pinned without its issuer)` } };
+    return {
+      ...cert,
+      revocation: {
+        status: 'good',
+        summary:
+          `not checked: ${cert.subject} is itself the trust anchor (listed in a trust store, or pinned ` +
+          `without its issuer)`,
+      },
+    };
   }
   try {
     const r = await checker.check(path);
     return { ...cert, revocation: { status: r.status, summary: r.summary } };
   } catch (e) {
-    return { ...cert, revocation: { status: 'unknown', summary: `revocation status of ${cert.subject} unknown (${errorMessage(e)})` } };
+    return {
+      ...cert,
+      revocation: { status: 'unknown', summary: `revocation status of ${cert.subject} unknown (${errorMessage(e)})` },
+    };
   }
 }
 

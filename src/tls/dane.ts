@@ -11,7 +11,12 @@ import { certificateNames, dnLine, nameMatches } from './names.ts';
 import { issuedBy, validityProblem } from './trust.ts';
 
 /** A TLSA record (structurally the same as dns/'s TlsaRecord). */
-export interface Tlsa { usage: number; selector: number; matchingType: number; data: Buffer }
+export interface Tlsa {
+  usage: number;
+  selector: number;
+  matchingType: number;
+  data: Buffer;
+}
 
 /** RFC 7218 names; only DANE-TA(2) and DANE-EE(3) are usable for SMTP (RFC 7672 §3.1.3). */
 export const USAGE = { PKIX_TA: 0, PKIX_EE: 1, DANE_TA: 2, DANE_EE: 3 } as const;
@@ -37,7 +42,10 @@ const KIND: Record<DaneFailure, TlsFailureKind> = {
 };
 /** Which failure says most: reported when several records fail differently. */
 const DEPTH: Record<DaneFailure, number> = {
-  'certificate does not match any TLSA record': 0, 'chain does not reach the DANE-TA trust anchor': 1, 'certificate expired': 2, 'name mismatch': 3,
+  'certificate does not match any TLSA record': 0,
+  'chain does not reach the DANE-TA trust anchor': 1,
+  'certificate expired': 2,
+  'name mismatch': 3,
 };
 
 export type DaneResult =
@@ -47,9 +55,25 @@ export type DaneResult =
    * none when the anchor is a bare key from DNS); `name` the reference name the leaf carries
    * (DANE-TA only).
    */
-  | { status: 'authenticated'; usable: true; record: Tlsa; matched: string; usage: 'DANE-EE' | 'DANE-TA'; certificate?: X509Certificate; name?: string; detail: string }
+  | {
+      status: 'authenticated';
+      usable: true;
+      record: Tlsa;
+      matched: string;
+      usage: 'DANE-EE' | 'DANE-TA';
+      certificate?: X509Certificate;
+      name?: string;
+      detail: string;
+    }
   /** Usable records exist and none authenticated the server: do not send (defer). */
-  | { status: 'failed'; usable: true; failure: DaneFailure; kind: TlsFailureKind; rpt: Rfc8460ResultType; detail: string }
+  | {
+      status: 'failed';
+      usable: true;
+      failure: DaneFailure;
+      kind: TlsFailureKind;
+      rpt: Rfc8460ResultType;
+      detail: string;
+    }
   /**
    * A non-empty RRset with no usable record (PKIX-TA/EE, unknown values, wrong digest lengths):
    * TLS is mandatory but the certificate is not checked (RFC 7672 §2.2).
@@ -72,10 +96,14 @@ export interface DaneInput {
 }
 
 /** "TLSA 3 1 1". */
-export function describeTlsa(r: Tlsa): string { return `TLSA ${r.usage} ${r.selector} ${r.matchingType}`; }
+export function describeTlsa(r: Tlsa): string {
+  return `TLSA ${r.usage} ${r.selector} ${r.matchingType}`;
+}
 
 /** Presentation format, as published in a zone: "3 1 1 <hex>". */
-export function formatTlsa(r: Tlsa): string { return `${r.usage} ${r.selector} ${r.matchingType} ${r.data.toString('hex')}`; }
+export function formatTlsa(r: Tlsa): string {
+  return `${r.usage} ${r.selector} ${r.matchingType} ${r.data.toString('hex')}`;
+}
 
 /** Usable for SMTP: DANE-TA/DANE-EE, a known selector and matching type, data of the right size. */
 export function usableTlsa(r: Tlsa): boolean {
@@ -103,29 +131,49 @@ export function tlsaRecord(cert: X509Certificate, usage: number, selector: numbe
 }
 
 function matches(r: Tlsa, cert: X509Certificate): boolean {
-  try { return tlsaData(cert, r.selector, r.matchingType).equals(r.data); } catch { return false; }
+  try {
+    return tlsaData(cert, r.selector, r.matchingType).equals(r.data);
+  } catch {
+    return false;
+  }
 }
 
 const subjectOf = (c: X509Certificate) => dnLine(c.subject);
 const describeCert = (c: X509Certificate) => `${subjectOf(c)} (SHA-256 ${c.fingerprint256})`;
 
 /** A trust anchor: a presented certificate, or one given in full (certificate or key) in DNS. */
-interface Anchor { cert?: X509Certificate; key: KeyObject; from: string }
+interface Anchor {
+  cert?: X509Certificate;
+  key: KeyObject;
+  from: string;
+}
 
 /** Anchors a DANE-TA record names: presented issuers it matches, else its own full data. */
 function anchorsFor(r: Tlsa, chain: readonly X509Certificate[]): Anchor[] {
-  const presented = chain.slice(1).filter((c) => matches(r, c)).map((c) => ({ cert: c, key: c.publicKey, from: `presented ${describeCert(c)}` }));
+  const presented = chain
+    .slice(1)
+    .filter((c) => matches(r, c))
+    .map((c) => ({ cert: c, key: c.publicKey, from: `presented ${describeCert(c)}` }));
   if (presented.length || r.matchingType !== MATCHING.FULL) return presented;
   // RFC 7671 §5.2.2: a TA published in full need not be sent by the server.
   try {
-    if (r.selector === SELECTOR.CERT) { const c = new X509Certificate(r.data); return [{ cert: c, key: c.publicKey, from: `${subjectOf(c)} from DNS` }]; }
+    if (r.selector === SELECTOR.CERT) {
+      const c = new X509Certificate(r.data);
+      return [{ cert: c, key: c.publicKey, from: `${subjectOf(c)} from DNS` }];
+    }
     return [{ key: createPublicKey({ key: r.data, format: 'der', type: 'spki' }), from: 'a public key from DNS' }];
-  } catch { return []; }
+  } catch {
+    return [];
+  }
 }
 
 const anchorIssued = (c: X509Certificate, a: Anchor): boolean => {
   if (a.cert) return issuedBy(c, a.cert);
-  try { return c.verify(a.key); } catch { return false; }
+  try {
+    return c.verify(a.key);
+  } catch {
+    return false;
+  }
 };
 
 /**
@@ -133,7 +181,11 @@ const anchorIssued = (c: X509Certificate, a: Anchor): boolean => {
  * every certificate below the anchor within its dates. The anchor's own dates do not count (a
  * trust anchor is an input to path validation, RFC 5280 §6.1). Returns what failed, if anything.
  */
-function chainToAnchor(chain: readonly X509Certificate[], anchor: Anchor, at: number): { failure: DaneFailure; detail: string } | undefined {
+function chainToAnchor(
+  chain: readonly X509Certificate[],
+  anchor: Anchor,
+  at: number,
+): { failure: DaneFailure; detail: string } | undefined {
   let cur = chain[0];
   const used = new Set<X509Certificate>([cur]);
   for (let depth = 0; depth < MAX_DEPTH; depth++) {
@@ -142,7 +194,11 @@ function chainToAnchor(chain: readonly X509Certificate[], anchor: Anchor, at: nu
     if (late) return { failure: 'certificate expired', detail: late.error };
     if (anchorIssued(cur, anchor)) return undefined;
     const next = chain.find((c) => !used.has(c) && c.ca && issuedBy(cur, c));
-    if (!next) return { failure: 'chain does not reach the DANE-TA trust anchor', detail: `${subjectOf(cur)} is not issued by ${anchor.from} nor by any presented certificate` };
+    if (!next)
+      return {
+        failure: 'chain does not reach the DANE-TA trust anchor',
+        detail: `${subjectOf(cur)} is not issued by ${anchor.from} nor by any presented certificate`,
+      };
     used.add(next);
     cur = next;
   }
@@ -153,38 +209,78 @@ function chainToAnchor(chain: readonly X509Certificate[], anchor: Anchor, at: nu
 export function daneMatch(input: DaneInput): DaneResult {
   const usable = input.records.filter(usableTlsa);
   if (!usable.length) {
-    return { status: 'unusable', usable: false, detail: `no usable TLSA record (${input.records.map(describeTlsa).join(', ') || 'empty RRset'}): TLS is required, the certificate is not authenticated` };
+    return {
+      status: 'unusable',
+      usable: false,
+      detail:
+        `no usable TLSA record (${input.records.map(describeTlsa).join(', ') || 'empty RRset'}): TLS is ` +
+        `required, the certificate is not authenticated`,
+    };
   }
   const leaf = input.chain.at(0);
   if (!leaf) return fail('certificate does not match any TLSA record', 'the server presented no certificate');
   for (const r of usable.filter((x) => x.usage === USAGE.DANE_EE)) {
     // DANE-EE(3): the leaf's certificate or key is the whole proof; names and dates are ignored.
-    if (matches(r, leaf)) return { status: 'authenticated', usable: true, record: r, matched: describeTlsa(r), usage: 'DANE-EE', certificate: leaf, detail: `${describeTlsa(r)} matches ${describeCert(leaf)}` };
+    if (matches(r, leaf))
+      return {
+        status: 'authenticated',
+        usable: true,
+        record: r,
+        matched: describeTlsa(r),
+        usage: 'DANE-EE',
+        certificate: leaf,
+        detail: `${describeTlsa(r)} matches ${describeCert(leaf)}`,
+      };
   }
   const at = input.at ?? Date.now();
   let worst: { failure: DaneFailure; detail: string } | undefined;
-  const note = (f: { failure: DaneFailure; detail: string }) => { if (!worst || DEPTH[f.failure] > DEPTH[worst.failure]) worst = f; };
+  const note = (f: { failure: DaneFailure; detail: string }) => {
+    if (!worst || DEPTH[f.failure] > DEPTH[worst.failure]) worst = f;
+  };
   for (const r of usable.filter((x) => x.usage === USAGE.DANE_TA)) {
     for (const anchor of anchorsFor(r, input.chain)) {
       const broken = chainToAnchor(input.chain, anchor, at);
-      if (broken) { note({ ...broken, detail: `${describeTlsa(r)}: ${broken.detail}` }); continue; }
+      if (broken) {
+        note({ ...broken, detail: `${describeTlsa(r)}: ${broken.detail}` });
+        continue;
+      }
       const names = certificateNames(leaf);
       const name = input.names.find((ref) => names.some((n) => nameMatches(n, ref)));
       if (!name) {
-        note({ failure: 'name mismatch', detail: `${describeTlsa(r)}: ${describeCert(leaf)} carries ${names.join(', ') || 'no DNS name'}, expected ${input.names.join(' or ') || '(no reference name given)'}` });
+        note({
+          failure: 'name mismatch',
+          detail:
+            `${describeTlsa(r)}: ${describeCert(leaf)} carries ${names.join(', ') || 'no DNS name'}, ` +
+            `expected ${input.names.join(' or ') || '(no reference name given)'}`,
+        });
         continue;
       }
       return {
-        status: 'authenticated', usable: true, record: r, matched: describeTlsa(r), usage: 'DANE-TA', ...(anchor.cert ? { certificate: anchor.cert } : {}), name,
+        status: 'authenticated',
+        usable: true,
+        record: r,
+        matched: describeTlsa(r),
+        usage: 'DANE-TA',
+        ...(anchor.cert ? { certificate: anchor.cert } : {}),
+        name,
         detail: `${describeTlsa(r)} trust anchor ${anchor.from} issues ${describeCert(leaf)} for ${name}`,
       };
     }
   }
   if (worst) return fail(worst.failure, worst.detail);
-  return fail('certificate does not match any TLSA record',
-    `presented ${input.chain.map(describeCert).join(' <- ')}; records ${usable.map(formatTlsa).join('; ')}`);
+  return fail(
+    'certificate does not match any TLSA record',
+    `presented ${input.chain.map(describeCert).join(' <- ')}; records ${usable.map(formatTlsa).join('; ')}`,
+  );
 }
 
 function fail(failure: DaneFailure, detail: string): DaneResult {
-  return { status: 'failed', usable: true, failure, kind: KIND[failure], rpt: rfc8460ResultType(KIND[failure]), detail };
+  return {
+    status: 'failed',
+    usable: true,
+    failure,
+    kind: KIND[failure],
+    rpt: rfc8460ResultType(KIND[failure]),
+    detail,
+  };
 }

@@ -24,12 +24,16 @@ export async function ensureDevCertificate(dataDir: string, hostname: string): P
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const issued = await issueCertificate({
     subject: `CN=${hostname}, O=Portcullis development certificate`,
-    dnsNames: names, ipAddresses: ['127.0.0.1', '::1'], key: 'ec256',
+    dnsNames: names,
+    ipAddresses: ['127.0.0.1', '::1'],
+    key: 'ec256',
   });
   writeFileDurable(key, issued.keyPem, 0o600);
   writeFileDurable(cert, issued.certPem, 0o644);
-  emit({ event: 'tls.devcert.generated', path: cert, names },
+  emit(
+    { event: 'tls.devcert.generated', path: cert, names },
     'NO CERTIFICATE CONFIGURED: generated a self-signed development certificate. Partners cannot validate it; ' +
-    'set tls.certificates to your real certificate and key before receiving mail from the internet.');
+      'set tls.certificates to your real certificate and key before receiving mail from the internet.',
+  );
   return { cert, key };
 }

@@ -8,7 +8,12 @@ import { cipherBits } from './policy-constants.ts';
 export function sessionFacts(s: TLSSocket, sni?: string): TlsFacts {
   const c = s.getCipher();
   const name = c.standardName || c.name;
-  const facts: TlsFacts = { version: s.getProtocol() ?? 'unknown', cipher: name, bits: cipherBits(name), resumed: s.isSessionReused() };
+  const facts: TlsFacts = {
+    version: s.getProtocol() ?? 'unknown',
+    cipher: name,
+    bits: cipherBits(name),
+    resumed: s.isSessionReused(),
+  };
   if (sni) facts.sni = sni;
   return facts;
 }

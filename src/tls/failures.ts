@@ -6,24 +6,49 @@
 // Promise: every function here is total; an unknown handshake error code is "handshake-failed".
 
 export const TLS_FAILURE_KINDS = [
-  'starttls-not-offered', 'starttls-refused',
-  'protocol-version', 'no-shared-cipher', 'handshake-failed', 'handshake-timeout', 'connection-lost-during-handshake',
-  'certificate-expired', 'certificate-not-yet-valid', 'certificate-not-trusted', 'certificate-host-mismatch',
-  'certificate-revoked', 'revocation-unknown',
+  'starttls-not-offered',
+  'starttls-refused',
+  'protocol-version',
+  'no-shared-cipher',
+  'handshake-failed',
+  'handshake-timeout',
+  'connection-lost-during-handshake',
+  'certificate-expired',
+  'certificate-not-yet-valid',
+  'certificate-not-trusted',
+  'certificate-host-mismatch',
+  'certificate-revoked',
+  'revocation-unknown',
   // DANE (RFC 7672): the TLSA records could not be obtained, or none of them matches the server.
-  'tlsa-lookup-failed', 'tlsa-bogus', 'tlsa-mismatch',
-  'sts-mx-mismatch', 'sts-policy-fetch-error', 'sts-policy-invalid', 'sts-webpki-invalid',
+  'tlsa-lookup-failed',
+  'tlsa-bogus',
+  'tlsa-mismatch',
+  'sts-mx-mismatch',
+  'sts-policy-fetch-error',
+  'sts-policy-invalid',
+  'sts-webpki-invalid',
 ] as const;
-export type TlsFailureKind = typeof TLS_FAILURE_KINDS[number];
+export type TlsFailureKind = (typeof TLS_FAILURE_KINDS)[number];
 
 /** What a chain verification can find wrong (tls/trust.ts). */
-export type ChainFailureKind = Extract<TlsFailureKind, 'certificate-expired' | 'certificate-not-yet-valid' | 'certificate-not-trusted'>;
+export type ChainFailureKind = Extract<
+  TlsFailureKind,
+  'certificate-expired' | 'certificate-not-yet-valid' | 'certificate-not-trusted'
+>;
 
 /** RFC 8460 §4.3 result types. */
 export type Rfc8460ResultType =
-  | 'starttls-not-supported' | 'certificate-host-mismatch' | 'certificate-expired' | 'certificate-not-trusted' | 'validation-failure'
-  | 'tlsa-invalid' | 'dnssec-invalid' | 'dane-required'
-  | 'sts-policy-fetch-error' | 'sts-policy-invalid' | 'sts-webpki-invalid';
+  | 'starttls-not-supported'
+  | 'certificate-host-mismatch'
+  | 'certificate-expired'
+  | 'certificate-not-trusted'
+  | 'validation-failure'
+  | 'tlsa-invalid'
+  | 'dnssec-invalid'
+  | 'dane-required'
+  | 'sts-policy-fetch-error'
+  | 'sts-policy-invalid'
+  | 'sts-webpki-invalid';
 
 /** RFC 8460 §4.4 policy types; `no-policy-found` when neither DANE nor MTA-STS applied. */
 export type Rfc8460PolicyType = 'tlsa' | 'sts' | 'no-policy-found';
@@ -46,35 +71,121 @@ interface Entry {
 }
 
 const VOCABULARY: Record<TlsFailureKind, Entry> = {
-  'starttls-not-offered': { label: 'the server did not offer STARTTLS', plain: 'did not offer an encrypted connection (TLS)', rfc8460: 'starttls-not-supported' },
-  'starttls-refused': { label: 'the server refused STARTTLS', plain: 'refused to set up an encrypted connection (TLS)', rfc8460: 'starttls-not-supported' },
-  'protocol-version': { label: 'the server only supports TLS versions older than TLS 1.2', plain: 'only supports an outdated version of the encryption protocol (TLS older than 1.2)', rfc8460: 'validation-failure' },
-  'no-shared-cipher': { label: 'the server accepts none of our cipher suites', plain: 'only supports outdated encryption methods (TLS cipher suites)', rfc8460: 'validation-failure' },
-  'handshake-failed': { label: 'the TLS handshake failed', plain: 'could not set up an encrypted connection (the TLS handshake failed)', rfc8460: 'validation-failure' },
-  'handshake-timeout': { label: 'the TLS handshake did not complete in time', plain: 'did not finish setting up an encrypted connection (TLS) in time', rfc8460: 'validation-failure' },
-  'connection-lost-during-handshake': { label: 'the connection was lost during the TLS handshake', plain: 'closed the connection while an encrypted connection (TLS) was being set up', rfc8460: 'validation-failure' },
-  'certificate-expired': { label: 'the server certificate has expired', plain: 'did not prove its identity: its certificate has expired', rfc8460: 'certificate-expired' },
-  'certificate-not-yet-valid': { label: 'the server certificate is not valid yet', plain: 'did not prove its identity: its certificate is not valid yet', rfc8460: 'validation-failure' },
-  'certificate-not-trusted': { label: 'the server certificate does not chain to a trusted root', plain: 'did not prove its identity: its certificate is not issued by a certificate authority trusted here', rfc8460: 'certificate-not-trusted' },
-  'certificate-host-mismatch': { label: 'the server certificate does not carry the required name', plain: 'did not prove its identity: its certificate was issued for a different name', rfc8460: 'certificate-host-mismatch' },
-  'certificate-revoked': { label: 'the server certificate is revoked', plain: 'did not prove its identity: its certificate has been revoked by its issuer', rfc8460: 'validation-failure' },
-  'revocation-unknown': { label: 'the revocation status of the server certificate could not be confirmed', plain: 'did not prove its identity: whether its certificate has been revoked could not be confirmed', rfc8460: 'validation-failure' },
+  'starttls-not-offered': {
+    label: 'the server did not offer STARTTLS',
+    plain: 'did not offer an encrypted connection (TLS)',
+    rfc8460: 'starttls-not-supported',
+  },
+  'starttls-refused': {
+    label: 'the server refused STARTTLS',
+    plain: 'refused to set up an encrypted connection (TLS)',
+    rfc8460: 'starttls-not-supported',
+  },
+  'protocol-version': {
+    label: 'the server only supports TLS versions older than TLS 1.2',
+    plain: 'only supports an outdated version of the encryption protocol (TLS older than 1.2)',
+    rfc8460: 'validation-failure',
+  },
+  'no-shared-cipher': {
+    label: 'the server accepts none of our cipher suites',
+    plain: 'only supports outdated encryption methods (TLS cipher suites)',
+    rfc8460: 'validation-failure',
+  },
+  'handshake-failed': {
+    label: 'the TLS handshake failed',
+    plain: 'could not set up an encrypted connection (the TLS handshake failed)',
+    rfc8460: 'validation-failure',
+  },
+  'handshake-timeout': {
+    label: 'the TLS handshake did not complete in time',
+    plain: 'did not finish setting up an encrypted connection (TLS) in time',
+    rfc8460: 'validation-failure',
+  },
+  'connection-lost-during-handshake': {
+    label: 'the connection was lost during the TLS handshake',
+    plain: 'closed the connection while an encrypted connection (TLS) was being set up',
+    rfc8460: 'validation-failure',
+  },
+  'certificate-expired': {
+    label: 'the server certificate has expired',
+    plain: 'did not prove its identity: its certificate has expired',
+    rfc8460: 'certificate-expired',
+  },
+  'certificate-not-yet-valid': {
+    label: 'the server certificate is not valid yet',
+    plain: 'did not prove its identity: its certificate is not valid yet',
+    rfc8460: 'validation-failure',
+  },
+  'certificate-not-trusted': {
+    label: 'the server certificate does not chain to a trusted root',
+    plain: 'did not prove its identity: its certificate is not issued by a certificate authority trusted here',
+    rfc8460: 'certificate-not-trusted',
+  },
+  'certificate-host-mismatch': {
+    label: 'the server certificate does not carry the required name',
+    plain: 'did not prove its identity: its certificate was issued for a different name',
+    rfc8460: 'certificate-host-mismatch',
+  },
+  'certificate-revoked': {
+    label: 'the server certificate is revoked',
+    plain: 'did not prove its identity: its certificate has been revoked by its issuer',
+    rfc8460: 'validation-failure',
+  },
+  'revocation-unknown': {
+    label: 'the revocation status of the server certificate could not be confirmed',
+    plain: 'did not prove its identity: whether its certificate has been revoked could not be confirmed',
+    rfc8460: 'validation-failure',
+  },
   // RFC 8460 §4.3.2.1: "dnssec-invalid ... returned with SERVFAIL for the requested TLSA record".
-  'tlsa-lookup-failed': { label: 'the TLSA records of the server could not be looked up', plain: 'could not be checked: the DNS records that say which certificate it must present (DANE TLSA) could not be looked up', rfc8460: 'dnssec-invalid' },
-  'tlsa-bogus': { label: 'the TLSA records of the server failed DNSSEC validation (bogus)', plain: 'could not be checked: the DNS records that say which certificate it must present (DANE TLSA) failed their DNSSEC signature check', rfc8460: 'dnssec-invalid' },
-  'tlsa-mismatch': { label: 'the server certificate matches none of its TLSA records', plain: 'did not prove its identity: its certificate is not the one its domain publishes in DNS (DANE TLSA)', rfc8460: 'validation-failure' },
+  'tlsa-lookup-failed': {
+    label: 'the TLSA records of the server could not be looked up',
+    plain:
+      'could not be checked: the DNS records that say which certificate it must present (DANE TLSA) could not ' +
+      'be looked up',
+    rfc8460: 'dnssec-invalid',
+  },
+  'tlsa-bogus': {
+    label: 'the TLSA records of the server failed DNSSEC validation (bogus)',
+    plain:
+      'could not be checked: the DNS records that say which certificate it must present (DANE TLSA) failed their ' +
+      'DNSSEC signature check',
+    rfc8460: 'dnssec-invalid',
+  },
+  'tlsa-mismatch': {
+    label: 'the server certificate matches none of its TLSA records',
+    plain: 'did not prove its identity: its certificate is not the one its domain publishes in DNS (DANE TLSA)',
+    rfc8460: 'validation-failure',
+  },
   // MTA-STS (RFC 8461): a host the policy does not name, and the policy's own retrieval (the
   // latter never stop delivery by themselves: without a cached policy the domain has none, §3.3).
-  'sts-mx-mismatch': { label: 'the MX host is not one the MTA-STS policy names', plain: 'is not one of the mail servers that the recipient domain\'s MTA-STS policy lists', rfc8460: 'validation-failure' },
-  'sts-policy-fetch-error': { label: 'the MTA-STS policy could not be fetched', plain: 'could not be checked: the recipient domain\'s MTA-STS policy could not be fetched', rfc8460: 'sts-policy-fetch-error' },
-  'sts-policy-invalid': { label: 'the MTA-STS policy is not valid', plain: 'could not be checked: the recipient domain\'s MTA-STS policy is not valid', rfc8460: 'sts-policy-invalid' },
-  'sts-webpki-invalid': { label: 'the certificate of the MTA-STS policy host is not valid', plain: 'could not be checked: the recipient domain\'s MTA-STS policy server presented a certificate that is not valid', rfc8460: 'sts-webpki-invalid' },
+  'sts-mx-mismatch': {
+    label: 'the MX host is not one the MTA-STS policy names',
+    plain: "is not one of the mail servers that the recipient domain's MTA-STS policy lists",
+    rfc8460: 'validation-failure',
+  },
+  'sts-policy-fetch-error': {
+    label: 'the MTA-STS policy could not be fetched',
+    plain: "could not be checked: the recipient domain's MTA-STS policy could not be fetched",
+    rfc8460: 'sts-policy-fetch-error',
+  },
+  'sts-policy-invalid': {
+    label: 'the MTA-STS policy is not valid',
+    plain: "could not be checked: the recipient domain's MTA-STS policy is not valid",
+    rfc8460: 'sts-policy-invalid',
+  },
+  'sts-webpki-invalid': {
+    label: 'the certificate of the MTA-STS policy host is not valid',
+    plain:
+      "could not be checked: the recipient domain's MTA-STS policy server presented a certificate that is not valid",
+    rfc8460: 'sts-webpki-invalid',
+  },
 };
 
 export const tlsFailureLabel = (k: TlsFailureKind): string => VOCABULARY[k].label;
 export const tlsFailurePlain = (k: TlsFailureKind): string => VOCABULARY[k].plain;
 export const rfc8460ResultType = (k: TlsFailureKind): Rfc8460ResultType => VOCABULARY[k].rfc8460;
-export const isTlsFailureKind = (s: unknown): s is TlsFailureKind => typeof s === 'string' && (TLS_FAILURE_KINDS as readonly string[]).includes(s);
+export const isTlsFailureKind = (s: unknown): s is TlsFailureKind =>
+  typeof s === 'string' && (TLS_FAILURE_KINDS as readonly string[]).includes(s);
 
 /** "label (kind)", plus "; detail: …" when there is raw detail for administrators. */
 export function describeTlsFailure(k: TlsFailureKind, detail?: string): string {

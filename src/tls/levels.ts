@@ -13,11 +13,23 @@
  * connector's WebPKI level and DANE both apply, policy/outbound.ts keeps both demands and each
  * is checked.
  */
-export const TLS_LEVELS = ['none', 'opportunistic', 'encryptionOnly', 'certificateValidation', 'domainValidation', 'dane'] as const;
-export type TlsLevel = typeof TLS_LEVELS[number];
+export const TLS_LEVELS = [
+  'none',
+  'opportunistic',
+  'encryptionOnly',
+  'certificateValidation',
+  'domainValidation',
+  'dane',
+] as const;
+export type TlsLevel = (typeof TLS_LEVELS)[number];
 
-/** The levels an outbound connector may demand (tlsSettings): all but `none` and `dane` (DANE is the destination's to demand). */
-export const CONNECTOR_TLS_LEVELS = TLS_LEVELS.filter((l): l is Exclude<TlsLevel, 'none' | 'dane'> => l !== 'none' && l !== 'dane');
+/**
+ * The levels an outbound connector may demand (tlsSettings): all but `none` and `dane` (DANE is the destination's to
+ * demand).
+ */
+export const CONNECTOR_TLS_LEVELS = TLS_LEVELS.filter(
+  (l): l is Exclude<TlsLevel, 'none' | 'dane'> => l !== 'none' && l !== 'dane',
+);
 
 export const levelRank = (l: TlsLevel): number => TLS_LEVELS.indexOf(l);
 

@@ -6,14 +6,20 @@ import type { X509Certificate } from 'node:crypto';
 
 /** The DNS names in a certificate's subjectAltName (lower case), without the CN fallback. */
 export function sanDnsNames(c: X509Certificate): string[] {
-  return (c.subjectAltName ?? '').split(', ').filter((n) => n.startsWith('DNS:')).map((n) => n.slice(4).toLowerCase());
+  return (c.subjectAltName ?? '')
+    .split(', ')
+    .filter((n) => n.startsWith('DNS:'))
+    .map((n) => n.slice(4).toLowerCase());
 }
 
 /** DNS names a certificate identifies (SAN DNS, or CN when no SAN DNS names exist; RFC 6125 §6.4.4). */
 export function certificateNames(c: X509Certificate): string[] {
   const san = sanDnsNames(c);
   if (san.length) return san;
-  const cn = c.subject.split('\n').find((l) => l.startsWith('CN='))?.slice(3);
+  const cn = c.subject
+    .split('\n')
+    .find((l) => l.startsWith('CN='))
+    ?.slice(3);
   return cn ? [cn.toLowerCase()] : [];
 }
 

@@ -13,7 +13,16 @@ import net from 'node:net';
 import { createHash, X509Certificate } from 'node:crypto';
 import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
 import { AlgorithmIdentifier, Certificate as AsnCertificate, CertificateList } from '@peculiar/asn1-x509';
-import { BasicOCSPResponse, CertID, OCSPRequest, OCSPResponse, OCSPResponseStatus, Request, TBSRequest, id_pkix_ocsp_basic } from '@peculiar/asn1-ocsp';
+import {
+  BasicOCSPResponse,
+  CertID,
+  OCSPRequest,
+  OCSPResponse,
+  OCSPResponseStatus,
+  Request,
+  TBSRequest,
+  id_pkix_ocsp_basic,
+} from '@peculiar/asn1-ocsp';
 import type { Resolver } from '../dns/types.ts';
 import { emit } from '../events.ts';
 import { dnLine } from './names.ts';
@@ -84,8 +93,10 @@ export function endpointUrls(c: X509Certificate): { ocsp: string[]; crl: string[
   const cdp = p.getExtension(x509.CRLDistributionPointsExtension);
   return {
     ocsp: (aia?.ocsp ?? []).map((g) => String(g.value)),
-    crl: (cdp?.distributionPoints ?? []).flatMap((dp) => dp.distributionPoint?.fullName ?? [])
-      .map((n) => n.uniformResourceIdentifier).filter((u): u is string => !!u),
+    crl: (cdp?.distributionPoints ?? [])
+      .flatMap((dp) => dp.distributionPoint?.fullName ?? [])
+      .map((n) => n.uniformResourceIdentifier)
+      .filter((u): u is string => !!u),
     caIssuers: (aia?.caIssuers ?? []).map((g) => String(g.value)),
   };
 }
@@ -94,7 +105,11 @@ export function endpointUrls(c: X509Certificate): { ocsp: string[]; crl: string[
 function certificatesIn(body: Buffer): X509Certificate[] {
   const text = body.toString('latin1');
   if (text.includes('-----BEGIN CERTIFICATE-----')) return splitPem(text).map((p) => new X509Certificate(p));
-  try { return [new X509Certificate(body)]; } catch { /* not one DER certificate: try PKCS#7 */ }
+  try {
+    return [new X509Certificate(body)];
+  } catch {
+    /* not one DER certificate: try PKCS#7 */
+  }
   return new x509.X509Certificates(body).map((c) => new X509Certificate(Buffer.from(c.rawData)));
 }
 
@@ -102,11 +117,17 @@ function summarize(certificates: CertRevocation[]): RevocationResult {
   const revoked = certificates.find((c) => c.status === 'revoked');
   const unknown = certificates.find((c) => c.status === 'unknown');
   const status: RevocationStatus = revoked ? 'revoked' : unknown ? 'unknown' : 'good';
-  const where = (c: CertRevocation) => c.endpoints.filter((e) => e.kind !== 'caIssuers')
-    .map((e) => `${e.kind.toUpperCase()} ${e.url}: ${e.ok ? e.status : `unreachable (${e.error})`}`).join('; ') || 'no CRL or OCSP endpoints';
+  const where = (c: CertRevocation) =>
+    c.endpoints
+      .filter((e) => e.kind !== 'caIssuers')
+      .map((e) => `${e.kind.toUpperCase()} ${e.url}: ${e.ok ? e.status : `unreachable (${e.error})`}`)
+      .join('; ') || 'no CRL or OCSP endpoints';
   const summary = revoked
-    ? `certificate ${revoked.subject} is REVOKED${revoked.revokedAt ? ` since ${revoked.revokedAt}` : ''} (${where(revoked)})`
-    : unknown ? `revocation status of ${unknown.subject} unknown (${where(unknown)})` : 'not revoked (' + certificates.map(where).join('; ') + ')';
+    ? `certificate ${revoked.subject} is REVOKED${revoked.revokedAt ? ` since ${revoked.revokedAt}` : ''} ` +
+      `(${where(revoked)})`
+    : unknown
+      ? `revocation status of ${unknown.subject} unknown (${where(unknown)})`
+      : 'not revoked (' + certificates.map(where).join('; ') + ')';
   return { status, certificates, summary };
 }
 
@@ -123,7 +144,9 @@ export function certId(leaf: X509Certificate, issuer: X509Certificate): CertID {
 }
 
 export function ocspRequest(leaf: X509Certificate, issuer: X509Certificate): Buffer {
-  const req = new OCSPRequest({ tbsRequest: new TBSRequest({ requestList: [new Request({ reqCert: certId(leaf, issuer) })] }) });
+  const req = new OCSPRequest({
+    tbsRequest: new TBSRequest({ requestList: [new Request({ reqCert: certId(leaf, issuer) })] }),
+  });
   return Buffer.from(AsnConvert.serialize(req));
 }
 
@@ -131,28 +154,50 @@ const same = (a: ArrayBuffer | OctetString, b: ArrayBuffer | OctetString) =>
   Buffer.from(a instanceof OctetString ? a.buffer : a).equals(Buffer.from(b instanceof OctetString ? b.buffer : b));
 
 /** Interpret a DER OCSP response for `leaf`; throws an Error with the reason when unusable. */
-export function readOcspResponse(der: Buffer, leaf: X509Certificate, issuer: X509Certificate, now = Date.now()): { status: RevocationStatus; nextUpdate?: Date; revokedAt?: Date } {
+export function readOcspResponse(
+  der: Buffer,
+  leaf: X509Certificate,
+  issuer: X509Certificate,
+  now = Date.now(),
+): { status: RevocationStatus; nextUpdate?: Date; revokedAt?: Date } {
   const resp = AsnConvert.parse(der, OCSPResponse);
-  if (resp.responseStatus !== OCSPResponseStatus.successful) throw new Error(`responder status ${(OCSPResponseStatus[resp.responseStatus] as string | undefined) ?? resp.responseStatus}`);
-  if (!resp.responseBytes || resp.responseBytes.responseType !== id_pkix_ocsp_basic) throw new Error('not a basic OCSP response');
+  if (resp.responseStatus !== OCSPResponseStatus.successful)
+    throw new Error(
+      `responder status ${(OCSPResponseStatus[resp.responseStatus] as string | undefined) ?? resp.responseStatus}`,
+    );
+  if (!resp.responseBytes || resp.responseBytes.responseType !== id_pkix_ocsp_basic)
+    throw new Error('not a basic OCSP response');
   const basic = AsnConvert.parse(resp.responseBytes.response.buffer, BasicOCSPResponse);
   // The signed bytes as received (re-encoding a parsed structure need not give them back).
   const tbs = basic.tbsResponseDataRaw ?? AsnConvert.serialize(basic.tbsResponseData);
   const signedBy = (c: X509Certificate) => verifySignature(basic.signatureAlgorithm, tbs, basic.signature, c);
   // The signer: the issuer itself, or a responder certificate it issued for OCSP signing (RFC 6960 §4.2.2.2).
   if (!signedBy(issuer)) {
-    const delegated = (basic.certs ?? []).map((c) => new X509Certificate(Buffer.from(AsnConvert.serialize(c))))
-      .find((c) => issuedBy(c, issuer) && new x509.X509Certificate(c.raw).getExtension(x509.ExtendedKeyUsageExtension)?.usages.includes(OCSP_SIGNING));
-    if (!delegated || !signedBy(delegated)) throw new Error('response signature does not verify against the issuer or a delegated responder');
+    const delegated = (basic.certs ?? [])
+      .map((c) => new X509Certificate(Buffer.from(AsnConvert.serialize(c))))
+      .find(
+        (c) =>
+          issuedBy(c, issuer) &&
+          new x509.X509Certificate(c.raw).getExtension(x509.ExtendedKeyUsageExtension)?.usages.includes(OCSP_SIGNING),
+      );
+    if (!delegated || !signedBy(delegated))
+      throw new Error('response signature does not verify against the issuer or a delegated responder');
   }
   const id = certId(leaf, issuer);
-  const single = basic.tbsResponseData.responses.find((r) => same(r.certID.serialNumber, id.serialNumber) && same(r.certID.issuerKeyHash, id.issuerKeyHash));
+  const single = basic.tbsResponseData.responses.find(
+    (r) => same(r.certID.serialNumber, id.serialNumber) && same(r.certID.issuerKeyHash, id.issuerKeyHash),
+  );
   if (!single) throw new Error('response does not cover this certificate');
   if (single.thisUpdate.getTime() > now + SKEW_MS) throw new Error('response is not yet valid');
-  if (single.nextUpdate && single.nextUpdate.getTime() < now - SKEW_MS) throw new Error(`response expired at ${single.nextUpdate.toISOString()}`);
+  if (single.nextUpdate && single.nextUpdate.getTime() < now - SKEW_MS)
+    throw new Error(`response expired at ${single.nextUpdate.toISOString()}`);
   const s = single.certStatus;
   const status: RevocationStatus = s.revoked ? 'revoked' : s.good !== undefined ? 'good' : 'unknown';
-  return { status, ...(single.nextUpdate ? { nextUpdate: single.nextUpdate } : {}), ...(s.revoked ? { revokedAt: s.revoked.revocationTime } : {}) };
+  return {
+    status,
+    ...(single.nextUpdate ? { nextUpdate: single.nextUpdate } : {}),
+    ...(s.revoked ? { revokedAt: s.revoked.revocationTime } : {}),
+  };
 }
 
 /** Is the CRL in `der` signed by `issuer` (RFC 5280 §5.1: both algorithm fields the same, the signature valid)? */
@@ -166,13 +211,23 @@ export function crlSignedBy(der: Buffer, issuer: X509Certificate): boolean {
   }
 }
 
-interface Checked { rev: CertRevocation; issuer?: X509Certificate; fetchedIssuer: boolean }
+interface Checked {
+  rev: CertRevocation;
+  issuer?: X509Certificate;
+  fetchedIssuer: boolean;
+}
 
 export class RevocationChecker {
   private readonly crlCache = new Map<string, { until: number; crl: x509.X509Crl; fetchedAt: number }>();
-  private readonly ocspCache = new Map<string, { until: number; status: RevocationStatus; revokedAt?: Date; fetchedAt: number }>();
+  private readonly ocspCache = new Map<
+    string,
+    { until: number; status: RevocationStatus; revokedAt?: Date; fetchedAt: number }
+  >();
 
-  constructor(private readonly resolver: () => Resolver, private readonly timeoutMs = 5000) {}
+  constructor(
+    private readonly resolver: () => Resolver,
+    private readonly timeoutMs = 5000,
+  ) {}
 
   /**
    * HTTP(S) GET/POST through our resolver; bounded in size and in time: the whole exchange (name
@@ -195,27 +250,61 @@ export class RevocationChecker {
     const u = new URL(url);
     const lib = u.protocol === 'https:' ? https : http;
     const lookup: net.LookupFunction = (host, opts, cb) => {
-      if (net.isIP(host)) { (cb as (e: Error | null, a: string, f: number) => void)(null, host, net.isIP(host)); return; }
-      this.resolver().addresses(host).then((r) => {
-        const a = r.records[0];
-        if ((opts as { all?: boolean }).all) (cb as unknown as (e: null, a: { address: string; family: number }[]) => void)(null, r.records.map((x) => ({ address: x, family: net.isIP(x) })));
-        else (cb as (e: Error | null, a: string, f: number) => void)(null, a, net.isIP(a));
-      }, (e: Error) => (cb as (e: Error, a: string, f: number) => void)(e, '', 4));
+      if (net.isIP(host)) {
+        (cb as (e: Error | null, a: string, f: number) => void)(null, host, net.isIP(host));
+        return;
+      }
+      this.resolver()
+        .addresses(host)
+        .then(
+          (r) => {
+            const a = r.records[0];
+            if ((opts as { all?: boolean }).all)
+              (cb as unknown as (e: null, a: { address: string; family: number }[]) => void)(
+                null,
+                r.records.map((x) => ({ address: x, family: net.isIP(x) })),
+              );
+            else (cb as (e: Error | null, a: string, f: number) => void)(null, a, net.isIP(a));
+          },
+          (e: Error) => (cb as (e: Error, a: string, f: number) => void)(e, '', 4),
+        );
     };
     return new Promise((resolve, reject) => {
       let answered = false;
-      const req = lib.request(u, {
-        method: body ? 'POST' : 'GET', lookup, timeout: this.timeoutMs, agent: false,
-        headers: body ? { 'content-type': 'application/ocsp-request', 'content-length': body.length } : {},
-      }, (res) => {
-        answered = true;
-        if ((res.statusCode ?? 0) >= 300) { res.resume(); reject(new Error(`HTTP ${res.statusCode}`)); return; }
-        const parts: Buffer[] = []; let n = 0;
-        res.on('data', (d: Buffer) => { n += d.length; if (n > MAX_BODY) { req.destroy(new Error('response too large')); return; } parts.push(d); });
-        res.on('end', () => resolve(Buffer.concat(parts)));
-        res.on('error', reject);
-      });
-      const deadline = setTimeout(() => req.destroy(new Error(`no complete answer within ${this.timeoutMs} ms`)), this.timeoutMs);
+      const req = lib.request(
+        u,
+        {
+          method: body ? 'POST' : 'GET',
+          lookup,
+          timeout: this.timeoutMs,
+          agent: false,
+          headers: body ? { 'content-type': 'application/ocsp-request', 'content-length': body.length } : {},
+        },
+        (res) => {
+          answered = true;
+          if ((res.statusCode ?? 0) >= 300) {
+            res.resume();
+            reject(new Error(`HTTP ${res.statusCode}`));
+            return;
+          }
+          const parts: Buffer[] = [];
+          let n = 0;
+          res.on('data', (d: Buffer) => {
+            n += d.length;
+            if (n > MAX_BODY) {
+              req.destroy(new Error('response too large'));
+              return;
+            }
+            parts.push(d);
+          });
+          res.on('end', () => resolve(Buffer.concat(parts)));
+          res.on('error', reject);
+        },
+      );
+      const deadline = setTimeout(
+        () => req.destroy(new Error(`no complete answer within ${this.timeoutMs} ms`)),
+        this.timeoutMs,
+      );
       req.on('close', () => clearTimeout(deadline));
       req.on('timeout', () => req.destroy(new Error(`no answer within ${this.timeoutMs} ms`)));
       req.on('error', (e: NodeJS.ErrnoException) => {
@@ -230,37 +319,77 @@ export class RevocationChecker {
     return { kind, url, ok: false, reachable: !(e instanceof Unreachable), error: errorMessage(e) };
   }
 
-  private async viaOcsp(url: string, leaf: X509Certificate, issuer: X509Certificate): Promise<EndpointResult & { revokedAt?: Date }> {
+  private async viaOcsp(
+    url: string,
+    leaf: X509Certificate,
+    issuer: X509Certificate,
+  ): Promise<EndpointResult & { revokedAt?: Date }> {
     const key = `${url}|${issuer.fingerprint256}|${leaf.serialNumber}`;
     const hit = this.ocspCache.get(key);
     if (hit && hit.until > Date.now()) {
-      return { kind: 'ocsp', url, ok: true, reachable: true, status: hit.status, cached: true, fetchedAt: new Date(hit.fetchedAt).toISOString(), ...(hit.revokedAt ? { revokedAt: hit.revokedAt } : {}) };
+      return {
+        kind: 'ocsp',
+        url,
+        ok: true,
+        reachable: true,
+        status: hit.status,
+        cached: true,
+        fetchedAt: new Date(hit.fetchedAt).toISOString(),
+        ...(hit.revokedAt ? { revokedAt: hit.revokedAt } : {}),
+      };
     }
     try {
       const r = readOcspResponse(await this.fetch(url, 'ocsp', ocspRequest(leaf, issuer)), leaf, issuer);
       const until = r.nextUpdate ? r.nextUpdate.getTime() : Date.now() + 3_600_000;
-      this.ocspCache.set(key, { until, status: r.status, fetchedAt: Date.now(), ...(r.revokedAt ? { revokedAt: r.revokedAt } : {}) });
-      return { kind: 'ocsp', url, ok: true, reachable: true, status: r.status, ...(r.revokedAt ? { revokedAt: r.revokedAt } : {}) };
+      this.ocspCache.set(key, {
+        until,
+        status: r.status,
+        fetchedAt: Date.now(),
+        ...(r.revokedAt ? { revokedAt: r.revokedAt } : {}),
+      });
+      return {
+        kind: 'ocsp',
+        url,
+        ok: true,
+        reachable: true,
+        status: r.status,
+        ...(r.revokedAt ? { revokedAt: r.revokedAt } : {}),
+      };
     } catch (e) {
       return this.failed('ocsp', url, e);
     }
   }
 
-  private async viaCrl(url: string, leaf: X509Certificate, issuer: X509Certificate): Promise<EndpointResult & { revokedAt?: Date }> {
+  private async viaCrl(
+    url: string,
+    leaf: X509Certificate,
+    issuer: X509Certificate,
+  ): Promise<EndpointResult & { revokedAt?: Date }> {
     try {
       let entry = this.crlCache.get(url);
       const cached = !!entry && entry.until > Date.now();
       if (!entry || !cached) {
         const crl = new x509.X509Crl(await this.fetch(url, 'crl'));
-        if (!crlSignedBy(Buffer.from(crl.rawData), issuer)) throw new Error('CRL signature does not verify against the issuer');
+        if (!crlSignedBy(Buffer.from(crl.rawData), issuer))
+          throw new Error('CRL signature does not verify against the issuer');
         if (crl.thisUpdate.getTime() > Date.now() + SKEW_MS) throw new Error('CRL is not yet valid');
-        if (crl.nextUpdate && crl.nextUpdate.getTime() < Date.now() - SKEW_MS) throw new Error(`CRL expired at ${crl.nextUpdate.toISOString()}`);
-        entry = { until: crl.nextUpdate ? crl.nextUpdate.getTime() : Date.now() + 3_600_000, crl, fetchedAt: Date.now() };
+        if (crl.nextUpdate && crl.nextUpdate.getTime() < Date.now() - SKEW_MS)
+          throw new Error(`CRL expired at ${crl.nextUpdate.toISOString()}`);
+        entry = {
+          until: crl.nextUpdate ? crl.nextUpdate.getTime() : Date.now() + 3_600_000,
+          crl,
+          fetchedAt: Date.now(),
+        };
         this.crlCache.set(url, entry);
       }
       const hit = entry.crl.findRevoked(new x509.X509Certificate(leaf.raw));
       return {
-        kind: 'crl', url, ok: true, reachable: true, status: hit ? 'revoked' : 'good', ...(hit ? { revokedAt: hit.revocationDate } : {}),
+        kind: 'crl',
+        url,
+        ok: true,
+        reachable: true,
+        status: hit ? 'revoked' : 'good',
+        ...(hit ? { revokedAt: hit.revocationDate } : {}),
         ...(cached ? { cached: true, fetchedAt: new Date(entry.fetchedAt).toISOString() } : {}),
       };
     } catch (e) {
@@ -269,12 +398,25 @@ export class RevocationChecker {
   }
 
   /** Fetch a CA-issuer URL; returns what it served and, when it is the issuer of `cert`, that certificate. */
-  private async viaCaIssuers(url: string, cert: X509Certificate): Promise<{ result: EndpointResult; issuer?: X509Certificate }> {
+  private async viaCaIssuers(
+    url: string,
+    cert: X509Certificate,
+  ): Promise<{ result: EndpointResult; issuer?: X509Certificate }> {
     try {
       const certs = certificatesIn(await this.fetch(url, 'caIssuers'));
       if (!certs.length) throw new Error('the answer holds no certificate');
       const issuer = certs.find((c) => issuedBy(cert, c));
-      return { result: { kind: 'caIssuers', url, ok: true, reachable: true, served: dnLine((issuer ?? certs[0]).subject), servedIsIssuer: !!issuer }, ...(issuer ? { issuer } : {}) };
+      return {
+        result: {
+          kind: 'caIssuers',
+          url,
+          ok: true,
+          reachable: true,
+          served: dnLine((issuer ?? certs[0]).subject),
+          servedIsIssuer: !!issuer,
+        },
+        ...(issuer ? { issuer } : {}),
+      };
     } catch (e) {
       return { result: this.failed('caIssuers', url, e) };
     }
@@ -282,7 +424,9 @@ export class RevocationChecker {
 
   /** Without the issuer nothing can be verified: only whether the endpoint answers at all. */
   private async reachOnly(kind: 'ocsp' | 'crl', url: string): Promise<EndpointResult> {
-    const why = 'without the issuer certificate (not in the chain, the trust store or at a CA-issuer URL) its answer cannot be checked';
+    const why =
+      'without the issuer certificate (not in the chain, the trust store or at a CA-issuer URL) its answer ' +
+      'cannot be checked';
     try {
       await this.fetch(url, kind);
       return { kind, url, ok: false, reachable: true, error: `answered, but ${why}` };
@@ -294,41 +438,69 @@ export class RevocationChecker {
 
   private async inspect(cert: X509Certificate, issuerIn: X509Certificate | undefined, all: boolean): Promise<Checked> {
     const urls = endpointUrls(cert);
-    const notTried = (kind: EndpointResult['kind'], url: string): EndpointResult => ({ kind, url, ok: false, reachable: false, error: 'not tried: only http and https URLs are fetched' });
+    const notTried = (kind: EndpointResult['kind'], url: string): EndpointResult => ({
+      kind,
+      url,
+      ok: false,
+      reachable: false,
+      error: 'not tried: only http and https URLs are fetched',
+    });
     let issuer = issuerIn;
     let issuerUrl: string | undefined;
     const issuerEndpoints: EndpointResult[] = [];
     if (all) {
       for (const url of urls.caIssuers) {
-        if (!fetchable(url)) { issuerEndpoints.push(notTried('caIssuers', url)); continue; }
+        if (!fetchable(url)) {
+          issuerEndpoints.push(notTried('caIssuers', url));
+          continue;
+        }
         const r = await this.viaCaIssuers(url, cert);
         issuerEndpoints.push(r.result);
-        if (!issuer && r.issuer) { issuer = r.issuer; issuerUrl = url; }
+        if (!issuer && r.issuer) {
+          issuer = r.issuer;
+          issuerUrl = url;
+        }
       }
     }
     const endpoints: EndpointResult[] = [];
     let decided: (EndpointResult & { revokedAt?: Date }) | undefined;
     const attempt = async (kind: 'ocsp' | 'crl', url: string) => {
-      if (!fetchable(url)) { if (all) endpoints.push(notTried(kind, url)); return undefined; }
-      const r = !issuer ? await this.reachOnly(kind, url) : kind === 'ocsp' ? await this.viaOcsp(url, cert, issuer) : await this.viaCrl(url, cert, issuer);
+      if (!fetchable(url)) {
+        if (all) endpoints.push(notTried(kind, url));
+        return undefined;
+      }
+      const r = !issuer
+        ? await this.reachOnly(kind, url)
+        : kind === 'ocsp'
+          ? await this.viaOcsp(url, cert, issuer)
+          : await this.viaCrl(url, cert, issuer);
       endpoints.push(r);
       return r;
     };
     for (const url of urls.ocsp) {
       const r = await attempt('ocsp', url);
-      if (r?.ok && r.status !== 'unknown') { decided ??= r; if (!all) break; }
+      if (r?.ok && r.status !== 'unknown') {
+        decided ??= r;
+        if (!all) break;
+      }
     }
     if (!decided || all) {
       for (const url of urls.crl) {
         const r = await attempt('crl', url);
-        if (r?.ok) { decided ??= r; if (!all) break; }
+        if (r?.ok) {
+          decided ??= r;
+          if (!all) break;
+        }
       }
     }
     if (endpoints.some((e) => e.status === 'revoked')) decided = endpoints.find((e) => e.status === 'revoked');
     const rev: CertRevocation = {
-      subject: dnLine(cert.subject), status: decided?.status ?? 'unknown', endpoints: [...endpoints, ...issuerEndpoints],
+      subject: dnLine(cert.subject),
+      status: decided?.status ?? 'unknown',
+      endpoints: [...endpoints, ...issuerEndpoints],
       ...(decided?.revokedAt ? { revokedAt: decided.revokedAt.toISOString() } : {}),
-      ...(issuer ? { issuer: dnLine(issuer.subject) } : {}), ...(issuerUrl ? { issuerUrl } : {}),
+      ...(issuer ? { issuer: dnLine(issuer.subject) } : {}),
+      ...(issuerUrl ? { issuerUrl } : {}),
     };
     return { rev, ...(issuer ? { issuer } : {}), fetchedIssuer: !!issuerUrl };
   }

@@ -11,9 +11,17 @@ import { certificateFileWarnings } from './inspect.ts';
 import { CIPHERS, ECDH_CURVES } from './policy-constants.ts';
 import { errorMessage } from '../util/errors.ts';
 
-export interface CertPair { cert: string; key: string }
+export interface CertPair {
+  cert: string;
+  key: string;
+}
 
-interface Loaded { ctx: tls.SecureContext; x509: X509Certificate; certPem: string; keyPem: string }
+interface Loaded {
+  ctx: tls.SecureContext;
+  x509: X509Certificate;
+  certPem: string;
+  keyPem: string;
+}
 
 export class ServerTls {
   private loaded: Loaded[] = [];
@@ -24,20 +32,26 @@ export class ServerTls {
   /** Shared across reloads so resumption survives a certificate rotation. */
   private readonly ticketKeys = randomBytes(48);
 
-  constructor(private pairs: readonly CertPair[], private minVersion: tls.SecureVersion) {
+  constructor(
+    private pairs: readonly CertPair[],
+    private minVersion: tls.SecureVersion,
+  ) {
     this.loaded = this.build();
     emit({ event: 'tls.certificates.loaded', names: this.names(), source: 'start' });
   }
 
   private build(): Loaded[] {
     return this.pairs.map((pair) => {
-      let certPem: string; let keyPem: string;
+      let certPem: string;
+      let keyPem: string;
       try {
         certPem = readFileSync(pair.cert, 'utf8');
         keyPem = readFileSync(pair.key, 'utf8');
       } catch (e) {
-        throw new AdminError(`cannot read certificate or key (${pair.cert}, ${pair.key}): ${errorMessage(e)}`,
-          'check tls.certificates paths and file permissions');
+        throw new AdminError(
+          `cannot read certificate or key (${pair.cert}, ${pair.key}): ${errorMessage(e)}`,
+          'check tls.certificates paths and file permissions',
+        );
       }
       let x: X509Certificate;
       try {
@@ -46,8 +60,10 @@ export class ServerTls {
           throw new Error('the private key does not belong to the certificate');
         }
       } catch (e) {
-        throw new AdminError(`certificate ${pair.cert} with key ${pair.key} is unusable: ${errorMessage(e)}`,
-          'install the matching certificate and key (PEM), certificate first then intermediates');
+        throw new AdminError(
+          `certificate ${pair.cert} with key ${pair.key} is unusable: ${errorMessage(e)}`,
+          'install the matching certificate and key (PEM), certificate first then intermediates',
+        );
       }
       const ctx = this.context(pair, certPem, keyPem);
       return { ctx, x509: x, certPem, keyPem };
@@ -58,9 +74,15 @@ export class ServerTls {
   private context(pair: CertPair, certPem: string, keyPem: string): tls.SecureContext {
     try {
       return tls.createSecureContext({
-        cert: certPem, key: keyPem, minVersion: this.minVersion, maxVersion: 'TLSv1.3',
-        ciphers: CIPHERS, honorCipherOrder: true, ecdhCurve: ECDH_CURVES,
-        ticketKeys: this.ticketKeys, sessionTimeout: 7200,
+        cert: certPem,
+        key: keyPem,
+        minVersion: this.minVersion,
+        maxVersion: 'TLSv1.3',
+        ciphers: CIPHERS,
+        honorCipherOrder: true,
+        ecdhCurve: ECDH_CURVES,
+        ticketKeys: this.ticketKeys,
+        sessionTimeout: 7200,
         // Required for resumption: with requestCert, OpenSSL fails any resumption attempt with
         // "session id context uninitialized" when no context is set (tls.Server sets one itself).
         sessionIdContext: 'portcullis-smtp',
@@ -70,8 +92,11 @@ export class ServerTls {
       });
     } catch (e) {
       const why = certificateFileWarnings(pair.cert);
-      throw new AdminError(`certificate ${pair.cert} is unusable: ${errorMessage(e)}${why.length ? ` (${why.join('; ')})` : ''}`,
-        'install a certificate signed with SHA-256 or better, with an RSA key of at least 2048 bits or an EC P-256/P-384 key');
+      throw new AdminError(
+        `certificate ${pair.cert} is unusable: ${errorMessage(e)}${why.length ? ` (${why.join('; ')})` : ''}`,
+        'install a certificate signed with SHA-256 or better, with an RSA key of at least 2048 bits or an EC ' +
+          'P-256/P-384 key',
+      );
     }
   }
 
@@ -103,7 +128,8 @@ export class ServerTls {
 
   /** Re-read the files; keep the old contexts when anything is wrong. Returns success. */
   reload(source: string, pairs?: readonly CertPair[], minVersion?: tls.SecureVersion): boolean {
-    const prevPairs = this.pairs; const prevMin = this.minVersion;
+    const prevPairs = this.pairs;
+    const prevMin = this.minVersion;
     if (pairs) this.pairs = pairs;
     if (minVersion) this.minVersion = minVersion;
     try {
@@ -112,9 +138,13 @@ export class ServerTls {
       if (pairs) this.watch();
       return true;
     } catch (e) {
-      this.pairs = prevPairs; this.minVersion = prevMin;
+      this.pairs = prevPairs;
+      this.minVersion = prevMin;
       this.lastError = errorMessage(e);
-      emit({ event: 'tls.certificates.rejected', error: errorMessage(e) }, 'certificate reload failed; still serving the previous certificates');
+      emit(
+        { event: 'tls.certificates.rejected', error: errorMessage(e) },
+        'certificate reload failed; still serving the previous certificates',
+      );
       return false;
     }
   }
@@ -129,9 +159,13 @@ export class ServerTls {
         const w = watch(dir, { persistent: false }, (_ev, name) => {
           if (name && files.has(path.join(dir, name.toString()))) this.schedule();
         });
-        w.on('error', () => { /* folder removed: the next SIGHUP reload re-establishes the watch */ });
+        w.on('error', () => {
+          /* folder removed: the next SIGHUP reload re-establishes the watch */
+        });
         this.watchers.push(w);
-      } catch { /* unwatchable folder: SIGHUP still reloads */ }
+      } catch {
+        /* unwatchable folder: SIGHUP still reloads */
+      }
     }
   }
 

@@ -9,34 +9,64 @@ import { constants, verify, type KeyObject, type X509Certificate } from 'node:cr
 import type { AlgorithmIdentifier } from '@peculiar/asn1-x509';
 import { x509 } from './x509.ts';
 
-const HASH: Readonly<Record<string, string>> = { 'SHA-1': 'sha1', 'SHA-256': 'sha256', 'SHA-384': 'sha384', 'SHA-512': 'sha512' };
+const HASH: Readonly<Record<string, string>> = {
+  'SHA-1': 'sha1',
+  'SHA-256': 'sha256',
+  'SHA-384': 'sha384',
+  'SHA-512': 'sha512',
+};
 
 /** What node:crypto needs: the digest (null for EdDSA), the key types it may be made with, the RSA padding. */
-interface Method { hash: string | null; keyTypes: readonly string[]; pss?: { saltLength: number } }
+interface Method {
+  hash: string | null;
+  keyTypes: readonly string[];
+  pss?: { saltLength: number };
+}
 
-interface WebAlgorithm { name: string; hash?: { name: string }; saltLength?: number; namedCurve?: string }
+interface WebAlgorithm {
+  name: string;
+  hash?: { name: string };
+  saltLength?: number;
+  namedCurve?: string;
+}
 
 const provider = new x509.AlgorithmProvider();
 
 /** How to verify a signature made with `alg`, or undefined for an algorithm not supported. */
 export function signatureMethod(alg: AlgorithmIdentifier): Method | undefined {
   let web: WebAlgorithm;
-  try { web = provider.toWebAlgorithm(alg) as WebAlgorithm; } catch { return undefined; }
+  try {
+    web = provider.toWebAlgorithm(alg) as WebAlgorithm;
+  } catch {
+    return undefined;
+  }
   const hash = web.hash ? HASH[web.hash.name] : undefined;
   switch (web.name) {
-    case 'RSASSA-PKCS1-v1_5': return hash ? { hash, keyTypes: ['rsa'] } : undefined;
+    case 'RSASSA-PKCS1-v1_5':
+      return hash ? { hash, keyTypes: ['rsa'] } : undefined;
     case 'RSA-PSS':
       // RFC 4055 §3.1: the parameters are required with a signature (absent: no hash, no salt length).
-      return hash && web.saltLength !== undefined ? { hash, keyTypes: ['rsa', 'rsa-pss'], pss: { saltLength: web.saltLength } } : undefined;
-    case 'ECDSA': return hash ? { hash, keyTypes: ['ec'] } : undefined;
-    case 'Ed25519': return { hash: null, keyTypes: ['ed25519'] };
-    case 'EdDSA': return web.namedCurve === 'Ed448' ? { hash: null, keyTypes: ['ed448'] } : undefined;
-    default: return undefined;
+      return hash && web.saltLength !== undefined
+        ? { hash, keyTypes: ['rsa', 'rsa-pss'], pss: { saltLength: web.saltLength } }
+        : undefined;
+    case 'ECDSA':
+      return hash ? { hash, keyTypes: ['ec'] } : undefined;
+    case 'Ed25519':
+      return { hash: null, keyTypes: ['ed25519'] };
+    case 'EdDSA':
+      return web.namedCurve === 'Ed448' ? { hash: null, keyTypes: ['ed448'] } : undefined;
+    default:
+      return undefined;
   }
 }
 
 /** Did the key of `signer` make `signature` over `data` with the algorithm `alg` names? */
-export function verifySignature(alg: AlgorithmIdentifier, data: ArrayBuffer | Uint8Array, signature: ArrayBuffer | Uint8Array, signer: X509Certificate | KeyObject): boolean {
+export function verifySignature(
+  alg: AlgorithmIdentifier,
+  data: ArrayBuffer | Uint8Array,
+  signature: ArrayBuffer | Uint8Array,
+  signer: X509Certificate | KeyObject,
+): boolean {
   const m = signatureMethod(alg);
   if (!m) return false;
   try {

@@ -22,24 +22,33 @@ export function splitPem(text: string): string[] {
 export function readPemFile(file: string, fix: string, label?: string): X509Certificate[] {
   const name = label ? `${label} ${file}` : file;
   let text: string;
-  try { text = readFileSync(file, 'utf8'); } catch (e) {
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
     throw new AdminError(`cannot read ${name}: ${errorMessage(e)}`, fix);
   }
   const found = splitPem(text);
   if (!found.length) throw new AdminError(`${name} contains no PEM certificate`, fix);
   return found.map((p, i) => {
-    try { return new X509Certificate(p); } catch (e) {
+    try {
+      return new X509Certificate(p);
+    } catch (e) {
       throw new AdminError(`certificate ${i + 1} in ${name} cannot be parsed: ${errorMessage(e)}`, fix);
     }
   });
 }
 
 /** The certificates of a CA file; an AdminError naming the file and the key to fix when it is unusable. */
-export const readCaFile = (f: string, key = 'tls.trust.caFiles'): X509Certificate[] => readPemFile(f, `fix ${key}`, 'CA file');
+export const readCaFile = (f: string, key = 'tls.trust.caFiles'): X509Certificate[] =>
+  readPemFile(f, `fix ${key}`, 'CA file');
 
 /** Did `issuer` issue `c` (names, key identifiers and signature)? */
 export function issuedBy(c: X509Certificate, issuer: X509Certificate): boolean {
-  try { return c.issuer === issuer.subject && c.checkIssued(issuer) && c.verify(issuer.publicKey); } catch { return false; }
+  try {
+    return c.issuer === issuer.subject && c.checkIssued(issuer) && c.verify(issuer.publicKey);
+  } catch {
+    return false;
+  }
 }
 
 /** The public roots shipped with Node.js (tls.trust.system). */
@@ -72,14 +81,27 @@ export interface ChainResult {
 }
 
 /** Why `c` is not valid at `at` (not yet, or no longer), or undefined when it is. */
-export function validityProblem(c: X509Certificate, at: number): { error: string; failure: ChainFailureKind } | undefined {
-  if (Date.parse(c.validFrom) > at) return { error: `certificate ${dnLine(c.subject)} is not yet valid (from ${c.validFrom})`, failure: 'certificate-not-yet-valid' };
-  if (Date.parse(c.validTo) < at) return { error: `certificate ${dnLine(c.subject)} expired on ${c.validTo}`, failure: 'certificate-expired' };
+export function validityProblem(
+  c: X509Certificate,
+  at: number,
+): { error: string; failure: ChainFailureKind } | undefined {
+  if (Date.parse(c.validFrom) > at)
+    return {
+      error: `certificate ${dnLine(c.subject)} is not yet valid (from ${c.validFrom})`,
+      failure: 'certificate-not-yet-valid',
+    };
+  if (Date.parse(c.validTo) < at)
+    return { error: `certificate ${dnLine(c.subject)} expired on ${c.validTo}`, failure: 'certificate-expired' };
   return undefined;
 }
 
 /** Build and check leaf → intermediates → trusted root. */
-export function verifyChain(leaf: X509Certificate, intermediates: readonly X509Certificate[], trust: TrustStore, at = Date.now()): ChainResult {
+export function verifyChain(
+  leaf: X509Certificate,
+  intermediates: readonly X509Certificate[],
+  trust: TrustStore,
+  at = Date.now(),
+): ChainResult {
   const chain = [leaf];
   let cur = leaf;
   for (let depth = 0; depth < 10; depth++) {
@@ -95,7 +117,14 @@ export function verifyChain(leaf: X509Certificate, intermediates: readonly X509C
     const next = intermediates.find((i) => i.ca && issuedBy(cur, i));
     if (!next) {
       const self = cur.subject === cur.issuer && cur.verify(cur.publicKey);
-      return { ok: false, chain, failure: 'certificate-not-trusted', error: self ? 'self-signed certificate not in the trust store' : `unable to find issuer "${dnLine(cur.issuer)}" in the trust store` };
+      return {
+        ok: false,
+        chain,
+        failure: 'certificate-not-trusted',
+        error: self
+          ? 'self-signed certificate not in the trust store'
+          : `unable to find issuer "${dnLine(cur.issuer)}" in the trust store`,
+      };
     }
     chain.push(next);
     cur = next;

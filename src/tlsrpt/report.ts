@@ -22,8 +22,12 @@ export interface TlsRptReport {
     policy: { 'policy-type': string; 'policy-string'?: string[]; 'policy-domain': string; 'mx-host'?: string[] };
     summary: { 'total-successful-session-count': number; 'total-failure-session-count': number };
     'failure-details'?: {
-      'result-type': string; 'sending-mta-ip'?: string; 'receiving-mx-hostname'?: string; 'receiving-ip'?: string;
-      'failed-session-count': number; 'failure-reason-code'?: string;
+      'result-type': string;
+      'sending-mta-ip'?: string;
+      'receiving-mx-hostname'?: string;
+      'receiving-ip'?: string;
+      'failed-session-count': number;
+      'failure-reason-code'?: string;
     }[];
   }[];
 }
@@ -44,20 +48,34 @@ export function dayStart(day: string): number | undefined {
  */
 export function parseTlsRptRecord(txts: readonly string[]): { rua: string[]; problem?: string } {
   const mine = txts.filter((t) => /^v=TLSRPTv1\s*(;|$)/.test(t));
-  if (mine.length !== 1) return { rua: [], problem: mine.length ? `${mine.length} v=TLSRPTv1 records (RFC 8460 §3: exactly one)` : 'no v=TLSRPTv1 record' };
+  if (mine.length !== 1)
+    return {
+      rua: [],
+      problem: mine.length ? `${mine.length} v=TLSRPTv1 records (RFC 8460 §3: exactly one)` : 'no v=TLSRPTv1 record',
+    };
   const fields = new Map<string, string>();
   for (const part of mine[0].split(';').slice(1)) {
     const eq = part.indexOf('=');
     if (eq > 0) fields.set(part.slice(0, eq).trim().toLowerCase(), part.slice(eq + 1).trim());
   }
-  const rua = (fields.get('rua') ?? '').split(',').map((u) => u.trim()).filter((u) => /^(mailto:[^@\s]+@[^@\s]+|https:\/\/\S+)$/i.test(u));
+  const rua = (fields.get('rua') ?? '')
+    .split(',')
+    .map((u) => u.trim())
+    .filter((u) => /^(mailto:[^@\s]+@[^@\s]+|https:\/\/\S+)$/i.test(u));
   return rua.length ? { rua } : { rua: [], problem: 'no usable rua (mailto: or https:) in the record' };
 }
 
 const policyKey = (p: Rfc8460Policy) => JSON.stringify([p.type, p.strings ?? [], p.mxHost ?? []]);
 
 /** The aggregate report for one policy domain and day, from its counter rows. */
-export function buildReport(o: { day: string; domain: string; rows: readonly TlsSessionCount[]; organizationName: string; contactInfo: string; reportId?: string }): TlsRptReport {
+export function buildReport(o: {
+  day: string;
+  domain: string;
+  rows: readonly TlsSessionCount[];
+  organizationName: string;
+  contactInfo: string;
+  reportId?: string;
+}): TlsRptReport {
   const byPolicy = new Map<string, { policy: Rfc8460Policy; rows: TlsSessionCount[] }>();
   for (const r of o.rows) {
     const k = policyKey(r.policy);
@@ -74,20 +92,27 @@ export function buildReport(o: { day: string; domain: string; rows: readonly Tls
       const failures = rows.filter((r) => r.resultType);
       return {
         policy: {
-          'policy-type': policy.type, ...(policy.strings?.length ? { 'policy-string': policy.strings } : {}),
-          'policy-domain': o.domain, ...(policy.mxHost?.length ? { 'mx-host': policy.mxHost } : {}),
+          'policy-type': policy.type,
+          ...(policy.strings?.length ? { 'policy-string': policy.strings } : {}),
+          'policy-domain': o.domain,
+          ...(policy.mxHost?.length ? { 'mx-host': policy.mxHost } : {}),
         },
         summary: {
           'total-successful-session-count': rows.filter((r) => !r.resultType).reduce((n, r) => n + r.count, 0),
           'total-failure-session-count': failures.reduce((n, r) => n + r.count, 0),
         },
-        ...(failures.length ? {
-          'failure-details': failures.map((r) => ({
-            'result-type': r.resultType!, ...(r.sendingIp ? { 'sending-mta-ip': r.sendingIp } : {}),
-            ...(r.mxHost ? { 'receiving-mx-hostname': r.mxHost } : {}), ...(r.mxIp ? { 'receiving-ip': r.mxIp } : {}),
-            'failed-session-count': r.count, ...(r.reason ? { 'failure-reason-code': r.reason } : {}),
-          })),
-        } : {}),
+        ...(failures.length
+          ? {
+              'failure-details': failures.map((r) => ({
+                'result-type': r.resultType!,
+                ...(r.sendingIp ? { 'sending-mta-ip': r.sendingIp } : {}),
+                ...(r.mxHost ? { 'receiving-mx-hostname': r.mxHost } : {}),
+                ...(r.mxIp ? { 'receiving-ip': r.mxIp } : {}),
+                'failed-session-count': r.count,
+                ...(r.reason ? { 'failure-reason-code': r.reason } : {}),
+              })),
+            }
+          : {}),
       };
     }),
   };
@@ -103,7 +128,15 @@ export function reportFileName(submitter: string, r: TlsRptReport, domain: strin
 }
 
 /** RFC 8460 §5.3: the report as a mail to `to`. */
-export function reportMail(o: { submitter: string; from: string; to: string; domain: string; report: TlsRptReport; gz: Buffer; now?: Date }): { data: Buffer; messageId: string } {
+export function reportMail(o: {
+  submitter: string;
+  from: string;
+  to: string;
+  domain: string;
+  report: TlsRptReport;
+  gz: Buffer;
+  now?: Date;
+}): { data: Buffer; messageId: string } {
   const boundary = `=_tlsrpt_${randomBytes(9).toString('base64url')}`;
   const messageId = `<tlsrpt.${randomBytes(8).toString('hex')}@${o.submitter}>`;
   const id = o.report['report-id'];

@@ -20,18 +20,37 @@ import { errorDetail, errorMessage } from '../util/errors.ts';
 
 /** organization-name and contact-info as configured, or their defaults. */
 export function reporter(c: Config): { organizationName: string; contactInfo: string } {
-  return { organizationName: c.tlsRpt.organizationName ?? c.hostname, contactInfo: c.tlsRpt.contactInfo ?? `postmaster@${c.hostname}` };
+  return {
+    organizationName: c.tlsRpt.organizationName ?? c.hostname,
+    contactInfo: c.tlsRpt.contactInfo ?? `postmaster@${c.hostname}`,
+  };
 }
 
 /** Feeds the store's counters from delivery (RemoteOptions.onTlsSession). */
-export function sessionCounter(store: () => Store, config: () => Config, now: () => number = Date.now): (s: TlsSessionReport) => void {
+export function sessionCounter(
+  store: () => Store,
+  config: () => Config,
+  now: () => number = Date.now,
+): (s: TlsSessionReport) => void {
   return (s) => {
     if (!config().tlsRpt.enabled) return;
     const { policyDomain, policy, resultType, sendingIp, mxHost, mxIp, reason } = s;
     const row = resultType
-      ? { day: utcDay(now()), policyDomain, policy, resultType, mxHost, mxIp, count: 1, ...(sendingIp ? { sendingIp } : {}), ...(reason ? { reason } : {}) }
+      ? {
+          day: utcDay(now()),
+          policyDomain,
+          policy,
+          resultType,
+          mxHost,
+          mxIp,
+          count: 1,
+          ...(sendingIp ? { sendingIp } : {}),
+          ...(reason ? { reason } : {}),
+        }
       : { day: utcDay(now()), policyDomain, policy, count: 1 };
-    store().countTlsSessions([row]).catch((e: unknown) => emit({ event: 'internal.error', where: 'tlsrpt.count', error: errorMessage(e) }));
+    store()
+      .countTlsSessions([row])
+      .catch((e: unknown) => emit({ event: 'internal.error', where: 'tlsrpt.count', error: errorMessage(e) }));
   };
 }
 
@@ -70,20 +89,34 @@ export class TlsReportSender {
     const domains = [...new Set(rows.map((r) => r.policyDomain))].sort();
     const out: DomainResult[] = [];
     for (const domain of domains) {
-      if (done.has(domain)) { out.push({ domain, skipped: 'already sent' }); continue; }
-      out.push(await this.sendDomain(day, domain, rows.filter((r) => r.policyDomain === domain)));
+      if (done.has(domain)) {
+        out.push({ domain, skipped: 'already sent' });
+        continue;
+      }
+      out.push(
+        await this.sendDomain(
+          day,
+          domain,
+          rows.filter((r) => r.policyDomain === domain),
+        ),
+      );
     }
     return out;
   }
 
-  private async sendDomain(day: string, domain: string, rows: Parameters<typeof buildReport>[0]['rows']): Promise<DomainResult> {
+  private async sendDomain(
+    day: string,
+    domain: string,
+    rows: Parameters<typeof buildReport>[0]['rows'],
+  ): Promise<DomainResult> {
     const c = this.d.config();
     const report = buildReport({ day, domain, rows, ...reporter(c) });
     let txts: string[];
     try {
       txts = (await this.d.resolver().txt(`_smtp._tls.${domain}`)).records;
     } catch (e) {
-      if (e instanceof DnsError && !e.temporary) return this.nowhere(day, domain, report, `no TLS-RPT record (_smtp._tls.${domain}: ${e.kind})`);
+      if (e instanceof DnsError && !e.temporary)
+        return this.nowhere(day, domain, report, `no TLS-RPT record (_smtp._tls.${domain}: ${e.kind})`);
       return { domain, report, skipped: `lookup of _smtp._tls.${domain} failed, will retry: ${errorMessage(e)}` };
     }
     const rec = parseTlsRptRecord(txts);
@@ -92,20 +125,44 @@ export class TlsReportSender {
     const destinations: TlsReportSent['destinations'] = [];
     for (const uri of rec.rua) {
       try {
-        destinations.push({ uri, ok: true, detail: uri.toLowerCase().startsWith('mailto:') ? await this.mail(uri, domain, report, gz) : await this.post(uri, gz) });
+        destinations.push({
+          uri,
+          ok: true,
+          detail: uri.toLowerCase().startsWith('mailto:')
+            ? await this.mail(uri, domain, report, gz)
+            : await this.post(uri, gz),
+        });
       } catch (e) {
         destinations.push({ uri, ok: false, detail: errorMessage(e) });
       }
     }
-    const sent: TlsReportSent = { day, policyDomain: domain, reportId: report['report-id'], at: Date.now(), destinations };
+    const sent: TlsReportSent = {
+      day,
+      policyDomain: domain,
+      reportId: report['report-id'],
+      at: Date.now(),
+      destinations,
+    };
     await this.d.store.tlsReportSent(sent);
-    emit({ event: 'tlsrpt.sent', day, domain, reportId: sent.reportId, destinations: destinations.map((x) => `${x.uri}: ${x.ok ? '' : 'FAILED '}${x.detail}`) });
+    emit({
+      event: 'tlsrpt.sent',
+      day,
+      domain,
+      reportId: sent.reportId,
+      destinations: destinations.map((x) => `${x.uri}: ${x.ok ? '' : 'FAILED '}${x.detail}`),
+    });
     return { domain, sent, report };
   }
 
   /** The domain publishes no destination: recorded (no destinations) so the daily run does not ask again. */
   private async nowhere(day: string, domain: string, report: TlsRptReport, why: string): Promise<DomainResult> {
-    await this.d.store.tlsReportSent({ day, policyDomain: domain, reportId: report['report-id'], at: Date.now(), destinations: [] });
+    await this.d.store.tlsReportSent({
+      day,
+      policyDomain: domain,
+      reportId: report['report-id'],
+      at: Date.now(),
+      destinations: [],
+    });
     return { domain, report, skipped: why };
   }
 
@@ -114,8 +171,14 @@ export class TlsReportSender {
     const to = decodeURIComponent(uri.slice('mailto:'.length).split('?')[0]);
     const m = reportMail({ submitter: c.hostname, from: `noreply-tlsrpt@${c.hostname}`, to, domain, report, gz });
     const id = await this.d.ingest.generated({
-      org: c.organizations[0].name, to: { address: to, route: this.d.route(to) }, data: m.data, messageId: m.messageId, host: c.hostname,
-      regarding: `${domain} ${report['date-range']['start-datetime'].slice(0, 10)}`, source: 'tlsrpt', envelope: { tlsReport: true, tlsRequiredNo: true },
+      org: c.organizations[0].name,
+      to: { address: to, route: this.d.route(to) },
+      data: m.data,
+      messageId: m.messageId,
+      host: c.hostname,
+      regarding: `${domain} ${report['date-range']['start-datetime'].slice(0, 10)}`,
+      source: 'tlsrpt',
+      envelope: { tlsReport: true, tlsRequiredNo: true },
     });
     return `queued as ${id}`;
   }
@@ -125,27 +188,59 @@ export class TlsReportSender {
     const u = new URL(uri);
     const timeoutMs = this.d.timeoutMs ?? 30_000;
     const lookup: net.LookupFunction = (host, opts, cb) => {
-      const done = cb as unknown as (e: Error | null, a: string | { address: string; family: number }[], f?: number) => void;
-      if (net.isIP(host)) { done(null, (opts as { all?: boolean }).all ? [{ address: host, family: net.isIP(host) }] : host, net.isIP(host)); return; }
-      this.d.resolver().addresses(host).then((r) => {
-        if ((opts as { all?: boolean }).all) done(null, r.records.map((x) => ({ address: x, family: net.isIP(x) })));
-        else done(null, r.records[0], net.isIP(r.records[0]));
-      }, (e: Error) => done(e, '', 4));
+      const done = cb as unknown as (
+        e: Error | null,
+        a: string | { address: string; family: number }[],
+        f?: number,
+      ) => void;
+      if (net.isIP(host)) {
+        done(
+          null,
+          (opts as { all?: boolean }).all ? [{ address: host, family: net.isIP(host) }] : host,
+          net.isIP(host),
+        );
+        return;
+      }
+      this.d
+        .resolver()
+        .addresses(host)
+        .then(
+          (r) => {
+            if ((opts as { all?: boolean }).all)
+              done(
+                null,
+                r.records.map((x) => ({ address: x, family: net.isIP(x) })),
+              );
+            else done(null, r.records[0], net.isIP(r.records[0]));
+          },
+          (e: Error) => done(e, '', 4),
+        );
     };
     return new Promise((resolve, reject) => {
-      const req = https.request(u, {
-        method: 'POST', lookup, agent: false, timeout: timeoutMs, ca: this.d.trust().roots.map((x) => x.toString()),
-        headers: { 'content-type': 'application/tlsrpt+gzip', 'content-length': gz.length },
-      }, (res) => {
-        let n = 0;
-        res.on('data', (b: Buffer) => { n += b.length; if (n > MAX_HTTP_ANSWER) req.destroy(new Error('answer too large')); });
-        res.on('end', () => {
-          const code = res.statusCode ?? 0;
-          if (code >= 200 && code < 300) resolve(`HTTP ${code}`);
-          else reject(new Error(`HTTP ${code}${code >= 300 && code < 400 ? ' (redirects are not followed)' : ''}`));
-        });
-        res.on('error', reject);
-      });
+      const req = https.request(
+        u,
+        {
+          method: 'POST',
+          lookup,
+          agent: false,
+          timeout: timeoutMs,
+          ca: this.d.trust().roots.map((x) => x.toString()),
+          headers: { 'content-type': 'application/tlsrpt+gzip', 'content-length': gz.length },
+        },
+        (res) => {
+          let n = 0;
+          res.on('data', (b: Buffer) => {
+            n += b.length;
+            if (n > MAX_HTTP_ANSWER) req.destroy(new Error('answer too large'));
+          });
+          res.on('end', () => {
+            const code = res.statusCode ?? 0;
+            if (code >= 200 && code < 300) resolve(`HTTP ${code}`);
+            else reject(new Error(`HTTP ${code}${code >= 300 && code < 400 ? ' (redirects are not followed)' : ''}`));
+          });
+          res.on('error', reject);
+        },
+      );
       const deadline = setTimeout(() => req.destroy(new Error(`no complete answer within ${timeoutMs} ms`)), timeoutMs);
       req.on('close', () => clearTimeout(deadline));
       req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
@@ -160,13 +255,18 @@ export class DailyReports {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<unknown> = Promise.resolve();
 
-  constructor(private readonly sender: () => TlsReportSender, private readonly enabled: () => boolean, private readonly everyMs = 3_600_000) {}
+  constructor(
+    private readonly sender: () => TlsReportSender,
+    private readonly enabled: () => boolean,
+    private readonly everyMs = 3_600_000,
+  ) {}
 
   start(firstMs = 60_000): void {
     const tick = () => {
       if (this.enabled()) {
         const day = utcDay(Date.now() - 86_400_000);
-        this.running = this.sender().sendDay(day, { unsentOnly: true })
+        this.running = this.sender()
+          .sendDay(day, { unsentOnly: true })
           .catch((e: unknown) => emit({ event: 'internal.error', where: 'tlsrpt.daily', error: errorDetail(e) }));
       }
       this.timer = setTimeout(tick, this.everyMs);

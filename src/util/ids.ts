@@ -5,11 +5,15 @@ const B32 = '0123456789BCDFGHJKLMNPQRSTVWXYZ'; // no vowels: ids never spell wor
 
 function enc(n: number, len: number): string {
   let s = '';
-  for (let i = 0; i < len; i++) { s = B32[n % 31] + s; n = Math.floor(n / 31); }
+  for (let i = 0; i < len; i++) {
+    s = B32[n % 31] + s;
+    n = Math.floor(n / 31);
+  }
   return s;
 }
 
-let last = 0; let seq = 0;
+let last = 0;
+let seq = 0;
 
 /**
  * e.g. "4K7RZQ1V2M0019XJ8" : 9 chars of time (ms), 3 of a per-process sequence within the
@@ -17,8 +21,18 @@ let last = 0; let seq = 0;
  * the store's primary key refuses a collision, which the client sees as a 451 to retry).
  */
 export function queueId(now = Date.now()): string {
-  if (now <= last) { seq++; now = last; } else { last = now; seq = 0; }
-  if (seq >= 31 ** 3) { last = now + 1; seq = 0; now = last; }
+  if (now <= last) {
+    seq++;
+    now = last;
+  } else {
+    last = now;
+    seq = 0;
+  }
+  if (seq >= 31 ** 3) {
+    last = now + 1;
+    seq = 0;
+    now = last;
+  }
   const r = randomBytes(4).readUInt32BE(0) % 31 ** 5;
   return enc(now, 9) + enc(seq, 3) + enc(r, 5);
 }

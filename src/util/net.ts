@@ -12,7 +12,8 @@ export const isDomainName = (d: string): boolean => domainRe.test(d);
 /** "IP:port", "[v6]:port", "localhost:port" or ":port" (all IPv4 addresses); see config/listen.ts. */
 export function parseListen(s: string): { host: string; port: number } | null {
   // Groups: 1 the bracketed IPv6 address, 2 the bare host (one of the two), 3 the port.
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(s.trim()) as [string, string | undefined, string | undefined, string] | null;
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(s.trim()) as
+    [string, string | undefined, string | undefined, string] | null;
   if (!m) return null;
   const host = m[1] ?? (m[2] || '0.0.0.0');
   const port = Number(m[3]);
@@ -45,7 +46,8 @@ export function blockList(cidrs: readonly string[]): BlockList | null {
   return b;
 }
 
-export const inBlocks = (b: BlockList | null, ip: string): boolean => !!b && !!ip && isIP(ip) !== 0 && b.check(ip, isIP(ip) === 6 ? 'ipv6' : 'ipv4');
+export const inBlocks = (b: BlockList | null, ip: string): boolean =>
+  !!b && !!ip && isIP(ip) !== 0 && b.check(ip, isIP(ip) === 6 ? 'ipv6' : 'ipv4');
 
 /** "host", "host:port", "ip", "ip:port", "[ipv6]:port". */
 export function parseSmartHost(s: string): { host: string; port?: number } | null {

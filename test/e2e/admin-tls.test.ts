@@ -20,9 +20,17 @@ before(async () => {
   const first = await pki.issue('mx1.contoso.test', { subject: 'CN=mx1.contoso.test, O=Contoso first' });
   Object.assign(files, { cert: first.cert, key: first.key });
   adminPort = await freePort();
-  gw = await startGateway({ config: { admin: { listen: `127.0.0.1:${adminPort}` }, tls: { certificates: [files], trust: { system: false, caFiles: [pki.rootFile] } } } });
+  gw = await startGateway({
+    config: {
+      admin: { listen: `127.0.0.1:${adminPort}` },
+      tls: { certificates: [files], trust: { system: false, caFiles: [pki.rootFile] } },
+    },
+  });
 });
-after(async () => { await cleanup(gw); rmSync(dir, { recursive: true, force: true }); });
+after(async () => {
+  await cleanup(gw);
+  rmSync(dir, { recursive: true, force: true });
+});
 
 /**
  * The organisation of the certificate the admin listener presents (chain verified against the test
@@ -30,14 +38,20 @@ after(async () => { await cleanup(gw); rmSync(dir, { recursive: true, force: tru
  */
 function served(sni: boolean): Promise<string> {
   return new Promise((resolve, reject) => {
-    const s = tls.connect({
-      host: '127.0.0.1', port: adminPort, ca: readFileSync(pki.rootFile), ALPNProtocols: ['http/1.1'],
-      ...(sni ? { servername: 'mx1.contoso.test' } : { checkServerIdentity: () => undefined }),
-    }, () => {
-      const subject = s.getPeerCertificate().subject.O;
-      s.end();
-      resolve(String(subject));
-    });
+    const s = tls.connect(
+      {
+        host: '127.0.0.1',
+        port: adminPort,
+        ca: readFileSync(pki.rootFile),
+        ALPNProtocols: ['http/1.1'],
+        ...(sni ? { servername: 'mx1.contoso.test' } : { checkServerIdentity: () => undefined }),
+      },
+      () => {
+        const subject = s.getPeerCertificate().subject.O;
+        s.end();
+        resolve(String(subject));
+      },
+    );
     s.on('error', reject);
   });
 }
@@ -49,7 +63,9 @@ test('the admin listener presents the configured certificate and the rotated one
   const from = gw.logs.length;
   writeFileSync(files.key, readFileSync(next.key));
   writeFileSync(files.cert, readFileSync(next.cert));
-  await gw.waitForLog((e) => e.event === 'tls.certificates.loaded' && e.source === 'file change' && gw.logs.length > from);
+  await gw.waitForLog(
+    (e) => e.event === 'tls.certificates.loaded' && e.source === 'file change' && gw.logs.length > from,
+  );
   assert.equal(await served(true), 'Contoso second');
   assert.equal(await served(false), 'Contoso second', 'without SNI too (the default context)');
   assert.equal(new X509Certificate(readFileSync(files.cert)).subject.includes('Contoso second'), true);

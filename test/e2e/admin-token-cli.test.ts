@@ -5,8 +5,16 @@ import assert from 'node:assert/strict';
 import { cleanup, startGateway, type GatewayHandle } from '../helpers/gateway.ts';
 
 let gw: GatewayHandle;
-before(async () => { gw = await startGateway({ config: { organizations: [
-  { name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }, { name: 'fabrikam', acceptedDomains: [{ domain: 'fabrikam.test' }] }] } }); });
+before(async () => {
+  gw = await startGateway({
+    config: {
+      organizations: [
+        { name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] },
+        { name: 'fabrikam', acceptedDomains: [{ domain: 'fabrikam.test' }] },
+      ],
+    },
+  });
+});
 after(() => cleanup(gw));
 
 test('tokens are made, listed without secrets and revoked; unknown organizations and names are refused with the fix', async () => {
@@ -30,8 +38,17 @@ test('tokens are made, listed without secrets and revoked; unknown organizations
 
   const list = await gw.cli(['admin', 'token', 'list', '--json']);
   const all = JSON.parse(list.stdout) as { id: string; name: string; org: string | null; revokedAt?: number }[];
-  assert.deepEqual(all.map((x) => [x.name, x.org]), [['ops', null], ['fabrikam-reader', 'fabrikam']]);
-  assert.ok(!list.stdout.includes(secret!) && !list.stdout.includes(t.token) && !list.stdout.includes('hash'), 'no secret, no hash');
+  assert.deepEqual(
+    all.map((x) => [x.name, x.org]),
+    [
+      ['ops', null],
+      ['fabrikam-reader', 'fabrikam'],
+    ],
+  );
+  assert.ok(
+    !list.stdout.includes(secret!) && !list.stdout.includes(t.token) && !list.stdout.includes('hash'),
+    'no secret, no hash',
+  );
 
   const rv = await gw.cli(['admin', 'token', 'revoke', t.id]);
   assert.equal(rv.code, 0, rv.stderr);

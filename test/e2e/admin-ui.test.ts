@@ -15,7 +15,11 @@ import { startPeer, type Peer } from '../helpers/peer.ts';
 import { sendOverTls } from '../helpers/smtp.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
-const skip = !existsSync(CHROMIUM) ? 'needs Debian\'s chromium at /usr/bin/chromium (.ci/run installs it)' : !existsSync(path.join(ROOT, 'dist/ui/index.html')) ? 'needs the built UI: npm run build' : false;
+const skip = !existsSync(CHROMIUM)
+  ? "needs Debian's chromium at /usr/bin/chromium (.ci/run installs it)"
+  : !existsSync(path.join(ROOT, 'dist/ui/index.html'))
+    ? 'needs the built UI: npm run build'
+    : false;
 const SHOTS = path.join(ROOT, 'test-artifacts', 'admin-centre');
 const HOSTILE = '<img src=x onerror=alert(1)>';
 const PEER_IP = '127.0.0.61';
@@ -36,22 +40,46 @@ before(async () => {
   const pki = await makePki(dir, 'Partner');
   const cert = await pki.issue('mx.partner.test');
   const peerPort = await freePort(PEER_IP);
-  peer = await startPeer({ host: PEER_IP, port: peerPort, tls: { cert: readFileSync(cert.cert, 'utf8'), key: readFileSync(cert.key, 'utf8') } });
+  peer = await startPeer({
+    host: PEER_IP,
+    port: peerPort,
+    tls: { cert: readFileSync(cert.cert, 'utf8'), key: readFileSync(cert.key, 'utf8') },
+  });
   gw = await startAdminGateway({
     queue: { retrySchedule: [3600] },
-    organizations: [{
-      name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }],
-      inboundConnectors: [{ name: 'Contoso servers', connectorType: 'onPremises', senderIPAddresses: ['127.0.0.1/32'] }],
-      outboundConnectors: [{ name: 'To Partner', connectorType: 'partner', recipientDomains: ['partner.test'], useMXRecord: false, smartHosts: [`${PEER_IP}:${peerPort}`], tlsSettings: 'encryptionOnly' }],
-    }],
+    organizations: [
+      {
+        name: 'contoso',
+        acceptedDomains: [{ domain: 'contoso.test' }],
+        inboundConnectors: [
+          { name: 'Contoso servers', connectorType: 'onPremises', senderIPAddresses: ['127.0.0.1/32'] },
+        ],
+        outboundConnectors: [
+          {
+            name: 'To Partner',
+            connectorType: 'partner',
+            recipientDomains: ['partner.test'],
+            useMXRecord: false,
+            smartHosts: [`${PEER_IP}:${peerPort}`],
+            tlsSettings: 'encryptionOnly',
+          },
+        ],
+      },
+    ],
   });
   token = await gw.token('ui-admin');
   // A message delivered over TLS to the partner's server, and one deferred (ENOTDIR: a file where the mailbox folder belongs) with a hostile subject.
-  ids.tls = queued((await sendOverTls(gw.port, 'alice@contoso.test', ['bob@partner.test'], 'Subject: quarterly figures\r\n\r\nhi\r\n')).text);
+  ids.tls = queued(
+    (await sendOverTls(gw.port, 'alice@contoso.test', ['bob@partner.test'], 'Subject: quarterly figures\r\n\r\nhi\r\n'))
+      .text,
+  );
   const domainDir = path.join(gw.dataDir, 'mailboxes', 'contoso.test');
   mkdirSync(domainDir, { recursive: true });
   writeFileSync(path.join(domainDir, 'blocked'), 'not a folder');
-  ids.hostile = queued((await sendOverTls(gw.port, 'mallory@partner.test', ['blocked@contoso.test'], `Subject: ${HOSTILE}\r\n\r\nhi\r\n`)).text);
+  ids.hostile = queued(
+    (await sendOverTls(gw.port, 'mallory@partner.test', ['blocked@contoso.test'], `Subject: ${HOSTILE}\r\n\r\nhi\r\n`))
+      .text,
+  );
   await gw.waitForLog((e) => e.event === 'delivery.result' && e.queueId === ids.tls && e.status === 'delivered');
   await gw.waitForLog((e) => e.event === 'delivery.result' && e.queueId === ids.hostile && e.status === 'deferred');
 
@@ -60,7 +88,10 @@ before(async () => {
   // The gateway serves its self-signed development certificate: trusted for this loopback test only.
   const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1366, height: 900 } });
   page = await context.newPage();
-  page.on('dialog', (d) => { dialogs.push(`${d.type()}: ${d.message()}`); void d.dismiss(); });
+  page.on('dialog', (d) => {
+    dialogs.push(`${d.type()}: ${d.message()}`);
+    void d.dismiss();
+  });
 });
 after(async () => {
   await browser?.close();
@@ -99,8 +130,14 @@ test('the dashboard draws its charts from the traffic sent in this test', { skip
   const inbound = page.locator('figure[data-chart="inbound-messages"]');
   await inbound.locator('canvas').waitFor();
   assert.match(await inbound.locator('figcaption').innerText(), /TLSv1\.3 2/);
-  assert.match(await page.locator('figure[data-chart="outbound-security"] figcaption').innerText(), /opportunistic-tls 0|connector-forced 1/);
-  assert.match(await page.locator('figure[data-chart="outbound-security"] figcaption').innerText(), /connector-forced 1/);
+  assert.match(
+    await page.locator('figure[data-chart="outbound-security"] figcaption').innerText(),
+    /opportunistic-tls 0|connector-forced 1/,
+  );
+  assert.match(
+    await page.locator('figure[data-chart="outbound-security"] figcaption').innerText(),
+    /connector-forced 1/,
+  );
   const box = await inbound.locator('canvas').boundingBox();
   assert.ok(box && box.width > 300 && box.height > 100, 'the chart is drawn');
   await shot('dashboard');
@@ -140,12 +177,22 @@ test('retry a deferred message from the queue page: it is delivered', { skip }, 
   rmSync(path.join(gw.dataDir, 'mailboxes', 'contoso.test', 'blocked'));
   await page.getByRole('link', { name: 'Queue' }).click();
   await page.getByRole('button', { name: `Retry ${ids.hostile}` }).click();
-  await page.getByRole('status').filter({ hasText: `${ids.hostile}: due now` }).waitFor();
+  await page
+    .getByRole('status')
+    .filter({ hasText: `${ids.hostile}: due now` })
+    .waitFor();
   await gw.waitForLog((e) => e.event === 'delivery.result' && e.queueId === ids.hostile && e.status === 'delivered');
   await page.getByRole('link', { name: 'Audit log' }).click();
-  await page.locator('tr', { hasText: 'queue.retry' }).filter({ hasText: `message ${ids.hostile}` }).waitFor();
+  await page
+    .locator('tr', { hasText: 'queue.retry' })
+    .filter({ hasText: `message ${ids.hostile}` })
+    .waitFor();
   await shot('audit-log');
-  for (const [link, name] of [['Connectors', 'connectors'], ['Certificates', 'certificates'], ['TLS reports', 'tls-reports']] as const) {
+  for (const [link, name] of [
+    ['Connectors', 'connectors'],
+    ['Certificates', 'certificates'],
+    ['TLS reports', 'tls-reports'],
+  ] as const) {
     await page.getByRole('link', { name: link }).click();
     await page.getByRole('heading', { name: link }).waitFor();
     await page.waitForLoadState('networkidle');

@@ -28,7 +28,10 @@ before(async () => {
   pkiDir = tempDir('pc-admission-');
   const pki = await makePki(pkiDir, 'Admission');
   const server = await pki.issue('mx1.contoso.test');
-  const pem = (c: { cert: string; key: string }) => ({ cert: readFileSync(c.cert, 'utf8'), key: readFileSync(c.key, 'utf8') });
+  const pem = (c: { cert: string; key: string }) => ({
+    cert: readFileSync(c.cert, 'utf8'),
+    key: readFileSync(c.key, 'utf8'),
+  });
   fabrikam = pem(await pki.issue('mx1.fabrikam.test'));
   stranger = pem(await pki.issue('mx.stranger.test'));
   [gwQ, gwR] = await Promise.all([
@@ -36,19 +39,33 @@ before(async () => {
     startGateway({
       config: {
         smtp: { maxConnections: 6, reservedConnections: 2, maxConnectionsPerIP: 50 },
-        tls: { certificates: [{ cert: server.cert, key: server.key }], trust: { system: false, caFiles: [pki.rootFile] } },
-        organizations: [{
-          name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }],
-          inboundConnectors: [
-            { name: 'Partner by address', connectorType: 'partner', senderIPAddresses: [`${PARTNER_IP}/32`] },
-            { name: 'From Fabrikam', connectorType: 'partner', senderDomains: ['fabrikam.test'], tlsSenderCertificateName: 'mx1.fabrikam.test' },
-          ],
-        }],
+        tls: {
+          certificates: [{ cert: server.cert, key: server.key }],
+          trust: { system: false, caFiles: [pki.rootFile] },
+        },
+        organizations: [
+          {
+            name: 'contoso',
+            acceptedDomains: [{ domain: 'contoso.test' }],
+            inboundConnectors: [
+              { name: 'Partner by address', connectorType: 'partner', senderIPAddresses: [`${PARTNER_IP}/32`] },
+              {
+                name: 'From Fabrikam',
+                connectorType: 'partner',
+                senderDomains: ['fabrikam.test'],
+                tlsSenderCertificateName: 'mx1.fabrikam.test',
+              },
+            ],
+          },
+        ],
       },
     }),
   ]);
 });
-after(async () => { await Promise.all([cleanup(gwQ), cleanup(gwR)]); rmSync(pkiDir, { recursive: true, force: true }); });
+after(async () => {
+  await Promise.all([cleanup(gwQ), cleanup(gwR)]);
+  rmSync(pkiDir, { recursive: true, force: true });
+});
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -61,12 +78,17 @@ class Lingerer {
   text = '';
   private constructor(sock: net.Socket) {
     this.sock = sock;
-    sock.on('data', (d: Buffer) => { this.text += d.toString('latin1'); });
+    sock.on('data', (d: Buffer) => {
+      this.text += d.toString('latin1');
+    });
     sock.on('error', () => {});
   }
   static async open(port: number, localAddress: string): Promise<Lingerer> {
     const s = net.connect({ port, host: '127.0.0.1', localAddress, allowHalfOpen: true });
-    await new Promise<void>((resolve, reject) => { s.once('connect', () => resolve()); s.once('error', reject); });
+    await new Promise<void>((resolve, reject) => {
+      s.once('connect', () => resolve());
+      s.once('error', reject);
+    });
     return new Lingerer(s);
   }
   /** Whether `s` was received within `ms`. */
@@ -124,7 +146,9 @@ describe('a session counts until it ends (maxConnectionsPerIP 2, maxConnections 
         assert.ok(await l.waitFor('\r\n221 2.0.0 '), `cycle ${i}: QUIT answered`);
         while (open.length > 2) open.shift()!.sock.destroy(); // two older sessions' sockets stay open
       }
-    } finally { for (const l of open) l.sock.destroy(); }
+    } finally {
+      for (const l of open) l.sock.destroy();
+    }
     const refusedEv = gwQ.events().filter((e) => e.event === 'session.rejected');
     assert.equal(refusedEv.length, 0, `no 421 at admission: ${JSON.stringify(refusedEv.slice(0, 3))}`);
   });
@@ -133,7 +157,12 @@ describe('a session counts until it ends (maxConnectionsPerIP 2, maxConnections 
     // Sessions that ended both ways: QUIT (then the peer closes), and the peer closing without QUIT.
     for (let i = 0; i < 5; i++) {
       const c = await admitted(gwQ, '127.0.0.1');
-      if (i % 2) { await c.expect('QUIT', 221); await c.closedPromise; } else { c.close(); }
+      if (i % 2) {
+        await c.expect('QUIT', 221);
+        await c.closedPromise;
+      } else {
+        c.close();
+      }
     }
     await sleep(300);
     const a1 = await admitted(gwQ, '127.0.0.1');
@@ -157,10 +186,21 @@ describe('a session counts until it ends (maxConnectionsPerIP 2, maxConnections 
       }
       await sleep(300);
       // The server logs session.end when a session's socket closes (well within the 10 s linger here).
-      const ended = new Set(gwQ.events().filter((e) => e.event === 'session.end').map((e) => e.ip));
+      const ended = new Set(
+        gwQ
+          .events()
+          .filter((e) => e.event === 'session.end')
+          .map((e) => e.ip),
+      );
       const closed = all.map((_, i) => ended.has(`127.0.0.${20 + i}`));
-      assert.deepEqual(closed, [true, true, true, true, true, false, false, false], 'the 5 oldest lingering sockets were closed by the server, the newest 3 linger');
-    } finally { for (const l of all) l.sock.destroy(); }
+      assert.deepEqual(
+        closed,
+        [true, true, true, true, true, false, false, false],
+        'the 5 oldest lingering sockets were closed by the server, the newest 3 linger',
+      );
+    } finally {
+      for (const l of all) l.sock.destroy();
+    }
   });
 });
 
@@ -174,10 +214,15 @@ describe('reserved capacity (maxConnections 6, reservedConnections 2)', () => {
       const p1 = await admitted(gwR, PARTNER_IP);
       held.push(p1);
       await p1.expect('EHLO partner.test', 250);
-      assert.match((await p1.send('a@partner.test', ['reserved@contoso.test'], 'Subject: through the reserve\r\n\r\nhi\r\n')).text, QUEUED);
+      assert.match(
+        (await p1.send('a@partner.test', ['reserved@contoso.test'], 'Subject: through the reserve\r\n\r\nhi\r\n')).text,
+        QUEUED,
+      );
       held.push(await admitted(gwR, PARTNER_IP));
       await refused(gwR, PARTNER_IP); // 6 in all
-    } finally { for (const c of held) c.close(); }
+    } finally {
+      for (const c of held) c.close();
+    }
     await sleep(300);
   });
 
@@ -197,10 +242,15 @@ describe('reserved capacity (maxConnections 6, reservedConnections 2)', () => {
       held.push(again);
       await tls(again, fabrikam);
       await again.expect('EHLO mx1.fabrikam.test', 250);
-      assert.match((await again.send('b@fabrikam.test', ['cert-reserved@contoso.test'], 'Subject: proven\r\n\r\nhi\r\n')).text, QUEUED);
+      assert.match(
+        (await again.send('b@fabrikam.test', ['cert-reserved@contoso.test'], 'Subject: proven\r\n\r\nhi\r\n')).text,
+        QUEUED,
+      );
       // ... (6 in all now)
       await refused(gwR, CERT_IP);
-    } finally { for (const c of held) c.close(); }
+    } finally {
+      for (const c of held) c.close();
+    }
     await sleep(300);
   });
 
@@ -224,6 +274,8 @@ describe('reserved capacity (maxConnections 6, reservedConnections 2)', () => {
       const waited = Date.now() - t0;
       assert.ok(waited > 8000 && waited < 14_000, `after the 10 s probation (${waited} ms)`);
       assert.ok(gwR.events().some((e) => e.event === 'session.end' && e.close === 'admission withdrawn'));
-    } finally { for (const c of held) c.close(); }
+    } finally {
+      for (const c of held) c.close();
+    }
   });
 });

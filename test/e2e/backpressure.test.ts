@@ -13,8 +13,12 @@ import { cleanup, startGateway, type GatewayHandle } from '../helpers/gateway.ts
 import { SmtpClient } from '../helpers/smtp.ts';
 
 let gw: GatewayHandle;
-before(async () => { gw = await startGateway({ config: { smtp: { forbidUnauthPipelining: false } } }); });
-after(async () => { await cleanup(gw); });
+before(async () => {
+  gw = await startGateway({ config: { smtp: { forbidUnauthPipelining: false } } });
+});
+after(async () => {
+  await cleanup(gw);
+});
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const N = 512 * 1024; // 4 MiB of "EHLO x\r\n"; the replies are ~170 octets each (~85 MB)
@@ -28,15 +32,26 @@ function rssKb(pid: number): number {
 
 /** Count `needle` in everything the (paused) socket delivers until `n` are seen or `ms` pass. */
 async function drain(s: net.Socket, needle: string, n: number, ms: number): Promise<number> {
-  let seen = 0; let tail = '';
+  let seen = 0;
+  let tail = '';
   const end = Date.now() + ms;
   return new Promise((resolve) => {
-    const t = setTimeout(() => { s.off('data', onData); resolve(seen); }, Math.max(0, end - Date.now()));
+    const t = setTimeout(
+      () => {
+        s.off('data', onData);
+        resolve(seen);
+      },
+      Math.max(0, end - Date.now()),
+    );
     const onData = (b: Buffer) => {
       const text = tail + b.toString('latin1');
       for (let i = text.indexOf(needle); i >= 0; i = text.indexOf(needle, i + needle.length)) seen++;
       tail = text.slice(-(needle.length - 1));
-      if (seen >= n) { clearTimeout(t); s.off('data', onData); resolve(seen); }
+      if (seen >= n) {
+        clearTimeout(t);
+        s.off('data', onData);
+        resolve(seen);
+      }
     };
     s.on('data', onData);
     s.resume();
@@ -50,7 +65,10 @@ async function flood(sock: net.Socket): Promise<number> {
   let peak = start;
   sock.pause();
   sock.write(Buffer.from('EHLO x\r\n'.repeat(N)));
-  for (let i = 0; i < 50; i++) { await sleep(100); peak = Math.max(peak, rssKb(pid)); }
+  for (let i = 0; i < 50; i++) {
+    await sleep(100);
+    peak = Math.max(peak, rssKb(pid));
+  }
   return (peak - start) / 1024;
 }
 
@@ -63,7 +81,9 @@ test('plaintext: 4 MiB of pipelined EHLO never read: gateway RSS grows < 40 MB; 
     t.diagnostic(`gateway RSS growth ${growth.toFixed(1)} MB`);
     assert.ok(growth < GROWTH_BOUND_MB, `gateway RSS grew by ${growth.toFixed(1)} MB (bound ${GROWTH_BOUND_MB} MB)`);
     assert.equal(await drain(c.sock, '250-PIPELINING\r\n', N, 120_000), N, 'one reply per EHLO');
-  } finally { c.close(); }
+  } finally {
+    c.close();
+  }
 });
 
 test('after STARTTLS: the same on the TLS socket', async (t) => {
@@ -76,5 +96,7 @@ test('after STARTTLS: the same on the TLS socket', async (t) => {
     t.diagnostic(`gateway RSS growth ${growth.toFixed(1)} MB`);
     assert.ok(growth < GROWTH_BOUND_MB, `gateway RSS grew by ${growth.toFixed(1)} MB (bound ${GROWTH_BOUND_MB} MB)`);
     assert.equal(await drain(ts, '250-PIPELINING\r\n', N, 120_000), N, 'one reply per EHLO');
-  } finally { c.close(); }
+  } finally {
+    c.close();
+  }
 });

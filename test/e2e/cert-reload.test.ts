@@ -23,7 +23,10 @@ let dir: string;
 /** Fingerprint of the certificate the gateway should be serving now. */
 let serving: string | undefined;
 
-interface Files { cert: string; key: string }
+interface Files {
+  cert: string;
+  key: string;
+}
 
 const fp = (i: Issued) => new X509Certificate(i.certPem).fingerprint256;
 
@@ -51,22 +54,35 @@ function tlsConfig(files: Files[]): Record<string, unknown> {
 
 /** Parsed gateway log lines after the first `from` lines. */
 function eventsSince(from: number): Record<string, unknown>[] {
-  return gw.logs.slice(from).flatMap((l) => { try { return [JSON.parse(l) as Record<string, unknown>]; } catch { return []; } });
+  return gw.logs.slice(from).flatMap((l) => {
+    try {
+      return [JSON.parse(l) as Record<string, unknown>];
+    } catch {
+      return [];
+    }
+  });
 }
 
 /** Wait (bounded) for a gateway log line after `from` that matches. */
-async function waitForEvent(from: number, pred: (e: Record<string, unknown>) => boolean, timeoutMs = 10_000): Promise<Record<string, unknown>> {
+async function waitForEvent(
+  from: number,
+  pred: (e: Record<string, unknown>) => boolean,
+  timeoutMs = 10_000,
+): Promise<Record<string, unknown>> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const hit = eventsSince(from).find(pred);
     if (hit) return hit;
-    if (Date.now() > until) throw new Error(`timed out waiting for a log line; since then:\n${gw.logs.slice(from).join('\n')}`);
+    if (Date.now() > until)
+      throw new Error(`timed out waiting for a log line; since then:\n${gw.logs.slice(from).join('\n')}`);
     await new Promise((r) => setTimeout(r, 25));
   }
 }
 
 /** A new STARTTLS connection: the fingerprint of the certificate presented; optionally keep it open. */
-async function connectTls(opts: tls.ConnectionOptions = {}): Promise<{ fingerprint?: string; client: SmtpClient; sock: tls.TLSSocket }> {
+async function connectTls(
+  opts: tls.ConnectionOptions = {},
+): Promise<{ fingerprint?: string; client: SmtpClient; sock: tls.TLSSocket }> {
   const client = await SmtpClient.connect(gw.port, '127.0.0.1');
   await client.hello();
   const sock = await client.starttls({ servername: 'mx1.contoso.test', ...opts });
@@ -105,7 +121,10 @@ test('file change: new connections get the new certificate, a session in flight 
   const t = await connectTls({ minVersion: 'TLSv1.3' });
   const ticket = new Promise<Buffer>((resolve) => t.sock.once('session', resolve));
   await t.client.expect('EHLO ticket.test', 250);
-  const session = await Promise.race([ticket, new Promise<never>((_r, rej) => setTimeout(() => rej(new Error('no session ticket')), 5000))]);
+  const session = await Promise.race([
+    ticket,
+    new Promise<never>((_r, rej) => setTimeout(() => rej(new Error('no session ticket')), 5000)),
+  ]);
   await t.client.expect('QUIT', 221);
   t.client.close();
 
@@ -175,7 +194,11 @@ test('config reload with a key that does not match the certificate is refused; t
   const r = await gw.cli(['config', 'reload']);
   assert.notEqual(r.code, 0, `exit code; stdout: ${r.stdout}`);
   assert.match(r.stderr, /refused/i);
-  assert.match(r.stderr, /private key does not belong to the certificate/, `the message names the problem: ${r.stderr}`);
+  assert.match(
+    r.stderr,
+    /private key does not belong to the certificate/,
+    `the message names the problem: ${r.stderr}`,
+  );
   assert.ok(r.stderr.includes(broken.cert), 'the message names the file');
 
   const rejected = await waitForEvent(from, (x) => x.event === 'tls.certificates.rejected');
@@ -208,10 +231,28 @@ test('a broken certificate written over the watched files is rejected; the previ
 });
 
 interface Info {
-  file: string; subject: string; commonName?: string; organization?: string; organizationalUnit?: string; sanNames: string[];
-  issuer: string; root?: string; chainValid: boolean; chainError?: string; chain: string[]; keyType: string; keyStrength: string;
-  signatureAlgorithm: string; validFrom: string; validTo: string; daysLeft: number; fingerprintSha256: string; serialNumber: string;
-  crlUrls: string[]; ocspUrls: string[]; warnings: string[];
+  file: string;
+  subject: string;
+  commonName?: string;
+  organization?: string;
+  organizationalUnit?: string;
+  sanNames: string[];
+  issuer: string;
+  root?: string;
+  chainValid: boolean;
+  chainError?: string;
+  chain: string[];
+  keyType: string;
+  keyStrength: string;
+  signatureAlgorithm: string;
+  validFrom: string;
+  validTo: string;
+  daysLeft: number;
+  fingerprintSha256: string;
+  serialNumber: string;
+  crlUrls: string[];
+  ocspUrls: string[];
+  warnings: string[];
 }
 
 test('cert info describes the certificates (JSON and text), warns before expiry', async () => {
@@ -220,12 +261,20 @@ test('cert info describes the certificates (JSON and text), warns before expiry'
   const notAfter = new Date(now + 200 * DAY + 3_600_000);
   const info = await pki.issue('info.contoso.test', {
     subject: 'CN=mx1.contoso.test, O=Contoso Ltd, OU=Mail Gateway',
-    dnsNames: ['mx1.contoso.test', 'mail.contoso.test'], ipAddresses: ['127.0.0.1'],
-    crlUrls: ['http://crl.contoso.test/issuing.crl'], ocspUrls: ['http://ocsp.contoso.test/'],
-    notBefore, notAfter,
+    dnsNames: ['mx1.contoso.test', 'mail.contoso.test'],
+    ipAddresses: ['127.0.0.1'],
+    crlUrls: ['http://crl.contoso.test/issuing.crl'],
+    ocspUrls: ['http://ocsp.contoso.test/'],
+    notBefore,
+    notAfter,
   });
   const soon = await pki.issue('soon.contoso.test', { notAfter: new Date(now + 10 * DAY + 3_600_000) });
-  gw.writeConfig(tlsConfig([{ cert: info.cert, key: info.key }, { cert: soon.cert, key: soon.key }]));
+  gw.writeConfig(
+    tlsConfig([
+      { cert: info.cert, key: info.key },
+      { cert: soon.cert, key: soon.key },
+    ]),
+  );
 
   const r = await gw.cli(['cert', 'info', '--json']);
   assert.equal(r.code, 0, r.stderr);
@@ -235,7 +284,11 @@ test('cert info describes the certificates (JSON and text), warns before expiry'
 
   // Independent facts, from node and from openssl.
   const leaf = new X509Certificate(info.issued.certPem);
-  const ossl = (await run('openssl', ['x509', '-in', info.cert, '-noout', '-fingerprint', '-sha256', '-serial', '-text'], { timeout: 10_000 })).stdout;
+  const ossl = (
+    await run('openssl', ['x509', '-in', info.cert, '-noout', '-fingerprint', '-sha256', '-serial', '-text'], {
+      timeout: 10_000,
+    })
+  ).stdout;
   const osslFp = /sha256 Fingerprint=([0-9A-F:]+)/i.exec(ossl)?.[1];
   const osslSerial = /serial=([0-9A-F]+)/.exec(ossl)?.[1];
 
@@ -248,7 +301,11 @@ test('cert info describes the certificates (JSON and text), warns before expiry'
   assert.equal(i.issuer, 'CN=Test Issuing CA, O=Test Trust');
   assert.equal(i.root, 'CN=Test Root CA, O=Test Trust');
   assert.equal(i.chainValid, true, i.chainError);
-  assert.deepEqual(i.chain, ['CN=mx1.contoso.test, O=Contoso Ltd, OU=Mail Gateway', 'CN=Test Issuing CA, O=Test Trust', 'CN=Test Root CA, O=Test Trust']);
+  assert.deepEqual(i.chain, [
+    'CN=mx1.contoso.test, O=Contoso Ltd, OU=Mail Gateway',
+    'CN=Test Issuing CA, O=Test Trust',
+    'CN=Test Root CA, O=Test Trust',
+  ]);
   assert.equal(i.keyType, 'RSA');
   assert.equal(i.keyStrength, '2048 bits');
   assert.match(ossl, /Signature Algorithm: ecdsa-with-SHA256/, 'the intermediate (EC P-256) signs with ECDSA SHA-256');
@@ -295,11 +352,16 @@ test('cert info describes the certificates (JSON and text), warns before expiry'
   assert.match(ts, /^ {2}WARNING +expires in 10 days \(/m);
 
   // Without the root in the trust store: no root, and a warning that the chain does not validate.
-  gw.writeConfig({ tls: { certificates: [{ cert: info.cert, key: info.key }], trust: { system: false, caFiles: [] } } });
+  gw.writeConfig({
+    tls: { certificates: [{ cert: info.cert, key: info.key }], trust: { system: false, caFiles: [] } },
+  });
   const u = await gw.cli(['cert', 'info', '--json']);
   assert.equal(u.code, 0, u.stderr);
   const [ui] = JSON.parse(u.stdout) as Info[];
   assert.equal(ui.root, undefined);
   assert.equal(ui.chainValid, false);
-  assert.ok(ui.warnings.some((w) => /chain does not validate/.test(w)), ui.warnings.join('; '));
+  assert.ok(
+    ui.warnings.some((w) => /chain does not validate/.test(w)),
+    ui.warnings.join('; '),
+  );
 });

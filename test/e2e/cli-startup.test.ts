@@ -16,8 +16,11 @@ function resolvedUrls(args: string[]): { urls: string[]; stdout: string } {
     export async function resolve(s, c, next) { const r = await next(s, c); appendFileSync(${JSON.stringify(log)}, r.url + '\\n'); return r; }`;
   const register = `import { register } from 'node:module'; register(${JSON.stringify(`data:text/javascript,${encodeURIComponent(hook)}`)});`;
   try {
-    const r = spawnSync(process.execPath, ['--import', `data:text/javascript,${encodeURIComponent(register)}`, BIN, ...args],
-      { encoding: 'utf8', timeout: 60_000 });
+    const r = spawnSync(
+      process.execPath,
+      ['--import', `data:text/javascript,${encodeURIComponent(register)}`, BIN, ...args],
+      { encoding: 'utf8', timeout: 60_000 },
+    );
     assert.equal(r.status, 0, r.stderr);
     return { urls: readFileSync(log, 'utf8').split('\n').filter(Boolean), stdout: r.stdout };
   } finally {
@@ -27,17 +30,36 @@ function resolvedUrls(args: string[]): { urls: string[]; stdout: string } {
 
 // commander; and tsx with its helpers when bin/portcullis.js runs the sources (dist/ older than src/).
 const ALLOWED = new Set(['commander', 'tsx', 'esbuild', 'get-tsconfig', 'resolve-pkg-maps']);
-const packages = (urls: string[]) => [...new Set(urls.flatMap((u) => /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(u)?.[1] ?? []))];
+const packages = (urls: string[]) => [
+  ...new Set(urls.flatMap((u) => /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(u)?.[1] ?? [])),
+];
 
 for (const args of [['--help'], ['queue', 'list', '--help'], ['connector', 'validate', '--help']]) {
   test(`\`portcullis ${args.join(' ')}\` loads commander and the command definitions only`, () => {
     const { urls, stdout } = resolvedUrls(args);
     assert.match(stdout, /Usage: portcullis/);
     assert.ok(packages(urls).includes('commander'), `the resolve log works: ${urls.length} URLs`);
-    assert.deepEqual(packages(urls).filter((p) => !ALLOWED.has(p)), [], 'packages loaded for help');
-    const ours = urls.filter((u) => /\/(src|dist)\//.test(u) && !u.includes('/node_modules/')).map((u) => u.replace(/.*\/(src|dist)\//, ''));
-    for (const heavy of ['gateway', 'config/load', 'config/schema', 'store/sqlite/index', 'events', 'tls/x509', 'dns/resolver']) {
-      assert.ok(!ours.some((u) => u.replace(/\.[jt]s$/, '') === heavy), `${heavy} is not loaded for help (loaded: ${ours.join(', ')})`);
+    assert.deepEqual(
+      packages(urls).filter((p) => !ALLOWED.has(p)),
+      [],
+      'packages loaded for help',
+    );
+    const ours = urls
+      .filter((u) => /\/(src|dist)\//.test(u) && !u.includes('/node_modules/'))
+      .map((u) => u.replace(/.*\/(src|dist)\//, ''));
+    for (const heavy of [
+      'gateway',
+      'config/load',
+      'config/schema',
+      'store/sqlite/index',
+      'events',
+      'tls/x509',
+      'dns/resolver',
+    ]) {
+      assert.ok(
+        !ours.some((u) => u.replace(/\.[jt]s$/, '') === heavy),
+        `${heavy} is not loaded for help (loaded: ${ours.join(', ')})`,
+      );
     }
   });
 }

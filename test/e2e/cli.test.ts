@@ -10,7 +10,9 @@ import { cleanup, runCli, startGateway, tempDir, type GatewayHandle } from '../h
 import { sendOverTls } from '../helpers/smtp.ts';
 
 let gw: GatewayHandle;
-before(async () => { gw = await startGateway({ config: { queue: { retrySchedule: [3600] } } }); });
+before(async () => {
+  gw = await startGateway({ config: { queue: { retrySchedule: [3600] } } });
+});
 after(() => cleanup(gw));
 
 const queued = (text: string) => /queued as ([0-9A-Z]+)/.exec(text)![1];
@@ -20,13 +22,26 @@ test('a message that cannot be delivered is deferred with its reason; retry deli
   const domainDir = path.join(gw.dataDir, 'mailboxes', 'contoso.test');
   mkdirSync(domainDir, { recursive: true });
   writeFileSync(path.join(domainDir, 'blocked'), 'not a folder');
-  const r = await sendOverTls(gw.port, 'sender@fabrikam.test', ['blocked@contoso.test'], 'Subject: stuck\r\nMessage-ID: <stuck@fabrikam.test>\r\n\r\nhi\r\n');
+  const r = await sendOverTls(
+    gw.port,
+    'sender@fabrikam.test',
+    ['blocked@contoso.test'],
+    'Subject: stuck\r\nMessage-ID: <stuck@fabrikam.test>\r\n\r\nhi\r\n',
+  );
   const id = queued(r.text);
   await gw.waitForLog((e) => e.event === 'delivery.result' && e.queueId === id && e.status === 'deferred');
 
   const list = await gw.cli(['queue', 'list', '--json']);
   assert.equal(list.code, 0, list.stderr);
-  type Entry = { id: string; state: string; lastError: string; recipients: { address: string; lastAttempt?: { agent: string; status: string; reply: { code: number; reason: string } } }[] };
+  type Entry = {
+    id: string;
+    state: string;
+    lastError: string;
+    recipients: {
+      address: string;
+      lastAttempt?: { agent: string; status: string; reply: { code: number; reason: string } };
+    }[];
+  };
   const entry = (JSON.parse(list.stdout) as Entry[]).find((m) => m.id === id)!;
   assert.equal(entry.state, 'deferred');
   assert.match(entry.lastError, /4\.3\.0/);
@@ -37,7 +52,11 @@ test('a message that cannot be delivered is deferred with its reason; retry deli
   const text = await gw.cli(['queue', 'list']);
   assert.match(text.stdout, new RegExp(`${id} +deferred`));
   assert.match(text.stdout, /^ +next attempt \S+, after 1 attempt\(s\)$/m);
-  assert.match(text.stdout, /^ +blocked@contoso\.test: via maildir: 451 4\.3\.0 a file stands where a mailbox folder belongs \(ENOTDIR at /m, 'the reason of the last attempt, per recipient');
+  assert.match(
+    text.stdout,
+    /^ +blocked@contoso\.test: via maildir: 451 4\.3\.0 a file stands where a mailbox folder belongs \(ENOTDIR at /m,
+    'the reason of the last attempt, per recipient',
+  );
 
   const show = await gw.cli(['queue', 'show', id, '--json']);
   const m = JSON.parse(show.stdout);
@@ -47,7 +66,10 @@ test('a message that cannot be delivered is deferred with its reason; retry deli
   assert.equal(m.trace[0].kind, 'delivery');
   const showText = await gw.cli(['queue', 'show', id]);
   assert.match(showText.stdout, /tls: +TLSv1\.3 TLS_AES_256_GCM_SHA384 \(256 bits\); no client certificate/);
-  assert.match(showText.stdout, /^history:\n {2}\S+Z {2}blocked@contoso\.test: DEFERRED via maildir\n {6}result: 451 4\.3\.0 a file stands where a mailbox folder belongs/m);
+  assert.match(
+    showText.stdout,
+    /^history:\n {2}\S+Z {2}blocked@contoso\.test: DEFERRED via maildir\n {6}result: 451 4\.3\.0 a file stands where a mailbox folder belongs/m,
+  );
   assert.doesNotMatch(showText.stdout, /[{}]/, 'events are shown readably, not as JSON');
 
   rmSync(path.join(domainDir, 'blocked'));
@@ -62,12 +84,24 @@ test('a message that cannot be delivered is deferred with its reason; retry deli
 test('delete takes a deferred message out of the queue and keeps its trace; unknown ids give a non-zero exit', async () => {
   const domainDir = path.join(gw.dataDir, 'mailboxes', 'contoso.test');
   writeFileSync(path.join(domainDir, 'gone'), 'x');
-  const id = queued((await sendOverTls(gw.port, 's@fabrikam.test', ['gone@contoso.test', 'kept@contoso.test'], 'Subject: d\r\nMessage-ID: <gone@fabrikam.test>\r\n\r\nx\r\n')).text);
+  const id = queued(
+    (
+      await sendOverTls(
+        gw.port,
+        's@fabrikam.test',
+        ['gone@contoso.test', 'kept@contoso.test'],
+        'Subject: d\r\nMessage-ID: <gone@fabrikam.test>\r\n\r\nx\r\n',
+      )
+    ).text,
+  );
   await gw.waitForLog((e) => e.event === 'delivery.result' && e.queueId === id && e.status === 'deferred');
   const del = await gw.cli(['queue', 'delete', id]);
   assert.equal(del.code, 0, del.stderr);
   const who = os.userInfo().username;
-  assert.match(del.stdout, new RegExp(`^message ${id} deleted by ${who}: 1 recipient\\(s\\) will not get it; its trace is kept for 30 days`));
+  assert.match(
+    del.stdout,
+    new RegExp(`^message ${id} deleted by ${who}: 1 recipient\\(s\\) will not get it; its trace is kept for 30 days`),
+  );
   const list = JSON.parse((await gw.cli(['queue', 'list', '--json'])).stdout) as { id: string }[];
   assert.ok(!list.some((m) => m.id === id), 'no longer in the queue');
 
@@ -77,10 +111,23 @@ test('delete takes a deferred message out of the queue and keeps its trace; unkn
   assert.match(tr.stdout, new RegExp(`message ${id} {2}\\[done\\]`));
   assert.match(tr.stdout, /recipients: gone@contoso\.test \(deleted\), kept@contoso\.test \(delivered\)/);
   assert.match(tr.stdout, /gone@contoso\.test: DEFERRED via maildir/);
-  assert.match(tr.stdout, new RegExp(`DELETED from the queue by administrator ${who} \\(was deferred\\); not delivered to gone@contoso\\.test$`, 'm'));
-  const show = JSON.parse((await gw.cli(['queue', 'show', id, '--json'])).stdout) as { state: string; trace: { kind: string; data: { by: string } }[] };
+  assert.match(
+    tr.stdout,
+    new RegExp(
+      `DELETED from the queue by administrator ${who} \\(was deferred\\); not delivered to gone@contoso\\.test$`,
+      'm',
+    ),
+  );
+  const show = JSON.parse((await gw.cli(['queue', 'show', id, '--json'])).stdout) as {
+    state: string;
+    trace: { kind: string; data: { by: string } }[];
+  };
   assert.equal(show.state, 'done');
-  assert.deepEqual(show.trace.at(-1), { ...show.trace.at(-1), kind: 'deleted', data: { by: who, rcpts: [0], state: 'deferred' } });
+  assert.deepEqual(show.trace.at(-1), {
+    ...show.trace.at(-1),
+    kind: 'deleted',
+    data: { by: who, rcpts: [0], state: 'deferred' },
+  });
 
   const again = await gw.cli(['queue', 'delete', id]);
   assert.equal(again.code, 1);
@@ -92,14 +139,22 @@ test('delete takes a deferred message out of the queue and keeps its trace; unkn
 });
 
 test('delete of a delivered message refuses and erases nothing', async () => {
-  const id = queued((await sendOverTls(gw.port, 's@fabrikam.test', ['fine@contoso.test'], 'Subject: ok\r\n\r\nx\r\n')).text);
+  const id = queued(
+    (await sendOverTls(gw.port, 's@fabrikam.test', ['fine@contoso.test'], 'Subject: ok\r\n\r\nx\r\n')).text,
+  );
   await gw.waitForLog((e) => e.event === 'delivery.result' && e.queueId === id && e.status === 'delivered');
   const del = await gw.cli(['queue', 'delete', id]);
   assert.equal(del.code, 1);
   assert.match(del.stderr, /is no longer in the queue \(delivered, failed or deleted already\)/);
-  const [m] = JSON.parse((await gw.cli(['trace', '--queue-id', id, '--json'])).stdout) as { state: string; trace: { kind: string; data: { status: string } }[] }[];
+  const [m] = JSON.parse((await gw.cli(['trace', '--queue-id', id, '--json'])).stdout) as {
+    state: string;
+    trace: { kind: string; data: { status: string } }[];
+  }[];
   assert.equal(m.state, 'done');
-  assert.deepEqual(m.trace.map((e) => [e.kind, e.data.status]), [['delivery', 'delivered']]);
+  assert.deepEqual(
+    m.trace.map((e) => [e.kind, e.data.status]),
+    [['delivery', 'delivered']],
+  );
 });
 
 test('config check: OK summary, and a clear refusal naming the key', async () => {
@@ -108,7 +163,10 @@ test('config check: OK summary, and a clear refusal naming the key', async () =>
   assert.match(ok.stdout, /configuration OK .*accepted domains contoso\.test/);
   const dir = tempDir();
   const bad = path.join(dir, 'bad.yaml');
-  writeFileSync(bad, 'organizations:\n  - name: x\n    acceptedDomains: [{ domain: x.test }]\ntls:\n  minVersion: TLSv1.0\n');
+  writeFileSync(
+    bad,
+    'organizations:\n  - name: x\n    acceptedDomains: [{ domain: x.test }]\ntls:\n  minVersion: TLSv1.0\n',
+  );
   const r = await runCli(['config', 'check', '-c', bad]);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /tls\.minVersion: must be TLSv1\.2 or TLSv1\.3/);
@@ -119,21 +177,32 @@ test('config check: OK summary, and a clear refusal naming the key', async () =>
 test('the server forgets done messages after trace.retentionDays (swept at start), never queued ones', async () => {
   const domainDir = path.join(gw.dataDir, 'mailboxes', 'contoso.test');
   writeFileSync(path.join(domainDir, 'waits'), 'x');
-  const waiting = queued((await sendOverTls(gw.port, 's@fabrikam.test', ['waits@contoso.test'], 'Subject: w\r\n\r\nx\r\n')).text);
+  const waiting = queued(
+    (await sendOverTls(gw.port, 's@fabrikam.test', ['waits@contoso.test'], 'Subject: w\r\n\r\nx\r\n')).text,
+  );
   await gw.waitForLog((e) => e.event === 'delivery.result' && e.queueId === waiting && e.status === 'deferred');
-  const all = JSON.parse((await gw.cli(['queue', 'list', '--all', '--json'])).stdout) as { id: string; state: string }[];
+  const all = JSON.parse((await gw.cli(['queue', 'list', '--all', '--json'])).stdout) as {
+    id: string;
+    state: string;
+  }[];
   const done = all.filter((m) => m.state === 'done').map((m) => m.id);
   assert.ok(done.length >= 3, `done messages from the tests above: ${done.join(', ')}`);
 
   await new Promise((r) => setTimeout(r, 1500));
   await gw.stop();
-  gw.writeConfig({ queue: { retrySchedule: [3600] }, trace: { retentionDays: 1 / 86_400 } });   // one second
+  gw.writeConfig({ queue: { retrySchedule: [3600] }, trace: { retentionDays: 1 / 86_400 } }); // one second
   assert.ok(!gw.events().some((e) => e.event === 'trace.expired'), 'nothing was old enough under the default 30 days');
   await gw.restart();
   const swept = await gw.waitForLog((e) => e.event === 'trace.expired');
   assert.equal(swept.removed, done.length);
-  const left = JSON.parse((await gw.cli(['queue', 'list', '--all', '--json'])).stdout) as { id: string; state: string }[];
-  assert.deepEqual(left.map((m) => [m.id, m.state]), [[waiting, 'deferred']]);
+  const left = JSON.parse((await gw.cli(['queue', 'list', '--all', '--json'])).stdout) as {
+    id: string;
+    state: string;
+  }[];
+  assert.deepEqual(
+    left.map((m) => [m.id, m.state]),
+    [[waiting, 'deferred']],
+  );
   const gone = await gw.cli(['trace', '--queue-id', done[0]]);
   assert.equal(gone.code, 1);
   assert.match(gone.stdout, /no message matches/);

@@ -6,7 +6,9 @@ import { cleanup, defaultOrgs, startGateway, type GatewayHandle } from '../helpe
 import { SmtpClient } from '../helpers/smtp.ts';
 
 let gw: GatewayHandle;
-before(async () => { gw = await startGateway(); });
+before(async () => {
+  gw = await startGateway();
+});
 after(() => cleanup(gw));
 
 const withFabrikam = [...defaultOrgs, { name: 'fabrikam', acceptedDomains: [{ domain: 'fabrikam.test' }] }];

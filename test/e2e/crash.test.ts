@@ -23,9 +23,9 @@ const SESSIONS = 20;
 const MAILBOXES = ['alice', 'bob', 'carol', 'dave'];
 const DOMAIN = 'contoso.test';
 const SENDER = 'load@fabrikam.test';
-const LOAD_DEADLINE_MS = 100_000;   // the whole send phase
-const DRAIN_DEADLINE_MS = 45_000;   // waiting for delivery after the load
-const REPLY_TIMEOUT_MS = 8_000;     // per SMTP reply
+const LOAD_DEADLINE_MS = 100_000; // the whole send phase
+const DRAIN_DEADLINE_MS = 45_000; // waiting for delivery after the load
+const REPLY_TIMEOUT_MS = 8_000; // per SMTP reply
 const MAX_ATTEMPTS_PER_MESSAGE = 10;
 
 interface Msg {
@@ -92,7 +92,9 @@ function parseDelivered(file: string, mailbox: string): Delivered {
   const size = Number(/,S=(\d+)$/.exec(name)?.[1] ?? -1);
   if (size !== data.length) return { ...base, problem: `size ${data.length} but the name says S=${size} (truncated?)` };
   const text = data.toString('latin1');
-  const m = /^Return-Path: <([^>]*)>\r\nDelivered-To: ([^\r\n]*)\r\n(Received: [^\r\n]*(?:\r\n\t[^\r\n]*)*)\r\n/.exec(text);
+  const m = /^Return-Path: <([^>]*)>\r\nDelivered-To: ([^\r\n]*)\r\n(Received: [^\r\n]*(?:\r\n\t[^\r\n]*)*)\r\n/.exec(
+    text,
+  );
   if (!m) return { ...base, problem: 'missing Return-Path / Delivered-To / Received prefix' };
   const queueId = /\bwith ESMTPS id ([0-9A-Z]+)/.exec(m[3])?.[1] ?? '';
   const original = text.slice(m[0].length);
@@ -117,9 +119,11 @@ test('kill -9 during a load of at least 1,000 messages loses none that got 250',
     // ---- load with two kills ---------------------------------------------------------------
     const pending: number[] = msgs.map((m) => m.idx);
     let acked = 0;
-    let givenUp = 0;                       // refused permanently or out of attempts (fails the test below)
-    let inData = 0;                        // messages whose data was sent and whose reply is awaited
-    let connectFailures = 0; let sessionsOpened = 0; let sessionErrors = 0;
+    let givenUp = 0; // refused permanently or out of attempts (fails the test below)
+    let inData = 0; // messages whose data was sent and whose reply is awaited
+    let connectFailures = 0;
+    let sessionsOpened = 0;
+    let sessionErrors = 0;
     const deadline = t0 + LOAD_DEADLINE_MS;
     const killedPids = new Set<number>();
     const crashes: { atAcked: number; inDataAtKill: number; pid: number; downMs: number }[] = [];
@@ -135,7 +139,10 @@ test('kill -9 during a load of at least 1,000 messages loses none that got 250',
         await c.expect('EHLO load.fabrikam.test', 250);
         sessionsOpened++;
         return c;
-      } catch (e) { c.close(); throw e; }
+      } catch (e) {
+        c.close();
+        throw e;
+      }
     };
 
     /** One transaction; returns the final reply, or null if the connection failed mid-way. */
@@ -152,7 +159,9 @@ test('kill -9 during a load of at least 1,000 messages loses none that got 250',
         c.write(m.body.replace(/(^|\r\n)\./g, '$1..') + '.\r\n');
         const r = await c.read(REPLY_TIMEOUT_MS);
         return r ? { code: r.code, text: r.text } : null;
-      } finally { inData--; }
+      } finally {
+        inData--;
+      }
     };
 
     const worker = async (w: number) => {
@@ -161,10 +170,19 @@ test('kill -9 during a load of at least 1,000 messages loses none that got 250',
         if (!c || c.closed) {
           c?.close();
           c = null;
-          try { c = await openSession(); } catch { connectFailures++; await sleep(50 + randomInt(100)); continue; }
+          try {
+            c = await openSession();
+          } catch {
+            connectFailures++;
+            await sleep(50 + randomInt(100));
+            continue;
+          }
         }
         const idx = pending.shift();
-        if (idx === undefined) { await sleep(20); continue; }
+        if (idx === undefined) {
+          await sleep(20);
+          continue;
+        }
         const m = msgs[idx];
         m.attempts++;
         let r: { code: number; text: string } | null = null;
@@ -172,7 +190,10 @@ test('kill -9 during a load of at least 1,000 messages loses none that got 250',
           r = await transact(c, m);
         } catch (e) {
           const rep = (e as { reply?: { code: number; text: string } }).reply;
-          if (rep) r = rep; else { sessionErrors++; }
+          if (rep) r = rep;
+          else {
+            sessionErrors++;
+          }
         }
         if (r && r.code === 250) {
           const id = /OK queued as ([0-9A-Z]+)/.exec(r.text)?.[1];
@@ -184,10 +205,19 @@ test('kill -9 during a load of at least 1,000 messages loses none that got 250',
         if (r) m.refusals.push(r.text);
         // Connection lost or temporary refusal: resend on a fresh session, unless refused
         // permanently or out of attempts (both fail the test below).
-        if ((r && r.code >= 500) || m.attempts >= MAX_ATTEMPTS_PER_MESSAGE) givenUp++; else pending.unshift(idx);
-        c.close(); c = null;
+        if ((r && r.code >= 500) || m.attempts >= MAX_ATTEMPTS_PER_MESSAGE) givenUp++;
+        else pending.unshift(idx);
+        c.close();
+        c = null;
       }
-      if (c) { try { c.write('QUIT\r\n'); } catch { /* gone */ } c.close(); }
+      if (c) {
+        try {
+          c.write('QUIT\r\n');
+        } catch {
+          /* gone */
+        }
+        c.close();
+      }
     };
 
     const killer = async () => {
@@ -195,9 +225,10 @@ test('kill -9 during a load of at least 1,000 messages loses none that got 250',
       for (const th of thresholds) {
         while (acked < th && Date.now() < deadline) await sleep(2);
         if (acked < th) return;
-        await sleep(randomInt(0, 30));                 // a random point inside the stream
+        await sleep(randomInt(0, 30)); // a random point inside the stream
         const pid = g.proc.pid!;
-        const inDataAtKill = inData; const atAcked = acked;
+        const inDataAtKill = inData;
+        const atAcked = acked;
         await g.kill9();
         killedPids.add(pid);
         const down = Date.now();
@@ -215,25 +246,40 @@ test('kill -9 during a load of at least 1,000 messages loses none that got 250',
     const loadMs = Date.now() - tLoad;
 
     const permanent = msgs.filter((m) => m.acks.length === 0 && m.refusals.some((t) => /^5/.test(t)));
-    assert.deepEqual(permanent.map((m) => `${m.marker}: ${m.refusals.join(' | ')}`), [], 'no message may be refused permanently');
+    assert.deepEqual(
+      permanent.map((m) => `${m.marker}: ${m.refusals.join(' | ')}`),
+      [],
+      'no message may be refused permanently',
+    );
     assert.equal(crashes.length, 2, `the gateway must have been killed twice during the load (acked ${acked})`);
-    assert.equal(acked, TOTAL, `every message must eventually get a 250 within the deadline (got ${acked}, gave up on ${givenUp}; ` +
-      `sessions ${sessionsOpened}, connect failures ${connectFailures}, session errors ${sessionErrors})`);
+    assert.equal(
+      acked,
+      TOTAL,
+      `every message must eventually get a 250 within the deadline (got ${acked}, gave up on ${givenUp}; ` +
+        `sessions ${sessionsOpened}, connect failures ${connectFailures}, session errors ${sessionErrors})`,
+    );
 
     // ---- wait (bounded) for delivery of everything acknowledged -------------------------------
-    const expected = new Map<string, Msg>();                 // "queueId mailbox" -> message
+    const expected = new Map<string, Msg>(); // "queueId mailbox" -> message
     for (const m of msgs) for (const id of m.acks) for (const r of m.rcpts) expected.set(`${id} ${r.split('@')[0]}`, m);
-    const seen = new Map<string, Delivered[]>();             // file path -> parsed (cached)
+    const seen = new Map<string, Delivered[]>(); // file path -> parsed (cached)
     const scan = (): Delivered[] => {
       const all: Delivered[] = [];
       for (const mb of MAILBOXES) {
         const dir = path.join(g.dataDir, 'mailboxes', DOMAIN, mb, 'new');
         let names: string[] = [];
-        try { names = readdirSync(dir); } catch { continue; }
+        try {
+          names = readdirSync(dir);
+        } catch {
+          continue;
+        }
         for (const n of names) {
           const f = path.join(dir, n);
           let d = seen.get(f);
-          if (!d) { d = [parseDelivered(f, mb)]; seen.set(f, d); }
+          if (!d) {
+            d = [parseDelivered(f, mb)];
+            seen.set(f, d);
+          }
           all.push(d[0]);
         }
       }
@@ -253,13 +299,21 @@ test('kill -9 during a load of at least 1,000 messages loses none that got 250',
     // ---- verify ---------------------------------------------------------------------------
     const problems: string[] = [];
     const byKey = new Map<string, Delivered[]>();
-    const copiesPerMarkerMailbox = new Map<string, Set<string>>();   // "marker mailbox" -> queue ids
+    const copiesPerMarkerMailbox = new Map<string, Set<string>>(); // "marker mailbox" -> queue ids
     for (const d of files) {
-      if (!d.ok) { problems.push(`${d.file}: ${d.problem}`); continue; }
+      if (!d.ok) {
+        problems.push(`${d.file}: ${d.problem}`);
+        continue;
+      }
       const m = d.marker ? byMarker.get(d.marker) : undefined;
-      if (!m) { problems.push(`${d.file}: unknown or missing marker ${d.marker}`); continue; }
-      if (d.hash !== m.sha256) problems.push(`${d.file}: body of ${m.marker} does not hash to what was sent (corrupted)`);
-      if (!m.rcpts.includes(`${d.mailbox}@${DOMAIN}`)) problems.push(`${d.file}: ${m.marker} delivered to ${d.mailbox}, not a recipient`);
+      if (!m) {
+        problems.push(`${d.file}: unknown or missing marker ${d.marker}`);
+        continue;
+      }
+      if (d.hash !== m.sha256)
+        problems.push(`${d.file}: body of ${m.marker} does not hash to what was sent (corrupted)`);
+      if (!m.rcpts.includes(`${d.mailbox}@${DOMAIN}`))
+        problems.push(`${d.file}: ${m.marker} delivered to ${d.mailbox}, not a recipient`);
       const key = `${d.queueId} ${d.mailbox}`;
       byKey.set(key, [...(byKey.get(key) ?? []), d]);
       const mk = `${m.marker} ${d.mailbox}`;
@@ -274,11 +328,16 @@ test('kill -9 during a load of at least 1,000 messages loses none that got 250',
       const byTime = [...ds].sort((a, b) => statSync(a.file).mtimeMs - statSync(b.file).mtimeMs);
       redeliveries.push(`${key} x${ds.length} (pids ${byTime.map((d) => d.pid).join(', ')})`);
       for (const d of byTime.slice(0, -1)) {
-        if (!killedPids.has(d.pid)) problems.push(`${key}: delivered twice, but the earlier copy ${path.basename(d.file)} is from pid ${d.pid}, which was not killed`);
+        if (!killedPids.has(d.pid))
+          problems.push(
+            `${key}: delivered twice, but the earlier copy ${path.basename(d.file)} is from pid ${d.pid}, which was not killed`,
+          );
       }
     }
     // The same message under two queue ids: the 250 was lost in a crash and the client resent it.
-    const resent = [...copiesPerMarkerMailbox].filter(([, ids]) => ids.size > 1).map(([k, ids]) => `${k}: ${[...ids].join(', ')}`);
+    const resent = [...copiesPerMarkerMailbox]
+      .filter(([, ids]) => ids.size > 1)
+      .map(([k, ids]) => `${k}: ${[...ids].join(', ')}`);
     const resentMessages = new Set(resent.map((r) => r.split(' ')[0])).size;
     const unacknowledgedDelivered = [...byKey.keys()].filter((k) => !expected.has(k));
     const maxResends = crashes.reduce((n, c) => n + c.inDataAtKill, 0);
@@ -293,26 +352,62 @@ test('kill -9 during a load of at least 1,000 messages loses none that got 250',
     }
 
     let tmpLeft = 0;
-    for (const mb of MAILBOXES) { try { tmpLeft += readdirSync(path.join(g.dataDir, 'mailboxes', DOMAIN, mb, 'tmp')).length; } catch { /* none */ } }
+    for (const mb of MAILBOXES) {
+      try {
+        tmpLeft += readdirSync(path.join(g.dataDir, 'mailboxes', DOMAIN, mb, 'tmp')).length;
+      } catch {
+        /* none */
+      }
+    }
 
-    const internalErrors = g.events().filter((e) => e.event === 'internal.error').map((e) => `${e.where}: ${e.error}`);
+    const internalErrors = g
+      .events()
+      .filter((e) => e.event === 'internal.error')
+      .map((e) => `${e.where}: ${e.error}`);
     const summary = {
-      messages: TOTAL, acknowledged: acked, expectedDeliveries: expected.size, filesInNew: files.length,
-      lost: lost.length, corrupted: problems.length, redeliveryDuplicates: redeliveries.length, resentDuplicates: resent.length, resentMessages,
-      deliveredWithout250: unacknowledgedDelivered.length, tmpLeftovers: tmpLeft, queueLeft: queueLeft.length,
-      internalErrors: internalErrors.length, crashes, sessionsOpened, connectFailures, sessionErrors, loadMs, drainMs, totalMs: Date.now() - t0,
+      messages: TOTAL,
+      acknowledged: acked,
+      expectedDeliveries: expected.size,
+      filesInNew: files.length,
+      lost: lost.length,
+      corrupted: problems.length,
+      redeliveryDuplicates: redeliveries.length,
+      resentDuplicates: resent.length,
+      resentMessages,
+      deliveredWithout250: unacknowledgedDelivered.length,
+      tmpLeftovers: tmpLeft,
+      queueLeft: queueLeft.length,
+      internalErrors: internalErrors.length,
+      crashes,
+      sessionsOpened,
+      connectFailures,
+      sessionErrors,
+      loadMs,
+      drainMs,
+      totalMs: Date.now() - t0,
     };
     console.log(`crash test summary: ${JSON.stringify(summary)}`);
-    if (redeliveries.length) console.log(`redelivered after a crash between Maildir write and queue commit:\n  ${redeliveries.join('\n  ')}`);
-    if (internalErrors.length) console.log(`internal errors logged by the gateway:\n  ${internalErrors.slice(0, 20).join('\n  ')}`);
-    if (resent.length) console.log(`resent by the client after a lost 250 (committed, reply lost in the crash):\n  ${resent.join('\n  ')}`);
+    if (redeliveries.length)
+      console.log(`redelivered after a crash between Maildir write and queue commit:\n  ${redeliveries.join('\n  ')}`);
+    if (internalErrors.length)
+      console.log(`internal errors logged by the gateway:\n  ${internalErrors.slice(0, 20).join('\n  ')}`);
+    if (resent.length)
+      console.log(
+        `resent by the client after a lost 250 (committed, reply lost in the crash):\n  ${resent.join('\n  ')}`,
+      );
 
     assert.deepEqual(lost.slice(0, 20), [], `${lost.length} acknowledged deliveries are missing`);
     assert.deepEqual(problems.slice(0, 20), [], `${problems.length} delivered files are wrong`);
-    assert.ok(resentMessages <= maxResends, `${resentMessages} messages resent, more than the ${maxResends} transactions in flight at the kills`);
+    assert.ok(
+      resentMessages <= maxResends,
+      `${resentMessages} messages resent, more than the ${maxResends} transactions in flight at the kills`,
+    );
     assert.deepEqual(queueLeft, [], 'the queue must end empty');
     assert.deepEqual(internalErrors, [], 'the gateway must not log internal errors across the crashes');
   } finally {
-    if (process.env.KEEP_CRASH_DIR && gw) { await gw.stop(); console.log(`kept ${gw.dir}`); } else await cleanup(gw);
+    if (process.env.KEEP_CRASH_DIR && gw) {
+      await gw.stop();
+      console.log(`kept ${gw.dir}`);
+    } else await cleanup(gw);
   }
 });

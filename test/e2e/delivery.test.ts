@@ -16,7 +16,11 @@ async function waitForMail(dir: string, n = 1, timeoutMs = 10_000): Promise<stri
   const until = Date.now() + timeoutMs;
   for (;;) {
     let files: string[] = [];
-    try { files = readdirSync(path.join(dir, 'new')).map((f) => path.join(dir, 'new', f)); } catch { /* not yet */ }
+    try {
+      files = readdirSync(path.join(dir, 'new')).map((f) => path.join(dir, 'new', f));
+    } catch {
+      /* not yet */
+    }
     if (files.length >= n || Date.now() > until) return files;
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -26,21 +30,40 @@ before(async () => {
   gw = await startGateway();
   const pki = await makePki(gw.dir);
   const server = await pki.issue('mx1.contoso.test');
-  gw.writeConfig({ tls: { certificates: [{ cert: server.cert, key: server.key }], trust: { system: false, caFiles: [pki.rootFile] } } });
+  gw.writeConfig({
+    tls: { certificates: [{ cert: server.cert, key: server.key }], trust: { system: false, caFiles: [pki.rootFile] } },
+  });
   await gw.stop();
   await gw.restart();
 });
 after(() => cleanup(gw));
 
 test('swaks delivers over STARTTLS into Maildir with TLS facts in Received:', async () => {
-  const { stdout } = await run('swaks', ['--server', `127.0.0.1:${gw.port}`, '--from', 'sender@fabrikam.test', '--to', 'alice@contoso.test',
-    '--ehlo', 'client.fabrikam.test', '-tls', '--header', 'Subject: swaks over tls']);
+  const { stdout } = await run('swaks', [
+    '--server',
+    `127.0.0.1:${gw.port}`,
+    '--from',
+    'sender@fabrikam.test',
+    '--to',
+    'alice@contoso.test',
+    '--ehlo',
+    'client.fabrikam.test',
+    '-tls',
+    '--header',
+    'Subject: swaks over tls',
+  ]);
   assert.match(stdout, /250 2\.0\.0 OK queued as [0-9A-Z]+/);
   const files = await waitForMail(path.join(gw.dataDir, 'mailboxes/contoso.test/alice'));
   assert.equal(files.length, 1);
   const msg = readFileSync(files[0], 'latin1');
-  assert.match(msg, /^Return-Path: <sender@fabrikam\.test>\r\nDelivered-To: alice@contoso\.test\r\nReceived: from client\.fabrikam\.test \(\[127\.0\.0\.1\]\)\r\n/);
-  assert.match(msg, /\(using TLSv1\.3 with cipher TLS_AES_256_GCM_SHA384 \(256\/256 bits\)\)\r\n\t\(no client certificate presented\)\r\n\tby mx1\.contoso\.test \(Portcullis\) with ESMTPS id [0-9A-Z]+\r\n\tfor <alice@contoso\.test>; /);
+  assert.match(
+    msg,
+    /^Return-Path: <sender@fabrikam\.test>\r\nDelivered-To: alice@contoso\.test\r\nReceived: from client\.fabrikam\.test \(\[127\.0\.0\.1\]\)\r\n/,
+  );
+  assert.match(
+    msg,
+    /\(using TLSv1\.3 with cipher TLS_AES_256_GCM_SHA384 \(256\/256 bits\)\)\r\n\t\(no client certificate presented\)\r\n\tby mx1\.contoso\.test \(Portcullis\) with ESMTPS id [0-9A-Z]+\r\n\tfor <alice@contoso\.test>; /,
+  );
   assert.match(msg, /Subject: swaks over tls/);
   assert.doesNotMatch(msg.replace(/\r\n/g, ''), /[\r\n]/, 'only CRLF line endings in the mailbox file');
 });
@@ -69,7 +92,10 @@ test('client certificate facts appear in Received:', async () => {
   const files = await waitForMail(path.join(gw.dataDir, 'mailboxes/contoso.test/carol'));
   const msg = readFileSync(files[0], 'latin1');
   // Partner root is not in our trust store: presented but not verified, and the reason is named.
-  assert.match(msg, /\(client certificate CN=mail\.fabrikam\.test, O=Partner Org issued by CN=Partner Issuing CA, O=Partner Trust, not verified: unable to find issuer/);
+  assert.match(
+    msg,
+    /\(client certificate CN=mail\.fabrikam\.test, O=Partner Org issued by CN=Partner Issuing CA, O=Partner Trust, not verified: unable to find issuer/,
+  );
 });
 
 test('NOTIFY=SUCCESS gets a "delivered" report; UTF-8 mail is received "with UTF8SMTPS"', async () => {
@@ -92,7 +118,10 @@ test('NOTIFY=SUCCESS gets a "delivered" report; UTF-8 mail is received "with UTF
   const r = readFileSync(report, 'utf8');
   assert.match(r, /Subject: Successful Mail Delivery Report/);
   assert.match(r, /Original-Envelope-Id: env\+1/);
-  assert.match(r, /Original-Recipient: rfc822; dora@contoso\.test\r\nFinal-Recipient: rfc822; dora@contoso\.test\r\nAction: delivered\r\nStatus: 2\.0\.0/);
+  assert.match(
+    r,
+    /Original-Recipient: rfc822; dora@contoso\.test\r\nFinal-Recipient: rfc822; dora@contoso\.test\r\nAction: delivered\r\nStatus: 2\.0\.0/,
+  );
   assert.match(r, /Content-Type: text\/rfc822-headers/);
   const [utf8] = await waitForMail(path.join(gw.dataDir, 'mailboxes/contoso.test/%C3%A9mile'));
   assert.match(readFileSync(utf8, 'utf8'), /with UTF8SMTPS id /);

@@ -27,9 +27,20 @@ import { until } from '../helpers/wait.ts';
 const EXPIRATION = 10;
 
 const IP = {
-  good: '127.0.0.21', expired: '127.0.0.22', revcrl: '127.0.0.23', revocsp: '127.0.0.24', wrong: '127.0.0.25', self: '127.0.0.26',
-  nostarttls: '127.0.0.27', s454: '127.0.0.28', s502: '127.0.0.29', deadrev: '127.0.0.30', selfok: '127.0.0.31', wrongok: '127.0.0.32',
-  broken: '127.0.0.33', brokenmix: '127.0.0.34',
+  good: '127.0.0.21',
+  expired: '127.0.0.22',
+  revcrl: '127.0.0.23',
+  revocsp: '127.0.0.24',
+  wrong: '127.0.0.25',
+  self: '127.0.0.26',
+  nostarttls: '127.0.0.27',
+  s454: '127.0.0.28',
+  s502: '127.0.0.29',
+  deadrev: '127.0.0.30',
+  selfok: '127.0.0.31',
+  wrongok: '127.0.0.32',
+  broken: '127.0.0.33',
+  brokenmix: '127.0.0.34',
 } as const;
 type PeerName = keyof typeof IP;
 const host = (p: PeerName) => (p === 'good' ? 'mx1.fabrikam.test' : `mx-${p}.fabrikam.test`);
@@ -73,7 +84,8 @@ const FP = '\\(SHA-256 [0-9A-F]{2}(?::[0-9A-F]{2}){31}\\)';
 /** The DSN's plain words: the server, what it did, what the organisation requires. */
 const REQUIRES: Record<Case['level'], string> = {
   encryptionOnly: 'an encrypted connection (TLS 1.2 or newer)',
-  certificateValidation: 'an encrypted connection (TLS 1.2 or newer) to a server with a valid certificate from a trusted authority',
+  certificateValidation:
+    'an encrypted connection (TLS 1.2 or newer) to a server with a valid certificate from a trusted authority',
   domainValidation: 'an encrypted connection (TLS 1.2 or newer) to a server whose valid certificate proves its name',
 };
 const KIND_WORDS: Record<string, string> = {
@@ -82,50 +94,231 @@ const KIND_WORDS: Record<string, string> = {
   'handshake-failed': 'could not set up an encrypted connection (the TLS handshake failed)',
   'connection-lost-during-handshake': 'closed the connection while an encrypted connection (TLS) was being set up',
   'certificate-expired': 'did not prove its identity: its certificate has expired',
-  'certificate-not-trusted': 'did not prove its identity: its certificate is not issued by a certificate authority trusted here',
+  'certificate-not-trusted':
+    'did not prove its identity: its certificate is not issued by a certificate authority trusted here',
   'certificate-host-mismatch': 'did not prove its identity: its certificate was issued for a different name',
   'certificate-revoked': 'did not prove its identity: its certificate has been revoked by its issuer',
 };
-const plain = (p: PeerName, kind: string, level: Case['level']) => new RegExp(`${esc(`The receiving mail server (${host(p)}) `)}(${kind.split('|').map((k) => esc(KIND_WORDS[k])).join('|')})${esc(`. Your organisation requires ${REQUIRES[level]} for this destination, so the message was never sent to it.`)}`);
+const plain = (p: PeerName, kind: string, level: Case['level']) =>
+  new RegExp(
+    `${esc(`The receiving mail server (${host(p)}) `)}(${kind
+      .split('|')
+      .map((k) => esc(KIND_WORDS[k]))
+      .join(
+        '|',
+      )})${esc(`. Your organisation requires ${REQUIRES[level]} for this destination, so the message was never sent to it.`)}`,
+  );
 /** The "broken" peer sends non-TLS bytes and closes after its 220: whether those bytes arrive with the 220 (and are dropped as injection) or after it decides the kind. */
 const BROKEN = 'handshake-failed|connection-lost-during-handshake';
 
 const CASES: Case[] = [
   // domainValidation, tlsDomain *.fabrikam.test
-  { id: 'dv-nostarttls', rcpt: 'u@nostarttls.fabrikam.test', peer: 'nostarttls', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.4', achieved: 'none', kind: 'starttls-not-offered',
-    reason: new RegExp(`^${esc(FAB)}: ${esc(`${host('nostarttls')} [${IP.nostarttls}]`)} did not offer STARTTLS$`), dsn: plain('nostarttls', 'starttls-not-offered', 'domainValidation') },
-  { id: 'dv-454', rcpt: 'u@s454.fabrikam.test', peer: 's454', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.4', achieved: 'none', kind: 'starttls-refused',
-    reason: new RegExp(`^${esc(FAB)}: ${esc(`${host('s454')} [${IP.s454}]`)} refused STARTTLS: 454 `), dsn: plain('s454', 'starttls-refused', 'domainValidation') },
-  { id: 'dv-502', rcpt: 'u@s502.fabrikam.test', peer: 's502', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.4', achieved: 'none', kind: 'starttls-refused',
-    reason: new RegExp(`^${esc(FAB)}: ${esc(`${host('s502')} [${IP.s502}]`)} refused STARTTLS: 502 `), dsn: plain('s502', 'starttls-refused', 'domainValidation') },
-  { id: 'dv-expired', rcpt: 'u@expired.fabrikam.test', peer: 'expired', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.5', achieved: 'encryptionOnly', kind: 'certificate-expired',
-    reason: new RegExp(`^${esc(FAB)}: certificate not valid \\(certificate CN=mx-expired\\.fabrikam\\.test, O=Forced Org expired on [^)]+\\), presented CN=mx-expired\\.fabrikam\\.test, O=Forced Org ${FP}, ${at('expired')}$`), dsn: plain('expired', 'certificate-expired', 'domainValidation') },
-  { id: 'dv-self', rcpt: 'u@self.fabrikam.test', peer: 'self', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.5', achieved: 'encryptionOnly', kind: 'certificate-not-trusted',
-    reason: new RegExp(`^${esc(FAB)}: certificate not valid \\(self-signed certificate not in the trust store\\), presented CN=mx-self\\.fabrikam\\.test, O=Nobody ${FP}, ${at('self')}$`), dsn: plain('self', 'certificate-not-trusted', 'domainValidation') },
-  { id: 'dv-revcrl', rcpt: 'u@revcrl.fabrikam.test', peer: 'revcrl', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.5', achieved: 'encryptionOnly', kind: 'certificate-revoked',
-    reason: new RegExp(`^${esc(FAB)}: certificate CN=mx-revcrl\\.fabrikam\\.test, O=Forced Org is REVOKED since \\S+ \\(CRL http://crl\\.pki\\.test:\\d+/int\\.crl: revoked\\), ${at('revcrl')}$`), dsn: plain('revcrl', 'certificate-revoked', 'domainValidation') },
-  { id: 'dv-revocsp', rcpt: 'u@revocsp.fabrikam.test', peer: 'revocsp', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.5', achieved: 'encryptionOnly', kind: 'certificate-revoked',
-    reason: new RegExp(`^${esc(FAB)}: certificate CN=mx-revocsp\\.fabrikam\\.test, O=Forced Org is REVOKED since \\S+ \\(OCSP http://ocsp\\.pki\\.test:\\d+: revoked\\), ${at('revocsp')}$`), dsn: plain('revocsp', 'certificate-revoked', 'domainValidation') },
-  { id: 'dv-wrong', rcpt: 'u@wrong.fabrikam.test', peer: 'wrong', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.5', achieved: 'certificateValidation', kind: 'certificate-host-mismatch',
-    reason: new RegExp(`^${esc(FAB)}: certificate name mismatch, expected \\*\\.fabrikam\\.test, presented CN=mx\\.other\\.test, O=Forced Org \\(names mx\\.other\\.test\\) ${FP}, ${at('wrong')}$`), dsn: plain('wrong', 'certificate-host-mismatch', 'domainValidation') },
-  { id: 'dv-broken', rcpt: 'u@broken.fabrikam.test', peer: 'broken', connector: 'To Fabrikam', level: 'domainValidation', enhanced: '4.7.5', achieved: 'none', kind: BROKEN,
-    reason: new RegExp(`^${esc(FAB)}: TLS handshake with ${esc(`${host('broken')} [${IP.broken}]`)} failed: `), dsn: plain('broken', BROKEN, 'domainValidation') },
+  {
+    id: 'dv-nostarttls',
+    rcpt: 'u@nostarttls.fabrikam.test',
+    peer: 'nostarttls',
+    connector: 'To Fabrikam',
+    level: 'domainValidation',
+    enhanced: '4.7.4',
+    achieved: 'none',
+    kind: 'starttls-not-offered',
+    reason: new RegExp(`^${esc(FAB)}: ${esc(`${host('nostarttls')} [${IP.nostarttls}]`)} did not offer STARTTLS$`),
+    dsn: plain('nostarttls', 'starttls-not-offered', 'domainValidation'),
+  },
+  {
+    id: 'dv-454',
+    rcpt: 'u@s454.fabrikam.test',
+    peer: 's454',
+    connector: 'To Fabrikam',
+    level: 'domainValidation',
+    enhanced: '4.7.4',
+    achieved: 'none',
+    kind: 'starttls-refused',
+    reason: new RegExp(`^${esc(FAB)}: ${esc(`${host('s454')} [${IP.s454}]`)} refused STARTTLS: 454 `),
+    dsn: plain('s454', 'starttls-refused', 'domainValidation'),
+  },
+  {
+    id: 'dv-502',
+    rcpt: 'u@s502.fabrikam.test',
+    peer: 's502',
+    connector: 'To Fabrikam',
+    level: 'domainValidation',
+    enhanced: '4.7.4',
+    achieved: 'none',
+    kind: 'starttls-refused',
+    reason: new RegExp(`^${esc(FAB)}: ${esc(`${host('s502')} [${IP.s502}]`)} refused STARTTLS: 502 `),
+    dsn: plain('s502', 'starttls-refused', 'domainValidation'),
+  },
+  {
+    id: 'dv-expired',
+    rcpt: 'u@expired.fabrikam.test',
+    peer: 'expired',
+    connector: 'To Fabrikam',
+    level: 'domainValidation',
+    enhanced: '4.7.5',
+    achieved: 'encryptionOnly',
+    kind: 'certificate-expired',
+    reason: new RegExp(
+      `^${esc(FAB)}: certificate not valid \\(certificate CN=mx-expired\\.fabrikam\\.test, O=Forced Org expired on [^)]+\\), presented CN=mx-expired\\.fabrikam\\.test, O=Forced Org ${FP}, ${at('expired')}$`,
+    ),
+    dsn: plain('expired', 'certificate-expired', 'domainValidation'),
+  },
+  {
+    id: 'dv-self',
+    rcpt: 'u@self.fabrikam.test',
+    peer: 'self',
+    connector: 'To Fabrikam',
+    level: 'domainValidation',
+    enhanced: '4.7.5',
+    achieved: 'encryptionOnly',
+    kind: 'certificate-not-trusted',
+    reason: new RegExp(
+      `^${esc(FAB)}: certificate not valid \\(self-signed certificate not in the trust store\\), presented CN=mx-self\\.fabrikam\\.test, O=Nobody ${FP}, ${at('self')}$`,
+    ),
+    dsn: plain('self', 'certificate-not-trusted', 'domainValidation'),
+  },
+  {
+    id: 'dv-revcrl',
+    rcpt: 'u@revcrl.fabrikam.test',
+    peer: 'revcrl',
+    connector: 'To Fabrikam',
+    level: 'domainValidation',
+    enhanced: '4.7.5',
+    achieved: 'encryptionOnly',
+    kind: 'certificate-revoked',
+    reason: new RegExp(
+      `^${esc(FAB)}: certificate CN=mx-revcrl\\.fabrikam\\.test, O=Forced Org is REVOKED since \\S+ \\(CRL http://crl\\.pki\\.test:\\d+/int\\.crl: revoked\\), ${at('revcrl')}$`,
+    ),
+    dsn: plain('revcrl', 'certificate-revoked', 'domainValidation'),
+  },
+  {
+    id: 'dv-revocsp',
+    rcpt: 'u@revocsp.fabrikam.test',
+    peer: 'revocsp',
+    connector: 'To Fabrikam',
+    level: 'domainValidation',
+    enhanced: '4.7.5',
+    achieved: 'encryptionOnly',
+    kind: 'certificate-revoked',
+    reason: new RegExp(
+      `^${esc(FAB)}: certificate CN=mx-revocsp\\.fabrikam\\.test, O=Forced Org is REVOKED since \\S+ \\(OCSP http://ocsp\\.pki\\.test:\\d+: revoked\\), ${at('revocsp')}$`,
+    ),
+    dsn: plain('revocsp', 'certificate-revoked', 'domainValidation'),
+  },
+  {
+    id: 'dv-wrong',
+    rcpt: 'u@wrong.fabrikam.test',
+    peer: 'wrong',
+    connector: 'To Fabrikam',
+    level: 'domainValidation',
+    enhanced: '4.7.5',
+    achieved: 'certificateValidation',
+    kind: 'certificate-host-mismatch',
+    reason: new RegExp(
+      `^${esc(FAB)}: certificate name mismatch, expected \\*\\.fabrikam\\.test, presented CN=mx\\.other\\.test, O=Forced Org \\(names mx\\.other\\.test\\) ${FP}, ${at('wrong')}$`,
+    ),
+    dsn: plain('wrong', 'certificate-host-mismatch', 'domainValidation'),
+  },
+  {
+    id: 'dv-broken',
+    rcpt: 'u@broken.fabrikam.test',
+    peer: 'broken',
+    connector: 'To Fabrikam',
+    level: 'domainValidation',
+    enhanced: '4.7.5',
+    achieved: 'none',
+    kind: BROKEN,
+    reason: new RegExp(`^${esc(FAB)}: TLS handshake with ${esc(`${host('broken')} [${IP.broken}]`)} failed: `),
+    dsn: plain('broken', BROKEN, 'domainValidation'),
+  },
   // certificateValidation: no name check, but chain, validity and revocation are never relaxed
-  { id: 'cv-self', rcpt: 'u@self.certval.test', peer: 'self', connector: 'To Certval', level: 'certificateValidation', enhanced: '4.7.5', achieved: 'encryptionOnly', kind: 'certificate-not-trusted',
-    reason: new RegExp(`^${esc(CV)}: certificate not valid \\(self-signed certificate not in the trust store\\)`), dsn: plain('self', 'certificate-not-trusted', 'certificateValidation') },
-  { id: 'cv-expired', rcpt: 'u@expired.certval.test', peer: 'expired', connector: 'To Certval', level: 'certificateValidation', enhanced: '4.7.5', achieved: 'encryptionOnly', kind: 'certificate-expired',
-    reason: new RegExp(`^${esc(CV)}: certificate not valid \\(certificate CN=mx-expired\\.fabrikam\\.test, O=Forced Org expired on `), dsn: plain('expired', 'certificate-expired', 'certificateValidation') },
-  { id: 'cv-revcrl', rcpt: 'u@revcrl.certval.test', peer: 'revcrl', connector: 'To Certval', level: 'certificateValidation', enhanced: '4.7.5', achieved: 'encryptionOnly', kind: 'certificate-revoked',
-    reason: new RegExp(`^${esc(CV)}: certificate CN=mx-revcrl\\.fabrikam\\.test, O=Forced Org is REVOKED`), dsn: plain('revcrl', 'certificate-revoked', 'certificateValidation') },
-  { id: 'cv-502', rcpt: 'u@s502.certval.test', peer: 's502', connector: 'To Certval', level: 'certificateValidation', enhanced: '4.7.4', achieved: 'none', kind: 'starttls-refused',
-    reason: new RegExp(`^${esc(CV)}: .* refused STARTTLS: 502 `), dsn: plain('s502', 'starttls-refused', 'certificateValidation') },
+  {
+    id: 'cv-self',
+    rcpt: 'u@self.certval.test',
+    peer: 'self',
+    connector: 'To Certval',
+    level: 'certificateValidation',
+    enhanced: '4.7.5',
+    achieved: 'encryptionOnly',
+    kind: 'certificate-not-trusted',
+    reason: new RegExp(`^${esc(CV)}: certificate not valid \\(self-signed certificate not in the trust store\\)`),
+    dsn: plain('self', 'certificate-not-trusted', 'certificateValidation'),
+  },
+  {
+    id: 'cv-expired',
+    rcpt: 'u@expired.certval.test',
+    peer: 'expired',
+    connector: 'To Certval',
+    level: 'certificateValidation',
+    enhanced: '4.7.5',
+    achieved: 'encryptionOnly',
+    kind: 'certificate-expired',
+    reason: new RegExp(
+      `^${esc(CV)}: certificate not valid \\(certificate CN=mx-expired\\.fabrikam\\.test, O=Forced Org expired on `,
+    ),
+    dsn: plain('expired', 'certificate-expired', 'certificateValidation'),
+  },
+  {
+    id: 'cv-revcrl',
+    rcpt: 'u@revcrl.certval.test',
+    peer: 'revcrl',
+    connector: 'To Certval',
+    level: 'certificateValidation',
+    enhanced: '4.7.5',
+    achieved: 'encryptionOnly',
+    kind: 'certificate-revoked',
+    reason: new RegExp(`^${esc(CV)}: certificate CN=mx-revcrl\\.fabrikam\\.test, O=Forced Org is REVOKED`),
+    dsn: plain('revcrl', 'certificate-revoked', 'certificateValidation'),
+  },
+  {
+    id: 'cv-502',
+    rcpt: 'u@s502.certval.test',
+    peer: 's502',
+    connector: 'To Certval',
+    level: 'certificateValidation',
+    enhanced: '4.7.4',
+    achieved: 'none',
+    kind: 'starttls-refused',
+    reason: new RegExp(`^${esc(CV)}: .* refused STARTTLS: 502 `),
+    dsn: plain('s502', 'starttls-refused', 'certificateValidation'),
+  },
   // encryptionOnly: any certificate, but never plaintext
-  { id: 'enc-nostarttls', rcpt: 'u@nostarttls.enc.test', peer: 'nostarttls', connector: 'To Enc', level: 'encryptionOnly', enhanced: '4.7.4', achieved: 'none', kind: 'starttls-not-offered',
-    reason: new RegExp(`^${esc(ENC)}: .* did not offer STARTTLS$`), dsn: plain('nostarttls', 'starttls-not-offered', 'encryptionOnly') },
-  { id: 'enc-broken', rcpt: 'u@broken.enc.test', peer: 'broken', connector: 'To Enc', level: 'encryptionOnly', enhanced: '4.7.5', achieved: 'none', kind: BROKEN,
-    reason: new RegExp(`^${esc(ENC)}: TLS handshake with .* failed: `), dsn: plain('broken', BROKEN, 'encryptionOnly') },
-  { id: 'enc-454', rcpt: 'u@s454.enc.test', peer: 's454', connector: 'To Enc', level: 'encryptionOnly', enhanced: '4.7.4', achieved: 'none', kind: 'starttls-refused',
-    reason: new RegExp(`^${esc(ENC)}: .* refused STARTTLS: 454 `), dsn: plain('s454', 'starttls-refused', 'encryptionOnly') },
+  {
+    id: 'enc-nostarttls',
+    rcpt: 'u@nostarttls.enc.test',
+    peer: 'nostarttls',
+    connector: 'To Enc',
+    level: 'encryptionOnly',
+    enhanced: '4.7.4',
+    achieved: 'none',
+    kind: 'starttls-not-offered',
+    reason: new RegExp(`^${esc(ENC)}: .* did not offer STARTTLS$`),
+    dsn: plain('nostarttls', 'starttls-not-offered', 'encryptionOnly'),
+  },
+  {
+    id: 'enc-broken',
+    rcpt: 'u@broken.enc.test',
+    peer: 'broken',
+    connector: 'To Enc',
+    level: 'encryptionOnly',
+    enhanced: '4.7.5',
+    achieved: 'none',
+    kind: BROKEN,
+    reason: new RegExp(`^${esc(ENC)}: TLS handshake with .* failed: `),
+    dsn: plain('broken', BROKEN, 'encryptionOnly'),
+  },
+  {
+    id: 'enc-454',
+    rcpt: 'u@s454.enc.test',
+    peer: 's454',
+    connector: 'To Enc',
+    level: 'encryptionOnly',
+    enhanced: '4.7.4',
+    achieved: 'none',
+    kind: 'starttls-refused',
+    reason: new RegExp(`^${esc(ENC)}: .* refused STARTTLS: 454 `),
+    dsn: plain('s454', 'starttls-refused', 'encryptionOnly'),
+  },
 ];
 
 const queueIds = new Map<string, string>();
@@ -134,7 +327,11 @@ async function relay(from: string, to: string, subject: string): Promise<string>
   const c = await SmtpClient.connect(gw.port);
   try {
     await c.hello();
-    const r = await c.send(from, [to], `From: <${from}>\r\nTo: <${to}>\r\nSubject: ${subject}\r\nMessage-ID: <${subject}@contoso.test>\r\n\r\nbody of ${subject}\r\n`);
+    const r = await c.send(
+      from,
+      [to],
+      `From: <${from}>\r\nTo: <${to}>\r\nSubject: ${subject}\r\nMessage-ID: <${subject}@contoso.test>\r\n\r\nbody of ${subject}\r\n`,
+    );
     assert.equal(r.code, 250, r.text);
     return /queued as (\w+)/.exec(r.text)![1];
   } finally {
@@ -143,10 +340,18 @@ async function relay(from: string, to: string, subject: string): Promise<string>
 }
 
 interface Attempt {
-  rcpt: number; status: string; agent: string; host?: string; ip?: string; connector?: string;
-  tlsRequired?: { level: string; source: string; tlsDomain?: string }; tlsAchieved?: string;
+  rcpt: number;
+  status: string;
+  agent: string;
+  host?: string;
+  ip?: string;
+  connector?: string;
+  tlsRequired?: { level: string; source: string; tlsDomain?: string };
+  tlsAchieved?: string;
   tls?: { version: string; cipher: string; subject?: string; chainValid: boolean };
-  revocation?: string; error?: string; tlsFailure?: string;
+  revocation?: string;
+  error?: string;
+  tlsFailure?: string;
   reply: { code: number; enhanced: string; message: string; reason?: string };
 }
 
@@ -158,10 +363,20 @@ async function traceOf(id: string): Promise<{ inbound: Record<string, unknown>; 
   return { inbound: m.inbound, attempts: m.trace.filter((t) => t.kind === 'delivery').map((t) => t.data) };
 }
 
-const result = (id: string, status?: string) => gw.events().find((e) => e.event === 'delivery.result' && e.queueId === id && e.agent === 'smtp' && (!status || e.status === status));
+const result = (id: string, status?: string) =>
+  gw
+    .events()
+    .find(
+      (e) =>
+        e.event === 'delivery.result' && e.queueId === id && e.agent === 'smtp' && (!status || e.status === status),
+    );
 const mailbox = (local: string) => {
   const d = path.join(gw.dataDir, 'mailboxes/contoso.test', local, 'new');
-  try { return readdirSync(d).map((f) => readFileSync(path.join(d, f), 'utf8')); } catch { return []; }
+  try {
+    return readdirSync(d).map((f) => readFileSync(path.join(d, f), 'utf8'));
+  } catch {
+    return [];
+  }
 };
 const sawTransaction = (p: Peer) => p.transcript.filter((l) => /^C: (MAIL|RCPT|DATA)\b/i.test(l));
 
@@ -176,13 +391,23 @@ before(async () => {
   const rev = { crlUrls: [crlUrl('int.crl')], ocspUrls: [ocspUrl] };
   pki = await makePkiWith(dir, 'Forced', { crlUrls: [crlUrl('root.crl')] });
   const good = await pki.issue('mx1.fabrikam.test', rev);
-  const expired = await pki.issue('mx-expired.fabrikam.test', { ...rev, notBefore: new Date(Date.now() - 30 * 86_400_000), notAfter: new Date(Date.now() - 86_400_000) });
+  const expired = await pki.issue('mx-expired.fabrikam.test', {
+    ...rev,
+    notBefore: new Date(Date.now() - 30 * 86_400_000),
+    notAfter: new Date(Date.now() - 86_400_000),
+  });
   const revcrl = await pki.issue('mx-revcrl.fabrikam.test', { crlUrls: rev.crlUrls });
   const revocsp = await pki.issue('mx-revocsp.fabrikam.test', { ocspUrls: rev.ocspUrls });
   const wrong = await pki.issue('mx.other.test', rev);
-  const deadrev = await pki.issue('mx-deadrev.fabrikam.test', { crlUrls: [`http://127.0.0.99:${deadPort}/int.crl`], ocspUrls: [`http://127.0.0.99:${deadPort}`] });
+  const deadrev = await pki.issue('mx-deadrev.fabrikam.test', {
+    crlUrls: [`http://127.0.0.99:${deadPort}/int.crl`],
+    ocspUrls: [`http://127.0.0.99:${deadPort}`],
+  });
   const cnOnlyCert = await pki.issue('mx.dest.test', { crlUrls: rev.crlUrls, dnsNames: [] });
-  const self = await issueCertificate({ subject: 'CN=mx-self.fabrikam.test, O=Nobody', dnsNames: ['mx-self.fabrikam.test'] });
+  const self = await issueCertificate({
+    subject: 'CN=mx-self.fabrikam.test, O=Nobody',
+    dnsNames: ['mx-self.fabrikam.test'],
+  });
   writeFileSync(path.join(dir, 'self.pem'), self.certPem);
   const x = (c: { issued: { certPem: string } }) => new X509Certificate(c.issued.certPem);
   await crl.publish('int.crl', pki.intermediate, [x(revcrl)]);
@@ -190,22 +415,34 @@ before(async () => {
   ocsp = await startOcspResponder(dir, pki.intermediate, [good, expired, wrong].map(x), [x(revocsp)], ocspPort);
 
   const zone: Zone = {
-    'crl.pki.test': { A: ['127.0.0.1'] }, 'ocsp.pki.test': { A: ['127.0.0.1'] },
+    'crl.pki.test': { A: ['127.0.0.1'] },
+    'ocsp.pki.test': { A: ['127.0.0.1'] },
     'fabrikam.test': { MX: [{ exchange: 'mx1.fabrikam.test', priority: 10 }] },
   };
   for (const p of Object.keys(IP) as PeerName[]) {
     zone[host(p)] = { A: [IP[p]] };
-    for (const d of ['fabrikam.test', 'certval.test', 'enc.test', 'opp.test']) zone[`${p}.${d}`] = { MX: [{ exchange: host(p), priority: 10 }] };
+    for (const d of ['fabrikam.test', 'certval.test', 'enc.test', 'opp.test'])
+      zone[`${p}.${d}`] = { MX: [{ exchange: host(p), priority: 10 }] };
   }
   // Two MX hosts: the preferred one cannot prove the name, the second can.
-  zone['failover.fabrikam.test'] = { MX: [{ exchange: host('wrong'), priority: 10 }, { exchange: host('good'), priority: 20 }] };
+  zone['failover.fabrikam.test'] = {
+    MX: [
+      { exchange: host('wrong'), priority: 10 },
+      { exchange: host('good'), priority: 20 },
+    ],
+  };
   zone['dest.test'] = { MX: [{ exchange: 'mx.dest.test', priority: 10 }] };
   zone['mx.dest.test'] = { A: [CN_ONLY] };
   dns = await startDnsServer(zone);
 
-  const tlsOf = (c: { chain: string; key: string }) => ({ cert: readFileSync(c.chain, 'utf8'), key: readFileSync(c.key, 'utf8') });
+  const tlsOf = (c: { chain: string; key: string }) => ({
+    cert: readFileSync(c.chain, 'utf8'),
+    key: readFileSync(c.key, 'utf8'),
+  });
   const selfTls = { cert: self.certPem, key: self.keyPem };
-  const peer = async (p: PeerName, o: Partial<Parameters<typeof startPeer>[0]>) => { peers[p] = await startPeer({ host: IP[p], port, name: host(p), ...o }); };
+  const peer = async (p: PeerName, o: Partial<Parameters<typeof startPeer>[0]>) => {
+    peers[p] = await startPeer({ host: IP[p], port, name: host(p), ...o });
+  };
   await peer('good', { tls: tlsOf(good) });
   await peer('expired', { tls: tlsOf(expired) });
   await peer('revcrl', { tls: tlsOf(revcrl) });
@@ -227,16 +464,32 @@ before(async () => {
     delivery: { port, timeouts: { connect: 3, greeting: 10, command: 10 }, destinationDownSeconds: 0 },
     tls: { trust: { system: false, caFiles: [pki.rootFile] } },
     queue: { retrySchedule: [1], messageExpiration: EXPIRATION, delayWarning: 0 },
-    organizations: [{
-      name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }],
-      inboundConnectors: [{ name: 'Local submission', connectorType: 'onPremises', senderIPAddresses: ['127.0.0.1/32'] }],
-      outboundConnectors: [
-        { name: 'To Fabrikam', connectorType: 'partner', recipientDomains: ['fabrikam.test', '*.fabrikam.test'], tlsSettings: 'domainValidation', tlsDomain: '*.fabrikam.test' },
-        { name: 'To Certval', recipientDomains: ['*.certval.test'], tlsSettings: 'certificateValidation' },
-        { name: 'To Enc', recipientDomains: ['*.enc.test'], tlsSettings: 'encryptionOnly' },
-        { name: 'To Dest', recipientDomains: ['dest.test'], tlsSettings: 'domainValidation', tlsDomain: 'mx.dest.test' },
-      ],
-    }],
+    organizations: [
+      {
+        name: 'contoso',
+        acceptedDomains: [{ domain: 'contoso.test' }],
+        inboundConnectors: [
+          { name: 'Local submission', connectorType: 'onPremises', senderIPAddresses: ['127.0.0.1/32'] },
+        ],
+        outboundConnectors: [
+          {
+            name: 'To Fabrikam',
+            connectorType: 'partner',
+            recipientDomains: ['fabrikam.test', '*.fabrikam.test'],
+            tlsSettings: 'domainValidation',
+            tlsDomain: '*.fabrikam.test',
+          },
+          { name: 'To Certval', recipientDomains: ['*.certval.test'], tlsSettings: 'certificateValidation' },
+          { name: 'To Enc', recipientDomains: ['*.enc.test'], tlsSettings: 'encryptionOnly' },
+          {
+            name: 'To Dest',
+            recipientDomains: ['dest.test'],
+            tlsSettings: 'domainValidation',
+            tlsDomain: 'mx.dest.test',
+          },
+        ],
+      },
+    ],
   };
   gw = await startGateway({ dir, config: baseConfig });
   // Every forced case at once: they retry every second until they expire.
@@ -266,7 +519,15 @@ test('forced connectors defer with 4.7.4 (no STARTTLS) / 4.7.5 (certificate) and
     assert.equal(first.connector, c.connector, c.id);
     assert.equal(first.host, host(c.peer), c.id);
     assert.equal(first.ip, IP[c.peer], c.id);
-    assert.deepEqual(first.tlsRequired, { level: c.level, source: `connector "${c.connector}"`, ...(c.level === 'domainValidation' ? { tlsDomain: '*.fabrikam.test' } : {}) }, c.id);
+    assert.deepEqual(
+      first.tlsRequired,
+      {
+        level: c.level,
+        source: `connector "${c.connector}"`,
+        ...(c.level === 'domainValidation' ? { tlsDomain: '*.fabrikam.test' } : {}),
+      },
+      c.id,
+    );
     assert.equal(first.tlsAchieved, c.achieved, `${c.id}: required ${c.level}, achieved`);
     const kind = new RegExp(`^(${c.kind})$`);
     assert.match(first.tlsFailure ?? '', kind, `${c.id}: TLS failure kind in the trace`);
@@ -282,12 +543,24 @@ test('forced connectors defer with 4.7.4 (no STARTTLS) / 4.7.5 (certificate) and
   // The human-readable trace says the same.
   const text = await gw.cli(['trace', '--queue-id', queueIds.get('dv-wrong')!]);
   assert.match(text.stdout, /connector "To Fabrikam"/);
-  assert.match(text.stdout, /TLS policy: required domainValidation \(connector "To Fabrikam", tlsDomain \*\.fabrikam\.test\), achieved certificateValidation/);
-  assert.match(text.stdout, /451 4\.7\.5 TLS required by connector "To Fabrikam": certificate name mismatch, expected \*\.fabrikam\.test, presented CN=mx\.other\.test/);
-  assert.match(text.stdout, /TLS failure: the server certificate does not carry the required name \(certificate-host-mismatch\)/);
+  assert.match(
+    text.stdout,
+    /TLS policy: required domainValidation \(connector "To Fabrikam", tlsDomain \*\.fabrikam\.test\), achieved certificateValidation/,
+  );
+  assert.match(
+    text.stdout,
+    /451 4\.7\.5 TLS required by connector "To Fabrikam": certificate name mismatch, expected \*\.fabrikam\.test, presented CN=mx\.other\.test/,
+  );
+  assert.match(
+    text.stdout,
+    /TLS failure: the server certificate does not carry the required name \(certificate-host-mismatch\)/,
+  );
   // A handshake failure: the label and kind first, the raw OpenSSL detail kept for the admin.
   const broken = await traceOf(queueIds.get('dv-broken')!);
-  assert.match(broken.attempts[0].reply.reason ?? '', /failed: (the TLS handshake failed \(handshake-failed\); detail: ERR_SSL_WRONG_VERSION_NUMBER .*wrong version number|the connection was lost during the TLS handshake \(connection-lost-during-handshake\); detail: ECONNRESET )/);
+  assert.match(
+    broken.attempts[0].reply.reason ?? '',
+    /failed: (the TLS handshake failed \(handshake-failed\); detail: ERR_SSL_WRONG_VERSION_NUMBER .*wrong version number|the connection was lost during the TLS handshake \(connection-lost-during-handshake\); detail: ECONNRESET )/,
+  );
 });
 
 test('a good certificate: delivered over TLS, domainValidation achieved, revocation "not revoked" via OCSP and CRL', async () => {
@@ -300,11 +573,18 @@ test('a good certificate: delivered over TLS, domainValidation achieved, revocat
   const a = (await traceOf(id)).attempts.at(-1)!;
   assert.equal(a.status, 'delivered');
   assert.equal(a.connector, 'To Fabrikam');
-  assert.deepEqual(a.tlsRequired, { level: 'domainValidation', source: 'connector "To Fabrikam"', tlsDomain: '*.fabrikam.test' });
+  assert.deepEqual(a.tlsRequired, {
+    level: 'domainValidation',
+    source: 'connector "To Fabrikam"',
+    tlsDomain: '*.fabrikam.test',
+  });
   assert.equal(a.tlsAchieved, 'domainValidation');
   assert.equal(a.tls?.chainValid, true);
   assert.match(a.tls?.subject ?? '', /^CN=mx1\.fabrikam\.test/);
-  assert.match(a.revocation ?? '', /^not revoked \(OCSP http:\/\/ocsp\.pki\.test:\d+: good; CRL http:\/\/crl\.pki\.test:\d+\/root\.crl: good\)$/);
+  assert.match(
+    a.revocation ?? '',
+    /^not revoked \(OCSP http:\/\/ocsp\.pki\.test:\d+: good; CRL http:\/\/crl\.pki\.test:\d+\/root\.crl: good\)$/,
+  );
 });
 
 test('a certificate naming its host in the subject CN only (no subjectAltName) passes domainValidation for that name', async () => {
@@ -312,7 +592,11 @@ test('a certificate naming its host in the subject CN only (no subjectAltName) p
   await until('delivery to the CN-only peer', () => result(id, 'delivered') || result(id, 'deferred'));
   const a = (await traceOf(id)).attempts.at(-1)!;
   assert.equal(a.status, 'delivered', a.reply.reason);
-  assert.deepEqual(a.tlsRequired, { level: 'domainValidation', source: 'connector "To Dest"', tlsDomain: 'mx.dest.test' });
+  assert.deepEqual(a.tlsRequired, {
+    level: 'domainValidation',
+    source: 'connector "To Dest"',
+    tlsDomain: 'mx.dest.test',
+  });
   assert.equal(a.tlsAchieved, 'domainValidation');
   assert.deepEqual((a.tls as { names?: string[] } | undefined)?.names, ['mx.dest.test']);
   assert.ok(cnOnly.messages.some((m) => m.to.includes('dora@dest.test') && m.tls?.version === 'TLSv1.3'));
@@ -353,9 +637,15 @@ test('a host whose broken TLS made opportunistic delivery fall back to plaintext
   const f = (await traceOf(forced)).attempts[0];
   assert.equal(f.status, 'deferred');
   assert.equal(f.reply.enhanced, '4.7.5');
-  assert.match(f.reply.reason ?? '', /^TLS required by connector "To Fabrikam": TLS handshake with mx-brokenmix\.fabrikam\.test \[127\.0\.0\.34\] failed/);
+  assert.match(
+    f.reply.reason ?? '',
+    /^TLS required by connector "To Fabrikam": TLS handshake with mx-brokenmix\.fabrikam\.test \[127\.0\.0\.34\] failed/,
+  );
   assert.equal(peers.brokenmix.messages.length, 1, 'the forced message was not sent in plaintext');
-  assert.ok(!peers.brokenmix.transcript.some((l) => l.includes('u@brokenmix.fabrikam.test')), 'no RCPT for the forced message');
+  assert.ok(
+    !peers.brokenmix.transcript.some((l) => l.includes('u@brokenmix.fabrikam.test')),
+    'no RCPT for the forced message',
+  );
 });
 
 test('an unreachable revocation endpoint passes under softFail (recorded) and defers under hardFail after a reload', async () => {
@@ -363,7 +653,10 @@ test('an unreachable revocation endpoint passes under softFail (recorded) and de
   await until('softFail delivery', () => result(soft, 'delivered'));
   const s = (await traceOf(soft)).attempts.at(-1)!;
   assert.equal(s.tlsAchieved, 'domainValidation');
-  assert.match(s.revocation ?? '', /^revocation status of CN=mx-deadrev\.fabrikam\.test, O=Forced Org unknown \(OCSP http:\/\/127\.0\.0\.99:\d+: unreachable \(ECONNREFUSED[^)]*\); CRL http:\/\/127\.0\.0\.99:\d+\/int\.crl: unreachable \(ECONNREFUSED/);
+  assert.match(
+    s.revocation ?? '',
+    /^revocation status of CN=mx-deadrev\.fabrikam\.test, O=Forced Org unknown \(OCSP http:\/\/127\.0\.0\.99:\d+: unreachable \(ECONNREFUSED[^)]*\); CRL http:\/\/127\.0\.0\.99:\d+\/int\.crl: unreachable \(ECONNREFUSED/,
+  );
   assert.equal(peers.deadrev.messages.length, 1);
 
   gw.writeConfig({ ...baseConfig, tls: { ...(baseConfig.tls as object), revocation: 'hardFail' } });
@@ -377,9 +670,22 @@ test('an unreachable revocation endpoint passes under softFail (recorded) and de
   const h = (await traceOf(hard)).attempts[0];
   assert.equal(h.status, 'deferred');
   assert.equal(h.reply.enhanced, '4.7.5');
-  assert.match(h.reply.reason ?? '', new RegExp(`^${esc(FAB)} with tls\\.revocation hardFail: revocation status of CN=mx-deadrev\\.fabrikam\\.test, O=Forced Org unknown \\(OCSP .*unreachable.*\\), ${at('deadrev')}$`));
-  assert.notEqual(h.tlsAchieved, 'domainValidation', 'an unconfirmed revocation status does not count as domainValidation under hardFail');
-  assert.equal(peers.deadrev.messages.length, 1, 'nothing more was sent to the host whose revocation status is unknown');
+  assert.match(
+    h.reply.reason ?? '',
+    new RegExp(
+      `^${esc(FAB)} with tls\\.revocation hardFail: revocation status of CN=mx-deadrev\\.fabrikam\\.test, O=Forced Org unknown \\(OCSP .*unreachable.*\\), ${at('deadrev')}$`,
+    ),
+  );
+  assert.notEqual(
+    h.tlsAchieved,
+    'domainValidation',
+    'an unconfirmed revocation status does not count as domainValidation under hardFail',
+  );
+  assert.equal(
+    peers.deadrev.messages.length,
+    1,
+    'nothing more was sent to the host whose revocation status is unknown',
+  );
   assert.ok(!sawTransaction(peers.deadrev).some((l) => l.includes('hard@deadrev')), 'no RCPT for the hardFail message');
   // Reachable endpoints that answer "good" pass under hardFail too.
   assert.equal(result(ok)!.status, 'delivered', JSON.stringify(result(ok)));
@@ -387,10 +693,17 @@ test('an unreachable revocation endpoint passes under softFail (recorded) and de
 });
 
 test('connector validate names each failure, passes for the good host, and --send delivers a test message', async () => {
-  const v = (rcpt?: string, ...more: string[]) => gw.cli(['connector', 'validate', 'To Fabrikam', ...(rcpt ? ['--recipient', rcpt] : []), ...more]);
+  const v = (rcpt?: string, ...more: string[]) =>
+    gw.cli(['connector', 'validate', 'To Fabrikam', ...(rcpt ? ['--recipient', rcpt] : []), ...more]);
   const [good, wrong, none, s454, revoked, ocspRevoked, expired, self] = await Promise.all([
-    v(), v('x@wrong.fabrikam.test'), v('x@nostarttls.fabrikam.test'), v('x@s454.fabrikam.test'), v('x@revcrl.fabrikam.test'),
-    v('x@revocsp.fabrikam.test'), v('x@expired.fabrikam.test'), v('x@self.fabrikam.test'),
+    v(),
+    v('x@wrong.fabrikam.test'),
+    v('x@nostarttls.fabrikam.test'),
+    v('x@s454.fabrikam.test'),
+    v('x@revcrl.fabrikam.test'),
+    v('x@revocsp.fabrikam.test'),
+    v('x@expired.fabrikam.test'),
+    v('x@self.fabrikam.test'),
   ]);
   assert.equal(good.code, 0, good.stdout + good.stderr);
   assert.match(good.stdout, /mx1\.fabrikam\.test \[127\.0\.0\.21\]:\d+ {2}PASS/);
@@ -400,12 +713,24 @@ test('connector validate names each failure, passes for the good host, and --sen
   assert.match(good.stdout, /CRL http:\/\/crl\.pki\.test:\d+\/int\.crl: answered, good/);
   assert.match(good.stdout, /PASS: 1 of 1 host/);
   const fails: [typeof good, RegExp][] = [
-    [wrong, /TLS failure: the server certificate does not carry the required name \(certificate-host-mismatch\)\n {2}reason: TLS required by connector "To Fabrikam": certificate name mismatch, expected \*\.fabrikam\.test, presented CN=mx\.other\.test/],
-    [none, /STARTTLS: NOT offered[\s\S]*TLS: not used \(STARTTLS not offered\)[\s\S]*TLS failure: the server did not offer STARTTLS \(starttls-not-offered\)\n {2}reason: TLS required by connector "To Fabrikam": no TLS session/],
+    [
+      wrong,
+      /TLS failure: the server certificate does not carry the required name \(certificate-host-mismatch\)\n {2}reason: TLS required by connector "To Fabrikam": certificate name mismatch, expected \*\.fabrikam\.test, presented CN=mx\.other\.test/,
+    ],
+    [
+      none,
+      /STARTTLS: NOT offered[\s\S]*TLS: not used \(STARTTLS not offered\)[\s\S]*TLS failure: the server did not offer STARTTLS \(starttls-not-offered\)\n {2}reason: TLS required by connector "To Fabrikam": no TLS session/,
+    ],
     [s454, /TLS: not used \(STARTTLS refused: 454 /],
-    [revoked, /reason: TLS required by connector "To Fabrikam": certificate CN=mx-revcrl\.fabrikam\.test, O=Forced Org is REVOKED/],
+    [
+      revoked,
+      /reason: TLS required by connector "To Fabrikam": certificate CN=mx-revcrl\.fabrikam\.test, O=Forced Org is REVOKED/,
+    ],
     [ocspRevoked, /OCSP http:\/\/ocsp\.pki\.test:\d+: answered, revoked[\s\S]*is REVOKED/],
-    [expired, /chain: .*\(NOT valid: certificate CN=mx-expired\.fabrikam\.test, O=Forced Org expired on [\s\S]*TLS failure: the server certificate has expired \(certificate-expired\)\n {2}reason: .*certificate not valid/],
+    [
+      expired,
+      /chain: .*\(NOT valid: certificate CN=mx-expired\.fabrikam\.test, O=Forced Org expired on [\s\S]*TLS failure: the server certificate has expired \(certificate-expired\)\n {2}reason: .*certificate not valid/,
+    ],
     [self, /root in our trust store: no[\s\S]*self-signed certificate not in the trust store/],
   ];
   for (const [r, re] of fails) {
@@ -437,26 +762,61 @@ test('tls check reports chain, root in the trust store and every CRL/OCSP endpoi
     gw.cli(['tls', 'check', `mx-self.fabrikam.test:${port}`, '--json']),
     gw.cli(['tls', 'check', 'fabrikam.test']),
   ]);
-  type Rep = { host: string; ip: string; passes: boolean; reason?: string; tls: { chain: string[]; chainValid: boolean; rootInTrustStore: boolean; version: string };
-    revocation?: { status: string; certificates: { subject: string; status: string; endpoints: { kind: string; url: string; ok: boolean; status?: string; error?: string }[] }[] } };
+  type Rep = {
+    host: string;
+    ip: string;
+    passes: boolean;
+    reason?: string;
+    tls: { chain: string[]; chainValid: boolean; rootInTrustStore: boolean; version: string };
+    revocation?: {
+      status: string;
+      certificates: {
+        subject: string;
+        status: string;
+        endpoints: { kind: string; url: string; ok: boolean; status?: string; error?: string }[];
+      }[];
+    };
+  };
   const g = (JSON.parse(good.stdout) as Rep[])[0];
   assert.equal(good.code, 0, good.stdout + good.stderr);
   assert.equal(g.ip, IP.good);
-  assert.deepEqual(g.tls.chain, ['CN=mx1.fabrikam.test, O=Forced Org', 'CN=Forced Issuing CA, O=Forced Trust', 'CN=Forced Root CA, O=Forced Trust']);
+  assert.deepEqual(g.tls.chain, [
+    'CN=mx1.fabrikam.test, O=Forced Org',
+    'CN=Forced Issuing CA, O=Forced Trust',
+    'CN=Forced Root CA, O=Forced Trust',
+  ]);
   assert.equal(g.tls.rootInTrustStore, true);
   assert.equal(g.revocation?.status, 'good');
   const [leaf, inter] = g.revocation!.certificates;
-  assert.deepEqual(leaf.endpoints.map((e) => [e.kind, e.ok, e.status]), [['ocsp', true, 'good'], ['crl', true, 'good']]);
+  assert.deepEqual(
+    leaf.endpoints.map((e) => [e.kind, e.ok, e.status]),
+    [
+      ['ocsp', true, 'good'],
+      ['crl', true, 'good'],
+    ],
+  );
   assert.match(leaf.endpoints[0].url, /^http:\/\/ocsp\.pki\.test:\d+$/);
   assert.match(leaf.endpoints[1].url, /^http:\/\/crl\.pki\.test:\d+\/int\.crl$/);
   assert.equal(inter.subject, 'CN=Forced Issuing CA, O=Forced Trust');
-  assert.deepEqual(inter.endpoints.map((e) => [e.kind, e.ok, e.status]), [['crl', true, 'good']]);
+  assert.deepEqual(
+    inter.endpoints.map((e) => [e.kind, e.ok, e.status]),
+    [['crl', true, 'good']],
+  );
 
   const d = (JSON.parse(dead.stdout) as Rep[])[0];
   assert.equal(d.revocation?.status, 'unknown');
   const endpoints = d.revocation!.certificates[0].endpoints;
-  assert.deepEqual(endpoints.map((e) => [e.kind, e.ok]), [['ocsp', false], ['crl', false]]);
-  assert.ok(endpoints.every((e) => /ECONNREFUSED/.test(e.error ?? '')), JSON.stringify(endpoints));
+  assert.deepEqual(
+    endpoints.map((e) => [e.kind, e.ok]),
+    [
+      ['ocsp', false],
+      ['crl', false],
+    ],
+  );
+  assert.ok(
+    endpoints.every((e) => /ECONNREFUSED/.test(e.error ?? '')),
+    JSON.stringify(endpoints),
+  );
 
   const s = (JSON.parse(self.stdout) as Rep[])[0];
   assert.notEqual(self.code, 0);
@@ -469,22 +829,38 @@ test('tls check reports chain, root in the trust store and every CRL/OCSP endpoi
 });
 
 test('at expiry the sender gets a DSN that says the partner server did not offer / did not prove the required TLS', async () => {
-  const dsns = await until('an expiry DSN for every forced case', () => {
-    const all = CASES.map((c) => mailbox(c.id).find((m) => /Undelivered Mail/.test(m)));
-    return all.every(Boolean) ? all as string[] : undefined;
-  }, (EXPIRATION + 15) * 1000);
+  const dsns = await until(
+    'an expiry DSN for every forced case',
+    () => {
+      const all = CASES.map((c) => mailbox(c.id).find((m) => /Undelivered Mail/.test(m)));
+      return all.every(Boolean) ? (all as string[]) : undefined;
+    },
+    (EXPIRATION + 15) * 1000,
+  );
   CASES.forEach((c, i) => {
     const dsn = dsns[i];
-    assert.match(dsn, new RegExp(`Final-Recipient: rfc822; ${esc(c.rcpt)}\\r\\nAction: failed\\r\\nStatus: 5\\.4\\.7`), c.id);
+    assert.match(
+      dsn,
+      new RegExp(`Final-Recipient: rfc822; ${esc(c.rcpt)}\\r\\nAction: failed\\r\\nStatus: 5\\.4\\.7`),
+      c.id,
+    );
     assert.match(dsn, /retried until the message expired/, c.id);
     assert.match(dsn, new RegExp(esc(`TLS required by connector "${c.connector}"`)), c.id);
     assert.match(dsn, c.dsn, c.id);
-    if (!c.kind.startsWith('certificate-')) assert.doesNotMatch(dsn, /did not prove its identity/, `${c.id}: not a certificate failure`);
+    if (!c.kind.startsWith('certificate-'))
+      assert.doesNotMatch(dsn, /did not prove its identity/, `${c.id}: not a certificate failure`);
     assert.match(dsn, new RegExp(`X-Portcullis-Queue-ID: ${queueIds.get(c.id)}`), c.id);
   });
-  const hard = await until('hardFail DSN', () => mailbox('deadrev-hard').find((m) => /Undelivered Mail/.test(m)), (EXPIRATION + 15) * 1000);
+  const hard = await until(
+    'hardFail DSN',
+    () => mailbox('deadrev-hard').find((m) => /Undelivered Mail/.test(m)),
+    (EXPIRATION + 15) * 1000,
+  );
   assert.match(hard, /hardFail/);
-  assert.match(hard, /did not prove its identity: whether its certificate has been revoked could not be confirmed\. Your organisation requires/);
+  assert.match(
+    hard,
+    /did not prove its identity: whether its certificate has been revoked could not be confirmed\. Your organisation requires/,
+  );
   // Across every retry until expiry, the peers that cannot meet the requirement saw no transaction.
   for (const p of NEVER) {
     assert.deepEqual(peers[p].messages, [], p);

@@ -23,13 +23,24 @@ let gwP: GatewayHandle; // 2 connections per IP
 
 before(async () => {
   [gwA, gwT, gwC, gwP] = await Promise.all([
-    startGateway({ config: { smtp: { maxMessageSize: MAX_MESSAGE, maxHeaderSize: MAX_HEADER, maxErrors: MAX_ERRORS, maxReceivedHeaders: MAX_HOPS } } }),
+    startGateway({
+      config: {
+        smtp: {
+          maxMessageSize: MAX_MESSAGE,
+          maxHeaderSize: MAX_HEADER,
+          maxErrors: MAX_ERRORS,
+          maxReceivedHeaders: MAX_HOPS,
+        },
+      },
+    }),
     startGateway({ config: { smtp: { timeouts: { command: 1 } } } }),
     startGateway({ config: { smtp: { maxConnections: 5, maxConnectionsPerIP: 100 } } }),
     startGateway({ config: { smtp: { maxConnectionsPerIP: 2 } } }),
   ]);
 });
-after(async () => { await Promise.all([cleanup(gwA), cleanup(gwT), cleanup(gwC), cleanup(gwP)]); });
+after(async () => {
+  await Promise.all([cleanup(gwA), cleanup(gwT), cleanup(gwC), cleanup(gwP)]);
+});
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -38,7 +49,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function mailFiles(gw: GatewayHandle, local: string): string[] {
   const dir = path.join(gw.dataDir, 'mailboxes/contoso.test', local, 'new');
-  try { return readdirSync(dir).map((f) => path.join(dir, f)); } catch { return []; }
+  try {
+    return readdirSync(dir).map((f) => path.join(dir, f));
+  } catch {
+    return [];
+  }
 }
 
 async function waitForMail(gw: GatewayHandle, local: string, n = 1, timeoutMs = 10_000): Promise<string[]> {
@@ -53,7 +68,12 @@ async function waitForMail(gw: GatewayHandle, local: string, n = 1, timeoutMs = 
 /** Resolves true when the connection closed within `ms`. */
 async function closesWithin(c: SmtpClient, ms: number): Promise<boolean> {
   let t: NodeJS.Timeout | undefined;
-  const r = await Promise.race([c.closedPromise.then(() => true), new Promise<boolean>((res) => { t = setTimeout(() => res(false), ms); })]);
+  const r = await Promise.race([
+    c.closedPromise.then(() => true),
+    new Promise<boolean>((res) => {
+      t = setTimeout(() => res(false), ms);
+    }),
+  ]);
   clearTimeout(t);
   return r;
 }
@@ -70,15 +90,27 @@ async function must(c: SmtpClient, timeoutMs = 5000): Promise<Reply> {
  * server can have been read), and collects what the server sends until it closes, `done(text)`
  * says enough, or `timeoutMs` passes.
  */
-function rawExchange(port: number, data: string, done: (text: string) => boolean, timeoutMs = 5000): Promise<{ text: string; closed: boolean }> {
+function rawExchange(
+  port: number,
+  data: string,
+  done: (text: string) => boolean,
+  timeoutMs = 5000,
+): Promise<{ text: string; closed: boolean }> {
   return new Promise((resolve) => {
     const s = net.connect({ port, host: '127.0.0.1' });
     s.setNoDelay(true);
     s.write(data);
     let text = '';
-    const finish = (closed: boolean) => { clearTimeout(t); s.destroy(); resolve({ text, closed }); };
+    const finish = (closed: boolean) => {
+      clearTimeout(t);
+      s.destroy();
+      resolve({ text, closed });
+    };
     const t = setTimeout(() => finish(false), timeoutMs);
-    s.on('data', (d: Buffer) => { text += d.toString('latin1'); if (done(text)) finish(false); });
+    s.on('data', (d: Buffer) => {
+      text += d.toString('latin1');
+      if (done(text)) finish(false);
+    });
     s.on('error', () => {});
     s.on('close', () => finish(true));
   });
@@ -118,7 +150,10 @@ describe('STARTTLS command injection', () => {
   const cases = [
     { injected: 'RSET\r\n', name: 'RSET' },
     { injected: 'MAIL FROM:<x@y.test>\r\n', name: 'MAIL FROM' },
-    { injected: 'EHLO evil.test\r\nMAIL FROM:<x@y.test>\r\nRCPT TO:<victim@contoso.test>\r\n', name: 'a whole envelope' },
+    {
+      injected: 'EHLO evil.test\r\nMAIL FROM:<x@y.test>\r\nRCPT TO:<victim@contoso.test>\r\n',
+      name: 'a whole envelope',
+    },
   ];
   for (const { injected, name } of cases) {
     test(`"STARTTLS\\r\\n${name}" in one write: injected bytes get no reply after the handshake and state is reset`, async () => {
@@ -154,7 +189,9 @@ describe('STARTTLS command injection', () => {
     await c.expect('RCPT TO:<tls-pipe@contoso.test>', 250);
     await c.expect('DATA', 354);
     // RSET, not NOOP, before STARTTLS: NOOP must end a pipelined group (RFC 2920 §3.1).
-    c.write('Subject: before tls\r\n\r\nhi\r\n.\r\nRSET\r\nSTARTTLS\r\nMAIL FROM:<x@y.test>\r\nRCPT TO:<victim@contoso.test>\r\n');
+    c.write(
+      'Subject: before tls\r\n\r\nhi\r\n.\r\nRSET\r\nSTARTTLS\r\nMAIL FROM:<x@y.test>\r\nRCPT TO:<victim@contoso.test>\r\n',
+    );
     assert.match((await must(c)).text, QUEUED);
     assert.equal((await must(c)).text, '250 2.0.0 Reset state');
     assert.equal((await must(c)).text, '220 2.0.0 Ready to start TLS');
@@ -186,7 +223,11 @@ test('commands sent before the greeting get "554 5.5.1" and the connection close
     // Stop early only when the EHLO got a reply (not detected); a detected client is closed.
     const r = await rawExchange(gwA.port, 'EHLO pregreet.test\r\n', (s) => /^250 /m.test(s), 5000);
     if (r.text.startsWith('554')) {
-      assert.equal(r.text, '554 5.5.1 Protocol error: client sent data before the greeting\r\n', 'no greeting, exactly one reply');
+      assert.equal(
+        r.text,
+        '554 5.5.1 Protocol error: client sent data before the greeting\r\n',
+        'no greeting, exactly one reply',
+      );
       assert.ok(r.closed, 'the server closed the connection after 554');
       detected++;
     } else {
@@ -244,7 +285,10 @@ describe('command line limits', () => {
   test('overlong line arriving in many segments is reported once; the line after it is read', async () => {
     const c = await session(gwA);
     c.sock.setNoDelay(true);
-    for (let i = 0; i < 6; i++) { c.write('y'.repeat(1000)); await sleep(20); }
+    for (let i = 0; i < 6; i++) {
+      c.write('y'.repeat(1000));
+      await sleep(20);
+    }
     c.write('\r\n');
     assert.equal((await must(c)).text, '500 5.5.2 Line too long (the limit is 2048 octets)');
     assert.equal((await c.cmd('NOOP')).text, '250 2.0.0 OK');
@@ -255,14 +299,27 @@ describe('command line limits', () => {
   test('overlong line ended by a bare CR (a line end in normalize mode): one 500, then the next command is answered', async () => {
     // Same framing rule for every line length: "NOOP<CR>" after a short line is a command, so it
     // must be after a long one too (every command line gets exactly one reply).
-    for (const [len, how] of [[3000, 'one write'], [2049, 'one write'], [3000, 'split at the CR']] as const) {
+    for (const [len, how] of [
+      [3000, 'one write'],
+      [2049, 'one write'],
+      [3000, 'split at the CR'],
+    ] as const) {
       const c = await session(gwA);
       const long = `NOOP ${'w'.repeat(len - 5)}`;
       if (how === 'one write') c.write(`${long}\rNOOP\r\n`);
-      else { c.sock.setNoDelay(true); c.write(`${long}\r`); await sleep(30); c.write('NOOP\r\n'); }
+      else {
+        c.sock.setNoDelay(true);
+        c.write(`${long}\r`);
+        await sleep(30);
+        c.write('NOOP\r\n');
+      }
       assert.equal((await must(c, 3000)).code, 500, `${len} ${how}`);
       const next = await c.read(3000).catch(() => null);
-      assert.equal(next?.text, '250 2.0.0 OK', `${len} ${how}: the NOOP after the bare CR got ${JSON.stringify(c.received.slice(-200))}`);
+      assert.equal(
+        next?.text,
+        '250 2.0.0 OK',
+        `${len} ${how}: the NOOP after the bare CR got ${JSON.stringify(c.received.slice(-200))}`,
+      );
       assert.equal((await c.cmd('NOOP')).text, '250 2.0.0 OK');
       c.close();
     }
@@ -284,7 +341,10 @@ describe('command line limits', () => {
     assert.equal((await c.cmd('MAIL FROM:<a\x00b@fabrikam.test>')).code, 500);
     // The MAIL above was not executed: a clean MAIL is not "nested".
     await c.expect('MAIL FROM:<a@fabrikam.test>', 250);
-    assert.equal((await c.cmd('RCPT TO:<nul\x00@contoso.test>')).text, '500 5.5.2 NUL character is not allowed in commands');
+    assert.equal(
+      (await c.cmd('RCPT TO:<nul\x00@contoso.test>')).text,
+      '500 5.5.2 NUL character is not allowed in commands',
+    );
     assert.equal((await c.cmd('NOOP')).text, '250 2.0.0 OK');
     c.close();
   });
@@ -345,9 +405,17 @@ describe('size limits', () => {
 
   test(`mail loop: more than smtp.maxReceivedHeaders (${MAX_HOPS}) Received: fields gets 554 5.4.6 after the data, never queued; at the limit it is accepted`, async () => {
     const c = await session(gwA);
-    const hops = (n: number) => Array.from({ length: n }, (_, i) => `Received: from h${i}.fabrikam.test\r\n\tby h${i + 1}.fabrikam.test; Tue, 1 Dec 2026 10:00:00 +0000\r\n`).join('');
+    const hops = (n: number) =>
+      Array.from(
+        { length: n },
+        (_, i) =>
+          `Received: from h${i}.fabrikam.test\r\n\tby h${i + 1}.fabrikam.test; Tue, 1 Dec 2026 10:00:00 +0000\r\n`,
+      ).join('');
     const r = await sendData(c, 'loop-refused', `${hops(MAX_HOPS + 1)}Subject: loop\r\n\r\nbody\r\n`);
-    assert.equal(r.text, `554 5.4.6 Too many hops (mail loop?): ${MAX_HOPS + 1} Received: header fields, at most ${MAX_HOPS} allowed`);
+    assert.equal(
+      r.text,
+      `554 5.4.6 Too many hops (mail loop?): ${MAX_HOPS + 1} Received: header fields, at most ${MAX_HOPS} allowed`,
+    );
     assert.equal((await c.cmd('NOOP')).text, '250 2.0.0 OK', 'the session continues');
     const ok = await sendData(c, 'loop-ok', `${hops(MAX_HOPS)}Subject: not a loop\r\n\r\n${hops(3)}\r\n`);
     assert.match(ok.text, QUEUED, 'Received lines in the body do not count');
@@ -385,8 +453,11 @@ describe('timeouts (smtp.timeouts.command = 1 s)', () => {
       await sleep(300);
     }
     const elapsed = Date.now() - t0;
-    assert.equal(c.received, '220 mx1.contoso.test ESMTP Portcullis\r\n421 4.4.2 mx1.contoso.test Error: timeout exceeded\r\n',
-      `after dripping for ${elapsed} ms`);
+    assert.equal(
+      c.received,
+      '220 mx1.contoso.test ESMTP Portcullis\r\n421 4.4.2 mx1.contoso.test Error: timeout exceeded\r\n',
+      `after dripping for ${elapsed} ms`,
+    );
     assert.ok(elapsed < 3000, `took ${elapsed} ms`);
     assert.ok(await closesWithin(c, 3000), 'disconnected');
   });
@@ -416,14 +487,21 @@ describe('connection limits', () => {
     assert.equal(closed.filter(Boolean).length, 20, 'every refused connection was closed');
     for (const c of extra) c.close();
     for (const c of held) assert.equal((await c.cmd('NOOP')).text, '250 2.0.0 OK', 'held sessions are unaffected');
-    for (const c of held) { c.write('QUIT\r\n'); c.close(); }
+    for (const c of held) {
+      c.write('QUIT\r\n');
+      c.close();
+    }
     // The slots come back as the server notices the closes (bounded wait).
     let c: SmtpClient | null = null;
     const until = Date.now() + 5000;
     while (!c && Date.now() < until) {
       const x = await SmtpClient.connect(gwC.port);
       const g = await x.read(2000);
-      if (g?.code === 220) c = x; else { x.close(); await sleep(50); }
+      if (g?.code === 220) c = x;
+      else {
+        x.close();
+        await sleep(50);
+      }
     }
     assert.ok(c, 'a new connection is admitted after the held ones closed');
     await c.expect('EHLO client.test', 250);
@@ -456,7 +534,11 @@ describe('connection limits', () => {
     while (!again && Date.now() < until) {
       const x = await SmtpClient.connect(gwP.port, '127.0.0.1', '127.0.0.1');
       const r = await x.read(2000);
-      if (r?.code === 220) again = x; else { x.close(); await sleep(50); }
+      if (r?.code === 220) again = x;
+      else {
+        x.close();
+        await sleep(50);
+      }
     }
     assert.ok(again, '127.0.0.1 admitted again after one of its sessions closed');
     const rej = gwP.events().filter((e) => e.event === 'session.rejected');
@@ -476,7 +558,12 @@ describe('PIPELINING', () => {
     c.write('MAIL FROM:<p@fabrikam.test>\r\nRCPT TO:<pipe1@contoso.test>\r\nRCPT TO:<pipe2@contoso.test>\r\nDATA\r\n');
     const got = [];
     for (let i = 0; i < 4; i++) got.push((await must(c)).text);
-    assert.deepEqual(got, ['250 2.1.0 Sender OK', '250 2.1.5 Recipient OK', '250 2.1.5 Recipient OK', '354 2.0.0 Start mail input; end with <CRLF>.<CRLF>']);
+    assert.deepEqual(got, [
+      '250 2.1.0 Sender OK',
+      '250 2.1.5 Recipient OK',
+      '250 2.1.5 Recipient OK',
+      '354 2.0.0 Start mail input; end with <CRLF>.<CRLF>',
+    ]);
     c.write('Subject: pipelined\r\n\r\nbody\r\n.\r\n');
     assert.match((await must(c)).text, QUEUED);
     await c.expect('QUIT', 221);
@@ -487,13 +574,32 @@ describe('PIPELINING', () => {
 
   test('a refused recipient inside a pipelined group keeps the order; message content and the next group (RSET, QUIT) in one write after the 354', async () => {
     const c = await session(gwA);
-    c.write('MAIL FROM:<p@fabrikam.test>\r\nRCPT TO:<pipe3@contoso.test>\r\nRCPT TO:<x@other.test>\r\nRCPT TO:<pipe4@contoso.test>\r\nDATA\r\n');
+    c.write(
+      'MAIL FROM:<p@fabrikam.test>\r\nRCPT TO:<pipe3@contoso.test>\r\nRCPT TO:<x@other.test>\r\nRCPT TO:<pipe4@contoso.test>\r\nDATA\r\n',
+    );
     const got: string[] = [];
-    for (let i = 0; i < 5; i++) { const r = await c.read(5000); if (!r) break; got.push(r.text.slice(0, 9)); }
+    for (let i = 0; i < 5; i++) {
+      const r = await c.read(5000);
+      if (!r) break;
+      got.push(r.text.slice(0, 9));
+    }
     // Message content may start a group (RFC 2920 §3.1).
     c.write('Subject: p2\r\n\r\nb\r\n.\r\nRSET\r\nQUIT\r\n');
-    for (let i = 0; i < 3; i++) { const r = await c.read(5000); if (!r) break; got.push(r.text.slice(0, 9)); }
-    assert.deepEqual(got, ['250 2.1.0', '250 2.1.5', '550 5.7.1', '250 2.1.5', '354 2.0.0', '250 2.0.0', '250 2.0.0', '221 2.0.0']);
+    for (let i = 0; i < 3; i++) {
+      const r = await c.read(5000);
+      if (!r) break;
+      got.push(r.text.slice(0, 9));
+    }
+    assert.deepEqual(got, [
+      '250 2.1.0',
+      '250 2.1.5',
+      '550 5.7.1',
+      '250 2.1.5',
+      '354 2.0.0',
+      '250 2.0.0',
+      '250 2.0.0',
+      '221 2.0.0',
+    ]);
     assert.ok(await closesWithin(c, 3000));
     assert.equal((await waitForMail(gwA, 'pipe4')).length, 1);
   });
@@ -505,7 +611,8 @@ describe('PIPELINING', () => {
 describe(`error limit (smtp.maxErrors = ${MAX_ERRORS})`, () => {
   test('unknown commands: the 5th error is followed by 421 4.7.0 and the connection closes; 4 are tolerated', async () => {
     const c = await session(gwA);
-    for (let i = 1; i < MAX_ERRORS; i++) assert.equal((await c.cmd(`XYZZY${i}`)).text, '500 5.5.2 Command not recognized');
+    for (let i = 1; i < MAX_ERRORS; i++)
+      assert.equal((await c.cmd(`XYZZY${i}`)).text, '500 5.5.2 Command not recognized');
     assert.equal((await c.cmd('NOOP')).text, '250 2.0.0 OK', `${MAX_ERRORS - 1} errors are tolerated`);
     assert.equal((await c.cmd('XYZZY5')).text, '500 5.5.2 Command not recognized');
     assert.equal((await must(c)).text, '421 4.7.0 mx1.contoso.test Error: too many errors');
@@ -517,13 +624,17 @@ describe(`error limit (smtp.maxErrors = ${MAX_ERRORS})`, () => {
     const mark = c.received.length;
     c.write(Array.from({ length: 8 }, (_, i) => `BOGUS${i}\r\n`).join(''));
     assert.ok(await closesWithin(c, 3000), 'connection closed');
-    assert.equal(c.received.slice(mark), '500 5.5.2 Command not recognized\r\n'.repeat(5) + '421 4.7.0 mx1.contoso.test Error: too many errors\r\n');
+    assert.equal(
+      c.received.slice(mark),
+      '500 5.5.2 Command not recognized\r\n'.repeat(5) + '421 4.7.0 mx1.contoso.test Error: too many errors\r\n',
+    );
   });
 
   test('relay attempts count as errors too', async () => {
     const c = await session(gwA);
     await c.expect('MAIL FROM:<spam@evil.test>', 250);
-    for (let i = 0; i < MAX_ERRORS - 1; i++) assert.match((await c.cmd(`RCPT TO:<user${i}@other.test>`)).text, /^550 5\.7\.1 /);
+    for (let i = 0; i < MAX_ERRORS - 1; i++)
+      assert.match((await c.cmd(`RCPT TO:<user${i}@other.test>`)).text, /^550 5\.7\.1 /);
     assert.match((await c.cmd('RCPT TO:<user@relay.test>')).text, /^550 5\.7\.1 /);
     assert.match((await must(c)).text, /^421 4\.7\.0 /);
     assert.ok(await closesWithin(c, 3000), 'connection closed');

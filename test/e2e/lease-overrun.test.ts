@@ -26,16 +26,22 @@ test('a delivery longer than queue.leaseSeconds is not started twice', { timeout
   });
   await new Promise<void>((r) => srv.listen(port, '127.0.0.9', () => r()));
   try {
-    dns = await startDnsServer({ 'slow.test': { MX: [{ exchange: 'mx.slow.test', priority: 10 }] }, 'mx.slow.test': { A: ['127.0.0.9'] } });
+    dns = await startDnsServer({
+      'slow.test': { MX: [{ exchange: 'mx.slow.test', priority: 10 }] },
+      'mx.slow.test': { A: ['127.0.0.9'] },
+    });
     gw = await startGateway({
       config: {
         dns: { servers: [dns.server] },
         delivery: { port, timeouts: { dataEnd: 60 } },
         queue: { leaseSeconds: LEASE, retrySchedule: [60] },
-        organizations: [{
-          name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }],
-          inboundConnectors: [{ name: 'Local', connectorType: 'onPremises', senderIPAddresses: ['127.0.0.1/32'] }],
-        }],
+        organizations: [
+          {
+            name: 'contoso',
+            acceptedDomains: [{ domain: 'contoso.test' }],
+            inboundConnectors: [{ name: 'Local', connectorType: 'onPremises', senderIPAddresses: ['127.0.0.1/32'] }],
+          },
+        ],
       },
     });
     const c = await SmtpClient.connect(gw.port);

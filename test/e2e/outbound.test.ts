@@ -23,22 +23,38 @@ before(async () => {
   const cert = await pki.issue('mx.peers.test', { dnsNames: ['mx.peers.test', '*.peers.test'] });
   const tlsOpts = { cert: readFileSync(cert.chain, 'utf8'), key: readFileSync(cert.key, 'utf8') };
   dns = await startDnsServer({
-    'pref.test': { MX: [{ exchange: 'mx1.pref.test', priority: 10 }, { exchange: 'mx2.pref.test', priority: 20 }] },
-    'mx1.pref.test': { A: ['127.0.0.2'] },            // nothing listens there
+    'pref.test': {
+      MX: [
+        { exchange: 'mx1.pref.test', priority: 10 },
+        { exchange: 'mx2.pref.test', priority: 20 },
+      ],
+    },
+    'mx1.pref.test': { A: ['127.0.0.2'] }, // nothing listens there
     'mx2.pref.test': { A: ['127.0.0.3'] },
-    'afallback.test': { A: ['127.0.0.3'] },           // no MX at all: implicit MX
+    'afallback.test': { A: ['127.0.0.3'] }, // no MX at all: implicit MX
     'nullmx.test': { MX: [{ exchange: '', priority: 0 }] },
-    'tls13.test': mx('mx.tls13.test'), 'mx.tls13.test': { A: ['127.0.0.3'] },
-    'plain.test': mx('mx.plain.test'), 'mx.plain.test': { A: ['127.0.0.4'] },
-    'brokentls.test': mx('mx.brokentls.test'), 'mx.brokentls.test': { A: ['127.0.0.5'] },
-    'tls10.test': mx('mx.tls10.test'), 'mx.tls10.test': { A: ['127.0.0.6'] },
-    'inject.test': mx('mx.inject.test'), 'mx.inject.test': { A: ['127.0.0.7'] },
-    'retry.test': mx('mx.tls13.test'), 'reject.test': mx('mx.tls13.test'), 'stuck.test': mx('mx.tls13.test'),
-    'reuse.test': mx('mx.reuse.test'), 'mx.reuse.test': { A: ['127.0.0.8'] },
-    'cname.test': mx('alias.cname.test'), 'alias.cname.test': { CNAME: 'mx.tls13.test' },
+    'tls13.test': mx('mx.tls13.test'),
+    'mx.tls13.test': { A: ['127.0.0.3'] },
+    'plain.test': mx('mx.plain.test'),
+    'mx.plain.test': { A: ['127.0.0.4'] },
+    'brokentls.test': mx('mx.brokentls.test'),
+    'mx.brokentls.test': { A: ['127.0.0.5'] },
+    'tls10.test': mx('mx.tls10.test'),
+    'mx.tls10.test': { A: ['127.0.0.6'] },
+    'inject.test': mx('mx.inject.test'),
+    'mx.inject.test': { A: ['127.0.0.7'] },
+    'retry.test': mx('mx.tls13.test'),
+    'reject.test': mx('mx.tls13.test'),
+    'stuck.test': mx('mx.tls13.test'),
+    'reuse.test': mx('mx.reuse.test'),
+    'mx.reuse.test': { A: ['127.0.0.8'] },
+    'cname.test': mx('alias.cname.test'),
+    'alias.cname.test': { CNAME: 'mx.tls13.test' },
   });
   peers.main = await startPeer({
-    host: '127.0.0.3', port, tls: tlsOpts,
+    host: '127.0.0.3',
+    port,
+    tls: tlsOpts,
     rcpt: (a, n) => {
       if (a === 'later@retry.test' && n === 1) return '451 4.3.0 Try again later';
       if (a.endsWith('@reject.test')) return '550 5.1.1 <' + a + '>: Recipient address rejected: User unknown';
@@ -48,18 +64,32 @@ before(async () => {
   });
   peers.plain = await startPeer({ host: '127.0.0.4', port });
   peers.broken = await startPeer({ host: '127.0.0.5', port, tls: tlsOpts, breakHandshake: true });
-  peers.tls10 = await startPeer({ host: '127.0.0.6', port, tls: { ...tlsOpts, minVersion: 'TLSv1', maxVersion: 'TLSv1', ciphers: 'DEFAULT@SECLEVEL=0' } });
-  peers.inject = await startPeer({ host: '127.0.0.7', port, tls: tlsOpts, injectAfterStarttls: '250 2.0.0 injected reply\r\n' });
+  peers.tls10 = await startPeer({
+    host: '127.0.0.6',
+    port,
+    tls: { ...tlsOpts, minVersion: 'TLSv1', maxVersion: 'TLSv1', ciphers: 'DEFAULT@SECLEVEL=0' },
+  });
+  peers.inject = await startPeer({
+    host: '127.0.0.7',
+    port,
+    tls: tlsOpts,
+    injectAfterStarttls: '250 2.0.0 injected reply\r\n',
+  });
   peers.reuse = await startPeer({ host: '127.0.0.8', port, tls: tlsOpts });
   gw.writeConfig({
     dns: { servers: [dns.server] },
     delivery: { port, timeouts: { connect: 3 }, destinationDownSeconds: 0, maxConnectionsPerDestination: 2 },
     tls: { trust: { system: false, caFiles: [pki.rootFile] } },
     queue: { retrySchedule: [1], delayWarning: 2, messageExpiration: 5 },
-    organizations: [{
-      name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }],
-      inboundConnectors: [{ name: 'On-premises servers', connectorType: 'onPremises', senderIPAddresses: ['127.0.0.1/32'] }],
-    }],
+    organizations: [
+      {
+        name: 'contoso',
+        acceptedDomains: [{ domain: 'contoso.test' }],
+        inboundConnectors: [
+          { name: 'On-premises servers', connectorType: 'onPremises', senderIPAddresses: ['127.0.0.1/32'] },
+        ],
+      },
+    ],
   });
   await gw.stop();
   await gw.restart();
@@ -74,15 +104,26 @@ after(async () => {
 async function relay(from: string, to: string[], subject: string): Promise<string> {
   const c = await SmtpClient.connect(gw.port);
   await c.hello();
-  const r = await c.send(from, to, `Subject: ${subject}\r\nMessage-ID: <${subject.replace(/\W/g, '-')}@contoso.test>\r\n\r\nbody of ${subject}\r\n`);
+  const r = await c.send(
+    from,
+    to,
+    `Subject: ${subject}\r\nMessage-ID: <${subject.replace(/\W/g, '-')}@contoso.test>\r\n\r\nbody of ${subject}\r\n`,
+  );
   c.close();
   assert.equal(r.code, 250, r.text);
   return /queued as (\w+)/.exec(r.text)![1];
 }
 
-const delivered = (id: string) => gw.events().find((e) => e.event === 'delivery.result' && e.queueId === id && e.status === 'delivered');
+const delivered = (id: string) =>
+  gw.events().find((e) => e.event === 'delivery.result' && e.queueId === id && e.status === 'delivered');
 const mailbox = (local: string) => {
-  try { return readdirSync(path.join(gw.dataDir, 'mailboxes/contoso.test', local, 'new')).map((f) => readFileSync(path.join(gw.dataDir, 'mailboxes/contoso.test', local, 'new', f), 'utf8')); } catch { return []; }
+  try {
+    return readdirSync(path.join(gw.dataDir, 'mailboxes/contoso.test', local, 'new')).map((f) =>
+      readFileSync(path.join(gw.dataDir, 'mailboxes/contoso.test', local, 'new', f), 'utf8'),
+    );
+  } catch {
+    return [];
+  }
 };
 async function traceOf(id: string) {
   const r = await gw.cli(['trace', '--queue-id', id, '--json']);
@@ -170,7 +211,10 @@ test('a TLS 1.0-only peer gets opportunistic mail over legacy TLS 1.0, not plain
   assert.equal(t.tlsLegacy, true);
   assert.equal(t.tlsFailure, 'protocol-version');
   assert.equal(t.tlsAchieved, 'opportunistic');
-  assert.match(String(t.fallback), /TLS handshake failed \(.*\(protocol-version\); detail: ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION .*\); retrying with legacy TLS/);
+  assert.match(
+    String(t.fallback),
+    /TLS handshake failed \(.*\(protocol-version\); detail: ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION .*\); retrying with legacy TLS/,
+  );
 });
 
 test('response injection after STARTTLS is ignored', async () => {
@@ -195,7 +239,10 @@ test('a 5xx is bounced with a correct DSN naming the host and its reply', async 
   assert.match(dsn, /Subject: Undelivered Mail Returned to Sender/);
   assert.match(dsn, /Status: 5\.1\.1/);
   assert.match(dsn, /Remote-MTA: dns; mx\.tls13\.test/);
-  assert.match(dsn, /mx\.tls13\.test \[127\.0\.0\.3\] said: 550 5\.1\.1 <nobody@reject\.test>: Recipient address rejected: User unknown \(in reply to RCPT TO\)/);
+  assert.match(
+    dsn,
+    /mx\.tls13\.test \[127\.0\.0\.3\] said: 550 5\.1\.1 <nobody@reject\.test>: Recipient address rejected: User unknown \(in reply to RCPT TO\)/,
+  );
   assert.match(dsn, /The connection to mx\.tls13\.test was encrypted with TLSv1\.3/);
 });
 
@@ -219,10 +266,20 @@ test('many messages to one destination reuse connections', async () => {
     ids.push(id);
   }
   assert.equal(peers.reuse.connections, 1, 'sequential messages share one connection');
-  const burst = await Promise.all(Array.from({ length: 30 }, (_, i) => relay('a@contoso.test', [`b${i}@reuse.test`, `c${i}@reuse.test`], `reuse burst ${i}`)));
+  const burst = await Promise.all(
+    Array.from({ length: 30 }, (_, i) =>
+      relay('a@contoso.test', [`b${i}@reuse.test`, `c${i}@reuse.test`], `reuse burst ${i}`),
+    ),
+  );
   await until('burst deliveries', () => burst.every(delivered));
   assert.equal(peers.reuse.messages.length, 40);
-  assert.ok(peers.reuse.messages.slice(10).every((m) => m.to.length === 2), 'recipients of one message travel in one transaction');
-  assert.ok(peers.reuse.connections <= 3, `30 messages over at most maxConnectionsPerDestination (2) connections plus the first; saw ${peers.reuse.connections}`);
+  assert.ok(
+    peers.reuse.messages.slice(10).every((m) => m.to.length === 2),
+    'recipients of one message travel in one transaction',
+  );
+  assert.ok(
+    peers.reuse.connections <= 3,
+    `30 messages over at most maxConnectionsPerDestination (2) connections plus the first; saw ${peers.reuse.connections}`,
+  );
   assert.equal(peers.reuse.tlsSessions, peers.reuse.connections);
 });

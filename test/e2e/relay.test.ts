@@ -6,11 +6,20 @@ import { SmtpClient } from '../helpers/smtp.ts';
 
 let gw: GatewayHandle;
 before(async () => {
-  gw = await startGateway({ config: { organizations: [
-    { name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }, { domain: 'hr.contoso.test', recipients: ['alice'] }],
-      inboundConnectors: [{ name: 'Contoso servers', connectorType: 'onPremises', senderIPAddresses: ['127.0.0.5/32'] }] },
-    { name: 'tailspin', acceptedDomains: [{ domain: 'tailspin.test' }] },
-  ] } });
+  gw = await startGateway({
+    config: {
+      organizations: [
+        {
+          name: 'contoso',
+          acceptedDomains: [{ domain: 'contoso.test' }, { domain: 'hr.contoso.test', recipients: ['alice'] }],
+          inboundConnectors: [
+            { name: 'Contoso servers', connectorType: 'onPremises', senderIPAddresses: ['127.0.0.5/32'] },
+          ],
+        },
+        { name: 'tailspin', acceptedDomains: [{ domain: 'tailspin.test' }] },
+      ],
+    },
+  });
 });
 after(() => cleanup(gw));
 
@@ -55,7 +64,9 @@ test('unknown users in a recipient list get 550 5.1.1; the known one is accepted
 });
 
 test('rejections are logged with the reason for the admin', async () => {
-  const e = await gw.waitForLog((x) => x.event === 'message.rejected' && String(x.reason).includes('routing character'));
+  const e = await gw.waitForLog(
+    (x) => x.event === 'message.rejected' && String(x.reason).includes('routing character'),
+  );
   assert.equal(e.enhanced, '5.7.1');
 });
 

@@ -25,7 +25,12 @@ let port: number;
 const peers = {} as Record<'noreq' | 'opp' | 'notls', Peer>;
 
 /** Submit to A over STARTTLS; `requireTls` adds the MAIL parameter. Returns A's queue id. */
-async function submit(from: string, to: string, subject: string, o: { requireTls?: boolean; header?: string } = {}): Promise<string> {
+async function submit(
+  from: string,
+  to: string,
+  subject: string,
+  o: { requireTls?: boolean; header?: string } = {},
+): Promise<string> {
   const c = await SmtpClient.connect(port, IP.a);
   try {
     await c.hello();
@@ -34,7 +39,9 @@ async function submit(from: string, to: string, subject: string, o: { requireTls
     await c.expect(`MAIL FROM:<${from}>${o.requireTls ? ' REQUIRETLS' : ''}`, 250);
     await c.expect(`RCPT TO:<${to}>`, 250);
     await c.expect('DATA', 354);
-    c.write(`From: <${from}>\r\nTo: <${to}>\r\nSubject: ${subject}\r\n${o.header ?? ''}Message-ID: <${subject}@contoso.test>\r\n\r\nsecret body of ${subject}\r\n.\r\n`);
+    c.write(
+      `From: <${from}>\r\nTo: <${to}>\r\nSubject: ${subject}\r\n${o.header ?? ''}Message-ID: <${subject}@contoso.test>\r\n\r\nsecret body of ${subject}\r\n.\r\n`,
+    );
     const r = await c.read();
     assert.equal(r?.code, 250, r?.text);
     return /queued as (\w+)/.exec(r!.text)![1];
@@ -45,12 +52,22 @@ async function submit(from: string, to: string, subject: string, o: { requireTls
 
 const mailbox = (g: GatewayHandle, domain: string, local: string) => {
   const d = path.join(g.dataDir, 'mailboxes', domain, local, 'new');
-  try { return readdirSync(d).map((f) => readFileSync(path.join(d, f), 'utf8')); } catch { return []; }
+  try {
+    return readdirSync(d).map((f) => readFileSync(path.join(d, f), 'utf8'));
+  } catch {
+    return [];
+  }
 };
-const result = (g: GatewayHandle, id: string) => g.events().find((e) => e.event === 'delivery.result' && e.queueId === id && e.agent === 'smtp');
+const result = (g: GatewayHandle, id: string) =>
+  g.events().find((e) => e.event === 'delivery.result' && e.queueId === id && e.agent === 'smtp');
 const transactions = (p: Peer) => p.transcript.filter((l) => /^C: (MAIL|RCPT|DATA)\b/i.test(l));
 
-async function traced(g: GatewayHandle, args: string[]): Promise<{ id: string; envelope: Record<string, unknown>; trace: { kind: string; data: Record<string, unknown> }[] }[]> {
+async function traced(
+  g: GatewayHandle,
+  args: string[],
+): Promise<
+  { id: string; envelope: Record<string, unknown>; trace: { kind: string; data: Record<string, unknown> }[] }[]
+> {
   const r = await g.cli(['trace', ...args, '--json']);
   assert.equal(r.code, 0, r.stderr);
   return JSON.parse(r.stdout);
@@ -62,7 +79,10 @@ before(async () => {
   pki = await makePki(dir, 'Rtls');
   const bCert = await pki.issue('mx.b.test');
   const peerCert = await pki.issue('mx.peer.test');
-  const tlsOf = (c: { chain: string; key: string }) => ({ cert: readFileSync(c.chain, 'utf8'), key: readFileSync(c.key, 'utf8') });
+  const tlsOf = (c: { chain: string; key: string }) => ({
+    cert: readFileSync(c.chain, 'utf8'),
+    key: readFileSync(c.key, 'utf8'),
+  });
   const noReqExt = ['PIPELINING', 'SIZE 10240000', '8BITMIME', 'ENHANCEDSTATUSCODES', 'DSN'];
   peers.noreq = await startPeer({ host: IP.noreq, port, name: 'mx.peer.test', tls: tlsOf(peerCert) });
   peers.opp = await startPeer({ host: IP.opp, port, name: 'mx.peer.test', tls: tlsOf(peerCert) });
@@ -70,31 +90,67 @@ before(async () => {
   mkdirSync(path.join(dir, 'a'));
   mkdirSync(path.join(dir, 'b'));
   b = await startGateway({
-    dir: path.join(dir, 'b'), host: IP.b, port,
+    dir: path.join(dir, 'b'),
+    host: IP.b,
+    port,
     config: {
       hostname: 'mx.b.test',
       tls: { certificates: [{ cert: bCert.chain, key: bCert.key }] },
-      organizations: [{ name: 'fabrikam', acceptedDomains: [{ domain: 'b.test', type: 'authoritative', recipients: 'any' }] }],
+      organizations: [
+        { name: 'fabrikam', acceptedDomains: [{ domain: 'b.test', type: 'authoritative', recipients: 'any' }] },
+      ],
     },
   });
   const smart = (ip: string) => [`${ip}:${port}`];
   a = await startGateway({
-    dir: path.join(dir, 'a'), host: IP.a, port,
+    dir: path.join(dir, 'a'),
+    host: IP.a,
+    port,
     config: {
       hostname: 'mx.a.test',
       delivery: { port, timeouts: { connect: 3, greeting: 10, command: 10 }, destinationDownSeconds: 0 },
       tls: { trust: { system: false, caFiles: [pki.rootFile] } },
       queue: { retrySchedule: [1], messageExpiration: 600, delayWarning: 0 },
-      organizations: [{
-        name: 'contoso', acceptedDomains: [{ domain: 'contoso.test', type: 'authoritative', recipients: 'any' }],
-        inboundConnectors: [{ name: 'Local submission', connectorType: 'onPremises', senderIPAddresses: ['127.0.0.1/32'] }],
-        outboundConnectors: [
-          { name: 'To B', recipientDomains: ['b.test'], useMXRecord: false, smartHosts: smart(IP.b), tlsSettings: 'certificateValidation' },
-          { name: 'To Noreq', recipientDomains: ['noreq.test'], useMXRecord: false, smartHosts: smart(IP.noreq), tlsSettings: 'domainValidation', tlsDomain: 'mx.peer.test' },
-          { name: 'To Opp', recipientDomains: ['opp.test'], useMXRecord: false, smartHosts: smart(IP.opp), tlsSettings: 'opportunistic' },
-          { name: 'To Notls', recipientDomains: ['notls.test'], useMXRecord: false, smartHosts: smart(IP.notls), tlsSettings: 'certificateValidation' },
-        ],
-      }],
+      organizations: [
+        {
+          name: 'contoso',
+          acceptedDomains: [{ domain: 'contoso.test', type: 'authoritative', recipients: 'any' }],
+          inboundConnectors: [
+            { name: 'Local submission', connectorType: 'onPremises', senderIPAddresses: ['127.0.0.1/32'] },
+          ],
+          outboundConnectors: [
+            {
+              name: 'To B',
+              recipientDomains: ['b.test'],
+              useMXRecord: false,
+              smartHosts: smart(IP.b),
+              tlsSettings: 'certificateValidation',
+            },
+            {
+              name: 'To Noreq',
+              recipientDomains: ['noreq.test'],
+              useMXRecord: false,
+              smartHosts: smart(IP.noreq),
+              tlsSettings: 'domainValidation',
+              tlsDomain: 'mx.peer.test',
+            },
+            {
+              name: 'To Opp',
+              recipientDomains: ['opp.test'],
+              useMXRecord: false,
+              smartHosts: smart(IP.opp),
+              tlsSettings: 'opportunistic',
+            },
+            {
+              name: 'To Notls',
+              recipientDomains: ['notls.test'],
+              useMXRecord: false,
+              smartHosts: smart(IP.notls),
+              tlsSettings: 'certificateValidation',
+            },
+          ],
+        },
+      ],
     },
   });
 });
@@ -130,7 +186,9 @@ test('a REQUIRETLS message goes from A to B over validated TLS with the paramete
   assert.equal(m.envelope.requireTls, true, 'A stores the parameter with the message');
   await until('delivered at B', () => mailbox(b, 'b.test', 'bob').find((x) => x.includes('rtls-ok')));
   const atB = await traced(b, ['--recipient', 'bob@b.test']);
-  const stored = atB.find((x) => x.envelope && (x as unknown as { messageId?: string }).messageId === '<rtls-ok@contoso.test>');
+  const stored = atB.find(
+    (x) => x.envelope && (x as unknown as { messageId?: string }).messageId === '<rtls-ok@contoso.test>',
+  );
   assert.ok(stored, 'B traced the message');
   assert.equal(stored.envelope.requireTls, true, 'B received MAIL FROM with REQUIRETLS');
   const r = result(a, id);
@@ -147,7 +205,9 @@ test('a next hop that does not offer REQUIRETLS: 5.7.30 bounce, no MAIL sent, DS
   assert.equal(r.reason, 'TLS required by REQUIRETLS (RFC 8689): 127.0.0.43 [127.0.0.43] does not offer REQUIRETLS');
   assert.ok(peers.noreq.tlsSessions >= 1, 'the peer was reached over TLS');
   assert.deepEqual(transactions(peers.noreq), [], 'no MAIL/RCPT/DATA at a peer without REQUIRETLS');
-  const dsn = await until('the DSN in carol\'s mailbox', () => mailbox(a, 'contoso.test', 'carol').find((x) => x.includes('rtls-noreq')));
+  const dsn = await until("the DSN in carol's mailbox", () =>
+    mailbox(a, 'contoso.test', 'carol').find((x) => x.includes('rtls-noreq')),
+  );
   assert.match(dsn, /Status: 5\.7\.30/);
   assert.match(dsn, /Diagnostic-Code: smtp; 550 5\.7\.30 REQUIRETLS support required/);
   assert.match(dsn, /Content-Type: text\/rfc822-headers/);
@@ -165,24 +225,35 @@ test('a next hop no source authenticates (opportunistic): 5.7.30 without connect
   const r = result(a, id)!;
   assert.equal(r.status, 'failed');
   assert.equal(r.enhanced, '5.7.30');
-  assert.match(String(r.reason), /^TLS required by REQUIRETLS \(RFC 8689\): the next hop is not authenticated by DANE, MTA-STS or a connector at certificateValidation or domainValidation \(opportunistic by default\)$/);
+  assert.match(
+    String(r.reason),
+    /^TLS required by REQUIRETLS \(RFC 8689\): the next hop is not authenticated by DANE, MTA-STS or a connector at certificateValidation or domainValidation \(opportunistic by default\)$/,
+  );
   assert.equal(peers.opp.connections, before, 'never connected');
   // Without REQUIRETLS the same destination takes the message.
   await submit('dave@contoso.test', 'u@opp.test', 'plain-opp');
   await until('delivered without REQUIRETLS', () => peers.opp.messages.find((x) => x.data.includes('plain-opp')));
-  assert.ok(!peers.opp.transcript.some((l) => /^C: MAIL .*REQUIRETLS/i.test(l)), 'no REQUIRETLS on a message that did not ask for it');
+  assert.ok(
+    !peers.opp.transcript.some((l) => /^C: MAIL .*REQUIRETLS/i.test(l)),
+    'no REQUIRETLS on a message that did not ask for it',
+  );
 });
 
 test('TLS-Required: No is ignored with REQUIRETLS (RFC 8689 §4.1)', async () => {
-  const id = await submit('erin@contoso.test', 'u@opp.test', 'rtls-header', { requireTls: true, header: 'TLS-Required: No\r\n' });
+  const id = await submit('erin@contoso.test', 'u@opp.test', 'rtls-header', {
+    requireTls: true,
+    header: 'TLS-Required: No\r\n',
+  });
   await until('the verdict', () => result(a, id));
   assert.equal(result(a, id)!.enhanced, '5.7.30');
   const [m] = await traced(a, ['--queue-id', id]);
   assert.equal(m.envelope.tlsRequiredNo, undefined);
 });
 
-test('TLS-Required: No never lowers a connector\'s forced level; it is recorded and relayed as is', async () => {
-  const id = await submit('frank@contoso.test', 'u@notls.test', 'norequired-forced', { header: 'TLS-Required: No\r\n' });
+test("TLS-Required: No never lowers a connector's forced level; it is recorded and relayed as is", async () => {
+  const id = await submit('frank@contoso.test', 'u@notls.test', 'norequired-forced', {
+    header: 'TLS-Required: No\r\n',
+  });
   await until('the first attempt', () => result(a, id));
   const r = result(a, id)!;
   assert.equal(r.status, 'deferred');

@@ -17,7 +17,10 @@ import { SmtpClient, type Reply } from '../helpers/smtp.ts';
 // ---------------------------------------------------------------------------------------------
 // Variants
 
-interface Variant { seq: string; source: string }
+interface Variant {
+  seq: string;
+  source: string;
+}
 
 const PUBLISHED: Variant[] = [
   // SEC Consult, "SMTP Smuggling - Spoofing E-Mails Worldwide" (2023), smtp_smuggling_scanner.py
@@ -51,7 +54,12 @@ const POST = ['\r', '\n', '\r\n', '\r\r\n', '\n\r'];
 function allVariants(): Variant[] {
   const seen = new Set<string>();
   const out: Variant[] = [];
-  const add = (v: Variant) => { if (!seen.has(v.seq)) { seen.add(v.seq); out.push(v); } };
+  const add = (v: Variant) => {
+    if (!seen.has(v.seq)) {
+      seen.add(v.seq);
+      out.push(v);
+    }
+  };
   PUBLISHED.forEach(add);
   for (const p of PRE) for (const q of POST) add({ seq: `${p}.${q}`, source: 'grid <pre>.<post>' });
   return out;
@@ -82,7 +90,8 @@ function normalise(content: string): string {
   return lines.map((l) => (l.length > 1 && l.startsWith('.') ? l.slice(1) : l)).join('\r\n') + '\r\n';
 }
 
-const SMUGGLED = 'MAIL FROM:<evil@x.test>\r\nRCPT TO:<victim@contoso.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nsmuggled\r\n.\r\n';
+const SMUGGLED =
+  'MAIL FROM:<evil@x.test>\r\nRCPT TO:<victim@contoso.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nsmuggled\r\n.\r\n';
 
 type Framing = 'raw' | 'scanner';
 /** raw: "before" + V + "MAIL FROM..."; scanner: as the SEC Consult tool sends it, V between CRLFs. */
@@ -100,7 +109,11 @@ function mailbox(gw: GatewayHandle, local: string): string {
 }
 
 function mailFiles(dir: string): string[] {
-  try { return readdirSync(path.join(dir, 'new')).map((f) => path.join(dir, 'new', f)); } catch { return []; }
+  try {
+    return readdirSync(path.join(dir, 'new')).map((f) => path.join(dir, 'new', f));
+  } catch {
+    return [];
+  }
 }
 
 async function waitForMail(dir: string, n = 1, timeoutMs = 10_000): Promise<string[]> {
@@ -114,20 +127,32 @@ async function waitForMail(dir: string, n = 1, timeoutMs = 10_000): Promise<stri
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface Outcome { final: Reply; after: string; }
+interface Outcome {
+  final: Reply;
+  after: string;
+}
 
 /**
  * One transaction whose DATA is `payload` (sent raw, nothing stuffed or appended). Returns the
  * reply to the data and every byte the server sent after it, up to and including the reply to
  * a NOOP sent afterwards (so replies to smuggled commands cannot go unnoticed).
  */
-async function transact(port: number, rcpt: string, payload: string, how: 'stepwise' | 'oneWrite' | 'bytewise' = 'stepwise'): Promise<Outcome> {
+async function transact(
+  port: number,
+  rcpt: string,
+  payload: string,
+  how: 'stepwise' | 'oneWrite' | 'bytewise' = 'stepwise',
+): Promise<Outcome> {
   const c = await SmtpClient.connect(port);
   try {
     await c.hello();
     if (how === 'oneWrite') {
       c.write(`MAIL FROM:<sender@fabrikam.test>\r\nRCPT TO:<${rcpt}@contoso.test>\r\nDATA\r\n${payload}`);
-      for (const [code, text] of [[250, '250 2.1.0 Sender OK'], [250, '250 2.1.5 Recipient OK'], [354, '354 2.0.0 ']] as const) {
+      for (const [code, text] of [
+        [250, '250 2.1.0 Sender OK'],
+        [250, '250 2.1.5 Recipient OK'],
+        [354, '354 2.0.0 '],
+      ] as const) {
         const r = await c.read(5000);
         assert.ok(r && r.code === code && r.text.startsWith(text), `pipelined reply: expected ${text}, got ${r?.text}`);
       }
@@ -139,7 +164,10 @@ async function transact(port: number, rcpt: string, payload: string, how: 'stepw
       else {
         c.sock.setNoDelay(true);
         const bytes = Buffer.from(payload, 'latin1');
-        for (let i = 0; i < bytes.length; i++) { c.write(bytes.subarray(i, i + 1)); await sleep(1); }
+        for (let i = 0; i < bytes.length; i++) {
+          c.write(bytes.subarray(i, i + 1));
+          await sleep(1);
+        }
       }
     }
     const final = await c.read(5000);
@@ -151,9 +179,16 @@ async function transact(port: number, rcpt: string, payload: string, how: 'stepw
     await sleep(30);
     c.write('NOOP\r\n');
     let noop: Reply | null;
-    try { noop = await c.read(3000); } catch { noop = null; }
+    try {
+      noop = await c.read(3000);
+    } catch {
+      noop = null;
+    }
     const after = c.received.slice(mark);
-    assert.ok(noop, `no reply to NOOP after the data (a smuggled DATA swallowed it?); server sent ${JSON.stringify(after)}`);
+    assert.ok(
+      noop,
+      `no reply to NOOP after the data (a smuggled DATA swallowed it?); server sent ${JSON.stringify(after)}`,
+    );
     assert.equal(c.unread, 0, `unexpected extra replies: ${JSON.stringify(after)}`);
     c.write('QUIT\r\n');
     await c.read(3000).catch(() => null);
@@ -171,15 +206,29 @@ async function assertStored(gw: GatewayHandle, local: string, content: string): 
   assert.equal(mailFiles(mailbox(gw, local)).length, 1, `still exactly one message in ${local}'s Maildir`);
   const msg = readFileSync(files[0], 'latin1');
   assert.doesNotMatch(msg.replace(/\r\n/g, ''), /[\r\n]/, 'no bare CR or LF in the stored message');
-  assert.match(msg, new RegExp(`^Return-Path: <sender@fabrikam\\.test>\\r\\nDelivered-To: ${local}@contoso\\.test\\r\\nReceived: from client\\.test `));
+  assert.match(
+    msg,
+    new RegExp(
+      `^Return-Path: <sender@fabrikam\\.test>\\r\\nDelivered-To: ${local}@contoso\\.test\\r\\nReceived: from client\\.test `,
+    ),
+  );
   const expected = normalise(content);
-  assert.ok(msg.endsWith(expected), `stored data differs from the reference decoding:\n  stored   ${JSON.stringify(msg.slice(msg.indexOf('Subject: v')))}\n  expected ${JSON.stringify(expected)}`);
-  assert.equal(msg.indexOf('Subject: v\r\n'), msg.length - expected.length, 'data starts right after the trace headers');
+  assert.ok(
+    msg.endsWith(expected),
+    `stored data differs from the reference decoding:\n  stored   ${JSON.stringify(msg.slice(msg.indexOf('Subject: v')))}\n  expected ${JSON.stringify(expected)}`,
+  );
+  assert.equal(
+    msg.indexOf('Subject: v\r\n'),
+    msg.length - expected.length,
+    'data starts right after the trace headers',
+  );
 }
 
 const QUEUED = /^250 2\.0\.0 OK queued as [0-9A-Z]+$/;
 
-function variantName(v: Variant): string { return `${JSON.stringify(v.seq)} (${v.source})`; }
+function variantName(v: Variant): string {
+  return `${JSON.stringify(v.seq)} (${v.source})`;
+}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -198,7 +247,9 @@ before(async () => {
     startGateway({ config: { smtp: { bareLineEndings: 'reject', forbidUnauthPipelining: false } } }),
   ]);
 });
-after(async () => { await Promise.all([cleanup(gwN), cleanup(gwR)]); });
+after(async () => {
+  await Promise.all([cleanup(gwN), cleanup(gwR)]);
+});
 
 const VARIANTS = allVariants();
 
@@ -236,7 +287,11 @@ for (const mode of ['normalize', 'reject'] as const) {
             assert.match(final.text, QUEUED);
             delivered.add(`${mode}/${local}`);
           }
-          assert.equal(after, `${final.text}\r\n250 2.0.0 OK\r\n`, 'exactly one reply to the whole data, then the NOOP reply');
+          assert.equal(
+            after,
+            `${final.text}\r\n250 2.0.0 OK\r\n`,
+            'exactly one reply to the whole data, then the NOOP reply',
+          );
           if (!expectCode) await assertStored(gw, local, content);
         });
       });
@@ -253,7 +308,11 @@ describe('delivery shapes', { concurrency: 4 }, () => {
       test(`${JSON.stringify(seq)} sent ${how}`, async () => {
         const payload = payloadFor(seq, 'raw');
         const { final, after } = await transact(gwN.port, local, payload, how);
-        assert.equal(after, `${final.text}\r\n250 2.0.0 OK\r\n`, 'exactly one reply to the whole data, then the NOOP reply');
+        assert.equal(
+          after,
+          `${final.text}\r\n250 2.0.0 OK\r\n`,
+          'exactly one reply to the whole data, then the NOOP reply',
+        );
         if (seq.includes('\x00')) {
           assert.match(final.text, /^554 5\.6\.0 /);
           refused.add(`normalize/${local}`);
@@ -309,7 +368,10 @@ describe('dot-stuffing round trip', () => {
     const [f] = await waitForMail(mailbox(gwN, 'dots-raw'));
     assert.ok(f, 'delivered');
     const msg = readFileSync(f, 'latin1');
-    assert.ok(msg.endsWith('Subject: dots\r\n\r\n.leading dot\r\n..two dots\r\n.\r\nplain\r\n space\r\n'), JSON.stringify(msg));
+    assert.ok(
+      msg.endsWith('Subject: dots\r\n\r\n.leading dot\r\n..two dots\r\n.\r\nplain\r\n space\r\n'),
+      JSON.stringify(msg),
+    );
     delivered.add('normalize/dots-raw');
   });
 
@@ -342,17 +404,30 @@ test('sweep: nothing smuggled was queued or delivered anywhere; refused messages
   for (const gw of [gwN, gwR]) {
     assert.deepEqual(mailFiles(mailbox(gw, 'victim')), [], 'victim mailbox is empty');
     const accepted = gw.events().filter((e) => e.event === 'message.accepted');
-    assert.equal(accepted.filter((e) => e.from === 'evil@x.test').length, 0, 'no message from the smuggled sender was accepted');
+    assert.equal(
+      accepted.filter((e) => e.from === 'evil@x.test').length,
+      0,
+      'no message from the smuggled sender was accepted',
+    );
     const root = path.join(gw.dataDir, 'mailboxes/contoso.test');
     let boxes: string[] = [];
-    try { boxes = readdirSync(root); } catch { /* none */ }
+    try {
+      boxes = readdirSync(root);
+    } catch {
+      /* none */
+    }
     const mode = gw === gwN ? 'normalize' : 'reject';
     const want = [...delivered].filter((k) => k.startsWith(`${mode}/`)).map((k) => k.slice(mode.length + 1));
     if (gw === gwN) want.push('victim-control');
-    assert.deepEqual(boxes.filter((b) => mailFiles(path.join(root, b)).length > 0).sort(), want.sort(), `${mode}: mailboxes with mail`);
+    assert.deepEqual(
+      boxes.filter((b) => mailFiles(path.join(root, b)).length > 0).sort(),
+      want.sort(),
+      `${mode}: mailboxes with mail`,
+    );
     for (const b of want) assert.equal(mailFiles(path.join(root, b)).length, 1, `${mode}: one message for ${b}`);
     assert.equal(accepted.length, want.length, `${mode}: one accepted message per delivered mailbox`);
-    for (const k of refused) if (k.startsWith(`${mode}/`)) assert.deepEqual(mailFiles(mailbox(gw, k.slice(mode.length + 1))), []);
+    for (const k of refused)
+      if (k.startsWith(`${mode}/`)) assert.deepEqual(mailFiles(mailbox(gw, k.slice(mode.length + 1))), []);
   }
   assert.ok(refused.size > 20 && delivered.size > 60, `refused ${refused.size}, delivered ${delivered.size}`);
 });

@@ -26,11 +26,19 @@ let ecFp: string;
 // ---------------------------------------------------------------------------------------------
 // A permissive STARTTLS control server: TLS 1.0 and up, every cipher at security level 0.
 
-interface ControlSmtp { port: number; close(): Promise<void> }
+interface ControlSmtp {
+  port: number;
+  close(): Promise<void>;
+}
 
 function startControlSmtp(cert: string, key: string): Promise<ControlSmtp> {
   const ctx = tls.createSecureContext({
-    cert, key, minVersion: 'TLSv1', maxVersion: 'TLSv1.3', ciphers: 'ALL:COMPLEMENTOFALL:@SECLEVEL=0', dhparam: 'auto',
+    cert,
+    key,
+    minVersion: 'TLSv1',
+    maxVersion: 'TLSv1.3',
+    ciphers: 'ALL:COMPLEMENTOFALL:@SECLEVEL=0',
+    dhparam: 'auto',
   });
   const socks = new Set<net.Socket>();
   const srv = net.createServer((raw) => {
@@ -46,9 +54,15 @@ function startControlSmtp(cert: string, key: string): Promise<ControlSmtp> {
           buf = buf.slice(nl + 1);
           const verb = line.split(' ')[0].toUpperCase();
           if (verb === 'EHLO') out.write(`250-control.test\r\n${onStarttls ? '250-STARTTLS\r\n' : ''}250 8BITMIME\r\n`);
-          else if (verb === 'STARTTLS' && onStarttls) { out.off('data', onData); out.write('220 2.0.0 go ahead\r\n'); onStarttls(); return; }
-          else if (verb === 'QUIT') { out.end('221 2.0.0 bye\r\n'); return; }
-          else out.write('250 2.0.0 ok\r\n');
+          else if (verb === 'STARTTLS' && onStarttls) {
+            out.off('data', onData);
+            out.write('220 2.0.0 go ahead\r\n');
+            onStarttls();
+            return;
+          } else if (verb === 'QUIT') {
+            out.end('221 2.0.0 bye\r\n');
+            return;
+          } else out.write('250 2.0.0 ok\r\n');
         }
       };
       out.on('data', onData);
@@ -62,10 +76,16 @@ function startControlSmtp(cert: string, key: string): Promise<ControlSmtp> {
   });
   return new Promise((resolve, reject) => {
     srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => resolve({
-      port: (srv.address() as net.AddressInfo).port,
-      close: () => new Promise<void>((r) => { for (const s of socks) s.destroy(); srv.close(() => r()); }),
-    }));
+    srv.listen(0, '127.0.0.1', () =>
+      resolve({
+        port: (srv.address() as net.AddressInfo).port,
+        close: () =>
+          new Promise<void>((r) => {
+            for (const s of socks) s.destroy();
+            srv.close(() => r());
+          }),
+      }),
+    );
   });
 }
 
@@ -85,8 +105,12 @@ interface Handshake {
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let t: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<T>((_r, reject) => { t = setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms); })])
-    .finally(() => clearTimeout(t));
+  return Promise.race([
+    p,
+    new Promise<T>((_r, reject) => {
+      t = setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(t));
 }
 
 async function starttls(port: number, opts: tls.ConnectionOptions, keepOpen = false): Promise<Handshake> {
@@ -102,8 +126,13 @@ async function starttls(port: number, opts: tls.ConnectionOptions, keepOpen = fa
     }
     const peer = sock.getPeerX509Certificate();
     return {
-      ok: true, protocol: sock.getProtocol(), cipher: sock.getCipher().name, fingerprint: peer?.fingerprint256,
-      reused: sock.isSessionReused(), client, sock,
+      ok: true,
+      protocol: sock.getProtocol(),
+      cipher: sock.getCipher().name,
+      fingerprint: peer?.fingerprint256,
+      reused: sock.isSessionReused(),
+      client,
+      sock,
     };
   } finally {
     if (!keepOpen) client.close();
@@ -112,11 +141,22 @@ async function starttls(port: number, opts: tls.ConnectionOptions, keepOpen = fa
 
 /** Parsed gateway log lines after the first `before` lines. */
 function eventsSince(before: number): Record<string, unknown>[] {
-  return gw.logs.slice(before).flatMap((l) => { try { return [JSON.parse(l) as Record<string, unknown>]; } catch { return []; } });
+  return gw.logs.slice(before).flatMap((l) => {
+    try {
+      return [JSON.parse(l) as Record<string, unknown>];
+    } catch {
+      return [];
+    }
+  });
 }
 
 /** Wait (bounded) for `count` gateway log lines after `before` that match; returns those found. */
-async function waitForEvents(before: number, pred: (e: Record<string, unknown>) => boolean, count = 1, timeoutMs = 5000): Promise<Record<string, unknown>[]> {
+async function waitForEvents(
+  before: number,
+  pred: (e: Record<string, unknown>) => boolean,
+  count = 1,
+  timeoutMs = 5000,
+): Promise<Record<string, unknown>[]> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const hits = eventsSince(before).filter(pred);
@@ -144,7 +184,10 @@ before(async () => {
     dir,
     config: {
       tls: {
-        certificates: [{ cert: rsa.cert, key: rsa.key }, { cert: ec.cert, key: ec.key }],
+        certificates: [
+          { cert: rsa.cert, key: rsa.key },
+          { cert: ec.cert, key: ec.key },
+        ],
         trust: { system: false, caFiles: [pki.rootFile] },
       },
     },
@@ -195,31 +238,53 @@ test('TLS 1.2 with only static-RSA (non forward secret) suites is refused, thoug
   assert.equal(fs.fingerprint, rsaFp);
 });
 
-interface Suite { name: string; kx: string; enc: string; mac: string }
+interface Suite {
+  name: string;
+  kx: string;
+  enc: string;
+  mac: string;
+}
 
 async function tls12Suites(): Promise<Suite[]> {
   const { stdout } = await run('openssl', ['ciphers', '-v', 'ALL:COMPLEMENTOFALL:@SECLEVEL=0'], { timeout: 10_000 });
-  const suites = stdout.split('\n').filter(Boolean).map((l) => {
-    const [name, proto, kx, , enc, mac] = l.trim().split(/\s+/);
-    return { name, proto, kx: kx.replace(/^Kx=/, ''), enc: enc.replace(/^Enc=/, ''), mac: mac.replace(/^Mac=/, '') };
-  }).filter((s) => s.proto !== 'TLSv1.3');
+  const suites = stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => {
+      const [name, proto, kx, , enc, mac] = l.trim().split(/\s+/);
+      return { name, proto, kx: kx.replace(/^Kx=/, ''), enc: enc.replace(/^Enc=/, ''), mac: mac.replace(/^Mac=/, '') };
+    })
+    .filter((s) => s.proto !== 'TLSv1.3');
   // Node's own list too (lower case, TLS 1.3 names start with tls_): nothing it knows is skipped.
   const known = new Set(suites.map((s) => s.name));
-  for (const n of tls.getCiphers().map((c) => c.toUpperCase()).filter((c) => !c.startsWith('TLS_'))) {
+  for (const n of tls
+    .getCiphers()
+    .map((c) => c.toUpperCase())
+    .filter((c) => !c.startsWith('TLS_'))) {
     if (!known.has(n)) suites.push({ name: n, proto: '?', kx: '?', enc: '?', mac: '?' });
   }
   return suites;
 }
 
 const forwardSecretAead = (s: Suite) =>
-  /^ECDHE-/.test(s.name) && /-GCM-|CHACHA20-POLY1305/.test(s.name) && (s.kx === 'ECDH' || s.kx === '?') && (s.mac === 'AEAD' || s.mac === '?');
+  /^ECDHE-/.test(s.name) &&
+  /-GCM-|CHACHA20-POLY1305/.test(s.name) &&
+  (s.kx === 'ECDH' || s.kx === '?') &&
+  (s.mac === 'AEAD' || s.mac === '?');
 
-async function probe(port: number, suites: Suite[], servername?: string): Promise<{ accepted: (Suite & { fingerprint?: string })[]; refused: number }> {
+async function probe(
+  port: number,
+  suites: Suite[],
+  servername?: string,
+): Promise<{ accepted: (Suite & { fingerprint?: string })[]; refused: number }> {
   const accepted: (Suite & { fingerprint?: string })[] = [];
   let refused = 0;
   for (const s of suites) {
     const h = await starttls(port, {
-      ciphers: `${s.name}:@SECLEVEL=0`, minVersion: 'TLSv1', maxVersion: 'TLSv1.2', ...(servername ? { servername } : {}),
+      ciphers: `${s.name}:@SECLEVEL=0`,
+      minVersion: 'TLSv1',
+      maxVersion: 'TLSv1.2',
+      ...(servername ? { servername } : {}),
     });
     if (h.ok) {
       assert.equal(h.cipher, s.name, 'the negotiated suite is the only one offered');
@@ -236,14 +301,27 @@ test('TLS 1.2: every suite the gateway accepts is ECDHE + AEAD, for the RSA and 
 
   // The prober can detect a lax policy: the permissive server accepts suites outside it.
   const ctl = await probe(control.port, suites);
-  assert.ok(ctl.accepted.some((s) => !/^ECDHE-/.test(s.name)), 'control accepts non-ECDHE suites');
-  assert.ok(ctl.accepted.some((s) => !/-GCM-|CHACHA20-POLY1305/.test(s.name)), 'control accepts non-AEAD suites');
+  assert.ok(
+    ctl.accepted.some((s) => !/^ECDHE-/.test(s.name)),
+    'control accepts non-ECDHE suites',
+  );
+  assert.ok(
+    ctl.accepted.some((s) => !/-GCM-|CHACHA20-POLY1305/.test(s.name)),
+    'control accepts non-AEAD suites',
+  );
 
   const rsa = await probe(gw.port, suites);
   const rsaNames = rsa.accepted.map((s) => s.name);
   assert.ok(rsaNames.length >= 1, 'at least one TLS 1.2 suite is accepted with the RSA certificate');
-  assert.deepEqual(rsa.accepted.filter((s) => !forwardSecretAead(s)).map((s) => s.name), [], `accepted: ${rsaNames.join(' ')}`);
-  assert.ok(rsaNames.every((n) => n.startsWith('ECDHE-RSA-')), `RSA certificate: ${rsaNames.join(' ')}`);
+  assert.deepEqual(
+    rsa.accepted.filter((s) => !forwardSecretAead(s)).map((s) => s.name),
+    [],
+    `accepted: ${rsaNames.join(' ')}`,
+  );
+  assert.ok(
+    rsaNames.every((n) => n.startsWith('ECDHE-RSA-')),
+    `RSA certificate: ${rsaNames.join(' ')}`,
+  );
 
   assert.ok(rsa.accepted.every((s) => s.fingerprint === rsaFp));
 
@@ -252,10 +330,20 @@ test('TLS 1.2: every suite the gateway accepts is ECDHE + AEAD, for the RSA and 
   // matters here is that nothing outside the policy is accepted, and ECDSA suites get the ECDSA one.
   const ec = await probe(gw.port, suites, 'mx.fabrikam.test');
   const ecNames = ec.accepted.map((s) => s.name);
-  assert.deepEqual(ec.accepted.filter((s) => !forwardSecretAead(s)).map((s) => s.name), [], `accepted: ${ecNames.join(' ')}`);
+  assert.deepEqual(
+    ec.accepted.filter((s) => !forwardSecretAead(s)).map((s) => s.name),
+    [],
+    `accepted: ${ecNames.join(' ')}`,
+  );
   const ecdsa = ec.accepted.filter((s) => s.name.startsWith('ECDHE-ECDSA-'));
-  assert.ok(ecdsa.length >= 1, `at least one ECDHE-ECDSA suite is accepted with the ECDSA certificate: ${ecNames.join(' ')}`);
-  assert.ok(ecdsa.every((s) => s.fingerprint === ecFp), 'ECDSA suites are served with the ECDSA certificate');
+  assert.ok(
+    ecdsa.length >= 1,
+    `at least one ECDHE-ECDSA suite is accepted with the ECDSA certificate: ${ecNames.join(' ')}`,
+  );
+  assert.ok(
+    ecdsa.every((s) => s.fingerprint === ecFp),
+    'ECDSA suites are served with the ECDSA certificate',
+  );
 });
 
 test('TLS 1.3 is negotiated by default with a modern client', async () => {
@@ -275,7 +363,10 @@ test('TLS 1.3 is negotiated by default with a modern client', async () => {
 });
 
 /** Full session whose TLS session state (ticket) is captured; returns it. */
-async function sessionToResume(opts: tls.ConnectionOptions, ehlo: string): Promise<{ session: Buffer; first: Handshake }> {
+async function sessionToResume(
+  opts: tls.ConnectionOptions,
+  ehlo: string,
+): Promise<{ session: Buffer; first: Handshake }> {
   const h = await starttls(gw.port, opts, true);
   try {
     assert.ok(h.ok, h.error);
@@ -283,7 +374,10 @@ async function sessionToResume(opts: tls.ConnectionOptions, ehlo: string): Promi
     const sock = h.sock!;
     // TLS 1.2: the session exists once the handshake is done; TLS 1.3: tickets follow the handshake.
     const got = new Promise<Buffer>((resolve) => {
-      if (sock.getProtocol() === 'TLSv1.2') { const s = sock.getSession(); if (s) resolve(s); }
+      if (sock.getProtocol() === 'TLSv1.2') {
+        const s = sock.getSession();
+        if (s) resolve(s);
+      }
       sock.once('session', resolve);
     });
     await h.client.expect(`EHLO ${ehlo}`, 250);
@@ -305,7 +399,10 @@ for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
     assert.equal(first.protocol, version);
     const second = await starttls(gw.port, { ...opts, session }, true);
     try {
-      assert.ok(second.ok, `resumption handshake failed: ${second.error}; gateway: ${gw.logs.slice(before).join('\n')}`);
+      assert.ok(
+        second.ok,
+        `resumption handshake failed: ${second.error}; gateway: ${gw.logs.slice(before).join('\n')}`,
+      );
       assert.equal(second.protocol, version);
       assert.equal(second.reused, true, 'isSessionReused()');
       await second.client.expect(`EHLO ${names[1]}`, 250);
@@ -316,8 +413,16 @@ for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
     // The gateway records the resumption in the session facts.
     // The gateway records the resumption in the session facts (first session: full handshake).
     const ends = await waitForEvents(before, (e) => e.event === 'session.end' && names.includes(String(e.helo)), 2);
-    const facts = ends.map((e) => { const t = e.tls as { version: string; resumed: boolean }; return `${e.helo} ${e.ip} ${t.version} resumed=${t.resumed}`; }).sort();
-    assert.deepEqual(facts, [`${names[0]} 127.0.0.1 ${version} resumed=false`, `${names[1]} 127.0.0.1 ${version} resumed=true`]);
+    const facts = ends
+      .map((e) => {
+        const t = e.tls as { version: string; resumed: boolean };
+        return `${e.helo} ${e.ip} ${t.version} resumed=${t.resumed}`;
+      })
+      .sort();
+    assert.deepEqual(facts, [
+      `${names[0]} 127.0.0.1 ${version} resumed=false`,
+      `${names[1]} 127.0.0.1 ${version} resumed=true`,
+    ]);
   });
 }
 
@@ -343,13 +448,23 @@ test('SNI selects the certificate; no SNI or an unknown name gets the first one'
 /** openssl s_client -starttls smtp; stdin closed, so it leaves right after the handshake. */
 function sClient(port: number, args: string[]): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve) => {
-    const p = spawn('openssl', ['s_client', '-starttls', 'smtp', '-connect', `127.0.0.1:${port}`, '-brief', '-noservername', ...args],
-      { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(
+      'openssl',
+      ['s_client', '-starttls', 'smtp', '-connect', `127.0.0.1:${port}`, '-brief', '-noservername', ...args],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let out = '';
-    p.stdout.on('data', (d) => { out += d; });
-    p.stderr.on('data', (d) => { out += d; });
+    p.stdout.on('data', (d) => {
+      out += d;
+    });
+    p.stderr.on('data', (d) => {
+      out += d;
+    });
     const t = setTimeout(() => p.kill('SIGKILL'), 10_000);
-    p.on('close', (code) => { clearTimeout(t); resolve({ code, out }); });
+    p.on('close', (code) => {
+      clearTimeout(t);
+      resolve({ code, out });
+    });
   });
 }
 

@@ -85,7 +85,12 @@ const DAY = 86_400;
 function run(file: string, args: string[], cwd?: string): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(file, args, { cwd, timeout: 20_000, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`${path.basename(file)} ${args.join(' ')} failed: ${err.message}\n${String(stderr)}${String(stdout)}`));
+      if (err)
+        reject(
+          new Error(
+            `${path.basename(file)} ${args.join(' ')} failed: ${err.message}\n${String(stderr)}${String(stdout)}`,
+          ),
+        );
       else resolve(String(stdout));
     });
   });
@@ -97,7 +102,12 @@ const within = (name: string, zone: string) => name === zone || name.endsWith(`.
 
 // ---- keys: one ECDSA P-256 key (KSK flag, signs everything) per zone name, per process -----
 
-interface KeyFiles { base: string; key: string; private: string; ds: string }
+interface KeyFiles {
+  base: string;
+  key: string;
+  private: string;
+  ds: string;
+}
 const keyCache = new Map<string, Promise<KeyFiles>>();
 
 function zoneKey(zone: string, scratch: string): Promise<KeyFiles> {
@@ -136,7 +146,8 @@ function rdataLines(owner: string, r: Rrs): string[] {
     const chunks = t.match(/[\s\S]{1,255}/g) ?? [''];
     out.push(line('TXT', chunks.map((c) => `"${c.replace(/["\\]/g, '\\$&')}"`).join(' ')));
   }
-  for (const t of r.TLSA ?? []) out.push(line('TLSA', `${t.usage} ${t.selector} ${t.matchingType} ${t.data.toString('hex') || '00'}`));
+  for (const t of r.TLSA ?? [])
+    out.push(line('TLSA', `${t.usage} ${t.selector} ${t.matchingType} ${t.data.toString('hex') || '00'}`));
   return out;
 }
 
@@ -145,7 +156,8 @@ const TYPES = ['A', 'AAAA', 'MX', 'CNAME', 'TXT', 'TLSA'] as const;
 /** Remove the RRsets named in `forged` from a signed zone file (RRSIGs stay) and add the forged ones. */
 function forge(signed: string, forged: Record<string, Rrs>): string {
   const drop = new Set<string>();
-  for (const [owner, r] of Object.entries(forged)) for (const t of TYPES) if (r[t] !== undefined) drop.add(`${fqdn(owner)} ${t}`);
+  for (const [owner, r] of Object.entries(forged))
+    for (const t of TYPES) if (r[t] !== undefined) drop.add(`${fqdn(owner)} ${t}`);
   const kept = signed.split('\n').filter((l) => {
     const f = l.split(/\s+/);
     return !(f.length > 4 && drop.has(`${f[0].toLowerCase()} ${f[3]}`));
@@ -158,42 +170,81 @@ function forge(signed: string, forged: Record<string, Rrs>): string {
 async function freePort(host: string): Promise<number> {
   for (let i = 0; i < 20; i++) {
     const srv = net.createServer();
-    const port = await new Promise<number>((res, rej) => { srv.once('error', rej); srv.listen(0, host, () => res((srv.address() as net.AddressInfo).port)); });
+    const port = await new Promise<number>((res, rej) => {
+      srv.once('error', rej);
+      srv.listen(0, host, () => res((srv.address() as net.AddressInfo).port));
+    });
     const udp = dgram.createSocket('udp4');
-    const ok = await new Promise<boolean>((res) => { udp.once('error', () => res(false)); udp.bind(port, host, () => res(true)); });
+    const ok = await new Promise<boolean>((res) => {
+      udp.once('error', () => res(false));
+      udp.bind(port, host, () => res(true));
+    });
     await new Promise<void>((r) => srv.close(() => r()));
     if (ok) await new Promise<void>((r) => udp.close(() => r()));
-    else try { udp.close(); } catch { /* never bound */ }
+    else
+      try {
+        udp.close();
+      } catch {
+        /* never bound */
+      }
     if (ok) return port;
   }
   throw new Error(`no free UDP+TCP port on ${host}`);
 }
 
 /** One UDP question; resolves with the decoded answer or undefined after `ms`. */
-function ask(host: string, port: number, name: string, type: string, ms = 500): Promise<(dnsPacket.Packet & { flag_ad?: boolean; rcode?: string }) | undefined> {
+function ask(
+  host: string,
+  port: number,
+  name: string,
+  type: string,
+  ms = 500,
+): Promise<(dnsPacket.Packet & { flag_ad?: boolean; rcode?: string }) | undefined> {
   return new Promise((resolve) => {
     const sock = dgram.createSocket('udp4');
     const id = 1 + Math.floor(Math.random() * 65_000);
-    const t = setTimeout(() => { sock.close(); resolve(undefined); }, ms);
-    sock.on('error', () => { clearTimeout(t); sock.close(); resolve(undefined); });
+    const t = setTimeout(() => {
+      sock.close();
+      resolve(undefined);
+    }, ms);
+    sock.on('error', () => {
+      clearTimeout(t);
+      sock.close();
+      resolve(undefined);
+    });
     sock.on('message', (m) => {
       let p: dnsPacket.Packet;
-      try { p = dnsPacket.decode(m); } catch { return; }
+      try {
+        p = dnsPacket.decode(m);
+      } catch {
+        return;
+      }
       if (p.id !== id) return;
-      clearTimeout(t); sock.close(); resolve(p);
+      clearTimeout(t);
+      sock.close();
+      resolve(p);
     });
-    sock.send(dnsPacket.encode({
-      type: 'query', id, flags: dnsPacket.RECURSION_DESIRED | dnsPacket.AUTHENTIC_DATA,
-      questions: [{ type: type as 'SOA', name, class: 'IN' }],
-      additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232, flags: dnsPacket.DNSSEC_OK } as unknown as dnsPacket.Answer],
-    }), port, host);
+    sock.send(
+      dnsPacket.encode({
+        type: 'query',
+        id,
+        flags: dnsPacket.RECURSION_DESIRED | dnsPacket.AUTHENTIC_DATA,
+        questions: [{ type: type as 'SOA', name, class: 'IN' }],
+        additionals: [
+          { type: 'OPT', name: '.', udpPayloadSize: 1232, flags: dnsPacket.DNSSEC_OK } as unknown as dnsPacket.Answer,
+        ],
+      }),
+      port,
+      host,
+    );
   });
 }
 
 async function waitFor(what: string, check: () => Promise<boolean>, log: () => string, ms = 10_000): Promise<void> {
   const end = Date.now() + ms;
   while (!(await check())) {
-    if (Date.now() > end) throw new Error(`${what}: not ready after ${ms} ms\n${log().split('\n').slice(-30).join('\n')}`);
+    if (Date.now() > end)
+      throw new Error(`${what}: not ready after ${ms} ms\n${log().split('\n').slice(-30).join('\n')}`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }
@@ -201,7 +252,15 @@ async function waitFor(what: string, check: () => Promise<boolean>, log: () => s
 // ---- processes ---------------------------------------------------------------------------
 
 const running = new Set<ChildProcess>();
-process.once('exit', () => { for (const c of running) if (c.pid) try { process.kill(-c.pid, 'SIGKILL'); } catch { /* gone */ } });
+process.once('exit', () => {
+  for (const c of running)
+    if (c.pid)
+      try {
+        process.kill(-c.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+});
 
 function start(file: string, args: string[], logFile: string): ChildProcess {
   const fd = openSync(logFile, 'a');
@@ -217,10 +276,20 @@ function start(file: string, args: string[], logFile: string): ChildProcess {
 async function stopProcess(c: ChildProcess): Promise<void> {
   if (c.exitCode !== null || c.signalCode !== null || !c.pid) return;
   const group = c.pid;
-  const killGroup = () => { try { process.kill(-group, 'SIGKILL'); } catch { /* all gone */ } };
+  const killGroup = () => {
+    try {
+      process.kill(-group, 'SIGKILL');
+    } catch {
+      /* all gone */
+    }
+  };
   const exited = new Promise<void>((r) => c.once('exit', () => r()));
   // The main process first, so that it stops and reaps its own children; then whatever is left.
-  try { process.kill(group, 'SIGTERM'); } catch { return; }
+  try {
+    process.kill(group, 'SIGTERM');
+  } catch {
+    return;
+  }
   const t = setTimeout(killGroup, 5000);
   await exited;
   clearTimeout(t);
@@ -231,10 +300,12 @@ async function stopProcess(c: ChildProcess): Promise<void> {
 
 export async function startDnssecRig(o: DnssecRigOptions): Promise<DnssecRig> {
   if (process.getuid?.() !== 0) throw new Error('the DNSSEC rig must be started as root');
-  for (const f of [NSD, UNBOUND, KEYGEN, SIGNZONE]) if (!existsSync(f)) throw new Error(`${f} is missing (apt-get install nsd unbound ldnsutils)`);
+  for (const f of [NSD, UNBOUND, KEYGEN, SIGNZONE])
+    if (!existsSync(f)) throw new Error(`${f} is missing (apt-get install nsd unbound ldnsutils)`);
   const aHost = o.authorityHost ?? '127.0.53.1';
   const rHost = o.resolverHost ?? '127.0.53.2';
-  for (const h of [aHost, rHost]) if (!/^127\.\d+\.\d+\.\d+$/.test(h)) throw new Error(`the DNSSEC rig listens on loopback only, not ${h}`);
+  for (const h of [aHost, rHost])
+    if (!/^127\.\d+\.\d+\.\d+$/.test(h)) throw new Error(`the DNSSEC rig listens on loopback only, not ${h}`);
   const base = path.resolve(o.base);
   const zdir = path.join(base, 'zones');
   mkdirSync(zdir, { recursive: true });
@@ -243,7 +314,10 @@ export async function startDnssecRig(o: DnssecRigOptions): Promise<DnssecRig> {
     if (!/^([a-z0-9_-]+\.)+test$/.test(z)) throw new Error(`zone ${z} must be below test.`);
   }
   /** The zone a zone is delegated from: the deepest other zone above it, else test. */
-  const parentOf = (z: string) => Object.keys(children).filter((c) => c !== z && within(z, c)).sort((a, b) => b.length - a.length)[0] ?? 'test';
+  const parentOf = (z: string) =>
+    Object.keys(children)
+      .filter((c) => c !== z && within(z, c))
+      .sort((a, b) => b.length - a.length)[0] ?? 'test';
   const signed = (z: string) => z === 'test' || ['secure', 'expired'].includes(children[z]);
   const hasDs = (z: string) => ['secure', 'expired', 'stripped'].includes(children[z]);
   const served = ['test', ...Object.keys(children).filter((z) => children[z] !== 'dead')];
@@ -251,13 +325,15 @@ export async function startDnssecRig(o: DnssecRigOptions): Promise<DnssecRig> {
   const keys = await Promise.all(keyed.map((z) => zoneKey(z, base)));
   const keyOf = new Map(keyed.map((z, i) => [z, installKey(keys[i], zdir)]));
 
-  const [aPort, rPort] = [await freePort(aHost), o.resolverPort ?? await freePort(rHost)];
+  const [aPort, rPort] = [await freePort(aHost), o.resolverPort ?? (await freePort(rHost))];
   let serial = Math.floor(Date.now() / 1000);
 
   const zoneOf = (owner: string): string => {
     const n = norm(owner);
     if (!within(n, 'test')) throw new Error(`record owner ${owner} is outside test.`);
-    const z = Object.keys(children).filter((c) => within(n, c)).sort((a, b) => b.length - a.length)[0];
+    const z = Object.keys(children)
+      .filter((c) => within(n, c))
+      .sort((a, b) => b.length - a.length)[0];
     if (z && children[z] === 'dead') throw new Error(`${owner} is in the dead zone ${z}: it has no data`);
     return z ?? 'test';
   };
@@ -280,7 +356,8 @@ export async function startDnssecRig(o: DnssecRigOptions): Promise<DnssecRig> {
     const out = path.join(zdir, `${z}.zone.served`);
     if (signed(z)) {
       const now = Math.floor(Date.now() / 1000);
-      const [inception, expiration] = children[z] === 'expired' ? [now - 30 * DAY, now - 3 * DAY] : [now - 3600, now + 30 * DAY];
+      const [inception, expiration] =
+        children[z] === 'expired' ? [now - 30 * DAY, now - 3 * DAY] : [now - 3600, now + 30 * DAY];
       await run(SIGNZONE, ['-i', String(inception), '-e', String(expiration), '-f', out, file, keyOf.get(z)!]);
       writeFileSync(out, forge(readFileSync(out, 'utf8'), own(forged)));
     } else {
@@ -296,84 +373,107 @@ export async function startDnssecRig(o: DnssecRigOptions): Promise<DnssecRig> {
   await writeZones(o.records, o.forged ?? {});
   const nsdConf = path.join(base, 'nsd.conf');
   const nsdLog = path.join(base, 'nsd.log');
-  writeFileSync(nsdConf, [
-    'server:',
-    `  ip-address: ${aHost}@${aPort}`,
-    '  do-ip6: no',
-    '  username: ""',
-    '  chroot: ""',
-    `  zonesdir: "${zdir}"`,
-    '  database: ""',
-    `  pidfile: "${path.join(base, 'nsd.pid')}"`,
-    `  logfile: "${nsdLog}"`,
-    `  xfrdfile: "${path.join(base, 'xfrd.state')}"`,
-    `  zonelistfile: "${path.join(base, 'zone.list')}"`,
-    `  xfrdir: "${base}"`,
-    '  server-count: 1',
-    '  reuseport: no',
-    '  hide-version: yes',
-    '  verbosity: 1',
-    'remote-control:',
-    '  control-enable: yes',
-    `  control-interface: "${path.join(base, 'nsd.ctl')}"`,
-    // A dead zone is configured without a zone file: NSD answers SERVFAIL for it.
-    ...['test', ...Object.keys(children)].flatMap((z) => ['zone:', `  name: "${fqdn(z)}"`,
-      `  zonefile: "${children[z] === 'dead' ? `${z}.zone.missing` : `${z}.zone.served`}"`]),
-  ].join('\n') + '\n');
+  writeFileSync(
+    nsdConf,
+    [
+      'server:',
+      `  ip-address: ${aHost}@${aPort}`,
+      '  do-ip6: no',
+      '  username: ""',
+      '  chroot: ""',
+      `  zonesdir: "${zdir}"`,
+      '  database: ""',
+      `  pidfile: "${path.join(base, 'nsd.pid')}"`,
+      `  logfile: "${nsdLog}"`,
+      `  xfrdfile: "${path.join(base, 'xfrd.state')}"`,
+      `  zonelistfile: "${path.join(base, 'zone.list')}"`,
+      `  xfrdir: "${base}"`,
+      '  server-count: 1',
+      '  reuseport: no',
+      '  hide-version: yes',
+      '  verbosity: 1',
+      'remote-control:',
+      '  control-enable: yes',
+      `  control-interface: "${path.join(base, 'nsd.ctl')}"`,
+      // A dead zone is configured without a zone file: NSD answers SERVFAIL for it.
+      ...['test', ...Object.keys(children)].flatMap((z) => [
+        'zone:',
+        `  name: "${fqdn(z)}"`,
+        `  zonefile: "${children[z] === 'dead' ? `${z}.zone.missing` : `${z}.zone.served`}"`,
+      ]),
+    ].join('\n') + '\n',
+  );
 
   const anchor = path.join(base, 'test.anchor');
   writeFileSync(anchor, (await zoneKey('test', base)).ds);
   const unboundConf = path.join(base, 'unbound.conf');
   const unboundLog = path.join(base, 'unbound.log');
-  const stub = (z: string) => ['stub-zone:', `  name: "${z === '.' ? '.' : fqdn(z)}"`, `  stub-addr: ${aHost}@${aPort}`];
-  writeFileSync(unboundConf, [
-    'server:',
-    `  interface: ${rHost}@${rPort}`,
-    `  port: ${rPort}`,
-    `  outgoing-interface: ${rHost}`,
-    '  do-ip6: no',
-    '  do-daemonize: no',
-    '  username: ""',
-    '  chroot: ""',
-    `  directory: "${base}"`,
-    `  pidfile: "${path.join(base, 'unbound.pid')}"`,
-    `  logfile: "${unboundLog}"`,
-    '  use-syslog: no',
-    '  verbosity: 1',
-    '  log-servfail: yes',
-    '  val-log-level: 2',
-    '  num-threads: 1',
-    '  so-reuseport: no',
-    '  outgoing-range: 64',
-    '  num-queries-per-thread: 32',
-    '  msg-cache-size: 1m',
-    '  rrset-cache-size: 1m',
-    '  key-cache-size: 1m',
-    '  neg-cache-size: 256k',
-    '  access-control: 127.0.0.0/8 allow',
-    '  do-not-query-localhost: no',
-    '  module-config: "validator iterator"',
-    `  trust-anchor-file: "${anchor}"`,
-    '  trust-anchor-signaling: no',
-    '  root-key-sentinel: no',
-    '  ede: yes',
-    '  qname-minimisation: no',
-    '  aggressive-nsec: no',
-    '  prefetch: no',
-    // test. is one of Unbound's built-in empty local zones (RFC 6761); serve it from NSD instead.
-    '  local-zone: "test." nodefault',
-    'remote-control:',
-    '  control-enable: yes',
-    `  control-interface: "${path.join(base, 'unbound.ctl')}"`,
-    // Every zone, and the root, is a stub at NSD: nothing is ever asked of port 53 or the internet.
-    ...stub('.'), ...stub('test'), ...Object.keys(children).flatMap(stub),
-  ].join('\n') + '\n');
+  const stub = (z: string) => [
+    'stub-zone:',
+    `  name: "${z === '.' ? '.' : fqdn(z)}"`,
+    `  stub-addr: ${aHost}@${aPort}`,
+  ];
+  writeFileSync(
+    unboundConf,
+    [
+      'server:',
+      `  interface: ${rHost}@${rPort}`,
+      `  port: ${rPort}`,
+      `  outgoing-interface: ${rHost}`,
+      '  do-ip6: no',
+      '  do-daemonize: no',
+      '  username: ""',
+      '  chroot: ""',
+      `  directory: "${base}"`,
+      `  pidfile: "${path.join(base, 'unbound.pid')}"`,
+      `  logfile: "${unboundLog}"`,
+      '  use-syslog: no',
+      '  verbosity: 1',
+      '  log-servfail: yes',
+      '  val-log-level: 2',
+      '  num-threads: 1',
+      '  so-reuseport: no',
+      '  outgoing-range: 64',
+      '  num-queries-per-thread: 32',
+      '  msg-cache-size: 1m',
+      '  rrset-cache-size: 1m',
+      '  key-cache-size: 1m',
+      '  neg-cache-size: 256k',
+      '  access-control: 127.0.0.0/8 allow',
+      '  do-not-query-localhost: no',
+      '  module-config: "validator iterator"',
+      `  trust-anchor-file: "${anchor}"`,
+      '  trust-anchor-signaling: no',
+      '  root-key-sentinel: no',
+      '  ede: yes',
+      '  qname-minimisation: no',
+      '  aggressive-nsec: no',
+      '  prefetch: no',
+      // test. is one of Unbound's built-in empty local zones (RFC 6761); serve it from NSD instead.
+      '  local-zone: "test." nodefault',
+      'remote-control:',
+      '  control-enable: yes',
+      `  control-interface: "${path.join(base, 'unbound.ctl')}"`,
+      // Every zone, and the root, is a stub at NSD: nothing is ever asked of port 53 or the internet.
+      ...stub('.'),
+      ...stub('test'),
+      ...Object.keys(children).flatMap(stub),
+    ].join('\n') + '\n',
+  );
 
-  const readLog = (f: string) => () => { try { return readFileSync(f, 'utf8'); } catch { return ''; } };
+  const readLog = (f: string) => () => {
+    try {
+      return readFileSync(f, 'utf8');
+    } catch {
+      return '';
+    }
+  };
   // Both start at once; Unbound only needs NSD once it is asked something.
   const nsd = start(NSD, ['-d', '-c', nsdConf], nsdLog);
   const unbound = start(UNBOUND, ['-d', '-c', unboundConf], unboundLog);
-  const stop = async () => { await Promise.all([stopProcess(unbound), stopProcess(nsd)]); };
+  const stop = async () => {
+    await Promise.all([stopProcess(unbound), stopProcess(nsd)]);
+  };
   const soaSerial = async (z: string) => {
     const p = await ask(aHost, aPort, fqdn(z), 'SOA', 100);
     const soa = p?.answers?.find((a) => a.type === 'SOA') as { data: { serial: number } } | undefined;
@@ -395,7 +495,14 @@ export async function startDnssecRig(o: DnssecRigOptions): Promise<DnssecRig> {
     resolverLog: readLog(unboundLog),
     async upstreams() {
       const dump = await run(UNBOUND_CONTROL, ['-c', unboundConf, 'dump_infra']);
-      return [...new Set(dump.split('\n').map((l) => l.split(' ')[0]).filter(Boolean))];
+      return [
+        ...new Set(
+          dump
+            .split('\n')
+            .map((l) => l.split(' ')[0])
+            .filter(Boolean),
+        ),
+      ];
     },
     authorityLog: readLog(nsdLog),
     async update(z) {
@@ -404,9 +511,16 @@ export async function startDnssecRig(o: DnssecRigOptions): Promise<DnssecRig> {
       // shows its old serial (same mtime) is then reloaded by name, which forces it.
       await run(NSD_CONTROL, ['-c', nsdConf, 'reload']);
       for (const zone of served) {
-        await waitFor(`nsd reload of ${zone}`, async () => (await soaSerial(zone)) === serial, readLog(nsdLog), 2000)
-          .catch(() => run(NSD_CONTROL, ['-c', nsdConf, 'reload', fqdn(zone)])
-            .then(() => waitFor(`nsd reload of ${zone}`, async () => (await soaSerial(zone)) === serial, readLog(nsdLog))));
+        await waitFor(
+          `nsd reload of ${zone}`,
+          async () => (await soaSerial(zone)) === serial,
+          readLog(nsdLog),
+          2000,
+        ).catch(() =>
+          run(NSD_CONTROL, ['-c', nsdConf, 'reload', fqdn(zone)]).then(() =>
+            waitFor(`nsd reload of ${zone}`, async () => (await soaSerial(zone)) === serial, readLog(nsdLog)),
+          ),
+        );
       }
       await run(UNBOUND_CONTROL, ['-c', unboundConf, 'reload']);
       await waitFor('unbound reload', validates, readLog(unboundLog));

@@ -37,7 +37,9 @@ export async function startDovecot(o: DovecotOptions): Promise<DovecotInstance> 
   chmodSync(o.base, 0o755);
   const logFile = path.join(o.base, 'dovecot.log');
   const conf = path.join(o.base, 'dovecot.conf');
-  writeFileSync(conf, `# throwaway test instance
+  writeFileSync(
+    conf,
+    `# throwaway test instance
 instance_name = portcullis-test-${o.port}
 base_dir = ${o.base}/run
 state_dir = ${o.base}/state
@@ -69,21 +71,32 @@ service imap-login {
     port = 0
   }
 }
-`);
+`,
+  );
   const proc: ChildProcess = spawn(DOVECOT, ['-F', '-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
-  proc.stdout!.on('data', (d) => { output += d; });
-  proc.stderr!.on('data', (d) => { output += d; });
+  proc.stdout!.on('data', (d) => {
+    output += d;
+  });
+  proc.stderr!.on('data', (d) => {
+    output += d;
+  });
   const log = () => `${output}${existsSync(logFile) ? readFileSync(logFile, 'utf8') : ''}`;
   const end = Date.now() + 15_000;
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`dovecot exited with ${proc.exitCode}:\n${log()}`);
     const up = await new Promise<boolean>((resolve) => {
-      const s = net.connect(o.port, o.host, () => { s.destroy(); resolve(true); });
+      const s = net.connect(o.port, o.host, () => {
+        s.destroy();
+        resolve(true);
+      });
       s.on('error', () => resolve(false));
     });
     if (up) break;
-    if (Date.now() > end) { proc.kill('SIGKILL'); throw new Error(`dovecot did not listen on ${o.host}:${o.port} within 15 s:\n${log()}`); }
+    if (Date.now() > end) {
+      proc.kill('SIGKILL');
+      throw new Error(`dovecot did not listen on ${o.host}:${o.port} within 15 s:\n${log()}`);
+    }
     await new Promise((r) => setTimeout(r, 100));
   }
   return {

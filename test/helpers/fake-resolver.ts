@@ -5,10 +5,20 @@
 // logged in `queries`.
 import type { RecordType } from 'dns-packet';
 import { TypedResolver } from '../../src/dns/typed.ts';
-import { DnsError, type DnsErrorKind, type DnsRecord, type ExtendedDnsError, type Lookup, type TlsaRecord } from '../../src/dns/types.ts';
+import {
+  DnsError,
+  type DnsErrorKind,
+  type DnsRecord,
+  type ExtendedDnsError,
+  type Lookup,
+  type TlsaRecord,
+} from '../../src/dns/types.ts';
 
 export interface FakeName {
-  A?: string[]; AAAA?: string[]; TXT?: string[]; PTR?: string[];
+  A?: string[];
+  AAAA?: string[];
+  TXT?: string[];
+  PTR?: string[];
   MX?: { exchange: string; priority: number }[];
   TLSA?: TlsaRecord[];
   /** The name is an alias: every question follows it (at most 8 links, as the real resolver). */
@@ -33,7 +43,10 @@ export class FakeResolver extends TypedResolver {
   private readonly names = new Map<string, FakeName>();
 
   /** `secureDenials`: NXDOMAIN for unknown names is secure (a signed parent zone). */
-  constructor(zone: FakeZone = {}, private readonly opts: { secureDenials?: boolean } = {}) {
+  constructor(
+    zone: FakeZone = {},
+    private readonly opts: { secureDenials?: boolean } = {},
+  ) {
     super();
     for (const [n, z] of Object.entries(zone)) this.set(n, z);
   }
@@ -58,7 +71,10 @@ export class FakeResolver extends TypedResolver {
 
   /** Questions asked for `name` (of `type`, when given). */
   asked(name: string, type?: string): number {
-    return this.queries.filter((q) => { const [n, t] = q.split(' '); return n === norm(name) && (!type || t === type); }).length;
+    return this.queries.filter((q) => {
+      const [n, t] = q.split(' ');
+      return n === norm(name) && (!type || t === type);
+    }).length;
   }
 
   async lookup(name: string, type: RecordType): Promise<Lookup<DnsRecord>> {
@@ -94,9 +110,18 @@ export class FakeResolver extends TypedResolver {
 function recordsOf(name: string, z: FakeName, type: RecordType): DnsRecord[] {
   const rec = (data: unknown): DnsRecord => ({ type, name, ttl: 300, data });
   switch (type) {
-    case 'MX': return (z.MX ?? []).map((m) => rec({ exchange: m.exchange, preference: m.priority }));
-    case 'TLSA': return (z.TLSA ?? []).map((t) => rec({ usage: t.usage, selector: t.selector, matchingType: t.matchingType, certificate: t.data }));
-    case 'A': case 'AAAA': case 'TXT': case 'PTR': return (z[type] ?? []).map(rec);
-    default: return [];
+    case 'MX':
+      return (z.MX ?? []).map((m) => rec({ exchange: m.exchange, preference: m.priority }));
+    case 'TLSA':
+      return (z.TLSA ?? []).map((t) =>
+        rec({ usage: t.usage, selector: t.selector, matchingType: t.matchingType, certificate: t.data }),
+      );
+    case 'A':
+    case 'AAAA':
+    case 'TXT':
+    case 'PTR':
+      return (z[type] ?? []).map(rec);
+    default:
+      return [];
   }
 }

@@ -18,7 +18,10 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = net.createServer();
     s.once('error', reject);
-    s.listen(0, host, () => { const p = (s.address() as net.AddressInfo).port; s.close(() => resolve(p)); });
+    s.listen(0, host, () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
   });
 }
 
@@ -40,12 +43,23 @@ export interface GatewayHandle {
   cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
 }
 
-export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+export function runCli(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const p = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = ''; let stderr = '';
-    p.stdout.on('data', (d) => { stdout += d; });
-    p.stderr.on('data', (d) => { stderr += d; });
+    const p = spawn(process.execPath, [BIN, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    p.stderr.on('data', (d) => {
+      stderr += d;
+    });
     p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
   });
 }
@@ -69,12 +83,14 @@ export interface StartOptions {
 /** `runAs: root` for configurations of tests that run as root (CI does). */
 export const asRoot = (): Record<string, unknown> => (process.getuid?.() === 0 ? { runAs: 'root' } : {});
 
-export const defaultOrgs = [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test', type: 'authoritative', recipients: 'any' }] }];
+export const defaultOrgs = [
+  { name: 'contoso', acceptedDomains: [{ domain: 'contoso.test', type: 'authoritative', recipients: 'any' }] },
+];
 
 export async function startGateway(opts: StartOptions = {}): Promise<GatewayHandle> {
   const dir = opts.dir ?? tempDir();
   const host = opts.host ?? '127.0.0.1';
-  const port = opts.port ?? await freePort(host);
+  const port = opts.port ?? (await freePort(host));
   const configFile = path.join(dir, 'portcullis.yaml');
   const base = opts.config ?? {};
   const full = (cfg: Record<string, unknown>) => ({
@@ -85,29 +101,55 @@ export async function startGateway(opts: StartOptions = {}): Promise<GatewayHand
     // Tests that want the admin centre give it a free port (admin.listen); the others leave 8443 alone.
     admin: { enabled: false },
     ...cfg,
-    smtp: { listen: [`${host}:${port}`], ...(cfg.smtp as object ?? {}) },
+    smtp: { listen: [`${host}:${port}`], ...((cfg.smtp as object) ?? {}) },
   });
   writeFileSync(configFile, YAML.stringify(full(base)));
   const logs: string[] = [];
-  const waiters: { pred: (e: Record<string, unknown>) => boolean; resolve: (e: Record<string, unknown>) => void }[] = [];
+  const waiters: { pred: (e: Record<string, unknown>) => boolean; resolve: (e: Record<string, unknown>) => void }[] =
+    [];
   const h: GatewayHandle = {
-    dir, dataDir: path.join(dir, 'data'), configFile, host, port, proc: undefined as unknown as ChildProcess, logs,
-    events: () => logs.flatMap((l) => { try { return [JSON.parse(l) as Record<string, unknown>]; } catch { return []; } }),
+    dir,
+    dataDir: path.join(dir, 'data'),
+    configFile,
+    host,
+    port,
+    proc: undefined as unknown as ChildProcess,
+    logs,
+    events: () =>
+      logs.flatMap((l) => {
+        try {
+          return [JSON.parse(l) as Record<string, unknown>];
+        } catch {
+          return [];
+        }
+      }),
     waitForLog(pred, timeoutMs = 15_000) {
       const hit = h.events().find(pred);
       if (hit) return Promise.resolve(hit);
       return new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`timed out waiting for log line; last lines:\n${logs.slice(-10).join('\n')}`)), timeoutMs);
-        waiters.push({ pred, resolve: (e) => { clearTimeout(t); resolve(e); } });
+        const t = setTimeout(
+          () => reject(new Error(`timed out waiting for log line; last lines:\n${logs.slice(-10).join('\n')}`)),
+          timeoutMs,
+        );
+        waiters.push({
+          pred,
+          resolve: (e) => {
+            clearTimeout(t);
+            resolve(e);
+          },
+        });
       });
     },
-    writeConfig(cfg) { writeFileSync(configFile, YAML.stringify(full(cfg))); },
+    writeConfig(cfg) {
+      writeFileSync(configFile, YAML.stringify(full(cfg)));
+    },
     async stop() {
       if (h.proc.exitCode !== null || h.proc.signalCode !== null) return;
       const done = new Promise((r) => h.proc.once('exit', r));
       h.proc.kill('SIGTERM');
       const t = setTimeout(() => h.proc.kill('SIGKILL'), 15_000);
-      await done; clearTimeout(t);
+      await done;
+      clearTimeout(t);
     },
     async kill9() {
       if (h.proc.exitCode !== null || h.proc.signalCode !== null) return;
@@ -115,31 +157,63 @@ export async function startGateway(opts: StartOptions = {}): Promise<GatewayHand
       h.proc.kill('SIGKILL');
       await done;
     },
-    async restart() { await launch(); },
+    async restart() {
+      await launch();
+    },
     cli: (args) => runCli([...args, '-c', configFile]),
   };
   const launch = async () => {
     const before = logs.length;
-    const [cmd, ...args] = [...(opts.wrap ?? []), process.execPath, BIN, 'serve', '-c', configFile, ...(opts.args ?? [])];
+    const [cmd, ...args] = [
+      ...(opts.wrap ?? []),
+      process.execPath,
+      BIN,
+      'serve',
+      '-c',
+      configFile,
+      ...(opts.args ?? []),
+    ];
     const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } });
     h.proc = proc;
     let partial = '';
     const onLine = (line: string) => {
       logs.push(line);
       let e: Record<string, unknown>;
-      try { e = JSON.parse(line); } catch { return; }
-      for (let i = waiters.length - 1; i >= 0; i--) if (waiters[i].pred(e)) { waiters[i].resolve(e); waiters.splice(i, 1); }
+      try {
+        e = JSON.parse(line);
+      } catch {
+        return;
+      }
+      for (let i = waiters.length - 1; i >= 0; i--)
+        if (waiters[i].pred(e)) {
+          waiters[i].resolve(e);
+          waiters.splice(i, 1);
+        }
     };
     proc.stdout!.on('data', (d: Buffer) => {
       partial += d.toString();
       let nl: number;
-      while ((nl = partial.indexOf('\n')) >= 0) { onLine(partial.slice(0, nl)); partial = partial.slice(nl + 1); }
+      while ((nl = partial.indexOf('\n')) >= 0) {
+        onLine(partial.slice(0, nl));
+        partial = partial.slice(nl + 1);
+      }
     });
-    proc.stderr!.on('data', (d: Buffer) => { logs.push(`[stderr] ${d.toString()}`); });
+    proc.stderr!.on('data', (d: Buffer) => {
+      logs.push(`[stderr] ${d.toString()}`);
+    });
     const started = new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`gateway did not start:\n${logs.slice(before).join('\n')}`)), 30_000);
-      waiters.push({ pred: (e) => e.event === 'server.started', resolve: () => { clearTimeout(t); resolve(); } });
-      proc.once('exit', (code) => { clearTimeout(t); reject(new Error(`gateway exited with ${code}:\n${logs.slice(before).join('\n')}`)); });
+      waiters.push({
+        pred: (e) => e.event === 'server.started',
+        resolve: () => {
+          clearTimeout(t);
+          resolve();
+        },
+      });
+      proc.once('exit', (code) => {
+        clearTimeout(t);
+        reject(new Error(`gateway exited with ${code}:\n${logs.slice(before).join('\n')}`));
+      });
     });
     await started;
   };

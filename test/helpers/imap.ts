@@ -14,10 +14,14 @@ export interface ImapResponse {
 export class ImapClient {
   private buf = Buffer.alloc(0);
   private n = 0;
-  private cur: { tag: string; res: ImapResponse; literalLeft: number; resolve: (r: ImapResponse) => void } | null = null;
+  private cur: { tag: string; res: ImapResponse; literalLeft: number; resolve: (r: ImapResponse) => void } | null =
+    null;
 
   private constructor(private readonly sock: net.Socket) {
-    sock.on('data', (d: Buffer) => { this.buf = Buffer.concat([this.buf, d]); this.pump(); });
+    sock.on('data', (d: Buffer) => {
+      this.buf = Buffer.concat([this.buf, d]);
+      this.pump();
+    });
     sock.on('error', () => {});
   }
 
@@ -44,7 +48,10 @@ export class ImapClient {
       this.buf = this.buf.subarray(nl + 2);
       c.res.lines.push(line);
       const lit = /\{(\d+)\}$/.exec(line);
-      if (lit) { c.literalLeft = Number(lit[1]); continue; }
+      if (lit) {
+        c.literalLeft = Number(lit[1]);
+        continue;
+      }
       if (line.startsWith(`${c.tag} `)) {
         c.res.status = line;
         this.cur = null;
@@ -59,8 +66,24 @@ export class ImapClient {
     if (this.cur) throw new Error('one command at a time');
     const tag = `a${++this.n}`;
     return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`IMAP ${cmd}: no tagged reply within ${timeoutMs} ms; got ${JSON.stringify(this.cur?.res.lines.slice(-5))}`)), timeoutMs);
-      this.cur = { tag, res: { lines: [], literals: [], status: '' }, literalLeft: 0, resolve: (r) => { clearTimeout(t); resolve(r); } };
+      const t = setTimeout(
+        () =>
+          reject(
+            new Error(
+              `IMAP ${cmd}: no tagged reply within ${timeoutMs} ms; got ${JSON.stringify(this.cur?.res.lines.slice(-5))}`,
+            ),
+          ),
+        timeoutMs,
+      );
+      this.cur = {
+        tag,
+        res: { lines: [], literals: [], status: '' },
+        literalLeft: 0,
+        resolve: (r) => {
+          clearTimeout(t);
+          resolve(r);
+        },
+      };
       this.sock.write(`${tag} ${cmd}\r\n`);
       this.pump();
     });
@@ -73,5 +96,7 @@ export class ImapClient {
     return r;
   }
 
-  close(): void { this.sock.destroy(); }
+  close(): void {
+    this.sock.destroy();
+  }
 }

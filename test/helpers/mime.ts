@@ -8,12 +8,16 @@ export function decodeQp(text: Buffer | string): Buffer {
   const lines = s.split('\r\n');
   lines.forEach((line, li) => {
     if (/[\r\n]/.test(line)) throw new Error(`bare CR or LF in quoted-printable line ${li}`);
-    if (/[ \t]$/.test(line)) throw new Error(`trailing whitespace in quoted-printable line ${li}: ${JSON.stringify(line)}`);
+    if (/[ \t]$/.test(line))
+      throw new Error(`trailing whitespace in quoted-printable line ${li}: ${JSON.stringify(line)}`);
     let soft = false;
     for (let i = 0; i < line.length; i++) {
       const c = line.charCodeAt(i);
       if (c === 0x3d) {
-        if (i === line.length - 1) { soft = true; break; }
+        if (i === line.length - 1) {
+          soft = true;
+          break;
+        }
         const hex = line.slice(i + 1, i + 3);
         if (!/^[0-9A-F]{2}$/.test(hex)) throw new Error(`bad escape "=${hex}" in line ${li}`);
         out.push(parseInt(hex, 16));
@@ -33,10 +37,12 @@ export function lineLengths(data: Buffer | string): number[] {
   return s.split('\r\n').map((l) => l.length);
 }
 
-export const has8bit = (data: Buffer | string): boolean => /[\x80-\xff]/.test(Buffer.isBuffer(data) ? data.toString('latin1') : data);
+export const has8bit = (data: Buffer | string): boolean =>
+  /[\x80-\xff]/.test(Buffer.isBuffer(data) ? data.toString('latin1') : data);
 
 /** Whether the text has a CR or LF that is not part of a CRLF pair. */
-export const hasBareCrLf = (data: Buffer | string): boolean => /[\r\n]/.test((Buffer.isBuffer(data) ? data.toString('latin1') : data).replace(/\r\n/g, ''));
+export const hasBareCrLf = (data: Buffer | string): boolean =>
+  /[\r\n]/.test((Buffer.isBuffer(data) ? data.toString('latin1') : data).replace(/\r\n/g, ''));
 
 /** Split a message (latin1 string) at the first empty line. */
 export function splitMessage(s: string): { head: string; body: string } {

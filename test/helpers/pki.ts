@@ -7,7 +7,11 @@ export interface Pki {
   root: Issued;
   intermediate: Issued;
   rootFile: string;
-  issue(name: string, opts?: Partial<CertOptions>, issuer?: Issued): Promise<{ cert: string; key: string; chain: string; issued: Issued }>;
+  issue(
+    name: string,
+    opts?: Partial<CertOptions>,
+    issuer?: Issued,
+  ): Promise<{ cert: string; key: string; chain: string; issued: Issued }>;
 }
 
 /** Root → intermediate; `issue` writes leaf (+ intermediate) cert and key files into `dir`. */
@@ -21,15 +25,25 @@ export function makePki(dir: string, label = 'Test'): Promise<Pki> {
  */
 export async function makePkiWith(dir: string, label: string, intermediateOpts: Partial<CertOptions>): Promise<Pki> {
   const root = await issueCertificate({ subject: `CN=${label} Root CA, O=${label} Trust`, ca: true, key: 'ec256' });
-  const intermediate = await issueCertificate({ subject: `CN=${label} Issuing CA, O=${label} Trust`, ca: true, key: 'ec256', ...intermediateOpts }, root);
+  const intermediate = await issueCertificate(
+    { subject: `CN=${label} Issuing CA, O=${label} Trust`, ca: true, key: 'ec256', ...intermediateOpts },
+    root,
+  );
   const rootFile = path.join(dir, `${label.toLowerCase()}-root.pem`);
   writeFileSync(rootFile, root.certPem);
   return {
-    root, intermediate, rootFile,
+    root,
+    intermediate,
+    rootFile,
     async issue(name, opts = {}, issuer = intermediate) {
-      const issued = await issueCertificate({ subject: `CN=${name}, O=${label} Org`, dnsNames: [name], key: 'rsa2048', ...opts }, issuer);
+      const issued = await issueCertificate(
+        { subject: `CN=${name}, O=${label} Org`, dnsNames: [name], key: 'rsa2048', ...opts },
+        issuer,
+      );
       const base = path.join(dir, name.replace(/[^a-z0-9.-]/gi, '_'));
-      const cert = `${base}.pem`; const key = `${base}.key`; const chain = `${base}-chain.pem`;
+      const cert = `${base}.pem`;
+      const key = `${base}.key`;
+      const chain = `${base}-chain.pem`;
       writeFileSync(cert, issued.certPem + (issuer === root ? '' : intermediate.certPem));
       writeFileSync(key, issued.keyPem);
       writeFileSync(chain, issued.certPem + intermediate.certPem);

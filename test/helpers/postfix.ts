@@ -8,7 +8,16 @@
 // may be domains.
 import { execFile } from 'node:child_process';
 import net from 'node:net';
-import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 
 const POSTFIX = '/usr/sbin/postfix';
@@ -64,11 +73,23 @@ export interface PostfixInstance {
   stop(): Promise<void>;
 }
 
-function run(file: string, args: string[], timeoutMs = 30_000): Promise<{ code: number; stdout: string; stderr: string }> {
+function run(
+  file: string,
+  args: string[],
+  timeoutMs = 30_000,
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(file, args, { timeout: timeoutMs, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as NodeJS.ErrnoException).code === 'number' ? Number((err as NodeJS.ErrnoException).code) : -1) : 0;
-      resolve({ code, stdout: String(stdout), stderr: String(stderr) + (err && code === -1 ? String(err.message) : '') });
+      const code = err
+        ? typeof (err as NodeJS.ErrnoException).code === 'number'
+          ? Number((err as NodeJS.ErrnoException).code)
+          : -1
+        : 0;
+      resolve({
+        code,
+        stdout: String(stdout),
+        stderr: String(stderr) + (err && code === -1 ? String(err.message) : ''),
+      });
     });
   });
 }
@@ -95,13 +116,25 @@ async function explainFailure(args: string[]): Promise<string> {
 }
 
 /** main.cf settings that configure() must not change. */
-const GUARDED = ['smtp_dns_support_level', 'smtpd_peername_lookup', 'smtp_host_lookup', 'lmtp_host_lookup', 'inet_interfaces', 'inet_protocols',
-  'queue_directory', 'data_directory', 'maillog_file', 'transport_maps', 'relayhost'];
+const GUARDED = [
+  'smtp_dns_support_level',
+  'smtpd_peername_lookup',
+  'smtp_host_lookup',
+  'lmtp_host_lookup',
+  'inet_interfaces',
+  'inet_protocols',
+  'queue_directory',
+  'data_directory',
+  'maillog_file',
+  'transport_maps',
+  'relayhost',
+];
 
 async function checkNoDns(inst: PostfixInstance, testDns = false): Promise<void> {
   const dns = await inst.postconf('smtp_dns_support_level');
   const rdns = await inst.postconf('smtpd_peername_lookup');
-  if (dns !== (testDns ? 'dnssec' : 'disabled') || rdns !== 'no') throw new Error(`refusing Postfix config with smtp_dns_support_level=${dns} smtpd_peername_lookup=${rdns}`);
+  if (dns !== (testDns ? 'dnssec' : 'disabled') || rdns !== 'no')
+    throw new Error(`refusing Postfix config with smtp_dns_support_level=${dns} smtpd_peername_lookup=${rdns}`);
 }
 
 export async function startPostfix(o: PostfixOptions): Promise<PostfixInstance> {
@@ -109,14 +142,18 @@ export async function startPostfix(o: PostfixOptions): Promise<PostfixInstance> 
   if (!existsSync(POSTFIX)) throw new Error('postfix is not installed (apt-get install postfix)');
   if (!o.host.startsWith('127.')) throw new Error(`Postfix must listen on loopback, not ${o.host}`);
   const testDns = o.dnssecResolver !== undefined;
-  if (testDns && !/^127\.\d+\.\d+\.\d+$/.test(o.dnssecResolver!)) throw new Error(`the test resolver must be on loopback, not ${o.dnssecResolver}`);
+  if (testDns && !/^127\.\d+\.\d+\.\d+$/.test(o.dnssecResolver!))
+    throw new Error(`the test resolver must be on loopback, not ${o.dnssecResolver}`);
   for (const hop of Object.values(o.transports ?? {})) {
-    if (!testDns && !/^smtp:\[127\.\d+\.\d+\.\d+\]:\d+$/.test(hop)) throw new Error(`next hop ${hop} must be a bracketed loopback address (no DNS)`);
+    if (!testDns && !/^smtp:\[127\.\d+\.\d+\.\d+\]:\d+$/.test(hop))
+      throw new Error(`next hop ${hop} must be a bracketed loopback address (no DNS)`);
   }
-  if (o.relayhost !== undefined && !/^\[127\.\d+\.\d+\.\d+\]:\d+$/.test(o.relayhost)) throw new Error(`relayhost ${o.relayhost} must be a bracketed loopback address (no DNS)`);
+  if (o.relayhost !== undefined && !/^\[127\.\d+\.\d+\.\d+\]:\d+$/.test(o.relayhost))
+    throw new Error(`relayhost ${o.relayhost} must be a bracketed loopback address (no DNS)`);
   // The postfix user reads the certificates and writes below base: every folder above must be searchable.
   for (let d = path.dirname(path.resolve(o.base)); ; d = path.dirname(d)) {
-    if (existsSync(d) && !(statSync(d).mode & 0o001)) throw new Error(`${d} is not searchable by others (o+x): the postfix user cannot reach ${o.base}`);
+    if (existsSync(d) && !(statSync(d).mode & 0o001))
+      throw new Error(`${d} is not searchable by others (o+x): the postfix user cannot reach ${o.base}`);
     if (d === path.dirname(d)) break;
   }
   const etc = path.join(o.base, 'etc');
@@ -127,11 +164,17 @@ export async function startPostfix(o: PostfixOptions): Promise<PostfixInstance> 
   const pf = systemUser('postfix');
   const nobody = systemUser('nobody');
   mkdirSync(o.base, { recursive: true });
-  for (const d of [o.base, etc, spool, data, vmail]) { mkdirSync(d, { recursive: true }); chmodSync(d, 0o755); }
+  for (const d of [o.base, etc, spool, data, vmail]) {
+    mkdirSync(d, { recursive: true });
+    chmodSync(d, 0o755);
+  }
   chownSync(data, pf.uid, pf.gid);
   chownSync(vmail, nobody.uid, nobody.gid);
 
-  const map = (m: Record<string, string>) => `inline:{ ${Object.entries(m).map(([k, v]) => `{ ${k} = ${v} }`).join(', ')} }`;
+  const map = (m: Record<string, string>) =>
+    `inline:{ ${Object.entries(m)
+      .map(([k, v]) => `{ ${k} = ${v} }`)
+      .join(', ')} }`;
   const main = [
     'compatibility_level = 3.6',
     `queue_directory = ${spool}`,
@@ -215,11 +258,27 @@ export async function startPostfix(o: PostfixOptions): Promise<PostfixInstance> 
   writeFileSync(path.join(etc, 'master.cf'), master.join('\n') + '\n');
 
   const inst: PostfixInstance = {
-    base: o.base, etc, logFile, host: o.host, port: o.port,
-    log: () => { try { return readFileSync(logFile, 'utf8'); } catch { return ''; } },
+    base: o.base,
+    etc,
+    logFile,
+    host: o.host,
+    port: o.port,
+    log: () => {
+      try {
+        return readFileSync(logFile, 'utf8');
+      } catch {
+        return '';
+      }
+    },
     mailbox(user) {
       const dir = path.join(vmail, user, 'new');
-      try { return readdirSync(dir).sort().map((f) => readFileSync(path.join(dir, f), 'utf8')); } catch { return []; }
+      try {
+        return readdirSync(dir)
+          .sort()
+          .map((f) => readFileSync(path.join(dir, f), 'utf8'));
+      } catch {
+        return [];
+      }
     },
     async postconf(name) {
       const r = await run(POSTCONF, ['-c', etc, '-h', name]);
@@ -238,10 +297,16 @@ export async function startPostfix(o: PostfixOptions): Promise<PostfixInstance> 
     async reload() {
       const before = (inst.log().match(/postfix\/master\[\d+\]: reload /g) ?? []).length;
       const r = await run(POSTFIX, ['-c', etc, 'reload']);
-      if (r.code !== 0) throw new Error(`postfix -c ${etc} reload failed (${r.code}): ${r.stdout}${r.stderr}\n${await explainFailure(['-c', etc, 'reload'])}`);
+      if (r.code !== 0)
+        throw new Error(
+          `postfix -c ${etc} reload failed (${r.code}): ${r.stdout}${r.stderr}\n${await explainFailure(['-c', etc, 'reload'])}`,
+        );
       const end = Date.now() + 15_000;
       while ((inst.log().match(/postfix\/master\[\d+\]: reload /g) ?? []).length <= before) {
-        if (Date.now() > end) throw new Error(`no reload line in ${logFile} after postfix reload:\n${inst.log().split('\n').slice(-20).join('\n')}`);
+        if (Date.now() > end)
+          throw new Error(
+            `no reload line in ${logFile} after postfix reload:\n${inst.log().split('\n').slice(-20).join('\n')}`,
+          );
         await new Promise((res) => setTimeout(res, 100));
       }
     },
@@ -266,16 +331,33 @@ export async function startPostfix(o: PostfixOptions): Promise<PostfixInstance> 
 
   // With a test resolver, master and every child see a resolv.conf naming only it (their own mount namespace).
   const resolvConf = path.join(o.base, 'resolv.conf');
-  if (testDns) writeFileSync(resolvConf, `nameserver ${o.dnssecResolver}\noptions edns0 trust-ad attempts:1 timeout:2\n`);
-  const inNamespace = (args: string[]): [string, string[]] => (testDns
-    ? ['/usr/bin/unshare', ['--mount', '--propagation', 'private', '/bin/sh', '-c', `mount --bind "$0" /etc/resolv.conf && exec "$@"`, resolvConf, POSTFIX, ...args]]
-    : [POSTFIX, args]);
+  if (testDns)
+    writeFileSync(resolvConf, `nameserver ${o.dnssecResolver}\noptions edns0 trust-ad attempts:1 timeout:2\n`);
+  const inNamespace = (args: string[]): [string, string[]] =>
+    testDns
+      ? [
+          '/usr/bin/unshare',
+          [
+            '--mount',
+            '--propagation',
+            'private',
+            '/bin/sh',
+            '-c',
+            `mount --bind "$0" /etc/resolv.conf && exec "$@"`,
+            resolvConf,
+            POSTFIX,
+            ...args,
+          ],
+        ]
+      : [POSTFIX, args];
 
   // check creates the queue subfolders with the right owners.
   for (const cmd of ['check', 'start']) {
     const r = await run(...inNamespace(['-c', etc, cmd]));
     if (r.code !== 0) {
-      throw new Error(`postfix -c ${etc} ${cmd} failed (${r.code}): ${r.stdout}${r.stderr}\n${await explainFailure(['-c', etc, cmd])}\n${inst.log()}`);
+      throw new Error(
+        `postfix -c ${etc} ${cmd} failed (${r.code}): ${r.stdout}${r.stderr}\n${await explainFailure(['-c', etc, cmd])}\n${inst.log()}`,
+      );
     }
   }
   // Bounded wait until smtpd accepts connections (master binds the port before it returns, but be sure).
@@ -283,12 +365,25 @@ export async function startPostfix(o: PostfixOptions): Promise<PostfixInstance> 
   for (;;) {
     const ok = await new Promise<boolean>((resolve) => {
       const s = net.connect({ host: o.host, port: o.port });
-      const t = setTimeout(() => { s.destroy(); resolve(false); }, 2000);
-      s.once('data', (d) => { clearTimeout(t); s.end('QUIT\r\n'); resolve(d.toString().startsWith('220')); });
-      s.once('error', () => { clearTimeout(t); resolve(false); });
+      const t = setTimeout(() => {
+        s.destroy();
+        resolve(false);
+      }, 2000);
+      s.once('data', (d) => {
+        clearTimeout(t);
+        s.end('QUIT\r\n');
+        resolve(d.toString().startsWith('220'));
+      });
+      s.once('error', () => {
+        clearTimeout(t);
+        resolve(false);
+      });
     });
     if (ok) break;
-    if (Date.now() > end) { await inst.stop(); throw new Error(`Postfix does not answer on ${o.host}:${o.port}:\n${inst.log()}`); }
+    if (Date.now() > end) {
+      await inst.stop();
+      throw new Error(`Postfix does not answer on ${o.host}:${o.port}:\n${inst.log()}`);
+    }
     await new Promise((r) => setTimeout(r, 200));
   }
   return inst;

@@ -19,7 +19,9 @@ import { systemUser } from './postfix.ts';
 export function postgresBin(): string | null {
   const root = '/usr/lib/postgresql';
   if (!existsSync(root)) return null;
-  const versions = readdirSync(root).filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a));
+  const versions = readdirSync(root)
+    .filter((v) => /^\d+$/.test(v))
+    .sort((a, b) => Number(b) - Number(a));
   for (const v of versions) {
     const bin = path.join(root, v, 'bin');
     if (['initdb', 'pg_ctl', 'postgres'].every((f) => existsSync(path.join(bin, f)))) return bin;
@@ -33,7 +35,8 @@ const BIN = postgresBin();
  * Why PostgreSQL tests cannot run here (undefined when they can). Callers pass it as `skip`, and it
  * is printed loudly once: CI installs the package, so a skip there is a setup failure.
  */
-export const postgresMissing: string | undefined = BIN ? undefined
+export const postgresMissing: string | undefined = BIN
+  ? undefined
   : 'PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin: apt-get install postgresql): the PostgreSQL tests are SKIPPED';
 if (postgresMissing) process.stderr.write(`\n!!!!! ${postgresMissing} !!!!!\n\n`);
 
@@ -60,10 +63,29 @@ export interface PgInstance {
   destroy(): Promise<void>;
 }
 
-function run(file: string, args: string[], asUser: { uid: number; gid: number } | undefined, timeoutMs = 60_000): Promise<{ code: number; out: string }> {
+function run(
+  file: string,
+  args: string[],
+  asUser: { uid: number; gid: number } | undefined,
+  timeoutMs = 60_000,
+): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
-    execFile(file, args, { timeout: timeoutMs, killSignal: 'SIGKILL', env: { PATH: '/usr/bin:/bin', LC_ALL: 'C', LANG: 'C' }, ...(asUser ?? {}), cwd: '/' },
-      (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, out: `${stdout}${stderr}${err && typeof err.code !== 'number' ? err.message : ''}` }));
+    execFile(
+      file,
+      args,
+      {
+        timeout: timeoutMs,
+        killSignal: 'SIGKILL',
+        env: { PATH: '/usr/bin:/bin', LC_ALL: 'C', LANG: 'C' },
+        ...(asUser ?? {}),
+        cwd: '/',
+      },
+      (err, stdout, stderr) =>
+        resolve({
+          code: err ? (typeof err.code === 'number' ? err.code : -1) : 0,
+          out: `${stdout}${stderr}${err && typeof err.code !== 'number' ? err.message : ''}`,
+        }),
+    );
   });
 }
 
@@ -84,17 +106,47 @@ export async function startPostgres(opts: { host?: string } = {}): Promise<PgIns
   const pwfile = path.join(base, 'pwfile');
   writeFileSync(pwfile, `${password}\n`, { mode: 0o600 });
   if (as) chownSync(pwfile, as.uid, as.gid);
-  const init = await run(path.join(BIN, 'initdb'), ['-D', data, '-U', user, `--pwfile=${pwfile}`, '--auth-local=trust', '--auth-host=scram-sha-256',
-    '-E', 'UTF8', '--no-locale', '--no-sync', '--no-instructions'], as);
+  const init = await run(
+    path.join(BIN, 'initdb'),
+    [
+      '-D',
+      data,
+      '-U',
+      user,
+      `--pwfile=${pwfile}`,
+      '--auth-local=trust',
+      '--auth-host=scram-sha-256',
+      '-E',
+      'UTF8',
+      '--no-locale',
+      '--no-sync',
+      '--no-instructions',
+    ],
+    as,
+  );
   rmSync(pwfile, { force: true });
-  if (init.code !== 0) { rmSync(base, { recursive: true, force: true }); throw new Error(`initdb failed:\n${init.out}`); }
-  const serverOpts = [`-c listen_addresses=${host}`, `-c port=${port}`, `-c unix_socket_directories=${base}`,
-    '-c shared_buffers=16MB', '-c max_connections=60', '-c max_wal_size=256MB'].join(' ');
+  if (init.code !== 0) {
+    rmSync(base, { recursive: true, force: true });
+    throw new Error(`initdb failed:\n${init.out}`);
+  }
+  const serverOpts = [
+    `-c listen_addresses=${host}`,
+    `-c port=${port}`,
+    `-c unix_socket_directories=${base}`,
+    '-c shared_buffers=16MB',
+    '-c max_connections=60',
+    '-c max_wal_size=256MB',
+  ].join(' ');
   const pgctl = (args: string[]) => run(path.join(BIN, 'pg_ctl'), ['-D', data, ...args], as);
   const url = (db = 'postgres') => `postgresql://${user}:${encodeURIComponent(password)}@${host}:${port}/${db}`;
 
   const inst: PgInstance = {
-    host, port, base, user, password, url,
+    host,
+    port,
+    base,
+    user,
+    password,
+    url,
     async createDatabase(prefix = 't') {
       const name = `${prefix}_${process.pid}_${++counter}`;
       await inst.query(`CREATE DATABASE ${name}`);
@@ -104,7 +156,11 @@ export async function startPostgres(opts: { host?: string } = {}): Promise<PgIns
       const c = new pg.Client({ connectionString: url(db) });
       c.on('error', () => {});
       await c.connect();
-      try { return (await c.query(sql)).rows; } finally { await c.end().catch(() => {}); }
+      try {
+        return (await c.query(sql)).rows;
+      } finally {
+        await c.end().catch(() => {});
+      }
     },
     async setSystem(name, value) {
       await inst.query(`ALTER SYSTEM SET ${name} = '${value}'`);
@@ -125,7 +181,13 @@ export async function startPostgres(opts: { host?: string } = {}): Promise<PgIns
       const r = await pgctl(['start', '-w', '-t', '60', '-l', logFile, '-o', serverOpts]);
       if (r.code !== 0) throw new Error(`PostgreSQL did not start (${host}:${port}):\n${r.out}\n${inst.log()}`);
     },
-    log: () => { try { return readFileSync(logFile, 'utf8'); } catch { return ''; } },
+    log: () => {
+      try {
+        return readFileSync(logFile, 'utf8');
+      } catch {
+        return '';
+      }
+    },
     async destroy() {
       process.off('exit', onExit);
       await inst.stop('immediate').catch(() => {});
@@ -134,7 +196,11 @@ export async function startPostgres(opts: { host?: string } = {}): Promise<PgIns
   };
   // A test process that ends early must not leave a server running.
   const onExit = () => {
-    spawnSync(path.join(BIN, 'pg_ctl'), ['-D', data, 'stop', '-m', 'immediate'], { ...(as ?? {}), stdio: 'ignore', timeout: 10_000 });
+    spawnSync(path.join(BIN, 'pg_ctl'), ['-D', data, 'stop', '-m', 'immediate'], {
+      ...(as ?? {}),
+      stdio: 'ignore',
+      timeout: 10_000,
+    });
     rmSync(base, { recursive: true, force: true });
   };
   process.on('exit', onExit);

@@ -49,19 +49,40 @@ export async function scriptedPeer(scripts: Step[][], host = '127.0.0.1', port =
   const sockets = new Set<net.Socket>();
   let finished = 0;
   let settle!: { resolve: () => void; reject: (e: Error) => void };
-  const done = new Promise<void>((resolve, reject) => { settle = { resolve, reject }; });
+  const done = new Promise<void>((resolve, reject) => {
+    settle = { resolve, reject };
+  });
   done.catch(() => {}); // observed by the test when it awaits it
   const peer: ScriptedPeer = { host, port, done, transcript: [], connections: 0, close: async () => {} };
 
   const srv = net.createServer((raw) => {
     const script = scripts[peer.connections++];
-    if (!script) { settle.reject(new Error(`unexpected connection #${peer.connections}`)); raw.destroy(); return; }
-    void run(raw, script, peer.transcript).then(() => { if (++finished === scripts.length) settle.resolve(); }, (e: Error) => settle.reject(e));
+    if (!script) {
+      settle.reject(new Error(`unexpected connection #${peer.connections}`));
+      raw.destroy();
+      return;
+    }
+    void run(raw, script, peer.transcript).then(
+      () => {
+        if (++finished === scripts.length) settle.resolve();
+      },
+      (e: Error) => settle.reject(e),
+    );
   });
-  srv.on('connection', (s) => { sockets.add(s); s.on('close', () => sockets.delete(s)); });
-  await new Promise<void>((resolve, reject) => { srv.once('error', reject); srv.listen(port, host, () => resolve()); });
+  srv.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(port, host, () => resolve());
+  });
   peer.port = (srv.address() as net.AddressInfo).port;
-  peer.close = () => new Promise((r) => { for (const s of sockets) s.destroy(); srv.close(() => r()); });
+  peer.close = () =>
+    new Promise((r) => {
+      for (const s of sockets) s.destroy();
+      srv.close(() => r());
+    });
   return peer;
 }
 
@@ -76,7 +97,10 @@ class Reader {
   sock: net.Socket;
   /** ms to stop reading after each chunk (0: read at full speed). */
   pace = 0;
-  constructor(sock: net.Socket) { this.sock = sock; this.attach(sock); }
+  constructor(sock: net.Socket) {
+    this.sock = sock;
+    this.attach(sock);
+  }
   private readonly onData = (d: Buffer) => {
     if (this.len + d.length > this.data.length) {
       const bigger = Buffer.alloc(Math.max(this.data.length * 2, this.len + d.length));
@@ -86,13 +110,32 @@ class Reader {
     d.copy(this.data, this.len);
     this.len += d.length;
     this.waiting?.();
-    if (this.pace) { const s = this.sock; s.pause(); setTimeout(() => s.resume(), Math.min(this.pace, WAIT_MAX_MS)).unref(); }
+    if (this.pace) {
+      const s = this.sock;
+      s.pause();
+      setTimeout(() => s.resume(), Math.min(this.pace, WAIT_MAX_MS)).unref();
+    }
   };
-  private readonly onEnd = () => { this.ended = true; this.waiting?.(); };
-  attach(s: net.Socket): void { this.sock = s; s.on('data', this.onData); s.on('end', this.onEnd); s.on('close', this.onEnd); s.on('error', this.onEnd); }
-  detach(): void { this.sock.removeListener('data', this.onData); this.sock.removeListener('end', this.onEnd); this.sock.removeListener('close', this.onEnd); }
+  private readonly onEnd = () => {
+    this.ended = true;
+    this.waiting?.();
+  };
+  attach(s: net.Socket): void {
+    this.sock = s;
+    s.on('data', this.onData);
+    s.on('end', this.onEnd);
+    s.on('close', this.onEnd);
+    s.on('error', this.onEnd);
+  }
+  detach(): void {
+    this.sock.removeListener('data', this.onData);
+    this.sock.removeListener('end', this.onEnd);
+    this.sock.removeListener('close', this.onEnd);
+  }
   /** Drop what was read so far (bytes the client sent before the TLS handshake). */
-  discard(): void { this.len = 0; }
+  discard(): void {
+    this.len = 0;
+  }
   async until(end: string): Promise<string> {
     // Bounded: WAIT_MAX_MS without a new byte from the client ends the wait (a large message read
     // slowly may take longer in all, but never stalls).
@@ -109,9 +152,15 @@ class Reader {
         return out;
       }
       from = Math.max(0, this.len - e.length + 1);
-      if (this.ended) throw new Error(`the client closed the connection while the script expected more${this.len ? ` (had ${JSON.stringify(this.data.toString('latin1', 0, Math.min(this.len, 80)))})` : ''}`);
+      if (this.ended)
+        throw new Error(
+          `the client closed the connection while the script expected more${this.len ? ` (had ${JSON.stringify(this.data.toString('latin1', 0, Math.min(this.len, 80)))})` : ''}`,
+        );
       if (Date.now() > deadline) throw new Error('timed out waiting for the client');
-      await new Promise<void>((r) => { this.waiting = r; setTimeout(r, 100).unref(); });
+      await new Promise<void>((r) => {
+        this.waiting = r;
+        setTimeout(r, 100).unref();
+      });
       this.waiting = undefined;
     }
   }
@@ -121,13 +170,18 @@ const matches = (want: string | RegExp, line: string) => (typeof want === 'strin
 
 async function run(raw: net.Socket, script: Step[], transcript: string[]): Promise<void> {
   const r = new Reader(raw);
-  const say = (s: string) => { for (const l of s.replace(/\r\n$/, '').split('\r\n')) transcript.push(`S: ${l}`); r.sock.write(s.endsWith('\r\n') ? s : `${s}\r\n`); };
+  const say = (s: string) => {
+    for (const l of s.replace(/\r\n$/, '').split('\r\n')) transcript.push(`S: ${l}`);
+    r.sock.write(s.endsWith('\r\n') ? s : `${s}\r\n`);
+  };
   try {
     for (const step of script) {
       if ('send' in step) say(step.send);
       else if ('wait' in step) await new Promise((res) => setTimeout(res, Math.min(step.wait, WAIT_MAX_MS)));
-      else if ('close' in step) { r.sock.end(); return; }
-      else if ('expect' in step) {
+      else if ('close' in step) {
+        r.sock.end();
+        return;
+      } else if ('expect' in step) {
         const wants = Array.isArray(step.expect) ? step.expect : [step.expect];
         for (const want of wants) {
           const line = await r.until('\r\n');
@@ -150,13 +204,26 @@ async function run(raw: net.Socket, script: Step[], transcript: string[]): Promi
       } else {
         r.discard();
         r.detach();
-        const t = new tls.TLSSocket(r.sock, { isServer: true, secureContext: tls.createSecureContext({ cert: step.tls.cert, key: step.tls.key }) });
-        await new Promise<void>((res, rej) => { t.once('secure', () => res()); t.once('error', rej); });
+        const t = new tls.TLSSocket(r.sock, {
+          isServer: true,
+          secureContext: tls.createSecureContext({ cert: step.tls.cert, key: step.tls.key }),
+        });
+        await new Promise<void>((res, rej) => {
+          t.once('secure', () => res());
+          t.once('error', rej);
+        });
         r.attach(t);
       }
     }
     // The script is complete; anything the client still sends (QUIT) is answered politely.
-    void r.until('\r\n').then((l) => { transcript.push(`C: ${l}`); if (/^QUIT$/i.test(l)) say('221 2.0.0 Bye'); r.sock.end(); }, () => {});
+    void r.until('\r\n').then(
+      (l) => {
+        transcript.push(`C: ${l}`);
+        if (/^QUIT$/i.test(l)) say('221 2.0.0 Bye');
+        r.sock.end();
+      },
+      () => {},
+    );
   } catch (e) {
     r.sock.destroy();
     throw e;

@@ -2,7 +2,11 @@
 import net from 'node:net';
 import tls from 'node:tls';
 
-export interface Reply { code: number; lines: string[]; text: string }
+export interface Reply {
+  code: number;
+  lines: string[];
+  text: string;
+}
 
 export class SmtpClient {
   sock: net.Socket;
@@ -24,7 +28,12 @@ export class SmtpClient {
   private attach(sock: net.Socket, onClose?: () => void): void {
     sock.on('data', (d: Buffer) => this.onData(d.toString('latin1')));
     sock.on('error', () => {});
-    if (onClose) sock.on('close', () => { this.closed = true; for (const w of this.waiting.splice(0)) w(null); onClose(); });
+    if (onClose)
+      sock.on('close', () => {
+        this.closed = true;
+        for (const w of this.waiting.splice(0)) w(null);
+        onClose();
+      });
   }
 
   static connect(port: number, host = '127.0.0.1', localAddress?: string): Promise<SmtpClient> {
@@ -49,7 +58,8 @@ export class SmtpClient {
         const r: Reply = { code: Number(line.slice(0, 3)), lines: cur, text: cur.join('\n') };
         cur = [];
         const w = this.waiting.shift();
-        if (w) w(r); else this.replies.push(r);
+        if (w) w(r);
+        else this.replies.push(r);
       }
     }
     if (cur.length) this.buf = cur.map((l) => l + '\r\n').join('') + this.buf;
@@ -61,15 +71,28 @@ export class SmtpClient {
     if (r) return Promise.resolve(r);
     if (this.closed) return Promise.resolve(null);
     return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`no reply within ${timeoutMs} ms; received so far: ${JSON.stringify(this.received.slice(-300))}`)), timeoutMs);
-      this.waiting.push((x) => { clearTimeout(t); resolve(x); });
+      const t = setTimeout(
+        () =>
+          reject(
+            new Error(`no reply within ${timeoutMs} ms; received so far: ${JSON.stringify(this.received.slice(-300))}`),
+          ),
+        timeoutMs,
+      );
+      this.waiting.push((x) => {
+        clearTimeout(t);
+        resolve(x);
+      });
     });
   }
 
   /** Replies already received and not yet read. */
-  get unread(): number { return this.replies.length; }
+  get unread(): number {
+    return this.replies.length;
+  }
 
-  write(data: string | Buffer): void { this.sock.write(data); }
+  write(data: string | Buffer): void {
+    this.sock.write(data);
+  }
 
   async cmd(line: string, timeoutMs?: number): Promise<Reply> {
     this.write(line + '\r\n');
@@ -95,12 +118,18 @@ export class SmtpClient {
     raw.removeAllListeners('data');
     return new Promise((resolve, reject) => {
       const t = tls.connect({ socket: raw, rejectUnauthorized: false, ...opts });
-      t.once('secureConnect', () => { this.sock = t; this.attach(t); resolve(t); });
+      t.once('secureConnect', () => {
+        this.sock = t;
+        this.attach(t);
+        resolve(t);
+      });
       t.once('error', reject);
     });
   }
 
-  close(): void { this.sock.destroy(); }
+  close(): void {
+    this.sock.destroy();
+  }
 
   /** Greeting + EHLO; returns the EHLO reply. */
   async hello(name = 'client.test'): Promise<Reply> {
@@ -122,7 +151,13 @@ export class SmtpClient {
 }
 
 /** Helper: a full STARTTLS session sending one message. */
-export async function sendOverTls(port: number, from: string, to: string[], body: string, host = '127.0.0.1'): Promise<Reply> {
+export async function sendOverTls(
+  port: number,
+  from: string,
+  to: string[],
+  body: string,
+  host = '127.0.0.1',
+): Promise<Reply> {
   const c = await SmtpClient.connect(port, host);
   try {
     await c.hello();

@@ -27,7 +27,12 @@ export interface StsServer {
   close(): Promise<void>;
 }
 
-export async function startStsServer(ip: string, files: { cert: string; key: string }, answer: StsAnswer | string, port = 443): Promise<StsServer> {
+export async function startStsServer(
+  ip: string,
+  files: { cert: string; key: string },
+  answer: StsAnswer | string,
+  port = 443,
+): Promise<StsServer> {
   const requests: StsServer['requests'] = [];
   const state = { answer };
   const server = https.createServer({ cert: readFileSync(files.cert), key: readFileSync(files.key) }, (req, res) => {
@@ -40,12 +45,27 @@ export async function startStsServer(ip: string, files: { cert: string; key: str
     res.end(a.body ?? '');
   });
   server.on('tlsClientError', () => {});
-  await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(port, ip, () => resolve()); });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, ip, () => resolve());
+  });
   return {
-    ip, port: (server.address() as AddressInfo).port, requests,
-    get answer() { return state.answer; },
-    set answer(v: StsAnswer | string) { state.answer = v; },
-    setCertificate(f) { server.setSecureContext({ cert: readFileSync(f.cert), key: readFileSync(f.key) }); },
-    close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }),
+    ip,
+    port: (server.address() as AddressInfo).port,
+    requests,
+    get answer() {
+      return state.answer;
+    },
+    set answer(v: StsAnswer | string) {
+      state.answer = v;
+    },
+    setCertificate(f) {
+      server.setSecureContext({ cert: readFileSync(f.cert), key: readFileSync(f.key) });
+    },
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
   };
 }

@@ -18,13 +18,23 @@ const IMAP_HOST = '127.0.0.10';
 const MAIL = findUser('mail');
 const MAIL_GROUP = findGroup('mail');
 const NOBODY = findUser('nobody');
-const skip = process.getuid?.() !== 0 ? 'needs root (Dovecot runs mail processes as the mail user)'
-  : !dovecotInstalled() ? 'needs Debian\'s dovecot-imapd (apt-get install dovecot-imapd)'
-    : !MAIL || !MAIL_GROUP || !NOBODY ? 'needs the system users mail and nobody' : false;
+const skip =
+  process.getuid?.() !== 0
+    ? 'needs root (Dovecot runs mail processes as the mail user)'
+    : !dovecotInstalled()
+      ? "needs Debian's dovecot-imapd (apt-get install dovecot-imapd)"
+      : !MAIL || !MAIL_GROUP || !NOBODY
+        ? 'needs the system users mail and nobody'
+        : false;
 
-const st = (p: string) => { const s = statSync(p); return { uid: s.uid, gid: s.gid, mode: s.mode & 0o7777 }; };
+const st = (p: string) => {
+  const s = statSync(p);
+  return { uid: s.uid, gid: s.gid, mode: s.mode & 0o7777 };
+};
 const cleanups: (() => Promise<void>)[] = [];
-after(async () => { for (const c of cleanups.reverse()) await c(); });
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
 
 const message = (subject: string) =>
   `From: Bob <bob@fabrikam.test>\r\nTo: Alice <alice@contoso.test>\r\nSubject: ${subject}\r\nMessage-ID: <${subject.replace(/\W/g, '')}@fabrikam.test>\r\n` +
@@ -48,10 +58,17 @@ async function fetchAndCompare(imap: ImapClient, n: number, d: { sent: Buffer; b
   const got = f.literals[0];
   assert.ok(got.equals(d.bytes), `IMAP returned ${got.length} octets, the Maildir file holds ${d.bytes.length}`);
   assert.ok(got.subarray(got.length - d.sent.length).equals(d.sent), 'the message as sent ends the mailbox copy');
-  assert.match(got.subarray(0, got.length - d.sent.length).toString(), /^Return-Path: <bob@fabrikam\.test>\r\nDelivered-To: alice@contoso\.test\r\nReceived: from client\.test \(\[127\.0\.0\.1\]\)\r\n[^]*\tby mx1\.contoso\.test \(Portcullis\) with ESMTPS id [0-9A-Z]+\r\n\tfor <alice@contoso\.test>; [^\r\n]+\r\n$/);
+  assert.match(
+    got.subarray(0, got.length - d.sent.length).toString(),
+    /^Return-Path: <bob@fabrikam\.test>\r\nDelivered-To: alice@contoso\.test\r\nReceived: from client\.test \(\[127\.0\.0\.1\]\)\r\n[^]*\tby mx1\.contoso\.test \(Portcullis\) with ESMTPS id [0-9A-Z]+\r\n\tfor <alice@contoso\.test>; [^\r\n]+\r\n$/,
+  );
 }
 
-async function imapSession(port: number, d1: { sent: Buffer; bytes: Buffer; file: string }, box: string): Promise<void> {
+async function imapSession(
+  port: number,
+  d1: { sent: Buffer; bytes: Buffer; file: string },
+  box: string,
+): Promise<void> {
   const imap = await ImapClient.connect(port, IMAP_HOST);
   try {
     await imap.ok('LOGIN alice@contoso.test secret');
@@ -62,11 +79,16 @@ async function imapSession(port: number, d1: { sent: Buffer; bytes: Buffer; file
     const flags = await imap.ok('FETCH 1 FLAGS');
     assert.match(flags.lines[0], /FLAGS \((?=.*\\Seen)(?=.*\\Flagged)/);
     await imap.ok('LOGOUT');
-  } finally { imap.close(); }
+  } finally {
+    imap.close();
+  }
   // Dovecot keeps flags in the Maildir file name, after moving the file to cur/.
   const base = d1.file.replace(/,S=\d+$/, '');
   const cur = readdirSync(path.join(box, 'cur'));
-  assert.ok(cur.some((f) => f.startsWith(base) && /:2,FS$/.test(f)), `cur/ holds ${cur.join(', ')}`);
+  assert.ok(
+    cur.some((f) => f.startsWith(base) && /:2,FS$/.test(f)),
+    `cur/ holds ${cur.join(', ')}`,
+  );
 }
 
 async function run(gw: GatewayHandle, uid: number, gid: number): Promise<void> {
@@ -78,8 +100,14 @@ async function run(gw: GatewayHandle, uid: number, gid: number): Promise<void> {
   try {
     const d1 = await deliver(gw, 'First over IMAP');
     dovecot = await startDovecot({
-      base, host: IMAP_HOST, port, uid, gid, password: 'secret',
-      mailLocation: `maildir:${gw.dataDir}/mailboxes/%d/%n`, home: `${gw.dataDir}/mailboxes/%d/%n`,
+      base,
+      host: IMAP_HOST,
+      port,
+      uid,
+      gid,
+      password: 'secret',
+      mailLocation: `maildir:${gw.dataDir}/mailboxes/%d/%n`,
+      home: `${gw.dataDir}/mailboxes/%d/%n`,
     });
     await imapSession(port, d1, box);
     // Portcullis still delivers into the folder Dovecot has written its index files to.
@@ -91,7 +119,9 @@ async function run(gw: GatewayHandle, uid: number, gid: number): Promise<void> {
       assert.ok(sel.lines.includes('* 2 EXISTS'), sel.lines.join('\n'));
       await fetchAndCompare(imap, 2, d2);
       await imap.ok('LOGOUT');
-    } finally { imap.close(); }
+    } finally {
+      imap.close();
+    }
   } catch (e) {
     throw new Error(`${(e as Error).message}\n--- dovecot log ---\n${dovecot?.log() ?? '(not started)'}`);
   } finally {
@@ -99,35 +129,49 @@ async function run(gw: GatewayHandle, uid: number, gid: number): Promise<void> {
   }
 }
 
-test('one user: Portcullis started as root runs as mail, Dovecot\'s mail processes run as mail; private mailboxes served byte-identical, flags kept', { skip, timeout: 120_000 }, async () => {
-  const dir = tempDir('pc-dovecot-');
-  chownSync(dir, MAIL!.uid, MAIL!.gid);
-  const gw = await startGateway({ dir, config: { runAs: { user: 'mail', group: 'mail' } } });
-  cleanups.push(() => cleanup(gw));
-  await run(gw, MAIL!.uid, MAIL!.gid);
-  const cur = path.join(gw.dataDir, 'mailboxes/contoso.test/alice/cur');
-  const files = readdirSync(cur);
-  assert.equal(files.length, 2);
-  for (const f of files) assert.deepEqual(st(path.join(cur, f)), { uid: MAIL!.uid, gid: MAIL!.gid, mode: 0o600 }, 'private by default');
-});
+test(
+  "one user: Portcullis started as root runs as mail, Dovecot's mail processes run as mail; private mailboxes served byte-identical, flags kept",
+  { skip, timeout: 120_000 },
+  async () => {
+    const dir = tempDir('pc-dovecot-');
+    chownSync(dir, MAIL!.uid, MAIL!.gid);
+    const gw = await startGateway({ dir, config: { runAs: { user: 'mail', group: 'mail' } } });
+    cleanups.push(() => cleanup(gw));
+    await run(gw, MAIL!.uid, MAIL!.gid);
+    const cur = path.join(gw.dataDir, 'mailboxes/contoso.test/alice/cur');
+    const files = readdirSync(cur);
+    assert.equal(files.length, 2);
+    for (const f of files)
+      assert.deepEqual(st(path.join(cur, f)), { uid: MAIL!.uid, gid: MAIL!.gid, mode: 0o600 }, 'private by default');
+  },
+);
 
-test('separate users sharing a group: Portcullis runs as nobody with delivery.maildir {group: mail, mode: "0660"}, Dovecot as mail', { skip, timeout: 120_000 }, async () => {
-  const dir = tempDir('pc-dovecot-');
-  chmodSync(dir, 0o755);
-  // The documented dataDir for this setup: the service user's, the mail group may pass through it.
-  const dataDir = path.join(dir, 'data');
-  mkdirSync(dataDir);
-  chownSync(dataDir, NOBODY!.uid, MAIL_GROUP!.gid);
-  chmodSync(dataDir, 0o710);
-  const gw = await startGateway({ dir, config: { runAs: { user: 'nobody', group: 'nogroup' }, delivery: { maildir: { group: 'mail', mode: '0660' } } } });
-  cleanups.push(() => cleanup(gw));
-  const ev = await gw.waitForLog((e) => e.event === 'server.privileges');
-  assert.ok((ev.groups as number[]).includes(MAIL_GROUP!.gid), 'the Maildir group joins the service user\'s groups');
-  await run(gw, MAIL!.uid, MAIL_GROUP!.gid);
-  const box = path.join(dataDir, 'mailboxes/contoso.test/alice');
-  for (const d of ['', 'tmp', 'new', 'cur']) assert.deepEqual(st(path.join(box, d)), { uid: NOBODY!.uid, gid: MAIL_GROUP!.gid, mode: 0o770 }, d);
-  const files = readdirSync(path.join(box, 'cur'));
-  assert.equal(files.length, 2);
-  for (const f of files) assert.deepEqual(st(path.join(box, 'cur', f)), { uid: NOBODY!.uid, gid: MAIL_GROUP!.gid, mode: 0o660 });
-  assert.equal(st(path.join(dataDir, 'queue.sqlite')).mode, 0o600, 'the mail group cannot read the queue');
-});
+test(
+  'separate users sharing a group: Portcullis runs as nobody with delivery.maildir {group: mail, mode: "0660"}, Dovecot as mail',
+  { skip, timeout: 120_000 },
+  async () => {
+    const dir = tempDir('pc-dovecot-');
+    chmodSync(dir, 0o755);
+    // The documented dataDir for this setup: the service user's, the mail group may pass through it.
+    const dataDir = path.join(dir, 'data');
+    mkdirSync(dataDir);
+    chownSync(dataDir, NOBODY!.uid, MAIL_GROUP!.gid);
+    chmodSync(dataDir, 0o710);
+    const gw = await startGateway({
+      dir,
+      config: { runAs: { user: 'nobody', group: 'nogroup' }, delivery: { maildir: { group: 'mail', mode: '0660' } } },
+    });
+    cleanups.push(() => cleanup(gw));
+    const ev = await gw.waitForLog((e) => e.event === 'server.privileges');
+    assert.ok((ev.groups as number[]).includes(MAIL_GROUP!.gid), "the Maildir group joins the service user's groups");
+    await run(gw, MAIL!.uid, MAIL_GROUP!.gid);
+    const box = path.join(dataDir, 'mailboxes/contoso.test/alice');
+    for (const d of ['', 'tmp', 'new', 'cur'])
+      assert.deepEqual(st(path.join(box, d)), { uid: NOBODY!.uid, gid: MAIL_GROUP!.gid, mode: 0o770 }, d);
+    const files = readdirSync(path.join(box, 'cur'));
+    assert.equal(files.length, 2);
+    for (const f of files)
+      assert.deepEqual(st(path.join(box, 'cur', f)), { uid: NOBODY!.uid, gid: MAIL_GROUP!.gid, mode: 0o660 });
+    assert.equal(st(path.join(dataDir, 'queue.sqlite')).mode, 0o600, 'the mail group cannot read the queue');
+  },
+);

@@ -25,16 +25,37 @@ test('every entry of the reply catalogue is printable ASCII with a matching enha
 
 test('replies built anywhere in src/ are written in ASCII', () => {
   const files: string[] = [];
-  const walk = (d: string) => { for (const e of readdirSync(d, { withFileTypes: true })) { const p = path.join(d, e.name); if (e.isDirectory()) walk(p); else if (p.endsWith('.ts')) files.push(p); } };
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (p.endsWith('.ts')) files.push(p);
+    }
+  };
   walk(path.join(ROOT, 'src'));
-  const offenders = files.flatMap((f) => readFileSync(f, 'utf8').split('\n').map((l, i) => ({ where: `${path.relative(ROOT, f)}:${i + 1}`, l }))
-    .filter(({ l }) => /\breply\(\s*\d/.test(l) && !/^[\x00-\x7f]*$/.test(l.replace(/\/\/.*$/, ''))));
-  assert.deepEqual(offenders.map((o) => o.where), []);
+  const offenders = files.flatMap((f) =>
+    readFileSync(f, 'utf8')
+      .split('\n')
+      .map((l, i) => ({ where: `${path.relative(ROOT, f)}:${i + 1}`, l }))
+      .filter(({ l }) => /\breply\(\s*\d/.test(l) && !/^[\x00-\x7f]*$/.test(l.replace(/\/\/.*$/, ''))),
+  );
+  assert.deepEqual(
+    offenders.map((o) => o.where),
+    [],
+  );
 });
 
 test('formatReply: other text is escaped as "?" unless the transaction uses SMTPUTF8', () => {
   const r = reply(550, '5.1.1', 'no mailbox jöran@bücher.test \x1b[2J\r(x)');
   assert.equal(formatReply(r), '550 5.1.1 no mailbox j?ran@b?cher.test ?[2J?(x)\r\n');
-  assert.equal(formatReply(r, true), '550 5.1.1 no mailbox jöran@bücher.test ?[2J?(x)\r\n', 'UTF-8 stays, controls never do');
-  assert.equal(formatReply(reply(250, '2.0.0', 'a\nb\u0085c')), '250-2.0.0 a\r\n250 2.0.0 b?c\r\n', 'newlines make lines; NEL is a C1 control');
+  assert.equal(
+    formatReply(r, true),
+    '550 5.1.1 no mailbox jöran@bücher.test ?[2J?(x)\r\n',
+    'UTF-8 stays, controls never do',
+  );
+  assert.equal(
+    formatReply(reply(250, '2.0.0', 'a\nb\u0085c')),
+    '250-2.0.0 a\r\n250 2.0.0 b?c\r\n',
+    'newlines make lines; NEL is a C1 control',
+  );
 });

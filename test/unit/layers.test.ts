@@ -13,8 +13,9 @@ function imports(): Map<string, string[]> {
   const graph = new Map<string, string[]>();
   for (const f of files) {
     const text = readFileSync(path.join(SRC, f), 'utf8');
-    const deps = [...text.matchAll(/^(?:import|export)\b[^;]*?\bfrom\s+'(\.[^']+)'|^import\s+'(\.[^']+)'/gm)]
-      .map((m) => path.normalize(path.join(path.dirname(f), m[1] ?? m[2])));
+    const deps = [...text.matchAll(/^(?:import|export)\b[^;]*?\bfrom\s+'(\.[^']+)'|^import\s+'(\.[^']+)'/gm)].map((m) =>
+      path.normalize(path.join(path.dirname(f), m[1] ?? m[2])),
+    );
     graph.set(path.normalize(f), deps);
   }
   return graph;
@@ -45,7 +46,8 @@ test('leaves import no layer above them; policy/ does not import inbound/; the C
     for (const d of deps) {
       if (LEAVES.has(layer(f)) && !LEAVES.has(layer(d))) problems.push(`${f} imports ${d}`);
       if (layer(f) === 'policy' && layer(d) === 'inbound') problems.push(`${f} imports ${d}`);
-      if (layer(f) === 'cli' && layer(d) === 'store' && !['store/open.ts', 'store/types.ts'].includes(d)) problems.push(`${f} imports ${d}`);
+      if (layer(f) === 'cli' && layer(d) === 'store' && !['store/open.ts', 'store/types.ts'].includes(d))
+        problems.push(`${f} imports ${d}`);
     }
   }
   assert.deepEqual(problems, []);

@@ -20,7 +20,10 @@ test('canonical form: dot-atoms as they are, everything else quoted with only " 
   assert.equal(formatMailbox('a.b+tag', 'contoso.test'), 'a.b+tag@contoso.test');
   assert.equal(formatMailbox('a b', 'contoso.test'), '"a b"@contoso.test');
   assert.equal(formatMailbox('a>', 'contoso.test'), '"a>"@contoso.test');
-  assert.equal(formatMailbox('x> NOTIFY=NEVER ORCPT=rfc822;y', 'corp.contoso.test'), '"x> NOTIFY=NEVER ORCPT=rfc822;y"@corp.contoso.test');
+  assert.equal(
+    formatMailbox('x> NOTIFY=NEVER ORCPT=rfc822;y', 'corp.contoso.test'),
+    '"x> NOTIFY=NEVER ORCPT=rfc822;y"@corp.contoso.test',
+  );
   assert.equal(formatMailbox('"carol"', 'contoso.test'), '"\\"carol\\""@contoso.test');
   assert.equal(formatMailbox('a\\b', 'contoso.test'), '"a\\\\b"@contoso.test');
   assert.equal(formatMailbox('', 'contoso.test'), '""@contoso.test');
@@ -54,7 +57,14 @@ test('a stored address is taken back only in canonical form', () => {
   assert.equal(ab.ok && ab.mailbox.local, 'a b');
   const empty = parseAddress('', false);
   assert.equal(empty.ok && empty.mailbox.address, '');
-  for (const bad of ['"simple"@c.test', 'a@C.test', '@r.test:a@c.test', 'x> NOTIFY=NEVER ORCPT=rfc822;y@corp.contoso.test', 'a b@c.test', '"carol"@c.test x']) {
+  for (const bad of [
+    '"simple"@c.test',
+    'a@C.test',
+    '@r.test:a@c.test',
+    'x> NOTIFY=NEVER ORCPT=rfc822;y@corp.contoso.test',
+    'a b@c.test',
+    '"carol"@c.test x',
+  ]) {
     assert.ok(!parseAddress(bad, true).ok, bad);
   }
 });
@@ -68,7 +78,12 @@ test('smtpPath: a valid RFC 5321 path or the reason, never a broken path', () =>
   assert.ok(!smtpPath('jöran@c.test', 'recipient', false).ok, 'UTF-8 needs SMTPUTF8');
   assert.deepEqual(smtpPath('jöran@c.test', 'recipient', true), { ok: true, path: '<jöran@c.test>' });
   // What earlier versions queued for "x> NOTIFY=NEVER ..."@corp.contoso.test: refused, not sent.
-  assert.match(String((smtpPath('x> NOTIFY=NEVER ORCPT=rfc822;y@corp.contoso.test', 'recipient', false) as { problem: string }).problem), /local part/);
+  assert.match(
+    String(
+      (smtpPath('x> NOTIFY=NEVER ORCPT=rfc822;y@corp.contoso.test', 'recipient', false) as { problem: string }).problem,
+    ),
+    /local part/,
+  );
 });
 
 test('case folding never turns a non-ASCII character into an ASCII one', () => {
@@ -80,26 +95,61 @@ test('case folding never turns a non-ASCII character into an ASCII one', () => {
 // Local parts: any printable ASCII, with the characters that broke paths before ("x> NOTIFY=…"),
 // and UTF-8 under SMTPUTF8.
 const PRINTABLE = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i));
-const localPart = (utf8: boolean) => fc.oneof(
-  fc.string({ unit: fc.constantFrom(...PRINTABLE, ...(utf8 ? ['ö', 'ß', '日', '😀', 'İ', '\u212A'] : [])), maxLength: 30 }),
-  fc.constantFrom('x> NOTIFY=NEVER ORCPT=rfc822;y', 'a b', 'a>', '"carol"', 'a@b', '\\', '"', '', '.', 'a..b', ' SIZE=1 ', '<x@y.test>'),
-  fc.array(fc.string({ unit: fc.constantFrom(...'abcXYZ09!#$%&\'*+/=?^_`{|}~-'), minLength: 1, maxLength: 8 }), { minLength: 1, maxLength: 4 }).map((a) => a.join('.')),
-).filter((l) => Buffer.byteLength(l) <= 64);
+const localPart = (utf8: boolean) =>
+  fc
+    .oneof(
+      fc.string({
+        unit: fc.constantFrom(...PRINTABLE, ...(utf8 ? ['ö', 'ß', '日', '😀', 'İ', '\u212A'] : [])),
+        maxLength: 30,
+      }),
+      fc.constantFrom(
+        'x> NOTIFY=NEVER ORCPT=rfc822;y',
+        'a b',
+        'a>',
+        '"carol"',
+        'a@b',
+        '\\',
+        '"',
+        '',
+        '.',
+        'a..b',
+        ' SIZE=1 ',
+        '<x@y.test>',
+      ),
+      fc
+        .array(fc.string({ unit: fc.constantFrom(..."abcXYZ09!#$%&'*+/=?^_`{|}~-"), minLength: 1, maxLength: 8 }), {
+          minLength: 1,
+          maxLength: 4,
+        })
+        .map((a) => a.join('.')),
+    )
+    .filter((l) => Buffer.byteLength(l) <= 64);
 const domainArb = fc.oneof(
-  fc.array(fc.stringMatching(/^[A-Za-z0-9](?:[A-Za-z0-9-]{0,10}[A-Za-z0-9])?$/), { minLength: 1, maxLength: 4 }).map((l) => l.join('.')),
+  fc
+    .array(fc.stringMatching(/^[A-Za-z0-9](?:[A-Za-z0-9-]{0,10}[A-Za-z0-9])?$/), { minLength: 1, maxLength: 4 })
+    .map((l) => l.join('.')),
   fc.constantFrom('[127.0.0.1]', '[IPv6:::1]', 'CONTOSO.test'),
 );
 
 test('property: for any valid mailbox, format -> parse gives the same mailbox', () => {
-  fc.assert(fc.property(fc.boolean().chain((u) => fc.tuple(fc.constant(u), localPart(u), domainArb)), ([utf8, local, domain]) => {
-    const address = formatMailbox(local, domain);
-    if (Buffer.byteLength(address) > 254) return; // over the path limit: refused, rightly
-    const r = parseMailbox(address, utf8);
-    assert.ok(r.ok, `${address} refused: ${r.ok ? '' : r.reply.message}`);
-    const back = r.mailbox;
-    assert.equal(back.local, local);
-    assert.equal(back.domain, domain.replace(/[A-Z]/g, (c) => c.toLowerCase()));
-    assert.equal(back.address, address);
-    assert.ok(parseAddress(address, utf8).ok);
-  }), { numRuns: 3000, seed: 5321 });
+  fc.assert(
+    fc.property(
+      fc.boolean().chain((u) => fc.tuple(fc.constant(u), localPart(u), domainArb)),
+      ([utf8, local, domain]) => {
+        const address = formatMailbox(local, domain);
+        if (Buffer.byteLength(address) > 254) return; // over the path limit: refused, rightly
+        const r = parseMailbox(address, utf8);
+        assert.ok(r.ok, `${address} refused: ${r.ok ? '' : r.reply.message}`);
+        const back = r.mailbox;
+        assert.equal(back.local, local);
+        assert.equal(
+          back.domain,
+          domain.replace(/[A-Z]/g, (c) => c.toLowerCase()),
+        );
+        assert.equal(back.address, address);
+        assert.ok(parseAddress(address, utf8).ok);
+      },
+    ),
+    { numRuns: 3000, seed: 5321 },
+  );
 });

@@ -27,9 +27,23 @@ test('certificate names (RFC 6125 §6.4.4): SAN DNS names; the subject CN only w
   const cnOnly = new X509Certificate((await issueCertificate({ subject: 'CN=MX.Dest.test, O=Dest' })).certPem);
   assert.deepEqual(sanDnsNames(cnOnly), []);
   assert.deepEqual(certificateNames(cnOnly), ['mx.dest.test']);
-  const both = new X509Certificate((await issueCertificate({ subject: 'CN=cn.dest.test', dnsNames: ['MX1.dest.test', 'mx2.dest.test'], ipAddresses: ['127.0.0.1'] })).certPem);
-  assert.deepEqual(certificateNames(both), ['mx1.dest.test', 'mx2.dest.test'], 'the CN is not a name when SAN DNS names exist');
-  const ipOnly = new X509Certificate((await issueCertificate({ subject: 'CN=ip.dest.test', ipAddresses: ['127.0.0.1'] })).certPem);
+  const both = new X509Certificate(
+    (
+      await issueCertificate({
+        subject: 'CN=cn.dest.test',
+        dnsNames: ['MX1.dest.test', 'mx2.dest.test'],
+        ipAddresses: ['127.0.0.1'],
+      })
+    ).certPem,
+  );
+  assert.deepEqual(
+    certificateNames(both),
+    ['mx1.dest.test', 'mx2.dest.test'],
+    'the CN is not a name when SAN DNS names exist',
+  );
+  const ipOnly = new X509Certificate(
+    (await issueCertificate({ subject: 'CN=ip.dest.test', ipAddresses: ['127.0.0.1'] })).certPem,
+  );
   assert.deepEqual(certificateNames(ipOnly), ['ip.dest.test'], 'SAN entries of other types do not hide the CN');
   assert.equal(dnLine(cnOnly.subject), 'CN=MX.Dest.test, O=Dest');
 });

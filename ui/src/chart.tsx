@@ -5,7 +5,10 @@ import { useEffect, useRef } from 'preact/hooks';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 
-export interface Series { t: number[]; values: Record<string, number[]> }
+export interface Series {
+  t: number[];
+  values: Record<string, number[]>;
+}
 
 const COLORS = ['#1f6feb', '#d1242f', '#1a7f37', '#9a6700', '#8250df', '#bc4c00', '#57606a'];
 
@@ -15,19 +18,35 @@ export function Chart({ title, series, id }: { title: string; series: Series; id
   useEffect(() => {
     if (!box.current) return;
     const width = Math.max(320, Math.min(900, box.current.clientWidth || 640));
-    const plot = new uPlot({
-      width, height: 220, title,
-      scales: { x: { time: true } },
-      axes: [{}, { label: 'count' }],
-      series: [{}, ...keys.map((k, i) => ({ label: k, stroke: COLORS[i % COLORS.length], width: 2, points: { show: series.t.length < 60 } }))],
-    }, [series.t.map((t) => t / 1000), ...keys.map((k) => series.values[k])], box.current);
+    const plot = new uPlot(
+      {
+        width,
+        height: 220,
+        title,
+        scales: { x: { time: true } },
+        axes: [{}, { label: 'count' }],
+        series: [
+          {},
+          ...keys.map((k, i) => ({
+            label: k,
+            stroke: COLORS[i % COLORS.length],
+            width: 2,
+            points: { show: series.t.length < 60 },
+          })),
+        ],
+      },
+      [series.t.map((t) => t / 1000), ...keys.map((k) => series.values[k])],
+      box.current,
+    );
     return () => plot.destroy();
   }, [series, title]);
   const totals = keys.map((k) => [k, series.values[k].reduce((a, b) => a + b, 0)] as const);
   return (
     <figure class="chart" data-chart={id}>
       <div ref={box} class="chart-canvas" aria-hidden="true" />
-      <figcaption>{title}: {totals.map(([k, n]) => `${k} ${n}`).join(', ') || 'nothing counted in this range'}</figcaption>
+      <figcaption>
+        {title}: {totals.map(([k, n]) => `${k} ${n}`).join(', ') || 'nothing counted in this range'}
+      </figcaption>
     </figure>
   );
 }

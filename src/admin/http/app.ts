@@ -7,7 +7,13 @@
 // audit entry is durable before its answer is sent; no stack trace or internal message reaches a
 // client (a 500 names a reference to look up in the server log).
 import fastifyStatic from '@fastify/static';
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerFactory } from 'fastify';
+import Fastify, {
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  type FastifyServerFactory,
+} from 'fastify';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { AdminError } from '../../errors.ts';
@@ -30,13 +36,23 @@ declare module 'fastify' {
     /** What a mutating route acted on, for the audit log (set by the route). */
     audit: { target?: string; targetOrg?: string; detail?: string };
   }
-  interface FastifyContextConfig { globalOnly?: boolean; action?: string }
+  interface FastifyContextConfig {
+    globalOnly?: boolean;
+    action?: string;
+  }
   /** OpenAPI facts of a route (openapi.ts); `hide`: not part of the API document. */
-  interface FastifySchema { summary?: string; description?: string; tags?: string[]; hide?: boolean }
+  interface FastifySchema {
+    summary?: string;
+    description?: string;
+    tags?: string[];
+    hide?: boolean;
+  }
 }
 
-export const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; connect-src 'self'; "
-  + "base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+export const CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; " +
+  "connect-src 'self'; " +
+  "base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /** The API and the metrics need a token; the UI's files and the OpenAPI document do not. */
 export const needsToken = (path: string): boolean => path.startsWith('/api/v1/') || path === '/metrics';
@@ -61,16 +77,28 @@ function validationField(e: FastifyError): string {
   return [at, tail].filter(Boolean).join('.');
 }
 
-function sendError(reply: FastifyReply, status: number, error: string, message: string, extra: Record<string, unknown> = {}): FastifyReply {
-  return reply.code(status).type('application/json; charset=utf-8').send({ error, message, ...extra });
+function sendError(
+  reply: FastifyReply,
+  status: number,
+  error: string,
+  message: string,
+  extra: Record<string, unknown> = {},
+): FastifyReply {
+  return reply
+    .code(status)
+    .type('application/json; charset=utf-8')
+    .send({ error, message, ...extra });
 }
 
 export type { AdminDeps, RouteMeta } from './deps.ts';
 
 export async function buildApp(deps: AdminDeps, serverFactory?: FastifyServerFactory): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: false, ...(serverFactory ? { serverFactory } : {}),
-    bodyLimit: 64 * 1024, routerOptions: { maxParamLength: 200 }, requestTimeout: 120_000,
+    logger: false,
+    ...(serverFactory ? { serverFactory } : {}),
+    bodyLimit: 64 * 1024,
+    routerOptions: { maxParamLength: 200 },
+    requestTimeout: 120_000,
     // Unknown fields are errors (removeAdditional: false, additionalProperties: false in every schema).
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
   });
@@ -80,19 +108,36 @@ export async function buildApp(deps: AdminDeps, serverFactory?: FastifyServerFac
 
   app.addHook('onRequest', async (req, reply) => {
     req.audit = {};
-    reply.header('content-security-policy', CSP).header('x-content-type-options', 'nosniff').header('referrer-policy', 'no-referrer')
-      .header('x-frame-options', 'DENY').header('strict-transport-security', 'max-age=31536000');
+    reply
+      .header('content-security-policy', CSP)
+      .header('x-content-type-options', 'nosniff')
+      .header('referrer-policy', 'no-referrer')
+      .header('x-frame-options', 'DENY')
+      .header('strict-transport-security', 'max-age=31536000');
     const meta: RouteMeta = req.routeOptions.config;
     const path = req.url.split('?')[0];
-    if (!needsToken(path) || !req.routeOptions.url) return; // the UI's files, the OpenAPI document; or no such route (404 below)
+    // the UI's files, the OpenAPI document; or no such route (404 below)
+    if (!needsToken(path) || !req.routeOptions.url) return;
     reply.header('cache-control', 'no-store');
     req.token = await authenticate(deps.store(), req.headers.authorization);
     if (!req.token) {
       reply.header('www-authenticate', 'Bearer realm="portcullis"');
-      return sendError(reply, 401, 'unauthorized', 'a valid bearer token is needed: send "Authorization: Bearer <token>"; make one with `portcullis admin token create --name NAME`');
+      return sendError(
+        reply,
+        401,
+        'unauthorized',
+        'a valid bearer token is needed: send "Authorization: Bearer <token>"; make one with `portcullis admin ' +
+          'token create --name NAME`',
+      );
     }
     if (meta.globalOnly && req.token.org !== null) {
-      return sendError(reply, 403, 'forbidden', `token "${req.token.name}" is limited to organization ${req.token.org}; this needs a global token (made without --org)`);
+      return sendError(
+        reply,
+        403,
+        'forbidden',
+        `token "${req.token.name}" is limited to organization ${req.token.org}; this needs a global token (made ` +
+          `without --org)`,
+      );
     }
   });
 
@@ -103,12 +148,22 @@ export async function buildApp(deps: AdminDeps, serverFactory?: FastifyServerFac
     const t = req.token;
     let detail = req.audit.detail;
     if (reply.statusCode >= 400 && !detail && typeof payload === 'string') {
-      try { detail = (JSON.parse(payload) as { message?: string }).message; } catch { /* not JSON */ }
+      try {
+        detail = (JSON.parse(payload) as { message?: string }).message;
+      } catch {
+        /* not JSON */
+      }
     }
     await deps.store().appendAudit({
-      ts: Date.now(), actor: t ? t.name : '(no valid token)', ...(t ? { tokenId: t.id } : {}), org: t ? t.org : null,
-      action: meta.action, result: auditResult(reply.statusCode), status: reply.statusCode,
-      ...(req.audit.target ? { target: req.audit.target } : {}), ...(req.audit.targetOrg ? { targetOrg: req.audit.targetOrg } : {}),
+      ts: Date.now(),
+      actor: t ? t.name : '(no valid token)',
+      ...(t ? { tokenId: t.id } : {}),
+      org: t ? t.org : null,
+      action: meta.action,
+      result: auditResult(reply.statusCode),
+      status: reply.statusCode,
+      ...(req.audit.target ? { target: req.audit.target } : {}),
+      ...(req.audit.targetOrg ? { targetOrg: req.audit.targetOrg } : {}),
       ...(detail ? { detail: detail.slice(0, 1000) } : {}),
     });
     return payload;
@@ -117,21 +172,39 @@ export async function buildApp(deps: AdminDeps, serverFactory?: FastifyServerFac
   app.setErrorHandler((e: FastifyError, req, reply) => {
     if (e.validation) {
       const field = validationField(e);
-      const where = e.validationContext === 'querystring' ? 'query parameter' : e.validationContext === 'params' ? 'path parameter' : 'body field';
+      const where =
+        e.validationContext === 'querystring'
+          ? 'query parameter'
+          : e.validationContext === 'params'
+            ? 'path parameter'
+            : 'body field';
       const v = e.validation[0];
-      const why = v.keyword === 'additionalProperties' ? 'is not known here' : v.keyword === 'required' ? 'is required' : v.message ?? 'is invalid';
+      const why =
+        v.keyword === 'additionalProperties'
+          ? 'is not known here'
+          : v.keyword === 'required'
+            ? 'is required'
+            : (v.message ?? 'is invalid');
       return sendError(reply, 400, 'invalid', `${where} "${field}" ${why}`, { field });
     }
     if (e instanceof ApiError) return sendError(reply, e.status, e.code, e.message, e.extra);
     if (e instanceof AdminError) return sendError(reply, 400, 'invalid', e.message);
-    if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) return sendError(reply, e.statusCode, 'bad request', e.message);
+    if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500)
+      return sendError(reply, e.statusCode, 'bad request', e.message);
     const ref = randomBytes(4).toString('hex');
     const route: string | undefined = req.routeOptions.url; // undefined when no route matched
-    emit({ event: 'internal.error', where: `admin API ${req.method} ${route ?? req.url} (reference ${ref})`, error: errorMessage(e), stack: errorDetail(e) });
+    emit({
+      event: 'internal.error',
+      where: `admin API ${req.method} ${route ?? req.url} (reference ${ref})`,
+      error: errorMessage(e),
+      stack: errorDetail(e),
+    });
     return sendError(reply, 500, 'internal', `internal error (reference ${ref}): the server log has the details`);
   });
 
-  app.setNotFoundHandler((req, reply) => sendError(reply, 404, 'notFound', `no such resource: ${req.method} ${req.url.split('?')[0]}`));
+  app.setNotFoundHandler((req, reply) =>
+    sendError(reply, 404, 'notFound', `no such resource: ${req.method} ${req.url.split('?')[0]}`),
+  );
 
   await app.register(systemRoutes(deps));
   await app.register(messageRoutes(deps));
@@ -141,10 +214,22 @@ export async function buildApp(deps: AdminDeps, serverFactory?: FastifyServerFac
   app.get('/api/openapi.json', { schema: { hide: true } }, async () => openApiDocument(routes, deps.version));
 
   if (deps.uiDir && existsSync(deps.uiDir)) {
-    await app.register(fastifyStatic, { root: deps.uiDir, prefix: '/', index: ['index.html'], wildcard: true, decorateReply: false });
+    await app.register(fastifyStatic, {
+      root: deps.uiDir,
+      prefix: '/',
+      index: ['index.html'],
+      wildcard: true,
+      decorateReply: false,
+    });
   } else {
-    app.get('/', { schema: { hide: true } }, async (_req, reply) => reply.type('text/plain; charset=utf-8')
-      .send('The admin centre\'s web UI is not built: run `npm run build`. The API is at /api/v1/ (OpenAPI document: /api/openapi.json).\n'));
+    app.get('/', { schema: { hide: true } }, async (_req, reply) =>
+      reply
+        .type('text/plain; charset=utf-8')
+        .send(
+          "The admin centre's web UI is not built: run `npm run build`. The API is at /api/v1/ (OpenAPI document: " +
+            '/api/openapi.json).\n',
+        ),
+    );
   }
   return app;
 }

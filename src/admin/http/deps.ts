@@ -28,4 +28,3 @@ export interface RouteMeta {
   /** Audit action name of a mutating route ("queue.retry"). */
   action?: string;
 }
-

@@ -7,7 +7,12 @@ import type { FastifyRequest } from 'fastify';
 import type { Config } from '../../config/load.ts';
 
 export class ApiError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string, readonly extra: Record<string, unknown> = {}) {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly extra: Record<string, unknown> = {},
+  ) {
     super(message);
   }
 }
@@ -18,7 +23,8 @@ export const notFound = (what: string): ApiError => new ApiError(404, 'notFound'
 export const tokenOrg = (req: FastifyRequest): string | null => req.token?.org ?? null;
 
 /** May this request see an object of `org`? */
-export const canSee = (req: FastifyRequest, org: string | undefined): boolean => tokenOrg(req) === null || tokenOrg(req) === org;
+export const canSee = (req: FastifyRequest, org: string | undefined): boolean =>
+  tokenOrg(req) === null || tokenOrg(req) === org;
 
 /**
  * The organisation a listing is limited to: an organisation token's own (asking for another one
@@ -26,20 +32,36 @@ export const canSee = (req: FastifyRequest, org: string | undefined): boolean =>
  */
 export function orgFilter(req: FastifyRequest, config: Config, asked: string | undefined): string | undefined {
   const mine = tokenOrg(req);
-  if (asked !== undefined && (mine !== null ? asked !== mine : !config.organizations.some((o) => o.name === asked))) throw notFound(`organization "${asked}"`);
+  if (asked !== undefined && (mine !== null ? asked !== mine : !config.organizations.some((o) => o.name === asked)))
+    throw notFound(`organization "${asked}"`);
   return mine ?? asked;
 }
 
 // ---- Schema pieces (JSON Schema, validated by fastify; unknown fields are errors) ----
 
-export const str = (description: string, extra: Record<string, unknown> = {}) => ({ type: 'string', description, ...extra });
-export const time = (description: string) => str(`${description}: ISO 8601 (2026-11-27T15:00Z) or relative to now (30m, 2h, 1d)`, { maxLength: 40 });
-export const orgParam = str('organization name (global tokens; an organization token sees only its own)', { maxLength: 200 });
+export const str = (description: string, extra: Record<string, unknown> = {}) => ({
+  type: 'string',
+  description,
+  ...extra,
+});
+export const time = (description: string) =>
+  str(`${description}: ISO 8601 (2026-11-27T15:00Z) or relative to now (30m, 2h, 1d)`, { maxLength: 40 });
+export const orgParam = str('organization name (global tokens; an organization token sees only its own)', {
+  maxLength: 200,
+});
 export const paging = (max = 500, dflt = 50) => ({
   limit: { type: 'integer', minimum: 1, maximum: max, default: dflt, description: `page size (1 to ${max})` },
   offset: { type: 'integer', minimum: 0, maximum: 1_000_000, default: 0, description: 'skip this many first' },
 });
 
-export const query = (properties: Record<string, unknown>, required: string[] = []) => ({ type: 'object', additionalProperties: false, properties, ...(required.length ? { required } : {}) });
+export const query = (properties: Record<string, unknown>, required: string[] = []) => ({
+  type: 'object',
+  additionalProperties: false,
+  properties,
+  ...(required.length ? { required } : {}),
+});
 
-export interface Paging { limit: number; offset: number }
+export interface Paging {
+  limit: number;
+  offset: number;
+}

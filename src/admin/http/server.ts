@@ -26,8 +26,16 @@ export class AdminServer {
     const [{ host, port, ipv6Only }] = listenSockets([address]);
     const srv = net.createServer((s) => this.accept(s));
     await new Promise<void>((resolve, reject) => {
-      srv.once('error', (e: NodeJS.ErrnoException) => reject(new AdminError(`the admin centre cannot listen on ${address}: ${e.code === 'EADDRINUSE' ? 'the address is in use' : e.message}`,
-        'set admin.listen to a free address (or admin.enabled: false)', 1)));
+      srv.once('error', (e: NodeJS.ErrnoException) =>
+        reject(
+          new AdminError(
+            `the admin centre cannot listen on ${address}: ` +
+              `${e.code === 'EADDRINUSE' ? 'the address is in use' : e.message}`,
+            'set admin.listen to a free address (or admin.enabled: false)',
+            1,
+          ),
+        ),
+      );
       srv.listen({ host, port, ipv6Only, backlog: 128 }, () => resolve());
     });
     srv.on('error', (e) => emit({ event: 'internal.error', where: `admin listener ${address}`, error: e.message }));
@@ -36,9 +44,15 @@ export class AdminServer {
   }
 
   private accept(s: net.Socket): void {
-    if (this.https) { this.https.emit('connection', s); return; }
+    if (this.https) {
+      this.https.emit('connection', s);
+      return;
+    }
     s.on('error', () => {});
-    if (!this.early || this.early.length >= 256) { s.destroy(); return; }
+    if (!this.early || this.early.length >= 256) {
+      s.destroy();
+      return;
+    }
     this.early.push(s);
   }
 
@@ -49,13 +63,26 @@ export class AdminServer {
       return { cert: id.cert, key: id.key, minVersion: 'TLSv1.2' as tls.SecureVersion };
     };
     this.app = await buildApp(deps, (handler) => {
-      const srv = https.createServer({ ...context(), SNICallback: certs.sniCallback, requestTimeout: 120_000, headersTimeout: 20_000, keepAliveTimeout: 5_000 }, handler);
-      srv.on('tlsClientError', () => { /* a client that failed its handshake: nothing to answer */ });
+      const srv = https.createServer(
+        {
+          ...context(),
+          SNICallback: certs.sniCallback,
+          requestTimeout: 120_000,
+          headersTimeout: 20_000,
+          keepAliveTimeout: 5_000,
+        },
+        handler,
+      );
+      srv.on('tlsClientError', () => {
+        /* a client that failed its handshake: nothing to answer */
+      });
       this.https = srv;
       return srv;
     });
     await this.app.ready();
-    this.unsubscribe = onEvent((e) => { if (e.event === 'tls.certificates.loaded') this.https?.setSecureContext(context()); });
+    this.unsubscribe = onEvent((e) => {
+      if (e.event === 'tls.certificates.loaded') this.https?.setSecureContext(context());
+    });
     const waiting = this.early ?? [];
     this.early = null;
     for (const s of waiting) if (!s.destroyed) this.https!.emit('connection', s);

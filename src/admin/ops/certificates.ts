@@ -20,16 +20,25 @@ const DAY = 86_400_000;
 
 /** The gateway's certificate files: tls.certificates, else the development certificate (when it exists). */
 export function gatewayCertificateFiles(c: Config): { file: string; source: string; next?: string }[] {
-  if (c.tls.certificates.length) return c.tls.certificates.map((p, i) => ({ file: p.cert, source: `tls.certificates[${i}]`, ...(p.next ? { next: p.next.cert } : {}) }));
+  if (c.tls.certificates.length)
+    return c.tls.certificates.map((p, i) => ({
+      file: p.cert,
+      source: `tls.certificates[${i}]`,
+      ...(p.next ? { next: p.next.cert } : {}),
+    }));
   const dev = devCertificatePaths(c.dataDir);
-  return existsSync(dev.cert) ? [{ file: dev.cert, source: 'development certificate (tls.certificates is empty)' }] : [];
+  return existsSync(dev.cert)
+    ? [{ file: dev.cert, source: 'development certificate (tls.certificates is empty)' }]
+    : [];
 }
 
 /** A CA certificate as `tls trust list` shows it. */
 export function describeCa(c: X509Certificate, now: number) {
   return {
-    subject: dnLine(c.subject), fingerprintSha256: c.fingerprint256,
-    validFrom: new Date(c.validFrom).toISOString(), validTo: new Date(c.validTo).toISOString(),
+    subject: dnLine(c.subject),
+    fingerprintSha256: c.fingerprint256,
+    validFrom: new Date(c.validFrom).toISOString(),
+    validTo: new Date(c.validTo).toISOString(),
     warnings: certificateFindings(c, now).map((f) => f.text),
   };
 }
@@ -63,8 +72,20 @@ export function certificateInventory(c: Config, trust: TrustStore, now = Date.no
   const out: CertificateEntry[] = gatewayCertificateFiles(c).map(({ file, source, next }) => {
     const i = inspectCertificateFile(file, trust, { now });
     return {
-      id: certificateId(i.fingerprintSha256), scope: 'gateway', role: 'server', source, file, subject: i.subject, issuer: i.issuer, sanNames: i.sanNames,
-      validFrom: i.validFrom, validTo: i.validTo, daysLeft: i.daysLeft, fingerprintSha256: i.fingerprintSha256, warnings: i.warnings, ...(next ? { next } : {}),
+      id: certificateId(i.fingerprintSha256),
+      scope: 'gateway',
+      role: 'server',
+      source,
+      file,
+      subject: i.subject,
+      issuer: i.issuer,
+      sanNames: i.sanNames,
+      validFrom: i.validFrom,
+      validTo: i.validTo,
+      daysLeft: i.daysLeft,
+      fingerprintSha256: i.fingerprintSha256,
+      warnings: i.warnings,
+      ...(next ? { next } : {}),
     };
   });
   for (const o of c.organizations) {
@@ -73,9 +94,20 @@ export function certificateInventory(c: Config, trust: TrustStore, now = Date.no
         for (const ca of readCaFile(file, `the trustedCAs of connector "${x.name}"`)) {
           const d = describeCa(ca, now);
           out.push({
-            id: certificateId(ca.fingerprint256), scope: 'organization', org: o.name, role: 'trustedCA', source: `inbound connector "${x.name}" trustedCAs`, file,
-            subject: d.subject, issuer: dnLine(ca.issuer), sanNames: [], validFrom: d.validFrom, validTo: d.validTo,
-            daysLeft: Math.floor((Date.parse(d.validTo) - now) / DAY), fingerprintSha256: ca.fingerprint256, warnings: d.warnings,
+            id: certificateId(ca.fingerprint256),
+            scope: 'organization',
+            org: o.name,
+            role: 'trustedCA',
+            source: `inbound connector "${x.name}" trustedCAs`,
+            file,
+            subject: d.subject,
+            issuer: dnLine(ca.issuer),
+            sanNames: [],
+            validFrom: d.validFrom,
+            validTo: d.validTo,
+            daysLeft: Math.floor((Date.parse(d.validTo) - now) / DAY),
+            fingerprintSha256: ca.fingerprint256,
+            warnings: d.warnings,
           });
         }
       }
@@ -85,7 +117,11 @@ export function certificateInventory(c: Config, trust: TrustStore, now = Date.no
 }
 
 /** Full facts of one certificate: `cert info` for the gateway's, the CA's own facts for trust material. */
-export function certificateFacts(e: CertificateEntry, trust: TrustStore, now = Date.now()): CertificateInfo | ReturnType<typeof describeCa> {
+export function certificateFacts(
+  e: CertificateEntry,
+  trust: TrustStore,
+  now = Date.now(),
+): CertificateInfo | ReturnType<typeof describeCa> {
   if (e.role === 'server') return inspectCertificateFile(e.file, trust, { now });
   const ca = readCaFile(e.file).find((x) => certificateId(x.fingerprint256) === e.id);
   if (!ca) throw new AdminError(`certificate ${e.id} is no longer in ${e.file}`, 'reload the list');
@@ -100,9 +136,30 @@ export interface RotationReadiness {
 }
 
 /** Can partners keep validating us after a rotation? The served certificate's check, and the staged next one. */
-export async function rotationReadiness(e: CertificateEntry, tools: { trust: TrustStore; revocation: RevocationChecker }): Promise<RotationReadiness> {
-  if (e.role !== 'server') throw new AdminError('rotation readiness applies to the gateway\'s own certificates', 'check a trusted CA file with `portcullis tls trust list`');
+export async function rotationReadiness(
+  e: CertificateEntry,
+  tools: { trust: TrustStore; revocation: RevocationChecker },
+): Promise<RotationReadiness> {
+  if (e.role !== 'server')
+    throw new AdminError(
+      "rotation readiness applies to the gateway's own certificates",
+      'check a trusted CA file with `portcullis tls trust list`',
+    );
   const current = await checkCertificate({ file: e.file, trust: tools.trust, revocation: tools.revocation });
-  if (!e.next) return { current, next: { staged: false, note: 'none staged: tls.certificates[].next names the next certificate before a rotation' } };
-  return { current, next: { staged: true, file: e.next, check: await checkCertificate({ file: e.next, trust: tools.trust, revocation: tools.revocation }) } };
+  if (!e.next)
+    return {
+      current,
+      next: {
+        staged: false,
+        note: 'none staged: tls.certificates[].next names the next certificate before a rotation',
+      },
+    };
+  return {
+    current,
+    next: {
+      staged: true,
+      file: e.next,
+      check: await checkCertificate({ file: e.next, trust: tools.trust, revocation: tools.revocation }),
+    },
+  };
 }

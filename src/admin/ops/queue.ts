@@ -15,7 +15,11 @@ export function parseTime(s: string | undefined, what: string, now = Date.now())
   const rel = /^(\d+)([smhd])$/.exec(s);
   if (rel) return now - Number(rel[1]) * { s: 1e3, m: 6e4, h: 3.6e6, d: 8.64e7 }[rel[2] as 's']!;
   const t = Date.parse(s);
-  if (Number.isNaN(t)) throw new AdminError(`${what} "${s}" is not a time`, 'use an ISO time (2026-11-27T15:00Z) or a relative one (30m, 2h, 1d)');
+  if (Number.isNaN(t))
+    throw new AdminError(
+      `${what} "${s}" is not a time`,
+      'use an ISO time (2026-11-27T15:00Z) or a relative one (30m, 2h, 1d)',
+    );
   return t;
 }
 
@@ -40,19 +44,43 @@ export function lastAttempts(events: TraceEvent[]): Map<number, TraceEvent> {
 
 export const isOpen = (status: string): boolean => status === 'pending' || status === 'deferred';
 
-export interface QueueListFilter { states?: MessageState[]; org?: string; limit?: number; offset?: number }
+export interface QueueListFilter {
+  states?: MessageState[];
+  org?: string;
+  limit?: number;
+  offset?: number;
+}
 
-/** The queue (`queue list --json`): messages with each recipient's last attempt, and the trace events of those still waiting. */
-export async function queueList(store: Store, f: QueueListFilter = {}): Promise<{ messages: QueueMessage[]; traces: TraceEvent[][] }> {
-  const messages = await store.list({ ...(f.states ? { states: f.states } : {}), ...(f.org !== undefined ? { org: f.org } : {}), ...(f.limit !== undefined ? { limit: f.limit } : {}), ...(f.offset ? { offset: f.offset } : {}) });
-  const traces = await Promise.all(messages.map((m) => (m.recipients.some((r) => isOpen(r.status)) ? store.trace(m.id) : Promise.resolve([]))));
+/**
+ * The queue (`queue list --json`): messages with each recipient's last attempt, and the trace events of those still
+ * waiting.
+ */
+export async function queueList(
+  store: Store,
+  f: QueueListFilter = {},
+): Promise<{ messages: QueueMessage[]; traces: TraceEvent[][] }> {
+  const messages = await store.list({
+    ...(f.states ? { states: f.states } : {}),
+    ...(f.org !== undefined ? { org: f.org } : {}),
+    ...(f.limit !== undefined ? { limit: f.limit } : {}),
+    ...(f.offset ? { offset: f.offset } : {}),
+  });
+  const traces = await Promise.all(
+    messages.map((m) => (m.recipients.some((r) => isOpen(r.status)) ? store.trace(m.id) : Promise.resolve([]))),
+  );
   return { messages, traces };
 }
 
 /** The JSON form of a queue entry: recipients carry their last attempt. */
 export function queueEntryJson(m: QueueMessage, trace: TraceEvent[]): QueueMessage {
   const last = lastAttempts(trace);
-  return { ...m, recipients: m.recipients.map((r) => { const e = last.get(r.idx); return e ? { ...r, lastAttempt: { ts: e.ts, ...e.data } } : r; }) };
+  return {
+    ...m,
+    recipients: m.recipients.map((r) => {
+      const e = last.get(r.idx);
+      return e ? { ...r, lastAttempt: { ts: e.ts, ...e.data } } : r;
+    }),
+  };
 }
 
 export type QueueAction = 'retry' | 'bounce' | 'delete';
@@ -60,9 +88,15 @@ export type QueueAction = 'retry' | 'bounce' | 'delete';
 /** Why a queue action was refused, for the administrator. */
 export function refusalText(action: QueueAction, id: string, why: QueueRefusal): string {
   switch (why) {
-    case 'unknown': return `no message ${id} in the queue`;
-    case 'finished': return `message ${id} is no longer in the queue (delivered, failed or deleted already); \`portcullis trace --queue-id ${id}\` shows what happened`;
-    case 'inDelivery': return `message ${id} is being delivered right now; try ${action === 'retry' ? 'again' : action} in a moment`;
+    case 'unknown':
+      return `no message ${id} in the queue`;
+    case 'finished':
+      return (
+        `message ${id} is no longer in the queue (delivered, failed or deleted already); \`portcullis trace ` +
+        `--queue-id ${id}\` shows what happened`
+      );
+    case 'inDelivery':
+      return `message ${id} is being delivered right now; try ${action === 'retry' ? 'again' : action} in a moment`;
   }
 }
 

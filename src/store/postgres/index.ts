@@ -18,13 +18,42 @@ import { redactUrl } from '../../util/secret-url.ts';
 import type { MigrationStatus } from '../migrations.ts';
 import { toDepth, toMessage, toNode, type Row } from '../rows.ts';
 import type {
-  AdminToken, AuditEntry, AuditFilter, BounceResult, CompleteResult, DeleteResult, HeldLease, MessageState, NewAdminToken, NewMessage, NodeBeat, NodeStatus,
-  QueueFilter, QueueMessage, ReceivedTlsReport, RecipientOutcome, ReportCount, ReportQuery, ReportSum, Store, StsPolicyEntry, TlsReportSent, TlsSessionCount,
-  TraceEvent, TraceFilter,
+  AdminToken,
+  AuditEntry,
+  AuditFilter,
+  BounceResult,
+  CompleteResult,
+  DeleteResult,
+  HeldLease,
+  MessageState,
+  NewAdminToken,
+  NewMessage,
+  NodeBeat,
+  NodeStatus,
+  QueueFilter,
+  QueueMessage,
+  ReceivedTlsReport,
+  RecipientOutcome,
+  ReportCount,
+  ReportQuery,
+  ReportSum,
+  Store,
+  StsPolicyEntry,
+  TlsReportSent,
+  TlsSessionCount,
+  TraceEvent,
+  TraceFilter,
 } from '../types.ts';
 import * as admin from './admin.ts';
 import {
-  assertKnownSchema, checkDurability, checkout, connectOrExplain, createPool, migrate, migrationStatus, PostgresError,
+  assertKnownSchema,
+  checkDurability,
+  checkout,
+  connectOrExplain,
+  createPool,
+  migrate,
+  migrationStatus,
+  PostgresError,
 } from './server.ts';
 
 export interface PostgresOpenOptions {
@@ -43,7 +72,11 @@ export interface PostgresOpenOptions {
 }
 
 type Op = (c: pg.PoolClient) => Promise<unknown>;
-interface Pending { run: Op; resolve: (v: unknown) => void; reject: (e: unknown) => void }
+interface Pending {
+  run: Op;
+  resolve: (v: unknown) => void;
+  reject: (e: unknown) => void;
+}
 
 const OPEN = `status IN ('pending', 'deferred')`;
 
@@ -57,14 +90,22 @@ export class PostgresStore implements Store {
   private idle: (() => void)[] = [];
   private closed = false;
 
-  private constructor(private readonly pool: pg.Pool, readonly location: string, private readonly forceSyncCommit: boolean,
-    private readonly writers: number) {}
+  private constructor(
+    private readonly pool: pg.Pool,
+    readonly location: string,
+    private readonly forceSyncCommit: boolean,
+    private readonly writers: number,
+  ) {}
 
   /** Connect, check the server and the schema (migrating it unless readonly/existing). */
   static async open(url: string, opts: PostgresOpenOptions = {}): Promise<PostgresStore> {
     const location = redactUrl(url);
     const readonly = !!opts.readonly;
-    const pool = createPool(url, { poolSize: opts.poolSize ?? 10, readonly, ...(opts.connectTimeoutMs ? { connectTimeoutMs: opts.connectTimeoutMs } : {}) });
+    const pool = createPool(url, {
+      poolSize: opts.poolSize ?? 10,
+      readonly,
+      ...(opts.connectTimeoutMs ? { connectTimeoutMs: opts.connectTimeoutMs } : {}),
+    });
     try {
       const { client, release } = await connectOrExplain(pool, location);
       try {
@@ -92,7 +133,11 @@ export class PostgresStore implements Store {
     const pool = createPool(url, { poolSize: 1, readonly: true });
     try {
       const { client, release } = await connectOrExplain(pool, location);
-      try { return await migrationStatus(client, location); } finally { release(); }
+      try {
+        return await migrationStatus(client, location);
+      } finally {
+        release();
+      }
     } finally {
       await pool.end().catch(() => undefined);
     }
@@ -111,7 +156,14 @@ export class PostgresStore implements Store {
   private async withClient<T>(f: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     const { client, release } = await checkout(this.pool, this.location);
     let broken = false;
-    try { return await f(client); } catch (e) { broken = true; throw wrap(this.location, e); } finally { release(broken); }
+    try {
+      return await f(client);
+    } catch (e) {
+      broken = true;
+      throw wrap(this.location, e);
+    } finally {
+      release(broken);
+    }
   }
 
   private async read<R extends pg.QueryResultRow = Row>(text: string, values: unknown[] = []): Promise<R[]> {
@@ -137,7 +189,10 @@ export class PostgresStore implements Store {
   private schedule(): void {
     if (this.scheduled || !this.pending.length || this.inFlight >= this.writers) return;
     this.scheduled = true;
-    setImmediate(() => { this.scheduled = false; void this.flush(); });
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.flush();
+    });
   }
 
   /**
@@ -158,9 +213,14 @@ export class PostgresStore implements Store {
       // one fails alone. A lost or unreachable server fails them all at once (no retries that
       // would each wait for a connection).
       if (batch.length === 1 || !statementFailed.has(e as object)) for (const p of batch) p.reject(e);
-      else for (const p of batch) {
-        try { p.resolve((await this.runTx([p.run]))[0]); } catch (err) { p.reject(err); }
-      }
+      else
+        for (const p of batch) {
+          try {
+            p.resolve((await this.runTx([p.run]))[0]);
+          } catch (err) {
+            p.reject(err);
+          }
+        }
     }
     this.inFlight--;
     this.schedule();
@@ -183,7 +243,10 @@ export class PostgresStore implements Store {
       return results;
     } catch (e) {
       // A broken connection is dropped from the pool; a healthy one is rolled back and reused.
-      const healthy = await client.query('ROLLBACK').then(() => true, () => false);
+      const healthy = await client.query('ROLLBACK').then(
+        () => true,
+        () => false,
+      );
       release(!healthy);
       const err = wrap(this.location, e);
       if (inOps && healthy) statementFailed.add(err);
@@ -196,42 +259,81 @@ export class PostgresStore implements Store {
     const state: MessageState = lease ? 'active' : 'incoming';
     const r = m.recipients;
     const values = [
-      m.id, m.org, state, m.receivedAt, m.mailFrom, m.messageId ?? null, m.data.length, sha256, JSON.stringify(m.envelope), JSON.stringify(m.inbound),
-      lease?.owner ?? null, lease ? m.receivedAt + lease.ms : null, m.data,
-      r.map((_, i) => i), r.map((x) => x.address), r.map((x) => x.org), r.map((x) => x.route), r.map((x) => x.notify ?? null), r.map((x) => x.orcpt ?? null),
+      m.id,
+      m.org,
+      state,
+      m.receivedAt,
+      m.mailFrom,
+      m.messageId ?? null,
+      m.data.length,
+      sha256,
+      JSON.stringify(m.envelope),
+      JSON.stringify(m.inbound),
+      lease?.owner ?? null,
+      lease ? m.receivedAt + lease.ms : null,
+      m.data,
+      r.map((_, i) => i),
+      r.map((x) => x.address),
+      r.map((x) => x.org),
+      r.map((x) => x.route),
+      r.map((x) => x.notify ?? null),
+      r.map((x) => x.orcpt ?? null),
     ];
-    return this.write((c) => c.query({
-      name: 'pc_enqueue',
-      text: `WITH msg AS (
-          INSERT INTO messages (id, org, state, received_at, mail_from, message_id, size, sha256, envelope, inbound, next_attempt_at, lease_owner, lease_until, lease_gen, updated_at)
-          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $4, $11, $12, CASE WHEN $11::text IS NULL THEN 0 ELSE 1 END, $4)),
+    return this.write((c) =>
+      c.query({
+        name: 'pc_enqueue',
+        text: `WITH msg AS (
+          INSERT INTO messages (id, org, state, received_at, mail_from, message_id, size, sha256, envelope, inbound,
+            next_attempt_at, lease_owner, lease_until, lease_gen, updated_at)
+          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $4, $11, $12, CASE WHEN $11::text IS NULL THEN 0 ELSE 1
+            END, $4)),
         body AS (INSERT INTO bodies (id, data) VALUES ($1, $13))
         INSERT INTO recipients (msg_id, idx, address, org, route, status, notify, orcpt, updated_at)
         SELECT $1, t.idx, t.address, t.org, t.route, 'pending', t.notify, t.orcpt, $4
-        FROM unnest($14::int[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[]) AS t(idx, address, org, route, notify, orcpt)`,
-      values,
-    })).then(() => ({
-      id: m.id, org: m.org, state, receivedAt: m.receivedAt, mailFrom: m.mailFrom,
-      ...(m.messageId ? { messageId: m.messageId } : {}), size: m.data.length, sha256, envelope: m.envelope, inbound: m.inbound,
-      attempts: 0, nextAttemptAt: m.receivedAt, delayWarned: false, leaseGen: lease ? 1 : 0,
+        FROM unnest($14::int[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[]) AS t(idx, address,
+          org, route, notify, orcpt)`,
+        values,
+      }),
+    ).then(() => ({
+      id: m.id,
+      org: m.org,
+      state,
+      receivedAt: m.receivedAt,
+      mailFrom: m.mailFrom,
+      ...(m.messageId ? { messageId: m.messageId } : {}),
+      size: m.data.length,
+      sha256,
+      envelope: m.envelope,
+      inbound: m.inbound,
+      attempts: 0,
+      nextAttemptAt: m.receivedAt,
+      delayWarned: false,
+      leaseGen: lease ? 1 : 0,
       recipients: m.recipients.map((x, idx) => ({ ...x, idx, status: 'pending' as const, attempts: 0 })),
     }));
   }
 
   claim(owner: string, limit: number, leaseMs: number, now = Date.now()): Promise<QueueMessage[]> {
     return this.write(async (c) => {
-      const rows = (await c.query<Row>({
-        name: 'pc_claim',
-        text: `UPDATE messages SET state = 'active', lease_owner = $1, lease_until = $2, lease_gen = lease_gen + 1, updated_at = $3
+      const rows = (
+        await c.query<Row>({
+          name: 'pc_claim',
+          text: `UPDATE messages SET state = 'active', lease_owner = $1, lease_until = $2, lease_gen = lease_gen + 1,
+            updated_at = $3
           WHERE id IN (SELECT id FROM messages
                        WHERE (state IN ('incoming', 'deferred') AND next_attempt_at <= $3)
                           OR (state = 'active' AND lease_until < $3)
                        ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED)
           RETURNING *`,
-        values: [owner, now + leaseMs, now, limit],
-      })).rows.sort((a, b) => (a.next_attempt_at as number) - (b.next_attempt_at as number));
+          values: [owner, now + leaseMs, now, limit],
+        })
+      ).rows.sort((a, b) => (a.next_attempt_at as number) - (b.next_attempt_at as number));
       if (!rows.length) return [];
-      const rcpts = await c.query<Row>({ name: 'pc_claim_rcpts', text: `SELECT * FROM recipients WHERE msg_id = ANY($1) AND ${OPEN} ORDER BY msg_id, idx`, values: [rows.map((r) => r.id)] });
+      const rcpts = await c.query<Row>({
+        name: 'pc_claim_rcpts',
+        text: `SELECT * FROM recipients WHERE msg_id = ANY($1) AND ${OPEN} ORDER BY msg_id, idx`,
+        values: [rows.map((r) => r.id)],
+      });
       return withRecipients(rows, rcpts.rows);
     });
   }
@@ -241,23 +343,44 @@ export class PostgresStore implements Store {
     return rows[0]?.data ?? null;
   }
 
-  complete(id: string, owner: string, outcomes: RecipientOutcome[], nextAttemptAt: number, opts: { delayWarned?: boolean; gen?: number } = {}): Promise<CompleteResult> {
+  complete(
+    id: string,
+    owner: string,
+    outcomes: RecipientOutcome[],
+    nextAttemptAt: number,
+    opts: { delayWarned?: boolean; gen?: number } = {},
+  ): Promise<CompleteResult> {
     const lastDeferred = outcomes.filter((o) => o.status === 'deferred').at(-1);
     // One statement, applied only while the lease is ours (or the message is not in delivery)
     // and, with a generation, not claimed again since: otherwise nothing is written (fenced).
     // A recipient stays open when it was open and got no outcome, or a deferral (the CTEs see the
     // rows as they were before).
-    const values = [id, Date.now(), outcomes.map((o) => o.idx), outcomes.map((o) => o.status), outcomes.map((o) => JSON.stringify(o.reply)),
-      outcomes.map((o) => JSON.stringify({ rcpt: o.idx, status: o.status, agent: o.agent, reply: o.reply, ...o.detail })),
-      owner, nextAttemptAt, lastDeferred ? JSON.stringify(lastDeferred.reply) : null, !!opts.delayWarned, opts.gen ?? null];
+    const values = [
+      id,
+      Date.now(),
+      outcomes.map((o) => o.idx),
+      outcomes.map((o) => o.status),
+      outcomes.map((o) => JSON.stringify(o.reply)),
+      outcomes.map((o) =>
+        JSON.stringify({ rcpt: o.idx, status: o.status, agent: o.agent, reply: o.reply, ...o.detail }),
+      ),
+      owner,
+      nextAttemptAt,
+      lastDeferred ? JSON.stringify(lastDeferred.reply) : null,
+      !!opts.delayWarned,
+      opts.gen ?? null,
+    ];
     return this.write(async (c) => {
       const r = await c.query<{ before: MessageState; lost: boolean; after: MessageState | null }>({
         name: 'pc_complete',
-        text: `WITH m AS (SELECT state, ((state = 'active' AND lease_owner IS DISTINCT FROM $7) OR ($11::bigint IS NOT NULL AND lease_gen <> $11::bigint)) AS lost
+        text: `WITH m AS (SELECT state, ((state = 'active' AND lease_owner IS DISTINCT FROM $7) OR ($11::bigint IS
+          NOT NULL AND lease_gen <> $11::bigint)) AS lost
               FROM messages WHERE id = $1 FOR UPDATE),
-            o AS (SELECT * FROM unnest($3::int[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY AS t(idx, status, reply, event, n) WHERE EXISTS (SELECT 1 FROM m WHERE NOT m.lost)),
+            o AS (SELECT * FROM unnest($3::int[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY AS t(idx,
+              status, reply, event, n) WHERE EXISTS (SELECT 1 FROM m WHERE NOT m.lost)),
             u AS (SELECT DISTINCT ON (idx) idx, status, reply FROM o ORDER BY idx, n DESC),
-            upd AS (UPDATE recipients r SET status = u.status, attempts = r.attempts + 1, last_reply = u.reply, updated_at = $2
+            upd AS (UPDATE recipients r SET status = u.status, attempts = r.attempts + 1, last_reply = u.reply,
+              updated_at = $2
               FROM u WHERE r.msg_id = $1 AND r.idx = u.idx AND r.${OPEN} RETURNING r.idx, u.status),
             ev AS (INSERT INTO events (msg_id, ts, kind, data) SELECT $1, $2, 'delivery', event FROM o ORDER BY n),
             remaining AS (SELECT count(*) AS n FROM recipients r WHERE r.msg_id = $1 AND r.${OPEN}
@@ -271,9 +394,9 @@ export class PostgresStore implements Store {
           SELECT m.state AS before, m.lost, (SELECT state FROM fin) AS after FROM m`,
         values,
       });
-      const row = r.rows[0] as typeof r.rows[number] | undefined;
+      const row = r.rows[0] as (typeof r.rows)[number] | undefined;
       if (!row) return null;
-      return row.lost ? 'fenced' : row.after ?? row.before;
+      return row.lost ? 'fenced' : (row.after ?? row.before);
     });
   }
 
@@ -285,58 +408,93 @@ export class PostgresStore implements Store {
   async list(filter: QueueFilter = {}): Promise<QueueMessage[]> {
     const states = filter.states ?? ['incoming', 'active', 'deferred', 'held'];
     const org = filter.org !== undefined ? ' AND org = $4' : '';
-    const rows = await this.read(`SELECT * FROM messages WHERE state = ANY($1)${org} ORDER BY received_at, id LIMIT $2 OFFSET $3`,
-      [states, filter.limit ?? 1000, filter.offset ?? 0, ...(org ? [filter.org] : [])]);
+    const rows = await this.read(
+      `SELECT * FROM messages WHERE state = ANY($1)${org} ORDER BY received_at, id LIMIT $2 OFFSET $3`,
+      [states, filter.limit ?? 1000, filter.offset ?? 0, ...(org ? [filter.org] : [])],
+    );
     return this.withRecipientsRead(rows);
   }
 
   async search(f: TraceFilter): Promise<QueueMessage[]> {
-    const where: string[] = []; const args: unknown[] = [];
-    const arg = (v: unknown) => { args.push(v); return `$${args.length}`; };
+    const where: string[] = [];
+    const args: unknown[] = [];
+    const arg = (v: unknown) => {
+      args.push(v);
+      return `$${args.length}`;
+    };
     if (f.queueId) where.push(`m.id = ${arg(f.queueId)}`);
-    if (f.messageId) where.push(`(m.message_id = ${arg(f.messageId)} OR m.message_id = ${arg(`<${f.messageId.replace(/^<|>$/g, '')}>`)})`);
+    if (f.messageId)
+      where.push(
+        `(m.message_id = ${arg(f.messageId)} OR m.message_id = ${arg(`<${f.messageId.replace(/^<|>$/g, '')}>`)})`,
+      );
     if (f.sender) where.push(`lower(m.mail_from) = lower(${arg(f.sender)})`);
-    if (f.recipient) where.push(`m.id IN (SELECT msg_id FROM recipients WHERE lower(address) = lower(${arg(f.recipient)}))`);
+    if (f.recipient)
+      where.push(`m.id IN (SELECT msg_id FROM recipients WHERE lower(address) = lower(${arg(f.recipient)}))`);
     if (f.since !== undefined) where.push(`m.received_at >= ${arg(f.since)}`);
     if (f.until !== undefined) where.push(`m.received_at <= ${arg(f.until)}`);
     if (f.org !== undefined) where.push(`m.org = ${arg(f.org)}`);
-    if (f.status) where.push(`EXISTS (SELECT 1 FROM recipients r WHERE r.msg_id = m.id AND r.status = ${arg(f.status)})`);
-    const attempt = (cond: string) => `EXISTS (SELECT 1 FROM events e WHERE e.msg_id = m.id AND e.kind = 'delivery' AND ${cond})`;
+    if (f.status)
+      where.push(`EXISTS (SELECT 1 FROM recipients r WHERE r.msg_id = m.id AND r.status = ${arg(f.status)})`);
+    const attempt = (cond: string) =>
+      `EXISTS (SELECT 1 FROM events e WHERE e.msg_id = m.id AND e.kind = 'delivery' AND ${cond})`;
     if (f.tlsLevel) where.push(attempt(`e.data::jsonb ->> 'tlsAchieved' = ${arg(f.tlsLevel)}`));
     if (f.connector) {
       const name = arg(f.connector);
-      where.push(`(lower(m.inbound::jsonb -> 'connector' ->> 'name') = lower(${name}) OR ${attempt(`lower(e.data::jsonb ->> 'connector') = lower(${name})`)})`);
+      where.push(
+        `(lower(m.inbound::jsonb -> 'connector' ->> 'name') = lower(${name}) OR ` +
+          `${attempt(`lower(e.data::jsonb ->> 'connector') = lower(${name})`)})`,
+      );
     }
-    const rows = await this.read(`SELECT * FROM messages m ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
-      ORDER BY m.received_at DESC, m.id DESC LIMIT ${arg(f.limit ?? 100)} OFFSET ${arg(f.offset ?? 0)}`, args);
+    const rows = await this.read(
+      `SELECT * FROM messages m ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+      ORDER BY m.received_at DESC, m.id DESC LIMIT ${arg(f.limit ?? 100)} OFFSET ${arg(f.offset ?? 0)}`,
+      args,
+    );
     return this.withRecipientsRead(rows);
   }
 
   async trace(id: string): Promise<TraceEvent[]> {
-    const rows = await this.read<{ ts: number; kind: string; data: string }>('SELECT ts, kind, data FROM events WHERE msg_id = $1 ORDER BY id', [id]);
+    const rows = await this.read<{ ts: number; kind: string; data: string }>(
+      'SELECT ts, kind, data FROM events WHERE msg_id = $1 ORDER BY id',
+      [id],
+    );
     return rows.map((e) => ({ ts: e.ts, kind: e.kind, data: JSON.parse(e.data) }));
   }
 
   retryNow(id: string): Promise<boolean> {
     return this.write(async (c) => {
       const now = Date.now();
-      const r = await c.query(`UPDATE messages SET state = 'deferred', next_attempt_at = $1, updated_at = $1 WHERE id = $2 AND state IN ('deferred', 'held', 'incoming')`, [now, id]);
+      const r = await c.query(
+        `UPDATE messages SET state = 'deferred', next_attempt_at = $1, updated_at = $1 WHERE id = $2 AND state IN ` +
+          `('deferred', 'held', 'incoming')`,
+        [now, id],
+      );
       return (r.rowCount ?? 0) > 0;
     });
   }
 
   deleteQueued(id: string, by: string, now = Date.now()): Promise<DeleteResult> {
     return this.write(async (c): Promise<DeleteResult> => {
-      const msg = (await c.query<Row>('SELECT state, lease_until FROM messages WHERE id = $1 FOR UPDATE', [id])).rows[0] as Row | undefined;
+      const msg = (await c.query<Row>('SELECT state, lease_until FROM messages WHERE id = $1 FOR UPDATE', [id]))
+        .rows[0] as Row | undefined;
       if (!msg) return { deleted: false, why: 'unknown' };
       if (msg.state === 'done') return { deleted: false, why: 'finished' };
       if (msg.state === 'active' && (msg.lease_until as number) >= now) return { deleted: false, why: 'inDelivery' };
-      const rcpts = (await c.query<{ idx: number }>(`UPDATE recipients SET status = 'deleted', updated_at = $1 WHERE msg_id = $2 AND ${OPEN} RETURNING idx`, [now, id]))
-        .rows.map((r) => r.idx).sort((a, b) => a - b);
-      await c.query(`WITH e AS (INSERT INTO events (msg_id, ts, kind, data) VALUES ($1, $2, 'deleted', $3)),
+      const rcpts = (
+        await c.query<{ idx: number }>(
+          `UPDATE recipients SET status = 'deleted', updated_at = $1 WHERE msg_id = $2 AND ${OPEN} RETURNING idx`,
+          [now, id],
+        )
+      ).rows
+        .map((r) => r.idx)
+        .sort((a, b) => a - b);
+      await c.query(
+        `WITH e AS (INSERT INTO events (msg_id, ts, kind, data) VALUES ($1, $2, 'deleted', $3)),
           b AS (DELETE FROM bodies WHERE id = $1)
-        UPDATE messages SET state = 'done', next_attempt_at = $2, lease_owner = NULL, lease_until = NULL, updated_at = $2 WHERE id = $1`,
-      [id, now, JSON.stringify({ by, rcpts, state: msg.state })]);
+        UPDATE messages SET state = 'done', next_attempt_at = $2, lease_owner = NULL, lease_until = NULL, updated_at
+          = $2 WHERE id = $1`,
+        [id, now, JSON.stringify({ by, rcpts, state: msg.state })],
+      );
       return { deleted: true, recipients: rcpts.length };
     });
   }
@@ -345,25 +503,45 @@ export class PostgresStore implements Store {
     return this.write((c) => admin.requestBounce(c, id, by, now));
   }
 
-  createToken(t: NewAdminToken): Promise<void> { return this.write((c) => admin.createToken(c, t)); }
-  tokenByHash(hash: string): Promise<AdminToken | null> { return admin.tokenByHash(this.reader, hash); }
-  tokens(): Promise<AdminToken[]> { return admin.tokens(this.reader); }
-  revokeToken(idOrName: string, now = Date.now()): Promise<AdminToken | null> { return this.write((c) => admin.revokeToken(c, idOrName, now)); }
-  appendAudit(e: AuditEntry): Promise<number> { return this.write((c) => admin.appendAudit(c, e)); }
-  auditLog(f: AuditFilter): Promise<(AuditEntry & { id: number })[]> { return admin.auditLog(this.reader, f); }
+  createToken(t: NewAdminToken): Promise<void> {
+    return this.write((c) => admin.createToken(c, t));
+  }
+  tokenByHash(hash: string): Promise<AdminToken | null> {
+    return admin.tokenByHash(this.reader, hash);
+  }
+  tokens(): Promise<AdminToken[]> {
+    return admin.tokens(this.reader);
+  }
+  revokeToken(idOrName: string, now = Date.now()): Promise<AdminToken | null> {
+    return this.write((c) => admin.revokeToken(c, idOrName, now));
+  }
+  appendAudit(e: AuditEntry): Promise<number> {
+    return this.write((c) => admin.appendAudit(c, e));
+  }
+  auditLog(f: AuditFilter): Promise<(AuditEntry & { id: number })[]> {
+    return admin.auditLog(this.reader, f);
+  }
   addReportCounts(rows: readonly ReportCount[]): Promise<void> {
     return rows.length ? this.write((c) => admin.addReportCounts(c, rows)) : Promise.resolve();
   }
-  sumReportCounts(q: ReportQuery): Promise<ReportSum[]> { return admin.sumReportCounts(this.reader, q); }
-  purgeReportCounts(before: number): Promise<number> { return this.write((c) => admin.purgeReportCounts(c, before)); }
+  sumReportCounts(q: ReportQuery): Promise<ReportSum[]> {
+    return admin.sumReportCounts(this.reader, q);
+  }
+  purgeReportCounts(before: number): Promise<number> {
+    return this.write((c) => admin.purgeReportCounts(c, before));
+  }
 
   purgeDone(before: number, limit: number): Promise<number> {
     return this.write(async (c) => {
-      const r = await c.query(`WITH ids AS (SELECT id FROM messages WHERE state = 'done' AND updated_at < $1 ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED),
+      const r = await c.query(
+        `WITH ids AS (SELECT id FROM messages WHERE state = 'done' AND updated_at < $1 ORDER BY updated_at LIMIT $2
+          FOR UPDATE SKIP LOCKED),
           e AS (DELETE FROM events WHERE msg_id IN (SELECT id FROM ids)),
           r AS (DELETE FROM recipients WHERE msg_id IN (SELECT id FROM ids)),
           b AS (DELETE FROM bodies WHERE id IN (SELECT id FROM ids))
-        DELETE FROM messages WHERE id IN (SELECT id FROM ids)`, [before, limit]);
+        DELETE FROM messages WHERE id IN (SELECT id FROM ids)`,
+        [before, limit],
+      );
       return r.rowCount ?? 0;
     });
   }
@@ -381,87 +559,144 @@ export class PostgresStore implements Store {
       for (const r of rows) {
         await c.query({
           name: 'pc_tls_count',
-          text: `INSERT INTO tlsrpt_sessions (day, policy_domain, policy, result_type, sending_ip, mx_host, mx_ip, reason, count)
+          text: `INSERT INTO tlsrpt_sessions (day, policy_domain, policy, result_type, sending_ip, mx_host, mx_ip,
+            reason, count)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-            ON CONFLICT (day, policy_domain, policy, result_type, sending_ip, mx_host, mx_ip, reason) DO UPDATE SET count = tlsrpt_sessions.count + excluded.count`,
-          values: [r.day, r.policyDomain, JSON.stringify(r.policy), r.resultType ?? '', r.sendingIp ?? '', r.mxHost ?? '', r.mxIp ?? '', r.reason ?? '', r.count],
+            ON CONFLICT (day, policy_domain, policy, result_type, sending_ip, mx_host, mx_ip, reason) DO UPDATE SET
+              count = tlsrpt_sessions.count + excluded.count`,
+          values: [
+            r.day,
+            r.policyDomain,
+            JSON.stringify(r.policy),
+            r.resultType ?? '',
+            r.sendingIp ?? '',
+            r.mxHost ?? '',
+            r.mxIp ?? '',
+            r.reason ?? '',
+            r.count,
+          ],
         });
       }
     });
   }
 
   async tlsSessions(day: string): Promise<TlsSessionCount[]> {
-    return (await this.read('SELECT * FROM tlsrpt_sessions WHERE day = $1 ORDER BY policy_domain, result_type, mx_host, mx_ip', [day])).map((r) => ({
-      day: r.day as string, policyDomain: r.policy_domain as string, policy: JSON.parse(r.policy as string) as TlsSessionCount['policy'], count: r.count as number,
-      ...(r.result_type ? { resultType: r.result_type as TlsSessionCount['resultType'] } : {}), ...(r.sending_ip ? { sendingIp: r.sending_ip as string } : {}),
-      ...(r.mx_host ? { mxHost: r.mx_host as string } : {}), ...(r.mx_ip ? { mxIp: r.mx_ip as string } : {}), ...(r.reason ? { reason: r.reason as string } : {}),
+    return (
+      await this.read(
+        'SELECT * FROM tlsrpt_sessions WHERE day = $1 ORDER BY policy_domain, result_type, mx_host, mx_ip',
+        [day],
+      )
+    ).map((r) => ({
+      day: r.day as string,
+      policyDomain: r.policy_domain as string,
+      policy: JSON.parse(r.policy as string) as TlsSessionCount['policy'],
+      count: r.count as number,
+      ...(r.result_type ? { resultType: r.result_type as TlsSessionCount['resultType'] } : {}),
+      ...(r.sending_ip ? { sendingIp: r.sending_ip as string } : {}),
+      ...(r.mx_host ? { mxHost: r.mx_host as string } : {}),
+      ...(r.mx_ip ? { mxIp: r.mx_ip as string } : {}),
+      ...(r.reason ? { reason: r.reason as string } : {}),
     }));
   }
 
   tlsReportSent(r: TlsReportSent): Promise<void> {
     return this.write(async (c) => {
-      await c.query(`INSERT INTO tlsrpt_sent (day, policy_domain, report_id, at, destinations) VALUES ($1, $2, $3, $4, $5)
-        ON CONFLICT (day, policy_domain) DO UPDATE SET report_id = excluded.report_id, at = excluded.at, destinations = excluded.destinations`,
-      [r.day, r.policyDomain, r.reportId, r.at, JSON.stringify(r.destinations)]);
+      await c.query(
+        `INSERT INTO tlsrpt_sent (day, policy_domain, report_id, at, destinations) VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (day, policy_domain) DO UPDATE SET report_id = excluded.report_id, at = excluded.at, destinations
+          = excluded.destinations`,
+        [r.day, r.policyDomain, r.reportId, r.at, JSON.stringify(r.destinations)],
+      );
     });
   }
 
   async tlsReportsSent(day: string): Promise<TlsReportSent[]> {
     return (await this.read('SELECT * FROM tlsrpt_sent WHERE day = $1 ORDER BY policy_domain', [day])).map((r) => ({
-      day: r.day as string, policyDomain: r.policy_domain as string, reportId: r.report_id as string, at: r.at as number,
+      day: r.day as string,
+      policyDomain: r.policy_domain as string,
+      reportId: r.report_id as string,
+      at: r.at as number,
       destinations: JSON.parse(r.destinations as string) as TlsReportSent['destinations'],
     }));
   }
 
   addReceivedTlsReport(r: ReceivedTlsReport): Promise<void> {
     return this.write(async (c) => {
-      await c.query(`INSERT INTO tlsrpt_received (received_at, queue_id, mail_from, organization, report_id, content, problem) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-        [r.receivedAt, r.queueId, r.mailFrom, r.organization ?? null, r.reportId ?? null, r.content, r.problem ?? null]);
+      await c.query(
+        `INSERT INTO tlsrpt_received (received_at, queue_id, mail_from, organization, report_id, content, ` +
+          `problem) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+        [r.receivedAt, r.queueId, r.mailFrom, r.organization ?? null, r.reportId ?? null, r.content, r.problem ?? null],
+      );
     });
   }
 
   async receivedTlsReports(limit: number): Promise<ReceivedTlsReport[]> {
     return (await this.read('SELECT * FROM tlsrpt_received ORDER BY id DESC LIMIT $1', [limit])).map((r) => ({
-      receivedAt: r.received_at as number, queueId: r.queue_id as string, mailFrom: r.mail_from as string, content: r.content as string,
-      ...(r.organization ? { organization: r.organization as string } : {}), ...(r.report_id ? { reportId: r.report_id as string } : {}),
+      receivedAt: r.received_at as number,
+      queueId: r.queue_id as string,
+      mailFrom: r.mail_from as string,
+      content: r.content as string,
+      ...(r.organization ? { organization: r.organization as string } : {}),
+      ...(r.report_id ? { reportId: r.report_id as string } : {}),
       ...(r.problem ? { problem: r.problem as string } : {}),
     }));
   }
 
   async stsPolicy(domain: string): Promise<StsPolicyEntry | null> {
-    const rows = await this.read('SELECT domain, id, text, fetched_at AS "fetchedAt", expires_at AS "expiresAt" FROM sts_policies WHERE domain = $1', [domain]);
+    const rows = await this.read(
+      'SELECT domain, id, text, fetched_at AS "fetchedAt", expires_at AS "expiresAt" FROM sts_policies WHERE ' +
+        'domain = $1',
+      [domain],
+    );
     return (rows[0] as unknown as StsPolicyEntry | undefined) ?? null;
   }
 
   saveStsPolicy(e: StsPolicyEntry): Promise<void> {
     return this.write(async (c) => {
-      await c.query(`INSERT INTO sts_policies (domain, id, text, fetched_at, expires_at) VALUES ($1, $2, $3, $4, $5)
-        ON CONFLICT (domain) DO UPDATE SET id = excluded.id, text = excluded.text, fetched_at = excluded.fetched_at, expires_at = excluded.expires_at`,
-      [e.domain, e.id, e.text, e.fetchedAt, e.expiresAt]);
+      await c.query(
+        `INSERT INTO sts_policies (domain, id, text, fetched_at, expires_at) VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (domain) DO UPDATE SET id = excluded.id, text = excluded.text, fetched_at = excluded.fetched_at,
+          expires_at = excluded.expires_at`,
+        [e.domain, e.id, e.text, e.fetchedAt, e.expiresAt],
+      );
     });
   }
 
   releaseLeases(owner?: string): Promise<number> {
-    return this.write(async (c) => (await c.query(`UPDATE messages SET state = 'deferred', lease_owner = NULL, lease_until = NULL, next_attempt_at = $1
-      WHERE state = 'active' AND ($2::text IS NULL OR lease_owner = $2)`, [Date.now(), owner ?? null])).rowCount ?? 0);
+    return this.write(
+      async (c) =>
+        (
+          await c.query(
+            `UPDATE messages SET state = 'deferred', lease_owner = NULL, lease_until = NULL, next_attempt_at = $1
+      WHERE state = 'active' AND ($2::text IS NULL OR lease_owner = $2)`,
+            [Date.now(), owner ?? null],
+          )
+        ).rowCount ?? 0,
+    );
   }
 
   renew(owner: string, leases: HeldLease[], leaseMs: number, now = Date.now()): Promise<string[]> {
     if (!leases.length) return Promise.resolve([]);
-    return this.write(async (c) => (await c.query<{ id: string }>({
-      name: 'pc_renew',
-      text: `UPDATE messages m SET lease_until = $4 FROM unnest($2::text[], $3::bigint[]) AS l(id, gen)
+    return this.write(async (c) =>
+      (
+        await c.query<{ id: string }>({
+          name: 'pc_renew',
+          text: `UPDATE messages m SET lease_until = $4 FROM unnest($2::text[], $3::bigint[]) AS l(id, gen)
         WHERE m.id = l.id AND m.lease_gen = l.gen AND m.state = 'active' AND m.lease_owner = $1 RETURNING m.id`,
-      values: [owner, leases.map((l) => l.id), leases.map((l) => l.gen), now + leaseMs],
-    })).rows.map((r) => r.id));
+          values: [owner, leases.map((l) => l.id), leases.map((l) => l.gen), now + leaseMs],
+        })
+      ).rows.map((r) => r.id),
+    );
   }
 
   heartbeat(n: NodeBeat, now = Date.now()): Promise<void> {
     return this.write(async (c) => {
       await c.query({
         name: 'pc_heartbeat',
-        text: `INSERT INTO nodes (id, version, config_hash, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
-          ON CONFLICT (id) DO UPDATE SET version = excluded.version, config_hash = excluded.config_hash, host = excluded.host, pid = excluded.pid,
+        text: `INSERT INTO nodes (id, version, config_hash, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3,
+          $4, $5, $6, $7)
+          ON CONFLICT (id) DO UPDATE SET version = excluded.version, config_hash = excluded.config_hash, host =
+            excluded.host, pid = excluded.pid,
             started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at`,
         values: [n.id, n.version, n.configHash, n.host, n.pid, n.startedAt, now],
       });
@@ -469,38 +704,57 @@ export class PostgresStore implements Store {
   }
 
   async nodes(now = Date.now()): Promise<NodeStatus[]> {
-    return (await this.read(`SELECT n.*, (SELECT count(*) FROM messages m WHERE m.state = 'active' AND m.lease_owner = n.id AND m.lease_until >= $1) AS leases
-      FROM nodes n ORDER BY n.heartbeat_at DESC, n.id`, [now])).map(toNode);
+    return (
+      await this.read(
+        `SELECT n.*, (SELECT count(*) FROM messages m WHERE m.state = 'active' AND m.lease_owner = n.id AND
+          m.lease_until >= $1) AS leases
+      FROM nodes n ORDER BY n.heartbeat_at DESC, n.id`,
+        [now],
+      )
+    ).map(toNode);
   }
 
   async countByState(): Promise<Record<Exclude<MessageState, 'done'>, number>> {
     const out = { incoming: 0, active: 0, deferred: 0, held: 0 };
-    const rows = await this.read<{ state: keyof typeof out; n: number }>(`SELECT state, count(*) AS n FROM messages WHERE state IN ('incoming', 'active', 'deferred', 'held') GROUP BY state`);
+    const rows = await this.read<{ state: keyof typeof out; n: number }>(
+      `SELECT state, count(*) AS n FROM messages WHERE state IN ('incoming', 'active', 'deferred', 'held') ` +
+        `GROUP BY state`,
+    );
     for (const r of rows) out[r.state] = Number(r.n);
     return out;
   }
 
   async depth(): Promise<Record<MessageState, number>> {
-    return toDepth(await this.read<{ state: string; n: number }>('SELECT state, count(*) AS n FROM messages GROUP BY state'));
+    return toDepth(
+      await this.read<{ state: string; n: number }>('SELECT state, count(*) AS n FROM messages GROUP BY state'),
+    );
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    while (this.scheduled || this.inFlight || this.pending.length) await new Promise<void>((r) => (this.inFlight ? this.idle.push(r) : setImmediate(r)));
+    while (this.scheduled || this.inFlight || this.pending.length)
+      await new Promise<void>((r) => (this.inFlight ? this.idle.push(r) : setImmediate(r)));
     await this.pool.end();
   }
 
   private async withRecipientsRead(rows: Row[]): Promise<QueueMessage[]> {
     if (!rows.length) return [];
-    const rcpts = await this.read('SELECT * FROM recipients WHERE msg_id = ANY($1) ORDER BY msg_id, idx', [rows.map((r) => r.id)]);
+    const rcpts = await this.read('SELECT * FROM recipients WHERE msg_id = ANY($1) ORDER BY msg_id, idx', [
+      rows.map((r) => r.id),
+    ]);
     return withRecipients(rows, rcpts);
   }
 }
 
 function withRecipients(rows: Row[], rcpts: Row[]): QueueMessage[] {
   const by = new Map<string, Row[]>();
-  for (const r of rcpts) { const k = r.msg_id as string; const l = by.get(k); if (l) l.push(r); else by.set(k, [r]); }
+  for (const r of rcpts) {
+    const k = r.msg_id as string;
+    const l = by.get(k);
+    if (l) l.push(r);
+    else by.set(k, [r]);
+  }
   return rows.map((r) => toMessage(r, by.get(r.id as string) ?? []));
 }
 
@@ -512,11 +766,17 @@ function assertCurrent(s: MigrationStatus): void {
   assertKnownSchema(s);
   const applied = s.migrations.filter((m) => m.applied).length;
   if (applied === 0) {
-    throw new AdminError(`no queue in the PostgreSQL store ${s.location}: no server has run with it yet`,
-      'start the server once (`portcullis serve`) or create the schema with `portcullis store migrate`', 1);
+    throw new AdminError(
+      `no queue in the PostgreSQL store ${s.location}: no server has run with it yet`,
+      'start the server once (`portcullis serve`) or create the schema with `portcullis store migrate`',
+      1,
+    );
   }
   if (applied < s.migrations.length) {
-    throw new AdminError(`the PostgreSQL store ${s.location} was written by an older version of Portcullis`,
-      'start the server once (`portcullis serve`) or run `portcullis store migrate`: either upgrades the schema', 1);
+    throw new AdminError(
+      `the PostgreSQL store ${s.location} was written by an older version of Portcullis`,
+      'start the server once (`portcullis serve`) or run `portcullis store migrate`: either upgrades the schema',
+      1,
+    );
   }
 }

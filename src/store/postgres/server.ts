@@ -30,14 +30,16 @@ export class PostgresError extends Error {
     const err = e as (Error & { code?: string; errors?: (Error & { code?: string })[] }) | null | undefined;
     super(`PostgreSQL store ${location}: ${errorText(e)}`);
     this.name = 'PostgresError';
-    this.code = typeof err?.code === 'string' ? err.code : err?.errors?.[0]?.code ?? 'PG_ERROR';
+    this.code = typeof err?.code === 'string' ? err.code : (err?.errors?.[0]?.code ?? 'PG_ERROR');
   }
 }
 
 /** bigint (ids, times in ms, counts) as a JS number: every value we store is below 2^53. */
 const types = {
   getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-    (oid === 20 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text'))) as typeof pg.types.getTypeParser,
+    oid === 20
+      ? (v: string) => Number(v)
+      : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
 };
 
 export interface PoolOptions {
@@ -50,8 +52,14 @@ export interface PoolOptions {
 export function createPool(url: string, o: PoolOptions): pg.Pool {
   const location = redactUrl(url);
   const pool = new pg.Pool({
-    connectionString: url, max: o.poolSize, types, application_name: 'portcullis',
-    connectionTimeoutMillis: o.connectTimeoutMs ?? 10_000, query_timeout: 120_000, keepAlive: true, idleTimeoutMillis: 30_000,
+    connectionString: url,
+    max: o.poolSize,
+    types,
+    application_name: 'portcullis',
+    connectionTimeoutMillis: o.connectTimeoutMs ?? 10_000,
+    query_timeout: 120_000,
+    keepAlive: true,
+    idleTimeoutMillis: 30_000,
     ...(o.readonly ? { options: '-c default_transaction_read_only=on' } : {}),
   });
   pool.on('error', (e) => emit({ event: 'store.connectionError', location, error: e.message }));
@@ -59,21 +67,41 @@ export function createPool(url: string, o: PoolOptions): pg.Pool {
 }
 
 /** A pooled connection with an 'error' listener while it is checked out (a broken socket between queries). */
-export async function checkout(pool: pg.Pool, location: string): Promise<{ client: pg.PoolClient; release: (broken?: boolean) => void }> {
+export async function checkout(
+  pool: pg.Pool,
+  location: string,
+): Promise<{ client: pg.PoolClient; release: (broken?: boolean) => void }> {
   let client: pg.PoolClient;
-  try { client = await pool.connect(); } catch (e) { throw new PostgresError(location, e); }
+  try {
+    client = await pool.connect();
+  } catch (e) {
+    throw new PostgresError(location, e);
+  }
   const onError = (e: Error) => emit({ event: 'store.connectionError', location, error: e.message });
   client.on('error', onError);
-  return { client, release: (broken = false) => { client.off('error', onError); client.release(broken); } };
+  return {
+    client,
+    release: (broken = false) => {
+      client.off('error', onError);
+      client.release(broken);
+    },
+  };
 }
 
 /** The first connection: an AdminError naming the server and the fix when it cannot be made. */
-export async function connectOrExplain(pool: pg.Pool, location: string): Promise<{ client: pg.PoolClient; release: (broken?: boolean) => void }> {
+export async function connectOrExplain(
+  pool: pg.Pool,
+  location: string,
+): Promise<{ client: pg.PoolClient; release: (broken?: boolean) => void }> {
   try {
     await (await pool.connect()).release();
   } catch (e) {
-    throw new AdminError(`cannot connect to the PostgreSQL store ${location}: ${errorText(e)}`,
-      'check that the server runs and accepts connections from this host (pg_hba.conf), and the user, password and database in store.url (or PORTCULLIS_STORE_URL)', 1);
+    throw new AdminError(
+      `cannot connect to the PostgreSQL store ${location}: ${errorText(e)}`,
+      'check that the server runs and accepts connections from this host (pg_hba.conf), and the user, password ' +
+        'and database in store.url (or PORTCULLIS_STORE_URL)',
+      1,
+    );
   }
   return checkout(pool, location);
 }
@@ -86,13 +114,28 @@ export async function connectOrExplain(pool: pg.Pool, location: string): Promise
 export async function checkDurability(client: pg.PoolClient, location: string): Promise<{ forceSyncCommit: boolean }> {
   const fsync = (await client.query<{ fsync: string }>('SHOW fsync')).rows[0].fsync;
   if (fsync !== 'on') {
-    throw new AdminError(`the PostgreSQL server of the store ${location} runs with fsync = ${fsync}: a crash of that server can lose or corrupt accepted mail`,
-      'set fsync = on in its postgresql.conf (or `ALTER SYSTEM SET fsync = on; SELECT pg_reload_conf();`), then start Portcullis again', 1);
+    throw new AdminError(
+      `the PostgreSQL server of the store ${location} runs with fsync = ${fsync}: a crash of that server can lose ` +
+        `or corrupt accepted mail`,
+      'set fsync = on in its postgresql.conf (or `ALTER SYSTEM SET fsync = on; SELECT pg_reload_conf();`), then ' +
+        'start Portcullis again',
+      1,
+    );
   }
-  const sync = (await client.query<{ synchronous_commit: string }>('SHOW synchronous_commit')).rows[0].synchronous_commit;
+  const sync = (await client.query<{ synchronous_commit: string }>('SHOW synchronous_commit')).rows[0]
+    .synchronous_commit;
   if (sync === 'off') {
-    emit({ event: 'store.warning', location, setting: 'synchronous_commit', value: sync,
-      message: 'synchronous_commit is off for this database: Portcullis turns it on for its own write transactions (mail is answered 250 only after the commit is on disk); other applications on this server may lose their last commits in a crash. Set synchronous_commit = on (postgresql.conf, ALTER DATABASE or ALTER ROLE) to silence this warning.' });
+    emit({
+      event: 'store.warning',
+      location,
+      setting: 'synchronous_commit',
+      value: sync,
+      message:
+        'synchronous_commit is off for this database: Portcullis turns it on for its own write transactions (mail ' +
+        'is answered 250 only after the commit is on disk); other applications on this server may lose their last ' +
+        'commits in a crash. Set synchronous_commit = on (postgresql.conf, ALTER DATABASE or ALTER ROLE) to ' +
+        'silence this warning.',
+    });
     return { forceSyncCommit: true };
   }
   return { forceSyncCommit: false };
@@ -103,17 +146,25 @@ type Applied = Map<number, string>;
 async function applied(client: pg.PoolClient): Promise<Applied | null> {
   const t = (await client.query<{ t: string | null }>(`SELECT to_regclass('schema_migrations')::text AS t`)).rows[0].t;
   if (!t) return null;
-  const rows = (await client.query<{ version: number; applied_at: Date }>('SELECT version, applied_at FROM schema_migrations ORDER BY version')).rows;
+  const rows = (
+    await client.query<{ version: number; applied_at: Date }>(
+      'SELECT version, applied_at FROM schema_migrations ORDER BY version',
+    )
+  ).rows;
   return new Map(rows.map((r) => [r.version, r.applied_at.toISOString()]));
 }
 
 export async function migrationStatus(client: pg.PoolClient, location: string): Promise<MigrationStatus> {
-  const done = await applied(client) ?? new Map<number, string>();
+  const done = (await applied(client)) ?? new Map<number, string>();
   return {
-    store: 'postgres', location,
+    store: 'postgres',
+    location,
     unknown: [...done.keys()].filter((v) => v > migrations.length),
     migrations: migrations.map((m, i) => ({
-      version: i + 1, name: m.name, applied: done.has(i + 1), ...(done.has(i + 1) ? { appliedAt: done.get(i + 1) } : {}),
+      version: i + 1,
+      name: m.name,
+      applied: done.has(i + 1),
+      ...(done.has(i + 1) ? { appliedAt: done.get(i + 1) } : {}),
     })),
   };
 }
@@ -121,8 +172,12 @@ export async function migrationStatus(client: pg.PoolClient, location: string): 
 /** A schema written by a newer Portcullis: refuse rather than misread it. */
 export function assertKnownSchema(s: MigrationStatus): void {
   if (s.unknown.length) {
-    throw new AdminError(`the PostgreSQL store ${s.location} has schema version ${Math.max(...s.unknown)}, newer than this Portcullis knows (${migrations.length}): a newer version has upgraded it`,
-      'upgrade Portcullis on this node to the version the other nodes run', 1);
+    throw new AdminError(
+      `the PostgreSQL store ${s.location} has schema version ${Math.max(...s.unknown)}, newer than this ` +
+        `Portcullis knows (${migrations.length}): a newer version has upgraded it`,
+      'upgrade Portcullis on this node to the version the other nodes run',
+      1,
+    );
   }
 }
 

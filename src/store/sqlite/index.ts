@@ -10,9 +10,31 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type {
-  AdminToken, AuditEntry, AuditFilter, BounceResult, CompleteResult, DeleteResult, HeldLease, MessageState, NewAdminToken, NewMessage, NodeBeat, NodeStatus,
-  QueueFilter, QueueMessage, ReceivedTlsReport, RecipientOutcome, ReportCount, ReportQuery, ReportSum, Store, StsPolicyEntry, TlsReportSent, TlsSessionCount,
-  TraceEvent, TraceFilter,
+  AdminToken,
+  AuditEntry,
+  AuditFilter,
+  BounceResult,
+  CompleteResult,
+  DeleteResult,
+  HeldLease,
+  MessageState,
+  NewAdminToken,
+  NewMessage,
+  NodeBeat,
+  NodeStatus,
+  QueueFilter,
+  QueueMessage,
+  ReceivedTlsReport,
+  RecipientOutcome,
+  ReportCount,
+  ReportQuery,
+  ReportSum,
+  Store,
+  StsPolicyEntry,
+  TlsReportSent,
+  TlsSessionCount,
+  TraceEvent,
+  TraceFilter,
 } from '../types.ts';
 import type { MigrationStatus } from '../migrations.ts';
 import { toDepth, toMessage, toNode, type Row } from '../rows.ts';
@@ -43,12 +65,17 @@ export function sqliteMigrationStatus(dataDir: string): MigrationStatus {
     }
   }
   return {
-    store: 'sqlite', location: file,
+    store: 'sqlite',
+    location: file,
     unknown: Array.from({ length: Math.max(0, version - migrations.length) }, (_, i) => migrations.length + i + 1),
     migrations: migrations.map((m, i) => ({ version: i + 1, name: m.name, applied: i < version })),
   };
 }
-interface Pending { run: () => unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void }
+interface Pending {
+  run: () => unknown;
+  resolve: (v: unknown) => void;
+  reject: (e: unknown) => void;
+}
 
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
@@ -66,7 +93,11 @@ export class SqliteStore implements Store {
       this.db.pragma('query_only = ON');
       if ((this.db.pragma('user_version', { simple: true }) as number) < migrations.length) {
         this.db.close();
-        throw new AdminError(`the queue ${queueFile(dataDir)} was written by an older version of Portcullis`, 'start the server once (`portcullis serve`): it upgrades the queue', 1);
+        throw new AdminError(
+          `the queue ${queueFile(dataDir)} was written by an older version of Portcullis`,
+          'start the server once (`portcullis serve`): it upgrades the queue',
+          1,
+        );
       }
     } else {
       this.db.pragma('journal_mode = WAL');
@@ -75,60 +106,121 @@ export class SqliteStore implements Store {
     }
     const db = this.db;
     this.st = {
-      insMsg: db.prepare(`INSERT INTO messages (id, org, state, received_at, mail_from, message_id, size, sha256, envelope, inbound, next_attempt_at, lease_owner, lease_until, lease_gen, updated_at)
-        VALUES (@id, @org, @state, @receivedAt, @mailFrom, @messageId, @size, @sha256, @envelope, @inbound, @receivedAt, @owner, @until, @gen, @receivedAt)`),
+      insMsg:
+        db.prepare(`INSERT INTO messages (id, org, state, received_at, mail_from, message_id, size, sha256, envelope,
+          inbound, next_attempt_at, lease_owner, lease_until, lease_gen, updated_at)
+        VALUES (@id, @org, @state, @receivedAt, @mailFrom, @messageId, @size, @sha256, @envelope, @inbound,
+          @receivedAt, @owner, @until, @gen, @receivedAt)`),
       insBody: db.prepare('INSERT INTO bodies (id, data) VALUES (?, ?)'),
       insRcpt: db.prepare(`INSERT INTO recipients (msg_id, idx, address, org, route, status, notify, orcpt, updated_at)
         VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)`),
-      claim: db.prepare(`UPDATE messages SET state = 'active', lease_owner = @owner, lease_until = @until, lease_gen = lease_gen + 1, updated_at = @now
+      claim: db.prepare(`UPDATE messages SET state = 'active', lease_owner = @owner, lease_until = @until, lease_gen =
+          lease_gen + 1, updated_at = @now
         WHERE id IN (SELECT id FROM messages
                      WHERE (state IN ('incoming', 'deferred') AND next_attempt_at <= @now)
                         OR (state = 'active' AND lease_until < @now)
                      ORDER BY next_attempt_at LIMIT @limit)
         RETURNING *`),
-      rcptsOpen: db.prepare(`SELECT * FROM recipients WHERE msg_id = ? AND status IN ('pending', 'deferred') ORDER BY idx`),
+      rcptsOpen: db.prepare(
+        `SELECT * FROM recipients WHERE msg_id = ? AND status IN ('pending', 'deferred') ORDER BY idx`,
+      ),
       rcptsAll: db.prepare('SELECT * FROM recipients WHERE msg_id = ? ORDER BY idx'),
       body: db.prepare('SELECT data FROM bodies WHERE id = ?').pluck(),
       msg: db.prepare('SELECT * FROM messages WHERE id = ?'),
       updRcpt: db.prepare(`UPDATE recipients SET status = ?, attempts = attempts + 1, last_reply = ?, updated_at = ?
         WHERE msg_id = ? AND idx = ? AND status IN ('pending', 'deferred')`),
       insEvent: db.prepare('INSERT INTO events (msg_id, ts, kind, data) VALUES (?, ?, ?, ?)'),
-      openCount: db.prepare(`SELECT count(*) FROM recipients WHERE msg_id = ? AND status IN ('pending', 'deferred')`).pluck(),
-      finish: db.prepare(`UPDATE messages SET state = @state, attempts = attempts + 1, next_attempt_at = @next, last_error = @err,
-        delay_warned = max(delay_warned, @warned), lease_owner = NULL, lease_until = NULL, updated_at = @now WHERE id = @id`),
+      openCount: db
+        .prepare(`SELECT count(*) FROM recipients WHERE msg_id = ? AND status IN ('pending', 'deferred')`)
+        .pluck(),
+      finish:
+        db.prepare(`UPDATE messages SET state = @state, attempts = attempts + 1, next_attempt_at = @next, last_error
+          = @err,
+        delay_warned = max(delay_warned, @warned), lease_owner = NULL, lease_until = NULL, updated_at = @now WHERE id
+          = @id`),
       delBody: db.prepare('DELETE FROM bodies WHERE id = ?'),
       events: db.prepare('SELECT ts, kind, data FROM events WHERE msg_id = ? ORDER BY id'),
-      retry: db.prepare(`UPDATE messages SET state = 'deferred', next_attempt_at = ?, updated_at = ? WHERE id = ? AND state IN ('deferred', 'held', 'incoming')`),
+      retry: db.prepare(
+        `UPDATE messages SET state = 'deferred', next_attempt_at = ?, updated_at = ? WHERE id = ? AND state IN ` +
+          `('deferred', 'held', 'incoming')`,
+      ),
       delMsg: db.prepare('DELETE FROM messages WHERE id = ?'),
       delRcpts: db.prepare('DELETE FROM recipients WHERE msg_id = ?'),
       delEvents: db.prepare('DELETE FROM events WHERE msg_id = ?'),
-      rcptsDelete: db.prepare(`UPDATE recipients SET status = 'deleted', updated_at = ? WHERE msg_id = ? AND status IN ('pending', 'deferred') RETURNING idx`).pluck(),
-      markDone: db.prepare(`UPDATE messages SET state = 'done', next_attempt_at = @now, lease_owner = NULL, lease_until = NULL, updated_at = @now WHERE id = @id`),
+      rcptsDelete: db
+        .prepare(
+          `UPDATE recipients SET status = 'deleted', updated_at = ? WHERE msg_id = ? AND status IN ('pending', ` +
+            `'deferred') RETURNING idx`,
+        )
+        .pluck(),
+      markDone: db.prepare(
+        `UPDATE messages SET state = 'done', next_attempt_at = @now, lease_owner = NULL, lease_until = NULL, ` +
+          `updated_at = @now WHERE id = @id`,
+      ),
       // Served by messages_finished (state, updated_at): no scan of the done messages.
-      finishedBefore: db.prepare(`SELECT id FROM messages WHERE state = 'done' AND updated_at < ? ORDER BY updated_at LIMIT ?`).pluck(),
-      nextDue: db.prepare(`SELECT min(t) FROM (
+      finishedBefore: db
+        .prepare(`SELECT id FROM messages WHERE state = 'done' AND updated_at < ? ORDER BY updated_at LIMIT ?`)
+        .pluck(),
+      nextDue: db
+        .prepare(
+          `SELECT min(t) FROM (
           SELECT min(next_attempt_at) AS t FROM messages WHERE state IN ('incoming', 'deferred')
-          UNION ALL SELECT min(lease_until) FROM messages WHERE state = 'active')`).pluck(),
-      stsGet: db.prepare('SELECT domain, id, text, fetched_at AS fetchedAt, expires_at AS expiresAt FROM sts_policies WHERE domain = ?'),
-      stsPut: db.prepare(`INSERT INTO sts_policies (domain, id, text, fetched_at, expires_at) VALUES (@domain, @id, @text, @fetchedAt, @expiresAt)
-        ON CONFLICT (domain) DO UPDATE SET id = excluded.id, text = excluded.text, fetched_at = excluded.fetched_at, expires_at = excluded.expires_at`),
-      release: db.prepare(`UPDATE messages SET state = 'deferred', lease_owner = NULL, lease_until = NULL, next_attempt_at = ? WHERE state = 'active'`),
-      bounce: db.prepare(`UPDATE messages SET bounce_by = @by, state = 'deferred', next_attempt_at = @now, updated_at = @now, lease_owner = NULL, lease_until = NULL WHERE id = @id`),
-      byState: db.prepare(`SELECT state, count(*) AS n FROM messages WHERE state IN ('incoming', 'active', 'deferred', 'held') GROUP BY state`),
-      tlsCount: db.prepare(`INSERT INTO tlsrpt_sessions (day, policy_domain, policy, result_type, sending_ip, mx_host, mx_ip, reason, count)
+          UNION ALL SELECT min(lease_until) FROM messages WHERE state = 'active')`,
+        )
+        .pluck(),
+      stsGet: db.prepare(
+        'SELECT domain, id, text, fetched_at AS fetchedAt, expires_at AS expiresAt FROM sts_policies WHERE domain = ?',
+      ),
+      stsPut:
+        db.prepare(`INSERT INTO sts_policies (domain, id, text, fetched_at, expires_at) VALUES (@domain, @id, @text,
+          @fetchedAt, @expiresAt)
+        ON CONFLICT (domain) DO UPDATE SET id = excluded.id, text = excluded.text, fetched_at = excluded.fetched_at,
+          expires_at = excluded.expires_at`),
+      release: db.prepare(
+        `UPDATE messages SET state = 'deferred', lease_owner = NULL, lease_until = NULL, next_attempt_at = ? ` +
+          `WHERE state = 'active'`,
+      ),
+      bounce: db.prepare(
+        `UPDATE messages SET bounce_by = @by, state = 'deferred', next_attempt_at = @now, updated_at = @now, ` +
+          `lease_owner = NULL, lease_until = NULL WHERE id = @id`,
+      ),
+      byState: db.prepare(
+        `SELECT state, count(*) AS n FROM messages WHERE state IN ('incoming', 'active', 'deferred', 'held') ` +
+          `GROUP BY state`,
+      ),
+      tlsCount:
+        db.prepare(`INSERT INTO tlsrpt_sessions (day, policy_domain, policy, result_type, sending_ip, mx_host, mx_ip,
+          reason, count)
         VALUES (@day, @domain, @policy, @result, @sip, @mx, @mxip, @reason, @count)
-        ON CONFLICT (day, policy_domain, policy, result_type, sending_ip, mx_host, mx_ip, reason) DO UPDATE SET count = count + excluded.count`),
-      tlsDay: db.prepare('SELECT * FROM tlsrpt_sessions WHERE day = ? ORDER BY policy_domain, result_type, mx_host, mx_ip'),
-      tlsSent: db.prepare(`INSERT OR REPLACE INTO tlsrpt_sent (day, policy_domain, report_id, at, destinations) VALUES (?, ?, ?, ?, ?)`),
+        ON CONFLICT (day, policy_domain, policy, result_type, sending_ip, mx_host, mx_ip, reason) DO UPDATE SET count
+          = count + excluded.count`),
+      tlsDay: db.prepare(
+        'SELECT * FROM tlsrpt_sessions WHERE day = ? ORDER BY policy_domain, result_type, mx_host, mx_ip',
+      ),
+      tlsSent: db.prepare(
+        `INSERT OR REPLACE INTO tlsrpt_sent (day, policy_domain, report_id, at, destinations) VALUES (?, ?, ?, ?, ?)`,
+      ),
       tlsSentDay: db.prepare('SELECT * FROM tlsrpt_sent WHERE day = ? ORDER BY policy_domain'),
-      tlsRecv: db.prepare(`INSERT INTO tlsrpt_received (received_at, queue_id, mail_from, organization, report_id, content, problem) VALUES (?, ?, ?, ?, ?, ?, ?)`),
+      tlsRecv: db.prepare(
+        `INSERT INTO tlsrpt_received (received_at, queue_id, mail_from, organization, report_id, content, ` +
+          `problem) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      ),
       tlsRecvList: db.prepare('SELECT * FROM tlsrpt_received ORDER BY id DESC LIMIT ?'),
-      releaseOwn: db.prepare(`UPDATE messages SET state = 'deferred', lease_owner = NULL, lease_until = NULL, next_attempt_at = ? WHERE state = 'active' AND lease_owner = ?`),
-      renew: db.prepare(`UPDATE messages SET lease_until = @until WHERE id = @id AND state = 'active' AND lease_owner = @owner AND lease_gen = @gen`),
-      beat: db.prepare(`INSERT INTO nodes (id, version, config_hash, host, pid, started_at, heartbeat_at) VALUES (@id, @version, @configHash, @host, @pid, @startedAt, @now)
-        ON CONFLICT (id) DO UPDATE SET version = excluded.version, config_hash = excluded.config_hash, host = excluded.host, pid = excluded.pid,
+      releaseOwn: db.prepare(
+        `UPDATE messages SET state = 'deferred', lease_owner = NULL, lease_until = NULL, next_attempt_at = ? ` +
+          `WHERE state = 'active' AND lease_owner = ?`,
+      ),
+      renew: db.prepare(
+        `UPDATE messages SET lease_until = @until WHERE id = @id AND state = 'active' AND lease_owner = @owner ` +
+          `AND lease_gen = @gen`,
+      ),
+      beat: db.prepare(`INSERT INTO nodes (id, version, config_hash, host, pid, started_at, heartbeat_at) VALUES
+        (@id, @version, @configHash, @host, @pid, @startedAt, @now)
+        ON CONFLICT (id) DO UPDATE SET version = excluded.version, config_hash = excluded.config_hash, host =
+          excluded.host, pid = excluded.pid,
           started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at`),
-      nodes: db.prepare(`SELECT n.*, (SELECT count(*) FROM messages m WHERE m.state = 'active' AND m.lease_owner = n.id AND m.lease_until >= ?) AS leases
+      nodes: db.prepare(`SELECT n.*, (SELECT count(*) FROM messages m WHERE m.state = 'active' AND m.lease_owner = n.id
+          AND m.lease_until >= ?) AS leases
         FROM nodes n ORDER BY n.heartbeat_at DESC, n.id`),
       depth: db.prepare('SELECT state, count(*) AS n FROM messages GROUP BY state'),
     };
@@ -167,12 +259,21 @@ export class SqliteStore implements Store {
     this.scheduled = false;
     const results: unknown[] = [];
     try {
-      this.db.transaction(() => { for (const p of batch) results.push(p.run()); })();
+      this.db.transaction(() => {
+        for (const p of batch) results.push(p.run());
+      })();
     } catch (e) {
-      if (batch.length === 1) { batch[0].reject(e); return; }
+      if (batch.length === 1) {
+        batch[0].reject(e);
+        return;
+      }
       // Isolate the failing write: retry each on its own so one bad write fails alone.
       for (const p of batch) {
-        try { p.resolve(this.db.transaction(p.run)()); } catch (err) { p.reject(err); }
+        try {
+          p.resolve(this.db.transaction(p.run)());
+        } catch (err) {
+          p.reject(err);
+        }
       }
       return;
     }
@@ -182,18 +283,41 @@ export class SqliteStore implements Store {
   enqueue(m: NewMessage, lease?: { owner: string; ms: number }): Promise<QueueMessage> {
     const sha256 = createHash('sha256').update(m.data).digest('hex');
     const row = {
-      id: m.id, org: m.org, receivedAt: m.receivedAt, mailFrom: m.mailFrom, messageId: m.messageId ?? null,
-      size: m.data.length, sha256, envelope: JSON.stringify(m.envelope), inbound: JSON.stringify(m.inbound),
-      state: lease ? 'active' : 'incoming', owner: lease?.owner ?? null, until: lease ? m.receivedAt + lease.ms : null, gen: lease ? 1 : 0,
+      id: m.id,
+      org: m.org,
+      receivedAt: m.receivedAt,
+      mailFrom: m.mailFrom,
+      messageId: m.messageId ?? null,
+      size: m.data.length,
+      sha256,
+      envelope: JSON.stringify(m.envelope),
+      inbound: JSON.stringify(m.inbound),
+      state: lease ? 'active' : 'incoming',
+      owner: lease?.owner ?? null,
+      until: lease ? m.receivedAt + lease.ms : null,
+      gen: lease ? 1 : 0,
     };
     return this.write(() => {
       this.st.insMsg.run(row);
       this.st.insBody.run(m.id, m.data);
-      m.recipients.forEach((r, i) => this.st.insRcpt.run(m.id, i, r.address, r.org, r.route, r.notify ?? null, r.orcpt ?? null, m.receivedAt));
+      m.recipients.forEach((r, i) =>
+        this.st.insRcpt.run(m.id, i, r.address, r.org, r.route, r.notify ?? null, r.orcpt ?? null, m.receivedAt),
+      );
     }).then(() => ({
-      id: m.id, org: m.org, state: row.state as MessageState, receivedAt: m.receivedAt, mailFrom: m.mailFrom,
-      ...(m.messageId ? { messageId: m.messageId } : {}), size: m.data.length, sha256, envelope: m.envelope, inbound: m.inbound,
-      attempts: 0, nextAttemptAt: m.receivedAt, delayWarned: false, leaseGen: row.gen,
+      id: m.id,
+      org: m.org,
+      state: row.state as MessageState,
+      receivedAt: m.receivedAt,
+      mailFrom: m.mailFrom,
+      ...(m.messageId ? { messageId: m.messageId } : {}),
+      size: m.data.length,
+      sha256,
+      envelope: m.envelope,
+      inbound: m.inbound,
+      attempts: 0,
+      nextAttemptAt: m.receivedAt,
+      delayWarned: false,
+      leaseGen: row.gen,
       recipients: m.recipients.map((r, idx) => ({ ...r, idx, status: 'pending' as const, attempts: 0 })),
     }));
   }
@@ -209,20 +333,42 @@ export class SqliteStore implements Store {
     return (this.st.body.get(id) as Buffer | undefined) ?? null;
   }
 
-  complete(id: string, owner: string, outcomes: RecipientOutcome[], nextAttemptAt: number, opts: { delayWarned?: boolean; gen?: number } = {}): Promise<CompleteResult> {
+  complete(
+    id: string,
+    owner: string,
+    outcomes: RecipientOutcome[],
+    nextAttemptAt: number,
+    opts: { delayWarned?: boolean; gen?: number } = {},
+  ): Promise<CompleteResult> {
     return this.write((): CompleteResult => {
       const now = Date.now();
       const msg = this.st.msg.get(id) as Row | undefined;
       if (!msg) return null;
-      if ((msg.state === 'active' && msg.lease_owner !== owner) || (opts.gen !== undefined && msg.lease_gen !== opts.gen)) return 'fenced';
+      if (
+        (msg.state === 'active' && msg.lease_owner !== owner) ||
+        (opts.gen !== undefined && msg.lease_gen !== opts.gen)
+      )
+        return 'fenced';
       for (const o of outcomes) {
         this.st.updRcpt.run(o.status, JSON.stringify(o.reply), now, id, o.idx);
-        this.st.insEvent.run(id, now, 'delivery', JSON.stringify({ rcpt: o.idx, status: o.status, agent: o.agent, reply: o.reply, ...o.detail }));
+        this.st.insEvent.run(
+          id,
+          now,
+          'delivery',
+          JSON.stringify({ rcpt: o.idx, status: o.status, agent: o.agent, reply: o.reply, ...o.detail }),
+        );
       }
       const open = this.st.openCount.get(id) as number;
       const state: MessageState = open === 0 ? 'done' : 'deferred';
       const lastDeferred = outcomes.filter((o) => o.status === 'deferred').at(-1);
-      this.st.finish.run({ id, state, next: state === 'done' ? now : nextAttemptAt, err: lastDeferred ? JSON.stringify(lastDeferred.reply) : null, now, warned: opts.delayWarned ? 1 : 0 });
+      this.st.finish.run({
+        id,
+        state,
+        next: state === 'done' ? now : nextAttemptAt,
+        err: lastDeferred ? JSON.stringify(lastDeferred.reply) : null,
+        now,
+        warned: opts.delayWarned ? 1 : 0,
+      });
       if (state === 'done') this.st.delBody.run(id);
       return state;
     });
@@ -236,38 +382,85 @@ export class SqliteStore implements Store {
   async list(filter: QueueFilter = {}): Promise<QueueMessage[]> {
     const states = filter.states ?? ['incoming', 'active', 'deferred', 'held'];
     const org = filter.org !== undefined ? ' AND org = ?' : '';
-    const rows = this.db.prepare(`SELECT * FROM messages WHERE state IN (${states.map(() => '?').join(',')})${org} ORDER BY received_at, id LIMIT ? OFFSET ?`)
+    const rows = this.db
+      .prepare(
+        `SELECT * FROM messages WHERE state IN (${states.map(() => '?').join(',')})${org} ORDER BY received_at, ` +
+          `id LIMIT ? OFFSET ?`,
+      )
       .all(...states, ...(org ? [filter.org] : []), filter.limit ?? 1000, filter.offset ?? 0) as Row[];
     return rows.map((r) => toMessage(r, this.st.rcptsAll.all(r.id) as Row[]));
   }
 
   async search(f: TraceFilter): Promise<QueueMessage[]> {
-    const where: string[] = []; const args: unknown[] = [];
-    if (f.queueId) { where.push('m.id = ?'); args.push(f.queueId); }
-    if (f.messageId) { where.push('(m.message_id = ? OR m.message_id = ?)'); args.push(f.messageId, `<${f.messageId.replace(/^<|>$/g, '')}>`); }
-    if (f.sender) { where.push('lower(m.mail_from) = lower(?)'); args.push(f.sender); }
-    if (f.recipient) { where.push('m.id IN (SELECT msg_id FROM recipients WHERE lower(address) = lower(?))'); args.push(f.recipient); }
-    if (f.since !== undefined) { where.push('m.received_at >= ?'); args.push(f.since); }
-    if (f.until !== undefined) { where.push('m.received_at <= ?'); args.push(f.until); }
-    if (f.org !== undefined) { where.push('m.org = ?'); args.push(f.org); }
-    if (f.status) { where.push('EXISTS (SELECT 1 FROM recipients r WHERE r.msg_id = m.id AND r.status = ?)'); args.push(f.status); }
-    const attempt = (cond: string) => `EXISTS (SELECT 1 FROM events e WHERE e.msg_id = m.id AND e.kind = 'delivery' AND ${cond})`;
-    if (f.tlsLevel) { where.push(attempt(`json_extract(e.data, '$.tlsAchieved') = ?`)); args.push(f.tlsLevel); }
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (f.queueId) {
+      where.push('m.id = ?');
+      args.push(f.queueId);
+    }
+    if (f.messageId) {
+      where.push('(m.message_id = ? OR m.message_id = ?)');
+      args.push(f.messageId, `<${f.messageId.replace(/^<|>$/g, '')}>`);
+    }
+    if (f.sender) {
+      where.push('lower(m.mail_from) = lower(?)');
+      args.push(f.sender);
+    }
+    if (f.recipient) {
+      where.push('m.id IN (SELECT msg_id FROM recipients WHERE lower(address) = lower(?))');
+      args.push(f.recipient);
+    }
+    if (f.since !== undefined) {
+      where.push('m.received_at >= ?');
+      args.push(f.since);
+    }
+    if (f.until !== undefined) {
+      where.push('m.received_at <= ?');
+      args.push(f.until);
+    }
+    if (f.org !== undefined) {
+      where.push('m.org = ?');
+      args.push(f.org);
+    }
+    if (f.status) {
+      where.push('EXISTS (SELECT 1 FROM recipients r WHERE r.msg_id = m.id AND r.status = ?)');
+      args.push(f.status);
+    }
+    const attempt = (cond: string) =>
+      `EXISTS (SELECT 1 FROM events e WHERE e.msg_id = m.id AND e.kind = 'delivery' AND ${cond})`;
+    if (f.tlsLevel) {
+      where.push(attempt(`json_extract(e.data, '$.tlsAchieved') = ?`));
+      args.push(f.tlsLevel);
+    }
     if (f.connector) {
-      where.push(`(lower(json_extract(m.inbound, '$.connector.name')) = lower(?) OR ${attempt(`lower(json_extract(e.data, '$.connector')) = lower(?)`)})`);
+      where.push(
+        `(lower(json_extract(m.inbound, '$.connector.name')) = lower(?) OR ` +
+          `${attempt(`lower(json_extract(e.data, '$.connector')) = lower(?)`)})`,
+      );
       args.push(f.connector, f.connector);
     }
-    const rows = this.db.prepare(`SELECT * FROM messages m ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY m.received_at DESC, m.id DESC LIMIT ? OFFSET ?`)
+    const rows = this.db
+      .prepare(
+        `SELECT * FROM messages m ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY m.received_at ` +
+          `DESC, m.id DESC LIMIT ? OFFSET ?`,
+      )
       .all(...args, f.limit ?? 100, f.offset ?? 0) as Row[];
     return rows.map((r) => toMessage(r, this.st.rcptsAll.all(r.id) as Row[]));
   }
 
   async trace(id: string): Promise<TraceEvent[]> {
-    return (this.st.events.all(id) as Row[]).map((e) => ({ ts: e.ts as number, kind: e.kind as string, data: JSON.parse(e.data as string) }));
+    return (this.st.events.all(id) as Row[]).map((e) => ({
+      ts: e.ts as number,
+      kind: e.kind as string,
+      data: JSON.parse(e.data as string),
+    }));
   }
 
   retryNow(id: string): Promise<boolean> {
-    return this.write(() => { const now = Date.now(); return this.st.retry.run(now, now, id).changes > 0; });
+    return this.write(() => {
+      const now = Date.now();
+      return this.st.retry.run(now, now, id).changes > 0;
+    });
   }
 
   deleteQueued(id: string, by: string, now = Date.now()): Promise<DeleteResult> {
@@ -302,15 +495,33 @@ export class SqliteStore implements Store {
     return out;
   }
 
-  createToken(t: NewAdminToken): Promise<void> { return this.write(() => this.admin.createToken(t)); }
-  async tokenByHash(hash: string): Promise<AdminToken | null> { return this.admin.tokenByHash(hash); }
-  async tokens(): Promise<AdminToken[]> { return this.admin.tokens(); }
-  revokeToken(idOrName: string, now = Date.now()): Promise<AdminToken | null> { return this.write(() => this.admin.revokeToken(idOrName, now)); }
-  appendAudit(e: AuditEntry): Promise<number> { return this.write(() => this.admin.appendAudit(e)); }
-  async auditLog(f: AuditFilter): Promise<(AuditEntry & { id: number })[]> { return this.admin.auditLog(f); }
-  addReportCounts(rows: readonly ReportCount[]): Promise<void> { return this.write(() => this.admin.addReportCounts(rows)); }
-  async sumReportCounts(q: ReportQuery): Promise<ReportSum[]> { return this.admin.sumReportCounts(q); }
-  purgeReportCounts(before: number): Promise<number> { return this.write(() => this.admin.purgeReportCounts(before)); }
+  createToken(t: NewAdminToken): Promise<void> {
+    return this.write(() => this.admin.createToken(t));
+  }
+  async tokenByHash(hash: string): Promise<AdminToken | null> {
+    return this.admin.tokenByHash(hash);
+  }
+  async tokens(): Promise<AdminToken[]> {
+    return this.admin.tokens();
+  }
+  revokeToken(idOrName: string, now = Date.now()): Promise<AdminToken | null> {
+    return this.write(() => this.admin.revokeToken(idOrName, now));
+  }
+  appendAudit(e: AuditEntry): Promise<number> {
+    return this.write(() => this.admin.appendAudit(e));
+  }
+  async auditLog(f: AuditFilter): Promise<(AuditEntry & { id: number })[]> {
+    return this.admin.auditLog(f);
+  }
+  addReportCounts(rows: readonly ReportCount[]): Promise<void> {
+    return this.write(() => this.admin.addReportCounts(rows));
+  }
+  async sumReportCounts(q: ReportQuery): Promise<ReportSum[]> {
+    return this.admin.sumReportCounts(q);
+  }
+  purgeReportCounts(before: number): Promise<number> {
+    return this.write(() => this.admin.purgeReportCounts(before));
+  }
 
   purgeDone(before: number, limit: number): Promise<number> {
     return this.write(() => {
@@ -333,8 +544,15 @@ export class SqliteStore implements Store {
     return this.write(() => {
       for (const r of rows) {
         this.st.tlsCount.run({
-          day: r.day, domain: r.policyDomain, policy: JSON.stringify(r.policy), result: r.resultType ?? '', sip: r.sendingIp ?? '',
-          mx: r.mxHost ?? '', mxip: r.mxIp ?? '', reason: r.reason ?? '', count: r.count,
+          day: r.day,
+          domain: r.policyDomain,
+          policy: JSON.stringify(r.policy),
+          result: r.resultType ?? '',
+          sip: r.sendingIp ?? '',
+          mx: r.mxHost ?? '',
+          mxip: r.mxIp ?? '',
+          reason: r.reason ?? '',
+          count: r.count,
         });
       }
     });
@@ -342,30 +560,56 @@ export class SqliteStore implements Store {
 
   async tlsSessions(day: string): Promise<TlsSessionCount[]> {
     return (this.st.tlsDay.all(day) as Row[]).map((r) => ({
-      day: r.day as string, policyDomain: r.policy_domain as string, policy: JSON.parse(r.policy as string), count: r.count as number,
-      ...(r.result_type ? { resultType: r.result_type as TlsSessionCount['resultType'] } : {}), ...(r.sending_ip ? { sendingIp: r.sending_ip as string } : {}),
-      ...(r.mx_host ? { mxHost: r.mx_host as string } : {}), ...(r.mx_ip ? { mxIp: r.mx_ip as string } : {}), ...(r.reason ? { reason: r.reason as string } : {}),
+      day: r.day as string,
+      policyDomain: r.policy_domain as string,
+      policy: JSON.parse(r.policy as string),
+      count: r.count as number,
+      ...(r.result_type ? { resultType: r.result_type as TlsSessionCount['resultType'] } : {}),
+      ...(r.sending_ip ? { sendingIp: r.sending_ip as string } : {}),
+      ...(r.mx_host ? { mxHost: r.mx_host as string } : {}),
+      ...(r.mx_ip ? { mxIp: r.mx_ip as string } : {}),
+      ...(r.reason ? { reason: r.reason as string } : {}),
     }));
   }
 
   tlsReportSent(r: TlsReportSent): Promise<void> {
-    return this.write(() => { this.st.tlsSent.run(r.day, r.policyDomain, r.reportId, r.at, JSON.stringify(r.destinations)); });
+    return this.write(() => {
+      this.st.tlsSent.run(r.day, r.policyDomain, r.reportId, r.at, JSON.stringify(r.destinations));
+    });
   }
 
   async tlsReportsSent(day: string): Promise<TlsReportSent[]> {
     return (this.st.tlsSentDay.all(day) as Row[]).map((r) => ({
-      day: r.day as string, policyDomain: r.policy_domain as string, reportId: r.report_id as string, at: r.at as number, destinations: JSON.parse(r.destinations as string),
+      day: r.day as string,
+      policyDomain: r.policy_domain as string,
+      reportId: r.report_id as string,
+      at: r.at as number,
+      destinations: JSON.parse(r.destinations as string),
     }));
   }
 
   addReceivedTlsReport(r: ReceivedTlsReport): Promise<void> {
-    return this.write(() => { this.st.tlsRecv.run(r.receivedAt, r.queueId, r.mailFrom, r.organization ?? null, r.reportId ?? null, r.content, r.problem ?? null); });
+    return this.write(() => {
+      this.st.tlsRecv.run(
+        r.receivedAt,
+        r.queueId,
+        r.mailFrom,
+        r.organization ?? null,
+        r.reportId ?? null,
+        r.content,
+        r.problem ?? null,
+      );
+    });
   }
 
   async receivedTlsReports(limit: number): Promise<ReceivedTlsReport[]> {
     return (this.st.tlsRecvList.all(limit) as Row[]).map((r) => ({
-      receivedAt: r.received_at as number, queueId: r.queue_id as string, mailFrom: r.mail_from as string, content: r.content as string,
-      ...(r.organization ? { organization: r.organization as string } : {}), ...(r.report_id ? { reportId: r.report_id as string } : {}),
+      receivedAt: r.received_at as number,
+      queueId: r.queue_id as string,
+      mailFrom: r.mail_from as string,
+      content: r.content as string,
+      ...(r.organization ? { organization: r.organization as string } : {}),
+      ...(r.report_id ? { reportId: r.report_id as string } : {}),
       ...(r.problem ? { problem: r.problem as string } : {}),
     }));
   }
@@ -375,19 +619,29 @@ export class SqliteStore implements Store {
   }
 
   saveStsPolicy(e: StsPolicyEntry): Promise<void> {
-    return this.write(() => { this.st.stsPut.run(e); });
+    return this.write(() => {
+      this.st.stsPut.run(e);
+    });
   }
 
   releaseLeases(owner?: string): Promise<number> {
-    return this.write(() => (owner === undefined ? this.st.release.run(Date.now()) : this.st.releaseOwn.run(Date.now(), owner)).changes);
+    return this.write(
+      () => (owner === undefined ? this.st.release.run(Date.now()) : this.st.releaseOwn.run(Date.now(), owner)).changes,
+    );
   }
 
   renew(owner: string, leases: HeldLease[], leaseMs: number, now = Date.now()): Promise<string[]> {
-    return this.write(() => leases.filter((l) => this.st.renew.run({ id: l.id, gen: l.gen, owner, until: now + leaseMs }).changes > 0).map((l) => l.id));
+    return this.write(() =>
+      leases
+        .filter((l) => this.st.renew.run({ id: l.id, gen: l.gen, owner, until: now + leaseMs }).changes > 0)
+        .map((l) => l.id),
+    );
   }
 
   heartbeat(n: NodeBeat, now = Date.now()): Promise<void> {
-    return this.write(() => { this.st.beat.run({ ...n, now }); });
+    return this.write(() => {
+      this.st.beat.run({ ...n, now });
+    });
   }
 
   async nodes(now = Date.now()): Promise<NodeStatus[]> {

@@ -2,7 +2,9 @@
 import type { Migration } from '../migrations.ts';
 
 export const migrations: Migration[] = [
-  { name: 'messages, bodies, recipients and trace events', sql: `CREATE TABLE messages (
+  {
+    name: 'messages, bodies, recipients and trace events',
+    sql: `CREATE TABLE messages (
      id TEXT PRIMARY KEY,
      org TEXT NOT NULL,
      state TEXT NOT NULL,
@@ -45,14 +47,23 @@ export const migrations: Migration[] = [
      kind TEXT NOT NULL,
      data TEXT NOT NULL
    );
-   CREATE INDEX events_msg ON events(msg_id, id);` },
-  { name: 'delay warnings sent once per message; sender and Message-ID indexes', sql: `ALTER TABLE messages ADD COLUMN delay_warned INTEGER NOT NULL DEFAULT 0;
+   CREATE INDEX events_msg ON events(msg_id, id);`,
+  },
+  {
+    name: 'delay warnings sent once per message; sender and Message-ID indexes',
+    sql: `ALTER TABLE messages ADD COLUMN delay_warned INTEGER NOT NULL DEFAULT 0;
    CREATE INDEX messages_from ON messages(mail_from);
-   CREATE INDEX messages_msgid ON messages(message_id);` },
+   CREATE INDEX messages_msgid ON messages(message_id);`,
+  },
   // Trace retention finds done messages by the time they finished without scanning the table.
-  { name: 'index of finished messages (trace retention)', sql: `CREATE INDEX messages_finished ON messages(state, updated_at);` },
+  {
+    name: 'index of finished messages (trace retention)',
+    sql: `CREATE INDEX messages_finished ON messages(state, updated_at);`,
+  },
   // The same fencing generation and node table as on PostgreSQL (one store interface).
-  { name: 'fencing generation of leases; nodes and their heartbeats', sql: `ALTER TABLE messages ADD COLUMN lease_gen INTEGER NOT NULL DEFAULT 0;
+  {
+    name: 'fencing generation of leases; nodes and their heartbeats',
+    sql: `ALTER TABLE messages ADD COLUMN lease_gen INTEGER NOT NULL DEFAULT 0;
    CREATE TABLE nodes (
      id TEXT PRIMARY KEY,
      version TEXT NOT NULL,
@@ -61,9 +72,12 @@ export const migrations: Migration[] = [
      pid INTEGER NOT NULL,
      started_at INTEGER NOT NULL,
      heartbeat_at INTEGER NOT NULL
-   );` },
+   );`,
+  },
   // TLS-RPT (RFC 8460): session counters per UTC day and policy domain, reports sent, reports received.
-  { name: 'TLS-RPT counters, reports sent and received', sql: `CREATE TABLE tlsrpt_sessions (
+  {
+    name: 'TLS-RPT counters, reports sent and received',
+    sql: `CREATE TABLE tlsrpt_sessions (
      day TEXT NOT NULL,
      policy_domain TEXT NOT NULL,
      policy TEXT NOT NULL,
@@ -92,18 +106,24 @@ export const migrations: Migration[] = [
      report_id TEXT,
      content TEXT NOT NULL,
      problem TEXT
-   );` },
+   );`,
+  },
   // Cached MTA-STS policies (RFC 8461 §5.1), one per policy domain.
-  { name: 'cached MTA-STS policies', sql: `CREATE TABLE sts_policies (
+  {
+    name: 'cached MTA-STS policies',
+    sql: `CREATE TABLE sts_policies (
      domain TEXT PRIMARY KEY,
      id TEXT NOT NULL,
      text TEXT NOT NULL,
      fetched_at INTEGER NOT NULL,
      expires_at INTEGER NOT NULL
-   ) WITHOUT ROWID;` },
+   ) WITHOUT ROWID;`,
+  },
   // The admin centre: "bounce now", trace search per organisation, API tokens (hashed), the
   // audit log, and report counters per kind, organisation ('*': the gateway) and time bucket.
-  { name: 'admin centre: bounce requests, API tokens, audit log, report counters', sql: `ALTER TABLE messages ADD COLUMN bounce_by TEXT;
+  {
+    name: 'admin centre: bounce requests, API tokens, audit log, report counters',
+    sql: `ALTER TABLE messages ADD COLUMN bounce_by TEXT;
    CREATE INDEX messages_org ON messages(org, received_at);
    CREATE TABLE admin_tokens (
      id TEXT PRIMARY KEY,
@@ -141,5 +161,6 @@ export const migrations: Migration[] = [
      PRIMARY KEY (kind, org, bucket, d1, d2, d3, d4)
    ) WITHOUT ROWID;
    CREATE INDEX report_counts_bucket ON report_counts(bucket);
-   CREATE INDEX report_counts_d1 ON report_counts(kind, org, d1, bucket);` },
+   CREATE INDEX report_counts_d1 ON report_counts(kind, org, d1, bucket);`,
+  },
 ];

@@ -18,15 +18,24 @@ test('rotation readiness: a staged next certificate is named and checked like th
     const other = await makePki(dir, 'Elsewhere');
     const current = await pki.issue('mx.contoso.test');
     const next = await other.issue('mx2.contoso.test');
-    const config = (certificates: unknown[]) => ({ tls: { certificates }, organizations: [], dataDir: dir }) as unknown as Config;
+    const config = (certificates: unknown[]) =>
+      ({ tls: { certificates }, organizations: [], dataDir: dir }) as unknown as Config;
     const trust = new TrustStore(false, [pki.rootFile]);
-    const tools = { trust, revocation: new RevocationChecker(() => { throw new Error('no lookups in this test'); }) };
+    const tools = {
+      trust,
+      revocation: new RevocationChecker(() => {
+        throw new Error('no lookups in this test');
+      }),
+    };
 
     const [plain] = certificateInventory(config([{ cert: current.cert, key: current.key }]), trust);
     const none = await rotationReadiness(plain, tools);
     assert.equal(none.next.staged, false);
 
-    const [staged] = certificateInventory(config([{ cert: current.cert, key: current.key, next: { cert: next.cert, key: next.key } }]), trust);
+    const [staged] = certificateInventory(
+      config([{ cert: current.cert, key: current.key, next: { cert: next.cert, key: next.key } }]),
+      trust,
+    );
     assert.equal(staged.next, next.cert);
     const r = await rotationReadiness(staged, tools);
     assert.ok(r.next.staged);

@@ -15,12 +15,30 @@ test('a token authenticates by its secret until revoked; the store keeps only th
     const { token, secret } = await createToken(store, { name: 'contoso-ops', org: 'contoso', by: 'alice' });
     assert.match(secret, /^pcat_[A-Za-z0-9_-]{43}$/);
     assert.deepEqual(await authenticate(store, `Bearer ${secret}`), token);
-    assert.deepEqual(await authenticate(store, `bearer  ${secret}`), token, 'the scheme is case-insensitive (RFC 7235)');
-    for (const h of [undefined, '', secret, `Basic ${secret}`, `Bearer ${secret}x`, `Bearer ${secret.slice(0, -1)}${secret.endsWith('A') ? 'B' : 'A'}`, `Bearer ${secret} extra`]) {
+    assert.deepEqual(
+      await authenticate(store, `bearer  ${secret}`),
+      token,
+      'the scheme is case-insensitive (RFC 7235)',
+    );
+    for (const h of [
+      undefined,
+      '',
+      secret,
+      `Basic ${secret}`,
+      `Bearer ${secret}x`,
+      `Bearer ${secret.slice(0, -1)}${secret.endsWith('A') ? 'B' : 'A'}`,
+      `Bearer ${secret} extra`,
+    ]) {
       assert.equal(await authenticate(store, h), null, String(h));
     }
-    await assert.rejects(createToken(store, { name: 'contoso-ops', org: null, by: 'bob' }), /a token named "contoso-ops" exists already/);
-    await assert.rejects(createToken(store, { name: 'bad name', org: null, by: 'bob' }), /token name "bad name" is not allowed/);
+    await assert.rejects(
+      createToken(store, { name: 'contoso-ops', org: null, by: 'bob' }),
+      /a token named "contoso-ops" exists already/,
+    );
+    await assert.rejects(
+      createToken(store, { name: 'bad name', org: null, by: 'bob' }),
+      /token name "bad name" is not allowed/,
+    );
     await store.revokeToken(token.id);
     assert.equal(await authenticate(store, `Bearer ${secret}`), null, 'revoked');
     const again = await createToken(store, { name: 'contoso-ops', org: null, by: 'bob' });

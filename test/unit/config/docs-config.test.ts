@@ -11,9 +11,12 @@ test('docs/configuration.md is what `npm run docs:config` generates from the sch
   const page = readFileSync(DOC_FILE, 'utf8');
   const fresh = renderConfigPage(page);
   if (fresh === page) return;
-  const a = page.split('\n'); const b = fresh.split('\n');
+  const a = page.split('\n');
+  const b = fresh.split('\n');
   const i = a.findIndex((l, n) => l !== b[n]);
-  assert.fail(`docs/configuration.md is stale: run \`npm run docs:config\` and commit the page.\n  line ${i + 1} is:\n    ${a[i]}\n  generated:\n    ${b[i]}`);
+  assert.fail(
+    `docs/configuration.md is stale: run \`npm run docs:config\` and commit the page.\n  line ${i + 1} is:\n    ${a[i]}\n  generated:\n    ${b[i]}`,
+  );
 });
 
 test('every configuration key has a description and appears in one table, with its schema default', () => {
@@ -21,9 +24,18 @@ test('every configuration key has a description and appears in one table, with i
   const page = renderConfigPage(readFileSync(DOC_FILE, 'utf8'));
   const keys = rows.map((r) => r.key);
   assert.equal(new Set(keys).size, keys.length);
-  for (const k of ['hostname', 'log.level', 'smtp.timeouts.command', 'tls.certificates', 'tls.trust.caFiles', 'queue.retrySchedule',
-    'organizations[].acceptedDomains[].recipients', 'organizations[].inboundConnectors[].tlsSenderCertificateName',
-    'organizations[].outboundConnectors[].tlsDomain']) assert.ok(keys.includes(k), `${k} is listed`);
+  for (const k of [
+    'hostname',
+    'log.level',
+    'smtp.timeouts.command',
+    'tls.certificates',
+    'tls.trust.caFiles',
+    'queue.retrySchedule',
+    'organizations[].acceptedDomains[].recipients',
+    'organizations[].inboundConnectors[].tlsSenderCertificateName',
+    'organizations[].outboundConnectors[].tlsDomain',
+  ])
+    assert.ok(keys.includes(k), `${k} is listed`);
   // A key is shown relative to a list-item section (connectors) and in full elsewhere; either way once.
   for (const r of rows) {
     const shown = r.key.replace(/^organizations\[\]\.(inbound|outbound)Connectors\[\]\./, '');
@@ -39,14 +51,25 @@ test('every configuration key has a description and appears in one table, with i
   assert.equal(row('tls.revocation').type, '`softFail` `hardFail` `off`');
   assert.equal(row('delivery.timeouts.connect').type, 'seconds');
   // A key of several forms, one an object (runAs: root or {user, group}): its row, then the object's keys.
-  assert.deepEqual(keys.filter((k) => k.startsWith('runAs')), ['runAs', 'runAs.user', 'runAs.group']);
+  assert.deepEqual(
+    keys.filter((k) => k.startsWith('runAs')),
+    ['runAs', 'runAs.user', 'runAs.group'],
+  );
   assert.equal(row('runAs').type, '`root` or `{user, group}`');
   assert.equal(row('runAs.user').default, 'required');
-  assert.equal(row('runAs.group').default, 'the user\'s primary group');
+  assert.equal(row('runAs.group').default, "the user's primary group");
   // A defaultText replaces the derived default (YAML needs the quotes).
   assert.equal(row('delivery.maildir.mode').default, '`"0600"`');
-  for (const k of ['log.format', 'smtp.reservedConnections', 'smtp.forbidUnauthPipelining', 'dns.dnssec', 'delivery.opportunisticLegacyTls',
-    'delivery.maildir.group', 'trace.retentionDays']) assert.ok(keys.includes(k), `${k} is listed`);
+  for (const k of [
+    'log.format',
+    'smtp.reservedConnections',
+    'smtp.forbidUnauthPipelining',
+    'dns.dnssec',
+    'delivery.opportunisticLegacyTls',
+    'delivery.maildir.group',
+    'trace.retentionDays',
+  ])
+    assert.ok(keys.includes(k), `${k} is listed`);
   assert.ok(configSchema.shape.smtp.unwrap().shape.maxErrors.description, 'descriptions live on the schema');
 });
 
@@ -56,11 +79,14 @@ test('a key without a description fails generation, naming the key and the fix',
     trace: z.strictObject({ retentionDays: z.number().default(30) }).prefault({}),
     items: z.array(z.strictObject({ name: z.string(), port: z.number().describe('Port.') })).default([]),
   });
-  assert.throws(() => configKeyRows(schema), (e: Error) => {
-    assert.match(e.message, /without a description: trace\.retentionDays, items\[\]\.name\n/);
-    assert.match(e.message, /fix: give each one a \.describe/);
-    return true;
-  });
+  assert.throws(
+    () => configKeyRows(schema),
+    (e: Error) => {
+      assert.match(e.message, /without a description: trace\.retentionDays, items\[\]\.name\n/);
+      assert.match(e.message, /fix: give each one a \.describe/);
+      return true;
+    },
+  );
 });
 
 test('the tables are replaced between their markers only; a key no table claims goes to the "*" table', () => {
@@ -69,15 +95,48 @@ test('the tables are replaced between their markers only; a key no table claims 
     smtp: z.strictObject({ a: z.boolean().default(true).describe('A | B.') }).prefault({}),
     runAs: z.string().min(1).describe('User to run as.'),
   });
-  const page = ['# T', 'prose 1', '<!-- config-keys * -->', '| old |', '<!-- /config-keys -->', 'prose 2',
-    '<!-- config-keys smtp -->', '<!-- /config-keys -->', 'prose 3'].join('\n');
-  assert.equal(renderConfigPage(page, schema), ['# T', 'prose 1', '<!-- config-keys * -->',
-    '| key | type | default | meaning |', '|---|---|---|---|',
-    '| `top` | text | — | Top. |', '| `runAs` | text | required | User to run as. |', '<!-- /config-keys -->', 'prose 2',
-    '<!-- config-keys smtp -->', '| key | type | default | meaning |', '|---|---|---|---|',
-    '| `smtp.a` | boolean | `true` | A \\| B. |', '<!-- /config-keys -->', 'prose 3'].join('\n'));
-  assert.throws(() => renderConfigPage('<!-- config-keys smtp -->\n<!-- /config-keys -->', schema), /no table for: top, runAs/);
+  const page = [
+    '# T',
+    'prose 1',
+    '<!-- config-keys * -->',
+    '| old |',
+    '<!-- /config-keys -->',
+    'prose 2',
+    '<!-- config-keys smtp -->',
+    '<!-- /config-keys -->',
+    'prose 3',
+  ].join('\n');
+  assert.equal(
+    renderConfigPage(page, schema),
+    [
+      '# T',
+      'prose 1',
+      '<!-- config-keys * -->',
+      '| key | type | default | meaning |',
+      '|---|---|---|---|',
+      '| `top` | text | — | Top. |',
+      '| `runAs` | text | required | User to run as. |',
+      '<!-- /config-keys -->',
+      'prose 2',
+      '<!-- config-keys smtp -->',
+      '| key | type | default | meaning |',
+      '|---|---|---|---|',
+      '| `smtp.a` | boolean | `true` | A \\| B. |',
+      '<!-- /config-keys -->',
+      'prose 3',
+    ].join('\n'),
+  );
+  assert.throws(
+    () => renderConfigPage('<!-- config-keys smtp -->\n<!-- /config-keys -->', schema),
+    /no table for: top, runAs/,
+  );
   assert.throws(() => renderConfigPage('<!-- config-keys * -->\nx', schema), /is not closed/);
-  assert.throws(() => renderConfigPage('<!-- config-keys * -->\n<!-- /config-keys -->\n<!-- config-keys dns -->\n<!-- /config-keys -->', schema),
-    /no configuration key belongs in the table <!-- config-keys dns -->/);
+  assert.throws(
+    () =>
+      renderConfigPage(
+        '<!-- config-keys * -->\n<!-- /config-keys -->\n<!-- config-keys dns -->\n<!-- /config-keys -->',
+        schema,
+      ),
+    /no configuration key belongs in the table <!-- config-keys dns -->/,
+  );
 });

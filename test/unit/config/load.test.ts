@@ -3,16 +3,30 @@ import assert from 'node:assert/strict';
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { buildConfig, DEFAULT_CONFIG_FILE, defaultConfigPath, loadConfig, SYSTEM_CONFIG_FILE } from '../../../src/config/load.ts';
+import {
+  buildConfig,
+  DEFAULT_CONFIG_FILE,
+  defaultConfigPath,
+  loadConfig,
+  SYSTEM_CONFIG_FILE,
+} from '../../../src/config/load.ts';
 
 const orgs = [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }];
 const err = (input: unknown): string => {
-  try { buildConfig(input, '/etc/portcullis', 'x.yaml'); } catch (e) { return (e as Error).message; }
+  try {
+    buildConfig(input, '/etc/portcullis', 'x.yaml');
+  } catch (e) {
+    return (e as Error).message;
+  }
   throw new Error('expected the configuration to be refused');
 };
 
 test('defaults fill in; relative paths resolve against the config folder; result is frozen', () => {
-  const c = buildConfig({ organizations: orgs, tls: { certificates: [{ cert: 'c.pem', key: 'k.pem' }] } }, '/etc/portcullis', 'x.yaml');
+  const c = buildConfig(
+    { organizations: orgs, tls: { certificates: [{ cert: 'c.pem', key: 'k.pem' }] } },
+    '/etc/portcullis',
+    'x.yaml',
+  );
   assert.equal(c.dataDir, '/etc/portcullis/data');
   assert.deepEqual(c.smtp.listen, ['127.0.0.1:2525']);
   assert.equal(c.smtp.maxMessageSize, 36_700_160);
@@ -25,14 +39,26 @@ test('defaults fill in; relative paths resolve against the config folder; result
 });
 
 test('errors name the key and what is wrong', () => {
-  assert.match(err({ organizations: orgs, tls: { minVersion: 'TLSv1.1' } }), /tls\.minVersion: must be TLSv1\.2 or TLSv1\.3/);
+  assert.match(
+    err({ organizations: orgs, tls: { minVersion: 'TLSv1.1' } }),
+    /tls\.minVersion: must be TLSv1\.2 or TLSv1\.3/,
+  );
   assert.match(err({ organizations: orgs, smpt: {} }), /unknown key\(s\) "smpt"/);
   assert.match(err({ organizations: orgs, smtp: { listen: ['nonsense'] } }), /smtp\.listen\[0\]: must be "IP:port"/);
   assert.match(err({ organizations: orgs, smtp: { bareLineEndings: 'lenient' } }), /smtp\.bareLineEndings/);
-  assert.match(err({ organizations: [{ name: 'a', acceptedDomains: [{ domain: 'bad..domain' }] }] }), /organizations\[0\]\.acceptedDomains\[0\]\.domain: is not a valid domain name/);
+  assert.match(
+    err({ organizations: [{ name: 'a', acceptedDomains: [{ domain: 'bad..domain' }] }] }),
+    /organizations\[0\]\.acceptedDomains\[0\]\.domain: is not a valid domain name/,
+  );
   assert.match(err({}), /organizations/);
-  assert.match(err({ organizations: [...orgs, { name: 'b', acceptedDomains: [{ domain: 'contoso.test' }] }] }), /"contoso\.test" is already accepted by organization "contoso"/);
-  assert.match(err({ organizations: [...orgs, { name: 'contoso', acceptedDomains: [{ domain: 'x.test' }] }] }), /"contoso" is used by two organizations/);
+  assert.match(
+    err({ organizations: [...orgs, { name: 'b', acceptedDomains: [{ domain: 'contoso.test' }] }] }),
+    /"contoso\.test" is already accepted by organization "contoso"/,
+  );
+  assert.match(
+    err({ organizations: [...orgs, { name: 'contoso', acceptedDomains: [{ domain: 'x.test' }] }] }),
+    /"contoso" is used by two organizations/,
+  );
 });
 
 test('YAML errors and missing files are explained', () => {
@@ -48,9 +74,19 @@ test('YAML errors and missing files are explained', () => {
 
 test('runAs: root, or a user with an optional group; anything else is explained', () => {
   assert.equal(buildConfig({ organizations: orgs, runAs: 'root' }, '/etc/portcullis', 'x.yaml').runAs, 'root');
-  assert.deepEqual(buildConfig({ organizations: orgs, runAs: { user: 'portcullis', group: 'portcullis' } }, '/etc/portcullis', 'x.yaml').runAs, { user: 'portcullis', group: 'portcullis' });
+  assert.deepEqual(
+    buildConfig(
+      { organizations: orgs, runAs: { user: 'portcullis', group: 'portcullis' } },
+      '/etc/portcullis',
+      'x.yaml',
+    ).runAs,
+    { user: 'portcullis', group: 'portcullis' },
+  );
   assert.equal(buildConfig({ organizations: orgs }, '/etc/portcullis', 'x.yaml').runAs, undefined);
-  assert.match(err({ organizations: orgs, runAs: 'portcullis' }), /runAs: must be root, or \{user: NAME, group: NAME\}/);
+  assert.match(
+    err({ organizations: orgs, runAs: 'portcullis' }),
+    /runAs: must be root, or \{user: NAME, group: NAME\}/,
+  );
   assert.match(err({ organizations: orgs, runAs: { user: 'portcullis', gruop: 'x' } }), /runAs/);
   assert.match(err({ organizations: orgs, runAs: { user: 'a b' } }), /runAs/);
 });
@@ -58,11 +94,21 @@ test('runAs: root, or a user with an optional group; anything else is explained'
 test('delivery.maildir: private by default; group modes in quotes; a group needs a mode that gives it rights', () => {
   const d = buildConfig({ organizations: orgs }, '/etc/portcullis', 'x.yaml').delivery.maildir;
   assert.deepEqual({ ...d }, { mode: '0600' });
-  const g = buildConfig({ organizations: orgs, delivery: { maildir: { group: 'mail', mode: '0660' } } }, '/etc/portcullis', 'x.yaml').delivery.maildir;
+  const g = buildConfig(
+    { organizations: orgs, delivery: { maildir: { group: 'mail', mode: '0660' } } },
+    '/etc/portcullis',
+    'x.yaml',
+  ).delivery.maildir;
   assert.deepEqual({ ...g }, { group: 'mail', mode: '0660' });
-  assert.match(err({ organizations: orgs, delivery: { maildir: { mode: 660 } } }), /delivery\.maildir\.mode: must be "0600" \(private\), "0640" .* in quotes/);
+  assert.match(
+    err({ organizations: orgs, delivery: { maildir: { mode: 660 } } }),
+    /delivery\.maildir\.mode: must be "0600" \(private\), "0640" .* in quotes/,
+  );
   assert.match(err({ organizations: orgs, delivery: { maildir: { mode: '0666' } } }), /delivery\.maildir\.mode/);
-  assert.match(err({ organizations: orgs, delivery: { maildir: { group: 'mail' } } }), /delivery\.maildir\.mode: gives group "mail" no rights/);
+  assert.match(
+    err({ organizations: orgs, delivery: { maildir: { group: 'mail' } } }),
+    /delivery\.maildir\.mode: gives group "mail" no rights/,
+  );
 });
 
 test('configuration lookup: $PORTCULLIS_CONFIG, else the first existing of ./portcullis.yaml and /etc/portcullis/portcullis.yaml', () => {
@@ -73,7 +119,11 @@ test('configuration lookup: $PORTCULLIS_CONFIG, else the first existing of ./por
   delete process.env.PORTCULLIS_CONFIG;
   try {
     assert.deepEqual([DEFAULT_CONFIG_FILE, SYSTEM_CONFIG_FILE], ['portcullis.yaml', '/etc/portcullis/portcullis.yaml']);
-    assert.equal(defaultConfigPath([local, system]), local, 'neither exists: the local name (embedded defaults follow)');
+    assert.equal(
+      defaultConfigPath([local, system]),
+      local,
+      'neither exists: the local name (embedded defaults follow)',
+    );
     writeFileSync(system, 'x');
     assert.equal(defaultConfigPath([local, system]), system);
     writeFileSync(local, 'x');
@@ -81,13 +131,17 @@ test('configuration lookup: $PORTCULLIS_CONFIG, else the first existing of ./por
     process.env.PORTCULLIS_CONFIG = '/elsewhere.yaml';
     assert.equal(defaultConfigPath([local, system]), '/elsewhere.yaml');
   } finally {
-    if (saved === undefined) delete process.env.PORTCULLIS_CONFIG; else process.env.PORTCULLIS_CONFIG = saved;
+    if (saved === undefined) delete process.env.PORTCULLIS_CONFIG;
+    else process.env.PORTCULLIS_CONFIG = saved;
   }
 });
 
 test('dns.dnssec: on by default, can be turned off, must be a boolean', () => {
   assert.equal(buildConfig({ organizations: orgs }, '/etc/portcullis', 'x.yaml').dns.dnssec, true);
-  assert.equal(buildConfig({ organizations: orgs, dns: { dnssec: false } }, '/etc/portcullis', 'x.yaml').dns.dnssec, false);
+  assert.equal(
+    buildConfig({ organizations: orgs, dns: { dnssec: false } }, '/etc/portcullis', 'x.yaml').dns.dnssec,
+    false,
+  );
   assert.match(err({ organizations: orgs, dns: { dnssec: 'yes' } }), /dns\.dnssec/);
   assert.match(err({ organizations: orgs, dns: { dnsec: true } }), /unknown key\(s\) "dnsec"/);
 });
@@ -96,8 +150,18 @@ test('smtp.forbidUnauthPipelining defaults to on; smtp.reservedConnections must 
   const c = buildConfig({ organizations: orgs }, '/etc/portcullis', 'x.yaml');
   assert.equal(c.smtp.forbidUnauthPipelining, true);
   assert.equal(c.smtp.reservedConnections, undefined, 'absent: the default is computed from maxConnections');
-  assert.equal(buildConfig({ organizations: orgs, smtp: { maxConnections: 10, reservedConnections: 9 } }, '/etc/portcullis', 'x.yaml').smtp.reservedConnections, 9);
-  assert.match(err({ organizations: orgs, smtp: { maxConnections: 10, reservedConnections: 10 } }), /smtp\.reservedConnections: must be less than smtp\.maxConnections \(10\)/);
+  assert.equal(
+    buildConfig(
+      { organizations: orgs, smtp: { maxConnections: 10, reservedConnections: 9 } },
+      '/etc/portcullis',
+      'x.yaml',
+    ).smtp.reservedConnections,
+    9,
+  );
+  assert.match(
+    err({ organizations: orgs, smtp: { maxConnections: 10, reservedConnections: 10 } }),
+    /smtp\.reservedConnections: must be less than smtp\.maxConnections \(10\)/,
+  );
   assert.match(err({ organizations: orgs, smtp: { reservedConnections: -1 } }), /smtp\.reservedConnections/);
 });
 
@@ -105,9 +169,23 @@ test('nodeId: the host name and the resolved dataDir unless set; the configurati
   const { configHash } = await import('../../../src/config/hash.ts');
   const a = buildConfig({ organizations: orgs, dataDir: './data' }, '/etc/portcullis', 'x.yaml');
   assert.equal(a.nodeId, `${os.hostname().toLowerCase()}:/etc/portcullis/data`);
-  const b = buildConfig({ organizations: orgs, nodeId: 'mx2', hostname: 'mx2.contoso.test', dataDir: '/srv/p', smtp: { listen: ['192.0.2.2:25'] } }, '/etc/portcullis', 'y.yaml');
+  const b = buildConfig(
+    {
+      organizations: orgs,
+      nodeId: 'mx2',
+      hostname: 'mx2.contoso.test',
+      dataDir: '/srv/p',
+      smtp: { listen: ['192.0.2.2:25'] },
+    },
+    '/etc/portcullis',
+    'y.yaml',
+  );
   assert.equal(b.nodeId, 'mx2');
-  assert.equal(configHash(a), configHash(b), 'nodeId, hostname, dataDir, smtp.listen and the file name differ between nodes');
+  assert.equal(
+    configHash(a),
+    configHash(b),
+    'nodeId, hostname, dataDir, smtp.listen and the file name differ between nodes',
+  );
   assert.match(configHash(a), /^[0-9a-f]{16}$/);
   const c = buildConfig({ organizations: orgs, queue: { leaseSeconds: 60 } }, '/etc/portcullis', 'x.yaml');
   assert.notEqual(configHash(a), configHash(c), 'a shared setting differs');
@@ -118,5 +196,9 @@ test('queue.messageExpiration: 5 days by default (RFC 5321 §4.5.4.1: give up af
   const c = buildConfig({ organizations: orgs }, '/etc/portcullis', 'x.yaml');
   assert.equal(c.queue.messageExpiration, 5 * 24 * 3600);
   assert.deepEqual(c.queue.retrySchedule, [60, 300, 900, 1800, 3600, 7200, 14_400], 'the retry schedule stays');
-  assert.equal(buildConfig({ organizations: orgs, queue: { messageExpiration: 3600 } }, '/etc/portcullis', 'x.yaml').queue.messageExpiration, 3600);
+  assert.equal(
+    buildConfig({ organizations: orgs, queue: { messageExpiration: 3600 } }, '/etc/portcullis', 'x.yaml').queue
+      .messageExpiration,
+    3600,
+  );
 });

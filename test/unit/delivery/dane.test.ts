@@ -10,7 +10,9 @@ import { FakeResolver } from '../../helpers/fake-resolver.ts';
 import { tempDir } from '../../helpers/gateway.ts';
 import { makePki } from '../../helpers/pki.ts';
 
-let leaf: X509Certificate; let other: X509Certificate; let int: X509Certificate;
+let leaf: X509Certificate;
+let other: X509Certificate;
+let int: X509Certificate;
 before(async () => {
   const pki = await makePki(tempDir(), 'Unit');
   leaf = new X509Certificate((await pki.issue('mx.dane.test')).issued.certPem);
@@ -18,9 +20,21 @@ before(async () => {
   int = new X509Certificate(pki.intermediate.certPem);
 });
 
-const hop: NextHop = { key: 'mx:dane.test', kind: 'mx', domain: 'dane.test', smartHosts: [], tls: { level: 'opportunistic', source: 'default' } };
+const hop: NextHop = {
+  key: 'mx:dane.test',
+  kind: 'mx',
+  domain: 'dane.test',
+  smartHosts: [],
+  tls: { level: 'opportunistic', source: 'default' },
+};
 const ctx = (o: Partial<HostContext> = {}): HostContext => ({
-  hop, host: 'mx.dane.test', port: 25, via: { kind: 'mx', secure: true }, addresses: { secure: true, names: ['mx.dane.test'] }, message: { queueId: 'q' }, ...o,
+  hop,
+  host: 'mx.dane.test',
+  port: 25,
+  via: { kind: 'mx', secure: true },
+  addresses: { secure: true, names: ['mx.dane.test'] },
+  message: { queueId: 'q' },
+  ...o,
 });
 
 test('secure MX, secure addresses, secure usable TLSA: the dane level, verified against the presented chain', async () => {
@@ -50,14 +64,22 @@ test('the TLSA owner uses the delivery port', async () => {
 });
 
 test('only unusable records: encryption without authentication (RFC 7672 §2.2); it does not replace MTA-STS', async () => {
-  const dns = new FakeResolver({ '_25._tcp.mx.dane.test': { TLSA: [tlsaRecord(leaf, 1, 1, 1), { usage: 3, selector: 1, matchingType: 1, data: Buffer.alloc(5) }], secure: true } });
+  const dns = new FakeResolver({
+    '_25._tcp.mx.dane.test': {
+      TLSA: [tlsaRecord(leaf, 1, 1, 1), { usage: 3, selector: 1, matchingType: 1, data: Buffer.alloc(5) }],
+      secure: true,
+    },
+  });
   const a = await new DaneProvider(() => dns).forHost(ctx());
   assert.equal(a.kind, 'demand');
   if (a.kind !== 'demand') return;
   assert.equal(a.demand.level, 'encryptionOnly');
   assert.equal(a.demand.verify, undefined);
   assert.equal(a.demand.replaces, undefined);
-  assert.match(a.demand.source, /^DANE \(TLSA 3 1 1, 1 1 1 at _25\._tcp\.mx\.dane\.test, DNSSEC secure, no usable record: encryption without authentication\)$/);
+  assert.match(
+    a.demand.source,
+    /^DANE \(TLSA 3 1 1, 1 1 1 at _25\._tcp\.mx\.dane\.test, DNSSEC secure, no usable record: encryption without authentication\)$/,
+  );
 });
 
 test('no TLSA lookup unless the MX RRset and the host addresses are secure; never for smart hosts', async () => {
@@ -75,14 +97,23 @@ test('insecure TLSA answers and insecure denials demand nothing; a secure denial
   const p = (dns: FakeResolver) => new DaneProvider(() => dns).forHost(ctx());
   const insecure = await p(new FakeResolver({ '_25._tcp.mx.dane.test': { TLSA: [tlsaRecord(leaf, 3, 1, 1)] } }));
   assert.equal(insecure.kind, 'none');
-  const none = await p(new FakeResolver({ 'mx.dane.test': { A: ['127.0.0.1'], secure: true } }, { secureDenials: true }));
-  assert.deepEqual(none, { kind: 'none', note: 'DANE: no TLSA records at _25._tcp.mx.dane.test (DNSSEC-authenticated denial)' });
+  const none = await p(
+    new FakeResolver({ 'mx.dane.test': { A: ['127.0.0.1'], secure: true } }, { secureDenials: true }),
+  );
+  assert.deepEqual(none, {
+    kind: 'none',
+    note: 'DANE: no TLSA records at _25._tcp.mx.dane.test (DNSSEC-authenticated denial)',
+  });
   const unproven = await p(new FakeResolver({}));
   assert.equal(unproven.kind, 'none');
 });
 
 test('a TLSA lookup that fails or is bogus refuses the host, never "no TLSA"', async () => {
-  for (const [kind, failure] of [['servfail', 'tlsa-lookup-failed'], ['timeout', 'tlsa-lookup-failed'], ['bogus', 'tlsa-bogus']] as const) {
+  for (const [kind, failure] of [
+    ['servfail', 'tlsa-lookup-failed'],
+    ['timeout', 'tlsa-lookup-failed'],
+    ['bogus', 'tlsa-bogus'],
+  ] as const) {
     const dns = new FakeResolver({}).fail('_25._tcp.mx.dane.test', kind);
     const a = await new DaneProvider(() => dns).forHost(ctx());
     assert.equal(a.kind, 'refuse', kind);
@@ -95,15 +126,25 @@ test('a TLSA lookup that fails or is bogus refuses the host, never "no TLSA"', a
 
 test('a host whose addresses come through a secure CNAME: TLSA at the target first, then at the name as published (RFC 7672 §2.2.2)', async () => {
   const first = new FakeResolver({ '_25._tcp.real.hosting.test': { TLSA: [tlsaRecord(int, 2, 1, 1)], secure: true } });
-  const a = await new DaneProvider(() => first).forHost(ctx({ addresses: { secure: true, names: ['mx.dane.test', 'real.hosting.test'] } }));
+  const a = await new DaneProvider(() => first).forHost(
+    ctx({ addresses: { secure: true, names: ['mx.dane.test', 'real.hosting.test'] } }),
+  );
   assert.equal(a.kind, 'demand');
   if (a.kind === 'demand') {
     assert.match(a.demand.source, /at _25\._tcp\.real\.hosting\.test,/);
     // DANE-TA: the leaf names mx.dane.test, one of the reference names (the MX host as published).
     assert.ok(a.demand.verify!({ presented: [leaf, int] }).ok);
   }
-  const second = new FakeResolver({ '_25._tcp.mx.dane.test': { TLSA: [tlsaRecord(leaf, 3, 1, 1)], secure: true } }, { secureDenials: true });
-  const b = await new DaneProvider(() => second).forHost(ctx({ addresses: { secure: true, names: ['mx.dane.test', 'real.hosting.test'] } }));
+  const second = new FakeResolver(
+    { '_25._tcp.mx.dane.test': { TLSA: [tlsaRecord(leaf, 3, 1, 1)], secure: true } },
+    { secureDenials: true },
+  );
+  const b = await new DaneProvider(() => second).forHost(
+    ctx({ addresses: { secure: true, names: ['mx.dane.test', 'real.hosting.test'] } }),
+  );
   assert.equal(b.kind, 'demand');
-  assert.deepEqual(second.queries.filter((q) => q.endsWith('TLSA')), ['_25._tcp.real.hosting.test TLSA', '_25._tcp.mx.dane.test TLSA']);
+  assert.deepEqual(
+    second.queries.filter((q) => q.endsWith('TLSA')),
+    ['_25._tcp.real.hosting.test TLSA', '_25._tcp.mx.dane.test TLSA'],
+  );
 });

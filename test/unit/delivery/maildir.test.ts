@@ -13,13 +13,17 @@ test('mailbox folder names cannot escape the mailbox tree', () => {
   assert.equal(mailboxFolder('émile'), '%C3%A9mile');
   assert.equal(mailboxFolder('..'), '%2E.');
   assert.equal(mailboxFolder('a\u0000b'), 'a%00b');
-  assert.equal(mailboxFolder(''), '%', 'the empty local part ""@domain gets a folder of its own, not the domain folder');
+  assert.equal(
+    mailboxFolder(''),
+    '%',
+    'the empty local part ""@domain gets a folder of its own, not the domain folder',
+  );
 });
 
 test('folders of plain dot-atom mailboxes keep their names (upgrade compatibility)', () => {
   const md = new MaildirDelivery('/srv/data');
   assert.equal(md.pathFor('Bob.Smith+tag@contoso.test'), '/srv/data/mailboxes/contoso.test/bob.smith+tag');
-  assert.equal(md.pathFor('o\'brien@contoso.test'), '/srv/data/mailboxes/contoso.test/o%27brien');
+  assert.equal(md.pathFor("o'brien@contoso.test"), '/srv/data/mailboxes/contoso.test/o%27brien');
   assert.equal(md.pathFor('ÉMILE@contoso.test'), '/srv/data/mailboxes/contoso.test/%C3%A9mile');
 });
 
@@ -29,18 +33,41 @@ test('quoted local parts map to folders of their own: no aliasing, no escape fro
   assert.equal(box('"\\"carol\\""@contoso.test'), '%22carol%22', 'the quote characters are part of the local part');
   assert.equal(box('carol@contoso.test'), 'carol');
   assert.equal(box('"a b"@contoso.test'), 'a%20b');
-  assert.equal(box('"../../etc"@contoso.test'), '%2E.%2F..%2Fetc', 'one folder name: "/" is escaped, so ".." inside it is harmless');
+  assert.equal(
+    box('"../../etc"@contoso.test'),
+    '%2E.%2F..%2Fetc',
+    'one folder name: "/" is escaped, so ".." inside it is harmless',
+  );
   assert.equal(box('""@contoso.test'), '%');
   assert.equal(box('%20@contoso.test'), '%2520', 'an escape-looking name is escaped again');
   assert.equal(box('\u212Aate@contoso.test'), '%E2%84%AAate', 'KELVIN SIGN does not reach the mailbox "kate"');
   // Different local parts (after case folding) never share a folder; nothing leaves the domain folder.
-  const locals = ['carol', '"carol"', 'Carol', 'a b', 'a%20b', '%', '', '.', '..', '.a', '%2Ea', 'a/b', 'a%2Fb', '\u212Aate', 'kate'];
+  const locals = [
+    'carol',
+    '"carol"',
+    'Carol',
+    'a b',
+    'a%20b',
+    '%',
+    '',
+    '.',
+    '..',
+    '.a',
+    '%2Ea',
+    'a/b',
+    'a%2Fb',
+    '\u212Aate',
+    'kate',
+  ];
   const seen = new Map<string, string>();
   for (const l of locals) {
     const f = mailboxFolder(l);
     assert.ok(f && !f.startsWith('.') && !f.includes('/') && !f.includes('\0'), `${JSON.stringify(l)} -> ${f}`);
     const other = seen.get(f);
-    assert.ok(other === undefined || other.toLowerCase() === l.toLowerCase(), `${JSON.stringify(l)} and ${JSON.stringify(other)} share ${f}`);
+    assert.ok(
+      other === undefined || other.toLowerCase() === l.toLowerCase(),
+      `${JSON.stringify(l)} and ${JSON.stringify(other)} share ${f}`,
+    );
     seen.set(f, l);
   }
   assert.equal(md.pathFor('x> NOTIFY=NEVER@contoso.test'), null, 'not a canonical address: no folder at all');
@@ -61,7 +88,10 @@ test('delivery writes a complete file into new/ with Return-Path and Delivered-T
   assert.deepEqual(readdirSync(path.join(box, 'tmp')), []);
   const [f] = readdirSync(path.join(box, 'new'));
   assert.match(f, /,S=\d+$/);
-  assert.equal(readFileSync(path.join(box, 'new', f), 'utf8'), 'Return-Path: <a@x.test>\r\nDelivered-To: bob@contoso.test\r\nSubject: x\r\n\r\nhi\r\n');
+  assert.equal(
+    readFileSync(path.join(box, 'new', f), 'utf8'),
+    'Return-Path: <a@x.test>\r\nDelivered-To: bob@contoso.test\r\nSubject: x\r\n\r\nhi\r\n',
+  );
 });
 
 test('cleanTmp removes partial files of dead processes only', async () => {
@@ -73,7 +103,10 @@ test('cleanTmp removes partial files of dead processes only', async () => {
   writeFileSync(path.join(tmp, `1795000000.M1000P${process.pid}Q1.${host}`), 'in progress');
   writeFileSync(path.join(tmp, '1795000000.12345_1.imap.example'), 'dovecot');
   assert.equal(await new MaildirDelivery(dir).cleanTmp(), 1);
-  assert.deepEqual(readdirSync(tmp).sort(), [`1795000000.12345_1.imap.example`, `1795000000.M1000P${process.pid}Q1.${host}`].sort());
+  assert.deepEqual(
+    readdirSync(tmp).sort(),
+    [`1795000000.12345_1.imap.example`, `1795000000.M1000P${process.pid}Q1.${host}`].sort(),
+  );
 });
 
 const modeOf = (p: string) => statSync(p).mode & 0o7777;
@@ -87,23 +120,36 @@ test('default mailboxes stay private: folders 0700, files 0600', async () => {
   assert.equal(modeOf(path.join(box, 'new', readdirSync(path.join(box, 'new'))[0])), 0o600);
 });
 
-test('delivery.maildir group and mode: every folder and file created gets them exactly, whatever the umask', { skip: process.getuid?.() === 0 ? false : 'needs root (gives files to another group)' }, async () => {
-  for (const [mode, dirMode] of [['0660', 0o770], ['0640', 0o750]] as const) {
-    const dir = tempDir();
-    const old = process.umask(0o077);
-    try {
-      const md = new MaildirDelivery(dir, { mode, gid: 4343 });
-      assert.equal((await md.deliver('bob@contoso.test', 'a@x.test', Buffer.from('x\r\n'))).status, 'delivered');
-      assert.equal((await md.deliver('carol@contoso.test', 'a@x.test', Buffer.from('y\r\n'))).status, 'delivered');
-    } finally { process.umask(old); }
-    const folders = ['mailboxes', 'mailboxes/contoso.test', ...['bob', 'carol'].flatMap((b) => ['', '/tmp', '/new', '/cur'].map((s) => `mailboxes/contoso.test/${b}${s}`))];
-    for (const f of folders) {
-      assert.equal(modeOf(path.join(dir, f)), dirMode, `${f} ${mode}`);
-      assert.equal(statSync(path.join(dir, f)).gid, 4343, f);
+test(
+  'delivery.maildir group and mode: every folder and file created gets them exactly, whatever the umask',
+  { skip: process.getuid?.() === 0 ? false : 'needs root (gives files to another group)' },
+  async () => {
+    for (const [mode, dirMode] of [
+      ['0660', 0o770],
+      ['0640', 0o750],
+    ] as const) {
+      const dir = tempDir();
+      const old = process.umask(0o077);
+      try {
+        const md = new MaildirDelivery(dir, { mode, gid: 4343 });
+        assert.equal((await md.deliver('bob@contoso.test', 'a@x.test', Buffer.from('x\r\n'))).status, 'delivered');
+        assert.equal((await md.deliver('carol@contoso.test', 'a@x.test', Buffer.from('y\r\n'))).status, 'delivered');
+      } finally {
+        process.umask(old);
+      }
+      const folders = [
+        'mailboxes',
+        'mailboxes/contoso.test',
+        ...['bob', 'carol'].flatMap((b) => ['', '/tmp', '/new', '/cur'].map((s) => `mailboxes/contoso.test/${b}${s}`)),
+      ];
+      for (const f of folders) {
+        assert.equal(modeOf(path.join(dir, f)), dirMode, `${f} ${mode}`);
+        assert.equal(statSync(path.join(dir, f)).gid, 4343, f);
+      }
+      const newDir = path.join(dir, 'mailboxes/contoso.test/bob/new');
+      const file = path.join(newDir, readdirSync(newDir)[0]);
+      assert.equal(modeOf(file), parseInt(mode, 8));
+      assert.equal(statSync(file).gid, 4343);
     }
-    const newDir = path.join(dir, 'mailboxes/contoso.test/bob/new');
-    const file = path.join(newDir, readdirSync(newDir)[0]);
-    assert.equal(modeOf(file), parseInt(mode, 8));
-    assert.equal(statSync(file).gid, 4343);
-  }
-});
+  },
+);

@@ -6,7 +6,15 @@ import type { SmtpConnection } from '../../../src/delivery/smtp-client.ts';
 
 /** A connection as the pool sees it (the seam: usable, messages, quit). */
 function conn(o: { usable?: boolean; messages?: number } = {}) {
-  const c = { usable: o.usable ?? true, messages: o.messages ?? 1, quits: 0, async quit() { c.quits++; c.usable = false; } };
+  const c = {
+    usable: o.usable ?? true,
+    messages: o.messages ?? 1,
+    quits: 0,
+    async quit() {
+      c.quits++;
+      c.usable = false;
+    },
+  };
   return c as typeof c & SmtpConnection;
 }
 
@@ -64,15 +72,22 @@ test('idle close: QUIT after idleSeconds, and the connection is no longer offere
     assert.equal(pool.take('k'), b);
     mock.timers.tick(20_000);
     assert.equal(b.quits, 0, 'a connection in use is not closed by its old idle timer');
-  } finally { mock.timers.reset(); }
+  } finally {
+    mock.timers.reset();
+  }
 });
 
 test('closeAll quits every idle connection', async () => {
   const pool = new ConnectionPool(() => ({ idleSeconds: 10, maxMessages: 100 }));
   const cs = [conn(), conn(), conn()];
-  pool.give('a', cs[0]); pool.give('a', cs[1]); pool.give('b', cs[2]);
+  pool.give('a', cs[0]);
+  pool.give('a', cs[1]);
+  pool.give('b', cs[2]);
   await pool.closeAll();
-  assert.deepEqual(cs.map((c) => c.quits), [1, 1, 1]);
+  assert.deepEqual(
+    cs.map((c) => c.quits),
+    [1, 1, 1],
+  );
   assert.equal(pool.take('a'), undefined);
 });
 
@@ -91,5 +106,7 @@ test('TLS sessions: per host, for an hour, the cache bounded at 10,000 hosts (ol
     let kept = 0;
     for (let i = 0; i < 10_005; i++) if (pool.session(`h${i}.test`)) kept++;
     assert.ok(kept <= 10_001, `at most the bound is kept (${kept})`);
-  } finally { mock.timers.reset(); }
+  } finally {
+    mock.timers.reset();
+  }
 });

@@ -23,7 +23,10 @@ const NET = '127.0.78';
 let port = 0;
 const peers: ScriptedPeer[] = [];
 const remotes: RemoteDelivery[] = [];
-after(async () => { await Promise.all(remotes.map((r) => r.close())); await Promise.all(peers.map((p) => p.close())); });
+after(async () => {
+  await Promise.all(remotes.map((r) => r.close()));
+  await Promise.all(peers.map((p) => p.close()));
+});
 
 async function peer(n: number, scripts: Step[][]): Promise<ScriptedPeer> {
   const p = await scriptedPeer(scripts, `${NET}.${n}`, port);
@@ -31,58 +34,124 @@ async function peer(n: number, scripts: Step[][]): Promise<ScriptedPeer> {
   peers.push(p);
   return p;
 }
-before(async () => { await peer(254, []); });
+before(async () => {
+  await peer(254, []);
+});
 
-const config = (): Config => buildConfig({
-  hostname: 'gw.contoso.test', organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }],
-  delivery: { port, timeouts: { connect: 2, greeting: 2, command: 2, dataBlock: 2, dataEnd: 2 }, connectionReuse: { idleSeconds: 0 }, destinationDownSeconds: 60 },
-}, dir, null);
+const config = (): Config =>
+  buildConfig(
+    {
+      hostname: 'gw.contoso.test',
+      organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }],
+      delivery: {
+        port,
+        timeouts: { connect: 2, greeting: 2, command: 2, dataBlock: 2, dataEnd: 2 },
+        connectionReuse: { idleSeconds: 0 },
+        destinationDownSeconds: 60,
+      },
+    },
+    dir,
+    null,
+  );
 
 const job = (domain: string): RemoteJob => ({
-  queueId: 'q1', mailFrom: 'a@contoso.test', envelope: { smtputf8: false }, data: Buffer.from('Subject: t\r\n\r\nhi\r\n'),
-  recipients: [{ idx: 0, address: `b@${domain}`, org: 'contoso', route: 'remote' as const, status: 'pending' as const, attempts: 0 }],
+  queueId: 'q1',
+  mailFrom: 'a@contoso.test',
+  envelope: { smtputf8: false },
+  data: Buffer.from('Subject: t\r\n\r\nhi\r\n'),
+  recipients: [
+    {
+      idx: 0,
+      address: `b@${domain}`,
+      org: 'contoso',
+      route: 'remote' as const,
+      status: 'pending' as const,
+      attempts: 0,
+    },
+  ],
   hop: { key: `mx:${domain}`, kind: 'mx', domain, smartHosts: [], tls: { level: 'opportunistic', source: 'default' } },
 });
 
-const takes = (): Step[] => [{ send: '220 mx ESMTP' }, { expect: 'EHLO gw.contoso.test', reply: '250-mx\r\n250 PIPELINING' },
+const takes = (): Step[] => [
+  { send: '220 mx ESMTP' },
+  { expect: 'EHLO gw.contoso.test', reply: '250-mx\r\n250 PIPELINING' },
   { expect: [/^MAIL FROM:<a@contoso\.test>/, /^RCPT TO:</, 'DATA'], reply: ['250 2.1.0 ok', '250 2.1.5 ok', '354 go'] },
-  { data: true, reply: '250 2.0.0 queued' }];
+  { data: true, reply: '250 2.0.0 queued' },
+];
 
 /** A provider answering per host name from a table; records what it was asked. */
 function provider(table: Record<string, ProviderAnswer>): DemandProvider & { asked: HostContext[] } {
   const asked: HostContext[] = [];
-  return { name: 'TEST', asked, async forHost(ctx) { asked.push(ctx); return table[ctx.host] ?? { kind: 'none' }; } };
+  return {
+    name: 'TEST',
+    asked,
+    async forHost(ctx) {
+      asked.push(ctx);
+      return table[ctx.host] ?? { kind: 'none' };
+    },
+  };
 }
 
 function remote(dns: FakeResolver, p: DemandProvider): RemoteDelivery {
   const cfg = config();
-  const r = new RemoteDelivery(() => dns, new ConnectionPool(() => cfg.delivery.connectionReuse), () => new TrustStore(false, []), () => cfg, new RevocationChecker(() => dns), undefined, { memories: inProcessMemories(), providers: () => [p] });
+  const r = new RemoteDelivery(
+    () => dns,
+    new ConnectionPool(() => cfg.delivery.connectionReuse),
+    () => new TrustStore(false, []),
+    () => cfg,
+    new RevocationChecker(() => dns),
+    undefined,
+    { memories: inProcessMemories(), providers: () => [p] },
+  );
   remotes.push(r);
   return r;
 }
 
-const refuse = (host: string): ProviderAnswer => ({ kind: 'refuse', demand: { level: 'domainValidation', source: 'TEST policy', tlsDomain: host, published: true }, tlsFailure: 'sts-mx-mismatch', detail: `${host} is not in the policy` });
+const refuse = (host: string): ProviderAnswer => ({
+  kind: 'refuse',
+  demand: { level: 'domainValidation', source: 'TEST policy', tlsDomain: host, published: true },
+  tlsFailure: 'sts-mx-mismatch',
+  detail: `${host} is not in the policy`,
+});
 
-test('a refused host is never contacted; the next MX takes the message, with the providers\' notes in the trace', async () => {
+test("a refused host is never contacted; the next MX takes the message, with the providers' notes in the trace", async () => {
   const skipped = await peer(1, []);
   const good = await peer(2, [takes()]);
   const dns = new FakeResolver({
-    'one.test': { MX: [{ exchange: 'mx1.one.test', priority: 10 }, { exchange: 'mx2.one.test', priority: 20 }] },
-    'mx1.one.test': { A: [skipped.host] }, 'mx2.one.test': { A: [good.host] },
+    'one.test': {
+      MX: [
+        { exchange: 'mx1.one.test', priority: 10 },
+        { exchange: 'mx2.one.test', priority: 20 },
+      ],
+    },
+    'mx1.one.test': { A: [skipped.host] },
+    'mx2.one.test': { A: [good.host] },
   });
-  const p = provider({ 'mx1.one.test': refuse('mx1.one.test'), 'mx2.one.test': { kind: 'none', note: 'TEST: nothing to demand of mx2' } });
+  const p = provider({
+    'mx1.one.test': refuse('mx1.one.test'),
+    'mx2.one.test': { kind: 'none', note: 'TEST: nothing to demand of mx2' },
+  });
   const r = await remote(dns, p).deliver(job('one.test'));
   assert.equal(r.outcomes.get(0)?.status, 'delivered');
   assert.equal(skipped.connections, 0, 'the refused host was not contacted');
   assert.equal(r.attempt.host, 'mx2.one.test');
   assert.deepEqual(r.attempt.tlsNotes, ['TEST: nothing to demand of mx2']);
-  assert.deepEqual(p.asked.map((c) => [c.host, c.via.kind, c.hop.domain]), [['mx1.one.test', 'mx', 'one.test'], ['mx2.one.test', 'mx', 'one.test']]);
+  assert.deepEqual(
+    p.asked.map((c) => [c.host, c.via.kind, c.hop.domain]),
+    [
+      ['mx1.one.test', 'mx', 'one.test'],
+      ['mx2.one.test', 'mx', 'one.test'],
+    ],
+  );
   await good.done;
 });
 
 test('every host refused: deferred 4.7.5 with the failure kind; the destination is not marked down', async () => {
   const skipped = await peer(3, []);
-  const dns = new FakeResolver({ 'two.test': { MX: [{ exchange: 'mx.two.test', priority: 10 }] }, 'mx.two.test': { A: [skipped.host] } });
+  const dns = new FakeResolver({
+    'two.test': { MX: [{ exchange: 'mx.two.test', priority: 10 }] },
+    'mx.two.test': { A: [skipped.host] },
+  });
   const rd = remote(dns, provider({ 'mx.two.test': refuse('mx.two.test') }));
   const r = await rd.deliver(job('two.test'));
   const o = r.outcomes.get(0)!;
@@ -95,25 +164,46 @@ test('every host refused: deferred 4.7.5 with the failure kind; the destination 
   assert.doesNotMatch(again.outcomes.get(0)!.reply.reason ?? '', /marked unreachable/, 'not remembered as down');
 });
 
-test('a demand raises the host\'s requirement (no STARTTLS: deferred, no transaction); an observed one is only recorded', async () => {
-  const plain = await peer(4, [[{ send: '220 mx ESMTP' }, { expect: 'EHLO gw.contoso.test', reply: '250-mx\r\n250 PIPELINING' }, { expect: 'QUIT', reply: '221 bye' }]]);
+test("a demand raises the host's requirement (no STARTTLS: deferred, no transaction); an observed one is only recorded", async () => {
+  const plain = await peer(4, [
+    [
+      { send: '220 mx ESMTP' },
+      { expect: 'EHLO gw.contoso.test', reply: '250-mx\r\n250 PIPELINING' },
+      { expect: 'QUIT', reply: '221 bye' },
+    ],
+  ]);
   const observed = await peer(5, [takes()]);
   const dns = new FakeResolver({
-    'three.test': { MX: [{ exchange: 'mx.three.test', priority: 10 }] }, 'mx.three.test': { A: [plain.host] },
-    'four.test': { MX: [{ exchange: 'mx.four.test', priority: 10 }] }, 'mx.four.test': { A: [observed.host] },
+    'three.test': { MX: [{ exchange: 'mx.three.test', priority: 10 }] },
+    'mx.three.test': { A: [plain.host] },
+    'four.test': { MX: [{ exchange: 'mx.four.test', priority: 10 }] },
+    'mx.four.test': { A: [observed.host] },
   });
   const p = provider({
-    'mx.three.test': { kind: 'demand', demand: { level: 'domainValidation', source: 'TEST enforce', tlsDomain: 'mx.three.test', published: true } },
-    'mx.four.test': { kind: 'none', observe: { level: 'domainValidation', source: 'TEST testing', tlsDomain: 'mx.four.test' } },
+    'mx.three.test': {
+      kind: 'demand',
+      demand: { level: 'domainValidation', source: 'TEST enforce', tlsDomain: 'mx.three.test', published: true },
+    },
+    'mx.four.test': {
+      kind: 'none',
+      observe: { level: 'domainValidation', source: 'TEST testing', tlsDomain: 'mx.four.test' },
+    },
   });
   const r = await remote(dns, p).deliver(job('three.test'));
   assert.equal(r.outcomes.get(0)?.status, 'deferred');
   assert.equal(r.outcomes.get(0)?.reply.enhanced, '4.7.4');
-  assert.deepEqual(r.attempt.tlsRequired, { level: 'domainValidation', source: 'TEST enforce', tlsDomain: 'mx.three.test', published: true });
+  assert.deepEqual(r.attempt.tlsRequired, {
+    level: 'domainValidation',
+    source: 'TEST enforce',
+    tlsDomain: 'mx.three.test',
+    published: true,
+  });
   assert.ok(!plain.transcript.some((l) => /^C: (MAIL|RCPT|DATA)/.test(l)), plain.transcript.join('\n'));
   const t = await remote(dns, p).deliver(job('four.test'));
   assert.equal(t.outcomes.get(0)?.status, 'delivered');
   assert.equal(t.attempt.tlsRequired.level, 'opportunistic');
-  assert.deepEqual(t.attempt.tlsNotes, ['TEST testing: this session would NOT meet the policy (domainValidation for mx.four.test, achieved none); delivered anyway (testing mode)']);
+  assert.deepEqual(t.attempt.tlsNotes, [
+    'TEST testing: this session would NOT meet the policy (domainValidation for mx.four.test, achieved none); delivered anyway (testing mode)',
+  ]);
   await observed.done;
 });

@@ -4,32 +4,73 @@ import assert from 'node:assert/strict';
 import type { Outcome } from '../../../src/delivery/classify.ts';
 import { InMemory } from '../../../src/delivery/memory.ts';
 import {
-  Tally, Trouble, finalOutcome, hostFailure, inProcessMemories, nextTlsStep, transactionOutcome, type AttemptFacts,
+  Tally,
+  Trouble,
+  finalOutcome,
+  hostFailure,
+  inProcessMemories,
+  nextTlsStep,
+  transactionOutcome,
+  type AttemptFacts,
 } from '../../../src/delivery/trouble.ts';
 
-const facts: AttemptFacts = { host: 'mx.fabrikam.test', ip: '127.0.0.2', port: 25, tlsRequired: { level: 'opportunistic', source: 'default' }, tlsAchieved: 'none' };
-const reply = (code: number, text = 'x', enhanced?: string) => ({ code, text, lines: [text], ...(enhanced ? { enhanced } : {}) });
+const facts: AttemptFacts = {
+  host: 'mx.fabrikam.test',
+  ip: '127.0.0.2',
+  port: 25,
+  tlsRequired: { level: 'opportunistic', source: 'default' },
+  tlsAchieved: 'none',
+};
+const reply = (code: number, text = 'x', enhanced?: string) => ({
+  code,
+  text,
+  lines: [text],
+  ...(enhanced ? { enhanced } : {}),
+});
 const settings = { destinationDownSeconds: 60, tlsFallbackSeconds: 3600, opportunisticLegacyTls: true };
 
 test('host failures: connection level for everything before a usable session, transaction level otherwise', () => {
-  for (const kind of ['connect', 'timeout', 'closed', 'protocol', 'greeting', 'ehlo', 'starttls', 'tls', 'tlsPolicy'] as const) {
+  for (const kind of [
+    'connect',
+    'timeout',
+    'closed',
+    'protocol',
+    'greeting',
+    'ehlo',
+    'starttls',
+    'tls',
+    'tlsPolicy',
+  ] as const) {
     assert.equal(hostFailure({ kind, detail: 'd' }, facts).level, 'connection', kind);
   }
-  for (const kind of ['mail'] as const) assert.equal(hostFailure({ kind, detail: 'd', reply: reply(451) }, facts).level, 'transaction', kind);
-  const h = hostFailure({ kind: 'tlsPolicy', detail: 'certificate not valid', tlsFailure: 'certificate-expired' }, facts);
-  assert.deepEqual([h.attempt.error, h.attempt.tlsFailure, h.outcome.reply.enhanced], ['certificate not valid', 'certificate-expired', '4.7.5']);
+  for (const kind of ['mail'] as const)
+    assert.equal(hostFailure({ kind, detail: 'd', reply: reply(451) }, facts).level, 'transaction', kind);
+  const h = hostFailure(
+    { kind: 'tlsPolicy', detail: 'certificate not valid', tlsFailure: 'certificate-expired' },
+    facts,
+  );
+  assert.deepEqual(
+    [h.attempt.error, h.attempt.tlsFailure, h.outcome.reply.enhanced],
+    ['certificate not valid', 'certificate-expired', '4.7.5'],
+  );
 });
 
 test('the verdict: DNS alone can fail permanently; a 5xx before any transaction is deferred as 4xx (RFC 5321 §3.1, §5.1)', () => {
-  const failed = (code: number, enhanced: string): Outcome => ({ status: 'failed', reply: { code, enhanced, message: 'm' } });
+  const failed = (code: number, enhanced: string): Outcome => ({
+    status: 'failed',
+    reply: { code, enhanced, message: 'm' },
+  });
   assert.deepEqual(finalOutcome(failed(550, '5.1.2'), true), failed(550, '5.1.2'));
-  assert.deepEqual(finalOutcome(failed(554, '5.7.1'), false), { status: 'deferred', reply: { code: 451, enhanced: '4.7.1', message: 'm' } });
+  assert.deepEqual(finalOutcome(failed(554, '5.7.1'), false), {
+    status: 'deferred',
+    reply: { code: 451, enhanced: '4.7.1', message: 'm' },
+  });
   const deferred: Outcome = { status: 'deferred', reply: { code: 421, enhanced: '4.4.2', message: 'm' } };
   assert.deepEqual(finalOutcome(deferred, false), deferred);
   assert.deepEqual(finalOutcome(deferred, true), deferred);
 });
 
-test('Tally: a permanent failure that is not the connection\'s stops; destination down only when every host with addresses failed at connection level', () => {
+test("Tally: a permanent failure that is not the connection's stops; destination down only when every host with addresses failed at connection level", () => {
   const conn = hostFailure({ kind: 'connect', detail: 'refused' }, facts);
   const t = new Tally();
   assert.equal(t.verdict(), undefined, 'nothing tried');
@@ -39,25 +80,59 @@ test('Tally: a permanent failure that is not the connection\'s stops; destinatio
   t.addressesFound();
   assert.equal(t.hostFailed(conn), 'next');
   assert.equal(t.verdict()?.destinationDown, true);
-  const deferredMail = transactionOutcome([{ idx: 0 }], { mail: reply(451, 'busy', '4.3.2'), rcpts: [] }, 'mx [ip]', facts);
+  const deferredMail = transactionOutcome(
+    [{ idx: 0 }],
+    { mail: reply(451, 'busy', '4.3.2'), rcpts: [] },
+    'mx [ip]',
+    facts,
+  );
   assert.equal(deferredMail.kind, 'hostFailed');
   if (deferredMail.kind === 'hostFailed') assert.equal(t.hostFailed(deferredMail), 'next');
   assert.equal(t.verdict()?.destinationDown, false, 'a host answered: the destination is up');
-  assert.equal(new Tally().hostFailed(hostFailure({ kind: 'mail', detail: 'refused', reply: reply(553, 'bad', '5.1.7') }, facts)), 'stop');
+  assert.equal(
+    new Tally().hostFailed(hostFailure({ kind: 'mail', detail: 'refused', reply: reply(553, 'bad', '5.1.7') }, facts)),
+    'stop',
+  );
 });
 
 test('transaction outcomes: 5xx MAIL is a message failure; RCPT replies per recipient; DATA reply for the accepted; never "delivered" by accident', () => {
-  const all = transactionOutcome([{ idx: 3 }, { idx: 4 }], { mail: reply(550, 'no', '5.7.1'), rcpts: [] }, 'mx [ip]', facts);
+  const all = transactionOutcome(
+    [{ idx: 3 }, { idx: 4 }],
+    { mail: reply(550, 'no', '5.7.1'), rcpts: [] },
+    'mx [ip]',
+    facts,
+  );
   assert.equal(all.kind, 'done');
-  if (all.kind === 'done') assert.deepEqual([...all.outcomes.values()].map((o) => o.reply.enhanced), ['5.7.1', '5.7.1']);
+  if (all.kind === 'done')
+    assert.deepEqual(
+      [...all.outcomes.values()].map((o) => o.reply.enhanced),
+      ['5.7.1', '5.7.1'],
+    );
   const odd = transactionOutcome([{ idx: 0 }], { mail: reply(220, 'hm'), rcpts: [] }, 'mx [ip]', facts);
-  assert.ok(odd.kind === 'hostFailed' && odd.outcome.status === 'deferred' && odd.outcome.reply.enhanced === '4.5.0', 'a 2xx other than 250 to MAIL is no success');
-  const r = transactionOutcome([{ idx: 0 }, { idx: 1 }, { idx: 2 }], {
-    mail: reply(250), rcpts: [reply(250), reply(550, 'unknown', '5.1.1'), reply(252, 'cannot verify')], data: reply(250, 'queued', '2.0.0'),
-  }, 'mx [ip]', facts);
+  assert.ok(
+    odd.kind === 'hostFailed' && odd.outcome.status === 'deferred' && odd.outcome.reply.enhanced === '4.5.0',
+    'a 2xx other than 250 to MAIL is no success',
+  );
+  const r = transactionOutcome(
+    [{ idx: 0 }, { idx: 1 }, { idx: 2 }],
+    {
+      mail: reply(250),
+      rcpts: [reply(250), reply(550, 'unknown', '5.1.1'), reply(252, 'cannot verify')],
+      data: reply(250, 'queued', '2.0.0'),
+    },
+    'mx [ip]',
+    facts,
+  );
   assert.ok(r.kind === 'done');
   if (r.kind !== 'done') return;
-  assert.deepEqual([...r.outcomes].map(([i, o]) => [i, o.status, o.reply.enhanced]), [[0, 'delivered', '2.0.0'], [1, 'failed', '5.1.1'], [2, 'deferred', '4.5.0']]);
+  assert.deepEqual(
+    [...r.outcomes].map(([i, o]) => [i, o.status, o.reply.enhanced]),
+    [
+      [0, 'delivered', '2.0.0'],
+      [1, 'failed', '5.1.1'],
+      [2, 'deferred', '4.5.0'],
+    ],
+  );
   assert.match(r.outcomes.get(1)!.reply.reason!, /^mx \[ip\] said: 550 5\.1\.1 unknown \(in reply to RCPT TO\)$/);
   const noData = transactionOutcome([{ idx: 0 }], { mail: reply(250), rcpts: [reply(250)] }, 'mx [ip]', facts);
   assert.ok(noData.kind === 'done' && noData.outcomes.get(0)?.reply.enhanced === '4.4.2');
@@ -77,7 +152,11 @@ test('Trouble: the TLS start per requirement and memory; legacy only while allow
   const opp = { level: 'opportunistic' as const, source: 'default' };
   assert.deepEqual(await t.tlsStart({ level: 'none', source: 'x' }, '1.2.3.4', false), { mode: 'plaintext' });
   await t.stepDown('1.2.3.4', { mode: 'legacy', cause: 'protocol-version' });
-  assert.equal((await t.tlsStart({ level: 'encryptionOnly', source: 'x' }, '1.2.3.4', true)).mode, 'modern', 'a required level never steps down');
+  assert.equal(
+    (await t.tlsStart({ level: 'encryptionOnly', source: 'x' }, '1.2.3.4', true)).mode,
+    'modern',
+    'a required level never steps down',
+  );
   const start = await t.tlsStart(opp, '1.2.3.4', false);
   assert.equal(start.mode, 'legacy');
   assert.equal(start.remembered?.value.cause, 'protocol-version');
@@ -91,7 +170,10 @@ test('Trouble: the TLS start per requirement and memory; legacy only while allow
 
 test('Trouble: destination down is served while fresh and says until when; hosts that failed go last, in order', async () => {
   const t = new Trouble(inProcessMemories(), () => settings);
-  const outcome: Outcome = { status: 'deferred', reply: { code: 451, enhanced: '4.4.1', message: 'No answer from host', reason: 'connection refused' } };
+  const outcome: Outcome = {
+    status: 'deferred',
+    reply: { code: 451, enhanced: '4.4.1', message: 'No answer from host', reason: 'connection refused' },
+  };
   assert.equal(await t.down('mx:fabrikam.test'), undefined);
   await t.markDown('mx:fabrikam.test', { outcome, attempt: facts });
   const d = await t.down('mx:fabrikam.test');
@@ -103,9 +185,15 @@ test('Trouble: destination down is served while fresh and says until when; hosts
   const hosts = [{ name: 'a' }, { name: 'b' }, { name: 'c' }, { name: 'd' }];
   await t.hostFailed('a');
   await t.hostFailed('c');
-  assert.deepEqual((await t.order(hosts)).map((h) => h.name), ['b', 'd', 'a', 'c']);
+  assert.deepEqual(
+    (await t.order(hosts)).map((h) => h.name),
+    ['b', 'd', 'a', 'c'],
+  );
   await t.hostSucceeded('a');
-  assert.deepEqual((await t.order(hosts)).map((h) => h.name), ['a', 'b', 'd', 'c']);
+  assert.deepEqual(
+    (await t.order(hosts)).map((h) => h.name),
+    ['a', 'b', 'd', 'c'],
+  );
 });
 
 test('InMemory: entries run out at their time, expire() forgets them, the size is bounded (oldest written first)', async () => {
@@ -137,10 +225,17 @@ test('Tally: every host reached lacks REQUIRETLS: the 5.7.30 failure stands (RFC
   t.addressesFound();
   assert.equal(t.hostFailed(noReq), 'next', 'another host may offer it');
   assert.equal(t.hostFailed(noReq), 'next');
-  assert.deepEqual([t.verdict()?.outcome.status, t.verdict()?.outcome.reply.enhanced, t.verdict()?.destinationDown], ['failed', '5.7.30', false]);
+  assert.deepEqual(
+    [t.verdict()?.outcome.status, t.verdict()?.outcome.reply.enhanced, t.verdict()?.destinationDown],
+    ['failed', '5.7.30', false],
+  );
   const mixed = new Tally();
   mixed.addressesFound();
   mixed.hostFailed(hostFailure({ kind: 'connect', detail: 'refused' }, facts));
   mixed.hostFailed(noReq);
-  assert.deepEqual([mixed.verdict()?.outcome.status, mixed.verdict()?.outcome.reply.code], ['deferred', 451], 'a host that may come back: retry');
+  assert.deepEqual(
+    [mixed.verdict()?.outcome.status, mixed.verdict()?.outcome.reply.code],
+    ['deferred', 451],
+    'a host that may come back: retry',
+  );
 });

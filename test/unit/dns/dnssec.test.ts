@@ -20,10 +20,15 @@ before(async () => {
   rig = await startDnssecRig({
     base,
     zones: {
-      'fabrikam.test': 'secure', 'contoso.test': 'insecure', 'expired.test': 'expired',
-      'stripped.test': 'stripped', 'dead.test': 'dead', 'forged.test': 'secure',
+      'fabrikam.test': 'secure',
+      'contoso.test': 'insecure',
+      'expired.test': 'expired',
+      'stripped.test': 'stripped',
+      'dead.test': 'dead',
+      'forged.test': 'secure',
       // Zones inside a secure zone: the TLSA lookup alone fails, or is insecure.
-      '_tcp.mx3.fabrikam.test': 'dead', '_tcp.mx4.fabrikam.test': 'insecure',
+      '_tcp.mx3.fabrikam.test': 'dead',
+      '_tcp.mx4.fabrikam.test': 'insecure',
     },
     records: {
       'fabrikam.test': { MX: [{ exchange: 'mx.fabrikam.test', priority: 10 }], TXT: ['v=STSv1; id=20260101'] },
@@ -44,13 +49,27 @@ before(async () => {
       'mx.forged.test': { A: ['127.0.0.8'] },
       '_25._tcp.mx.forged.test': { TLSA: [TLSA] },
     },
-    forged: { 'mx.forged.test': { A: ['127.0.0.66'] }, '_25._tcp.mx.forged.test': { TLSA: [{ ...TLSA, data: Buffer.alloc(32, 0xcd) }] } },
+    forged: {
+      'mx.forged.test': { A: ['127.0.0.66'] },
+      '_25._tcp.mx.forged.test': { TLSA: [{ ...TLSA, data: Buffer.alloc(32, 0xcd) }] },
+    },
   });
 });
-after(async () => { await rig?.stop(); rmSync(base, { recursive: true, force: true }); });
+after(async () => {
+  await rig?.stop();
+  rmSync(base, { recursive: true, force: true });
+});
 
-const resolver = (o: ConstructorParameters<typeof DnsResolver>[1] = {}) => new DnsResolver([rig.server], { timeoutMs: 2000, ...o });
-const failure = (p: Promise<unknown>) => p.then(() => assert.fail('expected a DnsError'), (e: unknown) => { assert.ok(e instanceof DnsError, String(e)); return e; });
+const resolver = (o: ConstructorParameters<typeof DnsResolver>[1] = {}) =>
+  new DnsResolver([rig.server], { timeoutMs: 2000, ...o });
+const failure = (p: Promise<unknown>) =>
+  p.then(
+    () => assert.fail('expected a DnsError'),
+    (e: unknown) => {
+      assert.ok(e instanceof DnsError, String(e));
+      return e;
+    },
+  );
 
 test('a signed zone with a DS in its parent gives secure answers', async () => {
   const r = resolver();
@@ -84,7 +103,10 @@ test('forged data in a signed zone is bogus, named by the Extended DNS Error, ne
   assert.equal(e.secure, false);
   assert.equal(e.ede[0]?.code, 6);
   assert.equal(e.ede[0]?.name, 'DNSSEC Bogus');
-  assert.match(e.message, /^DNS TLSA _25\._tcp\.mx\.forged\.test: bogus \(127\.0\.53\.2:\d+: EDE 6 DNSSEC Bogus: validation failure <_25\._tcp\.mx\.forged\.test\. TLSA IN>: signature crypto failed/);
+  assert.match(
+    e.message,
+    /^DNS TLSA _25\._tcp\.mx\.forged\.test: bogus \(127\.0\.53\.2:\d+: EDE 6 DNSSEC Bogus: validation failure <_25\._tcp\.mx\.forged\.test\. TLSA IN>: signature crypto failed/,
+  );
   const a = await failure(r.addresses('mx.forged.test'));
   assert.equal(a.kind, 'bogus');
   // The delivery classifier defers on it (a bogus MX or address is not "domain has no mail server").
@@ -96,7 +118,10 @@ test('expired signatures and a DS without signatures are bogus with their own re
   const expired = await failure(r.addresses('mx.expired.test'));
   assert.equal(expired.kind, 'bogus');
   assert.equal(expired.ede[0]?.name, 'Signature Expired');
-  assert.match(expired.message, /EDE 7 Signature Expired: validation failure <mx\.expired\.test\. A IN>: signature expired/);
+  assert.match(
+    expired.message,
+    /EDE 7 Signature Expired: validation failure <mx\.expired\.test\. A IN>: signature expired/,
+  );
   const stripped = await failure(r.mx('stripped.test'));
   assert.equal(stripped.kind, 'bogus');
   assert.match(stripped.message, /EDE 9 DNSKEY Missing/);
@@ -106,7 +131,10 @@ test('a zone whose server fails is servfail (no DNSSEC reason), temporary, never
   const e = await failure(resolver({ attempts: 1 }).tlsa('_25._tcp.mx.dead.test'));
   assert.equal(e.kind, 'servfail');
   assert.equal(e.temporary, true);
-  assert.deepEqual(e.ede.filter((x) => [6, 7, 9, 10].includes(x.code)), []);
+  assert.deepEqual(
+    e.ede.filter((x) => [6, 7, 9, 10].includes(x.code)),
+    [],
+  );
 });
 
 test('a secure host whose TLSA zone fails or is unsigned: servfail, insecure', async () => {
@@ -135,16 +163,25 @@ test('negative answers carry their DNSSEC status: secure NODATA and NXDOMAIN, in
 test('CNAME chains: secure only when every link is, with the chain of names exposed', async () => {
   const r = resolver();
   const both = await r.addresses('alias.fabrikam.test');
-  assert.deepEqual([both.records, both.status, both.names], [['127.0.0.5'], 'secure', ['alias.fabrikam.test', 'mx.fabrikam.test']]);
+  assert.deepEqual(
+    [both.records, both.status, both.names],
+    [['127.0.0.5'], 'secure', ['alias.fabrikam.test', 'mx.fabrikam.test']],
+  );
   const out = await r.lookup('out.fabrikam.test', 'A');
   assert.deepEqual([out.status, out.names], ['insecure', ['out.fabrikam.test', 'mx.contoso.test']]);
   const into = await r.lookup('in.contoso.test', 'A');
   assert.deepEqual([into.status, into.names], ['insecure', ['in.contoso.test', 'mx.fabrikam.test']]);
   // A secure chain that ends in a secure denial is a secure denial; the names show where it ended.
   const nodata = await failure(r.lookup('alias.fabrikam.test', 'TLSA'));
-  assert.deepEqual([nodata.kind, nodata.secure, nodata.names], ['nodata', true, ['alias.fabrikam.test', 'mx.fabrikam.test']]);
+  assert.deepEqual(
+    [nodata.kind, nodata.secure, nodata.names],
+    ['nodata', true, ['alias.fabrikam.test', 'mx.fabrikam.test']],
+  );
   const nx = await failure(r.lookup('dangling.fabrikam.test', 'A'));
-  assert.deepEqual([nx.kind, nx.secure, nx.names], ['nxdomain', true, ['dangling.fabrikam.test', 'nowhere.fabrikam.test']]);
+  assert.deepEqual(
+    [nx.kind, nx.secure, nx.names],
+    ['nxdomain', true, ['dangling.fabrikam.test', 'nowhere.fabrikam.test']],
+  );
   const mixedDenial = await failure(r.lookup('out.fabrikam.test', 'TLSA'));
   assert.deepEqual([mixedDenial.kind, mixedDenial.secure], ['nodata', false]);
 });
@@ -160,12 +197,25 @@ test('dns.dnssec false: every answer and denial is insecure; bogus data still fa
 });
 
 test('the AD bit is trusted from dns.servers, and from /etc/resolv.conf only on loopback', () => {
-  assert.deepEqual(new DnsResolver(['192.0.2.53', '127.0.0.1:5353']).upstreams.map((u) => u.trustAd), [true, true]);
-  assert.deepEqual(new DnsResolver(['127.0.0.1'], { dnssec: false }).upstreams.map((u) => u.trustAd), [false]);
+  assert.deepEqual(
+    new DnsResolver(['192.0.2.53', '127.0.0.1:5353']).upstreams.map((u) => u.trustAd),
+    [true, true],
+  );
+  assert.deepEqual(
+    new DnsResolver(['127.0.0.1'], { dnssec: false }).upstreams.map((u) => u.trustAd),
+    [false],
+  );
   const conf = path.join(base, 'resolv.conf');
   writeFileSync(conf, 'nameserver 127.0.0.53\nnameserver 192.0.2.53\nnameserver ::1\nnameserver 2001:db8::53\n');
-  assert.deepEqual(new DnsResolver([], { resolvConf: conf }).upstreams.map((u) => [u.host, u.trustAd]),
-    [['127.0.0.53', true], ['192.0.2.53', false], ['::1', true], ['2001:db8::53', false]]);
+  assert.deepEqual(
+    new DnsResolver([], { resolvConf: conf }).upstreams.map((u) => [u.host, u.trustAd]),
+    [
+      ['127.0.0.53', true],
+      ['192.0.2.53', false],
+      ['::1', true],
+      ['2001:db8::53', false],
+    ],
+  );
 });
 
 test('Unbound only ever talked to the test authority (nothing beyond loopback)', async () => {
@@ -178,7 +228,11 @@ test('Unbound only ever talked to the test authority (nothing beyond loopback)',
 
 test('update re-signs with the same keys and Unbound sees the new data', async () => {
   await rig.update({
-    records: { 'fabrikam.test': { MX: [{ exchange: 'mx2.fabrikam.test', priority: 5 }] }, 'mx2.fabrikam.test': { A: ['127.0.0.9'] }, 'mx.forged.test': { A: ['127.0.0.8'] } },
+    records: {
+      'fabrikam.test': { MX: [{ exchange: 'mx2.fabrikam.test', priority: 5 }] },
+      'mx2.fabrikam.test': { A: ['127.0.0.9'] },
+      'mx.forged.test': { A: ['127.0.0.8'] },
+    },
     forged: {},
   });
   const r = resolver();
@@ -190,13 +244,26 @@ test('update re-signs with the same keys and Unbound sees the new data', async (
 
 test('Extended DNS Errors are parsed, named, sanitised and bounded', () => {
   const text = `bad\r\nline\u0007${'x'.repeat(1000)}`;
-  const packet = dnsPacket.decode(dnsPacket.encode({
-    type: 'response', id: 1, flags: 2, questions: [{ type: 'A', name: 'x.test', class: 'IN' }],
-    additionals: [{
-      type: 'OPT', name: '.', udpPayloadSize: 1232,
-      options: [{ code: 15, data: Buffer.concat([Buffer.from([0, 7]), Buffer.from(text)]) }, { code: 15, data: Buffer.from([0x01, 0x00]) }, { code: 15, data: Buffer.from([1]) }],
-    } as unknown as dnsPacket.Answer],
-  }));
+  const packet = dnsPacket.decode(
+    dnsPacket.encode({
+      type: 'response',
+      id: 1,
+      flags: 2,
+      questions: [{ type: 'A', name: 'x.test', class: 'IN' }],
+      additionals: [
+        {
+          type: 'OPT',
+          name: '.',
+          udpPayloadSize: 1232,
+          options: [
+            { code: 15, data: Buffer.concat([Buffer.from([0, 7]), Buffer.from(text)]) },
+            { code: 15, data: Buffer.from([0x01, 0x00]) },
+            { code: 15, data: Buffer.from([1]) },
+          ],
+        } as unknown as dnsPacket.Answer,
+      ],
+    }),
+  );
   const ede = extendedErrors(packet);
   assert.equal(ede.length, 2, 'an option too short for an INFO-CODE is ignored');
   assert.deepEqual([ede[0].code, ede[0].name], [7, 'Signature Expired']);

@@ -8,11 +8,21 @@ import { startDnsServer, type DnsServer } from '../../helpers/dns-server.ts';
 let dns: DnsServer;
 before(async () => {
   dns = await startDnsServer({
-    'fabrikam.test': { MX: [{ exchange: 'mx2.fabrikam.test', priority: 20 }, { exchange: 'mx1.fabrikam.test', priority: 10 }] },
+    'fabrikam.test': {
+      MX: [
+        { exchange: 'mx2.fabrikam.test', priority: 20 },
+        { exchange: 'mx1.fabrikam.test', priority: 10 },
+      ],
+    },
     'mx1.fabrikam.test': { A: ['127.0.0.2'], AAAA: ['::1'] },
     'alias.fabrikam.test': { CNAME: 'mx1.fabrikam.test' },
     'nullmx.test': { MX: [{ exchange: '', priority: 0 }] },
-    'dotamong.test': { MX: [{ exchange: '.', priority: 0 }, { exchange: 'mx1.fabrikam.test', priority: 10 }] },
+    'dotamong.test': {
+      MX: [
+        { exchange: '.', priority: 0 },
+        { exchange: 'mx1.fabrikam.test', priority: 10 },
+      ],
+    },
     'dotpref.test': { MX: [{ exchange: '.', priority: 5 }] },
     'broken.test': { fail: 'SERVFAIL' },
     'silent.test': { fail: 'drop' },
@@ -37,7 +47,10 @@ test('MX, A/AAAA, CNAME chains, TXT, PTR through the configured server only', as
   const mx = await r.mx('fabrikam.test');
   assert.deepEqual(mx.records.map((m) => m.exchange).sort(), ['mx1.fabrikam.test', 'mx2.fabrikam.test']);
   assert.deepEqual((await r.addresses('mx1.fabrikam.test')).records.sort(), ['127.0.0.2', '::1']);
-  assert.deepEqual((await r.lookup('alias.fabrikam.test', 'A')).records.map((a) => a.data), ['127.0.0.2']);
+  assert.deepEqual(
+    (await r.lookup('alias.fabrikam.test', 'A')).records.map((a) => a.data),
+    ['127.0.0.2'],
+  );
   assert.deepEqual((await r.txt('txt.test')).records, ['v=STSv1; id=1']);
   assert.deepEqual((await r.ptr('127.0.0.2')).records, ['mx1.fabrikam.test']);
   assert.ok(dns.queries.length >= 5);
@@ -75,7 +88,10 @@ test('answers are cached per TTL; the AD bit is reported', async () => {
 test('a CNAME chain is secure only when every answer on the way was; the names are exposed', async () => {
   const r = new DnsResolver([dns.server]);
   const chain = await r.lookup('hop1.chain.test', 'A');
-  assert.deepEqual(chain.records.map((a) => a.data), ['127.0.0.3']);
+  assert.deepEqual(
+    chain.records.map((a) => a.data),
+    ['127.0.0.3'],
+  );
   assert.deepEqual(chain.names, ['hop1.chain.test', 'hop2.chain.test', 'end.chain.test']);
   assert.equal(chain.status, 'insecure');
   const tail = await r.lookup('hop2.chain.test', 'A');
@@ -86,7 +102,10 @@ test('a CNAME chain is secure only when every answer on the way was; the names a
 test('a failure down a CNAME chain is reported for the name asked, with the chain', async () => {
   const r = new DnsResolver([dns.server], { timeoutMs: 200, attempts: 1 });
   await assert.rejects(r.lookup('tobroken.chain.test', 'A'), (e: DnsError) => {
-    assert.deepEqual([e.kind, e.qname, e.names], ['servfail', 'tobroken.chain.test', ['tobroken.chain.test', 'broken.test']]);
+    assert.deepEqual(
+      [e.kind, e.qname, e.names],
+      ['servfail', 'tobroken.chain.test', ['tobroken.chain.test', 'broken.test']],
+    );
     assert.match(e.message, /^DNS A tobroken\.chain\.test: servfail \(at broken\.test: 127\.0\.0\.1:\d+\)$/);
     return true;
   });
@@ -137,7 +156,11 @@ test('the negative TTL: the smaller of the SOA TTL and MINIMUM, at most 3 hours,
   const soa = (ttl: number, minimum: number) => ({ type: 'SOA', name: 'contoso.test', ttl, data: { minimum } });
   assert.equal(negativeTtl([soa(300, 60)]), 60);
   assert.equal(negativeTtl([soa(30, 900)]), 30);
-  assert.equal(negativeTtl([soa(86_400, 86_400)]), 10_800, 'capped: RFC 2308 §5 finds one to three hours sensible, over a day problematic');
+  assert.equal(
+    negativeTtl([soa(86_400, 86_400)]),
+    10_800,
+    'capped: RFC 2308 §5 finds one to three hours sensible, over a day problematic',
+  );
   assert.equal(negativeTtl([]), 0);
   assert.equal(negativeTtl([{ type: 'NS', name: 'contoso.test', ttl: 300, data: 'ns.contoso.test' }]), 0);
 });

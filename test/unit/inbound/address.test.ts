@@ -69,11 +69,14 @@ test('DSN parameter syntax', () => {
 });
 
 test('property: the parser never throws and always returns a verdict', () => {
-  fc.assert(fc.property(fc.string({ maxLength: 300 }), fc.boolean(), fc.boolean(), (s, allowNull, utf8Allowed) => {
-    const r = parsePathArg(s, { allowNull, utf8Allowed });
-    if (!r.ok) assert.ok(r.reply.code >= 500 && /^5\.\d\.\d+$/.test(r.reply.enhanced));
-    else assert.ok(typeof r.mailbox.address === 'string');
-  }), { numRuns: 5000, seed: 7 });
+  fc.assert(
+    fc.property(fc.string({ maxLength: 300 }), fc.boolean(), fc.boolean(), (s, allowNull, utf8Allowed) => {
+      const r = parsePathArg(s, { allowNull, utf8Allowed });
+      if (!r.ok) assert.ok(r.reply.code >= 500 && /^5\.\d\.\d+$/.test(r.reply.enhanced));
+      else assert.ok(typeof r.mailbox.address === 'string');
+    }),
+    { numRuns: 5000, seed: 7 },
+  );
 });
 
 test('<postmaster> without a domain is a recipient only (RFC 5321 §4.1.1.3), never a sender', () => {
@@ -82,19 +85,54 @@ test('<postmaster> without a domain is a recipient only (RFC 5321 §4.1.1.3), ne
 });
 
 test('quoted local parts keep their quotes in the normalised address', () => {
-  assert.equal(ok('<"x> NOTIFY=NEVER ORCPT=rfc822;y"@corp.contoso.test>').mailbox.address, '"x> NOTIFY=NEVER ORCPT=rfc822;y"@corp.contoso.test');
+  assert.equal(
+    ok('<"x> NOTIFY=NEVER ORCPT=rfc822;y"@corp.contoso.test>').mailbox.address,
+    '"x> NOTIFY=NEVER ORCPT=rfc822;y"@corp.contoso.test',
+  );
   const r = ok('<"x> NOTIFY=NEVER ORCPT=rfc822;y"@corp.contoso.test>');
   assert.equal(r.params.size, 0, 'text inside the quotes is not parameters');
   assert.equal(ok('<"a>"@c.test>').mailbox.local, 'a>');
 });
 
 test('HELO/EHLO argument: a domain (underscores, one label, a trailing dot allowed) or an address literal', () => {
-  for (const good of ['client.test', 'mx1.contoso.test', 'WIN_SERVER01', 'my_host.corp.test', 'localhost', 'host.example.', '192.0.2.1',
-    '[127.0.0.1]', '[IPv6:2001:db8::1]', '[ipv6:::1]', '  padded.test  ', 'a'.repeat(63) + '.test']) {
+  for (const good of [
+    'client.test',
+    'mx1.contoso.test',
+    'WIN_SERVER01',
+    'my_host.corp.test',
+    'localhost',
+    'host.example.',
+    '192.0.2.1',
+    '[127.0.0.1]',
+    '[IPv6:2001:db8::1]',
+    '[ipv6:::1]',
+    '  padded.test  ',
+    'a'.repeat(63) + '.test',
+  ]) {
     assert.equal(heloProblem(good), null, good);
   }
-  for (const evil of ['', ' ', 'evil\x1b]0;owned\x07\x1b[2J.test', 'a b', 'a\tb', 'bücher.test', 'a..b', '.a', '-a.test', 'a-.test', 'a/b',
-    'a;b', '[300.1.1.1]', '[127.0.0.1', '[foo:bar]', 'a'.repeat(64) + '.test', 'x'.repeat(256), 'a\u0000b', '"quoted"', '<x@y>']) {
+  for (const evil of [
+    '',
+    ' ',
+    'evil\x1b]0;owned\x07\x1b[2J.test',
+    'a b',
+    'a\tb',
+    'bücher.test',
+    'a..b',
+    '.a',
+    '-a.test',
+    'a-.test',
+    'a/b',
+    'a;b',
+    '[300.1.1.1]',
+    '[127.0.0.1',
+    '[foo:bar]',
+    'a'.repeat(64) + '.test',
+    'x'.repeat(256),
+    'a\u0000b',
+    '"quoted"',
+    '<x@y>',
+  ]) {
     assert.notEqual(heloProblem(evil), null, JSON.stringify(evil));
   }
 });

@@ -3,7 +3,14 @@
 // (the real ones are tested in test/unit/policy/connectors-admission.test.ts and e2e).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Admission, MAX_PROVEN, PROVEN_TTL_MS, reservedConnections, type Identification, type Slot } from '../../../src/inbound/admission.ts';
+import {
+  Admission,
+  MAX_PROVEN,
+  PROVEN_TTL_MS,
+  reservedConnections,
+  type Identification,
+  type Slot,
+} from '../../../src/inbound/admission.ts';
 
 const limits = { maxConnections: 10, maxConnectionsPerIP: 5, reservedConnections: 2 };
 const partner = '192.0.2.1';
@@ -12,7 +19,11 @@ const isSlot = (s: Slot | { code: number }): s is Slot => !('code' in s);
 
 function fill(a: Admission, n: number, ipOf: (i: number) => string, w: Identification = who): Slot[] {
   const out: Slot[] = [];
-  for (let i = 0; i < n; i++) { const s = a.admit(ipOf(i), limits, w); assert.ok(isSlot(s), `admission ${i}`); out.push(s); }
+  for (let i = 0; i < n; i++) {
+    const s = a.admit(ipOf(i), limits, w);
+    assert.ok(isSlot(s), `admission ${i}`);
+    out.push(s);
+  }
   return out;
 }
 
@@ -44,7 +55,8 @@ test('no connector identifies anyone: nothing is reserved', () => {
 test('release is idempotent: counts never drop twice', () => {
   const a = new Admission();
   const [s] = fill(a, 1, () => '198.51.100.1');
-  a.release(s); a.release(s);
+  a.release(s);
+  a.release(s);
   assert.equal(a.sessions, 0);
   fill(a, 5, () => '198.51.100.1');
   const sixth = a.admit('198.51.100.1', limits, who);
@@ -62,14 +74,20 @@ test('a certificate-identified session moves to the reserve and frees its genera
   assert.ok(isSlot(again) && again.reserved && again.provisional);
   a.identified(again);
   assert.ok(!again.provisional);
-  a.release(again); a.release(first);
+  a.release(again);
+  a.release(first);
   assert.equal(a.sessions, 8);
 });
 
 test('proven addresses expire and are bounded', () => {
   let now = 0;
   const a = new Admission(() => now);
-  for (let i = 0; i <= MAX_PROVEN; i++) { const s = a.admit(`10.0.${i >> 8}.${i & 255}`, { ...limits, maxConnections: 100_000 }, who); assert.ok(isSlot(s)); a.identified(s); a.release(s); }
+  for (let i = 0; i <= MAX_PROVEN; i++) {
+    const s = a.admit(`10.0.${i >> 8}.${i & 255}`, { ...limits, maxConnections: 100_000 }, who);
+    assert.ok(isSlot(s));
+    a.identified(s);
+    a.release(s);
+  }
   fill(a, 8, (i) => `198.51.100.${i}`);
   assert.ok(!isSlot(a.admit('10.0.0.0', limits, who)), 'the oldest proven address was forgotten (bound)');
   assert.ok(isSlot(a.admit('10.0.0.1', limits, who)), 'a newer one is remembered');

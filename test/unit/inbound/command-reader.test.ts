@@ -14,7 +14,12 @@ function lines(input: string, max = 64, step = 1000) {
 
 test('CRLF, bare LF and bare CR end lines; bare endings are flagged', () => {
   for (const step of [1, 2, 1000]) {
-    assert.deepEqual(lines('EHLO a\r\nNOOP\nRSET\rQUIT\r\n', 64, step), [['EHLO a', false, false], ['NOOP', true, false], ['RSET', true, false], ['QUIT', false, false]]);
+    assert.deepEqual(lines('EHLO a\r\nNOOP\nRSET\rQUIT\r\n', 64, step), [
+      ['EHLO a', false, false],
+      ['NOOP', true, false],
+      ['RSET', true, false],
+      ['QUIT', false, false],
+    ]);
   }
 });
 

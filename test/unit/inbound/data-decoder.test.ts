@@ -6,7 +6,9 @@ import { DataDecoder } from '../../../src/inbound/data-decoder.ts';
 function decode(input: string | Buffer, sizes: number[] = [1 << 20], max = 1 << 20, maxHeader = 1 << 16) {
   const b = Buffer.isBuffer(input) ? input : Buffer.from(input, 'latin1');
   const d = new DataDecoder(max, maxHeader);
-  let off = 0; let end = -1; let i = 0;
+  let off = 0;
+  let end = -1;
+  let i = 0;
   while (off < b.length && end < 0) {
     const n = Math.max(1, sizes[i++ % sizes.length]);
     const e = d.feed(b.subarray(off, off + n));
@@ -14,7 +16,12 @@ function decode(input: string | Buffer, sizes: number[] = [1 << 20], max = 1 << 
     off += n;
   }
   const r = d.result();
-  return { ...r, text: Buffer.concat(r.chunks).toString('latin1'), end, rest: end >= 0 ? b.subarray(end).toString('latin1') : '' };
+  return {
+    ...r,
+    text: Buffer.concat(r.chunks).toString('latin1'),
+    end,
+    rest: end >= 0 ? b.subarray(end).toString('latin1') : '',
+  };
 }
 
 test('CRLF.CRLF ends data; bytes after it are left for the next command', () => {
@@ -35,7 +42,19 @@ test('dot-stuffing is removed', () => {
   assert.equal(decode('a\r\n..b\r\n...\r\n.\r\n').text, 'a\r\n.b\r\n..\r\n');
 });
 
-const smuggling = ['\n.\n', '\n.\r\n', '\r.\r', '\r.\r\n', '\r\n.\r', '\r\n.\n', '\n.\r', '.\n', '\r\n.\r\r\n', '\n\n.\n\n', '\r\r.\r\r'];
+const smuggling = [
+  '\n.\n',
+  '\n.\r\n',
+  '\r.\r',
+  '\r.\r\n',
+  '\r\n.\r',
+  '\r\n.\n',
+  '\n.\r',
+  '.\n',
+  '\r\n.\r\r\n',
+  '\n\n.\n\n',
+  '\r\r.\r\r',
+];
 
 for (const v of smuggling) {
   test(`smuggling variant ${JSON.stringify(v)} does not end data and is normalised`, () => {
@@ -77,18 +96,25 @@ test('header size limit', () => {
 
 test('property: the result does not depend on how the stream is fragmented', () => {
   const alphabet = fc.constantFrom('a', '.', '\r', '\n', '\r\n', '\r\n.', '.\r\n', 'Z', '\x00', '\xff');
-  fc.assert(fc.property(fc.array(alphabet, { maxLength: 60 }), fc.array(fc.integer({ min: 1, max: 17 }), { minLength: 1, maxLength: 8 }), (parts, sizes) => {
-    const input = parts.join('') + '\r\n.\r\nTAIL';
-    const whole = decode(input);
-    const frag = decode(input, sizes);
-    assert.equal(frag.text, whole.text);
-    assert.equal(frag.end, whole.end);
-    assert.equal(frag.bare, whole.bare);
-    assert.equal(frag.nul, whole.nul);
-    assert.equal(frag.longestLine, whole.longestLine);
-    assert.equal(whole.longestLine, Math.max(0, ...whole.text.split('\r\n').map((l) => l.length)));
-    // Invariants: terminator found; output has only CRLF line endings.
-    assert.ok(whole.end > 0);
-    assert.doesNotMatch(whole.text.replace(/\r\n/g, ''), /[\r\n]/);
-  }), { numRuns: 2000, seed: 42 });
+  fc.assert(
+    fc.property(
+      fc.array(alphabet, { maxLength: 60 }),
+      fc.array(fc.integer({ min: 1, max: 17 }), { minLength: 1, maxLength: 8 }),
+      (parts, sizes) => {
+        const input = parts.join('') + '\r\n.\r\nTAIL';
+        const whole = decode(input);
+        const frag = decode(input, sizes);
+        assert.equal(frag.text, whole.text);
+        assert.equal(frag.end, whole.end);
+        assert.equal(frag.bare, whole.bare);
+        assert.equal(frag.nul, whole.nul);
+        assert.equal(frag.longestLine, whole.longestLine);
+        assert.equal(whole.longestLine, Math.max(0, ...whole.text.split('\r\n').map((l) => l.length)));
+        // Invariants: terminator found; output has only CRLF line endings.
+        assert.ok(whole.end > 0);
+        assert.doesNotMatch(whole.text.replace(/\r\n/g, ''), /[\r\n]/);
+      },
+    ),
+    { numRuns: 2000, seed: 42 },
+  );
 });

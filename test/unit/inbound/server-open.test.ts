@@ -20,9 +20,23 @@ test('a connection accepted before open() is greeted after it', async () => {
   const early = await SmtpClient.connect(port);
   await new Promise((r) => setTimeout(r, 100));
   assert.equal(early.received, '', 'nothing is said before the server is open');
-  const config = buildConfig({ hostname: 'mx1.contoso.test', organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }] }, '/tmp', null);
+  const config = buildConfig(
+    {
+      hostname: 'mx1.contoso.test',
+      organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }],
+    },
+    '/tmp',
+    null,
+  );
   const trust = new TrustStore(false, []);
-  ready.deps = { config, policy: new InboundPolicy(config), tls: null, trust, revocation: {} as RevocationChecker, ingest: {} as Ingest };
+  ready.deps = {
+    config,
+    policy: new InboundPolicy(config),
+    tls: null,
+    trust,
+    revocation: {} as RevocationChecker,
+    ingest: {} as Ingest,
+  };
   server.open();
   const greeting = await early.read();
   assert.equal(greeting?.code, 220);

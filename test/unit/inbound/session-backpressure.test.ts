@@ -19,21 +19,49 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const UNSENT_BOUND = MAX_UNSENT + 16 * 1024 + 1024;
 
 function deps(smtp: Record<string, unknown>, ingest: Partial<Ingest> = {}): SessionDeps {
-  const config = buildConfig({ hostname: 'mx1.contoso.test', smtp, organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }] }, '/tmp', null);
+  const config = buildConfig(
+    {
+      hostname: 'mx1.contoso.test',
+      smtp,
+      organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }],
+    },
+    '/tmp',
+    null,
+  );
   const trust = new TrustStore(false, []);
-  return { config, policy: new InboundPolicy(config), tls: null, trust, revocation: {} as RevocationChecker, ingest: ingest as Ingest };
+  return {
+    config,
+    policy: new InboundPolicy(config),
+    tls: null,
+    trust,
+    revocation: {} as RevocationChecker,
+    ingest: ingest as Ingest,
+  };
 }
 
 /** A session on a loopback listener; resolves with the server side of the connection and a client that does not read. */
 async function connect(d: SessionDeps): Promise<{ server: net.Socket; client: net.Socket; done: () => Promise<void> }> {
   let resolveServer!: (s: net.Socket) => void;
-  const serverSide = new Promise<net.Socket>((r) => { resolveServer = r; });
-  const srv = net.createServer((s) => { new SmtpSession(s, d, { ended() {}, closed() {} }); resolveServer(s); });
+  const serverSide = new Promise<net.Socket>((r) => {
+    resolveServer = r;
+  });
+  const srv = net.createServer((s) => {
+    new SmtpSession(s, d, { ended() {}, closed() {} });
+    resolveServer(s);
+  });
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
   const client = net.connect({ port: (srv.address() as net.AddressInfo).port, host: '127.0.0.1' });
   client.on('error', () => {});
   const server = await serverSide;
-  return { server, client, done: async () => { client.destroy(); server.destroy(); await new Promise<void>((r) => srv.close(() => r())); } };
+  return {
+    server,
+    client,
+    done: async () => {
+      client.destroy();
+      server.destroy();
+      await new Promise<void>((r) => srv.close(() => r()));
+    },
+  };
 }
 
 /** Read from the (paused) client until `done(text so far)` or `ms` pass; small replies only. */
@@ -48,8 +76,15 @@ async function readUntil(c: net.Socket, done: (s: string) => boolean, ms: number
 }
 
 /** Read everything until `needle` was seen `n` times (or `ms` pass); returns the count and the first 200 octets. */
-async function readCounting(c: net.Socket, needle: string, n: number, ms: number): Promise<{ seen: number; head: string }> {
-  let seen = 0; let head = ''; let tail = '';
+async function readCounting(
+  c: net.Socket,
+  needle: string,
+  n: number,
+  ms: number,
+): Promise<{ seen: number; head: string }> {
+  let seen = 0;
+  let head = '';
+  let tail = '';
   const end = Date.now() + ms;
   while (seen < n && Date.now() < end) {
     for (let b = c.read() as Buffer | null; b; b = c.read() as Buffer | null) {
@@ -79,7 +114,10 @@ test('pipelined EHLOs from a client that never reads: reading stops at MAX_UNSEN
     const n = 256 * 1024; // 2 MiB of "EHLO x\r\n"; each reply is ~100 octets
     client.write(Buffer.from('EHLO x\r\n'.repeat(n)));
     await backpressured(server);
-    assert.ok(server.writableLength <= UNSENT_BOUND, `unsent replies held by the gateway: ${server.writableLength} octets (bound ${UNSENT_BOUND})`);
+    assert.ok(
+      server.writableLength <= UNSENT_BOUND,
+      `unsent replies held by the gateway: ${server.writableLength} octets (bound ${UNSENT_BOUND})`,
+    );
     assert.ok(server.bytesRead < n * 8, `the gateway stopped reading (read ${server.bytesRead} of ${n * 8} octets)`);
     const r = await readCounting(client, '250 DSN\r\n', n, 60_000);
     assert.equal(r.seen, n, 'one EHLO reply per EHLO, none lost');
@@ -87,13 +125,22 @@ test('pipelined EHLOs from a client that never reads: reading stops at MAX_UNSEN
     client.write('QUIT\r\n');
     const bye = await readUntil(client, (s) => s.includes('221 '), 5000);
     assert.match(bye, /221 2\.0\.0 /);
-  } finally { await done(); }
+  } finally {
+    await done();
+  }
 });
 
 test('busy (waiting for the store) and backpressured at once: the session reads on only when both are clear', async () => {
   let commit!: () => void;
-  const stored = new Promise<void>((r) => { commit = r; });
-  const ingest: Partial<Ingest> = { accept: async () => { await stored; return { ok: true as const, queueId: 'Q1' }; } };
+  const stored = new Promise<void>((r) => {
+    commit = r;
+  });
+  const ingest: Partial<Ingest> = {
+    accept: async () => {
+      await stored;
+      return { ok: true as const, queueId: 'Q1' };
+    },
+  };
   const { server, client, done } = await connect(deps({}, ingest));
   try {
     await readUntil(client, (s) => s.includes('\r\n'), 5000);
@@ -112,10 +159,15 @@ test('busy (waiting for the store) and backpressured at once: the session reads 
     assert.equal(server.bytesRead, readWhileBusy, 'and stays paused');
     commit();
     await backpressured(server);
-    assert.ok(server.writableLength <= UNSENT_BOUND, `unsent replies after the commit: ${server.writableLength} (bound ${UNSENT_BOUND})`);
+    assert.ok(
+      server.writableLength <= UNSENT_BOUND,
+      `unsent replies after the commit: ${server.writableLength} (bound ${UNSENT_BOUND})`,
+    );
     assert.ok(server.bytesRead < 21 + n * 6, `reading paused again once replies piled up (read ${server.bytesRead})`);
     const r = await readCounting(client, '250 2.0.0 Reset state\r\n', n, 60_000);
     assert.match(r.head, /^250 2\.0\.0 OK queued as Q1\r\n250 2\.0\.0 Reset state\r\n/);
     assert.equal(r.seen, n, 'every RSET answered, after the 250');
-  } finally { await done(); }
+  } finally {
+    await done();
+  }
 });

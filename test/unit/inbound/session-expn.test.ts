@@ -13,9 +13,25 @@ import { TrustStore } from '../../../src/tls/trust.ts';
 import { SmtpClient } from '../../helpers/smtp.ts';
 
 test('VRFY and EXPN are answered 252 (disabled, will attempt delivery), as RFC 5321 §7.3 requires', async () => {
-  const config = buildConfig({ hostname: 'mx1.contoso.test', organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }] }, '/nonexistent', null);
-  const deps: SessionDeps = { config, policy: new InboundPolicy(config), tls: null, trust: new TrustStore(false, []), revocation: {} as RevocationChecker, ingest: {} as Ingest };
-  const srv = net.createServer((s) => { new SmtpSession(s, deps, { ended() {}, closed() {} }); });
+  const config = buildConfig(
+    {
+      hostname: 'mx1.contoso.test',
+      organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }],
+    },
+    '/nonexistent',
+    null,
+  );
+  const deps: SessionDeps = {
+    config,
+    policy: new InboundPolicy(config),
+    tls: null,
+    trust: new TrustStore(false, []),
+    revocation: {} as RevocationChecker,
+    ingest: {} as Ingest,
+  };
+  const srv = net.createServer((s) => {
+    new SmtpSession(s, deps, { ended() {}, closed() {} });
+  });
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
   const c = await SmtpClient.connect((srv.address() as net.AddressInfo).port);
   try {

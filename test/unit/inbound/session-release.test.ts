@@ -19,13 +19,31 @@ setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
 
 test('a closed session can be garbage-collected at once (no timer pins it)', async () => {
-  const config = buildConfig({ hostname: 'mx1.contoso.test', organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }] }, '/tmp', null);
+  const config = buildConfig(
+    {
+      hostname: 'mx1.contoso.test',
+      organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }],
+    },
+    '/tmp',
+    null,
+  );
   const trust = new TrustStore(false, []);
-  const deps: SessionDeps = { config, policy: new InboundPolicy(config), tls: null, trust, revocation: {} as RevocationChecker, ingest: {} as Ingest };
+  const deps: SessionDeps = {
+    config,
+    policy: new InboundPolicy(config),
+    tls: null,
+    trust,
+    revocation: {} as RevocationChecker,
+    ingest: {} as Ingest,
+  };
   let ref: WeakRef<SmtpSession> | undefined;
   let ended!: () => void;
-  const closed = new Promise<void>((r) => { ended = r; });
-  const srv = net.createServer((s) => { ref = new WeakRef(new SmtpSession(s, deps, { ended() {}, closed: () => ended() })); });
+  const closed = new Promise<void>((r) => {
+    ended = r;
+  });
+  const srv = net.createServer((s) => {
+    ref = new WeakRef(new SmtpSession(s, deps, { ended() {}, closed: () => ended() }));
+  });
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
   const c = await SmtpClient.connect((srv.address() as net.AddressInfo).port);
   await c.hello();

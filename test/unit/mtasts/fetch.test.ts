@@ -33,12 +33,22 @@ before(async () => {
   dir = tempDir('pc-sts-fetch-');
   pki = await makePki(dir, 'Sts');
   trust = new TrustStore(false, [pki.rootFile]);
-  const good = await pki.issue('mta-sts.fabrikam.test', { dnsNames: ['mta-sts.fabrikam.test', 'mta-sts.twoaddr.test'] });
-  const expired = await pki.issue('mta-sts.expired.test', { notBefore: new Date(Date.now() - 20 * 86_400_000), notAfter: new Date(Date.now() - 86_400_000) });
+  const good = await pki.issue('mta-sts.fabrikam.test', {
+    dnsNames: ['mta-sts.fabrikam.test', 'mta-sts.twoaddr.test'],
+  });
+  const expired = await pki.issue('mta-sts.expired.test', {
+    notBefore: new Date(Date.now() - 20 * 86_400_000),
+    notAfter: new Date(Date.now() - 86_400_000),
+  });
   const wrong = await pki.issue('www.wrong.test');
-  const selfIssued = await issueCertificate({ subject: 'CN=mta-sts.self.test', dnsNames: ['mta-sts.self.test'], key: 'ec256' });
+  const selfIssued = await issueCertificate({
+    subject: 'CN=mta-sts.self.test',
+    dnsNames: ['mta-sts.self.test'],
+    key: 'ec256',
+  });
   const { writeFileSync } = await import('node:fs');
-  writeFileSync(`${dir}/self.pem`, selfIssued.certPem); writeFileSync(`${dir}/self.key`, selfIssued.keyPem);
+  writeFileSync(`${dir}/self.pem`, selfIssued.certPem);
+  writeFileSync(`${dir}/self.key`, selfIssued.keyPem);
   servers.good = await startStsServer(IP.good, good, POLICY);
   servers.expired = await startStsServer(IP.expired, expired, POLICY);
   servers.wrong = await startStsServer(IP.wrong, wrong, POLICY);
@@ -82,7 +92,10 @@ test('redirects are refused (§3.3), whatever the target', async () => {
   servers.good.answer = { status: 301, location: 'https://mta-sts.fabrikam.test/elsewhere.txt' };
   const r = await fetch('fabrikam.test');
   assert.equal(!r.ok && r.failure, 'sts-policy-fetch-error');
-  assert.match(!r.ok ? r.error : '', /redirect refused: HTTP 301 to https:\/\/mta-sts\.fabrikam\.test\/elsewhere\.txt \(RFC 8461 §3\.3: redirects are not followed\)/);
+  assert.match(
+    !r.ok ? r.error : '',
+    /redirect refused: HTTP 301 to https:\/\/mta-sts\.fabrikam\.test\/elsewhere\.txt \(RFC 8461 §3\.3: redirects are not followed\)/,
+  );
   assert.equal(servers.good.requests.filter((q) => q.path !== '/.well-known/mta-sts.txt').length, 0);
 });
 
@@ -91,7 +104,11 @@ test('HTTP status, media type, size cap and syntax', async () => {
     [{ status: 404, body: 'no' }, 'sts-policy-fetch-error', /HTTP 404/],
     [{ type: 'text/html', body: POLICY }, 'sts-policy-invalid', /media type "text\/html" is not text\/plain/],
     [{ body: Buffer.alloc(MAX_POLICY_BYTES + 1, 'a') }, 'sts-policy-fetch-error', /larger than 65536/],
-    [{ body: 'version: STSv1\nmode: enforce\nmax_age: 5\n' }, 'sts-policy-invalid', /policy not valid: mode enforce needs at least one mx/],
+    [
+      { body: 'version: STSv1\nmode: enforce\nmax_age: 5\n' },
+      'sts-policy-invalid',
+      /policy not valid: mode enforce needs at least one mx/,
+    ],
   ];
   for (const [answer, failure, why] of cases) {
     servers.good.answer = answer;
@@ -122,5 +139,8 @@ test('addresses: the next one after a refused connection; no address is a fetch 
   assert.equal(!none.ok && none.failure, 'sts-policy-fetch-error');
   assert.match(!none.ok ? none.error : '', /address lookup for mta-sts\.noaddr\.test failed/);
   const nx = await fetch('nowhere.test');
-  assert.match(!nx.ok ? nx.error : '', /address lookup for mta-sts\.nowhere\.test failed: DNS A mta-sts\.nowhere\.test: nxdomain/);
+  assert.match(
+    !nx.ok ? nx.error : '',
+    /address lookup for mta-sts\.nowhere\.test failed: DNS A mta-sts\.nowhere\.test: nxdomain/,
+  );
 });

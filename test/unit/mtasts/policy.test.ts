@@ -25,10 +25,20 @@ test('TXT record: v=STSv1 first, one id of 1 to 32 letters and digits, other rec
 });
 
 test('policy: the RFC 8461 §3.2 example parses; CRLF or LF; unknown keys ignored; mx lower-cased', () => {
-  const text = 'version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\nmx: backupmx.example.com\r\nmax_age: 604800\r\n';
-  assert.deepEqual(parseStsPolicy(text), { ok: true, value: { mode: 'enforce', mx: ['mail.example.com', '*.example.net', 'backupmx.example.com'], maxAge: 604800 } });
-  assert.deepEqual(parseStsPolicy('version: STSv1\nmode: testing\nmx: MX.Example.COM.\nfoo: bar\nmax_age:86400'), { ok: true, value: { mode: 'testing', mx: ['mx.example.com'], maxAge: 86400 } });
-  assert.deepEqual(parseStsPolicy('version: STSv1\nmode: none\nmax_age: 0\n'), { ok: true, value: { mode: 'none', mx: [], maxAge: 0 } });
+  const text =
+    'version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\nmx: backupmx.example.com\r\nmax_age: 604800\r\n';
+  assert.deepEqual(parseStsPolicy(text), {
+    ok: true,
+    value: { mode: 'enforce', mx: ['mail.example.com', '*.example.net', 'backupmx.example.com'], maxAge: 604800 },
+  });
+  assert.deepEqual(parseStsPolicy('version: STSv1\nmode: testing\nmx: MX.Example.COM.\nfoo: bar\nmax_age:86400'), {
+    ok: true,
+    value: { mode: 'testing', mx: ['mx.example.com'], maxAge: 86400 },
+  });
+  assert.deepEqual(parseStsPolicy('version: STSv1\nmode: none\nmax_age: 0\n'), {
+    ok: true,
+    value: { mode: 'none', mx: [], maxAge: 0 },
+  });
   const p = { mode: 'enforce' as const, mx: ['mx1.contoso.test', '*.contoso.test'], maxAge: 86400 };
   assert.deepEqual(parseStsPolicy(formatStsPolicy(p)), { ok: true, value: p });
 });

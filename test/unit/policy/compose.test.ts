@@ -6,14 +6,30 @@ import { composeHost, plainRequirement, type HostDemand, type ProviderAnswer } f
 
 const conn: HostDemand = { level: 'domainValidation', source: 'connector "To Fabrikam"', tlsDomain: '*.fabrikam.test' };
 const dflt: HostDemand = { level: 'opportunistic', source: 'default' };
-const dane: HostDemand = { level: 'dane', source: 'DANE (TLSA 3 1 1 at _25._tcp.mx.fabrikam.test, DNSSEC secure)', published: true, replaces: ['MTA-STS'], verify: () => ({ ok: true, detail: 'm' }) };
-const sts: HostDemand = { level: 'domainValidation', source: 'MTA-STS (enforce, id 1)', tlsDomain: 'mx.fabrikam.test', published: true };
+const dane: HostDemand = {
+  level: 'dane',
+  source: 'DANE (TLSA 3 1 1 at _25._tcp.mx.fabrikam.test, DNSSEC secure)',
+  published: true,
+  replaces: ['MTA-STS'],
+  verify: () => ({ ok: true, detail: 'm' }),
+};
+const sts: HostDemand = {
+  level: 'domainValidation',
+  source: 'MTA-STS (enforce, id 1)',
+  tlsDomain: 'mx.fabrikam.test',
+  published: true,
+};
 const demand = (d: HostDemand): ProviderAnswer => ({ kind: 'demand', demand: d });
 
-test('no provider demands anything: the hop requirement, and the providers\' notes', () => {
-  const r = composeHost(dflt, [{ provider: 'DANE', answer: { kind: 'none', note: 'DANE: the MX records of x.test are not DNSSEC-secure' } }]);
+test("no provider demands anything: the hop requirement, and the providers' notes", () => {
+  const r = composeHost(dflt, [
+    { provider: 'DANE', answer: { kind: 'none', note: 'DANE: the MX records of x.test are not DNSSEC-secure' } },
+  ]);
   assert.deepEqual(plainRequirement(r), dflt);
-  assert.deepEqual(r.demands.map((d) => d.source), ['default']);
+  assert.deepEqual(
+    r.demands.map((d) => d.source),
+    ['default'],
+  );
   assert.deepEqual(r.notes, ['DANE: the MX records of x.test are not DNSSEC-secure']);
 });
 
@@ -28,29 +44,59 @@ test('DANE above opportunistic names the result; its own check travels with it',
 test('a connector and DANE: the strictest names the result and both are checked (never a fallback past either)', () => {
   const r = composeHost(conn, [{ provider: 'DANE', answer: demand(dane) }]);
   assert.equal(r.level, 'dane');
-  assert.deepEqual(r.demands.map((d) => d.source), [dane.source, conn.source]);
+  assert.deepEqual(
+    r.demands.map((d) => d.source),
+    [dane.source, conn.source],
+  );
   assert.equal(r.demands[1].tlsDomain, '*.fabrikam.test');
-  const weaker = composeHost(conn, [{ provider: 'DANE', answer: demand({ level: 'encryptionOnly', source: 'DANE (unusable)', published: true }) }]);
-  assert.deepEqual(weaker.demands.map((d) => d.source), [conn.source, 'DANE (unusable)'], 'a weaker demand is still checked, after the strictest');
+  const weaker = composeHost(conn, [
+    { provider: 'DANE', answer: demand({ level: 'encryptionOnly', source: 'DANE (unusable)', published: true }) },
+  ]);
+  assert.deepEqual(
+    weaker.demands.map((d) => d.source),
+    [conn.source, 'DANE (unusable)'],
+    'a weaker demand is still checked, after the strictest',
+  );
   assert.equal(weaker.source, conn.source);
 });
 
 test('usable DANE replaces MTA-STS for the host (RFC 8461 §2); the replacement is recorded', () => {
-  const r = composeHost(dflt, [{ provider: 'DANE', answer: demand(dane) }, { provider: 'MTA-STS', answer: demand(sts) }]);
-  assert.deepEqual(r.demands.map((d) => d.source), [dane.source]);
+  const r = composeHost(dflt, [
+    { provider: 'DANE', answer: demand(dane) },
+    { provider: 'MTA-STS', answer: demand(sts) },
+  ]);
+  assert.deepEqual(
+    r.demands.map((d) => d.source),
+    [dane.source],
+  );
   assert.deepEqual(r.waived, [`${sts.source}: domainValidation, replaced by ${dane.source}`]);
-  const alone = composeHost(dflt, [{ provider: 'DANE', answer: { kind: 'none' } }, { provider: 'MTA-STS', answer: demand(sts) }]);
-  assert.deepEqual(alone.demands.map((d) => d.source), [sts.source]);
+  const alone = composeHost(dflt, [
+    { provider: 'DANE', answer: { kind: 'none' } },
+    { provider: 'MTA-STS', answer: demand(sts) },
+  ]);
+  assert.deepEqual(
+    alone.demands.map((d) => d.source),
+    [sts.source],
+  );
 });
 
-test('TLS-Required: No relaxes published demands only, never a connector\'s', () => {
+test("TLS-Required: No relaxes published demands only, never a connector's", () => {
   const r = composeHost(conn, [{ provider: 'DANE', answer: demand(dane) }], { relaxPublished: true });
-  assert.deepEqual(r.demands.map((d) => d.source), [conn.source]);
+  assert.deepEqual(
+    r.demands.map((d) => d.source),
+    [conn.source],
+  );
   assert.match(r.waived[0], /relaxed by the message's TLS-Required: No$/);
-  assert.equal(composeHost(dflt, [{ provider: 'DANE', answer: demand(dane) }], { relaxPublished: true }).level, 'opportunistic');
+  assert.equal(
+    composeHost(dflt, [{ provider: 'DANE', answer: demand(dane) }], { relaxPublished: true }).level,
+    'opportunistic',
+  );
 });
 
 test('the recorded requirement carries no function and keeps `published`', () => {
   assert.deepEqual(plainRequirement(dane), { level: 'dane', source: dane.source, published: true });
-  assert.equal(JSON.stringify(plainRequirement(conn)), JSON.stringify({ level: 'domainValidation', source: conn.source, tlsDomain: '*.fabrikam.test' }));
+  assert.equal(
+    JSON.stringify(plainRequirement(conn)),
+    JSON.stringify({ level: 'domainValidation', source: conn.source, tlsDomain: '*.fabrikam.test' }),
+  );
 });

@@ -13,20 +13,33 @@ import { makePki, type Pki } from '../../helpers/pki.ts';
 import { tempDir } from '../../helpers/gateway.ts';
 
 let pki: Pki;
-let fabrikam: X509Certificate[]; let stranger: X509Certificate[]; let selfSigned: X509Certificate[];
-const chainOf = (pem: string) => (pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map((p) => new X509Certificate(p));
+let fabrikam: X509Certificate[];
+let stranger: X509Certificate[];
+let selfSigned: X509Certificate[];
+const chainOf = (pem: string) =>
+  (pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map((p) => new X509Certificate(p));
 
 before(async () => {
   pki = await makePki(tempDir(), 'Admission');
   fabrikam = chainOf((await pki.issue('mail.fabrikam.test')).issued.certPem + pki.intermediate.certPem);
   stranger = chainOf((await pki.issue('mx.stranger.test')).issued.certPem + pki.intermediate.certPem);
-  selfSigned = chainOf((await issueCertificate({ subject: 'CN=mail.fabrikam.test', dnsNames: ['mail.fabrikam.test'], key: 'ec256' })).certPem);
+  selfSigned = chainOf(
+    (await issueCertificate({ subject: 'CN=mail.fabrikam.test', dnsNames: ['mail.fabrikam.test'], key: 'ec256' }))
+      .certPem,
+  );
 });
 
-const connectors = (inbound: Record<string, unknown>[]) => new InboundPolicy(buildConfig({
-  tls: { revocation: 'off' },
-  organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }], inboundConnectors: inbound }],
-}, '/tmp', null)).connectors;
+const connectors = (inbound: Record<string, unknown>[]) =>
+  new InboundPolicy(
+    buildConfig(
+      {
+        tls: { revocation: 'off' },
+        organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }], inboundConnectors: inbound }],
+      },
+      '/tmp',
+      null,
+    ),
+  ).connectors;
 
 /** The session's judgement of a chain (revocation not needed here: tls.revocation off). */
 const judged = (c: ReturnType<typeof connectors>, chain: X509Certificate[]): ClientCertificate | undefined =>
@@ -34,7 +47,12 @@ const judged = (c: ReturnType<typeof connectors>, chain: X509Certificate[]): Cli
 
 test('addresses and certificates of enabled connectors identify a client; nothing else does', () => {
   const c = connectors([
-    { name: 'Fabrikam', connectorType: 'partner', senderDomains: ['fabrikam.test'], tlsSenderCertificateName: '*.fabrikam.test' },
+    {
+      name: 'Fabrikam',
+      connectorType: 'partner',
+      senderDomains: ['fabrikam.test'],
+      tlsSenderCertificateName: '*.fabrikam.test',
+    },
     { name: 'Servers', connectorType: 'onPremises', senderIPAddresses: ['192.0.2.0/24', '2001:db8::/32'] },
     { name: 'Old', connectorType: 'partner', senderIPAddresses: ['198.51.100.1'], enabled: false },
   ]);

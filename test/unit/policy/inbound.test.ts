@@ -4,15 +4,26 @@ import { buildConfig } from '../../../src/config/load.ts';
 import { parsePathArg, type Mailbox } from '../../../src/inbound/address.ts';
 import { InboundPolicy } from '../../../src/policy/inbound.ts';
 
-const config = buildConfig({
-  organizations: [
-    { name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }, { domain: 'corp.contoso.test', recipients: ['alice', 'bob'] }] },
-    { name: 'fabrikam', acceptedDomains: [{ domain: 'fabrikam.test' }] },
-  ],
-}, '/tmp', null);
+const config = buildConfig(
+  {
+    organizations: [
+      {
+        name: 'contoso',
+        acceptedDomains: [{ domain: 'contoso.test' }, { domain: 'corp.contoso.test', recipients: ['alice', 'bob'] }],
+      },
+      { name: 'fabrikam', acceptedDomains: [{ domain: 'fabrikam.test' }] },
+    ],
+  },
+  '/tmp',
+  null,
+);
 const policy = new InboundPolicy(config);
 const session = { clientIp: '127.0.0.1', tls: true, senderDomain: 'sender.test' };
-const mb = (s: string): Mailbox => { const r = parsePathArg(s, { allowNull: false, utf8Allowed: false }); if (!r.ok) throw new Error(r.reply.message); return r.mailbox; };
+const mb = (s: string): Mailbox => {
+  const r = parsePathArg(s, { allowNull: false, utf8Allowed: false });
+  if (!r.ok) throw new Error(r.reply.message);
+  return r.mailbox;
+};
 const verdict = (s: string) => policy.recipient(mb(s), session);
 
 test('accepted domains route locally with their organization', () => {
@@ -33,7 +44,13 @@ test('outside domains are relay-denied with 550 5.7.1', () => {
 });
 
 test('classic relay tricks are never accepted', () => {
-  for (const trick of ['<user%other.test@contoso.test>', '<@contoso.test:user@other.test>', '<other.test!user@contoso.test>', '<"user@other.test"@contoso.test>', '<"user%other.test"@contoso.test>']) {
+  for (const trick of [
+    '<user%other.test@contoso.test>',
+    '<@contoso.test:user@other.test>',
+    '<other.test!user@contoso.test>',
+    '<"user@other.test"@contoso.test>',
+    '<"user%other.test"@contoso.test>',
+  ]) {
     const v = verdict(trick);
     assert.ok(!v.ok, `${trick} must be refused`);
     assert.equal(v.reply.enhanced, '5.7.1', trick);

@@ -4,26 +4,53 @@ import { buildConfig } from '../../../src/config/load.ts';
 import { OutboundPolicy, patternMatch, raise, requireTlsProblem, strictest } from '../../../src/policy/outbound.ts';
 import { atLeast, CONNECTOR_TLS_LEVELS, levelRank, TLS_LEVELS } from '../../../src/tls/levels.ts';
 
-const config = buildConfig({
-  organizations: [{
-    name: 'contoso',
-    acceptedDomains: [{ domain: 'contoso.test' }, { domain: 'corp.contoso.test', type: 'internalRelay' }],
-    outboundConnectors: [
-      { name: 'To Fabrikam', recipientDomains: ['fabrikam.test', '*.fabrikam.test'], tlsSettings: 'domainValidation', tlsDomain: '*.fabrikam.test' },
-      { name: 'To Fabrikam EU', recipientDomains: ['*.eu.fabrikam.test'], tlsSettings: 'encryptionOnly' },
-      { name: 'Exact wins', recipientDomains: ['hr.fabrikam.test'], tlsSettings: 'certificateValidation' },
-      { name: 'Disabled', enabled: false, recipientDomains: ['tailspin.test'], tlsSettings: 'encryptionOnly' },
-      { name: 'To on-premises', connectorType: 'onPremises', recipientDomains: ['corp.contoso.test'], useMXRecord: false, smartHosts: ['mail.corp.contoso.test:2525'], tlsSettings: 'domainValidation', tlsDomain: 'mail.corp.contoso.test' },
+const config = buildConfig(
+  {
+    organizations: [
+      {
+        name: 'contoso',
+        acceptedDomains: [{ domain: 'contoso.test' }, { domain: 'corp.contoso.test', type: 'internalRelay' }],
+        outboundConnectors: [
+          {
+            name: 'To Fabrikam',
+            recipientDomains: ['fabrikam.test', '*.fabrikam.test'],
+            tlsSettings: 'domainValidation',
+            tlsDomain: '*.fabrikam.test',
+          },
+          { name: 'To Fabrikam EU', recipientDomains: ['*.eu.fabrikam.test'], tlsSettings: 'encryptionOnly' },
+          { name: 'Exact wins', recipientDomains: ['hr.fabrikam.test'], tlsSettings: 'certificateValidation' },
+          { name: 'Disabled', enabled: false, recipientDomains: ['tailspin.test'], tlsSettings: 'encryptionOnly' },
+          {
+            name: 'To on-premises',
+            connectorType: 'onPremises',
+            recipientDomains: ['corp.contoso.test'],
+            useMXRecord: false,
+            smartHosts: ['mail.corp.contoso.test:2525'],
+            tlsSettings: 'domainValidation',
+            tlsDomain: 'mail.corp.contoso.test',
+          },
+        ],
+      },
+      {
+        name: 'northwind',
+        acceptedDomains: [{ domain: 'northwind.test' }],
+        outboundConnectors: [
+          {
+            name: 'Everything via HQ',
+            connectorType: 'onPremises',
+            routeAllMessagesViaOnPremises: true,
+            useMXRecord: false,
+            smartHosts: ['hq.northwind.test'],
+            tlsSettings: 'encryptionOnly',
+          },
+          { name: 'Partner', recipientDomains: ['partner.test'], tlsSettings: 'certificateValidation' },
+        ],
+      },
     ],
-  }, {
-    name: 'northwind',
-    acceptedDomains: [{ domain: 'northwind.test' }],
-    outboundConnectors: [
-      { name: 'Everything via HQ', connectorType: 'onPremises', routeAllMessagesViaOnPremises: true, useMXRecord: false, smartHosts: ['hq.northwind.test'], tlsSettings: 'encryptionOnly' },
-      { name: 'Partner', recipientDomains: ['partner.test'], tlsSettings: 'certificateValidation' },
-    ],
-  }],
-}, '/tmp', null);
+  },
+  '/tmp',
+  null,
+);
 const p = new OutboundPolicy(config);
 
 test('wildcards and specificity', () => {
@@ -45,7 +72,11 @@ test('connector selection: exact, then most specific wildcard; disabled ones are
 
 test('next hop and TLS level on one scale; default is opportunistic MX', () => {
   const f = p.nextHop('contoso', 'mx.fabrikam.test');
-  assert.deepEqual(f.tls, { level: 'domainValidation', source: 'connector "To Fabrikam"', tlsDomain: '*.fabrikam.test' });
+  assert.deepEqual(f.tls, {
+    level: 'domainValidation',
+    source: 'connector "To Fabrikam"',
+    tlsDomain: '*.fabrikam.test',
+  });
   assert.equal(f.kind, 'mx');
   const d = p.nextHop('contoso', 'internet.test');
   assert.deepEqual(d.tls, { level: 'opportunistic', source: 'default' });
@@ -80,25 +111,56 @@ test('the strictest demand wins; of equally strict demands the first consulted i
 test('one scale: ranks follow its order, connectors may demand every level but none and dane', () => {
   assert.deepEqual(TLS_LEVELS.map(levelRank), [0, 1, 2, 3, 4, 5]);
   assert.ok(atLeast('dane', 'domainValidation'));
-  assert.deepEqual(CONNECTOR_TLS_LEVELS, ['opportunistic', 'encryptionOnly', 'certificateValidation', 'domainValidation']);
+  assert.deepEqual(CONNECTOR_TLS_LEVELS, [
+    'opportunistic',
+    'encryptionOnly',
+    'certificateValidation',
+    'domainValidation',
+  ]);
   assert.ok(atLeast('domainValidation', 'certificateValidation') && atLeast('encryptionOnly', 'encryptionOnly'));
   assert.ok(!atLeast('opportunistic', 'encryptionOnly') && !atLeast('none', 'opportunistic'));
-  assert.throws(() => buildConfig({ organizations: [{ name: 'x', acceptedDomains: [{ domain: 'x.test' }], outboundConnectors: [{ name: 'n', recipientDomains: ['y.test'], tlsSettings: 'none' }] }] }, '/tmp', null),
-    /tlsSettings/);
+  assert.throws(
+    () =>
+      buildConfig(
+        {
+          organizations: [
+            {
+              name: 'x',
+              acceptedDomains: [{ domain: 'x.test' }],
+              outboundConnectors: [{ name: 'n', recipientDomains: ['y.test'], tlsSettings: 'none' }],
+            },
+          ],
+        },
+        '/tmp',
+        null,
+      ),
+    /tlsSettings/,
+  );
 });
 
 test('internalRelay needs an onPremises connector', () => {
-  assert.throws(() => buildConfig({ organizations: [{ name: 'x', acceptedDomains: [{ domain: 'x.test', type: 'internalRelay' }] }] }, '/tmp', null),
-    /x\.test is internalRelay, but organization "x" has no enabled onPremises outbound connector/);
+  assert.throws(
+    () =>
+      buildConfig(
+        { organizations: [{ name: 'x', acceptedDomains: [{ domain: 'x.test', type: 'internalRelay' }] }] },
+        '/tmp',
+        null,
+      ),
+    /x\.test is internalRelay, but organization "x" has no enabled onPremises outbound connector/,
+  );
 });
 
-test('TLS-Required: No waives only published demands (DANE, MTA-STS), never a connector\'s; REQUIRETLS makes it ignored (RFC 8689 §4.1, §5)', () => {
+test("TLS-Required: No waives only published demands (DANE, MTA-STS), never a connector's; REQUIRETLS makes it ignored (RFC 8689 §4.1, §5)", () => {
   const dane = { level: 'domainValidation' as const, source: 'DANE (test)', published: true };
   const conn = { level: 'encryptionOnly' as const, source: 'connector "X"' };
   assert.equal(strictest([dane, conn]).source, 'DANE (test)');
   assert.equal(strictest([dane, conn], { tlsRequiredNo: true }).source, 'connector "X"', 'the connector still applies');
   assert.equal(strictest([dane], { tlsRequiredNo: true }).level, 'opportunistic', 'relaxed to opportunistic');
-  assert.equal(strictest([dane], { tlsRequiredNo: true, requireTls: true }).source, 'DANE (test)', 'ignored with REQUIRETLS');
+  assert.equal(
+    strictest([dane], { tlsRequiredNo: true, requireTls: true }).source,
+    'DANE (test)',
+    'ignored with REQUIRETLS',
+  );
   assert.equal(strictest([conn], { tlsRequiredNo: true }).level, 'encryptionOnly');
 });
 
@@ -106,7 +168,12 @@ test('REQUIRETLS needs a source that authenticates the next hop (certificateVali
   assert.equal(requireTlsProblem({ level: 'certificateValidation', source: 'connector "X"' }), undefined);
   assert.equal(requireTlsProblem({ level: 'domainValidation', source: 'connector "X"' }), undefined);
   for (const level of ['opportunistic', 'encryptionOnly'] as const) {
-    assert.match(requireTlsProblem({ level, source: 'default' })!, new RegExp(`^TLS required by REQUIRETLS \\(RFC 8689\\): the next hop is not authenticated .* \\(${level} by default\\)$`));
+    assert.match(
+      requireTlsProblem({ level, source: 'default' })!,
+      new RegExp(
+        `^TLS required by REQUIRETLS \\(RFC 8689\\): the next hop is not authenticated .* \\(${level} by default\\)$`,
+      ),
+    );
   }
   const p = new OutboundPolicy(config);
   assert.equal(requireTlsProblem(p.nextHop('contoso', 'hr.fabrikam.test', { requireTls: true }).tls), undefined);

@@ -9,9 +9,14 @@ import type { NewMessage } from '../../../src/store/types.ts';
 
 const DAY = 86_400_000;
 const msg = (id: string, receivedAt: number): NewMessage => ({
-  id, org: 'contoso', receivedAt, mailFrom: 's@x.test', envelope: { smtputf8: false },
+  id,
+  org: 'contoso',
+  receivedAt,
+  mailFrom: 's@x.test',
+  envelope: { smtputf8: false },
   inbound: { sessionId: 's', clientIp: '127.0.0.1', clientPort: 1, helo: 'h', protocol: 'ESMTP', receivedBy: 'mx' },
-  data: Buffer.from('Subject: x\r\n\r\nx\r\n'), recipients: [{ address: 'r@contoso.test', org: 'contoso', route: 'local' }],
+  data: Buffer.from('Subject: x\r\n\r\nx\r\n'),
+  recipients: [{ address: 'r@contoso.test', org: 'contoso', route: 'local' }],
 });
 
 test('a sweep forgets done messages past retentionDays in bounded batches; the rest follows in the next sweep', async () => {
@@ -32,7 +37,7 @@ test('a sweep forgets done messages past retentionDays in bounded batches; the r
   assert.deepEqual(await r.sweep(now), { removed: 0, more: false });
   assert.ok(await s.get('RECENT'), 'within retention');
   assert.ok(await s.get('QUEUED'));
-  days = 5;   // the setting is read at every sweep (config reload)
+  days = 5; // the setting is read at every sweep (config reload)
   assert.deepEqual(await r.sweep(now), { removed: 1, more: false });
   assert.equal(await s.get('RECENT'), null);
   assert.equal((await s.get('QUEUED'))?.state, 'incoming');
@@ -48,7 +53,7 @@ test('start sweeps at once; stop waits for the sweep and schedules nothing more'
   const r = new TraceRetention(s, () => 30);
   r.start();
   const end = Date.now() + 5000;
-  while (await s.get('OLD') && Date.now() < end) await new Promise((x) => setTimeout(x, 20));
+  while ((await s.get('OLD')) && Date.now() < end) await new Promise((x) => setTimeout(x, 20));
   assert.equal(await s.get('OLD'), null, 'swept at start');
   await r.stop();
   await s.close();

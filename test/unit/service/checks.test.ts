@@ -31,7 +31,10 @@ test('dataDir owned by the service user passes; root-owned queue files are named
   chownSync(path.join(dataDir, 'queue.sqlite'), svc.uid, svc.gid);
   const ps = dataDirProblems(dataDir, svc, access);
   assert.equal(ps.length, 1);
-  assert.match(ps[0].problem, new RegExp(`${dataDir}/queue\\.sqlite-wal \\(owner root:root, mode 0644\\) is not writable by user svc`));
+  assert.match(
+    ps[0].problem,
+    new RegExp(`${dataDir}/queue\\.sqlite-wal \\(owner root:root, mode 0644\\) is not writable by user svc`),
+  );
   assert.equal(ps[0].fix, `chown -R svc:svc ${dataDir}`);
 });
 
@@ -60,13 +63,20 @@ test('dataDir: not writable, world-writable, missing with an unwritable parent, 
   chmodSync(hidden, 0o700);
   chownSync(path.join(hidden, 'data'), svc.uid, svc.gid);
   const [h] = dataDirProblems(path.join(hidden, 'data'), svc, access);
-  assert.match(h.problem, new RegExp(`cannot reach ${hidden}/data: folder ${hidden} \\(owner root:root, mode 0700\\) is not searchable`));
+  assert.match(
+    h.problem,
+    new RegExp(`cannot reach ${hidden}/data: folder ${hidden} \\(owner root:root, mode 0700\\) is not searchable`),
+  );
   assert.match(h.fix, /chmod o\+x/);
 
   const free = path.join(b, 'free');
   mkdirSync(free);
   chownSync(free, svc.uid, svc.gid);
-  assert.deepEqual(dataDirProblems(path.join(free, 'data'), svc, access), [], 'a missing dataDir the user can create is fine');
+  assert.deepEqual(
+    dataDirProblems(path.join(free, 'data'), svc, access),
+    [],
+    'a missing dataDir the user can create is fine',
+  );
 });
 
 test('keys must stay readable by the service user: 0600 root is refused, 0640 root:group passes', { skip }, () => {
@@ -75,7 +85,12 @@ test('keys must stay readable by the service user: 0600 root is refused, 0640 ro
   writeFileSync(key, 'k', { mode: 0o600 });
   const files = [{ file: key, what: 'private key' }];
   const [p] = readableProblems(files, svc, accessFor(svc));
-  assert.match(p.problem, new RegExp(`user svc cannot read private key ${key} \\(owner root:root, mode 0600\\); it is read again after start`));
+  assert.match(
+    p.problem,
+    new RegExp(
+      `user svc cannot read private key ${key} \\(owner root:root, mode 0600\\); it is read again after start`,
+    ),
+  );
   assert.equal(p.fix, `chgrp svc ${key} && chmod g+r ${key} (keys: 0640 root:svc)`);
   chownSync(key, 0, svc.gid);
   chmodSync(key, 0o640);
@@ -83,9 +98,16 @@ test('keys must stay readable by the service user: 0600 root is refused, 0640 ro
 });
 
 const mail = findGroup('mail');
-test('the Maildir group must be one of the service user\'s groups', { skip: mail ? false : 'no group "mail" on this system' }, () => {
-  assert.equal(maildirGroupProblem(undefined, svc), null);
-  assert.equal(maildirGroupProblem(4242, svc), null);
-  assert.match(maildirGroupProblem(mail!.gid, svc)!.problem, /delivery\.maildir\.group mail: user svc is not a member of group mail/);
-  assert.match(maildirGroupProblem(mail!.gid, svc)!.fix, /^adduser svc mail/);
-});
+test(
+  "the Maildir group must be one of the service user's groups",
+  { skip: mail ? false : 'no group "mail" on this system' },
+  () => {
+    assert.equal(maildirGroupProblem(undefined, svc), null);
+    assert.equal(maildirGroupProblem(4242, svc), null);
+    assert.match(
+      maildirGroupProblem(mail!.gid, svc)!.problem,
+      /delivery\.maildir\.group mail: user svc is not a member of group mail/,
+    );
+    assert.match(maildirGroupProblem(mail!.gid, svc)!.fix, /^adduser svc mail/);
+  },
+);

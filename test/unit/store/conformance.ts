@@ -12,26 +12,55 @@ export interface StoreHarness {
 }
 
 export const msg = (id: string, rcpts = 2): NewMessage => ({
-  id, org: 'contoso', receivedAt: Date.now(), mailFrom: 's@x.test', messageId: `<${id}@x>`,
-  envelope: { smtputf8: false }, inbound: { sessionId: 's', clientIp: '127.0.0.1', clientPort: 1, helo: 'h', protocol: 'ESMTPS', receivedBy: 'mx' },
+  id,
+  org: 'contoso',
+  receivedAt: Date.now(),
+  mailFrom: 's@x.test',
+  messageId: `<${id}@x>`,
+  envelope: { smtputf8: false },
+  inbound: { sessionId: 's', clientIp: '127.0.0.1', clientPort: 1, helo: 'h', protocol: 'ESMTPS', receivedBy: 'mx' },
   data: Buffer.from(`Subject: ${id}\r\n\r\nbody\r\n`),
-  recipients: Array.from({ length: rcpts }, (_, i) => ({ address: `r${i}@contoso.test`, org: 'contoso', route: 'local' as const })),
+  recipients: Array.from({ length: rcpts }, (_, i) => ({
+    address: `r${i}@contoso.test`,
+    org: 'contoso',
+    route: 'local' as const,
+  })),
 });
-const ok = (idx: number) => ({ idx, status: 'delivered' as const, reply: { code: 250, enhanced: '2.0.0', message: 'ok' }, agent: 'maildir' });
-const later = (idx: number) => ({ idx, status: 'deferred' as const, reply: { code: 451, enhanced: '4.3.0', message: 'later' }, agent: 'maildir' });
-const bounce = (idx: number) => ({ idx, status: 'failed' as const, reply: { code: 550, enhanced: '5.1.1', message: 'no such user' }, agent: 'smtp', detail: { host: 'mx.example', ip: '127.0.0.9' } });
+const ok = (idx: number) => ({
+  idx,
+  status: 'delivered' as const,
+  reply: { code: 250, enhanced: '2.0.0', message: 'ok' },
+  agent: 'maildir',
+});
+const later = (idx: number) => ({
+  idx,
+  status: 'deferred' as const,
+  reply: { code: 451, enhanced: '4.3.0', message: 'later' },
+  agent: 'maildir',
+});
+const bounce = (idx: number) => ({
+  idx,
+  status: 'failed' as const,
+  reply: { code: 550, enhanced: '5.1.1', message: 'no such user' },
+  agent: 'smtp',
+  detail: { host: 'mx.example', ip: '127.0.0.9' },
+});
 const DAY = 86_400_000;
 
 export function storeConformance(name: string, h: StoreHarness): void {
-  const t = (title: string, f: (s: Store, reopen: () => Promise<Store>) => Promise<void>): void => void test(`${name}: ${title}`, { skip: h.skip }, async () => {
-    const { store, reopen } = await h.fresh();
-    let current = store;
-    try {
-      await f(store, async () => { current = await reopen(); return current; });
-    } finally {
-      await current.close();
-    }
-  });
+  const t = (title: string, f: (s: Store, reopen: () => Promise<Store>) => Promise<void>): void =>
+    void test(`${name}: ${title}`, { skip: h.skip }, async () => {
+      const { store, reopen } = await h.fresh();
+      let current = store;
+      try {
+        await f(store, async () => {
+          current = await reopen();
+          return current;
+        });
+      } finally {
+        await current.close();
+      }
+    });
 
   t('concurrent enqueues commit together and survive reopening (resolved = committed)', async (s, reopen) => {
     await Promise.all(Array.from({ length: 50 }, (_, i) => s.enqueue(msg(`M${i}`))));
@@ -46,13 +75,22 @@ export function storeConformance(name: string, h: StoreHarness): void {
     assert.equal(m?.size, 'Subject: M7\r\n\r\nbody\r\n'.length);
     assert.match(m?.sha256 ?? '', /^[0-9a-f]{64}$/);
     assert.deepEqual(m?.inbound, msg('M7').inbound);
-    assert.deepEqual(m?.recipients.map((r) => [r.idx, r.address, r.status, r.attempts]), [[0, 'r0@contoso.test', 'pending', 0], [1, 'r1@contoso.test', 'pending', 0]]);
+    assert.deepEqual(
+      m?.recipients.map((r) => [r.idx, r.address, r.status, r.attempts]),
+      [
+        [0, 'r0@contoso.test', 'pending', 0],
+        [1, 'r1@contoso.test', 'pending', 0],
+      ],
+    );
   });
 
   t('a failing write in a batch fails alone', async (s) => {
     await s.enqueue(msg('DUP'));
     const results = await Promise.allSettled([s.enqueue(msg('A1')), s.enqueue(msg('DUP')), s.enqueue(msg('A2'))]);
-    assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
+    assert.deepEqual(
+      results.map((r) => r.status),
+      ['fulfilled', 'rejected', 'fulfilled'],
+    );
     assert.equal((await s.list()).length, 3);
     assert.equal((await s.data('DUP'))?.toString(), 'Subject: DUP\r\n\r\nbody\r\n', 'the first DUP is untouched');
   });
@@ -77,12 +115,20 @@ export function storeConformance(name: string, h: StoreHarness): void {
 
   t('claim takes at most limit, the longest due first, and only what is due', async (s) => {
     const now = Date.now();
-    for (const [id, due] of [['D3', now - 1000], ['D1', now - 3000], ['D2', now - 2000], ['LATER', now + 3_600_000]] as const) {
+    for (const [id, due] of [
+      ['D3', now - 1000],
+      ['D1', now - 3000],
+      ['D2', now - 2000],
+      ['LATER', now + 3_600_000],
+    ] as const) {
       await s.enqueue({ ...msg(id), receivedAt: due });
     }
     const first = await s.claim('A', 2, 60_000, now);
     assert.deepEqual(first.map((m) => m.id).sort(), ['D1', 'D2']);
-    assert.deepEqual((await s.claim('A', 10, 60_000, now)).map((m) => m.id), ['D3']);
+    assert.deepEqual(
+      (await s.claim('A', 10, 60_000, now)).map((m) => m.id),
+      ['D3'],
+    );
     assert.equal((await s.claim('A', 10, 60_000, now)).length, 0, 'LATER is not due');
   });
 
@@ -96,17 +142,27 @@ export function storeConformance(name: string, h: StoreHarness): void {
     assert.equal(m?.nextAttemptAt, next);
     assert.equal(m?.attempts, 1);
     assert.deepEqual(JSON.parse(m?.lastError ?? 'null'), later(1).reply);
-    assert.deepEqual(m?.recipients.map((r) => r.status), ['delivered', 'deferred']);
+    assert.deepEqual(
+      m?.recipients.map((r) => r.status),
+      ['delivered', 'deferred'],
+    );
     assert.deepEqual(m?.recipients[1].lastReply, later(1).reply);
     assert.equal((await s.claim('A', 10, 60_000)).length, 0, 'not due yet');
     assert.ok(await s.retryNow('C1'));
     const again = await s.claim('A', 10, 60_000);
-    assert.deepEqual(again[0].recipients.map((r) => r.idx), [1], 'only unfinished recipients are handed out');
+    assert.deepEqual(
+      again[0].recipients.map((r) => r.idx),
+      [1],
+      'only unfinished recipients are handed out',
+    );
     assert.equal(await s.complete('C1', 'A', [ok(1)], 0), 'done');
     m = await s.get('C1');
     assert.equal(m?.state, 'done');
     assert.equal(m?.attempts, 2);
-    assert.deepEqual(m?.recipients.map((r) => r.attempts), [1, 2]);
+    assert.deepEqual(
+      m?.recipients.map((r) => r.attempts),
+      [1, 2],
+    );
     assert.equal(await s.data('C1'), null);
     assert.equal((await s.trace('C1')).filter((e) => e.kind === 'delivery').length, 3);
   });
@@ -114,15 +170,32 @@ export function storeConformance(name: string, h: StoreHarness): void {
   t('complete records a failure with its details in the trace; the delay warning flag sticks', async (s) => {
     await s.enqueue(msg('F1'));
     await s.claim('A', 10, 60_000);
-    assert.equal(await s.complete('F1', 'A', [bounce(0), later(1)], Date.now() + 60_000, { delayWarned: true }), 'deferred');
+    assert.equal(
+      await s.complete('F1', 'A', [bounce(0), later(1)], Date.now() + 60_000, { delayWarned: true }),
+      'deferred',
+    );
     assert.equal((await s.get('F1'))?.delayWarned, true);
     await s.retryNow('F1');
     await s.claim('A', 10, 60_000);
     await s.complete('F1', 'A', [later(1)], Date.now() + 60_000);
     assert.equal((await s.get('F1'))?.delayWarned, true, 'once warned, always warned');
     const trace = await s.trace('F1');
-    assert.deepEqual(trace[0].data, { rcpt: 0, status: 'failed', agent: 'smtp', reply: bounce(0).reply, host: 'mx.example', ip: '127.0.0.9' });
-    assert.deepEqual(trace.map((e) => [e.kind, e.data.rcpt, e.data.status]), [['delivery', 0, 'failed'], ['delivery', 1, 'deferred'], ['delivery', 1, 'deferred']]);
+    assert.deepEqual(trace[0].data, {
+      rcpt: 0,
+      status: 'failed',
+      agent: 'smtp',
+      reply: bounce(0).reply,
+      host: 'mx.example',
+      ip: '127.0.0.9',
+    });
+    assert.deepEqual(
+      trace.map((e) => [e.kind, e.data.rcpt, e.data.status]),
+      [
+        ['delivery', 0, 'failed'],
+        ['delivery', 1, 'deferred'],
+        ['delivery', 1, 'deferred'],
+      ],
+    );
     assert.ok(trace.every((e) => typeof e.ts === 'number' && e.ts > 0));
   });
 
@@ -133,31 +206,58 @@ export function storeConformance(name: string, h: StoreHarness): void {
     assert.equal(await s.complete('T1', 'A', [ok(0), ok(1)], 0), 'fenced', 'B holds it now');
     const m = await s.get('T1');
     assert.equal(m?.state, 'active');
-    assert.deepEqual(m?.recipients.map((r) => [r.status, r.attempts]), [['pending', 0], ['pending', 0]], 'no outcome recorded');
+    assert.deepEqual(
+      m?.recipients.map((r) => [r.status, r.attempts]),
+      [
+        ['pending', 0],
+        ['pending', 0],
+      ],
+      'no outcome recorded',
+    );
     assert.deepEqual(await s.trace('T1'), [], 'no trace event');
     assert.ok(await s.data('T1'), 'data kept for the lease holder');
     assert.equal(await s.complete('NOPE', 'A', [], 0), null, 'unknown message');
   });
 
-  t('fencing generation: every claim moves it on; a completion carrying an older one is refused, the current one applies', async (s) => {
-    await s.enqueue(msg('G1'));
-    const [first] = await s.claim('A', 10, 1000);
-    assert.equal(first.leaseGen, 1);
-    // A's lease expires; another node takes the message over, its lease expires too, and A claims it again.
-    const [second] = await s.claim('B', 10, 1000, Date.now() + 2000);
-    assert.equal(second.leaseGen, 2);
-    const [third] = await s.claim('A', 10, 60_000, Date.now() + 4000);
-    assert.equal(third.leaseGen, 3);
-    assert.equal(await s.complete('G1', 'A', [ok(0), ok(1)], 0, { gen: first.leaseGen }), 'fenced', 'same owner, stale generation');
-    assert.equal(await s.complete('G1', 'B', [ok(0), ok(1)], 0, { gen: second.leaseGen }), 'fenced', 'no longer the owner');
-    assert.equal((await s.get('G1'))?.recipients.every((r) => r.status === 'pending'), true);
-    assert.equal(await s.complete('G1', 'A', [ok(0), later(1)], Date.now() + 60_000, { gen: third.leaseGen }), 'deferred');
-    const after = await s.get('G1');
-    assert.deepEqual(after?.recipients.map((r) => r.status), ['delivered', 'deferred']);
-    const held = await s.enqueue(msg('G2'), { owner: 'W', ms: 60_000 });
-    assert.equal(held.leaseGen, 1, 'a message stored leased is claim number 1');
-    assert.equal((await s.get('G2'))?.leaseGen, 1);
-  });
+  t(
+    'fencing generation: every claim moves it on; a completion carrying an older one is refused, the current one applies',
+    async (s) => {
+      await s.enqueue(msg('G1'));
+      const [first] = await s.claim('A', 10, 1000);
+      assert.equal(first.leaseGen, 1);
+      // A's lease expires; another node takes the message over, its lease expires too, and A claims it again.
+      const [second] = await s.claim('B', 10, 1000, Date.now() + 2000);
+      assert.equal(second.leaseGen, 2);
+      const [third] = await s.claim('A', 10, 60_000, Date.now() + 4000);
+      assert.equal(third.leaseGen, 3);
+      assert.equal(
+        await s.complete('G1', 'A', [ok(0), ok(1)], 0, { gen: first.leaseGen }),
+        'fenced',
+        'same owner, stale generation',
+      );
+      assert.equal(
+        await s.complete('G1', 'B', [ok(0), ok(1)], 0, { gen: second.leaseGen }),
+        'fenced',
+        'no longer the owner',
+      );
+      assert.equal(
+        (await s.get('G1'))?.recipients.every((r) => r.status === 'pending'),
+        true,
+      );
+      assert.equal(
+        await s.complete('G1', 'A', [ok(0), later(1)], Date.now() + 60_000, { gen: third.leaseGen }),
+        'deferred',
+      );
+      const after = await s.get('G1');
+      assert.deepEqual(
+        after?.recipients.map((r) => r.status),
+        ['delivered', 'deferred'],
+      );
+      const held = await s.enqueue(msg('G2'), { owner: 'W', ms: 60_000 });
+      assert.equal(held.leaseGen, 1, 'a message stored leased is claim number 1');
+      assert.equal((await s.get('G2'))?.leaseGen, 1);
+    },
+  );
 
   t('renew extends only the leases the owner still holds, at the generation it holds', async (s) => {
     for (const id of ['W1', 'W2', 'W3']) await s.enqueue(msg(id));
@@ -166,21 +266,45 @@ export function storeConformance(name: string, h: StoreHarness): void {
     const gen = new Map(mine.map((m) => [m.id, m.leaseGen]));
     // The leases expire; B takes one of the messages over before A renews.
     const [{ id: taken }] = await s.claim('B', 1, 60_000, now + 2000);
-    const renewed = await s.renew('A', mine.map((m) => ({ id: m.id, gen: gen.get(m.id)! })), 30_000, now + 2000);
-    assert.deepEqual(renewed.sort(), mine.map((m) => m.id).filter((id) => id !== taken).sort(), 'the one B took is not renewed');
-    assert.equal((await s.claim('C', 10, 60_000, now + 20_000)).length, 0, 'renewed leases hold past their first expiry');
+    const renewed = await s.renew(
+      'A',
+      mine.map((m) => ({ id: m.id, gen: gen.get(m.id)! })),
+      30_000,
+      now + 2000,
+    );
+    assert.deepEqual(
+      renewed.sort(),
+      mine
+        .map((m) => m.id)
+        .filter((id) => id !== taken)
+        .sort(),
+      'the one B took is not renewed',
+    );
+    assert.equal(
+      (await s.claim('C', 10, 60_000, now + 20_000)).length,
+      0,
+      'renewed leases hold past their first expiry',
+    );
     const later = await s.claim('C', 10, 60_000, now + 33_000);
     assert.deepEqual(later.map((m) => m.id).sort(), renewed.sort(), 'and expire when no longer renewed');
-    assert.deepEqual(await s.renew('A', [{ id: renewed[0], gen: gen.get(renewed[0])! }], 30_000), [], 'taken over by C: not renewed');
+    assert.deepEqual(
+      await s.renew('A', [{ id: renewed[0], gen: gen.get(renewed[0])! }], 30_000),
+      [],
+      'taken over by C: not renewed',
+    );
     assert.deepEqual(await s.renew('A', [], 30_000), []);
   });
 
-  t('releaseLeases(owner) releases that owner\'s leases only; without an owner, every lease', async (s) => {
+  t("releaseLeases(owner) releases that owner's leases only; without an owner, every lease", async (s) => {
     for (const id of ['O1', 'O2', 'O3']) await s.enqueue(msg(id));
     await s.claim('A', 2, 3_600_000);
     await s.claim('B', 1, 3_600_000);
     assert.equal(await s.releaseLeases('A'), 2);
-    assert.deepEqual((await s.list({ states: ['active'] })).map((m) => m.id), ['O3'], 'B keeps its lease');
+    assert.deepEqual(
+      (await s.list({ states: ['active'] })).map((m) => m.id),
+      ['O3'],
+      'B keeps its lease',
+    );
     assert.equal(await s.releaseLeases('nobody'), 0);
     assert.equal(await s.releaseLeases(), 1);
   });
@@ -188,7 +312,14 @@ export function storeConformance(name: string, h: StoreHarness): void {
   t('heartbeat, nodes (with the leases each holds) and depth by state', async (s) => {
     assert.deepEqual(await s.nodes(), []);
     const t0 = Date.now();
-    const a = { id: 'mx1:/var/lib/portcullis', version: '0.1.0', configHash: 'h1', host: 'mx1', pid: 11, startedAt: t0 - 5000 };
+    const a = {
+      id: 'mx1:/var/lib/portcullis',
+      version: '0.1.0',
+      configHash: 'h1',
+      host: 'mx1',
+      pid: 11,
+      startedAt: t0 - 5000,
+    };
     await s.heartbeat(a, t0 - 1000);
     await s.heartbeat({ ...a, id: 'mx2:/var/lib/portcullis', host: 'mx2', configHash: 'h2' }, t0 - 500);
     await s.heartbeat(a, t0);
@@ -196,7 +327,13 @@ export function storeConformance(name: string, h: StoreHarness): void {
     const t1 = Date.now();
     await s.claim(a.id, 2, 60_000, t1);
     const nodes = await s.nodes(t1 + 1000);
-    assert.deepEqual(nodes.map((n) => [n.id, n.lastHeartbeat, n.leases, n.configHash]), [[a.id, t0, 2, 'h1'], ['mx2:/var/lib/portcullis', t0 - 500, 0, 'h2']]);
+    assert.deepEqual(
+      nodes.map((n) => [n.id, n.lastHeartbeat, n.leases, n.configHash]),
+      [
+        [a.id, t0, 2, 'h1'],
+        ['mx2:/var/lib/portcullis', t0 - 500, 0, 'h2'],
+      ],
+    );
     assert.deepEqual({ ...nodes[0], lastHeartbeat: 0, leases: 0 }, { ...a, lastHeartbeat: 0, leases: 0 });
     assert.equal((await s.nodes(t1 + 61_000))[0].leases, 0, 'expired leases are not held');
     assert.deepEqual(await s.depth(), { incoming: 1, active: 2, deferred: 0, held: 0, done: 0 });
@@ -236,35 +373,117 @@ export function storeConformance(name: string, h: StoreHarness): void {
     const t0 = Date.now() - 10_000;
     await s.enqueue({ ...msg('S1'), receivedAt: t0, mailFrom: 'Alice@X.test' });
     await s.enqueue({ ...msg('S2'), receivedAt: t0 + 1000, messageId: '<abc@x>' });
-    await s.enqueue({ ...msg('S3', 1), receivedAt: t0 + 2000, recipients: [{ address: 'Bob@Contoso.test', org: 'contoso', route: 'remote', notify: 'FAILURE', orcpt: 'rfc822;bob@contoso.test' }] });
+    await s.enqueue({
+      ...msg('S3', 1),
+      receivedAt: t0 + 2000,
+      recipients: [
+        {
+          address: 'Bob@Contoso.test',
+          org: 'contoso',
+          route: 'remote',
+          notify: 'FAILURE',
+          orcpt: 'rfc822;bob@contoso.test',
+        },
+      ],
+    });
     assert.equal(await s.get('NOPE'), null);
     const s3 = await s.get('S3');
-    assert.deepEqual(s3?.recipients[0], { idx: 0, address: 'Bob@Contoso.test', org: 'contoso', route: 'remote', status: 'pending', attempts: 0, notify: 'FAILURE', orcpt: 'rfc822;bob@contoso.test' });
-    assert.deepEqual((await s.list()).map((m) => m.id), ['S1', 'S2', 'S3'], 'oldest first');
-    assert.deepEqual((await s.list({ limit: 2 })).map((m) => m.id), ['S1', 'S2']);
+    assert.deepEqual(s3?.recipients[0], {
+      idx: 0,
+      address: 'Bob@Contoso.test',
+      org: 'contoso',
+      route: 'remote',
+      status: 'pending',
+      attempts: 0,
+      notify: 'FAILURE',
+      orcpt: 'rfc822;bob@contoso.test',
+    });
+    assert.deepEqual(
+      (await s.list()).map((m) => m.id),
+      ['S1', 'S2', 'S3'],
+      'oldest first',
+    );
+    assert.deepEqual(
+      (await s.list({ limit: 2 })).map((m) => m.id),
+      ['S1', 'S2'],
+    );
     await s.claim('A', 1, 60_000);
     await s.complete('S1', 'A', [ok(0), ok(1)], 0);
-    assert.deepEqual((await s.list()).map((m) => m.id), ['S2', 'S3'], 'done messages are not listed by default');
-    assert.deepEqual((await s.list({ states: ['done'] })).map((m) => m.id), ['S1']);
-    assert.deepEqual((await s.search({})).map((m) => m.id), ['S3', 'S2', 'S1'], 'newest first, any state');
-    assert.deepEqual((await s.search({ queueId: 'S2' })).map((m) => m.id), ['S2']);
-    assert.deepEqual((await s.search({ messageId: 'abc@x' })).map((m) => m.id), ['S2'], 'with or without <>');
-    assert.deepEqual((await s.search({ messageId: '<abc@x>' })).map((m) => m.id), ['S2']);
-    assert.deepEqual((await s.search({ sender: 'alice@x.TEST' })).map((m) => m.id), ['S1'], 'sender: any case');
-    assert.deepEqual((await s.search({ recipient: 'bob@contoso.test' })).map((m) => m.id), ['S3'], 'recipient: any case');
-    assert.deepEqual((await s.search({ since: t0 + 500, until: t0 + 1500 })).map((m) => m.id), ['S2']);
-    assert.deepEqual((await s.search({ limit: 1 })).map((m) => m.id), ['S3']);
-    assert.deepEqual((await s.search({ sender: 's@x.test', recipient: 'r0@contoso.test' })).map((m) => m.id), ['S2'], 'every criterion');
+    assert.deepEqual(
+      (await s.list()).map((m) => m.id),
+      ['S2', 'S3'],
+      'done messages are not listed by default',
+    );
+    assert.deepEqual(
+      (await s.list({ states: ['done'] })).map((m) => m.id),
+      ['S1'],
+    );
+    assert.deepEqual(
+      (await s.search({})).map((m) => m.id),
+      ['S3', 'S2', 'S1'],
+      'newest first, any state',
+    );
+    assert.deepEqual(
+      (await s.search({ queueId: 'S2' })).map((m) => m.id),
+      ['S2'],
+    );
+    assert.deepEqual(
+      (await s.search({ messageId: 'abc@x' })).map((m) => m.id),
+      ['S2'],
+      'with or without <>',
+    );
+    assert.deepEqual(
+      (await s.search({ messageId: '<abc@x>' })).map((m) => m.id),
+      ['S2'],
+    );
+    assert.deepEqual(
+      (await s.search({ sender: 'alice@x.TEST' })).map((m) => m.id),
+      ['S1'],
+      'sender: any case',
+    );
+    assert.deepEqual(
+      (await s.search({ recipient: 'bob@contoso.test' })).map((m) => m.id),
+      ['S3'],
+      'recipient: any case',
+    );
+    assert.deepEqual(
+      (await s.search({ since: t0 + 500, until: t0 + 1500 })).map((m) => m.id),
+      ['S2'],
+    );
+    assert.deepEqual(
+      (await s.search({ limit: 1 })).map((m) => m.id),
+      ['S3'],
+    );
+    assert.deepEqual(
+      (await s.search({ sender: 's@x.test', recipient: 'r0@contoso.test' })).map((m) => m.id),
+      ['S2'],
+      'every criterion',
+    );
   });
 
   t('message data is kept byte for byte (every octet value, large)', async (s) => {
-    const data = Buffer.concat([Buffer.from('Subject: bin\r\n\r\n'), Buffer.from(Array.from({ length: 256 }, (_, i) => i)), Buffer.alloc(3_000_000, 0x41)]);
-    await s.enqueue({ ...msg('B1'), data, messageId: undefined, envelope: { smtputf8: true, body: '8BITMIME', longestLine: 3_000_000, ret: 'HDRS', envid: 'e1' } });
+    const data = Buffer.concat([
+      Buffer.from('Subject: bin\r\n\r\n'),
+      Buffer.from(Array.from({ length: 256 }, (_, i) => i)),
+      Buffer.alloc(3_000_000, 0x41),
+    ]);
+    await s.enqueue({
+      ...msg('B1'),
+      data,
+      messageId: undefined,
+      envelope: { smtputf8: true, body: '8BITMIME', longestLine: 3_000_000, ret: 'HDRS', envid: 'e1' },
+    });
     const got = await s.data('B1');
     assert.ok(got && got.equals(data));
     const m = await s.get('B1');
     assert.equal(m?.messageId, undefined);
-    assert.deepEqual(m?.envelope, { smtputf8: true, body: '8BITMIME', longestLine: 3_000_000, ret: 'HDRS', envid: 'e1' });
+    assert.deepEqual(m?.envelope, {
+      smtputf8: true,
+      body: '8BITMIME',
+      longestLine: 3_000_000,
+      ret: 'HDRS',
+      envid: 'e1',
+    });
     assert.equal(await s.data('NOPE'), null);
   });
 
@@ -276,10 +495,17 @@ export function storeConformance(name: string, h: StoreHarness): void {
     assert.deepEqual(r, { deleted: true, recipients: 1 });
     const m = await s.get('D1');
     assert.equal(m?.state, 'done');
-    assert.deepEqual(m?.recipients.map((x) => x.status), ['delivered', 'deleted'], 'only the open recipient is deleted');
+    assert.deepEqual(
+      m?.recipients.map((x) => x.status),
+      ['delivered', 'deleted'],
+      'only the open recipient is deleted',
+    );
     assert.equal(await s.data('D1'), null, 'the message data is gone');
     const trace = await s.trace('D1');
-    assert.deepEqual(trace.map((e) => e.kind), ['delivery', 'delivery', 'deleted']);
+    assert.deepEqual(
+      trace.map((e) => e.kind),
+      ['delivery', 'delivery', 'deleted'],
+    );
     assert.deepEqual(trace[2].data, { by: 'alice', rcpts: [1], state: 'deferred' });
     assert.equal((await s.claim('A', 10, 60_000, Date.now() + 3_600_000)).length, 0, 'never claimed again');
     assert.equal((await s.search({ queueId: 'D1' })).length, 1, 'trace still finds it');
@@ -298,7 +524,12 @@ export function storeConformance(name: string, h: StoreHarness): void {
   t('purgeDone forgets only done messages that finished before the cut-off, oldest first, in batches', async (s) => {
     const t0 = Date.now();
     // Done at explicit times (deleted by an administrator then), and messages still queued.
-    for (const [id, age] of [['OLD3', 33], ['OLD1', 40], ['OLD2', 35], ['NEW', 1]] as const) {
+    for (const [id, age] of [
+      ['OLD3', 33],
+      ['OLD1', 40],
+      ['OLD2', 35],
+      ['NEW', 1],
+    ] as const) {
       await s.enqueue({ ...msg(id), receivedAt: t0 - (age + 1) * DAY });
       await s.deleteQueued(id, 'root', t0 - age * DAY);
     }
@@ -306,7 +537,7 @@ export function storeConformance(name: string, h: StoreHarness): void {
     await s.enqueue(msg('DELIVERED'));
     await s.claim('A', 10, 60_000);
     await s.complete('DELIVERED', 'A', [ok(0), ok(1)], 0);
-    await s.claim('A', 10, 60_000, t0 + 1);   // WAITING: in delivery, received 100 days ago
+    await s.claim('A', 10, 60_000, t0 + 1); // WAITING: in delivery, received 100 days ago
     await s.releaseLeases();
 
     const cut = t0 - 30 * DAY;
@@ -320,7 +551,11 @@ export function storeConformance(name: string, h: StoreHarness): void {
       assert.deepEqual(await s.trace(id), [], `${id}: events gone`);
       assert.equal((await s.search({ queueId: id })).length, 0);
     }
-    assert.equal((await s.search({ recipient: 'r0@contoso.test' })).length, 3, 'recipients of forgotten messages are gone');
+    assert.equal(
+      (await s.search({ recipient: 'r0@contoso.test' })).length,
+      3,
+      'recipients of forgotten messages are gone',
+    );
     for (const id of ['NEW', 'WAITING', 'DELIVERED']) assert.ok(await s.get(id), `${id} kept`);
     assert.equal((await s.trace('NEW')).length, 1);
     assert.equal((await s.trace('DELIVERED')).length, 2);

@@ -17,20 +17,38 @@ import { msg } from './conformance.ts';
 
 const skip = postgresMissing;
 let pg: PgInstance | undefined;
-before(async () => { if (!skip) pg = await startPostgres(); });
-after(async () => { await pg?.destroy(); });
+before(async () => {
+  if (!skip) pg = await startPostgres();
+});
+after(async () => {
+  await pg?.destroy();
+});
 
-const ok = (idx: number) => ({ idx, status: 'delivered' as const, reply: { code: 250, enhanced: '2.0.0', message: 'ok' }, agent: 'maildir' });
-const later = (idx: number) => ({ idx, status: 'deferred' as const, reply: { code: 451, enhanced: '4.3.0', message: 'later' }, agent: 'smtp', detail: { host: 'h' } });
+const ok = (idx: number) => ({
+  idx,
+  status: 'delivered' as const,
+  reply: { code: 250, enhanced: '2.0.0', message: 'ok' },
+  agent: 'maildir',
+});
+const later = (idx: number) => ({
+  idx,
+  status: 'deferred' as const,
+  reply: { code: 451, enhanced: '4.3.0', message: 'later' },
+  agent: 'smtp',
+  detail: { host: 'h' },
+});
 
 /** A stopped single-node queue: 10 messages, the even ones delivered, the odd ones deferred once; one deleted. */
 async function sourceQueue(): Promise<string> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pc-copy-'));
   const s = new SqliteStore(dir);
-  for (let i = 0; i < 10; i++) await s.enqueue({ ...msg(`Q${String(i).padStart(2, '0')}`), receivedAt: Date.now() - 10_000 + i });
+  for (let i = 0; i < 10; i++)
+    await s.enqueue({ ...msg(`Q${String(i).padStart(2, '0')}`), receivedAt: Date.now() - 10_000 + i });
   for (const m of await s.claim('A', 10, 60_000)) {
     const n = Number(m.id.slice(1));
-    await s.complete(m.id, 'A', n % 2 ? [ok(0), later(1)] : [ok(0), ok(1)], Date.now() + 3_600_000, { delayWarned: n === 3 });
+    await s.complete(m.id, 'A', n % 2 ? [ok(0), later(1)] : [ok(0), ok(1)], Date.now() + 3_600_000, {
+      delayWarned: n === 3,
+    });
   }
   await s.deleteQueued('Q09', 'alice');
   await s.close();
@@ -40,7 +58,9 @@ async function sourceQueue(): Promise<string> {
 /** Every message with its recipients, trace and data, as the store interface shows them. */
 async function snapshot(s: Store): Promise<unknown[]> {
   const all = await s.list({ states: ['incoming', 'active', 'deferred', 'held', 'done'] });
-  return Promise.all(all.map(async (m) => ({ m, trace: await s.trace(m.id), data: (await s.data(m.id))?.toString('base64') ?? null })));
+  return Promise.all(
+    all.map(async (m) => ({ m, trace: await s.trace(m.id), data: (await s.data(m.id))?.toString('base64') ?? null })),
+  );
 }
 
 test('store copy: everything arrives once and reads the same through the store interface', { skip }, async () => {
@@ -48,14 +68,47 @@ test('store copy: everything arrives once and reads the same through the store i
   const target = await PostgresStore.open(await pg!.createDatabase());
   try {
     const counts = await copySqliteToPostgres(dir, target, { batchSize: 4 });
-    assert.deepEqual({ ...counts, differ: counts.differ.length }, { source: 10, messages: 10, bodies: 4, recipients: 20, events: 21, present: 0, differ: 0, tokens: 0, auditEntries: 0, reportCounts: 0 });
+    assert.deepEqual(
+      { ...counts, differ: counts.differ.length },
+      {
+        source: 10,
+        messages: 10,
+        bodies: 4,
+        recipients: 20,
+        events: 21,
+        present: 0,
+        differ: 0,
+        tokens: 0,
+        auditEntries: 0,
+        reportCounts: 0,
+      },
+    );
     const src = new SqliteStore(dir, { readonly: true });
     assert.deepEqual(await snapshot(target), await snapshot(src));
     await src.close();
     const again = await copySqliteToPostgres(dir, target, { batchSize: 4 });
-    assert.deepEqual({ ...again, differ: again.differ.length }, { source: 10, messages: 0, bodies: 0, recipients: 0, events: 0, present: 10, differ: 0, tokens: 0, auditEntries: 0, reportCounts: 0 });
+    assert.deepEqual(
+      { ...again, differ: again.differ.length },
+      {
+        source: 10,
+        messages: 0,
+        bodies: 0,
+        recipients: 0,
+        events: 0,
+        present: 10,
+        differ: 0,
+        tokens: 0,
+        auditEntries: 0,
+        reportCounts: 0,
+      },
+    );
     // The queue on PostgreSQL works on as usual: the deferred ones are claimable when due.
-    assert.deepEqual((await target.claim('B', 10, 60_000, Date.now() + 3_700_000)).map((m) => m.id).sort(), ['Q01', 'Q03', 'Q05', 'Q07']);
+    assert.deepEqual((await target.claim('B', 10, 60_000, Date.now() + 3_700_000)).map((m) => m.id).sort(), [
+      'Q01',
+      'Q03',
+      'Q05',
+      'Q07',
+    ]);
   } finally {
     await target.close();
   }
@@ -66,7 +119,15 @@ test('store copy: a copy interrupted half-way completes when run again, nothing 
   const url = await pg!.createDatabase();
   let target = await PostgresStore.open(url);
   let batches = 0;
-  await assert.rejects(copySqliteToPostgres(dir, target, { batchSize: 3, onBatch: () => { if (++batches === 2) throw new Error('killed'); } }), /killed/);
+  await assert.rejects(
+    copySqliteToPostgres(dir, target, {
+      batchSize: 3,
+      onBatch: () => {
+        if (++batches === 2) throw new Error('killed');
+      },
+    }),
+    /killed/,
+  );
   await target.close();
   target = await PostgresStore.open(url);
   try {
@@ -82,52 +143,110 @@ test('store copy: a copy interrupted half-way completes when run again, nothing 
   }
 });
 
-test('store copy: refuses a queue whose write lock another process holds; reports messages changed after a first copy', { skip }, async () => {
-  const dir = await sourceQueue();
-  const target = await PostgresStore.open(await pg!.createDatabase());
-  try {
-    const holder = new Database(queueFile(dir));
-    holder.exec('BEGIN IMMEDIATE');
-    await assert.rejects(copySqliteToPostgres(dir, target), /queue\.sqlite is in use: another process holds its write lock[\s\S]*fix: stop the server that uses this dataDir/);
-    holder.exec('ROLLBACK');
-    holder.close();
-    await copySqliteToPostgres(dir, target);
-    const s = new SqliteStore(dir);
-    await s.retryNow('Q01');
-    await s.close();
-    const again = await copySqliteToPostgres(dir, target);
-    assert.deepEqual(again.differ, ['Q01'], 'changed in SQLite after the copy: PostgreSQL keeps its copy, and says so');
-  } finally {
-    await target.close();
-  }
-});
+test(
+  'store copy: refuses a queue whose write lock another process holds; reports messages changed after a first copy',
+  { skip },
+  async () => {
+    const dir = await sourceQueue();
+    const target = await PostgresStore.open(await pg!.createDatabase());
+    try {
+      const holder = new Database(queueFile(dir));
+      holder.exec('BEGIN IMMEDIATE');
+      await assert.rejects(
+        copySqliteToPostgres(dir, target),
+        /queue\.sqlite is in use: another process holds its write lock[\s\S]*fix: stop the server that uses this dataDir/,
+      );
+      holder.exec('ROLLBACK');
+      holder.close();
+      await copySqliteToPostgres(dir, target);
+      const s = new SqliteStore(dir);
+      await s.retryNow('Q01');
+      await s.close();
+      const again = await copySqliteToPostgres(dir, target);
+      assert.deepEqual(
+        again.differ,
+        ['Q01'],
+        'changed in SQLite after the copy: PostgreSQL keeps its copy, and says so',
+      );
+    } finally {
+      await target.close();
+    }
+  },
+);
 
-test('store copy: admin API tokens, the audit log and report counters arrive once; new audit entries follow the copied ones', { skip }, async () => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'pc-copy-admin-'));
-  const s = new SqliteStore(dir);
-  await s.createToken({ id: 'T1', name: 'ops', org: null, hash: 'h1', createdAt: 1000, createdBy: 'root' });
-  await s.createToken({ id: 'T2', name: 'contoso-admin', org: 'contoso', hash: 'h2', createdAt: 2000, createdBy: 'alice' });
-  await s.revokeToken('T1', 3000);
-  for (let i = 0; i < 5; i++) await s.appendAudit({ ts: 100 + i, actor: 'ops', org: null, action: 'queue.retry', target: `Q${i}`, targetOrg: 'contoso', result: 'ok', status: 200 });
-  const t0 = Date.UTC(2026, 0, 10);
-  await s.addReportCounts(Array.from({ length: 7 }, (_, i) => ({ kind: 'k', org: '*', bucket: t0 + i * 3_600_000, d1: 'TLSv1.3', n: i + 1 })));
-  await s.close();
-  const target = await PostgresStore.open(await pg!.createDatabase());
-  try {
-    const counts = await copySqliteToPostgres(dir, target, { batchSize: 3 });
-    assert.deepEqual([counts.tokens, counts.auditEntries, counts.reportCounts], [2, 5, 7]);
-    const src = new SqliteStore(dir, { readonly: true });
-    assert.deepEqual(await target.tokens(), await src.tokens());
-    assert.deepEqual(await target.auditLog({}), await src.auditLog({}));
-    await src.close();
-    assert.deepEqual(await target.tokenByHash('h2'), { id: 'T2', name: 'contoso-admin', org: 'contoso', createdAt: 2000, createdBy: 'alice' });
-    assert.deepEqual(await target.sumReportCounts({ kind: 'k', org: '*', from: t0, until: t0 + 86_400_000, by: [] }), [{ n: 28 }]);
-    const again = await copySqliteToPostgres(dir, target, { batchSize: 3 });
-    assert.deepEqual([again.tokens, again.auditEntries, again.reportCounts], [0, 0, 0], 'nothing twice');
-    assert.deepEqual(await target.sumReportCounts({ kind: 'k', org: '*', from: t0, until: t0 + 86_400_000, by: [] }), [{ n: 28 }]);
-    const next = await target.appendAudit({ ts: 200, actor: 'ops', org: null, action: 'config.reload', result: 'ok' });
-    assert.equal(next, 6, 'the audit log continues after the copied entries');
-  } finally {
-    await target.close();
-  }
-});
+test(
+  'store copy: admin API tokens, the audit log and report counters arrive once; new audit entries follow the copied ones',
+  { skip },
+  async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'pc-copy-admin-'));
+    const s = new SqliteStore(dir);
+    await s.createToken({ id: 'T1', name: 'ops', org: null, hash: 'h1', createdAt: 1000, createdBy: 'root' });
+    await s.createToken({
+      id: 'T2',
+      name: 'contoso-admin',
+      org: 'contoso',
+      hash: 'h2',
+      createdAt: 2000,
+      createdBy: 'alice',
+    });
+    await s.revokeToken('T1', 3000);
+    for (let i = 0; i < 5; i++)
+      await s.appendAudit({
+        ts: 100 + i,
+        actor: 'ops',
+        org: null,
+        action: 'queue.retry',
+        target: `Q${i}`,
+        targetOrg: 'contoso',
+        result: 'ok',
+        status: 200,
+      });
+    const t0 = Date.UTC(2026, 0, 10);
+    await s.addReportCounts(
+      Array.from({ length: 7 }, (_, i) => ({
+        kind: 'k',
+        org: '*',
+        bucket: t0 + i * 3_600_000,
+        d1: 'TLSv1.3',
+        n: i + 1,
+      })),
+    );
+    await s.close();
+    const target = await PostgresStore.open(await pg!.createDatabase());
+    try {
+      const counts = await copySqliteToPostgres(dir, target, { batchSize: 3 });
+      assert.deepEqual([counts.tokens, counts.auditEntries, counts.reportCounts], [2, 5, 7]);
+      const src = new SqliteStore(dir, { readonly: true });
+      assert.deepEqual(await target.tokens(), await src.tokens());
+      assert.deepEqual(await target.auditLog({}), await src.auditLog({}));
+      await src.close();
+      assert.deepEqual(await target.tokenByHash('h2'), {
+        id: 'T2',
+        name: 'contoso-admin',
+        org: 'contoso',
+        createdAt: 2000,
+        createdBy: 'alice',
+      });
+      assert.deepEqual(
+        await target.sumReportCounts({ kind: 'k', org: '*', from: t0, until: t0 + 86_400_000, by: [] }),
+        [{ n: 28 }],
+      );
+      const again = await copySqliteToPostgres(dir, target, { batchSize: 3 });
+      assert.deepEqual([again.tokens, again.auditEntries, again.reportCounts], [0, 0, 0], 'nothing twice');
+      assert.deepEqual(
+        await target.sumReportCounts({ kind: 'k', org: '*', from: t0, until: t0 + 86_400_000, by: [] }),
+        [{ n: 28 }],
+      );
+      const next = await target.appendAudit({
+        ts: 200,
+        actor: 'ops',
+        org: null,
+        action: 'config.reload',
+        result: 'ok',
+      });
+      assert.equal(next, 6, 'the audit log continues after the copied entries');
+    } finally {
+      await target.close();
+    }
+  },
+);

@@ -34,42 +34,87 @@ async function openssl(label: string, leaf: Issued, intermediates: Issued[], rec
   writeFileSync(`${base}.key`, leaf.keyPem);
   writeFileSync(`${base}.chain`, intermediates.map(pem).join('') || pem(leaf));
   const port = await freePort();
-  const server = spawn('openssl', ['s_server', '-accept', `${HOST}:${port}`, '-cert', `${base}.crt`, '-key', `${base}.key`,
-    ...(intermediates.length ? ['-cert_chain', `${base}.chain`] : []), '-naccept', '1'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const server = spawn(
+    'openssl',
+    [
+      's_server',
+      '-accept',
+      `${HOST}:${port}`,
+      '-cert',
+      `${base}.crt`,
+      '-key',
+      `${base}.key`,
+      ...(intermediates.length ? ['-cert_chain', `${base}.chain`] : []),
+      '-naccept',
+      '1',
+    ],
+    { stdio: ['pipe', 'pipe', 'pipe'] },
+  );
   try {
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error('s_server did not start')), 10_000);
-      server.stdout.on('data', (d: Buffer) => { if (d.toString().includes('ACCEPT')) { clearTimeout(t); resolve(); } });
-      server.once('exit', (c) => { clearTimeout(t); reject(new Error(`s_server exited ${c}`)); });
+      server.stdout.on('data', (d: Buffer) => {
+        if (d.toString().includes('ACCEPT')) {
+          clearTimeout(t);
+          resolve();
+        }
+      });
+      server.once('exit', (c) => {
+        clearTimeout(t);
+        reject(new Error(`s_server exited ${c}`));
+      });
     });
     // -dane_ee_no_namechecks: DANE-EE(3) ignores names, as RFC 7672 §3.1.1 requires for SMTP.
-    const args = ['s_client', '-connect', `${HOST}:${port}`, '-dane_tlsa_domain', NAME, '-dane_ee_no_namechecks', '-verify_return_error', '-brief',
-      ...records.flatMap((r) => ['-dane_tlsa_rrdata', formatTlsa(r)])];
+    const args = [
+      's_client',
+      '-connect',
+      `${HOST}:${port}`,
+      '-dane_tlsa_domain',
+      NAME,
+      '-dane_ee_no_namechecks',
+      '-verify_return_error',
+      '-brief',
+      ...records.flatMap((r) => ['-dane_tlsa_rrdata', formatTlsa(r)]),
+    ];
     return await new Promise<boolean>((resolve) => {
-      const c = execFile('openssl', args, { timeout: 10_000 }, (err, _out, errText) => resolve(!err && /Verification: OK/.test(String(errText))));
+      const c = execFile('openssl', args, { timeout: 10_000 }, (err, _out, errText) =>
+        resolve(!err && /Verification: OK/.test(String(errText))),
+      );
       c.stdin?.end();
     });
-  } finally { server.kill('SIGKILL'); }
+  } finally {
+    server.kill('SIGKILL');
+  }
 }
 
-let root: Issued; let int: Issued; let otherInt: Issued; let oldInt: Issued;
-let leaf: Issued; let stranger: Issued; let expiredLeaf: Issued; let underOld: Issued;
+let root: Issued;
+let int: Issued;
+let otherInt: Issued;
+let oldInt: Issued;
+let leaf: Issued;
+let stranger: Issued;
+let expiredLeaf: Issued;
+let underOld: Issued;
 
 before(async () => {
   dir = tempDir();
   const past = { notBefore: new Date(Date.now() - 400 * DAY), notAfter: new Date(Date.now() - DAY) };
   root = await issueCertificate({ subject: 'CN=Oracle Root CA', ca: true, key: 'ec256' });
   int = await issueCertificate({ subject: 'CN=Oracle Issuing CA', ca: true, key: 'ec256' }, root);
-  otherInt = await issueCertificate({ subject: 'CN=Other Issuing CA', ca: true, key: 'ec256' }, await issueCertificate({ subject: 'CN=Other Root', ca: true, key: 'ec256' }));
+  otherInt = await issueCertificate(
+    { subject: 'CN=Other Issuing CA', ca: true, key: 'ec256' },
+    await issueCertificate({ subject: 'CN=Other Root', ca: true, key: 'ec256' }),
+  );
   oldInt = await issueCertificate({ subject: 'CN=Old Issuing CA', ca: true, key: 'ec256', ...past }, root);
-  const server = (name: string, issuer: Issued, extra = {}) => issueCertificate({ subject: `CN=${name}`, dnsNames: [name], key: 'ec256', ...extra }, issuer);
+  const server = (name: string, issuer: Issued, extra = {}) =>
+    issueCertificate({ subject: `CN=${name}`, dnsNames: [name], key: 'ec256', ...extra }, issuer);
   leaf = await server(NAME, int);
   stranger = await server('mx.stranger.test', int);
   expiredLeaf = await server(NAME, int, past);
   underOld = await server(NAME, oldInt);
 });
 
-test('our DANE verdicts agree with OpenSSL\'s', async () => {
+test("our DANE verdicts agree with OpenSSL's", async () => {
   const cases: [string, Issued, Issued[], Tlsa[]][] = [
     ['ee-match', leaf, [int], [tlsaRecord(cert(leaf), 3, 1, 1)]],
     ['ee-cert-sha512', leaf, [int], [tlsaRecord(cert(leaf), 3, 0, 2)]],
@@ -92,16 +137,22 @@ test('our DANE verdicts agree with OpenSSL\'s', async () => {
   const verdicts: string[] = [];
   const queue = [...cases];
   // Four OpenSSL pairs at a time.
-  await Promise.all([1, 2, 3, 4].map(async () => {
-    for (let c = queue.shift(); c; c = queue.shift()) {
-      const [label, l, ints, records] = c;
-      const ours = daneMatch({ records, chain: [l, ...ints].map(cert), names: [NAME] });
-      const theirs = await openssl(label, l, ints, records);
-      verdicts.push(`${label}:${theirs}`);
-      if ((ours.status === 'authenticated') !== theirs) disagreements.push(`${label}: ours ${ours.status} (${ours.detail}), OpenSSL ${theirs ? 'OK' : 'failed'}`);
-    }
-  }));
+  await Promise.all(
+    [1, 2, 3, 4].map(async () => {
+      for (let c = queue.shift(); c; c = queue.shift()) {
+        const [label, l, ints, records] = c;
+        const ours = daneMatch({ records, chain: [l, ...ints].map(cert), names: [NAME] });
+        const theirs = await openssl(label, l, ints, records);
+        verdicts.push(`${label}:${theirs}`);
+        if ((ours.status === 'authenticated') !== theirs)
+          disagreements.push(`${label}: ours ${ours.status} (${ours.detail}), OpenSSL ${theirs ? 'OK' : 'failed'}`);
+      }
+    }),
+  );
   assert.deepEqual(disagreements, []);
   // Both outcomes occur (the oracle is not stuck on one answer).
-  assert.ok(verdicts.some((v) => v.endsWith(':true')) && verdicts.some((v) => v.endsWith(':false')), verdicts.join(' '));
+  assert.ok(
+    verdicts.some((v) => v.endsWith(':true')) && verdicts.some((v) => v.endsWith(':false')),
+    verdicts.join(' '),
+  );
 });

@@ -9,7 +9,13 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { issueCertificate } from '../../../src/tls/certgen.ts';
 import {
-  TLS_FAILURE_KINDS, describeTlsFailure, handshakeFailureKind, legacyTlsMayHelp, rfc8460ResultType, tlsFailureLabel, tlsFailurePlain,
+  TLS_FAILURE_KINDS,
+  describeTlsFailure,
+  handshakeFailureKind,
+  legacyTlsMayHelp,
+  rfc8460ResultType,
+  tlsFailureLabel,
+  tlsFailurePlain,
 } from '../../../src/tls/failures.ts';
 import { ECDH_CURVES, clientTlsProfile, isModernSession } from '../../../src/tls/policy-constants.ts';
 import { TrustStore, verifyChain } from '../../../src/tls/trust.ts';
@@ -29,18 +35,35 @@ type Handshake = { ok: true; version: string; cipher: string } | { ok: false; co
 
 /** One handshake on loopback: a server with `server` options (or a raw socket handler) and our client profile. */
 async function handshake(server: tls.TlsOptions | ((s: net.Socket) => void), legacy: boolean): Promise<Handshake> {
-  const srv = typeof server === 'function'
-    ? net.createServer(server)
-    : tls.createServer({ ...serverTls, ...server }, (s) => s.end());
+  const srv =
+    typeof server === 'function'
+      ? net.createServer(server)
+      : tls.createServer({ ...serverTls, ...server }, (s) => s.end());
   srv.on('tlsClientError', () => {});
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
   const port = (srv.address() as net.AddressInfo).port;
   try {
     return await new Promise<Handshake>((resolve) => {
-      const s = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false, ecdhCurve: ECDH_CURVES, ...clientTlsProfile(legacy) });
-      const t = setTimeout(() => { s.destroy(); resolve({ ok: false, code: 'test timeout' }); }, 5000);
-      s.once('secureConnect', () => { clearTimeout(t); resolve({ ok: true, version: s.getProtocol() ?? '', cipher: s.getCipher().name }); s.destroy(); });
-      s.once('error', (e: NodeJS.ErrnoException) => { clearTimeout(t); resolve({ ok: false, ...(e.code ? { code: e.code } : {}) }); });
+      const s = tls.connect({
+        host: '127.0.0.1',
+        port,
+        rejectUnauthorized: false,
+        ecdhCurve: ECDH_CURVES,
+        ...clientTlsProfile(legacy),
+      });
+      const t = setTimeout(() => {
+        s.destroy();
+        resolve({ ok: false, code: 'test timeout' });
+      }, 5000);
+      s.once('secureConnect', () => {
+        clearTimeout(t);
+        resolve({ ok: true, version: s.getProtocol() ?? '', cipher: s.getCipher().name });
+        s.destroy();
+      });
+      s.once('error', (e: NodeJS.ErrnoException) => {
+        clearTimeout(t);
+        resolve({ ok: false, ...(e.code ? { code: e.code } : {}) });
+      });
     });
   } finally {
     srv.close();
@@ -65,10 +88,21 @@ test('a TLS 1.2 server with only suites outside our policy: no-shared-cipher', a
 });
 
 test('not TLS at all, or a server that hangs up: handshake-failed / connection-lost-during-handshake', async () => {
-  const garbage = await handshake((s) => { s.once('data', () => { s.write('this is not TLS\r\n'); s.end(); }); }, false);
+  const garbage = await handshake((s) => {
+    s.once('data', () => {
+      s.write('this is not TLS\r\n');
+      s.end();
+    });
+  }, false);
   assert.equal(!garbage.ok && garbage.code, 'ERR_SSL_WRONG_VERSION_NUMBER');
-  assert.equal(kindOf(garbage), 'handshake-failed', 'a record-layer version error means "not TLS", not an old protocol');
-  const hangup = await handshake((s) => { s.once('data', () => s.destroy()); }, false);
+  assert.equal(
+    kindOf(garbage),
+    'handshake-failed',
+    'a record-layer version error means "not TLS", not an old protocol',
+  );
+  const hangup = await handshake((s) => {
+    s.once('data', () => s.destroy());
+  }, false);
   assert.equal(kindOf(hangup), 'connection-lost-during-handshake');
 });
 
@@ -85,8 +119,20 @@ test('the legacy profile reaches TLS 1.0/1.1 and old TLS 1.2 suites with the str
   assert.deepEqual(t10, { ok: true, version: 'TLSv1', cipher: 'ECDHE-RSA-AES256-SHA' });
   const t11 = await handshake({ minVersion: 'TLSv1.1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT@SECLEVEL=0' }, true);
   assert.deepEqual(t11, { ok: true, version: 'TLSv1.1', cipher: 'ECDHE-RSA-AES256-SHA' });
-  const cbc = await handshake({ minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2', ciphers: 'AES128-SHA:ECDHE-RSA-AES128-SHA', honorCipherOrder: false }, true);
-  assert.deepEqual(cbc, { ok: true, version: 'TLSv1.2', cipher: 'ECDHE-RSA-AES128-SHA' }, 'forward secrecy preferred over static RSA');
+  const cbc = await handshake(
+    {
+      minVersion: 'TLSv1.2',
+      maxVersion: 'TLSv1.2',
+      ciphers: 'AES128-SHA:ECDHE-RSA-AES128-SHA',
+      honorCipherOrder: false,
+    },
+    true,
+  );
+  assert.deepEqual(
+    cbc,
+    { ok: true, version: 'TLSv1.2', cipher: 'ECDHE-RSA-AES128-SHA' },
+    'forward secrecy preferred over static RSA',
+  );
   for (const h of [t10, t11, cbc]) assert.equal(h.ok && isModernSession(h.version, h.cipher), false);
   const modern = await handshake({}, true);
   assert.ok(modern.ok && isModernSession(modern.version, modern.cipher), JSON.stringify(modern));
@@ -94,14 +140,33 @@ test('the legacy profile reaches TLS 1.0/1.1 and old TLS 1.2 suites with the str
 
 test('suites no better than plaintext (NULL, anonymous) are not offered, not even by the legacy profile', async () => {
   for (const ciphers of ['NULL-SHA256@SECLEVEL=0', 'ADH-AES128-GCM-SHA256@SECLEVEL=0']) {
-    const server = { minVersion: 'TLSv1.2' as const, maxVersion: 'TLSv1.2' as const, ciphers, dhparam: 'auto' as const };
+    const server = {
+      minVersion: 'TLSv1.2' as const,
+      maxVersion: 'TLSv1.2' as const,
+      ciphers,
+      dhparam: 'auto' as const,
+    };
     // Control: a client that offers the suite gets a session, so the server really offers it.
     const permissive = await new Promise<boolean>((resolve) => {
       const srv = tls.createServer({ ...serverTls, ...server }, (s) => s.end());
       srv.listen(0, '127.0.0.1', () => {
-        const s = tls.connect({ host: '127.0.0.1', port: (srv.address() as net.AddressInfo).port, rejectUnauthorized: false, ciphers, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2' });
-        s.once('secureConnect', () => { s.destroy(); srv.close(); resolve(true); });
-        s.once('error', () => { srv.close(); resolve(false); });
+        const s = tls.connect({
+          host: '127.0.0.1',
+          port: (srv.address() as net.AddressInfo).port,
+          rejectUnauthorized: false,
+          ciphers,
+          minVersion: 'TLSv1.2',
+          maxVersion: 'TLSv1.2',
+        });
+        s.once('secureConnect', () => {
+          s.destroy();
+          srv.close();
+          resolve(true);
+        });
+        s.once('error', () => {
+          srv.close();
+          resolve(false);
+        });
       });
     });
     assert.equal(permissive, true, `control: ${ciphers} is offered`);
@@ -112,18 +177,30 @@ test('suites no better than plaintext (NULL, anonymous) are not offered, not eve
 
 test('chain verification reports a kind: expired, not yet valid, not trusted', async () => {
   const trust = new TrustStore(false, [pki.rootFile]);
-  const x = async (o: Parameters<Pki['issue']>[1]) => new X509Certificate((await pki.issue('c.vocab.test', o)).issued.certPem);
+  const x = async (o: Parameters<Pki['issue']>[1]) =>
+    new X509Certificate((await pki.issue('c.vocab.test', o)).issued.certPem);
   const inter = [new X509Certificate(pki.intermediate.certPem)];
   const day = 86_400_000;
   const good = verifyChain(await x({}), inter, trust);
   assert.deepEqual([good.ok, good.failure], [true, undefined]);
-  const expired = verifyChain(await x({ notBefore: new Date(Date.now() - 30 * day), notAfter: new Date(Date.now() - day) }), inter, trust);
+  const expired = verifyChain(
+    await x({ notBefore: new Date(Date.now() - 30 * day), notAfter: new Date(Date.now() - day) }),
+    inter,
+    trust,
+  );
   assert.deepEqual([expired.ok, expired.failure], [false, 'certificate-expired']);
-  const early = verifyChain(await x({ notBefore: new Date(Date.now() + day), notAfter: new Date(Date.now() + 30 * day) }), inter, trust);
+  const early = verifyChain(
+    await x({ notBefore: new Date(Date.now() + day), notAfter: new Date(Date.now() + 30 * day) }),
+    inter,
+    trust,
+  );
   assert.deepEqual([early.ok, early.failure], [false, 'certificate-not-yet-valid']);
   const self = await issueCertificate({ subject: 'CN=self.vocab.test', dnsNames: ['self.vocab.test'] });
   const s = verifyChain(new X509Certificate(self.certPem), [], trust);
-  assert.deepEqual([s.ok, s.failure, s.error], [false, 'certificate-not-trusted', 'self-signed certificate not in the trust store']);
+  assert.deepEqual(
+    [s.ok, s.failure, s.error],
+    [false, 'certificate-not-trusted', 'self-signed certificate not in the trust store'],
+  );
   const incomplete = verifyChain(await x({}), [], trust);
   assert.deepEqual([incomplete.ok, incomplete.failure], [false, 'certificate-not-trusted'], 'missing intermediate');
 });
@@ -141,7 +218,9 @@ test('every kind has an admin label and plain words; RFC 8460 result types where
   assert.equal(rfc8460ResultType('certificate-expired'), 'certificate-expired');
   assert.equal(rfc8460ResultType('certificate-not-trusted'), 'certificate-not-trusted');
   assert.equal(rfc8460ResultType('protocol-version'), 'validation-failure');
-  assert.equal(describeTlsFailure('protocol-version', 'ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION x'),
-    'the server only supports TLS versions older than TLS 1.2 (protocol-version); detail: ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION x');
+  assert.equal(
+    describeTlsFailure('protocol-version', 'ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION x'),
+    'the server only supports TLS versions older than TLS 1.2 (protocol-version); detail: ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION x',
+  );
   assert.doesNotMatch(tlsFailurePlain('protocol-version'), /identity|certificate/);
 });

@@ -14,13 +14,23 @@ test('longest line: CRLF excluded, last line without CRLF counted, ranges respec
 
 test('property: longestLine and hasLongLine agree with a naive split', () => {
   const parts = fc.array(fc.constantFrom('a', 'bb', '\r\n', 'x'.repeat(7)), { maxLength: 40 });
-  fc.assert(fc.property(parts, fc.nat(12), fc.nat(12), fc.integer({ min: 1, max: 20 }), (p, a, b, limit) => {
-    const s = p.join('');
-    const buf = Buffer.from(s);
-    const start = Math.min(a, s.length); const end = Math.max(start, s.length - b);
-    const naive = Math.max(0, ...s.slice(start, end).split(/\r?\n/).map((l) => l.length));
-    // A range may cut a CRLF: a CR at its end is content, an LF at its start ends an empty line.
-    assert.equal(longestLine(buf, start, end), naive);
-    assert.equal(hasLongLine(buf, start, end, limit), naive > limit);
-  }), { numRuns: 2000, seed: 5 });
+  fc.assert(
+    fc.property(parts, fc.nat(12), fc.nat(12), fc.integer({ min: 1, max: 20 }), (p, a, b, limit) => {
+      const s = p.join('');
+      const buf = Buffer.from(s);
+      const start = Math.min(a, s.length);
+      const end = Math.max(start, s.length - b);
+      const naive = Math.max(
+        0,
+        ...s
+          .slice(start, end)
+          .split(/\r?\n/)
+          .map((l) => l.length),
+      );
+      // A range may cut a CRLF: a CR at its end is content, an LF at its start ends an empty line.
+      assert.equal(longestLine(buf, start, end), naive);
+      assert.equal(hasLongLine(buf, start, end, limit), naive > limit);
+    }),
+    { numRuns: 2000, seed: 5 },
+  );
 });
