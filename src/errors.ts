@@ -89,6 +89,15 @@ export const Replies = {
   /** "Bounce now" (admin centre, `queue bounce`): the recipients the message had not reached yet, in its DSN. */
   returnedByAdministrator: () =>
     reply(550, '5.3.0', 'The message was returned to its sender by the mail administrator before it was delivered'),
+  /** Remote delivery: no connection of the destination's concurrency window came free in time. */
+  destinationBusy: (destination: string, window: number, seconds: number) =>
+    reply(
+      451,
+      '4.4.5',
+      'Destination busy, will retry',
+      `no connection to ${destination} came free within ${seconds} s: its concurrency window allows ${window} at ` +
+        'once and they were all in use',
+    ),
 } as const;
 
 /**

@@ -104,6 +104,18 @@ export type Event =
       tlsSource?: string;
       tlsAchieved?: string;
     }
+  /**
+   * A next hop's concurrency window changed (delivery/window.ts): grew after successes, shrank after
+   * a connection failure or a throttling reply, or went back to the initial size after a quiet spell.
+   */
+  | {
+      event: 'delivery.window';
+      destination: string;
+      window: number;
+      previous: number;
+      reason: 'success' | 'throttled' | 'idle';
+      max: number;
+    }
   | { event: 'dns.query'; qtype: string; outcome: string; ms: number }
   | { event: 'revocation.fetch'; kind: 'ocsp' | 'crl' | 'caIssuers'; outcome: 'ok' | 'error'; ms: number }
   | { event: 'queue.recovered'; released: number }
@@ -132,6 +144,7 @@ type Level = 'debug' | 'info' | 'warn' | 'error';
 
 const levels: Partial<Record<Event['event'], Level>> = {
   'dns.query': 'debug',
+  'delivery.window': 'debug',
   'revocation.fetch': 'debug',
   'config.rejected': 'error',
   'tls.certificates.rejected': 'error',

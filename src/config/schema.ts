@@ -37,6 +37,9 @@ const dnsServer = z
   )
   .meta({ valueType: '`IP` or `IP:port`' });
 
+/** delivery.initialConnectionsPerDestination when it is not set (never above maxConnectionsPerDestination). */
+export const INITIAL_CONNECTIONS_PER_DESTINATION = 5;
+
 const seconds = (def: number) => z.number().positive().max(86_400).default(def).meta({ valueType: 'seconds' });
 
 const acceptedDomain = z.strictObject({
@@ -734,7 +737,27 @@ export const configSchema = z.strictObject({
         .min(1)
         .max(1000)
         .default(20)
-        .describe("Concurrent connections to one next hop (a domain's MX set, or a connector's smart hosts)."),
+        .describe(
+          "Concurrent connections to one next hop (a domain's MX set, or a connector's smart hosts): the most its " +
+            'concurrency window may grow to (see `initialConnectionsPerDestination`).',
+        ),
+      initialConnectionsPerDestination: z
+        .number()
+        .int()
+        .min(1)
+        .max(1000)
+        .optional()
+        .meta({
+          description:
+            'The concurrency window a next hop starts with: at most this many deliveries to it at once, each on ' +
+            "its own connection. The window grows by one after a window's worth of successful deliveries made " +
+            'while messages had to wait more than a second for a connection, at most one step every 10 s, up to ' +
+            '`maxConnectionsPerDestination`; it shrinks by one at a failed or lost connection or a throttling ' +
+            'reply (`421`, `4.7.x`), never below 1, and returns to this value after a minute without deliveries. A ' +
+            'message that finds the window full waits for a connection to come free instead of opening another ' +
+            '(after 60 s it is deferred with `4.4.5`). Must not exceed `maxConnectionsPerDestination`.',
+          defaultText: `\`${INITIAL_CONNECTIONS_PER_DESTINATION}\` (at most \`maxConnectionsPerDestination\`)`,
+        }),
       connectionReuse: z
         .strictObject({
           idleSeconds: z.number().min(0).max(600).default(10).meta({
@@ -812,6 +835,19 @@ export const configSchema = z.strictObject({
           ),
         })
         .prefault({}),
+    })
+    .superRefine((d, ctx) => {
+      if (
+        d.initialConnectionsPerDestination !== undefined &&
+        d.initialConnectionsPerDestination > d.maxConnectionsPerDestination
+      )
+        ctx.addIssue({
+          code: 'custom',
+          path: ['initialConnectionsPerDestination'],
+          message:
+            `must not exceed delivery.maxConnectionsPerDestination (${d.maxConnectionsPerDestination}); lower it, ` +
+            'or raise maxConnectionsPerDestination',
+        });
     })
     .prefault({}),
   mtaSts: z

@@ -14,7 +14,9 @@
 // opportunistic TLS works its way down — TLS 1.2+, then (after a protocol-version or cipher
 // failure, delivery.opportunisticLegacyTls) legacy TLS 1.0/1.1, then plaintext — remembers per
 // address what worked for delivery.tlsFallbackSeconds, and records every step with its TLS failure
-// kind; hosts that failed recently are tried last; a destination that is down is not hammered; an
+// kind; hosts that failed recently are tried last; a destination that is down is not hammered,
+// and no destination gets more deliveries at once than its concurrency window (window.ts), which
+// the outcome of every attempt feeds (successes, lost connections, 421 and 4.7.x replies); an
 // address that is not a valid RFC 5321 path fails permanently (553) and is never sent. A message
 // with REQUIRETLS (RFC 8689) goes only to a next hop whose certificate a source authenticates
 // and only to a host that offers REQUIRETLS after STARTTLS, with the parameter passed on; else
@@ -22,6 +24,9 @@
 // `onTlsSession` (TLS-RPT, RFC 8460), success or failure with its result type.
 import net from 'node:net';
 import type { Config } from '../config/load.ts';
+import { INITIAL_CONNECTIONS_PER_DESTINATION } from '../config/schema.ts';
+import { Replies } from '../errors.ts';
+import { emit } from '../events.ts';
 import { beforeSelf, mailHosts } from '../dns/mx.ts';
 import { DnsError, type Resolver } from '../dns/types.ts';
 import {
@@ -50,6 +55,7 @@ import type { RevocationChecker } from '../tls/revocation.ts';
 import { classifyFailure, type FailureFacts, type Outcome } from './classify.ts';
 import { OutboundContent } from './mime-downgrade.ts';
 import { judgeTls } from './tls-check.ts';
+import { Windows, feedbackOf, type Slot, type WindowTiming } from './window.ts';
 import type { ConnectionPool } from './pool.ts';
 import { DeliveryError, SmtpConnection, type PeerTls, type TransactionResult } from './smtp-client.ts';
 import {
@@ -113,6 +119,8 @@ export interface RemoteOptions {
   random?: () => number;
   /** Per-host demand providers (DANE, MTA-STS, ...), asked for every host in this order. */
   providers?: () => readonly DemandProvider[];
+  /** How long messages wait for a slot of a destination's concurrency window (window.ts). */
+  windowTiming?: WindowTiming;
 }
 
 /** The names this gateway is known by in mail transactions: `hostname` and `delivery.heloName`. */
@@ -138,24 +146,6 @@ type Via = HostContext['via'];
 
 /** A host's requirement, and what the providers only observe (testing modes). */
 type Plan = { requirement: HostRequirement; observe: TlsRequirement[] };
-
-class Semaphore {
-  private used = 0;
-  private waiters: (() => void)[] = [];
-  constructor(private readonly max: () => number) {}
-  async acquire(): Promise<void> {
-    if (this.used < this.max()) {
-      this.used++;
-      return;
-    }
-    await new Promise<void>((r) => this.waiters.push(r));
-  }
-  release(): void {
-    const w = this.waiters.shift();
-    if (w) w();
-    else this.used--;
-  }
-}
 
 /**
  * The TLS level a connection actually achieved (for the trace); names match per RFC 6125 §6.4;
@@ -215,7 +205,7 @@ type Stale = { kind: 'stale'; failure: HostFailed };
 type Opened = { kind: 'open'; conn: SmtpConnection; mode: TlsMode } | HostFailed;
 
 export class RemoteDelivery {
-  private readonly limits = new Map<string, Semaphore>();
+  private readonly windows: Windows;
   private readonly trouble: Trouble;
   private readonly random: () => number;
   private readonly onTlsSession: (s: TlsSessionReport) => void;
@@ -234,6 +224,15 @@ export class RemoteDelivery {
     this.random = options.random ?? Math.random;
     this.onTlsSession = options.onTlsSession ?? (() => {});
     this.providers = options.providers ?? (() => []);
+    this.windows = new Windows(
+      () => {
+        const d = this.config().delivery;
+        const initial = d.initialConnectionsPerDestination ?? INITIAL_CONNECTIONS_PER_DESTINATION;
+        return { initial, max: d.maxConnectionsPerDestination };
+      },
+      (c) => emit({ event: 'delivery.window', ...c, max: this.config().delivery.maxConnectionsPerDestination }),
+      options.windowTiming,
+    );
   }
 
   /** Report a TLS session with an MX host (not smart hosts; not our own TLS reports, RFC 8460 §5.3). */
@@ -284,16 +283,26 @@ export class RemoteDelivery {
     const hop = job.hop;
     const down = await this.trouble.down(hop.key);
     if (down) return { outcomes: forAll(job.recipients, down.outcome), attempt: down.attempt };
-    let sem = this.limits.get(hop.key);
-    if (!sem) {
-      sem = new Semaphore(() => this.config().delivery.maxConnectionsPerDestination);
-      this.limits.set(hop.key, sem);
+    // The destination's concurrency window (window.ts): a slot, or word that none came free.
+    const slot = await this.windows.acquire(hop.key);
+    if (slot.kind === 'busy') {
+      const name = hop.kind === 'smarthost' ? `the smart hosts of connector ${hop.connector?.name}` : hop.domain;
+      const reply = Replies.destinationBusy(name, slot.window, Math.round(slot.waitedMs / 1000));
+      return {
+        outcomes: forAll(job.recipients, { status: 'deferred', reply }),
+        attempt: {
+          host: hop.domain,
+          port: this.config().delivery.port,
+          tlsRequired: hop.tls,
+          tlsAchieved: 'none',
+          error: reply.reason!,
+        },
+      };
     }
-    await sem.acquire();
     try {
-      return await this.attempt(job);
+      return await this.attempt(job, slot);
     } finally {
-      sem.release();
+      slot.release();
     }
   }
 
@@ -354,7 +363,7 @@ export class RemoteDelivery {
     }
   }
 
-  private async attempt(job: RemoteJob): Promise<RemoteResult> {
+  private async attempt(job: RemoteJob, slot: Slot): Promise<RemoteResult> {
     const hop = job.hop;
     const base: AttemptFacts = {
       host: hop.domain,
@@ -392,6 +401,7 @@ export class RemoteDelivery {
       tally.addressesFound();
       for (const ip of ips.value.ips) {
         const r = await this.tryHost(job, content, t, ip, plan);
+        slot.feedback(feedbackOf(r));
         if (r.kind === 'done') {
           await this.trouble.hostSucceeded(t.name);
           return { outcomes: r.outcomes, attempt: r.attempt };

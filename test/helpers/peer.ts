@@ -1,5 +1,7 @@
 // A scripted SMTP peer for outbound tests: its own loopback address, optional STARTTLS (with the
-// TLS versions/ciphers given), scripted replies per phase, response injection, broken handshakes.
+// TLS versions/ciphers given), scripted replies per phase, response injection, broken handshakes,
+// a greeting per connection (421 to some), slow answers to the end of DATA; counts the connections
+// and the transactions open at once.
 // Deliberately independent of the gateway's own server code.
 import net from 'node:net';
 import tls from 'node:tls';
@@ -31,6 +33,13 @@ export interface PeerOptions {
   mail?: (from: string) => string | undefined;
   data?: (msg: PeerMessage) => string | undefined;
   greeting?: string;
+  /**
+   * Greeting of connection number n (from 1), instead of `greeting`; undefined = the usual 220.
+   * Any other code than 220 closes the connection after it (a receiver turning a sender away).
+   */
+  greetingFor?: (n: number) => string | undefined;
+  /** Wait this long before answering the end of DATA (a receiver that takes its time). */
+  dataDelayMs?: number;
   /** Reply to EHLO once TLS is up (e.g. "421 4.7.0 closing"), then close: SMTP fails after STARTTLS. */
   ehloAfterTls?: string;
 }
@@ -40,6 +49,12 @@ export interface Peer {
   port: number;
   messages: PeerMessage[];
   connections: number;
+  /** Connections open now, and the most open at once. */
+  open: number;
+  maxOpen: number;
+  /** Transactions (MAIL accepted until the reply to the end of DATA) running now, and the most at once. */
+  transactions: number;
+  maxTransactions: number;
   tlsSessions: number;
   transcript: string[];
   close(): Promise<void>;
@@ -51,6 +66,10 @@ export async function startPeer(o: PeerOptions): Promise<Peer> {
     port: o.port,
     messages: [],
     connections: 0,
+    open: 0,
+    maxOpen: 0,
+    transactions: 0,
+    maxTransactions: 0,
     tlsSessions: 0,
     transcript: [],
     close: async () => {},
@@ -59,6 +78,18 @@ export async function startPeer(o: PeerOptions): Promise<Peer> {
   const name = o.name ?? `peer.${o.host}`;
   const srv = net.createServer((raw) => {
     const conn = ++peer.connections;
+    peer.maxOpen = Math.max(peer.maxOpen, ++peer.open);
+    let inTx = false;
+    const txEnd = () => {
+      if (inTx) peer.transactions--;
+      inTx = false;
+    };
+    raw.once('close', () => {
+      peer.open--;
+      txEnd();
+    });
+    /** Commands that arrive while the reply to the end of DATA is held wait their turn. */
+    let held = false;
     let sock: net.Socket = raw;
     let buf = '';
     let inData = false;
@@ -72,6 +103,7 @@ export async function startPeer(o: PeerOptions): Promise<Peer> {
     };
     const onData = (d: Buffer) => {
       buf += d.toString('latin1');
+      if (held) return;
       for (;;) {
         if (inData) {
           const end = buf.indexOf('\r\n.\r\n');
@@ -83,6 +115,19 @@ export async function startPeer(o: PeerOptions): Promise<Peer> {
           const msg: PeerMessage = { from, to, data: body.replace(/^\.\./gm, '.'), tls: tlsInfo, conn };
           const r = o.data?.(msg);
           if (!r || r.startsWith('2')) peer.messages.push(msg);
+          from = '';
+          to = [];
+          if (o.dataDelayMs) {
+            held = true;
+            setTimeout(() => {
+              held = false;
+              txEnd();
+              say(r ?? '250 2.0.0 Ok: queued');
+              onData(Buffer.alloc(0));
+            }, o.dataDelayMs);
+            return;
+          }
+          txEnd();
           say(r ?? '250 2.0.0 Ok: queued');
           from = '';
           to = [];
@@ -151,7 +196,12 @@ export async function startPeer(o: PeerOptions): Promise<Peer> {
           return;
         } else if (verb === 'MAIL') {
           from = /<([^>]*)>/.exec(line)?.[1] ?? '';
-          say(o.mail?.(from) ?? '250 2.1.0 Ok');
+          const r = o.mail?.(from) ?? '250 2.1.0 Ok';
+          if (r.startsWith('2') && !inTx) {
+            inTx = true;
+            peer.maxTransactions = Math.max(peer.maxTransactions, ++peer.transactions);
+          }
+          say(r);
         } else if (verb === 'RCPT') {
           const a = /<([^>]*)>/.exec(line)?.[1] ?? '';
           const n = (rcptCount.get(a) ?? 0) + 1;
@@ -168,6 +218,7 @@ export async function startPeer(o: PeerOptions): Promise<Peer> {
           data = '';
           say('354 End data with <CR><LF>.<CR><LF>');
         } else if (verb === 'RSET') {
+          txEnd();
           from = '';
           to = [];
           say('250 2.0.0 Ok');
@@ -179,10 +230,15 @@ export async function startPeer(o: PeerOptions): Promise<Peer> {
         } else say('502 5.5.2 Error: command not recognized');
       }
     };
-    raw.on('data', onData);
     raw.on('error', () => {});
-    peer.transcript.push(`S: ${o.greeting ?? `220 ${name} ESMTP`}`);
-    raw.write(`${o.greeting ?? `220 ${name} ESMTP`}\r\n`);
+    const greeting = o.greetingFor?.(conn) ?? o.greeting ?? `220 ${name} ESMTP`;
+    peer.transcript.push(`S: ${greeting}`);
+    if (o.greetingFor && !greeting.startsWith('220')) {
+      raw.end(`${greeting}\r\n`);
+      return;
+    }
+    raw.on('data', onData);
+    raw.write(`${greeting}\r\n`);
   });
   await new Promise<void>((resolve, reject) => {
     srv.once('error', reject);

@@ -202,3 +202,16 @@ test('queue.messageExpiration: 5 days by default (RFC 5321 §4.5.4.1: give up af
     3600,
   );
 });
+
+test('delivery.initialConnectionsPerDestination: unset by default (5, at most the max), never above maxConnectionsPerDestination', () => {
+  const build = (delivery: Record<string, unknown>) =>
+    buildConfig({ organizations: orgs, delivery }, '/etc/portcullis', 'x.yaml').delivery;
+  assert.equal(build({}).initialConnectionsPerDestination, undefined);
+  assert.equal(build({ maxConnectionsPerDestination: 2 }).maxConnectionsPerDestination, 2, 'a small max alone is fine');
+  assert.equal(build({ initialConnectionsPerDestination: 8 }).initialConnectionsPerDestination, 8);
+  assert.match(
+    err({ organizations: orgs, delivery: { initialConnectionsPerDestination: 8, maxConnectionsPerDestination: 4 } }),
+    /delivery\.initialConnectionsPerDestination.*must not exceed delivery\.maxConnectionsPerDestination \(4\)/,
+  );
+  assert.match(err({ organizations: orgs, delivery: { initialConnectionsPerDestination: 0 } }), /initialConnections/);
+});
