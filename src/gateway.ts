@@ -31,6 +31,7 @@ import { configHash } from './config/hash.ts';
 import { MaildirDelivery } from './delivery/maildir.ts';
 import { ConnectionPool } from './delivery/pool.ts';
 import { RemoteDelivery } from './delivery/remote.ts';
+import { storeMemories } from './delivery/trouble.ts';
 import { DaneProvider } from './delivery/dane.ts';
 import { DnsResolver } from './dns/resolver.ts';
 import type { Resolver } from './dns/types.ts';
@@ -185,6 +186,8 @@ export class Gateway {
           () => this.deps.config,
         ),
         providers: () => [...(this.deps.config.dane.enabled ? [dane] : []), mtaSts],
+        // Destinations down, hosts that failed, TLS fallbacks: in the store, shared by every node and process.
+        memories: storeMemories(() => this.store),
       },
     );
     const ingest = new Ingest(
