@@ -11,8 +11,10 @@
 // delivered under (fencing generation), else it is logged (queue.fenced) and dropped. A failed
 // recipient produces a DSN to the sender unless the sender is null or NOTIFY says otherwise, so
 // bounces can never loop. The DSN is queued before the failure is recorded (never lost; after a
-// crash in between it may be sent twice). The DSN of a REQUIRETLS message carries only the
-// original's header and is itself sent with REQUIRETLS (RFC 8689 §5).
+// crash in between it may be sent twice), and only while the node holds the message's lease
+// (renewed just before: a node whose lease was taken over sends none, so a cluster sends one per
+// event). The DSN of a REQUIRETLS message carries only the original's header and is itself sent
+// with REQUIRETLS (RFC 8689 §5).
 import type { Config } from '../config/load.ts';
 import { Replies } from '../errors.ts';
 import { emit } from '../events.ts';
@@ -120,6 +122,8 @@ export class Scheduler {
    * and no second, concurrent delivery is started.
    */
   private readonly active = new Map<string, number>();
+  /** Per message in delivery: whether this node still held its lease before a notice was queued. */
+  private readonly held = new Map<string, Promise<boolean>>();
   private reserved = 0;
   private timer: NodeJS.Timeout | undefined;
   private running = false;
@@ -174,6 +178,7 @@ export class Scheduler {
       .finally(() => {
         this.inflight--;
         this.active.delete(m.id);
+        this.held.delete(m.id);
         this.kick();
         if (this.inflight === 0) for (const f of this.idle.splice(0)) f();
       });
@@ -430,7 +435,28 @@ export class Scheduler {
     };
   }
 
+  /**
+   * One notice per event for the whole cluster: before the first notice of a delivery, the lease
+   * is renewed, which also proves it is still ours. Lost (another node took the message over and
+   * sends its own notices): none from here. Renewed: no other node can take the message before
+   * the completion that follows (it is written within the lease just extended).
+   */
+  private stillHeld(m: QueueMessage): Promise<boolean> {
+    let p = this.held.get(m.id);
+    if (!p) {
+      const gen = this.active.get(m.id) ?? m.leaseGen;
+      p = this.store.renew(this.owner, [{ id: m.id, gen }], this.deps().config.queue.leaseSeconds * 1000).then((r) => {
+        if (r.length) return true;
+        emit({ event: 'queue.leaseLost', queueId: m.id, node: this.owner, gen });
+        return false;
+      });
+      this.held.set(m.id, p);
+    }
+    return p;
+  }
+
   private async sendDsn(m: QueueMessage, data: Buffer, rcpts: DsnRecipient[], willRetryUntil?: number): Promise<void> {
+    if (!(await this.stillHeld(m))) return;
     const { config, inbound } = this.deps();
     const dsn = buildDsn({
       reportingMta: config.hostname,

@@ -40,6 +40,8 @@ interface Peer {
   /** Ends of data waiting for release(). */
   waiting: number;
   release(): void;
+  /** Hold the answers from now on (until release). */
+  hold(): void;
 }
 
 async function startPeer(
@@ -59,6 +61,9 @@ async function startPeer(
     release() {
       hold = false;
       for (const f of held.splice(0)) f();
+    },
+    hold() {
+      hold = true;
     },
   };
   const srv = net.createServer((s) => {
@@ -127,6 +132,14 @@ async function send(g: GatewayHandle, subject: string, from = 'sender@fabrikam.t
   }
 }
 
+async function until(what: string, ok: () => boolean | Promise<boolean>, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await ok())) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 const result = (queueId: string, status?: string) => (e: Record<string, unknown>) =>
   e.event === 'delivery.result' && e.queueId === queueId && e.agent === 'smtp' && (!status || e.status === status);
 
@@ -151,3 +164,50 @@ test(
     assert.equal(peer.connections, 1, 'node B did not connect: it knew from node A');
   },
 );
+
+/** Messages with the null sender in the store: the DSNs and delay warnings queued, by any node. */
+async function notices(g: GatewayHandle): Promise<{ id: string; messageId?: string }[]> {
+  const r = await g.cli(['queue', 'list', '--all', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  return (JSON.parse(r.stdout) as { id: string; mailFrom: string; messageId?: string }[])
+    .filter((m) => m.mailFrom === '')
+    .map((m) => ({ id: m.id, messageId: m.messageId }));
+}
+
+for (const c of [
+  { what: 'the bounce at expiry', queue: { messageExpiration: 3 }, status: 'failed' },
+  { what: 'the delay warning', queue: { delayWarning: 1 }, status: 'deferred' },
+]) {
+  test(
+    `${c.what} is sent once when a node stalls past its lease (SIGSTOP) and the other takes the message over`,
+    { skip, timeout: 120_000 },
+    async () => {
+      const url = await pg.createDatabase('dsn');
+      const peer = await startPeer('127.0.0.74', { answer: '451 4.3.0 try again later' });
+      const extra = { queue: { leaseSeconds: LEASE, retrySchedule: [4], ...c.queue } };
+      const a = await startGateway({ host: '127.0.0.75', config: node('node-a', url, '127.0.0.74', peer, extra) });
+      nodes.push(a);
+      const id = await send(a, 'stalled', 'sender@corp.contoso.test');
+      // The first attempt is deferred at once; the retry, seconds later, is the one that notices.
+      await a.waitForLog(result(id, 'deferred'), 20_000);
+      peer.hold();
+      await until('node A retries, waiting for the peer', () => peer.waiting === 1, 20_000);
+      const b = await startGateway({ host: '127.0.0.76', config: node('node-b', url, '127.0.0.74', peer, extra) });
+      nodes.push(b);
+      a.proc.kill('SIGSTOP');
+      try {
+        await until('node B took the message over', () => peer.waiting === 2, (LEASE + 15) * 1000);
+        peer.release(); // both get 451; node A reads it when it wakes
+        await b.waitForLog((e) => result(id, c.status)(e), 20_000);
+        await b.waitForLog((e) => e.event === 'delivery.result' && e.queueId === id && e.agent === 'dsn', 20_000);
+      } finally {
+        a.proc.kill('SIGCONT');
+      }
+      await a.waitForLog((e) => e.event === 'queue.fenced' && e.queueId === id, 20_000);
+      assert.equal(a.events().filter(result(id)).at(-1)?.status, c.status, 'node A got the same outcome, late');
+      await new Promise((r) => setTimeout(r, 1000)); // room for a second notice to be queued
+      const n = await notices(b);
+      assert.equal(n.length, 1, `one notice for the cluster, not one per node: ${JSON.stringify(n)}`);
+    },
+  );
+}
