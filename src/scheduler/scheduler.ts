@@ -1,5 +1,6 @@
 // Owns: queue states, leases, retry backoff, expiry, delay warnings and bounces, and runs trace
-// retention (retention.ts) while it runs. Claims due
+// retention (retention.ts) while it runs. While the node drains (`cluster drain`) it claims
+// nothing and takes no direct handoff; what it delivers finishes. Claims due
 // messages from the store, hands recipients to their delivery agent (local Maildir, remote SMTP
 // grouped by next hop so one transaction carries many recipients, or the TLS-RPT report inbox
 // for tlsRpt.receive addresses), records the outcomes. An administrator's "bounce now"
@@ -129,6 +130,8 @@ export class Scheduler {
   private running = false;
   private again = false;
   private stopped = false;
+  /** `cluster drain`: no new queue work (claims, direct handoff); deliveries in flight finish. */
+  private draining = false;
   private cycling: Promise<void> = Promise.resolve();
   private idle: (() => void)[] = [];
   private readonly retention: TraceRetention;
@@ -152,7 +155,7 @@ export class Scheduler {
   /** Direct handoff (ingest): a lease when there is room to deliver a new message right away. */
   reserve(): { owner: string; ms: number } | undefined {
     const q = this.deps().config.queue;
-    if (this.stopped || this.inflight + this.reserved >= q.concurrency) return undefined;
+    if (this.stopped || this.draining || this.inflight + this.reserved >= q.concurrency) return undefined;
     this.reserved++;
     return { owner: this.owner, ms: q.leaseSeconds * 1000 };
   }
@@ -184,6 +187,13 @@ export class Scheduler {
       });
   }
 
+  /** Drain (stop claiming new work; the deliveries in flight finish and their leases are renewed), or undo. */
+  setDraining(on: boolean): void {
+    if (on === this.draining) return;
+    this.draining = on;
+    if (!on) this.kick();
+  }
+
   /** Something became due (new message, retry request): look now. */
   kick(): void {
     if (this.stopped) return;
@@ -206,7 +216,7 @@ export class Scheduler {
   private async cycle(): Promise<void> {
     const q = this.deps().config.queue;
     try {
-      const room = q.concurrency - this.inflight - this.reserved;
+      const room = this.draining ? 0 : q.concurrency - this.inflight - this.reserved;
       if (room > 0) {
         const batch = await this.store.claim(this.owner, room, q.leaseSeconds * 1000);
         for (const m of batch)

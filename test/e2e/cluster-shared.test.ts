@@ -6,7 +6,10 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { cleanup, startGateway, type GatewayHandle } from '../helpers/gateway.ts';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import { cleanup, runCli, startGateway, tempDir, type GatewayHandle } from '../helpers/gateway.ts';
 import { postgresMissing, startPostgres, type PgInstance } from '../helpers/postgres.ts';
 import { SmtpClient } from '../helpers/smtp.ts';
 import { tinySmtp } from '../helpers/tiny-smtp.ts';
@@ -42,6 +45,8 @@ interface Peer {
   release(): void;
   /** Hold the answers from now on (until release). */
   hold(): void;
+  /** The answer to the next ends of data. */
+  reply: string;
 }
 
 async function startPeer(
@@ -65,6 +70,7 @@ async function startPeer(
     hold() {
       hold = true;
     },
+    reply: o.answer ?? '250 2.0.0 Ok',
   };
   const srv = net.createServer((s) => {
     peer.connections++;
@@ -78,7 +84,7 @@ async function startPeer(
     tinySmtp(s, 'peer.test', (text, reply) => {
       const go = () => {
         peer.subjects.push(/^Subject: (.*)$/m.exec(text)?.[1] ?? '?');
-        reply(o.answer ?? '250 2.0.0 Ok');
+        reply(peer.reply);
       };
       if (hold) held.push(go);
       else go();
@@ -211,3 +217,125 @@ for (const c of [
     },
   );
 }
+
+interface Status {
+  nodes: { id: string; alive: boolean; draining: boolean; leases: number }[];
+}
+const status = async (g: GatewayHandle): Promise<Status> => {
+  const r = await g.cli(['cluster', 'status', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as Status;
+};
+const nodeOf = (s: Status, id: string) => s.nodes.find((n) => n.id === id)!;
+const drainEvent = (on: boolean) => (e: Record<string, unknown>) => e.event === 'node.draining' && e.draining === on;
+
+test(
+  'cluster drain NODE: the node claims no new work, finishes its leases and keeps accepting SMTP; --undo',
+  { skip, timeout: 120_000 },
+  async () => {
+    const url = await pg.createDatabase('drain');
+    const peer = await startPeer('127.0.0.77', { hold: true });
+    const a = await startGateway({ host: '127.0.0.78', config: node('node-a', url, '127.0.0.77', peer) });
+    nodes.push(a);
+    const b = await startGateway({ host: '127.0.0.79', config: node('node-b', url, '127.0.0.77', peer) });
+    nodes.push(b);
+    const m1 = await send(a, 'in-flight');
+    await until('node A delivers m1', () => peer.waiting === 1, 20_000);
+
+    const unknown = await b.cli(['cluster', 'drain', 'node-x']);
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /no node node-x in this store/);
+    assert.match(unknown.stderr, /node-a/);
+    const drain = await b.cli(['cluster', 'drain', 'node-a']);
+    assert.equal(drain.code, 0, drain.stderr);
+    assert.match(drain.stdout, /node node-a is draining: .* finishes the 1 message\(s\) it delivers now/);
+    await a.waitForLog(drainEvent(true), 10_000);
+
+    // Still accepting SMTP; what it accepts now is delivered by node B.
+    const m2 = await send(a, 'while-draining');
+    await until('node B delivers m2', () => peer.waiting === 2, 20_000);
+    const during = await status(b);
+    assert.deepEqual(
+      [nodeOf(during, 'node-a').draining, nodeOf(during, 'node-a').leases],
+      [true, 1],
+      'draining, its lease still held',
+    );
+    assert.equal(nodeOf(during, 'node-b').draining, false);
+    const text = await b.cli(['cluster', 'status']);
+    assert.match(text.stdout, /^node-a +up DRAINING +heartbeat .* leases 1/m);
+
+    peer.release();
+    await a.waitForLog(result(m1, 'delivered'), 20_000);
+    await b.waitForLog(result(m2, 'delivered'), 20_000);
+    assert.ok(!a.events().some(result(m2)), 'node A did not take m2');
+    await until('node A holds no lease', async () => nodeOf(await status(b), 'node-a').leases === 0, 10_000);
+
+    const undo = await a.cli(['cluster', 'drain', 'node-a', '--undo']);
+    assert.equal(undo.code, 0, undo.stderr);
+    await a.waitForLog(drainEvent(false), 10_000);
+    const m3 = await send(a, 'after-undo');
+    await a.waitForLog(result(m3, 'delivered'), 20_000);
+    assert.equal(nodeOf(await status(a), 'node-a').draining, false);
+  },
+);
+
+test(
+  'queue retry and config reload --node/--all from any node: through the store, answered by the nodes',
+  { skip, timeout: 120_000 },
+  async () => {
+    const url = await pg.createDatabase('control');
+    const peer = await startPeer('127.0.0.80', { answer: '451 4.3.0 try again later' });
+    const cfgA = node('node-a', url, '127.0.0.80', peer, { queue: { leaseSeconds: LEASE, retrySchedule: [3600] } });
+    const cfgB = node('node-b', url, '127.0.0.80', peer, { queue: { leaseSeconds: LEASE, retrySchedule: [3600] } });
+    const a = await startGateway({ host: '127.0.0.81', config: cfgA });
+    nodes.push(a);
+    const b = await startGateway({ host: '127.0.0.82', config: cfgB });
+    nodes.push(b);
+
+    // An administration host: the same store, no server of its own.
+    const dir = tempDir();
+    closers.push(async () => {
+      const { rmSync } = await import('node:fs');
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const adminFile = path.join(dir, 'portcullis.yaml');
+    writeFileSync(
+      adminFile,
+      YAML.stringify({
+        ...cfgA,
+        nodeId: 'admin-host',
+        hostname: 'admin.contoso.test',
+        dataDir: path.join(dir, 'data'),
+        runAs: 'root',
+      }),
+    );
+    const id = await send(a, 'deferred');
+    await a.waitForLog(result(id, 'deferred'), 20_000);
+    peer.reply = '250 2.0.0 Ok';
+    const retry = await runCli(['queue', 'retry', id, '-c', adminFile]);
+    assert.equal(retry.code, 0, retry.stderr);
+    assert.match(
+      retry.stdout,
+      new RegExp(
+        `message ${id} is due now \\(no server runs here: the 2 live node\\(s\\) of the cluster pick it up within seconds\\)`,
+      ),
+    );
+    await until('a node delivered it', () => [a, b].some((g) => g.events().some(result(id, 'delivered'))), 15_000);
+
+    const one = await runCli(['config', 'reload', '--node', 'node-b', '-c', adminFile]);
+    assert.equal(one.code, 0, one.stderr);
+    assert.match(one.stdout, /^node-b: configuration reloaded/m);
+    await b.waitForLog((e) => e.event === 'config.reloaded' && e.source === 'store request', 5000);
+    assert.ok(!a.events().some((e) => e.event === 'config.reloaded'), 'node A was not asked');
+
+    const nobody = await runCli(['config', 'reload', '--node', 'node-x', '-c', adminFile]);
+    assert.equal(nobody.code, 1);
+    assert.match(nobody.stderr, /no node node-x in this store/);
+
+    a.writeConfig({ ...cfgA, queue: { leaseSeconds: LEASE, retrySchedule: [3600], noSuchKey: 1 } });
+    const all = await b.cli(['config', 'reload', '--all']);
+    assert.equal(all.code, 1, 'node A refused its new configuration');
+    assert.match(all.stdout, /^node-b: configuration reloaded/m);
+    assert.match(all.stderr, /^node-a: configuration refused, the running one stays in force:[\s\S]*noSuchKey/m);
+  },
+);
