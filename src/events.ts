@@ -123,6 +123,10 @@ export type Event =
   | { event: 'queue.fenced'; queueId: string; node: string; gen: number }
   /** A lease could not be renewed while its delivery runs: another node took the message over. */
   | { event: 'queue.leaseLost'; queueId: string; node: string; gen: number }
+  /** `cluster drain NODE [--undo]` reached this node: it claims no new queue work (or again). */
+  | { event: 'node.draining'; node: string; draining: boolean }
+  /** A control request for this node from the store (`config reload --node/--all`), and the answer. */
+  | { event: 'node.control'; node: string; id: number; kind: string; by: string; ok: boolean; message: string }
   | { event: 'store.opened'; store: 'sqlite' | 'postgres'; location: string; migrated: number[] }
   /** A setting of the database server weakens durability (location never carries a password). */
   | { event: 'store.warning'; location: string; setting: string; value: string; message: string }

@@ -4,7 +4,8 @@
 // keys; then become the service user (service/start.ts); only then create or open anything in
 // dataDir, so everything there belongs to the service user.
 // On start the node writes its heartbeat (scheduler/presence.ts) and returns its previous run's
-// leases: all of them on SQLite, its own (nodeId) on PostgreSQL, where other nodes hold theirs.
+// leases: all of them on SQLite, its own (nodeId) on PostgreSQL, where other nodes hold theirs. It
+// then follows its drain flag and control requests in the store (scheduler/directives.ts).
 // Promise: an invalid new configuration (or unusable certificate) is refused and the running
 // one stays in force; sessions in flight keep the snapshot they started with. A start that fails
 // part-way (a listener cannot bind) releases what it opened: control socket, listeners, store.
@@ -27,10 +28,12 @@ import { SmtpServer } from './inbound/server.ts';
 import type { SessionDeps } from './inbound/session.ts';
 import { Scheduler } from './scheduler/scheduler.ts';
 import { NodePresence } from './scheduler/presence.ts';
+import { NodeDirectives } from './scheduler/directives.ts';
 import { configHash } from './config/hash.ts';
 import { MaildirDelivery } from './delivery/maildir.ts';
 import { ConnectionPool } from './delivery/pool.ts';
 import { RemoteDelivery } from './delivery/remote.ts';
+import { storeMemories } from './delivery/trouble.ts';
 import { DaneProvider } from './delivery/dane.ts';
 import { DnsResolver } from './dns/resolver.ts';
 import type { Resolver } from './dns/types.ts';
@@ -77,6 +80,7 @@ export class Gateway {
   private server!: SmtpServer;
   private scheduler!: Scheduler;
   private presence: NodePresence | undefined;
+  private directives: NodeDirectives | undefined;
   private store!: Store;
   private tls!: ServerTls;
   private remote!: RemoteDelivery;
@@ -111,6 +115,7 @@ export class Gateway {
     const opened = this as unknown as { tls?: ServerTls; server?: SmtpServer; remote?: RemoteDelivery; store?: Store };
     opened.tls?.unwatch();
     await this.presence?.stop();
+    await this.directives?.stop();
     await new Promise((r) => (this.control ? this.control.close(r) : r(undefined)));
     await this.admin?.close(0);
     this.metrics?.stop();
@@ -185,6 +190,8 @@ export class Gateway {
           () => this.deps.config,
         ),
         providers: () => [...(this.deps.config.dane.enabled ? [dane] : []), mtaSts],
+        // Destinations down, hosts that failed, TLS fallbacks: in the store, shared by every node and process.
+        memories: storeMemories(() => this.store),
       },
     );
     const ingest = new Ingest(
@@ -259,6 +266,12 @@ export class Gateway {
       },
       this.tls,
     );
+    // Drain flag and control requests from any node's command line, through the store.
+    this.directives = new NodeDirectives(this.store, config.nodeId, {
+      draining: (on) => this.scheduler.setDraining(on),
+      control: () => this.reload('store request'), // the only kind of request (store ControlKind)
+    });
+    await this.directives.start();
     this.server.open();
     this.scheduler.start();
     this.reports.start();
@@ -331,6 +344,7 @@ export class Gateway {
     await this.server.close(10_000);
     await this.reports?.stop();
     await this.policyServer?.close();
+    await this.directives?.stop();
     await this.scheduler.stop();
     this.metrics?.stop();
     await this.reportCounts?.stop();

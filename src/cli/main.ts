@@ -18,7 +18,7 @@ import { registerDane } from './dane.ts';
 import { registerTlsRpt } from './tlsrpt.ts';
 import { registerMtaSts } from './mtasts.ts';
 import { registerStore } from './store.ts';
-import { registerCluster } from './cluster.ts';
+import { registerCluster, reloadThroughStore } from './cluster.ts';
 import { say, warn } from './terminal.ts';
 import { exitWith, installBoundary, logTo } from './failure.ts';
 
@@ -96,8 +96,16 @@ withConfig(
   for (const w of warnings) say(`WARNING ${w}`);
 });
 withConfig(
-  config.command('reload').description('make the running server re-read its configuration and certificates'),
-).action(async (o: CommonOpts) => {
+  config
+    .command('reload')
+    .description('make the running server re-read its configuration and certificates')
+    .option('--node <id>', 'ask this node of the cluster instead, through the store (from any node)')
+    .option('--all', 'ask every live node of the cluster, through the store'),
+).action(async (o: CommonOpts & { node?: string; all?: boolean }) => {
+  if (o.node || o.all) {
+    if (!(await reloadThroughStore(cliConfig(o), o))) process.exitCode = 1;
+    return;
+  }
   const dataDir = serverDataDir(o);
   const r = await controlRequest(dataDir, { cmd: 'reload' });
   if (!r)

@@ -1,4 +1,5 @@
-// Owns: `portcullis queue list|show|retry|bounce|delete` (works against the dataDir while the server runs).
+// Owns: `portcullis queue list|show|retry|bounce|delete` (works against the dataDir while the server runs,
+// and from any node of a cluster: actions are written to the store, which every node reads).
 // Events are rendered by trace.ts (one renderer for `trace` and `queue`).
 import type { Command } from 'commander';
 import { controlRequest } from '../admin/control.ts';
@@ -39,6 +40,12 @@ function waitReasons(m: QueueMessage, events: TraceEvent[]): string[] {
     groups.set(cause, [...(groups.get(cause) ?? []), r.address]);
   }
   return [...groups].map(([cause, rcpts]) => `${rcpts.join(', ')}: ${cause}`);
+}
+
+/** Whether a server runs on this machine (it was asked to look now), and how many nodes share the store. */
+interface Running {
+  here: boolean;
+  live: number;
 }
 
 export function registerQueue(program: Command): void {
@@ -136,7 +143,7 @@ export function registerQueue(program: Command): void {
         by: string,
         recipients: number | undefined,
         c: ReturnType<typeof cliConfig>,
-        running: boolean,
+        running: Running,
       ) => string,
     ) =>
     async (id: string, o: CommonOpts) => {
@@ -144,17 +151,27 @@ export function registerQueue(program: Command): void {
       const store = await cliStore(c, 'write');
       const by = administrator();
       const r = await queueAction(store, action, id, by);
+      // Other nodes sharing the store (a cluster) pick due work up by themselves.
+      const now = Date.now();
+      const live =
+        r.ok && action !== 'delete'
+          ? (await store.nodes(now)).filter((n) => now - n.lastHeartbeat <= c.queue.leaseSeconds * 1000).length
+          : 0;
       await store.close();
       if (!r.ok) {
         warn(refusalText(action, id, r.why));
         process.exitCode = 1;
         return;
       }
-      const running = action === 'delete' ? true : !!(await controlRequest(c.dataDir, { cmd: 'kick' }));
-      say(done(id, by, r.recipients, c, running));
+      const here = action === 'delete' ? true : !!(await controlRequest(c.dataDir, { cmd: 'kick' }));
+      say(done(id, by, r.recipients, c, { here, live }));
     };
-  const noServer = (running: boolean, what: string) =>
-    running ? '' : ` (no running server: ${what} when the server starts)`;
+  const noServer = (running: Running, what: string) =>
+    running.here
+      ? ''
+      : running.live
+        ? ` (no server runs here: the ${running.live} live node(s) of the cluster pick it up within seconds)`
+        : ` (no running server: ${what} when the server starts)`;
 
   withConfig(q.command('retry').argument('<id>', 'queue id').description('attempt delivery now')).action(
     act('retry', (id, _by, _n, _c, running) => `message ${id} is due now${noServer(running, 'it will be attempted')}`),

@@ -1,9 +1,10 @@
 // Owns: the shape of what remote delivery remembers between attempts (an expiring, bounded
-// key/value memory) and its in-process implementation. The interface is asynchronous so that an
-// implementation shared by several worker processes or cluster nodes (through the store) can
-// replace the in-process one without changing its users.
+// key/value memory) and its two implementations: in-process (tests, tools without a store) and
+// in the store (StoreMemory), shared by every node and worker process using that store.
 // Promises: `get` never returns an entry whose `until` has passed; an in-process memory never
-// holds more than `max` entries (the oldest written is forgotten first).
+// holds more than `max` entries (the oldest written is forgotten first), a store memory never more
+// than `max` per kind after each sweep (`expire`). A store memory's values travel as JSON.
+import type { Store } from '../store/types.ts';
 
 /** A remembered value and the time (ms epoch) it stops counting. */
 export interface Remembered<V> {
@@ -60,5 +61,33 @@ export class InMemory<V> implements ExpiringMemory<V> {
         n++;
       }
     return n;
+  }
+}
+
+/** One kind of memory in the store's memories table, shared by every node of the store. */
+export class StoreMemory<V> implements ExpiringMemory<V> {
+  constructor(
+    private readonly store: () => Pick<Store, 'memoryGet' | 'memorySet' | 'memoryDelete' | 'memoryExpire'>,
+    private readonly kind: string,
+    private readonly max = DEFAULT_MAX,
+  ) {}
+
+  async get(key: string, now = Date.now()): Promise<Remembered<V> | undefined> {
+    const e = await this.store().memoryGet(this.kind, key, now);
+    return e ? { value: e.value as V, until: e.until } : undefined;
+  }
+
+  set(key: string, value: V, until: number): Promise<void> {
+    return this.store().memorySet(this.kind, key, value, until);
+  }
+
+  /** Forgets `key`; a write only when it is there (a success forgets its host's failure: mostly none). */
+  async delete(key: string): Promise<void> {
+    if (await this.store().memoryGet(this.kind, key)) await this.store().memoryDelete(this.kind, key);
+  }
+
+  /** Every kind is swept at once (one statement); the count is the store's. */
+  expire(now = Date.now()): Promise<number> {
+    return this.store().memoryExpire(now, this.max);
   }
 }

@@ -15,7 +15,8 @@
 // Promises: decisions come from failure kinds and reply codes, never from text; a failure is
 // never 'delivered'; nothing remembered outlives its `until`, and every memory is bounded.
 import { classifyFailure, classifyRefusal, classifyReply, type FailureFacts, type Outcome } from './classify.ts';
-import { InMemory, type ExpiringMemory } from './memory.ts';
+import { InMemory, StoreMemory, type ExpiringMemory } from './memory.ts';
+import type { Store } from '../store/types.ts';
 import type { PeerTls, TransactionResult } from './smtp-client.ts';
 import type { TlsRequirement } from '../policy/outbound.ts';
 import type { TlsLevel } from '../tls/levels.ts';
@@ -254,6 +255,18 @@ export interface DeliveryMemories {
 
 export function inProcessMemories(max?: number): DeliveryMemories {
   return { destinationDown: new InMemory(max), hostFailed: new InMemory(max), tlsFallback: new InMemory(max) };
+}
+
+/**
+ * The memories in the store, shared by every node and worker process that uses it: what one
+ * finds down, the others defer at once. (The sweep of one kind sweeps them all: it is one table.)
+ */
+export function storeMemories(store: () => Store, max?: number): DeliveryMemories {
+  return {
+    destinationDown: new StoreMemory(store, 'destinationDown', max),
+    hostFailed: new StoreMemory(store, 'hostFailed', max),
+    tlsFallback: new StoreMemory(store, 'tlsFallback', max),
+  };
 }
 
 export interface TroubleSettings {

@@ -1,5 +1,6 @@
 // Owns: queue states, leases, retry backoff, expiry, delay warnings and bounces, and runs trace
-// retention (retention.ts) while it runs. Claims due
+// retention (retention.ts) while it runs. While the node drains (`cluster drain`) it claims
+// nothing and takes no direct handoff; what it delivers finishes. Claims due
 // messages from the store, hands recipients to their delivery agent (local Maildir, remote SMTP
 // grouped by next hop so one transaction carries many recipients, or the TLS-RPT report inbox
 // for tlsRpt.receive addresses), records the outcomes. An administrator's "bounce now"
@@ -11,8 +12,10 @@
 // delivered under (fencing generation), else it is logged (queue.fenced) and dropped. A failed
 // recipient produces a DSN to the sender unless the sender is null or NOTIFY says otherwise, so
 // bounces can never loop. The DSN is queued before the failure is recorded (never lost; after a
-// crash in between it may be sent twice). The DSN of a REQUIRETLS message carries only the
-// original's header and is itself sent with REQUIRETLS (RFC 8689 §5).
+// crash in between it may be sent twice), and only while the node holds the message's lease
+// (renewed just before: a node whose lease was taken over sends none, so a cluster sends one per
+// event). The DSN of a REQUIRETLS message carries only the original's header and is itself sent
+// with REQUIRETLS (RFC 8689 §5).
 import type { Config } from '../config/load.ts';
 import { Replies } from '../errors.ts';
 import { emit } from '../events.ts';
@@ -120,11 +123,15 @@ export class Scheduler {
    * and no second, concurrent delivery is started.
    */
   private readonly active = new Map<string, number>();
+  /** Per message in delivery: whether this node still held its lease before a notice was queued. */
+  private readonly held = new Map<string, Promise<boolean>>();
   private reserved = 0;
   private timer: NodeJS.Timeout | undefined;
   private running = false;
   private again = false;
   private stopped = false;
+  /** `cluster drain`: no new queue work (claims, direct handoff); deliveries in flight finish. */
+  private draining = false;
   private cycling: Promise<void> = Promise.resolve();
   private idle: (() => void)[] = [];
   private readonly retention: TraceRetention;
@@ -148,7 +155,7 @@ export class Scheduler {
   /** Direct handoff (ingest): a lease when there is room to deliver a new message right away. */
   reserve(): { owner: string; ms: number } | undefined {
     const q = this.deps().config.queue;
-    if (this.stopped || this.inflight + this.reserved >= q.concurrency) return undefined;
+    if (this.stopped || this.draining || this.inflight + this.reserved >= q.concurrency) return undefined;
     this.reserved++;
     return { owner: this.owner, ms: q.leaseSeconds * 1000 };
   }
@@ -174,9 +181,17 @@ export class Scheduler {
       .finally(() => {
         this.inflight--;
         this.active.delete(m.id);
+        this.held.delete(m.id);
         this.kick();
         if (this.inflight === 0) for (const f of this.idle.splice(0)) f();
       });
+  }
+
+  /** Drain (stop claiming new work; the deliveries in flight finish and their leases are renewed), or undo. */
+  setDraining(on: boolean): void {
+    if (on === this.draining) return;
+    this.draining = on;
+    if (!on) this.kick();
   }
 
   /** Something became due (new message, retry request): look now. */
@@ -201,7 +216,7 @@ export class Scheduler {
   private async cycle(): Promise<void> {
     const q = this.deps().config.queue;
     try {
-      const room = q.concurrency - this.inflight - this.reserved;
+      const room = this.draining ? 0 : q.concurrency - this.inflight - this.reserved;
       if (room > 0) {
         const batch = await this.store.claim(this.owner, room, q.leaseSeconds * 1000);
         for (const m of batch)
@@ -430,7 +445,28 @@ export class Scheduler {
     };
   }
 
+  /**
+   * One notice per event for the whole cluster: before the first notice of a delivery, the lease
+   * is renewed, which also proves it is still ours. Lost (another node took the message over and
+   * sends its own notices): none from here. Renewed: no other node can take the message before
+   * the completion that follows (it is written within the lease just extended).
+   */
+  private stillHeld(m: QueueMessage): Promise<boolean> {
+    let p = this.held.get(m.id);
+    if (!p) {
+      const gen = this.active.get(m.id) ?? m.leaseGen;
+      p = this.store.renew(this.owner, [{ id: m.id, gen }], this.deps().config.queue.leaseSeconds * 1000).then((r) => {
+        if (r.length) return true;
+        emit({ event: 'queue.leaseLost', queueId: m.id, node: this.owner, gen });
+        return false;
+      });
+      this.held.set(m.id, p);
+    }
+    return p;
+  }
+
   private async sendDsn(m: QueueMessage, data: Buffer, rcpts: DsnRecipient[], willRetryUntil?: number): Promise<void> {
+    if (!(await this.stillHeld(m))) return;
     const { config, inbound } = this.deps();
     const dsn = buildDsn({
       reportingMta: config.hostname,

@@ -3,6 +3,7 @@
 import type {
   AdminToken,
   AuditEntry,
+  ControlRequest,
   MessageState,
   NodeStatus,
   QueueMessage,
@@ -59,6 +60,21 @@ export function toNode(r: Row): NodeStatus {
     startedAt: r.started_at as number,
     lastHeartbeat: r.heartbeat_at as number,
     leases: Number(r.leases),
+    draining: !!r.draining,
+  };
+}
+
+/** A control request row (node_requests), either backend. */
+export function toControl(r: Row): ControlRequest {
+  return {
+    id: Number(r.id),
+    node: r.node as string,
+    kind: r.kind as ControlRequest['kind'],
+    requestedAt: Number(r.requested_at),
+    requestedBy: r.requested_by as string,
+    ...(r.answered_at !== null && r.answered_at !== undefined
+      ? { answeredAt: Number(r.answered_at), ok: !!r.ok, message: (r.message as string | null) ?? '' }
+      : {}),
   };
 }
 

@@ -189,6 +189,8 @@ export interface NodeStatus extends NodeBeat {
   lastHeartbeat: number;
   /** Messages in delivery under a lease of this node that has not expired. */
   leases: number;
+  /** `cluster drain`: the node claims no new queue work (it finishes its leases). */
+  draining: boolean;
 }
 
 export interface QueueFilter {
@@ -198,6 +200,36 @@ export interface QueueFilter {
   limit?: number;
   /** Skip this many first (paging). */
   offset?: number;
+}
+
+// ---- Cluster: what the nodes share besides the queue, drain, control requests ----
+
+/** An entry of a shared memory (store.memory*): its value (JSON) and when it stops counting (ms epoch). */
+export interface SharedEntry {
+  value: unknown;
+  until: number;
+}
+
+/** What an operator can ask of a node through the store (`config reload --node/--all`). */
+export type ControlKind = 'reload';
+
+/** A control request for one node, and its answer once the node has handled it. */
+export interface ControlRequest {
+  id: number;
+  node: string;
+  kind: ControlKind;
+  requestedAt: number;
+  /** Who asked (the operating-system user of the CLI). */
+  requestedBy: string;
+  answeredAt?: number;
+  ok?: boolean;
+  message?: string;
+}
+
+/** What a node reads from the store on its poll: its drain flag and the requests waiting for it. */
+export interface NodeDirectives {
+  draining: boolean;
+  requests: ControlRequest[];
 }
 
 // ---- Admin centre: tokens, audit log, report counters (admin/, reports/) ----
@@ -439,4 +471,28 @@ export interface Store {
   sumReportCounts(q: ReportQuery): Promise<ReportSum[]>;
   /** Forget report counters of buckets before `before`; how many rows went. */
   purgeReportCounts(before: number): Promise<number>;
+
+  // Cluster: memories the nodes share (delivery/memory.ts), once-only work, drain, control requests.
+  /** The entry of `kind` for `key` while it lasts (its `until` after `now`), else null. */
+  memoryGet(kind: string, key: string, now?: number): Promise<SharedEntry | null>;
+  /** Remember `value` (JSON) for `key` until `until`; an `until` not after `now` forgets the key. */
+  memorySet(kind: string, key: string, value: unknown, until: number, now?: number): Promise<void>;
+  memoryDelete(kind: string, key: string): Promise<void>;
+  /**
+   * Take `key` for `value` until `until` unless a live entry holds it, atomically across nodes:
+   * true when this call took it (work done once for the whole cluster).
+   */
+  memoryClaim(kind: string, key: string, value: unknown, until: number, now?: number): Promise<boolean>;
+  /** Forget what ran out and, past `max` entries of a kind, those that run out first; how many went. */
+  memoryExpire(now: number, max: number): Promise<number>;
+  /** `cluster drain NODE [--undo]`: set the node's drain flag; false when no node has this id. */
+  setDraining(node: string, on: boolean): Promise<boolean>;
+  /** Ask `node` for something (it polls); resolves with the request's id. */
+  requestControl(node: string, kind: ControlKind, by: string, now?: number): Promise<number>;
+  /** A node's poll: its drain flag and its unanswered requests, oldest first. */
+  nodeDirectives(node: string): Promise<NodeDirectives>;
+  /** The node's answer to a request. */
+  answerControl(id: number, ok: boolean, message: string, now?: number): Promise<void>;
+  /** Requests by id (answered or not). */
+  controlRequests(ids: readonly number[]): Promise<ControlRequest[]>;
 }

@@ -5,7 +5,9 @@
 // tls.trust, host resolved through dns.servers, no redirects, bounded in time).
 // Promises: counting never throws into delivery (a failed write is logged); a domain whose
 // record cannot be looked up (a DNS failure, not "no record") is not marked sent, so the next
-// run tries again; every destination's result is recorded with the report.
+// run tries again; every destination's result is recorded with the report. The daily pass sends
+// each domain's report once for the whole cluster (a claim in the store); `tlsrpt send` sends
+// when asked.
 import https from 'node:https';
 import net from 'node:net';
 import type { Config } from '../config/load.ts';
@@ -78,6 +80,9 @@ export interface DomainResult {
 }
 
 const MAX_HTTP_ANSWER = 64 * 1024;
+/** The daily pass claims each domain's report (store memory of this kind) for at most this long. */
+const CLAIM_KIND = 'tlsrptSending';
+const CLAIM_MS = 15 * 60_000;
 
 export class TlsReportSender {
   constructor(private readonly d: SenderDeps) {}
@@ -93,15 +98,32 @@ export class TlsReportSender {
         out.push({ domain, skipped: 'already sent' });
         continue;
       }
-      out.push(
-        await this.sendDomain(
+      const send = () =>
+        this.sendDomain(
           day,
           domain,
           rows.filter((r) => r.policyDomain === domain),
-        ),
-      );
+        );
+      out.push(o.unsentOnly ? await this.once(day, domain, send) : await send());
     }
     return out;
+  }
+
+  /**
+   * The daily pass of every node: the domain's report is claimed in the store first, so only one
+   * node of the cluster sends it. A claim not followed by a record (lookup failed, will retry) is
+   * given back; one whose node died runs out after CLAIM_MS.
+   */
+  private async once(day: string, domain: string, send: () => Promise<DomainResult>): Promise<DomainResult> {
+    const key = `${day} ${domain}`;
+    if (!(await this.d.store.memoryClaim(CLAIM_KIND, key, true, Date.now() + CLAIM_MS)))
+      return { domain, skipped: 'being sent by another node' };
+    const sent = async () => (await this.d.store.tlsReportsSent(day)).some((r) => r.policyDomain === domain);
+    // Sent meanwhile (this pass read the list earlier) by a node whose claim has run out since.
+    if (await sent()) return { domain, skipped: 'already sent' };
+    const r = await send();
+    if (!(await sent())) await this.d.store.memoryDelete(CLAIM_KIND, key);
+    return r;
   }
 
   private async sendDomain(

@@ -22,6 +22,8 @@ import type {
   AuditEntry,
   AuditFilter,
   BounceResult,
+  ControlKind,
+  ControlRequest,
   CompleteResult,
   DeleteResult,
   HeldLease,
@@ -29,6 +31,7 @@ import type {
   NewAdminToken,
   NewMessage,
   NodeBeat,
+  NodeDirectives,
   NodeStatus,
   QueueFilter,
   QueueMessage,
@@ -37,6 +40,7 @@ import type {
   ReportCount,
   ReportQuery,
   ReportSum,
+  SharedEntry,
   Store,
   StsPolicyEntry,
   TlsReportSent,
@@ -45,6 +49,7 @@ import type {
   TraceFilter,
 } from '../types.ts';
 import * as admin from './admin.ts';
+import * as cluster from './cluster.ts';
 import {
   assertKnownSchema,
   checkDurability,
@@ -728,6 +733,37 @@ export class PostgresStore implements Store {
     return toDepth(
       await this.read<{ state: string; n: number }>('SELECT state, count(*) AS n FROM messages GROUP BY state'),
     );
+  }
+
+  memoryGet(kind: string, key: string, now = Date.now()): Promise<SharedEntry | null> {
+    return cluster.memoryGet(this.reader, kind, key, now);
+  }
+  memorySet(kind: string, key: string, value: unknown, until: number, now = Date.now()): Promise<void> {
+    return this.write((c) => cluster.memorySet(c, kind, key, value, until, now));
+  }
+  memoryDelete(kind: string, key: string): Promise<void> {
+    return this.write((c) => cluster.memorySet(c, kind, key, null, 0, 1));
+  }
+  memoryClaim(kind: string, key: string, value: unknown, until: number, now = Date.now()): Promise<boolean> {
+    return this.write((c) => cluster.memoryClaim(c, kind, key, value, until, now));
+  }
+  memoryExpire(now: number, max: number): Promise<number> {
+    return this.write((c) => cluster.memoryExpire(c, now, max));
+  }
+  setDraining(node: string, on: boolean): Promise<boolean> {
+    return this.write((c) => cluster.setDraining(c, node, on));
+  }
+  requestControl(node: string, kind: ControlKind, by: string, now = Date.now()): Promise<number> {
+    return this.write((c) => cluster.requestControl(c, node, kind, by, now));
+  }
+  nodeDirectives(node: string): Promise<NodeDirectives> {
+    return cluster.nodeDirectives(this.reader, node);
+  }
+  answerControl(id: number, ok: boolean, message: string, now = Date.now()): Promise<void> {
+    return this.write((c) => cluster.answerControl(c, id, ok, message, now));
+  }
+  controlRequests(ids: readonly number[]): Promise<ControlRequest[]> {
+    return cluster.controlRequests(this.reader, ids);
   }
 
   async close(): Promise<void> {

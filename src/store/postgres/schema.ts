@@ -161,4 +161,29 @@ export const migrations: Migration[] = [
      CREATE INDEX report_counts_bucket ON report_counts (bucket);
      CREATE INDEX report_counts_d1 ON report_counts (kind, org, d1, bucket);`,
   },
+  {
+    // Several nodes: memories they share (destinations down, TLS fallbacks, once-only claims), a
+    // node's drain flag, and control requests for a node. Same as the SQLite store's migration.
+    name: 'cluster: shared memories, drain flag, control requests',
+    sql: `ALTER TABLE nodes ADD COLUMN draining boolean NOT NULL DEFAULT false;
+     CREATE TABLE memories (
+       kind text NOT NULL,
+       key text NOT NULL,
+       value text NOT NULL,
+       expires_at bigint NOT NULL,
+       PRIMARY KEY (kind, key)
+     );
+     CREATE INDEX memories_expiry ON memories (expires_at);
+     CREATE TABLE node_requests (
+       id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+       node text NOT NULL,
+       kind text NOT NULL,
+       requested_at bigint NOT NULL,
+       requested_by text NOT NULL,
+       answered_at bigint,
+       ok boolean,
+       message text
+     );
+     CREATE INDEX node_requests_open ON node_requests (node) WHERE answered_at IS NULL;`,
+  },
 ];

@@ -14,6 +14,8 @@ import type {
   AuditEntry,
   AuditFilter,
   BounceResult,
+  ControlKind,
+  ControlRequest,
   CompleteResult,
   DeleteResult,
   HeldLease,
@@ -21,6 +23,7 @@ import type {
   NewAdminToken,
   NewMessage,
   NodeBeat,
+  NodeDirectives,
   NodeStatus,
   QueueFilter,
   QueueMessage,
@@ -29,6 +32,7 @@ import type {
   ReportCount,
   ReportQuery,
   ReportSum,
+  SharedEntry,
   Store,
   StsPolicyEntry,
   TlsReportSent,
@@ -40,6 +44,7 @@ import type { MigrationStatus } from '../migrations.ts';
 import { toDepth, toMessage, toNode, type Row } from '../rows.ts';
 import { migrations } from './schema.ts';
 import { SqliteAdminTables } from './admin.ts';
+import { SqliteClusterTables } from './cluster.ts';
 import { AdminError } from '../../errors.ts';
 
 export interface SqliteOpenOptions {
@@ -83,6 +88,7 @@ export class SqliteStore implements Store {
   private scheduled = false;
   private readonly st;
   private readonly admin: SqliteAdminTables;
+  private readonly cluster: SqliteClusterTables;
 
   constructor(dataDir: string, opts: SqliteOpenOptions = {}) {
     const existing = !!(opts.readonly || opts.existing);
@@ -225,6 +231,7 @@ export class SqliteStore implements Store {
       depth: db.prepare('SELECT state, count(*) AS n FROM messages GROUP BY state'),
     };
     this.admin = new SqliteAdminTables(db);
+    this.cluster = new SqliteClusterTables(db);
   }
 
   private migrate(): void {
@@ -650,6 +657,37 @@ export class SqliteStore implements Store {
 
   async depth(): Promise<Record<MessageState, number>> {
     return toDepth(this.st.depth.all() as { state: string; n: number }[]);
+  }
+
+  async memoryGet(kind: string, key: string, now = Date.now()): Promise<SharedEntry | null> {
+    return this.cluster.get(kind, key, now);
+  }
+  memorySet(kind: string, key: string, value: unknown, until: number, now = Date.now()): Promise<void> {
+    return this.write(() => this.cluster.set(kind, key, value, until, now));
+  }
+  memoryDelete(kind: string, key: string): Promise<void> {
+    return this.write(() => this.cluster.delete(kind, key));
+  }
+  memoryClaim(kind: string, key: string, value: unknown, until: number, now = Date.now()): Promise<boolean> {
+    return this.write(() => this.cluster.claim(kind, key, value, until, now));
+  }
+  memoryExpire(now: number, max: number): Promise<number> {
+    return this.write(() => this.cluster.expire(now, max));
+  }
+  setDraining(node: string, on: boolean): Promise<boolean> {
+    return this.write(() => this.cluster.setDraining(node, on));
+  }
+  requestControl(node: string, kind: ControlKind, by: string, now = Date.now()): Promise<number> {
+    return this.write(() => this.cluster.request(node, kind, by, now));
+  }
+  async nodeDirectives(node: string): Promise<NodeDirectives> {
+    return this.cluster.directives(node);
+  }
+  answerControl(id: number, ok: boolean, message: string, now = Date.now()): Promise<void> {
+    return this.write(() => this.cluster.answer(id, ok, message, now));
+  }
+  async controlRequests(ids: readonly number[]): Promise<ControlRequest[]> {
+    return this.cluster.requests(ids);
   }
 
   async close(): Promise<void> {

@@ -163,4 +163,29 @@ export const migrations: Migration[] = [
    CREATE INDEX report_counts_bucket ON report_counts(bucket);
    CREATE INDEX report_counts_d1 ON report_counts(kind, org, d1, bucket);`,
   },
+  // A cluster (or several processes on one queue): memories the nodes share (destinations down,
+  // TLS fallbacks, once-only claims), a node's drain flag, and control requests for a node.
+  {
+    name: 'cluster: shared memories, drain flag, control requests',
+    sql: `ALTER TABLE nodes ADD COLUMN draining INTEGER NOT NULL DEFAULT 0;
+   CREATE TABLE memories (
+     kind TEXT NOT NULL,
+     key TEXT NOT NULL,
+     value TEXT NOT NULL,
+     expires_at INTEGER NOT NULL,
+     PRIMARY KEY (kind, key)
+   ) WITHOUT ROWID;
+   CREATE INDEX memories_expiry ON memories(expires_at);
+   CREATE TABLE node_requests (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     node TEXT NOT NULL,
+     kind TEXT NOT NULL,
+     requested_at INTEGER NOT NULL,
+     requested_by TEXT NOT NULL,
+     answered_at INTEGER,
+     ok INTEGER,
+     message TEXT
+   );
+   CREATE INDEX node_requests_open ON node_requests(node) WHERE answered_at IS NULL;`,
+  },
 ];

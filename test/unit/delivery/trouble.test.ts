@@ -2,7 +2,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Outcome } from '../../../src/delivery/classify.ts';
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { InMemory } from '../../../src/delivery/memory.ts';
+import { SqliteStore } from '../../../src/store/sqlite/index.ts';
 import {
   Tally,
   Trouble,
@@ -10,6 +14,7 @@ import {
   hostFailure,
   inProcessMemories,
   nextTlsStep,
+  storeMemories,
   transactionOutcome,
   type AttemptFacts,
 } from '../../../src/delivery/trouble.ts';
@@ -194,6 +199,52 @@ test('Trouble: destination down is served while fresh and says until when; hosts
     (await t.order(hosts)).map((h) => h.name),
     ['a', 'b', 'd', 'c'],
   );
+});
+
+test('Trouble over the store: what one process finds (down, failed host, TLS step down), another sharing the queue uses', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'pc-trouble-'));
+  const [sa, sb] = [new SqliteStore(dir), new SqliteStore(dir)];
+  try {
+    const a = new Trouble(
+      storeMemories(() => sa),
+      () => settings,
+    );
+    const b = new Trouble(
+      storeMemories(() => sb),
+      () => settings,
+    );
+    const outcome: Outcome = {
+      status: 'deferred',
+      reply: { code: 421, enhanced: '4.4.2', message: 'Connection dropped', reason: 'closed before the greeting' },
+    };
+    assert.equal(await b.down('mx:fabrikam.test'), undefined);
+    await a.markDown('mx:fabrikam.test', { outcome, attempt: facts });
+    const d = await b.down('mx:fabrikam.test');
+    assert.equal(d?.attempt.host, 'mx.fabrikam.test');
+    assert.match(
+      d?.outcome.reply.reason ?? '',
+      /^closed before the greeting \(destination marked unreachable until .*Z\)$/,
+    );
+    await a.hostFailed('a');
+    assert.deepEqual(
+      (await b.order([{ name: 'a' }, { name: 'b' }])).map((h) => h.name),
+      ['b', 'a'],
+    );
+    await b.hostSucceeded('a');
+    assert.deepEqual(
+      (await a.order([{ name: 'a' }, { name: 'b' }])).map((h) => h.name),
+      ['a', 'b'],
+    );
+    await a.stepDown('127.0.0.2', { mode: 'plaintext', cause: 'protocol-version' });
+    const start = await b.tlsStart({ level: 'opportunistic', source: 'default' }, '127.0.0.2', false);
+    assert.deepEqual(
+      [start.mode, start.remembered?.value],
+      ['plaintext', { mode: 'plaintext', cause: 'protocol-version' }],
+    );
+  } finally {
+    await sa.close();
+    await sb.close();
+  }
 });
 
 test('InMemory: entries run out at their time, expire() forgets them, the size is bounded (oldest written first)', async () => {

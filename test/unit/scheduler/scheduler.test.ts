@@ -106,6 +106,7 @@ async function run(
     opts?: { delayWarned?: boolean; gen?: number };
   }[] = [];
   const dsns: { to: string; data: string; regarding?: string }[] = [];
+  const renewed: string[] = [];
   const store = {
     complete: async (
       id: string,
@@ -121,6 +122,11 @@ async function run(
     nextDue: async () => null,
     data: async () => data,
     purgeDone: async () => 0,
+    // A renewal is refused once another node has taken the lease over (as the completion is, fenced).
+    renew: async (owner: string, leases: { id: string; gen: number }[]) => {
+      renewed.push(...leases.map((l) => `${owner} ${l.id} ${l.gen}`));
+      return o.fenced ? [] : leases.map((l) => l.id);
+    },
   } as unknown as Store;
   const remote = {
     deliver: async (j: RemoteJob): Promise<RemoteResult> => ({
@@ -166,7 +172,7 @@ async function run(
   assert.ok(lease);
   s.take(m, data);
   await s.stop();
-  return { completed, dsns, t0 };
+  return { completed, dsns, t0, renewed };
 }
 
 test('retryDelay: the schedule by attempt number, the last value repeating', () => {
@@ -233,6 +239,22 @@ test('failures: a DSN to the sender unless NOTIFY says otherwise; never to the n
     events.some((e) => e.event === 'delivery.result' && e.agent === 'bounce' && /null sender/.test(String(e.reason))),
   );
   assert.equal(bounce.completed[0].outcomes[0].status, 'failed', 'the failure is still recorded');
+});
+
+test('a node whose lease was taken over sends no DSN (the new owner sends it): one notice per event', async () => {
+  const m = message({ rcpts: [{ address: 'b@fabrikam.test' }, { address: 'c@fabrikam.test' }] });
+  const all = { 'b@fabrikam.test': failed, 'c@fabrikam.test': failed };
+  const held = await run(m, all);
+  assert.equal(held.dsns.length, 1);
+  assert.deepEqual(held.renewed, [`mx1:/var/lib/portcullis ${m.id} ${m.leaseGen}`], 'checked once, at its generation');
+  events.length = 0;
+  const lost = await run(m, all, { fenced: true });
+  assert.deepEqual(lost.dsns, []);
+  assert.ok(events.some((e) => e.event === 'queue.leaseLost' && e.queueId === m.id));
+  events.length = 0;
+  assert.equal(lost.completed.length, 1, 'the completion is still offered (and refused by the store: fenced)');
+  const quiet = await run(message({ rcpts: [{ address: 'b@fabrikam.test' }] }), { 'b@fabrikam.test': delivered });
+  assert.deepEqual(quiet.renewed, [], 'no notice, no extra write');
 });
 
 test('success notices where NOTIFY asks: delivered here, or relayed to a peer without DSN (RFC 3461 §5.2.2)', async () => {

@@ -334,7 +334,10 @@ export function storeConformance(name: string, h: StoreHarness): void {
         ['mx2:/var/lib/portcullis', t0 - 500, 0, 'h2'],
       ],
     );
-    assert.deepEqual({ ...nodes[0], lastHeartbeat: 0, leases: 0 }, { ...a, lastHeartbeat: 0, leases: 0 });
+    assert.deepEqual(
+      { ...nodes[0], lastHeartbeat: 0, leases: 0 },
+      { ...a, lastHeartbeat: 0, leases: 0, draining: false },
+    );
     assert.equal((await s.nodes(t1 + 61_000))[0].leases, 0, 'expired leases are not held');
     assert.deepEqual(await s.depth(), { incoming: 1, active: 2, deferred: 0, held: 0, done: 0 });
   });

@@ -12,6 +12,7 @@ import { migrations } from '../../../src/store/postgres/schema.ts';
 import { postgresMissing, startPostgres, type PgInstance } from '../../helpers/postgres.ts';
 import { msg, storeConformance } from './conformance.ts';
 import { adminStoreConformance } from './admin-conformance.ts';
+import { clusterStoreConformance } from './cluster-conformance.ts';
 
 let pg: PgInstance | undefined;
 before(async () => {
@@ -30,6 +31,7 @@ const harness = {
 };
 storeConformance('postgres', harness);
 adminStoreConformance('postgres', harness);
+clusterStoreConformance('postgres', harness);
 
 const skip = postgresMissing;
 

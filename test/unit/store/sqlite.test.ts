@@ -7,15 +7,18 @@ import path from 'node:path';
 import { queueFile, SqliteStore, sqliteMigrationStatus } from '../../../src/store/sqlite/index.ts';
 import { migrations } from '../../../src/store/sqlite/schema.ts';
 import { storeConformance } from './conformance.ts';
+import { clusterStoreConformance } from './cluster-conformance.ts';
 
 const dir = () => mkdtempSync(path.join(os.tmpdir(), 'pc-store-'));
 
-storeConformance('sqlite', {
+const sqliteHarness = {
   async fresh() {
     const d = dir();
     return { store: new SqliteStore(d), reopen: async () => new SqliteStore(d) };
   },
-});
+};
+storeConformance('sqlite', sqliteHarness);
+clusterStoreConformance('sqlite', sqliteHarness);
 
 test('sqlite: migrations are versioned by user_version and reported without writing', async () => {
   const d = dir();
