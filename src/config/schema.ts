@@ -793,7 +793,7 @@ export const configSchema = z.strictObject({
             'After a failed TLS handshake with an address under **opportunistic** TLS, go straight to the step that ' +
             'worked (legacy TLS, else plaintext) with that address for this long (the step is recorded in the ' +
             'trace). `0`: nothing is remembered; every delivery starts with TLS 1.2+ and steps down within the ' +
-            'attempt. Never applies to a forced level.',
+            'attempt. Never applies to a forced level. Remembered in the store, for every node sharing it.',
           valueType: 'seconds',
         }),
       opportunisticLegacyTls: z
@@ -813,7 +813,8 @@ export const configSchema = z.strictObject({
           description:
             'A next hop whose every host failed to connect (or to set up a session: greeting, EHLO, STARTTLS, TLS) ' +
             'is not tried again for this long; messages for it are deferred at once. DNS failures alone never ' +
-            'mark it down. Hosts that failed are also tried last on the next attempt.',
+            'mark it down. Hosts that failed are also tried last on the next attempt. Remembered in the store: every ' +
+            'node (and process) sharing it knows.',
           valueType: 'seconds',
         }),
       timeouts: z
