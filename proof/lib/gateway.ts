@@ -1,6 +1,8 @@
 // A lean launcher for the real `portcullis serve` process, for long proof runs: unlike
 // test/helpers/gateway.ts it keeps no full log in memory (a 100,000-message run logs hundreds of
 // thousands of lines), only counters of the events the proof reports and the last lines for errors.
+// With `workers: N` the process it starts is the supervisor; the workers' lifetimes (worker.started,
+// worker.exited) are recorded as epochs too, and killWorker() SIGKILLs one of them.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, writeFileSync, type WriteStream } from 'node:fs';
 import path from 'node:path';
@@ -23,10 +25,14 @@ export interface ProofGateway {
   /** Samples of internal.error lines (at most 20). */
   internalErrorSamples: string[];
   recovered: number;
+  /** With workers: the pid of each worker as last started. */
+  workers: Map<number, number>;
   tail: string[];
   running(): boolean;
   start(): Promise<void>;
   kill9(): Promise<void>;
+  /** SIGKILL worker n (workers: N); its supervisor restarts it. False when it does not run. */
+  killWorker(n: number): boolean;
   stop(): Promise<void>;
   writeConfig(cfg: Record<string, unknown>): void;
   /** Flush and close the log file (after the last stop). */
@@ -52,6 +58,30 @@ export function proofGateway(o: {
   });
   writeFileSync(configFile, YAML.stringify(full(o.config)));
   let startedWaiter: (() => void) | undefined;
+  type Epoch = ProofGateway['epochs'][number];
+  const workerEpochs = new Map<number, Epoch>();
+  /** A worker started or exited: its own epoch, which ends at the latest with its supervisor's. */
+  const onWorker = (line: string, sup: Epoch) => {
+    const e = JSON.parse(line) as { event: string; worker: number; pid: number; signal?: string | null };
+    if (e.event === 'worker.started') {
+      g.workers.set(e.worker, e.pid);
+      const ep: Epoch = { pid: e.pid, start: Date.now(), end: null, how: null };
+      workerEpochs.set(e.pid, ep);
+      g.epochs.push(ep);
+      const supEnd = () => {
+        if (ep.end !== null) return;
+        ep.end = sup.end ?? Date.now();
+        ep.how = sup.how; // it exits with its supervisor
+      };
+      g.proc?.once('exit', supEnd);
+    } else if (e.event === 'worker.exited') {
+      const ep = workerEpochs.get(e.pid);
+      if (ep && ep.end === null) {
+        ep.end = Date.now();
+        ep.how = e.signal === 'SIGKILL' ? 'SIGKILL' : e.signal === 'SIGTERM' ? 'SIGTERM' : 'exit';
+      }
+    }
+  };
   // The full log goes to a file next to the config (kept with KEEP_PROOF=1), not into memory.
   let logFile: WriteStream | undefined;
   const g: ProofGateway = {
@@ -65,6 +95,7 @@ export function proofGateway(o: {
     internalErrors: new Map(),
     internalErrorSamples: [],
     recovered: 0,
+    workers: new Map(),
     tail: [],
     running: () => !!g.proc && g.proc.exitCode === null && g.proc.signalCode === null,
     async start() {
@@ -100,6 +131,7 @@ export function proofGateway(o: {
           g.internalErrors.set(where, (g.internalErrors.get(where) ?? 0) + 1);
           if (g.internalErrorSamples.length < 20) g.internalErrorSamples.push(line.slice(0, 600));
         } else if (line.includes('"event":"queue.recovered"')) g.recovered++;
+        else if (line.includes('"event":"worker.')) onWorker(line, epoch);
         else if (line.includes('"event":"server.started"')) startedWaiter?.();
       };
       proc.stdout!.on('data', (d: Buffer) => {
@@ -130,6 +162,17 @@ export function proofGateway(o: {
           resolve();
         };
       });
+    },
+    killWorker(n) {
+      const pid = g.workers.get(n);
+      if (pid === undefined || !g.running()) return false;
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        return false;
+      }
+      g.kills.push({ pid, at: Date.now() });
+      return true;
     },
     async kill9() {
       const p = g.proc;

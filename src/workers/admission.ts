@@ -3,7 +3,8 @@
 // certificate); each worker asks it over IPC before greeting (WorkerAdmission, an AdmissionGate).
 // Promises: the limits hold across all workers as in one process; a slot is counted until its
 // session ends or its worker dies (the supervisor then releases all of that worker's slots); a
-// worker that cannot reach the supervisor refuses with 421 4.7.0 rather than admit uncounted.
+// worker that cannot reach the supervisor refuses with 421 4.7.0 rather than admit uncounted (and
+// exits: workers/worker.ts).
 import { Admission, type AdmissionGate, type Identification, type Limits, type Slot } from '../inbound/admission.ts';
 import { Replies, type SmtpReply } from '../errors.ts';
 import type { ToSupervisor, ToWorker, Verdict } from './protocol.ts';
@@ -56,11 +57,6 @@ export class WorkerAdmission implements AdmissionGate {
 
   onMessage(m: ToWorker): void {
     if (m.t === 'admitted') this.settle(m.id, m.verdict);
-  }
-
-  /** The supervisor is gone: refuse whoever still waits. */
-  refuseWaiting(): void {
-    for (const id of [...this.waiting.keys()]) this.settle(id, { reply: Replies.tooManyConnections() });
   }
 
   private settle(id: number, v: Verdict): void {

@@ -9,7 +9,7 @@
 // that fails during the start fails the start. A worker that dies later is restarted at once (after
 // a growing pause, up to 30 s, when it keeps dying young); its replacement returns its leases to the
 // queue. The supervisor holds no mail: killing it loses nothing (the workers notice the closed
-// channel and stop gracefully).
+// channel and exit at once, as if killed with it; a new supervisor returns their leases).
 import { fork, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import { assertNoServer, startControlServer, type ControlResponse } from '../admin/control.ts';

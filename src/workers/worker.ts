@@ -2,8 +2,9 @@
 // (`nodeId/wN`) and admission through the supervisor, answering the supervisor's commands (reload,
 // kick, status) over IPC. SIGTERM stops it gracefully; SIGHUP and SIGINT are the supervisor's to
 // pass on (a terminal's ^C reaches the whole process group). When the supervisor's channel closes
-// (it died, kill -9 included) the worker stops gracefully too, refusing the connections still
-// waiting for an admission answer.
+// (it died, kill -9 included) the worker exits at once, as a single process killed with it would:
+// everything it answered 250 to is stored; its leases go back to the queue when a new supervisor
+// starts.
 import type { ControlResponse } from '../admin/control.ts';
 import type { AdmissionGate } from '../inbound/admission.ts';
 import { WorkerAdmission } from './admission.ts';
@@ -61,12 +62,10 @@ export async function runWorker(n: number, make: (role: WorkerRole) => WorkerGat
   process.on('SIGHUP', () => {});
   process.on('SIGINT', () => {});
   process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('disconnect', () => {
-    admission.refuseWaiting();
-    for (const done of calls.values()) done({ ok: false, message: 'the supervisor is not running' });
-    calls.clear();
-    stop('supervisor gone');
-  });
+  // The supervisor died (kill -9): end at once, as if killed with it. A graceful stop would keep
+  // deliveries (and their leases) running while a new supervisor starts, returns every lease of
+  // the queue and starts new workers: two deliveries of one message.
+  process.on('disconnect', () => process.exit(1));
   await gw.start();
   started = true;
   send({ t: 'started' });
