@@ -40,6 +40,15 @@ export interface ProofGateway {
   cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
 }
 
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
 export function proofGateway(o: {
   dir: string;
   dataDir: string;
@@ -181,6 +190,8 @@ export function proofGateway(o: {
       g.kills.push({ pid: p.pid ?? -1, at: Date.now() });
       p.kill('SIGKILL');
       await done;
+      // Its workers exit when they see it gone: wait for them (bounded), so nothing writes on.
+      for (let i = 0; i < 100 && [...g.workers.values()].some(alive); i++) await new Promise((r) => setTimeout(r, 100));
     },
     async stop() {
       const p = g.proc;
