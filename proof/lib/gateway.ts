@@ -67,6 +67,8 @@ export function proofGateway(o: {
   });
   writeFileSync(configFile, YAML.stringify(full(o.config)));
   let startedWaiter: (() => void) | undefined;
+  // A supervisor is started when all its workers are: each loads the whole program.
+  const startS = Number(o.config.workers ?? 1) > 1 ? 90 : 30;
   type Epoch = ProofGateway['epochs'][number];
   const workerEpochs = new Map<number, Epoch>();
   /** A worker started or exited: its own epoch, which ends at the latest with its supervisor's. */
@@ -157,8 +159,8 @@ export function proofGateway(o: {
       await new Promise<void>((resolve, reject) => {
         const t = setTimeout(() => {
           proc.kill('SIGKILL');
-          reject(new Error(`gateway did not start within 30 s:\n${g.tail.slice(-15).join('\n')}`));
-        }, 30_000);
+          reject(new Error(`gateway did not start within ${startS} s:\n${g.tail.slice(-15).join('\n')}`));
+        }, startS * 1000);
         const onExit = (code: number | null) => {
           clearTimeout(t);
           reject(new Error(`gateway exited with ${code} at start-up:\n${g.tail.slice(-15).join('\n')}`));

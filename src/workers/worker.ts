@@ -66,6 +66,13 @@ export async function runWorker(n: number, make: (role: WorkerRole) => WorkerGat
   // deliveries (and their leases) running while a new supervisor starts, returns every lease of
   // the queue and starts new workers: two deliveries of one message.
   process.on('disconnect', () => process.exit(1));
+  // The channel may have closed before the listener existed, or its end may go unnoticed: the
+  // parent's pid is checked too (a dead parent's children are adopted by another process).
+  const parent = process.ppid;
+  if (!process.connected) process.exit(1);
+  setInterval(() => {
+    if (process.ppid !== parent || !process.connected) process.exit(1);
+  }, 1000).unref();
   await gw.start();
   started = true;
   send({ t: 'started' });
