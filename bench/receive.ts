@@ -4,7 +4,7 @@
 //   npm run bench:receive -- [--n 5000] [--reps 3] [--mode both|seq|pipe|harness|seq,pipe,harness] [--concurrency 20]
 //                            [--size 5120] [--rcpts 1-3] [--warmup 200] [--greetings 50]
 //                            [--time-cap 300] [--quiet-wait 60] [--profile] [--keep] [--log-level info]
-//                            [--store sqlite|postgres]
+//                            [--store sqlite|postgres] [--workers 1|N|auto]
 //   (environment: BENCH_N, BENCH_REPS, BENCH_MODE, BENCH_TIME_CAP override the defaults)
 //
 // Everything runs on 127.0.0.1: a throwaway PKI and config in a temp dir, the real
@@ -14,7 +14,8 @@
 // setup.sh; --harness DIR or BENCH_HARNESS, default: shared/bench beside this checkout).
 // --store postgres runs the gateway on a throwaway PostgreSQL (test/helpers/postgres.ts: Debian's
 // server binaries, loopback, fsync on); its server's CPU is not in the gateway columns (it is in
-// "other cores"). See docs/performance.md for the harness and the numbers.
+// "other cores"). --workers N runs the gateway with `workers: N`: the gateway columns then count the
+// supervisor only (the workers' CPU is in "other cores"). See docs/performance.md for the harness and the numbers.
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -54,6 +55,7 @@ const { values: a } = parseArgs({
     keep: { type: 'boolean', default: false },
     'log-level': { type: 'string', default: 'info' },
     store: { type: 'string', default: 'sqlite' },
+    workers: { type: 'string', default: '1' },
     harness: { type: 'string', default: process.env.BENCH_HARNESS ?? path.join(path.dirname(ROOT), 'shared', 'bench') },
   },
   strict: true,
@@ -326,6 +328,7 @@ async function main(): Promise<void> {
       dir,
       config: {
         ...storeConfig,
+        workers: a.workers === 'auto' ? 'auto' : Number(a.workers),
         log: { level: a['log-level'] },
         tls: {
           certificates: [{ cert: server.cert, key: server.key }],

@@ -5,7 +5,9 @@
 # Env: BENCH_HARNESS=DIR the harness folder (SHARED_BENCH is the older name; default: shared/bench
 # beside this checkout); everything compare.sh takes (N, C, SIZE, REPS, CONFIGS, BENCH_WORK …;
 # BENCH_WORK defaults to mtabench in $TMPDIR or /tmp); PORTCULLIS_ONLY=1 measures only Portcullis
-# (run-target.sh) for quick iterations.
+# (run-target.sh) for quick iterations. WORKERS="1 auto" (default): Portcullis is measured once per
+# value of `workers` (serve --workers), labelled portcullis-w1, portcullis-wauto …, each beside the
+# same Postfix baseline (measured once, in the first round) and written to one results file.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd -P)
 SHARED=${BENCH_HARNESS:-${SHARED_BENCH:-$(dirname "$ROOT")/shared/bench}}
@@ -42,16 +44,49 @@ organizations:
         smartHosts: ["127.0.0.1:2526"]
         tlsSettings: encryptionOnly
 YAML
-START="node $ROOT/bin/portcullis.js serve -c $RUN/portcullis.yaml"
 DRAIN="bash $ROOT/bench/drain.sh $RUN/portcullis.yaml"
-if [[ ${PORTCULLIS_ONLY:-0} == 1 ]]; then
-  bash "$SHARED/sink.sh" start >/dev/null 2>&1 || true
-  (cd "$RUN" && exec setsid $START > "$BENCH_WORK/logs/target.log" 2>&1) &
+WORKERS=${WORKERS:-"1 auto"}
+for w in $WORKERS; do [[ $w =~ ^([0-9]+|auto)$ ]] || { echo "WORKERS: '$w' is not a number or auto" >&2; exit 2; }; done
+export RESULTS=${RESULTS:-$BENCH_WORK/results/$(date -u +%Y%m%dT%H%M%SZ)-relay.jsonl}
+mkdir -p "$(dirname "$RESULTS")" "$BENCH_WORK/logs"
+echo "== load average before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores; results -> $RESULTS"
+# Start Portcullis with `workers: W` in a process group of its own; stopped (SIGTERM to the group) on exit.
+start_portcullis() {
+  rm -rf "$RUN/data"
+  (cd "$RUN" && exec setsid node "$ROOT/bin/portcullis.js" serve -c "$RUN/portcullis.yaml" --workers "$1" \
+    > "$BENCH_WORK/logs/target-w$1.log" 2>&1) &
   echo $! > "$RUN/pid"
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.2; done
-  trap 'kill -TERM "$(cat "$RUN/pid")" 2>/dev/null || true; bash "$SHARED/sink.sh" stop >/dev/null 2>&1 || true' EXIT
-  NAME=portcullis TARGET_PORT=$PORT DRAIN_CMD="$DRAIN" CONFIGS=${CONFIGS:-b} bash "$SHARED/run-target.sh"
+  for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.2; done
+}
+stop_portcullis() {
+  [[ -s $RUN/pid ]] || return 0
+  kill -TERM -- "-$(cat "$RUN/pid")" 2>/dev/null || true
+  for _ in $(seq 150); do kill -0 "$(cat "$RUN/pid")" 2>/dev/null || break; sleep 0.2; done
+  : > "$RUN/pid"
+}
+trap 'stop_portcullis; bash "$SHARED/sink.sh" stop >/dev/null 2>&1 || true' EXIT
+first=1
+for w in $WORKERS; do
+  if [[ ${PORTCULLIS_ONLY:-0} == 1 || $first == 0 ]]; then
+    bash "$SHARED/sink.sh" start >/dev/null 2>&1 || true
+    start_portcullis "$w"
+    NAME=portcullis-w$w TARGET_PORT=$PORT DRAIN_CMD="$DRAIN" \
+      CONFIGS=${CONFIGS:-$([[ ${PORTCULLIS_ONLY:-0} == 1 ]] && echo b || echo "b a")} bash "$SHARED/run-target.sh"
+    stop_portcullis
+  else
+    rm -rf "$RUN/data"
+    TARGET_NAME=portcullis-w$w TARGET_PORT=$PORT DRAIN_CMD="$DRAIN" KEEP_SINK=1 \
+      TARGET_START="node $ROOT/bin/portcullis.js serve -c $RUN/portcullis.yaml --workers $w" \
+      PF_EXTRA=${PF_EXTRA:-"smtp_tls_connection_reuse = yes"} bash "$SHARED/compare.sh"
+  fi
+  first=0
+done
+echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [[ ${PORTCULLIS_ONLY:-0} != 1 ]]; then
+  for w in $WORKERS; do
+    echo; echo "== portcullis-w$w vs Postfix"
+    node "$SHARED/report.js" --compare postfix "portcullis-w$w" "$RESULTS"
+  done
 else
-  TARGET_NAME=portcullis TARGET_PORT=$PORT TARGET_START="$START" DRAIN_CMD="$DRAIN" \
-    PF_EXTRA=${PF_EXTRA:-"smtp_tls_connection_reuse = yes"} bash "$SHARED/compare.sh"
+  node "$SHARED/report.js" "$RESULTS"
 fi

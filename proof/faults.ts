@@ -17,6 +17,11 @@
 // between the peer's 250 and the gateway's commit, or a 250 lost with the killed process);
 // forced-TLS peers must never see a transaction without TLS with their good certificate.
 //
+// Variant "faults-workers" (proof/faults-workers.ts): phase 1 with `workers: 2`, the kills
+// alternating between SIGKILL of one worker (its supervisor restarts it) and SIGKILL of the
+// supervisor (its workers exit with it; the proof restarts it). A duplicate is explained by the
+// SIGKILL of any process that was running when the first copy's connection was accepted.
+//
 // Phase 2, disk full (root: a tmpfs of 32 MiB as the dataDir of a second gateway, with a ballast
 // file): messages of 64 KiB go in until the gateway answers 452 4.3.1 (or 451 4.3.x), more attempts
 // while it is full, then the ballast is removed and it must accept again; every 250 of the phase
@@ -71,13 +76,16 @@ export const PLANS: Record<ProofSize, Plan> = {
   },
 };
 
-const COMMAND = 'npm run proof -- --only faults';
+let COMMAND = 'npm run proof -- --only faults';
+/** Worker processes of the gateway under test (1: the single process; 2: the faults-workers variant). */
+let WORKERS = 1;
 const SENDER = 'load@contoso.test';
 const SESSIONS = 20;
 const MAX_ATTEMPTS = 40;
 const FAULT_KINDS: PeerFault[] = ['refuse', 'dropData', 'tempfail', 'stall', 'slow', 'tlsAbort', 'badCert'];
 const FAULT_LABEL: Record<string, string> = {
   kill: 'gateway SIGKILL at a random moment, then restart',
+  workerKill: 'SIGKILL of one worker process at a random moment (its supervisor restarts it)',
   refuse: 'peer refuses connections (listener closed)',
   dropData: 'peer drops the connection mid-DATA',
   tempfail: 'peer answers 4xx (RCPT or end of data)',
@@ -222,65 +230,76 @@ function scanDsns(dataDir: string, seen: Map<string, { keys: string[]; proofId: 
 }
 
 // ---- the module -----------------------------------------------------------------------------
-const mod: ProofModule = {
-  name: 'faults',
-  async run(ctx: ProofContext): Promise<ProofSection[]> {
-    const plan = PLANS[ctx.size];
-    const t0 = Date.now();
-    const pki = await makePki(ctx.workDir, 'Proof');
-    const gwCert = await pki.issue('mx1.contoso.test');
-    const peerCert = await pki.issue('mx.peers.test', { dnsNames: [...PEERS.map((p) => p.mx), FULL_PEER.mx] });
-    const wrongName = await pki.issue('mx.other.test'); // valid chain, another name
-    const selfSigned = await issueCertificate({
-      subject: 'CN=mx.secure.test, O=Nobody',
-      dnsNames: ['mx.secure.test', 'mx.strict.test'],
-      key: 'ec256',
-    });
-    const good = { cert: readFileSync(peerCert.chain, 'utf8'), key: readFileSync(peerCert.key, 'utf8') };
-    const ca = readFileSync(pki.rootFile, 'utf8');
-    const dns = await startDnsServer(zone());
-    const peerPort = await freePort('127.0.0.1');
-    const peers: FaultPeer[] = [];
-    const copies: PeerCopy[] = [];
-    const sections: ProofSection[] = [];
-    try {
-      for (const p of PEERS) {
-        const bad =
-          p.forced === 'certificateValidation'
-            ? { cert: selfSigned.certPem, key: selfSigned.keyPem }
-            : p.forced === 'domainValidation'
-              ? { cert: readFileSync(wrongName.chain, 'utf8'), key: readFileSync(wrongName.key, 'utf8') }
-              : undefined;
-        const fp = new FaultPeer({
-          name: p.name,
-          host: p.ip,
-          port: peerPort,
-          tls: { good, ...(bad ? { bad } : {}) },
-          forced: !!p.forced,
-          rcptReply: (a) => (isReject(a) ? `550 5.1.1 <${a}>: Recipient address rejected: User unknown` : undefined),
-          onMessage: (c) => copies.push(c),
-        });
-        await fp.listen();
-        peers.push(fp);
-      }
-      sections.push(
-        ...(await loadWithFaults(ctx, plan, {
-          pki: { gwCert, ca, rootFile: pki.rootFile },
-          dns,
-          peerPort,
-          peers,
-          copies,
-        })),
-      );
-      sections.push(await diskFull(ctx, { gwCert, ca, rootFile: pki.rootFile, dns, peerPort, good }));
-    } finally {
-      await Promise.all(peers.map((p) => p.close()));
-      await dns.close();
+/** The module; `workers: 2` runs phase 1 against a supervisor with two workers and skips phase 2. */
+export function faultsModule(name: string, workers: number): ProofModule {
+  return {
+    name,
+    run: (ctx) => {
+      WORKERS = workers;
+      COMMAND = `npm run proof -- --only ${name}`;
+      return run(ctx);
+    },
+  };
+}
+
+const mod = faultsModule('faults', 1);
+
+async function run(ctx: ProofContext): Promise<ProofSection[]> {
+  const plan = PLANS[ctx.size];
+  const t0 = Date.now();
+  const pki = await makePki(ctx.workDir, 'Proof');
+  const gwCert = await pki.issue('mx1.contoso.test');
+  const peerCert = await pki.issue('mx.peers.test', { dnsNames: [...PEERS.map((p) => p.mx), FULL_PEER.mx] });
+  const wrongName = await pki.issue('mx.other.test'); // valid chain, another name
+  const selfSigned = await issueCertificate({
+    subject: 'CN=mx.secure.test, O=Nobody',
+    dnsNames: ['mx.secure.test', 'mx.strict.test'],
+    key: 'ec256',
+  });
+  const good = { cert: readFileSync(peerCert.chain, 'utf8'), key: readFileSync(peerCert.key, 'utf8') };
+  const ca = readFileSync(pki.rootFile, 'utf8');
+  const dns = await startDnsServer(zone());
+  const peerPort = await freePort('127.0.0.1');
+  const peers: FaultPeer[] = [];
+  const copies: PeerCopy[] = [];
+  const sections: ProofSection[] = [];
+  try {
+    for (const p of PEERS) {
+      const bad =
+        p.forced === 'certificateValidation'
+          ? { cert: selfSigned.certPem, key: selfSigned.keyPem }
+          : p.forced === 'domainValidation'
+            ? { cert: readFileSync(wrongName.chain, 'utf8'), key: readFileSync(wrongName.key, 'utf8') }
+            : undefined;
+      const fp = new FaultPeer({
+        name: p.name,
+        host: p.ip,
+        port: peerPort,
+        tls: { good, ...(bad ? { bad } : {}) },
+        forced: !!p.forced,
+        rcptReply: (a) => (isReject(a) ? `550 5.1.1 <${a}>: Recipient address rejected: User unknown` : undefined),
+        onMessage: (c) => copies.push(c),
+      });
+      await fp.listen();
+      peers.push(fp);
     }
-    ctx.log(`done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-    return sections;
-  },
-};
+    sections.push(
+      ...(await loadWithFaults(ctx, plan, {
+        pki: { gwCert, ca, rootFile: pki.rootFile },
+        dns,
+        peerPort,
+        peers,
+        copies,
+      })),
+    );
+    if (WORKERS === 1) sections.push(await diskFull(ctx, { gwCert, ca, rootFile: pki.rootFile, dns, peerPort, good }));
+  } finally {
+    await Promise.all(peers.map((p) => p.close()));
+    await dns.close();
+  }
+  ctx.log(`done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  return sections;
+}
 export default mod;
 
 interface Env {
@@ -298,6 +317,7 @@ function gatewayConfig(o: {
   peerPort: number;
 }): Record<string, unknown> {
   return {
+    ...(WORKERS > 1 ? { workers: WORKERS } : {}),
     log: { level: 'info' },
     smtp: { maxConnectionsPerIP: 1000 },
     tls: {
@@ -357,7 +377,7 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
   const lostReplies = new Uint16Array(N); // transactions of this message cut without a final reply
   const attempts = new Uint16Array(N);
   const refusals = new Map<number, string[]>();
-  const faults: Record<string, number> = { kill: 0 };
+  const faults: Record<string, number> = { kill: 0, ...(WORKERS > 1 ? { workerKill: 0 } : {}) };
   for (const k of FAULT_KINDS) faults[k] = 0;
   const failures: string[] = [];
   const notes: string[] = [];
@@ -460,6 +480,12 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
         while (acked < th && !loadDone && Date.now() < deadline) await sleep(5);
         if (loadDone || Date.now() >= deadline) return;
         await sleep(randomInt(0, 40));
+        // With workers, every other kill is one worker's (the supervisor restarts it).
+        if (WORKERS > 1 && killAt.indexOf(th) % 2 === 0) {
+          killsInFlight.push(inFlight);
+          if (g.killWorker(randomInt(1, WORKERS + 1))) faults.workerKill++;
+          continue;
+        }
         restarting = true;
         try {
           killsInFlight.push(inFlight);
@@ -656,6 +682,9 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
     // A redelivery is explained when that process was SIGKILLed after the copy (within a minute;
     // the peer may process the last bytes a moment after the kill) and before the next copy.
     const epochOf = (t: number) => [...g.epochs].reverse().find((e) => e.start <= t);
+    // With workers, any worker (or the supervisor) running at the time may have sent it.
+    const epochsAt = (t: number) =>
+      WORKERS > 1 ? g.epochs.filter((e) => e.start <= t && (e.end === null || e.end >= t)) : [epochOf(t)];
     const redelivered: string[] = [];
     const unexplained: string[] = [];
     for (const [k, cs] of copiesByKey) {
@@ -663,14 +692,15 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
       const c = [...cs].sort((a, b) => a.at - b.at);
       redelivered.push(`${k} x${cs.length}`);
       for (let j = 1; j < c.length; j++) {
-        const e = epochOf(c[j - 1].connAt);
-        const crash =
-          !!e &&
-          e.how === 'SIGKILL' &&
-          e.end !== null &&
-          c[j - 1].at <= e.end + 2000 &&
-          e.end - c[j - 1].at < 60_000 &&
-          c[j].at >= e.end;
+        const crash = epochsAt(c[j - 1].connAt).some(
+          (e) =>
+            !!e &&
+            e.how === 'SIGKILL' &&
+            e.end !== null &&
+            c[j - 1].at <= e.end + 2000 &&
+            e.end - c[j - 1].at < 60_000 &&
+            c[j].at >= e.end,
+        );
         if (!crash) {
           unexplained.push(
             `${k}: delivered again ${c[j].at - c[j - 1].at} ms later, the first copy not followed by a SIGKILL of the process that sent it ` +
@@ -716,7 +746,8 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
       failures.push(
         `the gateway exited by itself ${selfExits} time(s) (a crash nobody caused); last lines:\n${selfExitTail ?? ''}`,
       );
-    if (faults.kill < plan.kills) failures.push(`only ${faults.kill} of ${plan.kills + 1} planned kills happened`);
+    const kills = faults.kill + (faults.workerKill ?? 0);
+    if (kills < plan.kills) failures.push(`only ${kills} of ${plan.kills + 1} planned kills happened`);
     for (const k of FAULT_KINDS) if (!faults[k]) failures.push(`fault ${k} was never injected`);
 
     const peerStats = (f: keyof FaultPeer['stats']) => env.peers.reduce((a, p) => a + p.stats[f], 0);
@@ -742,6 +773,16 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
       ['drain after the load (s)', (drainMs / 1000).toFixed(1)],
     ];
     const faultRows: (string | number)[][] = [
+      ...(WORKERS > 1
+        ? [
+            [
+              'workerKill',
+              faults.workerKill,
+              FAULT_LABEL.workerKill,
+              `${WORKERS} workers; ${g.epochs.length} process lifetimes recorded (supervisors and workers)`,
+            ],
+          ]
+        : []),
       [
         'kill',
         faults.kill,
@@ -791,14 +832,14 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
     );
     return [
       {
-        title: 'Load with faults: nothing lost',
+        title: `Load with faults${WORKERS > 1 ? ` (workers: ${WORKERS})` : ''}: nothing lost`,
         command: COMMAND,
         table: { header: ['figure', 'value'], rows: figures },
         notes,
         failures,
       },
       {
-        title: 'Load with faults: faults injected',
+        title: `Load with faults${WORKERS > 1 ? ` (workers: ${WORKERS})` : ''}: faults injected`,
         command: COMMAND,
         table: { header: ['fault', 'injected', 'what it does', 'observed'], rows: faultRows },
         failures: [],

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { ProofModule, ProofSection, ProofSize } from './types.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const MODULES = ['faults', 'fuzz', 'tls-grade', 'downgrade', 'resources'];
+const MODULES = ['faults', 'faults-workers', 'fuzz', 'tls-grade', 'downgrade', 'resources'];
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);

@@ -34,6 +34,15 @@ export type Event =
   | { event: 'server.listening'; address: string }
   | { event: 'server.started'; hostname: string; dataDir: string; configFile: string | null }
   | { event: 'server.stopping'; signal: string }
+  | { event: 'worker.started'; worker: number; pid: number; nodeId: string }
+  | {
+      event: 'worker.exited';
+      worker: number;
+      pid: number;
+      code: number | null;
+      signal: string | null;
+      restartInMs?: number;
+    }
   | {
       event: 'server.privileges';
       user: string;
@@ -160,6 +169,7 @@ const levels: Partial<Record<Event['event'], Level>> = {
   'queue.fenced': 'warn',
   'queue.leaseLost': 'warn',
   'internal.error': 'error',
+  'worker.exited': 'warn',
 };
 
 export type LogFormat = 'auto' | 'json' | 'text';
@@ -168,6 +178,11 @@ export type LogFormat = 'auto' | 'json' | 'text';
 // to stdout; `auto` writes one-line text at a terminal and JSON lines anywhere else.
 const out = { fd: 2 as 1 | 2, format: 'auto' as LogFormat, level: 'info' };
 const streams = new Map<number, pino.DestinationStream>();
+// A worker process (workers: N) names itself on each line; the supervisor sets the variable.
+const BASE = {
+  svc: 'portcullis',
+  ...(process.env.PORTCULLIS_WORKER ? { worker: Number(process.env.PORTCULLIS_WORKER) } : {}),
+};
 let logger = build();
 
 function build(): pino.Logger {
@@ -175,7 +190,7 @@ function build(): pino.Logger {
   streams.set(out.fd, dest);
   const text = out.format === 'text' || (out.format === 'auto' && isatty(out.fd));
   return pino(
-    { base: { svc: 'portcullis' }, timestamp: pino.stdTimeFunctions.isoTime, level: out.level },
+    { base: BASE, timestamp: pino.stdTimeFunctions.isoTime, level: out.level },
     text ? { write: (line: string) => dest.write(formatText(line)) } : dest,
   );
 }

@@ -9,6 +9,10 @@
 // Promise: an invalid new configuration (or unusable certificate) is refused and the running
 // one stays in force; sessions in flight keep the snapshot they started with. A start that fails
 // part-way (a listener cannot bind) releases what it opened: control socket, listeners, store.
+// With `workers: N` (N > 1) serve() runs the supervisor (workers/supervisor.ts) instead, and each
+// worker runs this gateway in worker mode (GatewayOptions.worker): the supervisor's sockets, node id
+// `nodeId/wN`, admission counted by the supervisor, no control socket (the supervisor's), the admin
+// centre and the daily TLS-RPT reports in worker 1 only; at start it returns only its own leases.
 import { existsSync, readFileSync } from 'node:fs';
 import type net from 'node:net';
 import os from 'node:os';
@@ -51,6 +55,8 @@ import { becomeServiceUser } from './service/start.ts';
 import { DailyReports, sessionCounter, TlsReportSender } from './tlsrpt/send.ts';
 import { ReportInbox } from './tlsrpt/receive.ts';
 import { errorMessage } from './util/errors.ts';
+import { workerNodeId, workerNumber, type Command } from './workers/protocol.ts';
+import type { WorkerRole } from './workers/worker.ts';
 
 export interface GatewayOptions {
   configFile: string;
@@ -58,6 +64,10 @@ export interface GatewayOptions {
   allowDefaults: boolean;
   /** serve --user/--group (override runAs). */
   runAs?: RunAsOverride;
+  /** serve --workers (overrides `workers`). */
+  workers?: string;
+  /** Set in a worker process of `workers: N`. */
+  worker?: WorkerRole;
 }
 
 const { version: VERSION } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
@@ -86,7 +96,7 @@ export class Gateway {
   private remote!: RemoteDelivery;
   private outbound!: OutboundPolicy;
   private resolver!: Resolver;
-  private control: net.Server | undefined;
+  private controlServer: net.Server | undefined;
   private admin: AdminServer | undefined;
   private metrics: GatewayMetrics | undefined;
   private reportCounts: ReportAggregator | undefined;
@@ -116,7 +126,7 @@ export class Gateway {
     opened.tls?.unwatch();
     await this.presence?.stop();
     await this.directives?.stop();
-    await new Promise((r) => (this.control ? this.control.close(r) : r(undefined)));
+    await new Promise((r) => (this.controlServer ? this.controlServer.close(r) : r(undefined)));
     await this.admin?.close(0);
     this.metrics?.stop();
     await this.reportCounts?.stop();
@@ -126,8 +136,16 @@ export class Gateway {
     await opened.store?.close();
   }
 
+  /** The configuration file; in a worker with the worker's node id. */
+  private load(): Config {
+    const c = loadConfig(this.opts.configFile, this.opts.allowDefaults);
+    const w = this.opts.worker;
+    return w ? Object.freeze({ ...c, nodeId: workerNodeId(c.nodeId, w.n) }) : c;
+  }
+
   private async open(): Promise<void> {
-    const config = loadConfig(this.opts.configFile, this.opts.allowDefaults);
+    const config = this.load();
+    const worker = this.opts.worker;
     setLogLevel(config.log.level);
     setLogOutput({ format: config.log.format });
     if (!config.source) {
@@ -141,13 +159,13 @@ export class Gateway {
     const maildirGid =
       maildir.group === undefined ? undefined : configuredGroup(maildir.group, 'delivery.maildir.group');
     const plan = planPrivileges(config, this.opts.runAs, maildirGid === undefined ? [] : [maildirGid]);
-    await assertNoServer(config.dataDir);
+    if (!worker) await assertNoServer(config.dataDir);
     const configured = config.tls.certificates.length
       ? new ServerTls(config.tls.certificates, config.tls.minVersion as SecureVersion)
       : undefined;
-    this.server = new SmtpServer(() => this.deps);
+    this.server = new SmtpServer(() => this.deps, worker?.admission);
     await this.server.listen(config.smtp.listen);
-    if (config.admin.enabled) {
+    if (config.admin.enabled && (!worker || worker.n === 1)) {
       this.admin = new (await import('./admin/http/server.ts')).AdminServer();
       await this.admin.listen(config.admin.listen);
     }
@@ -160,12 +178,14 @@ export class Gateway {
       await this.policyServer.listen(config.mtaSts.hosting.listen);
     }
     becomeServiceUser(plan, config, maildirGid);
-    this.control = await startControlServer(config.dataDir, (r) => this.onControl(r.cmd));
+    if (!worker)
+      this.controlServer = await startControlServer(config.dataDir, (r) => this.control(r.cmd, 'control socket'));
     this.tls = configured ?? new ServerTls(await certificatePairs(config), config.tls.minVersion as SecureVersion);
     this.tls.watch();
     this.store = await openStore(config);
     // A node among others returns only its own leases (its previous run's); a single node owns its queue.
-    const released = await this.store.releaseLeases(config.store.type === 'postgres' ? config.nodeId : undefined);
+    const own = config.store.type === 'postgres' || worker;
+    const released = await this.store.releaseLeases(own ? config.nodeId : undefined);
     if (released) emit({ event: 'queue.recovered', released });
     const trust = new TrustStore(config.tls.trust.system, config.tls.trust.caFiles);
     this.resolver = new DnsResolver(config.dns.servers, { dnssec: config.dns.dnssec });
@@ -205,9 +225,11 @@ export class Gateway {
       () => this.deps.config.smtp,
     );
     const mailboxes = new MaildirDelivery(config.dataDir, { mode: maildir.mode, gid: maildirGid });
-    void mailboxes.cleanTmp().then((n) => {
-      if (n) notice(`removed ${n} partial mailbox file(s) left in Maildir tmp/ folders by a previous process`);
-    });
+    // Workers: the supervisor cleaned before they started (other workers' files are in flight now).
+    if (!worker)
+      void mailboxes.cleanTmp().then((n) => {
+        if (n) notice(`removed ${n} partial mailbox file(s) left in Maildir tmp/ folders by a previous process`);
+      });
     const reports = new ReportInbox(
       () => this.store,
       () => this.deps.config.tlsRpt.receive,
@@ -257,7 +279,7 @@ export class Gateway {
         config: () => this.deps.config,
         store: () => this.store,
         kick: () => this.scheduler.kick(),
-        reload: (source) => this.reload(source),
+        reload: (source) => (worker ? worker.reloadAll(source) : this.reload(source)),
         metrics: this.metrics,
         probeTools: () => probeTools(this.deps.config),
         startedAt: Date.now(),
@@ -274,15 +296,16 @@ export class Gateway {
     await this.directives.start();
     this.server.open();
     this.scheduler.start();
-    this.reports.start();
-    emit({ event: 'server.started', hostname: config.hostname, dataDir: config.dataDir, configFile: config.source });
+    if (!worker || worker.n === 1) this.reports.start();
+    if (!worker)
+      emit({ event: 'server.started', hostname: config.hostname, dataDir: config.dataDir, configFile: config.source });
   }
 
   /** Re-read configuration and certificates; refuse (and keep running) when anything is wrong. */
   async reload(source: string): Promise<ControlResponse> {
     let next: Config;
     try {
-      next = loadConfig(this.opts.configFile, this.opts.allowDefaults);
+      next = this.load();
       const cur = this.deps.config;
       const ignored: string[] = [];
       if (next.dataDir !== cur.dataDir) ignored.push('dataDir');
@@ -294,6 +317,7 @@ export class Gateway {
         ['mtaSts.hosting.listen', (c) => c.mtaSts.hosting?.listen],
         ['store', (c) => c.store],
         ['nodeId', (c) => c.nodeId],
+        ['workers', (c) => c.workers],
       ];
       for (const [key, get] of restartOnly)
         if (JSON.stringify(get(next)) !== JSON.stringify(get(cur))) ignored.push(key);
@@ -320,15 +344,20 @@ export class Gateway {
     }
   }
 
-  private async onControl(cmd: string): Promise<ControlResponse> {
+  /** A control socket command (from the supervisor, in a worker). */
+  async control(cmd: Command, source: string): Promise<ControlResponse> {
     switch (cmd) {
       case 'reload':
-        return this.reload('control socket');
+        return this.reload(source);
       case 'kick':
         this.scheduler.kick();
         return { ok: true, message: 'queue run requested' };
       case 'status':
-        return { ok: true, message: 'running', data: { pid: process.pid, connections: this.server.connections } };
+        return {
+          ok: true,
+          message: 'running',
+          data: { pid: process.pid, connections: this.server.connections, nodeId: this.deps.config.nodeId },
+        };
       default:
         return { ok: false, message: `unknown command ${cmd}` };
     }
@@ -339,7 +368,7 @@ export class Gateway {
     this.stopping = true;
     emit({ event: 'server.stopping', signal });
     this.tls.unwatch();
-    this.control?.close();
+    this.controlServer?.close();
     await this.admin?.close();
     await this.server.close(10_000);
     await this.reports?.stop();
@@ -354,9 +383,20 @@ export class Gateway {
   }
 }
 
-/** Run until SIGTERM/SIGINT; SIGHUP reloads. The log goes to stdout. */
+/**
+ * Run until SIGTERM/SIGINT; SIGHUP reloads. The log goes to stdout. With `workers` above 1 this
+ * process becomes the supervisor; a worker process (WORKER_ENV) runs the gateway in worker mode.
+ */
 export async function serve(opts: GatewayOptions): Promise<void> {
   setLogOutput({ fd: 1 });
+  const n = workerNumber();
+  if (n !== undefined) {
+    const { runWorker } = await import('./workers/worker.ts');
+    return runWorker(n, (worker) => new Gateway({ ...opts, worker }));
+  }
+  const { supervise, workerCount } = await import('./workers/supervisor.ts');
+  const workers = workerCount(loadConfig(opts.configFile, opts.allowDefaults).workers, opts.workers);
+  if (workers > 1) return supervise({ ...opts, workers });
   const gw = new Gateway(opts);
   await gw.start();
   process.on('SIGHUP', () => {

@@ -47,8 +47,11 @@ program.hook('preAction', async (_p, cmd) => {
 withConfig(program.command('serve').description('run the gateway (SIGHUP reloads, SIGTERM stops)'))
   .option('--user <name>', 'started as root: the user to run as after binding (overrides runAs.user)')
   .option('--group <name>', 'with --user: the group to run as (overrides runAs.group)')
-  .action(async (o: CommonOpts & { user?: string; group?: string }) => {
-    await (await import('../gateway.ts')).serve({ ...configTarget(o), runAs: { user: o.user, group: o.group } });
+  .option('--workers <n>', 'worker processes: a number, or auto for one per core (overrides workers)')
+  .action(async (o: CommonOpts & { user?: string; group?: string; workers?: string }) => {
+    await (
+      await import('../gateway.ts')
+    ).serve({ ...configTarget(o), runAs: { user: o.user, group: o.group }, workers: o.workers });
   });
 
 const config = program.command('config').description('check or reload the configuration');

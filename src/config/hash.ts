@@ -1,6 +1,6 @@
 // Owns: the configuration hash nodes report in their heartbeat (`portcullis cluster status` warns
 // when nodes differ). It covers the effective configuration except what is meant to differ
-// between nodes (nodeId, hostname, dataDir, smtp.listen, the file's own path).
+// between nodes (nodeId, hostname, dataDir, smtp.listen, workers, the file's own path).
 import { createHash } from 'node:crypto';
 import type { Config } from './types.ts';
 
@@ -11,6 +11,7 @@ export function configHash(c: Config): string {
     hostname: _h,
     dataDir: _d,
     source: _s,
+    workers: _w,
     smtp: { listen: _l, ...smtp },
     ...shared
   } = c;

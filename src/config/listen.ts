@@ -3,7 +3,9 @@
 // up here: an entry is an IP address, or "localhost", which means 127.0.0.1.
 // Promise: a list without problems binds on Linux without one entry taking another's address
 // (checked by `config check` and at start, so both agree).
-import { isIP } from 'node:net';
+// A worker process (workers: N) does not bind: it listens on the socket its supervisor bound for the
+// same address, handed down as a file descriptor (LISTEN_FDS_ENV, set by workers/supervisor.ts).
+import { isIP, type ListenOptions } from 'node:net';
 import { parseListen } from '../util/net.ts';
 
 export interface ListenSocket {
@@ -96,4 +98,24 @@ export function adminListenProblems(admin: { enabled: boolean; listen: string },
           `another port`,
       ]
     : [];
+}
+
+/** Environment variable with the sockets a supervisor hands to a worker: JSON {"host port": fd}. */
+export const LISTEN_FDS_ENV = 'PORTCULLIS_LISTEN_FDS';
+
+/** The key of a socket in LISTEN_FDS_ENV. */
+export const socketKey = (s: Pick<ListenSocket, 'host' | 'port'>): string => `${s.host} ${s.port}`;
+
+/** The descriptor this process inherited for the socket, if it runs as a worker. */
+export function inheritedFd(s: Pick<ListenSocket, 'host' | 'port'>): number | undefined {
+  const raw = process.env[LISTEN_FDS_ENV];
+  if (!raw) return undefined;
+  const fd = (JSON.parse(raw) as Record<string, number>)[socketKey(s)];
+  return typeof fd === 'number' ? fd : undefined;
+}
+
+/** What to pass to listen(): the inherited socket in a worker, else the address to bind. */
+export function listenOptions(s: ListenSocket, backlog?: number): ListenOptions | { fd: number; backlog?: number } {
+  const fd = inheritedFd(s);
+  return fd === undefined ? { host: s.host, port: s.port, ipv6Only: s.ipv6Only, backlog } : { fd, backlog };
 }

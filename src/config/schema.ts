@@ -462,6 +462,18 @@ export const configSchema = z.strictObject({
         'the queue. Changing it takes effect after a restart.',
       defaultText: 'host name `:` dataDir',
     }),
+  workers: z
+    .union([z.literal('auto'), z.number().int().min(1).max(64)])
+    .default(1)
+    .meta({
+      description:
+        'Worker processes: `1` runs one process, as always; `N` (or `auto`, the number of CPU cores) starts a ' +
+        'supervisor that binds the listeners, drops privileges and runs N workers sharing them, each running ' +
+        'sessions, ingest and delivery as a node of the store (`nodeId/wN`). The supervisor restarts a worker ' +
+        'that dies and passes reload and stop to all; it owns the control socket and the connection counts. ' +
+        '`serve --workers N` overrides it. Changing it takes effect after a restart.',
+      valueType: '`auto` or 1–64',
+    }),
   log: z
     .strictObject({
       level: z

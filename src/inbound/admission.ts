@@ -9,6 +9,8 @@
 // that certificate) within PROBATION_MS, else the server refuses it (421 4.7.0).
 // Promises: a session counts from admission until it ends (release is idempotent: no count drops
 // twice or goes negative); the memory of proven addresses is bounded (MAX_PROVEN entries).
+// With worker processes the counts live in the supervisor (workers/admission.ts), behind the same
+// AdmissionGate: one Admission for all workers, so the limits hold across them.
 import type { Config } from '../config/load.ts';
 import { Replies, type SmtpReply } from '../errors.ts';
 
@@ -27,7 +29,7 @@ export interface Slot {
   released: boolean;
 }
 
-type Limits = Pick<Config['smtp'], 'maxConnections' | 'maxConnectionsPerIP' | 'reservedConnections'>;
+export type Limits = Pick<Config['smtp'], 'maxConnections' | 'maxConnectionsPerIP' | 'reservedConnections'>;
 
 /** The effective reserve: the configured number, else 10% of maxConnections (at least 1 when maxConnections > 1). */
 export function reservedConnections(smtp: Limits): number {
@@ -43,7 +45,14 @@ export interface Identification {
   identifiesAddress(ip: string): boolean;
 }
 
-export class Admission {
+/** Where sessions are counted: this process (Admission) or, with workers, the supervisor. */
+export interface AdmissionGate {
+  admit(ip: string, smtp: Limits, who: Identification): Slot | SmtpReply | Promise<Slot | SmtpReply>;
+  identified(slot: Slot): void;
+  release(slot: Slot): void;
+}
+
+export class Admission implements AdmissionGate {
   private open = 0;
   private unidentified = 0;
   private readonly perIp = new Map<string, number>();

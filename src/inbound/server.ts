@@ -6,24 +6,28 @@
 // may linger for a peer that does not close — at most maxConnections such sockets, the oldest
 // is dropped beyond that.
 // Listeners are bound (as root, for port 25) before the rest of the server exists: connections
-// that arrive before open() wait (their bytes buffered) and are admitted by open().
+// that arrive before open() wait (their bytes buffered) and are admitted by open(). In a worker
+// process the listeners are the supervisor's sockets (config/listen.ts) and admission is asked of
+// the supervisor (an AdmissionGate that answers asynchronously).
 import net from 'node:net';
-import { listenSockets } from '../config/listen.ts';
+import { listenOptions, listenSockets } from '../config/listen.ts';
 import { emit } from '../events.ts';
-import { formatReply, Replies } from '../errors.ts';
-import { Admission, PROBATION_MS } from './admission.ts';
+import { formatReply, Replies, type SmtpReply } from '../errors.ts';
+import { Admission, PROBATION_MS, type AdmissionGate, type Slot } from './admission.ts';
 import { SmtpSession, type SessionDeps } from './session.ts';
 
 export class SmtpServer {
   private servers: net.Server[] = [];
   private readonly sessions = new Set<SmtpSession>();
-  private readonly admission = new Admission();
   /** Sockets of ended sessions waiting for the peer to close, oldest first. */
   private readonly lingering = new Set<net.Socket>();
   /** Connections accepted before open(); null once open. */
   private early: net.Socket[] | null = [];
 
-  constructor(private readonly deps: () => SessionDeps) {}
+  constructor(
+    private readonly deps: () => SessionDeps,
+    private readonly admission: AdmissionGate = new Admission(),
+  ) {}
 
   /** Start admitting connections (the ones that arrived since listen() first). */
   open(): void {
@@ -51,12 +55,13 @@ export class SmtpServer {
 
   /** Bind every entry; on failure the listeners opened so far stay open until close(). */
   async listen(addresses: readonly string[]): Promise<void> {
-    for (const { entry: a, host, port, ipv6Only } of listenSockets(addresses)) {
+    for (const sock of listenSockets(addresses)) {
+      const a = sock.entry;
       const srv = net.createServer({ noDelay: true }, (s) => this.accept(s));
       srv.maxConnections = 1_000_000; // admission is ours, with a proper 421
       await new Promise<void>((resolve, reject) => {
         srv.once('error', reject);
-        srv.listen({ host, port, ipv6Only, backlog: 1024 }, () => {
+        srv.listen(listenOptions(sock, 1024), () => {
           srv.off('error', reject);
           resolve();
         });
@@ -71,7 +76,20 @@ export class SmtpServer {
     const deps = this.deps();
     const ip = (socket.remoteAddress ?? '').replace(/^::ffff:/, '');
     const connectors = deps.policy.connectors;
-    const slot = this.admission.admit(ip, deps.config.smtp, connectors);
+    const verdict = this.admission.admit(ip, deps.config.smtp, connectors);
+    if (!(verdict instanceof Promise)) {
+      this.begin(socket, deps, ip, verdict);
+      return;
+    }
+    socket.on('error', () => {}); // the peer may leave while the supervisor answers
+    void verdict.then((v) => {
+      if (!socket.destroyed) this.begin(socket, deps, ip, v);
+      else if (!('code' in v)) this.admission.release(v);
+    });
+  }
+
+  private begin(socket: net.Socket, deps: SessionDeps, ip: string, slot: Slot | SmtpReply): void {
+    const connectors = deps.policy.connectors;
     if ('code' in slot) {
       emit({ event: 'session.rejected', ip, reason: slot.message });
       socket.on('error', () => {});

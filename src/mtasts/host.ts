@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Config } from '../config/types.ts';
-import { listenSockets } from '../config/listen.ts';
+import { listenOptions, listenSockets } from '../config/listen.ts';
 import { emit } from '../events.ts';
 import type { ServerTls } from '../tls/server.ts';
 import { formatStsPolicy, type StsPolicy } from './policy.ts';
@@ -110,7 +110,8 @@ export class PolicyServer {
   ) {}
 
   async listen(addresses: readonly string[]): Promise<void> {
-    for (const { entry, host, port, ipv6Only } of listenSockets(addresses)) {
+    for (const sock of listenSockets(addresses)) {
+      const entry = sock.entry;
       const srv = https.createServer(
         {
           minVersion: 'TLSv1.2',
@@ -138,7 +139,7 @@ export class PolicyServer {
       });
       await new Promise<void>((resolve, reject) => {
         srv.once('error', reject);
-        srv.listen({ host, port, ipv6Only }, () => {
+        srv.listen(listenOptions(sock), () => {
           srv.off('error', reject);
           resolve();
         });

@@ -8,7 +8,7 @@ import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { FastifyInstance } from 'fastify';
-import { listenSockets } from '../../config/listen.ts';
+import { listenOptions, listenSockets } from '../../config/listen.ts';
 import { AdminError } from '../../errors.ts';
 import { emit, onEvent } from '../../events.ts';
 import type { ServerTls } from '../../tls/server.ts';
@@ -23,7 +23,7 @@ export class AdminServer {
 
   /** Bind admin.listen (before privileges are dropped); connections wait for open(). */
   async listen(address: string): Promise<void> {
-    const [{ host, port, ipv6Only }] = listenSockets([address]);
+    const [sock] = listenSockets([address]);
     const srv = net.createServer((s) => this.accept(s));
     await new Promise<void>((resolve, reject) => {
       srv.once('error', (e: NodeJS.ErrnoException) =>
@@ -36,7 +36,7 @@ export class AdminServer {
           ),
         ),
       );
-      srv.listen({ host, port, ipv6Only, backlog: 128 }, () => resolve());
+      srv.listen(listenOptions(sock, 128), () => resolve());
     });
     srv.on('error', (e) => emit({ event: 'internal.error', where: `admin listener ${address}`, error: e.message }));
     this.listener = srv;

@@ -2,6 +2,9 @@
 // grouped into one transaction per event-loop turn (group commit): one fsync serves many sessions,
 // and every caller's promise settles only after that commit returned.
 // Failure: a failed transaction rejects every write in it; nothing of it is visible.
+// Several processes (the workers of `workers: N`) may write one queue: every write transaction
+// takes the write lock at BEGIN (IMMEDIATE), waiting up to busy_timeout for another process's
+// commit, so no transaction fails half-way on a snapshot another process has changed.
 // Read-only opening (the CLI's reading commands) never creates the folder or the file and refuses
 // every write (query_only). It is not an OS-level read-only handle: that one would leave the WAL
 // side files (-wal, -shm) behind in a stopped server's dataDir; this one removes them on close.
@@ -266,9 +269,11 @@ export class SqliteStore implements Store {
     this.scheduled = false;
     const results: unknown[] = [];
     try {
-      this.db.transaction(() => {
-        for (const p of batch) results.push(p.run());
-      })();
+      this.db
+        .transaction(() => {
+          for (const p of batch) results.push(p.run());
+        })
+        .immediate();
     } catch (e) {
       if (batch.length === 1) {
         batch[0].reject(e);
@@ -277,7 +282,7 @@ export class SqliteStore implements Store {
       // Isolate the failing write: retry each on its own so one bad write fails alone.
       for (const p of batch) {
         try {
-          p.resolve(this.db.transaction(p.run)());
+          p.resolve(this.db.transaction(p.run).immediate());
         } catch (err) {
           p.reject(err);
         }
