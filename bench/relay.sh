@@ -8,6 +8,8 @@
 # (run-target.sh) for quick iterations. WORKERS="1 auto" (default): Portcullis is measured once per
 # value of `workers` (serve --workers), labelled portcullis-w1, portcullis-wauto …, each beside the
 # same Postfix baseline (measured once, in the first round) and written to one results file.
+# DIRECT=1 (default) also measures the zero-cost relay (generator straight into the sink) and the
+# summary sets each relay's CPU per message against it (bench/relay-summary.ts).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd -P)
 SHARED=${BENCH_HARNESS:-${SHARED_BENCH:-$(dirname "$ROOT")/shared/bench}}
@@ -81,6 +83,12 @@ for w in $WORKERS; do
   fi
   first=0
 done
+# The zero-cost relay: the same generator straight into the sink (same N, C, SIZE, TLS), so that
+# the relay's CPU per message can be set against what one SMTP/TLS server plus one client cost.
+if [[ ${DIRECT:-1} == 1 ]]; then
+  bash "$SHARED/sink.sh" start >/dev/null 2>&1 || true
+  NAME=direct TARGET_PORT=2526 DRAIN_CMD= CONFIGS=b bash "$SHARED/run-target.sh" >/dev/null
+fi
 echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [[ ${PORTCULLIS_ONLY:-0} != 1 ]]; then
   for w in $WORKERS; do
@@ -90,3 +98,4 @@ if [[ ${PORTCULLIS_ONLY:-0} != 1 ]]; then
 else
   node "$SHARED/report.js" "$RESULTS"
 fi
+node --import tsx "$ROOT/bench/relay-summary.ts" "$RESULTS"
