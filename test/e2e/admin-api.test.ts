@@ -328,6 +328,47 @@ test("isolation: organization B neither reads nor acts on A's objects; a guessed
   );
 });
 
+test('the API answers as the CLI does with --json: trace, queue, connectors, received TLS reports', async () => {
+  const cli = async (args: string[]) => {
+    const r = await gw.cli([...args, '--json']);
+    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+    return JSON.parse(r.stdout) as unknown;
+  };
+  const json = (x: unknown) => JSON.parse(JSON.stringify(x)) as unknown;
+  // One message: the trace entry of the CLI is the API's answer without what the API adds (subject, timeline).
+  const [traced] = (await cli(['trace', '--queue-id', ids.delivered])) as Record<string, unknown>[];
+  const { subject, timeline, ...msg } = (await gw.api('GET', `/api/v1/messages/${ids.delivered}`, { token: tok.a }))
+    .json as Record<string, unknown>;
+  assert.equal(typeof subject === 'string' || subject === null, true);
+  assert.equal((timeline as unknown[]).length, (traced.trace as unknown[]).length);
+  assert.deepEqual(msg, json(traced));
+  // A search: the same messages, in the same order, with the same filters.
+  const found = (await cli(['trace', '--recipient', 'blocked@contoso.test', '--limit', '10'])) as { id: string }[];
+  const listed = (await gw.api('GET', '/api/v1/messages?recipient=blocked@contoso.test&limit=10', { token: tok.a }))
+    .json.items as { id: string }[];
+  assert.deepEqual(
+    listed.map((m) => m.id),
+    found.map((m) => m.id),
+  );
+  // The queue: each entry as `queue list --json` (the API adds the subject).
+  const queue = (await cli(['queue', 'list'])) as { id: string }[];
+  const apiQueue = (await gw.api('GET', '/api/v1/queue', { token: tok.global })).json.items as Record<
+    string,
+    unknown
+  >[];
+  assert.deepEqual(
+    apiQueue.map(({ subject: _s, ...rest }) => rest),
+    json(queue),
+  );
+  assert.deepEqual(
+    (await gw.api('GET', '/api/v1/connectors', { token: tok.global })).json.items,
+    json(await cli(['connector', 'list'])),
+  );
+  const received = (await cli(['tlsrpt', 'received'])) as Record<string, unknown>;
+  const apiReceived = (await gw.api('GET', '/api/v1/tlsrpt/received', { token: tok.global })).json;
+  assert.deepEqual(apiReceived, json(received));
+});
+
 test("queue actions: retry, bounce now and delete act on A's queued messages, keep the trace, and are audited", async () => {
   const [r1, r2, r3] = ids.deferred;
   const retry = await gw.api('POST', `/api/v1/queue/${r1}/retry`, { token: tok.a });
@@ -403,6 +444,7 @@ test('validation: bad input is a 400 that names the field', async () => {
     ['GET', '/api/v1/messages?sendr=x@y.test', 'sendr'],
     ['GET', '/api/v1/messages?status=lost', 'status'],
     ['GET', '/api/v1/messages?tlsLevel=superb', 'tlsLevel'],
+    ['GET', '/api/v1/messages?tlsLevel=', 'tlsLevel'],
     ['GET', '/api/v1/messages/not%20an%20id', 'id'],
     ['GET', '/api/v1/queue?state=done', 'state.0'],
     ['GET', '/api/v1/certificates/abc', 'id'],
@@ -417,6 +459,18 @@ test('validation: bad input is a 400 that names the field', async () => {
     assert.equal(r.status, 400, `${method} ${p}: ${r.text}`);
     assert.equal(r.json.field, field, `${method} ${p}: ${r.text}`);
     assert.ok(r.json.message.includes(`"${field}"`), r.json.message);
+  }
+  // Every TLS level a delivery can achieve is a filter (the trace records opportunistic and dane too).
+  for (const level of [
+    'none',
+    'opportunistic',
+    'encryptionOnly',
+    'certificateValidation',
+    'domainValidation',
+    'dane',
+  ]) {
+    const r = await gw.api('GET', `/api/v1/messages?tlsLevel=${level}`, { token: tok.global });
+    assert.equal(r.status, 200, `tlsLevel=${level}: ${r.text}`);
   }
   const since = await gw.api('GET', '/api/v1/messages?since=yesterday', { token: tok.global });
   assert.equal(since.status, 400);

@@ -188,7 +188,8 @@ export function DashboardPage({ orgs, global }: { orgs: string[]; global: boolea
 }
 
 const STATUSES = ['', 'pending', 'delivered', 'deferred', 'failed', 'deleted'];
-const LEVELS = ['', 'none', 'encryptionOnly', 'certificateValidation', 'domainValidation'];
+// The TLS levels a delivery can achieve (src/tls/levels.ts TLS_LEVELS).
+const LEVELS = ['', 'none', 'opportunistic', 'encryptionOnly', 'certificateValidation', 'domainValidation', 'dane'];
 
 function Field({
   id,
