@@ -5,15 +5,18 @@
 // of every mutating call; queue actions that keep the trace.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { startAdminGateway, type AdminGateway } from '../helpers/admin.ts';
 import { cleanup, freePort, tempDir } from '../helpers/gateway.ts';
 import { makePki } from '../helpers/pki.ts';
+import { startPeer, type Peer } from '../helpers/peer.ts';
 import { sendOverTls } from '../helpers/smtp.ts';
 
 let gw: AdminGateway;
 let pkiDir: string;
+let tailspin: Peer;
+const TAILSPIN_IP = '127.0.0.63';
 const tok = { none: null as string | null, revoked: '', a: '', b: '', global: '' };
 type Who = keyof typeof tok;
 const WHO: Who[] = ['none', 'revoked', 'a', 'b', 'global'];
@@ -24,6 +27,12 @@ before(async () => {
   pkiDir = tempDir('pc-admin-pki-');
   const pki = await makePki(pkiDir, 'Partner');
   const closed = await freePort('127.0.0.1');
+  const tailspinCert = await pki.issue('mx.tailspin.test');
+  tailspin = await startPeer({
+    host: TAILSPIN_IP,
+    port: await freePort(TAILSPIN_IP),
+    tls: { cert: readFileSync(tailspinCert.cert, 'utf8'), key: readFileSync(tailspinCert.key, 'utf8') },
+  });
   gw = await startAdminGateway({
     queue: { retrySchedule: [3600] },
     tlsRpt: { receive: ['tlsrpt@contoso.test'] },
@@ -48,6 +57,14 @@ before(async () => {
             recipientDomains: ['partner.test'],
             useMXRecord: false,
             smartHosts: [`127.0.0.1:${closed}`],
+            tlsSettings: 'encryptionOnly',
+          },
+          {
+            name: 'To Tailspin',
+            connectorType: 'partner',
+            recipientDomains: ['tailspin.test', '*.tailspin.test'],
+            useMXRecord: false,
+            smartHosts: [`${TAILSPIN_IP}:${tailspin.port}`],
             tlsSettings: 'encryptionOnly',
           },
         ],
@@ -107,6 +124,7 @@ before(async () => {
 });
 after(async () => {
   await cleanup(gw);
+  await tailspin?.close();
   rmSync(pkiDir, { recursive: true, force: true });
 });
 
@@ -157,6 +175,13 @@ const TABLE: Row[] = [
     method: 'post',
     route: '/api/v1/connectors/{org}/{name}/validate',
     path: () => '/api/v1/connectors/contoso/To%20Partner/validate',
+    body: {},
+    expect: ok(),
+  },
+  {
+    method: 'post',
+    route: '/api/v1/connectors/{org}/{name}/test-send',
+    path: () => '/api/v1/connectors/contoso/To%20Partner/test-send',
     body: {},
     expect: ok(),
   },
@@ -453,6 +478,7 @@ test('validation: bad input is a 400 that names the field', async () => {
     ['GET', '/api/v1/reports/outbound?from=60d&granularity=hour', 'granularity'],
     ['POST', '/api/v1/connectors/contoso/To%20Partner/validate', 'dryRun', { dryRun: true }],
     ['POST', '/api/v1/connectors/contoso/To%20Partner/validate', 'send', { send: 'yes please' }],
+    ['POST', '/api/v1/connectors/contoso/To%20Partner/test-send', 'to', { to: 'x@partner.test' }],
   ];
   for (const [method, p, field, body] of cases) {
     const r = await gw.api(method, p, { token: tok.global, ...(body ? { body } : {}) });
@@ -495,6 +521,75 @@ test('connector validation reports an unreachable smart host as a failed check, 
   });
   assert.equal(inbound.status, 400);
   assert.match(inbound.json.message, /is an inbound connector/);
+});
+
+test('test send: one message through the connector with the TLS facts of the host; only to its domains; limited; audited', async () => {
+  const send = (who: Who, connector: string, body: unknown) =>
+    gw.api('POST', `/api/v1/connectors/contoso/${encodeURIComponent(connector)}/test-send`, {
+      token: tok[who],
+      body,
+    });
+  // Not a domain the connector serves: refused before anything is sent, naming the rule.
+  for (const recipient of ['victim@elsewhere.test', 'x@tailspin.test.evil.test', 'not an address']) {
+    const r = await send('a', 'To Tailspin', { recipient });
+    assert.equal(r.status, 400, r.text);
+    assert.match(r.json.message, /not in a domain connector "To Tailspin" serves|is not a valid address/);
+  }
+  const viaValidate = await gw.api('POST', '/api/v1/connectors/contoso/To%20Tailspin/validate', {
+    token: tok.a,
+    body: { recipient: 'victim@elsewhere.test', send: true },
+  });
+  assert.equal(viaValidate.status, 400, 'validate with send follows the same rule');
+  assert.equal(tailspin.messages.length, 0);
+
+  const ok = await send('a', 'To Tailspin', { recipient: 'ops@mail.tailspin.test' });
+  assert.equal(ok.status, 200, ok.text);
+  assert.equal(ok.json.sent, true);
+  assert.equal(ok.json.recipient, 'ops@mail.tailspin.test');
+  assert.equal(ok.json.via.ip, TAILSPIN_IP);
+  assert.equal(ok.json.via.tls.version, 'TLSv1.3');
+  assert.equal(ok.json.via.requirement.level, 'encryptionOnly');
+  assert.match(ok.json.via.testMessage, /^250/);
+  assert.deepEqual(
+    tailspin.messages.map((m) => [m.to, m.tls?.version]),
+    [[['ops@mail.tailspin.test'], 'TLSv1.3']],
+  );
+
+  // At most one per connector per minute; a refused one sends nothing.
+  const again = await send('global', 'To Tailspin', {});
+  assert.equal(again.status, 429, again.text);
+  assert.ok(Number(again.headers['retry-after']) > 0 && Number(again.headers['retry-after']) <= 60);
+  assert.match(again.json.message, /less than 60 s ago: try again in \d+ s/);
+  assert.equal(tailspin.messages.length, 1);
+  // A host that takes nothing uses up nothing: the unreachable connector can be tried again at once.
+  for (let i = 0; i < 2; i++) {
+    const r = await send('a', 'To Partner', {});
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.sent, false);
+    assert.equal(r.json.recipient, 'postmaster@partner.test');
+    assert.equal(r.json.hosts[0].connected, false);
+  }
+  assert.equal((await send('a', 'From Partner', {})).status, 400, 'inbound connectors send nothing');
+
+  const audit = (await gw.api('GET', '/api/v1/audit?action=connector.testSend', { token: tok.a })).json.entries as {
+    actor: string;
+    target: string;
+    result: string;
+    status: number;
+    detail: string;
+  }[];
+  const tail = audit.filter((e) => e.target === 'connector "To Tailspin"').reverse();
+  assert.deepEqual(
+    tail.slice(-2).map((e) => [e.actor, e.result, e.status]),
+    [
+      ['contoso-admin', 'ok', 200],
+      ['ops', 'refused', 429],
+    ],
+  );
+  assert.match(
+    tail.at(-2)!.detail,
+    /^sent to ops@mail\.tailspin\.test via 127\.0\.0\.63 \[127\.0\.0\.63\]:\d+ over TLSv1\.3: 250/,
+  );
 });
 
 test('certificates: facts as `cert info`, days left, and rotation readiness of the served certificate', async () => {

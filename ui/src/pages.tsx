@@ -1,6 +1,7 @@
 // The admin centre's pages, each over the admin API: dashboard charts, message trace and one
-// message's timeline, queue actions, connectors with validation, certificates with the rotation
-// readiness check, the TLS reports and the audit log. Values are rendered as text only.
+// message's timeline, queue actions, connectors with validation and a test message, certificates
+// with the rotation readiness check, the TLS reports and the audit log. Values are rendered as
+// text only.
 import type { ComponentChildren } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { api, qs, when } from './api.ts';
@@ -426,6 +427,72 @@ export function QueuePage() {
   );
 }
 
+/** The TLS facts of a host's session, in words: "TLSv1.3 TLS_AES_256_GCM_SHA384, chain valid". */
+const tlsFacts = (h: Any) =>
+  h.tls
+    ? `${h.tls.version} ${h.tls.cipher}, certificate ${h.tls.subject ?? ''} ` +
+      `(${h.tls.chainValid ? 'chain valid' : `chain not valid: ${h.tls.chainError ?? ''}`})`
+    : 'no TLS';
+
+/** One host of a validation: "host:port passes (TLS facts)" or why it fails. */
+const validated = (h: Any) =>
+  `${h.host}:${h.port} ${h.passes ? `passes (${tlsFacts(h)})` : (h.reason ?? h.error ?? 'fails')}`;
+
+function TestSend({ x }: { x: Any }) {
+  const [recipient, setRecipient] = useState('');
+  const [r, setR] = useState<Any>(null);
+  const id = `test-${x.organization}-${x.name}`.replace(/[^A-Za-z0-9_-]/g, '-');
+  const first = x.recipientDomains.find((d: string) => !d.startsWith('*'));
+  const send = async (e: Event) => {
+    e.preventDefault();
+    setR({ running: true });
+    try {
+      const path = `/api/v1/connectors/${encodeURIComponent(x.organization)}/${encodeURIComponent(x.name)}/test-send`;
+      setR(await api('POST', path, recipient.trim() ? { recipient: recipient.trim() } : {}));
+    } catch (err) {
+      setR({ error: (err as Error).message });
+    }
+  };
+  return (
+    <form class="test-send" onSubmit={send} aria-label={`Test message through ${x.name}`}>
+      <label for={id}>
+        Test recipient for {x.name}
+        <input
+          id={id}
+          name={id}
+          type="email"
+          value={recipient}
+          placeholder={first ? `postmaster@${first}` : 'user@domain'}
+          onInput={(e) => setRecipient((e.target as HTMLInputElement).value)}
+        />
+      </label>
+      <button type="submit" aria-label={`Send a test message through ${x.name}`}>
+        Send test message
+      </button>{' '}
+      <span role="status" data-test-send={x.name}>
+        {r?.running ? (
+          'sending…'
+        ) : r?.error ? (
+          <span class="error">{r.error}</span>
+        ) : r ? (
+          r.sent ? (
+            <span class="ok">
+              SENT to {r.recipient} via {r.via.host} [{r.via.ip}]:{r.via.port}, {tlsFacts(r.via)}; reply{' '}
+              {r.via.testMessage}
+            </span>
+          ) : (
+            <span class="error">
+              NOT SENT to {r.recipient}:{' '}
+              {r.hosts.map((h: Any) => `${h.host}:${h.port} ${h.reason ?? h.error ?? 'refused'}`).join('; ') ||
+                'no host to try'}
+            </span>
+          )
+        ) : null}
+      </span>
+    </form>
+  );
+}
+
 export function ConnectorsPage() {
   const res = useApi('/api/v1/connectors');
   const [results, setResults] = useState<Record<string, Any>>({});
@@ -446,12 +513,16 @@ export function ConnectorsPage() {
   return (
     <>
       <h1>Connectors</h1>
+      <p class="hint">
+        A test message goes only to an address in a domain the connector serves (by default its postmaster), at most one
+        per connector per minute; it is in the audit log.
+      </p>
       <Problem text={res.error} />
       {res.data && (
         <Table
           label="connectors"
           empty="no connectors configured"
-          head={['organization', 'direction', 'name', 'type', 'TLS', 'validation']}
+          head={['organization', 'direction', 'name', 'type', 'TLS', 'validation', 'test message']}
           rows={res.data.items.map((x: Any) => {
             const r = results[`${x.organization}/${x.name}`];
             return [
@@ -465,24 +536,22 @@ export function ConnectorsPage() {
                   <button type="button" onClick={() => validate(x)} aria-label={`Validate ${x.name}`}>
                     Validate
                   </button>{' '}
-                  {r?.running ? (
-                    'checking…'
-                  ) : r?.error ? (
-                    <span class="error">{r.error}</span>
-                  ) : r ? (
-                    <span class={r.passes ? 'ok' : 'error'}>
-                      {r.passes ? 'PASS' : 'FAIL'}:{' '}
-                      {r.hosts
-                        .map(
-                          (h: Any) => `${h.host}:${h.port} ${h.passes ? 'passes' : (h.reason ?? h.error ?? 'fails')}`,
-                        )
-                        .join('; ')}
-                    </span>
-                  ) : null}
+                  <span role="status">
+                    {r?.running ? (
+                      'checking…'
+                    ) : r?.error ? (
+                      <span class="error">{r.error}</span>
+                    ) : r ? (
+                      <span class={r.passes ? 'ok' : 'error'}>
+                        {r.passes ? 'PASS' : 'FAIL'}: {r.hosts.map(validated).join('; ')}
+                      </span>
+                    ) : null}
+                  </span>
                 </span>
               ) : (
                 'checked by the sending partner'
               ),
+              x.direction === 'outbound' ? <TestSend x={x} /> : '',
             ];
           })}
         />
