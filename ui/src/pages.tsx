@@ -84,6 +84,61 @@ function Table({
   );
 }
 
+const PAGE_SIZES = [10, 25, 50, 100, 200];
+
+/** Paging over a listing of the API (limit, offset; `more` when a next page exists). */
+function usePaging(initial = 50) {
+  const [offset, setOffset] = useState(0);
+  const [limit, setLimit] = useState(initial);
+  return { offset, limit, setOffset, setLimit: (n: number) => (setLimit(n), setOffset(0)) };
+}
+
+/** Previous / next page buttons and the page size, labelled for screen readers and keyboard use. */
+function Pager({
+  what,
+  paging,
+  count,
+  more,
+}: {
+  what: string;
+  paging: ReturnType<typeof usePaging>;
+  count: number;
+  more: boolean;
+}) {
+  const { offset, limit } = paging;
+  return (
+    <nav class="pager" aria-label={`Pages of ${what}`}>
+      <button
+        type="button"
+        disabled={offset === 0}
+        onClick={() => paging.setOffset(Math.max(0, offset - limit))}
+        aria-label={`Previous page of ${what}`}
+      >
+        ‹ Previous
+      </button>
+      <span data-pager={what}>
+        {count ? `${what} ${offset + 1}–${offset + count}` : offset ? `no more ${what}` : ''}
+      </span>
+      <button
+        type="button"
+        disabled={!more}
+        onClick={() => paging.setOffset(offset + limit)}
+        aria-label={`Next page of ${what}`}
+      >
+        Next ›
+      </button>
+      <label class="inline">
+        Rows per page{' '}
+        <select value={String(limit)} onChange={(e) => paging.setLimit(Number((e.target as HTMLSelectElement).value))}>
+          {PAGE_SIZES.map((n) => (
+            <option value={String(n)}>{n}</option>
+          ))}
+        </select>
+      </label>
+    </nav>
+  );
+}
+
 const RANGES = [
   ['24h', 'Last 24 hours'],
   ['7d', 'Last 7 days'],
@@ -251,16 +306,19 @@ export function TracePage() {
     messageId: '',
     queueId: '',
     since: '',
+    until: '',
     status: '',
     tlsLevel: '',
     connector: '',
   });
-  const [path, setPath] = useState<string | null>('/api/v1/messages?limit=50');
-  const res = useApi(path);
+  const [filters, setFilters] = useState<Record<string, string>>({});
+  const paging = usePaging();
+  const res = useApi(`/api/v1/messages${qs({ ...filters, limit: paging.limit, offset: paging.offset })}`);
   const set = (k: keyof typeof f) => (v: string) => setF({ ...f, [k]: v });
   const search = (e: Event) => {
     e.preventDefault();
-    setPath(`/api/v1/messages${qs({ ...f, limit: 50 })}`);
+    setFilters({ ...f });
+    paging.setOffset(0);
   };
   return (
     <>
@@ -271,6 +329,7 @@ export function TracePage() {
         <Field id="messageId" label="Message-ID" value={f.messageId} onInput={set('messageId')} />
         <Field id="queueId" label="Queue id" value={f.queueId} onInput={set('queueId')} />
         <Field id="since" label="Since (2h, 1d, ISO time)" value={f.since} onInput={set('since')} />
+        <Field id="until" label="Until (2h, 1d, ISO time)" value={f.until} onInput={set('until')} />
         <Select id="status" label="Recipient status" value={f.status} options={STATUSES} onChange={set('status')} />
         <Select
           id="tlsLevel"
@@ -283,6 +342,7 @@ export function TracePage() {
         <button type="submit">Search</button>
       </form>
       <Problem text={res.error} />
+      {res.data && <Pager what="messages" paging={paging} count={res.data.items.length} more={res.data.more} />}
       {res.data && (
         <Table
           label="messages found"
@@ -368,7 +428,8 @@ export function MessagePage({ id }: { id: string }) {
 }
 
 export function QueuePage() {
-  const res = useApi('/api/v1/queue?limit=100');
+  const paging = usePaging();
+  const res = useApi(`/api/v1/queue${qs({ limit: paging.limit, offset: paging.offset })}`);
   const [note, setNote] = useState('');
   const act = async (id: string, action: 'retry' | 'bounce' | 'delete') => {
     if (action !== 'retry' && !confirm(`${action === 'delete' ? 'Delete' : 'Bounce'} message ${id}?`)) return;
@@ -390,6 +451,7 @@ export function QueuePage() {
         {note}
       </p>
       <Problem text={res.error} />
+      {res.data && <Pager what="queued messages" paging={paging} count={res.data.items.length} more={res.data.more} />}
       {res.data && (
         <Table
           label="queued messages"
@@ -710,11 +772,13 @@ export function ReportsPage() {
 }
 
 export function AuditPage() {
-  const res = useApi('/api/v1/audit?limit=200');
+  const paging = usePaging();
+  const res = useApi(`/api/v1/audit${qs({ limit: paging.limit, offset: paging.offset })}`);
   return (
     <>
       <h1>Audit log</h1>
       <Problem text={res.error} />
+      {res.data && <Pager what="audit entries" paging={paging} count={res.data.entries.length} more={res.data.more} />}
       {res.data && (
         <Table
           label="audit log"
