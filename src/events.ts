@@ -127,6 +127,12 @@ export type Event =
     }
   | { event: 'dns.query'; qtype: string; outcome: string; ms: number }
   | { event: 'revocation.fetch'; kind: 'ocsp' | 'crl' | 'caIssuers'; outcome: 'ok' | 'error'; ms: number }
+  /** An MTA-STS policy fetch (RFC 8461 §3.3): `ok`, or its RFC 8460 result type. */
+  | {
+      event: 'mtasts.fetch';
+      outcome: 'ok' | 'sts-policy-fetch-error' | 'sts-policy-invalid' | 'sts-webpki-invalid';
+      ms: number;
+    }
   | { event: 'queue.recovered'; released: number }
   /** A delivery's outcome was not recorded: another node took the message over (fencing generation). */
   | { event: 'queue.fenced'; queueId: string; node: string; gen: number }
@@ -159,6 +165,7 @@ const levels: Partial<Record<Event['event'], Level>> = {
   'dns.query': 'debug',
   'delivery.window': 'debug',
   'revocation.fetch': 'debug',
+  'mtasts.fetch': 'debug',
   'config.rejected': 'error',
   'tls.certificates.rejected': 'error',
   'tls.devcert.generated': 'warn',

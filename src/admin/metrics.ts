@@ -2,7 +2,7 @@
 // event catalogue (events.ts onEvent) — the one instrumentation path, shared with the log — plus
 // the queue depth read from the store at scrape time and Node's process metrics.
 // Promise: label values come from closed vocabularies (TLS versions, levels, failure kinds, reply
-// codes, DNS record types, organisation names), never from what a peer sends, so the number of
+// codes, DNS record types, MTA-STS result types, organisation names), never from what a peer sends, so the number of
 // series stays bounded.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { onEvent, type Event } from '../events.ts';
@@ -24,6 +24,7 @@ export class GatewayMetrics {
   private readonly tlsFailures;
   private readonly dns;
   private readonly revocation;
+  private readonly mtaSts;
   private readonly reloads;
 
   constructor(store: () => Store) {
@@ -78,6 +79,13 @@ export class GatewayMetrics {
       name: 'portcullis_revocation_fetch_duration_seconds',
       help: 'OCSP, CRL and CA-issuer fetches, by kind and outcome.',
       labelNames: ['kind', 'outcome'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.mtaSts = new Histogram({
+      name: 'portcullis_mtasts_fetch_duration_seconds',
+      help: 'MTA-STS policy fetches (HTTPS), by outcome: ok or the RFC 8460 result type of the failure.',
+      labelNames: ['outcome'],
       buckets: LATENCY_BUCKETS,
       registers,
     });
@@ -141,6 +149,9 @@ export class GatewayMetrics {
         return;
       case 'revocation.fetch':
         this.revocation.observe({ kind: e.kind, outcome: e.outcome }, e.ms / 1000);
+        return;
+      case 'mtasts.fetch':
+        this.mtaSts.observe({ outcome: e.outcome }, e.ms / 1000);
         return;
       case 'config.reloaded':
         this.reloads.inc({ result: 'ok' });

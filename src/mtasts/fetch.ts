@@ -5,10 +5,12 @@
 // each step bounded in time. Nothing else is sent (no client certificate, no cookies).
 // Promise: never throws; a failure is a result naming its RFC 8460 result type:
 // `sts-webpki-invalid` (the certificate), `sts-policy-fetch-error` (DNS, connection, HTTP status,
-// redirect, size, time) or `sts-policy-invalid` (media type, syntax).
+// redirect, size, time) or `sts-policy-invalid` (media type, syntax). Every fetch is reported as an
+// `mtasts.fetch` event with its outcome and duration (the admin centre's latency histogram).
 import https from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import { DnsError, type Resolver } from '../dns/types.ts';
+import { emit } from '../events.ts';
 import type { TrustStore } from '../tls/trust.ts';
 import { parseStsPolicy, type StsPolicy } from './policy.ts';
 
@@ -61,8 +63,15 @@ const pems = (t: TrustStore): string[] => {
   return p;
 };
 
-/** Fetch and parse the policy of `domain`. */
+/** Fetch and parse the policy of `domain`; the outcome and duration go out as an `mtasts.fetch` event. */
 export async function fetchStsPolicy(domain: string, o: FetchOptions): Promise<FetchResult> {
+  const start = performance.now();
+  const r = await fetchPolicy(domain, o);
+  emit({ event: 'mtasts.fetch', outcome: r.ok ? 'ok' : r.failure, ms: performance.now() - start });
+  return r;
+}
+
+async function fetchPolicy(domain: string, o: FetchOptions): Promise<FetchResult> {
   const url = policyUrl(domain);
   const host = policyHost(domain);
   const fail = (failure: StsFetchFailure, error: string): FetchResult => ({ ok: false, failure, error, url });

@@ -1,7 +1,9 @@
 // The admin centre's web UI in a real browser (playwright-core driving Debian's /usr/bin/chromium;
 // never a downloaded browser) against the real gateway: sign in with a token, find a message
 // delivered over TLS and see its TLS facts, retry a deferred message, see the dashboard charts drawn
-// from the traffic sent here, and see a hostile subject rendered as text with no dialog raised.
+// from the traffic sent here, and see a hostile subject rendered as text with no dialog raised; page
+// through the trace and the queue, send a test message through a connector, and check that every
+// control has a label and is reached with the Tab key.
 // Screenshots go to test-artifacts/admin-centre/ (docs/admin-centre.md shows copies of them).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -173,6 +175,52 @@ test('a hostile subject is shown as text, and no dialog is raised', { skip }, as
   await shot('hostile-subject');
 });
 
+test(
+  'page through the message trace and the queue with the labelled buttons, from the keyboard',
+  { skip },
+  async () => {
+    // Eleven more messages held in the queue (the mailbox folder is still blocked): 12 queued, 11 from this sender.
+    for (let i = 0; i < 11; i++)
+      await sendOverTls(gw.port, 'pager@partner.test', ['blocked@contoso.test'], `Subject: page ${i}\r\n\r\nhi\r\n`);
+    await gw.waitForLog(
+      () => gw.events().filter((e) => e.event === 'delivery.result' && e.status === 'deferred').length >= 12,
+    );
+    await page.getByRole('link', { name: 'Message trace' }).click();
+    await page.getByLabel('Sender').fill('pager@partner.test');
+    await page.getByLabel('Sender').press('Enter');
+    await page.getByLabel('Rows per page').selectOption('10');
+    const rows = page.locator('table[aria-label="messages found"] tbody tr');
+    const label = page.locator('[data-pager="messages"]');
+    await label.filter({ hasText: 'messages 1–10' }).waitFor();
+    assert.equal(await rows.count(), 10);
+    const previous = page.getByRole('button', { name: 'Previous page of messages' });
+    const next = page.getByRole('button', { name: 'Next page of messages' });
+    assert.equal(await previous.isDisabled(), true, 'no page before the first');
+    const firstPage = await rows.allInnerTexts();
+    await next.focus();
+    await page.keyboard.press('Enter');
+    await label.filter({ hasText: 'messages 11–11' }).waitFor();
+    assert.equal(await rows.count(), 1);
+    assert.ok(!firstPage.includes((await rows.allInnerTexts())[0]), 'another message on the second page');
+    assert.equal(await next.isDisabled(), true, 'no page after the last');
+    await previous.focus();
+    await page.keyboard.press('Space');
+    await label.filter({ hasText: 'messages 1–10' }).waitFor();
+    assert.deepEqual(await rows.allInnerTexts(), firstPage);
+    await shot('trace-paging');
+
+    await page.getByRole('link', { name: 'Queue' }).click();
+    await page.getByLabel('Rows per page').selectOption('10');
+    const queued = page.locator('table[aria-label="queued messages"] tbody tr');
+    await page.locator('[data-pager="queued messages"]').filter({ hasText: 'queued messages 1–10' }).waitFor();
+    await page.getByRole('button', { name: 'Next page of queued messages' }).click();
+    await page.locator('[data-pager="queued messages"]').filter({ hasText: 'queued messages 11–12' }).waitFor();
+    assert.equal(await queued.count(), 2);
+    await page.getByRole('button', { name: 'Previous page of queued messages' }).click();
+    await page.locator('[data-pager="queued messages"]').filter({ hasText: 'queued messages 1–10' }).waitFor();
+  },
+);
+
 test('retry a deferred message from the queue page: it is delivered', { skip }, async () => {
   rmSync(path.join(gw.dataDir, 'mailboxes', 'contoso.test', 'blocked'));
   await page.getByRole('link', { name: 'Queue' }).click();
@@ -189,7 +237,6 @@ test('retry a deferred message from the queue page: it is delivered', { skip }, 
     .waitFor();
   await shot('audit-log');
   for (const [link, name] of [
-    ['Connectors', 'connectors'],
     ['Certificates', 'certificates'],
     ['TLS reports', 'tls-reports'],
   ] as const) {
@@ -199,4 +246,86 @@ test('retry a deferred message from the queue page: it is delivered', { skip }, 
     await shot(name);
   }
   assert.deepEqual(dialogs, []);
+});
+
+test('send a test message through a connector and see the TLS facts of the host that took it', { skip }, async () => {
+  const before = peer.messages.length;
+  await page.getByRole('link', { name: 'Connectors' }).click();
+  await page.getByRole('heading', { name: 'Connectors' }).waitFor();
+  assert.equal(
+    await page.getByLabel('Test recipient for To Partner').getAttribute('placeholder'),
+    'postmaster@partner.test',
+  );
+  await page.getByLabel('Test recipient for To Partner').fill('helpdesk@partner.test');
+  await page.getByRole('button', { name: 'Send a test message through To Partner' }).click();
+  const result = page.locator('[data-test-send="To Partner"]');
+  await result.filter({ hasText: 'SENT' }).waitFor();
+  const text = await result.innerText();
+  assert.match(text, new RegExp(`SENT to helpdesk@partner\\.test via ${PEER_IP.replace(/\./g, '\\.')}`));
+  assert.match(text, /TLSv1\.3/);
+  assert.match(text, /reply 250/);
+  assert.equal(peer.messages.length, before + 1);
+  assert.deepEqual(peer.messages.at(-1)!.to, ['helpdesk@partner.test']);
+  await shot('connectors');
+  await page.getByLabel('Test recipient for To Partner').fill('someone@elsewhere.test');
+  await page.getByRole('button', { name: 'Send a test message through To Partner' }).click();
+  await result.filter({ hasText: 'not in a domain connector "To Partner" serves' }).waitFor();
+  assert.equal(peer.messages.length, before + 1, "nothing sent outside the connector's domains");
+});
+
+test('every control has a label and the Tab key reaches each of them, on every page', { skip }, async () => {
+  const problems: string[] = [];
+  const loaded: Record<string, string> = {
+    dashboard: 'figure canvas',
+    trace: 'table',
+    queue: 'table',
+    connectors: 'table',
+    certificates: 'table',
+    reports: 'table',
+    audit: 'table',
+    messages: 'ol.timeline',
+  };
+  for (const route of Object.keys(loaded).map((r) => (r === 'messages' ? `messages/${ids.tls}` : r))) {
+    await page.goto(`${base()}/#/${route}`);
+    await page.reload();
+    await page
+      .locator(`main ${loaded[route.split('/')[0]]}`)
+      .first()
+      .waitFor();
+    await page.waitForLoadState('networkidle');
+    // Labels: form fields by a <label> (or aria-label), buttons and links by their text (or aria-label).
+    // (Run in the page: the test's own TypeScript has no DOM types, so these are given as text.)
+    const unlabelled = (await page.evaluate(
+      `[...document.querySelectorAll('input, select, textarea')]
+        .filter((e) => !e.labels?.length && !e.getAttribute('aria-label'))
+        .concat([...document.querySelectorAll('button, a')]
+          .filter((e) => !e.textContent.trim() && !e.getAttribute('aria-label')))
+        .map((e) => e.outerHTML.slice(0, 120))`,
+    )) as string[];
+    for (const x of unlabelled) problems.push(`${route}: no label: ${x}`);
+    // Tab order: from the top of the page, Tab reaches every enabled control.
+    const total = (await page.evaluate(
+      `(() => {
+        const els = [...document.querySelectorAll(
+          'a[href], button:not([disabled]), input:not([disabled]), select:not([disabled]), textarea')];
+        els.forEach((e, i) => e.setAttribute('data-kb', String(i)));
+        document.activeElement?.blur();
+        return els.length;
+      })()`,
+    )) as number;
+    const reached = new Set<string>();
+    for (let i = 0; i < total + 3; i++) {
+      await page.keyboard.press('Tab');
+      const k = (await page.evaluate(`document.activeElement?.getAttribute('data-kb') ?? null`)) as string | null;
+      if (k !== null) reached.add(k);
+    }
+    const missed = (await page.evaluate(
+      `[...document.querySelectorAll('[data-kb]')]
+        .filter((e) => !${JSON.stringify([...reached])}.includes(e.getAttribute('data-kb')))
+        .map((e) => e.outerHTML.slice(0, 120))`,
+    )) as string[];
+    for (const x of missed) problems.push(`${route}: not reached with Tab: ${x}`);
+    assert.ok(total >= 8, `${route}: the navigation and the page's controls (${total})`);
+  }
+  assert.deepEqual(problems, []);
 });

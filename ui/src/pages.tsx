@@ -1,6 +1,7 @@
 // The admin centre's pages, each over the admin API: dashboard charts, message trace and one
-// message's timeline, queue actions, connectors with validation, certificates with the rotation
-// readiness check, the TLS reports and the audit log. Values are rendered as text only.
+// message's timeline, queue actions, connectors with validation and a test message, certificates
+// with the rotation readiness check, the TLS reports and the audit log. Values are rendered as
+// text only.
 import type { ComponentChildren } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { api, qs, when } from './api.ts';
@@ -80,6 +81,61 @@ function Table({
         ))}
       </tbody>
     </table>
+  );
+}
+
+const PAGE_SIZES = [10, 25, 50, 100, 200];
+
+/** Paging over a listing of the API (limit, offset; `more` when a next page exists). */
+function usePaging(initial = 50) {
+  const [offset, setOffset] = useState(0);
+  const [limit, setLimit] = useState(initial);
+  return { offset, limit, setOffset, setLimit: (n: number) => (setLimit(n), setOffset(0)) };
+}
+
+/** Previous / next page buttons and the page size, labelled for screen readers and keyboard use. */
+function Pager({
+  what,
+  paging,
+  count,
+  more,
+}: {
+  what: string;
+  paging: ReturnType<typeof usePaging>;
+  count: number;
+  more: boolean;
+}) {
+  const { offset, limit } = paging;
+  return (
+    <nav class="pager" aria-label={`Pages of ${what}`}>
+      <button
+        type="button"
+        disabled={offset === 0}
+        onClick={() => paging.setOffset(Math.max(0, offset - limit))}
+        aria-label={`Previous page of ${what}`}
+      >
+        ‹ Previous
+      </button>
+      <span data-pager={what}>
+        {count ? `${what} ${offset + 1}–${offset + count}` : offset ? `no more ${what}` : ''}
+      </span>
+      <button
+        type="button"
+        disabled={!more}
+        onClick={() => paging.setOffset(offset + limit)}
+        aria-label={`Next page of ${what}`}
+      >
+        Next ›
+      </button>
+      <label class="inline">
+        Rows per page{' '}
+        <select value={String(limit)} onChange={(e) => paging.setLimit(Number((e.target as HTMLSelectElement).value))}>
+          {PAGE_SIZES.map((n) => (
+            <option value={String(n)}>{n}</option>
+          ))}
+        </select>
+      </label>
+    </nav>
   );
 }
 
@@ -188,7 +244,8 @@ export function DashboardPage({ orgs, global }: { orgs: string[]; global: boolea
 }
 
 const STATUSES = ['', 'pending', 'delivered', 'deferred', 'failed', 'deleted'];
-const LEVELS = ['', 'none', 'encryptionOnly', 'certificateValidation', 'domainValidation'];
+// The TLS levels a delivery can achieve (src/tls/levels.ts TLS_LEVELS).
+const LEVELS = ['', 'none', 'opportunistic', 'encryptionOnly', 'certificateValidation', 'domainValidation', 'dane'];
 
 function Field({
   id,
@@ -249,16 +306,19 @@ export function TracePage() {
     messageId: '',
     queueId: '',
     since: '',
+    until: '',
     status: '',
     tlsLevel: '',
     connector: '',
   });
-  const [path, setPath] = useState<string | null>('/api/v1/messages?limit=50');
-  const res = useApi(path);
+  const [filters, setFilters] = useState<Record<string, string>>({});
+  const paging = usePaging();
+  const res = useApi(`/api/v1/messages${qs({ ...filters, limit: paging.limit, offset: paging.offset })}`);
   const set = (k: keyof typeof f) => (v: string) => setF({ ...f, [k]: v });
   const search = (e: Event) => {
     e.preventDefault();
-    setPath(`/api/v1/messages${qs({ ...f, limit: 50 })}`);
+    setFilters({ ...f });
+    paging.setOffset(0);
   };
   return (
     <>
@@ -269,6 +329,7 @@ export function TracePage() {
         <Field id="messageId" label="Message-ID" value={f.messageId} onInput={set('messageId')} />
         <Field id="queueId" label="Queue id" value={f.queueId} onInput={set('queueId')} />
         <Field id="since" label="Since (2h, 1d, ISO time)" value={f.since} onInput={set('since')} />
+        <Field id="until" label="Until (2h, 1d, ISO time)" value={f.until} onInput={set('until')} />
         <Select id="status" label="Recipient status" value={f.status} options={STATUSES} onChange={set('status')} />
         <Select
           id="tlsLevel"
@@ -281,6 +342,7 @@ export function TracePage() {
         <button type="submit">Search</button>
       </form>
       <Problem text={res.error} />
+      {res.data && <Pager what="messages" paging={paging} count={res.data.items.length} more={res.data.more} />}
       {res.data && (
         <Table
           label="messages found"
@@ -366,7 +428,8 @@ export function MessagePage({ id }: { id: string }) {
 }
 
 export function QueuePage() {
-  const res = useApi('/api/v1/queue?limit=100');
+  const paging = usePaging();
+  const res = useApi(`/api/v1/queue${qs({ limit: paging.limit, offset: paging.offset })}`);
   const [note, setNote] = useState('');
   const act = async (id: string, action: 'retry' | 'bounce' | 'delete') => {
     if (action !== 'retry' && !confirm(`${action === 'delete' ? 'Delete' : 'Bounce'} message ${id}?`)) return;
@@ -388,6 +451,7 @@ export function QueuePage() {
         {note}
       </p>
       <Problem text={res.error} />
+      {res.data && <Pager what="queued messages" paging={paging} count={res.data.items.length} more={res.data.more} />}
       {res.data && (
         <Table
           label="queued messages"
@@ -425,6 +489,72 @@ export function QueuePage() {
   );
 }
 
+/** The TLS facts of a host's session, in words: "TLSv1.3 TLS_AES_256_GCM_SHA384, chain valid". */
+const tlsFacts = (h: Any) =>
+  h.tls
+    ? `${h.tls.version} ${h.tls.cipher}, certificate ${h.tls.subject ?? ''} ` +
+      `(${h.tls.chainValid ? 'chain valid' : `chain not valid: ${h.tls.chainError ?? ''}`})`
+    : 'no TLS';
+
+/** One host of a validation: "host:port passes (TLS facts)" or why it fails. */
+const validated = (h: Any) =>
+  `${h.host}:${h.port} ${h.passes ? `passes (${tlsFacts(h)})` : (h.reason ?? h.error ?? 'fails')}`;
+
+function TestSend({ x }: { x: Any }) {
+  const [recipient, setRecipient] = useState('');
+  const [r, setR] = useState<Any>(null);
+  const id = `test-${x.organization}-${x.name}`.replace(/[^A-Za-z0-9_-]/g, '-');
+  const first = x.recipientDomains.find((d: string) => !d.startsWith('*'));
+  const send = async (e: Event) => {
+    e.preventDefault();
+    setR({ running: true });
+    try {
+      const path = `/api/v1/connectors/${encodeURIComponent(x.organization)}/${encodeURIComponent(x.name)}/test-send`;
+      setR(await api('POST', path, recipient.trim() ? { recipient: recipient.trim() } : {}));
+    } catch (err) {
+      setR({ error: (err as Error).message });
+    }
+  };
+  return (
+    <form class="test-send" onSubmit={send} aria-label={`Test message through ${x.name}`}>
+      <label for={id}>
+        Test recipient for {x.name}
+        <input
+          id={id}
+          name={id}
+          type="email"
+          value={recipient}
+          placeholder={first ? `postmaster@${first}` : 'user@domain'}
+          onInput={(e) => setRecipient((e.target as HTMLInputElement).value)}
+        />
+      </label>
+      <button type="submit" aria-label={`Send a test message through ${x.name}`}>
+        Send test message
+      </button>{' '}
+      <span role="status" data-test-send={x.name}>
+        {r?.running ? (
+          'sending…'
+        ) : r?.error ? (
+          <span class="error">{r.error}</span>
+        ) : r ? (
+          r.sent ? (
+            <span class="ok">
+              SENT to {r.recipient} via {r.via.host} [{r.via.ip}]:{r.via.port}, {tlsFacts(r.via)}; reply{' '}
+              {r.via.testMessage}
+            </span>
+          ) : (
+            <span class="error">
+              NOT SENT to {r.recipient}:{' '}
+              {r.hosts.map((h: Any) => `${h.host}:${h.port} ${h.reason ?? h.error ?? 'refused'}`).join('; ') ||
+                'no host to try'}
+            </span>
+          )
+        ) : null}
+      </span>
+    </form>
+  );
+}
+
 export function ConnectorsPage() {
   const res = useApi('/api/v1/connectors');
   const [results, setResults] = useState<Record<string, Any>>({});
@@ -445,12 +575,16 @@ export function ConnectorsPage() {
   return (
     <>
       <h1>Connectors</h1>
+      <p class="hint">
+        A test message goes only to an address in a domain the connector serves (by default its postmaster), at most one
+        per connector per minute; it is in the audit log.
+      </p>
       <Problem text={res.error} />
       {res.data && (
         <Table
           label="connectors"
           empty="no connectors configured"
-          head={['organization', 'direction', 'name', 'type', 'TLS', 'validation']}
+          head={['organization', 'direction', 'name', 'type', 'TLS', 'validation', 'test message']}
           rows={res.data.items.map((x: Any) => {
             const r = results[`${x.organization}/${x.name}`];
             return [
@@ -464,24 +598,22 @@ export function ConnectorsPage() {
                   <button type="button" onClick={() => validate(x)} aria-label={`Validate ${x.name}`}>
                     Validate
                   </button>{' '}
-                  {r?.running ? (
-                    'checking…'
-                  ) : r?.error ? (
-                    <span class="error">{r.error}</span>
-                  ) : r ? (
-                    <span class={r.passes ? 'ok' : 'error'}>
-                      {r.passes ? 'PASS' : 'FAIL'}:{' '}
-                      {r.hosts
-                        .map(
-                          (h: Any) => `${h.host}:${h.port} ${h.passes ? 'passes' : (h.reason ?? h.error ?? 'fails')}`,
-                        )
-                        .join('; ')}
-                    </span>
-                  ) : null}
+                  <span role="status">
+                    {r?.running ? (
+                      'checking…'
+                    ) : r?.error ? (
+                      <span class="error">{r.error}</span>
+                    ) : r ? (
+                      <span class={r.passes ? 'ok' : 'error'}>
+                        {r.passes ? 'PASS' : 'FAIL'}: {r.hosts.map(validated).join('; ')}
+                      </span>
+                    ) : null}
+                  </span>
                 </span>
               ) : (
                 'checked by the sending partner'
               ),
+              x.direction === 'outbound' ? <TestSend x={x} /> : '',
             ];
           })}
         />
@@ -640,11 +772,13 @@ export function ReportsPage() {
 }
 
 export function AuditPage() {
-  const res = useApi('/api/v1/audit?limit=200');
+  const paging = usePaging();
+  const res = useApi(`/api/v1/audit${qs({ limit: paging.limit, offset: paging.offset })}`);
   return (
     <>
       <h1>Audit log</h1>
       <Problem text={res.error} />
+      {res.data && <Pager what="audit entries" paging={paging} count={res.data.entries.length} more={res.data.more} />}
       {res.data && (
         <Table
           label="audit log"

@@ -1,7 +1,8 @@
 // Owns: the connectors as the CLI (`connector list|show|validate`, `tls check`) and the admin API
-// see them: every connector of every organisation with its direction, finding one by name, and
+// see them: every connector of every organisation with its direction, finding one by name,
 // validating an outbound connector (each smart host or MX host, as delivery would meet it, with
-// an optional test message).
+// an optional test message), and the admin centre's test send (one test message through the
+// first host that meets the connector's requirement, only to a domain the connector serves).
 // The probing modules (DNS, SMTP client, TLS, revocation) are imported when a probe runs, so that
 // listing connectors stays light for the CLI.
 // Promise: validation never throws for a bad host (the report says why); a connector that
@@ -11,7 +12,7 @@ import type { Config, InboundConnector, OutboundConnector } from '../../config/l
 import type { Resolver } from '../../dns/types.ts';
 import type { HostReport, ProbeTarget } from '../../delivery/probe.ts';
 import { AdminError } from '../../errors.ts';
-import type { TlsRequirement } from '../../policy/outbound.ts';
+import { patternMatch, type TlsRequirement } from '../../policy/outbound.ts';
 import type { RevocationChecker } from '../../tls/revocation.ts';
 import type { TrustStore } from '../../tls/trust.ts';
 
@@ -112,23 +113,107 @@ export async function validateConnector(
     );
   }
   const rcpt = parsed?.mailbox;
+  const targets = await connectorTargets(c, tools, x, rcpt?.domain);
   const { connectorDemand } = await import('../../policy/outbound.ts');
-  const requirement = connectorDemand(x);
-  let targets: ProbeTarget[];
+  return probeAll(c, tools, targets, connectorDemand(x), o.send ? rcpt?.address : undefined);
+}
+
+/** The smart hosts of an outbound connector, or the MX hosts of `domain` (else its first non-wildcard domain). */
+async function connectorTargets(
+  c: Config,
+  tools: ProbeTools,
+  x: OutboundConnector,
+  domain: string | undefined,
+): Promise<ProbeTarget[]> {
   if (x.smartHosts.length) {
     const { parseSmartHost } = await import('../../util/net.ts');
-    targets = x.smartHosts.map((h) => {
+    return x.smartHosts.map((h) => {
       const p = parseSmartHost(h)!;
       return { host: p.host, port: p.port ?? c.delivery.port };
     });
-  } else {
-    const domain = rcpt?.domain ?? x.recipientDomains.find((d) => !d.startsWith('*'));
-    if (!domain)
-      throw new AdminError(
-        `connector "${x.name}" uses MX records and has only wildcard domains`,
-        'give a recipient address to pick the domain',
-      );
-    targets = await probeTargets(tools, domain, c.delivery.port);
   }
-  return probeAll(c, tools, targets, requirement, o.send ? rcpt?.address : undefined);
+  const d = domain ?? x.recipientDomains.find((p) => !p.startsWith('*'));
+  if (!d)
+    throw new AdminError(
+      `connector "${x.name}" uses MX records and has only wildcard domains`,
+      'give a recipient address to pick the domain',
+    );
+  return probeTargets(tools, d, c.delivery.port);
+}
+
+/**
+ * Is `domain` one this outbound connector is configured to carry mail for: a recipientDomains
+ * pattern, the organisation's accepted domains (allAcceptedDomains), or any domain outside them
+ * (routeAllMessagesViaOnPremises)?
+ */
+export function connectorServes(c: Config, x: OutboundConnector, domain: string): boolean {
+  const d = domain.toLowerCase();
+  if (x.recipientDomains.some((p) => patternMatch(p, d) >= 0)) return true;
+  const accepted = !!c.organizations
+    .find((o) => o.name === x.organization)
+    ?.acceptedDomains.some((a) => a.domain === d);
+  return (x.allAcceptedDomains && accepted) || (x.routeAllMessagesViaOnPremises && !accepted);
+}
+
+/**
+ * The recipient of a test message through `x`: the address given, or postmaster (RFC 5321 §4.5.1)
+ * of the connector's first non-wildcard domain; an AdminError when it is not a valid address or
+ * not in a domain the connector serves.
+ */
+export async function testRecipient(c: Config, x: OutboundConnector, given: string | undefined): Promise<string> {
+  const first = x.recipientDomains.find((p) => !p.startsWith('*'));
+  const address = given ?? (first ? `postmaster@${first}` : undefined);
+  if (!address)
+    throw new AdminError(
+      `connector "${x.name}" has only wildcard recipient domains: name the test recipient`,
+      'give recipient: an address in a domain the connector serves',
+    );
+  const { parseMailbox } = await import('../../mailbox.ts');
+  const parsed = parseMailbox(address, true);
+  if (!parsed.ok || parsed.mailbox.bare)
+    throw new AdminError(
+      `recipient "${address}" is not a valid address${!parsed.ok ? `: ${parsed.reply.message}` : ''}`,
+      'give user@domain',
+    );
+  if (!connectorServes(c, x, parsed.mailbox.domain))
+    throw new AdminError(
+      `recipient "${address}" is not in a domain connector "${x.name}" serves ` +
+        `(${x.recipientDomains.join(', ') || "its organization's routing"})`,
+      'a test message goes only where the connector carries mail: give an address in one of its recipient domains',
+    );
+  return parsed.mailbox.address;
+}
+
+export interface TestSendResult {
+  recipient: string;
+  /** A host took the message (250 to the end of data). */
+  sent: boolean;
+  /** The host that took it, with the TLS facts of its session. */
+  via?: HostReport;
+  /** Every host tried, in order, until one took it. */
+  hosts: HostReport[];
+}
+
+/**
+ * Send one test message to `recipient` through the connector, as delivery would: smart hosts or MX
+ * hosts in order, each judged against the connector's requirement (a host that does not meet it
+ * gets no message), stopping at the first that takes it.
+ */
+export async function testSend(
+  c: Config,
+  tools: ProbeTools,
+  x: OutboundConnector,
+  recipient: string,
+): Promise<TestSendResult> {
+  const domain = recipient.slice(recipient.lastIndexOf('@') + 1);
+  const targets = await connectorTargets(c, tools, x, domain);
+  const { connectorDemand } = await import('../../policy/outbound.ts');
+  const hosts: HostReport[] = [];
+  for (const t of targets) {
+    const reports = await probeAll(c, tools, [t], connectorDemand(x), recipient);
+    hosts.push(...reports);
+    const via = reports.find((r) => r.passes && r.testMessage?.startsWith('250'));
+    if (via) return { recipient, sent: true, via, hosts };
+  }
+  return { recipient, sent: false, hosts };
 }

@@ -1,13 +1,21 @@
 // Owns: the admin API's connector routes: list, show, validate (each smart host or MX host probed
-// as delivery would meet it, optionally with a test message). What connectors are and how one is
-// validated is admin/ops/connectors.ts, shared with the CLI.
+// as delivery would meet it, optionally with a test message) and test send (one small test message
+// through the connector, with the TLS facts of the host that took it). What connectors are, how
+// one is validated and where a test message may go is admin/ops/connectors.ts, shared with the CLI.
 // Promise: another organisation's connector is a 404 like one that does not exist; a host that
-// fails validation is a report (200, passes: false), not an error.
-import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
+// fails validation is a report (200, passes: false), not an error. A test message goes only to an
+// address in a domain the connector serves, and at most TEST_SENDS (per connector, per node) are
+// sent: beyond that a 429 says when the next may go.
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { AdminError } from '../../../errors.ts';
-import { allConnectors, validateConnector, type AnyConnector } from '../../ops/connectors.ts';
+import type { OutboundConnector } from '../../../config/load.ts';
+import { allConnectors, testRecipient, testSend, validateConnector, type AnyConnector } from '../../ops/connectors.ts';
 import type { AdminDeps } from '../deps.ts';
-import { canSee, notFound, orgFilter, orgParam, query, str } from '../scope.ts';
+import { RateLimit } from '../limit.ts';
+import { ApiError, canSee, notFound, orgFilter, orgParam, query, str } from '../scope.ts';
+
+/** Test messages: one per connector per minute, thirty per node per hour. */
+export const TEST_SENDS = { perConnector: { max: 1, windowMs: 60_000 }, perNode: { max: 30, windowMs: 3_600_000 } };
 
 const PARAMS = {
   type: 'object',
@@ -19,6 +27,55 @@ const PARAMS = {
 export const connectorRoutes =
   (deps: AdminDeps): FastifyPluginAsync =>
   async (app) => {
+    const perConnector = new RateLimit(TEST_SENDS.perConnector.max, TEST_SENDS.perConnector.windowMs);
+    const perNode = new RateLimit(TEST_SENDS.perNode.max, TEST_SENDS.perNode.windowMs);
+
+    /**
+     * Run `send` under the test-message limits: refused with a 429 (Retry-After) when a limit is
+     * reached; the reservation is given back when `send` reports that nothing was sent.
+     */
+    async function limited<T>(
+      x: AnyConnector,
+      reply: FastifyReply,
+      send: () => Promise<{ result: T; sent: boolean }>,
+    ): Promise<T> {
+      const key = `${x.organization}/${x.name.toLowerCase()}`;
+      const at = Date.now();
+      const waitConnector = perConnector.take(key, at);
+      const waitNode = waitConnector ? 0 : perNode.take('node', at);
+      if (waitConnector || waitNode) {
+        if (!waitConnector) perConnector.release(key, at);
+        const seconds = Math.ceil((waitConnector || waitNode) / 1000);
+        reply.header('retry-after', String(seconds));
+        throw new ApiError(
+          429,
+          'rateLimited',
+          waitConnector
+            ? `a test message went through connector "${x.name}" less than ` +
+                `${TEST_SENDS.perConnector.windowMs / 1000} s ago: try again in ${seconds} s`
+            : `this node sent ${TEST_SENDS.perNode.max} test messages in the last hour: try again in ${seconds} s`,
+          { retryAfterSeconds: seconds },
+        );
+      }
+      let sent = false;
+      try {
+        const r = await send();
+        sent = r.sent;
+        return r.result;
+      } finally {
+        if (!sent) {
+          perConnector.release(key, at);
+          perNode.release('node', at);
+        }
+      }
+    }
+
+    const outbound = (x: AnyConnector, what: string): OutboundConnector => {
+      if (x.direction !== 'outbound')
+        throw new AdminError(`"${x.name}" is an inbound connector; ${what} outbound connectors`);
+      return x;
+    };
+
     function find(req: FastifyRequest): AnyConnector {
       const { org, name } = req.params as { org: string; name: string };
       const x = allConnectors(deps.config()).find(
@@ -83,23 +140,76 @@ export const connectorRoutes =
           },
         },
       },
-      async (req) => {
+      async (req, reply) => {
         const { org, name } = req.params as { org: string; name: string };
         req.audit.target = `connector "${name}"`;
         const x = find(req);
         req.audit.targetOrg = x.organization;
         const body = (req.body ?? {}) as { recipient?: string; send?: boolean };
-        if (x.direction !== 'outbound')
-          throw new AdminError(`"${x.name}" is an inbound connector; validate checks outbound connectors`);
-        const hosts = await validateConnector(deps.config(), await deps.probeTools(), x, {
-          ...(body.recipient ? { recipient: body.recipient } : {}),
-          send: !!body.send,
-        });
+        const out = outbound(x, 'validate checks');
+        // With send, the test messages follow the rules of test-send (where to, how many).
+        const recipient = body.send ? await testRecipient(deps.config(), out, body.recipient) : body.recipient;
+        const run = async () => {
+          const hosts = await validateConnector(deps.config(), await deps.probeTools(), x, {
+            ...(recipient ? { recipient } : {}),
+            send: !!body.send,
+          });
+          return { result: hosts, sent: hosts.some((h) => h.testMessage?.startsWith('250')) };
+        };
+        const hosts = body.send ? await limited(x, reply, run) : (await run()).result;
         const passes = hosts.length > 0 && hosts.every((h) => h.passes);
         req.audit.detail =
           `${passes ? 'PASS' : 'FAIL'}: ${hosts.filter((h) => h.passes).length} of ` +
           `${hosts.length} host(s) meet the requirement`;
         return { connector: x.name, org, passes, hosts };
+      },
+    );
+
+    app.post(
+      '/api/v1/connectors/:org/:name/test-send',
+      {
+        config: { action: 'connector.testSend' },
+        schema: {
+          summary:
+            'send one small test message through an outbound connector, as delivery would (smart hosts or MX ' +
+            "hosts in order, each judged against the connector's TLS requirement), and report the host that " +
+            'took it with the TLS facts of its session; at most one per connector per minute',
+          tags: ['connectors'],
+          params: PARAMS,
+          body: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              recipient: str(
+                'where the test message goes: an address in a domain the connector serves (default: postmaster ' +
+                  "of the connector's first recipient domain)",
+                { maxLength: 320 },
+              ),
+            },
+          },
+        },
+      },
+      async (req, reply) => {
+        const { org, name } = req.params as { org: string; name: string };
+        req.audit.target = `connector "${name}"`;
+        const x = find(req);
+        req.audit.targetOrg = x.organization;
+        const out = outbound(x, 'test messages go through');
+        const recipient = await testRecipient(
+          deps.config(),
+          out,
+          ((req.body ?? {}) as { recipient?: string }).recipient,
+        );
+        const r = await limited(x, reply, async () => {
+          const result = await testSend(deps.config(), await deps.probeTools(), out, recipient);
+          return { result, sent: result.sent };
+        });
+        const last = r.via ?? r.hosts.at(-1);
+        req.audit.detail = r.sent
+          ? `sent to ${recipient} via ${r.via!.host} [${r.via!.ip ?? ''}]:${r.via!.port}` +
+            `${r.via!.tls ? ` over ${r.via!.tls.version}` : ' in plaintext'}: ${r.via!.testMessage ?? ''}`
+          : `not sent to ${recipient}: ${last?.reason ?? 'no host to try'}`;
+        return { connector: x.name, org, ...r };
       },
     );
   };

@@ -8,6 +8,7 @@
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { fieldValue, parseHeaders } from '../../../delivery/mime-parse.ts';
 import type { MessageState, QueueMessage, Store, TraceFilter } from '../../../store/types.ts';
+import { TLS_LEVELS } from '../../../tls/levels.ts';
 import {
   messageWithTrace,
   parseTime,
@@ -21,7 +22,6 @@ import type { AdminDeps } from '../deps.ts';
 import { ApiError, canSee, notFound, orgFilter, orgParam, paging, query, str, time, type Paging } from '../scope.ts';
 
 const STATUSES = ['pending', 'delivered', 'deferred', 'failed', 'deleted'];
-const TLS_LEVELS = ['none', 'encryptionOnly', 'certificateValidation', 'domainValidation'];
 const STATES = ['incoming', 'active', 'deferred', 'held', 'done'];
 const ID = {
   type: 'object',
@@ -76,7 +76,7 @@ export const messageRoutes =
             since: time('received at or after'),
             until: time('received at or before'),
             status: str('a recipient in this status', { enum: STATUSES }),
-            tlsLevel: str('a delivery attempt achieved this TLS level', { enum: TLS_LEVELS }),
+            tlsLevel: str('a delivery attempt achieved this TLS level', { enum: [...TLS_LEVELS] }),
             connector: str('inbound or outbound connector name', { maxLength: 200 }),
             org: orgParam,
             ...paging(),
