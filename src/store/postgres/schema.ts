@@ -161,4 +161,10 @@ export const migrations: Migration[] = [
      CREATE INDEX report_counts_bucket ON report_counts (bucket);
      CREATE INDEX report_counts_d1 ON report_counts (kind, org, d1, bucket);`,
   },
+  {
+    // `queue list` pages in (received_at, id) order over the queued messages only: its cost follows
+    // the page, not the done messages kept for the trace. Same index as the SQLite store's.
+    name: 'index of queued messages in list order (queue list paging)',
+    sql: `CREATE INDEX messages_queued ON messages (received_at, id) WHERE state <> 'done';`,
+  },
 ];
