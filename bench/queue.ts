@@ -1,7 +1,7 @@
 // Queue-at-scale benchmark (not a test): does a big queue of deferred mail slow the gateway down?
 //
 //   npm run bench:queue -- [--store sqlite,postgres] [--messages 100000] [--n 2000] [--reps 2]
-//                          [--concurrency 20] [--size 2048] [--spread 3600] [--time-cap 300]
+//                          [--concurrency 20] [--size 2048] [--spread 3600] [--time-cap 300] [--vacuum]
 //
 // For each store: `--messages` messages to an unreachable destination (a loopback port where
 // nothing listens) are put in the queue through the store API in bulk (enqueue, claim, and a
@@ -15,7 +15,8 @@
 //   - the gateway's CPU per message (user + sys over the run, to the last arrival), which a busy
 //     machine disturbs less than the rates.
 // It prints one row per run and the ratios full/empty (medians over the runs). Every loop is
-// bounded in count and time (--time-cap per phase). PostgreSQL runs on a throwaway server
+// bounded in count and time (--time-cap per phase). --vacuum: on PostgreSQL, VACUUM ANALYZE the
+// filled queue before the runs (what autovacuum does in time after such a burst of writes). PostgreSQL runs on a throwaway server
 // (test/helpers/postgres.ts: Debian's binaries, loopback, fsync on). Loopback addresses only:
 // the gateway on 127.0.0.40, the sink on 127.0.0.41, the unreachable destination 127.0.0.42:1.
 import { readFileSync, rmSync } from 'node:fs';
@@ -23,6 +24,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import pg from 'pg';
 import { PostgresStore } from '../src/store/postgres/index.ts';
 import { SqliteStore } from '../src/store/sqlite/index.ts';
 import type { NewMessage, Store } from '../src/store/types.ts';
@@ -50,6 +52,7 @@ const { values: a } = parseArgs({
     size: { type: 'string', default: '2048' },
     spread: { type: 'string', default: '3600' },
     'time-cap': { type: 'string', default: '300' },
+    vacuum: { type: 'boolean', default: false },
   },
   strict: true,
 });
@@ -202,18 +205,32 @@ async function main(): Promise<void> {
   let seq = 0;
   const results: string[] = [];
   let pgServer: PgInstance | undefined;
+  const tempDirs: string[] = [work];
   try {
     for (const kind of STORES) {
       log(`== ${kind}: load average ${load()}`);
       const dirs = { empty: tempDir('pc-bench-queue-empty-'), full: tempDir('pc-bench-queue-full-') };
+      tempDirs.push(...Object.values(dirs));
       const storeConfig = { empty: {}, full: {} } as Record<'empty' | 'full', Record<string, unknown>>;
       let open: () => Promise<Store>;
+      let vacuum = async () => {};
       if (kind === 'postgres') {
         pgServer ??= await startPostgres({ host: '127.0.0.43' });
         const urls = { empty: await pgServer.createDatabase('empty'), full: await pgServer.createDatabase('full') };
-        storeConfig.empty = { store: { type: 'postgres', url: urls.empty } };
-        storeConfig.full = { store: { type: 'postgres', url: urls.full } };
+        // Mailboxes on storage all nodes share: required on PostgreSQL (one node here).
+        const shared = { delivery: { maildirShared: true } };
+        storeConfig.empty = { store: { type: 'postgres', url: urls.empty }, ...shared };
+        storeConfig.full = { store: { type: 'postgres', url: urls.full }, ...shared };
         open = () => PostgresStore.open(urls.full);
+        vacuum = async () => {
+          const c = new pg.Client(urls.full);
+          await c.connect();
+          try {
+            await c.query('VACUUM ANALYZE messages, recipients, events');
+          } finally {
+            await c.end();
+          }
+        };
       } else open = async () => new SqliteStore(path.join(dirs.full, 'data'));
       const body = Buffer.from(`Subject: seeded\r\n\r\n${'x'.repeat(Math.max(0, SIZE - 40))}\r\n`);
       const store = await open();
@@ -224,6 +241,11 @@ async function main(): Promise<void> {
         await store.close();
       }
       log(`  ${QUEUED} deferred messages in the queue in ${(seedMs / 1000).toFixed(1)} s`);
+      if (a.vacuum && kind === 'postgres') {
+        const t = Date.now();
+        await vacuum();
+        log(`  VACUUM ANALYZE in ${((Date.now() - t) / 1000).toFixed(1)} s`);
+      }
       const runs: Run[] = [];
       for (let r = 0; r < REPS; r++) {
         for (const queue of r % 2 ? (['full', 'empty'] as const) : (['empty', 'full'] as const)) {
@@ -295,16 +317,15 @@ async function main(): Promise<void> {
           `${(m('full', 'startupMs') / 1000).toFixed(2)} s (empty ${(m('empty', 'startupMs') / 1000).toFixed(2)} s); ` +
           `seeding ${(seedMs / 1000).toFixed(0)} s`,
       );
-      for (const d of Object.values(dirs)) rmSync(d, { recursive: true, force: true });
     }
   } finally {
     sink.close();
     await pgServer?.destroy();
-    rmSync(work, { recursive: true, force: true });
+    for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
   }
   console.log(
     `node ${process.version}, ${os.cpus().length} cores; --messages ${QUEUED} --n ${N} --reps ${REPS} ` +
-      `--concurrency ${C} --size ${SIZE} --spread ${SPREAD_MS / 1000}`,
+      `--concurrency ${C} --size ${SIZE} --spread ${SPREAD_MS / 1000}${a.vacuum ? ' --vacuum' : ''}`,
   );
   console.log('');
   console.log('| store | queue | start-up s | accept msg/s | relay msg/s | gateway CPU ms/msg | load average after |');
