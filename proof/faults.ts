@@ -30,12 +30,12 @@ import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, statfsSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { SqliteStore } from '../src/store/sqlite/index.ts';
 import { issueCertificate } from '../src/tls/certgen.ts';
 import { LoadSession } from '../bench/lib/loadgen.ts';
 import { startDnsServer, type DnsServer } from '../test/helpers/dns-server.ts';
 import { freePort } from '../test/helpers/gateway.ts';
 import { makePki } from '../test/helpers/pki.ts';
+import { postgresMissing, startPostgres, type PgInstance } from '../test/helpers/postgres.ts';
 import { FaultPeer, type PeerCopy, type PeerFault } from './lib/fault-peer.ts';
 import { onAbort } from './lib/cleanup.ts';
 import { proofGateway, type ProofGateway } from './lib/gateway.ts';
@@ -51,6 +51,9 @@ interface Plan {
   holdMs: [number, number];
   stallMs: [number, number];
   gapMs: [number, number];
+  /** Cluster runs (--store postgres): PostgreSQL stopped (immediate) and restarted this often mid-load. */
+  pgStops: number;
+  pgDownMs: [number, number];
 }
 
 export const PLANS: Record<ProofSize, Plan> = {
@@ -63,6 +66,8 @@ export const PLANS: Record<ProofSize, Plan> = {
     holdMs: [1500, 4000],
     stallMs: [5000, 7000],
     gapMs: [200, 1200],
+    pgStops: 1,
+    pgDownMs: [3000, 6000],
   },
   full: {
     messages: 100_000,
@@ -73,12 +78,31 @@ export const PLANS: Record<ProofSize, Plan> = {
     holdMs: [3000, 8000],
     stallMs: [5000, 10_000],
     gapMs: [500, 3000],
+    pgStops: 3,
+    pgDownMs: [3000, 8000],
   },
 };
+/** Several nodes on PostgreSQL: the CI size is smaller (three gateways and the database share the machine). */
+const CLUSTER_CI: Partial<Plan> = {
+  messages: 2_000,
+  loadSeconds: 60,
+  loadDeadlineMs: 240_000,
+  drainDeadlineMs: 120_000,
+};
+/**
+ * The queue lease of a cluster run, and how long a slow peer then takes (longer than the lease).
+ * Longer than the single node's 5 s: renewals go to a database server that competes for the
+ * same cores and is stopped mid-run, and a lease must survive a few seconds of its latency.
+ */
+const CLUSTER_LEASE_S = 15;
+const CLUSTER_SLOW_MS: [number, number] = [16_000, 18_000];
 
-let COMMAND = 'npm run proof -- --only faults';
-/** Worker processes of the gateway under test (1: the single process; 2: the faults-workers variant). */
+/** The module's name ("faults", or "faults-workers") and the gateway's worker processes (1: one process). */
+let MODULE = 'faults';
 let WORKERS = 1;
+const command = (ctx: Pick<ProofContext, 'store' | 'nodes'>) =>
+  `npm run proof -- --only ${MODULE}${ctx.store === 'postgres' ? ` --store postgres --nodes ${ctx.nodes}` : ''}`;
+
 const SENDER = 'load@contoso.test';
 const SESSIONS = 20;
 const MAX_ATTEMPTS = 40;
@@ -195,22 +219,23 @@ interface QueueEntry {
   recipients: { address: string; status: string; lastReply?: { code: number; enhanced: string; message: string } }[];
 }
 
+/** The whole queue, page by page (`queue list --json --after` the last id of the previous page). */
 async function queueList(g: ProofGateway): Promise<QueueEntry[]> {
-  const r = await g.cli(['queue', 'list', '--json']);
-  if (r.code !== 0) throw new Error(`portcullis queue list failed: ${r.stderr}`);
-  const list = JSON.parse(r.stdout) as QueueEntry[];
-  if (list.length < 1000) return list;
-  // `queue list` shows the first 1,000 messages; read the rest from the store itself.
-  const store = new SqliteStore(g.dataDir, { readonly: true });
-  try {
-    return (await store.list({ limit: 10_000_000 })) as QueueEntry[];
-  } finally {
-    await store.close();
+  const PAGE = 1000;
+  const all: QueueEntry[] = [];
+  for (let pages = 0; pages < 1000; pages++) {
+    const after = all.length ? ['--after', all[all.length - 1].id] : [];
+    const r = await g.cli(['queue', 'list', '--json', '--limit', String(PAGE), ...after]);
+    if (r.code !== 0) throw new Error(`portcullis queue list failed: ${r.stderr}`);
+    const page = JSON.parse(r.stdout) as QueueEntry[];
+    all.push(...page);
+    if (page.length < PAGE) return all;
   }
+  throw new Error('portcullis queue list: more than 1,000 pages');
 }
 
 /** Bounces in the sender's mailbox: "queueId rcpt" for each failed recipient, and each DSN's X-Proof-Id. */
-function scanDsns(dataDir: string, seen: Map<string, { keys: string[]; proofId: string | null }>): void {
+function scanDsns(dataDir: string, seen: Map<string, { keys: string[]; proofId: string | null }>, prefix = ''): void {
   const dir = path.join(dataDir, 'mailboxes', 'contoso.test', 'load', 'new');
   let names: string[] = [];
   try {
@@ -219,13 +244,13 @@ function scanDsns(dataDir: string, seen: Map<string, { keys: string[]; proofId: 
     return;
   }
   for (const n of names) {
-    if (seen.has(n)) continue;
+    if (seen.has(prefix + n)) continue;
     const text = readFileSync(path.join(dir, n), 'latin1');
     const q = /^X-Portcullis-Queue-ID: (\S+)/m.exec(text)?.[1];
     const keys = [...text.matchAll(/^Final-Recipient: rfc822; (\S+)\r\nAction: failed\r\n/gm)].map(
       (m) => `${q} ${m[1]}`,
     );
-    seen.set(n, { keys, proofId: /^X-Proof-Id: (\S+)/m.exec(text)?.[1] ?? null });
+    seen.set(prefix + n, { keys, proofId: /^X-Proof-Id: (\S+)/m.exec(text)?.[1] ?? null });
   }
 }
 
@@ -236,70 +261,80 @@ export function faultsModule(name: string, workers: number): ProofModule {
     name,
     run: (ctx) => {
       WORKERS = workers;
-      COMMAND = `npm run proof -- --only ${name}`;
-      return run(ctx);
+      MODULE = name;
+      return impl.run(ctx);
     },
   };
 }
 
-const mod = faultsModule('faults', 1);
-
-async function run(ctx: ProofContext): Promise<ProofSection[]> {
-  const plan = PLANS[ctx.size];
-  const t0 = Date.now();
-  const pki = await makePki(ctx.workDir, 'Proof');
-  const gwCert = await pki.issue('mx1.contoso.test');
-  const peerCert = await pki.issue('mx.peers.test', { dnsNames: [...PEERS.map((p) => p.mx), FULL_PEER.mx] });
-  const wrongName = await pki.issue('mx.other.test'); // valid chain, another name
-  const selfSigned = await issueCertificate({
-    subject: 'CN=mx.secure.test, O=Nobody',
-    dnsNames: ['mx.secure.test', 'mx.strict.test'],
-    key: 'ec256',
-  });
-  const good = { cert: readFileSync(peerCert.chain, 'utf8'), key: readFileSync(peerCert.key, 'utf8') };
-  const ca = readFileSync(pki.rootFile, 'utf8');
-  const dns = await startDnsServer(zone());
-  const peerPort = await freePort('127.0.0.1');
-  const peers: FaultPeer[] = [];
-  const copies: PeerCopy[] = [];
-  const sections: ProofSection[] = [];
-  try {
-    for (const p of PEERS) {
-      const bad =
-        p.forced === 'certificateValidation'
-          ? { cert: selfSigned.certPem, key: selfSigned.keyPem }
-          : p.forced === 'domainValidation'
-            ? { cert: readFileSync(wrongName.chain, 'utf8'), key: readFileSync(wrongName.key, 'utf8') }
-            : undefined;
-      const fp = new FaultPeer({
-        name: p.name,
-        host: p.ip,
-        port: peerPort,
-        tls: { good, ...(bad ? { bad } : {}) },
-        forced: !!p.forced,
-        rcptReply: (a) => (isReject(a) ? `550 5.1.1 <${a}>: Recipient address rejected: User unknown` : undefined),
-        onMessage: (c) => copies.push(c),
-      });
-      await fp.listen();
-      peers.push(fp);
+const impl = {
+  async run(ctx: ProofContext): Promise<ProofSection[]> {
+    const cluster = ctx.store === 'postgres';
+    if (cluster && postgresMissing) throw new Error(postgresMissing);
+    const plan = { ...PLANS[ctx.size], ...(cluster && ctx.size === 'ci' ? CLUSTER_CI : {}) };
+    const t0 = Date.now();
+    const pki = await makePki(ctx.workDir, 'Proof');
+    const gwCert = await pki.issue('mx1.contoso.test');
+    const peerCert = await pki.issue('mx.peers.test', { dnsNames: [...PEERS.map((p) => p.mx), FULL_PEER.mx] });
+    const wrongName = await pki.issue('mx.other.test'); // valid chain, another name
+    const selfSigned = await issueCertificate({
+      subject: 'CN=mx.secure.test, O=Nobody',
+      dnsNames: ['mx.secure.test', 'mx.strict.test'],
+      key: 'ec256',
+    });
+    const good = { cert: readFileSync(peerCert.chain, 'utf8'), key: readFileSync(peerCert.key, 'utf8') };
+    const ca = readFileSync(pki.rootFile, 'utf8');
+    const dns = await startDnsServer(zone());
+    const peerPort = await freePort('127.0.0.1');
+    const peers: FaultPeer[] = [];
+    const copies: PeerCopy[] = [];
+    const sections: ProofSection[] = [];
+    let pgi: PgInstance | undefined;
+    try {
+      if (cluster) pgi = await startPostgres({ host: '127.0.0.9' });
+      for (const p of PEERS) {
+        const bad =
+          p.forced === 'certificateValidation'
+            ? { cert: selfSigned.certPem, key: selfSigned.keyPem }
+            : p.forced === 'domainValidation'
+              ? { cert: readFileSync(wrongName.chain, 'utf8'), key: readFileSync(wrongName.key, 'utf8') }
+              : undefined;
+        const fp = new FaultPeer({
+          name: p.name,
+          host: p.ip,
+          port: peerPort,
+          tls: { good, ...(bad ? { bad } : {}) },
+          forced: !!p.forced,
+          ...(cluster ? { slowMs: CLUSTER_SLOW_MS } : {}),
+          rcptReply: (a) => (isReject(a) ? `550 5.1.1 <${a}>: Recipient address rejected: User unknown` : undefined),
+          onMessage: (c) => copies.push(c),
+        });
+        await fp.listen();
+        peers.push(fp);
+      }
+      sections.push(
+        ...(await loadWithFaults(ctx, plan, {
+          pki: { gwCert, ca, rootFile: pki.rootFile },
+          dns,
+          peerPort,
+          peers,
+          copies,
+          ...(pgi ? { cluster: { pg: pgi, url: await pgi.createDatabase('proof'), nodes: ctx.nodes } } : {}),
+        })),
+      );
+      // The disk-full phase fills the dataDir that holds an SQLite queue; on PostgreSQL the queue is elsewhere.
+      if (!cluster && WORKERS === 1)
+        sections.push(await diskFull(ctx, { gwCert, ca, rootFile: pki.rootFile, dns, peerPort, good }));
+    } finally {
+      await Promise.all(peers.map((p) => p.close()));
+      await dns.close();
+      await pgi?.destroy();
     }
-    sections.push(
-      ...(await loadWithFaults(ctx, plan, {
-        pki: { gwCert, ca, rootFile: pki.rootFile },
-        dns,
-        peerPort,
-        peers,
-        copies,
-      })),
-    );
-    if (WORKERS === 1) sections.push(await diskFull(ctx, { gwCert, ca, rootFile: pki.rootFile, dns, peerPort, good }));
-  } finally {
-    await Promise.all(peers.map((p) => p.close()));
-    await dns.close();
-  }
-  ctx.log(`done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  return sections;
-}
+    ctx.log(`done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    return sections;
+  },
+};
+const mod = faultsModule('faults', 1);
 export default mod;
 
 interface Env {
@@ -308,6 +343,8 @@ interface Env {
   peerPort: number;
   peers: FaultPeer[];
   copies: PeerCopy[];
+  /** Several gateway nodes on one PostgreSQL server (which the proof stops and restarts). */
+  cluster?: { pg: PgInstance; url: string; nodes: number };
 }
 
 function gatewayConfig(o: {
@@ -315,6 +352,7 @@ function gatewayConfig(o: {
   rootFile: string;
   dns: DnsServer;
   peerPort: number;
+  leaseSeconds?: number;
 }): Record<string, unknown> {
   return {
     ...(WORKERS > 1 ? { workers: WORKERS } : {}),
@@ -337,7 +375,13 @@ function gatewayConfig(o: {
       timeouts: { connect: 3, greeting: 3, command: 5, dataInit: 4, dataBlock: 4, dataEnd: 60 },
     },
     // A 5 s lease: deliveries held up by stalls, slow peers and connection limits outlive it.
-    queue: { retrySchedule: [1, 2, 3], delayWarning: 0, messageExpiration: 7200, concurrency: 100, leaseSeconds: 5 },
+    queue: {
+      retrySchedule: [1, 2, 3],
+      delayWarning: 0,
+      messageExpiration: 7200,
+      concurrency: 100,
+      leaseSeconds: o.leaseSeconds ?? 5,
+    },
     organizations: [
       {
         name: 'contoso',
@@ -363,18 +407,61 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
   const tag = `f${randomBytes(3).toString('hex')}`;
   const factory = new MessageFactory(tag);
   const host = '127.0.0.1';
-  const port = await freePort(host);
-  const g = proofGateway({
-    dir,
-    dataDir: path.join(dir, 'data'),
-    host,
-    port,
-    config: gatewayConfig({ gwCert: env.pki.gwCert, rootFile: env.pki.rootFile, dns: env.dns, peerPort: env.peerPort }),
+  const cluster = env.cluster;
+  const NODES = cluster?.nodes ?? 1;
+  const COMMAND = command(ctx);
+  const base = gatewayConfig({
+    gwCert: env.pki.gwCert,
+    rootFile: env.pki.rootFile,
+    dns: env.dns,
+    peerPort: env.peerPort,
+    ...(cluster ? { leaseSeconds: CLUSTER_LEASE_S } : {}),
   });
+  // Nodes of a cluster: their own dataDir, port, node id and hostname (the peers see it in EHLO,
+  // which tells which node delivered a copy); one PostgreSQL store.
+  const gs: ProofGateway[] = [];
+  for (let k = 0; k < NODES; k++) {
+    const nd = cluster ? path.join(dir, `node${k + 1}`) : dir;
+    mkdirSync(nd, { recursive: true });
+    gs.push(
+      proofGateway({
+        dir: nd,
+        dataDir: path.join(nd, 'data'),
+        host,
+        port: await freePort(host),
+        config: cluster
+          ? {
+              ...base,
+              hostname: `mx${k + 1}.contoso.test`,
+              nodeId: `node${k + 1}`,
+              store: { type: 'postgres', url: cluster.url },
+              delivery: { ...(base.delivery as object), maildirShared: true },
+            }
+          : base,
+      }),
+    );
+  }
+  const g = gs[0];
+  const nodeOf = (client: string) =>
+    NODES > 1
+      ? Math.max(
+          0,
+          gs.findIndex((_, k) => client === `mx${k + 1}.contoso.test`),
+        )
+      : 0;
   const N = plan.messages;
   const shaOf: string[] = new Array(N);
   const acks: string[][] = Array.from({ length: N }, () => []);
   const lostReplies = new Uint16Array(N); // transactions of this message cut without a final reply
+  // 451 4.3.x: the store failed (PostgreSQL down); a commit cut in flight may still have landed.
+  const storageRefused = new Uint16Array(N);
+  const acceptedBy = new Array<number>(NODES).fill(0);
+  // PostgreSQL outages: from the stop (done) until it accepts connections again; what sessions got meanwhile.
+  const outages: { start: number; restart: number | null; end: number | null }[] = [];
+  // Answered while it was down: `ok` lists 250s to transactions begun after the stop and answered
+  // before its start (none may exist); `committed` counts the other 250s (stored before the stop,
+  // or once it accepted connections again, before pg_ctl returned).
+  const whileDown = { ok: [] as string[], committed: 0, tempfail: 0, permfail: 0, cut: 0 };
   const attempts = new Uint16Array(N);
   const refusals = new Map<number, string[]>();
   const faults: Record<string, number> = { kill: 0, ...(WORKERS > 1 ? { workerKill: 0 } : {}) };
@@ -388,13 +475,15 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
   let connectFailures = 0;
   let inFlight = 0;
   const killsInFlight: number[] = [];
+  const pgDown = () => outages.some((o) => o.end === null);
   const tStart = Date.now();
   let loadMs = 0;
   let drainMs = 0;
   try {
-    await g.start();
+    await Promise.all(gs.map((x) => x.start()));
     ctx.log(
-      `gateway on ${host}:${port}, peers on 127.0.0.2-7:${env.peerPort}, ${N} messages paced over ~${plan.loadSeconds} s`,
+      `${NODES > 1 ? `${NODES} gateway nodes on one PostgreSQL` : 'gateway'} on ${host}:${gs.map((x) => x.port).join(',')}, ` +
+        `peers on 127.0.0.2-7:${env.peerPort}, ${N} messages paced over ~${plan.loadSeconds} s`,
     );
 
     // ---- driver ---------------------------------------------------------------------------
@@ -409,18 +498,20 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
       slot = Math.max(slot + interval, now - 1000); // no burst of more than a second of backlog
       if (slot > now) await sleep(slot - now);
     };
-    const worker = async () => {
+    const worker = async (w: number) => {
       let s: LoadSession | null = null;
+      let at = w % NODES; // the node this session talks to; the next one when it cannot connect
       while (!loadDone && Date.now() < deadline && acked + givenUp < N) {
         if (!s) {
           try {
-            s = await LoadSession.connect(host, port, 30_000);
+            s = await LoadSession.connect(host, gs[at].port, 30_000);
             await s.handshake('driver.contoso.test', 'mx1.contoso.test', env.pki.ca);
             sessionsOpened++;
           } catch {
             s?.destroy();
             s = null;
             connectFailures++;
+            at = (at + 1) % NODES;
             await sleep(randomInt(50, 250));
             continue;
           }
@@ -438,6 +529,7 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
         transactions++;
         inFlight++;
         let r: { code: number; text: string } | null = null;
+        const tx0 = Date.now();
         try {
           r = await s.transaction(SENDER, rcpts, wire(text), true);
         } catch {
@@ -445,6 +537,19 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
         } finally {
           inFlight--;
         }
+        // Answered while PostgreSQL was down: never a 250 to a transaction begun after the stop.
+        const tx1 = Date.now();
+        const down = outages.find((o) => tx1 >= o.start && (o.end === null || tx1 <= o.end));
+        if (down) {
+          // Begun after the stop and answered before the start was even asked: nothing could be stored.
+          if (r?.code === 250 && tx0 >= down.start && (down.restart === null || tx1 <= down.restart))
+            whileDown.ok.push(`${tag}-${idx}: ${r.text.split('\n')[0]}`);
+          else if (r?.code === 250) whileDown.committed++;
+          else if (!r) whileDown.cut++;
+          else if (r.code >= 500) whileDown.permfail++;
+          else whileDown.tempfail++;
+        }
+        if (r && /^451 4\.3\./.test(r.text)) storageRefused[idx]++;
         if (r?.code === 250) {
           const q = /queued as ([0-9A-Z]+)/.exec(r.text)?.[1];
           if (!q) {
@@ -454,6 +559,7 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
           }
           acks[idx].push(q);
           acked++;
+          acceptedBy[at]++;
           continue;
         }
         if (r) {
@@ -473,43 +579,64 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
     const killAt = Array.from({ length: plan.kills }, (_, k) =>
       Math.floor(N * (0.05 + (0.9 * (k + Math.random())) / plan.kills)),
     ).sort((a, b) => a - b);
-    let restarting = false;
+    const restarting = new Set<ProofGateway>();
     let selfExitTail: string | undefined;
     const killer = async () => {
       for (const th of killAt) {
-        while (acked < th && !loadDone && Date.now() < deadline) await sleep(5);
+        while ((acked < th || pgDown()) && !loadDone && Date.now() < deadline) await sleep(5);
         if (loadDone || Date.now() >= deadline) return;
         await sleep(randomInt(0, 40));
+        const victim = gs[randomInt(NODES)]; // a random node of a cluster
         // With workers, every other kill is one worker's (the supervisor restarts it).
         if (WORKERS > 1 && killAt.indexOf(th) % 2 === 0) {
           killsInFlight.push(inFlight);
-          if (g.killWorker(randomInt(1, WORKERS + 1))) faults.workerKill++;
+          if (victim.killWorker(randomInt(1, WORKERS + 1))) faults.workerKill++;
           continue;
         }
-        restarting = true;
+        restarting.add(victim);
         try {
           killsInFlight.push(inFlight);
-          await g.kill9();
+          await victim.kill9();
           faults.kill++;
           await sleep(randomInt(50, 600));
-          await g.start();
+          while (pgDown() && Date.now() < deadline) await sleep(50); // a node needs its store to start
+          await victim.start();
         } finally {
-          restarting = false;
+          restarting.delete(victim);
         }
+      }
+    };
+    // PostgreSQL stopped as by a crash (pg_ctl stop -m immediate) mid-load, then started again;
+    // an outage lasts from the stop until the server accepts connections again.
+    const pgAt = Array.from({ length: cluster ? plan.pgStops : 0 }, (_, k) =>
+      Math.floor(N * (0.15 + (0.7 * (k + Math.random())) / plan.pgStops)),
+    ).sort((a, b) => a - b);
+    const stopper = async () => {
+      for (const th of pgAt) {
+        while ((acked < th || restarting.size) && !loadDone && Date.now() < deadline) await sleep(5);
+        if (loadDone || Date.now() >= deadline) return;
+        await cluster!.pg.stop('immediate');
+        const o = { start: Date.now(), restart: null as number | null, end: null as number | null };
+        outages.push(o);
+        await sleep(between(plan.pgDownMs));
+        o.restart = Date.now();
+        await cluster!.pg.start(); // pg_ctl start -w: returns once the server accepts connections
+        o.end = Date.now();
+        ctx.log(`PostgreSQL stopped (immediate), accepting connections again after ${o.end - o.start} ms`);
       }
     };
     // A gateway that exits on its own (a crash we did not cause) fails the proof; it is restarted
     // so the run can still account for everything.
     const watchdog = setInterval(() => {
-      if (restarting || g.running()) return;
-      restarting = true;
-      selfExitTail ??= g.tail.slice(-8).join('\n');
-      void g
-        .start()
-        .catch((e) => failures.push(`restart after a crash failed: ${(e as Error).message}`))
-        .finally(() => {
-          restarting = false;
-        });
+      for (const x of gs) {
+        if (restarting.has(x) || x.running() || pgDown()) continue;
+        restarting.add(x);
+        selfExitTail ??= x.tail.slice(-8).join('\n');
+        void x
+          .start()
+          .catch((e) => failures.push(`restart after a crash failed: ${(e as Error).message}`))
+          .finally(() => restarting.delete(x));
+      }
     }, 500);
 
     // ---- fault injector: peers --------------------------------------------------------------
@@ -535,27 +662,29 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
     };
 
     const killing = killer();
+    const stopping = stopper();
     const injecting = [injector(0), injector(3)];
     const progress = setInterval(
       () =>
         ctx.log(
-          `load: ${acked}/${N} accepted, ${transactions} transactions, ${faults.kill} kills, peer faults ${FAULT_KINDS.map((k) => `${k} ${faults[k]}`).join(', ')}`,
+          `load: ${acked}/${N} accepted, ${transactions} transactions, ${faults.kill} kills, ${outages.length} database stops, peer faults ${FAULT_KINDS.map((k) => `${k} ${faults[k]}`).join(', ')}`,
         ),
       10_000,
     );
     try {
-      await Promise.all(Array.from({ length: SESSIONS }, () => worker()));
+      await Promise.all(Array.from({ length: SESSIONS }, (_, w) => worker(w)));
     } finally {
       loadDone = true;
       clearInterval(progress);
       clearInterval(watchdog);
       await killing;
+      await stopping;
       await Promise.all(injecting);
       await Promise.all(env.peers.map((p) => p.setFault('none')));
     }
     loadMs = Date.now() - tStart;
-    ctx.log(`load done: ${acked}/${N} accepted in ${(loadMs / 1000).toFixed(1)} s`);
-    if (!g.running()) await g.start();
+    ctx.log(`load done: ${acked}/${N} accepted in ${(loadMs / 1000).toFixed(1)} s (by node: ${acceptedBy.join(', ')})`);
+    for (const x of gs) if (!x.running()) await x.start();
 
     // ---- drain (with one more kill while the queue is busy) -----------------------------------
     const expected = new Map<string, number>(); // "queueId rcpt" -> idx
@@ -578,31 +707,34 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
     const tDrain = Date.now();
     let drainKilled = false;
     const drainKillAfter = randomInt(300, 1500);
+    const scanAll = () => gs.forEach((x, k) => scanDsns(x.dataDir, dsns, `${k}/`));
     for (;;) {
       absorb();
-      scanDsns(g.dataDir, dsns);
+      scanAll();
       const b = bouncedKeys();
       let open = 0;
       for (const k of expected.keys()) if (!deliveredKeys.has(k) && !b.has(k)) open++;
       if (!open || Date.now() - tDrain > plan.drainDeadlineMs) break;
-      if (!g.running()) {
-        selfExitTail ??= g.tail.slice(-8).join('\n');
-        await g.start();
-      }
+      for (const x of gs)
+        if (!x.running()) {
+          selfExitTail ??= x.tail.slice(-8).join('\n');
+          await x.start();
+        }
       if (!drainKilled && Date.now() - tDrain > drainKillAfter) {
         drainKilled = true;
         ctx.log(`drain: ${open} deliveries outstanding; SIGKILL while the queue is busy`);
         killsInFlight.push(0);
-        await g.kill9();
+        const victim = gs[randomInt(NODES)];
+        await victim.kill9();
         faults.kill++;
         await sleep(randomInt(50, 600));
-        await g.start();
+        await victim.start();
       }
       await sleep(250);
     }
     drainMs = Date.now() - tDrain;
     absorb();
-    scanDsns(g.dataDir, dsns);
+    scanAll();
     const queue = await queueList(g);
 
     // ---- accounting -----------------------------------------------------------------------
@@ -681,10 +813,14 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
     // accepted (a new process needs hundreds of ms to start, so there is no ambiguity at a kill).
     // A redelivery is explained when that process was SIGKILLed after the copy (within a minute;
     // the peer may process the last bytes a moment after the kill) and before the next copy.
-    const epochOf = (t: number) => [...g.epochs].reverse().find((e) => e.start <= t);
+    const epochOf = (node: number, t: number) => [...gs[node].epochs].reverse().find((e) => e.start <= t);
     // With workers, any worker (or the supervisor) running at the time may have sent it.
-    const epochsAt = (t: number) =>
-      WORKERS > 1 ? g.epochs.filter((e) => e.start <= t && (e.end === null || e.end >= t)) : [epochOf(t)];
+    const epochsAt = (node: number, t: number) =>
+      WORKERS > 1 ? gs[node].epochs.filter((e) => e.start <= t && (e.end === null || e.end >= t)) : [epochOf(node, t)];
+    // On a cluster also a database outage explains one: the first delivery ran into it (its
+    // lease could not be renewed, or its outcome not recorded) and the next one came after it began.
+    const outageBetween = (a: PeerCopy, b: PeerCopy) =>
+      outages.some((o) => a.connAt <= (o.end ?? Infinity) + 2000 && b.at >= o.start);
     const redelivered: string[] = [];
     const unexplained: string[] = [];
     for (const [k, cs] of copiesByKey) {
@@ -692,15 +828,17 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
       const c = [...cs].sort((a, b) => a.at - b.at);
       redelivered.push(`${k} x${cs.length}`);
       for (let j = 1; j < c.length; j++) {
-        const crash = epochsAt(c[j - 1].connAt).some(
-          (e) =>
-            !!e &&
-            e.how === 'SIGKILL' &&
-            e.end !== null &&
-            c[j - 1].at <= e.end + 2000 &&
-            e.end - c[j - 1].at < 60_000 &&
-            c[j].at >= e.end,
-        );
+        const crash =
+          outageBetween(c[j - 1], c[j]) ||
+          epochsAt(nodeOf(c[j - 1].client), c[j - 1].connAt).some(
+            (e) =>
+              !!e &&
+              e.how === 'SIGKILL' &&
+              e.end !== null &&
+              c[j - 1].at <= e.end + 2000 &&
+              e.end - c[j - 1].at < 60_000 &&
+              c[j].at >= e.end,
+          );
         if (!crash) {
           unexplained.push(
             `${k}: delivered again ${c[j].at - c[j - 1].at} ms later, the first copy not followed by a SIGKILL of the process that sent it ` +
@@ -714,14 +852,15 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
       if (ids.size < 2) continue;
       const i = Number(mk.split(' ')[0]);
       resent.push(`${tag}-${mk} under ${[...ids].join(', ')}`);
-      if (!lostReplies[i])
+      if (!lostReplies[i] && !storageRefused[i])
         unexplained.push(
-          `${tag}-${mk}: delivered under ${ids.size} queue ids although no transaction of it lost its reply`,
+          `${tag}-${mk}: delivered under ${ids.size} queue ids although no transaction of it lost its reply ` +
+            'or was refused for a store failure',
         );
     }
     const unackedDelivered = [...copiesByKey.keys()].filter((k) => !expected.has(k));
     const resentMessages = new Set(resent.map((r) => r.split(' ')[0])).size;
-    const maxResends = killsInFlight.reduce((a, b) => a + b, 0);
+    const maxResends = killsInFlight.reduce((a, b) => a + b, 0) + storageRefused.reduce((a, b) => a + (b ? 1 : 0), 0);
 
     // ---- verdict ----------------------------------------------------------------------------
     const accepted = acks.filter((a) => a.length > 0).length;
@@ -739,9 +878,24 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
       failures.push(`${unexplained.length} duplicates not explained by a crash: ${unexplained.slice(0, 5).join('; ')}`);
     if (resentMessages > maxResends)
       failures.push(
-        `${resentMessages} messages were resent after a lost 250, more than the ${maxResends} transactions in flight at the kills`,
+        `${resentMessages} messages were resent after a lost 250, more than the ${maxResends} transactions in flight at the kills or refused for a store failure`,
       );
-    const selfExits = g.epochs.filter((e) => e.how === 'exit').length;
+    const selfExits = gs.reduce((a, x) => a + x.epochs.filter((e) => e.how === 'exit').length, 0);
+    if (cluster) {
+      if (outages.length < plan.pgStops)
+        failures.push(`PostgreSQL was stopped ${outages.length} times, ${plan.pgStops} planned`);
+      if (whileDown.ok.length)
+        failures.push(
+          `${whileDown.ok.length} transactions got 250 while PostgreSQL was down: ${whileDown.ok.slice(0, 5).join('; ')}`,
+        );
+      if (whileDown.permfail) failures.push(`${whileDown.permfail} transactions got 5xx while PostgreSQL was down`);
+      if (outages.length && !whileDown.tempfail)
+        failures.push(
+          'no transaction was refused with 4xx while PostgreSQL was down (sessions must be told, not held)',
+        );
+      const idle = acceptedBy.findIndex((n) => n === 0);
+      if (idle >= 0) failures.push(`node${idle + 1} accepted nothing: the load was not spread over the nodes`);
+    }
     if (selfExits)
       failures.push(
         `the gateway exited by itself ${selfExits} time(s) (a crash nobody caused); last lines:\n${selfExitTail ?? ''}`,
@@ -752,7 +906,9 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
 
     const peerStats = (f: keyof FaultPeer['stats']) => env.peers.reduce((a, p) => a + p.stats[f], 0);
     const rcptTotal = expected.size;
-    const internal = [...g.internalErrors].map(([w, n]) => `${w} ${n}`).join(', ') || '0';
+    const internalBy = new Map<string, number>();
+    for (const x of gs) for (const [w, n] of x.internalErrors) internalBy.set(w, (internalBy.get(w) ?? 0) + n);
+    const internal = [...internalBy].map(([w, n]) => `${w} ${n}`).join(', ') || '0';
     const figures: (string | number)[][] = [
       ['messages sent (distinct, each with a unique X-Proof-Id)', N],
       ['SMTP transactions (including resends after a kill)', transactions],
@@ -769,6 +925,24 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
       ['delivered under a queue id whose 250 the driver never saw', unackedDelivered.length],
       ['transactions reaching a forced-TLS peer without TLS with its good certificate', leaks.length],
       ['gateway internal errors (by where)', internal],
+      ...(cluster
+        ? [
+            ['gateway nodes on one PostgreSQL; messages accepted by each', `${NODES}; ${acceptedBy.join(', ')}`],
+            [
+              'PostgreSQL stopped (`pg_ctl stop -m immediate`) and restarted mid-load; down until it accepted connections again (ms)',
+              `${outages.length}; ${outages.map((o) => (o.end ?? Date.now()) - o.start).join(', ')}`,
+            ],
+            ['transactions begun after the stop and answered **250** before its restart', whileDown.ok.length],
+            [
+              'transactions answered while it was down: 4xx / 5xx / cut without a reply / 250 begun before the stop',
+              `${whileDown.tempfail} / ${whileDown.permfail} / ${whileDown.cut} / ${whileDown.committed}`,
+            ],
+            [
+              'transactions refused 451 4.3.x (the store failed; resent by the driver)',
+              storageRefused.reduce((a, b) => a + b, 0),
+            ],
+          ]
+        : []),
       ['load duration (s)', (loadMs / 1000).toFixed(1)],
       ['drain after the load (s)', (drainMs / 1000).toFixed(1)],
     ];
@@ -787,7 +961,7 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
         'kill',
         faults.kill,
         FAULT_LABEL.kill,
-        `${g.recovered} restarts released leases of the killed process; ${sessionsOpened} driver sessions opened, ${connectFailures} connects refused while down`,
+        `${gs.reduce((a, x) => a + x.recovered, 0)} restarts released leases of the killed process; ${sessionsOpened} driver sessions opened, ${connectFailures} connects refused while down`,
       ],
       ['refuse', faults.refuse, FAULT_LABEL.refuse, 'connections refused (ECONNREFUSED at the gateway)'],
       ['dropData', faults.dropData, FAULT_LABEL.dropData, `${peerStats('dropped')} connections cut mid-DATA`],
@@ -796,7 +970,9 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
       [
         'slow',
         faults.slow,
-        FAULT_LABEL.slow,
+        cluster
+          ? `peer answers the end of data after ${CLUSTER_SLOW_MS[0] / 1000}–${CLUSTER_SLOW_MS[1] / 1000} s: longer than the ${CLUSTER_LEASE_S} s queue lease, within the 60 s timeout`
+          : FAULT_LABEL.slow,
         `${peerStats('slowReplies')} deliveries that outlived their lease (none may be started twice)`,
       ],
       ['tlsAbort', faults.tlsAbort, FAULT_LABEL.tlsAbort, `${peerStats('tlsAborts')} handshakes aborted`],
@@ -812,15 +988,21 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
         `${SESSIONS} STARTTLS sessions from 127.0.0.1, paced over about ${plan.loadSeconds} s; 300–3,000-byte bodies with dot-stuffed lines; every 7th message has a second recipient at another domain (the hops are delivered in parallel), every 97th a recipient its peer refuses with 550 (bounced).`,
       'The gateway relays to six loopback peers found through a test DNS server: alpha, bravo, charlie (two MX hosts), secure.test through an outbound connector with `tlsSettings: certificateValidation` (bad certificate: self-signed) and strict.test with `domainValidation` (bad certificate: valid chain, wrong name). Delivery timeouts: greeting 3 s, command 5 s, DATA 4 s, end of data 60 s; retries after 1, 2, 3 s; queue lease 5 s, so deliveries held up by faults outlive their lease (which must never start a second delivery).',
       `Accounting: every (queue id, recipient) from a 250 is looked up at its peer (by the queue id in the gateway's Received: header and the sha256 of the message from X-Proof-Id on), in the DSNs in the sender's Maildir, and in \`portcullis queue list --json\` after a drain of at most ${plan.drainDeadlineMs / 1000} s. A duplicate is explained only by a SIGKILL between two copies (redelivery) or by a transaction whose reply was cut by a SIGKILL (resend).`,
+      ...(cluster
+        ? [
+            `${NODES} gateway nodes (own dataDir, port, nodeId and hostname) share one PostgreSQL 15 server on loopback (fsync on); the driver's sessions are spread over the nodes (a session that cannot connect moves to the next node); a SIGKILL hits a random node; PostgreSQL is stopped with \`pg_ctl stop -m immediate\` ${plan.pgStops} time(s) mid-load for ${plan.pgDownMs[0] / 1000}–${plan.pgDownMs[1] / 1000} s and started again. A transaction begun and answered while it is down must not get a 250; one refused 451 4.3.x may still have been committed (its COMMIT was cut in flight), so the driver's resend of it is an explained duplicate, as is a second delivery of a message whose first delivery overlapped an outage (its lease could not be renewed or its outcome not recorded). Queue lease ${CLUSTER_LEASE_S} s (slow peers answer after ${CLUSTER_SLOW_MS[0] / 1000}–${CLUSTER_SLOW_MS[1] / 1000} s). The disk-full phase runs on SQLite only.`,
+          ]
+        : []),
       ...(queuedReasons.size
         ? [`Still queued, by reason: ${[...queuedReasons].map(([r, n]) => `${n}× ${r}`).join('; ')}`]
         : []),
       ...(redelivered.length
         ? [`Redelivered after a crash: ${redelivered.slice(0, 10).join(', ')}${redelivered.length > 10 ? ', …' : ''}`]
         : []),
-      ...(g.internalErrorSamples.length
+      ...(gs.flatMap((x) => x.internalErrorSamples).length
         ? [
-            `First internal errors: ${g.internalErrorSamples
+            `First internal errors: ${gs
+              .flatMap((x) => x.internalErrorSamples)
               .slice(0, 3)
               .map((l) => `\`${l.slice(0, 300)}\``)
               .join(' ')}`,
@@ -828,34 +1010,37 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
         : []),
     );
     ctx.log(
-      `accounting: ${JSON.stringify({ accepted, rcptTotal, delivered, bounced: bouncedN, queued: queuedN, lost: lost.length, corrupted: corrupted.length, redelivered: redelivered.length, resentMessages, unexplained: unexplained.length, leaks: leaks.length, faults, internal })}`,
+      `accounting: ${JSON.stringify({ acceptedBy, outages: outages.length, whileDown: { ...whileDown, ok: whileDown.ok.length }, accepted, rcptTotal, delivered, bounced: bouncedN, queued: queuedN, lost: lost.length, corrupted: corrupted.length, redelivered: redelivered.length, resentMessages, unexplained: unexplained.length, leaks: leaks.length, faults, internal })}`,
     );
     return [
       {
-        title: `Load with faults${WORKERS > 1 ? ` (workers: ${WORKERS})` : ''}: nothing lost`,
+        title: `Load with faults${cluster ? `, ${NODES} nodes on PostgreSQL` : ''}${WORKERS > 1 ? ` (workers: ${WORKERS})` : ''}: nothing lost`,
         command: COMMAND,
         table: { header: ['figure', 'value'], rows: figures },
         notes,
         failures,
       },
       {
-        title: `Load with faults${WORKERS > 1 ? ` (workers: ${WORKERS})` : ''}: faults injected`,
+        title: `Load with faults${cluster ? `, ${NODES} nodes on PostgreSQL` : ''}${WORKERS > 1 ? ` (workers: ${WORKERS})` : ''}: faults injected`,
         command: COMMAND,
         table: { header: ['fault', 'injected', 'what it does', 'observed'], rows: faultRows },
         failures: [],
       },
     ];
   } finally {
-    await g.kill9().catch(() => {});
-    await g.closeLog();
+    for (const x of gs) {
+      await x.kill9().catch(() => {});
+      await x.closeLog();
+    }
     if (process.env.KEEP_PROOF === '1') {
       writeFileSync(
         path.join(dir, 'peers.json'),
         JSON.stringify(
           {
             tag,
-            kills: g.kills,
-            epochs: g.epochs,
+            kills: gs.map((x) => x.kills),
+            epochs: gs.map((x) => x.epochs),
+            outages,
             history: Object.fromEntries(env.peers.map((p) => [p.name, p.history])),
           },
           null,
@@ -893,7 +1078,7 @@ async function diskFull(
     const why = (e as { stderr?: Buffer }).stderr?.toString().trim() || (e as Error).message;
     return {
       title,
-      command: COMMAND,
+      command: command({ store: 'sqlite', nodes: 1 }),
       table: { header: ['figure', 'value'], rows: [['tmpfs mount', `failed: ${why}`]] },
       failures: [`the disk-full phase needs root to mount a tmpfs (${why})`],
     };
@@ -1065,7 +1250,7 @@ async function diskFull(
     );
     return {
       title,
-      command: COMMAND,
+      command: command({ store: 'sqlite', nodes: 1 }),
       table: {
         header: ['figure', 'value'],
         rows: [
@@ -1095,7 +1280,7 @@ async function diskFull(
     failures.push(`disk-full phase failed: ${(e as Error).message}`);
     return {
       title,
-      command: COMMAND,
+      command: command({ store: 'sqlite', nodes: 1 }),
       table: { header: ['figure', 'value'], rows: [['error', (e as Error).message.split('\n')[0]]] },
       notes,
       failures,

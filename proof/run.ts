@@ -1,5 +1,6 @@
 // Runs the proof modules, writes docs/reliability.md (full size) and exits non-zero on any failure.
 // Usage: node --import tsx proof/run.ts [--size ci|full] [--only name,name] [--no-write]
+//        [--store sqlite|postgres] [--nodes N] (the faults module: N gateway nodes on one store)
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,7 +8,19 @@ import { fileURLToPath } from 'node:url';
 import type { ProofModule, ProofSection, ProofSize } from './types.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const MODULES = ['faults', 'faults-workers', 'fuzz', 'tls-grade', 'downgrade', 'resources'];
+/**
+ * The modules in order. The full proof runs faults three times: on SQLite (one node), with three
+ * nodes on one PostgreSQL, and against `workers: 2` (faults-workers); with --only or --store, each module runs once, on the store given.
+ */
+const MODULES: { name: string; store?: 'postgres'; nodes?: number }[] = [
+  { name: 'faults' },
+  { name: 'faults', store: 'postgres', nodes: 3 },
+  { name: 'faults-workers' },
+  { name: 'fuzz' },
+  { name: 'tls-grade' },
+  { name: 'downgrade' },
+  { name: 'resources' },
+];
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -26,20 +39,29 @@ function table(s: ProofSection): string {
 async function main(): Promise<void> {
   const size = (arg('size') ?? 'full') as ProofSize;
   const only = arg('only')?.split(',');
+  const given = arg('store') !== undefined || arg('nodes') !== undefined;
+  const store = (arg('store') ?? 'sqlite') as 'sqlite' | 'postgres';
+  const nodes = Number(arg('nodes') ?? 1);
+  if (store !== 'sqlite' && store !== 'postgres') throw new Error('--store must be sqlite or postgres');
+  if (!Number.isInteger(nodes) || nodes < 1 || nodes > 5) throw new Error('--nodes must be 1 to 5');
+  if (nodes > 1 && store !== 'postgres') throw new Error('--nodes above 1 needs --store postgres (a shared store)');
   const sections: ProofSection[] = [];
   const started = new Date();
-  for (const name of MODULES) {
+  for (const m of MODULES) {
+    const name = m.name;
     if (only && !only.includes(name)) continue;
+    if (m.store && (only || given)) continue;
+    const run = m.store ? { store: m.store, nodes: m.nodes ?? 1 } : { store, nodes };
     const mod = (await import(`./${name}.ts`)).default as ProofModule;
     const workDir = mkdtempSync(path.join(os.tmpdir(), `proof-${name}-`));
     const t0 = Date.now();
-    console.log(`== proof: ${name} (${size})`);
+    console.log(`== proof: ${name} (${size}${run.store === 'postgres' ? `, ${run.nodes} node(s) on PostgreSQL` : ''})`);
     try {
-      sections.push(...(await mod.run({ size, workDir, log: (l) => console.log(`   ${name}: ${l}`) })));
+      sections.push(...(await mod.run({ size, ...run, workDir, log: (l) => console.log(`   ${name}: ${l}`) })));
     } catch (e) {
       sections.push({
         title: name,
-        command: `npm run proof -- --only ${name}`,
+        command: `npm run proof -- --only ${name}${run.store === 'postgres' ? ` --store postgres --nodes ${run.nodes}` : ''}`,
         table: { header: ['error'], rows: [[String((e as Error)?.message ?? e)]] },
         failures: [`module ${name} crashed: ${(e as Error)?.stack ?? e}`],
       });
@@ -50,7 +72,7 @@ async function main(): Promise<void> {
   }
   const failed = sections.filter((s) => s.failures.length);
   for (const s of failed) for (const f of s.failures) console.log(`!! ${s.title}: ${f}`);
-  if (size === 'full' && !process.argv.includes('--no-write') && !only) {
+  if (size === 'full' && !process.argv.includes('--no-write') && !only && !given) {
     const doc = [
       '# Reliability and security proof',
       '',

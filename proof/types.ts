@@ -7,6 +7,13 @@ export type ProofSize = 'ci' | 'full';
 
 export interface ProofContext {
   size: ProofSize;
+  /**
+   * The queue store of the gateways under test (`--store`, default sqlite) and how many gateway
+   * nodes share it (`--nodes`, default 1; more than one needs postgres). Modules that test one
+   * store only ignore them.
+   */
+  store: 'sqlite' | 'postgres';
+  nodes: number;
   /** A fresh folder for this module's files (removed afterwards unless KEEP_PROOF=1). */
   workDir: string;
   /** Progress lines for the console (not the report). */

@@ -29,6 +29,8 @@ export interface PeerCopy {
   /** Connection number at this peer, and when the peer accepted that connection (ms epoch). */
   conn: number;
   connAt: number;
+  /** The client's EHLO/HELO name (which gateway node delivered it, when nodes have their own hostnames). */
+  client: string;
   tls: boolean;
   goodCert: boolean;
   size: number;
@@ -172,6 +174,7 @@ export class FaultPeer {
     let dropAt = -1;
     let from: string | null = null;
     let to: string[] = [];
+    let client = '';
     const say = (s: string) => {
       if (!sock.destroyed) sock.write(s + '\r\n');
     };
@@ -189,7 +192,7 @@ export class FaultPeer {
         // Recorded only when the 250 can still be written (not after the client or a cut closed the session).
         if (sock.destroyed || this.cut.has(raw)) return;
         this.stats.messages++;
-        this.o.onMessage(this.describe(body, rcpts, secure, goodCert, conn, connAt));
+        this.o.onMessage(this.describe(body, rcpts, secure, goodCert, conn, connAt, client));
         say('250 2.0.0 Ok: queued');
       };
       if (this.fault === 'slow') {
@@ -239,6 +242,7 @@ export class FaultPeer {
         const line = buf.subarray(0, nl).toString('latin1');
         buf = buf.subarray(nl + 2);
         const verb = line.split(' ')[0].toUpperCase();
+        if (verb === 'EHLO' || verb === 'HELO') client = line.split(' ')[1] ?? '';
         if (verb === 'EHLO') {
           const ext = [
             'PIPELINING',
@@ -349,6 +353,7 @@ export class FaultPeer {
     goodCert: boolean,
     conn: number,
     connAt: number,
+    client: string,
   ): PeerCopy {
     // Undo dot-stuffing: a line that starts with "." lost one dot on the way (RFC 5321 §4.5.2).
     const text = body.toString('latin1').replace(/(^|\r\n)\./g, '$1');
@@ -368,6 +373,7 @@ export class FaultPeer {
       at: Date.now(),
       conn,
       connAt,
+      client,
       tls: secure,
       goodCert,
       size: body.length,

@@ -101,7 +101,7 @@ export class GatewayMetrics {
       labelNames: ['state'],
       registers,
       async collect() {
-        const depth = await store().countByState();
+        const depth = await store().depth();
         for (const [state, n] of Object.entries(depth)) this.set({ state }, n);
       },
     });

@@ -1,8 +1,10 @@
 // Owns: `portcullis queue list|show|retry|bounce|delete` (works against the dataDir while the server runs,
 // and from any node of a cluster: actions are written to the store, which every node reads).
+// `queue list` pages (--limit, --after the last queue id of the previous page), as the admin API does.
 // Events are rendered by trace.ts (one renderer for `trace` and `queue`).
 import type { Command } from 'commander';
 import { controlRequest } from '../admin/control.ts';
+import { AdminError } from '../errors.ts';
 import {
   isOpen as open,
   lastAttempts,
@@ -56,14 +58,25 @@ export function registerQueue(program: Command): void {
       .command('list')
       .description('messages waiting in the queue, and why they wait')
       .option('--json', 'machine-readable output')
-      .option('--all', 'include delivered/failed/deleted (done) messages'),
-  ).action(async (o: CommonOpts & { all?: boolean }) => {
+      .option('--all', 'include delivered/failed/deleted (done) messages')
+      .option('--limit <n>', 'at most this many messages (a page)', '1000')
+      .option('--after <id>', 'the page after this queue id (the last message of the previous page)'),
+  ).action(async (o: CommonOpts & { all?: boolean; limit: string; after?: string }) => {
+    const limit = Number(o.limit);
+    if (!Number.isInteger(limit) || limit < 1)
+      throw new AdminError(`--limit ${o.limit} is not a positive whole number`, 'e.g. --limit 100');
     const store = await cliStore(cliConfig(o));
-    const { messages: msgs, traces } = await queueList(
-      store,
-      o.all ? { states: ['incoming', 'active', 'deferred', 'held', 'done'] } : {},
-    );
-    await store.close();
+    let page;
+    try {
+      page = await queueList(store, {
+        ...(o.all ? { states: ['incoming', 'active', 'deferred', 'held', 'done'] } : {}),
+        limit,
+        ...(o.after !== undefined ? { after: o.after } : {}),
+      });
+    } finally {
+      await store.close();
+    }
+    const { messages: msgs, traces } = page;
     if (o.json) return printJson(msgs.map((m, i) => queueEntryJson(m, traces[i])));
     if (!msgs.length) {
       say('queue is empty');
@@ -82,6 +95,8 @@ export function registerQueue(program: Command): void {
       if (m.state === 'deferred' && !reasons.length && m.lastError) say(`${pad}last error: ${lastError(m)}`);
     });
     say(`${msgs.length} message(s)`);
+    if (msgs.length === limit)
+      say(`next page: portcullis queue list ${o.all ? '--all ' : ''}--limit ${limit} --after ${msgs[limit - 1].id}`);
   });
 
   withConfig(

@@ -1,11 +1,14 @@
 // Owns: turning stored rows into the store interface's objects, one definition for both backends
-// (their tables have the same columns; JSON is kept as text in both).
+// (their tables have the same columns; JSON is kept as text in both), and the queue's read-only
+// queries that both SQL dialects run as written (depth, next due).
 import type {
   AdminToken,
   AuditEntry,
   ControlRequest,
   MessageState,
   NodeStatus,
+  QueueDepth,
+  QueuedState,
   QueueMessage,
   QueueRecipient,
   ReportDim,
@@ -78,14 +81,29 @@ export function toControl(r: Row): ControlRequest {
   };
 }
 
-const STATES: MessageState[] = ['incoming', 'active', 'deferred', 'held', 'done'];
+export const QUEUED_STATES: readonly QueuedState[] = ['incoming', 'active', 'deferred', 'held'];
 
-/** Counts per state (every state present, 0 when none). */
-export function toDepth(rows: { state: string; n: number }[]): Record<MessageState, number> {
-  const d = Object.fromEntries(STATES.map((s) => [s, 0])) as Record<MessageState, number>;
-  for (const r of rows) if ((STATES as string[]).includes(r.state)) d[r.state as MessageState] = Number(r.n);
-  return d;
+/**
+ * The queue's depth: one count per state, each a range of the (state, next_attempt_at) index
+ * (a GROUP BY over the table would read the done messages too). One row, a column per state.
+ */
+export const DEPTH_SQL = `SELECT ${QUEUED_STATES.map(
+  (s) => `(SELECT count(*) FROM messages WHERE state = '${s}') AS ${s}`,
+).join(', ')}`;
+
+export function toDepth(r: Row | undefined): QueueDepth {
+  return Object.fromEntries(QUEUED_STATES.map((s) => [s, Number(r?.[s] ?? 0)])) as QueueDepth;
 }
+
+/**
+ * When the next message is due: the earliest retry of each waiting state and the earliest lease
+ * expiry, each found by an index probe on (state, ...) with the state equal (with `state IN (...)`
+ * both SQLite and PostgreSQL read every waiting message's entry instead).
+ */
+export const NEXT_DUE_SQL = `SELECT min(t) AS t FROM (
+  SELECT min(next_attempt_at) AS t FROM messages WHERE state = 'incoming'
+  UNION ALL SELECT min(next_attempt_at) FROM messages WHERE state = 'deferred'
+  UNION ALL SELECT min(lease_until) FROM messages WHERE state = 'active') due`;
 
 export function toToken(r: Row): AdminToken {
   return {

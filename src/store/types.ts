@@ -9,6 +9,10 @@ import type { SmtpReply } from '../errors.ts';
 import type { Rfc8460Policy, Rfc8460ResultType } from '../tls/failures.ts';
 
 export type MessageState = 'incoming' | 'active' | 'deferred' | 'held' | 'done';
+/** The states of a message still in the queue (not done). */
+export type QueuedState = Exclude<MessageState, 'done'>;
+/** Messages per queued state: the queue's depth (done messages are history, not counted). */
+export type QueueDepth = Record<QueuedState, number>;
 /** 'deleted': taken out of the queue by an administrator (`queue delete`), never delivered. */
 export type RecipientStatus = 'pending' | 'delivered' | 'deferred' | 'failed' | 'deleted';
 export type Route = 'local' | 'remote';
@@ -198,8 +202,14 @@ export interface QueueFilter {
   /** Only messages of this organisation. */
   org?: string;
   limit?: number;
-  /** Skip this many first (paging). */
+  /** Skip this many first (paging; costs the skipped rows: prefer `after`). */
   offset?: number;
+  /**
+   * Keyset paging: only messages after this one (a queue id, the last of the previous page) in
+   * the list's order (received, then id); the page then costs its own rows, not the skipped ones.
+   * An id that is not stored gives an empty page.
+   */
+  after?: string;
 }
 
 // ---- Cluster: what the nodes share besides the queue, drain, control requests ----
@@ -397,11 +407,15 @@ export interface Store {
   heartbeat(node: NodeBeat, now?: number): Promise<void>;
   /** Every node that has sent a heartbeat, with the leases it holds, most recent first. */
   nodes(now?: number): Promise<NodeStatus[]>;
-  /** Messages per state. */
-  depth(): Promise<Record<MessageState, number>>;
+  /**
+   * The queue's depth: messages per queued state (cluster status, /metrics, admin API). Counted
+   * per state from the (state, next_attempt_at) index; done messages are not counted.
+   */
+  depth(): Promise<QueueDepth>;
   /** Messages matching every given criterion (any state), newest first. */
   search(f: TraceFilter): Promise<QueueMessage[]>;
   get(id: string): Promise<QueueMessage | null>;
+  /** Messages in the given states (default: the queued ones), oldest first (received, then id). */
   list(filter?: QueueFilter): Promise<QueueMessage[]>;
   trace(id: string): Promise<TraceEvent[]>;
   /** Make a deferred/held message due now. */
@@ -420,14 +434,15 @@ export interface Store {
    * a live lease are left as they are.
    */
   requestBounce(id: string, by: string, now?: number): Promise<BounceResult>;
-  /** How many messages are in each queue state now (done excluded). */
-  countByState(): Promise<Record<Exclude<MessageState, 'done'>, number>>;
   /**
    * Trace retention: forget up to `limit` done messages that finished before `before` (ms epoch),
    * with their recipients and trace events, oldest first. Returns how many were forgotten.
    */
   purgeDone(before: number, limit: number): Promise<number>;
-  /** When the next message becomes due (ms epoch), or null when nothing waits. */
+  /**
+   * When the next message becomes due (ms epoch), or null when nothing waits. One index probe per
+   * state: its cost does not grow with the queue.
+   */
   nextDue(): Promise<number | null>;
   /** TLS-RPT: add session counts (same day, domain, policy and failure: the counts add up). */
   countTlsSessions(rows: readonly TlsSessionCount[]): Promise<void>;

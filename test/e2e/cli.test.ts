@@ -207,3 +207,28 @@ test('the server forgets done messages after trace.retentionDays (swept at start
   assert.equal(gone.code, 1);
   assert.match(gone.stdout, /no message matches/);
 });
+
+test('queue list pages: --limit, then --after the last queue id shown; an unknown cursor is refused', async () => {
+  for (let i = 0; i < 3; i++) {
+    const id = queued(
+      (await sendOverTls(gw.port, 's@fabrikam.test', ['waits@contoso.test'], `Subject: p${i}\r\n\r\nx\r\n`)).text,
+    );
+    await gw.waitForLog((e) => e.event === 'delivery.result' && e.queueId === id && e.status === 'deferred');
+  }
+  const ids = async (args: string[]) =>
+    (JSON.parse((await gw.cli(['queue', 'list', '--json', ...args])).stdout) as { id: string }[]).map((m) => m.id);
+  const whole = await ids([]);
+  assert.ok(whole.length >= 4, `queued: ${whole.join(', ')}`);
+  const paged: string[] = [];
+  for (let page = await ids(['--limit', '2']), n = 0; page.length && n < 10; n++) {
+    paged.push(...page);
+    page = await ids(['--limit', '2', '--after', page[page.length - 1]]);
+  }
+  assert.deepEqual(paged, whole, 'the pages together are the queue, each message once, in order');
+  const text = await gw.cli(['queue', 'list', '--limit', '2']);
+  assert.match(text.stdout, new RegExp(`^next page: portcullis queue list --limit 2 --after ${whole[1]}$`, 'm'));
+  const bad = await gw.cli(['queue', 'list', '--after', 'NOSUCHID']);
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /no message NOSUCHID in the queue to page after/);
+  assert.doesNotMatch(bad.stderr, /at .*\.ts:\d+/, 'no stack trace');
+});

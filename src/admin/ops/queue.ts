@@ -49,21 +49,30 @@ export interface QueueListFilter {
   org?: string;
   limit?: number;
   offset?: number;
+  /** The page after this message (queue id): the last message of the previous page. */
+  after?: string;
 }
 
 /**
  * The queue (`queue list --json`): messages with each recipient's last attempt, and the trace events of those still
- * waiting.
+ * waiting. Pages in the list's order (received, then queue id); the next page starts `after` the last message of
+ * this one. Refuses an `after` that names no stored message (an empty page would look like the end).
  */
 export async function queueList(
   store: Store,
   f: QueueListFilter = {},
 ): Promise<{ messages: QueueMessage[]; traces: TraceEvent[][] }> {
+  if (f.after !== undefined && !(await store.get(f.after)))
+    throw new AdminError(
+      `no message ${f.after} in the queue to page after`,
+      'give the queue id of the last message of the previous page, or leave the cursor out to start at the beginning',
+    );
   const messages = await store.list({
     ...(f.states ? { states: f.states } : {}),
     ...(f.org !== undefined ? { org: f.org } : {}),
     ...(f.limit !== undefined ? { limit: f.limit } : {}),
     ...(f.offset ? { offset: f.offset } : {}),
+    ...(f.after !== undefined ? { after: f.after } : {}),
   });
   const traces = await Promise.all(
     messages.map((m) => (m.recipients.some((r) => isOpen(r.status)) ? store.trace(m.id) : Promise.resolve([]))),

@@ -16,7 +16,7 @@ import { AdminError } from '../../errors.ts';
 import { emit } from '../../events.ts';
 import { redactUrl } from '../../util/secret-url.ts';
 import type { MigrationStatus } from '../migrations.ts';
-import { toDepth, toMessage, toNode, type Row } from '../rows.ts';
+import { DEPTH_SQL, NEXT_DUE_SQL, toDepth, toMessage, toNode, type Row } from '../rows.ts';
 import type {
   AdminToken,
   AuditEntry,
@@ -33,6 +33,7 @@ import type {
   NodeBeat,
   NodeDirectives,
   NodeStatus,
+  QueueDepth,
   QueueFilter,
   QueueMessage,
   ReceivedTlsReport,
@@ -412,10 +413,16 @@ export class PostgresStore implements Store {
 
   async list(filter: QueueFilter = {}): Promise<QueueMessage[]> {
     const states = filter.states ?? ['incoming', 'active', 'deferred', 'held'];
-    const org = filter.org !== undefined ? ' AND org = $4' : '';
+    const args: unknown[] = [states, filter.limit ?? 1000, filter.offset ?? 0];
+    const arg = (v: unknown) => `$${args.push(v)}`;
+    // Without done messages the partial index messages_queued serves the order.
+    let where = `state = ANY($1)${states.includes('done') ? '' : ` AND state <> 'done'`}`;
+    if (filter.org !== undefined) where += ` AND org = ${arg(filter.org)}`;
+    if (filter.after !== undefined)
+      where += ` AND (received_at, id) > (SELECT received_at, id FROM messages WHERE id = ${arg(filter.after)})`;
     const rows = await this.read(
-      `SELECT * FROM messages WHERE state = ANY($1)${org} ORDER BY received_at, id LIMIT $2 OFFSET $3`,
-      [states, filter.limit ?? 1000, filter.offset ?? 0, ...(org ? [filter.org] : [])],
+      `SELECT * FROM messages WHERE ${where} ORDER BY received_at, id LIMIT $2 OFFSET $3`,
+      args,
     );
     return this.withRecipientsRead(rows);
   }
@@ -552,9 +559,7 @@ export class PostgresStore implements Store {
   }
 
   async nextDue(): Promise<number | null> {
-    const rows = await this.read<{ t: number | null }>(`SELECT min(t) AS t FROM (
-        SELECT min(next_attempt_at) AS t FROM messages WHERE state IN ('incoming', 'deferred')
-        UNION ALL SELECT min(lease_until) FROM messages WHERE state = 'active') due`);
+    const rows = await this.read<{ t: number | null }>(NEXT_DUE_SQL);
     return rows[0]?.t ?? null;
   }
 
@@ -719,20 +724,8 @@ export class PostgresStore implements Store {
     ).map(toNode);
   }
 
-  async countByState(): Promise<Record<Exclude<MessageState, 'done'>, number>> {
-    const out = { incoming: 0, active: 0, deferred: 0, held: 0 };
-    const rows = await this.read<{ state: keyof typeof out; n: number }>(
-      `SELECT state, count(*) AS n FROM messages WHERE state IN ('incoming', 'active', 'deferred', 'held') ` +
-        `GROUP BY state`,
-    );
-    for (const r of rows) out[r.state] = Number(r.n);
-    return out;
-  }
-
-  async depth(): Promise<Record<MessageState, number>> {
-    return toDepth(
-      await this.read<{ state: string; n: number }>('SELECT state, count(*) AS n FROM messages GROUP BY state'),
-    );
+  async depth(): Promise<QueueDepth> {
+    return toDepth((await this.read(DEPTH_SQL))[0]);
   }
 
   memoryGet(kind: string, key: string, now = Date.now()): Promise<SharedEntry | null> {

@@ -186,4 +186,10 @@ export const migrations: Migration[] = [
      );
      CREATE INDEX node_requests_open ON node_requests (node) WHERE answered_at IS NULL;`,
   },
+  {
+    // `queue list` pages in (received_at, id) order over the queued messages only: its cost follows
+    // the page, not the done messages kept for the trace. Same index as the SQLite store's.
+    name: 'index of queued messages in list order (queue list paging)',
+    sql: `CREATE INDEX messages_queued ON messages (received_at, id) WHERE state <> 'done';`,
+  },
 ];

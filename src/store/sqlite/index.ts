@@ -28,6 +28,7 @@ import type {
   NodeBeat,
   NodeDirectives,
   NodeStatus,
+  QueueDepth,
   QueueFilter,
   QueueMessage,
   ReceivedTlsReport,
@@ -44,7 +45,7 @@ import type {
   TraceFilter,
 } from '../types.ts';
 import type { MigrationStatus } from '../migrations.ts';
-import { toDepth, toMessage, toNode, type Row } from '../rows.ts';
+import { DEPTH_SQL, NEXT_DUE_SQL, toDepth, toMessage, toNode, type Row } from '../rows.ts';
 import { migrations } from './schema.ts';
 import { SqliteAdminTables } from './admin.ts';
 import { SqliteClusterTables } from './cluster.ts';
@@ -170,13 +171,7 @@ export class SqliteStore implements Store {
       finishedBefore: db
         .prepare(`SELECT id FROM messages WHERE state = 'done' AND updated_at < ? ORDER BY updated_at LIMIT ?`)
         .pluck(),
-      nextDue: db
-        .prepare(
-          `SELECT min(t) FROM (
-          SELECT min(next_attempt_at) AS t FROM messages WHERE state IN ('incoming', 'deferred')
-          UNION ALL SELECT min(lease_until) FROM messages WHERE state = 'active')`,
-        )
-        .pluck(),
+      nextDue: db.prepare(NEXT_DUE_SQL).pluck(),
       stsGet: db.prepare(
         'SELECT domain, id, text, fetched_at AS fetchedAt, expires_at AS expiresAt FROM sts_policies WHERE domain = ?',
       ),
@@ -192,10 +187,6 @@ export class SqliteStore implements Store {
       bounce: db.prepare(
         `UPDATE messages SET bounce_by = @by, state = 'deferred', next_attempt_at = @now, updated_at = @now, ` +
           `lease_owner = NULL, lease_until = NULL WHERE id = @id`,
-      ),
-      byState: db.prepare(
-        `SELECT state, count(*) AS n FROM messages WHERE state IN ('incoming', 'active', 'deferred', 'held') ` +
-          `GROUP BY state`,
       ),
       tlsCount:
         db.prepare(`INSERT INTO tlsrpt_sessions (day, policy_domain, policy, result_type, sending_ip, mx_host, mx_ip,
@@ -231,7 +222,7 @@ export class SqliteStore implements Store {
       nodes: db.prepare(`SELECT n.*, (SELECT count(*) FROM messages m WHERE m.state = 'active' AND m.lease_owner = n.id
           AND m.lease_until >= ?) AS leases
         FROM nodes n ORDER BY n.heartbeat_at DESC, n.id`),
-      depth: db.prepare('SELECT state, count(*) AS n FROM messages GROUP BY state'),
+      depth: db.prepare(DEPTH_SQL),
     };
     this.admin = new SqliteAdminTables(db);
     this.cluster = new SqliteClusterTables(db);
@@ -393,13 +384,23 @@ export class SqliteStore implements Store {
 
   async list(filter: QueueFilter = {}): Promise<QueueMessage[]> {
     const states = filter.states ?? ['incoming', 'active', 'deferred', 'held'];
-    const org = filter.org !== undefined ? ' AND org = ?' : '';
+    // The order's index serves the page: `+state` keeps the planner from looking the states up in
+    // messages_due instead and sorting every queued message. Without done messages the partial
+    // index messages_queued serves it (SQLite uses it only when the query says its condition as written).
+    const where = [`+state IN (${states.map(() => '?').join(',')})`];
+    const args: unknown[] = [...states];
+    if (!states.includes('done')) where.push(`state <> 'done'`);
+    if (filter.org !== undefined) {
+      where.push('org = ?');
+      args.push(filter.org);
+    }
+    if (filter.after !== undefined) {
+      where.push('(received_at, id) > (SELECT received_at, id FROM messages WHERE id = ?)');
+      args.push(filter.after);
+    }
     const rows = this.db
-      .prepare(
-        `SELECT * FROM messages WHERE state IN (${states.map(() => '?').join(',')})${org} ORDER BY received_at, ` +
-          `id LIMIT ? OFFSET ?`,
-      )
-      .all(...states, ...(org ? [filter.org] : []), filter.limit ?? 1000, filter.offset ?? 0) as Row[];
+      .prepare(`SELECT * FROM messages WHERE ${where.join(' AND ')} ORDER BY received_at, id LIMIT ? OFFSET ?`)
+      .all(...args, filter.limit ?? 1000, filter.offset ?? 0) as Row[];
     return rows.map((r) => toMessage(r, this.st.rcptsAll.all(r.id) as Row[]));
   }
 
@@ -499,12 +500,6 @@ export class SqliteStore implements Store {
       this.st.insEvent.run(id, now, 'bounceRequested', JSON.stringify({ by, state: msg.state }));
       return { requested: true, recipients: this.st.openCount.get(id) as number };
     });
-  }
-
-  async countByState(): Promise<Record<Exclude<MessageState, 'done'>, number>> {
-    const out = { incoming: 0, active: 0, deferred: 0, held: 0 };
-    for (const r of this.st.byState.all() as { state: keyof typeof out; n: number }[]) out[r.state] = r.n;
-    return out;
   }
 
   createToken(t: NewAdminToken): Promise<void> {
@@ -660,8 +655,8 @@ export class SqliteStore implements Store {
     return (this.st.nodes.all(now) as Row[]).map(toNode);
   }
 
-  async depth(): Promise<Record<MessageState, number>> {
-    return toDepth(this.st.depth.all() as { state: string; n: number }[]);
+  async depth(): Promise<QueueDepth> {
+    return toDepth(this.st.depth.get() as Row | undefined);
   }
 
   async memoryGet(kind: string, key: string, now = Date.now()): Promise<SharedEntry | null> {

@@ -304,7 +304,7 @@ export function adminStoreConformance(name: string, h: AdminStoreHarness): void 
       await s.enqueue(msg('Q1'));
       await s.enqueue(msg('Q2'));
       await s.enqueue(msg('Q3'), { owner: 'w', ms: 60_000 });
-      assert.deepEqual(await s.countByState(), { incoming: 2, active: 1, deferred: 0, held: 0 });
+      assert.deepEqual(await s.depth(), { incoming: 2, active: 1, deferred: 0, held: 0 });
       await s.claim('w', 1, 60_000);
       await s.complete('Q1', 'w', [attempt('deferred', {})], now + 3_600_000);
       assert.deepEqual(await s.requestBounce('NOPE', 'ops'), { requested: false, why: 'unknown' });

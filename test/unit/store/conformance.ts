@@ -339,7 +339,7 @@ export function storeConformance(name: string, h: StoreHarness): void {
       { ...a, lastHeartbeat: 0, leases: 0, draining: false },
     );
     assert.equal((await s.nodes(t1 + 61_000))[0].leases, 0, 'expired leases are not held');
-    assert.deepEqual(await s.depth(), { incoming: 1, active: 2, deferred: 0, held: 0, done: 0 });
+    assert.deepEqual(await s.depth(), { incoming: 1, active: 2, deferred: 0, held: 0 });
   });
 
   t('releaseLeases returns active messages to the queue (single-node restart)', async (s) => {
@@ -371,6 +371,38 @@ export function storeConformance(name: string, h: StoreHarness): void {
     await s.complete('N2', 'A', [ok(0), ok(1)], 0);
     assert.equal(await s.nextDue(), now + 50_000);
   });
+
+  t(
+    'list pages after a queue id in (received, id) order; done messages are skipped; depth per queued state',
+    async (s) => {
+      const t0 = Date.now() - 60_000;
+      // Two messages share a reception time: the id breaks the tie.
+      const plan: [string, number][] = [
+        ['P1', t0],
+        ['P3', t0 + 1],
+        ['P2', t0 + 1],
+        ['P4', t0 + 2],
+        ['P5', t0 + 3],
+        ['P6', t0 + 4],
+      ];
+      for (const [id, at] of plan) await s.enqueue({ ...msg(id, 1), receivedAt: at });
+      await s.claim('w', 10, 60_000);
+      await s.complete('P3', 'w', [ok(0)], 0); // done: not in the queue any more
+      await s.complete('P5', 'w', [later(0)], Date.now() + 3_600_000);
+      await s.releaseLeases('w');
+      const page = async (f: Parameters<Store['list']>[0]) => (await s.list(f)).map((m) => m.id);
+      assert.deepEqual(await page({ limit: 2 }), ['P1', 'P2']);
+      assert.deepEqual(await page({ limit: 2, after: 'P2' }), ['P4', 'P5']);
+      assert.deepEqual(await page({ limit: 2, after: 'P5' }), ['P6']);
+      assert.deepEqual(await page({ limit: 2, after: 'P6' }), []);
+      assert.deepEqual(await page({ after: 'P3' }), ['P4', 'P5', 'P6'], 'after a done message: its place in the order');
+      assert.deepEqual(await page({ states: ['deferred', 'done'], after: 'P1' }), ['P2', 'P3', 'P4', 'P5', 'P6']);
+      assert.deepEqual(await page({ after: 'NOPE' }), [], 'an unknown cursor gives nothing, not the first page');
+      assert.deepEqual(await s.depth(), { incoming: 0, active: 0, deferred: 5, held: 0 });
+      const now = Date.now();
+      assert.ok((await s.nextDue())! <= now, 'released leases are due now, before the deferred one');
+    },
+  );
 
   t('get, list and search', async (s) => {
     const t0 = Date.now() - 10_000;

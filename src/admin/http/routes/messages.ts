@@ -144,11 +144,14 @@ export const messageRoutes =
             },
             org: orgParam,
             ...paging(),
+            after: str('the page after this queue id (`next` of the previous page; cheaper than offset)', {
+              pattern: '^[0-9A-Za-z]{1,64}$',
+            }),
           }),
         },
       },
       async (req) => {
-        const q = req.query as { state?: MessageState[]; org?: string } & Paging;
+        const q = req.query as { state?: MessageState[]; org?: string; after?: string } & Paging;
         const org = orgFilter(req, deps.config(), q.org);
         const states = q.state?.length ? q.state : (['incoming', 'active', 'deferred', 'held'] as MessageState[]);
         const { messages, traces } = await queueList(deps.store(), {
@@ -156,6 +159,7 @@ export const messageRoutes =
           ...(org ? { org } : {}),
           limit: q.limit + 1,
           offset: q.offset,
+          ...(q.after !== undefined ? { after: q.after } : {}),
         });
         const items = await Promise.all(
           messages.slice(0, q.limit).map(async (m, i) => ({
@@ -163,7 +167,8 @@ export const messageRoutes =
             subject: (await subjectOf(deps.store(), m.id)) ?? null,
           })),
         );
-        return { limit: q.limit, offset: q.offset, more: messages.length > q.limit, items };
+        const more = messages.length > q.limit;
+        return { limit: q.limit, offset: q.offset, more, next: more ? items[items.length - 1].id : null, items };
       },
     );
 

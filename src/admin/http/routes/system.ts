@@ -55,7 +55,7 @@ export const systemRoutes =
             store: c.store.type,
             nodes: alive,
           },
-          ...(tokenOrg(req) === null ? { queue: await deps.store().countByState() } : {}),
+          ...(tokenOrg(req) === null ? { queue: await deps.store().depth() } : {}),
         };
       },
     );
