@@ -41,7 +41,7 @@ async function scrape(m: GatewayMetrics): Promise<Map<string, number>> {
 }
 
 test('MTA-STS policy fetches are timed in a histogram, by outcome', async () => {
-  const store = { countByState: async () => ({}) } as unknown as Store;
+  const store = { depth: async () => ({}) } as unknown as Store;
   const metrics = new GatewayMetrics(() => store);
   metrics.start();
   try {
