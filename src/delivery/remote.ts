@@ -19,7 +19,8 @@
 // with REQUIRETLS (RFC 8689) goes only to a next hop whose certificate a source authenticates
 // and only to a host that offers REQUIRETLS after STARTTLS, with the parameter passed on; else
 // it is never sent (5.7.30). Every TLS negotiation with an MX host is reported to
-// `onTlsSession` (TLS-RPT, RFC 8460), success or failure with its result type.
+// `onTlsSession` (TLS-RPT, RFC 8460), success or failure with its result type, and so is every
+// host a provider refuses before any connection (one failed session each).
 import net from 'node:net';
 import type { Config } from '../config/load.ts';
 import { beforeSelf, mailHosts } from '../dns/mx.ts';
@@ -239,7 +240,7 @@ export class RemoteDelivery {
   /** Report a TLS session with an MX host (not smart hosts; not our own TLS reports, RFC 8460 §5.3). */
   private session(
     job: RemoteJob,
-    req: HostRequirement,
+    req: { demands: readonly TlsRequirement[] },
     t: Target,
     ip: string,
     localIp: string | undefined,
@@ -439,6 +440,9 @@ export class RemoteDelivery {
     for (const p of this.providers()) {
       const answer = await p.forHost(ctx);
       if (answer.kind === 'refuse') {
+        // TLS-RPT (RFC 8460 §4.3): a session that failed under the source's policy before any
+        // connection (a TLSA lookup that failed, a host outside an enforced MTA-STS policy).
+        this.session(job, { demands: [answer.demand] }, t, a.ips[0], undefined, answer.tlsFailure);
         const facts: AttemptFacts = {
           host: t.name,
           port: t.port,
