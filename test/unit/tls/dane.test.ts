@@ -123,7 +123,7 @@ test('a leaf that matches no record fails, and says so with what was presented',
   });
   failed(r, 'certificate does not match any TLSA record');
   if (r.status === 'failed') {
-    assert.equal(r.rpt, 'validation-failure');
+    assert.equal(r.rpt, 'tlsa-invalid');
     assert.match(r.detail, /presented CN=mx\.fabrikam\.test, O=Dane Org \(SHA-256 [0-9A-F:]+\) <- CN=Dane Issuing CA/);
     assert.match(r.detail, /records 3 1 1 [0-9a-f]{64}; 2 1 1 [0-9a-f]{64}/);
   }
