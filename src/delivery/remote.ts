@@ -28,7 +28,6 @@ import { DnsError, type Resolver } from '../dns/types.ts';
 import {
   composeHost,
   plainRequirement,
-  requireTlsProblem,
   type DemandProvider,
   type HostContext,
   type HostRequirement,
@@ -465,9 +464,8 @@ export class RemoteDelivery {
       if (answer.kind === 'none' && answer.observe) observe.push(answer.observe);
       answers.push({ provider: p.name, answer });
     }
-    // RFC 8689 §5: `TLS-Required: No` relaxes what the destination published, unless REQUIRETLS.
-    const relaxPublished = job.envelope.tlsRequiredNo === true && job.envelope.requireTls !== true;
-    return { kind: 'ok', requirement: composeHost(job.hop.tls, answers, { relaxPublished }), observe };
+    // What the message demands (REQUIRETLS, `TLS-Required: No`, RFC 8689) is composed there too.
+    return { kind: 'ok', requirement: composeHost(job.hop.tls, answers, job.envelope), observe };
   }
 
   /** One host address: the outcomes, or a failure of this host (trouble.ts says what it means). */
@@ -504,10 +502,10 @@ export class RemoteDelivery {
     };
     // Connections are shared only between deliveries that demand the same of the host.
     const key = `${ip}:${t.port}|${req.demands.map((d) => `${d.level}/${d.tlsDomain ?? ''}/${d.source}`).join('|')}`;
-    // RFC 8689 §4.2.1: a REQUIRETLS message goes only to a host a source authenticates; else this
-    // host is not even contacted (and when no host qualifies, 5.7.30: trouble.ts).
-    const unauthenticated = job.envelope.requireTls ? requireTlsProblem(req) : undefined;
-    if (unauthenticated) return hostFailure({ kind: 'requireTls', detail: unauthenticated }, facts);
+    // RFC 8689 §4.2.1: a REQUIRETLS message goes only to a host a source authenticates
+    // (composeHost's verdict); else this host is not even contacted (and when no host
+    // qualifies, 5.7.30: trouble.ts).
+    if (req.requireTlsProblem) return hostFailure({ kind: 'requireTls', detail: req.requireTlsProblem }, facts);
     const opened = await this.open(job, req, t, ip, key, facts, pooled);
     if (opened.kind !== 'open') return opened;
     const refused = await this.checkTls(opened.conn, opened.mode, job, req, t, ip, facts);
