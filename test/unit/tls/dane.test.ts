@@ -331,3 +331,14 @@ test('tlsaData agrees with openssl: 3 1 1 of the key, 2 0 1 of the CA certificat
   assert.equal(formatTlsa(r), `2 1 1 ${tlsaData(int, 1, 1).toString('hex')}`);
   assert.throws(() => tlsaData(leaf, 1, 7), /unknown TLSA matching type 7/);
 });
+
+test("a certificate's TLSA data is computed once per certificate object: a pooled connection's chain is not exported and hashed again for every message", () => {
+  const fresh = x(pki.intermediate.certPem);
+  const first = tlsaData(fresh, 1, 1);
+  assert.equal(tlsaData(fresh, 1, 1), first, 'the same data, not computed again');
+  assert.notEqual(tlsaData(fresh, 0, 1), first, 'per selector and matching type');
+  // Another object for the same certificate has the same data (computed for it).
+  assert.deepEqual(tlsaData(x(pki.intermediate.certPem), 1, 1), first);
+  assert.throws(() => tlsaData(fresh, 1, 9), RangeError);
+  assert.throws(() => tlsaData(fresh, 1, 9), RangeError, 'an unknown matching type is never remembered');
+});
