@@ -180,16 +180,18 @@ export function registerConnector(program: Command): void {
       const { probeAll, probeTargets, probeTools } = await ops();
       const t = await probeTools(cfg);
       const reports = await probeAll(cfg, t, await probeTargets(t, dest, cfg.delivery.port), requirement);
-      // A mail domain (not HOST:PORT, not an address): its MTA-STS policy and each MX host's verdict.
+      // A mail domain (not HOST:PORT, not an address): its MTA-STS policy and each MX host's
+      // verdict, and its TLS-RPT record (in --json on each host, beside the MTA-STS verdict).
       if (!isDomain(dest)) return report(reports, o.json, dest);
-      const sts = await import('../mtasts/check.ts');
-      const check = await sts.checkSts(dest.toLowerCase().replace(/\.$/, ''), t.resolver, t.trust);
-      const hosts = reports.map((r) => ({ ...r, mtaSts: sts.stsHostVerdict(check, r.host, r) }));
-      await report(
-        hosts,
-        o.json,
-        dest,
-        sts.formatStsCheck(
+      const domain = dest.toLowerCase().replace(/\.$/, '');
+      const [sts, rpt] = await Promise.all([import('../mtasts/check.ts'), import('../tlsrpt/check.ts')]);
+      const [check, tlsRpt] = await Promise.all([
+        sts.checkSts(domain, t.resolver, t.trust),
+        rpt.checkTlsRpt(domain, t.resolver),
+      ]);
+      const hosts = reports.map((r) => ({ ...r, mtaSts: sts.stsHostVerdict(check, r.host, r), tlsRpt }));
+      await report(hosts, o.json, dest, [
+        ...sts.formatStsCheck(
           check,
           hosts.map((h) => ({
             host: h.host,
@@ -197,7 +199,8 @@ export function registerConnector(program: Command): void {
             ...(h.mtaSts ? { verdict: h.mtaSts } : {}),
           })),
         ),
-      );
+        ...rpt.formatTlsRptCheck(tlsRpt),
+      ]);
     },
   );
   registerTrust(t);

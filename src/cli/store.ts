@@ -129,6 +129,13 @@ export function registerStore(program: Command): void {
           `entr${counts.auditEntries === 1 ? 'y' : 'ies'} and ${counts.reportCounts} report counter(s)`,
       );
     }
+    if (counts.tlsSessions || counts.tlsReportsSent || counts.tlsReportsReceived || counts.stsPolicies) {
+      say(
+        `and ${counts.tlsSessions} TLS-RPT session counter(s), ${counts.tlsReportsSent} TLS report(s) sent, ` +
+          `${counts.tlsReportsReceived} TLS report(s) received and ${counts.stsPolicies} cached MTA-STS ` +
+          `polic${counts.stsPolicies === 1 ? 'y' : 'ies'}`,
+      );
+    }
     if (counts.present)
       say(`${counts.present} message(s) were there already (an earlier copy) and were left as they are`);
     if (counts.differ.length) {

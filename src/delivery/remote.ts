@@ -21,7 +21,8 @@
 // with REQUIRETLS (RFC 8689) goes only to a next hop whose certificate a source authenticates
 // and only to a host that offers REQUIRETLS after STARTTLS, with the parameter passed on; else
 // it is never sent (5.7.30). Every TLS negotiation with an MX host is reported to
-// `onTlsSession` (TLS-RPT, RFC 8460), success or failure with its result type.
+// `onTlsSession` (TLS-RPT, RFC 8460), success or failure with its result type, and so is every
+// host a provider refuses before any connection (one failed session each).
 import net from 'node:net';
 import type { Config } from '../config/load.ts';
 import { INITIAL_CONNECTIONS_PER_DESTINATION } from '../config/schema.ts';
@@ -32,7 +33,6 @@ import { DnsError, type Resolver } from '../dns/types.ts';
 import {
   composeHost,
   plainRequirement,
-  requireTlsProblem,
   type DemandProvider,
   type HostContext,
   type HostRequirement,
@@ -238,7 +238,7 @@ export class RemoteDelivery {
   /** Report a TLS session with an MX host (not smart hosts; not our own TLS reports, RFC 8460 §5.3). */
   private session(
     job: RemoteJob,
-    req: HostRequirement,
+    req: { demands: readonly TlsRequirement[] },
     t: Target,
     ip: string,
     localIp: string | undefined,
@@ -449,6 +449,9 @@ export class RemoteDelivery {
     for (const p of this.providers()) {
       const answer = await p.forHost(ctx);
       if (answer.kind === 'refuse') {
+        // TLS-RPT (RFC 8460 §4.3): a session that failed under the source's policy before any
+        // connection (a TLSA lookup that failed, a host outside an enforced MTA-STS policy).
+        this.session(job, { demands: [answer.demand] }, t, a.ips[0], undefined, answer.tlsFailure);
         const facts: AttemptFacts = {
           host: t.name,
           port: t.port,
@@ -471,9 +474,8 @@ export class RemoteDelivery {
       if (answer.kind === 'none' && answer.observe) observe.push(answer.observe);
       answers.push({ provider: p.name, answer });
     }
-    // RFC 8689 §5: `TLS-Required: No` relaxes what the destination published, unless REQUIRETLS.
-    const relaxPublished = job.envelope.tlsRequiredNo === true && job.envelope.requireTls !== true;
-    return { kind: 'ok', requirement: composeHost(job.hop.tls, answers, { relaxPublished }), observe };
+    // What the message demands (REQUIRETLS, `TLS-Required: No`, RFC 8689) is composed there too.
+    return { kind: 'ok', requirement: composeHost(job.hop.tls, answers, job.envelope), observe };
   }
 
   /** One host address: the outcomes, or a failure of this host (trouble.ts says what it means). */
@@ -510,10 +512,10 @@ export class RemoteDelivery {
     };
     // Connections are shared only between deliveries that demand the same of the host.
     const key = `${ip}:${t.port}|${req.demands.map((d) => `${d.level}/${d.tlsDomain ?? ''}/${d.source}`).join('|')}`;
-    // RFC 8689 §4.2.1: a REQUIRETLS message goes only to a host a source authenticates; else this
-    // host is not even contacted (and when no host qualifies, 5.7.30: trouble.ts).
-    const unauthenticated = job.envelope.requireTls ? requireTlsProblem(req) : undefined;
-    if (unauthenticated) return hostFailure({ kind: 'requireTls', detail: unauthenticated }, facts);
+    // RFC 8689 §4.2.1: a REQUIRETLS message goes only to a host a source authenticates
+    // (composeHost's verdict); else this host is not even contacted (and when no host
+    // qualifies, 5.7.30: trouble.ts).
+    if (req.requireTlsProblem) return hostFailure({ kind: 'requireTls', detail: req.requireTlsProblem }, facts);
     const opened = await this.open(job, req, t, ip, key, facts, pooled);
     if (opened.kind !== 'open') return opened;
     const refused = await this.checkTls(opened.conn, opened.mode, job, req, t, ip, facts);

@@ -8,6 +8,8 @@
 // and checked, so the result never falls back past what any source demands; the result names
 // each source with what it demanded. The only relaxation is `TLS-Required: No`, and it drops only
 // demands the destination published (DANE, MTA-STS), never a connector's; with REQUIRETLS it is ignored.
+// What the message demands of each host (REQUIRETLS: a server some source authenticates; the
+// relaxation) is decided here too, in composeHost; delivery only enforces the verdict.
 import type { X509Certificate } from 'node:crypto';
 import type { Config, OutboundConnector } from '../config/load.ts';
 import type { Rfc8460Policy, TlsFailureKind } from '../tls/failures.ts';
@@ -113,6 +115,11 @@ export interface HostRequirement extends TlsRequirement {
   waived: readonly string[];
   /** Providers' notes (why a source demanded nothing). */
   notes: readonly string[];
+  /**
+   * The message has REQUIRETLS (RFC 8689) and no demand on this host authenticates the server:
+   * why. The message must not go to this host (delivery: 5.7.30 when no host is left).
+   */
+  requireTlsProblem?: string;
 }
 
 /** The requirement as recorded (trace, events): no functions. */
@@ -128,6 +135,9 @@ export function raise(cur: TlsRequirement, next: TlsRequirement): TlsRequirement
   return levelRank(next.level) > levelRank(cur.level) ? next : cur;
 }
 
+/** RFC 8689 §5: `TLS-Required: No` relaxes what the destination published, unless REQUIRETLS. */
+const relaxesPublished = (m: MessageTls): boolean => m.tlsRequiredNo === true && m.requireTls !== true;
+
 /** What applies when no source demands more. */
 const DEFAULT_TLS: TlsRequirement = { level: 'opportunistic', source: 'default' };
 
@@ -142,7 +152,7 @@ export function connectorDemand(c: OutboundConnector): TlsRequirement {
  * REQUIRETLS) add their demand to the list given here.
  */
 export function strictest(demands: readonly TlsRequirement[], message: MessageTls = {}): TlsRequirement {
-  const waived = message.tlsRequiredNo === true && message.requireTls !== true;
+  const waived = relaxesPublished(message);
   return demands.filter((d) => !(waived && d.published)).reduce(raise, DEFAULT_TLS);
 }
 
@@ -164,17 +174,19 @@ export function requireTlsProblem(req: TlsRequirement): string | undefined {
 }
 
 /**
- * Compose the hop's requirement with the demands of the host's providers (named by provider):
- * a demand that another replaces is dropped (the connector's never is); with `relaxPublished`
- * (a message with `TLS-Required: No`, RFC 8689 §5) published demands are recorded but not
- * enforced. The strictest remaining demand names the result; every remaining demand above
- * opportunistic is checked.
+ * Compose the hop's requirement with the demands of the host's providers (named by provider) and
+ * of the message: a demand that another replaces is dropped (the connector's never is); for a
+ * message with `TLS-Required: No` (RFC 8689 §5) published demands are recorded but not enforced.
+ * The strictest remaining demand names the result; every remaining demand above opportunistic is
+ * checked. A message with REQUIRETLS demands that the result authenticate the server
+ * (requireTlsProblem says why it does not).
  */
 export function composeHost(
   hop: TlsRequirement,
   answers: readonly { provider: string; answer: ProviderAnswer }[],
-  opts: { relaxPublished?: boolean } = {},
+  message: MessageTls = {},
 ): HostRequirement {
+  const relax = relaxesPublished(message);
   const notes = answers.flatMap((a) => (a.answer.kind !== 'refuse' && a.answer.note ? [a.answer.note] : []));
   const made = answers.flatMap((a) =>
     a.answer.kind === 'demand' ? [{ provider: a.provider, demand: a.answer.demand }] : [],
@@ -188,13 +200,14 @@ export function composeHost(
         `${m.demand.source}: ${m.demand.level}, replaced by ` +
           `${made.find((x) => x.demand.replaces?.includes(m.provider))!.demand.source}`,
       );
-    else if (opts.relaxPublished && m.demand.published)
+    else if (relax && m.demand.published)
       waived.push(`${m.demand.source}: ${m.demand.level}, relaxed by the message's TLS-Required: No`);
     else kept.push(m.demand);
   }
   const top = strictest(kept);
   const demands = [top, ...kept.filter((d) => d !== top && levelRank(d.level) > levelRank('opportunistic'))];
-  return { ...top, demands, waived, notes };
+  const unauthenticated = message.requireTls ? requireTlsProblem(top) : undefined;
+  return { ...top, demands, waived, notes, ...(unauthenticated ? { requireTlsProblem: unauthenticated } : {}) };
 }
 
 export interface NextHop {

@@ -7,6 +7,8 @@
 // Refuses while a server uses the source: its control socket answers, or it holds the queue's
 // write lock. While copying, the copy holds that lock itself (a server starting meanwhile waits,
 // then fails to open the queue): the source does not change under it.
+// Beside the queue: the admin centre's tables, TLS-RPT's (session counters, reports sent and
+// received) and the MTA-STS policy cache, each row once (a row already in PostgreSQL stays as it is).
 import Database from 'better-sqlite3';
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -32,6 +34,11 @@ export interface CopyCounts {
   tokens: number;
   auditEntries: number;
   reportCounts: number;
+  /** TLS-RPT rows copied now: session counters, reports sent, reports received; cached MTA-STS policies. */
+  tlsSessions: number;
+  tlsReportsSent: number;
+  tlsReportsReceived: number;
+  stsPolicies: number;
 }
 
 export interface CopyOptions {
@@ -97,6 +104,10 @@ async function copyRows(db: Database.Database, target: PostgresStore, opts: Copy
     tokens: 0,
     auditEntries: 0,
     reportCounts: 0,
+    tlsSessions: 0,
+    tlsReportsSent: 0,
+    tlsReportsReceived: 0,
+    stsPolicies: 0,
   };
   const page = db.prepare('SELECT * FROM messages WHERE id > ? ORDER BY id LIMIT ?');
   const bodyOf = db.prepare('SELECT data FROM bodies WHERE id = ?');
@@ -173,10 +184,21 @@ async function copyRows(db: Database.Database, target: PostgresStore, opts: Copy
   counts.tokens = await copyTable(db, target, 'admin_tokens', 'id', batchSize);
   counts.auditEntries = await copyTable(db, target, 'audit_log', 'id', batchSize);
   counts.reportCounts = await copyTable(db, target, 'report_counts', 'kind, org, bucket, d1, d2, d3, d4', batchSize);
-  // Audit ids are copied as they are: new entries on PostgreSQL continue after the highest.
-  await target.transaction((c) =>
-    c.query(`SELECT setval(pg_get_serial_sequence('audit_log', 'id'), GREATEST((SELECT max(id) FROM audit_log), 1))`),
+  counts.tlsSessions = await copyTable(
+    db,
+    target,
+    'tlsrpt_sessions',
+    'day, policy_domain, policy, result_type, sending_ip, mx_host, mx_ip, reason',
+    batchSize,
   );
+  counts.tlsReportsSent = await copyTable(db, target, 'tlsrpt_sent', 'day, policy_domain', batchSize);
+  counts.tlsReportsReceived = await copyTable(db, target, 'tlsrpt_received', 'id', batchSize);
+  counts.stsPolicies = await copyTable(db, target, 'sts_policies', 'domain', batchSize);
+  // Ids are copied as they are: new rows on PostgreSQL continue after the highest.
+  for (const table of ['audit_log', 'tlsrpt_received'])
+    await target.transaction((c) =>
+      c.query(`SELECT setval(pg_get_serial_sequence('${table}', 'id'), GREATEST((SELECT max(id) FROM ${table}), 1))`),
+    );
   return counts;
 }
 
@@ -187,7 +209,14 @@ async function copyRows(db: Database.Database, target: PostgresStore, opts: Copy
 async function copyTable(
   db: Database.Database,
   target: PostgresStore,
-  table: 'admin_tokens' | 'audit_log' | 'report_counts',
+  table:
+    | 'admin_tokens'
+    | 'audit_log'
+    | 'report_counts'
+    | 'tlsrpt_sessions'
+    | 'tlsrpt_sent'
+    | 'tlsrpt_received'
+    | 'sts_policies',
   order: string,
   batchSize: number,
 ): Promise<number> {

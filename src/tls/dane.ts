@@ -118,6 +118,22 @@ export function usableTlsa(r: Tlsa): boolean {
  * SubjectPublicKeyInfo (selector 1), in full (matching type 0) or as SHA-256 (1) / SHA-512 (2).
  */
 export function tlsaData(cert: X509Certificate, selector: number, matchingType: number): Buffer {
+  let known = DATA.get(cert);
+  if (!known) DATA.set(cert, (known = new Map()));
+  const key = `${selector} ${matchingType}`;
+  let data = known.get(key);
+  if (!data) known.set(key, (data = computeTlsaData(cert, selector, matchingType)));
+  return data;
+}
+
+/**
+ * tlsaData per certificate object (an X509Certificate does not change): a pooled connection's
+ * chain is matched for every message it carries, and exporting the key costs far more than the
+ * match (about 0.6 ms per message on the benchmark machine).
+ */
+const DATA = new WeakMap<X509Certificate, Map<string, Buffer>>();
+
+function computeTlsaData(cert: X509Certificate, selector: number, matchingType: number): Buffer {
   const selected = selector === SELECTOR.CERT ? cert.raw : cert.publicKey.export({ type: 'spki', format: 'der' });
   if (matchingType === MATCHING.SHA2_256) return createHash('sha256').update(selected).digest();
   if (matchingType === MATCHING.SHA2_512) return createHash('sha512').update(selected).digest();

@@ -151,10 +151,12 @@ const VOCABULARY: Record<TlsFailureKind, Entry> = {
       'DNSSEC signature check',
     rfc8460: 'dnssec-invalid',
   },
+  // RFC 8460 §4.3.2.1: "tlsa-invalid ... None of the records in the RRset were found to be valid"
+  // (the DANE-specific type; validation-failure is for "a reason not matching a category above").
   'tlsa-mismatch': {
     label: 'the server certificate matches none of its TLSA records',
     plain: 'did not prove its identity: its certificate is not the one its domain publishes in DNS (DANE TLSA)',
-    rfc8460: 'validation-failure',
+    rfc8460: 'tlsa-invalid',
   },
   // MTA-STS (RFC 8461): a host the policy does not name, and the policy's own retrieval (the
   // latter never stop delivery by themselves: without a cached policy the domain has none, §3.3).

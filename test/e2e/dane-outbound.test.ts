@@ -272,7 +272,7 @@ test('TLSA mismatch, STARTTLS stripped, bogus TLSA, TLSA SERVFAIL: deferred 4.7.
   assert.deepEqual([f.reply.enhanced, f.tlsFailure], ['4.7.5', 'tlsa-lookup-failed']);
   assert.match(f.reply.reason ?? '', new RegExp(`DNS TLSA ${esc(owner('servfail'))}: servfail`));
   // The log names the RFC 8460 result types.
-  assert.equal(result(ids.get('mismatch')!)!.tlsResultType, 'validation-failure');
+  assert.equal(result(ids.get('mismatch')!)!.tlsResultType, 'tlsa-invalid');
   assert.equal(result(ids.get('bogus')!)!.tlsResultType, 'dnssec-invalid');
   assert.equal(result(ids.get('stripped')!)!.tlsResultType, 'starttls-not-supported');
   for (const n of NEVER) assert.deepEqual(transaction(peers[n]), [], `${n} saw a transaction`);
@@ -282,7 +282,7 @@ test('TLSA mismatch, STARTTLS stripped, bogus TLSA, TLSA SERVFAIL: deferred 4.7.
   const text = await gw.cli(['trace', '--queue-id', ids.get('mismatch')!]);
   assert.match(
     text.stdout,
-    /TLS failure: the server certificate matches none of its TLSA records \(tlsa-mismatch\), RFC 8460 result type validation-failure/,
+    /TLS failure: the server certificate matches none of its TLSA records \(tlsa-mismatch\), RFC 8460 result type tlsa-invalid/,
   );
 });
 
@@ -331,7 +331,7 @@ test('at expiry the DSN says the recipient domain requires DANE and why the serv
     dsn[0],
     /did not prove its identity: its certificate is not the one its domain publishes in DNS \(DANE TLSA\)\. The recipient domain's security policy requires an encrypted connection \(TLS 1\.2 or newer\) to a server whose certificate matches the DNSSEC-signed TLSA records of its domain \(DANE\) for this destination/,
   );
-  assert.match(dsn[0], /RFC 8460 result type validation-failure/);
+  assert.match(dsn[0], /RFC 8460 result type tlsa-invalid/);
   assert.match(dsn[0].replace(/\r\n\s+/g, ' '), /TLS required by DANE \(TLSA 3 1 1 at/);
   assert.match(
     dsn[1],

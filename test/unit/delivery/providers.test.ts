@@ -1,7 +1,8 @@
 // Per-host demand providers in remote delivery (policy/outbound.ts DemandProvider): a host a
 // provider refuses is never contacted and the next MX is tried; when every host is refused the
 // message waits (4.7.5, with the failure kind) and the destination is not marked down; a demand
-// raises the host's requirement; an observed requirement is only recorded; notes reach the trace.
+// raises the host's requirement; an observed requirement is only recorded; notes reach the trace;
+// a refused host counts as one failed TLS-RPT session under the refusing source's policy.
 // Scripted peers on 127.0.78.x, the fake resolver; no gateway process.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,8 +11,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { buildConfig, type Config } from '../../../src/config/load.ts';
 import { ConnectionPool } from '../../../src/delivery/pool.ts';
-import { RemoteDelivery, type RemoteJob } from '../../../src/delivery/remote.ts';
+import { DaneProvider } from '../../../src/delivery/dane.ts';
+import { RemoteDelivery, type RemoteJob, type TlsSessionReport } from '../../../src/delivery/remote.ts';
 import { inProcessMemories } from '../../../src/delivery/trouble.ts';
+import { MtaSts, mtaStsProvider } from '../../../src/mtasts/sts.ts';
+import { parseStsPolicy } from '../../../src/mtasts/policy.ts';
 import type { DemandProvider, HostContext, ProviderAnswer } from '../../../src/policy/outbound.ts';
 import { RevocationChecker } from '../../../src/tls/revocation.ts';
 import { TrustStore } from '../../../src/tls/trust.ts';
@@ -92,7 +96,11 @@ function provider(table: Record<string, ProviderAnswer>): DemandProvider & { ask
   };
 }
 
-function remote(dns: FakeResolver, p: DemandProvider): RemoteDelivery {
+function remote(
+  dns: FakeResolver,
+  p: DemandProvider | DemandProvider[],
+  onTlsSession?: (s: TlsSessionReport) => void,
+): RemoteDelivery {
   const cfg = config();
   const r = new RemoteDelivery(
     () => dns,
@@ -101,7 +109,11 @@ function remote(dns: FakeResolver, p: DemandProvider): RemoteDelivery {
     () => cfg,
     new RevocationChecker(() => dns),
     undefined,
-    { memories: inProcessMemories(), providers: () => [p] },
+    {
+      memories: inProcessMemories(),
+      providers: () => (Array.isArray(p) ? p : [p]),
+      ...(onTlsSession ? { onTlsSession } : {}),
+    },
   );
   remotes.push(r);
   return r;
@@ -206,4 +218,90 @@ test("a demand raises the host's requirement (no STARTTLS: deferred, no transact
     'TEST testing: this session would NOT meet the policy (domainValidation for mx.four.test, achieved none); delivered anyway (testing mode)',
   ]);
   await observed.done;
+});
+
+test('TLS-RPT: a host skipped before any connection is one failed session under the policy that skipped it (DANE: dnssec-invalid; MTA-STS: validation-failure)', async () => {
+  const never = await peer(6, []);
+  const good = await peer(7, [takes(), takes()]);
+  const plain = await peer(8, [
+    [{ send: '220 mx ESMTP' }, { expect: 'EHLO gw.contoso.test', reply: '250-mx\r\n250 PIPELINING' }],
+  ]);
+  const dns = new FakeResolver({
+    // DANE: a secure MX RRset and addresses, a TLSA lookup that fails (SERVFAIL, then bogus).
+    'dane.test': {
+      MX: [
+        { exchange: 'mx1.dane.test', priority: 10 },
+        { exchange: 'mx2.dane.test', priority: 20 },
+      ],
+      secure: true,
+    },
+    'mx1.dane.test': { A: [never.host], secure: true },
+    'mx2.dane.test': { A: [good.host] },
+    // MTA-STS enforce naming only mx2: mx1 is outside the policy.
+    'sts.test': {
+      MX: [
+        { exchange: 'mx1.sts.test', priority: 10 },
+        { exchange: 'mx2.sts.test', priority: 20 },
+      ],
+    },
+    'mx1.sts.test': { A: [never.host] },
+    'mx2.sts.test': { A: [plain.host] },
+    '_mta-sts.sts.test': { TXT: ['v=STSv1; id=1'] },
+  }).fail(`_${port}._tcp.mx1.dane.test`, 'servfail', 'TLSA');
+  const text = 'version: STSv1\r\nmode: enforce\r\nmx: mx2.sts.test\r\nmax_age: 86400\r\n';
+  const parsed = parseStsPolicy(text);
+  assert.ok(parsed.ok);
+  const sts = new MtaSts({
+    resolver: () => dns,
+    trust: () => new TrustStore(false, []),
+    cache: null,
+    fetcher: async () => ({ ok: true, policy: parsed.value, text, url: 'https://mta-sts.sts.test/', ip: good.host }),
+  });
+  const seen: TlsSessionReport[] = [];
+  const r = remote(dns, [new DaneProvider(() => dns), mtaStsProvider(sts, () => true)], (s) => seen.push(s));
+  const d = await r.deliver(job('dane.test'));
+  assert.equal(d.outcomes.get(0)?.status, 'delivered', d.outcomes.get(0)?.reply.reason);
+  assert.deepEqual(seen[0], {
+    policyDomain: 'dane.test',
+    policy: { type: 'tlsa' },
+    mxHost: 'mx1.dane.test',
+    mxIp: never.host,
+    resultType: 'dnssec-invalid',
+    reason: 'the TLSA records of the server could not be looked up (tlsa-lookup-failed)',
+  });
+  assert.deepEqual(
+    seen.slice(1).map((s) => [s.mxHost, s.resultType ?? 'success', s.policy.type]),
+    [['mx2.dane.test', 'starttls-not-supported', 'no-policy-found']],
+    'then the session with mx2 (which offers no STARTTLS)',
+  );
+  // A bogus TLSA RRset (DNSSEC validation failed) is dnssec-invalid too.
+  seen.length = 0;
+  dns.fail(`_${port}._tcp.mx1.dane.test`, 'bogus', 'TLSA');
+  await r.deliver(job('dane.test'));
+  assert.deepEqual(
+    [seen[0]?.mxHost, seen[0]?.resultType, seen[0]?.reason],
+    ['mx1.dane.test', 'dnssec-invalid', 'the TLSA records of the server failed DNSSEC validation (bogus) (tlsa-bogus)'],
+  );
+  seen.length = 0;
+  // mx2 is in the policy but offers no STARTTLS: deferred, after two failed sessions.
+  assert.equal((await r.deliver(job('sts.test'))).outcomes.get(0)?.status, 'deferred');
+  assert.deepEqual(seen[0], {
+    policyDomain: 'sts.test',
+    policy: {
+      type: 'sts',
+      strings: ['version: STSv1', 'mode: enforce', 'mx: mx2.sts.test', 'max_age: 86400'],
+      mxHost: ['mx2.sts.test'],
+    },
+    mxHost: 'mx1.sts.test',
+    mxIp: never.host,
+    resultType: 'validation-failure',
+    reason: 'the MX host is not one the MTA-STS policy names (sts-mx-mismatch)',
+  });
+  assert.deepEqual(
+    seen.slice(1).map((s) => [s.mxHost, s.resultType, s.policy.type]),
+    [['mx2.sts.test', 'starttls-not-supported', 'sts']],
+  );
+  assert.equal(never.connections, 0);
+  await good.done;
+  await plain.done;
 });

@@ -1,5 +1,6 @@
 // The per-host composition of TLS demands (policy/outbound.ts composeHost): the strictest demand
-// names the result, every demand is kept and checked, replaced and relaxed demands are recorded.
+// names the result, every demand is kept and checked, replaced and relaxed demands are recorded;
+// what the message demands (REQUIRETLS, TLS-Required: No; RFC 8689) is decided there too.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { composeHost, plainRequirement, type HostDemand, type ProviderAnswer } from '../../../src/policy/outbound.ts';
@@ -81,14 +82,14 @@ test('usable DANE replaces MTA-STS for the host (RFC 8461 §2); the replacement 
 });
 
 test("TLS-Required: No relaxes published demands only, never a connector's", () => {
-  const r = composeHost(conn, [{ provider: 'DANE', answer: demand(dane) }], { relaxPublished: true });
+  const r = composeHost(conn, [{ provider: 'DANE', answer: demand(dane) }], { tlsRequiredNo: true });
   assert.deepEqual(
     r.demands.map((d) => d.source),
     [conn.source],
   );
   assert.match(r.waived[0], /relaxed by the message's TLS-Required: No$/);
   assert.equal(
-    composeHost(dflt, [{ provider: 'DANE', answer: demand(dane) }], { relaxPublished: true }).level,
+    composeHost(dflt, [{ provider: 'DANE', answer: demand(dane) }], { tlsRequiredNo: true }).level,
     'opportunistic',
   );
 });
@@ -99,4 +100,34 @@ test('the recorded requirement carries no function and keeps `published`', () =>
     JSON.stringify(plainRequirement(conn)),
     JSON.stringify({ level: 'domainValidation', source: conn.source, tlsDomain: '*.fabrikam.test' }),
   );
+});
+
+test("REQUIRETLS: composed with the host's demands; only a source that authenticates the server satisfies it", () => {
+  const none = composeHost(dflt, [], { requireTls: true });
+  assert.match(
+    none.requireTlsProblem ?? '',
+    /^TLS required by REQUIRETLS \(RFC 8689\): the next hop is not authenticated by DANE, MTA-STS or a connector .*\(opportunistic by default\)$/,
+  );
+  assert.equal(
+    composeHost(dflt, [{ provider: 'DANE', answer: demand(dane) }], { requireTls: true }).requireTlsProblem,
+    undefined,
+  );
+  assert.equal(
+    composeHost(dflt, [{ provider: 'MTA-STS', answer: demand(sts) }], { requireTls: true }).requireTlsProblem,
+    undefined,
+  );
+  assert.equal(composeHost(conn, [], { requireTls: true }).requireTlsProblem, undefined);
+  // DANE with only unusable records encrypts but does not authenticate.
+  const unusable: HostDemand = { level: 'encryptionOnly', source: 'DANE (no usable record)', published: true };
+  assert.ok(
+    composeHost(dflt, [{ provider: 'DANE', answer: demand(unusable) }], { requireTls: true }).requireTlsProblem,
+  );
+  // With REQUIRETLS, TLS-Required: No is ignored (RFC 8689 §5): DANE still applies and satisfies it.
+  const both = composeHost(dflt, [{ provider: 'DANE', answer: demand(dane) }], {
+    requireTls: true,
+    tlsRequiredNo: true,
+  });
+  assert.deepEqual([both.level, both.waived, both.requireTlsProblem], ['dane', [], undefined]);
+  // Without REQUIRETLS there is no verdict.
+  assert.equal(composeHost(dflt, []).requireTlsProblem, undefined);
 });

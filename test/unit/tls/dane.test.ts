@@ -123,7 +123,7 @@ test('a leaf that matches no record fails, and says so with what was presented',
   });
   failed(r, 'certificate does not match any TLSA record');
   if (r.status === 'failed') {
-    assert.equal(r.rpt, 'validation-failure');
+    assert.equal(r.rpt, 'tlsa-invalid');
     assert.match(r.detail, /presented CN=mx\.fabrikam\.test, O=Dane Org \(SHA-256 [0-9A-F:]+\) <- CN=Dane Issuing CA/);
     assert.match(r.detail, /records 3 1 1 [0-9a-f]{64}; 2 1 1 [0-9a-f]{64}/);
   }
@@ -330,4 +330,15 @@ test('tlsaData agrees with openssl: 3 1 1 of the key, 2 0 1 of the CA certificat
   assert.equal(describeTlsa(r), 'TLSA 2 1 1');
   assert.equal(formatTlsa(r), `2 1 1 ${tlsaData(int, 1, 1).toString('hex')}`);
   assert.throws(() => tlsaData(leaf, 1, 7), /unknown TLSA matching type 7/);
+});
+
+test("a certificate's TLSA data is computed once per certificate object: a pooled connection's chain is not exported and hashed again for every message", () => {
+  const fresh = x(pki.intermediate.certPem);
+  const first = tlsaData(fresh, 1, 1);
+  assert.equal(tlsaData(fresh, 1, 1), first, 'the same data, not computed again');
+  assert.notEqual(tlsaData(fresh, 0, 1), first, 'per selector and matching type');
+  // Another object for the same certificate has the same data (computed for it).
+  assert.deepEqual(tlsaData(x(pki.intermediate.certPem), 1, 1), first);
+  assert.throws(() => tlsaData(fresh, 1, 9), RangeError);
+  assert.throws(() => tlsaData(fresh, 1, 9), RangeError, 'an unknown matching type is never remembered');
 });

@@ -218,6 +218,11 @@ test('every kind has an admin label and plain words; RFC 8460 result types where
   assert.equal(rfc8460ResultType('certificate-expired'), 'certificate-expired');
   assert.equal(rfc8460ResultType('certificate-not-trusted'), 'certificate-not-trusted');
   assert.equal(rfc8460ResultType('protocol-version'), 'validation-failure');
+  // DANE (RFC 8460 §4.3.2.1): no TLSA record validates the server; the TLSA RRset could not be had.
+  assert.equal(rfc8460ResultType('tlsa-mismatch'), 'tlsa-invalid');
+  assert.equal(rfc8460ResultType('tlsa-bogus'), 'dnssec-invalid');
+  assert.equal(rfc8460ResultType('tlsa-lookup-failed'), 'dnssec-invalid');
+  assert.equal(rfc8460ResultType('sts-mx-mismatch'), 'validation-failure');
   assert.equal(
     describeTlsFailure('protocol-version', 'ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION x'),
     'the server only supports TLS versions older than TLS 1.2 (protocol-version); detail: ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION x',
