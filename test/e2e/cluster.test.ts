@@ -90,7 +90,12 @@ const node = (id: string, url: string, relay: Relay) => ({
   nodeId: id,
   store: { type: 'postgres', url, poolSize: 4 },
   queue: { leaseSeconds: LEASE, retrySchedule: [1] },
-  delivery: { destinationDownSeconds: 0, connectionReuse: { idleSeconds: 0 } },
+  // all 20 deliveries in flight at once (the relay holds them): the concurrency window starts at 20
+  delivery: {
+    destinationDownSeconds: 0,
+    initialConnectionsPerDestination: 20,
+    connectionReuse: { idleSeconds: 0 },
+  },
   organizations: [
     {
       name: 'contoso',
