@@ -13,6 +13,7 @@ import { cleanup, runCli, startGateway, tempDir, type GatewayHandle } from '../h
 import { postgresMissing, startPostgres, type PgInstance } from '../helpers/postgres.ts';
 import { SmtpClient } from '../helpers/smtp.ts';
 import { tinySmtp } from '../helpers/tiny-smtp.ts';
+import { until } from '../helpers/wait.ts';
 
 const skip = postgresMissing;
 const LEASE = 10;
@@ -135,14 +136,6 @@ async function send(g: GatewayHandle, subject: string, from = 'sender@fabrikam.t
     return /queued as (\w+)/.exec(r.text)![1];
   } finally {
     c.close();
-  }
-}
-
-async function until(what: string, ok: () => boolean | Promise<boolean>, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await ok())) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
   }
 }
 

@@ -11,6 +11,7 @@ import { cleanup, startGateway, type GatewayHandle } from '../helpers/gateway.ts
 import { postgresMissing, startPostgres, type PgInstance } from '../helpers/postgres.ts';
 import { SmtpClient } from '../helpers/smtp.ts';
 import { tinySmtp } from '../helpers/tiny-smtp.ts';
+import { until } from '../helpers/wait.ts';
 
 const skip = postgresMissing;
 const RELAY = '127.0.0.65';
@@ -126,14 +127,6 @@ async function send(g: GatewayHandle, subject: string): Promise<string> {
     return /queued as (\w+)/.exec(r.text)![1];
   } finally {
     c.close();
-  }
-}
-
-async function until(what: string, ok: () => boolean | Promise<boolean>, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await ok())) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
   }
 }
 

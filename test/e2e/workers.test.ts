@@ -14,6 +14,7 @@ import { cleanup, startGateway, tempDir, type GatewayHandle } from '../helpers/g
 import { makePki } from '../helpers/pki.ts';
 import { SmtpClient } from '../helpers/smtp.ts';
 import { tinySmtp } from '../helpers/tiny-smtp.ts';
+import { until } from '../helpers/wait.ts';
 
 const RELAY = '127.0.0.71';
 const LEASE = 10;
@@ -104,14 +105,6 @@ async function send(g: GatewayHandle, rcpt: string, subject: string, from?: stri
     return /queued as (\w+)/.exec(r.text)![1];
   } finally {
     c.close();
-  }
-}
-
-async function until(what: string, ok: () => boolean | Promise<boolean>, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await ok())) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
   }
 }
 
