@@ -8,6 +8,7 @@
 # (run-target.sh) for quick iterations. WORKERS="1 auto" (default): Portcullis is measured once per
 # value of `workers` (serve --workers), labelled portcullis-w1, portcullis-wauto …, each beside the
 # same Postfix baseline (measured once, in the first round) and written to one results file.
+# INITIAL_CONNECTIONS=N sets delivery.initialConnectionsPerDestination (default: the product's, 5).
 # DIRECT=1 (default) also measures the zero-cost relay (generator straight into the sink) and the
 # summary sets each relay's CPU per message against it (bench/relay-summary.ts).
 set -euo pipefail
@@ -33,6 +34,7 @@ smtp:
 tls:
   certificates: [{ cert: $CERTS/server-chain.pem, key: $CERTS/server.key }]
   trust: { system: false, caFiles: [$CERTS/ca.pem] }
+$([[ -n ${INITIAL_CONNECTIONS:-} ]] && echo "delivery: { initialConnectionsPerDestination: $INITIAL_CONNECTIONS }" || true)
 dns: { servers: ["127.0.0.1:1"] }   # never used: the next hop is numeric
 organizations:
   - name: bench
