@@ -13,6 +13,9 @@
 # summary sets each relay's CPU per message against it (bench/relay-summary.ts).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd -P)
+# DANE=1: the sink behind DANE (MX route through a DNSSEC-signed zone) against the same route
+# opportunistic, as bench/relay-dane.ts describes (also `npm run bench:relay-dane`).
+if [[ ${DANE:-0} == 1 ]]; then exec node --import tsx "$ROOT/bench/relay-dane.ts"; fi
 SHARED=${BENCH_HARNESS:-${SHARED_BENCH:-$(dirname "$ROOT")/shared/bench}}
 [[ -d $SHARED ]] || { echo "Postfix comparison harness not found at $SHARED (set BENCH_HARNESS=DIR)" >&2; exit 2; }
 export BENCH_WORK=${BENCH_WORK:-${TMPDIR:-/tmp}/mtabench}
