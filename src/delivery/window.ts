@@ -5,10 +5,13 @@
 // deliveries made while it was short of the demand (a message waited longer than `waitMs` for a
 // slot: the connections were not about to be free), at most one step every `growMs` (a burst
 // does not open it before the receiver had a chance to push back, nor does a busy CPU that makes
-// messages wait as well), and shrinks by one at once on a connection failure or a
-// throttling reply (421, 4.7.x) and by one more after each further window's worth of them. A
-// message that finds the window full waits for a slot (handed over with the connection its holder
-// put back in the pool) instead of opening another connection. A destination idle for
+// messages wait as well); under sustained demand (more than `sustained` windows' worth of
+// messages went through the waiting line without it running empty) without that pause, one step
+// per window's worth of successes, as Postfix grows (a burst of a few windows never does); and
+// shrinks by one at once on a connection failure or a throttling reply (421, 4.7.x) and by one
+// more after each further window's worth of them. A message that finds the window full waits for
+// a slot (handed over with the connection its holder put back in the pool) instead of opening
+// another connection. A destination idle for
 // `idleMs` starts again from the initial window. Every change is reported (delivery.window).
 // Promises: a delivery to a destination starts only while fewer than its window run (the window
 // never below 1, never above delivery.maxConnectionsPerDestination, also after a reload lowers it;
@@ -113,9 +116,21 @@ export interface WindowTiming {
   maxWaitMs: number;
   /** A destination without deliveries for this long starts again from the initial window. */
   idleMs: number;
+  /**
+   * Sustained demand: once more than this many windows' worth of messages got their slot from the
+   * waiting line since it was last empty, successes grow the window without the growMs pause.
+   * Counted in messages, not time, so that a slow machine does not look like demand.
+   */
+  sustained: number;
 }
 
-export const WINDOW_TIMING: WindowTiming = { waitMs: 1000, growMs: 10_000, maxWaitMs: 60_000, idleMs: 60_000 };
+export const WINDOW_TIMING: WindowTiming = {
+  waitMs: 1000,
+  growMs: 10_000,
+  maxWaitMs: 60_000,
+  idleMs: 60_000,
+  sustained: 8,
+};
 
 /** A slot of a destination's window: report what the attempts showed, then release it (once). */
 export interface Slot {
@@ -143,6 +158,8 @@ class Gate {
   readonly waiters: Waiter[] = [];
   /** Since the window last changed, a message waited longer than waitMs: successes count. */
   short = false;
+  /** Messages that got their slot from the waiting line since it was last empty (sustained demand). */
+  streak = 0;
   lastActive: number;
   /** When the window last changed (or was made). */
   changed: number;
@@ -201,6 +218,7 @@ export class Windows {
   /** Back to the initial window after a quiet spell (reported when that is a change). */
   private reset(destination: string, g: Gate, initial: number): void {
     g.short = false;
+    g.streak = 0;
     if (g.window.size === initial) return;
     const previous = g.window.size;
     g.window.reset(initial);
@@ -224,6 +242,7 @@ export class Windows {
     const g = this.gate(destination);
     if (g.busy < g.window.size && !g.waiters.length) {
       g.busy++;
+      g.streak = 0; // room without waiting: the window meets the demand
       return this.slot(destination, g);
     }
     const since = this.now();
@@ -252,6 +271,7 @@ export class Windows {
   private admit(g: Gate): void {
     while (g.busy < g.window.size && g.waiters.length) {
       g.busy++;
+      g.streak++;
       g.waiters.shift()!.grant();
     }
   }
@@ -265,7 +285,8 @@ export class Windows {
         const now = this.now();
         const previous = g.window.size;
         if (g.waiters.length && now - g.waiters[0].since >= this.timing.waitMs) g.short = true;
-        const grows = g.short && now - g.changed >= this.timing.growMs;
+        const sustained = g.streak > this.timing.sustained * g.window.size;
+        const grows = sustained || (g.short && now - g.changed >= this.timing.growMs);
         const changed = f === 'throttled' ? g.window.throttled() : grows && g.window.succeeded(this.limits().max);
         if (!changed) return;
         g.short = false;

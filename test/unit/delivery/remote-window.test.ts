@@ -47,7 +47,7 @@ function remote(p: Peer, delivery: Record<string, unknown>, maxWaitMs = 60_000):
     () => cfg,
     new RevocationChecker(() => dns),
     undefined,
-    { windowTiming: { waitMs: 1000, growMs: 10_000, maxWaitMs, idleMs: 60_000 } },
+    { windowTiming: { waitMs: 1000, growMs: 10_000, maxWaitMs, idleMs: 60_000, sustained: 8 } },
   );
   closing.push(r);
   return r;

@@ -1,10 +1,18 @@
 // The concurrency window of a destination: the feedback arithmetic (grow after a window's worth of
 // successes, shrink at once on the first failure and after each further window's worth), its bounds,
 // which attempts count as what, and the gate: slots, waiting in order, the wait bound, growth only
-// under pressure, the idle reset, and destinations kept apart.
+// under pressure (and under sustained demand, counted in messages), the idle reset, and destinations
+// kept apart.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Window, Windows, feedbackOf, type Slot, type WindowChange } from '../../../src/delivery/window.ts';
+import {
+  Window,
+  Windows,
+  WINDOW_TIMING,
+  feedbackOf,
+  type Slot,
+  type WindowChange,
+} from '../../../src/delivery/window.ts';
 import type { AttemptFacts, HostResult } from '../../../src/delivery/trouble.ts';
 import type { Outcome } from '../../../src/delivery/classify.ts';
 
@@ -97,7 +105,13 @@ function gate(
   const w = new Windows(
     () => limits,
     (c) => changes.push(c),
-    { waitMs: o.waitMs ?? 0, growMs: o.growMs ?? 0, maxWaitMs: o.maxWaitMs ?? 2000, idleMs: o.idleMs ?? 60_000 },
+    {
+      waitMs: o.waitMs ?? 0,
+      growMs: o.growMs ?? 0,
+      maxWaitMs: o.maxWaitMs ?? 2000,
+      idleMs: o.idleMs ?? 60_000,
+      sustained: WINDOW_TIMING.sustained,
+    },
     () => now,
   );
   return { w, changes, limits, advance: (ms: number) => (now += ms) };
@@ -227,4 +241,54 @@ test('gate: at most one step of growth every growMs, counted from the last chang
   held.release();
   second.release();
   slot(await third).release();
+});
+
+/**
+ * A scheduler's burst to one destination: `n` messages back to back, `inFlight` of them claimed at
+ * once (queue.concurrency), each a success. The clock stands still: only counts can grow the window.
+ * Returns the most deliveries that ran at once.
+ */
+async function burst(w: Windows, n: number, inFlight = 20): Promise<number> {
+  let started = 0;
+  let busy = 0;
+  let most = 0;
+  const one = async (): Promise<void> => {
+    while (started < n) {
+      started++;
+      const s = slot(await w.acquire('mx:a.test'));
+      most = Math.max(most, ++busy);
+      await new Promise((r) => setImmediate(r)); // the others line up meanwhile
+      busy--;
+      s.feedback('success');
+      s.release();
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, one));
+  return most;
+}
+
+test('gate: a burst of 30 stays within the initial window; sustained demand grows it without the pause', async () => {
+  const production = { waitMs: WINDOW_TIMING.waitMs, growMs: WINDOW_TIMING.growMs };
+  const small = gate({ initial: 5, max: 20, ...production });
+  assert.equal(await burst(small.w, 30), 5, 'the issue: 30 messages back to back use at most the initial window');
+  assert.equal(small.w.size('mx:a.test'), 5);
+  assert.deepEqual(small.changes, []);
+
+  const big = gate({ initial: 5, max: 20, ...production });
+  const most = await burst(big.w, 600);
+  assert.equal(big.w.size('mx:a.test'), 20, 'a line that never runs empty: one step per window of successes');
+  assert.equal(most, 20);
+  assert.deepEqual(
+    big.changes.map((c) => c.window),
+    [6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20],
+  );
+  assert.ok(big.changes.every((c) => c.reason === 'success'));
+
+  const throttled = gate({ initial: 5, max: 20, ...production });
+  await burst(throttled.w, 300);
+  const grown = throttled.w.size('mx:a.test');
+  const s = slot(await throttled.w.acquire('mx:a.test'));
+  s.feedback('throttled');
+  s.release();
+  assert.equal(throttled.w.size('mx:a.test'), grown - 1, 'pushback still shrinks a grown window at once');
 });
