@@ -192,4 +192,19 @@ export const migrations: Migration[] = [
     name: 'index of queued messages in list order (queue list paging)',
     sql: `CREATE INDEX messages_queued ON messages (received_at, id) WHERE state <> 'done';`,
   },
+  {
+    // Every message passes through incoming, active and done (and deferred on each retry): each
+    // move leaves a dead row version and dead entries in messages_due that a claim walks until
+    // vacuum removes them. The defaults wait for a fifth of the table to be dead, which a burst of
+    // mail into a big queue outruns (measured with bench:queue: a third more CPU per message until
+    // a vacuum). Vacuum and analyze these two tables after 1 % of their rows changed; no cost
+    // delay, so a vacuum keeps up with the churn it is there for. Storage settings only.
+    name: 'autovacuum the queue tables after 1 % of their rows changed',
+    sql: `ALTER TABLE messages SET (autovacuum_vacuum_scale_factor = 0.01,
+       autovacuum_vacuum_insert_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.01,
+       autovacuum_vacuum_cost_delay = 0);
+     ALTER TABLE recipients SET (autovacuum_vacuum_scale_factor = 0.01,
+       autovacuum_vacuum_insert_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.01,
+       autovacuum_vacuum_cost_delay = 0);`,
+  },
 ];
