@@ -2,7 +2,8 @@
 // label, the median end-to-end rate and relay CPU per message, and that CPU against the zero-cost
 // relay — the harness's generator sending straight into its sink (label `direct`), whose
 // generator + sink CPU per message is what a relay cannot avoid: one SMTP/TLS server plus one
-// SMTP/TLS client. Also the speed-up of each `workers` setting over `workers: 1`.
+// SMTP/TLS client. Also each Portcullis label's e2e rate against Postfix's and against
+// `workers: 1` on SQLite (portcullis-w1): the speed-up of `workers`, of PostgreSQL and of nodes.
 //
 //   node --import tsx bench/relay-summary.ts RESULTS.jsonl [--config b]
 import { readFileSync } from 'node:fs';
@@ -41,25 +42,30 @@ const direct = byLabel.get('direct');
 const floorMs = direct ? median(direct.map((r) => ((r.cpu.generatorS + r.cpu.sinkS) * 1000) / r.expect)) : NaN;
 const w1 = byLabel.get('portcullis-w1');
 const w1Rate = w1 ? median(w1.map((r) => r.e2eRate)) : NaN;
+const postfix = [...byLabel].find(([label]) => label.startsWith('postfix'))?.[1];
+const postfixRate = postfix ? median(postfix.map((r) => r.e2eRate)) : NaN;
 const f = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : '—');
 
 console.log(`\n== relay summary (config ${config}, medians; zero-cost relay = generator straight into the sink)`);
 console.log(
-  '| label | runs | e2e msg/s | accept p99 ms | relay CPU ms/msg | relay CPU ÷ (generator + sink) | e2e ÷ workers: 1 |',
+  '| label | runs | e2e msg/s | accept p99 ms | relay CPU ms/msg | relay CPU ÷ (generator + sink) | e2e ÷ Postfix ' +
+    '| e2e ÷ workers: 1 (SQLite) |',
 );
-console.log('|---|---|---|---|---|---|---|');
+console.log('|---|---|---|---|---|---|---|---|');
 if (direct)
   console.log(
     `| direct (zero-cost relay) | ${direct.length} | ${f(median(direct.map((r) => r.e2eRate)), 0)} | ` +
-      `${f(median(direct.map((r) => r.latMs.p99)), 1)} | generator + sink: ${f(floorMs)} | 1 (the floor) | — |`,
+      `${f(median(direct.map((r) => r.latMs.p99)), 1)} | generator + sink: ${f(floorMs)} | 1 (the floor) | — | — |`,
   );
 for (const [label, rs] of byLabel) {
   if (label === 'direct') continue;
   const rate = median(rs.map((r) => r.e2eRate));
   const cpu = median(rs.map((r) => r.cpu.restMsPerMsg ?? NaN));
-  const vsW1 = label.startsWith('portcullis-') ? f(rate / w1Rate) : '—';
+  const ours = label.startsWith('portcullis-');
+  const vsW1 = ours ? f(rate / w1Rate) : '—';
+  const vsPostfix = ours ? f(rate / postfixRate) : '—';
   console.log(
     `| ${label} | ${rs.length} | ${f(rate, 0)} | ${f(median(rs.map((r) => r.latMs.p99)), 1)} | ${f(cpu)} | ` +
-      `${f(cpu / floorMs)} | ${vsW1} |`,
+      `${f(cpu / floorMs)} | ${vsPostfix} | ${vsW1} |`,
   );
 }
