@@ -3,7 +3,11 @@
 // in the store (StoreMemory), shared by every node and worker process using that store.
 // Promises: `get` never returns an entry whose `until` has passed; an in-process memory never
 // holds more than `max` entries (the oldest written is forgotten first), a store memory never more
-// than `max` per kind after each sweep (`expire`). A store memory's values travel as JSON.
+// than `max` per kind after each sweep (`expire`). A store memory's values travel as JSON. A store
+// memory reads through a small cache of this process: what it read (an entry, or that there is
+// none) serves again for `freshMs` (1 s), what it wrote serves at once; so another node's or
+// worker's write shows here within `freshMs`, and a delivery's reads (every one of them, mostly
+// "nothing known") cost no round trip to the store while a destination is busy.
 import type { Store } from '../store/types.ts';
 
 /** A remembered value and the time (ms epoch) it stops counting. */
@@ -64,30 +68,61 @@ export class InMemory<V> implements ExpiringMemory<V> {
   }
 }
 
+/** How long what a store memory read serves again before it asks the store (other nodes' writes). */
+export const STORE_MEMORY_FRESH_MS = 1000;
+
 /** One kind of memory in the store's memories table, shared by every node of the store. */
 export class StoreMemory<V> implements ExpiringMemory<V> {
+  /** What this process last read or wrote per key (undefined: nothing there), and when. */
+  private readonly seen = new Map<string, { entry: Remembered<V> | undefined; at: number }>();
+
   constructor(
     private readonly store: () => Pick<Store, 'memoryGet' | 'memorySet' | 'memoryDelete' | 'memoryExpire'>,
     private readonly kind: string,
     private readonly max = DEFAULT_MAX,
+    private readonly freshMs = STORE_MEMORY_FRESH_MS,
+    private readonly clock: () => number = Date.now,
   ) {}
 
-  async get(key: string, now = Date.now()): Promise<Remembered<V> | undefined> {
-    const e = await this.store().memoryGet(this.kind, key, now);
-    return e ? { value: e.value as V, until: e.until } : undefined;
+  /** What the cache knows of `key` while it is fresh: `null` when it knows nothing. */
+  private cached(key: string): { entry: Remembered<V> | undefined } | null {
+    const c = this.seen.get(key);
+    if (!c) return null;
+    if (this.clock() - c.at < this.freshMs) return c;
+    this.seen.delete(key);
+    return null;
   }
 
-  set(key: string, value: V, until: number): Promise<void> {
-    return this.store().memorySet(this.kind, key, value, until);
+  private remember(key: string, entry: Remembered<V> | undefined): void {
+    this.seen.delete(key);
+    if (this.seen.size >= this.max) this.seen.delete(this.seen.keys().next().value!);
+    this.seen.set(key, { entry, at: this.clock() });
+  }
+
+  async get(key: string, now = Date.now()): Promise<Remembered<V> | undefined> {
+    const c = this.cached(key);
+    if (c) return c.entry && c.entry.until > now ? c.entry : undefined;
+    const e = await this.store().memoryGet(this.kind, key, now);
+    const entry = e ? { value: e.value as V, until: e.until } : undefined;
+    this.remember(key, entry);
+    return entry;
+  }
+
+  async set(key: string, value: V, until: number): Promise<void> {
+    await this.store().memorySet(this.kind, key, value, until);
+    this.remember(key, until > Date.now() ? { value, until } : undefined);
   }
 
   /** Forgets `key`; a write only when it is there (a success forgets its host's failure: mostly none). */
   async delete(key: string): Promise<void> {
-    if (await this.store().memoryGet(this.kind, key)) await this.store().memoryDelete(this.kind, key);
+    if (!(await this.get(key))) return;
+    await this.store().memoryDelete(this.kind, key);
+    this.remember(key, undefined);
   }
 
   /** Every kind is swept at once (one statement); the count is the store's. */
   expire(now = Date.now()): Promise<number> {
+    for (const [k, c] of this.seen) if (now - c.at >= this.freshMs) this.seen.delete(k);
     return this.store().memoryExpire(now, this.max);
   }
 }

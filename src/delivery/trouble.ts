@@ -259,13 +259,14 @@ export function inProcessMemories(max?: number): DeliveryMemories {
 
 /**
  * The memories in the store, shared by every node and worker process that uses it: what one
- * finds down, the others defer at once. (The sweep of one kind sweeps them all: it is one table.)
+ * finds down, the others defer at once, within `freshMs` (each process reads through a cache:
+ * delivery/memory.ts). (The sweep of one kind sweeps them all: it is one table.)
  */
-export function storeMemories(store: () => Store, max?: number): DeliveryMemories {
+export function storeMemories(store: () => Store, max?: number, freshMs?: number): DeliveryMemories {
   return {
-    destinationDown: new StoreMemory(store, 'destinationDown', max),
-    hostFailed: new StoreMemory(store, 'hostFailed', max),
-    tlsFallback: new StoreMemory(store, 'tlsFallback', max),
+    destinationDown: new StoreMemory(store, 'destinationDown', max, freshMs),
+    hostFailed: new StoreMemory(store, 'hostFailed', max, freshMs),
+    tlsFallback: new StoreMemory(store, 'tlsFallback', max, freshMs),
   };
 }
 

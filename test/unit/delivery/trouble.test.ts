@@ -204,13 +204,16 @@ test('Trouble: destination down is served while fresh and says until when; hosts
 test('Trouble over the store: what one process finds (down, failed host, TLS step down), another sharing the queue uses', async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pc-trouble-'));
   const [sa, sb] = [new SqliteStore(dir), new SqliteStore(dir)];
+  // Each process reads through a cache: another's write shows once its own read is freshMs old.
+  const freshMs = 50;
+  const later = () => new Promise((r) => setTimeout(r, freshMs + 10));
   try {
     const a = new Trouble(
-      storeMemories(() => sa),
+      storeMemories(() => sa, undefined, freshMs),
       () => settings,
     );
     const b = new Trouble(
-      storeMemories(() => sb),
+      storeMemories(() => sb, undefined, freshMs),
       () => settings,
     );
     const outcome: Outcome = {
@@ -219,6 +222,8 @@ test('Trouble over the store: what one process finds (down, failed host, TLS ste
     };
     assert.equal(await b.down('mx:fabrikam.test'), undefined);
     await a.markDown('mx:fabrikam.test', { outcome, attempt: facts });
+    assert.equal(await b.down('mx:fabrikam.test'), undefined, 'within freshMs of its own read');
+    await later();
     const d = await b.down('mx:fabrikam.test');
     assert.equal(d?.attempt.host, 'mx.fabrikam.test');
     assert.match(
@@ -231,6 +236,7 @@ test('Trouble over the store: what one process finds (down, failed host, TLS ste
       ['b', 'a'],
     );
     await b.hostSucceeded('a');
+    await later();
     assert.deepEqual(
       (await a.order([{ name: 'a' }, { name: 'b' }])).map((h) => h.name),
       ['a', 'b'],
