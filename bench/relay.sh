@@ -12,7 +12,8 @@
 # DIRECT=1 (default) also measures the zero-cost relay (generator straight into the sink) and the
 # summary sets each relay's CPU per message against it (bench/relay-summary.ts).
 # STORE="sqlite postgres" (default sqlite): each store in turn; PostgreSQL is a throwaway server
-# (bench/lib/postgres-up.ts: Debian's server on 127.0.0.62, fsync on), labels portcullis-pg-….
+# (bench/lib/postgres-up.ts: Debian's server on 127.0.0.62, fsync on; PORTCULLIS_STORE_URL set: that
+# database instead, e.g. a server with pg_stat_statements), labels portcullis-pg-….
 # NODES="1 2" (default 1; above 1 on PostgreSQL only): also K gateway nodes on that database, node i
 # listening on 127.0.0.1:PORT+i-1, the generator's sessions and messages spread evenly over them
 # (bench/lib/split-client.mjs), labelled portcullis-pg-nK-wW. With Postfix measured
@@ -38,7 +39,7 @@ if [[ ${PORTCULLIS_ONLY:-0} != 1 && ${NODES%% *} != 1 ]]; then
   echo "NODES must start with 1 when Postfix is measured (it runs in the first round)" >&2; exit 2
 fi
 PG_PID=
-if [[ " $STORES " == *" postgres "* ]]; then
+if [[ " $STORES " == *" postgres "* && -z ${PORTCULLIS_STORE_URL:-} ]]; then
   # The URL (password included) reaches the gateway through the environment, never a file.
   coproc PG { exec node --import tsx "$ROOT/bench/lib/postgres-up.ts"; }
   read -r -t 120 -u "${PG[0]}" PORTCULLIS_STORE_URL || { echo "the throwaway PostgreSQL did not start" >&2; exit 1; }
