@@ -1,13 +1,15 @@
 // Queue-at-scale benchmark (not a test): does a big queue of deferred mail slow the gateway down?
 //
 //   npm run bench:queue -- [--store sqlite,postgres] [--messages 100000] [--n 2000] [--reps 2]
-//                          [--concurrency 20] [--size 2048] [--spread 3600] [--time-cap 300] [--vacuum]
+//                          [--concurrency 20] [--size 2048] [--spread 3600] [--lead 150] [--time-cap 300] [--vacuum]
 //                          [--right-after-fill]
 //
 // For each store: `--messages` messages to an unreachable destination (a loopback port where
 // nothing listens) are put in the queue through the store API in bulk (enqueue, claim, and a
-// deferred outcome, in batches), their next attempts spread over the next `--spread` seconds (as a
-// retry schedule leaves them), so some of them fall due and are retried during the measurement.
+// deferred outcome, in batches), their next attempts spread over `--spread` seconds (as a retry
+// schedule leaves them) from `--lead` seconds after the fill started, so some of them fall due and
+// are retried during the measurement, about as many per second as a running gateway would retry
+// (the runs wait for that moment; a fill slower than the lead leaves a backlog, which is printed).
 // Then the real `portcullis serve` is started on that queue and on an empty one, alternately
 // (empty, full, full, empty, …), and each run measures:
 //   - start-up: from spawning `serve` until it logs server.started (listeners bound, queue open);
@@ -54,6 +56,7 @@ const { values: a } = parseArgs({
     concurrency: { type: 'string', default: '20' },
     size: { type: 'string', default: '2048' },
     spread: { type: 'string', default: '3600' },
+    lead: { type: 'string', default: '150' },
     'time-cap': { type: 'string', default: '300' },
     vacuum: { type: 'boolean', default: false },
     'right-after-fill': { type: 'boolean', default: false },
@@ -75,6 +78,7 @@ const REPS = int('reps', a.reps!, 1, 10);
 const C = int('concurrency', a.concurrency!, 1, 200);
 const SIZE = int('size', a.size!, 100, 1_000_000);
 const SPREAD_MS = int('spread', a.spread!, 60, 86_400) * 1000;
+const LEAD_MS = int('lead', a.lead!, 0, 3600) * 1000;
 const CAP_MS = int('time-cap', a['time-cap']!, 10, 3600) * 1000;
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
@@ -110,7 +114,7 @@ async function startSink(): Promise<{ port: number; arrivals: number[]; close():
 }
 
 /** Fill the queue through the store API: enqueue, claim and defer in batches of BATCH. */
-async function seed(store: Store, count: number, body: Buffer): Promise<number> {
+async function seed(store: Store, count: number, body: Buffer, origin: number): Promise<number> {
   const t0 = Date.now();
   const now = Date.now();
   for (let done = 0, b = 0; done < count; b++) {
@@ -149,7 +153,7 @@ async function seed(store: Store, count: number, body: Buffer): Promise<number> 
               detail: { host: UNREACHABLE },
             },
           ],
-          now + Math.floor(Math.random() * SPREAD_MS),
+          origin + Math.floor(Math.random() * SPREAD_MS),
           { gen: m.leaseGen },
         ),
       ),
@@ -266,8 +270,11 @@ async function main(): Promise<void> {
       const body = Buffer.from(`Subject: seeded\r\n\r\n${'x'.repeat(Math.max(0, SIZE - 40))}\r\n`);
       const store = await open();
       let seedMs: number;
+      // The first retry falls due `--lead` s after the fill starts: a running gateway would have
+      // retried what fell due meanwhile; here nothing runs, so that would be a backlog, not a queue.
+      const origin = Date.now() + LEAD_MS;
       try {
-        seedMs = await seed(store, QUEUED, body);
+        seedMs = await seed(store, QUEUED, body, origin);
       } finally {
         await store.close();
       }
@@ -282,6 +289,10 @@ async function main(): Promise<void> {
         await vacuum();
         log(`  VACUUM ANALYZE in ${((Date.now() - t) / 1000).toFixed(1)} s`);
       }
+      if (Date.now() < origin) {
+        log(`  waiting ${((origin - Date.now()) / 1000).toFixed(0)} s for the first retries to fall due (--lead)`);
+        await sleep(origin - Date.now());
+      } else log(`  the first retries fell due ${((Date.now() - origin) / 1000).toFixed(0)} s ago: a backlog`);
       const runs: Run[] = [];
       for (let r = 0; r < REPS; r++) {
         for (const queue of r % 2 ? (['full', 'empty'] as const) : (['empty', 'full'] as const)) {
@@ -361,7 +372,7 @@ async function main(): Promise<void> {
   }
   console.log(
     `node ${process.version}, ${os.cpus().length} cores; --messages ${QUEUED} --n ${N} --reps ${REPS} ` +
-      `--concurrency ${C} --size ${SIZE} --spread ${SPREAD_MS / 1000}${a.vacuum ? ' --vacuum' : ''}` +
+      `--concurrency ${C} --size ${SIZE} --spread ${SPREAD_MS / 1000} --lead ${LEAD_MS / 1000}${a.vacuum ? ' --vacuum' : ''}` +
       `${a['right-after-fill'] ? ' --right-after-fill' : ''}`,
   );
   console.log('');
