@@ -3,8 +3,10 @@
 // and every caller's promise settles only after that commit returned.
 // Failure: a failed transaction rejects every write in it; nothing of it is visible.
 // Several processes (the workers of `workers: N`) may write one queue: every write transaction
-// takes the write lock at BEGIN (IMMEDIATE), waiting up to busy_timeout for another process's
-// commit, so no transaction fails half-way on a snapshot another process has changed.
+// takes the write lock at BEGIN (IMMEDIATE), so no transaction fails half-way on a snapshot
+// another process has changed. A group commit that finds the lock taken does not wait in SQLite's
+// busy handler (which sleeps on the event loop, stalling every session of the process): it tries
+// again on a timer, the writes arriving meanwhile joining it, for up to LOCK_WAIT_MS in all.
 // Read-only opening (the CLI's reading commands) never creates the folder or the file and refuses
 // every write (query_only). It is not an OS-level read-only handle: that one would leave the WAL
 // side files (-wal, -shm) behind in a stopped server's dataDir; this one removes them on close.
@@ -80,6 +82,9 @@ export function sqliteMigrationStatus(dataDir: string): MigrationStatus {
     migrations: migrations.map((m, i) => ({ version: i + 1, name: m.name, applied: i < version })),
   };
 }
+/** How long a group commit keeps trying for another process's write lock before its writes fail. */
+const LOCK_WAIT_MS = 10_000;
+
 interface Pending {
   run: () => unknown;
   resolve: (v: unknown) => void;
@@ -90,6 +95,9 @@ export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private pending: Pending[] = [];
   private scheduled = false;
+  /** Since when the group commit has found the write lock taken (0: it has not). */
+  private lockedSince = 0;
+  private retry: NodeJS.Timeout | undefined;
   private readonly st;
   private readonly admin: SqliteAdminTables;
   private readonly cluster: SqliteClusterTables;
@@ -116,6 +124,11 @@ export class SqliteStore implements Store {
     }
     const db = this.db;
     this.st = {
+      beginNow: db.prepare('BEGIN IMMEDIATE'),
+      commit: db.prepare('COMMIT'),
+      rollback: db.prepare('ROLLBACK'),
+      busyOff: db.prepare('PRAGMA busy_timeout = 0'),
+      busyOn: db.prepare('PRAGMA busy_timeout = 10000'),
       insMsg:
         db.prepare(`INSERT INTO messages (id, org, state, received_at, mail_from, message_id, size, sha256, envelope,
           inbound, next_attempt_at, lease_owner, lease_until, lease_gen, updated_at)
@@ -254,18 +267,65 @@ export class SqliteStore implements Store {
     });
   }
 
-  private flush(): void {
+  /**
+   * BEGIN IMMEDIATE without waiting (false: another process holds the write lock), or, when
+   * `wait`, waiting up to busy_timeout as before (closing: no later turn to try in).
+   */
+  private begin(wait: boolean): boolean {
+    if (wait) {
+      this.st.beginNow.run();
+      return true;
+    }
+    this.st.busyOff.get();
+    try {
+      this.st.beginNow.run();
+      return true;
+    } catch (e) {
+      if ((e as { code?: string }).code === 'SQLITE_BUSY') return false;
+      throw e;
+    } finally {
+      this.st.busyOn.get();
+    }
+  }
+
+  private flush(wait = false): void {
     const batch = this.pending;
     this.pending = [];
     this.scheduled = false;
+    let began: boolean;
+    try {
+      began = this.begin(wait);
+    } catch (e) {
+      for (const p of batch) p.reject(e);
+      return;
+    }
+    if (!began) {
+      const now = Date.now();
+      this.lockedSince ||= now;
+      if (now - this.lockedSince >= LOCK_WAIT_MS) {
+        this.lockedSince = 0;
+        const e = Object.assign(new Error(`database is locked (waited ${LOCK_WAIT_MS / 1000} s for the write lock)`), {
+          code: 'SQLITE_BUSY',
+        });
+        for (const p of batch) p.reject(e);
+        return;
+      }
+      // Another process commits: try again shortly; what is written meanwhile joins this batch.
+      this.pending = batch.concat(this.pending);
+      this.scheduled = true;
+      this.retry = setTimeout(() => {
+        this.retry = undefined;
+        this.flush();
+      }, 1);
+      return;
+    }
+    this.lockedSince = 0;
     const results: unknown[] = [];
     try {
-      this.db
-        .transaction(() => {
-          for (const p of batch) results.push(p.run());
-        })
-        .immediate();
+      for (const p of batch) results.push(p.run());
+      this.st.commit.run();
     } catch (e) {
+      if (this.db.inTransaction) this.st.rollback.run();
       if (batch.length === 1) {
         batch[0].reject(e);
         return;
@@ -691,7 +751,8 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
-    if (this.pending.length) this.flush();
+    clearTimeout(this.retry);
+    if (this.pending.length) this.flush(true);
     this.db.close();
   }
 }

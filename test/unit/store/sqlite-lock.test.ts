@@ -1,0 +1,42 @@
+// The SQLite store's group commit when another process holds the write lock (the workers of
+// `workers: N` share one queue file): the commit waits without blocking the event loop (timers and
+// sessions keep running), the writes arriving meanwhile join it, and everything commits once the
+// lock is free. The other process is a second connection holding BEGIN IMMEDIATE.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { queueFile, SqliteStore } from '../../../src/store/sqlite/index.ts';
+import { msg } from './conformance.ts';
+
+test('sqlite group commit: a write lock held elsewhere is waited for on timers, not on the event loop', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'pc-sqlite-lock-'));
+  const store = new SqliteStore(dir);
+  const other = new Database(queueFile(dir));
+  try {
+    other.prepare('BEGIN IMMEDIATE').run(); // another worker is committing
+    let settled = 0;
+    const first = store.enqueue(msg('LOCK1')).then(() => settled++);
+    // The event loop keeps turning while the lock is held: timers fire, and later writes queue up.
+    const ticks: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      ticks.push(i);
+    }
+    assert.equal(ticks.length, 5, 'timers ran while the write lock was held elsewhere');
+    const second = store.enqueue(msg('LOCK2')).then(() => settled++);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(settled, 0, 'no write settles before its commit');
+    other.prepare('COMMIT').run();
+    await Promise.all([first, second]);
+    assert.equal(settled, 2);
+    assert.equal((await store.get('LOCK1'))?.state, 'incoming');
+    assert.equal((await store.get('LOCK2'))?.state, 'incoming');
+  } finally {
+    other.close();
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
