@@ -172,9 +172,14 @@ export class PostgresStore implements Store {
     }
   }
 
-  private async read<R extends pg.QueryResultRow = Row>(text: string, values: unknown[] = []): Promise<R[]> {
+  /** A read on the pool; with `name`, a statement prepared once per connection (hot paths). */
+  private async read<R extends pg.QueryResultRow = Row>(
+    text: string,
+    values: unknown[] = [],
+    name?: string,
+  ): Promise<R[]> {
     try {
-      return (await this.pool.query<R>(text, values)).rows;
+      return (await this.pool.query<R>(name ? { name, text, values } : { text, values })).rows;
     } catch (e) {
       throw wrap(this.location, e);
     }
@@ -345,7 +350,7 @@ export class PostgresStore implements Store {
   }
 
   async data(id: string): Promise<Buffer | null> {
-    const rows = await this.read<{ data: Buffer }>('SELECT data FROM bodies WHERE id = $1', [id]);
+    const rows = await this.read<{ data: Buffer }>('SELECT data FROM bodies WHERE id = $1', [id], 'pc_data');
     return rows[0]?.data ?? null;
   }
 
@@ -559,7 +564,7 @@ export class PostgresStore implements Store {
   }
 
   async nextDue(): Promise<number | null> {
-    const rows = await this.read<{ t: number | null }>(NEXT_DUE_SQL);
+    const rows = await this.read<{ t: number | null }>(NEXT_DUE_SQL, [], 'pc_next_due');
     return rows[0]?.t ?? null;
   }
 
