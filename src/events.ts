@@ -145,6 +145,8 @@ export type Event =
   | { event: 'store.opened'; store: 'sqlite' | 'postgres'; location: string; migrated: number[] }
   /** A setting of the database server weakens durability (location never carries a password). */
   | { event: 'store.warning'; location: string; setting: string; value: string; message: string }
+  | { event: 'store.checkpointer.stopped'; location: string; reason: string; fallback: string }
+  | { event: 'store.checkpointer.failed'; location: string; reason: string }
   /** The database connection failed outside a write (an idle pooled connection): the pool reconnects. */
   | { event: 'store.connectionError'; location: string; error: string }
   | { event: 'trace.expired'; removed: number; finishedBefore: string; more: boolean }
@@ -172,6 +174,8 @@ const levels: Partial<Record<Event['event'], Level>> = {
   'session.injection': 'warn',
   'session.pipelining': 'warn',
   'store.warning': 'warn',
+  'store.checkpointer.stopped': 'warn',
+  'store.checkpointer.failed': 'warn',
   'store.connectionError': 'warn',
   'queue.fenced': 'warn',
   'queue.leaseLost': 'warn',

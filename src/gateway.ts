@@ -182,7 +182,7 @@ export class Gateway {
       this.controlServer = await startControlServer(config.dataDir, (r) => this.control(r.cmd, 'control socket'));
     this.tls = configured ?? new ServerTls(await certificatePairs(config), config.tls.minVersion as SecureVersion);
     this.tls.watch();
-    this.store = await openStore(config);
+    this.store = await openStore(config, { server: true });
     // A node among others returns only its own leases (its previous run's); a single node owns its queue.
     const own = config.store.type === 'postgres' || worker;
     const released = await this.store.releaseLeases(own ? config.nodeId : undefined);

@@ -31,6 +31,8 @@ export interface OpenOptions {
   readonly?: boolean;
   /** Open an existing queue only: never create the folder, the file or the tables. */
   existing?: boolean;
+  /** The serving process (`serve`, a worker): on SQLite, WAL checkpoints in a thread of their own. */
+  server?: boolean;
 }
 
 function assertSqliteQueue(dataDir: string): void {
@@ -50,7 +52,7 @@ function assertSqliteQueue(dataDir: string): void {
 export async function openStore(c: StoreTarget, opts: OpenOptions = {}): Promise<Store> {
   if (c.store.type === 'postgres') return (await postgres()).open(c.store.url, { ...opts, poolSize: c.store.poolSize });
   if (opts.readonly || opts.existing) assertSqliteQueue(c.dataDir);
-  return new SqliteStore(c.dataDir, opts);
+  return new SqliteStore(c.dataDir, { ...opts, checkpointThread: opts.server });
 }
 
 /** Applied and pending migrations of the configured store; changes nothing. */

@@ -51,6 +51,7 @@ import { DEPTH_SQL, NEXT_DUE_SQL, toDepth, toMessage, toNode, type Row } from '.
 import { migrations } from './schema.ts';
 import { SqliteAdminTables } from './admin.ts';
 import { SqliteClusterTables } from './cluster.ts';
+import { Checkpointer } from './checkpointer.ts';
 import { AdminError } from '../../errors.ts';
 
 export interface SqliteOpenOptions {
@@ -58,6 +59,8 @@ export interface SqliteOpenOptions {
   readonly?: boolean;
   /** Open an existing queue only: never create the folder or the file. */
   existing?: boolean;
+  /** The serving process: WAL checkpoints run in a thread of their own (checkpointer.ts). */
+  checkpointThread?: boolean;
 }
 
 export const queueFile = (dataDir: string): string => path.join(dataDir, 'queue.sqlite');
@@ -98,6 +101,7 @@ export class SqliteStore implements Store {
   /** Since when the group commit has found the write lock taken (0: it has not). */
   private lockedSince = 0;
   private retry: NodeJS.Timeout | undefined;
+  private checkpointer: Checkpointer | undefined;
   private readonly st;
   private readonly admin: SqliteAdminTables;
   private readonly cluster: SqliteClusterTables;
@@ -121,6 +125,7 @@ export class SqliteStore implements Store {
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = FULL');
       this.migrate();
+      if (opts.checkpointThread) this.checkpointer = new Checkpointer(this.db, queueFile(dataDir));
     }
     const db = this.db;
     this.st = {
@@ -753,6 +758,7 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     clearTimeout(this.retry);
     if (this.pending.length) this.flush(true);
+    await this.checkpointer?.stop();
     this.db.close();
   }
 }
