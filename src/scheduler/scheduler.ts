@@ -218,10 +218,11 @@ export class Scheduler {
     try {
       const room = this.draining ? 0 : q.concurrency - this.inflight - this.reserved;
       if (room > 0) {
-        const batch = await this.store.claim(this.owner, room, q.leaseSeconds * 1000);
-        for (const m of batch)
+        // With the data: the deliveries start at once, without one read per message.
+        const batch = await this.store.claimWithData(this.owner, room, q.leaseSeconds * 1000);
+        for (const { message: m, data } of batch)
           if (this.active.has(m.id)) this.active.set(m.id, m.leaseGen);
-          else this.run(m);
+          else this.run(m, data ?? undefined);
         if (batch.length === room) {
           this.again = true;
           return;

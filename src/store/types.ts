@@ -111,6 +111,12 @@ export interface QueueMessage {
   recipients: QueueRecipient[];
 }
 
+/** A claimed message with its data (null: the data is gone, which delivery reports). */
+export interface ClaimedMessage {
+  message: QueueMessage;
+  data: Buffer | null;
+}
+
 export interface TraceFilter {
   queueId?: string;
   messageId?: string;
@@ -384,6 +390,11 @@ export interface Store {
   enqueue(m: NewMessage, lease?: { owner: string; ms: number }): Promise<QueueMessage>;
   /** Lease up to `limit` due messages to `owner`; returns them with their unfinished recipients. */
   claim(owner: string, limit: number, leaseMs: number, now?: number): Promise<QueueMessage[]>;
+  /**
+   * `claim`, with each message's data read in the same transaction (the delivery needs it at
+   * once): one round trip for the batch instead of one `data` per message on a database server.
+   */
+  claimWithData(owner: string, limit: number, leaseMs: number, now?: number): Promise<ClaimedMessage[]>;
   /** The stored message data. */
   data(id: string): Promise<Buffer | null>;
   /**

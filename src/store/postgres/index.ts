@@ -22,6 +22,7 @@ import type {
   AuditEntry,
   AuditFilter,
   BounceResult,
+  ClaimedMessage,
   ControlKind,
   ControlRequest,
   CompleteResult,
@@ -325,28 +326,51 @@ export class PostgresStore implements Store {
   }
 
   claim(owner: string, limit: number, leaseMs: number, now = Date.now()): Promise<QueueMessage[]> {
+    return this.write((c) => this.claimIn(c, owner, limit, leaseMs, now));
+  }
+
+  claimWithData(owner: string, limit: number, leaseMs: number, now = Date.now()): Promise<ClaimedMessage[]> {
     return this.write(async (c) => {
-      const rows = (
-        await c.query<Row>({
-          name: 'pc_claim',
-          text: `UPDATE messages SET state = 'active', lease_owner = $1, lease_until = $2, lease_gen = lease_gen + 1,
-            updated_at = $3
-          WHERE id IN (SELECT id FROM messages
-                       WHERE (state IN ('incoming', 'deferred') AND next_attempt_at <= $3)
-                          OR (state = 'active' AND lease_until < $3)
-                       ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED)
-          RETURNING *`,
-          values: [owner, now + leaseMs, now, limit],
-        })
-      ).rows.sort((a, b) => (a.next_attempt_at as number) - (b.next_attempt_at as number));
-      if (!rows.length) return [];
-      const rcpts = await c.query<Row>({
-        name: 'pc_claim_rcpts',
-        text: `SELECT * FROM recipients WHERE msg_id = ANY($1) AND ${OPEN} ORDER BY msg_id, idx`,
-        values: [rows.map((r) => r.id)],
+      const messages = await this.claimIn(c, owner, limit, leaseMs, now);
+      if (!messages.length) return [];
+      const bodies = await c.query<{ id: string; data: Buffer }>({
+        name: 'pc_claim_bodies',
+        text: 'SELECT id, data FROM bodies WHERE id = ANY($1)',
+        values: [messages.map((m) => m.id)],
       });
-      return withRecipients(rows, rcpts.rows);
+      const data = new Map(bodies.rows.map((b) => [b.id, b.data]));
+      return messages.map((message) => ({ message, data: data.get(message.id) ?? null }));
     });
+  }
+
+  /** Inside a write transaction: lease the due messages and read their open recipients. */
+  private async claimIn(
+    c: pg.PoolClient,
+    owner: string,
+    limit: number,
+    leaseMs: number,
+    now: number,
+  ): Promise<QueueMessage[]> {
+    const rows = (
+      await c.query<Row>({
+        name: 'pc_claim',
+        text: `UPDATE messages SET state = 'active', lease_owner = $1, lease_until = $2, lease_gen = lease_gen + 1,
+          updated_at = $3
+        WHERE id IN (SELECT id FROM messages
+                     WHERE (state IN ('incoming', 'deferred') AND next_attempt_at <= $3)
+                        OR (state = 'active' AND lease_until < $3)
+                     ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED)
+        RETURNING *`,
+        values: [owner, now + leaseMs, now, limit],
+      })
+    ).rows.sort((a, b) => (a.next_attempt_at as number) - (b.next_attempt_at as number));
+    if (!rows.length) return [];
+    const rcpts = await c.query<Row>({
+      name: 'pc_claim_rcpts',
+      text: `SELECT * FROM recipients WHERE msg_id = ANY($1) AND ${OPEN} ORDER BY msg_id, idx`,
+      values: [rows.map((r) => r.id)],
+    });
+    return withRecipients(rows, rcpts.rows);
   }
 
   async data(id: string): Promise<Buffer | null> {

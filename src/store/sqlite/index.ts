@@ -19,6 +19,7 @@ import type {
   AuditEntry,
   AuditFilter,
   BounceResult,
+  ClaimedMessage,
   ControlKind,
   ControlRequest,
   CompleteResult,
@@ -391,10 +392,22 @@ export class SqliteStore implements Store {
   }
 
   claim(owner: string, limit: number, leaseMs: number, now = Date.now()): Promise<QueueMessage[]> {
-    return this.write(() => {
-      const rows = this.st.claim.all({ owner, until: now + leaseMs, now, limit }) as Row[];
-      return rows.map((r) => toMessage(r, this.st.rcptsOpen.all(r.id) as Row[]));
-    });
+    return this.write(() => this.claimNow(owner, limit, leaseMs, now));
+  }
+
+  claimWithData(owner: string, limit: number, leaseMs: number, now = Date.now()): Promise<ClaimedMessage[]> {
+    return this.write(() =>
+      this.claimNow(owner, limit, leaseMs, now).map((message) => ({
+        message,
+        data: (this.st.body.get(message.id) as Buffer | undefined) ?? null,
+      })),
+    );
+  }
+
+  /** Inside a write: lease the due messages and read their open recipients. */
+  private claimNow(owner: string, limit: number, leaseMs: number, now: number): QueueMessage[] {
+    const rows = this.st.claim.all({ owner, until: now + leaseMs, now, limit }) as Row[];
+    return rows.map((r) => toMessage(r, this.st.rcptsOpen.all(r.id) as Row[]));
   }
 
   async data(id: string): Promise<Buffer | null> {

@@ -119,6 +119,7 @@ async function run(
       return o.fenced ? ('fenced' as const) : ('done' as const);
     },
     claim: async () => [],
+    claimWithData: async () => [],
     nextDue: async () => null,
     data: async () => data,
     purgeDone: async () => 0,
@@ -326,7 +327,7 @@ test('renewLeases renews the leases of the deliveries in flight at their generat
   ];
   let claims = 0;
   const store = {
-    claim: async () => (claims++ === 0 ? claimed : []),
+    claimWithData: async () => (claims++ === 0 ? claimed.map((m) => ({ message: m, data })) : []),
     nextDue: async () => null,
     data: async () => data,
     purgeDone: async () => 0,

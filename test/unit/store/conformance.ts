@@ -113,6 +113,20 @@ export function storeConformance(name: string, h: StoreHarness): void {
     assert.equal(b.length, 1, 'an expired lease is claimable by another owner');
   });
 
+  t('claimWithData: the same lease as claim, each message with its data', async (s) => {
+    await s.enqueue(msg('W1'));
+    await s.enqueue(msg('W2', 1));
+    const got = await s.claimWithData('A', 10, 60_000);
+    assert.deepEqual(got.map((c) => c.message.id).sort(), ['W1', 'W2']);
+    for (const c of got) {
+      assert.equal(c.message.state, 'active');
+      assert.deepEqual(c.message, await s.get(c.message.id).then((m) => ({ ...m!, recipients: c.message.recipients })));
+      assert.equal(c.data?.toString(), `Subject: ${c.message.id}\r\n\r\nbody\r\n`);
+    }
+    assert.equal(got.find((c) => c.message.id === 'W2')?.message.recipients.length, 1);
+    assert.deepEqual(await s.claimWithData('B', 10, 60_000), [], 'leased: nobody else claims them');
+  });
+
   t('claim takes at most limit, the longest due first, and only what is due', async (s) => {
     const now = Date.now();
     for (const [id, due] of [
