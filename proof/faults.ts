@@ -582,6 +582,9 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
         else retry.push(idx);
         s.destroy();
         s = null; // a fresh session for whatever comes next
+        // A sender backs off after a 4xx: 100 ms more per attempt, up to 2 s (40 attempts span about
+        // a minute), so a database outage of seconds does not use up a message's attempts.
+        if (r) await sleep(Math.min(2000, 100 * attempts[idx]));
       }
       s?.quit();
     };
