@@ -10,6 +10,7 @@
 // Read-only opening (the CLI's reading commands) never creates the folder or the file and refuses
 // every write (query_only). It is not an OS-level read-only handle: that one would leave the WAL
 // side files (-wal, -shm) behind in a stopped server's dataDir; this one removes them on close.
+// The serving process copies the WAL back in a thread of its own (checkpointer.ts).
 import Database from 'better-sqlite3';
 import { existsSync, mkdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
@@ -88,6 +89,8 @@ export function sqliteMigrationStatus(dataDir: string): MigrationStatus {
 }
 /** How long a group commit keeps trying for another process's write lock before its writes fail. */
 const LOCK_WAIT_MS = 10_000;
+/** SQLite's own wait for a lock, for everything but the group commit's first try (opening, closing). */
+const BUSY_TIMEOUT_MS = 10_000;
 
 interface Pending {
   run: () => unknown;
@@ -111,7 +114,7 @@ export class SqliteStore implements Store {
     const existing = !!(opts.readonly || opts.existing);
     if (!existing) mkdirSync(dataDir, { recursive: true, mode: 0o750 });
     this.db = new Database(queueFile(dataDir), { fileMustExist: existing });
-    this.db.pragma('busy_timeout = 10000');
+    this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     if (opts.readonly) {
       this.db.pragma('query_only = ON');
       if ((this.db.pragma('user_version', { simple: true }) as number) < migrations.length) {
@@ -134,7 +137,7 @@ export class SqliteStore implements Store {
       commit: db.prepare('COMMIT'),
       rollback: db.prepare('ROLLBACK'),
       busyOff: db.prepare('PRAGMA busy_timeout = 0'),
-      busyOn: db.prepare('PRAGMA busy_timeout = 10000'),
+      busyOn: db.prepare(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`),
       insMsg:
         db.prepare(`INSERT INTO messages (id, org, state, received_at, mail_from, message_id, size, sha256, envelope,
           inbound, next_attempt_at, lease_owner, lease_until, lease_gen, updated_at)
