@@ -20,17 +20,21 @@ const AUTO_PAGES = 1000;
 /** How often the thread checkpoints. */
 const INTERVAL_MS = 250;
 
-/** The thread: checkpoint every intervalMs, report each, stop when told. */
+/** The thread: checkpoint every intervalMs, report each that copied new frames, stop when told. */
 const THREAD = `
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.driver);
 const db = new Database(workerData.file, { fileMustExist: true });
 db.pragma('busy_timeout = 0');
 const checkpoint = db.prepare('PRAGMA wal_checkpoint(PASSIVE)');
+let last = { log: 0, checkpointed: 0 };
 const timer = setInterval(() => {
   try {
     const r = checkpoint.get();
-    parentPort.postMessage({ kind: 'checkpoint', log: r.log, checkpointed: r.checkpointed });
+    // Only a checkpoint that copied new frames is worth waking the event loop for.
+    if (r.checkpointed > 0 && (r.log !== last.log || r.checkpointed !== last.checkpointed))
+      parentPort.postMessage({ kind: 'checkpoint', log: r.log, checkpointed: r.checkpointed });
+    last = r;
   } catch (e) {
     // Busy: another process checkpoints. Anything else (a full disk) is reported; the next try may work.
     if (e.code !== 'SQLITE_BUSY') parentPort.postMessage({ kind: 'error', code: e.code, message: e.message });
