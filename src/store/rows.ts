@@ -96,9 +96,10 @@ export function toDepth(r: Row | undefined): QueueDepth {
 }
 
 /**
- * When the next message is due: the earliest retry of each waiting state and the earliest lease
- * expiry, each found by an index probe on (state, ...) with the state equal (with `state IN (...)`
- * both SQLite and PostgreSQL read every waiting message's entry instead).
+ * When the next message is due (SQLite): the earliest retry of each waiting state and the earliest
+ * lease expiry, each found by an index probe on (state, ...) with the state equal (with
+ * `state IN (...)` SQLite reads every waiting message's entry instead). PostgreSQL has partial
+ * indexes for this and its own query (store/postgres/index.ts).
  */
 export const NEXT_DUE_SQL = `SELECT min(t) AS t FROM (
   SELECT min(next_attempt_at) AS t FROM messages WHERE state = 'incoming'

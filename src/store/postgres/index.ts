@@ -16,7 +16,7 @@ import { AdminError } from '../../errors.ts';
 import { emit } from '../../events.ts';
 import { redactUrl } from '../../util/secret-url.ts';
 import type { MigrationStatus } from '../migrations.ts';
-import { DEPTH_SQL, NEXT_DUE_SQL, toDepth, toMessage, toNode, type Row } from '../rows.ts';
+import { DEPTH_SQL, toDepth, toMessage, toNode, type Row } from '../rows.ts';
 import type {
   AdminToken,
   AuditEntry,
@@ -79,13 +79,26 @@ export interface PostgresOpenOptions {
 }
 
 type Op = (c: pg.PoolClient) => Promise<unknown>;
-interface Pending {
+/**
+ * One write of a group commit. `single`: it sends exactly one statement, at once when called, and
+ * nothing after its answer, so the next write's statements may follow it on the wire before that
+ * answer arrives (pipelined). Any other write runs alone: the next one starts after it settled.
+ */
+interface TxOp {
   run: Op;
+  single: boolean;
+}
+interface Pending extends TxOp {
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
 }
 
 const OPEN = `status IN ('pending', 'deferred')`;
+
+/** When the next message is due: one probe of each claim index (schema.ts, partial indexes for claims). */
+const PG_NEXT_DUE_SQL = `SELECT min(t) AS t FROM (
+  SELECT min(next_attempt_at) AS t FROM messages WHERE state IN ('incoming', 'deferred')
+  UNION ALL SELECT min(lease_until) FROM messages WHERE state = 'active') due`;
 
 /** Errors of a statement that the server refused on a connection that stayed healthy. */
 const statementFailed = new WeakSet<object>();
@@ -156,7 +169,7 @@ export class PostgresStore implements Store {
 
   /** One transaction on one pooled connection (store copy). */
   async transaction<T>(run: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    const [r] = await this.runTx([run]);
+    const [r] = await this.runTx([{ run, single: false }]);
     return r as T;
   }
 
@@ -188,11 +201,11 @@ export class PostgresStore implements Store {
 
   private readonly reader: admin.Read = (text, values) => this.read(text, values);
 
-  /** Queue a write for the next group commit. */
-  private write<T>(run: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+  /** Queue a write for the next group commit (`single`: see TxOp). */
+  private write<T>(run: (c: pg.PoolClient) => Promise<T>, single = false): Promise<T> {
     if (this.closed) return Promise.reject(new Error(`the PostgreSQL store ${this.location} is closed`));
     return new Promise<T>((resolve, reject) => {
-      this.pending.push({ run, resolve: resolve as (v: unknown) => void, reject });
+      this.pending.push({ run, single, resolve: resolve as (v: unknown) => void, reject });
       this.schedule();
     });
   }
@@ -218,7 +231,7 @@ export class PostgresStore implements Store {
     const batch = this.pending;
     this.pending = [];
     try {
-      const results = await this.runTx(batch.map((p) => p.run));
+      const results = await this.runTx(batch);
       batch.forEach((p, i) => p.resolve(results[i]));
     } catch (e) {
       // A statement refused on a healthy connection: retry each write on its own so that the bad
@@ -228,7 +241,7 @@ export class PostgresStore implements Store {
       else
         for (const p of batch) {
           try {
-            p.resolve((await this.runTx([p.run]))[0]);
+            p.resolve((await this.runTx([p]))[0]);
           } catch (err) {
             p.reject(err);
           }
@@ -239,31 +252,51 @@ export class PostgresStore implements Store {
     if (!this.inFlight && !this.scheduled) for (const f of this.idle.splice(0)) f();
   }
 
-  /** BEGIN, the operations in order, COMMIT; resolves only after COMMIT returned. */
-  private async runTx(ops: Op[]): Promise<unknown[]> {
+  /**
+   * BEGIN, the operations in order, COMMIT; resolves only after COMMIT returned. The connection
+   * pipelines (store/postgres/server.ts): BEGIN and a run of single-statement writes go out
+   * together and cost one round trip, not one each; a write of several statements is awaited
+   * before the next starts, so statements still reach the server in the writes' order.
+   */
+  private async runTx(ops: readonly TxOp[]): Promise<unknown[]> {
     const { client, release } = await checkout(this.pool, this.location);
-    let inOps = false;
-    try {
-      await client.query('BEGIN');
-      if (this.forceSyncCommit) await client.query('SET LOCAL synchronous_commit = on');
-      const results: unknown[] = [];
-      inOps = true;
-      for (const op of ops) results.push(await op(client));
-      inOps = false;
-      await client.query('COMMIT');
-      release();
-      return results;
-    } catch (e) {
-      // A broken connection is dropped from the pool; a healthy one is rolled back and reused.
-      const healthy = await client.query('ROLLBACK').then(
+    const head = [client.query('BEGIN')];
+    if (this.forceSyncCommit) head.push(client.query('SET LOCAL synchronous_commit = on'));
+    const started: Promise<unknown>[] = [];
+    for (const op of ops) {
+      const p = op.run(client);
+      p.catch(() => undefined); // settled below
+      started.push(p);
+      if (op.single) continue;
+      const ok = await p.then(
         () => true,
         () => false,
       );
-      release(!healthy);
-      const err = wrap(this.location, e);
-      if (inOps && healthy) statementFailed.add(err);
-      throw err;
+      if (!ok) break; // the transaction is lost: start nothing more
     }
+    const settled = await Promise.allSettled([...head, ...started]);
+    const headFailed = settled.slice(0, head.length).some((s) => s.status === 'rejected');
+    let err: unknown = firstCause(settled);
+    if (err === undefined)
+      try {
+        const done = await client.query('COMMIT');
+        if (done.command !== 'COMMIT') err = new Error(`the server ended the transaction with ${done.command}`);
+      } catch (e) {
+        err = e;
+      }
+    if (err === undefined) {
+      release();
+      return settled.slice(head.length).map((s) => (s as PromiseFulfilledResult<unknown>).value);
+    }
+    // A broken connection is dropped from the pool; a healthy one is rolled back and reused.
+    const healthy = await client.query('ROLLBACK').then(
+      () => true,
+      () => false,
+    );
+    release(!healthy);
+    const wrapped = wrap(this.location, err);
+    if (healthy && !headFailed && settled.some((s) => s.status === 'rejected')) statementFailed.add(wrapped);
+    throw wrapped;
   }
 
   enqueue(m: NewMessage, lease?: { owner: string; ms: number }): Promise<QueueMessage> {
@@ -291,10 +324,11 @@ export class PostgresStore implements Store {
       r.map((x) => x.notify ?? null),
       r.map((x) => x.orcpt ?? null),
     ];
-    return this.write((c) =>
-      c.query({
-        name: 'pc_enqueue',
-        text: `WITH msg AS (
+    return this.write(
+      (c) =>
+        c.query({
+          name: 'pc_enqueue',
+          text: `WITH msg AS (
           INSERT INTO messages (id, org, state, received_at, mail_from, message_id, size, sha256, envelope, inbound,
             next_attempt_at, lease_owner, lease_until, lease_gen, updated_at)
           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $4, $11, $12, CASE WHEN $11::text IS NULL THEN 0 ELSE 1
@@ -304,8 +338,9 @@ export class PostgresStore implements Store {
         SELECT $1, t.idx, t.address, t.org, t.route, 'pending', t.notify, t.orcpt, $4
         FROM unnest($14::int[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[]) AS t(idx, address,
           org, route, notify, orcpt)`,
-        values,
-      }),
+          values,
+        }),
+      true,
     ).then(() => ({
       id: m.id,
       org: m.org,
@@ -331,46 +366,61 @@ export class PostgresStore implements Store {
 
   claimWithData(owner: string, limit: number, leaseMs: number, now = Date.now()): Promise<ClaimedMessage[]> {
     return this.write(async (c) => {
-      const messages = await this.claimIn(c, owner, limit, leaseMs, now);
-      if (!messages.length) return [];
-      const bodies = await c.query<{ id: string; data: Buffer }>({
-        name: 'pc_claim_bodies',
-        text: 'SELECT id, data FROM bodies WHERE id = ANY($1)',
-        values: [messages.map((m) => m.id)],
+      let bodies: Promise<pg.QueryResult<{ id: string; data: Buffer }>> | undefined;
+      const messages = await this.claimIn(c, owner, limit, leaseMs, now, (ids) => {
+        bodies = c.query({
+          name: 'pc_claim_bodies',
+          text: 'SELECT id, data FROM bodies WHERE id = ANY($1)',
+          values: [ids],
+        });
+        bodies.catch(() => undefined); // awaited below unless the recipients' read failed first
       });
-      const data = new Map(bodies.rows.map((b) => [b.id, b.data]));
+      if (!messages.length || !bodies) return [];
+      const data = new Map((await bodies).rows.map((b) => [b.id, b.data]));
       return messages.map((message) => ({ message, data: data.get(message.id) ?? null }));
     });
   }
 
-  /** Inside a write transaction: lease the due messages and read their open recipients. */
+  /**
+   * Inside a write transaction: lease the due messages and read their open recipients. `alongside`
+   * sends another read of the claimed ids right behind the recipients' (the same round trip).
+   */
   private async claimIn(
     c: pg.PoolClient,
     owner: string,
     limit: number,
     leaseMs: number,
     now: number,
+    alongside?: (ids: string[]) => void,
   ): Promise<QueueMessage[]> {
     const rows = (
       await c.query<Row>({
         name: 'pc_claim',
-        text: `UPDATE messages SET state = 'active', lease_owner = $1, lease_until = $2, lease_gen = lease_gen + 1,
+        // Each kind of due row by an ordered scan of its partial index (schema.ts): up to `limit`
+        // of each is locked, the earliest `limit` of them leased (the rest stay free once this
+        // transaction ends; expired leases are rare).
+        text: `WITH waiting AS (SELECT id, next_attempt_at AS t FROM messages
+            WHERE state IN ('incoming', 'deferred') AND next_attempt_at <= $3
+            ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED),
+          expired AS (SELECT id, lease_until AS t FROM messages WHERE state = 'active' AND lease_until < $3
+            ORDER BY lease_until LIMIT $4 FOR UPDATE SKIP LOCKED),
+          due AS (SELECT id FROM (SELECT * FROM waiting UNION ALL SELECT * FROM expired) d ORDER BY t LIMIT $4)
+        UPDATE messages SET state = 'active', lease_owner = $1, lease_until = $2, lease_gen = lease_gen + 1,
           updated_at = $3
-        WHERE id IN (SELECT id FROM messages
-                     WHERE (state IN ('incoming', 'deferred') AND next_attempt_at <= $3)
-                        OR (state = 'active' AND lease_until < $3)
-                     ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED)
+        WHERE id IN (SELECT id FROM due)
         RETURNING *`,
         values: [owner, now + leaseMs, now, limit],
       })
     ).rows.sort((a, b) => (a.next_attempt_at as number) - (b.next_attempt_at as number));
     if (!rows.length) return [];
-    const rcpts = await c.query<Row>({
+    const ids = rows.map((r) => r.id as string);
+    const rcpts = c.query<Row>({
       name: 'pc_claim_rcpts',
       text: `SELECT * FROM recipients WHERE msg_id = ANY($1) AND ${OPEN} ORDER BY msg_id, idx`,
-      values: [rows.map((r) => r.id)],
+      values: [ids],
     });
-    return withRecipients(rows, rcpts.rows);
+    alongside?.(ids);
+    return withRecipients(rows, (await rcpts).rows);
   }
 
   async data(id: string): Promise<Buffer | null> {
@@ -432,7 +482,7 @@ export class PostgresStore implements Store {
       const row = r.rows[0] as (typeof r.rows)[number] | undefined;
       if (!row) return null;
       return row.lost ? 'fenced' : (row.after ?? row.before);
-    });
+    }, true);
   }
 
   async get(id: string): Promise<QueueMessage | null> {
@@ -563,7 +613,7 @@ export class PostgresStore implements Store {
     return admin.auditLog(this.reader, f);
   }
   addReportCounts(rows: readonly ReportCount[]): Promise<void> {
-    return rows.length ? this.write((c) => admin.addReportCounts(c, rows)) : Promise.resolve();
+    return rows.length ? this.write((c) => admin.addReportCounts(c, rows), true) : Promise.resolve();
   }
   sumReportCounts(q: ReportQuery): Promise<ReportSum[]> {
     return admin.sumReportCounts(this.reader, q);
@@ -588,7 +638,7 @@ export class PostgresStore implements Store {
   }
 
   async nextDue(): Promise<number | null> {
-    const rows = await this.read<{ t: number | null }>(NEXT_DUE_SQL, [], 'pc_next_due');
+    const rows = await this.read<{ t: number | null }>(PG_NEXT_DUE_SQL, [], 'pc_next_due');
     return rows[0]?.t ?? null;
   }
 
@@ -716,15 +766,17 @@ export class PostgresStore implements Store {
 
   renew(owner: string, leases: HeldLease[], leaseMs: number, now = Date.now()): Promise<string[]> {
     if (!leases.length) return Promise.resolve([]);
-    return this.write(async (c) =>
-      (
-        await c.query<{ id: string }>({
-          name: 'pc_renew',
-          text: `UPDATE messages m SET lease_until = $4 FROM unnest($2::text[], $3::bigint[]) AS l(id, gen)
+    return this.write(
+      async (c) =>
+        (
+          await c.query<{ id: string }>({
+            name: 'pc_renew',
+            text: `UPDATE messages m SET lease_until = $4 FROM unnest($2::text[], $3::bigint[]) AS l(id, gen)
         WHERE m.id = l.id AND m.lease_gen = l.gen AND m.state = 'active' AND m.lease_owner = $1 RETURNING m.id`,
-          values: [owner, leases.map((l) => l.id), leases.map((l) => l.gen), now + leaseMs],
-        })
-      ).rows.map((r) => r.id),
+            values: [owner, leases.map((l) => l.id), leases.map((l) => l.gen), now + leaseMs],
+          })
+        ).rows.map((r) => r.id),
+      true,
     );
   }
 
@@ -739,7 +791,7 @@ export class PostgresStore implements Store {
             started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at`,
         values: [n.id, n.version, n.configHash, n.host, n.pid, n.startedAt, now],
       });
-    });
+    }, true);
   }
 
   async nodes(now = Date.now()): Promise<NodeStatus[]> {
@@ -761,13 +813,13 @@ export class PostgresStore implements Store {
     return cluster.memoryGet(this.reader, kind, key, now);
   }
   memorySet(kind: string, key: string, value: unknown, until: number, now = Date.now()): Promise<void> {
-    return this.write((c) => cluster.memorySet(c, kind, key, value, until, now));
+    return this.write((c) => cluster.memorySet(c, kind, key, value, until, now), true);
   }
   memoryDelete(kind: string, key: string): Promise<void> {
-    return this.write((c) => cluster.memorySet(c, kind, key, null, 0, 1));
+    return this.write((c) => cluster.memorySet(c, kind, key, null, 0, 1), true);
   }
   memoryClaim(kind: string, key: string, value: unknown, until: number, now = Date.now()): Promise<boolean> {
-    return this.write((c) => cluster.memoryClaim(c, kind, key, value, until, now));
+    return this.write((c) => cluster.memoryClaim(c, kind, key, value, until, now), true);
   }
   memoryExpire(now: number, max: number): Promise<number> {
     return this.write((c) => cluster.memoryExpire(c, now, max));
@@ -814,6 +866,12 @@ function withRecipients(rows: Row[], rcpts: Row[]): QueueMessage[] {
     else by.set(k, [r]);
   }
   return rows.map((r) => toMessage(r, by.get(r.id as string) ?? []));
+}
+
+/** The error that failed a transaction: the first one other than "current transaction is aborted" (25P02). */
+function firstCause(settled: readonly PromiseSettledResult<unknown>[]): unknown {
+  const failed = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected').map((s) => s.reason);
+  return failed.find((e) => (e as { code?: string } | null)?.code !== '25P02') ?? failed[0];
 }
 
 function wrap(location: string, e: unknown): Error {

@@ -214,4 +214,17 @@ export const migrations: Migration[] = [
     name: 'keep message data up to about 8 KB in the bodies row (no TOAST chunks)',
     sql: `ALTER TABLE bodies SET (toast_tuple_target = 8160);`,
   },
+  {
+    // A claim reads the waiting messages in retry order and the expired leases in expiry order,
+    // each by an ordered scan of an index holding only those rows (a scan stops at the first row
+    // not yet due, and marks the entries of rows that moved on as dead for the next one). On
+    // (state, next_attempt_at) one claim over both waiting states became a bitmap scan of every
+    // waiting and active entry, dead ones included: 2 ms of server time per claim in bench:relay.
+    // Rows enter these indexes only in those states, so a message's other moves skip them.
+    name: 'partial indexes for claims: waiting messages by retry time, leases by expiry',
+    sql: `CREATE INDEX messages_waiting ON messages (next_attempt_at) WHERE state IN ('incoming', 'deferred');
+     CREATE INDEX messages_leased ON messages (lease_until, lease_owner) WHERE state = 'active';
+     DROP INDEX messages_due;
+     DROP INDEX messages_leases;`,
+  },
 ];

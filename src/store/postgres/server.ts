@@ -59,6 +59,10 @@ export function createPool(url: string, o: PoolOptions): pg.Pool {
     connectionTimeoutMillis: o.connectTimeoutMs ?? 10_000,
     query_timeout: 120_000,
     keepAlive: true,
+    // Statements sent before earlier ones are answered (one round trip for a group commit's
+    // single-statement writes: index.ts runTx); each keeps its own Sync, so an error fails only
+    // its statement (and, inside a transaction, what follows it in that transaction).
+    pipeline: true,
     idleTimeoutMillis: 30_000,
     ...(o.readonly ? { options: '-c default_transaction_read_only=on' } : {}),
   });

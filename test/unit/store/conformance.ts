@@ -95,6 +95,29 @@ export function storeConformance(name: string, h: StoreHarness): void {
     assert.equal((await s.data('DUP'))?.toString(), 'Subject: DUP\r\n\r\nbody\r\n', 'the first DUP is untouched');
   });
 
+  t('writes issued together apply in the order they were issued', async (s) => {
+    // One batch: single-statement writes around writes of several statements (delete, claim).
+    const [a, deleted, b, claimed, c] = await Promise.all([
+      s.enqueue(msg('O1')),
+      s.deleteQueued('O1', 'alice'),
+      s.enqueue(msg('O2')),
+      s.claimWithData('A', 10, 60_000),
+      s.enqueue(msg('O3')),
+    ]);
+    assert.equal(a.id, 'O1');
+    assert.deepEqual(deleted, { deleted: true, recipients: 2 }, 'the delete sees the enqueue before it');
+    assert.equal(b.id, 'O2');
+    assert.deepEqual(
+      claimed.map((x) => [x.message.id, x.data?.toString()]),
+      [['O2', 'Subject: O2\r\n\r\nbody\r\n']],
+      'the claim sees O2 (not the deleted O1, not O3 issued after it)',
+    );
+    assert.equal(c.id, 'O3');
+    assert.equal((await s.get('O3'))?.state, 'incoming');
+    const done = await s.complete('O2', 'A', [ok(0), ok(1)], Date.now());
+    assert.equal(done, 'done');
+  });
+
   t('enqueue with a lease stores the message claimed by that owner', async (s) => {
     const q = await s.enqueue(msg('H1'), { owner: 'worker', ms: 60_000 });
     assert.equal(q.state, 'active');
