@@ -1018,7 +1018,7 @@ async function loadWithFaults(ctx: ProofContext, plan: Plan, env: Env): Promise<
             `First internal errors: ${gs
               .flatMap((x) => x.internalErrorSamples)
               .slice(0, 3)
-              .map((l) => `\`${l.slice(0, 300)}\``)
+              .map((l) => `\`${internalErrorText(l)}\``)
               .join(' ')}`,
           ]
         : []),
@@ -1329,5 +1329,20 @@ async function diskFull(
     } catch {
       /* no /proc */
     }
+  }
+}
+
+/**
+ * An internal.error log line as the report shows it: when, where and the error's first line (no
+ * stack, so no paths of the machine that ran the proof).
+ */
+function internalErrorText(line: string): string {
+  try {
+    const e = JSON.parse(line) as { time?: string; where?: string; error?: string };
+    return `${e.time ?? '?'} ${e.where ?? '?'}: ${String(e.error ?? '').split('\n')[0]}`.slice(0, 300);
+  } catch {
+    // Cut at 600 characters (proof/lib/gateway.ts), so no longer JSON: the same fields by pattern.
+    const field = (k: string) => new RegExp(`"${k}":"((?:[^"\\\\]|\\\\.)*)`).exec(line)?.[1] ?? '?';
+    return `${field('time')} ${field('where')}: ${field('error').split('\\n')[0]}`.slice(0, 300);
   }
 }
