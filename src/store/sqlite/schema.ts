@@ -194,4 +194,12 @@ export const migrations: Migration[] = [
     name: 'index of queued messages in list order (queue list paging)',
     sql: `CREATE INDEX messages_queued ON messages(received_at, id) WHERE state <> 'done';`,
   },
+  // Trace retention finds done messages by the time they finished. On (state, updated_at) every
+  // move of a message (claimed, deferred, done) rewrote its entry, since each sets updated_at: 2.2
+  // of the 21 pages a relayed message wrote to the WAL. Only finished messages are in this one.
+  {
+    name: 'index of finished messages holds done messages only',
+    sql: `CREATE INDEX messages_done ON messages(updated_at) WHERE state = 'done';
+   DROP INDEX messages_finished;`,
+  },
 ];
