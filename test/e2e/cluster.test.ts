@@ -32,7 +32,8 @@ interface Relay {
 }
 
 async function startRelay(): Promise<Relay> {
-  const held: (() => void)[] = [];
+  // Answers held back until release(), each with its connection: one that closes drops its own.
+  let held: { s: net.Socket; accept: () => void }[] = [];
   let hold = true;
   const sockets = new Set<net.Socket>();
   const relay: Relay = {
@@ -43,7 +44,7 @@ async function startRelay(): Promise<Relay> {
     },
     release: () => {
       hold = false;
-      for (const f of held.splice(0)) f();
+      for (const h of held.splice(0)) h.accept();
     },
     close: async () => {
       for (const s of sockets) s.destroy();
@@ -52,7 +53,10 @@ async function startRelay(): Promise<Relay> {
   };
   const srv = net.createServer((s) => {
     sockets.add(s);
-    s.on('close', () => sockets.delete(s));
+    s.on('close', () => {
+      sockets.delete(s);
+      held = held.filter((h) => h.s !== s);
+    });
     tinySmtp(s, 'relay.corp.contoso.test', (text, reply) => {
       const subject = /^Subject: (.*)$/m.exec(text)?.[1] ?? '?';
       const accept = () => {
@@ -60,7 +64,7 @@ async function startRelay(): Promise<Relay> {
         relay.subjects.push(subject);
         reply('250 2.0.0 Ok');
       };
-      if (hold) held.push(accept);
+      if (hold) held.push({ s, accept });
       else accept();
     });
   });
@@ -175,7 +179,10 @@ test(
 
     const killedAt = Date.now();
     await a.kill9();
-    relay.release(); // B's deliveries are answered; A's connections died with it, unanswered
+    // A's connections died with it, unanswered: once the relay has seen them close, B's deliveries
+    // are answered (the process's exit can be seen before its connections' close).
+    await until("node A's connections closed at the relay", () => relay.waiting === PER_NODE, 10_000);
+    relay.release();
     await until('every message reached the relay', () => relay.subjects.length >= 2 * PER_NODE, (LEASE + 30) * 1000);
     const takeoverMs = Date.now() - killedAt;
     await new Promise((r) => setTimeout(r, 3000)); // room for a duplicate to show up
