@@ -1,0 +1,94 @@
+// Pages the SQLite store writes to its WAL per message (not a test): the write amplification of
+// the queue's schema, phase by phase. A queue in a temp folder holds --history done messages
+// first (so the tables and indexes are not tiny), then --messages go through the relay's cycle in
+// batches of --batch: enqueued together (one group commit), claimed with their data, completed as
+// delivered. Automatic checkpoints are off on the store's connection, so the WAL only grows, and
+// its growth in frames is the pages written. Deterministic for a given schema: no clock, no peers.
+//
+//   node --import tsx bench/wal-pages.ts [--messages 1000] [--batch 5] [--history 2000] [--size 5120]
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import type Database from 'better-sqlite3';
+import { queueFile, SqliteStore } from '../src/store/sqlite/index.ts';
+import type { NewMessage, RecipientOutcome } from '../src/store/types.ts';
+
+const { values: a } = parseArgs({
+  options: {
+    messages: { type: 'string', default: '1000' },
+    batch: { type: 'string', default: '5' },
+    history: { type: 'string', default: '2000' },
+    size: { type: 'string', default: '5120' },
+  },
+  strict: true,
+});
+const int = (name: string, v: string, max: number) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > max) throw new Error(`--${name} must be an integer in 1..${max}`);
+  return n;
+};
+const N = int('messages', a.messages!, 100_000);
+const B = int('batch', a.batch!, 1000);
+const HISTORY = int('history', a.history!, 100_000);
+const SIZE = int('size', a.size!, 10_000_000);
+
+const msg = (id: string): NewMessage => ({
+  id,
+  org: 'contoso',
+  receivedAt: Date.now(),
+  mailFrom: 'sender@fabrikam.test',
+  messageId: `<${id}@fabrikam.test>`,
+  envelope: { smtputf8: false },
+  inbound: { sessionId: 's', clientIp: '127.0.0.1', clientPort: 1, helo: 'h', protocol: 'ESMTPS', receivedBy: 'mx' },
+  data: Buffer.alloc(SIZE, 'x'),
+  recipients: [{ address: `r-${id}@contoso.test`, org: 'contoso', route: 'remote' }],
+});
+const delivered: RecipientOutcome = {
+  idx: 0,
+  status: 'delivered',
+  reply: { code: 250, enhanced: '2.0.0', message: 'Ok' },
+  agent: 'smtp',
+  detail: { mx: 'mx.contoso.test', ip: '127.0.0.1', tlsAchieved: 'encrypted', tlsVersion: 'TLSv1.3' },
+};
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'pc-wal-'));
+const store = new SqliteStore(dir);
+// The store's own connection (private): its automatic checkpoint off, so the WAL only grows.
+(store as unknown as { db: Database.Database }).db.pragma('wal_autocheckpoint = 0');
+const wal = `${queueFile(dir)}-wal`;
+const pageSize = (store as unknown as { db: Database.Database }).db.pragma('page_size', { simple: true }) as number;
+const frames = () => Math.round((statSync(wal).size - 32) / (pageSize + 24));
+
+async function cycle(prefix: string, count: number, phases: Map<string, number> | null): Promise<void> {
+  for (let k = 0; k < count; k += B) {
+    const n = Math.min(B, count - k);
+    let f = frames();
+    await Promise.all(Array.from({ length: n }, (_, i) => store.enqueue(msg(`${prefix}${k + i}`))));
+    const add = (phase: string) => {
+      const now = frames();
+      phases?.set(phase, (phases.get(phase) ?? 0) + now - f);
+      f = now;
+    };
+    add('enqueue');
+    const claimed = await store.claimWithData('bench', n, 60_000);
+    add('claim');
+    await Promise.all(claimed.map((c) => store.complete(c.message.id, 'bench', [delivered], Date.now())));
+    add('complete');
+  }
+}
+
+try {
+  await cycle('H', HISTORY, null);
+  const phases = new Map<string, number>();
+  await cycle('M', N, phases);
+  const total = [...phases.values()].reduce((s, v) => s + v, 0);
+  console.log(
+    `WAL pages per message (${N} messages, batches of ${B}, ${HISTORY} done before, ${SIZE} bytes, page ${pageSize}):`,
+  );
+  for (const [phase, v] of phases) console.log(`  ${phase.padEnd(8)} ${(v / N).toFixed(1)}`);
+  console.log(`  ${'total'.padEnd(8)} ${(total / N).toFixed(1)}`);
+} finally {
+  await store.close();
+  rmSync(dir, { recursive: true, force: true });
+}
