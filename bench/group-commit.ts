@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { PostgresStore } from '../src/store/postgres/index.ts';
 import type { NewMessage } from '../src/store/types.ts';
 import { startPostgres } from '../test/helpers/postgres.ts';
+import { intArg } from './lib/args.ts';
 
 const { values: a } = parseArgs({
   options: {
@@ -18,15 +19,10 @@ const { values: a } = parseArgs({
   },
   strict: true,
 });
-const int = (name: string, v: string, max: number) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > max) throw new Error(`--${name} must be an integer in 1..${max}`);
-  return n;
-};
-const CALLERS = int('callers', a.callers!, 200);
-const ROUNDS = int('rounds', a.rounds!, 10_000);
-const REPS = int('reps', a.reps!, 20);
-const SIZE = int('size', a.size!, 10_000_000);
+const CALLERS = intArg('callers', a.callers!, 1, 200);
+const ROUNDS = intArg('rounds', a.rounds!, 1, 10_000);
+const REPS = intArg('reps', a.reps!, 1, 20);
+const SIZE = intArg('size', a.size!, 1, 10_000_000);
 
 const body = Buffer.alloc(SIZE, 0x61);
 const message = (id: string): NewMessage => ({

@@ -38,6 +38,7 @@ import { startPostgres, type PgInstance } from '../test/helpers/postgres.ts';
 import { makePki } from '../test/helpers/pki.ts';
 import { tinySmtp } from '../test/helpers/tiny-smtp.ts';
 import { Messages, nowMs, runLoad } from './lib/loadgen.ts';
+import { intArg } from './lib/args.ts';
 
 const GATEWAY = '127.0.0.40';
 const SINK = '127.0.0.41';
@@ -63,23 +64,17 @@ const { values: a } = parseArgs({
   },
   strict: true,
 });
-function int(name: string, v: string, min: number, max: number): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max)
-    throw new Error(`--${name} must be an integer in ${min}..${max} (got ${v})`);
-  return n;
-}
 const STORES = a.store!.split(',');
 if (!STORES.length || STORES.some((s) => s !== 'sqlite' && s !== 'postgres'))
   throw new Error('--store must be sqlite, postgres or both (sqlite,postgres)');
-const QUEUED = int('messages', a.messages!, 1, 1_000_000);
-const N = int('n', a.n!, 10, 100_000);
-const REPS = int('reps', a.reps!, 1, 10);
-const C = int('concurrency', a.concurrency!, 1, 200);
-const SIZE = int('size', a.size!, 100, 1_000_000);
-const SPREAD_MS = int('spread', a.spread!, 60, 86_400) * 1000;
-const LEAD_MS = int('lead', a.lead!, 0, 3600) * 1000;
-const CAP_MS = int('time-cap', a['time-cap']!, 10, 3600) * 1000;
+const QUEUED = intArg('messages', a.messages!, 1, 1_000_000);
+const N = intArg('n', a.n!, 10, 100_000);
+const REPS = intArg('reps', a.reps!, 1, 10);
+const C = intArg('concurrency', a.concurrency!, 1, 200);
+const SIZE = intArg('size', a.size!, 100, 1_000_000);
+const SPREAD_MS = intArg('spread', a.spread!, 60, 86_400) * 1000;
+const LEAD_MS = intArg('lead', a.lead!, 0, 3600) * 1000;
+const CAP_MS = intArg('time-cap', a['time-cap']!, 10, 3600) * 1000;
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -30,6 +30,7 @@ import { startPostgres, type PgInstance } from '../test/helpers/postgres.ts';
 import { makePki } from '../test/helpers/pki.ts';
 import { greetingLatencies, Messages, nowMs, runLoad, type LoadResult } from './lib/loadgen.ts';
 import { summarizeProfile } from './lib/cpuprofile.ts';
+import { intArg } from './lib/args.ts';
 
 const HARD_MAX_N = 100_000;
 const HZ = 100; // USER_HZ: /proc tick rate on Linux
@@ -61,26 +62,20 @@ const { values: a } = parseArgs({
   strict: true,
 });
 
-function int(name: string, v: string, min: number, max: number): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max)
-    throw new Error(`--${name} must be an integer in ${min}..${max} (got ${v})`);
-  return n;
-}
-const N = int('n', a.n!, 1, HARD_MAX_N);
-const REPS = int('reps', a.reps!, 1, 20);
-const C = int('concurrency', a.concurrency!, 1, 200);
-const SIZE = int('size', a.size!, 100, 1_000_000);
-const WARMUP = int('warmup', a.warmup!, 0, 10_000);
-const GREETINGS = int('greetings', a.greetings!, 0, 1000);
-const RUN_CAP_MS = int('time-cap', a['time-cap']!, 10, 1800) * 1000;
-const TOTAL_CAP_MS = int('total-cap', a['total-cap']!, 60, 7200) * 1000;
-const QUIET_WAIT_MS = int('quiet-wait', a['quiet-wait']!, 0, 600) * 1000;
+const N = intArg('n', a.n!, 1, HARD_MAX_N);
+const REPS = intArg('reps', a.reps!, 1, 20);
+const C = intArg('concurrency', a.concurrency!, 1, 200);
+const SIZE = intArg('size', a.size!, 100, 1_000_000);
+const WARMUP = intArg('warmup', a.warmup!, 0, 10_000);
+const GREETINGS = intArg('greetings', a.greetings!, 0, 1000);
+const RUN_CAP_MS = intArg('time-cap', a['time-cap']!, 10, 1800) * 1000;
+const TOTAL_CAP_MS = intArg('total-cap', a['total-cap']!, 60, 7200) * 1000;
+const QUIET_WAIT_MS = intArg('quiet-wait', a['quiet-wait']!, 0, 600) * 1000;
 const QUIET_CORES = 0.15;
 const rc = /^(\d+)(?:-(\d+))?$/.exec(a.rcpts!);
 if (!rc) throw new Error('--rcpts must be "K" or "MIN-MAX", e.g. 1-3');
-const RCPT_MIN = int('rcpts', rc[1], 1, 100);
-const RCPT_MAX = int('rcpts', rc[2] ?? rc[1], RCPT_MIN, 100);
+const RCPT_MIN = intArg('rcpts', rc[1], 1, 100);
+const RCPT_MAX = intArg('rcpts', rc[2] ?? rc[1], RCPT_MIN, 100);
 type Mode = 'seq' | 'pipe' | 'harness';
 const MODES: readonly Mode[] = [...new Set((a.mode === 'both' ? 'seq,pipe' : a.mode!).split(','))] as Mode[];
 if (!MODES.length || MODES.some((m) => !['seq', 'pipe', 'harness'].includes(m)))

@@ -28,6 +28,7 @@ import {
 } from '../src/reports/query.ts';
 import { SqliteStore } from '../src/store/sqlite/index.ts';
 import type { NewMessage } from '../src/store/types.ts';
+import { intArg } from './lib/args.ts';
 
 const { values: a } = parseArgs({
   options: {
@@ -41,16 +42,11 @@ const { values: a } = parseArgs({
   },
   strict: true,
 });
-const int = (v: string | undefined, name: string, max: number) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > max) throw new Error(`--${name} must be an integer in 1..${max} (got ${v})`);
-  return n;
-};
-const N = int(a.messages, 'messages', 10_000_000);
-const DAYS = int(a.days, 'days', 400);
-const RUNS = int(a.runs, 'runs', 1000);
-const DOMAINS = int(a.domains, 'domains', 1_000_000);
-const CLIENTS = int(a.clients, 'clients', 65_000);
+const N = intArg('messages', a.messages, 1, 10_000_000);
+const DAYS = intArg('days', a.days, 1, 400);
+const RUNS = intArg('runs', a.runs, 1, 1000);
+const DOMAINS = intArg('domains', a.domains, 1, 1_000_000);
+const CLIENTS = intArg('clients', a.clients, 1, 65_000);
 const DAY = 86_400_000;
 const BATCH = 5000;
 const ORGS = ['contoso', 'fabrikam', 'northwind'];

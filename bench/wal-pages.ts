@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util';
 import type Database from 'better-sqlite3';
 import { queueFile, SqliteStore } from '../src/store/sqlite/index.ts';
 import type { NewMessage, RecipientOutcome } from '../src/store/types.ts';
+import { intArg } from './lib/args.ts';
 
 const { values: a } = parseArgs({
   options: {
@@ -23,15 +24,10 @@ const { values: a } = parseArgs({
   },
   strict: true,
 });
-const int = (name: string, v: string, max: number) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > max) throw new Error(`--${name} must be an integer in 1..${max}`);
-  return n;
-};
-const N = int('messages', a.messages!, 100_000);
-const B = int('batch', a.batch!, 1000);
-const HISTORY = int('history', a.history!, 100_000);
-const SIZE = int('size', a.size!, 10_000_000);
+const N = intArg('messages', a.messages!, 1, 100_000);
+const B = intArg('batch', a.batch!, 1, 1000);
+const HISTORY = intArg('history', a.history!, 1, 100_000);
+const SIZE = intArg('size', a.size!, 1, 10_000_000);
 
 const msg = (id: string): NewMessage => ({
   id,
