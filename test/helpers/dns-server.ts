@@ -111,7 +111,6 @@ function answer(zone: Zone, q: { name: string; type: string }, auth: boolean): B
 
 export async function startDnsServer(zone: Zone, host = '127.0.0.1'): Promise<DnsServer> {
   const queries: DnsServer['queries'] = [];
-  const udp = dgram.createSocket('udp4');
   const state = { authenticated: false };
   const reply = (msg: Buffer): Buffer | null => {
     let p: Packet;
@@ -128,12 +127,6 @@ export async function startDnsServer(zone: Zone, host = '127.0.0.1'): Promise<Dn
     out.writeUInt16BE(p.id ?? 0, 0);
     return out;
   };
-  udp.on('message', (msg, rinfo) => {
-    const r = reply(msg);
-    if (r) udp.send(r, rinfo.port, rinfo.address);
-  });
-  await new Promise<void>((r) => udp.bind(0, host, () => r()));
-  const port = udp.address().port;
   const tcp = net.createServer((s) => {
     let buf = Buffer.alloc(0);
     s.on('error', () => {});
@@ -148,9 +141,32 @@ export async function startDnsServer(zone: Zone, host = '127.0.0.1'): Promise<Dn
       } else s.destroy();
     });
   });
-  await new Promise<void>((r, j) => {
-    tcp.once('error', j);
-    tcp.listen(port, host, () => r());
+  // One port number for both: the UDP socket takes a free one, TCP the same; when another process
+  // holds that number on TCP (tests run in parallel), both try again with another.
+  let udp: dgram.Socket | undefined;
+  let port = 0;
+  for (let attempt = 1; !udp; attempt++) {
+    const u = dgram.createSocket('udp4');
+    await new Promise<void>((r) => u.bind(0, host, () => r()));
+    port = u.address().port;
+    try {
+      await new Promise<void>((r, j) => {
+        tcp.once('error', j);
+        tcp.listen(port, host, () => {
+          tcp.off('error', j);
+          r();
+        });
+      });
+      udp = u;
+    } catch (e) {
+      u.close();
+      if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 20) throw e;
+    }
+  }
+  const sock = udp;
+  sock.on('message', (msg, rinfo) => {
+    const r = reply(msg);
+    if (r) sock.send(r, rinfo.port, rinfo.address);
   });
   return {
     port,
@@ -165,7 +181,7 @@ export async function startDnsServer(zone: Zone, host = '127.0.0.1'): Promise<Dn
     },
     close: () =>
       new Promise<void>((r) => {
-        udp.close();
+        sock.close();
         tcp.close(() => r());
       }),
   };
