@@ -264,7 +264,12 @@ export class PostgresStore implements Store {
     if (this.forceSyncCommit) head.push(client.query('SET LOCAL synchronous_commit = on'));
     const started: Promise<unknown>[] = [];
     for (const op of ops) {
-      const p = op.run(client);
+      let p: Promise<unknown>;
+      try {
+        p = op.run(client);
+      } catch (e) {
+        p = Promise.reject(e); // a write that throws before its first statement fails like one refused
+      }
       p.catch(() => undefined); // settled below
       started.push(p);
       if (op.single) continue;
