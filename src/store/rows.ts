@@ -1,6 +1,7 @@
 // Owns: turning stored rows into the store interface's objects, one definition for both backends
 // (their tables have the same columns; JSON is kept as text in both), and the queue's read-only
-// queries that both SQL dialects run as written (depth, next due).
+// query that both SQL dialects run as written (depth). The next due time has one query per store:
+// each follows its own indexes.
 import type {
   AdminToken,
   AuditEntry,
@@ -94,17 +95,6 @@ export const DEPTH_SQL = `SELECT ${QUEUED_STATES.map(
 export function toDepth(r: Row | undefined): QueueDepth {
   return Object.fromEntries(QUEUED_STATES.map((s) => [s, Number(r?.[s] ?? 0)])) as QueueDepth;
 }
-
-/**
- * When the next message is due (SQLite): the earliest retry of each waiting state and the earliest
- * lease expiry, each found by an index probe on (state, ...) with the state equal (with
- * `state IN (...)` SQLite reads every waiting message's entry instead). PostgreSQL has partial
- * indexes for this and its own query (store/postgres/index.ts).
- */
-export const NEXT_DUE_SQL = `SELECT min(t) AS t FROM (
-  SELECT min(next_attempt_at) AS t FROM messages WHERE state = 'incoming'
-  UNION ALL SELECT min(next_attempt_at) FROM messages WHERE state = 'deferred'
-  UNION ALL SELECT min(lease_until) FROM messages WHERE state = 'active') due`;
 
 export function toToken(r: Row): AdminToken {
   return {

@@ -96,7 +96,7 @@ interface Pending extends TxOp {
 const OPEN = `status IN ('pending', 'deferred')`;
 
 /** When the next message is due: one probe of each claim index (schema.ts, partial indexes for claims). */
-const PG_NEXT_DUE_SQL = `SELECT min(t) AS t FROM (
+const NEXT_DUE_SQL = `SELECT min(t) AS t FROM (
   SELECT min(next_attempt_at) AS t FROM messages WHERE state IN ('incoming', 'deferred')
   UNION ALL SELECT min(lease_until) FROM messages WHERE state = 'active') due`;
 
@@ -643,7 +643,7 @@ export class PostgresStore implements Store {
   }
 
   async nextDue(): Promise<number | null> {
-    const rows = await this.read<{ t: number | null }>(PG_NEXT_DUE_SQL, [], 'pc_next_due');
+    const rows = await this.read<{ t: number | null }>(NEXT_DUE_SQL, [], 'pc_next_due');
     return rows[0]?.t ?? null;
   }
 

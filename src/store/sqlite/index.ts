@@ -49,7 +49,7 @@ import type {
   TraceFilter,
 } from '../types.ts';
 import type { MigrationStatus } from '../migrations.ts';
-import { DEPTH_SQL, NEXT_DUE_SQL, toDepth, toMessage, toNode, type Row } from '../rows.ts';
+import { DEPTH_SQL, toDepth, toMessage, toNode, type Row } from '../rows.ts';
 import { migrations } from './schema.ts';
 import { SqliteAdminTables } from './admin.ts';
 import { SqliteClusterTables } from './cluster.ts';
@@ -64,6 +64,16 @@ export interface SqliteOpenOptions {
   /** The serving process: WAL checkpoints run in a thread of their own (checkpointer.ts). */
   checkpointThread?: boolean;
 }
+
+/**
+ * When the next message is due: the earliest retry of each waiting state and the earliest
+ * lease expiry, each found by an index probe on (state, ...) with the state equal (with
+ * `state IN (...)` SQLite reads every waiting message's entry instead).
+ */
+const NEXT_DUE_SQL = `SELECT min(t) AS t FROM (
+  SELECT min(next_attempt_at) AS t FROM messages WHERE state = 'incoming'
+  UNION ALL SELECT min(next_attempt_at) FROM messages WHERE state = 'deferred'
+  UNION ALL SELECT min(lease_until) FROM messages WHERE state = 'active') due`;
 
 export const queueFile = (dataDir: string): string => path.join(dataDir, 'queue.sqlite');
 
