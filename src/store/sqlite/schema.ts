@@ -202,4 +202,17 @@ export const migrations: Migration[] = [
     sql: `CREATE INDEX messages_done ON messages(updated_at) WHERE state = 'done';
    DROP INDEX messages_finished;`,
   },
+  // A claim looks for expired leases among the messages in delivery, and the next-due query for the
+  // earliest lease: by (state, next_attempt_at) both read every leased message's row, each time
+  // (5 % of the relay's event loop with a full window). The leases get their own ordered index, as
+  // on PostgreSQL. The trace's sender and recipient searches compare lower-cased: the indexes on the
+  // plain columns never served them (a scan of every message, or of every recipient's entry).
+  {
+    name: 'index of leases by expiry; sender and recipient indexes serve the case-blind trace search',
+    sql: `CREATE INDEX messages_leased ON messages(lease_until) WHERE state = 'active';
+   DROP INDEX messages_from;
+   CREATE INDEX messages_from ON messages(lower(mail_from));
+   DROP INDEX recipients_address;
+   CREATE INDEX recipients_address ON recipients(lower(address));`,
+  },
 ];
