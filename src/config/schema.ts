@@ -978,7 +978,16 @@ export const configSchema = z.strictObject({
             'work over (see [Running a cluster](cluster.md#several-nodes)).',
           valueType: 'seconds',
         }),
-      concurrency: z.number().int().min(1).max(1000).default(20).describe('Messages in delivery at the same time.'),
+      concurrency: z
+        .number()
+        .int()
+        .min(1)
+        .max(1000)
+        .default(100)
+        .describe(
+          'Messages in delivery at the same time, waiting for a connection to their next hop included (each holds ' +
+            'its data in memory). A message accepted while all are taken is delivered through the queue.',
+        ),
     })
     .prefault({}),
   trace: z
