@@ -59,7 +59,6 @@ export class DataDecoder {
 
   private emit(b: Buffer): void {
     if (b.length === 0) return;
-    this.lineLen += b === CRLF ? 0 : b.length;
     if (this.inHeader) {
       this.out.headerSize += b.length;
       if (this.out.headerSize > this.maxHeaderSize) this.out.headerExceeded = true;
@@ -72,20 +71,27 @@ export class DataDecoder {
     if (!this.out.sizeExceeded) this.out.chunks.push(b);
   }
 
-  private eol(real: boolean): void {
+  /** A line ended (its CRLF not emitted here). */
+  private line(real: boolean): void {
     if (this.inHeader && this.lineLen === 0) this.inHeader = false; // the empty line ends the header block
     if (this.lineLen > this.out.longestLine) this.out.longestLine = this.lineLen;
-    this.emit(CRLF);
     this.lineStart = true;
     this.afterRealCrlf = real;
     this.lineLen = 0;
     if (!real) this.out.bare = true;
   }
 
+  /** A line ended whose CRLF is not in the input as such (a bare CR or LF, or split between chunks). */
+  private eol(real: boolean): void {
+    this.line(real);
+    this.emit(CRLF);
+  }
+
   /**
    * Feed bytes. Returns the offset just past the terminating "." CRLF when the data ended in
    * this chunk, or -1 when more is needed. Bytes after the returned offset belong to the next
-   * command (pipelining).
+   * command (pipelining). Verbatim runs, real CRLFs included, are kept as slices of `buf`: a
+   * message without dot-stuffing or bare line endings comes out in as many chunks as it came in.
    */
   feed(buf: Buffer): number {
     let run = 0; // start of the pending verbatim run in buf
@@ -94,7 +100,15 @@ export class DataDecoder {
       const c = buf[i];
       switch (this.st) {
         case St.Normal:
-          if (c === CR) {
+          if (c === CR && i + 1 < n && buf[i + 1] === LF) {
+            // A real CRLF, kept in the run; the empty line's is not part of the header section.
+            if (this.inHeader && this.lineLen === 0) {
+              this.emit(buf.subarray(run, i));
+              run = i;
+            }
+            this.line(true);
+            i++;
+          } else if (c === CR) {
             this.emit(buf.subarray(run, i));
             this.st = St.Cr;
             run = i + 1;
@@ -111,6 +125,7 @@ export class DataDecoder {
             if (c === 0) this.out.nul = true;
             else if (c > 127) this.out.eightBit = true;
             this.lineStart = false;
+            this.lineLen++;
           }
           break;
         case St.Cr:
@@ -132,6 +147,7 @@ export class DataDecoder {
             // ".\n": a bare LF; content line "."
             this.st = St.Normal;
             this.emit(DOTBUF);
+            this.lineLen = 1;
             this.eol(false);
             run = i + 1;
           } else {
@@ -145,6 +161,7 @@ export class DataDecoder {
           this.st = St.Normal;
           if (c === LF && this.afterRealCrlf) return i + 1; // CR LF . CR LF: end of data
           this.emit(DOTBUF);
+          this.lineLen = 1;
           if (c === LF) {
             this.eol(true);
             run = i + 1;

@@ -109,6 +109,8 @@ test('property: the result does not depend on how the stream is fragmented', () 
         assert.equal(frag.bare, whole.bare);
         assert.equal(frag.nul, whole.nul);
         assert.equal(frag.longestLine, whole.longestLine);
+        assert.equal(frag.headerSize, whole.headerSize);
+        assert.equal(frag.eightBit, whole.eightBit);
         assert.equal(whole.longestLine, Math.max(0, ...whole.text.split('\r\n').map((l) => l.length)));
         // Invariants: terminator found; output has only CRLF line endings.
         assert.ok(whole.end > 0);
@@ -117,4 +119,13 @@ test('property: the result does not depend on how the stream is fragmented', () 
     ),
     { numRuns: 2000, seed: 42 },
   );
+});
+
+test('a message without stuffing or bare line endings comes out as slices of its input, one per chunk', () => {
+  const msg = 'Subject: a\r\nFrom: b@c\r\n\r\n' + 'line of text\r\n'.repeat(300);
+  const r = decode(msg + '.\r\n', [1500]);
+  assert.equal(r.text, msg);
+  assert.equal(r.headerSize, 'Subject: a\r\nFrom: b@c\r\n'.length);
+  // The header section ends in the first chunk: one slice up to the empty line, one after it.
+  assert.equal(r.chunks.length, Math.ceil((msg.length + 3) / 1500) + 1);
 });
