@@ -116,6 +116,15 @@ export function sqliteMigrationStatus(dataDir: string): MigrationStatus {
     migrations: migrations.map((m, i) => ({ version: i + 1, name: m.name, applied: i < version })),
   };
 }
+/**
+ * The queue file is read through a memory mapping of up to this size (reads only; writes stay
+ * pwrite and fsync). With several workers every commit of one empties the page cache of the
+ * others, and each of their next transactions read the B-tree pages again: a pread and a copy
+ * each without the mapping, in place with it (relay benchmark, `workers: auto`: 0.79–0.83 ms of
+ * CPU per message against 1.09–1.10). The file never shrinks (no vacuum), so the mapping never
+ * outlives its pages. Touched pages count in the process's RSS as file pages the kernel reclaims.
+ */
+const MMAP_BYTES = 256 * 1024 * 1024;
 /** How long a group commit keeps trying for another process's write lock before its writes fail. */
 const LOCK_WAIT_MS = 10_000;
 /** SQLite's own wait for a lock, for everything but the group commit's first try (opening, closing). */
@@ -157,6 +166,7 @@ export class SqliteStore implements Store {
     } else {
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = FULL');
+      this.db.pragma(`mmap_size = ${MMAP_BYTES}`);
       this.migrate();
       if (opts.checkpointThread) this.checkpointer = new Checkpointer(this.db, queueFile(dataDir));
     }
