@@ -164,7 +164,8 @@ export class Gateway {
       ? new ServerTls(config.tls.certificates, config.tls.minVersion as SecureVersion)
       : undefined;
     this.server = new SmtpServer(() => this.deps, worker?.admission);
-    await this.server.listen(config.smtp.listen);
+    // A worker's connections come from its supervisor (connection()).
+    if (!worker) await this.server.listen(config.smtp.listen);
     if (config.admin.enabled && (!worker || worker.n === 1)) {
       this.admin = new (await import('./admin/http/server.ts')).AdminServer();
       await this.admin.listen(config.admin.listen);
@@ -345,6 +346,11 @@ export class Gateway {
   }
 
   /** A control socket command (from the supervisor, in a worker). */
+  /** An SMTP connection the supervisor accepted (a worker's). */
+  connection(socket: net.Socket): void {
+    this.server.take(socket);
+  }
+
   async control(cmd: Command, source: string): Promise<ControlResponse> {
     switch (cmd) {
       case 'reload':

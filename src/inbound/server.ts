@@ -7,8 +7,8 @@
 // is dropped beyond that.
 // Listeners are bound (as root, for port 25) before the rest of the server exists: connections
 // that arrive before open() wait (their bytes buffered) and are admitted by open(). In a worker
-// process the listeners are the supervisor's sockets (config/listen.ts) and admission is asked of
-// the supervisor (an AdmissionGate that answers asynchronously).
+// process there are no listeners: the supervisor accepts and hands each connection over (take()),
+// and admission is asked of the supervisor (an AdmissionGate that answers asynchronously).
 import net from 'node:net';
 import { listenOptions, listenSockets } from '../config/listen.ts';
 import { emit } from '../events.ts';
@@ -23,6 +23,7 @@ export class SmtpServer {
   private readonly lingering = new Set<net.Socket>();
   /** Connections accepted before open(); null once open. */
   private early: net.Socket[] | null = [];
+  private closed = false;
 
   constructor(
     private readonly deps: () => SessionDeps,
@@ -47,6 +48,18 @@ export class SmtpServer {
       return;
     }
     this.early.push(s);
+  }
+
+  /** A connection accepted elsewhere (a worker's, from its supervisor): served as if accepted here. */
+  take(s: net.Socket): void {
+    if (this.closed) {
+      s.on('error', () => {});
+      s.end(formatReply(Replies.shuttingDown(this.deps().config.hostname)));
+      setTimeout(() => s.destroy(), 2000).unref();
+      return;
+    }
+    s.setNoDelay(true);
+    this.accept(s);
   }
 
   get connections(): number {
@@ -130,6 +143,7 @@ export class SmtpServer {
 
   /** Stop accepting; ask idle sessions to leave; wait up to `graceMs` for the rest. */
   async close(graceMs = 10_000): Promise<void> {
+    this.closed = true;
     for (const s of this.servers) s.close();
     this.servers = [];
     for (const s of this.early ?? []) s.destroy();

@@ -75,6 +75,11 @@ export class SharedAdmission {
     return this.admission.sessions;
   }
 
+  /** The sessions `worker` holds (admitted, not yet ended). */
+  sessionsOf(worker: number): number {
+    return this.slots.get(worker)?.size ?? 0;
+  }
+
   /** Handle an admission message of `worker`; the answer to send back, if any. */
   handle(worker: number, m: ToSupervisor): ToWorker | undefined {
     let mine = this.slots.get(worker);

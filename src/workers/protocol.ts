@@ -16,7 +16,9 @@ export type Verdict = { reply: SmtpReply } | { reserved: boolean; provisional: b
 export type ToWorker =
   | { t: 'call'; id: number; cmd: Command; source: string }
   | { t: 'answer'; id: number; res: ControlResponse }
-  | { t: 'admitted'; id: number; verdict: Verdict };
+  | { t: 'admitted'; id: number; verdict: Verdict }
+  /** A connection the supervisor accepted: the socket is the message's handle. */
+  | { t: 'conn' };
 
 /** Worker → supervisor. */
 export type ToSupervisor =

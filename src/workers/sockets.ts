@@ -1,7 +1,8 @@
 // Owns: binding the listening sockets in the supervisor (workers: N): every smtp.listen entry, the
 // admin centre's and the MTA-STS policy host's, bound as the starting user (root, for ports 25 and
-// 443) before privileges are dropped, and handed to the workers as file descriptors. The supervisor
-// never accepts on them (they are bound, the workers listen and accept), so a worker that dies
+// 443) before privileges are dropped. The SMTP sockets stay with the supervisor, which accepts on
+// them and hands each connection to a worker (workers/distribute.ts); the others are handed to the
+// workers as file descriptors, and the workers listen and accept on them, so a worker that dies
 // leaves the socket open: connections wait in its backlog for the other workers or the restarted one.
 // Promise: a socket that cannot be bound fails the start naming the address, the cause and the fix;
 // close() releases every socket bound so far.
@@ -20,6 +21,8 @@ interface TcpHandle {
 }
 type CreateHandle = (address: string, port: number, family: 4 | 6, fd: undefined, flags: number) => TcpHandle | number;
 const createServerHandle = (net as unknown as { _createServerHandle: CreateHandle })._createServerHandle;
+/** In place of a handle given away (takeSmtp), so that handles[i] stays bound[i]'s. */
+const NO_HANDLE: TcpHandle = { fd: -1, getsockname: () => 0, close: () => {} };
 /** UV_TCP_IPV6ONLY */
 const IPV6_ONLY = 1;
 
@@ -29,6 +32,8 @@ export interface BoundSocket {
   fd: number;
   /** Handed only to worker 1 (the admin centre runs once). */
   firstOnly: boolean;
+  /** An SMTP listener: the supervisor accepts on it (not handed to the workers). */
+  smtp: boolean;
 }
 
 export class Sockets {
@@ -38,7 +43,7 @@ export class Sockets {
   /** Bind what the configuration listens on; throws (after close()) when one cannot be bound. */
   bindAll(c: Config): void {
     try {
-      for (const s of listenSockets(c.smtp.listen)) this.bind(s, 'smtp.listen', false);
+      for (const s of listenSockets(c.smtp.listen)) this.bind(s, 'smtp.listen', false, true);
       if (c.admin.enabled) for (const s of listenSockets([c.admin.listen])) this.bind(s, 'admin.listen', true);
       if (c.mtaSts.hosting)
         for (const s of listenSockets(c.mtaSts.hosting.listen)) this.bind(s, 'mtaSts.hosting.listen', false);
@@ -48,7 +53,7 @@ export class Sockets {
     }
   }
 
-  private bind(s: ListenSocket, key: string, firstOnly: boolean): void {
+  private bind(s: ListenSocket, key: string, firstOnly: boolean, smtp = false): void {
     if (this.bound.some((b) => b.key === socketKey(s))) return;
     const h = createServerHandle(s.host, s.port, s.family, undefined, s.ipv6Only ? IPV6_ONLY : 0);
     // libuv reports EADDRINUSE only later (at listen or getsockname), so both are checked here.
@@ -65,14 +70,21 @@ export class Sockets {
       );
     }
     this.handles.push(h);
-    this.bound.push({ entry: s.entry, key: socketKey(s), fd: h.fd, firstOnly });
+    this.bound.push({ entry: s.entry, key: socketKey(s), fd: h.fd, firstOnly, smtp });
     emit({ event: 'server.listening', address: s.entry });
   }
 
   /** The stdio slots and the LISTEN_FDS_ENV map for worker `n` (descriptors from 4 on; 3 is IPC). */
   forWorker(n: number): { fds: number[]; map: Record<string, number> } {
-    const mine = this.bound.filter((b) => n === 1 || !b.firstOnly);
+    const mine = this.bound.filter((b) => !b.smtp && (n === 1 || !b.firstOnly));
     return { fds: mine.map((b) => b.fd), map: Object.fromEntries(mine.map((b, i) => [b.key, 4 + i])) };
+  }
+
+  /** The SMTP listeners' handles, for the supervisor to accept on: closing them is the taker's from now on. */
+  takeSmtp(): { handle: object; entry: string }[] {
+    const taken = this.bound.flatMap((b, i) => (b.smtp ? [{ handle: this.handles[i], entry: b.entry }] : []));
+    for (const t of taken) this.handles[this.handles.indexOf(t.handle)] = NO_HANDLE;
+    return taken;
   }
 
   close(): void {

@@ -1,8 +1,9 @@
 // Owns: the supervisor of `workers: N` (N > 1). It binds the listeners as the starting user, drops
 // privileges (service/start.ts), owns the control socket (the single-instance guard), prepares the
 // queue once (migrations; on SQLite it returns every lease of the previous run, being the only
-// server on its queue), then forks N workers (`serve` again, WORKER_ENV set) that inherit the
-// sockets and run the gateway, each a node of the store (`nodeId/wN`). It keeps the connection
+// server on its queue), then forks N workers (`serve` again, WORKER_ENV set) that run the gateway,
+// each a node of the store (`nodeId/wN`). It accepts the SMTP connections and hands each to the
+// least busy worker (workers/distribute.ts); the workers inherit the other sockets. It keeps the connection
 // counts for all of them (workers/admission.ts), restarts a worker that dies, fans reload, kick and
 // status out to every worker and stops them all gracefully on SIGTERM.
 // Promises: the server counts as started (server.started) only when every worker started; a worker
@@ -11,6 +12,7 @@
 // queue. The supervisor holds no mail: killing it loses nothing (the workers notice the closed
 // channel and exit at once, as if killed with it; a new supervisor returns their leases).
 import { fork, type ChildProcess } from 'node:child_process';
+import type { Socket } from 'node:net';
 import os from 'node:os';
 import { assertNoServer, startControlServer, type ControlResponse } from '../admin/control.ts';
 import { loadConfig, type Config } from '../config/load.ts';
@@ -24,6 +26,7 @@ import { openStore } from '../store/open.ts';
 import { ensureDevCertificate } from '../tls/devcert.ts';
 import { errorMessage } from '../util/errors.ts';
 import { SharedAdmission } from './admission.ts';
+import { Distributor } from './distribute.ts';
 import { WORKER_ENV, workerNodeId, type Command, type ToSupervisor, type ToWorker } from './protocol.ts';
 import { Sockets } from './sockets.ts';
 
@@ -59,6 +62,15 @@ export class Supervisor {
   private readonly sockets = new Sockets();
   private readonly admission = new SharedAdmission();
   private readonly workers = new Map<number, Worker>();
+  private readonly distributor = new Distributor(() =>
+    [...this.workers.values()]
+      .filter((w) => w.started && w.child.connected)
+      .map((w) => ({
+        n: w.n,
+        sessions: this.admission.sessionsOf(w.n),
+        hand: (socket) => this.send(w, { t: 'conn' }, socket),
+      })),
+  );
   private readonly pause = new Map<number, number>();
   private control: import('node:net').Server | undefined;
   private config!: Config;
@@ -75,6 +87,7 @@ export class Supervisor {
     } catch (e) {
       this.stopping = true;
       for (const w of this.workers.values()) w.child.kill('SIGKILL');
+      this.distributor.close();
       this.control?.close();
       this.sockets.close();
       throw e;
@@ -107,6 +120,7 @@ export class Supervisor {
       notice(`removed ${removed} partial mailbox file(s) left in Maildir tmp/ folders by a previous process`);
     await Promise.all(Array.from({ length: this.opts.workers }, (_, i) => this.spawn(i + 1)));
     this.startedOnce = true;
+    await this.distributor.listen(this.sockets.takeSmtp());
     emit({ event: 'server.started', hostname: c.hostname, dataDir: c.dataDir, configFile: c.source });
   }
 
@@ -129,12 +143,14 @@ export class Supervisor {
             pid: child.pid ?? 0,
             nodeId: workerNodeId(this.config.nodeId, n),
           });
+          this.distributor.flush();
           resolve();
         } else this.onMessage(w, m);
       });
       child.on('error', (e) => emit({ event: 'internal.error', where: `worker ${n}`, error: e.message }));
       child.once('exit', (code, signal) => {
         this.admission.forget(n);
+        this.distributor.forget(n);
         for (const done of w.calls.values()) done({ ok: false, message: `worker ${n} exited` });
         if (this.workers.get(n) === w) this.workers.delete(n);
         if (!w.started && !this.startedOnce) {
@@ -185,15 +201,19 @@ export class Supervisor {
         void this.command(m.cmd, m.source).then((res) => this.send(w, { t: 'answer', id: m.id, res }));
         return;
       default: {
+        if (m.t === 'admit') this.distributor.admitted(w.n);
         const answer = this.admission.handle(w.n, m);
         if (answer) this.send(w, answer);
       }
     }
   }
 
-  private send(w: Worker, m: ToWorker): boolean {
+  /** Send m (with a connection's socket as its handle); false when the worker's channel is gone. */
+  private send(w: Worker, m: ToWorker, socket?: Socket): boolean {
     if (!w.child.connected) return false;
-    w.child.send(m);
+    if (!socket) w.child.send(m);
+    // The supervisor's copy of the socket is closed once it went over; if it cannot, it is closed here.
+    else w.child.send(m, socket, {}, (e) => e && socket.destroy());
     return true;
   }
 
@@ -248,6 +268,7 @@ export class Supervisor {
     if (this.stopping) return;
     this.stopping = true;
     emit({ event: 'server.stopping', signal });
+    this.distributor.close();
     this.control?.close();
     const exits = [...this.workers.values()].map(
       (w) =>

@@ -1,10 +1,11 @@
-// Owns: the worker side of `workers: N`: a gateway started with the supervisor's sockets, its node id
-// (`nodeId/wN`) and admission through the supervisor, answering the supervisor's commands (reload,
-// kick, status) over IPC. SIGTERM stops it gracefully; SIGHUP and SIGINT are the supervisor's to
-// pass on (a terminal's ^C reaches the whole process group). When the supervisor's channel closes
-// (it died, kill -9 included) the worker exits at once, as a single process killed with it would:
-// everything it answered 250 to is stored; its leases go back to the queue when a new supervisor
-// starts.
+// Owns: the worker side of `workers: N`: a gateway started with the supervisor's sockets (its SMTP
+// connections handed over one by one), its node id (`nodeId/wN`) and admission through the
+// supervisor, answering the supervisor's commands (reload, kick, status) over IPC. SIGTERM stops
+// it gracefully; SIGHUP and SIGINT are the supervisor's to pass on (a terminal's ^C reaches the
+// whole process group). When the supervisor's channel closes (it died, kill -9 included) the
+// worker exits at once, as a single process killed with it would: everything it answered 250 to
+// is stored; its leases go back to the queue when a new supervisor starts.
+import net from 'node:net';
 import type { ControlResponse } from '../admin/control.ts';
 import type { AdmissionGate } from '../inbound/admission.ts';
 import { WorkerAdmission } from './admission.ts';
@@ -14,6 +15,8 @@ import type { Command, ToSupervisor, ToWorker } from './protocol.ts';
 export interface WorkerGateway {
   start(): Promise<void>;
   control(cmd: Command, source: string): Promise<ControlResponse>;
+  /** An SMTP connection the supervisor accepted. */
+  connection(socket: net.Socket): void;
   stop(signal: string): Promise<void>;
 }
 
@@ -44,8 +47,10 @@ export async function runWorker(n: number, make: (role: WorkerRole) => WorkerGat
       resolve({ ok: false, message: 'the supervisor is not running' });
     });
   const gw = make({ n, admission, reloadAll });
-  process.on('message', (m: ToWorker) => {
-    if (m.t === 'admitted') admission.onMessage(m);
+  process.on('message', (m: ToWorker, handle: unknown) => {
+    if (m.t === 'conn') {
+      if (handle instanceof net.Socket) gw.connection(handle);
+    } else if (m.t === 'admitted') admission.onMessage(m);
     else if (m.t === 'answer') {
       calls.get(m.id)?.(m.res);
       calls.delete(m.id);
