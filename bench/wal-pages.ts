@@ -1,11 +1,18 @@
-// Pages the SQLite store writes to its WAL per message (not a test): the write amplification of
-// the queue's schema, phase by phase. A queue in a temp folder holds --history done messages
-// first (so the tables and indexes are not tiny), then --messages go through the relay's cycle in
-// batches of --batch: enqueued together (one group commit), claimed with their data, completed as
-// delivered. Automatic checkpoints are off on the store's connection, so the WAL only grows, and
-// its growth in frames is the pages written. Deterministic for a given schema: no clock, no peers.
+// Pages the SQLite store writes to its WAL per message, and the CPU the store spends per message
+// (not a test): the write amplification and the cost of the queue's schema, phase by phase. A
+// queue in a temp folder holds --history done messages first (so the tables and indexes are not
+// tiny), then --messages go through the relay's cycle in batches of --batch: enqueued together
+// (one group commit), claimed with their data, completed as delivered. With --handoff they are
+// enqueued leased to the worker instead (the relay's direct handoff) and not claimed. Message-IDs,
+// senders and recipients are sequential, or random with --random-keys (real mail: each lands on a
+// leaf of its index of its own). Automatic checkpoints are off on the store's connection, so the
+// WAL only grows and its growth in frames is the pages written; the CPU is this process's (user
+// and system) over the measured messages, checkpoints excluded. Pages are deterministic for a
+// given schema (sequential keys); the CPU varies from run to run by a few per cent.
 //
 //   node --import tsx bench/wal-pages.ts [--messages 1000] [--batch 5] [--history 2000] [--size 5120]
+//     [--handoff] [--random-keys]
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,6 +28,8 @@ const { values: a } = parseArgs({
     batch: { type: 'string', default: '5' },
     history: { type: 'string', default: '2000' },
     size: { type: 'string', default: '5120' },
+    handoff: { type: 'boolean', default: false },
+    'random-keys': { type: 'boolean', default: false },
   },
   strict: true,
 });
@@ -29,16 +38,18 @@ const B = intArg('batch', a.batch!, 1, 1000);
 const HISTORY = intArg('history', a.history!, 1, 100_000);
 const SIZE = intArg('size', a.size!, 1, 10_000_000);
 
+/** A key part: the message's id, or random bytes (--random-keys). */
+const key = (id: string) => (a['random-keys'] ? randomBytes(8).toString('hex') : id);
 const msg = (id: string): NewMessage => ({
   id,
   org: 'contoso',
   receivedAt: Date.now(),
-  mailFrom: 'sender@fabrikam.test',
-  messageId: `<${id}@fabrikam.test>`,
+  mailFrom: `sender-${key(id)}@fabrikam.test`,
+  messageId: `<${key(id)}@fabrikam.test>`,
   envelope: { smtputf8: false },
   inbound: { sessionId: 's', clientIp: '127.0.0.1', clientPort: 1, helo: 'h', protocol: 'ESMTPS', receivedBy: 'mx' },
   data: Buffer.alloc(SIZE, 'x'),
-  recipients: [{ address: `r-${id}@contoso.test`, org: 'contoso', route: 'remote' }],
+  recipients: [{ address: `r-${key(id)}@contoso.test`, org: 'contoso', route: 'remote' }],
 });
 const delivered: RecipientOutcome = {
   idx: 0,
@@ -60,16 +71,19 @@ async function cycle(prefix: string, count: number, phases: Map<string, number> 
   for (let k = 0; k < count; k += B) {
     const n = Math.min(B, count - k);
     let f = frames();
-    await Promise.all(Array.from({ length: n }, (_, i) => store.enqueue(msg(`${prefix}${k + i}`))));
+    const lease = a.handoff ? { owner: 'bench', ms: 60_000 } : undefined;
+    const queued = await Promise.all(
+      Array.from({ length: n }, (_, i) => store.enqueue(msg(`${prefix}${k + i}`), lease)),
+    );
     const add = (phase: string) => {
       const now = frames();
       phases?.set(phase, (phases.get(phase) ?? 0) + now - f);
       f = now;
     };
     add('enqueue');
-    const claimed = await store.claimWithData('bench', n, 60_000);
-    add('claim');
-    await Promise.all(claimed.map((c) => store.complete(c.message.id, 'bench', [delivered], Date.now())));
+    const claimed = lease ? queued : (await store.claimWithData('bench', n, 60_000)).map((c) => c.message);
+    if (!lease) add('claim');
+    await Promise.all(claimed.map((m) => store.complete(m.id, 'bench', [delivered], Date.now(), { gen: m.leaseGen })));
     add('complete');
   }
 }
@@ -77,13 +91,20 @@ async function cycle(prefix: string, count: number, phases: Map<string, number> 
 try {
   await cycle('H', HISTORY, null);
   const phases = new Map<string, number>();
+  const cpu0 = process.cpuUsage();
   await cycle('M', N, phases);
+  const cpu = process.cpuUsage(cpu0);
   const total = [...phases.values()].reduce((s, v) => s + v, 0);
   console.log(
-    `WAL pages per message (${N} messages, batches of ${B}, ${HISTORY} done before, ${SIZE} bytes, page ${pageSize}):`,
+    `WAL pages per message (${N} messages, batches of ${B}, ${HISTORY} done before, ${SIZE} bytes, page ${pageSize}` +
+      `${a.handoff ? ', handed off' : ''}${a['random-keys'] ? ', random keys' : ''}):`,
   );
   for (const [phase, v] of phases) console.log(`  ${phase.padEnd(8)} ${(v / N).toFixed(1)}`);
   console.log(`  ${'total'.padEnd(8)} ${(total / N).toFixed(1)}`);
+  console.log(
+    `store CPU per message: ${((cpu.user + cpu.system) / 1000 / N).toFixed(3)} ms ` +
+      `(user ${(cpu.user / 1000 / N).toFixed(3)}, system ${(cpu.system / 1000 / N).toFixed(3)})`,
+  );
 } finally {
   await store.close();
   rmSync(dir, { recursive: true, force: true });
