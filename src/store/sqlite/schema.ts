@@ -203,9 +203,9 @@ export const migrations: Migration[] = [
    DROP INDEX messages_finished;`,
   },
   // A claim looks for expired leases among the messages in delivery, and the next-due query for the
-  // earliest lease: by (state, next_attempt_at) both read every leased message's row, each time
-  // (5 % of the relay's event loop with a full window). The leases get their own ordered index, as
-  // on PostgreSQL. The trace's sender and recipient searches compare lower-cased: the indexes on the
+  // earliest lease: by (state, next_attempt_at) both read the row of every message in delivery (up
+  // to queue.concurrency of them), each time. The leases get their own ordered index, as on
+  // PostgreSQL. The trace's sender and recipient searches compare lower-cased: the indexes on the
   // plain columns never served them (a scan of every message, or of every recipient's entry).
   {
     name: 'index of leases by expiry; sender and recipient indexes serve the case-blind trace search',
