@@ -86,10 +86,11 @@ export class Distributor {
       c.destroy();
       return;
     }
-    if (this.waiting.length || !this.give(c)) {
-      if (this.waiting.length >= MAX_WAITING) c.destroy();
-      else this.waiting.push(c);
-    }
+    // The ones waiting go first (a worker may have become able to take them since).
+    this.flush();
+    if (!this.waiting.length && this.give(c)) return;
+    if (this.waiting.length >= MAX_WAITING) c.destroy();
+    else this.waiting.push(c);
   }
 
   /** Hand c to the least busy worker; false when none can take it. */

@@ -106,6 +106,22 @@ test('connections wait while no worker can take one, unread, and go out when one
   }
 });
 
+test('waiting connections go out with the next connection once a worker can take them', async () => {
+  const a = fake(1);
+  a.up = false;
+  const { connect, done } = await open(() => [a]);
+  try {
+    await connect(2);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(a.got.length, 0, 'its channel was down');
+    a.up = true; // no start event: the next connection takes the waiting ones along
+    await connect(1);
+    await until('all three handed over, in order', () => a.got.length === 3, 5000);
+  } finally {
+    done();
+  }
+});
+
 test('after close() the waiting connections are closed and new ones refused', async () => {
   const { d, connect, port, clients, done } = await open(() => []);
   try {
