@@ -345,12 +345,12 @@ export class Gateway {
     }
   }
 
-  /** A control socket command (from the supervisor, in a worker). */
   /** An SMTP connection the supervisor accepted (a worker's). */
   connection(socket: net.Socket): void {
     this.server.take(socket);
   }
 
+  /** A control socket command (from the supervisor, in a worker). */
   async control(cmd: Command, source: string): Promise<ControlResponse> {
     switch (cmd) {
       case 'reload':

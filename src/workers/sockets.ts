@@ -21,8 +21,6 @@ interface TcpHandle {
 }
 type CreateHandle = (address: string, port: number, family: 4 | 6, fd: undefined, flags: number) => TcpHandle | number;
 const createServerHandle = (net as unknown as { _createServerHandle: CreateHandle })._createServerHandle;
-/** In place of a handle given away (takeSmtp), so that handles[i] stays bound[i]'s. */
-const NO_HANDLE: TcpHandle = { fd: -1, getsockname: () => 0, close: () => {} };
 /** UV_TCP_IPV6ONLY */
 const IPV6_ONLY = 1;
 
@@ -37,13 +35,14 @@ export interface BoundSocket {
 }
 
 export class Sockets {
-  private readonly handles: TcpHandle[] = [];
+  /** Handles this object closes (the SMTP ones leave it with takeSmtp). */
+  private handles = new Map<BoundSocket, TcpHandle>();
   readonly bound: BoundSocket[] = [];
 
   /** Bind what the configuration listens on; throws (after close()) when one cannot be bound. */
   bindAll(c: Config): void {
     try {
-      for (const s of listenSockets(c.smtp.listen)) this.bind(s, 'smtp.listen', false, true);
+      for (const s of listenSockets(c.smtp.listen)) this.bind(s, 'smtp.listen', false);
       if (c.admin.enabled) for (const s of listenSockets([c.admin.listen])) this.bind(s, 'admin.listen', true);
       if (c.mtaSts.hosting)
         for (const s of listenSockets(c.mtaSts.hosting.listen)) this.bind(s, 'mtaSts.hosting.listen', false);
@@ -53,7 +52,7 @@ export class Sockets {
     }
   }
 
-  private bind(s: ListenSocket, key: string, firstOnly: boolean, smtp = false): void {
+  private bind(s: ListenSocket, key: string, firstOnly: boolean): void {
     if (this.bound.some((b) => b.key === socketKey(s))) return;
     const h = createServerHandle(s.host, s.port, s.family, undefined, s.ipv6Only ? IPV6_ONLY : 0);
     // libuv reports EADDRINUSE only later (at listen or getsockname), so both are checked here.
@@ -69,8 +68,9 @@ export class Sockets {
         1,
       );
     }
-    this.handles.push(h);
-    this.bound.push({ entry: s.entry, key: socketKey(s), fd: h.fd, firstOnly, smtp });
+    const b = { entry: s.entry, key: socketKey(s), fd: h.fd, firstOnly, smtp: key === 'smtp.listen' };
+    this.bound.push(b);
+    this.handles.set(b, h);
     emit({ event: 'server.listening', address: s.entry });
   }
 
@@ -82,12 +82,16 @@ export class Sockets {
 
   /** The SMTP listeners' handles, for the supervisor to accept on: closing them is the taker's from now on. */
   takeSmtp(): { handle: object; entry: string }[] {
-    const taken = this.bound.flatMap((b, i) => (b.smtp ? [{ handle: this.handles[i], entry: b.entry }] : []));
-    for (const t of taken) this.handles[this.handles.indexOf(t.handle)] = NO_HANDLE;
-    return taken;
+    return this.bound.flatMap((b) => {
+      const handle = b.smtp && this.handles.get(b);
+      if (!handle) return [];
+      this.handles.delete(b);
+      return [{ handle, entry: b.entry }];
+    });
   }
 
   close(): void {
-    for (const h of this.handles.splice(0)) h.close();
+    for (const h of this.handles.values()) h.close();
+    this.handles.clear();
   }
 }

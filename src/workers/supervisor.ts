@@ -3,9 +3,9 @@
 // queue once (migrations; on SQLite it returns every lease of the previous run, being the only
 // server on its queue), then forks N workers (`serve` again, WORKER_ENV set) that run the gateway,
 // each a node of the store (`nodeId/wN`). It accepts the SMTP connections and hands each to the
-// least busy worker (workers/distribute.ts); the workers inherit the other sockets. It keeps the connection
-// counts for all of them (workers/admission.ts), restarts a worker that dies, fans reload, kick and
-// status out to every worker and stops them all gracefully on SIGTERM.
+// least busy worker (workers/distribute.ts); the workers inherit the other sockets. It keeps the
+// connection counts for all of them (workers/admission.ts), restarts a worker that dies, fans
+// reload, kick and status out to every worker and stops them all gracefully on SIGTERM.
 // Promises: the server counts as started (server.started) only when every worker started; a worker
 // that fails during the start fails the start. A worker that dies later is restarted at once (after
 // a growing pause, up to 30 s, when it keeps dying young); its replacement returns its leases to the
