@@ -169,6 +169,17 @@ export function storeConformance(name: string, h: StoreHarness): void {
     assert.equal((await s.claim('A', 10, 60_000, now)).length, 0, 'LATER is not due');
   });
 
+  t('a claim takes exactly its limit when more are due, whatever the limit', async (s) => {
+    const now = Date.now();
+    for (let i = 0; i < 7; i++) await s.enqueue({ ...msg(`E${i}`), receivedAt: now - 10_000 + i });
+    assert.deepEqual((await s.claim('A', 3, 60_000, now)).map((m) => m.id).sort(), ['E0', 'E1', 'E2']);
+    assert.deepEqual(
+      (await s.claim('A', 1, 60_000, now)).map((m) => m.id),
+      ['E3'],
+    );
+    assert.deepEqual((await s.claim('A', 5, 60_000, now)).map((m) => m.id).sort(), ['E4', 'E5', 'E6']);
+  });
+
   t('complete: partial delivery defers the rest; all delivered ⇒ done and data purged', async (s) => {
     await s.enqueue(msg('C1'));
     await s.claim('A', 10, 60_000);
