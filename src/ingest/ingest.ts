@@ -54,18 +54,23 @@ export function tlsRequiredNo(head: string): boolean {
 
 /**
  * The header section (up to the empty line). Its size is bounded: the DATA decoder refuses a
- * message whose header section exceeds smtp.maxHeaderSize before it gets here.
+ * message whose header section exceeds smtp.maxHeaderSize before it gets here. Only the header's
+ * bytes become a string (the body, usually in the same chunk, is not converted).
  */
-function headerText(chunks: Buffer[]): string {
+export function headerText(chunks: Buffer[]): string {
   let s = '';
   for (const c of chunks) {
+    // An empty line that starts in the chunks before: their last 3 characters and c's first 3.
     const from = Math.max(0, s.length - 3);
+    const seam = (s.slice(from) + c.toString('latin1', 0, Math.min(3, c.length))).indexOf('\r\n\r\n');
+    if (seam >= 0) return (s + c.toString('latin1', 0, 3)).slice(0, from + seam + 2);
+    const end = c.indexOf(EMPTY_LINE);
+    if (end >= 0) return s + c.toString('latin1', 0, end + 2);
     s += c.toString('latin1');
-    const end = s.indexOf('\r\n\r\n', from);
-    if (end >= 0) return s.slice(0, end + 2);
   }
   return s;
 }
+const EMPTY_LINE = Buffer.from('\r\n\r\n');
 
 /** The number of Received: fields in a header section (RFC 5322 §3.6.7; continuation lines start with WSP). */
 export function receivedCount(head: string): number {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Ingest, type Handoff } from '../../../src/ingest/ingest.ts';
+import { headerText, Ingest, type Handoff } from '../../../src/ingest/ingest.ts';
 import type { NewMessage, QueueMessage, Store } from '../../../src/store/types.ts';
 import { longestLine } from '../../../src/util/lines.ts';
 
@@ -217,4 +217,18 @@ test('a store failure is a 4xx reply, never an exception: a full disk (SQLite or
     assert.ok(!r.ok, code);
     assert.equal(`${r.reply.code} ${r.reply.enhanced}`, reply, code);
   }
+});
+
+test('the header section is found wherever the chunks split it, its empty line across a seam too', () => {
+  const whole = 'Subject: x\r\nMessage-ID:\r\n <a@b>\r\n\r\nbody\r\n\r\nmore\r\n';
+  const head = 'Subject: x\r\nMessage-ID:\r\n <a@b>\r\n';
+  const b = Buffer.from(whole, 'latin1');
+  for (let i = 0; i <= b.length; i++)
+    for (let j = i; j <= b.length; j++) {
+      const chunks = [b.subarray(0, i), b.subarray(i, j), b.subarray(j)];
+      assert.equal(headerText(chunks), head, `split at ${i} and ${j}`);
+    }
+  // No empty line: the whole message is its header section.
+  assert.equal(headerText([Buffer.from('Subject: x\r\n')]), 'Subject: x\r\n');
+  assert.equal(headerText([Buffer.from('Subject: x\r\n'), Buffer.from('\r'), Buffer.from('\nbody')]), 'Subject: x\r\n');
 });
