@@ -3,10 +3,13 @@
 // relay — the harness's generator sending straight into its sink (label `direct`), whose
 // generator + sink CPU per message is what a relay cannot avoid: one SMTP/TLS server plus one
 // SMTP/TLS client. Also each Portcullis label's e2e rate against Postfix's and against
-// `workers: 1` on SQLite (portcullis-w1): the speed-up of `workers`, of PostgreSQL and of nodes.
+// `workers: 1` on SQLite (portcullis-w1): the speed-up of `workers`, of PostgreSQL and of nodes;
+// and for each SQLite `workers` label the most this machine allows that speed-up to be, the
+// generator and the sink sharing its cores (docs/performance.md, "Workers on two cores").
 //
 //   node --import tsx bench/relay-summary.ts RESULTS.jsonl [--config b]
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import { parseArgs } from 'node:util';
 
 interface Run {
@@ -67,5 +70,22 @@ for (const [label, rs] of byLabel) {
   console.log(
     `| ${label} | ${rs.length} | ${f(rate, 0)} | ${f(median(rs.map((r) => r.latMs.p99)), 1)} | ${f(cpu)} | ` +
       `${f(cpu / floorMs)} | ${vsPostfix} | ${vsW1} |`,
+  );
+}
+
+// The bound: one process is limited by its one core, e2e(1) ≤ 1/c1; W workers by W cores and by
+// the machine's cores shared with the generator and the sink, e2e(W) ≤ min(W/cW, cores/(cW + g)).
+const cores = os.availableParallelism();
+const c1 = w1 ? median(w1.map((r) => r.cpu.restMsPerMsg ?? NaN)) : NaN;
+for (const [label, rs] of byLabel) {
+  const m = /^portcullis-w(\d+|auto)$/.exec(label);
+  if (!m || label === 'portcullis-w1' || !Number.isFinite(c1) || !Number.isFinite(floorMs)) continue;
+  const workers = m[1] === 'auto' ? cores : Number(m[1]);
+  const cW = median(rs.map((r) => r.cpu.restMsPerMsg ?? NaN));
+  const bound = c1 * Math.min(workers / cW, cores / (cW + floorMs));
+  console.log(
+    `${label}: e2e ÷ workers: 1 is ${f(median(rs.map((r) => r.e2eRate)) / w1Rate)}; on ${cores} cores shared with ` +
+      `the generator and the sink at most c1·min(W/cW, cores/(cW + g)) = ${f(c1)}·min(${workers}/${f(cW)}, ` +
+      `${cores}/(${f(cW)} + ${f(floorMs)})) = ${f(bound)}`,
   );
 }
