@@ -1,10 +1,12 @@
-// Owns: one outbound SMTP connection (RFC 5321 client side, PIPELINING, SIZE, 8BITMIME, SMTPUTF8,
-// DSN, STARTTLS). It reports what happened as structured data; it decides nothing about policy.
+// Owns: one outbound SMTP connection (RFC 5321 client side, PIPELINING, CHUNKING, SIZE, 8BITMIME,
+// SMTPUTF8, DSN, STARTTLS). It reports what happened as structured data; it decides nothing about policy.
 // Promises: replies are matched to commands in order; bytes a server sends after its STARTTLS
 // reply and before the handshake are discarded (response injection); EHLO is reissued after TLS;
 // every wait has a timeout (RFC 5321 §4.5.3.2); failures are DeliveryError with a kind, never text,
 // carrying the TLS facts learned when the session failed after STARTTLS; a reply to DATA that is
-// neither 354 nor a refusal is a protocol error, never a reply to the message; TLS failures also carry
+// neither 354 nor a refusal is a protocol error, never a reply to the message (a 3xx to BDAT
+// likewise); BDAT (RFC 3030) only to a server offering CHUNKING and PIPELINING, for messages up to
+// CHUNKED_MAX, with RSET after a transaction it failed; TLS failures also carry
 // their kind of the TLS failure vocabulary (tls/failures.ts). MAIL FROM / RCPT TO carry only valid
 // RFC 5321 paths (../mailbox.ts smtpPath), else nothing is sent. Legacy TLS (1.0/1.1) is offered
 // only when asked for and only under starttls 'try' (opportunistic). REQUIRETLS (RFC 8689) goes
@@ -106,6 +108,11 @@ export const RFC_TIMEOUTS: Timeouts = {
 
 /** Message data goes out in writes of about this size, each within `dataBlock` (§4.5.3.2.5). */
 const DATA_WRITE = 64 * 1024;
+/**
+ * The largest message sent with BDAT in the same flight as MAIL and RCPT (sendChunked): a larger
+ * one goes after DATA's 354, so that recipients the server refuses cost no upload.
+ */
+export const CHUNKED_MAX = 1024 * 1024;
 
 export interface ConnectOptions {
   ip: string;
@@ -140,8 +147,10 @@ export interface Envelope {
 export interface TransactionResult {
   mail: Reply;
   rcpts: Reply[];
-  /** Final reply to the data, when DATA was sent. */
+  /** Final reply to the data, when DATA (or BDAT) was sent. */
   data?: Reply;
+  /** The data went as one `BDAT … LAST` chunk (RFC 3030), not after DATA. */
+  chunked?: boolean;
 }
 
 const ENHANCED = /^([245])\.(\d{1,3})\.(\d{1,3})\s/;
@@ -591,6 +600,8 @@ export class SmtpConnection {
     const ext = this.extensions;
     const { mail, rcpts: rcptLines } = envelopeCommands(env, ext, data.length);
     const pipelining = ext.has('PIPELINING');
+    if (pipelining && ext.has('CHUNKING') && data.length <= CHUNKED_MAX)
+      return this.sendChunked(env, data, mail, rcptLines);
     let mailR: Reply;
     const rcptR: Reply[] = [];
     let dataR: Reply;
@@ -648,6 +659,54 @@ export class SmtpConnection {
     const final = await end.reply;
     this.messages++;
     return { mail: mailR, rcpts: rcptR, data: final };
+  }
+
+  /**
+   * One transaction with CHUNKING (RFC 3030) on a server that also offers PIPELINING: MAIL, every
+   * RCPT and `BDAT <size> LAST` go out in one flight with the message right after them (RFC 3030
+   * §4.2 lets BDAT be pipelined), and every reply comes back in one round trip, where DATA takes two
+   * (the 354, then the reply to the final dot). The message goes as stored: no dot-stuffing, no
+   * terminator, a final CRLF added when missing (as DATA adds one). The reply to BDAT LAST decides
+   * the message like the reply to the final dot. A server that refused MAIL or every recipient
+   * discards the chunk and fails the BDAT (RFC 3030 §2); so does one whose BDAT failed: RSET then,
+   * so that nothing of the transaction is left on a connection that may be reused.
+   */
+  private async sendChunked(
+    env: Envelope,
+    data: Buffer,
+    mail: string,
+    rcptLines: string[],
+  ): Promise<TransactionResult> {
+    const endsWithCrlf = data.length >= 2 && data[data.length - 2] === 13 && data[data.length - 1] === 10;
+    const size = data.length + (endsWithCrlf ? 0 : 2);
+    const commands = [
+      this.expectReply(this.t.command, 'MAIL'),
+      ...rcptLines.map(() => this.expectReply(this.t.command, 'RCPT')),
+    ];
+    // The reply to the chunk decides the message; its wait (RFC 5321 §4.5.3.2.6) starts once the
+    // last octet was sent.
+    const end = this.replyLater('BDAT');
+    const replies = Promise.all(commands);
+    replies.catch(() => {}); // a failure while writing rejects them too: reported by writeData
+    end.reply.catch(() => {});
+    const head = Buffer.from([mail, ...rcptLines, `BDAT ${size} LAST`].join('\r\n') + '\r\n');
+    await this.writeData(endsWithCrlf ? [head, data] : [head, data, CRLF]);
+    end.arm(this.t.dataEnd);
+    const [mailR, ...rcptR] = await replies;
+    const final = await end.reply;
+    if (final.code >= 300 && final.code < 400) {
+      // BDAT has no intermediate reply (RFC 3030 §2): a 3xx is no verdict on the message.
+      this.protocolError(`${final.code} in reply to BDAT`);
+      throw this.dead!;
+    }
+    const accepted = rcptR.some((r) => r.code === 250 || r.code === 251);
+    if (mailR.code !== 250 || !accepted) {
+      await this.rset();
+      return { mail: mailR, rcpts: mailR.code !== 250 ? env.rcpts.map(() => mailR) : rcptR };
+    }
+    if (final.code >= 400) await this.rset();
+    this.messages++;
+    return { mail: mailR, rcpts: rcptR, data: final, chunked: true };
   }
 
   async rset(): Promise<void> {
@@ -718,6 +777,7 @@ export function envelopeCommands(
 
 const DOT_LINE = Buffer.from('\r\n.');
 const END = Buffer.from('.\r\n');
+const CRLF = Buffer.from('\r\n');
 const CRLF_END = Buffer.from('\r\n.\r\n');
 
 /** Dot-stuff CRLF data (RFC 5321 §4.5.2) and append the terminator, with a CRLF first if missing (§4.1.1.4). */

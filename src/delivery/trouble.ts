@@ -116,7 +116,7 @@ const said = (where: string, r: { code: number; enhanced?: string; text: string 
  * enhanced codes RFC 3463 via classify.ts): a refused MAIL FROM is a
  * message failure (5xx) or a transaction-level host failure (4xx: another host may take it); else
  * each recipient gets the reply to its RCPT TO when that refused it, the reply to the end of DATA
- * when it was accepted, and a temporary failure when DATA got no reply.
+ * (or to BDAT LAST, RFC 3030) when it was accepted, and a temporary failure when DATA got no reply.
  */
 export function transactionOutcome(
   recipients: readonly { idx: number }[],
@@ -134,7 +134,11 @@ export function transactionOutcome(
   recipients.forEach((r, i) => {
     const rr = result.rcpts[i];
     if (rr.code !== 250 && rr.code !== 251) outcomes.set(r.idx, classifyRefusal(rr, said(where, rr, 'RCPT TO')));
-    else if (result.data) outcomes.set(r.idx, classifyReply(result.data, said(where, result.data, 'end of DATA')));
+    else if (result.data)
+      outcomes.set(
+        r.idx,
+        classifyReply(result.data, said(where, result.data, result.chunked ? 'BDAT LAST' : 'end of DATA')),
+      );
     else
       outcomes.set(r.idx, {
         status: 'deferred',

@@ -22,6 +22,11 @@ export type Step =
    */
   | { data: string | ((raw: string) => boolean) | true; reply?: string; pace?: number }
   /**
+   * Expect `BDAT <size> LAST` (RFC 3030) and its `size` octets of message data, taken as they are
+   * (checked when given), then send the replies (those to the pipelined MAIL and RCPT first).
+   */
+  | { bdat: string | true; reply?: string | string[] }
+  /**
    * After the 220 to STARTTLS: the TLS handshake. (To inject a response, put it in the same reply
    * as the 220, "220 go\r\n250 injected": an attacker's bytes arrive with it.)
    */
@@ -136,6 +141,26 @@ class Reader {
   discard(): void {
     this.len = 0;
   }
+  /** Exactly n octets, as they are (bounded like `until`). */
+  async take(n: number): Promise<string> {
+    let deadline = Date.now() + WAIT_MAX_MS;
+    let had = this.len;
+    while (this.len < n) {
+      if (this.len > had) deadline = Date.now() + WAIT_MAX_MS;
+      had = this.len;
+      if (this.ended) throw new Error(`the client closed the connection with ${this.len} of ${n} octets sent`);
+      if (Date.now() > deadline) throw new Error('timed out waiting for the client');
+      await new Promise<void>((r) => {
+        this.waiting = r;
+        setTimeout(r, 100).unref();
+      });
+      this.waiting = undefined;
+    }
+    const out = this.data.toString('latin1', 0, n);
+    this.data.copy(this.data, 0, n, this.len);
+    this.len -= n;
+    return out;
+  }
   async until(end: string): Promise<string> {
     // Bounded: WAIT_MAX_MS without a new byte from the client ends the wait (a large message read
     // slowly may take longer in all, but never stalls).
@@ -192,6 +217,20 @@ async function run(raw: net.Socket, script: Step[], transcript: string[]): Promi
             throw new Error(`expected ${String(want)}, the client sent ${JSON.stringify(line)}`);
           }
         }
+        for (const reply of [step.reply ?? []].flat()) say(reply);
+      } else if ('bdat' in step) {
+        const line = await r.until('\r\n');
+        transcript.push(`C: ${line}`);
+        const m = /^BDAT (\d+) LAST$/.exec(line);
+        if (!m) {
+          say('500 5.5.1 unexpected command');
+          r.sock.end();
+          throw new Error(`expected BDAT <size> LAST, the client sent ${JSON.stringify(line)}`);
+        }
+        const chunk = await r.take(Number(m[1]));
+        transcript.push(`C: <${chunk.length} octets of data>`);
+        if (step.bdat !== true && step.bdat !== chunk)
+          throw new Error(`unexpected message data ${JSON.stringify(chunk.slice(0, 200))}`);
         for (const reply of [step.reply ?? []].flat()) say(reply);
       } else if ('data' in step) {
         r.pace = step.pace ?? 0;

@@ -409,7 +409,7 @@ test(
     const r = await gw!.waitForLog((e) => e.event === 'delivery.result' && e.queueId === id, 30_000);
     assert.equal(r.status, 'delivered', `${JSON.stringify(r)}\n--- postfix log (tail) ---\n${tail()}`);
     const pfId = new RegExp(
-      `^${esc(PF_NAME)} \\[${esc(PF_HOST)}\\] said: 250 2\\.0\\.0 Ok: queued as ([0-9A-Za-z]+)`,
+      `^${esc(PF_NAME)} \\[${esc(PF_HOST)}\\] said: 250 2\\.0\\.0 Ok: (?:\\d+ bytes )?queued as ([0-9A-Za-z]+)`,
     ).exec(String(r.reason))?.[1];
     assert.ok(pfId, `Postfix's queue id in the delivery result: ${String(r.reason)}`);
 

@@ -1,10 +1,11 @@
 // What the SMTP client puts on the wire for an envelope (valid RFC 5321 paths only), and the client
 // against a scripted peer: greeting, EHLO/HELO, PIPELINING, reply matching, STARTTLS injection,
-// timeouts, protocol errors, dot-stuffing.
+// timeouts, protocol errors, dot-stuffing, CHUNKING (BDAT).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
+  CHUNKED_MAX,
   DeliveryError,
   SmtpConnection,
   dotStuff,
@@ -363,6 +364,134 @@ test('dot-stuffing (RFC 5321 §4.5.2): leading dots doubled, CRLF added before t
   }
   assert.equal(Buffer.concat(dotStuff(Buffer.from('a\r\n'))).toString(), 'a\r\n.\r\n');
   assert.equal(Buffer.concat(dotStuff(Buffer.from(''))).toString(), '\r\n.\r\n');
+});
+
+// ---- CHUNKING (RFC 3030): BDAT in the same flight as MAIL and RCPT ------------------------------
+
+const EHLO_CHUNKING = `${EHLO_OK.replace('250 8BITMIME', '250-8BITMIME')}\r\n250 CHUNKING`;
+
+test('CHUNKING with PIPELINING: MAIL, every RCPT and BDAT LAST with the message go out in one flight, as stored', async () => {
+  // Lines that DATA would dot-stuff go as they are; a missing final CRLF is added and counted.
+  const raw = Buffer.from('Subject: t\r\n\r\n.first\r\n.\r\nlast');
+  const peer = await scriptedPeer([
+    [
+      { send: '220 x' },
+      { expect: 'EHLO gw.contoso.test', reply: EHLO_CHUNKING },
+      // Nothing is answered before the whole chunk arrived: a client waiting for a reply would stall.
+      {
+        expect: [
+          `MAIL FROM:<a@contoso.test> SIZE=${raw.length}`,
+          'RCPT TO:<b@fabrikam.test>',
+          'RCPT TO:<c@fabrikam.test>',
+        ],
+      },
+      {
+        bdat: 'Subject: t\r\n\r\n.first\r\n.\r\nlast\r\n',
+        reply: ['250 2.1.0 ok', '250 2.1.5 ok', '550 5.1.1 no such user', '250 2.0.0 queued as 7'],
+      },
+      // The connection stays usable: the next message on it.
+      { expect: [/^MAIL FROM:/, 'RCPT TO:<b@fabrikam.test>'] },
+      { bdat: message.toString(), reply: ['250 ok', '250 ok', '250 2.0.0 queued as 8'] },
+    ],
+  ]);
+  try {
+    const c = await open(peer.port);
+    const r = await c.send(envelope(['b@fabrikam.test', 'c@fabrikam.test']), raw);
+    assert.equal(r.chunked, true);
+    assert.deepEqual(
+      r.rcpts.map((x) => x.code),
+      [250, 550],
+    );
+    assert.equal(r.data?.code, 250);
+    assert.equal(r.data?.text, 'queued as 7');
+    assert.equal((await c.send(envelope(['b@fabrikam.test']), message)).data?.text, 'queued as 8');
+    await peer.done;
+    c.close();
+  } finally {
+    await peer.close();
+  }
+});
+
+test('BDAT: every recipient refused, or the chunk refused: the refusals are the result, then RSET', async () => {
+  const peer = await scriptedPeer([
+    [
+      { send: '220 x' },
+      { expect: 'EHLO gw.contoso.test', reply: EHLO_CHUNKING },
+      { expect: [/^MAIL FROM:/, 'RCPT TO:<b@fabrikam.test>'] },
+      { bdat: true, reply: ['250 ok', '550 5.1.1 no such user', '554 5.5.1 no valid recipients'] },
+      { expect: 'RSET', reply: '250 ok' },
+      { expect: [/^MAIL FROM:/, 'RCPT TO:<b@fabrikam.test>'] },
+      { bdat: true, reply: ['250 ok', '250 ok', '552 5.3.4 message too big for this mailbox'] },
+      { expect: 'RSET', reply: '250 ok' },
+      { expect: [/^MAIL FROM:/, 'RCPT TO:<b@fabrikam.test>'] },
+      { bdat: true, reply: ['451 4.3.0 try later', '503 5.5.1 no MAIL', '503 5.5.1 no MAIL'] },
+      { expect: 'RSET', reply: '250 ok' },
+    ],
+  ]);
+  try {
+    const c = await open(peer.port);
+    const none = await c.send(envelope(['b@fabrikam.test']), message);
+    assert.equal(none.rcpts[0].code, 550);
+    assert.equal(none.data, undefined, 'no verdict on data nobody was to receive');
+    const big = await c.send(envelope(['b@fabrikam.test']), message);
+    assert.equal(big.data?.code, 552);
+    assert.equal(big.chunked, true);
+    const mail = await c.send(envelope(['b@fabrikam.test']), message);
+    assert.equal(mail.mail.code, 451);
+    assert.deepEqual(
+      mail.rcpts.map((x) => x.code),
+      [451],
+      'a refused MAIL answers for every recipient',
+    );
+    await peer.done;
+    c.close();
+  } finally {
+    await peer.close();
+  }
+});
+
+test('BDAT answered 3xx is a protocol error; a message over CHUNKED_MAX, or a server without PIPELINING, gets DATA', async () => {
+  const large = Buffer.alloc(CHUNKED_MAX + 1, 0x61);
+  large.write('Subject: big\r\n\r\n');
+  const peer = await scriptedPeer([
+    [
+      { send: '220 x' },
+      { expect: 'EHLO gw.contoso.test', reply: EHLO_CHUNKING },
+      { expect: [/^MAIL FROM:/, 'RCPT TO:<b@fabrikam.test>'] },
+      { bdat: true, reply: ['250 ok', '250 ok', '354 go on'] },
+    ],
+    [
+      { send: '220 x' },
+      { expect: 'EHLO gw.contoso.test', reply: EHLO_CHUNKING },
+      { expect: [/^MAIL FROM:/, 'RCPT TO:<b@fabrikam.test>', 'DATA'], reply: ['250 ok', '250 ok', '354 go'] },
+      { data: true, reply: '250 ok' },
+    ],
+    [
+      { send: '220 x' },
+      { expect: 'EHLO gw.contoso.test', reply: '250-mx.fabrikam.test\r\n250 CHUNKING' },
+      { expect: /^MAIL FROM:/, reply: '250 ok' },
+      { expect: 'RCPT TO:<b@fabrikam.test>', reply: '250 ok' },
+      { expect: 'DATA', reply: '354 go' },
+      { data: true, reply: '250 ok' },
+    ],
+  ]);
+  try {
+    const c = await open(peer.port);
+    const e = await rejection(c.send(envelope(['b@fabrikam.test']), message));
+    assert.equal(e.kind, 'protocol');
+    assert.match(e.message, /354 in reply to BDAT/);
+    const d = await open(peer.port);
+    const r = await d.send(envelope(['b@fabrikam.test']), large);
+    assert.equal(r.data?.code, 250);
+    assert.equal(r.chunked, undefined);
+    d.close();
+    const old = await open(peer.port);
+    assert.equal((await old.send(envelope(['b@fabrikam.test']), message)).chunked, undefined);
+    old.close();
+    await peer.done;
+  } finally {
+    await peer.close();
+  }
 });
 
 test('the scripted peer fails the test on an unexpected command', async () => {

@@ -139,6 +139,18 @@ test('transaction outcomes: 5xx MAIL is a message failure; RCPT replies per reci
     ],
   );
   assert.match(r.outcomes.get(1)!.reply.reason!, /^mx \[ip\] said: 550 5\.1\.1 unknown \(in reply to RCPT TO\)$/);
+  assert.match(r.outcomes.get(0)!.reply.reason!, /\(in reply to end of DATA\)$/);
+  const chunked = transactionOutcome(
+    [{ idx: 0 }],
+    { mail: reply(250), rcpts: [reply(250)], data: reply(552, 'too big', '5.3.4'), chunked: true },
+    'mx [ip]',
+    facts,
+  );
+  assert.ok(chunked.kind === 'done');
+  assert.match(
+    chunked.outcomes.get(0)!.reply.reason!,
+    /^mx \[ip\] said: 552 5\.3\.4 too big \(in reply to BDAT LAST\)$/,
+  );
   const noData = transactionOutcome([{ idx: 0 }], { mail: reply(250), rcpts: [reply(250)] }, 'mx [ip]', facts);
   assert.ok(noData.kind === 'done' && noData.outcomes.get(0)?.reply.enhanced === '4.4.2');
 });
