@@ -494,6 +494,37 @@ test('BDAT answered 3xx is a protocol error; a message over CHUNKED_MAX, or a se
   }
 });
 
+test('BDAT: the peer closing mid-flight, or never answering the chunk, is a DeliveryError, never a verdict', async () => {
+  const peer = await scriptedPeer([
+    [
+      { send: '220 x' },
+      { expect: 'EHLO gw.contoso.test', reply: EHLO_CHUNKING },
+      { expect: [/^MAIL FROM:/, 'RCPT TO:<b@fabrikam.test>'] },
+      { close: true },
+    ],
+    [
+      { send: '220 x' },
+      { expect: 'EHLO gw.contoso.test', reply: EHLO_CHUNKING },
+      { expect: [/^MAIL FROM:/, 'RCPT TO:<b@fabrikam.test>'] },
+      // MAIL and RCPT answered, the chunk read, its verdict never sent.
+      { bdat: true, reply: ['250 ok', '250 ok'] },
+      { wait: 3000 },
+    ],
+  ]);
+  try {
+    const c = await open(peer.port);
+    const closed = await rejection(c.send(envelope(['b@fabrikam.test']), message));
+    assert.equal(closed.kind, 'closed');
+    const d = await open(peer.port);
+    const silent = await rejection(d.send(envelope(['b@fabrikam.test']), message));
+    assert.equal(silent.kind, 'timeout');
+    assert.match(silent.message, /waiting for the reply to BDAT/);
+    d.close();
+  } finally {
+    await peer.close();
+  }
+});
+
 test('the scripted peer fails the test on an unexpected command', async () => {
   const peer = await scriptedPeer([[{ send: '220 x' }, { expect: 'HELO gw.contoso.test', reply: '250 x' }]]);
   try {
