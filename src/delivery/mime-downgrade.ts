@@ -20,7 +20,7 @@
 //  - The output has CRLF line endings only (given stored data, which has nothing else).
 import { isAscii } from 'node:buffer';
 import type { EnvelopeParams } from '../store/types.ts';
-import { hasLongLine, MAX_LINE } from '../util/lines.ts';
+import { endsWithCrlf, hasLongLine, MAX_LINE } from '../util/lines.ts';
 import { breakLines, encodeBase64, encodeQuotedPrintable, type BreakMode } from './mime-encode.ts';
 import {
   fieldValue,
@@ -118,7 +118,7 @@ function leaf(c: Ctx, r: Range, cte: string, at: Place, typed: boolean): BodyRes
   if (cte === 'binary') {
     c.n.base64++;
     // At the end of the data, the message still ends with a line break (after the encoded CRLF).
-    const crlf = r.end === c.buf.length && b.length >= 2 && b[b.length - 2] === 13 && b[b.length - 1] === 10;
+    const crlf = r.end === c.buf.length && endsWithCrlf(b);
     return { out: [encodeBase64(b), ...(crlf ? [Buffer.from('\r\n')] : [])], changed: true, cte: 'base64' };
   }
   const mode: BreakMode = cte === 'quoted-printable' ? 'soft' : cte === 'base64' ? 'crlf' : 'space';

@@ -24,6 +24,7 @@ import {
 import { certificateNames, dnLine } from '../tls/names.ts';
 import { ECDH_CURVES, cipherBits, clientTlsProfile, isModernSession } from '../tls/policy-constants.ts';
 import { peerChain, verifyChain, type TrustStore } from '../tls/trust.ts';
+import { endsWithCrlf } from '../util/lines.ts';
 
 export interface Reply {
   code: number;
@@ -677,8 +678,8 @@ export class SmtpConnection {
     mail: string,
     rcptLines: string[],
   ): Promise<TransactionResult> {
-    const endsWithCrlf = data.length >= 2 && data[data.length - 2] === 13 && data[data.length - 1] === 10;
-    const size = data.length + (endsWithCrlf ? 0 : 2);
+    const crlf = endsWithCrlf(data);
+    const size = data.length + (crlf ? 0 : 2);
     const commands = [
       this.expectReply(this.t.command, 'MAIL'),
       ...rcptLines.map(() => this.expectReply(this.t.command, 'RCPT')),
@@ -690,7 +691,7 @@ export class SmtpConnection {
     replies.catch(() => {}); // a failure while writing rejects them too: reported by writeData
     end.reply.catch(() => {});
     const head = Buffer.from([mail, ...rcptLines, `BDAT ${size} LAST`].join('\r\n') + '\r\n');
-    await this.writeData(endsWithCrlf ? [head, data] : [head, data, CRLF]);
+    await this.writeData(crlf ? [head, data] : [head, data, CRLF]);
     end.arm(this.t.dataEnd);
     const [mailR, ...rcptR] = await replies;
     const final = await end.reply;
@@ -792,7 +793,6 @@ export function dotStuff(data: Buffer): Buffer[] {
     start = i + 3;
   }
   out.push(data.subarray(start));
-  const endsWithCrlf = data.length >= 2 && data[data.length - 2] === 13 && data[data.length - 1] === 10;
-  out.push(endsWithCrlf ? END : CRLF_END);
+  out.push(endsWithCrlf(data) ? END : CRLF_END);
   return out;
 }

@@ -2,6 +2,9 @@
 // at ingest to record the longest line and at delivery for messages stored without it).
 // Promises: pure functions, one pass over the bytes (native LF search), no allocation.
 
+/** The data ends with a line break (CRLF), as message data sent over SMTP must. */
+export const endsWithCrlf = (b: Buffer): boolean => b.length >= 2 && b[b.length - 2] === 13 && b[b.length - 1] === 10;
+
 /** RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets including CRLF. */
 export const MAX_LINE = 998;
 
