@@ -179,8 +179,6 @@ export class SqliteStore implements Store {
       beginNow: db.prepare('BEGIN IMMEDIATE'),
       commit: db.prepare('COMMIT'),
       rollback: db.prepare('ROLLBACK'),
-      busyOff: db.prepare('PRAGMA busy_timeout = 0'),
-      busyOn: db.prepare(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`),
       insMsg:
         db.prepare(`INSERT INTO messages (id, org, state, received_at, mail_from, message_id, size, sha256, envelope,
           inbound, next_attempt_at, lease_owner, lease_until, lease_gen, updated_at)
@@ -324,14 +322,17 @@ export class SqliteStore implements Store {
 
   /**
    * BEGIN IMMEDIATE without waiting (false: another process holds the write lock), or, when
-   * `wait`, waiting up to busy_timeout as before (closing: no later turn to try in).
+   * `wait`, waiting up to busy_timeout as before (closing: no later turn to try in). The PRAGMA
+   * is never kept as a prepared statement: SQLite applies busy_timeout when it prepares the
+   * statement, so the first run of a kept one changed nothing, and the first commit of a process
+   * to find the lock taken slept in the busy handler, the event loop with it.
    */
   private begin(wait: boolean): boolean {
     if (wait) {
       this.st.beginNow.run();
       return true;
     }
-    this.st.busyOff.get();
+    this.db.pragma('busy_timeout = 0');
     try {
       this.st.beginNow.run();
       return true;
@@ -339,7 +340,7 @@ export class SqliteStore implements Store {
       if ((e as { code?: string }).code === 'SQLITE_BUSY') return false;
       throw e;
     } finally {
-      this.st.busyOn.get();
+      this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     }
   }
 

@@ -20,12 +20,15 @@ test('sqlite group commit: a write lock held elsewhere is waited for on timers, 
     let settled = 0;
     const first = store.enqueue(msg('LOCK1')).then(() => settled++);
     // The event loop keeps turning while the lock is held: timers fire, and later writes queue up.
+    // The first commit of the process included: it must not sleep in SQLite's busy handler.
+    const started = Date.now();
     const ticks: number[] = [];
     for (let i = 0; i < 5; i++) {
       await new Promise((r) => setTimeout(r, 20));
       ticks.push(i);
     }
     assert.equal(ticks.length, 5, 'timers ran while the write lock was held elsewhere');
+    assert.ok(Date.now() - started < 2000, `five 20 ms timers took ${Date.now() - started} ms: the loop was blocked`);
     const second = store.enqueue(msg('LOCK2')).then(() => settled++);
     await new Promise((r) => setTimeout(r, 20));
     assert.equal(settled, 0, 'no write settles before its commit');
