@@ -45,7 +45,20 @@ export const Replies = {
   startData: () => reply(354, '2.0.0', 'Start mail input; end with <CRLF>.<CRLF>'),
   readyTls: () => reply(220, '2.0.0', 'Ready to start TLS'),
   bye: (host: string) => reply(221, '2.0.0', `${host} closing connection`),
-  help: () => reply(214, '2.0.0', 'See RFC 5321; commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT STARTTLS VRFY HELP'),
+  help: () =>
+    reply(214, '2.0.0', 'See RFC 5321; commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT STARTTLS VRFY HELP'),
+  /** A BDAT chunk other than the last one, read in full (RFC 3030 §2). */
+  chunkReceived: (octets: number) => reply(250, '2.0.0', `${octets} octets received`),
+  /** BDAT whose size cannot be read: the chunk's octets could not be told from commands, so the session ends. */
+  chunkSizeUnreadable: (host: string) =>
+    reply(
+      421,
+      '4.5.4',
+      `${host} Syntax error: use BDAT <size> [LAST]; closing, as the chunk cannot be told from commands`,
+    ),
+  /** A chunk after a failed one, still in the client's pipeline (RFC 3030 §4.2: read and discarded). */
+  chunkAfterFailure: () =>
+    reply(503, '5.5.1', 'Bad sequence of commands: an earlier BDAT of this transaction failed; chunk discarded'),
   cannotVrfy: () => reply(252, '2.5.0', 'Cannot VRFY user, but will accept message and attempt delivery'),
   /**
    * EXPN is disabled (no list is ever expanded to a client): RFC 5321 §7.3 says a server that

@@ -9,7 +9,9 @@
 // The model is written from RFC 5321 and the documented contract, not from the server's code: a
 // line ends at CRLF, bare LF or bare CR; a line longer than 2048 octets gets one 500 and is
 // skipped to its end; DATA ends at the first CRLF "." CRLF whose CRLF is real (or "." CRLF at the
-// start of the data).
+// start of the data); BDAT <size> [LAST] (RFC 3030) is followed by exactly size octets of chunk
+// (no replies to them: they are never commands) and then gets one reply, and a BDAT whose size
+// cannot be read gets 421 and the session ends.
 import net from 'node:net';
 import tls from 'node:tls';
 import { Rng } from './fuzz-rng.ts';
@@ -294,7 +296,19 @@ function grammarSession(r: Rng, lim: FuzzLimits, bodies: Set<Buffer>): Buffer[] 
           ),
         );
       }
-      if (r.chance(0.9)) {
+      if (r.chance(0.2)) {
+        // The same content in BDAT chunks (RFC 3030): the dots and the end-of-data inside are content.
+        const m = message(r, lim);
+        const cuts = [
+          0,
+          ...Array.from({ length: r.int(0, 3) }, () => r.int(0, m.length)).sort((a, b) => a - b),
+          m.length,
+        ];
+        for (let k = 1; k < cuts.length; k++) {
+          const piece = m.subarray(cuts[k - 1], cuts[k]);
+          out.push(Buffer.concat([line(`BDAT ${piece.length}${k === cuts.length - 1 ? ' LAST' : ''}`), piece]));
+        }
+      } else if (r.chance(0.9)) {
         out.push(line('DATA'));
         const m = message(r, lim);
         bodies.add(m);
@@ -546,7 +560,10 @@ export class ReplyModel {
   private scan = 0;
   private discarding = false;
   private dataStart = 0;
-  phase: 'greeting' | 'command' | 'data' | 'tls' | 'closing' = 'greeting';
+  phase: 'greeting' | 'command' | 'data' | 'chunk' | 'tls' | 'closing' = 'greeting';
+  /** In phase chunk: the BDAT line waiting for its chunk (its reply comes once the chunk is in), and the chunk's size. */
+  private chunkOf: Pending | null = null;
+  private chunkSize = 0;
   awaiting: Pending | null = { kind: 'greeting', verb: '', text: '(greeting)' };
   /** Bytes written after a STARTTLS that got 220 (discarded by, or fed into the TLS handshake of, the server). */
   injected = 0;
@@ -593,8 +610,9 @@ export class ReplyModel {
     return this.phase;
   }
   /** Bytes the server holds without a complete command (or an unfinished message). */
-  get partial(): 'none' | 'line' | 'data' {
+  get partial(): 'none' | 'line' | 'data' | 'chunk' {
     if (this.phase === 'data') return 'data';
+    if (this.phase === 'chunk') return 'chunk';
     if (this.phase === 'command' && (this.pos < this.s.len || this.discarding)) return 'line';
     return 'none';
   }
@@ -607,6 +625,11 @@ export class ReplyModel {
     if (!this.awaiting || this.awaiting.start === undefined) return false;
     const t = this.s.buf.subarray(this.awaiting.start, this.s.len).toString('utf8').toUpperCase();
     return /(^|[\r\n])STARTTLS *(\r\n|\r|\n)[\s\S]/.test(t);
+  }
+
+  /** In phase chunk: the octets of the chunk not yet sent. */
+  get chunkMissing(): number {
+    return this.phase === 'chunk' ? this.pos + this.chunkSize - this.s.len : 0;
   }
 
   get pendingText(): string {
@@ -660,7 +683,17 @@ export class ReplyModel {
   private advance(): void {
     const buf = this.s.buf;
     const len = this.s.len;
-    while (!this.awaiting && (this.phase === 'command' || this.phase === 'data')) {
+    while (!this.awaiting && (this.phase === 'command' || this.phase === 'data' || this.phase === 'chunk')) {
+      if (this.phase === 'chunk') {
+        // The BDAT's reply comes only once its whole chunk was sent.
+        if (len - this.pos < this.chunkSize) return;
+        this.pos += this.chunkSize;
+        this.scan = this.pos;
+        this.phase = 'command';
+        this.awaiting = this.chunkOf;
+        this.chunkOf = null;
+        return;
+      }
       if (this.phase === 'data') {
         let end = -1;
         for (let k = Math.max(this.scan, this.dataStart); k + 3 <= len; k++) {
@@ -721,12 +754,21 @@ export class ReplyModel {
       const text = buf.subarray(start, end).toString('utf8');
       const sp = text.indexOf(' ');
       const verb = (sp < 0 ? text : text.slice(0, sp)).toUpperCase();
-      this.awaiting = {
+      const pending: Pending = {
         kind: 'line',
         verb: end - start > MAX_LINE ? '' : verb,
         text: end - start > 200 ? `${text.slice(0, 60)}…(${end - start} octets)` : text,
         start,
       };
+      // A BDAT line that is a command (not overlong, no NUL) with a readable size: its chunk follows.
+      const size = /^(\d{1,15})( +LAST)? *$/i.exec(text.slice(sp + 1));
+      if (pending.verb === 'BDAT' && sp > 0 && size && !text.includes('\0')) {
+        this.phase = 'chunk';
+        this.chunkOf = pending;
+        this.chunkSize = Number(size[1]);
+        continue;
+      }
+      this.awaiting = pending;
     }
   }
 }
@@ -966,7 +1008,13 @@ export async function runSession(plan: SessionPlan, o: RunOptions): Promise<Sess
     if (!(await maybeTls())) return;
     // Follow-up: finish an unfinished message or line, then RSET must still work.
     for (let k = 0; k < 4 && !c.closed && m.phase !== 'closing' && m.partial !== 'none'; k++) {
-      await c.write(Buffer.from(m.partial === 'data' ? '\r\n.\r\n' : '\r\n'), 0);
+      // A BDAT chunk is completed with filler octets (one declared larger than 1 MiB is left: we close).
+      if (m.partial === 'chunk' && m.chunkMissing > 1 << 20) return;
+      const filler =
+        m.partial === 'chunk'
+          ? Buffer.alloc(m.chunkMissing, 'x')
+          : Buffer.from(m.partial === 'data' ? '\r\n.\r\n' : '\r\n');
+      await c.write(filler, 0);
       if (!(await settle(`completing ${m.partial}`))) return;
       if (!(await maybeTls())) return;
     }

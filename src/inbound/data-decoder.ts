@@ -8,6 +8,10 @@
 //  - Memory is bounded: beyond maxSize nothing more is kept (sizeExceeded is set).
 //  - `longestLine` is the longest decoded line in octets, CRLF excluded (measured in the same
 //    pass, so delivery knows about lines over 998 octets without scanning the message again).
+// Chunked mode (BDAT, RFC 3030; `dots` false): the same decoding of line endings and the same
+// measures, but a "." is content wherever it stands and nothing in the bytes ends the data: the
+// chunk sizes do. finish() then ends the last line (a bare CR becomes CRLF; a last line without
+// an ending gets a CRLF, as a message's lines all end in one).
 
 const CR = 13,
   LF = 10,
@@ -55,6 +59,8 @@ export class DataDecoder {
   constructor(
     private readonly maxSize: number,
     private readonly maxHeaderSize: number,
+    /** DATA (true): dot-stuffing and the CRLF "." CRLF terminator; BDAT chunks (false): neither. */
+    private readonly dots = true,
   ) {}
 
   private emit(b: Buffer): void {
@@ -116,7 +122,7 @@ export class DataDecoder {
             this.emit(buf.subarray(run, i));
             this.eol(false);
             run = i + 1;
-          } else if (c === DOT && this.lineStart) {
+          } else if (c === DOT && this.lineStart && this.dots) {
             this.emit(buf.subarray(run, i));
             this.st = St.Dot;
             this.lineStart = false;
@@ -176,6 +182,14 @@ export class DataDecoder {
     }
     if (this.st === St.Normal) this.emit(buf.subarray(run, n));
     return -1;
+  }
+
+  /** Chunked mode: the data is complete (BDAT LAST); end its last line. */
+  finish(): void {
+    if (this.st === St.Cr) {
+      this.st = St.Normal;
+      this.eol(false);
+    } else if (this.lineLen > 0) this.eol(true);
   }
 
   result(): DecodedData {

@@ -1,6 +1,7 @@
 // Owns: one SMTP server session (RFC 5321, PIPELINING 2920, SIZE 1870, 8BITMIME 6152,
-// SMTPUTF8 6531, ENHANCEDSTATUSCODES 2034, DSN 3461, STARTTLS 3207, REQUIRETLS 8689: advertised
-// and accepted only once the session is TLS-protected; the parameter is stored with the envelope).
+// SMTPUTF8 6531, ENHANCEDSTATUSCODES 2034, DSN 3461, CHUNKING 3030 (BDAT; not BINARYMIME),
+// STARTTLS 3207, REQUIRETLS 8689: advertised and accepted only once the session is TLS-protected;
+// the parameter is stored with the envelope).
 // Asks policy/ for verdicts, hands complete transactions to ingest/, never writes the queue.
 // Promises: every command line gets exactly one reply; the session closes only after a 221 or
 // 421 (or a dead peer, or a 554 to a client that broke the RFC 2920 pipelining rules while
@@ -9,6 +10,8 @@
 // reads pause while a command waits for the store or while more than MAX_UNSENT octets of
 // replies wait for a client that does not read them); a session takes at most
 // COMMANDS_PER_TURN commands per event-loop turn, so pipelining floods do not starve others.
+// BDAT: a chunk's octets are read by count, never as commands, whatever the chunk's fate; a
+// chunk whose size cannot be read ends the session (421), as the rest could not be told apart.
 // A client certificate is judged once, right after the handshake (tls/client-cert.ts); while
 // its revocation status is fetched (only for a certificate that could identify a connector),
 // reads wait, bounded by the revocation checker's time limit.
@@ -77,9 +80,20 @@ interface Txn {
   envelope: EnvelopeParams;
   recipients: NewRecipient[];
   seen: Set<string>;
+  /** The data comes in BDAT chunks (RFC 3030: DATA may not follow in this transaction). */
+  chunked?: boolean;
 }
 
-type Mode = 'greeting' | 'command' | 'data' | 'tls' | 'closing';
+/** The BDAT chunk being read: `left` of its `size` octets still to come. */
+interface Chunk {
+  size: number;
+  left: number;
+  last: boolean;
+  /** Read and discarded, then answered with this (no transaction, or a failed one). */
+  discard: SmtpReply | null;
+}
+
+type Mode = 'greeting' | 'command' | 'data' | 'chunk' | 'tls' | 'closing';
 
 export class SmtpSession {
   readonly id = sessionId();
@@ -87,6 +101,9 @@ export class SmtpSession {
   private mode: Mode = 'greeting';
   private readonly reader = new CommandReader(MAX_COMMAND_LINE);
   private decoder: DataDecoder | null = null;
+  private chunk: Chunk | null = null;
+  /** A BDAT of the transaction failed: chunks still pipelined behind it are discarded, up to LAST. */
+  private chunkFailed = false;
   private busy = false;
   /** Reading is paused until the client reads the replies queued for it (MAX_UNSENT). */
   private blocked = false;
@@ -168,8 +185,9 @@ export class SmtpSession {
 
   private receive(chunk: Buffer): void {
     if (this.mode === 'closing' || this.mode === 'tls') return;
-    if (this.mode === 'data' && !this.busy && !this.blocked && !this.yielded && this.reader.pending === 0)
-      this.feedData(chunk);
+    const direct = !this.busy && !this.blocked && !this.yielded && this.reader.pending === 0;
+    if (direct && this.mode === 'data') this.feedData(chunk);
+    else if (direct && this.mode === 'chunk') this.feedChunk(chunk);
     else this.reader.push(chunk);
     if (this.mode !== 'greeting') this.pump();
   }
@@ -223,14 +241,19 @@ export class SmtpSession {
   /** Process buffered commands (up to COMMANDS_PER_TURN); replies to a pipelined group go out together. */
   private pump(): void {
     let turn = 0;
-    while (!this.busy && !this.blocked && !this.yielded && (this.mode === 'command' || this.mode === 'data')) {
+    while (
+      !this.busy &&
+      !this.blocked &&
+      !this.yielded &&
+      (this.mode === 'command' || this.mode === 'data' || this.mode === 'chunk')
+    ) {
       if (++turn > COMMANDS_PER_TURN) {
         this.yieldTurn();
         break;
       }
-      if (this.mode === 'data') {
+      if (this.mode === 'data' || this.mode === 'chunk') {
         const rest = this.reader.take();
-        if (!rest.length || !this.feedData(rest)) break;
+        if (!rest.length || !(this.mode === 'data' ? this.feedData(rest) : this.feedChunk(rest))) break;
         continue;
       }
       const line = this.reader.next();
@@ -342,6 +365,77 @@ export class SmtpSession {
     return true;
   }
 
+  /** Feed a BDAT chunk's octets; returns true when the chunk is complete (and answered or being stored). */
+  private feedChunk(buf: Buffer): boolean {
+    const c = this.chunk!;
+    const n = Math.min(c.left, buf.length);
+    if (!c.discard && n > 0) this.decoder!.feed(n === buf.length ? buf : buf.subarray(0, n));
+    c.left -= n;
+    if (n < buf.length) this.reader.push(buf.subarray(n));
+    if (c.left > 0) return false;
+    this.chunkDone();
+    return true;
+  }
+
+  /**
+   * A chunk was read in full. RFC 3030 §2: a chunk other than the last gets 250 once read; the
+   * last one gets the transaction's reply (endData); a failed chunk fails the transaction, and
+   * the chunks the client had pipelined behind it up to its LAST are read and discarded (§4.2).
+   */
+  private chunkDone(): void {
+    const c = this.chunk!;
+    this.chunk = null;
+    this.mode = 'command';
+    this.arm(this.deps.config.smtp.timeouts.command);
+    if (c.discard) {
+      if (this.txn)
+        emit({
+          event: 'message.rejected',
+          sid: this.id,
+          code: c.discard.code,
+          enhanced: c.discard.enhanced,
+          reason: `BDAT: ${c.discard.message}`,
+        });
+      this.txn = null;
+      this.decoder = null;
+      this.chunkFailed = !c.last;
+      this.send(c.discard);
+      return;
+    }
+    if (!c.last) return this.send(Replies.chunkReceived(c.size));
+    this.decoder!.finish();
+    this.wait(this.endData());
+  }
+
+  /** BDAT <size> [LAST] (RFC 3030): the chunk's octets follow the command line at once. */
+  private bdat(arg: string): void {
+    const m = /^(\d{1,15})( +LAST)? *$/i.exec(arg);
+    if (!m) {
+      this.closeReason = 'BDAT syntax';
+      this.send(Replies.chunkSizeUnreadable(this.host));
+      return this.close();
+    }
+    const size = Number(m[1]);
+    const smtp = this.deps.config.smtp;
+    const t = this.txn;
+    let discard: SmtpReply | null = null;
+    if (this.chunkFailed) discard = Replies.chunkAfterFailure();
+    else if (!t) discard = Replies.badSequence('send MAIL first');
+    else if (!t.recipients.length) discard = Replies.noValidRecipients();
+    else {
+      if (!t.chunked) {
+        t.chunked = true;
+        this.decoder = new DataDecoder(smtp.maxMessageSize, smtp.maxHeaderSize, false);
+      }
+      // Over the maximum with this chunk: 552 once it is read (RFC 1870 §6.3), keeping none of it.
+      if (this.decoder!.result().size + size > smtp.maxMessageSize) discard = Replies.sizeExceeded();
+    }
+    this.chunk = { size, left: size, last: !!m[2], discard };
+    this.mode = 'chunk';
+    this.arm(smtp.timeouts.data);
+    if (size === 0) this.chunkDone();
+  }
+
   private command(text: string): Promise<void> | void {
     const sp = text.indexOf(' ');
     const verb = (sp < 0 ? text : text.slice(0, sp)).toUpperCase();
@@ -358,7 +452,7 @@ export class SmtpSession {
       case 'DATA':
         return this.data(arg);
       case 'RSET':
-        this.txn = null;
+        this.resetTxn();
         return this.send(Replies.reset()); // RFC 5321 §4.1.1.5
       case 'NOOP':
         return this.send(Replies.ok());
@@ -376,6 +470,7 @@ export class SmtpSession {
       case 'STARTTLS':
         return this.starttls(arg);
       case 'BDAT':
+        return this.bdat(arg);
       case 'AUTH':
       case 'TURN':
       case 'ETRN':
@@ -404,7 +499,7 @@ export class SmtpSession {
     }
     this.helo = name;
     this.esmtp = extended;
-    this.txn = null;
+    this.resetTxn();
     if (!extended) {
       this.out += `250 ${this.host}\r\n`;
       return;
@@ -416,10 +511,18 @@ export class SmtpSession {
       'SMTPUTF8',
       'ENHANCEDSTATUSCODES',
       'DSN',
+      'CHUNKING',
     ];
     if (this.deps.tls && !this.tlsFacts) ext.push('STARTTLS'); // never again after TLS (RFC 3207 §4.2)
     if (this.tlsFacts) ext.push('REQUIRETLS'); // RFC 8689 §3: only over TLS
     this.out += `250-${this.host}\r\n` + ext.map((e, i) => `250${i === ext.length - 1 ? ' ' : '-'}${e}\r\n`).join('');
+  }
+
+  /** No transaction (RSET, EHLO, HELO): its chunks so far, if any, are dropped. */
+  private resetTxn(): void {
+    this.txn = null;
+    this.decoder = null;
+    this.chunkFailed = false;
   }
 
   /** MAIL (RFC 5321 §3.3, §4.1.1.2); out of order is 503 and the state stays (§4.1.4). */
@@ -487,6 +590,7 @@ export class SmtpSession {
       });
       return this.send(v.reply);
     }
+    this.chunkFailed = false;
     this.txn = {
       mailFrom: p.mailbox.address,
       senderDomain,
@@ -551,6 +655,7 @@ export class SmtpSession {
   /** DATA (RFC 5321 §3.3, §4.1.1.4): 503 without MAIL, 554 without a recipient, else 354. */
   private data(arg: string): void {
     if (!this.txn) return this.send(Replies.badSequence('send MAIL first'));
+    if (this.txn.chunked) return this.send(Replies.badSequence('DATA cannot follow BDAT in a transaction (RFC 3030)'));
     if (!this.txn.recipients.length) return this.send(Replies.noValidRecipients());
     if (arg.trim()) return this.send(Replies.syntax('DATA takes no argument'));
     const smtp = this.deps.config.smtp;
@@ -663,7 +768,7 @@ export class SmtpSession {
       // RFC 3207 §4.2: forget everything learned before TLS.
       this.helo = null;
       this.esmtp = false;
-      this.txn = null;
+      this.resetTxn();
       this.reader.take();
       this.mode = 'command';
       this.blocked = false; // what waited on the plaintext socket was read: the client did the handshake

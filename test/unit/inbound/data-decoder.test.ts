@@ -129,3 +129,48 @@ test('a message without stuffing or bare line endings comes out as slices of its
   // The header section ends in the first chunk: one slice up to the empty line, one after it.
   assert.equal(r.chunks.length, Math.ceil((msg.length + 3) / 1500) + 1);
 });
+
+// Chunked mode (BDAT, RFC 3030): no dot-stuffing and no terminator; the same line endings and measures.
+function decodeChunked(input: string, sizes: number[], max = 1 << 20) {
+  const b = Buffer.from(input, 'latin1');
+  const d = new DataDecoder(max, 1 << 16, false);
+  let i = 0;
+  for (let off = 0; off < b.length;) {
+    const n = Math.max(1, sizes[i++ % sizes.length]);
+    assert.equal(d.feed(b.subarray(off, off + n)), -1, 'nothing in a chunk ends the data');
+    off += n;
+  }
+  d.finish();
+  const r = d.result();
+  return { ...r, text: Buffer.concat(r.chunks).toString('latin1') };
+}
+
+test('chunked: a "." is content wherever it stands, CRLF "." CRLF included', () => {
+  const input = '.Subject: a\r\n\r\n..two\r\n.\r\nMAIL FROM:<x@y.test>\r\n.\r\n';
+  for (const sizes of [[1 << 20], [1], [2, 3], [7]]) {
+    const r = decodeChunked(input, sizes);
+    assert.equal(r.text, input, `sizes ${sizes}`);
+    assert.equal(r.bare, false);
+  }
+});
+
+test('chunked: a CRLF split between chunks stays a CRLF; bare endings become CRLF and are flagged', () => {
+  assert.deepEqual(
+    [decodeChunked('a\r\nb\r\n', [2]).text, decodeChunked('a\r\nb\r\n', [2]).bare],
+    ['a\r\nb\r\n', false],
+  );
+  const bare = decodeChunked('a\nb\rc\r\n', [1]);
+  assert.equal(bare.text, 'a\r\nb\r\nc\r\n');
+  assert.equal(bare.bare, true);
+});
+
+test('chunked: finish() ends the last line: a bare CR becomes CRLF (flagged), a missing ending is added', () => {
+  const cr = decodeChunked('a\r\nb\r', [1 << 20]);
+  assert.equal(cr.text, 'a\r\nb\r\n');
+  assert.equal(cr.bare, true);
+  const open = decodeChunked('Subject: a\r\n\r\nlast line', [4]);
+  assert.equal(open.text, 'Subject: a\r\n\r\nlast line\r\n');
+  assert.equal(open.bare, false);
+  assert.equal(open.longestLine, 10);
+  assert.equal(decodeChunked('', [1]).text, '', 'an empty message stays empty');
+});

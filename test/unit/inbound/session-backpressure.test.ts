@@ -119,7 +119,7 @@ test('pipelined EHLOs from a client that never reads: reading stops at MAX_UNSEN
       `unsent replies held by the gateway: ${server.writableLength} octets (bound ${UNSENT_BOUND})`,
     );
     assert.ok(server.bytesRead < n * 8, `the gateway stopped reading (read ${server.bytesRead} of ${n * 8} octets)`);
-    const r = await readCounting(client, '250 DSN\r\n', n, 60_000);
+    const r = await readCounting(client, '250 CHUNKING\r\n', n, 60_000);
     assert.equal(r.seen, n, 'one EHLO reply per EHLO, none lost');
     assert.equal(server.bytesRead, 'EHLO x\r\n'.length * n, 'and everything was read in the end');
     client.write('QUIT\r\n');
@@ -145,7 +145,7 @@ test('busy (waiting for the store) and backpressured at once: the session reads 
   try {
     await readUntil(client, (s) => s.includes('\r\n'), 5000);
     client.write('EHLO client.test\r\n');
-    await readUntil(client, (s) => s.includes('250 DSN\r\n'), 5000);
+    await readUntil(client, (s) => s.includes('250 CHUNKING\r\n'), 5000);
     client.write('MAIL FROM:<a@fabrikam.test>\r\nRCPT TO:<u@contoso.test>\r\nDATA\r\n');
     await readUntil(client, (s) => s.includes('354 '), 5000);
     // The message, then RSETs pipelined behind it (allowed: message content may start a group).
