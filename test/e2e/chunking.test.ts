@@ -12,6 +12,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { cleanup, startGateway, type GatewayHandle } from '../helpers/gateway.ts';
 import { SmtpClient, type Reply } from '../helpers/smtp.ts';
+import { SmtpConnection } from '../../src/delivery/smtp-client.ts';
+import { TrustStore } from '../../src/tls/trust.ts';
 
 let gw: GatewayHandle; // bareLineEndings: normalize (the default)
 let gwR: GatewayHandle; // bareLineEndings: reject, maxMessageSize 2000
@@ -255,4 +257,34 @@ test('a BDAT whose size cannot be read ends the session with 421 4.5.4', async (
   } finally {
     c.close();
   }
+});
+
+test("the gateway's own SMTP client and server speak BDAT to each other: ten messages on one connection, stored as sent", async () => {
+  const conn = await SmtpConnection.open({
+    ip: '127.0.0.1',
+    port: gw.port,
+    hostname: 'mx1.contoso.test',
+    heloName: 'gw.fabrikam.test',
+    starttls: 'never',
+    trust: new TrustStore(false, []),
+    timeouts: { connect: 5, greeting: 5, command: 5, dataInit: 5, dataBlock: 5, dataEnd: 5 },
+  });
+  const sent: string[] = [];
+  try {
+    for (let i = 0; i < 10; i++) {
+      const text = `Subject: own ${i}\r\n\r\n.dot line\r\n.\r\nQUIT\r\nend ${i}\r\n`;
+      sent.push(text);
+      const r = await conn.send(
+        { from: 'sender@fabrikam.test', rcpts: [{ address: 'own@contoso.test' }], eightBit: false, smtputf8: false },
+        Buffer.from(text),
+      );
+      assert.equal(r.chunked, true, 'the client used BDAT: the server offers CHUNKING and PIPELINING');
+      assert.match(`${r.data?.code} ${r.data?.text}`, /^250 .*OK queued as /);
+    }
+    await conn.quit();
+  } finally {
+    conn.close();
+  }
+  const stored = (await mailFor(gw, 'own', 10)).map((m) => content(m, 'Subject: own'));
+  assert.deepEqual(stored.sort(), sent.sort());
 });
