@@ -432,6 +432,43 @@ async function decoderProperties(n: number, out: Outcome[], log: (l: string) => 
   );
 }
 
+/** BDAT chunks (RFC 3030): the decoder's chunked mode, fed `sizes` at a time, then finished. */
+function decodeChunked(input: Buffer, sizes: number[], max: number) {
+  const d = new DataDecoder(max, 1 << 16, false);
+  let ended = false;
+  for (let off = 0, i = 0; off < input.length; i++) {
+    const k = Math.max(1, sizes[i % sizes.length]);
+    if (d.feed(input.subarray(off, off + k)) >= 0) ended = true;
+    off += k;
+  }
+  d.finish();
+  const r = d.result();
+  return { ...r, text: Buffer.concat(r.chunks).toString('latin1'), ended };
+}
+
+async function chunkedProperties(n: number, out: Outcome[], log: (l: string) => void): Promise<void> {
+  const P = 'DATA decoder, chunked mode for BDAT (src/inbound/data-decoder.ts)';
+  await check(
+    P,
+    'whatever the chunk sizes: nothing ends the data, dots are content, every line ending is CRLF, the last line ended',
+    n * 4,
+    fc.property(fc.array(dataAlphabet, { maxLength: 80 }), fragSizes, (parts, sizes) => {
+      const text = parts.join('');
+      const r = decodeChunked(Buffer.from(text, 'latin1'), sizes, 1 << 20);
+      must(!r.ended, 'a chunk ended the data');
+      // The reference: lines split at CRLF, bare CR or bare LF, each ended with CRLF; nothing else changes.
+      const lines = text.split(/\r\n|\r|\n/);
+      if (lines[lines.length - 1] === '') lines.pop();
+      const expected = lines.map((l) => `${l}\r\n`).join('');
+      must(r.text === expected, `output ${fmt(r.text)}, expected ${fmt(expected)}`);
+      must(r.bare === /\r(?!\n)|(?<!\r)\n/.test(text), `bare ${r.bare} for ${fmt(text)}`);
+      must(r.size === expected.length, `size ${r.size}, output ${expected.length}`);
+    }),
+    out,
+    log,
+  );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Command reader
 
@@ -1147,6 +1184,7 @@ export async function runProperties(ctx: ProofContext): Promise<ProofSection> {
   ctx.log(`property fuzzing with fast-check, seed ${PROPERTY_SEED}, base ${n} runs`);
   await addressProperties(n, out, log);
   await decoderProperties(n, out, log);
+  await chunkedProperties(n, out, log);
   await readerProperties(n, out, log);
   await configProperties(n, out, log, ctx.workDir);
   await dnsProperties(ctx.size === 'ci' ? 250 : 2500, out, log);
