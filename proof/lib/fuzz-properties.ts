@@ -382,6 +382,7 @@ async function decoderProperties(n: number, out: Outcome[], log: (l: string) => 
           'bare',
           'nul',
           'eightBit',
+          'longestLine',
         ] as const) {
           must(frag[k] === whole[k], `${k} differs: whole ${fmt(whole[k])} fragmented ${fmt(frag[k])}`);
         }
@@ -463,6 +464,10 @@ async function chunkedProperties(n: number, out: Outcome[], log: (l: string) => 
       must(r.text === expected, `output ${fmt(r.text)}, expected ${fmt(expected)}`);
       must(r.bare === /\r(?!\n)|(?<!\r)\n/.test(text), `bare ${r.bare} for ${fmt(text)}`);
       must(r.size === expected.length, `size ${r.size}, output ${expected.length}`);
+      must(r.nul === text.includes('\0'), `nul ${r.nul}`);
+      must(r.eightBit === /[\x80-\xff]/.test(text), `eightBit ${r.eightBit}`);
+      const longest = Math.max(0, ...lines.map((l) => l.length));
+      must(r.longestLine === longest, `longestLine ${r.longestLine}, expected ${longest}`);
     }),
     out,
     log,

@@ -13,6 +13,8 @@
 // chunk sizes do. finish() then ends the last line (a bare CR becomes CRLF; a last line without
 // an ending gets a CRLF, as a message's lines all end in one).
 
+import { isAscii } from 'node:buffer';
+
 const CR = 13,
   LF = 10,
   DOT = 46;
@@ -102,6 +104,10 @@ export class DataDecoder {
   feed(buf: Buffer): number {
     let run = 0; // start of the pending verbatim run in buf
     const n = buf.length;
+    // The next CR and LF at or after i (n: none), found by native searches and kept until passed.
+    let cr = -1;
+    let lf = -1;
+    let k: number;
     for (let i = 0; i < n; i++) {
       const c = buf[i];
       switch (this.st) {
@@ -128,10 +134,13 @@ export class DataDecoder {
             this.lineStart = false;
             run = i + 1;
           } else {
-            if (c === 0) this.out.nul = true;
-            else if (c > 127) this.out.eightBit = true;
+            // Text: on to the line's end at once (NUL and 8-bit octets are looked for in measure()).
+            if (cr < i) cr = (k = buf.indexOf(CR, i)) < 0 ? n : k;
+            if (lf < i) lf = (k = buf.indexOf(LF, i)) < 0 ? n : k;
+            const j = cr < lf ? cr : lf;
             this.lineStart = false;
-            this.lineLen++;
+            this.lineLen += j - i;
+            i = j - 1;
           }
           break;
         case St.Cr:
@@ -165,7 +174,10 @@ export class DataDecoder {
           break;
         case St.DotCr:
           this.st = St.Normal;
-          if (c === LF && this.afterRealCrlf) return i + 1; // CR LF . CR LF: end of data
+          if (c === LF && this.afterRealCrlf) {
+            this.measure(buf, i + 1);
+            return i + 1; // CR LF . CR LF: end of data
+          }
           this.emit(DOTBUF);
           this.lineLen = 1;
           if (c === LF) {
@@ -181,7 +193,15 @@ export class DataDecoder {
       }
     }
     if (this.st === St.Normal) this.emit(buf.subarray(run, n));
+    this.measure(buf, n);
     return -1;
+  }
+
+  /** NUL and 8-bit octets among the first `end` octets of buf (all data: stuffing dots and line endings are neither). */
+  private measure(buf: Buffer, end: number): void {
+    const b = end === buf.length ? buf : buf.subarray(0, end);
+    if (!this.out.nul && b.indexOf(0) >= 0) this.out.nul = true;
+    if (!this.out.eightBit && !isAscii(b)) this.out.eightBit = true;
   }
 
   /** Chunked mode: the data is complete (BDAT LAST); end its last line. */
