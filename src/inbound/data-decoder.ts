@@ -197,7 +197,10 @@ export class DataDecoder {
     return -1;
   }
 
-  /** NUL and 8-bit octets among the first `end` octets of buf (all data: stuffing dots and line endings are neither). */
+  /**
+   * NUL and 8-bit octets among the first `end` octets of buf: all of them data (the stuffing dots
+   * and line endings it drops or rewrites are neither).
+   */
   private measure(buf: Buffer, end: number): void {
     const b = end === buf.length ? buf : buf.subarray(0, end);
     if (!this.out.nul && b.indexOf(0) >= 0) this.out.nul = true;
