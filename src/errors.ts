@@ -49,14 +49,18 @@ export const Replies = {
     reply(214, '2.0.0', 'See RFC 5321; commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT STARTTLS VRFY HELP'),
   /** A BDAT chunk other than the last one, read in full (RFC 3030 §2). */
   chunkReceived: (octets: number) => reply(250, '2.0.0', `${octets} octets received`),
-  /** BDAT whose size cannot be read: the chunk's octets could not be told from commands, so the session ends. */
-  chunkSizeUnreadable: (host: string) =>
+  /**
+   * A BDAT line that cannot be used (no readable size, a NUL, overlong, a bare line ending refused):
+   * its chunk could not be told from commands, so the session ends. 521 as Postfix: permanent, so
+   * that the sending MTA does not try the same broken command again and again.
+   */
+  unusableBdat: (host: string) =>
     reply(
-      421,
-      '4.5.4',
-      `${host} Syntax error: use BDAT <size> [LAST]; closing, as the chunk cannot be told from commands`,
+      521,
+      '5.5.4',
+      `${host} Unusable BDAT command (use BDAT <size> [LAST]): closing, as its chunk cannot be told from commands`,
     ),
-  /** A chunk after a failed one, still in the client's pipeline (RFC 3030 §4.2: read and discarded). */
+  /** A chunk after a failed one, still in the client's pipeline (RFC 3030 §2: read and discarded). */
   chunkAfterFailure: () =>
     reply(503, '5.5.1', 'Bad sequence of commands: an earlier BDAT of this transaction failed; chunk discarded'),
   cannotVrfy: () => reply(252, '2.5.0', 'Cannot VRFY user, but will accept message and attempt delivery'),

@@ -477,7 +477,7 @@ async function chunkedProperties(n: number, out: Outcome[], log: (l: string) => 
 // ---------------------------------------------------------------------------------------------
 // Command reader
 
-type RefLine = { kind: 'line'; text: string; bare: boolean; nul: boolean } | { kind: 'tooLong' };
+type RefLine = { kind: 'line'; text: string; bare: boolean; nul: boolean } | { kind: 'tooLong'; head: string };
 
 /** The documented splitting: lines end at CRLF, LF or a bare CR; over maxLine is reported once. */
 function referenceLines(b: Buffer, maxLine: number): RefLine[] {
@@ -503,13 +503,15 @@ function referenceLines(b: Buffer, maxLine: number): RefLine[] {
       }
     }
     if (end < 0) {
-      if (b.length - pos > maxLine + 1) out.push({ kind: 'tooLong' }); // unfinished and already over the limit
+      // Unfinished and already over the limit.
+      if (b.length - pos > maxLine + 1)
+        out.push({ kind: 'tooLong', head: b.subarray(pos, pos + 5).toString('latin1') });
       return out;
     }
     const raw = b.subarray(pos, end);
     out.push(
       raw.length > maxLine
-        ? { kind: 'tooLong' }
+        ? { kind: 'tooLong', head: raw.subarray(0, 5).toString('latin1') }
         : { kind: 'line', text: raw.toString('utf8'), bare, nul: raw.includes(0) },
     );
     pos = end + skip;

@@ -10,8 +10,9 @@
 // line ends at CRLF, bare LF or bare CR; a line longer than 2048 octets gets one 500 and is
 // skipped to its end; DATA ends at the first CRLF "." CRLF whose CRLF is real (or "." CRLF at the
 // start of the data); BDAT <size> [LAST] (RFC 3030) is followed by exactly size octets of chunk
-// (no replies to them: they are never commands) and then gets one reply, and a BDAT whose size
-// cannot be read gets 421 and the session ends.
+// (no replies to them: they are never commands) and then gets one reply, and a BDAT line the
+// server cannot use (no readable size, a NUL, overlong) gets 521 and the session ends. (The fuzz
+// gateway runs with bareLineEndings: normalize, so a BDAT line with a bare ending is used.)
 import net from 'node:net';
 import tls from 'node:tls';
 import { Rng } from './fuzz-rng.ts';
@@ -306,7 +307,8 @@ function grammarSession(r: Rng, lim: FuzzLimits, bodies: Set<Buffer>): Buffer[] 
         ];
         for (let k = 1; k < cuts.length; k++) {
           const piece = m.subarray(cuts[k - 1], cuts[k]);
-          out.push(Buffer.concat([line(`BDAT ${piece.length}${k === cuts.length - 1 ? ' LAST' : ''}`), piece]));
+          // The line and its chunk as pieces of their own, so that mutations reach the line's ending.
+          out.push(line(`BDAT ${piece.length}${k === cuts.length - 1 ? ' LAST' : ''}`), piece);
         }
       } else if (r.chance(0.9)) {
         out.push(line('DATA'));
@@ -414,6 +416,7 @@ function mutate(r: Rng, p: Buffer[]): string {
         'EHLO ',
         'XLONG ',
         'RCPT TO:<',
+        'BDAT 1',
       ]);
       const fill = r.pick(['a', 'x', '+41', ' ']);
       let s = pre + fill.repeat(Math.ceil(Math.max(0, len - pre.length) / fill.length));
@@ -534,6 +537,8 @@ interface Pending {
   verb: string;
   text: string;
   start?: number;
+  /** A BDAT line the server cannot use: the reply must be 521, and the session ends. */
+  unusableBdat?: boolean;
 }
 export interface ModelReply {
   code: number;
@@ -653,7 +658,11 @@ export class ReplyModel {
     }
     this.awaiting = null;
     this.lastFor = a;
-    if (a.kind === 'greeting') {
+    if (a.unusableBdat) {
+      if (r.code !== 521)
+        this.violations.push(`unusable BDAT line ${JSON.stringify(a.text)} got ${r.lines[0]}, not 521`);
+      this.phase = 'closing';
+    } else if (a.kind === 'greeting') {
       if (r.code === 220) this.phase = 'command';
       else if (r.code === 554 || r.code === 421) this.phase = 'closing';
       else this.violations.push(`unexpected greeting ${r.lines.join(' | ')}`);
@@ -739,7 +748,13 @@ export class ReplyModel {
         if (!this.discarding && len - this.pos > MAX_LINE + 1) {
           this.discarding = true;
           this.lines++;
-          this.awaiting = { kind: 'line', verb: '', text: `(overlong ${len - this.pos}+ octets)`, start: this.pos };
+          this.awaiting = {
+            kind: 'line',
+            verb: '',
+            text: `(overlong ${len - this.pos}+ octets)`,
+            start: this.pos,
+            ...(/^BDAT /i.test(buf.subarray(this.pos, this.pos + 5).toString('latin1')) ? { unusableBdat: true } : {}),
+          };
         }
         return;
       }
@@ -760,13 +775,16 @@ export class ReplyModel {
         text: end - start > 200 ? `${text.slice(0, 60)}…(${end - start} octets)` : text,
         start,
       };
-      // A BDAT line that is a command (not overlong, no NUL) with a readable size: its chunk follows.
-      const size = /^(\d{1,15})( +LAST)? *$/i.exec(text.slice(sp + 1));
-      if (pending.verb === 'BDAT' && sp > 0 && size && !text.includes('\0')) {
-        this.phase = 'chunk';
-        this.chunkOf = pending;
-        this.chunkSize = Number(size[1]);
-        continue;
+      // A BDAT line: usable (not overlong, no NUL, a readable size) and its chunk follows, or 521.
+      if (verb === 'BDAT' || (end - start > MAX_LINE && /^BDAT /i.test(text.slice(0, 5)))) {
+        const size = sp > 0 ? /^(\d{1,15})( +LAST)? *$/i.exec(text.slice(sp + 1)) : null;
+        if (end - start <= MAX_LINE && size && !text.includes('\0')) {
+          this.phase = 'chunk';
+          this.chunkOf = pending;
+          this.chunkSize = Number(size[1]);
+          continue;
+        }
+        pending.unusableBdat = true;
       }
       this.awaiting = pending;
     }

@@ -608,7 +608,10 @@ export const configSchema = z.strictObject({
             'Time allowed to complete each command line (also the idle timeout). Slow-drip clients that never ' +
               'finish a line are cut off: `421 4.4.2`.',
           ),
-          data: seconds(600).describe('Time allowed for the whole DATA phase.'),
+          data: seconds(600).describe(
+            'Time allowed for the whole DATA phase; for a message sent in BDAT chunks, from its first BDAT to ' +
+              'the end of its last chunk.',
+          ),
           tlsHandshake: seconds(30).describe('Time allowed for the TLS handshake after STARTTLS.'),
         })
         .prefault({}),

@@ -2,12 +2,15 @@
 // Promise: memory is bounded by maxLine; an overlong line is reported once and skipped to its end.
 // A line ends at LF (CRLF or bare LF) or at a bare CR; `bare` says whether the ending was bare
 // (RFC 5321 §2.3.8 recognises only CRLF: the session refuses or normalises bare endings).
+// An overlong line is reported with its first HEAD octets (the session must know a BDAT's).
 
 const CR = 13,
   LF = 10;
 const EMPTY = Buffer.alloc(0);
+/** Octets of an overlong line reported with it (latin1). */
+export const HEAD = 5;
 
-export type Line = { kind: 'line'; text: string; bare: boolean; nul: boolean } | { kind: 'tooLong' };
+export type Line = { kind: 'line'; text: string; bare: boolean; nul: boolean } | { kind: 'tooLong'; head: string };
 
 export class CommandReader {
   private buf: Buffer = EMPTY;
@@ -83,7 +86,7 @@ export class CommandReader {
           this.buf = b.subarray(cut);
           const first = !this.discarding;
           this.discarding = !ended;
-          if (first) return { kind: 'tooLong' };
+          if (first) return { kind: 'tooLong', head: b.subarray(0, HEAD).toString('latin1') };
           if (!ended) return null;
           continue;
         }
@@ -95,7 +98,7 @@ export class CommandReader {
         this.discarding = false;
         continue;
       }
-      if (raw.length > this.maxLine) return { kind: 'tooLong' };
+      if (raw.length > this.maxLine) return { kind: 'tooLong', head: raw.subarray(0, HEAD).toString('latin1') };
       return { kind: 'line', text: raw.toString('utf8'), bare, nul: raw.includes(0) };
     }
   }

@@ -5,7 +5,10 @@
 //  - Every bare CR and bare LF is written out as CRLF, so stored data has CRLF line endings only;
 //    `bare` reports whether any were seen (for bareLineEndings: reject).
 //  - Dot-stuffing is removed (a leading "." on a line is dropped).
-//  - Memory is bounded: beyond maxSize nothing more is kept (sizeExceeded is set).
+//  - Memory is bounded: beyond maxSize nothing more is kept (sizeExceeded is set), and what is kept
+//    costs about its size: runs shorter than SMALL octets (the pieces around bare line endings and
+//    stuffing dots, one-octet BDAT chunks) are copied together into blocks (up to BLOCK octets), where a
+//    slice each would cost a Buffer object and pin the whole read it came from.
 //  - `longestLine` is the longest decoded line in octets, CRLF excluded (measured in the same
 //    pass, so delivery knows about lines over 998 octets without scanning the message again).
 // Chunked mode (BDAT, RFC 3030; `dots` false): the same decoding of line endings and the same
@@ -20,6 +23,9 @@ const CR = 13,
   DOT = 46;
 const CRLF = Buffer.from('\r\n');
 const DOTBUF = Buffer.from('.');
+/** Runs shorter than this are copied into a block instead of kept as slices of the input. */
+const SMALL = 256;
+const BLOCK = 16 * 1024;
 
 const enum St {
   Normal,
@@ -46,6 +52,10 @@ export class DataDecoder {
   private afterRealCrlf = true;
   private lineLen = 0;
   private inHeader = true;
+  /** The block small runs are copied into: octets start..used not yet in out.chunks. */
+  private block: Buffer | null = null;
+  private blockStart = 0;
+  private blockUsed = 0;
   private readonly out: DecodedData = {
     chunks: [],
     size: 0,
@@ -76,7 +86,27 @@ export class DataDecoder {
       this.out.sizeExceeded = true;
       return;
     }
-    if (!this.out.sizeExceeded) this.out.chunks.push(b);
+    if (this.out.sizeExceeded) return;
+    if (b.length >= SMALL) {
+      this.seal();
+      this.out.chunks.push(b);
+      return;
+    }
+    if (!this.block || this.blockUsed + b.length > this.block.length) {
+      this.seal();
+      // 1 KiB first (most messages copy a few short runs, if any), doubling up to BLOCK.
+      this.block = Buffer.allocUnsafe(this.block ? Math.min(BLOCK, this.block.length * 2) : 1024);
+      this.blockStart = this.blockUsed = 0;
+    }
+    b.copy(this.block, this.blockUsed);
+    this.blockUsed += b.length;
+  }
+
+  /** Put the block's copied octets not yet in out.chunks there (keeping the order of the data). */
+  private seal(): void {
+    if (!this.block || this.blockUsed === this.blockStart) return;
+    this.out.chunks.push(this.block.subarray(this.blockStart, this.blockUsed));
+    this.blockStart = this.blockUsed;
   }
 
   /** A line ended (its CRLF not emitted here). */
@@ -216,6 +246,7 @@ export class DataDecoder {
   }
 
   result(): DecodedData {
+    this.seal();
     return this.out;
   }
 }

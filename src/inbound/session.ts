@@ -5,13 +5,16 @@
 // Asks policy/ for verdicts, hands complete transactions to ingest/, never writes the queue.
 // Promises: every command line gets exactly one reply; the session closes only after a 221 or
 // 421 (or a dead peer, or a 554 to a client that broke the RFC 2920 pipelining rules while
-// smtp.forbidUnauthPipelining is on); bytes pipelined after STARTTLS are discarded and all state
-// is reset after the handshake; memory per session is bounded (line limit, message limit, and
+// smtp.forbidUnauthPipelining is on, or a 521 to a BDAT line it cannot use); bytes pipelined
+// after STARTTLS are discarded and all state is reset after the handshake; memory per session is
+// bounded (line limit, message limit, and
 // reads pause while a command waits for the store or while more than MAX_UNSENT octets of
 // replies wait for a client that does not read them); a session takes at most
 // COMMANDS_PER_TURN commands per event-loop turn, so pipelining floods do not starve others.
-// BDAT: a chunk's octets are read by count, never as commands, whatever the chunk's fate; a
-// chunk whose size cannot be read ends the session (421), as the rest could not be told apart.
+// BDAT: a chunk's octets are read by count, never as commands, whatever the chunk's fate; a BDAT
+// line that cannot be used (no readable size, a NUL, overlong, a bare ending refused) ends the
+// session (521), as its chunk could not be told from commands. A chunked message has
+// smtp.timeouts.data from its first BDAT to its last chunk, as a DATA message has for its data.
 // A client certificate is judged once, right after the handshake (tls/client-cert.ts); while
 // its revocation status is fetched (only for a certificate that could identify a connector),
 // reads wait, bounded by the revocation checker's time limit.
@@ -80,8 +83,8 @@ interface Txn {
   envelope: EnvelopeParams;
   recipients: NewRecipient[];
   seen: Set<string>;
-  /** The data comes in BDAT chunks (RFC 3030: DATA may not follow in this transaction). */
-  chunked?: boolean;
+  /** The data comes in BDAT chunks (RFC 3030: DATA may not follow in this transaction), until then. */
+  chunked?: { deadline: number };
 }
 
 /** The BDAT chunk being read: `left` of its `size` octets still to come. */
@@ -260,6 +263,14 @@ export class SmtpSession {
       if (!line) break;
       this.counts.commands++;
       this.arm(this.deps.config.smtp.timeouts.command);
+      // A BDAT line refused as a line would leave its chunk to be read as commands: the session ends.
+      if (
+        (line.kind === 'tooLong' && /^BDAT /i.test(line.head)) ||
+        (line.kind === 'line' &&
+          (line.nul || (line.bare && this.deps.config.smtp.bareLineEndings === 'reject')) &&
+          /^BDAT(?: |$)/i.test(line.text))
+      )
+        return this.unusableBdat();
       if (line.kind === 'tooLong') {
         this.send(Replies.lineTooLong(MAX_COMMAND_LINE));
       } else if (line.nul) {
@@ -380,7 +391,7 @@ export class SmtpSession {
   /**
    * A chunk was read in full. RFC 3030 §2: a chunk other than the last gets 250 once read; the
    * last one gets the transaction's reply (endData); a failed chunk fails the transaction, and
-   * the chunks the client had pipelined behind it up to its LAST are read and discarded (§4.2).
+   * the chunks the client had pipelined behind it up to its LAST are read and discarded (also §2).
    */
   private chunkDone(): void {
     const c = this.chunk!;
@@ -402,19 +413,26 @@ export class SmtpSession {
       this.send(c.discard);
       return;
     }
-    if (!c.last) return this.send(Replies.chunkReceived(c.size));
+    if (!c.last) {
+      // Between chunks: the command timeout, within what is left of the message's data timeout.
+      this.arm(Math.min(this.deps.config.smtp.timeouts.command, (this.txn!.chunked!.deadline - Date.now()) / 1000));
+      return this.send(Replies.chunkReceived(c.size));
+    }
     this.decoder!.finish();
     this.wait(this.endData());
+  }
+
+  /** A BDAT line that cannot be used: 521 and close (its chunk could not be told from commands). */
+  private unusableBdat(): void {
+    this.closeReason = 'unusable BDAT';
+    this.send(Replies.unusableBdat(this.host));
+    this.close();
   }
 
   /** BDAT <size> [LAST] (RFC 3030): the chunk's octets follow the command line at once. */
   private bdat(arg: string): void {
     const m = /^(\d{1,15})( +LAST)? *$/i.exec(arg);
-    if (!m) {
-      this.closeReason = 'BDAT syntax';
-      this.send(Replies.chunkSizeUnreadable(this.host));
-      return this.close();
-    }
+    if (!m) return this.unusableBdat();
     const size = Number(m[1]);
     const smtp = this.deps.config.smtp;
     const t = this.txn;
@@ -424,7 +442,7 @@ export class SmtpSession {
     else if (!t.recipients.length) discard = Replies.noValidRecipients();
     else {
       if (!t.chunked) {
-        t.chunked = true;
+        t.chunked = { deadline: Date.now() + smtp.timeouts.data * 1000 };
         this.decoder = new DataDecoder(smtp.maxMessageSize, smtp.maxHeaderSize, false);
       }
       // Over the maximum with this chunk: 552 once it is read (RFC 1870 §6.3), keeping none of it.
@@ -432,7 +450,7 @@ export class SmtpSession {
     }
     this.chunk = { size, left: size, last: !!m[2], discard };
     this.mode = 'chunk';
-    this.arm(smtp.timeouts.data);
+    this.arm(t?.chunked ? (t.chunked.deadline - Date.now()) / 1000 : smtp.timeouts.data);
     if (size === 0) this.chunkDone();
   }
 
@@ -606,6 +624,8 @@ export class SmtpSession {
   private rcpt(arg: string): void {
     const t = this.txn;
     if (!t) return this.send(Replies.badSequence('send MAIL first'));
+    // RFC 3030 §2: the chunks follow all MAIL and RCPT replies.
+    if (t.chunked) return this.send(Replies.badSequence('RCPT after BDAT'));
     if (!/^TO:/i.test(arg)) return this.send(Replies.syntax('use RCPT TO:<address>'));
     const p = parsePathArg(arg.slice(3), { allowNull: false, utf8Allowed: t.envelope.smtputf8 });
     if (!p.ok) return this.send(p.reply);
@@ -857,7 +877,8 @@ export class SmtpSession {
   /** Server shutdown: tell the client, then close. */
   shutdown(): void {
     if (this.mode === 'closing') return;
-    if (this.busy || this.mode === 'data') return; // let the transaction finish; close follows via stop timeout
+    // Let the transaction's data finish (DATA, or BDAT chunks); close follows via the stop timeout.
+    if (this.busy || this.mode === 'data' || this.mode === 'chunk' || this.txn?.chunked) return;
     this.closeReason = 'server shutdown';
     this.send(Replies.shuttingDown(this.host));
     this.close();

@@ -3,9 +3,11 @@
 // dot-stuffing to undo, so CRLF "." CRLF inside a chunk is content and a transaction written inside
 // a chunk is never run); line endings are made CRLF as for DATA (or refused with
 // bareLineEndings: reject); a chunk that fails (no transaction, no recipient, too large) is read
-// and discarded, and the chunks pipelined behind it up to LAST with it; DATA may not follow BDAT;
-// a BDAT whose size cannot be read ends the session. Messages go to local mailboxes, so what was
-// stored is read back byte for byte.
+// and discarded, and the chunks pipelined behind it up to LAST with it; DATA and RCPT may not
+// follow BDAT; a BDAT line the server cannot use (no readable size, a NUL, overlong) ends the
+// session with 521, as its chunk could not be told from commands; a chunked message has
+// smtp.timeouts.data from its first BDAT to its last chunk. Messages go to local mailboxes, so what
+// was stored is read back byte for byte.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -16,12 +18,12 @@ import { SmtpConnection } from '../../src/delivery/smtp-client.ts';
 import { TrustStore } from '../../src/tls/trust.ts';
 
 let gw: GatewayHandle; // bareLineEndings: normalize (the default)
-let gwR: GatewayHandle; // bareLineEndings: reject, maxMessageSize 2000
+let gwR: GatewayHandle; // bareLineEndings: reject, maxMessageSize 2000, timeouts.data 2 s
 
 before(async () => {
   [gw, gwR] = await Promise.all([
     startGateway(),
-    startGateway({ config: { smtp: { bareLineEndings: 'reject', maxMessageSize: 2000 } } }),
+    startGateway({ config: { smtp: { bareLineEndings: 'reject', maxMessageSize: 2000, timeouts: { data: 2 } } } }),
   ]);
 });
 after(async () => {
@@ -243,17 +245,69 @@ test('a chunk over the size limit is read and refused (552 5.3.4); the session g
   }
 });
 
-test('a BDAT whose size cannot be read ends the session with 421 4.5.4', async () => {
+const UNUSABLE =
+  '521 5.5.4 mx1.contoso.test Unusable BDAT command (use BDAT <size> [LAST]): closing, as its chunk cannot be told ' +
+  'from commands';
+
+test('a BDAT line the server cannot use ends the session with 521 5.5.4: no size, a NUL, overlong, a refused bare ending', async () => {
+  const chunk = 'RSET\r\nMAIL FROM:<evil@x.test>\r\nRCPT TO:<victim@contoso.test>\r\n';
+  const cases: [GatewayHandle, string][] = [
+    [gw, 'BDAT twelve LAST\r\n'],
+    [gw, 'BDAT\r\n'],
+    [gw, `BDAT ${chunk.length} LAST\x00\r\n`],
+    [gw, `BDAT ${chunk.length}${' '.repeat(2100)}LAST\r\n`],
+    [gwR, `BDAT ${chunk.length} LAST\n`], // bareLineEndings: reject refuses the line
+  ];
+  for (const [h, bdatLine] of cases) {
+    const c = await session(h);
+    try {
+      await c.expect('MAIL FROM:<sender@fabrikam.test>', 250);
+      await c.expect('RCPT TO:<broken@contoso.test>', 250);
+      c.write(bdatLine + chunk);
+      const r = await c.read(5000);
+      assert.equal(r?.text, UNUSABLE, JSON.stringify(bdatLine.slice(0, 40)));
+      await c.closedPromise;
+      const after = c.received.slice(c.received.indexOf('Recipient OK'));
+      assert.ok(!/Reset state|Sender OK/.test(after), `the chunk was run as commands: ${after}`);
+    } finally {
+      c.close();
+    }
+  }
+});
+
+test('RCPT after BDAT is refused (RFC 3030 §2: the chunks follow every RCPT)', async () => {
   const c = await session(gw);
   try {
     await c.expect('MAIL FROM:<sender@fabrikam.test>', 250);
-    await c.expect('RCPT TO:<broken@contoso.test>', 250);
-    const r = await c.cmd('BDAT twelve LAST');
-    assert.equal(
-      r.text,
-      '421 4.5.4 mx1.contoso.test Syntax error: use BDAT <size> [LAST]; closing, as the chunk cannot be told from commands',
-    );
-    await c.closedPromise;
+    await c.expect('RCPT TO:<late@contoso.test>', 250);
+    c.write(bdat('Subject: late\r\n\r\n'));
+    assert.equal((await c.read(5000))?.code, 250);
+    const r = await c.cmd('RCPT TO:<later@contoso.test>');
+    assert.equal(r.text, '503 5.5.1 Bad sequence of commands: RCPT after BDAT');
+    c.write(bdat('body\r\n', true));
+    assert.match((await c.read(5000))?.text ?? '', /^250 2\.0\.0 OK queued/);
+  } finally {
+    c.close();
+  }
+});
+
+test('a chunked message has smtp.timeouts.data in all, however its chunks are spaced (2 s here)', async () => {
+  const c = await session(gwR);
+  const t0 = Date.now();
+  try {
+    await c.expect('MAIL FROM:<sender@fabrikam.test>', 250);
+    await c.expect('RCPT TO:<slow@contoso.test>', 250);
+    // A 3-octet chunk every 0.7 s: each is answered, until the 2 s since the first are up.
+    let last: Reply | null = null;
+    for (let i = 0; i < 10; i++) {
+      if (!c.closed) c.write(bdat('x\r\n'));
+      last = await c.read(5000); // the 421 may have come during the pause, before this write
+      if (last?.code !== 250) break;
+      await sleep(700);
+    }
+    assert.equal(last?.text, '421 4.4.2 mx1.contoso.test Error: timeout exceeded');
+    const took = Date.now() - t0;
+    assert.ok(took >= 1900 && took < 4000, `timed out after ${took} ms, not after the 2 s of timeouts.data`);
   } finally {
     c.close();
   }

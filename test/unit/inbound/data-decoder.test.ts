@@ -174,3 +174,21 @@ test('chunked: finish() ends the last line: a bare CR becomes CRLF (flagged), a 
   assert.equal(open.longestLine, 10);
   assert.equal(decodeChunked('', [1]).text, '', 'an empty message stays empty');
 });
+
+test('what is kept costs about its size: one-octet chunks and short runs are copied into blocks, in order', () => {
+  const d = new DataDecoder(1 << 24, 1 << 16, false);
+  const text = 'Subject: tiny\r\n\r\n' + 'abc.\r\n'.repeat(20_000);
+  const b = Buffer.from(text, 'latin1');
+  for (let i = 0; i < b.length; i++) d.feed(b.subarray(i, i + 1)); // each octet a chunk (and a read) of its own
+  d.finish();
+  const r = d.result();
+  assert.equal(Buffer.concat(r.chunks).toString('latin1'), text);
+  assert.ok(r.chunks.length < 20, `${r.chunks.length} pieces kept for ${b.length} one-octet chunks`);
+  // A DATA message whose lines all end bare: runs between the endings are short, so copied too.
+  const bare = decode('x\n'.repeat(4999) + 'x\r\n.\r\n');
+  assert.equal(bare.text, 'x\r\n'.repeat(5000));
+  assert.ok(bare.chunks.length < 20, `${bare.chunks.length} pieces for 5000 bare-LF lines`);
+  // Long runs stay slices of the input (no copy).
+  const long = decode(`${'y'.repeat(300)}\r\n.\r\n`);
+  assert.equal(long.chunks.length, 1);
+});
