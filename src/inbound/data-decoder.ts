@@ -245,6 +245,11 @@ export class DataDecoder {
     } else if (this.lineLen > 0) this.eol(true);
   }
 
+  /** Octets of data so far (without putting copied runs into the result, as result() does). */
+  get size(): number {
+    return this.out.size;
+  }
+
   result(): DecodedData {
     this.seal();
     return this.out;

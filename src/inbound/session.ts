@@ -446,7 +446,7 @@ export class SmtpSession {
         this.decoder = new DataDecoder(smtp.maxMessageSize, smtp.maxHeaderSize, false);
       }
       // Over the maximum with this chunk: 552 once it is read (RFC 1870 §6.3), keeping none of it.
-      if (this.decoder!.result().size + size > smtp.maxMessageSize) discard = Replies.sizeExceeded();
+      if (this.decoder!.size + size > smtp.maxMessageSize) discard = Replies.sizeExceeded();
     }
     this.chunk = { size, left: size, last: !!m[2], discard };
     this.mode = 'chunk';

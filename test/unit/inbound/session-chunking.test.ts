@@ -1,0 +1,64 @@
+// The session's BDAT path as ingest sees it (an in-process stub at the ingest seam): a message sent
+// as one-octet chunks arrives whole and in order, in a few blocks rather than a piece per chunk
+// (memory kept about the message's size however it is cut).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { buildConfig } from '../../../src/config/load.ts';
+import { SmtpSession, type SessionDeps } from '../../../src/inbound/session.ts';
+import { InboundPolicy } from '../../../src/policy/inbound.ts';
+import type { Ingest } from '../../../src/ingest/ingest.ts';
+import type { RevocationChecker } from '../../../src/tls/revocation.ts';
+import { TrustStore } from '../../../src/tls/trust.ts';
+import { SmtpClient } from '../../helpers/smtp.ts';
+
+test('a message in 3,000 one-octet BDAT chunks reaches ingest whole, in order, in a few blocks', async () => {
+  const config = buildConfig(
+    {
+      hostname: 'mx1.contoso.test',
+      organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }],
+    },
+    '/nonexistent',
+    null,
+  );
+  let got: Buffer[] | null = null;
+  const ingest = {
+    async accept(t: { chunks: Buffer[] }) {
+      got = t.chunks;
+      return { ok: true as const, queueId: 'Q1' };
+    },
+  } as unknown as Ingest;
+  const deps: SessionDeps = {
+    config,
+    policy: new InboundPolicy(config),
+    tls: null,
+    trust: new TrustStore(false, []),
+    revocation: {} as RevocationChecker,
+    ingest,
+  };
+  const srv = net.createServer((s) => {
+    new SmtpSession(s, deps, { ended() {}, closed() {} });
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const c = await SmtpClient.connect((srv.address() as net.AddressInfo).port);
+  try {
+    await c.hello();
+    await c.expect('MAIL FROM:<a@fabrikam.test>', 250);
+    await c.expect('RCPT TO:<b@contoso.test>', 250);
+    const text = `Subject: tiny\r\n\r\n${'abc.\r\n'.repeat(500)}`;
+    c.write(
+      Buffer.concat(
+        [...Buffer.from(text, 'latin1')].map((o) => Buffer.from(`BDAT 1\r\n${String.fromCharCode(o)}`, 'latin1')),
+      ),
+    );
+    for (let i = 0; i < text.length; i++) assert.equal((await c.read(5000))?.text, '250 2.0.0 1 octets received');
+    assert.equal((await c.cmd('BDAT 0 LAST')).text, '250 2.0.0 OK queued as Q1');
+    assert.ok(got, 'ingest got the message');
+    const chunks = got as Buffer[];
+    assert.equal(Buffer.concat(chunks).toString('latin1'), text);
+    assert.ok(chunks.length < 10, `${chunks.length} pieces for ${text.length} one-octet chunks`);
+  } finally {
+    c.close();
+    await new Promise<void>((r) => srv.close(() => r()));
+  }
+});
