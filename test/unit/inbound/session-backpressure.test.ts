@@ -7,37 +7,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import net from 'node:net';
-import { buildConfig } from '../../../src/config/load.ts';
 import { MAX_UNSENT, SmtpSession, type SessionDeps } from '../../../src/inbound/session.ts';
-import { InboundPolicy } from '../../../src/policy/inbound.ts';
 import type { Ingest } from '../../../src/ingest/ingest.ts';
-import type { RevocationChecker } from '../../../src/tls/revocation.ts';
-import { TrustStore } from '../../../src/tls/trust.ts';
+import { sessionDeps } from '../../helpers/session.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Unsent replies may exceed MAX_UNSENT by what one flush hands over (16 KiB) plus one reply. */
 const UNSENT_BOUND = MAX_UNSENT + 16 * 1024 + 1024;
 
-function deps(smtp: Record<string, unknown>, ingest: Partial<Ingest> = {}): SessionDeps {
-  const config = buildConfig(
-    {
-      hostname: 'mx1.contoso.test',
-      smtp,
-      organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }],
-    },
-    '/tmp',
-    null,
-  );
-  const trust = new TrustStore(false, []);
-  return {
-    config,
-    policy: new InboundPolicy(config),
-    tls: null,
-    trust,
-    revocation: {} as RevocationChecker,
-    ingest: ingest as Ingest,
-  };
-}
+const deps = sessionDeps;
 
 /** A session on a loopback listener; resolves with the server side of the connection and a client that does not read. */
 async function connect(d: SessionDeps): Promise<{ server: net.Socket; client: net.Socket; done: () => Promise<void> }> {

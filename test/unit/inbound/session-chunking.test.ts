@@ -4,23 +4,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { buildConfig } from '../../../src/config/load.ts';
-import { SmtpSession, type SessionDeps } from '../../../src/inbound/session.ts';
-import { InboundPolicy } from '../../../src/policy/inbound.ts';
+import { SmtpSession } from '../../../src/inbound/session.ts';
 import type { Ingest } from '../../../src/ingest/ingest.ts';
-import type { RevocationChecker } from '../../../src/tls/revocation.ts';
-import { TrustStore } from '../../../src/tls/trust.ts';
+import { sessionDeps } from '../../helpers/session.ts';
 import { SmtpClient } from '../../helpers/smtp.ts';
 
 test('a message in 3,000 one-octet BDAT chunks reaches ingest whole, in order, in a few blocks', async () => {
-  const config = buildConfig(
-    {
-      hostname: 'mx1.contoso.test',
-      organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }],
-    },
-    '/nonexistent',
-    null,
-  );
   let got: Buffer[] | null = null;
   const ingest = {
     async accept(t: { chunks: Buffer[] }) {
@@ -28,14 +17,7 @@ test('a message in 3,000 one-octet BDAT chunks reaches ingest whole, in order, i
       return { ok: true as const, queueId: 'Q1' };
     },
   } as unknown as Ingest;
-  const deps: SessionDeps = {
-    config,
-    policy: new InboundPolicy(config),
-    tls: null,
-    trust: new TrustStore(false, []),
-    revocation: {} as RevocationChecker,
-    ingest,
-  };
+  const deps = sessionDeps({}, ingest);
   const srv = net.createServer((s) => {
     new SmtpSession(s, deps, { ended() {}, closed() {} });
   });

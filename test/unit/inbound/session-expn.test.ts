@@ -4,31 +4,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { buildConfig } from '../../../src/config/load.ts';
-import { SmtpSession, type SessionDeps } from '../../../src/inbound/session.ts';
-import { InboundPolicy } from '../../../src/policy/inbound.ts';
-import type { Ingest } from '../../../src/ingest/ingest.ts';
-import type { RevocationChecker } from '../../../src/tls/revocation.ts';
-import { TrustStore } from '../../../src/tls/trust.ts';
+import { SmtpSession } from '../../../src/inbound/session.ts';
+import { sessionDeps } from '../../helpers/session.ts';
 import { SmtpClient } from '../../helpers/smtp.ts';
 
 test('VRFY and EXPN are answered 252 (disabled, will attempt delivery), as RFC 5321 §7.3 requires', async () => {
-  const config = buildConfig(
-    {
-      hostname: 'mx1.contoso.test',
-      organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }],
-    },
-    '/nonexistent',
-    null,
-  );
-  const deps: SessionDeps = {
-    config,
-    policy: new InboundPolicy(config),
-    tls: null,
-    trust: new TrustStore(false, []),
-    revocation: {} as RevocationChecker,
-    ingest: {} as Ingest,
-  };
+  const deps = sessionDeps();
   const srv = net.createServer((s) => {
     new SmtpSession(s, deps, { ended() {}, closed() {} });
   });

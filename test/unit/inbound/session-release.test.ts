@@ -7,35 +7,15 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { buildConfig } from '../../../src/config/load.ts';
-import { SmtpSession, type SessionDeps } from '../../../src/inbound/session.ts';
-import { InboundPolicy } from '../../../src/policy/inbound.ts';
-import type { Ingest } from '../../../src/ingest/ingest.ts';
-import type { RevocationChecker } from '../../../src/tls/revocation.ts';
-import { TrustStore } from '../../../src/tls/trust.ts';
+import { SmtpSession } from '../../../src/inbound/session.ts';
+import { sessionDeps } from '../../helpers/session.ts';
 import { SmtpClient } from '../../helpers/smtp.ts';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
 
 test('a closed session can be garbage-collected at once (no timer pins it)', async () => {
-  const config = buildConfig(
-    {
-      hostname: 'mx1.contoso.test',
-      organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }],
-    },
-    '/tmp',
-    null,
-  );
-  const trust = new TrustStore(false, []);
-  const deps: SessionDeps = {
-    config,
-    policy: new InboundPolicy(config),
-    tls: null,
-    trust,
-    revocation: {} as RevocationChecker,
-    ingest: {} as Ingest,
-  };
+  const deps = sessionDeps();
   let ref: WeakRef<SmtpSession> | undefined;
   let ended!: () => void;
   const closed = new Promise<void>((r) => {
