@@ -658,15 +658,16 @@ export class ReplyModel {
     }
     this.awaiting = null;
     this.lastFor = a;
-    if (a.unusableBdat) {
-      if (r.code !== 521)
-        this.violations.push(`unusable BDAT line ${JSON.stringify(a.text)} got ${r.lines[0]}, not 521`);
-      this.phase = 'closing';
-    } else if (a.kind === 'greeting') {
+    if (a.kind === 'greeting') {
       if (r.code === 220) this.phase = 'command';
       else if (r.code === 554 || r.code === 421) this.phase = 'closing';
       else this.violations.push(`unexpected greeting ${r.lines.join(' | ')}`);
     } else if (r.code === 421 || (r.code === 221 && a.verb === 'QUIT')) {
+      // (421 also before an unusable BDAT line is read: too many errors, a timeout, shutdown.)
+      this.phase = 'closing';
+    } else if (a.unusableBdat) {
+      if (r.code !== 521)
+        this.violations.push(`unusable BDAT line ${JSON.stringify(a.text)} got ${r.lines[0]}, not 521`);
       this.phase = 'closing';
     } else if (a.kind === 'dataEnd') {
       this.phase = 'command';
