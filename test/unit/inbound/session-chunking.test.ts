@@ -3,10 +3,8 @@
 // (memory kept about the message's size however it is cut).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
-import { SmtpSession } from '../../../src/inbound/session.ts';
 import type { Ingest } from '../../../src/ingest/ingest.ts';
-import { sessionDeps } from '../../helpers/session.ts';
+import { listenSessions, sessionDeps } from '../../helpers/session.ts';
 import { SmtpClient } from '../../helpers/smtp.ts';
 
 test('a message in 3,000 one-octet BDAT chunks reaches ingest whole, in order, in a few blocks', async () => {
@@ -18,11 +16,8 @@ test('a message in 3,000 one-octet BDAT chunks reaches ingest whole, in order, i
     },
   } as unknown as Ingest;
   const deps = sessionDeps({}, ingest);
-  const srv = net.createServer((s) => {
-    new SmtpSession(s, deps, { ended() {}, closed() {} });
-  });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const c = await SmtpClient.connect((srv.address() as net.AddressInfo).port);
+  const srv = await listenSessions(deps);
+  const c = await SmtpClient.connect(srv.port);
   try {
     await c.hello();
     await c.expect('MAIL FROM:<a@fabrikam.test>', 250);
@@ -41,6 +36,6 @@ test('a message in 3,000 one-octet BDAT chunks reaches ingest whole, in order, i
     assert.ok(chunks.length < 10, `${chunks.length} pieces for ${text.length} one-octet chunks`);
   } finally {
     c.close();
-    await new Promise<void>((r) => srv.close(() => r()));
+    await srv.close();
   }
 });

@@ -3,18 +3,13 @@
 // unsuccessful verification"; §3.5.3): 252 for both, never 250 and never 502/550.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
-import { SmtpSession } from '../../../src/inbound/session.ts';
-import { sessionDeps } from '../../helpers/session.ts';
+import { listenSessions, sessionDeps } from '../../helpers/session.ts';
 import { SmtpClient } from '../../helpers/smtp.ts';
 
 test('VRFY and EXPN are answered 252 (disabled, will attempt delivery), as RFC 5321 §7.3 requires', async () => {
   const deps = sessionDeps();
-  const srv = net.createServer((s) => {
-    new SmtpSession(s, deps, { ended() {}, closed() {} });
-  });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const c = await SmtpClient.connect((srv.address() as net.AddressInfo).port);
+  const srv = await listenSessions(deps);
+  const c = await SmtpClient.connect(srv.port);
   try {
     await c.hello();
     const vrfy = await c.expect('VRFY postmaster', 252);
@@ -25,6 +20,6 @@ test('VRFY and EXPN are answered 252 (disabled, will attempt delivery), as RFC 5
     await c.expect('QUIT', 221);
   } finally {
     c.close();
-    await new Promise<void>((r) => srv.close(() => r()));
+    await srv.close();
   }
 });
