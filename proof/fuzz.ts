@@ -131,7 +131,13 @@ async function smtpFuzz(ctx: ProofContext): Promise<ProofSection> {
     gw = await startFuzzGateway(dir, dns.server);
     watch(gw);
     const g = gw;
-    const opts = { port: g.port, host: HOST, replyTimeoutMs: 10_000, sessionTimeoutMs: 30_000 };
+    const opts = {
+      port: g.port,
+      host: HOST,
+      maxMessageSize: LIMITS.maxMessageSize,
+      replyTimeoutMs: 10_000,
+      sessionTimeoutMs: 30_000,
+    };
 
     if (replay !== null) {
       const plan = planSession(replay, LIMITS);

@@ -60,6 +60,17 @@ export const Replies = {
       '5.5.4',
       `${host} Unusable BDAT command (use BDAT <size> [LAST]): closing, as its chunk cannot be told from commands`,
     ),
+  /**
+   * A BDAT chunk declaring more than 1.5 times the size limit, counting the message so far: not
+   * read (it could take the whole data timeout), so the session ends after the reply.
+   */
+  chunkFarTooLarge: (host: string, total: number, max: number) =>
+    reply(
+      552,
+      '5.3.4',
+      `${host} Message size exceeds fixed maximum message size: this BDAT would bring it to ${total} octets, ` +
+        `over 1.5 times the maximum of ${max}; closing`,
+    ),
   /** A chunk after a failed one, still in the client's pipeline (RFC 3030 §2: read and discarded). */
   chunkAfterFailure: () =>
     reply(503, '5.5.1', 'Bad sequence of commands: an earlier BDAT of this transaction failed; chunk discarded'),

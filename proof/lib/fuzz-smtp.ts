@@ -107,6 +107,7 @@ const MISC = [
   'STARTTLS',
   'STARTTLS now',
   'BDAT 10 LAST',
+  'BDAT 120000 LAST',
   'AUTH PLAIN AGFsaWNlAHNlY3JldA==',
   'ETRN contoso.test',
   'XYZZY',
@@ -539,6 +540,12 @@ interface Pending {
   start?: number;
   /** A BDAT line the server cannot use: the reply must be 521, and the session ends. */
   unusableBdat?: boolean;
+  /**
+   * A BDAT whose chunk would bring the message over 1.5 times maxMessageSize: 'must' when its own
+   * size does (552 at once, unread, and the session ends), 'may' when the chunks before it in the
+   * transaction could (the model cannot tell which of them the server kept).
+   */
+  farTooLarge?: 'must' | 'may';
 }
 export interface ModelReply {
   code: number;
@@ -569,6 +576,9 @@ export class ReplyModel {
   /** In phase chunk: the BDAT line waiting for its chunk (its reply comes once the chunk is in), and the chunk's size. */
   private chunkOf: Pending | null = null;
   private chunkSize = 0;
+  /** The BDAT sizes since the transaction began (MAIL, RSET, EHLO, HELO or a LAST chunk resets it). */
+  private chunked = 0;
+  constructor(private readonly maxMessageSize = Infinity) {}
   awaiting: Pending | null = { kind: 'greeting', verb: '', text: '(greeting)' };
   /** Bytes written after a STARTTLS that got 220 (discarded by, or fed into the TLS handshake of, the server). */
   injected = 0;
@@ -653,6 +663,13 @@ export class ReplyModel {
         this.phase = 'closing';
         return;
       }
+      // A BDAT that may bring the message far over the limit, answered before its chunk was read.
+      if (this.phase === 'chunk' && this.chunkOf?.farTooLarge === 'may' && r.code === 552) {
+        if (!/; closing$/.test(r.lines[0]))
+          this.violations.push(`552 before a chunk was read, not closing: ${r.lines[0]}`);
+        this.phase = 'closing';
+        return;
+      }
       this.violations.push(`reply without a command: ${JSON.stringify(r.lines.join(' | '))} (phase ${this.phase})`);
       return;
     }
@@ -668,6 +685,12 @@ export class ReplyModel {
     } else if (a.unusableBdat) {
       if (r.code !== 521)
         this.violations.push(`unusable BDAT line ${JSON.stringify(a.text)} got ${r.lines[0]}, not 521`);
+      this.phase = 'closing';
+    } else if (a.farTooLarge === 'must') {
+      if (r.code !== 552 || !/; closing$/.test(r.lines[0]))
+        this.violations.push(
+          `BDAT far over the size limit ${JSON.stringify(a.text)} got ${r.lines[0]}, not 552 closing`,
+        );
       this.phase = 'closing';
     } else if (a.kind === 'dataEnd') {
       this.phase = 'command';
@@ -780,13 +803,23 @@ export class ReplyModel {
       if (verb === 'BDAT' || (end - start > MAX_LINE && /^BDAT /i.test(text.slice(0, 5)))) {
         const size = sp > 0 ? /^(\d{1,15})( +LAST)? *$/i.exec(text.slice(sp + 1)) : null;
         if (end - start <= MAX_LINE && size && !text.includes('\0')) {
+          const n = Number(size[1]);
+          this.chunked += n;
+          if (n > 1.5 * this.maxMessageSize) {
+            pending.farTooLarge = 'must';
+            this.awaiting = pending;
+            continue;
+          }
+          if (this.chunked > 1.5 * this.maxMessageSize) pending.farTooLarge = 'may';
+          if (size[2]) this.chunked = 0;
           this.phase = 'chunk';
           this.chunkOf = pending;
-          this.chunkSize = Number(size[1]);
+          this.chunkSize = n;
           continue;
         }
         pending.unusableBdat = true;
       }
+      if (['MAIL', 'RSET', 'EHLO', 'HELO', 'STARTTLS'].includes(verb)) this.chunked = 0;
       this.awaiting = pending;
     }
   }
@@ -815,7 +848,7 @@ export interface SessionResult {
 class Conn {
   sock: net.Socket | tls.TLSSocket;
   readonly raw: net.Socket;
-  readonly model = new ReplyModel();
+  readonly model: ReplyModel;
   private rbuf = '';
   private cur: string[] = [];
   closed = false;
@@ -826,7 +859,8 @@ class Conn {
   readonly onData = (d: Buffer) => this.receive(d);
   written = 0;
 
-  constructor(port: number, host: string, localAddress?: string) {
+  constructor(port: number, host: string, localAddress?: string, maxMessageSize?: number) {
+    this.model = new ReplyModel(maxMessageSize);
     this.raw = net.connect({ port, host, ...(localAddress ? { localAddress } : {}) });
     this.raw.setNoDelay(true);
     this.sock = this.raw;
@@ -956,13 +990,15 @@ class Conn {
 export interface RunOptions {
   port: number;
   host: string;
+  /** The gateway's smtp.maxMessageSize (a BDAT far over it is answered at once and ends the session). */
+  maxMessageSize: number;
   replyTimeoutMs: number;
   sessionTimeoutMs: number;
   localAddress?: string;
 }
 
 export async function runSession(plan: SessionPlan, o: RunOptions): Promise<SessionResult> {
-  const c = new Conn(o.port, o.host, o.localAddress);
+  const c = new Conn(o.port, o.host, o.localAddress, o.maxMessageSize);
   const m = c.model;
   const v = m.violations;
   let tlsUpgrades = 0;

@@ -5,7 +5,8 @@
 // Asks policy/ for verdicts, hands complete transactions to ingest/, never writes the queue.
 // Promises: every command line gets exactly one reply; the session closes only after a 221 or
 // 421 (or a dead peer, or a 554 to a client that broke the RFC 2920 pipelining rules while
-// smtp.forbidUnauthPipelining is on, or a 521 to a BDAT line it cannot use); bytes pipelined
+// smtp.forbidUnauthPipelining is on, a 521 to a BDAT line it cannot use, or a 552 to a BDAT whose
+// chunk would bring the message over 1.5 times smtp.maxMessageSize: not read); bytes pipelined
 // after STARTTLS are discarded and all state is reset after the handshake; memory per session is
 // bounded (line limit, message limit, and
 // reads pause while a command waits for the store or while more than MAX_UNSENT octets of
@@ -436,6 +437,16 @@ export class SmtpSession {
     const size = Number(m[1]);
     const smtp = this.deps.config.smtp;
     const t = this.txn;
+    // Far over the limit: reading the chunk to discard it could take the whole data timeout.
+    const total = (t?.chunked && this.decoder ? this.decoder.size : 0) + size;
+    if (total > 1.5 * smtp.maxMessageSize) {
+      if (t)
+        emit({ event: 'message.rejected', sid: this.id, code: 552, enhanced: '5.3.4', reason: 'BDAT: far too large' });
+      this.resetTxn();
+      this.closeReason = 'BDAT far over the size limit';
+      this.send(Replies.chunkFarTooLarge(this.host, total, smtp.maxMessageSize));
+      return this.close();
+    }
     let discard: SmtpReply | null = null;
     if (this.chunkFailed) discard = Replies.chunkAfterFailure();
     else if (!t) discard = Replies.badSequence('send MAIL first');

@@ -234,7 +234,7 @@ test('a chunk over the size limit is read and refused (552 5.3.4); the session g
   const c = await session(gwR); // maxMessageSize 2000
   try {
     c.write('MAIL FROM:<sender@fabrikam.test>\r\nRCPT TO:<big@contoso.test>\r\n' + bdat('x'.repeat(1500)));
-    c.write(bdat('y'.repeat(1500) + 'NOOP\r\n', true));
+    c.write(bdat('y'.repeat(1200) + 'NOOP\r\n', true));
     const r = await replies(c, 4);
     assert.equal(r[2].text, '250 2.0.0 1500 octets received');
     assert.equal(r[3].text, '552 5.3.4 Message size exceeds fixed maximum message size');
@@ -242,6 +242,36 @@ test('a chunk over the size limit is read and refused (552 5.3.4); the session g
     assert.equal(c.unread, 0, 'the NOOP inside the refused chunk was not run');
   } finally {
     c.close();
+  }
+});
+
+test('a chunk far over the size limit (over 1.5 times, counting the message so far) is not read: 552 and close', async () => {
+  const c = await session(gwR); // maxMessageSize 2000
+  try {
+    c.write('MAIL FROM:<sender@fabrikam.test>\r\nRCPT TO:<huge@contoso.test>\r\n' + bdat('x'.repeat(1500)));
+    // 1500 + 1501 = 3001 octets: one over 1.5 times the limit. Only 9 of its octets are sent.
+    c.write('BDAT 1501 LAST\r\nNOOP\r\nNOO');
+    const r = await replies(c, 4);
+    assert.equal(r[2].text, '250 2.0.0 1500 octets received');
+    assert.equal(
+      r[3].text,
+      '552 5.3.4 mx1.contoso.test Message size exceeds fixed maximum message size: this BDAT would bring it to ' +
+        '3001 octets, over 1.5 times the maximum of 2000; closing',
+    );
+    await c.closedPromise;
+    const lines = c.received.split('\r\n').filter(Boolean);
+    assert.equal(lines.at(-1), r[3].text, 'the NOOP behind the BDAT line was not run');
+  } finally {
+    c.close();
+  }
+  // With no transaction at all, the declared size alone counts.
+  const d = await session(gwR);
+  try {
+    d.write('BDAT 999999999999999 LAST\r\n');
+    assert.match((await d.read(5000))?.text ?? '', /^552 5\.3\.4 .*999999999999999 octets.*; closing$/);
+    await d.closedPromise;
+  } finally {
+    d.close();
   }
 });
 
