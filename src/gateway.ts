@@ -55,7 +55,7 @@ import { becomeServiceUser } from './service/start.ts';
 import { DailyReports, sessionCounter, TlsReportSender } from './tlsrpt/send.ts';
 import { ReportInbox } from './tlsrpt/receive.ts';
 import { errorMessage } from './util/errors.ts';
-import { workerNodeId, workerNumber, type Command } from './workers/protocol.ts';
+import { shareOf, workerNodeId, workerNumber, type Command } from './workers/protocol.ts';
 import type { WorkerRole } from './workers/worker.ts';
 
 export interface GatewayOptions {
@@ -213,6 +213,8 @@ export class Gateway {
         providers: () => [...(this.deps.config.dane.enabled ? [dane] : []), mtaSts],
         // Destinations down, hosts that failed, TLS fallbacks: in the store, shared by every node and process.
         memories: storeMemories(() => this.store),
+        // Connections per destination: the workers split the limits (each keeps its own window and pool).
+        ...(worker ? { share: (total: number) => shareOf(total, worker.n, worker.of) } : {}),
       },
     );
     const ingest = new Ingest(

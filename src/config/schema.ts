@@ -754,7 +754,9 @@ export const configSchema = z.strictObject({
         .default(20)
         .describe(
           "Concurrent connections to one next hop (a domain's MX set, or a connector's smart hosts): the most its " +
-            'concurrency window may grow to (see `initialConnectionsPerDestination`).',
+            'concurrency window may grow to (see `initialConnectionsPerDestination`). Holds for the whole gateway: ' +
+            'with `workers: N` each worker gets its share of this and of the initial window (shares sum to the ' +
+            'setting, each at least 1).',
         ),
       initialConnectionsPerDestination: z
         .number()
@@ -827,7 +829,10 @@ export const configSchema = z.strictObject({
         .meta({
           description:
             'A next hop whose every host failed to connect (or to set up a session: greeting, EHLO, STARTTLS, TLS) ' +
-            'is not tried again for this long; messages for it are deferred at once. DNS failures alone never ' +
+            "in a window's worth of deliveries in a row (the initial window's at least: five with the default, one " +
+            'with `initialConnectionsPerDestination: 1`), none delivered between, is not tried again for this long; ' +
+            'messages for it are deferred at ' +
+            'once. One refusal among deliveries that succeed only shrinks the window. DNS failures alone never ' +
             'mark it down. Hosts that failed are also tried last on the next attempt. Remembered in the store: every ' +
             'node (and process) sharing it knows.',
           valueType: 'seconds',

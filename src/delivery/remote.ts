@@ -121,6 +121,12 @@ export interface RemoteOptions {
   providers?: () => readonly DemandProvider[];
   /** How long messages wait for a slot of a destination's concurrency window (window.ts). */
   windowTiming?: WindowTiming;
+  /**
+   * This process's share of a per-destination connection limit (the initial window and
+   * delivery.maxConnectionsPerDestination hold for the whole gateway; a worker of `workers: N`
+   * gets its part). All of it by default.
+   */
+  share?: (total: number) => number;
 }
 
 /** The names this gateway is known by in mail transactions: `hostname` and `delivery.heloName`. */
@@ -224,11 +230,12 @@ export class RemoteDelivery {
     this.random = options.random ?? Math.random;
     this.onTlsSession = options.onTlsSession ?? (() => {});
     this.providers = options.providers ?? (() => []);
+    const share = options.share ?? ((total: number) => total);
     this.windows = new Windows(
       () => {
         const d = this.config().delivery;
         const initial = d.initialConnectionsPerDestination ?? INITIAL_CONNECTIONS_PER_DESTINATION;
-        return { initial, max: d.maxConnectionsPerDestination };
+        return { initial: share(initial), max: share(d.maxConnectionsPerDestination) };
       },
       (c) => emit({ event: 'delivery.window', ...c, max: this.config().delivery.maxConnectionsPerDestination }),
       options.windowTiming,
@@ -420,9 +427,12 @@ export class RemoteDelivery {
         ),
         attempt: base,
       };
-    // Every host failed at connection level: remember the destination as down for a while
-    // (RFC 5321 §4.5.4.1: delay retrying a destination after a failed attempt).
-    if (v.destinationDown) await this.trouble.markDown(hop.key, { outcome: v.outcome, attempt: v.attempt });
+    // Every host failed at connection level, and as often in a row as the window is wide (at least
+    // the initial window) without a delivery between (slot.failedCohort): remember it as down a while
+    // (RFC 5321 §4.5.4.1: delay retrying a destination after a failed attempt). One refusal among
+    // deliveries that succeed (a receiver throttling us) shrinks the window, no more.
+    if (v.destinationDown && slot.failedCohort())
+      await this.trouble.markDown(hop.key, { outcome: v.outcome, attempt: v.attempt });
     return { outcomes: forAll(job.recipients, v.outcome), attempt: v.attempt };
   }
 

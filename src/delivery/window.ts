@@ -9,10 +9,14 @@
 // messages went through the waiting line without it running empty) without that pause, one step
 // per window's worth of successes, as Postfix grows (a burst of a few windows never does); and
 // shrinks by one at once on a connection failure or a throttling reply (421, 4.7.x) and by one
-// more after each further window's worth of them. A message that finds the window full waits for
-// a slot (handed over with the connection its holder put back in the pool) instead of opening
-// another connection. A destination idle for
-// `idleMs` starts again from the initial window. Every change is reported (delivery.window).
+// more after each further window's worth of them. A destination is down
+// (delivery.destinationDownSeconds, trouble.ts) only after a window's worth (at least the initial
+// window's) of deliveries failed with every host and none succeeded between (Slot.failedCohort),
+// not at one refusal among deliveries that succeed. A message that finds the window full waits for a slot (handed over
+// with the connection its holder put back in the pool) instead of opening another connection. A
+// destination idle for `idleMs` starts again from the initial window. With `workers: N`, each
+// worker's windows are its share of the limits (the gateway wires that in). Every change is
+// reported (delivery.window).
 // Promises: a delivery to a destination starts only while fewer than its window run (the window
 // never below 1, never above delivery.maxConnectionsPerDestination, also after a reload lowers it;
 // deliveries under way when it shrinks finish); a waiting message
@@ -136,6 +140,15 @@ export const WINDOW_TIMING: WindowTiming = {
 export interface Slot {
   kind: 'slot';
   feedback(f: Feedback | undefined): void;
+  /**
+   * The delivery failed at connection level with every host. True when that completes a failed
+   * pseudo-cohort (Postfix's destination_concurrency_failed_cohort_limit, 1): each such failure
+   * counts 1/window, a success starts again from 0, and the destination is down at 1. The cohort
+   * is never smaller than the initial window: a window that throttling replies shrank to 1 is
+   * not down at the next 421 after a delivery that succeeded (five failures in a row with the
+   * initial window of 5; one when the initial window is 1).
+   */
+  failedCohort(): boolean;
   release(): void;
 }
 
@@ -163,6 +176,8 @@ class Gate {
   lastActive: number;
   /** When the window last changed (or was made). */
   changed: number;
+  /** Deliveries that failed with every host since the last success, each 1/window (Slot.failedCohort). */
+  failedCohorts = 0;
 
   constructor(initial: number, now: number) {
     this.window = new Window(initial);
@@ -219,6 +234,7 @@ export class Windows {
   private reset(destination: string, g: Gate, initial: number): void {
     g.short = false;
     g.streak = 0;
+    g.failedCohorts = 0;
     if (g.window.size === initial) return;
     const previous = g.window.size;
     g.window.reset(initial);
@@ -282,6 +298,7 @@ export class Windows {
       kind: 'slot',
       feedback: (f) => {
         if (!f) return;
+        if (f === 'success') g.failedCohorts = 0;
         const now = this.now();
         const previous = g.window.size;
         if (g.waiters.length && now - g.waiters[0].since >= this.timing.waitMs) g.short = true;
@@ -293,6 +310,12 @@ export class Windows {
         g.changed = now;
         this.onChange({ destination, window: g.window.size, previous, reason: f });
         this.admit(g);
+      },
+      failedCohort: () => {
+        g.failedCohorts += 1 / Math.max(g.window.size, this.initial());
+        if (g.failedCohorts < 1 - 1e-9) return false;
+        g.failedCohorts = 0;
+        return true;
       },
       release: () => {
         if (released) return;

@@ -27,7 +27,7 @@ import { ensureDevCertificate } from '../tls/devcert.ts';
 import { errorMessage } from '../util/errors.ts';
 import { SharedAdmission } from './admission.ts';
 import { Distributor } from './distribute.ts';
-import { WORKER_ENV, workerNodeId, type Command, type ToSupervisor, type ToWorker } from './protocol.ts';
+import { WORKER_ENV, WORKERS_ENV, workerNodeId, type Command, type ToSupervisor, type ToWorker } from './protocol.ts';
 import { Sockets } from './sockets.ts';
 
 export interface SuperviseOptions {
@@ -129,7 +129,12 @@ export class Supervisor {
     const { fds, map } = this.sockets.forWorker(n);
     const child = fork(process.argv[1], process.argv.slice(2), {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc', ...fds],
-      env: { ...process.env, [WORKER_ENV]: String(n), [LISTEN_FDS_ENV]: JSON.stringify(map) },
+      env: {
+        ...process.env,
+        [WORKER_ENV]: String(n),
+        [WORKERS_ENV]: String(this.opts.workers),
+        [LISTEN_FDS_ENV]: JSON.stringify(map),
+      },
     });
     const w: Worker = { n, child, startedAt: Date.now(), started: false, calls: new Map() };
     this.workers.set(n, w);

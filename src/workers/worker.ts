@@ -9,7 +9,7 @@ import net from 'node:net';
 import type { ControlResponse } from '../admin/control.ts';
 import type { AdmissionGate } from '../inbound/admission.ts';
 import { WorkerAdmission } from './admission.ts';
-import type { Command, ToSupervisor, ToWorker } from './protocol.ts';
+import { workerTotal, type Command, type ToSupervisor, type ToWorker } from './protocol.ts';
 
 /** What the worker needs of the gateway (gateway.ts implements it). */
 export interface WorkerGateway {
@@ -23,6 +23,8 @@ export interface WorkerGateway {
 /** What the gateway needs of its supervisor. */
 export interface WorkerRole {
   n: number;
+  /** The number of workers (N). */
+  of: number;
   admission: AdmissionGate;
   /** Reload every worker (the admin centre runs in worker 1 only). */
   reloadAll(source: string): Promise<ControlResponse>;
@@ -46,7 +48,7 @@ export async function runWorker(n: number, make: (role: WorkerRole) => WorkerGat
       calls.delete(id);
       resolve({ ok: false, message: 'the supervisor is not running' });
     });
-  const gw = make({ n, admission, reloadAll });
+  const gw = make({ n, of: workerTotal(), admission, reloadAll });
   process.on('message', (m: ToWorker, handle: unknown) => {
     if (m.t === 'conn') {
       if (handle instanceof net.Socket) gw.connection(handle);

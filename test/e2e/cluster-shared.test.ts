@@ -104,7 +104,8 @@ const node = (id: string, url: string, peerHost: string, peer: Peer, extra: Reco
   nodeId: id,
   store: { type: 'postgres', url, poolSize: 4 },
   queue: { leaseSeconds: LEASE, retrySchedule: [600] },
-  delivery: { destinationDownSeconds: 600, connectionReuse: { idleSeconds: 0 } },
+  // A window of one: one delivery that fails with every host marks the destination down.
+  delivery: { destinationDownSeconds: 600, initialConnectionsPerDestination: 1, connectionReuse: { idleSeconds: 0 } },
   organizations: [
     {
       name: 'contoso',

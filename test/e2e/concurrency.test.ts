@@ -2,7 +2,8 @@
 // opens at most 6 connections to it (initial window 5, one step of growth at most), on a quiet
 // machine and while CPU burners keep both cores busy; a receiver that turns every third connection
 // away with 421 sees the window shrink (delivery.window events, fewer transactions at once) and
-// still gets every message. Real gateway, real peers on their own loopback addresses.
+// still gets every message, and never finds it down; with `workers: 2` the workers split the
+// window, so a burst still opens at most 6. Real gateway, real peers on their own loopback addresses.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -54,6 +55,8 @@ before(async () => {
     'mx.loaded.test': { A: ['127.0.0.132'] },
     'throttle.test': mx('mx.throttle.test'),
     'mx.throttle.test': { A: ['127.0.0.133'] },
+    'workers.test': mx('mx.workers.test'),
+    'mx.workers.test': { A: ['127.0.0.134'] },
   });
   gw.writeConfig(config());
   await gw.stop();
@@ -130,8 +133,9 @@ test('30 messages to one destination at once: at most 6 connections while the CP
 });
 
 test('a receiver that answers 421 to every third connection: the window shrinks, all mail arrives', async () => {
-  // Every message on a new connection, so the receiver's 421s keep coming.
-  gw.writeConfig(config({ connectionReuse: { idleSeconds: 0 } }));
+  // Every message on a new connection, so the receiver's 421s keep coming; destinationDownSeconds
+  // at its default: a refusal among deliveries that succeed must not mark the destination down.
+  gw.writeConfig(config({ connectionReuse: { idleSeconds: 0 }, destinationDownSeconds: 60 }));
   await gw.stop();
   await gw.restart();
   const p = await peer({
@@ -163,4 +167,25 @@ test('a receiver that answers 421 to every third connection: the window shrinks,
   );
   assert.equal(new Set(p.messages.map((m) => m.to[0])).size, 30, 'every message arrived');
   assert.ok(p.connections >= 33, `some connections were turned away (${p.connections} in all)`);
+  const down = gw.events().filter((e) => /marked unreachable/.test(String(e.reason ?? '')));
+  assert.deepEqual(down, [], 'never marked down: it took most messages');
+});
+
+test('with workers: 2, 30 messages to one destination at once: at most 6 connections (the workers split the window)', async () => {
+  gw.writeConfig({ ...config(), workers: 2 });
+  await gw.stop();
+  await gw.restart();
+  const p = await peer({ host: '127.0.0.134', port, dataDelayMs: 100 });
+  const ids = await burst('workers.test');
+  await until('all 30 delivered', () => ids.every(delivered), 60_000);
+  assert.equal(p.messages.length, 30);
+  const by = new Set(
+    gw
+      .events()
+      .filter((e) => e.event === 'delivery.result' && ids.includes(e.queueId as string))
+      .map((e) => e.worker),
+  );
+  assert.deepEqual([...by].sort(), [1, 2], 'both workers delivered part of the burst');
+  assert.ok(p.connections <= 6, `at most 6 connections for the burst; the receiver accepted ${p.connections}`);
+  assert.ok(p.maxTransactions <= 6, `at most 6 transactions at once; saw ${p.maxTransactions}`);
 });

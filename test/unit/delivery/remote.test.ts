@@ -158,7 +158,8 @@ test('destination down: set when every host failed at connection level, served w
     'down.test': { MX: [{ exchange: 'mx.down.test', priority: 10 }] },
     'mx.down.test': { A: [DEAD] },
   });
-  const r = remote(dns, config({ destinationDownSeconds: 0.4 }));
+  // A window of one: one failed delivery is a whole failed cohort (the next test: wider windows).
+  const r = remote(dns, config({ destinationDownSeconds: 0.4, initialConnectionsPerDestination: 1 }));
   const first = await r.deliver(job('down.test'));
   const o = first.outcomes.get(0)!;
   assert.equal(o.status, 'deferred');
@@ -176,6 +177,51 @@ test('destination down: set when every host failed at connection level, served w
   await new Promise((res) => setTimeout(res, 450));
   await r.deliver(job('down.test'));
   assert.deepEqual(dns.queries, ['down.test MX', 'mx.down.test A', 'mx.down.test AAAA'], 'expired: tried again');
+});
+
+test('destination down with the initial window of 5: after five deliveries in a row failed with every host, none before', async () => {
+  const dns = new FakeResolver({
+    'cohort.test': { MX: [{ exchange: 'mx.cohort.test', priority: 10 }] },
+    'mx.cohort.test': { A: [DEAD] },
+  });
+  const r = remote(dns, config({ destinationDownSeconds: 60 }));
+  const down = async () =>
+    /marked unreachable/.test((await r.deliver(job('cohort.test'))).outcomes.get(0)?.reply.reason ?? '');
+  // Each failure counts 1/window, the window never less than the initial 5 here: 1/5 five times.
+  for (let i = 1; i <= 5; i++) assert.equal(await down(), false, `failure ${i} was tried, not served from memory`);
+  assert.equal(await down(), true, 'the sixth is deferred at once: the destination is down');
+});
+
+test('one refusal among deliveries that succeed shrinks the window but never marks the destination down', async () => {
+  // Every third connection gets 421 at the greeting, as a receiver that throttles us does.
+  const ok = takes;
+  const throttling: Step[] = [{ send: '421 4.7.0 mx too many connections, slow down' }];
+  const scripts: Step[][] = [];
+  for (let i = 0; i < 9; i++) scripts.push(i % 3 === 2 ? throttling : ok());
+  const p = await peer(21, scripts);
+  const dns = new FakeResolver({
+    'busy.test': { MX: [{ exchange: 'mx.busy.test', priority: 10 }] },
+    'mx.busy.test': { A: [p.host] },
+  });
+  const r = remote(dns, config({ destinationDownSeconds: 60 }));
+  const statuses = [];
+  for (let i = 0; i < 9; i++) {
+    const o = (await r.deliver(job('busy.test'))).outcomes.get(0)!;
+    assert.doesNotMatch(o.reply.reason ?? '', /marked unreachable/, `delivery ${i}`);
+    statuses.push(o.status);
+  }
+  assert.deepEqual(statuses, [
+    'delivered',
+    'delivered',
+    'deferred',
+    'delivered',
+    'delivered',
+    'deferred',
+    'delivered',
+    'delivered',
+    'deferred',
+  ]);
+  await p.done;
 });
 
 test('destination down is not set for DNS-only failures, nor when a host answered, nor with destinationDownSeconds 0', async () => {
