@@ -163,7 +163,8 @@ export type Event =
 
 type Level = 'debug' | 'info' | 'warn' | 'error';
 
-const levels: Partial<Record<Event['event'], Level>> = {
+/** The level of each event that is not `info`; a function where the event's fields decide. */
+const levels: { [K in Event['event']]?: Level | ((e: Extract<Event, { event: K }>) => Level) } = {
   'dns.query': 'debug',
   'delivery.window': 'debug',
   'revocation.fetch': 'debug',
@@ -180,7 +181,8 @@ const levels: Partial<Record<Event['event'], Level>> = {
   'queue.fenced': 'warn',
   'queue.leaseLost': 'warn',
   'internal.error': 'error',
-  'worker.exited': 'warn',
+  // A worker that ends with the server (SIGTERM, status 0) is no news; one that died is.
+  'worker.exited': (e) => (e.restartInMs === undefined && e.code === 0 ? 'info' : 'warn'),
 };
 
 export type LogFormat = 'auto' | 'json' | 'text';
@@ -259,7 +261,8 @@ export function onEvent(l: Listener): () => void {
 }
 
 export function emit(e: Event, msg?: string): void {
-  const level = levels[e.event] ?? 'info';
+  const l = levels[e.event] as Level | ((e: Event) => Level) | undefined;
+  const level = typeof l === 'function' ? l(e) : (l ?? 'info');
   logger[level](e, msg ?? e.event);
   for (const l of listeners) {
     try {

@@ -385,7 +385,7 @@ export class Gateway {
     await this.scheduler.stop();
     this.metrics?.stop();
     await this.reportCounts?.stop();
-    await this.presence?.stop();
+    await this.presence?.stop(true);
     await this.remote.close();
     await this.store.close();
   }

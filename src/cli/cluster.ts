@@ -10,7 +10,7 @@ import type { Command } from 'commander';
 import { configHash } from '../config/hash.ts';
 import type { Config } from '../config/load.ts';
 import { AdminError } from '../errors.ts';
-import type { NodeStatus, Store } from '../store/types.ts';
+import { nodeUp, type NodeStatus, type Store } from '../store/types.ts';
 import { administrator, cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
 import { say, warn } from './terminal.ts';
 
@@ -60,19 +60,25 @@ export function registerCluster(program: Command): void {
     } finally {
       await store.close();
     }
-    // A node is alive while its heartbeat is younger than a lease: after that its leases have expired too.
+    // A node is alive while it has not stopped and its heartbeat is younger than a lease.
     const shown: Shown[] = nodes.map((n) => ({
       ...n,
       heartbeatAgeMs: Math.max(0, now - n.lastHeartbeat),
-      alive: now - n.lastHeartbeat <= c.queue.leaseSeconds * 1000,
+      alive: nodeUp(n, c.queue.leaseSeconds, now),
     }));
     const mine = configHash(c);
     const warnings = clusterWarnings(shown, mine);
     if (o.json) return printJson({ nodes: shown, depth, configHash: mine, warnings });
     say(`${shown.length} node(s)`);
     for (const n of shown) {
+      const state = n.alive
+        ? 'up'
+        : n.stoppedAt !== undefined
+          ? `stopped ${age(Math.max(0, now - n.stoppedAt))}`
+          : 'DOWN';
       say(
-        `${n.id}  ${n.alive ? 'up' : 'DOWN'}${n.draining ? ' DRAINING' : ''}  heartbeat ${age(n.heartbeatAgeMs)}  ` +
+        `${n.id}  ${state}` +
+          `${n.draining ? ' DRAINING' : ''}  heartbeat ${age(n.heartbeatAgeMs)}  ` +
           `version ${n.version}  config ${n.configHash}  leases ${n.leases}  host ${n.host} pid ${n.pid}`,
       );
     }
@@ -140,7 +146,7 @@ export async function reloadThroughStore(c: Config, target: { node?: string; all
   try {
     const now = Date.now();
     const nodes = await store.nodes(now);
-    const alive = (n: NodeStatus) => now - n.lastHeartbeat <= c.queue.leaseSeconds * 1000;
+    const alive = (n: NodeStatus) => nodeUp(n, c.queue.leaseSeconds, now);
     let ids: string[];
     if (target.all) {
       ids = nodes.filter(alive).map((n) => n.id);
@@ -152,7 +158,9 @@ export async function reloadThroughStore(c: Config, target: { node?: string; all
       )!;
       if (!alive(n))
         throw new AdminError(
-          `node ${node} is not running (its last heartbeat is ${Math.round((now - n.lastHeartbeat) / 1000)} s old)`,
+          n.stoppedAt !== undefined
+            ? `node ${node} is not running (it stopped ${Math.round((now - n.stoppedAt) / 1000)} s ago)`
+            : `node ${node} is not running (its last heartbeat is ${Math.round((now - n.lastHeartbeat) / 1000)} s old)`,
           'start it: it reads its configuration file as it starts',
           1,
         );

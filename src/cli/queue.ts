@@ -14,7 +14,7 @@ import {
   refusalText,
   type QueueAction,
 } from '../admin/ops/queue.ts';
-import type { QueueMessage, TraceEvent } from '../store/types.ts';
+import { nodeUp, type QueueMessage, type TraceEvent } from '../store/types.ts';
 import { peerCertVerdict } from '../tls/facts.ts';
 import { isoSeconds as iso } from '../util/time.ts';
 import { administrator, cliConfig, cliStore, printJson, withConfig, type CommonOpts } from './context.ts';
@@ -170,7 +170,7 @@ export function registerQueue(program: Command): void {
       const now = Date.now();
       const live =
         r.ok && action !== 'delete'
-          ? (await store.nodes(now)).filter((n) => now - n.lastHeartbeat <= c.queue.leaseSeconds * 1000).length
+          ? (await store.nodes(now)).filter((n) => nodeUp(n, c.queue.leaseSeconds, now)).length
           : 0;
       await store.close();
       if (!r.ok) {

@@ -1,7 +1,9 @@
 // Owns: a node's presence in the store: its heartbeat (id, version, configuration hash, pid) and
 // the renewal of the leases of its deliveries in flight, every third of queue.leaseSeconds. So
 // a live node's leases never expire, and a node that dies (kill -9, power loss) leaves leases
-// that expire within queue.leaseSeconds: other nodes take that work over.
+// that expire within queue.leaseSeconds: other nodes take that work over. A node that stops
+// cleanly (its leases handed back) records that it stopped: `cluster status` shows it stopped at
+// once rather than up until its heartbeat ages.
 // Failure: a heartbeat or renewal that fails (the store unreachable) is logged and tried again
 // at the next beat; it never stops the node.
 import { emit } from '../events.ts';
@@ -45,9 +47,16 @@ export class NodePresence {
     }
   }
 
-  async stop(): Promise<void> {
+  /** Stop beating; `stopped`: the node stops cleanly, and says so in the store. */
+  async stop(stopped = false): Promise<void> {
     clearTimeout(this.timer);
     this.timer = undefined;
     await this.beating;
+    if (!stopped) return;
+    try {
+      await this.store.nodeStopped(this.node().id);
+    } catch (e) {
+      emit({ event: 'internal.error', where: 'node stopped', error: errorMessage(e) });
+    }
   }
 }

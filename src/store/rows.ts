@@ -65,6 +65,7 @@ export function toNode(r: Row): NodeStatus {
     lastHeartbeat: r.heartbeat_at as number,
     leases: Number(r.leases),
     draining: !!r.draining,
+    ...(r.stopped_at != null ? { stoppedAt: Number(r.stopped_at) } : {}),
   };
 }
 

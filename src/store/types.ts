@@ -1,6 +1,7 @@
 // Owns: the store interface every backend implements (store/sqlite, store/postgres); the
 // conformance suite test/unit/store/conformance.ts holds both to it. Leases carry a fencing
-// generation, so that a node whose lease was taken over cannot apply a late completion.
+// generation, so that a node whose lease was taken over cannot apply a late completion. Also the
+// one reading of a node row everyone shares: when a node counts as up (nodeUp).
 // Promise: a resolved write is durable (committed and synced); a rejected one wrote nothing (on
 // PostgreSQL, unless the connection broke while COMMIT was under way: then the write may have
 // been committed although it was reported failed; a retry can duplicate, never lose).
@@ -201,6 +202,16 @@ export interface NodeStatus extends NodeBeat {
   leases: number;
   /** `cluster drain`: the node claims no new queue work (it finishes its leases). */
   draining: boolean;
+  /** When the node stopped cleanly (absent while it runs, or when it died without stopping). */
+  stoppedAt?: number;
+}
+
+/** Nodes without a heartbeat for this long (7 days) are forgotten: their rows are deleted. */
+export const NODE_FORGET_MS = 7 * 86_400_000;
+
+/** A node is up while it has not stopped and its heartbeat is younger than a lease (its leases hold). */
+export function nodeUp(n: NodeStatus, leaseSeconds: number, now: number): boolean {
+  return n.stoppedAt === undefined && now - n.lastHeartbeat <= leaseSeconds * 1000;
 }
 
 export interface QueueFilter {
@@ -414,8 +425,13 @@ export interface Store {
    * returns the ids renewed. A lease missing from the answer was taken over.
    */
   renew(owner: string, leases: HeldLease[], leaseMs: number, now?: number): Promise<string[]>;
-  /** Record that a node is alive (insert or update its row). */
+  /**
+   * Record that a node is alive (insert or update its row; it is no longer stopped). Rows of nodes
+   * without a heartbeat for NODE_FORGET_MS are deleted at the same time.
+   */
   heartbeat(node: NodeBeat, now?: number): Promise<void>;
+  /** Record that a node stopped cleanly (its leases handed back): it is shown stopped, not up. */
+  nodeStopped(id: string, now?: number): Promise<void>;
   /** Every node that has sent a heartbeat, with the leases it holds, most recent first. */
   nodes(now?: number): Promise<NodeStatus[]>;
   /**

@@ -75,7 +75,8 @@ async function startRelay(): Promise<Relay> {
 const config = (relayPort: number, extra: Record<string, unknown> = {}) => ({
   workers: 2,
   queue: { leaseSeconds: LEASE, retrySchedule: [1] },
-  delivery: { destinationDownSeconds: 0, connectionReuse: { idleSeconds: 0 } },
+  // Ten connections to the relay at once (five per worker: the workers split the window).
+  delivery: { destinationDownSeconds: 0, connectionReuse: { idleSeconds: 0 }, initialConnectionsPerDestination: 10 },
   organizations: [
     {
       name: 'contoso',
@@ -130,7 +131,7 @@ const alive = (pid: number) => {
 };
 
 interface ClusterStatus {
-  nodes: { id: string; alive: boolean; leases: number }[];
+  nodes: { id: string; alive: boolean; leases: number; stoppedAt?: number }[];
   depth: Record<string, number>;
 }
 
@@ -297,10 +298,20 @@ test('SIGTERM stops the supervisor and every worker gracefully', async () => {
   for (const pid of pids) assert.ok(!alive(pid), `worker ${pid} stopped`);
   const exited = gw.events().filter((e) => e.event === 'worker.exited' && pids.includes(e.pid as number));
   assert.deepEqual(
-    exited.map((e) => e.code),
-    [0, 0],
-    'each worker finished and exited with status 0',
+    exited.map((e) => [e.code, e.level]),
+    [
+      [0, 30],
+      [0, 30],
+    ],
+    'each worker finished and exited with status 0 (logged at info level: no news)',
   );
+  // The workers said they stopped: `cluster status` shows them stopped at once, not up until
+  // their heartbeats age.
+  const st = JSON.parse((await gw.cli(['cluster', 'status', '--json'])).stdout) as ClusterStatus;
+  const workers = st.nodes.filter((n) => /\/w[12]$/.test(n.id));
+  assert.equal(workers.length, 2);
+  for (const n of workers) assert.ok(!n.alive && typeof n.stoppedAt === 'number', JSON.stringify(n));
+  assert.match((await gw.cli(['cluster', 'status'])).stdout, /\/w1 {2}stopped \d+ s ago/);
   assert.ok(gw.events().some((e) => e.event === 'server.stopping' && e.worker === undefined));
 });
 

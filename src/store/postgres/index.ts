@@ -50,6 +50,7 @@ import type {
   TraceEvent,
   TraceFilter,
 } from '../types.ts';
+import { NODE_FORGET_MS } from '../types.ts';
 import * as admin from './admin.ts';
 import * as cluster from './cluster.ts';
 import {
@@ -793,8 +794,23 @@ export class PostgresStore implements Store {
           $4, $5, $6, $7)
           ON CONFLICT (id) DO UPDATE SET version = excluded.version, config_hash = excluded.config_hash, host =
             excluded.host, pid = excluded.pid,
-            started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at`,
+            started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, stopped_at = NULL`,
         values: [n.id, n.version, n.configHash, n.host, n.pid, n.startedAt, now],
+      });
+      await c.query({
+        name: 'pc_forget_nodes',
+        text: 'DELETE FROM nodes WHERE heartbeat_at < $1',
+        values: [now - NODE_FORGET_MS],
+      });
+    }, true);
+  }
+
+  nodeStopped(id: string, now = Date.now()): Promise<void> {
+    return this.write(async (c) => {
+      await c.query({
+        name: 'pc_node_stopped',
+        text: 'UPDATE nodes SET stopped_at = $1 WHERE id = $2',
+        values: [now, id],
       });
     }, true);
   }

@@ -227,4 +227,9 @@ export const migrations: Migration[] = [
      DROP INDEX messages_due;
      DROP INDEX messages_leases;`,
   },
+  // A node that stopped cleanly says so (cluster status: stopped, not up until its heartbeat ages).
+  {
+    name: 'nodes: when a node stopped cleanly',
+    sql: `ALTER TABLE nodes ADD COLUMN stopped_at bigint;`,
+  },
 ];

@@ -48,6 +48,7 @@ import type {
   TraceEvent,
   TraceFilter,
 } from '../types.ts';
+import { NODE_FORGET_MS } from '../types.ts';
 import type { MigrationStatus } from '../migrations.ts';
 import { DEPTH_SQL, toDepth, toMessage, toNode, type Row } from '../rows.ts';
 import { migrations } from './schema.ts';
@@ -284,7 +285,9 @@ export class SqliteStore implements Store {
         (@id, @version, @configHash, @host, @pid, @startedAt, @now)
         ON CONFLICT (id) DO UPDATE SET version = excluded.version, config_hash = excluded.config_hash, host =
           excluded.host, pid = excluded.pid,
-          started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at`),
+          started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, stopped_at = NULL`),
+      forgetNodes: db.prepare('DELETE FROM nodes WHERE heartbeat_at < ?'),
+      nodeStopped: db.prepare('UPDATE nodes SET stopped_at = ? WHERE id = ?'),
       nodes: db.prepare(`SELECT n.*, (SELECT count(*) FROM messages m WHERE m.state = 'active' AND m.lease_owner = n.id
           AND m.lease_until >= ?) AS leases
         FROM nodes n ORDER BY n.heartbeat_at DESC, n.id`),
@@ -794,6 +797,13 @@ export class SqliteStore implements Store {
   heartbeat(n: NodeBeat, now = Date.now()): Promise<void> {
     return this.write(() => {
       this.st.beat.run({ ...n, now });
+      this.st.forgetNodes.run(now - NODE_FORGET_MS);
+    });
+  }
+
+  nodeStopped(id: string, now = Date.now()): Promise<void> {
+    return this.write(() => {
+      this.st.nodeStopped.run(now, id);
     });
   }
 

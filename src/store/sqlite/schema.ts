@@ -215,4 +215,9 @@ export const migrations: Migration[] = [
    DROP INDEX recipients_address;
    CREATE INDEX recipients_address ON recipients(lower(address));`,
   },
+  // A node that stopped cleanly says so (cluster status: stopped, not up until its heartbeat ages).
+  {
+    name: 'nodes: when a node stopped cleanly',
+    sql: `ALTER TABLE nodes ADD COLUMN stopped_at INTEGER;`,
+  },
 ];

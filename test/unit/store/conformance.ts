@@ -2,7 +2,7 @@
 // against every backend (sqlite.test.ts, postgres.test.ts call storeConformance).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { NewMessage, Store } from '../../../src/store/types.ts';
+import { NODE_FORGET_MS, nodeUp, type NewMessage, type NodeStatus, type Store } from '../../../src/store/types.ts';
 
 export interface StoreHarness {
   /** A new, empty store, and a way to open the same data again (after closing the first). */
@@ -389,6 +389,43 @@ export function storeConformance(name: string, h: StoreHarness): void {
     assert.equal((await s.nodes(t1 + 61_000))[0].leases, 0, 'expired leases are not held');
     assert.deepEqual(await s.depth(), { incoming: 1, active: 2, deferred: 0, held: 0 });
   });
+
+  t(
+    'a node that stopped cleanly is not up; its next heartbeat makes it up again; week-old nodes are forgotten',
+    async (s) => {
+      const t0 = Date.now();
+      const a = { id: 'mx1/w1', version: '0.1.0', configHash: 'h1', host: 'mx1', pid: 11, startedAt: t0 - 5000 };
+      const old = { ...a, id: 'mx0/w1', host: 'mx0' };
+      await s.heartbeat(old, t0 - NODE_FORGET_MS + 5000);
+      await s.heartbeat(a, t0);
+      const up = (n: NodeStatus[], id: string) =>
+        nodeUp(
+          n.find((x) => x.id === id)!,
+          300,
+          t0 + 1000,
+        );
+      assert.equal(up(await s.nodes(), a.id), true);
+      assert.equal(up(await s.nodes(), old.id), false, 'a heartbeat older than a lease: down');
+      await s.nodeStopped(a.id, t0 + 500);
+      const stopped = (await s.nodes()).find((n) => n.id === a.id)!;
+      assert.equal(stopped.stoppedAt, t0 + 500);
+      assert.equal(nodeUp(stopped, 300, t0 + 1000), false, 'stopped: not up, however fresh its heartbeat');
+      await s.heartbeat(a, t0 + 2000);
+      const again = (await s.nodes()).find((n) => n.id === a.id)!;
+      assert.equal(again.stoppedAt, undefined);
+      assert.equal(nodeUp(again, 300, t0 + 3000), true);
+      assert.deepEqual(
+        (await s.nodes()).map((n) => n.id),
+        [a.id, old.id],
+      );
+      await s.heartbeat(a, t0 + 6000);
+      assert.deepEqual(
+        (await s.nodes()).map((n) => n.id),
+        [a.id],
+        'a node without a heartbeat for 7 days is forgotten',
+      );
+    },
+  );
 
   t('releaseLeases returns active messages to the queue (single-node restart)', async (s) => {
     await s.enqueue(msg('R1'));

@@ -6,6 +6,7 @@ import type { FastifyPluginAsync } from 'fastify';
 import { parseTime } from '../../ops/queue.ts';
 import type { AdminDeps } from '../deps.ts';
 import { ApiError, orgFilter, paging, query, str, time, tokenOrg, type Paging } from '../scope.ts';
+import { nodeUp } from '../../../store/types.ts';
 
 export const systemRoutes =
   (deps: AdminDeps): FastifyPluginAsync =>
@@ -40,10 +41,8 @@ export const systemRoutes =
       async (req) => {
         const c = deps.config();
         const now = Date.now();
-        // A node is alive while its heartbeat is younger than a lease (as `cluster status`).
-        const alive = (await deps.store().nodes(now)).filter(
-          (n) => now - n.lastHeartbeat <= c.queue.leaseSeconds * 1000,
-        ).length;
+        // As `cluster status`: not stopped, and a heartbeat younger than a lease.
+        const alive = (await deps.store().nodes(now)).filter((n) => nodeUp(n, c.queue.leaseSeconds, now)).length;
         return {
           node: c.hostname,
           nodeId: c.nodeId,
