@@ -90,6 +90,8 @@ export class Gateway {
   private server!: SmtpServer;
   private scheduler!: Scheduler;
   private presence: NodePresence | undefined;
+  /** The configuration the server started with: what restart-only settings still run on. */
+  private startedWith: Config | undefined;
   private directives: NodeDirectives | undefined;
   private store!: Store;
   private tls!: ServerTls;
@@ -145,6 +147,7 @@ export class Gateway {
 
   private async open(): Promise<void> {
     const config = this.load();
+    this.startedWith = config;
     const worker = this.opts.worker;
     setLogLevel(config.log.level);
     setLogOutput({ format: config.log.format });
@@ -310,8 +313,10 @@ export class Gateway {
     try {
       next = this.load();
       const cur = this.deps.config;
+      // Restart-only settings are compared with what runs: the configuration the server started with.
+      const running = this.startedWith ?? cur;
       const ignored: string[] = [];
-      if (next.dataDir !== cur.dataDir) ignored.push('dataDir');
+      if (next.dataDir !== running.dataDir) ignored.push('dataDir');
       const restartOnly: [string, (c: Config) => unknown][] = [
         ['smtp.listen', (c) => c.smtp.listen],
         ['runAs', (c) => c.runAs],
@@ -320,10 +325,11 @@ export class Gateway {
         ['mtaSts.hosting.listen', (c) => c.mtaSts.hosting?.listen],
         ['store', (c) => c.store],
         ['nodeId', (c) => c.nodeId],
-        ['workers', (c) => c.workers],
+        // `serve --workers N` overrides the file: its `workers` then changes nothing, now or later.
+        ['workers', (c) => this.opts.workers ?? c.workers],
       ];
       for (const [key, get] of restartOnly)
-        if (JSON.stringify(get(next)) !== JSON.stringify(get(cur))) ignored.push(key);
+        if (JSON.stringify(get(next)) !== JSON.stringify(get(running))) ignored.push(key);
       const trust = new TrustStore(next.tls.trust.system, next.tls.trust.caFiles);
       const pairs = await certificatePairs(next);
       if (!this.tls.reload(source, pairs, next.tls.minVersion as SecureVersion)) {

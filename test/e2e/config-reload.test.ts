@@ -61,3 +61,14 @@ test('SIGHUP reloads too', async () => {
   assert.equal((await c.cmd('RCPT TO:<u@fabrikam.test>')).code, 550);
   c.close();
 });
+
+test('a restart-only setting is reported while the file differs from what runs, and no longer once it is back', async () => {
+  gw.writeConfig({ organizations: defaultOrgs, workers: 3 });
+  const changed = await gw.cli(['config', 'reload']);
+  assert.equal(changed.code, 0, changed.stderr);
+  assert.match(changed.stdout, /configuration reloaded \(workers changed: these take effect after a restart\)/);
+  gw.writeConfig({ organizations: defaultOrgs });
+  const back = await gw.cli(['config', 'reload']);
+  assert.equal(back.code, 0, back.stderr);
+  assert.equal(back.stdout.trim(), 'configuration reloaded', 'the file says again what runs: nothing to restart for');
+});
