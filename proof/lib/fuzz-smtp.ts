@@ -576,7 +576,7 @@ export class ReplyModel {
   /** In phase chunk: the BDAT line waiting for its chunk (its reply comes once the chunk is in), and the chunk's size. */
   private chunkOf: Pending | null = null;
   private chunkSize = 0;
-  /** The BDAT sizes since the transaction began (MAIL, RSET, EHLO, HELO or a LAST chunk resets it). */
+  /** The BDAT sizes since the transaction began (RSET or a LAST chunk resets it). */
   private chunked = 0;
   constructor(private readonly maxMessageSize = Infinity) {}
   awaiting: Pending | null = { kind: 'greeting', verb: '', text: '(greeting)' };
@@ -819,7 +819,9 @@ export class ReplyModel {
         }
         pending.unusableBdat = true;
       }
-      if (['MAIL', 'RSET', 'EHLO', 'HELO', 'STARTTLS'].includes(verb)) this.chunked = 0;
+      // Only RSET ends a transaction whatever its reply (MAIL, EHLO, STARTTLS may be refused): the
+      // count may run over what the server kept, never under, so 'may' is never missed.
+      if (verb === 'RSET') this.chunked = 0;
       this.awaiting = pending;
     }
   }

@@ -756,7 +756,8 @@ export const configSchema = z.strictObject({
           "Concurrent connections to one next hop (a domain's MX set, or a connector's smart hosts): the most its " +
             'concurrency window may grow to (see `initialConnectionsPerDestination`). Holds for the whole gateway: ' +
             'with `workers: N` each worker gets its share of this and of the initial window (shares sum to the ' +
-            'setting, each at least 1).',
+            'setting, each at least 1: with more workers than the setting, one per worker). A worker delivers ' +
+            "what it accepted itself, so mail from one busy session gets that worker's share.",
         ),
       initialConnectionsPerDestination: z
         .number()

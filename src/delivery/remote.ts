@@ -235,9 +235,11 @@ export class RemoteDelivery {
       () => {
         const d = this.config().delivery;
         const initial = d.initialConnectionsPerDestination ?? INITIAL_CONNECTIONS_PER_DESTINATION;
-        return { initial: share(initial), max: share(d.maxConnectionsPerDestination) };
+        const max = d.maxConnectionsPerDestination;
+        return { initial: share(initial), max: share(max), cohort: Math.max(1, Math.min(initial, max)) };
       },
-      (c) => emit({ event: 'delivery.window', ...c, max: this.config().delivery.maxConnectionsPerDestination }),
+      // `max`: this process's (a worker's share).
+      (c) => emit({ event: 'delivery.window', ...c, max: share(this.config().delivery.maxConnectionsPerDestination) }),
       options.windowTiming,
     );
   }

@@ -144,9 +144,9 @@ export interface Slot {
    * The delivery failed at connection level with every host. True when that completes a failed
    * pseudo-cohort (Postfix's destination_concurrency_failed_cohort_limit, 1): each such failure
    * counts 1/window, a success starts again from 0, and the destination is down at 1. The cohort
-   * is never smaller than the initial window: a window that throttling replies shrank to 1 is
-   * not down at the next 421 after a delivery that succeeded (five failures in a row with the
-   * initial window of 5; one when the initial window is 1).
+   * is never smaller than the gateway's initial window (not a worker's share of it): a window
+   * that throttling replies shrank to 1 is not down at the next 421 after a delivery that
+   * succeeded (five failures in a row with the initial window of 5; one when it is 1).
    */
   failedCohort(): boolean;
   release(): void;
@@ -196,7 +196,11 @@ export class Windows {
   private swept: number;
 
   constructor(
-    private readonly limits: () => { initial: number; max: number },
+    /**
+     * The window's limits in this process; `cohort`: the smallest failed pseudo-cohort, the
+     * gateway's whole initial window (a worker's limits are its share; the initial by default).
+     */
+    private readonly limits: () => { initial: number; max: number; cohort?: number },
     private readonly onChange: (c: WindowChange) => void,
     private readonly timing: WindowTiming = WINDOW_TIMING,
     private readonly now: () => number = Date.now,
@@ -312,7 +316,7 @@ export class Windows {
         this.admit(g);
       },
       failedCohort: () => {
-        g.failedCohorts += 1 / Math.max(g.window.size, this.initial());
+        g.failedCohorts += 1 / Math.max(g.window.size, this.limits().cohort ?? this.initial());
         if (g.failedCohorts < 1 - 1e-9) return false;
         g.failedCohorts = 0;
         return true;

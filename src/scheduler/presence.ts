@@ -54,7 +54,8 @@ export class NodePresence {
     await this.beating;
     if (!stopped) return;
     try {
-      await this.store.nodeStopped(this.node().id);
+      const n = this.node();
+      await this.store.nodeStopped(n.id, n.pid);
     } catch (e) {
       emit({ event: 'internal.error', where: 'node stopped', error: errorMessage(e) });
     }

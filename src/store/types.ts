@@ -427,11 +427,15 @@ export interface Store {
   renew(owner: string, leases: HeldLease[], leaseMs: number, now?: number): Promise<string[]>;
   /**
    * Record that a node is alive (insert or update its row; it is no longer stopped). Rows of nodes
-   * without a heartbeat for NODE_FORGET_MS are deleted at the same time.
+   * without a heartbeat for NODE_FORGET_MS are deleted at the same time, unless drained (the flag
+   * must outlive a long maintenance).
    */
   heartbeat(node: NodeBeat, now?: number): Promise<void>;
-  /** Record that a node stopped cleanly (its leases handed back): it is shown stopped, not up. */
-  nodeStopped(id: string, now?: number): Promise<void>;
+  /**
+   * Record that a node stopped cleanly (its leases handed back): it is shown stopped, not up. Only
+   * while the row is still this process's (`pid`): never over a newer process of the same node id.
+   */
+  nodeStopped(id: string, pid: number, now?: number): Promise<void>;
   /** Every node that has sent a heartbeat, with the leases it holds, most recent first. */
   nodes(now?: number): Promise<NodeStatus[]>;
   /**

@@ -799,18 +799,18 @@ export class PostgresStore implements Store {
       });
       await c.query({
         name: 'pc_forget_nodes',
-        text: 'DELETE FROM nodes WHERE heartbeat_at < $1',
+        text: 'DELETE FROM nodes WHERE heartbeat_at < $1 AND NOT draining',
         values: [now - NODE_FORGET_MS],
       });
     }, true);
   }
 
-  nodeStopped(id: string, now = Date.now()): Promise<void> {
+  nodeStopped(id: string, pid: number, now = Date.now()): Promise<void> {
     return this.write(async (c) => {
       await c.query({
         name: 'pc_node_stopped',
-        text: 'UPDATE nodes SET stopped_at = $1 WHERE id = $2',
-        values: [now, id],
+        text: 'UPDATE nodes SET stopped_at = $1 WHERE id = $2 AND pid = $3',
+        values: [now, id, pid],
       });
     }, true);
   }

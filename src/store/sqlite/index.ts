@@ -286,8 +286,8 @@ export class SqliteStore implements Store {
         ON CONFLICT (id) DO UPDATE SET version = excluded.version, config_hash = excluded.config_hash, host =
           excluded.host, pid = excluded.pid,
           started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, stopped_at = NULL`),
-      forgetNodes: db.prepare('DELETE FROM nodes WHERE heartbeat_at < ?'),
-      nodeStopped: db.prepare('UPDATE nodes SET stopped_at = ? WHERE id = ?'),
+      forgetNodes: db.prepare('DELETE FROM nodes WHERE heartbeat_at < ? AND draining = 0'),
+      nodeStopped: db.prepare('UPDATE nodes SET stopped_at = ? WHERE id = ? AND pid = ?'),
       nodes: db.prepare(`SELECT n.*, (SELECT count(*) FROM messages m WHERE m.state = 'active' AND m.lease_owner = n.id
           AND m.lease_until >= ?) AS leases
         FROM nodes n ORDER BY n.heartbeat_at DESC, n.id`),
@@ -801,9 +801,9 @@ export class SqliteStore implements Store {
     });
   }
 
-  nodeStopped(id: string, now = Date.now()): Promise<void> {
+  nodeStopped(id: string, pid: number, now = Date.now()): Promise<void> {
     return this.write(() => {
-      this.st.nodeStopped.run(now, id);
+      this.st.nodeStopped.run(now, id, pid);
     });
   }
 

@@ -203,7 +203,8 @@ test('one refusal among deliveries that succeed shrinks the window but never mar
     'busy.test': { MX: [{ exchange: 'mx.busy.test', priority: 10 }] },
     'mx.busy.test': { A: [p.host] },
   });
-  const r = remote(dns, config({ destinationDownSeconds: 60 }));
+  // A cohort of 2: without a success starting the count again, the second 421 would mark it down.
+  const r = remote(dns, config({ destinationDownSeconds: 60, initialConnectionsPerDestination: 2 }));
   const statuses = [];
   for (let i = 0; i < 9; i++) {
     const o = (await r.deliver(job('busy.test'))).outcomes.get(0)!;

@@ -97,11 +97,19 @@ test('feedback: delivered is success; 421, 4.7.x and lost connections throttle; 
 
 /** A gate with a clock of its own; waits are real timers, short ones. */
 function gate(
-  o: { initial?: number; max?: number; waitMs?: number; growMs?: number; maxWaitMs?: number; idleMs?: number } = {},
+  o: {
+    initial?: number;
+    max?: number;
+    cohort?: number;
+    waitMs?: number;
+    growMs?: number;
+    maxWaitMs?: number;
+    idleMs?: number;
+  } = {},
 ) {
   const changes: WindowChange[] = [];
   let now = 1_000_000;
-  const limits = { initial: o.initial ?? 2, max: o.max ?? 4 };
+  const limits = { initial: o.initial ?? 2, max: o.max ?? 4, ...(o.cohort ? { cohort: o.cohort } : {}) };
   const w = new Windows(
     () => limits,
     (c) => changes.push(c),
@@ -193,6 +201,37 @@ test('gate: throttling shrinks the window for the next messages; release does no
   const n = await next;
   n.release();
   held[2].release();
+});
+
+test('failed cohorts: a window of failures in a row marks the destination down; a success starts again', async () => {
+  const { w } = gate({ initial: 2, max: 4 });
+  const once = async (f: 'success' | 'failed') => {
+    const s = slot(await w.acquire('mx:a.test'));
+    if (f === 'success') s.feedback('success');
+    const down = f === 'failed' && s.failedCohort();
+    s.release();
+    return down;
+  };
+  assert.equal(await once('failed'), false, '1/2');
+  assert.equal(await once('failed'), true, '2/2: a whole cohort');
+  assert.equal(await once('failed'), false, 'counted again from 0');
+  assert.equal(await once('success'), false);
+  assert.equal(await once('failed'), false, 'the success started the count again');
+  assert.equal(await once('failed'), true);
+});
+
+test("failed cohorts: a worker's share of the window counts against the gateway's whole initial window", async () => {
+  // Worker 2 of 2: its share of the initial 5 is 2, shrunk to 1 by a throttling reply.
+  const { w } = gate({ initial: 2, max: 10, cohort: 5 });
+  const results: boolean[] = [];
+  for (let i = 0; i < 5; i++) {
+    const s = slot(await w.acquire('mx:a.test'));
+    s.feedback('throttled');
+    results.push(s.failedCohort());
+    s.release();
+  }
+  assert.equal(w.size('mx:a.test'), 1);
+  assert.deepEqual(results, [false, false, false, false, true], 'five failures in a row, as one process');
 });
 
 test('gate: idle for idleMs, the window starts again from the initial value; a lowered max holds', async () => {

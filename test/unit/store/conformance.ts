@@ -406,7 +406,9 @@ export function storeConformance(name: string, h: StoreHarness): void {
         );
       assert.equal(up(await s.nodes(), a.id), true);
       assert.equal(up(await s.nodes(), old.id), false, 'a heartbeat older than a lease: down');
-      await s.nodeStopped(a.id, t0 + 500);
+      await s.nodeStopped(a.id, 99, t0 + 400);
+      assert.equal((await s.nodes()).find((n) => n.id === a.id)!.stoppedAt, undefined, 'another process: not this one');
+      await s.nodeStopped(a.id, a.pid, t0 + 500);
       const stopped = (await s.nodes()).find((n) => n.id === a.id)!;
       assert.equal(stopped.stoppedAt, t0 + 500);
       assert.equal(nodeUp(stopped, 300, t0 + 1000), false, 'stopped: not up, however fresh its heartbeat');
@@ -418,11 +420,14 @@ export function storeConformance(name: string, h: StoreHarness): void {
         (await s.nodes()).map((n) => n.id),
         [a.id, old.id],
       );
+      const drained = { ...a, id: 'mx9/w1', host: 'mx9' };
+      await s.heartbeat(drained, t0 - NODE_FORGET_MS + 5000);
+      await s.setDraining(drained.id, true);
       await s.heartbeat(a, t0 + 6000);
       assert.deepEqual(
         (await s.nodes()).map((n) => n.id),
-        [a.id],
-        'a node without a heartbeat for 7 days is forgotten',
+        [a.id, drained.id],
+        'a node without a heartbeat for 7 days is forgotten, unless drained',
       );
     },
   );
