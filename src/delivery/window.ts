@@ -12,11 +12,11 @@
 // more after each further window's worth of them. A destination is down
 // (delivery.destinationDownSeconds, trouble.ts) only after a window's worth (at least the initial
 // window's) of deliveries failed with every host and none succeeded between (Slot.failedCohort),
-// not at one refusal among deliveries that succeed. A message that finds the window full waits for a slot (handed over
-// with the connection its holder put back in the pool) instead of opening another connection. A
-// destination idle for `idleMs` starts again from the initial window. With `workers: N`, each
-// worker's windows are its share of the limits (the gateway wires that in). Every change is
-// reported (delivery.window).
+// not at one refusal among deliveries that succeed. A message that finds the window full waits
+// for a slot (handed over with the connection its holder put back in the pool) instead of opening
+// another connection. A destination idle for `idleMs` starts again from the initial window. With
+// `workers: N`, each worker's windows are its share of the limits (the gateway wires that in).
+// Every change is reported (delivery.window).
 // Promises: a delivery to a destination starts only while fewer than its window run (the window
 // never below 1, never above delivery.maxConnectionsPerDestination, also after a reload lowers it;
 // deliveries under way when it shrinks finish); a waiting message
