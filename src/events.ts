@@ -115,14 +115,15 @@ export type Event =
     }
   /**
    * A next hop's concurrency window changed (delivery/window.ts): grew after successes, shrank after
-   * a connection failure or a throttling reply, or went back to the initial size after a quiet spell.
+   * a connection failure or a throttling reply or to a max a reload lowered, or went back to the
+   * initial size after a quiet spell.
    */
   | {
       event: 'delivery.window';
       destination: string;
       window: number;
       previous: number;
-      reason: 'success' | 'throttled' | 'idle';
+      reason: 'success' | 'throttled' | 'idle' | 'limit';
       max: number;
     }
   | { event: 'dns.query'; qtype: string; outcome: string; ms: number }
@@ -149,6 +150,19 @@ export type Event =
   | { event: 'store.checkpointer.failed'; location: string; reason: string }
   /** The database connection failed outside a write (an idle pooled connection): the pool reconnects. */
   | { event: 'store.connectionError'; location: string; error: string }
+  /**
+   * A delivery memory (destination down, host failed, TLS step down) could not be read or written
+   * in the store (delivery/memory.ts): the delivery went on without it. `suppressed`: failures not
+   * logged since the last one (at most one line per kind every 10 s).
+   */
+  | {
+      event: 'delivery.memory.failed';
+      kind: string;
+      operation: 'get' | 'set' | 'delete' | 'expire';
+      key: string;
+      error: string;
+      suppressed: number;
+    }
   | { event: 'trace.expired'; removed: number; finishedBefore: string; more: boolean }
   | { event: 'tlsrpt.sent'; day: string; domain: string; reportId: string; destinations: string[] }
   | {
@@ -178,6 +192,7 @@ const levels: { [K in Event['event']]?: Level | ((e: Extract<Event, { event: K }
   'store.checkpointer.stopped': 'warn',
   'store.checkpointer.failed': 'warn',
   'store.connectionError': 'warn',
+  'delivery.memory.failed': 'warn',
   'queue.fenced': 'warn',
   'queue.leaseLost': 'warn',
   'internal.error': 'error',

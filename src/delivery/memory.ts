@@ -7,8 +7,14 @@
 // memory reads through a small cache of this process: what it read (an entry, or that there is
 // none) serves again for `freshMs` (1 s), what it wrote serves at once; so another node's or
 // worker's write shows here within `freshMs`, and a delivery's reads (every one of them, mostly
-// "nothing known") cost no round trip to the store while a destination is busy.
+// "nothing known") cost no round trip to the store while a destination is busy. A store memory is
+// best effort: a store that fails (busy, unreachable) makes a read find nothing (every memory here
+// fails safe: no destination down, no host failed, no TLS step down) and a write count for this
+// process only; the delivery goes on, and the failure is logged (delivery.memory.failed, at most
+// once per kind every 10 s), so a delivery the peer took is never lost to a memory's write.
+import { emit } from '../events.ts';
 import type { Store } from '../store/types.ts';
+import { errorMessage } from '../util/errors.ts';
 
 /** A remembered value and the time (ms epoch) it stops counting. */
 export interface Remembered<V> {
@@ -70,11 +76,15 @@ export class InMemory<V> implements ExpiringMemory<V> {
 
 /** How long what a store memory read serves again before it asks the store (other nodes' writes). */
 export const STORE_MEMORY_FRESH_MS = 1000;
+/** A failing store is logged at most this often per kind of memory. */
+const WARN_EVERY_MS = 10_000;
 
 /** One kind of memory in the store's memories table, shared by every node of the store. */
 export class StoreMemory<V> implements ExpiringMemory<V> {
   /** What this process last read or wrote per key (undefined: nothing there), and when. */
   private readonly seen = new Map<string, { entry: Remembered<V> | undefined; at: number }>();
+  private warned = -Infinity;
+  private unreported = 0;
 
   constructor(
     private readonly store: () => Pick<Store, 'memoryGet' | 'memorySet' | 'memoryDelete' | 'memoryExpire'>,
@@ -99,30 +109,62 @@ export class StoreMemory<V> implements ExpiringMemory<V> {
     this.seen.set(key, { entry, at: this.clock() });
   }
 
+  /** The store failed: logged (rate-limited), never thrown at the delivery. */
+  private failed(operation: 'get' | 'set' | 'delete' | 'expire', key: string, e: unknown): void {
+    const now = this.clock();
+    if (now - this.warned < WARN_EVERY_MS) {
+      this.unreported++;
+      return;
+    }
+    const suppressed = this.unreported;
+    this.warned = now;
+    this.unreported = 0;
+    emit({ event: 'delivery.memory.failed', kind: this.kind, operation, key, error: errorMessage(e), suppressed });
+  }
+
   async get(key: string, now = Date.now()): Promise<Remembered<V> | undefined> {
     const c = this.cached(key);
     if (c) return c.entry && c.entry.until > now ? c.entry : undefined;
-    const e = await this.store().memoryGet(this.kind, key, now);
+    let e;
+    try {
+      e = await this.store().memoryGet(this.kind, key, now);
+    } catch (err) {
+      this.failed('get', key, err);
+      return undefined; // not cached: the next read asks the store again
+    }
     const entry = e ? { value: e.value as V, until: e.until } : undefined;
     this.remember(key, entry);
     return entry;
   }
 
   async set(key: string, value: V, until: number): Promise<void> {
-    await this.store().memorySet(this.kind, key, value, until);
+    try {
+      await this.store().memorySet(this.kind, key, value, until);
+    } catch (err) {
+      this.failed('set', key, err);
+    }
     this.remember(key, until > Date.now() ? { value, until } : undefined);
   }
 
   /** Forgets `key`; a write only when it is there (a success forgets its host's failure: mostly none). */
   async delete(key: string): Promise<void> {
     if (!(await this.get(key))) return;
-    await this.store().memoryDelete(this.kind, key);
+    try {
+      await this.store().memoryDelete(this.kind, key);
+    } catch (err) {
+      this.failed('delete', key, err);
+    }
     this.remember(key, undefined);
   }
 
-  /** Every kind is swept at once (one statement); the count is the store's. */
-  expire(now = Date.now()): Promise<number> {
+  /** Every kind is swept at once (one statement); the count is the store's (0 when it failed). */
+  async expire(now = Date.now()): Promise<number> {
     for (const [k, c] of this.seen) if (now - c.at >= this.freshMs) this.seen.delete(k);
-    return this.store().memoryExpire(now, this.max);
+    try {
+      return await this.store().memoryExpire(now, this.max);
+    } catch (err) {
+      this.failed('expire', '*', err);
+      return 0;
+    }
   }
 }

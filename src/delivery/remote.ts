@@ -309,6 +309,9 @@ export class RemoteDelivery {
       };
     }
     try {
+      // Marked down while this message waited for its slot: not one more connection to it.
+      const downNow = slot.waited && (await this.trouble.down(hop.key));
+      if (downNow) return { outcomes: forAll(job.recipients, downNow.outcome), attempt: downNow.attempt };
       return await this.attempt(job, slot);
     } finally {
       slot.release();
@@ -411,6 +414,8 @@ export class RemoteDelivery {
       for (const ip of ips.value.ips) {
         const r = await this.tryHost(job, content, t, ip, plan);
         slot.feedback(feedbackOf(r));
+        // The host answered a transaction: the destination is reachable.
+        if (r.kind === 'done' || r.level === 'transaction') slot.reached();
         if (r.kind === 'done') {
           await this.trouble.hostSucceeded(t.name);
           return { outcomes: r.outcomes, attempt: r.attempt };
@@ -530,7 +535,10 @@ export class RemoteDelivery {
     if (req.requireTlsProblem) return hostFailure({ kind: 'requireTls', detail: req.requireTlsProblem }, facts);
     const opened = await this.open(job, req, t, ip, key, facts, pooled);
     if (opened.kind !== 'open') return opened;
-    const refused = await this.checkTls(opened.conn, opened.mode, job, req, t, ip, facts);
+    const refused = await this.checkTls(opened.conn, opened.mode, job, req, t, ip, facts).catch((e: unknown) => {
+      void opened.conn.quit(); // never left open when the judging throws
+      throw e;
+    });
     if (refused) {
       void opened.conn.quit();
       return refused;

@@ -187,7 +187,8 @@ export class Tally {
   /** A host address failed: move on to the next, or stop (a message failure for every recipient). */
   hostFailed(h: HostFailed): 'next' | 'stop' {
     this.last = { outcome: h.outcome, attempt: h.attempt };
-    if (h.level !== 'connection') this.allConnectionLevel = false;
+    // A host ruled out for a REQUIRETLS message says nothing of the destination for other mail.
+    if (h.level !== 'connection' || h.requireTls) this.allConnectionLevel = false;
     if (!h.requireTls) this.allRequireTls = false;
     return h.outcome.status === 'failed' && h.level !== 'connection' ? 'stop' : 'next';
   }

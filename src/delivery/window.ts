@@ -7,15 +7,16 @@
 // does not open it before the receiver had a chance to push back, nor does a busy CPU that makes
 // messages wait as well); under sustained demand (more than `sustained` windows' worth of
 // messages went through the waiting line without it running empty) without that pause, one step
-// per window's worth of successes, as Postfix grows (a burst of a few windows never does); and
-// shrinks by one at once on a connection failure or a throttling reply (421, 4.7.x) and by one
-// more after each further window's worth of them. A destination is down
+// per window's worth of successes, as Postfix grows (a burst of a few windows never does), until a
+// failure; and shrinks by one at once on a connection failure or a throttling reply (421, 4.7.x)
+// and by one more after each further window's worth of them. A destination is down
 // (delivery.destinationDownSeconds, trouble.ts) only after a window's worth (at least the initial
-// window's) of deliveries failed with every host and none succeeded between (Slot.failedCohort),
-// not at one refusal among deliveries that succeed. A message that finds the window full waits
-// for a slot (handed over with the connection its holder put back in the pool) instead of opening
-// another connection. A destination idle for `idleMs` starts again from the initial window. With
-// `workers: N`, each worker's windows are its share of the limits (the gateway wires that in).
+// window's) of deliveries failed with every host at connection level and no host answered a
+// transaction between (Slot.failedCohort), not at one refusal among deliveries that succeed. A
+// message that finds the window full waits for a slot (handed over with the connection its holder
+// put back in the pool) instead of opening another connection. A destination idle for `idleMs`
+// starts again from the initial window. With `workers: N`, each worker's windows are its share of
+// the limits (the gateway wires that in).
 // Every change is reported (delivery.window).
 // Promises: a delivery to a destination starts only while fewer than its window run (the window
 // never below 1, never above delivery.maxConnectionsPerDestination, also after a reload lowers it;
@@ -29,12 +30,15 @@ import type { HostResult } from './trouble.ts';
 /** What one attempt tells the window: the destination took mail, or pushed back. */
 export type Feedback = 'success' | 'throttled';
 
-/** A change of a destination's window, and why (`idle`: back to the initial size after a quiet spell). */
+/**
+ * A change of a destination's window, and why (`idle`: back to the initial size after a quiet spell;
+ * `limit`: a reload lowered delivery.maxConnectionsPerDestination below it).
+ */
 export interface WindowChange {
   destination: string;
   window: number;
   previous: number;
-  reason: 'success' | 'throttled' | 'idle';
+  reason: 'success' | 'throttled' | 'idle' | 'limit';
 }
 
 /**
@@ -139,14 +143,22 @@ export const WINDOW_TIMING: WindowTiming = {
 /** A slot of a destination's window: report what the attempts showed, then release it (once). */
 export interface Slot {
   kind: 'slot';
+  /** The slot came from the waiting line: what was true when the message asked may have changed. */
+  waited: boolean;
   feedback(f: Feedback | undefined): void;
+  /**
+   * A host of the destination answered a transaction (took mail, or refused or deferred it for
+   * reasons of its own): the destination is reachable, its failed pseudo-cohort starts again.
+   */
+  reached(): void;
   /**
    * The delivery failed at connection level with every host. True when that completes a failed
    * pseudo-cohort (Postfix's destination_concurrency_failed_cohort_limit, 1): each such failure
    * counts 1/window, a success starts again from 0, and the destination is down at 1. The cohort
    * is never smaller than the gateway's initial window (not a worker's share of it): a window
    * that throttling replies shrank to 1 is not down at the next 421 after a delivery that
-   * succeeded (five failures in a row with the initial window of 5; one when it is 1).
+   * succeeded (five failures in a row with the initial window of 5; one when it is 1). A
+   * transaction answered (`reached`) starts the count again.
    */
   failedCohort(): boolean;
   release(): void;
@@ -227,11 +239,16 @@ export class Windows {
       this.gates.set(destination, g);
     } else if (g.idle(now, this.timing.idleMs)) this.reset(destination, g, initial);
     g.lastActive = now; // in use: never swept while a message holds or awaits a slot
-    const previous = g.window.size;
-    if (g.window.limit(this.limits().max))
-      this.onChange({ destination, window: g.window.size, previous, reason: 'throttled' });
+    this.clamp(destination, g);
     this.sweep(now, initial);
     return g;
+  }
+
+  /** Hold the window to the current max (a reload may have lowered it), said so when it shrinks. */
+  private clamp(destination: string, g: Gate): void {
+    const previous = g.window.size;
+    if (g.window.limit(this.limits().max))
+      this.onChange({ destination, window: g.window.size, previous, reason: 'limit' });
   }
 
   /** Back to the initial window after a quiet spell (reported when that is a change). */
@@ -263,7 +280,7 @@ export class Windows {
     if (g.busy < g.window.size && !g.waiters.length) {
       g.busy++;
       g.streak = 0; // room without waiting: the window meets the demand
-      return this.slot(destination, g);
+      return this.slot(destination, g, false);
     }
     const since = this.now();
     const granted = await new Promise<boolean>((resolve) => {
@@ -284,11 +301,12 @@ export class Windows {
     const waitedMs = this.now() - since;
     if (waitedMs >= this.timing.waitMs) g.short = true;
     if (!granted) return { kind: 'busy', window: g.window.size, waitedMs };
-    return this.slot(destination, g);
+    return this.slot(destination, g, true);
   }
 
-  /** Hand free slots to the messages waiting, first come first served. */
-  private admit(g: Gate): void {
+  /** Hand free slots to the messages waiting, first come first served, within the current max. */
+  private admit(destination: string, g: Gate): void {
+    this.clamp(destination, g);
     while (g.busy < g.window.size && g.waiters.length) {
       g.busy++;
       g.streak++;
@@ -296,13 +314,13 @@ export class Windows {
     }
   }
 
-  private slot(destination: string, g: Gate): Slot {
+  private slot(destination: string, g: Gate, waited: boolean): Slot {
     let released = false;
     return {
       kind: 'slot',
+      waited,
       feedback: (f) => {
         if (!f) return;
-        if (f === 'success') g.failedCohorts = 0;
         const now = this.now();
         const previous = g.window.size;
         if (g.waiters.length && now - g.waiters[0].since >= this.timing.waitMs) g.short = true;
@@ -311,9 +329,14 @@ export class Windows {
         const changed = f === 'throttled' ? g.window.throttled() : grows && g.window.succeeded(this.limits().max);
         if (!changed) return;
         g.short = false;
+        // Growth without the pause lasts until a failure: after one, demand has to prove itself again.
+        if (f === 'throttled') g.streak = 0;
         g.changed = now;
         this.onChange({ destination, window: g.window.size, previous, reason: f });
-        this.admit(g);
+        this.admit(destination, g);
+      },
+      reached: () => {
+        g.failedCohorts = 0;
       },
       failedCohort: () => {
         g.failedCohorts += 1 / Math.max(g.window.size, this.limits().cohort ?? this.initial());
@@ -326,7 +349,7 @@ export class Windows {
         released = true;
         g.busy--;
         g.lastActive = this.now();
-        this.admit(g);
+        this.admit(destination, g);
       },
     };
   }

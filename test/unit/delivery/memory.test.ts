@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { StoreMemory } from '../../../src/delivery/memory.ts';
+import { onEvent, type Event } from '../../../src/events.ts';
 import type { SharedEntry } from '../../../src/store/types.ts';
 
 function countingStore() {
@@ -75,4 +76,59 @@ test('store memory: a cached entry past its until is not returned; the cache is 
   assert.equal(calls.get, 4);
   await mem.get('h1');
   assert.equal(calls.get, 5, 'the oldest key was dropped from a cache of 3');
+});
+
+test('store memory: a failing store never fails the delivery; reads find nothing, the failure is logged (rate-limited)', async () => {
+  let now = 1_000_000;
+  let broken = true;
+  const { store, calls } = countingStore();
+  const failing = {
+    memoryGet: (k: string, key: string, t?: number) =>
+      broken ? Promise.reject(new Error('SQLITE_BUSY: database is locked')) : store.memoryGet(k, key, t),
+    memorySet: (k: string, key: string, v: unknown, u: number) =>
+      broken ? Promise.reject(new Error('SQLITE_BUSY: database is locked')) : store.memorySet(k, key, v, u),
+    memoryDelete: () => Promise.reject(new Error('SQLITE_BUSY: database is locked')),
+    memoryExpire: () => Promise.reject(new Error('SQLITE_BUSY: database is locked')),
+  };
+  const seen: Event[] = [];
+  const off = onEvent((e) => {
+    if (e.event === 'delivery.memory.failed') seen.push(e);
+  });
+  try {
+    const mem = new StoreMemory<boolean>(
+      () => failing,
+      'hostFailed',
+      100,
+      1000,
+      () => now,
+    );
+    assert.equal(await mem.get('mx.a.test'), undefined, 'nothing known: fails safe');
+    await mem.set('mx.a.test', true, Date.now() + 60_000); // does not throw
+    assert.equal((await mem.get('mx.a.test'))?.value, true, 'this process keeps what it wrote');
+    now += 5000;
+    await mem.delete('mx.a.test');
+    assert.equal(await mem.expire(), 0);
+    assert.equal(seen.length, 1, 'one line per kind within 10 s');
+    assert.deepEqual(
+      [
+        seen[0].event === 'delivery.memory.failed' && seen[0].operation,
+        seen[0].event === 'delivery.memory.failed' && seen[0].error,
+      ],
+      ['get', 'SQLITE_BUSY: database is locked'],
+    );
+    now += 10_000;
+    broken = false;
+    assert.equal(await mem.get('mx.b.test'), undefined);
+    assert.equal(calls.get, 1, 'the store answers again');
+    await mem.expire();
+    const last = seen.at(-1);
+    assert.equal(seen.length, 2);
+    assert.equal(
+      last?.event === 'delivery.memory.failed' && last.suppressed,
+      3,
+      "the failures in between: the write, the delete's read, the sweep",
+    );
+  } finally {
+    off();
+  }
 });

@@ -4,6 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { buildConfig, type Config } from '../../../src/config/load.ts';
@@ -222,6 +223,56 @@ test('one refusal among deliveries that succeed shrinks the window but never mar
     'delivered',
     'deferred',
   ]);
+  await p.done;
+});
+
+test('marked down while messages waited for a slot: they are deferred from memory, not one more connection', async () => {
+  // A receiver that answers every greeting with 421, a little late, so that the others line up.
+  let connections = 0;
+  const srv = net.createServer((c) => {
+    connections++;
+    c.on('error', () => {});
+    setTimeout(() => c.end('421 4.3.2 mx.shut.test Service not available, closing\r\n'), 150);
+  });
+  await new Promise<void>((r) => srv.listen(port, `${NET}.31`, r));
+  try {
+    const dns = new FakeResolver({
+      'shut.test': { MX: [{ exchange: 'mx.shut.test', priority: 10 }] },
+      'mx.shut.test': { A: [`${NET}.31`] },
+    });
+    const r = remote(dns, config({ destinationDownSeconds: 60, initialConnectionsPerDestination: 2 }));
+    const results = await Promise.all(Array.from({ length: 10 }, () => r.deliver(job('shut.test'))));
+    const reasons = results.map((x) => x.outcomes.get(0)?.reply.reason ?? '');
+    assert.equal(connections, 2, 'the two in the window, then the cohort of 2 marked it down');
+    assert.ok(results.every((x) => x.outcomes.get(0)?.status === 'deferred'));
+    assert.equal(reasons.filter((x) => /marked unreachable/.test(x)).length, 8, reasons.join('\n'));
+  } finally {
+    srv.close();
+  }
+});
+
+test('a host that took one recipient and greylisted another is reachable: never marked down between failures', async () => {
+  const throttling: Step[] = [{ send: '421 4.7.0 mx too many connections, slow down' }];
+  const partly: Step[] = [
+    ...HELLO,
+    {
+      expect: [/^MAIL FROM:/, /^RCPT TO:<b@/, /^RCPT TO:<c@/, 'DATA'],
+      reply: ['250 2.1.0 ok', '250 2.1.5 ok', '450 4.7.1 <c@fabrikam.test> greylisted, try later', '354 go'],
+    },
+    { data: true, reply: '250 2.0.0 queued' },
+  ];
+  const p = await peer(22, [throttling, partly, throttling, partly, throttling]);
+  const dns = new FakeResolver({
+    'grey.test': { MX: [{ exchange: 'mx.grey.test', priority: 10 }] },
+    'mx.grey.test': { A: [p.host] },
+  });
+  // A cohort of 2: without the answered transaction starting the count again, the second 421 would mark it down.
+  const r = remote(dns, config({ destinationDownSeconds: 60, initialConnectionsPerDestination: 2 }));
+  for (let i = 0; i < 5; i++) {
+    const o = (await r.deliver(job('grey.test', ['b@fabrikam.test', 'c@fabrikam.test']))).outcomes;
+    assert.doesNotMatch(o.get(0)?.reply.reason ?? '', /marked unreachable/, `delivery ${i}`);
+    assert.equal(o.get(0)?.status, i % 2 ? 'delivered' : 'deferred', `delivery ${i}`);
+  }
   await p.done;
 });
 

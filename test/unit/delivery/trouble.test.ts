@@ -308,3 +308,17 @@ test('Tally: every host reached lacks REQUIRETLS: the 5.7.30 failure stands (RFC
     'a host that may come back: retry',
   );
 });
+
+test('Tally: a host ruled out for REQUIRETLS does not make the destination down for other mail', () => {
+  // One host refuses connections, the other lacks REQUIRETLS: the destination is reachable.
+  const t = new Tally();
+  t.addressesFound();
+  t.hostFailed(hostFailure({ kind: 'connect', detail: 'refused' }, facts));
+  t.hostFailed(hostFailure({ kind: 'requireTls', detail: 'mx does not offer REQUIRETLS' }, facts));
+  assert.equal(t.verdict()?.destinationDown, false);
+  const dead = new Tally();
+  dead.addressesFound();
+  dead.hostFailed(hostFailure({ kind: 'connect', detail: 'refused' }, facts));
+  dead.hostFailed(hostFailure({ kind: 'timeout', detail: 'no greeting' }, facts));
+  assert.equal(dead.verdict()?.destinationDown, true, 'every host failed at connection level');
+});

@@ -203,11 +203,11 @@ test('gate: throttling shrinks the window for the next messages; release does no
   held[2].release();
 });
 
-test('failed cohorts: a window of failures in a row marks the destination down; a success starts again', async () => {
+test('failed cohorts: a window of failures in a row marks the destination down; a host reached starts again', async () => {
   const { w } = gate({ initial: 2, max: 4 });
   const once = async (f: 'success' | 'failed') => {
     const s = slot(await w.acquire('mx:a.test'));
-    if (f === 'success') s.feedback('success');
+    if (f === 'success') s.reached();
     const down = f === 'failed' && s.failedCohort();
     s.release();
     return down;
@@ -218,6 +218,37 @@ test('failed cohorts: a window of failures in a row marks the destination down; 
   assert.equal(await once('success'), false);
   assert.equal(await once('failed'), false, 'the success started the count again');
   assert.equal(await once('failed'), true);
+  // A delivery that a host took in part and greylisted in part: throttling feedback, yet reached.
+  const s = slot(await w.acquire('mx:a.test'));
+  s.feedback('throttled');
+  s.reached();
+  s.release();
+  assert.equal(await once('failed'), false, 'a throttling host that answered is not a failure towards down');
+});
+
+test('gate: a reload that lowers max holds for the messages already waiting', async () => {
+  const { w, changes, limits } = gate({ initial: 4, max: 4, waitMs: 60_000 });
+  const held = await Promise.all([0, 1, 2, 3].map(async () => slot(await w.acquire('mx:a.test'))));
+  let running = 4;
+  let most = 0;
+  const waiting = Array.from({ length: 6 }, async () => {
+    const s = slot(await w.acquire('mx:a.test'));
+    most = Math.max(most, ++running);
+    await new Promise((r) => setImmediate(r));
+    running--;
+    s.release();
+  });
+  limits.max = 1;
+  for (const h of held) {
+    running--;
+    h.release();
+  }
+  await Promise.all(waiting);
+  assert.equal(most, 1, 'one at a time once the four running finished');
+  assert.deepEqual(
+    changes.map((c) => [c.previous, c.window, c.reason]),
+    [[4, 1, 'limit']],
+  );
 });
 
 test("failed cohorts: a worker's share of the window counts against the gateway's whole initial window", async () => {
@@ -330,4 +361,30 @@ test('gate: a burst of 30 stays within the initial window; sustained demand grow
   s.feedback('throttled');
   s.release();
   assert.equal(throttled.w.size('mx:a.test'), grown - 1, 'pushback still shrinks a grown window at once');
+
+  // After a failure, demand has to be sustained again before the window grows without the pause:
+  // a stream whose line never runs empty, one throttling reply in its middle.
+  const again = gate({ initial: 5, max: 20, ...production });
+  let k = 0;
+  const steps: { n: number; change: WindowChange }[] = [];
+  const stream = async (): Promise<void> => {
+    while (k < 400) {
+      const s = slot(await again.w.acquire('mx:a.test'));
+      await new Promise((r) => setImmediate(r));
+      const n = k++;
+      const seen = again.changes.length;
+      s.feedback(n === 200 ? 'throttled' : 'success');
+      for (const change of again.changes.slice(seen)) steps.push({ n, change });
+      s.release();
+    }
+  };
+  await Promise.all(Array.from({ length: 30 }, stream));
+  const shrink = steps.findIndex((x) => x.change.reason === 'throttled');
+  assert.equal(steps[shrink]?.n, 200, 'the throttling reply shrank it');
+  const next = steps[shrink + 1];
+  const window = steps[shrink].change.window;
+  assert.ok(
+    next.n - 200 > 8 * window,
+    `no growth before ${8 * window} more through the line (grew at +${next.n - 200})`,
+  );
 });
