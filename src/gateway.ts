@@ -20,6 +20,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { SecureVersion } from 'node:tls';
 import { loadConfig, type Config } from './config/load.ts';
+import { keepRestartOnly, restartOnlyChanges, RESTART_ONLY_ENV, type RestartOnly } from './config/restart-only.ts';
 import { emit, notice, setLogLevel, setLogOutput } from './events.ts';
 import { InboundPolicy } from './policy/inbound.ts';
 import { openStore } from './store/open.ts';
@@ -138,15 +139,24 @@ export class Gateway {
     await opened.store?.close();
   }
 
-  /** The configuration file; in a worker with the worker's node id. */
-  private load(): Config {
-    const c = loadConfig(this.opts.configFile, this.opts.allowDefaults);
+  /**
+   * The configuration to run (`config`) and the file as it is (`file`, what a reload reports changes
+   * against). In a worker, `config` keeps the restart-only settings its supervisor started with (the
+   * same queue and listeners as the other workers, also when the file changed since); both carry
+   * the worker's node id.
+   */
+  private load(): { config: Config; file: Config } {
+    const file = loadConfig(this.opts.configFile, this.opts.allowDefaults);
     const w = this.opts.worker;
-    return w ? Object.freeze({ ...c, nodeId: workerNodeId(c.nodeId, w.n) }) : c;
+    if (!w) return { config: file, file };
+    const kept = process.env[RESTART_ONLY_ENV];
+    const config = kept ? keepRestartOnly(file, JSON.parse(kept) as RestartOnly) : file;
+    const own = (c: Config) => Object.freeze({ ...c, nodeId: workerNodeId(c.nodeId, w.n) });
+    return { config: own(config), file: own(file) };
   }
 
   private async open(): Promise<void> {
-    const config = this.load();
+    const { config } = this.load();
     this.startedWith = config;
     const worker = this.opts.worker;
     setLogLevel(config.log.level);
@@ -311,25 +321,15 @@ export class Gateway {
   async reload(source: string): Promise<ControlResponse> {
     let next: Config;
     try {
-      next = this.load();
+      const loaded = this.load();
+      next = loaded.config;
       const cur = this.deps.config;
       // Restart-only settings are compared with what runs: the configuration the server started with.
       const running = this.startedWith ?? cur;
-      const ignored: string[] = [];
-      if (next.dataDir !== running.dataDir) ignored.push('dataDir');
-      const restartOnly: [string, (c: Config) => unknown][] = [
-        ['smtp.listen', (c) => c.smtp.listen],
-        ['runAs', (c) => c.runAs],
-        ['delivery.maildir', (c) => c.delivery.maildir],
-        ['admin', (c) => c.admin],
-        ['mtaSts.hosting.listen', (c) => c.mtaSts.hosting?.listen],
-        ['store', (c) => c.store],
-        ['nodeId', (c) => c.nodeId],
-        // `serve --workers N` overrides the file: its `workers` then changes nothing, now or later.
-        ['workers', (c) => this.opts.workers ?? c.workers],
-      ];
-      for (const [key, get] of restartOnly)
-        if (JSON.stringify(get(next)) !== JSON.stringify(get(running))) ignored.push(key);
+      const ignored = restartOnlyChanges(running, loaded.file);
+      // `serve --workers N` overrides the file: its `workers` then changes nothing, now or later.
+      if (this.opts.workers === undefined && JSON.stringify(next.workers) !== JSON.stringify(running.workers))
+        ignored.push('workers');
       const trust = new TrustStore(next.tls.trust.system, next.tls.trust.caFiles);
       const pairs = await certificatePairs(next);
       if (!this.tls.reload(source, pairs, next.tls.minVersion as SecureVersion)) {

@@ -7,7 +7,12 @@
 // it that it has not yet asked admission for; ties go round. While no worker can take one (all are
 // restarting), up to MAX_WAITING connections wait here, unread, and go out when one starts; beyond
 // that, and after close(), new connections are closed at once. Nothing is read from a connection
-// here, so a worker sees its bytes from the first.
+// here, so a worker sees its bytes from the first. This process keeps its own copy of each
+// connection it handed to a worker until the worker asks admission for one (it has then received
+// every connection handed to it before, in order, so the oldest copy is closed): a worker that
+// dies before that never wrote a byte to them (the greeting waits for admission), and they go to
+// another worker (`reclaim`) instead of hanging open with nobody to answer them. Node never
+// delivers, nor closes, the connections still queued for a channel whose process died.
 import net from 'node:net';
 import { emit } from '../events.ts';
 
@@ -16,7 +21,7 @@ export interface Taker {
   n: number;
   /** Sessions the worker holds (admitted, not yet ended). */
   sessions: number;
-  /** Hand the connection over; false when the worker's channel is gone. */
+  /** Hand the connection over (this process keeps its copy open); false when the worker's channel is gone. */
   hand(socket: net.Socket): boolean;
 }
 
@@ -24,8 +29,8 @@ const MAX_WAITING = 1024;
 
 export class Distributor {
   private readonly servers: net.Server[] = [];
-  /** Connections handed to each worker that it has not asked admission for yet. */
-  private readonly handed = new Map<number, number>();
+  /** Connections handed to each worker that it has not asked admission for yet, oldest first. */
+  private readonly handed = new Map<number, net.Socket[]>();
   private readonly waiting: net.Socket[] = [];
   private turn = 0;
   private closed = false;
@@ -50,15 +55,24 @@ export class Distributor {
     }
   }
 
-  /** Worker n asked admission for a connection it was handed. */
+  /** Worker n asked admission for a connection it was handed: it holds the oldest; our copy closes. */
   admitted(n: number): void {
-    const h = this.handed.get(n) ?? 0;
-    if (h > 0) this.handed.set(n, h - 1);
+    this.handed.get(n)?.shift()?.destroy();
   }
 
-  /** Worker n is gone (its connections with it). */
-  forget(n: number): void {
+  /**
+   * Worker n is gone: the connections handed to it that it never asked admission for go to the
+   * others (or wait for one), as new ones would, when `passOn`; else they close. The rest went
+   * with it. Returns how many were passed on.
+   */
+  reclaim(n: number, passOn: boolean): number {
+    const left = (this.handed.get(n) ?? []).filter((c) => !c.destroyed);
     this.handed.delete(n);
+    for (const c of left) {
+      if (passOn) this.connection(c);
+      else c.destroy();
+    }
+    return passOn ? left.length : 0;
   }
 
   /** A worker started: the connections that waited for one go out. */
@@ -80,6 +94,12 @@ export class Distributor {
     for (const c of this.waiting.splice(0)) c.destroy();
   }
 
+  /** After the workers exited: this process's copies of what they were handed close too. */
+  closeHanded(): void {
+    for (const list of this.handed.values()) for (const c of list) c.destroy();
+    this.handed.clear();
+  }
+
   private connection(c: net.Socket): void {
     c.on('error', () => {});
     if (this.closed) {
@@ -97,7 +117,7 @@ export class Distributor {
   private give(c: net.Socket): boolean {
     const all = this.takers();
     for (let tries = all.length; tries > 0; tries--) {
-      const load = (t: Taker) => t.sessions + (this.handed.get(t.n) ?? 0);
+      const load = (t: Taker) => t.sessions + (this.handed.get(t.n)?.length ?? 0);
       let best: Taker | undefined;
       for (let i = 0; i < all.length; i++) {
         const t = all[(this.turn + i) % all.length];
@@ -106,7 +126,9 @@ export class Distributor {
       if (!best) return false;
       this.turn = (all.indexOf(best) + 1) % all.length;
       if (best.hand(c)) {
-        this.handed.set(best.n, (this.handed.get(best.n) ?? 0) + 1);
+        const list = this.handed.get(best.n);
+        if (list) list.push(c);
+        else this.handed.set(best.n, [c]);
         return true;
       }
       all.splice(all.indexOf(best), 1);

@@ -25,6 +25,8 @@ export type ToWorker =
 /** Worker → supervisor. */
 export type ToSupervisor =
   | { t: 'started' }
+  /** The worker stops (SIGTERM): it takes no more connections. */
+  | { t: 'stopping' }
   | { t: 'call'; id: number; cmd: Command; source: string }
   | { t: 'answer'; id: number; res: ControlResponse }
   | {

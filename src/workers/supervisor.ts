@@ -17,6 +17,7 @@ import os from 'node:os';
 import { assertNoServer, startControlServer, type ControlResponse } from '../admin/control.ts';
 import { loadConfig, type Config } from '../config/load.ts';
 import { LISTEN_FDS_ENV } from '../config/listen.ts';
+import { RESTART_ONLY_ENV, restartOnlyOf } from '../config/restart-only.ts';
 import { AdminError } from '../errors.ts';
 import { emit, notice, setLogLevel, setLogOutput } from '../events.ts';
 import { MaildirDelivery } from '../delivery/maildir.ts';
@@ -52,10 +53,13 @@ interface Worker {
   child: ChildProcess;
   startedAt: number;
   started: boolean;
+  /** It said it stops (SIGTERM sent to it alone): no more connections for it. */
+  stopping: boolean;
   calls: Map<number, (r: ControlResponse) => void>;
 }
 
-const CALL_MS = 15_000;
+/** A worker's answer to a command, well within the control client's 15 s (which names no worker). */
+const CALL_MS = 10_000;
 const STOP_MS = 60_000;
 
 export class Supervisor {
@@ -64,7 +68,7 @@ export class Supervisor {
   private readonly workers = new Map<number, Worker>();
   private readonly distributor = new Distributor(() =>
     [...this.workers.values()]
-      .filter((w) => w.started && w.child.connected)
+      .filter((w) => w.started && !w.stopping && w.child.connected)
       .map((w) => ({
         n: w.n,
         sessions: this.admission.sessionsOf(w.n),
@@ -127,16 +131,27 @@ export class Supervisor {
   /** Fork worker n; resolves when it started, rejects when it exits first during the server's start. */
   private spawn(n: number): Promise<void> {
     const { fds, map } = this.sockets.forWorker(n);
-    const child = fork(process.argv[1], process.argv.slice(2), {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc', ...fds],
-      env: {
-        ...process.env,
-        [WORKER_ENV]: String(n),
-        [WORKERS_ENV]: String(this.opts.workers),
-        [LISTEN_FDS_ENV]: JSON.stringify(map),
-      },
-    });
-    const w: Worker = { n, child, startedAt: Date.now(), started: false, calls: new Map() };
+    let child: ChildProcess;
+    try {
+      child = fork(process.argv[1], process.argv.slice(2), {
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc', ...fds],
+        env: {
+          ...process.env,
+          [WORKER_ENV]: String(n),
+          [WORKERS_ENV]: String(this.opts.workers),
+          [LISTEN_FDS_ENV]: JSON.stringify(map),
+          // What the server started with stays for a worker started later, whatever the file says by then.
+          [RESTART_ONLY_ENV]: JSON.stringify(restartOnlyOf(this.config)),
+        },
+      });
+    } catch (e) {
+      // A fork that throws (ENOMEM and the like): as a worker that could not start.
+      if (!this.startedOnce) return Promise.reject(notStarted(n, errorMessage(e)));
+      emit({ event: 'internal.error', where: `worker ${n}`, error: `could not start it: ${errorMessage(e)}` });
+      this.restartLater(n, Date.now());
+      return Promise.resolve();
+    }
+    const w: Worker = { n, child, startedAt: Date.now(), started: false, stopping: false, calls: new Map() };
     this.workers.set(n, w);
     return new Promise((resolve, reject) => {
       child.on('message', (m: ToSupervisor) => {
@@ -152,32 +167,35 @@ export class Supervisor {
           resolve();
         } else this.onMessage(w, m);
       });
-      child.on('error', (e) => emit({ event: 'internal.error', where: `worker ${n}`, error: e.message }));
-      child.once('exit', (code, signal) => {
+      let over = false;
+      const gone = (code: number | null, signal: NodeJS.Signals | null, failed?: string) => {
+        if (over) return;
+        over = true;
         this.admission.forget(n);
-        this.distributor.forget(n);
+        // Connections it was handed and never took up: to another worker (none had a byte from it),
+        // unless it was stopping (it answered those 421 itself).
+        const back = this.distributor.reclaim(n, !w.stopping);
+        if (back) notice(`worker ${n} exited with ${back} connection(s) handed to it and not yet served: passed on`);
         for (const done of w.calls.values()) done({ ok: false, message: `worker ${n} exited` });
         if (this.workers.get(n) === w) this.workers.delete(n);
         if (!w.started && !this.startedOnce) {
-          reject(
-            new AdminError(
-              `worker ${n} exited during the start (${signal ?? `status ${code}`})`,
-              'its log lines above say why',
-              1,
-            ),
-          );
+          reject(notStarted(n, failed ?? signal ?? `status ${code}`));
           return;
         }
         this.exited(w, code, signal);
+      };
+      child.on('error', (e) => {
+        emit({ event: 'internal.error', where: `worker ${n}`, error: e.message });
+        // EMFILE, EAGAIN (a TasksMax) and the like: no process, and no exit event will follow.
+        if (child.pid === undefined) gone(null, null, e.message);
       });
+      child.once('exit', (code, signal) => gone(code, signal));
     });
   }
 
   private exited(w: Worker, code: number | null, signal: NodeJS.Signals | null): void {
-    const lived = Date.now() - w.startedAt;
-    const pause = lived > 10_000 ? 0 : Math.min(30_000, Math.max(500, (this.pause.get(w.n) ?? 0) * 2));
-    this.pause.set(w.n, pause);
     const restart = !this.stopping;
+    const pause = restart ? this.restartLater(w.n, w.startedAt) : 0;
     emit({
       event: 'worker.exited',
       worker: w.n,
@@ -186,13 +204,20 @@ export class Supervisor {
       signal,
       ...(restart ? { restartInMs: pause } : {}),
     });
-    if (!restart) return;
+  }
+
+  /** Start worker n again: at once after a long life, else after a pause that doubles (0.5 to 30 s). */
+  private restartLater(n: number, startedAt: number): number {
+    const lived = Date.now() - startedAt;
+    const pause = lived > 10_000 ? 0 : Math.min(30_000, Math.max(500, (this.pause.get(n) ?? 0) * 2));
+    this.pause.set(n, pause);
     setTimeout(() => {
-      if (!this.stopping && !this.workers.has(w.n))
-        this.spawn(w.n).catch((e: unknown) =>
-          emit({ event: 'internal.error', where: `worker ${w.n}`, error: errorMessage(e) }),
+      if (!this.stopping && !this.workers.has(n))
+        this.spawn(n).catch((e: unknown) =>
+          emit({ event: 'internal.error', where: `worker ${n}`, error: errorMessage(e) }),
         );
     }, pause).unref();
+    return pause;
   }
 
   private onMessage(w: Worker, m: ToSupervisor): void {
@@ -200,6 +225,9 @@ export class Supervisor {
       case 'answer':
         w.calls.get(m.id)?.(m.res);
         w.calls.delete(m.id);
+        return;
+      case 'stopping':
+        w.stopping = true;
         return;
       case 'call':
         // The admin centre (worker 1) asks for a reload of every worker.
@@ -213,12 +241,15 @@ export class Supervisor {
     }
   }
 
-  /** Send m (with a connection's socket as its handle); false when the worker's channel is gone. */
+  /**
+   * Send m (with a connection's socket as its handle); false when the worker's channel is gone. The
+   * supervisor keeps its copy of the socket open (the distributor closes it once the worker took the
+   * connection up, or passes it on when the worker dies first).
+   */
   private send(w: Worker, m: ToWorker, socket?: Socket): boolean {
     if (!w.child.connected) return false;
     if (!socket) w.child.send(m);
-    // The supervisor's copy of the socket is closed once it went over; if it cannot, it is closed here.
-    else w.child.send(m, socket, {}, (e) => e && socket.destroy());
+    else w.child.send(m, socket, { keepOpen: true });
     return true;
   }
 
@@ -242,7 +273,13 @@ export class Supervisor {
     if (cmd === 'reload') this.reloadOwn();
     const answers = await Promise.all(live.map((w) => this.call(w, cmd, source)));
     if (cmd === 'status') {
-      const workers = live.map((w, i) => ({ worker: w.n, pid: w.child.pid, ...answers[i].data }));
+      // Every worker, those (re)starting too, so that a missing one shows.
+      const workers = Array.from({ length: this.opts.workers }, (_, i) => {
+        const k = live.findIndex((w) => w.n === i + 1);
+        if (k < 0) return { worker: i + 1, state: this.workers.has(i + 1) ? 'starting' : 'restarting' };
+        const w = live[k];
+        return { worker: w.n, pid: w.child.pid, state: w.stopping ? 'stopping' : 'running', ...answers[k].data };
+      });
       return {
         ok: answers.every((a) => a.ok),
         message: 'running',
@@ -288,9 +325,13 @@ export class Supervisor {
         }),
     );
     await Promise.all(exits);
+    this.distributor.closeHanded();
     this.sockets.close();
   }
 }
+
+const notStarted = (n: number, why: string) =>
+  new AdminError(`worker ${n} exited during the start (${why})`, 'its log lines above say why', 1);
 
 /** Run the supervisor until SIGTERM/SIGINT; SIGHUP reloads every worker. */
 export async function supervise(opts: SuperviseOptions): Promise<void> {

@@ -64,6 +64,7 @@ export async function runWorker(n: number, make: (role: WorkerRole) => WorkerGat
     if (!started) process.exit(1); // nothing to finish yet
     if (stopping) return;
     stopping = true;
+    send({ t: 'stopping' });
     void gw.stop(why).then(() => process.exit(0));
   };
   process.on('SIGHUP', () => {});

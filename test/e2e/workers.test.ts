@@ -250,6 +250,46 @@ test('a worker killed with SIGKILL is restarted; its deliveries in flight are de
   assert.ok(alive(gw.proc.pid!), 'the supervisor lives on');
 });
 
+test('a worker that dies with connections handed to it: they are served by the others; its replacement keeps the queue', async () => {
+  const pids = workerPids(gw);
+  const before = (await controlRequest(gw.dataDir, { cmd: 'status' }))?.data?.workers as { nodeId: string }[];
+  // A restart-only setting edited in the file, not yet restarted: the replacement must not follow it.
+  gw.writeConfig(config(relay.port, { nodeId: 'edited-but-not-restarted' }));
+  process.kill(pids.get(1)!, 'SIGSTOP'); // it takes nothing up meanwhile: its connections wait in the channel
+  const clients = Array.from({ length: 6 }, (_, i) =>
+    net.connect({ port: gw.port, host: gw.host, localAddress: `127.0.11.${i + 1}` }),
+  );
+  const greeted = clients.map(
+    (c) =>
+      new Promise<string>((resolve) => {
+        c.on('error', () => resolve('error'));
+        c.once('data', (d) => resolve(d.toString().slice(0, 3)));
+        c.once('close', () => resolve('closed'));
+      }),
+  );
+  try {
+    await Promise.all(clients.map((c) => new Promise((r) => c.once('connect', r))));
+    await new Promise((r) => setTimeout(r, 300));
+    process.kill(pids.get(1)!, 'SIGKILL');
+    process.kill(pids.get(1)!, 'SIGCONT');
+    const answers = await Promise.race([
+      Promise.all(greeted),
+      new Promise<string[]>((r) => setTimeout(() => r(['timeout']), 15_000)),
+    ]);
+    assert.deepEqual(answers, Array(6).fill('220'), 'every client greeted, none left hanging');
+  } finally {
+    for (const c of clients) c.destroy();
+  }
+  await gw.waitForLog((e) => e.event === 'worker.started' && e.worker === 1 && e.pid !== pids.get(1), 30_000);
+  const after = (await controlRequest(gw.dataDir, { cmd: 'status' }))?.data?.workers as { nodeId: string }[];
+  assert.deepEqual(
+    after.map((w) => w.nodeId),
+    before.map((w) => w.nodeId),
+    'the replacement runs as the node the server started with',
+  );
+  gw.writeConfig(config(relay.port));
+});
+
 test('SIGHUP reaches every worker: a rotated certificate is served by both', async () => {
   const dir = tempDir('pc-workers-pki-');
   const pki = await makePki(dir, 'Rotation');

@@ -140,3 +140,29 @@ test('after close() the waiting connections are closed and new ones refused', as
     done();
   }
 });
+
+test('a worker gone before it took its connections up: they go to another worker; the ones it took up stay closed here', async () => {
+  const a = fake(1);
+  const b = fake(2, 100); // busy: a takes the connections first
+  const { d, connect, done } = await open(() => (a.up ? [a, b] : [b]));
+  try {
+    await connect(3);
+    await until('three handed to a', () => a.got.length === 3, 5000);
+    d.admitted(1); // a took up its oldest: that copy is closed here (a holds its own)
+    assert.ok(a.got[0].destroyed);
+    a.up = false;
+    assert.equal(d.reclaim(1, true), 2, 'the two it never asked admission for');
+    assert.deepEqual(
+      b.got.map((s) => a.got.indexOf(s)),
+      [1, 2],
+      'passed on in order',
+    );
+    assert.equal(d.reclaim(2, false), 0);
+    assert.ok(
+      b.got.every((s) => s.destroyed),
+      'a stopping worker answered them itself: closed here',
+    );
+  } finally {
+    done();
+  }
+});
