@@ -280,7 +280,16 @@ test('a worker that dies with connections handed to it: they are served by the o
   } finally {
     for (const c of clients) c.destroy();
   }
-  await gw.waitForLog((e) => e.event === 'worker.started' && e.worker === 1 && e.pid !== pids.get(1), 30_000);
+  // Its replacement (the last worker.started of worker 1; an earlier test may have replaced it before).
+  await until('worker 1 replaced', () => workerPids(gw).get(1) !== pids.get(1), 30_000);
+  await until(
+    'every worker running',
+    async () => {
+      const st = (await controlRequest(gw.dataDir, { cmd: 'status' }))?.data?.workers as { state: string }[];
+      return st?.every((w) => w.state === 'running') ?? false;
+    },
+    30_000,
+  );
   const after = (await controlRequest(gw.dataDir, { cmd: 'status' }))?.data?.workers as { nodeId: string }[];
   assert.deepEqual(
     after.map((w) => w.nodeId),
