@@ -54,7 +54,7 @@ import { DEPTH_SQL, toDepth, toMessage, toNode, type Row } from '../rows.ts';
 import { migrations } from './schema.ts';
 import { SqliteAdminTables } from './admin.ts';
 import { SqliteClusterTables } from './cluster.ts';
-import { Checkpointer } from './checkpointer.ts';
+import { Checkpointer, WAL_SIZE_LIMIT } from './checkpointer.ts';
 import { AdminError } from '../../errors.ts';
 
 export interface SqliteOpenOptions {
@@ -64,6 +64,8 @@ export interface SqliteOpenOptions {
   existing?: boolean;
   /** The serving process: WAL checkpoints run in a thread of their own (checkpointer.ts). */
   checkpointThread?: boolean;
+  /** With the thread: WAL pages at which the writer starts the WAL over (RESTART_FRAMES; tests set less). */
+  walRestartFrames?: number;
 }
 
 /**
@@ -172,8 +174,11 @@ export class SqliteStore implements Store {
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = FULL');
       this.db.pragma(`mmap_size = ${MMAP_BYTES}`);
+      // A WAL that grew in a burst is truncated back to this when it is next started over.
+      this.db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT}`);
       this.migrate();
-      if (opts.checkpointThread) this.checkpointer = new Checkpointer(this.db, queueFile(dataDir));
+      if (opts.checkpointThread)
+        this.checkpointer = new Checkpointer(this.db, queueFile(dataDir), undefined, opts.walRestartFrames);
     }
     const db = this.db;
     this.st = {
