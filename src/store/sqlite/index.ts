@@ -6,7 +6,9 @@
 // takes the write lock at BEGIN (IMMEDIATE), so no transaction fails half-way on a snapshot
 // another process has changed. A group commit that finds the lock taken does not wait in SQLite's
 // busy handler (which sleeps on the event loop, stalling every session of the process): it tries
-// again on a timer, the writes arriving meanwhile joining it, for up to LOCK_WAIT_MS in all.
+// again on a timer, the writes arriving meanwhile joining it; a write fails (SQLITE_BUSY) once it
+// has itself waited LOCK_WAIT_MS, never because the batch it joined had. A batch with a failing
+// write commits the others one by one, each taking the lock the same way.
 // Read-only opening (the CLI's reading commands) never creates the folder or the file and refuses
 // every write (query_only). It is not an OS-level read-only handle: that one would leave the WAL
 // side files (-wal, -shm) behind in a stopped server's dataDir; this one removes them on close.
@@ -66,6 +68,8 @@ export interface SqliteOpenOptions {
   checkpointThread?: boolean;
   /** With the thread: WAL pages at which the writer starts the WAL over (RESTART_FRAMES; tests set less). */
   walRestartFrames?: number;
+  /** How long a write waits for another process's write lock (LOCK_WAIT_MS; tests set less). */
+  lockWaitMs?: number;
 }
 
 /**
@@ -136,6 +140,8 @@ const LOCK_WAIT_MS = 10_000;
 const BUSY_TIMEOUT_MS = 10_000;
 
 interface Pending {
+  /** When the write was queued: it waits for another process's lock LOCK_WAIT_MS at most. */
+  since: number;
   run: () => unknown;
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
@@ -145,9 +151,9 @@ export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private pending: Pending[] = [];
   private scheduled = false;
-  /** Since when the group commit has found the write lock taken (0: it has not). */
-  private lockedSince = 0;
+  /** The group commit's next try for a write lock another process holds. */
   private retry: NodeJS.Timeout | undefined;
+  private readonly lockWaitMs: number;
   private checkpointer: Checkpointer | undefined;
   private readonly st;
   /** The due probes by the power of two their LIMIT says (dueProbes). */
@@ -156,6 +162,7 @@ export class SqliteStore implements Store {
   private readonly cluster: SqliteClusterTables;
 
   constructor(dataDir: string, opts: SqliteOpenOptions = {}) {
+    this.lockWaitMs = opts.lockWaitMs ?? LOCK_WAIT_MS;
     const existing = !!(opts.readonly || opts.existing);
     if (!existing) mkdirSync(dataDir, { recursive: true, mode: 0o750 });
     this.db = new Database(queueFile(dataDir), { fileMustExist: existing });
@@ -320,7 +327,7 @@ export class SqliteStore implements Store {
   /** Queue a write for the next group commit. */
   private write<T>(run: () => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.pending.push({ run, resolve: resolve as (v: unknown) => void, reject });
+      this.pending.push({ since: Date.now(), run, resolve: resolve as (v: unknown) => void, reject });
       if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(() => this.flush());
@@ -364,26 +371,9 @@ export class SqliteStore implements Store {
       return;
     }
     if (!began) {
-      const now = Date.now();
-      this.lockedSince ||= now;
-      if (now - this.lockedSince >= LOCK_WAIT_MS) {
-        this.lockedSince = 0;
-        const e = Object.assign(new Error(`database is locked (waited ${LOCK_WAIT_MS / 1000} s for the write lock)`), {
-          code: 'SQLITE_BUSY',
-        });
-        for (const p of batch) p.reject(e);
-        return;
-      }
-      // Another process commits: try again shortly; what is written meanwhile joins this batch.
-      this.pending = batch.concat(this.pending);
-      this.scheduled = true;
-      this.retry = setTimeout(() => {
-        this.retry = undefined;
-        this.flush();
-      }, 1);
+      this.later(batch);
       return;
     }
-    this.lockedSince = 0;
     const results: unknown[] = [];
     try {
       for (const p of batch) results.push(p.run());
@@ -394,17 +384,65 @@ export class SqliteStore implements Store {
         batch[0].reject(e);
         return;
       }
-      // Isolate the failing write: retry each on its own so one bad write fails alone.
-      for (const p of batch) {
-        try {
-          p.resolve(this.db.transaction(p.run).immediate());
-        } catch (err) {
-          p.reject(err);
-        }
-      }
+      this.oneByOne(batch, wait);
       return;
     }
     batch.forEach((p, i) => p.resolve(results[i]));
+  }
+
+  /**
+   * Another process holds the write lock: the writes that waited lockWaitMs fail, the others are
+   * tried again shortly (what is written meanwhile joins them).
+   */
+  private later(batch: Pending[]): void {
+    const now = Date.now();
+    const left: Pending[] = [];
+    for (const p of batch) {
+      if (now - p.since < this.lockWaitMs) left.push(p);
+      else
+        p.reject(
+          Object.assign(new Error(`database is locked (waited ${this.lockWaitMs / 1000} s for the write lock)`), {
+            code: 'SQLITE_BUSY',
+          }),
+        );
+    }
+    this.pending = left.concat(this.pending);
+    if (!this.pending.length) return;
+    this.scheduled = true;
+    this.retry = setTimeout(() => {
+      this.retry = undefined;
+      this.flush();
+    }, 1);
+  }
+
+  /**
+   * A batch failed: each write is committed on its own so that one bad write fails alone. Each
+   * takes the lock as a batch does (never in SQLite's sleeping busy handler unless closing); when
+   * another process took it meanwhile, the rest go back to waiting for it.
+   */
+  private oneByOne(batch: Pending[], wait: boolean): void {
+    for (let i = 0; i < batch.length; i++) {
+      const p = batch[i];
+      let began: boolean;
+      try {
+        began = this.begin(wait);
+      } catch (e) {
+        p.reject(e);
+        continue;
+      }
+      if (!began) {
+        this.later(batch.slice(i));
+        return;
+      }
+      try {
+        const v = p.run();
+        this.st.commit.run();
+        p.resolve(v);
+      } catch (e) {
+        if (this.db.inTransaction) this.st.rollback.run();
+        p.reject(e);
+      }
+    }
   }
 
   enqueue(m: NewMessage, lease?: { owner: string; ms: number }): Promise<QueueMessage> {

@@ -43,3 +43,30 @@ test('sqlite group commit: a write lock held elsewhere is waited for on timers, 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('sqlite group commit: a write fails after waiting the lock budget itself, not when the batch it joined has', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'pc-sqlite-lock-'));
+  const store = new SqliteStore(dir, { lockWaitMs: 400 });
+  const other = new Database(queueFile(dir));
+  try {
+    other.prepare('BEGIN IMMEDIATE').run();
+    const early = store.enqueue(msg('BUDGET1')).then(
+      () => 'committed',
+      (e: { code?: string; message: string }) => `${e.code}: ${e.message}`,
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    const late = store.enqueue(msg('BUDGET2')).then(
+      () => 'committed',
+      (e: { code?: string }) => e.code,
+    );
+    assert.equal(await early, 'SQLITE_BUSY: database is locked (waited 0.4 s for the write lock)');
+    other.prepare('COMMIT').run();
+    assert.equal(await late, 'committed', 'it had waited a fraction of its budget when the first failed');
+    assert.equal(await store.get('BUDGET1'), null, 'never committed');
+    assert.equal((await store.get('BUDGET2'))?.state, 'incoming');
+  } finally {
+    other.close();
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
