@@ -459,10 +459,13 @@ export class SqliteStore implements Store {
       inbound: JSON.stringify(m.inbound),
       state: lease ? 'active' : 'incoming',
       owner: lease?.owner ?? null,
-      until: lease ? m.receivedAt + lease.ms : null,
+      until: null as number | null,
       gen: lease ? 1 : 0,
     };
     return this.write(() => {
+      // The lease runs from the commit, not from the reception: the commit may wait for another
+      // process's write lock longer than a short queue.leaseSeconds.
+      if (lease) row.until = Date.now() + lease.ms;
       this.st.insMsg.run(row);
       this.st.insBody.run(m.id, m.data);
       m.recipients.forEach((r, i) =>
@@ -487,13 +490,14 @@ export class SqliteStore implements Store {
     }));
   }
 
-  claim(owner: string, limit: number, leaseMs: number, now = Date.now()): Promise<QueueMessage[]> {
-    return this.write(() => this.claimNow(owner, limit, leaseMs, now));
+  // Leases run from the commit (`now` is taken inside the write), as in enqueue.
+  claim(owner: string, limit: number, leaseMs: number, now?: number): Promise<QueueMessage[]> {
+    return this.write(() => this.claimNow(owner, limit, leaseMs, now ?? Date.now()));
   }
 
-  claimWithData(owner: string, limit: number, leaseMs: number, now = Date.now()): Promise<ClaimedMessage[]> {
+  claimWithData(owner: string, limit: number, leaseMs: number, now?: number): Promise<ClaimedMessage[]> {
     return this.write(() =>
-      this.claimNow(owner, limit, leaseMs, now).map((message) => ({
+      this.claimNow(owner, limit, leaseMs, now ?? Date.now()).map((message) => ({
         message,
         data: (this.st.body.get(message.id) as Buffer | undefined) ?? null,
       })),
@@ -829,12 +833,13 @@ export class SqliteStore implements Store {
     );
   }
 
-  renew(owner: string, leases: HeldLease[], leaseMs: number, now = Date.now()): Promise<string[]> {
-    return this.write(() =>
-      leases
-        .filter((l) => this.st.renew.run({ id: l.id, gen: l.gen, owner, until: now + leaseMs }).changes > 0)
-        .map((l) => l.id),
-    );
+  renew(owner: string, leases: HeldLease[], leaseMs: number, now?: number): Promise<string[]> {
+    return this.write(() => {
+      const until = (now ?? Date.now()) + leaseMs;
+      return leases
+        .filter((l) => this.st.renew.run({ id: l.id, gen: l.gen, owner, until }).changes > 0)
+        .map((l) => l.id);
+    });
   }
 
   heartbeat(n: NodeBeat, now = Date.now()): Promise<void> {

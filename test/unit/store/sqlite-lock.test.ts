@@ -70,3 +70,28 @@ test('sqlite group commit: a write fails after waiting the lock budget itself, n
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('sqlite group commit: a lease runs from the commit, not from before a wait for the lock', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'pc-sqlite-lock-'));
+  const store = new SqliteStore(dir);
+  const other = new Database(queueFile(dir));
+  try {
+    other.prepare('BEGIN IMMEDIATE').run();
+    const handed = store.enqueue({ ...msg('LEASE1'), receivedAt: Date.now() }, { owner: 'w1', ms: 200 });
+    await new Promise((r) => setTimeout(r, 400)); // longer than the lease
+    other.prepare('COMMIT').run();
+    await handed;
+    const until = other.prepare("SELECT lease_until FROM messages WHERE id = 'LEASE1'").pluck().get() as number;
+    assert.ok(until > Date.now(), `the lease is still running after the commit (${until - Date.now()} ms left)`);
+    const taken = await store.claim('w2', 10, 60_000);
+    assert.deepEqual(
+      taken.map((m) => m.id),
+      [],
+      'another worker cannot take the message just handed to w1',
+    );
+  } finally {
+    other.close();
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
