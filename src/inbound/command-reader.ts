@@ -1,5 +1,7 @@
 // Owns: splitting the command-phase byte stream into lines (RFC 5321 §2.3.8, §4.5.3.1.4).
 // Promise: memory is bounded by maxLine; an overlong line is reported once and skipped to its end.
+// A partial line left waiting for the rest is copied out of the read it came in when that read is
+// much larger (a socket read is up to 64 KiB: an idle session must not keep one for a few octets).
 // A line ends at LF (CRLF or bare LF) or at a bare CR; `bare` says whether the ending was bare
 // (RFC 5321 §2.3.8 recognises only CRLF: the session refuses or normalises bare endings).
 // An overlong line is reported with its first HEAD octets (the session must know a BDAT's).
@@ -31,6 +33,13 @@ export class CommandReader {
     const b = this.buf;
     this.buf = EMPTY;
     return b;
+  }
+
+  /** No whole line yet: keep the rest, in a buffer of its own when its read is much larger. */
+  private waiting(): null {
+    const b = this.buf;
+    if (b.length && b.length * 4 < b.buffer.byteLength) this.buf = Buffer.from(b);
+    return null;
   }
 
   next(): Line | null {
@@ -87,10 +96,10 @@ export class CommandReader {
           const first = !this.discarding;
           this.discarding = !ended;
           if (first) return { kind: 'tooLong', head: b.subarray(0, HEAD).toString('latin1') };
-          if (!ended) return null;
+          if (!ended) return this.waiting();
           continue;
         }
-        return null;
+        return this.waiting();
       }
       const raw = b.subarray(0, end);
       this.buf = b.subarray(end + skip);

@@ -8,7 +8,9 @@
 //  - Memory is bounded: beyond maxSize nothing more is kept (sizeExceeded is set), and what is kept
 //    costs about its size: runs shorter than SMALL octets (the pieces around bare line endings and
 //    stuffing dots, one-octet BDAT chunks) are copied together into blocks (up to BLOCK octets), where a
-//    slice each would cost a Buffer object and pin the whole read it came from.
+//    slice each would cost a Buffer object and pin the whole read it came from; so are longer runs
+//    that are less than a quarter of their read (BDAT chunks of a few hundred octets among
+//    pipelined commands: kept as slices, each held a 64 KiB read, 256 times the message size).
 //  - `longestLine` is the longest decoded line in octets, CRLF excluded (measured in the same
 //    pass, so delivery knows about lines over 998 octets without scanning the message again).
 // Chunked mode (BDAT, RFC 3030; `dots` false): the same decoding of line endings and the same
@@ -87,7 +89,7 @@ export class DataDecoder {
       return;
     }
     if (this.out.sizeExceeded) return;
-    if (b.length >= SMALL) {
+    if (b.length >= SMALL && b.length * 4 >= b.buffer.byteLength) {
       this.seal();
       this.out.chunks.push(b);
       return;

@@ -48,3 +48,16 @@ test('take() returns unread bytes (pipelined after STARTTLS or DATA)', () => {
   assert.equal(r.take().toString(), 'RSET\r\n');
   assert.equal(r.next(), null);
 });
+
+test('a partial line waiting for its end is copied out of a much larger read', () => {
+  const read = Buffer.from(`NOOP\r\n${'y'.repeat(60_000)}`);
+  const r = new CommandReader(512);
+  r.push(read.subarray(0, 10)); // "NOOP" CRLF "yyyy", out of a 60 KB read
+  assert.deepEqual(r.next(), { kind: 'line', text: 'NOOP', bare: false, nul: false });
+  assert.equal(r.next(), null);
+  const kept = (r as unknown as { buf: Buffer }).buf;
+  assert.equal(kept.toString(), 'yyyy');
+  assert.notEqual(kept.buffer, read.buffer, 'the 4 octets no longer hold the 60 KB read');
+  r.push(Buffer.from('\r\n'));
+  assert.deepEqual(r.next(), { kind: 'line', text: 'yyyy', bare: false, nul: false });
+});

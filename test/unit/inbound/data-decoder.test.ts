@@ -192,3 +192,24 @@ test('what is kept costs about its size: one-octet chunks and short runs are cop
   const long = decode(`${'y'.repeat(300)}\r\n.\r\n`);
   assert.equal(long.chunks.length, 1);
 });
+
+test('a run that is a small part of its read is copied: a chunk among pipelined commands never pins the read', () => {
+  // A client's 64 KiB write: BDAT 300 and its octets, then commands (HELP …) to fill the read.
+  const read = Buffer.alloc(64 * 1024, 'H');
+  const chunk = read.subarray(20, 320).fill('z');
+  const d = new DataDecoder(1 << 24, 1 << 16, false);
+  for (let i = 0; i < 50; i++) d.feed(chunk);
+  d.finish();
+  const r = d.result();
+  assert.equal(r.size, 50 * 300 + 2);
+  const held = new Set(r.chunks.map((c) => c.buffer));
+  assert.ok(!held.has(read.buffer), 'no piece kept is a view of the 64 KiB read');
+  const bytes = [...held].reduce((n, ab) => n + ab.byteLength, 0);
+  assert.ok(bytes < 4 * r.size, `${bytes} octets held for ${r.size} of message`);
+  // A run that is most of its read stays a slice of it (no copy).
+  const whole = Buffer.from(`${'w'.repeat(1000)}\r\n`);
+  const w = new DataDecoder(1 << 24, 1 << 16, false);
+  w.feed(whole);
+  w.finish();
+  assert.equal(w.result().chunks[0].buffer, whole.buffer);
+});
