@@ -50,6 +50,8 @@ export const MAX_UNSENT = 64 * 1024;
 const FLUSH_AT = 16 * 1024;
 /** Commands one session processes per event-loop turn before letting other sessions run. */
 const COMMANDS_PER_TURN = 256;
+/** The longest the reply to the end of the data waits for the store (RFC 5321 §4.5.3.2.6: 10 minutes). */
+const STORE_WAIT_SECONDS = 600;
 const FORBIDDEN = new Set(['GET', 'POST', 'HEAD', 'PUT', 'CONNECT', 'OPTIONS']);
 /**
  * RFC 2920 §3.1: commands that may only end a pipelined group (QUIT is left out: the session
@@ -347,6 +349,21 @@ export class SmtpSession {
     return true;
   }
 
+  /**
+   * The end of the data: the transaction's reply waits for the store. The client's command timer
+   * is not the bound meanwhile (a slow store made the session answer 421 and close while the message
+   * was being stored, and the client sent it again): STORE_WAIT_SECONDS is (RFC 5321 §4.5.3.2.6: the
+   * client waits 10 minutes for this reply); the command timer runs again once the reply is out.
+   */
+  private store(): void {
+    this.arm(STORE_WAIT_SECONDS);
+    this.wait(
+      this.endData().finally(() => {
+        if (this.mode !== 'closing') this.arm(this.deps.config.smtp.timeouts.command);
+      }),
+    );
+  }
+
   private wait(p: Promise<void>): void {
     this.busy = true;
     this.flow();
@@ -372,8 +389,7 @@ export class SmtpSession {
     if (end < 0) return false;
     if (end < chunk.length) this.reader.push(chunk.subarray(end));
     this.mode = 'command';
-    this.arm(this.deps.config.smtp.timeouts.command);
-    this.wait(this.endData());
+    this.store();
     return true;
   }
 
@@ -420,7 +436,7 @@ export class SmtpSession {
       return this.send(Replies.chunkReceived(c.size));
     }
     this.decoder!.finish();
-    this.wait(this.endData());
+    this.store();
   }
 
   /** A BDAT line that cannot be used: 521 and close (its chunk could not be told from commands). */
