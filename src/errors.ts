@@ -25,13 +25,25 @@ function replyText(text: string, utf8 = false): string {
   return text.replace(utf8 ? /[^\x20-\x7e\u00a0-\uffff]/g : /[^\x20-\x7e]/g, '?');
 }
 
-/** Serialise a reply, multi-line when message contains newlines (RFC 5321 §4.2.1). */
+/** RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets, its CRLF included. */
+const MAX_REPLY_LINE = 512;
+
+/** `text` within `room` octets: cut, with "...", when longer (a client's text echoed back can be). */
+function fit(text: string, room: number): string {
+  if (text.length * 3 <= room || Buffer.byteLength(text) <= room) return text;
+  let cut = text.slice(0, room - 3);
+  while (Buffer.byteLength(cut) > room - 3) cut = cut.slice(0, -1);
+  return `${cut}...`;
+}
+
+/** Serialise a reply, multi-line when message contains newlines (RFC 5321 §4.2.1), each line within 512 octets. */
 export function formatReply(r: SmtpReply, utf8 = false): string {
   const lines = r.message.split('\n');
   let out = '';
   for (let i = 0; i < lines.length; i++) {
     const sep = i === lines.length - 1 ? ' ' : '-';
-    out += `${r.code}${sep}${r.enhanced} ${replyText(lines[i], utf8)}\r\n`;
+    const head = `${r.code}${sep}${r.enhanced} `;
+    out += `${head}${fit(replyText(lines[i], utf8), MAX_REPLY_LINE - head.length - 2)}\r\n`;
   }
   return out;
 }

@@ -183,7 +183,8 @@ export class SmtpSession {
     this.deadline = setTimeout(() => {
       if (this.mode === 'closing') return;
       this.closeReason = `timeout in ${this.mode}`;
-      this.send(Replies.timeout(this.host));
+      // In a TLS handshake the socket is TLS's: a cleartext reply would land in the handshake.
+      if (this.mode !== 'tls') this.send(Replies.timeout(this.host));
       this.close();
     }, seconds * 1000);
     this.deadline.unref();

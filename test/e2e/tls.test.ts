@@ -172,6 +172,8 @@ async function tlsFailuresSince(before: number): Promise<string[]> {
 const LEGACY = { ciphers: 'DEFAULT@SECLEVEL=0' } as const;
 const STATIC_RSA = 'AES256-GCM-SHA384:AES128-GCM-SHA256:AES256-SHA256:AES128-SHA';
 
+let tlsConfig: Record<string, unknown>;
+
 before(async () => {
   const dir = tempDir();
   const pki = await makePki(dir);
@@ -180,24 +182,46 @@ before(async () => {
   rsaFp = new X509Certificate(rsa.issued.certPem).fingerprint256;
   ecFp = new X509Certificate(ec.issued.certPem).fingerprint256;
   assert.equal(new X509Certificate(rsa.issued.certPem).publicKey.asymmetricKeyType, 'rsa');
-  gw = await startGateway({
-    dir,
-    config: {
-      tls: {
-        certificates: [
-          { cert: rsa.cert, key: rsa.key },
-          { cert: ec.cert, key: ec.key },
-        ],
-        trust: { system: false, caFiles: [pki.rootFile] },
-      },
-    },
-  });
+  tlsConfig = {
+    certificates: [
+      { cert: rsa.cert, key: rsa.key },
+      { cert: ec.cert, key: ec.key },
+    ],
+    trust: { system: false, caFiles: [pki.rootFile] },
+  };
+  gw = await startGateway({ dir, config: { tls: tlsConfig } });
   control = await startControlSmtp(readFileSync(rsa.cert, 'utf8'), readFileSync(rsa.key, 'utf8'));
 });
 
 after(async () => {
   await control?.close();
   await cleanup(gw);
+});
+
+test('a STARTTLS handshake that times out is closed without a cleartext reply written into it', async () => {
+  gw.writeConfig({ tls: tlsConfig, smtp: { timeouts: { tlsHandshake: 1 } } });
+  assert.equal((await gw.cli(['config', 'reload'])).code, 0);
+  try {
+    const s = net.connect(gw.port, gw.host);
+    let got = '';
+    s.on('data', (d) => (got += d.toString('latin1')));
+    const closed = new Promise<void>((r) => s.on('close', () => r()));
+    const seen = async (re: RegExp) => {
+      for (let i = 0; i < 250 && !re.test(got); i++) await new Promise((r) => setTimeout(r, 20));
+      assert.match(got, re);
+    };
+    await seen(/^220 /);
+    s.write('EHLO client.test\r\n');
+    await seen(/250 [^\r]*\r\n$/);
+    s.write('STARTTLS\r\n');
+    await seen(/220 2\.0\.0[^\r]*\r\n$/);
+    const before = got.length;
+    await closed; // no ClientHello: the handshake times out after 1 s
+    assert.equal(got.slice(before), '', 'nothing after the reply to STARTTLS');
+  } finally {
+    gw.writeConfig({ tls: tlsConfig });
+    assert.equal((await gw.cli(['config', 'reload'])).code, 0);
+  }
 });
 
 for (const version of ['TLSv1', 'TLSv1.1'] as const) {

@@ -59,3 +59,15 @@ test('formatReply: other text is escaped as "?" unless the transaction uses SMTP
     'newlines make lines; NEL is a C1 control',
   );
 });
+
+test('formatReply: every line within 512 octets with its CRLF (RFC 5321 §4.5.3.1.5), a long echo cut with "..."', () => {
+  const long = Replies.syntax(`bad parameter "${'X'.repeat(2000)}"`);
+  const out = formatReply(long);
+  assert.equal(Buffer.byteLength(out), 512);
+  assert.ok(out.endsWith('...\r\n'));
+  assert.ok(out.startsWith('501 5.5.4 Syntax error'), out.slice(0, 30));
+  const utf8 = formatReply(reply(550, '5.1.1', `${'é'.repeat(400)}\n${'ü'.repeat(10)}`), true);
+  for (const line of utf8.split('\r\n').filter(Boolean))
+    assert.ok(Buffer.byteLength(line) + 2 <= 512, line.slice(0, 20));
+  assert.equal(formatReply(Replies.ok()), '250 2.0.0 OK\r\n', 'short replies unchanged');
+});

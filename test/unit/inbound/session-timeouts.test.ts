@@ -1,7 +1,8 @@
-// The reply to the end of the data waits for the store, bounded by RFC 5321 §4.5.3.2.6's 10
-// minutes, not by the client's command timeout: a store slower than smtp.timeouts.command made the
-// session answer 421 and close while the message was being stored (the client then sent it again).
-// The command timer runs again once the reply is out. DATA and BDAT LAST alike.
+// Session timeouts. The reply to the end of the data waits for the store, bounded by RFC 5321
+// §4.5.3.2.6's 10 minutes, not by the client's command timeout: a store slower than
+// smtp.timeouts.command made the session answer 421 and close while the message was being stored
+// (the client then sent it again). The command timer runs again once the reply is out. DATA and
+// BDAT LAST alike.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { listenSessions, sessionDeps } from '../../helpers/session.ts';
