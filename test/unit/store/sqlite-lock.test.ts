@@ -11,11 +11,25 @@ import Database from 'better-sqlite3';
 import { queueFile, SqliteStore } from '../../../src/store/sqlite/index.ts';
 import { msg } from './conformance.ts';
 
-test('sqlite group commit: a write lock held elsewhere is waited for on timers, not on the event loop', async () => {
+/** A store, and another connection to its queue (another worker), removed after `f`. */
+async function withOther(
+  opts: ConstructorParameters<typeof SqliteStore>[1],
+  f: (store: SqliteStore, other: Database.Database) => Promise<void>,
+): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pc-sqlite-lock-'));
-  const store = new SqliteStore(dir);
+  const store = new SqliteStore(dir, opts);
   const other = new Database(queueFile(dir));
   try {
+    await f(store, other);
+  } finally {
+    other.close();
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test('sqlite group commit: a write lock held elsewhere is waited for on timers, not on the event loop', async () => {
+  await withOther({}, async (store, other) => {
     other.prepare('BEGIN IMMEDIATE').run(); // another worker is committing
     let settled = 0;
     const first = store.enqueue(msg('LOCK1')).then(() => settled++);
@@ -37,18 +51,11 @@ test('sqlite group commit: a write lock held elsewhere is waited for on timers, 
     assert.equal(settled, 2);
     assert.equal((await store.get('LOCK1'))?.state, 'incoming');
     assert.equal((await store.get('LOCK2'))?.state, 'incoming');
-  } finally {
-    other.close();
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('sqlite group commit: a write fails after waiting the lock budget itself, not when the batch it joined has', async () => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'pc-sqlite-lock-'));
-  const store = new SqliteStore(dir, { lockWaitMs: 400 });
-  const other = new Database(queueFile(dir));
-  try {
+  await withOther({ lockWaitMs: 400 }, async (store, other) => {
     other.prepare('BEGIN IMMEDIATE').run();
     const early = store.enqueue(msg('BUDGET1')).then(
       () => 'committed',
@@ -64,18 +71,11 @@ test('sqlite group commit: a write fails after waiting the lock budget itself, n
     assert.equal(await late, 'committed', 'it had waited a fraction of its budget when the first failed');
     assert.equal(await store.get('BUDGET1'), null, 'never committed');
     assert.equal((await store.get('BUDGET2'))?.state, 'incoming');
-  } finally {
-    other.close();
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('sqlite group commit: a lease runs from the commit, not from before a wait for the lock', async () => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'pc-sqlite-lock-'));
-  const store = new SqliteStore(dir);
-  const other = new Database(queueFile(dir));
-  try {
+  await withOther({}, async (store, other) => {
     other.prepare('BEGIN IMMEDIATE').run();
     const handed = store.enqueue({ ...msg('LEASE1'), receivedAt: Date.now() }, { owner: 'w1', ms: 200 });
     await new Promise((r) => setTimeout(r, 400)); // longer than the lease
@@ -89,9 +89,5 @@ test('sqlite group commit: a lease runs from the commit, not from before a wait 
       [],
       'another worker cannot take the message just handed to w1',
     );
-  } finally {
-    other.close();
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
