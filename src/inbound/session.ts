@@ -593,8 +593,9 @@ export class SmtpSession {
           envelope.body = b;
           break;
         }
-        case 'SMTPUTF8': // RFC 6531 §3.4
-          if (v !== true || !this.esmtp) return this.send(Replies.paramInvalid('SMTPUTF8'));
+        case 'SMTPUTF8': // RFC 6531 §3.4; after HELO not offered: 555 (RFC 5321 §4.1.1.11)
+          if (!this.esmtp) return this.send(Replies.paramUnsupported('SMTPUTF8'));
+          if (v !== true) return this.send(Replies.paramInvalid('SMTPUTF8'));
           envelope.smtputf8 = true;
           break;
         case 'RET': {
