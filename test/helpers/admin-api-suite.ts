@@ -309,6 +309,13 @@ export function adminApiSuite(store: 'sqlite' | 'postgres'): void {
           assert.match(res.json.message, /a valid bearer token is needed/);
         }
       }
+      // The router decodes the path (`/%61pi/v1/…` is `/api/v1/…`): the same route, the same token needed.
+      const encoded = r.path().replace(/^\/(.)/, (_m, c: string) => `/%${c.charCodeAt(0).toString(16)}`);
+      const res = await gw.api(r.method.toUpperCase(), encoded, {
+        token: tok.none,
+        ...(r.body ? { body: r.body } : {}),
+      });
+      if (res.status !== 401) failures.push(`${r.method.toUpperCase()} ${encoded} without a token: ${res.status}`);
     }
     assert.deepEqual(failures, []);
   });

@@ -54,8 +54,13 @@ export const CSP =
   "connect-src 'self'; " +
   "base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/** The API and the metrics need a token; the UI's files and the OpenAPI document do not. */
-export const needsToken = (path: string): boolean => path.startsWith('/api/v1/') || path === '/metrics';
+/**
+ * The API and the metrics need a token; the UI's files and the OpenAPI document do not. Asked of
+ * the route the request matched (its pattern), never of the raw URL: the router decodes the path
+ * (`/%61pi/v1/messages` is `/api/v1/messages`), so a check of the raw URL let such a request through
+ * without a token.
+ */
+export const needsToken = (route: string): boolean => route.startsWith('/api/v1/') || route === '/metrics';
 
 const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
@@ -115,9 +120,9 @@ export async function buildApp(deps: AdminDeps, serverFactory?: FastifyServerFac
       .header('x-frame-options', 'DENY')
       .header('strict-transport-security', 'max-age=31536000');
     const meta: RouteMeta = req.routeOptions.config;
-    const path = req.url.split('?')[0];
+    const route = req.routeOptions.url;
     // the UI's files, the OpenAPI document; or no such route (404 below)
-    if (!needsToken(path) || !req.routeOptions.url) return;
+    if (!route || !needsToken(route)) return;
     reply.header('cache-control', 'no-store');
     req.token = await authenticate(deps.store(), req.headers.authorization);
     if (!req.token) {
