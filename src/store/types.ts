@@ -406,8 +406,8 @@ export interface Store {
    * once): one round trip for the batch instead of one `data` per message on a database server.
    */
   claimWithData(owner: string, limit: number, leaseMs: number, now?: number): Promise<ClaimedMessage[]>;
-  /** The stored message data. */
-  data(id: string): Promise<Buffer | null>;
+  /** The stored message data; with `limit`, its first `limit` octets only (the rest is not read). */
+  data(id: string, limit?: number): Promise<Buffer | null>;
   /**
    * Record per-recipient outcomes, release the lease; `nextAttemptAt` for what remains. Applied
    * only while the caller holds the lease: a message in delivery under another owner, or (with

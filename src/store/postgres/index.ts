@@ -429,8 +429,16 @@ export class PostgresStore implements Store {
     return withRecipients(rows, (await rcpts).rows);
   }
 
-  async data(id: string): Promise<Buffer | null> {
-    const rows = await this.read<{ data: Buffer }>('SELECT data FROM bodies WHERE id = $1', [id], 'pc_data');
+  async data(id: string, limit?: number): Promise<Buffer | null> {
+    // Bodies are stored uncompressed out of line (EXTERNAL): a prefix reads only its own pages.
+    const rows =
+      limit === undefined
+        ? await this.read<{ data: Buffer }>('SELECT data FROM bodies WHERE id = $1', [id], 'pc_data')
+        : await this.read<{ data: Buffer }>(
+            'SELECT substring(data from 1 for $2) AS data FROM bodies WHERE id = $1',
+            [id, limit],
+            'pc_data_head',
+          );
     return rows[0]?.data ?? null;
   }
 

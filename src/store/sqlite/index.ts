@@ -209,6 +209,7 @@ export class SqliteStore implements Store {
       ),
       rcptsAll: db.prepare('SELECT * FROM recipients WHERE msg_id = ? ORDER BY idx'),
       body: db.prepare('SELECT data FROM bodies WHERE id = ?').pluck(),
+      bodyHead: db.prepare('SELECT substr(data, 1, ?) FROM bodies WHERE id = ?').pluck(),
       msg: db.prepare('SELECT * FROM messages WHERE id = ?'),
       /** What the fences and state checks read of a message (not its envelope and trace columns). */
       leaseOf: db.prepare('SELECT state, lease_owner, lease_until, lease_gen FROM messages WHERE id = ?'),
@@ -528,8 +529,10 @@ export class SqliteStore implements Store {
     });
   }
 
-  async data(id: string): Promise<Buffer | null> {
-    return (this.st.body.get(id) as Buffer | undefined) ?? null;
+  async data(id: string, limit?: number): Promise<Buffer | null> {
+    // substr of a BLOB counts octets: only the prefix reaches JavaScript (SQLite reads the value whole).
+    const v = limit === undefined ? this.st.body.get(id) : this.st.bodyHead.get(limit, id);
+    return (v as Buffer | undefined) ?? null;
   }
 
   complete(

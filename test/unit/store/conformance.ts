@@ -70,6 +70,9 @@ export function storeConformance(name: string, h: StoreHarness): void {
     const m = await s2.get('M7');
     assert.equal(m?.recipients.length, 2);
     assert.equal((await s2.data('M7'))?.toString(), 'Subject: M7\r\n\r\nbody\r\n');
+    assert.equal((await s2.data('M7', 11))?.toString(), 'Subject: M7', 'a prefix, in octets');
+    assert.equal((await s2.data('M7', 1000))?.toString(), 'Subject: M7\r\n\r\nbody\r\n');
+    assert.equal(await s2.data('NONE', 11), null);
     assert.equal(m?.messageId, '<M7@x>');
     assert.equal(m?.state, 'incoming');
     assert.equal(m?.size, 'Subject: M7\r\n\r\nbody\r\n'.length);

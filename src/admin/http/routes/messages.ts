@@ -32,9 +32,9 @@ const ID = {
 
 /** The Subject of a message still stored (queued), as sent (the UI shows it as text); undefined once delivered. */
 async function subjectOf(store: Store, id: string): Promise<string | undefined> {
-  const data = await store.data(id);
-  if (!data) return undefined;
-  const head = data.subarray(0, 64 * 1024);
+  // The header section's first 64 KiB, not the whole message (a page lists up to 500 of them).
+  const head = await store.data(id, 64 * 1024);
+  if (!head) return undefined;
   return fieldValue(head, parseHeaders(head, 0, head.length), 'subject')?.slice(0, 998);
 }
 
