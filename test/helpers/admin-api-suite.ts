@@ -345,6 +345,14 @@ export function adminApiSuite(store: 'sqlite' | 'postgres'): void {
       'deferred',
       "B's attempts changed nothing",
     );
+    // A's queue id as B's paging cursor: the same answer as an id nobody has.
+    const cursor = await as('b', 'GET', `/api/v1/queue?after=${a}`);
+    const noCursor = await as('b', 'GET', '/api/v1/queue?after=ZZZZZZZZZZZZ');
+    assert.deepEqual(
+      [cursor.status, cursor.json.message?.replace(a, 'ID')],
+      [noCursor.status, noCursor.json.message?.replace('ZZZZZZZZZZZZ', 'ID')],
+      'a cursor of another organization is as unknown as one nobody has',
+    );
     const bList = (await as('b', 'GET', '/api/v1/messages')).json.items as { org: string; id: string }[];
     assert.deepEqual([...new Set(bList.map((m) => m.org))], ['fabrikam']);
     assert.ok(bList.some((m) => m.id === ids.fabrikam));

@@ -56,13 +56,16 @@ export interface QueueListFilter {
 /**
  * The queue (`queue list --json`): messages with each recipient's last attempt, and the trace events of those still
  * waiting. Pages in the list's order (received, then queue id); the next page starts `after` the last message of
- * this one. Refuses an `after` that names no stored message (an empty page would look like the end).
+ * this one. Refuses an `after` that names no stored message (an empty page would look like the end), or one
+ * of another organisation than `org`, in the same words.
  */
 export async function queueList(
   store: Store,
   f: QueueListFilter = {},
 ): Promise<{ messages: QueueMessage[]; traces: TraceEvent[][] }> {
-  if (f.after !== undefined && !(await store.get(f.after)))
+  // A cursor outside the listed organisation is as unknown as one nobody has (no other org's ids confirmed).
+  const cursor = f.after === undefined ? undefined : await store.get(f.after);
+  if (f.after !== undefined && (!cursor || (f.org !== undefined && cursor.org !== f.org)))
     throw new AdminError(
       `no message ${f.after} in the queue to page after`,
       'give the queue id of the last message of the previous page, or leave the cursor out to start at the beginning',
