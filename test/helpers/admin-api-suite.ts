@@ -750,6 +750,8 @@ export function adminApiSuite(store: 'sqlite' | 'postgres'): void {
       ['fabrikam.test'],
     );
     assert.deepEqual(b.flagged, [], 'unreadable reports name no domain: global tokens only');
+    assert.equal(all.reports, 3, 'the gateway: every report received, the unreadable one included');
+    assert.equal(b.reports, 1, "an organization: the reports about its domains, not the gateway's count");
     const a = (await gw.api('GET', '/api/v1/tlsrpt/received', { token: tok.a })).json as Received;
     assert.deepEqual(
       a.summary.map((x) => x.policyDomain),

@@ -148,7 +148,10 @@ export const reportRoutes =
                   ...(r.organization ? { organization: r.organization } : {}),
                   problem: r.problem,
                 }));
-        return { reports: reports.length, summary: summarize(reports).filter((x) => ours(x.policyDomain)), flagged };
+        // An organisation's token counts the reports about its domains only, not the gateway's.
+        const visible =
+          mine === null ? reports : reports.filter((r) => summarize([r]).some((x) => ours(x.policyDomain)));
+        return { reports: visible.length, summary: summarize(visible).filter((x) => ours(x.policyDomain)), flagged };
       },
     );
 
