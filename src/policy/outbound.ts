@@ -12,6 +12,7 @@
 // relaxation) is decided here too, in composeHost; delivery only enforces the verdict.
 import type { X509Certificate } from 'node:crypto';
 import type { Config, OutboundConnector } from '../config/load.ts';
+import type { InboundFacts } from '../store/types.ts';
 import type { Rfc8460Policy, TlsFailureKind } from '../tls/failures.ts';
 import { levelRank, type TlsLevel } from '../tls/levels.ts';
 import { parseSmartHost } from '../util/net.ts';
@@ -238,8 +239,11 @@ export class OutboundPolicy {
    * The enabled outbound connector of `org` for `domain`: an exact recipientDomains entry, then an
    * allAcceptedDomains connector for the organisation's own domains, then the most specific
    * wildcard; internalRelay domains and routeAllMessagesViaOnPremises fall back to onPremises.
+   * `from` is the inbound connector the message arrived through: mail the organisation's own
+   * servers sent (an onPremises inbound connector of `org`) is not routed back to them by
+   * routeAllMessagesViaOnPremises (it has been through them; sending it back would loop).
    */
-  connectorFor(org: string, domain: string): OutboundConnector | undefined {
+  connectorFor(org: string, domain: string, from?: InboundFacts['connector']): OutboundConnector | undefined {
     const o = this.config.organizations.find((x) => x.name === org);
     const enabled = (o?.outboundConnectors ?? []).filter((c) => c.enabled);
     const accepted = o?.acceptedDomains.find((d) => d.domain === domain);
@@ -263,13 +267,25 @@ export class OutboundPolicy {
     if (best) return best;
     const onPrem = enabled.filter((c) => c.connectorType === 'onPremises');
     if (accepted?.type === 'internalRelay') return onPrem[0];
-    if (!accepted) return onPrem.find((c) => c.routeAllMessagesViaOnPremises);
+    if (!accepted && !this.fromOnPremises(org, from)) return onPrem.find((c) => c.routeAllMessagesViaOnPremises);
     return undefined;
   }
 
-  nextHop(org: string, domain: string, message: MessageTls = {}): NextHop {
+  /** Did the message arrive through an onPremises inbound connector of `org` (the organisation's own servers)? */
+  private fromOnPremises(org: string, from: InboundFacts['connector']): boolean {
+    if (!from || from.organization !== org) return false;
+    const o = this.config.organizations.find((x) => x.name === org);
+    return !!o?.inboundConnectors.some((c) => c.name === from.name && c.connectorType === 'onPremises');
+  }
+
+  /**
+   * Where mail of `org` for `domain` goes next: `org` is the recipient's organisation (each
+   * recipient is routed by its own organisation's connectors), `from` the inbound connector the
+   * message arrived through.
+   */
+  nextHop(org: string, domain: string, message: MessageTls = {}, from?: InboundFacts['connector']): NextHop {
     const d = domain.toLowerCase();
-    const c = this.connectorFor(org, d);
+    const c = this.connectorFor(org, d, from);
     const tls = strictest(c ? [connectorDemand(c)] : [], message);
     if (!c) return { key: `mx:${d}`, kind: 'mx', domain: d, smartHosts: [], tls };
     const connector = { name: c.name, organization: c.organization, type: c.connectorType };

@@ -273,7 +273,10 @@ export class Scheduler {
         );
         continue;
       }
-      const hop = outbound.nextHop(m.org, r.address.slice(r.address.lastIndexOf('@') + 1), m.envelope);
+      // Each recipient by its own organisation's connectors: a message may carry recipients of
+      // organisations other than the one it is attributed to (an onPremises sender's).
+      const domain = r.address.slice(r.address.lastIndexOf('@') + 1);
+      const hop = outbound.nextHop(r.org, domain, m.envelope, m.inbound.connector);
       const g = groups.get(hop.key) ?? { hop, rcpts: [] };
       g.rcpts.push(r);
       groups.set(hop.key, g);

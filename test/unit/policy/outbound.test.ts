@@ -34,6 +34,20 @@ const config = buildConfig(
       {
         name: 'northwind',
         acceptedDomains: [{ domain: 'northwind.test' }],
+        inboundConnectors: [
+          {
+            name: 'From HQ',
+            connectorType: 'onPremises',
+            senderDomains: ['northwind.test'],
+            senderIPAddresses: ['127.0.0.20'],
+          },
+          {
+            name: 'From partner',
+            connectorType: 'partner',
+            senderDomains: ['partner.test'],
+            senderIPAddresses: ['127.0.0.21'],
+          },
+        ],
         outboundConnectors: [
           {
             name: 'Everything via HQ',
@@ -88,6 +102,16 @@ test('next hop and TLS level on one scale; default is opportunistic MX', () => {
 test('routeAllMessagesViaOnPremises catches internet mail but not specific partners', () => {
   assert.equal(p.connectorFor('northwind', 'internet.test')?.name, 'Everything via HQ');
   assert.equal(p.connectorFor('northwind', 'partner.test')?.name, 'Partner');
+});
+
+test("routeAllMessagesViaOnPremises does not send the organisation's own servers' mail back to them", () => {
+  const hq = { name: 'From HQ', organization: 'northwind', by: 'certificate' as const };
+  assert.equal(p.nextHop('northwind', 'internet.test', {}, hq).kind, 'mx', 'came from on-premises: straight out');
+  assert.equal(p.connectorFor('northwind', 'partner.test', hq)?.name, 'Partner', 'a partner connector still applies');
+  const partner = { name: 'From partner', organization: 'northwind', by: 'ip' as const };
+  assert.equal(p.connectorFor('northwind', 'internet.test', partner)?.name, 'Everything via HQ');
+  const other = { name: 'From HQ', organization: 'contoso', by: 'ip' as const };
+  assert.equal(p.connectorFor('northwind', 'internet.test', other)?.name, 'Everything via HQ', "another org's");
 });
 
 test('levels only rise', () => {

@@ -49,6 +49,7 @@ const delivered: Outcome = { status: 'delivered', reply: { code: 250, enhanced: 
 
 interface Rcpt {
   address: string;
+  org?: string;
   notify?: string;
   route?: 'local' | 'remote';
 }
@@ -75,7 +76,7 @@ const message = (o: {
   recipients: o.rcpts.map((r, idx) => ({
     idx,
     address: r.address,
-    org: 'contoso',
+    org: r.org ?? 'contoso',
     route: r.route ?? 'remote',
     status: 'pending',
     attempts: 0,
@@ -107,6 +108,7 @@ async function run(
   }[] = [];
   const dsns: { to: string; data: string; regarding?: string }[] = [];
   const renewed: string[] = [];
+  const hops: string[] = [];
   const store = {
     complete: async (
       id: string,
@@ -150,8 +152,8 @@ async function run(
     },
   } as unknown as Ingest;
   const outbound = {
-    nextHop: (_org: string, domain: string) => ({
-      key: `mx:${domain}`,
+    nextHop: (org: string, domain: string, _m: unknown, from?: { name: string; organization: string }) => ({
+      key: `mx:${domain}|${hops.push(`${org} ${domain}${from ? ` from ${from.organization}/${from.name}` : ''}`)}`,
       kind: 'mx',
       domain,
       smartHosts: [],
@@ -173,7 +175,7 @@ async function run(
   assert.ok(lease);
   s.take(m, data);
   await s.stop();
-  return { completed, dsns, t0, renewed };
+  return { completed, dsns, t0, renewed, hops };
 }
 
 test('retryDelay: the schedule by attempt number, the last value repeating', () => {
@@ -201,6 +203,18 @@ test('outcomes are recorded per recipient with the attempt facts; the next attem
   const wait = c.next - t0;
   assert.ok(wait >= 300_000 && wait < 310_000, `second retry after 300 s (${wait} ms)`);
   assert.deepEqual(dsns, [], 'no DSN for a deferral before the delay warning, nor for a plain delivery');
+});
+
+test("each recipient is routed by its own organisation's connectors, with the inbound connector it came through", async () => {
+  const m = message({
+    rcpts: [{ address: 'b@fabrikam.test' }, { address: 'c@corp.tailspin.test', org: 'tailspin' }],
+  });
+  m.inbound.connector = { name: 'Contoso servers', organization: 'contoso', by: 'ip' };
+  const { hops } = await run(m, { 'b@fabrikam.test': delivered, 'c@corp.tailspin.test': delivered });
+  assert.deepEqual(hops, [
+    'contoso fabrikam.test from contoso/Contoso servers',
+    'tailspin corp.tailspin.test from contoso/Contoso servers',
+  ]);
 });
 
 test('expiry: a deferral after queue.messageExpiration becomes 5.4.7 and is bounced with the last reason', async () => {
