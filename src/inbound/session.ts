@@ -741,8 +741,8 @@ export class SmtpSession {
       return;
     }
     const r = await this.deps.ingest.accept({
-      // Attribution: an identified on-premises sender's organisation, else the first recipient's.
-      org: t.match?.connector.connectorType === 'onPremises' ? t.match.connector.organization : t.recipients[0].org,
+      // Attribution: an identified on-premises sender's organisation, else each recipient's own.
+      ...(t.match?.connector.connectorType === 'onPremises' ? { sendingOrg: t.match.connector.organization } : {}),
       mailFrom: t.mailFrom,
       envelope: t.envelope,
       recipients: t.recipients,
@@ -767,17 +767,18 @@ export class SmtpSession {
     });
     if (r.ok) {
       this.counts.messages++;
-      emit({
-        event: 'message.accepted',
-        sid: this.id,
-        queueId: r.queueId,
-        from: t.mailFrom,
-        rcpts: t.recipients.length,
-        size: d.size,
-        org: t.recipients[0].org,
-        ...(this.tlsFacts ? { tls: this.tlsFacts } : {}),
-      });
-      this.send(Replies.queued(r.queueId));
+      for (const c of r.copies)
+        emit({
+          event: 'message.accepted',
+          sid: this.id,
+          queueId: c.queueId,
+          from: t.mailFrom,
+          rcpts: c.recipients,
+          size: d.size,
+          org: c.org,
+          ...(this.tlsFacts ? { tls: this.tlsFacts } : {}),
+        });
+      this.send(Replies.queued(r.copies.map((c) => c.queueId).join(' ')));
     } else {
       this.send(r.reply);
     }

@@ -1,24 +1,32 @@
-// Owns: turning an accepted SMTP transaction into a durable queue entry. The only writer of new
+// Owns: turning an accepted SMTP transaction into durable queue entries: one per organisation of
+// its recipients (an onPremises sender's mail is all its organisation's), so that no organisation
+// holds another's recipients. The only writer of new
 // messages into the store (inbound/ never writes the queue itself). Records with the envelope
 // what delivery must know about the content without scanning it: the longest line, and 8-bit
 // content (for messages the gateway generates; inbound/ reports it for received ones), and the
 // header `TLS-Required: No` (RFC 8689 §5), ignored when MAIL FROM carried REQUIRETLS (§4.1).
 // Refuses a message that has passed more hops than smtp.maxReceivedHeaders (a mail loop, RFC 5321
 // §6.3) before anything is stored.
-// Promise: resolves with the queue id only after the store's commit is synced; on failure it
+// Promise: resolves with the queue ids only after the store's commit of all the copies is synced
+// (one transaction: all are stored or none); on failure it
 // returns the reply to give (554 5.4.6 for a loop, 452 4.3.1 when storage is full, 451 4.3.0
 // otherwise), never throws.
 import { isAscii } from 'node:buffer';
 import { emit } from '../events.ts';
 import { Replies, type SmtpReply } from '../errors.ts';
-import type { EnvelopeParams, InboundFacts, NewRecipient, QueueMessage, Store } from '../store/types.ts';
+import type { EnvelopeParams, InboundFacts, NewEntry, NewRecipient, QueueMessage, Store } from '../store/types.ts';
 import { queueId } from '../util/ids.ts';
 import { longestLine } from '../util/lines.ts';
 import { receivedHeader } from './received.ts';
 import { errorMessage } from '../util/errors.ts';
 
 export interface Transaction {
-  org: string;
+  /**
+   * The organisation every recipient's copy is attributed to: an onPremises sender's (its own
+   * outbound mail). Absent: each recipient's own organisation, one stored message per
+   * organisation, so that an organisation sees and acts on its own recipients' copy only.
+   */
+  sendingOrg?: string;
   mailFrom: string;
   envelope: EnvelopeParams;
   recipients: NewRecipient[];
@@ -121,52 +129,64 @@ export class Ingest {
     private readonly limits: () => IngestLimits,
   ) {}
 
-  private async commit(m: Parameters<Store['enqueue']>[0]): Promise<void> {
-    const lease = this.handoff.reserve();
-    let q: QueueMessage;
+  /** Store the messages in one transaction (all or none), then hand each to delivery. */
+  private async commit(ms: readonly NewEntry['message'][]): Promise<void> {
+    const entries: NewEntry[] = [];
+    for (const message of ms) {
+      const lease = this.handoff.reserve();
+      entries.push(lease ? { message, lease } : { message });
+    }
+    let q: QueueMessage[];
     try {
-      q = await this.store.enqueue(m, lease);
+      q =
+        entries.length === 1
+          ? [await this.store.enqueue(ms[0], entries[0].lease)]
+          : await this.store.enqueueAll(entries);
     } catch (e) {
-      if (lease) this.handoff.unreserve();
+      for (const e of entries) if (e.lease) this.handoff.unreserve();
       throw e;
     }
-    if (lease) this.handoff.take(q, m.data);
-    else this.handoff.kick();
+    entries.forEach((e, i) => (e.lease ? this.handoff.take(q[i], e.message.data) : this.handoff.kick()));
   }
 
   /** Queue a message the gateway generated itself (a DSN, a TLS report): null sender, so it can never bounce. */
   async generated(g: GeneratedMessage): Promise<string> {
     const now = Date.now();
     const id = queueId(now);
-    await this.commit({
-      id,
-      org: g.org,
-      receivedAt: now,
-      mailFrom: '',
-      messageId: g.messageId,
-      // A DSN returns the original message, which may be 8-bit or have long lines: measure it (rare).
-      envelope: {
-        smtputf8: false,
-        longestLine: longestLine(g.data),
-        ...(isAscii(g.data) ? {} : { body: '8BITMIME' as const }),
-        ...g.envelope,
+    await this.commit([
+      {
+        id,
+        org: g.org,
+        receivedAt: now,
+        mailFrom: '',
+        messageId: g.messageId,
+        // A DSN returns the original message, which may be 8-bit or have long lines: measure it (rare).
+        envelope: {
+          smtputf8: false,
+          longestLine: longestLine(g.data),
+          ...(isAscii(g.data) ? {} : { body: '8BITMIME' as const }),
+          ...g.envelope,
+        },
+        inbound: {
+          sessionId: g.source ?? `dsn:${g.regarding}`,
+          clientIp: '',
+          clientPort: 0,
+          helo: '',
+          protocol: 'local',
+          receivedBy: g.host,
+        },
+        data: g.data,
+        recipients: [{ address: g.to.address, org: g.org, route: g.to.route, notify: 'NEVER' }],
       },
-      inbound: {
-        sessionId: g.source ?? `dsn:${g.regarding}`,
-        clientIp: '',
-        clientPort: 0,
-        helo: '',
-        protocol: 'local',
-        receivedBy: g.host,
-      },
-      data: g.data,
-      recipients: [{ address: g.to.address, org: g.org, route: g.to.route, notify: 'NEVER' }],
-    });
+    ]);
     return id;
   }
 
-  /** Store the transaction durably: its queue id, or the reply refusing it (storage failed). */
-  async accept(t: Transaction): Promise<{ ok: true; queueId: string } | { ok: false; reply: SmtpReply }> {
+  /**
+   * Store the transaction durably: one message per organisation (see Transaction.sendingOrg), all
+   * in one commit; the copies stored, or the reply refusing the transaction (nothing stored).
+   */
+  async accept(t: Transaction): Promise<{ ok: true; copies: StoredCopy[] } | { ok: false; reply: SmtpReply }> {
     const head = headerText(t.chunks);
     // RFC 5321 §6.3: servers MUST detect and stop loops; counting Received: fields is the usual way.
     const hops = receivedCount(head);
@@ -183,29 +203,56 @@ export class Ingest {
       return { ok: false, reply };
     }
     const now = new Date();
-    const id = queueId(now.getTime());
-    const rcpt = t.recipients.length === 1 ? t.recipients[0].address : undefined;
-    const received = receivedHeader(t.inbound, id, rcpt, now);
-    const data = Buffer.concat([received, ...t.chunks]);
-    const longest = t.longestLine === undefined ? longestLine(data) : Math.max(t.longestLine, longestLine(received));
+    const messageId = findMessageId(head);
     const relaxed = !t.envelope.requireTls && tlsRequiredNo(head);
-    try {
-      await this.commit({
+    const copies: StoredCopy[] = [];
+    const messages = byOrganisation(t).map(([org, recipients]) => {
+      const id = queueId(now.getTime());
+      copies.push({ queueId: id, org, recipients: recipients.length });
+      const received = receivedHeader(t.inbound, id, recipients.length === 1 ? recipients[0].address : undefined, now);
+      const data = Buffer.concat([received, ...t.chunks]);
+      const longest = t.longestLine === undefined ? longestLine(data) : Math.max(t.longestLine, longestLine(received));
+      return {
         id,
-        org: t.org,
+        org,
         receivedAt: now.getTime(),
         mailFrom: t.mailFrom,
-        messageId: findMessageId(head),
+        messageId,
         envelope: { ...t.envelope, longestLine: longest, ...(relaxed ? { tlsRequiredNo: true } : {}) },
         inbound: t.inbound,
         data,
-        recipients: t.recipients,
-      });
+        recipients,
+      };
+    });
+    try {
+      await this.commit(messages);
     } catch (e) {
       const code = (e as { code?: string }).code ?? '';
       emit({ event: 'internal.error', where: 'ingest.enqueue', error: `${code} ${errorMessage(e)}` });
       return { ok: false, reply: STORAGE_FULL.has(code) ? Replies.storageFull() : Replies.storageError() };
     }
-    return { ok: true, queueId: id };
+    return { ok: true, copies };
   }
+}
+
+/** One stored message of an accepted transaction. */
+export interface StoredCopy {
+  queueId: string;
+  org: string;
+  /** How many of the transaction's recipients it carries. */
+  recipients: number;
+}
+
+/** The transaction's recipients by the organisation their copy belongs to, in the order first named. */
+function byOrganisation(t: Transaction): [string, NewRecipient[]][] {
+  if (t.sendingOrg !== undefined) return [[t.sendingOrg, t.recipients]];
+  const first = t.recipients[0].org;
+  if (t.recipients.every((r) => r.org === first)) return [[first, t.recipients]];
+  const groups = new Map<string, NewRecipient[]>();
+  for (const r of t.recipients) {
+    const g = groups.get(r.org);
+    if (g) g.push(r);
+    else groups.set(r.org, [r]);
+  }
+  return [...groups];
 }

@@ -7,6 +7,7 @@ import type {
   AuditEntry,
   ControlRequest,
   MessageState,
+  NewMessage,
   NodeStatus,
   QueueDepth,
   QueuedState,
@@ -51,6 +52,27 @@ export function toMessage(r: Row, rcpts: Row[]): QueueMessage {
     leaseGen: (r.lease_gen as number | undefined) ?? 0,
     ...(r.bounce_by ? { bounceRequestedBy: r.bounce_by as string } : {}),
     recipients: rcpts.map(toRecipient),
+  };
+}
+
+/** The queue entry a new message is once committed (`leased`: stored claimed, generation 1). */
+export function committedMessage(m: NewMessage, sha256: string, leased: boolean): QueueMessage {
+  return {
+    id: m.id,
+    org: m.org,
+    state: leased ? 'active' : 'incoming',
+    receivedAt: m.receivedAt,
+    mailFrom: m.mailFrom,
+    ...(m.messageId ? { messageId: m.messageId } : {}),
+    size: m.data.length,
+    sha256,
+    envelope: m.envelope,
+    inbound: m.inbound,
+    attempts: 0,
+    nextAttemptAt: m.receivedAt,
+    delayWarned: false,
+    leaseGen: leased ? 1 : 0,
+    recipients: m.recipients.map((r, idx) => ({ ...r, idx, status: 'pending' as const, attempts: 0 })),
   };
 }
 

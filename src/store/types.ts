@@ -393,12 +393,23 @@ export interface ReceivedTlsReport {
   problem?: string;
 }
 
+/** A message to store and, optionally, the lease it is stored under (see Store.enqueue). */
+export interface NewEntry {
+  message: NewMessage;
+  lease?: { owner: string; ms: number };
+}
+
 export interface Store {
   /**
    * Durably store a new message; resolves only after the commit is synced. With `lease`, the
    * message is stored already claimed by that owner (direct handoff to a local delivery worker).
    */
   enqueue(m: NewMessage, lease?: { owner: string; ms: number }): Promise<QueueMessage>;
+  /**
+   * `enqueue` for several messages in one transaction: all are stored or none (the copies of one
+   * SMTP transaction for recipients of several organisations, which one reply covers).
+   */
+  enqueueAll(ms: readonly NewEntry[]): Promise<QueueMessage[]>;
   /** Lease up to `limit` due messages to `owner`; returns them with their unfinished recipients. */
   claim(owner: string, limit: number, leaseMs: number, now?: number): Promise<QueueMessage[]>;
   /**

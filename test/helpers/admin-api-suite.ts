@@ -395,6 +395,29 @@ export function adminApiSuite(store: 'sqlite' | 'postgres'): void {
     );
   });
 
+  test('one transaction for recipients of two organizations: each organization sees its own copy, with its own recipients', async () => {
+    const r = await sendOverTls(
+      gw.port,
+      'sender@partner.test',
+      ['alice@contoso.test', 'bob@fabrikam.test'],
+      'Subject: for both\r\n\r\nhi\r\n',
+    );
+    const m = /^250 2\.0\.0 OK queued as ([0-9A-Z]+) ([0-9A-Z]+)$/.exec(r.text);
+    assert.ok(r.code === 250 && m, r.text);
+    const [, a, b] = m;
+    const view = async (who: Who, id: string) => {
+      const x = await gw.api('GET', `/api/v1/messages/${id}`, { token: tok[who] });
+      return x.status === 200
+        ? [x.json.org, (x.json.recipients as { address: string }[]).map((y) => y.address)]
+        : x.status;
+    };
+    assert.deepEqual(await view('a', a), ['contoso', ['alice@contoso.test']]);
+    assert.deepEqual(await view('b', b), ['fabrikam', ['bob@fabrikam.test']]);
+    assert.equal(await view('a', b), 404, "contoso's token does not see fabrikam's copy");
+    assert.equal(await view('b', a), 404, "fabrikam's token does not see contoso's copy");
+    assert.equal((await gw.api('DELETE', `/api/v1/queue/${b}`, { token: tok.a })).status, 404);
+  });
+
   test('the API answers as the CLI does with --json: trace, queue, connectors, received TLS reports', async () => {
     const cli = async (args: string[]) => {
       const r = await gw.cli([...args, '--json']);

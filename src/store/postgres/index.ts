@@ -16,7 +16,7 @@ import { AdminError } from '../../errors.ts';
 import { emit } from '../../events.ts';
 import { redactUrl } from '../../util/secret-url.ts';
 import type { MigrationStatus } from '../migrations.ts';
-import { DEPTH_SQL, toDepth, toMessage, toNode, type Row } from '../rows.ts';
+import { committedMessage, DEPTH_SQL, toDepth, toMessage, toNode, type Row } from '../rows.ts';
 import type {
   AdminToken,
   AuditEntry,
@@ -30,6 +30,7 @@ import type {
   HeldLease,
   MessageState,
   NewAdminToken,
+  NewEntry,
   NewMessage,
   NodeBeat,
   NodeDirectives,
@@ -306,64 +307,17 @@ export class PostgresStore implements Store {
   }
 
   enqueue(m: NewMessage, lease?: { owner: string; ms: number }): Promise<QueueMessage> {
-    const sha256 = createHash('sha256').update(m.data).digest('hex');
-    const state: MessageState = lease ? 'active' : 'incoming';
-    const r = m.recipients;
-    const values = [
-      m.id,
-      m.org,
-      state,
-      m.receivedAt,
-      m.mailFrom,
-      m.messageId ?? null,
-      m.data.length,
-      sha256,
-      JSON.stringify(m.envelope),
-      JSON.stringify(m.inbound),
-      lease?.owner ?? null,
-      lease ? m.receivedAt + lease.ms : null,
-      m.data,
-      r.map((_, i) => i),
-      r.map((x) => x.address),
-      r.map((x) => x.org),
-      r.map((x) => x.route),
-      r.map((x) => x.notify ?? null),
-      r.map((x) => x.orcpt ?? null),
-    ];
+    return this.enqueueAll([{ message: m, ...(lease ? { lease } : {}) }]).then((r) => r[0]);
+  }
+
+  enqueueAll(ms: readonly NewEntry[]): Promise<QueueMessage[]> {
+    const entries = ms.map((e) => ({ ...e, sha256: createHash('sha256').update(e.message.data).digest('hex') }));
+    // One statement per message, sent together (the connection pipelines them); one write of
+    // several statements is `single: false`, so its statements run before the next write's.
     return this.write(
-      (c) =>
-        c.query({
-          name: 'pc_enqueue',
-          text: `WITH msg AS (
-          INSERT INTO messages (id, org, state, received_at, mail_from, message_id, size, sha256, envelope, inbound,
-            next_attempt_at, lease_owner, lease_until, lease_gen, updated_at)
-          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $4, $11, $12, CASE WHEN $11::text IS NULL THEN 0 ELSE 1
-            END, $4)),
-        body AS (INSERT INTO bodies (id, data) VALUES ($1, $13))
-        INSERT INTO recipients (msg_id, idx, address, org, route, status, notify, orcpt, updated_at)
-        SELECT $1, t.idx, t.address, t.org, t.route, 'pending', t.notify, t.orcpt, $4
-        FROM unnest($14::int[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[]) AS t(idx, address,
-          org, route, notify, orcpt)`,
-          values,
-        }),
-      true,
-    ).then(() => ({
-      id: m.id,
-      org: m.org,
-      state,
-      receivedAt: m.receivedAt,
-      mailFrom: m.mailFrom,
-      ...(m.messageId ? { messageId: m.messageId } : {}),
-      size: m.data.length,
-      sha256,
-      envelope: m.envelope,
-      inbound: m.inbound,
-      attempts: 0,
-      nextAttemptAt: m.receivedAt,
-      delayWarned: false,
-      leaseGen: lease ? 1 : 0,
-      recipients: m.recipients.map((x, idx) => ({ ...x, idx, status: 'pending' as const, attempts: 0 })),
-    }));
+      (c) => Promise.all(entries.map((e) => c.query(enqueueQuery(e.message, e.sha256, e.lease)))),
+      entries.length === 1,
+    ).then(() => entries.map((e) => committedMessage(e.message, e.sha256, !!e.lease)));
   }
 
   claim(owner: string, limit: number, leaseMs: number, now = Date.now()): Promise<QueueMessage[]> {
@@ -924,4 +878,43 @@ function assertCurrent(s: MigrationStatus): void {
       1,
     );
   }
+}
+
+/** The statement storing one new message: its row, its data and its recipients. */
+function enqueueQuery(m: NewMessage, sha256: string, lease: { owner: string; ms: number } | undefined) {
+  const r = m.recipients;
+  return {
+    name: 'pc_enqueue',
+    text: `WITH msg AS (
+          INSERT INTO messages (id, org, state, received_at, mail_from, message_id, size, sha256, envelope, inbound,
+            next_attempt_at, lease_owner, lease_until, lease_gen, updated_at)
+          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $4, $11, $12, CASE WHEN $11::text IS NULL THEN 0 ELSE 1
+            END, $4)),
+        body AS (INSERT INTO bodies (id, data) VALUES ($1, $13))
+        INSERT INTO recipients (msg_id, idx, address, org, route, status, notify, orcpt, updated_at)
+        SELECT $1, t.idx, t.address, t.org, t.route, 'pending', t.notify, t.orcpt, $4
+        FROM unnest($14::int[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[]) AS t(idx, address,
+          org, route, notify, orcpt)`,
+    values: [
+      m.id,
+      m.org,
+      lease ? 'active' : 'incoming',
+      m.receivedAt,
+      m.mailFrom,
+      m.messageId ?? null,
+      m.data.length,
+      sha256,
+      JSON.stringify(m.envelope),
+      JSON.stringify(m.inbound),
+      lease?.owner ?? null,
+      lease ? m.receivedAt + lease.ms : null,
+      m.data,
+      r.map((_, i) => i),
+      r.map((x) => x.address),
+      r.map((x) => x.org),
+      r.map((x) => x.route),
+      r.map((x) => x.notify ?? null),
+      r.map((x) => x.orcpt ?? null),
+    ],
+  };
 }

@@ -30,6 +30,7 @@ import type {
   HeldLease,
   MessageState,
   NewAdminToken,
+  NewEntry,
   NewMessage,
   NodeBeat,
   NodeDirectives,
@@ -52,7 +53,7 @@ import type {
 } from '../types.ts';
 import { NODE_FORGET_MS } from '../types.ts';
 import type { MigrationStatus } from '../migrations.ts';
-import { DEPTH_SQL, toDepth, toMessage, toNode, type Row } from '../rows.ts';
+import { committedMessage, DEPTH_SQL, toDepth, toMessage, toNode, type Row } from '../rows.ts';
 import { migrations } from './schema.ts';
 import { SqliteAdminTables } from './admin.ts';
 import { SqliteClusterTables } from './cluster.ts';
@@ -447,48 +448,27 @@ export class SqliteStore implements Store {
   }
 
   enqueue(m: NewMessage, lease?: { owner: string; ms: number }): Promise<QueueMessage> {
-    const sha256 = createHash('sha256').update(m.data).digest('hex');
-    const row = {
-      id: m.id,
-      org: m.org,
-      receivedAt: m.receivedAt,
-      mailFrom: m.mailFrom,
-      messageId: m.messageId ?? null,
-      size: m.data.length,
-      sha256,
-      envelope: JSON.stringify(m.envelope),
-      inbound: JSON.stringify(m.inbound),
-      state: lease ? 'active' : 'incoming',
-      owner: lease?.owner ?? null,
-      until: null as number | null,
-      gen: lease ? 1 : 0,
-    };
-    return this.write(() => {
-      // The lease runs from the commit, not from the reception: the commit may wait for another
-      // process's write lock longer than a short queue.leaseSeconds.
-      if (lease) row.until = Date.now() + lease.ms;
-      this.st.insMsg.run(row);
-      this.st.insBody.run(m.id, m.data);
-      m.recipients.forEach((r, i) =>
-        this.st.insRcpt.run(m.id, i, r.address, r.org, r.route, r.notify ?? null, r.orcpt ?? null, m.receivedAt),
-      );
-    }).then(() => ({
-      id: m.id,
-      org: m.org,
-      state: row.state as MessageState,
-      receivedAt: m.receivedAt,
-      mailFrom: m.mailFrom,
-      ...(m.messageId ? { messageId: m.messageId } : {}),
-      size: m.data.length,
-      sha256,
-      envelope: m.envelope,
-      inbound: m.inbound,
-      attempts: 0,
-      nextAttemptAt: m.receivedAt,
-      delayWarned: false,
-      leaseGen: row.gen,
-      recipients: m.recipients.map((r, idx) => ({ ...r, idx, status: 'pending' as const, attempts: 0 })),
-    }));
+    const row = messageRow(m, lease);
+    return this.write(() => this.insert(m, row, lease)).then(() => committedMessage(m, row.sha256, !!lease));
+  }
+
+  enqueueAll(ms: readonly NewEntry[]): Promise<QueueMessage[]> {
+    const rows = ms.map((e) => messageRow(e.message, e.lease));
+    return this.write(() => ms.forEach((e, i) => this.insert(e.message, rows[i], e.lease))).then(() =>
+      ms.map((e, i) => committedMessage(e.message, rows[i].sha256, !!e.lease)),
+    );
+  }
+
+  /** Inside a write: the message, its data and its recipients. */
+  private insert(m: NewMessage, row: MessageRow, lease: { ms: number } | undefined): void {
+    // The lease runs from the commit, not from the reception: the commit may wait for another
+    // process's write lock longer than a short queue.leaseSeconds.
+    if (lease) row.until = Date.now() + lease.ms;
+    this.st.insMsg.run(row);
+    this.st.insBody.run(m.id, m.data);
+    m.recipients.forEach((r, i) =>
+      this.st.insRcpt.run(m.id, i, r.address, r.org, r.route, r.notify ?? null, r.orcpt ?? null, m.receivedAt),
+    );
   }
 
   // Leases run from the commit (`now` is taken inside the write), as in enqueue.
@@ -904,3 +884,23 @@ export class SqliteStore implements Store {
     this.db.close();
   }
 }
+
+/** The messages row of a new message (its lease's end is set inside the write, at the commit). */
+function messageRow(m: NewMessage, lease: { owner: string } | undefined) {
+  return {
+    id: m.id,
+    org: m.org,
+    receivedAt: m.receivedAt,
+    mailFrom: m.mailFrom,
+    messageId: m.messageId ?? null,
+    size: m.data.length,
+    sha256: createHash('sha256').update(m.data).digest('hex'),
+    envelope: JSON.stringify(m.envelope),
+    inbound: JSON.stringify(m.inbound),
+    state: (lease ? 'active' : 'incoming') as MessageState,
+    owner: lease?.owner ?? null,
+    until: null as number | null,
+    gen: lease ? 1 : 0,
+  };
+}
+type MessageRow = ReturnType<typeof messageRow>;

@@ -116,7 +116,7 @@ test('busy (waiting for the store) and backpressured at once: the session reads 
   const ingest: Partial<Ingest> = {
     accept: async () => {
       await stored;
-      return { ok: true as const, queueId: 'Q1' };
+      return { ok: true as const, copies: [{ queueId: 'Q1', org: 'contoso', recipients: 1 }] };
     },
   };
   const { server, client, done } = await connect(deps({}, ingest));

@@ -12,7 +12,7 @@ test('a message in 3,000 one-octet BDAT chunks reaches ingest whole, in order, i
   const ingest = {
     async accept(t: { chunks: Buffer[] }) {
       got = t.chunks;
-      return { ok: true as const, queueId: 'Q1' };
+      return { ok: true as const, copies: [{ queueId: 'Q1', org: 'contoso', recipients: 1 }] };
     },
   } as unknown as Ingest;
   const deps = sessionDeps({}, ingest);

@@ -14,7 +14,7 @@ test('a store slower than the command timeout: the client gets the 250, then the
     async accept() {
       await new Promise((r) => setTimeout(r, 2500)); // longer than the 1 s command timeout
       stored++;
-      return { ok: true as const, queueId: `Q${stored}` };
+      return { ok: true as const, copies: [{ queueId: `Q${stored}`, org: 'contoso', recipients: 1 }] };
     },
   };
   const srv = await listenSessions(sessionDeps({ timeouts: { command: 1 } }, ingest as never));

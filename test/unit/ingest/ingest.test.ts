@@ -1,20 +1,27 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { headerText, Ingest, type Handoff } from '../../../src/ingest/ingest.ts';
-import type { NewMessage, QueueMessage, Store } from '../../../src/store/types.ts';
+import type { NewEntry, NewMessage, QueueMessage, Store } from '../../../src/store/types.ts';
 import { longestLine } from '../../../src/util/lines.ts';
 
 /** A store seam that keeps what ingest enqueues. */
-function capture(maxReceivedHeaders = 100): { ingest: Ingest; stored: NewMessage[] } {
+function capture(maxReceivedHeaders = 100): { ingest: Ingest; stored: NewMessage[]; commits: string[][] } {
   const stored: NewMessage[] = [];
+  const commits: string[][] = [];
   const store = {
     enqueue: async (m: NewMessage) => {
       stored.push(m);
+      commits.push([m.id]);
       return { id: m.id } as QueueMessage;
+    },
+    enqueueAll: async (ms: NewEntry[]) => {
+      stored.push(...ms.map((e) => e.message));
+      commits.push(ms.map((e) => e.message.id));
+      return ms.map((e) => ({ id: e.message.id }) as QueueMessage);
     },
   } as unknown as Store;
   const handoff: Handoff = { reserve: () => undefined, take: () => {}, kick: () => {}, unreserve: () => {} };
-  return { ingest: new Ingest(store, handoff, () => ({ maxReceivedHeaders })), stored };
+  return { ingest: new Ingest(store, handoff, () => ({ maxReceivedHeaders })), stored, commits };
 }
 
 const inbound = {
@@ -30,7 +37,6 @@ const rcpt = [{ address: 'b@contoso.test', org: 'contoso', route: 'local' as con
 test('accept records the longest line: the decoder measure, or the Received header when longer', async () => {
   const { ingest, stored } = capture();
   await ingest.accept({
-    org: 'contoso',
     mailFrom: 'a@x.test',
     envelope: { smtputf8: false },
     recipients: rcpt,
@@ -40,7 +46,6 @@ test('accept records the longest line: the decoder measure, or the Received head
   });
   assert.equal(stored[0].envelope.longestLine, 1500);
   await ingest.accept({
-    org: 'contoso',
     mailFrom: 'a@x.test',
     envelope: { smtputf8: false },
     recipients: rcpt,
@@ -59,7 +64,6 @@ test('accept records the longest line: the decoder measure, or the Received head
 test('accept measures the data itself when no measure is given', async () => {
   const { ingest, stored } = capture();
   await ingest.accept({
-    org: 'contoso',
     mailFrom: 'a@x.test',
     envelope: { smtputf8: false },
     recipients: rcpt,
@@ -95,7 +99,6 @@ test('mail loops (RFC 5321 §6.3): more Received: fields than smtp.maxReceivedHe
     ).join('');
   const send = (head: string, body = 'hi\r\n') =>
     ingest.accept({
-      org: 'contoso',
       mailFrom: 'a@x.test',
       envelope: { smtputf8: false },
       recipients: rcpt,
@@ -117,7 +120,6 @@ test('mail loops (RFC 5321 §6.3): more Received: fields than smtp.maxReceivedHe
   assert.equal((await send(received(2), received(10))).ok, true, 'Received: lines in the body do not count');
   const split = Buffer.from(`${received(4)}Subject: s\r\n\r\nhi\r\n`);
   const r = await ingest.accept({
-    org: 'contoso',
     mailFrom: 'a@x.test',
     envelope: { smtputf8: false },
     recipients: rcpt,
@@ -141,7 +143,6 @@ test('TLS-Required: No is recorded with the envelope, unless MAIL FROM carried R
   const { ingest, stored } = capture();
   const chunks = (h: string) => [Buffer.from(`Subject: s\r\n${h}\r\nhi\r\n`)];
   await ingest.accept({
-    org: 'contoso',
     mailFrom: 'a@x.test',
     envelope: { smtputf8: false },
     recipients: rcpt,
@@ -149,7 +150,6 @@ test('TLS-Required: No is recorded with the envelope, unless MAIL FROM carried R
     chunks: chunks('TLS-Required: No\r\n'),
   });
   await ingest.accept({
-    org: 'contoso',
     mailFrom: 'a@x.test',
     envelope: { smtputf8: false },
     recipients: rcpt,
@@ -157,7 +157,6 @@ test('TLS-Required: No is recorded with the envelope, unless MAIL FROM carried R
     chunks: chunks('tls-required:\r\n  no\r\n'),
   });
   await ingest.accept({
-    org: 'contoso',
     mailFrom: 'a@x.test',
     envelope: { smtputf8: false, requireTls: true },
     recipients: rcpt,
@@ -165,7 +164,6 @@ test('TLS-Required: No is recorded with the envelope, unless MAIL FROM carried R
     chunks: chunks('TLS-Required: No\r\n'),
   });
   await ingest.accept({
-    org: 'contoso',
     mailFrom: 'a@x.test',
     envelope: { smtputf8: false },
     recipients: rcpt,
@@ -173,7 +171,6 @@ test('TLS-Required: No is recorded with the envelope, unless MAIL FROM carried R
     chunks: chunks('TLS-Required: Yes\r\n'),
   });
   await ingest.accept({
-    org: 'contoso',
     mailFrom: 'a@x.test',
     envelope: { smtputf8: false },
     recipients: rcpt,
@@ -199,7 +196,6 @@ test('a store failure is a 4xx reply, never an exception: a full disk (SQLite or
     }));
   };
   const t = {
-    org: 'contoso',
     mailFrom: 'a@x.test',
     envelope: { smtputf8: false },
     recipients: rcpt,
@@ -231,4 +227,82 @@ test('the header section is found wherever the chunks split it, its empty line a
   // No empty line: the whole message is its header section.
   assert.equal(headerText([Buffer.from('Subject: x\r\n')]), 'Subject: x\r\n');
   assert.equal(headerText([Buffer.from('Subject: x\r\n'), Buffer.from('\r'), Buffer.from('\nbody')]), 'Subject: x\r\n');
+});
+
+test("recipients of several organisations: one message per organisation, in one commit; an onPremises sender's stays one", async () => {
+  const { ingest, stored, commits } = capture();
+  const recipients = [
+    { address: 'a@contoso.test', org: 'contoso', route: 'local' as const },
+    { address: 'b@tailspin.test', org: 'tailspin', route: 'local' as const },
+    { address: 'c@contoso.test', org: 'contoso', route: 'local' as const, notify: 'NEVER' },
+  ];
+  const t = {
+    mailFrom: 'x@internet.test',
+    envelope: { smtputf8: false },
+    recipients,
+    inbound,
+    chunks: [Buffer.from('Message-ID: <m1@internet.test>\r\nSubject: s\r\n\r\nhi\r\n')],
+  };
+  const r = await ingest.accept(t);
+  assert.ok(r.ok);
+  assert.deepEqual(
+    r.copies.map((c) => [c.org, c.recipients]),
+    [
+      ['contoso', 2],
+      ['tailspin', 1],
+    ],
+  );
+  assert.deepEqual(commits, [r.copies.map((c) => c.queueId)], 'both copies in one commit');
+  assert.notEqual(r.copies[0].queueId, r.copies[1].queueId);
+  assert.deepEqual(
+    stored.map((m) => [m.id, m.org, m.recipients.map((x) => x.address), m.messageId]),
+    [
+      [r.copies[0].queueId, 'contoso', ['a@contoso.test', 'c@contoso.test'], '<m1@internet.test>'],
+      [r.copies[1].queueId, 'tailspin', ['b@tailspin.test'], '<m1@internet.test>'],
+    ],
+  );
+  assert.equal(stored[0].recipients[1].notify, 'NEVER', 'recipient parameters are kept');
+  // Each copy's Received: field names its own queue id, and only its own recipient.
+  const received = stored.map((m) => m.data.toString('latin1').split('\r\n\r\n')[0]);
+  assert.match(received[0], new RegExp(`id ${r.copies[0].queueId}\\r\\n\\t;`));
+  assert.doesNotMatch(received[0], /for </, 'two recipients: no "for" clause');
+  assert.match(received[1], new RegExp(`id ${r.copies[1].queueId}\\s+for <b@tailspin\\.test>`));
+  assert.doesNotMatch(received[1], /contoso\.test>/);
+  stored.length = 0;
+  const own = await ingest.accept({ ...t, sendingOrg: 'contoso' });
+  assert.ok(own.ok);
+  assert.deepEqual(
+    own.copies.map((c) => [c.org, c.recipients]),
+    [['contoso', 3]],
+    "an onPremises sender's mail is its organisation's, whoever it is for",
+  );
+  assert.equal(stored.length, 1);
+});
+
+test('a failed commit of several copies hands none to delivery and gives every reservation back', async () => {
+  const events: string[] = [];
+  const store = {
+    enqueueAll: async () => {
+      throw Object.assign(new Error('disk full'), { code: 'SQLITE_FULL' });
+    },
+  } as unknown as Store;
+  const handoff: Handoff = {
+    reserve: () => (events.push('reserve'), { owner: 'w', ms: 1000 }),
+    take: () => events.push('take'),
+    kick: () => events.push('kick'),
+    unreserve: () => events.push('unreserve'),
+  };
+  const ingest = new Ingest(store, handoff, () => ({ maxReceivedHeaders: 100 }));
+  const r = await ingest.accept({
+    mailFrom: 'x@internet.test',
+    envelope: { smtputf8: false },
+    recipients: [
+      { address: 'a@contoso.test', org: 'contoso', route: 'local' },
+      { address: 'b@tailspin.test', org: 'tailspin', route: 'local' },
+    ],
+    inbound,
+    chunks: [Buffer.from('Subject: s\r\n\r\nhi\r\n')],
+  });
+  assert.ok(!r.ok && r.reply.code === 452 && r.reply.enhanced === '4.3.1', JSON.stringify(r));
+  assert.deepEqual(events, ['reserve', 'reserve', 'unreserve', 'unreserve']);
 });

@@ -98,6 +98,31 @@ export function storeConformance(name: string, h: StoreHarness): void {
     assert.equal((await s.data('DUP'))?.toString(), 'Subject: DUP\r\n\r\nbody\r\n', 'the first DUP is untouched');
   });
 
+  t('enqueueAll stores every message in one commit, or none of them', async (s, reopen) => {
+    const stored = await s.enqueueAll([
+      { message: { ...msg('B1', 1), org: 'contoso' } },
+      { message: { ...msg('B2', 1), org: 'tailspin' }, lease: { owner: 'worker', ms: 60_000 } },
+    ]);
+    assert.deepEqual(
+      stored.map((m) => [m.id, m.org, m.state, m.leaseGen]),
+      [
+        ['B1', 'contoso', 'incoming', 0],
+        ['B2', 'tailspin', 'active', 1],
+      ],
+    );
+    await s.enqueue(msg('TAKEN'));
+    const alongside = s.enqueue(msg('B3'));
+    await assert.rejects(s.enqueueAll([{ message: msg('B4') }, { message: msg('TAKEN') }]), 'a duplicate id');
+    await alongside;
+    s = await reopen();
+    assert.deepEqual(
+      (await s.list()).map((m) => m.id).sort(),
+      ['B1', 'B2', 'B3', 'TAKEN'],
+      'B4 was not stored: its companion failed; a write batched with them was',
+    );
+    assert.equal((await s.get('B2'))?.org, 'tailspin');
+  });
+
   t('writes issued together apply in the order they were issued', async (s) => {
     // One batch: single-statement writes around writes of several statements (delete, claim).
     const [a, deleted, b, claimed, c] = await Promise.all([
