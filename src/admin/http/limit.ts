@@ -30,3 +30,35 @@ export class RateLimit {
     if (!live.length) this.uses.delete(key);
   }
 }
+
+/** Several limits a use must pass together (a connector's, its organisation's, the node's). */
+export class Limits<K extends string> {
+  private readonly limits: [K, RateLimit][];
+
+  constructor(limits: Record<K, { max: number; windowMs: number }>) {
+    this.limits = (Object.entries(limits) as [K, { max: number; windowMs: number }][]).map(([name, l]) => [
+      name,
+      new RateLimit(l.max, l.windowMs),
+    ]);
+  }
+
+  /**
+   * Reserve a use under every limit (`keys`: the key of each), or under none: null when granted,
+   * else the first limit reached and the milliseconds until it frees a use.
+   */
+  take(keys: Record<K, string>, at: number): { limit: K; waitMs: number } | null {
+    for (let i = 0; i < this.limits.length; i++) {
+      const [name, l] = this.limits[i];
+      const waitMs = l.take(keys[name], at);
+      if (!waitMs) continue;
+      for (const [n, taken] of this.limits.slice(0, i)) taken.release(keys[n], at);
+      return { limit: name, waitMs };
+    }
+    return null;
+  }
+
+  /** Give back the use reserved at `at` under every limit. */
+  release(keys: Record<K, string>, at: number): void {
+    for (const [name, l] of this.limits) l.release(keys[name], at);
+  }
+}

@@ -4,18 +4,33 @@
 // one is validated and where a test message may go is admin/ops/connectors.ts, shared with the CLI.
 // Promise: another organisation's connector is a 404 like one that does not exist; a host that
 // fails validation is a report (200, passes: false), not an error. A test message goes only to an
-// address in a domain the connector serves, and at most TEST_SENDS (per connector, per node) are
-// sent: beyond that a 429 says when the next may go.
+// address in a domain the connector serves, and at most TEST_SENDS (per connector, per
+// organisation, per node) are sent: beyond that a 429 says which limit and when the next may go.
+// One organisation cannot use up another's test messages (the node's limit is well above one
+// organisation's).
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { AdminError } from '../../../errors.ts';
 import type { OutboundConnector } from '../../../config/load.ts';
 import { allConnectors, testRecipient, testSend, validateConnector, type AnyConnector } from '../../ops/connectors.ts';
 import type { AdminDeps } from '../deps.ts';
-import { RateLimit } from '../limit.ts';
+import { Limits } from '../limit.ts';
 import { ApiError, canSee, notFound, orgFilter, orgParam, query, str } from '../scope.ts';
 
-/** Test messages: one per connector per minute, thirty per node per hour. */
-export const TEST_SENDS = { perConnector: { max: 1, windowMs: 60_000 }, perNode: { max: 30, windowMs: 3_600_000 } };
+/** Test messages: one per connector per minute, ten per organisation and a hundred per node per hour. */
+export const TEST_SENDS = {
+  perConnector: { max: 1, windowMs: 60_000 },
+  perOrganization: { max: 10, windowMs: 3_600_000 },
+  perNode: { max: 100, windowMs: 3_600_000 },
+};
+
+/** What a 429 says of the limit reached. */
+const REACHED: Record<keyof typeof TEST_SENDS, (x: AnyConnector) => string> = {
+  perConnector: (x) =>
+    `a test message went through connector "${x.name}" less than ${TEST_SENDS.perConnector.windowMs / 1000} s ago`,
+  perOrganization: (x) =>
+    `organization ${x.organization} sent ${TEST_SENDS.perOrganization.max} test messages in the last hour`,
+  perNode: () => `this node sent ${TEST_SENDS.perNode.max} test messages in the last hour`,
+};
 
 const PARAMS = {
   type: 'object',
@@ -27,8 +42,7 @@ const PARAMS = {
 export const connectorRoutes =
   (deps: AdminDeps): FastifyPluginAsync =>
   async (app) => {
-    const perConnector = new RateLimit(TEST_SENDS.perConnector.max, TEST_SENDS.perConnector.windowMs);
-    const perNode = new RateLimit(TEST_SENDS.perNode.max, TEST_SENDS.perNode.windowMs);
+    const budget = new Limits(TEST_SENDS);
 
     /**
      * Run `send` under the test-message limits: refused with a 429 (Retry-After) when a limit is
@@ -39,23 +53,19 @@ export const connectorRoutes =
       reply: FastifyReply,
       send: () => Promise<{ result: T; sent: boolean }>,
     ): Promise<T> {
-      const key = `${x.organization}/${x.name.toLowerCase()}`;
+      const keys = {
+        perConnector: `${x.organization}/${x.name.toLowerCase()}`,
+        perOrganization: x.organization,
+        perNode: 'node',
+      };
       const at = Date.now();
-      const waitConnector = perConnector.take(key, at);
-      const waitNode = waitConnector ? 0 : perNode.take('node', at);
-      if (waitConnector || waitNode) {
-        if (!waitConnector) perConnector.release(key, at);
-        const seconds = Math.ceil((waitConnector || waitNode) / 1000);
+      const refused = budget.take(keys, at);
+      if (refused) {
+        const seconds = Math.ceil(refused.waitMs / 1000);
         reply.header('retry-after', String(seconds));
-        throw new ApiError(
-          429,
-          'rateLimited',
-          waitConnector
-            ? `a test message went through connector "${x.name}" less than ` +
-                `${TEST_SENDS.perConnector.windowMs / 1000} s ago: try again in ${seconds} s`
-            : `this node sent ${TEST_SENDS.perNode.max} test messages in the last hour: try again in ${seconds} s`,
-          { retryAfterSeconds: seconds },
-        );
+        throw new ApiError(429, 'rateLimited', `${REACHED[refused.limit](x)}: try again in ${seconds} s`, {
+          retryAfterSeconds: seconds,
+        });
       }
       let sent = false;
       try {
@@ -63,10 +73,7 @@ export const connectorRoutes =
         sent = r.sent;
         return r.result;
       } finally {
-        if (!sent) {
-          perConnector.release(key, at);
-          perNode.release('node', at);
-        }
+        if (!sent) budget.release(keys, at);
       }
     }
 
