@@ -466,6 +466,8 @@ export class SmtpSession {
     }
     let discard: SmtpReply | null = null;
     if (this.chunkFailed) discard = Replies.chunkAfterFailure();
+    // CHUNKING is an extension (RFC 3030 §2): not offered after HELO, so not taken there.
+    else if (!this.esmtp) discard = Replies.badSequence('BDAT needs EHLO (CHUNKING is an SMTP extension)');
     else if (!t) discard = Replies.badSequence('send MAIL first');
     else if (!t.recipients.length) discard = Replies.noValidRecipients();
     else {

@@ -39,3 +39,39 @@ test('a message in 3,000 one-octet BDAT chunks reaches ingest whole, in order, i
     await srv.close();
   }
 });
+
+test('BDAT after HELO (CHUNKING not offered) is 503 5.5.1, its chunk read and dropped; DATA works', async () => {
+  let got = 0;
+  const ingest = {
+    async accept() {
+      got++;
+      return { ok: true as const, copies: [{ queueId: 'Q1', org: 'contoso', recipients: 1 }] };
+    },
+  } as unknown as Ingest;
+  const srv = await listenSessions(sessionDeps({}, ingest));
+  const c = await SmtpClient.connect(srv.port);
+  try {
+    assert.equal((await c.read(5000))?.code, 220);
+    await c.expect('HELO client.fabrikam.test', 250);
+    await c.expect('MAIL FROM:<a@fabrikam.test>', 250);
+    await c.expect('RCPT TO:<b@contoso.test>', 250);
+    // The chunk's 12 octets look like commands: they are read as the chunk and dropped. (Sent in
+    // the same segment as the command, they would be refused as pipelining without EHLO.)
+    c.write('BDAT 12 LAST\r\n');
+    await new Promise((r) => setTimeout(r, 50));
+    c.write('RSET\r\nQUIT\r\n');
+    assert.equal(
+      (await c.read(5000))?.text,
+      '503 5.5.1 Bad sequence of commands: BDAT needs EHLO (CHUNKING is an SMTP extension)',
+    );
+    assert.equal(got, 0, 'nothing stored');
+    // The failed LAST chunk ended the transaction (RFC 3030 §2); a new one with DATA goes through.
+    assert.equal(
+      (await c.send('a@fabrikam.test', ['b@contoso.test'], 'Subject: s\r\n\r\nhi\r\n')).text,
+      '250 2.0.0 OK queued as Q1',
+    );
+  } finally {
+    c.close();
+    await srv.close();
+  }
+});
