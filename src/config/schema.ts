@@ -99,7 +99,13 @@ const inboundConnector = z
     name: z.string().trim().min(1).max(128).describe('Shown in logs and the trace; unique within the organisation.'),
     connectorType: z.enum(['partner', 'onPremises']).describe('A partner organisation, or your own mail servers.'),
     enabled: z.boolean().default(true).describe('A disabled connector matches nothing.'),
-    senderDomains: z.array(domainPattern).default([]).describe("The partner's domains (`x.test`, `*.x.test`, `*`)."),
+    senderDomains: z
+      .array(domainPattern)
+      .default([])
+      .describe(
+        "The partner's domains (`x.test`, `*.x.test`, `*`). An `onPremises` connector is never identified by " +
+          'them (only by its addresses or certificate): a sender domain is what anyone writes in MAIL FROM.',
+      ),
     senderIPAddresses: z.array(cidr).default([]).describe("The partner's or your servers' addresses."),
     requireTls: z
       .boolean()

@@ -1,6 +1,6 @@
 // Owns: inbound connector selection and enforcement for one SMTP transaction (decides only).
 // Selection: certificate-identified connectors first, then IP-identified, then sender-domain
-// ones; among equals a connector with a restriction wins over one without; remaining ties are
+// ones (partner connectors only: an onPremises connector is identified by certificate or IP); among equals a connector with a restriction wins over one without; remaining ties are
 // refused at configuration load (see findTies). The chosen connector is recorded in the trace.
 // Promises: a partner connector's requireTls refuses plaintext (530 5.7.0); its restrictions
 // refuse a sender claiming the partner's domain without the partner's certificate / addresses
@@ -129,6 +129,9 @@ export class InboundConnectors {
     let best: Prepared | undefined;
     let score = -1;
     for (const p of this.list) {
+      // An onPremises connector grants relay: only its certificate or addresses identify it,
+      // never a sender domain anyone can write in MAIL FROM.
+      if (p.c.connectorType === 'onPremises') continue;
       for (const pat of p.c.senderDomains) {
         const s = patternMatch(pat, v.senderDomain);
         if (s > score || (s === score && s >= 0 && best && rank(p) < rank(best))) {

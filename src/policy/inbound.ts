@@ -101,7 +101,7 @@ export class InboundPolicy {
    */
   private relay(mb: Mailbox, domain: string, s: SessionView): Verdict<RecipientVerdict> {
     const m = s.match;
-    if (!m || m.connector.connectorType !== 'onPremises') {
+    if (!m || m.connector.connectorType !== 'onPremises' || m.by === 'senderDomain') {
       const cert = this.connectors.certificateNotAccepted('onPremises', s.clientCert);
       return relayDenied(
         `recipient domain ${domain} is not an accepted domain and this client is not allowed to ` +

@@ -273,7 +273,7 @@ export class OutboundPolicy {
 
   /** Did the message arrive through an onPremises inbound connector of `org` (the organisation's own servers)? */
   private fromOnPremises(org: string, from: InboundFacts['connector']): boolean {
-    if (!from || from.organization !== org) return false;
+    if (!from || from.organization !== org || from.by === 'senderDomain') return false;
     const o = this.config.organizations.find((x) => x.name === org);
     return !!o?.inboundConnectors.some((c) => c.name === from.name && c.connectorType === 'onPremises');
   }

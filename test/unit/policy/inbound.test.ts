@@ -81,3 +81,41 @@ test('accepted-domain recipients keep the canonical form: a quoted local part st
   const quotes = verdict('<"\\"bob\\""@corp.contoso.test>');
   assert.ok(!quotes.ok && quotes.reply.enhanced === '5.1.1');
 });
+
+test('an onPremises connector is identified by certificate or address only: claiming its sender domain relays nothing', () => {
+  const c = buildConfig(
+    {
+      organizations: [
+        {
+          name: 'northwind',
+          acceptedDomains: [{ domain: 'northwind.test' }],
+          inboundConnectors: [
+            {
+              name: 'HQ',
+              connectorType: 'onPremises',
+              senderDomains: ['northwind.test'],
+              senderIPAddresses: ['127.0.0.20'],
+            },
+          ],
+        },
+        { name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] },
+      ],
+    },
+    '/tmp',
+    null,
+  );
+  const p = new InboundPolicy(c);
+  const from = (clientIp: string) => {
+    const v = { clientIp, tls: true, senderDomain: 'northwind.test' };
+    const m = p.mailFrom(v);
+    assert.ok(m.ok);
+    return { ...v, ...(m.match ? { match: m.match } : {}) };
+  };
+  const outsider = from('127.0.0.1');
+  assert.equal(outsider.match, undefined, 'the sender domain alone does not identify the onPremises connector');
+  const relayed = p.recipient(mb('<victim@internet.test>'), outsider);
+  assert.ok(!relayed.ok && relayed.reply.code === 550 && relayed.reply.enhanced === '5.7.1', 'no relay');
+  const own = from('127.0.0.20');
+  assert.equal(own.match?.by, 'ip');
+  assert.ok(p.recipient(mb('<victim@internet.test>'), own).ok, 'its servers relay');
+});
