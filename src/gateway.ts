@@ -278,8 +278,7 @@ export class Gateway {
       config: () => this.deps.config,
       trust: () => this.deps.trust,
       ingest,
-      route: (a) =>
-        this.deps.policy.acceptedDomain(a.slice(a.lastIndexOf('@') + 1))?.type === 'authoritative' ? 'local' : 'remote',
+      destination: (a) => this.deps.policy.destination(a),
     });
     this.reports = new DailyReports(
       () => sender,

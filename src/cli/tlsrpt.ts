@@ -63,8 +63,7 @@ export function registerTlsRpt(program: Command): void {
       config: () => c,
       resolver: () => new DnsResolver(c.dns.servers, { dnssec: c.dns.dnssec }),
       trust: () => new TrustStore(c.tls.trust.system, c.tls.trust.caFiles),
-      route: (a) =>
-        inbound.acceptedDomain(a.slice(a.lastIndexOf('@') + 1))?.type === 'authoritative' ? 'local' : 'remote',
+      destination: (a) => inbound.destination(a),
     });
     let results;
     try {

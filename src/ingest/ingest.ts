@@ -90,8 +90,11 @@ const STORAGE_FULL = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT', '53100']);
 
 export interface GeneratedMessage {
   org: string;
-  /** The recipient (the original sender, for a DSN) and its route. */
-  to: { address: string; route: 'local' | 'remote' };
+  /**
+   * The recipient (the original sender, for a DSN), its route and, when it is an address of an
+   * organisation hosted here, that organisation (its connectors route it; default `org`).
+   */
+  to: { address: string; route: 'local' | 'remote'; org?: string };
   data: Buffer;
   messageId: string;
   /** Our hostname, for the trace. */
@@ -176,7 +179,7 @@ export class Ingest {
           receivedBy: g.host,
         },
         data: g.data,
-        recipients: [{ address: g.to.address, org: g.org, route: g.to.route, notify: 'NEVER' }],
+        recipients: [{ address: g.to.address, org: g.to.org ?? g.org, route: g.to.route, notify: 'NEVER' }],
       },
     ]);
     return id;

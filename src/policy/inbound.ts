@@ -47,6 +47,17 @@ export class InboundPolicy {
     return this.domains.get(domain.toLowerCase());
   }
 
+  /**
+   * Where a message the gateway generates (a DSN, a TLS report) for `address` goes: a mailbox
+   * here (authoritative domain), else out, routed by the connectors of the organisation the
+   * address belongs to (an internalRelay domain's), when it is one of ours.
+   */
+  destination(address: string): { route: Route; org?: string } {
+    const d = this.acceptedDomain(address.slice(address.lastIndexOf('@') + 1));
+    if (!d) return { route: 'remote' };
+    return { route: d.type === 'authoritative' ? 'local' : 'remote', org: d.organization };
+  }
+
   /** The accepted domain that `name` is, or lies under (for certificate domains). */
   private domainOf(name: string): AcceptedDomain | undefined {
     for (let n = name.toLowerCase(); n.includes('.'); n = n.slice(n.indexOf('.') + 1)) {

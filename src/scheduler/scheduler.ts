@@ -482,13 +482,11 @@ export class Scheduler {
       original: data,
       ...(willRetryUntil ? { willRetryUntil } : {}),
     });
-    const senderDomain = m.mailFrom.slice(m.mailFrom.lastIndexOf('@') + 1);
-    const route =
-      inbound.acceptedDomain(senderDomain)?.type === 'authoritative' ? ('local' as const) : ('remote' as const);
     // RFC 8689 §5: the DSN of a REQUIRETLS message is sent with REQUIRETLS (and headers only, buildDsn).
     const id = await this.ingest.generated({
       org: m.org,
-      to: { address: m.mailFrom, route },
+      // A sender of another organisation hosted here is routed by its own organisation's connectors.
+      to: { address: m.mailFrom, ...inbound.destination(m.mailFrom) },
       data: dsn.data,
       messageId: dsn.messageId,
       host: config.hostname,

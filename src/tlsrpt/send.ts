@@ -63,7 +63,8 @@ export interface SenderDeps {
   trust: () => TrustStore;
   ingest: Ingest;
   /** Route of a mailto address: local when its domain is an authoritative accepted domain. */
-  route: (address: string) => 'local' | 'remote';
+  /** Where a report mailed to `address` goes (InboundPolicy.destination). */
+  destination: (address: string) => { route: 'local' | 'remote'; org?: string };
   /** HTTPS POST time limit (ms). */
   timeoutMs?: number;
 }
@@ -194,7 +195,7 @@ export class TlsReportSender {
     const m = reportMail({ submitter: c.hostname, from: `noreply-tlsrpt@${c.hostname}`, to, domain, report, gz });
     const id = await this.d.ingest.generated({
       org: c.organizations[0].name,
-      to: { address: to, route: this.d.route(to) },
+      to: { address: to, ...this.d.destination(to) },
       data: m.data,
       messageId: m.messageId,
       host: c.hostname,

@@ -10,8 +10,8 @@ import type { Outcome } from '../../../src/delivery/classify.ts';
 import type { MaildirDelivery } from '../../../src/delivery/maildir.ts';
 import type { RemoteDelivery, RemoteJob, RemoteResult } from '../../../src/delivery/remote.ts';
 import { setLogDestination } from '../../../src/events.ts';
-import type { Ingest } from '../../../src/ingest/ingest.ts';
-import type { InboundPolicy } from '../../../src/policy/inbound.ts';
+import type { GeneratedMessage, Ingest } from '../../../src/ingest/ingest.ts';
+import { InboundPolicy } from '../../../src/policy/inbound.ts';
 import type { OutboundPolicy } from '../../../src/policy/outbound.ts';
 import { Scheduler, retryDelay } from '../../../src/scheduler/scheduler.ts';
 import type { QueueMessage, RecipientOutcome, Store } from '../../../src/store/types.ts';
@@ -93,7 +93,22 @@ async function run(
   const config: Config = buildConfig(
     {
       hostname: 'gw.contoso.test',
-      organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }],
+      organizations: [
+        { name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] },
+        {
+          name: 'tailspin',
+          acceptedDomains: [{ domain: 'corp.tailspin.test', type: 'internalRelay' }],
+          outboundConnectors: [
+            {
+              name: 'To on-premises',
+              connectorType: 'onPremises',
+              allAcceptedDomains: true,
+              useMXRecord: false,
+              smartHosts: ['127.0.0.30'],
+            },
+          ],
+        },
+      ],
       queue: { retrySchedule: [60, 300, 900], messageExpiration: 2 * 24 * 3600, delayWarning: 4 * 3600, ...o.queue },
     },
     mkdtempSync(path.join(os.tmpdir(), 'pc-sched-')),
@@ -106,7 +121,7 @@ async function run(
     next: number;
     opts?: { delayWarned?: boolean; gen?: number };
   }[] = [];
-  const dsns: { to: string; data: string; regarding?: string }[] = [];
+  const dsns: { to: string; data: string; regarding?: string; route?: string; org?: string }[] = [];
   const renewed: string[] = [];
   const hops: string[] = [];
   const store = {
@@ -146,8 +161,14 @@ async function run(
   } as unknown as RemoteDelivery;
   const local = { deliver: async (address: string) => outcomes[address] } as unknown as MaildirDelivery;
   const ingest = {
-    generated: async (g: { to: { address: string }; data: Buffer; regarding?: string }) => {
-      dsns.push({ to: g.to.address, data: g.data.toString(), ...(g.regarding ? { regarding: g.regarding } : {}) });
+    generated: async (g: GeneratedMessage) => {
+      dsns.push({
+        to: g.to.address,
+        data: g.data.toString(),
+        ...(g.regarding ? { regarding: g.regarding } : {}),
+        route: g.to.route,
+        ...(g.to.org ? { org: g.to.org } : {}),
+      });
       return `DSN${dsns.length}`;
     },
   } as unknown as Ingest;
@@ -160,9 +181,7 @@ async function run(
       tls: { level: 'opportunistic', source: 'default' },
     }),
   } as unknown as OutboundPolicy;
-  const inbound = {
-    acceptedDomain: (d: string) => (d === 'contoso.test' ? { type: 'authoritative' } : undefined),
-  } as unknown as InboundPolicy;
+  const inbound = new InboundPolicy(config);
   const s = new Scheduler(
     store,
     { local, remote },
@@ -254,6 +273,25 @@ test('failures: a DSN to the sender unless NOTIFY says otherwise; never to the n
     events.some((e) => e.event === 'delivery.result' && e.agent === 'bounce' && /null sender/.test(String(e.reason))),
   );
   assert.equal(bounce.completed[0].outcomes[0].status, 'failed', 'the failure is still recorded');
+});
+
+test("a DSN goes where its recipient belongs: a mailbox here, another hosted organisation's connectors, or out", async () => {
+  const all = { 'b@fabrikam.test': failed };
+  const dsnFor = async (from: string) =>
+    (await run(message({ from, rcpts: [{ address: 'b@fabrikam.test' }] }), all)).dsns;
+  assert.deepEqual(
+    (await dsnFor('alice@contoso.test')).map((d) => [d.to, d.route, d.org]),
+    [['alice@contoso.test', 'local', 'contoso']],
+  );
+  assert.deepEqual(
+    (await dsnFor('bob@corp.tailspin.test')).map((d) => [d.to, d.route, d.org]),
+    [['bob@corp.tailspin.test', 'remote', 'tailspin']],
+    "routed by tailspin's connectors, not by those of contoso (whose message bounced)",
+  );
+  assert.deepEqual(
+    (await dsnFor('someone@internet.test')).map((d) => [d.to, d.route, d.org]),
+    [['someone@internet.test', 'remote', undefined]],
+  );
 });
 
 test('a node whose lease was taken over sends no DSN (the new owner sends it): one notice per event', async () => {
