@@ -107,6 +107,8 @@ export const Replies = {
   badAddress: (why: string) => reply(501, '5.1.3', `Bad address syntax: ${why}`),
   nonAsciiNeedsSmtputf8: () => reply(553, '5.6.7', 'Non-ASCII address requires the SMTPUTF8 parameter'),
   tooManyRecipients: (max: number) => reply(452, '4.5.3', `Too many recipients (at most ${max} per message)`),
+  tooManyOrganizations: (max: number) =>
+    reply(452, '4.5.3', `Too many recipients: at most ${max} organisations per message; send the rest in another`),
   sizeExceeded: () => reply(552, '5.3.4', 'Message size exceeds fixed maximum message size'),
   headerTooLarge: (max: number) => reply(552, '5.3.4', `Message header size exceeds the limit of ${max} octets`),
   bareInData: () => reply(550, '5.6.0', 'Message contains bare CR or LF; lines must end with CRLF'),

@@ -24,7 +24,7 @@ import tls from 'node:tls';
 import type { Config } from '../config/load.ts';
 import { emit, type TlsFacts } from '../events.ts';
 import { formatReply, Replies, reply, type SmtpReply } from '../errors.ts';
-import type { Ingest } from '../ingest/ingest.ts';
+import { MAX_ORGANIZATIONS, type Ingest } from '../ingest/ingest.ts';
 import type { InboundPolicy } from '../policy/inbound.ts';
 import type { EnvelopeParams, NewRecipient } from '../store/types.ts';
 import type { X509Certificate } from 'node:crypto';
@@ -88,6 +88,11 @@ interface Txn {
   seen: Set<string>;
   /** The data comes in BDAT chunks (RFC 3030: DATA may not follow in this transaction), until then. */
   chunked?: { deadline: number };
+}
+
+/** The organisation all of the transaction's mail belongs to: its onPremises sender's (Transaction.sendingOrg). */
+function sendingOrg(t: Txn): string | undefined {
+  return t.match?.connector.connectorType === 'onPremises' ? t.match.connector.organization : undefined;
 }
 
 /** The BDAT chunk being read: `left` of its `size` octets still to come. */
@@ -690,6 +695,12 @@ export class SmtpSession {
       return this.send(v.reply);
     }
     const key = v.address.toLowerCase();
+    // Each organisation's recipients are stored as a message of their own (ingest.ts): a
+    // transaction spanning many would multiply its size in memory and on disk.
+    if (!t.seen.has(key) && sendingOrg(t) === undefined && !t.recipients.some((r) => r.org === v.org)) {
+      const orgs = new Set(t.recipients.map((r) => r.org)).size;
+      if (orgs >= MAX_ORGANIZATIONS) return this.send(Replies.tooManyOrganizations(MAX_ORGANIZATIONS));
+    }
     if (!t.seen.has(key)) {
       t.seen.add(key);
       t.recipients.push({
@@ -744,7 +755,7 @@ export class SmtpSession {
     }
     const r = await this.deps.ingest.accept({
       // Attribution: an identified on-premises sender's organisation, else each recipient's own.
-      ...(t.match?.connector.connectorType === 'onPremises' ? { sendingOrg: t.match.connector.organization } : {}),
+      ...(sendingOrg(t) !== undefined ? { sendingOrg: sendingOrg(t) } : {}),
       mailFrom: t.mailFrom,
       envelope: t.envelope,
       recipients: t.recipients,

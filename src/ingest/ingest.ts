@@ -238,6 +238,13 @@ export class Ingest {
   }
 }
 
+/**
+ * At most this many organisations' recipients in one transaction (inbound/ refuses more with
+ * 452 4.5.3, which the client sends again in another transaction, RFC 5321 §4.5.3.1.10): each
+ * is a copy of the message, in memory and on disk.
+ */
+export const MAX_ORGANIZATIONS = 10;
+
 /** One stored message of an accepted transaction. */
 export interface StoredCopy {
   queueId: string;

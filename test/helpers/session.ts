@@ -1,4 +1,5 @@
 // What an in-process SmtpSession needs (tests at the session's seam): the contoso.test configuration
+// (or the organisations given)
 // with the given smtp settings, its inbound policy, no TLS, and an ingest stub of the test's own;
 // and a loopback listener that runs sessions with it.
 import net from 'node:net';
@@ -9,12 +10,16 @@ import { InboundPolicy } from '../../src/policy/inbound.ts';
 import type { RevocationChecker } from '../../src/tls/revocation.ts';
 import { TrustStore } from '../../src/tls/trust.ts';
 
-export function sessionDeps(smtp: Record<string, unknown> = {}, ingest: Partial<Ingest> = {}): SessionDeps {
+export function sessionDeps(
+  smtp: Record<string, unknown> = {},
+  ingest: Partial<Ingest> = {},
+  organizations: unknown[] = [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }],
+): SessionDeps {
   const config = buildConfig(
     {
       hostname: 'mx1.contoso.test',
       smtp,
-      organizations: [{ name: 'contoso', acceptedDomains: [{ domain: 'contoso.test' }] }],
+      organizations,
     },
     '/tmp',
     null,

@@ -21,3 +21,38 @@ test('SMTPUTF8 after HELO is 555 (not offered), after EHLO with a value 501', as
     await srv.close();
   }
 });
+
+test('recipients of more than 10 organisations in one transaction: 452 4.5.3 for the rest (each is a copy)', async () => {
+  const organizations = Array.from({ length: 12 }, (_, i) => ({
+    name: `o${i}`,
+    acceptedDomains: [{ domain: `o${i}.test` }],
+  }));
+  let rcpts: { address: string; org: string }[] = [];
+  const ingest = {
+    async accept(t: { recipients: { address: string; org: string }[] }) {
+      rcpts = t.recipients;
+      return { ok: true as const, copies: [{ queueId: 'Q1', org: 'o0', recipients: 1 }] };
+    },
+  };
+  const srv = await listenSessions(sessionDeps({}, ingest, organizations));
+  const c = await SmtpClient.connect(srv.port);
+  try {
+    await c.hello();
+    await c.expect('MAIL FROM:<a@internet.test>', 250);
+    for (let i = 0; i < 10; i++) await c.expect(`RCPT TO:<u@o${i}.test>`, 250);
+    const r = await c.cmd('RCPT TO:<u@o10.test>');
+    assert.equal(
+      r.text,
+      '452 4.5.3 Too many recipients: at most 10 organisations per message; send the rest in another',
+    );
+    await c.expect('RCPT TO:<v@o3.test>', 250); // an organisation already in the transaction
+    await c.expect('RCPT TO:<u@o0.test>', 250); // a recipient already in it
+    await c.expect('DATA', 354);
+    assert.equal((await c.cmd('Subject: s\r\n\r\nhi\r\n.')).code, 250);
+    assert.equal(rcpts.length, 11);
+    assert.equal(new Set(rcpts.map((x) => x.org)).size, 10);
+  } finally {
+    c.close();
+    await srv.close();
+  }
+});
