@@ -1,6 +1,7 @@
 // Owns: inbound connector selection and enforcement for one SMTP transaction (decides only).
 // Selection: certificate-identified connectors first, then IP-identified, then sender-domain
-// ones (partner connectors only: an onPremises connector is identified by certificate or IP); among equals a connector with a restriction wins over one without; remaining ties are
+// ones (partner connectors only: an onPremises connector is identified by certificate or IP);
+// among equals a connector with a restriction wins over one without; remaining ties are
 // refused at configuration load (see findTies). The chosen connector is recorded in the trace.
 // Promises: a partner connector's requireTls refuses plaintext (530 5.7.0); its restrictions
 // refuse a sender claiming the partner's domain without the partner's certificate / addresses
