@@ -88,6 +88,9 @@ export type Event =
       rcpts: number;
       size: number;
       org: string;
+      /** Which of the transaction's copies (one per organisation, from 1), when it has several. */
+      copy?: number;
+      copies?: number;
       tls?: TlsFacts;
     }
   | { event: 'message.rejected'; sid: string; code: number; enhanced: string; reason: string }

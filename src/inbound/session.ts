@@ -780,7 +780,8 @@ export class SmtpSession {
     });
     if (r.ok) {
       this.counts.messages++;
-      for (const c of r.copies)
+      const several = r.copies.length > 1;
+      r.copies.forEach((c, i) =>
         emit({
           event: 'message.accepted',
           sid: this.id,
@@ -789,8 +790,10 @@ export class SmtpSession {
           rcpts: c.recipients,
           size: d.size,
           org: c.org,
+          ...(several ? { copy: i + 1, copies: r.copies.length } : {}),
           ...(this.tlsFacts ? { tls: this.tlsFacts } : {}),
-        });
+        }),
+      );
       this.send(Replies.queued(r.copies.map((c) => c.queueId).join(' ')));
     } else {
       this.send(r.reply);

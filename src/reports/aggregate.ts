@@ -74,7 +74,9 @@ export class ReportAggregator {
   record(e: Event, at = Date.now()): void {
     switch (e.event) {
       case 'message.accepted': {
-        this.add(KINDS.inMessages, at, [e.org], e.tls?.version ?? 'none', e.tls?.cipher ?? '');
+        // A transaction stored as several organisations' copies is one message for the gateway.
+        const dims = [e.tls?.version ?? 'none', e.tls?.cipher ?? ''];
+        this.count(KINDS.inMessages, at, (e.copy ?? 1) === 1, [e.org], dims);
         let orgs = this.sessionOrgs.get(e.sid);
         if (!orgs) {
           if (this.sessionOrgs.size >= MAX_SESSIONS) this.sessionOrgs.delete(this.sessionOrgs.keys().next().value!);
@@ -119,9 +121,14 @@ export class ReportAggregator {
    * hold), then the organisation: built with one JSON.stringify per event, not one per counter.
    */
   private add(k: Kind, at: number, orgs: Iterable<string>, ...dims: string[]): void {
+    this.count(k, at, true, orgs, dims);
+  }
+
+  /** `add`, and for the whole gateway only when `whole`. */
+  private count(k: Kind, at: number, whole: boolean, orgs: Iterable<string>, dims: string[]): void {
     const bucket = bucketOf(at, k.span);
     const prefix = `${k.kind} ${bucket} ${JSON.stringify(dims)}`;
-    this.bump(k, bucket, prefix, '*', dims);
+    if (whole) this.bump(k, bucket, prefix, '*', dims);
     for (const org of orgs) if (org !== '*') this.bump(k, bucket, prefix, org, dims);
   }
 

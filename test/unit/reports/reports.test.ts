@@ -263,3 +263,17 @@ test('reports sum the counters of the events, per organisation and for the gatew
   );
   await store.close();
 });
+
+test("one transaction stored as two organisations' copies: one message for the gateway, one for each organisation", async () => {
+  const store = new SqliteStore(mkdtempSync(path.join(os.tmpdir(), 'pc-reports-')));
+  const agg = new ReportAggregator(store);
+  const [a, b, end] = session('s1', '127.0.0.10', tls13, ['contoso', 'fabrikam']);
+  for (const [i, e] of [a, b].entries()) agg.record({ ...e, copy: i + 1, copies: 2 } as Event, T0 + 60_000);
+  agg.record(end, T0 + 60_000);
+  await agg.flush();
+  const day = { from: T0, until: T0 + DAY, granularity: 'hour' as const };
+  assert.equal((await inboundReport(store, { org: '*', ...day })).messages.total, 1);
+  assert.equal((await inboundReport(store, { org: 'contoso', ...day })).messages.total, 1);
+  assert.equal((await inboundReport(store, { org: 'fabrikam', ...day })).messages.total, 1);
+  await store.close();
+});
