@@ -5,8 +5,8 @@
 // routes live in routes/*.ts and reach the gateway only through AdminDeps.
 // Promise: a request without a valid token gets 401 before any route code runs; a mutating call's
 // audit entry is durable before its answer is sent (calls without a valid token: up to
-// ANONYMOUS_AUDIT a minute, then counted in the next entry); no stack trace or internal message
-// reaches a client (a 500 names a reference to look up in the server log).
+// ANONYMOUS_AUDIT a minute, the rest counted in a summary entry, audit-limit.ts); no stack trace
+// or internal message reaches a client (a 500 names a reference to look up in the server log).
 import fastifyStatic from '@fastify/static';
 import Fastify, {
   type FastifyError,
@@ -23,7 +23,7 @@ import { errorDetail, errorMessage } from '../../util/errors.ts';
 import type { AdminToken, AuditResult } from '../../store/types.ts';
 import { authenticate } from '../tokens.ts';
 import type { AdminDeps, RouteMeta } from './deps.ts';
-import { RateLimit } from './limit.ts';
+import { AnonymousAudit } from './audit-limit.ts';
 import { ApiError } from './scope.ts';
 import { collectRoutes, openApiDocument } from './openapi.ts';
 import { certificateRoutes } from './routes/certificates.ts';
@@ -99,9 +99,6 @@ function sendError(
 
 export type { AdminDeps, RouteMeta } from './deps.ts';
 
-/** Audit entries of calls without a valid token: at most this many a minute per node. */
-export const ANONYMOUS_AUDIT = { max: 30, windowMs: 60_000 };
-
 export async function buildApp(deps: AdminDeps, serverFactory?: FastifyServerFactory): Promise<FastifyInstance> {
   const app = Fastify({
     logger: false,
@@ -114,7 +111,8 @@ export async function buildApp(deps: AdminDeps, serverFactory?: FastifyServerFac
   });
   const routes = collectRoutes(app);
   app.decorateRequest('token', null);
-  const anonymous = { limit: new RateLimit(ANONYMOUS_AUDIT.max, ANONYMOUS_AUDIT.windowMs), unrecorded: 0 };
+  const anonymous = new AnonymousAudit((e) => deps.store().appendAudit(e));
+  app.addHook('onClose', () => anonymous.flush());
   app.decorateRequest('audit', null as unknown as FastifyRequest['audit']);
 
   app.addHook('onRequest', async (req, reply) => {
@@ -166,17 +164,9 @@ export async function buildApp(deps: AdminDeps, serverFactory?: FastifyServerFac
       }
     }
     if (!t) {
-      // Without a token, anyone who reaches the port could write entries without end: a bounded
-      // number a minute, and the next one written says how many were not.
-      if (anonymous.limit.take('anonymous')) {
-        anonymous.unrecorded++;
-        return payload;
-      }
-      const more = anonymous.unrecorded;
-      anonymous.unrecorded = 0;
-      detail = `from ${req.ip}${detail ? `: ${detail}` : ''}${
-        more ? ` (and ${more} more calls without a valid token not recorded one by one)` : ''
-      }`;
+      // Without a token, anyone who reaches the port could write entries without end (audit-limit.ts).
+      if (!anonymous.admit(req.ip)) return payload;
+      detail = `from ${req.ip}${detail ? `: ${detail}` : ''}`;
     }
     await deps.store().appendAudit({
       ts: Date.now(),
