@@ -86,6 +86,8 @@ interface Txn {
   envelope: EnvelopeParams;
   recipients: NewRecipient[];
   seen: Set<string>;
+  /** A recipient was refused for a per-message limit (see overshoot). */
+  overshot?: boolean;
   /** The data comes in BDAT chunks (RFC 3030: DATA may not follow in this transaction), until then. */
   chunked?: { deadline: number };
 }
@@ -204,8 +206,8 @@ export class SmtpSession {
     if (this.mode !== 'greeting') this.pump();
   }
 
-  private send(r: SmtpReply): void {
-    if (r.code >= 400) this.counts.errors++;
+  private send(r: SmtpReply, error = r.code >= 400): void {
+    if (error) this.counts.errors++;
     // UTF-8 in reply text only inside a transaction that uses SMTPUTF8 (RFC 6531).
     this.out += formatReply(r, this.txn?.envelope.smtputf8 ?? false);
   }
@@ -676,7 +678,7 @@ export class SmtpSession {
     if (!this.esmtp && p.params.size) return this.send(Replies.paramUnsupported('parameters require EHLO'));
     // RFC 5321 §4.5.3.1.10: past the recipient limit, 452 (the client retries the rest later).
     if (t.recipients.length >= this.deps.config.smtp.maxRecipients)
-      return this.send(Replies.tooManyRecipients(this.deps.config.smtp.maxRecipients));
+      return this.overshoot(t, Replies.tooManyRecipients(this.deps.config.smtp.maxRecipients));
     const v = this.deps.policy.recipient(p.mailbox, {
       clientIp: this.clientIp,
       tls: !!this.tlsFacts,
@@ -699,7 +701,7 @@ export class SmtpSession {
     // transaction spanning many would multiply its size in memory and on disk.
     if (!t.seen.has(key) && sendingOrg(t) === undefined && !t.recipients.some((r) => r.org === v.org)) {
       const orgs = new Set(t.recipients.map((r) => r.org)).size;
-      if (orgs >= MAX_ORGANIZATIONS) return this.send(Replies.tooManyOrganizations(MAX_ORGANIZATIONS));
+      if (orgs >= MAX_ORGANIZATIONS) return this.overshoot(t, Replies.tooManyOrganizations(MAX_ORGANIZATIONS));
     }
     if (!t.seen.has(key)) {
       t.seen.add(key);
@@ -712,6 +714,16 @@ export class SmtpSession {
       });
     }
     this.send(Replies.recipientOk());
+  }
+
+  /**
+   * A recipient past a per-message limit: 452, which the client answers by sending the rest in
+   * another transaction (RFC 5321 §4.5.3.1.10). Only the first of a transaction counts towards
+   * smtp.maxErrors: a long recipient list is not a misbehaving client (as Postfix's overshoot).
+   */
+  private overshoot(t: Txn, r: SmtpReply): void {
+    this.send(r, !t.overshot);
+    t.overshot = true;
   }
 
   /** DATA (RFC 5321 §3.3, §4.1.1.4): 503 without MAIL, 554 without a recipient, else 354. */

@@ -22,8 +22,8 @@ test('SMTPUTF8 after HELO is 555 (not offered), after EHLO with a value 501', as
   }
 });
 
-test('recipients of more than 10 organisations in one transaction: 452 4.5.3 for the rest (each is a copy)', async () => {
-  const organizations = Array.from({ length: 12 }, (_, i) => ({
+test('recipients of more than 10 organisations in one transaction: 452 4.5.3 for the rest, not counted as errors', async () => {
+  const organizations = Array.from({ length: 40 }, (_, i) => ({
     name: `o${i}`,
     acceptedDomains: [{ domain: `o${i}.test` }],
   }));
@@ -40,11 +40,14 @@ test('recipients of more than 10 organisations in one transaction: 452 4.5.3 for
     await c.hello();
     await c.expect('MAIL FROM:<a@internet.test>', 250);
     for (let i = 0; i < 10; i++) await c.expect(`RCPT TO:<u@o${i}.test>`, 250);
-    const r = await c.cmd('RCPT TO:<u@o10.test>');
-    assert.equal(
-      r.text,
-      '452 4.5.3 Too many recipients: at most 10 organisations per message; send the rest in another',
-    );
+    // More refused recipients than smtp.maxErrors (20): a long list, not a misbehaving client.
+    for (let i = 10; i < 40; i++) {
+      const r = await c.cmd(`RCPT TO:<u@o${i}.test>`);
+      assert.equal(
+        r.text,
+        '452 4.5.3 Too many recipients: at most 10 organisations per message; send the rest in another',
+      );
+    }
     await c.expect('RCPT TO:<v@o3.test>', 250); // an organisation already in the transaction
     await c.expect('RCPT TO:<u@o0.test>', 250); // a recipient already in it
     await c.expect('DATA', 354);
