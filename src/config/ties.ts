@@ -4,10 +4,22 @@
 import { blockList, inBlocks, parseCidr } from '../util/net.ts';
 import type { InboundConnector } from './types.ts';
 
+/**
+ * A partner connector with an anti-spoofing restriction (it wins a selection tie over one
+ * without). The restrictions are a partner's: on an onPremises connector they change nothing,
+ * so they do not break a tie either (one organisation's servers are never taken for another's
+ * because one connector carries a flag).
+ */
+export function restricted(c: InboundConnector): boolean {
+  return c.connectorType === 'partner' && (c.restrictDomainsToCertificate || c.restrictDomainsToIPAddresses);
+}
+
+/** Sender domains identify partner connectors only (an onPremises connector: its addresses or certificate). */
+const identifyingDomains = (c: InboundConnector) => (c.connectorType === 'partner' ? c.senderDomains : []);
+
 /** Configuration problems: inbound connectors that would match the same senders equally. */
 export function findTies(organizations: readonly { inboundConnectors: readonly InboundConnector[] }[]): string[] {
   const all = organizations.flatMap((o) => o.inboundConnectors).filter((c) => c.enabled);
-  const restricted = (c: InboundConnector) => c.restrictDomainsToCertificate || c.restrictDomainsToIPAddresses;
   const problems: string[] = [];
   const label = (c: InboundConnector) => `"${c.name}" (organization ${c.organization})`;
   for (let i = 0; i < all.length; i++) {
@@ -34,7 +46,7 @@ export function findTies(organizations: readonly { inboundConnectors: readonly I
       if (overlap) {
         problems.push(`inbound connectors ${label(a)} and ${label(b)} both match client address ${overlap}`);
       }
-      const shared = a.senderDomains.find((d) => b.senderDomains.includes(d));
+      const shared = identifyingDomains(a).find((d) => identifyingDomains(b).includes(d));
       if (shared) {
         problems.push(`inbound connectors ${label(a)} and ${label(b)} both claim sender domain ${shared}`);
       }

@@ -13,6 +13,7 @@
 // every refusal names the cause.
 import type { BlockList } from 'node:net';
 import type { Config, InboundConnector } from '../config/load.ts';
+import { restricted } from '../config/ties.ts';
 import { blockList, inBlocks } from '../util/net.ts';
 import { reply, type SmtpReply } from '../errors.ts';
 import { normalizeFingerprint, type ClientAnchor, type ClientCertificate } from '../tls/client-cert.ts';
@@ -46,6 +47,12 @@ interface Prepared {
 
 const label = (c: InboundConnector) => `"${c.name}" (organization ${c.organization})`;
 
+/** How specific a connector's certificate name is: any exact name above any wildcard, longer above shorter. */
+const specificity = (p: Prepared) => {
+  const n = p.c.tlsSenderCertificateName ?? '';
+  return n.startsWith('*.') ? n.length : 1000 + n.length;
+};
+
 export class InboundConnectors {
   private readonly list: Prepared[];
   private readonly revocation: RevocationMode;
@@ -68,7 +75,7 @@ export class InboundConnectors {
               pins: new Set(c.pinnedCertificates.map(normalizeFingerprint)),
             }
           : null,
-        restricted: c.restrictDomainsToCertificate || c.restrictDomainsToIPAddresses,
+        restricted: restricted(c),
       }));
     this.anchors = this.list.flatMap((p) => (p.anchor ? [p.anchor] : []));
   }
@@ -121,9 +128,10 @@ export class InboundConnectors {
   select(v: TransactionView): ConnectorMatch | undefined {
     const rank = (p: Prepared) => (p.restricted ? 0 : 1);
     const facts = (p: Prepared, by: ConnectorMatch['by']): ConnectorMatch => ({ connector: p.c, by });
+    // Of certificate names that both fit, the more specific wins (an exact name over a wildcard).
     const byCert = this.list
       .filter((p) => this.certificateSatisfies(p, v.clientCert))
-      .sort((a, b) => rank(a) - rank(b));
+      .sort((a, b) => rank(a) - rank(b) || specificity(b) - specificity(a));
     if (byCert.length) return facts(byCert[0], 'certificate');
     const byIp = this.list.filter((p) => inBlocks(p.blocks, v.clientIp)).sort((a, b) => rank(a) - rank(b));
     if (byIp.length) return facts(byIp[0], 'ip');

@@ -269,6 +269,63 @@ test('ambiguous connectors are a configuration error', () => {
   );
 });
 
+test("one organisation's servers are never taken for another's onPremises servers", () => {
+  const two = (alpha: Record<string, unknown>, beta: Record<string, unknown>) =>
+    buildConfig(
+      {
+        organizations: [
+          { name: 'alpha', acceptedDomains: [{ domain: 'alpha.test' }], inboundConnectors: [alpha] },
+          { name: 'beta', acceptedDomains: [{ domain: 'beta.test' }], inboundConnectors: [beta] },
+        ],
+      },
+      '/tmp',
+      null,
+    );
+  // A partner's anti-spoofing flag on an onPremises connector does not break an address tie.
+  assert.throws(
+    () =>
+      two(
+        { name: 'A servers', connectorType: 'onPremises', senderIPAddresses: ['127.0.0.0/24'] },
+        {
+          name: 'B servers',
+          connectorType: 'onPremises',
+          senderIPAddresses: ['127.0.0.20'],
+          senderDomains: ['beta.test'],
+          restrictDomainsToIPAddresses: true,
+        },
+      ),
+    /inbound connectors "A servers" \(organization alpha\) and "B servers" \(organization beta\) both match client address/,
+  );
+  // Sender domains do not identify an onPremises connector, so they cannot tie with a partner's.
+  assert.doesNotThrow(() =>
+    two(
+      {
+        name: 'A servers',
+        connectorType: 'onPremises',
+        senderIPAddresses: ['127.0.0.21'],
+        senderDomains: ['shared.test'],
+      },
+      { name: 'Shared partner', connectorType: 'partner', senderDomains: ['shared.test'] },
+    ),
+  );
+});
+
+test('of two certificate names a client certificate satisfies, the more specific connector is chosen', async () => {
+  const hosted = chainOf((await pki.issue('relay.hosting.test')).issued.certPem + pki.intermediate.certPem);
+  for (const order of [0, 1]) {
+    const connectors = [
+      { name: 'Hosting wildcard', connectorType: 'partner', tlsSenderCertificateName: '*.hosting.test' },
+      { name: 'Exact relay', connectorType: 'partner', tlsSenderCertificateName: 'relay.hosting.test' },
+    ];
+    const p = policy(order ? connectors.reverse() : connectors);
+    const m = p.mailFrom(view({ clientCert: judged(p, hosted), senderDomain: 'hosting.test' }));
+    assert.ok(
+      m.ok && m.match?.connector.name === 'Exact relay',
+      `listed in order ${order}: ${m.ok && m.match?.connector.name}`,
+    );
+  }
+});
+
 // Issue 8 (1, 14): a certificate grants nothing inbound unless it is trusted, allows client
 // authentication and is not revoked; every refusal names the cause.
 
