@@ -112,7 +112,7 @@ export async function buildApp(deps: AdminDeps, serverFactory?: FastifyServerFac
   const routes = collectRoutes(app);
   app.decorateRequest('token', null);
   const anonymous = new AnonymousAudit((e) => deps.store().appendAudit(e));
-  app.addHook('onClose', () => anonymous.flush());
+  app.addHook('onClose', () => anonymous.close());
   app.decorateRequest('audit', null as unknown as FastifyRequest['audit']);
 
   app.addHook('onRequest', async (req, reply) => {

@@ -18,17 +18,25 @@ export class AnonymousAudit {
   private readonly from = new Set<string>();
   private others = false;
   private timer: NodeJS.Timeout | undefined;
+  private closed = false;
 
   constructor(private readonly write: (e: AuditEntry) => Promise<unknown>) {}
 
   /** Whether this call's own entry may be written; if not, it is counted for the summary. */
   admit(ip: string): boolean {
-    if (!this.limit.take('anonymous')) return true;
+    // Closed: no summary is to come; a call still being answered writes its own entry.
+    if (this.closed || !this.limit.take('anonymous')) return true;
     this.count++;
     if (this.from.size < ADDRESSES) this.from.add(ip);
     else if (!this.from.has(ip)) this.others = true;
     this.timer ??= setTimeout(() => void this.flush(), ANONYMOUS_AUDIT.windowMs).unref();
     return false;
+  }
+
+  /** The admin server closes: the summary of what was counted, and no more counting. */
+  close(): Promise<void> {
+    this.closed = true;
+    return this.flush();
   }
 
   /** Write the summary of the calls counted since the last one (nothing when there were none). */

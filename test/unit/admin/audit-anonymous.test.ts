@@ -4,7 +4,7 @@
 import { test, mock } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildApp } from '../../../src/admin/http/app.ts';
-import { ANONYMOUS_AUDIT } from '../../../src/admin/http/audit-limit.ts';
+import { ANONYMOUS_AUDIT, AnonymousAudit } from '../../../src/admin/http/audit-limit.ts';
 import type { AdminDeps } from '../../../src/admin/http/deps.ts';
 import type { AuditEntry, Store } from '../../../src/store/types.ts';
 
@@ -54,4 +54,15 @@ test('calls without a valid token: at most ANONYMOUS_AUDIT entries a minute, the
     await app.close();
     mock.timers.reset();
   }
+});
+
+test('after the close, a call still being answered writes its own entry: no summary is to come, no timer', async () => {
+  const written: AuditEntry[] = [];
+  const a = new AnonymousAudit(async (e) => written.push(e));
+  for (let i = 0; i < ANONYMOUS_AUDIT.max; i++) assert.equal(a.admit('127.0.0.9'), true);
+  assert.equal(a.admit('127.0.0.9'), false, 'over the limit: counted');
+  await a.close();
+  assert.equal(written.length, 1, 'the summary');
+  assert.equal(a.admit('127.0.0.7'), true, 'closed: its own entry');
+  assert.equal(a.admit('127.0.0.7'), true);
 });
