@@ -20,7 +20,8 @@ function summary(x: Any): string {
     const id = [
       x.tlsSenderCertificateName && `certificate ${x.tlsSenderCertificateName}`,
       x.senderIPAddresses.length && `IPs ${x.senderIPAddresses.join(', ')}`,
-      x.senderDomains.length && `sender domains ${x.senderDomains.join(', ')}`,
+      // Sender domains identify partners only (an onPremises connector: its addresses or certificate).
+      x.senderDomains.length && x.connectorType === 'partner' && `sender domains ${x.senderDomains.join(', ')}`,
     ]
       .filter(Boolean)
       .join('; ');
