@@ -106,6 +106,18 @@ export function buildConfig(input: unknown, baseDir: string, source: string | nu
     });
   });
   organizations.forEach((o, oi) => {
+    // An onPremises connector's certificate is of the organisation's own domains (as its relay
+    // attribution assumes): a certificate name of another organisation's would take its servers.
+    o.inboundConnectors.forEach((c, ci) => {
+      const name = c.tlsSenderCertificateName?.replace(/^\*\./, '');
+      if (c.connectorType !== 'onPremises' || !name) return;
+      if (o.acceptedDomains.some((d) => name === d.domain || name.endsWith(`.${d.domain}`))) return;
+      problems.push(
+        `  organizations[${oi}].inboundConnectors[${ci}].tlsSenderCertificateName: "${c.tlsSenderCertificateName}" ` +
+          `is not in a domain of organization "${o.name}" (${o.acceptedDomains.map((d) => d.domain).join(', ')}); ` +
+          `an onPremises connector is identified by a certificate of the organization's own accepted domains`,
+      );
+    });
     const relayDomains = o.acceptedDomains.filter((d) => d.type === 'internalRelay');
     const onPrem = o.outboundConnectors.filter((c) => c.enabled && c.connectorType === 'onPremises');
     if (relayDomains.length && !onPrem.length) {

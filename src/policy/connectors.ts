@@ -126,7 +126,8 @@ export class InboundConnectors {
 
   /** Select the connector for this transaction (none is a normal outcome). */
   select(v: TransactionView): ConnectorMatch | undefined {
-    const rank = (p: Prepared) => (p.restricted ? 0 : 1);
+    // An organisation's own servers (onPremises) first, then a partner with a restriction, then others.
+    const rank = (p: Prepared) => (p.c.connectorType === 'onPremises' ? 0 : p.restricted ? 1 : 2);
     const facts = (p: Prepared, by: ConnectorMatch['by']): ConnectorMatch => ({ connector: p.c, by });
     // Of certificate names that both fit, the more specific wins (an exact name over a wildcard).
     const byCert = this.list

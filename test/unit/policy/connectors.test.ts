@@ -296,6 +296,30 @@ test("one organisation's servers are never taken for another's onPremises server
       ),
     /inbound connectors "A servers" \(organization alpha\) and "B servers" \(organization beta\) both match client address/,
   );
+  // Nor does a partner's restriction let another organisation's partner connector take them.
+  assert.throws(
+    () =>
+      two(
+        { name: 'A servers', connectorType: 'onPremises', senderIPAddresses: ['127.0.0.20'] },
+        {
+          name: 'B partner',
+          connectorType: 'partner',
+          senderIPAddresses: ['127.0.0.20'],
+          senderDomains: ['partner.test'],
+          restrictDomainsToIPAddresses: true,
+        },
+      ),
+    /"A servers" \(organization alpha\) and "B partner" \(organization beta\) both match client address/,
+  );
+  // An onPremises connector's certificate is of its own organisation's domains.
+  assert.throws(
+    () =>
+      two(
+        { name: 'A servers', connectorType: 'onPremises', tlsSenderCertificateName: '*.alpha.test' },
+        { name: 'B servers', connectorType: 'onPremises', tlsSenderCertificateName: 'mail.alpha.test' },
+      ),
+    /inboundConnectors\[0\]\.tlsSenderCertificateName: "mail\.alpha\.test" is not in a domain of organization "beta" \(beta\.test\)/,
+  );
   // Sender domains do not identify an onPremises connector, so they cannot tie with a partner's.
   assert.doesNotThrow(() =>
     two(
@@ -308,6 +332,42 @@ test("one organisation's servers are never taken for another's onPremises server
       { name: 'Shared partner', connectorType: 'partner', senderDomains: ['shared.test'] },
     ),
   );
+});
+
+test("an organisation's onPremises certificate is never outranked by another organisation's partner connector", async () => {
+  const p = new InboundPolicy(
+    buildConfig(
+      {
+        organizations: [
+          {
+            name: 'alpha',
+            acceptedDomains: [{ domain: 'alpha.test' }],
+            inboundConnectors: [
+              { name: 'A servers', connectorType: 'onPremises', tlsSenderCertificateName: 'mail.alpha.test' },
+            ],
+          },
+          {
+            name: 'beta',
+            acceptedDomains: [{ domain: 'beta.test' }],
+            inboundConnectors: [
+              {
+                name: 'B partner',
+                connectorType: 'partner',
+                tlsSenderCertificateName: '*.alpha.test',
+                senderDomains: ['partner.test'],
+                restrictDomainsToCertificate: true,
+              },
+            ],
+          },
+        ],
+      },
+      '/tmp',
+      null,
+    ),
+  );
+  const alpha = chainOf((await pki.issue('mail.alpha.test')).issued.certPem + pki.intermediate.certPem);
+  const m = p.mailFrom(view({ clientCert: judged(p, alpha), senderDomain: 'alpha.test' }));
+  assert.ok(m.ok && m.match?.connector.name === 'A servers', `matched ${m.ok && m.match?.connector.name}`);
 });
 
 test('of two certificate names a client certificate satisfies, the more specific connector is chosen', async () => {
