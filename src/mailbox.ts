@@ -1,12 +1,13 @@
 // Owns: the one canonical text form of a mailbox (RFC 5321 §4.1.2 Mailbox, with the RFC 6531
 // UTF-8 extension): parsing it, formatting it, the SMTP path built from it, and the case folding of
-// mailbox names. Inbound, policy, store, trace, DSNs, Received:, Maildir and the SMTP client all
+// mailbox names, and the form policy compares domains in (policyDomain). Inbound, policy, store, trace, DSNs, Received:, Maildir and the SMTP client all
 // use this form; nothing else builds or takes apart "local@domain" strings.
 // Canonical form: the local part as a dot-atom when it is one, otherwise a quoted string in which
 // only `"` and `\` are escaped; the domain with its ASCII letters lower-cased; no source route.
 // Promises: parsing never throws (a refusal is an SmtpReply, `ok: false`); a parsed mailbox's `address` parses
 // back to the same local part and domain; smtpPath never returns a path that is not a valid
 // RFC 5321 path (it returns the reason instead).
+import { domainToASCII } from 'node:url';
 import { Replies, type SmtpReply } from './errors.ts';
 
 export interface Mailbox {
@@ -31,6 +32,16 @@ const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]
 const MAX_PATH = 254;
 
 export const isAscii = (s: string): boolean => /^[\x00-\x7f]*$/.test(s);
+
+/**
+ * A domain as policy compares it: ASCII, lower case, and a UTF-8 domain (RFC 6531) in its IDNA
+ * A-label form (`bücher.test` is `xn--bcher-kva.test`, the form configuration names it by).
+ * A UTF-8 domain that is no valid IDN keeps its own form (it matches no configured domain).
+ */
+export function policyDomain(d: string): string {
+  if (isAscii(d)) return d.toLowerCase();
+  return domainToASCII(d) || d;
+}
 
 /** An address literal "[IPv4]" or "[IPv6:…]" (RFC 5321 §4.1.3); null when valid, else the reason. */
 export function checkAddressLiteral(d: string): string | null {

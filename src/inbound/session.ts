@@ -38,6 +38,7 @@ import type { ServerTls } from '../tls/server.ts';
 import type { TrustStore } from '../tls/trust.ts';
 import { sessionId } from '../util/ids.ts';
 import { heloProblem, isXtext, parsePathArg, validNotify, validOrcpt } from './address.ts';
+import { policyDomain } from '../mailbox.ts';
 import { CommandReader } from './command-reader.ts';
 import { DataDecoder } from './data-decoder.ts';
 import { errorDetail } from '../util/errors.ts';
@@ -629,7 +630,9 @@ export class SmtpSession {
       }
     }
     if (!this.esmtp && p.params.size) return this.send(Replies.paramUnsupported('parameters require EHLO'));
-    const senderDomain = p.mailbox.domain;
+    // Connectors name domains in ASCII: a UTF-8 sender domain is matched in its A-label form, so
+    // `bücher.test` is held to the rules of `xn--bcher-kva.test` (anti-spoofing, requireTls).
+    const senderDomain = policyDomain(p.mailbox.domain);
     const v = this.deps.policy.mailFrom({
       clientIp: this.clientIp,
       tls: !!this.tlsFacts,

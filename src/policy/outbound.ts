@@ -12,6 +12,7 @@
 // relaxation) is decided here too, in composeHost; delivery only enforces the verdict.
 import type { X509Certificate } from 'node:crypto';
 import type { Config, OutboundConnector } from '../config/load.ts';
+import { policyDomain } from '../mailbox.ts';
 import type { InboundFacts } from '../store/types.ts';
 import type { Rfc8460Policy, TlsFailureKind } from '../tls/failures.ts';
 import { levelRank, type TlsLevel } from '../tls/levels.ts';
@@ -284,7 +285,8 @@ export class OutboundPolicy {
    * message arrived through.
    */
   nextHop(org: string, domain: string, message: MessageTls = {}, from?: InboundFacts['connector']): NextHop {
-    const d = domain.toLowerCase();
+    // A UTF-8 domain (SMTPUTF8) by its A-label: the form connectors name it by and DNS knows.
+    const d = policyDomain(domain);
     const c = this.connectorFor(org, d, from);
     const tls = strictest(c ? [connectorDemand(c)] : [], message);
     if (!c) return { key: `mx:${d}`, kind: 'mx', domain: d, smartHosts: [], tls };

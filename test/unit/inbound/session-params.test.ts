@@ -59,3 +59,38 @@ test('recipients of more than 10 organisations in one transaction: 452 4.5.3 for
     await srv.close();
   }
 });
+
+test("a partner's domain written in UTF-8 (SMTPUTF8) is held to its connector's anti-spoofing like its ASCII form", async () => {
+  const organizations = [
+    {
+      name: 'contoso',
+      acceptedDomains: [{ domain: 'contoso.test' }],
+      inboundConnectors: [
+        {
+          name: 'From Bücher',
+          connectorType: 'partner',
+          senderDomains: ['xn--bcher-kva.test'],
+          senderIPAddresses: ['127.0.0.77'],
+          restrictDomainsToIPAddresses: true,
+        },
+      ],
+    },
+  ];
+  const srv = await listenSessions(sessionDeps({}, {}, organizations));
+  const c = await SmtpClient.connect(srv.port);
+  try {
+    await c.hello();
+    for (const from of ['ceo@xn--bcher-kva.test', 'ceo@bücher.test', 'ceo@BÜCHER.test', 'ceo@XN--BCHER-KVA.test']) {
+      const r = await c.cmd(`MAIL FROM:<${from}> SMTPUTF8`);
+      assert.equal(
+        r.text,
+        "550 5.7.1 Sender domain xn--bcher-kva.test may only be used from its partner's servers",
+        from,
+      );
+    }
+    await c.expect('MAIL FROM:<ceo@bücher.example> SMTPUTF8', 250); // another domain: no connector applies
+  } finally {
+    c.close();
+    await srv.close();
+  }
+});

@@ -203,3 +203,25 @@ test('REQUIRETLS needs a source that authenticates the next hop (certificateVali
   assert.equal(requireTlsProblem(p.nextHop('contoso', 'hr.fabrikam.test', { requireTls: true }).tls), undefined);
   assert.ok(requireTlsProblem(p.nextHop('contoso', 'example.test', { requireTls: true }).tls));
 });
+
+test('a UTF-8 recipient domain is routed by its A-label: the connector for it applies, with its TLS settings', () => {
+  const c = buildConfig(
+    {
+      organizations: [
+        {
+          name: 'contoso',
+          acceptedDomains: [{ domain: 'contoso.test' }],
+          outboundConnectors: [
+            { name: 'To Bücher', recipientDomains: ['xn--bcher-kva.test'], tlsSettings: 'certificateValidation' },
+          ],
+        },
+      ],
+    },
+    '/tmp',
+    null,
+  );
+  const hop = new OutboundPolicy(c).nextHop('contoso', 'BÜCHER.test');
+  assert.equal(hop.domain, 'xn--bcher-kva.test');
+  assert.equal(hop.connector?.name, 'To Bücher');
+  assert.equal(hop.tls.level, 'certificateValidation');
+});
