@@ -1,7 +1,8 @@
 // Owns: the one canonical text form of a mailbox (RFC 5321 §4.1.2 Mailbox, with the RFC 6531
 // UTF-8 extension): parsing it, formatting it, the SMTP path built from it, and the case folding of
-// mailbox names, and the form policy compares domains in (policyDomain). Inbound, policy, store, trace, DSNs, Received:, Maildir and the SMTP client all
-// use this form; nothing else builds or takes apart "local@domain" strings.
+// mailbox names, and the form policy compares domains in (policyDomain). Inbound, policy, store,
+// trace, DSNs, Received:, Maildir and the SMTP client all use this form; nothing else builds or
+// takes apart "local@domain" strings.
 // Canonical form: the local part as a dot-atom when it is one, otherwise a quoted string in which
 // only `"` and `\` are escaped; the domain with its ASCII letters lower-cased; no source route.
 // Promises: parsing never throws (a refusal is an SmtpReply, `ok: false`); a parsed mailbox's `address` parses
