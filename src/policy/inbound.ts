@@ -9,7 +9,7 @@
 // (../mailbox.ts).
 import type { AcceptedDomain, Config } from '../config/load.ts';
 import { reply, type SmtpReply } from '../errors.ts';
-import { foldCase, formatMailbox, type Mailbox } from '../mailbox.ts';
+import { foldCase, formatMailbox, policyDomain, type Mailbox } from '../mailbox.ts';
 import type { Route } from '../store/types.ts';
 import { InboundConnectors, type ConnectorMatch, type TransactionView } from './connectors.ts';
 
@@ -44,7 +44,7 @@ export class InboundPolicy {
   }
 
   acceptedDomain(domain: string): AcceptedDomain | undefined {
-    return this.domains.get(domain.toLowerCase());
+    return this.domains.get(policyDomain(domain));
   }
 
   /**
@@ -83,7 +83,8 @@ export class InboundPolicy {
         `local part "${local}" contains a routing character (% ! @); source-routed relaying is refused`,
       );
     }
-    const d = this.domains.get(domainName);
+    // A UTF-8 domain by its A-label (the configured form): the recipient is written in that form.
+    const d = this.acceptedDomain(domainName);
     if (!d) return this.relay(mb, domainName, s);
     const lower = foldCase(local);
     if (d.recipients !== 'any' && lower !== 'postmaster' && !d.recipients.includes(lower)) {

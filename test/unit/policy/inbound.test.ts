@@ -119,3 +119,18 @@ test('an onPremises connector is identified by certificate or address only: clai
   assert.equal(own.match?.by, 'ip');
   assert.ok(p.recipient(mb('<victim@internet.test>'), own).ok, 'its servers relay');
 });
+
+test('a recipient domain written in UTF-8 is the accepted domain configured by its A-label', () => {
+  const c = buildConfig(
+    { organizations: [{ name: 'bucher', acceptedDomains: [{ domain: 'xn--bcher-kva.test' }] }] },
+    '/tmp',
+    null,
+  );
+  const p = new InboundPolicy(c);
+  const r = parsePathArg('<Anna@BÜCHER.test>', { allowNull: false, utf8Allowed: true });
+  assert.ok(r.ok);
+  const v = p.recipient(r.mailbox, session);
+  assert.ok(v.ok, !v.ok ? v.reply.message : '');
+  assert.deepEqual([v.address, v.org, v.route], ['Anna@xn--bcher-kva.test', 'bucher', 'local']);
+  assert.deepEqual(p.destination('x@bücher.test'), { route: 'local', org: 'bucher' });
+});
