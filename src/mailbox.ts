@@ -37,11 +37,25 @@ export const isAscii = (s: string): boolean => /^[\x00-\x7f]*$/.test(s);
 /**
  * A domain as policy compares it: ASCII, lower case, and a UTF-8 domain (RFC 6531) in its IDNA
  * A-label form (`bücher.test` is `xn--bcher-kva.test`, the form configuration names it by).
- * A UTF-8 domain that is no valid IDN keeps its own form (it matches no configured domain).
+ * Parsing refuses a UTF-8 domain without a valid A-label form (checkDomain), so every parsed
+ * domain has one; anything else keeps its own form (and matches no configured domain).
  */
 export function policyDomain(d: string): string {
   if (isAscii(d)) return d.toLowerCase();
   return domainToASCII(d) || d;
+}
+
+/**
+ * Why a UTF-8 domain has no A-label form that is a host name (null when it has one): IDNA maps
+ * full-width and ideographic dots to `.` and digits to ASCII, so `fabrikam.test。` would be
+ * `fabrikam.test.` and `１２７．０．０．１` an IP address, each escaping the rules for the domain.
+ */
+function idnProblem(d: string): string | null {
+  const a = domainToASCII(d);
+  if (!a) return `"${d}" is not a valid internationalized domain name`;
+  if (IPV4.test(a) || !a.split('.').every((l) => LABEL.test(l)) || !/[a-z]/i.test(a.slice(a.lastIndexOf('.') + 1)))
+    return `"${d}" is not a host name in its ASCII form (${a})`;
+  return null;
 }
 
 /** An address literal "[IPv4]" or "[IPv6:…]" (RFC 5321 §4.1.3); null when valid, else the reason. */
@@ -60,7 +74,7 @@ function checkDomain(d: string, utf8: boolean): string | null {
   if (d.length > 255) return 'domain too long';
   const re = utf8 ? LABEL_UTF8 : LABEL;
   for (const l of d.split('.')) if (!re.test(l)) return `bad domain "${d}"`;
-  return null;
+  return utf8 && !isAscii(d) ? idnProblem(d) : null;
 }
 
 const isDotAtom = (local: string): boolean => local.split('.').every((a) => ATEXT_UTF8.test(a));

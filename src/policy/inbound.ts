@@ -52,10 +52,16 @@ export class InboundPolicy {
    * here (authoritative domain), else out, routed by the connectors of the organisation the
    * address belongs to (an internalRelay domain's), when it is one of ours.
    */
-  destination(address: string): { route: Route; org?: string } {
-    const d = this.acceptedDomain(address.slice(address.lastIndexOf('@') + 1));
-    if (!d) return { route: 'remote' };
-    return { route: d.type === 'authoritative' ? 'local' : 'remote', org: d.organization };
+  destination(address: string): { address: string; route: Route; org?: string } {
+    const at = address.lastIndexOf('@');
+    const d = this.acceptedDomain(address.slice(at + 1));
+    if (!d) return { address, route: 'remote' };
+    return {
+      // In the domain's configured form, as its recipients are (a UTF-8 domain by its A-label).
+      address: address.slice(0, at + 1) + d.domain,
+      route: d.type === 'authoritative' ? 'local' : 'remote',
+      org: d.organization,
+    };
   }
 
   /** The accepted domain that `name` is, or lies under (for certificate domains). */

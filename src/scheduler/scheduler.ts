@@ -486,7 +486,7 @@ export class Scheduler {
     const id = await this.ingest.generated({
       org: m.org,
       // A sender of another organisation hosted here is routed by its own organisation's connectors.
-      to: { address: m.mailFrom, ...inbound.destination(m.mailFrom) },
+      to: inbound.destination(m.mailFrom),
       data: dsn.data,
       messageId: dsn.messageId,
       host: config.hostname,

@@ -64,7 +64,7 @@ export interface SenderDeps {
   ingest: Ingest;
   /** Route of a mailto address: local when its domain is an authoritative accepted domain. */
   /** Where a report mailed to `address` goes (InboundPolicy.destination). */
-  destination: (address: string) => { route: 'local' | 'remote'; org?: string };
+  destination: (address: string) => { address: string; route: 'local' | 'remote'; org?: string };
   /** HTTPS POST time limit (ms). */
   timeoutMs?: number;
 }
@@ -195,7 +195,7 @@ export class TlsReportSender {
     const m = reportMail({ submitter: c.hostname, from: `noreply-tlsrpt@${c.hostname}`, to, domain, report, gz });
     const id = await this.d.ingest.generated({
       org: c.organizations[0].name,
-      to: { address: to, ...this.d.destination(to) },
+      to: this.d.destination(to),
       data: m.data,
       messageId: m.messageId,
       host: c.hostname,

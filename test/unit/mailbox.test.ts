@@ -2,7 +2,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { foldCase, formatMailbox, parseAddress, parseMailbox, smtpPath, type Mailbox } from '../../src/mailbox.ts';
+import {
+  foldCase,
+  formatMailbox,
+  parseAddress,
+  parseMailbox,
+  policyDomain,
+  smtpPath,
+  type Mailbox,
+} from '../../src/mailbox.ts';
 
 const parsed = (inner: string, utf8 = false): Mailbox => {
   const r = parseMailbox(inner, utf8);
@@ -152,4 +160,16 @@ test('property: for any valid mailbox, format -> parse gives the same mailbox', 
     ),
     { numRuns: 3000, seed: 5321 },
   );
+});
+
+test('a UTF-8 domain must have an A-label form that is a host name (no dot or IP address in disguise)', () => {
+  for (const d of ['fabrikam.test。', 'fabrikam.test．', 'fabrikam.test｡', '１２７．０．０．１', '0ｘ7f.1', 'a。。b']) {
+    const r = parseMailbox(`ceo@${d}`, true);
+    assert.ok(!r.ok, `${d} must be refused`);
+    assert.match(r.reply.message + (r.reply.reason ?? ''), /not a (host name|valid internationalized)/, d);
+  }
+  const ok = parseMailbox('ceo@BÜCHER.test', true);
+  assert.ok(ok.ok);
+  assert.equal(policyDomain(ok.mailbox.domain), 'xn--bcher-kva.test');
+  assert.equal(policyDomain('Fabrikam.TEST'), 'fabrikam.test');
 });

@@ -132,5 +132,10 @@ test('a recipient domain written in UTF-8 is the accepted domain configured by i
   const v = p.recipient(r.mailbox, session);
   assert.ok(v.ok, !v.ok ? v.reply.message : '');
   assert.deepEqual([v.address, v.org, v.route], ['Anna@xn--bcher-kva.test', 'bucher', 'local']);
-  assert.deepEqual(p.destination('x@bücher.test'), { route: 'local', org: 'bucher' });
+  assert.deepEqual(
+    p.destination('x@bücher.test'),
+    { address: 'x@xn--bcher-kva.test', route: 'local', org: 'bucher' },
+    "a bounce to a UTF-8 sender goes to the mailbox its mail goes to (the domain's configured form)",
+  );
+  assert.deepEqual(p.destination('x@elsewhere.test'), { address: 'x@elsewhere.test', route: 'remote' });
 });

@@ -61,7 +61,7 @@ async function twoNodesSendOnce(a: Store, b: Store): Promise<void> {
           return `Q${queued.length}`;
         },
       } as unknown as Ingest,
-      destination: () => ({ route: 'remote' }),
+      destination: (address: string) => ({ address, route: 'remote' }),
     });
   const [ra, rb] = await Promise.all([
     sender(a, 'node-a').sendDay(DAY, { unsentOnly: true }),
