@@ -110,8 +110,12 @@ export function buildConfig(input: unknown, baseDir: string, source: string | nu
     // attribution assumes): a certificate name of another organisation's would take its servers.
     o.inboundConnectors.forEach((c, ci) => {
       const name = c.tlsSenderCertificateName?.replace(/^\*\./, '');
-      if (c.connectorType !== 'onPremises' || !name) return;
-      if (o.acceptedDomains.some((d) => name === d.domain || name.endsWith(`.${d.domain}`))) return;
+      if (c.connectorType !== 'onPremises' || !c.enabled || !name) return;
+      // The most specific accepted domain the name lies in (of any organisation) must be its own.
+      let owned: string | undefined;
+      for (let n = name; n && owned === undefined; n = n.includes('.') ? n.slice(n.indexOf('.') + 1) : '')
+        owned = owner.get(n);
+      if (owned === o.name) return;
       problems.push(
         `  organizations[${oi}].inboundConnectors[${ci}].tlsSenderCertificateName: "${c.tlsSenderCertificateName}" ` +
           `is not in a domain of organization "${o.name}" (${o.acceptedDomains.map((d) => d.domain).join(', ')}); ` +

@@ -26,10 +26,10 @@ export function findTies(organizations: readonly { inboundConnectors: readonly I
     for (let j = i + 1; j < all.length; j++) {
       const a = all[i];
       const b = all[j];
-      // A restriction decides between partner connectors only: an onPremises connector never
-      // yields its servers to another connector (it would lose relay, or another organisation's
-      // connector would take them).
-      if (a.connectorType === 'partner' && b.connectorType === 'partner' && restricted(a) !== restricted(b)) continue;
+      // Selection decides when one is a restricted partner connector (the restricted partner over
+      // another partner; an onPremises connector over a partner). Two onPremises connectors
+      // (never restricted) that overlap are a tie whatever their flags.
+      if (restricted(a) !== restricted(b)) continue;
       if (a.tlsSenderCertificateName && a.tlsSenderCertificateName === b.tlsSenderCertificateName) {
         problems.push(
           `inbound connectors ${label(a)} and ${label(b)} are both identified by certificate name ` +

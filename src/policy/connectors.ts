@@ -129,11 +129,20 @@ export class InboundConnectors {
     // An organisation's own servers (onPremises) first, then a partner with a restriction, then others.
     const rank = (p: Prepared) => (p.c.connectorType === 'onPremises' ? 0 : p.restricted ? 1 : 2);
     const facts = (p: Prepared, by: ConnectorMatch['by']): ConnectorMatch => ({ connector: p.c, by });
-    // Of certificate names that both fit, the more specific wins (an exact name over a wildcard).
+    // Of certificate names that both fit, the more specific wins (an exact name over a wildcard:
+    // an organisation's partner connector for one name under its own servers' wildcard), except
+    // that another organisation's partner connector never takes an organisation's own servers.
     const byCert = this.list
       .filter((p) => this.certificateSatisfies(p, v.clientCert))
-      .sort((a, b) => rank(a) - rank(b) || specificity(b) - specificity(a));
-    if (byCert.length) return facts(byCert[0], 'certificate');
+      .sort((a, b) => specificity(b) - specificity(a) || rank(a) - rank(b));
+    if (byCert.length) {
+      const best = byCert[0];
+      const own =
+        best.c.connectorType === 'partner'
+          ? byCert.find((p) => p.c.connectorType === 'onPremises' && p.c.organization !== best.c.organization)
+          : undefined;
+      return facts(own ?? best, 'certificate');
+    }
     const byIp = this.list.filter((p) => inBlocks(p.blocks, v.clientIp)).sort((a, b) => rank(a) - rank(b));
     if (byIp.length) return facts(byIp[0], 'ip');
     let best: Prepared | undefined;

@@ -296,21 +296,21 @@ test("one organisation's servers are never taken for another's onPremises server
       ),
     /inbound connectors "A servers" \(organization alpha\) and "B servers" \(organization beta\) both match client address/,
   );
-  // Nor does a partner's restriction let another organisation's partner connector take them.
-  assert.throws(
-    () =>
-      two(
-        { name: 'A servers', connectorType: 'onPremises', senderIPAddresses: ['127.0.0.20'] },
-        {
-          name: 'B partner',
-          connectorType: 'partner',
-          senderIPAddresses: ['127.0.0.20'],
-          senderDomains: ['partner.test'],
-          restrictDomainsToIPAddresses: true,
-        },
-      ),
-    /"A servers" \(organization alpha\) and "B partner" \(organization beta\) both match client address/,
+  // Nor does another organisation's restricted partner connector for the same address take them.
+  const shared = new InboundPolicy(
+    two(
+      { name: 'A servers', connectorType: 'onPremises', senderIPAddresses: ['127.0.0.20'] },
+      {
+        name: 'B partner',
+        connectorType: 'partner',
+        senderIPAddresses: ['127.0.0.20'],
+        senderDomains: ['partner.test'],
+        restrictDomainsToIPAddresses: true,
+      },
+    ),
   );
+  const m = shared.mailFrom(view({ clientIp: '127.0.0.20', senderDomain: 'alpha.test' }));
+  assert.ok(m.ok && m.match?.connector.name === 'A servers' && m.match.by === 'ip');
   // An onPremises connector's certificate is of its own organisation's domains.
   assert.throws(
     () =>
@@ -319,6 +319,27 @@ test("one organisation's servers are never taken for another's onPremises server
         { name: 'B servers', connectorType: 'onPremises', tlsSenderCertificateName: 'mail.alpha.test' },
       ),
     /inboundConnectors\[0\]\.tlsSenderCertificateName: "mail\.alpha\.test" is not in a domain of organization "beta" \(beta\.test\)/,
+  );
+  // Nor of a domain under them that another organisation accepts.
+  assert.throws(
+    () =>
+      buildConfig(
+        {
+          organizations: [
+            {
+              name: 'alpha',
+              acceptedDomains: [{ domain: 'alpha.test' }],
+              inboundConnectors: [
+                { name: 'A servers', connectorType: 'onPremises', tlsSenderCertificateName: '*.eu.alpha.test' },
+              ],
+            },
+            { name: 'beta', acceptedDomains: [{ domain: 'eu.alpha.test' }] },
+          ],
+        },
+        '/tmp',
+        null,
+      ),
+    /"\*\.eu\.alpha\.test" is not in a domain of organization "alpha"/,
   );
   // Sender domains do not identify an onPremises connector, so they cannot tie with a partner's.
   assert.doesNotThrow(() =>
@@ -368,6 +389,39 @@ test("an organisation's onPremises certificate is never outranked by another org
   const alpha = chainOf((await pki.issue('mail.alpha.test')).issued.certPem + pki.intermediate.certPem);
   const m = p.mailFrom(view({ clientCert: judged(p, alpha), senderDomain: 'alpha.test' }));
   assert.ok(m.ok && m.match?.connector.name === 'A servers', `matched ${m.ok && m.match?.connector.name}`);
+});
+
+test("a partner connector for one name under an organisation's own servers' wildcard is that partner, not a server", async () => {
+  const orgs = (partnerOrg: 'alpha' | 'beta') =>
+    new InboundPolicy(
+      buildConfig(
+        {
+          organizations: ['alpha', 'beta'].map((name) => ({
+            name,
+            acceptedDomains: [{ domain: `${name}.test` }],
+            inboundConnectors: [
+              ...(name === 'alpha'
+                ? [{ name: 'A servers', connectorType: 'onPremises', tlsSenderCertificateName: '*.alpha.test' }]
+                : []),
+              ...(name === partnerOrg
+                ? [{ name: 'Vendor', connectorType: 'partner', tlsSenderCertificateName: 'mailer.alpha.test' }]
+                : []),
+            ],
+          })),
+        },
+        '/tmp',
+        null,
+      ),
+    );
+  const vendor = chainOf((await pki.issue('mailer.alpha.test')).issued.certPem + pki.intermediate.certPem);
+  const own = orgs('alpha');
+  const v = view({ clientCert: judged(own, vendor), senderDomain: 'vendor.test' });
+  const m = own.mailFrom(v);
+  assert.ok(m.ok && m.match?.connector.name === 'Vendor', 'the organisation carved the name out of its wildcard');
+  assert.ok(!own.recipient(mb('<x@internet.test>'), { ...v, match: m.match! }).ok, 'so it relays nothing');
+  const other = orgs('beta');
+  const o = other.mailFrom(view({ clientCert: judged(other, vendor), senderDomain: 'vendor.test' }));
+  assert.ok(o.ok && o.match?.connector.name === 'A servers', "another organisation's partner connector cannot");
 });
 
 test('of two certificate names a client certificate satisfies, the more specific connector is chosen', async () => {
