@@ -119,7 +119,8 @@ export function buildConfig(input: unknown, baseDir: string, source: string | nu
       problems.push(
         `  organizations[${oi}].inboundConnectors[${ci}].tlsSenderCertificateName: "${c.tlsSenderCertificateName}" ` +
           `is not in a domain of organization "${o.name}" (${o.acceptedDomains.map((d) => d.domain).join(', ')}); ` +
-          `an onPremises connector is identified by a certificate of the organization's own accepted domains`,
+          `an onPremises connector is identified by a certificate of the organization's own accepted domains: ` +
+          `name one of those, or identify the servers by senderIPAddresses instead`,
       );
     });
     const relayDomains = o.acceptedDomains.filter((d) => d.type === 'internalRelay');
