@@ -37,8 +37,8 @@ import { peerChain } from '../tls/trust.ts';
 import type { ServerTls } from '../tls/server.ts';
 import type { TrustStore } from '../tls/trust.ts';
 import { sessionId } from '../util/ids.ts';
-import { heloProblem, isXtext, parsePathArg, validNotify, validOrcpt } from './address.ts';
 import { policyDomain } from '../mailbox.ts';
+import { heloProblem, isXtext, parsePathArg, validNotify, validOrcpt } from './address.ts';
 import { CommandReader } from './command-reader.ts';
 import { DataDecoder } from './data-decoder.ts';
 import { errorDetail } from '../util/errors.ts';
@@ -768,9 +768,10 @@ export class SmtpSession {
       this.send(bad);
       return;
     }
+    const owner = sendingOrg(t);
     const r = await this.deps.ingest.accept({
       // Attribution: an identified on-premises sender's organisation, else each recipient's own.
-      ...(sendingOrg(t) !== undefined ? { sendingOrg: sendingOrg(t) } : {}),
+      ...(owner !== undefined ? { sendingOrg: owner } : {}),
       mailFrom: t.mailFrom,
       envelope: t.envelope,
       recipients: t.recipients,

@@ -1,16 +1,15 @@
 // Owns: turning an accepted SMTP transaction into durable queue entries: one per organisation of
 // its recipients (an onPremises sender's mail is all its organisation's), so that no organisation
-// holds another's recipients. The only writer of new
-// messages into the store (inbound/ never writes the queue itself). Records with the envelope
+// holds another's recipients. The only writer of new messages into the store (inbound/ never
+// writes the queue itself). Records with the envelope
 // what delivery must know about the content without scanning it: the longest line, and 8-bit
 // content (for messages the gateway generates; inbound/ reports it for received ones), and the
 // header `TLS-Required: No` (RFC 8689 §5), ignored when MAIL FROM carried REQUIRETLS (§4.1).
 // Refuses a message that has passed more hops than smtp.maxReceivedHeaders (a mail loop, RFC 5321
 // §6.3) before anything is stored.
 // Promise: resolves with the queue ids only after the store's commit of all the copies is synced
-// (one transaction: all are stored or none); on failure it
-// returns the reply to give (554 5.4.6 for a loop, 452 4.3.1 when storage is full, 451 4.3.0
-// otherwise), never throws.
+// (one transaction: all are stored or none); on failure it returns the reply to give (554 5.4.6
+// for a loop, 452 4.3.1 when storage is full, 451 4.3.0 otherwise), never throws.
 import { isAscii } from 'node:buffer';
 import { emit } from '../events.ts';
 import { Replies, type SmtpReply } from '../errors.ts';
