@@ -141,6 +141,7 @@ export class InboundPolicy {
       );
     }
     if (domain.startsWith('[')) return relayDenied(`relaying to address literals (${domain}) is refused`);
-    return { ok: true, address: mb.address, org: c.organization, route: 'remote' };
+    // The domain by its A-label: one recipient however its domain is written (and sent in the form DNS knows).
+    return { ok: true, address: formatMailbox(mb.local, policyDomain(domain)), org: c.organization, route: 'remote' };
   }
 }

@@ -118,6 +118,13 @@ test('an onPremises connector is identified by certificate or address only: clai
   const own = from('127.0.0.20');
   assert.equal(own.match?.by, 'ip');
   assert.ok(p.recipient(mb('<victim@internet.test>'), own).ok, 'its servers relay');
+  // A relayed domain written in UTF-8 or by its A-label is one recipient, in the A-label form.
+  for (const arg of ['<Anna@BÜCHER.example>', '<Anna@xn--bcher-kva.example>']) {
+    const r = parsePathArg(arg, { allowNull: false, utf8Allowed: true });
+    assert.ok(r.ok);
+    const v = p.recipient(r.mailbox, own);
+    assert.ok(v.ok && v.address === 'Anna@xn--bcher-kva.example', arg);
+  }
 });
 
 test('a recipient domain written in UTF-8 is the accepted domain configured by its A-label', () => {
