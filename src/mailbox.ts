@@ -46,6 +46,18 @@ export function policyDomain(d: string): string {
 }
 
 /**
+ * The value of the most specific domain in `byDomain` that `name` is or lies under (a name of
+ * two labels or more: `mail.eu.contoso.test` finds `eu.contoso.test` before `contoso.test`).
+ */
+export function underDomain<T>(name: string, byDomain: ReadonlyMap<string, T>): T | undefined {
+  for (let n = name.toLowerCase(); n.includes('.'); n = n.slice(n.indexOf('.') + 1)) {
+    const v = byDomain.get(n);
+    if (v !== undefined) return v;
+  }
+  return undefined;
+}
+
+/**
  * Why a UTF-8 domain has no A-label form that is a host name (null when it has one): IDNA maps
  * full-width and ideographic dots to `.` and digits to ASCII, so `fabrikam.test。` would be
  * `fabrikam.test.` and `１２７．０．０．１` an IP address, each escaping the rules for the domain.

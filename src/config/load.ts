@@ -13,6 +13,7 @@ import { adminListenProblems, listenProblems } from './listen.ts';
 import { resolveStore } from './store.ts';
 import type { Config, Organization } from './types.ts';
 import { errorMessage } from '../util/errors.ts';
+import { underDomain } from '../mailbox.ts';
 
 export type { AcceptedDomain, Config, InboundConnector, Organization, OutboundConnector } from './types.ts';
 
@@ -112,10 +113,7 @@ export function buildConfig(input: unknown, baseDir: string, source: string | nu
       const name = c.tlsSenderCertificateName?.replace(/^\*\./, '');
       if (c.connectorType !== 'onPremises' || !c.enabled || !name) return;
       // The most specific accepted domain the name lies in (of any organisation) must be its own.
-      let owned: string | undefined;
-      for (let n = name; n && owned === undefined; n = n.includes('.') ? n.slice(n.indexOf('.') + 1) : '')
-        owned = owner.get(n);
-      if (owned === o.name) return;
+      if (underDomain(name, owner) === o.name) return;
       problems.push(
         `  organizations[${oi}].inboundConnectors[${ci}].tlsSenderCertificateName: "${c.tlsSenderCertificateName}" ` +
           `is not in a domain of organization "${o.name}" (${o.acceptedDomains.map((d) => d.domain).join(', ')}); ` +

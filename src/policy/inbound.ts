@@ -9,7 +9,7 @@
 // (../mailbox.ts).
 import type { AcceptedDomain, Config } from '../config/load.ts';
 import { reply, type SmtpReply } from '../errors.ts';
-import { foldCase, formatMailbox, policyDomain, type Mailbox } from '../mailbox.ts';
+import { foldCase, formatMailbox, policyDomain, underDomain, type Mailbox } from '../mailbox.ts';
 import type { Route } from '../store/types.ts';
 import { InboundConnectors, type ConnectorMatch, type TransactionView } from './connectors.ts';
 
@@ -62,15 +62,6 @@ export class InboundPolicy {
       route: d.type === 'authoritative' ? 'local' : 'remote',
       org: d.organization,
     };
-  }
-
-  /** The accepted domain that `name` is, or lies under (for certificate domains). */
-  private domainOf(name: string): AcceptedDomain | undefined {
-    for (let n = name.toLowerCase(); n.includes('.'); n = n.slice(n.indexOf('.') + 1)) {
-      const d = this.domains.get(n);
-      if (d) return d;
-    }
-    return undefined;
   }
 
   /** MAIL FROM: select the connector and apply its requirements. */
@@ -129,7 +120,7 @@ export class InboundPolicy {
     const c = m.connector;
     const certDomain =
       m.by === 'certificate' && s.clientCert
-        ? s.clientCert.names.map((n) => this.domainOf(n.replace(/^\*\./, ''))).find((x) => x)
+        ? s.clientCert.names.map((n) => underDomain(n.replace(/^\*\./, ''), this.domains)).find((x) => x)
         : undefined;
     const owner = [certDomain, this.domains.get(s.senderDomain)].find((d) => d?.organization === c.organization);
     if (!owner) {
